@@ -1,0 +1,73 @@
+"""The one exception tree of agentbatch, and the exit code of each branch.
+
+    AgentbatchError                  exit 1   base; anything not below
+    ├── SpecError                    exit 2   a job file, a --var, a template: names file:line
+    │   └── TemplateError            exit 2   Jinja or rendered-SQL error: names template:line
+    ├── UsageError                   exit 2   bad command-line or API arguments
+    ├── ConfigError                  exit 3   target / connection / auth settings missing or wrong
+    ├── MissingDependencyError       exit 3   an optional extra is not installed (says which)
+    ├── NotSupportedError            exit 4   the chosen target cannot do what the job asks
+    ├── EngineError                  exit 5   the SQL engine failed a statement
+    ├── AgentError                   exit 6   the agent endpoint is unusable for the whole run
+    │                                         (auth refused, app not found); row errors never raise
+    └── JobFailedError               exit 1   the job ran, but rows failed with fail_on_error: true
+
+Row-level failures are values in the `error` column, never exceptions.
+"""
+
+from __future__ import annotations
+
+
+class AgentbatchError(Exception):
+    exit_code = 1
+
+
+class SpecError(AgentbatchError):
+    """A job file, variable or template is wrong. The message starts with `file:line: key.path:`."""
+
+    exit_code = 2
+
+
+class TemplateError(SpecError):
+    pass
+
+
+class UsageError(AgentbatchError):
+    exit_code = 2
+
+
+class ConfigError(AgentbatchError):
+    exit_code = 3
+
+
+class MissingDependencyError(ConfigError):
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module} is not installed; install it with: pip install 'agentbatch[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra
+
+
+class NotSupportedError(AgentbatchError):
+    exit_code = 4
+
+
+class EngineError(AgentbatchError):
+    exit_code = 5
+
+
+class AgentError(AgentbatchError):
+    exit_code = 6
+
+
+class JobFailedError(AgentbatchError):
+    exit_code = 1
+
+
+def exit_code_for(error: BaseException) -> int:
+    if isinstance(error, AgentbatchError):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    return 1

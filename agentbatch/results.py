@@ -1,0 +1,51 @@
+"""The standard result columns every execution path writes (see docs/architecture.md).
+
+Kept free of heavy imports: the Arrow schema is built on demand.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# (name, Databricks SQL type). `response` is STRING unless the job declares a response_format.
+RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("response", "STRING"),
+    ("error", "STRING"),
+    ("http_status", "INT"),
+    ("attempts", "INT"),
+    ("latency_ms", "DOUBLE"),
+    ("input_tokens", "BIGINT"),
+    ("output_tokens", "BIGINT"),
+    ("trace_id", "STRING"),
+    ("custom_outputs", "STRING"),
+    ("request_fingerprint", "STRING"),
+    ("answered_at", "TIMESTAMP"),
+)
+RESULT_COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in RESULT_COLUMNS)
+
+# Columns the inputs select adds for the REST fallback, beside the key and passthrough columns.
+REQUEST_COLUMN = "_request"
+FINGERPRINT_COLUMN = "request_fingerprint"
+
+
+def result_arrow_fields(response_type: pa.DataType | None = None) -> list[pa.Field]:
+    """Arrow fields of the result columns; `response_type` overrides STRING for `response`."""
+    import pyarrow as pa
+
+    types: dict[str, pa.DataType] = {
+        "response": response_type or pa.string(),
+        "error": pa.string(),
+        "http_status": pa.int32(),
+        "attempts": pa.int32(),
+        "latency_ms": pa.float64(),
+        "input_tokens": pa.int64(),
+        "output_tokens": pa.int64(),
+        "trace_id": pa.string(),
+        "custom_outputs": pa.string(),
+        "request_fingerprint": pa.string(),
+        "answered_at": pa.timestamp("us", tz="UTC"),
+    }
+    return [pa.field(name, types[name]) for name in RESULT_COLUMN_NAMES]
