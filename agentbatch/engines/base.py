@@ -1,0 +1,69 @@
+"""The engine interface: execute Databricks SQL, stream Arrow batches out, write result batches in.
+
+Engines receive SQL rendered in the Databricks dialect and transpile it themselves when they speak
+another (`dialect`). What differs between engines is declared as class attributes, so the planner
+can decide without connecting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+WriteMode = Literal["overwrite", "append", "merge"]
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """Write result rows into `table` (a Databricks three-part name).
+
+    `key` is the merge key; `columns` is the full output column order. The engine stages the
+    batches under `staging_name` and runs `write_sql` (Databricks SQL, rendered by the planner from
+    the `write_results` template, reading from the staging relation).
+    """
+
+    table: str
+    key: str
+    mode: WriteMode
+    staging_name: str
+    write_sql: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WriteStats:
+    rows_written: int
+
+
+class Engine(Protocol):
+    name: ClassVar[str]
+    # sqlglot dialect the engine executes.
+    dialect: ClassVar[str]
+    # True when `ai_query` runs inside the engine (natively or as a registered function).
+    native_ai_query: ClassVar[bool]
+
+    @classmethod
+    def staging_relation(cls, table: str, run_id: str) -> str:
+        """The relation name the planner renders write SQL against (a temp view or a table)."""
+        ...
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
+
+    def fetch_batches(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, batch_rows: int = 10_000
+    ) -> Iterator[pa.RecordBatch]: ...
+
+    def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
+
+    def table_exists(self, table: str) -> bool: ...
+
+    def write_results(
+        self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
+    ) -> WriteStats: ...
+
+    def read_table(self, table: str, limit: int | None = None) -> pa.Table: ...
+
+    def close(self) -> None: ...
