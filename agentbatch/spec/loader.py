@@ -1,0 +1,138 @@
+"""Load job files: YAML with positions -> Jinja in string values -> strict models.
+
+Every error is one line naming file, line and key path, e.g.
+`jobs/triage.yml:12: agent.model_parameters.max_tokens: Input should be greater than 0`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from agentbatch.errors import SpecError, TemplateError
+from agentbatch.spec.models import Job
+from agentbatch.spec.yaml_source import KeyPath, YamlDocument, dotted, load_yaml
+from agentbatch.sql.jinja import Helpers, make_environment, render_string
+
+# Values that are SQL: Jinja output there is quoted as literals (see agentbatch.sql.jinja).
+_SQL_FIELDS: tuple[KeyPath, ...] = (("request",), ("source", "where"), ("source", "query"))
+
+
+def load_job(
+    path: str | Path,
+    vars: Mapping[str, Any] | None = None,
+    *,
+    template_dirs: Iterable[Path] = (),
+) -> Job:
+    """Load and validate one job file; `vars` override the file's `vars:`."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{file}: no such job file") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{file}:1: not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise SpecError(f"{file}: cannot read: {err.strerror}") from None
+    return load_job_text(text, file, vars, template_dirs=template_dirs)
+
+
+def load_job_text(
+    text: str,
+    file: str,
+    vars: Mapping[str, Any] | None = None,
+    *,
+    template_dirs: Iterable[Path] = (),
+) -> Job:
+    doc = load_yaml(text, file)
+    if not isinstance(doc.value, dict):
+        raise SpecError(f"{file}:1: a job file is a mapping of keys (name, source, request, agent, output)")
+    raw = dict(doc.value)
+    file_vars = raw.get("vars", {})
+    if not isinstance(file_vars, dict):
+        file_vars = {}
+    merged_vars = {**file_vars, **(vars or {})}
+    env_names = raw.get("env", [])
+    helpers = Helpers(merged_vars, env_names if isinstance(env_names, list) else [])
+    template_dirs = tuple(template_dirs)
+    environments = {
+        "text": make_environment("text", helpers, template_dirs),
+        "sql": make_environment("sql", helpers, template_dirs),
+    }
+    rendered = _render_values(raw, (), doc, environments)
+    if vars:
+        rendered["vars"] = merged_vars
+    try:
+        return Job.model_validate(rendered)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err, doc)) from None
+
+
+def _render_values(value: Any, path: KeyPath, doc: YamlDocument, envs: Mapping[str, Any]) -> Any:
+    if isinstance(value, dict):
+        return {k: _render_values(v, (*path, k), doc, envs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_values(v, (*path, i), doc, envs) for i, v in enumerate(value)]
+    if isinstance(value, str) and ("{{" in value or "{%" in value) and path[:1] != ("vars",):
+        mode = "sql" if any(path[: len(f)] == f for f in _SQL_FIELDS) else "text"
+        where = f"{doc.where(path)}: {dotted(path)}"
+        try:
+            return render_string(envs[mode], value, {}, where)
+        except TemplateError as err:
+            raise SpecError(str(err)) from None
+    return value
+
+
+def _format_validation_error(err: ValidationError, doc: YamlDocument) -> str:
+    """All problems, one line each, most specific first; union branches merged."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for problem in err.errors(include_url=False):
+        path = _doc_path(problem["loc"], doc.value)
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        line = f"{doc.where(path)}: {dotted(path)}: {message}"
+        key = f"{doc.where(path)}: {dotted(path)}"
+        if key in seen:
+            continue
+        seen.add(key)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _doc_path(loc: tuple[int | str, ...], value: Any) -> KeyPath:
+    """Map a pydantic location onto the document, dropping union tags such as `str` or `dict[...]`."""
+    path: list[str | int] = []
+    node = value
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, dict) and not isinstance(part, int) and part not in node and len(loc) and part == loc[-1]:
+            path.append(part)  # a missing or unknown key: name it
+    return tuple(path)
+
+
+def parse_var_assignments(assignments: Iterable[str]) -> dict[str, Any]:
+    """`--var k=v` values; v is read as a YAML scalar (5 -> int, true -> bool), else kept as text."""
+    result: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise SpecError(f"--var {item!r}: expected NAME=VALUE")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        result[name.strip()] = value if isinstance(value, (str, int, float, bool)) else text
+    return result

@@ -1,0 +1,255 @@
+"""The job spec: strict, immutable models. Unknown keys and wrong types are errors.
+
+SQL-bearing fields (`request`, `source.where`, `source.query`) are checked by the quoting layer at
+load time, so a bad expression is reported against its YAML line, not at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from agentbatch.results import RESULT_COLUMN_NAMES
+from agentbatch.sql import quoting
+
+JsonValue = Any
+
+
+def _list_to_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+# YAML gives lists; the frozen models keep tuples. Strict mode still rejects a bare string.
+StrTuple = Annotated[tuple[str, ...], BeforeValidator(_list_to_tuple)]
+WriteMode = Literal["overwrite", "append", "merge"]
+_JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$")
+_APP_ENDPOINT = re.compile(r"^apps/[a-z0-9][a-z0-9\-]{0,62}$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _sql_error(err: quoting.SqlValueError) -> ValueError:
+    return ValueError(str(err))
+
+
+class Source(StrictModel):
+    """Where the rows come from: a table (or a query), the unique key, the columns kept."""
+
+    table: str | None = Field(default=None, description="Unity Catalog table name: catalog.schema.table")
+    query: str | None = Field(default=None, description="A SELECT statement (Jinja allowed) instead of `table`")
+    key: str = Field(description="Unique row key: the merge key and the resume key")
+    columns: StrTuple = Field(default=(), description="Passthrough columns kept in the output")
+    where: str | None = Field(default=None, description="Optional SQL filter on the source rows")
+    limit: Annotated[int, Field(gt=0)] | None = Field(default=None, description="Optional row limit")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                quoting.table_parts(value)
+            except quoting.SqlValueError as err:
+                raise _sql_error(err) from None
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        try:
+            quoting.identifier(value)
+        except quoting.SqlValueError as err:
+            raise _sql_error(err) from None
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for column in value:
+            try:
+                quoting.identifier(column)
+            except quoting.SqlValueError as err:
+                raise _sql_error(err) from None
+            if column.lower() in RESULT_COLUMN_NAMES:
+                raise ValueError(f"{column!r} is a result column name; rename it in a `query`")
+        if len({c.lower() for c in value}) != len(value):
+            raise ValueError("columns are listed twice")
+        return value
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                quoting.expression(value, what="where clause")
+            except quoting.SqlValueError as err:
+                raise _sql_error(err) from None
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                quoting.query(value)
+            except quoting.SqlValueError as err:
+                raise _sql_error(err) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_of_table_or_query(self) -> Source:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` or `query`")
+        if self.key in self.columns:
+            raise ValueError("the key is always kept; do not list it in `columns`")
+        return self
+
+
+class ModelParameters(StrictModel):
+    """Passed as `modelParameters` to ai_query and as body fields over REST."""
+
+    max_tokens: Annotated[int, Field(gt=0)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(gt=0)] | None = None
+    stop: StrTuple | None = None
+
+    @field_validator("temperature", "top_p", mode="before")
+    @classmethod
+    def _int_is_a_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.model_dump().items() if v is not None}
+
+
+class Agent(StrictModel):
+    """The endpoint each row is sent to, and how."""
+
+    endpoint: str = Field(
+        description="`apps/<app-name>` for an agent on Databricks Apps; a Model Serving endpoint name; "
+        "or an http(s) URL of an agent server"
+    )
+    api: Literal["responses", "chat"] = Field(default="responses", description="Request shape")
+    custom_inputs: dict[str, JsonValue] = Field(default_factory=dict)
+    databricks_options: dict[str, JsonValue] = Field(default_factory=dict)
+    model_parameters: ModelParameters = Field(default_factory=ModelParameters)
+    response_format: str | dict[str, JsonValue] | None = Field(
+        default=None, description="A Databricks STRUCT type, or a JSON schema object"
+    )
+    fail_on_error: bool = Field(default=False, description="Fail the job when any row fails")
+    stream: bool = Field(default=False, description="Read the agent's SSE stream (REST fallback)")
+    timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 8
+    max_concurrency: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Cap on concurrent requests (default: adaptive)"
+    )
+    requests_per_second: Annotated[float, Field(gt=0)] | None = None
+
+    @field_validator("timeout_seconds", "requests_per_second", mode="before")
+    @classmethod
+    def _int_is_a_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if value.startswith("apps/") and not _APP_ENDPOINT.match(value):
+            raise ValueError("an app endpoint is `apps/<name>` with a lowercase app name")
+        if not value.startswith(("apps/", "http://", "https://", "builtin:")) and not re.match(
+            r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}$", value
+        ):
+            raise ValueError("not a valid Model Serving endpoint name")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _response_format(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if isinstance(value, str):
+            try:
+                ddl = quoting.data_type(value)
+            except quoting.SqlValueError as err:
+                raise _sql_error(err) from None
+            if not ddl.upper().startswith("STRUCT<"):
+                raise ValueError("a response_format type must be a STRUCT<...>")
+        elif isinstance(value, dict) and value.get("type") != "object":
+            raise ValueError('a JSON schema response_format must have "type": "object"')
+        return value
+
+    @property
+    def is_app(self) -> bool:
+        return self.endpoint.startswith("apps/")
+
+
+class Output(StrictModel):
+    table: str = Field(description="Target table: catalog.schema.table")
+    mode: WriteMode = Field(default="merge", description="overwrite | append | merge (by source.key)")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        try:
+            quoting.table_parts(value)
+        except quoting.SqlValueError as err:
+            raise _sql_error(err) from None
+        return value
+
+
+class Job(StrictModel):
+    """One job: run `agent` over the rows of `source`, writing `output`."""
+
+    name: str = Field(description="Job name: letters, digits, _ and -")
+    description: str = ""
+    source: Source
+    request: str | dict[str, str] = Field(
+        description="SQL expression per row (a prompt), or a mapping of request fields to SQL expressions"
+    )
+    agent: Agent
+    output: Output
+    vars: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    env: StrTuple = Field(default=(), description="Environment variables templates may read")
+    template: str | None = Field(default=None, description="A template in sqltemplates/ to use instead of the built-in one")
+    evaluation: dict[str, JsonValue] | None = Field(default=None, description="Scorers for evaluation jobs")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _JOB_NAME.match(value):
+            raise ValueError("use letters, digits, _ and - (starting with a letter or _)")
+        return value
+
+    @field_validator("request")
+    @classmethod
+    def _request(cls, value: str | dict[str, str]) -> str | dict[str, str]:
+        items = value.items() if isinstance(value, dict) else [("request", value)]
+        if isinstance(value, dict) and not value:
+            raise ValueError("a request mapping needs at least one field")
+        for field_name, expr in items:
+            try:
+                if isinstance(value, dict):
+                    quoting.identifier(field_name)
+                quoting.expression(expr, what=f"request {field_name!r}" if isinstance(value, dict) else "request")
+            except quoting.SqlValueError as err:
+                raise _sql_error(err) from None
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9_\-]+(\.sql)?$", value):
+            raise ValueError("a template name is a file name in sqltemplates/, e.g. my_merge.sql")
+        return value

@@ -1,0 +1,138 @@
+"""The sandboxed Jinja environments.
+
+Two modes share one set of helpers:
+- `text` renders plain values in job files (`custom_inputs: {team: "{{ var('team') }}"}`).
+- `sql` renders SQL: every `{{ ... }}` that is not a `Sql` fragment from the quoting layer becomes
+  an inert string literal, so a variable can never inject SQL. Identifiers go through `ident()`.
+
+Undefined names are errors; templates cannot reach Python internals (sandbox) nor read files outside
+the template folders, nor environment variables the job did not declare in `env:`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from agentbatch.errors import TemplateError
+from agentbatch.sql import quoting
+from agentbatch.sql.quoting import Sql
+
+Mode = Literal["text", "sql"]
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def _finalize_sql(value: Any) -> Any:
+    if isinstance(value, Sql):
+        return value
+    if isinstance(value, jinja2.Undefined):
+        return value
+    return quoting.literal(value)
+
+
+class Helpers:
+    """Functions templates may call. `var` and `env` are bound to one job's values."""
+
+    def __init__(self, variables: Mapping[str, Any], allowed_env: Iterable[str]) -> None:
+        self._vars = dict(variables)
+        self._allowed_env = frozenset(allowed_env)
+
+    def var(self, name: str, default: Any = jinja2.Undefined) -> Any:
+        if name in self._vars:
+            return self._vars[name]
+        if default is not jinja2.Undefined:
+            return default
+        raise TemplateError(f"variable {name!r} is not set (set it in `vars:` or with --var {name}=...)")
+
+    def env(self, name: str, default: str | None = None) -> str:
+        if name not in self._allowed_env:
+            raise TemplateError(f"environment variable {name!r} is not declared in the job's `env:` list")
+        value = os.environ.get(name, default)
+        if value is None:
+            raise TemplateError(f"environment variable {name!r} is not set")
+        return value
+
+    def globals(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "var": self.var,
+            "env": self.env,
+            "ident": quoting.identifier,
+            "table": quoting.table,
+            "literal": quoting.literal,
+            "json_literal": quoting.json_literal,
+            "sql_type": quoting.data_type,
+        }
+
+
+def make_environment(
+    mode: Mode,
+    helpers: Helpers,
+    template_dirs: Iterable[Path] = (),
+) -> jinja2.Environment:
+    # Project folders first, so a project template overrides a built-in one of the same name.
+    loader = jinja2.ChoiceLoader(
+        [jinja2.FileSystemLoader([str(d) for d in template_dirs]), jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES))]
+    )
+    env = ImmutableSandboxedEnvironment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=_finalize_sql if mode == "sql" else None,
+    )
+    env.globals.update(helpers.globals())
+    return env
+
+
+def render_string(env: jinja2.Environment, source: str, context: Mapping[str, Any], name: str) -> str:
+    """Render an inline template (a job-file value). Errors name `name` and the line inside it."""
+    try:
+        template = env.from_string(source)
+        return template.render(context)
+    except jinja2.TemplateSyntaxError as err:
+        raise TemplateError(f"{name}: template syntax error at line {err.lineno}: {err.message}") from None
+    except TemplateError as err:
+        raise TemplateError(f"{name}: {err}") from None
+    except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as err:
+        raise TemplateError(f"{name}: {_describe(err)}") from None
+
+
+def render_template(env: jinja2.Environment, template_name: str, context: Mapping[str, Any]) -> str:
+    """Render a template file. Errors name the template and line."""
+    try:
+        return env.get_template(template_name).render(context)
+    except jinja2.TemplateNotFound:
+        raise TemplateError(f"template {template_name!r} not found in sqltemplates/ or the built-ins") from None
+    except jinja2.TemplateSyntaxError as err:
+        raise TemplateError(
+            f"{err.filename or template_name}:{err.lineno}: template syntax error: {err.message}"
+        ) from None
+    except (TemplateError, jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as err:
+        line = _template_line(sys.exc_info()[2], template_name)
+        raise TemplateError(f"{template_name}:{line}: {_describe(err)}") from None
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, jinja2.exceptions.SecurityError):
+        return f"not allowed in templates: {err}"
+    return str(err)
+
+
+def _template_line(tb: TracebackType | None, template_name: str) -> int | str:
+    """Jinja rewrites tracebacks so template frames carry the template's file name and line."""
+    line: int | str = "?"
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(template_name) or filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

@@ -1,0 +1,162 @@
+"""The one quoting layer. Identifiers, table names and literals are built as sqlglot AST nodes and
+printed by the Databricks dialect; nothing is quoted by string concatenation.
+
+Everything that comes out of here is a `Sql` fragment: the Jinja environment emits `Sql` as is and
+turns every other value into an inert string literal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+DIALECT = "databricks"
+
+# Unity Catalog names: letters, digits, underscores, and (quoted) hyphens or spaces; never control
+# characters, dots, backticks or statement separators.
+_NAME_PART = re.compile(r"^[\w][\w\- ]*$", re.UNICODE)
+
+
+class Sql(str):
+    """A fragment of SQL that the quoting layer vouches for."""
+
+    __slots__ = ()
+
+    def __html__(self) -> str:  # Jinja's Markup protocol: emit as is.
+        return str(self)
+
+
+class SqlValueError(ValueError):
+    """A value cannot be used where it was given (not a valid name or expression)."""
+
+
+def literal(value: Any) -> Sql:
+    """A SQL literal for a Python value: str, bool, int, float, None, list, or dict (named_struct)."""
+    return Sql(_literal_node(value).sql(dialect=DIALECT))
+
+
+def _literal_node(value: Any) -> exp.Expression:
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, (int, float)):
+        return exp.Literal.number(repr(value) if isinstance(value, float) else str(value))
+    if isinstance(value, str):
+        return exp.Literal.string(value)
+    if isinstance(value, Mapping):
+        args: list[exp.Expression] = []
+        for k, v in value.items():
+            args += [exp.Literal.string(str(k)), _literal_node(v)]
+        return exp.Anonymous(this="named_struct", expressions=args)
+    if isinstance(value, Sequence):
+        return exp.Array(expressions=[_literal_node(v) for v in value])
+    raise SqlValueError(f"cannot write a {type(value).__name__} as a SQL literal")
+
+
+def json_literal(value: Any) -> Sql:
+    """A string literal holding canonical JSON of `value` (sorted keys, no spaces)."""
+    return literal(canonical_json(value))
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def identifier(name: str) -> Sql:
+    """One column or schema name, quoted with backticks."""
+    _check_name_part(name, "identifier")
+    return Sql(exp.to_identifier(name, quoted=True).sql(dialect=DIALECT))
+
+
+def table_parts(name: str) -> tuple[str, ...]:
+    """Split and check a table name of one to three parts (`catalog.schema.table`)."""
+    if not isinstance(name, str) or not name.strip():
+        raise SqlValueError("a table name must be a non-empty string")
+    try:
+        node = sqlglot.parse_one(name, into=exp.Table, read=DIALECT)
+    except (ParseError, sqlglot.errors.TokenError) as err:
+        raise SqlValueError(f"{name!r} is not a valid table name") from err
+    if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
+        raise SqlValueError(f"{name!r} is not a valid table name")
+    if node.args.get("alias") or any(
+        node.args.get(arg) for arg in ("joins", "laterals", "pivots", "version", "when")
+    ):
+        raise SqlValueError(f"{name!r} is not a valid table name")
+    parts = tuple(part.name for part in node.parts)
+    if not 1 <= len(parts) <= 3:
+        raise SqlValueError(f"{name!r} must have one to three parts: catalog.schema.table")
+    for part in parts:
+        _check_name_part(part, "table name")
+    return parts
+
+
+def table(name: str) -> Sql:
+    """A table name, each part quoted with backticks."""
+    parts = table_parts(name)
+    node = exp.Table(
+        this=exp.to_identifier(parts[-1], quoted=True),
+        db=exp.to_identifier(parts[-2], quoted=True) if len(parts) > 1 else None,
+        catalog=exp.to_identifier(parts[-3], quoted=True) if len(parts) > 2 else None,
+    )
+    return Sql(node.sql(dialect=DIALECT))
+
+
+def expression(sql: str, *, what: str = "expression") -> Sql:
+    """A single SQL expression written by the job author (reviewed code, not data).
+
+    It must parse as exactly one expression in the Databricks dialect: no statement separators, no
+    trailing comment that could swallow what the template adds after it.
+    """
+    if not isinstance(sql, str) or not sql.strip():
+        raise SqlValueError(f"the {what} is empty")
+    try:
+        nodes = sqlglot.parse(f"SELECT {sql}", read=DIALECT)
+    except (ParseError, sqlglot.errors.TokenError) as err:
+        raise SqlValueError(f"the {what} is not valid Databricks SQL: {_first_line(err)}") from err
+    if len(nodes) != 1 or not isinstance(nodes[0], exp.Select) or len(nodes[0].selects) != 1:
+        raise SqlValueError(f"the {what} must be a single SQL expression")
+    select = nodes[0]
+    clauses = set(select.args) - {"expressions", "kind", "hint", "distinct", "operation_modifiers"}
+    if any(select.args.get(arg) for arg in clauses):
+        raise SqlValueError(f"the {what} must be a single SQL expression")
+    if "--" in sql or "/*" in sql:
+        # Comments inside user expressions could hide the rest of a rendered line.
+        printed = select.selects[0].sql(dialect=DIALECT, comments=False)
+        return Sql(printed)
+    return Sql(sql.strip())
+
+
+def query(sql: str, *, what: str = "query") -> Sql:
+    """A single SELECT statement written by the job author (used as a subquery)."""
+    try:
+        nodes = [n for n in sqlglot.parse(sql, read=DIALECT) if n is not None]
+    except (ParseError, sqlglot.errors.TokenError) as err:
+        raise SqlValueError(f"the {what} is not valid Databricks SQL: {_first_line(err)}") from err
+    if len(nodes) != 1 or not isinstance(nodes[0], exp.Query):
+        raise SqlValueError(f"the {what} must be exactly one SELECT statement")
+    return Sql(nodes[0].sql(dialect=DIALECT, comments=False))
+
+
+def data_type(ddl: str) -> Sql:
+    """A Databricks data type such as `STRUCT<label: STRING, urgency: INT>`."""
+    try:
+        node = exp.DataType.build(ddl, dialect=DIALECT)
+    except (ParseError, sqlglot.errors.TokenError, ValueError) as err:
+        raise SqlValueError(f"{ddl!r} is not a valid Databricks SQL type") from err
+    return Sql(node.sql(dialect=DIALECT))
+
+
+def _check_name_part(name: str, what: str) -> None:
+    if not isinstance(name, str) or not _NAME_PART.match(name) or name != name.strip():
+        raise SqlValueError(f"{name!r} is not a valid {what}")
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
