@@ -1,0 +1,322 @@
+"""The `local` engine: the job's rendered Databricks SQL, transpiled by sqlglot, run by DuckDB.
+
+Tables map to local data:
+- a table given in `tables` reads a CSV / Parquet / JSON file (or a pandas DataFrame) in place; a
+  mapped table the job *writes* is kept in memory during the run and saved back to its file (a
+  folder path means a Delta table, written with the `deltalake` package);
+- any other table lives in the project's local warehouse folder: one DuckDB file per catalog, so a
+  later run finds the earlier output (incremental merge, resume).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import sqlglot
+from sqlglot import exp
+
+from agentbatch.engines.base import WriteRequest, WriteStats
+from agentbatch.errors import EngineError, MissingDependencyError, UsageError
+from agentbatch.sql.quoting import DIALECT, table_parts
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+TableSource = Any  # a path (str / Path) or a pandas DataFrame / Arrow table
+_FILE_READERS = {
+    ".csv": "read_csv_auto",
+    ".tsv": "read_csv_auto",
+    ".parquet": "read_parquet",
+    ".pq": "read_parquet",
+    ".json": "read_json_auto",
+    ".jsonl": "read_json_auto",
+    ".ndjson": "read_json_auto",
+}
+_MAPPED_CATALOG = "mapped"
+_WAREHOUSE_PREFIX = "wh_"
+
+
+def _duckdb() -> Any:
+    try:
+        import duckdb
+    except ImportError:
+        raise MissingDependencyError("duckdb", "local") from None
+    return duckdb
+
+
+class LocalEngine:
+    name: ClassVar[str] = "local"
+    dialect: ClassVar[str] = "duckdb"
+    native_ai_query: ClassVar[bool] = False
+
+    @classmethod
+    def staging_relation(cls, table: str, run_id: str) -> str:
+        return "agentbatch_staged"
+
+    def __init__(
+        self,
+        settings: Mapping[str, Any] | None = None,
+        *,
+        tables: Mapping[str, TableSource] | None = None,
+        warehouse_dir: str | Path | None = None,
+        output_tables: Iterable[str] = (),
+    ) -> None:
+        settings = dict(settings or {})
+        self.default_catalog = str(settings.get("catalog", "main"))
+        self.default_schema = str(settings.get("schema", "default"))
+        self.warehouse_dir = Path(warehouse_dir or settings.get("warehouse_dir") or ".agentbatch/warehouse")
+        duckdb = _duckdb()
+        self._con: duckdb.DuckDBPyConnection = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute(f"ATTACH ':memory:' AS {_MAPPED_CATALOG}")
+        self._attached: set[str] = set()
+        self._relations: dict[tuple[str, str, str], str] = {}
+        self._outputs: dict[tuple[str, str, str], TableSource] = {}
+        outputs = {self._full_name(t) for t in output_tables}
+        for number, (name, source) in enumerate((tables or {}).items()):
+            full = self._full_name(name)
+            if full in outputs:
+                self._outputs[full] = source
+                self._load_mapped_output(full, source)
+            else:
+                self._relations[full] = self._register_input(f"agentbatch_input_{number}", name, source)
+
+    # -- the Engine protocol --------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        statement, written = self._prepare(sql, writing=True)
+        self._run(statement, params)
+        for table in written:
+            if table in self._outputs:
+                self._save_mapped_output(table, self._outputs[table])
+
+    def fetch_batches(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, batch_rows: int = 10_000
+    ) -> Iterator[pa.RecordBatch]:
+        statement, _ = self._prepare(sql, writing=False)
+        try:
+            reader = self._con.sql(statement, params=dict(params or {})).to_arrow_reader(batch_rows)
+        except Exception as err:  # duckdb raises many unrelated classes; report them as one
+            raise EngineError(f"local engine: {_first_line(err)}") from None
+        yield from reader
+
+    def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        statement, _ = self._prepare(sql, writing=False)
+        try:
+            cursor = self._con.execute(statement, dict(params or {}))
+            row = cursor.fetchone()
+        except Exception as err:
+            raise EngineError(f"local engine: {_first_line(err)}") from None
+        names = [d[0] for d in cursor.description or []]
+        return dict(zip(names, row or (None,) * len(names)))
+
+    def table_exists(self, table: str) -> bool:
+        full = self._full_name(table)
+        if full in self._relations:
+            return True
+        catalog, schema, name = self._physical(full, attach=False)
+        if catalog is None:
+            return False
+        found = self._con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+            [catalog, schema, name],
+        ).fetchone()
+        return bool(found and found[0])
+
+    def write_results(
+        self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
+    ) -> WriteStats:
+        import pyarrow as pa
+
+        counted = _Counter(batches)
+        reader = pa.RecordBatchReader.from_batches(schema, iter(counted))
+        self._con.register(request.staging_name, reader)
+        try:
+            for sql in request.write_sql:
+                self.execute(sql)
+        finally:
+            self._con.unregister(request.staging_name)
+        return WriteStats(rows_written=counted.rows)
+
+    def read_table(self, table: str, limit: int | None = None) -> pa.Table:
+        name = ".".join(f"`{p}`" for p in self._full_name(table))
+        suffix = f" LIMIT {int(limit)}" if limit is not None else ""
+        statement, _ = self._prepare(f"SELECT * FROM {name}{suffix}", writing=False)
+        try:
+            return self._con.sql(statement).to_arrow_table()
+        except Exception as err:
+            raise EngineError(f"local engine: {_first_line(err)}") from None
+
+    def close(self) -> None:
+        self._con.close()
+
+    # -- table mapping ----------------------------------------------------------------------------
+
+    def _full_name(self, name: str) -> tuple[str, str, str]:
+        parts = table_parts(name)
+        padded = (self.default_catalog, self.default_schema)[: 3 - len(parts)] + parts
+        return (padded[0].lower(), padded[1].lower(), padded[2].lower())
+
+    def _register_input(self, view: str, name: str, source: TableSource) -> str:
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            reader = _FILE_READERS.get(path.suffix.lower())
+            if path.is_dir() and (path / "_delta_log").is_dir():
+                self._con.register(view, _delta_dataset(path))
+                return view
+            if reader is None:
+                raise UsageError(
+                    f"--table {name}={path}: unsupported file type; use .csv, .parquet, .json/.jsonl or a Delta folder"
+                )
+            if not path.exists():
+                raise UsageError(f"--table {name}={path}: no such file")
+            self._con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {reader}({_duck_literal(path)})")
+            return view
+        self._con.register(view, source)  # pandas DataFrame or Arrow table, queried in place
+        return view
+
+    def _load_mapped_output(self, full: tuple[str, str, str], source: TableSource) -> None:
+        catalog, schema, name = _MAPPED_CATALOG, full[1], full[2]
+        self._con.execute(f'CREATE SCHEMA IF NOT EXISTS {catalog}."{schema}"')
+        if not isinstance(source, (str, os.PathLike)):
+            raise UsageError(f"the output table {'.'.join(full)} can only be mapped to a file path")
+        path = Path(source)
+        if path.is_dir() and (path / "_delta_log").is_dir():
+            self._con.register("agentbatch_seed", _delta_dataset(path))
+            self._con.execute(f'CREATE TABLE {catalog}."{schema}"."{name}" AS SELECT * FROM agentbatch_seed')
+            self._con.unregister("agentbatch_seed")
+        elif path.is_file():
+            reader = _FILE_READERS.get(path.suffix.lower())
+            if reader is None:
+                raise UsageError(f"--table {'.'.join(full)}={path}: unsupported file type")
+            self._con.execute(
+                f'CREATE TABLE {catalog}."{schema}"."{name}" AS SELECT * FROM {reader}({_duck_literal(path)})'
+            )
+
+    def _save_mapped_output(self, full: tuple[str, str, str], source: TableSource) -> None:
+        path = Path(source)
+        relation = f'{_MAPPED_CATALOG}."{full[1]}"."{full[2]}"'
+        exists = self._con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+            [_MAPPED_CATALOG, full[1], full[2]],
+        ).fetchone()
+        if not exists or not exists[0]:
+            return
+        suffix = path.suffix.lower()
+        if suffix in _FILE_READERS:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            fmt = {"read_csv_auto": "CSV, HEADER", "read_parquet": "PARQUET", "read_json_auto": "JSON"}[
+                _FILE_READERS[suffix]
+            ]
+            self._con.execute(f"COPY (SELECT * FROM {relation}) TO {_duck_literal(tmp)} ({fmt})")
+            os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
+        else:
+            try:
+                from deltalake import write_deltalake
+            except ImportError:
+                raise MissingDependencyError("deltalake", "local") from None
+            table = self._con.sql(f"SELECT * FROM {relation}").to_arrow_table()
+            write_deltalake(str(path), table, mode="overwrite", schema_mode="overwrite")
+
+    def _physical(self, full: tuple[str, str, str], *, attach: bool) -> tuple[str | None, str, str]:
+        if full in self._outputs:
+            return _MAPPED_CATALOG, full[1], full[2]
+        catalog = _WAREHOUSE_PREFIX + re.sub(r"\W", "_", full[0])
+        if catalog not in self._attached:
+            path = self.warehouse_dir / f"{full[0]}.duckdb"
+            if not attach and not path.exists():
+                return None, full[1], full[2]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._con.execute(f"ATTACH {_duck_literal(path)} AS {catalog}")
+            self._attached.add(catalog)
+        if attach:
+            self._con.execute(f'CREATE SCHEMA IF NOT EXISTS {catalog}."{full[1]}"')
+        return catalog, full[1], full[2]
+
+    def _prepare(self, sql: str, *, writing: bool) -> tuple[str, list[tuple[str, str, str]]]:
+        """Transpile to DuckDB, pointing each table at its local relation."""
+        try:
+            tree = sqlglot.parse_one(sql, read=DIALECT)
+        except sqlglot.errors.ParseError as err:
+            raise EngineError(f"local engine: cannot parse SQL: {_first_line(err)}") from None
+        ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+        written = [self._full_name(_table_name(t)) for t in _written_tables(tree)]
+        for node in list(tree.find_all(exp.Table)):
+            if not node.name or (not node.db and node.name.lower() in ctes):
+                continue
+            if not node.db and node.name in ("agentbatch_staged",):
+                continue
+            full = self._full_name(_table_name(node))
+            if full in self._relations:
+                replacement = exp.to_table(self._relations[full])
+            else:
+                catalog, schema, name = self._physical(full, attach=writing)
+                if catalog is None:
+                    raise EngineError(f"local engine: table {'.'.join(full)} does not exist yet")
+                replacement = exp.Table(
+                    this=exp.to_identifier(name, quoted=True),
+                    db=exp.to_identifier(schema, quoted=True),
+                    catalog=exp.to_identifier(catalog, quoted=True),
+                )
+            if node.alias:
+                replacement.set("alias", node.args.get("alias"))
+            node.replace(replacement)
+        return tree.sql(dialect=self.dialect), written
+
+    def _run(self, statement: str, params: Mapping[str, Any] | None) -> None:
+        try:
+            self._con.execute(statement, dict(params or {}))
+        except Exception as err:
+            raise EngineError(f"local engine: {_first_line(err)}") from None
+
+
+class _Counter:
+    """Counts the rows of the batches it passes on."""
+
+    def __init__(self, batches: Iterable[pa.RecordBatch]) -> None:
+        self._batches = batches
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._batches:
+            self.rows += batch.num_rows
+            yield batch
+
+
+def _table_name(node: exp.Table) -> str:
+    return ".".join(f"`{p.name}`" for p in node.parts)
+
+
+def _written_tables(tree: exp.Expression) -> list[exp.Table]:
+    target = None
+    if isinstance(tree, (exp.Create, exp.Insert, exp.Merge)):
+        target = tree.this
+        if isinstance(target, exp.Schema):
+            target = target.this
+    return [target] if isinstance(target, exp.Table) else []
+
+
+def _delta_dataset(path: Path) -> Any:
+    try:
+        from deltalake import DeltaTable
+    except ImportError:
+        raise MissingDependencyError("deltalake", "local") from None
+    return DeltaTable(str(path)).to_pyarrow_dataset()
+
+
+def _duck_literal(path: Path) -> str:
+    return exp.Literal.string(str(path)).sql(dialect="duckdb")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,3 @@
+{#- Push-down, mode append: insert answers for keys not yet answered with this request. -#}
+INSERT INTO {{ output }}
+{% include "_answers.sql" %}

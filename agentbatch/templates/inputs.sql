@@ -1,0 +1,11 @@
+{#- REST fallback: the rows to send, with their request text and fingerprint. -#}
+WITH
+{% include "_source.sql" %}
+SELECT
+  {{ key }},
+{% for column in columns %}
+  {{ column }},
+{% endfor %}
+  `_request`,
+  `request_fingerprint`
+FROM todo
