@@ -1,0 +1,127 @@
+"""Who may call: OAuth clients, the tokens issued to them, personal access tokens.
+
+Shared by the fake workspace (which issues and checks tokens) and the agent server (which
+checks them like the Databricks Apps proxy does). Thread-safe: both servers run their own loop.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Verdict = Literal["ok", "missing", "unknown", "expired", "forbidden", "pat_refused"]
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    principal: str
+    expires_at: float
+    kind: Literal["oauth", "pat"]
+
+
+@dataclass(frozen=True)
+class Check:
+    verdict: Verdict
+    principal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+
+class TokenAuthority:
+    """Issues short-lived OAuth tokens to known clients and recognises PATs.
+
+    `clients` maps client id -> secret; `pats` maps a personal access token -> its principal;
+    calls by a principal in `forbidden` are refused with 403.
+    """
+
+    def __init__(
+        self,
+        *,
+        clients: Mapping[str, str] | None = None,
+        pats: Mapping[str, str] | None = None,
+        forbidden: Iterable[str] = (),
+        token_ttl_s: float = 3600.0,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clients = dict(clients if clients is not None else {"demo-client": "demo-secret"})
+        self._tokens: dict[str, IssuedToken] = {}
+        for token, principal in (pats if pats is not None else {"dapi-demo": "demo-user"}).items():
+            self._tokens[token] = IssuedToken(token, principal, float("inf"), "pat")
+        self._forbidden = set(forbidden)
+        self.token_ttl_s = token_ttl_s
+        self.issued = 0
+
+    def add_client(self, client_id: str, secret: str) -> None:
+        with self._lock:
+            self._clients[client_id] = secret
+
+    def add_pat(self, token: str, principal: str) -> None:
+        with self._lock:
+            self._tokens[token] = IssuedToken(token, principal, float("inf"), "pat")
+
+    def forbid(self, principal: str) -> None:
+        with self._lock:
+            self._forbidden.add(principal)
+
+    def client_ok(self, client_id: str, secret: str) -> bool:
+        with self._lock:
+            known = self._clients.get(client_id)
+        return known is not None and secrets.compare_digest(known, secret)
+
+    def issue(self, client_id: str) -> IssuedToken:
+        token = IssuedToken(
+            access_token="oauth-" + secrets.token_urlsafe(24),
+            principal=client_id,
+            expires_at=time.monotonic() + self.token_ttl_s,
+            kind="oauth",
+        )
+        with self._lock:
+            self._tokens[token.access_token] = token
+            self.issued += 1
+        return token
+
+    def expire_all(self) -> None:
+        """Make every OAuth token issued so far expired (PATs stay valid)."""
+        now = time.monotonic()
+        with self._lock:
+            for value, token in list(self._tokens.items()):
+                if token.kind == "oauth":
+                    self._tokens[value] = IssuedToken(value, token.principal, now - 1, "oauth")
+
+    def check_header(self, authorization: str | None, *, accept_pat: bool = True) -> Check:
+        """Judge an `Authorization` header value."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return Check("missing")
+        value = authorization[len("bearer ") :].strip()
+        with self._lock:
+            token = self._tokens.get(value)
+            forbidden = token is not None and token.principal in self._forbidden
+        if token is None:
+            return Check("unknown")
+        if token.expires_at <= time.monotonic():
+            return Check("expired", token.principal)
+        if token.kind == "pat" and not accept_pat:
+            return Check("pat_refused", token.principal)
+        if forbidden:
+            return Check("forbidden", token.principal)
+        return Check("ok", token.principal)
+
+
+def check_message(check: Check) -> tuple[int, str]:
+    """The HTTP status and message for a refused check (never echoes the token)."""
+    if check.verdict == "forbidden":
+        return 403, f"principal {check.principal!r} may not call this resource"
+    messages = {
+        "missing": "missing bearer token",
+        "unknown": "invalid access token",
+        "expired": "access token expired",
+        "pat_refused": "personal access tokens are not accepted here; use an OAuth token",
+    }
+    return 401, messages.get(check.verdict, "unauthenticated")
