@@ -1,5 +1,23 @@
-"""agentbatch: run Databricks agents and models over whole tables."""
+"""agentbatch: run Databricks agents and models over whole tables.
+
+The public API (`load_job`, `plan`, `render`, `run`) is imported on first use, so `import agentbatch`
+stays light: no pandas, pyspark, duckdb or databricks.sql until a run needs them.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["load_job", "plan", "render", "run"]
+
+if TYPE_CHECKING:
+    from agentbatch.api import load_job, plan, render, run
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from agentbatch import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'agentbatch' has no attribute {name!r}")

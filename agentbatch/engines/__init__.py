@@ -6,7 +6,7 @@ import difflib
 import importlib
 from typing import Any
 
-from agentbatch.errors import UsageError
+from agentbatch.errors import NotSupportedError, UsageError
 
 ENGINES: dict[str, str] = {
     "local": "agentbatch.engines.local:LocalEngine",
@@ -24,4 +24,10 @@ def engine_class(name: str) -> Any:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UsageError(f"unknown engine {name!r}{hint}; choose one of: {', '.join(ENGINES)}") from None
     module_name, _, class_name = path.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        raise NotSupportedError(f"the {name} engine is not available in this version of agentbatch") from None
+    return getattr(module, class_name)

@@ -79,6 +79,8 @@ def table_parts(name: str) -> tuple[str, ...]:
     """Split and check a table name of one to three parts (`catalog.schema.table`)."""
     if not isinstance(name, str) or not name.strip():
         raise SqlValueError("a table name must be a non-empty string")
+    if name != name.strip() or "--" in name or "/*" in name:
+        raise SqlValueError(f"{name!r} is not a valid table name")
     try:
         node = sqlglot.parse_one(name, into=exp.Table, read=DIALECT)
     except (ParseError, sqlglot.errors.TokenError) as err:
@@ -90,6 +92,8 @@ def table_parts(name: str) -> tuple[str, ...]:
     ):
         raise SqlValueError(f"{name!r} is not a valid table name")
     parts = tuple(part.name for part in node.parts)
+    if "`" not in name and len(parts) != name.count(".") + 1:
+        raise SqlValueError(f"{name!r} is not a valid table name")
     if not 1 <= len(parts) <= 3:
         raise SqlValueError(f"{name!r} must have one to three parts: catalog.schema.table")
     for part in parts:
@@ -126,7 +130,7 @@ def expression(sql: str, *, what: str = "expression") -> Sql:
     clauses = set(select.args) - {"expressions", "kind", "hint", "distinct", "operation_modifiers"}
     if any(select.args.get(arg) for arg in clauses):
         raise SqlValueError(f"the {what} must be a single SQL expression")
-    if "--" in sql or "/*" in sql:
+    if any(node.comments for node in select.walk()):
         # Comments inside user expressions could hide the rest of a rendered line.
         printed = select.selects[0].sql(dialect=DIALECT, comments=False)
         return Sql(printed)

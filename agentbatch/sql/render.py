@@ -60,7 +60,9 @@ def request_sql(job: Job) -> tuple[Sql, Sql]:
 
 def ai_query_sql(job: Job) -> Sql:
     """`ai_query(<endpoint literal>, request, failOnError => false, ...)` as Databricks expects."""
-    args = [quoting.literal(job.agent.endpoint), Sql("`_request_value`"), Sql("failOnError => false")]
+    value, text = request_sql(job)
+    column = Sql("`_request_value`" if value != text else "`_request`")
+    args = [quoting.literal(job.agent.endpoint), column, Sql("failOnError => false")]
     params = job.agent.model_parameters.as_dict()
     if params:
         args.append(Sql(f"modelParameters => {quoting.literal(params)}"))

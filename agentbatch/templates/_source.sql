@@ -15,20 +15,25 @@ req AS (
 {% for column in columns %}
     {{ column }},
 {% endfor %}
+{% if request_value != request_text %}
     {{ request_value }} AS `_request_value`,
-    {{ request_text }} AS `_request`,
-    sha2(concat({{ call_fingerprint }}, {{ request_text }}), 256) AS `request_fingerprint`
+{% endif %}
+    {{ request_text }} AS `_request`
   FROM src
+),
+fingerprinted AS (
+  SELECT *, sha2(concat({{ call_fingerprint }}, `_request`), 256) AS `request_fingerprint`
+  FROM req
 ),
 todo AS (
   SELECT *
-  FROM req
+  FROM fingerprinted
 {% if incremental %}
   WHERE NOT EXISTS (
     SELECT 1
     FROM {{ output }} AS done
-    WHERE done.{{ key }} = req.{{ key }}
-      AND done.`request_fingerprint` = req.`request_fingerprint`
+    WHERE done.{{ key }} = fingerprinted.{{ key }}
+      AND done.`request_fingerprint` = fingerprinted.`request_fingerprint`
 {% if retry_errors %}
       AND done.`error` IS NULL
 {% endif %}

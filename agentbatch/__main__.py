@@ -1,0 +1,3 @@
+from agentbatch.cli import main
+
+raise SystemExit(main())

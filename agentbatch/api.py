@@ -1,0 +1,54 @@
+"""The Python API, mirroring the CLI, for notebooks and tests.
+
+    import agentbatch
+    job = agentbatch.load_job("jobs/triage.yml", vars={"team": "billing"})
+    print(agentbatch.render(job, target="databricks-sql"))
+    result = agentbatch.run(job, tables={"main.support.tickets": df},
+                            endpoints={"apps/triage-agent": "http://127.0.0.1:8000"})
+    result.summary, result.to_pandas()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agentbatch.explain import render_sql
+from agentbatch.plan import Plan, RunOptions
+from agentbatch.runner import RunResult, project_dir_of, run
+from agentbatch.runner import plan as _plan
+from agentbatch.spec.loader import load_job as _load_job
+from agentbatch.spec.models import Job
+from agentbatch.targets import Target
+
+__all__ = ["Job", "Plan", "RunResult", "load_job", "plan", "render", "run"]
+
+
+def load_job(path: str | Path, vars: Mapping[str, Any] | None = None, *, project_dir: str | Path | None = None) -> Job:
+    """Load and validate a job file (SpecError names file:line on any problem)."""
+    root = project_dir_of(path, project_dir)
+    return _load_job(path, vars, template_dirs=[root / "sqltemplates"])
+
+
+def plan(
+    job: Job | str | Path,
+    target: str | Target = "local",
+    *,
+    vars: Mapping[str, Any] | None = None,
+    options: RunOptions | None = None,
+    project_dir: str | Path | None = None,
+) -> Plan:
+    """The steps a run would take on `target`, with their SQL. Nothing runs."""
+    return _plan(job, target, vars=vars, options=options, project_dir=project_dir)
+
+
+def render(
+    job: Job | str | Path,
+    target: str | Target = "local",
+    *,
+    vars: Mapping[str, Any] | None = None,
+    project_dir: str | Path | None = None,
+) -> str:
+    """The job's SQL statements for `target` (Databricks SQL, each ending in `;`)."""
+    return render_sql(plan(job, target, vars=vars, project_dir=project_dir))

@@ -1,0 +1,222 @@
+"""Command line: parses options, calls the facade, maps errors to exit codes. Data goes to stdout,
+logs to stderr.
+
+Exit codes: 0 ok, 1 job failed, 2 spec or usage error, 3 configuration, 4 not supported by the
+target, 5 engine error, 6 agent unusable, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agentbatch import __version__
+from agentbatch.errors import AgentbatchError, SpecError, UsageError, exit_code_for
+
+log = logging.getLogger("agentbatch")
+
+EXAMPLES = {
+    "validate": """examples:
+  agentbatch validate jobs/*.yml
+  agentbatch validate jobs/triage.yml --var team=billing""",
+    "render": """examples:
+  agentbatch render jobs/summarise.yml --target databricks-sql
+  agentbatch render jobs/triage.yml --var team=billing > triage.sql""",
+    "plan": """examples:
+  agentbatch plan jobs/triage.yml
+  agentbatch plan jobs/summarise.yml --target databricks-sql --no-sql""",
+    "run": """examples:
+  agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv \\
+      --endpoint apps/triage-agent=http://127.0.0.1:8000
+  agentbatch run jobs/triage.yml --dry-run --limit 3
+  agentbatch run jobs/summarise.yml --target databricks-sql --var catalog=prod
+  agentbatch run jobs/triage.yml --retry-errors""",
+    "compile": """examples:
+  agentbatch compile jobs/*.yml --target databricks-sql --out build/sql""",
+    "schema": """examples:
+  agentbatch schema > agentbatch/schema/job.schema.json""",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentbatch",
+        description="Run Databricks agents and models over whole tables, from YAML job specs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  agentbatch validate jobs/*.yml
+  agentbatch plan jobs/triage.yml
+  agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv \\
+      --endpoint apps/triage-agent=http://127.0.0.1:8000
+
+exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not supported,
+            5 engine error, 6 agent unusable, 130 interrupted""",
+    )
+    parser.add_argument("--version", action="version", version=f"agentbatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return sub
+
+    validate = command("validate", "Check job files: every error of every file, with file:line.")
+    validate.add_argument("jobs", nargs="+", metavar="JOB", help="job files")
+    _add_job_options(validate, target=False)
+
+    render = command("render", "Print the SQL a job renders to, for a target.")
+    render.add_argument("job", metavar="JOB")
+    _add_job_options(render)
+
+    plan = command("plan", "Print the steps a run would take, and their SQL. Nothing runs.")
+    plan.add_argument("job", metavar="JOB")
+    plan.add_argument("--no-sql", action="store_true", help="steps only")
+    _add_job_options(plan)
+    _add_run_options(plan)
+
+    run = command("run", "Run a job.")
+    run.add_argument("job", metavar="JOB")
+    _add_job_options(run)
+    _add_run_options(run)
+    run.add_argument("--dry-run", action="store_true", help="show the first requests; call nothing, write nothing")
+    run.add_argument("--state-dir", type=Path, help="checkpoint folder (default .agentbatch/state)")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--show", type=int, default=5, metavar="N", help="print N output rows (default 5)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    compile_ = command("compile", "Write each job's SQL to files a SQL task can run without Python.")
+    compile_.add_argument("jobs", nargs="+", metavar="JOB")
+    compile_.add_argument("--out", type=Path, default=Path("build/sql"), help="output folder")
+    _add_job_options(compile_)
+
+    command("schema", "Print the JSON Schema of job files (for editor completion).")
+    return parser
+
+
+def _add_job_options(sub: argparse.ArgumentParser, *, target: bool = True) -> None:
+    if target:
+        sub.add_argument("--target", "-t", default="local", help="run target (default local)")
+    sub.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="set a job variable")
+    sub.add_argument("--project-dir", type=Path, help="project folder (default: the parent of jobs/)")
+
+
+def _add_run_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--table", action="append", default=[], metavar="NAME=PATH",
+                     help="map a table to a CSV/Parquet/JSON file or Delta folder (local, spark)")
+    sub.add_argument("--endpoint", action="append", default=[], metavar="NAME=URL",
+                     help="send an endpoint's rows to an agent server URL (or builtin:instant)")
+    sub.add_argument("--limit", type=int, help="send at most N rows this run")
+    sub.add_argument("--retry-errors", action="store_true", help="re-send rows that failed before")
+    sub.add_argument("--full-refresh", action="store_true", help="ignore answers already in the target")
+
+
+def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"{flag} {item!r}: expected NAME=VALUE")
+        result[name] = value
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except AgentbatchError as err:
+        for line in str(err).splitlines() or [type(err).__name__]:
+            log.error("%s", line)
+        return exit_code_for(err)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from agentbatch import api
+    from agentbatch.spec.loader import parse_var_assignments
+
+    variables = parse_var_assignments(getattr(args, "var", []))
+    if args.command == "schema":
+        from agentbatch.spec.schema import job_json_schema
+
+        sys.stdout.write(json.dumps(job_json_schema(), indent=2) + "\n")
+        return 0
+    if args.command == "validate":
+        return _validate(args.jobs, variables, args.project_dir)
+    if args.command == "render":
+        sys.stdout.write(api.render(args.job, target=args.target, vars=variables, project_dir=args.project_dir))
+        return 0
+    if args.command == "compile":
+        from agentbatch.compile import compile_jobs
+
+        for path in compile_jobs(args.jobs, args.out, target=args.target, vars=variables, project_dir=args.project_dir):
+            sys.stdout.write(f"{path}\n")
+        return 0
+    endpoints = _pairs(args.endpoint, "--endpoint")
+    tables = _pairs(args.table, "--table")
+    if args.command == "plan":
+        from agentbatch.explain import explain
+        from agentbatch.plan import RunOptions
+
+        options = RunOptions(
+            retry_errors=args.retry_errors, full_refresh=args.full_refresh, limit=args.limit,
+            endpoint_overrides=endpoints,
+        )
+        the_plan = api.plan(args.job, target=args.target, vars=variables, options=options, project_dir=args.project_dir)
+        sys.stdout.write(explain(the_plan, with_sql=not args.no_sql))
+        return 0
+    result = api.run(
+        args.job, target=args.target, vars=variables, tables=tables, endpoints=endpoints,
+        limit=args.limit, retry_errors=args.retry_errors, full_refresh=args.full_refresh,
+        dry_run=args.dry_run, state_dir=args.state_dir, project_dir=args.project_dir,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    from agentbatch.report import print_run
+
+    print_run(result, as_json=args.json, show=args.show)
+    return 0
+
+
+def _validate(paths: Sequence[str], variables: dict[str, Any], project_dir: Path | None) -> int:
+    from agentbatch import api
+
+    failures = 0
+    for path in paths:
+        try:
+            api.plan(path, target="local", vars=variables, project_dir=project_dir)
+        except SpecError as err:
+            failures += 1
+            for line in str(err).splitlines():
+                sys.stderr.write(f"{line}\n")
+        else:
+            sys.stdout.write(f"ok  {path}\n")
+    if failures:
+        sys.stderr.write(f"{failures} of {len(paths)} job file(s) have errors\n")
+    return 2 if failures else 0
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    root = logging.getLogger("agentbatch")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

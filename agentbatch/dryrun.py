@@ -1,0 +1,67 @@
+"""Dry-run: plan, evaluate the input side on a sample, show the first requests exactly as they would
+be sent. No agent call is made and nothing is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.plan import PushDown, RunOptions, build_plan, call_spec
+from agentbatch.results import REQUEST_COLUMN
+from agentbatch.sql.render import RenderOptions, Renderer, job_context
+
+if TYPE_CHECKING:
+    from agentbatch.engines.base import Engine
+    from agentbatch.plan import Plan
+    from agentbatch.runner import RunResult
+
+SAMPLE_ROWS = 5
+
+
+def dry_run(plan: Plan, engine: Engine, root: Path) -> RunResult:
+    from agentbatch.agent.bodies import BodyBuilder
+    from agentbatch.agent.response_format import parse_response_format
+    from agentbatch.runner import RunResult
+
+    sample_plan = plan
+    if not engine.table_exists(plan.job.output.table):
+        # Nothing answered yet: select as a first run would, without creating the target.
+        options = RunOptions(**{**plan.options.__dict__, "full_refresh": True})
+        sample_plan = build_plan(plan.job, plan.target, options, [root / "sqltemplates"])
+    limit = plan.options.limit or SAMPLE_ROWS
+    fmt = plan.job.agent.response_format
+    builder = BodyBuilder(call_spec(plan.job), response_format=parse_response_format(fmt) if fmt else None)
+    requests: list[dict[str, Any]] = []
+    rows = 0
+    for batch in engine.fetch_batches(_inputs_sql(sample_plan), batch_rows=limit):
+        for row in batch.to_pylist():
+            rows += 1
+            if len(requests) < limit:
+                body = json.loads(builder.build(row[REQUEST_COLUMN]))
+                requests.append({"key": row[plan.job.source.key], "body": body})
+        if len(requests) >= limit:
+            break
+    summary = {
+        "job": plan.job.name,
+        "target": plan.target.name,
+        "strategy": plan.strategy,
+        "dry_run": True,
+        "rows": 0,
+        "errors": 0,
+        "sampled_rows": len(requests),
+    }
+    return RunResult(plan=plan, summary=summary, engine=None, dry_run_requests=requests)
+
+
+def _inputs_sql(plan: Plan) -> str:
+    if isinstance(plan.steps, PushDown):
+        # The push-down statement embeds the same selection; render it on its own for the sample.
+        renderer = Renderer(plan.job)
+        context = job_context(
+            plan.job,
+            plan.call_fingerprint,
+            RenderOptions(incremental=False, run_limit=plan.options.limit or SAMPLE_ROWS),
+        )
+        return renderer.render("inputs.sql", context)
+    return plan.steps.inputs.sql

@@ -1,0 +1,55 @@
+"""Print a run's outcome: the summary table, then a few output rows (or the dry-run requests)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentbatch.runner import RunResult
+
+
+def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> None:
+    if as_json:
+        payload: dict[str, Any] = {"summary": result.summary}
+        if result.dry_run_requests:
+            payload["requests"] = result.dry_run_requests
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, soft_wrap=False)
+    summary = Table(title=f"agentbatch run: {result.summary.get('job')}", show_header=False)
+    summary.add_column("", style="bold")
+    summary.add_column("")
+    for name, value in result.summary.items():
+        summary.add_row(name, _format(value))
+    console.print(summary)
+    if result.dry_run_requests:
+        console.print(f"first {len(result.dry_run_requests)} request(s), as they would be sent:")
+        for request in result.dry_run_requests:
+            console.print_json(json.dumps(request, default=str))
+        return
+    if show > 0 and result.engine is not None:
+        rows = result.to_arrow().slice(0, show)
+        if rows.num_rows:
+            table = Table(title=f"first {rows.num_rows} row(s) written to {result.plan.job.output.table}")
+            columns = [c for c in rows.column_names if c not in ("request_fingerprint", "custom_outputs", "trace_id")]
+            for column in columns:
+                table.add_column(column, overflow="fold", max_width=40)
+            for row in rows.select(columns).to_pylist():
+                table.add_row(*(_format(row[c]) for c in columns))
+            console.print(table)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
+    if value is None:
+        return ""
+    text = str(value)
+    return text if len(text) <= 200 else text[:197] + "..."

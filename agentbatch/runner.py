@@ -1,0 +1,252 @@
+"""The facade: wires spec -> plan -> engine / agent -> sink. The CLI, the Python API and the
+Databricks job entry point all call these functions, so every way in runs the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.engines import engine_class
+from agentbatch.errors import AgentbatchError, JobFailedError, UsageError
+from agentbatch.plan import Plan, PushDown, RestFallback, RunOptions, build_plan
+from agentbatch.results import REQUEST_COLUMN, result_arrow_fields
+from agentbatch.spec.loader import load_job
+from agentbatch.spec.models import Job
+from agentbatch.targets import Target, resolve_target
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from agentbatch.engines.base import Engine
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = Path(".agentbatch") / "state"
+WAREHOUSE_DIR = Path(".agentbatch") / "warehouse"
+
+
+@dataclass
+class RunResult:
+    """What a run did. `summary` is a plain dict; `to_pandas()` reads the rows this run wrote."""
+
+    plan: Plan
+    summary: dict[str, Any]
+    engine: Engine | None = field(default=None, repr=False)
+    dry_run_requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self.to_arrow().to_pandas()
+
+    def to_arrow(self) -> pa.Table:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.engine is None:
+            return pa.table({})
+        table = self.engine.read_table(self.plan.job.output.table)
+        if "answered_at" not in table.column_names or not len(table):
+            return table
+        started = pa.scalar(self.plan.options.started_at, type=table.schema.field("answered_at").type)
+        return table.filter(pc.greater_equal(table["answered_at"], started))
+
+
+def resolve_job(job_or_path: Job | str | Path, vars: Mapping[str, Any] | None, template_dirs: Iterable[Path]) -> Job:
+    if isinstance(job_or_path, Job):
+        return job_or_path if not vars else job_or_path.model_copy(update={"vars": {**job_or_path.vars, **vars}})
+    return load_job(job_or_path, vars, template_dirs=template_dirs)
+
+
+def project_dir_of(job_or_path: Job | str | Path, project_dir: str | Path | None) -> Path:
+    """The project folder: given, or the parent of the `jobs/` folder the job file is in."""
+    if project_dir is not None:
+        return Path(project_dir)
+    if isinstance(job_or_path, (str, Path)):
+        parent = Path(job_or_path).resolve().parent
+        return parent.parent if parent.name == "jobs" else parent
+    return Path.cwd()
+
+
+def plan(
+    job_or_path: Job | str | Path,
+    target: str | Target = "local",
+    *,
+    vars: Mapping[str, Any] | None = None,
+    options: RunOptions | None = None,
+    project_dir: str | Path | None = None,
+) -> Plan:
+    """Build the plan for a job and target without running anything."""
+    root = project_dir_of(job_or_path, project_dir)
+    template_dirs = [root / "sqltemplates"]
+    job = resolve_job(job_or_path, vars, template_dirs)
+    chosen = target if isinstance(target, Target) else resolve_target(target, root)
+    return build_plan(job, chosen, options, template_dirs)
+
+
+def run(
+    job_or_path: Job | str | Path,
+    target: str | Target = "local",
+    *,
+    vars: Mapping[str, Any] | None = None,
+    tables: Mapping[str, Any] | None = None,
+    endpoints: Mapping[str, str] | None = None,
+    limit: int | None = None,
+    retry_errors: bool = False,
+    full_refresh: bool = False,
+    dry_run: bool = False,
+    state_dir: str | Path | None = None,
+    project_dir: str | Path | None = None,
+    settings: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Run one job on a target. See the README for every option."""
+    if limit is not None and limit <= 0:
+        raise UsageError("limit must be a positive number of rows")
+    root = project_dir_of(job_or_path, project_dir)
+    chosen = target if isinstance(target, Target) else resolve_target(target, root)
+    if settings:
+        chosen = chosen.with_settings(**settings)
+    options = RunOptions(
+        retry_errors=retry_errors,
+        full_refresh=full_refresh,
+        limit=limit,
+        endpoint_overrides=dict(endpoints or {}),
+        run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_" + uuid.uuid4().hex[:8],
+    )
+    the_plan = plan(job_or_path, chosen, vars=vars, options=options, project_dir=root)
+    engine = open_engine(the_plan, tables or {}, root)
+    if dry_run:
+        from agentbatch.dryrun import dry_run as run_dry
+
+        return run_dry(the_plan, engine, root)
+    try:
+        if isinstance(the_plan.steps, PushDown):
+            summary = _run_push_down(the_plan, the_plan.steps, engine)
+        else:
+            summary = _run_fallback(the_plan, the_plan.steps, engine, state_dir, root, progress)
+    except BaseException:
+        engine.close()
+        raise
+    result = RunResult(plan=the_plan, summary=summary, engine=engine)
+    if the_plan.job.agent.fail_on_error and summary.get("errors", 0):
+        raise JobFailedError(
+            f"{summary['errors']} row(s) failed and agent.fail_on_error is true; "
+            "answered rows were written"
+        )
+    return result
+
+
+def open_engine(the_plan: Plan, tables: Mapping[str, Any], root: Path) -> Engine:
+    cls = engine_class(the_plan.target.engine)
+    settings = dict(the_plan.target.settings)
+    if the_plan.target.engine == "local":
+        settings.setdefault("warehouse_dir", str(root / WAREHOUSE_DIR))
+    settings.setdefault("endpoint_overrides", dict(the_plan.options.endpoint_overrides))
+    settings.setdefault("job_name", the_plan.job.name)
+    settings.setdefault("run_id", the_plan.options.run_id)
+    if tables and the_plan.target.engine == "databricks-sql":
+        raise UsageError("--table maps tables to local files; it applies to the local and spark targets")
+    engine: Engine = cls(settings, tables=tables, output_tables=[the_plan.job.output.table])
+    return engine
+
+
+def _run_push_down(the_plan: Plan, steps: PushDown, engine: Engine) -> dict[str, Any]:
+    for statement in steps.statements:
+        log.info("running: %s (%s)", statement.purpose, statement.template)
+        engine.execute(statement.sql)
+    return _summarise(the_plan, engine, {})
+
+
+def _run_fallback(
+    the_plan: Plan,
+    steps: RestFallback,
+    engine: Engine,
+    state_dir: str | Path | None,
+    root: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    from agentbatch.agent.bulk import run_bulk_sync
+    from agentbatch.agent.ledger import Ledger
+
+    if steps.ensure_target is not None:
+        engine.execute(steps.ensure_target.sql)
+    ledger = Ledger(ledger_path(the_plan, state_dir, root), key=the_plan.job.source.key)
+    try:
+        interrupted: BaseException | None = None
+        stats: dict[str, Any] = {}
+        try:
+            batches = engine.fetch_batches(steps.inputs.sql)
+            bulk = run_bulk_sync(
+                batches,
+                call=steps.call,
+                key=the_plan.job.source.key,
+                ledger=ledger,
+                endpoint_overrides=the_plan.options.endpoint_overrides,
+                retry_errors=the_plan.options.retry_errors,
+                progress=progress,
+            )
+            stats = bulk.as_dict()
+        except KeyboardInterrupt as stop:
+            # Answers already checkpointed are written before we stop, so nothing paid is lost.
+            interrupted = stop
+        written = _write_answers(steps, engine, ledger)
+        if interrupted is not None:
+            log.warning("interrupted: wrote %d answered row(s); re-run to continue", written)
+            raise interrupted
+    finally:
+        ledger.close()
+    stats["rows_written"] = written
+    return _summarise(the_plan, engine, stats)
+
+
+def _write_answers(steps: RestFallback, engine: Engine, ledger: Any) -> int:
+    schema = ledger.schema()
+    if schema is None:
+        return 0
+    stats = engine.write_results(steps.write, ledger.unwritten(), schema)
+    ledger.mark_written()
+    return stats.rows_written
+
+
+def ledger_path(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Path:
+    """One ledger per target and output table: renaming a job keeps its checkpoints."""
+    folder = Path(state_dir) if state_dir is not None else root / STATE_DIR
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{the_plan.target.name}__{the_plan.job.output.table}")
+    return folder / f"{safe}.ledger.sqlite"
+
+
+def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        table = engine.fetch_one(the_plan.summary.sql)
+    except AgentbatchError as err:
+        log.warning("could not summarise the target: %s", err)
+        table = {}
+    summary: dict[str, Any] = {
+        "job": the_plan.job.name,
+        "target": the_plan.target.name,
+        "strategy": the_plan.strategy,
+        "output_table": the_plan.job.output.table,
+        "table_rows": int(table.get("rows") or 0),
+        "table_ok": int(table.get("ok") or 0),
+        "table_errors": int(table.get("errors") or 0),
+    }
+    if the_plan.strategy == "push-down":
+        summary.update(rows=int(table.get("answered_this_run") or 0), errors=summary["table_errors"])
+    summary.update(stats)
+    summary.setdefault("errors", 0)
+    return summary
+
+
+def output_schema(inputs: pa.Schema, response_type: pa.DataType | None) -> pa.Schema:
+    """Key and passthrough columns as selected, then the standard result columns."""
+    import pyarrow as pa
+
+    kept = [f for f in inputs if f.name not in (REQUEST_COLUMN, "request_fingerprint")]
+    return pa.schema([*kept, *result_arrow_fields(response_type)])

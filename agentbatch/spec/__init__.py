@@ -1,0 +1,1 @@
+"""Job specs: models, loading with positions, JSON Schema."""

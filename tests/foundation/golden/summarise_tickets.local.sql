@@ -1,0 +1,66 @@
+-- create the target if missing [ensure_target.sql]
+CREATE TABLE IF NOT EXISTS `main`.`support`.`ticket_summaries` AS
+SELECT
+  `ticket_id`,
+  `subject`,
+  `created_at`,
+  CAST(NULL AS STRING) AS `response`,
+  CAST(NULL AS STRING) AS `error`,
+  CAST(NULL AS INT) AS `http_status`,
+  CAST(NULL AS INT) AS `attempts`,
+  CAST(NULL AS DOUBLE) AS `latency_ms`,
+  CAST(NULL AS BIGINT) AS `input_tokens`,
+  CAST(NULL AS BIGINT) AS `output_tokens`,
+  CAST(NULL AS STRING) AS `trace_id`,
+  CAST(NULL AS STRING) AS `custom_outputs`,
+  CAST(NULL AS STRING) AS `request_fingerprint`,
+  CAST(NULL AS TIMESTAMP) AS `answered_at`
+FROM `main`.`support`.`tickets`
+WHERE 1 = 0;
+
+-- select the rows to send [inputs.sql]
+WITH
+src AS (
+  SELECT *
+  FROM `main`.`support`.`tickets`
+),
+req AS (
+  SELECT
+    `ticket_id`,
+    `subject`,
+    `created_at`,
+    concat('Summarise this support ticket in one sentence.
+
+Subject: ', subject, '
+
+', body) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, sha2(concat('a9a340e2815aa4dabc246612ee21d8793a72ced1b722ff4fe9ae2611310e653e', `_request`), 256) AS `request_fingerprint`
+  FROM req
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+  WHERE NOT EXISTS (
+    SELECT 1
+    FROM `main`.`support`.`ticket_summaries` AS done
+    WHERE done.`ticket_id` = fingerprinted.`ticket_id`
+      AND done.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  )
+)
+SELECT
+  `ticket_id`,
+  `subject`,
+  `created_at`,
+  `_request`,
+  `request_fingerprint`
+FROM todo;
+
+-- merge the answers into the target [write_results.sql]
+MERGE INTO `main`.`support`.`ticket_summaries` AS target
+USING agentbatch_staged AS staged
+ON target.`ticket_id` = staged.`ticket_id`
+WHEN MATCHED THEN UPDATE SET *
+WHEN NOT MATCHED THEN INSERT *;

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from agentbatch.sql import quoting
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["x'); DROP TABLE t; --", "a\\'b", "line\nbreak", "emoji 🚀 and rtl שלום", "", "back\\slash", "`tick`"],
+)
+def test_string_literals_round_trip_as_one_inert_literal(value: str) -> None:
+    sql = f"SELECT {quoting.literal(value)} AS v"
+    tree = sqlglot.parse_one(sql, read="databricks")
+    literal = tree.selects[0].this
+    assert isinstance(literal, exp.Literal) and literal.is_string
+    assert literal.this == value
+
+
+@pytest.mark.parametrize(
+    "name", ["main.x; drop", "a.b.c.d", "x) --", "", " t", "t AS x", "main.`a;b`.c", "a..b", "t/*x*/"]
+)
+def test_invalid_table_names_are_rejected(name: str) -> None:
+    with pytest.raises(quoting.SqlValueError):
+        quoting.table(name)
+
+
+def test_table_names_are_quoted_per_part() -> None:
+    assert quoting.table("main.support.tickets") == "`main`.`support`.`tickets`"
+    assert quoting.table("tickets") == "`tickets`"
+    assert quoting.table("`my-cat`.s.t") == "`my-cat`.`s`.`t`"
+
+
+@pytest.mark.parametrize("sql", ["a FROM b", "x; y", "1); DROP TABLE t; --", "a, b", "x WHERE 1 = 1", ""])
+def test_expressions_must_be_single(sql: str) -> None:
+    with pytest.raises(quoting.SqlValueError):
+        quoting.expression(sql)
+
+
+def test_trailing_comment_in_expression_cannot_swallow_sql() -> None:
+    assert quoting.expression("x --, y") == "x"
+
+
+def test_structured_literals() -> None:
+    assert quoting.literal({"a": 1, "b": [True, None], "c": "x"}) == (
+        "NAMED_STRUCT('a', 1, 'b', ARRAY(TRUE, NULL), 'c', 'x')"
+    )

@@ -1,0 +1,149 @@
+"""Spec errors: one line each, naming file:line and the key path; exit code 2; nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentbatch.errors import SpecError
+from agentbatch.spec.loader import load_job
+
+VALID = """\
+name: triage
+source:
+  table: main.support.tickets
+  key: ticket_id
+  columns: [subject]
+request: "concat('Classify: ', subject)"
+agent:
+  endpoint: apps/triage-agent
+  model_parameters: {max_tokens: 256}
+output:
+  table: main.support.out
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "jobs" / "job.yml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path, **kwargs: object) -> str:
+    with pytest.raises(SpecError) as caught:
+        load_job(path, **kwargs)  # type: ignore[arg-type]
+    return str(caught.value)
+
+
+def test_valid_job_loads(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, VALID))
+    assert job.name == "triage"
+    assert job.source.columns == ("subject",)
+    assert job.agent.model_parameters.max_tokens == 256
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("  model_parameters: {max_tokens: 256}", "  model_parameters: {max_tokens: 0}"),
+         "job.yml:9: agent.model_parameters.max_tokens: Input should be greater than 0"),
+        (("  key: ticket_id", "  key: ticket_id\n  colour: blue"), "job.yml:5: source.colour: unknown key"),
+        (("  model_parameters: {max_tokens: 256}", "  model_parameters: {max_tokens: '256'}"),
+         "job.yml:9: agent.model_parameters.max_tokens: Input should be a valid integer"),
+        (("  table: main.support.out", "  table: main.support.out\n  table: main.x.y"),
+         "job.yml:12: output.table: duplicate key (first at line 11)"),
+        (("  table: main.support.tickets", "  table: \"main.support; DROP TABLE x\""),
+         "job.yml:3: source.table: 'main.support; DROP TABLE x' is not a valid table name"),
+        (("request: \"concat('Classify: ', subject)\"", "request: \"1); DROP TABLE t; --\""),
+         "job.yml:6: request: the request is not valid Databricks SQL"),
+        (("  endpoint: apps/triage-agent", "  endpoint: apps/Bad_Name"),
+         "job.yml:8: agent.endpoint: an app endpoint is `apps/<name>`"),
+        (("name: triage", "name: triage\nsource2: 1"), "job.yml:2: source2: unknown key"),
+        (("  endpoint: apps/triage-agent\n", ""), "job.yml:7: agent.endpoint: Field required"),
+        (("request: \"concat('Classify: ', subject)\"", "request: \"concat({{ var('missing') }})\""),
+         "job.yml:6: request: variable 'missing' is not set"),
+        (("request: \"concat('Classify: ', subject)\"", "request: \"{{ ''.__class__ }}\""),
+         "job.yml:6: request: not allowed in templates"),
+        (("request: \"concat('Classify: ', subject)\"", "request: \"{{ env('HOME') }}\""),
+         "job.yml:6: request: environment variable 'HOME' is not declared"),
+        (("  columns: [subject]", "  columns: [subject, error]"),
+         "job.yml:5: source.columns: 'error' is a result column name"),
+        (("  columns: [subject]", "  columns: [subject\n"), "job.yml:"),
+    ],
+)
+def test_each_error_names_file_line_and_key(tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+    old, new = change
+    assert old in VALID
+    message = error_of(write(tmp_path, VALID.replace(old, new)))
+    first = message.splitlines()[0]
+    assert expected in first, message
+    assert first.split(":")[0].endswith("job.yml")
+
+
+def test_every_error_of_a_file_is_reported(tmp_path: Path) -> None:
+    text = VALID.replace("max_tokens: 256", "max_tokens: -1, temperature: 9").replace(
+        "  key: ticket_id", "  key: ticket_id\n  extra: 1"
+    )
+    lines = error_of(write(tmp_path, text)).splitlines()
+    assert len(lines) == 3
+    assert any("max_tokens" in line for line in lines)
+    assert any("temperature" in line for line in lines)
+    assert any("source.extra: unknown key" in line for line in lines)
+
+
+def test_var_values_are_inert_literals(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "request: \"concat('Classify: ', subject)\"", "request: \"concat({{ var('team') }}, subject)\""
+    )
+    hostile = "x'); DROP TABLE t; --"
+    job = load_job(write(tmp_path, text), {"team": hostile})
+    assert job.request == "concat('x\\'); DROP TABLE t; --', subject)"
+
+
+def test_cli_validate_reports_all_files_and_exits_2(tmp_path: Path) -> None:
+    good = write(tmp_path, VALID)
+    bad = tmp_path / "jobs" / "bad.yml"
+    bad.write_text(VALID.replace("max_tokens: 256", "max_tokens: 0"))
+    worse = tmp_path / "jobs" / "worse.yml"
+    worse.write_text(VALID.replace("name: triage", "name: triage\nname: again"))
+    done = subprocess.run(
+        [sys.executable, "-m", "agentbatch", "validate", str(good), str(bad), str(worse)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert f"ok  {good}" in done.stdout
+    assert "bad.yml:9: agent.model_parameters.max_tokens" in done.stderr
+    assert "worse.yml:2: name: duplicate key" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / ".agentbatch").exists()  # validating writes nothing
+
+
+def test_cli_run_with_bad_spec_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    bad = write(tmp_path, VALID.replace("  key: ticket_id", "  key: ticket_id\n  colour: blue"))
+    done = subprocess.run(
+        [sys.executable, "-m", "agentbatch", "run", str(bad)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"{bad}:5: source.colour: unknown key"]
+    assert not (tmp_path / ".agentbatch").exists()
+
+
+def test_var_on_the_command_line_is_inert(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "request: \"concat('Classify: ', subject)\"", "request: \"concat({{ var('team') }}, subject)\""
+    )
+    path = write(tmp_path, text)
+    done = subprocess.run(
+        [sys.executable, "-m", "agentbatch", "render", str(path), "--var", "team=a'); DROP TABLE t; --"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "concat('a\\'); DROP TABLE t; --', subject)" in done.stdout
+    import sqlglot
+
+    for statement in sqlglot.parse(done.stdout, read="databricks"):
+        assert statement is None or not isinstance(statement, sqlglot.exp.Drop)
