@@ -1,0 +1,348 @@
+"""Run Databricks SQL on DuckDB: the loopback warehouse's default executor.
+
+Statements are parsed as Databricks SQL, table names qualified and each Unity Catalog catalog
+mapped to an ATTACHed in-memory DuckDB database (`main` is reserved in DuckDB, so catalog `c`
+lives in database `uc_c`), `ai_query(...)` calls rewritten to Python UDFs, `/Volumes/...` reads
+pointed at the local volumes directory, then transpiled with sqlglot and run. Each client
+session gets its own DuckDB connection, so temporary views live as long as the session.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import sqlglot
+from duckdb import sqltypes
+from sqlglot import exp
+
+from .ai_query import AiQueryCall, AiQueryFunction, answer, error_text, find_calls
+from .context import Namespace, StatementContext, current_statement
+from .names import qualify_and_map, temporary_view_name
+from .staging import volume_file
+
+PREFIX = "uc_"
+_UDF = "warehouse_ai_query"
+_UDF_OR_ERROR = "warehouse_ai_query_or_error"
+_RESULT_STRUCT = pa.struct([("result", pa.string()), ("errorMessage", pa.string())])
+_READERS = {"parquet": "read_parquet", "csv": "read_csv_auto", "json": "read_json_auto"}
+_DML = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
+
+
+class StatementCancelled(RuntimeError):
+    pass
+
+
+class _Session:
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self.connection = connection
+        self.lock = threading.Lock()  # one statement at a time, as on a warehouse session
+        self.temporary_views: set[str] = set()
+
+
+class DuckDBExecutor:
+    """`Executor` running Databricks SQL on an in-process DuckDB database."""
+
+    def __init__(
+        self,
+        *,
+        catalogs: Iterable[str] = ("main",),
+        ai_query: AiQueryFunction | None = None,
+        volumes_dir: Path | None = None,
+        ai_query_concurrency: int = 8,
+    ) -> None:
+        self._db = duckdb.connect(":memory:")
+        self._db_lock = threading.Lock()
+        self._ai_query = ai_query
+        self.volumes_dir = volumes_dir
+        self._pool = ThreadPoolExecutor(ai_query_concurrency, thread_name_prefix="ai-query")
+        self._sessions: dict[str, _Session] = {}
+        self._statements: dict[str, StatementContext | None] = {}
+        for catalog in catalogs:
+            self.create_catalog(catalog)
+        self._register_udfs()
+
+    # ---- setup ----------------------------------------------------------------------------
+
+    def create_catalog(self, name: str) -> None:
+        """A Unity Catalog catalog with its `default` schema."""
+        with self._db_lock:
+            self._db.execute(f'ATTACH \':memory:\' AS "{PREFIX}{name}"')
+            self._db.execute(f'CREATE SCHEMA IF NOT EXISTS "{PREFIX}{name}"."default"')
+
+    def _register_udfs(self) -> None:
+        text = sqltypes.VARCHAR
+        params = [text, text, text, text, text]
+        for name, or_error in ((_UDF, False), (_UDF_OR_ERROR, True)):
+            result_type = (
+                duckdb.struct_type({"result": text, "errorMessage": text}) if or_error else text
+            )
+            self._db.create_function(
+                name,
+                self._udf(or_error),
+                params,  # type: ignore[arg-type]
+                result_type,
+                type="arrow",
+                null_handling="special",
+                side_effects=True,
+            )
+
+    def _udf(self, or_error: bool) -> Any:
+        def run(
+            token: pa.ChunkedArray,
+            endpoint: pa.ChunkedArray,
+            request: pa.ChunkedArray,
+            model_parameters: pa.ChunkedArray,
+            response_format: pa.ChunkedArray,
+        ) -> pa.Array:
+            tokens = token.to_pylist()
+            context = self._statements.get(tokens[0]) if tokens else None
+            rows = zip(
+                endpoint.to_pylist(),
+                request.to_pylist(),
+                model_parameters.to_pylist(),
+                response_format.to_pylist(),
+                strict=True,
+            )
+            outcomes = list(self._pool.map(lambda row: self._answer_row(context, *row), rows))
+            if or_error:
+                return pa.array(
+                    [{"result": r, "errorMessage": e} for r, e in outcomes], _RESULT_STRUCT
+                )
+            for _, failure in outcomes:
+                if failure is not None:
+                    raise RuntimeError(f"ai_query failed: {failure}")
+            return pa.array([r for r, _ in outcomes], pa.string())
+
+        return run
+
+    def _answer_row(
+        self,
+        context: StatementContext | None,
+        endpoint: str | None,
+        request_json: str | None,
+        model_parameters_json: str | None,
+        response_format: str | None,
+    ) -> tuple[str | None, str | None]:
+        if context is not None and context.cancelled.is_set():
+            raise StatementCancelled("statement cancelled")
+        assert self._ai_query is not None
+        try:
+            request = json.loads(request_json) if request_json is not None else None
+            params = json.loads(model_parameters_json) if model_parameters_json else None
+            return answer(self._ai_query, endpoint, request, params, response_format), None
+        except Exception as failure:
+            return None, error_text(failure)
+
+    # ---- executing ------------------------------------------------------------------------
+
+    def __call__(self, sql: str, params: Mapping[str, Any]) -> pa.Table | None:
+        context = current_statement()
+        namespace = context.namespace if context is not None else Namespace()
+        session = self._session(context.session_id if context is not None else "")
+        token = uuid.uuid4().hex
+        with session.lock:
+            tree = self._translate(sql, namespace, session, token)
+            duck_sql = tree.sql(dialect="duckdb")
+            names = [p.name for p in tree.find_all(exp.Placeholder)]
+            bound: Any = None
+            if names and all(not n for n in names):
+                bound = [params[str(i)] for i in range(1, len(names) + 1)]
+            elif names:
+                bound = {n: params[n] for n in dict.fromkeys(names) if n in params}
+            self._statements[token] = context
+            try:
+                if context is not None:
+                    context.on_cancel(session.connection.interrupt)
+                    if context.cancelled.is_set():
+                        raise StatementCancelled("statement cancelled")
+                relation = session.connection.sql(duck_sql, params=bound)
+                table = relation.to_arrow_table() if relation is not None else None
+            except duckdb.Error as error:
+                raise RuntimeError(_databricks_names(str(error))) from None
+            finally:
+                self._statements.pop(token, None)
+            view = temporary_view_name(tree)
+            if view is not None:
+                session.temporary_views.add(view.lower())
+        if table is not None and isinstance(tree, (*_DML, exp.Create)):
+            if table.column_names == ["Count"]:
+                table = table.rename_columns(["num_affected_rows"])
+        return table
+
+    def _session(self, session_id: str) -> _Session:
+        with self._db_lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = _Session(self._db.cursor())
+                self._sessions[session_id] = session
+            return session
+
+    def end_session(self, session_id: str) -> None:
+        with self._db_lock:
+            session = self._sessions.pop(session_id, None)
+        if session is not None:
+            with session.lock:
+                session.connection.close()
+
+    def _translate(
+        self, sql: str, namespace: Namespace, session: _Session, token: str
+    ) -> exp.Expression:
+        try:
+            trees = [t for t in sqlglot.parse(sql, read="databricks") if t is not None]
+        except sqlglot.errors.ParseError as error:
+            raise ValueError(f"[PARSE_SYNTAX_ERROR] {_plain(str(error))}") from None
+        if len(trees) != 1:
+            raise ValueError(f"expected one SQL statement, got {len(trees)}")
+        tree = trees[0]
+        self._read_volumes(tree)
+        tree = qualify_and_map(
+            tree,
+            namespace,
+            lambda catalog, schema: (f"{PREFIX}{catalog}", schema),
+            unqualified=session.temporary_views,
+        )
+        for call in find_calls(tree):
+            call.node.replace(self._ai_query_sql(call, token))
+        return tree
+
+    def _ai_query_sql(self, call: AiQueryCall, token: str) -> exp.Expression:
+        if self._ai_query is None:
+            raise ValueError("ai_query is not available: this warehouse has no agent configured")
+        node = exp.Anonymous(
+            this=_UDF if call.fail_on_error else _UDF_OR_ERROR,
+            expressions=[
+                exp.Literal.string(token),
+                call.endpoint,
+                exp.Anonymous(this="to_json", expressions=[call.request]),
+                exp.Anonymous(this="to_json", expressions=[call.model_parameters])
+                if call.model_parameters is not None
+                else exp.null(),
+                call.response_format if call.response_format is not None else exp.null(),
+            ],
+        )
+        if call.returns_string:
+            return node
+        assert call.return_type is not None
+        duck_type = exp.DataType.build(call.return_type, dialect="databricks").sql("duckdb")
+        if call.fail_on_error:
+            return sqlglot.parse_one(f"CAST(CAST(__call AS JSON) AS {duck_type})", read="duckdb").transform(
+                lambda n: node.copy() if isinstance(n, exp.Column) and n.name == "__call" else n
+            )
+        # Evaluate the call once, then parse its `result` into the declared type.
+        template = sqlglot.parse_one(
+            "LIST_TRANSFORM([__call], s -> {'result': TRY_CAST(CAST(s.result AS JSON) AS "
+            f"{duck_type}), 'errorMessage': s.errorMessage}})[1]",
+            read="duckdb",
+        )
+        return template.transform(
+            lambda n: node.copy() if isinstance(n, exp.Column) and n.name == "__call" else n
+        )
+
+    def _read_volumes(self, tree: exp.Expression) -> None:
+        """`read_files('/Volumes/...', format => 'parquet')` and parquet.`/Volumes/...`."""
+        for fn in list(tree.find_all(exp.Anonymous)):
+            if str(fn.this).lower() != "read_files":
+                continue
+            path = fn.expressions[0] if fn.expressions else None
+            if not (isinstance(path, exp.Literal) and path.is_string):
+                raise ValueError("read_files: the path must be a string literal")
+            fmt = "parquet"
+            for arg in fn.expressions[1:]:
+                if isinstance(arg, exp.Kwarg) and arg.this.name.lower() == "format":
+                    fmt = arg.expression.name.lower()
+            fn.replace(self._reader(fmt, path.this))
+        for table in list(tree.find_all(exp.Table)):
+            db = table.args.get("db")
+            if db is not None and db.name.lower() in _READERS and table.name.startswith("/Volumes/"):
+                table.set("this", self._reader(db.name.lower(), table.name))
+                table.set("db", None)
+
+    def _reader(self, fmt: str, volume_path: str) -> exp.Expression:
+        if self.volumes_dir is None:
+            raise ValueError("this warehouse has no volumes directory")
+        if fmt not in _READERS:
+            raise ValueError(f"read_files: unsupported format {fmt!r}")
+        local = volume_file(self.volumes_dir, volume_path)
+        pattern = str(local / "**" / f"*.{fmt}") if local.is_dir() else str(local)
+        return exp.Anonymous(this=_READERS[fmt], expressions=[exp.Literal.string(pattern)])
+
+    # ---- metadata -------------------------------------------------------------------------
+
+    def metadata(self, kind: str, filters: Mapping[str, str | None]) -> pa.Table:
+        queries = {
+            "catalogs": (
+                "SELECT substr(database_name, {n}) AS TABLE_CAT FROM duckdb_databases() "
+                "WHERE database_name LIKE 'uc\\_%' ESCAPE '\\' ORDER BY 1"
+            ),
+            "schemas": (
+                "SELECT schema_name AS TABLE_SCHEM, substr(database_name, {n}) AS TABLE_CATALOG "
+                "FROM duckdb_schemas() WHERE database_name LIKE 'uc\\_%' ESCAPE '\\' "
+                "AND NOT internal AND substr(database_name, {n}) LIKE $catalog "
+                "AND schema_name LIKE $schema ORDER BY 2, 1"
+            ),
+            "tables": (
+                "SELECT substr(database_name, {n}) AS TABLE_CAT, schema_name AS TABLE_SCHEM, "
+                "table_name AS TABLE_NAME, 'TABLE' AS TABLE_TYPE, NULL::VARCHAR AS REMARKS "
+                "FROM duckdb_tables() WHERE database_name LIKE 'uc\\_%' ESCAPE '\\' "
+                "AND substr(database_name, {n}) LIKE $catalog AND schema_name LIKE $schema "
+                "AND table_name LIKE $table "
+                "UNION ALL SELECT substr(database_name, {n}), schema_name, view_name, 'VIEW', NULL "
+                "FROM duckdb_views() WHERE NOT internal AND database_name LIKE 'uc\\_%' ESCAPE '\\' "
+                "AND substr(database_name, {n}) LIKE $catalog AND schema_name LIKE $schema "
+                "AND view_name LIKE $table ORDER BY 1, 2, 3"
+            ),
+            "columns": (
+                "SELECT substr(database_name, {n}) AS TABLE_CAT, schema_name AS TABLE_SCHEM, "
+                "table_name AS TABLE_NAME, column_name AS COLUMN_NAME, data_type AS TYPE_NAME, "
+                "column_index AS ORDINAL_POSITION, CASE WHEN is_nullable THEN 'YES' ELSE 'NO' END "
+                "AS IS_NULLABLE FROM duckdb_columns() WHERE database_name LIKE 'uc\\_%' ESCAPE '\\' "
+                "AND substr(database_name, {n}) LIKE $catalog AND schema_name LIKE $schema "
+                "AND table_name LIKE $table AND column_name LIKE $column ORDER BY 1, 2, 3, 6"
+            ),
+        }
+        if kind not in queries:
+            raise ValueError(f"unknown metadata kind {kind!r}")
+        query = queries[kind].replace("{n}", str(len(PREFIX) + 1))
+        wanted = {k: (filters.get(k) or "%") for k in ("catalog", "schema", "table", "column")}
+        bound = {k: v for k, v in wanted.items() if f"${k}" in query}
+        with self._db_lock:
+            cursor = self._db.cursor()
+        try:
+            table = cursor.sql(query, params=bound or None).to_arrow_table()
+        finally:
+            cursor.close()
+        if kind == "columns":
+            types = [
+                exp.DataType.build(t, dialect="duckdb").sql("databricks")
+                for t in table.column("TYPE_NAME").to_pylist()
+            ]
+            table = table.set_column(4, "TYPE_NAME", pa.array(types, pa.string()))
+        return table
+
+    def close(self) -> None:
+        with self._db_lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            with session.lock:
+                session.connection.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._db.close()
+
+
+def _plain(message: str) -> str:
+    """sqlglot underlines the offending token with terminal escapes; drop them."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", message)
+
+
+def _databricks_names(message: str) -> str:
+    """DuckDB error text with the Unity Catalog catalog names the client used."""
+    return re.sub(rf"\b{PREFIX}(\w+)", r"\1", message)

@@ -1,0 +1,252 @@
+"""A loopback Databricks SQL warehouse that the unmodified databricks-sql-connector talks to.
+
+It speaks the warehouse wire protocol — Thrift TCLIService (binary protocol) over HTTP, results
+as Arrow IPC batches — on 127.0.0.1 and runs the statements with a pluggable executor::
+
+    with serve_warehouse(DuckDBExecutor()) as wh:
+        with databricks.sql.connect(**wh.connect_kwargs()) as conn:
+            ...
+        wh.statements, wh.cancelled, wh.executions, wh.sessions
+
+The connector is pointed at it only through its connection options (`_connection_uri` for the
+plain-HTTP URL, `enable_telemetry=False` so it calls nothing else).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from databricks.sql.thrift_api.TCLIService import TCLIService
+from thrift.protocol import TBinaryProtocol
+from thrift.transport import TTransport
+
+from .context import Executor
+from .operations import States
+from .records import Records, SessionRecord, StatementRecord
+from .service import WarehouseService, WarehouseSettings
+from .staging import StagingArea
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOKEN = "dapi-loopback-test-token"
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
+        # Set by serve_warehouse once the port is known.
+        self.processor: Any = None
+        self.http_path = ""
+        self.token: str | None = None
+        self.records: Records | None = None
+        self.staging: StagingArea | None = None
+
+    def close_connections(self) -> None:
+        """Drop keep-alive connections so their handler threads end with the server."""
+        with self.sockets_lock:
+            sockets = list(self.open_sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # the connector keeps its connection alive
+    server: _HTTPServer
+    timeout = 30
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.sockets_lock:
+            self.server.open_sockets.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.sockets_lock:
+            self.server.open_sockets.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The request line only; headers (which carry the bearer token) are never logged.
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain", **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        body = self._body()
+        path = self.path.split("?", 1)[0]
+        if path != self.server.http_path:
+            self._reply(404, f"no warehouse at {path}".encode())
+            return
+        authorization = self.headers.get("Authorization")
+        records = self.server.records
+        if records is not None and authorization is not None:
+            records.add(records.authorizations, authorization)
+        if self.server.token is not None and authorization != f"Bearer {self.server.token}":
+            self._reply(
+                401,
+                b"invalid access token",
+                x_databricks_reason_phrase="Invalid access token.",
+            )
+            return
+        iprot = TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(body))
+        out = TTransport.TMemoryBuffer()
+        self.server.processor.process(iprot, TBinaryProtocol.TBinaryProtocol(out))
+        self._reply(200, out.getvalue(), "application/x-thrift")
+
+    def _staging(self, method: str) -> None:
+        body = self._body() if method == "PUT" else b""
+        prefix = "/staging/"
+        if self.server.staging is None or not self.path.startswith(prefix):
+            self._reply(404, b"not found")
+            return
+        status, payload = self.server.staging.serve(method, self.path[len(prefix) :], body)
+        self._reply(status, payload, "application/octet-stream")
+
+    def do_PUT(self) -> None:
+        self._staging("PUT")
+
+    def do_GET(self) -> None:
+        self._staging("GET")
+
+    def do_DELETE(self) -> None:
+        self._staging("DELETE")
+
+
+@dataclass
+class Warehouse:
+    """A running loopback warehouse and everything it received."""
+
+    host: str
+    port: int
+    http_path: str
+    warehouse_id: str
+    token: str | None
+    volumes_dir: Path
+    records: Records
+    service: WarehouseService = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.http_path}"
+
+    @property
+    def statements(self) -> list[str]:
+        """SQL text of every statement received, in order."""
+        return [r.sql for r in list(self.records.executions)]
+
+    @property
+    def cancelled(self) -> list[str]:
+        """SQL text of every statement cancelled while it ran (CancelOperation)."""
+        return [r.sql for r in list(self.records.cancelled)]
+
+    @property
+    def executions(self) -> list[StatementRecord]:
+        return list(self.records.executions)
+
+    @property
+    def sessions(self) -> list[SessionRecord]:
+        return list(self.records.sessions)
+
+    @property
+    def authorizations(self) -> list[str]:
+        return list(self.records.authorizations)
+
+    def connect_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """Options for `databricks.sql.connect(...)` that reach this warehouse."""
+        kwargs: dict[str, Any] = {
+            "server_hostname": self.host,
+            "http_path": self.http_path,
+            "_connection_uri": self.url,
+            "access_token": self.token or DEFAULT_TOKEN,
+            "enable_telemetry": False,
+        }
+        kwargs.update(overrides)
+        return kwargs
+
+    def wait_until_running(self, contains: str, timeout_s: float = 30.0) -> None:
+        """Block until a statement whose SQL contains `contains` is running."""
+
+        def running() -> bool:
+            return any(
+                contains in op.sql and op.state == States.RUNNING_STATE
+                for op in self.service.running()
+            )
+
+        if not self.records.wait_for(running, timeout_s):
+            raise TimeoutError(f"no running statement containing {contains!r}")
+
+
+@contextlib.contextmanager
+def serve_warehouse(
+    executor: Executor,
+    *,
+    token: str | None = DEFAULT_TOKEN,
+    warehouse_id: str = "loopback",
+    volumes_dir: Path | None = None,
+    settings: WarehouseSettings | None = None,
+) -> Iterator[Warehouse]:
+    """Serve a warehouse on 127.0.0.1 (ephemeral port) until the block ends.
+
+    `token`: the bearer token required on every call (None accepts any). `volumes_dir`: where
+    `/Volumes/...` files live (a temporary directory by default).
+    """
+    with contextlib.ExitStack() as stack:
+        if volumes_dir is None:
+            volumes_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="volumes-")))
+        httpd = _HTTPServer(_Handler)
+        stack.callback(httpd.server_close)
+        host, port = httpd.server_address[0], httpd.server_address[1]
+        http_path = f"/sql/1.0/warehouses/{warehouse_id}"
+        records = Records()
+        staging = StagingArea(volumes_dir, f"http://{host}:{port}")
+        service = WarehouseService(executor, settings or WarehouseSettings(), records, staging)
+        httpd.processor = TCLIService.Processor(service)
+        httpd.http_path = http_path
+        httpd.token = token
+        httpd.records = records
+        httpd.staging = staging
+        thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="warehouse-http"
+        )
+        thread.start()
+        try:
+            yield Warehouse(
+                host=str(host),
+                port=int(port),
+                http_path=http_path,
+                warehouse_id=warehouse_id,
+                token=token,
+                volumes_dir=volumes_dir,
+                records=records,
+                service=service,
+            )
+        finally:
+            httpd.shutdown()
+            thread.join()
+            httpd.close_connections()
+            service.shutdown()

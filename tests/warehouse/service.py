@@ -1,0 +1,470 @@
+"""The TCLIService handler: what the databricks-sql-connector's Thrift backend calls.
+
+Every RPC answers with a `TStatus`; a failing statement is an operation in ERROR_STATE (the
+connector raises `ServerOperationError` with its message), a bad handle an error status.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import sqlglot
+from databricks.sql.thrift_api.TCLIService import TCLIService, ttypes
+from sqlglot import exp
+
+from .arrow_wire import row_set, schema_bytes, table_schema
+from .context import Executor, MetadataSource, Namespace, StatementContext
+from .operations import Operation, Session, States, new_guid
+from .params import ParameterError, decode_parameters
+from .records import Records, SessionRecord, StatementRecord
+from .staging import StagingArea, parse_staging_command
+
+logger = logging.getLogger(__name__)
+
+_OK = ttypes.TStatus(statusCode=ttypes.TStatusCode.SUCCESS_STATUS)
+_USE = re.compile(r"^\s*USE\s", re.I)
+_CANCELLED = "The operation was cancelled."
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    # What OpenSession reports; the connector needs >= V2 and sends native parameters from V8.
+    protocol_version: int = ttypes.TProtocolVersion.SPARK_CLI_SERVICE_PROTOCOL_V8
+    # A status poll waits this long for the statement to end before answering RUNNING.
+    poll_wait_s: float = 0.2
+    # A synchronous execute waits this long before answering without direct results.
+    direct_results_wait_s: float = 0.5
+    # Report RUNNING to this many status polls per statement, even when it has ended.
+    running_polls: int = 0
+    # Rows per Arrow record batch inside one fetch.
+    arrow_batch_rows: int = 4096
+    # Compress Arrow batches with LZ4 frames when the client says it can decompress them.
+    lz4: bool = True
+
+
+class _BadHandle(Exception):
+    pass
+
+
+def _error(message: str, code: int = ttypes.TStatusCode.ERROR_STATUS) -> ttypes.TStatus:
+    return ttypes.TStatus(statusCode=code, errorMessage=message, displayMessage=message)
+
+
+def _handle(guid: bytes) -> ttypes.THandleIdentifier:
+    return ttypes.THandleIdentifier(guid=guid, secret=new_guid())
+
+
+def _use_target(sql: str, namespace: Namespace) -> Namespace | None:
+    """The namespace after a `USE ...` statement, or None when `sql` is not one."""
+    if not _USE.match(sql):
+        return None
+    tree = sqlglot.parse_one(sql, read="databricks")
+    if not isinstance(tree, exp.Use) or not isinstance(tree.this, exp.Table):
+        return None
+    kind = tree.args.get("kind")
+    table = tree.this
+    if kind is not None and kind.name.upper() == "CATALOG":
+        return Namespace(catalog=table.name, schema="default")
+    if table.args.get("db") is not None:
+        return Namespace(catalog=table.args["db"].name, schema=table.name)
+    return Namespace(catalog=namespace.catalog, schema=table.name)
+
+
+class WarehouseService(TCLIService.Iface):  # type: ignore[misc]
+    def __init__(
+        self,
+        executor: Executor,
+        settings: WarehouseSettings,
+        records: Records,
+        staging: StagingArea,
+    ) -> None:
+        self._executor = executor
+        self._settings = settings
+        self._records = records
+        self._staging = staging
+        self._lock = threading.Lock()
+        self._sessions: dict[bytes, Session] = {}
+        self._operations: dict[bytes, Operation] = {}
+        self._started: list[Operation] = []  # every operation, for shutdown to join
+
+    # ---- sessions -------------------------------------------------------------------------
+
+    def OpenSession(self, req: ttypes.TOpenSessionReq) -> ttypes.TOpenSessionResp:
+        configuration = {str(k): str(v) for k, v in (req.configuration or {}).items()}
+        ns = req.initialNamespace
+        namespace = Namespace()
+        if ns is not None and ns.catalogName:
+            namespace.catalog = ns.catalogName
+        if ns is not None and ns.schemaName:
+            namespace.schema = ns.schemaName
+        session = Session(new_guid(), namespace, configuration, authorization=None)
+        with self._lock:
+            self._sessions[session.guid] = session
+        self._records.add(
+            self._records.sessions,
+            SessionRecord(
+                session_id=session.hex_id,
+                configuration=configuration,
+                catalog=ns.catalogName if ns else None,
+                schema=ns.schemaName if ns else None,
+                client_protocol=req.client_protocol_i64 or req.client_protocol,
+            ),
+        )
+        return ttypes.TOpenSessionResp(
+            status=_OK,
+            serverProtocolVersion=self._settings.protocol_version,
+            sessionHandle=ttypes.TSessionHandle(sessionId=_handle(session.guid)),
+            configuration=configuration,
+            initialNamespace=ttypes.TNamespace(
+                catalogName=namespace.catalog, schemaName=namespace.schema
+            ),
+            canUseMultipleCatalogs=True,
+        )
+
+    def CloseSession(self, req: ttypes.TCloseSessionReq) -> ttypes.TCloseSessionResp:
+        try:
+            session = self._session(req.sessionHandle)
+        except _BadHandle as bad:
+            return ttypes.TCloseSessionResp(status=_error(str(bad), _invalid()))
+        session.closed = True
+        with self._lock:
+            mine = [op for op in self._operations.values() if op.session is session]
+        for op in mine:
+            self._close(op)
+        end_session = getattr(self._executor, "end_session", None)
+        if callable(end_session):
+            end_session(session.hex_id)
+        self._records.add(self._records.closed_sessions, session.hex_id)
+        return ttypes.TCloseSessionResp(status=_OK)
+
+    def GetInfo(self, req: ttypes.TGetInfoReq) -> ttypes.TGetInfoResp:
+        values = {
+            ttypes.TGetInfoType.CLI_SERVER_NAME: "Databricks SQL (loopback)",
+            ttypes.TGetInfoType.CLI_DBMS_NAME: "Spark SQL",
+            ttypes.TGetInfoType.CLI_DBMS_VER: "4.0.0",
+        }
+        value = values.get(req.infoType)
+        if value is None:
+            return ttypes.TGetInfoResp(status=_error(f"unsupported info type {req.infoType}"))
+        return ttypes.TGetInfoResp(status=_OK, infoValue=ttypes.TGetInfoValue(stringValue=value))
+
+    # ---- statements -----------------------------------------------------------------------
+
+    def ExecuteStatement(self, req: ttypes.TExecuteStatementReq) -> ttypes.TExecuteStatementResp:
+        try:
+            session = self._session(req.sessionHandle)
+        except _BadHandle as bad:
+            return ttypes.TExecuteStatementResp(status=_error(str(bad), _invalid()))
+        sql = req.statement or ""
+        try:
+            params = decode_parameters(req.parameters)
+        except (ParameterError, ValueError) as bad:
+            return ttypes.TExecuteStatementResp(status=_error(f"bad parameter: {bad}"))
+        overlay = {str(k): str(v) for k, v in (req.confOverlay or {}).items()}
+        statement_conf = {str(k): str(v) for k, v in (req.statementConf or {}).items()}
+        context = StatementContext(
+            statement_id=str(uuid.uuid4()),
+            namespace=session.namespace,
+            session_id=session.hex_id,
+            session_conf=dict(session.configuration),
+            statement_conf={**overlay, **statement_conf},
+        )
+        can_lz4 = bool(req.canDecompressLZ4Result) and self._settings.lz4
+        op = Operation(
+            guid=new_guid(),
+            session=session,
+            sql=sql,
+            context=context,
+            lz4_compressed=can_lz4,
+            row_limit=req.resultRowLimit,
+            forced_running_polls=self._settings.running_polls,
+        )
+        context.statement_id = op.hex_id
+        self._records.add(
+            self._records.executions,
+            StatementRecord(
+                statement_id=op.hex_id,
+                session_id=session.hex_id,
+                sql=sql,
+                params=params,
+                conf_overlay=context.statement_conf,
+                session_conf=context.session_conf,
+                run_async=bool(req.runAsync),
+                direct_results=req.getDirectResults is not None,
+            ),
+        )
+        work = self._work_for(op, sql, params)
+        self._start(op, work)
+        if not req.runAsync:
+            op.wait(timeout=None)  # type: ignore[arg-type]
+        return ttypes.TExecuteStatementResp(
+            status=_OK,
+            operationHandle=self._op_handle(op),
+            directResults=self._direct_results(op, req.getDirectResults),
+        )
+
+    def _work_for(
+        self, op: Operation, sql: str, params: Mapping[str, Any]
+    ) -> Callable[[], pa.Table | None]:
+        session = op.session
+        command = parse_staging_command(sql)
+        if command is not None:
+            op.is_staging = True
+            return lambda: self._staging.prepare(command)
+        try:
+            target = _use_target(sql, session.namespace)
+        except sqlglot.errors.ParseError:
+            target = None
+        if target is not None:
+            chosen = target
+
+            def use() -> None:
+                session.namespace.catalog = chosen.catalog
+                session.namespace.schema = chosen.schema
+
+            return use
+        executor = self._executor
+        return lambda: executor(sql, params)
+
+    def _start(self, op: Operation, work: Callable[[], pa.Table | None]) -> None:
+        with self._lock:
+            self._operations[op.guid] = op
+            self._started.append(op)
+        op.start(work)
+        self._records.notify()
+
+    def GetOperationStatus(
+        self, req: ttypes.TGetOperationStatusReq
+    ) -> ttypes.TGetOperationStatusResp:
+        try:
+            op = self._operation(req.operationHandle)
+        except _BadHandle as bad:
+            return ttypes.TGetOperationStatusResp(status=_error(str(bad), _invalid()))
+        op.wait(self._settings.poll_wait_s)
+        return self._status(op, op.report_state())
+
+    def _status(self, op: Operation, state: int) -> ttypes.TGetOperationStatusResp:
+        message = op.error if state == States.ERROR_STATE else None
+        return ttypes.TGetOperationStatusResp(
+            status=_OK,
+            operationState=state,
+            errorMessage=message,
+            displayMessage=message,
+            sqlState="42000" if message else None,
+            hasResultSet=True,
+            numModifiedRows=op.modified_rows() if state == States.FINISHED_STATE else None,
+        )
+
+    def GetResultSetMetadata(
+        self, req: ttypes.TGetResultSetMetadataReq
+    ) -> ttypes.TGetResultSetMetadataResp:
+        try:
+            op = self._operation(req.operationHandle)
+        except _BadHandle as bad:
+            return ttypes.TGetResultSetMetadataResp(status=_error(str(bad), _invalid()))
+        problem = self._not_fetchable(op)
+        if problem is not None:
+            return ttypes.TGetResultSetMetadataResp(status=_error(problem))
+        return self._metadata(op)
+
+    def _metadata(self, op: Operation) -> ttypes.TGetResultSetMetadataResp:
+        return ttypes.TGetResultSetMetadataResp(
+            status=_OK,
+            schema=table_schema(op.result.schema),
+            resultFormat=ttypes.TSparkRowSetType.ARROW_BASED_SET,
+            lz4Compressed=op.lz4_compressed,
+            arrowSchema=schema_bytes(op.result.schema),
+            isStagingOperation=op.is_staging,
+        )
+
+    def FetchResults(self, req: ttypes.TFetchResultsReq) -> ttypes.TFetchResultsResp:
+        try:
+            op = self._operation(req.operationHandle)
+        except _BadHandle as bad:
+            return ttypes.TFetchResultsResp(status=_error(str(bad), _invalid()))
+        problem = self._not_fetchable(op)
+        if problem is not None:
+            return ttypes.TFetchResultsResp(status=_error(problem))
+        if req.orientation == ttypes.TFetchOrientation.FETCH_FIRST:
+            op.offset = 0
+        return self._fetch(op, req.maxRows or 0, req.maxBytes or 0)
+
+    def _fetch(self, op: Operation, max_rows: int, max_bytes: int) -> ttypes.TFetchResultsResp:
+        chunk = row_set(
+            op.result,
+            op.offset,
+            max_rows=max_rows,
+            max_bytes=max_bytes,
+            batch_rows=self._settings.arrow_batch_rows,
+            lz4_compressed=op.lz4_compressed,
+        )
+        op.offset = chunk.next_offset
+        return ttypes.TFetchResultsResp(
+            status=_OK,
+            hasMoreRows=chunk.next_offset < op.result.num_rows,
+            results=chunk.row_set,
+            resultSetMetadata=self._metadata(op),
+        )
+
+    def _not_fetchable(self, op: Operation) -> str | None:
+        if op.state == States.CANCELED_STATE:
+            return _CANCELLED
+        if op.state == States.ERROR_STATE:
+            return op.error or "the statement failed"
+        if op.state != States.FINISHED_STATE:
+            return "the statement is still running"
+        return None
+
+    def _direct_results(
+        self, op: Operation, wanted: ttypes.TSparkGetDirectResults | None
+    ) -> ttypes.TSparkDirectResults | None:
+        """Results inline with the execute reply, as a warehouse sends them for quick statements."""
+        if wanted is None or not op.wait(self._settings.direct_results_wait_s):
+            return None
+        if op.forced_running_polls > 0:
+            return None
+        status = self._status(op, op.state)
+        if op.state != States.FINISHED_STATE:
+            return ttypes.TSparkDirectResults(operationStatus=status)
+        fetch = self._fetch(op, wanted.maxRows or 0, wanted.maxBytes or 0)
+        close = None
+        if not fetch.hasMoreRows:
+            close = ttypes.TCloseOperationResp(status=_OK)
+            self._close(op)
+        return ttypes.TSparkDirectResults(
+            operationStatus=status,
+            resultSetMetadata=fetch.resultSetMetadata,
+            resultSet=fetch,
+            closeOperation=close,
+        )
+
+    def CancelOperation(self, req: ttypes.TCancelOperationReq) -> ttypes.TCancelOperationResp:
+        try:
+            op = self._operation(req.operationHandle)
+        except _BadHandle as bad:
+            return ttypes.TCancelOperationResp(status=_error(str(bad), _invalid()))
+        if op.cancel():
+            record = next(
+                (r for r in self._records.executions if r.statement_id == op.hex_id), None
+            )
+            if record is not None:
+                self._records.add(self._records.cancelled, record)
+        return ttypes.TCancelOperationResp(status=_OK)
+
+    def CloseOperation(self, req: ttypes.TCloseOperationReq) -> ttypes.TCloseOperationResp:
+        try:
+            op = self._operation(req.operationHandle)
+        except _BadHandle as bad:
+            return ttypes.TCloseOperationResp(status=_error(str(bad), _invalid()))
+        self._close(op)
+        return ttypes.TCloseOperationResp(status=_OK)
+
+    def _close(self, op: Operation) -> None:
+        op.cancel()  # a close while running stops the work too
+        op.closed = True
+        with self._lock:
+            self._operations.pop(op.guid, None)
+
+    # ---- metadata calls -------------------------------------------------------------------
+
+    def GetCatalogs(self, req: ttypes.TGetCatalogsReq) -> ttypes.TGetCatalogsResp:
+        return self._metadata_call(ttypes.TGetCatalogsResp, req, "catalogs", {})
+
+    def GetSchemas(self, req: ttypes.TGetSchemasReq) -> ttypes.TGetSchemasResp:
+        filters = {"catalog": req.catalogName, "schema": req.schemaName}
+        return self._metadata_call(ttypes.TGetSchemasResp, req, "schemas", filters)
+
+    def GetTables(self, req: ttypes.TGetTablesReq) -> ttypes.TGetTablesResp:
+        filters = {"catalog": req.catalogName, "schema": req.schemaName, "table": req.tableName}
+        return self._metadata_call(ttypes.TGetTablesResp, req, "tables", filters)
+
+    def GetColumns(self, req: ttypes.TGetColumnsReq) -> ttypes.TGetColumnsResp:
+        filters = {
+            "catalog": req.catalogName,
+            "schema": req.schemaName,
+            "table": req.tableName,
+            "column": req.columnName,
+        }
+        return self._metadata_call(ttypes.TGetColumnsResp, req, "columns", filters)
+
+    def _metadata_call(
+        self, response: Any, req: Any, kind: str, filters: dict[str, str | None]
+    ) -> Any:
+        try:
+            session = self._session(req.sessionHandle)
+        except _BadHandle as bad:
+            return response(status=_error(str(bad), _invalid()))
+        source = self._executor
+        if not callable(getattr(source, "metadata", None)):
+            return response(status=_error(f"this warehouse's executor cannot list {kind}"))
+        context = StatementContext(
+            statement_id="", namespace=session.namespace, session_id=session.hex_id
+        )
+        op = Operation(
+            guid=new_guid(),
+            session=session,
+            sql=f"<{kind}>",
+            context=context,
+            lz4_compressed=False,
+        )
+        metadata_source: MetadataSource = source  # type: ignore[assignment]
+        self._start(op, lambda: metadata_source.metadata(kind, filters))
+        op.wait(timeout=None)  # type: ignore[arg-type]
+        return response(
+            status=_OK,
+            operationHandle=self._op_handle(op),
+            directResults=self._direct_results(op, req.getDirectResults),
+        )
+
+    # ---- handles --------------------------------------------------------------------------
+
+    def _session(self, handle: ttypes.TSessionHandle | None) -> Session:
+        guid = handle.sessionId.guid if handle is not None and handle.sessionId else None
+        with self._lock:
+            session = self._sessions.get(guid) if guid is not None else None
+        if session is None or session.closed:
+            raise _BadHandle("invalid or closed session handle")
+        return session
+
+    def _operation(self, handle: ttypes.TOperationHandle | None) -> Operation:
+        guid = handle.operationId.guid if handle is not None and handle.operationId else None
+        with self._lock:
+            op = self._operations.get(guid) if guid is not None else None
+        if op is None:
+            raise _BadHandle("invalid or closed operation handle")
+        return op
+
+    def _op_handle(self, op: Operation) -> ttypes.TOperationHandle:
+        return ttypes.TOperationHandle(
+            operationId=_handle(op.guid),
+            operationType=ttypes.TOperationType.EXECUTE_STATEMENT,
+            hasResultSet=True,
+        )
+
+    # ---- for the server and tests ---------------------------------------------------------
+
+    def running(self) -> list[Operation]:
+        with self._lock:
+            return [op for op in self._operations.values() if op.state == States.RUNNING_STATE]
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Cancel what still runs and wait for the worker threads to end."""
+        with self._lock:
+            ops = list(self._started)
+        for op in ops:
+            op.cancel()
+        deadline = time.monotonic() + timeout_s
+        for op in ops:
+            op.join(max(deadline - time.monotonic(), 0.0))
+
+
+def _invalid() -> int:
+    return int(ttypes.TStatusCode.INVALID_HANDLE_STATUS)

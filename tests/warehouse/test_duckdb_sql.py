@@ -1,0 +1,120 @@
+"""The unmodified connector runs Databricks SQL against the loopback warehouse on DuckDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Callable
+
+import pyarrow as pa
+import pytest
+from databricks.sql.client import Connection
+from databricks.sql.exc import ServerOperationError
+
+from .server import Warehouse
+
+Connect = Callable[..., Connection]
+
+
+def test_create_insert_select_merge(connect: Connect, warehouse: Warehouse) -> None:
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA IF NOT EXISTS main.jobs")
+        cur.execute(
+            "CREATE TABLE main.jobs.answers (id BIGINT, prompt STRING, response STRING) USING DELTA"
+        )
+        cur.execute("INSERT INTO main.jobs.answers VALUES (1, 'a', 'old'), (3, 'c', 'old')")
+        assert cur.rowcount == 2
+        cur.execute(
+            "CREATE OR REPLACE TABLE main.jobs.staged AS "
+            "SELECT * FROM VALUES (1, 'a', 'new'), (2, 'b', 'new') AS v(id, prompt, response)"
+        )
+        cur.execute(
+            "MERGE INTO main.jobs.answers AS t USING main.jobs.staged AS s ON t.id = s.id "
+            "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        )
+        assert cur.rowcount == 2
+        cur.execute("SELECT id, response FROM main.jobs.answers ORDER BY id")
+        assert [tuple(r) for r in cur.fetchall()] == [(1, "new"), (2, "new"), (3, "old")]
+        assert [d[:2] for d in cur.description] == [("id", "bigint"), ("response", "string")]
+    assert warehouse.statements[0] == "CREATE SCHEMA IF NOT EXISTS main.jobs"
+
+
+def test_unqualified_names_use_the_session_namespace(connect: Connect) -> None:
+    with connect(catalog="main", schema="default") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE t (x INT)")
+        cur.execute("INSERT INTO t VALUES (7)")
+        cur.execute("SELECT x FROM main.default.t")
+        assert cur.fetchall()[0][0] == 7
+        cur.execute("CREATE SCHEMA other")
+        cur.execute("USE SCHEMA other")
+        cur.execute("CREATE TABLE t (y STRING)")
+        cur.execute("SELECT count(*) FROM main.other.t")
+        assert cur.fetchone()[0] == 0
+
+
+def test_large_result_arrives_in_several_fetches(connect: Connect, warehouse: Warehouse) -> None:
+    fetches: list[int] = []
+    with connect() as conn, conn.cursor(arraysize=7_000) as cur:
+        cur.execute("SELECT id, concat('row ', id) AS label FROM range(100000) AS r(id) ORDER BY id")
+        total = 0
+        while True:
+            part = cur.fetchmany_arrow(25_000)
+            if part.num_rows == 0:
+                break
+            fetches.append(part.num_rows)
+            assert part.column("id")[0].as_py() == total
+            total += part.num_rows
+        assert total == 100_000
+    assert fetches == [25_000, 25_000, 25_000, 25_000]
+
+
+def test_fetchall_arrow_round_trips_types(connect: Connect) -> None:
+    with connect() as conn, conn.cursor(arraysize=1000) as cur:
+        cur.execute(
+            "SELECT CAST(1 AS INT) AS i, CAST(2 AS BIGINT) AS b, CAST(1.5 AS DOUBLE) AS d, "
+            "CAST('12.34' AS DECIMAL(10,2)) AS dec, true AS flag, DATE'2024-01-02' AS day, "
+            "TIMESTAMP'2024-01-02 03:04:05' AS ts, named_struct('a', 1, 'b', 'x') AS st, "
+            "array(1, 2) AS arr, map('k', 'v') AS m, CAST(NULL AS STRING) AS nothing"
+        )
+        table = cur.fetchall_arrow()
+    row = table.to_pylist()[0]
+    assert row["i"] == 1 and row["b"] == 2 and row["d"] == 1.5
+    assert row["dec"] == decimal.Decimal("12.34")
+    assert row["flag"] is True and row["day"] == dt.date(2024, 1, 2)
+    assert row["ts"].replace(tzinfo=None) == dt.datetime(2024, 1, 2, 3, 4, 5)
+    assert row["st"] == {"a": 1, "b": "x"} and row["arr"] == [1, 2]
+    assert dict(row["m"]) == {"k": "v"} and row["nothing"] is None
+    assert table.schema.field("dec").type == pa.decimal128(10, 2)
+
+
+def test_named_parameters(connect: Connect, warehouse: Warehouse) -> None:
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT :n + 1 AS n, :s AS s, :d AS d, :day AS w, :flag AS f, :nothing AS z",
+            {
+                "n": 41,
+                "s": "it's",
+                "d": decimal.Decimal("1.25"),
+                "day": dt.date(2024, 5, 6),
+                "flag": False,
+                "nothing": None,
+            },
+        )
+        assert tuple(cur.fetchone()) == (42, "it's", decimal.Decimal("1.25"), dt.date(2024, 5, 6), False, None)
+    assert warehouse.executions[-1].params["s"] == "it's"
+
+
+def test_server_error_is_raised_with_its_message(connect: Connect) -> None:
+    with connect() as conn, conn.cursor() as cur:
+        with pytest.raises(ServerOperationError, match="does_not_exist"):
+            cur.execute("SELECT * FROM main.default.does_not_exist")
+        # the session stays usable
+        cur.execute("SELECT 1")
+        assert cur.fetchone()[0] == 1
+
+
+def test_async_execution_polls_until_finished(connect: Connect) -> None:
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute_async("SELECT sum(id) AS s FROM range(1000) AS r(id)")
+        cur.get_async_execution_result()
+        assert cur.fetchone()[0] == 499500
