@@ -1,11 +1,11 @@
 """The Python API, mirroring the CLI, for notebooks and tests.
 
-    import agentbatch
-    job = agentbatch.load_job("jobs/triage.yml", vars={"team": "billing"})
-    print(agentbatch.render(job, target="databricks-sql"))
-    result = agentbatch.run(job, tables={"main.support.tickets": df},
-                            endpoints={"apps/triage-agent": "http://127.0.0.1:8000"})
-    result.summary, result.to_pandas()
+import agentbatch
+job = agentbatch.load_job("jobs/triage.yml", vars={"team": "billing"})
+print(agentbatch.render(job, target="databricks-sql"))
+result = agentbatch.run(job, tables={"main.support.tickets": df},
+                        endpoints={"apps/triage-agent": "http://127.0.0.1:8000"})
+result.summary, result.to_pandas()
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ from agentbatch.targets import Target
 __all__ = ["Job", "Plan", "RunResult", "load_job", "plan", "render", "run"]
 
 
-def load_job(path: str | Path, vars: Mapping[str, Any] | None = None, *, project_dir: str | Path | None = None) -> Job:
+def load_job(
+    path: str | Path,
+    vars: Mapping[str, Any] | None = None,
+    *,
+    project_dir: str | Path | None = None,
+) -> Job:
     """Load and validate a job file (SpecError names file:line on any problem)."""
     root = project_dir_of(path, project_dir)
     return _load_job(path, vars, template_dirs=[root / "sqltemplates"])

@@ -64,7 +64,10 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(
-            name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES.get(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         return sub
@@ -87,13 +90,21 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
     run.add_argument("job", metavar="JOB")
     _add_job_options(run)
     _add_run_options(run)
-    run.add_argument("--dry-run", action="store_true", help="show the first requests; call nothing, write nothing")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the first requests; call nothing, write nothing",
+    )
     run.add_argument("--state-dir", type=Path, help="checkpoint folder (default .agentbatch/state)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
-    run.add_argument("--show", type=int, default=5, metavar="N", help="print N output rows (default 5)")
+    run.add_argument(
+        "--show", type=int, default=5, metavar="N", help="print N output rows (default 5)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    compile_ = command("compile", "Write each job's SQL to files a SQL task can run without Python.")
+    compile_ = command(
+        "compile", "Write each job's SQL to files a SQL task can run without Python."
+    )
     compile_.add_argument("jobs", nargs="+", metavar="JOB")
     compile_.add_argument("--out", type=Path, default=Path("build/sql"), help="output folder")
     _add_job_options(compile_)
@@ -105,18 +116,34 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
 def _add_job_options(sub: argparse.ArgumentParser, *, target: bool = True) -> None:
     if target:
         sub.add_argument("--target", "-t", default="local", help="run target (default local)")
-    sub.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="set a job variable")
-    sub.add_argument("--project-dir", type=Path, help="project folder (default: the parent of jobs/)")
+    sub.add_argument(
+        "--var", action="append", default=[], metavar="NAME=VALUE", help="set a job variable"
+    )
+    sub.add_argument(
+        "--project-dir", type=Path, help="project folder (default: the parent of jobs/)"
+    )
 
 
 def _add_run_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--table", action="append", default=[], metavar="NAME=PATH",
-                     help="map a table to a CSV/Parquet/JSON file or Delta folder (local, spark)")
-    sub.add_argument("--endpoint", action="append", default=[], metavar="NAME=URL",
-                     help="send an endpoint's rows to an agent server URL (or builtin:instant)")
+    sub.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="map a table to a CSV/Parquet/JSON file or Delta folder (local, spark)",
+    )
+    sub.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="send an endpoint's rows to an agent server URL (or builtin:instant)",
+    )
     sub.add_argument("--limit", type=int, help="send at most N rows this run")
     sub.add_argument("--retry-errors", action="store_true", help="re-send rows that failed before")
-    sub.add_argument("--full-refresh", action="store_true", help="ignore answers already in the target")
+    sub.add_argument(
+        "--full-refresh", action="store_true", help="ignore answers already in the target"
+    )
 
 
 def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
@@ -157,12 +184,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return _validate(args.jobs, variables, args.project_dir)
     if args.command == "render":
-        sys.stdout.write(api.render(args.job, target=args.target, vars=variables, project_dir=args.project_dir))
+        sys.stdout.write(
+            api.render(args.job, target=args.target, vars=variables, project_dir=args.project_dir)
+        )
         return 0
     if args.command == "compile":
         from agentbatch.compile import compile_jobs
 
-        for path in compile_jobs(args.jobs, args.out, target=args.target, vars=variables, project_dir=args.project_dir):
+        for path in compile_jobs(
+            args.jobs, args.out, target=args.target, vars=variables, project_dir=args.project_dir
+        ):
             sys.stdout.write(f"{path}\n")
         return 0
     endpoints = _pairs(args.endpoint, "--endpoint")
@@ -172,16 +203,32 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agentbatch.plan import RunOptions
 
         options = RunOptions(
-            retry_errors=args.retry_errors, full_refresh=args.full_refresh, limit=args.limit,
+            retry_errors=args.retry_errors,
+            full_refresh=args.full_refresh,
+            limit=args.limit,
             endpoint_overrides=endpoints,
         )
-        the_plan = api.plan(args.job, target=args.target, vars=variables, options=options, project_dir=args.project_dir)
+        the_plan = api.plan(
+            args.job,
+            target=args.target,
+            vars=variables,
+            options=options,
+            project_dir=args.project_dir,
+        )
         sys.stdout.write(explain(the_plan, with_sql=not args.no_sql))
         return 0
     result = api.run(
-        args.job, target=args.target, vars=variables, tables=tables, endpoints=endpoints,
-        limit=args.limit, retry_errors=args.retry_errors, full_refresh=args.full_refresh,
-        dry_run=args.dry_run, state_dir=args.state_dir, project_dir=args.project_dir,
+        args.job,
+        target=args.target,
+        vars=variables,
+        tables=tables,
+        endpoints=endpoints,
+        limit=args.limit,
+        retry_errors=args.retry_errors,
+        full_refresh=args.full_refresh,
+        dry_run=args.dry_run,
+        state_dir=args.state_dir,
+        project_dir=args.project_dir,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     from agentbatch.report import print_run
@@ -211,7 +258,9 @@ def _validate(paths: Sequence[str], variables: dict[str, Any], project_dir: Path
 def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
+    )
     root = logging.getLogger("agentbatch")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentbatch.plan import PushDown, RunOptions, build_plan, call_spec
 from agentbatch.results import REQUEST_COLUMN
-from agentbatch.sql.render import RenderOptions, Renderer, job_context
+from agentbatch.sql.render import Renderer, RenderOptions, job_context
 
 if TYPE_CHECKING:
     from agentbatch.engines.base import Engine
@@ -31,7 +31,9 @@ def dry_run(plan: Plan, engine: Engine, root: Path) -> RunResult:
         sample_plan = build_plan(plan.job, plan.target, options, [root / "sqltemplates"])
     limit = plan.options.limit or SAMPLE_ROWS
     fmt = plan.job.agent.response_format
-    builder = BodyBuilder(call_spec(plan.job), response_format=parse_response_format(fmt) if fmt else None)
+    builder = BodyBuilder(
+        call_spec(plan.job), response_format=parse_response_format(fmt) if fmt else None
+    )
     requests: list[dict[str, Any]] = []
     rows = 0
     for batch in engine.fetch_batches(_inputs_sql(sample_plan), batch_rows=limit):

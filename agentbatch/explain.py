@@ -22,8 +22,15 @@ def explain(plan: Plan, *, with_sql: bool = True) -> str:
     else:
         fallback = plan.steps
         if fallback.ensure_target:
-            steps.append((f"{fallback.ensure_target.purpose} [{fallback.ensure_target.template}]", fallback.ensure_target.sql))
-        steps.append((f"{fallback.inputs.purpose} [{fallback.inputs.template}]", fallback.inputs.sql))
+            steps.append(
+                (
+                    f"{fallback.ensure_target.purpose} [{fallback.ensure_target.template}]",
+                    fallback.ensure_target.sql,
+                )
+            )
+        steps.append(
+            (f"{fallback.inputs.purpose} [{fallback.inputs.template}]", fallback.inputs.sql)
+        )
         concurrency = fallback.call.max_concurrency or "adaptive"
         steps.append(
             (

@@ -21,11 +21,15 @@ from agentbatch.agent.calls import CallSpec, call_fingerprint
 from agentbatch.engines import engine_class
 from agentbatch.engines.base import WriteRequest
 from agentbatch.spec.models import Job
-from agentbatch.sql.render import RenderOptions, Renderer, job_context
+from agentbatch.sql.render import Renderer, RenderOptions, job_context
 from agentbatch.targets import Target
 
 Strategy = Literal["push-down", "rest-fallback"]
-_PUSH_DOWN_TEMPLATES = {"overwrite": "create_or_replace.sql", "merge": "merge.sql", "append": "append.sql"}
+_PUSH_DOWN_TEMPLATES = {
+    "overwrite": "create_or_replace.sql",
+    "merge": "merge.sql",
+    "append": "append.sql",
+}
 
 
 @dataclass(frozen=True)
@@ -109,9 +113,15 @@ def choose_strategy(job: Job, target: Target, options: RunOptions) -> tuple[Stra
     if job.agent.is_app:
         return "rest-fallback", "ai_query cannot reach agents on Databricks Apps"
     if endpoint.startswith(("http://", "https://", "builtin:")):
-        return "rest-fallback", "the endpoint is a URL or built-in agent, not a Model Serving endpoint"
+        return (
+            "rest-fallback",
+            "the endpoint is a URL or built-in agent, not a Model Serving endpoint",
+        )
     if endpoint in options.endpoint_overrides:
-        return "rest-fallback", f"the endpoint is mapped to {options.endpoint_overrides[endpoint]!r} for this run"
+        return (
+            "rest-fallback",
+            f"the endpoint is mapped to {options.endpoint_overrides[endpoint]!r} for this run",
+        )
     if not engine.native_ai_query:
         return "rest-fallback", f"the {target.engine} engine has no ai_query"
     return "push-down", f"ai_query runs inside the {target.engine} engine"
@@ -142,7 +152,11 @@ def build_plan(
     def statement(purpose: str, template: str) -> Statement:
         return Statement(purpose, template, renderer.render(template, context))
 
-    ensure = statement("create the target if missing", "ensure_target.sql") if mode != "overwrite" else None
+    ensure = (
+        statement("create the target if missing", "ensure_target.sql")
+        if mode != "overwrite"
+        else None
+    )
     steps: PushDown | RestFallback
     if strategy == "push-down":
         template = job.template or _PUSH_DOWN_TEMPLATES[mode]

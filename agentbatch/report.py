@@ -35,8 +35,14 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
     if show > 0 and result.engine is not None:
         rows = result.to_arrow().slice(0, show)
         if rows.num_rows:
-            table = Table(title=f"first {rows.num_rows} row(s) written to {result.plan.job.output.table}")
-            columns = [c for c in rows.column_names if c not in ("request_fingerprint", "custom_outputs", "trace_id")]
+            table = Table(
+                title=f"first {rows.num_rows} row(s) written to {result.plan.job.output.table}"
+            )
+            columns = [
+                c
+                for c in rows.column_names
+                if c not in ("request_fingerprint", "custom_outputs", "trace_id")
+            ]
             for column in columns:
                 table.add_column(column, overflow="fold", max_width=40)
             for row in rows.select(columns).to_pylist():

@@ -4,6 +4,7 @@ Databricks job entry point all call these functions, so every way in runs the sa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import uuid
@@ -16,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from agentbatch.engines import engine_class
 from agentbatch.errors import AgentbatchError, JobFailedError, UsageError
 from agentbatch.plan import Plan, PushDown, RestFallback, RunOptions, build_plan
-from agentbatch.results import REQUEST_COLUMN, result_arrow_fields
 from agentbatch.spec.loader import load_job
 from agentbatch.spec.models import Job
 from agentbatch.targets import Target, resolve_target
@@ -54,13 +54,21 @@ class RunResult:
         table = self.engine.read_table(self.plan.job.output.table)
         if "answered_at" not in table.column_names or not len(table):
             return table
-        started = pa.scalar(self.plan.options.started_at, type=table.schema.field("answered_at").type)
+        started = pa.scalar(
+            self.plan.options.started_at, type=table.schema.field("answered_at").type
+        )
         return table.filter(pc.greater_equal(table["answered_at"], started))
 
 
-def resolve_job(job_or_path: Job | str | Path, vars: Mapping[str, Any] | None, template_dirs: Iterable[Path]) -> Job:
+def resolve_job(
+    job_or_path: Job | str | Path, vars: Mapping[str, Any] | None, template_dirs: Iterable[Path]
+) -> Job:
     if isinstance(job_or_path, Job):
-        return job_or_path if not vars else job_or_path.model_copy(update={"vars": {**job_or_path.vars, **vars}})
+        return (
+            job_or_path
+            if not vars
+            else job_or_path.model_copy(update={"vars": {**job_or_path.vars, **vars}})
+        )
     return load_job(job_or_path, vars, template_dirs=template_dirs)
 
 
@@ -152,7 +160,9 @@ def open_engine(the_plan: Plan, tables: Mapping[str, Any], root: Path) -> Engine
     settings.setdefault("job_name", the_plan.job.name)
     settings.setdefault("run_id", the_plan.options.run_id)
     if tables and the_plan.target.engine == "databricks-sql":
-        raise UsageError("--table maps tables to local files; it applies to the local and spark targets")
+        raise UsageError(
+            "--table maps tables to local files; it applies to the local and spark targets"
+        )
     engine: Engine = cls(settings, tables=tables, output_tables=[the_plan.job.output.table])
     return engine
 
@@ -207,10 +217,14 @@ def _run_fallback(
 
 
 def _write_answers(steps: RestFallback, engine: Engine, ledger: Any) -> int:
-    schema = ledger.schema()
-    if schema is None:
+    """Hand the ledger's unwritten answers to the engine in one write, then mark them written.
+
+    A crash between the two re-writes the same rows next time: every write mode is idempotent."""
+    batches = iter(ledger.unwritten())
+    first = next(batches, None)
+    if first is None:
         return 0
-    stats = engine.write_results(steps.write, ledger.unwritten(), schema)
+    stats = engine.write_results(steps.write, itertools.chain([first], batches), first.schema)
     ledger.mark_written()
     return stats.rows_written
 
@@ -238,15 +252,9 @@ def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict
         "table_errors": int(table.get("errors") or 0),
     }
     if the_plan.strategy == "push-down":
-        summary.update(rows=int(table.get("answered_this_run") or 0), errors=summary["table_errors"])
+        summary.update(
+            rows=int(table.get("answered_this_run") or 0), errors=summary["table_errors"]
+        )
     summary.update(stats)
     summary.setdefault("errors", 0)
     return summary
-
-
-def output_schema(inputs: pa.Schema, response_type: pa.DataType | None) -> pa.Schema:
-    """Key and passthrough columns as selected, then the standard result columns."""
-    import pyarrow as pa
-
-    kept = [f for f in inputs if f.name not in (REQUEST_COLUMN, "request_fingerprint")]
-    return pa.schema([*kept, *result_arrow_fields(response_type)])

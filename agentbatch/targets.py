@@ -58,7 +58,9 @@ def load_project_targets(project_dir: Path) -> dict[str, Target]:
         if not isinstance(settings, dict) or not isinstance(settings.get("engine"), str):
             raise SpecError(f"{where}: targets.{name}: needs `engine:` ({', '.join(ENGINES)})")
         if settings["engine"] not in ENGINES:
-            raise SpecError(f"{where}: targets.{name}.engine: unknown engine {settings['engine']!r}")
+            raise SpecError(
+                f"{where}: targets.{name}.engine: unknown engine {settings['engine']!r}"
+            )
         secret = _FORBIDDEN_SETTINGS & {k.lower() for k in settings}
         if secret:
             raise SpecError(

@@ -22,12 +22,16 @@ def engine_class(name: str) -> Any:
     except KeyError:
         close = difflib.get_close_matches(name, ENGINES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"unknown engine {name!r}{hint}; choose one of: {', '.join(ENGINES)}") from None
+        raise UsageError(
+            f"unknown engine {name!r}{hint}; choose one of: {', '.join(ENGINES)}"
+        ) from None
     module_name, _, class_name = path.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name != module_name:
             raise
-        raise NotSupportedError(f"the {name} engine is not available in this version of agentbatch") from None
+        raise NotSupportedError(
+            f"the {name} engine is not available in this version of agentbatch"
+        ) from None
     return getattr(module, class_name)

@@ -72,9 +72,10 @@ class LocalEngine:
         settings = dict(settings or {})
         self.default_catalog = str(settings.get("catalog", "main"))
         self.default_schema = str(settings.get("schema", "default"))
-        self.warehouse_dir = Path(warehouse_dir or settings.get("warehouse_dir") or ".agentbatch/warehouse")
-        duckdb = _duckdb()
-        self._con: duckdb.DuckDBPyConnection = duckdb.connect()
+        self.warehouse_dir = Path(
+            warehouse_dir or settings.get("warehouse_dir") or ".agentbatch/warehouse"
+        )
+        self._con: duckdb.DuckDBPyConnection = _duckdb().connect()
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute(f"ATTACH ':memory:' AS {_MAPPED_CATALOG}")
         self._attached: set[str] = set()
@@ -87,7 +88,9 @@ class LocalEngine:
                 self._outputs[full] = source
                 self._load_mapped_output(full, source)
             else:
-                self._relations[full] = self._register_input(f"agentbatch_input_{number}", name, source)
+                self._relations[full] = self._register_input(
+                    f"agentbatch_input_{number}", name, source
+                )
 
     # -- the Engine protocol --------------------------------------------------------------------
 
@@ -116,7 +119,7 @@ class LocalEngine:
         except Exception as err:
             raise EngineError(f"local engine: {_first_line(err)}") from None
         names = [d[0] for d in cursor.description or []]
-        return dict(zip(names, row or (None,) * len(names)))
+        return dict(zip(names, row or (None,) * len(names), strict=True))
 
     def table_exists(self, table: str) -> bool:
         full = self._full_name(table)
@@ -178,7 +181,9 @@ class LocalEngine:
                 )
             if not path.exists():
                 raise UsageError(f"--table {name}={path}: no such file")
-            self._con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {reader}({_duck_literal(path)})")
+            self._con.execute(
+                f"CREATE TEMP VIEW {view} AS SELECT * FROM {reader}({_duck_literal(path)})"
+            )
             return view
         self._con.register(view, source)  # pandas DataFrame or Arrow table, queried in place
         return view
@@ -191,7 +196,9 @@ class LocalEngine:
         path = Path(source)
         if path.is_dir() and (path / "_delta_log").is_dir():
             self._con.register("agentbatch_seed", _delta_dataset(path))
-            self._con.execute(f'CREATE TABLE {catalog}."{schema}"."{name}" AS SELECT * FROM agentbatch_seed')
+            self._con.execute(
+                f'CREATE TABLE {catalog}."{schema}"."{name}" AS SELECT * FROM agentbatch_seed'
+            )
             self._con.unregister("agentbatch_seed")
         elif path.is_file():
             reader = _FILE_READERS.get(path.suffix.lower())
@@ -214,9 +221,11 @@ class LocalEngine:
         if suffix in _FILE_READERS:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
-            fmt = {"read_csv_auto": "CSV, HEADER", "read_parquet": "PARQUET", "read_json_auto": "JSON"}[
-                _FILE_READERS[suffix]
-            ]
+            fmt = {
+                "read_csv_auto": "CSV, HEADER",
+                "read_parquet": "PARQUET",
+                "read_json_auto": "JSON",
+            }[_FILE_READERS[suffix]]
             self._con.execute(f"COPY (SELECT * FROM {relation}) TO {_duck_literal(tmp)} ({fmt})")
             os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
         else:
@@ -296,7 +305,7 @@ def _table_name(node: exp.Table) -> str:
     return ".".join(f"`{p.name}`" for p in node.parts)
 
 
-def _written_tables(tree: exp.Expression) -> list[exp.Table]:
+def _written_tables(tree: exp.Expr) -> list[exp.Table]:
     target = None
     if isinstance(tree, (exp.Create, exp.Insert, exp.Merge)):
         target = tree.this

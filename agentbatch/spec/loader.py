@@ -50,7 +50,9 @@ def load_job_text(
 ) -> Job:
     doc = load_yaml(text, file)
     if not isinstance(doc.value, dict):
-        raise SpecError(f"{file}:1: a job file is a mapping of keys (name, source, request, agent, output)")
+        raise SpecError(
+            f"{file}:1: a job file is a mapping of keys (name, source, request, agent, output)"
+        )
     raw = dict(doc.value)
     file_vars = raw.get("vars", {})
     if not isinstance(file_vars, dict):
@@ -112,13 +114,18 @@ def _doc_path(loc: tuple[int | str, ...], value: Any) -> KeyPath:
     path: list[str | int] = []
     node = value
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
+            node = node[part]  # type: ignore[index]
             path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, dict) and not isinstance(part, int) and part not in node and len(loc) and part == loc[-1]:
+        elif (
+            isinstance(node, dict)
+            and not isinstance(part, int)
+            and part not in node
+            and len(loc)
+            and part == loc[-1]
+        ):
             path.append(part)  # a missing or unknown key: name it
     return tuple(path)
 

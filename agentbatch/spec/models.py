@@ -40,12 +40,18 @@ def _sql_error(err: quoting.SqlValueError) -> ValueError:
 class Source(StrictModel):
     """Where the rows come from: a table (or a query), the unique key, the columns kept."""
 
-    table: str | None = Field(default=None, description="Unity Catalog table name: catalog.schema.table")
-    query: str | None = Field(default=None, description="A SELECT statement (Jinja allowed) instead of `table`")
+    table: str | None = Field(
+        default=None, description="Unity Catalog table name: catalog.schema.table"
+    )
+    query: str | None = Field(
+        default=None, description="A SELECT statement (Jinja allowed) instead of `table`"
+    )
     key: str = Field(description="Unique row key: the merge key and the resume key")
     columns: StrTuple = Field(default=(), description="Passthrough columns kept in the output")
     where: str | None = Field(default=None, description="Optional SQL filter on the source rows")
-    limit: Annotated[int, Field(gt=0)] | None = Field(default=None, description="Optional row limit")
+    limit: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Optional row limit"
+    )
 
     @field_validator("table")
     @classmethod
@@ -124,7 +130,11 @@ class ModelParameters(StrictModel):
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.model_dump().items() if v is not None}
+        return {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in self.model_dump().items()
+            if v is not None
+        }
 
 
 class Agent(StrictModel):
@@ -189,7 +199,9 @@ class Agent(StrictModel):
 
 class Output(StrictModel):
     table: str = Field(description="Target table: catalog.schema.table")
-    mode: WriteMode = Field(default="merge", description="overwrite | append | merge (by source.key)")
+    mode: WriteMode = Field(
+        default="merge", description="overwrite | append | merge (by source.key)"
+    )
 
     @field_validator("table")
     @classmethod
@@ -214,8 +226,12 @@ class Job(StrictModel):
     output: Output
     vars: dict[str, str | int | float | bool] = Field(default_factory=dict)
     env: StrTuple = Field(default=(), description="Environment variables templates may read")
-    template: str | None = Field(default=None, description="A template in sqltemplates/ to use instead of the built-in one")
-    evaluation: dict[str, JsonValue] | None = Field(default=None, description="Scorers for evaluation jobs")
+    template: str | None = Field(
+        default=None, description="A template in sqltemplates/ to use instead of the built-in one"
+    )
+    evaluation: dict[str, JsonValue] | None = Field(
+        default=None, description="Scorers for evaluation jobs"
+    )
 
     @field_validator("name")
     @classmethod
@@ -234,7 +250,9 @@ class Job(StrictModel):
             try:
                 if isinstance(value, dict):
                     quoting.identifier(field_name)
-                quoting.expression(expr, what=f"request {field_name!r}" if isinstance(value, dict) else "request")
+                quoting.expression(
+                    expr, what=f"request {field_name!r}" if isinstance(value, dict) else "request"
+                )
             except quoting.SqlValueError as err:
                 raise _sql_error(err) from None
         return value

@@ -53,7 +53,9 @@ def _convert(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: st
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise SpecError(f"{file}:{key_node.start_mark.line + 1}: YAML merge keys are not supported")
+                raise SpecError(
+                    f"{file}:{key_node.start_mark.line + 1}: YAML merge keys are not supported"
+                )
             key = _scalar(key_node, file)
             if not isinstance(key, str):
                 key = str(key)
@@ -88,5 +90,3 @@ def dotted(path: KeyPath) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
-
-

@@ -49,11 +49,15 @@ class Helpers:
             return self._vars[name]
         if default is not jinja2.Undefined:
             return default
-        raise TemplateError(f"variable {name!r} is not set (set it in `vars:` or with --var {name}=...)")
+        raise TemplateError(
+            f"variable {name!r} is not set (set it in `vars:` or with --var {name}=...)"
+        )
 
     def env(self, name: str, default: str | None = None) -> str:
         if name not in self._allowed_env:
-            raise TemplateError(f"environment variable {name!r} is not declared in the job's `env:` list")
+            raise TemplateError(
+                f"environment variable {name!r} is not declared in the job's `env:` list"
+            )
         value = os.environ.get(name, default)
         if value is None:
             raise TemplateError(f"environment variable {name!r} is not set")
@@ -78,7 +82,10 @@ def make_environment(
 ) -> jinja2.Environment:
     # Project folders first, so a project template overrides a built-in one of the same name.
     loader = jinja2.ChoiceLoader(
-        [jinja2.FileSystemLoader([str(d) for d in template_dirs]), jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES))]
+        [
+            jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+            jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES)),
+        ]
     )
     env = ImmutableSandboxedEnvironment(
         loader=loader,
@@ -93,13 +100,17 @@ def make_environment(
     return env
 
 
-def render_string(env: jinja2.Environment, source: str, context: Mapping[str, Any], name: str) -> str:
+def render_string(
+    env: jinja2.Environment, source: str, context: Mapping[str, Any], name: str
+) -> str:
     """Render an inline template (a job-file value). Errors name `name` and the line inside it."""
     try:
         template = env.from_string(source)
         return template.render(context)
     except jinja2.TemplateSyntaxError as err:
-        raise TemplateError(f"{name}: template syntax error at line {err.lineno}: {err.message}") from None
+        raise TemplateError(
+            f"{name}: template syntax error at line {err.lineno}: {err.message}"
+        ) from None
     except TemplateError as err:
         raise TemplateError(f"{name}: {err}") from None
     except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as err:
@@ -111,12 +122,20 @@ def render_template(env: jinja2.Environment, template_name: str, context: Mappin
     try:
         return env.get_template(template_name).render(context)
     except jinja2.TemplateNotFound:
-        raise TemplateError(f"template {template_name!r} not found in sqltemplates/ or the built-ins") from None
+        raise TemplateError(
+            f"template {template_name!r} not found in sqltemplates/ or the built-ins"
+        ) from None
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(
             f"{err.filename or template_name}:{err.lineno}: template syntax error: {err.message}"
         ) from None
-    except (TemplateError, jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as err:
+    except (
+        TemplateError,
+        jinja2.UndefinedError,
+        jinja2.exceptions.SecurityError,
+        TypeError,
+        ValueError,
+    ) as err:
         line = _template_line(sys.exc_info()[2], template_name)
         raise TemplateError(f"{template_name}:{line}: {_describe(err)}") from None
 

@@ -35,14 +35,17 @@ class RenderOptions:
 
 def uses_agent_body(job: Job) -> bool:
     """Push-down sends a struct body (not a bare prompt) when the agent needs more than the text."""
-    return isinstance(job.request, dict) or bool(job.agent.custom_inputs or job.agent.databricks_options)
+    return isinstance(job.request, dict) or bool(
+        job.agent.custom_inputs or job.agent.databricks_options
+    )
 
 
 def request_sql(job: Job) -> tuple[Sql, Sql]:
     """(value passed to ai_query, text that is sent over REST and fingerprinted)."""
     if isinstance(job.request, dict):
         args = ", ".join(
-            f"{quoting.literal(name)}, {quoting.expression(expr)}" for name, expr in job.request.items()
+            f"{quoting.literal(name)}, {quoting.expression(expr)}"
+            for name, expr in job.request.items()
         )
         struct = Sql(f"named_struct({args})")
         return struct, Sql(f"to_json({struct})")
@@ -50,7 +53,9 @@ def request_sql(job: Job) -> tuple[Sql, Sql]:
     if not uses_agent_body(job):
         return text, text
     message = Sql(f"named_struct('role', 'user', 'content', {text})")
-    fields = [f"{quoting.literal('input' if job.agent.api == 'responses' else 'messages')}, array({message})"]
+    fields = [
+        f"{quoting.literal('input' if job.agent.api == 'responses' else 'messages')}, array({message})"
+    ]
     if job.agent.custom_inputs:
         fields.append(f"'custom_inputs', {quoting.literal(job.agent.custom_inputs)}")
     if job.agent.databricks_options:
@@ -70,7 +75,10 @@ def ai_query_sql(job: Job) -> Sql:
     if isinstance(fmt, str):
         args.append(Sql(f"responseFormat => {quoting.literal(quoting.data_type(fmt))}"))
     elif fmt is not None:
-        schema = {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt, "strict": True}}
+        schema = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": fmt, "strict": True},
+        }
         args.append(Sql(f"responseFormat => {quoting.json_literal(schema)}"))
     return Sql(f"ai_query({', '.join(args)})")
 
@@ -126,6 +134,10 @@ def check_sql(sql: str, template: str) -> None:
         statements = [s for s in sqlglot.parse(sql, read=quoting.DIALECT) if s is not None]
     except (ParseError, TokenError) as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TemplateError(f"{template}: rendered SQL does not parse as Databricks SQL: {detail}") from None
+        raise TemplateError(
+            f"{template}: rendered SQL does not parse as Databricks SQL: {detail}"
+        ) from None
     if len(statements) != 1:
-        raise TemplateError(f"{template}: must render exactly one SQL statement, got {len(statements)}")
+        raise TemplateError(
+            f"{template}: must render exactly one SQL statement, got {len(statements)}"
+        )

@@ -37,4 +37,9 @@ def test_example_renders_to_golden_sql(job: Path, target: str) -> None:
 
 
 def test_every_example_job_has_a_test() -> None:
-    assert {j.stem for j in JOBS} >= {"ticket_triage", "summarise_tickets", "extract_order_details", "eval_triage"}
+    assert {j.stem for j in JOBS} >= {
+        "ticket_triage",
+        "summarise_tickets",
+        "extract_order_details",
+        "eval_triage",
+    }

@@ -9,7 +9,15 @@ from agentbatch.sql import quoting
 
 @pytest.mark.parametrize(
     "value",
-    ["x'); DROP TABLE t; --", "a\\'b", "line\nbreak", "emoji 🚀 and rtl שלום", "", "back\\slash", "`tick`"],
+    [
+        "x'); DROP TABLE t; --",
+        "a\\'b",
+        "line\nbreak",
+        "emoji 🚀 and rtl שלום",
+        "",
+        "back\\slash",
+        "`tick`",
+    ],
 )
 def test_string_literals_round_trip_as_one_inert_literal(value: str) -> None:
     sql = f"SELECT {quoting.literal(value)} AS v"
@@ -20,7 +28,8 @@ def test_string_literals_round_trip_as_one_inert_literal(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["main.x; drop", "a.b.c.d", "x) --", "", " t", "t AS x", "main.`a;b`.c", "a..b", "t/*x*/"]
+    "name",
+    ["main.x; drop", "a.b.c.d", "x) --", "", " t", "t AS x", "main.`a;b`.c", "a..b", "t/*x*/"],
 )
 def test_invalid_table_names_are_rejected(name: str) -> None:
     with pytest.raises(quoting.SqlValueError):
@@ -33,7 +42,9 @@ def test_table_names_are_quoted_per_part() -> None:
     assert quoting.table("`my-cat`.s.t") == "`my-cat`.`s`.`t`"
 
 
-@pytest.mark.parametrize("sql", ["a FROM b", "x; y", "1); DROP TABLE t; --", "a, b", "x WHERE 1 = 1", ""])
+@pytest.mark.parametrize(
+    "sql", ["a FROM b", "x; y", "1); DROP TABLE t; --", "a, b", "x WHERE 1 = 1", ""]
+)
 def test_expressions_must_be_single(sql: str) -> None:
     with pytest.raises(quoting.SqlValueError):
         quoting.expression(sql)

@@ -49,33 +49,61 @@ def test_valid_job_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (("  model_parameters: {max_tokens: 256}", "  model_parameters: {max_tokens: 0}"),
-         "job.yml:9: agent.model_parameters.max_tokens: Input should be greater than 0"),
-        (("  key: ticket_id", "  key: ticket_id\n  colour: blue"), "job.yml:5: source.colour: unknown key"),
-        (("  model_parameters: {max_tokens: 256}", "  model_parameters: {max_tokens: '256'}"),
-         "job.yml:9: agent.model_parameters.max_tokens: Input should be a valid integer"),
-        (("  table: main.support.out", "  table: main.support.out\n  table: main.x.y"),
-         "job.yml:12: output.table: duplicate key (first at line 11)"),
-        (("  table: main.support.tickets", "  table: \"main.support; DROP TABLE x\""),
-         "job.yml:3: source.table: 'main.support; DROP TABLE x' is not a valid table name"),
-        (("request: \"concat('Classify: ', subject)\"", "request: \"1); DROP TABLE t; --\""),
-         "job.yml:6: request: the request is not valid Databricks SQL"),
-        (("  endpoint: apps/triage-agent", "  endpoint: apps/Bad_Name"),
-         "job.yml:8: agent.endpoint: an app endpoint is `apps/<name>`"),
+        (
+            ("  model_parameters: {max_tokens: 256}", "  model_parameters: {max_tokens: 0}"),
+            "job.yml:9: agent.model_parameters.max_tokens: Input should be greater than 0",
+        ),
+        (
+            ("  key: ticket_id", "  key: ticket_id\n  colour: blue"),
+            "job.yml:5: source.colour: unknown key",
+        ),
+        (
+            ("  model_parameters: {max_tokens: 256}", "  model_parameters: {max_tokens: '256'}"),
+            "job.yml:9: agent.model_parameters.max_tokens: Input should be a valid integer",
+        ),
+        (
+            ("  table: main.support.out", "  table: main.support.out\n  table: main.x.y"),
+            "job.yml:12: output.table: duplicate key (first at line 11)",
+        ),
+        (
+            ("  table: main.support.tickets", '  table: "main.support; DROP TABLE x"'),
+            "job.yml:3: source.table: 'main.support; DROP TABLE x' is not a valid table name",
+        ),
+        (
+            ("request: \"concat('Classify: ', subject)\"", 'request: "1); DROP TABLE t; --"'),
+            "job.yml:6: request: the request is not valid Databricks SQL",
+        ),
+        (
+            ("  endpoint: apps/triage-agent", "  endpoint: apps/Bad_Name"),
+            "job.yml:8: agent.endpoint: an app endpoint is `apps/<name>`",
+        ),
         (("name: triage", "name: triage\nsource2: 1"), "job.yml:2: source2: unknown key"),
         (("  endpoint: apps/triage-agent\n", ""), "job.yml:7: agent.endpoint: Field required"),
-        (("request: \"concat('Classify: ', subject)\"", "request: \"concat({{ var('missing') }})\""),
-         "job.yml:6: request: variable 'missing' is not set"),
-        (("request: \"concat('Classify: ', subject)\"", "request: \"{{ ''.__class__ }}\""),
-         "job.yml:6: request: not allowed in templates"),
-        (("request: \"concat('Classify: ', subject)\"", "request: \"{{ env('HOME') }}\""),
-         "job.yml:6: request: environment variable 'HOME' is not declared"),
-        (("  columns: [subject]", "  columns: [subject, error]"),
-         "job.yml:5: source.columns: 'error' is a result column name"),
+        (
+            (
+                "request: \"concat('Classify: ', subject)\"",
+                "request: \"concat({{ var('missing') }})\"",
+            ),
+            "job.yml:6: request: variable 'missing' is not set",
+        ),
+        (
+            ("request: \"concat('Classify: ', subject)\"", "request: \"{{ ''.__class__ }}\""),
+            "job.yml:6: request: not allowed in templates",
+        ),
+        (
+            ("request: \"concat('Classify: ', subject)\"", "request: \"{{ env('HOME') }}\""),
+            "job.yml:6: request: environment variable 'HOME' is not declared",
+        ),
+        (
+            ("  columns: [subject]", "  columns: [subject, error]"),
+            "job.yml:5: source.columns: 'error' is a result column name",
+        ),
         (("  columns: [subject]", "  columns: [subject\n"), "job.yml:"),
     ],
 )
-def test_each_error_names_file_line_and_key(tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+def test_each_error_names_file_line_and_key(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
     old, new = change
     assert old in VALID
     message = error_of(write(tmp_path, VALID.replace(old, new)))
@@ -97,7 +125,8 @@ def test_every_error_of_a_file_is_reported(tmp_path: Path) -> None:
 
 def test_var_values_are_inert_literals(tmp_path: Path) -> None:
     text = VALID.replace(
-        "request: \"concat('Classify: ', subject)\"", "request: \"concat({{ var('team') }}, subject)\""
+        "request: \"concat('Classify: ', subject)\"",
+        "request: \"concat({{ var('team') }}, subject)\"",
     )
     hostile = "x'); DROP TABLE t; --"
     job = load_job(write(tmp_path, text), {"team": hostile})
@@ -112,7 +141,9 @@ def test_cli_validate_reports_all_files_and_exits_2(tmp_path: Path) -> None:
     worse.write_text(VALID.replace("name: triage", "name: triage\nname: again"))
     done = subprocess.run(
         [sys.executable, "-m", "agentbatch", "validate", str(good), str(bad), str(worse)],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert done.returncode == 2
     assert f"ok  {good}" in done.stdout
@@ -125,7 +156,10 @@ def test_cli_validate_reports_all_files_and_exits_2(tmp_path: Path) -> None:
 def test_cli_run_with_bad_spec_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     bad = write(tmp_path, VALID.replace("  key: ticket_id", "  key: ticket_id\n  colour: blue"))
     done = subprocess.run(
-        [sys.executable, "-m", "agentbatch", "run", str(bad)], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "agentbatch", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"{bad}:5: source.colour: unknown key"]
@@ -134,12 +168,23 @@ def test_cli_run_with_bad_spec_exits_2_and_writes_nothing(tmp_path: Path) -> Non
 
 def test_var_on_the_command_line_is_inert(tmp_path: Path) -> None:
     text = VALID.replace(
-        "request: \"concat('Classify: ', subject)\"", "request: \"concat({{ var('team') }}, subject)\""
+        "request: \"concat('Classify: ', subject)\"",
+        "request: \"concat({{ var('team') }}, subject)\"",
     )
     path = write(tmp_path, text)
     done = subprocess.run(
-        [sys.executable, "-m", "agentbatch", "render", str(path), "--var", "team=a'); DROP TABLE t; --"],
-        capture_output=True, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "agentbatch",
+            "render",
+            str(path),
+            "--var",
+            "team=a'); DROP TABLE t; --",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert "concat('a\\'); DROP TABLE t; --', subject)" in done.stdout
