@@ -44,7 +44,9 @@ from agentbatch.testing.tokens import TokenAuthority, check_message
 
 ResponsesStreamStyle = Literal["openai", "mlflow"]
 RETURN_TRACE_HEADER = "x-mlflow-return-trace-id"
-_STREAM_FAULTS: frozenset[FaultKind] = frozenset({"truncated_stream", "slow_stream", "stream_error"})
+_STREAM_FAULTS: frozenset[FaultKind] = frozenset(
+    {"truncated_stream", "slow_stream", "stream_error"}
+)
 _MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
@@ -284,7 +286,10 @@ class AgentHandlers:
         pause_ms = faults.slow_chunk_ms if fault == "slow_stream" else faults.chunk_delay_ms
         cut = max(1, len(frames) // 2) if fault == "truncated_stream" else None
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+            }
         )
         await response.prepare(request)
         self.stats.status(200)

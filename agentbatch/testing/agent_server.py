@@ -140,7 +140,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _config_from(args: argparse.Namespace) -> FaultConfig:
     values = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(FaultConfig) if f.name != "permanent"
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(FaultConfig)
+        if f.name != "permanent"
     }
     if args.permanent:
         permanent: dict[str, int] = {}

@@ -116,9 +116,7 @@ def _numbered(events: list[dict[str, Any]]) -> list[bytes]:
     return [event_frame({**event, "sequence_number": n}) for n, event in enumerate(events)]
 
 
-def mlflow_frames(
-    call: AgentCall, reply: Reply, *, error_after: int | None = None
-) -> list[bytes]:
+def mlflow_frames(call: AgentCall, reply: Reply, *, error_after: int | None = None) -> list[bytes]:
     frames: list[bytes] = []
     for index, delta in enumerate(text_deltas(reply.answer)):
         if error_after is not None and index >= error_after:

@@ -1,0 +1,263 @@
+"""A loopback fake of the Databricks workspace API: app lookup, OAuth M2M, PATs.
+
+The unmodified databricks-sdk works against it over plain http on 127.0.0.1::
+
+    with serve_workspace({"triage-agent": agent.url}) as ws:
+        w = WorkspaceClient(host=ws.url, client_id="demo-client", client_secret="demo-secret")
+        w.apps.get("triage-agent").url
+
+What the SDK calls (databricks-sdk 0.16x), all served here:
+
+1. `GET /.well-known/databricks-config` while building the Config: host metadata whose
+   `oidc_endpoint` becomes `discovery_url`. The SDK needs it for oauth-m2m: without it (or an
+   explicit `discovery_url`) it has no OIDC endpoints. Nothing requires https.
+2. `GET /oidc/.well-known/oauth-authorization-server`: the OIDC document naming the token URL.
+3. `POST /oidc/v1/token`: client credentials (HTTP Basic `client_id:secret`, form
+   `grant_type=client_credentials&scope=all-apis`) -> `{"access_token", "token_type",
+   "expires_in"}`.
+4. `GET /api/2.0/apps/{name}` with `Authorization: Bearer <token>`.
+
+A PAT config (`token=...`) skips 2 and 3. `GET /api/2.0/preview/scim/v2/Me` answers who the
+token belongs to; `GET /_stats` shows the counters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from agentbatch.testing.background import BackgroundServer
+from agentbatch.testing.replies import error_body
+from agentbatch.testing.tokens import Check, TokenAuthority, check_message
+
+WORKSPACE_ID = "1234567890123456"
+
+
+@dataclass(frozen=True)
+class FakeApp:
+    name: str
+    url: str
+    compute_state: str = "ACTIVE"
+    app_state: str = "RUNNING"
+    service_principal_client_id: str = "demo-client"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "id": f"app-{self.name}",
+            "url": self.url,
+            "description": "agentbatch fake app",
+            "compute_status": {
+                "state": self.compute_state,
+                "message": f"App compute is {self.compute_state.lower()}.",
+            },
+            "app_status": {
+                "state": self.app_state,
+                "message": f"App has status: {self.app_state.lower()}",
+            },
+            "service_principal_client_id": self.service_principal_client_id,
+            "service_principal_name": f"app-{self.name}",
+            "create_time": "2025-01-01T00:00:00Z",
+            "creator": "demo-user",
+        }
+
+
+class WorkspaceHandlers:
+    """State and request handlers of one fake workspace."""
+
+    def __init__(self, authority: TokenAuthority, apps: Iterable[FakeApp] = ()) -> None:
+        self.authority = authority
+        self._lock = threading.Lock()
+        self._apps = {app.name: app for app in apps}
+        self.counts: Counter[str] = Counter()
+
+    def put_app(self, app: FakeApp) -> None:
+        with self._lock:
+            self._apps[app.name] = app
+
+    def remove_app(self, name: str) -> None:
+        with self._lock:
+            self._apps.pop(name, None)
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/.well-known/databricks-config", self._host_metadata)
+        app.router.add_get("/oidc/.well-known/oauth-authorization-server", self._oidc)
+        app.router.add_post("/oidc/v1/token", self._token)
+        app.router.add_get("/api/2.0/apps", self._list_apps)
+        app.router.add_get("/api/2.0/apps/{name}", self._get_app)
+        app.router.add_get("/api/2.0/preview/scim/v2/Me", self._me)
+        app.router.add_get("/_stats", self._stats)
+        return app
+
+    async def _host_metadata(self, request: web.Request) -> web.Response:
+        self._count("host_metadata")
+        origin = str(request.url.origin())
+        return web.json_response({"oidc_endpoint": f"{origin}/oidc", "workspace_id": WORKSPACE_ID})
+
+    async def _oidc(self, request: web.Request) -> web.Response:
+        self._count("oidc_discovery")
+        oidc = f"{request.url.origin()}/oidc"
+        return web.json_response(
+            {
+                "issuer": oidc,
+                "authorization_endpoint": f"{oidc}/v1/authorize",
+                "token_endpoint": f"{oidc}/v1/token",
+                "grant_types_supported": ["client_credentials", "authorization_code"],
+            }
+        )
+
+    async def _token(self, request: web.Request) -> web.Response:
+        self._count("token_requests")
+        form = await request.post()
+        client_id, secret = _client_credentials(request.headers.get("Authorization"), form)
+        if form.get("grant_type") != "client_credentials":
+            self._count("token_refused")
+            return _oauth_error(
+                400, "unsupported_grant_type", "only client_credentials is supported"
+            )
+        if client_id is None or secret is None or not self.authority.client_ok(client_id, secret):
+            self._count("token_refused")
+            return _oauth_error(401, "invalid_client", "Client authentication failed")
+        token = self.authority.issue(client_id)
+        body = {
+            "access_token": token.access_token,
+            "token_type": "Bearer",
+            "expires_in": int(self.authority.token_ttl_s),
+            "scope": str(form.get("scope", "all-apis")),
+        }
+        return web.json_response(body)
+
+    def _check(self, request: web.Request) -> Check:
+        check = self.authority.check_header(request.headers.get("Authorization"), accept_pat=True)
+        if not check.ok:
+            self._count("auth_refused")
+        return check
+
+    async def _get_app(self, request: web.Request) -> web.Response:
+        self._count("apps_get")
+        check = self._check(request)
+        if not check.ok:
+            return _error(*check_message(check))
+        name = request.match_info["name"]
+        with self._lock:
+            app = self._apps.get(name)
+        if app is None:
+            return _error(404, f"App with name {name} does not exist or is deleted.")
+        return web.json_response(app.as_json())
+
+    async def _list_apps(self, request: web.Request) -> web.Response:
+        check = self._check(request)
+        if not check.ok:
+            return _error(*check_message(check))
+        with self._lock:
+            apps = [app.as_json() for app in self._apps.values()]
+        return web.json_response({"apps": apps})
+
+    async def _me(self, request: web.Request) -> web.Response:
+        check = self._check(request)
+        if not check.ok:
+            return _error(*check_message(check))
+        return web.json_response({"id": "1", "userName": check.principal, "active": True})
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            counts = dict(self.counts)
+        return {**counts, "tokens_issued": self.authority.issued}
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+
+def _client_credentials(
+    authorization: str | None, form: Mapping[str, Any]
+) -> tuple[str | None, str | None]:
+    if authorization and authorization.lower().startswith("basic "):
+        try:
+            decoded = base64.b64decode(authorization[6:].strip()).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None, None
+        client_id, _, secret = decoded.partition(":")
+        return client_id, secret
+    form_id, form_secret = form.get("client_id"), form.get("client_secret")
+    return (str(form_id) if form_id else None), (str(form_secret) if form_secret else None)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response(error_body(status, message), status=status)
+
+
+def _oauth_error(status: int, code: str, description: str) -> web.Response:
+    return web.json_response({"error": code, "error_description": description}, status=status)
+
+
+class FakeWorkspace:
+    """A running fake workspace: URL, the token authority, apps, counters."""
+
+    def __init__(
+        self,
+        apps: Iterable[FakeApp] = (),
+        *,
+        authority: TokenAuthority | None = None,
+        port: int = 0,
+    ) -> None:
+        self.authority = authority or TokenAuthority()
+        self.handlers = WorkspaceHandlers(self.authority, apps)
+        self._server = BackgroundServer(self.handlers.build_app, port=port, name="fake-workspace")
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def add_app(self, name: str, url: str, **fields: str) -> FakeApp:
+        app = FakeApp(name=name, url=url, **fields)
+        self.handlers.put_app(app)
+        return app
+
+    def remove_app(self, name: str) -> None:
+        self.handlers.remove_app(name)
+
+    def stats(self) -> dict[str, int]:
+        """Calls by kind (`apps_get`, `token_requests`, `auth_refused`, ...) and tokens issued."""
+        return self.handlers.snapshot()
+
+    def start(self) -> FakeWorkspace:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> FakeWorkspace:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def serve_workspace(
+    apps: Mapping[str, str] | Iterable[FakeApp] = (),
+    *,
+    authority: TokenAuthority | None = None,
+    port: int = 0,
+) -> Iterator[FakeWorkspace]:
+    """Serve a fake workspace on 127.0.0.1; `apps` maps app name -> URL (or FakeApps)."""
+    if isinstance(apps, Mapping):
+        app_list = [FakeApp(name=name, url=url) for name, url in apps.items()]
+    else:
+        app_list = list(apps)
+    with FakeWorkspace(app_list, authority=authority, port=port) as workspace:
+        yield workspace
