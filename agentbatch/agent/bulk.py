@@ -1,0 +1,446 @@
+"""The bulk runner: every input row through the agent, every answer into the ledger.
+
+Structured concurrency in one task group: one producer reads input batches and skips rows the
+ledger already answered; a bounded queue feeds a fixed set of workers whose calls are admitted by
+the adaptive limiter; ONE writer group-commits completed rows to the ledger as soon as they are
+ready (whatever has completed while the previous commit ran). Memory is flat in the number of rows.
+
+An endpoint unusable for the whole run (auth refused, no permission, app gone, unreachable) stops
+the run with AgentError; answers already received are committed first. Row failures are values in
+the `error` column; with `fail_on_error` the run raises JobFailedError at the end, after
+everything answered is in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import random
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.agent.bodies import BodyBuilder, RequestError
+from agentbatch.agent.builtin import instant_answers
+from agentbatch.agent.calls import CallSpec
+from agentbatch.agent.endpoints import ConfigFactory, Endpoint, default_config, resolve_endpoint
+from agentbatch.agent.ledger import Ledger
+from agentbatch.agent.limiter import DEFAULT_CEILING, Limiter
+from agentbatch.agent.progress import ProgressReporter
+from agentbatch.agent.replies import AgentReply, RowFailure
+from agentbatch.agent.response_format import (
+    ResponseFormat,
+    ResponseFormatError,
+    parse_response_format,
+)
+from agentbatch.agent.rows import RowResult, assemble, check_input, output_schema, passthrough_of
+from agentbatch.agent.stats import BulkStats
+from agentbatch.agent.transport import AiohttpTransport, Transport
+from agentbatch.agent.worker import Caller, Outcome
+from agentbatch.errors import AgentError, JobFailedError, UsageError
+from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN, result_arrow_fields
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+Batches = Iterable["pa.RecordBatch"] | AsyncIterable["pa.RecordBatch"]
+
+# Largest group commit; more completed rows wait for the next one.
+MAX_COMMIT_ROWS = 5_000
+# Consecutive rows that end unreachable (connection errors, timeouts, 502/503/504 after all
+# retries) with no success in between: the endpoint is down, stop instead of failing every row.
+UNREACHABLE_ROWS = 32
+
+
+@dataclass(eq=False)
+class _Source:
+    """An input batch's passthrough columns, kept until its rows are committed."""
+
+    passthrough: pa.RecordBatch
+
+
+@dataclass(frozen=True)
+class _Row:
+    source: _Source
+    index: int
+    request: str | None
+    fingerprint: str | None
+
+
+_DONE = object()
+
+
+async def run_bulk(
+    batches: Batches,
+    *,
+    call: CallSpec,
+    key: str,
+    ledger: Ledger,
+    endpoint_overrides: Mapping[str, str] | None = None,
+    retry_errors: bool = False,
+    progress: ProgressReporter | None = None,
+    transport: Transport | None = None,
+    config_factory: ConfigFactory = default_config,
+    total_rows: int | None = None,
+    rng: random.Random | None = None,
+) -> BulkStats:
+    """Call the agent for every input row not yet answered, recording each answer in `ledger`.
+
+    Input batches have the key column, passthrough columns, `_request` and `request_fingerprint`.
+    """
+    fmt = _response_format(call)
+    endpoint = await asyncio.to_thread(
+        resolve_endpoint,
+        call.endpoint,
+        api=call.api,
+        overrides=endpoint_overrides,
+        databricks_options=call.databricks_options,
+        config_factory=config_factory,
+    )
+    stats = BulkStats()
+    started = time.monotonic()
+    if progress is not None:
+        progress.start(total_rows)
+    try:
+        if endpoint.kind == "builtin":
+            await _run_builtin(batches, key, ledger, fmt, retry_errors, stats, started, progress)
+        else:
+            run = _HttpRun(call, endpoint, fmt, key, ledger, retry_errors, stats, progress, rng)
+            own_transport = transport is None
+            active = transport or AiohttpTransport(max_connections=run.limiter.cap + 16)
+            try:
+                await run.run(batches, active, started)
+            finally:
+                if own_transport:
+                    await active.close()
+    finally:
+        stats.wall_s = time.monotonic() - started
+        if progress is not None:
+            progress.finish(stats)
+    if call.fail_on_error and stats.errors:
+        raise JobFailedError(
+            f"{stats.errors} of {stats.done} rows failed "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(stats.errors_by_kind.items()))}); "
+            "answered rows are kept"
+        )
+    return stats
+
+
+def run_bulk_sync(batches: Batches, **kwargs: Any) -> BulkStats:
+    """`run_bulk` for callers without an event loop."""
+    return asyncio.run(run_bulk(batches, **kwargs))
+
+
+def _response_format(call: CallSpec) -> ResponseFormat | None:
+    if call.response_format is None:
+        return None
+    try:
+        return parse_response_format(call.response_format)
+    except ResponseFormatError as e:
+        raise UsageError(str(e)) from None
+
+
+async def _aiter(batches: Batches) -> AsyncIterator[pa.RecordBatch]:
+    if isinstance(batches, AsyncIterable):
+        async for batch in batches:
+            yield batch
+        return
+    # A synchronous source (an engine cursor) may block: read it off the event loop.
+    iterator = iter(batches)
+    while True:
+        batch = await asyncio.to_thread(next, iterator, None)
+        if batch is None:
+            return
+        yield batch
+
+
+# --- builtin:instant: vectorised, no per-row tasks ------------------------------------------
+
+
+async def _run_builtin(
+    batches: Batches,
+    key: str,
+    ledger: Ledger,
+    fmt: ResponseFormat | None,
+    retry_errors: bool,
+    stats: BulkStats,
+    started: float,
+    progress: ProgressReporter | None,
+) -> None:
+    import pyarrow as pa
+
+    response_type = fmt.arrow_type if fmt is not None else None
+    async for batch in _aiter(batches):
+        check_input(batch, key)
+        stats.rows_seen += batch.num_rows
+        todo = ledger.unanswered(batch, retry_errors=retry_errors)
+        stats.skipped += batch.num_rows - todo.num_rows
+        if todo.num_rows == 0:
+            continue
+        n = todo.num_rows
+        answers = instant_answers(todo.column(REQUEST_COLUMN), response_type)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        fields = result_arrow_fields(response_type)
+        types = {f.name: f.type for f in fields}
+        values: dict[str, pa.Array] = {
+            "response": answers,
+            "error": pa.nulls(n, pa.string()),
+            "http_status": pa.nulls(n, pa.int32()),
+            "attempts": pa.array([1] * n, type=pa.int32()),
+            "latency_ms": pa.array([0.0] * n, type=pa.float64()),
+            "input_tokens": pa.nulls(n, pa.int64()),
+            "output_tokens": pa.nulls(n, pa.int64()),
+            "trace_id": pa.nulls(n, pa.string()),
+            "custom_outputs": pa.nulls(n, pa.string()),
+            "request_fingerprint": todo.column(FINGERPRINT_COLUMN).cast(pa.string()),
+            "answered_at": pa.array([now] * n, type=types["answered_at"]),
+        }
+        passthrough = passthrough_of(todo)
+        schema = output_schema(passthrough.schema, response_type)
+        arrays = list(passthrough.columns) + [values[f.name] for f in fields]
+        ledger.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        stats.sent += n
+        stats.ok += n
+        stats.requests += n
+        stats.wall_s = time.monotonic() - started
+        if progress is not None:
+            progress.update(stats)
+
+
+# --- HTTP: producer, workers, writer --------------------------------------------------------
+
+
+class _HttpRun:
+    def __init__(
+        self,
+        call: CallSpec,
+        endpoint: Endpoint,
+        fmt: ResponseFormat | None,
+        key: str,
+        ledger: Ledger,
+        retry_errors: bool,
+        stats: BulkStats,
+        progress: ProgressReporter | None,
+        rng: random.Random | None,
+    ) -> None:
+        self.call = call
+        self.key = key
+        self.ledger = ledger
+        self.retry_errors = retry_errors
+        self.stats = stats
+        self.progress = progress
+        self.response_type = fmt.arrow_type if fmt is not None else None
+        self.limiter = Limiter(
+            max_concurrency=call.max_concurrency,
+            requests_per_second=call.requests_per_second,
+            ceiling=DEFAULT_CEILING,
+        )
+        self.workers = self.limiter.cap
+        self.bodies = BodyBuilder(call, model=endpoint.model, response_format=fmt)
+        self.endpoint = endpoint
+        self.fmt = fmt
+        self.rng = rng or random.Random()
+        self.rows: asyncio.Queue[_Row | None] = asyncio.Queue(maxsize=self.workers * 2)
+        self.results: asyncio.Queue[tuple[_Row, Outcome] | object] = asyncio.Queue(
+            maxsize=self.workers * 4
+        )
+        self.stop = asyncio.Event()
+        self.fatal: AgentError | None = None
+        self.unreachable_streak = 0
+        self.started = 0.0
+
+    async def run(self, batches: Batches, transport: Transport, started: float) -> None:
+        self.started = started
+        caller = Caller(
+            call=self.call,
+            endpoint=self.endpoint,
+            fmt=self.fmt,
+            limiter=self.limiter,
+            transport=transport,
+            stats=self.stats,
+            rng=self.rng,
+        )
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._produce(batches))
+            group.create_task(self._write())
+            group.create_task(self._work_all(caller))
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def _produce(self, batches: Batches) -> None:
+        try:
+            async for batch in _aiter(batches):
+                if self.stop.is_set():
+                    break
+                check_input(batch, self.key)
+                self.stats.rows_seen += batch.num_rows
+                todo = await asyncio.to_thread(
+                    self.ledger.unanswered, batch, retry_errors=self.retry_errors
+                )
+                self.stats.skipped += batch.num_rows - todo.num_rows
+                if todo.num_rows == 0:
+                    continue
+                source = _Source(passthrough_of(todo))
+                requests = todo.column(REQUEST_COLUMN).to_pylist()
+                fingerprints = todo.column(FINGERPRINT_COLUMN).to_pylist()
+                for index, (request, fingerprint) in enumerate(
+                    zip(requests, fingerprints, strict=True)
+                ):
+                    if self.stop.is_set():
+                        break
+                    await self.rows.put(_Row(source, index, request, fingerprint))
+        finally:
+            # One end marker per worker, whether the input ended, failed or the run stopped.
+            for _ in range(self.workers):
+                await self.rows.put(None)
+
+    async def _work_all(self, caller: Caller) -> None:
+        try:
+            async with asyncio.TaskGroup() as workers:
+                for _ in range(self.workers):
+                    workers.create_task(self._work(caller))
+        finally:
+            await self.results.put(_DONE)
+
+    async def _work(self, caller: Caller) -> None:
+        while True:
+            row = await self.rows.get()
+            if row is None:
+                return
+            if self.stop.is_set():
+                continue  # drain without calling, so the producer never blocks
+            try:
+                outcome = await caller.call(self.bodies, row.request)
+            except AgentError as e:
+                self._abort(e)
+                continue
+            except RequestError as e:  # pragma: no cover - Caller turns these into outcomes
+                outcome = Outcome(failure=RowFailure("request", str(e)))
+            if self._unreachable(outcome):
+                continue
+            await self.results.put((row, outcome))
+
+    def _unreachable(self, outcome: Outcome) -> bool:
+        """Track consecutive unreachable rows; abort the run past the threshold."""
+        failure = outcome.failure
+        if failure is None or not (
+            failure.kind in ("connection", "timeout")
+            or (failure.kind == "http" and failure.status in (502, 503, 504))
+        ):
+            self.unreachable_streak = 0
+            return False
+        self.unreachable_streak += 1
+        if self.unreachable_streak >= UNREACHABLE_ROWS:
+            self._abort(
+                AgentError(
+                    f"endpoint {self.endpoint.name!r} looks unreachable: {UNREACHABLE_ROWS} rows "
+                    f"in a row failed after all retries; last error: {failure.message}"
+                )
+            )
+            return True
+        return False
+
+    def _abort(self, error: AgentError) -> None:
+        if self.fatal is None:
+            self.fatal = error
+            log.error("stopping the run: %s", error)
+        self.stop.set()
+
+    async def _write(self) -> None:
+        pending: list[tuple[_Row, Outcome]] = []
+        try:
+            finished = False
+            while not finished:
+                item = await self.results.get()
+                finished = item is _DONE
+                if not finished:
+                    pending.append(item)  # type: ignore[arg-type]
+                while not finished and len(pending) < MAX_COMMIT_ROWS and not self.results.empty():
+                    item = self.results.get_nowait()
+                    finished = item is _DONE
+                    if not finished:
+                        pending.append(item)  # type: ignore[arg-type]
+                if pending:
+                    batch, pending = pending, []
+                    await asyncio.to_thread(self._commit, batch)
+                    self._count(batch)
+        except asyncio.CancelledError:
+            # The run is being torn down: answers already received must still reach the ledger.
+            while not self.results.empty():
+                item = self.results.get_nowait()
+                if item is not _DONE:
+                    pending.append(item)  # type: ignore[arg-type]
+            if pending:
+                self._commit(pending)
+                self._count(pending)
+            raise
+
+    def _commit(self, items: list[tuple[_Row, Outcome]]) -> None:
+        import pyarrow as pa
+
+        by_source: dict[int, tuple[_Source, list[int], list[RowResult]]] = {}
+        for row, outcome in items:
+            entry = by_source.setdefault(id(row.source), (row.source, [], []))
+            entry[1].append(row.index)
+            entry[2].append(self._row_result(row, outcome))
+        parts = [
+            assemble(
+                source.passthrough.take(pa.array(indices, type=pa.int64())),
+                results,
+                self.response_type,
+            )
+            for source, indices, results in by_source.values()
+        ]
+        table = (
+            pa.Table.from_batches(parts)
+            if len(parts) == 1
+            else pa.concat_tables(
+                [pa.Table.from_batches([p]) for p in parts], promote_options="default"
+            )
+        )
+        self.ledger.append(table)
+
+    def _row_result(self, row: _Row, outcome: Outcome) -> RowResult:
+        reply = outcome.reply
+        failure = outcome.failure
+        return RowResult(
+            response=(reply.value if self.response_type is not None else reply.text)
+            if reply is not None
+            else None,
+            error=failure.message if failure is not None else None,
+            http_status=outcome.http_status,
+            attempts=outcome.attempts,
+            latency_ms=outcome.latency_ms,
+            input_tokens=reply.input_tokens if reply else None,
+            output_tokens=reply.output_tokens if reply else None,
+            trace_id=reply.trace_id if reply else None,
+            custom_outputs=outcome.custom_outputs_json,
+            fingerprint=row.fingerprint,
+            answered_at=outcome.answered_at,
+        )
+
+    def _count(self, items: list[tuple[_Row, Outcome]]) -> None:
+        stats = self.stats
+        for _, outcome in items:
+            if outcome.attempts:
+                stats.sent += 1
+            if outcome.failure is None:
+                stats.ok += 1
+                reply = outcome.reply
+                if reply is not None:
+                    stats.input_tokens += reply.input_tokens or 0
+                    stats.output_tokens += reply.output_tokens or 0
+            else:
+                stats.errors += 1
+                stats.errors_by_kind[outcome.failure.stats_key] += 1
+        stats.peak_concurrency = max(stats.peak_concurrency, self.limiter.peak_limit)
+        stats.wall_s = time.monotonic() - self.started
+        if self.progress is not None:
+            self.progress.update(stats)
+
+
+__all__ = ["AgentReply", "Batches", "run_bulk", "run_bulk_sync"]

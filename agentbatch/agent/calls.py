@@ -1,0 +1,95 @@
+"""What determines the calls of a REST-fallback run, and the fingerprints that make resume safe.
+
+The call fingerprint covers everything that changes an answer (endpoint, api, parameters, custom
+inputs, Databricks options, response format, request kind) and nothing that does not (job name,
+timeouts, concurrency), so editing a prompt or a parameter re-sends a row and renaming a job does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+Api = Literal["responses", "chat"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """One job's agent calls. Built by the planner from the job spec.
+
+    `endpoint` is one of: `apps/<name>` (a Databricks App), `<name>` (a Model Serving endpoint,
+    `/invocations`), `openai/<name>` (the OpenAI-compatible serving routes), a plain `http(s)://`
+    URL (an agent server speaking the Apps protocol), or `builtin:instant`.
+    """
+
+    endpoint: str
+    api: Api = "responses"
+    stream: bool = False
+    custom_inputs: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    databricks_options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    model_parameters: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    # A Databricks type string (`STRUCT<label: STRING>`) or a JSON schema.
+    response_format: str | Mapping[str, Any] | None = None
+    # True: the row's `_request` is a JSON object used as the body's base. False: a text prompt.
+    request_is_json: bool = False
+    timeout_s: float = 300.0
+    max_retries: int = 8
+    # None: adaptive concurrency up to a generous ceiling; an int caps it.
+    max_concurrency: int | None = None
+    requests_per_second: float | None = None
+    fail_on_error: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.endpoint or not self.endpoint.strip():
+            raise ValueError("CallSpec.endpoint must not be empty")
+        if self.api not in ("responses", "chat"):
+            raise ValueError(f"CallSpec.api must be 'responses' or 'chat', not {self.api!r}")
+        if self.timeout_s <= 0:
+            raise ValueError("CallSpec.timeout_s must be > 0")
+        if self.max_retries < 0:
+            raise ValueError("CallSpec.max_retries must be >= 0")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError("CallSpec.max_concurrency must be >= 1")
+        if self.requests_per_second is not None and self.requests_per_second <= 0:
+            raise ValueError("CallSpec.requests_per_second must be > 0")
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON: sorted keys, no spaces, non-ASCII kept, non-JSON values as strings."""
+    return json.dumps(
+        _plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+
+
+def _plain(value: Any) -> Any:
+    # Mappings such as MappingProxyType are not JSON-serialisable as such.
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def call_fingerprint(spec: CallSpec) -> str:
+    """sha256 hex over what determines the answers of `spec` (see the module docstring)."""
+    payload = {
+        "endpoint": spec.endpoint,
+        "api": spec.api,
+        "model_parameters": spec.model_parameters,
+        "custom_inputs": spec.custom_inputs,
+        "databricks_options": spec.databricks_options,
+        "response_format": spec.response_format,
+        "request_is_json": spec.request_is_json,
+    }
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def row_fingerprint(call_fp: str, request_text: str) -> str:
+    """`sha2(concat(call_fp, request_text), 256)` as the inputs SQL computes it."""
+    return hashlib.sha256((call_fp + request_text).encode("utf-8")).hexdigest()

@@ -1,0 +1,371 @@
+"""The durable checkpoint of a REST-fallback run: every completed call, before anything else.
+
+One SQLite file (WAL mode) per output table. Each group commit of completed output rows is one
+Arrow IPC blob in `batches`; `answers` maps each key (canonical JSON of the key value) to its latest
+answer: request fingerprint, ok or error, and where the row lives. A SIGKILL at any moment loses at
+most the calls in flight: a commit is atomic, and SQLite recovers a torn WAL write by discarding it.
+A file that is not a sound SQLite database is moved aside (`<name>.corrupt-<time>`) with a warning
+and the run starts from an empty ledger: the worst case is re-sending rows, never a failed run.
+
+Durability is `synchronous=NORMAL`: safe against the process dying, not against the machine losing
+power mid-commit (then the last commits may be lost, and re-sent).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.agent.calls import canonical_json
+from agentbatch.results import FINGERPRINT_COLUMN
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches(
+    id INTEGER PRIMARY KEY, ipc BLOB, rows INTEGER NOT NULL, written INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS answers(
+    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, ok INTEGER NOT NULL,
+    batch_id INTEGER NOT NULL, row INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS answers_by_batch ON answers(batch_id);
+"""
+_LOOKUP_CHUNK = 900
+_UPSERT = (
+    "INSERT INTO answers(key, fingerprint, ok, batch_id, row) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(key) DO UPDATE SET fingerprint = excluded.fingerprint, ok = excluded.ok, "
+    "batch_id = excluded.batch_id, row = excluded.row"
+)
+
+
+def canonical_keys(column: pa.Array | pa.ChunkedArray) -> list[str]:
+    """Canonical JSON text of every key value (the ledger's and the sink's identity of a row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if pa.types.is_integer(kind):
+        return ["null" if v is None else v for v in pc.cast(column, pa.string()).to_pylist()]
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        dumps = json.dumps
+        return [dumps(v, ensure_ascii=False) for v in column.to_pylist()]
+    return [canonical_json(v) for v in column.to_pylist()]
+
+
+class Ledger:
+    def __init__(self, path: Path, *, key: str) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._writer = self._open_sound()
+        self._reader = self._connect()
+        self._check_key()
+        self._has_answers = self._scalar("SELECT count(*) FROM answers") > 0
+        self._unwritten_high: int | None = None
+
+    # --- opening ----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=60.0
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _open_sound(self) -> sqlite3.Connection:
+        try:
+            conn = self._connect()
+            verdict = conn.execute("PRAGMA quick_check").fetchone()
+            if verdict is None or verdict[0] != "ok":
+                conn.close()
+                raise sqlite3.DatabaseError(
+                    f"quick_check: {verdict[0] if verdict else 'no result'}"
+                )
+            conn.executescript(_SCHEMA)
+            return conn
+        except sqlite3.DatabaseError as e:
+            moved = self._quarantine()
+            log.warning(
+                "ledger %s is damaged (%s); moved it to %s and starting an empty ledger: "
+                "rows it recorded will be sent again",
+                self.path,
+                e,
+                moved,
+            )
+            conn = self._connect()
+            conn.executescript(_SCHEMA)
+            return conn
+
+    def _quarantine(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.path) + suffix)
+            if source.exists():
+                source.replace(Path(str(target) + suffix))
+        return target
+
+    def _check_key(self) -> None:
+        row = self._writer.execute("SELECT v FROM meta WHERE k = 'key'").fetchone()
+        if row is None:
+            self._writer.execute("INSERT INTO meta(k, v) VALUES ('key', ?)", (self.key,))
+        elif row[0] != self.key:
+            log.warning(
+                "ledger %s was keyed by %r, this job by %r: discarding its answers",
+                self.path,
+                row[0],
+                self.key,
+            )
+            with self._transaction():
+                self._writer.execute("DELETE FROM answers")
+                self._writer.execute("DELETE FROM batches")
+                self._writer.execute("UPDATE meta SET v = ? WHERE k = 'key'", (self.key,))
+
+    # --- the API ----------------------------------------------------------------------------
+
+    def unanswered(self, batch: pa.RecordBatch, *, retry_errors: bool) -> pa.RecordBatch:
+        """The rows of `batch` without an answer under the same request fingerprint (an ok answer
+        only, when `retry_errors`)."""
+        import pyarrow as pa
+
+        if not self._has_answers or batch.num_rows == 0:
+            return batch
+        keys = canonical_keys(batch.column(self.key))
+        fingerprints = batch.column(FINGERPRINT_COLUMN).to_pylist()
+        wanted = dict(zip(keys, fingerprints, strict=True))
+        done: set[str] = set()
+        with self._read_lock:
+            for start in range(0, len(keys), _LOOKUP_CHUNK):
+                chunk = keys[start : start + _LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._reader.execute(
+                    f"SELECT key, fingerprint, ok FROM answers WHERE key IN ({marks})", chunk
+                ).fetchall()
+                for key, fingerprint, ok in rows:
+                    if wanted.get(key) == fingerprint and (ok or not retry_errors):
+                        done.add(key)
+        if not done:
+            return batch
+        mask = pa.array([k not in done for k in keys], type=pa.bool_())
+        return batch.filter(mask)
+
+    def append(self, rows: pa.RecordBatch | pa.Table) -> None:
+        """Record completed output rows in one transaction; the latest answer per key wins."""
+        if rows.num_rows == 0:
+            return
+        keys = canonical_keys(rows.column(self.key))
+        fingerprints = rows.column(FINGERPRINT_COLUMN).to_pylist()
+        oks = rows.column("error").is_null().to_pylist()
+        blob = _to_ipc(rows)
+        with self._write_lock, self._transaction():
+            cursor = self._writer.execute(
+                "INSERT INTO batches(ipc, rows) VALUES (?, ?)", (blob, rows.num_rows)
+            )
+            batch_id = cursor.lastrowid
+            self._writer.executemany(
+                _UPSERT,
+                (
+                    (k, fp or "", int(ok), batch_id, i)
+                    for i, (k, fp, ok) in enumerate(zip(keys, fingerprints, oks, strict=True))
+                ),
+            )
+        self._has_answers = True
+
+    def unwritten(self, max_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+        """The latest answer per key not yet handed to the sink, in chunks of at most `max_rows`.
+        `mark_written()` afterwards covers exactly what this iteration could see."""
+        import pyarrow as pa
+
+        high = self._scalar("SELECT coalesce(max(id), 0) FROM batches")
+        self._unwritten_high = high
+        with self._read_lock:
+            ids = [
+                r[0]
+                for r in self._reader.execute(
+                    "SELECT id FROM batches WHERE written = 0 AND id <= ? ORDER BY id", (high,)
+                ).fetchall()
+            ]
+        schema = self._latest_schema(ids)
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        for batch_id in ids:
+            table = self._live_rows(batch_id)
+            if table is None or table.num_rows == 0:
+                continue
+            pending.append(_conform(table, schema) if schema is not None else table)
+            pending_rows += table.num_rows
+            while pending_rows >= max_rows:
+                merged = pa.concat_tables(pending)
+                yield from merged.slice(0, max_rows).combine_chunks().to_batches()
+                rest = merged.slice(max_rows)
+                pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+        if pending_rows:
+            yield from pa.concat_tables(pending).combine_chunks().to_batches()
+
+    def mark_written(self) -> None:
+        """The sink committed everything the last `unwritten()` yielded; release those blobs."""
+        if self._unwritten_high is None:
+            return
+        with self._write_lock, self._transaction():
+            self._writer.execute(
+                "UPDATE batches SET written = 1, ipc = NULL WHERE written = 0 AND id <= ?",
+                (self._unwritten_high,),
+            )
+        self._unwritten_high = None
+
+    def stats(self) -> dict[str, int]:
+        with self._read_lock:
+            answers, ok = self._reader.execute(
+                "SELECT count(*), coalesce(sum(ok), 0) FROM answers"
+            ).fetchone()
+            unwritten = self._reader.execute(
+                "SELECT count(*) FROM answers a JOIN batches b ON a.batch_id = b.id "
+                "WHERE b.written = 0"
+            ).fetchone()[0]
+            batches = self._reader.execute("SELECT count(*) FROM batches").fetchone()[0]
+        return {
+            "answers": int(answers),
+            "ok": int(ok),
+            "errors": int(answers) - int(ok),
+            "unwritten": int(unwritten),
+            "batches": int(batches),
+        }
+
+    def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing a broken handle
+                pass
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._read_lock:
+            row = self._reader.execute(sql, params).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._writer)
+
+    def _live_rows(self, batch_id: int) -> pa.Table | None:
+        """The rows of a stored batch that are still the latest answer for their key."""
+        with self._read_lock:
+            blob_row = self._reader.execute(
+                "SELECT ipc FROM batches WHERE id = ?", (batch_id,)
+            ).fetchone()
+            rows = [
+                r[0]
+                for r in self._reader.execute(
+                    "SELECT row FROM answers WHERE batch_id = ? ORDER BY row", (batch_id,)
+                ).fetchall()
+            ]
+        if not rows or blob_row is None or blob_row[0] is None:
+            return None
+        try:
+            table = _from_ipc(blob_row[0])
+        except Exception as e:  # a damaged blob must not stop the sink; its rows are re-sent
+            log.warning(
+                "ledger batch %d is unreadable (%s); its rows will be sent again", batch_id, e
+            )
+            with self._write_lock, self._transaction():
+                self._writer.execute("DELETE FROM answers WHERE batch_id = ?", (batch_id,))
+            return None
+        if len(rows) == table.num_rows:
+            return table
+        return table.take(rows)
+
+    def _latest_schema(self, ids: list[int]) -> pa.Schema | None:
+        for batch_id in reversed(ids):
+            with self._read_lock:
+                row = self._reader.execute(
+                    "SELECT ipc FROM batches WHERE id = ?", (batch_id,)
+                ).fetchone()
+            if row and row[0] is not None:
+                try:
+                    return _schema_of(row[0])
+                except Exception:  # an unreadable blob is dealt with in _live_rows
+                    continue
+        return None
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _ipc_options() -> Any:
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.IpcWriteOptions(compression="zstd")
+    except (ValueError, pa.ArrowException):  # pragma: no cover - pyarrow built without zstd
+        return pa.ipc.IpcWriteOptions()
+
+
+def _to_ipc(rows: pa.RecordBatch | pa.Table) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rows.schema, options=_ipc_options()) as writer:
+        writer.write(rows)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _from_ipc(blob: bytes) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
+
+
+def _schema_of(blob: bytes) -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.py_buffer(blob)).schema
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Align a stored batch with the latest schema (a job may have changed its columns)."""
+    import pyarrow as pa
+
+    if table.schema.equals(schema):
+        return table
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            column = table.column(field.name)
+            if column.type != field.type:
+                try:
+                    column = column.cast(field.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    column = pa.nulls(table.num_rows, field.type)
+            columns.append(column)
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,219 @@
+"""Adaptive concurrency: find the agent's sustainable rate without being told.
+
+AIMD with slow start and a latency guard, in the spirit of TCP congestion control:
+
+* slow start: the limit grows by one per success (doubling per round trip) until the first sign of
+  congestion: a 429/503, a timeout, or the smoothed latency rising 1.5x above its baseline;
+* then additive increase: one per round trip while latency stays within 2x of the baseline;
+* multiplicative decrease on 429/503 and timeouts: to 0.9x the concurrency at which the rejected
+  request was sent, at most once per round trip (a request only counts if it was sent after the
+  previous decrease), so one burst of rejections is one signal;
+* sustained latency above 3x the baseline also decreases (a server that queues instead of
+  rejecting).
+
+A 429 carries `Retry-After`: the rejected row waits that long (see retry.py). When rejections are
+the majority of recent outcomes (the server is overloaded, not just full), new requests pause for
+`Retry-After` as a whole. Optional caps: `max_concurrency`, and `requests_per_second` as a token
+bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+Outcome = Literal["ok", "overload", "timeout", "neutral"]
+
+INITIAL_LIMIT = 16
+DEFAULT_CEILING = 512
+DECREASE_FACTOR = 0.9
+MAX_PAUSE_S = 30.0
+
+
+@dataclass(frozen=True)
+class Permit:
+    generation: int
+    inflight_at_acquire: int
+    acquired_at: float
+
+
+class Limiter:
+    def __init__(
+        self,
+        *,
+        max_concurrency: int | None = None,
+        requests_per_second: float | None = None,
+        initial: int = INITIAL_LIMIT,
+        ceiling: int = DEFAULT_CEILING,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cap = max(1, min(max_concurrency or ceiling, ceiling))
+        self._limit = float(min(initial, self._cap))
+        self._clock = clock
+        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self._next_send = 0.0
+        self._inflight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._generation = 0
+        self._slow_start = True
+        self._ewma: float | None = None
+        self._baseline: float | None = None
+        self._overload_share = 0.0
+        self._paused_until = 0.0
+        self._pause_handle: asyncio.TimerHandle | None = None
+        self.peak_limit = int(self._limit)
+        self.decreases = 0
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self._limit))
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    @property
+    def cap(self) -> int:
+        return self._cap
+
+    async def acquire(self) -> Permit:
+        """Wait for a slot (and a token when a request rate is set); FIFO among waiters."""
+        if self._waiters or not self._has_room():
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            self._schedule_resume()
+            try:
+                await fut  # `_wake` hands the slot over by counting it in `_inflight`
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._inflight -= 1
+                    self._wake()
+                else:
+                    self._remove_waiter(fut)
+                raise
+        else:
+            self._inflight += 1
+        permit = Permit(self._generation, self._inflight, self._clock())
+        if self._interval:
+            try:
+                await self._take_token()
+            except asyncio.CancelledError:
+                self._inflight -= 1
+                self._wake()
+                raise
+        return permit
+
+    def try_acquire(self) -> Permit | None:
+        """A slot now, or None (ignores the request-rate cap; for simulations and tests)."""
+        if self._waiters or not self._has_room():
+            return None
+        self._inflight += 1
+        return Permit(self._generation, self._inflight, self._clock())
+
+    def release(
+        self,
+        permit: Permit,
+        outcome: Outcome,
+        *,
+        latency_s: float | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """Give the slot back and learn from how the call ended."""
+        self._inflight -= 1
+        congested = outcome in ("overload", "timeout")
+        self._overload_share += 0.05 * (
+            (1.0 if outcome == "overload" else 0.0) - self._overload_share
+        )
+        if congested:
+            # Rejected although sent after the last decrease, with rejections the majority: the
+            # server is overloaded rather than full, so everyone waits as it asked.
+            fresh = permit.generation == self._generation
+            if fresh and outcome == "overload" and retry_after_s and self._overload_share > 0.5:
+                self._pause(min(retry_after_s, MAX_PAUSE_S))
+            self._decrease(permit)
+        elif latency_s is not None:
+            self._observe_latency(latency_s, permit)
+        self._wake()
+
+    # --- the control law ---------------------------------------------------------------------
+
+    def _observe_latency(self, latency_s: float, permit: Permit) -> None:
+        self._ewma = (
+            latency_s if self._ewma is None else self._ewma + 0.05 * (latency_s - self._ewma)
+        )
+        if self._baseline is None or self._ewma < self._baseline:
+            self._baseline = self._ewma
+        else:
+            # Let the baseline follow a lasting shift in the agent's own latency, slowly.
+            self._baseline += 0.002 * (self._ewma - self._baseline)
+        ratio = self._ewma / self._baseline if self._baseline > 0 else 1.0
+        if ratio > 3.0:
+            self._decrease(permit)
+            return
+        # Grow only while the window is used; otherwise the limit would drift up unproven.
+        if permit.inflight_at_acquire < self._limit / 2:
+            return
+        if self._slow_start:
+            if ratio > 1.5:
+                self._slow_start = False
+            else:
+                self._set_limit(self._limit + 1.0)
+                return
+        if ratio <= 2.0:
+            self._set_limit(self._limit + 1.0 / self._limit)
+
+    def _decrease(self, permit: Permit) -> None:
+        if permit.generation != self._generation:
+            return  # sent before the last decrease: part of the same congestion event
+        self._generation += 1
+        self._slow_start = False
+        self.decreases += 1
+        self._set_limit(max(1.0, DECREASE_FACTOR * min(self._limit, permit.inflight_at_acquire)))
+
+    def _set_limit(self, value: float) -> None:
+        self._limit = min(float(self._cap), max(1.0, value))
+        self.peak_limit = max(self.peak_limit, int(self._limit))
+
+    # --- waiting ------------------------------------------------------------------------------
+
+    def _has_room(self) -> bool:
+        return self._inflight < self.limit and self._clock() >= self._paused_until
+
+    def _wake(self) -> None:
+        while self._waiters and self._has_room():
+            fut = self._waiters.popleft()
+            if fut.done():
+                continue
+            self._inflight += 1
+            fut.set_result(None)
+        if self._waiters:
+            self._schedule_resume()
+
+    def _remove_waiter(self, fut: asyncio.Future[None]) -> None:
+        try:
+            self._waiters.remove(fut)
+        except ValueError:
+            pass
+
+    def _pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def _schedule_resume(self) -> None:
+        # One timer wakes the waiters when a pause ends; no polling.
+        delay = self._paused_until - self._clock()
+        if delay <= 0 or not self._waiters:
+            return
+        if self._pause_handle is not None and not self._pause_handle.cancelled():
+            self._pause_handle.cancel()
+        self._pause_handle = asyncio.get_running_loop().call_later(delay, self._wake)
+
+    async def _take_token(self) -> None:
+        now = self._clock()
+        send_at = max(now, self._next_send)
+        self._next_send = send_at + self._interval
+        if send_at > now:
+            await asyncio.sleep(send_at - now)

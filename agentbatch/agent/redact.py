@@ -1,0 +1,63 @@
+"""Keep credentials out of error messages and logs.
+
+Server messages are copied into the `error` column and into exceptions; a misbehaving server may
+echo the request's Authorization header back. Every message passes through `redact` first: known
+secrets (registered when auth headers are built) and token-shaped strings are masked.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+_lock = threading.Lock()
+_known: set[str] = set()
+
+_PATTERNS = (
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"\bdapi[0-9a-f]{16,}(-\d+)?\b"),
+    re.compile(r"\bdose[0-9a-f]{16,}\b"),
+    # JWTs (OAuth access tokens).
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+    re.compile(
+        r"(?i)(client_secret|access_token|refresh_token|password)(\"?\s*[:=]\s*\"?)[^\"&\s,}]+"
+    ),
+)
+
+
+def register_secret(value: str) -> None:
+    """Remember a credential so any later message containing it is masked."""
+    if value and len(value) >= 6:
+        with _lock:
+            _known.add(value)
+
+
+def register_auth_headers(headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        if name.lower() in ("authorization", "x-databricks-azure-sp-management-token"):
+            register_secret(value)
+            _, _, credential = value.partition(" ")
+            register_secret(credential)
+
+
+def redact(text: str) -> str:
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, "***")
+    for pattern in _PATTERNS:
+        text = pattern.sub(_mask, text)
+    return text
+
+
+def _mask(match: re.Match[str]) -> str:
+    if (
+        match.re.groups >= 2
+        and match.group(2) is not None
+        and not match.group(0).startswith("dapi")
+    ):
+        return f"{match.group(1)}{match.group(2)}***"
+    if match.re.groups >= 1 and match.group(1) and match.group(1).lower() in ("bearer", "basic"):
+        return f"{match.group(1)} ***"
+    return "***"

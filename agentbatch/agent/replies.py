@@ -1,0 +1,140 @@
+"""The one per-row outcome shape every protocol parses into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+# Error kinds counted in the run's stats. `http` errors are counted by status as `http_<status>`.
+FailureKind = Literal[
+    "http", "timeout", "connection", "parse", "stream", "agent", "too_large", "request"
+]
+
+MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    """A successful answer. `value` is the text, or the typed dict when a response format is set."""
+
+    text: str
+    custom_outputs: Any = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    trace_id: str | None = None
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class RowFailure:
+    """A failed attempt. `retryable` says whether sending the row again may help."""
+
+    kind: FailureKind
+    message: str
+    retryable: bool = False
+    status: int | None = None
+
+    @property
+    def stats_key(self) -> str:
+        return f"http_{self.status}" if self.kind == "http" and self.status else self.kind
+
+
+def truncate(text: str, limit: int = MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
+    """(input, output) tokens from a Responses (`input_tokens`) or Chat (`prompt_tokens`) usage."""
+    if not isinstance(usage, dict):
+        return None, None
+    inp = usage.get("input_tokens", usage.get("prompt_tokens"))
+    out = usage.get("output_tokens", usage.get("completion_tokens"))
+    return as_int(inp), as_int(out)
+
+
+def trace_id_of(payload: Any) -> str | None:
+    """The MLflow trace id from the documented fields only.
+
+    Model Serving: `databricks_output.trace.info.trace_id` (or `request_id`, its older name).
+    MLflow AgentServer with `x-mlflow-return-trace-id`: `metadata.trace_id`, or a stream event
+    `{"trace_id": ...}`.
+    """
+    if not isinstance(payload, dict):
+        return None
+    output = payload.get("databricks_output")
+    if isinstance(output, dict):
+        trace = output.get("trace")
+        info = trace.get("info") if isinstance(trace, dict) else None
+        if isinstance(info, dict):
+            found = info.get("trace_id") or info.get("request_id")
+            if isinstance(found, str) and found:
+                return found
+    metadata = payload.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("trace_id"), str):
+        return str(metadata["trace_id"])
+    return None
+
+
+def message_text(item: Any) -> str | None:
+    """The text of a Responses output item of type `message` (its `output_text` parts)."""
+    if not isinstance(item, dict) or item.get("type", "message") != "message":
+        return None
+    if item.get("role", "assistant") != "assistant":
+        return None
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    parts = [
+        p["text"]
+        for p in content
+        if isinstance(p, dict)
+        and p.get("type") in ("output_text", "text")
+        and isinstance(p.get("text"), str)
+    ]
+    return "".join(parts) if parts else None
+
+
+def chat_content_text(content: Any) -> str | None:
+    """Chat message content: a string, or a list of parts (text parts joined, reasoning skipped)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        ]
+        return "".join(parts) if parts else None
+    return None
+
+
+def error_message(payload: Any) -> str | None:
+    """The human message of an error payload in any of the common shapes, else None."""
+    if isinstance(payload, str):
+        return payload or None
+    if not isinstance(payload, dict):
+        return None
+    for key in ("message", "detail", "error_message"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            code = payload.get("error_code") or payload.get("code")
+            return f"{code}: {value}" if isinstance(code, str) and code else value
+    inner = payload.get("error")
+    if inner is not None and inner is not payload:
+        return error_message(inner)
+    detail = payload.get("detail")
+    if isinstance(detail, list | dict):
+        return truncate(str(detail))
+    return None

@@ -1,0 +1,426 @@
+"""Typed answers: a response format (Databricks type string or JSON schema) becomes an Arrow type,
+a JSON schema for the request, and a parser that turns the agent's answer text into a value of that
+type.
+
+Type strings are parsed with sqlglot's Databricks dialect, never by hand.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_PREVIEW_CHARS = 200
+_INT_RANGES = {8: (-(2**7), 2**7 - 1), 16: (-(2**15), 2**15 - 1), 32: (-(2**31), 2**31 - 1)}
+_INT_RANGES[64] = (-(2**63), 2**63 - 1)
+
+
+class ResponseFormatError(ValueError):
+    """The declared response format itself is invalid (a spec problem, not a row problem)."""
+
+
+class AnswerParseError(ValueError):
+    """An answer does not match the declared response format (a row error)."""
+
+
+Coerce = Callable[[Any, str], Any]
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    arrow_type: pa.DataType
+    # The bare JSON schema of the answer object.
+    json_schema: Mapping[str, Any]
+    name: str
+    _coerce: Coerce
+
+    def parse(self, text: str) -> dict[str, Any]:
+        """Parse an answer into a dict matching `arrow_type`; raise AnswerParseError if it cannot."""
+        try:
+            value = json.loads(_strip_code_fence(text))
+        except ValueError as e:
+            raise AnswerParseError(
+                f"answer is not valid JSON ({e.__class__.__name__}): {_preview(text)}"
+            ) from None
+        try:
+            result = self._coerce(value, "$")
+        except AnswerParseError as e:
+            raise AnswerParseError(f"{e}; answer: {_preview(text)}") from None
+        if not isinstance(result, dict):
+            raise AnswerParseError(f"answer is not a JSON object: {_preview(text)}")
+        return result
+
+    def responses_text_param(self) -> dict[str, Any]:
+        """The Responses API `text` parameter asking for this format."""
+        return {
+            "format": {
+                "type": "json_schema",
+                "name": self.name,
+                "schema": dict(self.json_schema),
+                "strict": True,
+            }
+        }
+
+    def chat_response_format(self) -> dict[str, Any]:
+        """The Chat Completions `response_format` parameter asking for this format."""
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": self.name, "schema": dict(self.json_schema), "strict": True},
+        }
+
+
+def _preview(text: str) -> str:
+    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "…"
+
+
+_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*?)\n?\s*```\s*$", re.DOTALL)
+
+
+def _strip_code_fence(text: str) -> str:
+    # Models asked for JSON sometimes wrap it in a Markdown fence.
+    match = _FENCE.match(text)
+    return match.group(1) if match else text
+
+
+def parse_response_format(spec: str | Mapping[str, Any]) -> ResponseFormat:
+    """Build a ResponseFormat from a type string (`STRUCT<a: STRING>` or `a STRING, b INT`) or a
+    JSON schema (bare, or wrapped as `{"type": "json_schema", "json_schema": {"schema": ...}}`)."""
+    if isinstance(spec, str):
+        return _from_type_string(spec)
+    if isinstance(spec, Mapping):
+        return _from_json_schema(spec)
+    raise ResponseFormatError(
+        f"response_format must be a type string or a JSON schema, not {type(spec).__name__}"
+    )
+
+
+# --- Databricks type strings -------------------------------------------------------------------
+
+
+def _from_type_string(text: str) -> ResponseFormat:
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+
+    source = text.strip()
+    if not source:
+        raise ResponseFormatError("response_format is empty")
+    if not source.upper().startswith("STRUCT"):
+        source = f"STRUCT<{source}>"
+    try:
+        dtype = exp.DataType.build(source, dialect="databricks")
+    except (ParseError, ValueError) as e:
+        raise ResponseFormatError(f"response_format {text!r} is not a Databricks type: {e}") from e
+    if dtype.this != exp.DataType.Type.STRUCT or not dtype.expressions:
+        raise ResponseFormatError(f"response_format {text!r} must be a STRUCT with fields")
+    arrow_type, schema, coerce = _sql_type(dtype, text)
+    return ResponseFormat(arrow_type, schema, "response", coerce)
+
+
+def _sql_type(dtype: Any, origin: str) -> tuple[pa.DataType, dict[str, Any], Coerce]:
+    import pyarrow as pa
+    from sqlglot import exp
+
+    t = exp.DataType.Type
+    kind = dtype.this
+    if kind == t.STRUCT:
+        fields: list[pa.Field] = []
+        props: dict[str, Any] = {}
+        coercers: dict[str, Coerce] = {}
+        for column in dtype.expressions:
+            name = column.name
+            if name in coercers:
+                raise ResponseFormatError(f"response_format {origin!r}: duplicate field {name!r}")
+            child_type, child_schema, child_coerce = _sql_type(column.args["kind"], origin)
+            fields.append(pa.field(name, child_type))
+            props[name] = child_schema
+            coercers[name] = child_coerce
+        schema = {
+            "type": "object",
+            "properties": props,
+            "required": list(props),
+            "additionalProperties": False,
+        }
+        return pa.struct(fields), schema, _struct_coercer(coercers)
+    if kind == t.ARRAY:
+        item_type, item_schema, item_coerce = _sql_type(dtype.expressions[0], origin)
+        return (
+            pa.list_(item_type),
+            {"type": "array", "items": item_schema},
+            _list_coercer(item_coerce),
+        )
+    if kind == t.MAP:
+        key_type, _, key_coerce = _sql_type(dtype.expressions[0], origin)
+        value_type, value_schema, value_coerce = _sql_type(dtype.expressions[1], origin)
+        if not pa.types.is_string(key_type):
+            raise ResponseFormatError(f"response_format {origin!r}: MAP keys must be STRING")
+        schema = {"type": "object", "additionalProperties": value_schema}
+        return pa.map_(key_type, value_type), schema, _map_coercer(value_coerce)
+    scalar = _SCALARS.get(kind.name)
+    if scalar is not None:
+        return scalar()
+    if kind == t.DECIMAL:
+        params = [int(p.this.this) for p in dtype.expressions] or [10, 0]
+        precision, scale = (params + [0])[:2]
+        coerce = _decimal_coercer(precision, scale)
+        return pa.decimal128(precision, scale), {"type": "number"}, coerce
+    raise ResponseFormatError(
+        f"response_format {origin!r}: type {dtype.sql('databricks')} is not supported"
+    )
+
+
+def _string() -> tuple[pa.DataType, dict[str, Any], Coerce]:
+    import pyarrow as pa
+
+    return pa.string(), {"type": "string"}, _coerce_string
+
+
+def _int(bits: int) -> Callable[[], tuple[pa.DataType, dict[str, Any], Coerce]]:
+    def build() -> tuple[pa.DataType, dict[str, Any], Coerce]:
+        import pyarrow as pa
+
+        arrow = {8: pa.int8(), 16: pa.int16(), 32: pa.int32(), 64: pa.int64()}[bits]
+        return arrow, {"type": "integer"}, _int_coercer(bits)
+
+    return build
+
+
+def _float(bits: int) -> Callable[[], tuple[pa.DataType, dict[str, Any], Coerce]]:
+    def build() -> tuple[pa.DataType, dict[str, Any], Coerce]:
+        import pyarrow as pa
+
+        return (pa.float32() if bits == 32 else pa.float64()), {"type": "number"}, _coerce_float
+
+    return build
+
+
+def _bool() -> tuple[pa.DataType, dict[str, Any], Coerce]:
+    import pyarrow as pa
+
+    return pa.bool_(), {"type": "boolean"}, _coerce_bool
+
+
+def _date() -> tuple[pa.DataType, dict[str, Any], Coerce]:
+    import pyarrow as pa
+
+    return pa.date32(), {"type": "string", "format": "date"}, _coerce_date
+
+
+def _timestamp() -> tuple[pa.DataType, dict[str, Any], Coerce]:
+    import pyarrow as pa
+
+    return (
+        pa.timestamp("us", tz="UTC"),
+        {"type": "string", "format": "date-time"},
+        _coerce_timestamp,
+    )
+
+
+_SCALARS: dict[str, Callable[[], tuple[pa.DataType, dict[str, Any], Coerce]]] = {
+    "TEXT": _string,
+    "VARCHAR": _string,
+    "CHAR": _string,
+    "TINYINT": _int(8),
+    "SMALLINT": _int(16),
+    "INT": _int(32),
+    "BIGINT": _int(64),
+    "FLOAT": _float(32),
+    "DOUBLE": _float(64),
+    "BOOLEAN": _bool,
+    "DATE": _date,
+    "TIMESTAMP": _timestamp,
+    "TIMESTAMPLTZ": _timestamp,
+    "TIMESTAMPTZ": _timestamp,
+}
+
+
+# --- JSON schemas ------------------------------------------------------------------------------
+
+
+def _from_json_schema(spec: Mapping[str, Any]) -> ResponseFormat:
+    name = "response"
+    schema: Any = spec
+    if spec.get("type") == "json_schema":
+        wrapper = spec.get("json_schema")
+        if not isinstance(wrapper, Mapping) or not isinstance(wrapper.get("schema"), Mapping):
+            raise ResponseFormatError("response_format json_schema must contain a 'schema' object")
+        name = str(wrapper.get("name") or name)
+        schema = wrapper["schema"]
+    if schema.get("type") != "object" or not isinstance(schema.get("properties"), Mapping):
+        raise ResponseFormatError("response_format JSON schema must be an object with properties")
+    arrow_type, coerce = _schema_type(schema, "$")
+    return ResponseFormat(arrow_type, dict(schema), name, coerce)
+
+
+def _schema_type(schema: Any, path: str) -> tuple[pa.DataType, Coerce]:
+    import pyarrow as pa
+
+    if not isinstance(schema, Mapping):
+        raise ResponseFormatError(f"response_format JSON schema at {path} must be an object")
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        # ["string", "null"]: nullable; every Arrow field is nullable anyway.
+        non_null = [k for k in kind if k != "null"]
+        kind = non_null[0] if len(non_null) == 1 else None
+    if kind is None and "enum" in schema:
+        kind = "string"
+    if kind == "object":
+        props = schema.get("properties")
+        if not isinstance(props, Mapping) or not props:
+            # A free-form object has no Arrow struct shape: keep it as JSON text.
+            return pa.string(), _coerce_json_text
+        fields = []
+        coercers: dict[str, Coerce] = {}
+        for name, child in props.items():
+            child_type, coercers[name] = _schema_type(child, f"{path}.{name}")
+            fields.append(pa.field(name, child_type))
+        return pa.struct(fields), _struct_coercer(coercers)
+    if kind == "array":
+        item_type, item_coerce = _schema_type(schema.get("items", {"type": "string"}), f"{path}[]")
+        return pa.list_(item_type), _list_coercer(item_coerce)
+    if kind == "string":
+        return pa.string(), _coerce_string
+    if kind == "integer":
+        return pa.int64(), _int_coercer(64)
+    if kind == "number":
+        return pa.float64(), _coerce_float
+    if kind == "boolean":
+        return pa.bool_(), _coerce_bool
+    raise ResponseFormatError(f"response_format JSON schema at {path}: unsupported type {kind!r}")
+
+
+# --- coercion of parsed JSON into Arrow-compatible Python values ------------------------------
+
+
+def _fail(path: str, expected: str, value: Any) -> AnswerParseError:
+    shown = json.dumps(value, ensure_ascii=False, default=str)
+    return AnswerParseError(f"{path}: expected {expected}, got {shown[:60]}")
+
+
+def _struct_coercer(fields: Mapping[str, Coerce]) -> Coerce:
+    def coerce(value: Any, path: str) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise _fail(path, "an object", value)
+        # Missing fields become NULL; extra fields are ignored.
+        return {name: c(value.get(name), f"{path}.{name}") for name, c in fields.items()}
+
+    return coerce
+
+
+def _list_coercer(item: Coerce) -> Coerce:
+    def coerce(value: Any, path: str) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise _fail(path, "an array", value)
+        return [item(v, f"{path}[{i}]") for i, v in enumerate(value)]
+
+    return coerce
+
+
+def _map_coercer(item: Coerce) -> Coerce:
+    def coerce(value: Any, path: str) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise _fail(path, "an object", value)
+        return [(str(k), item(v, f"{path}.{k}")) for k, v in value.items()]
+
+    return coerce
+
+
+def _coerce_string(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    raise _fail(path, "a string", value)
+
+
+def _coerce_json_text(value: Any, path: str) -> Any:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _int_coercer(bits: int) -> Coerce:
+    low, high = _INT_RANGES[bits]
+
+    def coerce(value: Any, path: str) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise _fail(path, "an integer", value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            value = int(value)
+        if not isinstance(value, int):
+            raise _fail(path, "an integer", value)
+        if not low <= value <= high:
+            raise _fail(path, f"an integer in {bits}-bit range", value)
+        return value
+
+    return coerce
+
+
+def _coerce_float(value: Any, path: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(path, "a number", value)
+    return float(value)
+
+
+def _coerce_bool(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    raise _fail(path, "a boolean", value)
+
+
+def _decimal_coercer(precision: int, scale: int) -> Coerce:
+    quantum = decimal.Decimal(1).scaleb(-scale)
+    limit = decimal.Decimal(10) ** (precision - scale)
+
+    def coerce(value: Any, path: str) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise _fail(path, "a number", value)
+        try:
+            number = decimal.Decimal(str(value)).quantize(quantum)
+        except decimal.InvalidOperation:
+            raise _fail(path, "a number", value) from None
+        if not abs(number) < limit:
+            raise _fail(path, f"a number fitting DECIMAL({precision},{scale})", value)
+        return number
+
+    return coerce
+
+
+def _coerce_date(value: Any, path: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return datetime.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise _fail(path, "a date (YYYY-MM-DD)", value) from None
+
+
+def _coerce_timestamp(value: Any, path: str) -> Any:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(path, "an ISO-8601 timestamp", value) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed

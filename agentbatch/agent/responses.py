@@ -1,0 +1,139 @@
+"""Parse a non-streaming reply body (Responses, Chat Completions, ChatAgent, custom model) into an
+AgentReply or a RowFailure (pure).
+
+Bodies may be minimal: MLflow's AgentServer returns only `output` and `custom_outputs`, with no id,
+usage or status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agentbatch.agent.replies import (
+    AgentReply,
+    RowFailure,
+    chat_content_text,
+    error_message,
+    message_text,
+    trace_id_of,
+    truncate,
+    usage_tokens,
+)
+from agentbatch.agent.response_format import AnswerParseError, ResponseFormat
+
+try:  # orjson parses large bodies several times faster; stdlib json is the fallback.
+    import orjson
+
+    def loads(data: bytes | str) -> Any:
+        return orjson.loads(data)
+
+except ImportError:  # pragma: no cover - depends on the environment
+
+    def loads(data: bytes | str) -> Any:
+        return json.loads(data)
+
+
+MESSAGE_SEPARATOR = "\n\n"
+
+
+def preview(body: bytes | str, limit: int = 200) -> str:
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return truncate(" ".join(text.split()), limit)
+
+
+def parse_json_reply(body: bytes) -> AgentReply | RowFailure:
+    try:
+        payload = loads(body)
+    except ValueError:
+        return RowFailure("parse", f"reply is not JSON: {preview(body)}")
+    return reply_from_payload(payload)
+
+
+def reply_from_payload(payload: Any) -> AgentReply | RowFailure:
+    """Interpret a decoded reply object of any supported protocol."""
+    if isinstance(payload, str):
+        return AgentReply(text=payload)
+    if not isinstance(payload, dict):
+        return RowFailure("parse", f"unrecognised reply: {preview(json.dumps(payload))}")
+    failure = _failure_of(payload)
+    if failure is not None:
+        return failure
+    text = _text_of(payload)
+    if text is None:
+        return RowFailure("parse", f"reply has no answer text: {preview(json.dumps(payload))}")
+    inp, out = usage_tokens(payload.get("usage"))
+    return AgentReply(
+        text=text,
+        custom_outputs=payload.get("custom_outputs"),
+        input_tokens=inp,
+        output_tokens=out,
+        trace_id=trace_id_of(payload),
+    )
+
+
+_ANSWER_KEYS = ("output", "choices", "messages", "predictions")
+
+
+def _failure_of(payload: dict[str, Any]) -> RowFailure | None:
+    has_answer = any(payload.get(k) for k in _ANSWER_KEYS)
+    if payload.get("status") == "failed" or (payload.get("error") and not has_answer):
+        message = error_message(payload.get("error")) or error_message(payload) or "agent failed"
+        return RowFailure("agent", f"agent error: {truncate(message)}")
+    if payload.get("error_code") and not has_answer:
+        return RowFailure("agent", f"agent error: {truncate(error_message(payload) or '')}")
+    return None
+
+
+def _text_of(payload: dict[str, Any]) -> str | None:
+    output = payload.get("output")
+    if isinstance(output, list):
+        texts = [t for t in (message_text(item) for item in output) if t is not None]
+        return MESSAGE_SEPARATOR.join(texts) if texts else None
+    choices = payload.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        message = choices[0].get("message")
+        if isinstance(message, dict):
+            return chat_content_text(message.get("content"))
+        text = choices[0].get("text")
+        return text if isinstance(text, str) else None
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, dict) and message.get("role") == "assistant":
+                return chat_content_text(message.get("content"))
+        return None
+    if "predictions" in payload:
+        predictions = payload["predictions"]
+        if isinstance(predictions, list) and len(predictions) == 1:
+            predictions = predictions[0]
+        if isinstance(predictions, str):
+            return predictions
+        return json.dumps(predictions, ensure_ascii=False)
+    return None
+
+
+def apply_response_format(reply: AgentReply, fmt: ResponseFormat | None) -> AgentReply | RowFailure:
+    """Type the answer: parse the text into the declared struct, or a parse RowFailure."""
+    if fmt is None:
+        return reply
+    candidates = [reply.text]
+    # Agents that emit several messages put the structured answer in the last one.
+    if MESSAGE_SEPARATOR in reply.text:
+        candidates.append(reply.text.rsplit(MESSAGE_SEPARATOR, 1)[1])
+    error: AnswerParseError | None = None
+    for text in candidates:
+        try:
+            value = fmt.parse(text)
+        except AnswerParseError as e:
+            error = error or e
+            continue
+        return AgentReply(
+            text=reply.text,
+            custom_outputs=reply.custom_outputs,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            trace_id=reply.trace_id,
+            value=value,
+        )
+    return RowFailure("parse", f"response_format: {error}")

@@ -1,0 +1,107 @@
+"""Output rows: the key and passthrough columns of the input (same Arrow types) followed by the
+standard result columns."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN, result_arrow_fields
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def passthrough_of(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The input columns that go to the output unchanged (all but the request and fingerprint)."""
+    keep = [n for n in batch.schema.names if n not in (REQUEST_COLUMN, FINGERPRINT_COLUMN)]
+    return batch.select(keep)
+
+
+def check_input(batch: pa.RecordBatch, key: str) -> None:
+    missing = [c for c in (key, REQUEST_COLUMN, FINGERPRINT_COLUMN) if c not in batch.schema.names]
+    if missing:
+        from agentbatch.errors import UsageError
+
+        raise UsageError(
+            f"input batches need the columns {key!r}, {REQUEST_COLUMN!r} and "
+            f"{FINGERPRINT_COLUMN!r}; missing: {', '.join(missing)}"
+        )
+
+
+def output_schema(passthrough: pa.Schema, response_type: pa.DataType | None) -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(list(passthrough) + result_arrow_fields(response_type))
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """The outcome of one row, as it goes into the result columns."""
+
+    response: Any
+    error: str | None
+    http_status: int | None
+    attempts: int
+    latency_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    trace_id: str | None
+    custom_outputs: str | None
+    fingerprint: str | None
+    answered_at: datetime.datetime
+
+
+def result_columns(
+    results: Sequence[RowResult], response_type: pa.DataType | None
+) -> list[pa.Array]:
+    """Arrow arrays of the result columns for `results`, in RESULT_COLUMNS order.
+
+    A response that does not fit `response_type` (should not happen: answers are coerced when
+    parsed) becomes a row error instead of failing the batch.
+    """
+    import pyarrow as pa
+
+    fields = result_arrow_fields(response_type)
+    types = {f.name: f.type for f in fields}
+    responses = [r.response for r in results]
+    errors = [r.error for r in results]
+    try:
+        response_array = pa.array(responses, type=types["response"])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        fixed = []
+        for i, value in enumerate(responses):
+            try:
+                pa.array([value], type=types["response"])
+                fixed.append(value)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+                fixed.append(None)
+                errors[i] = f"response does not fit {types['response']}: {e}"
+        response_array = pa.array(fixed, type=types["response"])
+    columns = {
+        "response": response_array,
+        "error": pa.array(errors, type=pa.string()),
+        "http_status": pa.array([r.http_status for r in results], type=pa.int32()),
+        "attempts": pa.array([r.attempts for r in results], type=pa.int32()),
+        "latency_ms": pa.array([r.latency_ms for r in results], type=pa.float64()),
+        "input_tokens": pa.array([r.input_tokens for r in results], type=pa.int64()),
+        "output_tokens": pa.array([r.output_tokens for r in results], type=pa.int64()),
+        "trace_id": pa.array([r.trace_id for r in results], type=pa.string()),
+        "custom_outputs": pa.array([r.custom_outputs for r in results], type=pa.string()),
+        "request_fingerprint": pa.array([r.fingerprint for r in results], type=pa.string()),
+        "answered_at": pa.array([r.answered_at for r in results], type=types["answered_at"]),
+    }
+    return [columns[f.name] for f in fields]
+
+
+def assemble(
+    passthrough: pa.RecordBatch, results: Sequence[RowResult], response_type: pa.DataType | None
+) -> pa.RecordBatch:
+    """One output batch: `passthrough` rows (already taken in result order) + result columns."""
+    import pyarrow as pa
+
+    schema = output_schema(passthrough.schema, response_type)
+    arrays = list(passthrough.columns) + result_columns(results, response_type)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)

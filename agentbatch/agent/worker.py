@@ -1,0 +1,179 @@
+"""One row's call: build the body, send it through the limiter, parse the reply, retry per the
+policy in retry.py. Returns an Outcome; raises AgentError only when the endpoint is unusable for
+the whole run."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import random
+import time
+from dataclasses import dataclass, field
+
+from agentbatch.agent.bodies import BodyBuilder, RequestError
+from agentbatch.agent.calls import CallSpec
+from agentbatch.agent.endpoints import Endpoint
+from agentbatch.agent.limiter import Limiter
+from agentbatch.agent.redact import redact
+from agentbatch.agent.replies import AgentReply, RowFailure, error_message, truncate
+from agentbatch.agent.response_format import ResponseFormat
+from agentbatch.agent.responses import apply_response_format, loads, parse_json_reply
+from agentbatch.agent.retry import (
+    backoff_delay,
+    describe_status,
+    is_fatal,
+    is_overload,
+    parse_retry_after,
+    should_retry,
+)
+from agentbatch.agent.sse import parse_sse
+from agentbatch.agent.stats import BulkStats
+from agentbatch.agent.transport import RawReply, Transport, TransportError
+from agentbatch.errors import AgentError
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    reply: AgentReply | None = None
+    failure: RowFailure | None = None
+    attempts: int = 0
+    http_status: int | None = None
+    latency_ms: float | None = None
+    answered_at: datetime.datetime = field(default_factory=_now)
+
+    @property
+    def custom_outputs_json(self) -> str | None:
+        if self.reply is None or self.reply.custom_outputs is None:
+            return None
+        return json.dumps(self.reply.custom_outputs, ensure_ascii=False, default=str)
+
+
+class Caller:
+    def __init__(
+        self,
+        *,
+        call: CallSpec,
+        endpoint: Endpoint,
+        fmt: ResponseFormat | None,
+        limiter: Limiter,
+        transport: Transport,
+        stats: BulkStats,
+        rng: random.Random,
+    ) -> None:
+        self._call = call
+        self._endpoint = endpoint
+        self._fmt = fmt
+        self._limiter = limiter
+        self._transport = transport
+        self._stats = stats
+        self._rng = rng
+        self._static_headers = dict(endpoint.headers)
+
+    async def call(self, bodies: BodyBuilder, request: str | None) -> Outcome:
+        try:
+            body = bodies.build(request)
+        except RequestError as e:
+            return Outcome(failure=RowFailure("request", truncate(str(e))))
+        call = self._call
+        auth = self._endpoint.auth
+        stats = self._stats
+        attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            headers = self._static_headers
+            generation = 0
+            if auth is not None:
+                auth_headers, generation = await auth.get()
+                headers = {**auth_headers, **self._static_headers}
+            permit = await self._limiter.acquire()
+            stats.requests += 1
+            started = time.perf_counter()
+            retry_after: str | None = None
+            try:
+                raw = await self._transport.post(
+                    self._endpoint.url, body, headers, stream=call.stream, timeout_s=call.timeout_s
+                )
+            except TransportError as e:
+                latency = time.perf_counter() - started
+                self._limiter.release(permit, "timeout" if e.kind == "timeout" else "neutral")
+                failure = RowFailure(e.kind, redact(str(e)), retryable=should_retry(e))
+                status = None
+            else:
+                latency = time.perf_counter() - started
+                status = raw.status
+                retry_after = raw.headers.get("retry-after")
+                if status == 429:
+                    stats.http_429 += 1
+                if 200 <= status < 300:
+                    self._limiter.release(permit, "ok", latency_s=latency)
+                    parsed = self._parse(raw)
+                    if isinstance(parsed, AgentReply):
+                        return Outcome(parsed, None, attempt, status, latency * 1000.0)
+                    failure = parsed
+                else:
+                    self._limiter.release(
+                        permit,
+                        "overload" if is_overload(status) else "neutral",
+                        latency_s=latency,
+                        retry_after_s=parse_retry_after(retry_after),
+                    )
+                    if status == 401 and auth is not None and not refreshed:
+                        # The token may have just expired: mint a new one and re-send once.
+                        refreshed = True
+                        await auth.refresh(generation)
+                        stats.retries += 1
+                        continue
+                    message = self._describe(status, raw.body)
+                    if is_fatal(status):
+                        raise AgentError(message)
+                    failure = RowFailure(
+                        "http", message, retryable=should_retry(status), status=status
+                    )
+            if failure.retryable and attempt <= call.max_retries:
+                stats.retries += 1
+                await asyncio.sleep(backoff_delay(attempt, retry_after, self._rng))
+                continue
+            return Outcome(None, failure, attempt, status, latency * 1000.0)
+
+    def _parse(self, raw: RawReply) -> AgentReply | RowFailure:
+        if self._call.stream and _is_sse(raw):
+            parsed = parse_sse(raw.body)
+        else:
+            parsed = parse_json_reply(raw.body)
+        if isinstance(parsed, AgentReply):
+            parsed = apply_response_format(parsed, self._fmt)
+        if isinstance(parsed, RowFailure):
+            return RowFailure(parsed.kind, redact(parsed.message), parsed.retryable, parsed.status)
+        return parsed
+
+    def _describe(self, status: int, body: bytes) -> str:
+        try:
+            server = error_message(loads(body)) if body else None
+        except ValueError:
+            server = None
+        if server is None and body:
+            server = body.decode("utf-8", "replace").strip()
+        return redact(
+            describe_status(
+                status,
+                truncate(server) if server else None,
+                endpoint_kind=self._endpoint.kind,
+                endpoint=self._endpoint.name,
+            )
+        )
+
+
+def _is_sse(raw: RawReply) -> bool:
+    content_type = raw.headers.get("content-type", "")
+    if "text/event-stream" in content_type:
+        return True
+    if "json" in content_type:
+        return False
+    head = raw.body[:16].lstrip()
+    return head.startswith((b"data:", b"event:", b":"))
