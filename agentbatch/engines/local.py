@@ -76,8 +76,8 @@ class LocalEngine:
             warehouse_dir or settings.get("warehouse_dir") or ".agentbatch/warehouse"
         )
         self._con: duckdb.DuckDBPyConnection = _duckdb().connect()
-        self._con.execute("SET TimeZone = 'UTC'")
-        self._con.execute(f"ATTACH ':memory:' AS {_MAPPED_CATALOG}")
+        self._sql("SET TimeZone = 'UTC'")
+        self._sql(f"ATTACH ':memory:' AS {_MAPPED_CATALOG}")
         self._attached: set[str] = set()
         self._relations: dict[tuple[str, str, str], str] = {}
         self._outputs: dict[tuple[str, str, str], TableSource] = {}
@@ -114,12 +114,12 @@ class LocalEngine:
     def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         statement, _ = self._prepare(sql, writing=False)
         try:
-            cursor = self._con.execute(statement, dict(params or {}))
-            row = cursor.fetchone()
+            relation = self._con.sql(statement, params=dict(params or {}))
+            names = list(relation.columns)
+            rows = relation.fetchall()
         except Exception as err:
             raise EngineError(f"local engine: {_first_line(err)}") from None
-        names = [d[0] for d in cursor.description or []]
-        return dict(zip(names, row or (None,) * len(names), strict=True))
+        return dict(zip(names, rows[0] if rows else (None,) * len(names), strict=True))
 
     def table_exists(self, table: str) -> bool:
         full = self._full_name(table)
@@ -128,11 +128,7 @@ class LocalEngine:
         catalog, schema, name = self._physical(full, attach=False)
         if catalog is None:
             return False
-        found = self._con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
-            [catalog, schema, name],
-        ).fetchone()
-        return bool(found and found[0])
+        return self._has_table(catalog, schema, name)
 
     def write_results(
         self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
@@ -190,13 +186,13 @@ class LocalEngine:
 
     def _load_mapped_output(self, full: tuple[str, str, str], source: TableSource) -> None:
         catalog, schema, name = _MAPPED_CATALOG, full[1], full[2]
-        self._con.execute(f'CREATE SCHEMA IF NOT EXISTS {catalog}."{schema}"')
+        self._sql(f'CREATE SCHEMA IF NOT EXISTS {catalog}."{schema}"')
         if not isinstance(source, (str, os.PathLike)):
             raise UsageError(f"the output table {'.'.join(full)} can only be mapped to a file path")
         path = Path(source)
         if path.is_dir() and (path / "_delta_log").is_dir():
             self._con.register("agentbatch_seed", _delta_dataset(path))
-            self._con.execute(
+            self._sql(
                 f'CREATE TABLE {catalog}."{schema}"."{name}" AS SELECT * FROM agentbatch_seed'
             )
             self._con.unregister("agentbatch_seed")
@@ -204,29 +200,25 @@ class LocalEngine:
             reader = _FILE_READERS.get(path.suffix.lower())
             if reader is None:
                 raise UsageError(f"--table {'.'.join(full)}={path}: unsupported file type")
-            self._con.execute(
+            self._sql(
                 f'CREATE TABLE {catalog}."{schema}"."{name}" AS SELECT * FROM {reader}({_duck_literal(path)})'
             )
 
     def _save_mapped_output(self, full: tuple[str, str, str], source: TableSource) -> None:
         path = Path(source)
         relation = f'{_MAPPED_CATALOG}."{full[1]}"."{full[2]}"'
-        exists = self._con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
-            [_MAPPED_CATALOG, full[1], full[2]],
-        ).fetchone()
-        if not exists or not exists[0]:
+        if not self._has_table(_MAPPED_CATALOG, full[1], full[2]):
             return
         suffix = path.suffix.lower()
         if suffix in _FILE_READERS:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
             fmt = {
-                "read_csv_auto": "CSV, HEADER",
-                "read_parquet": "PARQUET",
-                "read_json_auto": "JSON",
+                "read_csv_auto": "FORMAT CSV, HEADER",
+                "read_parquet": "FORMAT PARQUET",
+                "read_json_auto": "FORMAT JSON",
             }[_FILE_READERS[suffix]]
-            self._con.execute(f"COPY (SELECT * FROM {relation}) TO {_duck_literal(tmp)} ({fmt})")
+            self._sql(f"COPY (SELECT * FROM {relation}) TO {_duck_literal(tmp)} ({fmt})")
             os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
         else:
             try:
@@ -245,10 +237,10 @@ class LocalEngine:
             if not attach and not path.exists():
                 return None, full[1], full[2]
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._con.execute(f"ATTACH {_duck_literal(path)} AS {catalog}")
+            self._sql(f"ATTACH {_duck_literal(path)} AS {catalog}")
             self._attached.add(catalog)
         if attach:
-            self._con.execute(f'CREATE SCHEMA IF NOT EXISTS {catalog}."{full[1]}"')
+            self._sql(f'CREATE SCHEMA IF NOT EXISTS {catalog}."{full[1]}"')
         return catalog, full[1], full[2]
 
     def _prepare(self, sql: str, *, writing: bool) -> tuple[str, list[tuple[str, str, str]]]:
@@ -283,9 +275,23 @@ class LocalEngine:
 
     def _run(self, statement: str, params: Mapping[str, Any] | None) -> None:
         try:
-            self._con.execute(statement, dict(params or {}))
+            self._sql(statement, params)
         except Exception as err:
             raise EngineError(f"local engine: {_first_line(err)}") from None
+
+    def _sql(
+        self, statement: str, params: Mapping[str, Any] | list[Any] | None = None
+    ) -> list[Any]:
+        """Run one statement and drain its result (DuckDB refuses new work until then)."""
+        return self._con.execute(statement, params or None).fetchall()
+
+    def _has_table(self, catalog: str, schema: str, name: str) -> bool:
+        found = self._sql(
+            "SELECT count(*) FROM duckdb_tables() "
+            "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+            [catalog, schema, name],
+        )
+        return bool(found and found[0][0])
 
 
 class _Counter:
