@@ -20,7 +20,7 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=sys.stdout, soft_wrap=False)
+    console = Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
     summary = Table(title=f"agentbatch run: {result.summary.get('job')}", show_header=False)
     summary.add_column("", style="bold")
     summary.add_column("")
@@ -50,7 +50,7 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
             console.print(table)
 
 
-def _format(value: Any) -> str:
+def _format(value: Any, limit: int = 200) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, dict):
@@ -58,4 +58,4 @@ def _format(value: Any) -> str:
     if value is None:
         return ""
     text = str(value)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -4,6 +4,7 @@ Databricks job entry point all call these functions, so every way in runs the sa
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import re
@@ -184,6 +185,7 @@ def _run_fallback(
 ) -> dict[str, Any]:
     from agentbatch.agent.bulk import run_bulk_sync
     from agentbatch.agent.ledger import Ledger
+    from agentbatch.agent.progress import LogProgress, RichProgress
 
     if steps.ensure_target is not None:
         engine.execute(steps.ensure_target.sql)
@@ -195,12 +197,13 @@ def _run_fallback(
             batches = engine.fetch_batches(steps.inputs.sql)
             bulk = run_bulk_sync(
                 batches,
-                call=steps.call,
+                # The facade decides about fail_on_error after the answers are written.
+                call=dataclasses.replace(steps.call, fail_on_error=False),
                 key=the_plan.job.source.key,
                 ledger=ledger,
                 endpoint_overrides=the_plan.options.endpoint_overrides,
                 retry_errors=the_plan.options.retry_errors,
-                progress=progress,
+                progress=RichProgress() if progress else LogProgress(),
             )
             stats = bulk.as_dict()
         except KeyboardInterrupt as stop:
@@ -237,6 +240,7 @@ def ledger_path(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Pat
 
 
 def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict[str, Any]:
+    """This run's figures first, then the state of the target table."""
     try:
         table = engine.fetch_one(the_plan.summary.sql)
     except AgentbatchError as err:
@@ -246,15 +250,15 @@ def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict
         "job": the_plan.job.name,
         "target": the_plan.target.name,
         "strategy": the_plan.strategy,
-        "output_table": the_plan.job.output.table,
-        "table_rows": int(table.get("rows") or 0),
-        "table_ok": int(table.get("ok") or 0),
-        "table_errors": int(table.get("errors") or 0),
     }
     if the_plan.strategy == "push-down":
-        summary.update(
-            rows=int(table.get("answered_this_run") or 0), errors=summary["table_errors"]
-        )
+        summary["rows"] = int(table.get("answered_this_run") or 0)
     summary.update(stats)
     summary.setdefault("errors", 0)
+    summary.update(
+        output_table=the_plan.job.output.table,
+        table_rows=int(table.get("rows") or 0),
+        table_ok=int(table.get("ok") or 0),
+        table_errors=int(table.get("errors") or 0),
+    )
     return summary
