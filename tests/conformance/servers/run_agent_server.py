@@ -11,6 +11,7 @@ import socket
 import sys
 
 import uvicorn
+from agent_app import app  # this directory is on sys.path when run as a script
 
 
 def main() -> None:
@@ -18,9 +19,7 @@ def main() -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        "tests.conformance.servers.agent_app:app", log_level="warning", access_log=False
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     sys.stdout.write(f"http://127.0.0.1:{port}\n")
     sys.stdout.flush()
