@@ -1,0 +1,179 @@
+"""The main job end to end on the local engine, against the demo agent over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import agentbatch
+from agentbatch.errors import JobFailedError
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.faults import FaultConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+TICKETS = ROOT / "agentbatch" / "data" / "support_tickets.csv"
+TRIAGE = ROOT / "jobs" / "ticket_triage.yml"
+OPEN_TICKETS = 237
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentServer]:
+    with serve_agent() as server:
+        yield server
+
+
+def run_triage(tmp_path: Path, agent: AgentServer, **kwargs: object) -> agentbatch.RunResult:  # type: ignore[name-defined]
+    return agentbatch.run(
+        TRIAGE,
+        tables={
+            "main.support.tickets": TICKETS,
+            "main.support.ticket_triage": tmp_path / "out.parquet",
+        },
+        endpoints={"apps/triage-agent": agent.url},
+        state_dir=tmp_path / "state",
+        project_dir=tmp_path,
+        progress=False,
+        **kwargs,
+    )
+
+
+def test_main_job_answers_every_open_ticket_once(tmp_path: Path, agent: AgentServer) -> None:
+    result = run_triage(tmp_path, agent)
+    assert result.summary["sent"] == OPEN_TICKETS
+    assert result.summary["ok"] == OPEN_TICKETS
+    assert result.summary["errors"] == 0
+    assert result.summary["table_rows"] == OPEN_TICKETS
+    assert agent.stats().requests_total == OPEN_TICKETS
+    out = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert len({row["ticket_id"] for row in out}) == len(out) == OPEN_TICKETS
+    labels = [row["response"]["label"] for row in out]
+    assert set(labels) <= {"billing", "bug", "account", "feature_request", "other"}
+    right = sum(row["response"]["label"] == row["label"] for row in out)
+    assert right / len(out) > 0.85  # the demo agent's keyword rules, on realistic tickets
+    frame = result.to_pandas()
+    assert len(frame) == OPEN_TICKETS
+    assert {"response", "error", "attempts", "latency_ms", "request_fingerprint"} <= set(
+        frame.columns
+    )
+
+
+def test_a_rerun_sends_nothing_and_a_new_prompt_resends(tmp_path: Path, agent: AgentServer) -> None:
+    run_triage(tmp_path, agent)
+    again = run_triage(tmp_path, agent)
+    assert again.summary["sent"] == 0
+    assert agent.stats().requests_total == OPEN_TICKETS
+    changed = run_triage(tmp_path, agent, vars={"team": "billing"})  # the prompt names the team
+    assert changed.summary["sent"] == OPEN_TICKETS
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == OPEN_TICKETS
+
+
+def test_limit_sends_at_most_n_rows_per_run(tmp_path: Path, agent: AgentServer) -> None:
+    first = run_triage(tmp_path, agent, limit=50)
+    second = run_triage(tmp_path, agent, limit=50)
+    assert first.summary["sent"] == second.summary["sent"] == 50
+    keys = pq.read_table(tmp_path / "out.parquet")["ticket_id"].to_pylist()
+    assert len(set(keys)) == len(keys) == 100
+
+
+def test_row_errors_are_values_and_retry_errors_resends_only_them(tmp_path: Path) -> None:
+    # The agent refuses tickets mentioning "refund" permanently: a 400 recorded in the row.
+    with serve_agent(FaultConfig(permanent={"refund": 400})) as agent:
+        first = run_triage(tmp_path, agent)
+        failed = first.summary["errors"]
+        assert 0 < failed < OPEN_TICKETS
+        out = pq.read_table(tmp_path / "out.parquet").to_pylist()
+        bad = [row for row in out if row["error"] is not None]
+        assert len(bad) == failed
+        assert all(row["response"] is None and "400" in row["error"] for row in bad)
+        before = agent.stats().requests_total
+        agent.configure(FaultConfig())  # the agent is fixed
+        retried = run_triage(tmp_path, agent, retry_errors=True)
+        assert retried.summary["sent"] == failed
+        assert agent.stats().requests_total - before == failed
+    out = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert all(row["error"] is None for row in out)
+
+
+def test_fail_on_error_fails_after_writing(tmp_path: Path) -> None:
+    job = tmp_path / "jobs" / "strict.yml"
+    job.parent.mkdir()
+    job.write_text(TRIAGE.read_text().replace("fail_on_error: false", "fail_on_error: true"))
+    with (
+        serve_agent(FaultConfig(permanent={"refund": 400})) as agent,
+        pytest.raises(JobFailedError),
+    ):
+        agentbatch.run(
+            job,
+            tables={
+                "main.support.tickets": TICKETS,
+                "main.support.ticket_triage": tmp_path / "out.parquet",
+            },
+            endpoints={"apps/triage-agent": agent.url},
+            state_dir=tmp_path / "state",
+            progress=False,
+        )
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == OPEN_TICKETS
+
+
+def test_dry_run_calls_nothing_and_writes_nothing(tmp_path: Path, agent: AgentServer) -> None:
+    result = run_triage(tmp_path, agent, dry_run=True, limit=3)
+    assert agent.stats().requests_total == 0
+    assert not (tmp_path / "out.parquet").exists()
+    assert not (tmp_path / "state").exists()
+    assert len(result.dry_run_requests) == 3
+    body = result.dry_run_requests[0]["body"]
+    assert body["input"][0]["role"] == "user"
+    assert body["input"][0]["content"].startswith(
+        "Classify this support ticket for the support team."
+    )
+    assert body["custom_inputs"] == {"team": "support"}
+    assert body["databricks_options"] == {"return_trace": True}
+
+
+def test_cli_run_prints_a_summary_and_rows(tmp_path: Path, agent: AgentServer) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentbatch",
+            "run",
+            str(TRIAGE),
+            "--json",
+            "--table",
+            f"main.support.tickets={TICKETS}",
+            "--table",
+            f"main.support.ticket_triage={tmp_path / 'out.parquet'}",
+            "--endpoint",
+            f"apps/triage-agent={agent.url}",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--project-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["ok"] == OPEN_TICKETS
+    assert "Traceback" not in done.stderr
+
+
+def test_builtin_instant_agent_runs_without_http(tmp_path: Path) -> None:
+    result = agentbatch.run(
+        TRIAGE,
+        tables={"main.support.tickets": TICKETS},
+        endpoints={"apps/triage-agent": "builtin:instant"},
+        state_dir=tmp_path / "state",
+        project_dir=tmp_path,
+        progress=False,
+    )
+    assert result.summary["sent"] == OPEN_TICKETS
+    assert (tmp_path / ".agentbatch" / "warehouse" / "main.duckdb").exists()
