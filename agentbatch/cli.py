@@ -110,6 +110,10 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
     _add_job_options(compile_)
 
     command("schema", "Print the JSON Schema of job files (for editor completion).")
+
+    bundle = command("bundle", "Generate the Databricks bundle's job resources from jobs/*.yml.")
+    bundle.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
+    bundle.add_argument("--project-dir", type=Path, help="folder of databricks.yml (default: .)")
     return parser
 
 
@@ -181,6 +185,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         sys.stdout.write(json.dumps(job_json_schema(), indent=2) + "\n")
         return 0
+    if args.command == "bundle":
+        from agentbatch.bundle import bundle_command
+
+        return bundle_command(args.project_dir, check=args.check)
     if args.command == "validate":
         return _validate(args.jobs, variables, args.project_dir)
     if args.command == "render":
@@ -200,7 +208,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     tables = _pairs(args.table, "--table")
     if args.command == "plan":
         from agentbatch.explain import explain
-        from agentbatch.plan import RunOptions
+        from agentbatch.planner import RunOptions
 
         options = RunOptions(
             retry_errors=args.retry_errors,
