@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agentbatch.explain import render_sql
-from agentbatch.plan import Plan, RunOptions
+from agentbatch.planner import Plan, RunOptions
 from agentbatch.runner import RunResult, project_dir_of, run
 from agentbatch.runner import plan as _plan
 from agentbatch.spec.loader import load_job as _load_job

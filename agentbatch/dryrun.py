@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.plan import PushDown, RunOptions, build_plan, call_spec
+from agentbatch.planner import PushDown, RunOptions, build_plan, call_spec
 from agentbatch.results import REQUEST_COLUMN
 from agentbatch.sql.render import Renderer, RenderOptions, job_context
 
 if TYPE_CHECKING:
     from agentbatch.engines.base import Engine
-    from agentbatch.plan import Plan
+    from agentbatch.planner import Plan
     from agentbatch.runner import RunResult
 
 SAMPLE_ROWS = 5

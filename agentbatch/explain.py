@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentbatch.plan import Plan, PushDown
+from agentbatch.planner import Plan, PushDown
 
 
 def explain(plan: Plan, *, with_sql: bool = True) -> str:

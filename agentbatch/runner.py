@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentbatch.engines import engine_class
 from agentbatch.errors import AgentbatchError, JobFailedError, UsageError
-from agentbatch.plan import Plan, PushDown, RestFallback, RunOptions, build_plan
+from agentbatch.planner import Plan, PushDown, RestFallback, RunOptions, build_plan
 from agentbatch.spec.loader import load_job
 from agentbatch.spec.models import Job
 from agentbatch.targets import Target, resolve_target

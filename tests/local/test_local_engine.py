@@ -12,7 +12,7 @@ import pytest
 
 from agentbatch.engines.local import LocalEngine
 from agentbatch.errors import EngineError, UsageError
-from agentbatch.plan import RestFallback, RunOptions, build_plan
+from agentbatch.planner import RestFallback, RunOptions, build_plan
 from agentbatch.results import result_arrow_fields
 from agentbatch.spec.loader import load_job_text
 from agentbatch.targets import resolve_target
