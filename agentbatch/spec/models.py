@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from agentbatch.evaluation.spec import Evaluation
 from agentbatch.results import RESULT_COLUMN_NAMES
 from agentbatch.sql import quoting
 
@@ -229,9 +230,7 @@ class Job(StrictModel):
     template: str | None = Field(
         default=None, description="A template in sqltemplates/ to use instead of the built-in one"
     )
-    evaluation: dict[str, JsonValue] | None = Field(
-        default=None, description="Scorers for evaluation jobs"
-    )
+    evaluation: Evaluation | None = Field(default=None, description="Scorers for evaluation jobs")
 
     @field_validator("name")
     @classmethod
