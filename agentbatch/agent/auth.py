@@ -52,7 +52,7 @@ class AuthHeaders:
             self.generation += 1
 
     def _reinitialise(self) -> dict[str, str]:
-        self._config.init_auth()
+        self._config.init_auth()  # type: ignore[no-untyped-call]
         return self._config.authenticate()
 
     def _store(self, headers: Mapping[str, str]) -> None:

@@ -428,6 +428,8 @@ class _HttpRun:
         for _, outcome in items:
             if outcome.attempts:
                 stats.sent += 1
+            if outcome.latency_ms is not None:
+                stats.latency.add(outcome.latency_ms)
             if outcome.failure is None:
                 stats.ok += 1
                 reply = outcome.reply

@@ -164,7 +164,8 @@ def _resolve_app(app: str, api: Api, extra: Mapping[str, str], factory: ConfigFa
     config = _config(factory)
     auth = _oauth_only(config, f"app {app!r}")
     from databricks.sdk import WorkspaceClient
-    from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied
+    from databricks.sdk.errors import NotFound, PermissionDenied
+    from databricks.sdk.errors.base import DatabricksError
 
     try:
         info = WorkspaceClient(config=config).apps.get(app)

@@ -13,6 +13,7 @@ power mid-commit (then the last commits may be lost, and re-sent).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -247,10 +248,8 @@ class Ledger:
 
     def close(self) -> None:
         for conn in (self._reader, self._writer):
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:  # pragma: no cover - closing a broken handle
-                pass
 
     def __enter__(self) -> Ledger:
         return self

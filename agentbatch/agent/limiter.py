@@ -11,15 +11,16 @@ AIMD with slow start and a latency guard, in the spirit of TCP congestion contro
 * sustained latency above 3x the baseline also decreases (a server that queues instead of
   rejecting).
 
-A 429 carries `Retry-After`: the rejected row waits that long (see retry.py). When rejections are
-the majority of recent outcomes (the server is overloaded, not just full), new requests pause for
-`Retry-After` as a whole. Optional caps: `max_concurrency`, and `requests_per_second` as a token
+A 429's `Retry-After` is honoured by the rejected row, which waits that long (see retry.py). When
+requests are rejected even at a concurrency of one (the server refuses everything rather than
+being full), all new requests pause for `Retry-After`. Optional caps: `max_concurrency`, and `requests_per_second` as a token
 bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -62,7 +63,6 @@ class Limiter:
         self._slow_start = True
         self._ewma: float | None = None
         self._baseline: float | None = None
-        self._overload_share = 0.0
         self._paused_until = 0.0
         self._pause_handle: asyncio.TimerHandle | None = None
         self.peak_limit = int(self._limit)
@@ -124,15 +124,11 @@ class Limiter:
     ) -> None:
         """Give the slot back and learn from how the call ended."""
         self._inflight -= 1
-        congested = outcome in ("overload", "timeout")
-        self._overload_share += 0.05 * (
-            (1.0 if outcome == "overload" else 0.0) - self._overload_share
-        )
-        if congested:
-            # Rejected although sent after the last decrease, with rejections the majority: the
-            # server is overloaded rather than full, so everyone waits as it asked.
+        if outcome in ("overload", "timeout"):
+            # Rejected at a concurrency of one, sent after the last decrease: the server refuses
+            # everything rather than being full, so all new requests wait as long as it asked.
             fresh = permit.generation == self._generation
-            if fresh and outcome == "overload" and retry_after_s and self._overload_share > 0.5:
+            if outcome == "overload" and retry_after_s and fresh and self._limit <= 1.0:
                 self._pause(min(retry_after_s, MAX_PAUSE_S))
             self._decrease(permit)
         elif latency_s is not None:
@@ -194,10 +190,8 @@ class Limiter:
             self._schedule_resume()
 
     def _remove_waiter(self, fut: asyncio.Future[None]) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self._waiters.remove(fut)
-        except ValueError:
-            pass
 
     def _pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)

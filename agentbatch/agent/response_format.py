@@ -157,7 +157,7 @@ def _sql_type(dtype: Any, origin: str) -> tuple[pa.DataType, dict[str, Any], Coe
             _list_coercer(item_coerce),
         )
     if kind == t.MAP:
-        key_type, _, key_coerce = _sql_type(dtype.expressions[0], origin)
+        key_type, _, _ = _sql_type(dtype.expressions[0], origin)
         value_type, value_schema, value_coerce = _sql_type(dtype.expressions[1], origin)
         if not pa.types.is_string(key_type):
             raise ResponseFormatError(f"response_format {origin!r}: MAP keys must be STRING")
@@ -168,7 +168,7 @@ def _sql_type(dtype: Any, origin: str) -> tuple[pa.DataType, dict[str, Any], Coe
         return scalar()
     if kind == t.DECIMAL:
         params = [int(p.this.this) for p in dtype.expressions] or [10, 0]
-        precision, scale = (params + [0])[:2]
+        precision, scale = ([*params, 0])[:2]
         coerce = _decimal_coercer(precision, scale)
         return pa.decimal128(precision, scale), {"type": "number"}, coerce
     raise ResponseFormatError(

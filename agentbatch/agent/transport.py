@@ -83,7 +83,7 @@ class AiohttpTransport:
                 limit=self._max_connections,
                 limit_per_host=0,
                 ttl_dns_cache=300,
-                ssl=None if self._verify_ssl else False,
+                ssl=self._verify_ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
