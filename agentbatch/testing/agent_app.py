@@ -55,8 +55,9 @@ class AgentOptions:
     """How the demo agent answers (faults aside)."""
 
     model: str = "demo-agent"
-    # Answer like MLflow's AgentServer: bodies with only `object`, `output` (and
-    # `custom_outputs`), errors as FastAPI `{"detail": ...}`, mlflow-style streams.
+    # Answer like MLflow's AgentServer: only Responses bodies whose `input` is a list, replies
+    # with only `object`, `output` (and `custom_outputs`), errors as FastAPI `{"detail": ...}`,
+    # mlflow-style streams.
     minimal: bool = False
     # Stream style of Responses streams; None: `mlflow` when minimal, else `openai`.
     stream_style: ResponsesStreamStyle | None = None
@@ -169,6 +170,11 @@ class AgentHandlers:
             call = parse_body(await request.read(), default_model=endpoint or None)
         except BadRequest as error:
             return self._error(400, str(error))
+        if self.options.minimal and (call.api != "responses" or call.string_input):
+            # What MLflow's AgentServer says when ResponsesAgentRequest validation fails.
+            return self._error(
+                400, "Invalid parameters for ResponsesAgent: 'input' must be a list of messages"
+            )
         if endpoint_in_model:
             if not call.model:
                 return self._error(400, "'model' (the serving endpoint name) is required")

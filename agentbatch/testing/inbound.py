@@ -35,6 +35,8 @@ class AgentCall:
     return_trace: bool = False
     # One text per row for the `predictions` api.
     rows: tuple[str, ...] = field(default_factory=tuple)
+    # `input` was a bare string (MLflow's AgentServer refuses those: it wants messages).
+    string_input: bool = False
 
 
 def request_key(text: str, custom_inputs: dict[str, Any] | None = None) -> str:
@@ -94,6 +96,7 @@ def parse_json(body: dict[str, Any], *, default_model: str | None = None) -> Age
         key=request_key(text, custom_inputs),
         structured=structured,
         rows=rows,
+        string_input=isinstance(body.get("input"), str),
         **common,
     )
 

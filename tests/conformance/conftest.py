@@ -5,8 +5,9 @@
 - `responses_model_server` / `chat_model_server`: `mlflow models serve --env-manager local` of a
   `ResponsesAgent` / legacy `ChatAgent` saved from code into a temp dir.
 
-MLflow runs with a throwaway SQLite tracking store inside a temp working directory, so traces
-(and the real trace ids they produce) never land in the checkout.
+All three start together the first time any is asked for (MLflow takes seconds to boot), each
+with its own throwaway SQLite tracking store inside a temp working directory, so traces (and the
+real trace ids they produce) never land in the checkout. Teardown kills each process group.
 """
 
 from __future__ import annotations
@@ -19,17 +20,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 SERVERS = Path(__file__).parent / "servers"
-STARTUP_TIMEOUT_S = 90.0
+STARTUP_TIMEOUT_S = 120.0
+MODELS = ("responses_model", "chat_model")
 
 
 @dataclass(frozen=True)
@@ -48,14 +52,9 @@ class ConformanceServer:
         return self.base_url + self.invoke_path
 
 
-@pytest.fixture(scope="session")
-def mlflow_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mlflow")
-
-
-def _env(workdir: Path) -> dict[str, str]:
+def _env(workdir: Path, store: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / store}.db"
     # `mlflow models serve` runs `uvicorn` from PATH: use this interpreter's.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
@@ -69,132 +68,162 @@ def _free_port() -> int:
         return port
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
-        with (
-            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-            urllib.request.urlopen(url, timeout=2) as response,
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT_S}s:\n{log.read_text()}")
+@dataclass
+class _Process:
+    popen: subprocess.Popen[bytes]
+    log: Path
 
+    def wait_ready(self, url: str) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"exited with {self.popen.returncode}:\n{self.log.read_text()}")
+            with (
+                contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+                urllib.request.urlopen(url, timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"not ready after {STARTUP_TIMEOUT_S}s:\n{self.log.read_text()}")
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the whole process group (`mlflow models serve` runs uvicorn as a child)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+    def stop(self) -> None:
+        """Stop the whole process group (`mlflow models serve` runs uvicorn as a child)."""
+        if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-    # Children may outlive the leader for a moment.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def _process(
-    args: list[str], workdir: Path, log_name: str
-) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    log = workdir / log_name
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            args,
-            cwd=workdir,
-            env=_env(workdir),
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            start_new_session=True,
-        )
-        try:
-            yield process, log
-        finally:
-            _stop(process)
-            if process.stdout is not None:
-                process.stdout.close()
-
-
-@pytest.fixture(scope="session")
-def mlflow_agent_server(mlflow_workdir: Path) -> Iterator[ConformanceServer]:
-    args = [sys.executable, str(SERVERS / "run_agent_server.py")]
-    with _process(args, mlflow_workdir, "agent_server.log") as (process, log):
-        assert process.stdout is not None
-        base_url = process.stdout.readline().decode().strip()
-        if not base_url.startswith("http://127.0.0.1:"):
-            _stop(process)
-            raise RuntimeError(f"agent server did not start:\n{log.read_text()}")
-        _wait_ready(f"{base_url}/health", process, log)
-        yield ConformanceServer("mlflow AgentServer", base_url, "/responses", "responses", True)
-
-
-@pytest.fixture(scope="session")
-def saved_models(mlflow_workdir: Path) -> Path:
-    out = mlflow_workdir / "models"
-    subprocess.run(
-        [sys.executable, str(SERVERS / "save_models.py"), str(out)],
-        cwd=mlflow_workdir,
-        env=_env(mlflow_workdir),
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    return out
-
-
-@contextlib.contextmanager
-def _models_serve(model_dir: Path, workdir: Path, name: str) -> Iterator[str]:
-    for _ in range(3):  # the free port can be taken between probing and binding
-        port = _free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            str(model_dir),
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ]
-        with _process(args, workdir, f"{name}.log") as (process, log):
-            base_url = f"http://127.0.0.1:{port}"
+                os.killpg(self.popen.pid, signal.SIGTERM)
             try:
-                _wait_ready(f"{base_url}/ping", process, log)
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=15)
+        with contextlib.suppress(ProcessLookupError):  # children can outlive the leader
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+
+
+class Launcher:
+    """Starts the AgentServer at once and, from a helper thread, saves and serves the models."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self._lock = threading.Lock()
+        self._processes: list[_Process] = []
+        self._model_urls: dict[str, tuple[_Process, str]] = {}
+        self._failure: BaseException | None = None
+        self._agent = self._spawn(
+            [sys.executable, str(SERVERS / "run_agent_server.py")], "agent_server", stdout=True
+        )
+        self._models_thread = threading.Thread(target=self._start_models, daemon=True)
+        self._models_thread.start()
+
+    def _spawn(self, args: list[str], name: str, *, stdout: bool = False) -> _Process:
+        log = self._workdir / f"{name}.log"
+        with log.open("wb") as log_file:
+            popen = subprocess.Popen(
+                args,
+                cwd=self._workdir,
+                env=_env(self._workdir, name),
+                stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,
+            )
+        process = _Process(popen, log)
+        with self._lock:
+            self._processes.append(process)
+        return process
+
+    def _start_models(self) -> None:
+        try:
+            out = self._workdir / "models"
+            subprocess.run(
+                [sys.executable, str(SERVERS / "save_models.py"), str(out)],
+                cwd=self._workdir,
+                env=_env(self._workdir, "save_models"),
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+            for name in MODELS:
+                self._model_urls[name] = self._serve(out / name, name)
+        except BaseException as error:  # reported by model_server()
+            self._failure = error
+
+    def _serve(self, model_dir: Path, name: str) -> tuple[_Process, str]:
+        port = _free_port()
+        args = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir)]
+        args += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+        return self._spawn(args, name), f"http://127.0.0.1:{port}"
+
+    def agent_server(self) -> str:
+        stdout = self._agent.popen.stdout
+        assert stdout is not None
+        base_url = stdout.readline().decode().strip()
+        if not base_url.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"AgentServer did not start:\n{self._agent.log.read_text()}")
+        self._agent.wait_ready(f"{base_url}/health")
+        return base_url
+
+    def model_server(self, name: str) -> str:
+        self._models_thread.join(timeout=STARTUP_TIMEOUT_S)
+        if self._failure is not None:
+            raise RuntimeError(f"could not save or serve the models: {self._failure!r}")
+        for _ in range(3):
+            process, url = self._model_urls[name]
+            try:
+                process.wait_ready(f"{url}/ping")
+                return url
             except RuntimeError:
-                if "address already in use" in log.read_text().lower():
-                    continue
-                raise
-            yield base_url
-            return
-    raise RuntimeError(f"could not start mlflow models serve for {name}")
+                # The probed free port can be taken before uvicorn binds it: try another.
+                if "address already in use" not in process.log.read_text().lower():
+                    raise
+                self._model_urls[name] = self._serve(self._workdir / "models" / name, name)
+        raise RuntimeError(f"could not serve {name}")
+
+    def close(self) -> None:
+        self._models_thread.join(timeout=STARTUP_TIMEOUT_S)
+        with self._lock:
+            processes = list(self._processes)
+        for process in processes:
+            process.stop()
 
 
 @pytest.fixture(scope="session")
-def responses_model_server(saved_models: Path, mlflow_workdir: Path) -> Iterator[ConformanceServer]:
-    with _models_serve(saved_models / "responses_model", mlflow_workdir, "responses_model") as url:
-        yield ConformanceServer(
-            "mlflow models serve (ResponsesAgent)", url, "/invocations", "responses", False
-        )
+def mlflow_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mlflow")
 
 
 @pytest.fixture(scope="session")
-def chat_model_server(saved_models: Path, mlflow_workdir: Path) -> Iterator[ConformanceServer]:
-    with _models_serve(saved_models / "chat_model", mlflow_workdir, "chat_model") as url:
-        yield ConformanceServer(
-            "mlflow models serve (ChatAgent)", url, "/invocations", "chat_agent", False
-        )
+def launcher(mlflow_workdir: Path) -> Iterator[Launcher]:
+    started = Launcher(mlflow_workdir)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_agent_server(launcher: Launcher) -> ConformanceServer:
+    url = launcher.agent_server()
+    return ConformanceServer("mlflow AgentServer", url, "/responses", "responses", True)
+
+
+@pytest.fixture(scope="session")
+def responses_model_server(launcher: Launcher) -> ConformanceServer:
+    url = launcher.model_server("responses_model")
+    return ConformanceServer(
+        "mlflow models serve (ResponsesAgent)", url, "/invocations", "responses", False
+    )
+
+
+@pytest.fixture(scope="session")
+def chat_model_server(launcher: Launcher) -> ConformanceServer:
+    url = launcher.model_server("chat_model")
+    return ConformanceServer(
+        "mlflow models serve (ChatAgent)", url, "/invocations", "chat_agent", False
+    )
 
 
 # -- captures -------------------------------------------------------------------------------
@@ -264,7 +293,7 @@ def captures(mlflow_workdir: Path) -> Captures:
 
 
 def exchange(
-    server: ConformanceServer,
+    server: Any,
     path: str,
     body: object = None,
     *,
@@ -272,16 +301,22 @@ def exchange(
     headers: dict[str, str] | None = None,
     method: str = "POST",
 ) -> Exchange:
-    """Send one request with httpx and keep the answer's bytes as they came."""
+    """Send one request with httpx and keep the answer's bytes as they came.
+
+    `server` is a ConformanceServer or the package's own AgentServer (which has `url`).
+    """
     import httpx
+
+    base_url = server.base_url if isinstance(server, ConformanceServer) else server.url
+    name = server.name if isinstance(server, ConformanceServer) else "agentbatch demo agent"
 
     sent_headers = {"Content-Type": "application/json", **(headers or {})}
     content = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     response = httpx.request(
-        method, server.base_url + path, content=content, headers=sent_headers, timeout=60
+        method, base_url + path, content=content, headers=sent_headers, timeout=60
     )
     return Exchange(
-        server=server.name,
+        server=name,
         method=method,
         path=path,
         request_headers=sent_headers if content is not None else {},

@@ -48,11 +48,12 @@ def test_cli_prints_its_url_and_stops_on_sigterm() -> None:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        assert _post(f"{url}/responses", {"input": "hi"})[0] == 503
-        status, body = _post(f"{url}/responses", {"input": "hi"})
+        hi = {"input": [{"role": "user", "content": "hi"}]}
+        assert _post(f"{url}/responses", hi)[0] == 503
+        status, body = _post(f"{url}/responses", hi)
         assert status == 200
         assert body["output"][0]["content"][0]["text"] == "answer: hi"  # type: ignore[index]
-        status, body = _post(f"{url}/responses", {"input": "BOOM"})
+        status, body = _post(f"{url}/responses", {"input": [{"role": "user", "content": "BOOM"}]})
         assert status == 418 and "BOOM" in str(body["detail"])
         with urllib.request.urlopen(f"{url}/_stats", timeout=10) as response:
             stats = json.loads(response.read())

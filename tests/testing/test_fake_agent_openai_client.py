@@ -63,7 +63,8 @@ def test_responses_stream_helper_accumulates(agent: AgentServer) -> None:
 
 def test_responses_stream_mlflow_style(make_agent: MakeAgent) -> None:
     server = make_agent(minimal=True)
-    events = list(_client(server.url).responses.create(model="demo", input="a b", stream=True))
+    user = [{"role": "user", "content": "a b"}]
+    events = list(_client(server.url).responses.create(model="demo", input=user, stream=True))  # type: ignore[arg-type]
     assert [e.type for e in events] == [
         "response.output_text.delta",
         "response.output_text.delta",
@@ -94,7 +95,7 @@ def test_errors_surface_as_openai_errors(make_agent: MakeAgent) -> None:
     # MLflow's `{"error": "<text>"}` is not an object: the client says something generic and
     # keeps the text in `body`.
     with pytest.raises(APIError, match="An error occurred during streaming") as raised:
-        list(_client(server.url).responses.create(model="demo", input="a b", stream=True))
+        list(_client(server.url).responses.create(model="demo", input="a b c", stream=True))
     assert raised.value.body == STREAM_ERROR_MESSAGE
     chat = make_agent(FaultConfig(p_stream_error=1.0))
     with pytest.raises(APIError, match="injected fault"):

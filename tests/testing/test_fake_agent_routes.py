@@ -43,10 +43,16 @@ async def test_responses_full_body(agent: AgentServer) -> None:
 
 async def test_minimal_body_like_agent_server(make_agent: MakeAgent) -> None:
     server = make_agent(minimal=True)
-    status, body = await _post(f"{server.url}/responses", {"input": TICKET})
+    user = [{"role": "user", "content": TICKET}]
+    status, body = await _post(f"{server.url}/responses", {"input": user})
     assert status == 200
     assert set(body) == {"object", "output"}
     assert body["output"][0]["content"][0]["text"] == "account"
+    # Like the real AgentServer: a bare string or a chat body is refused.
+    for refused in ({"input": TICKET}, {"messages": user}):
+        status, body = await _post(f"{server.url}/responses", refused)
+        assert status == 400
+        assert body["detail"].startswith("Invalid parameters for ResponsesAgent")
 
 
 async def test_trace_ids(agent: AgentServer) -> None:

@@ -10,11 +10,14 @@ import asyncio
 import socket
 import sys
 
+import mlflow
 import uvicorn
 from agent_app import app  # this directory is on sys.path when run as a script
 
 
 def main() -> None:
+    # Create the tracking store's tables now, not on the first traced request.
+    mlflow.MlflowClient().search_experiments(max_results=1)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
