@@ -1,0 +1,108 @@
+"""Arrow in and out of Spark with flat driver memory.
+
+Out: each partition encodes its rows as Arrow IPC streams of at most `batch_rows` rows (one binary
+value per chunk), and the driver pulls them one partition at a time with `toLocalIterator`. Types
+stay Arrow's own end to end (no Python objects per row, no time-zone guessing on timestamps).
+
+In: result batches are staged as a parquet file written as they arrive (local sessions, where the
+executors share the driver's disk), or as one Arrow table handed to `createDataFrame` (clusters).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+_PAYLOAD = "agentbatch_arrow_ipc"
+
+
+def arrow_schema(df: DataFrame) -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(df.schema)
+
+
+def arrow_batches(df: DataFrame, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
+    """The rows of `df` as Arrow record batches of at most `batch_rows` rows, in order."""
+    import pyarrow as pa
+
+    rows = max(1, int(batch_rows))
+    encoded = df.mapInArrow(_encoder(rows), f"{_PAYLOAD} binary")
+    for row in encoded.toLocalIterator(prefetchPartitions=True):
+        with pa.ipc.open_stream(pa.py_buffer(row[0])) as reader:
+            yield from reader
+
+
+def _encoder(rows: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    def encode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        out_schema = pa.schema([pa.field(_PAYLOAD, pa.binary())])
+        for batch in batches:
+            for start in range(0, batch.num_rows, rows):
+                chunk = batch.slice(start, rows)
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, chunk.schema) as writer:
+                    writer.write_batch(chunk)
+                payload = pa.array([sink.getvalue().to_pybytes()], type=pa.binary())
+                yield pa.RecordBatch.from_arrays([payload], schema=out_schema)
+
+    return encode
+
+
+class StagedBatches:
+    """Arrow batches as a Spark DataFrame, for as long as the context is open."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        batches: Iterable[pa.RecordBatch],
+        schema: pa.Schema,
+        *,
+        on_local_disk: bool,
+    ) -> None:
+        self._spark = spark
+        self._batches = batches
+        self._schema = schema
+        self._on_local_disk = on_local_disk
+        self._folder: Path | None = None
+        self.rows = 0
+
+    def __enter__(self) -> DataFrame:
+        if self._on_local_disk:
+            return self._via_parquet()
+        return self._in_memory()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _via_parquet(self) -> DataFrame:
+        import pyarrow.parquet as pq
+
+        self._folder = Path(tempfile.mkdtemp(prefix="agentbatch-staged-"))
+        path = self._folder / "part-0.parquet"
+        with pq.ParquetWriter(path, self._schema) as writer:
+            for batch in self._batches:
+                self.rows += batch.num_rows
+                writer.write_batch(
+                    batch.cast(self._schema) if batch.schema != self._schema else batch
+                )
+        return self._spark.read.parquet(str(path))
+
+    def _in_memory(self) -> DataFrame:
+        import pyarrow as pa
+
+        table = pa.Table.from_batches(list(self._batches), schema=self._schema)
+        self.rows = table.num_rows
+        try:
+            return self._spark.createDataFrame(table)
+        except TypeError:  # Spark < 4 takes pandas, not Arrow
+            return self._spark.createDataFrame(table.to_pandas())

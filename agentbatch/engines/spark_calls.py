@@ -1,0 +1,197 @@
+"""Agent calls from Spark executors: the REST bulk runner, without its SQLite ledger.
+
+Executors cannot see the driver's credentials or its state folder, so the driver resolves each
+endpoint once (`remote_call`) into a URL and the auth headers to send, and every executor task runs
+`agentbatch.agent.bulk.run_bulk` over its rows with a sink that plays the ledger's part: completed
+rows go wherever the task wants them (a checkpoint file, the task's output).
+
+Auth headers minted on the driver are valid for the token's lifetime (an hour for OAuth); a run that
+outlives it stops with the endpoint's 401 as an AgentError, keeps every answer, and resumes on re-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from agentbatch.agent.calls import CallSpec
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from agentbatch.agent.stats import BulkStats
+    from agentbatch.agent.transport import RawReply, Transport
+
+# Connections beyond the concurrency cap, for calls being torn down while new ones start.
+_SPARE_CONNECTIONS = 16
+
+
+@dataclass(frozen=True)
+class RemoteCall:
+    """Everything an executor needs to call the agent; picklable, resolved on the driver."""
+
+    call: CallSpec
+    # endpoint name -> URL (or builtin:instant), as run_bulk's endpoint overrides.
+    overrides: Mapping[str, str]
+    # Sent with every request (auth minted on the driver); never logged.
+    headers: Mapping[str, str]
+
+    def __repr__(self) -> str:  # keep credentials out of reprs and tracebacks
+        return f"RemoteCall(endpoint={self.call.endpoint!r}, overrides={dict(self.overrides)!r})"
+
+    def per_task(self, tasks: int) -> RemoteCall:
+        """The same call with the run's concurrency and request-rate caps split across `tasks`."""
+        from agentbatch.agent.limiter import DEFAULT_CEILING
+
+        tasks = max(1, tasks)
+        cap = self.call.max_concurrency or DEFAULT_CEILING
+        rate = self.call.requests_per_second
+        call = dataclasses.replace(
+            self.call,
+            max_concurrency=max(1, cap // tasks),
+            requests_per_second=rate / tasks if rate else None,
+        )
+        return dataclasses.replace(self, call=call)
+
+
+def plain_call(call: CallSpec) -> CallSpec:
+    """`call` with plain dicts (mapping proxies do not pickle) and row errors as values."""
+    return dataclasses.replace(
+        call,
+        custom_inputs=_plain(call.custom_inputs),
+        databricks_options=_plain(call.databricks_options),
+        model_parameters=_plain(call.model_parameters),
+        response_format=_plain(call.response_format)
+        if isinstance(call.response_format, Mapping)
+        else call.response_format,
+        fail_on_error=False,
+    )
+
+
+def remote_call(call: CallSpec, endpoint_overrides: Mapping[str, str] | None = None) -> RemoteCall:
+    """Resolve `call.endpoint` on the driver (may ask the workspace; raises AgentError/ConfigError)."""
+    from agentbatch.agent.endpoints import BUILTIN_INSTANT, resolve_endpoint
+
+    overrides = dict(endpoint_overrides or {})
+    call = plain_call(call)
+    name = call.endpoint.strip()
+    if name in overrides:
+        return RemoteCall(call, {name: overrides[name]}, {})
+    if name == BUILTIN_INSTANT or _plain_url(name):
+        return RemoteCall(call, {}, {})  # no credentials: executors resolve it themselves
+    endpoint = resolve_endpoint(
+        name, api=call.api, overrides=overrides, databricks_options=call.databricks_options
+    )
+    if endpoint.kind == "builtin":
+        return RemoteCall(call, {name: "builtin:instant"}, {})
+    headers: dict[str, str] = dict(endpoint.headers)
+    if endpoint.auth is not None:
+        minted, _ = asyncio.run(endpoint.auth.get())
+        headers.update(minted)
+    # The resolved URL ends in its route, so the executor's run_bulk uses it as is.
+    return RemoteCall(call, {name: endpoint.url}, headers)
+
+
+class _Sink:
+    """Stands in for the ledger: every row is new, completed rows go to `on_rows`."""
+
+    def __init__(
+        self, on_rows: Callable[[pa.Table], None], skip: Callable[[pa.RecordBatch], pa.RecordBatch]
+    ) -> None:
+        self._on_rows = on_rows
+        self._skip = skip
+
+    def unanswered(self, batch: pa.RecordBatch, *, retry_errors: bool) -> pa.RecordBatch:
+        return self._skip(batch)
+
+    def append(self, rows: pa.RecordBatch | pa.Table) -> None:
+        import pyarrow as pa
+
+        self._on_rows(rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows]))
+
+
+class _HeaderTransport:
+    """Adds the driver's auth headers to every request."""
+
+    def __init__(self, inner: Transport, headers: Mapping[str, str]) -> None:
+        self._inner = inner
+        self._headers = dict(headers)
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, stream: bool, timeout_s: float
+    ) -> RawReply:
+        return await self._inner.post(
+            url, body, {**self._headers, **headers}, stream=stream, timeout_s=timeout_s
+        )
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def answer_batches(
+    batches: Iterable[pa.RecordBatch],
+    remote: RemoteCall,
+    key: str,
+    on_rows: Callable[[pa.Table], None],
+    *,
+    skip: Callable[[pa.RecordBatch], pa.RecordBatch] = lambda batch: batch,
+) -> BulkStats:
+    """Answer every row of `batches` (key, passthrough, `_request`, `request_fingerprint`).
+
+    Completed rows (standard result columns) are handed to `on_rows` from a worker thread, in
+    groups, as they complete. Raises AgentError when the endpoint is unusable for the whole run.
+    """
+    return asyncio.run(_answer(batches, remote, key, on_rows, skip))
+
+
+async def _answer(
+    batches: Iterable[pa.RecordBatch],
+    remote: RemoteCall,
+    key: str,
+    on_rows: Callable[[pa.Table], None],
+    skip: Callable[[pa.RecordBatch], pa.RecordBatch],
+) -> BulkStats:
+    from agentbatch.agent.bulk import run_bulk
+    from agentbatch.agent.ledger import Ledger
+    from agentbatch.agent.limiter import DEFAULT_CEILING
+    from agentbatch.agent.transport import AiohttpTransport
+
+    transport: Transport | None = None
+    if remote.headers:
+        cap = remote.call.max_concurrency or DEFAULT_CEILING
+        transport = _HeaderTransport(
+            AiohttpTransport(max_connections=cap + _SPARE_CONNECTIONS), remote.headers
+        )
+    try:
+        return await run_bulk(
+            batches,
+            call=remote.call,
+            key=key,
+            ledger=cast(Ledger, _Sink(on_rows, skip)),
+            endpoint_overrides=remote.overrides,
+        )
+    finally:
+        if transport is not None:
+            await transport.close()
+
+
+def _plain_url(name: str) -> bool:
+    """An http(s) URL that gets no workspace credentials (not a Databricks Apps URL)."""
+    import urllib.parse
+
+    from agentbatch.agent.endpoints import APPS_DOMAIN_SUFFIX
+
+    if not name.startswith(("http://", "https://")):
+        return False
+    return not (urllib.parse.urlsplit(name).hostname or "").endswith(APPS_DOMAIN_SUFFIX)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,173 @@
+"""Write statements on file tables (parquet folders, which have no MERGE and no atomic replace).
+
+Every write computes the table's complete new content as a DataFrame, writes it as a new version
+and swaps it in atomically (see spark_files.py):
+
+    CREATE TABLE [IF NOT EXISTS] t AS q     new = q (nothing when t exists and IF NOT EXISTS)
+    CREATE OR REPLACE TABLE t AS q          new = q
+    INSERT INTO t q / INSERT OVERWRITE t q  new = t UNION ALL q / new = q
+    MERGE INTO t USING s ON t.k = s.k       new = (t rows whose k is not in s) UNION ALL s
+      WHEN MATCHED THEN UPDATE SET *
+      WHEN NOT MATCHED THEN INSERT *
+    DROP TABLE [IF EXISTS] t
+
+A MERGE source is evaluated once (checkpointed) before it is used twice: it may call the agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlglot import exp
+
+from agentbatch.engines.spark_files import FileTable
+from agentbatch.errors import EngineError, NotSupportedError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+QueryRunner = Callable[[exp.Expression], "DataFrame"]
+
+SUPPORTED = (
+    "CREATE TABLE ... AS, CREATE OR REPLACE TABLE ... AS, INSERT, MERGE (by key, *), DROP TABLE"
+)
+
+
+def write_file_table(
+    spark: SparkSession, tree: exp.Expression, table: FileTable, name: str, query: QueryRunner
+) -> None:
+    """Run one write statement `tree` whose target is `table` (called `name` in messages)."""
+    if isinstance(tree, exp.Create):
+        _create(tree, table, name, query)
+    elif isinstance(tree, exp.Insert):
+        _insert(spark, tree, table, name, query)
+    elif isinstance(tree, exp.Merge):
+        _merge(spark, tree, table, name, query)
+    elif isinstance(tree, exp.Drop):
+        if not table.exists() and not tree.args.get("exists"):
+            raise EngineError(f"spark engine: table {name} does not exist")
+        table.drop()
+    else:
+        raise NotSupportedError(
+            f"spark engine: file tables support {SUPPORTED}; not {tree.key.upper()}"
+        )
+
+
+def _create(tree: exp.Create, table: FileTable, name: str, query: QueryRunner) -> None:
+    kind = str(tree.args.get("kind") or "").upper()
+    select = tree.expression
+    if kind != "TABLE" or select is None:
+        raise NotSupportedError(f"spark engine: file tables support {SUPPORTED}")
+    if table.exists():
+        if tree.args.get("exists"):
+            return
+        if not tree.args.get("replace"):
+            raise EngineError(f"spark engine: table {name} already exists")
+    table.write(query(select))
+
+
+def _insert(
+    spark: SparkSession, tree: exp.Insert, table: FileTable, name: str, query: QueryRunner
+) -> None:
+    if isinstance(tree.this, exp.Schema) or tree.args.get("partition"):
+        raise NotSupportedError(
+            "spark engine: INSERT into file tables takes no column list or partition"
+        )
+    rows = query(tree.expression)
+    if tree.args.get("overwrite"):
+        table.write(rows)
+        return
+    old = _existing(spark, table, name)
+    table.write(old.unionByName(_conform(rows, old, name)))
+
+
+def _merge(
+    spark: SparkSession, tree: exp.Merge, table: FileTable, name: str, query: QueryRunner
+) -> None:
+    key = merge_key(tree)
+    using = tree.args.get("using")
+    if isinstance(using, exp.Subquery):
+        source_query: exp.Expression = using.this
+    elif isinstance(using, exp.Table):
+        source_query = exp.select("*").from_(using.copy())
+    else:
+        raise NotSupportedError("spark engine: MERGE ... USING takes a table or a subquery")
+    old = _existing(spark, table, name)
+    source = _conform(query(source_query), old, name)
+    # Evaluated once: the anti-join and the union below both read it.
+    source = source.localCheckpoint(eager=True)
+    kept = old.join(source.select(key).distinct(), on=key, how="left_anti")
+    table.write(kept.unionByName(source))
+
+
+def merge_key(tree: exp.Merge) -> str:
+    """The key of `MERGE ... ON t.k = s.k WHEN MATCHED UPDATE SET * WHEN NOT MATCHED INSERT *`."""
+    condition = tree.args.get("on")
+    shape = (
+        "file tables support MERGE INTO t USING s ON t.key = s.key "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+    )
+    if not (
+        isinstance(condition, exp.EQ)
+        and isinstance(condition.this, exp.Column)
+        and isinstance(condition.expression, exp.Column)
+        and condition.this.name == condition.expression.name
+    ):
+        raise NotSupportedError(f"spark engine: {shape}")
+    whens = tree.args.get("whens")
+    clauses = whens.expressions if isinstance(whens, exp.Whens) else []
+    forms = set()
+    for when in clauses:
+        then = when.args.get("then")
+        if when.args.get("condition") is not None or when.args.get("source"):
+            raise NotSupportedError(f"spark engine: {shape}")
+        if when.args.get("matched") and isinstance(then, exp.Update) and _is_star(then.expressions):
+            forms.add("update")
+        elif (
+            not when.args.get("matched")
+            and isinstance(then, exp.Insert)
+            and isinstance(then.this, exp.Star)
+        ):
+            forms.add("insert")
+        else:
+            raise NotSupportedError(f"spark engine: {shape}")
+    if forms != {"update", "insert"} or len(clauses) != 2:
+        raise NotSupportedError(f"spark engine: {shape}")
+    return condition.this.name
+
+
+def _is_star(expressions: list[exp.Expression]) -> bool:
+    return len(expressions) == 1 and isinstance(expressions[0], exp.Star)
+
+
+def _existing(spark: SparkSession, table: FileTable, name: str) -> DataFrame:
+    if not table.exists():
+        raise EngineError(f"spark engine: table {name} does not exist")
+    return table.read(spark)
+
+
+def _conform(rows: DataFrame, target: DataFrame, name: str) -> DataFrame:
+    """`rows` with the target's columns, in its order and types (as INSERT * would store them)."""
+    from pyspark.sql import functions as F
+
+    have = {c.lower(): c for c in rows.columns}
+    want = [f.name for f in target.schema.fields]
+    missing = [c for c in want if c.lower() not in have]
+    extra = sorted(set(have) - {c.lower() for c in want})
+    if missing or extra:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"not in the table: {', '.join(extra)}" if extra else "",
+            )
+            if part
+        )
+        raise EngineError(f"spark engine: the rows do not match the columns of {name}: {detail}")
+    return rows.select(
+        [
+            F.col(f"`{have[f.name.lower()]}`").cast(f.dataType).alias(f.name)
+            for f in target.schema.fields
+        ]
+    )

@@ -1,0 +1,119 @@
+"""Tables, SQL and writes on the spark engine with parquet file tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from agentbatch.engines.base import WriteRequest
+from agentbatch.errors import EngineError, NotSupportedError, UsageError
+
+MERGE_SQL = (
+    "MERGE INTO `main`.`s`.`answers` AS target USING agentbatch_staged AS staged "
+    "ON target.`id` = staged.`id` WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+)
+
+
+def test_select_from_a_mapped_csv(make_engine: Any, tmp_path: Path) -> None:
+    csv = tmp_path / "tickets.csv"
+    csv.write_text("id,subject\n1,hello\n2,world\n")
+    engine = make_engine(tables={"main.support.tickets": csv})
+    rows = engine.fetch_one("SELECT count(*) AS n, max(subject) AS top FROM main.support.tickets")
+    assert rows == {"n": 2, "top": "world"}
+    assert engine.table_exists("main.support.tickets")
+
+
+def test_fetch_batches_are_arrow_in_order_and_bounded(make_engine: Any) -> None:
+    engine = make_engine()
+    batches = list(engine.fetch_batches("SELECT id FROM range(0, 2500) ORDER BY id", batch_rows=1000))
+    assert all(b.num_rows <= 1000 for b in batches)
+    ids = pa.Table.from_batches(batches).column("id").to_pylist()
+    assert ids == list(range(2500))
+
+
+def test_create_insert_and_read_a_file_table(make_engine: Any, tmp_path: Path) -> None:
+    engine = make_engine()
+    assert not engine.table_exists("main.s.t")
+    engine.execute("CREATE TABLE IF NOT EXISTS main.s.t AS SELECT 1 AS id, 'a' AS v WHERE 1 = 0")
+    assert engine.table_exists("main.s.t")
+    assert engine.read_table("main.s.t").num_rows == 0
+    engine.execute("INSERT INTO main.s.t SELECT 1 AS id, 'a' AS v")
+    engine.execute("INSERT INTO main.s.t SELECT 2 AS id, 'b' AS v")
+    # IF NOT EXISTS leaves the data alone.
+    engine.execute("CREATE TABLE IF NOT EXISTS main.s.t AS SELECT 9 AS id, 'z' AS v")
+    table = engine.read_table("main.s.t")
+    assert sorted(table.column("id").to_pylist()) == [1, 2]
+    # The table is a plain parquet folder behind a link, in the warehouse folder.
+    link = tmp_path / "warehouse" / "main" / "s" / "t"
+    assert link.is_symlink() and link.resolve().is_dir()
+    engine.execute("CREATE OR REPLACE TABLE main.s.t AS SELECT 3 AS id, 'c' AS v")
+    assert engine.read_table("main.s.t").column("id").to_pylist() == [3]
+    # Only the current version is left on disk.
+    versions = [p for p in link.parent.iterdir() if p.name.startswith(".t.v")]
+    assert versions == [link.resolve()]
+
+
+def test_merge_by_key_rewrites_the_parquet_table(make_engine: Any) -> None:
+    engine = make_engine()
+    engine.execute(
+        "CREATE TABLE main.s.answers AS SELECT * FROM VALUES (1, 'old-1'), (2, 'old-2') AS t(id, response)"
+    )
+    schema = pa.schema([("id", pa.int32()), ("response", pa.string())])
+    batch = pa.record_batch([pa.array([2, 3], pa.int32()), pa.array(["new-2", "new-3"])], schema=schema)
+    request = WriteRequest("main.s.answers", "id", "merge", "agentbatch_staged", (MERGE_SQL,))
+    stats = engine.write_results(request, [batch], schema)
+    assert stats.rows_written == 2
+    rows = sorted(engine.read_table("main.s.answers").to_pylist(), key=lambda r: r["id"])
+    assert rows == [
+        {"id": 1, "response": "old-1"},
+        {"id": 2, "response": "new-2"},
+        {"id": 3, "response": "new-3"},
+    ]
+
+
+def test_merge_with_other_clauses_is_refused(make_engine: Any) -> None:
+    engine = make_engine()
+    engine.execute("CREATE TABLE main.s.m AS SELECT 1 AS id, 'x' AS v")
+    with pytest.raises(NotSupportedError, match="MERGE INTO t USING s"):
+        engine.execute(
+            "MERGE INTO main.s.m AS t USING main.s.m AS s ON t.id = s.id "
+            "WHEN MATCHED THEN DELETE WHEN NOT MATCHED THEN INSERT *"
+        )
+
+
+def test_a_crash_before_the_swap_leaves_the_old_table(make_engine: Any, tmp_path: Path) -> None:
+    engine = make_engine()
+    engine.execute("CREATE TABLE main.s.c AS SELECT 1 AS id")
+    with pytest.raises(EngineError):
+        # Fails while computing the new version: the old one must stay.
+        engine.execute("INSERT INTO main.s.c SELECT CAST('x' AS INT) + assert_true(false) AS id")
+    assert engine.read_table("main.s.c").column("id").to_pylist() == [1]
+
+
+def test_mapped_output_folder_is_written_and_read_back(make_engine: Any, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "answers.parquet"
+    engine = make_engine(tables={"main.s.out": out}, output_tables=["main.s.out"])
+    engine.execute("CREATE TABLE IF NOT EXISTS main.s.out AS SELECT 1 AS id")
+    engine.execute("INSERT INTO main.s.out SELECT 2 AS id")
+    assert pa.parquet.read_table(out).num_rows == 2  # type: ignore[attr-defined]
+    again = make_engine(tables={"main.s.out": out}, output_tables=["main.s.out"])
+    assert sorted(again.read_table("main.s.out").column("id").to_pylist()) == [1, 2]
+
+
+def test_writing_an_input_table_is_refused(make_engine: Any, tmp_path: Path) -> None:
+    csv = tmp_path / "in.csv"
+    csv.write_text("id\n1\n")
+    engine = make_engine(tables={"main.s.input": csv})
+    with pytest.raises(UsageError, match="mapped to input data"):
+        engine.execute("INSERT INTO main.s.input SELECT 2 AS id")
+
+
+def test_missing_table_and_bad_sql_are_engine_errors(make_engine: Any) -> None:
+    engine = make_engine()
+    with pytest.raises(EngineError, match="does not exist"):
+        engine.fetch_one("SELECT * FROM main.s.nothing")
+    with pytest.raises(EngineError):
+        engine.fetch_one("SELECT no_such_function(1)")
