@@ -9,7 +9,9 @@ AIMD with slow start and a latency guard, in the spirit of TCP congestion contro
   request was sent, at most once per round trip (a request only counts if it was sent after the
   previous decrease), so one burst of rejections is one signal;
 * sustained latency above 3x the baseline also decreases (a server that queues instead of
-  rejecting).
+  rejecting). The baseline is the best smoothed latency seen; it is re-learned (and slow start
+  re-entered) only when latency rises at no more concurrency than when it was measured, so an
+  agent that gets slower by itself is not mistaken for our own queueing, and vice versa.
 
 A 429's `Retry-After` is honoured by the rejected row, which waits that long (see retry.py). When
 requests are rejected even at a concurrency of one (the server refuses everything rather than
@@ -63,10 +65,13 @@ class Limiter:
         self._slow_start = True
         self._ewma: float | None = None
         self._baseline: float | None = None
+        # The limit when the baseline latency was measured.
+        self._baseline_limit = self._limit
         self._paused_until = 0.0
         self._pause_handle: asyncio.TimerHandle | None = None
         self.peak_limit = int(self._limit)
         self.decreases = 0
+        self.relearned = 0
 
     @property
     def limit(self) -> int:
@@ -138,15 +143,17 @@ class Limiter:
     # --- the control law ---------------------------------------------------------------------
 
     def _observe_latency(self, latency_s: float, permit: Permit) -> None:
-        self._ewma = (
-            latency_s if self._ewma is None else self._ewma + 0.05 * (latency_s - self._ewma)
-        )
-        if self._baseline is None or self._ewma < self._baseline:
-            self._baseline = self._ewma
-        else:
-            # Let the baseline follow a lasting shift in the agent's own latency, slowly.
-            self._baseline += 0.002 * (self._ewma - self._baseline)
-        ratio = self._ewma / self._baseline if self._baseline > 0 else 1.0
+        ewma = latency_s if self._ewma is None else self._ewma + 0.05 * (latency_s - self._ewma)
+        self._ewma = ewma
+        if self._baseline is None or ewma < self._baseline:
+            self._baseline, self._baseline_limit = ewma, self._limit
+        elif self._limit <= self._baseline_limit and ewma > 2.0 * self._baseline:
+            # Slower at no more concurrency than when the baseline was measured: the agent itself
+            # changed (longer answers, a slower model), not our load. Re-learn from here.
+            self._baseline, self._baseline_limit = ewma, self._limit
+            self._slow_start = True
+            self.relearned += 1
+        ratio = ewma / self._baseline if self._baseline > 0 else 1.0
         if ratio > 3.0:
             self._decrease(permit)
             return

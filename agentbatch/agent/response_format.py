@@ -112,6 +112,9 @@ def _from_type_string(text: str) -> ResponseFormat:
     source = text.strip()
     if not source:
         raise ResponseFormatError("response_format is empty")
+    # sqlglot forgives a missing closing bracket; a type string with one is still a typo.
+    if source.count("<") != source.count(">"):
+        raise ResponseFormatError(f"response_format {text!r} has unbalanced angle brackets")
     if not source.upper().startswith("STRUCT"):
         source = f"STRUCT<{source}>"
     try:
@@ -136,9 +139,14 @@ def _sql_type(dtype: Any, origin: str) -> tuple[pa.DataType, dict[str, Any], Coe
         coercers: dict[str, Coerce] = {}
         for column in dtype.expressions:
             name = column.name
+            child = column.args.get("kind") if isinstance(column, exp.ColumnDef) else None
+            if not name or not isinstance(child, exp.DataType):
+                raise ResponseFormatError(
+                    f"response_format {origin!r}: every field needs a name and a type"
+                )
             if name in coercers:
                 raise ResponseFormatError(f"response_format {origin!r}: duplicate field {name!r}")
-            child_type, child_schema, child_coerce = _sql_type(column.args["kind"], origin)
+            child_type, child_schema, child_coerce = _sql_type(child, origin)
             fields.append(pa.field(name, child_type))
             props[name] = child_schema
             coercers[name] = child_coerce

@@ -1,0 +1,86 @@
+"""CallSpec validation and the fingerprints that make resume safe."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import duckdb
+import pytest
+
+from agentbatch.agent.calls import CallSpec, call_fingerprint, canonical_json, row_fingerprint
+
+BASE = CallSpec(
+    endpoint="apps/triage",
+    model_parameters={"temperature": 0.0, "max_tokens": 200},
+    custom_inputs={"tenant": "acme"},
+    databricks_options={"return_trace": True},
+    response_format="STRUCT<label: STRING>",
+)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"endpoint": "apps/other"},
+        {"api": "chat"},
+        {"model_parameters": {"temperature": 0.5, "max_tokens": 200}},
+        {"custom_inputs": {"tenant": "globex"}},
+        {"databricks_options": {}},
+        {"response_format": "STRUCT<label: STRING, urgency: INT>"},
+        {"request_is_json": True},
+    ],
+)
+def test_fingerprint_changes_with_what_determines_the_answer(change: dict[str, object]) -> None:
+    assert call_fingerprint(dataclasses.replace(BASE, **change)) != call_fingerprint(BASE)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"timeout_s": 10.0},
+        {"max_retries": 0},
+        {"max_concurrency": 4},
+        {"requests_per_second": 2.0},
+        {"fail_on_error": True},
+        {"stream": True},
+    ],
+)
+def test_fingerprint_ignores_how_calls_are_made(change: dict[str, object]) -> None:
+    assert call_fingerprint(dataclasses.replace(BASE, **change)) == call_fingerprint(BASE)
+
+
+def test_fingerprint_is_independent_of_mapping_order() -> None:
+    reordered = dataclasses.replace(
+        BASE, model_parameters={"max_tokens": 200, "temperature": 0.0}
+    )
+    assert call_fingerprint(reordered) == call_fingerprint(BASE)
+    assert len(call_fingerprint(BASE)) == 64
+
+
+@pytest.mark.parametrize("text", ["hello", "", "naïve ☃ ünïcode", "a'b\"c\nd"])
+def test_row_fingerprint_matches_sql_sha2_of_concat(text: str) -> None:
+    call_fp = call_fingerprint(BASE)
+    # DuckDB's sha256 over concat is the same function the inputs SQL computes with sha2(..., 256).
+    with duckdb.connect() as conn:
+        expected = conn.execute("SELECT sha256(concat(?, ?))", [call_fp, text]).fetchall()
+    assert row_fingerprint(call_fp, text) == expected[0][0]
+
+
+def test_canonical_json_is_sorted_and_compact() -> None:
+    assert canonical_json({"b": 1, "a": [1, "é"]}) == '{"a":[1,"é"],"b":1}'
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"endpoint": " "}, "endpoint"),
+        ({"endpoint": "x", "api": "completions"}, "api"),
+        ({"endpoint": "x", "timeout_s": 0}, "timeout_s"),
+        ({"endpoint": "x", "max_retries": -1}, "max_retries"),
+        ({"endpoint": "x", "max_concurrency": 0}, "max_concurrency"),
+        ({"endpoint": "x", "requests_per_second": 0}, "requests_per_second"),
+    ],
+)
+def test_bad_call_specs_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CallSpec(**kwargs)  # type: ignore[arg-type]

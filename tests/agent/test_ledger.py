@@ -1,0 +1,175 @@
+"""The SQLite ledger: skip what is answered, latest answer wins, hand unwritten rows to the sink,
+survive damage."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from agentbatch.agent.ledger import Ledger, canonical_keys
+
+from .conftest import output_rows
+
+
+def inputs(keys: list[object], fingerprint: str = "fp") -> pa.RecordBatch:
+    return pa.record_batch(
+        {
+            "id": pa.array(keys),
+            "_request": pa.array([f"q{k}" for k in keys]),
+            "request_fingerprint": pa.array([fingerprint] * len(keys)),
+        }
+    )
+
+
+def all_unwritten(ledger: Ledger, max_rows: int = 50_000) -> pa.Table:
+    batches = list(ledger.unwritten(max_rows))
+    return pa.Table.from_batches(batches) if batches else pa.table({})
+
+
+def test_unanswered_skips_answered_keys_with_the_same_fingerprint(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
+        assert ledger.unanswered(inputs([1, 2, 3]), retry_errors=False).num_rows == 3
+        ledger.append(output_rows([1, 2], errors=[None, "HTTP 400: bad"]))
+        todo = ledger.unanswered(inputs([1, 2, 3]), retry_errors=False)
+        assert todo.column("id").to_pylist() == [3]
+        # retry_errors: the failed row is sent again, the answered one is not.
+        todo = ledger.unanswered(inputs([1, 2, 3]), retry_errors=True)
+        assert todo.column("id").to_pylist() == [2, 3]
+        # A changed request (new fingerprint) is sent again.
+        todo = ledger.unanswered(inputs([1, 2, 3], fingerprint="other"), retry_errors=False)
+        assert todo.column("id").to_pylist() == [1, 2, 3]
+
+
+def test_latest_answer_per_key_wins_and_unwritten_yields_each_key_once(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
+        ledger.append(output_rows([1, 2, 3], errors=[None, "boom", None]))
+        ledger.append(output_rows([2], errors=[None]))
+        table = all_unwritten(ledger)
+        assert sorted(table.column("id").to_pylist()) == [1, 2, 3]
+        row2 = [r for r in table.to_pylist() if r["id"] == 2][0]
+        assert row2["error"] is None and row2["response"] == "answer 2"
+        assert ledger.stats() == {"answers": 3, "ok": 3, "errors": 0, "unwritten": 3, "batches": 2}
+
+
+def test_mark_written_covers_only_what_was_yielded(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
+        ledger.append(output_rows([1, 2]))
+        seen = all_unwritten(ledger)
+        ledger.append(output_rows([3]))  # lands while the sink is writing
+        ledger.mark_written()
+        assert seen.num_rows == 2
+        assert all_unwritten(ledger).column("id").to_pylist() == [3]
+        ledger.mark_written()
+        assert all_unwritten(ledger).num_rows == 0
+        # Written rows still count as answered.
+        assert ledger.unanswered(inputs([1, 2, 3]), retry_errors=False).num_rows == 0
+        # A newer answer for a written key is unwritten again.
+        ledger.append(output_rows([1], errors=[None]))
+        assert all_unwritten(ledger).column("id").to_pylist() == [1]
+
+
+def test_unwritten_chunks_and_keeps_types(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
+        for start in range(0, 1000, 100):
+            ledger.append(output_rows(list(range(start, start + 100))))
+        batches = list(ledger.unwritten(max_rows=300))
+        assert [b.num_rows for b in batches] == [300, 300, 300, 100]
+        assert batches[0].schema.field("answered_at").type == pa.timestamp("us", tz="UTC")
+        assert sorted(pa.Table.from_batches(batches).column("id").to_pylist()) == list(range(1000))
+
+
+def test_lookups_are_chunked_for_large_batches(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
+        ledger.append(output_rows(list(range(0, 5000, 2))))
+        todo = ledger.unanswered(inputs(list(range(5000))), retry_errors=False)
+        assert todo.column("id").to_pylist() == list(range(1, 5000, 2))
+
+
+def test_state_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, key="id") as ledger:
+        ledger.append(output_rows([1, 2]))
+    with Ledger(path, key="id") as ledger:
+        assert ledger.unanswered(inputs([1, 2, 3]), retry_errors=False).num_rows == 1
+        assert all_unwritten(ledger).num_rows == 2
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (pa.array([1, None, -5]), ["1", "null", "-5"]),
+        (pa.array(["a", 'q"uote', "é"]), ['"a"', '"q\\"uote"', '"é"']),
+        (pa.array([{"a": 1, "b": "x"}]), ['{"a":1,"b":"x"}']),
+    ],
+)
+def test_canonical_keys(values: pa.Array, expected: list[str]) -> None:
+    assert canonical_keys(values) == expected
+
+
+def test_string_and_struct_keys_work(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
+        ledger.append(output_rows(["a", "b"]))
+        assert ledger.unanswered(inputs(["a", "c"]), retry_errors=False).column("id").to_pylist() == ["c"]
+
+
+def test_a_garbage_file_is_moved_aside_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "l.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.WARNING), Ledger(path, key="id") as ledger:
+        assert ledger.unanswered(inputs([1]), retry_errors=False).num_rows == 1
+        ledger.append(output_rows([1]))
+    assert "damaged" in caplog.text
+    assert list(tmp_path.glob("l.sqlite.corrupt-*"))
+
+
+def test_a_torn_file_is_detected(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, key="id") as ledger:
+        for start in range(0, 3000, 500):
+            ledger.append(output_rows(list(range(start, start + 500))))
+    # Checkpoint the WAL into the main file, then cut the file in half.
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING), Ledger(path, key="id") as ledger:
+        # Whatever survived is usable; the run goes on.
+        ledger.append(output_rows([10_000]))
+        assert ledger.unanswered(inputs([10_000]), retry_errors=False).num_rows == 0
+    assert "damaged" in caplog.text
+
+
+def test_an_unreadable_blob_sends_its_rows_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, key="id") as ledger:
+        ledger.append(output_rows([1, 2]))
+        ledger.append(output_rows([3]))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE batches SET ipc = x'00010203' WHERE id = 1")
+    with caplog.at_level(logging.WARNING), Ledger(path, key="id") as ledger:
+        assert all_unwritten(ledger).column("id").to_pylist() == [3]
+        assert "unreadable" in caplog.text
+        assert ledger.unanswered(inputs([1, 2, 3]), retry_errors=False).column("id").to_pylist() == [1, 2]
+
+
+def test_a_different_key_discards_the_old_answers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, key="id") as ledger:
+        ledger.append(output_rows([1]))
+    with caplog.at_level(logging.WARNING), Ledger(path, key="ticket_id") as ledger:
+        assert ledger.stats()["answers"] == 0
+    assert "keyed by 'id'" in caplog.text
+
+
+def test_schema_changes_between_runs_are_conformed(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
+        old = output_rows([1]).append_column("team", pa.array(["a"]))
+        ledger.append(old)
+        ledger.append(output_rows([2]))  # the job dropped the `team` passthrough column
+        table = all_unwritten(ledger)
+        assert "team" not in table.column_names
+        assert sorted(table.column("id").to_pylist()) == [1, 2]

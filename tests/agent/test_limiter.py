@@ -1,0 +1,192 @@
+"""Adaptive concurrency: a deterministic simulation of the control law (virtual clock), and the
+waiting behaviour on a real event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from dataclasses import dataclass
+
+import pytest
+
+from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter, Permit
+
+
+@dataclass
+class SimResult:
+    rows_per_s: float
+    rejected_share: float
+    final_limit: int
+    peak_limit: int
+
+
+def simulate(
+    *,
+    capacity: int | None,
+    latency_s: float,
+    rows: int,
+    queueing: bool = False,
+    reject_latency_s: float = 0.001,
+) -> SimResult:
+    """Rows through a simulated server: `capacity` admitted at once, 429 (instantly) beyond it,
+    or, with `queueing`, an unbounded queue in front of `capacity` workers (latency grows)."""
+    now = [0.0]
+    limiter = Limiter(clock=lambda: now[0])
+    events: list[tuple[float, int, str, Permit]] = []
+    seq = done = sent = rejected = 0
+    pending = rows
+    busy_until: list[float] = [0.0] * (capacity or 0)
+    active = 0
+    while done < rows:
+        while pending:
+            permit = limiter.try_acquire()
+            if permit is None:
+                break
+            pending -= 1
+            sent += 1
+            seq += 1
+            if queueing and capacity:
+                start = max(now[0], heapq.heappop(busy_until))
+                heapq.heappush(busy_until, start + latency_s)
+                heapq.heappush(events, (start + latency_s, seq, "ok", permit))
+            elif capacity is None or active < capacity:
+                active += 1
+                heapq.heappush(events, (now[0] + latency_s, seq, "ok", permit))
+            else:
+                heapq.heappush(events, (now[0] + reject_latency_s, seq, "429", permit))
+        at, _, kind, permit = heapq.heappop(events)
+        latency = at - permit.acquired_at
+        now[0] = at
+        if kind == "ok":
+            if not queueing:
+                active -= 1
+            done += 1
+            limiter.release(permit, "ok", latency_s=latency)
+        else:
+            rejected += 1
+            pending += 1  # retried (the real runner waits Retry-After first)
+            limiter.release(permit, "overload", latency_s=latency, retry_after_s=1.0)
+    return SimResult(done / now[0], rejected / sent, limiter.limit, limiter.peak_limit)
+
+
+def test_finds_a_capacity_limit_with_few_rejections() -> None:
+    # 32 admitted at 50 ms: ideal 640 rows/s.
+    result = simulate(capacity=32, latency_s=0.05, rows=10_000)
+    assert result.rows_per_s >= 0.9 * 640
+    assert result.rejected_share < 0.02
+    assert 28 <= result.final_limit <= 33
+
+
+def test_small_capacity_below_the_initial_limit() -> None:
+    result = simulate(capacity=4, latency_s=0.05, rows=2_000)
+    assert result.rows_per_s >= 0.85 * 80
+    assert result.final_limit <= 5
+
+
+def test_grows_quickly_against_an_unlimited_server() -> None:
+    fast = simulate(capacity=None, latency_s=0.05, rows=2_000)
+    assert fast.peak_limit >= 64
+    slow = simulate(capacity=None, latency_s=0.5, rows=3_000)
+    assert slow.peak_limit >= 256
+
+
+def test_stops_growing_when_the_server_queues_instead_of_rejecting() -> None:
+    # 16 workers behind an unbounded queue: more concurrency only adds latency.
+    result = simulate(capacity=16, latency_s=0.05, rows=20_000, queueing=True)
+    assert result.rows_per_s >= 0.95 * 320
+    assert result.final_limit < 48  # latency never grew past ~3x the unloaded latency
+
+
+def test_caps_are_respected() -> None:
+    limiter = Limiter(max_concurrency=5)
+    permits = [limiter.try_acquire() for _ in range(10)]
+    assert sum(p is not None for p in permits) == 5
+    for p in permits:
+        if p is not None:
+            limiter.release(p, "ok", latency_s=0.01)
+    assert limiter.limit <= 5
+    assert Limiter().cap == DEFAULT_CEILING
+    assert Limiter().limit == INITIAL_LIMIT
+
+
+def test_one_congestion_event_decreases_once() -> None:
+    limiter = Limiter()
+    permits = [limiter.try_acquire() for _ in range(16)]
+    assert all(p is not None for p in permits)
+    for p in permits[8:]:  # the server admitted 8; the 9th to 16th were rejected
+        assert p is not None
+        limiter.release(p, "overload")
+    # All were sent before the first decrease: one decrease, to 0.9 x the 9 in flight then.
+    assert limiter.limit == 8
+    assert limiter.decreases == 1
+
+
+def test_rejected_first_request_means_concurrency_one() -> None:
+    limiter = Limiter()
+    permit = limiter.try_acquire()
+    assert permit is not None
+    limiter.release(permit, "overload")
+    assert limiter.limit == 1
+
+
+def test_an_agent_that_slows_down_by_itself_is_relearned() -> None:
+    now = [0.0]
+    limiter = Limiter(clock=lambda: now[0])
+    for latency in [0.05] * 200 + [0.5] * 400:
+        permit = limiter.try_acquire()
+        assert permit is not None
+        limiter.release(permit, "ok", latency_s=latency)
+    # One request at a time, ten times slower: not our queueing, so no collapse to 1.
+    assert limiter.limit >= 16
+
+
+async def test_waiters_are_served_in_order_and_cancellation_frees_slots() -> None:
+    limiter = Limiter(max_concurrency=1)
+    first = await limiter.acquire()
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        permit = await limiter.acquire()
+        order.append(i)
+        limiter.release(permit, "ok", latency_s=0.001)
+
+    tasks = [asyncio.create_task(wait(i)) for i in range(3)]
+    cancelled = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    limiter.release(first, "ok", latency_s=0.001)
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2]
+    assert limiter.inflight == 0
+
+
+async def test_refused_at_concurrency_one_pauses_everyone() -> None:
+    limiter = Limiter(initial=1)
+    loop = asyncio.get_running_loop()
+    permit = await limiter.acquire()
+    limiter.release(permit, "overload", retry_after_s=0.2)  # a fresh rejection at limit 1
+    started = loop.time()
+    permit = await limiter.acquire()
+    assert loop.time() - started >= 0.15
+    limiter.release(permit, "ok", latency_s=0.01)
+
+
+async def test_requests_per_second_spaces_requests() -> None:
+    limiter = Limiter(requests_per_second=50.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(6):
+        permit = await limiter.acquire()
+        limiter.release(permit, "ok", latency_s=0.001)
+    # Six requests at 50/s: the last starts 5 intervals (0.1 s) after the first.
+    assert loop.time() - started >= 0.09
+
+
+@pytest.mark.parametrize("outcome", ["neutral", "ok"])
+def test_neutral_and_ok_outcomes_never_shrink(outcome: str) -> None:
+    limiter = Limiter()
+    permit = limiter.try_acquire()
+    assert permit is not None
+    limiter.release(permit, outcome, latency_s=0.01)  # type: ignore[arg-type]
+    assert limiter.limit >= INITIAL_LIMIT
