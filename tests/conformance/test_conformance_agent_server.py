@@ -49,6 +49,13 @@ def test_invoke(mlflow_agent_server: Any, send: Send, captures: Any) -> None:
     assert b'{"object":"response",' in reply.body
 
 
+def test_any_content_type_is_read_as_json(mlflow_agent_server: Any, send: Send) -> None:
+    reply = send(
+        mlflow_agent_server, "/responses", {"input": USER}, headers={"Content-Type": "text/plain"}
+    )
+    assert reply.status == 200
+
+
 def test_invocations_is_the_same_route(mlflow_agent_server: Any, send: Send) -> None:
     one = send(mlflow_agent_server, "/responses", {"input": USER})
     two = send(mlflow_agent_server, "/invocations", {"input": USER})

@@ -142,6 +142,13 @@ def test_chat_agent_never_streams(chat_model_server: Any, send: Send) -> None:
     assert "messages" in json.loads(reply.body)
 
 
+def test_chat_agent_ignores_databricks_options(chat_model_server: Any, send: Send) -> None:
+    body = {"messages": USER, "databricks_options": {"return_trace": True}, "temperature": 0.1}
+    reply = send(chat_model_server, "/invocations", body)
+    assert reply.status == 200
+    assert set(json.loads(reply.body)) == {"messages"}
+
+
 def test_chat_agent_error_is_400(chat_model_server: Any, send: Send, captures: Any) -> None:
     reply = send(
         chat_model_server, "/invocations", {"messages": [{"role": "user", "content": "FAIL"}]}
