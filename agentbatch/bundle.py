@@ -59,7 +59,9 @@ def generate(project_dir: Path) -> list[GeneratedFile]:
         relative = path.relative_to(project_dir).as_posix()
         job = load_job(path, project_dir=project_dir)
         if job.name in owners:
-            raise SpecError(f"{relative}: name: {job.name!r} is also the name of {owners[job.name]}")
+            raise SpecError(
+                f"{relative}: name: {job.name!r} is also the name of {owners[job.name]}"
+            )
         owners[job.name] = relative
         # Lenient here: a REST-fallback job receives its variables at run time, so they need not be
         # literals; only the planner's choice of strategy must see the literal ones.
@@ -83,7 +85,9 @@ def generate(project_dir: Path) -> list[GeneratedFile]:
         else:
             needed.update(WHEEL_VARIABLES)
         document = job_resource_document(bundle_job, config.variables)
-        files.append(GeneratedFile(f"{RESOURCES_DIR}/{job.name}.job.yml", dump_generated(document, relative)))
+        files.append(
+            GeneratedFile(f"{RESOURCES_DIR}/{job.name}.job.yml", dump_generated(document, relative))
+        )
     config.require(tuple(sorted(needed)))
     return sorted(files, key=lambda f: f.path)
 
@@ -103,7 +107,9 @@ def orphaned_files(project_dir: Path, files: Sequence[GeneratedFile]) -> list[st
     """Generated files no job produces any more (a job file was removed or renamed)."""
     wanted = {f.path for f in files}
     found = [
-        p for p in (project_dir / RESOURCES_DIR).glob("*.yml") if is_generated(p.read_text(encoding="utf-8"))
+        p
+        for p in (project_dir / RESOURCES_DIR).glob("*.yml")
+        if is_generated(p.read_text(encoding="utf-8"))
     ]
     found += (project_dir / SQL_DIR).rglob("*.sql")
     return sorted(
@@ -136,7 +142,9 @@ def bundle_command(project_dir: Path | None, *, check: bool) -> int:
         for path in stale:
             sys.stderr.write(f"stale: {path}\n")
         if stale:
-            sys.stderr.write("the bundle's generated files are out of date; run `agentbatch bundle`\n")
+            sys.stderr.write(
+                "the bundle's generated files are out of date; run `agentbatch bundle`\n"
+            )
             return 1
         sys.stdout.write(f"up to date: {len(files)} generated file(s)\n")
         return 0
@@ -183,7 +191,9 @@ def _compile(path: Path, vars: Mapping[str, Any], project_dir: Path) -> str:
     from agentbatch.compile import compile_jobs
 
     with tempfile.TemporaryDirectory(prefix="agentbatch-bundle-") as out:
-        [written] = compile_jobs([path], Path(out), target=PLAN_TARGET, vars=vars, project_dir=project_dir)
+        [written] = compile_jobs(
+            [path], Path(out), target=PLAN_TARGET, vars=vars, project_dir=project_dir
+        )
         return written.read_text(encoding="utf-8")
 
 

@@ -121,5 +121,7 @@ def _targets(doc: YamlDocument, variables: Mapping[str, Any]) -> tuple[BundleTar
             key: value.get("default") if isinstance(value, dict) else value
             for key, value in overrides.items()
         }
-        targets.append(BundleTarget(name, settings.get("default") is True, MappingProxyType(values)))
+        targets.append(
+            BundleTarget(name, settings.get("default") is True, MappingProxyType(values))
+        )
     return tuple(targets)

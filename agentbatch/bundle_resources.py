@@ -41,14 +41,18 @@ class BundleJob:
 def job_resource_document(job: BundleJob, bundle_variables: Mapping[str, Any]) -> dict[str, Any]:
     """The whole resource file: `resources.jobs.<name>`, plus target overrides of the SQL file."""
     resource = (
-        sql_job_resource(job) if job.strategy == "push-down" else wheel_job_resource(job, bundle_variables)
+        sql_job_resource(job)
+        if job.strategy == "push-down"
+        else wheel_job_resource(job, bundle_variables)
     )
     document: dict[str, Any] = {"resources": {"jobs": {job.name: resource}}}
     if job.target_sql_files:
         document["targets"] = {
             target: {
                 "resources": {
-                    "jobs": {job.name: {"tasks": [{"task_key": TASK_KEY, "sql_task": _sql_task(path)}]}}
+                    "jobs": {
+                        job.name: {"tasks": [{"task_key": TASK_KEY, "sql_task": _sql_task(path)}]}
+                    }
                 }
             }
             for target, path in sorted(job.target_sql_files.items())

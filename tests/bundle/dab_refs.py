@@ -39,9 +39,13 @@ class Bundle:
         return list(self.config["targets"])
 
     def variables(self, target: str) -> dict[str, Any]:
-        values = {name: (spec or {}).get("default") for name, spec in self.config["variables"].items()}
+        values = {
+            name: (spec or {}).get("default") for name, spec in self.config["variables"].items()
+        }
         overrides = self.config["targets"][target].get("variables") or {}
-        values.update({k: v.get("default") if isinstance(v, dict) else v for k, v in overrides.items()})
+        values.update(
+            {k: v.get("default") if isinstance(v, dict) else v for k, v in overrides.items()}
+        )
         return values
 
 
@@ -114,7 +118,9 @@ def resolver(bundle: Bundle, target: str, file_path: Path) -> Callable[[Any], An
             name = path[len("var.") :]
             assert name in variables, f"${{{path}}}: variable not declared in databricks.yml"
             value = variables[name]
-            assert value is not None, f"${{{path}}}: no value in target {target} (test supplies none)"
+            assert value is not None, (
+                f"${{{path}}}: no value in target {target} (test supplies none)"
+            )
             return resolve(value)
         assert path in known, f"${{{path}}}: unknown reference"
         return known[path]

@@ -82,7 +82,9 @@ def test_adding_a_job_file_is_enough_to_schedule_it(
     Job.from_dict(bundle.jobs["summarise_billing"][1])
 
 
-def test_a_removed_job_file_leaves_no_orphans(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_removed_job_file_leaves_no_orphans(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (project / "jobs" / "summarise_tickets.yml").unlink()
     assert stale_files(project, generate(project)) == [
         "resources/sql/summarise_tickets.sql",
@@ -120,14 +122,19 @@ def test_an_edited_resource_is_stale(project: Path, capsys: pytest.CaptureFixtur
 
 
 def test_a_target_with_other_variables_gets_its_own_compiled_sql(project: Path) -> None:
-    _edit_bundle(project, lambda c: c["targets"]["prod"]["variables"].update(catalog="prod_catalog"))
+    _edit_bundle(
+        project, lambda c: c["targets"]["prod"]["variables"].update(catalog="prod_catalog")
+    )
     assert _bundle(project) == 0
     prod_sql = project / "resources" / "sql" / "prod" / "summarise_tickets.sql"
     assert "`prod_catalog`.`support`.`ticket_summaries`" in prod_sql.read_text()
     assert "`main`.`support`" in (project / "resources/sql/summarise_tickets.sql").read_text()
 
     bundle = load_bundle(project)
-    for target, expected in [("dev", "./sql/summarise_tickets.sql"), ("prod", "./sql/prod/summarise_tickets.sql")]:
+    for target, expected in [
+        ("dev", "./sql/summarise_tickets.sql"),
+        ("prod", "./sql/prod/summarise_tickets.sql"),
+    ]:
         job = target_job(bundle, target, "summarise_tickets")
         assert job["tasks"][0]["sql_task"]["file"]["path"] == expected
         assert len(job["tasks"]) == 1
@@ -140,9 +147,13 @@ def test_a_target_with_other_variables_gets_its_own_compiled_sql(project: Path) 
 def test_a_compiled_job_needs_literal_variable_values(project: Path) -> None:
     _edit_bundle(
         project,
-        lambda c: c["targets"]["prod"]["variables"].update(catalog="${workspace.current_user.short_name}"),
+        lambda c: c["targets"]["prod"]["variables"].update(
+            catalog="${workspace.current_user.short_name}"
+        ),
     )
-    with pytest.raises(ConfigError, match=r"variables\.catalog in target prod: .* must be a literal"):
+    with pytest.raises(
+        ConfigError, match=r"variables\.catalog in target prod: .* must be a literal"
+    ):
         generate(project)
 
 
@@ -160,16 +171,20 @@ def test_a_target_cannot_set_an_undeclared_variable(project: Path) -> None:
 
 def test_two_job_files_with_one_name_are_refused(project: Path) -> None:
     shutil.copy(project / "jobs" / "ticket_triage.yml", project / "jobs" / "ticket_triage_copy.yml")
-    with pytest.raises(SpecError, match="ticket_triage_copy.yml: name: 'ticket_triage'"):
+    with pytest.raises(SpecError, match=r"ticket_triage_copy\.yml: name: 'ticket_triage'"):
         generate(project)
 
 
-def test_a_project_without_a_bundle_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_project_without_a_bundle_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _bundle(tmp_path) == 3
     assert "databricks.yml" in capsys.readouterr().err
 
 
-def test_a_bad_job_file_names_file_and_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_job_file_names_file_and_line(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (project / "jobs" / "broken.yml").write_text("name: broken\nsource: {table: a.b.c, key: id}\n")
     assert _bundle(project, "--check") == 2
     assert "broken.yml" in capsys.readouterr().err

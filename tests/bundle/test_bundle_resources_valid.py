@@ -106,7 +106,7 @@ def test_job_resource_is_valid_in_every_target_once_resolved(key: str, target: s
 
 @pytest.mark.parametrize("key", JOB_KEYS)
 def test_every_reference_is_declared(key: str) -> None:
-    file, job = BUNDLE.jobs[key]
+    file, _ = BUNDLE.jobs[key]
     declared = set(BUNDLE.config["variables"])
     for path in references(BUNDLE.includes[file]):
         root, _, rest = path.partition(".")
@@ -154,7 +154,11 @@ def test_wheel_tasks_run_the_package_entry_point_and_pass_parameters(key: str) -
     assert task["environment_key"] in {e["environment_key"] for e in job["environments"]}
     params = wheel["parameters"]
     defined = job_parameter_values(job)
-    used = {p.split("=", 1)[0] for p, flag in zip(params[1:], params) if flag == "--var"}
+    used = {
+        p.split("=", 1)[0]
+        for p, flag in zip(params[1:], params[:-1], strict=True)
+        if flag == "--var"
+    }
     assert used == set(defined), "every job parameter flows into a --var, and only those"
     for name in defined:
         assert f"{name}={{{{job.parameters.{name}}}}}" in params

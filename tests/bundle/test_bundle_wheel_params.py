@@ -85,7 +85,9 @@ def test_task_command_line_runs_as_a_local_dry_run(key: str, tmp_path: Path) -> 
     assert len(payload["requests"]) == 2
 
 
-def test_entry_point_returns_quietly_when_the_command_succeeds(capsys: pytest.CaptureFixture[str]) -> None:
+def test_entry_point_returns_quietly_when_the_command_succeeds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     entry_point(["validate", str(ROOT / "jobs" / "ticket_triage.yml")])
     assert "ok" in capsys.readouterr().out
 
