@@ -19,8 +19,9 @@ class _IndentedDumper(yaml.SafeDumper):
 
 def generated_header(source: str) -> str:
     return (
-        f"{GENERATED_MARKER} from {source}. Do not edit: edit the job file (or databricks.yml)\n"
-        "# and run `agentbatch bundle` again; `agentbatch bundle --check` fails when this is stale.\n"
+        f"{GENERATED_MARKER} from {source}: do not edit.\n"
+        "# Edit the job file (or databricks.yml) and run `agentbatch bundle`;\n"
+        "# `agentbatch bundle --check` fails while this file is stale.\n"
     )
 
 
