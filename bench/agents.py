@@ -1,0 +1,61 @@
+"""S1, S2, S3, S5: one agent server process per scenario, every client in turn against it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bench.console import Log, describe, to_stderr
+from bench.data import write_requests, write_table
+from bench.measure import Measurement, run_worker
+from bench.scenarios import Scenario
+from bench.server import agent_process
+from bench.setups import setups
+
+# Clients measured `repeat` times (the best run is kept): the ones the targets compare.
+REPEATED = frozenset({"raw aiohttp", "agentbatch.run", "agentbatch run_bulk"})
+WORKER_TIMEOUT_S = 300.0
+
+
+def run_agent_scenario(
+    scenario: Scenario,
+    clients: tuple[str, ...],
+    root: Path,
+    *,
+    repeat: int = 1,
+    log: Log = to_stderr,
+) -> list[Measurement]:
+    """Measure every client on `scenario`; with `repeat` > 1 the best of the REPEATED runs."""
+    inputs = root / scenario.id
+    inputs.mkdir(parents=True, exist_ok=True)
+    write_table(inputs / "tickets.parquet", scenario.rows)
+    write_requests(inputs / "requests.jsonl", scenario.rows)
+    best: dict[str, Measurement] = {}
+    with agent_process(scenario) as agent:
+        for round_ in range(repeat):
+            for setup in setups(scenario, clients):
+                if round_ > 0 and setup.client not in REPEATED:
+                    continue
+                workdir = inputs / f"{_slug(setup.client)}-{round_}"
+                workdir.mkdir()
+                config = setup.config(agent.url, str(inputs), str(workdir), scenario)
+                agent.reset()
+                cpu_before = agent.cpu_seconds()
+                measured = run_worker(
+                    scenario.id, setup.client, setup.note, config, WORKER_TIMEOUT_S
+                )
+                cpu_after = agent.cpu_seconds()
+                stats = agent.stats()
+                measured.requests = int(stats["requests_total"])
+                measured.http_429 = int(stats["status_counts"].get("429", 0))
+                if cpu_before is not None and cpu_after is not None:
+                    measured.server_cpu_s = cpu_after - cpu_before
+                log(describe(measured))
+                kept = best.get(setup.client)
+                if kept is None or kept.error or measured.rows_per_s > kept.rows_per_s:
+                    best[setup.client] = measured
+    return list(best.values())
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")

@@ -1,0 +1,62 @@
+"""agentbatch through the public path a user takes: a job file, `agentbatch.run` on the local
+engine, the source table a Parquet file, the endpoint mapped to the agent's URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.clients.base import ClientConfig, Counts, Job
+from bench.data import KEY, REQUEST_SQL, SOURCE_TABLE
+
+ENDPOINT = "apps/bench-agent"
+OUTPUT_TABLE = "main.bench.answers"
+
+
+def job_spec(config: ClientConfig) -> dict[str, Any]:
+    agent: dict[str, Any] = {"endpoint": ENDPOINT, "api": "responses"}
+    if config.stream:
+        agent["stream"] = True
+    if config.concurrency is not None:
+        agent["max_concurrency"] = config.concurrency
+    return {
+        "name": "bench",
+        "description": "Benchmark: classify tickets",
+        "source": {"table": SOURCE_TABLE, "key": KEY, "columns": ["subject"]},
+        "request": REQUEST_SQL,
+        "agent": agent,
+        "output": {"table": OUTPUT_TABLE, "mode": "merge"},
+    }
+
+
+def prepare(config: ClientConfig) -> Job:
+    import duckdb  # noqa: F401  (imports are set-up for every client, not run time)
+    import pyarrow  # noqa: F401
+
+    import agentbatch
+
+    workdir = Path(config.workdir)
+    job_file = workdir / "jobs" / "bench.yml"
+    job_file.parent.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(yaml.safe_dump(job_spec(config), sort_keys=False), encoding="utf-8")
+    job = agentbatch.load_job(job_file)
+
+    def run() -> Counts:
+        result = agentbatch.run(
+            job,
+            target="local",
+            tables={SOURCE_TABLE: str(config.table_path)},
+            endpoints={ENDPOINT: config.url},
+            limit=config.rows,
+            state_dir=workdir / "state",
+            project_dir=workdir,
+            progress=False,
+        )
+        summary = result.summary
+        ok = int(summary.get("ok", 0))
+        errors = int(summary.get("errors", 0))
+        return Counts(rows=ok + errors, ok=ok, failed=errors)
+
+    return run

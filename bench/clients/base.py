@@ -1,0 +1,72 @@
+"""What every client is given, what it reports, and the registry of clients."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+# Display name -> module under bench.clients. Order is the order of the results table.
+CLIENT_MODULES: dict[str, str] = {
+    "raw aiohttp": "raw_aiohttp",
+    "openai loop": "openai_loop",
+    "openai gather": "openai_gather",
+    "cookbook processor": "cookbook",
+    "agentbatch.run": "agentbatch_run",
+    "agentbatch run_bulk": "agentbatch_bulk",
+}
+CLIENT_NAMES: tuple[str, ...] = tuple(CLIENT_MODULES)
+# Responses requests name a model; the demo agent ignores it, Databricks Apps do too.
+MODEL = "bench-agent"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    # The agent's base URL, or `builtin:instant` (S4).
+    url: str
+    # The scenario's folder: `tickets.parquet`, `requests.jsonl`; each client gets its own `workdir`.
+    inputs: str
+    workdir: str
+    rows: int
+    # None: the client's own default (agentbatch: adaptive).
+    concurrency: int | None
+    stream: bool = False
+    # Attempts after the first, for clients that retry.
+    max_retries: int = 8
+    # Requests per second, for the cookbook processor's request bucket.
+    requests_per_s: float | None = None
+    # Stop starting rows after this long (clients that would otherwise run for many minutes).
+    time_budget_s: float | None = None
+
+    @property
+    def table_path(self) -> Path:
+        return Path(self.inputs) / "tickets.parquet"
+
+    @property
+    def requests_path(self) -> Path:
+        return Path(self.inputs) / "requests.jsonl"
+
+
+@dataclass
+class Counts:
+    rows: int
+    ok: int
+    failed: int
+    # Rows started but neither answered nor failed when a time budget ran out.
+    unfinished: int = 0
+
+
+Job = Callable[[], Counts]
+
+
+class ClientModule(Protocol):
+    def prepare(self, config: ClientConfig) -> Job: ...
+
+
+def load_client(name: str) -> ClientModule:
+    if name not in CLIENT_MODULES:
+        raise ValueError(f"unknown client {name!r}; one of: {', '.join(CLIENT_NAMES)}")
+    module: ClientModule = importlib.import_module(f"bench.clients.{CLIENT_MODULES[name]}")  # type: ignore[assignment]
+    return module

@@ -1,0 +1,114 @@
+"""The results as Markdown: the targets, one table per scenario, and how it was measured."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bench.measure import Measurement
+from bench.scenarios import Scenario
+from bench.setups import COOKBOOK_TIME_BUDGET_S
+from bench.targets import Check
+
+_HEADER = (
+    "| client | setup | rows | rows/s | x ideal | x raw | CPU ms/row | server CPU ms/req "
+    "| 429s | failed | peak RSS MB |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+NOTES = f"""\
+## How this was measured
+
+- Every client runs in its own process on the same rows (the bundled support tickets, repeated);
+  the agent server runs in another process (`python -m agentbatch.testing.agent_server`), one
+  server per scenario, its counters reset before each client.
+- **rows/s** is answered rows over the client's wall time, from the first request to the last
+  answer (for agentbatch.run: the whole run, engine reads and writes included). Imports and
+  reading the inputs are set-up and not timed.
+- **x ideal** is rows/s over the ideal (in-flight requests / latency); **x raw** over the raw
+  aiohttp client of the same run.
+- **CPU ms/row** is the client process's user + system CPU time (all threads) over the rows it
+  finished; **server CPU ms/req** the server process's over the requests it received.
+- **429s** are the 429 replies the server sent (every client alike); **failed** rows ended
+  without an answer; **peak RSS** is the client process's maximum resident set size
+  (`getrusage`).
+- **This machine has few cores, and the client and the agent server compete for them** (as do
+  any other jobs on it). Absolute numbers vary run to run; compare ratios within one run. With
+  `--repeat N`, the raw client and agentbatch are measured N times and the best run is kept.
+- Configurations: every client gets the scenario's concurrency, except agentbatch in S3 (defaults:
+  it finds the rate itself). The raw baseline is told the capacity in S3 (an oracle). The
+  cookbook-style processor has only rate buckets: its rate is concurrency / latency (S3: 90% of
+  the capacity's rate), and it stops after {COOKBOOK_TIME_BUDGET_S:.0f}s (its 15 s pause after any
+  429 would otherwise run for many minutes; rows left are `unfinished`). Clients that retry make
+  up to 8 retries. The openai loop runs on a subset.
+"""
+
+
+def scenario_section(scenario: Scenario, results: list[Measurement]) -> str:
+    ideal = scenario.ideal_rows_per_s
+    capacity = f", capacity {scenario.capacity} (429 beyond)" if scenario.capacity else ""
+    stream = ", streaming" if scenario.stream else ""
+    lines = [
+        f"## {scenario.id}: {scenario.title}",
+        "",
+        f"{scenario.latency_ms:g} ms latency, concurrency {scenario.concurrency}{capacity}"
+        f"{stream}; {scenario.rows:,} rows; ideal {ideal:,.0f} rows/s.",
+        "",
+        _HEADER,
+    ]
+    raw = next((m for m in results if m.client == "raw aiohttp" and not m.error), None)
+    for m in results:
+        lines.append(_row(m, ideal, raw.rows_per_s if raw else None))
+    return "\n".join(lines)
+
+
+def scale_section(results: list[Measurement]) -> str:
+    lines = [
+        "## S4: scale and memory",
+        "",
+        "`agentbatch.run` on the local engine over a generated Parquet table, the endpoint mapped to "
+        "`builtin:instant` (no HTTP); each size in its own process.",
+        "",
+        "| rows | rows/s | CPU ms/row | peak RSS MB | failed |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for m in results:
+        if m.error:
+            lines.append(f"| {m.note} | failed: {m.error} | | | |")
+            continue
+        lines.append(
+            f"| {m.rows:,} | {m.rows_per_s:,.0f} | {_num(m.cpu_ms_per_row, 4)} "
+            f"| {m.peak_rss_mb:,.0f} | {m.failed} |"
+        )
+    return "\n".join(lines)
+
+
+def targets_section(checks: Iterable[Check]) -> str:
+    lines = ["## Targets", "", "| target | measured | holds |", "|---|---|---|"]
+    for check in checks:
+        verdict = {True: "yes", False: "**no**", None: "not measured"}[check.holds]
+        lines.append(f"| {check.target} | {check.measured} | {verdict} |")
+    return "\n".join(lines)
+
+
+def document(title_line: str, machine: str, sections: list[str]) -> str:
+    head = f"# Benchmark results\n\n{title_line}\n\nMachine: {machine}.\n"
+    return "\n\n".join([head.rstrip(), *sections, NOTES]).rstrip() + "\n"
+
+
+def _row(m: Measurement, ideal: float, raw: float | None) -> str:
+    if m.error:
+        return f"| {m.client} | {m.note} | | failed: {m.error} | | | | | | | |"
+    server = (
+        1000.0 * m.server_cpu_s / m.requests if m.server_cpu_s is not None and m.requests else None
+    )
+    unfinished = f" (+{m.unfinished} unfinished)" if m.unfinished else ""
+    return (
+        f"| {m.client} | {m.note} | {m.ok + m.failed:,} | {m.rows_per_s:,.0f} "
+        f"| {m.rows_per_s / ideal:.2f} | {_num(m.rows_per_s / raw if raw else None)} "
+        f"| {_num(m.cpu_ms_per_row)} | {_num(server)} | {m.http_429 or 0} "
+        f"| {m.failed}{unfinished} | {m.peak_rss_mb:,.0f} |"
+    )
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,70 @@
+"""The scenarios: what the agent does, how many rows, and what concurrency users ask for."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    title: str
+    rows: int
+    latency_ms: float
+    # What the user asks of every client (semaphore size, agentbatch max_concurrency).
+    concurrency: int
+    # The server admits this many requests at once and answers 429 + Retry-After beyond.
+    capacity: int | None = None
+    stream: bool = False
+    # The sequential loop runs on this many rows only, so it finishes in a few seconds.
+    sequential_rows: int = 100
+    # agentbatch runs with default settings (no max_concurrency): it must find the rate itself.
+    agentbatch_defaults: bool = False
+
+    @property
+    def ideal_rows_per_s(self) -> float:
+        """Rows per second of a client that always has `min(concurrency, capacity)` in flight."""
+        in_flight = (
+            self.concurrency if self.capacity is None else min(self.concurrency, self.capacity)
+        )
+        return in_flight / (self.latency_ms / 1000.0)
+
+    def quick(self) -> Scenario:
+        """A small version for smoke runs: a tenth of the rows (at least 200)."""
+        return dataclasses.replace(
+            self,
+            rows=max(200, self.rows // 10),
+            sequential_rows=max(10, self.sequential_rows // 5),
+        )
+
+
+AGENT_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("S1", "fast agent", rows=5_000, latency_ms=50, concurrency=64, sequential_rows=100),
+    Scenario("S2", "slow agent", rows=3_000, latency_ms=500, concurrency=256, sequential_rows=16),
+    Scenario(
+        "S3",
+        "rate-limited agent",
+        rows=5_000,
+        latency_ms=50,
+        concurrency=64,
+        capacity=32,
+        sequential_rows=100,
+        agentbatch_defaults=True,
+    ),
+    Scenario(
+        "S5",
+        "streaming",
+        rows=5_000,
+        latency_ms=50,
+        concurrency=64,
+        stream=True,
+        sequential_rows=100,
+    ),
+)
+
+# S4: rows through the local engine with the builtin instant agent.
+SCALE_SIZES: tuple[int, ...] = (100_000, 1_000_000)
+QUICK_SCALE_SIZES: tuple[int, ...] = (2_000, 20_000)
+
+ALL_IDS: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5")

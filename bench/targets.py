@@ -1,0 +1,96 @@
+"""The targets, checked on the measurements of one run (ratios against baselines of that run)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bench.measure import Measurement
+from bench.scenarios import Scenario
+
+AGENTBATCH = "agentbatch.run"
+
+
+@dataclass(frozen=True)
+class Check:
+    target: str
+    measured: str
+    # None: not measured in this run.
+    holds: bool | None
+
+
+def check_targets(
+    scenarios: Iterable[Scenario], measured: list[Measurement], scale: list[Measurement]
+) -> list[Check]:
+    by_key = {(m.scenario, m.client): m for m in measured if not m.error}
+    checks: list[Check] = []
+    for scenario in scenarios:
+        ours = by_key.get((scenario.id, AGENTBATCH))
+        if scenario.id in ("S1", "S5"):
+            checks += _versus(scenario.id, ours, by_key.get((scenario.id, "raw aiohttp")), 0.95)
+            checks += _versus(scenario.id, ours, by_key.get((scenario.id, "openai gather")), 2.5)
+        elif scenario.id == "S2":
+            checks.append(_ideal(scenario, ours, 0.9))
+        elif scenario.id == "S3":
+            checks.append(_ideal(scenario, ours, 0.8))
+            checks.append(_complete(scenario, ours))
+            checks.append(_rate_limited_share(scenario, ours, 0.05))
+    checks += _scale(scale)
+    return checks
+
+
+def _versus(
+    sid: str, ours: Measurement | None, base: Measurement | None, factor: float
+) -> list[Check]:
+    name = base.client if base is not None else "baseline"
+    target = f"{sid}: {AGENTBATCH} >= {factor:g}x {name}"
+    if ours is None or base is None or base.rows_per_s == 0:
+        return [Check(target, "not measured", None)]
+    ratio = ours.rows_per_s / base.rows_per_s
+    return [Check(target, f"{ratio:.2f}x", ratio >= factor)]
+
+
+def _ideal(scenario: Scenario, ours: Measurement | None, factor: float) -> Check:
+    target = f"{scenario.id}: {AGENTBATCH} >= {factor:g}x ideal"
+    if ours is None:
+        return Check(target, "not measured", None)
+    ratio = ours.rows_per_s / scenario.ideal_rows_per_s
+    return Check(target, f"{ratio:.2f}x ({ours.rows_per_s:.0f} rows/s)", ratio >= factor)
+
+
+def _complete(scenario: Scenario, ours: Measurement | None) -> Check:
+    target = f"{scenario.id}: every row answered"
+    if ours is None:
+        return Check(target, "not measured", None)
+    return Check(
+        target,
+        f"{ours.ok}/{scenario.rows} ok, {ours.failed} failed",
+        ours.ok == scenario.rows and ours.failed == 0,
+    )
+
+
+def _rate_limited_share(scenario: Scenario, ours: Measurement | None, share: float) -> Check:
+    target = f"{scenario.id}: 429s < {share:.0%} of requests"
+    if ours is None or not ours.requests:
+        return Check(target, "not measured", None)
+    got = (ours.http_429 or 0) / ours.requests
+    return Check(target, f"{got:.1%} ({ours.http_429} of {ours.requests})", got < share)
+
+
+def _scale(scale: list[Measurement]) -> list[Check]:
+    done = sorted((m for m in scale if not m.error), key=lambda m: m.rows)
+    if len(done) < 2:
+        return [Check("S4: scale", "not measured", None)] if scale else []
+    small, large = done[0], done[-1]
+    rate = Check(
+        f"S4: {large.rows:,} rows >= 50,000 rows/s",
+        f"{large.rows_per_s:,.0f} rows/s",
+        large.rows_per_s >= 50_000,
+    )
+    ratio = large.peak_rss_mb / small.peak_rss_mb if small.peak_rss_mb else float("inf")
+    memory = Check(
+        f"S4: peak RSS at {large.rows:,} <= 1.5x at {small.rows:,}",
+        f"{ratio:.2f}x ({large.peak_rss_mb:.0f} / {small.peak_rss_mb:.0f} MB)",
+        ratio <= 1.5,
+    )
+    return [rate, memory]

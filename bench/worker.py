@@ -1,0 +1,47 @@
+"""One client on one scenario, in its own process: `python -m bench.worker CLIENT CONFIG OUT`.
+
+Set-up is untimed; the timed part reports wall time, process CPU time (all threads) and the
+process's peak RSS, written as JSON to OUT.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import sys
+import time
+from dataclasses import asdict
+
+from bench.clients.base import ClientConfig, load_client
+
+
+def measure(name: str, config: ClientConfig) -> dict[str, object]:
+    job = load_client(name).prepare(config)
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    counts = job()
+    wall_s = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        **asdict(counts),
+        "wall_s": wall_s,
+        "cpu_s": cpu_s,
+        # Linux reports kilobytes.
+        "peak_rss_mb": after.ru_maxrss / 1024.0,
+    }
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 3:
+        raise SystemExit("usage: python -m bench.worker CLIENT CONFIG_JSON OUT_PATH")
+    name, config_json, out_path = argv
+    result = measure(name, ClientConfig(**json.loads(config_json)))
+    with open(out_path, "w", encoding="utf-8") as out:
+        json.dump(result, out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
