@@ -208,7 +208,8 @@ class LlmJudge(ScorerOptions):
     max_retries: Annotated[int, Field(ge=0, le=100)] = 8
     max_concurrency: Annotated[int, Field(gt=0)] | None = None
     table: str | None = Field(
-        default=None, description="Where the judge's replies are kept (default: <output>_judge_<name>)"
+        default=None,
+        description="Where the judge's replies are kept (default: <output>_judge_<name>)",
     )
 
     _floats = field_validator("temperature", "timeout_seconds", mode="before")(_int_is_a_float)
@@ -240,8 +241,12 @@ class Custom(ScorerOptions):
     """A Python function `module:function` called per row as f(response, expected, row)."""
 
     function: str = Field(description="Import path `package.module:function`")
-    expected: str | None = Field(default=None, description="Expected column (default: evaluation.expected)")
-    binary: bool = Field(default=False, description="Scores are 0/1 (a proportion with a Wilson interval)")
+    expected: str | None = Field(
+        default=None, description="Expected column (default: evaluation.expected)"
+    )
+    binary: bool = Field(
+        default=False, description="Scores are 0/1 (a proportion with a Wilson interval)"
+    )
     higher_is_better: bool = True
     lowest: float | None = Field(
         default=0.0, description="Score of a row the agent failed on (null: leave it unscored)"

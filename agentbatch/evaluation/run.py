@@ -1,0 +1,466 @@
+"""The evaluation facade: run the job (or reuse its answers), run the judges, score, aggregate,
+write the scores and metrics tables through the engine, and write the report.
+
+`evaluate` scores one job; `compare` scores two variants on the same rows - the same job sent to
+two endpoints, or two job files - and compares them. The CLI's `eval` and `compare` call these.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from agentbatch.errors import EngineError, UsageError
+from agentbatch.evaluation.checks import check_evaluation
+from agentbatch.evaluation.compare import Comparison, compare_scores
+from agentbatch.evaluation.judge import judge_job, judge_table_name, run_judge
+from agentbatch.evaluation.metrics import MetricOptions, compute_metrics
+from agentbatch.evaluation.scorers import JudgeReply
+from agentbatch.evaluation.scoring import Scored, score_table
+from agentbatch.evaluation.spec import Evaluation, LlmJudge
+from agentbatch.evaluation.tables import derived_table, open_engine, write_table
+from agentbatch.spec.models import Agent, Job, Output
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from agentbatch.targets import Target
+
+log = logging.getLogger(__name__)
+
+_VARIANT = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
+
+
+@dataclass
+class EvalResult:
+    """One scored variant: its scores and metrics (Arrow), and where they were written."""
+
+    job: Job
+    variant: str
+    endpoint: str
+    scored: Scored
+    metrics: pa.Table
+    answers_table: str
+    scores_table: str
+    metrics_table: str
+    judge_tables: dict[str, str] = field(default_factory=dict)
+    run_summary: dict[str, Any] | None = None
+    target: str = "local"
+    evaluated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    report_files: list[Path] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+
+    @property
+    def scores(self) -> pa.Table:
+        return self.scored.table
+
+    def metric(self, scorer: str, group: str | None = None) -> dict[str, Any]:
+        """The metrics row of one scorer, overall or for one group value."""
+        for row in self.metrics.to_pylist():
+            if row["scorer"] == scorer and row["group_value"] == group:
+                return dict(row)
+        raise KeyError(
+            f"no metric for scorer {scorer!r}" + (f" and group {group!r}" if group else "")
+        )
+
+
+@dataclass
+class CompareResult:
+    a: EvalResult
+    b: EvalResult
+    comparison: Comparison
+    comparison_table: str
+    report_files: list[Path] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    target: str | Target
+    root: Path
+    tables: Mapping[str, Any]
+    endpoints: Mapping[str, str]
+    limit: int | None
+    retry_errors: bool
+    full_refresh: bool
+    skip_run: bool
+    state_dir: str | Path | None
+    settings: Mapping[str, Any] | None
+    progress: bool
+
+
+def evaluate(
+    job_or_path: Job | str | Path,
+    target: str | Target = "local",
+    *,
+    vars: Mapping[str, Any] | None = None,
+    tables: Mapping[str, Any] | None = None,
+    endpoints: Mapping[str, str] | None = None,
+    limit: int | None = None,
+    retry_errors: bool = False,
+    full_refresh: bool = False,
+    skip_run: bool = False,
+    state_dir: str | Path | None = None,
+    project_dir: str | Path | None = None,
+    settings: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    report_dir: str | Path | None = None,
+    mlflow: bool | None = None,
+    experiment: str | None = None,
+) -> EvalResult:
+    """Run an evaluation job and score it. `skip_run` scores the answers already in its output.
+
+    `mlflow`: None logs when mlflow is installed and a tracking URI is set; True requires it.
+    """
+    context, job = _prepare(
+        job_or_path,
+        vars,
+        project_dir,
+        target,
+        tables,
+        endpoints,
+        limit,
+        retry_errors,
+        full_refresh,
+        skip_run,
+        state_dir,
+        settings,
+        progress,
+    )
+    check_evaluation(job, _file_of(job_or_path))
+    result = _evaluate_variant(job, "", context)
+    if report_dir is not None:
+        from agentbatch.evaluation.report_files import write_eval_report
+
+        result.report_files = write_eval_report(result, Path(report_dir))
+    result.mlflow_run_id = _log_mlflow(result, mlflow, experiment or _experiment(job))
+    return result
+
+
+def compare(
+    job_a: Job | str | Path,
+    job_b: Job | str | Path | None = None,
+    target: str | Target = "local",
+    *,
+    endpoint_a: str | None = None,
+    endpoint_b: str | None = None,
+    variant_a: str = "a",
+    variant_b: str = "b",
+    vars: Mapping[str, Any] | None = None,
+    tables: Mapping[str, Any] | None = None,
+    endpoints: Mapping[str, str] | None = None,
+    limit: int | None = None,
+    retry_errors: bool = False,
+    full_refresh: bool = False,
+    skip_run: bool = False,
+    state_dir: str | Path | None = None,
+    project_dir: str | Path | None = None,
+    settings: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    top: int = 10,
+    report_dir: str | Path | None = None,
+    mlflow: bool | None = None,
+    experiment: str | None = None,
+) -> CompareResult:
+    """Score two variants on the same rows and compare them (B against A).
+
+    One job with `endpoint_a` / `endpoint_b`: the job is sent to both endpoints (A defaults to the
+    job's own), each variant writing `<output>_<variant>`. Two jobs: each runs as written (their
+    outputs are suffixed with the variant only if both write the same table); the scorers of
+    job A score both.
+    """
+    for variant in (variant_a, variant_b):
+        if not _VARIANT.match(variant):
+            raise UsageError(f"variant name {variant!r}: use lowercase letters, digits and _")
+    if variant_a == variant_b:
+        raise UsageError("the two variants need different names")
+    if job_b is None and endpoint_b is None:
+        raise UsageError("compare needs a second job or --endpoint-b")
+    common = (
+        vars,
+        project_dir,
+        target,
+        tables,
+        endpoints,
+        limit,
+        retry_errors,
+        full_refresh,
+        skip_run,
+        state_dir,
+        settings,
+        progress,
+    )
+    context, first = _prepare(job_a, *common)
+    evaluation = check_evaluation(first, _file_of(job_a))
+    second = first
+    if job_b is not None:
+        second = _prepare(job_b, *common)[1].model_copy(update={"evaluation": evaluation})
+        if second.source.key.lower() != first.source.key.lower():
+            raise UsageError(
+                f"the jobs have different keys ({first.source.key}, {second.source.key})"
+            )
+        check_evaluation(second, None)
+    same_output = job_b is None or first.output.table == second.output.table
+    variants = []
+    for job, endpoint, variant in ((first, endpoint_a, variant_a), (second, endpoint_b, variant_b)):
+        variants.append(_variant_job(job, evaluation, endpoint, variant if same_output else ""))
+    result_a = _evaluate_variant(variants[0], variant_a, context)
+    result_b = _evaluate_variant(variants[1], variant_b, context)
+    options = _metric_options(evaluation)
+    comparison = compare_scores(
+        result_a.scored,
+        result_b.scored,
+        variant_a=variant_a,
+        variant_b=variant_b,
+        options=options,
+        top=top,
+    )
+    comparison_table = derived_table(first.output.table, "_comparison")
+    _write_tables(variants[0], context, {comparison_table: (comparison.summary, "scorer")})
+    result = CompareResult(result_a, result_b, comparison, comparison_table)
+    if report_dir is not None:
+        from agentbatch.evaluation.report_files import write_compare_report
+
+        result.report_files = write_compare_report(result, Path(report_dir))
+    result.mlflow_run_id = _log_mlflow(result, mlflow, experiment or _experiment(first))
+    return result
+
+
+def _prepare(
+    job_or_path: Job | str | Path,
+    vars: Mapping[str, Any] | None,
+    project_dir: str | Path | None,
+    target: str | Target,
+    tables: Mapping[str, Any] | None,
+    endpoints: Mapping[str, str] | None,
+    limit: int | None,
+    retry_errors: bool,
+    full_refresh: bool,
+    skip_run: bool,
+    state_dir: str | Path | None,
+    settings: Mapping[str, Any] | None,
+    progress: bool,
+) -> tuple[_Context, Job]:
+    from agentbatch.runner import project_dir_of, resolve_job
+
+    if limit is not None and limit <= 0:
+        raise UsageError("limit must be a positive number of rows")
+    root = project_dir_of(job_or_path, project_dir)
+    job = resolve_job(job_or_path, vars, [root / "sqltemplates"])
+    context = _Context(
+        target,
+        root,
+        dict(tables or {}),
+        dict(endpoints or {}),
+        limit,
+        retry_errors,
+        full_refresh,
+        skip_run,
+        state_dir,
+        settings,
+        progress,
+    )
+    return context, job
+
+
+def _file_of(job_or_path: Job | str | Path) -> str | Path | None:
+    return None if isinstance(job_or_path, Job) else job_or_path
+
+
+def _variant_job(job: Job, evaluation: Evaluation, endpoint: str | None, suffix: str) -> Job:
+    """The job a variant runs: its endpoint swapped, its output suffixed, scored by `evaluation`."""
+    agent = job.agent
+    if endpoint is not None:
+        agent = Agent.model_validate({**job.agent.model_dump(), "endpoint": endpoint})
+    output = job.output
+    if suffix:
+        output = Output(table=derived_table(job.output.table, f"_{suffix}"), mode=job.output.mode)
+    update = dict(
+        scores_table=derived_table(evaluation.scores_table, f"_{suffix}")
+        if suffix and evaluation.scores_table
+        else evaluation.scores_table,
+        metrics_table=derived_table(evaluation.metrics_table, f"_{suffix}")
+        if suffix and evaluation.metrics_table
+        else evaluation.metrics_table,
+    )
+    scored_by = evaluation.model_copy(update=update)
+    return job.model_copy(update={"agent": agent, "output": output, "evaluation": scored_by})
+
+
+def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
+    from agentbatch import runner
+    from agentbatch.planner import RunOptions
+
+    evaluation = job.evaluation
+    assert evaluation is not None  # checked by _prepare
+    # Errors are what an evaluation measures: they are scored, never fatal here.
+    job = job.model_copy(update={"agent": job.agent.model_copy(update={"fail_on_error": False})})
+    answers_table = job.output.table
+    the_plan = runner.plan(
+        job,
+        context.target,
+        options=RunOptions(endpoint_overrides=context.endpoints),
+        project_dir=context.root,
+    )
+    summary: dict[str, Any] | None = None
+    if context.skip_run:
+        engine = open_engine(the_plan, context.tables, context.root, [])
+        try:
+            if not engine.table_exists(answers_table):
+                raise UsageError(
+                    f"{answers_table} has no answers yet; run without --skip-run first"
+                )
+            answers = engine.read_table(answers_table)
+        finally:
+            engine.close()
+    else:
+        run = runner.run(
+            job,
+            context.target,
+            tables=context.tables,
+            endpoints=context.endpoints,
+            limit=context.limit,
+            retry_errors=context.retry_errors,
+            full_refresh=context.full_refresh,
+            state_dir=context.state_dir,
+            project_dir=context.root,
+            settings=context.settings,
+            progress=context.progress,
+        )
+        summary = run.summary
+        if run.engine is None:  # pragma: no cover - only dry runs have no engine
+            raise EngineError("the run returned no engine to read the answers from")
+        try:
+            answers = run.engine.read_table(answers_table)
+        finally:
+            run.engine.close()
+    replies, judge_tables = _run_judges(job, variant, context)
+    scored = score_table(answers, job, judge_replies=replies)
+    endpoint = _display_endpoint(job.agent.endpoint, context.endpoints)
+    when = datetime.now(timezone.utc)
+    metrics = compute_metrics(
+        scored,
+        _metric_options(evaluation),
+        variant=variant,
+        job=job.name,
+        endpoint=endpoint,
+        evaluated_at=when,
+    )
+    scores_table = evaluation.scores_table or derived_table(answers_table, "_scores")
+    metrics_table = evaluation.metrics_table or derived_table(answers_table, "_metrics")
+    _write_tables(
+        job, context, {scores_table: (scored.table, scored.key), metrics_table: (metrics, "scorer")}
+    )
+    log.info(
+        "wrote %d score row(s) to %s and metrics to %s",
+        scored.table.num_rows,
+        scores_table,
+        metrics_table,
+    )
+    return EvalResult(
+        job=job,
+        variant=variant,
+        endpoint=endpoint,
+        scored=scored,
+        metrics=metrics,
+        answers_table=answers_table,
+        scores_table=scores_table,
+        metrics_table=metrics_table,
+        judge_tables=judge_tables,
+        run_summary=summary,
+        target=_target_name(context.target),
+        evaluated_at=when,
+    )
+
+
+def _run_judges(
+    job: Job, variant: str, context: _Context
+) -> tuple[dict[str, dict[Any, JudgeReply]], dict[str, str]]:
+    evaluation = job.evaluation
+    assert evaluation is not None
+    replies: dict[str, dict[Any, JudgeReply]] = {}
+    tables: dict[str, str] = {}
+    for entry in evaluation.scorers:
+        if not isinstance(entry.options, LlmJudge):
+            continue
+        table = judge_table_name(job.output.table, entry.name, entry.options, variant)
+        judging = judge_job(
+            job,
+            entry.name,
+            entry.options,
+            answers_table=job.output.table,
+            judge_table=table,
+            expected=evaluation.expected,
+        )
+        replies[entry.name] = run_judge(
+            judging,
+            context.target,
+            tables=context.tables,
+            endpoints=context.endpoints,
+            retry_errors=context.retry_errors,
+            state_dir=context.state_dir,
+            project_dir=context.root,
+            settings=context.settings,
+            progress=context.progress,
+        )
+        tables[entry.name] = table
+    return replies, tables
+
+
+def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Table, str]]) -> None:
+    from agentbatch import runner
+
+    the_plan = runner.plan(job, context.target, project_dir=context.root)
+    engine = open_engine(the_plan, context.tables, context.root, list(tables))
+    try:
+        for name, (data, key) in tables.items():
+            write_table(engine, the_plan, name, data, key)
+    finally:
+        engine.close()
+
+
+def _metric_options(evaluation: Evaluation) -> MetricOptions:
+    return MetricOptions(
+        confidence=evaluation.confidence,
+        bootstrap_samples=evaluation.bootstrap_samples,
+        seed=evaluation.seed,
+    )
+
+
+def _experiment(job: Job) -> str | None:
+    return job.evaluation.mlflow_experiment if job.evaluation is not None else None
+
+
+def _log_mlflow(
+    result: EvalResult | CompareResult, mode: bool | None, experiment: str | None
+) -> str | None:
+    from agentbatch.evaluation.mlflow_log import log_to_mlflow
+
+    return log_to_mlflow(result, mode=mode, experiment=experiment)
+
+
+def _target_name(target: str | Target) -> str:
+    return target if isinstance(target, str) else target.name
+
+
+def _display_endpoint(endpoint: str, overrides: Mapping[str, str]) -> str:
+    """The endpoint as a report may show it: URLs without credentials or query strings."""
+    shown = _safe_url(endpoint)
+    if endpoint in overrides:
+        shown += f" -> {_safe_url(overrides[endpoint])}"
+    return shown
+
+
+def _safe_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        return value
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
