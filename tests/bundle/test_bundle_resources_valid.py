@@ -63,6 +63,12 @@ def test_bundle_file_has_the_shape_of_a_bundle() -> None:
         assert set(target.get("variables") or {}) <= set(config["variables"]), name
 
 
+def test_every_sync_pattern_matches_files() -> None:
+    """The CLI warns about sync patterns that match nothing."""
+    for pattern in BUNDLE.config["sync"]["include"]:
+        assert sorted(ROOT.glob(pattern)), pattern
+
+
 def test_dev_is_the_default_development_target_and_prod_is_production() -> None:
     targets = BUNDLE.config["targets"]
     assert targets["dev"]["mode"] == "development"
