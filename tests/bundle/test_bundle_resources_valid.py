@@ -92,6 +92,15 @@ def test_job_resource_is_valid_for_the_bundle_job_model(key: str) -> None:
     assert len(model.tasks) == 1
 
 
+def test_the_job_model_refuses_a_misspelled_field() -> None:
+    """The check above has teeth: an unknown key anywhere in a task is an error."""
+    _, job = BUNDLE.jobs["ticket_triage"]
+    broken = copy.deepcopy(job)
+    broken["tasks"][0]["python_wheel_task"]["entrypoint"] = "agentbatch"
+    with pytest.raises(ValueError, match="Unexpected field 'entrypoint'"):
+        Job.from_dict(broken)
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("key", JOB_KEYS)
 def test_job_resource_is_valid_in_every_target_once_resolved(key: str, target: str) -> None:
