@@ -250,7 +250,8 @@ class _HttpRun:
         )
         self.stop = asyncio.Event()
         self.fatal: AgentError | None = None
-        self.unreachable_streak = 0
+        # Consecutive unreachable failures, not yet handed to the writer.
+        self.held: list[tuple[_Row, Outcome]] = []
         self.started = 0.0
 
     async def run(self, batches: Batches, transport: Transport, started: float) -> None:
@@ -303,6 +304,8 @@ class _HttpRun:
             async with asyncio.TaskGroup() as workers:
                 for _ in range(self.workers):
                     workers.create_task(self._work(caller))
+            if not self.stop.is_set():
+                await self._release_held()  # too few to mean the endpoint is down: row errors
         finally:
             await self.results.put(_DONE)
 
@@ -320,29 +323,33 @@ class _HttpRun:
                 continue
             except RequestError as e:  # pragma: no cover - Caller turns these into outcomes
                 outcome = Outcome(failure=RowFailure("request", str(e)))
-            if self._unreachable(outcome):
-                continue
-            await self.results.put((row, outcome))
+            await self._deliver(row, outcome)
 
-    def _unreachable(self, outcome: Outcome) -> bool:
-        """Track consecutive unreachable rows; abort the run past the threshold."""
+    async def _deliver(self, row: _Row, outcome: Outcome) -> None:
+        """Pass an outcome to the writer; unreachable failures are held back while they could
+        still turn out to mean "the endpoint is down" (then they are not rows' answers)."""
         failure = outcome.failure
-        if failure is None or not (
+        if failure is not None and (
             failure.kind in ("connection", "timeout")
             or (failure.kind == "http" and failure.status in (502, 503, 504))
         ):
-            self.unreachable_streak = 0
-            return False
-        self.unreachable_streak += 1
-        if self.unreachable_streak >= UNREACHABLE_ROWS:
-            self._abort(
-                AgentError(
-                    f"endpoint {self.endpoint.name!r} looks unreachable: {UNREACHABLE_ROWS} rows "
-                    f"in a row failed after all retries; last error: {failure.message}"
+            self.held.append((row, outcome))
+            if len(self.held) >= UNREACHABLE_ROWS:
+                self.held.clear()
+                self._abort(
+                    AgentError(
+                        f"endpoint {self.endpoint.name!r} looks unreachable: {UNREACHABLE_ROWS} "
+                        f"rows in a row failed after all retries; last error: {failure.message}"
+                    )
                 )
-            )
-            return True
-        return False
+            return
+        await self._release_held()
+        await self.results.put((row, outcome))
+
+    async def _release_held(self) -> None:
+        held, self.held = self.held, []
+        for item in held:
+            await self.results.put(item)
 
     def _abort(self, error: AgentError) -> None:
         if self.fatal is None:

@@ -5,9 +5,9 @@ Forms, checked in this order:
 * a name in `overrides` (from `--endpoint NAME=URL`): replaced by its URL or `builtin:instant`;
 * `builtin:instant`: the in-process echo agent (no HTTP);
 * `http(s)://...`: an agent server speaking the Apps protocol (`<url>/responses`, or
-  `<url>/chat/completions` for the chat api); a URL ending in `/invocations`, `/responses` or
-  `/chat/completions` is used as-is. No credentials are sent to plain URLs, except Databricks Apps
-  URLs, which get the workspace's OAuth token;
+  `<url>/invocations` for the chat api, as MLflow's AgentServer serves them); a URL ending in
+  `/invocations`, `/responses` or `/chat/completions` is used as-is. No credentials are sent to
+  plain URLs, except Databricks Apps URLs, which get the workspace's OAuth token;
 * `apps/<name>`: a Databricks App, its URL looked up once with the SDK (`apps.get(name).url`);
   OAuth only: a personal access token fails the run before any row is sent;
 * `openai/<name>`: the OpenAI-compatible serving routes (`/serving-endpoints/responses` or
@@ -122,7 +122,7 @@ def _plain_url(url: str, api: Api) -> str:
     base = url.rstrip("/")
     if base.endswith(_AS_IS_SUFFIXES):
         return base
-    return base + ("/responses" if api == "responses" else "/chat/completions")
+    return base + ("/responses" if api == "responses" else "/invocations")
 
 
 def _check_name(name: str, original: str) -> None:

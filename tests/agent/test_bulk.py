@@ -1,0 +1,319 @@
+"""The bulk runner against the real loopback agent server: protocols, retries, resume."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from agentbatch.agent.bulk import run_bulk
+from agentbatch.agent.calls import CallSpec
+from agentbatch.agent.ledger import Ledger
+from agentbatch.agent.stats import BulkStats
+from agentbatch.errors import AgentError, JobFailedError, UsageError
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.faults import FaultConfig
+
+from .conftest import input_batches
+
+
+def texts(n: int, prefix: str = "question") -> list[str]:
+    return [f"{prefix} {i}" for i in range(n)]
+
+
+def rows_of(ledger: Ledger) -> dict[Any, dict[str, Any]]:
+    table = pa.Table.from_batches(list(ledger.unwritten()))
+    rows = table.to_pylist()
+    keys = [r["id"] for r in rows]
+    assert len(keys) == len(set(keys)), "a key appears twice"
+    return {r["id"]: r for r in rows}
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    with Ledger(tmp_path / "ledger.sqlite", key="id") as ledger:
+        yield ledger  # type: ignore[misc]
+
+
+async def run(
+    spec: CallSpec, requests: list[str], ledger: Ledger, **kwargs: Any
+) -> BulkStats:
+    return await run_bulk(input_batches(spec, requests), call=spec, key="id", ledger=ledger, **kwargs)
+
+
+STYLES = [
+    ("apps responses", {}, {}),
+    ("apps responses, MLflow AgentServer minimal", {"minimal": True}, {}),
+    ("apps stream, OpenAI events", {}, {"stream": True}),
+    ("apps stream, MLflow data-only", {"stream_style": "mlflow"}, {"stream": True}),
+    ("chat completion", {}, {"api": "chat"}),
+    ("chat stream", {}, {"api": "chat", "stream": True}),
+    ("ChatAgent reply", {"chat_reply": "chat_agent"}, {"api": "chat"}),
+]
+
+
+@pytest.mark.parametrize(("name", "server_options", "spec_options"), STYLES, ids=[s[0] for s in STYLES])
+async def test_every_protocol_answers_every_row_once(
+    name: str, server_options: dict[str, Any], spec_options: dict[str, Any], ledger: Ledger
+) -> None:
+    with serve_agent(**server_options) as server:
+        spec = CallSpec(endpoint=server.url, **spec_options)
+        stats = await run(spec, texts(60), ledger)
+        assert server.stats().requests_total == 60
+    assert (stats.ok, stats.errors, stats.sent, stats.rows_seen) == (60, 0, 60, 60)
+    rows = rows_of(ledger)
+    assert sorted(rows) == list(range(60))
+    assert rows[7]["response"] == "answer: question 7"
+    assert rows[7]["team"] == "team-1"  # passthrough column kept
+    assert rows[7]["attempts"] == 1 and rows[7]["http_status"] == 200
+    assert rows[7]["error"] is None and rows[7]["latency_ms"] > 0
+
+
+async def test_serving_invocations_url_and_usage(ledger: Ledger) -> None:
+    with serve_agent() as server:
+        spec = CallSpec(endpoint="triage-endpoint")
+        overrides = {"triage-endpoint": f"{server.url}/serving-endpoints/triage-endpoint/invocations"}
+        stats = await run(spec, texts(10), ledger, endpoint_overrides=overrides)
+    assert stats.ok == 10
+    row = rows_of(ledger)[3]
+    assert row["input_tokens"] == 2 and row["output_tokens"] == 3
+    assert stats.input_tokens == 20
+
+
+async def test_custom_inputs_and_trace_ids(ledger: Ledger) -> None:
+    with serve_agent() as server:
+        spec = CallSpec(
+            endpoint=server.url,
+            custom_inputs={"tenant": "acme"},
+            databricks_options={"return_trace": True},
+        )
+        await run(spec, texts(5), ledger)
+    row = rows_of(ledger)[0]
+    assert json.loads(row["custom_outputs"]) == {"tenant": "acme"}
+    assert row["trace_id"].startswith("tr-")
+
+
+async def test_typed_answers_with_a_response_format(ledger: Ledger) -> None:
+    tickets = ["classify this ticket: the printer is on fire", "triage ticket: refund my invoice"]
+    with serve_agent() as server:
+        spec = CallSpec(endpoint=server.url, response_format="STRUCT<label: STRING, urgency: INT>")
+        stats = await run(spec, tickets, ledger)
+    assert stats.ok == 2
+    table = pa.Table.from_batches(list(ledger.unwritten()))
+    assert table.schema.field("response").type == pa.struct(
+        [("label", pa.string()), ("urgency", pa.int32())]
+    )
+    answers = {r["id"]: r["response"] for r in table.to_pylist()}
+    assert set(answers[0]) == {"label", "urgency"} and isinstance(answers[0]["urgency"], int)
+
+
+async def test_transient_faults_are_retried_until_answered(ledger: Ledger) -> None:
+    faults = FaultConfig(
+        seed=3,
+        p_rate_limit=0.15,
+        p_rate_limit_no_retry_after=0.05,
+        p_server_error=0.1,
+        p_unavailable=0.1,
+        p_connection_reset=0.1,
+        retry_after_s=0.05,
+        max_faults_per_key=2,
+    )
+    with serve_agent(faults) as server:
+        spec = CallSpec(endpoint=server.url, timeout_s=5)
+        stats = await run(spec, texts(300), ledger)
+        server_stats = server.stats()
+    assert (stats.ok, stats.errors) == (300, 0)
+    assert stats.retries > 0 and stats.http_429 > 0
+    assert server_stats.requests_total == stats.requests
+    assert set(rows_of(ledger)) == set(range(300))
+    attempts = [r["attempts"] for r in rows_of(ledger).values()]
+    assert max(attempts) == 3 and sum(attempts) == stats.requests
+
+
+async def test_hung_calls_time_out_and_are_resent(ledger: Ledger) -> None:
+    faults = FaultConfig(seed=1, p_hang=0.3, hang_s=10, max_faults_per_key=1)
+    with serve_agent(faults) as server:
+        spec = CallSpec(endpoint=server.url, timeout_s=0.3)
+        stats = await run(spec, texts(40), ledger)
+        hung = server.stats().faults.get("hang", 0)
+    assert hung > 0
+    assert (stats.ok, stats.errors) == (40, 0)
+    assert stats.retries >= hung
+
+
+async def test_truncated_streams_are_resent_and_stream_errors_are_not(ledger: Ledger) -> None:
+    faults = FaultConfig(seed=5, p_truncated_stream=0.3, p_stream_error=0.2, max_faults_per_key=1)
+    with serve_agent(faults) as server:
+        spec = CallSpec(endpoint=server.url, stream=True, timeout_s=5)
+        stats = await run(spec, texts(100), ledger)
+        injected = server.stats().faults
+    rows = rows_of(ledger)
+    failed = [r for r in rows.values() if r["error"]]
+    assert len(failed) == injected["stream_error"] == stats.errors
+    assert all("agent error in stream" in r["error"] and r["response"] is None for r in failed)
+    assert all(r["attempts"] == 1 for r in failed)
+    assert stats.ok == 100 - len(failed)
+    assert stats.errors_by_kind == {"agent": len(failed)}
+
+
+async def test_permanent_client_errors_are_recorded_once_with_the_server_message(ledger: Ledger) -> None:
+    requests = texts(20)
+    requests[4] = "PERMANENT_ERROR please"
+    with serve_agent() as server:
+        spec = CallSpec(endpoint=server.url)
+        stats = await run(spec, requests, ledger)
+        assert server.stats().requests_total == 20
+    row = rows_of(ledger)[4]
+    assert row["error"].startswith("HTTP 400")
+    assert "it can never succeed" in row["error"]
+    assert row["attempts"] == 1 and row["http_status"] == 400 and row["response"] is None
+    assert stats.errors_by_kind == {"http_400": 1}
+
+
+async def test_malformed_replies_are_parse_errors_not_retried(ledger: Ledger) -> None:
+    with serve_agent(FaultConfig(p_malformed_json=1.0)) as server:
+        stats = await run(CallSpec(endpoint=server.url), texts(5), ledger)
+        assert server.stats().requests_total == 5
+    assert stats.errors_by_kind == {"parse": 5}
+    assert "reply is not JSON" in rows_of(ledger)[0]["error"]
+
+
+async def test_a_rerun_sends_nothing_and_retry_errors_resends_only_failures(ledger: Ledger) -> None:
+    requests = texts(50)
+    requests[10] = "PERMANENT_ERROR a"
+    requests[20] = "PERMANENT_ERROR b"
+    with serve_agent() as server:
+        spec = CallSpec(endpoint=server.url)
+        first = await run(spec, requests, ledger)
+        assert (first.ok, first.errors) == (48, 2)
+
+        server.reset_stats()
+        again = await run(spec, requests, ledger)
+        assert server.stats().requests_total == 0
+        assert (again.skipped, again.sent) == (50, 0)
+
+        server.configure(FaultConfig(permanent={"NEVER": 400}))
+        retried = await run(spec, requests, ledger, retry_errors=True)
+        assert server.stats().requests_total == 2
+        assert (retried.skipped, retried.ok) == (48, 2)
+
+        server.reset_stats()
+        changed = list(requests)
+        changed[0] = "an edited prompt"
+        await run(spec, changed, ledger)
+        assert server.stats().requests_total == 1
+    rows = rows_of(ledger)
+    assert rows[10]["error"] is None and rows[0]["response"] == "answer: an edited prompt"
+
+
+async def test_fail_on_error_raises_after_keeping_every_answer(ledger: Ledger) -> None:
+    requests = texts(10)
+    requests[3] = "PERMANENT_ERROR"
+    with serve_agent() as server:
+        spec = CallSpec(endpoint=server.url, fail_on_error=True)
+        with pytest.raises(JobFailedError, match="1 of 10 rows failed"):
+            await run(spec, requests, ledger)
+    assert len(rows_of(ledger)) == 10
+
+
+async def test_async_input_and_a_progress_reporter(ledger: Ledger) -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.events: list[str] = []
+            self.last: BulkStats | None = None
+
+        def start(self, total: int | None) -> None:
+            self.events.append(f"start {total}")
+
+        def update(self, stats: BulkStats) -> None:
+            self.last = stats
+
+        def finish(self, stats: BulkStats) -> None:
+            self.events.append(f"finish {stats.done}")
+
+    spec = CallSpec(endpoint="builtin:instant")
+    recorder = Recorder()
+
+    async def batches() -> AsyncIterator[pa.RecordBatch]:
+        for batch in input_batches(spec, texts(30), batch_rows=7):
+            yield batch
+
+    stats = await run_bulk(
+        batches(), call=spec, key="id", ledger=ledger, progress=recorder, total_rows=30
+    )
+    assert recorder.events == ["start 30", "finish 30"]
+    assert recorder.last is not None and recorder.last.done == 30
+    assert stats.as_dict()["ok"] == 30
+
+
+async def test_builtin_instant_answers_vectorised(ledger: Ledger) -> None:
+    spec = CallSpec(endpoint="builtin:instant")
+    requests = ["x" * 100, "short", "naïve"]
+    stats = await run(spec, requests, ledger)
+    assert stats.ok == 3
+    rows = rows_of(ledger)
+    assert rows[0]["response"] == "echo: " + "x" * 64
+    assert rows[2]["response"] == "echo: naïve"
+    again = await run(spec, requests, ledger)
+    assert again.skipped == 3 and again.sent == 0
+
+
+async def test_builtin_instant_typed(ledger: Ledger) -> None:
+    spec = CallSpec(
+        endpoint="builtin:instant",
+        response_format="STRUCT<label: STRING, n: INT, even: BOOLEAN, inner: STRUCT<score: DOUBLE>>",
+    )
+    await run(spec, ["abcd"], ledger)
+    assert rows_of(ledger)[0]["response"] == {
+        "label": "echo: abcd",
+        "n": 4,
+        "even": True,
+        "inner": {"score": 4.0},
+    }
+
+
+async def test_an_override_can_point_a_name_at_builtin(ledger: Ledger) -> None:
+    spec = CallSpec(endpoint="apps/triage")
+    stats = await run(spec, texts(3), ledger, endpoint_overrides={"apps/triage": "builtin:instant"})
+    assert stats.ok == 3
+
+
+async def test_missing_input_columns_are_a_usage_error(ledger: Ledger) -> None:
+    batch = pa.record_batch({"id": pa.array([1]), "_request": pa.array(["x"])})
+    with pytest.raises(UsageError, match="request_fingerprint"):
+        await run_bulk([batch], call=CallSpec(endpoint="builtin:instant"), key="id", ledger=ledger)
+
+
+async def test_a_wrong_route_stops_the_run_before_burning_rows(ledger: Ledger) -> None:
+    with serve_agent() as server:
+        spec = CallSpec(endpoint=f"{server.url}/no/such/invocations")
+        with pytest.raises(AgentError, match="HTTP 404"):
+            await run(spec, texts(500), ledger)
+        # At most the first window of calls was spent.
+        assert server.stats().requests_total <= 32
+    assert ledger.stats()["answers"] == 0
+
+
+async def test_an_unreachable_endpoint_stops_the_run(ledger: Ledger) -> None:
+    server = AgentServer().start()
+    url = server.url
+    server.stop()  # nothing listens there any more
+    spec = CallSpec(endpoint=url, max_retries=0)
+    with pytest.raises(AgentError, match="unreachable"):
+        await run(spec, texts(200), ledger)
+    assert ledger.stats()["answers"] == 0
+
+
+async def test_answers_already_received_are_committed_when_the_run_stops(ledger: Ledger) -> None:
+    # The first rows are answered, then the endpoint starts refusing: those answers stay.
+    requests = texts(300)
+    with serve_agent(FaultConfig(permanent={"question 2": 403})) as server:
+        spec = CallSpec(endpoint=server.url, max_concurrency=1)
+        with pytest.raises(AgentError, match="HTTP 403"):
+            await run(spec, requests, ledger)
+    rows = rows_of(ledger)
+    assert {0, 1} <= set(rows) and all(r["error"] is None for r in rows.values())
