@@ -69,6 +69,17 @@ class AgentOptions:
     # With an authority: Databricks Apps refuse personal access tokens, Model Serving takes them.
     accept_pat: bool = False
 
+    def __post_init__(self) -> None:
+        if self.stream_style not in (None, "openai", "mlflow"):
+            raise UsageError(
+                f"AgentOptions.stream_style must be 'openai' or 'mlflow', got {self.stream_style!r}"
+            )
+        if self.chat_reply not in ("completion", "chat_agent"):
+            raise UsageError(
+                "AgentOptions.chat_reply must be 'completion' or 'chat_agent', "
+                f"got {self.chat_reply!r}"
+            )
+
     @property
     def responses_style(self) -> ResponsesStreamStyle:
         if self.stream_style is not None:

@@ -170,3 +170,15 @@ def test_configure_swaps_faults_and_options() -> None:
         assert (
             httpx.post(f"{server.url}/responses", json={"input": "x"}).json()["model"] == "second"
         )
+
+
+def test_bad_options_are_usage_errors() -> None:
+    from agentbatch.errors import UsageError
+    from agentbatch.testing.agent_app import AgentOptions
+
+    with pytest.raises(UsageError, match="stream_style"):
+        AgentOptions(stream_style="sse")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="chat_reply"):
+        AgentOptions(chat_reply="agent")  # type: ignore[arg-type]
+    with serve_agent() as server, pytest.raises(UsageError):
+        server.configure(chat_reply="nope")
