@@ -114,6 +114,10 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
     bundle = command("bundle", "Generate the Databricks bundle's job resources from jobs/*.yml.")
     bundle.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
     bundle.add_argument("--project-dir", type=Path, help="folder of databricks.yml (default: .)")
+
+    from agentbatch.evaluation.cli import add_commands
+
+    add_commands(commands, _add_job_options, _add_run_options)
     return parser
 
 
@@ -189,6 +193,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agentbatch.bundle import bundle_command
 
         return bundle_command(args.project_dir, check=args.check)
+    if args.command in ("eval", "compare"):
+        from agentbatch.evaluation.cli import run_command
+
+        return run_command(args, variables)
     if args.command == "validate":
         return _validate(args.jobs, variables, args.project_dir)
     if args.command == "render":

@@ -103,7 +103,7 @@ def eval_report(result: EvalResult) -> Report:
     ]
     confidence = _confidence(result.metrics)
     scores = Section("Scores", text=[f"Means with {confidence} confidence intervals."])
-    proportion = [i for i in infos if i.binary]
+    proportion = [i for i in infos if i.binary and i.higher_is_better]
     if proportion:
         scores.charts.append(
             svg.bar_chart(
@@ -192,7 +192,7 @@ def _distribution_section(
         if not any(values for _, values in series):
             continue
         discrete = info.kind == "llm_judge"
-        unit = f" ({info.unit})" if info.unit else ""
+        unit = f" ({info.unit})" if info.unit and info.unit != info.name else ""
         section.charts.append(
             svg.histogram(
                 f"{info.name}{unit}", series, x_label=f"{info.name}{unit}", discrete=discrete

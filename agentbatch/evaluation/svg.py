@@ -31,12 +31,10 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(1, count)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.floor(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 10))
-        value += step
+    first = math.floor(low / step + 1e-9) * step
+    ticks = [round(first, 10)]
+    while ticks[-1] < high - step * 1e-9:
+        ticks.append(round(first + step * len(ticks), 10))
     return ticks
 
 
@@ -160,6 +158,8 @@ def histogram(
     if not values:
         return _frame(width, height, title, [_empty(width, height)], [])
     low, high = min(values), max(values)
+    # Whole numbers over a short range (token counts, judge scores): one bar per value.
+    discrete = discrete or (all(v == int(v) for v in values) and high - low <= 40)
     if discrete:
         edges = [v - 0.5 for v in range(math.floor(low), math.ceil(high) + 2)]
     else:
