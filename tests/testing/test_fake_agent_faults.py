@@ -136,9 +136,9 @@ async def test_capacity_rejects_beyond_the_limit(make_agent: MakeAgent) -> None:
             asyncio.create_task(session.post(f"{server.url}/responses", json={"input": f"h{i}"}))
             for i in range(2)
         ]
-        for _ in range(500):  # wait until both hold a slot
-            if server.stats().in_flight == 2:
-                break
+        deadline = asyncio.get_running_loop().time() + 30
+        while server.stats().in_flight < 2:  # wait until both hold a slot
+            assert asyncio.get_running_loop().time() < deadline, "hanging requests never arrived"
             await asyncio.sleep(0.01)
         async with session.post(f"{server.url}/responses", json={"input": "third"}) as response:
             assert response.status == 429
@@ -153,7 +153,7 @@ async def test_capacity_rejects_beyond_the_limit(make_agent: MakeAgent) -> None:
 
 
 async def test_concurrency_is_counted(make_agent: MakeAgent) -> None:
-    server = make_agent(FaultConfig(latency_ms=200))
+    server = make_agent(FaultConfig(latency_ms=500))
     async with aiohttp.ClientSession() as session:
 
         async def one(i: int) -> int:
