@@ -26,6 +26,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from agentbatch.errors import UsageError
 from agentbatch.testing.agent_app import AgentHandlers, AgentOptions
 from agentbatch.testing.background import BackgroundServer, bind_loopback, start_site
 from agentbatch.testing.faults import FAULT_KINDS, FaultConfig
@@ -172,6 +173,10 @@ async def _serve_forever(handlers: AgentHandlers, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
+    try:
+        faults = _config_from(args)
+    except UsageError as error:
+        raise SystemExit(f"agent_server: {error}") from None
     authority = None
     if args.require_token:
         authority = TokenAuthority(clients={}, pats={t: "cli-user" for t in args.require_token})
@@ -182,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         chat_reply=args.chat_reply,
         accept_pat=True,
     )
-    handlers = AgentHandlers(_config_from(args), options, authority)
+    handlers = AgentHandlers(faults, options, authority)
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(_serve_forever(handlers, args.port))
 

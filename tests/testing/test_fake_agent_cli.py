@@ -72,4 +72,6 @@ def test_cli_rejects_bad_options() -> None:
         timeout=60,
     )
     assert result.returncode != 0
-    assert "p_hang must be within [0, 1]" in result.stderr
+    assert result.stderr.strip() == (
+        "agent_server: FaultConfig.p_hang must be within [0, 1], got 3.0"
+    )
