@@ -21,7 +21,7 @@ _EXPORTS = {
     "compare": "agentbatch.evaluation.run",
     "score_table": "agentbatch.evaluation.scoring",
     "compute_metrics": "agentbatch.evaluation.metrics",
-    "compare_scores": "agentbatch.evaluation.compare",
+    "compare_scores": "agentbatch.evaluation.comparison",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from agentbatch.errors import EngineError, UsageError
 from agentbatch.evaluation.checks import check_evaluation
-from agentbatch.evaluation.compare import Comparison, compare_scores
+from agentbatch.evaluation.comparison import Comparison, compare_scores
 from agentbatch.evaluation.judge import judge_job, judge_table_name, run_judge
 from agentbatch.evaluation.metrics import MetricOptions, compute_metrics
 from agentbatch.evaluation.scorers import JudgeReply
