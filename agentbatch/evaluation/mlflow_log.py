@@ -9,7 +9,9 @@ False never logs.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,8 @@ def log_to_mlflow(
     """Log `result`; the MLflow run id, or None when not logging."""
     if mode is False:
         return None
+    if mode is None and not os.environ.get("MLFLOW_TRACKING_URI") and "mlflow" not in sys.modules:
+        return None  # no tracking URI can be set: skip importing mlflow (seconds)
     mlflow = _mlflow(required=mode is True)
     if mlflow is None:
         return None
