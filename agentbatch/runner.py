@@ -253,7 +253,9 @@ def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict
     }
     if the_plan.strategy == "push-down":
         summary["rows"] = int(table.get("answered_this_run") or 0)
-    summary.update(stats)
+    else:
+        summary["rows"] = int(stats.get("rows_seen", 0))
+    summary.update({k: v for k, v in stats.items() if k != "rows_seen"})
     summary.setdefault("errors", 0)
     summary.update(
         output_table=the_plan.job.output.table,
