@@ -40,7 +40,8 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Rounding can put an end a hair past p at 0 or 1; the interval always holds p.
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
 def bootstrap_interval(

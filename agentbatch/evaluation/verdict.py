@@ -53,7 +53,7 @@ _BARE_SCORE = re.compile(
     r"^\s*\**\s*([-+]?\d+(?:\.\d+)?)\s*(?:(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?\s*\**\.?\s*$",
     re.IGNORECASE,
 )
-_ANY_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.])")
+_ANY_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w|\.\d)")
 _NEGATED = re.compile(r"\bnot\s+(correct|pass|passing|acceptable|right)\b", re.IGNORECASE)
 
 
