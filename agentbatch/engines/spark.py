@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from agentbatch.agent.calls import CallSpec
     from agentbatch.engines.spark_distributed import DistributedAnswers
-    from agentbatch.plan import RestFallback
+    from agentbatch.planner import RestFallback
 
 log = logging.getLogger(__name__)
 

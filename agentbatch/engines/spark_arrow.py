@@ -19,14 +19,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 _PAYLOAD = "agentbatch_arrow_ipc"
 
 
 def arrow_schema(df: DataFrame) -> pa.Schema:
+    """The Arrow schema Spark gives `df`'s rows (timestamps in UTC)."""
+    return spark_to_arrow(df.schema)
+
+
+def spark_to_arrow(schema: StructType) -> pa.Schema:
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(df.schema)
+    try:
+        return to_arrow_schema(schema, timezone="UTC")
+    except TypeError:  # pyspark < 4 takes no time zone
+        return to_arrow_schema(schema)
 
 
 def arrow_batches(df: DataFrame, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:

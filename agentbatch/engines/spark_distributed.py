@@ -189,12 +189,13 @@ class _TaskRun:
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
-        from pyspark.sql.pandas.types import to_arrow_schema
+
+        from agentbatch.engines.spark_arrow import spark_to_arrow
 
         context = TaskContext.get()
         partition = context.partitionId() if context else 0
         attempt = context.attemptNumber() if context else 0
-        arrow_schema = to_arrow_schema(self.schema)
+        arrow_schema = spark_to_arrow(self.schema)
         writer = (
             _CheckpointWriter(Path(self.checkpoint), self.run_id, partition, attempt)
             if self.checkpoint

@@ -63,6 +63,7 @@ class FileTable:
         number = max(self._versions(), default=-1) + 1
         target = self._version_path(number)
         df.write.mode("error").parquet(str(target))
+        _keep_schema(target, df)
         self._link(target)
         self._drop_versions(keep=target)
 
@@ -126,3 +127,16 @@ class FileTable:
                 shutil.rmtree(version, ignore_errors=True)
             else:
                 version.unlink(missing_ok=True)
+
+
+def _keep_schema(folder: Path, df: DataFrame) -> None:
+    """An empty DataFrame may be written as no data file at all, which loses its columns: write an
+    empty part file with the schema then."""
+    if any(p.name.startswith("part-") for p in folder.iterdir()):
+        return
+    import pyarrow.parquet as pq
+
+    from agentbatch.engines.spark_arrow import spark_to_arrow
+
+    schema = spark_to_arrow(df.schema)
+    pq.write_table(schema.empty_table(), folder / "part-00000-empty.parquet")

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("pyspark")
 
-from pyspark.sql import SparkSession  # noqa: E402
+from pyspark.sql import SparkSession
 
-from agentbatch.engines.spark import SparkEngine  # noqa: E402
+from agentbatch.engines.spark import SparkEngine
 
 HERE = Path(__file__).parent
 

@@ -28,7 +28,9 @@ def test_select_from_a_mapped_csv(make_engine: Any, tmp_path: Path) -> None:
 
 def test_fetch_batches_are_arrow_in_order_and_bounded(make_engine: Any) -> None:
     engine = make_engine()
-    batches = list(engine.fetch_batches("SELECT id FROM range(0, 2500) ORDER BY id", batch_rows=1000))
+    batches = list(
+        engine.fetch_batches("SELECT id FROM range(0, 2500) ORDER BY id", batch_rows=1000)
+    )
     assert all(b.num_rows <= 1000 for b in batches)
     ids = pa.Table.from_batches(batches).column("id").to_pylist()
     assert ids == list(range(2500))
@@ -62,7 +64,9 @@ def test_merge_by_key_rewrites_the_parquet_table(make_engine: Any) -> None:
         "CREATE TABLE main.s.answers AS SELECT * FROM VALUES (1, 'old-1'), (2, 'old-2') AS t(id, response)"
     )
     schema = pa.schema([("id", pa.int32()), ("response", pa.string())])
-    batch = pa.record_batch([pa.array([2, 3], pa.int32()), pa.array(["new-2", "new-3"])], schema=schema)
+    batch = pa.record_batch(
+        [pa.array([2, 3], pa.int32()), pa.array(["new-2", "new-3"])], schema=schema
+    )
     request = WriteRequest("main.s.answers", "id", "merge", "agentbatch_staged", (MERGE_SQL,))
     stats = engine.write_results(request, [batch], schema)
     assert stats.rows_written == 2
