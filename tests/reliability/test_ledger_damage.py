@@ -1,0 +1,158 @@
+"""A ledger torn or garbled between a kill and the resume: detected, dropped, never fatal.
+
+The writer is a child process that checkpoints a few group commits and is then SIGKILLed, so the
+ledger is left exactly as a killed run leaves it (WAL not checkpointed, shared memory stale).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from agentbatch.agent.ledger import Ledger
+
+from .processes import PYTHON, child_env
+
+BATCHES = 6
+ROWS_PER_BATCH = 25
+
+WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import pyarrow as pa
+    from agentbatch.agent.ledger import Ledger
+
+    ledger = Ledger(sys.argv[1], key="id")
+    for b in range({batches}):
+        ids = list(range(b * {rows}, (b + 1) * {rows}))
+        ledger.append(pa.table({{
+            "id": pa.array(ids, pa.int64()),
+            "response": [f"answer {{i}}" for i in ids],
+            "error": pa.nulls(len(ids), pa.string()),
+            "request_fingerprint": [f"fp{{i}}" for i in ids],
+        }}))
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+).format(batches=BATCHES, rows=ROWS_PER_BATCH)
+
+
+def killed_writer(path: Path) -> None:
+    done = subprocess.run(
+        [PYTHON, "-c", WRITER, str(path)], env=child_env(), capture_output=True, check=False
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+
+
+def inputs(n: int) -> pa.RecordBatch:
+    ids = list(range(n))
+    return pa.RecordBatch.from_pydict(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "_request": [f"q{i}" for i in ids],
+            "request_fingerprint": [f"fp{i}" for i in ids],
+        }
+    )
+
+
+def survivors(path: Path) -> set[int]:
+    """Ids the reopened ledger considers answered; every read path must work on it.
+
+    The sink's read comes first: it is what finds an unreadable stored batch and forgets it."""
+    with Ledger(path, key="id") as ledger:
+        unwritten = [row for batch in ledger.unwritten() for row in batch.to_pylist()]
+        todo = ledger.unanswered(inputs(BATCHES * ROWS_PER_BATCH), retry_errors=False)
+        stats = ledger.stats()
+    answered = set(range(BATCHES * ROWS_PER_BATCH)) - set(todo.column("id").to_pylist())
+    assert stats["answers"] == len(answered)
+    assert {row["id"] for row in unwritten} == answered
+    assert all(row["response"] == f"answer {row['id']}" for row in unwritten)
+    return answered
+
+
+def whole_batches(answered: set[int]) -> int:
+    """The number of leading group commits `answered` is made of; fails on a partial commit."""
+    count = len(answered) // ROWS_PER_BATCH
+    assert answered == set(range(count * ROWS_PER_BATCH)), "a group commit survived in part"
+    return count
+
+
+def test_killed_writer_loses_nothing_committed(tmp_path: Path) -> None:
+    path = tmp_path / "l.ledger.sqlite"
+    killed_writer(path)
+    assert Path(str(path) + "-wal").stat().st_size > 0  # the kill left the WAL as it was
+    assert whole_batches(survivors(path)) == BATCHES
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_torn_wal_tail_drops_only_the_torn_commits(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    path = tmp_path / "l.ledger.sqlite"
+    killed_writer(path)
+    wal = Path(str(path) + "-wal")
+    size = wal.stat().st_size
+    cut = rng.randint(32, size - 1)
+    if seed % 2:
+        with wal.open("r+b") as f:
+            f.truncate(cut)
+    else:
+        with wal.open("r+b") as f:
+            f.seek(cut)
+            f.write(rng.randbytes(size - cut))
+    kept = whole_batches(survivors(path))
+    assert kept < BATCHES  # the last commit frame is always in the damaged tail
+    # Resuming on top of it works: new answers are recorded and read back.
+    with Ledger(path, key="id") as ledger:
+        ledger.append(
+            pa.table(
+                {
+                    "id": pa.array([10_000], pa.int64()),
+                    "response": ["late"],
+                    "error": pa.nulls(1, pa.string()),
+                    "request_fingerprint": ["fp-late"],
+                }
+            )
+        )
+        assert ledger.stats()["answers"] == kept * ROWS_PER_BATCH + 1
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_garbled_main_file_is_never_fatal(
+    tmp_path: Path, seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes overwritten anywhere in a checkpointed ledger: quarantined, or rows re-sent."""
+    rng = random.Random(seed)
+    path = tmp_path / "l.ledger.sqlite"
+    killed_writer(path)
+    with Ledger(path, key="id"):
+        pass  # the last connection to close checkpoints the WAL into the main file
+    assert not Path(str(path) + "-wal").exists()
+    size = path.stat().st_size
+    offset = rng.randint(0, size - 64)
+    with path.open("r+b") as f:
+        f.seek(offset)
+        f.write(rng.randbytes(rng.randint(1, 64)))
+    with caplog.at_level(logging.WARNING, logger="agentbatch"):
+        answered = survivors(path)
+    assert answered <= set(range(BATCHES * ROWS_PER_BATCH))
+    quarantined = list(tmp_path.glob("*.corrupt-*"))
+    if quarantined:
+        assert answered == set()
+        assert any("damaged" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a database at all\n", b"SQLite format 3\x00" + b"\xff" * 4000]
+)
+def test_ledger_that_is_not_a_database_is_moved_aside(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "l.ledger.sqlite"
+    path.write_bytes(content)
+    assert survivors(path) == set()
+    if content:
+        assert len(list(tmp_path.glob("*.corrupt-*"))) == 1
