@@ -75,6 +75,12 @@ def fmt_delta(value: float | None, info: ScorerInfo) -> str:
     return f"{sign}{value:.2f}"
 
 
+def _delta_interval(low: float | None, high: float | None, info: ScorerInfo) -> str:
+    if low is None or high is None:
+        return "–"
+    return f"[{fmt_delta(low, info)}, {fmt_delta(high, info)}]"
+
+
 def _cell(value: Any, limit: int = 100) -> str:
     return "" if value is None else preview(value, limit)
 
@@ -375,7 +381,7 @@ def compare_report(result: CompareResult) -> Report:
                 fmt_value(row["mean_a"], info),
                 fmt_value(row["mean_b"], info),
                 fmt_delta(row["delta"], info),
-                fmt_interval(row["delta_ci_low"], row["delta_ci_high"], info),
+                _delta_interval(row["delta_ci_low"], row["delta_ci_high"], info),
                 f"{row['wins_a']:,}",
                 f"{row['ties']:,}",
                 f"{row['wins_b']:,}",
