@@ -40,10 +40,27 @@ def log_to_mlflow(
         if mode is True:
             raise ConfigError("MLflow logging needs a tracking URI: set MLFLOW_TRACKING_URI")
         return None
+    try:
+        run_id = _log(mlflow, result, experiment)
+    except Exception as err:  # mlflow raises many kinds; logging is never worth a lost evaluation
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if mode is True:
+            raise ConfigError(f"MLflow logging failed: {message}") from None
+        log.warning("MLflow logging failed (the tables and report are written): %s", message)
+        return None
+    log.info("logged to MLflow run %s", run_id)
+    return run_id
+
+
+def _log(mlflow: Any, result: EvalResult | CompareResult, experiment: str | None) -> str:
+    experiment_id = None
     if experiment:
-        mlflow.set_experiment(experiment)
+        # By id, not mlflow.set_experiment: that would change the process's active experiment.
+        client = mlflow.tracking.MlflowClient()
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     params, metrics, name = _content(result)
-    with mlflow.start_run(run_name=name) as run:
+    with mlflow.start_run(run_name=name, experiment_id=experiment_id) as run:
         mlflow.set_tag("agentbatch.kind", "comparison" if "comparison" in name else "evaluation")
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
@@ -54,7 +71,6 @@ def log_to_mlflow(
         else:
             _log_fresh_report(mlflow, result)
         run_id: str = run.info.run_id
-    log.info("logged to MLflow run %s", run_id)
     return run_id
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from agentbatch.evaluation.scoring import Scored, score_table
 from agentbatch.evaluation.spec import Evaluation, LlmJudge
 from agentbatch.evaluation.tables import derived_table, open_engine, write_table
 from agentbatch.spec.models import Agent, Job, Output
+from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -93,6 +94,55 @@ class _Context:
     state_dir: str | Path | None
     settings: Mapping[str, Any] | None
     progress: bool
+    # Tables some step of this evaluation writes: a `--table` mapping for one of them is an
+    # output of that step only, never an input another step must find on disk.
+    written: frozenset[tuple[str, ...]] = frozenset()
+
+    def mapped(self, *keep: str) -> dict[str, Any]:
+        """The `--table` mappings for one step: plain inputs, and `keep` (its inputs/outputs)."""
+        kept = {_canonical(name) for name in keep}
+        return {
+            name: source
+            for name, source in self.tables.items()
+            if _canonical(name) not in self.written or _canonical(name) in kept
+        }
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """The tables one variant reads and writes."""
+
+    answers: str
+    scores: str
+    metrics: str
+    judges: Mapping[str, str]
+
+    def names(self) -> list[str]:
+        return [self.answers, self.scores, self.metrics, *self.judges.values()]
+
+
+def _tables_of(job: Job, variant: str) -> _Tables:
+    evaluation = job.evaluation
+    assert evaluation is not None  # checked when the job was prepared
+    answers = job.output.table
+    judges = {
+        entry.name: judge_table_name(answers, entry.name, entry.options, variant)
+        for entry in evaluation.scorers
+        if isinstance(entry.options, LlmJudge)
+    }
+    return _Tables(
+        answers=answers,
+        scores=evaluation.scores_table or derived_table(answers, "_scores"),
+        metrics=evaluation.metrics_table or derived_table(answers, "_metrics"),
+        judges=judges,
+    )
+
+
+def _canonical(name: str) -> tuple[str, ...]:
+    try:
+        return tuple(part.lower() for part in quoting.table_parts(name))
+    except quoting.SqlValueError:
+        return (name.lower(),)
 
 
 def evaluate(
@@ -134,7 +184,8 @@ def evaluate(
         progress,
     )
     check_evaluation(job, _file_of(job_or_path))
-    result = _evaluate_variant(job, "", context)
+    written = {_canonical(name) for name in _tables_of(job, "").names()}
+    result = _evaluate_variant(job, "", replace(context, written=frozenset(written)))
     if report_dir is not None:
         from agentbatch.evaluation.report_files import write_eval_report
 
@@ -210,6 +261,11 @@ def compare(
     variants = []
     for job, endpoint, variant in ((first, endpoint_a, variant_a), (second, endpoint_b, variant_b)):
         variants.append(_variant_job(job, evaluation, endpoint, variant if same_output else ""))
+    comparison_table = derived_table(first.output.table, "_comparison")
+    written = {_canonical(comparison_table)}
+    for job, variant in zip(variants, (variant_a, variant_b), strict=True):
+        written |= {_canonical(name) for name in _tables_of(job, variant).names()}
+    context = replace(context, written=frozenset(written))
     result_a = _evaluate_variant(variants[0], variant_a, context)
     result_b = _evaluate_variant(variants[1], variant_b, context)
     options = _metric_options(evaluation)
@@ -221,7 +277,6 @@ def compare(
         options=options,
         top=top,
     )
-    comparison_table = derived_table(first.output.table, "_comparison")
     _write_tables(variants[0], context, {comparison_table: (comparison.summary, "scorer")})
     result = CompareResult(result_a, result_b, comparison, comparison_table)
     if report_dir is not None:
@@ -294,53 +349,13 @@ def _variant_job(job: Job, evaluation: Evaluation, endpoint: str | None, suffix:
 
 
 def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
-    from agentbatch import runner
-    from agentbatch.planner import RunOptions
-
     evaluation = job.evaluation
     assert evaluation is not None  # checked by _prepare
     # Errors are what an evaluation measures: they are scored, never fatal here.
     job = job.model_copy(update={"agent": job.agent.model_copy(update={"fail_on_error": False})})
-    answers_table = job.output.table
-    the_plan = runner.plan(
-        job,
-        context.target,
-        options=RunOptions(endpoint_overrides=context.endpoints),
-        project_dir=context.root,
-    )
-    summary: dict[str, Any] | None = None
-    if context.skip_run:
-        engine = open_engine(the_plan, context.tables, context.root, [])
-        try:
-            if not engine.table_exists(answers_table):
-                raise UsageError(
-                    f"{answers_table} has no answers yet; run without --skip-run first"
-                )
-            answers = engine.read_table(answers_table)
-        finally:
-            engine.close()
-    else:
-        run = runner.run(
-            job,
-            context.target,
-            tables=context.tables,
-            endpoints=context.endpoints,
-            limit=context.limit,
-            retry_errors=context.retry_errors,
-            full_refresh=context.full_refresh,
-            state_dir=context.state_dir,
-            project_dir=context.root,
-            settings=context.settings,
-            progress=context.progress,
-        )
-        summary = run.summary
-        if run.engine is None:  # pragma: no cover - only dry runs have no engine
-            raise EngineError("the run returned no engine to read the answers from")
-        try:
-            answers = run.engine.read_table(answers_table)
-        finally:
-            run.engine.close()
-    replies, judge_tables = _run_judges(job, variant, context)
+    tables = _tables_of(job, variant)
+    answers, summary = _answers(job, context)
+    replies = {name: _judge(job, name, table, context) for name, table in tables.judges.items()}
     scored = score_table(answers, job, judge_replies=replies)
     endpoint = _display_endpoint(job.agent.endpoint, context.endpoints)
     when = datetime.now(timezone.utc)
@@ -352,16 +367,16 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
         endpoint=endpoint,
         evaluated_at=when,
     )
-    scores_table = evaluation.scores_table or derived_table(answers_table, "_scores")
-    metrics_table = evaluation.metrics_table or derived_table(answers_table, "_metrics")
     _write_tables(
-        job, context, {scores_table: (scored.table, scored.key), metrics_table: (metrics, "scorer")}
+        job,
+        context,
+        {tables.scores: (scored.table, scored.key), tables.metrics: (metrics, "scorer")},
     )
     log.info(
         "wrote %d score row(s) to %s and metrics to %s",
         scored.table.num_rows,
-        scores_table,
-        metrics_table,
+        tables.scores,
+        tables.metrics,
     )
     return EvalResult(
         job=job,
@@ -369,55 +384,90 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
         endpoint=endpoint,
         scored=scored,
         metrics=metrics,
-        answers_table=answers_table,
-        scores_table=scores_table,
-        metrics_table=metrics_table,
-        judge_tables=judge_tables,
+        answers_table=tables.answers,
+        scores_table=tables.scores,
+        metrics_table=tables.metrics,
+        judge_tables=dict(tables.judges),
         run_summary=summary,
         target=_target_name(context.target),
         evaluated_at=when,
     )
 
 
-def _run_judges(
-    job: Job, variant: str, context: _Context
-) -> tuple[dict[str, dict[Any, JudgeReply]], dict[str, str]]:
+def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | None]:
+    """Run the job (unless skipped) and read its whole output table."""
+    from agentbatch import runner
+    from agentbatch.planner import RunOptions
+
+    answers_table = job.output.table
+    if context.skip_run:
+        the_plan = runner.plan(
+            job,
+            context.target,
+            options=RunOptions(endpoint_overrides=context.endpoints),
+            project_dir=context.root,
+        )
+        engine = open_engine(the_plan, context.mapped(answers_table), context.root, [])
+        try:
+            if not engine.table_exists(answers_table):
+                raise UsageError(
+                    f"{answers_table} has no answers yet; run without --skip-run first"
+                )
+            return engine.read_table(answers_table), None
+        finally:
+            engine.close()
+    run = runner.run(
+        job,
+        context.target,
+        tables=context.mapped(answers_table),
+        endpoints=context.endpoints,
+        limit=context.limit,
+        retry_errors=context.retry_errors,
+        full_refresh=context.full_refresh,
+        state_dir=context.state_dir,
+        project_dir=context.root,
+        settings=context.settings,
+        progress=context.progress,
+    )
+    if run.engine is None:  # pragma: no cover - only dry runs have no engine
+        raise EngineError("the run returned no engine to read the answers from")
+    try:
+        return run.engine.read_table(answers_table), run.summary
+    finally:
+        run.engine.close()
+
+
+def _judge(job: Job, name: str, table: str, context: _Context) -> dict[Any, JudgeReply]:
     evaluation = job.evaluation
     assert evaluation is not None
-    replies: dict[str, dict[Any, JudgeReply]] = {}
-    tables: dict[str, str] = {}
-    for entry in evaluation.scorers:
-        if not isinstance(entry.options, LlmJudge):
-            continue
-        table = judge_table_name(job.output.table, entry.name, entry.options, variant)
-        judging = judge_job(
-            job,
-            entry.name,
-            entry.options,
-            answers_table=job.output.table,
-            judge_table=table,
-            expected=evaluation.expected,
-        )
-        replies[entry.name] = run_judge(
-            judging,
-            context.target,
-            tables=context.tables,
-            endpoints=context.endpoints,
-            retry_errors=context.retry_errors,
-            state_dir=context.state_dir,
-            project_dir=context.root,
-            settings=context.settings,
-            progress=context.progress,
-        )
-        tables[entry.name] = table
-    return replies, tables
+    options = next(e.options for e in evaluation.scorers if e.name == name)
+    assert isinstance(options, LlmJudge)
+    judging = judge_job(
+        job,
+        name,
+        options,
+        answers_table=job.output.table,
+        judge_table=table,
+        expected=evaluation.expected,
+    )
+    return run_judge(
+        judging,
+        context.target,
+        tables=context.mapped(job.output.table, table),
+        endpoints=context.endpoints,
+        retry_errors=context.retry_errors,
+        state_dir=context.state_dir,
+        project_dir=context.root,
+        settings=context.settings,
+        progress=context.progress,
+    )
 
 
 def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Table, str]]) -> None:
     from agentbatch import runner
 
     the_plan = runner.plan(job, context.target, project_dir=context.root)
-    engine = open_engine(the_plan, context.tables, context.root, list(tables))
+    engine = open_engine(the_plan, context.mapped(*tables), context.root, list(tables))
     try:
         for name, (data, key) in tables.items():
             write_table(engine, the_plan, name, data, key)

@@ -1,0 +1,106 @@
+"""The `eval` and `compare` commands: exit codes, requirements, mapped output files, help."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from agentbatch.cli import main
+from agentbatch.testing.agent_server import AgentServer
+
+
+def eval_args(project: Path, agent: AgentServer, *extra: str) -> list[str]:
+    return [
+        "eval", str(project / "jobs" / "eval_triage.yml"),
+        "--table", f"main.support.tickets={project / 'data' / 'tickets.csv'}",
+        "--endpoint", f"apps/triage-agent={agent.url}", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def test_requirements_gate_the_exit_code(
+    project: Path, demo_agent: AgentServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(eval_args(project, demo_agent, "--require", "label_exact_match>=0.9")) == 0
+    capsys.readouterr()
+    code = main(
+        eval_args(
+            project, demo_agent, "--skip-run", "--require", "label_exact_match>=0.99",
+            "--require", "latency<100000", "--require", "error_rate<=0",
+        )
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "evaluation below requirements: label_exact_match is 0.93, required >= 0.99" in err
+    assert "latency" not in err.split("requirements:")[1]
+
+
+@pytest.mark.parametrize(
+    ("require", "message"),
+    [("nope>=1", "--require: no scorer 'nope'"), ("label_exact_match=1", "expected SCORER>=VALUE")],
+)
+def test_bad_requirements_are_usage_errors(
+    project: Path,
+    demo_agent: AgentServer,
+    capsys: pytest.CaptureFixture[str],
+    require: str,
+    message: str,
+) -> None:
+    assert main(eval_args(project, demo_agent, "--require", require)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_json_output_and_mapped_output_files(
+    project: Path, demo_agent: AgentServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scores_csv = project / "out" / "scores.csv"
+    metrics_parquet = project / "out" / "metrics.parquet"
+    code = main(
+        eval_args(
+            project, demo_agent, "--json",
+            "--table", f"main.support.triage_eval_scores={scores_csv}",
+            "--table", f"main.support.triage_eval_metrics={metrics_parquet}",
+        )
+    )  # fmt: skip
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["scores_table"] == "main.support.triage_eval_scores"
+    assert {m["scorer"] for m in payload["metrics"]} == {
+        "label_exact_match", "valid_triage", "error_rate", "latency", "tokens",
+    }  # fmt: skip
+    with scores_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 300 and {"ticket_id", "label_exact_match", "latency_error"} <= set(rows[0])
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(metrics_parquet).num_rows == 5 * 6
+
+
+def test_usage_and_spec_errors(
+    project: Path, demo_agent: AgentServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = str(project / "jobs" / "eval_triage.yml")
+    assert main(["compare", job]) == 2
+    assert "compare needs a second job or --endpoint-b" in capsys.readouterr().err
+    assert main(["compare", job, "--endpoint-b", "x", "--variant-a", "A"]) == 2
+    assert "variant name 'A'" in capsys.readouterr().err
+    assert main(["compare", job, job, job]) == 2
+    assert "one job file (with --endpoint-b) or two job files" in capsys.readouterr().err
+    assert main(eval_args(project, demo_agent, "--skip-run")) == 2
+    assert "has no answers yet; run without --skip-run first" in capsys.readouterr().err
+    plain = project / "jobs" / "plain.yml"
+    plain.write_text(
+        (project / "jobs" / "eval_triage.yml").read_text().split("evaluation:")[0]
+        + "vars:\n  catalog: main\n"
+    )
+    assert main(["eval", str(plain)]) == 2
+    assert f"{plain}:7: the job has no `evaluation:` block" in capsys.readouterr().err
+
+
+def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("eval", "compare"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert f"agentbatch {command} jobs/" in capsys.readouterr().out
