@@ -46,7 +46,9 @@ class AiQueryCall:
 def _literal_bool(value: exp.Expression) -> bool:
     if isinstance(value, exp.Boolean):
         return bool(value.this)
-    raise AiQueryError(f"ai_query: failOnError must be TRUE or FALSE, got {value.sql('databricks')}")
+    raise AiQueryError(
+        f"ai_query: failOnError must be TRUE or FALSE, got {value.sql('databricks')}"
+    )
 
 
 def parse_call(node: exp.Expression) -> AiQueryCall:
@@ -64,7 +66,9 @@ def parse_call(node: exp.Expression) -> AiQueryCall:
                 raise AiQueryError(f"ai_query: unsupported argument {arg.this.name!r}")
             named[key] = arg.expression
     return_type = named.get("returnType")
-    if return_type is not None and not (isinstance(return_type, exp.Literal) and return_type.is_string):
+    if return_type is not None and not (
+        isinstance(return_type, exp.Literal) and return_type.is_string
+    ):
         raise AiQueryError("ai_query: returnType must be a string literal")
     fail = named.get("failOnError")
     return AiQueryCall(

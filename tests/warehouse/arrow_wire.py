@@ -1,3 +1,5 @@
+# mypy: disable-error-code="no-untyped-call"
+# (the Thrift classes generated into the connector carry no type hints)
 """Results as a SQL warehouse sends them: Arrow IPC bytes inside Thrift `TRowSet`s.
 
 The connector reads `arrowSchema` (an IPC schema message) followed by the `arrowBatches` (IPC

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from databricks.sql.client import Connection
 from .agents import echo_agent
 from .duckdb_executor import DuckDBExecutor
 from .server import Warehouse, serve_warehouse
+from .service import WarehouseSettings
 
 
 @pytest.fixture
@@ -30,6 +32,21 @@ def warehouse(duckdb_executor: DuckDBExecutor) -> Iterator[Warehouse]:
 
 
 @pytest.fixture
+def make_warehouse(tmp_path: Path) -> Iterator[Callable[..., Warehouse]]:
+    """Start further DuckDB warehouses: `make_warehouse(ai_query=..., settings=...)`.
+
+    Keyword arguments go to `DuckDBExecutor`, except `settings` (to `serve_warehouse`).
+    """
+    with contextlib.ExitStack() as stack:
+
+        def make(settings: WarehouseSettings | None = None, **options: Any) -> Warehouse:
+            executor = stack.enter_context(DuckDBExecutor(**options))
+            return stack.enter_context(serve_warehouse(executor, settings=settings))
+
+        yield make
+
+
+@pytest.fixture
 def connect(warehouse: Warehouse) -> Iterator[Callable[..., Connection]]:
     """Open connector connections to the warehouse; all are closed after the test."""
     opened: list[Connection] = []
@@ -42,3 +59,24 @@ def connect(warehouse: Warehouse) -> Iterator[Callable[..., Connection]]:
     yield open_connection
     for conn in opened:
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def spark_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local Spark session for the whole run (it takes seconds to start)."""
+    pyspark_sql = pytest.importorskip("pyspark.sql")
+    warehouse_dir = tmp_path_factory.mktemp("spark-warehouse")
+    spark = (
+        pyspark_sql.SparkSession.builder.master("local[2]")
+        .appName("loopback-warehouse-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.warehouse.dir", str(warehouse_dir))
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    yield spark
+    spark.stop()

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import sqlglot
-from duckdb import sqltypes
+from duckdb import func, sqltypes
 from sqlglot import exp
 
 from .ai_query import AiQueryCall, AiQueryFunction, answer, error_text, find_calls
@@ -75,12 +75,12 @@ class DuckDBExecutor:
     def create_catalog(self, name: str) -> None:
         """A Unity Catalog catalog with its `default` schema."""
         with self._db_lock:
-            self._db.execute(f'ATTACH \':memory:\' AS "{PREFIX}{name}"')
+            self._db.execute(f"ATTACH ':memory:' AS \"{PREFIX}{name}\"")
             self._db.execute(f'CREATE SCHEMA IF NOT EXISTS "{PREFIX}{name}"."default"')
 
     def _register_udfs(self) -> None:
         text = sqltypes.VARCHAR
-        params = [text, text, text, text, text]
+        params: list[Any] = [text, text, text, text, text]
         for name, or_error in ((_UDF, False), (_UDF_OR_ERROR, True)):
             result_type = (
                 duckdb.struct_type({"result": text, "errorMessage": text}) if or_error else text
@@ -88,10 +88,10 @@ class DuckDBExecutor:
             self._db.create_function(
                 name,
                 self._udf(or_error),
-                params,  # type: ignore[arg-type]
+                params,
                 result_type,
-                type="arrow",
-                null_handling="special",
+                type=func.PythonUDFType.ARROW,
+                null_handling=func.FunctionNullHandling.SPECIAL,
                 side_effects=True,
             )
 
@@ -173,9 +173,9 @@ class DuckDBExecutor:
             view = temporary_view_name(tree)
             if view is not None:
                 session.temporary_views.add(view.lower())
-        if table is not None and isinstance(tree, (*_DML, exp.Create)):
-            if table.column_names == ["Count"]:
-                table = table.rename_columns(["num_affected_rows"])
+        dml = isinstance(tree, (*_DML, exp.Create))
+        if table is not None and dml and table.column_names == ["Count"]:
+            table = table.rename_columns(["num_affected_rows"])
         return table
 
     def _session(self, session_id: str) -> _Session:
@@ -203,6 +203,7 @@ class DuckDBExecutor:
         if len(trees) != 1:
             raise ValueError(f"expected one SQL statement, got {len(trees)}")
         tree = trees[0]
+        assert isinstance(tree, exp.Expression)
         self._read_volumes(tree)
         tree = qualify_and_map(
             tree,
@@ -234,7 +235,9 @@ class DuckDBExecutor:
         assert call.return_type is not None
         duck_type = exp.DataType.build(call.return_type, dialect="databricks").sql("duckdb")
         if call.fail_on_error:
-            return sqlglot.parse_one(f"CAST(CAST(__call AS JSON) AS {duck_type})", read="duckdb").transform(
+            return sqlglot.parse_one(
+                f"CAST(CAST(__call AS JSON) AS {duck_type})", read="duckdb"
+            ).transform(
                 lambda n: node.copy() if isinstance(n, exp.Column) and n.name == "__call" else n
             )
         # Evaluate the call once, then parse its `result` into the declared type.
@@ -262,7 +265,11 @@ class DuckDBExecutor:
             fn.replace(self._reader(fmt, path.this))
         for table in list(tree.find_all(exp.Table)):
             db = table.args.get("db")
-            if db is not None and db.name.lower() in _READERS and table.name.startswith("/Volumes/"):
+            if (
+                db is not None
+                and db.name.lower() in _READERS
+                and table.name.startswith("/Volumes/")
+            ):
                 table.set("this", self._reader(db.name.lower(), table.name))
                 table.set("db", None)
 
@@ -327,6 +334,12 @@ class DuckDBExecutor:
             ]
             table = table.set_column(4, "TYPE_NAME", pa.array(types, pa.string()))
         return table
+
+    def __enter__(self) -> DuckDBExecutor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         with self._db_lock:

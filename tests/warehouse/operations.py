@@ -1,3 +1,5 @@
+# mypy: disable-error-code="no-untyped-call"
+# (the Thrift classes generated into the connector carry no type hints)
 """Sessions and operations of the loopback warehouse: state machines, no Thrift or HTTP.
 
 An operation runs its executor call on its own worker thread; its state moves

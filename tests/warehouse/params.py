@@ -1,3 +1,5 @@
+# mypy: disable-error-code="no-untyped-call"
+# (the Thrift classes generated into the connector carry no type hints)
 """Native statement parameters (`TSparkParameter`) decoded into Python values.
 
 The connector sends every value as a string plus a SQL type name (`INT`, `DECIMAL(8,4)`,

@@ -37,6 +37,10 @@ class Records:
     executions: list[StatementRecord] = field(default_factory=list)
     cancelled: list[StatementRecord] = field(default_factory=list)
     closed_sessions: list[str] = field(default_factory=list)
+    # Statement id of every GetOperationStatus call.
+    polls: list[str] = field(default_factory=list)
+    # (statement id, rows sent) per result round-trip: direct results and each FetchResults.
+    fetches: list[tuple[str, int]] = field(default_factory=list)
     # Every Authorization header value received (tests check the token arrives; never logged).
     authorizations: list[str] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)

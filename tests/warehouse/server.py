@@ -1,3 +1,5 @@
+# mypy: disable-error-code="no-untyped-call"
+# (the Thrift classes generated into the connector carry no type hints)
 """A loopback Databricks SQL warehouse that the unmodified databricks-sql-connector talks to.
 
 It speaks the warehouse wire protocol — Thrift TCLIService (binary protocol) over HTTP, results
@@ -87,7 +89,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _reply(self, status: int, body: bytes, content_type: str = "text/plain", **headers: str) -> None:
+    def _reply(
+        self, status: int, body: bytes, content_type: str = "text/plain", **headers: str
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -168,6 +172,13 @@ class Warehouse:
     def executions(self) -> list[StatementRecord]:
         return list(self.records.executions)
 
+    def fetches_of(self, sql: str) -> list[int]:
+        """Rows sent in each result round-trip of the (last) statement with this exact SQL."""
+        ids = [r.statement_id for r in self.records.executions if r.sql == sql]
+        if not ids:
+            raise KeyError(f"no statement {sql!r}")
+        return [rows for sid, rows in list(self.records.fetches) if sid == ids[-1]]
+
     @property
     def sessions(self) -> list[SessionRecord]:
         return list(self.records.sessions)
@@ -187,6 +198,31 @@ class Warehouse:
         }
         kwargs.update(overrides)
         return kwargs
+
+    def statement_id(self, contains: str) -> str:
+        """Id of the last statement whose SQL contains `contains`."""
+        for record in reversed(self.executions):
+            if contains in record.sql:
+                return record.statement_id
+        raise KeyError(f"no statement containing {contains!r}")
+
+    def wait_until_polled(self, contains: str, timeout_s: float = 30.0) -> None:
+        """Block until the client polled the status of a statement containing `contains`
+        (by then the connector knows the statement's id, so `cursor.cancel()` reaches it)."""
+
+        def polled() -> bool:
+            try:
+                wanted = self.statement_id(contains)
+            except KeyError:
+                return False
+            return wanted in self.records.polls
+
+        if not self.records.wait_for(polled, timeout_s):
+            raise TimeoutError(f"no status poll for a statement containing {contains!r}")
+
+    def wait_until_idle(self, timeout_s: float = 30.0) -> bool:
+        """Wait until no statement's work is running; False on timeout."""
+        return self.service.join_all(timeout_s)
 
     def wait_until_running(self, contains: str, timeout_s: float = 30.0) -> None:
         """Block until a statement whose SQL contains `contains` is running."""
@@ -220,7 +256,7 @@ def serve_warehouse(
             volumes_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="volumes-")))
         httpd = _HTTPServer(_Handler)
         stack.callback(httpd.server_close)
-        host, port = httpd.server_address[0], httpd.server_address[1]
+        host, port = "127.0.0.1", int(httpd.server_address[1])
         http_path = f"/sql/1.0/warehouses/{warehouse_id}"
         records = Records()
         staging = StagingArea(volumes_dir, f"http://{host}:{port}")

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="no-untyped-call"
+# (the Thrift classes generated into the connector carry no type hints)
 """The TCLIService handler: what the databricks-sql-connector's Thrift backend calls.
 
 Every RPC answers with a `TStatus`; a failing statement is an operation in ERROR_STATE (the
@@ -13,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import sqlglot
@@ -29,6 +31,7 @@ from .staging import StagingArea, parse_staging_command
 
 logger = logging.getLogger(__name__)
 
+_Response = TypeVar("_Response")
 _OK = ttypes.TStatus(statusCode=ttypes.TStatusCode.SUCCESS_STATUS)
 _USE = re.compile(r"^\s*USE\s", re.I)
 _CANCELLED = "The operation was cancelled."
@@ -78,7 +81,7 @@ def _use_target(sql: str, namespace: Namespace) -> Namespace | None:
     return Namespace(catalog=namespace.catalog, schema=table.name)
 
 
-class WarehouseService(TCLIService.Iface):  # type: ignore[misc]
+class WarehouseService(TCLIService.Iface):
     def __init__(
         self,
         executor: Executor,
@@ -248,6 +251,7 @@ class WarehouseService(TCLIService.Iface):  # type: ignore[misc]
             op = self._operation(req.operationHandle)
         except _BadHandle as bad:
             return ttypes.TGetOperationStatusResp(status=_error(str(bad), _invalid()))
+        self._records.add(self._records.polls, op.hex_id)
         op.wait(self._settings.poll_wait_s)
         return self._status(op, op.report_state())
 
@@ -306,6 +310,7 @@ class WarehouseService(TCLIService.Iface):  # type: ignore[misc]
             batch_rows=self._settings.arrow_batch_rows,
             lz4_compressed=op.lz4_compressed,
         )
+        self._records.add(self._records.fetches, (op.hex_id, chunk.next_offset - op.offset))
         op.offset = chunk.next_offset
         return ttypes.TFetchResultsResp(
             status=_OK,
@@ -396,8 +401,12 @@ class WarehouseService(TCLIService.Iface):  # type: ignore[misc]
         return self._metadata_call(ttypes.TGetColumnsResp, req, "columns", filters)
 
     def _metadata_call(
-        self, response: Any, req: Any, kind: str, filters: dict[str, str | None]
-    ) -> Any:
+        self,
+        response: Callable[..., _Response],
+        req: Any,
+        kind: str,
+        filters: dict[str, str | None],
+    ) -> _Response:
         try:
             session = self._session(req.sessionHandle)
         except _BadHandle as bad:
@@ -454,6 +463,15 @@ class WarehouseService(TCLIService.Iface):  # type: ignore[misc]
     def running(self) -> list[Operation]:
         with self._lock:
             return [op for op in self._operations.values() if op.state == States.RUNNING_STATE]
+
+    def join_all(self, timeout_s: float) -> bool:
+        """Wait for every statement's worker thread; False if some still run after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            ops = list(self._started)
+        for op in ops:
+            op.join(max(deadline - time.monotonic(), 0.0))
+        return not any(op.thread is not None and op.thread.is_alive() for op in ops)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Cancel what still runs and wait for the worker threads to end."""

@@ -113,9 +113,7 @@ class StagingArea:
         """Check the command and answer with the presigned URL the connector will call."""
         target = volume_file(self.volumes_dir, command.volume_path)
         if command.operation == "PUT" and target.exists() and not command.overwrite:
-            raise StagingError(
-                f"{command.volume_path} already exists; add OVERWRITE to replace it"
-            )
+            raise StagingError(f"{command.volume_path} already exists; add OVERWRITE to replace it")
         if command.operation != "PUT" and not target.is_file():
             raise StagingError(f"{command.volume_path} does not exist")
         token = self._urls.issue(_HTTP_METHOD[command.operation], target, command.overwrite)

@@ -35,7 +35,7 @@ def test_create_insert_select_merge(connect: Connect, warehouse: Warehouse) -> N
         assert cur.rowcount == 2
         cur.execute("SELECT id, response FROM main.jobs.answers ORDER BY id")
         assert [tuple(r) for r in cur.fetchall()] == [(1, "new"), (2, "new"), (3, "old")]
-        assert [d[:2] for d in cur.description] == [("id", "bigint"), ("response", "string")]
+        assert [d[:2] for d in cur.description or ()] == [("id", "bigint"), ("response", "string")]
     assert warehouse.statements[0] == "CREATE SCHEMA IF NOT EXISTS main.jobs"
 
 
@@ -49,13 +49,14 @@ def test_unqualified_names_use_the_session_namespace(connect: Connect) -> None:
         cur.execute("USE SCHEMA other")
         cur.execute("CREATE TABLE t (y STRING)")
         cur.execute("SELECT count(*) FROM main.other.t")
-        assert cur.fetchone()[0] == 0
+        assert cur.fetchall()[0][0] == 0
 
 
 def test_large_result_arrives_in_several_fetches(connect: Connect, warehouse: Warehouse) -> None:
     fetches: list[int] = []
+    sql = "SELECT id, concat('row ', id) AS label FROM range(100000) AS r(id) ORDER BY id"
     with connect() as conn, conn.cursor(arraysize=7_000) as cur:
-        cur.execute("SELECT id, concat('row ', id) AS label FROM range(100000) AS r(id) ORDER BY id")
+        cur.execute(sql)
         total = 0
         while True:
             part = cur.fetchmany_arrow(25_000)
@@ -66,6 +67,9 @@ def test_large_result_arrives_in_several_fetches(connect: Connect, warehouse: Wa
             total += part.num_rows
         assert total == 100_000
     assert fetches == [25_000, 25_000, 25_000, 25_000]
+    # direct results, then FetchResults calls of at most `arraysize` rows each
+    sent = warehouse.fetches_of(sql)
+    assert sum(sent) == 100_000 and len(sent) == 15 and max(sent) == 7_000
 
 
 def test_fetchall_arrow_round_trips_types(connect: Connect) -> None:
@@ -100,7 +104,14 @@ def test_named_parameters(connect: Connect, warehouse: Warehouse) -> None:
                 "nothing": None,
             },
         )
-        assert tuple(cur.fetchone()) == (42, "it's", decimal.Decimal("1.25"), dt.date(2024, 5, 6), False, None)
+        assert tuple(cur.fetchall()[0]) == (
+            42,
+            "it's",
+            decimal.Decimal("1.25"),
+            dt.date(2024, 5, 6),
+            False,
+            None,
+        )
     assert warehouse.executions[-1].params["s"] == "it's"
 
 
@@ -110,11 +121,11 @@ def test_server_error_is_raised_with_its_message(connect: Connect) -> None:
             cur.execute("SELECT * FROM main.default.does_not_exist")
         # the session stays usable
         cur.execute("SELECT 1")
-        assert cur.fetchone()[0] == 1
+        assert cur.fetchall()[0][0] == 1
 
 
 def test_async_execution_polls_until_finished(connect: Connect) -> None:
     with connect() as conn, conn.cursor() as cur:
         cur.execute_async("SELECT sum(id) AS s FROM range(1000) AS r(id)")
-        cur.get_async_execution_result()
-        assert cur.fetchone()[0] == 499500
+        cur.get_async_execution_result()  # type: ignore[no-untyped-call]
+        assert cur.fetchall()[0][0] == 499500

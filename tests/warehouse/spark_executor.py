@@ -1,0 +1,214 @@
+"""Run Databricks SQL on a local Spark session: the loopback warehouse's second executor.
+
+Unity Catalog names map to Spark databases (`catalog.schema` -> `catalog__schema`), Delta tables
+become Parquet tables (Delta's jars are not available locally, so `MERGE INTO` is not), and
+`ai_query(...)` becomes a registered Python UDF that receives Databricks-style named arguments
+(`modelParameters => ...`) as keyword arguments. Cancelling a statement interrupts its Spark
+jobs by tag. The caller owns the SparkSession, so a test run can share one.
+"""
+
+from __future__ import annotations
+
+import sys
+import sysconfig
+import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from . import ai_query as ai_query_module
+from .ai_query import AiQueryCall, AiQueryFunction, find_calls
+from .context import Namespace, current_statement
+from .names import qualify_and_map, temporary_view_name
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_UDF = "warehouse_ai_query"
+_UDF_OR_ERROR = "warehouse_ai_query_or_error"
+
+
+def spark_database(catalog: str, schema: str) -> str:
+    return f"{catalog}__{schema}"
+
+
+def _plain(value: Any) -> Any:
+    """Spark Rows (named_struct values) as dicts, recursively."""
+    from pyspark.sql import Row
+
+    if isinstance(value, Row):
+        return {k: _plain(v) for k, v in value.asDict().items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _make_udf(fn: AiQueryFunction, or_error: bool) -> Any:
+    answer, error_text = ai_query_module.answer, ai_query_module.error_text
+
+    def run(endpoint: str | None, request: Any, **named: Any) -> Any:
+        try:
+            result = answer(
+                fn,
+                endpoint,
+                _plain(request),
+                _plain(named.get("modelParameters")),
+                named.get("responseFormat"),
+            )
+        except Exception as failure:
+            if or_error:
+                return (None, error_text(failure))
+            raise
+        return (result, None) if or_error else result
+
+    return run
+
+
+def _pickle_by_value(*objects: Any) -> None:
+    """Ship the test modules' code to Spark's Python workers, which cannot import them."""
+    from pyspark import cloudpickle
+
+    site = sysconfig.get_paths()["purelib"]
+    for obj in objects:
+        module = sys.modules.get(getattr(obj, "__module__", "") or "")
+        path = getattr(module, "__file__", None) or ""
+        if module is not None and module.__name__ != "__main__" and not path.startswith(site):
+            cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+
+
+class SparkExecutor:
+    """`Executor` running Databricks SQL on a local SparkSession."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        *,
+        catalogs: Iterable[str] = ("main",),
+        ai_query: AiQueryFunction | None = None,
+    ) -> None:
+        self.spark = spark
+        self._ai_query = ai_query
+        self._temporary_views: set[str] = set()
+        self._lock = threading.Lock()
+        for catalog in catalogs:
+            spark.sql(f"CREATE DATABASE IF NOT EXISTS `{spark_database(catalog, 'default')}`")
+        if ai_query is not None:
+            self._register_udfs(ai_query)
+
+    def _register_udfs(self, fn: AiQueryFunction) -> None:
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        _pickle_by_value(fn, _make_udf, ai_query_module.answer)
+        self.spark.udf.register(_UDF, _make_udf(fn, or_error=False), StringType())
+        result = StructType(
+            [StructField("result", StringType()), StructField("errorMessage", StringType())]
+        )
+        self.spark.udf.register(_UDF_OR_ERROR, _make_udf(fn, or_error=True), result)
+
+    def __call__(self, sql: str, params: Mapping[str, Any]) -> pa.Table | None:
+        context = current_statement()
+        namespace = context.namespace if context is not None else Namespace()
+        tree = self._translate(sql, namespace)
+        names = [p.name for p in tree.find_all(exp.Placeholder)]
+        args: Any = None
+        if names and all(not n for n in names):
+            args = [params[str(i)] for i in range(1, len(names) + 1)]
+        elif names:
+            args = {n: params[n] for n in dict.fromkeys(names) if n in params}
+        tag = f"warehouse-{context.statement_id if context is not None else 'direct'}"
+        spark_context = self.spark.sparkContext
+        finished = threading.Event()
+        spark_context.addJobTag(tag)
+        spark_context.setInterruptOnCancel(True)
+        try:
+            if context is not None:
+                context.on_cancel(lambda: _keep_cancelling(spark_context, tag, finished))
+                if context.cancelled.is_set():
+                    raise RuntimeError("statement cancelled")
+            frame = self.spark.sql(tree.sql(dialect="spark"), args=args)
+            table: pa.Table = frame.toArrow()
+        finally:
+            finished.set()
+            spark_context.removeJobTag(tag)
+        view = temporary_view_name(tree)
+        if view is not None:
+            with self._lock:
+                self._temporary_views.add(view.lower())
+        return table
+
+    def _translate(self, sql: str, namespace: Namespace) -> exp.Expression:
+        trees = [t for t in sqlglot.parse(sql, read="databricks") if t is not None]
+        if len(trees) != 1:
+            raise ValueError(f"expected one SQL statement, got {len(trees)}")
+        tree = trees[0]
+        assert isinstance(tree, exp.Expression)
+        _delta_to_parquet(tree)
+        with self._lock:
+            views = set(self._temporary_views)
+        tree = qualify_and_map(
+            tree,
+            namespace,
+            lambda catalog, schema: (None, spark_database(catalog, schema)),
+            unqualified=views,
+        )
+        for call in find_calls(tree):
+            call.node.replace(self._ai_query_sql(call))
+        return tree
+
+    def _ai_query_sql(self, call: AiQueryCall) -> exp.Expression:
+        if self._ai_query is None:
+            raise ValueError("ai_query is not available: this warehouse has no agent configured")
+        args: list[exp.Expression] = [call.endpoint, call.request]
+        if call.model_parameters is not None:
+            args.append(
+                exp.Kwarg(this=exp.var("modelParameters"), expression=call.model_parameters)
+            )
+        if call.response_format is not None:
+            args.append(exp.Kwarg(this=exp.var("responseFormat"), expression=call.response_format))
+        node = exp.Anonymous(this=_UDF if call.fail_on_error else _UDF_OR_ERROR, expressions=args)
+        if call.returns_string:
+            return node
+        type_text = exp.Literal.string(call.return_type or "STRING").sql("spark")
+        template = (
+            f"from_json(__call, {type_text})"
+            if call.fail_on_error
+            else "transform(array(__call), s -> named_struct('result', "
+            f"from_json(s.result, {type_text}), 'errorMessage', s.errorMessage))[0]"
+        )
+        return sqlglot.parse_one(template, read="spark").transform(
+            lambda n: node.copy() if isinstance(n, exp.Column) and n.name == "__call" else n
+        )
+
+
+def _keep_cancelling(spark_context: Any, tag: str, finished: threading.Event) -> None:
+    """Cancel the statement's jobs, including ones it starts after the cancel arrived
+    (a statement's first job can start seconds after the call), until its work returns."""
+
+    def run() -> None:
+        while True:
+            spark_context.cancelJobsWithTag(tag)
+            if finished.wait(0.1):
+                return
+
+    threading.Thread(target=run, name=f"cancel-{tag}", daemon=True).start()
+
+
+def _delta_to_parquet(tree: exp.Expression) -> None:
+    """`USING DELTA` and Delta table properties -> a plain Parquet table."""
+    props = tree.args.get("properties") if isinstance(tree, exp.Create) else None
+    if props is None:
+        return
+    kept: list[exp.Expression] = []
+    for prop in props.expressions:
+        if isinstance(prop, exp.FileFormatProperty):
+            kept.append(exp.FileFormatProperty(this=exp.var("PARQUET")))
+        elif isinstance(prop, exp.Property) and str(prop.name).lower().startswith("delta."):
+            continue
+        else:
+            kept.append(prop)
+    props.set("expressions", kept)
