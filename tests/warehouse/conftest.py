@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,17 +67,20 @@ def spark_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One local Spark session for the whole run (it takes seconds to start)."""
     pyspark_sql = pytest.importorskip("pyspark.sql")
     warehouse_dir = tmp_path_factory.mktemp("spark-warehouse")
-    spark = (
-        pyspark_sql.SparkSession.builder.master("local[2]")
-        .appName("loopback-warehouse-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.warehouse.dir", str(warehouse_dir))
-        .getOrCreate()
-    )
+    with warnings.catch_warnings():
+        # PySpark warns that it does not yet support the installed pandas major version.
+        warnings.simplefilter("ignore", FutureWarning)
+        spark = (
+            pyspark_sql.SparkSession.builder.master("local[2]")
+            .appName("loopback-warehouse-tests")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.shuffle.partitions", "2")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.warehouse.dir", str(warehouse_dir))
+            .getOrCreate()
+        )
     spark.sparkContext.setLogLevel("ERROR")
     yield spark
     spark.stop()
