@@ -155,7 +155,6 @@ def run_judge(
     retry_errors: bool,
     state_dir: str | Path | None,
     project_dir: Path,
-    settings: Mapping[str, Any] | None,
     progress: bool,
 ) -> dict[Any, JudgeReply]:
     """Run a judge job and read its replies by key (the engine is closed before returning)."""
@@ -170,7 +169,6 @@ def run_judge(
         retry_errors=retry_errors,
         state_dir=state_dir,
         project_dir=project_dir,
-        settings=settings,
         progress=progress,
     )
     engine = result.engine

@@ -105,6 +105,7 @@ def eval_report(result: EvalResult) -> Report:
         ("answers", result.answers_table),
         ("scores", result.scores_table),
         ("metrics", result.metrics_table),
+        *((f"judge {name}", table) for name, table in result.judge_tables.items()),
         ("evaluated at", result.evaluated_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
     ]
     confidence = _confidence(result.metrics)

@@ -92,7 +92,6 @@ class _Context:
     full_refresh: bool
     skip_run: bool
     state_dir: str | Path | None
-    settings: Mapping[str, Any] | None
     progress: bool
     # Tables some step of this evaluation writes: a `--table` mapping for one of them is an
     # output of that step only, never an input another step must find on disk.
@@ -303,13 +302,18 @@ def _prepare(
     progress: bool,
 ) -> tuple[_Context, Job]:
     from agentbatch.runner import project_dir_of, resolve_job
+    from agentbatch.targets import Target, resolve_target
 
     if limit is not None and limit <= 0:
         raise UsageError("limit must be a positive number of rows")
     root = project_dir_of(job_or_path, project_dir)
     job = resolve_job(job_or_path, vars, [root / "sqltemplates"])
+    # Settings are folded into the target once, so every step's engine sees the same ones.
+    chosen = target if isinstance(target, Target) else resolve_target(target, root)
+    if settings:
+        chosen = chosen.with_settings(**settings)
     context = _Context(
-        target,
+        chosen,
         root,
         dict(tables or {}),
         dict(endpoints or {}),
@@ -318,7 +322,6 @@ def _prepare(
         full_refresh,
         skip_run,
         state_dir,
-        settings,
         progress,
     )
     return context, job
@@ -426,7 +429,6 @@ def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | No
         full_refresh=context.full_refresh,
         state_dir=context.state_dir,
         project_dir=context.root,
-        settings=context.settings,
         progress=context.progress,
     )
     if run.engine is None:  # pragma: no cover - only dry runs have no engine
@@ -458,7 +460,6 @@ def _judge(job: Job, name: str, table: str, context: _Context) -> dict[Any, Judg
         retry_errors=context.retry_errors,
         state_dir=context.state_dir,
         project_dir=context.root,
-        settings=context.settings,
         progress=context.progress,
     )
 
