@@ -347,7 +347,11 @@ def compare_report(result: CompareResult) -> Report:
             "two-sided sign test on wins against losses."
         ],
     )
-    proportion = [by_name[r["scorer"]] for r in summary_rows if by_name[r["scorer"]].binary]
+    proportion = [
+        by_name[r["scorer"]]
+        for r in summary_rows
+        if by_name[r["scorer"]].binary and by_name[r["scorer"]].higher_is_better
+    ]
     overall_a = {r["scorer"]: r for r in a.metrics.to_pylist() if r["group_value"] is None}
     overall_b = {r["scorer"]: r for r in b.metrics.to_pylist() if r["group_value"] is None}
     if proportion:

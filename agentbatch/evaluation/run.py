@@ -22,7 +22,7 @@ from agentbatch.evaluation.comparison import Comparison, compare_scores
 from agentbatch.evaluation.judge import judge_job, judge_table_name, run_judge
 from agentbatch.evaluation.metrics import MetricOptions, compute_metrics
 from agentbatch.evaluation.scorers import JudgeReply
-from agentbatch.evaluation.scoring import Scored, score_table
+from agentbatch.evaluation.scoring import Scored, latest_answers, score_table
 from agentbatch.evaluation.spec import Evaluation, LlmJudge
 from agentbatch.evaluation.tables import derived_table, open_engine, write_table
 from agentbatch.spec.models import Agent, Job, Output
@@ -358,6 +358,7 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
     job = job.model_copy(update={"agent": job.agent.model_copy(update={"fail_on_error": False})})
     tables = _tables_of(job, variant)
     answers, summary = _answers(job, context)
+    answers = latest_answers(answers, job.source.key)
     replies = {name: _judge(job, name, table, context) for name, table in tables.judges.items()}
     scored = score_table(answers, job, judge_replies=replies)
     endpoint = _display_endpoint(job.agent.endpoint, context.endpoints)

@@ -257,7 +257,17 @@ class JudgeScorer(RowScorer):
         self.options = options
         self.key = key
         self.binary = options.verdict == "pass_fail"
-        self.replies: Mapping[Any, JudgeReply] = {}
+        self._replies: dict[str, JudgeReply] = {}
+
+    @property
+    def replies(self) -> Mapping[str, JudgeReply]:
+        return self._replies
+
+    @replies.setter
+    def replies(self, replies: Mapping[Any, JudgeReply]) -> None:
+        # By the key's text: engines and files may hand back 1001 as an int of another width,
+        # or as "1001".
+        self._replies = {str(key): reply for key, reply in replies.items()}
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -270,7 +280,7 @@ class JudgeScorer(RowScorer):
         return self.bounds[0]
 
     def score(self, row: Mapping[str, Any]) -> Score:
-        reply = self.replies.get(row.get(self.key))
+        reply = self._replies.get(str(row.get(self.key)))
         if reply is None:
             return Score(error="the judge has no reply for this row")
         if reply.error is not None:

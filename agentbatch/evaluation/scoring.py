@@ -121,6 +121,27 @@ def score_table(
     )
 
 
+def latest_answers(table: pa.Table, key: str) -> pa.Table:
+    """One row per key: the latest by `answered_at` (an append-mode output keeps history)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = _column_name(table, key)
+    if table.num_rows == 0 or pc.count_distinct(table.column(column)).as_py() == table.num_rows:
+        return table
+    if "answered_at" in table.column_names:
+        order = pc.sort_indices(table, sort_keys=[("answered_at", "descending")])
+        table = table.take(order)
+    seen: set[Any] = set()
+    keep: list[int] = []
+    for index, value in enumerate(table.column(column).to_pylist()):
+        if value not in seen:
+            seen.add(value)
+            keep.append(index)
+    keep.sort()
+    return table.take(pa.array(keep, pa.int64()))
+
+
 def _score_row(scorer: RowScorer, row: Mapping[str, Any], failed: bool, policy: str) -> Score:
     if failed and scorer.judges_answer:
         if policy == "skip":

@@ -161,7 +161,10 @@ def histogram(
     # Whole numbers over a short range (token counts, judge scores): one bar per value.
     discrete = discrete or (all(v == int(v) for v in values) and high - low <= 40)
     if discrete:
-        edges = [v - 0.5 for v in range(math.floor(low), math.ceil(high) + 2)]
+        # At least five slots, so one or two values do not fill the whole width.
+        spare = max(0, 5 - (math.ceil(high) - math.floor(low) + 1))
+        first, last = math.floor(low) - spare // 2, math.ceil(high) + spare - spare // 2
+        edges = [v - 0.5 for v in range(first, last + 2)]
     else:
         if high == low:
             low, high = low - 0.5, high + 0.5
