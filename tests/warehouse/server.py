@@ -17,15 +17,17 @@ plain-HTTP URL, `enable_telemetry=False` so it calls nothing else).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from databricks.sql.thrift_api.TCLIService import TCLIService
 from thrift.protocol import TBinaryProtocol
@@ -53,7 +55,8 @@ class _HTTPServer(ThreadingHTTPServer):
         # Set by serve_warehouse once the port is known.
         self.processor: Any = None
         self.http_path = ""
-        self.token: str | None = None
+        self.authorize: Callable[[str | None], bool] = lambda _header: True
+        self.upstream: str | None = None
         self.records: Records | None = None
         self.staging: StagingArea | None = None
 
@@ -104,13 +107,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         path = self.path.split("?", 1)[0]
         if path != self.server.http_path:
-            self._reply(404, f"no warehouse at {path}".encode())
+            self._elsewhere("POST", body)
             return
         authorization = self.headers.get("Authorization")
         records = self.server.records
         if records is not None and authorization is not None:
             records.add(records.authorizations, authorization)
-        if self.server.token is not None and authorization != f"Bearer {self.server.token}":
+        if not self.server.authorize(authorization):
             self._reply(
                 401,
                 b"invalid access token",
@@ -122,11 +125,31 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.processor.process(iprot, TBinaryProtocol.TBinaryProtocol(out))
         self._reply(200, out.getvalue(), "application/x-thrift")
 
+    def _elsewhere(self, method: str, body: bytes) -> None:
+        """Not the warehouse: relay to the upstream workspace API when there is one."""
+        upstream = self.server.upstream
+        if upstream is None:
+            self._reply(404, f"nothing at {self.path}".encode())
+            return
+        target = urlsplit(upstream)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        connection = http.client.HTTPConnection(
+            target.hostname or "127.0.0.1", target.port, timeout=30
+        )
+        try:
+            connection.request(method, self.path, body=body or None, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+            content_type = response.getheader("Content-Type") or "application/octet-stream"
+        finally:
+            connection.close()
+        self._reply(response.status, payload, content_type)
+
     def _staging(self, method: str) -> None:
-        body = self._body() if method == "PUT" else b""
+        body = self._body() if method in ("PUT", "POST") else b""
         prefix = "/staging/"
         if self.server.staging is None or not self.path.startswith(prefix):
-            self._reply(404, b"not found")
+            self._elsewhere(method, body)
             return
         status, payload = self.server.staging.serve(method, self.path[len(prefix) :], body)
         self._reply(status, payload, "application/octet-stream")
@@ -242,14 +265,19 @@ def serve_warehouse(
     executor: Executor,
     *,
     token: str | None = DEFAULT_TOKEN,
+    authorize: Callable[[str | None], bool] | None = None,
+    upstream: str | None = None,
     warehouse_id: str = "loopback",
     volumes_dir: Path | None = None,
     settings: WarehouseSettings | None = None,
 ) -> Iterator[Warehouse]:
     """Serve a warehouse on 127.0.0.1 (ephemeral port) until the block ends.
 
-    `token`: the bearer token required on every call (None accepts any). `volumes_dir`: where
-    `/Volumes/...` files live (a temporary directory by default).
+    `token`: the bearer token required on every call (None accepts any); `authorize` decides
+    instead when given (it gets the Authorization header). `upstream`: a workspace API (e.g. the
+    fake workspace) that requests to other paths are relayed to, so one host serves both, as a
+    real workspace does. `volumes_dir`: where `/Volumes/...` files live (a temporary directory
+    by default).
     """
     with contextlib.ExitStack() as stack:
         if volumes_dir is None:
@@ -263,7 +291,12 @@ def serve_warehouse(
         service = WarehouseService(executor, settings or WarehouseSettings(), records, staging)
         httpd.processor = TCLIService.Processor(service)
         httpd.http_path = http_path
-        httpd.token = token
+        if authorize is not None:
+            httpd.authorize = authorize
+        elif token is not None:
+            expected = f"Bearer {token}"
+            httpd.authorize = lambda header: header == expected
+        httpd.upstream = upstream
         httpd.records = records
         httpd.staging = staging
         thread = threading.Thread(
