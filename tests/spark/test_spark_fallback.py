@@ -32,7 +32,12 @@ output:
   table: main.support.triage
   mode: merge
 """
-SUBJECTS = ("my invoice is wrong", "the app shows an error", "cannot log in", "please add dark mode")
+SUBJECTS = (
+    "my invoice is wrong",
+    "the app shows an error",
+    "cannot log in",
+    "please add dark mode",
+)
 
 
 def write_tickets(path: Path, count: int, broken: set[int] = frozenset()) -> Path:  # type: ignore[assignment]
@@ -60,7 +65,9 @@ def agent() -> Iterator[AgentServer]:
         yield server
 
 
-def test_every_key_once_with_errors_as_rows(make_engine: Any, agent: AgentServer, tmp_path: Path) -> None:
+def test_every_key_once_with_errors_as_rows(
+    make_engine: Any, agent: AgentServer, tmp_path: Path
+) -> None:
     tickets = write_tickets(tmp_path / "tickets.csv", 120, broken={7, 50})
     steps, overrides = triage_plan(agent, concurrency=4)
     engine = make_engine(
@@ -74,7 +81,9 @@ def test_every_key_once_with_errors_as_rows(make_engine: Any, agent: AgentServer
     errors = {r["ticket_id"]: r["error"] for r in rows if r["error"] is not None}
     assert set(errors) == {7, 50} and all("HTTP 400" in e for e in errors.values())
     answered = [r for r in rows if r["error"] is None]
-    assert all(r["response"]["label"] in {"billing", "bug", "account", "feature_request"} for r in answered)
+    assert all(
+        r["response"]["label"] in {"billing", "bug", "account", "feature_request"} for r in answered
+    )
     by_subject = {r["subject"]: r["response"]["label"] for r in answered}
     assert by_subject["my invoice is wrong"] == "billing"
     assert all(r["attempts"] >= 1 and r["http_status"] is not None for r in rows)

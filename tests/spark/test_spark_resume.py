@@ -50,15 +50,26 @@ def checkpointed_keys(folder: Path) -> set[int]:
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_without_resending(agent: AgentServer, tmp_path: Path, make_engine: Any) -> None:
+def test_a_killed_run_resumes_without_resending(
+    agent: AgentServer, tmp_path: Path, make_engine: Any
+) -> None:
     tickets = tmp_path / "tickets.csv"
-    tickets.write_text("ticket_id,body\n" + "".join(f"{i},ticket number {i}\n" for i in range(ROWS)))
+    tickets.write_text(
+        "ticket_id,body\n" + "".join(f"{i},ticket number {i}\n" for i in range(ROWS))
+    )
     output = tmp_path / "summaries"
     fallback, overrides = child_steps(agent.url, concurrency=2)
     checkpoints = tmp_path / "state" / "spark-checkpoints"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     child = subprocess.Popen(
-        [sys.executable, str(HERE / "resume_child.py"), agent.url, str(tickets), str(output), str(tmp_path)],
+        [
+            sys.executable,
+            str(HERE / "resume_child.py"),
+            agent.url,
+            str(tickets),
+            str(output),
+            str(tmp_path),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
