@@ -40,8 +40,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs of the raw client and agentbatch (best kept)"
     )
+    parser.add_argument(
+        "--rows", type=int, default=None, help="rows of every agent scenario (overrides sizes)"
+    )
+    parser.add_argument(
+        "--scale-sizes", default=None, help="S4 sizes, e.g. 100000,1000000 (overrides sizes)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="where to write the Markdown")
     args = parser.parse_args(argv)
+    if args.rows is not None and args.rows < 1:
+        parser.error("--rows must be at least 1")
+    if args.scale_sizes is not None:
+        try:
+            args.scale_sizes = tuple(int(size) for size in args.scale_sizes.split(","))
+        except ValueError:
+            parser.error(f"--scale-sizes: comma-separated row counts, got {args.scale_sizes!r}")
+        if not args.scale_sizes or min(args.scale_sizes) < 1:
+            parser.error("--scale-sizes: every size must be at least 1")
     args.only = _choices(args.only, ALL_IDS, "--only", parser)
     args.clients = _choices(args.clients, CLIENT_NAMES, "--clients", parser)
     if args.repeat < 1:
@@ -66,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     when = datetime.now(timezone.utc)
     scenarios = [s.quick() if args.quick else s for s in AGENT_SCENARIOS if s.id in args.only]
+    if args.rows is not None:
+        scenarios = [s.with_rows(args.rows) for s in scenarios]
+    sizes = args.scale_sizes or (QUICK_SCALE_SIZES if args.quick else SCALE_SIZES)
     measured: list[Measurement] = []
     scale: list[Measurement] = []
     sections: list[str] = []
@@ -78,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sections.append(report.scenario_section(scenario, results))
         if "S4" in args.only:
             to_stderr("S4: scale and memory")
-            scale = run_scale(QUICK_SCALE_SIZES if args.quick else SCALE_SIZES, root)
+            scale = run_scale(sizes, root)
             sections.append(report.scale_section(scale))
     checks = check_targets(scenarios, measured, scale)
     command = "python -m bench" + "".join(f" {a}" for a in (argv or sys.argv[1:]))

@@ -26,10 +26,7 @@ def run_agent_scenario(
     log: Log = to_stderr,
 ) -> list[Measurement]:
     """Measure every client on `scenario`; with `repeat` > 1 the best of the REPEATED runs."""
-    inputs = root / scenario.id
-    inputs.mkdir(parents=True, exist_ok=True)
-    write_table(inputs / "tickets.parquet", scenario.rows)
-    write_requests(inputs / "requests.jsonl", scenario.rows)
+    inputs = prepare_inputs(scenario, root)
     best: dict[str, Measurement] = {}
     with agent_process(scenario) as agent:
         for round_ in range(repeat):
@@ -55,6 +52,15 @@ def run_agent_scenario(
                 if kept is None or kept.error or measured.rows_per_s > kept.rows_per_s:
                     best[setup.client] = measured
     return list(best.values())
+
+
+def prepare_inputs(scenario: Scenario, root: Path) -> Path:
+    """The scenario's folder with its rows as Parquet and as JSON lines."""
+    inputs = root / scenario.id
+    inputs.mkdir(parents=True, exist_ok=True)
+    write_table(inputs / "tickets.parquet", scenario.rows)
+    write_requests(inputs / "requests.jsonl", scenario.rows)
+    return inputs
 
 
 def _slug(name: str) -> str:

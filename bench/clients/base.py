@@ -68,5 +68,5 @@ class ClientModule(Protocol):
 def load_client(name: str) -> ClientModule:
     if name not in CLIENT_MODULES:
         raise ValueError(f"unknown client {name!r}; one of: {', '.join(CLIENT_NAMES)}")
-    module: ClientModule = importlib.import_module(f"bench.clients.{CLIENT_MODULES[name]}")  # type: ignore[assignment]
+    module: ClientModule = importlib.import_module(f"bench.clients.{CLIENT_MODULES[name]}")
     return module

@@ -129,7 +129,7 @@ async def process_api_requests_from_file(
                             file_not_finished = False
                         else:
                             item = json.loads(line)
-                            body = {
+                            body: dict[str, Any] = {
                                 "model": MODEL,
                                 "input": [{"role": "user", "content": item["prompt"]}],
                             }
@@ -195,6 +195,8 @@ async def process_api_requests_from_file(
 
 
 def prepare(config: ClientConfig) -> Job:
+    import aiohttp  # noqa: F401  (imports are set-up, untimed, for every client)
+
     rate = config.requests_per_s or (config.concurrency or 64) * 20.0
     save = Path(config.workdir) / "results.jsonl"
 

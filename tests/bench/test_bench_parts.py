@@ -1,0 +1,100 @@
+"""The pure parts of the benchmark: inputs, scenarios, set-ups, target checks, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from bench.data import REQUEST_SQL, read_requests, write_requests, write_table
+from bench.measure import Measurement
+from bench.report import scale_section, scenario_section, targets_section
+from bench.scenarios import AGENT_SCENARIOS
+from bench.setups import setups
+from bench.targets import check_targets
+
+S1, S2, S3, S5 = AGENT_SCENARIOS
+
+
+def test_parquet_and_jsonl_hold_the_same_prompts(tmp_path: Path) -> None:
+    table = write_table(tmp_path / "t.parquet", 650)
+    lines = write_requests(tmp_path / "r.jsonl", 650)
+    built = (
+        duckdb.connect()
+        .execute(f"SELECT ticket_id, {REQUEST_SQL} AS prompt FROM '{table}' ORDER BY ticket_id")
+        .fetchall()
+    )
+    assert built == read_requests(lines)
+    # The sample tickets, repeated from the start.
+    assert [prompt for _, prompt in built[300:600]] == [prompt for _, prompt in built[:300]]
+    assert read_requests(lines, limit=3) == built[:3]
+
+
+def test_ideal_rates() -> None:
+    assert S1.ideal_rows_per_s == 1280
+    assert S2.ideal_rows_per_s == 512
+    assert S3.ideal_rows_per_s == 640
+    assert S5.ideal_rows_per_s == 1280 and S5.stream
+
+
+def test_setups_follow_the_scenario() -> None:
+    by_client = {s.client: s for s in setups(S3, ("raw aiohttp", "agentbatch.run", "openai loop"))}
+    assert by_client["raw aiohttp"].concurrency == 32
+    assert by_client["agentbatch.run"].concurrency is None
+    assert by_client["openai loop"].rows == S3.sequential_rows
+    s1 = {s.client: s for s in setups(S1, ("agentbatch run_bulk", "cookbook processor"))}
+    assert s1["agentbatch run_bulk"].concurrency == 64
+    assert s1["cookbook processor"].requests_per_s == 1280
+
+
+def _m(scenario: str, client: str, ok: int, wall_s: float, **more: object) -> Measurement:
+    measured = Measurement(scenario, client, "", rows=ok, ok=ok, wall_s=wall_s)
+    for name, value in more.items():
+        setattr(measured, name, value)
+    return measured
+
+
+def test_targets_are_ratios_within_the_run() -> None:
+    measured = [
+        _m("S1", "raw aiohttp", 1000, 1.0),
+        _m("S1", "agentbatch.run", 960, 1.0),
+        _m("S1", "openai gather", 400, 1.0),
+        _m("S3", "agentbatch.run", 5000, 10.0, requests=5300, http_429=300),
+    ]
+    scale = [
+        _m("S4", "agentbatch.run", 100_000, 1.0, peak_rss_mb=300.0),
+        _m("S4", "agentbatch.run", 1_000_000, 25.0, peak_rss_mb=500.0),
+    ]
+    checks = {c.target: c for c in check_targets([S1, S3], measured, scale)}
+    assert checks["S1: agentbatch.run >= 0.95x raw aiohttp"].holds is True
+    assert checks["S1: agentbatch.run >= 2.5x openai gather"].holds is False
+    assert checks["S3: agentbatch.run >= 0.8x ideal"].holds is False  # 500 of 640 rows/s
+    assert checks["S3: every row answered"].holds is True
+    assert checks["S3: 429s < 5% of requests"].holds is False  # 5.7%
+    assert checks["S4: 1,000,000 rows >= 50,000 rows/s"].holds is False
+    assert checks["S4: peak RSS at 1,000,000 <= 1.5x at 100,000"].holds is False
+
+
+def test_a_missing_or_failed_client_is_not_measured() -> None:
+    failed = _m("S1", "raw aiohttp", 0, 0.0, error="exit code 1: boom")
+    checks = check_targets([S1], [failed, _m("S1", "agentbatch.run", 10, 1.0)], [])
+    assert {c.holds for c in checks} == {None}
+
+
+def test_report_tables() -> None:
+    rows = [
+        _m("S1", "raw aiohttp", 5000, 5.0, cpu_s=1.0, requests=5000, server_cpu_s=1.5),
+        _m("S1", "agentbatch.run", 5000, 4.0, cpu_s=2.5, peak_rss_mb=210.0),
+        _m("S1", "openai gather", 0, 0.0, error="did not finish within 300s"),
+    ]
+    text = scenario_section(S1, rows)
+    assert "ideal 1,280 rows/s" in text
+    assert "| raw aiohttp |  | 5,000 | 1,000 | 0.78 | 1.00 | 0.20 | 0.30 | 0 | 0 | 0 |" in text
+    assert "| agentbatch.run |  | 5,000 | 1,250 | 0.98 | 1.25 | 0.50 |  | 0 | 0 | 210 |" in text
+    assert "failed: did not finish within 300s" in text
+    scale = scale_section([_m("S4", "agentbatch.run", 1000, 0.5, peak_rss_mb=99.0)])
+    assert "| 1,000 | 2,000 |" in scale
+    targets = targets_section(check_targets([S1], rows, []))
+    assert "| S1: agentbatch.run >= 0.95x raw aiohttp | 1.25x | yes |" in targets
+    assert json.dumps(rows[0].rows_per_s) == "1000.0"
