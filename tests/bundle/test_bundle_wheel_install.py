@@ -64,6 +64,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
 
     project = work / "files"
     shutil.copytree(ROOT / "jobs", project / "jobs")
+    shutil.copytree(ROOT / "resources", project / "resources")
+    shutil.copy(ROOT / "databricks.yml", project)
     yield Installed(wheel=wheel, python=python, bin=venv / "bin", project=project)
 
 
@@ -97,6 +99,16 @@ def test_installed_cli_validates_the_example_jobs(installed: Installed) -> None:
     done = _run(installed.bin / "agentbatch", "validate", *jobs, cwd=installed.project)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("ok  ") == len(jobs) == 4
+
+
+def test_installed_cli_compiles_the_bundle_without_the_sql_extra(installed: Installed) -> None:
+    """`agentbatch bundle` needs no warehouse connector: planning and compiling are pure."""
+    done = _run(installed.bin / "agentbatch", "bundle", "--check", cwd=installed.project)
+    assert done.returncode == 0, done.stderr
+    probe = _run(
+        installed.python, "-c", "import importlib.util as u; print(u.find_spec('databricks.sql'))"
+    )
+    assert probe.stdout.strip() == "None"
 
 
 def test_installed_cli_reports_a_bad_job_with_its_exit_code(installed: Installed) -> None:
