@@ -213,6 +213,7 @@ class DuckDBExecutor:
         )
         for call in find_calls(tree):
             call.node.replace(self._ai_query_sql(call, token))
+        _from_json_casts(tree)
         return tree
 
     def _ai_query_sql(self, call: AiQueryCall, token: str) -> exp.Expression:
@@ -349,6 +350,19 @@ class DuckDBExecutor:
                 session.connection.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._db.close()
+
+
+def _from_json_casts(tree: exp.Expression) -> None:
+    """`from_json(x, '<DDL type>')` -> a lenient JSON cast (bad or mismatched JSON gives NULLs,
+    as Databricks' default PERMISSIVE mode does); sqlglot leaves it untranslated for DuckDB."""
+    for node in list(tree.find_all(exp.FromJson)):
+        schema = node.expression
+        if not (isinstance(schema, exp.Literal) and schema.is_string):
+            raise ValueError("from_json: the schema must be a string literal")
+        as_json = exp.TryCast(this=node.this, to=exp.DataType.build("JSON"))
+        node.replace(
+            exp.TryCast(this=as_json, to=exp.DataType.build(schema.this, dialect="databricks"))
+        )
 
 
 def _plain(message: str) -> str:

@@ -128,6 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _elsewhere(self, method: str, body: bytes) -> None:
         """Not the warehouse: relay to the upstream workspace API when there is one."""
         upstream = self.server.upstream
+        if upstream is None and method == "GET" and self.path == "/.well-known/databricks-config":
+            # databricks-sdk reads the host's metadata while resolving its config.
+            self._reply(200, b'{"workspace_id": "1234567890123456"}', "application/json")
+            return
         if upstream is None:
             self._reply(404, f"nothing at {self.path}".encode())
             return
@@ -242,6 +246,11 @@ class Warehouse:
 
         if not self.records.wait_for(polled, timeout_s):
             raise TimeoutError(f"no status poll for a statement containing {contains!r}")
+
+    def hold(self, contains: str) -> threading.Event:
+        """Hold statements whose SQL contains `contains` (they stay RUNNING) until the returned
+        event is set, e.g. to kill a client in the middle of a write."""
+        return self.service.hold(contains)
 
     def wait_until_idle(self, timeout_s: float = 30.0) -> bool:
         """Wait until no statement's work is running; False on timeout."""

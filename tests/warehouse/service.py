@@ -97,6 +97,7 @@ class WarehouseService(TCLIService.Iface):
         self._sessions: dict[bytes, Session] = {}
         self._operations: dict[bytes, Operation] = {}
         self._started: list[Operation] = []  # every operation, for shutdown to join
+        self._holds: list[tuple[str, threading.Event]] = []
 
     # ---- sessions -------------------------------------------------------------------------
 
@@ -235,7 +236,16 @@ class WarehouseService(TCLIService.Iface):
 
             return use
         executor = self._executor
-        return lambda: executor(sql, params)
+        gates = [gate for pattern, gate in list(self._holds) if pattern in sql]
+
+        def run() -> pa.Table | None:
+            for gate in gates:  # a held statement waits (cancellably) until released
+                while not gate.wait(0.05):
+                    if op.context.cancelled.is_set():
+                        raise RuntimeError("statement cancelled while held")
+            return executor(sql, params)
+
+        return run
 
     def _start(self, op: Operation, work: Callable[[], pa.Table | None]) -> None:
         with self._lock:
@@ -459,6 +469,13 @@ class WarehouseService(TCLIService.Iface):
         )
 
     # ---- for the server and tests ---------------------------------------------------------
+
+    def hold(self, contains: str) -> threading.Event:
+        """Statements containing `contains` wait before running until the event is set."""
+        gate = threading.Event()
+        with self._lock:
+            self._holds.append((contains, gate))
+        return gate
 
     def running(self) -> list[Operation]:
         with self._lock:

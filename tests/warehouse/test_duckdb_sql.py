@@ -91,6 +91,22 @@ def test_fetchall_arrow_round_trips_types(connect: Connect) -> None:
     assert table.schema.field("dec").type == pa.decimal128(10, 2)
 
 
+def test_from_json_with_a_ddl_schema(connect: Connect) -> None:
+    rows = '[{"id": 1, "r": {"label": "bug", "urgency": 2}}, {"id": 2, "extra": true}]'
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT e.id, e.r, from_json('not json', 'STRUCT<a: INT>') AS bad FROM ("
+            "SELECT explode(from_json(:rows, 'ARRAY<STRUCT<id: INT, r: STRUCT<label: STRING, "
+            "urgency: INT>>>')) AS e) ORDER BY e.id",
+            {"rows": rows},
+        )
+        got = cur.fetchall_arrow().to_pylist()
+    assert got == [
+        {"id": 1, "r": {"label": "bug", "urgency": 2}, "bad": None},
+        {"id": 2, "r": None, "bad": None},
+    ]
+
+
 def test_named_parameters(connect: Connect, warehouse: Warehouse) -> None:
     with connect() as conn, conn.cursor() as cur:
         cur.execute(

@@ -1,0 +1,229 @@
+"""Bulk-load result batches into a staging table on a SQL warehouse.
+
+Two ways, both a handful of statements however many rows there are:
+
+- `VolumeLoader` (the target sets `staging_volume`): each chunk becomes a Parquet file uploaded
+  with the connector's staging `PUT` into a Unity Catalog volume, then one
+  `INSERT ... SELECT ... FROM read_files(...)` loads them all and the files are removed.
+- `JsonParameterLoader` (otherwise): each chunk travels as one native `STRING` parameter holding
+  a JSON array, unpacked in SQL with `explode(from_json(:rows, '<ARRAY<STRUCT<...>>>'))`.
+  A warehouse takes at most 256 parameters per statement, so one parameter per chunk (not one
+  per cell) is what keeps the insert bulk.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.errors import ConfigError, NotSupportedError
+from agentbatch.sql import quoting
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+RunSql = Callable[[str, Mapping[str, Any] | None], None]
+PutFile = Callable[[str, bytes], None]
+
+# Top-level types that travel as JSON strings and are cast back in SQL.
+_AS_TEXT = ("TIMESTAMP", "TIMESTAMP_NTZ", "DATE", "DECIMAL", "BINARY")
+_VOLUME = re.compile(r"^/Volumes/[\w-]+/[\w-]+/[\w-]+(/[\w.-]+)*$")
+
+
+def databricks_type(t: pa.DataType) -> str:
+    """The Databricks SQL type for an Arrow type."""
+    import pyarrow as pa
+
+    simple = {
+        pa.bool_(): "BOOLEAN",
+        pa.int8(): "TINYINT",
+        pa.int16(): "SMALLINT",
+        pa.int32(): "INT",
+        pa.int64(): "BIGINT",
+        pa.uint8(): "SMALLINT",
+        pa.uint16(): "INT",
+        pa.uint32(): "BIGINT",
+        pa.uint64(): "DECIMAL(20,0)",
+        pa.float16(): "FLOAT",
+        pa.float32(): "FLOAT",
+        pa.float64(): "DOUBLE",
+        pa.date32(): "DATE",
+        pa.date64(): "DATE",
+        pa.null(): "STRING",
+    }
+    if t in simple:
+        return simple[t]
+    if pa.types.is_dictionary(t):
+        return databricks_type(t.value_type)
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "STRING"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "BINARY"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP" if t.tz else "TIMESTAMP_NTZ"
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision},{t.scale})"
+    if pa.types.is_map(t):
+        return f"MAP<{databricks_type(t.key_type)}, {databricks_type(t.item_type)}>"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return f"ARRAY<{databricks_type(t.value_type)}>"
+    if pa.types.is_struct(t):
+        fields = ", ".join(f"{quoting.identifier(f.name)}: {databricks_type(f.type)}" for f in t)
+        return f"STRUCT<{fields}>"
+    raise NotSupportedError(f"databricks-sql: cannot store Arrow type {t} in a table")
+
+
+def create_table_sql(table: str, schema: pa.Schema) -> str:
+    columns = ", ".join(f"{quoting.identifier(f.name)} {databricks_type(f.type)}" for f in schema)
+    return f"CREATE OR REPLACE TABLE {table} ({columns})"
+
+
+def column_list(schema: pa.Schema) -> str:
+    return ", ".join(quoting.identifier(f.name) for f in schema)
+
+
+def chunks(batches: Iterable[pa.RecordBatch], max_rows: int) -> Iterator[pa.Table]:
+    """Regroup batches into tables of at most `max_rows` rows."""
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        start = 0
+        while start < batch.num_rows:
+            take = min(batch.num_rows - start, max_rows - rows)
+            pending.append(batch.slice(start, take))
+            rows += take
+            start += take
+            if rows == max_rows:
+                yield pa.Table.from_batches(pending)
+                pending, rows = [], 0
+    if rows:
+        yield pa.Table.from_batches(pending)
+
+
+# -- JSON in one parameter ---------------------------------------------------------------------
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if value and all(isinstance(item, tuple) and len(item) == 2 for item in value):
+            return {str(k): _json_value(v) for k, v in value}  # a MAP's entries
+        return [_json_value(item) for item in value]
+    return value
+
+
+def _payload_type(ddl: str) -> str:
+    return "STRING" if ddl.split("(")[0] in _AS_TEXT else ddl
+
+
+def _select_expression(name: str, ddl: str) -> str:
+    field = f"`rows`.{quoting.identifier(name)}"
+    base = ddl.split("(")[0]
+    if base == "BINARY":
+        return f"unbase64({field})"
+    if base in _AS_TEXT:
+        return f"CAST({field} AS {ddl})"
+    return field
+
+
+@dataclass(frozen=True)
+class JsonParameterLoader:
+    run: RunSql
+    max_rows: int = 5_000
+
+    def load(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
+        types = {f.name: databricks_type(f.type) for f in schema}
+        fields = ", ".join(
+            f"{quoting.identifier(name)}: {_payload_type(ddl)}" for name, ddl in types.items()
+        )
+        row_type = quoting.literal(f"ARRAY<STRUCT<{fields}>>")
+        selected = ", ".join(_select_expression(name, ddl) for name, ddl in types.items())
+        sql = (
+            f"INSERT INTO {table} ({column_list(schema)})\n"
+            f"SELECT {selected}\n"
+            f"FROM (SELECT explode(from_json(:rows, {row_type})) AS `rows`)"
+        )
+        written = 0
+        for chunk in chunks(batches, self.max_rows):
+            rows = [{k: _json_value(v) for k, v in r.items()} for r in chunk.to_pylist()]
+            self.run(sql, {"rows": json.dumps(rows, separators=(",", ":"))})
+            written += chunk.num_rows
+        return written
+
+
+# -- Parquet files on a volume -----------------------------------------------------------------
+
+
+def volume_path(setting: str) -> str:
+    """`/Volumes/c/s/v[/dir]` or `c.s.v` -> `/Volumes/c/s/v[/dir]`, checked."""
+    text = setting.strip().rstrip("/")
+    if not text.startswith("/"):
+        parts = text.split(".")
+        text = "/Volumes/" + "/".join(parts) if len(parts) == 3 else text
+    if not _VOLUME.match(text):
+        raise ConfigError(
+            f"databricks-sql: staging_volume {setting!r} is not a volume "
+            "(use /Volumes/<catalog>/<schema>/<volume> or catalog.schema.volume)"
+        )
+    return text
+
+
+def _writable(table: pa.Table) -> pa.Table:
+    """Null-typed columns (all values missing) as strings, so Parquet readers agree on them."""
+    import pyarrow as pa
+
+    fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
+@dataclass(frozen=True)
+class VolumeLoader:
+    run: RunSql
+    put: PutFile
+    remove: Callable[[str], None]
+    directory: str  # /Volumes/... folder for this write, removed afterwards
+    max_rows: int = 100_000
+
+    def load(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
+        import pyarrow.parquet as pq
+
+        files: list[str] = []
+        written = 0
+        try:
+            for number, chunk in enumerate(chunks(batches, self.max_rows)):
+                buffer = io.BytesIO()
+                pq.write_table(_writable(chunk), buffer)
+                path = f"{self.directory}/part-{number:05d}.parquet"
+                self.put(path, buffer.getvalue())
+                files.append(path)
+                written += chunk.num_rows
+            if files:
+                columns = column_list(schema)
+                self.run(
+                    f"INSERT INTO {table} ({columns})\n"
+                    f"SELECT {columns}\n"
+                    f"FROM read_files({quoting.literal(self.directory)}, format => 'parquet')",
+                    None,
+                )
+        finally:
+            for path in files:
+                self.remove(path)
+        return written
