@@ -38,7 +38,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--clients", default=",".join(CLIENT_NAMES), help="clients to run (default: all)"
     )
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs of the raw client and agentbatch (best kept)"
+        "--repeat",
+        type=int,
+        default=None,
+        help="rounds of the raw client and agentbatch, median reported (default: S1, S5: 3)",
     )
     parser.add_argument(
         "--rows", type=int, default=None, help="rows of every agent scenario (overrides sizes)"
@@ -59,7 +62,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error("--scale-sizes: every size must be at least 1")
     args.only = _choices(args.only, ALL_IDS, "--only", parser)
     args.clients = _choices(args.clients, CLIENT_NAMES, "--clients", parser)
-    if args.repeat < 1:
+    if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.out is None:
         args.out = HERE / ("out/results-quick.md" if args.quick else "results.md")
@@ -91,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = Path(tmp)
         for scenario in scenarios:
             to_stderr(f"{scenario.id}: {scenario.title} ({scenario.rows:,} rows)")
-            results = run_agent_scenario(scenario, args.clients, root, repeat=args.repeat)
+            results = run_agent_scenario(scenario, args.clients, root, rounds=args.repeat)
             measured += results
             sections.append(report.scenario_section(scenario, results))
         if "S4" in args.only:

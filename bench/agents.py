@@ -7,12 +7,12 @@ from pathlib import Path
 
 from bench.console import Log, describe, to_stderr
 from bench.data import write_requests, write_table
-from bench.measure import Measurement, run_worker
+from bench.measure import Measurement, median_run, run_worker
 from bench.scenarios import Scenario
 from bench.server import agent_process
 from bench.setups import setups
 
-# Clients measured `repeat` times (the best run is kept): the ones the targets compare.
+# Clients measured in every round (the median run is reported): the ones the targets compare.
 REPEATED = frozenset({"raw aiohttp", "agentbatch.run", "agentbatch run_bulk"})
 WORKER_TIMEOUT_S = 300.0
 
@@ -22,14 +22,15 @@ def run_agent_scenario(
     clients: tuple[str, ...],
     root: Path,
     *,
-    repeat: int = 1,
+    rounds: int | None = None,
     log: Log = to_stderr,
 ) -> list[Measurement]:
-    """Measure every client on `scenario`; with `repeat` > 1 the best of the REPEATED runs."""
+    """Measure every client on `scenario`; the REPEATED ones in each of `rounds` rounds
+    (default: the scenario's), interleaved so they share the machine's conditions."""
     inputs = prepare_inputs(scenario, root)
-    best: dict[str, Measurement] = {}
+    runs: dict[str, list[Measurement]] = {}
     with agent_process(scenario) as agent:
-        for round_ in range(repeat):
+        for round_ in range(rounds or scenario.rounds):
             for setup in setups(scenario, clients):
                 if round_ > 0 and setup.client not in REPEATED:
                     continue
@@ -48,10 +49,8 @@ def run_agent_scenario(
                 if cpu_before is not None and cpu_after is not None:
                     measured.server_cpu_s = cpu_after - cpu_before
                 log(describe(measured))
-                kept = best.get(setup.client)
-                if kept is None or kept.error or measured.rows_per_s > kept.rows_per_s:
-                    best[setup.client] = measured
-    return list(best.values())
+                runs.setdefault(setup.client, []).append(measured)
+    return [median_run(client_runs) for client_runs in runs.values()]
 
 
 def prepare_inputs(scenario: Scenario, root: Path) -> Path:

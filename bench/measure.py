@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.clients.base import ClientConfig
@@ -29,6 +29,8 @@ class Measurement:
     server_cpu_s: float | None = None
     # Set when the client process failed or ran out of time: the other fields are then zero.
     error: str | None = None
+    # rows/s of every round when the client ran several times (this one is the median run).
+    round_rates: list[float] = field(default_factory=list)
 
     @property
     def rows_per_s(self) -> float:
@@ -38,6 +40,19 @@ class Measurement:
     def cpu_ms_per_row(self) -> float | None:
         done = self.ok + self.failed
         return 1000.0 * self.cpu_s / done if done else None
+
+
+def median_run(runs: list[Measurement]) -> Measurement:
+    """The run with the median rows/s (the lower one of an even count); a failed run wins, so a
+    failure is never hidden by a lucky round."""
+    failed = [m for m in runs if m.error]
+    if failed:
+        return failed[0]
+    ordered = sorted(runs, key=lambda m: m.rows_per_s)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    if len(runs) > 1:
+        chosen.round_rates = [m.rows_per_s for m in runs]
+    return chosen
 
 
 def run_worker(

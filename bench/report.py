@@ -32,14 +32,16 @@ NOTES = f"""\
   without an answer; **peak RSS** is the client process's maximum resident set size
   (`getrusage`).
 - **This machine has few cores, and the client and the agent server compete for them** (as do
-  any other jobs on it). Absolute numbers vary run to run; compare ratios within one run. With
-  `--repeat N`, the raw client and agentbatch are measured N times and the best run is kept.
+  any other jobs on it). Absolute numbers vary run to run; compare ratios within one run. The raw
+  client and agentbatch run in several interleaved rounds where a target compares them (S1, S5;
+  `--repeat N` for all): the table shows the median run, with every round's rows/s beside it.
 - Configurations: every client gets the scenario's concurrency, except agentbatch in S3 (defaults:
   it finds the rate itself). The raw baseline is told the capacity in S3 (an oracle). The
   cookbook-style processor has only rate buckets: its rate is concurrency / latency (S3: 90% of
   the capacity's rate), and it stops after {COOKBOOK_TIME_BUDGET_S:.0f}s (its 15 s pause after any
   429 would otherwise run for many minutes; rows left are `unfinished`). Clients that retry make
-  up to 8 retries. The openai loop runs on a subset.
+  up to 8 retries. The openai loop, the openai gather and the cookbook processor run on the first
+  rows only (their rate is steady long before; the setup column says how many).
 """
 
 
@@ -102,8 +104,11 @@ def _row(m: Measurement, ideal: float, raw: float | None) -> str:
         1000.0 * m.server_cpu_s / m.requests if m.server_cpu_s is not None and m.requests else None
     )
     unfinished = f" (+{m.unfinished} unfinished)" if m.unfinished else ""
+    rounds = (
+        " (" + ", ".join(f"{rate:,.0f}" for rate in m.round_rates) + ")" if m.round_rates else ""
+    )
     return (
-        f"| {m.client} | {m.note} | {m.ok + m.failed:,} | {m.rows_per_s:,.0f} "
+        f"| {m.client} | {m.note} | {m.ok + m.failed:,} | {m.rows_per_s:,.0f}{rounds} "
         f"| {m.rows_per_s / ideal:.2f} | {_num(m.rows_per_s / raw if raw else None)} "
         f"| {_num(m.cpu_ms_per_row)} | {_num(server)} | {m.http_429 or 0} "
         f"| {m.failed}{unfinished} | {m.peak_rss_mb:,.0f} |"

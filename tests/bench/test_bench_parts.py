@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from bench.data import REQUEST_SQL, read_requests, write_requests, write_table
-from bench.measure import Measurement
+from bench.measure import Measurement, median_run
 from bench.report import scale_section, scenario_section, targets_section
 from bench.scenarios import AGENT_SCENARIOS
 from bench.setups import setups
@@ -98,3 +98,14 @@ def test_report_tables() -> None:
     targets = targets_section(check_targets([S1], rows, []))
     assert "| S1: agentbatch.run >= 0.95x raw aiohttp | 1.25x | yes |" in targets
     assert json.dumps(rows[0].rows_per_s) == "1000.0"
+
+
+def test_the_median_run_is_reported_and_a_failure_is_never_hidden() -> None:
+    runs = [_m("S1", "raw aiohttp", 900, 1.0), _m("S1", "raw aiohttp", 500, 1.0)]
+    runs.append(_m("S1", "raw aiohttp", 700, 1.0))
+    chosen = median_run(runs)
+    assert chosen.rows_per_s == 700
+    assert chosen.round_rates == [900, 500, 700]
+    assert median_run(runs[:2]).rows_per_s == 500  # the lower middle of an even count
+    broken = _m("S1", "raw aiohttp", 0, 0.0, error="exit code 1: boom")
+    assert median_run([*runs, broken]) is broken
