@@ -36,6 +36,9 @@ EXAMPLES = {
   agentbatch run jobs/triage.yml --dry-run --limit 3
   agentbatch run jobs/summarise.yml --target databricks-sql --var catalog=prod
   agentbatch run jobs/triage.yml --retry-errors""",
+    "bundle": """examples:
+  agentbatch bundle            # regenerate resources/*.job.yml and resources/sql/ from jobs/*.yml
+  agentbatch bundle --check    # exit 1 if they are stale (CI)""",
     "compile": """examples:
   agentbatch compile jobs/*.yml --target databricks-sql --out build/sql""",
     "schema": """examples:

@@ -1,0 +1,45 @@
+-- call ai_query and overwrite into the target [create_or_replace.sql]
+CREATE OR REPLACE TABLE `main`.`support`.`billing_details` AS
+WITH
+src AS (
+  SELECT *
+  FROM (SELECT ticket_id, customer, subject, body FROM `main`.`support`.`tickets` WHERE label = 'billing') AS source_query
+),
+req AS (
+  SELECT
+    `ticket_id`,
+    `customer`,
+    concat('Extract the billing details of this ticket as JSON.
+
+', subject, '
+', body) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, sha2(concat('437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c', `_request`), 256) AS `request_fingerprint`
+  FROM req
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+)
+,
+called AS (
+  SELECT *, ai_query('databricks-claude-sonnet-4', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 256, 'temperature', 0.0), responseFormat => '{"json_schema":{"name":"response","schema":{"properties":{"amount":{"type":"number"},"issue":{"type":"string"},"refund_requested":{"type":"boolean"},"seats":{"type":"integer"}},"type":"object"},"strict":true},"type":"json_schema"}') AS `_answer`
+  FROM todo
+)
+SELECT
+  `ticket_id`,
+  `customer`,
+  from_json(`_answer`.result, 'STRUCT<`issue`: STRING, `amount`: DOUBLE, `seats`: BIGINT, `refund_requested`: BOOLEAN>') AS `response`,
+  `_answer`.errorMessage AS `error`,
+  CAST(NULL AS INT) AS `http_status`,
+  CAST(NULL AS INT) AS `attempts`,
+  CAST(NULL AS DOUBLE) AS `latency_ms`,
+  CAST(NULL AS BIGINT) AS `input_tokens`,
+  CAST(NULL AS BIGINT) AS `output_tokens`,
+  CAST(NULL AS STRING) AS `trace_id`,
+  CAST(NULL AS STRING) AS `custom_outputs`,
+  `request_fingerprint`,
+  current_timestamp() AS `answered_at`
+FROM called;

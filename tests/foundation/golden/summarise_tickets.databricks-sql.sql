@@ -1,0 +1,79 @@
+-- create the target if missing [ensure_target.sql]
+CREATE TABLE IF NOT EXISTS `main`.`support`.`ticket_summaries` AS
+SELECT
+  `ticket_id`,
+  `subject`,
+  `created_at`,
+  CAST(NULL AS STRING) AS `response`,
+  CAST(NULL AS STRING) AS `error`,
+  CAST(NULL AS INT) AS `http_status`,
+  CAST(NULL AS INT) AS `attempts`,
+  CAST(NULL AS DOUBLE) AS `latency_ms`,
+  CAST(NULL AS BIGINT) AS `input_tokens`,
+  CAST(NULL AS BIGINT) AS `output_tokens`,
+  CAST(NULL AS STRING) AS `trace_id`,
+  CAST(NULL AS STRING) AS `custom_outputs`,
+  CAST(NULL AS STRING) AS `request_fingerprint`,
+  CAST(NULL AS TIMESTAMP) AS `answered_at`
+FROM `main`.`support`.`tickets`
+WHERE 1 = 0;
+
+-- call ai_query and merge into the target [merge.sql]
+MERGE INTO `main`.`support`.`ticket_summaries` AS target
+USING (
+WITH
+src AS (
+  SELECT *
+  FROM `main`.`support`.`tickets`
+),
+req AS (
+  SELECT
+    `ticket_id`,
+    `subject`,
+    `created_at`,
+    concat('Summarise this support ticket in one sentence.
+
+Subject: ', subject, '
+
+', body) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, sha2(concat('a9a340e2815aa4dabc246612ee21d8793a72ced1b722ff4fe9ae2611310e653e', `_request`), 256) AS `request_fingerprint`
+  FROM req
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+  WHERE NOT EXISTS (
+    SELECT 1
+    FROM `main`.`support`.`ticket_summaries` AS done
+    WHERE done.`ticket_id` = fingerprinted.`ticket_id`
+      AND done.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  )
+)
+,
+called AS (
+  SELECT *, ai_query('databricks-meta-llama-3-3-70b-instruct', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 128, 'temperature', 0.0)) AS `_answer`
+  FROM todo
+)
+SELECT
+  `ticket_id`,
+  `subject`,
+  `created_at`,
+  CAST(`_answer`.result AS STRING) AS `response`,
+  `_answer`.errorMessage AS `error`,
+  CAST(NULL AS INT) AS `http_status`,
+  CAST(NULL AS INT) AS `attempts`,
+  CAST(NULL AS DOUBLE) AS `latency_ms`,
+  CAST(NULL AS BIGINT) AS `input_tokens`,
+  CAST(NULL AS BIGINT) AS `output_tokens`,
+  CAST(NULL AS STRING) AS `trace_id`,
+  CAST(NULL AS STRING) AS `custom_outputs`,
+  `request_fingerprint`,
+  current_timestamp() AS `answered_at`
+FROM called
+) AS answers
+ON target.`ticket_id` = answers.`ticket_id`
+WHEN MATCHED THEN UPDATE SET *
+WHEN NOT MATCHED THEN INSERT *;

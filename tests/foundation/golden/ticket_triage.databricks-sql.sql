@@ -1,0 +1,71 @@
+-- create the target if missing [ensure_target.sql]
+CREATE TABLE IF NOT EXISTS `main`.`support`.`ticket_triage` AS
+SELECT
+  `ticket_id`,
+  `subject`,
+  `body`,
+  `label`,
+  CAST(NULL AS STRUCT<label: STRING, urgency: INT>) AS `response`,
+  CAST(NULL AS STRING) AS `error`,
+  CAST(NULL AS INT) AS `http_status`,
+  CAST(NULL AS INT) AS `attempts`,
+  CAST(NULL AS DOUBLE) AS `latency_ms`,
+  CAST(NULL AS BIGINT) AS `input_tokens`,
+  CAST(NULL AS BIGINT) AS `output_tokens`,
+  CAST(NULL AS STRING) AS `trace_id`,
+  CAST(NULL AS STRING) AS `custom_outputs`,
+  CAST(NULL AS STRING) AS `request_fingerprint`,
+  CAST(NULL AS TIMESTAMP) AS `answered_at`
+FROM `main`.`support`.`tickets`
+WHERE 1 = 0;
+
+-- select the rows to send [inputs.sql]
+WITH
+src AS (
+  SELECT *
+  FROM `main`.`support`.`tickets`
+  WHERE (status = 'open')
+),
+req AS (
+  SELECT
+    `ticket_id`,
+    `subject`,
+    `body`,
+    `label`,
+    named_struct('input', array(named_struct('role', 'user', 'content', concat('Classify this support ticket for the ', 'support', ' team. Ticket: ', subject, '
+
+', body))), 'custom_inputs', NAMED_STRUCT('team', 'support'), 'databricks_options', NAMED_STRUCT('return_trace', TRUE)) AS `_request_value`,
+    concat('Classify this support ticket for the ', 'support', ' team. Ticket: ', subject, '
+
+', body) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, sha2(concat('aae86db32a81cc019e131ada88f388104097745a2881ac0abfccd91983267b59', `_request`), 256) AS `request_fingerprint`
+  FROM req
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+  WHERE NOT EXISTS (
+    SELECT 1
+    FROM `main`.`support`.`ticket_triage` AS done
+    WHERE done.`ticket_id` = fingerprinted.`ticket_id`
+      AND done.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  )
+)
+SELECT
+  `ticket_id`,
+  `subject`,
+  `body`,
+  `label`,
+  `_request`,
+  `request_fingerprint`
+FROM todo;
+
+-- merge the answers into the target [write_results.sql]
+MERGE INTO `main`.`support`.`ticket_triage` AS target
+USING `main`.`support`.`ticket_triage__agentbatch_staged` AS staged
+ON target.`ticket_id` = staged.`ticket_id`
+WHEN MATCHED THEN UPDATE SET *
+WHEN NOT MATCHED THEN INSERT *;
