@@ -28,8 +28,12 @@ class AuthHeaders:
         self._headers: dict[str, str] = {}
         self._fetched_at = -HEADER_MAX_AGE_S
         self._lock = asyncio.Lock()
+        # Cleared while a forced refresh runs: new calls wait instead of spending stale tokens.
+        self._ready = asyncio.Event()
+        self._ready.set()
         # Bumped on every forced refresh; a caller that saw a 401 passes the generation it used.
         self.generation = 0
+        self._last_success_generation = -1
 
     @property
     def auth_type(self) -> str | None:
@@ -37,6 +41,7 @@ class AuthHeaders:
 
     async def get(self) -> tuple[Mapping[str, str], int]:
         """Current headers and their generation."""
+        await self._ready.wait()
         if self._clock() - self._fetched_at >= HEADER_MAX_AGE_S:
             async with self._lock:
                 if self._clock() - self._fetched_at >= HEADER_MAX_AGE_S:
@@ -48,8 +53,20 @@ class AuthHeaders:
         async with self._lock:
             if used_generation != self.generation:
                 return
-            self._store(await asyncio.to_thread(self._reinitialise))
-            self.generation += 1
+            self._ready.clear()
+            try:
+                self._store(await asyncio.to_thread(self._reinitialise))
+                self.generation += 1
+            finally:
+                self._ready.set()
+
+    def note_success(self, generation: int) -> None:
+        self._last_success_generation = max(self._last_success_generation, generation)
+
+    def refused_after_refresh(self, generation: int) -> bool:
+        """A 401 for credentials a forced refresh produced, before they ever worked: refreshing
+        again will not help (wrong principal, revoked client, no access)."""
+        return generation > 0 and self._last_success_generation < generation
 
     def _reinitialise(self) -> dict[str, str]:
         self._config.init_auth()  # type: ignore[no-untyped-call]

@@ -22,14 +22,14 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.agent.bodies import BodyBuilder, RequestError
+from agentbatch.agent.bodies import BodyBuilder
 from agentbatch.agent.builtin import instant_answers
 from agentbatch.agent.calls import CallSpec
 from agentbatch.agent.endpoints import ConfigFactory, Endpoint, default_config, resolve_endpoint
 from agentbatch.agent.ledger import Ledger
 from agentbatch.agent.limiter import DEFAULT_CEILING, Limiter
 from agentbatch.agent.progress import ProgressReporter
-from agentbatch.agent.replies import AgentReply, RowFailure
+from agentbatch.agent.replies import AgentReply
 from agentbatch.agent.response_format import (
     ResponseFormat,
     ResponseFormatError,
@@ -264,6 +264,7 @@ class _HttpRun:
             transport=transport,
             stats=self.stats,
             rng=self.rng,
+            stop=self.stop,
         )
         async with asyncio.TaskGroup() as group:
             group.create_task(self._produce(batches))
@@ -321,8 +322,8 @@ class _HttpRun:
             except AgentError as e:
                 self._abort(e)
                 continue
-            except RequestError as e:  # pragma: no cover - Caller turns these into outcomes
-                outcome = Outcome(failure=RowFailure("request", str(e)))
+            if outcome is None:
+                continue  # the run stopped first; the row stays unanswered
             await self._deliver(row, outcome)
 
     async def _deliver(self, row: _Row, outcome: Outcome) -> None:

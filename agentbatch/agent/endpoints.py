@@ -164,11 +164,17 @@ def _resolve_app(app: str, api: Api, extra: Mapping[str, str], factory: ConfigFa
     config = _config(factory)
     auth = _oauth_only(config, f"app {app!r}")
     from databricks.sdk import WorkspaceClient
-    from databricks.sdk.errors import NotFound, PermissionDenied
+    from databricks.sdk.errors import NotFound, PermissionDenied, Unauthenticated
     from databricks.sdk.errors.base import DatabricksError
 
     try:
-        info = WorkspaceClient(config=config).apps.get(app)
+        try:
+            info = WorkspaceClient(config=config).apps.get(app)
+        except Unauthenticated:
+            # A token revoked or expired early: one fresh token, as for agent calls. (The client
+            # works on a copy of the config, so it is built again.)
+            config.init_auth()  # type: ignore[no-untyped-call]
+            info = WorkspaceClient(config=config).apps.get(app)
     except NotFound:
         raise AgentError(f"app {app!r} was not found in workspace {_host(config)}") from None
     except PermissionDenied as e:

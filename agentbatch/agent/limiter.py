@@ -136,7 +136,7 @@ class Limiter:
             if outcome == "overload" and retry_after_s and fresh and self._limit <= 1.0:
                 self._pause(min(retry_after_s, MAX_PAUSE_S))
             self._decrease(permit)
-        elif latency_s is not None:
+        elif outcome == "ok" and latency_s is not None:
             self._observe_latency(latency_s, permit)
         self._wake()
 

@@ -40,6 +40,16 @@ def register_auth_headers(headers: dict[str, str]) -> None:
             register_secret(credential)
 
 
+def redact_known(text: str) -> str:
+    """Mask only registered secrets (for answers, where token-shaped patterns may be content)."""
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
 def redact(text: str) -> str:
     with _lock:
         known = sorted(_known, key=len, reverse=True)

@@ -5,6 +5,8 @@ the whole run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime
 import json
 import random
@@ -15,7 +17,7 @@ from agentbatch.agent.bodies import BodyBuilder, RequestError
 from agentbatch.agent.calls import CallSpec
 from agentbatch.agent.endpoints import Endpoint
 from agentbatch.agent.limiter import Limiter
-from agentbatch.agent.redact import redact
+from agentbatch.agent.redact import redact, redact_known
 from agentbatch.agent.replies import AgentReply, RowFailure, error_message, truncate
 from agentbatch.agent.response_format import ResponseFormat
 from agentbatch.agent.responses import apply_response_format, loads, parse_json_reply
@@ -64,6 +66,7 @@ class Caller:
         transport: Transport,
         stats: BulkStats,
         rng: random.Random,
+        stop: asyncio.Event,
     ) -> None:
         self._call = call
         self._endpoint = endpoint
@@ -72,9 +75,11 @@ class Caller:
         self._transport = transport
         self._stats = stats
         self._rng = rng
+        self._stop = stop
         self._static_headers = dict(endpoint.headers)
 
-    async def call(self, bodies: BodyBuilder, request: str | None) -> Outcome:
+    async def call(self, bodies: BodyBuilder, request: str | None) -> Outcome | None:
+        """The row's outcome, or None when the run stopped before the row was answered."""
         try:
             body = bodies.build(request)
         except RequestError as e:
@@ -85,13 +90,19 @@ class Caller:
         attempt = 0
         refreshed = False
         while True:
+            if self._stop.is_set():
+                return None
             attempt += 1
+            permit = await self._limiter.acquire()
+            if self._stop.is_set():
+                self._limiter.release(permit, "neutral")
+                return None
             headers = self._static_headers
             generation = 0
             if auth is not None:
+                # Read after the slot is granted: a refresh may have happened while waiting.
                 auth_headers, generation = await auth.get()
                 headers = {**auth_headers, **self._static_headers}
-            permit = await self._limiter.acquire()
             stats.requests += 1
             started = time.perf_counter()
             retry_after: str | None = None
@@ -112,18 +123,25 @@ class Caller:
                     stats.http_429 += 1
                 if 200 <= status < 300:
                     self._limiter.release(permit, "ok", latency_s=latency)
+                    if auth is not None:
+                        auth.note_success(generation)
                     parsed = self._parse(raw)
                     if isinstance(parsed, AgentReply):
                         return Outcome(parsed, None, attempt, status, latency * 1000.0)
                     failure = parsed
                 else:
+                    # Only answers teach the limiter about latency: a fast refusal is no sample.
                     self._limiter.release(
                         permit,
                         "overload" if is_overload(status) else "neutral",
-                        latency_s=latency,
                         retry_after_s=parse_retry_after(retry_after),
                     )
-                    if status == 401 and auth is not None and not refreshed:
+                    if (
+                        status == 401
+                        and auth is not None
+                        and not refreshed
+                        and not auth.refused_after_refresh(generation)
+                    ):
                         # The token may have just expired: mint a new one and re-send once.
                         refreshed = True
                         await auth.refresh(generation)
@@ -137,15 +155,23 @@ class Caller:
                     )
             if failure.retryable and attempt <= call.max_retries:
                 stats.retries += 1
-                await asyncio.sleep(backoff_delay(attempt, retry_after, self._rng))
+                await self._pause(backoff_delay(attempt, retry_after, self._rng))
                 continue
             return Outcome(None, failure, attempt, status, latency * 1000.0)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before a retry, waking early if the run stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     def _parse(self, raw: RawReply) -> AgentReply | RowFailure:
         if self._call.stream and _is_sse(raw):
             parsed = parse_sse(raw.body)
         else:
             parsed = parse_json_reply(raw.body)
+        if isinstance(parsed, AgentReply) and self._endpoint.auth is not None:
+            # An agent must not be able to write our credentials into the output table.
+            parsed = _without_secrets(parsed)
         if isinstance(parsed, AgentReply):
             parsed = apply_response_format(parsed, self._fmt)
         if isinstance(parsed, RowFailure):
@@ -167,6 +193,19 @@ class Caller:
                 endpoint=self._endpoint.name,
             )
         )
+
+
+def _without_secrets(reply: AgentReply) -> AgentReply:
+    text = redact_known(reply.text)
+    custom = reply.custom_outputs
+    if custom is not None:
+        dumped = json.dumps(custom, ensure_ascii=False, default=str)
+        cleaned = redact_known(dumped)
+        if cleaned != dumped:
+            custom = json.loads(cleaned)
+    if text is reply.text and custom is reply.custom_outputs:
+        return reply
+    return dataclasses.replace(reply, text=text, custom_outputs=custom)
 
 
 def _is_sse(raw: RawReply) -> bool:

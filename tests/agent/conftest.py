@@ -37,7 +37,9 @@ def input_batches(
         yield pa.record_batch(columns)
 
 
-def output_rows(keys: Sequence[Any], *, errors: Sequence[str | None] | None = None, fingerprint: str = "fp") -> pa.RecordBatch:
+def output_rows(
+    keys: Sequence[Any], *, errors: Sequence[str | None] | None = None, fingerprint: str = "fp"
+) -> pa.RecordBatch:
     """Output rows as the runner appends them to the ledger."""
     n = len(keys)
     errs = list(errors) if errors is not None else [None] * n
@@ -55,6 +57,8 @@ def output_rows(keys: Sequence[Any], *, errors: Sequence[str | None] | None = No
         "request_fingerprint": [fingerprint] * n,
         "answered_at": [now] * n,
     }
-    arrays = [pa.array(list(keys))] + [pa.array(values[f.name], type=f.type) for f in result_arrow_fields()]
+    arrays = [pa.array(list(keys))] + [
+        pa.array(values[f.name], type=f.type) for f in result_arrow_fields()
+    ]
     names = ["id"] + [f.name for f in result_arrow_fields()]
     return pa.RecordBatch.from_arrays(arrays, names=names)

@@ -69,7 +69,9 @@ CASES: list[tuple[str, CallSpec, str, dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "spec", "request_text", "expected"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "spec", "request_text", "expected"), CASES, ids=[c[0] for c in CASES]
+)
 def test_bodies(name: str, spec: CallSpec, request_text: str, expected: dict[str, Any]) -> None:
     assert body(spec, request_text) == expected
 
@@ -77,7 +79,11 @@ def test_bodies(name: str, spec: CallSpec, request_text: str, expected: dict[str
 def test_openai_compatible_route_names_the_model() -> None:
     got = body(CallSpec(endpoint="openai/m", api="chat"), "hi", model="m")
     assert got["model"] == "m"
-    got = body(CallSpec(endpoint="openai/m", request_is_json=True), '{"input": "x", "model": "z"}', model="m")
+    got = body(
+        CallSpec(endpoint="openai/m", request_is_json=True),
+        '{"input": "x", "model": "z"}',
+        model="m",
+    )
     assert got["model"] == "m"
 
 
@@ -105,6 +111,8 @@ def test_response_format_goes_where_each_api_expects_it() -> None:
         (CallSpec(endpoint="e", request_is_json=True), "[1, 2]", "JSON object"),
     ],
 )
-def test_unusable_requests_are_row_errors(spec: CallSpec, request_text: str | None, message: str) -> None:
+def test_unusable_requests_are_row_errors(
+    spec: CallSpec, request_text: str | None, message: str
+) -> None:
     with pytest.raises(RequestError, match=message):
         BodyBuilder(spec).build(request_text)

@@ -39,10 +39,10 @@ def ledger(tmp_path: Path) -> Ledger:
         yield ledger  # type: ignore[misc]
 
 
-async def run(
-    spec: CallSpec, requests: list[str], ledger: Ledger, **kwargs: Any
-) -> BulkStats:
-    return await run_bulk(input_batches(spec, requests), call=spec, key="id", ledger=ledger, **kwargs)
+async def run(spec: CallSpec, requests: list[str], ledger: Ledger, **kwargs: Any) -> BulkStats:
+    return await run_bulk(
+        input_batches(spec, requests), call=spec, key="id", ledger=ledger, **kwargs
+    )
 
 
 STYLES = [
@@ -56,7 +56,9 @@ STYLES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "server_options", "spec_options"), STYLES, ids=[s[0] for s in STYLES])
+@pytest.mark.parametrize(
+    ("name", "server_options", "spec_options"), STYLES, ids=[s[0] for s in STYLES]
+)
 async def test_every_protocol_answers_every_row_once(
     name: str, server_options: dict[str, Any], spec_options: dict[str, Any], ledger: Ledger
 ) -> None:
@@ -76,7 +78,9 @@ async def test_every_protocol_answers_every_row_once(
 async def test_serving_invocations_url_and_usage(ledger: Ledger) -> None:
     with serve_agent() as server:
         spec = CallSpec(endpoint="triage-endpoint")
-        overrides = {"triage-endpoint": f"{server.url}/serving-endpoints/triage-endpoint/invocations"}
+        overrides = {
+            "triage-endpoint": f"{server.url}/serving-endpoints/triage-endpoint/invocations"
+        }
         stats = await run(spec, texts(10), ledger, endpoint_overrides=overrides)
     assert stats.ok == 10
     row = rows_of(ledger)[3]
@@ -160,7 +164,9 @@ async def test_truncated_streams_are_resent_and_stream_errors_are_not(ledger: Le
     assert stats.errors_by_kind == {"agent": len(failed)}
 
 
-async def test_permanent_client_errors_are_recorded_once_with_the_server_message(ledger: Ledger) -> None:
+async def test_permanent_client_errors_are_recorded_once_with_the_server_message(
+    ledger: Ledger,
+) -> None:
     requests = texts(20)
     requests[4] = "PERMANENT_ERROR please"
     with serve_agent() as server:

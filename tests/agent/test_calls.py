@@ -50,9 +50,7 @@ def test_fingerprint_ignores_how_calls_are_made(change: dict[str, object]) -> No
 
 
 def test_fingerprint_is_independent_of_mapping_order() -> None:
-    reordered = dataclasses.replace(
-        BASE, model_parameters={"max_tokens": 200, "temperature": 0.0}
-    )
+    reordered = dataclasses.replace(BASE, model_parameters={"max_tokens": 200, "temperature": 0.0})
     assert call_fingerprint(reordered) == call_fingerprint(BASE)
     assert len(call_fingerprint(BASE)) == 64
 

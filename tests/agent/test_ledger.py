@@ -50,7 +50,7 @@ def test_latest_answer_per_key_wins_and_unwritten_yields_each_key_once(tmp_path:
         ledger.append(output_rows([2], errors=[None]))
         table = all_unwritten(ledger)
         assert sorted(table.column("id").to_pylist()) == [1, 2, 3]
-        row2 = [r for r in table.to_pylist() if r["id"] == 2][0]
+        row2 = next(r for r in table.to_pylist() if r["id"] == 2)
         assert row2["error"] is None and row2["response"] == "answer 2"
         assert ledger.stats() == {"answers": 3, "ok": 3, "errors": 0, "unwritten": 3, "batches": 2}
 
@@ -113,10 +113,14 @@ def test_canonical_keys(values: pa.Array, expected: list[str]) -> None:
 def test_string_and_struct_keys_work(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
         ledger.append(output_rows(["a", "b"]))
-        assert ledger.unanswered(inputs(["a", "c"]), retry_errors=False).column("id").to_pylist() == ["c"]
+        assert ledger.unanswered(inputs(["a", "c"]), retry_errors=False).column(
+            "id"
+        ).to_pylist() == ["c"]
 
 
-def test_a_garbage_file_is_moved_aside_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_garbage_file_is_moved_aside_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "l.sqlite"
     path.write_bytes(b"this is not a database" * 100)
     with caplog.at_level(logging.WARNING), Ledger(path, key="id") as ledger:
@@ -143,7 +147,9 @@ def test_a_torn_file_is_detected(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     assert "damaged" in caplog.text
 
 
-def test_an_unreadable_blob_sends_its_rows_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unreadable_blob_sends_its_rows_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "l.sqlite"
     with Ledger(path, key="id") as ledger:
         ledger.append(output_rows([1, 2]))
@@ -153,10 +159,14 @@ def test_an_unreadable_blob_sends_its_rows_again(tmp_path: Path, caplog: pytest.
     with caplog.at_level(logging.WARNING), Ledger(path, key="id") as ledger:
         assert all_unwritten(ledger).column("id").to_pylist() == [3]
         assert "unreadable" in caplog.text
-        assert ledger.unanswered(inputs([1, 2, 3]), retry_errors=False).column("id").to_pylist() == [1, 2]
+        assert ledger.unanswered(inputs([1, 2, 3]), retry_errors=False).column(
+            "id"
+        ).to_pylist() == [1, 2]
 
 
-def test_a_different_key_discards_the_old_answers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_different_key_discards_the_old_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "l.sqlite"
     with Ledger(path, key="id") as ledger:
         ledger.append(output_rows([1]))

@@ -45,7 +45,10 @@ JSON_OK: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         "older traces name the id request_id",
-        {"output": [message("x")], "databricks_output": {"trace": {"info": {"request_id": "tr-old"}}}},
+        {
+            "output": [message("x")],
+            "databricks_output": {"trace": {"info": {"request_id": "tr-old"}}},
+        },
         {"text": "x", "trace_id": "tr-old"},
     ),
     (
@@ -69,7 +72,13 @@ JSON_OK: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         "Chat Completions",
         {
             "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "yo"}, "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "yo"},
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
         },
         {"text": "yo", "input_tokens": 3, "output_tokens": 1},
@@ -82,7 +91,10 @@ JSON_OK: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
                     "message": {
                         "role": "assistant",
                         "content": [
-                            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hmm"}]},
+                            {
+                                "type": "reasoning",
+                                "summary": [{"type": "summary_text", "text": "hmm"}],
+                            },
                             {"type": "text", "text": "answer"},
                         ],
                     }
@@ -131,14 +143,26 @@ JSON_FAIL: list[tuple[str, bytes, str, str]] = [
         "agent",
         "boom",
     ),
-    ("Databricks error shape in a 200", b'{"error_code": "BAD", "message": "nope"}', "agent", "BAD: nope"),
-    ("no message output", b'{"output": [{"type": "function_call", "name": "f"}]}', "parse", "no answer text"),
+    (
+        "Databricks error shape in a 200",
+        b'{"error_code": "BAD", "message": "nope"}',
+        "agent",
+        "BAD: nope",
+    ),
+    (
+        "no message output",
+        b'{"output": [{"type": "function_call", "name": "f"}]}',
+        "parse",
+        "no answer text",
+    ),
     ("unknown shape", b'{"foo": 1}', "parse", "no answer text"),
     ("a list", b"[1, 2]", "parse", "unrecognised"),
 ]
 
 
-@pytest.mark.parametrize(("name", "body", "kind", "message_part"), JSON_FAIL, ids=[c[0] for c in JSON_FAIL])
+@pytest.mark.parametrize(
+    ("name", "body", "kind", "message_part"), JSON_FAIL, ids=[c[0] for c in JSON_FAIL]
+)
 def test_json_failures(name: str, body: bytes, kind: str, message_part: str) -> None:
     failure = parse_json_reply(body)
     assert isinstance(failure, RowFailure)
@@ -165,10 +189,9 @@ MLFLOW = (
     + data({"trace_id": "tr-7"})
     + data("[DONE]")
 )
-MLFLOW_CUSTOM = (
-    data({"type": "response.output_item.done", "item": message("x"), "custom_outputs": {"a": 1}})
-    + data("[DONE]")
-)
+MLFLOW_CUSTOM = data(
+    {"type": "response.output_item.done", "item": message("x"), "custom_outputs": {"a": 1}}
+) + data("[DONE]")
 MLFLOW_ERROR = (
     data({"type": "response.output_text.delta", "item_id": "msg_1", "delta": "partial "})
     + data({"error": "tool call failed: timeout"})
@@ -191,8 +214,17 @@ OPENAI_PREFIX = (
             "item": {**message(""), "status": "in_progress", "content": []},
         }
     )
-    + event({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "delta": "Hel"})
-    + event({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "delta": "lo"})
+    + event(
+        {
+            "type": "response.output_text.delta",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "delta": "Hel",
+        }
+    )
+    + event(
+        {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "delta": "lo"}
+    )
     + event({"type": "response.output_text.done", "item_id": "msg_1", "text": "Hello"})
 )
 OPENAI = (
@@ -203,7 +235,11 @@ OPENAI = (
 OPENAI_FAILED = OPENAI_PREFIX + event(
     {
         "type": "response.failed",
-        "response": {**RESPONSE, "status": "failed", "error": {"code": "server_error", "message": "model crashed"}},
+        "response": {
+            **RESPONSE,
+            "status": "failed",
+            "error": {"code": "server_error", "message": "model crashed"},
+        },
     }
 )
 OPENAI_ERROR_EVENT = OPENAI_PREFIX + event(
@@ -240,7 +276,8 @@ SSE_OK: list[tuple[str, str, dict[str, Any]]] = [
     ),
     (
         "OpenAI with only deltas: deltas as a fallback",
-        OPENAI_PREFIX + event({"type": "response.completed", "response": {**RESPONSE, "status": "completed"}}),
+        OPENAI_PREFIX
+        + event({"type": "response.completed", "response": {**RESPONSE, "status": "completed"}}),
         {"text": "Hello"},
     ),
     ("Chat chunks", CHAT, {"text": "Hello", "input_tokens": 4, "output_tokens": 2}),
@@ -257,7 +294,13 @@ SSE_OK: list[tuple[str, str, dict[str, Any]]] = [
     (
         "Model Serving trace on the last event",
         data({"type": "response.output_item.done", "item": message("t")})
-        + data({"type": "response.output_item.done", "item": {"type": "function_call"}, "databricks_output": {"trace": {"info": {"trace_id": "tr-s"}}}})
+        + data(
+            {
+                "type": "response.output_item.done",
+                "item": {"type": "function_call"},
+                "databricks_output": {"trace": {"info": {"trace_id": "tr-s"}}},
+            }
+        )
         + data("[DONE]"),
         {"text": "t", "trace_id": "tr-s"},
     ),
@@ -276,10 +319,22 @@ SSE_FAIL: list[tuple[str, str, str, bool, str]] = [
     ("MLflow in-stream error", MLFLOW_ERROR, "agent", False, "tool call failed"),
     ("OpenAI response.failed", OPENAI_FAILED, "agent", False, "model crashed"),
     ("OpenAI error event", OPENAI_ERROR_EVENT, "agent", False, "slow down"),
-    ("chat error chunk", data(chunk({"content": "a"})) + data({"error": {"message": "overloaded", "code": "429"}}), "agent", False, "overloaded"),
+    (
+        "chat error chunk",
+        data(chunk({"content": "a"})) + data({"error": {"message": "overloaded", "code": "429"}}),
+        "agent",
+        False,
+        "overloaded",
+    ),
     ("OpenAI cut before completion", OPENAI_PREFIX, "stream", True, "truncated"),
     ("MLflow cut before [DONE]", MLFLOW.replace(data("[DONE]"), ""), "stream", True, "truncated"),
-    ("cut in the middle of an event", MLFLOW[: MLFLOW.index("output_item.done") + 10], "stream", True, "truncated"),
+    (
+        "cut in the middle of an event",
+        MLFLOW[: MLFLOW.index("output_item.done") + 10],
+        "stream",
+        True,
+        "truncated",
+    ),
     ("empty body", "", "stream", True, "truncated"),
     ("garbage event in the middle", data("{oops") + data("[DONE]"), "stream", False, "not JSON"),
     ("completed without any text", data("[DONE]"), "parse", False, "without answer text"),

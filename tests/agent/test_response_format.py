@@ -19,8 +19,14 @@ from agentbatch.agent.response_format import (
 @pytest.mark.parametrize(
     ("spec", "arrow"),
     [
-        ("STRUCT<label: STRING, urgency: INT>", pa.struct([("label", pa.string()), ("urgency", pa.int32())])),
-        ("label STRING, urgency BIGINT", pa.struct([("label", pa.string()), ("urgency", pa.int64())])),
+        (
+            "STRUCT<label: STRING, urgency: INT>",
+            pa.struct([("label", pa.string()), ("urgency", pa.int32())]),
+        ),
+        (
+            "label STRING, urgency BIGINT",
+            pa.struct([("label", pa.string()), ("urgency", pa.int64())]),
+        ),
         (
             "STRUCT<tags: ARRAY<STRING>, score: DOUBLE, ok: BOOLEAN, d: DATE>",
             pa.struct(
@@ -43,7 +49,10 @@ from agentbatch.agent.response_format import (
             ),
         ),
         (
-            {"type": "object", "properties": {"label": {"type": "string"}, "n": {"type": "integer"}}},
+            {
+                "type": "object",
+                "properties": {"label": {"type": "string"}, "n": {"type": "integer"}},
+            },
             pa.struct([("label", pa.string()), ("n", pa.int64())]),
         ),
         (
@@ -61,7 +70,9 @@ from agentbatch.agent.response_format import (
                     },
                 },
             },
-            pa.struct([("labels", pa.list_(pa.string())), ("p", pa.float64()), ("kind", pa.string())]),
+            pa.struct(
+                [("labels", pa.list_(pa.string())), ("p", pa.float64()), ("kind", pa.string())]
+            ),
         ),
     ],
 )
@@ -100,11 +111,17 @@ def test_answers_parse_into_the_struct(text: str, expected: dict[str, Any]) -> N
 
 
 def test_rich_types_coerce() -> None:
-    fmt = parse_response_format("STRUCT<d: DATE, t: TIMESTAMP, amount: DECIMAL(6,2), m: MAP<STRING, INT>>")
-    value = fmt.parse('{"d": "2025-01-31", "t": "2025-01-31T10:00:00Z", "amount": 12.345, "m": {"a": 1}}')
+    fmt = parse_response_format(
+        "STRUCT<d: DATE, t: TIMESTAMP, amount: DECIMAL(6,2), m: MAP<STRING, INT>>"
+    )
+    value = fmt.parse(
+        '{"d": "2025-01-31", "t": "2025-01-31T10:00:00Z", "amount": 12.345, "m": {"a": 1}}'
+    )
     assert value["d"] == datetime.date(2025, 1, 31)
     assert value["t"] == datetime.datetime(2025, 1, 31, 10, tzinfo=datetime.timezone.utc)
-    assert value["amount"] == decimal.Decimal("12.35") or value["amount"] == decimal.Decimal("12.34")
+    assert value["amount"] == decimal.Decimal("12.35") or value["amount"] == decimal.Decimal(
+        "12.34"
+    )
     pa.array([value], type=fmt.arrow_type)
 
 
