@@ -1,0 +1,99 @@
+"""A run killed with SIGKILL mid-way loses at most the calls in flight: the re-run sends only the
+rows the ledger has no answer for, and the ledger holds every key exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+
+from agentbatch.agent.bulk import run_bulk
+from agentbatch.agent.calls import CallSpec
+from agentbatch.agent.ledger import Ledger
+from agentbatch.testing.agent_server import serve_agent
+from agentbatch.testing.faults import FaultConfig
+
+from .conftest import input_batches
+
+ROWS = 3000
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    from agentbatch.agent.bulk import run_bulk_sync
+    from agentbatch.agent.calls import CallSpec
+    from agentbatch.agent.ledger import Ledger
+    from tests.agent.conftest import input_batches
+
+    class Announce:
+        def start(self, total):
+            pass
+
+        def update(self, stats):
+            print(f"committed {stats.done}", flush=True)
+
+        def finish(self, stats):
+            pass
+
+    url, ledger_path, rows = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    spec = CallSpec(endpoint=url, max_concurrency=64)
+    requests = [f"question {i}" for i in range(rows)]
+    with Ledger(ledger_path, key="id") as ledger:
+        run_bulk_sync(
+            input_batches(spec, requests), call=spec, key="id", ledger=ledger, progress=Announce()
+        )
+    """
+)
+
+
+async def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    ledger_path = tmp_path / "ledger.sqlite"
+    root = Path(__file__).resolve().parents[2]
+    with serve_agent(FaultConfig(latency_ms=20, jitter_ms=10)) as server:
+        child = subprocess.Popen(
+            [sys.executable, str(script), server.url, str(ledger_path), str(ROWS)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        try:
+            assert child.stdout is not None
+            for line in child.stdout:
+                if int(line.split()[1]) >= ROWS // 3:
+                    break
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.kill()
+            child.wait()
+        assert child.returncode == -signal.SIGKILL
+        sent_before_kill = server.stats().requests_total
+
+        with Ledger(ledger_path, key="id") as ledger:
+            answered = ledger.stats()["answers"]
+            assert ROWS // 3 <= answered < ROWS
+            # Lost: only the calls that were in flight (at most the concurrency cap).
+            assert sent_before_kill - answered <= 64
+
+            server.reset_stats()
+            spec = CallSpec(endpoint=server.url)
+            requests = [f"question {i}" for i in range(ROWS)]
+            stats = await run_bulk(
+                input_batches(spec, requests), call=spec, key="id", ledger=ledger
+            )
+            assert server.stats().requests_total == ROWS - answered
+            assert stats.skipped == answered and stats.ok == ROWS - answered
+
+            table = pa.Table.from_batches(list(ledger.unwritten()))
+            keys = table.column("id").to_pylist()
+            assert sorted(keys) == list(range(ROWS))  # every key, exactly once
+            assert table.column("error").null_count == ROWS
