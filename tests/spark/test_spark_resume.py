@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -50,6 +51,7 @@ def checkpointed_keys(folder: Path) -> set[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the process tree in /proc")
 def test_a_killed_run_resumes_without_resending(
     agent: AgentServer, tmp_path: Path, make_engine: Any
 ) -> None:
@@ -73,7 +75,7 @@ def test_a_killed_run_resumes_without_resending(
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its JVM and Python workers share the group we kill
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -82,8 +84,7 @@ def test_a_killed_run_resumes_without_resending(
             assert time.monotonic() < deadline, "the child run checkpointed nothing in time"
             time.sleep(0.2)
     finally:
-        os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
+        kill_tree(child)
     done = checkpointed_keys_all(checkpoints)
     assert KILL_AFTER <= len(done) < ROWS
     # Killed before writing: the target is still empty, the answers live only in the checkpoint.
@@ -106,6 +107,42 @@ def test_a_killed_run_resumes_without_resending(
     # Only rows in flight at the kill may have been sent twice.
     assert server.requests_total - ROWS <= sent_by_child - len(done)
     assert fallback.call.endpoint == fast.call.endpoint
+
+
+def kill_tree(child: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child and every process under it (its JVM, and PySpark's Python daemon and
+    workers, which put themselves in a process group of their own), by pid."""
+    family = descendants(child.pid)
+    for pid in [child.pid, *family]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in family) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            found.append(pid)
+            todo.append(pid)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited
 
 
 def checkpointed_keys_all(root: Path) -> set[int]:
