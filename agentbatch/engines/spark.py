@@ -18,6 +18,7 @@ master, spark_conf.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -138,7 +139,7 @@ class SparkEngine:
                     )
                 )
                 return
-        self._guard(lambda: self._frame(tree, params))
+        self._guard(lambda: self._frame(tree, params, original=sql))
 
     def fetch_batches(
         self, sql: str, params: Mapping[str, Any] | None = None, *, batch_rows: int = 10_000
@@ -199,7 +200,7 @@ class SparkEngine:
         """A query's DataFrame (lazy: nothing runs until it is read)."""
         tree = parse(sql)
         self._bind_ai_query(tree)
-        return self._guard(lambda: self._frame(tree, params))
+        return self._guard(lambda: self._frame(tree, params, original=sql))
 
     def write_dataframe(
         self, request: WriteRequest, df: DataFrame, *, rows: int | None = None
@@ -342,15 +343,26 @@ class SparkEngine:
         location = table.location()
         if location is None:
             raise EngineError(f"spark engine: table {'.'.join(full)} does not exist yet")
-        view = f"agentbatch_ft_{self._token}_{len(self._views)}"
+        # One view per table, re-pointed at the current version for every statement.
+        digest = hashlib.sha256(".".join(full).encode()).hexdigest()[:12]
+        view = f"agentbatch_ft_{self._token}_{digest}"
         self.spark.read.parquet(str(location)).createOrReplaceTempView(view)
-        self._views.append(view)
+        if view not in self._views:
+            self._views.append(view)
         return view
 
-    def _frame(self, tree: exp.Expression, params: Mapping[str, Any] | None) -> DataFrame:
+    def _frame(
+        self, tree: exp.Expression, params: Mapping[str, Any] | None, *, original: str | None = None
+    ) -> DataFrame:
+        """Run `tree` (its text `original` untouched on Databricks when no table was remapped)."""
         tree = tree.copy()
-        point_tables(tree, self._relation)
-        sql = tree.sql(dialect="databricks") if self.on_databricks else to_spark(tree)
+        remapped = point_tables(tree, self._relation)
+        if not self.on_databricks:
+            sql = to_spark(tree)
+        elif original is not None and not remapped:
+            sql = original
+        else:
+            sql = tree.sql(dialect="databricks")
         return self.spark.sql(sql, args=dict(params)) if params else self.spark.sql(sql)
 
     # -- ai_query --------------------------------------------------------------------------------

@@ -73,12 +73,14 @@ def written_table(tree: exp.Expression) -> exp.Table | None:
     return target if isinstance(target, exp.Table) else None
 
 
-def point_tables(tree: exp.Expression, relation: Callable[[exp.Table], str | None]) -> None:
-    """Replace every table read by `tree` with `relation(table)` when that returns a name.
+def point_tables(tree: exp.Expression, relation: Callable[[exp.Table], str | None]) -> int:
+    """Replace every table read by `tree` with `relation(table)` when that returns a name; returns
+    how many were replaced.
 
     The written table itself (a CREATE / INSERT / MERGE target) is left alone: the caller decides how
     to write it. CTE names are never tables.
     """
+    replaced = 0
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     target = written_table(tree)
     for node in list(tree.find_all(exp.Table)):
@@ -97,6 +99,8 @@ def point_tables(tree: exp.Expression, relation: Callable[[exp.Table], str | Non
         if alias is not None:
             replacement.set("alias", alias)
         node.replace(replacement)
+        replaced += 1
+    return replaced
 
 
 def rewrite_ai_query(tree: exp.Expression) -> bool:
