@@ -252,7 +252,7 @@ class Captures:
     """Saves real exchanges under `captures/` (scrubbed of local paths), then keeps them honest.
 
     A missing capture is written; an existing one must still match what the server sends
-    (modulo trace ids). `AGENTBATCH_UPDATE_CAPTURES=1` rewrites them all.
+    (modulo trace ids and stack-trace text). `AGENTBATCH_UPDATE_CAPTURES=1` rewrites them all.
     """
 
     def __init__(self, workdir: Path) -> None:
@@ -282,9 +282,23 @@ class Captures:
             return
         assert json.loads(meta_path.read_text()) == meta, f"{name}: status or headers changed"
         saved = body_path.read_bytes().decode()
-        assert _TRACE_ID.sub("tr-<id>", saved) == _TRACE_ID.sub("tr-<id>", body), (
+        assert _comparable(saved) == _comparable(body), (
             f"{name}: the server's reply changed; rerun with AGENTBATCH_UPDATE_CAPTURES=1"
         )
+
+
+def _comparable(text: str) -> str:
+    """What must stay equal: everything but trace ids and stack-trace text (which follows the
+    Python version's traceback format)."""
+    text = _TRACE_ID.sub("tr-<id>", text)
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if isinstance(parsed, dict) and "stack_trace" in parsed:
+        parsed["stack_trace"] = "<stack trace>"
+        return json.dumps(parsed)
+    return text
 
 
 @pytest.fixture(scope="session")
