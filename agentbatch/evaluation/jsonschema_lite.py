@@ -41,8 +41,13 @@ _KEYWORDS = frozenset(
 _TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
 
 
-def check_schema(schema: Any, path: str = "schema") -> None:
+_MAX_DEPTH = 32
+
+
+def check_schema(schema: Any, path: str = "schema", depth: int = 0) -> None:
     """Raise ValueError naming the first unsupported or malformed part of `schema`."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"{path}: nested more than {_MAX_DEPTH} levels deep")
     if isinstance(schema, bool):
         return
     if not isinstance(schema, Mapping):
@@ -61,14 +66,14 @@ def check_schema(schema: Any, path: str = "schema") -> None:
             if not isinstance(value, Mapping):
                 raise ValueError(f"{where}: must map property names to schemas")
             for name, sub in value.items():
-                check_schema(sub, f"{where}.{name}")
+                check_schema(sub, f"{where}.{name}", depth + 1)
         elif key in ("items", "additionalProperties"):
-            check_schema(value, where)
+            check_schema(value, where, depth + 1)
         elif key in ("anyOf", "oneOf", "allOf"):
             if not isinstance(value, list) or not value:
                 raise ValueError(f"{where}: must be a non-empty list of schemas")
             for number, sub in enumerate(value):
-                check_schema(sub, f"{where}[{number}]")
+                check_schema(sub, f"{where}[{number}]", depth + 1)
         elif key == "required":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"{where}: must be a list of property names")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -467,8 +468,13 @@ def _judge(job: Job, name: str, table: str, context: _Context) -> dict[Any, Judg
 
 def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Table, str]]) -> None:
     from agentbatch import runner
+    from agentbatch.planner import RunOptions
 
-    the_plan = runner.plan(job, context.target, project_dir=context.root)
+    # A run id of its own: engines that stage in real tables name them after it.
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_eval_" + uuid.uuid4().hex[:8]
+    the_plan = runner.plan(
+        job, context.target, options=RunOptions(run_id=run_id), project_dir=context.root
+    )
     engine = open_engine(the_plan, context.mapped(*tables), context.root, list(tables))
     try:
         for name, (data, key) in tables.items():

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from agentbatch.errors import SpecError
 from agentbatch.evaluation.checks import check_evaluation
+from agentbatch.evaluation.spec import KINDS, Evaluation
 from agentbatch.spec.loader import load_job, load_job_text
 
 HEAD = """\
@@ -213,3 +219,32 @@ def test_text_answers_have_no_fields_but_json_may(tmp_path: Path) -> None:
     )
     with pytest.raises(SpecError, match=r"needs a structured answer"):
         check_evaluation(load_job(path), path)
+
+
+_KEYS = st.sampled_from(
+    [*KINDS, "name", "field", "expected", "pattern", "schema", "type", "properties", "items",
+     "endpoint", "prompt", "verdict", "scale_min", "scale_max", "function", "tolerance", "x"]
+)  # fmt: skip
+_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=20)
+)
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["expected", "group_by", "scorers", "seed"]), _VALUES))
+def test_any_evaluation_block_is_valid_or_a_validation_error(block: dict[str, Any]) -> None:
+    with contextlib.suppress(ValidationError):  # anything else (TypeError, ...) fails the test
+        Evaluation.model_validate(block)
+
+
+def test_deeply_nested_schemas_are_refused() -> None:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(200):
+        schema = {"type": "array", "items": schema}
+    with pytest.raises(ValidationError, match="nested more than 32 levels"):
+        Evaluation.model_validate({"scorers": [{"json_schema": {"schema": schema}}]})
