@@ -45,7 +45,13 @@ from agentbatch.engines.spark_sql import (
     to_spark,
     written_table,
 )
-from agentbatch.errors import AgentbatchError, AgentError, EngineError, UsageError
+from agentbatch.errors import (
+    AgentbatchError,
+    AgentError,
+    EngineError,
+    NotSupportedError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -53,6 +59,7 @@ if TYPE_CHECKING:
 
     from agentbatch.agent.calls import CallSpec
     from agentbatch.engines.spark_distributed import DistributedAnswers
+    from agentbatch.engines.spark_writes import SwappableTable
     from agentbatch.planner import RestFallback
 
 log = logging.getLogger(__name__)
@@ -82,9 +89,6 @@ class SparkEngine:
         output_tables: Iterable[str] = (),
     ) -> None:
         self.settings = dict(settings or {})
-        self.names = Names(
-            str(self.settings.get("catalog", "main")), str(self.settings.get("schema", "default"))
-        )
         self.endpoint_overrides: dict[str, str] = dict(
             self.settings.get("endpoint_overrides") or {}
         )
@@ -103,6 +107,11 @@ class SparkEngine:
             catalog = self.on_databricks or session.has_persistent_catalog(self.spark)
             storage = "catalog" if catalog else "files"
         self.files = storage == "files"
+        # One- and two-part names: the session's current catalog, unless the settings name one.
+        default_catalog = self.settings.get("catalog") or (
+            "main" if self.files else self._guard(self.spark.catalog.currentCatalog)
+        )
+        self.names = Names(str(default_catalog), str(self.settings.get("schema", "default")))
         self._token = uuid.uuid4().hex[:8]
         self._views: list[str] = []
         self._inputs: dict[FullName, str] = {}
@@ -129,7 +138,11 @@ class SparkEngine:
                 raise UsageError(
                     f"table {'.'.join(full)} is mapped to input data; it cannot be written"
                 )
-            table = self._file_table(full, target)
+            table: SwappableTable | None = self._file_table(full, target)
+            if table is None and self._needs_rewrite(tree, full):
+                from agentbatch.engines.spark_catalog import CatalogTable
+
+                table = CatalogTable(self.spark, full)
             if table is not None:
                 from agentbatch.engines.spark_writes import write_file_table
 
@@ -162,6 +175,10 @@ class SparkEngine:
         found = self._file_table(full, exp.to_table(table, dialect="databricks"))
         if found is not None:
             return found.exists()
+        if not self.on_databricks:  # finishes a rewrite a crash interrupted (spark_catalog.py)
+            from agentbatch.engines.spark_catalog import CatalogTable
+
+            return self._guard(CatalogTable(self.spark, full).exists)
         return self._guard(
             lambda: bool(self.spark.catalog.tableExists(".".join(f"`{p}`" for p in full)))
         )
@@ -333,6 +350,20 @@ class SparkEngine:
             return None  # a catalog table, or a temp view such as the staging relation
         return FileTable(self.warehouse_dir / full[0] / full[1] / full[2])
 
+    def _needs_rewrite(self, tree: exp.Expression, full: FullName) -> bool:
+        """A MERGE or REPLACE on a catalog table whose format cannot run it (not on Databricks)."""
+        replacing = isinstance(tree, exp.Merge) or (
+            isinstance(tree, exp.Create) and bool(tree.args.get("replace"))
+        )
+        if self.on_databricks or not replacing:
+            return False
+        from agentbatch.engines.spark_catalog import merges_natively
+
+        name = ".".join(f"`{p}`" for p in full)
+        return not self._guard(
+            lambda: merges_natively(self.spark, name, bool(self.spark.catalog.tableExists(name)))
+        )
+
     def _relation(self, node: exp.Table) -> str | None:
         full = self.names.full(node)
         if full in self._inputs:
@@ -415,6 +446,11 @@ def _translate(err: Exception) -> AgentbatchError:
         if name == "AgentError":
             return AgentError(message)
         return EngineError(f"spark engine: {name}: {message}")
+    if "UNSUPPORTED_FEATURE" in text:
+        return NotSupportedError(
+            f"spark engine: {first_line(err)} (write to Delta tables, or keep tables as parquet "
+            "folders with the setting storage: files)"
+        )
     return EngineError(f"spark engine: {first_line(err)}")
 
 

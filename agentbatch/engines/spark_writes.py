@@ -1,7 +1,7 @@
-"""Write statements on file tables (parquet folders, which have no MERGE and no atomic replace).
+"""Write statements on tables without MERGE or atomic replace (parquet folders, v1 catalog tables).
 
 Every write computes the table's complete new content as a DataFrame, writes it as a new version
-and swaps it in atomically (see spark_files.py):
+and swaps it in (spark_files.py: an atomic link swap; spark_catalog.py: a rename):
 
     CREATE TABLE [IF NOT EXISTS] t AS q     new = q (nothing when t exists and IF NOT EXISTS)
     CREATE OR REPLACE TABLE t AS q          new = q
@@ -17,11 +17,10 @@ A MERGE source is evaluated once (checkpointed) before it is used twice: it may 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlglot import exp
 
-from agentbatch.engines.spark_files import FileTable
 from agentbatch.errors import EngineError, NotSupportedError
 
 if TYPE_CHECKING:
@@ -29,13 +28,26 @@ if TYPE_CHECKING:
 
 QueryRunner = Callable[[exp.Expression], "DataFrame"]
 
+
+class SwappableTable(Protocol):
+    """A table replaced whole: its new content is written aside, then swapped in."""
+
+    def exists(self) -> bool: ...
+
+    def read(self, spark: SparkSession) -> DataFrame: ...
+
+    def write(self, df: DataFrame) -> None: ...
+
+    def drop(self) -> None: ...
+
+
 SUPPORTED = (
     "CREATE TABLE ... AS, CREATE OR REPLACE TABLE ... AS, INSERT, MERGE (by key, *), DROP TABLE"
 )
 
 
 def write_file_table(
-    spark: SparkSession, tree: exp.Expression, table: FileTable, name: str, query: QueryRunner
+    spark: SparkSession, tree: exp.Expression, table: SwappableTable, name: str, query: QueryRunner
 ) -> None:
     """Run one write statement `tree` whose target is `table` (called `name` in messages)."""
     if isinstance(tree, exp.Create):
@@ -54,7 +66,7 @@ def write_file_table(
         )
 
 
-def _create(tree: exp.Create, table: FileTable, name: str, query: QueryRunner) -> None:
+def _create(tree: exp.Create, table: SwappableTable, name: str, query: QueryRunner) -> None:
     kind = str(tree.args.get("kind") or "").upper()
     select = tree.expression
     if kind != "TABLE" or select is None:
@@ -68,7 +80,7 @@ def _create(tree: exp.Create, table: FileTable, name: str, query: QueryRunner) -
 
 
 def _insert(
-    spark: SparkSession, tree: exp.Insert, table: FileTable, name: str, query: QueryRunner
+    spark: SparkSession, tree: exp.Insert, table: SwappableTable, name: str, query: QueryRunner
 ) -> None:
     if isinstance(tree.this, exp.Schema) or tree.args.get("partition"):
         raise NotSupportedError(
@@ -83,7 +95,7 @@ def _insert(
 
 
 def _merge(
-    spark: SparkSession, tree: exp.Merge, table: FileTable, name: str, query: QueryRunner
+    spark: SparkSession, tree: exp.Merge, table: SwappableTable, name: str, query: QueryRunner
 ) -> None:
     key = merge_key(tree)
     using = tree.args.get("using")
@@ -141,7 +153,7 @@ def _is_star(expressions: list[exp.Expression]) -> bool:
     return len(expressions) == 1 and isinstance(expressions[0], exp.Star)
 
 
-def _existing(spark: SparkSession, table: FileTable, name: str) -> DataFrame:
+def _existing(spark: SparkSession, table: SwappableTable, name: str) -> DataFrame:
     if not table.exists():
         raise EngineError(f"spark engine: table {name} does not exist")
     return table.read(spark)

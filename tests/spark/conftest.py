@@ -18,6 +18,14 @@ from agentbatch.engines.spark import SparkEngine
 HERE = Path(__file__).parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # PySpark 4.3 warns on import that it does not fully support pandas 3; the engine moves data
+    # as Arrow (mapInArrow, Arrow UDFs), not pandas.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:PySpark does not yet fully support pandas:FutureWarning"
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).is_relative_to(HERE):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,26 @@ def test_missing_table_and_bad_sql_are_engine_errors(make_engine: Any) -> None:
         engine.fetch_one("SELECT * FROM main.s.nothing")
     with pytest.raises(EngineError):
         engine.fetch_one("SELECT no_such_function(1)")
+
+
+def test_catalog_tables_without_merge_are_rewritten(make_engine: Any) -> None:
+    engine = make_engine({"storage": "catalog"})
+    name = f"default.merge_{uuid.uuid4().hex[:8]}"
+    engine.execute(f"CREATE TABLE {name} AS SELECT 1 AS id, 'a' AS v")
+    try:
+        engine.execute(
+            f"MERGE INTO {name} AS target USING (SELECT * FROM VALUES (1, 'b'), (2, 'c') AS x(id, v)) AS s "
+            "ON target.id = s.id WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        )
+        assert sorted(engine.read_table(name).to_pylist(), key=str) == [
+            {"id": 1, "v": "b"},
+            {"id": 2, "v": "c"},
+        ]
+        engine.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT 3 AS id, 'z' AS v")
+        assert engine.read_table(name).to_pylist() == [{"id": 3, "v": "z"}]
+        # A crash between dropping the old table and renaming the new one is finished on next use.
+        engine.execute(f"ALTER TABLE {name} RENAME TO {name}__agentbatch_new")
+        assert engine.table_exists(name)
+        assert engine.read_table(name).to_pylist() == [{"id": 3, "v": "z"}]
+    finally:
+        engine.execute(f"DROP TABLE IF EXISTS {name}")
