@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +106,45 @@ def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert f"agentbatch {command} jobs/" in capsys.readouterr().out
+
+
+def test_a_custom_scorer_from_the_project_folder(
+    project: Path,
+    demo_agent: AgentServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (project / "triage_checks.py").write_text(
+        "def urgent_enough(response, expected, row):\n"
+        "    if response is None:\n"
+        "        raise ValueError('no answer')\n"
+        "    return response['urgency'] >= 3\n"
+    )
+    job = project / "jobs" / "eval_triage.yml"
+    job.write_text(
+        job.read_text().replace(
+            "    - error_rate:\n",
+            "    - error_rate:\n"
+            "    - custom: {function: 'triage_checks:urgent_enough', name: urgent, binary: true}\n",
+        )
+    )
+    monkeypatch.chdir(project)  # how a project runs: scorer modules sit beside jobs/
+    assert main(eval_args(project, demo_agent, "--json")) == 0
+    metrics = {m["scorer"]: m for m in json.loads(capsys.readouterr().out)["metrics"]}
+    urgent = metrics["urgent"]
+    assert urgent["ci_method"] == "wilson" and urgent["scored"] == 300
+    assert urgent["mean"] == pytest.approx(demo_share(lambda answer: answer["urgency"] >= 3))
+
+
+def demo_share(test: Callable[[dict[str, Any]], bool]) -> float:
+    """The share of sample tickets whose demo-agent answer passes `test`."""
+    from eval_servers import load_tickets
+
+    from agentbatch.testing import triage
+
+    tickets = load_tickets()
+    passed = 0
+    for ticket in tickets:
+        text = f"Classify this support ticket. Ticket: {ticket['subject']}\n\n{ticket['body']}"
+        passed += test(triage.structured_answer(text, text))
+    return passed / len(tickets)
