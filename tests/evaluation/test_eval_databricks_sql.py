@@ -1,0 +1,124 @@
+"""The evaluation on the databricks-sql target: the unmodified connector against the loopback SQL
+warehouse. The Apps agent answers over REST; the judge runs *inside* the warehouse as push-down
+`ai_query`; scores and metrics are written as warehouse tables."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_eval_example_local import expected_accuracy
+
+from agentbatch.evaluation import evaluate
+from agentbatch.testing.agent_server import AgentServer
+
+pytest.importorskip("databricks.sql")
+warehouse_server = pytest.importorskip("tests.warehouse.server")
+warehouse_duckdb = pytest.importorskip("tests.warehouse.duckdb_executor")
+
+TOKEN = "dapi-eval-test-token"
+
+
+class WarehouseJudge:
+    """`ai_query` in the warehouse: PASS when the answer's label is the reference label."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, endpoint: str, request: Any, **named: Any) -> str:
+        assert endpoint == "judge-model"
+        with self._lock:
+            self.calls.append(str(request))
+        found = re.search(
+            r"Answer:\n(.*?)\n\nReference answer:\n(.*?)\n\n", str(request), re.DOTALL
+        )
+        if found is None:
+            return "no idea"
+        same = json.loads(found.group(1))["label"] == found.group(2)
+        return "Verdict: PASS" if same else "Verdict: FAIL"
+
+
+@pytest.fixture(autouse=True)
+def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("DATABRICKS_HOST", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET",
+                 "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_WAREHOUSE_ID", "DATABRICKS_HTTP_PATH"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+
+
+@pytest.fixture
+def judge() -> WarehouseJudge:
+    return WarehouseJudge()
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path, judge: WarehouseJudge) -> Iterator[Any]:
+    import databricks.sql
+    from eval_servers import TICKETS_CSV
+
+    volumes = tmp_path / "volumes"
+    raw = volumes / "main" / "support" / "raw"
+    raw.mkdir(parents=True)
+    shutil.copy(TICKETS_CSV, raw / "support_tickets.csv")
+    with (
+        warehouse_duckdb.DuckDBExecutor(ai_query=judge, volumes_dir=volumes) as executor,
+        warehouse_server.serve_warehouse(executor, token=TOKEN, volumes_dir=volumes) as wh,
+    ):
+        with databricks.sql.connect(**wh.connect_kwargs()) as conn, conn.cursor() as cur:
+            cur.execute("CREATE SCHEMA main.support")
+            cur.execute(
+                "CREATE TABLE main.support.tickets AS SELECT * FROM "
+                "read_files('/Volumes/main/support/raw/support_tickets.csv', format => 'csv')"
+            )
+        yield wh
+
+
+def test_evaluation_in_the_warehouse(
+    project: Path, warehouse: Any, judge: WarehouseJudge, demo_agent: AgentServer
+) -> None:
+    import databricks.sql
+
+    job = project / "jobs" / "eval_triage.yml"
+    job.write_text(
+        job.read_text().replace(
+            "    - error_rate:\n",
+            "    - error_rate:\n    - llm_judge: {endpoint: judge-model, name: judged}\n",
+        )
+    )
+    result = evaluate(
+        job,
+        "databricks-sql",
+        settings={
+            "host": f"http://{warehouse.host}:{warehouse.port}",
+            "warehouse_id": warehouse.warehouse_id,
+        },
+        endpoints={"apps/triage-agent": demo_agent.url},
+        state_dir=project / "state",
+        progress=False,
+    )
+    accuracy = expected_accuracy()
+    assert result.run_summary is not None and result.run_summary["strategy"] == "rest-fallback"
+    assert result.metric("label_exact_match")["mean"] == pytest.approx(accuracy)
+    # The judge, run by the warehouse's ai_query, agrees with exact match on every row.
+    judged = result.metric("judged")
+    assert judged["mean"] == pytest.approx(accuracy) and judged["errors"] == 0
+    assert len(judge.calls) == 300
+    statements = "\n".join(warehouse.statements)
+    assert "ai_query('judge-model'" in statements
+    assert "CREATE OR REPLACE TABLE `main`.`support`.`triage_eval_scores`" in statements
+    with databricks.sql.connect(**warehouse.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), sum(judged) FROM main.support.triage_eval_scores")
+        assert tuple(cur.fetchone()) == (300, pytest.approx(accuracy * 300))
+        cur.execute(
+            "SELECT mean FROM main.support.triage_eval_metrics "
+            "WHERE scorer = 'label_exact_match' AND group_value IS NULL"
+        )
+        assert cur.fetchone()[0] == pytest.approx(accuracy)
