@@ -1,6 +1,6 @@
 """The bulk runner: every input row through the agent, every answer into the ledger.
 
-Structured concurrency in one task group: one producer reads input batches and skips rows the
+Structured concurrency (tasks.run_all): one producer reads input batches and skips rows the
 ledger already answered; a bounded queue feeds a fixed set of workers whose calls are admitted by
 the adaptive limiter; ONE writer group-commits completed rows to the ledger as soon as they are
 ready (whatever has completed while the previous commit ran). Memory is flat in the number of rows.
@@ -29,7 +29,6 @@ from agentbatch.agent.endpoints import ConfigFactory, Endpoint, default_config, 
 from agentbatch.agent.ledger import Ledger
 from agentbatch.agent.limiter import DEFAULT_CEILING, Limiter
 from agentbatch.agent.progress import ProgressReporter
-from agentbatch.agent.replies import AgentReply
 from agentbatch.agent.response_format import (
     ResponseFormat,
     ResponseFormatError,
@@ -37,6 +36,7 @@ from agentbatch.agent.response_format import (
 )
 from agentbatch.agent.rows import RowResult, assemble, check_input, output_schema, passthrough_of
 from agentbatch.agent.stats import BulkStats
+from agentbatch.agent.tasks import run_all
 from agentbatch.agent.transport import AiohttpTransport, Transport
 from agentbatch.agent.worker import Caller, Outcome
 from agentbatch.errors import AgentError, JobFailedError, UsageError
@@ -250,6 +250,7 @@ class _HttpRun:
         )
         self.stop = asyncio.Event()
         self.fatal: AgentError | None = None
+        self.input_error: Exception | None = None
         # Consecutive unreachable failures, not yet handed to the writer.
         self.held: list[tuple[_Row, Outcome]] = []
         self.started = 0.0
@@ -266,10 +267,9 @@ class _HttpRun:
             rng=self.rng,
             stop=self.stop,
         )
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._produce(batches))
-            group.create_task(self._write())
-            group.create_task(self._work_all(caller))
+        await run_all([self._produce(batches), self._write(), self._work_all(caller)])
+        if self.input_error is not None:
+            raise self.input_error
         if self.fatal is not None:
             raise self.fatal
 
@@ -295,20 +295,23 @@ class _HttpRun:
                     if self.stop.is_set():
                         break
                     await self.rows.put(_Row(source, index, request, fingerprint))
-        finally:
-            # One end marker per worker, whether the input ended, failed or the run stopped.
-            for _ in range(self.workers):
-                await self.rows.put(None)
+        except Exception as e:
+            # The input failed: calls already in flight finish and are committed (they are paid
+            # for), nothing new is sent, then the run fails with the input's error.
+            self.input_error = e
+            self.stop.set()
+        await self._end_rows()
+
+    async def _end_rows(self) -> None:
+        # One end marker per worker. (Not on cancellation: then every task is being cancelled.)
+        for _ in range(self.workers):
+            await self.rows.put(None)
 
     async def _work_all(self, caller: Caller) -> None:
-        try:
-            async with asyncio.TaskGroup() as workers:
-                for _ in range(self.workers):
-                    workers.create_task(self._work(caller))
-            if not self.stop.is_set():
-                await self._release_held()  # too few to mean the endpoint is down: row errors
-        finally:
-            await self.results.put(_DONE)
+        await run_all([self._work(caller) for _ in range(self.workers)])
+        if not self.stop.is_set():
+            await self._release_held()  # too few to mean the endpoint is down: row errors
+        await self.results.put(_DONE)
 
     async def _work(self, caller: Caller) -> None:
         while True:
@@ -453,4 +456,4 @@ class _HttpRun:
             self.progress.update(stats)
 
 
-__all__ = ["AgentReply", "Batches", "run_bulk", "run_bulk_sync"]
+__all__ = ["Batches", "run_bulk", "run_bulk_sync"]

@@ -43,13 +43,19 @@ def truncate(text: str, limit: int = MESSAGE_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+_INT64_LIMIT = 2**63
+
+
 def as_int(value: Any) -> int | None:
+    """An integer that fits the BIGINT token columns, else None (a server may send anything)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    if isinstance(value, int) and -_INT64_LIMIT <= value < _INT64_LIMIT:
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
     return None
 
 

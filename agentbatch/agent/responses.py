@@ -31,7 +31,10 @@ try:  # orjson parses large bodies several times faster; stdlib json is the fall
 except ImportError:  # pragma: no cover - depends on the environment
 
     def loads(data: bytes | str) -> Any:
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except RecursionError:  # a hostile reply nested deeper than the stack: not JSON to us
+            raise ValueError("JSON nested too deeply") from None
 
 
 MESSAGE_SEPARATOR = "\n\n"

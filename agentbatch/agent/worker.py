@@ -161,7 +161,8 @@ class Caller:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep before a retry, waking early if the run stops."""
-        with contextlib.suppress(TimeoutError):
+        # asyncio.TimeoutError: on Python 3.10 it is not yet the builtin TimeoutError.
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     def _parse(self, raw: RawReply) -> AgentReply | RowFailure:

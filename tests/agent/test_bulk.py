@@ -323,3 +323,49 @@ async def test_answers_already_received_are_committed_when_the_run_stops(ledger:
             await run(spec, requests, ledger)
     rows = rows_of(ledger)
     assert {0, 1} <= set(rows) and all(r["error"] is None for r in rows.values())
+
+
+async def test_an_input_failure_surfaces_as_itself_and_keeps_answers(ledger: Ledger) -> None:
+    from agentbatch.errors import EngineError
+
+    def failing_batches(spec: CallSpec) -> Any:
+        yield from input_batches(spec, texts(50), batch_rows=50)
+        raise EngineError("the warehouse went away")
+
+    with serve_agent(FaultConfig(latency_ms=20)) as server:
+        spec = CallSpec(endpoint=server.url)
+        with pytest.raises(EngineError, match="went away"):
+            await run_bulk(failing_batches(spec), call=spec, key="id", ledger=ledger)
+        sent = server.stats().requests_total
+    # Every call that was sent finished and was recorded; nothing was lost.
+    assert ledger.stats()["answers"] == sent > 0
+
+
+async def test_cancelling_a_run_commits_what_was_answered(ledger: Ledger) -> None:
+    import asyncio
+
+    committed = asyncio.Event()
+
+    class Watch:
+        def start(self, total: int | None) -> None:
+            pass
+
+        def update(self, stats: BulkStats) -> None:
+            if stats.done >= 50:
+                committed.set()
+
+        def finish(self, stats: BulkStats) -> None:
+            pass
+
+    with serve_agent(FaultConfig(latency_ms=20)) as server:
+        spec = CallSpec(endpoint=server.url, max_concurrency=16)
+        task = asyncio.ensure_future(run(spec, texts(2000), ledger, progress=Watch()))
+        await committed.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        answered_by_server = server.stats().status_counts.get(200, 0)
+    kept = ledger.stats()["answers"]
+    assert kept >= 50
+    # Lost: at most the calls in flight when the run was cancelled.
+    assert answered_by_server - kept <= 16
