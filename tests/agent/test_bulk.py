@@ -101,10 +101,17 @@ async def test_custom_inputs_and_trace_ids(ledger: Ledger) -> None:
     assert row["trace_id"].startswith("tr-")
 
 
-async def test_typed_answers_with_a_response_format(ledger: Ledger) -> None:
+@pytest.mark.parametrize(
+    "options", [{}, {"stream": True}, {"api": "chat"}], ids=["responses", "stream", "chat"]
+)
+async def test_typed_answers_with_a_response_format(
+    options: dict[str, Any], ledger: Ledger
+) -> None:
     tickets = ["classify this ticket: the printer is on fire", "triage ticket: refund my invoice"]
     with serve_agent() as server:
-        spec = CallSpec(endpoint=server.url, response_format="STRUCT<label: STRING, urgency: INT>")
+        spec = CallSpec(
+            endpoint=server.url, response_format="STRUCT<label: STRING, urgency: INT>", **options
+        )
         stats = await run(spec, tickets, ledger)
     assert stats.ok == 2
     table = pa.Table.from_batches(list(ledger.unwritten()))
@@ -113,6 +120,21 @@ async def test_typed_answers_with_a_response_format(ledger: Ledger) -> None:
     )
     answers = {r["id"]: r["response"] for r in table.to_pylist()}
     assert set(answers[0]) == {"label", "urgency"} and isinstance(answers[0]["urgency"], int)
+
+
+async def test_json_requests_carry_per_row_custom_inputs(ledger: Ledger) -> None:
+    requests = [
+        json.dumps(
+            {"input": [{"role": "user", "content": f"q{i}"}], "custom_inputs": {"key": f"k{i}"}}
+        )
+        for i in range(5)
+    ]
+    with serve_agent() as server:
+        spec = CallSpec(endpoint=server.url, request_is_json=True, custom_inputs={"tenant": "acme"})
+        stats = await run(spec, requests, ledger)
+        assert server.stats().requests_for("k3") == 1
+    assert stats.ok == 5
+    assert json.loads(rows_of(ledger)[3]["custom_outputs"]) == {"tenant": "acme", "key": "k3"}
 
 
 async def test_transient_faults_are_retried_until_answered(ledger: Ledger) -> None:
