@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["load_job", "plan", "render", "run"]
+__all__ = ["compare", "evaluate", "load_job", "plan", "render", "run"]
 
 if TYPE_CHECKING:
     from agentbatch.api import load_job, plan, render, run
+    from agentbatch.evaluation import compare, evaluate
 
 
 def __getattr__(name: str) -> Any:

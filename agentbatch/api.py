@@ -22,7 +22,16 @@ from agentbatch.spec.loader import load_job as _load_job
 from agentbatch.spec.models import Job
 from agentbatch.targets import Target
 
-__all__ = ["Job", "Plan", "RunResult", "load_job", "plan", "render", "run"]
+__all__ = ["Job", "Plan", "RunResult", "compare", "evaluate", "load_job", "plan", "render", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    # Evaluation loads on first use: it is not needed to run jobs.
+    if name in ("evaluate", "compare"):
+        from agentbatch import evaluation
+
+        return getattr(evaluation, name)
+    raise AttributeError(f"module 'agentbatch.api' has no attribute {name!r}")
 
 
 def load_job(

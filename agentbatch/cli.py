@@ -262,7 +262,11 @@ def _validate(paths: Sequence[str], variables: dict[str, Any], project_dir: Path
     failures = 0
     for path in paths:
         try:
-            api.plan(path, target="local", vars=variables, project_dir=project_dir)
+            the_plan = api.plan(path, target="local", vars=variables, project_dir=project_dir)
+            if the_plan.job.evaluation is not None:
+                from agentbatch.evaluation.checks import check_evaluation
+
+                check_evaluation(the_plan.job, path)
         except SpecError as err:
             failures += 1
             for line in str(err).splitlines():

@@ -130,7 +130,7 @@ def run(
         run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_" + uuid.uuid4().hex[:8],
     )
     the_plan = plan(job_or_path, chosen, vars=vars, options=options, project_dir=root)
-    engine = open_engine(the_plan, tables or {}, root)
+    engine = open_engine(the_plan, tables or {}, root, [the_plan.job.output.table])
     if dry_run:
         from agentbatch.dryrun import dry_run as run_dry
 
@@ -152,7 +152,10 @@ def run(
     return result
 
 
-def open_engine(the_plan: Plan, tables: Mapping[str, Any], root: Path) -> Engine:
+def open_engine(
+    the_plan: Plan, tables: Mapping[str, Any], root: Path, outputs: Iterable[str]
+) -> Engine:
+    """An engine for the plan's target that may write `outputs` (mapped files are saved back)."""
     cls = engine_class(the_plan.target.engine)
     settings = dict(the_plan.target.settings)
     if the_plan.target.engine == "local":
@@ -164,7 +167,7 @@ def open_engine(the_plan: Plan, tables: Mapping[str, Any], root: Path) -> Engine
         raise UsageError(
             "--table maps tables to local files; it applies to the local and spark targets"
         )
-    engine: Engine = cls(settings, tables=tables, output_tables=[the_plan.job.output.table])
+    engine: Engine = cls(settings, tables=tables, output_tables=list(outputs))
     return engine
 
 

@@ -25,7 +25,8 @@ from agentbatch.evaluation.metrics import MetricOptions, compute_metrics
 from agentbatch.evaluation.scorers import JudgeReply
 from agentbatch.evaluation.scoring import Scored, latest_answers, score_table
 from agentbatch.evaluation.spec import Evaluation, LlmJudge
-from agentbatch.evaluation.tables import derived_table, open_engine, write_table
+from agentbatch.evaluation.tables import derived_table, write_table
+from agentbatch.runner import open_engine
 from agentbatch.spec.models import Agent, Job, Output
 from agentbatch.sql import quoting
 

@@ -8,13 +8,10 @@ and closed before the next step opens its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agentbatch.engines import engine_class
 from agentbatch.engines.base import WriteRequest
-from agentbatch.errors import UsageError
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
@@ -33,27 +30,6 @@ def derived_table(table: str, suffix: str) -> str:
     if all(_PLAIN.match(p) for p in parts):
         return ".".join(parts)
     return ".".join(f"`{p}`" for p in parts)
-
-
-def open_engine(
-    the_plan: Plan, tables: Mapping[str, Any], root: Path, outputs: Iterable[str]
-) -> Engine:
-    """An engine for `the_plan`'s target that may write `outputs` (mapped files are saved back)."""
-    from agentbatch.runner import WAREHOUSE_DIR
-
-    cls = engine_class(the_plan.target.engine)
-    settings = dict(the_plan.target.settings)
-    if the_plan.target.engine == "local":
-        settings.setdefault("warehouse_dir", str(root / WAREHOUSE_DIR))
-    settings.setdefault("endpoint_overrides", dict(the_plan.options.endpoint_overrides))
-    settings.setdefault("job_name", the_plan.job.name)
-    settings.setdefault("run_id", the_plan.options.run_id)
-    if tables and the_plan.target.engine == "databricks-sql":
-        raise UsageError(
-            "--table maps tables to local files; it applies to the local and spark targets"
-        )
-    engine: Engine = cls(settings, tables=tables, output_tables=list(outputs))
-    return engine
 
 
 def read_answers(engine: Engine, table: str) -> pa.Table:
