@@ -13,14 +13,18 @@ import threading
 _lock = threading.Lock()
 _known: set[str] = set()
 
-_PATTERNS = (
-    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"\bdapi[0-9a-f]{16,}(-\d+)?\b"),
-    re.compile(r"\bdose[0-9a-f]{16,}\b"),
+# (pattern, replacement): token-shaped strings masked wherever they appear in a message.
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
+    (re.compile(r"\bdapi[0-9a-f]{16,}(?:-\d+)?\b"), "***"),
+    (re.compile(r"\bdose[0-9a-f]{16,}\b"), "***"),
     # JWTs (OAuth access tokens).
-    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
-    re.compile(
-        r"(?i)(client_secret|access_token|refresh_token|password)(\"?\s*[:=]\s*\"?)[^\"&\s,}]+"
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), "***"),
+    (
+        re.compile(
+            r"(?i)(client_secret|access_token|refresh_token|password)(\"?\s*[:=]\s*\"?)[^\"&\s,}]+"
+        ),
+        r"\1\2***",
     ),
 )
 
@@ -56,18 +60,6 @@ def redact(text: str) -> str:
     for secret in known:
         if secret in text:
             text = text.replace(secret, "***")
-    for pattern in _PATTERNS:
-        text = pattern.sub(_mask, text)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
     return text
-
-
-def _mask(match: re.Match[str]) -> str:
-    if (
-        match.re.groups >= 2
-        and match.group(2) is not None
-        and not match.group(0).startswith("dapi")
-    ):
-        return f"{match.group(1)}{match.group(2)}***"
-    if match.re.groups >= 1 and match.group(1) and match.group(1).lower() in ("bearer", "basic"):
-        return f"{match.group(1)} ***"
-    return "***"

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from agentbatch.agent.redact import redact
 from agentbatch.agent.sse import looks_finished
@@ -163,9 +163,3 @@ class AiohttpTransport:
 def _describe(error: BaseException) -> str:
     text = str(error) or error.__class__.__name__
     return redact(f"{error.__class__.__name__}: {text}")
-
-
-def transport_kwargs(**kwargs: Any) -> dict[str, Any]:
-    """Filter keyword arguments for AiohttpTransport (used by callers building it from options)."""
-    allowed = {"max_connections", "verify_ssl", "max_body_bytes"}
-    return {k: v for k, v in kwargs.items() if k in allowed}

@@ -1,0 +1,31 @@
+"""Credentials are masked in every message."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentbatch.agent.redact import redact, redact_known, register_auth_headers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Authorization: Bearer abcdefgh12345", "Authorization: Bearer ***"),
+        ("basic dXNlcjpwYXNzd29yZA==", "basic ***"),
+        ("token dapi0123456789abcdef0123456789abcdef-2 used", "token *** used"),
+        ("jwt eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.sig_abc end", "jwt *** end"),
+        ('{"client_secret": "xyz123", "a": 1}', '{"client_secret": "***", "a": 1}'),
+        ("access_token=abc&x=1", "access_token=***&x=1"),
+        ("nothing secret here", "nothing secret here"),
+    ],
+)
+def test_token_shapes_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_registered_credentials_are_masked_anywhere() -> None:
+    register_auth_headers({"Authorization": "Bearer opaque-token-value-42"})
+    assert redact("the agent echoed opaque-token-value-42!") == "the agent echoed ***!"
+    assert redact_known("x opaque-token-value-42 y") == "x *** y"
+    # Answers are only scrubbed of registered secrets, not of token-like words.
+    assert redact_known("Bearer authentication is standard") == "Bearer authentication is standard"
