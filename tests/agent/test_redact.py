@@ -12,7 +12,7 @@ from agentbatch.agent.redact import redact, redact_known, register_auth_headers
     [
         ("Authorization: Bearer abcdefgh12345", "Authorization: Bearer ***"),
         ("basic dXNlcjpwYXNzd29yZA==", "basic ***"),
-        ("token dapi0123456789abcdef0123456789abcdef-2 used", "token *** used"),
+        ("token dapifedcba9876543210fedcba9876543210-2 used", "token *** used"),
         ("jwt eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.sig_abc end", "jwt *** end"),
         ('{"client_secret": "xyz123", "a": 1}', '{"client_secret": "***", "a": 1}'),
         ("access_token=abc&x=1", "access_token=***&x=1"),
