@@ -18,40 +18,30 @@ master, spark_conf.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlglot import exp
 
 from agentbatch.engines import spark_session as session
 from agentbatch.engines.base import WriteRequest, WriteStats
 from agentbatch.engines.spark_arrow import StagedBatches, arrow_batches, arrow_schema
-from agentbatch.engines.spark_files import FileTable
+from agentbatch.engines.spark_errors import guard, guarded
 from agentbatch.engines.spark_sql import (
-    FullName,
     Names,
     ai_query_endpoints,
-    first_line,
     parse,
     point_tables,
     rewrite_ai_query,
     to_spark,
     written_table,
 )
-from agentbatch.errors import (
-    AgentbatchError,
-    AgentError,
-    EngineError,
-    NotSupportedError,
-    UsageError,
-)
+from agentbatch.engines.spark_tables import TableMap, TableSource
+from agentbatch.errors import AgentError, UsageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -59,13 +49,10 @@ if TYPE_CHECKING:
 
     from agentbatch.agent.calls import CallSpec
     from agentbatch.engines.spark_distributed import DistributedAnswers
-    from agentbatch.engines.spark_writes import SwappableTable
     from agentbatch.planner import RestFallback
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-TableSource = Any  # a path (str / Path), or a pandas / Arrow / Spark DataFrame
 STAGED = "agentbatch_staged"
 _WRITES = (exp.Create, exp.Insert, exp.Merge, exp.Drop)
 
@@ -109,22 +96,19 @@ class SparkEngine:
         self.files = storage == "files"
         # One- and two-part names: the session's current catalog, unless the settings name one.
         default_catalog = self.settings.get("catalog") or (
-            "main" if self.files else self._guard(self.spark.catalog.currentCatalog)
+            "main" if self.files else guard(self.spark.catalog.currentCatalog)
         )
         self.names = Names(str(default_catalog), str(self.settings.get("schema", "default")))
-        self._token = uuid.uuid4().hex[:8]
-        self._views: list[str] = []
-        self._inputs: dict[FullName, str] = {}
-        self._outputs: dict[FullName, FileTable] = {}
-        outputs = {self.names.full(t) for t in output_tables}
-        for number, (name, source) in enumerate((tables or {}).items()):
-            full = self.names.full(name)
-            if full in outputs:
-                if not isinstance(source, (str, os.PathLike)):
-                    raise UsageError(f"the output table {name} can only be mapped to a folder path")
-                self._outputs[full] = FileTable(source)
-            else:
-                self._inputs[full] = self._register_input(number, name, source)
+        self.tables = TableMap(
+            self.spark,
+            self.names,
+            files=self.files,
+            on_databricks=self.on_databricks,
+            warehouse_dir=self.warehouse_dir,
+            tables=tables or {},
+            output_tables=output_tables,
+            token=uuid.uuid4().hex[:8],
+        )
 
     # -- the Engine protocol --------------------------------------------------------------------
 
@@ -132,56 +116,35 @@ class SparkEngine:
         tree = parse(sql)
         self._bind_ai_query(tree)
         target = written_table(tree)
-        if target is not None and isinstance(tree, _WRITES):
-            full = self.names.full(target)
-            if full in self._inputs:
-                raise UsageError(
-                    f"table {'.'.join(full)} is mapped to input data; it cannot be written"
-                )
-            table: SwappableTable | None = self._file_table(full, target)
-            if table is None and self._needs_rewrite(tree, full):
-                from agentbatch.engines.spark_catalog import CatalogTable
+        table = self.tables.writable(tree, target) if isinstance(tree, _WRITES) and target else None
+        if table is None:
+            guard(lambda: self._frame(tree, params, original=sql))
+            return
+        from agentbatch.engines.spark_writes import write_file_table
 
-                table = CatalogTable(self.spark, full)
-            if table is not None:
-                from agentbatch.engines.spark_writes import write_file_table
-
-                self._guard(
-                    lambda: write_file_table(
-                        self.spark, tree, table, ".".join(full), lambda q: self._frame(q, params)
-                    )
-                )
-                return
-        self._guard(lambda: self._frame(tree, params, original=sql))
+        name = ".".join(self.names.full(target)) if target else ""
+        guard(
+            lambda: write_file_table(
+                self.spark, tree, table, name, lambda q: self._frame(q, params)
+            )
+        )
 
     def fetch_batches(
         self, sql: str, params: Mapping[str, Any] | None = None, *, batch_rows: int = 10_000
     ) -> Iterator[pa.RecordBatch]:
         df = self.query(sql, params)
-        yield from self._guarded_iter(arrow_batches(df, batch_rows))
+        yield from guarded(arrow_batches(df, batch_rows))
 
     def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         df = self.query(sql, params).limit(1)
-        for batch in self._guarded_iter(arrow_batches(df, 1)):
+        for batch in guarded(arrow_batches(df, 1)):
             if batch.num_rows:
                 first: dict[str, Any] = batch.to_pylist()[0]
                 return first
         return {name: None for name in df.columns}
 
     def table_exists(self, table: str) -> bool:
-        full = self.names.full(table)
-        if full in self._inputs:
-            return True
-        found = self._file_table(full, exp.to_table(table, dialect="databricks"))
-        if found is not None:
-            return found.exists()
-        if not self.on_databricks:  # finishes a rewrite a crash interrupted (spark_catalog.py)
-            from agentbatch.engines.spark_catalog import CatalogTable
-
-            return self._guard(CatalogTable(self.spark, full).exists)
-        return self._guard(
-            lambda: bool(self.spark.catalog.tableExists(".".join(f"`{p}`" for p in full)))
-        )
+        return self.tables.exists(table)
 
     def write_results(
         self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
@@ -199,7 +162,7 @@ class SparkEngine:
         if limit is not None:
             select = select.limit(int(limit))
         df = self._frame(select, None)
-        batches = list(self._guarded_iter(arrow_batches(df)))
+        batches = list(guarded(arrow_batches(df)))
         return pa.Table.from_batches(
             batches, schema=batches[0].schema if batches else arrow_schema(df)
         )
@@ -208,8 +171,7 @@ class SparkEngine:
         if self._owns_session:
             self.spark.stop()
             return
-        for view in self._views:
-            self.spark.catalog.dropTempView(view)
+        self.tables.drop_views()
 
     # -- beyond the protocol: DataFrames and distributed agent calls -----------------------------
 
@@ -217,7 +179,7 @@ class SparkEngine:
         """A query's DataFrame (lazy: nothing runs until it is read)."""
         tree = parse(sql)
         self._bind_ai_query(tree)
-        return self._guard(lambda: self._frame(tree, params, original=sql))
+        return guard(lambda: self._frame(tree, params, original=sql))
 
     def write_dataframe(
         self, request: WriteRequest, df: DataFrame, *, rows: int | None = None
@@ -225,7 +187,7 @@ class SparkEngine:
         """Stage `df` as the request's staging relation and run its write SQL."""
         df.createOrReplaceTempView(request.staging_name)
         try:
-            counted = rows if rows is not None else self._guard(df.count)
+            counted = rows if rows is not None else guard(df.count)
             for sql in request.write_sql:
                 self.execute(sql)
         finally:
@@ -254,7 +216,7 @@ class SparkEngine:
         )
         inputs = self.query(inputs_sql)
         folder = self.checkpoint_folder(table, call)
-        return self._guard(
+        return guard(
             lambda: answer_distributed(
                 self.spark,
                 inputs,
@@ -310,84 +272,14 @@ class SparkEngine:
             return None
         return checkpoint_folder(root, table, call_fingerprint(call))
 
-    # -- tables --------------------------------------------------------------------------------
-
-    def _register_input(self, number: int, name: str, source: TableSource) -> str:
-        view = f"agentbatch_in_{self._token}_{number}"
-        self._guard(lambda: self._read_source(name, source).createOrReplaceTempView(view))
-        self._views.append(view)
-        return view
-
-    def _read_source(self, name: str, source: TableSource) -> DataFrame:
-        if not isinstance(source, (str, os.PathLike)):
-            from pyspark.sql import DataFrame
-
-            return source if isinstance(source, DataFrame) else self.spark.createDataFrame(source)
-        path = Path(source)
-        if not path.exists():
-            raise UsageError(f"--table {name}={path}: no such file or folder")
-        suffix = path.suffix.lower()
-        reader = self.spark.read
-        if path.is_dir() and (path / "_delta_log").is_dir():
-            return reader.format("delta").load(str(path))
-        if path.is_dir() or suffix in (".parquet", ".pq"):
-            return reader.parquet(str(path))
-        if suffix in (".csv", ".tsv"):
-            sep = "\t" if suffix == ".tsv" else ","
-            return reader.options(header=True, inferSchema=True, sep=sep, multiLine=True).csv(
-                str(path)
-            )
-        if suffix in (".json", ".jsonl", ".ndjson"):
-            return reader.options(multiLine=suffix == ".json").json(str(path))
-        raise UsageError(
-            f"--table {name}={path}: unsupported file type; use .csv, .parquet, .json/.jsonl or a folder"
-        )
-
-    def _file_table(self, full: FullName, node: exp.Table) -> FileTable | None:
-        if full in self._outputs:
-            return self._outputs[full]
-        if not self.files or (len(node.parts) == 1 and self.spark.catalog.tableExists(node.name)):
-            return None  # a catalog table, or a temp view such as the staging relation
-        return FileTable(self.warehouse_dir / full[0] / full[1] / full[2])
-
-    def _needs_rewrite(self, tree: exp.Expression, full: FullName) -> bool:
-        """A MERGE or REPLACE on a catalog table whose format cannot run it (not on Databricks)."""
-        replacing = isinstance(tree, exp.Merge) or (
-            isinstance(tree, exp.Create) and bool(tree.args.get("replace"))
-        )
-        if self.on_databricks or not replacing:
-            return False
-        from agentbatch.engines.spark_catalog import merges_natively
-
-        name = ".".join(f"`{p}`" for p in full)
-        return not self._guard(
-            lambda: merges_natively(self.spark, name, bool(self.spark.catalog.tableExists(name)))
-        )
-
-    def _relation(self, node: exp.Table) -> str | None:
-        full = self.names.full(node)
-        if full in self._inputs:
-            return self._inputs[full]
-        table = self._file_table(full, node)
-        if table is None:
-            return None
-        location = table.location()
-        if location is None:
-            raise EngineError(f"spark engine: table {'.'.join(full)} does not exist yet")
-        # One view per table, re-pointed at the current version for every statement.
-        digest = hashlib.sha256(".".join(full).encode()).hexdigest()[:12]
-        view = f"agentbatch_ft_{self._token}_{digest}"
-        self.spark.read.parquet(str(location)).createOrReplaceTempView(view)
-        if view not in self._views:
-            self._views.append(view)
-        return view
+    # -- SQL ------------------------------------------------------------------------------------
 
     def _frame(
         self, tree: exp.Expression, params: Mapping[str, Any] | None, *, original: str | None = None
     ) -> DataFrame:
         """Run `tree` (its text `original` untouched on Databricks when no table was remapped)."""
         tree = tree.copy()
-        remapped = point_tables(tree, self._relation)
+        remapped = point_tables(tree, self.tables.relation)
         if not self.on_databricks:
             sql = to_spark(tree)
         elif original is not None and not remapped:
@@ -411,49 +303,3 @@ class SparkEngine:
             session.default_parallelism(self.spark),
         )
         register_ai_query(self.spark, config)
-
-    # -- errors --------------------------------------------------------------------------------
-
-    def _guard(self, action: Callable[[], T]) -> T:
-        try:
-            return action()
-        except AgentbatchError:
-            raise
-        except Exception as err:
-            raise _translate(err) from None
-
-    def _guarded_iter(self, items: Iterator[T]) -> Iterator[T]:
-        try:
-            yield from items
-        except AgentbatchError:
-            raise
-        except Exception as err:
-            raise _translate(err) from None
-
-
-_PYTHON_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$")
-
-
-def _translate(err: Exception) -> AgentbatchError:
-    """A Spark failure as EngineError; an agent unusable inside a UDF as AgentError."""
-    if not _is_spark_error(err):
-        raise err
-    text = str(err)
-    found = [m for m in map(_PYTHON_ERROR.match, (line.strip() for line in text.splitlines())) if m]
-    python_errors = [m for m in found if m.group(1) not in ("PythonException", "Py4JJavaError")]
-    if python_errors:
-        name, message = python_errors[-1].group(1), python_errors[-1].group(2)
-        if name == "AgentError":
-            return AgentError(message)
-        return EngineError(f"spark engine: {name}: {message}")
-    if "UNSUPPORTED_FEATURE" in text:
-        return NotSupportedError(
-            f"spark engine: {first_line(err)} (write to Delta tables, or keep tables as parquet "
-            "folders with the setting storage: files)"
-        )
-    return EngineError(f"spark engine: {first_line(err)}")
-
-
-def _is_spark_error(err: Exception) -> bool:
-    names = {cls.__module__.split(".")[0] for cls in type(err).__mro__}
-    return bool(names & {"pyspark", "py4j"})
