@@ -5,15 +5,26 @@ executors.
   `ai_query`, against catalog tables.
 - Elsewhere the SQL is transpiled to Spark SQL by sqlglot and `ai_query` is a registered Arrow UDF
   backed by the REST client (spark_ai_query.py), so push-down jobs run unchanged.
-- Tables: names in `tables` map to files or DataFrames (temp views); a mapped table the job writes
-  is a parquet folder. Other tables are catalog tables when the session has a persistent catalog
-  (Databricks, Hive), else parquet folders under `warehouse_dir/<catalog>/<schema>/<table>`
-  (`storage: files`), written by atomic swap with MERGE as a rewrite (spark_files.py, spark_writes.py).
+- Tables (spark_tables.py): names in `tables` map to files or DataFrames (temp views); a mapped
+  table the job writes is a parquet folder. Other tables are catalog tables when the session has a
+  persistent catalog (Databricks, Hive), else parquet folders under
+  `warehouse_dir/<catalog>/<schema>/<table>` (`storage: files`). Formats without MERGE or REPLACE
+  are rewritten whole and swapped in (spark_writes.py, spark_files.py, spark_catalog.py).
 - The REST fallback runs in `mapInArrow` tasks (spark_distributed.py): `run_rest_fallback`.
 
-Settings: catalog, schema, storage (auto | catalog | files), warehouse_dir, state_dir,
-checkpoint_dir, endpoint_overrides, ai_query_endpoints, ai_query_api, max_concurrency, partitions,
-master, spark_conf.
+Settings (all optional):
+    catalog, schema          completing one- and two-part table names
+    storage                  auto | catalog | files (auto: catalog with a persistent catalog)
+    warehouse_dir            where `files` storage keeps tables
+    state_dir, checkpoint_dir  the fallback's checkpoint folder (default `<state_dir>/spark-checkpoints`
+                             on local sessions; on clusters a path every executor can write, such
+                             as a volume; `false` keeps answers in Spark's memory, without resume)
+    endpoint_overrides       endpoint name -> URL, for the fallback (and for ai_query)
+    ai_query_endpoints       endpoint name -> URL, for the registered ai_query only
+    ai_query_api             chat | responses: the body shape of a STRING request (default chat)
+    max_concurrency          calls in flight across all tasks for ai_query (default 64)
+    partitions               fallback tasks (default: the session's default parallelism)
+    master, app_name, spark_conf  for a session this engine starts itself
 """
 
 from __future__ import annotations
@@ -262,6 +273,8 @@ class SparkEngine:
         from agentbatch.engines.spark_distributed import checkpoint_folder
 
         root = self.settings.get("checkpoint_dir")
+        if root is False:
+            return None  # explicitly off: results stay in Spark's memory for the run
         if root is None and session.is_local(self.spark):
             root = self.state_dir / "spark-checkpoints"
         if root is None:

@@ -116,3 +116,32 @@ def test_an_unusable_endpoint_stops_the_run_with_agent_error(
     with pytest.raises(AgentError, match="404"):
         engine.run_rest_fallback(steps, endpoint_overrides=wrong_route)
     assert engine.read_table("main.support.triage").num_rows == 0
+
+
+def test_without_a_checkpoint_folder_results_come_from_the_tasks(
+    make_engine: Any, agent: AgentServer, tmp_path: Path
+) -> None:
+    tickets = write_tickets(tmp_path / "tickets.csv", 30, broken={4})
+    steps, overrides = triage_plan(agent)
+    engine = make_engine(
+        {"partitions": 2, "checkpoint_dir": False},
+        tables={"main.support.tickets": tickets, "main.support.triage": tmp_path / "triage"},
+        output_tables=["main.support.triage"],
+    )
+    assert engine.checkpoint_folder("main.support.triage", steps.call) is None
+    engine.execute(steps.ensure_target.sql)  # type: ignore[union-attr]
+    answers = engine.answer_distributed(
+        steps.inputs.sql,
+        steps.call,
+        "ticket_id",
+        table="main.support.triage",
+        endpoint_overrides=overrides,
+    )
+    assert answers.fatal is None and answers.results is not None
+    rows = answers.results.collect()
+    assert sorted(r["ticket_id"] for r in rows) == list(range(30))
+    assert [r["ticket_id"] for r in rows if r["error"] is not None] == [4]
+    assert answers.stats["ok"] == 29 and answers.stats["tasks"] == 2
+    sent = agent.stats().requests_total
+    rows_again = answers.results.collect()  # materialised once: reading again calls nobody
+    assert len(rows_again) == 30 and agent.stats().requests_total == sent
