@@ -55,6 +55,18 @@ class Outcome:
         return json.dumps(self.reply.custom_outputs, ensure_ascii=False, default=str)
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """What one attempt produced: a reply, or a failure (with what the retry policy needs)."""
+
+    result: AgentReply | RowFailure
+    status: int | None
+    latency_ms: float
+    retry_after: str | None
+    # The credentials generation the attempt used (see AuthHeaders).
+    generation: int
+
+
 class Caller:
     def __init__(
         self,
@@ -84,80 +96,86 @@ class Caller:
             body = bodies.build(request)
         except RequestError as e:
             return Outcome(failure=RowFailure("request", truncate(str(e))))
-        call = self._call
         auth = self._endpoint.auth
-        stats = self._stats
         attempt = 0
         refreshed = False
         while True:
             if self._stop.is_set():
                 return None
             attempt += 1
-            permit = await self._limiter.acquire()
-            if self._stop.is_set():
-                self._limiter.release(permit, "neutral")
+            sent = await self._attempt(body)
+            if sent is None:
                 return None
-            headers = self._static_headers
-            generation = 0
-            if auth is not None:
-                # Read after the slot is granted: a refresh may have happened while waiting.
-                auth_headers, generation = await auth.get()
-                headers = {**auth_headers, **self._static_headers}
-            stats.requests += 1
-            started = time.perf_counter()
-            retry_after: str | None = None
-            try:
-                raw = await self._transport.post(
-                    self._endpoint.url, body, headers, stream=call.stream, timeout_s=call.timeout_s
-                )
-            except TransportError as e:
-                latency = time.perf_counter() - started
-                self._limiter.release(permit, "timeout" if e.kind == "timeout" else "neutral")
-                failure = RowFailure(e.kind, redact(str(e)), retryable=should_retry(e))
-                status = None
-            else:
-                latency = time.perf_counter() - started
-                status = raw.status
-                retry_after = raw.headers.get("retry-after")
-                if status == 429:
-                    stats.http_429 += 1
-                if 200 <= status < 300:
-                    self._limiter.release(permit, "ok", latency_s=latency)
-                    if auth is not None:
-                        auth.note_success(generation)
-                    parsed = self._parse(raw)
-                    if isinstance(parsed, AgentReply):
-                        return Outcome(parsed, None, attempt, status, latency * 1000.0)
-                    failure = parsed
-                else:
-                    # Only answers teach the limiter about latency: a fast refusal is no sample.
-                    self._limiter.release(
-                        permit,
-                        "overload" if is_overload(status) else "neutral",
-                        retry_after_s=parse_retry_after(retry_after),
-                    )
-                    if (
-                        status == 401
-                        and auth is not None
-                        and not refreshed
-                        and not auth.refused_after_refresh(generation)
-                    ):
-                        # The token may have just expired: mint a new one and re-send once.
-                        refreshed = True
-                        await auth.refresh(generation)
-                        stats.retries += 1
-                        continue
-                    message = self._describe(status, raw.body)
-                    if is_fatal(status):
-                        raise AgentError(message)
-                    failure = RowFailure(
-                        "http", message, retryable=should_retry(status), status=status
-                    )
-            if failure.retryable and attempt <= call.max_retries:
-                stats.retries += 1
-                await self._pause(backoff_delay(attempt, retry_after, self._rng))
+            failure = sent.result
+            if isinstance(failure, AgentReply):
+                return Outcome(failure, None, attempt, sent.status, sent.latency_ms)
+            if (
+                sent.status == 401
+                and auth is not None
+                and not refreshed
+                and not auth.refused_after_refresh(sent.generation)
+            ):
+                # The token may have just expired: mint a new one and re-send once.
+                refreshed = True
+                await auth.refresh(sent.generation)
+                self._stats.retries += 1
                 continue
-            return Outcome(None, failure, attempt, status, latency * 1000.0)
+            if sent.status is not None and is_fatal(sent.status):
+                raise AgentError(failure.message)
+            if failure.retryable and attempt <= self._call.max_retries:
+                self._stats.retries += 1
+                await self._pause(backoff_delay(attempt, sent.retry_after, self._rng))
+                continue
+            return Outcome(None, failure, attempt, sent.status, sent.latency_ms)
+
+    async def _attempt(self, body: bytes) -> _Sent | None:
+        """One HTTP attempt through the limiter; None if the run stopped while waiting."""
+        permit = await self._limiter.acquire()
+        if self._stop.is_set():
+            self._limiter.release(permit, "neutral")
+            return None
+        headers = self._static_headers
+        generation = 0
+        auth = self._endpoint.auth
+        if auth is not None:
+            # Read after the slot is granted: a refresh may have happened while waiting.
+            auth_headers, generation = await auth.get()
+            headers = {**auth_headers, **self._static_headers}
+        self._stats.requests += 1
+        started = time.perf_counter()
+        try:
+            raw = await self._transport.post(
+                self._endpoint.url,
+                body,
+                headers,
+                stream=self._call.stream,
+                timeout_s=self._call.timeout_s,
+            )
+        except TransportError as e:
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            self._limiter.release(permit, "timeout" if e.kind == "timeout" else "neutral")
+            failure = RowFailure(e.kind, redact(str(e)), retryable=should_retry(e))
+            return _Sent(failure, None, latency_ms, None, generation)
+        latency_s = time.perf_counter() - started
+        status = raw.status
+        if 200 <= status < 300:
+            self._limiter.release(permit, "ok", latency_s=latency_s)
+            if auth is not None:
+                auth.note_success(generation)
+            return _Sent(self._parse(raw), status, latency_s * 1000.0, None, generation)
+        retry_after = raw.headers.get("retry-after")
+        if status == 429:
+            self._stats.http_429 += 1
+        # Only answers teach the limiter about latency: a fast refusal is no sample.
+        self._limiter.release(
+            permit,
+            "overload" if is_overload(status) else "neutral",
+            retry_after_s=parse_retry_after(retry_after),
+        )
+        failure = RowFailure(
+            "http", self._describe(status, raw.body), retryable=should_retry(status), status=status
+        )
+        return _Sent(failure, status, latency_s * 1000.0, retry_after, generation)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep before a retry, waking early if the run stops."""
