@@ -9,10 +9,21 @@ nested structs the same recursively, anything else NULL.
 
 from __future__ import annotations
 
+import datetime
+import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
+
+from agentbatch.agent.rows import check_input, output_schema, passthrough_of
+from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN, result_arrow_fields
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from agentbatch.agent.ledger import Ledger
+    from agentbatch.agent.progress import ProgressReporter
+    from agentbatch.agent.response_format import ResponseFormat
+    from agentbatch.agent.stats import BulkStats
 
 ECHO_PREFIX = "echo: "
 ECHO_CHARS = 64
@@ -54,3 +65,52 @@ def _typed(requests: pa.Array, text: pa.Array, kind: pa.DataType) -> pa.Array:
     if pa.types.is_boolean(kind):
         return pc.equal(pc.bit_wise_and(length, 1), 0)
     return pa.nulls(len(requests), kind)
+
+
+async def run_instant(
+    batches: AsyncIterator[pa.RecordBatch],
+    key: str,
+    ledger: Ledger,
+    fmt: ResponseFormat | None,
+    retry_errors: bool,
+    stats: BulkStats,
+    started: float,
+    progress: ProgressReporter | None,
+) -> None:
+    """The bulk run for `builtin:instant`: one vectorised step and one ledger commit per batch."""
+    import pyarrow as pa
+
+    response_type = fmt.arrow_type if fmt is not None else None
+    fields = result_arrow_fields(response_type)
+    async for batch in batches:
+        check_input(batch, key)
+        stats.rows_seen += batch.num_rows
+        todo = ledger.unanswered(batch, retry_errors=retry_errors)
+        stats.skipped += batch.num_rows - todo.num_rows
+        n = todo.num_rows
+        if n == 0:
+            continue
+        now = datetime.datetime.now(datetime.timezone.utc)
+        values: dict[str, pa.Array] = {
+            "response": instant_answers(todo.column(REQUEST_COLUMN), response_type),
+            "error": pa.nulls(n, pa.string()),
+            "http_status": pa.nulls(n, pa.int32()),
+            "attempts": pa.array([1] * n, type=pa.int32()),
+            "latency_ms": pa.array([0.0] * n, type=pa.float64()),
+            "input_tokens": pa.nulls(n, pa.int64()),
+            "output_tokens": pa.nulls(n, pa.int64()),
+            "trace_id": pa.nulls(n, pa.string()),
+            "custom_outputs": pa.nulls(n, pa.string()),
+            "request_fingerprint": todo.column(FINGERPRINT_COLUMN).cast(pa.string()),
+            "answered_at": pa.array([now] * n, type=pa.timestamp("us", tz="UTC")),
+        }
+        passthrough = passthrough_of(todo)
+        arrays = list(passthrough.columns) + [values[f.name] for f in fields]
+        schema = output_schema(passthrough.schema, response_type)
+        ledger.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        stats.sent += n
+        stats.ok += n
+        stats.requests += n
+        stats.wall_s = time.monotonic() - started
+        if progress is not None:
+            progress.update(stats)

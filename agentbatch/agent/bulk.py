@@ -14,7 +14,6 @@ everything answered is in the ledger.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import random
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.agent.bodies import BodyBuilder
-from agentbatch.agent.builtin import instant_answers
+from agentbatch.agent.builtin import run_instant
 from agentbatch.agent.calls import CallSpec
 from agentbatch.agent.endpoints import ConfigFactory, Endpoint, default_config, resolve_endpoint
 from agentbatch.agent.ledger import Ledger
@@ -34,13 +33,13 @@ from agentbatch.agent.response_format import (
     ResponseFormatError,
     parse_response_format,
 )
-from agentbatch.agent.rows import RowResult, assemble, check_input, output_schema, passthrough_of
+from agentbatch.agent.rows import RowResult, assemble, check_input, passthrough_of
 from agentbatch.agent.stats import BulkStats
 from agentbatch.agent.tasks import run_all
 from agentbatch.agent.transport import AiohttpTransport, Transport
 from agentbatch.agent.worker import Caller, Outcome
 from agentbatch.errors import AgentError, JobFailedError, UsageError
-from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN, result_arrow_fields
+from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -107,7 +106,9 @@ async def run_bulk(
         progress.start(total_rows)
     try:
         if endpoint.kind == "builtin":
-            await _run_builtin(batches, key, ledger, fmt, retry_errors, stats, started, progress)
+            await run_instant(
+                _aiter(batches), key, ledger, fmt, retry_errors, stats, started, progress
+            )
         else:
             run = _HttpRun(call, endpoint, fmt, key, ledger, retry_errors, stats, progress, rng)
             own_transport = transport is None
@@ -156,59 +157,6 @@ async def _aiter(batches: Batches) -> AsyncIterator[pa.RecordBatch]:
         if batch is None:
             return
         yield batch
-
-
-# --- builtin:instant: vectorised, no per-row tasks ------------------------------------------
-
-
-async def _run_builtin(
-    batches: Batches,
-    key: str,
-    ledger: Ledger,
-    fmt: ResponseFormat | None,
-    retry_errors: bool,
-    stats: BulkStats,
-    started: float,
-    progress: ProgressReporter | None,
-) -> None:
-    import pyarrow as pa
-
-    response_type = fmt.arrow_type if fmt is not None else None
-    async for batch in _aiter(batches):
-        check_input(batch, key)
-        stats.rows_seen += batch.num_rows
-        todo = ledger.unanswered(batch, retry_errors=retry_errors)
-        stats.skipped += batch.num_rows - todo.num_rows
-        if todo.num_rows == 0:
-            continue
-        n = todo.num_rows
-        answers = instant_answers(todo.column(REQUEST_COLUMN), response_type)
-        now = datetime.datetime.now(datetime.timezone.utc)
-        fields = result_arrow_fields(response_type)
-        types = {f.name: f.type for f in fields}
-        values: dict[str, pa.Array] = {
-            "response": answers,
-            "error": pa.nulls(n, pa.string()),
-            "http_status": pa.nulls(n, pa.int32()),
-            "attempts": pa.array([1] * n, type=pa.int32()),
-            "latency_ms": pa.array([0.0] * n, type=pa.float64()),
-            "input_tokens": pa.nulls(n, pa.int64()),
-            "output_tokens": pa.nulls(n, pa.int64()),
-            "trace_id": pa.nulls(n, pa.string()),
-            "custom_outputs": pa.nulls(n, pa.string()),
-            "request_fingerprint": todo.column(FINGERPRINT_COLUMN).cast(pa.string()),
-            "answered_at": pa.array([now] * n, type=types["answered_at"]),
-        }
-        passthrough = passthrough_of(todo)
-        schema = output_schema(passthrough.schema, response_type)
-        arrays = list(passthrough.columns) + [values[f.name] for f in fields]
-        ledger.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
-        stats.sent += n
-        stats.ok += n
-        stats.requests += n
-        stats.wall_s = time.monotonic() - started
-        if progress is not None:
-            progress.update(stats)
 
 
 # --- HTTP: producer, workers, writer --------------------------------------------------------
