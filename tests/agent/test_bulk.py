@@ -391,3 +391,19 @@ async def test_cancelling_a_run_commits_what_was_answered(ledger: Ledger) -> Non
     assert kept >= 50
     # Lost: at most the calls in flight when the run was cancelled.
     assert answered_by_server - kept <= 16
+
+
+async def test_empty_input(ledger: Ledger) -> None:
+    with serve_agent() as server:
+        stats = await run_bulk([], call=CallSpec(endpoint=server.url), key="id", ledger=ledger)
+        assert server.stats().requests_total == 0
+    assert (stats.rows_seen, stats.sent) == (0, 0)
+
+
+def test_run_bulk_sync(tmp_path: Path) -> None:
+    from agentbatch.agent.bulk import run_bulk_sync
+
+    spec = CallSpec(endpoint="builtin:instant")
+    with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
+        stats = run_bulk_sync(input_batches(spec, texts(5)), call=spec, key="id", ledger=ledger)
+    assert stats.ok == 5
