@@ -41,6 +41,9 @@ class ResponseFormat:
     json_schema: Mapping[str, Any]
     name: str
     _coerce: Coerce
+    # Ask the model to follow the schema exactly. True for type strings (their schemas are built
+    # strict-compatible); a JSON schema keeps the `strict` its wrapper declares (default False).
+    strict: bool = True
 
     def parse(self, text: str) -> dict[str, Any]:
         """Parse an answer into a dict matching `arrow_type`; raise AnswerParseError if it cannot."""
@@ -65,7 +68,7 @@ class ResponseFormat:
                 "type": "json_schema",
                 "name": self.name,
                 "schema": dict(self.json_schema),
-                "strict": True,
+                "strict": self.strict,
             }
         }
 
@@ -73,7 +76,11 @@ class ResponseFormat:
         """The Chat Completions `response_format` parameter asking for this format."""
         return {
             "type": "json_schema",
-            "json_schema": {"name": self.name, "schema": dict(self.json_schema), "strict": True},
+            "json_schema": {
+                "name": self.name,
+                "schema": dict(self.json_schema),
+                "strict": self.strict,
+            },
         }
 
 
@@ -254,17 +261,19 @@ _SCALARS: dict[str, Callable[[], tuple[pa.DataType, dict[str, Any], Coerce]]] = 
 
 def _from_json_schema(spec: Mapping[str, Any]) -> ResponseFormat:
     name = "response"
+    strict = False
     schema: Any = spec
     if spec.get("type") == "json_schema":
         wrapper = spec.get("json_schema")
         if not isinstance(wrapper, Mapping) or not isinstance(wrapper.get("schema"), Mapping):
             raise ResponseFormatError("response_format json_schema must contain a 'schema' object")
         name = str(wrapper.get("name") or name)
+        strict = bool(wrapper.get("strict", False))
         schema = wrapper["schema"]
     if schema.get("type") != "object" or not isinstance(schema.get("properties"), Mapping):
         raise ResponseFormatError("response_format JSON schema must be an object with properties")
     arrow_type, coerce = _schema_type(schema, "$")
-    return ResponseFormat(arrow_type, dict(schema), name, coerce)
+    return ResponseFormat(arrow_type, dict(schema), name, coerce, strict=strict)
 
 
 def _schema_type(schema: Any, path: str) -> tuple[pa.DataType, Coerce]:

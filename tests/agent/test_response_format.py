@@ -165,3 +165,25 @@ def test_raw_text_in_parse_errors_is_truncated() -> None:
 def test_bad_formats_are_spec_errors(spec: Any) -> None:
     with pytest.raises(ResponseFormatError):
         parse_response_format(spec)
+
+
+def test_strictness() -> None:
+    assert parse_response_format("a STRING").responses_text_param()["format"]["strict"] is True
+    bare = parse_response_format({"type": "object", "properties": {"a": {"type": "string"}}})
+    assert bare.chat_response_format()["json_schema"]["strict"] is False
+    wrapped = parse_response_format(
+        {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "x",
+                "strict": True,
+                "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+            },
+        }
+    )
+    assert wrapped.responses_text_param()["format"] == {
+        "type": "json_schema",
+        "name": "x",
+        "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+        "strict": True,
+    }
