@@ -7,6 +7,9 @@ most the calls in flight: a commit is atomic, and SQLite recovers a torn WAL wri
 A file that is not a sound SQLite database is moved aside (`<name>.corrupt-<time>`) with a warning
 and the run starts from an empty ledger: the worst case is re-sending rows, never a failed run.
 
+One run at a time: a Ledger holds an exclusive lock on `<file>.lock` while open, so two runs of
+the same job (an overlapping schedule) cannot both send the same rows; the second fails at once.
+
 Durability is `synchronous=NORMAL`: safe against the process dying, not against the machine losing
 power mid-commit (then the last commits may be lost, and re-sent).
 """
@@ -21,9 +24,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from agentbatch.agent.calls import canonical_json
+from agentbatch.errors import UsageError
 from agentbatch.results import FINGERPRINT_COLUMN
 
 if TYPE_CHECKING:
@@ -69,6 +73,7 @@ class Ledger:
         self.path = Path(path)
         self.key = key
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _exclusive_lock(self.path)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._writer = self._open_sound()
@@ -250,6 +255,9 @@ class Ledger:
         for conn in (self._reader, self._writer):
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -306,6 +314,23 @@ class Ledger:
                 except Exception:  # an unreadable blob is dealt with in _live_rows
                     continue
         return None
+
+
+def _exclusive_lock(path: Path) -> IO[bytes] | None:
+    """Lock `<path>.lock` for this process, or raise UsageError if another run holds it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process guard
+        return None
+    handle = open(Path(str(path) + ".lock"), "ab")  # noqa: SIM115 - held open until close()
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(
+            f"ledger {path} is in use by another run of this job; wait for it to finish"
+        ) from None
+    return handle
 
 
 class _Transaction:

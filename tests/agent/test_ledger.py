@@ -183,3 +183,14 @@ def test_schema_changes_between_runs_are_conformed(tmp_path: Path) -> None:
         table = all_unwritten(ledger)
         assert "team" not in table.column_names
         assert sorted(table.column("id").to_pylist()) == [1, 2]
+
+
+def test_one_run_at_a_time(tmp_path: Path) -> None:
+    from agentbatch.errors import UsageError
+
+    path = tmp_path / "l.sqlite"
+    first = Ledger(path, key="id")
+    with pytest.raises(UsageError, match="in use by another run"):
+        Ledger(path, key="id")
+    first.close()
+    Ledger(path, key="id").close()  # free again once closed
