@@ -3,7 +3,9 @@
 Both answer the same rows against the same loopback demo agent (fixed latency per request), in one
 local Spark session with the same number of tasks. The row UDF makes one blocking HTTP call per
 row; mapInPandas answers each partition with agentbatch's async client (adaptive concurrency up to
-the cap, split across tasks). Prints rows/s of each and their ratio; writes nothing.
+the cap, split across tasks). For reference it also times the `ai_query` the spark engine registers
+off Databricks (an Arrow UDF answering each batch with the same client). Prints rows/s of each and
+the ratio; writes nothing.
 
     python -m bench.spark_udf_vs_mapinpandas [--rows 2000] [--latency-ms 50] [--tasks 2] [--cap 64]
 """
@@ -24,6 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from agentbatch.agent.calls import CallSpec
+from agentbatch.engines.spark_ai_query import AiQueryConfig, register_ai_query
 from agentbatch.engines.spark_calls import RemoteCall, answer_batches
 from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.faults import FaultConfig
@@ -105,11 +108,21 @@ def main() -> None:
         async_s = timed(data.mapInPandas(map_in_pandas(remote), schema))
         udf_s = timed(data.select("id", row_udf(url)(F.col("_request")).alias("response")))
         served = agent.stats().requests_total
+        config = AiQueryConfig(
+            overrides={"bench": agent.url},
+            text_api="responses",
+            max_concurrency=max(1, args.cap // args.tasks),
+        )
+        register_ai_query(spark, config)
+        ai_query = F.expr("ai_query('bench', _request, failOnError => false)")
+        ai_query_s = timed(data.select("id", ai_query.alias("answer")))
     async_rate, udf_rate = args.rows / async_s, args.rows / udf_s
+    ai_query_rate = args.rows / ai_query_s
     print(f"rows={args.rows} latency_ms={args.latency_ms:g} tasks={args.tasks} cap={args.cap}")
     print(f"mapInPandas + async bulk client: {async_s:7.2f} s  {async_rate:8.1f} rows/s")
     print(f"row-at-a-time UDF, blocking HTTP: {udf_s:7.2f} s  {udf_rate:8.1f} rows/s")
     print(f"ratio: {async_rate / udf_rate:.1f}x  (agent served {served} requests)")
+    print(f"registered ai_query (Arrow UDF):  {ai_query_s:7.2f} s  {ai_query_rate:8.1f} rows/s")
     spark.stop()
 
 
