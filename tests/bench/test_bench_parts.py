@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from bench.data import REQUEST_SQL, read_requests, write_requests, write_table
 from bench.measure import Measurement, median_run
@@ -113,3 +117,20 @@ def test_the_median_run_is_reported_and_a_failure_is_never_hidden() -> None:
     assert median_run(runs[:2]).rows_per_s == 500  # the lower middle of an even count
     broken = _m("S1", "raw aiohttp", 0, 0.0, error="exit code 1: boom")
     assert median_run([*runs, broken]) is broken
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc only")
+def test_peak_rss_is_the_clients_own_not_the_parents() -> None:
+    # ru_maxrss survives fork and exec: a child would report at least this process's size.
+    ballast = bytearray(160 * 1024 * 1024)
+    ballast[::4096] = b"\x01" * len(range(0, len(ballast), 4096))
+    code = (
+        "import resource, bench.worker as w;"
+        "print(w.peak_rss_mb(resource.getrusage(resource.RUSAGE_SELF)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert float(done.stdout) < 100
+    del ballast
