@@ -29,8 +29,8 @@ NOTES = f"""\
 - **CPU ms/row** is the client process's user + system CPU time (all threads) over the rows it
   finished; **server CPU ms/req** the server process's over the requests it received.
 - **429s** are the 429 replies the server sent (every client alike); **failed** rows ended
-  without an answer; **peak RSS** is the client process's maximum resident set size
-  (`getrusage`).
+  without an answer; **peak RSS** is the client process's own high-water mark (`VmHWM`;
+  not `ru_maxrss`, which keeps the parent's peak across fork and exec).
 - **This machine has few cores, and the client and the agent server compete for them** (as do
   any other jobs on it). Absolute numbers vary run to run; compare ratios within one run. The raw
   client and agentbatch run in several interleaved rounds where a target compares them (S1, S5;
