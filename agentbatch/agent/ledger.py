@@ -88,6 +88,8 @@ class Ledger:
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=60.0
         )
+        # Damaged text must not raise on read: it decodes to something that matches nothing.
+        conn.text_factory = lambda data: data.decode("utf-8", "replace")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
@@ -276,31 +278,67 @@ class Ledger:
         return _Transaction(self._writer)
 
     def _live_rows(self, batch_id: int) -> pa.Table | None:
-        """The rows of a stored batch that are still the latest answer for their key."""
+        """The rows of a stored batch that are still the latest answer for their key.
+
+        Damage is dropped, never fatal: an unreadable blob forgets all its answers, and a row
+        whose key, fingerprint or outcome disagrees with its answer entry forgets that answer
+        (both are re-sent).
+        """
+        import pyarrow as pa
+
         with self._read_lock:
             blob_row = self._reader.execute(
                 "SELECT ipc FROM batches WHERE id = ?", (batch_id,)
             ).fetchone()
-            rows = [
-                r[0]
-                for r in self._reader.execute(
-                    "SELECT row FROM answers WHERE batch_id = ? ORDER BY row", (batch_id,)
-                ).fetchall()
-            ]
-        if not rows or blob_row is None or blob_row[0] is None:
+            entries = self._reader.execute(
+                "SELECT key, fingerprint, ok, row FROM answers WHERE batch_id = ? ORDER BY row",
+                (batch_id,),
+            ).fetchall()
+        if not entries or blob_row is None or blob_row[0] is None:
             return None
+        rows = [entry[3] for entry in entries]
         try:
             table = _from_ipc(blob_row[0])
+            if rows[0] < 0 or rows[-1] >= table.num_rows:
+                raise ValueError("an answer points outside its batch")
+            if rows != list(range(table.num_rows)):
+                table = table.take(pa.array(rows, type=pa.int64()))
+            stored = zip(
+                canonical_keys(table.column(self.key)),
+                table.column(FINGERPRINT_COLUMN).to_pylist(),
+                table.column("error").is_null().to_pylist(),
+                strict=True,
+            )
+            wrong = [
+                i
+                for i, ((key, fingerprint, ok, _), (k, fp, good)) in enumerate(
+                    zip(entries, stored, strict=True)
+                )
+                if (key, fingerprint, bool(ok)) != (k, fp or "", good)
+            ]
         except Exception as e:  # a damaged blob must not stop the sink; its rows are re-sent
             log.warning(
                 "ledger batch %d is unreadable (%s); its rows will be sent again", batch_id, e
             )
-            with self._write_lock, self._transaction():
-                self._writer.execute("DELETE FROM answers WHERE batch_id = ?", (batch_id,))
+            self._forget(batch_id, rows)
             return None
-        if len(rows) == table.num_rows:
-            return table
-        return table.take(rows)
+        if wrong:
+            log.warning(
+                "ledger batch %d: %d answer(s) do not match their rows; they will be sent again",
+                batch_id,
+                len(wrong),
+            )
+            self._forget(batch_id, [rows[i] for i in wrong])
+            keep = sorted(set(range(len(rows))) - set(wrong))
+            table = table.take(pa.array(keep, type=pa.int64()))
+        return table
+
+    def _forget(self, batch_id: int, rows: list[int]) -> None:
+        # By position, not by key: a damaged key may not even read back as what is stored.
+        with self._write_lock, self._transaction():
+            self._writer.executemany(
+                "DELETE FROM answers WHERE batch_id = ? AND row = ?", ((batch_id, r) for r in rows)
+            )
 
     def _latest_schema(self, ids: list[int]) -> pa.Schema | None:
         for batch_id in reversed(ids):
@@ -365,7 +403,10 @@ def _to_ipc(rows: pa.RecordBatch | pa.Table) -> bytes:
 def _from_ipc(blob: bytes) -> pa.Table:
     import pyarrow as pa
 
-    return pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
+    table = pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
+    # Damaged bytes can still decode; full validation catches bad offsets and invalid UTF-8.
+    table.validate(full=True)
+    return table
 
 
 def _schema_of(blob: bytes) -> pa.Schema:
