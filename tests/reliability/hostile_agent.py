@@ -214,6 +214,33 @@ async def retry_after_garbage(request: web.Request, text: str) -> web.StreamResp
     return web.Response(status=429, text="{}", headers={"Retry-After": "-5, soon, Thu 99 Foo"})
 
 
+def _auth_of(request: web.Request) -> str:
+    return request.headers.get("Authorization", "<none>")
+
+
+async def echo_auth_400(request: web.Request, text: str) -> web.StreamResponse:
+    return _json({"error": {"message": f"bad request from {_auth_of(request)}"}}, status=400)
+
+
+async def echo_auth_500(request: web.Request, text: str) -> web.StreamResponse:
+    return _raw(f"upstream failed; you sent {_auth_of(request)}".encode(), "text/plain", 500)
+
+
+async def echo_auth_stream(request: web.Request, text: str) -> web.StreamResponse:
+    event = {"type": "error", "error": {"message": f"token {_auth_of(request)} rejected"}}
+    return await _stream(request, [sse(event)], "text/event-stream")
+
+
+async def echo_auth_401(request: web.Request, text: str) -> web.StreamResponse:
+    return _json({"error": {"message": f"invalid token {_auth_of(request)}"}}, status=401)
+
+
+ECHO_MODES: dict[str, Handler] = {
+    "ECHO_AUTH_400": echo_auth_400,
+    "ECHO_AUTH_500": echo_auth_500,
+    "ECHO_AUTH_STREAM": echo_auth_stream,
+}
+
 MODES: dict[str, Handler] = {
     "HUGE_JSON": huge_json,
     "HUGE_CHUNKED": huge_chunked,
@@ -236,6 +263,8 @@ MODES: dict[str, Handler] = {
     **{name: _shape(value) for name, value in WRONG_SHAPES.items()},
     **{name: _stream_shape(chunks) for name, chunks in STREAM_SHAPES.items()},
 }
+# Modes a run is only sent on purpose (they echo credentials or stop the run).
+EXTRA_MODES: dict[str, Handler] = {**ECHO_MODES, "ECHO_AUTH_401": echo_auth_401}
 
 
 class HostileAgent:
@@ -257,7 +286,7 @@ class HostileAgent:
             return _json({"error": {"message": str(err)}}, status=400)
         mode = call.text.split(" ", 1)[0]
         self.seen[mode] += 1
-        handler = MODES.get(mode)
+        handler = MODES.get(mode) or EXTRA_MODES.get(mode)
         if handler is None:
             return _json(answer(f"fine: {call.text[:50]}"))
         return await handler(request, call.text)
