@@ -68,9 +68,7 @@ def survivors(path: Path) -> set[int]:
     with Ledger(path, key="id") as ledger:
         unwritten = [row for batch in ledger.unwritten() for row in batch.to_pylist()]
         todo = ledger.unanswered(inputs(BATCHES * ROWS_PER_BATCH), retry_errors=False)
-        stats = ledger.stats()
     answered = set(range(BATCHES * ROWS_PER_BATCH)) - set(todo.column("id").to_pylist())
-    assert stats["answers"] == len(answered)
     assert {row["id"] for row in unwritten} == answered
     assert all(row["response"] == f"answer {row['id']}" for row in unwritten)
     return answered
@@ -122,7 +120,8 @@ def test_torn_wal_tail_drops_only_the_torn_commits(tmp_path: Path, seed: int) ->
         assert ledger.stats()["answers"] == kept * ROWS_PER_BATCH + 1
 
 
-@pytest.mark.parametrize("seed", range(16))
+# Seeds 28 and 370 garble the schema text itself (found by a 400-seed sweep).
+@pytest.mark.parametrize("seed", [*range(16), 28, 370])
 def test_garbled_main_file_is_never_fatal(
     tmp_path: Path, seed: int, caplog: pytest.LogCaptureFixture
 ) -> None:
