@@ -122,6 +122,8 @@ def run(
     chosen = target if isinstance(target, Target) else resolve_target(target, root)
     if settings:
         chosen = chosen.with_settings(**settings)
+    if state_dir is not None:
+        chosen = chosen.with_settings(state_dir=str(state_dir))
     options = RunOptions(
         retry_errors=retry_errors,
         full_refresh=full_refresh,
@@ -158,8 +160,9 @@ def open_engine(
     """An engine for the plan's target that may write `outputs` (mapped files are saved back)."""
     cls = engine_class(the_plan.target.engine)
     settings = dict(the_plan.target.settings)
-    if the_plan.target.engine == "local":
+    if the_plan.target.engine in ("local", "spark"):
         settings.setdefault("warehouse_dir", str(root / WAREHOUSE_DIR))
+        settings.setdefault("state_dir", str(root / STATE_DIR))
     settings.setdefault("endpoint_overrides", dict(the_plan.options.endpoint_overrides))
     settings.setdefault("job_name", the_plan.job.name)
     settings.setdefault("run_id", the_plan.options.run_id)
@@ -186,6 +189,16 @@ def _run_fallback(
     root: Path,
     progress: bool,
 ) -> dict[str, Any]:
+    distributed = getattr(engine, "run_rest_fallback", None)
+    if distributed is not None:
+        # Engines that spread the calls over a cluster (spark) run the whole fallback themselves.
+        stats = distributed(
+            steps,
+            endpoint_overrides=the_plan.options.endpoint_overrides,
+            retry_errors=the_plan.options.retry_errors,
+        )
+        return _summarise(the_plan, engine, stats)
+
     from agentbatch.agent.bulk import run_bulk_sync
     from agentbatch.agent.ledger import Ledger
     from agentbatch.agent.progress import LogProgress, RichProgress
