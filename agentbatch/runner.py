@@ -192,12 +192,12 @@ def _run_fallback(
     distributed = getattr(engine, "run_rest_fallback", None)
     if distributed is not None:
         # Engines that spread the calls over a cluster (spark) run the whole fallback themselves.
-        stats = distributed(
+        spread: dict[str, Any] = distributed(
             steps,
             endpoint_overrides=the_plan.options.endpoint_overrides,
             retry_errors=the_plan.options.retry_errors,
         )
-        return _summarise(the_plan, engine, stats)
+        return _summarise(the_plan, engine, spread)
 
     from agentbatch.agent.bulk import run_bulk_sync
     from agentbatch.agent.ledger import Ledger
