@@ -28,13 +28,20 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class AgentProcess:
-    """`python -m agentbatch.testing.agent_server` in its own process; its first line is its URL."""
+FAULT_SERVER = (PYTHON, "-m", "agentbatch.testing.agent_server", "--port", "0")
+FAST_AGENT = (PYTHON, str(Path(__file__).with_name("fast_agent.py")))
 
-    def __init__(self, args: Sequence[str], log_path: Path) -> None:
+
+class AgentProcess:
+    """An agent server in its own process (the fault server unless `command` says otherwise);
+    its first line of output is its URL."""
+
+    def __init__(
+        self, args: Sequence[str], log_path: Path, command: Sequence[str] = FAULT_SERVER
+    ) -> None:
         self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "agentbatch.testing.agent_server", "--port", "0", *args],
+            [*command, *args],
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=child_env(),
