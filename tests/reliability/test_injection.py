@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import sqlglot
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlglot import exp
 
 import agentbatch
@@ -219,3 +221,25 @@ def test_payloads_run_end_to_end_verbatim(tmp_path: Path) -> None:
         rows = result.to_pandas().to_dict("records")
         assert [r["response"] for r in rows] == ["echo: " + payload[:64]], payload
         assert source.read_bytes() == before
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.text(max_size=80))
+def test_any_var_value_is_inert_in_sql(
+    tmp_path_factory: pytest.TempPathFactory, value: str
+) -> None:
+    """Whatever text a --var holds, the SQL keeps its shape and the text sits whole in a literal."""
+    spec = spec_with(("request",), "concat('Classify: ', " + VAR + ", body)")
+    project = tmp_path_factory.getbasetemp()
+    attacked = rendered(spec, value, project)
+    if isinstance(attacked, SpecError):
+        assert str(attacked).startswith("inj.yml:"), str(attacked)
+        return
+    baseline = baseline_shapes("request", spec, project)
+    assert not isinstance(baseline, SpecError)
+    literals: list[str] = []
+    for before, after in zip(baseline, attacked, strict=True):
+        tree = parse_one_statement(after)
+        assert shape(tree) == before, after
+        literals += string_literals(tree)
+    assert any(value in text for text in literals)
