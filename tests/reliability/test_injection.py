@@ -100,13 +100,13 @@ def rendered(spec: dict[str, Any], payload: str, project: Path) -> list[str] | S
         return err
 
 
-def parse_one_statement(sql: str) -> exp.Expression:
+def parse_one_statement(sql: str) -> exp.Expr:
     trees = [t for t in sqlglot.parse(sql, read="databricks") if t is not None]
     assert len(trees) == 1, f"{len(trees)} statements in:\n{sql}"
     return trees[0]
 
 
-def shape(tree: exp.Expression) -> list[str]:
+def shape(tree: exp.Expr) -> list[str]:
     return [type(node).__name__ for node in tree.walk()]
 
 
@@ -125,7 +125,7 @@ def baseline_shapes(field: str, spec: dict[str, Any], project: Path) -> list[lis
     return _BASELINES[field]
 
 
-def string_literals(tree: exp.Expression) -> list[str]:
+def string_literals(tree: exp.Expr) -> list[str]:
     return [n.this for n in tree.find_all(exp.Literal) if n.is_string]
 
 

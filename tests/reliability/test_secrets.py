@@ -106,7 +106,7 @@ def rows_table(bodies: list[str]) -> pa.Table:
 
 def run_api(
     tmp_path: Path, endpoint: str, bodies: list[str], **kwargs: Any
-) -> agentbatch.RunResult:  # type: ignore[name-defined]
+) -> agentbatch.RunResult:
     out = tmp_path / "project" / f"out_{endpoint.replace('/', '_')}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     table = f"main.s.out_{endpoint.replace('/', '_').replace('-', '_')}"
