@@ -1,0 +1,242 @@
+"""The example jobs end to end through `agentbatch.run(..., target="databricks-sql")`, the unmodified
+connector and the loopback warehouse: push-down `ai_query` answered by the demo agent's Model
+Serving route, and the Apps agent through the REST fallback, including a kill mid-write."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import agentbatch
+from agentbatch.engines.databricks_sql import DatabricksSQLEngine
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.fake_workspace import serve_workspace
+from tests.warehouse.duckdb_executor import DuckDBExecutor
+from tests.warehouse.server import Warehouse, serve_warehouse
+
+ROOT = Path(__file__).resolve().parents[2]
+TICKETS_CSV = ROOT / "agentbatch" / "data" / "support_tickets.csv"
+SUMMARISE = ROOT / "jobs" / "summarise_tickets.yml"
+TRIAGE = ROOT / "jobs" / "ticket_triage.yml"
+ALL_TICKETS = 300
+OPEN_TICKETS = 237
+TOKEN = "dapi-run-test-token"
+
+
+def serving_ai_query(agent_url: str) -> Any:
+    """`ai_query` inside the warehouse: a chat call to the demo agent's Model Serving route."""
+
+    client = httpx.Client(base_url=agent_url, timeout=30)  # pooled keep-alive connections
+
+    def ai_query(endpoint: str, request: Any, **named: Any) -> str:
+        body = {
+            "messages": [{"role": "user", "content": request}],
+            **named.get("modelParameters", {}),
+        }
+        reply = client.post(f"/serving-endpoints/{endpoint}/invocations", json=body)
+        reply.raise_for_status()
+        content: str = reply.json()["choices"][0]["message"]["content"]
+        return content
+
+    return ai_query
+
+
+@pytest.fixture(autouse=True)
+def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        "DATABRICKS_HOST",
+        "DATABRICKS_CLIENT_ID",
+        "DATABRICKS_CLIENT_SECRET",
+        "DATABRICKS_CONFIG_PROFILE",
+        "DATABRICKS_WAREHOUSE_ID",
+        "DATABRICKS_HTTP_PATH",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentServer]:
+    with serve_agent() as server:
+        yield server
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path, agent: AgentServer) -> Iterator[Warehouse]:
+    volumes = tmp_path / "volumes"
+    raw = volumes / "main" / "support" / "raw"
+    raw.mkdir(parents=True)
+    shutil.copy(TICKETS_CSV, raw / "support_tickets.csv")
+    with (
+        DuckDBExecutor(
+            ai_query=serving_ai_query(agent.url), volumes_dir=volumes, ai_query_concurrency=8
+        ) as executor,
+        serve_warehouse(executor, token=TOKEN, volumes_dir=volumes) as wh,
+    ):
+        load_tickets(wh)
+        yield wh
+
+
+def load_tickets(wh: Warehouse) -> None:
+    import databricks.sql
+
+    with databricks.sql.connect(**wh.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA main.support")
+        cur.execute(
+            "CREATE TABLE main.support.tickets AS SELECT * FROM "
+            "read_files('/Volumes/main/support/raw/support_tickets.csv', format => 'csv')"
+        )
+
+
+def target_settings(wh: Warehouse) -> dict[str, Any]:
+    return {"host": f"http://{wh.host}:{wh.port}", "warehouse_id": wh.warehouse_id}
+
+
+@pytest.fixture
+def run_job(warehouse: Warehouse, agent: AgentServer, tmp_path: Path) -> Iterator[Any]:
+    """`run_job(job, **options)`: agentbatch.run on the loopback warehouse. The engines of the
+    runs are closed before the warehouse stops (an open connector session retries its close
+    against a stopped server for minutes)."""
+    results: list[Any] = []
+
+    def run(job: Path, **options: Any) -> Any:
+        result = agentbatch.run(
+            job,
+            target="databricks-sql",
+            settings=target_settings(warehouse),
+            project_dir=tmp_path,
+            state_dir=tmp_path / "state",
+            progress=False,
+            **options,
+        )
+        results.append(result)
+        return result
+
+    yield run
+    for result in results:
+        if result.engine is not None:
+            result.engine.close()
+
+
+def test_push_down_job_runs_ai_query_in_the_warehouse(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any
+) -> None:
+    result = run_job(SUMMARISE)
+    assert result.summary["strategy"] == "push-down"
+    assert result.summary["table_rows"] == ALL_TICKETS
+    assert result.summary["table_errors"] == 0
+    assert agent.stats().requests_total == ALL_TICKETS
+    merge = next(s for s in warehouse.statements if s.startswith("MERGE INTO"))
+    assert "ai_query('databricks-meta-llama-3-3-70b-instruct'" in merge
+    assert "modelParameters => NAMED_STRUCT('max_tokens', 128, 'temperature', 0.0)" in merge
+    rows = result.to_arrow().to_pylist()
+    assert len({r["ticket_id"] for r in rows}) == ALL_TICKETS
+    assert all(r["response"] for r in rows)
+    again = run_job(SUMMARISE)  # merge is incremental: nothing is asked twice
+    assert again.summary["table_rows"] == ALL_TICKETS
+    assert agent.stats().requests_total == ALL_TICKETS
+
+
+def test_apps_agent_job_runs_through_the_rest_fallback(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any
+) -> None:
+    endpoints = {"apps/triage-agent": agent.url}
+    result = run_job(TRIAGE, endpoints=endpoints)
+    assert result.summary["strategy"] == "rest-fallback"
+    assert result.summary["table_rows"] == OPEN_TICKETS
+    assert result.summary["errors"] == 0
+    rows = result.to_arrow().to_pylist()
+    assert len({r["ticket_id"] for r in rows}) == len(rows) == OPEN_TICKETS
+    right = sum(r["response"]["label"] == r["label"] for r in rows)
+    assert right / len(rows) > 0.85
+    assert all(r["http_status"] == 200 for r in rows)
+    # the answers were staged in bulk: a few statements, not one per row
+    assert len(warehouse.statements) < 20
+    again = run_job(TRIAGE, endpoints=endpoints)
+    assert again.summary["table_rows"] == OPEN_TICKETS
+    assert agent.stats().requests_total == OPEN_TICKETS
+
+
+def test_oauth_m2m_through_unified_auth(
+    tmp_path: Path, agent: AgentServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    monkeypatch.setenv("DATABRICKS_CLIENT_ID", "demo-client")
+    monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", "demo-secret")
+    with (
+        serve_workspace() as workspace,
+        DuckDBExecutor() as executor,
+        serve_warehouse(
+            executor,
+            authorize=lambda header: workspace.authority.check_header(header).ok,
+            upstream=workspace.url,
+        ) as wh,
+    ):
+        engine = DatabricksSQLEngine(target_settings(wh))
+        try:
+            assert engine.fetch_one("SELECT 1 AS one") == {"one": 1}
+        finally:
+            engine.close()
+        assert workspace.stats()["token_requests"] == 1
+        assert all(a.startswith("Bearer ") and "demo-secret" not in a for a in wh.authorizations)
+
+
+CHILD = """
+import json, sys
+import agentbatch
+from agentbatch.engines.databricks_sql import DatabricksSQLEngine
+config = json.loads(sys.argv[1])
+agentbatch.run(
+    config["job"], target="databricks-sql", settings=config["settings"],
+    endpoints={"apps/triage-agent": config["agent"]}, project_dir=config["project"],
+    state_dir=config["state"], progress=False,
+)
+"""
+
+
+def test_killed_during_the_write_a_rerun_leaves_each_key_once(
+    warehouse: Warehouse, agent: AgentServer, tmp_path: Path, run_job: Any
+) -> None:
+    config = {
+        "job": str(TRIAGE),
+        "settings": target_settings(warehouse),
+        "agent": agent.url,
+        "project": str(tmp_path),
+        "state": str(tmp_path / "state"),
+    }
+    gate = warehouse.hold("MERGE INTO")
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(config)],
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        warehouse.wait_until_running("MERGE INTO", timeout_s=120)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+        if child.stderr is not None:
+            child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    gate.set()  # the warehouse finishes the orphaned MERGE: the write did land, unrecorded
+    assert warehouse.wait_until_idle(timeout_s=60)
+    sent = agent.stats().requests_total
+    assert sent == OPEN_TICKETS
+
+    result = run_job(TRIAGE, endpoints={"apps/triage-agent": agent.url})
+    rows = result.engine.read_table("main.support.ticket_triage").to_pylist()
+    assert len(rows) == len({r["ticket_id"] for r in rows}) == OPEN_TICKETS
+    assert agent.stats().requests_total == sent  # the ledger had every answer: none re-sent
