@@ -82,10 +82,12 @@ async def run_instant(
 
     response_type = fmt.arrow_type if fmt is not None else None
     fields = result_arrow_fields(response_type)
+    # Nothing answered before this run: its rows need no lookups (source keys are unique).
+    lookup = ledger.has_answers
     async for batch in batches:
         check_input(batch, key)
         stats.rows_seen += batch.num_rows
-        todo = ledger.unanswered(batch, retry_errors=retry_errors)
+        todo = ledger.unanswered(batch, retry_errors=retry_errors) if lookup else batch
         stats.skipped += batch.num_rows - todo.num_rows
         n = todo.num_rows
         if n == 0:

@@ -187,6 +187,8 @@ class _HttpRun:
             requests_per_second=call.requests_per_second,
             ceiling=DEFAULT_CEILING,
         )
+        # Nothing answered before this run: its rows need no lookups (source keys are unique).
+        self.lookup = ledger.has_answers
         self.workers = self.limiter.cap
         self.bodies = BodyBuilder(call, model=endpoint.model, response_format=fmt)
         self.endpoint = endpoint
@@ -228,8 +230,12 @@ class _HttpRun:
                     break
                 check_input(batch, self.key)
                 self.stats.rows_seen += batch.num_rows
-                todo = await asyncio.to_thread(
-                    self.ledger.unanswered, batch, retry_errors=self.retry_errors
+                todo = (
+                    await asyncio.to_thread(
+                        self.ledger.unanswered, batch, retry_errors=self.retry_errors
+                    )
+                    if self.lookup
+                    else batch
                 )
                 self.stats.skipped += batch.num_rows - todo.num_rows
                 if todo.num_rows == 0:

@@ -145,6 +145,12 @@ class Ledger:
 
     # --- the API ----------------------------------------------------------------------------
 
+    @property
+    def has_answers(self) -> bool:
+        """Whether any answer is recorded. A run that starts without any need not look rows up:
+        source keys are unique, so no row can be answered before it is sent."""
+        return self._has_answers
+
     def unanswered(self, batch: pa.RecordBatch, *, retry_errors: bool) -> pa.RecordBatch:
         """The rows of `batch` without an answer under the same request fingerprint (an ok answer
         only, when `retry_errors`)."""
