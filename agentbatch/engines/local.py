@@ -177,9 +177,14 @@ class LocalEngine:
                 )
             if not path.exists():
                 raise UsageError(f"--table {name}={path}: no such file")
-            self._con.execute(
-                f"CREATE TEMP VIEW {view} AS SELECT * FROM {reader}({_duck_literal(path)})"
-            )
+            try:
+                self._sql(
+                    f"CREATE TEMP VIEW {view} AS SELECT * FROM {reader}({_duck_literal(path)})"
+                )
+            except Exception as err:  # DuckDB's reader errors (encoding, malformed rows, ...)
+                raise UsageError(
+                    f"--table {name}={path}: cannot read it: {_first_line(err)}"
+                ) from None
             return view
         self._con.register(view, source)  # pandas DataFrame or Arrow table, queried in place
         return view

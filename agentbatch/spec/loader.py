@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from agentbatch.errors import SpecError, TemplateError
 from agentbatch.spec.models import Job
-from agentbatch.spec.yaml_source import KeyPath, YamlDocument, dotted, load_yaml
+from agentbatch.spec.yaml_source import KeyPath, YamlDocument, dotted, load_yaml, printable
 from agentbatch.sql.jinja import Helpers, make_environment, render_string
 
 # Values that are SQL: Jinja output there is quoted as literals (see agentbatch.sql.jinja).
@@ -47,6 +47,18 @@ def load_job_text(
     vars: Mapping[str, Any] | None = None,
     *,
     template_dirs: Iterable[Path] = (),
+) -> Job:
+    try:
+        return _load(text, file, vars, template_dirs)
+    except SpecError as err:
+        # Messages quote keys and values: keep each problem on one printable line.
+        raise type(err)("\n".join(printable(line) for line in str(err).split("\n"))) from None
+    except RecursionError:
+        raise SpecError(f"{file}:1: nested too deeply") from None
+
+
+def _load(
+    text: str, file: str, vars: Mapping[str, Any] | None, template_dirs: Iterable[Path]
 ) -> Job:
     doc = load_yaml(text, file)
     if not isinstance(doc.value, dict):

@@ -27,6 +27,28 @@ from agentbatch.sql.quoting import Sql
 
 Mode = Literal["text", "sql"]
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# The largest string or list a template may build, and the largest exponent: no memory bombs.
+MAX_SIZE = 1_000_000
+MAX_EXPONENT = 256
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, also refusing `'x' * 10**10` and `9 ** 9 ** 9` before they exhaust memory."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > MAX_EXPONENT:
+            raise jinja2.exceptions.SecurityError(f"exponent larger than {MAX_EXPONENT}")
+        if operator == "*":
+            for sized, count in ((left, right), (right, left)):
+                if (
+                    isinstance(sized, (str, list, tuple))
+                    and isinstance(count, int)
+                    and len(sized) * count > MAX_SIZE
+                ):
+                    raise jinja2.exceptions.SecurityError(f"result larger than {MAX_SIZE:,} items")
+        return super().call_binop(context, operator, left, right)
 
 
 def _finalize_sql(value: Any) -> Any:
@@ -87,7 +109,7 @@ def make_environment(
             jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES)),
         ]
     )
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -113,7 +135,7 @@ def render_string(
         ) from None
     except TemplateError as err:
         raise TemplateError(f"{name}: {err}") from None
-    except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as err:
+    except Exception as err:  # template code is the job author's: any failure is a template error
         raise TemplateError(f"{name}: {_describe(err)}") from None
 
 
@@ -121,21 +143,19 @@ def render_template(env: jinja2.Environment, template_name: str, context: Mappin
     """Render a template file. Errors name the template and line."""
     try:
         return env.get_template(template_name).render(context)
-    except jinja2.TemplateNotFound:
-        raise TemplateError(
-            f"template {template_name!r} not found in sqltemplates/ or the built-ins"
-        ) from None
+    except jinja2.TemplateNotFound as err:
+        missing = (
+            f"template {err.name or template_name!r} not found in sqltemplates/ or the built-ins"
+        )
+        if err.name and err.name != template_name:  # an include or import inside the template
+            line = _template_line(sys.exc_info()[2], template_name)
+            raise TemplateError(f"{template_name}:{line}: {missing}") from None
+        raise TemplateError(missing) from None
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(
             f"{err.filename or template_name}:{err.lineno}: template syntax error: {err.message}"
         ) from None
-    except (
-        TemplateError,
-        jinja2.UndefinedError,
-        jinja2.exceptions.SecurityError,
-        TypeError,
-        ValueError,
-    ) as err:
+    except Exception as err:  # template code is the project's: any failure is a template error
         line = _template_line(sys.exc_info()[2], template_name)
         raise TemplateError(f"{template_name}:{line}: {_describe(err)}") from None
 
@@ -143,7 +163,12 @@ def render_template(env: jinja2.Environment, template_name: str, context: Mappin
 def _describe(err: BaseException) -> str:
     if isinstance(err, jinja2.exceptions.SecurityError):
         return f"not allowed in templates: {err}"
-    return str(err)
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    if isinstance(err, (TemplateError, jinja2.UndefinedError)):
+        return str(err)
+    text = str(err).splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _template_line(tb: TracebackType | None, template_name: str) -> int | str:

@@ -2,8 +2,10 @@
 src AS (
   SELECT *
   FROM {{ source }}
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE {{ key }} IS NOT NULL
 {% if where %}
-  WHERE ({{ where }})
+    AND ({{ where }})
 {% endif %}
 {% if limit %}
   LIMIT {{ limit }}

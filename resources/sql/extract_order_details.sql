@@ -5,6 +5,8 @@ WITH
 src AS (
   SELECT *
   FROM (SELECT ticket_id, customer, subject, body FROM `main`.`support`.`tickets` WHERE label = 'billing') AS source_query
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `ticket_id` IS NOT NULL
 ),
 req AS (
   SELECT

@@ -3,6 +3,8 @@ WITH
 src AS (
   SELECT *
   FROM `main`.`support`.`tickets`
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `ticket_id` IS NOT NULL
 ),
 req AS (
   SELECT

@@ -24,7 +24,9 @@ WITH
 src AS (
   SELECT *
   FROM `main`.`support`.`tickets`
-  WHERE (status = 'open')
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `ticket_id` IS NOT NULL
+    AND (status = 'open')
 ),
 req AS (
   SELECT
