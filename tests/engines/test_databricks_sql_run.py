@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import agentbatch
 from agentbatch.engines.databricks_sql import DatabricksSQLEngine
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.fake_workspace import serve_workspace
+from tests.warehouse.agents import slow_agent
 from tests.warehouse.duckdb_executor import DuckDBExecutor
 from tests.warehouse.server import Warehouse, serve_warehouse
 
@@ -111,10 +113,10 @@ def run_job(warehouse: Warehouse, agent: AgentServer, tmp_path: Path) -> Iterato
     results: list[Any] = []
 
     def run(job: Path, **options: Any) -> Any:
+        options.setdefault("settings", target_settings(warehouse))
         result = agentbatch.run(
             job,
             target="databricks-sql",
-            settings=target_settings(warehouse),
             project_dir=tmp_path,
             state_dir=tmp_path / "state",
             progress=False,
@@ -148,11 +150,13 @@ def test_push_down_job_runs_ai_query_in_the_warehouse(
     assert agent.stats().requests_total == ALL_TICKETS
 
 
+@pytest.mark.parametrize("staging", ["json-parameter", "volume"])
 def test_apps_agent_job_runs_through_the_rest_fallback(
-    warehouse: Warehouse, agent: AgentServer, run_job: Any
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, staging: str
 ) -> None:
     endpoints = {"apps/triage-agent": agent.url}
-    result = run_job(TRIAGE, endpoints=endpoints)
+    extra = {"staging_volume": "/Volumes/main/support/staging"} if staging == "volume" else {}
+    result = run_job(TRIAGE, endpoints=endpoints, settings={**target_settings(warehouse), **extra})
     assert result.summary["strategy"] == "rest-fallback"
     assert result.summary["table_rows"] == OPEN_TICKETS
     assert result.summary["errors"] == 0
@@ -163,6 +167,8 @@ def test_apps_agent_job_runs_through_the_rest_fallback(
     assert all(r["http_status"] == 200 for r in rows)
     # the answers were staged in bulk: a few statements, not one per row
     assert len(warehouse.statements) < 20
+    puts = [s for s in warehouse.statements if s.startswith("PUT ")]
+    assert bool(puts) == (staging == "volume")
     again = run_job(TRIAGE, endpoints=endpoints)
     assert again.summary["table_rows"] == OPEN_TICKETS
     assert agent.stats().requests_total == OPEN_TICKETS
@@ -190,6 +196,37 @@ def test_oauth_m2m_through_unified_auth(
             engine.close()
         assert workspace.stats()["token_requests"] == 1
         assert all(a.startswith("Bearer ") and "demo-secret" not in a for a in wh.authorizations)
+
+
+def test_ctrl_c_during_a_push_down_statement_cancels_it_on_the_warehouse(
+    tmp_path: Path, run_job: Any
+) -> None:
+    volumes = tmp_path / "slow-volumes"
+    raw = volumes / "main" / "support" / "raw"
+    raw.mkdir(parents=True)
+    shutil.copy(TICKETS_CSV, raw / "support_tickets.csv")
+    main = threading.main_thread().ident
+    assert main == threading.get_ident(), "signals are delivered to the main thread"
+    with (
+        DuckDBExecutor(
+            ai_query=slow_agent, volumes_dir=volumes, ai_query_concurrency=2
+        ) as executor,
+        serve_warehouse(executor, token=TOKEN, volumes_dir=volumes) as wh,
+    ):
+        load_tickets(wh)
+
+        def press_ctrl_c() -> None:
+            wh.wait_until_running("MERGE INTO")
+            signal.pthread_kill(main, signal.SIGINT)
+
+        helper = threading.Thread(target=press_ctrl_c)
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            run_job(SUMMARISE, settings=target_settings(wh))
+        helper.join()
+        assert [s.split()[:2] for s in wh.cancelled] == [["MERGE", "INTO"]]
+        assert "ai_query(" in wh.cancelled[0]
+        assert wh.wait_until_idle(timeout_s=30)  # 300 rows x 50 ms / 2 would take 7.5 s more
 
 
 CHILD = """
