@@ -15,6 +15,8 @@ from typing import Any
 from agentbatch.agent.calls import CallSpec, _plain
 from agentbatch.agent.response_format import ResponseFormat
 
+NULL_REQUEST = "request is NULL"
+
 
 class RequestError(ValueError):
     """A row's request cannot be turned into a body (a row error, never retried)."""
@@ -74,7 +76,7 @@ class BodyBuilder:
     def build(self, request: str | None) -> bytes:
         """The JSON body for one row's request; RequestError if the request is unusable."""
         if request is None:
-            raise RequestError("request is NULL")
+            raise RequestError(NULL_REQUEST)
         if not self._request_is_json:
             return (self._text_prefix + _dumps(request) + self._text_suffix).encode("utf-8")
         return _dumps(self.build_json(request)).encode("utf-8")

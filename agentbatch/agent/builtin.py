@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from agentbatch.agent.bodies import NULL_REQUEST
 from agentbatch.agent.rows import check_input, output_schema, passthrough_of
 from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN, result_arrow_fields
 
@@ -79,6 +80,7 @@ async def run_instant(
 ) -> None:
     """The bulk run for `builtin:instant`: one vectorised step and one ledger commit per batch."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     response_type = fmt.arrow_type if fmt is not None else None
     fields = result_arrow_fields(response_type)
@@ -93,9 +95,17 @@ async def run_instant(
         if n == 0:
             continue
         now = datetime.datetime.now(datetime.timezone.utc)
+        requests = todo.column(REQUEST_COLUMN)
+        missing = requests.null_count
+        # A NULL request is a row error, as on the HTTP path (RequestError), never an answer.
+        errors = (
+            pc.if_else(pc.is_null(requests), pa.scalar(NULL_REQUEST), pa.scalar(None, pa.string()))
+            if missing
+            else pa.nulls(n, pa.string())
+        )
         values: dict[str, pa.Array] = {
-            "response": instant_answers(todo.column(REQUEST_COLUMN), response_type),
-            "error": pa.nulls(n, pa.string()),
+            "response": instant_answers(requests, response_type),
+            "error": errors,
             "http_status": pa.nulls(n, pa.int32()),
             "attempts": pa.array([1] * n, type=pa.int32()),
             "latency_ms": pa.array([0.0] * n, type=pa.float64()),
@@ -110,9 +120,12 @@ async def run_instant(
         arrays = list(passthrough.columns) + [values[f.name] for f in fields]
         schema = output_schema(passthrough.schema, response_type)
         ledger.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
-        stats.sent += n
-        stats.ok += n
-        stats.requests += n
+        stats.sent += n - missing
+        stats.requests += n - missing
+        stats.ok += n - missing
+        if missing:
+            stats.errors += missing
+            stats.errors_by_kind["request"] += missing
         stats.wall_s = time.monotonic() - started
         if progress is not None:
             progress.update(stats)

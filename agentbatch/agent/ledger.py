@@ -95,17 +95,21 @@ class Ledger:
         return conn
 
     def _open_sound(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
             verdict = conn.execute("PRAGMA quick_check").fetchone()
             if verdict is None or verdict[0] != "ok":
-                conn.close()
                 raise sqlite3.DatabaseError(
                     f"quick_check: {verdict[0] if verdict else 'no result'}"
                 )
             conn.executescript(_SCHEMA)
             return conn
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+            # Not a sound SQLite file (a garbled schema surfaces as a decode error).
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
             moved = self._quarantine()
             log.warning(
                 "ledger %s is damaged (%s); moved it to %s and starting an empty ledger: "

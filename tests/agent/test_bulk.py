@@ -407,3 +407,18 @@ def test_run_bulk_sync(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
         stats = run_bulk_sync(input_batches(spec, texts(5)), call=spec, key="id", ledger=ledger)
     assert stats.ok == 5
+
+
+@pytest.mark.parametrize("agent", ["builtin", "http"])
+async def test_a_null_request_is_a_row_error_never_a_call(agent: str, ledger: Ledger) -> None:
+    batch = next(input_batches(CallSpec(endpoint="x"), ["a", "b"]))
+    requests = pa.array(["a", None], type=pa.string())
+    batch = batch.set_column(batch.schema.get_field_index("_request"), "_request", requests)
+    with serve_agent() as server:
+        spec = CallSpec(endpoint="builtin:instant" if agent == "builtin" else server.url)
+        stats = await run_bulk([batch], call=spec, key="id", ledger=ledger)
+        assert server.stats().requests_total == (1 if agent == "http" else 0)
+    rows = rows_of(ledger)
+    assert rows[1]["error"] == "request is NULL" and rows[1]["response"] is None
+    assert rows[0]["error"] is None
+    assert (stats.ok, stats.errors, stats.errors_by_kind) == (1, 1, {"request": 1})
