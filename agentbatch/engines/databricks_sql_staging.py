@@ -148,6 +148,8 @@ def _select_expression(name: str, ddl: str) -> str:
 class JsonParameterLoader:
     run: RunSql
     max_rows: int = 5_000
+    # A statement and its parameters travel in one request; keep each well under its limits.
+    max_bytes: int = 4 * 1024 * 1024
 
     def load(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
         types = {f.name: databricks_type(f.type) for f in schema}
@@ -162,11 +164,27 @@ class JsonParameterLoader:
             f"FROM (SELECT explode(from_json(:rows, {row_type})) AS `rows`)"
         )
         written = 0
-        for chunk in chunks(batches, self.max_rows):
-            rows = [{k: _json_value(v) for k, v in r.items()} for r in chunk.to_pylist()]
-            self.run(sql, {"rows": json.dumps(rows, separators=(",", ":"))})
-            written += chunk.num_rows
+        for payload, rows in self._payloads(batches):
+            self.run(sql, {"rows": payload})
+            written += rows
         return written
+
+    def _payloads(self, batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, int]]:
+        """JSON arrays of at most `max_rows` rows and (but for a single huge row) `max_bytes`."""
+        pending: list[str] = []
+        size = 0
+        for chunk in chunks(batches, self.max_rows):
+            for row in chunk.to_pylist():
+                text = json.dumps(
+                    {k: _json_value(v) for k, v in row.items()}, separators=(",", ":")
+                )
+                if pending and (len(pending) >= self.max_rows or size + len(text) > self.max_bytes):
+                    yield "[" + ",".join(pending) + "]", len(pending)
+                    pending, size = [], 0
+                pending.append(text)
+                size += len(text) + 1
+        if pending:
+            yield "[" + ",".join(pending) + "]", len(pending)
 
 
 # -- Parquet files on a volume -----------------------------------------------------------------
