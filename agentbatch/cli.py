@@ -252,7 +252,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     )
     from agentbatch.report import print_run
 
-    print_run(result, as_json=args.json, show=args.show)
+    with result:
+        print_run(result, as_json=args.json, show=args.show)
     return 0
 
 

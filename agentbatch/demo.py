@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 endpoints={"apps/triage-agent": agent.url},
                 progress=sys.stderr.isatty(),
             )
-            print_run(result, show=5)
+            with result:
+                print_run(result, show=5)
             _print_accuracy(args.output)
             log.info(
                 "agent served %d request(s); output written to %s",

@@ -36,12 +36,26 @@ WAREHOUSE_DIR = Path(".agentbatch") / "warehouse"
 
 @dataclass
 class RunResult:
-    """What a run did. `summary` is a plain dict; `to_pandas()` reads the rows this run wrote."""
+    """What a run did. `summary` is a plain dict; `to_pandas()` reads the rows this run wrote.
+
+    It keeps the engine open for `to_pandas()`: close it (or use `with`) when done."""
 
     plan: Plan
     summary: dict[str, Any]
     engine: Engine | None = field(default=None, repr=False)
     dry_run_requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the engine's connection (a warehouse session, a Spark session it started)."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def __enter__(self) -> RunResult:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def to_pandas(self) -> pd.DataFrame:
         return self.to_arrow().to_pandas()
