@@ -69,7 +69,9 @@ def survivors(path: Path) -> set[int]:
         unwritten = [row for batch in ledger.unwritten() for row in batch.to_pylist()]
         todo = ledger.unanswered(inputs(BATCHES * ROWS_PER_BATCH), retry_errors=False)
     answered = set(range(BATCHES * ROWS_PER_BATCH)) - set(todo.column("id").to_pylist())
-    assert {row["id"] for row in unwritten} == answered
+    lost = answered - {row["id"] for row in unwritten}
+    assert not lost, f"answered for the producer, never handed to the sink: {sorted(lost)}"
+    assert {row["id"] for row in unwritten} <= answered
     assert all(row["response"] == f"answer {row['id']}" for row in unwritten)
     return answered
 
@@ -120,8 +122,10 @@ def test_torn_wal_tail_drops_only_the_torn_commits(tmp_path: Path, seed: int) ->
         assert ledger.stats()["answers"] == kept * ROWS_PER_BATCH + 1
 
 
-# Seeds 28 and 370 garble the schema text itself (found by a 400-seed sweep).
-@pytest.mark.parametrize("seed", [*range(16), 28, 370])
+# Found by a 400-seed sweep: 28 and 370 garble the schema text; 283 garbles the answers_by_batch
+# index, which quick_check does not compare with its table (integrity_check does), so six answers
+# are "answered" for the producer but never reach the sink.
+@pytest.mark.parametrize("seed", [*range(16), 28, 283, 370])
 def test_garbled_main_file_is_never_fatal(
     tmp_path: Path, seed: int, caplog: pytest.LogCaptureFixture
 ) -> None:
