@@ -42,6 +42,7 @@ RETURN_TRACE_HEADER = "x-mlflow-return-trace-id"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _AS_IS_SUFFIXES = ("/invocations", "/responses", "/chat/completions")
+_OPENAI_ROUTES = ("/serving-endpoints/responses", "/serving-endpoints/chat/completions")
 _BAD_APP_COMPUTE = {"STOPPED", "STOPPING", "ERROR", "DELETING"}
 _BAD_APP_STATUS = {"CRASHED", "UNAVAILABLE"}
 
@@ -88,7 +89,10 @@ def resolve_endpoint(
             raise UsageError(
                 f"--endpoint {name}=...: the override must be an http(s) URL or {BUILTIN_INSTANT}"
             )
-        return Endpoint("url", name, url=_plain_url(target, api), headers=extra)
+        url = _plain_url(target, api)
+        # An OpenAI-compatible serving route names the endpoint in the body.
+        model = name.removeprefix("openai/") if url.endswith(_OPENAI_ROUTES) else None
+        return Endpoint("url", name, url=url, model=model, headers=extra)
     if name == BUILTIN_INSTANT:
         return Endpoint("builtin", name)
     if _is_url(name):

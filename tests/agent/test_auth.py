@@ -256,6 +256,13 @@ def test_resolution_forms(workspace_url: str) -> None:
         "apps/x", api="responses", overrides={"apps/x": "http://o"}, config_factory=no_config
     )
     assert over.url == "http://o/responses"
+    routed = resolve_endpoint(
+        "openai/m",
+        api="chat",
+        overrides={"openai/m": "http://o/serving-endpoints/chat/completions"},
+        config_factory=no_config,
+    )
+    assert (routed.url, routed.model) == ("http://o/serving-endpoints/chat/completions", "m")
     serving = resolve_endpoint(
         "my-model", api="responses", config_factory=lambda: pat(workspace_url)
     )
