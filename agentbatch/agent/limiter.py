@@ -15,8 +15,10 @@ AIMD with slow start and a latency guard, in the spirit of TCP congestion contro
 
 A 429's `Retry-After` is honoured by the rejected row, which waits that long (see retry.py). When
 requests are rejected even at a concurrency of one (the server refuses everything rather than
-being full), all new requests pause for `Retry-After`. Optional caps: `max_concurrency`, and `requests_per_second` as a token
-bucket.
+being full), all new requests pause for `Retry-After`.
+
+Optional caps: `max_concurrency`, and `requests_per_second` as a token bucket. Only 2xx answers
+are latency samples: a fast refusal (4xx) says nothing about how loaded the agent is.
 """
 
 from __future__ import annotations
