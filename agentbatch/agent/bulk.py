@@ -188,7 +188,7 @@ class _HttpRun:
             ceiling=DEFAULT_CEILING,
         )
         # Nothing answered before this run: its rows need no lookups (source keys are unique).
-        self.lookup = ledger.has_answers
+        self.lookup = getattr(ledger, "has_answers", True)  # stand-ins may lack it
         self.workers = self.limiter.cap
         self.bodies = BodyBuilder(call, model=endpoint.model, response_format=fmt)
         self.endpoint = endpoint
