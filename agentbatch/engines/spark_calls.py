@@ -172,6 +172,7 @@ async def _answer(
             key=key,
             ledger=cast(Ledger, _Sink(on_rows, skip)),
             endpoint_overrides=remote.overrides,
+            transport=transport,
         )
     finally:
         if transport is not None:
