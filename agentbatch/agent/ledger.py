@@ -98,10 +98,11 @@ class Ledger:
         conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
-            verdict = conn.execute("PRAGMA quick_check").fetchone()
+            # integrity_check, not quick_check: a damaged index would hide answers from unwritten().
+            verdict = conn.execute("PRAGMA integrity_check").fetchone()
             if verdict is None or verdict[0] != "ok":
                 raise sqlite3.DatabaseError(
-                    f"quick_check: {verdict[0] if verdict else 'no result'}"
+                    f"integrity_check: {verdict[0] if verdict else 'no result'}"
                 )
             conn.executescript(_SCHEMA)
             return conn
