@@ -6,6 +6,9 @@ Tables map to local data:
   folder path means a Delta table, written with the `deltalake` package);
 - any other table lives in the project's local warehouse folder: one DuckDB file per catalog, so a
   later run finds the earlier output (incremental merge, resume).
+
+DuckDB's buffer pool is capped (`memory_limit` setting, default 256MB) and spills to
+`<warehouse_dir>/.spill`, so memory stays flat in the number of rows.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ _FILE_READERS = {
     ".ndjson": "read_json_auto",
 }
 _MAPPED_CATALOG = "mapped"
+DEFAULT_MEMORY_LIMIT = "256MB"
 _WAREHOUSE_PREFIX = "wh_"
 
 
@@ -77,6 +81,10 @@ class LocalEngine:
         )
         self._con: duckdb.DuckDBPyConnection = _duckdb().connect()
         self._sql("SET TimeZone = 'UTC'")
+        # DuckDB's default cap is 80% of RAM, which makes memory grow with the table written.
+        memory_limit = str(settings.get("memory_limit", DEFAULT_MEMORY_LIMIT))
+        self._sql(f"SET memory_limit = {_duck_literal(memory_limit)}")
+        self._sql(f"SET temp_directory = {_duck_literal(self.warehouse_dir / '.spill')}")
         self._sql(f"ATTACH ':memory:' AS {_MAPPED_CATALOG}")
         self._attached: set[str] = set()
         self._relations: dict[tuple[str, str, str], str] = {}
@@ -333,7 +341,7 @@ def _delta_dataset(path: Path) -> Any:
     return DeltaTable(str(path)).to_pyarrow_dataset()
 
 
-def _duck_literal(path: Path) -> str:
+def _duck_literal(path: str | Path) -> str:
     return exp.Literal.string(str(path)).sql(dialect="duckdb")
 
 
