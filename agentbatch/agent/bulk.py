@@ -26,7 +26,7 @@ from agentbatch.agent.builtin import run_instant
 from agentbatch.agent.calls import CallSpec
 from agentbatch.agent.endpoints import ConfigFactory, Endpoint, default_config, resolve_endpoint
 from agentbatch.agent.ledger import Ledger
-from agentbatch.agent.limiter import DEFAULT_CEILING, Limiter
+from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter
 from agentbatch.agent.progress import ProgressReporter
 from agentbatch.agent.response_format import (
     ResponseFormat,
@@ -185,6 +185,9 @@ class _HttpRun:
         self.limiter = Limiter(
             max_concurrency=call.max_concurrency,
             requests_per_second=call.requests_per_second,
+            # A concurrency the user asked for is where to start (no slow start up to it); the
+            # limiter still backs off from it on 429s, 503s and timeouts.
+            initial=call.max_concurrency or INITIAL_LIMIT,
             ceiling=DEFAULT_CEILING,
         )
         # Nothing answered before this run: its rows need no lookups (source keys are unique).

@@ -81,8 +81,10 @@ async def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
         with Ledger(ledger_path, key="id") as ledger:
             answered = ledger.stats()["answers"]
             assert ROWS // 3 <= answered < ROWS
-            # Lost: only the calls that were in flight (at most the concurrency cap).
-            assert sent_before_kill - answered <= 64
+            # Lost: only calls still in flight, from the ledger's point of view: requests on the
+            # wire (at most the cap, 64) and answers received but not yet in a committed group
+            # (at most the results queue, 4 x the cap). Everything committed survives the kill.
+            assert sent_before_kill - answered <= 64 * 5
 
             server.reset_stats()
             spec = CallSpec(endpoint=server.url)
