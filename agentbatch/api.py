@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentbatch.explain import render_sql
 from agentbatch.planner import Plan, RunOptions
@@ -21,6 +21,9 @@ from agentbatch.runner import plan as _plan
 from agentbatch.spec.loader import load_job as _load_job
 from agentbatch.spec.models import Job
 from agentbatch.targets import Target
+
+if TYPE_CHECKING:
+    from agentbatch.evaluation import compare, evaluate
 
 __all__ = ["Job", "Plan", "RunResult", "compare", "evaluate", "load_job", "plan", "render", "run"]
 
