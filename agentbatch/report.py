@@ -38,15 +38,12 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
             table = Table(
                 title=f"first {rows.num_rows} row(s) written to {result.plan.job.output.table}"
             )
-            columns = [
-                c
-                for c in rows.column_names
-                if c not in ("request_fingerprint", "custom_outputs", "trace_id")
-            ]
+            # The key and the outcome; the full rows are in the output table.
+            columns = [result.plan.job.source.key, "response", "error", "attempts", "latency_ms"]
             for column in columns:
-                table.add_column(column, overflow="fold", max_width=40)
+                table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=60)
             for row in rows.select(columns).to_pylist():
-                table.add_row(*(_format(row[c]) for c in columns))
+                table.add_row(*(_format(row[c], limit=60) for c in columns))
             console.print(table)
 
 
