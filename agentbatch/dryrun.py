@@ -3,11 +3,12 @@ be sent. No agent call is made and nothing is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.planner import PushDown, RunOptions, build_plan, call_spec
+from agentbatch.planner import PushDown, build_plan, call_spec
 from agentbatch.results import REQUEST_COLUMN
 from agentbatch.sql.render import Renderer, RenderOptions, job_context
 
@@ -27,7 +28,7 @@ def dry_run(plan: Plan, engine: Engine, root: Path) -> RunResult:
     sample_plan = plan
     if not engine.table_exists(plan.job.output.table):
         # Nothing answered yet: select as a first run would, without creating the target.
-        options = RunOptions(**{**plan.options.__dict__, "full_refresh": True})
+        options = dataclasses.replace(plan.options, full_refresh=True)
         sample_plan = build_plan(plan.job, plan.target, options, [root / "sqltemplates"])
     limit = plan.options.limit or SAMPLE_ROWS
     fmt = plan.job.agent.response_format
