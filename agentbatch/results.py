@@ -26,6 +26,13 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 RESULT_COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in RESULT_COLUMNS)
 
+# The `error` column starts with the kind of failure. A transient one (retries exhausted on
+# 408/429/5xx, a timeout, a connection error) is sent again by the next run; a permanent one (a 4xx,
+# an agent error, an answer that does not parse or fit the response format) only with
+# `--retry-errors`. Push-down errors from `ai_query` are permanent: it retries transient ones itself.
+TRANSIENT_ERROR = "[transient] "
+PERMANENT_ERROR = "[permanent] "
+
 # Columns the inputs select adds for the REST fallback, beside the key and passthrough columns.
 REQUEST_COLUMN = "_request"
 FINGERPRINT_COLUMN = "request_fingerprint"
