@@ -37,7 +37,7 @@ class RunOptions:
     """What a caller may vary per run."""
 
     retry_errors: bool = False
-    full_refresh: bool = False  # ignore answers already in the target (merge/append)
+    full_refresh: bool = False  # call the agent for every selected row: no reuse of answers
     limit: int | None = None  # rows sent this run, after skipping answered ones
     endpoint_overrides: Mapping[str, str] = field(default_factory=dict)
     force_fallback: bool = False
@@ -64,6 +64,16 @@ class RestFallback:
     call: CallSpec
     write: WriteRequest
     write_statements: tuple[Statement, ...]
+    # Mode overwrite: what runs instead of the write when a run has no new answers.
+    keep_only: Statement | None = None
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """Queries run before any call: the selection's size, what the target holds, repeated keys."""
+
+    counts: Statement
+    repeated_keys: Statement
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class Plan:
     summary: Statement
     call_fingerprint: str
     options: RunOptions
+    preflight: Preflight
 
     @property
     def statements(self) -> tuple[Statement, ...]:
@@ -139,7 +150,8 @@ def build_plan(
     fingerprint = call_fingerprint(call)
     renderer = Renderer(job, template_dirs)
     mode = job.output.mode
-    incremental = mode != "overwrite" and not options.full_refresh
+    # Every mode skips what the target already holds, unless a full refresh asks to pay again.
+    incremental = not options.full_refresh
     render_options = RenderOptions(
         incremental=incremental,
         retry_errors=options.retry_errors,
@@ -152,11 +164,8 @@ def build_plan(
     def statement(purpose: str, template: str) -> Statement:
         return Statement(purpose, template, renderer.render(template, context))
 
-    ensure = (
-        statement("create the target if missing", "ensure_target.sql")
-        if mode != "overwrite"
-        else None
-    )
+    # Every mode reads the target (what is done), so it must exist, even before an overwrite.
+    ensure = statement("create the target if missing", "ensure_target.sql")
     steps: PushDown | RestFallback
     if strategy == "push-down":
         template = job.template or _PUSH_DOWN_TEMPLATES[mode]
@@ -176,6 +185,13 @@ def build_plan(
                 write_sql=(write_sql.sql,),
             ),
             write_statements=(write_sql,),
+            keep_only=statement("keep the rows the target holds for the selection", "keep_only.sql")
+            if mode == "overwrite"
+            else None,
         )
     summary = statement("summarise the target", "summary.sql")
-    return Plan(job, target, strategy, reason, steps, summary, fingerprint, options)
+    checks = Preflight(
+        counts=statement("count the selected rows and repeated keys", "preflight.sql"),
+        repeated_keys=statement("list repeated source keys", "repeated_keys.sql"),
+    )
+    return Plan(job, target, strategy, reason, steps, summary, fingerprint, options, checks)

@@ -188,11 +188,43 @@ def open_engine(
     return engine
 
 
+def preflight(the_plan: Plan, engine: Engine) -> dict[str, int]:
+    """Before any call: create the target if missing (it decides what is done), count the
+    selection and what the target already holds, and refuse a source whose keys repeat."""
+    ensure = (
+        the_plan.steps.ensure_target
+        if isinstance(the_plan.steps, RestFallback)
+        else the_plan.steps.statements[0]
+    )
+    if ensure is not None:
+        engine.execute(ensure.sql)
+    counts = engine.fetch_one(the_plan.preflight.counts.sql)
+    repeated = int(counts.get("repeated_keys") or 0)
+    if repeated:
+        raise UsageError(_repeated_keys_message(the_plan, engine, repeated))
+    return {"selected": int(counts.get("selected") or 0), "skipped": int(counts.get("done") or 0)}
+
+
+def _repeated_keys_message(the_plan: Plan, engine: Engine, repeated: int) -> str:
+    sample = engine.fetch_batches(the_plan.preflight.repeated_keys.sql)
+    shown = [
+        f"{row['key']!r} x{row['copies']}" for batch in sample for row in batch.to_pylist()
+    ]
+    key = the_plan.job.source.key
+    return (
+        f"source key {key!r} is not unique: {repeated} value(s) occur more than once "
+        f"({', '.join(shown[:5])}{', ...' if repeated > 5 else ''}); one key gets one answer, "
+        "so nothing was sent: remove the duplicates, narrow `source.where`, or choose a key "
+        "that is unique"
+    )
+
+
 def _run_push_down(the_plan: Plan, steps: PushDown, engine: Engine) -> dict[str, Any]:
-    for statement in steps.statements:
+    counts = preflight(the_plan, engine)
+    for statement in steps.statements[1:]:
         log.info("running: %s (%s)", statement.purpose, statement.template)
         engine.execute(statement.sql)
-    return _summarise(the_plan, engine, {})
+    return _summarise(the_plan, engine, counts)
 
 
 def _run_fallback(
@@ -203,6 +235,7 @@ def _run_fallback(
     root: Path,
     progress: bool,
 ) -> dict[str, Any]:
+    counts = preflight(the_plan, engine)
     distributed = getattr(engine, "run_rest_fallback", None)
     if distributed is not None:
         # Engines that spread the calls over a cluster (spark) run the whole fallback themselves.
@@ -210,18 +243,20 @@ def _run_fallback(
             steps,
             endpoint_overrides=the_plan.options.endpoint_overrides,
             retry_errors=the_plan.options.retry_errors,
+            reuse=not the_plan.options.full_refresh,
         )
-        return _summarise(the_plan, engine, spread)
+        return _summarise(the_plan, engine, {**spread, **counts})
 
     from agentbatch.agent.bulk import run_bulk_sync
     from agentbatch.agent.ledger import Ledger
     from agentbatch.agent.progress import LogProgress, RichProgress
 
-    if steps.ensure_target is not None:
-        engine.execute(steps.ensure_target.sql)
-    ledger = Ledger(ledger_path(the_plan, state_dir, root), key=the_plan.job.source.key)
+    ledger = Ledger(
+        ledger_path(the_plan, state_dir, root),
+        key=the_plan.job.source.key,
+        run_id=the_plan.options.run_id,
+    )
     try:
-        interrupted: BaseException | None = None
         stats: dict[str, Any] = {}
         try:
             batches = engine.fetch_batches(steps.inputs.sql)
@@ -233,32 +268,36 @@ def _run_fallback(
                 ledger=ledger,
                 endpoint_overrides=the_plan.options.endpoint_overrides,
                 retry_errors=the_plan.options.retry_errors,
+                reuse=not the_plan.options.full_refresh,
                 progress=RichProgress() if progress else LogProgress(),
+                total_rows=max(counts["selected"] - counts["skipped"], 0),
             )
             stats = bulk.as_dict()
-        except KeyboardInterrupt as stop:
-            # Answers already checkpointed are written before we stop, so nothing paid is lost.
-            interrupted = stop
+        except BaseException:
+            # Whatever stopped the run (Ctrl-C, the endpoint gone, the input failing), what was
+            # paid for goes into the target first: nothing answered is lost.
+            written = _write_answers(steps, engine, ledger)
+            log.warning("stopped: wrote %d answered row(s); re-run to continue", written)
+            raise
         written = _write_answers(steps, engine, ledger)
-        if interrupted is not None:
-            log.warning("interrupted: wrote %d answered row(s); re-run to continue", written)
-            raise interrupted
+        ledger.compact()
     finally:
         ledger.close()
     stats["rows_written"] = written
-    return _summarise(the_plan, engine, stats)
+    return _summarise(the_plan, engine, {**stats, **counts})
 
 
 def _write_answers(steps: RestFallback, engine: Engine, ledger: Any) -> int:
-    """Hand the ledger's unwritten answers to the engine in one write, then mark them written.
+    """Hand this run's answers (called or reused) to the engine in one write.
 
-    A crash between the two re-writes the same rows next time: every write mode is idempotent."""
-    batches = iter(ledger.unwritten())
+    An overwrite with no new answers still runs: the target becomes exactly the selection."""
+    batches = iter(ledger.rows_of_run())
     first = next(batches, None)
     if first is None:
+        if steps.keep_only is not None:
+            engine.execute(steps.keep_only.sql)
         return 0
     stats = engine.write_results(steps.write, itertools.chain([first], batches), first.schema)
-    ledger.mark_written()
     return stats.rows_written
 
 
@@ -281,11 +320,15 @@ def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict
         "target": the_plan.target.name,
         "strategy": the_plan.strategy,
     }
+    summary["selected"] = int(stats.get("selected", 0))
+    summary["skipped"] = int(stats.get("skipped", 0))
     if the_plan.strategy == "push-down":
         summary["rows"] = int(table.get("answered_this_run") or 0)
     else:
         summary["rows"] = int(stats.get("rows_seen", 0))
-    summary.update({k: v for k, v in stats.items() if k != "rows_seen"})
+    summary.update(
+        {k: v for k, v in stats.items() if k not in ("rows_seen", "selected", "skipped")}
+    )
     summary.setdefault("errors", 0)
     summary.update(
         output_table=the_plan.job.output.table,

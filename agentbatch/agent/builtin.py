@@ -15,8 +15,13 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from agentbatch.agent.bodies import NULL_REQUEST
-from agentbatch.agent.rows import check_input, output_schema, passthrough_of
-from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN, result_arrow_fields
+from agentbatch.agent.rows import check_input, count_reused, output_schema, passthrough_of
+from agentbatch.results import (
+    FINGERPRINT_COLUMN,
+    PERMANENT_ERROR,
+    REQUEST_COLUMN,
+    result_arrow_fields,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -74,6 +79,7 @@ async def run_instant(
     ledger: Ledger,
     fmt: ResponseFormat | None,
     retry_errors: bool,
+    reuse: bool,
     stats: BulkStats,
     started: float,
     progress: ProgressReporter | None,
@@ -84,13 +90,16 @@ async def run_instant(
 
     response_type = fmt.arrow_type if fmt is not None else None
     fields = result_arrow_fields(response_type)
-    # Nothing answered before this run: its rows need no lookups (source keys are unique).
-    lookup = getattr(ledger, "has_answers", True)  # stand-ins for the ledger may lack it
+    # Nothing answered before: no lookups (source keys are unique, checked before the run).
+    lookup = reuse and getattr(ledger, "has_answers", True)  # stand-ins may lack it
     async for batch in batches:
         check_input(batch, key)
         stats.rows_seen += batch.num_rows
-        todo = ledger.unanswered(batch, retry_errors=retry_errors) if lookup else batch
-        stats.skipped += batch.num_rows - todo.num_rows
+        todo = batch
+        if lookup:
+            reused, todo = ledger.reuse(batch, response_type, retry_errors=retry_errors)
+            if reused is not None:
+                count_reused(stats, reused, progress)
         n = todo.num_rows
         if n == 0:
             continue
@@ -99,7 +108,11 @@ async def run_instant(
         missing = requests.null_count
         # A NULL request is a row error, as on the HTTP path (RequestError), never an answer.
         errors = (
-            pc.if_else(pc.is_null(requests), pa.scalar(NULL_REQUEST), pa.scalar(None, pa.string()))
+            pc.if_else(
+                pc.is_null(requests),
+                pa.scalar(PERMANENT_ERROR + NULL_REQUEST),
+                pa.scalar(None, pa.string()),
+            )
             if missing
             else pa.nulls(n, pa.string())
         )

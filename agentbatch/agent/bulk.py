@@ -33,7 +33,14 @@ from agentbatch.agent.response_format import (
     ResponseFormatError,
     parse_response_format,
 )
-from agentbatch.agent.rows import RowResult, assemble, check_input, passthrough_of
+from agentbatch.agent.rows import (
+    RowResult,
+    assemble,
+    check_input,
+    count_reused,
+    error_text,
+    passthrough_of,
+)
 from agentbatch.agent.stats import BulkStats
 from agentbatch.agent.tasks import run_all
 from agentbatch.agent.transport import AiohttpTransport, Transport
@@ -81,15 +88,18 @@ async def run_bulk(
     ledger: Ledger,
     endpoint_overrides: Mapping[str, str] | None = None,
     retry_errors: bool = False,
+    reuse: bool = True,
     progress: ProgressReporter | None = None,
     transport: Transport | None = None,
     config_factory: ConfigFactory = default_config,
     total_rows: int | None = None,
     rng: random.Random | None = None,
 ) -> BulkStats:
-    """Call the agent for every input row not yet answered, recording each answer in `ledger`.
+    """Answer every input row, recording each answer in `ledger`.
 
-    Input batches have the key column, passthrough columns, `_request` and `request_fingerprint`.
+    Input batches have the key column, passthrough columns, `_request` and `request_fingerprint`:
+    the rows the target does not hold yet. With `reuse`, a row the ledger answered before under
+    the same fingerprint is taken from there instead of calling again (`--full-refresh`: no reuse).
     """
     fmt = _response_format(call)
     endpoint = await asyncio.to_thread(
@@ -107,10 +117,12 @@ async def run_bulk(
     try:
         if endpoint.kind == "builtin":
             await run_instant(
-                _aiter(batches), key, ledger, fmt, retry_errors, stats, started, progress
+                _aiter(batches), key, ledger, fmt, retry_errors, reuse, stats, started, progress
             )
         else:
-            run = _HttpRun(call, endpoint, fmt, key, ledger, retry_errors, stats, progress, rng)
+            run = _HttpRun(
+                call, endpoint, fmt, key, ledger, retry_errors, reuse, stats, progress, rng
+            )
             own_transport = transport is None
             active = transport or AiohttpTransport(max_connections=run.limiter.cap + 16)
             try:
@@ -171,6 +183,7 @@ class _HttpRun:
         key: str,
         ledger: Ledger,
         retry_errors: bool,
+        reuse: bool,
         stats: BulkStats,
         progress: ProgressReporter | None,
         rng: random.Random | None,
@@ -190,8 +203,8 @@ class _HttpRun:
             initial=call.max_concurrency or INITIAL_LIMIT,
             ceiling=DEFAULT_CEILING,
         )
-        # Nothing answered before this run: its rows need no lookups (source keys are unique).
-        self.lookup = getattr(ledger, "has_answers", True)  # stand-ins may lack it
+        # Nothing answered before: no lookups (source keys are unique, checked before the run).
+        self.lookup = reuse and getattr(ledger, "has_answers", True)  # stand-ins may lack it
         self.workers = self.limiter.cap
         self.bodies = BodyBuilder(call, model=endpoint.model, response_format=fmt)
         self.endpoint = endpoint
@@ -233,14 +246,16 @@ class _HttpRun:
                     break
                 check_input(batch, self.key)
                 self.stats.rows_seen += batch.num_rows
-                todo = (
-                    await asyncio.to_thread(
-                        self.ledger.unanswered, batch, retry_errors=self.retry_errors
+                todo = batch
+                if self.lookup:
+                    reused, todo = await asyncio.to_thread(
+                        self.ledger.reuse,
+                        batch,
+                        self.response_type,
+                        retry_errors=self.retry_errors,
                     )
-                    if self.lookup
-                    else batch
-                )
-                self.stats.skipped += batch.num_rows - todo.num_rows
+                    if reused is not None:
+                        count_reused(self.stats, reused, self.progress)
                 if todo.num_rows == 0:
                     continue
                 source = _Source(passthrough_of(todo))
@@ -379,7 +394,7 @@ class _HttpRun:
             response=(reply.value if self.response_type is not None else reply.text)
             if reply is not None
             else None,
-            error=failure.message if failure is not None else None,
+            error=error_text(failure) if failure is not None else None,
             http_status=outcome.http_status,
             attempts=outcome.attempts,
             latency_ms=outcome.latency_ms,

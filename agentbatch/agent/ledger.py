@@ -1,11 +1,20 @@
-"""The durable checkpoint of a REST-fallback run: every completed call, before anything else.
+"""The checkpoint of REST-fallback runs: every paid answer, before anything else.
 
-One SQLite file (WAL mode) per output table. Each group commit of completed output rows is one
-Arrow IPC blob in `batches`; `answers` maps each key (canonical JSON of the key value) to its latest
-answer: request fingerprint, ok or error, and where the row lives. A SIGKILL at any moment loses at
-most the calls in flight: a commit is atomic, and SQLite recovers a torn WAL write by discarding it.
-A file that is not a sound SQLite database is moved aside (`<name>.corrupt-<time>`) with a warning
-and the run starts from an empty ledger: the worst case is re-sending rows, never a failed run.
+The target table decides what is done; the ledger only saves calls. A run selects the rows the
+target does not hold (key and current request fingerprint), and for each of them the ledger may
+offer an answer already paid for under the same fingerprint: it is written from here instead of
+calling the agent again (`reuse`). What the ledger holds never decides which rows are written:
+only the rows of this run's selection are, whatever the ledger holds and whoever wrote it.
+
+One SQLite file (WAL mode) per target and output table. Each group commit of completed output rows
+is one Arrow IPC blob in `batches`, tagged with the run that recorded it; `answers` maps each key
+(canonical JSON of the key value) to its latest answer: request fingerprint, ok / transient error /
+permanent error, and where the row lives. A run writes the rows it recorded (`rows_of_run`); a run
+that was killed before writing leaves them for the next run to reuse. A SIGKILL at any moment loses
+at most the calls in flight: a commit is atomic, and SQLite recovers a torn WAL write by discarding
+it. A file that is not a sound SQLite database is moved aside (`<name>.corrupt-<time>`) with a
+warning and the run starts from an empty ledger: the worst case is paying for rows again, never a
+wrong or missing row in the target.
 
 One run at a time: a Ledger holds an exclusive lock on `<file>.lock` while open, so two runs of
 the same job (an overlapping schedule) cannot both send the same rows; the second fails at once.
@@ -27,8 +36,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from agentbatch.agent.calls import canonical_json
+from agentbatch.agent.rows import output_schema as rows_schema
+from agentbatch.agent.rows import passthrough_of
 from agentbatch.errors import UsageError
-from agentbatch.results import FINGERPRINT_COLUMN
+from agentbatch.results import FINGERPRINT_COLUMN, RESULT_COLUMN_NAMES, TRANSIENT_ERROR
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,19 +49,28 @@ log = logging.getLogger(__name__)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches(
-    id INTEGER PRIMARY KEY, ipc BLOB, rows INTEGER NOT NULL, written INTEGER NOT NULL DEFAULT 0
+    id INTEGER PRIMARY KEY, ipc BLOB, rows INTEGER NOT NULL, written INTEGER NOT NULL DEFAULT 0,
+    run TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS answers(
     key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, ok INTEGER NOT NULL,
-    batch_id INTEGER NOT NULL, row INTEGER NOT NULL
+    batch_id INTEGER NOT NULL, row INTEGER NOT NULL, transient INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS answers_by_batch ON answers(batch_id);
+CREATE INDEX IF NOT EXISTS batches_by_run ON batches(run);
 """
+# Columns added since the first release; an older file gains them on open.
+_MIGRATIONS = (
+    ("batches", "run", "ALTER TABLE batches ADD COLUMN run TEXT NOT NULL DEFAULT ''"),
+    ("answers", "transient", "ALTER TABLE answers ADD COLUMN transient INTEGER NOT NULL DEFAULT 0"),
+)
+# Stored blobs read while looking for reusable answers, kept for the next lookups.
+_BLOB_CACHE = 4
 _LOOKUP_CHUNK = 900
 _UPSERT = (
-    "INSERT INTO answers(key, fingerprint, ok, batch_id, row) VALUES (?, ?, ?, ?, ?) "
+    "INSERT INTO answers(key, fingerprint, ok, batch_id, row, transient) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(key) DO UPDATE SET fingerprint = excluded.fingerprint, ok = excluded.ok, "
-    "batch_id = excluded.batch_id, row = excluded.row"
+    "batch_id = excluded.batch_id, row = excluded.row, transient = excluded.transient"
 )
 
 
@@ -69,9 +89,10 @@ def canonical_keys(column: pa.Array | pa.ChunkedArray) -> list[str]:
 
 
 class Ledger:
-    def __init__(self, path: Path, *, key: str) -> None:
+    def __init__(self, path: Path, *, key: str, run_id: str = "run") -> None:
         self.path = Path(path)
         self.key = key
+        self.run_id = run_id
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = _exclusive_lock(self.path)
         self._write_lock = threading.Lock()
@@ -80,7 +101,7 @@ class Ledger:
         self._reader = self._connect()
         self._check_key()
         self._has_answers = self._scalar("SELECT count(*) FROM answers") > 0
-        self._unwritten_high: int | None = None
+        self._blobs: dict[int, pa.Table] = {}
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -98,13 +119,14 @@ class Ledger:
         conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
-            # integrity_check, not quick_check: a damaged index would hide answers from unwritten().
+            # integrity_check, not quick_check: a damaged index would hide answers from rows_of_run().
             verdict = conn.execute("PRAGMA integrity_check").fetchone()
             if verdict is None or verdict[0] != "ok":
                 raise sqlite3.DatabaseError(
                     f"integrity_check: {verdict[0] if verdict else 'no result'}"
                 )
             conn.executescript(_SCHEMA)
+            _migrate(conn)
             return conn
         except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             # Not a sound SQLite file (a garbled schema surfaces as a decode error).
@@ -156,66 +178,131 @@ class Ledger:
         source keys are unique, so no row can be answered before it is sent."""
         return self._has_answers
 
-    def unanswered(self, batch: pa.RecordBatch, *, retry_errors: bool) -> pa.RecordBatch:
-        """The rows of `batch` without an answer under the same request fingerprint (an ok answer
-        only, when `retry_errors`)."""
+    def reuse(
+        self,
+        batch: pa.RecordBatch,
+        response_type: pa.DataType | None,
+        *,
+        retry_errors: bool,
+    ) -> tuple[pa.RecordBatch | None, pa.RecordBatch]:
+        """Split input rows into (output rows answered before under the same fingerprint, the rest).
+
+        An answer is reused when it is ok, or a permanent error and not `retry_errors`; a transient
+        error never is. Reused rows take the key and passthrough columns of `batch` (the source as
+        it is now) and the stored result columns, and are recorded for this run."""
         import pyarrow as pa
 
         if not self._has_answers or batch.num_rows == 0:
-            return batch
+            return None, batch
+        output_schema = rows_schema(passthrough_of(batch).schema, response_type)
         keys = canonical_keys(batch.column(self.key))
         fingerprints = batch.column(FINGERPRINT_COLUMN).to_pylist()
-        wanted = dict(zip(keys, fingerprints, strict=True))
-        done: set[str] = set()
+        position = {k: i for i, k in enumerate(keys)}
+        found: dict[int, list[tuple[int, int]]] = {}  # batch id -> [(input row, stored row)]
         with self._read_lock:
             for start in range(0, len(keys), _LOOKUP_CHUNK):
                 chunk = keys[start : start + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows = self._reader.execute(
-                    f"SELECT key, fingerprint, ok FROM answers WHERE key IN ({marks})", chunk
+                    "SELECT key, fingerprint, ok, transient, batch_id, row FROM answers "
+                    f"WHERE key IN ({marks})",
+                    chunk,
                 ).fetchall()
-                for key, fingerprint, ok in rows:
-                    if wanted.get(key) == fingerprint and (ok or not retry_errors):
-                        done.add(key)
-        if not done:
-            return batch
-        mask = pa.array([k not in done for k in keys], type=pa.bool_())
-        return batch.filter(mask)
+                for key, fingerprint, ok, transient, batch_id, row in rows:
+                    i = position.get(key)
+                    if i is None or fingerprints[i] != fingerprint:
+                        continue
+                    if ok or (not transient and not retry_errors):
+                        found.setdefault(batch_id, []).append((i, row))
+        taken: list[int] = []
+        parts: list[pa.Table] = []
+        for batch_id, pairs in found.items():
+            stored = self._stored_results(batch_id)
+            if stored is None:
+                continue
+            rows_ok = [(i, r) for i, r in pairs if 0 <= r < stored.num_rows]
+            picked = stored.take(pa.array([r for _, r in rows_ok], type=pa.int64()))
+            # The stored row must be the answer the index says it is (damage is never reused).
+            same = [
+                k == keys[i] and fp == fingerprints[i]
+                for (i, _), k, fp in zip(
+                    rows_ok,
+                    canonical_keys(picked.column(self.key)),
+                    picked.column(FINGERPRINT_COLUMN).to_pylist(),
+                    strict=True,
+                )
+            ]
+            good = [p for p, keep in zip(rows_ok, same, strict=True) if keep]
+            if not good:
+                continue
+            if len(good) != len(rows_ok):
+                picked = stored.take(pa.array([r for _, r in good], type=pa.int64()))
+            indices = pa.array([i for i, _ in good], type=pa.int64())
+            results = _results_as(picked, output_schema)
+            if results is None:
+                continue  # stored under another response type: not this job's answer
+            passthrough = batch.take(indices)
+            columns = [
+                passthrough.column(f.name)
+                for f in output_schema
+                if f.name not in RESULT_COLUMN_NAMES
+            ]
+            table = pa.Table.from_arrays([*columns, *results], schema=output_schema)
+            parts.append(table)
+            taken.extend(i for i, _ in good)
+        if not parts:
+            return None, batch
+        reused = pa.concat_tables(parts).combine_chunks()
+        self.append(reused)
+        keep = [True] * batch.num_rows
+        for i in taken:
+            keep[i] = False
+        mask = pa.array(keep, type=pa.bool_())
+        merged = reused.to_batches()
+        return (merged[0] if len(merged) == 1 else pa.concat_batches(merged)), batch.filter(mask)
 
     def append(self, rows: pa.RecordBatch | pa.Table) -> None:
-        """Record completed output rows in one transaction; the latest answer per key wins."""
+        """Record completed output rows of this run in one transaction; the latest per key wins."""
         if rows.num_rows == 0:
             return
         keys = canonical_keys(rows.column(self.key))
         fingerprints = rows.column(FINGERPRINT_COLUMN).to_pylist()
-        oks = rows.column("error").is_null().to_pylist()
+        errors = rows.column("error").to_pylist()
         blob = _to_ipc(rows)
         with self._write_lock, self._transaction():
             cursor = self._writer.execute(
-                "INSERT INTO batches(ipc, rows) VALUES (?, ?)", (blob, rows.num_rows)
+                "INSERT INTO batches(ipc, rows, run) VALUES (?, ?, ?)",
+                (blob, rows.num_rows, self.run_id),
             )
             batch_id = cursor.lastrowid
             self._writer.executemany(
                 _UPSERT,
                 (
-                    (k, fp or "", int(ok), batch_id, i)
-                    for i, (k, fp, ok) in enumerate(zip(keys, fingerprints, oks, strict=True))
+                    (
+                        k,
+                        fp or "",
+                        int(error is None),
+                        batch_id,
+                        i,
+                        int(error is not None and error.startswith(TRANSIENT_ERROR)),
+                    )
+                    for i, (k, fp, error) in enumerate(
+                        zip(keys, fingerprints, errors, strict=True)
+                    )
                 ),
             )
         self._has_answers = True
 
-    def unwritten(self, max_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
-        """The latest answer per key not yet handed to the sink, in chunks of at most `max_rows`.
-        `mark_written()` afterwards covers exactly what this iteration could see."""
+    def rows_of_run(self, max_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+        """This run's recorded rows that are still the latest answer for their key, in chunks of
+        at most `max_rows`: what the sink writes."""
         import pyarrow as pa
 
-        high = self._scalar("SELECT coalesce(max(id), 0) FROM batches")
-        self._unwritten_high = high
         with self._read_lock:
             ids = [
                 r[0]
                 for r in self._reader.execute(
-                    "SELECT id FROM batches WHERE written = 0 AND id <= ? ORDER BY id", (high,)
+                    "SELECT id FROM batches WHERE run = ? ORDER BY id", (self.run_id,)
                 ).fetchall()
             ]
         schema = self._latest_schema(ids)
@@ -235,32 +322,32 @@ class Ledger:
         if pending_rows:
             yield from pa.concat_tables(pending).combine_chunks().to_batches()
 
-    def mark_written(self) -> None:
-        """The sink committed everything the last `unwritten()` yielded; release those blobs."""
-        if self._unwritten_high is None:
-            return
+    def compact(self) -> None:
+        """Drop stored batches that no latest answer points to any more (after a run's write)."""
         with self._write_lock, self._transaction():
             self._writer.execute(
-                "UPDATE batches SET written = 1, ipc = NULL WHERE written = 0 AND id <= ?",
-                (self._unwritten_high,),
+                "DELETE FROM batches WHERE NOT EXISTS "
+                "(SELECT 1 FROM answers WHERE answers.batch_id = batches.id)"
             )
-        self._unwritten_high = None
+        self._blobs.clear()
 
     def stats(self) -> dict[str, int]:
         with self._read_lock:
-            answers, ok = self._reader.execute(
-                "SELECT count(*), coalesce(sum(ok), 0) FROM answers"
+            answers, ok, transient = self._reader.execute(
+                "SELECT count(*), coalesce(sum(ok), 0), coalesce(sum(transient), 0) FROM answers"
             ).fetchone()
-            unwritten = self._reader.execute(
+            this_run = self._reader.execute(
                 "SELECT count(*) FROM answers a JOIN batches b ON a.batch_id = b.id "
-                "WHERE b.written = 0"
+                "WHERE b.run = ?",
+                (self.run_id,),
             ).fetchone()[0]
             batches = self._reader.execute("SELECT count(*) FROM batches").fetchone()[0]
         return {
             "answers": int(answers),
             "ok": int(ok),
             "errors": int(answers) - int(ok),
-            "unwritten": int(unwritten),
+            "transient": int(transient),
+            "this_run": int(this_run),
             "batches": int(batches),
         }
 
@@ -344,6 +431,27 @@ class Ledger:
             table = table.take(pa.array(keep, type=pa.int64()))
         return table
 
+    def _stored_results(self, batch_id: int) -> pa.Table | None:
+        """A stored batch (cached: neighbouring input rows tend to live in the same blobs)."""
+        cached = self._blobs.get(batch_id)
+        if cached is not None:
+            return cached
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT ipc FROM batches WHERE id = ?", (batch_id,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        try:
+            table = _from_ipc(row[0])
+        except Exception as e:  # a damaged blob is never reused; its rows are sent again
+            log.warning("ledger batch %d is unreadable (%s); its rows will be sent again", batch_id, e)
+            return None
+        if len(self._blobs) >= _BLOB_CACHE:
+            self._blobs.pop(next(iter(self._blobs)))
+        self._blobs[batch_id] = table
+        return table
+
     def _forget(self, batch_id: int, rows: list[int]) -> None:
         # By position, not by key: a damaged key may not even read back as what is stored.
         with self._write_lock, self._transaction():
@@ -363,6 +471,33 @@ class Ledger:
                 except Exception:  # an unreadable blob is dealt with in _live_rows
                     continue
         return None
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, column, statement in _MIGRATIONS:
+        names = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in names:
+            conn.execute(statement)
+
+
+def _results_as(stored: pa.Table, schema: pa.Schema) -> list[pa.ChunkedArray] | None:
+    """The stored result columns in `schema`'s types, or None when they cannot take them."""
+    import pyarrow as pa
+
+    columns = []
+    for name in RESULT_COLUMN_NAMES:
+        want = schema.field(name).type
+        if name not in stored.column_names:
+            columns.append(pa.chunked_array([pa.nulls(stored.num_rows, want)]))
+            continue
+        column = stored.column(name)
+        if column.type != want:
+            try:
+                column = column.cast(want)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                return None
+        columns.append(column)
+    return columns
 
 
 def _exclusive_lock(path: Path) -> IO[bytes] | None:

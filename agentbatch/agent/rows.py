@@ -8,10 +8,41 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN, result_arrow_fields
+from agentbatch.results import (
+    FINGERPRINT_COLUMN,
+    PERMANENT_ERROR,
+    REQUEST_COLUMN,
+    TRANSIENT_ERROR,
+    result_arrow_fields,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from agentbatch.agent.progress import ProgressReporter
+    from agentbatch.agent.replies import RowFailure
+    from agentbatch.agent.stats import BulkStats
+
+
+def error_text(failure: RowFailure) -> str:
+    """The `error` column: the kind (a transient failure is sent again by the next run), then
+    the message."""
+    return (TRANSIENT_ERROR if failure.retryable else PERMANENT_ERROR) + failure.message
+
+
+def count_reused(
+    stats: BulkStats, reused: pa.RecordBatch, progress: ProgressReporter | None
+) -> None:
+    """Rows written from answers paid for before: counted apart from the rows sent."""
+    answered = reused.column("error").null_count  # no error: an answer
+    failed = reused.num_rows - answered
+    stats.reused += reused.num_rows
+    stats.ok += answered
+    stats.errors += failed
+    if failed:
+        stats.errors_by_kind["reused_error"] += failed
+    if progress is not None:
+        progress.update(stats)
 
 
 def passthrough_of(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -44,6 +44,7 @@ class BulkStats:
     rows_seen: int = 0
     skipped: int = 0
     sent: int = 0
+    reused: int = 0
     ok: int = 0
     errors: int = 0
     errors_by_kind: Counter[str] = field(default_factory=Counter)
@@ -77,6 +78,7 @@ class BulkStats:
             "rows_seen": self.rows_seen,
             "skipped": self.skipped,
             "sent": self.sent,
+            "reused": self.reused,
             "ok": self.ok,
             "errors": self.errors,
             "errors_by_kind": dict(sorted(self.errors_by_kind.items())),

@@ -35,6 +35,11 @@ from agentbatch.agent.transport import RawReply, Transport, TransportError
 from agentbatch.errors import AgentError
 
 
+# A row re-sent after this many forced refreshes, each refused again, fails the run: however often
+# a long run sees its tokens rotated, one row never sees that many rotations in its own attempts.
+MAX_REFRESHES_PER_ROW = 8
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -98,7 +103,7 @@ class Caller:
             return Outcome(failure=RowFailure("request", truncate(str(e))))
         auth = self._endpoint.auth
         attempt = 0
-        refreshed = False
+        refreshes = 0
         while True:
             if self._stop.is_set():
                 return None
@@ -112,11 +117,13 @@ class Caller:
             if (
                 sent.status == 401
                 and auth is not None
-                and not refreshed
+                and refreshes < MAX_REFRESHES_PER_ROW
                 and not auth.refused_after_refresh(sent.generation)
             ):
-                # The token may have just expired: mint a new one and re-send once.
-                refreshed = True
+                # The token expired or was revoked (a rotation): one new token per generation,
+                # however many calls saw the 401. Only a token a forced refresh minted that is
+                # refused before any call succeeded with it stops the run (see AuthHeaders).
+                refreshes += 1
                 await auth.refresh(sent.generation)
                 self._stats.retries += 1
                 continue

@@ -104,8 +104,10 @@ class _Sink:
         self._on_rows = on_rows
         self._skip = skip
 
-    def unanswered(self, batch: pa.RecordBatch, *, retry_errors: bool) -> pa.RecordBatch:
-        return self._skip(batch)
+    def reuse(
+        self, batch: pa.RecordBatch, response_type: Any, *, retry_errors: bool
+    ) -> tuple[None, pa.RecordBatch]:
+        return None, self._skip(batch)
 
     def append(self, rows: pa.RecordBatch | pa.Table) -> None:
         import pyarrow as pa

@@ -15,6 +15,7 @@ import sqlglot
 from sqlglot.errors import ParseError, TokenError
 
 from agentbatch.errors import TemplateError
+from agentbatch.results import RESULT_COLUMN_NAMES, TRANSIENT_ERROR
 from agentbatch.spec.models import Job
 from agentbatch.sql import quoting
 from agentbatch.sql.jinja import Helpers, make_environment, render_template
@@ -111,6 +112,8 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "run_limit": options.run_limit,
         "staged": Sql(options.staged) if options.staged else None,
         "run_started_at": quoting.literal(options.run_started_at),
+        "result_columns": [quoting.identifier(c) for c in RESULT_COLUMN_NAMES],
+        "transient_error_pattern": quoting.literal(TRANSIENT_ERROR.strip() + "%"),
     }
 
 

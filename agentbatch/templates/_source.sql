@@ -1,4 +1,5 @@
-{#- The source rows, their request and fingerprint. Included by every statement template. -#}
+{#- The source rows, their request and fingerprint, and which of them the target already holds.
+    Included by every statement template. -#}
 src AS (
   SELECT *
   FROM {{ source }}
@@ -27,18 +28,30 @@ fingerprinted AS (
   SELECT *, sha2(concat({{ call_fingerprint }}, `_request`), 256) AS `request_fingerprint`
   FROM req
 ),
+{% if incremental %}
+{#- The target decides what is done: a row for the key with the current fingerprint, answered or
+    failed for good. A transient failure is sent again; any failure with retry_errors. -#}
+done AS (
+  SELECT prior.*
+  FROM {{ output }} AS prior
+  JOIN fingerprinted
+    ON prior.{{ key }} = fingerprinted.{{ key }}
+   AND prior.`request_fingerprint` = fingerprinted.`request_fingerprint`
+{% if retry_errors %}
+  WHERE prior.`error` IS NULL
+{% else %}
+  WHERE prior.`error` IS NULL OR NOT (prior.`error` LIKE {{ transient_error_pattern }})
+{% endif %}
+),
+{% endif %}
 todo AS (
   SELECT *
   FROM fingerprinted
 {% if incremental %}
   WHERE NOT EXISTS (
     SELECT 1
-    FROM {{ output }} AS done
+    FROM done
     WHERE done.{{ key }} = fingerprinted.{{ key }}
-      AND done.`request_fingerprint` = fingerprinted.`request_fingerprint`
-{% if retry_errors %}
-      AND done.`error` IS NULL
-{% endif %}
   )
 {% endif %}
 {% if run_limit %}

@@ -1,4 +1,5 @@
-{#- Push-down, mode merge: call ai_query only for keys not yet answered, then merge by key. -#}
+{#- Push-down, mode merge: call ai_query for the rows the target does not hold yet, then merge by
+    key (one row per key). -#}
 MERGE INTO {{ output }} AS target
 USING (
 {% include "_answers.sql" %}

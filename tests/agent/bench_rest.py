@@ -100,7 +100,7 @@ def builtin_scenario(rows: int = 1_000_000, size: int = 50_000) -> None:
         started = time.perf_counter()
         asyncio.run(run_bulk(inputs, call=spec, key="id", ledger=ledger))
         ran = time.perf_counter() - started
-        read = sum(b.num_rows for b in ledger.unwritten(200_000))
+        read = sum(b.num_rows for b in ledger.rows_of_run(200_000))
         total = time.perf_counter() - started
     print(
         f"builtin-1M: run {rows / ran:,.0f} rows/s; run + read back {read:,} rows: "

@@ -334,7 +334,7 @@ async def test_tokens_never_reach_logs_errors_or_the_ledger(
                 ledger=ledger,
                 config_factory=lambda: pat(server.url),
             )
-            rows = pa.Table.from_batches(list(ledger.unwritten())).to_pylist()
+            rows = pa.Table.from_batches(list(ledger.rows_of_run())).to_pylist()
     finally:
         server.stop()
     errors = [r["error"] for r in rows if r["error"]]

@@ -26,7 +26,7 @@ def texts(n: int, prefix: str = "question") -> list[str]:
 
 
 def rows_of(ledger: Ledger) -> dict[Any, dict[str, Any]]:
-    table = pa.Table.from_batches(list(ledger.unwritten()))
+    table = pa.Table.from_batches(list(ledger.rows_of_run()))
     rows = table.to_pylist()
     keys = [r["id"] for r in rows]
     assert len(keys) == len(set(keys)), "a key appears twice"
@@ -114,7 +114,7 @@ async def test_typed_answers_with_a_response_format(
         )
         stats = await run(spec, tickets, ledger)
     assert stats.ok == 2
-    table = pa.Table.from_batches(list(ledger.unwritten()))
+    table = pa.Table.from_batches(list(ledger.rows_of_run()))
     assert table.schema.field("response").type == pa.struct(
         [("label", pa.string()), ("urgency", pa.int32())]
     )
@@ -196,7 +196,7 @@ async def test_permanent_client_errors_are_recorded_once_with_the_server_message
         stats = await run(spec, requests, ledger)
         assert server.stats().requests_total == 20
     row = rows_of(ledger)[4]
-    assert row["error"].startswith("HTTP 400")
+    assert row["error"].startswith("[permanent] HTTP 400")
     assert "it can never succeed" in row["error"]
     assert row["attempts"] == 1 and row["http_status"] == 400 and row["response"] is None
     assert stats.errors_by_kind == {"http_400": 1}
@@ -222,12 +222,13 @@ async def test_a_rerun_sends_nothing_and_retry_errors_resends_only_failures(ledg
         server.reset_stats()
         again = await run(spec, requests, ledger)
         assert server.stats().requests_total == 0
-        assert (again.skipped, again.sent) == (50, 0)
+        # Answers (and permanent errors) paid for before are reused, not sent again.
+        assert (again.reused, again.sent) == (50, 0)
 
         server.configure(FaultConfig(permanent={"NEVER": 400}))
         retried = await run(spec, requests, ledger, retry_errors=True)
         assert server.stats().requests_total == 2
-        assert (retried.skipped, retried.ok) == (48, 2)
+        assert (retried.reused, retried.ok) == (48, 50)
 
         server.reset_stats()
         changed = list(requests)
@@ -287,7 +288,7 @@ async def test_builtin_instant_answers_vectorised(ledger: Ledger) -> None:
     assert rows[0]["response"] == "echo: " + "x" * 64
     assert rows[2]["response"] == "echo: naïve"
     again = await run(spec, requests, ledger)
-    assert again.skipped == 3 and again.sent == 0
+    assert again.reused == 3 and again.sent == 0
 
 
 async def test_builtin_instant_typed(ledger: Ledger) -> None:
@@ -419,6 +420,6 @@ async def test_a_null_request_is_a_row_error_never_a_call(agent: str, ledger: Le
         stats = await run_bulk([batch], call=spec, key="id", ledger=ledger)
         assert server.stats().requests_total == (1 if agent == "http" else 0)
     rows = rows_of(ledger)
-    assert rows[1]["error"] == "request is NULL" and rows[1]["response"] is None
+    assert rows[1]["error"] == "[permanent] request is NULL" and rows[1]["response"] is None
     assert rows[0]["error"] is None
     assert (stats.ok, stats.errors, stats.errors_by_kind) == (1, 1, {"request": 1})

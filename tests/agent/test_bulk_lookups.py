@@ -49,15 +49,15 @@ class InstantTransport:
 
 @pytest.fixture
 def lookups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Rows of every `Ledger.unanswered` call."""
+    """Rows of every `Ledger.reuse` call."""
     seen: list[int] = []
-    original = Ledger.unanswered
+    original = Ledger.reuse
 
-    def counting(self: Ledger, batch: Any, *, retry_errors: bool) -> Any:
+    def counting(self: Ledger, batch: Any, response_type: Any, *, retry_errors: bool) -> Any:
         seen.append(batch.num_rows)
-        return original(self, batch, retry_errors=retry_errors)
+        return original(self, batch, response_type, retry_errors=retry_errors)
 
-    monkeypatch.setattr(Ledger, "unanswered", counting)
+    monkeypatch.setattr(Ledger, "reuse", counting)
     return seen
 
 
@@ -79,7 +79,7 @@ async def test_only_a_ledger_with_earlier_answers_is_looked_up(
             input_batches(spec, requests), call=spec, key="id", ledger=ledger, transport=again
         )
     assert lookups == [50]
-    assert (again.calls, stats.skipped, stats.ok) == (0, 50, 0)
+    assert (again.calls, stats.reused, stats.sent) == (0, 50, 0)
     if endpoint == URL:
         assert first.calls == 50
 

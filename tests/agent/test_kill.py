@@ -93,9 +93,9 @@ async def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
                 input_batches(spec, requests), call=spec, key="id", ledger=ledger
             )
             assert server.stats().requests_total == ROWS - answered
-            assert stats.skipped == answered and stats.ok == ROWS - answered
+            assert stats.reused == answered and stats.sent == ROWS - answered
 
-            table = pa.Table.from_batches(list(ledger.unwritten()))
+            table = pa.Table.from_batches(list(ledger.rows_of_run()))
             keys = table.column("id").to_pylist()
             assert sorted(keys) == list(range(ROWS))  # every key, exactly once
             assert table.column("error").null_count == ROWS

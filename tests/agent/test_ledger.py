@@ -26,25 +26,25 @@ def inputs(keys: list[object], fingerprint: str = "fp") -> pa.RecordBatch:
 
 
 def all_unwritten(ledger: Ledger, max_rows: int = 50_000) -> pa.Table:
-    batches = list(ledger.unwritten(max_rows))
+    batches = list(ledger.rows_of_run(max_rows))
     return pa.Table.from_batches(batches) if batches else pa.table({})
 
 
 def test_unanswered_skips_answered_keys_with_the_same_fingerprint(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
-        assert ledger.unanswered(inputs([1, 2, 3]), retry_errors=False).num_rows == 3
+        assert ledger.reuse(inputs([1, 2, 3]), None, retry_errors=False)[1].num_rows == 3
         ledger.append(output_rows([1, 2], errors=[None, "HTTP 400: bad"]))
-        todo = ledger.unanswered(inputs([1, 2, 3]), retry_errors=False)
+        todo = ledger.reuse(inputs([1, 2, 3]), None, retry_errors=False)[1]
         assert todo.column("id").to_pylist() == [3]
         # retry_errors: the failed row is sent again, the answered one is not.
-        todo = ledger.unanswered(inputs([1, 2, 3]), retry_errors=True)
+        todo = ledger.reuse(inputs([1, 2, 3]), None, retry_errors=True)[1]
         assert todo.column("id").to_pylist() == [2, 3]
         # A changed request (new fingerprint) is sent again.
-        todo = ledger.unanswered(inputs([1, 2, 3], fingerprint="other"), retry_errors=False)
+        todo = ledger.reuse(inputs([1, 2, 3], fingerprint="other"), None, retry_errors=False)[1]
         assert todo.column("id").to_pylist() == [1, 2, 3]
 
 
-def test_latest_answer_per_key_wins_and_unwritten_yields_each_key_once(tmp_path: Path) -> None:
+def test_latest_answer_per_key_wins_and_a_run_yields_each_key_once(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
         ledger.append(output_rows([1, 2, 3], errors=[None, "boom", None]))
         ledger.append(output_rows([2], errors=[None]))
@@ -52,31 +52,44 @@ def test_latest_answer_per_key_wins_and_unwritten_yields_each_key_once(tmp_path:
         assert sorted(table.column("id").to_pylist()) == [1, 2, 3]
         row2 = next(r for r in table.to_pylist() if r["id"] == 2)
         assert row2["error"] is None and row2["response"] == "answer 2"
-        assert ledger.stats() == {"answers": 3, "ok": 3, "errors": 0, "unwritten": 3, "batches": 2}
+        assert ledger.stats() == {
+            "answers": 3,
+            "ok": 3,
+            "errors": 0,
+            "transient": 0,
+            "this_run": 3,
+            "batches": 2,
+        }
 
 
-def test_mark_written_covers_only_what_was_yielded(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
-        ledger.append(output_rows([1, 2]))
-        seen = all_unwritten(ledger)
-        ledger.append(output_rows([3]))  # lands while the sink is writing
-        ledger.mark_written()
-        assert seen.num_rows == 2
-        assert all_unwritten(ledger).column("id").to_pylist() == [3]
-        ledger.mark_written()
+def test_a_run_writes_its_own_rows_and_reuses_earlier_answers(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, key="id", run_id="first") as ledger:
+        ledger.append(output_rows([1, 2, 3], errors=[None, "[transient] HTTP 503", "[permanent] no"]))
+    with Ledger(path, key="id", run_id="second") as ledger:
+        # Nothing of the first run is this run's to write, whatever the first run did.
         assert all_unwritten(ledger).num_rows == 0
-        # Written rows still count as answered.
-        assert ledger.unanswered(inputs([1, 2, 3]), retry_errors=False).num_rows == 0
-        # A newer answer for a written key is unwritten again.
-        ledger.append(output_rows([1], errors=[None]))
-        assert all_unwritten(ledger).column("id").to_pylist() == [1]
+        reused, todo = ledger.reuse(inputs([1, 2, 3, 4]), None, retry_errors=False)
+        # The answer and the permanent error are reused; the transient error is sent again.
+        assert reused is not None
+        assert sorted(reused.column("id").to_pylist()) == [1, 3]
+        assert todo.column("id").to_pylist() == [2, 4]
+        # Reused rows are this run's rows now, with the source's current columns.
+        assert sorted(all_unwritten(ledger).column("id").to_pylist()) == [1, 3]
+        ledger.compact()
+        # The first run's blob still holds row 2's (transient) answer: kept until superseded.
+        assert ledger.stats()["batches"] == 2
+    with Ledger(path, key="id", run_id="third") as ledger:
+        reused, todo = ledger.reuse(inputs([1, 2, 3]), None, retry_errors=True)
+        assert reused is not None and reused.column("id").to_pylist() == [1]
+        assert todo.column("id").to_pylist() == [2, 3]
 
 
 def test_unwritten_chunks_and_keeps_types(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
         for start in range(0, 1000, 100):
             ledger.append(output_rows(list(range(start, start + 100))))
-        batches = list(ledger.unwritten(max_rows=300))
+        batches = list(ledger.rows_of_run(max_rows=300))
         assert [b.num_rows for b in batches] == [300, 300, 300, 100]
         assert batches[0].schema.field("answered_at").type == pa.timestamp("us", tz="UTC")
         assert sorted(pa.Table.from_batches(batches).column("id").to_pylist()) == list(range(1000))
@@ -85,7 +98,7 @@ def test_unwritten_chunks_and_keeps_types(tmp_path: Path) -> None:
 def test_lookups_are_chunked_for_large_batches(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
         ledger.append(output_rows(list(range(0, 5000, 2))))
-        todo = ledger.unanswered(inputs(list(range(5000))), retry_errors=False)
+        todo = ledger.reuse(inputs(list(range(5000))), None, retry_errors=False)[1]
         assert todo.column("id").to_pylist() == list(range(1, 5000, 2))
 
 
@@ -94,7 +107,7 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     with Ledger(path, key="id") as ledger:
         ledger.append(output_rows([1, 2]))
     with Ledger(path, key="id") as ledger:
-        assert ledger.unanswered(inputs([1, 2, 3]), retry_errors=False).num_rows == 1
+        assert ledger.reuse(inputs([1, 2, 3]), None, retry_errors=False)[1].num_rows == 1
         assert all_unwritten(ledger).num_rows == 2
 
 
@@ -113,7 +126,7 @@ def test_canonical_keys(values: pa.Array, expected: list[str]) -> None:
 def test_string_and_struct_keys_work(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.sqlite", key="id") as ledger:
         ledger.append(output_rows(["a", "b"]))
-        assert ledger.unanswered(inputs(["a", "c"]), retry_errors=False).column(
+        assert ledger.reuse(inputs(["a", "c"]), None, retry_errors=False)[1].column(
             "id"
         ).to_pylist() == ["c"]
 
@@ -124,7 +137,7 @@ def test_a_garbage_file_is_moved_aside_not_fatal(
     path = tmp_path / "l.sqlite"
     path.write_bytes(b"this is not a database" * 100)
     with caplog.at_level(logging.WARNING), Ledger(path, key="id") as ledger:
-        assert ledger.unanswered(inputs([1]), retry_errors=False).num_rows == 1
+        assert ledger.reuse(inputs([1]), None, retry_errors=False)[1].num_rows == 1
         ledger.append(output_rows([1]))
     assert "damaged" in caplog.text
     assert list(tmp_path.glob("l.sqlite.corrupt-*"))
@@ -143,7 +156,7 @@ def test_a_torn_file_is_detected(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     with caplog.at_level(logging.WARNING), Ledger(path, key="id") as ledger:
         # Whatever survived is usable; the run goes on.
         ledger.append(output_rows([10_000]))
-        assert ledger.unanswered(inputs([10_000]), retry_errors=False).num_rows == 0
+        assert ledger.reuse(inputs([10_000]), None, retry_errors=False)[1].num_rows == 0
     assert "damaged" in caplog.text
 
 
@@ -159,7 +172,7 @@ def test_an_unreadable_blob_sends_its_rows_again(
     with caplog.at_level(logging.WARNING), Ledger(path, key="id") as ledger:
         assert all_unwritten(ledger).column("id").to_pylist() == [3]
         assert "unreadable" in caplog.text
-        assert ledger.unanswered(inputs([1, 2, 3]), retry_errors=False).column(
+        assert ledger.reuse(inputs([1, 2, 3]), None, retry_errors=False)[1].column(
             "id"
         ).to_pylist() == [1, 2]
 

@@ -52,7 +52,7 @@ async def one_row(
         await run_bulk(
             input_batches(call, ["hello"]), call=call, key="id", ledger=ledger, transport=transport
         )
-        rows = pa.Table.from_batches(list(ledger.unwritten())).to_pylist()
+        rows = pa.Table.from_batches(list(ledger.rows_of_run())).to_pylist()
     if transport is not None:
         await transport.close()
     assert len(rows) == 1

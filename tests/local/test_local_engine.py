@@ -168,12 +168,28 @@ def test_append_never_duplicates_a_key_fingerprint(tmp_path: Path, tickets: Path
 
 def test_overwrite_replaces_the_table(tmp_path: Path, tickets: Path) -> None:
     steps = plan_for("overwrite")
-    assert steps.ensure_target is None
     eng = engine(tmp_path, tickets)
+    eng.execute(steps.ensure_target.sql)  # type: ignore[union-attr]
+    # Rows whose fingerprint is not the selection's current one are dropped by an overwrite.
     write(eng, steps, answers([1, 2, 3], ["a", "b", "c"], "old"))
     write(eng, steps, answers([3], ["c"], "new"))
     assert eng.read_table("main.s.out").to_pylist()[0]["response"] == "new3"
     assert eng.read_table("main.s.out").num_rows == 1
+
+
+def test_overwrite_keeps_the_rows_it_already_holds(tmp_path: Path, tickets: Path) -> None:
+    steps = plan_for("overwrite")
+    eng = engine(tmp_path, tickets)
+    eng.execute(steps.ensure_target.sql)  # type: ignore[union-attr]
+    todo = pa.Table.from_batches(list(eng.fetch_batches(steps.inputs.sql))).sort_by("id")
+    fingerprints = todo["request_fingerprint"].to_pylist()
+    write(eng, steps, answers([1, 2], fingerprints[:2], "old"))
+    # The next run selects only row 3; the target then holds 1 and 2 as they were, and 3.
+    left = pa.Table.from_batches(list(eng.fetch_batches(steps.inputs.sql)))
+    assert left["id"].to_pylist() == [3]
+    write(eng, steps, answers([3], fingerprints[2:], "new"))
+    rows = sorted(eng.read_table("main.s.out").to_pylist(), key=lambda r: r["id"])
+    assert [(r["id"], r["response"]) for r in rows] == [(1, "old1"), (2, "old2"), (3, "new3")]
 
 
 def test_warehouse_tables_persist_across_engines(tmp_path: Path, tickets: Path) -> None:

@@ -66,8 +66,8 @@ def survivors(path: Path) -> set[int]:
 
     The sink's read comes first: it is what finds an unreadable stored batch and forgets it."""
     with Ledger(path, key="id") as ledger:
-        unwritten = [row for batch in ledger.unwritten() for row in batch.to_pylist()]
-        todo = ledger.unanswered(inputs(BATCHES * ROWS_PER_BATCH), retry_errors=False)
+        unwritten = [row for batch in ledger.rows_of_run() for row in batch.to_pylist()]
+        todo = ledger.reuse(inputs(BATCHES * ROWS_PER_BATCH), None, retry_errors=False)[1]
     answered = set(range(BATCHES * ROWS_PER_BATCH)) - set(todo.column("id").to_pylist())
     lost = answered - {row["id"] for row in unwritten}
     assert not lost, f"answered for the producer, never handed to the sink: {sorted(lost)}"

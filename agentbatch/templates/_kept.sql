@@ -1,0 +1,12 @@
+{#- Mode overwrite: the rows the target already holds for this selection, with the current source
+    columns. Disjoint from `todo` by construction (`todo` is `fingerprinted` without `done`). -#}
+SELECT
+  fingerprinted.{{ key }},
+{% for column in columns %}
+  fingerprinted.{{ column }},
+{% endfor %}
+{% for column in result_columns %}
+  done.{{ column }}{% if not loop.last %},{% endif +%}
+{% endfor %}
+FROM done
+JOIN fingerprinted ON done.{{ key }} = fingerprinted.{{ key }}
