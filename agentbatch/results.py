@@ -33,6 +33,18 @@ RESULT_COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in RESULT_COLUMNS)
 TRANSIENT_ERROR = "[transient] "
 PERMANENT_ERROR = "[permanent] "
 
+
+
+def strip_error_kind(error: str | None) -> str | None:
+    """The message of an `error` value without its kind prefix."""
+    if error is None:
+        return None
+    for prefix in (TRANSIENT_ERROR, PERMANENT_ERROR):
+        if error.startswith(prefix):
+            return error[len(prefix) :]
+    return error
+
+
 # Columns the inputs select adds for the REST fallback, beside the key and passthrough columns.
 REQUEST_COLUMN = "_request"
 FINGERPRINT_COLUMN = "request_fingerprint"

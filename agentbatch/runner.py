@@ -202,14 +202,19 @@ def preflight(the_plan: Plan, engine: Engine) -> dict[str, int]:
     repeated = int(counts.get("repeated_keys") or 0)
     if repeated:
         raise UsageError(_repeated_keys_message(the_plan, engine, repeated))
+    several = int(counts.get("target_repeated_keys") or 0)
+    if several:
+        raise UsageError(
+            f"{the_plan.job.output.table} holds {several} key(s) in more than one row (written "
+            "by mode append); mode merge keeps one row per key, so nothing was sent: run once "
+            "with mode overwrite (it reuses every answer the table holds) or keep mode append"
+        )
     return {"selected": int(counts.get("selected") or 0), "skipped": int(counts.get("done") or 0)}
 
 
 def _repeated_keys_message(the_plan: Plan, engine: Engine, repeated: int) -> str:
     sample = engine.fetch_batches(the_plan.preflight.repeated_keys.sql)
-    shown = [
-        f"{row['key']!r} x{row['copies']}" for batch in sample for row in batch.to_pylist()
-    ]
+    shown = [f"{row['key']!r} x{row['copies']}" for batch in sample for row in batch.to_pylist()]
     key = the_plan.job.source.key
     return (
         f"source key {key!r} is not unique: {repeated} value(s) occur more than once "

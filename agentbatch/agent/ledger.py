@@ -286,9 +286,7 @@ class Ledger:
                         i,
                         int(error is not None and error.startswith(TRANSIENT_ERROR)),
                     )
-                    for i, (k, fp, error) in enumerate(
-                        zip(keys, fingerprints, errors, strict=True)
-                    )
+                    for i, (k, fp, error) in enumerate(zip(keys, fingerprints, errors, strict=True))
                 ),
             )
         self._has_answers = True
@@ -445,7 +443,9 @@ class Ledger:
         try:
             table = _from_ipc(row[0])
         except Exception as e:  # a damaged blob is never reused; its rows are sent again
-            log.warning("ledger batch %d is unreadable (%s); its rows will be sent again", batch_id, e)
+            log.warning(
+                "ledger batch %d is unreadable (%s); its rows will be sent again", batch_id, e
+            )
             return None
         if len(self._blobs) >= _BLOB_CACHE:
             self._blobs.pop(next(iter(self._blobs)))

@@ -34,7 +34,6 @@ from agentbatch.agent.stats import BulkStats
 from agentbatch.agent.transport import RawReply, Transport, TransportError
 from agentbatch.errors import AgentError
 
-
 # A row re-sent after this many forced refreshes, each refused again, fails the run: however often
 # a long run sees its tokens rotated, one row never sees that many rotations in its own attempts.
 MAX_REFRESHES_PER_ROW = 8

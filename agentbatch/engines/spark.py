@@ -214,6 +214,7 @@ class SparkEngine:
         table: str,
         endpoint_overrides: Mapping[str, str] | None = None,
         retry_errors: bool = False,
+        reuse: bool = True,
         partitions: int | None = None,
     ) -> DistributedAnswers:
         """Answer the rows of `inputs_sql` on the executors; results have each key once."""
@@ -236,6 +237,7 @@ class SparkEngine:
                 tasks=tasks,
                 checkpoint=folder,
                 retry_errors=retry_errors,
+                reuse=reuse,
             )
         )
 
@@ -245,10 +247,10 @@ class SparkEngine:
         *,
         endpoint_overrides: Mapping[str, str] | None = None,
         retry_errors: bool = False,
+        reuse: bool = True,
     ) -> dict[str, Any]:
-        """The plan's REST-fallback steps, distributed: ensure the target, answer, write, clean up."""
-        if steps.ensure_target is not None:
-            self.execute(steps.ensure_target.sql)
+        """The plan's REST-fallback steps, distributed: answer, write, clean up (the runner has
+        created the target and checked the source)."""
         answers = self.answer_distributed(
             steps.inputs.sql,
             steps.call,
@@ -256,10 +258,13 @@ class SparkEngine:
             table=steps.write.table,
             endpoint_overrides=endpoint_overrides,
             retry_errors=retry_errors,
+            reuse=reuse,
         )
         written = 0
         if answers.results is not None:
             written = self.write_dataframe(steps.write, answers.results).rows_written
+        elif steps.keep_only is not None:
+            self.execute(steps.keep_only.sql)
         folder = self.checkpoint_folder(steps.write.table, steps.call)
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)  # written: the target is the record now

@@ -29,6 +29,7 @@ from agentbatch.agent.calls import Api, CallSpec
 from agentbatch.engines.spark_calls import RemoteCall, answer_batches, remote_call
 from agentbatch.engines.spark_sql import AI_QUERY, STRICT_AI_QUERY
 from agentbatch.errors import NotSupportedError, UsageError
+from agentbatch.results import strip_error_kind
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -189,7 +190,8 @@ def answer_column(
                 results[row] = (
                     response if response is None or isinstance(response, str) else _json(response)
                 )
-                errors[row] = error
+                # ai_query's errorMessage is the platform's text: no agentbatch error kind.
+                errors[row] = strip_error_kind(error)
     return results, errors
 
 

@@ -1,14 +1,17 @@
 """The REST fallback spread over Spark executors: `mapInArrow`, each task running the async bulk
 client over its partition with its share of the run's concurrency cap.
 
-Resume (the choice, and why): every task appends its completed rows, a group at a time, to a
-checkpoint folder of parquet files (`part-<run>-p<partition>-a<attempt>-<n>.parquet`, each written
-to a hidden temporary name and renamed, so a killed task leaves whole files only). The folder is
-per output table and call fingerprint, so it must be a path every executor and the driver can
-reach (local disk for local sessions; a Unity Catalog volume on a cluster). A run first skips the
-rows already in the folder (key and request fingerprint), then sends the rest; the results are the
-folder's rows, one per key (an answer over an error, then the newest). The folder is removed once
-the results are written to the target. A retried task skips the rows its earlier attempts finished.
+The target decides what is done: `inputs` are the rows the target does not hold. Resume (the
+choice, and why): every task appends its completed rows, a group at a time, to a checkpoint folder
+of parquet files (`part-<run>-p<partition>-a<attempt>-<n>.parquet`, each written to a hidden
+temporary name and renamed, so a killed task leaves whole files only). The folder is per output
+table and call fingerprint, so it must be a path every executor and the driver can reach (local
+disk for local sessions; a Unity Catalog volume on a cluster). A run first takes, for the input
+rows, the answers earlier runs left there under the same fingerprint (an answer or a permanent
+error; never a transient one; none on a full refresh), then sends the rest. The results are
+exactly the input rows: reused answers with the source's current columns, and this run's answers.
+The folder is removed once the results are written to the target. A retried task skips the rows
+its earlier attempts finished.
 
 Without a checkpoint folder (a cluster with none configured) the results are the tasks' output,
 materialised once with `localCheckpoint`; a killed run then loses the answers of its run.
@@ -30,7 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 from agentbatch.engines.spark_calls import RemoteCall, answer_batches
 from agentbatch.errors import AgentbatchError
-from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN, result_arrow_fields
+from agentbatch.results import (
+    FINGERPRINT_COLUMN,
+    REQUEST_COLUMN,
+    RESULT_COLUMN_NAMES,
+    TRANSIENT_ERROR,
+    result_arrow_fields,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -44,6 +53,7 @@ _SUMMED = (
     "rows_seen",
     "skipped",
     "sent",
+    "reused",
     "ok",
     "errors",
     "requests",
@@ -82,28 +92,37 @@ def answer_distributed(
     tasks: int,
     checkpoint: Path | None,
     retry_errors: bool = False,
+    reuse: bool = True,
 ) -> DistributedAnswers:
     """Answer every row of `inputs` (key, passthrough, `_request`, `request_fingerprint`)."""
     from pyspark.sql import functions as F
 
     response_type = _response_type(remote)
     schema = output_schema(inputs.schema, response_type)
-    done = read_checkpoint(spark, checkpoint) if checkpoint is not None else None
+    run_id = uuid.uuid4().hex[:8]
+    # Evaluated once: `inputs` reads the target, which the write will change.
+    inputs = inputs.localCheckpoint(eager=True)
+    earlier = read_checkpoint(spark, checkpoint) if checkpoint is not None and reuse else None
     todo = inputs
-    if done is not None:
-        answered = done.where(F.col("error").isNull()) if retry_errors else done
+    reused = None
+    if earlier is not None:
+        usable = one_per_key(_reusable(earlier, retry_errors), key)
+        results_only = [c for c in RESULT_COLUMN_NAMES if c != FINGERPRINT_COLUMN]
+        reused = (
+            inputs.drop(REQUEST_COLUMN)
+            .join(usable.select(key, FINGERPRINT_COLUMN, *results_only), [key, FINGERPRINT_COLUMN])
+            .localCheckpoint(eager=True)
+        )
         todo = inputs.join(
-            answered.select(key, FINGERPRINT_COLUMN).distinct(),
-            on=[key, FINGERPRINT_COLUMN],
-            how="left_anti",
+            usable.select(key, FINGERPRINT_COLUMN), on=[key, FINGERPRINT_COLUMN], how="left_anti"
         )
     tasks = max(1, min(tasks, remote.call.max_concurrency or tasks))
-    run = _TaskRun(remote.per_task(tasks), key, schema, checkpoint, uuid.uuid4().hex[:8])
+    run = _TaskRun(remote.per_task(tasks), key, schema, checkpoint, run_id)
     out = todo.repartition(tasks, F.col(f"`{key}`")).mapInArrow(run, schema)
     if checkpoint is not None:
         checkpoint.mkdir(parents=True, exist_ok=True)
         task_stats = [row[STATS_COLUMN] for row in out.select(STATS_COLUMN).collect()]
-        results = read_checkpoint(spark, checkpoint)
+        results = read_checkpoint(spark, checkpoint, run_id)
     else:
         out = out.localCheckpoint(eager=True)
         task_stats = [
@@ -113,7 +132,22 @@ def answer_distributed(
     stats, fatal = _combine([json.loads(s) for s in task_stats if s])
     if results is not None:
         results = one_per_key(results, key)
+    if reused is not None:
+        columns = [f.name for f in schema.fields if f.name != STATS_COLUMN]
+        stats["reused"] = reused.count()
+        reused = reused.select(*[F.col(f"`{c}`") for c in columns])
+        results = reused if results is None else results.select(*columns).unionByName(reused)
     return DistributedAnswers(results, stats, fatal)
+
+
+def _reusable(earlier: DataFrame, retry_errors: bool) -> DataFrame:
+    """Answers paid for by earlier runs that a row may take instead of a call."""
+    from pyspark.sql import functions as F
+
+    error = F.col("error")
+    if retry_errors:
+        return earlier.where(error.isNull())
+    return earlier.where(error.isNull() | ~error.startswith(TRANSIENT_ERROR))
 
 
 def output_schema(inputs: StructType, response_type: pa.DataType | None) -> StructType:
@@ -132,10 +166,13 @@ def output_schema(inputs: StructType, response_type: pa.DataType | None) -> Stru
     return StructType([*passthrough, *results, StructField(STATS_COLUMN, StringType(), True)])
 
 
-def read_checkpoint(spark: SparkSession, folder: Path) -> DataFrame | None:
-    if not folder.is_dir() or not any(p.name.startswith("part-") for p in folder.iterdir()):
+def read_checkpoint(spark: SparkSession, folder: Path, run_id: str = "") -> DataFrame | None:
+    """The folder's answers (only run `run_id`'s, when given), or None when there are none."""
+    prefix = f"part-{run_id}-" if run_id else "part-"
+    files = [str(p) for p in folder.glob(f"{prefix}*.parquet")] if folder.is_dir() else []
+    if not files:
         return None
-    return spark.read.parquet(str(folder))
+    return spark.read.parquet(*sorted(files))
 
 
 def one_per_key(results: DataFrame, key: str) -> DataFrame:

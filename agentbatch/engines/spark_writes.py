@@ -97,7 +97,7 @@ def _insert(
 def _merge(
     spark: SparkSession, tree: exp.Merge, table: SwappableTable, name: str, query: QueryRunner
 ) -> None:
-    key = merge_key(tree)
+    keys = merge_keys(tree)
     using = tree.args.get("using")
     if isinstance(using, exp.Subquery):
         source_query: exp.Expression = using.this
@@ -109,22 +109,25 @@ def _merge(
     source = _conform(query(source_query), old, name)
     # Evaluated once: the anti-join and the union below both read it.
     source = source.localCheckpoint(eager=True)
-    kept = old.join(source.select(key).distinct(), on=key, how="left_anti")
+    kept = old.join(source.select(*keys).distinct(), on=keys, how="left_anti")
     table.write(kept.unionByName(source))
 
 
-def merge_key(tree: exp.Merge) -> str:
-    """The key of `MERGE ... ON t.k = s.k WHEN MATCHED UPDATE SET * WHEN NOT MATCHED INSERT *`."""
-    condition = tree.args.get("on")
+def merge_keys(tree: exp.Merge) -> list[str]:
+    """The keys of `MERGE ... ON t.k = s.k [AND t.j = s.j ...] WHEN MATCHED UPDATE SET *
+    WHEN NOT MATCHED INSERT *`."""
     shape = (
-        "file tables support MERGE INTO t USING s ON t.key = s.key "
+        "file tables support MERGE INTO t USING s ON t.key = s.key [AND t.other = s.other] "
         "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
     )
-    if not (
-        isinstance(condition, exp.EQ)
-        and isinstance(condition.this, exp.Column)
-        and isinstance(condition.expression, exp.Column)
-        and condition.this.name == condition.expression.name
+    condition = tree.args.get("on")
+    parts = list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
+    if not all(
+        isinstance(part, exp.EQ)
+        and isinstance(part.this, exp.Column)
+        and isinstance(part.expression, exp.Column)
+        and part.this.name == part.expression.name
+        for part in parts
     ):
         raise NotSupportedError(f"spark engine: {shape}")
     whens = tree.args.get("whens")
@@ -146,7 +149,7 @@ def merge_key(tree: exp.Merge) -> str:
             raise NotSupportedError(f"spark engine: {shape}")
     if forms != {"update", "insert"} or len(clauses) != 2:
         raise NotSupportedError(f"spark engine: {shape}")
-    return condition.this.name
+    return [part.this.name for part in parts]
 
 
 def _is_star(expressions: list[exp.Expression]) -> bool:

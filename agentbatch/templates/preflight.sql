@@ -1,5 +1,6 @@
-{#- Before any call: how many rows are selected, how many of them the target already holds, and
-    how many source keys occur more than once (an error: one key, one answer). -#}
+{#- Before any call: how many rows are selected, how many of them the target already holds, how
+    many source keys occur more than once (an error: one key, one answer), and for mode merge how
+    many keys the target holds more than once (written by mode append: merge keeps one per key). -#}
 WITH
 {% include "_source.sql" %},
 repeated AS (
@@ -15,4 +16,11 @@ SELECT
 {% else %}
   0 AS `done`,
 {% endif %}
-  (SELECT count(*) FROM repeated) AS `repeated_keys`
+  (SELECT count(*) FROM repeated) AS `repeated_keys`,
+{% if mode == "merge" %}
+  (SELECT count(*) FROM (
+     SELECT {{ key }} FROM {{ output }} GROUP BY {{ key }} HAVING count(*) > 1
+   ) AS several) AS `target_repeated_keys`
+{% else %}
+  0 AS `target_repeated_keys`
+{% endif %}

@@ -22,6 +22,7 @@ from agentbatch.errors import AgentError, ConfigError, UsageError
 from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.background import BackgroundServer
 from agentbatch.testing.fake_workspace import FakeApp, serve_workspace
+from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.tokens import TokenAuthority
 
 from .conftest import input_batches
@@ -157,6 +158,50 @@ async def test_an_expired_token_is_refreshed_once(
         assert stats.ok == 30
         assert ws.stats()["token_requests"] == 2  # one refresh, shared by every row that saw 401
         assert agent.stats().status_counts.get(401, 0) >= 1
+
+
+class RotateTokens:
+    """A progress reporter that revokes every token each time `every` more rows are done: a
+    workspace rotating credentials under a long run."""
+
+    def __init__(self, authority: TokenAuthority, every: int) -> None:
+        self.authority = authority
+        self.every = every
+        self.rotations = 0
+
+    def start(self, total: int | None) -> None:
+        pass
+
+    def update(self, stats: Any) -> None:
+        if stats.done >= (self.rotations + 1) * self.every:
+            self.rotations += 1
+            self.authority.expire_all()
+
+    def finish(self, stats: Any) -> None:
+        pass
+
+
+async def test_tokens_rotated_again_and_again_never_stop_the_run(
+    authority: TokenAuthority, ledger: Ledger
+) -> None:
+    # Each rotation is a fresh generation: a row that refreshed once before is refreshed again.
+    rotate = RotateTokens(authority, every=150)
+    with (
+        serve_agent(FaultConfig(latency_ms=20, jitter_ms=20), authority=authority) as agent,
+        serve_workspace({"triage": agent.url}, authority=authority) as ws,
+    ):
+        stats = await run(
+            CallSpec(endpoint="apps/triage", max_concurrency=64),
+            600,
+            ledger,
+            lambda: oauth(ws.url),
+            progress=rotate,
+        )
+        assert (stats.ok, stats.errors) == (600, 0)
+        assert rotate.rotations >= 3
+        # One new token per rotation, however many calls saw the 401.
+        assert ws.stats()["token_requests"] <= 1 + rotate.rotations
+        assert agent.stats().status_counts.get(401, 0) >= rotate.rotations - 1
 
 
 async def test_an_expired_token_during_app_lookup_is_refreshed(

@@ -65,7 +65,9 @@ def test_latest_answer_per_key_wins_and_a_run_yields_each_key_once(tmp_path: Pat
 def test_a_run_writes_its_own_rows_and_reuses_earlier_answers(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     with Ledger(path, key="id", run_id="first") as ledger:
-        ledger.append(output_rows([1, 2, 3], errors=[None, "[transient] HTTP 503", "[permanent] no"]))
+        ledger.append(
+            output_rows([1, 2, 3], errors=[None, "[transient] HTTP 503", "[permanent] no"])
+        )
     with Ledger(path, key="id", run_id="second") as ledger:
         # Nothing of the first run is this run's to write, whatever the first run did.
         assert all_unwritten(ledger).num_rows == 0

@@ -14,7 +14,7 @@ from agentbatch.engines.spark_sql import (
     rewrite_ai_query,
     to_spark,
 )
-from agentbatch.engines.spark_writes import merge_key
+from agentbatch.engines.spark_writes import merge_keys
 from agentbatch.errors import EngineError, NotSupportedError
 
 
@@ -101,19 +101,26 @@ def test_names_are_completed_with_the_default_catalog_and_schema() -> None:
             "WHEN NOT MATCHED THEN INSERT * WHEN MATCHED THEN UPDATE SET *",
             "k",
         ),
+        (
+            "MERGE INTO t USING s ON t.id = s.id AND t.x = s.x WHEN MATCHED THEN UPDATE SET * "
+            "WHEN NOT MATCHED THEN INSERT *",
+            "id,x",
+        ),
     ],
 )
 def test_merge_by_key_shapes(sql: str, key: str) -> None:
     tree = sqlglot.parse_one(sql, read="databricks")
     assert isinstance(tree, exp.Merge)
-    assert merge_key(tree) == key
+    assert merge_keys(tree) == key.split(",")
 
 
 @pytest.mark.parametrize(
     "sql",
     [
         "MERGE INTO t USING s ON t.id = s.other WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *",
-        "MERGE INTO t USING s ON t.id = s.id AND t.x = s.x WHEN MATCHED THEN UPDATE SET * "
+        "MERGE INTO t USING s ON t.id = s.id AND t.x = s.y WHEN MATCHED THEN UPDATE SET * "
+        "WHEN NOT MATCHED THEN INSERT *",
+        "MERGE INTO t USING s ON t.id = s.id OR t.x = s.x WHEN MATCHED THEN UPDATE SET * "
         "WHEN NOT MATCHED THEN INSERT *",
         "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v WHEN NOT MATCHED THEN INSERT *",
         "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED AND s.x > 1 THEN UPDATE SET * "
@@ -125,4 +132,4 @@ def test_other_merges_are_not_supported_on_file_tables(sql: str) -> None:
     tree = sqlglot.parse_one(sql, read="databricks")
     assert isinstance(tree, exp.Merge)
     with pytest.raises(NotSupportedError):
-        merge_key(tree)
+        merge_keys(tree)
