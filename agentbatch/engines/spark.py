@@ -249,8 +249,9 @@ class SparkEngine:
         retry_errors: bool = False,
         reuse: bool = True,
     ) -> dict[str, Any]:
-        """The plan's REST-fallback steps, distributed: answer, write, clean up (the runner has
-        created the target and checked the source)."""
+        """The plan's REST-fallback steps, distributed: ensure the target, answer, write, clean up."""
+        if steps.ensure_target is not None:
+            self.execute(steps.ensure_target.sql)  # the inputs read it: what is done
         answers = self.answer_distributed(
             steps.inputs.sql,
             steps.call,

@@ -1,0 +1,98 @@
+"""A small project for run-history tests: a reviews CSV, a job whose prompt, mode and stream
+setting can change between runs, and a run helper against a loopback agent."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import agentbatch
+from agentbatch.testing.agent_server import AgentServer
+
+SOURCE = "main.shop.reviews"
+OUTPUT = "main.shop.review_answers"
+ENDPOINT = "apps/reviewer"
+
+
+@dataclass
+class JobSettings:
+    mode: str = "merge"
+    prompt: str = "Review"
+    stream: bool = False
+    max_retries: int = 1
+
+
+@dataclass
+class Project:
+    root: Path
+    agent: AgentServer
+    settings: JobSettings = field(default_factory=JobSettings)
+    output_file: int = 0
+
+    @property
+    def source(self) -> Path:
+        return self.root / "reviews.csv"
+
+    @property
+    def output(self) -> Path:
+        return self.root / f"answers-{self.output_file}.parquet"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def write_source(self, rows: dict[int, str]) -> None:
+        with self.source.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["review_id", "text"])
+            for key, text in sorted(rows.items()):
+                writer.writerow([key, text])
+
+    def write_job(self) -> Path:
+        s = self.settings
+        path = self.root / "jobs" / "reviews.yml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"""name: reviews
+source:
+  table: {SOURCE}
+  key: review_id
+  columns: [text]
+request: "concat('{s.prompt}: ', text)"
+agent:
+  endpoint: {ENDPOINT}
+  stream: {str(s.stream).lower()}
+  max_retries: {s.max_retries}
+output:
+  table: {OUTPUT}
+  mode: {s.mode}
+"""
+        )
+        return path
+
+    def run(self, **options: Any) -> dict[str, Any]:
+        with agentbatch.run(
+            self.write_job(),
+            tables={SOURCE: self.source, OUTPUT: self.output},
+            endpoints={ENDPOINT: self.agent.url},
+            state_dir=self.state,
+            project_dir=self.root,
+            progress=False,
+            **options,
+        ) as result:
+            return dict(result.summary)
+
+    def target(self) -> list[dict[str, Any]]:
+        """The output rows (none when the file does not exist)."""
+        if not self.output.exists():
+            return []
+        return pq.read_table(self.output).to_pylist()
+
+    def truncate_target(self) -> None:
+        table = pq.read_table(self.output)
+        pq.write_table(pa.Table.from_batches([], schema=table.schema), self.output)

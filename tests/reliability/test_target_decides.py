@@ -1,0 +1,155 @@
+"""The target decides what is done: a dropped, truncated or re-mapped target, a changed mode or
+stream setting, a full refresh, transient failures and repeated keys, run after run on the local
+engine against the loopback agent. The checkpoint may save calls; it never decides what is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentbatch.errors import UsageError
+from agentbatch.testing.agent_server import serve_agent
+from agentbatch.testing.faults import FaultConfig
+from agentbatch.testing.inbound import request_key
+
+from .history import Project
+
+ROWS = 50
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    with serve_agent() as agent:
+        p = Project(tmp_path, agent)
+        p.write_source({i: f"review number {i}" for i in range(ROWS)})
+        yield p
+
+
+def one_current_row_per_key(p: Project, keys: range = range(ROWS)) -> None:
+    rows = p.target()
+    current = [r for r in rows if r["request_fingerprint"] is not None]
+    by_key: dict[int, int] = {}
+    for row in current:
+        by_key[row["review_id"]] = by_key.get(row["review_id"], 0) + 1
+    assert sorted(by_key) == list(keys)
+    assert set(by_key.values()) == {1}
+
+
+def test_a_deleted_output_is_written_again_from_paid_answers(project: Project) -> None:
+    first = project.run()
+    assert (first["sent"], first["table_rows"]) == (ROWS, ROWS)
+    project.output.unlink()
+    again = project.run()
+    assert again["sent"] == 0 and again["reused"] == ROWS
+    assert again["table_rows"] == ROWS
+    one_current_row_per_key(project)
+    assert project.agent.stats().requests_total == ROWS  # nothing paid twice
+
+
+def test_a_full_refresh_calls_every_row_again(project: Project) -> None:
+    project.run()
+    project.output.unlink()
+    project.run()
+    refreshed = project.run(full_refresh=True)
+    assert refreshed["sent"] == ROWS and refreshed.get("reused", 0) == 0
+    assert project.agent.stats().requests_total == 2 * ROWS
+    one_current_row_per_key(project)
+
+
+@pytest.mark.parametrize("new_mode", ["overwrite", "append"])
+def test_a_changed_mode_on_a_new_file_writes_every_row(project: Project, new_mode: str) -> None:
+    project.run()
+    project.settings.mode = new_mode
+    project.output_file += 1
+    summary = project.run()
+    assert summary["table_rows"] == ROWS and summary["reused"] == ROWS
+    one_current_row_per_key(project)
+    assert project.agent.stats().requests_total == ROWS
+
+
+def test_toggling_stream_keeps_the_answers_and_fills_a_new_file(project: Project) -> None:
+    project.run()
+    project.settings.stream = True
+    project.output_file += 1
+    summary = project.run()
+    assert summary["table_rows"] == ROWS
+    one_current_row_per_key(project)
+    assert project.agent.stats().requests_total == ROWS
+
+
+def test_a_truncated_target_and_a_lost_state_folder(project: Project) -> None:
+    import shutil
+
+    project.run()
+    project.truncate_target()
+    shutil.rmtree(project.state)
+    summary = project.run()
+    # Nothing to reuse: the rows are paid again, but every row is back in the target.
+    assert summary["sent"] == ROWS and summary["table_rows"] == ROWS
+    one_current_row_per_key(project)
+
+
+def test_a_corrupt_checkpoint_never_changes_what_is_written(project: Project) -> None:
+    project.run()
+    for ledger in project.state.glob("*.sqlite"):
+        ledger.write_bytes(b"this is not a database" * 100)
+    project.output.unlink()
+    summary = project.run()
+    assert summary["table_rows"] == ROWS
+    one_current_row_per_key(project)
+
+
+def test_transient_failures_are_retried_by_the_next_plain_run(tmp_path: Path) -> None:
+    # Every request's first two attempts fail with a 503; one retry per run is not enough.
+    faults = FaultConfig(fail_first=2, fail_first_kind="unavailable", retry_after_s=0.01)
+    with serve_agent(faults) as agent:
+        p = Project(tmp_path, agent)
+        p.write_source({**{i: f"review {i}" for i in range(9)}, 9: "PERMANENT_ERROR please"})
+        first = p.run()
+        assert first["errors"] == 10
+        rows = {r["review_id"]: r for r in p.target()}
+        assert all(rows[i]["error"].startswith("[transient] HTTP 503") for i in range(9))
+        assert rows[9]["error"].startswith("[permanent] HTTP 400")
+        second = p.run()
+        rows = {r["review_id"]: r for r in p.target()}
+        assert all(rows[i]["error"] is None for i in range(9))
+        assert rows[9]["error"].startswith("[permanent] HTTP 400")
+        assert (second["sent"], second["skipped"]) == (9, 1)
+        third = p.run()
+        assert third["sent"] == 0  # a permanent error stays...
+        fourth = p.run(retry_errors=True)
+        assert fourth["sent"] == 1  # ...until --retry-errors
+        assert agent.stats().requests_for(request_key("Review: PERMANENT_ERROR please")) == 2
+    one_current_row_per_key(p, range(10))
+
+
+def test_repeated_source_keys_are_refused_before_any_call(tmp_path: Path) -> None:
+    with serve_agent() as agent:
+        p = Project(tmp_path, agent)
+        p.source.write_text("review_id,text\n1,a\n2,b\n2,c\n3,d\n3,e\n3,f\n")
+        with pytest.raises(UsageError, match=r"not unique: 2 value\(s\).*'3' x3, '2' x2"):
+            p.run()
+        assert agent.stats().requests_total == 0
+        assert p.target() == []
+
+
+def test_merge_after_append_history_is_refused_with_the_way_out(project: Project) -> None:
+    project.settings.mode = "append"
+    project.run()
+    project.settings.prompt = "Review again"
+    project.run()  # append keeps both answers per key
+    assert len(project.target()) == 2 * ROWS
+    project.settings.mode = "merge"
+    project.settings.prompt = "Review a third time"
+    with pytest.raises(UsageError, match="mode overwrite"):
+        project.run()
+    project.settings.mode = "overwrite"
+    summary = project.run()
+    assert summary["table_rows"] == ROWS
+    one_current_row_per_key(project)
+    project.settings.mode = "merge"
+    assert project.run()["sent"] == 0
+    assert project.agent.stats().requests_total == 3 * ROWS
