@@ -34,7 +34,6 @@ TRANSIENT_ERROR = "[transient] "
 PERMANENT_ERROR = "[permanent] "
 
 
-
 def strip_error_kind(error: str | None) -> str | None:
     """The message of an `error` value without its kind prefix."""
     if error is None:

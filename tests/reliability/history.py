@@ -25,6 +25,7 @@ class JobSettings:
     prompt: str = "Review"
     stream: bool = False
     max_retries: int = 1
+    max_concurrency: int = 4
 
 
 @dataclass
@@ -68,6 +69,7 @@ agent:
   endpoint: {ENDPOINT}
   stream: {str(s.stream).lower()}
   max_retries: {s.max_retries}
+  max_concurrency: {s.max_concurrency}
 output:
   table: {OUTPUT}
   mode: {s.mode}
