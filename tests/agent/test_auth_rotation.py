@@ -80,7 +80,9 @@ class RotatingApp:
 
 def caller(app_auth: AuthHeaders, transport: RotatingApp) -> tuple[Caller, BodyBuilder]:
     call = CallSpec(endpoint="apps/triage", max_concurrency=2, max_retries=0)
-    endpoint = Endpoint(kind="app", name="triage", url="http://127.0.0.1:9/responses", auth=app_auth)
+    endpoint = Endpoint(
+        kind="app", name="triage", url="http://127.0.0.1:9/responses", auth=app_auth
+    )
     worker = Caller(
         call=call,
         endpoint=endpoint,
