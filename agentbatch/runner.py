@@ -215,8 +215,11 @@ def _run_fallback(
 
     from agentbatch.agent.bulk import run_bulk_sync
     from agentbatch.agent.ledger import Ledger
+    from agentbatch.agent.probe import probe_call
     from agentbatch.agent.progress import LogProgress, RichProgress
 
+    # A dead agent URL stops the run here, in seconds, before anything is created or sent.
+    probe_call(steps.call, the_plan.options.endpoint_overrides)
     if steps.ensure_target is not None:
         engine.execute(steps.ensure_target.sql)
     ledger = Ledger(ledger_path(the_plan, state_dir, root), key=the_plan.job.source.key)
