@@ -78,6 +78,19 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
     validate = command("validate", "Check job files: every error of every file, with file:line.")
     validate.add_argument("jobs", nargs="+", metavar="JOB", help="job files")
     _add_job_options(validate, target=False)
+    validate.add_argument(
+        "--target",
+        "-t",
+        help="also check each job's source on this target (local: mapped files and the local "
+        "warehouse): the table exists and request, source.where, ... bind to its columns",
+    )
+    validate.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="map a table to a file, as for run (with --target local)",
+    )
 
     render = command("render", "Print the SQL a job renders to, for a target.")
     render.add_argument("job", metavar="JOB")
@@ -180,6 +193,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(err).splitlines() or [type(err).__name__]:
             log.error("%s", line)
         return exit_code_for(err)
+    except ValueError as err:
+        # A value the models refuse (pydantic's ValidationError is a ValueError) that reached no
+        # file: one line naming what was refused, never a traceback.
+        log.error("%s", _one_line(err))
+        return 2
+
+
+def _one_line(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        problems = []
+        for problem in errors(include_url=False):
+            where = ".".join(str(part) for part in problem.get("loc", ()))
+            message = str(problem.get("msg", "")).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        return "; ".join(problems) or str(err)
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -201,7 +232,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_command(args, variables)
     if args.command == "validate":
-        return _validate(args.jobs, variables, args.project_dir)
+        tables = _pairs(args.table, "--table")
+        return _validate(args.jobs, variables, args.project_dir, args.target, tables)
     if args.command == "render":
         sys.stdout.write(
             api.render(args.job, target=args.target, vars=variables, project_dir=args.project_dir)
@@ -234,6 +266,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             options=options,
             project_dir=args.project_dir,
         )
+        _check_source(args.job, the_plan, tables, endpoints, args.project_dir)
         sys.stdout.write(explain(the_plan, with_sql=not args.no_sql))
         return 0
     result = api.run(
@@ -257,18 +290,44 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(paths: Sequence[str], variables: dict[str, Any], project_dir: Path | None) -> int:
+def _check_source(
+    path: str,
+    the_plan: Any,
+    tables: dict[str, str],
+    endpoints: dict[str, str],
+    project_dir: Path | None,
+) -> None:
+    """Mappings name the job's tables and endpoint; a reachable local source binds the spec's SQL."""
+    from agentbatch.preflight import check_local_source, check_mappings
+    from agentbatch.runner import project_dir_of
+
+    check_mappings(the_plan.job, tables, endpoints)
+    root = project_dir_of(path, project_dir)
+    check_local_source(the_plan, tables, root, required=bool(tables), origin=path)
+
+
+def _validate(
+    paths: Sequence[str],
+    variables: dict[str, Any],
+    project_dir: Path | None,
+    target: str | None = None,
+    tables: dict[str, str] | None = None,
+) -> int:
     from agentbatch import api
 
     failures = 0
     for path in paths:
         try:
-            the_plan = api.plan(path, target="local", vars=variables, project_dir=project_dir)
+            the_plan = api.plan(
+                path, target=target or "local", vars=variables, project_dir=project_dir
+            )
             if the_plan.job.evaluation is not None:
                 from agentbatch.evaluation.checks import check_evaluation
 
                 check_evaluation(the_plan.job, path)
-        except SpecError as err:
+            if target is not None:
+                _check_source(path, the_plan, tables or {}, {}, project_dir)
+        except (SpecError, UsageError) as err:
             failures += 1
             for line in str(err).splitlines():
                 sys.stderr.write(f"{line}\n")

@@ -185,6 +185,10 @@ class LocalEngine:
                 )
             if not path.exists():
                 raise UsageError(f"--table {name}={path}: no such file")
+            if path.is_file() and _blank(path):
+                raise UsageError(
+                    f"--table {name}={path}: the file is empty: no header line, no rows"
+                )
             try:
                 self._sql(
                     f"CREATE TEMP VIEW {view} AS SELECT * FROM {reader}({_duck_literal(path)})"
@@ -339,6 +343,12 @@ def _delta_dataset(path: Path) -> Any:
     except ImportError:
         raise MissingDependencyError("deltalake", "local") from None
     return DeltaTable(str(path)).to_pyarrow_dataset()
+
+
+def _blank(path: Path) -> bool:
+    """True for a file with nothing but white space in its first 4 KiB (a zero-byte CSV)."""
+    with path.open("rb") as handle:
+        return not handle.read(4096).strip()
 
 
 def _duck_literal(path: str | Path) -> str:

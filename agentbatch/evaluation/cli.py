@@ -6,6 +6,7 @@ Kept apart from `agentbatch.cli` (which only registers them) and free of heavy i
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import re
@@ -139,6 +140,7 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
     )
     if args.command == "eval":
         requirements = [_requirement(text) for text in args.require]
+        _check_scorer_names(args.job, requirements, variables, args.project_dir)
         from agentbatch.evaluation.run import evaluate
 
         result = evaluate(args.job, **common)
@@ -154,8 +156,8 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
     outcome = compare(
         args.jobs[0],
         args.jobs[1] if len(args.jobs) == 2 else None,
-        endpoint_a=args.endpoint_a,
-        endpoint_b=args.endpoint_b,
+        endpoint_a=_variant_endpoint(args.endpoint_a, "--endpoint-a", args, variables),
+        endpoint_b=_variant_endpoint(args.endpoint_b, "--endpoint-b", args, variables),
         variant_a=args.variant_a,
         variant_b=args.variant_b,
         top=args.top,
@@ -163,6 +165,46 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
     )
     _print_compare(outcome, as_json=args.json)
     return 0
+
+
+def _variant_endpoint(
+    value: str | None, flag: str, args: argparse.Namespace, variables: dict[str, Any]
+) -> str | None:
+    """An endpoint or URL; `NAME=URL` (the `--endpoint` form) names the job's endpoint it replaces."""
+    if value is None or "=" not in value:
+        return value
+    name, _, url = value.partition("=")
+    from agentbatch import api
+
+    job = api.load_job(args.jobs[0], variables, project_dir=args.project_dir)
+    if name.strip() != job.agent.endpoint:
+        raise UsageError(
+            f"{flag} {value}: the job's endpoint is {job.agent.endpoint!r}, not {name!r}; "
+            f"use {flag} {job.agent.endpoint}=URL or just {flag} URL"
+        )
+    return url.strip()
+
+
+def _check_scorer_names(
+    job_path: str,
+    requirements: Sequence[tuple[str, str, float]],
+    variables: dict[str, Any],
+    project_dir: Any,
+) -> None:
+    """A --require naming no scorer fails before the run, not after it."""
+    if not requirements:
+        return
+    from agentbatch import api
+
+    job = api.load_job(job_path, variables, project_dir=project_dir)
+    names = [entry.name for entry in job.evaluation.scorers] if job.evaluation else []
+    for scorer, _, _ in requirements:
+        if scorer not in names:
+            close = difflib.get_close_matches(scorer, names, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(
+                f"--require: no scorer {scorer!r} (scorers: {', '.join(names) or 'none'}){hint}"
+            )
 
 
 def _requirement(text: str) -> tuple[str, str, float]:
