@@ -24,9 +24,22 @@ from agentbatch.spec.models import Job
 from agentbatch.targets import Target, resolve_target
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from agentbatch.evaluation import compare, evaluate
 
-__all__ = ["Job", "Plan", "RunResult", "compare", "evaluate", "load_job", "plan", "render", "run"]
+__all__ = [
+    "Job",
+    "Plan",
+    "RunResult",
+    "compare",
+    "evaluate",
+    "load_job",
+    "plan",
+    "read_table",
+    "render",
+    "run",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -36,6 +49,23 @@ def __getattr__(name: str) -> Any:
 
         return getattr(evaluation, name)
     raise AttributeError(f"module 'agentbatch.api' has no attribute {name!r}")
+
+
+def read_table(
+    table: str,
+    target: str | Target = "local",
+    *,
+    limit: int | None = None,
+    tables: Mapping[str, Any] | None = None,
+    project_dir: str | Path | None = None,
+) -> pa.Table:
+    """Every row (or the first `limit`) of a table on a target, as `agentbatch show` prints it.
+
+    Local tables live in `<project_dir>/.agentbatch/warehouse/` unless `tables` maps them to files;
+    `project_dir` defaults to the current folder."""
+    from agentbatch.show import read_table as _read
+
+    return _read(table, target, limit=limit, tables=tables, project_dir=project_dir)
 
 
 def load_job(

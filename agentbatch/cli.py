@@ -41,6 +41,11 @@ EXAMPLES = {
   agentbatch bundle --check    # exit 1 if they are stale (CI)""",
     "compile": """examples:
   agentbatch compile jobs/*.yml --target databricks-sql --out build/sql""",
+    "show": """examples:
+  agentbatch show main.support.ticket_triage             # from the local warehouse
+  agentbatch show main.support.ticket_triage --limit 50 --json
+  agentbatch show main.support.ticket_triage --table main.support.ticket_triage=out/triage.parquet
+  agentbatch show main.support.ticket_triage --target databricks-sql""",
     "schema": """examples:
   agentbatch schema > agentbatch/schema/job.schema.json""",
 }
@@ -124,6 +129,23 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
     compile_.add_argument("jobs", nargs="+", metavar="JOB")
     compile_.add_argument("--out", type=Path, default=Path("build/sql"), help="output folder")
     _add_job_options(compile_)
+
+    show = command("show", "Print the rows of a table, from any target (default: local).")
+    show.add_argument("table", metavar="TABLE", help="table name, e.g. main.support.ticket_triage")
+    show.add_argument("--target", "-t", default="local", help="run target (default local)")
+    show.add_argument("--limit", type=int, default=20, help="at most N rows (default 20)")
+    show.add_argument("--json", action="store_true", help="one JSON object per row")
+    show.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="read a table from a file, as for run",
+    )
+    show.add_argument(
+        "--project-dir", type=Path, help="project folder holding .agentbatch/ (default: .)"
+    )
 
     command("schema", "Print the JSON Schema of job files (for editor completion).")
 
@@ -222,6 +244,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agentbatch.spec.schema import job_json_schema
 
         sys.stdout.write(json.dumps(job_json_schema(), indent=2) + "\n")
+        return 0
+    if args.command == "show":
+        from agentbatch.show import print_table, read_table
+
+        rows = read_table(
+            args.table,
+            args.target,
+            limit=args.limit,
+            tables=_pairs(args.tables, "--table"),
+            project_dir=args.project_dir,
+        )
+        print_table(rows, f"{args.table} (first {rows.num_rows} row(s))", as_json=args.json)
         return 0
     if args.command == "bundle":
         from agentbatch.bundle import bundle_command

@@ -165,6 +165,23 @@ class LocalEngine:
     def close(self) -> None:
         self._con.close()
 
+    def location(self, table: str) -> dict[str, str]:
+        """Where a table physically is: its mapped file, or the warehouse file and a query reading it.
+
+        DuckDB reserves the catalog name `main` (a file `main.duckdb` opened on its own is catalog
+        `main_db`), so the query uses the two-part name `schema.table`, which resolves in the file
+        whatever DuckDB calls its catalog."""
+        full = self._full_name(table)
+        if full in self._outputs or full in self._relations:
+            source = self._outputs.get(full)
+            return {"table": ".".join(full), "file": str(source) if source is not None else ""}
+        path = self.warehouse_dir / f"{full[0]}.duckdb"
+        return {
+            "table": ".".join(full),
+            "duckdb_file": str(path),
+            "duckdb_query": f'SELECT * FROM "{full[1]}"."{full[2]}"',
+        }
+
     # -- table mapping ----------------------------------------------------------------------------
 
     def _full_name(self, name: str) -> tuple[str, str, str]:
