@@ -31,7 +31,7 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
         if locations:
             payload["outputs"] = locations
         if result.dry_run_requests:
-            payload["requests"] = result.dry_run_requests
+            payload["requests"] = result.dry_run_requests[: max(show, 0)]
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
         return
     from rich.console import Console
@@ -44,9 +44,13 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
     for name, value in result.summary.items():
         summary.add_row(name, _format(value))
     console.print(summary)
-    if result.dry_run_requests:
-        console.print(f"first {len(result.dry_run_requests)} request(s), as they would be sent:")
-        for request in result.dry_run_requests:
+    if result.summary.get("dry_run"):
+        shown = result.dry_run_requests[: max(show, 0)]
+        console.print(
+            f"dry run: a run would send {result.summary.get('rows', 0)} row(s); "
+            f"first {len(shown)} request(s), as they would be sent (--show N for more):"
+        )
+        for request in shown:
             console.print_json(json.dumps(request, default=str))
         return
     if show > 0 and result.engine is not None:
