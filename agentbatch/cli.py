@@ -33,9 +33,20 @@ EXAMPLES = {
     "run": """examples:
   agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv \\
       --endpoint apps/triage-agent=http://127.0.0.1:8000
-  agentbatch run jobs/triage.yml --dry-run --limit 3
+  agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv --dry-run --show 3
   agentbatch run jobs/summarise.yml --target databricks-sql --var catalog=prod
-  agentbatch run jobs/triage.yml --retry-errors""",
+  agentbatch run jobs/triage.yml --retry-errors
+
+the summary:
+  rows          source rows this run selected: rows the output table already answers (same
+                request fingerprint) are not selected; a dry run: the rows a run would send now
+  sent          rows sent to the agent; ok / errors: their outcome
+  skipped       selected rows already answered in this target's checkpoint (.agentbatch/state,
+                from an earlier interrupted run): not sent again
+  reused        rows whose answer was written from that checkpoint instead of calling again
+  table_rows    the whole output table after the run (table_ok, table_errors likewise)
+  output ...    where the output table is: its file, or the local warehouse file and a query
+                that reads it (agentbatch show TABLE prints it)""",
     "bundle": """examples:
   agentbatch bundle            # regenerate resources/*.job.yml and resources/sql/ from jobs/*.yml
   agentbatch bundle --check    # exit 1 if they are stale (CI)""",
@@ -114,12 +125,17 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
     run.add_argument(
         "--dry-run",
         action="store_true",
-        help="show the first requests; call nothing, write nothing",
+        help="count the rows a run would send and show the first requests (--show N of them); "
+        "call nothing, write nothing",
     )
     run.add_argument("--state-dir", type=Path, help="checkpoint folder (default .agentbatch/state)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument(
-        "--show", type=int, default=5, metavar="N", help="print N output rows (default 5)"
+        "--show",
+        type=int,
+        default=5,
+        metavar="N",
+        help="print N output rows, or N requests of a dry run (default 5)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
