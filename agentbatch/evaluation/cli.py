@@ -271,7 +271,13 @@ def _print_eval(result: EvalResult, *, as_json: bool) -> None:
             f"{row['errors']:,}",
         )
     console.print(table)
-    console.print(f"scores:  {result.scores_table}\nmetrics: {result.metrics_table}")
+    flag = "" if result.target == "local" else f" --target {result.target}"
+    for what, name in (
+        ("answers", result.answers_table),
+        ("scores", result.scores_table),
+        ("metrics", result.metrics_table),
+    ):
+        console.print(f"{what + ':':<9}{name}  (print it: agentbatch show {name}{flag})")
     for path in result.report_files:
         console.print(f"report:  {path}")
     if result.mlflow_run_id:
