@@ -295,8 +295,12 @@ class LocalEngine:
                 replacement = exp.to_table(self._relations[full])
             else:
                 catalog, schema, name = self._physical(full, attach=writing)
-                if catalog is None:
-                    raise EngineError(f"local engine: table {'.'.join(full)} does not exist yet")
+                if catalog is None or (
+                    full not in written
+                    and full not in self._outputs
+                    and not self._has_table(catalog, schema, name)
+                ):
+                    raise EngineError(self._no_table_message(full))
                 replacement = exp.Table(
                     this=exp.to_identifier(name, quoted=True),
                     db=exp.to_identifier(schema, quoted=True),
@@ -306,6 +310,17 @@ class LocalEngine:
                 replacement.set("alias", node.args.get("alias"))
             node.replace(replacement)
         return tree.sql(dialect=self.dialect), written
+
+    def _no_table_message(self, full: tuple[str, str, str]) -> str:
+        """A missing table, in the user's terms: the mappings in use and how to map it."""
+        name = ".".join(full)
+        mapped = ", ".join(".".join(t) for t in sorted({*self._relations, *self._outputs}))
+        return (
+            f"local engine: table {name} does not exist: it is not mapped with --table "
+            f"(mapped: {mapped or 'none'}) and is not in the local warehouse "
+            f"({self.warehouse_dir / (full[0] + '.duckdb')}); map it to a file with "
+            f"--table {name}=PATH"
+        )
 
     def _run(self, statement: str, params: Mapping[str, Any] | None) -> None:
         try:

@@ -143,3 +143,23 @@ def test_a_require_naming_no_scorer_fails_before_the_run(project: Project) -> No
     )
     line = one_line_error(done)
     assert "no scorer 'label_match'" in line and "did you mean 'label_exact_match'?" in line
+
+
+def test_a_query_source_reading_a_missing_table_says_how_to_map_it(project: Project) -> None:
+    text = project.job.read_text().replace(
+        "  table: main.shop.reviews\n", '  query: "SELECT * FROM main.shop.reviewz"\n'
+    )
+    project.job.write_text(text)
+    line = one_line_error(cli(project, "run", "jobs/reviews.yml", "--endpoint", INSTANT))
+    assert "source.query: local engine: table main.shop.reviewz does not exist" in line
+    assert "--table main.shop.reviewz=PATH" in line
+    done = cli(
+        project,
+        "run",
+        "jobs/reviews.yml",
+        "--table",
+        "main.shop.reviews=reviews.csv",
+        "--endpoint",
+        INSTANT,
+    )
+    assert "did you mean main.shop.reviewz?" in one_line_error(done)
