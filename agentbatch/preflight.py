@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,28 +55,39 @@ def canonical(name: str, catalog: str = "main", schema: str = "default") -> tupl
 
 
 def check_mappings(
-    job: Job,
+    job: Job | Sequence[Job],
     tables: Iterable[str] = (),
     endpoints: Iterable[str] = (),
     *,
     extra_endpoints: Iterable[str] = (),
+    derived_outputs: bool = False,
 ) -> None:
-    """UsageError when a `--table` or `--endpoint` mapping names nothing the job uses."""
-    known = job_tables(job)
+    """UsageError when a `--table` or `--endpoint` mapping names nothing the job(s) use.
+
+    `derived_outputs`: tables named after an output table (`<output>_scores`, ...) count too."""
+    jobs = [job] if not isinstance(job, Sequence) else list(job)
+    known: dict[str, str] = {}
+    for one in jobs:
+        known.update(job_tables(one))
     by_name = {canonical(name): name for name in known}
+    outputs = [canonical(one.output.table) for one in jobs]
     for name in tables:
-        if canonical(name) not in by_name:
+        full = canonical(name)
+        derived = derived_outputs and any(
+            full[:-1] == out[:-1] and full[-1].startswith(out[-1] + "_") for out in outputs
+        )
+        if full not in by_name and not derived:
             choices = ", ".join(f"{table} ({key})" for table, key in known.items())
             raise UsageError(
                 f"--table {name}=...: the job uses no table {name}{_suggest(name, known)}; "
                 f"its tables: {choices}"
             )
-    used = [job.agent.endpoint, *extra_endpoints]
+    used = list(dict.fromkeys([*(one.agent.endpoint for one in jobs), *extra_endpoints]))
     for name in endpoints:
         if name not in used:
             raise UsageError(
                 f"--endpoint {name}=...: the job calls no endpoint {name}{_suggest(name, used)}; "
-                f"it calls: {', '.join(used)} (agent.endpoint)"
+                f"it calls: {', '.join(used)}"
             )
 
 
@@ -96,7 +107,7 @@ def check_source(
     if source.table is not None:
         if not engine.table_exists(source.table):
             raise UsageError(prefix + _no_such_table(source.table, tables, warehouse))
-        relation = quoting.table(source.table)
+        relation: str = quoting.table(source.table)
         what = source.table
     elif source.query:
         relation = f"({quoting.query(source.query)}) AS source_query"
@@ -121,7 +132,7 @@ def check_source(
 
 def _spec_sql(job: Job) -> list[tuple[str, str]]:
     source = job.source
-    values = [("source.key", quoting.identifier(source.key))]
+    values: list[tuple[str, str]] = [("source.key", quoting.identifier(source.key))]
     values += [
         (f"source.columns[{number}]", quoting.identifier(column))
         for number, column in enumerate(source.columns)

@@ -138,6 +138,9 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
         mlflow=args.mlflow,
         experiment=args.experiment,
     )
+    _check_mappings(
+        [args.job] if args.command == "eval" else args.jobs, common, variables, args.project_dir
+    )
     if args.command == "eval":
         requirements = [_requirement(text) for text in args.require]
         _check_scorer_names(args.job, requirements, variables, args.project_dir)
@@ -183,6 +186,30 @@ def _variant_endpoint(
             f"use {flag} {job.agent.endpoint}=URL or just {flag} URL"
         )
     return url.strip()
+
+
+def _check_mappings(
+    paths: Sequence[str], common: dict[str, Any], variables: dict[str, Any], project_dir: Any
+) -> None:
+    """`--table` / `--endpoint` must name a table or endpoint of the job(s) or their judges."""
+    from agentbatch import api
+    from agentbatch.preflight import check_mappings
+
+    jobs = [api.load_job(path, variables, project_dir=project_dir) for path in paths[:2]]
+    judges = [
+        str(endpoint)
+        for job in jobs
+        if job.evaluation is not None
+        for entry in job.evaluation.scorers
+        if (endpoint := getattr(entry.options, "endpoint", None))
+    ]
+    check_mappings(
+        jobs,
+        common["tables"],
+        common["endpoints"],
+        extra_endpoints=judges,
+        derived_outputs=True,
+    )
 
 
 def _check_scorer_names(

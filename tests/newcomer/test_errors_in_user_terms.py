@@ -163,3 +163,16 @@ def test_a_query_source_reading_a_missing_table_says_how_to_map_it(project: Proj
         INSTANT,
     )
     assert "did you mean main.shop.reviewz?" in one_line_error(done)
+
+
+def test_eval_refuses_an_endpoint_mapping_that_matches_nothing(project: Project) -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = cli(
+        project,
+        "eval",
+        str(root / "jobs" / "eval_triage.yml"),
+        "--endpoint",
+        "apps/triage-agnt=http://127.0.0.1:9",
+    )
+    line = one_line_error(done)
+    assert "the job calls no endpoint apps/triage-agnt (did you mean apps/triage-agent?)" in line
