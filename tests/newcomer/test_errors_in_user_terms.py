@@ -176,3 +176,28 @@ def test_eval_refuses_an_endpoint_mapping_that_matches_nothing(project: Project)
     )
     line = one_line_error(done)
     assert "the job calls no endpoint apps/triage-agnt (did you mean apps/triage-agent?)" in line
+
+
+def test_a_dead_endpoint_stops_the_cli_run_with_the_cause_and_no_output(project: Project) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = project.root / "out" / "sentiment.parquet"
+    done = cli(
+        project,
+        "run",
+        "jobs/reviews.yml",
+        "--table",
+        "main.shop.reviews=reviews.csv",
+        "--table",
+        f"main.shop.review_sentiment={out}",
+        "--endpoint",
+        f"apps/review-agent=http://127.0.0.1:{port}",
+        timeout=60,  # one probe, no per-row retries: seconds, not the minute 50 rows took
+    )
+    line = one_line_error(done, code=6)
+    assert f"127.0.0.1:{port}/responses) is unreachable: connection refused" in line
+    assert not out.exists()
+    assert not (project.root / ".agentbatch" / "state").exists()
