@@ -353,7 +353,13 @@ def _check_source(
 
     check_mappings(the_plan.job, tables, endpoints)
     root = project_dir_of(path, project_dir)
-    check_local_source(the_plan, tables, root, required=bool(tables), origin=path)
+    checked = check_local_source(the_plan, tables, root, required=bool(tables), origin=path)
+    if not checked and the_plan.target.engine == "local":
+        log.info(
+            "%s: the source is neither mapped with --table nor in the local warehouse: "
+            "its columns were not checked",
+            path,
+        )
 
 
 def _validate(
