@@ -118,8 +118,12 @@ def run(
     Before anything is sent: every `tables` / `endpoints` mapping must name a table or endpoint of
     the job, and on the local target the source must exist and every SQL value of the spec must
     bind against its columns (errors name the spec key and list the columns)."""
+    from agentbatch.errors import UsageError
     from agentbatch.preflight import check_local_source, check_mappings
 
+    limit = options.get("limit")
+    if limit is not None and limit <= 0:
+        raise UsageError("limit must be a positive number of rows")
     root = project_dir_of(job, project_dir)
     the_job = resolve_job(job, vars, [root / "sqltemplates"])
     check_mappings(the_job, tables or {}, endpoints or {})
