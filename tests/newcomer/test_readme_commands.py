@@ -143,6 +143,7 @@ def _serve(command: Command, cwd: Path) -> None:
         process.wait(timeout=30)
 
 
+@pytest.mark.slow  # tens of seconds: every documented command, as a subprocess
 @pytest.mark.parametrize("doc", DOCS, ids=lambda path: path.name)
 def test_every_command_in_the_docs_runs(
     doc: Path, tmp_path: Path, agents: tuple[AgentServer, AgentServer]
