@@ -71,7 +71,7 @@ def describe_location(where: Mapping[str, str]) -> str:
     if where.get("duckdb_file"):
         return (
             f"{table}: local warehouse file {where['duckdb_file']}; read it with "
-            f"`agentbatch show {table}` or in DuckDB: {where['duckdb_query']}"
+            f"`agentbatch show {table}`, or DuckDB on that file: {where['duckdb_query']}"
         )
     return f"{table}: read it with `agentbatch show {table} --target {where.get('target', '')}`"
 
