@@ -1,6 +1,7 @@
 """agentbatch: run Databricks agents and models over whole tables.
 
-The public API (`load_job`, `plan`, `render`, `run`) is imported on first use, so `import agentbatch`
+The public API (`load_job`, `plan`, `render`, `run`, `read_table`, `evaluate`, `compare`, and the
+types `Job`, `Plan`, `RunResult`) is imported on first use, so `import agentbatch`
 stays light: no pandas, pyspark, duckdb or databricks.sql until a run needs them.
 """
 
@@ -9,10 +10,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["compare", "evaluate", "load_job", "plan", "render", "run"]
+__all__ = [
+    "Job",
+    "Plan",
+    "RunResult",
+    "compare",
+    "evaluate",
+    "load_job",
+    "plan",
+    "read_table",
+    "render",
+    "run",
+]
 
 if TYPE_CHECKING:
-    from agentbatch.api import load_job, plan, render, run
+    from agentbatch.api import Job, Plan, RunResult, load_job, plan, read_table, render, run
     from agentbatch.evaluation import compare, evaluate
 
 
@@ -22,3 +34,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'agentbatch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # Completion in notebooks lists the lazily imported API too.
+    return sorted({*__all__, "__version__"})

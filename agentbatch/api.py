@@ -16,16 +16,30 @@ from typing import TYPE_CHECKING, Any
 
 from agentbatch.explain import render_sql
 from agentbatch.planner import Plan, RunOptions
-from agentbatch.runner import RunResult, project_dir_of, run
+from agentbatch.runner import RunResult, project_dir_of, resolve_job
 from agentbatch.runner import plan as _plan
+from agentbatch.runner import run as _run
 from agentbatch.spec.loader import load_job as _load_job
 from agentbatch.spec.models import Job
-from agentbatch.targets import Target
+from agentbatch.targets import Target, resolve_target
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from agentbatch.evaluation import compare, evaluate
 
-__all__ = ["Job", "Plan", "RunResult", "compare", "evaluate", "load_job", "plan", "render", "run"]
+__all__ = [
+    "Job",
+    "Plan",
+    "RunResult",
+    "compare",
+    "evaluate",
+    "load_job",
+    "plan",
+    "read_table",
+    "render",
+    "run",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -35,6 +49,23 @@ def __getattr__(name: str) -> Any:
 
         return getattr(evaluation, name)
     raise AttributeError(f"module 'agentbatch.api' has no attribute {name!r}")
+
+
+def read_table(
+    table: str,
+    target: str | Target = "local",
+    *,
+    limit: int | None = None,
+    tables: Mapping[str, Any] | None = None,
+    project_dir: str | Path | None = None,
+) -> pa.Table:
+    """Every row (or the first `limit`) of a table on a target, as `agentbatch show` prints it.
+
+    Local tables live in `<project_dir>/.agentbatch/warehouse/` unless `tables` maps them to files;
+    `project_dir` defaults to the current folder."""
+    from agentbatch.show import read_table as _read
+
+    return _read(table, target, limit=limit, tables=tables, project_dir=project_dir)
 
 
 def load_job(
@@ -69,3 +100,43 @@ def render(
 ) -> str:
     """The job's SQL statements for `target` (Databricks SQL, each ending in `;`)."""
     return render_sql(plan(job, target, vars=vars, project_dir=project_dir))
+
+
+def run(
+    job: Job | str | Path,
+    target: str | Target = "local",
+    *,
+    vars: Mapping[str, Any] | None = None,
+    tables: Mapping[str, Any] | None = None,
+    endpoints: Mapping[str, str] | None = None,
+    project_dir: str | Path | None = None,
+    settings: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> RunResult:
+    """Run one job on a target (see `agentbatch.runner.run` for every option).
+
+    Before anything is sent: every `tables` / `endpoints` mapping must name a table or endpoint of
+    the job, and on the local target the source must exist and every SQL value of the spec must
+    bind against its columns (errors name the spec key and list the columns)."""
+    from agentbatch.errors import UsageError
+    from agentbatch.preflight import check_local_source, check_mappings
+
+    limit = options.get("limit")
+    if limit is not None and limit <= 0:
+        raise UsageError("limit must be a positive number of rows")
+    root = project_dir_of(job, project_dir)
+    the_job = resolve_job(job, vars, [root / "sqltemplates"])
+    check_mappings(the_job, tables or {}, endpoints or {})
+    chosen = target if isinstance(target, Target) else resolve_target(target, root)
+    if settings:
+        chosen = chosen.with_settings(**settings)
+    origin = str(job) if isinstance(job, (str, Path)) else ""
+    check_local_source(plan(the_job, chosen, project_dir=root), tables or {}, root, origin=origin)
+    return _run(
+        the_job,
+        chosen,
+        tables=tables,
+        endpoints=endpoints,
+        project_dir=root,
+        **options,
+    )

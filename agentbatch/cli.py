@@ -33,14 +33,30 @@ EXAMPLES = {
     "run": """examples:
   agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv \\
       --endpoint apps/triage-agent=http://127.0.0.1:8000
-  agentbatch run jobs/triage.yml --dry-run --limit 3
+  agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv --dry-run --show 3
   agentbatch run jobs/summarise.yml --target databricks-sql --var catalog=prod
-  agentbatch run jobs/triage.yml --retry-errors""",
+  agentbatch run jobs/triage.yml --retry-errors
+
+the summary:
+  rows          source rows this run selected: rows the output table already answers (same
+                request fingerprint) are not selected; a dry run: the rows a run would send now
+  sent          rows sent to the agent; ok / errors: their outcome
+  skipped       selected rows already answered in this target's checkpoint (.agentbatch/state,
+                from an earlier interrupted run): not sent again
+  reused        rows whose answer was written from that checkpoint instead of calling again
+  table_rows    the whole output table after the run (table_ok, table_errors likewise)
+  output ...    where the output table is: its file, or the local warehouse file and a query
+                that reads it (agentbatch show TABLE prints it)""",
     "bundle": """examples:
   agentbatch bundle            # regenerate resources/*.job.yml and resources/sql/ from jobs/*.yml
   agentbatch bundle --check    # exit 1 if they are stale (CI)""",
     "compile": """examples:
   agentbatch compile jobs/*.yml --target databricks-sql --out build/sql""",
+    "show": """examples:
+  agentbatch show main.support.ticket_triage             # from the local warehouse
+  agentbatch show main.support.ticket_triage --limit 50 --json
+  agentbatch show main.support.ticket_triage --table main.support.ticket_triage=out/triage.parquet
+  agentbatch show main.support.ticket_triage --target databricks-sql""",
     "schema": """examples:
   agentbatch schema > agentbatch/schema/job.schema.json""",
 }
@@ -78,6 +94,19 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
     validate = command("validate", "Check job files: every error of every file, with file:line.")
     validate.add_argument("jobs", nargs="+", metavar="JOB", help="job files")
     _add_job_options(validate, target=False)
+    validate.add_argument(
+        "--target",
+        "-t",
+        help="also check each job's source on this target (local: mapped files and the local "
+        "warehouse): the table exists and request, source.where, ... bind to its columns",
+    )
+    validate.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="map a table to a file, as for run (with --target local)",
+    )
 
     render = command("render", "Print the SQL a job renders to, for a target.")
     render.add_argument("job", metavar="JOB")
@@ -96,12 +125,17 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
     run.add_argument(
         "--dry-run",
         action="store_true",
-        help="show the first requests; call nothing, write nothing",
+        help="count the rows a run would send and show the first requests (--show N of them); "
+        "call nothing, write nothing",
     )
     run.add_argument("--state-dir", type=Path, help="checkpoint folder (default .agentbatch/state)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument(
-        "--show", type=int, default=5, metavar="N", help="print N output rows (default 5)"
+        "--show",
+        type=int,
+        default=5,
+        metavar="N",
+        help="print N output rows, or N requests of a dry run (default 5)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -111,6 +145,23 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
     compile_.add_argument("jobs", nargs="+", metavar="JOB")
     compile_.add_argument("--out", type=Path, default=Path("build/sql"), help="output folder")
     _add_job_options(compile_)
+
+    show = command("show", "Print the rows of a table, from any target (default: local).")
+    show.add_argument("table", metavar="TABLE", help="table name, e.g. main.support.ticket_triage")
+    show.add_argument("--target", "-t", default="local", help="run target (default local)")
+    show.add_argument("--limit", type=int, default=20, help="at most N rows (default 20)")
+    show.add_argument("--json", action="store_true", help="one JSON object per row")
+    show.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="read a table from a file, as for run",
+    )
+    show.add_argument(
+        "--project-dir", type=Path, help="project folder holding .agentbatch/ (default: .)"
+    )
 
     command("schema", "Print the JSON Schema of job files (for editor completion).")
 
@@ -180,6 +231,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(err).splitlines() or [type(err).__name__]:
             log.error("%s", line)
         return exit_code_for(err)
+    except ValueError as err:
+        # A value the models refuse (pydantic's ValidationError is a ValueError) that reached no
+        # file: one line naming what was refused, never a traceback.
+        log.error("%s", _one_line(err))
+        return 2
+
+
+def _one_line(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        problems = []
+        for problem in errors(include_url=False):
+            where = ".".join(str(part) for part in problem.get("loc", ()))
+            message = str(problem.get("msg", "")).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        return "; ".join(problems) or str(err)
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -192,6 +261,18 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         sys.stdout.write(json.dumps(job_json_schema(), indent=2) + "\n")
         return 0
+    if args.command == "show":
+        from agentbatch.show import print_table, read_table
+
+        rows = read_table(
+            args.table,
+            args.target,
+            limit=args.limit,
+            tables=_pairs(args.tables, "--table"),
+            project_dir=args.project_dir,
+        )
+        print_table(rows, f"{args.table} (first {rows.num_rows} row(s))", as_json=args.json)
+        return 0
     if args.command == "bundle":
         from agentbatch.bundle import bundle_command
 
@@ -201,7 +282,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_command(args, variables)
     if args.command == "validate":
-        return _validate(args.jobs, variables, args.project_dir)
+        tables = _pairs(args.table, "--table")
+        return _validate(args.jobs, variables, args.project_dir, args.target, tables)
     if args.command == "render":
         sys.stdout.write(
             api.render(args.job, target=args.target, vars=variables, project_dir=args.project_dir)
@@ -234,6 +316,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             options=options,
             project_dir=args.project_dir,
         )
+        _check_source(args.job, the_plan, tables, endpoints, args.project_dir)
         sys.stdout.write(explain(the_plan, with_sql=not args.no_sql))
         return 0
     result = api.run(
@@ -257,18 +340,50 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(paths: Sequence[str], variables: dict[str, Any], project_dir: Path | None) -> int:
+def _check_source(
+    path: str,
+    the_plan: Any,
+    tables: dict[str, str],
+    endpoints: dict[str, str],
+    project_dir: Path | None,
+) -> None:
+    """Mappings name the job's tables and endpoint; a reachable local source binds the spec's SQL."""
+    from agentbatch.preflight import check_local_source, check_mappings
+    from agentbatch.runner import project_dir_of
+
+    check_mappings(the_plan.job, tables, endpoints)
+    root = project_dir_of(path, project_dir)
+    checked = check_local_source(the_plan, tables, root, required=bool(tables), origin=path)
+    if not checked and the_plan.target.engine == "local":
+        log.info(
+            "%s: the source is neither mapped with --table nor in the local warehouse: "
+            "its columns were not checked",
+            path,
+        )
+
+
+def _validate(
+    paths: Sequence[str],
+    variables: dict[str, Any],
+    project_dir: Path | None,
+    target: str | None = None,
+    tables: dict[str, str] | None = None,
+) -> int:
     from agentbatch import api
 
     failures = 0
     for path in paths:
         try:
-            the_plan = api.plan(path, target="local", vars=variables, project_dir=project_dir)
+            the_plan = api.plan(
+                path, target=target or "local", vars=variables, project_dir=project_dir
+            )
             if the_plan.job.evaluation is not None:
                 from agentbatch.evaluation.checks import check_evaluation
 
                 check_evaluation(the_plan.job, path)
-        except SpecError as err:
+            if target is not None:
+                _check_source(path, the_plan, tables or {}, {}, project_dir)
+        except (SpecError, UsageError) as err:
             failures += 1
             for line in str(err).splitlines():
                 sys.stderr.write(f"{line}\n")

@@ -1,5 +1,6 @@
-"""Dry-run: plan, evaluate the input side on a sample, show the first requests exactly as they would
-be sent. No agent call is made and nothing is written."""
+"""Dry-run: plan, count the rows a run would send, and build the first requests exactly as they
+would be sent (up to `--limit`, else `SAMPLE_ROWS`; the report prints `--show N` of them). No agent
+call is made and nothing is written."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
     from agentbatch.planner import Plan
     from agentbatch.runner import RunResult
 
-SAMPLE_ROWS = 5
+# Requests built for the report to show; `--show N` prints the first N.
+SAMPLE_ROWS = 100
 
 
 def dry_run(plan: Plan, engine: Engine, root: Path) -> RunResult:
@@ -36,35 +38,44 @@ def dry_run(plan: Plan, engine: Engine, root: Path) -> RunResult:
         call_spec(plan.job), response_format=parse_response_format(fmt) if fmt else None
     )
     requests: list[dict[str, Any]] = []
-    rows = 0
     for batch in engine.fetch_batches(_inputs_sql(sample_plan), batch_rows=limit):
         for row in batch.to_pylist():
-            rows += 1
             if len(requests) < limit:
                 body = json.loads(builder.build(row[REQUEST_COLUMN]))
                 requests.append({"key": row[plan.job.source.key], "body": body})
         if len(requests) >= limit:
             break
+    counted = engine.fetch_one(
+        f"SELECT count(*) AS n FROM ({_inputs_sql(sample_plan, sample=False)})"
+    )
     summary = {
         "job": plan.job.name,
         "target": plan.target.name,
         "strategy": plan.strategy,
         "dry_run": True,
-        "rows": 0,
+        # The rows a run would select to send now (at most --limit).
+        "rows": int(counted.get("n") or 0),
         "errors": 0,
         "sampled_rows": len(requests),
     }
     return RunResult(plan=plan, summary=summary, engine=None, dry_run_requests=requests)
 
 
-def _inputs_sql(plan: Plan) -> str:
+def _inputs_sql(plan: Plan, *, sample: bool = True) -> str:
+    """The selection of rows to send (on push-down, `sample`: at most the sample's size)."""
     if isinstance(plan.steps, PushDown):
-        # The push-down statement embeds the same selection; render it on its own for the sample.
+        # The push-down statement embeds the same selection; render it on its own.
         renderer = Renderer(plan.job)
+        run_limit = (plan.options.limit or SAMPLE_ROWS) if sample else plan.options.limit
         context = job_context(
             plan.job,
             plan.call_fingerprint,
-            RenderOptions(incremental=False, run_limit=plan.options.limit or SAMPLE_ROWS),
+            RenderOptions(
+                # Rows the target already answers are not sent again (merge and append).
+                incremental=plan.job.output.mode != "overwrite" and not plan.options.full_refresh,
+                retry_errors=plan.options.retry_errors,
+                run_limit=run_limit,
+            ),
         )
         return renderer.render("inputs.sql", context)
     return plan.steps.inputs.sql

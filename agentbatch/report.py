@@ -10,11 +10,28 @@ if TYPE_CHECKING:
     from agentbatch.runner import RunResult
 
 
+def output_locations(result: RunResult) -> list[dict[str, str]]:
+    """Where each output table physically is (see `agentbatch.show.describe_location`)."""
+    if result.engine is None:
+        return []
+    table = result.plan.job.output.table
+    locate = getattr(result.engine, "location", None)
+    if locate is not None:
+        where: dict[str, str] = locate(table)
+        return [where]
+    return [{"table": table, "target": result.plan.target.name}]
+
+
 def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> None:
+    from agentbatch.show import describe_location
+
+    locations = output_locations(result)
     if as_json:
         payload: dict[str, Any] = {"summary": result.summary}
+        if locations:
+            payload["outputs"] = locations
         if result.dry_run_requests:
-            payload["requests"] = result.dry_run_requests
+            payload["requests"] = result.dry_run_requests[: max(show, 0)]
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
         return
     from rich.console import Console
@@ -27,9 +44,13 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
     for name, value in result.summary.items():
         summary.add_row(name, _format(value))
     console.print(summary)
-    if result.dry_run_requests:
-        console.print(f"first {len(result.dry_run_requests)} request(s), as they would be sent:")
-        for request in result.dry_run_requests:
+    if result.summary.get("dry_run"):
+        shown = result.dry_run_requests[: max(show, 0)]
+        console.print(
+            f"dry run: a run would send {result.summary.get('rows', 0)} row(s); "
+            f"first {len(shown)} request(s), as they would be sent (--show N for more):"
+        )
+        for request in shown:
             console.print_json(json.dumps(request, default=str))
         return
     if show > 0 and result.engine is not None:
@@ -45,6 +66,8 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
             for row in rows.select(columns).to_pylist():
                 table.add_row(*(_format(row[c], limit=60) for c in columns))
             console.print(table)
+    for where in locations:
+        console.print(f"output {describe_location(where)}", highlight=False, soft_wrap=True)
 
 
 def _format(value: Any, limit: int = 200) -> str:

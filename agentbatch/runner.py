@@ -36,7 +36,8 @@ WAREHOUSE_DIR = Path(".agentbatch") / "warehouse"
 
 @dataclass
 class RunResult:
-    """What a run did. `summary` is a plain dict; `to_pandas()` reads the rows this run wrote.
+    """What a run did. `summary` is a plain dict; `to_pandas()` reads the rows this run wrote,
+    `to_pandas(whole_table=True)` the whole output table (earlier runs' rows too).
 
     It keeps the engine open for `to_pandas()`: close it (or use `with`) when done."""
 
@@ -57,17 +58,19 @@ class RunResult:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def to_pandas(self) -> pd.DataFrame:
-        return self.to_arrow().to_pandas()
+    def to_pandas(self, *, whole_table: bool = False) -> pd.DataFrame:
+        """The rows this run wrote; with `whole_table=True`, every row of the output table."""
+        return self.to_arrow(whole_table=whole_table).to_pandas()
 
-    def to_arrow(self) -> pa.Table:
+    def to_arrow(self, *, whole_table: bool = False) -> pa.Table:
+        """As `to_pandas`, as an Arrow table."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         if self.engine is None:
             return pa.table({})
         table = self.engine.read_table(self.plan.job.output.table)
-        if "answered_at" not in table.column_names or not len(table):
+        if whole_table or "answered_at" not in table.column_names or not len(table):
             return table
         started = pa.scalar(
             self.plan.options.started_at, type=table.schema.field("answered_at").type
@@ -240,6 +243,10 @@ def _run_fallback(
     root: Path,
     progress: bool,
 ) -> dict[str, Any]:
+    from agentbatch.agent.probe import probe_call
+
+    # A dead agent URL stops the run here, in seconds, before anything is created or sent.
+    probe_call(steps.call, the_plan.options.endpoint_overrides)
     counts = preflight(the_plan, engine)
     distributed = getattr(engine, "run_rest_fallback", None)
     if distributed is not None:

@@ -165,6 +165,23 @@ class LocalEngine:
     def close(self) -> None:
         self._con.close()
 
+    def location(self, table: str) -> dict[str, str]:
+        """Where a table physically is: its mapped file, or the warehouse file and a query reading it.
+
+        DuckDB reserves the catalog name `main` (a file `main.duckdb` opened on its own is catalog
+        `main_db`), so the query uses the two-part name `schema.table`, which resolves in the file
+        whatever DuckDB calls its catalog."""
+        full = self._full_name(table)
+        if full in self._outputs or full in self._relations:
+            source = self._outputs.get(full)
+            return {"table": ".".join(full), "file": str(source) if source is not None else ""}
+        path = self.warehouse_dir / f"{full[0]}.duckdb"
+        return {
+            "table": ".".join(full),
+            "duckdb_file": str(path),
+            "duckdb_query": f'SELECT * FROM "{full[1]}"."{full[2]}"',
+        }
+
     # -- table mapping ----------------------------------------------------------------------------
 
     def _full_name(self, name: str) -> tuple[str, str, str]:
@@ -185,6 +202,10 @@ class LocalEngine:
                 )
             if not path.exists():
                 raise UsageError(f"--table {name}={path}: no such file")
+            if path.is_file() and _blank(path):
+                raise UsageError(
+                    f"--table {name}={path}: the file is empty: no header line, no rows"
+                )
             try:
                 self._sql(
                     f"CREATE TEMP VIEW {view} AS SELECT * FROM {reader}({_duck_literal(path)})"
@@ -274,8 +295,12 @@ class LocalEngine:
                 replacement = exp.to_table(self._relations[full])
             else:
                 catalog, schema, name = self._physical(full, attach=writing)
-                if catalog is None:
-                    raise EngineError(f"local engine: table {'.'.join(full)} does not exist yet")
+                if catalog is None or (
+                    full not in written
+                    and full not in self._outputs
+                    and not self._has_table(catalog, schema, name)
+                ):
+                    raise EngineError(self._no_table_message(full))
                 replacement = exp.Table(
                     this=exp.to_identifier(name, quoted=True),
                     db=exp.to_identifier(schema, quoted=True),
@@ -285,6 +310,17 @@ class LocalEngine:
                 replacement.set("alias", node.args.get("alias"))
             node.replace(replacement)
         return tree.sql(dialect=self.dialect), written
+
+    def _no_table_message(self, full: tuple[str, str, str]) -> str:
+        """A missing table, in the user's terms: the mappings in use and how to map it."""
+        name = ".".join(full)
+        mapped = ", ".join(".".join(t) for t in sorted({*self._relations, *self._outputs}))
+        return (
+            f"local engine: table {name} does not exist: it is not mapped with --table "
+            f"(mapped: {mapped or 'none'}) and is not in the local warehouse "
+            f"({self.warehouse_dir / (full[0] + '.duckdb')}); map it to a file with "
+            f"--table {name}=PATH"
+        )
 
     def _run(self, statement: str, params: Mapping[str, Any] | None) -> None:
         try:
@@ -339,6 +375,12 @@ def _delta_dataset(path: Path) -> Any:
     except ImportError:
         raise MissingDependencyError("deltalake", "local") from None
     return DeltaTable(str(path)).to_pyarrow_dataset()
+
+
+def _blank(path: Path) -> bool:
+    """True for a file with nothing but white space in its first 4 KiB (a zero-byte CSV)."""
+    with path.open("rb") as handle:
+        return not handle.read(4096).strip()
 
 
 def _duck_literal(path: str | Path) -> str:

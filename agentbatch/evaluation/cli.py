@@ -6,6 +6,7 @@ Kept apart from `agentbatch.cli` (which only registers them) and free of heavy i
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import re
@@ -137,8 +138,12 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
         mlflow=args.mlflow,
         experiment=args.experiment,
     )
+    _check_mappings(
+        [args.job] if args.command == "eval" else args.jobs, common, variables, args.project_dir
+    )
     if args.command == "eval":
         requirements = [_requirement(text) for text in args.require]
+        _check_scorer_names(args.job, requirements, variables, args.project_dir)
         from agentbatch.evaluation.run import evaluate
 
         result = evaluate(args.job, **common)
@@ -154,8 +159,8 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
     outcome = compare(
         args.jobs[0],
         args.jobs[1] if len(args.jobs) == 2 else None,
-        endpoint_a=args.endpoint_a,
-        endpoint_b=args.endpoint_b,
+        endpoint_a=_variant_endpoint(args.endpoint_a, "--endpoint-a", args, variables),
+        endpoint_b=_variant_endpoint(args.endpoint_b, "--endpoint-b", args, variables),
         variant_a=args.variant_a,
         variant_b=args.variant_b,
         top=args.top,
@@ -163,6 +168,70 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
     )
     _print_compare(outcome, as_json=args.json)
     return 0
+
+
+def _variant_endpoint(
+    value: str | None, flag: str, args: argparse.Namespace, variables: dict[str, Any]
+) -> str | None:
+    """An endpoint or URL; `NAME=URL` (the `--endpoint` form) names the job's endpoint it replaces."""
+    if value is None or "=" not in value:
+        return value
+    name, _, url = value.partition("=")
+    from agentbatch import api
+
+    job = api.load_job(args.jobs[0], variables, project_dir=args.project_dir)
+    if name.strip() != job.agent.endpoint:
+        raise UsageError(
+            f"{flag} {value}: the job's endpoint is {job.agent.endpoint!r}, not {name!r}; "
+            f"use {flag} {job.agent.endpoint}=URL or just {flag} URL"
+        )
+    return url.strip()
+
+
+def _check_mappings(
+    paths: Sequence[str], common: dict[str, Any], variables: dict[str, Any], project_dir: Any
+) -> None:
+    """`--table` / `--endpoint` must name a table or endpoint of the job(s) or their judges."""
+    from agentbatch import api
+    from agentbatch.preflight import check_mappings
+
+    jobs = [api.load_job(path, variables, project_dir=project_dir) for path in paths[:2]]
+    judges = [
+        str(endpoint)
+        for job in jobs
+        if job.evaluation is not None
+        for entry in job.evaluation.scorers
+        if (endpoint := getattr(entry.options, "endpoint", None))
+    ]
+    check_mappings(
+        jobs,
+        common["tables"],
+        common["endpoints"],
+        extra_endpoints=judges,
+        derived_outputs=True,
+    )
+
+
+def _check_scorer_names(
+    job_path: str,
+    requirements: Sequence[tuple[str, str, float]],
+    variables: dict[str, Any],
+    project_dir: Any,
+) -> None:
+    """A --require naming no scorer fails before the run, not after it."""
+    if not requirements:
+        return
+    from agentbatch import api
+
+    job = api.load_job(job_path, variables, project_dir=project_dir)
+    names = [entry.name for entry in job.evaluation.scorers] if job.evaluation else []
+    for scorer, _, _ in requirements:
+        if scorer not in names:
+            close = difflib.get_close_matches(scorer, names, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(
+                f"--require: no scorer {scorer!r} (scorers: {', '.join(names) or 'none'}){hint}"
+            )
 
 
 def _requirement(text: str) -> tuple[str, str, float]:
@@ -229,7 +298,13 @@ def _print_eval(result: EvalResult, *, as_json: bool) -> None:
             f"{row['errors']:,}",
         )
     console.print(table)
-    console.print(f"scores:  {result.scores_table}\nmetrics: {result.metrics_table}")
+    flag = "" if result.target == "local" else f" --target {result.target}"
+    for what, name in (
+        ("answers", result.answers_table),
+        ("scores", result.scores_table),
+        ("metrics", result.metrics_table),
+    ):
+        console.print(f"{what + ':':<9}{name}  (print it: agentbatch show {name}{flag})")
     for path in result.report_files:
         console.print(f"report:  {path}")
     if result.mlflow_run_id:

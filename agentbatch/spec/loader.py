@@ -6,6 +6,8 @@ Every error is one line naming file, line and key path, e.g.
 
 from __future__ import annotations
 
+import difflib
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -109,7 +111,7 @@ def _format_validation_error(err: ValidationError, doc: YamlDocument) -> str:
         path = _doc_path(problem["loc"], doc.value)
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" + _did_you_mean(problem["loc"])
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         line = f"{doc.where(path)}: {dotted(path)}: {message}"
@@ -119,6 +121,38 @@ def _format_validation_error(err: ValidationError, doc: YamlDocument) -> str:
         seen.add(key)
         lines.append(line)
     return "\n".join(lines)
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    """`; did you mean 'columns'?` for a misspelt key, from the keys the model at `loc` takes."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    allowed = _model_keys(loc[:-1])
+    close = difflib.get_close_matches(loc[-1], sorted(allowed), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _model_keys(loc: tuple[int | str, ...]) -> set[str]:
+    model: Any = Job
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or not isinstance(part, str) or part not in fields:
+            continue  # list indexes and union tags
+        model = _model_in(fields[part].annotation)
+        if model is None:
+            return set()
+    fields = getattr(model, "model_fields", None) or {}
+    return {field.alias or name for name, field in fields.items()}
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def _doc_path(loc: tuple[int | str, ...], value: Any) -> KeyPath:

@@ -8,6 +8,7 @@ In-process (tests)::
 
 As a process (demo, benchmarks, chaos tests); the first stdout line is the base URL::
 
+    python -m agentbatch.testing.agent_server                 # http://127.0.0.1:8000
     python -m agentbatch.testing.agent_server --port 0 --latency-ms 50 --capacity 32
 
 Every FaultConfig field is an option (`--p-server-error 0.1`, `--fail-first 2`, ...), and
@@ -22,6 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -102,12 +104,39 @@ def serve_agent(
 # -- command line ---------------------------------------------------------------------------
 
 
+DEFAULT_PORT = 8000
+
+DESCRIPTION = f"""Serve the demo agent on 127.0.0.1 (port {DEFAULT_PORT} by default).
+
+It speaks the Databricks Apps agent protocol (POST /responses, /invocations) and the Model Serving
+routes (POST /serving-endpoints/<name>/invocations, ...), so a job reaches it with
+  agentbatch run JOB --endpoint apps/<name>=http://127.0.0.1:{DEFAULT_PORT}
+
+What it answers (deterministic: the same prompt gets the same answer):
+  - a prompt that says "classify" or "triage" and mentions a "ticket": the ticket's label, from
+    keyword rules (billing, bug, account, feature_request, other); with a response_format, the
+    JSON object {{"label": ..., "urgency": 1-5}};
+  - any other prompt: "answer: <the first 80 characters of the prompt>"; with a response_format,
+    {{"answer": "answer: ..."}} (which has none of your format's fields unless one is `answer`).
+Faults are off unless asked for (--p-server-error 0.1, --latency-ms 50, --capacity 8, ...).
+
+The base URL is the first line on stdout. If port {DEFAULT_PORT} is busy and no --port was given,
+it says so on stderr and listens on a free port instead. Ctrl-C stops it."""
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m agentbatch.testing.agent_server",
-        description="Serve the fault-injecting demo agent on 127.0.0.1.",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"port to listen on (default {DEFAULT_PORT}, or a free one if it is busy); "
+        "0 picks a free port",
+    )
     parser.add_argument("--model", default="demo-agent")
     parser.add_argument("--minimal", action="store_true", help="answer like MLflow AgentServer")
     parser.add_argument("--stream-style", choices=("openai", "mlflow"), default=None)
@@ -156,11 +185,34 @@ def _config_from(args: argparse.Namespace) -> FaultConfig:
     return FaultConfig(**values)
 
 
-async def _serve_forever(handlers: AgentHandlers, port: int) -> None:
-    sock = bind_loopback(port)
+def _bind(port: int | None) -> socket.socket:
+    """The port asked for; by default 8000, or a free port (said on stderr) when it is busy."""
+    if port is not None:
+        try:
+            return bind_loopback(port)
+        except OSError as err:
+            raise SystemExit(
+                f"agent_server: cannot listen on 127.0.0.1:{port}: {err.strerror}"
+            ) from None
+    try:
+        return bind_loopback(DEFAULT_PORT)
+    except OSError:
+        sock = bind_loopback(0)
+        sys.stderr.write(
+            f"agent_server: port {DEFAULT_PORT} is busy; listening on port "
+            f"{sock.getsockname()[1]} instead (use that URL in --endpoint)\n"
+        )
+        return sock
+
+
+async def _serve_forever(handlers: AgentHandlers, port: int | None) -> None:
+    sock = _bind(port)
     runner = await start_site(handlers.build_app(), sock)
-    sys.stdout.write(f"http://127.0.0.1:{sock.getsockname()[1]}\n")
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sys.stdout.write(f"{url}\n")
     sys.stdout.flush()
+    sys.stderr.write(f"demo agent listening on {url} (Ctrl-C stops it)\n")
+    sys.stderr.flush()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -55,7 +55,7 @@ def test_valid_job_loads(tmp_path: Path) -> None:
         ),
         (
             ("  key: ticket_id", "  key: ticket_id\n  colour: blue"),
-            "job.yml:5: source.colour: unknown key",
+            "job.yml:5: source.colour: unknown key; did you mean 'columns'?",
         ),
         (
             ("  model_parameters: {max_tokens: 256}", "  model_parameters: {max_tokens: '256'}"),
@@ -77,7 +77,10 @@ def test_valid_job_loads(tmp_path: Path) -> None:
             ("  endpoint: apps/triage-agent", "  endpoint: apps/Bad_Name"),
             "job.yml:8: agent.endpoint: an app endpoint is `apps/<name>`",
         ),
-        (("name: triage", "name: triage\nsource2: 1"), "job.yml:2: source2: unknown key"),
+        (
+            ("name: triage", "name: triage\nsource2: 1"),
+            "job.yml:2: source2: unknown key; did you mean 'source'?",
+        ),
         (("  endpoint: apps/triage-agent\n", ""), "job.yml:7: agent.endpoint: Field required"),
         (
             (
@@ -162,7 +165,9 @@ def test_cli_run_with_bad_spec_exits_2_and_writes_nothing(tmp_path: Path) -> Non
         cwd=tmp_path,
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"{bad}:5: source.colour: unknown key"]
+    assert done.stderr.strip().splitlines() == [
+        f"{bad}:5: source.colour: unknown key; did you mean 'columns'?"
+    ]
     assert not (tmp_path / ".agentbatch").exists()
 
 

@@ -1,7 +1,7 @@
 """TLS verification is on by default; turning it off is explicit and warns.
 
-Against an HTTPS agent whose certificate is signed by a private CA: a run refuses it (row errors
-naming the certificate, nothing reaches the agent); a run that trusts the CA (SSL_CERT_FILE, the
+Against an HTTPS agent whose certificate is signed by a private CA: a run refuses it (the probe
+before the first row stops the run naming the certificate, nothing reaches the agent); a run that trusts the CA (SSL_CERT_FILE, the
 standard OpenSSL way) succeeds, so the refusal is verification and not a broken TLS stack. The only
 switch is `AiohttpTransport(verify_ssl=False)` in code (no job key, no CLI flag), and it logs a
 warning.
@@ -20,7 +20,7 @@ import pytest
 
 import agentbatch
 from agentbatch.agent.transport import AiohttpTransport, TransportError
-from agentbatch.errors import SpecError
+from agentbatch.errors import AgentError, SpecError
 from agentbatch.spec.loader import load_job_text
 from agentbatch.testing.agent_app import AgentHandlers
 
@@ -55,20 +55,18 @@ def test_an_untrusted_certificate_is_refused_by_default(
     tmp_path: Path, tls_agent: tuple[str, AgentHandlers]
 ) -> None:
     url, handlers = tls_agent
-    result = agentbatch.run(
-        load_job_text(job_for(url), "tls.yml"),
-        tables={
-            "main.s.rows": pa.table({"id": [1, 2, 3], "body": ["a", "b", "c"]}),
-            "main.s.out": tmp_path / "out.parquet",
-        },
-        project_dir=tmp_path,
-        state_dir=tmp_path / "state",
-        progress=False,
-    )
-    rows = result.to_pandas().to_dict("records")
-    assert result.summary["ok"] == 0 and len(rows) == 3
-    assert all("certificate" in r["error"].lower() for r in rows), rows
-    assert result.summary["requests"] == 3  # a certificate error is not retried
+    with pytest.raises(AgentError, match=r"TLS failed.*CERTIFICATE_VERIFY_FAILED"):
+        agentbatch.run(
+            load_job_text(job_for(url), "tls.yml"),
+            tables={
+                "main.s.rows": pa.table({"id": [1, 2, 3], "body": ["a", "b", "c"]}),
+                "main.s.out": tmp_path / "out.parquet",
+            },
+            project_dir=tmp_path,
+            state_dir=tmp_path / "state",
+            progress=False,
+        )
+    assert not (tmp_path / "out.parquet").exists()
     assert handlers.stats.snapshot().requests_total == 0  # nothing was sent in the clear
 
 
@@ -84,8 +82,9 @@ def test_a_trusted_private_ca_works_through_the_cli(
     args = ["run", str(job), "--table", f"main.s.rows={rows}", "--json"]
     args += ["--table", f"main.s.out={tmp_path / 'out.parquet'}"]
     refused = run_cli(args, cwd=tmp_path)
-    assert json.loads(refused.stdout)["summary"]["ok"] == 0
-    trusted = run_cli([*args, "--retry-errors"], cwd=tmp_path, env={"SSL_CERT_FILE": str(certs.ca)})
+    assert refused.returncode == 6 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    trusted = run_cli(args, cwd=tmp_path, env={"SSL_CERT_FILE": str(certs.ca)})
     assert trusted.returncode == 0, trusted.stderr[-2000:]
     assert json.loads(trusted.stdout)["summary"]["ok"] == 2
     assert handlers.stats.snapshot().requests_total == 2
