@@ -1,3 +1,23 @@
+-- create the target if missing [ensure_target.sql]
+CREATE TABLE IF NOT EXISTS `main`.`support`.`triage_eval` AS
+SELECT
+  `ticket_id`,
+  `subject`,
+  `label`,
+  CAST(NULL AS STRUCT<label: STRING, urgency: INT>) AS `response`,
+  CAST(NULL AS STRING) AS `error`,
+  CAST(NULL AS INT) AS `http_status`,
+  CAST(NULL AS INT) AS `attempts`,
+  CAST(NULL AS DOUBLE) AS `latency_ms`,
+  CAST(NULL AS BIGINT) AS `input_tokens`,
+  CAST(NULL AS BIGINT) AS `output_tokens`,
+  CAST(NULL AS STRING) AS `trace_id`,
+  CAST(NULL AS STRING) AS `custom_outputs`,
+  CAST(NULL AS STRING) AS `request_fingerprint`,
+  CAST(NULL AS TIMESTAMP) AS `answered_at`
+FROM `main`.`support`.`tickets`
+WHERE 1 = 0;
+
 -- select the rows to send [inputs.sql]
 WITH
 src AS (
@@ -20,9 +40,22 @@ fingerprinted AS (
   SELECT *, sha2(concat('2d0f200e0fce8bd47e2e74e7832d1f4763783d71d7d3378085e1d581f1c1b1a0', `_request`), 256) AS `request_fingerprint`
   FROM req
 ),
+done AS (
+  SELECT prior.*
+  FROM `main`.`support`.`triage_eval` AS prior
+  JOIN fingerprinted
+    ON prior.`ticket_id` = fingerprinted.`ticket_id`
+   AND prior.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  WHERE prior.`error` IS NULL OR NOT (prior.`error` LIKE '[transient]%')
+),
 todo AS (
   SELECT *
   FROM fingerprinted
+  WHERE NOT EXISTS (
+    SELECT 1
+    FROM done
+    WHERE done.`ticket_id` = fingerprinted.`ticket_id`
+  )
 )
 SELECT
   `ticket_id`,
@@ -34,4 +67,75 @@ FROM todo;
 
 -- overwrite the answers into the target [write_results.sql]
 CREATE OR REPLACE TABLE `main`.`support`.`triage_eval` AS
-SELECT * FROM agentbatch_staged;
+WITH
+src AS (
+  SELECT *
+  FROM `main`.`support`.`tickets`
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `ticket_id` IS NOT NULL
+),
+req AS (
+  SELECT
+    `ticket_id`,
+    `subject`,
+    `label`,
+    concat('Classify this support ticket. Ticket: ', subject, '
+
+', body) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, sha2(concat('2d0f200e0fce8bd47e2e74e7832d1f4763783d71d7d3378085e1d581f1c1b1a0', `_request`), 256) AS `request_fingerprint`
+  FROM req
+),
+done AS (
+  SELECT prior.*
+  FROM `main`.`support`.`triage_eval` AS prior
+  JOIN fingerprinted
+    ON prior.`ticket_id` = fingerprinted.`ticket_id`
+   AND prior.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  WHERE prior.`error` IS NULL OR NOT (prior.`error` LIKE '[transient]%')
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+  WHERE NOT EXISTS (
+    SELECT 1
+    FROM done
+    WHERE done.`ticket_id` = fingerprinted.`ticket_id`
+  )
+)
+SELECT
+  staged.`ticket_id`,
+  staged.`subject`,
+  staged.`label`,
+  staged.`response`,
+  staged.`error`,
+  staged.`http_status`,
+  staged.`attempts`,
+  staged.`latency_ms`,
+  staged.`input_tokens`,
+  staged.`output_tokens`,
+  staged.`trace_id`,
+  staged.`custom_outputs`,
+  staged.`request_fingerprint`,
+  staged.`answered_at`
+FROM agentbatch_staged AS staged
+UNION ALL
+SELECT
+  fingerprinted.`ticket_id`,
+  fingerprinted.`subject`,
+  fingerprinted.`label`,
+  done.`response`,
+  done.`error`,
+  done.`http_status`,
+  done.`attempts`,
+  done.`latency_ms`,
+  done.`input_tokens`,
+  done.`output_tokens`,
+  done.`trace_id`,
+  done.`custom_outputs`,
+  done.`request_fingerprint`,
+  done.`answered_at`
+FROM done
+JOIN fingerprinted ON done.`ticket_id` = fingerprinted.`ticket_id`;

@@ -46,14 +46,21 @@ fingerprinted AS (
   SELECT *, sha2(concat('aae86db32a81cc019e131ada88f388104097745a2881ac0abfccd91983267b59', `_request`), 256) AS `request_fingerprint`
   FROM req
 ),
+done AS (
+  SELECT prior.*
+  FROM `main`.`support`.`ticket_triage` AS prior
+  JOIN fingerprinted
+    ON prior.`ticket_id` = fingerprinted.`ticket_id`
+   AND prior.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  WHERE prior.`error` IS NULL OR NOT (prior.`error` LIKE '[transient]%')
+),
 todo AS (
   SELECT *
   FROM fingerprinted
   WHERE NOT EXISTS (
     SELECT 1
-    FROM `main`.`support`.`ticket_triage` AS done
+    FROM done
     WHERE done.`ticket_id` = fingerprinted.`ticket_id`
-      AND done.`request_fingerprint` = fingerprinted.`request_fingerprint`
   )
 )
 SELECT
