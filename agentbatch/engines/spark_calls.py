@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from agentbatch.agent.auth import AuthHeaders
-
     from agentbatch.agent.stats import BulkStats
     from agentbatch.agent.transport import RawReply, Transport
 

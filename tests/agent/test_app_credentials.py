@@ -149,13 +149,21 @@ def test_secret_scope_settings_are_checked() -> None:
 
 
 def test_the_oidc_endpoint_refuses_unknown_scopes() -> None:
+    """RFC 6749 section 5.2: a scope the server does not know is `invalid_scope`; the workspace
+    grants `all-apis` (what databricks-sdk asks for) and the OpenID/SQL scopes, nothing else."""
+    import httpx
+
     with serve_workspace() as ws:
-        ok = Config(host=ws.url, client_id="demo-client", client_secret="demo-secret")
-        assert ok.authenticate()["Authorization"].startswith("Bearer oauth-")
-        with pytest.raises(ValueError, match="invalid_scope"):
-            Config(
-                host=ws.url,
-                client_id="demo-client",
-                client_secret="demo-secret",
-                scopes=["all-apis", "everything"],
-            ).authenticate()
+        url = ws.url + "/oidc/v1/token"
+        auth = ("demo-client", "demo-secret")
+        ok = httpx.post(
+            url, auth=auth, data={"grant_type": "client_credentials", "scope": "all-apis"}
+        )
+        assert ok.status_code == 200 and ok.json()["scope"] == "all-apis"
+        for scope in ("all-apis everything", "admin", "unity-catalog:write"):
+            refused = httpx.post(
+                url, auth=auth, data={"grant_type": "client_credentials", "scope": scope}
+            )
+            assert refused.status_code == 400
+            assert refused.json()["error"] == "invalid_scope"
+        assert ws.authority.issued == 1
