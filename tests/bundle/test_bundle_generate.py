@@ -148,7 +148,7 @@ def test_a_deploy_time_var_reaches_every_task(target: str) -> None:
     bundle = load_bundle()
     resolve = resolver(bundle, target, Path("/w"), overrides={"catalog": "x", "warehouse_id": "a"})
     seen = 0
-    for key, (_, raw) in bundle.jobs.items():
+    for key in bundle.jobs:
         job = resolve(target_job(bundle, target, key))
         values = job_parameter_values(job)
         assert values.get("catalog") == "x", key
