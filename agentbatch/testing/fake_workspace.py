@@ -318,7 +318,7 @@ def non_oauth_credentials(kind: str, token: str) -> Any:
     `authority.add_token(token, principal, kind="runtime" | "aad")`."""
     from databricks.sdk.credentials_provider import credentials_strategy
 
-    @credentials_strategy(kind, [])
+    @credentials_strategy(kind, [])  # type: ignore[untyped-decorator]
     def strategy(cfg: Any) -> Any:
         return lambda: {"Authorization": f"Bearer {token}"}
 
