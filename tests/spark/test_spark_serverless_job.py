@@ -1,5 +1,5 @@
-"""The scheduled Apps job as Databricks runs it: the wheel entry point, the `spark` target on
-compute marked serverless, the service principal read from a secret scope of the loopback
+"""The scheduled Apps job as Databricks runs it: the bundle's wheel task parameters through the
+wheel entry point, the `spark` target on compute marked serverless, the service principal read from a secret scope of the loopback
 workspace. Serverless executors have no route to the agent (Databricks docs:
 compute/serverless/limitations: "User-defined functions (UDFs) cannot access the internet"): here
 every Python worker of the local Spark session refuses connections to the agent's port (a
@@ -13,15 +13,24 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from agentbatch.entrypoint import split_settings
 from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.fake_workspace import serve_workspace
 from agentbatch.testing.tokens import TokenAuthority
+from tests.bundle.dab_refs import (
+    job_parameter_values,
+    load_bundle,
+    resolver,
+    substitute_job_parameters,
+    target_job,
+)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,12 +55,11 @@ socket.socket.connect = connect
 """
 
 
-def project(tmp: Path, agent_port: int, place: str) -> Path:
-    root = tmp / "project"
-    (root / "jobs").mkdir(parents=True)
-    (root / "jobs" / "ticket_triage.yml").write_text(
-        (ROOT / "jobs" / "ticket_triage.yml").read_text(encoding="utf-8"), encoding="utf-8"
-    )
+def project(tmp: Path, agent_port: int) -> Path:
+    """The deployed bundle's files: the job files, and a project target for this machine's Spark
+    (serverless; the bundle's --settings add the secret scope and where the fallback runs)."""
+    root = tmp / "files"
+    shutil.copytree(ROOT / "jobs", root / "jobs")
     block = tmp / "no_route"
     block.mkdir()
     (block / "sitecustomize.py").write_text(NO_ROUTE, encoding="utf-8")
@@ -60,9 +68,7 @@ def project(tmp: Path, agent_port: int, place: str) -> Path:
         "master": "local[2]",
         "partitions": 2,
         "serverless": True,
-        "rest_fallback_on": place,
         "storage": "files",
-        "apps_secret_scope": "agentbatch",
         "spark_conf": {
             "spark.executorEnv.PYTHONPATH": str(block),
             "spark.executorEnv.AGENTBATCH_NO_ROUTE_PORTS": str(agent_port),
@@ -80,7 +86,28 @@ def project(tmp: Path, agent_port: int, place: str) -> Path:
     return root
 
 
-def run_job(tmp: Path, ws_url: str, root: Path) -> subprocess.CompletedProcess[str]:
+def task_argv(root: Path, tmp: Path, place: str) -> list[str]:
+    """The ticket_triage task's parameters from the generated bundle (target dev), as the job run
+    passes them; then only what differs on this machine: the run target, the local folders, the
+    source table mapped to a CSV file."""
+    bundle = load_bundle()
+    resolve = resolver(bundle, "dev", root)
+    job = resolve(target_job(bundle, "dev", "ticket_triage"))
+    params = job["tasks"][0]["python_wheel_task"]["parameters"]
+    argv = substitute_job_parameters(params, job_parameter_values(job))
+    settings, _ = split_settings(argv)
+    assert settings["apps_secret_scope"] == "agentbatch"
+    assert settings["rest_fallback_on"] == "auto"
+    argv[argv.index("--target") + 1] = "serverless"
+    argv[argv.index("--state-dir") + 1] = str(tmp / "state")
+    checkpoint = argv.index(f"checkpoint_dir={settings['checkpoint_dir']}")
+    argv[checkpoint] = f"checkpoint_dir={tmp / 'checkpoints'}"
+    if place != "auto":
+        argv[argv.index("rest_fallback_on=auto")] = f"rest_fallback_on={place}"
+    return [*argv, "--table", f"main.support.tickets={tmp / 'tickets.csv'}"]
+
+
+def run_job(tmp: Path, ws_url: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "ARM_", "AZURE_"))
     }
@@ -91,24 +118,11 @@ def run_job(tmp: Path, ws_url: str, root: Path) -> subprocess.CompletedProcess[s
         DATABRICKS_CONFIG_FILE=str(tmp / "none.cfg"),
         PYSPARK_PYTHON=sys.executable,
     )
+    # How Databricks runs the wheel task: the entry point with the task's parameters as argv.
     code = "from agentbatch.entrypoint import main; main()"
-    args = [
-        "run",
-        str(root / "jobs" / "ticket_triage.yml"),
-        "--target",
-        "serverless",
-        "--var",
-        "catalog=main",
-        "--table",
-        f"main.support.tickets={tmp / 'tickets.csv'}",
-        "--state-dir",
-        str(tmp / "state"),
-        "--no-progress",
-        "--json",
-    ]
     return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=root,
+        [sys.executable, "-c", code, *argv],
+        cwd=tmp,
         env=env,
         capture_output=True,
         text=True,
@@ -125,7 +139,8 @@ def served(tmp: Path, place: str) -> tuple[subprocess.CompletedProcess[str], int
         ws.put_secret("agentbatch", "client-id", CLIENT_ID)
         ws.put_secret("agentbatch", "client-secret", CLIENT_SECRET)
         port = int(agent.url.rsplit(":", 1)[1].split("/")[0])
-        result = run_job(tmp, ws.url, project(tmp, port, place))
+        root = project(tmp, port)
+        result = run_job(tmp, ws.url, task_argv(root, tmp, place))
         requests = agent.stats().requests_total
     log = tmp / "executor-attempts.log"
     return result, requests, log.read_text() if log.exists() else ""
