@@ -102,7 +102,9 @@ def task_argv(root: Path, tmp: Path, place: str) -> list[str]:
     argv[argv.index("--state-dir") + 1] = str(tmp / "state")
     checkpoint = argv.index(f"checkpoint_dir={settings['checkpoint_dir']}")
     argv[checkpoint] = f"checkpoint_dir={tmp / 'checkpoints'}"
-    if place != "auto":
+    if place == "no-scope":  # the bundle variable set to "": no service principal
+        argv[argv.index("apps_secret_scope=agentbatch")] = "apps_secret_scope="
+    elif place != "auto":
         argv[argv.index("rest_fallback_on=auto")] = f"rest_fallback_on={place}"
     return [*argv, "--table", f"main.support.tickets={tmp / 'tickets.csv'}"]
 
@@ -163,3 +165,12 @@ def test_executors_there_have_no_route(tmp_path: Path) -> None:
     assert requests == 0
     assert attempts.strip()  # executors tried and were refused
     assert CLIENT_SECRET not in result.stdout + result.stderr
+
+
+def test_without_the_secret_scope_the_owner_pat_is_refused_before_any_row(tmp_path: Path) -> None:
+    result, requests, attempts = served(tmp_path, "no-scope")
+    assert result.returncode == 6, result.stderr[-2000:]  # agent unusable
+    assert "accepts OAuth tokens only" in result.stderr
+    assert "apps_secret_scope" in result.stderr
+    assert requests == 0 and attempts == ""
+    assert PAT not in result.stdout + result.stderr
