@@ -196,6 +196,14 @@ def test_a_variable_the_resources_use_must_be_declared(project: Path) -> None:
         generate(project)
 
 
+def test_without_sql_tasks_no_warehouse_is_needed(project: Path) -> None:
+    for push_down in ("summarise_tickets", "extract_order_details"):
+        (project / "jobs" / f"{push_down}.yml").unlink()
+    _edit_bundle(project, lambda c: c["variables"].pop("warehouse_id"))
+    files = generate(project)
+    assert all("warehouse_id" not in f.text for f in files)
+
+
 def test_a_target_cannot_set_an_undeclared_variable(project: Path) -> None:
     _edit_bundle(project, lambda c: c["targets"]["dev"]["variables"].update(catlog="x"))
     with pytest.raises(ConfigError, match=r"targets\.dev\.variables\.catlog: not declared"):
