@@ -6,13 +6,15 @@ under `resources/sql/` (exactly what `agentbatch compile` writes). Which task a 
 planner's decision for the `databricks-sql` target:
 
 - push-down (a Model Serving endpoint `ai_query` can reach): a `sql_task` on a SQL warehouse;
-- REST fallback (agents on Databricks Apps, ...): a `python_wheel_task` running `agentbatch run`.
+- REST fallback (agents on Databricks Apps, ...): a `python_wheel_task` running `agentbatch run`
+  (`agentbatch eval` for jobs with an `evaluation:` block).
 
 `--check` writes nothing and exits 1 when a generated file is missing, different or orphaned.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -74,16 +76,20 @@ def generate(project_dir: Path) -> list[GeneratedFile]:
             strategy=the_plan.strategy,
             reason=the_plan.reason,
             vars=dict(job.vars),
+            schedule=job.schedule.model_dump(exclude_none=True) if job.schedule else None,
+            evaluation=job.evaluation is not None,
         )
         if the_plan.strategy == "push-down":
             needed.update(SQL_VARIABLES)
-            sql_files, target_files = _compiled_sql(path, job.name, job.vars, config, project_dir)
+            sql_files, parameters = _compiled_sql(path, job.name, job.vars, config, project_dir)
             files += sql_files
             bundle_job = replace(
-                bundle_job, sql_file=f"./sql/{job.name}.sql", target_sql_files=target_files
+                bundle_job, sql_file=f"./sql/{job.name}.sql", sql_parameters=parameters
             )
         else:
             needed.update(WHEEL_VARIABLES)
+            if job.evaluation is not None:
+                needed.add("report_dir")
         document = job_resource_document(bundle_job, config.variables)
         files.append(
             GeneratedFile(f"{RESOURCES_DIR}/{job.name}.job.yml", dump_generated(document, relative))
@@ -168,22 +174,81 @@ def _compiled_sql(
     job_vars: Mapping[str, Any],
     config: BundleConfig,
     project_dir: Path,
-) -> tuple[list[GeneratedFile], dict[str, str]]:
-    """The SQL for the default target, plus a file per target whose variables change the SQL."""
+) -> tuple[list[GeneratedFile], tuple[str, ...]]:
+    """The job's SQL with the bundle's variables as named parameter markers, and their names.
+
+    The job is compiled with a placeholder value for every variable the bundle declares too; each
+    placeholder inside a table name becomes `IDENTIFIER(... || :name || ...)` and inside a string
+    literal `(... || :name || ...)` (Databricks SQL: named parameter markers, and the IDENTIFIER
+    clause for object names). So `--var catalog=x` at deploy time, or a job parameter at run time,
+    reaches the SQL task as a parameter value, never as baked-in text."""
     relative = path.relative_to(project_dir).as_posix()
-    base_vars = _compile_vars(job_vars, config, config.default_target, relative)
-    base = _compile(path, base_vars, project_dir)
-    files = [GeneratedFile(f"{SQL_DIR}/{name}.sql", base)]
-    overrides: dict[str, str] = {}
-    for target in config.targets:
-        target_vars = _compile_vars(job_vars, config, target, relative)
-        if target == config.default_target or target_vars == base_vars:
-            continue
-        text = _compile(path, target_vars, project_dir)
-        if text != base:
-            files.append(GeneratedFile(f"{SQL_DIR}/{target.name}/{name}.sql", text))
-            overrides[target.name] = f"./sql/{target.name}/{name}.sql"
-    return files, overrides
+    names = tuple(sorted(n for n in job_vars if n in config.variables))
+    placeholders = {n: _placeholder(n) for n in names}
+    text = _compile(path, {**job_vars, **placeholders}, project_dir)
+    text = parameterize(text, placeholders)
+    left = [n for n, p in placeholders.items() if p in text]
+    if left:
+        raise ConfigError(
+            f"{relative}: var {left[0]!r} is set by the bundle but used where a SQL parameter "
+            "cannot go (only table names and string values can be parameters); give it another "
+            "name than the bundle variable, or use it in a table name or a string"
+        )
+    return [GeneratedFile(f"{SQL_DIR}/{name}.sql", text)], names
+
+
+def _placeholder(name: str) -> str:
+    return f"agentbatchparam{re.sub(r'[^a-z0-9]', '', name.lower())}x"
+
+
+_QUOTED_NAME = re.compile(r"`(?:[^`]|``)*`(?:\.`(?:[^`]|``)*`)*")
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
+
+
+def parameterize(sql: str, placeholders: Mapping[str, str]) -> str:
+    """Replace placeholder values in quoted names and string literals by parameter markers."""
+
+    def pieces(text: str) -> list[str]:
+        parts = [text]
+        for name, placeholder in placeholders.items():
+            split: list[str] = []
+            for part in parts:
+                if part.startswith(":"):
+                    split.append(part)
+                    continue
+                chunks = part.split(placeholder)
+                for i, chunk in enumerate(chunks):
+                    if i:
+                        split.append(":" + name)
+                    split.append(chunk)
+            parts = split
+        return [p for p in parts if p]
+
+    def concat(text: str) -> str:
+        out = [p if p.startswith(":") else "'" + p.replace("'", "\\'") + "'" for p in pieces(text)]
+        return " || ".join(out)
+
+    def name(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if not any(p in text for p in placeholders.values()):
+            return text
+        return f"IDENTIFIER({concat(text)})"
+
+    def string(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if not any(p in text for p in placeholders.values()):
+            return text
+        return f"({concat(text[1:-1])})"
+
+    # Strings first (a quoted name never holds a quote), then names outside them.
+    out: list[str] = []
+    last = 0
+    for match in _STRING.finditer(sql):
+        out.append(_QUOTED_NAME.sub(name, sql[last : match.start()]))
+        out.append(string(match))
+        last = match.end()
+    out.append(_QUOTED_NAME.sub(name, sql[last:]))
+    return "".join(out)
 
 
 def _compile(path: Path, vars: Mapping[str, Any], project_dir: Path) -> str:

@@ -1,11 +1,15 @@
 """The Databricks job resource of one agentbatch job, as plain data (what `resources/<job>.job.yml`
 holds). Pure: no file is read or written here.
 
-- A REST-fallback job runs `agentbatch run` as a `python_wheel_task` on serverless compute, with the
-  job's `vars:` as job parameters that flow into `--var` (so "Run now with different parameters"
-  works).
+- A REST-fallback job runs `agentbatch run` (`agentbatch eval` for a job with an `evaluation:`
+  block: scores, metrics tables and a report in the bundle's volume) as a `python_wheel_task` on
+  serverless compute, with the job's `vars:` as job parameters that flow into `--var` (so "Run now
+  with different parameters" works), and the bundle's run settings as `--setting`s of the job
+  entry point (the Apps secret scope, where the fallback runs, the checkpoint folder).
 - A push-down job runs its compiled SQL file as a `sql_task` on a SQL warehouse: no Python at all.
-  Its variables are fixed when it is compiled (a target whose values differ gets its own file).
+  The job's variables the bundle declares are job parameters too, bound to the SQL's named
+  parameter markers.
+- The schedule is the job file's `schedule:` when it has one, else the bundle's variables.
 """
 
 from __future__ import annotations
@@ -33,31 +37,32 @@ class BundleJob:
     strategy: str  # "push-down" or "rest-fallback"
     reason: str
     vars: Mapping[str, Any] = field(default_factory=dict)
-    # push-down: the compiled SQL file relative to resources/, and per bundle target overrides.
+    # push-down: the compiled SQL file relative to resources/, and its parameter names.
     sql_file: str | None = None
-    target_sql_files: Mapping[str, str] = field(default_factory=dict)
+    sql_parameters: tuple[str, ...] = ()
+    # The job file's `schedule:` (quartz_cron_expression, timezone_id, pause_status), if any.
+    schedule: Mapping[str, Any] | None = None
+    evaluation: bool = False
+
+
+# Bundle variables handed to the job entry point as target settings (`--setting NAME=VALUE`).
+WHEEL_SETTINGS = (
+    ("apps_secret_scope", "apps_secret_scope"),
+    ("apps_client_id_key", "apps_client_id_key"),
+    ("apps_client_secret_key", "apps_client_secret_key"),
+    ("rest_fallback_on", "rest_fallback_on"),
+    ("checkpoint_dir", "checkpoint_dir"),
+)
 
 
 def job_resource_document(job: BundleJob, bundle_variables: Mapping[str, Any]) -> dict[str, Any]:
-    """The whole resource file: `resources.jobs.<name>`, plus target overrides of the SQL file."""
+    """The whole resource file: `resources.jobs.<name>`."""
     resource = (
-        sql_job_resource(job)
+        sql_job_resource(job, bundle_variables)
         if job.strategy == "push-down"
         else wheel_job_resource(job, bundle_variables)
     )
-    document: dict[str, Any] = {"resources": {"jobs": {job.name: resource}}}
-    if job.target_sql_files:
-        document["targets"] = {
-            target: {
-                "resources": {
-                    "jobs": {
-                        job.name: {"tasks": [{"task_key": TASK_KEY, "sql_task": _sql_task(path)}]}
-                    }
-                }
-            }
-            for target, path in sorted(job.target_sql_files.items())
-        }
-    return document
+    return {"resources": {"jobs": {job.name: resource}}}
 
 
 def wheel_job_resource(job: BundleJob, bundle_variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,14 +70,15 @@ def wheel_job_resource(job: BundleJob, bundle_variables: Mapping[str, Any]) -> d
         {"name": name, "default": _parameter_default(name, value, bundle_variables)}
         for name, value in sorted(job.vars.items())
     ]
+    command = "eval" if job.evaluation else "run"
     task = {
         "task_key": TASK_KEY,
-        "description": f"agentbatch run {job.job_file}",
+        "description": f"agentbatch {command} {job.job_file}",
         "environment_key": ENVIRONMENT_KEY,
         "python_wheel_task": {
             "package_name": PACKAGE_NAME,
             "entry_point": ENTRY_POINT,
-            "parameters": wheel_parameters(job),
+            "parameters": wheel_parameters(job, bundle_variables),
         },
         **_task_policy(),
     }
@@ -92,10 +98,16 @@ def wheel_job_resource(job: BundleJob, bundle_variables: Mapping[str, Any]) -> d
     return resource
 
 
-def wheel_parameters(job: BundleJob) -> list[str]:
+def wheel_parameters(
+    job: BundleJob, bundle_variables: Mapping[str, Any] | None = None
+) -> list[str]:
     """The `agentbatch` command line the task runs; job parameters arrive as `--var`."""
-    params = [
-        "run",
+    params: list[str] = []
+    for setting, variable in WHEEL_SETTINGS:
+        if variable in (bundle_variables or {}):
+            params += ["--setting", f"{setting}=${{var.{variable}}}"]
+    params += [
+        "eval" if job.evaluation else "run",
         "${workspace.file_path}/" + job.job_file,
         "--target",
         "${var.run_target}",
@@ -104,30 +116,47 @@ def wheel_parameters(job: BundleJob) -> list[str]:
     ]
     for name in sorted(job.vars):
         params += ["--var", f"{name}={{{{job.parameters.{name}}}}}"]
+    if job.evaluation:
+        params += ["--report", "${var.report_dir}/" + job.name]
     return [*params, "--no-progress", "--json"]
 
 
-def sql_job_resource(job: BundleJob) -> dict[str, Any]:
+def sql_job_resource(job: BundleJob, bundle_variables: Mapping[str, Any]) -> dict[str, Any]:
     if job.sql_file is None:
         raise ValueError(f"push-down job {job.name} has no compiled SQL file")
     resource = _job_header(job)
-    resource["tasks"] = [
-        {
-            "task_key": TASK_KEY,
-            "description": f"compiled from {job.job_file} by agentbatch",
-            "sql_task": _sql_task(job.sql_file),
-            **_task_policy(),
-        }
-    ]
+    if job.sql_parameters:
+        resource["parameters"] = [
+            {
+                "name": name,
+                "default": _parameter_default(name, job.vars.get(name), bundle_variables),
+            }
+            for name in job.sql_parameters
+        ]
+    task: dict[str, Any] = {
+        "task_key": TASK_KEY,
+        "description": f"compiled from {job.job_file} by agentbatch",
+        "sql_task": _sql_task(job.sql_file, job.sql_parameters),
+        **_task_policy(),
+    }
+    resource["tasks"] = [task]
     return resource
 
 
-def _sql_task(path: str) -> dict[str, Any]:
-    return {"warehouse_id": "${var.warehouse_id}", "file": {"path": path, "source": "WORKSPACE"}}
+def _sql_task(path: str, parameters: tuple[str, ...] = ()) -> dict[str, Any]:
+    task: dict[str, Any] = {
+        "warehouse_id": "${var.warehouse_id}",
+        "file": {"path": path, "source": "WORKSPACE"},
+    }
+    if parameters:
+        # The SQL file's named parameter markers (:name), from the job's parameters.
+        task["parameters"] = {name: f"{{{{job.parameters.{name}}}}}" for name in parameters}
+    return task
 
 
 def _job_header(job: BundleJob) -> dict[str, Any]:
     description = job.description or f"agentbatch job {job.name}"
+    schedule = dict(job.schedule or {})
     return {
         "name": job.name,
         "description": f"{description} ({job.strategy}: {job.reason})",
@@ -136,9 +165,10 @@ def _job_header(job: BundleJob) -> dict[str, Any]:
         "max_concurrent_runs": 1,
         "queue": {"enabled": True},
         "schedule": {
-            "quartz_cron_expression": "${var.schedule_cron}",
-            "timezone_id": "${var.schedule_timezone}",
-            "pause_status": "${var.schedule_pause_status}",
+            "quartz_cron_expression": schedule.get("quartz_cron_expression")
+            or "${var.schedule_cron}",
+            "timezone_id": schedule.get("timezone_id") or "${var.schedule_timezone}",
+            "pause_status": schedule.get("pause_status") or "${var.schedule_pause_status}",
         },
         "email_notifications": {"on_failure": "${var.notification_emails}"},
         "webhook_notifications": {"on_failure": "${var.failure_webhooks}"},

@@ -32,10 +32,15 @@ def explain(plan: Plan, *, with_sql: bool = True) -> str:
             (f"{fallback.inputs.purpose} [{fallback.inputs.template}]", fallback.inputs.sql)
         )
         concurrency = fallback.call.max_concurrency or "adaptive"
+        where = "answers checkpointed to the ledger"
+        if plan.target.engine == "spark":
+            from agentbatch.engines.spark import describe_fallback_place
+
+            where = describe_fallback_place(plan.target.settings)
         steps.append(
             (
                 f"call {job.agent.endpoint} over REST for each row: concurrency {concurrency}, "
-                f"{fallback.call.max_retries} retries, answers checkpointed to the ledger",
+                f"{fallback.call.max_retries} retries, {where}",
                 None,
             )
         )

@@ -249,7 +249,8 @@ def _run_fallback(
     probe_call(steps.call, the_plan.options.endpoint_overrides)
     counts = preflight(the_plan, engine)
     distributed = getattr(engine, "run_rest_fallback", None)
-    if distributed is not None:
+    # An engine whose executors cannot reach the agent (spark on serverless) runs it here instead.
+    if distributed is not None and not getattr(engine, "fallback_on_driver", False):
         # Engines that spread the calls over a cluster (spark) run the whole fallback themselves.
         spread: dict[str, Any] = distributed(
             steps,

@@ -36,6 +36,10 @@ class AuthHeaders:
         self._last_success_generation = -1
 
     @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
     def auth_type(self) -> str | None:
         return self._config.auth_type
 

@@ -9,7 +9,11 @@ Forms, checked in this order:
   `/invocations`, `/responses` or `/chat/completions` is used as-is. No credentials are sent to
   plain URLs, except Databricks Apps URLs, which get the workspace's OAuth token;
 * `apps/<name>`: a Databricks App, its URL looked up once with the SDK (`apps.get(name).url`);
-  OAuth only: a personal access token fails the run before any row is sent;
+  OAuth only: credentials for which `Config.oauth_token()` fails (a personal access token, the
+  `runtime` credentials of job compute, Azure Entra ID) fail the run before any row is sent.
+  With `use_app_credentials(AppCredentials(scope))` (the `apps_secret_scope` target setting) the
+  App is called as the service principal whose OAuth client id and secret are read from that
+  Databricks secret scope, through databricks-sdk's `oauth-m2m`;
 * `openai/<name>`: the OpenAI-compatible serving routes (`/serving-endpoints/responses` or
   `/serving-endpoints/chat/completions` with `"model": "<name>"`);
 * `<name>` or `serving-endpoints/<name>`: `<host>/serving-endpoints/<name>/invocations`.
@@ -29,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentbatch.agent.auth import AuthHeaders
 from agentbatch.agent.calls import Api
-from agentbatch.agent.redact import redact
+from agentbatch.agent.redact import redact, register_secret
 from agentbatch.agent.retry import EndpointKind
 from agentbatch.errors import AgentError, ConfigError, UsageError
 
@@ -41,6 +45,9 @@ APPS_DOMAIN_SUFFIX = ".databricksapps.com"
 RETURN_TRACE_HEADER = "x-mlflow-return-trace-id"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Secret scope and key names: alphanumerics, dashes, underscores, @ and periods, at most 128
+# characters (Databricks docs: security/secrets, "Secret scopes" / "Secrets" naming rules).
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _AS_IS_SUFFIXES = ("/invocations", "/responses", "/chat/completions")
 _OPENAI_ROUTES = ("/serving-endpoints/responses", "/serving-endpoints/chat/completions")
 _BAD_APP_COMPUTE = {"STOPPED", "STOPPING", "ERROR", "DELETING"}
@@ -66,6 +73,40 @@ def default_config() -> Config:
     from databricks.sdk.core import Config
 
     return Config()
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """Where the service principal that calls Apps keeps its OAuth M2M secret: a secret scope."""
+
+    secret_scope: str
+    client_id_key: str = "client-id"
+    client_secret_key: str = "client-secret"
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> AppCredentials | None:
+        """`apps_secret_scope`, `apps_client_id_key`, `apps_client_secret_key` of a target."""
+        scope = settings.get("apps_secret_scope")
+        if not scope:
+            return None
+        names = {
+            "client_id_key": settings.get("apps_client_id_key") or cls.client_id_key,
+            "client_secret_key": settings.get("apps_client_secret_key") or cls.client_secret_key,
+        }
+        for what, value in (("apps_secret_scope", scope), *names.items()):
+            if not isinstance(value, str) or not _SECRET_NAME.match(value):
+                raise UsageError(f"target setting {what}: {value!r} is not a secret scope/key name")
+        return cls(str(scope), **{k: str(v) for k, v in names.items()})
+
+
+# Process-wide: set by the engine from its target settings before the run resolves endpoints.
+_app_credentials: AppCredentials | None = None
+
+
+def use_app_credentials(credentials: AppCredentials | None) -> None:
+    """Call Apps as the service principal in `credentials` (None: the ambient credentials)."""
+    global _app_credentials
+    _app_credentials = credentials
 
 
 def resolve_endpoint(
@@ -98,7 +139,7 @@ def resolve_endpoint(
     if _is_url(name):
         host = urllib.parse.urlsplit(name).hostname or ""
         if host.endswith(APPS_DOMAIN_SUFFIX):
-            auth = _oauth_only(_config(config_factory), f"app URL {name}")
+            auth = _oauth_only(_app_config(config_factory), f"app URL {name}")
             return Endpoint("app", name, url=_plain_url(name, api), auth=auth, headers=extra)
         return Endpoint("url", name, url=_plain_url(name, api), headers=extra)
     if name.startswith("apps/"):
@@ -153,19 +194,74 @@ def _host(config: Config) -> str:
     return host
 
 
+_CONFIGURE_OAUTH = (
+    "configure a service principal with CAN USE on the app: its OAuth secret in a Databricks "
+    "secret scope named by the target setting apps_secret_scope (keys client-id and "
+    "client-secret), or DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET; or `databricks auth "
+    "login` on a workstation"
+)
+
+
 def _oauth_only(config: Config, what: str) -> AuthHeaders:
-    if config.auth_type == "pat":
-        raise AgentError(
-            f"{what} accepts OAuth tokens only, but the configured credentials are a personal "
-            "access token; use OAuth (a service principal's DATABRICKS_CLIENT_ID and "
-            "DATABRICKS_CLIENT_SECRET, or `databricks auth login`)"
-        )
+    """Apps accept OAuth tokens only (Databricks docs: dev-tools/databricks-apps/connect-local; a
+    PAT and an Azure Entra ID token are refused). As databricks-openai and MLflow do, the test is
+    `Config.oauth_token()` succeeding: it raises ValueError for pat, runtime, azure-* credentials."""
+    try:
+        config.oauth_token()
+    except ValueError as e:
+        if "not available for" in str(e):
+            raise AgentError(
+                f"{what} accepts OAuth tokens only, but the configured credentials "
+                f"({config.auth_type}) give none; {_CONFIGURE_OAUTH}"
+            ) from None
+        raise AgentError(f"{what}: getting an OAuth token failed: {redact(str(e))}") from None
     return AuthHeaders(config)
+
+
+def _app_config(factory: ConfigFactory) -> Config:
+    """The config Apps are called with: the service principal of the secret scope, if set."""
+    base = _config(factory)
+    credentials = _app_credentials
+    if credentials is None:
+        return base
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.core import Config
+
+    client = WorkspaceClient(config=base)
+    client_id = _read_secret(client, credentials.secret_scope, credentials.client_id_key)
+    secret = _read_secret(client, credentials.secret_scope, credentials.client_secret_key)
+    try:
+        return Config(
+            host=_host(base), client_id=client_id, client_secret=secret, auth_type="oauth-m2m"
+        )
+    except ValueError as e:
+        raise ConfigError(
+            f"the service principal of secret scope {credentials.secret_scope!r} cannot sign in: "
+            f"{redact(str(e))}"
+        ) from None
+
+
+def _read_secret(client: Any, scope: str, key: str) -> str:
+    """Through `WorkspaceClient.dbutils`: on Databricks the runtime's own dbutils (the secrets REST
+    API "can only be called from the DBUtils interface", databricks-sdk `SecretsAPI.get_secret`),
+    elsewhere the SDK's remote dbutils (`GET /api/2.0/secrets/get`)."""
+    from databricks.sdk.errors.base import DatabricksError
+
+    try:
+        value = str(client.dbutils.secrets.get(scope, key)).strip()
+    except DatabricksError as e:
+        raise ConfigError(
+            f"cannot read secret {key!r} of scope {scope!r}: {redact(str(e))}"
+        ) from None
+    if not value:
+        raise ConfigError(f"secret {key!r} of scope {scope!r} is empty")
+    register_secret(value)
+    return value
 
 
 def _resolve_app(app: str, api: Api, extra: Mapping[str, str], factory: ConfigFactory) -> Endpoint:
     _check_name(app, f"apps/{app}")
-    config = _config(factory)
+    config = _app_config(factory)
     auth = _oauth_only(config, f"app {app!r}")
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.errors import NotFound, PermissionDenied, Unauthenticated

@@ -10,7 +10,11 @@ executors.
   persistent catalog (Databricks, Hive), else parquet folders under
   `warehouse_dir/<catalog>/<schema>/<table>` (`storage: files`). Formats without MERGE or REPLACE
   are rewritten whole and swapped in (spark_writes.py, spark_files.py, spark_catalog.py).
-- The REST fallback runs in `mapInArrow` tasks (spark_distributed.py): `run_rest_fallback`.
+- The REST fallback runs in `mapInArrow` tasks on the executors (spark_distributed.py:
+  `run_rest_fallback`) where executors can reach the network, and on the driver (the runner's
+  own path: `agentbatch.agent.bulk.run_bulk` with its limiter and ledger) where they cannot:
+  serverless compute, whose UDFs "cannot access the internet" (Databricks docs:
+  compute/serverless/limitations), and Databricks Connect sessions. `rest_fallback_on` chooses.
 
 Settings (all optional):
     catalog, schema          completing one- and two-part table names
@@ -24,6 +28,12 @@ Settings (all optional):
     ai_query_api             chat | responses: the body shape of a STRING request (default chat)
     max_concurrency          calls in flight across all tasks for ai_query (default 64)
     partitions               fallback tasks (default: the session's default parallelism)
+    rest_fallback_on         auto | driver | executors (auto: driver on serverless and Databricks
+                             Connect, executors elsewhere); `agentbatch plan` shows the choice
+    serverless               true/false: override the serverless detection (runtime `client.*`)
+    apps_secret_scope        secret scope of the service principal that calls Apps (keys
+    apps_client_id_key,      `client-id` and `client-secret` unless named)
+    apps_client_secret_key
     master, app_name, spark_conf  for a session this engine starts itself
 """
 
@@ -65,6 +75,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGED = "agentbatch_staged"
+FALLBACK_PLACES = ("auto", "driver", "executors")
 _WRITES = (exp.Create, exp.Insert, exp.Merge, exp.Drop)
 
 
@@ -92,10 +103,20 @@ class SparkEngine:
         )
         self.warehouse_dir = Path(self.settings.get("warehouse_dir") or ".agentbatch/warehouse")
         self.state_dir = Path(self.settings.get("state_dir") or ".agentbatch/state")
+        place = str(self.settings.get("rest_fallback_on", "auto"))
+        if place not in FALLBACK_PLACES:
+            raise UsageError(
+                f"spark engine: rest_fallback_on must be auto, driver or executors, not {place!r}"
+            )
+        from agentbatch.agent.endpoints import AppCredentials, use_app_credentials
+
+        use_app_credentials(AppCredentials.from_settings(self.settings))
         active = spark or session.active_session()
+        # Only a session this engine started is stopped on close.
         self._owns_session = active is None
         self.spark: SparkSession = active or session.local_session(self.settings)
         self.on_databricks = session.on_databricks(self.spark)
+        self.fallback_on_driver = fallback_place(place, self.spark, self.settings) == "driver"
         storage = str(self.settings.get("storage", "auto"))
         if storage not in ("auto", "catalog", "files"):
             raise UsageError(
@@ -322,3 +343,27 @@ class SparkEngine:
             session.default_parallelism(self.spark),
         )
         register_ai_query(self.spark, config)
+
+
+def fallback_place(setting: str, spark: SparkSession, settings: Mapping[str, Any]) -> str:
+    """Where the REST fallback calls the agent: "driver" or "executors"."""
+    if setting in ("driver", "executors"):
+        return setting
+    if session.is_serverless(spark, settings):
+        return "driver"  # serverless UDFs cannot reach the network
+    if session.is_connect(spark) and not session.on_databricks(spark):
+        return "driver"  # Databricks Connect: the executors are remote compute of unknown reach
+    return "executors"
+
+
+def describe_fallback_place(settings: Mapping[str, Any]) -> str:
+    """What `agentbatch plan` says about the choice (no session is needed)."""
+    setting = str(settings.get("rest_fallback_on", "auto"))
+    if setting == "driver":
+        return "on the driver (rest_fallback_on: driver), checkpointed to the ledger"
+    if setting == "executors":
+        return "in mapInArrow tasks on the executors (rest_fallback_on: executors)"
+    return (
+        "rest_fallback_on: auto — on the driver on serverless compute and Databricks Connect "
+        "(executors there cannot reach the network), else in mapInArrow tasks on the executors"
+    )

@@ -5,8 +5,12 @@ endpoint once (`remote_call`) into a URL and the auth headers to send, and every
 `agentbatch.agent.bulk.run_bulk` over its rows with a sink that plays the ledger's part: completed
 rows go wherever the task wants them (a checkpoint file, the task's output).
 
-Auth headers minted on the driver are valid for the token's lifetime (an hour for OAuth); a run that
-outlives it stops with the endpoint's 401 as an AgentError, keeps every answer, and resumes on re-run.
+Credentials on the executors: with OAuth M2M credentials (a service principal, e.g. the one read
+from the `apps_secret_scope`) every task signs in itself through databricks-sdk (`OAuthClient`), so
+tokens are refreshed on every executor however long the run; a 401 forces one new token and one
+resend. Other credentials (a PAT, the runtime's token) cannot be re-created on an executor: their
+headers are minted once on the driver, and a run that outlives them stops with the endpoint's 401
+as an AgentError, keeps every answer, and resumes on re-run.
 """
 
 from __future__ import annotations
@@ -22,11 +26,34 @@ from agentbatch.agent.calls import CallSpec
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from agentbatch.agent.auth import AuthHeaders
     from agentbatch.agent.stats import BulkStats
     from agentbatch.agent.transport import RawReply, Transport
 
 # Connections beyond the concurrency cap, for calls being torn down while new ones start.
 _SPARE_CONNECTIONS = 16
+
+
+@dataclass(frozen=True)
+class OAuthClient:
+    """OAuth M2M credentials an executor signs in with (picklable; never printed)."""
+
+    host: str
+    client_id: str
+    client_secret: str
+
+    def __repr__(self) -> str:
+        return f"OAuthClient(host={self.host!r}, client_id={self.client_id!r})"
+
+    def config(self) -> Any:
+        from databricks.sdk.core import Config
+
+        return Config(
+            host=self.host,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            auth_type="oauth-m2m",
+        )
 
 
 @dataclass(frozen=True)
@@ -38,6 +65,9 @@ class RemoteCall:
     overrides: Mapping[str, str]
     # Sent with every request (auth minted on the driver); never logged.
     headers: Mapping[str, str]
+
+    # A service principal each task signs in as (refreshing its tokens); None: `headers` only.
+    oauth: OAuthClient | None = None
 
     def __repr__(self) -> str:  # keep credentials out of reprs and tracebacks
         return f"RemoteCall(endpoint={self.call.endpoint!r}, overrides={dict(self.overrides)!r})"
@@ -88,11 +118,18 @@ def remote_call(call: CallSpec, endpoint_overrides: Mapping[str, str] | None = N
     if endpoint.kind == "builtin":
         return RemoteCall(call, {name: "builtin:instant"}, {})
     headers: dict[str, str] = dict(endpoint.headers)
-    if endpoint.auth is not None:
+    oauth = _oauth_client(endpoint.auth.config) if endpoint.auth is not None else None
+    if endpoint.auth is not None and oauth is None:
         minted, _ = asyncio.run(endpoint.auth.get())
         headers.update(minted)
     # The resolved URL ends in its route, so the executor's run_bulk uses it as is.
-    return RemoteCall(call, {name: endpoint.url}, headers)
+    return RemoteCall(call, {name: endpoint.url}, headers, oauth)
+
+
+def _oauth_client(config: Any) -> OAuthClient | None:
+    if config.auth_type != "oauth-m2m" or not (config.client_id and config.client_secret):
+        return None
+    return OAuthClient(str(config.host), str(config.client_id), str(config.client_secret))
 
 
 class _Sink:
@@ -133,6 +170,33 @@ class _HeaderTransport:
         await self._inner.close()
 
 
+class _AuthTransport:
+    """Adds fresh auth headers to every request; a 401 forces one new token and one resend."""
+
+    def __init__(self, inner: Transport, headers: Mapping[str, str], auth: AuthHeaders) -> None:
+        self._inner = inner
+        self._headers = dict(headers)
+        self._auth = auth
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, stream: bool, timeout_s: float
+    ) -> RawReply:
+        auth, generation = await self._auth.get()
+        reply = await self._inner.post(
+            url, body, {**self._headers, **auth, **headers}, stream=stream, timeout_s=timeout_s
+        )
+        if reply.status != 401:
+            return reply
+        await self._auth.refresh(generation)
+        auth, _ = await self._auth.get()
+        return await self._inner.post(
+            url, body, {**self._headers, **auth, **headers}, stream=stream, timeout_s=timeout_s
+        )
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 def answer_batches(
     batches: Iterable[pa.RecordBatch],
     remote: RemoteCall,
@@ -162,8 +226,17 @@ async def _answer(
     from agentbatch.agent.transport import AiohttpTransport
 
     transport: Transport | None = None
-    if remote.headers:
-        cap = remote.call.max_concurrency or DEFAULT_CEILING
+    cap = remote.call.max_concurrency or DEFAULT_CEILING
+    if remote.oauth is not None:
+        from agentbatch.agent.auth import AuthHeaders
+
+        config = await asyncio.to_thread(remote.oauth.config)
+        transport = _AuthTransport(
+            AiohttpTransport(max_connections=cap + _SPARE_CONNECTIONS),
+            remote.headers,
+            AuthHeaders(config),
+        )
+    elif remote.headers:
         transport = _HeaderTransport(
             AiohttpTransport(max_connections=cap + _SPARE_CONNECTIONS), remote.headers
         )

@@ -1,7 +1,14 @@
 """Finding or making the SparkSession, and what it can do.
 
-An active session (a Databricks job or notebook, Databricks Connect, a `spark-submit` driver) is
-used as is and never stopped by us. Without one, a local session is made: bound to 127.0.0.1, no UI,
+An existing session (a Databricks job or notebook, Databricks Connect, a `spark-submit` driver) is
+used as is and never stopped by us. `SparkSession.getActiveSession()` alone misses it in any thread
+but the one that made it: it is thread-local on Spark Connect (pyspark `sql/connect/session.py`,
+SPARK-44694) and, in pinned-thread mode, on classic Spark too. So `existing_session` also asks for
+the process's default session (`SparkSession.active()`, pyspark 3.5+) and, on Databricks, takes
+the runtime's session as Databricks' wheel template does (`from databricks.sdk.runtime import
+spark`, else `builder.getOrCreate()`, which returns the runtime's session there).
+
+Without one, a local session is made (and owned, so stopped on close): bound to 127.0.0.1, no UI,
 UTC, and Python workers running this interpreter (PySpark's default, `python3` from PATH, may not
 have the packages this process has).
 """
@@ -41,10 +48,52 @@ def pyspark() -> Any:
 
 
 def active_session() -> SparkSession | None:
+    """The session this process already has, in any thread; None when there is none."""
     pyspark()
     from pyspark.sql import SparkSession
 
-    return SparkSession.getActiveSession()
+    found = SparkSession.getActiveSession()
+    if found is not None:
+        return found
+    found = _connect_default_session()
+    if found is not None:
+        return found
+    try:
+        return SparkSession.active()  # the active or default session (pyspark 3.5+)
+    except Exception:  # PySparkRuntimeError NO_ACTIVE_OR_DEFAULT_SESSION
+        pass
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return _databricks_runtime_session()
+    return None
+
+
+def _connect_default_session() -> SparkSession | None:
+    """A Spark Connect session made in another thread (Databricks Connect, serverless)."""
+    # Only when loaded: a Connect session imported it already, and importing it without the
+    # connect extra (grpc) can even exit the process (pyspark `sql/connect/utils.py`).
+    module = sys.modules.get("pyspark.sql.connect.session")
+    if module is None:
+        return None
+    ConnectSession = module.SparkSession
+    try:
+        session: SparkSession | None = ConnectSession.getActiveSession() or ConnectSession.active()
+        return session
+    except Exception:
+        return None
+
+
+def _databricks_runtime_session() -> SparkSession | None:
+    try:
+        from databricks.sdk.runtime import spark as runtime_spark
+
+        if runtime_spark is not None:
+            return runtime_spark  # type: ignore[no-any-return]
+    except Exception:  # an old SDK, or no runtime globals in this process
+        pass
+    from pyspark.sql import SparkSession
+
+    log.info("taking the Databricks runtime's Spark session (builder.getOrCreate)")
+    return SparkSession.builder.getOrCreate()
 
 
 def local_session(settings: Mapping[str, Any]) -> SparkSession:
@@ -74,6 +123,22 @@ def on_databricks(spark: SparkSession) -> bool:
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         return True
     return bool(conf_value(spark, _CLUSTER_TAG))
+
+
+def is_serverless(spark: SparkSession, settings: Mapping[str, Any]) -> bool:
+    """Serverless compute, where Python UDFs cannot reach the network (Databricks docs:
+    compute/serverless/limitations). The runtime version of serverless starts with `client.`
+    (as MLflow's `is_in_databricks_serverless_runtime` reads it); the `serverless` setting says so
+    explicitly (true/false)."""
+    setting = settings.get("serverless")
+    if setting is not None:
+        return setting is True or str(setting).lower() == "true"
+    return os.environ.get("DATABRICKS_RUNTIME_VERSION", "").startswith("client.")
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """A Spark Connect session (Databricks Connect, serverless, standard access mode)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 def is_local(spark: SparkSession) -> bool:

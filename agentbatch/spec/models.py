@@ -214,6 +214,31 @@ class Output(StrictModel):
         return value
 
 
+_QUARTZ_FIELDS = (6, 7)  # seconds minutes hours day-of-month month day-of-week [year]
+
+
+class Schedule(StrictModel):
+    """When the Databricks bundle runs this job (`agentbatch bundle`); ignored by `run`."""
+
+    quartz_cron_expression: str = Field(
+        description="Quartz cron: seconds minutes hours day-of-month month day-of-week [year]"
+    )
+    timezone_id: str = Field(default="UTC", description="Java time zone id, e.g. Europe/Berlin")
+    pause_status: Literal["PAUSED", "UNPAUSED"] | None = Field(
+        default=None, description="default: the bundle target's schedule_pause_status"
+    )
+
+    @field_validator("quartz_cron_expression")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) not in _QUARTZ_FIELDS:
+            raise ValueError(
+                "a Quartz cron expression has 6 or 7 fields "
+                "(seconds minutes hours day-of-month month day-of-week [year]), e.g. '0 0 6 * * ?'"
+            )
+        return value
+
+
 class Job(StrictModel):
     """One job: run `agent` over the rows of `source`, writing `output`."""
 
@@ -231,6 +256,9 @@ class Job(StrictModel):
         default=None, description="A template in sqltemplates/ to use instead of the built-in one"
     )
     evaluation: Evaluation | None = Field(default=None, description="Scorers for evaluation jobs")
+    schedule: Schedule | None = Field(
+        default=None, description="This job's schedule in the bundle (default: the bundle's)"
+    )
 
     @field_validator("name")
     @classmethod

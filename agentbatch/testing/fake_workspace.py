@@ -18,7 +18,17 @@ What the SDK calls (databricks-sdk 0.16x), all served here:
 4. `GET /api/2.0/apps/{name}` with `Authorization: Bearer <token>`.
 
 A PAT config (`token=...`) skips 2 and 3. `GET /api/2.0/preview/scim/v2/Me` answers who the
-token belongs to; `GET /_stats` shows the counters.
+token belongs to; `GET /api/2.0/secrets/get` reads a secret of a scope (`put_secret`, what
+databricks-sdk's remote `dbutils.secrets.get` calls); `GET /_stats` shows the counters.
+
+Refused as the real workspace refuses them:
+
+- a token request for a scope the OIDC endpoint does not know: 400 `invalid_scope` (RFC 6749
+  section 5.2; Databricks OAuth M2M docs name `all-apis` as the scope for workspace APIs);
+- a secret of a missing scope or key: 404 `RESOURCE_DOES_NOT_EXIST` (Databricks REST API reference,
+  Secrets: get);
+- runtime and Azure Entra ID tokens (`authority.add_token(..., kind="runtime" | "aad")`) are
+  accepted by the workspace APIs, and refused by Apps (the agent server with `accept_pat=False`).
 """
 
 from __future__ import annotations
@@ -39,6 +49,10 @@ from agentbatch.testing.replies import error_body
 from agentbatch.testing.tokens import Check, TokenAuthority, check_message
 
 WORKSPACE_ID = "1234567890123456"
+# Scopes the workspace OIDC endpoint grants to OAuth clients (Databricks docs: "Authorize
+# unattended access to Databricks resources with a service principal using OAuth" uses
+# `all-apis`; user flows add `offline_access`, `sql`, and the OpenID Connect scopes).
+KNOWN_SCOPES = frozenset({"all-apis", "sql", "offline_access", "openid", "email", "profile"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,7 @@ class WorkspaceHandlers:
         self.authority = authority
         self._lock = threading.Lock()
         self._apps = {app.name: app for app in apps}
+        self._secrets: dict[tuple[str, str], str] = {}
         self.counts: Counter[str] = Counter()
 
     def put_app(self, app: FakeApp) -> None:
@@ -86,6 +101,10 @@ class WorkspaceHandlers:
     def remove_app(self, name: str) -> None:
         with self._lock:
             self._apps.pop(name, None)
+
+    def put_secret(self, scope: str, key: str, value: str) -> None:
+        with self._lock:
+            self._secrets[(scope, key)] = value
 
     def _count(self, what: str) -> None:
         with self._lock:
@@ -99,6 +118,7 @@ class WorkspaceHandlers:
         app.router.add_get("/api/2.0/apps", self._list_apps)
         app.router.add_get("/api/2.0/apps/{name}", self._get_app)
         app.router.add_get("/api/2.0/preview/scim/v2/Me", self._me)
+        app.router.add_get("/api/2.0/secrets/get", self._get_secret)
         app.router.add_get("/_stats", self._stats)
         return app
 
@@ -131,12 +151,17 @@ class WorkspaceHandlers:
         if client_id is None or secret is None or not self.authority.client_ok(client_id, secret):
             self._count("token_refused")
             return _oauth_error(401, "invalid_client", "Client authentication failed")
+        asked = str(form.get("scope") or "all-apis").split()
+        unknown = sorted(set(asked) - KNOWN_SCOPES)
+        if unknown:
+            self._count("token_refused")
+            return _oauth_error(400, "invalid_scope", f"unknown scope: {unknown[0]}")
         token = self.authority.issue(client_id)
         body = {
             "access_token": token.access_token,
             "token_type": "Bearer",
             "expires_in": int(self.authority.token_ttl_s),
-            "scope": str(form.get("scope", "all-apis")),
+            "scope": " ".join(asked),
         }
         return web.json_response(body)
 
@@ -171,6 +196,22 @@ class WorkspaceHandlers:
         if not check.ok:
             return _error(*check_message(check))
         return web.json_response({"id": "1", "userName": check.principal, "active": True})
+
+    async def _get_secret(self, request: web.Request) -> web.Response:
+        self._count("secrets_get")
+        check = self._check(request)
+        if not check.ok:
+            return _error(*check_message(check))
+        scope, key = request.query.get("scope", ""), request.query.get("key", "")
+        with self._lock:
+            scopes = {s for s, _ in self._secrets}
+            value = self._secrets.get((scope, key))
+        if scope not in scopes:
+            return _error(404, f"Scope {scope} does not exist!")
+        if value is None:
+            return _error(404, f"Secret does not exist with scope: {scope} and key: {key}")
+        encoded = base64.b64encode(value.encode()).decode()
+        return web.json_response({"key": key, "value": encoded})
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -229,6 +270,9 @@ class FakeWorkspace:
     def remove_app(self, name: str) -> None:
         self.handlers.remove_app(name)
 
+    def put_secret(self, scope: str, key: str, value: str) -> None:
+        self.handlers.put_secret(scope, key, value)
+
     def stats(self) -> dict[str, int]:
         """Calls by kind (`apps_get`, `token_requests`, `auth_refused`, ...) and tokens issued."""
         return self.handlers.snapshot()
@@ -261,3 +305,21 @@ def serve_workspace(
         app_list = list(apps)
     with FakeWorkspace(app_list, authority=authority, port=port) as workspace:
         yield workspace
+
+
+def non_oauth_credentials(kind: str, token: str) -> Any:
+    """A databricks-sdk credentials strategy named `kind` ("runtime", "azure-cli", ...) that sends
+    `token` and, like those strategies in the SDK, is not an OAuthCredentialsProvider: so
+    `Config.oauth_token()` raises ValueError, and Databricks Apps refuse the token.
+
+    The SDK's own `runtime` strategy reads the token from the Databricks runtime (`dbruntime`) and
+    `azure-cli` from `az account get-access-token`; neither exists on loopback, so this stands in
+    through the SDK's public `Config(credentials_strategy=...)`. Register the token with
+    `authority.add_token(token, principal, kind="runtime" | "aad")`."""
+    from databricks.sdk.credentials_provider import credentials_strategy
+
+    @credentials_strategy(kind, [])  # type: ignore[untyped-decorator]
+    def strategy(cfg: Any) -> Any:
+        return lambda: {"Authorization": f"Bearer {token}"}
+
+    return strategy

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 Verdict = Literal["ok", "missing", "unknown", "expired", "forbidden", "pat_refused"]
+# oauth: issued by the workspace's OIDC endpoint; pat: personal access token; runtime: the token
+# Databricks compute hands its processes (databricks-sdk's `runtime` credentials); aad: an Azure
+# Entra ID token. Databricks Apps accept only the first kind (Databricks docs:
+# dev-tools/databricks-apps/connect-local).
+TokenKind = Literal["oauth", "pat", "runtime", "aad"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,7 @@ class IssuedToken:
     access_token: str
     principal: str
     expires_at: float
-    kind: Literal["oauth", "pat"]
+    kind: TokenKind
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,13 @@ class TokenAuthority:
         with self._lock:
             self._tokens[token] = IssuedToken(token, principal, float("inf"), "pat")
 
+    def add_token(
+        self, token: str, principal: str, kind: TokenKind, *, ttl_s: float = float("inf")
+    ) -> None:
+        """A token the workspace accepts that was not issued by its OIDC endpoint."""
+        with self._lock:
+            self._tokens[token] = IssuedToken(token, principal, time.monotonic() + ttl_s, kind)
+
     def forbid(self, principal: str) -> None:
         with self._lock:
             self._forbidden.add(principal)
@@ -107,7 +119,7 @@ class TokenAuthority:
             return Check("unknown")
         if token.expires_at <= time.monotonic():
             return Check("expired", token.principal)
-        if token.kind == "pat" and not accept_pat:
+        if token.kind != "oauth" and not accept_pat:
             return Check("pat_refused", token.principal)
         if forbidden:
             return Check("forbidden", token.principal)
@@ -122,6 +134,7 @@ def check_message(check: Check) -> tuple[int, str]:
         "missing": "missing bearer token",
         "unknown": "invalid access token",
         "expired": "access token expired",
-        "pat_refused": "personal access tokens are not accepted here; use an OAuth token",
+        "pat_refused": "only OAuth tokens are accepted here (not personal access, runtime or "
+        "Azure Entra ID tokens); use an OAuth token",
     }
     return 401, messages.get(check.verdict, "unauthenticated")

@@ -1,10 +1,10 @@
 -- agentbatch compile: job extract_order_details, target databricks-sql
 -- call ai_query and overwrite into the target [create_or_replace.sql]
-CREATE OR REPLACE TABLE `main`.`support`.`billing_details` AS
+CREATE OR REPLACE TABLE IDENTIFIER('`' || :catalog || '`.`support`.`billing_details`') AS
 WITH
 src AS (
   SELECT *
-  FROM (SELECT ticket_id, customer, subject, body FROM `main`.`support`.`tickets` WHERE label = 'billing') AS source_query
+  FROM (SELECT ticket_id, customer, subject, body FROM IDENTIFIER('`' || :catalog || '`.`support`.`tickets`') WHERE label = 'billing') AS source_query
   -- A row without a key can be neither merged nor resumed: it is never sent.
   WHERE `ticket_id` IS NOT NULL
 ),

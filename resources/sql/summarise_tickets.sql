@@ -1,6 +1,6 @@
 -- agentbatch compile: job summarise_tickets, target databricks-sql
 -- create the target if missing [ensure_target.sql]
-CREATE TABLE IF NOT EXISTS `main`.`support`.`ticket_summaries` AS
+CREATE TABLE IF NOT EXISTS IDENTIFIER('`' || :catalog || '`.`support`.`ticket_summaries`') AS
 SELECT
   `ticket_id`,
   `subject`,
@@ -16,16 +16,16 @@ SELECT
   CAST(NULL AS STRING) AS `custom_outputs`,
   CAST(NULL AS STRING) AS `request_fingerprint`,
   CAST(NULL AS TIMESTAMP) AS `answered_at`
-FROM `main`.`support`.`tickets`
+FROM IDENTIFIER('`' || :catalog || '`.`support`.`tickets`')
 WHERE 1 = 0;
 
 -- call ai_query and merge into the target [merge.sql]
-MERGE INTO `main`.`support`.`ticket_summaries` AS target
+MERGE INTO IDENTIFIER('`' || :catalog || '`.`support`.`ticket_summaries`') AS target
 USING (
 WITH
 src AS (
   SELECT *
-  FROM `main`.`support`.`tickets`
+  FROM IDENTIFIER('`' || :catalog || '`.`support`.`tickets`')
   -- A row without a key can be neither merged nor resumed: it is never sent.
   WHERE `ticket_id` IS NOT NULL
 ),
@@ -50,7 +50,7 @@ todo AS (
   FROM fingerprinted
   WHERE NOT EXISTS (
     SELECT 1
-    FROM `main`.`support`.`ticket_summaries` AS done
+    FROM IDENTIFIER('`' || :catalog || '`.`support`.`ticket_summaries`') AS done
     WHERE done.`ticket_id` = fingerprinted.`ticket_id`
       AND done.`request_fingerprint` = fingerprinted.`request_fingerprint`
   )

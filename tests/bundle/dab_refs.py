@@ -101,10 +101,13 @@ def references(value: Any) -> Iterator[str]:
             yield from references(item)
 
 
-def resolver(bundle: Bundle, target: str, file_path: Path) -> Callable[[Any], Any]:
+def resolver(
+    bundle: Bundle, target: str, file_path: Path, overrides: dict[str, Any] | None = None
+) -> Callable[[Any], Any]:
     """Substitutes `${var.*}`, `${workspace.*}` and `${bundle.*}` for `target`, with the bundle's
-    files deployed at `file_path`. A whole-string reference keeps the value's type."""
-    variables = bundle.variables(target)
+    files deployed at `file_path` and `overrides` given as `--var name=value` at deploy time. A
+    whole-string reference keeps the value's type."""
+    variables = {**bundle.variables(target), **(overrides or {})}
     known: dict[str, Any] = {
         "workspace.file_path": str(file_path),
         "workspace.current_user.userName": CURRENT_USER,
@@ -151,3 +154,27 @@ def substitute_job_parameters(params: list[str], values: dict[str, str]) -> list
         return values[name]
 
     return [JOB_PARAMETER.sub(one, p) for p in params]
+
+
+_MARKER_PIECE = re.compile(r"'((?:[^'\\]|\\.)*)'|:([A-Za-z_]\w*)")
+
+
+def bind_parameters(sql: str, values: dict[str, str]) -> str:
+    """What the warehouse evaluates for the SQL task: `IDENTIFIER(<concat>)` becomes the name it
+    spells and `(<concat>)` of string pieces and `:name` markers becomes one string literal."""
+
+    def value(expression: str) -> str:
+        out = []
+        for literal, name in _MARKER_PIECE.findall(expression):
+            out.append(values[name] if name else literal.replace("\\'", "'"))
+        return "".join(out)
+
+    concat = r"(?:'(?:[^'\\]|\\.)*'|:[A-Za-z_]\w*)(?: \|\| (?:'(?:[^'\\]|\\.)*'|:[A-Za-z_]\w*))*"
+    sql = re.sub(rf"IDENTIFIER\(({concat})\)", lambda m: value(m.group(1)), sql)
+    return re.sub(
+        rf"\(({concat})\)",
+        lambda m: (
+            "'" + value(m.group(1)).replace("'", "\\'") + "'" if ":" in m.group(1) else m.group(0)
+        ),
+        sql,
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import sqlglot
-from dab_refs import ROOT, load_bundle
+from dab_refs import ROOT, bind_parameters, load_bundle
 from sqlglot import exp
 
 from agentbatch.cli import main
@@ -20,19 +20,31 @@ def test_the_push_down_examples_are_compiled() -> None:
     assert {p.stem for p in COMPILED} == {"summarise_tickets", "extract_order_details"}
 
 
+@pytest.mark.parametrize("catalog", ["main", "team_x"])
 @pytest.mark.parametrize("golden", COMPILED, ids=[p.stem for p in COMPILED])
-def test_compile_output_matches_the_checked_in_file(golden: Path, tmp_path: Path) -> None:
+def test_bound_parameters_give_exactly_the_compile_output(
+    golden: Path, catalog: str, tmp_path: Path
+) -> None:
+    """The SQL task's file with `catalog` bound is what `agentbatch compile --var catalog=...`
+    writes: the value reaches the SQL as a parameter, for any catalog."""
     job = ROOT / "jobs" / f"{golden.stem}.yml"
-    code = main(["compile", str(job), "--target", "databricks-sql", "--out", str(tmp_path)])
-    assert code == 0
-    assert (tmp_path / golden.name).read_text() == golden.read_text(), (
-        "stale compiled SQL: run `agentbatch bundle`"
-    )
+    argv = ["compile", str(job), "--target", "databricks-sql", "--out", str(tmp_path)]
+    assert main([*argv, "--var", f"catalog={catalog}"]) == 0
+    bound = bind_parameters(golden.read_text(), {"catalog": catalog})
+    assert bound == (tmp_path / golden.name).read_text(), "stale SQL: run `agentbatch bundle`"
+
+
+@pytest.mark.parametrize("golden", COMPILED, ids=[p.stem for p in COMPILED])
+def test_no_catalog_is_baked_into_the_sql(golden: Path) -> None:
+    text = golden.read_text()
+    assert "`main`" not in text
+    assert "IDENTIFIER('`' || :catalog || '`.`support`." in text
 
 
 @pytest.mark.parametrize("golden", COMPILED, ids=[p.stem for p in COMPILED])
 def test_compiled_sql_parses_as_databricks_sql(golden: Path) -> None:
-    statements = [s for s in sqlglot.parse(golden.read_text(), read="databricks") if s is not None]
+    sql = bind_parameters(golden.read_text(), {"catalog": "main"})
+    statements = [s for s in sqlglot.parse(sql, read="databricks") if s is not None]
     assert statements
     calls = [
         f for s in statements for f in s.find_all(exp.Anonymous) if f.name.lower() == "ai_query"
@@ -43,7 +55,7 @@ def test_compiled_sql_parses_as_databricks_sql(golden: Path) -> None:
 
 
 def test_summarise_tickets_merges_only_new_answers() -> None:
-    sql = (SQL_DIR / "summarise_tickets.sql").read_text()
+    sql = bind_parameters((SQL_DIR / "summarise_tickets.sql").read_text(), {"catalog": "main"})
     statements = [s for s in sqlglot.parse(sql, read="databricks") if s is not None]
     assert [type(s).__name__ for s in statements] == ["Create", "Merge"]
     merge = statements[1]

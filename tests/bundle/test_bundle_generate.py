@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 import yaml
-from dab_refs import ROOT, load_bundle, resolver, target_job
+from dab_refs import (
+    ROOT,
+    job_parameter_values,
+    load_bundle,
+    resolver,
+    substitute_job_parameters,
+    target_job,
+)
 from databricks.bundles.jobs import Job
 
 from agentbatch.bundle import generate, stale_files
@@ -121,39 +128,65 @@ def test_an_edited_resource_is_stale(project: Path, capsys: pytest.CaptureFixtur
     assert "stale: resources/ticket_triage.job.yml" in capsys.readouterr().err
 
 
-def test_a_target_with_other_variables_gets_its_own_compiled_sql(project: Path) -> None:
+def test_a_target_with_another_catalog_needs_no_other_sql(project: Path) -> None:
     _edit_bundle(
         project, lambda c: c["targets"]["prod"]["variables"].update(catalog="prod_catalog")
     )
     assert _bundle(project) == 0
-    prod_sql = project / "resources" / "sql" / "prod" / "summarise_tickets.sql"
-    assert "`prod_catalog`.`support`.`ticket_summaries`" in prod_sql.read_text()
-    assert "`main`.`support`" in (project / "resources/sql/summarise_tickets.sql").read_text()
-
+    assert not (project / "resources" / "sql" / "prod").exists()
     bundle = load_bundle(project)
-    for target, expected in [
-        ("dev", "./sql/summarise_tickets.sql"),
-        ("prod", "./sql/prod/summarise_tickets.sql"),
-    ]:
-        job = target_job(bundle, target, "summarise_tickets")
-        assert job["tasks"][0]["sql_task"]["file"]["path"] == expected
-        assert len(job["tasks"]) == 1
-    # The wheel jobs get the value at run time through the job parameter's default.
-    resolve = resolver(bundle, "prod", project)
-    triage = resolve(target_job(bundle, "prod", "ticket_triage"))
-    assert {"name": "catalog", "default": "prod_catalog"} in triage["parameters"]
+    resolve = resolver(bundle, "prod", project, overrides={"warehouse_id": "abc"})
+    for key in ("summarise_tickets", "ticket_triage"):
+        job = resolve(target_job(bundle, "prod", key))
+        assert {"name": "catalog", "default": "prod_catalog"} in job["parameters"]
 
 
-def test_a_compiled_job_needs_literal_variable_values(project: Path) -> None:
-    _edit_bundle(
-        project,
-        lambda c: c["targets"]["prod"]["variables"].update(
-            catalog="${workspace.current_user.short_name}"
-        ),
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_a_deploy_time_var_reaches_every_task(target: str) -> None:
+    """`databricks bundle deploy --var catalog=x`: every job's catalog parameter defaults to x,
+    and every task takes the parameter (SQL tasks as a named parameter, wheel tasks as --var)."""
+    bundle = load_bundle()
+    resolve = resolver(bundle, target, Path("/w"), overrides={"catalog": "x", "warehouse_id": "a"})
+    seen = 0
+    for key in bundle.jobs:
+        job = resolve(target_job(bundle, target, key))
+        values = job_parameter_values(job)
+        assert values.get("catalog") == "x", key
+        [task] = job["tasks"]
+        if "sql_task" in task:
+            params = substitute_job_parameters(
+                list(task["sql_task"]["parameters"].values()), values
+            )
+            assert dict(zip(task["sql_task"]["parameters"], params, strict=True))["catalog"] == "x"
+        else:
+            argv = substitute_job_parameters(task["python_wheel_task"]["parameters"], values)
+            assert "catalog=x" in argv and "catalog=main" not in " ".join(argv), key
+        seen += 1
+    assert seen == 4
+
+
+def test_a_job_file_schedule_wins_over_the_bundle_schedule(project: Path) -> None:
+    path = project / "jobs" / "summarise_tickets.yml"
+    text = path.read_text() + (
+        "schedule:\n  quartz_cron_expression: '0 30 2 * * ?'\n  timezone_id: Europe/Berlin\n"
     )
-    with pytest.raises(
-        ConfigError, match=r"variables\.catalog in target prod: .* must be a literal"
-    ):
+    path.write_text(text)
+    assert _bundle(project) == 0
+    bundle = load_bundle(project)
+    schedule = bundle.jobs["summarise_tickets"][1]["schedule"]
+    assert schedule == {
+        "quartz_cron_expression": "0 30 2 * * ?",
+        "timezone_id": "Europe/Berlin",
+        "pause_status": "${var.schedule_pause_status}",
+    }
+    other = bundle.jobs["ticket_triage"][1]["schedule"]
+    assert other["quartz_cron_expression"] == "${var.schedule_cron}"
+
+
+def test_a_bad_schedule_names_file_and_line(project: Path) -> None:
+    path = project / "jobs" / "summarise_tickets.yml"
+    path.write_text(path.read_text() + "schedule:\n  quartz_cron_expression: '0 6 * * *'\n")
+    with pytest.raises(SpecError, match=r"summarise_tickets\.yml:\d+: schedule\.quartz_cron"):
         generate(project)
 
 
@@ -161,6 +194,14 @@ def test_a_variable_the_resources_use_must_be_declared(project: Path) -> None:
     _edit_bundle(project, lambda c: c["variables"].pop("warehouse_id"))
     with pytest.raises(ConfigError, match="warehouse_id"):
         generate(project)
+
+
+def test_without_sql_tasks_no_warehouse_is_needed(project: Path) -> None:
+    for push_down in ("summarise_tickets", "extract_order_details"):
+        (project / "jobs" / f"{push_down}.yml").unlink()
+    _edit_bundle(project, lambda c: c["variables"].pop("warehouse_id"))
+    files = generate(project)
+    assert all("warehouse_id" not in f.text for f in files)
 
 
 def test_a_target_cannot_set_an_undeclared_variable(project: Path) -> None:

@@ -21,6 +21,7 @@ from dab_refs import (
 from databricks.bundles.jobs import Job
 
 from agentbatch.bundle_resources import ENTRY_POINT, PACKAGE_NAME
+from agentbatch.entrypoint import split_settings
 
 # The top-level shape of a bundle configuration (the typed model ships only resource classes).
 ROOT_KEYS = {
@@ -142,7 +143,8 @@ def test_every_referenced_file_exists(key: str, target: str) -> None:
             assert path.is_file(), f"{file}: {path} does not exist"
             assert _synced(path.relative_to(ROOT).as_posix())
         if "python_wheel_task" in task:
-            job_file = task["python_wheel_task"]["parameters"][1]
+            _, argv = split_settings(task["python_wheel_task"]["parameters"])
+            job_file = argv[1]
             prefix = "${workspace.file_path}/"
             assert job_file.startswith(prefix)
             relative = job_file[len(prefix) :]
@@ -160,8 +162,11 @@ def test_wheel_tasks_run_the_package_entry_point_and_pass_parameters(key: str) -
     _, job = BUNDLE.jobs[key]
     [task] = job["tasks"]
     if "python_wheel_task" not in task:
-        assert "sql_task" in task and not job.get("parameters")
+        assert "sql_task" in task
         assert task["sql_task"]["warehouse_id"] == "${var.warehouse_id}"
+        assert task["sql_task"]["parameters"] == {
+            name: f"{{{{job.parameters.{name}}}}}" for name in job_parameter_values(job)
+        }
         return
     wheel = task["python_wheel_task"]
     assert wheel["package_name"] == PACKAGE_NAME

@@ -21,6 +21,7 @@ from dab_refs import (
 
 from agentbatch.cli import build_parser
 from agentbatch.entrypoint import main as entry_point
+from agentbatch.entrypoint import split_settings
 
 BUNDLE = load_bundle()
 WHEEL_JOBS = sorted(
@@ -42,25 +43,41 @@ def _task_argv(key: str, target: str, file_path: Path) -> list[str]:
     return substitute_job_parameters(params, job_parameter_values(job))
 
 
+EVAL_JOBS = {"eval_triage"}
+
+
 @pytest.mark.parametrize("target", BUNDLE.target_names())
 @pytest.mark.parametrize("key", WHEEL_JOBS)
 def test_cli_parser_accepts_the_task_parameters(key: str, target: str) -> None:
-    argv = _task_argv(key, target, Path("/Workspace/bundle/files"))
+    settings, argv = split_settings(_task_argv(key, target, Path("/Workspace/bundle/files")))
     args = build_parser().parse_args(argv)
-    assert args.command == "run"
+    assert args.command == ("eval" if key in EVAL_JOBS else "run")
     assert args.job == f"/Workspace/bundle/files/jobs/{key}.yml"
     assert args.target == BUNDLE.variables(target)["run_target"]
     assert args.no_progress and args.json
     assert all("=" in item and "{{" not in item for item in args.var)
+    # The bundle's run settings reach the target through the entry point.
+    assert settings["apps_secret_scope"] == "agentbatch"
+    assert settings["rest_fallback_on"] == "auto"
+    assert settings["checkpoint_dir"] == "/Volumes/main/support/agentbatch/checkpoints"
+    if key in EVAL_JOBS:
+        assert args.report == Path(f"/Volumes/main/support/agentbatch/reports/{key}")
 
 
 def test_job_parameters_reach_the_job_variables() -> None:
-    argv = _task_argv("ticket_triage", "dev", Path("/w"))
+    _, argv = split_settings(_task_argv("ticket_triage", "dev", Path("/w")))
     args = build_parser().parse_args(argv)
     assert sorted(args.var) == ["catalog=main", "team=support"]
 
 
-@pytest.mark.parametrize("key", WHEEL_JOBS)
+def _entry_point(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    code = "from agentbatch.entrypoint import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("key", sorted(set(WHEEL_JOBS) - EVAL_JOBS))
 def test_task_command_line_runs_as_a_local_dry_run(key: str, tmp_path: Path) -> None:
     """Same arguments, with the target swapped for `local`, the state on a temp dir and the source
     table mapped to the sample tickets: the run parses, plans, reads rows and builds requests."""
@@ -70,19 +87,38 @@ def test_task_command_line_runs_as_a_local_dry_run(key: str, tmp_path: Path) -> 
     argv[argv.index("--target") + 1] = "local"
     argv[argv.index("--state-dir") + 1] = str(tmp_path / "state")
     argv += ["--table", f"main.support.tickets={TICKETS}", "--dry-run", "--limit", "2"]
-    done = subprocess.run(
-        [sys.executable, "-m", "agentbatch", *argv],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _entry_point(argv, tmp_path)
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert payload["summary"]["job"] == key
     assert payload["summary"]["dry_run"] is True
     assert payload["summary"]["strategy"] == "rest-fallback"
     assert len(payload["requests"]) == 2
+
+
+@pytest.mark.parametrize("key", sorted(EVAL_JOBS))
+def test_scheduled_evaluation_scores_and_writes_its_report(key: str, tmp_path: Path) -> None:
+    """The evaluation job's task runs `agentbatch eval`: rows answered, scored, a report."""
+    project = tmp_path / "files"
+    shutil.copytree(ROOT / "jobs", project / "jobs")
+    argv = _task_argv(key, "dev", project)
+    argv[argv.index("--target") + 1] = "local"
+    argv[argv.index("--state-dir") + 1] = str(tmp_path / "state")
+    report = tmp_path / "reports" / key
+    argv[argv.index("--report") + 1] = str(report)
+    argv += [
+        "--table",
+        f"main.support.tickets={TICKETS}",
+        "--endpoint",
+        "apps/triage-agent=builtin:instant",
+        "--limit",
+        "5",
+        "--no-mlflow",
+    ]
+    done = _entry_point(argv, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (report / "report.md").is_file() and (report / "report.html").is_file()
+    assert "label_match" in done.stdout or "exact_match" in done.stdout, done.stdout[:500]
 
 
 def test_entry_point_returns_quietly_when_the_command_succeeds(

@@ -107,9 +107,9 @@ class RunHistories(RuleBasedStateMachine):
             if full_refresh:
                 return None
             for row in rows:
-                if row.key == key and row.fingerprint == current[key]:
-                    if row.kind == "ok" or not retry_errors:
-                        return row
+                same = row.key == key and row.fingerprint == current[key]
+                if same and (row.kind == "ok" or not retry_errors):
+                    return row
             return None
 
         new: dict[int, Row] = {}
