@@ -37,13 +37,26 @@ EXAMPLES = {
   agentbatch run jobs/summarise.yml --target databricks-sql --var catalog=prod
   agentbatch run jobs/triage.yml --retry-errors
 
+what a run does (the output table decides what is done):
+  A source row is done when the output table holds a row for its key with the current request
+  fingerprint, answered or failed for good. Every other selected row is answered: from the
+  checkpoint (.agentbatch/state) when an earlier run already paid for the same request, else by
+  calling the agent. Transient failures (retries exhausted on 408/429/5xx, timeouts, connection
+  errors) are sent again by the next run; permanent ones (4xx, agent errors, unparsable
+  answers) only with --retry-errors. The `error` column starts with [transient] or [permanent].
+  --full-refresh calls the agent for every selected row: no reuse of earlier answers.
+  On a second run, output.mode decides what happens to rows the table already holds:
+    merge       one row per key: a new answer replaces the key's row; other keys stay
+    append      one row per key and request: an edited prompt adds rows beside the old ones
+    overwrite   the table becomes exactly the selected rows: rows it already holds for the
+                current request are kept (not paid again), rows that left the source are dropped
+
 the summary:
-  rows          source rows this run selected: rows the output table already answers (same
-                request fingerprint) are not selected; a dry run: the rows a run would send now
-  sent          rows sent to the agent; ok / errors: their outcome
-  skipped       selected rows already answered in this target's checkpoint (.agentbatch/state,
-                from an earlier interrupted run): not sent again
-  reused        rows whose answer was written from that checkpoint instead of calling again
+  selected      source rows the job selects (after source.where / source.limit)
+  skipped       selected rows the output table already holds: nothing to do
+  rows          selected rows this run answered (a dry run: the rows a run would answer now)
+  sent          rows sent to the agent; ok / errors: the outcome of every answered row
+  reused        rows written from answers paid for by an earlier run (the checkpoint), not sent
   table_rows    the whole output table after the run (table_ok, table_errors likewise)
   output ...    where the output table is: its file, or the local warehouse file and a query
                 that reads it (agentbatch show TABLE prints it)""",
@@ -202,9 +215,15 @@ def _add_run_options(sub: argparse.ArgumentParser) -> None:
         help="send an endpoint's rows to an agent server URL (or builtin:instant)",
     )
     sub.add_argument("--limit", type=int, help="send at most N rows this run")
-    sub.add_argument("--retry-errors", action="store_true", help="re-send rows that failed before")
     sub.add_argument(
-        "--full-refresh", action="store_true", help="ignore answers already in the target"
+        "--retry-errors",
+        action="store_true",
+        help="re-send rows that failed for good before (transient failures are re-sent anyway)",
+    )
+    sub.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="call the agent for every selected row again (no reuse of earlier answers)",
     )
 
 

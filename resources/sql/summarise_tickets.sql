@@ -45,14 +45,21 @@ fingerprinted AS (
   SELECT *, sha2(concat('a9a340e2815aa4dabc246612ee21d8793a72ced1b722ff4fe9ae2611310e653e', `_request`), 256) AS `request_fingerprint`
   FROM req
 ),
+done AS (
+  SELECT prior.*
+  FROM IDENTIFIER('`' || :catalog || '`.`support`.`ticket_summaries`') AS prior
+  JOIN fingerprinted
+    ON prior.`ticket_id` = fingerprinted.`ticket_id`
+   AND prior.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  WHERE prior.`error` IS NULL OR NOT (prior.`error` LIKE '[transient]%')
+),
 todo AS (
   SELECT *
   FROM fingerprinted
   WHERE NOT EXISTS (
     SELECT 1
-    FROM IDENTIFIER('`' || :catalog || '`.`support`.`ticket_summaries`') AS done
+    FROM done
     WHERE done.`ticket_id` = fingerprinted.`ticket_id`
-      AND done.`request_fingerprint` = fingerprinted.`request_fingerprint`
   )
 )
 ,
