@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
+from agentbatch.results import TRANSIENT_ERROR
 from agentbatch.testing import request_key
 
 from .processes import PYTHON, AgentProcess, child_env
@@ -172,7 +173,8 @@ def ledger_snapshot(ledger: Path, scratch: Path) -> tuple[bool, set[int]]:
             verdict = conn.execute("PRAGMA quick_check").fetchone()
             if verdict is None or verdict[0] != "ok":
                 return False, set()
-            keys = conn.execute("SELECT key FROM answers").fetchall()
+            # A transient failure is sent again by design: it is no answer.
+            keys = conn.execute("SELECT key FROM answers WHERE transient = 0").fetchall()
         finally:
             conn.close()
     except sqlite3.DatabaseError:
@@ -182,10 +184,17 @@ def ledger_snapshot(ledger: Path, scratch: Path) -> tuple[bool, set[int]]:
     return True, {int(k) for (k,) in keys}
 
 
-def output_ids(project: Project) -> list[int]:
+def output_ids(project: Project, *, answered_only: bool = False) -> list[int]:
+    """The output's keys (with `answered_only`, not those that failed transiently: they are sent
+    again by design)."""
     if not project.output.exists():
         return []
-    return [int(v) for v in pq.read_table(project.output, columns=["id"])["id"].to_pylist()]
+    table = pq.read_table(project.output, columns=["id", "error"]).to_pylist()
+    return [
+        int(r["id"])
+        for r in table
+        if not (answered_only and (r["error"] or "").startswith(TRANSIENT_ERROR))
+    ]
 
 
 def damage_ledger(project: Project, rng: random.Random) -> Damage:
@@ -227,6 +236,8 @@ class TrialReport:
     launches: int = 0
     launch_seconds: list[float] = field(default_factory=list)
     kills: int = 0
+    # Kills that landed while the run was calling the agent (after its first request).
+    kills_mid_run: int = 0
     damage: Counter[str] = field(default_factory=Counter)
     quarantined: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -292,14 +303,18 @@ def run_trial(agent: AgentProcess, root: Path, seed: int, rows: int = 300) -> Tr
         proc, err = _launch(project, agent.url, report.launches)
         try:
             if report.kills < kills_planned:
-                if rng.random() < 0.25:
-                    time.sleep(rng.uniform(0.2, 1.6))  # during start-up or planning
+                # The first kill always lands while the run calls the agent; later ones may come
+                # during start-up or planning too.
+                if report.kills and rng.random() < 0.25:
+                    time.sleep(rng.uniform(0.2, 1.6))
                 else:
                     _wait_for_first_request(agent, before, proc)
-                    time.sleep(rng.uniform(0.0, 1.5))
+                    time.sleep(rng.uniform(0.0, 1.0))
                 if proc.poll() is None:
+                    calling = agent.stats()["requests_total"] > before
                     proc.send_signal(signal.SIGKILL)
                     report.kills += 1
+                    report.kills_mid_run += calling
             returncode = proc.wait(timeout=180)
             report.launch_seconds.append(round(time.monotonic() - launched, 2))
         finally:
@@ -331,7 +346,7 @@ def run_trial(agent: AgentProcess, root: Path, seed: int, rows: int = 300) -> Tr
         if finished:
             break
         # Killed: the checkpoints must be sound as the kill left them.
-        answered = set(output_ids(project))
+        answered = set(output_ids(project, answered_only=True))
         for ledger in project.ledgers():
             sound, _ = ledger_snapshot(ledger, root / "scratch")
             if not sound:
@@ -342,6 +357,8 @@ def run_trial(agent: AgentProcess, root: Path, seed: int, rows: int = 300) -> Tr
             _, ids = ledger_snapshot(ledger, root / "scratch")
             answered |= ids
         watch = (answered, dict(counts))
+    if not report.kills_mid_run:
+        report.problems.append("no kill landed mid-run: the trial proves nothing about kills")
     report.quarantined = len(project.quarantined())
     stats = agent.stats()
     report.faults.update(stats["faults"])
@@ -387,6 +404,7 @@ def sum_reports(reports: list[TrialReport]) -> dict[str, Any]:
         "stream_trials": sum(r.stream for r in reports),
         "launches": sum(r.launches for r in reports),
         "kills_survived": sum(r.kills for r in reports),
+        "kills_mid_run": sum(r.kills_mid_run for r in reports),
         "ledger_damage": dict(sorted(damage.items())),
         "ledgers_quarantined": sum(r.quarantined for r in reports),
         "requests": sum(r.requests for r in reports),

@@ -159,3 +159,62 @@ def test_ledger_that_is_not_a_database_is_moved_aside(tmp_path: Path, content: b
     assert survivors(path) == set()
     if content:
         assert len(list(tmp_path.glob("*.corrupt-*"))) == 1
+
+
+ENDLESS_WRITER = textwrap.dedent(
+    """
+    import sys
+    import pyarrow as pa
+    from agentbatch.agent.ledger import Ledger
+
+    ledger = Ledger(sys.argv[1], key="id", run_id="killed")
+    b = 0
+    while True:  # commits until it is killed, mid-commit or between two
+        ids = list(range(b * 200, (b + 1) * 200))
+        ledger.append(pa.table({
+            "id": pa.array(ids, pa.int64()),
+            "response": [f"answer {i}" for i in ids],
+            "error": pa.nulls(len(ids), pa.string()),
+            "request_fingerprint": [f"fp{i}" for i in ids],
+        }))
+        print(b, flush=True)
+        b += 1
+    """
+)
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_a_kill_mid_commit_leaves_whole_commits_only(tmp_path: Path, trial: int) -> None:
+    """SIGKILL at a random moment while the writer commits: the ledger opens without damage, and
+    every answer it holds is reusable with exactly the row that was committed."""
+    import time
+
+    rng = random.Random()
+    path = tmp_path / "ledger.sqlite"
+    child = subprocess.Popen(
+        [PYTHON, "-c", ENDLESS_WRITER, str(path)],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        wanted = rng.randint(1, 20)
+        for line in child.stdout:
+            if int(line) + 1 >= wanted:
+                break
+        time.sleep(rng.uniform(0.0, 0.05))  # somewhere inside a later commit, or between two
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    with Ledger(path, key="id", run_id="resume") as ledger:
+        assert not list(tmp_path.glob("*.corrupt-*")), "a kill must not damage the ledger"
+        committed = ledger.stats()["answers"]
+        assert committed >= wanted * 200 and committed % 200 == 0  # whole commits only
+        reused, todo = ledger.reuse(inputs(committed + 400), None, retry_errors=False)
+        assert reused is not None
+        rows = sorted(reused.to_pylist(), key=lambda r: r["id"])
+        assert [r["id"] for r in rows] == list(range(committed))
+        assert all(r["response"] == f"answer {r['id']}" for r in rows)
+        assert todo["id"].to_pylist() == list(range(committed, committed + 400))
