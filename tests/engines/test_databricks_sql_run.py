@@ -277,3 +277,62 @@ def test_killed_during_the_write_a_rerun_leaves_each_key_once(
     rows = result.engine.read_table("main.support.ticket_triage").to_pylist()
     assert len(rows) == len({r["ticket_id"] for r in rows}) == OPEN_TICKETS
     assert agent.stats().requests_total == sent  # the ledger had every answer: none re-sent
+
+
+def drop_table(wh: Warehouse, table: str) -> None:
+    import databricks.sql
+
+    with databricks.sql.connect(**wh.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE {table}")
+
+
+def with_mode(job: Path, mode: str, folder: Path) -> Path:
+    copy = folder / "jobs" / f"{job.stem}_{mode}.yml"
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_text(job.read_text().replace("mode: merge", f"mode: {mode}"))
+    return copy
+
+
+def test_a_history_of_rest_fallback_runs_keeps_every_key_once(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    """Drop the table, change the mode, refresh: the target always ends with every key once, and
+    answers paid for are written again from the checkpoint instead of calling the agent."""
+    endpoints = {"apps/triage-agent": agent.url}
+
+    def keys(result: Any) -> list[int]:
+        rows = result.to_arrow(whole_table=True)["ticket_id"].to_pylist()
+        assert len(rows) == len(set(rows)) == OPEN_TICKETS
+        return rows
+
+    keys(run_job(TRIAGE, endpoints=endpoints))
+    drop_table(warehouse, "main.support.ticket_triage")
+    again = run_job(TRIAGE, endpoints=endpoints)
+    keys(again)
+    assert (again.summary["sent"], again.summary["reused"]) == (0, OPEN_TICKETS)
+    overwrite = with_mode(TRIAGE, "overwrite", tmp_path)
+    keys(run_job(overwrite, endpoints=endpoints))
+    assert agent.stats().requests_total == OPEN_TICKETS
+    keys(run_job(overwrite, endpoints=endpoints, full_refresh=True))
+    assert agent.stats().requests_total == 2 * OPEN_TICKETS
+
+
+def test_a_history_of_push_down_runs_keeps_every_key_once(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    def keys(result: Any) -> None:
+        rows = result.to_arrow(whole_table=True)["ticket_id"].to_pylist()
+        assert len(rows) == len(set(rows)) == ALL_TICKETS
+
+    keys(run_job(SUMMARISE))
+    drop_table(warehouse, "main.support.ticket_summaries")
+    keys(run_job(SUMMARISE))  # push-down keeps no checkpoint: the dropped answers are paid again
+    assert agent.stats().requests_total == 2 * ALL_TICKETS
+    overwrite = with_mode(SUMMARISE, "overwrite", tmp_path)
+    keys(run_job(overwrite))  # the rows the table holds are kept, not paid again
+    assert agent.stats().requests_total == 2 * ALL_TICKETS
+    append = with_mode(SUMMARISE, "append", tmp_path)
+    keys(run_job(append))
+    assert agent.stats().requests_total == 2 * ALL_TICKETS
+    keys(run_job(overwrite, full_refresh=True))
+    assert agent.stats().requests_total == 3 * ALL_TICKETS
