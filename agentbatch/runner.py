@@ -283,7 +283,7 @@ def _run_fallback(
                 retry_errors=the_plan.options.retry_errors,
                 reuse=not the_plan.options.full_refresh,
                 progress=RichProgress() if progress else LogProgress(),
-                total_rows=max(counts["selected"] - counts["skipped"], 0),
+                total_rows=_to_answer(counts, the_plan.options.limit),
             )
             stats = bulk.as_dict()
         except BaseException:
@@ -298,6 +298,12 @@ def _run_fallback(
         ledger.close()
     stats["rows_written"] = written
     return _summarise(the_plan, engine, {**stats, **counts})
+
+
+def _to_answer(counts: Mapping[str, int], limit: int | None) -> int:
+    """Rows this run will answer: the selection less what the target holds, at most `limit`."""
+    rows = max(counts["selected"] - counts["skipped"], 0)
+    return min(rows, limit) if limit is not None else rows
 
 
 def _write_answers(steps: RestFallback, engine: Engine, ledger: Any) -> int:

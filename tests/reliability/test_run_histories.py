@@ -35,6 +35,7 @@ from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
 
+from .conftest import record_figures
 from .history import ENDPOINT, OUTPUT, SOURCE, Project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -334,4 +335,4 @@ def test_run_histories_match_the_model(agent: AgentServer) -> None:
     runner().runTest()
     # Kills must have landed mid-run at least once, or the kill rule proved nothing.
     assert TOTALS["kills_mid_run"] >= 1, dict(TOTALS)
-    sys.stderr.write(f"run histories: {dict(TOTALS)}\n")
+    record_figures("run histories (local)", dict(TOTALS))
