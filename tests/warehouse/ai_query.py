@@ -149,12 +149,12 @@ def check_response_format(fmt: exp.Expression) -> None:
 
 def check_request(endpoint: str | None, request: Any, custom_models: Collection[str]) -> None:
     """A foundation-model endpoint takes a STRING request; fails the statement, as analysis does."""
-    if endpoint is not None and endpoint not in custom_models and request is not None:
-        if not isinstance(request, str):
-            raise AiQueryStatementError(
-                "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] Cannot resolve ai_query: the request "
-                f"to the foundation-model endpoint {endpoint!r} must be a STRING, not a STRUCT."
-            )
+    foundation = endpoint is not None and endpoint not in custom_models
+    if foundation and request is not None and not isinstance(request, str):
+        raise AiQueryStatementError(
+            "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] Cannot resolve ai_query: the request "
+            f"to the foundation-model endpoint {endpoint!r} must be a STRING, not a STRUCT."
+        )
 
 
 def check_custom_model_call(call: AiQueryCall, custom_models: Collection[str]) -> None:
