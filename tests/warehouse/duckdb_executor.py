@@ -24,6 +24,12 @@ import sqlglot
 from duckdb import func, sqltypes
 from sqlglot import exp
 
+from agentbatch.engines.merge_rules import (
+    DUPLICATE_MATCH_MESSAGE,
+    CheckedMerge,
+    checked_duckdb_merge,
+)
+
 from .ai_query import (
     AiQueryCall,
     AiQueryFunction,
@@ -176,8 +182,12 @@ class DuckDBExecutor:
                     context.on_cancel(session.connection.interrupt)
                     if context.cancelled.is_set():
                         raise StatementCancelled("statement cancelled")
-                relation = session.connection.sql(duck_sql, params=bound)
-                table = relation.to_arrow_table() if relation is not None else None
+                checked = checked_duckdb_merge(tree) if isinstance(tree, exp.Merge) else None
+                if checked is not None and bound is None:
+                    table = _run_checked_merge(session.connection, checked)
+                else:
+                    relation = session.connection.sql(duck_sql, params=bound)
+                    table = relation.to_arrow_table() if relation is not None else None
             except duckdb.Error as error:
                 raise RuntimeError(_databricks_names(str(error))) from None
             finally:
@@ -380,6 +390,17 @@ def _from_json_casts(tree: exp.Expression) -> None:
         node.replace(
             exp.TryCast(this=as_json, to=exp.DataType.build(schema.this, dialect="databricks"))
         )
+
+
+def _run_checked_merge(connection: duckdb.DuckDBPyConnection, checked: CheckedMerge) -> pa.Table:
+    """Delta refuses a MERGE where several source rows match one target row; so does this."""
+    connection.execute(checked.materialize)
+    try:
+        if connection.execute(checked.find_duplicate).fetchall():
+            raise ValueError(DUPLICATE_MATCH_MESSAGE)
+        return connection.sql(checked.merge).to_arrow_table()
+    finally:
+        connection.execute(checked.drop)
 
 
 def _json_functions(tree: exp.Expression) -> None:
