@@ -155,7 +155,7 @@ def test_a_merge_matching_one_target_row_twice_fails_as_in_delta(make_engine: An
     batch = pa.record_batch(
         [pa.array([1, 1, 2], pa.int32()), pa.array(["a", "b", "c"])], schema=schema
     )
-    merge = MERGE_SQL.replace("main.s.answers", "main.s.dup")
+    merge = MERGE_SQL.replace("`answers`", "`dup`")
     request = WriteRequest("main.s.dup", "id", "merge", "agentbatch_staged", (merge,))
     with pytest.raises(
         EngineError, match=r"\[DELTA_MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW_IN_MERGE\]"
