@@ -214,6 +214,10 @@ class Warehouse:
     def authorizations(self) -> list[str]:
         return list(self.records.authorizations)
 
+    def create_volume(self, name: str) -> None:
+        """The volume `catalog.schema.volume` exists, as if made by CREATE VOLUME beforehand."""
+        (self.volumes_dir / name.replace(".", "/")).mkdir(parents=True, exist_ok=True)
+
     def connect_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Options for `databricks.sql.connect(...)` that reach this warehouse."""
         kwargs: dict[str, Any] = {
