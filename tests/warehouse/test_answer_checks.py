@@ -17,6 +17,8 @@ from typing import Any
 
 import databricks.sql
 import pytest
+import sqlglot
+from sqlglot import exp
 
 import agentbatch
 from agentbatch.agent.replies import AgentReply
@@ -24,6 +26,7 @@ from agentbatch.agent.response_format import parse_response_format
 from agentbatch.agent.responses import apply_response_format
 from agentbatch.results import PERMANENT_ERROR
 
+from .duckdb_executor import DuckDBExecutor
 from .server import Warehouse, serve_warehouse
 from .spark_executor import SparkExecutor
 
@@ -151,3 +154,34 @@ def test_push_down_and_rest_store_the_same_outcome_for_each_reply(
         '[permanent] response_format: answer is not valid JSON: {"label": "billing", "urg'
     )
     assert by_case["absent field"]["response"] == {"label": "account", "urgency": None}
+
+
+@pytest.mark.parametrize("error_message", [None, ""])
+def test_an_empty_error_message_is_no_error(tmp_path: Path, error_message: str | None) -> None:
+    """Documented: errorMessage is NULL on success; one public report shows ''. Both are no
+    error, so a platform change cannot turn every answered row into an error."""
+    job = tmp_path / JOB.name
+    job.write_text(JOB.read_text().replace("mode: merge", "mode: overwrite"))
+    [statement] = [s.sql for s in agentbatch.plan(job, target="databricks-sql").statements]
+    tree = sqlglot.parse_one(statement, read="databricks")
+    [call] = [f for f in tree.find_all(exp.Anonymous) if f.name.lower() == "ai_query"]
+    answer = exp.Literal.string(REPLIES["ok"]).sql("databricks")
+    failure = (
+        exp.Literal.string(error_message).sql("databricks") if error_message is not None else "NULL"
+    )
+    call.replace(
+        sqlglot.parse_one(
+            f"named_struct('result', {answer}, 'errorMessage', CAST({failure} AS STRING))",
+            read="databricks",
+        )
+    )
+    with DuckDBExecutor() as executor:
+        executor("CREATE SCHEMA main.support", {})
+        executor(
+            "CREATE TABLE main.support.tickets AS SELECT 1 AS ticket_id, 'ok' AS subject, '' AS body",
+            {},
+        )
+        executor(tree.sql("databricks"), {})
+        stored = executor("SELECT response, error FROM main.support.ticket_labels", {})
+    assert stored is not None
+    assert stored.to_pylist() == [{"response": {"label": "billing", "urgency": 3}, "error": None}]
