@@ -22,9 +22,9 @@ from agentbatch.agent.response_format import (
 from agentbatch.errors import TemplateError
 from agentbatch.spec.models import Job
 from agentbatch.sql import quoting
-from agentbatch.sql.answers import answer_checks, error_sql
+from agentbatch.sql.answers import AnswerChecks, answer_checks, error_sql
 from agentbatch.sql.jinja import Helpers, make_environment, render_template
-from agentbatch.sql.quoting import Sql
+from agentbatch.sql.quoting import Sql, SqlValueError
 from agentbatch.sql.types import response_type
 
 
@@ -95,6 +95,24 @@ def parse_format(fmt: str | Mapping[str, Any]) -> ResponseFormat:
         raise TemplateError(f"agent.response_format: {err}") from None
 
 
+class _NotPushable:
+    """Stands for answer checks that cannot be written in SQL: using them (rendering a push-down
+    statement) is the error, planning the REST fallback is not."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def __getattr__(self, name: str) -> Any:
+        raise TemplateError(self._reason)
+
+
+def _answer_checks(fmt: str | Mapping[str, Any]) -> AnswerChecks | _NotPushable:
+    try:
+        return answer_checks(parse_format(fmt))
+    except SqlValueError as err:
+        return _NotPushable(f"agent.response_format: {err}")
+
+
 def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict[str, Any]:
     source = job.source
     if source.table is not None:
@@ -115,7 +133,7 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "call_fingerprint": quoting.literal(call_fingerprint),
         "ai_query": ai_query_sql(job),
         "response_format": quoting.literal(response_type(fmt)) if fmt is not None else None,
-        "checks": answer_checks(parse_format(fmt)) if fmt is not None else None,
+        "checks": _answer_checks(fmt) if fmt is not None else None,
         "error": error_sql(Sql("`_failure`"), Sql("`_problem`") if fmt is not None else None),
         "response_type": Sql(response_type(fmt)),
         "output": quoting.table(job.output.table),
