@@ -18,7 +18,8 @@ Endpoints named by literals are resolved on the driver (URL and auth headers); o
 to a URL (`{"my-endpoint": "http://127.0.0.1:8000"}`).
 
 It refuses what Databricks' ai_query refuses (docs/databricks-behaviour.md): an endpoint that is not
-a STRING literal (checked by the SQL rewrite, `spark_sql.rewrite_ai_query`), and a DDL
+a STRING literal (checked by the SQL rewrite, `spark_sql.rewrite_ai_query`), a STRUCT request to an
+endpoint not named in the `ai_query_custom_models` setting (foundation models take a STRING), and a DDL
 `responseFormat` other than one top-level field wrapping the wanted struct
 (`AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT`). Registering it turns ANSI mode on, as SQL warehouses
 and serverless compute run: an invalid CAST raises, so the SQL around it must use try_cast.
@@ -55,6 +56,8 @@ class AiQueryConfig:
     max_concurrency: int = 16
     timeout_s: float = 300.0
     max_retries: int = 8
+    # Custom-model endpoints (agents on Model Serving): the only ones a STRUCT request may go to.
+    custom_models: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:  # no credentials in reprs
         return f"AiQueryConfig(overrides={dict(self.overrides)!r}, text_api={self.text_api!r})"
@@ -86,6 +89,7 @@ def ai_query_config(
         max_concurrency=max(1, cap // max(1, parallelism)),
         timeout_s=float(settings.get("timeout_seconds") or 300.0),
         max_retries=int(settings.get("max_retries", 8)),
+        custom_models=frozenset(str(n) for n in settings.get("ai_query_custom_models") or ()),
     )
 
 
@@ -160,6 +164,14 @@ def answer_column(
     results: list[str | None] = [None] * count
     errors: list[str | None] = [None] * count
     for (name, params_json, fmt_text, is_json), rows in groups.items():
+        if is_json and name not in config.custom_models:
+            # Databricks: a foundation or external model takes a STRING request (ai_query
+            # reference, Arguments); a STRUCT is for custom models (ai_query_custom_models).
+            raise UsageError(
+                "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] ai_query: the request to the "
+                f"foundation-model endpoint {name!r} must be a STRING, not a STRUCT "
+                "(list custom-model endpoints in the ai_query_custom_models setting)"
+            )
         texts = [_json(bodies[r]) if is_json else bodies[r] for r in rows]
         api = config.text_api
         if is_json and rows:

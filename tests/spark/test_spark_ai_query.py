@@ -108,6 +108,12 @@ def test_response_format_gives_json_text_for_from_json(
         ),
         # Databricks: the endpoint is a STRING literal.
         ("ai_query(concat('summ', 'ariser'), 'hi', failOnError => false)", "NOT_A_CONSTANT_STRING"),
+        # Databricks: a foundation model takes a STRING request; a STRUCT is for custom models.
+        (
+            "ai_query('summariser', named_struct('messages', array(named_struct('role', 'user', "
+            "'content', 'hi'))), failOnError => false)",
+            "DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE",
+        ),
     ],
 )
 def test_calls_databricks_refuses_are_refused(
@@ -130,7 +136,10 @@ def test_registered_ai_query_runs_in_ansi_mode_and_odd_answers_never_fail_the_st
 
 
 def test_struct_request_is_sent_as_the_body(make_engine: Any, agent: AgentServer) -> None:
-    engine = engine_for(make_engine, agent)
+    url = f"{agent.url}/serving-endpoints/summariser/invocations"
+    engine = make_engine(
+        {"ai_query_endpoints": {"summariser": url}, "ai_query_custom_models": ["summariser"]}
+    )
     sql = (
         "SELECT ai_query('summariser', named_struct('messages', array(named_struct('role', 'user', "
         "'content', 'hello there')), 'custom_inputs', named_struct('key', 'k-1')), failOnError => false) AS a"
