@@ -59,9 +59,34 @@ REPLIES: dict[str, str | None] = {
 }
 
 
-def rest_outcome(reply: str) -> tuple[Any, str | None]:
+# A JSON-schema format (the other form): numbers, booleans, a required field.
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "issue": {"type": "string"},
+        "amount": {"type": "number"},
+        "seats": {"type": "integer"},
+        "refund": {"type": "boolean"},
+    },
+    "required": ["issue"],
+}
+SCHEMA_REPLIES: dict[str, str] = {
+    "schema ok": '{"issue": "double charge", "amount": 12.5, "seats": 3, "refund": true}',
+    "schema number as text": '{"issue": "x", "amount": "12.5", "seats": "2", "refund": "false"}',
+    "schema integral float": '{"issue": "x", "seats": 2.0}',
+    "schema array for string": '{"issue": ["a", "b"]}',
+    "schema required absent": '{"amount": 3}',
+    "schema bad number": '{"issue": "x", "amount": "twelve"}',
+    "schema yes for boolean": '{"issue": "x", "refund": "yes"}',
+    "schema number for boolean": '{"issue": "x", "refund": 1}',
+    "schema exponent": '{"issue": "x", "amount": 1.5e3}',
+    "schema negative": '{"issue": "x", "amount": -0.25, "seats": -4}',
+}
+
+
+def rest_outcome(reply: str, fmt: str | dict[str, Any] = FORMAT) -> tuple[Any, str | None]:
     """(response, error) as the REST fallback stores them for `reply`."""
-    outcome = apply_response_format(AgentReply(text=reply), parse_response_format(FORMAT))
+    outcome = apply_response_format(AgentReply(text=reply), parse_response_format(fmt))
     if isinstance(outcome, AgentReply):
         return outcome.value, None
     return None, PERMANENT_ERROR + outcome.message
@@ -70,7 +95,7 @@ def rest_outcome(reply: str) -> tuple[Any, str | None]:
 def replying_agent(endpoint: str, request: Any, **named: Any) -> str | None:
     """Answers the prompt `Classify ... Ticket: <case>` with that case's reply."""
     case = str(request).split("Ticket: ", 1)[1].split("\n", 1)[0]
-    return REPLIES[case]
+    return REPLIES[case] if case in REPLIES else SCHEMA_REPLIES[case]
 
 
 @pytest.fixture(scope="module")
@@ -90,25 +115,30 @@ def answering_warehouse(
     return make_warehouse(ai_query=replying_agent)
 
 
-def test_push_down_and_rest_store_the_same_outcome_for_each_reply(
-    answering_warehouse: Warehouse, tmp_path: Path
-) -> None:
-    job, on_spark = JOB, isinstance(answering_warehouse.service._executor, SparkExecutor)
+def run_push_down(
+    warehouse: Warehouse, tmp_path: Path, cases: list[str], response_format: Any = None
+) -> list[dict[str, Any]]:
+    """The example job's push-down statements on `warehouse` over one ticket per case."""
+    on_spark = isinstance(warehouse.service._executor, SparkExecutor)
+    text = JOB.read_text()
     if on_spark:
         # The Spark executor keeps tables as Parquet, which has neither MERGE nor REPLACE TABLE:
         # a plain CREATE TABLE AS of the same SELECT instead.
-        job = tmp_path / JOB.name
-        job.write_text(JOB.read_text().replace("mode: merge", "mode: overwrite"))
+        text = text.replace("mode: merge", "mode: overwrite")
+    if response_format is not None:
+        text = text.replace(json.dumps(FORMAT), json.dumps(response_format))
+    job = tmp_path / JOB.name
+    job.write_text(text)
     plan = agentbatch.plan(job, target="databricks-sql")
     assert plan.strategy == "push-down"
     statements = [s.sql for s in plan.statements]
     if on_spark:
         statements = [s.replace("CREATE OR REPLACE TABLE", "CREATE TABLE", 1) for s in statements]
     rows = ", ".join(
-        f"({number}, {json.dumps(case)}, '')" for number, case in enumerate(REPLIES, start=1)
+        f"({number}, {json.dumps(case)}, '')" for number, case in enumerate(cases, start=1)
     )
     with (
-        databricks.sql.connect(**answering_warehouse.connect_kwargs()) as conn,
+        databricks.sql.connect(**warehouse.connect_kwargs()) as conn,
         conn.cursor() as cur,
     ):
         cur.execute("CREATE SCHEMA IF NOT EXISTS main.support")
@@ -123,8 +153,15 @@ def test_push_down_and_rest_store_the_same_outcome_for_each_reply(
         cur.execute(
             "SELECT subject, response, error FROM main.support.ticket_labels ORDER BY ticket_id"
         )
-        stored = cur.fetchall_arrow().to_pylist()
-    assert [r["subject"] for r in stored] == list(REPLIES)
+        stored: list[dict[str, Any]] = cur.fetchall_arrow().to_pylist()
+    assert [r["subject"] for r in stored] == cases
+    return stored
+
+
+def test_push_down_and_rest_store_the_same_outcome_for_each_reply(
+    answering_warehouse: Warehouse, tmp_path: Path
+) -> None:
+    stored = run_push_down(answering_warehouse, tmp_path, list(REPLIES))
     for row in stored:
         reply = REPLIES[row["subject"]]
         assert reply is not None
@@ -154,6 +191,22 @@ def test_push_down_and_rest_store_the_same_outcome_for_each_reply(
         '[permanent] response_format: answer is not valid JSON: {"label": "billing", "urg'
     )
     assert by_case["absent field"]["response"] == {"label": "account", "urgency": None}
+
+
+def test_a_json_schema_format_reads_alike_on_both_paths(
+    answering_warehouse: Warehouse, tmp_path: Path
+) -> None:
+    stored = run_push_down(answering_warehouse, tmp_path, list(SCHEMA_REPLIES), SCHEMA)
+    for row in stored:
+        expected = rest_outcome(SCHEMA_REPLIES[row["subject"]], SCHEMA)
+        assert (row["response"], row["error"]) == expected, row["subject"]
+    errors = {r["subject"] for r in stored if r["error"] is not None}
+    assert errors == {
+        "schema required absent",
+        "schema bad number",
+        "schema yes for boolean",
+        "schema number for boolean",
+    }
 
 
 @pytest.mark.parametrize("error_message", [None, ""])
