@@ -21,7 +21,7 @@ from agentbatch.agent.calls import CallSpec, call_fingerprint
 from agentbatch.engines import engine_class
 from agentbatch.engines.base import WriteRequest
 from agentbatch.spec.models import Job
-from agentbatch.sql.render import Renderer, RenderOptions, job_context
+from agentbatch.sql.render import Renderer, RenderOptions, job_context, uses_agent_body
 from agentbatch.targets import Target
 
 Strategy = Literal["push-down", "rest-fallback"]
@@ -135,6 +135,15 @@ def choose_strategy(job: Job, target: Target, options: RunOptions) -> tuple[Stra
         )
     if not engine.native_ai_query:
         return "rest-fallback", f"the {target.engine} engine has no ai_query"
+    if uses_agent_body(job):
+        # A request body (a `request` mapping, custom_inputs, databricks_options) is for a custom
+        # model: an agent on Model Serving. ai_query types its answer by the model signature (a
+        # struct of output[] or messages[], not text); REST reads the text, custom_outputs, trace.
+        return (
+            "rest-fallback",
+            "the request is a body for an agent on Model Serving: ai_query would return the "
+            "struct of its signature, REST reads the answer, custom_outputs and trace id",
+        )
     return "push-down", f"ai_query runs inside the {target.engine} engine"
 
 

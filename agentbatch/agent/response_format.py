@@ -3,6 +3,19 @@ a JSON schema for the request, and a parser that turns the agent's answer text i
 type.
 
 Type strings are parsed with sqlglot's Databricks dialect, never by hand.
+
+The answer checks are one rule for every path: the REST fallback runs `ResponseFormat.parse`, and
+the push-down SQL (`agentbatch.sql.answers`) renders the same checks, in the same order, with the
+same messages (the constants below):
+
+1. the answer (a Markdown code fence removed) is not JSON -> `NOT_JSON`;
+2. it is JSON but not an object -> `NOT_OBJECT`;
+3. it has none of the declared top-level fields -> `no_fields_message`;
+4. it lacks a field the format requires (a JSON schema's `required`; the fields of a type string
+   are nullable, so an absent one is NULL) -> `missing_message`;
+5. a top-level field's value does not fit its declared type -> `wrong_type_message`.
+
+Each message ends with a preview of the answer: its first 200 characters, then `…`.
 """
 
 from __future__ import annotations
@@ -11,9 +24,11 @@ import datetime
 import decimal
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from agentbatch.sql.types import json_schema_to_sql
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -21,6 +36,11 @@ if TYPE_CHECKING:
 _PREVIEW_CHARS = 200
 _INT_RANGES = {8: (-(2**7), 2**7 - 1), 16: (-(2**15), 2**15 - 1), 32: (-(2**31), 2**31 - 1)}
 _INT_RANGES[64] = (-(2**63), 2**63 - 1)
+# Integer and number texts accepted in place of JSON numbers (the push-down SQL reads the same).
+INTEGER_PATTERN = r"^\s*-?[0-9]+(\.0+)?\s*$"
+NUMBER_PATTERN = r"^\s*-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+_INTEGER_TEXT = re.compile(INTEGER_PATTERN)
+_NUMBER_TEXT = re.compile(NUMBER_PATTERN)
 
 
 class ResponseFormatError(ValueError):
@@ -29,6 +49,32 @@ class ResponseFormatError(ValueError):
 
 class AnswerParseError(ValueError):
     """An answer does not match the declared response format (a row error)."""
+
+
+# The row-error messages shared with the push-down SQL; each is followed by the answer's preview.
+NOT_JSON = "answer is not valid JSON: "
+NOT_OBJECT = "answer is not a JSON object: "
+
+
+def no_fields_message(names: Sequence[str]) -> str:
+    return f"answer has none of the declared fields ({', '.join(names)}): "
+
+
+def missing_message(name: str) -> str:
+    return f"answer lacks the required field {name}: "
+
+
+def wrong_type_message(name: str, sql_type: str) -> str:
+    return f"answer field {name} does not fit {sql_type}: "
+
+
+@dataclass(frozen=True)
+class DeclaredField:
+    """A top-level field of the response format."""
+
+    name: str
+    sql_type: str  # the Databricks type the field is read as, printed by sqlglot
+    required: bool  # the answer must carry the key (a JSON schema's `required`)
 
 
 Coerce = Callable[[Any, str], Any]
@@ -44,21 +90,35 @@ class ResponseFormat:
     # Ask the model to follow the schema exactly. True for type strings (their schemas are built
     # strict-compatible); a JSON schema keeps the `strict` its wrapper declares (default False).
     strict: bool = True
+    fields: tuple[DeclaredField, ...] = ()
 
     def parse(self, text: str) -> dict[str, Any]:
-        """Parse an answer into a dict matching `arrow_type`; raise AnswerParseError if it cannot."""
+        """Parse an answer into a dict matching `arrow_type`; raise AnswerParseError if it cannot.
+
+        The checks and messages are the module docstring's, shared with the push-down SQL."""
         try:
             value = json.loads(_strip_code_fence(text))
-        except ValueError as e:
+        except (ValueError, RecursionError):
+            raise AnswerParseError(NOT_JSON + _preview(text)) from None
+        if not isinstance(value, dict):
+            raise AnswerParseError(NOT_OBJECT + _preview(text))
+        if not any(f.name in value for f in self.fields):
             raise AnswerParseError(
-                f"answer is not valid JSON ({e.__class__.__name__}): {_preview(text)}"
-            ) from None
-        try:
-            result = self._coerce(value, "$")
-        except AnswerParseError as e:
-            raise AnswerParseError(f"{e}; answer: {_preview(text)}") from None
-        if not isinstance(result, dict):
-            raise AnswerParseError(f"answer is not a JSON object: {_preview(text)}")
+                no_fields_message([f.name for f in self.fields]) + _preview(text)
+            )
+        for declared in self.fields:
+            if declared.required and declared.name not in value:
+                raise AnswerParseError(missing_message(declared.name) + _preview(text))
+        coercers = getattr(self._coerce, "fields", {})
+        result: dict[str, Any] = {}
+        for declared in self.fields:
+            try:
+                result[declared.name] = coercers[declared.name](
+                    value.get(declared.name), f"$.{declared.name}"
+                )
+            except AnswerParseError:
+                message = wrong_type_message(declared.name, declared.sql_type)
+                raise AnswerParseError(message + _preview(text)) from None
         return result
 
     def responses_text_param(self) -> dict[str, Any]:
@@ -131,7 +191,11 @@ def _from_type_string(text: str) -> ResponseFormat:
     if dtype.this != exp.DataType.Type.STRUCT or not dtype.expressions:
         raise ResponseFormatError(f"response_format {text!r} must be a STRUCT with fields")
     arrow_type, schema, coerce = _sql_type(dtype, text)
-    return ResponseFormat(arrow_type, schema, "response", coerce)
+    fields = tuple(
+        DeclaredField(column.name, column.args["kind"].sql("databricks"), required=False)
+        for column in dtype.expressions
+    )
+    return ResponseFormat(arrow_type, schema, "response", coerce, fields=fields)
 
 
 def _sql_type(dtype: Any, origin: str) -> tuple[pa.DataType, dict[str, Any], Coerce]:
@@ -273,7 +337,14 @@ def _from_json_schema(spec: Mapping[str, Any]) -> ResponseFormat:
     if schema.get("type") != "object" or not isinstance(schema.get("properties"), Mapping):
         raise ResponseFormatError("response_format JSON schema must be an object with properties")
     arrow_type, coerce = _schema_type(schema, "$")
-    return ResponseFormat(arrow_type, dict(schema), name, coerce, strict=strict)
+    if not isinstance(coerce, _StructCoerce):
+        raise ResponseFormatError("response_format JSON schema must be an object with properties")
+    required = schema.get("required") or []
+    fields = tuple(
+        DeclaredField(str(name), json_schema_to_sql(sub), required=name in required)
+        for name, sub in schema["properties"].items()
+    )
+    return ResponseFormat(arrow_type, dict(schema), name, coerce, strict=strict, fields=fields)
 
 
 def _schema_type(schema: Any, path: str) -> tuple[pa.DataType, Coerce]:
@@ -321,16 +392,23 @@ def _fail(path: str, expected: str, value: Any) -> AnswerParseError:
     return AnswerParseError(f"{path}: expected {expected}, got {shown[:60]}")
 
 
-def _struct_coercer(fields: Mapping[str, Coerce]) -> Coerce:
-    def coerce(value: Any, path: str) -> Any:
+class _StructCoerce:
+    """Coerces an object field by field; `fields` lets the top level check each one."""
+
+    def __init__(self, fields: Mapping[str, Coerce]) -> None:
+        self.fields = dict(fields)
+
+    def __call__(self, value: Any, path: str) -> Any:
         if value is None:
             return None
         if not isinstance(value, dict):
             raise _fail(path, "an object", value)
         # Missing fields become NULL; extra fields are ignored.
-        return {name: c(value.get(name), f"{path}.{name}") for name, c in fields.items()}
+        return {name: c(value.get(name), f"{path}.{name}") for name, c in self.fields.items()}
 
-    return coerce
+
+def _struct_coercer(fields: Mapping[str, Coerce]) -> Coerce:
+    return _StructCoerce(fields)
 
 
 def _list_coercer(item: Coerce) -> Coerce:
@@ -356,11 +434,11 @@ def _map_coercer(item: Coerce) -> Coerce:
 
 
 def _coerce_string(value: Any, path: str) -> Any:
+    # As Databricks' get_json_object reads a value as text: scalars as written, objects and arrays
+    # as compact JSON.
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, bool | int | float):
-        return json.dumps(value)
-    raise _fail(path, "a string", value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _coerce_json_text(value: Any, path: str) -> Any:
@@ -377,8 +455,8 @@ def _int_coercer(bits: int) -> Coerce:
             raise _fail(path, "an integer", value)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-            value = int(value)
+        if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+            value = int(value.strip().split(".")[0])
         if not isinstance(value, int):
             raise _fail(path, "an integer", value)
         if not low <= value <= high:
@@ -391,6 +469,8 @@ def _int_coercer(bits: int) -> Coerce:
 def _coerce_float(value: Any, path: str) -> Any:
     if value is None:
         return None
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(path, "a number", value)
     return float(value)
@@ -399,6 +479,8 @@ def _coerce_float(value: Any, path: str) -> Any:
 def _coerce_bool(value: Any, path: str) -> Any:
     if value is None or isinstance(value, bool):
         return value
+    if value in ("true", "false"):
+        return value == "true"
     raise _fail(path, "a boolean", value)
 
 

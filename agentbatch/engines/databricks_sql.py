@@ -11,7 +11,8 @@ databricks-sql-connector.
   the next run does not replace, and every write mode is idempotent by key.
 
 Settings: host, http_path or warehouse_id, profile, port, scheme, catalog, schema,
-staging_volume, telemetry, poll_interval_s, insert_rows, job_name and run_id (from the runner).
+staging_volume, telemetry, tls_ca_file (a private CA to trust), poll_interval_s, insert_rows,
+job_name and run_id (from the runner).
 """
 
 from __future__ import annotations
@@ -212,6 +213,10 @@ class DatabricksSQLEngine:
             options["_connection_uri"] = address.uri
         elif address.port != 443:
             options["_port"] = address.port
+        ca_file = self.settings.get("tls_ca_file")
+        if ca_file:
+            # A private CA (a proxy, a test server): the connector's own TLS option.
+            options["_tls_trusted_ca_file"] = str(ca_file)
         log.info("connecting to %s (%s auth)", address.uri, credentials.auth_type)
         try:
             connection: Connection = sql.connect(**options)

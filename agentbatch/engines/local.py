@@ -24,6 +24,11 @@ import sqlglot
 from sqlglot import exp
 
 from agentbatch.engines.base import WriteRequest, WriteStats
+from agentbatch.engines.merge_rules import (
+    DUPLICATE_MATCH_MESSAGE,
+    CheckedMerge,
+    checked_duckdb_merge,
+)
 from agentbatch.errors import EngineError, MissingDependencyError, UsageError
 from agentbatch.sql.quoting import DIALECT, table_parts
 
@@ -104,7 +109,11 @@ class LocalEngine:
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         statement, written = self._prepare(sql, writing=True)
-        self._run(statement, params)
+        checked = _checked_merge(statement) if not params else None
+        if checked is None:
+            self._run(statement, params)
+        else:
+            self._run_checked_merge(checked)
         for table in written:
             if table in self._outputs:
                 self._save_mapped_output(table, self._outputs[table])
@@ -322,6 +331,16 @@ class LocalEngine:
             f"--table {name}=PATH"
         )
 
+    def _run_checked_merge(self, checked: CheckedMerge) -> None:
+        """A MERGE refused as Delta refuses it: several source rows matching one target row."""
+        self._run(checked.materialize, None)
+        try:
+            if self._sql(checked.find_duplicate):
+                raise EngineError(f"local engine: {DUPLICATE_MATCH_MESSAGE}")
+            self._run(checked.merge, None)
+        finally:
+            self._sql(checked.drop)
+
     def _run(self, statement: str, params: Mapping[str, Any] | None) -> None:
         try:
             self._sql(statement, params)
@@ -354,6 +373,13 @@ class _Counter:
         for batch in self._batches:
             self.rows += batch.num_rows
             yield batch
+
+
+def _checked_merge(statement: str) -> CheckedMerge | None:
+    if statement.lstrip()[:5].upper() != "MERGE":
+        return None
+    tree = sqlglot.parse_one(statement, read="duckdb")
+    return checked_duckdb_merge(tree) if isinstance(tree, exp.Merge) else None
 
 
 def _table_name(node: exp.Table) -> str:

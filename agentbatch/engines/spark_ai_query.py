@@ -16,6 +16,13 @@ is accepted; the result stays JSON text.
 
 Endpoints named by literals are resolved on the driver (URL and auth headers); overrides map a name
 to a URL (`{"my-endpoint": "http://127.0.0.1:8000"}`).
+
+It refuses what Databricks' ai_query refuses (docs/databricks-behaviour.md): an endpoint that is not
+a STRING literal (checked by the SQL rewrite, `spark_sql.rewrite_ai_query`), a STRUCT request to an
+endpoint not named in the `ai_query_custom_models` setting (foundation models take a STRING), and a DDL
+`responseFormat` other than one top-level field wrapping the wanted struct
+(`AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT`). Registering it turns ANSI mode on, as SQL warehouses
+and serverless compute run: an invalid CAST raises, so the SQL around it must use try_cast.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ class AiQueryConfig:
     max_concurrency: int = 16
     timeout_s: float = 300.0
     max_retries: int = 8
+    # Custom-model endpoints (agents on Model Serving): the only ones a STRUCT request may go to.
+    custom_models: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:  # no credentials in reprs
         return f"AiQueryConfig(overrides={dict(self.overrides)!r}, text_api={self.text_api!r})"
@@ -81,6 +90,7 @@ def ai_query_config(
         max_concurrency=max(1, cap // max(1, parallelism)),
         timeout_s=float(settings.get("timeout_seconds") or 300.0),
         max_retries=int(settings.get("max_retries", 8)),
+        custom_models=frozenset(str(n) for n in settings.get("ai_query_custom_models") or ()),
     )
 
 
@@ -122,6 +132,9 @@ def register_ai_query(spark: SparkSession, config: AiQueryConfig) -> None:
             raise RuntimeError(f"ai_query failed for a row: {failed}")
         return pa.array(results, pa.string())
 
+    # Databricks SQL warehouses and serverless compute run in ANSI mode (invalid casts raise):
+    # https://docs.databricks.com/aws/en/compute/serverless/limitations
+    spark.conf.set("spark.sql.ansi.enabled", "true")
     # PySpark reads the type hints to pick the UDF kind; give it real types, not strings.
     for function in (ai_query, strict):
         function.__annotations__ = {name: pa.Array for name in function.__annotations__}
@@ -152,6 +165,14 @@ def answer_column(
     results: list[str | None] = [None] * count
     errors: list[str | None] = [None] * count
     for (name, params_json, fmt_text, is_json), rows in groups.items():
+        if is_json and name not in config.custom_models:
+            # Databricks: a foundation or external model takes a STRING request (ai_query
+            # reference, Arguments); a STRUCT is for custom models (ai_query_custom_models).
+            raise UsageError(
+                "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] ai_query: the request to the "
+                f"foundation-model endpoint {name!r} must be a STRING, not a STRUCT "
+                "(list custom-model endpoints in the ai_query_custom_models setting)"
+            )
         texts = [_json(bodies[r]) if is_json else bodies[r] for r in rows]
         api = config.text_api
         if is_json and rows:
@@ -201,6 +222,7 @@ def _response_format(text: str | None) -> str | dict[str, Any] | None:
         return None
     stripped = text.strip()
     if not stripped.startswith("{"):
+        check_ddl_response_format(stripped)
         return stripped
     spec = json.loads(stripped)
     if isinstance(spec, dict) and isinstance(spec.get("json_schema"), dict):
@@ -210,6 +232,27 @@ def _response_format(text: str | None) -> str | dict[str, Any] | None:
     if isinstance(spec, dict):
         return spec
     raise ValueError("responseFormat must be a STRUCT type or a JSON schema object")
+
+
+UNSUPPORTED_RESPONSE_FORMAT = "AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT.DDL_STRING"
+
+
+def check_ddl_response_format(ddl: str) -> None:
+    """A DDL responseFormat must be a STRUCT with exactly one top-level field (it wraps the wanted
+    struct), or Databricks refuses the call with AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT."""
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+
+    try:
+        dtype = exp.DataType.build(ddl, dialect="databricks")
+    except (ParseError, ValueError):
+        dtype = None
+    if dtype is None or dtype.this != exp.DataType.Type.STRUCT or len(dtype.expressions) != 1:
+        raise UsageError(
+            f"[{UNSUPPORTED_RESPONSE_FORMAT}] ai_query does not support the response format "
+            f"{ddl!r}: a DDL response format must have exactly one top-level field, wrapping "
+            "the wanted struct (or use the JSON-schema form)"
+        )
 
 
 def _json(value: Any) -> str:

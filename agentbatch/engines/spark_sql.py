@@ -110,6 +110,14 @@ def rewrite_ai_query(tree: exp.Expression) -> bool:
         if str(call.this).lower() != AI_QUERY:
             continue
         found = True
+        endpoint = call.expressions[0] if call.expressions else None
+        if not (isinstance(endpoint, exp.Literal) and endpoint.is_string):
+            # Databricks: "endpoint: A STRING literal" (ai_query reference).
+            shown = endpoint.sql(dialect="databricks") if endpoint is not None else "nothing"
+            raise EngineError(
+                f"[NOT_A_CONSTANT_STRING.NOT_CONSTANT] spark engine: ai_query's endpoint must be a "
+                f"STRING literal, not {shown}"
+            )
         strict = True
         kept: list[exp.Expression] = []
         for arg in call.expressions:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlglot import exp
 
+from agentbatch.engines.merge_rules import DUPLICATE_MATCH_MESSAGE
 from agentbatch.errors import EngineError, NotSupportedError
 
 if TYPE_CHECKING:
@@ -109,8 +110,16 @@ def _merge(
     source = _conform(query(source_query), old, name)
     # Evaluated once: the anti-join and the union below both read it.
     source = source.localCheckpoint(eager=True)
+    _refuse_duplicate_matches(source, old, keys)
     kept = old.join(source.select(*keys).distinct(), on=keys, how="left_anti")
     table.write(kept.unionByName(source))
+
+
+def _refuse_duplicate_matches(source: DataFrame, old: DataFrame, keys: list[str]) -> None:
+    """Delta refuses a MERGE where several source rows match one target row (merge_rules.py)."""
+    matched = source.join(old.select(*keys).distinct(), on=keys, how="left_semi")
+    if matched.groupBy(*keys).count().where("count > 1").limit(1).count():
+        raise EngineError(f"spark engine: {DUPLICATE_MATCH_MESSAGE}")
 
 
 def merge_keys(tree: exp.Merge) -> list[str]:

@@ -14,12 +14,18 @@ from typing import Any
 import sqlglot
 from sqlglot.errors import ParseError, TokenError
 
+from agentbatch.agent.response_format import (
+    ResponseFormat,
+    ResponseFormatError,
+    parse_response_format,
+)
 from agentbatch.errors import TemplateError
 from agentbatch.results import RESULT_COLUMN_NAMES, TRANSIENT_ERROR
 from agentbatch.spec.models import Job
 from agentbatch.sql import quoting
+from agentbatch.sql.answers import AnswerChecks, answer_checks, error_sql
 from agentbatch.sql.jinja import Helpers, make_environment, render_template
-from agentbatch.sql.quoting import Sql
+from agentbatch.sql.quoting import Sql, SqlValueError
 from agentbatch.sql.types import response_type
 
 
@@ -73,15 +79,39 @@ def ai_query_sql(job: Job) -> Sql:
     if params:
         args.append(Sql(f"modelParameters => {quoting.literal(params)}"))
     fmt = job.agent.response_format
-    if isinstance(fmt, str):
-        args.append(Sql(f"responseFormat => {quoting.literal(quoting.data_type(fmt))}"))
-    elif fmt is not None:
-        schema = {
-            "type": "json_schema",
-            "json_schema": {"name": "response", "schema": fmt, "strict": True},
-        }
+    if fmt is not None:
+        # Always the JSON-schema form, the same schema the REST fallback asks for. A DDL string
+        # would need exactly one top-level field wrapping the wanted struct
+        # (AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT otherwise); the JSON-schema form has no such
+        # rule, and the answer is the object itself (see docs/databricks-behaviour.md).
+        schema = parse_format(fmt).chat_response_format()
         args.append(Sql(f"responseFormat => {quoting.json_literal(schema)}"))
     return Sql(f"ai_query({', '.join(args)})")
+
+
+def parse_format(fmt: str | Mapping[str, Any]) -> ResponseFormat:
+    try:
+        return parse_response_format(fmt)
+    except ResponseFormatError as err:
+        raise TemplateError(f"agent.response_format: {err}") from None
+
+
+class _NotPushable:
+    """Stands for answer checks that cannot be written in SQL: using them (rendering a push-down
+    statement) is the error, planning the REST fallback is not."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def __getattr__(self, name: str) -> Any:
+        raise TemplateError(self._reason)
+
+
+def _answer_checks(fmt: str | Mapping[str, Any]) -> AnswerChecks | _NotPushable:
+    try:
+        return answer_checks(parse_format(fmt))
+    except SqlValueError as err:
+        return _NotPushable(f"agent.response_format: {err}")
 
 
 def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict[str, Any]:
@@ -104,6 +134,8 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "call_fingerprint": quoting.literal(call_fingerprint),
         "ai_query": ai_query_sql(job),
         "response_format": quoting.literal(response_type(fmt)) if fmt is not None else None,
+        "checks": _answer_checks(fmt) if fmt is not None else None,
+        "error": error_sql(Sql("`_failure`"), Sql("`_problem`") if fmt is not None else None),
         "response_type": Sql(response_type(fmt)),
         "output": quoting.table(job.output.table),
         "mode": job.output.mode,

@@ -1,21 +1,52 @@
-{#- ai_query over the rows still to do, shaped as the standard output columns. -#}
+{#- ai_query over the rows still to do, shaped as the standard output columns.
+    An errorMessage of '' counts as none (documented NULL; '' has been seen). With a
+    response_format, the answer text goes through the checks of agentbatch.sql.answers: a failed
+    check is a row error with the REST fallback's message, never a struct of NULLs. -#}
 WITH
 {% include "_source.sql" %},
 called AS (
   SELECT *, {{ ai_query }} AS `_answer`
   FROM todo
-)
+),
+answered AS (
+  SELECT *,
+    nullif(`_answer`.errorMessage, '') AS `_failure`,
+    try_cast(`_answer`.result AS STRING) AS `_text`
+  FROM called
+){% if checks %},
+unfenced AS (
+  SELECT *, {{ checks.json }} AS `_json`, {{ checks.preview }} AS `_preview`
+  FROM answered
+),
+fields AS (
+  SELECT *,
+{% for field in checks.fields %}
+    {{ field.raw }} AS {{ field.raw_alias }},
+{% endfor %}
+    {{ checks.keys }} AS `_keys`
+  FROM unfenced
+),
+typed AS (
+  SELECT *,
+{% for field in checks.fields %}
+    {{ field.value }} AS {{ field.value_alias }},
+{% endfor %}
+    CASE WHEN `_failure` IS NULL THEN {{ checks.problem }} END AS `_problem`
+  FROM fields
+){% endif %}
+
 SELECT
   {{ key }},
 {% for column in columns %}
   {{ column }},
 {% endfor %}
-{% if response_format %}
-  from_json(`_answer`.result, {{ response_format }}) AS `response`,
+{% if checks %}
+  CASE WHEN `_failure` IS NULL AND `_problem` IS NULL AND `_text` IS NOT NULL THEN {{ checks.response }} END AS `response`,
+  {{ error }} AS `error`,
 {% else %}
-  CAST(`_answer`.result AS STRING) AS `response`,
+  CASE WHEN `_failure` IS NULL THEN `_text` END AS `response`,
+  {{ error }} AS `error`,
 {% endif %}
-  `_answer`.errorMessage AS `error`,
   CAST(NULL AS INT) AS `http_status`,
   CAST(NULL AS INT) AS `attempts`,
   CAST(NULL AS DOUBLE) AS `latency_ms`,
@@ -25,4 +56,8 @@ SELECT
   CAST(NULL AS STRING) AS `custom_outputs`,
   `request_fingerprint`,
   current_timestamp() AS `answered_at`
-FROM called
+{% if checks %}
+FROM typed
+{% else %}
+FROM answered
+{% endif %}

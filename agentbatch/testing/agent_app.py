@@ -14,6 +14,18 @@ Routes (all POST unless noted):
 
 One request goes: auth -> parse -> capacity -> permanent marker -> drawn fault -> latency ->
 reply. Requests are never crashes: a bad body is a 400 with a message.
+
+It refuses what the servers it stands for refuse (recorded from MLflow 3.17 in
+tests/conformance/README.md; rules in docs/databricks-behaviour.md):
+
+- `/invocations` and `/serving-endpoints/{name}/invocations` (`mlflow models serve`, Model
+  Serving): a body whose Content-Type is not `application/json` -> 415;
+- with `minimal` (MLflow's AgentServer, the Apps agent): a string `input` or a Chat `messages`
+  body -> 400 `Invalid parameters for ResponsesAgent` (it validates a
+  ResponsesAgentRequest). Without `minimal`, `/responses` is an OpenAI-compatible Responses server,
+  which takes a string `input` (OpenAI API reference), so the `openai` client can be pointed at it;
+- with a token authority: a request without valid credentials -> 401/403 (Apps: OAuth only);
+- with `known_endpoints`: an endpoint name that does not exist -> 404.
 """
 
 from __future__ import annotations
@@ -121,10 +133,10 @@ class AgentHandlers:
         return await self._serve(request, endpoint=None)
 
     async def _invocations(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, endpoint=None)
+        return await self._serve(request, endpoint=None, json_only=True)
 
     async def _serving_invocations(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, endpoint=request.match_info["name"])
+        return await self._serve(request, endpoint=request.match_info["name"], json_only=True)
 
     async def _openai_compatible(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, endpoint="", endpoint_in_model=True)
@@ -159,16 +171,25 @@ class AgentHandlers:
     # -- one agent call -----------------------------------------------------------------------
 
     async def _serve(
-        self, request: web.Request, *, endpoint: str | None, endpoint_in_model: bool = False
+        self,
+        request: web.Request,
+        *,
+        endpoint: str | None,
+        endpoint_in_model: bool = False,
+        json_only: bool = False,
     ) -> web.StreamResponse:
         self.stats.arrived()
         try:
-            return await self._serve_counted(request, endpoint, endpoint_in_model)
+            return await self._serve_counted(request, endpoint, endpoint_in_model, json_only)
         finally:
             self.stats.left()
 
     async def _serve_counted(
-        self, request: web.Request, endpoint: str | None, endpoint_in_model: bool
+        self,
+        request: web.Request,
+        endpoint: str | None,
+        endpoint_in_model: bool,
+        json_only: bool,
     ) -> web.StreamResponse:
         if self.authority is not None:
             check = self.authority.check_header(
@@ -177,6 +198,14 @@ class AgentHandlers:
             if not check.ok:
                 self.stats.fault("auth")
                 return self._error(*check_message(check))
+        if json_only and request.content_type != "application/json":
+            # mlflow models serve (the scoring server behind Model Serving): 415, text/plain.
+            self.stats.status(415)
+            return web.Response(
+                status=415,
+                text="Unsupported content type; this server accepts application/json",
+                content_type="text/plain",
+            )
         try:
             call = parse_body(await request.read(), default_model=endpoint or None)
         except BadRequest as error:

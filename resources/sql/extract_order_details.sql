@@ -60,14 +60,42 @@ todo AS (
 )
 ,
 called AS (
-  SELECT *, ai_query('databricks-claude-sonnet-4', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 256, 'temperature', 0.0), responseFormat => '{"json_schema":{"name":"response","schema":{"properties":{"amount":{"type":"number"},"issue":{"type":"string"},"refund_requested":{"type":"boolean"},"seats":{"type":"integer"}},"type":"object"},"strict":true},"type":"json_schema"}') AS `_answer`
+  SELECT *, ai_query('databricks-claude-sonnet-4', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 256, 'temperature', 0.0), responseFormat => '{"json_schema":{"name":"response","schema":{"properties":{"amount":{"type":"number"},"issue":{"type":"string"},"refund_requested":{"type":"boolean"},"seats":{"type":"integer"}},"type":"object"},"strict":false},"type":"json_schema"}') AS `_answer`
   FROM todo
+),
+answered AS (
+  SELECT *,
+    nullif(`_answer`.errorMessage, '') AS `_failure`,
+    try_cast(`_answer`.result AS STRING) AS `_text`
+  FROM called
+),
+unfenced AS (
+  SELECT *, coalesce(nullif(regexp_extract(`_text`, '(?s)^\\s*```[a-zA-Z]*\\s*\\n(.*?)\\n?\\s*```\\s*$', 1), ''), `_text`) AS `_json`, CASE WHEN char_length(`_text`) <= 200 THEN `_text` ELSE concat(substr(`_text`, 1, 200), '…') END AS `_preview`
+  FROM answered
+),
+fields AS (
+  SELECT *,
+    get_json_object(`_json`, '$.issue') AS `_raw_0`,
+    get_json_object(`_json`, '$.amount') AS `_raw_1`,
+    get_json_object(`_json`, '$.seats') AS `_raw_2`,
+    get_json_object(`_json`, '$.refund_requested') AS `_raw_3`,
+    json_object_keys(`_json`) AS `_keys`
+  FROM unfenced
+),
+typed AS (
+  SELECT *,
+    `_raw_0` AS `_value_0`,
+    CASE WHEN `_raw_1` RLIKE '^\\s*-?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?\\s*$' THEN try_cast(`_raw_1` AS DOUBLE) END AS `_value_1`,
+    CASE WHEN `_raw_2` RLIKE '^\\s*-?[0-9]+(\\.0+)?\\s*$' THEN try_cast(regexp_extract(`_raw_2`, '^\\s*(-?[0-9]+)', 1) AS BIGINT) END AS `_value_2`,
+    CASE `_raw_3` WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END AS `_value_3`,
+    CASE WHEN `_failure` IS NULL THEN CASE WHEN `_text` IS NULL THEN NULL WHEN `_keys` IS NULL AND get_json_object(`_json`, '$') IS NULL AND trim(`_json`) <> 'null' THEN concat('response_format: answer is not valid JSON: ', `_preview`) WHEN `_keys` IS NULL THEN concat('response_format: answer is not a JSON object: ', `_preview`) WHEN NOT arrays_overlap(`_keys`, array('issue', 'amount', 'seats', 'refund_requested')) THEN concat('response_format: answer has none of the declared fields (issue, amount, seats, refund_requested): ', `_preview`) WHEN `_raw_0` IS NOT NULL AND `_value_0` IS NULL THEN concat('response_format: answer field issue does not fit STRING: ', `_preview`) WHEN `_raw_1` IS NOT NULL AND `_value_1` IS NULL THEN concat('response_format: answer field amount does not fit DOUBLE: ', `_preview`) WHEN `_raw_2` IS NOT NULL AND `_value_2` IS NULL THEN concat('response_format: answer field seats does not fit BIGINT: ', `_preview`) WHEN `_raw_3` IS NOT NULL AND `_value_3` IS NULL THEN concat('response_format: answer field refund_requested does not fit BOOLEAN: ', `_preview`) END END AS `_problem`
+  FROM fields
 )
 SELECT
   `ticket_id`,
   `customer`,
-  from_json(`_answer`.result, 'STRUCT<`issue`: STRING, `amount`: DOUBLE, `seats`: BIGINT, `refund_requested`: BOOLEAN>') AS `response`,
-  `_answer`.errorMessage AS `error`,
+  CASE WHEN `_failure` IS NULL AND `_problem` IS NULL AND `_text` IS NOT NULL THEN named_struct('issue', `_value_0`, 'amount', `_value_1`, 'seats', `_value_2`, 'refund_requested', `_value_3`) END AS `response`,
+  concat('[permanent] ', coalesce(`_failure`, `_problem`)) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
   CAST(NULL AS INT) AS `attempts`,
   CAST(NULL AS DOUBLE) AS `latency_ms`,
@@ -77,7 +105,7 @@ SELECT
   CAST(NULL AS STRING) AS `custom_outputs`,
   `request_fingerprint`,
   current_timestamp() AS `answered_at`
-FROM called
+FROM typed
 UNION ALL
 SELECT
   fingerprinted.`ticket_id`,

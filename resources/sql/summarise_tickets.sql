@@ -66,13 +66,19 @@ todo AS (
 called AS (
   SELECT *, ai_query('databricks-meta-llama-3-3-70b-instruct', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 128, 'temperature', 0.0)) AS `_answer`
   FROM todo
+),
+answered AS (
+  SELECT *,
+    nullif(`_answer`.errorMessage, '') AS `_failure`,
+    try_cast(`_answer`.result AS STRING) AS `_text`
+  FROM called
 )
 SELECT
   `ticket_id`,
   `subject`,
   `created_at`,
-  CAST(`_answer`.result AS STRING) AS `response`,
-  `_answer`.errorMessage AS `error`,
+  CASE WHEN `_failure` IS NULL THEN `_text` END AS `response`,
+  concat('[permanent] ', `_failure`) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
   CAST(NULL AS INT) AS `attempts`,
   CAST(NULL AS DOUBLE) AS `latency_ms`,
@@ -82,7 +88,7 @@ SELECT
   CAST(NULL AS STRING) AS `custom_outputs`,
   `request_fingerprint`,
   current_timestamp() AS `answered_at`
-FROM called
+FROM answered
 ) AS answers
 ON target.`ticket_id` = answers.`ticket_id`
 WHEN MATCHED THEN UPDATE SET *

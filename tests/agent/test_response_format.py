@@ -130,9 +130,15 @@ def test_rich_types_coerce() -> None:
     [
         ("not json at all", "not valid JSON"),
         ('["a"]', "object"),
-        ('{"label": 1, "urgency": "high"}', r"\$\.urgency: expected an integer"),
-        ('{"label": "x", "urgency": 99999999999}', "32-bit range"),
-        ('{"label": "x", "urgency": true}', "expected an integer"),
+        ('{"label": 1, "urgency": "high"}', "answer field urgency does not fit INT: "),
+        ('{"label": "x", "urgency": 99999999999}', "answer field urgency does not fit INT: "),
+        ('{"label": "x", "urgency": true}', "answer field urgency does not fit INT: "),
+        ('{"label": "x", "urgency": 3.5}', "answer field urgency does not fit INT: "),
+        ('{"answer": "fine"}', r"answer has none of the declared fields \(label, urgency\): "),
+        ("{}", r"answer has none of the declared fields \(label, urgency\): "),
+        ("null", "answer is not a JSON object: "),
+        ('"bug"', "answer is not a JSON object: "),
+        ('{"label": "bug"', "answer is not valid JSON: "),
     ],
 )
 def test_bad_answers_are_parse_errors_with_the_raw_text(text: str, message: str) -> None:
@@ -187,3 +193,36 @@ def test_strictness() -> None:
         "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
         "strict": True,
     }
+
+
+def test_wrong_shape_answers_are_row_errors_not_nulls() -> None:
+    """An agent answering another shape must not be stored as a struct of NULLs (issue 20)."""
+    fmt = parse_response_format("STRUCT<sentiment: STRING>")
+    with pytest.raises(AnswerParseError) as info:
+        fmt.parse('{"answer": "great product"}')
+    assert str(info.value) == (
+        'answer has none of the declared fields (sentiment): {"answer": "great product"}'
+    )
+
+
+def test_a_json_schema_requires_what_it_lists_and_lets_the_rest_be_null() -> None:
+    fmt = parse_response_format(
+        {
+            "type": "object",
+            "properties": {"label": {"type": "string"}, "score": {"type": ["integer", "null"]}},
+            "required": ["label"],
+        }
+    )
+    assert fmt.parse('{"label": "a"}') == {"label": "a", "score": None}
+    with pytest.raises(AnswerParseError, match=r"^answer lacks the required field label: "):
+        fmt.parse('{"score": 3}')
+    with pytest.raises(AnswerParseError, match=r"^answer field score does not fit BIGINT: "):
+        fmt.parse('{"label": "a", "score": "many"}')
+
+
+def test_previews_cut_at_200_characters_with_an_ellipsis() -> None:
+    fmt = parse_response_format("STRUCT<label: STRING>")
+    text = "é" * 250
+    with pytest.raises(AnswerParseError) as info:
+        fmt.parse(text)
+    assert str(info.value) == "answer is not valid JSON: " + "é" * 200 + "…"

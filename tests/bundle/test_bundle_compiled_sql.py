@@ -17,7 +17,11 @@ COMPILED = sorted(SQL_DIR.glob("*.sql"))
 
 
 def test_the_push_down_examples_are_compiled() -> None:
-    assert {p.stem for p in COMPILED} == {"summarise_tickets", "extract_order_details"}
+    assert {p.stem for p in COMPILED} == {
+        "summarise_tickets",
+        "extract_order_details",
+        "triage_foundation_model",
+    }
 
 
 @pytest.mark.parametrize("catalog", ["main", "team_x"])

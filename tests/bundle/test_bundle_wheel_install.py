@@ -98,7 +98,7 @@ def test_installed_cli_validates_the_example_jobs(installed: Installed) -> None:
     )
     done = _run(installed.bin / "agentbatch", "validate", *jobs, cwd=installed.project)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("ok  ") == len(jobs) == 4
+    assert done.stdout.count("ok  ") == len(jobs) >= 4
 
 
 def test_installed_cli_compiles_the_bundle_without_the_sql_extra(installed: Installed) -> None:

@@ -209,6 +209,7 @@ def _merge_request(engine: DatabricksSQLEngine, table: str) -> WriteRequest:
 @pytest.mark.parametrize("staging", ["json-parameter", "volume"])
 def test_write_results_merges_by_key(warehouse: Warehouse, staging: str) -> None:
     extra = {"staging_volume": "main.default.staging"} if staging == "volume" else {}
+    warehouse.create_volume("main.default.staging")
     engine = DatabricksSQLEngine(settings_for(warehouse, insert_rows=400, **extra))
     table = "main.support.triage"
     answered = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc)

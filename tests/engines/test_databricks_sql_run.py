@@ -156,6 +156,7 @@ def test_apps_agent_job_runs_through_the_rest_fallback(
 ) -> None:
     endpoints = {"apps/triage-agent": agent.url}
     extra = {"staging_volume": "/Volumes/main/support/staging"} if staging == "volume" else {}
+    warehouse.create_volume("main.support.staging")
     result = run_job(TRIAGE, endpoints=endpoints, settings={**target_settings(warehouse), **extra})
     assert result.summary["strategy"] == "rest-fallback"
     assert result.summary["table_rows"] == OPEN_TICKETS

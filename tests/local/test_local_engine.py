@@ -241,3 +241,21 @@ def test_missing_tables_and_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="does not exist"):
         list(eng.fetch_batches("SELECT * FROM main.s.missing"))
     assert not (tmp_path / "wh").exists()  # reading never creates the warehouse
+
+
+def test_a_merge_matching_one_target_row_twice_fails_as_in_delta(
+    tmp_path: Path, tickets: Path
+) -> None:
+    """Delta: DELTA_MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW_IN_MERGE; DuckDB would pick one."""
+    steps = plan_for("merge")
+    eng = engine(tmp_path, tickets)
+    eng.execute(steps.ensure_target.sql)  # type: ignore[union-attr]
+    todo = pa.Table.from_batches(list(eng.fetch_batches(steps.inputs.sql))).sort_by("id")
+    fps = todo.column("request_fingerprint").to_pylist()
+    write(eng, steps, answers([1], fps[:1], "first"))
+    with pytest.raises(
+        EngineError, match=r"\[DELTA_MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW_IN_MERGE\]"
+    ):
+        write(eng, steps, answers([1, 1], [fps[0], fps[0]], "again"))
+    out = eng.read_table("main.s.out").to_pylist()
+    assert [(r["id"], r["response"]) for r in out] == [(1, "first1")]

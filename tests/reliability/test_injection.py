@@ -76,12 +76,17 @@ FIELDS: list[tuple[str, tuple[Any, ...], str]] = [
     ("env", ("env", 0), VAR),
 ]
 # Fields whose value reaches the SQL as data (the payload must then appear in a literal).
-DATA_IN_SQL = {"source.where", "request", "agent.custom_inputs", "agent.model_parameters.stop"}
+# (custom_inputs make a request body: an agent on Model Serving, called over REST, so they
+# reach no SQL; they are still checked to be refused or inert.)
+DATA_IN_SQL = {"source.where", "request", "agent.model_parameters.stop"}
 
 
 def spec_with(path: tuple[Any, ...], value: str) -> dict[str, Any]:
     spec = copy.deepcopy(BASE)
     spec["agent"]["endpoint"] = "my-endpoint"  # a serving endpoint: push-down on databricks-sql
+    if path[:2] not in (("agent", "custom_inputs"), ("agent", "databricks_options")):
+        # A prompt, not a body: a foundation model, so the job is pushed down into ai_query.
+        del spec["agent"]["custom_inputs"], spec["agent"]["databricks_options"]
     spec["env"] = ["AGENTBATCH_TEST_ENV"]
     set_path(spec, path, value)
     return spec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,16 +77,69 @@ def test_response_format_gives_json_text_for_from_json(
     make_engine: Any, agent: AgentServer
 ) -> None:
     engine = engine_for(make_engine, agent)
+    schema = json.dumps(
+        {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "triage",
+                "schema": {
+                    "type": "object",
+                    "properties": {"label": {"type": "string"}, "urgency": {"type": "integer"}},
+                },
+            },
+        }
+    )
     sql = (
         "SELECT from_json(ai_query('summariser', 'Classify this ticket. Ticket: my invoice is wrong', "
-        "failOnError => false, responseFormat => 'STRUCT<label: STRING, urgency: INT>').result, "
+        f"failOnError => false, responseFormat => '{schema}').result, "
         "'label STRING, urgency INT') AS r"
     )
     assert engine.fetch_one(sql) == {"r": {"label": "billing", "urgency": 3}}
 
 
-def test_struct_request_is_sent_as_the_body(make_engine: Any, agent: AgentServer) -> None:
+@pytest.mark.parametrize(
+    ("call", "error_class"),
+    [
+        # Databricks: a DDL responseFormat has exactly one top-level field wrapping the struct.
+        (
+            "ai_query('summariser', 'hi', failOnError => false, "
+            "responseFormat => 'STRUCT<label: STRING, urgency: INT>')",
+            "AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT.DDL_STRING",
+        ),
+        # Databricks: the endpoint is a STRING literal.
+        ("ai_query(concat('summ', 'ariser'), 'hi', failOnError => false)", "NOT_A_CONSTANT_STRING"),
+        # Databricks: a foundation model takes a STRING request; a STRUCT is for custom models.
+        (
+            "ai_query('summariser', named_struct('messages', array(named_struct('role', 'user', "
+            "'content', 'hi'))), failOnError => false)",
+            "DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE",
+        ),
+    ],
+)
+def test_calls_databricks_refuses_are_refused(
+    make_engine: Any, agent: AgentServer, call: str, error_class: str
+) -> None:
     engine = engine_for(make_engine, agent)
+    with pytest.raises(EngineError, match=re.escape(error_class)):
+        engine.fetch_one(f"SELECT {call} AS a")
+    assert agent.stats().requests_total == 0
+
+
+def test_registered_ai_query_runs_in_ansi_mode_and_odd_answers_never_fail_the_statement(
+    make_engine: Any, agent: AgentServer
+) -> None:
+    engine = engine_for(make_engine, agent)
+    engine.fetch_one("SELECT ai_query('summariser', 'warm up', failOnError => false) AS a")
+    assert engine.fetch_one("SELECT try_cast('x' AS INT) AS v") == {"v": None}
+    with pytest.raises(EngineError, match="CAST_INVALID_INPUT"):
+        engine.fetch_one("SELECT CAST('not a number' AS INT) AS v")
+
+
+def test_struct_request_is_sent_as_the_body(make_engine: Any, agent: AgentServer) -> None:
+    url = f"{agent.url}/serving-endpoints/summariser/invocations"
+    engine = make_engine(
+        {"ai_query_endpoints": {"summariser": url}, "ai_query_custom_models": ["summariser"]}
+    )
     sql = (
         "SELECT ai_query('summariser', named_struct('messages', array(named_struct('role', 'user', "
         "'content', 'hello there')), 'custom_inputs', named_struct('key', 'k-1')), failOnError => false) AS a"

@@ -145,3 +145,20 @@ def test_catalog_tables_without_merge_are_rewritten(make_engine: Any) -> None:
         assert engine.read_table(name).to_pylist() == [{"id": 3, "v": "z"}]
     finally:
         engine.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_a_merge_matching_one_target_row_twice_fails_as_in_delta(make_engine: Any) -> None:
+    """Delta: DELTA_MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW_IN_MERGE; the old table stays."""
+    engine = make_engine()
+    engine.execute("CREATE TABLE main.s.dup AS SELECT * FROM VALUES (1, 'old') AS t(id, response)")
+    schema = pa.schema([("id", pa.int32()), ("response", pa.string())])
+    batch = pa.record_batch(
+        [pa.array([1, 1, 2], pa.int32()), pa.array(["a", "b", "c"])], schema=schema
+    )
+    merge = MERGE_SQL.replace("`answers`", "`dup`")
+    request = WriteRequest("main.s.dup", "id", "merge", "agentbatch_staged", (merge,))
+    with pytest.raises(
+        EngineError, match=r"\[DELTA_MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW_IN_MERGE\]"
+    ):
+        engine.write_results(request, [batch], schema)
+    assert engine.read_table("main.s.dup").to_pylist() == [{"id": 1, "response": "old"}]

@@ -182,3 +182,25 @@ def test_bad_options_are_usage_errors() -> None:
         AgentOptions(chat_reply="agent")  # type: ignore[arg-type]
     with serve_agent() as server, pytest.raises(UsageError):
         server.configure(chat_reply="nope")
+
+
+@pytest.mark.parametrize("route", ["/invocations", "/serving-endpoints/any/invocations"])
+async def test_a_body_that_is_not_json_typed_is_415_like_mlflow_models_serve(
+    agent: AgentServer, route: str
+) -> None:
+    """`mlflow models serve` (behind Model Serving) answers 415 to a non-JSON Content-Type
+    (captured: tests/conformance/captures/models_serve_error_content_type.txt)."""
+    body = b'{"input": [{"role": "user", "content": "hello"}]}'
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{agent.url}{route}", data=body, headers={"Content-Type": "text/plain"}
+        ) as response:
+            assert response.status == 415
+            assert response.content_type == "text/plain"
+        async with session.post(
+            f"{agent.url}{route}", data=body, headers={"Content-Type": "application/json"}
+        ) as response:
+            assert response.status == 200
+    # The Apps agent (MLflow's AgentServer) parses any body as JSON.
+    status, _ = await _post(f"{agent.url}/responses", {"input": [{"role": "user", "content": "x"}]})
+    assert status == 200

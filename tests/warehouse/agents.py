@@ -24,3 +24,25 @@ def slow_agent(endpoint: str, request: Any, **named: Any) -> str:
     """Takes its time per row, so a statement over many rows runs long enough to cancel."""
     time.sleep(0.05)
     return "slow"
+
+
+def responses_agent(endpoint: str, request: Any, **named: Any) -> str:
+    """A ResponsesAgent on Model Serving: answers the Responses shape MLflow's
+    ResponsesAgentResponse has (output items with content parts, custom_outputs)."""
+    items = request.get("input") if isinstance(request, dict) else None
+    last = items[-1] if items else {}
+    question = last.get("content") if isinstance(last, dict) else str(last)
+    return json.dumps(
+        {
+            "object": "response",
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": f"you said: {question}"}],
+                }
+            ],
+            "custom_outputs": {"agent": endpoint},
+        }
+    )

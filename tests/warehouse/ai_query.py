@@ -5,15 +5,31 @@ The test agent is a plain callable `ai_query(endpoint, request, **named)` return
 `modelParameters` (a dict) and `responseFormat` (a string) when the SQL gives them.
 `returnType` and `failOnError` are the warehouse's business: with `failOnError => false` the SQL
 value is `STRUCT<result, errorMessage>` and a raising row becomes an `errorMessage`.
+
+The calls Databricks refuses are refused here too, with its error classes (each rule, its source and
+its test: docs/databricks-behaviour.md):
+
+- the endpoint is not a STRING literal ("endpoint: A STRING literal", ai_query reference);
+- a DDL `responseFormat` that is not one top-level field wrapping the wanted struct
+  (`AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT.DDL_STRING`); a JSON one of another `type`
+  (`...JSON_STRING`);
+- a request that is not a STRING to a foundation-model endpoint ("for foundation models ... the
+  request must be a STRING", ai_query reference);
+- `modelParameters` for a custom-model endpoint
+  (`AI_FUNCTION_INVALID_MODEL_PARAMETERS.UNSUPPORTED_ENDPOINT_TYPE`).
+
+Endpoints named in `custom_models` are custom models (an agent on Model Serving): their
+result has the type ai_query infers from the model signature, a STRUCT, not text.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+import sqlglot
 from sqlglot import exp
 
 AiQueryFunction = Callable[..., Any]
@@ -24,6 +40,15 @@ _NAMED = {n.lower(): n for n in ("returnType", "failOnError", "modelParameters",
 
 class AiQueryError(ValueError):
     pass
+
+
+# The return type Databricks infers for a ResponsesAgent from its MLflow signature (the
+# ResponsesAgentResponse schema: output items with content parts, custom_outputs).
+RESPONSES_AGENT_TYPE = (
+    "STRUCT<object: STRING, output: ARRAY<STRUCT<type: STRING, id: STRING, role: STRING, "
+    "content: ARRAY<STRUCT<type: STRING, text: STRING>>>>, custom_outputs: MAP<STRING, STRING>>"
+)
+_RESPONSE_FORMAT_TYPES = ("json_schema", "json_object")
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,16 @@ def parse_call(node: exp.Expression) -> AiQueryCall:
     ):
         raise AiQueryError("ai_query: returnType must be a string literal")
     fail = named.get("failOnError")
+    endpoint = positional[0]
+    if not (isinstance(endpoint, exp.Literal) and endpoint.is_string):
+        raise AiQueryError(
+            "[NOT_A_CONSTANT_STRING.NOT_CONSTANT] The expression "
+            f"{endpoint.sql('databricks')} used for the routine or clause ai_query's endpoint "
+            "must be a constant STRING which is NOT NULL."
+        )
+    fmt = named.get("responseFormat")
+    if fmt is not None:
+        check_response_format(fmt)
     return AiQueryCall(
         node=node,
         endpoint=positional[0],
@@ -80,6 +115,64 @@ def parse_call(node: exp.Expression) -> AiQueryCall:
         model_parameters=named.get("modelParameters"),
         response_format=named.get("responseFormat"),
     )
+
+
+def check_response_format(fmt: exp.Expression) -> None:
+    """Databricks' rules for `responseFormat`: a JSON format of a known type, or a DDL STRUCT with
+    exactly one top-level field (it wraps the wanted struct)."""
+    if not (isinstance(fmt, exp.Literal) and fmt.is_string):
+        raise AiQueryError("ai_query: responseFormat must be a STRING literal")
+    text = fmt.this.strip()
+    if text.startswith("{"):
+        try:
+            kind = json.loads(text).get("type")
+        except (ValueError, AttributeError):
+            kind = None
+        if kind not in _RESPONSE_FORMAT_TYPES:
+            raise AiQueryError(
+                "[AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT.JSON_STRING] AI function: ai_query "
+                f"does not support the type {kind!r} of the response format {text!r}. "
+                f"Supported response format types are: {', '.join(_RESPONSE_FORMAT_TYPES)}."
+            )
+        return
+    try:
+        dtype = exp.DataType.build(text, dialect="databricks")
+    except (sqlglot.errors.ParseError, ValueError):
+        dtype = None
+    if dtype is None or dtype.this != exp.DataType.Type.STRUCT or len(dtype.expressions) != 1:
+        raise AiQueryError(
+            "[AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT.DDL_STRING] AI function: ai_query does "
+            f"not support the following response format: {text!r}. The DDL response format "
+            "must have exactly one top-level field, wrapping the wanted struct."
+        )
+
+
+def check_request(endpoint: str | None, request: Any, custom_models: Collection[str]) -> None:
+    """A foundation-model endpoint takes a STRING request; fails the statement, as analysis does."""
+    foundation = endpoint is not None and endpoint not in custom_models
+    if foundation and request is not None and not isinstance(request, str):
+        raise AiQueryStatementError(
+            "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] Cannot resolve ai_query: the request "
+            f"to the foundation-model endpoint {endpoint!r} must be a STRING, not a STRUCT."
+        )
+
+
+def check_custom_model_call(call: AiQueryCall, custom_models: Collection[str]) -> None:
+    name = call.endpoint.this if isinstance(call.endpoint, exp.Literal) else None
+    if name in custom_models and call.model_parameters is not None:
+        raise AiQueryError(
+            "[AI_FUNCTION_INVALID_MODEL_PARAMETERS.UNSUPPORTED_ENDPOINT_TYPE] AI_QUERY function "
+            "does not support the modelParameters argument for custom model endpoint."
+        )
+    if name not in custom_models and isinstance(call.request, exp.Struct):
+        raise AiQueryError(
+            "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] Cannot resolve ai_query: the request to "
+            f"the foundation-model endpoint {name!r} must be a STRING, not a STRUCT."
+        )
+
+
+class AiQueryStatementError(RuntimeError):
+    """Raised from inside a row's call, yet failing the whole statement (an analysis error)."""
 
 
 def find_calls(tree: exp.Expression) -> list[AiQueryCall]:

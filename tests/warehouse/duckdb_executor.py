@@ -24,7 +24,21 @@ import sqlglot
 from duckdb import func, sqltypes
 from sqlglot import exp
 
-from .ai_query import AiQueryCall, AiQueryFunction, answer, error_text, find_calls
+from agentbatch.engines.merge_rules import (
+    DUPLICATE_MATCH_MESSAGE,
+    CheckedMerge,
+    checked_duckdb_merge,
+)
+
+from .ai_query import (
+    AiQueryCall,
+    AiQueryFunction,
+    answer,
+    check_custom_model_call,
+    check_request,
+    error_text,
+    find_calls,
+)
 from .context import Namespace, StatementContext, current_statement
 from .names import qualify_and_map, temporary_view_name
 from .staging import volume_file
@@ -58,7 +72,10 @@ class DuckDBExecutor:
         ai_query: AiQueryFunction | None = None,
         volumes_dir: Path | None = None,
         ai_query_concurrency: int = 8,
+        custom_models: Mapping[str, str] | None = None,
     ) -> None:
+        # endpoint name -> the type ai_query infers from its signature (see ai_query.py)
+        self.custom_models = dict(custom_models or {})
         self._db = duckdb.connect(":memory:")
         self._db_lock = threading.Lock()
         self._ai_query = ai_query
@@ -135,8 +152,9 @@ class DuckDBExecutor:
         if context is not None and context.cancelled.is_set():
             raise StatementCancelled("statement cancelled")
         assert self._ai_query is not None
+        request = json.loads(request_json) if request_json is not None else None
+        check_request(endpoint, request, self.custom_models)
         try:
-            request = json.loads(request_json) if request_json is not None else None
             params = json.loads(model_parameters_json) if model_parameters_json else None
             return answer(self._ai_query, endpoint, request, params, response_format), None
         except Exception as failure:
@@ -164,8 +182,12 @@ class DuckDBExecutor:
                     context.on_cancel(session.connection.interrupt)
                     if context.cancelled.is_set():
                         raise StatementCancelled("statement cancelled")
-                relation = session.connection.sql(duck_sql, params=bound)
-                table = relation.to_arrow_table() if relation is not None else None
+                checked = checked_duckdb_merge(tree) if isinstance(tree, exp.Merge) else None
+                if checked is not None and bound is None:
+                    table = _run_checked_merge(session.connection, checked)
+                else:
+                    relation = session.connection.sql(duck_sql, params=bound)
+                    table = relation.to_arrow_table() if relation is not None else None
             except duckdb.Error as error:
                 raise RuntimeError(_databricks_names(str(error))) from None
             finally:
@@ -212,8 +234,10 @@ class DuckDBExecutor:
             unqualified=session.temporary_views,
         )
         for call in find_calls(tree):
+            check_custom_model_call(call, self.custom_models)
             call.node.replace(self._ai_query_sql(call, token))
         _from_json_casts(tree)
+        _json_functions(tree)
         return tree
 
     def _ai_query_sql(self, call: AiQueryCall, token: str) -> exp.Expression:
@@ -231,10 +255,13 @@ class DuckDBExecutor:
                 call.response_format if call.response_format is not None else exp.null(),
             ],
         )
-        if call.returns_string:
+        return_type = call.return_type
+        name = call.endpoint.this if isinstance(call.endpoint, exp.Literal) else None
+        if return_type is None and name in self.custom_models:
+            return_type = self.custom_models[name]  # inferred from the model signature
+        if return_type is None or return_type.strip().upper() == "STRING":
             return node
-        assert call.return_type is not None
-        duck_type = exp.DataType.build(call.return_type, dialect="databricks").sql("duckdb")
+        duck_type = exp.DataType.build(return_type, dialect="databricks").sql("duckdb")
         if call.fail_on_error:
             return sqlglot.parse_one(
                 f"CAST(CAST(__call AS JSON) AS {duck_type})", read="duckdb"
@@ -363,6 +390,38 @@ def _from_json_casts(tree: exp.Expression) -> None:
         node.replace(
             exp.TryCast(this=as_json, to=exp.DataType.build(schema.this, dialect="databricks"))
         )
+
+
+def _run_checked_merge(connection: duckdb.DuckDBPyConnection, checked: CheckedMerge) -> pa.Table:
+    """Delta refuses a MERGE where several source rows match one target row; so does this."""
+    connection.execute(checked.materialize)
+    try:
+        if connection.execute(checked.find_duplicate).fetchall():
+            raise ValueError(DUPLICATE_MATCH_MESSAGE)
+        return connection.sql(checked.merge).to_arrow_table()
+    finally:
+        connection.execute(checked.drop)
+
+
+def _json_functions(tree: exp.Expression) -> None:
+    """Databricks' JSON readers return NULL for text that is not JSON (`get_json_object`), or not
+    a JSON object (`json_object_keys`); DuckDB's raise, so guard them. `arrays_overlap` is DuckDB's
+    `list_has_any`."""
+    for node in list(tree.find_all(exp.JSONExtractScalar)):
+        valid = exp.Anonymous(this="json_valid", expressions=[node.this.copy()])
+        node.replace(exp.Case(ifs=[exp.If(this=valid, true=node.copy())]))
+    for node in list(tree.find_all(exp.JSONKeys)):
+        text = node.this
+        valid = exp.Anonymous(this="json_valid", expressions=[text.copy()])
+        is_object = exp.EQ(
+            this=exp.Anonymous(this="json_type", expressions=[text.copy()]),
+            expression=exp.Literal.string("OBJECT"),
+        )
+        inner = exp.Case(ifs=[exp.If(this=is_object, true=node.copy())])
+        node.replace(exp.Case(ifs=[exp.If(this=valid, true=inner)]))
+    for fn in list(tree.find_all(exp.Anonymous)):
+        if str(fn.this).lower() == "arrays_overlap":
+            fn.set("this", "list_has_any")
 
 
 def _plain(message: str) -> str:

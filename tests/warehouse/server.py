@@ -20,6 +20,7 @@ import contextlib
 import http.client
 import logging
 import socket
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -180,10 +181,16 @@ class Warehouse:
     volumes_dir: Path
     records: Records
     service: WarehouseService = field(repr=False)
+    # With TLS: the CA file that signed the server's certificate (made by the tests).
+    ca_file: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ca_file is not None else "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}{self.http_path}"
+        return f"{self.scheme}://{self.host}:{self.port}{self.http_path}"
 
     @property
     def statements(self) -> list[str]:
@@ -214,6 +221,10 @@ class Warehouse:
     def authorizations(self) -> list[str]:
         return list(self.records.authorizations)
 
+    def create_volume(self, name: str) -> None:
+        """The volume `catalog.schema.volume` exists, as if made by CREATE VOLUME beforehand."""
+        (self.volumes_dir / name.replace(".", "/")).mkdir(parents=True, exist_ok=True)
+
     def connect_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Options for `databricks.sql.connect(...)` that reach this warehouse."""
         kwargs: dict[str, Any] = {
@@ -223,6 +234,9 @@ class Warehouse:
             "access_token": self.token or DEFAULT_TOKEN,
             "enable_telemetry": False,
         }
+        if self.ca_file is not None:
+            # The connector's own TLS option: verify the server against this CA only.
+            kwargs["_tls_trusted_ca_file"] = str(self.ca_file)
         kwargs.update(overrides)
         return kwargs
 
@@ -279,6 +293,7 @@ def serve_warehouse(
     warehouse_id: str = "loopback",
     volumes_dir: Path | None = None,
     settings: WarehouseSettings | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> Iterator[Warehouse]:
     """Serve a warehouse on 127.0.0.1 (ephemeral port) until the block ends.
 
@@ -286,17 +301,23 @@ def serve_warehouse(
     instead when given (it gets the Authorization header). `upstream`: a workspace API (e.g. the
     fake workspace) that requests to other paths are relayed to, so one host serves both, as a
     real workspace does. `volumes_dir`: where `/Volumes/...` files live (a temporary directory
-    by default).
+    by default). `tls`: (CA file, certificate, key): serve https with that certificate.
     """
     with contextlib.ExitStack() as stack:
         if volumes_dir is None:
             volumes_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="volumes-")))
         httpd = _HTTPServer(_Handler)
         stack.callback(httpd.server_close)
+        scheme = "http"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(tls[1]), str(tls[2]))
+            httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+            scheme = "https"
         host, port = "127.0.0.1", int(httpd.server_address[1])
         http_path = f"/sql/1.0/warehouses/{warehouse_id}"
         records = Records()
-        staging = StagingArea(volumes_dir, f"http://{host}:{port}")
+        staging = StagingArea(volumes_dir, f"{scheme}://{host}:{port}")
         service = WarehouseService(executor, settings or WarehouseSettings(), records, staging)
         httpd.processor = TCLIService.Processor(service)
         httpd.http_path = http_path
@@ -322,6 +343,7 @@ def serve_warehouse(
                 volumes_dir=volumes_dir,
                 records=records,
                 service=service,
+                ca_file=tls[0] if tls is not None else None,
             )
         finally:
             httpd.shutdown()

@@ -27,7 +27,7 @@ from .context import Executor, MetadataSource, Namespace, StatementContext
 from .operations import Operation, Session, States, new_guid
 from .params import ParameterError, decode_parameters
 from .records import Records, SessionRecord, StatementRecord
-from .staging import StagingArea, parse_staging_command
+from .staging import StagingArea, create_volume, create_volume_command, parse_staging_command
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +223,9 @@ class WarehouseService(TCLIService.Iface):
         if command is not None:
             op.is_staging = True
             return lambda: self._staging.prepare(command)
+        volume = create_volume_command(sql)
+        if volume is not None:
+            return lambda: create_volume(self._staging.volumes_dir, *volume)
         try:
             target = _use_target(sql, session.namespace)
         except sqlglot.errors.ParseError:

@@ -20,7 +20,7 @@ import sqlglot
 from sqlglot import exp
 
 from . import ai_query as ai_query_module
-from .ai_query import AiQueryCall, AiQueryFunction, find_calls
+from .ai_query import AiQueryCall, AiQueryFunction, check_custom_model_call, find_calls
 from .context import Namespace, current_statement
 from .names import qualify_and_map, temporary_view_name
 
@@ -48,10 +48,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _make_udf(fn: AiQueryFunction, or_error: bool) -> Any:
+def _make_udf(fn: AiQueryFunction, or_error: bool, custom_models: frozenset[str]) -> Any:
     answer, error_text = ai_query_module.answer, ai_query_module.error_text
+    check_request = ai_query_module.check_request
 
     def run(endpoint: str | None, request: Any, **named: Any) -> Any:
+        check_request(endpoint, _plain(request), custom_models)  # fails the statement
         try:
             result = answer(
                 fn,
@@ -90,8 +92,14 @@ class SparkExecutor:
         *,
         catalogs: Iterable[str] = ("main",),
         ai_query: AiQueryFunction | None = None,
+        custom_models: Mapping[str, str] | None = None,
     ) -> None:
         self.spark = spark
+        # endpoint name -> the type ai_query infers from its signature (see ai_query.py)
+        self.custom_models = dict(custom_models or {})
+        # SQL warehouses and serverless compute run in ANSI mode: an invalid CAST raises.
+        # https://docs.databricks.com/aws/en/compute/serverless/limitations
+        spark.conf.set("spark.sql.ansi.enabled", "true")
         self._ai_query = ai_query
         self._temporary_views: set[str] = set()
         self._lock = threading.Lock()
@@ -104,11 +112,12 @@ class SparkExecutor:
         from pyspark.sql.types import StringType, StructField, StructType
 
         _pickle_by_value(fn, _make_udf, ai_query_module.answer)
-        self.spark.udf.register(_UDF, _make_udf(fn, or_error=False), StringType())
+        custom = frozenset(self.custom_models)
+        self.spark.udf.register(_UDF, _make_udf(fn, False, custom), StringType())
         result = StructType(
             [StructField("result", StringType()), StructField("errorMessage", StringType())]
         )
-        self.spark.udf.register(_UDF_OR_ERROR, _make_udf(fn, or_error=True), result)
+        self.spark.udf.register(_UDF_OR_ERROR, _make_udf(fn, True, custom), result)
 
     def __call__(self, sql: str, params: Mapping[str, Any]) -> pa.Table | None:
         context = current_statement()
@@ -157,6 +166,7 @@ class SparkExecutor:
             unqualified=views,
         )
         for call in find_calls(tree):
+            check_custom_model_call(call, self.custom_models)
             call.node.replace(self._ai_query_sql(call))
         return tree
 
@@ -171,9 +181,13 @@ class SparkExecutor:
         if call.response_format is not None:
             args.append(exp.Kwarg(this=exp.var("responseFormat"), expression=call.response_format))
         node = exp.Anonymous(this=_UDF if call.fail_on_error else _UDF_OR_ERROR, expressions=args)
-        if call.returns_string:
+        return_type = call.return_type
+        name = call.endpoint.this if isinstance(call.endpoint, exp.Literal) else None
+        if return_type is None and name in self.custom_models:
+            return_type = self.custom_models[name]  # inferred from the model signature
+        if return_type is None or return_type.strip().upper() == "STRING":
             return node
-        type_text = exp.Literal.string(call.return_type or "STRING").sql("spark")
+        type_text = exp.Literal.string(return_type).sql("spark")
         template = (
             f"from_json(__call, {type_text})"
             if call.fail_on_error

@@ -19,6 +19,10 @@ _QUOTED = r"'((?:[^'\\]|\\.|'')*)'"
 _PUT = re.compile(rf"^\s*PUT\s+{_QUOTED}\s+INTO\s+{_QUOTED}(\s+OVERWRITE)?\s*;?\s*$", re.I | re.S)
 _GET = re.compile(rf"^\s*GET\s+{_QUOTED}\s+TO\s+{_QUOTED}\s*;?\s*$", re.I | re.S)
 _REMOVE = re.compile(rf"^\s*REMOVE\s+{_QUOTED}\s*;?\s*$", re.I | re.S)
+_NAME = r"`?([\w-]+)`?"
+_CREATE_VOLUME = re.compile(
+    rf"^\s*CREATE\s+VOLUME\s+(IF\s+NOT\s+EXISTS\s+)?{_NAME}\.{_NAME}\.{_NAME}\s*;?\s*$", re.I
+)
 
 
 class StagingError(ValueError):
@@ -46,6 +50,28 @@ def parse_staging_command(sql: str) -> StagingCommand | None:
     if m := _REMOVE.match(sql):
         return StagingCommand("REMOVE", _unquote(m[1]), None)
     return None
+
+
+def create_volume_command(sql: str) -> tuple[str, str, str, bool] | None:
+    """(catalog, schema, volume, if_not_exists) of `CREATE VOLUME [IF NOT EXISTS] c.s.v`."""
+    if m := _CREATE_VOLUME.match(sql):
+        return m[2], m[3], m[4], bool(m[1])
+    return None
+
+
+def create_volume(
+    volumes_dir: Path, catalog: str, schema: str, volume: str, if_not_exists: bool
+) -> pa.Table:
+    """A managed volume is a folder here. Databricks: an existing name raises
+    VOLUME_ALREADY_EXISTS unless IF NOT EXISTS (CREATE VOLUME reference)."""
+    folder = volumes_dir / catalog / schema / volume
+    if folder.is_dir() and not if_not_exists:
+        raise StagingError(
+            f"[VOLUME_ALREADY_EXISTS] Cannot create volume `{catalog}`.`{schema}`.`{volume}` "
+            "because it already exists."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return pa.table({"status": pa.array([], pa.string())})
 
 
 def volume_file(volumes_dir: Path, volume_path: str) -> Path:
@@ -112,6 +138,13 @@ class StagingArea:
     def prepare(self, command: StagingCommand) -> pa.Table:
         """Check the command and answer with the presigned URL the connector will call."""
         target = volume_file(self.volumes_dir, command.volume_path)
+        catalog, schema, volume = PurePosixPath(command.volume_path).parts[2:5]
+        if not (self.volumes_dir / catalog / schema / volume).is_dir():
+            # A volume must be created (CREATE VOLUME) before files go into it; folders inside
+            # one are made as files arrive.
+            raise StagingError(
+                f"[UC_VOLUME_NOT_FOUND] Volume `{catalog}`.`{schema}`.`{volume}` does not exist"
+            )
         if command.operation == "PUT" and target.exists() and not command.overwrite:
             raise StagingError(f"{command.volume_path} already exists; add OVERWRITE to replace it")
         if command.operation != "PUT" and not target.is_file():

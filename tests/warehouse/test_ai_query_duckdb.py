@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 import databricks.sql
@@ -10,7 +11,8 @@ import pytest
 from databricks.sql.client import Connection
 from databricks.sql.exc import ServerOperationError
 
-from .agents import json_agent
+from .agents import echo_agent, json_agent, responses_agent
+from .ai_query import RESPONSES_AGENT_TYPE
 from .server import Warehouse
 
 Connect = Callable[..., Connection]
@@ -68,8 +70,9 @@ def test_a_failing_row_fails_the_statement_by_default(connect: Connect) -> None:
         cur.execute("SELECT ai_query('ep', 'please FAIL') AS a")
 
 
-def test_struct_request_arrives_as_a_dict(connect: Connect) -> None:
-    with connect() as conn, conn.cursor() as cur:
+def test_struct_request_to_a_custom_model_arrives_as_a_dict(make_warehouse: MakeWarehouse) -> None:
+    wh = make_warehouse(ai_query=echo_agent, custom_models={"agent": "STRING"})
+    with databricks.sql.connect(**wh.connect_kwargs()) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT ai_query('agent', named_struct('messages', array(named_struct("
             "'role', 'user', 'content', :question)))) AS a",
@@ -77,6 +80,84 @@ def test_struct_request_arrives_as_a_dict(connect: Connect) -> None:
         )
         answer = json.loads(cur.fetchall()[0][0])
     assert answer["request"] == {"messages": [{"role": "user", "content": "why?"}]}
+
+
+@pytest.mark.parametrize(
+    ("sql", "error_class"),
+    [
+        # A foundation-model endpoint takes a STRING request.
+        (
+            "SELECT ai_query('ep', named_struct('messages', array('hi')))",
+            "DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE",
+        ),
+        (
+            "SELECT ai_query('ep', s) FROM (SELECT named_struct('a', 'hi') AS s)",
+            "DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE",
+        ),
+        # The endpoint is a STRING literal.
+        ("SELECT ai_query(e, 'hi') FROM (SELECT 'ep' AS e)", "NOT_A_CONSTANT_STRING.NOT_CONSTANT"),
+        (
+            "SELECT ai_query(concat('e', 'p'), 'hi', failOnError => false)",
+            "NOT_A_CONSTANT_STRING.NOT_CONSTANT",
+        ),
+        # A DDL responseFormat: exactly one top-level field, wrapping the wanted struct.
+        (
+            "SELECT ai_query('ep', 'hi', responseFormat => 'STRUCT<label: STRING, urgency: INT>')",
+            "AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT.DDL_STRING",
+        ),
+        (
+            "SELECT ai_query('ep', 'hi', responseFormat => 'label STRING')",
+            "AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT.DDL_STRING",
+        ),
+        (
+            """SELECT ai_query('ep', 'hi', responseFormat => '{"type": "xml"}')""",
+            "AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT.JSON_STRING",
+        ),
+        # Custom models take no modelParameters.
+        (
+            "SELECT ai_query('agent', named_struct('input', array('hi')), "
+            "modelParameters => named_struct('max_tokens', 5))",
+            "AI_FUNCTION_INVALID_MODEL_PARAMETERS.UNSUPPORTED_ENDPOINT_TYPE",
+        ),
+    ],
+)
+def test_calls_databricks_refuses_are_refused(
+    make_warehouse: MakeWarehouse, sql: str, error_class: str
+) -> None:
+    wh = make_warehouse(ai_query=echo_agent, custom_models={"agent": "STRING"})
+    with (
+        databricks.sql.connect(**wh.connect_kwargs()) as conn,
+        conn.cursor() as cur,
+        pytest.raises(ServerOperationError, match=re.escape(f"[{error_class}]")),
+    ):
+        cur.execute(sql)
+
+
+def test_a_ddl_response_format_with_one_wrapping_field_is_accepted(connect: Connect) -> None:
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT ai_query('ep', 'hi', responseFormat => "
+            "'STRUCT<triage: STRUCT<label: STRING, urgency: INT>>') AS a"
+        )
+        answer = json.loads(cur.fetchall()[0][0])
+    assert answer["responseFormat"] == "STRUCT<triage: STRUCT<label: STRING, urgency: INT>>"
+
+
+def test_a_custom_model_returns_the_struct_of_its_signature(make_warehouse: MakeWarehouse) -> None:
+    """ai_query infers a custom model's return type from its signature: a struct, not text."""
+    wh = make_warehouse(
+        ai_query=responses_agent, custom_models={"support-agent": RESPONSES_AGENT_TYPE}
+    )
+    with databricks.sql.connect(**wh.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT ai_query('support-agent', named_struct('input', array(named_struct("
+            "'role', 'user', 'content', 'hello'))), failOnError => false) AS a"
+        )
+        row = cur.fetchall_arrow().to_pylist()[0]["a"]
+    assert row["errorMessage"] is None
+    result = row["result"]
+    assert result["output"][0]["content"][0]["text"] == "you said: hello"
+    assert dict(result["custom_outputs"]) == {"agent": "support-agent"}
 
 
 def test_return_type_struct_is_parsed_from_the_answer(make_warehouse: MakeWarehouse) -> None:

@@ -145,3 +145,25 @@ def test_async_execution_polls_until_finished(connect: Connect) -> None:
         cur.execute_async("SELECT sum(id) AS s FROM range(1000) AS r(id)")
         cur.get_async_execution_result()  # type: ignore[no-untyped-call]
         assert cur.fetchall()[0][0] == 499500
+
+
+def test_a_merge_matching_one_target_row_twice_fails_as_in_delta(connect: Connect) -> None:
+    """Delta: DELTA_MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW_IN_MERGE (DuckDB would pick one)."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA IF NOT EXISTS main.jobs")
+        cur.execute("CREATE TABLE main.jobs.t AS SELECT * FROM VALUES (1, 'old') AS v(id, v)")
+        merge = (
+            "MERGE INTO main.jobs.t AS t USING (SELECT * FROM VALUES {rows} AS s(id, v)) AS s "
+            "ON t.id = s.id WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        )
+        with pytest.raises(
+            ServerOperationError,
+            match=r"\[DELTA_MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW_IN_MERGE\]",
+        ):
+            cur.execute(merge.format(rows="(1, 'a'), (1, 'b'), (2, 'c')"))
+        cur.execute("SELECT id, v FROM main.jobs.t ORDER BY id")
+        assert [tuple(r) for r in cur.fetchall()] == [(1, "old")]
+        # Source rows matching no target row are inserted, duplicates included, as Delta does.
+        cur.execute(merge.format(rows="(1, 'a'), (2, 'b'), (2, 'c')"))
+        cur.execute("SELECT id, v FROM main.jobs.t ORDER BY id, v")
+        assert [tuple(r) for r in cur.fetchall()] == [(1, "a"), (2, "b"), (2, "c")]

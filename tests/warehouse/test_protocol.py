@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from databricks.sql.client import Connection
-from databricks.sql.exc import Error
+from databricks.sql.exc import Error, ServerOperationError
 
 from .server import Warehouse
 from .service import WarehouseSettings
@@ -96,6 +96,7 @@ def test_volume_staging_put_read_get_remove(
     local.mkdir()
     target = "/Volumes/main/default/staging/run-1/part-0.parquet"
     with connect(staging_allowed_local_path=str(local)) as conn, conn.cursor() as cur:
+        cur.execute("CREATE VOLUME main.default.staging")
         cur.execute(
             f"PUT '__input_stream__' INTO '{target}' OVERWRITE",
             input_stream=io.BytesIO(sink.getvalue()),
@@ -109,3 +110,21 @@ def test_volume_staging_put_read_get_remove(
         assert pq.read_table(local / "copy.parquet").equals(data)
         cur.execute(f"REMOVE '{target}'")
     assert not (warehouse.volumes_dir / "main/default/staging/run-1/part-0.parquet").exists()
+
+
+def test_a_put_into_a_volume_never_created_is_refused(connect: Connect, tmp_path: Path) -> None:
+    """Files go into a volume made by CREATE VOLUME; a PUT elsewhere is refused, nothing written."""
+    with connect(staging_allowed_local_path=str(tmp_path)) as conn, conn.cursor() as cur:
+        with pytest.raises(ServerOperationError, match="UC_VOLUME_NOT_FOUND"):
+            cur.execute(
+                "PUT '__input_stream__' INTO '/Volumes/main/default/nowhere/a.parquet'",
+                input_stream=io.BytesIO(b"data"),
+            )
+        cur.execute("CREATE VOLUME IF NOT EXISTS main.default.somewhere")
+        cur.execute("CREATE VOLUME IF NOT EXISTS main.default.somewhere")
+        with pytest.raises(ServerOperationError, match="VOLUME_ALREADY_EXISTS"):
+            cur.execute("CREATE VOLUME main.default.somewhere")
+        cur.execute(
+            "PUT '__input_stream__' INTO '/Volumes/main/default/somewhere/deep/a.parquet'",
+            input_stream=io.BytesIO(b"data"),
+        )

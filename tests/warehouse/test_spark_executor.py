@@ -40,7 +40,7 @@ def test_ai_query_named_arguments_arrive_as_keyword_arguments(spark_warehouse: W
         cur.execute(
             "SELECT id, ai_query('echo-endpoint', concat('Q', id), returnType => 'STRING', "
             "failOnError => false, modelParameters => named_struct('max_tokens', 8), "
-            "responseFormat => 'text') AS answer, "
+            'responseFormat => \'{"type": "json_object"}\') AS answer, '
             "ai_query('echo-endpoint', CASE WHEN id = 1 THEN 'FAIL' ELSE 'ok' END, "
             "failOnError => false) AS checked "
             "FROM VALUES (0), (1) AS v(id) ORDER BY id"
@@ -51,7 +51,7 @@ def test_ai_query_named_arguments_arrive_as_keyword_arguments(spark_warehouse: W
         "endpoint": "echo-endpoint",
         "request": "Q0",
         "modelParameters": {"max_tokens": 8},
-        "responseFormat": "text",
+        "responseFormat": '{"type": "json_object"}',
     }
     assert rows[0]["checked"]["errorMessage"] is None
     assert rows[1]["checked"]["result"] is None

@@ -1,0 +1,107 @@
+-- create the target if missing [ensure_target.sql]
+CREATE TABLE IF NOT EXISTS `main`.`support`.`ticket_labels` AS
+SELECT
+  `ticket_id`,
+  `subject`,
+  CAST(NULL AS STRUCT<label: STRING, urgency: INT>) AS `response`,
+  CAST(NULL AS STRING) AS `error`,
+  CAST(NULL AS INT) AS `http_status`,
+  CAST(NULL AS INT) AS `attempts`,
+  CAST(NULL AS DOUBLE) AS `latency_ms`,
+  CAST(NULL AS BIGINT) AS `input_tokens`,
+  CAST(NULL AS BIGINT) AS `output_tokens`,
+  CAST(NULL AS STRING) AS `trace_id`,
+  CAST(NULL AS STRING) AS `custom_outputs`,
+  CAST(NULL AS STRING) AS `request_fingerprint`,
+  CAST(NULL AS TIMESTAMP) AS `answered_at`
+FROM `main`.`support`.`tickets`
+WHERE 1 = 0;
+
+-- call ai_query and merge into the target [merge.sql]
+MERGE INTO `main`.`support`.`ticket_labels` AS target
+USING (
+WITH
+src AS (
+  SELECT *
+  FROM `main`.`support`.`tickets`
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `ticket_id` IS NOT NULL
+),
+req AS (
+  SELECT
+    `ticket_id`,
+    `subject`,
+    concat('Classify this support ticket. Ticket: ', subject, '
+
+', body) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, sha2(concat('70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874', `_request`), 256) AS `request_fingerprint`
+  FROM req
+),
+done AS (
+  SELECT prior.*
+  FROM `main`.`support`.`ticket_labels` AS prior
+  JOIN fingerprinted
+    ON prior.`ticket_id` = fingerprinted.`ticket_id`
+   AND prior.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  WHERE prior.`error` IS NULL OR NOT (prior.`error` LIKE '[transient]%')
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+  WHERE NOT EXISTS (
+    SELECT 1
+    FROM done
+    WHERE done.`ticket_id` = fingerprinted.`ticket_id`
+  )
+)
+,
+called AS (
+  SELECT *, ai_query('databricks-meta-llama-3-3-70b-instruct', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 256, 'temperature', 0.0), responseFormat => '{"json_schema":{"name":"response","schema":{"additionalProperties":false,"properties":{"label":{"type":"string"},"urgency":{"type":"integer"}},"required":["label","urgency"],"type":"object"},"strict":true},"type":"json_schema"}') AS `_answer`
+  FROM todo
+),
+answered AS (
+  SELECT *,
+    nullif(`_answer`.errorMessage, '') AS `_failure`,
+    try_cast(`_answer`.result AS STRING) AS `_text`
+  FROM called
+),
+unfenced AS (
+  SELECT *, coalesce(nullif(regexp_extract(`_text`, '(?s)^\\s*```[a-zA-Z]*\\s*\\n(.*?)\\n?\\s*```\\s*$', 1), ''), `_text`) AS `_json`, CASE WHEN char_length(`_text`) <= 200 THEN `_text` ELSE concat(substr(`_text`, 1, 200), '…') END AS `_preview`
+  FROM answered
+),
+fields AS (
+  SELECT *,
+    get_json_object(`_json`, '$.label') AS `_raw_0`,
+    get_json_object(`_json`, '$.urgency') AS `_raw_1`,
+    json_object_keys(`_json`) AS `_keys`
+  FROM unfenced
+),
+typed AS (
+  SELECT *,
+    `_raw_0` AS `_value_0`,
+    CASE WHEN `_raw_1` RLIKE '^\\s*-?[0-9]+(\\.0+)?\\s*$' THEN try_cast(regexp_extract(`_raw_1`, '^\\s*(-?[0-9]+)', 1) AS INT) END AS `_value_1`,
+    CASE WHEN `_failure` IS NULL THEN CASE WHEN `_text` IS NULL THEN NULL WHEN `_keys` IS NULL AND get_json_object(`_json`, '$') IS NULL AND trim(`_json`) <> 'null' THEN concat('response_format: answer is not valid JSON: ', `_preview`) WHEN `_keys` IS NULL THEN concat('response_format: answer is not a JSON object: ', `_preview`) WHEN NOT arrays_overlap(`_keys`, array('label', 'urgency')) THEN concat('response_format: answer has none of the declared fields (label, urgency): ', `_preview`) WHEN `_raw_0` IS NOT NULL AND `_value_0` IS NULL THEN concat('response_format: answer field label does not fit STRING: ', `_preview`) WHEN `_raw_1` IS NOT NULL AND `_value_1` IS NULL THEN concat('response_format: answer field urgency does not fit INT: ', `_preview`) END END AS `_problem`
+  FROM fields
+)
+SELECT
+  `ticket_id`,
+  `subject`,
+  CASE WHEN `_failure` IS NULL AND `_problem` IS NULL AND `_text` IS NOT NULL THEN named_struct('label', `_value_0`, 'urgency', `_value_1`) END AS `response`,
+  concat('[permanent] ', coalesce(`_failure`, `_problem`)) AS `error`,
+  CAST(NULL AS INT) AS `http_status`,
+  CAST(NULL AS INT) AS `attempts`,
+  CAST(NULL AS DOUBLE) AS `latency_ms`,
+  CAST(NULL AS BIGINT) AS `input_tokens`,
+  CAST(NULL AS BIGINT) AS `output_tokens`,
+  CAST(NULL AS STRING) AS `trace_id`,
+  CAST(NULL AS STRING) AS `custom_outputs`,
+  `request_fingerprint`,
+  current_timestamp() AS `answered_at`
+FROM typed
+) AS answers
+ON target.`ticket_id` = answers.`ticket_id`
+WHEN MATCHED THEN UPDATE SET *
+WHEN NOT MATCHED THEN INSERT *;

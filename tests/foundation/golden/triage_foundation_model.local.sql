@@ -1,0 +1,70 @@
+-- create the target if missing [ensure_target.sql]
+CREATE TABLE IF NOT EXISTS `main`.`support`.`ticket_labels` AS
+SELECT
+  `ticket_id`,
+  `subject`,
+  CAST(NULL AS STRUCT<label: STRING, urgency: INT>) AS `response`,
+  CAST(NULL AS STRING) AS `error`,
+  CAST(NULL AS INT) AS `http_status`,
+  CAST(NULL AS INT) AS `attempts`,
+  CAST(NULL AS DOUBLE) AS `latency_ms`,
+  CAST(NULL AS BIGINT) AS `input_tokens`,
+  CAST(NULL AS BIGINT) AS `output_tokens`,
+  CAST(NULL AS STRING) AS `trace_id`,
+  CAST(NULL AS STRING) AS `custom_outputs`,
+  CAST(NULL AS STRING) AS `request_fingerprint`,
+  CAST(NULL AS TIMESTAMP) AS `answered_at`
+FROM `main`.`support`.`tickets`
+WHERE 1 = 0;
+
+-- select the rows to send [inputs.sql]
+WITH
+src AS (
+  SELECT *
+  FROM `main`.`support`.`tickets`
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `ticket_id` IS NOT NULL
+),
+req AS (
+  SELECT
+    `ticket_id`,
+    `subject`,
+    concat('Classify this support ticket. Ticket: ', subject, '
+
+', body) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, sha2(concat('70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874', `_request`), 256) AS `request_fingerprint`
+  FROM req
+),
+done AS (
+  SELECT prior.*
+  FROM `main`.`support`.`ticket_labels` AS prior
+  JOIN fingerprinted
+    ON prior.`ticket_id` = fingerprinted.`ticket_id`
+   AND prior.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  WHERE prior.`error` IS NULL OR NOT (prior.`error` LIKE '[transient]%')
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+  WHERE NOT EXISTS (
+    SELECT 1
+    FROM done
+    WHERE done.`ticket_id` = fingerprinted.`ticket_id`
+  )
+)
+SELECT
+  `ticket_id`,
+  `subject`,
+  `_request`,
+  `request_fingerprint`
+FROM todo;
+
+-- merge the answers into the target [write_results.sql]
+MERGE INTO `main`.`support`.`ticket_labels` AS target
+USING agentbatch_staged AS staged
+ON target.`ticket_id` = staged.`ticket_id`
+WHEN MATCHED THEN UPDATE SET *
+WHEN NOT MATCHED THEN INSERT *;

@@ -1,0 +1,66 @@
+"""The push-down answer SQL: how a response_format is asked for and checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+import agentbatch
+from agentbatch.agent.response_format import parse_response_format
+from agentbatch.errors import TemplateError
+
+JOB = """\
+name: t
+source: {table: main.s.tickets, key: id, columns: [subject]}
+request: "concat('Q: ', subject)"
+agent:
+  endpoint: my-model
+  api: chat
+  response_format: %s
+output: {table: main.s.out, mode: merge}
+"""
+
+
+def push_down_sql(tmp_path: Path, response_format: str) -> str:
+    job = tmp_path / "t.yml"
+    job.write_text(JOB % response_format)
+    plan = agentbatch.plan(job, target="databricks-sql")
+    assert plan.strategy == "push-down"
+    return plan.statements[-1].sql
+
+
+def test_a_struct_format_is_asked_for_as_the_json_schema_rest_sends(tmp_path: Path) -> None:
+    """Never the DDL form, which Databricks refuses unless one field wraps the struct."""
+    sql = push_down_sql(tmp_path, '"STRUCT<label: STRING, urgency: INT>"')
+    [call] = [
+        f
+        for f in sqlglot.parse_one(sql, read="databricks").find_all(exp.Anonymous)
+        if f.name.lower() == "ai_query"
+    ]
+    [fmt] = [a.expression for a in call.expressions if isinstance(a, exp.Kwarg)][-1:]
+    sent = json.loads(fmt.this)
+    rest = parse_response_format("STRUCT<label: STRING, urgency: INT>").chat_response_format()
+    assert sent == rest
+    assert sent["type"] == "json_schema"
+
+
+def test_casts_of_model_output_never_raise_in_ansi_mode(tmp_path: Path) -> None:
+    sql = push_down_sql(tmp_path, '"STRUCT<label: STRING, urgency: INT, score: DOUBLE>"')
+    tree = sqlglot.parse_one(sql, read="databricks")
+    casts = [c for c in tree.find_all(exp.Cast) if not isinstance(c, exp.TryCast)]
+    # Only the typed NULLs of the fixed result columns are plain casts.
+    assert all(isinstance(c.this, exp.Null) for c in casts), [c.sql() for c in casts]
+    assert "errorMessage, '')" in sql  # '' is no error
+
+
+def test_field_names_sql_cannot_read_fail_only_the_push_down(tmp_path: Path) -> None:
+    odd = '{type: object, properties: {"first name": {type: string}}}'
+    job = tmp_path / "t.yml"
+    job.write_text(JOB % odd)
+    assert agentbatch.plan(job, target="local").strategy == "rest-fallback"
+    with pytest.raises(TemplateError, match="first name"):
+        agentbatch.plan(job, target="databricks-sql")
