@@ -57,7 +57,6 @@ CREATE TABLE IF NOT EXISTS answers(
     batch_id INTEGER NOT NULL, row INTEGER NOT NULL, transient INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS answers_by_batch ON answers(batch_id);
-CREATE INDEX IF NOT EXISTS batches_by_run ON batches(run);
 """
 # Columns added since the first release; an older file gains them on open.
 _MIGRATIONS = (
@@ -474,10 +473,12 @@ class Ledger:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file of an earlier release up to the current schema (then index the new column)."""
     for table, column, statement in _MIGRATIONS:
         names = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in names:
             conn.execute(statement)
+    conn.execute("CREATE INDEX IF NOT EXISTS batches_by_run ON batches(run)")
 
 
 def _results_as(stored: pa.Table, schema: pa.Schema) -> list[pa.ChunkedArray] | None:

@@ -209,3 +209,30 @@ def test_one_run_at_a_time(tmp_path: Path) -> None:
         Ledger(path, key="id")
     first.close()
     Ledger(path, key="id").close()  # free again once closed
+
+
+def test_a_ledger_of_the_first_release_is_upgraded_and_reused(tmp_path: Path) -> None:
+    """A file written before runs and error kinds existed: its answers are still reusable."""
+    path = tmp_path / "old.sqlite"
+    with Ledger(path, key="id") as ledger:
+        ledger.append(output_rows([1, 2]))
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE answers_old(
+            key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, ok INTEGER NOT NULL,
+            batch_id INTEGER NOT NULL, row INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        INSERT INTO answers_old SELECT key, fingerprint, ok, batch_id, row FROM answers;
+        DROP TABLE answers;
+        ALTER TABLE answers_old RENAME TO answers;
+        CREATE INDEX answers_by_batch ON answers(batch_id);
+        DROP INDEX batches_by_run;
+        ALTER TABLE batches DROP COLUMN run;
+        """
+    )
+    conn.close()
+    with Ledger(path, key="id", run_id="new") as ledger:
+        reused, todo = ledger.reuse(inputs([1, 2, 3]), None, retry_errors=False)
+        assert reused is not None and sorted(reused["id"].to_pylist()) == [1, 2]
+        assert todo["id"].to_pylist() == [3]
