@@ -162,7 +162,7 @@ def test_a_deploy_time_var_reaches_every_task(target: str) -> None:
             argv = substitute_job_parameters(task["python_wheel_task"]["parameters"], values)
             assert "catalog=x" in argv and "catalog=main" not in " ".join(argv), key
         seen += 1
-    assert seen == 4
+    assert seen == len(list((ROOT / "jobs").glob("*.yml")))
 
 
 def test_a_job_file_schedule_wins_over_the_bundle_schedule(project: Path) -> None:
