@@ -42,7 +42,8 @@ def test_every_rule_has_a_source_and_tests_that_exist() -> None:
     for rule, source, _fake, tests in table:
         assert source or "ASSUMPTION" in rule, f"no source for: {rule}"
         named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", tests)
-        assert named, f"no test named for: {rule}"
+        # A rule that cannot be exercised here says so, and why, as an assumption.
+        assert named or "ASSUMPTION" in tests, f"no test named for: {rule}"
         for path, name in named:
             assert (ROOT / path).is_file(), f"{path} does not exist ({rule})"
             assert name in defined_tests(ROOT / path), f"{path}::{name} does not exist"

@@ -117,6 +117,8 @@ def load(spec: dict[str, Any], project: Path) -> SpecError | None:
 def job_spec(**changes: Any) -> dict[str, Any]:
     spec = copy.deepcopy(BASE)
     spec["agent"]["endpoint"] = "my-endpoint"  # push-down on databricks-sql: uses `template:`
+    # A request body (custom inputs, Databricks options) would send it over REST instead.
+    del spec["agent"]["custom_inputs"], spec["agent"]["databricks_options"]
     spec.update(changes)
     return spec
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -18,6 +19,11 @@ async def test_sustained_and_wave(agent: AgentServer) -> None:
     assert result.ok == result.requests
     burst = await wave(f"{agent.url}/responses", size=50, stream=True)
     assert burst.ok == 50
+    # The server counts a stream complete after its last byte reached the client: wait for it.
+    for _ in range(500):
+        if agent.stats().in_flight == 0:
+            break
+        await asyncio.sleep(0.01)
     assert agent.stats().streams_completed == 50
     assert agent.stats().requests_total == result.requests + 50
 

@@ -215,7 +215,8 @@ def test_an_empty_error_message_is_no_error(tmp_path: Path, error_message: str |
     error, so a platform change cannot turn every answered row into an error."""
     job = tmp_path / JOB.name
     job.write_text(JOB.read_text().replace("mode: merge", "mode: overwrite"))
-    [statement] = [s.sql for s in agentbatch.plan(job, target="databricks-sql").statements]
+    # Create the target, then the overwrite (which keeps the rows the target already holds).
+    *setup, statement = [s.sql for s in agentbatch.plan(job, target="databricks-sql").statements]
     tree = sqlglot.parse_one(statement, read="databricks")
     [call] = [f for f in tree.find_all(exp.Anonymous) if f.name.lower() == "ai_query"]
     answer = exp.Literal.string(REPLIES["ok"]).sql("databricks")
@@ -234,6 +235,8 @@ def test_an_empty_error_message_is_no_error(tmp_path: Path, error_message: str |
             "CREATE TABLE main.support.tickets AS SELECT 1 AS ticket_id, 'ok' AS subject, '' AS body",
             {},
         )
+        for sql in setup:
+            executor(sql, {})
         executor(tree.sql("databricks"), {})
         stored = executor("SELECT response, error FROM main.support.ticket_labels", {})
     assert stored is not None
