@@ -111,6 +111,11 @@ def rewrite_ai_query(tree: exp.Expression) -> bool:
             continue
         found = True
         endpoint = call.expressions[0] if call.expressions else None
+        if (
+            isinstance(endpoint, (exp.Kwarg, exp.PropertyEQ))
+            and endpoint.name.lower() == "endpoint"
+        ):
+            endpoint = endpoint.expression  # named: `endpoint => 'name'`
         if not (isinstance(endpoint, exp.Literal) and endpoint.is_string):
             # Databricks: "endpoint: A STRING literal" (ai_query reference).
             shown = endpoint.sql(dialect="databricks") if endpoint is not None else "nothing"

@@ -55,11 +55,17 @@ def test_statements_without_ai_query_are_left_alone() -> None:
 
 def test_endpoints_named_by_literals() -> None:
     tree = parse(
-        "SELECT ai_query('a', x, failOnError => false), ai_query(endpoint => 'b', request => x), "
-        "ai_query(ep_column, x) FROM t"
+        "SELECT ai_query('a', x, failOnError => false), ai_query(endpoint => 'b', request => x) "
+        "FROM t"
     )
     rewrite_ai_query(tree)
     assert ai_query_endpoints(tree) == {"a", "b"}
+
+
+def test_an_endpoint_that_is_no_literal_is_refused() -> None:
+    # Databricks: "endpoint: A STRING literal" (ai_query reference).
+    with pytest.raises(EngineError, match="NOT_A_CONSTANT_STRING"):
+        rewrite_ai_query(parse("SELECT ai_query(ep_column, x) FROM t"))
 
 
 def test_point_tables_skips_ctes_and_the_written_table() -> None:

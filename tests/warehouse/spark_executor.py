@@ -139,6 +139,10 @@ class SparkExecutor:
                 context.on_cancel(lambda: _keep_cancelling(spark_context, tag, finished))
                 if context.cancelled.is_set():
                     raise RuntimeError("statement cancelled")
+            replaced = _replace_as_select(tree)
+            if replaced is not None:
+                self._replace_table(*replaced, args)
+                return pa.table({})
             frame = self.spark.sql(tree.sql(dialect="spark"), args=args)
             table: pa.Table = frame.toArrow()
         finally:
@@ -149,6 +153,14 @@ class SparkExecutor:
             with self._lock:
                 self._temporary_views.add(view.lower())
         return table
+
+    def _replace_table(self, name: str, query: exp.Expression, args: Any) -> None:
+        """Delta's `CREATE OR REPLACE TABLE t AS <query>`: one commit, and the query may read the
+        table it replaces (a snapshot). Spark's session catalog has no REPLACE ... AS SELECT for
+        Parquet tables, so the query is computed in full first, then the table swapped."""
+        rows = self.spark.sql(query.sql(dialect="spark"), args=args).localCheckpoint(eager=True)
+        self.spark.sql(f"DROP TABLE IF EXISTS {name}")
+        rows.write.format("parquet").saveAsTable(name)
 
     def _translate(self, sql: str, namespace: Namespace) -> exp.Expression:
         trees = [t for t in sqlglot.parse(sql, read="databricks") if t is not None]
@@ -197,6 +209,17 @@ class SparkExecutor:
         return sqlglot.parse_one(template, read="spark").transform(
             lambda n: node.copy() if isinstance(n, exp.Column) and n.name == "__call" else n
         )
+
+
+def _replace_as_select(tree: exp.Expression) -> tuple[str, exp.Expression] | None:
+    """(table, query) of `CREATE OR REPLACE TABLE t AS <query>`, else None."""
+    if not (isinstance(tree, exp.Create) and tree.args.get("replace")):
+        return None
+    if str(tree.args.get("kind") or "").upper() != "TABLE" or tree.expression is None:
+        return None
+    if not isinstance(tree.this, exp.Table):
+        return None
+    return tree.this.sql(dialect="spark"), tree.expression
 
 
 def _keep_cancelling(spark_context: Any, tag: str, finished: threading.Event) -> None:

@@ -122,8 +122,7 @@ def run_push_down(
     on_spark = isinstance(warehouse.service._executor, SparkExecutor)
     text = JOB.read_text()
     if on_spark:
-        # The Spark executor keeps tables as Parquet, which has neither MERGE nor REPLACE TABLE:
-        # a plain CREATE TABLE AS of the same SELECT instead.
+        # The Spark executor keeps tables as Parquet, which has no MERGE: mode overwrite instead.
         text = text.replace("mode: merge", "mode: overwrite")
     if response_format is not None:
         text = text.replace(json.dumps(FORMAT), json.dumps(response_format))
@@ -132,8 +131,6 @@ def run_push_down(
     plan = agentbatch.plan(job, target="databricks-sql")
     assert plan.strategy == "push-down"
     statements = [s.sql for s in plan.statements]
-    if on_spark:
-        statements = [s.replace("CREATE OR REPLACE TABLE", "CREATE TABLE", 1) for s in statements]
     rows = ", ".join(
         f"({number}, {json.dumps(case)}, '')" for number, case in enumerate(cases, start=1)
     )

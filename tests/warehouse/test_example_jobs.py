@@ -78,19 +78,13 @@ def examples_warehouse(
     return wh
 
 
-def _spark_sql(sql: str) -> str:
-    """The Spark executor keeps tables as Parquet: no MERGE, no REPLACE TABLE. The same SELECT
-    is written with a plain CREATE TABLE AS instead (the job is planned in overwrite mode)."""
-    return sql.replace("CREATE OR REPLACE TABLE", "CREATE TABLE", 1)
-
-
 @pytest.mark.parametrize("job", JOBS, ids=[j.stem for j in JOBS])
 def test_example_job_sql_runs_on_the_loopback_warehouse(
     examples_warehouse: Warehouse, job: Path, tmp_path: Path
 ) -> None:
     on_spark = isinstance(examples_warehouse.service._executor, SparkExecutor)
     path = job
-    if on_spark:
+    if on_spark:  # the Spark executor keeps Parquet tables: no MERGE, so mode overwrite
         path = tmp_path / job.name
         path.write_text(job.read_text().replace("mode: merge", "mode: overwrite"))
     plan = agentbatch.plan(path, target="databricks-sql")
@@ -103,11 +97,11 @@ def test_example_job_sql_runs_on_the_loopback_warehouse(
         if isinstance(plan.steps, RestFallback):
             statements = [s.sql for s in (plan.steps.ensure_target, plan.steps.inputs) if s]
             for sql in statements:
-                cur.execute(_spark_sql(sql) if on_spark else sql)
+                cur.execute(sql)
             assert cur.fetchall_arrow().num_rows > 0  # rows to send
             return
         for statement in plan.statements:
-            cur.execute(_spark_sql(statement.sql) if on_spark else statement.sql)
+            cur.execute(statement.sql)
         cur.execute(f"SELECT response, error FROM {output}")
         rows = cur.fetchall_arrow().to_pylist()
     assert rows
