@@ -120,7 +120,7 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
-    from agentbatch.cli import _pairs
+    from agentbatch.cli import _pairs, budget_settings
 
     common: dict[str, Any] = dict(
         target=args.target,
@@ -134,6 +134,7 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
         state_dir=args.state_dir,
         project_dir=args.project_dir,
         progress=not args.no_progress and sys.stderr.isatty(),
+        settings=budget_settings(args),
         report_dir=args.report,
         mlflow=args.mlflow,
         experiment=args.experiment,
