@@ -10,12 +10,12 @@ Two checks, one object:
 - before sending, `check_before(rows, per_row)`: a run whose rows to send, or whose projected
   tokens or cost (rows times the per-row figures of the last `agentbatch estimate`), pass a limit
   stops with BudgetError and sends nothing;
-- while sending, the bulk runner asks `admit()` before each row and reports each outcome with
-  `record(...)`: sending stops when the tokens or cost spent (plus what the calls in flight are
-  expected to spend) reach a limit, or when the share of rows failed for good passes
-  `max_error_rate` after `error_rate_min_rows` answered rows. Only a row refused stops a run (a
-  run whose last row reaches the budget is complete); `stopped` is then the error the run raises
-  once everything answered is written.
+- while sending, the bulk runner asks `admit()` before each row (at most `max_rows` are sent)
+  and reports each outcome with `record(...)`: sending stops when the tokens or cost spent (plus
+  what the calls in flight are expected to spend) reach a limit, or when the share of rows failed
+  for good passes `max_error_rate` after `error_rate_min_rows` answered rows. Rows waiting for a
+  slot are then not sent; the calls in flight finish. When rows were left unsent (`cut_short`),
+  `stopped` is the error the run raises once everything answered is written.
 """
 
 from __future__ import annotations
@@ -152,14 +152,25 @@ class Budget:
         self.price = price
         self.per_row = per_row
         self.sent = 0
-        self.inflight = 0
+        self.unsent = 0
         self.answered = 0
         self.failed = 0
         self.ok = 0
         self.input_tokens = 0
         self.output_tokens = 0
         self.errors: Counter[str] = Counter()
-        self.stopped: BudgetError | None = None
+        # Why sending stopped: the limit and its key, or the error-rate verdict.
+        self._reason: tuple[str, str] | None = None
+        self._broken_at: tuple[int, int] | None = None
+
+    @property
+    def stopped(self) -> BudgetError | None:
+        """Why sending stopped, saying how far the run got (None while it may send)."""
+        if self._broken_at is not None:
+            return self._error_rate()
+        if self._reason is not None:
+            return BudgetError(self._how_far(*self._reason))
+        return None
 
     # --- before sending ---------------------------------------------------------------------
 
@@ -191,21 +202,23 @@ class Budget:
                 "budget.max_cost); nothing was sent"
             )
 
-    # --- while sending ----------------------------------------------------------------------
+    # --- while sending ---------------------------------------------------------------------
 
     def admit(self) -> bool:
-        """Whether the next row may be sent. Once it says no, it always says no."""
-        if self.stopped is None:
-            self.stopped = self._broken() or self._spent_up()
+        """Whether the next row may be sent: no limit reached yet, and fewer than `max_rows`
+        rows sent. A refused row is left for the next run."""
+        limits = self.limits
+        if self.stopped is None and limits.max_rows is not None and self.sent >= limits.max_rows:
+            self._reason = (f"max_rows {limits.max_rows:,}", "max_rows")
         if self.stopped is not None:
+            self.unsent += 1
             return False
         self.sent += 1
-        self.inflight += 1
         return True
 
     def release(self) -> None:
-        """An admitted row ended without an answer (the run stopped first)."""
-        self.inflight = max(self.inflight - 1, 0)
+        """An admitted row was not sent after all (the run stopped while it waited)."""
+        self.unsent += 1
 
     def record(
         self,
@@ -215,8 +228,9 @@ class Budget:
         input_tokens: int | None,
         output_tokens: int | None,
     ) -> None:
-        """The outcome of an admitted row: its error text (None for an answer) and usage."""
-        self.release()
+        """The outcome of an admitted row: its error text (None for an answer) and usage. Sets
+        `stopped` once a limit is reached or too many rows failed: then nothing more is sent,
+        and the calls in flight finish."""
         self.answered += 1
         self.input_tokens += input_tokens or 0
         self.output_tokens += output_tokens or 0
@@ -225,34 +239,51 @@ class Budget:
         elif permanent:
             self.failed += 1
             self.errors[error[:300]] += 1
+        if self.stopped is None and not self._broken():
+            self._reason = self._spent_up(0)
+
+    def may_send(self, in_flight: int) -> bool:
+        """Right before a call is sent: whether what was spent, plus what the calls in flight and
+        this one are expected to spend, stays within the limits (so a run stops at its budget,
+        not one burst of calls past it)."""
+        if self.stopped is None and not self._broken():
+            self._reason = self._spent_up(in_flight + 1)
+        return self.stopped is None
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether the guard stopped the run before every row was sent."""
+        return self.stopped is not None and self.unsent > 0
 
     @property
     def cost(self) -> float | None:
         return cost_of(self.price, self.input_tokens, self.output_tokens)
 
-    def _expected_inflight(self) -> PerRow:
-        """Tokens the calls in flight are expected to use: the mean so far, else the estimate."""
+    def _expected(self) -> PerRow:
+        """Tokens a call is expected to use: the mean of the answers so far, else the estimate."""
         if self.ok:
             return PerRow(self.input_tokens / self.ok, self.output_tokens / self.ok)
         return self.per_row or PerRow(0.0, 0.0)
 
-    def _spent_up(self) -> BudgetError | None:
+    def _spent_up(self, calls: int) -> tuple[str, str] | None:
+        """Whether what was spent, plus what `calls` more calls are expected to spend, passes a
+        limit (with no call to come: reaches it)."""
         limits = self.limits
-        if limits.max_rows is not None and self.sent >= limits.max_rows:
-            return BudgetError(self._how_far(f"max_rows {limits.max_rows:,}", "max_rows"))
-        ahead = self._expected_inflight()
+        ahead = self._expected()
         if limits.max_tokens is not None:
-            tokens = self.input_tokens + self.output_tokens + self.inflight * ahead.tokens
-            if tokens >= limits.max_tokens:
-                return BudgetError(self._how_far(f"max_tokens {limits.max_tokens:,}", "max_tokens"))
+            tokens = self.input_tokens + self.output_tokens + calls * ahead.tokens
+            if tokens > limits.max_tokens or (not calls and tokens >= limits.max_tokens):
+                return f"max_tokens {limits.max_tokens:,}", "max_tokens"
         if limits.max_cost is not None and self.price is not None:
             cost = cost_of(
                 self.price,
-                self.input_tokens + self.inflight * ahead.input_tokens,
-                self.output_tokens + self.inflight * ahead.output_tokens,
+                self.input_tokens + calls * ahead.input_tokens,
+                self.output_tokens + calls * ahead.output_tokens,
             )
-            if cost is not None and cost >= limits.max_cost:
-                return BudgetError(self._how_far(f"max_cost {limits.max_cost:,.4g}", "max_cost"))
+            if cost is not None and (
+                cost > limits.max_cost or (not calls and cost >= limits.max_cost)
+            ):
+                return f"max_cost {limits.max_cost:,.4g}", "max_cost"
         return None
 
     def _how_far(self, limit: str, key: str) -> str:
@@ -261,21 +292,28 @@ class Budget:
             f", cost {cost:,.4g}" if cost is not None else ""
         )
         return (
-            f"budget reached ({limit}, {_FLAGS[key]} or budget.{key}): stopped sending after "
-            f"{self.sent:,} row(s) sent ({spent}); answered rows were written, and the next "
-            "run continues from there"
+            f"budget reached ({limit}, {_FLAGS[key]} or budget.{key}): stopped sending; "
+            f"{self.answered:,} row(s) answered ({spent}); answered rows were written, and the "
+            "next run continues from there"
         )
 
-    def _broken(self) -> ErrorRateError | None:
+    def _broken(self) -> bool:
+        """Whether the share of rows failed for good passed the limit (after the minimum)."""
         limits = self.limits
         if self.answered < limits.error_rate_min_rows or not self.failed:
-            return None
-        rate = self.failed / self.answered
-        if rate <= limits.max_error_rate:
-            return None
+            return False
+        if self.failed / self.answered <= limits.max_error_rate:
+            return False
+        self._broken_at = (self.failed, self.answered)
+        return True
+
+    def _error_rate(self) -> ErrorRateError:
+        limits = self.limits
+        failed, answered = self._broken_at or (self.failed, self.answered)
+        rate = failed / answered
         commonest, count = self.errors.most_common(1)[0]
         return ErrorRateError(
-            f"{self.failed} of {self.answered} answered rows failed for good ({rate:.0%}, over "
+            f"{failed} of {answered} answered rows failed for good ({rate:.0%}, over "
             f"max_error_rate {limits.max_error_rate:g}): stopped sending; the commonest error "
             f"({count} row(s)): {commonest}; answered rows were written (raise "
             "--max-error-rate, or budget.max_error_rate: 1 never stops)"

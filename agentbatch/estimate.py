@@ -178,7 +178,7 @@ class Estimate:
                 continue
             value = getattr(self, item.name)
             if isinstance(value, Interval):
-                value = value.as_dict(6 if "cost" in item.name else 1)
+                value = value.as_dict(6 if "cost" in item.name else 3)
             elif isinstance(value, float):
                 value = round(value, 6 if "cost" in item.name else 3)
             out[item.name] = value

@@ -226,6 +226,7 @@ class _HttpRun:
         self.held: list[tuple[_Row, Outcome]] = []
         self.started = 0.0
         self.budget: Budget | None = None
+        self.attempts_answered = 0
 
     async def run(self, batches: Batches, transport: Transport, started: float) -> None:
         self.started = started
@@ -238,14 +239,15 @@ class _HttpRun:
             stats=self.stats,
             rng=self.rng,
             stop=self.stop,
+            may_send=self._may_send if self.budget is not None else None,
         )
         await run_all([self._produce(batches), self._write(), self._work_all(caller)])
         if self.input_error is not None:
             raise self.input_error
         if self.fatal is not None:
             raise self.fatal
-        if self.budget is not None and self.budget.stopped is not None:
-            raise self.budget.stopped
+        if self.budget is not None and self.budget.cut_short:
+            raise self.budget.stopped  # type: ignore[misc]
 
     async def _produce(self, batches: Batches) -> None:
         try:
@@ -298,13 +300,13 @@ class _HttpRun:
             row = await self.rows.get()
             if row is None:
                 return
-            if self.stop.is_set():
-                continue  # drain without calling, so the producer never blocks
             budget = self.budget
+            if self.stop.is_set():
+                if budget is not None:
+                    budget.release()
+                continue  # drain without calling, so the producer never blocks
             if budget is not None and not budget.admit():
-                if not self.stop.is_set():
-                    log.error("stopping the run: %s", budget.stopped)
-                self.stop.set()
+                self._budget_stop(budget)
                 continue
             try:
                 outcome = await caller.call(self.bodies, row.request)
@@ -318,8 +320,26 @@ class _HttpRun:
                     budget.release()
                 continue  # the run stopped first; the row stays unanswered
             if budget is not None:
+                self.attempts_answered += outcome.attempts
                 _record(budget, outcome)
+                if budget.stopped is not None:
+                    self._budget_stop(budget)
             await self._deliver(row, outcome)
+
+    def _may_send(self) -> bool:
+        """Right before a call is sent: would it pass the budget, with the calls in flight?"""
+        budget = self.budget
+        assert budget is not None
+        if budget.may_send(max(self.stats.requests - self.attempts_answered, 0)):
+            return True
+        self._budget_stop(budget)
+        return False
+
+    def _budget_stop(self, budget: Budget) -> None:
+        """The budget is reached: nothing more is sent; the calls in flight finish."""
+        if not self.stop.is_set():
+            log.error("stopping the run: %s", budget.stopped)
+        self.stop.set()
 
     async def _deliver(self, row: _Row, outcome: Outcome) -> None:
         """Pass an outcome to the writer; unreachable failures are held back while they could
