@@ -336,10 +336,20 @@ def budget_for(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Budg
     """The run's guard: limits of the job and target, the endpoint's price, and the per-row
     figures of the last estimate of this very call (same fingerprint), if any."""
     from agentbatch.budget import Budget, limits_of, load_per_row, price_of
+    from agentbatch.errors import ConfigError
 
+    limits = limits_of(the_plan.job, the_plan.target.settings)
+    price = price_of(the_plan.job, root)
+    if limits.max_cost is not None and price is None:
+        # A guard that cannot judge must not look like one.
+        raise ConfigError(
+            f"max_cost needs a price for endpoint {the_plan.job.agent.endpoint!r}: declare "
+            "agent.price in the job, or prices: in agentbatch.yml (per million input and output "
+            "tokens)"
+        )
     return Budget(
-        limits_of(the_plan.job, the_plan.target.settings),
-        price_of(the_plan.job, root),
+        limits,
+        price,
         load_per_row(estimate_path(the_plan, state_dir, root), the_plan.call_fingerprint),
     )
 
