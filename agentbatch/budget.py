@@ -47,11 +47,6 @@ class Limits:
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
     error_rate_min_rows: int = DEFAULT_ERROR_RATE_MIN_ROWS
 
-    @property
-    def spends(self) -> bool:
-        """Whether any limit on what is paid (rows, tokens, cost) is set."""
-        return any(v is not None for v in (self.max_rows, self.max_tokens, self.max_cost))
-
 
 @dataclass(frozen=True)
 class PerRow:
