@@ -80,13 +80,22 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=20)
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--jitter-ms", type=float, default=100.0)
+    parser.add_argument("--capacity", type=int, help="requests in flight before 429s")
+    parser.add_argument("--jobs", nargs="*", help="job files of jobs/ to measure (default all)")
     args = parser.parse_args()
-    faults = FaultConfig(latency_ms=args.latency_ms, jitter_ms=args.jitter_ms)
-    print(f"loopback agent: latency {args.latency_ms:g} ms +- {args.jitter_ms:g} ms")
+    faults = FaultConfig(
+        latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, capacity=args.capacity
+    )
+    print(
+        f"loopback agent: latency {args.latency_ms:g} ms +- {args.jitter_ms:g} ms, "
+        f"capacity {args.capacity or 'unlimited'}"
+    )
     print("| job | trial | rows | tokens est / run | error | wall s est / run | error |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     with serve_agent(faults) as agent:
         for job, endpoint in JOBS:
+            if args.jobs and job not in args.jobs:
+                continue
             token_errors, wall_errors = [], []
             for number in range(1, args.trials + 1):
                 r = trial(agent.url, job, endpoint, args.sample)
