@@ -319,7 +319,8 @@ def _sample_fallback(
         p95_latency_ms=summary.get("p95_latency_ms"),
         sample_wall_s=float(summary.get("wall_s") or 0.0),
     )
-    _read_sample(found, the_plan, engine)
+    key = the_plan.job.source.key
+    _read_sample(found, the_plan, engine, [b.column(key)[0].as_py() for b in sampler.kept])
     overloaded = bool(summary.get("http_429")) or any(
         kind in ("timeout", "http_429", "http_503") for kind in found.errors_by_kind
     )
@@ -410,19 +411,26 @@ def _sample_push_down(
     runner._run_push_down(sampled_plan, sampled_plan.steps, engine, None, root)
     found.sample_wall_s = time.monotonic() - started
     found.concurrency_basis = "push-down: the engine runs ai_query; time scales from the sample"
-    _read_sample(found, sampled_plan, engine)
+    _read_sample(found, sampled_plan, engine, keys)
     return found
 
 
-def _read_sample(found: Estimate, the_plan: Plan, engine: Engine) -> None:
-    """The sample's rows, as written to the target by this run."""
+def _read_sample(found: Estimate, the_plan: Plan, engine: Engine, keys: list[Any]) -> None:
+    """The sample's rows (its keys), as this run wrote them to the target."""
     started = the_plan.options.started_at.strftime("%Y-%m-%d %H:%M:%S")
+    key = the_plan.job.source.key
     sql = (
-        "SELECT `error`, `latency_ms`, `input_tokens`, `output_tokens` "
-        f"FROM {quoting.table(the_plan.job.output.table)} "
+        f"SELECT {quoting.identifier(key)} AS `_key`, `error`, `latency_ms`, `input_tokens`, "
+        f"`output_tokens` FROM {quoting.table(the_plan.job.output.table)} "
         f"WHERE `answered_at` >= CAST({quoting.literal(started)} AS TIMESTAMP)"
     )
-    rows = [row for batch in engine.fetch_batches(sql) for row in batch.to_pylist()]
+    sampled = set(keys)
+    rows = [
+        row
+        for batch in engine.fetch_batches(sql)
+        for row in batch.to_pylist()
+        if row["_key"] in sampled
+    ]
     found.sampled = len(rows)
     errors = [row["error"] for row in rows if row["error"] is not None]
     found.sample_errors = len(errors)
