@@ -158,12 +158,15 @@ class Estimate:
     sample_wall_s: float = 0.0
     concurrency: int | None = None
     concurrency_basis: str = ""
+    sample_concurrency: int | None = None
     overhead_s: float = 0.0
     remaining: int = 0
     projected_input_tokens: Interval | None = None
     projected_output_tokens: Interval | None = None
     projected_tokens: Interval | None = None
     projected_wall_s: float | None = None
+    # If the agent takes no more calls at once than the sample reached (a capacity it never saw).
+    projected_wall_s_high: float | None = None
     price: dict[str, float] | None = None
     projected_cost: Interval | None = None
     sample_input_tokens: int = 0
@@ -321,6 +324,7 @@ def _sample_fallback(
     )
     key = the_plan.job.source.key
     _read_sample(found, the_plan, engine, [b.column(key)[0].as_py() for b in sampler.kept])
+    found.sample_concurrency = int(summary.get("peak_concurrency") or 0) or None
     overloaded = bool(summary.get("http_429")) or any(
         kind in ("timeout", "http_429", "http_503") for kind in found.errors_by_kind
     )
@@ -494,14 +498,14 @@ def _project(found: Estimate, the_plan: Plan, price: Price | None) -> None:
         return
     call = the_plan.steps.call
 
-    def simulated(n: int) -> float:
+    def simulated(n: int, ceiling: int | None = None) -> float:
         # The limiter's path depends on the latencies it happens to see: the mean of a few.
         return statistics.fmean(
             calls_wall_s(
                 n,
                 [ms / 1000.0 for ms in found.latencies_ms],
-                max_concurrency=call.max_concurrency,
-                ceiling=found.concurrency or 1,
+                max_concurrency=ceiling or call.max_concurrency,
+                ceiling=ceiling or found.concurrency or 1,
                 requests_per_second=call.requests_per_second,
                 seed=seed,
             )
@@ -512,3 +516,6 @@ def _project(found: Estimate, the_plan: Plan, price: Price | None) -> None:
     # and commits) is measured on the sample: its wall time beyond the model's time for it.
     found.overhead_s = max(found.sample_wall_s - simulated(found.sampled), 0.0)
     found.projected_wall_s = simulated(rows) + found.overhead_s
+    reached = found.sample_concurrency
+    if reached and found.concurrency and reached < found.concurrency:
+        found.projected_wall_s_high = simulated(rows, reached) + found.overhead_s

@@ -44,10 +44,7 @@ def print_estimate(found: Estimate, *, as_json: bool = False) -> None:
         ("projected tokens", _interval(found.projected_tokens)),
         ("  input", _interval(found.projected_input_tokens)),
         ("  output", _interval(found.projected_output_tokens)),
-        (
-            "projected wall time",
-            "" if found.projected_wall_s is None else f"{found.projected_wall_s:,.1f} s (calls)",
-        ),
+        ("projected wall time", _wall(found)),
     ]
     if found.price is not None:
         rows += [
@@ -84,6 +81,18 @@ def _concurrency(found: Estimate) -> str:
     if found.concurrency is None:
         return found.concurrency_basis
     return f"{found.concurrency:,} ({found.concurrency_basis})"
+
+
+def _wall(found: Estimate) -> str:
+    if found.projected_wall_s is None:
+        return "unknown"
+    text = f"{found.projected_wall_s:,.1f} s (calls)"
+    if found.projected_wall_s_high is not None:
+        text += (
+            f"; up to {found.projected_wall_s_high:,.1f} s if the agent takes no more than the "
+            f"sample's {found.sample_concurrency:,} calls at once"
+        )
+    return text
 
 
 def _clip(text: str, limit: int = 100) -> str:

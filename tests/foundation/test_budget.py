@@ -234,3 +234,22 @@ def test_calls_wall_time_grows_with_the_limiter_and_honours_a_rate_cap() -> None
     assert (
         calls_wall_s(10, [0.001], max_concurrency=None, ceiling=512, requests_per_second=2) == 5.0
     )
+
+
+def test_the_estimate_brackets_the_time_when_the_agent_may_cap_concurrency() -> None:
+    from types import SimpleNamespace
+
+    from agentbatch.estimate import Estimate, _project
+
+    call = SimpleNamespace(max_concurrency=None, requests_per_second=None)
+    plan = SimpleNamespace(steps=SimpleNamespace(call=call))  # a REST-fallback plan's reads
+    found = Estimate(
+        job="j", target="local", strategy="rest-fallback", selected=116, skipped=0, reusable=0,
+        to_send=116, sample_size=16, sampled=16, latency_ms=1000.0, latencies_ms=[1000.0],
+        sample_wall_s=1.0, concurrency=512, sample_concurrency=16,
+    )  # fmt: skip
+    _project(found, plan, None)  # type: ignore[arg-type]
+    # 100 rows left: the limiter's own growth from 16 takes 4 rounds; at the sample's 16 calls
+    # at once, 7 rounds.
+    assert found.projected_wall_s == pytest.approx(4.0)
+    assert found.projected_wall_s_high == pytest.approx(7.0)
