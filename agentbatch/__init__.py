@@ -1,7 +1,7 @@
 """agentbatch: run Databricks agents and models over whole tables.
 
-The public API (`load_job`, `plan`, `render`, `run`, `read_table`, `evaluate`, `compare`, and the
-types `Job`, `Plan`, `RunResult`) is imported on first use, so `import agentbatch`
+The public API (`load_job`, `plan`, `render`, `run`, `estimate`, `read_table`, `evaluate`,
+`compare`, and the types `Job`, `Plan`, `RunResult`) is imported on first use, so `import agentbatch`
 stays light: no pandas, pyspark, duckdb or databricks.sql until a run needs them.
 """
 
@@ -15,6 +15,7 @@ __all__ = [
     "Plan",
     "RunResult",
     "compare",
+    "estimate",
     "evaluate",
     "load_job",
     "plan",
@@ -24,7 +25,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from agentbatch.api import Job, Plan, RunResult, load_job, plan, read_table, render, run
+    from agentbatch.api import (
+        Job,
+        Plan,
+        RunResult,
+        estimate,
+        load_job,
+        plan,
+        read_table,
+        render,
+        run,
+    )
     from agentbatch.evaluation import compare, evaluate
 
 

@@ -26,6 +26,7 @@ from agentbatch.targets import Target, resolve_target
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from agentbatch.estimate import Estimate
     from agentbatch.evaluation import compare, evaluate
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Plan",
     "RunResult",
     "compare",
+    "estimate",
     "evaluate",
     "load_job",
     "plan",
@@ -139,4 +141,40 @@ def run(
         endpoints=endpoints,
         project_dir=root,
         **options,
+    )
+
+
+def estimate(
+    job: Job | str | Path,
+    target: str | Target = "local",
+    *,
+    vars: Mapping[str, Any] | None = None,
+    tables: Mapping[str, Any] | None = None,
+    endpoints: Mapping[str, str] | None = None,
+    project_dir: str | Path | None = None,
+    settings: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Estimate:
+    """What the next run would send, and what it would cost: counts the rows, sends a random
+    sample of them for real (`sample`, default 20; its answers are kept, as a run's) and projects
+    tokens, wall time and cost (see `agentbatch.estimate`). Takes `run`'s options too."""
+    from agentbatch.errors import UsageError
+    from agentbatch.estimate import estimate as _estimate
+    from agentbatch.preflight import check_local_source, check_mappings
+
+    limit = options.get("limit")
+    if limit is not None and limit <= 0:
+        raise UsageError("limit must be a positive number of rows")
+    root = project_dir_of(job, project_dir)
+    the_job = resolve_job(job, vars, [root / "sqltemplates"])
+    check_mappings(the_job, tables or {}, endpoints or {})
+    chosen = target if isinstance(target, Target) else resolve_target(target, root)
+    if settings:
+        chosen = chosen.with_settings(**settings)
+    if options.get("state_dir") is not None:
+        chosen = chosen.with_settings(state_dir=str(options["state_dir"]))
+    origin = str(job) if isinstance(job, (str, Path)) else ""
+    check_local_source(plan(the_job, chosen, project_dir=root), tables or {}, root, origin=origin)
+    return _estimate(
+        the_job, chosen, tables=tables, endpoints=endpoints, project_dir=root, **options
     )

@@ -2,7 +2,7 @@
 logs to stderr.
 
 Exit codes: 0 ok, 1 job failed, 2 spec or usage error, 3 configuration, 4 not supported by the
-target, 5 engine error, 6 agent unusable, 130 interrupted.
+target, 5 engine error, 6 agent unusable, 7 budget (would be) passed, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -36,6 +36,15 @@ EXAMPLES = {
   agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv --dry-run --show 3
   agentbatch run jobs/summarise.yml --target databricks-sql --var catalog=prod
   agentbatch run jobs/triage.yml --retry-errors
+  agentbatch run jobs/triage.yml --max-rows 1000 --max-cost 5    # exit 7 if it would pass them
+
+budget (flags, target settings, or the job's budget: block; a flag replaces the job's value):
+  --max-rows, --max-tokens, --max-cost: a run whose estimate passes one sends nothing (exit 7);
+  tokens and cost are judged before sending from the last `agentbatch estimate` of the same
+  request. A run that reaches one while sending stops sending, writes what it answered, says how
+  far it got (exit 7); the next run continues from there. --max-error-rate (default 0.5, after
+  --error-rate-min-rows 20 answered rows) stops a run whose rows fail for good (exit 7), naming
+  the commonest error.
 
 what a run does (the output table decides what is done):
   A source row is done when the output table holds a row for its key with the current request
@@ -57,9 +66,26 @@ the summary:
   rows          selected rows this run answered (a dry run: the rows a run would answer now)
   sent          rows sent to the agent; ok / errors: the outcome of every answered row
   reused        rows written from answers paid for by an earlier run (the checkpoint), not sent
+  input_tokens, output_tokens, cost
+                what this run's answers used (cost: with a declared price), and beside them
+                estimated_* from the last `agentbatch estimate` of the same request
   table_rows    the whole output table after the run (table_ok, table_errors likewise)
   output ...    where the output table is: its file, or the local warehouse file and a query
                 that reads it (agentbatch show TABLE prints it)""",
+    "estimate": """examples:
+  agentbatch estimate jobs/triage.yml --table main.support.tickets=data/tickets.csv \
+      --endpoint apps/triage-agent=http://127.0.0.1:8000
+  agentbatch estimate jobs/triage.yml --sample 50 --json
+
+what it does:
+  Counts the rows the next run would send (the selection the output table does not hold, minus
+  rows the checkpoint answers from calls already paid for), then sends a random sample of them
+  for real (--sample N, default 20). The sample's answers are kept: written to the output table
+  like any run's, never paid again. From the sample: tokens per row (95% interval), latency,
+  errors, and the projection for the remaining rows: tokens, wall time of the calls at the
+  concurrency the agent sustained, and cost where a price is declared (agent.price in the job,
+  or prices: in agentbatch.yml, per million input and output tokens). The next runs' budget
+  checks (--max-tokens, --max-cost) use these per-row figures.""",
     "bundle": """examples:
   agentbatch bundle            # regenerate resources/*.job.yml and resources/sql/ from jobs/*.yml
   agentbatch bundle --check    # exit 1 if they are stale (CI)""",
@@ -87,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
       --endpoint apps/triage-agent=http://127.0.0.1:8000
 
 exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not supported,
-            5 engine error, 6 agent unusable, 130 interrupted""",
+            5 engine error, 6 agent unusable, 7 budget, 130 interrupted""",
     )
     parser.add_argument("--version", action="version", version=f"agentbatch {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -129,7 +155,7 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
     plan.add_argument("job", metavar="JOB")
     plan.add_argument("--no-sql", action="store_true", help="steps only")
     _add_job_options(plan)
-    _add_run_options(plan)
+    _add_run_options(plan, budget=False)
 
     run = command("run", "Run a job.")
     run.add_argument("job", metavar="JOB")
@@ -151,6 +177,24 @@ exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not suppo
         help="print N output rows, or N requests of a dry run (default 5)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    estimate = command(
+        "estimate",
+        "Count the rows the next run would send, answer a random sample of them for real (kept), "
+        "and project tokens, time and cost.",
+    )
+    estimate.add_argument("job", metavar="JOB")
+    _add_job_options(estimate)
+    _add_run_options(estimate, budget=False)
+    estimate.add_argument(
+        "--sample", type=int, default=20, metavar="N", help="rows to send for real (default 20)"
+    )
+    estimate.add_argument("--seed", type=int, help="seed of the random sample")
+    estimate.add_argument(
+        "--state-dir", type=Path, help="checkpoint folder (default .agentbatch/state)"
+    )
+    estimate.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    estimate.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     compile_ = command(
         "compile", "Write each job's SQL to files a SQL task can run without Python."
@@ -199,7 +243,7 @@ def _add_job_options(sub: argparse.ArgumentParser, *, target: bool = True) -> No
     )
 
 
-def _add_run_options(sub: argparse.ArgumentParser) -> None:
+def _add_run_options(sub: argparse.ArgumentParser, *, budget: bool = True) -> None:
     sub.add_argument(
         "--table",
         action="append",
@@ -225,6 +269,38 @@ def _add_run_options(sub: argparse.ArgumentParser) -> None:
         action="store_true",
         help="call the agent for every selected row again (no reuse of earlier answers)",
     )
+    if budget:
+        _add_budget_options(sub)
+
+
+def _add_budget_options(sub: argparse.ArgumentParser) -> None:
+    group = sub.add_argument_group(
+        "budget", "limits per run (replace the job's budget: and the target's settings); exit 7"
+    )
+    group.add_argument("--max-rows", type=int, metavar="N", help="rows sent to the agent")
+    group.add_argument("--max-tokens", type=int, metavar="N", help="input plus output tokens")
+    group.add_argument(
+        "--max-cost", type=float, metavar="X", help="cost, in the unit of the declared prices"
+    )
+    group.add_argument(
+        "--max-error-rate",
+        type=float,
+        metavar="R",
+        help="stop sending once this share of answered rows failed for good (default 0.5)",
+    )
+    group.add_argument(
+        "--error-rate-min-rows",
+        type=int,
+        metavar="N",
+        help="answered rows before --max-error-rate applies (default 20)",
+    )
+
+
+def budget_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The budget flags given, as target settings of the run."""
+    from agentbatch.budget import LIMIT_KEYS
+
+    return {key: getattr(args, key) for key in LIMIT_KEYS if getattr(args, key, None) is not None}
 
 
 def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
@@ -338,6 +414,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         _check_source(args.job, the_plan, tables, endpoints, args.project_dir)
         sys.stdout.write(explain(the_plan, with_sql=not args.no_sql))
         return 0
+    if args.command == "estimate":
+        from agentbatch.estimate_report import print_estimate
+
+        found = api.estimate(
+            args.job,
+            target=args.target,
+            vars=variables,
+            tables=tables,
+            endpoints=endpoints,
+            limit=args.limit,
+            retry_errors=args.retry_errors,
+            full_refresh=args.full_refresh,
+            state_dir=args.state_dir,
+            project_dir=args.project_dir,
+            sample=args.sample,
+            seed=args.seed,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+        print_estimate(found, as_json=args.json)
+        return 0
     result = api.run(
         args.job,
         target=args.target,
@@ -350,6 +446,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         state_dir=args.state_dir,
         project_dir=args.project_dir,
+        settings=budget_settings(args),
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     from agentbatch.report import print_run

@@ -10,6 +10,9 @@
     ├── EngineError                  exit 5   the SQL engine failed a statement
     ├── AgentError                   exit 6   the agent endpoint is unusable for the whole run
     │                                         (auth refused, app not found); row errors never raise
+    ├── BudgetError                  exit 7   a budget (rows, tokens, cost) would be or was passed:
+    │   │                                     nothing sent, or sending stopped; answers are written
+    │   └── ErrorRateError           exit 7   too many rows failed for good: sending stopped early
     └── JobFailedError               exit 1   the job ran, but rows failed with fail_on_error: true
 
 Row-level failures are values in the `error` column, never exceptions.
@@ -59,6 +62,16 @@ class EngineError(AgentbatchError):
 
 class AgentError(AgentbatchError):
     exit_code = 6
+
+
+class BudgetError(AgentbatchError):
+    """A run would pass, or has reached, its budget (`--max-rows`, `--max-tokens`, `--max-cost`)."""
+
+    exit_code = 7
+
+
+class ErrorRateError(BudgetError):
+    """The share of rows failed for good passed `max_error_rate`: a broken job stops paying."""
 
 
 class JobFailedError(AgentbatchError):

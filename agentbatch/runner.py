@@ -9,7 +9,7 @@ import itertools
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +26,12 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from agentbatch.agent.ledger import Ledger
+    from agentbatch.budget import Budget
     from agentbatch.engines.base import Engine
+
+# Turns the rows to send into the rows sent (an estimate's sample); it may read the ledger.
+RowSelector = Callable[[Iterable["pa.RecordBatch"], "Ledger"], Iterable["pa.RecordBatch"]]
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +161,7 @@ def run(
         return run_dry(the_plan, engine, root)
     try:
         if isinstance(the_plan.steps, PushDown):
-            summary = _run_push_down(the_plan, the_plan.steps, engine)
+            summary = _run_push_down(the_plan, the_plan.steps, engine, state_dir, root)
         else:
             summary = _run_fallback(the_plan, the_plan.steps, engine, state_dir, root, progress)
     except BaseException:
@@ -227,8 +232,18 @@ def _repeated_keys_message(the_plan: Plan, engine: Engine, repeated: int) -> str
     )
 
 
-def _run_push_down(the_plan: Plan, steps: PushDown, engine: Engine) -> dict[str, Any]:
+def _run_push_down(
+    the_plan: Plan,
+    steps: PushDown,
+    engine: Engine,
+    state_dir: str | Path | None = None,
+    root: Path | None = None,
+) -> dict[str, Any]:
     counts = preflight(the_plan, engine)
+    budget = budget_for(the_plan, state_dir, root or Path.cwd())
+    # One statement: the guard can only judge before it runs (rows exactly, tokens from the
+    # last estimate); ai_query reports no usage per row.
+    budget.check_before(rows_upper_bound(the_plan, counts))
     for statement in steps.statements[1:]:
         log.info("running: %s (%s)", statement.purpose, statement.template)
         engine.execute(statement.sql)
@@ -242,15 +257,23 @@ def _run_fallback(
     state_dir: str | Path | None,
     root: Path,
     progress: bool,
+    select: RowSelector | None = None,
 ) -> dict[str, Any]:
     from agentbatch.agent.probe import probe_call
 
     # A dead agent URL stops the run here, in seconds, before anything is created or sent.
     probe_call(steps.call, the_plan.options.endpoint_overrides)
     counts = preflight(the_plan, engine)
+    budget = budget_for(the_plan, state_dir, root)
     distributed = getattr(engine, "run_rest_fallback", None)
     # An engine whose executors cannot reach the agent (spark on serverless) runs it here instead.
-    if distributed is not None and not getattr(engine, "fallback_on_driver", False):
+    if (
+        distributed is not None
+        and select is None
+        and not getattr(engine, "fallback_on_driver", False)
+    ):
+        # Executors answer on their own: the budget judges before sending only.
+        budget.check_before(rows_upper_bound(the_plan, counts))
         # Engines that spread the calls over a cluster (spark) run the whole fallback themselves.
         spread: dict[str, Any] = distributed(
             steps,
@@ -271,8 +294,14 @@ def _run_fallback(
     )
     try:
         stats: dict[str, Any] = {}
+        if select is None:
+            _check_budget(the_plan, steps, engine, ledger, budget, counts)
         try:
-            batches = engine.fetch_batches(steps.inputs.sql)
+            batches: Iterable[pa.RecordBatch] = engine.fetch_batches(steps.inputs.sql)
+            total = rows_upper_bound(the_plan, counts)
+            if select is not None:
+                batches = list(select(batches, ledger))
+                total = sum(batch.num_rows for batch in batches)
             bulk = run_bulk_sync(
                 batches,
                 # The facade decides about fail_on_error after the answers are written.
@@ -283,7 +312,9 @@ def _run_fallback(
                 retry_errors=the_plan.options.retry_errors,
                 reuse=not the_plan.options.full_refresh,
                 progress=RichProgress() if progress else LogProgress(),
-                total_rows=_to_answer(counts, the_plan.options.limit),
+                total_rows=total,
+                # An estimate's sample is its own small bill: the run's budget is for runs.
+                budget=budget if select is None else None,
             )
             stats = bulk.as_dict()
         except BaseException:
@@ -297,13 +328,91 @@ def _run_fallback(
     finally:
         ledger.close()
     stats["rows_written"] = written
+    stats.update(spend_summary(budget, int(stats.get("sent") or 0)))
     return _summarise(the_plan, engine, {**stats, **counts})
 
 
-def _to_answer(counts: Mapping[str, int], limit: int | None) -> int:
-    """Rows this run will answer: the selection less what the target holds, at most `limit`."""
-    rows = max(counts["selected"] - counts["skipped"], 0)
+def budget_for(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Budget:
+    """The run's guard: limits of the job and target, the endpoint's price, and the per-row
+    figures of the last estimate of this very call (same fingerprint), if any."""
+    from agentbatch.budget import Budget, limits_of, load_per_row, price_of
+    from agentbatch.errors import ConfigError
+
+    limits = limits_of(the_plan.job, the_plan.target.settings)
+    price = price_of(the_plan.job, root)
+    if limits.max_cost is not None and price is None:
+        # A guard that cannot judge must not look like one.
+        raise ConfigError(
+            f"max_cost needs a price for endpoint {the_plan.job.agent.endpoint!r}: declare "
+            "agent.price in the job, or prices: in agentbatch.yml (per million input and output "
+            "tokens)"
+        )
+    return Budget(
+        limits,
+        price,
+        load_per_row(estimate_path(the_plan, state_dir, root), the_plan.call_fingerprint),
+    )
+
+
+def rows_upper_bound(the_plan: Plan, counts: Mapping[str, int]) -> int:
+    """The rows a run may send at most: the selection the target does not hold (and --limit)."""
+    rows = max(int(counts["selected"]) - int(counts["skipped"]), 0)
+    limit = the_plan.options.limit
     return min(rows, limit) if limit is not None else rows
+
+
+def rows_to_send(
+    the_plan: Plan, steps: RestFallback, engine: Engine, ledger: Ledger
+) -> tuple[int, int]:
+    """(rows the run would send, rows it would reuse from the ledger), reading the inputs and
+    looking them up without recording anything."""
+    send = reuse = 0
+    for batch in engine.fetch_batches(steps.inputs.sql):
+        if not the_plan.options.full_refresh:
+            found = sum(ledger.reusable(batch, retry_errors=the_plan.options.retry_errors))
+        else:
+            found = 0
+        reuse += found
+        send += batch.num_rows - found
+    return send, reuse
+
+
+def _check_budget(
+    the_plan: Plan,
+    steps: RestFallback,
+    engine: Engine,
+    ledger: Ledger,
+    budget: Budget,
+    counts: Mapping[str, int],
+) -> None:
+    """Before sending: a run whose estimate passes its budget sends nothing. The selection is
+    an upper bound; only when it would not fit are the rows the ledger can answer counted."""
+    from agentbatch.errors import BudgetError
+
+    upper = rows_upper_bound(the_plan, counts)
+    try:
+        budget.check_before(upper)
+    except BudgetError:
+        if not ledger.has_answers or the_plan.options.full_refresh:
+            raise
+        budget.check_before(rows_to_send(the_plan, steps, engine, ledger)[0])
+
+
+def spend_summary(budget: Budget, sent: int) -> dict[str, Any]:
+    """The cost of this run and, beside it, what the last estimate projected for its rows."""
+    out: dict[str, Any] = {}
+    if budget.price is not None:
+        out["cost"] = round(budget.cost or 0.0, 6)
+    per_row = budget.per_row
+    if per_row is not None:
+        from agentbatch.budget import cost_of
+
+        out["estimated_input_tokens"] = round(sent * per_row.input_tokens)
+        out["estimated_output_tokens"] = round(sent * per_row.output_tokens)
+        cost = cost_of(budget.price, sent * per_row.input_tokens, sent * per_row.output_tokens)
+        if cost is not None:
+            out["estimated_cost"] = round(cost, 6)
+    return out
 
 
 def _write_answers(steps: RestFallback, engine: Engine, ledger: Any) -> int:
@@ -325,6 +434,12 @@ def ledger_path(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Pat
     folder = Path(state_dir) if state_dir is not None else root / STATE_DIR
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{the_plan.target.name}__{the_plan.job.output.table}")
     return folder / f"{safe}.ledger.sqlite"
+
+
+def estimate_path(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Path:
+    """Beside the ledger: the per-row figures of the last `agentbatch estimate`."""
+    path = ledger_path(the_plan, state_dir, root)
+    return path.with_name(path.name.removesuffix(".ledger.sqlite") + ".estimate.json")
 
 
 def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict[str, Any]:

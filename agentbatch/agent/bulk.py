@@ -51,6 +51,8 @@ from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from agentbatch.budget import Budget
+
 log = logging.getLogger(__name__)
 
 Batches = Iterable["pa.RecordBatch"] | AsyncIterable["pa.RecordBatch"]
@@ -94,12 +96,14 @@ async def run_bulk(
     config_factory: ConfigFactory = default_config,
     total_rows: int | None = None,
     rng: random.Random | None = None,
+    budget: Budget | None = None,
 ) -> BulkStats:
     """Answer every input row, recording each answer in `ledger`.
 
     Input batches have the key column, passthrough columns, `_request` and `request_fingerprint`:
     the rows the target does not hold yet. With `reuse`, a row the ledger answered before under
     the same fingerprint is taken from there instead of calling again (`--full-refresh`: no reuse).
+    With a `budget`, each row is admitted by it before it is sent (the built-in agent is free).
     """
     fmt = _response_format(call)
     endpoint = await asyncio.to_thread(
@@ -123,6 +127,7 @@ async def run_bulk(
             run = _HttpRun(
                 call, endpoint, fmt, key, ledger, retry_errors, reuse, stats, progress, rng
             )
+            run.budget = budget
             own_transport = transport is None
             active = transport or AiohttpTransport(max_connections=run.limiter.cap + 16)
             try:
@@ -220,6 +225,8 @@ class _HttpRun:
         # Consecutive unreachable failures, not yet handed to the writer.
         self.held: list[tuple[_Row, Outcome]] = []
         self.started = 0.0
+        self.budget: Budget | None = None
+        self.attempts_answered = 0
 
     async def run(self, batches: Batches, transport: Transport, started: float) -> None:
         self.started = started
@@ -232,12 +239,15 @@ class _HttpRun:
             stats=self.stats,
             rng=self.rng,
             stop=self.stop,
+            may_send=self._may_send if self.budget is not None else None,
         )
         await run_all([self._produce(batches), self._write(), self._work_all(caller)])
         if self.input_error is not None:
             raise self.input_error
         if self.fatal is not None:
             raise self.fatal
+        if self.budget is not None and self.budget.cut_short:
+            raise self.budget.stopped  # type: ignore[misc]
 
     async def _produce(self, batches: Batches) -> None:
         try:
@@ -290,16 +300,46 @@ class _HttpRun:
             row = await self.rows.get()
             if row is None:
                 return
+            budget = self.budget
             if self.stop.is_set():
+                if budget is not None:
+                    budget.release()
                 continue  # drain without calling, so the producer never blocks
+            if budget is not None and not budget.admit():
+                self._budget_stop(budget)
+                continue
             try:
                 outcome = await caller.call(self.bodies, row.request)
             except AgentError as e:
+                if budget is not None:
+                    budget.release()
                 self._abort(e)
                 continue
             if outcome is None:
+                if budget is not None:
+                    budget.release()
                 continue  # the run stopped first; the row stays unanswered
+            if budget is not None:
+                self.attempts_answered += outcome.attempts
+                _record(budget, outcome)
+                if budget.stopped is not None:
+                    self._budget_stop(budget)
             await self._deliver(row, outcome)
+
+    def _may_send(self) -> bool:
+        """Right before a call is sent: would it pass the budget, with the calls in flight?"""
+        budget = self.budget
+        assert budget is not None
+        if budget.may_send(max(self.stats.requests - self.attempts_answered, 0)):
+            return True
+        self._budget_stop(budget)
+        return False
+
+    def _budget_stop(self, budget: Budget) -> None:
+        """The budget is reached: nothing more is sent; the calls in flight finish."""
+        if not self.stop.is_set():
+            log.error("stopping the run: %s", budget.stopped)
+        self.stop.set()
 
     async def _deliver(self, row: _Row, outcome: Outcome) -> None:
         """Pass an outcome to the writer; unreachable failures are held back while they could
@@ -426,6 +466,16 @@ class _HttpRun:
         stats.wall_s = time.monotonic() - self.started
         if self.progress is not None:
             self.progress.update(stats)
+
+
+def _record(budget: Budget, outcome: Outcome) -> None:
+    reply, failure = outcome.reply, outcome.failure
+    budget.record(
+        error=error_text(failure) if failure is not None else None,
+        permanent=failure is not None and not failure.retryable,
+        input_tokens=reply.input_tokens if reply is not None else None,
+        output_tokens=reply.output_tokens if reply is not None else None,
+    )
 
 
 __all__ = ["Batches", "run_bulk", "run_bulk_sync"]

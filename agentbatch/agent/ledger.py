@@ -260,6 +260,28 @@ class Ledger:
         merged = reused.to_batches()
         return (merged[0] if len(merged) == 1 else pa.concat_batches(merged)), batch.filter(mask)
 
+    def reusable(self, batch: pa.RecordBatch, *, retry_errors: bool) -> list[bool]:
+        """Which input rows `reuse` would answer from the ledger, recording nothing (what an
+        estimate counts; the stored rows are not read)."""
+        if not self._has_answers or batch.num_rows == 0:
+            return [False] * batch.num_rows
+        keys = canonical_keys(batch.column(self.key))
+        fingerprints = batch.column(FINGERPRINT_COLUMN).to_pylist()
+        position = {k: i for i, k in enumerate(keys)}
+        found = [False] * batch.num_rows
+        with self._read_lock:
+            for start in range(0, len(keys), _LOOKUP_CHUNK):
+                chunk = keys[start : start + _LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for key, fingerprint, ok, transient in self._reader.execute(
+                    f"SELECT key, fingerprint, ok, transient FROM answers WHERE key IN ({marks})",
+                    chunk,
+                ):
+                    i = position.get(key)
+                    if i is not None and fingerprints[i] == fingerprint:
+                        found[i] = bool(ok or (not transient and not retry_errors))
+        return found
+
     def append(self, rows: pa.RecordBatch | pa.Table) -> None:
         """Record completed output rows of this run in one transaction; the latest per key wins."""
         if rows.num_rows == 0:

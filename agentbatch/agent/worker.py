@@ -11,6 +11,7 @@ import datetime
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agentbatch.agent.bodies import BodyBuilder, RequestError
@@ -83,6 +84,7 @@ class Caller:
         stats: BulkStats,
         rng: random.Random,
         stop: asyncio.Event,
+        may_send: Callable[[], bool] | None = None,
     ) -> None:
         self._call = call
         self._endpoint = endpoint
@@ -92,6 +94,8 @@ class Caller:
         self._stats = stats
         self._rng = rng
         self._stop = stop
+        # Asked once a slot is granted, right before a call is sent (the budget guard).
+        self._may_send = may_send
         self._static_headers = dict(endpoint.headers)
 
     async def call(self, bodies: BodyBuilder, request: str | None) -> Outcome | None:
@@ -137,7 +141,7 @@ class Caller:
     async def _attempt(self, body: bytes) -> _Sent | None:
         """One HTTP attempt through the limiter; None if the run stopped while waiting."""
         permit = await self._limiter.acquire()
-        if self._stop.is_set():
+        if self._stop.is_set() or (self._may_send is not None and not self._may_send()):
             self._limiter.release(permit, "neutral")
             return None
         headers = self._static_headers

@@ -120,7 +120,7 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
-    from agentbatch.cli import _pairs
+    from agentbatch.cli import _pairs, budget_settings
 
     common: dict[str, Any] = dict(
         target=args.target,
@@ -134,6 +134,7 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
         state_dir=args.state_dir,
         project_dir=args.project_dir,
         progress=not args.no_progress and sys.stderr.isatty(),
+        settings=budget_settings(args),
         report_dir=args.report,
         mlflow=args.mlflow,
         experiment=args.experiment,
@@ -265,6 +266,14 @@ def _overall_rows(metrics: Any) -> list[dict[str, Any]]:
     return [row for row in metrics.to_pylist() if row["group_value"] is None]
 
 
+def _spend(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's tokens and cost (and the estimate beside them), for --json."""
+    if not summary:
+        return None
+    keys = ("sent", "input_tokens", "output_tokens", "cost")
+    return {k: v for k, v in summary.items() if k in keys or k.startswith("estimated_")}
+
+
 def _print_eval(result: EvalResult, *, as_json: bool) -> None:
     if as_json:
         payload = {
@@ -275,6 +284,7 @@ def _print_eval(result: EvalResult, *, as_json: bool) -> None:
             "metrics": _overall_rows(result.metrics),
             "report": [str(p) for p in result.report_files],
             "mlflow_run_id": result.mlflow_run_id,
+            "run": _spend(result.run_summary),
         }
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
         return
@@ -305,6 +315,10 @@ def _print_eval(result: EvalResult, *, as_json: bool) -> None:
         ("metrics", result.metrics_table),
     ):
         console.print(f"{what + ':':<9}{name}  (print it: agentbatch show {name}{flag})")
+    from agentbatch.evaluation.report import spend_facts
+
+    for name, value in spend_facts(result.run_summary):
+        console.print(f"{name}: {value}", highlight=False)
     for path in result.report_files:
         console.print(f"report:  {path}")
     if result.mlflow_run_id:

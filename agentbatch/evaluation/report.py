@@ -107,6 +107,7 @@ def eval_report(result: EvalResult) -> Report:
         ("metrics", result.metrics_table),
         *((f"judge {name}", table) for name, table in result.judge_tables.items()),
         ("evaluated at", result.evaluated_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
+        *spend_facts(result.run_summary),
     ]
     confidence = _confidence(result.metrics)
     scores = Section("Scores", text=[f"Means with {confidence} confidence intervals."])
@@ -143,6 +144,25 @@ def eval_report(result: EvalResult) -> Report:
     if errors is not None:
         sections.append(errors)
     return Report(f"Evaluation: {result.job.name}", facts, sections)
+
+
+def spend_facts(summary: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """What the run used, beside what the last `agentbatch estimate` projected for its rows."""
+    if not summary or "input_tokens" not in summary:
+        return []
+    tokens = f"{summary['input_tokens']:,} input, {summary['output_tokens']:,} output"
+    if "estimated_input_tokens" in summary:
+        tokens += (
+            f" (estimated {summary['estimated_input_tokens']:,} input, "
+            f"{summary['estimated_output_tokens']:,} output)"
+        )
+    facts = [("tokens this run", tokens)]
+    if "cost" in summary:
+        cost = f"{summary['cost']:,.4g}"
+        if "estimated_cost" in summary:
+            cost += f" (estimated {summary['estimated_cost']:,.4g})"
+        facts.append(("cost this run", cost))
+    return facts
 
 
 def _confidence(metrics: Any) -> str:

@@ -138,6 +138,54 @@ class ModelParameters(StrictModel):
         }
 
 
+def _number_is_a_float(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Price(StrictModel):
+    """What the endpoint charges, per million tokens (for estimates and `max_cost`)."""
+
+    input_per_million: Annotated[float, Field(ge=0)] = Field(
+        description="Price of one million input tokens"
+    )
+    output_per_million: Annotated[float, Field(ge=0)] = Field(
+        description="Price of one million output tokens"
+    )
+
+    @field_validator("input_per_million", "output_per_million", mode="before")
+    @classmethod
+    def _float(cls, value: Any) -> Any:
+        return _number_is_a_float(value)
+
+
+class Budget(StrictModel):
+    """What a run may spend. A run whose estimate passes a limit sends nothing; a run that
+    reaches one stops sending, writes what it answered, and the next run continues."""
+
+    max_rows: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Rows sent to the agent per run (reused answers are free)"
+    )
+    max_tokens: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Input plus output tokens per run"
+    )
+    max_cost: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Cost per run, in the unit of the declared prices"
+    )
+    max_error_rate: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        default=None,
+        description="Stop sending once this share of answered rows failed for good "
+        "(default 0.5; 1 never stops)",
+    )
+    error_rate_min_rows: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Rows answered before max_error_rate applies (default 20)"
+    )
+
+    @field_validator("max_cost", "max_error_rate", mode="before")
+    @classmethod
+    def _float(cls, value: Any) -> Any:
+        return _number_is_a_float(value)
+
+
 class Agent(StrictModel):
     """The endpoint each row is sent to, and how."""
 
@@ -160,6 +208,9 @@ class Agent(StrictModel):
         default=None, description="Cap on concurrent requests (default: adaptive)"
     )
     requests_per_second: Annotated[float, Field(gt=0)] | None = None
+    price: Price | None = Field(
+        default=None, description="Price per million tokens (else agentbatch.yml `prices:`)"
+    )
 
     @field_validator("timeout_seconds", "requests_per_second", mode="before")
     @classmethod
@@ -258,6 +309,9 @@ class Job(StrictModel):
     evaluation: Evaluation | None = Field(default=None, description="Scorers for evaluation jobs")
     schedule: Schedule | None = Field(
         default=None, description="This job's schedule in the bundle (default: the bundle's)"
+    )
+    budget: Budget = Field(
+        default_factory=Budget, description="Limits per run (flags and target settings win)"
     )
 
     @field_validator("name")

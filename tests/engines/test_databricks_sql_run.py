@@ -150,6 +150,45 @@ def test_push_down_job_runs_ai_query_in_the_warehouse(
     assert agent.stats().requests_total == ALL_TICKETS
 
 
+def test_push_down_estimate_samples_through_ai_query_and_keeps_the_answers(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    found = agentbatch.estimate(
+        SUMMARISE,
+        target="databricks-sql",
+        settings=target_settings(warehouse),
+        project_dir=tmp_path,
+        state_dir=tmp_path / "state",
+        sample=10,
+        seed=3,
+    )
+    assert (found.strategy, found.to_send, found.sampled) == ("push-down", ALL_TICKETS, 10)
+    assert (found.sample_ok, found.remaining) == (10, ALL_TICKETS - 10)
+    assert found.projected_wall_s is not None and found.projected_wall_s > 0
+    assert found.input_tokens_per_row is None  # ai_query reports no usage per row
+    assert any("no token usage" in note for note in found.notes)
+    # The sample went through the engine's ai_query: the push-down MERGE, restricted to its keys.
+    merge = next(s for s in warehouse.statements if s.startswith("MERGE INTO"))
+    assert "ai_query('databricks-meta-llama-3-3-70b-instruct'" in merge
+    assert "IN (" in merge
+    assert agent.stats().requests_total == 10
+    result = run_job(SUMMARISE)  # the rest; the sample's answers are kept, not asked again
+    assert result.summary["skipped"] == 10
+    assert result.summary["table_rows"] == ALL_TICKETS
+    assert agent.stats().requests_total == ALL_TICKETS
+
+
+def test_push_down_run_over_its_row_budget_sends_nothing(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any
+) -> None:
+    from agentbatch.errors import BudgetError
+
+    with pytest.raises(BudgetError, match="would send 300 row"):
+        run_job(SUMMARISE, settings={**target_settings(warehouse), "max_rows": 299})
+    assert agent.stats().requests_total == 0
+    assert not any(s.startswith("MERGE INTO") for s in warehouse.statements)
+
+
 @pytest.mark.parametrize("staging", ["json-parameter", "volume"])
 def test_apps_agent_job_runs_through_the_rest_fallback(
     warehouse: Warehouse, agent: AgentServer, run_job: Any, staging: str

@@ -148,3 +148,35 @@ def demo_share(test: Callable[[dict[str, Any]], bool]) -> float:
         text = f"Classify this support ticket. Ticket: {ticket['subject']}\n\n{ticket['body']}"
         passed += test(triage.structured_answer(text, text))
     return passed / len(tickets)
+
+
+def test_eval_takes_a_budget_and_reports_tokens_and_cost_beside_the_estimate(
+    project: Path, demo_agent: AgentServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "agentbatch.yml").write_text(
+        "prices:\n  apps/triage-agent: {input_per_million: 1, output_per_million: 5}\n",
+        encoding="utf-8",
+    )
+    assert main(eval_args(project, demo_agent, "--max-rows", "100")) == 7
+    assert "the run would send 300 row(s), over max_rows 100" in capsys.readouterr().err
+    assert demo_agent.stats().requests_total == 0
+    estimate = [
+        "estimate", str(project / "jobs" / "eval_triage.yml"),
+        "--table", f"main.support.tickets={project / 'data' / 'tickets.csv'}",
+        "--endpoint", f"apps/triage-agent={demo_agent.url}", "--json", "--sample", "20",
+    ]  # fmt: skip
+    assert main(estimate) == 0
+    assert json.loads(capsys.readouterr().out)["to_send"] == 300
+    report = project / "report"
+    assert main(eval_args(project, demo_agent, "--json", "--report", str(report))) == 0
+    run = json.loads(capsys.readouterr().out)["run"]
+    assert run["sent"] == 280  # the estimate's 20 rows are kept, not paid again
+    assert demo_agent.stats().requests_total == 300
+    assert run["estimated_input_tokens"] > 0 and run["estimated_cost"] > 0
+    assert run["cost"] == pytest.approx(
+        (run["input_tokens"] + 5 * run["output_tokens"]) / 1e6, rel=1e-4
+    )
+    text = (report / "report.md").read_text(encoding="utf-8")
+    assert f"{run['input_tokens']:,} input" in text
+    assert f"(estimated {run['estimated_input_tokens']:,} input" in text
+    assert "cost this run" in text
