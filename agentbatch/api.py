@@ -26,7 +26,7 @@ from agentbatch.targets import Target, resolve_target
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from agentbatch.estimate import Estimate
+    from agentbatch.estimation import Estimate
     from agentbatch.evaluation import compare, evaluate
 
 __all__ = [
@@ -157,9 +157,9 @@ def estimate(
 ) -> Estimate:
     """What the next run would send, and what it would cost: counts the rows, sends a random
     sample of them for real (`sample`, default 20; its answers are kept, as a run's) and projects
-    tokens, wall time and cost (see `agentbatch.estimate`). Takes `run`'s options too."""
+    tokens, wall time and cost (see `agentbatch.estimation`). Takes `run`'s options too."""
     from agentbatch.errors import UsageError
-    from agentbatch.estimate import estimate as _estimate
+    from agentbatch.estimation import estimate as _estimate
     from agentbatch.preflight import check_local_source, check_mappings
 
     limit = options.get("limit")

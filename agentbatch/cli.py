@@ -415,7 +415,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         sys.stdout.write(explain(the_plan, with_sql=not args.no_sql))
         return 0
     if args.command == "estimate":
-        from agentbatch.estimate_report import print_estimate
+        from agentbatch.estimation_report import print_estimate
 
         found = api.estimate(
             args.job,

@@ -18,7 +18,7 @@ from agentbatch.budget import (
     save_per_row,
 )
 from agentbatch.errors import BudgetError, ErrorRateError, SpecError, UsageError
-from agentbatch.estimate import calls_wall_s, mean_interval
+from agentbatch.estimation import calls_wall_s, mean_interval
 from agentbatch.spec.models import Job, Price
 
 JOB = {
@@ -239,7 +239,7 @@ def test_calls_wall_time_grows_with_the_limiter_and_honours_a_rate_cap() -> None
 def test_the_estimate_brackets_the_time_when_the_agent_may_cap_concurrency() -> None:
     from types import SimpleNamespace
 
-    from agentbatch.estimate import Estimate, _project
+    from agentbatch.estimation import Estimate, _project
 
     call = SimpleNamespace(max_concurrency=None, requests_per_second=None)
     plan = SimpleNamespace(steps=SimpleNamespace(call=call))  # a REST-fallback plan's reads

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agentbatch.estimate import Estimate, Interval
+    from agentbatch.estimation import Estimate, Interval
 
 
 def print_estimate(found: Estimate, *, as_json: bool = False) -> None:
