@@ -32,16 +32,18 @@ NOTES = f"""\
   without an answer; **peak RSS** is the client process's own high-water mark (`VmHWM`;
   not `ru_maxrss`, which keeps the parent's peak across fork and exec).
 - **This machine has few cores, and the client and the agent server compete for them** (as do
-  any other jobs on it). Absolute numbers vary run to run; compare ratios within one run. The raw
-  client and agentbatch run in several interleaved rounds where a target compares them (S1, S5;
-  `--repeat N` for all): the table shows the median run, with every round's rows/s beside it.
+  any other jobs on it). Absolute numbers vary run to run; compare ratios within one run. Where
+  a target compares clients (S1, S5, S6; `--repeat N` for all) every client runs in several
+  interleaved rounds: the table shows the median run, with every round's rows/s beside it, and
+  a target's ratio is the median of the per-round ratios (each round listed beside it).
 - Configurations: every client gets the scenario's concurrency, except agentbatch in S3 (defaults:
   it finds the rate itself). The raw baseline is told the capacity in S3 (an oracle). The
   cookbook-style processor has only rate buckets: its rate is concurrency / latency (S3: 90% of
   the capacity's rate), and it stops after {COOKBOOK_TIME_BUDGET_S:.0f}s (its 15 s pause after any
   429 would otherwise run for many minutes; rows left are `unfinished`). Clients that retry make
-  up to 8 retries. The openai loop, the openai gather and the cookbook processor run on the first
-  rows only (their rate is steady long before; the setup column says how many).
+  up to 8 retries. Every client gets the same rows, rounds and untimed set-up (imports, building
+  its client), except the sequential openai loop: it runs once, on the first rows only (its rate
+  is steady long before; the setup column says how many).
 """
 
 
