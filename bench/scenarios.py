@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class Scenario:
     id: str
@@ -63,7 +64,9 @@ AGENT_SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario("S5", "streaming", rows=5_000, latency_ms=50, concurrency=64, stream=True, rounds=3),
     # A fast agent at high concurrency: the client's CPU per row is what bounds it.
-    Scenario("S6", "fast agent, CPU-bound client", rows=10_000, latency_ms=5, concurrency=128, rounds=3),
+    Scenario(
+        "S6", "fast agent, CPU-bound client", rows=10_000, latency_ms=5, concurrency=128, rounds=3
+    ),
 )
 
 # S4: rows through the local engine with the builtin instant agent.

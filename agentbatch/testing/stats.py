@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,8 @@ class ServerStats:
     max_in_flight: int = 0
     streams_started: int = 0
     streams_completed: int = 0
+    # When each request left (time.monotonic()), the latest ones: what a kill test bounds by.
+    left_at: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))
 
     def arrived(self) -> None:
         with self._lock:
@@ -64,6 +67,13 @@ class ServerStats:
     def left(self) -> None:
         with self._lock:
             self.in_flight -= 1
+            self.left_at.append(time.monotonic())
+
+    def left_since(self, moment: float) -> int:
+        """Requests that left (answered or refused) at or after `moment` (time.monotonic())."""
+        with self._lock:
+            times = list(self.left_at)
+        return sum(1 for t in reversed(times) if t >= moment) if times else 0
 
     def keyed(self, key: str) -> None:
         with self._lock:
