@@ -66,22 +66,30 @@ def scenario_section(scenario: Scenario, results: list[Measurement]) -> str:
 
 
 def scale_section(results: list[Measurement]) -> str:
+    base = next((m for m in results if m.rows == 0 and not m.error), None)
     lines = [
         "## S4: scale and memory",
         "",
         "`agentbatch.run` on the local engine over a generated Parquet table, the endpoint mapped to "
-        "`builtin:instant` (no HTTP); each size in its own process.",
+        "`builtin:instant` (no HTTP); each size in its own process. **above imports** is peak RSS "
+        "over a process that only imports what a run imports"
+        + (f" ({base.peak_rss_mb:,.0f} MB)" if base is not None else "")
+        + ": what the rows cost.",
         "",
-        "| rows | rows/s | CPU ms/row | peak RSS MB | failed |",
-        "|---:|---:|---:|---:|---:|",
+        "| rows | rows/s | CPU ms/row | peak RSS MB | above imports MB | MB per 1,000 rows | failed |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in results:
-        if m.error:
-            lines.append(f"| {m.note} | failed: {m.error} | | | |")
+        if m.rows == 0 and not m.error:
             continue
+        if m.error:
+            lines.append(f"| {m.note} | failed: {m.error} | | | | | |")
+            continue
+        grown = m.peak_rss_mb - base.peak_rss_mb if base is not None else None
+        per_k = 1000 * grown / m.rows if grown is not None and m.rows else None
         lines.append(
             f"| {m.rows:,} | {m.rows_per_s:,.0f} | {_num(m.cpu_ms_per_row, 4)} "
-            f"| {m.peak_rss_mb:,.0f} | {m.failed} |"
+            f"| {m.peak_rss_mb:,.0f} | {_num(grown, 0)} | {_num(per_k, 3)} | {m.failed} |"
         )
     return "\n".join(lines)
 

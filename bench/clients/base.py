@@ -18,6 +18,9 @@ CLIENT_MODULES: dict[str, str] = {
     "agentbatch run_bulk": "agentbatch_bulk",
 }
 CLIENT_NAMES: tuple[str, ...] = tuple(CLIENT_MODULES)
+# Not a client of the agent scenarios: S4's memory baseline (agentbatch.run's imports only).
+IMPORT_ONLY = "import only"
+CLIENT_MODULES[IMPORT_ONLY] = "import_only"
 # Responses requests name a model; the demo agent ignores it, Databricks Apps do too.
 MODEL = "bench-agent"
 

@@ -78,7 +78,7 @@ def test_rate_limited_agent_and_scale(tmp_path: Path) -> None:
     assert [cells[0] for cells in scale] == ["300", "900"]
     assert all(cells[4] == "0" for cells in scale)
     assert "| S3: every row answered | 120/120 ok, 0 failed | yes |" in markdown
-    assert "| S4: peak RSS at 900 <= 1.5x at 300 |" in markdown
+    assert "| S4: memory above imports at 900 <= 1.5x at 300 |" in markdown
 
 
 def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
