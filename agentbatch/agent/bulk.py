@@ -106,12 +106,15 @@ async def run_bulk(
     config_factory: ConfigFactory = default_config,
     total_rows: int | None = None,
     rng: random.Random | None = None,
+    limiter: Limiter | None = None,
 ) -> BulkStats:
     """Answer every input row, recording each answer in `ledger`.
 
     Input batches have the key column, passthrough columns, `_request` and `request_fingerprint`:
     the rows the target does not hold yet. With `reuse`, a row the ledger answered before under
     the same fingerprint is taken from there instead of calling again (`--full-refresh`: no reuse).
+    `limiter`: one made by the caller (a Spark task's, following a shared budget); by default
+    one from the call's caps.
     """
     fmt = _response_format(call)
     endpoint = await asyncio.to_thread(
@@ -133,7 +136,7 @@ async def run_bulk(
             )
         else:
             run = _HttpRun(
-                call, endpoint, fmt, key, ledger, retry_errors, reuse, stats, progress, rng
+                call, endpoint, fmt, key, ledger, retry_errors, reuse, stats, progress, rng, limiter
             )
             own_transport = transport is None
             active = transport or AiohttpTransport(max_connections=run.limiter.cap + 16)
@@ -199,6 +202,7 @@ class _HttpRun:
         stats: BulkStats,
         progress: ProgressReporter | None,
         rng: random.Random | None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.call = call
         self.key = key
@@ -207,7 +211,7 @@ class _HttpRun:
         self.stats = stats
         self.progress = progress
         self.response_type = fmt.arrow_type if fmt is not None else None
-        self.limiter = Limiter(
+        self.limiter = limiter or Limiter(
             max_concurrency=call.max_concurrency,
             requests_per_second=call.requests_per_second,
             # A concurrency the user asked for is where to start (no slow start up to it); the
