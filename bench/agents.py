@@ -47,6 +47,8 @@ def run_agent_scenario(
                 stats = agent.stats()
                 measured.requests = int(stats["requests_total"])
                 measured.http_429 = int(stats["status_counts"].get("429", 0))
+                if not measured.error:
+                    measured.agent_busy_s = float(stats.get("busy_s") or 0.0) or None
                 if cpu_before is not None and cpu_after is not None:
                     measured.server_cpu_s = cpu_after - cpu_before
                 log(describe(measured))

@@ -5,6 +5,24 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+# The clients of most scenarios (bench/clients/base.py names them all).
+STANDARD_CLIENTS: tuple[str, ...] = (
+    "raw aiohttp",
+    "openai loop",
+    "openai gather",
+    "cookbook processor",
+    "agentbatch.run",
+    "agentbatch run_bulk",
+)
+# S8: the REST fallback on the spark target's driver (the serverless path), beside the local one.
+WITH_SPARK_DRIVER = (*STANDARD_CLIENTS, "spark driver")
+SPARK_SLOTS = (1, 2, 4)
+S7_CLIENTS: tuple[str, ...] = (
+    "raw aiohttp",
+    "agentbatch.run",
+    *(f"spark executors x{n}" for n in SPARK_SLOTS),
+)
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -21,9 +39,10 @@ class Scenario:
     sequential_rows: int = 60
     # agentbatch runs with default settings (no max_concurrency): it must find the rate itself.
     agentbatch_defaults: bool = False
-    # Rounds of the raw client and agentbatch (the median is reported): more where a target
-    # compares the two, since this machine's noise is larger than the gap being measured.
+    # Rounds of every client (the median is reported): more where a target compares clients,
+    # since this machine's noise is larger than the gap being measured.
     rounds: int = 1
+    clients: tuple[str, ...] = STANDARD_CLIENTS
 
     @property
     def ideal_rows_per_s(self) -> float:
@@ -51,7 +70,15 @@ class Scenario:
 
 
 AGENT_SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("S1", "fast agent", rows=5_000, latency_ms=50, concurrency=64, rounds=3),
+    Scenario(
+        "S1",
+        "fast agent",
+        rows=5_000,
+        latency_ms=50,
+        concurrency=64,
+        rounds=3,
+        clients=WITH_SPARK_DRIVER,
+    ),
     Scenario("S2", "slow agent", rows=3_000, latency_ms=500, concurrency=256, sequential_rows=8),
     Scenario(
         "S3",
@@ -61,11 +88,23 @@ AGENT_SCENARIOS: tuple[Scenario, ...] = (
         concurrency=64,
         capacity=32,
         agentbatch_defaults=True,
+        clients=WITH_SPARK_DRIVER,
     ),
     Scenario("S5", "streaming", rows=5_000, latency_ms=50, concurrency=64, stream=True, rounds=3),
     # A fast agent at high concurrency: the client's CPU per row is what bounds it.
     Scenario(
         "S6", "fast agent, CPU-bound client", rows=10_000, latency_ms=5, concurrency=128, rounds=3
+    ),
+    # The spark target's fallback on local executors, at an agent's capacity, default settings.
+    Scenario(
+        "S7",
+        "spark executors at an agent's capacity",
+        rows=6_000,
+        latency_ms=50,
+        concurrency=64,
+        capacity=32,
+        agentbatch_defaults=True,
+        clients=S7_CLIENTS,
     ),
 )
 
@@ -73,4 +112,4 @@ AGENT_SCENARIOS: tuple[Scenario, ...] = (
 SCALE_SIZES: tuple[int, ...] = (100_000, 1_000_000)
 QUICK_SCALE_SIZES: tuple[int, ...] = (2_000, 20_000)
 
-ALL_IDS: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5", "S6")
+ALL_IDS: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")

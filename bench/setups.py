@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.clients.base import ClientConfig
+from bench.clients.base import SPARK_VARIANTS, ClientConfig
 from bench.scenarios import Scenario
 
 COOKBOOK_TIME_BUDGET_S = 20.0
@@ -32,6 +32,7 @@ class Setup:
     concurrency: int | None
     requests_per_s: float | None = None
     time_budget_s: float | None = None
+    variant: str = ""
 
     def config(self, url: str, inputs: str, workdir: str, scenario: Scenario) -> ClientConfig:
         return ClientConfig(
@@ -43,6 +44,7 @@ class Setup:
             stream=scenario.stream,
             requests_per_s=self.requests_per_s,
             time_budget_s=self.time_budget_s,
+            variant=self.variant,
         )
 
 
@@ -93,4 +95,14 @@ def setups(scenario: Scenario, clients: tuple[str, ...]) -> list[Setup]:
             "agentbatch run_bulk", agentbatch_note, scenario.rows, agentbatch_conc
         ),
     }
-    return [every[name] for name in clients if name in every]
+    for name, variant in SPARK_VARIANTS.items():
+        place, _, slots = variant.partition(":")
+        every[name] = Setup(
+            name,
+            f"{agentbatch_note}; fallback on the {'driver' if place == 'driver' else 'executors'}"
+            f", local[{slots}]",
+            scenario.rows,
+            agentbatch_conc,
+            variant=variant,
+        )
+    return [every[name] for name in clients if name in every and name in scenario.clients]

@@ -7,8 +7,8 @@ total limit, with the control law of limiter.py applied to everyone's signals:
 
 * slow start: the total grows by the answers reported while it is used (half or more in flight),
   until the first congestion signal; then additive increase, one per round trip;
-* any task's rejection (a decrease of its limiter) shrinks the total to 0.9x, at most once per
-  round trip (the slowest task's smoothed latency), so one burst seen by several tasks is one
+* any task's rejection (a decrease of its limiter) shrinks the total to 0.9x what the tasks had
+  in flight (or of the total, if less), at most once per round trip (the slowest task's smoothed latency), so one burst seen by several tasks is one
   signal; latency 1.5x above its baseline ends slow start, as in limiter.py;
 * each active task's share is the total split evenly (the remainder to the first tasks); a task
   that finishes gives its share to the others.
@@ -41,7 +41,7 @@ from agentbatch.agent.limiter import DECREASE_FACTOR, INITIAL_LIMIT, Limiter
 
 log = logging.getLogger(__name__)
 
-REPORT_INTERVAL_S = 0.05
+REPORT_INTERVAL_S = 0.02
 # A rejection is one congestion event for at least this long (also when no latency is known).
 MIN_HOLD_S = 0.01
 _CONNECT_TIMEOUT_S = 5.0
@@ -133,7 +133,11 @@ class BudgetController:
         self._last_decrease = now
         self.slow_start = False
         self.decreases += 1
-        self.limit = max(float(len(self._tasks) or 1), DECREASE_FACTOR * self.limit)
+        # As limiter.py: to 0.9x the concurrency at which the rejection happened (what the tasks
+        # had in flight), not of a limit that may have run ahead of it.
+        in_flight = sum(t.inflight for t in self._tasks.values())
+        base = min(self.limit, float(in_flight)) if in_flight else self.limit
+        self.limit = max(float(len(self._tasks) or 1), DECREASE_FACTOR * base)
 
     def _share(self, task: str) -> int:
         names = sorted(self._tasks)
