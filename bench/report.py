@@ -11,8 +11,8 @@ from bench.targets import Check
 
 _HEADER = (
     "| client | setup | rows | rows/s | x ideal | x raw | CPU ms/row | server CPU ms/req "
-    "| 429s | failed | peak RSS MB |\n"
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| 429s | failed | peak RSS MB | fixed s | busy rows/s |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 NOTES = f"""\
@@ -26,6 +26,9 @@ NOTES = f"""\
   reading the inputs are set-up and not timed.
 - **x ideal** is rows/s over the ideal (in-flight requests / latency); **x raw** over the raw
   aiohttp client of the same run.
+- **fixed s** is the client's wall time outside the agent's busy window (first request to last
+  reply, on the server's clock): what a run costs besides its calls (engine start, reads, SQL,
+  writes; for the spark target its jobs). **busy rows/s** is rows over that window.
 - **CPU ms/row** is the client process's user + system CPU time (all threads) over the rows it
   finished; **server CPU ms/req** the server process's over the requests it received.
 - **429s** are the 429 replies the server sent (every client alike); **failed** rows ended
@@ -109,7 +112,7 @@ def document(title_line: str, machine: str, sections: list[str]) -> str:
 
 def _row(m: Measurement, ideal: float, raw: float | None) -> str:
     if m.error:
-        return f"| {m.client} | {m.note} | | failed: {m.error} | | | | | | | |"
+        return f"| {m.client} | {m.note} | | failed: {m.error} | | | | | | | | | |"
     server = (
         1000.0 * m.server_cpu_s / m.requests if m.server_cpu_s is not None and m.requests else None
     )
@@ -121,7 +124,8 @@ def _row(m: Measurement, ideal: float, raw: float | None) -> str:
         f"| {m.client} | {m.note} | {m.ok + m.failed:,} | {m.rows_per_s:,.0f}{rounds} "
         f"| {m.rows_per_s / ideal:.2f} | {_num(m.rows_per_s / raw if raw else None)} "
         f"| {_num(m.cpu_ms_per_row)} | {_num(server)} | {m.http_429 or 0} "
-        f"| {m.failed}{unfinished} | {m.peak_rss_mb:,.0f} |"
+        f"| {m.failed}{unfinished} | {m.peak_rss_mb:,.0f} | {_num(m.fixed_s, 1)} "
+        f"| {_num(m.busy_rows_per_s, 0)} |"
     )
 
 

@@ -9,6 +9,8 @@ from bench.measure import Measurement
 from bench.scenarios import Scenario
 
 AGENTBATCH = "agentbatch.run"
+SPARK_DRIVER = "spark driver"
+S7_MAIN = "spark executors x2"
 # Shown beside agentbatch.run's figure: the REST client alone, without the engine.
 CLIENT_ONLY = "agentbatch run_bulk"
 
@@ -40,10 +42,14 @@ def check_targets(
             checks.append(_ideal(scenario, ours, bulk, 0.8))
             checks.append(_complete(scenario, ours))
             checks.append(_rate_limited_share(scenario, ours, 0.05))
+        elif scenario.id == "S7":
+            checks += _spark_executors(scenario, by_key)
         elif scenario.id == "S6":
             raw = by_key.get((scenario.id, "raw aiohttp"))
             checks.append(_versus(scenario.id, ours, bulk, raw, 0.9))
             checks.append(_cpu_versus(scenario.id, ours, bulk, raw, 1.25))
+        if scenario.id in ("S1", "S3") and "spark driver" in scenario.clients:
+            checks.append(_spark_driver(scenario.id, by_key.get((scenario.id, SPARK_DRIVER)), ours))
     checks += _scale(scale)
     return checks
 
@@ -88,6 +94,51 @@ def _spread(ratios: list[float]) -> str:
     if len(ratios) < 2:
         return ""
     return " (rounds " + ", ".join(f"{r:.2f}" for r in ratios) + ")"
+
+
+def _spark_driver(sid: str, spark: Measurement | None, local: Measurement | None) -> Check:
+    """S8: the REST fallback on the spark target's driver against the local target's run, end to
+    end and within the agent's busy window (a Spark run's fixed cost left out)."""
+    target = f"S8 ({sid}): spark target, fallback on the driver >= 0.9x {AGENTBATCH} (local)"
+    if spark is None or local is None or not local.rows_per_s:
+        return Check(target, "not measured", None)
+    ratios = round_ratios(spark, local)
+    ratio = median(ratios)
+    measured = f"{ratio:.2f}x end to end" + _spread(ratios)
+    held = ratio >= 0.9
+    if spark.busy_rows_per_s and local.busy_rows_per_s:
+        busy = spark.busy_rows_per_s / local.busy_rows_per_s
+        measured += (
+            f"; {busy:.2f}x within the agent's busy window; fixed cost {spark.fixed_s:.1f} s "
+            f"against {local.fixed_s:.1f} s"
+        )
+    return Check(target, measured, held)
+
+
+def _spark_executors(scenario: Scenario, by_key: dict[tuple[str, str], Measurement]) -> list[Check]:
+    """S7: the fallback on local executors at the agent's capacity, default settings."""
+    ideal = scenario.ideal_rows_per_s
+    checks = []
+    main = by_key.get((scenario.id, S7_MAIN))
+    target = f"S7: {S7_MAIN} >= 0.8x ideal"
+    if main is None:
+        checks.append(Check(target, "not measured", None))
+    else:
+        ratio = main.rows_per_s / ideal
+        measured = f"{ratio:.2f}x end to end ({main.rows_per_s:.0f} rows/s)"
+        held: bool | None = ratio >= 0.8
+        if main.busy_rows_per_s:
+            busy = main.busy_rows_per_s / ideal
+            measured += (
+                f"; {busy:.2f}x within the agent's busy window; fixed cost {main.fixed_s:.1f} s"
+            )
+        checks.append(Check(target, measured, held))
+    for name in scenario.clients:
+        if not name.startswith("spark executors"):
+            continue
+        m = by_key.get((scenario.id, name))
+        checks.append(_rate_limited_share(scenario, m, 0.05, name))
+    return checks
 
 
 def _cpu_versus(
@@ -140,8 +191,11 @@ def _complete(scenario: Scenario, ours: Measurement | None) -> Check:
     )
 
 
-def _rate_limited_share(scenario: Scenario, ours: Measurement | None, share: float) -> Check:
-    target = f"{scenario.id}: 429s < {share:.0%} of requests"
+def _rate_limited_share(
+    scenario: Scenario, ours: Measurement | None, share: float, client: str = ""
+) -> Check:
+    who = f" {client}" if client else ""
+    target = f"{scenario.id}:{who} 429s < {share:.0%} of requests"
     if ours is None or not ours.requests:
         return Check(target, "not measured", None)
     got = (ours.http_429 or 0) / ours.requests

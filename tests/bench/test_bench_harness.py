@@ -37,7 +37,11 @@ def _rows_of(markdown: str, section: str) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_every_client_answers_every_row_on_a_fast_agent(tmp_path: Path) -> None:
-    markdown, progress = _bench("--only", "S1", "--rows", "40", tmp_path=tmp_path)
+    from bench.scenarios import STANDARD_CLIENTS
+
+    markdown, progress = _bench(
+        "--only", "S1", "--rows", "40", "--clients", ",".join(STANDARD_CLIENTS), tmp_path=tmp_path
+    )
     rows = {cells[0]: cells for cells in _rows_of(markdown, "S1")}
     assert set(rows) == {
         "raw aiohttp",

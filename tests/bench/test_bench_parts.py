@@ -18,7 +18,7 @@ from bench.scenarios import AGENT_SCENARIOS
 from bench.setups import setups
 from bench.targets import check_targets
 
-S1, S2, S3, S5, S6 = AGENT_SCENARIOS
+S1, S2, S3, S5, S6, S7 = AGENT_SCENARIOS
 
 
 def test_parquet_and_jsonl_hold_the_same_prompts(tmp_path: Path) -> None:
