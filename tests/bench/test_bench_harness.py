@@ -99,3 +99,24 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
         )
         assert done.returncode == 2, args
         assert "error:" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_spark_executors_at_an_agents_capacity(tmp_path: Path) -> None:
+    pytest.importorskip("pyspark")
+    markdown, _ = _bench(
+        "--only",
+        "S7",
+        "--rows",
+        "80",
+        "--clients",
+        "raw aiohttp,spark executors x2",
+        tmp_path=tmp_path,
+    )
+    s7 = {cells[0]: cells for cells in _rows_of(markdown, "S7")}
+    assert s7["spark executors x2"][2] == "80" and s7["spark executors x2"][9] == "0"
+    assert "fallback on the executors, local[2]" in s7["spark executors x2"][1]
+    assert float(s7["spark executors x2"][11]) > 0  # its fixed cost, outside the agent's calls
+    assert "| S7: spark executors x2 >= 0.8x ideal |" in markdown
+    assert "| S7: spark executors x2 429s < 5% of requests |" in markdown
