@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from bench.measure import Measurement
@@ -65,7 +66,53 @@ def scenario_section(scenario: Scenario, results: list[Measurement]) -> str:
     raw = next((m for m in results if m.client == "raw aiohttp" and not m.error), None)
     for m in results:
         lines.append(_row(m, ideal, raw.rows_per_s if raw else None))
+    limits = [
+        f"- {m.client}: {limit_of(m, scenario)}"
+        for m in results
+        if not m.error
+        and (m.client.startswith(("agentbatch", "spark")) or m.client == "raw aiohttp")
+    ]
+    if limits:
+        lines += ["", "What limits each (from the measured CPU time, the agent's busy window):", ""]
+        lines += limits
     return "\n".join(lines)
+
+
+def limit_of(m: Measurement, scenario: Scenario, cores: int | None = None) -> str:
+    """What bounds a client's rows/s here, read off its measurements: its fixed cost, the
+    machine's cores (client and agent server share them), the client's one event loop, or the
+    agent (its capacity, or latency x concurrency)."""
+    cores = cores or os.cpu_count() or 1
+    if not m.wall_s:
+        return "not measured"
+    client = m.cpu_s / m.wall_s
+    server = (m.server_cpu_s or 0.0) / m.wall_s
+    fixed = m.fixed_s or 0.0
+    share = m.rows_per_s / scenario.ideal_rows_per_s
+    if fixed >= 0.3 * m.wall_s:
+        return (
+            f"its fixed cost: {fixed:.1f} s of {m.wall_s:.1f} s outside the agent's busy window "
+            f"({_num(m.busy_rows_per_s, 0)} rows/s while busy)"
+        )
+    per_row = (m.cpu_s + (m.server_cpu_s or 0.0)) / m.ok if m.ok else 0.0
+    needed = per_row * scenario.ideal_rows_per_s
+    if client + server >= 0.8 * cores or needed > cores:
+        return (
+            f"the machine's CPU: the ideal rate needs {needed:.1f} cores at the measured "
+            f"{1000 * per_row:.2f} ms per row (client and agent server); they used "
+            f"{client:.2f} + {server:.2f} of {cores} cores (the rest: other load on the machine)"
+        )
+    if client >= 0.85:
+        return f"the client's CPU: its event loop is busy ({client:.2f} cores)"
+    if scenario.capacity is not None:
+        return (
+            f"the agent's capacity ({scenario.capacity} at once; {m.http_429 or 0} 429s); "
+            f"CPU: client {client:.2f}, server {server:.2f} cores"
+        )
+    return (
+        f"the agent: latency x concurrency ({share:.2f}x ideal; CPU: client {client:.2f}, "
+        f"server {server:.2f} cores)"
+    )
 
 
 def scale_section(results: list[Measurement]) -> str:

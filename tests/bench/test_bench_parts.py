@@ -152,3 +152,14 @@ def test_peak_rss_is_the_clients_own_not_the_parents() -> None:
     )
     assert float(done.stdout) < 100
     del ballast
+
+
+def test_what_limits_a_client_is_read_off_its_measurements() -> None:
+    from bench.report import limit_of
+
+    cpu_bound = _m("S6", "agentbatch.run", 10_000, 4.5, cpu_s=2.2, server_cpu_s=2.0)
+    assert limit_of(cpu_bound, S6, cores=2).startswith("the machine's CPU: the ideal rate needs")
+    fixed = _m("S7", "spark executors x2", 6_000, 30.0, agent_busy_s=10.0)
+    assert limit_of(fixed, S7, cores=2).startswith("its fixed cost: 20.0 s of 30.0 s")
+    agent = _m("S1", "agentbatch.run", 5_000, 5.0, cpu_s=1.2, server_cpu_s=1.0, agent_busy_s=4.9)
+    assert limit_of(agent, S1, cores=2).startswith("the agent: latency x concurrency")
