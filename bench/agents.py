@@ -12,8 +12,9 @@ from bench.scenarios import Scenario
 from bench.server import agent_process
 from bench.setups import setups
 
-# Clients measured in every round (the median run is reported): the ones the targets compare.
-REPEATED = frozenset({"raw aiohttp", "agentbatch.run", "agentbatch run_bulk"})
+# Every client runs in every round on the same rows (the median run is reported), except the
+# sequential loop: its rate is steady after a few rows, and it would take many minutes.
+ONCE = frozenset({"openai loop"})
 WORKER_TIMEOUT_S = 300.0
 
 
@@ -25,14 +26,14 @@ def run_agent_scenario(
     rounds: int | None = None,
     log: Log = to_stderr,
 ) -> list[Measurement]:
-    """Measure every client on `scenario`; the REPEATED ones in each of `rounds` rounds
+    """Measure every client on `scenario`; all but the ONCE ones in each of `rounds` rounds
     (default: the scenario's), interleaved so they share the machine's conditions."""
     inputs = prepare_inputs(scenario, root)
     runs: dict[str, list[Measurement]] = {}
     with agent_process(scenario) as agent:
         for round_ in range(rounds or scenario.rounds):
             for setup in setups(scenario, clients):
-                if round_ > 0 and setup.client not in REPEATED:
+                if round_ > 0 and setup.client in ONCE:
                     continue
                 workdir = inputs / f"{_slug(setup.client)}-{round_}"
                 workdir.mkdir()
@@ -46,6 +47,8 @@ def run_agent_scenario(
                 stats = agent.stats()
                 measured.requests = int(stats["requests_total"])
                 measured.http_429 = int(stats["status_counts"].get("429", 0))
+                if not measured.error:
+                    measured.agent_busy_s = float(stats.get("busy_s") or 0.0) or None
                 if cpu_before is not None and cpu_after is not None:
                     measured.server_cpu_s = cpu_after - cpu_before
                 log(describe(measured))

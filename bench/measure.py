@@ -27,6 +27,8 @@ class Measurement:
     requests: int | None = None
     http_429: int | None = None
     server_cpu_s: float | None = None
+    # From the agent's first request to its last reply (the server's clock): the calls alone.
+    agent_busy_s: float | None = None
     # Set when the client process failed or ran out of time: the other fields are then zero.
     error: str | None = None
     # rows/s of every round when the client ran several times (this one is the median run).
@@ -35,6 +37,18 @@ class Measurement:
     @property
     def rows_per_s(self) -> float:
         return self.ok / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def fixed_s(self) -> float | None:
+        """The client's wall time outside the agent's busy window: set-up and teardown of a run."""
+        if self.agent_busy_s is None or not self.wall_s:
+            return None
+        return max(0.0, self.wall_s - self.agent_busy_s)
+
+    @property
+    def busy_rows_per_s(self) -> float | None:
+        """Rows per second within the agent's busy window (the fixed cost left out)."""
+        return self.ok / self.agent_busy_s if self.agent_busy_s else None
 
     @property
     def cpu_ms_per_row(self) -> float | None:

@@ -5,9 +5,23 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-# The openai gather and the cookbook-style processor run on the first rows only: their rate is
-# steady after a few waves of requests, and the whole benchmark must stay within minutes.
-ALTERNATIVE_ROWS = 1_000
+# The clients of most scenarios (bench/clients/base.py names them all).
+STANDARD_CLIENTS: tuple[str, ...] = (
+    "raw aiohttp",
+    "openai loop",
+    "openai gather",
+    "cookbook processor",
+    "agentbatch.run",
+    "agentbatch run_bulk",
+)
+# S8: the REST fallback on the spark target's driver (the serverless path), beside the local one.
+WITH_SPARK_DRIVER = (*STANDARD_CLIENTS, "spark driver")
+SPARK_SLOTS = (1, 2, 4)
+S7_CLIENTS: tuple[str, ...] = (
+    "raw aiohttp",
+    "agentbatch.run",
+    *(f"spark executors x{n}" for n in SPARK_SLOTS),
+)
 
 
 @dataclass(frozen=True)
@@ -23,12 +37,12 @@ class Scenario:
     stream: bool = False
     # The sequential loop runs on this many rows only, so it finishes in a few seconds.
     sequential_rows: int = 60
-    alternative_rows: int = ALTERNATIVE_ROWS
     # agentbatch runs with default settings (no max_concurrency): it must find the rate itself.
     agentbatch_defaults: bool = False
-    # Rounds of the raw client and agentbatch (the median is reported): more where a target
-    # compares the two, since this machine's noise is larger than the gap being measured.
+    # Rounds of every client (the median is reported): more where a target compares clients,
+    # since this machine's noise is larger than the gap being measured.
     rounds: int = 1
+    clients: tuple[str, ...] = STANDARD_CLIENTS
 
     @property
     def ideal_rows_per_s(self) -> float:
@@ -43,7 +57,6 @@ class Scenario:
             self,
             rows=rows,
             sequential_rows=min(self.sequential_rows, rows),
-            alternative_rows=min(self.alternative_rows, rows),
         )
 
     def quick(self) -> Scenario:
@@ -52,13 +65,20 @@ class Scenario:
             self,
             rows=max(200, self.rows // 10),
             sequential_rows=max(10, self.sequential_rows // 5),
-            alternative_rows=max(200, self.alternative_rows // 5),
             rounds=1,
         )
 
 
 AGENT_SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("S1", "fast agent", rows=5_000, latency_ms=50, concurrency=64, rounds=3),
+    Scenario(
+        "S1",
+        "fast agent",
+        rows=5_000,
+        latency_ms=50,
+        concurrency=64,
+        rounds=3,
+        clients=WITH_SPARK_DRIVER,
+    ),
     Scenario("S2", "slow agent", rows=3_000, latency_ms=500, concurrency=256, sequential_rows=8),
     Scenario(
         "S3",
@@ -68,12 +88,35 @@ AGENT_SCENARIOS: tuple[Scenario, ...] = (
         concurrency=64,
         capacity=32,
         agentbatch_defaults=True,
+        clients=WITH_SPARK_DRIVER,
     ),
     Scenario("S5", "streaming", rows=5_000, latency_ms=50, concurrency=64, stream=True, rounds=3),
+    # A fast agent at high concurrency: the client's CPU per row is what bounds it.
+    # Only the clients its targets compare: the alternatives take minutes on 10,000 rows.
+    Scenario(
+        "S6",
+        "fast agent, CPU-bound client",
+        rows=10_000,
+        latency_ms=5,
+        concurrency=128,
+        rounds=3,
+        clients=("raw aiohttp", "agentbatch.run", "agentbatch run_bulk"),
+    ),
+    # The spark target's fallback on local executors, at an agent's capacity, default settings.
+    Scenario(
+        "S7",
+        "spark executors at an agent's capacity",
+        rows=6_000,
+        latency_ms=50,
+        concurrency=64,
+        capacity=32,
+        agentbatch_defaults=True,
+        clients=S7_CLIENTS,
+    ),
 )
 
 # S4: rows through the local engine with the builtin instant agent.
 SCALE_SIZES: tuple[int, ...] = (100_000, 1_000_000)
 QUICK_SCALE_SIZES: tuple[int, ...] = (2_000, 20_000)
 
-ALL_IDS: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5")
+ALL_IDS: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")

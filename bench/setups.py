@@ -8,15 +8,16 @@
   limit, with headroom); it gets a time budget, since its 15 s pause after any 429 would
   otherwise make S3 run for many minutes;
 - clients that retry make up to 8 retries, agentbatch's default;
-- the sequential loop, the openai gather and the cookbook processor run on the first rows only
-  (see scenarios.py): their rates are steady long before, and the benchmark must stay short.
+- every client gets the same rows, rounds and untimed set-up (imports, building its client),
+  except the sequential loop: it runs once on the first rows only (see scenarios.py), its rate
+  is steady long before, and the benchmark must stay short.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.clients.base import ClientConfig
+from bench.clients.base import SPARK_VARIANTS, ClientConfig
 from bench.scenarios import Scenario
 
 COOKBOOK_TIME_BUDGET_S = 20.0
@@ -31,6 +32,7 @@ class Setup:
     concurrency: int | None
     requests_per_s: float | None = None
     time_budget_s: float | None = None
+    variant: str = ""
 
     def config(self, url: str, inputs: str, workdir: str, scenario: Scenario) -> ClientConfig:
         return ClientConfig(
@@ -42,6 +44,7 @@ class Setup:
             stream=scenario.stream,
             requests_per_s=self.requests_per_s,
             time_budget_s=self.time_budget_s,
+            variant=self.variant,
         )
 
 
@@ -55,7 +58,7 @@ def setups(scenario: Scenario, clients: tuple[str, ...]) -> list[Setup]:
         if scenario.capacity is not None
         else conc / latency_s
     )
-    alt_rows = scenario.alternative_rows
+    rows = scenario.rows
     agentbatch_conc = None if scenario.agentbatch_defaults else conc
     agentbatch_note = (
         "defaults (adaptive)" if agentbatch_conc is None else f"max_concurrency {conc}"
@@ -75,15 +78,14 @@ def setups(scenario: Scenario, clients: tuple[str, ...]) -> list[Setup]:
         ),
         "openai gather": Setup(
             "openai gather",
-            f"semaphore {conc}, first {alt_rows:,} rows",
-            alt_rows,
+            f"semaphore {conc}",
+            rows,
             conc,
         ),
         "cookbook processor": Setup(
             "cookbook processor",
-            f"{cookbook_rate:.0f} requests/s bucket, first {alt_rows:,} rows, "
-            f"{COOKBOOK_TIME_BUDGET_S:.0f}s budget",
-            alt_rows,
+            f"{cookbook_rate:.0f} requests/s bucket, {COOKBOOK_TIME_BUDGET_S:.0f}s budget",
+            rows,
             None,
             requests_per_s=cookbook_rate,
             time_budget_s=COOKBOOK_TIME_BUDGET_S,
@@ -93,4 +95,14 @@ def setups(scenario: Scenario, clients: tuple[str, ...]) -> list[Setup]:
             "agentbatch run_bulk", agentbatch_note, scenario.rows, agentbatch_conc
         ),
     }
-    return [every[name] for name in clients if name in every]
+    for name, variant in SPARK_VARIANTS.items():
+        place, _, slots = variant.partition(":")
+        every[name] = Setup(
+            name,
+            f"{agentbatch_note}; fallback on the {'driver' if place == 'driver' else 'executors'}"
+            f", local[{slots}]",
+            scenario.rows,
+            agentbatch_conc,
+            variant=variant,
+        )
+    return [every[name] for name in clients if name in every and name in scenario.clients]

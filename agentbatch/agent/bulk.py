@@ -2,8 +2,10 @@
 
 Structured concurrency (tasks.run_all): one producer reads input batches and skips rows the
 ledger already answered; a bounded queue feeds a fixed set of workers whose calls are admitted by
-the adaptive limiter; ONE writer group-commits completed rows to the ledger as soon as they are
-ready (whatever has completed while the previous commit ran). Memory is flat in the number of rows.
+the adaptive limiter; ONE writer group-commits completed rows to the ledger: the first answer
+after a commit opens a commit window (COMMIT_WINDOW_S) and everything completed within it is one
+commit. A kill re-sends at most the calls in flight and the answers of the last window. Memory is
+flat in the number of rows.
 
 An endpoint unusable for the whole run (auth refused, no permission, app gone, unreachable) stops
 the run with AgentError; answers already received are committed first. Row failures are values in
@@ -59,6 +61,11 @@ Batches = Iterable["pa.RecordBatch"] | AsyncIterable["pa.RecordBatch"]
 
 # Largest group commit; more completed rows wait for the next one.
 MAX_COMMIT_ROWS = 5_000
+# How long the first answer after a commit waits for others to share its commit. Commits are
+# the per-row CPU cost of a fast agent (Arrow IPC, a SQLite transaction, a thread hop each):
+# ten a second at most, whatever the rate. The bound this sets: a kill re-sends at most the calls
+# in flight and the answers received in the last COMMIT_WINDOW_S (plus a commit being written).
+COMMIT_WINDOW_S = 0.1
 # Consecutive rows that end unreachable (connection errors, timeouts, 502/503/504 after all
 # retries) with no success in between: the endpoint is down, stop instead of failing every row.
 UNREACHABLE_ROWS = 32
@@ -82,6 +89,11 @@ class _Row:
 _DONE = object()
 
 
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 async def run_bulk(
     batches: Batches,
     *,
@@ -97,6 +109,7 @@ async def run_bulk(
     total_rows: int | None = None,
     rng: random.Random | None = None,
     budget: Budget | None = None,
+    limiter: Limiter | None = None,
 ) -> BulkStats:
     """Answer every input row, recording each answer in `ledger`.
 
@@ -104,6 +117,8 @@ async def run_bulk(
     the rows the target does not hold yet. With `reuse`, a row the ledger answered before under
     the same fingerprint is taken from there instead of calling again (`--full-refresh`: no reuse).
     With a `budget`, each row is admitted by it before it is sent (the built-in agent is free).
+    `limiter`: one made by the caller (a Spark task's, following a shared budget); by default
+    one from the call's caps.
     """
     fmt = _response_format(call)
     endpoint = await asyncio.to_thread(
@@ -125,7 +140,7 @@ async def run_bulk(
             )
         else:
             run = _HttpRun(
-                call, endpoint, fmt, key, ledger, retry_errors, reuse, stats, progress, rng
+                call, endpoint, fmt, key, ledger, retry_errors, reuse, stats, progress, rng, limiter
             )
             run.budget = budget
             own_transport = transport is None
@@ -192,6 +207,7 @@ class _HttpRun:
         stats: BulkStats,
         progress: ProgressReporter | None,
         rng: random.Random | None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.call = call
         self.key = key
@@ -200,7 +216,7 @@ class _HttpRun:
         self.stats = stats
         self.progress = progress
         self.response_type = fmt.arrow_type if fmt is not None else None
-        self.limiter = Limiter(
+        self.limiter = limiter or Limiter(
             max_concurrency=call.max_concurrency,
             requests_per_second=call.requests_per_second,
             # A concurrency the user asked for is where to start (no slow start up to it); the
@@ -216,9 +232,15 @@ class _HttpRun:
         self.fmt = fmt
         self.rng = rng or random.Random()
         self.rows: asyncio.Queue[_Row | None] = asyncio.Queue(maxsize=self.workers * 2)
+        # Answers waiting for their commit: room for a whole commit, so workers do not wait
+        # for the writer while a commit window is open.
         self.results: asyncio.Queue[tuple[_Row, Outcome] | object] = asyncio.Queue(
-            maxsize=self.workers * 4
+            maxsize=MAX_COMMIT_ROWS
         )
+        # The writer, waiting in a commit window, is woken when this many results are queued
+        # (it then moves them to its commit; the window stays open).
+        self._result_waiter: asyncio.Future[None] | None = None
+        self._wake_at = min(MAX_COMMIT_ROWS // 2, max(64, self.workers * 4))
         self.stop = asyncio.Event()
         self.fatal: AgentError | None = None
         self.input_error: Exception | None = None
@@ -293,7 +315,7 @@ class _HttpRun:
         await run_all([self._work(caller) for _ in range(self.workers)])
         if not self.stop.is_set():
             await self._release_held()  # too few to mean the endpoint is down: row errors
-        await self.results.put(_DONE)
+        await self._put_result(_DONE)
 
     async def _work(self, caller: Caller) -> None:
         while True:
@@ -360,12 +382,18 @@ class _HttpRun:
                 )
             return
         await self._release_held()
-        await self.results.put((row, outcome))
+        await self._put_result((row, outcome))
+
+    async def _put_result(self, item: tuple[_Row, Outcome] | object) -> None:
+        await self.results.put(item)
+        waiter = self._result_waiter
+        if waiter is not None and self.results.qsize() >= self._wake_at:
+            _settle(waiter)
 
     async def _release_held(self) -> None:
         held, self.held = self.held, []
         for item in held:
-            await self.results.put(item)
+            await self._put_result(item)
 
     def _abort(self, error: AgentError) -> None:
         if self.fatal is None:
@@ -374,7 +402,12 @@ class _HttpRun:
         self.stop.set()
 
     async def _write(self) -> None:
+        """Group-commit answers: the first answer after a commit opens a window of
+        COMMIT_WINDOW_S; everything that completes within it is one commit (at most
+        MAX_COMMIT_ROWS). A kill loses at most the answers of the last window (and a commit
+        being written at that moment), never a committed one."""
         pending: list[tuple[_Row, Outcome]] = []
+        loop = asyncio.get_running_loop()
         try:
             finished = False
             while not finished:
@@ -382,11 +415,17 @@ class _HttpRun:
                 finished = item is _DONE
                 if not finished:
                     pending.append(item)  # type: ignore[arg-type]
-                while not finished and len(pending) < MAX_COMMIT_ROWS and not self.results.empty():
-                    item = self.results.get_nowait()
-                    finished = item is _DONE
-                    if not finished:
-                        pending.append(item)  # type: ignore[arg-type]
+                closes = loop.time() + COMMIT_WINDOW_S
+                while not finished and len(pending) < MAX_COMMIT_ROWS:
+                    while not finished and not self.results.empty():
+                        item = self.results.get_nowait()
+                        finished = item is _DONE
+                        if not finished:
+                            pending.append(item)  # type: ignore[arg-type]
+                    left = closes - loop.time()
+                    if finished or left <= 0 or len(pending) >= MAX_COMMIT_ROWS:
+                        break
+                    await self._more_results(left)
                 if pending:
                     batch, pending = pending, []
                     await asyncio.to_thread(self._commit, batch)
@@ -401,6 +440,19 @@ class _HttpRun:
                 self._commit(pending)
                 self._count(pending)
             raise
+
+    async def _more_results(self, seconds: float) -> None:
+        """Wait until the results queue has something, or `seconds` pass (no task per wait)."""
+        if not self.results.empty():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._result_waiter = waiter
+        handle = asyncio.get_running_loop().call_later(seconds, _settle, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._result_waiter = None
 
     def _commit(self, items: list[tuple[_Row, Outcome]]) -> None:
         import pyarrow as pa

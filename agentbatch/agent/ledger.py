@@ -11,8 +11,9 @@ is one Arrow IPC blob in `batches`, tagged with the run that recorded it; `answe
 (canonical JSON of the key value) to its latest answer: request fingerprint, ok / transient error /
 permanent error, and where the row lives. A run writes the rows it recorded (`rows_of_run`); a run
 that was killed before writing leaves them for the next run to reuse. A SIGKILL at any moment loses
-at most the calls in flight: a commit is atomic, and SQLite recovers a torn WAL write by discarding
-it. A file that is not a sound SQLite database is moved aside (`<name>.corrupt-<time>`) with a
+at most the calls in flight and the answers the bulk runner holds for its next group commit (those
+received within its commit window, `bulk.COMMIT_WINDOW_S`): a commit is atomic, and SQLite
+recovers a torn WAL write by discarding it. A file that is not a sound SQLite database is moved aside (`<name>.corrupt-<time>`) with a
 warning and the run starts from an empty ledger: the worst case is paying for rows again, never a
 wrong or missing row in the target.
 

@@ -19,6 +19,11 @@ being full), all new requests pause for `Retry-After`.
 
 Optional caps: `max_concurrency`, and `requests_per_second` as a token bucket. Only 2xx answers
 are latency samples: a fast refusal (4xx) says nothing about how loaded the agent is.
+
+Several clients of one agent (Spark tasks) share one budget: `follow(share)` hands the growth to a
+coordinator (shared_limits.py) that sees every client's successes and rejections; the limiter
+then never grows by itself, still backs off at once on its own rejections, and reports what it
+saw (`successes`, `decreases`, `latency_ratio`).
 """
 
 from __future__ import annotations
@@ -74,6 +79,10 @@ class Limiter:
         self.peak_limit = int(self._limit)
         self.decreases = 0
         self.relearned = 0
+        # Answers (2xx) so far; a coordinator reads the difference between its reports.
+        self.successes = 0
+        # Set by follow(): the limit is a coordinator's share, never grown here.
+        self._following = False
 
     @property
     def limit(self) -> int:
@@ -86,6 +95,26 @@ class Limiter:
     @property
     def cap(self) -> int:
         return self._cap
+
+    @property
+    def latency_ratio(self) -> float:
+        """The smoothed latency over its baseline (1.0 before any sample)."""
+        if self._ewma is None or not self._baseline:
+            return 1.0
+        return self._ewma / self._baseline
+
+    @property
+    def latency_s(self) -> float | None:
+        """The smoothed latency of answers, None before any."""
+        return self._ewma
+
+    def follow(self, share: int) -> None:
+        """Take `share` (at most the cap) as the limit: a coordinator decides growth from now on;
+        rejections and queueing still shrink the limit here at once, until the next share."""
+        self._following = True
+        self._limit = float(max(1, min(share, self._cap)))
+        self.peak_limit = max(self.peak_limit, int(self._limit))
+        self._wake()
 
     async def acquire(self) -> Permit:
         """Wait for a slot (and a token when a request rate is set); FIFO among waiters."""
@@ -138,8 +167,10 @@ class Limiter:
             if outcome == "overload" and retry_after_s and fresh and self._limit <= 1.0:
                 self._pause(min(retry_after_s, MAX_PAUSE_S))
             self._decrease(permit)
-        elif outcome == "ok" and latency_s is not None:
-            self._observe_latency(latency_s, permit)
+        elif outcome == "ok":
+            self.successes += 1
+            if latency_s is not None:
+                self._observe_latency(latency_s, permit)
         self._wake()
 
     # --- the control law ---------------------------------------------------------------------
@@ -159,6 +190,8 @@ class Limiter:
         if ratio > 3.0:
             self._decrease(permit)
             return
+        if self._following:
+            return  # the coordinator grows the shared budget
         # Grow only while the window is used; otherwise the limit would drift up unproven.
         if permit.inflight_at_acquire < self._limit / 2:
             return

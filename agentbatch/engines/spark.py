@@ -28,6 +28,8 @@ Settings (all optional):
     ai_query_api             chat | responses: the body shape of a STRING request (default chat)
     max_concurrency          calls in flight across all tasks for ai_query (default 64)
     partitions               fallback tasks (default: the session's default parallelism)
+    shared_budget            true/false: fallback tasks on executors share one budget of the agent,
+                             kept by the driver (default true; executors must reach the driver)
     rest_fallback_on         auto | driver | executors (auto: driver on serverless and Databricks
                              Connect, executors elsewhere); `agentbatch plan` shows the choice
     serverless               true/false: override the serverless detection (runtime `client.*`)
@@ -259,6 +261,7 @@ class SparkEngine:
                 checkpoint=folder,
                 retry_errors=retry_errors,
                 reuse=reuse,
+                shared_budget=bool(self.settings.get("shared_budget", True)),
             )
         )
 

@@ -16,7 +16,9 @@ as an AgentError, keeps every answer, and resumes on re-run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from agentbatch.agent.auth import AuthHeaders
+    from agentbatch.agent.shared_limits import BudgetAddress
     from agentbatch.agent.stats import BulkStats
     from agentbatch.agent.transport import RawReply, Transport
 
@@ -68,6 +71,10 @@ class RemoteCall:
 
     # A service principal each task signs in as (refreshing its tokens); None: `headers` only.
     oauth: OAuthClient | None = None
+    # The driver's shared agent budget (shared_limits.py); None: each task adapts alone.
+    budget: BudgetAddress | None = None
+    # The user's max_concurrency, before it was split across tasks (None: adaptive).
+    asked_concurrency: int | None = None
 
     def __repr__(self) -> str:  # keep credentials out of reprs and tracebacks
         return f"RemoteCall(endpoint={self.call.endpoint!r}, overrides={dict(self.overrides)!r})"
@@ -84,7 +91,10 @@ class RemoteCall:
             max_concurrency=max(1, cap // tasks),
             requests_per_second=rate / tasks if rate else None,
         )
-        return dataclasses.replace(self, call=call)
+        return dataclasses.replace(self, call=call, asked_concurrency=self.call.max_concurrency)
+
+    def with_budget(self, budget: BudgetAddress | None) -> RemoteCall:
+        return dataclasses.replace(self, budget=budget)
 
 
 def plain_call(call: CallSpec) -> CallSpec:
@@ -222,7 +232,8 @@ async def _answer(
 ) -> BulkStats:
     from agentbatch.agent.bulk import run_bulk
     from agentbatch.agent.ledger import Ledger
-    from agentbatch.agent.limiter import DEFAULT_CEILING
+    from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter
+    from agentbatch.agent.shared_limits import SharedBudget
     from agentbatch.agent.transport import AiohttpTransport
 
     transport: Transport | None = None
@@ -240,15 +251,30 @@ async def _answer(
         transport = _HeaderTransport(
             AiohttpTransport(max_connections=cap + _SPARE_CONNECTIONS), remote.headers
         )
+    # Without max_concurrency a task starts slow (not at its split of the ceiling); with a shared
+    # budget it starts at its share and the driver's controller grows the total.
+    limiter = Limiter(
+        max_concurrency=remote.call.max_concurrency,
+        requests_per_second=remote.call.requests_per_second,
+        initial=(remote.asked_concurrency and remote.call.max_concurrency) or INITIAL_LIMIT,
+        ceiling=DEFAULT_CEILING,
+    )
+    budget = (
+        SharedBudget(remote.budget, limiter, uuid.uuid4().hex[:12])
+        if remote.budget is not None
+        else contextlib.nullcontext()
+    )
     try:
-        return await run_bulk(
-            batches,
-            call=remote.call,
-            key=key,
-            ledger=cast(Ledger, _Sink(on_rows, skip)),
-            endpoint_overrides=remote.overrides,
-            transport=transport,
-        )
+        async with budget:
+            return await run_bulk(
+                batches,
+                call=remote.call,
+                key=key,
+                ledger=cast(Ledger, _Sink(on_rows, skip)),
+                endpoint_overrides=remote.overrides,
+                transport=transport,
+                limiter=limiter,
+            )
     finally:
         if transport is not None:
             await transport.close()

@@ -19,6 +19,7 @@ materialised once with `localCheckpoint`; a killed run then loses the answers of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.agent.shared_limits import BudgetAddress
 from agentbatch.engines.spark_calls import RemoteCall, answer_batches
 from agentbatch.errors import AgentbatchError
 from agentbatch.results import (
@@ -93,8 +95,13 @@ def answer_distributed(
     checkpoint: Path | None,
     retry_errors: bool = False,
     reuse: bool = True,
+    shared_budget: bool = True,
 ) -> DistributedAnswers:
-    """Answer every row of `inputs` (key, passthrough, `_request`, `request_fingerprint`)."""
+    """Answer every row of `inputs` (key, passthrough, `_request`, `request_fingerprint`).
+
+    With `shared_budget` the tasks share one budget of the agent: a controller on the driver
+    (agent/shared_limits.py) that every task reports to over a socket, so a 429 seen by one
+    task slows the others and together they never ramp past what the agent admits."""
     from pyspark.sql import functions as F
 
     response_type = _response_type(remote)
@@ -117,18 +124,20 @@ def answer_distributed(
             usable.select(key, FINGERPRINT_COLUMN), on=[key, FINGERPRINT_COLUMN], how="left_anti"
         )
     tasks = max(1, min(tasks, remote.call.max_concurrency or tasks))
-    run = _TaskRun(remote.per_task(tasks), key, schema, checkpoint, run_id)
-    out = todo.repartition(tasks, F.col(f"`{key}`")).mapInArrow(run, schema)
-    if checkpoint is not None:
-        checkpoint.mkdir(parents=True, exist_ok=True)
-        task_stats = [row[STATS_COLUMN] for row in out.select(STATS_COLUMN).collect()]
-        results = read_checkpoint(spark, checkpoint, run_id)
-    else:
-        out = out.localCheckpoint(eager=True)
-        task_stats = [
-            r[0] for r in out.where(F.col(STATS_COLUMN).isNotNull()).select(STATS_COLUMN).collect()
-        ]
-        results = out.where(F.col(STATS_COLUMN).isNull()).drop(STATS_COLUMN)
+    with _budget_service(spark, remote, shared_budget, tasks) as address:
+        run = _TaskRun(remote.per_task(tasks).with_budget(address), key, schema, checkpoint, run_id)
+        out = todo.repartition(tasks, F.col(f"`{key}`")).mapInArrow(run, schema)
+        if checkpoint is not None:
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            task_stats = [row[STATS_COLUMN] for row in out.select(STATS_COLUMN).collect()]
+            results = read_checkpoint(spark, checkpoint, run_id)
+        else:
+            out = out.localCheckpoint(eager=True)
+            task_stats = [
+                r[0]
+                for r in out.where(F.col(STATS_COLUMN).isNotNull()).select(STATS_COLUMN).collect()
+            ]
+            results = out.where(F.col(STATS_COLUMN).isNull()).drop(STATS_COLUMN)
     stats, fatal = _combine([json.loads(s) for s in task_stats if s])
     if results is not None:
         results = one_per_key(results, key)
@@ -138,6 +147,39 @@ def answer_distributed(
         reused = reused.select(*[F.col(f"`{c}`") for c in columns])
         results = reused if results is None else results.select(*columns).unionByName(reused)
     return DistributedAnswers(results, stats, fatal)
+
+
+@contextlib.contextmanager
+def _budget_service(
+    spark: SparkSession, remote: RemoteCall, enabled: bool, tasks: int
+) -> Iterator[BudgetAddress | None]:
+    """The driver's shared agent budget while the tasks run (None: tasks adapt alone)."""
+    from agentbatch.agent.limiter import DEFAULT_CEILING
+    from agentbatch.agent.shared_limits import BudgetService, driver_host
+
+    if not enabled or remote.overrides.get(remote.call.endpoint) == "builtin:instant":
+        yield None
+        return
+    cap = remote.call.max_concurrency or DEFAULT_CEILING
+    # A concurrency the user asked for is where the total starts, as on one machine.
+    initial = remote.call.max_concurrency or None
+    host = driver_host(spark.conf.get("spark.driver.host", None))
+    slots = min(tasks, max(1, spark.sparkContext.defaultParallelism))
+    try:
+        service = BudgetService(
+            cap, host=host, tasks=tasks, slots=slots, **({"initial": initial} if initial else {})
+        )
+    except OSError as e:
+        log.warning("no shared agent budget on %s (%s): each task adapts alone", host, e)
+        yield None
+        return
+    with service:
+        yield service.address
+    log.info(
+        "shared agent budget: peak %d in flight, %d decreases",
+        service.controller.peak,
+        service.controller.decreases,
+    )
 
 
 def _reusable(earlier: DataFrame, retry_errors: bool) -> DataFrame:

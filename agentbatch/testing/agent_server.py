@@ -64,6 +64,10 @@ class AgentServer:
     def stats(self) -> StatsSnapshot:
         return self.handlers.stats.snapshot()
 
+    def left_since(self, moment: float) -> int:
+        """Requests that left the server at or after `moment` (time.monotonic())."""
+        return self.handlers.stats.left_since(moment)
+
     def reset_stats(self) -> None:
         self.handlers.stats.reset()
 

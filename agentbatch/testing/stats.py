@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,9 @@ class StatsSnapshot:
     max_in_flight: int
     streams_started: int
     streams_completed: int
+    # From the first request's arrival to the last reply (since the last reset): how long the
+    # agent was busy, without a client's set-up and teardown.
+    busy_s: float = 0.0
 
     def requests_for(self, key: str) -> int:
         return self.requests_by_key.get(key, 0)
@@ -36,6 +40,7 @@ class StatsSnapshot:
             "max_in_flight": self.max_in_flight,
             "streams_started": self.streams_started,
             "streams_completed": self.streams_completed,
+            "busy_s": self.busy_s,
         }
 
 
@@ -54,16 +59,28 @@ class ServerStats:
     max_in_flight: int = 0
     streams_started: int = 0
     streams_completed: int = 0
+    # When each request left (time.monotonic()), the latest ones: what a kill test bounds by.
+    left_at: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))
+    first_arrival: float | None = None
 
     def arrived(self) -> None:
         with self._lock:
             self.requests_total += 1
+            if self.first_arrival is None:
+                self.first_arrival = time.monotonic()
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def left(self) -> None:
         with self._lock:
             self.in_flight -= 1
+            self.left_at.append(time.monotonic())
+
+    def left_since(self, moment: float) -> int:
+        """Requests that left (answered or refused) at or after `moment` (time.monotonic())."""
+        with self._lock:
+            times = list(self.left_at)
+        return sum(1 for t in reversed(times) if t >= moment) if times else 0
 
     def keyed(self, key: str) -> None:
         with self._lock:
@@ -109,6 +126,8 @@ class ServerStats:
         """Zero every counter (in-flight gauges stay: those requests are still running)."""
         with self._lock:
             self.requests_total = 0
+            self.first_arrival = None
+            self.left_at.clear()
             self.max_in_flight = self.in_flight
             self.streams_started = self.streams_completed = 0
             for counter in (
@@ -132,4 +151,9 @@ class ServerStats:
                 max_in_flight=self.max_in_flight,
                 streams_started=self.streams_started,
                 streams_completed=self.streams_completed,
+                busy_s=(
+                    max(0.0, self.left_at[-1] - self.first_arrival)
+                    if self.first_arrival is not None and self.left_at
+                    else 0.0
+                ),
             )

@@ -16,8 +16,23 @@ CLIENT_MODULES: dict[str, str] = {
     "cookbook processor": "cookbook",
     "agentbatch.run": "agentbatch_run",
     "agentbatch run_bulk": "agentbatch_bulk",
+    # The spark target (scenarios that name them: S1, S3, S7): where the fallback runs, and slots.
+    "spark driver": "agentbatch_spark",
+    "spark executors x1": "agentbatch_spark",
+    "spark executors x2": "agentbatch_spark",
+    "spark executors x4": "agentbatch_spark",
 }
 CLIENT_NAMES: tuple[str, ...] = tuple(CLIENT_MODULES)
+# What the spark clients are told (ClientConfig.variant): where the fallback runs, how many slots.
+SPARK_VARIANTS: dict[str, str] = {
+    "spark driver": "driver:2",
+    "spark executors x1": "executors:1",
+    "spark executors x2": "executors:2",
+    "spark executors x4": "executors:4",
+}
+# Not a client of the agent scenarios: S4's memory baseline (agentbatch.run's imports only).
+IMPORT_ONLY = "import only"
+CLIENT_MODULES[IMPORT_ONLY] = "import_only"
 # Responses requests name a model; the demo agent ignores it, Databricks Apps do too.
 MODEL = "bench-agent"
 
@@ -39,6 +54,8 @@ class ClientConfig:
     requests_per_s: float | None = None
     # Stop starting rows after this long (clients that would otherwise run for many minutes).
     time_budget_s: float | None = None
+    # A client's variant (the spark clients: `executors:2`, `driver:2`).
+    variant: str = ""
 
     @property
     def table_path(self) -> Path:

@@ -423,3 +423,17 @@ async def test_a_null_request_is_a_row_error_never_a_call(agent: str, ledger: Le
     assert rows[1]["error"] == "[permanent] request is NULL" and rows[1]["response"] is None
     assert rows[0]["error"] is None
     assert (stats.ok, stats.errors, stats.errors_by_kind) == (1, 1, {"request": 1})
+
+
+async def test_answers_share_commits_within_the_commit_window(ledger: Ledger) -> None:
+    # A fast agent answers hundreds of rows per window: they reach the ledger in a few group
+    # commits (at most one per COMMIT_WINDOW_S, plus the last), not one per answer.
+    from agentbatch.agent.bulk import COMMIT_WINDOW_S
+
+    with serve_agent(FaultConfig(latency_ms=2)) as server:
+        spec = CallSpec(endpoint=server.url, max_concurrency=64)
+        stats = await run(spec, texts(3000), ledger)
+    assert stats.ok == 3000
+    commits = ledger.stats()["batches"]
+    assert commits <= stats.wall_s / COMMIT_WINDOW_S + 2, (commits, stats.wall_s)
+    assert len(rows_of(ledger)) == 3000

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import random
 from dataclasses import dataclass
 
 import pytest
 
 from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter, Permit
+from agentbatch.agent.retry import backoff_delay
 
 
 @dataclass
@@ -27,12 +29,16 @@ def simulate(
     rows: int,
     queueing: bool = False,
     reject_latency_s: float = 0.001,
+    retry_after_s: float = 1.0,
 ) -> SimResult:
-    """Rows through a simulated server: `capacity` admitted at once, 429 (instantly) beyond it,
-    or, with `queueing`, an unbounded queue in front of `capacity` workers (latency grows)."""
+    """Rows through a simulated server: `capacity` admitted at once, 429 (instantly) with
+    `Retry-After: retry_after_s` beyond it, or, with `queueing`, an unbounded queue in front of
+    `capacity` workers (latency grows). A rejected row waits as the runner does (retry.py's
+    `backoff_delay`: the Retry-After plus jitter) before it is sent again."""
     now = [0.0]
     limiter = Limiter(clock=lambda: now[0])
-    events: list[tuple[float, int, str, Permit]] = []
+    rng = random.Random(7)
+    events: list[tuple[float, int, str, Permit | None]] = []
     seq = done = sent = rejected = 0
     pending = rows
     busy_until: list[float] = [0.0] * (capacity or 0)
@@ -55,8 +61,11 @@ def simulate(
             else:
                 heapq.heappush(events, (now[0] + reject_latency_s, seq, "429", permit))
         at, _, kind, permit = heapq.heappop(events)
-        latency = at - permit.acquired_at
         now[0] = at
+        if permit is None:  # a rejected row's wait is over: it is sent again
+            pending += 1
+            continue
+        latency = at - permit.acquired_at
         if kind == "ok":
             if not queueing:
                 active -= 1
@@ -64,8 +73,10 @@ def simulate(
             limiter.release(permit, "ok", latency_s=latency)
         else:
             rejected += 1
-            pending += 1  # retried (the real runner waits Retry-After first)
-            limiter.release(permit, "overload", latency_s=latency, retry_after_s=1.0)
+            limiter.release(permit, "overload", latency_s=latency, retry_after_s=retry_after_s)
+            seq += 1
+            wait = backoff_delay(1, f"{retry_after_s:g}", rng)
+            heapq.heappush(events, (at + wait, seq, "retry", None))
     return SimResult(done / now[0], rejected / sent, limiter.limit, limiter.peak_limit)
 
 

@@ -1,0 +1,17 @@
+"""The S4 memory baseline: what `agentbatch.run` imports, and nothing else. Peak RSS above this is
+what the rows cost."""
+
+from __future__ import annotations
+
+import importlib
+
+from bench.clients.agentbatch_run import RUN_MODULES
+from bench.clients.base import ClientConfig, Counts, Job
+
+
+def prepare(config: ClientConfig) -> Job:
+    import agentbatch  # noqa: F401
+
+    for module in RUN_MODULES:
+        importlib.import_module(module)
+    return lambda: Counts(rows=0, ok=0, failed=0)

@@ -1,0 +1,119 @@
+"""One agent's budget shared by several clients: the controller's law, and tasks that report to it
+over a socket against a capacity-limited agent."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agentbatch.agent.limiter import Limiter
+from agentbatch.agent.shared_limits import (
+    BudgetAddress,
+    BudgetController,
+    BudgetService,
+    SharedBudget,
+)
+
+
+def test_shares_split_the_total_and_a_finished_task_gives_its_share_back() -> None:
+    now = [0.0]
+    controller = BudgetController(cap=512, initial=16, tasks=3, slots=3, clock=lambda: now[0])
+    # The first task to report already gets a third: the others are expected.
+    shares = [controller.report(f"t{i}", ok=0, decreases=0, inflight=0) for i in range(3)]
+    assert shares == [6, 5, 5]  # 16 over three tasks, the remainder to the first
+    controller.report("t2", ok=0, decreases=0, inflight=0, done=True)
+    assert controller.report("t0", ok=0, decreases=0, inflight=0) == 8
+
+
+def test_one_rejection_slows_every_task_once_per_round_trip() -> None:
+    now = [0.0]
+    controller = BudgetController(cap=512, initial=40, clock=lambda: now[0])
+    for task in ("a", "b"):
+        controller.report(task, ok=0, decreases=0, inflight=20, latency_s=0.05)
+    # Both tasks saw the same burst of 429s: one decrease, to 0.9x.
+    assert controller.report("a", ok=0, decreases=1, inflight=20) == 18
+    assert controller.report("b", ok=0, decreases=3, inflight=20) == 18
+    assert controller.decreases == 1 and controller.limit == 36
+    now[0] += 0.06  # a round trip later: a new congestion event
+    controller.report("a", ok=0, decreases=1, inflight=18)
+    assert controller.decreases == 2
+
+
+def test_grows_only_while_used_slow_start_then_additive() -> None:
+    now = [0.0]
+    controller = BudgetController(cap=64, initial=16, clock=lambda: now[0])
+    controller.report("a", ok=10, decreases=0, inflight=2)  # mostly idle: no growth
+    assert controller.limit == 16
+    controller.report("a", ok=10, decreases=0, inflight=16)
+    assert controller.limit == 26  # slow start: one per answer
+    controller.report("a", ok=0, decreases=1, inflight=26)
+    assert controller.limit == 26 * 0.9
+    controller.report("a", ok=10, decreases=0, inflight=24)
+    assert 23.4 < controller.limit < 24  # additive: about one per round trip
+    for _ in range(200):
+        controller.report("a", ok=100, decreases=0, inflight=64)
+    assert controller.limit == 64  # never past the cap
+
+
+_admitted = [0]
+
+
+async def _task_against(
+    agent_capacity: int, address: BudgetAddress | None, rows: int
+) -> tuple[int, int]:
+    """A task whose calls take 10 ms and are refused beyond the agent's capacity (shared by
+    every task through `_admitted`); a refused row waits 10 ms and goes again. Returns
+    (answers, rejections)."""
+    limiter = Limiter(initial=16)
+    ok = rejected = 0
+
+    async def one() -> None:
+        nonlocal ok, rejected
+        while True:
+            permit = await limiter.acquire()
+            if _admitted[0] >= agent_capacity:
+                rejected += 1
+                limiter.release(permit, "overload", retry_after_s=0.01)
+                await asyncio.sleep(0.01)
+                continue
+            _admitted[0] += 1
+            await asyncio.sleep(0.01)
+            _admitted[0] -= 1
+            limiter.release(permit, "ok", latency_s=0.01)
+            ok += 1
+            return
+
+    if address is None:
+        await asyncio.gather(*(one() for _ in range(rows)))
+        return ok, rejected
+    async with SharedBudget(address, limiter, task=str(id(limiter))) as budget:
+        assert budget.connected
+        await asyncio.gather(*(one() for _ in range(rows)))
+    return ok, rejected
+
+
+async def _rejections(tasks: int, *, shared: bool) -> int:
+    _admitted[0] = 0
+    with BudgetService(cap=512, initial=16, tasks=tasks, slots=tasks) as service:
+        address = service.address if shared else None
+        results = await asyncio.gather(
+            *(_task_against(8, address, 1200 // tasks) for _ in range(tasks))
+        )
+    assert sum(ok for ok, _ in results) == 1200
+    return sum(rejected for _, rejected in results)
+
+
+async def test_tasks_sharing_a_budget_are_refused_about_as_often_as_one_client() -> None:
+    # An agent that admits 8 calls at once. One client alone, four tasks each adapting alone,
+    # and four tasks sharing one budget.
+    one = await _rejections(1, shared=False)
+    alone = await _rejections(4, shared=False)
+    shared = await _rejections(4, shared=True)
+    assert shared < alone, (one, alone, shared)
+    assert shared <= 2 * one, (one, alone, shared)
+
+
+async def test_a_task_that_cannot_reach_the_driver_adapts_alone() -> None:
+    limiter = Limiter(initial=16)
+    async with SharedBudget(BudgetAddress("127.0.0.1", 1, "x"), limiter, "t") as budget:
+        assert not budget.connected
+    assert limiter.limit == 16
