@@ -17,7 +17,7 @@ A MERGE source is evaluated once (checkpointed) before it is used twice: it may 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlglot import exp
 
@@ -130,7 +130,7 @@ def merge_keys(tree: exp.Merge) -> list[str]:
         "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
     )
     condition = tree.args.get("on")
-    parts = list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
+    parts: list[Any] = list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
     if not all(
         isinstance(part, exp.EQ)
         and isinstance(part.this, exp.Column)
@@ -158,7 +158,7 @@ def merge_keys(tree: exp.Merge) -> list[str]:
             raise NotSupportedError(f"spark engine: {shape}")
     if forms != {"update", "insert"} or len(clauses) != 2:
         raise NotSupportedError(f"spark engine: {shape}")
-    return [part.this.name for part in parts]
+    return [part.this.name for part in parts if isinstance(part, exp.EQ)]
 
 
 def _is_star(expressions: list[exp.Expression]) -> bool:
