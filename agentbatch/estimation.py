@@ -358,7 +358,7 @@ def _sample_push_down(
     overwrite samples with a merge: the sample must not replace the table)."""
     from agentbatch import runner
 
-    counts = runner.preflight(the_plan, engine)
+    counts = runner.prepare_selection(the_plan, engine)
     # The rows the push-down statement would call ai_query for: the fallback's selection.
     fallback = runner.plan(
         the_plan.job,

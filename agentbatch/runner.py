@@ -196,7 +196,7 @@ def open_engine(
     return engine
 
 
-def preflight(the_plan: Plan, engine: Engine) -> dict[str, int]:
+def prepare_selection(the_plan: Plan, engine: Engine) -> dict[str, int]:
     """Before any call: create the target if missing (it decides what is done), count the
     selection and what the target already holds, and refuse a source whose keys repeat."""
     ensure = (
@@ -239,7 +239,7 @@ def _run_push_down(
     state_dir: str | Path | None = None,
     root: Path | None = None,
 ) -> dict[str, Any]:
-    counts = preflight(the_plan, engine)
+    counts = prepare_selection(the_plan, engine)
     budget = budget_for(the_plan, state_dir, root or Path.cwd())
     # One statement: the guard can only judge before it runs (rows exactly, tokens from the
     # last estimate); ai_query reports no usage per row.
@@ -263,7 +263,7 @@ def _run_fallback(
 
     # A dead agent URL stops the run here, in seconds, before anything is created or sent.
     probe_call(steps.call, the_plan.options.endpoint_overrides)
-    counts = preflight(the_plan, engine)
+    counts = prepare_selection(the_plan, engine)
     budget = budget_for(the_plan, state_dir, root)
     distributed = getattr(engine, "run_rest_fallback", None)
     # An engine whose executors cannot reach the agent (spark on serverless) runs it here instead.
