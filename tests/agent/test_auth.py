@@ -173,7 +173,8 @@ class RotateTokens:
         pass
 
     def update(self, stats: Any) -> None:
-        if stats.done >= (self.rotations + 1) * self.every:
+        # Answers are committed (and reported) in groups: one rotation per `every` rows passed.
+        while stats.done >= (self.rotations + 1) * self.every:
             self.rotations += 1
             self.authority.expire_all()
 
