@@ -75,10 +75,10 @@ class RunHistories(RuleBasedStateMachine):
         self.project.write_source(TEXTS)
         plan = agentbatch.plan(self.project.write_job(), "local", project_dir=self.root)
         self.call_fingerprint = plan.call_fingerprint
-        # The model: rows of each output file, the ledger's latest answer per key, calls paid.
+        # The model: rows of each output file and the ledger's latest answer per key; calls are
+        # counted by the agent server (`calls_since`).
         self.targets: dict[int, list[Row]] = {}
         self.ledger: dict[int, tuple[str, str] | str] = {}
-        self.paid: Counter[str] = Counter()  # per request text
         self.seen = Counter(self.agent.stats().requests_by_key)
 
     def teardown(self) -> None:
