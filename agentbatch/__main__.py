@@ -1,3 +1,3 @@
-from agentbatch.cli import main
+from agentbatch.cli.main import main
 
 raise SystemExit(main())

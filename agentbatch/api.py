@@ -14,19 +14,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.explain import render_sql
-from agentbatch.planner import Plan, RunOptions
-from agentbatch.runner import RunResult, project_dir_of, resolve_job
-from agentbatch.runner import plan as _plan
-from agentbatch.runner import run as _run
+from agentbatch.planning.explain import render_sql
+from agentbatch.planning.builder import Plan, RunOptions
+from agentbatch.execution.runner import RunResult, project_dir_of, resolve_job
+from agentbatch.execution.runner import plan as _plan
+from agentbatch.execution.runner import run as _run
 from agentbatch.spec.loader import load_job as _load_job
 from agentbatch.spec.models import Job
-from agentbatch.targets import Target, resolve_target
+from agentbatch.planning.targets import Target, resolve_target
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from agentbatch.estimation import Estimate
+    from agentbatch.execution.estimation import Estimate
     from agentbatch.evaluation import compare, evaluate
 
 __all__ = [
@@ -65,7 +65,7 @@ def read_table(
 
     Local tables live in `<project_dir>/.agentbatch/warehouse/` unless `tables` maps them to files;
     `project_dir` defaults to the current folder."""
-    from agentbatch.show import read_table as _read
+    from agentbatch.execution.show import read_table as _read
 
     return _read(table, target, limit=limit, tables=tables, project_dir=project_dir)
 
@@ -115,13 +115,13 @@ def run(
     settings: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> RunResult:
-    """Run one job on a target (see `agentbatch.runner.run` for every option).
+    """Run one job on a target (see `agentbatch.execution.runner.run` for every option).
 
     Before anything is sent: every `tables` / `endpoints` mapping must name a table or endpoint of
     the job, and on the local target the source must exist and every SQL value of the spec must
     bind against its columns (errors name the spec key and list the columns)."""
     from agentbatch.errors import UsageError
-    from agentbatch.preflight import check_local_source, check_mappings
+    from agentbatch.execution.preflight import check_local_source, check_mappings
 
     limit = options.get("limit")
     if limit is not None and limit <= 0:
@@ -157,10 +157,10 @@ def estimate(
 ) -> Estimate:
     """What the next run would send, and what it would cost: counts the rows, sends a random
     sample of them for real (`sample`, default 20; its answers are kept, as a run's) and projects
-    tokens, wall time and cost (see `agentbatch.estimation`). Takes `run`'s options too."""
+    tokens, wall time and cost (see `agentbatch.execution.estimation`). Takes `run`'s options too."""
     from agentbatch.errors import UsageError
-    from agentbatch.estimation import estimate as _estimate
-    from agentbatch.preflight import check_local_source, check_mappings
+    from agentbatch.execution.estimation import estimate as _estimate
+    from agentbatch.execution.preflight import check_local_source, check_mappings
 
     limit = options.get("limit")
     if limit is not None and limit <= 0:

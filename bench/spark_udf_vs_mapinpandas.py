@@ -26,8 +26,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from agentbatch.agent.calls import CallSpec
-from agentbatch.engines.spark_ai_query import AiQueryConfig, register_ai_query
-from agentbatch.engines.spark_calls import RemoteCall, answer_batches
+from agentbatch.engines.spark.ai_query import AiQueryConfig, register_ai_query
+from agentbatch.engines.spark.calls import RemoteCall, answer_batches
 from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.faults import FaultConfig
 

@@ -53,7 +53,7 @@ from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from agentbatch.budget import Budget
+    from agentbatch.execution.budget import Budget
 
 log = logging.getLogger(__name__)
 

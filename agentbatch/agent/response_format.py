@@ -5,7 +5,7 @@ type.
 Type strings are parsed with sqlglot's Databricks dialect, never by hand.
 
 The answer checks are one rule for every path: the REST fallback runs `ResponseFormat.parse`, and
-the push-down SQL (`agentbatch.sql.answers`) renders the same checks, in the same order, with the
+the push-down SQL (`agentbatch.planning.answers`) renders the same checks, in the same order, with the
 same messages (the constants below):
 
 1. the answer (a Markdown code fence removed) is not JSON -> `NOT_JSON`;

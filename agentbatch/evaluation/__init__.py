@@ -5,7 +5,7 @@ agents or two runs on the same rows, and write a report people can read.
     result = evaluate("jobs/eval_triage.yml", tables={...}, endpoints={...}, report_dir="out")
     result.metrics.to_pandas()
 
-Names load lazily: `agentbatch.evaluation.spec` is imported by the job models and must stay light.
+Names load lazily: `agentbatch.spec.evaluation` is imported by the job models and must stay light.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Evaluation": "agentbatch.evaluation.spec",
+    "Evaluation": "agentbatch.spec.evaluation",
     "EvalResult": "agentbatch.evaluation.run",
     "CompareResult": "agentbatch.evaluation.run",
     "evaluate": "agentbatch.evaluation.run",

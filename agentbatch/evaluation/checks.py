@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentbatch.errors import SpecError
-from agentbatch.evaluation import spec
+from agentbatch.spec import evaluation as spec
 from agentbatch.spec.models import Agent, Job
 from agentbatch.spec.yaml_source import KeyPath, dotted, load_yaml
 from agentbatch.sql import quoting

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agentbatch.evaluation import spec
+from agentbatch.spec import evaluation as spec
 from agentbatch.evaluation.scorers import JudgeReply
 from agentbatch.evaluation.tables import derived_table
 from agentbatch.spec.models import Job
@@ -158,8 +158,7 @@ def run_judge(
     progress: bool,
 ) -> dict[Any, JudgeReply]:
     """Run a judge job and read its replies by key (the engine is closed before returning)."""
-    from agentbatch import runner
-
+    from agentbatch.execution import runner
     log.info("judging with %s: %s", job.agent.endpoint, job.output.table)
     result = runner.run(
         job,

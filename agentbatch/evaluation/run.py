@@ -24,16 +24,16 @@ from agentbatch.evaluation.judge import judge_job, judge_table_name, run_judge
 from agentbatch.evaluation.metrics import MetricOptions, compute_metrics
 from agentbatch.evaluation.scorers import JudgeReply
 from agentbatch.evaluation.scoring import Scored, latest_answers, score_table
-from agentbatch.evaluation.spec import Evaluation, LlmJudge
+from agentbatch.spec.evaluation import Evaluation, LlmJudge
 from agentbatch.evaluation.tables import derived_table, write_table
-from agentbatch.runner import open_engine
+from agentbatch.execution.runner import open_engine
 from agentbatch.spec.models import Agent, Job, Output
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from agentbatch.targets import Target
+    from agentbatch.planning.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def evaluate(
     written = {_canonical(name) for name in _tables_of(job, "").names()}
     result = _evaluate_variant(job, "", replace(context, written=frozenset(written)))
     if report_dir is not None:
-        from agentbatch.evaluation.report_files import write_eval_report
+        from agentbatch.evaluation.report.files import write_eval_report
 
         result.report_files = write_eval_report(result, Path(report_dir))
     result.mlflow_run_id = _log_mlflow(result, mlflow, experiment or _experiment(job))
@@ -281,7 +281,7 @@ def compare(
     _write_tables(variants[0], context, {comparison_table: (comparison.summary, "scorer")})
     result = CompareResult(result_a, result_b, comparison, comparison_table)
     if report_dir is not None:
-        from agentbatch.evaluation.report_files import write_compare_report
+        from agentbatch.evaluation.report.files import write_compare_report
 
         result.report_files = write_compare_report(result, Path(report_dir))
     result.mlflow_run_id = _log_mlflow(result, mlflow, experiment or _experiment(first))
@@ -303,8 +303,8 @@ def _prepare(
     settings: Mapping[str, Any] | None,
     progress: bool,
 ) -> tuple[_Context, Job]:
-    from agentbatch.runner import project_dir_of, resolve_job
-    from agentbatch.targets import Target, resolve_target
+    from agentbatch.execution.runner import project_dir_of, resolve_job
+    from agentbatch.planning.targets import Target, resolve_target
 
     if limit is not None and limit <= 0:
         raise UsageError("limit must be a positive number of rows")
@@ -402,8 +402,8 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
 
 def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | None]:
     """Run the job (unless skipped) and read its whole output table."""
-    from agentbatch import runner
-    from agentbatch.planner import RunOptions
+    from agentbatch.execution import runner
+    from agentbatch.planning.builder import RunOptions
 
     answers_table = job.output.table
     if context.skip_run:
@@ -468,8 +468,8 @@ def _judge(job: Job, name: str, table: str, context: _Context) -> dict[Any, Judg
 
 
 def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Table, str]]) -> None:
-    from agentbatch import runner
-    from agentbatch.planner import RunOptions
+    from agentbatch.execution import runner
+    from agentbatch.planning.builder import RunOptions
 
     # A run id of its own: engines that stage in real tables name them after it.
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_eval_" + uuid.uuid4().hex[:8]
@@ -499,7 +499,7 @@ def _experiment(job: Job) -> str | None:
 def _log_mlflow(
     result: EvalResult | CompareResult, mode: bool | None, experiment: str | None
 ) -> str | None:
-    from agentbatch.evaluation.mlflow_log import log_to_mlflow
+    from agentbatch.evaluation.report.mlflow_log import log_to_mlflow
 
     return log_to_mlflow(result, mode=mode, experiment=experiment)
 

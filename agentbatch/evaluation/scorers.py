@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentbatch.evaluation import jsonschema_lite, spec
+from agentbatch.spec import evaluation as spec
+from agentbatch.spec import json_schema
 from agentbatch.evaluation.custom import ScorerFunction, load_function
 from agentbatch.evaluation.text import (
     FieldMissing,
@@ -200,7 +201,7 @@ class JsonSchemaScorer(_Compared):
             value = parse_json(answer) if isinstance(answer, str) else answer
         except ValueError:
             return FAIL
-        return FAIL if jsonschema_lite.first_violation(value, self.schema) else PASS
+        return FAIL if json_schema.first_violation(value, self.schema) else PASS
 
 
 class LatencyScorer(RowScorer):

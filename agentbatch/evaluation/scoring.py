@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.evaluation.scorers import JudgeReply, JudgeScorer, RowScorer, Score, build_scorer
-from agentbatch.evaluation.spec import Evaluation
+from agentbatch.spec.evaluation import Evaluation
 from agentbatch.evaluation.text import preview
 
 if TYPE_CHECKING:

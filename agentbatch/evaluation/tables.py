@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from agentbatch.engines import engine_class
+from agentbatch.engines.registry import engine_class
 from agentbatch.engines.base import WriteRequest
 from agentbatch.sql import quoting
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from agentbatch.engines.base import Engine
-    from agentbatch.planner import Plan
+    from agentbatch.planning.builder import Plan
 
 _PLAIN = re.compile(r"^[A-Za-z_]\w*$")
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from agentbatch.evaluation.spec import Evaluation
+from agentbatch.spec.evaluation import Evaluation
 from agentbatch.results import RESULT_COLUMN_NAMES
 from agentbatch.sql import quoting
 

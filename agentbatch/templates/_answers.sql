@@ -1,6 +1,6 @@
 {#- ai_query over the rows still to do, shaped as the standard output columns.
     An errorMessage of '' counts as none (documented NULL; '' has been seen). With a
-    response_format, the answer text goes through the checks of agentbatch.sql.answers: a failed
+    response_format, the answer text goes through the checks of agentbatch.planning.answers: a failed
     check is a row error with the REST fallback's message, never a struct of NULLs. -#}
 WITH
 {% include "_source.sql" %},

@@ -36,7 +36,7 @@ def job_spec(config: ClientConfig) -> dict[str, Any]:
 # fixed costs (engine start, SQL, reads and writes) are timed.
 RUN_MODULES = (
     "agentbatch.api",
-    "agentbatch.runner",
+    "agentbatch.execution.runner",
     "agentbatch.agent.bulk",
     "agentbatch.agent.ledger",
     "agentbatch.agent.progress",

@@ -21,11 +21,10 @@ from bench.data import SOURCE_TABLE
 
 def prepare(config: ClientConfig) -> Job:
     import agentbatch
-    from agentbatch.engines import spark_session
-
+    from agentbatch.engines.spark.engine import session as spark_session
     for module in RUN_MODULES:
         importlib.import_module(module)
-    importlib.import_module("agentbatch.engines.spark")
+    importlib.import_module("agentbatch.engines.spark.engine")
     place, _, slots_text = (config.variant or "executors:2").partition(":")
     slots = int(slots_text or 2)
     workdir = Path(config.workdir)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dab_refs import ROOT, load_bundle
+from tests.bundle.dab_refs import ROOT, load_bundle
 
 jsonschema = pytest.importorskip("jsonschema")
 

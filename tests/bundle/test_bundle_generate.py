@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dab_refs import (
+from tests.bundle.dab_refs import (
     ROOT,
     job_parameter_values,
     load_bundle,
@@ -19,8 +19,8 @@ from dab_refs import (
 )
 from databricks.bundles.jobs import Job
 
-from agentbatch.bundle import generate, stale_files
-from agentbatch.cli import main
+from agentbatch.bundle.command import generate, stale_files
+from agentbatch.cli.main import main
 from agentbatch.errors import ConfigError, SpecError
 
 

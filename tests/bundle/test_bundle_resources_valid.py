@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dab_refs import (
+from tests.bundle.dab_refs import (
     ROOT,
     job_parameter_values,
     load_bundle,
@@ -20,8 +20,8 @@ from dab_refs import (
 )
 from databricks.bundles.jobs import Job
 
-from agentbatch.bundle_resources import ENTRY_POINT, PACKAGE_NAME
-from agentbatch.entrypoint import split_settings
+from agentbatch.bundle.resources import ENTRY_POINT, PACKAGE_NAME
+from agentbatch.bundle.entrypoint import split_settings
 
 # The top-level shape of a bundle configuration (the typed model ships only resource classes).
 ROOT_KEYS = {
@@ -188,8 +188,8 @@ def test_the_project_entry_point_is_registered_in_the_package() -> None:
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts.get(ENTRY_POINT) == "agentbatch.entrypoint:main", (
-        f"pyproject.toml [project.scripts] needs {ENTRY_POINT} = 'agentbatch.entrypoint:main'"
+    assert scripts.get(ENTRY_POINT) == "agentbatch.bundle.entrypoint:main", (
+        f"pyproject.toml [project.scripts] needs {ENTRY_POINT} = 'agentbatch.bundle.entrypoint:main'"
     )
 
 

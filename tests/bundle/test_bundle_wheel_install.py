@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dab_refs import ROOT
+from tests.bundle.dab_refs import ROOT
 
-from agentbatch.bundle_resources import ENTRY_POINT, PACKAGE_NAME
+from agentbatch.bundle.resources import ENTRY_POINT, PACKAGE_NAME
 
 pytestmark = pytest.mark.slow
 

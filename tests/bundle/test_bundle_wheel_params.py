@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dab_refs import (
+from tests.bundle.dab_refs import (
     ROOT,
     job_parameter_values,
     load_bundle,
@@ -19,9 +19,9 @@ from dab_refs import (
     target_job,
 )
 
-from agentbatch.cli import build_parser
-from agentbatch.entrypoint import main as entry_point
-from agentbatch.entrypoint import split_settings
+from agentbatch.cli.main import build_parser
+from agentbatch.bundle.entrypoint import main as entry_point
+from agentbatch.bundle.entrypoint import split_settings
 
 BUNDLE = load_bundle()
 WHEEL_JOBS = sorted(
@@ -71,7 +71,7 @@ def test_job_parameters_reach_the_job_variables() -> None:
 
 
 def _entry_point(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    code = "from agentbatch.entrypoint import main; main()"
+    code = "from agentbatch.bundle.entrypoint import main; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *argv], cwd=cwd, capture_output=True, text=True, timeout=300
     )

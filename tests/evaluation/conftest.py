@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from eval_servers import ROOT, TICKETS_CSV
+from tests.support.eval_servers import ROOT, TICKETS_CSV
 
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 

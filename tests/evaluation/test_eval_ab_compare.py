@@ -7,10 +7,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from eval_servers import ScriptedAgent, labeller, load_tickets, write_id_job
+from tests.support.eval_servers import ScriptedAgent, labeller, load_tickets, write_id_job
 
-from agentbatch import runner
-from agentbatch.cli import main
+from agentbatch.execution import runner
+from agentbatch.cli.main import main
 from agentbatch.evaluation import compare
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agentbatch.cli import main
+from agentbatch.cli.main import main
 from agentbatch.testing.agent_server import AgentServer
 
 
@@ -138,7 +138,7 @@ def test_a_custom_scorer_from_the_project_folder(
 
 def demo_share(test: Callable[[dict[str, Any]], bool]) -> float:
     """The share of sample tickets whose demo-agent answer passes `test`."""
-    from eval_servers import load_tickets
+    from tests.support.eval_servers import load_tickets
 
     from agentbatch.testing import triage
 

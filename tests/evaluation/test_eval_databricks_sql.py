@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_eval_example_local import expected_accuracy
+from tests.evaluation.test_eval_example_local import expected_accuracy
 
 from agentbatch.evaluation import evaluate
 from agentbatch.testing.agent_server import AgentServer
 
 pytest.importorskip("databricks.sql")
-warehouse_server = pytest.importorskip("tests.warehouse.server")
-warehouse_duckdb = pytest.importorskip("tests.warehouse.duckdb_executor")
+warehouse_server = pytest.importorskip("tests.support.warehouse.server")
+warehouse_duckdb = pytest.importorskip("tests.support.warehouse.duckdb_executor")
 
 TOKEN = "dapi-eval-test-token"
 
@@ -62,7 +62,7 @@ def judge() -> WarehouseJudge:
 @pytest.fixture
 def warehouse(tmp_path: Path, judge: WarehouseJudge) -> Iterator[Any]:
     import databricks.sql
-    from eval_servers import TICKETS_CSV
+    from tests.support.eval_servers import TICKETS_CSV
 
     volumes = tmp_path / "volumes"
     raw = volumes / "main" / "support" / "raw"

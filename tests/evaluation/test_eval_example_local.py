@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from eval_servers import TICKETS_CSV
+from tests.support.eval_servers import TICKETS_CSV
 
 from agentbatch.testing import triage
 from agentbatch.testing.agent_server import AgentServer

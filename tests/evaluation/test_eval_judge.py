@@ -12,13 +12,13 @@ import re
 from pathlib import Path
 
 import pytest
-from eval_servers import ScriptedAgent, labeller, load_tickets, ticket_id_of, write_id_job
+from tests.support.eval_servers import ScriptedAgent, labeller, load_tickets, ticket_id_of, write_id_job
 
 import agentbatch
 from agentbatch.errors import NotSupportedError
 from agentbatch.evaluation import evaluate
 from agentbatch.evaluation.judge import judge_job
-from agentbatch.evaluation.spec import LlmJudge
+from agentbatch.spec.evaluation import LlmJudge
 from agentbatch.spec.loader import load_job
 from agentbatch.spec.models import Job
 

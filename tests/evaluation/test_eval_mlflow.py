@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_eval_aggregates import compare_scores, eval_result, scored
+from tests.evaluation.test_eval_aggregates import compare_scores, eval_result, scored
 
 from agentbatch.errors import ConfigError
-from agentbatch.evaluation.mlflow_log import log_to_mlflow
+from agentbatch.evaluation.report.mlflow_log import log_to_mlflow
 from agentbatch.evaluation.run import CompareResult
 
 pytest.importorskip("mlflow")

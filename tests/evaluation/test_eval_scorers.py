@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from agentbatch.evaluation import spec
+from agentbatch.spec import evaluation as spec
 from agentbatch.evaluation.scorers import (
     ContainsScorer,
     CustomScorer,

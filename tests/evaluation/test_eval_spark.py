@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_eval_example_local import expected_accuracy
+from tests.evaluation.test_eval_example_local import expected_accuracy
 
 from agentbatch.evaluation import evaluate
 from agentbatch.testing.agent_server import AgentServer

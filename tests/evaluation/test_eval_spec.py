@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from agentbatch.errors import SpecError
 from agentbatch.evaluation.checks import check_evaluation
-from agentbatch.evaluation.spec import KINDS, Evaluation
+from agentbatch.spec.evaluation import KINDS, Evaluation
 from agentbatch.spec.loader import load_job, load_job_text
 
 HEAD = """\

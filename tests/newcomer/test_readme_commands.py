@@ -32,7 +32,7 @@ TIMEOUT_S = 300
 # Commands (by how they start) that cannot run in CI, and why.
 NOT_IN_CI = {
     "make demo": "creates the project virtualenv from a package index; the demo it runs is "
-    "tests/local/test_demo.py",
+    "tests/newcomer/test_demo.py",
     "make test": "runs this whole suite (this test is part of it)",
     "make test-fast": "runs most of this suite (this test is part of it)",
     "make check": "runs this whole suite, plus lint and types, which CI runs separately",

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 import agentbatch
-from agentbatch.cli import main as cli_main
+from agentbatch.cli.main import main as cli_main
 from agentbatch.errors import SpecError
 from agentbatch.spec.loader import load_job_text
 

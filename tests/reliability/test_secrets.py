@@ -28,7 +28,7 @@ from agentbatch.testing.fake_workspace import FakeWorkspace, serve_workspace
 from agentbatch.testing.tokens import IssuedToken, TokenAuthority
 
 from .conftest import record_figures
-from .hostile_agent import ECHO_MODES, HostileAgent, serve_hostile
+from tests.support.hostile_agent import ECHO_MODES, HostileAgent, serve_hostile
 from .processes import run_cli
 from .secret_search import file_texts, forms, leaks
 

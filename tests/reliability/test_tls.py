@@ -25,7 +25,7 @@ from agentbatch.spec.loader import load_job_text
 from agentbatch.testing.agent_app import AgentHandlers
 
 from .processes import run_cli
-from .tls_server import Certificates, make_certificates, serve_tls_agent
+from tests.support.tls_server import Certificates, make_certificates, serve_tls_agent
 
 BODY = json.dumps({"input": [{"role": "user", "content": "hello"}]}).encode()
 

@@ -1,0 +1,1 @@
+"""Databricks Asset Bundles: resources from `jobs/`, compiled SQL tasks, the wheel-task entry point."""

@@ -1,0 +1,35 @@
+"""`agentbatch compile`: each push-down job's SQL as a file a Databricks `sql_task` runs without
+Python (like `dbt compile`). REST-fallback jobs need Python and are refused with the reason."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agentbatch.errors import NotSupportedError
+from agentbatch.planning.explain import render_sql
+from agentbatch.execution.runner import plan
+
+
+def compile_jobs(
+    paths: Iterable[str | Path],
+    out: Path,
+    *,
+    target: str = "databricks-sql",
+    vars: Mapping[str, Any] | None = None,
+    project_dir: str | Path | None = None,
+) -> list[Path]:
+    written: list[Path] = []
+    for path in paths:
+        the_plan = plan(path, target, vars=vars, project_dir=project_dir)
+        if the_plan.strategy != "push-down":
+            raise NotSupportedError(
+                f"{path}: cannot compile to SQL alone: {the_plan.reason}; run it with `agentbatch run`"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        destination = out / f"{the_plan.job.name}.sql"
+        header = f"-- agentbatch compile: job {the_plan.job.name}, target {the_plan.target.name}\n"
+        destination.write_text(header + render_sql(the_plan), encoding="utf-8")
+        written.append(destination)
+    return written

@@ -1,0 +1,1 @@
+"""The command line: `agentbatch` parses options here and calls the facade."""

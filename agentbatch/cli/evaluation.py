@@ -1,0 +1,374 @@
+"""The `eval` and `compare` commands: options, a call to the evaluation facade, a printed summary.
+
+Kept apart from `agentbatch.cli.main` (which only registers them) and free of heavy imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.errors import JobFailedError, UsageError
+
+if TYPE_CHECKING:
+    from agentbatch.evaluation.run import CompareResult, EvalResult
+
+EVAL_EXAMPLES = """examples:
+  agentbatch eval jobs/eval_triage.yml --report out/eval_triage
+  agentbatch eval jobs/eval_triage.yml --table main.support.tickets=data/tickets.csv \\
+      --endpoint apps/triage-agent=http://127.0.0.1:8000 --report out/
+  agentbatch eval jobs/eval_triage.yml --skip-run --require 'label_exact_match>=0.9'
+  agentbatch eval jobs/eval_triage.yml --target databricks-sql --mlflow --experiment /Shared/evals
+
+writes <output>_scores (a score and an error column per scorer, per row) and <output>_metrics
+(mean, confidence interval, counts; overall and per group); --report adds report.md, report.html
+and metrics.json."""
+
+COMPARE_EXAMPLES = """examples:
+  # the same job against two agents (A defaults to the job's own endpoint)
+  agentbatch compare jobs/eval_triage.yml --endpoint-a apps/triage-v1 --endpoint-b apps/triage-v2
+  agentbatch compare jobs/eval_triage.yml --table main.support.tickets=data/tickets.csv \\
+      --endpoint-a http://127.0.0.1:8001 --endpoint-b http://127.0.0.1:8002 --report out/ab
+  # two job files (two prompts), scored by the first one's evaluation block
+  agentbatch compare jobs/triage_v1.yml jobs/triage_v2.yml --variant-a v1 --variant-b v2
+  # the answers already in the outputs, without calling any agent
+  agentbatch compare jobs/triage_v1.yml jobs/triage_v2.yml --skip-run
+
+a win is the better score on a row (lower for latency, tokens and error rate); writes each
+variant's scores and metrics tables and <output>_comparison (wins, ties, deltas per scorer)."""
+
+_REQUIREMENT = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(>=|<=|>|<)\s*([-+]?\d+(?:\.\d+)?)\s*$")
+
+AddOptions = Callable[..., None]
+
+
+def add_commands(commands: Any, add_job_options: AddOptions, add_run_options: AddOptions) -> None:
+    """Register `eval` and `compare` on the main parser's subcommands."""
+
+    def command(name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return sub
+
+    evaluate = command(
+        "eval",
+        "Run an evaluation job and score its answers (scores, metrics, report).",
+        EVAL_EXAMPLES,
+    )
+    evaluate.add_argument("job", metavar="JOB", help="a job file with an `evaluation:` block")
+    add_job_options(evaluate)
+    add_run_options(evaluate)
+    _add_common(evaluate)
+    evaluate.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="SCORER>=VALUE",
+        help="exit 1 unless the scorer's mean meets it (>=, <=, >, <; repeatable)",
+    )
+
+    compare = command(
+        "compare",
+        "Score two agents or two runs on the same rows and compare them.",
+        COMPARE_EXAMPLES,
+    )
+    compare.add_argument("jobs", nargs="+", metavar="JOB", help="one job file, or two to compare")
+    add_job_options(compare)
+    add_run_options(compare)
+    compare.add_argument("--endpoint-a", metavar="ENDPOINT", help="endpoint or URL of variant A")
+    compare.add_argument("--endpoint-b", metavar="ENDPOINT", help="endpoint or URL of variant B")
+    compare.add_argument("--variant-a", default="a", metavar="NAME", help="name of A (default a)")
+    compare.add_argument("--variant-b", default="b", metavar="NAME", help="name of B (default b)")
+    compare.add_argument(
+        "--top", type=int, default=10, metavar="N", help="rows of most disagreement to list"
+    )
+    _add_common(compare)
+
+
+def _add_common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--skip-run", action="store_true", help="score the answers already in the output table"
+    )
+    sub.add_argument("--report", type=Path, metavar="DIR", help="write report.md/.html there")
+    logging_group = sub.add_mutually_exclusive_group()
+    logging_group.add_argument(
+        "--mlflow",
+        dest="mlflow",
+        action="store_true",
+        default=None,
+        help="log to MLflow (default: when a tracking URI is set)",
+    )
+    logging_group.add_argument(
+        "--no-mlflow", dest="mlflow", action="store_false", help="never log to MLflow"
+    )
+    sub.add_argument("--experiment", metavar="NAME", help="MLflow experiment")
+    sub.add_argument("--state-dir", type=Path, help="checkpoint folder (default .agentbatch/state)")
+    sub.add_argument("--json", action="store_true", help="print the overall metrics as JSON")
+    sub.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
+    from agentbatch.cli.main import _pairs, budget_settings
+
+    common: dict[str, Any] = dict(
+        target=args.target,
+        vars=variables,
+        tables=_pairs(args.table, "--table"),
+        endpoints=_pairs(args.endpoint, "--endpoint"),
+        limit=args.limit,
+        retry_errors=args.retry_errors,
+        full_refresh=args.full_refresh,
+        skip_run=args.skip_run,
+        state_dir=args.state_dir,
+        project_dir=args.project_dir,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        settings=budget_settings(args),
+        report_dir=args.report,
+        mlflow=args.mlflow,
+        experiment=args.experiment,
+    )
+    _check_mappings(
+        [args.job] if args.command == "eval" else args.jobs, common, variables, args.project_dir
+    )
+    if args.command == "eval":
+        requirements = [_requirement(text) for text in args.require]
+        _check_scorer_names(args.job, requirements, variables, args.project_dir)
+        from agentbatch.evaluation.run import evaluate
+
+        result = evaluate(args.job, **common)
+        _print_eval(result, as_json=args.json)
+        _check_requirements(result, requirements)
+        return 0
+    if len(args.jobs) > 2:
+        raise UsageError("compare takes one job file (with --endpoint-b) or two job files")
+    if args.top < 0:
+        raise UsageError("--top must be 0 or more")
+    from agentbatch.evaluation.run import compare
+
+    outcome = compare(
+        args.jobs[0],
+        args.jobs[1] if len(args.jobs) == 2 else None,
+        endpoint_a=_variant_endpoint(args.endpoint_a, "--endpoint-a", args, variables),
+        endpoint_b=_variant_endpoint(args.endpoint_b, "--endpoint-b", args, variables),
+        variant_a=args.variant_a,
+        variant_b=args.variant_b,
+        top=args.top,
+        **common,
+    )
+    _print_compare(outcome, as_json=args.json)
+    return 0
+
+
+def _variant_endpoint(
+    value: str | None, flag: str, args: argparse.Namespace, variables: dict[str, Any]
+) -> str | None:
+    """An endpoint or URL; `NAME=URL` (the `--endpoint` form) names the job's endpoint it replaces."""
+    if value is None or "=" not in value:
+        return value
+    name, _, url = value.partition("=")
+    from agentbatch import api
+
+    job = api.load_job(args.jobs[0], variables, project_dir=args.project_dir)
+    if name.strip() != job.agent.endpoint:
+        raise UsageError(
+            f"{flag} {value}: the job's endpoint is {job.agent.endpoint!r}, not {name!r}; "
+            f"use {flag} {job.agent.endpoint}=URL or just {flag} URL"
+        )
+    return url.strip()
+
+
+def _check_mappings(
+    paths: Sequence[str], common: dict[str, Any], variables: dict[str, Any], project_dir: Any
+) -> None:
+    """`--table` / `--endpoint` must name a table or endpoint of the job(s) or their judges."""
+    from agentbatch import api
+    from agentbatch.execution.preflight import check_mappings
+
+    jobs = [api.load_job(path, variables, project_dir=project_dir) for path in paths[:2]]
+    judges = [
+        str(endpoint)
+        for job in jobs
+        if job.evaluation is not None
+        for entry in job.evaluation.scorers
+        if (endpoint := getattr(entry.options, "endpoint", None))
+    ]
+    check_mappings(
+        jobs,
+        common["tables"],
+        common["endpoints"],
+        extra_endpoints=judges,
+        derived_outputs=True,
+    )
+
+
+def _check_scorer_names(
+    job_path: str,
+    requirements: Sequence[tuple[str, str, float]],
+    variables: dict[str, Any],
+    project_dir: Any,
+) -> None:
+    """A --require naming no scorer fails before the run, not after it."""
+    if not requirements:
+        return
+    from agentbatch import api
+
+    job = api.load_job(job_path, variables, project_dir=project_dir)
+    names = [entry.name for entry in job.evaluation.scorers] if job.evaluation else []
+    for scorer, _, _ in requirements:
+        if scorer not in names:
+            close = difflib.get_close_matches(scorer, names, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(
+                f"--require: no scorer {scorer!r} (scorers: {', '.join(names) or 'none'}){hint}"
+            )
+
+
+def _requirement(text: str) -> tuple[str, str, float]:
+    match = _REQUIREMENT.match(text)
+    if match is None:
+        raise UsageError(f"--require {text!r}: expected SCORER>=VALUE (or <=, >, <)")
+    return match.group(1), match.group(2), float(match.group(3))
+
+
+def _check_requirements(result: EvalResult, requirements: Sequence[tuple[str, str, float]]) -> None:
+    failed = []
+    for scorer, operator, bound in requirements:
+        try:
+            mean = result.metric(scorer)["mean"]
+        except KeyError:
+            raise UsageError(
+                f"--require: no scorer {scorer!r} (scorers: "
+                f"{', '.join(i.name for i in result.scored.scorers)})"
+            ) from None
+        if mean is None:
+            failed.append(f"{scorer} has no score, required {operator} {bound:g}")
+            continue
+        checks = {">=": mean >= bound, "<=": mean <= bound, ">": mean > bound, "<": mean < bound}
+        if not checks[operator]:
+            failed.append(f"{scorer} is {mean:.4g}, required {operator} {bound:g}")
+    if failed:
+        raise JobFailedError("evaluation below requirements: " + "; ".join(failed))
+
+
+def _overall_rows(metrics: Any) -> list[dict[str, Any]]:
+    return [row for row in metrics.to_pylist() if row["group_value"] is None]
+
+
+def _spend(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's tokens and cost (and the estimate beside them), for --json."""
+    if not summary:
+        return None
+    keys = ("sent", "input_tokens", "output_tokens", "cost")
+    return {k: v for k, v in summary.items() if k in keys or k.startswith("estimated_")}
+
+
+def _print_eval(result: EvalResult, *, as_json: bool) -> None:
+    if as_json:
+        payload = {
+            "job": result.job.name,
+            "endpoint": result.endpoint,
+            "scores_table": result.scores_table,
+            "metrics_table": result.metrics_table,
+            "metrics": _overall_rows(result.metrics),
+            "report": [str(p) for p in result.report_files],
+            "mlflow_run_id": result.mlflow_run_id,
+            "run": _spend(result.run_summary),
+        }
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from agentbatch.evaluation.report.content import fmt_interval, fmt_value
+
+    console = Console(file=sys.stdout, soft_wrap=False)
+    table = Table(title=f"agentbatch eval: {result.job.name} ({result.scores.num_rows:,} rows)")
+    for column in ("scorer", "mean", "interval", "scored", "errors"):
+        table.add_column(column, justify="right" if column in ("scored", "errors") else "left")
+    infos = {info.name: info for info in result.scored.scorers}
+    for row in _overall_rows(result.metrics):
+        info = infos[row["scorer"]]
+        table.add_row(
+            row["scorer"],
+            fmt_value(row["mean"], info),
+            fmt_interval(row["ci_low"], row["ci_high"], info),
+            f"{row['scored']:,}",
+            f"{row['errors']:,}",
+        )
+    console.print(table)
+    flag = "" if result.target == "local" else f" --target {result.target}"
+    for what, name in (
+        ("answers", result.answers_table),
+        ("scores", result.scores_table),
+        ("metrics", result.metrics_table),
+    ):
+        console.print(f"{what + ':':<9}{name}  (print it: agentbatch show {name}{flag})")
+    from agentbatch.evaluation.report.content import spend_facts
+
+    for name, value in spend_facts(result.run_summary):
+        console.print(f"{name}: {value}", highlight=False)
+    for path in result.report_files:
+        console.print(f"report:  {path}")
+    if result.mlflow_run_id:
+        console.print(f"mlflow run: {result.mlflow_run_id}")
+
+
+def _print_compare(result: CompareResult, *, as_json: bool) -> None:
+    summary = result.comparison.summary.to_pylist()
+    if as_json:
+        payload = {
+            "a": {"variant": result.a.variant, "endpoint": result.a.endpoint},
+            "b": {"variant": result.b.variant, "endpoint": result.b.endpoint},
+            "paired_rows": result.comparison.paired_rows,
+            "comparison": summary,
+            "comparison_table": result.comparison_table,
+            "report": [str(p) for p in result.report_files],
+            "mlflow_run_id": result.mlflow_run_id,
+        }
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from agentbatch.evaluation.report.content import fmt_delta, fmt_value
+
+    console = Console(file=sys.stdout, soft_wrap=False)
+    a, b = result.a, result.b
+    table = Table(
+        title=f"agentbatch compare: {a.variant} ({a.endpoint}) vs {b.variant} ({b.endpoint}), "
+        f"{result.comparison.paired_rows:,} paired rows"
+    )
+    for column in ("scorer", "A", "B", "delta", "A wins", "ties", "B wins", "p"):
+        table.add_column(column, justify="left" if column == "scorer" else "right")
+    infos = {info.name: info for info in a.scored.scorers}
+    for row in summary:
+        info = infos[row["scorer"]]
+        p_value = row["p_value"]
+        table.add_row(
+            row["scorer"],
+            fmt_value(row["mean_a"], info),
+            fmt_value(row["mean_b"], info),
+            fmt_delta(row["delta"], info),
+            f"{row['wins_a']:,}",
+            f"{row['ties']:,}",
+            f"{row['wins_b']:,}",
+            "–" if p_value is None or math.isnan(p_value) else f"{p_value:.3g}",
+        )
+    console.print(table)
+    console.print(f"comparison: {result.comparison_table}")
+    for path in result.report_files:
+        console.print(f"report:     {path}")
+    if result.mlflow_run_id:
+        console.print(f"mlflow run: {result.mlflow_run_id}")

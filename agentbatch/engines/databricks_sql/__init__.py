@@ -1,0 +1,1 @@
+"""The Databricks SQL warehouse engine (databricks-sql-connector)."""

@@ -1,0 +1,336 @@
+"""The `databricks-sql` engine: the job's Databricks SQL on a SQL warehouse, through
+databricks-sql-connector.
+
+- Where and who: `databricks_sql_connect` (target settings, environment, databricks-sdk auth).
+- Statements are submitted asynchronously, tagged with the job and run (`QUERY_TAGS`), and polled;
+  Ctrl-C cancels the running statement on the warehouse before it propagates.
+- Results stream out as Arrow batches (`fetchmany_arrow`), never as Python rows.
+- Answers from the REST fallback are bulk-loaded into a staging table (`databricks_sql_staging`),
+  merged into the target by the planner's `write_sql`, and the staging table is dropped. The
+  staging table's name is fixed per target table, so a run killed mid-write leaves nothing that
+  the next run does not replace, and every write mode is idempotent by key.
+
+Settings: host, http_path or warehouse_id, profile, port, scheme, catalog, schema,
+staging_volume, telemetry, tls_ca_file (a private CA to trust), poll_interval_s, insert_rows,
+job_name and run_id (from the runner).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from sqlglot import exp
+
+from agentbatch.engines.base import WriteRequest, WriteStats
+from agentbatch.engines.databricks_sql.connect import sdk_credentials, warehouse_address
+from agentbatch.engines.databricks_sql.staging import (
+    JsonParameterLoader,
+    VolumeLoader,
+    create_table_sql,
+    volume_path,
+)
+from agentbatch.errors import ConfigError, EngineError, MissingDependencyError, UsageError
+from agentbatch.sql import quoting
+from agentbatch.sql.quoting import table_parts
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from databricks.sql.client import Connection, Cursor
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_STAGED_SUFFIX = "__agentbatch_staged"
+_REPORT_EVERY_S = 30.0
+
+
+def _connector() -> Any:
+    try:
+        import databricks.sql
+    except ImportError:
+        raise MissingDependencyError("databricks-sql-connector", "sql") from None
+    return databricks.sql
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class DatabricksSQLEngine:
+    name: ClassVar[str] = "databricks-sql"
+    dialect: ClassVar[str] = "databricks"
+    native_ai_query: ClassVar[bool] = True
+
+    @classmethod
+    def staging_relation(cls, table: str, run_id: str) -> str:
+        """A real table beside the target (a warehouse has no session-free temp relation)."""
+        parts = table_parts(table)
+        node = exp.Table(
+            this=exp.to_identifier(parts[-1] + _STAGED_SUFFIX, quoted=True),
+            db=exp.to_identifier(parts[-2], quoted=True) if len(parts) > 1 else None,
+            catalog=exp.to_identifier(parts[-3], quoted=True) if len(parts) > 2 else None,
+        )
+        return node.sql(dialect=quoting.DIALECT)
+
+    def __init__(
+        self,
+        settings: Mapping[str, Any] | None = None,
+        *,
+        tables: Mapping[str, Any] | None = None,
+        output_tables: Iterable[str] = (),
+    ) -> None:
+        if tables:
+            raise UsageError(
+                "--table maps tables to local files; it applies to the local and spark targets"
+            )
+        self.settings = dict(settings or {})
+        self.catalog: str | None = self.settings.get("catalog")
+        self.schema: str | None = self.settings.get("schema")
+        self.run_id = str(self.settings.get("run_id") or uuid.uuid4().hex[:12])
+        volume = self.settings.get("staging_volume")
+        self.staging_volume = volume_path(str(volume)) if volume else None
+        self.poll_interval_s = float(self.settings.get("poll_interval_s", 0.05))
+        self.poll_max_s = float(self.settings.get("poll_max_s", 1.0))
+        self.insert_rows = int(self.settings.get("insert_rows", 5_000))
+        tags = {"agentbatch_job": self.settings.get("job_name"), "agentbatch_run": self.run_id}
+        self.query_tags: dict[str, str | None] = {k: str(v) for k, v in tags.items() if v}
+        self._connection: Connection | None = None
+        # Submissions run here so a Ctrl-C in the middle of one still learns the statement id.
+        self._submitter = ThreadPoolExecutor(1, thread_name_prefix="agentbatch-sql-submit")
+        self.query_ids: list[str] = []  # every statement this engine ran, for tracing
+
+    # -- the Engine protocol --------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        with self._statement(sql, params):
+            pass
+
+    def fetch_batches(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, batch_rows: int = 10_000
+    ) -> Iterator[pa.RecordBatch]:
+        with self._statement(sql, params, arraysize=batch_rows) as cursor:
+            self._guard(cursor.get_async_execution_result)
+            while True:
+                table = self._guard(lambda: cursor.fetchmany_arrow(batch_rows))
+                if table.num_rows == 0:
+                    return
+                yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
+
+    def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        with self._statement(sql, params, arraysize=1) as cursor:
+            self._guard(cursor.get_async_execution_result)
+            table = self._guard(lambda: cursor.fetchmany_arrow(1))
+        if table.num_rows:
+            first: dict[str, Any] = table.to_pylist()[0]
+            return first
+        return {name: None for name in table.column_names}
+
+    def table_exists(self, table: str) -> bool:
+        parts = table_parts(table)
+        catalog = parts[-3] if len(parts) > 2 else self.catalog
+        schema = parts[-2] if len(parts) > 1 else self.schema
+        with self._cursor() as cursor:
+            self._guard(
+                lambda: cursor.tables(
+                    catalog_name=catalog, schema_name=schema, table_name=parts[-1]
+                )
+            )
+            rows = self._guard(cursor.fetchall)
+        # Metadata names are LIKE patterns (`_` matches any character): compare exactly.
+        return any(
+            str(row[2]).lower() == parts[-1].lower()
+            and (schema is None or str(row[1]).lower() == schema.lower())
+            for row in rows
+        )
+
+    def write_results(
+        self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
+    ) -> WriteStats:
+        staged = request.staging_name
+        self.execute(create_table_sql(staged, schema))
+        try:
+            rows = self._loader(staged).load(staged, batches, schema)
+            for sql in request.write_sql:
+                self.execute(sql)
+        except KeyboardInterrupt:
+            raise  # the next run replaces the staging table
+        except BaseException:
+            with contextlib.suppress(EngineError):
+                self.execute(f"DROP TABLE IF EXISTS {staged}")
+            raise
+        self.execute(f"DROP TABLE IF EXISTS {staged}")
+        return WriteStats(rows_written=rows)
+
+    def read_table(self, table: str, limit: int | None = None) -> pa.Table:
+        suffix = f" LIMIT {int(limit)}" if limit is not None else ""
+        with self._statement(f"SELECT * FROM {quoting.table(table)}{suffix}", None) as cursor:
+            self._guard(cursor.get_async_execution_result)
+            result: pa.Table = self._guard(cursor.fetchall_arrow)
+        return result
+
+    def close(self) -> None:
+        self._submitter.shutdown(wait=True)
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # closing is best effort
+                connection.close()
+
+    # -- connecting -----------------------------------------------------------------------------
+
+    def connection(self) -> Connection:
+        """The open warehouse session (opened on first use)."""
+        if self._connection is None:
+            self._connection = self._connect()
+        return self._connection
+
+    def _connect(self) -> Connection:
+        from agentbatch.version import __version__
+        sql = _connector()
+        credentials = sdk_credentials(self.settings)
+        address = warehouse_address(self.settings, credentials.host)
+        options: dict[str, Any] = {
+            "server_hostname": address.hostname,
+            "http_path": address.http_path,
+            "credentials_provider": credentials.provider,
+            "catalog": self.catalog,
+            "schema": self.schema,
+            "query_tags": self.query_tags,
+            "user_agent_entry": f"agentbatch/{__version__}",
+            # Telemetry and feature flags are fetched over https from the workspace host.
+            "enable_telemetry": bool(self.settings.get("telemetry", address.scheme == "https")),
+        }
+        if address.scheme != "https":
+            options["_connection_uri"] = address.uri
+        elif address.port != 443:
+            options["_port"] = address.port
+        ca_file = self.settings.get("tls_ca_file")
+        if ca_file:
+            # A private CA (a proxy, a test server): the connector's own TLS option.
+            options["_tls_trusted_ca_file"] = str(ca_file)
+        log.info("connecting to %s (%s auth)", address.uri, credentials.auth_type)
+        try:
+            connection: Connection = sql.connect(**options)
+        except sql.exc.Error as err:
+            raise ConfigError(
+                f"databricks-sql: could not open a session on {address.uri}: {_first_line(err)}"
+            ) from None
+        return connection
+
+    # -- statements -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _cursor(self, arraysize: int | None = None) -> Iterator[Cursor]:
+        connection = self.connection()
+        cursor = connection.cursor(arraysize=arraysize) if arraysize else connection.cursor()
+        try:
+            yield cursor
+        finally:
+            with contextlib.suppress(Exception):  # closing is best effort
+                cursor.close()
+
+    @contextlib.contextmanager
+    def _statement(
+        self, sql: str, params: Mapping[str, Any] | None, *, arraysize: int | None = None
+    ) -> Iterator[Cursor]:
+        """Run `sql` asynchronously to completion and hand over its cursor for the results."""
+        from databricks.sql.backend.types import CommandState
+
+        with self._cursor(arraysize) as cursor:
+            submitted = self._submitter.submit(
+                cursor.execute_async,
+                sql,
+                parameters=dict(params) if params else None,
+                query_tags=self.query_tags,
+            )
+            try:
+                self._guard(submitted.result)
+                if cursor.query_id:
+                    self.query_ids.append(cursor.query_id)
+                state = self._wait(cursor)
+            except KeyboardInterrupt:
+                self._cancel(cursor, submitted)
+                raise
+            if state != CommandState.SUCCEEDED:
+                raise EngineError(
+                    f"databricks-sql: statement {cursor.query_id} ended {state.name.lower()}"
+                )
+            yield cursor
+
+    def _wait(self, cursor: Cursor) -> Any:
+        from databricks.sql.backend.types import CommandState
+
+        delay = self.poll_interval_s
+        started = time.monotonic()
+        report_at = started + _REPORT_EVERY_S
+        while True:
+            state = self._guard(cursor.get_query_state)
+            if state not in (CommandState.PENDING, CommandState.RUNNING):
+                return state
+            now = time.monotonic()
+            if now >= report_at:
+                log.info("statement %s still running (%.0f s)", cursor.query_id, now - started)
+                report_at = now + _REPORT_EVERY_S
+            time.sleep(delay)
+            delay = min(delay * 2, self.poll_max_s)
+
+    def _cancel(self, cursor: Cursor, submitted: Future[Any] | None = None) -> None:
+        if submitted is not None:
+            # Interrupted while submitting: let the submission finish to learn what to cancel.
+            with contextlib.suppress(BaseException):
+                submitted.result(timeout=60)
+        log.warning("interrupted: cancelling statement %s on the warehouse", cursor.query_id)
+        try:
+            cursor.cancel()
+        except Exception as err:  # the interrupt matters more than a failed cancel
+            log.warning("could not cancel statement %s: %s", cursor.query_id, _first_line(err))
+
+    def _guard(self, call: Callable[[], T]) -> T:
+        """Connector errors as EngineError with the warehouse's message."""
+        sql = _connector()
+        try:
+            return call()
+        except sql.exc.Error as err:
+            raise EngineError(f"databricks-sql: {_first_line(err)}") from None
+
+    def _run_now(self, sql: str, input_stream: io.BytesIO | None = None) -> None:
+        """A synchronous statement (staging commands move their bytes inside `execute`)."""
+        with self._cursor() as cursor:
+            try:
+                self._guard(lambda: cursor.execute(sql, input_stream=input_stream))
+            except KeyboardInterrupt:
+                self._cancel(cursor)
+                raise
+
+    # -- staging --------------------------------------------------------------------------------
+
+    def _loader(self, staged: str) -> JsonParameterLoader | VolumeLoader:
+        if self.staging_volume is None:
+            return JsonParameterLoader(run=self.execute, max_rows=self.insert_rows)
+        slug = re.sub(r"[^\w-]+", "_", staged).strip("_")
+        directory = f"{self.staging_volume}/agentbatch/{slug}/{self.run_id}"
+        return VolumeLoader(
+            run=self.execute,
+            put=self._put,
+            remove=self._remove,
+            directory=directory,
+        )
+
+    def _put(self, path: str, data: bytes) -> None:
+        self._run_now(
+            f"PUT '__input_stream__' INTO {quoting.literal(path)} OVERWRITE", io.BytesIO(data)
+        )
+
+    def _remove(self, path: str) -> None:
+        try:
+            self._run_now(f"REMOVE {quoting.literal(path)}")
+        except EngineError as err:
+            log.warning("could not remove staged file %s: %s", path, err)

@@ -1,0 +1,372 @@
+"""The `spark` engine: the job's Databricks SQL on a Spark session, and agent calls spread over the
+executors.
+
+- On Databricks (a job, a notebook, Databricks Connect) the SQL runs as rendered, with the built-in
+  `ai_query`, against catalog tables.
+- Elsewhere the SQL is transpiled to Spark SQL by sqlglot and `ai_query` is a registered Arrow UDF
+  backed by the REST client (spark_ai_query.py), so push-down jobs run unchanged.
+- Tables (spark_tables.py): names in `tables` map to files or DataFrames (temp views); a mapped
+  table the job writes is a parquet folder. Other tables are catalog tables when the session has a
+  persistent catalog (Databricks, Hive), else parquet folders under
+  `warehouse_dir/<catalog>/<schema>/<table>` (`storage: files`). Formats without MERGE or REPLACE
+  are rewritten whole and swapped in (spark_writes.py, spark_files.py, spark_catalog.py).
+- The REST fallback runs in `mapInArrow` tasks on the executors (spark_distributed.py:
+  `run_rest_fallback`) where executors can reach the network, and on the driver (the runner's
+  own path: `agentbatch.agent.bulk.run_bulk` with its limiter and ledger) where they cannot:
+  serverless compute, whose UDFs "cannot access the internet" (Databricks docs:
+  compute/serverless/limitations), and Databricks Connect sessions. `rest_fallback_on` chooses.
+
+Settings (all optional):
+    catalog, schema          completing one- and two-part table names
+    storage                  auto | catalog | files (auto: catalog with a persistent catalog)
+    warehouse_dir            where `files` storage keeps tables
+    state_dir, checkpoint_dir  the fallback's checkpoint folder (default `<state_dir>/spark-checkpoints`
+                             on local sessions; on clusters a path every executor can write, such
+                             as a volume; `false` keeps answers in Spark's memory, without resume)
+    endpoint_overrides       endpoint name -> URL, for the fallback (and for ai_query)
+    ai_query_endpoints       endpoint name -> URL, for the registered ai_query only
+    ai_query_api             chat | responses: the body shape of a STRING request (default chat)
+    max_concurrency          calls in flight across all tasks for ai_query (default 64)
+    partitions               fallback tasks (default: the session's default parallelism)
+    shared_budget            true/false: fallback tasks on executors share one budget of the agent,
+                             kept by the driver (default true; executors must reach the driver)
+    rest_fallback_on         auto | driver | executors (auto: driver on serverless and Databricks
+                             Connect, executors elsewhere); `agentbatch plan` shows the choice
+    serverless               true/false: override the serverless detection (runtime `client.*`)
+    apps_secret_scope        secret scope of the service principal that calls Apps (keys
+    apps_client_id_key,      `client-id` and `client-secret` unless named)
+    apps_client_secret_key
+    master, app_name, spark_conf  for a session this engine starts itself
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlglot import exp
+
+from agentbatch.engines.spark import session
+from agentbatch.engines.base import WriteRequest, WriteStats
+from agentbatch.engines.spark.arrow import StagedBatches, arrow_batches, arrow_schema
+from agentbatch.engines.spark.errors import guard, guarded
+from agentbatch.engines.spark.sql import (
+    Names,
+    ai_query_endpoints,
+    parse,
+    point_tables,
+    rewrite_ai_query,
+    to_spark,
+    written_table,
+)
+from agentbatch.engines.spark.tables import TableMap, TableSource
+from agentbatch.errors import AgentError, UsageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+    from agentbatch.agent.calls import CallSpec
+    from agentbatch.engines.spark.distributed import DistributedAnswers
+    from agentbatch.planning.builder import RestFallback
+
+log = logging.getLogger(__name__)
+
+STAGED = "agentbatch_staged"
+FALLBACK_PLACES = ("auto", "driver", "executors")
+_WRITES = (exp.Create, exp.Insert, exp.Merge, exp.Drop)
+
+
+class SparkEngine:
+    name: ClassVar[str] = "spark"
+    dialect: ClassVar[str] = "spark"
+    # Built in on Databricks, registered elsewhere.
+    native_ai_query: ClassVar[bool] = True
+
+    @classmethod
+    def staging_relation(cls, table: str, run_id: str) -> str:
+        return STAGED
+
+    def __init__(
+        self,
+        settings: Mapping[str, Any] | None = None,
+        *,
+        spark: SparkSession | None = None,
+        tables: Mapping[str, TableSource] | None = None,
+        output_tables: Iterable[str] = (),
+    ) -> None:
+        self.settings = dict(settings or {})
+        self.endpoint_overrides: dict[str, str] = dict(
+            self.settings.get("endpoint_overrides") or {}
+        )
+        self.warehouse_dir = Path(self.settings.get("warehouse_dir") or ".agentbatch/warehouse")
+        self.state_dir = Path(self.settings.get("state_dir") or ".agentbatch/state")
+        place = str(self.settings.get("rest_fallback_on", "auto"))
+        if place not in FALLBACK_PLACES:
+            raise UsageError(
+                f"spark engine: rest_fallback_on must be auto, driver or executors, not {place!r}"
+            )
+        from agentbatch.agent.endpoints import AppCredentials, use_app_credentials
+
+        use_app_credentials(AppCredentials.from_settings(self.settings))
+        active = spark or session.active_session()
+        # Only a session this engine started is stopped on close.
+        self._owns_session = active is None
+        self.spark: SparkSession = active or session.local_session(self.settings)
+        self.on_databricks = session.on_databricks(self.spark)
+        self.fallback_on_driver = fallback_place(place, self.spark, self.settings) == "driver"
+        storage = str(self.settings.get("storage", "auto"))
+        if storage not in ("auto", "catalog", "files"):
+            raise UsageError(
+                f"spark engine: storage must be auto, catalog or files, not {storage!r}"
+            )
+        if storage == "auto":
+            catalog = self.on_databricks or session.has_persistent_catalog(self.spark)
+            storage = "catalog" if catalog else "files"
+        self.files = storage == "files"
+        # One- and two-part names: the session's current catalog, unless the settings name one.
+        default_catalog = self.settings.get("catalog") or (
+            "main" if self.files else guard(self.spark.catalog.currentCatalog)
+        )
+        self.names = Names(str(default_catalog), str(self.settings.get("schema", "default")))
+        self.tables = TableMap(
+            self.spark,
+            self.names,
+            files=self.files,
+            on_databricks=self.on_databricks,
+            warehouse_dir=self.warehouse_dir,
+            tables=tables or {},
+            output_tables=output_tables,
+            token=uuid.uuid4().hex[:8],
+        )
+
+    # -- the Engine protocol --------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        tree = parse(sql)
+        self._bind_ai_query(tree)
+        target = written_table(tree)
+        table = self.tables.writable(tree, target) if isinstance(tree, _WRITES) and target else None
+        if table is None:
+            guard(lambda: self._frame(tree, params, original=sql))
+            return
+        from agentbatch.engines.spark.writes import write_file_table
+
+        name = ".".join(self.names.full(target)) if target else ""
+        guard(
+            lambda: write_file_table(
+                self.spark, tree, table, name, lambda q: self._frame(q, params)
+            )
+        )
+
+    def fetch_batches(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, batch_rows: int = 10_000
+    ) -> Iterator[pa.RecordBatch]:
+        df = self.query(sql, params)
+        yield from guarded(arrow_batches(df, batch_rows))
+
+    def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        df = self.query(sql, params).limit(1)
+        for batch in guarded(arrow_batches(df, 1)):
+            if batch.num_rows:
+                first: dict[str, Any] = batch.to_pylist()[0]
+                return first
+        return {name: None for name in df.columns}
+
+    def table_exists(self, table: str) -> bool:
+        return self.tables.exists(table)
+
+    def write_results(
+        self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
+    ) -> WriteStats:
+        staged = StagedBatches(
+            self.spark, batches, schema, on_local_disk=session.is_local(self.spark)
+        )
+        with staged as df:
+            return self.write_dataframe(request, df, rows=staged.rows)
+
+    def read_table(self, table: str, limit: int | None = None) -> pa.Table:
+        import pyarrow as pa
+
+        select = exp.select("*").from_(exp.to_table(table, dialect="databricks"))
+        if limit is not None:
+            select = select.limit(int(limit))
+        df = self._frame(select, None)
+        batches = list(guarded(arrow_batches(df)))
+        return pa.Table.from_batches(
+            batches, schema=batches[0].schema if batches else arrow_schema(df)
+        )
+
+    def close(self) -> None:
+        if self._owns_session:
+            self.spark.stop()
+            return
+        self.tables.drop_views()
+
+    # -- beyond the protocol: DataFrames and distributed agent calls -----------------------------
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> DataFrame:
+        """A query's DataFrame (lazy: nothing runs until it is read)."""
+        tree = parse(sql)
+        self._bind_ai_query(tree)
+        return guard(lambda: self._frame(tree, params, original=sql))
+
+    def write_dataframe(
+        self, request: WriteRequest, df: DataFrame, *, rows: int | None = None
+    ) -> WriteStats:
+        """Stage `df` as the request's staging relation and run its write SQL."""
+        df.createOrReplaceTempView(request.staging_name)
+        try:
+            counted = rows if rows is not None else guard(df.count)
+            for sql in request.write_sql:
+                self.execute(sql)
+        finally:
+            self.spark.catalog.dropTempView(request.staging_name)
+        return WriteStats(rows_written=counted)
+
+    def answer_distributed(
+        self,
+        inputs_sql: str,
+        call: CallSpec,
+        key: str,
+        *,
+        table: str,
+        endpoint_overrides: Mapping[str, str] | None = None,
+        retry_errors: bool = False,
+        reuse: bool = True,
+        partitions: int | None = None,
+    ) -> DistributedAnswers:
+        """Answer the rows of `inputs_sql` on the executors; results have each key once."""
+        from agentbatch.engines.spark.calls import remote_call
+        from agentbatch.engines.spark.distributed import answer_distributed
+
+        overrides = self.endpoint_overrides if endpoint_overrides is None else endpoint_overrides
+        remote = remote_call(call, overrides)
+        tasks = int(
+            partitions or self.settings.get("partitions") or session.default_parallelism(self.spark)
+        )
+        inputs = self.query(inputs_sql)
+        folder = self.checkpoint_folder(table, call)
+        return guard(
+            lambda: answer_distributed(
+                self.spark,
+                inputs,
+                remote,
+                key,
+                tasks=tasks,
+                checkpoint=folder,
+                retry_errors=retry_errors,
+                reuse=reuse,
+                shared_budget=bool(self.settings.get("shared_budget", True)),
+            )
+        )
+
+    def run_rest_fallback(
+        self,
+        steps: RestFallback,
+        *,
+        endpoint_overrides: Mapping[str, str] | None = None,
+        retry_errors: bool = False,
+        reuse: bool = True,
+    ) -> dict[str, Any]:
+        """The plan's REST-fallback steps, distributed: ensure the target, answer, write, clean up."""
+        if steps.ensure_target is not None:
+            self.execute(steps.ensure_target.sql)  # the inputs read it: what is done
+        answers = self.answer_distributed(
+            steps.inputs.sql,
+            steps.call,
+            steps.write.key,
+            table=steps.write.table,
+            endpoint_overrides=endpoint_overrides,
+            retry_errors=retry_errors,
+            reuse=reuse,
+        )
+        written = 0
+        if answers.results is not None:
+            written = self.write_dataframe(steps.write, answers.results).rows_written
+        elif steps.keep_only is not None:
+            self.execute(steps.keep_only.sql)
+        folder = self.checkpoint_folder(steps.write.table, steps.call)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)  # written: the target is the record now
+        if answers.fatal:
+            raise AgentError(f"{answers.fatal} ({written} answered row(s) were written)")
+        return {**answers.stats, "rows_written": written}
+
+    def checkpoint_folder(self, table: str, call: CallSpec) -> Path | None:
+        """Where executors checkpoint this table's answers; None when no shared path is known."""
+        from agentbatch.agent.calls import call_fingerprint
+        from agentbatch.engines.spark.distributed import checkpoint_folder
+
+        root = self.settings.get("checkpoint_dir")
+        if root is False:
+            return None  # explicitly off: results stay in Spark's memory for the run
+        if root is None and session.is_local(self.spark):
+            root = self.state_dir / "spark-checkpoints"
+        if root is None:
+            log.warning(
+                "no checkpoint_dir set: answers of a killed run are lost; set it to a folder every "
+                "executor can write (e.g. a Unity Catalog volume)"
+            )
+            return None
+        return checkpoint_folder(root, table, call_fingerprint(call))
+
+    # -- SQL ------------------------------------------------------------------------------------
+
+    def _frame(
+        self, tree: exp.Expression, params: Mapping[str, Any] | None, *, original: str | None = None
+    ) -> DataFrame:
+        """Run `tree` (its text `original` untouched on Databricks when no table was remapped)."""
+        tree = tree.copy()
+        remapped = point_tables(tree, self.tables.relation)
+        if not self.on_databricks:
+            sql = to_spark(tree)
+        elif original is not None and not remapped:
+            sql = original
+        else:
+            sql = tree.sql(dialect="databricks")
+        return self.spark.sql(sql, args=dict(params)) if params else self.spark.sql(sql)
+
+    # -- ai_query --------------------------------------------------------------------------------
+
+    def _bind_ai_query(self, tree: exp.Expression) -> None:
+        """Off Databricks: point ai_query calls at the registered UDFs, bound to their endpoints."""
+        if self.on_databricks or not rewrite_ai_query(tree):
+            return
+        from agentbatch.engines.spark.ai_query import ai_query_config, register_ai_query
+
+        config = ai_query_config(
+            ai_query_endpoints(tree),
+            self.settings,
+            self.endpoint_overrides,
+            session.default_parallelism(self.spark),
+        )
+        register_ai_query(self.spark, config)
+
+
+def fallback_place(setting: str, spark: SparkSession, settings: Mapping[str, Any]) -> str:
+    """Where the REST fallback calls the agent: "driver" or "executors"."""
+    if setting in ("driver", "executors"):
+        return setting
+    if session.is_serverless(spark, settings):
+        return "driver"  # serverless UDFs cannot reach the network
+    if session.is_connect(spark) and not session.on_databricks(spark):
+        return "driver"  # Databricks Connect: the executors are remote compute of unknown reach
+    return "executors"
+
+
+def describe_fallback_place(settings: Mapping[str, Any]) -> str:
+    """What `agentbatch plan` says about the choice (no session is needed)."""
+    setting = str(settings.get("rest_fallback_on", "auto"))
+    if setting == "driver":
+        return "on the driver (rest_fallback_on: driver), checkpointed to the ledger"
+    if setting == "executors":
+        return "in mapInArrow tasks on the executors (rest_fallback_on: executors)"
+    return (
+        "rest_fallback_on: auto — on the driver on serverless compute and Databricks Connect "
+        "(executors there cannot reach the network), else in mapInArrow tasks on the executors"
+    )

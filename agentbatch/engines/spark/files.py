@@ -1,0 +1,142 @@
+"""File tables for Spark sessions without a persistent catalog: one parquet folder per table.
+
+A table at `path` is a symbolic link to a hidden sibling version folder (`.<name>.v000003`). A write
+produces a complete new version folder, then swaps the link with one `rename`, which is atomic: a
+crash leaves the old table or the new one, never half of either. Readers see a plain parquet folder
+at `path`. Older versions are deleted after the swap.
+
+A `path` that is a plain parquet folder or file (not a link) is read as is; the first write moves it
+to version 0 first. If a crash strikes between that move and the link, the next open links the newest
+complete version again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+_SUCCESS = "_SUCCESS"
+
+
+class FileTable:
+    """One table stored as versioned parquet folders behind an atomically swapped link."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).absolute()
+        self._version_re = re.compile(rf"^\.{re.escape(self.path.name)}\.v(\d{{6}})$")
+
+    def __repr__(self) -> str:
+        return f"FileTable({str(self.path)!r})"
+
+    def exists(self) -> bool:
+        self._recover()
+        return self.path.exists()
+
+    def location(self) -> Path | None:
+        """The folder (or file) holding the current version, or None if the table does not exist."""
+        self._recover()
+        if not self.path.exists():
+            return None
+        return self.path.resolve()
+
+    def read(self, spark: SparkSession) -> DataFrame:
+        location = self.location()
+        if location is None:
+            raise FileNotFoundError(str(self.path))
+        return spark.read.parquet(str(location))
+
+    def write(self, df: DataFrame) -> None:
+        """Replace the table's content with `df` (computed in full before the swap)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._recover()
+        self._adopt_plain_data()
+        number = max(self._versions(), default=-1) + 1
+        target = self._version_path(number)
+        df.write.mode("error").parquet(str(target))
+        _keep_schema(target, df)
+        self._link(target)
+        self._drop_versions(keep=target)
+
+    def drop(self) -> None:
+        self._recover()
+        if self.path.is_symlink():
+            self.path.unlink()
+        elif self.path.is_dir():
+            shutil.rmtree(self.path)
+        elif self.path.exists():
+            self.path.unlink()
+        self._drop_versions(keep=None)
+
+    # -- versions ------------------------------------------------------------------------------------
+
+    def _version_path(self, number: int) -> Path:
+        return self.path.with_name(f".{self.path.name}.v{number:06d}")
+
+    def _versions(self) -> list[int]:
+        if not self.path.parent.is_dir():
+            return []
+        found = (self._version_re.match(p.name) for p in self.path.parent.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def _complete(self, number: int) -> bool:
+        version = self._version_path(number)
+        return version.is_file() or (version / _SUCCESS).exists()
+
+    def _link(self, target: Path) -> None:
+        temp = self.path.with_name(f".{self.path.name}.link-{uuid.uuid4().hex[:8]}")
+        os.symlink(target.name, temp, target_is_directory=target.is_dir())
+        os.replace(temp, self.path)  # the atomic swap
+
+    def _adopt_plain_data(self) -> None:
+        """Move a plain (unlinked) parquet folder or file at `path` into version 0."""
+        if self.path.exists() and not self.path.is_symlink():
+            number = max(self._versions(), default=-1) + 1
+            target = self._version_path(number)
+            if self.path.is_dir():
+                (self.path / _SUCCESS).touch()
+            os.replace(self.path, target)
+            self._link(target)
+
+    def _recover(self) -> None:
+        """Relink the newest complete version when a crash left no link (see the module docstring)."""
+        if self.path.exists():
+            return
+        if self.path.is_symlink():  # dangling: its version was removed by hand
+            self.path.unlink()
+        complete = [n for n in self._versions() if self._complete(n)]
+        if complete:
+            log.warning("restoring the link of table %s to its newest complete version", self.path)
+            self._link(self._version_path(complete[-1]))
+
+    def _drop_versions(self, keep: Path | None) -> None:
+        for number in self._versions():
+            version = self._version_path(number)
+            if keep is not None and version == keep:
+                continue
+            if version.is_dir():
+                shutil.rmtree(version, ignore_errors=True)
+            else:
+                version.unlink(missing_ok=True)
+
+
+def _keep_schema(folder: Path, df: DataFrame) -> None:
+    """An empty DataFrame may be written as no data file at all, which loses its columns: write an
+    empty part file with the schema then."""
+    if any(p.name.startswith("part-") for p in folder.iterdir()):
+        return
+    import pyarrow.parquet as pq
+
+    from agentbatch.engines.spark.arrow import spark_to_arrow
+
+    schema = spark_to_arrow(df.schema)
+    pq.write_table(schema.empty_table(), folder / "part-00000-empty.parquet")

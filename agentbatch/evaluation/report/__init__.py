@@ -1,0 +1,1 @@
+"""Evaluation reports: the report model, its Markdown/HTML/SVG renderings, files and MLflow logging."""

@@ -1,0 +1,81 @@
+"""Dry-run: plan, count the rows a run would send, and build the first requests exactly as they
+would be sent (up to `--limit`, else `SAMPLE_ROWS`; the report prints `--show N` of them). No agent
+call is made and nothing is written."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.planning.builder import PushDown, build_plan, call_spec
+from agentbatch.results import REQUEST_COLUMN
+from agentbatch.planning.render import Renderer, RenderOptions, job_context
+
+if TYPE_CHECKING:
+    from agentbatch.engines.base import Engine
+    from agentbatch.planning.builder import Plan
+    from agentbatch.execution.runner import RunResult
+
+# Requests built for the report to show; `--show N` prints the first N.
+SAMPLE_ROWS = 100
+
+
+def dry_run(plan: Plan, engine: Engine, root: Path) -> RunResult:
+    from agentbatch.agent.bodies import BodyBuilder
+    from agentbatch.agent.response_format import parse_response_format
+    from agentbatch.execution.runner import RunResult
+
+    sample_plan = plan
+    if not engine.table_exists(plan.job.output.table):
+        # Nothing answered yet: select as a first run would, without creating the target.
+        options = dataclasses.replace(plan.options, full_refresh=True)
+        sample_plan = build_plan(plan.job, plan.target, options, [root / "sqltemplates"])
+    limit = plan.options.limit or SAMPLE_ROWS
+    fmt = plan.job.agent.response_format
+    builder = BodyBuilder(
+        call_spec(plan.job), response_format=parse_response_format(fmt) if fmt else None
+    )
+    requests: list[dict[str, Any]] = []
+    for batch in engine.fetch_batches(_inputs_sql(sample_plan), batch_rows=limit):
+        for row in batch.to_pylist():
+            if len(requests) < limit:
+                body = json.loads(builder.build(row[REQUEST_COLUMN]))
+                requests.append({"key": row[plan.job.source.key], "body": body})
+        if len(requests) >= limit:
+            break
+    counted = engine.fetch_one(
+        f"SELECT count(*) AS n FROM ({_inputs_sql(sample_plan, sample=False)})"
+    )
+    summary = {
+        "job": plan.job.name,
+        "target": plan.target.name,
+        "strategy": plan.strategy,
+        "dry_run": True,
+        # The rows a run would select to send now (at most --limit).
+        "rows": int(counted.get("n") or 0),
+        "errors": 0,
+        "sampled_rows": len(requests),
+    }
+    return RunResult(plan=plan, summary=summary, engine=None, dry_run_requests=requests)
+
+
+def _inputs_sql(plan: Plan, *, sample: bool = True) -> str:
+    """The selection of rows to send (on push-down, `sample`: at most the sample's size)."""
+    if isinstance(plan.steps, PushDown):
+        # The push-down statement embeds the same selection; render it on its own.
+        renderer = Renderer(plan.job)
+        run_limit = (plan.options.limit or SAMPLE_ROWS) if sample else plan.options.limit
+        context = job_context(
+            plan.job,
+            plan.call_fingerprint,
+            RenderOptions(
+                # Rows the target already answers are not sent again (merge and append).
+                incremental=plan.job.output.mode != "overwrite" and not plan.options.full_refresh,
+                retry_errors=plan.options.retry_errors,
+                run_limit=run_limit,
+            ),
+        )
+        return renderer.render("inputs.sql", context)
+    return plan.steps.inputs.sql

@@ -1,0 +1,518 @@
+"""`agentbatch estimate JOB`: the bill of the next run before paying it.
+
+A reader of the plan plus a sampled run:
+
+1. count the rows the next run would send: the selection the target does not hold (as `run`
+   selects it), minus the rows the checkpoint can answer from calls already paid for (looked up
+   without recording anything);
+2. send a small random sample of those rows for real, through the same path a run takes (the REST
+   fallback's bulk runner, or the engine's `ai_query` for push-down jobs restricted to the sampled
+   keys). Its answers are kept: checkpointed and written to the target like any run's, so they
+   count as answered and are never paid again;
+3. project the rest from the sample: tokens per row with a 95% interval, the wall time of the
+   calls at the concurrency the agent sustained, and the cost where a price is declared.
+
+The per-row figures are saved beside the checkpoint (`<state>/<target>__<table>.estimate.json`,
+keyed by the call fingerprint): the budget guard of the next runs judges tokens and cost with them
+before sending, and their summaries show the estimate beside what they used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.execution.budget import PerRow, cost_of, price_of, save_per_row
+from agentbatch.errors import NotSupportedError, UsageError
+from agentbatch.planning.builder import Plan, PushDown, RestFallback, RunOptions
+from agentbatch.sql import quoting
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from agentbatch.agent.ledger import Ledger
+    from agentbatch.engines.base import Engine
+    from agentbatch.spec.models import Job, Price
+    from agentbatch.planning.targets import Target
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLE = 20
+# Two-sided 95% normal quantile: the interval of a mean per row.
+_Z95 = 1.96
+# Simulated runs averaged for the projected wall time.
+_SIMULATIONS = 16
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean (or a projected total) with its 95% interval."""
+
+    mean: float
+    low: float
+    high: float
+
+    def scaled(self, factor: float) -> Interval:
+        return Interval(self.mean * factor, self.low * factor, self.high * factor)
+
+    def as_dict(self, digits: int = 1) -> dict[str, float]:
+        return {
+            "mean": round(self.mean, digits),
+            "low": round(self.low, digits),
+            "high": round(self.high, digits),
+        }
+
+
+def mean_interval(values: list[float], population: int | None = None) -> Interval | None:
+    """The mean of a sample and its 95% interval (normal approximation, with the finite
+    population correction when the sample is drawn from `population` rows)."""
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return Interval(mean, mean, mean)
+    spread = statistics.stdev(values) / math.sqrt(len(values))
+    if population is not None and population > 1:
+        spread *= math.sqrt(max(population - len(values), 0) / (population - 1))
+    half = _Z95 * spread
+    return Interval(mean, max(mean - half, 0.0), mean + half)
+
+
+def calls_wall_s(
+    rows: int,
+    latencies_s: list[float],
+    *,
+    max_concurrency: int | None,
+    ceiling: int,
+    requests_per_second: float | None = None,
+    seed: int = 0,
+) -> float:
+    """Wall time of `rows` calls under the run's own adaptive limiter, on a virtual clock: each
+    call takes a latency drawn from the sample's, and the limiter grows (slow start, then
+    additive increase, held back by its latency guard) exactly as in a run, up to `ceiling`,
+    the concurrency the agent sustained. A requests-per-second cap bounds it too."""
+    import heapq
+
+    from agentbatch.agent.limiter import INITIAL_LIMIT, Limiter
+
+    if rows <= 0 or not latencies_s:
+        return 0.0
+    now = 0.0
+    limiter = Limiter(
+        max_concurrency=max_concurrency,
+        initial=max_concurrency or INITIAL_LIMIT,
+        ceiling=max(ceiling, 1),
+        clock=lambda: now,
+    )
+    draw = random.Random(seed)
+    pending: list[tuple[float, int, Any, float]] = []
+    left, order = rows, 0
+    while left or pending:
+        while left:
+            permit = limiter.try_acquire()
+            if permit is None:
+                break
+            latency = draw.choice(latencies_s)
+            order += 1
+            heapq.heappush(pending, (now + latency, order, permit, latency))
+            left -= 1
+        now, _, permit, latency = heapq.heappop(pending)
+        limiter.release(permit, "ok", latency_s=latency)
+    if requests_per_second:
+        now = max(now, rows / requests_per_second)
+    return now
+
+
+@dataclass
+class Estimate:
+    """What `agentbatch estimate` found. `as_dict()` is its JSON."""
+
+    job: str
+    target: str
+    strategy: str
+    selected: int
+    skipped: int
+    reusable: int
+    to_send: int
+    sample_size: int
+    sampled: int = 0
+    sample_ok: int = 0
+    sample_errors: int = 0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    commonest_error: str | None = None
+    input_tokens_per_row: Interval | None = None
+    output_tokens_per_row: Interval | None = None
+    latency_ms: float | None = None
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    p95_latency_ms: float | None = None
+    sample_wall_s: float = 0.0
+    concurrency: int | None = None
+    concurrency_basis: str = ""
+    sample_concurrency: int | None = None
+    overhead_s: float = 0.0
+    remaining: int = 0
+    projected_input_tokens: Interval | None = None
+    projected_output_tokens: Interval | None = None
+    projected_tokens: Interval | None = None
+    projected_wall_s: float | None = None
+    # If the agent takes no more calls at once than the sample reached (a capacity it never saw).
+    projected_wall_s_high: float | None = None
+    price: dict[str, float] | None = None
+    projected_cost: Interval | None = None
+    sample_input_tokens: int = 0
+    sample_output_tokens: int = 0
+    sample_cost: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            if not item.repr:
+                continue
+            value = getattr(self, item.name)
+            if isinstance(value, Interval):
+                value = value.as_dict(6 if "cost" in item.name else 3)
+            elif isinstance(value, float):
+                value = round(value, 6 if "cost" in item.name else 3)
+            out[item.name] = value
+        return out
+
+
+# --- sampling ----------------------------------------------------------------------------------
+
+
+class Sampler:
+    """Reads every row the run would send, counts them and those the checkpoint can answer, and
+    keeps a uniform random sample of the rest (reservoir sampling: memory is the sample's)."""
+
+    def __init__(self, size: int, rng: random.Random, *, retry_errors: bool, reuse: bool) -> None:
+        self.size = size
+        self.rng = rng
+        self.retry_errors = retry_errors
+        self.reuse = reuse
+        self.to_send = 0
+        self.reusable = 0
+        self.kept: list[pa.RecordBatch] = []
+
+    def __call__(
+        self, batches: Iterable[pa.RecordBatch], ledger: Ledger
+    ) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        for batch in batches:
+            if self.reuse:
+                found = ledger.reusable(batch, retry_errors=self.retry_errors)
+                if any(found):
+                    self.reusable += sum(found)
+                    batch = batch.filter(pa.array([not f for f in found], type=pa.bool_()))
+            for index in range(batch.num_rows):
+                self.to_send += 1
+                if len(self.kept) < self.size:
+                    self.kept.append(batch.slice(index, 1).take([0]))
+                else:
+                    slot = self.rng.randrange(self.to_send)
+                    if slot < self.size:
+                        self.kept[slot] = batch.slice(index, 1).take([0])
+        yield from self.kept
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def estimate(
+    job: Job,
+    target: Target,
+    *,
+    tables: Mapping[str, Any] | None = None,
+    endpoints: Mapping[str, str] | None = None,
+    limit: int | None = None,
+    retry_errors: bool = False,
+    full_refresh: bool = False,
+    state_dir: str | Path | None = None,
+    project_dir: Path,
+    sample: int = DEFAULT_SAMPLE,
+    seed: int | None = None,
+    progress: bool = False,
+) -> Estimate:
+    """Count, sample for real (answers kept), project. See the module docstring."""
+    from agentbatch.execution import runner
+    if sample < 0:
+        raise UsageError("--sample must be 0 or more rows")
+    options = RunOptions(
+        retry_errors=retry_errors,
+        full_refresh=full_refresh,
+        limit=limit,
+        endpoint_overrides=dict(endpoints or {}),
+        run_id=_run_id(),
+    )
+    the_plan = runner.plan(job, target, options=options, project_dir=project_dir)
+    rng = random.Random(seed)
+    price = price_of(job, project_dir)
+    engine = runner.open_engine(the_plan, tables or {}, project_dir, [job.output.table])
+    try:
+        if isinstance(the_plan.steps, RestFallback):
+            found = _sample_fallback(
+                the_plan, the_plan.steps, engine, state_dir, project_dir, sample, rng, progress
+            )
+        else:
+            found = _sample_push_down(
+                the_plan, the_plan.steps, engine, tables or {}, project_dir, sample, rng
+            )
+    finally:
+        engine.close()
+    _project(found, the_plan, price)
+    if found.input_tokens_per_row is not None and found.output_tokens_per_row is not None:
+        save_per_row(
+            runner.estimate_path(the_plan, state_dir, project_dir),
+            the_plan.call_fingerprint,
+            PerRow(found.input_tokens_per_row.mean, found.output_tokens_per_row.mean),
+            estimated_at=datetime.now(timezone.utc).isoformat(),
+            sampled=found.sampled,
+            latency_ms=found.latency_ms,
+            concurrency=found.concurrency,
+        )
+    return found
+
+
+def _run_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}_estimate_{uuid.uuid4().hex[:8]}"
+
+
+def _sample_fallback(
+    the_plan: Plan,
+    steps: RestFallback,
+    engine: Engine,
+    state_dir: str | Path | None,
+    root: Path,
+    size: int,
+    rng: random.Random,
+    progress: bool,
+) -> Estimate:
+    from agentbatch.execution import runner
+    sampler = Sampler(
+        size,
+        rng,
+        retry_errors=the_plan.options.retry_errors,
+        reuse=not the_plan.options.full_refresh,
+    )
+    summary = runner._run_fallback(the_plan, steps, engine, state_dir, root, progress, sampler)
+    found = Estimate(
+        job=the_plan.job.name,
+        target=the_plan.target.name,
+        strategy=the_plan.strategy,
+        selected=int(summary.get("selected", 0)),
+        skipped=int(summary.get("skipped", 0)),
+        reusable=sampler.reusable,
+        to_send=sampler.to_send,
+        sample_size=size,
+        errors_by_kind=dict(summary.get("errors_by_kind") or {}),
+        p95_latency_ms=summary.get("p95_latency_ms"),
+        sample_wall_s=float(summary.get("wall_s") or 0.0),
+    )
+    key = the_plan.job.source.key
+    _read_sample(found, the_plan, engine, [b.column(key)[0].as_py() for b in sampler.kept])
+    found.sample_concurrency = int(summary.get("peak_concurrency") or 0) or None
+    overloaded = bool(summary.get("http_429")) or any(
+        kind in ("timeout", "http_429", "http_503") for kind in found.errors_by_kind
+    )
+    call = steps.call
+    if overloaded:
+        # The agent pushed back within the sample: it sustains about what the limiter settled at.
+        found.concurrency = max(1, int(int(summary.get("peak_concurrency") or 1) * 0.9))
+        found.concurrency_basis = "the agent pushed back during the sample"
+    else:
+        from agentbatch.agent.limiter import DEFAULT_CEILING
+
+        found.concurrency = call.max_concurrency or DEFAULT_CEILING
+        found.concurrency_basis = (
+            "agent.max_concurrency"
+            if call.max_concurrency
+            else "no push-back in the sample: the limiter's own growth, up to its ceiling"
+        )
+    return found
+
+
+def _sample_push_down(
+    the_plan: Plan,
+    steps: PushDown,
+    engine: Engine,
+    tables: Mapping[str, Any],
+    root: Path,
+    size: int,
+    rng: random.Random,
+) -> Estimate:
+    """Push-down: the same statement, restricted to a random sample of the keys to send (mode
+    overwrite samples with a merge: the sample must not replace the table)."""
+    from agentbatch.execution import runner
+    counts = runner.prepare_selection(the_plan, engine)
+    # The rows the push-down statement would call ai_query for: the fallback's selection.
+    fallback = runner.plan(
+        the_plan.job,
+        the_plan.target,
+        options=dataclasses.replace(the_plan.options, force_fallback=True),
+        project_dir=root,
+    )
+    assert isinstance(fallback.steps, RestFallback)
+    key = the_plan.job.source.key
+    keys: list[Any] = []
+    to_send = 0
+    for batch in engine.fetch_batches(fallback.steps.inputs.sql):
+        for value in batch.column(key).to_pylist():
+            to_send += 1
+            if len(keys) < size:
+                keys.append(value)
+            elif (slot := rng.randrange(to_send)) < size:
+                keys[slot] = value
+    found = Estimate(
+        job=the_plan.job.name,
+        target=the_plan.target.name,
+        strategy=the_plan.strategy,
+        selected=counts["selected"],
+        skipped=counts["skipped"],
+        reusable=0,
+        to_send=to_send,
+        sample_size=size,
+    )
+    found.notes.append("ai_query reports no token usage per row: tokens and cost are unknown")
+    if not keys:
+        return found
+    try:
+        restriction = (
+            f"{quoting.identifier(key)} IN ({', '.join(quoting.literal(k) for k in keys)})"
+        )
+    except quoting.SqlValueError as err:
+        raise NotSupportedError(
+            f"estimate: cannot sample push-down keys of this type ({err})"
+        ) from None
+    job = the_plan.job
+    where = f"({job.source.where}) AND {restriction}" if job.source.where else restriction
+    sampled_job = job.model_copy(
+        update={
+            "source": job.source.model_copy(update={"where": where}),
+            "output": job.output.model_copy(
+                update={"mode": "merge" if job.output.mode == "overwrite" else job.output.mode}
+            ),
+        }
+    )
+    options = dataclasses.replace(the_plan.options, run_id=_run_id(), limit=None)
+    sampled_plan = runner.plan(sampled_job, the_plan.target, options=options, project_dir=root)
+    assert isinstance(sampled_plan.steps, PushDown)
+    started = time.monotonic()
+    runner._run_push_down(sampled_plan, sampled_plan.steps, engine, None, root)
+    found.sample_wall_s = time.monotonic() - started
+    found.concurrency_basis = "push-down: the engine runs ai_query; time scales from the sample"
+    _read_sample(found, sampled_plan, engine, keys)
+    return found
+
+
+def _read_sample(found: Estimate, the_plan: Plan, engine: Engine, keys: list[Any]) -> None:
+    """The sample's rows (its keys), as this run wrote them to the target."""
+    started = the_plan.options.started_at.strftime("%Y-%m-%d %H:%M:%S")
+    key = the_plan.job.source.key
+    sql = (
+        f"SELECT {quoting.identifier(key)} AS `_key`, `error`, `latency_ms`, `input_tokens`, "
+        f"`output_tokens` FROM {quoting.table(the_plan.job.output.table)} "
+        f"WHERE `answered_at` >= CAST({quoting.literal(started)} AS TIMESTAMP)"
+    )
+    sampled = set(keys)
+    rows = [
+        row
+        for batch in engine.fetch_batches(sql)
+        for row in batch.to_pylist()
+        if row["_key"] in sampled
+    ]
+    found.sampled = len(rows)
+    errors = [row["error"] for row in rows if row["error"] is not None]
+    found.sample_errors = len(errors)
+    found.sample_ok = len(rows) - len(errors)
+    if errors:
+        found.commonest_error = max(set(errors), key=errors.count)
+    answered = [row for row in rows if row["error"] is None]
+    found.sample_input_tokens = sum(int(row["input_tokens"] or 0) for row in rows)
+    found.sample_output_tokens = sum(int(row["output_tokens"] or 0) for row in rows)
+    population = max(found.to_send, 1)
+    if answered and all(row["input_tokens"] is not None for row in answered):
+        found.input_tokens_per_row = mean_interval(
+            [float(row["input_tokens"]) for row in answered], population
+        )
+        found.output_tokens_per_row = mean_interval(
+            [float(row["output_tokens"] or 0) for row in answered], population
+        )
+    latencies = [float(row["latency_ms"]) for row in rows if row["latency_ms"] is not None]
+    found.latencies_ms = latencies
+    if latencies:
+        found.latency_ms = statistics.fmean(latencies)
+    elif found.sampled and found.sample_wall_s:
+        found.latency_ms = found.sample_wall_s * 1000.0 / found.sampled
+
+
+def _project(found: Estimate, the_plan: Plan, price: Price | None) -> None:
+    """The rest of the run, from the sample: tokens, time, cost."""
+    found.remaining = max(found.to_send - found.sampled, 0)
+    rows = found.remaining
+    if found.input_tokens_per_row is not None and found.output_tokens_per_row is not None:
+        found.projected_input_tokens = found.input_tokens_per_row.scaled(rows)
+        found.projected_output_tokens = found.output_tokens_per_row.scaled(rows)
+        found.projected_tokens = Interval(
+            found.projected_input_tokens.mean + found.projected_output_tokens.mean,
+            found.projected_input_tokens.low + found.projected_output_tokens.low,
+            found.projected_input_tokens.high + found.projected_output_tokens.high,
+        )
+        if price is not None:
+            low = cost_of(
+                price, found.projected_input_tokens.low, found.projected_output_tokens.low
+            )
+            mean = cost_of(
+                price, found.projected_input_tokens.mean, found.projected_output_tokens.mean
+            )
+            high = cost_of(
+                price, found.projected_input_tokens.high, found.projected_output_tokens.high
+            )
+            found.projected_cost = Interval(mean or 0.0, low or 0.0, high or 0.0)
+    if price is not None:
+        found.sample_cost = cost_of(price, found.sample_input_tokens, found.sample_output_tokens)
+        found.price = {
+            "input_per_million": price.input_per_million,
+            "output_per_million": price.output_per_million,
+        }
+    else:
+        found.notes.append("no price declared (agent.price or agentbatch.yml prices:): no cost")
+    if found.latency_ms is None:
+        return
+    if isinstance(the_plan.steps, PushDown):
+        found.projected_wall_s = rows * found.sample_wall_s / max(found.sampled, 1)
+        return
+    call = the_plan.steps.call
+
+    def simulated(n: int, ceiling: int | None = None) -> float:
+        # The limiter's path depends on the latencies it happens to see: the mean of a few.
+        return statistics.fmean(
+            calls_wall_s(
+                n,
+                [ms / 1000.0 for ms in found.latencies_ms],
+                max_concurrency=ceiling or call.max_concurrency,
+                ceiling=ceiling or found.concurrency or 1,
+                requests_per_second=call.requests_per_second,
+                seed=seed,
+            )
+            for seed in range(_SIMULATIONS)
+        )
+
+    # What the model leaves out (resolving the endpoint, opening connections, the first reads
+    # and commits) is measured on the sample: its wall time beyond the model's time for it.
+    found.overhead_s = max(found.sample_wall_s - simulated(found.sampled), 0.0)
+    found.projected_wall_s = simulated(rows) + found.overhead_s
+    reached = found.sample_concurrency
+    if reached and found.concurrency and reached < found.concurrency:
+        found.projected_wall_s_high = simulated(rows, reached) + found.overhead_s

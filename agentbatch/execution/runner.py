@@ -1,0 +1,473 @@
+"""The facade: wires spec -> plan -> engine / agent -> sink. The CLI, the Python API and the
+Databricks job entry point all call these functions, so every way in runs the same path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.engines.registry import engine_class
+from agentbatch.errors import AgentbatchError, JobFailedError, UsageError
+from agentbatch.planning.builder import Plan, PushDown, RestFallback, RunOptions, build_plan
+from agentbatch.spec.loader import load_job
+from agentbatch.spec.models import Job
+from agentbatch.planning.targets import Target, resolve_target
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from agentbatch.agent.ledger import Ledger
+    from agentbatch.execution.budget import Budget
+    from agentbatch.engines.base import Engine
+
+# Turns the rows to send into the rows sent (an estimate's sample); it may read the ledger.
+RowSelector = Callable[[Iterable["pa.RecordBatch"], "Ledger"], Iterable["pa.RecordBatch"]]
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = Path(".agentbatch") / "state"
+WAREHOUSE_DIR = Path(".agentbatch") / "warehouse"
+
+
+@dataclass
+class RunResult:
+    """What a run did. `summary` is a plain dict; `to_pandas()` reads the rows this run wrote,
+    `to_pandas(whole_table=True)` the whole output table (earlier runs' rows too).
+
+    It keeps the engine open for `to_pandas()`: close it (or use `with`) when done."""
+
+    plan: Plan
+    summary: dict[str, Any]
+    engine: Engine | None = field(default=None, repr=False)
+    dry_run_requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the engine's connection (a warehouse session, a Spark session it started)."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def __enter__(self) -> RunResult:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def to_pandas(self, *, whole_table: bool = False) -> pd.DataFrame:
+        """The rows this run wrote; with `whole_table=True`, every row of the output table."""
+        return self.to_arrow(whole_table=whole_table).to_pandas()
+
+    def to_arrow(self, *, whole_table: bool = False) -> pa.Table:
+        """As `to_pandas`, as an Arrow table."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.engine is None:
+            return pa.table({})
+        table = self.engine.read_table(self.plan.job.output.table)
+        if whole_table or "answered_at" not in table.column_names or not len(table):
+            return table
+        started = pa.scalar(
+            self.plan.options.started_at, type=table.schema.field("answered_at").type
+        )
+        return table.filter(pc.greater_equal(table["answered_at"], started))
+
+
+def resolve_job(
+    job_or_path: Job | str | Path, vars: Mapping[str, Any] | None, template_dirs: Iterable[Path]
+) -> Job:
+    if isinstance(job_or_path, Job):
+        return (
+            job_or_path
+            if not vars
+            else job_or_path.model_copy(update={"vars": {**job_or_path.vars, **vars}})
+        )
+    return load_job(job_or_path, vars, template_dirs=template_dirs)
+
+
+def project_dir_of(job_or_path: Job | str | Path, project_dir: str | Path | None) -> Path:
+    """The project folder: given, or the parent of the `jobs/` folder the job file is in."""
+    if project_dir is not None:
+        return Path(project_dir)
+    if isinstance(job_or_path, (str, Path)):
+        parent = Path(job_or_path).resolve().parent
+        return parent.parent if parent.name == "jobs" else parent
+    return Path.cwd()
+
+
+def plan(
+    job_or_path: Job | str | Path,
+    target: str | Target = "local",
+    *,
+    vars: Mapping[str, Any] | None = None,
+    options: RunOptions | None = None,
+    project_dir: str | Path | None = None,
+) -> Plan:
+    """Build the plan for a job and target without running anything."""
+    root = project_dir_of(job_or_path, project_dir)
+    template_dirs = [root / "sqltemplates"]
+    job = resolve_job(job_or_path, vars, template_dirs)
+    chosen = target if isinstance(target, Target) else resolve_target(target, root)
+    return build_plan(job, chosen, options, template_dirs)
+
+
+def run(
+    job_or_path: Job | str | Path,
+    target: str | Target = "local",
+    *,
+    vars: Mapping[str, Any] | None = None,
+    tables: Mapping[str, Any] | None = None,
+    endpoints: Mapping[str, str] | None = None,
+    limit: int | None = None,
+    retry_errors: bool = False,
+    full_refresh: bool = False,
+    dry_run: bool = False,
+    state_dir: str | Path | None = None,
+    project_dir: str | Path | None = None,
+    settings: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Run one job on a target. See the README for every option."""
+    if limit is not None and limit <= 0:
+        raise UsageError("limit must be a positive number of rows")
+    root = project_dir_of(job_or_path, project_dir)
+    chosen = target if isinstance(target, Target) else resolve_target(target, root)
+    if settings:
+        chosen = chosen.with_settings(**settings)
+    if state_dir is not None:
+        chosen = chosen.with_settings(state_dir=str(state_dir))
+    options = RunOptions(
+        retry_errors=retry_errors,
+        full_refresh=full_refresh,
+        limit=limit,
+        endpoint_overrides=dict(endpoints or {}),
+        run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_" + uuid.uuid4().hex[:8],
+    )
+    the_plan = plan(job_or_path, chosen, vars=vars, options=options, project_dir=root)
+    engine = open_engine(the_plan, tables or {}, root, [the_plan.job.output.table])
+    if dry_run:
+        from agentbatch.execution.dryrun import dry_run as run_dry
+
+        return run_dry(the_plan, engine, root)
+    try:
+        if isinstance(the_plan.steps, PushDown):
+            summary = _run_push_down(the_plan, the_plan.steps, engine, state_dir, root)
+        else:
+            summary = _run_fallback(the_plan, the_plan.steps, engine, state_dir, root, progress)
+    except BaseException:
+        engine.close()
+        raise
+    result = RunResult(plan=the_plan, summary=summary, engine=engine)
+    if the_plan.job.agent.fail_on_error and summary.get("errors", 0):
+        raise JobFailedError(
+            f"{summary['errors']} row(s) failed and agent.fail_on_error is true; "
+            "answered rows were written"
+        )
+    return result
+
+
+def open_engine(
+    the_plan: Plan, tables: Mapping[str, Any], root: Path, outputs: Iterable[str]
+) -> Engine:
+    """An engine for the plan's target that may write `outputs` (mapped files are saved back)."""
+    cls = engine_class(the_plan.target.engine)
+    settings = dict(the_plan.target.settings)
+    if the_plan.target.engine in ("local", "spark"):
+        settings.setdefault("warehouse_dir", str(root / WAREHOUSE_DIR))
+        settings.setdefault("state_dir", str(root / STATE_DIR))
+    settings.setdefault("endpoint_overrides", dict(the_plan.options.endpoint_overrides))
+    settings.setdefault("job_name", the_plan.job.name)
+    settings.setdefault("run_id", the_plan.options.run_id)
+    if tables and the_plan.target.engine == "databricks-sql":
+        raise UsageError(
+            "--table maps tables to local files; it applies to the local and spark targets"
+        )
+    engine: Engine = cls(settings, tables=tables, output_tables=list(outputs))
+    return engine
+
+
+def prepare_selection(the_plan: Plan, engine: Engine) -> dict[str, int]:
+    """Before any call: create the target if missing (it decides what is done), count the
+    selection and what the target already holds, and refuse a source whose keys repeat."""
+    ensure = (
+        the_plan.steps.ensure_target
+        if isinstance(the_plan.steps, RestFallback)
+        else the_plan.steps.statements[0]
+    )
+    if ensure is not None:
+        engine.execute(ensure.sql)
+    counts = engine.fetch_one(the_plan.preflight.counts.sql)
+    repeated = int(counts.get("repeated_keys") or 0)
+    if repeated:
+        raise UsageError(_repeated_keys_message(the_plan, engine, repeated))
+    several = int(counts.get("target_repeated_keys") or 0)
+    if several:
+        raise UsageError(
+            f"{the_plan.job.output.table} holds {several} key(s) in more than one row (written "
+            "by mode append); mode merge keeps one row per key, so nothing was sent: run once "
+            "with mode overwrite (it reuses every answer the table holds) or keep mode append"
+        )
+    return {"selected": int(counts.get("selected") or 0), "skipped": int(counts.get("done") or 0)}
+
+
+def _repeated_keys_message(the_plan: Plan, engine: Engine, repeated: int) -> str:
+    sample = engine.fetch_batches(the_plan.preflight.repeated_keys.sql)
+    shown = [f"{row['key']!r} x{row['copies']}" for batch in sample for row in batch.to_pylist()]
+    key = the_plan.job.source.key
+    return (
+        f"source key {key!r} is not unique: {repeated} value(s) occur more than once "
+        f"({', '.join(shown[:5])}{', ...' if repeated > 5 else ''}); one key gets one answer, "
+        "so nothing was sent: remove the duplicates, narrow `source.where`, or choose a key "
+        "that is unique"
+    )
+
+
+def _run_push_down(
+    the_plan: Plan,
+    steps: PushDown,
+    engine: Engine,
+    state_dir: str | Path | None = None,
+    root: Path | None = None,
+) -> dict[str, Any]:
+    counts = prepare_selection(the_plan, engine)
+    budget = budget_for(the_plan, state_dir, root or Path.cwd())
+    # One statement: the guard can only judge before it runs (rows exactly, tokens from the
+    # last estimate); ai_query reports no usage per row.
+    budget.check_before(rows_upper_bound(the_plan, counts))
+    for statement in steps.statements[1:]:
+        log.info("running: %s (%s)", statement.purpose, statement.template)
+        engine.execute(statement.sql)
+    return _summarise(the_plan, engine, counts)
+
+
+def _run_fallback(
+    the_plan: Plan,
+    steps: RestFallback,
+    engine: Engine,
+    state_dir: str | Path | None,
+    root: Path,
+    progress: bool,
+    select: RowSelector | None = None,
+) -> dict[str, Any]:
+    from agentbatch.agent.probe import probe_call
+
+    # A dead agent URL stops the run here, in seconds, before anything is created or sent.
+    probe_call(steps.call, the_plan.options.endpoint_overrides)
+    counts = prepare_selection(the_plan, engine)
+    budget = budget_for(the_plan, state_dir, root)
+    distributed = getattr(engine, "run_rest_fallback", None)
+    # An engine whose executors cannot reach the agent (spark on serverless) runs it here instead.
+    if (
+        distributed is not None
+        and select is None
+        and not getattr(engine, "fallback_on_driver", False)
+    ):
+        # Executors answer on their own: the budget judges before sending only.
+        budget.check_before(rows_upper_bound(the_plan, counts))
+        # Engines that spread the calls over a cluster (spark) run the whole fallback themselves.
+        spread: dict[str, Any] = distributed(
+            steps,
+            endpoint_overrides=the_plan.options.endpoint_overrides,
+            retry_errors=the_plan.options.retry_errors,
+            reuse=not the_plan.options.full_refresh,
+        )
+        return _summarise(the_plan, engine, {**spread, **counts})
+
+    from agentbatch.agent.bulk import run_bulk_sync
+    from agentbatch.agent.ledger import Ledger
+    from agentbatch.agent.progress import LogProgress, RichProgress
+
+    ledger = Ledger(
+        ledger_path(the_plan, state_dir, root),
+        key=the_plan.job.source.key,
+        run_id=the_plan.options.run_id,
+    )
+    try:
+        stats: dict[str, Any] = {}
+        if select is None:
+            _check_budget(the_plan, steps, engine, ledger, budget, counts)
+        try:
+            batches: Iterable[pa.RecordBatch] = engine.fetch_batches(steps.inputs.sql)
+            total = rows_upper_bound(the_plan, counts)
+            if select is not None:
+                batches = list(select(batches, ledger))
+                total = sum(batch.num_rows for batch in batches)
+            bulk = run_bulk_sync(
+                batches,
+                # The facade decides about fail_on_error after the answers are written.
+                call=dataclasses.replace(steps.call, fail_on_error=False),
+                key=the_plan.job.source.key,
+                ledger=ledger,
+                endpoint_overrides=the_plan.options.endpoint_overrides,
+                retry_errors=the_plan.options.retry_errors,
+                reuse=not the_plan.options.full_refresh,
+                progress=RichProgress() if progress else LogProgress(),
+                total_rows=total,
+                # An estimate's sample is its own small bill: the run's budget is for runs.
+                budget=budget if select is None else None,
+            )
+            stats = bulk.as_dict()
+        except BaseException:
+            # Whatever stopped the run (Ctrl-C, the endpoint gone, the input failing), what was
+            # paid for goes into the target first: nothing answered is lost.
+            written = _write_answers(steps, engine, ledger)
+            log.warning("stopped: wrote %d answered row(s); re-run to continue", written)
+            raise
+        written = _write_answers(steps, engine, ledger)
+        ledger.compact()
+    finally:
+        ledger.close()
+    stats["rows_written"] = written
+    stats.update(spend_summary(budget, int(stats.get("sent") or 0)))
+    return _summarise(the_plan, engine, {**stats, **counts})
+
+
+def budget_for(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Budget:
+    """The run's guard: limits of the job and target, the endpoint's price, and the per-row
+    figures of the last estimate of this very call (same fingerprint), if any."""
+    from agentbatch.execution.budget import Budget, limits_of, load_per_row, price_of
+    from agentbatch.errors import ConfigError
+
+    limits = limits_of(the_plan.job, the_plan.target.settings)
+    price = price_of(the_plan.job, root)
+    if limits.max_cost is not None and price is None:
+        # A guard that cannot judge must not look like one.
+        raise ConfigError(
+            f"max_cost needs a price for endpoint {the_plan.job.agent.endpoint!r}: declare "
+            "agent.price in the job, or prices: in agentbatch.yml (per million input and output "
+            "tokens)"
+        )
+    return Budget(
+        limits,
+        price,
+        load_per_row(estimate_path(the_plan, state_dir, root), the_plan.call_fingerprint),
+    )
+
+
+def rows_upper_bound(the_plan: Plan, counts: Mapping[str, int]) -> int:
+    """The rows a run may send at most: the selection the target does not hold (and --limit)."""
+    rows = max(int(counts["selected"]) - int(counts["skipped"]), 0)
+    limit = the_plan.options.limit
+    return min(rows, limit) if limit is not None else rows
+
+
+def rows_to_send(
+    the_plan: Plan, steps: RestFallback, engine: Engine, ledger: Ledger
+) -> tuple[int, int]:
+    """(rows the run would send, rows it would reuse from the ledger), reading the inputs and
+    looking them up without recording anything."""
+    send = reuse = 0
+    for batch in engine.fetch_batches(steps.inputs.sql):
+        if not the_plan.options.full_refresh:
+            found = sum(ledger.reusable(batch, retry_errors=the_plan.options.retry_errors))
+        else:
+            found = 0
+        reuse += found
+        send += batch.num_rows - found
+    return send, reuse
+
+
+def _check_budget(
+    the_plan: Plan,
+    steps: RestFallback,
+    engine: Engine,
+    ledger: Ledger,
+    budget: Budget,
+    counts: Mapping[str, int],
+) -> None:
+    """Before sending: a run whose estimate passes its budget sends nothing. The selection is
+    an upper bound; only when it would not fit are the rows the ledger can answer counted."""
+    from agentbatch.errors import BudgetError
+
+    upper = rows_upper_bound(the_plan, counts)
+    try:
+        budget.check_before(upper)
+    except BudgetError:
+        if not ledger.has_answers or the_plan.options.full_refresh:
+            raise
+        budget.check_before(rows_to_send(the_plan, steps, engine, ledger)[0])
+
+
+def spend_summary(budget: Budget, sent: int) -> dict[str, Any]:
+    """The cost of this run and, beside it, what the last estimate projected for its rows."""
+    out: dict[str, Any] = {}
+    if budget.price is not None:
+        out["cost"] = round(budget.cost or 0.0, 6)
+    per_row = budget.per_row
+    if per_row is not None:
+        from agentbatch.execution.budget import cost_of
+
+        out["estimated_input_tokens"] = round(sent * per_row.input_tokens)
+        out["estimated_output_tokens"] = round(sent * per_row.output_tokens)
+        cost = cost_of(budget.price, sent * per_row.input_tokens, sent * per_row.output_tokens)
+        if cost is not None:
+            out["estimated_cost"] = round(cost, 6)
+    return out
+
+
+def _write_answers(steps: RestFallback, engine: Engine, ledger: Any) -> int:
+    """Hand this run's answers (called or reused) to the engine in one write.
+
+    An overwrite with no new answers still runs: the target becomes exactly the selection."""
+    batches = iter(ledger.rows_of_run())
+    first = next(batches, None)
+    if first is None:
+        if steps.keep_only is not None:
+            engine.execute(steps.keep_only.sql)
+        return 0
+    stats = engine.write_results(steps.write, itertools.chain([first], batches), first.schema)
+    return stats.rows_written
+
+
+def ledger_path(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Path:
+    """One ledger per target and output table: renaming a job keeps its checkpoints."""
+    folder = Path(state_dir) if state_dir is not None else root / STATE_DIR
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{the_plan.target.name}__{the_plan.job.output.table}")
+    return folder / f"{safe}.ledger.sqlite"
+
+
+def estimate_path(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Path:
+    """Beside the ledger: the per-row figures of the last `agentbatch estimate`."""
+    path = ledger_path(the_plan, state_dir, root)
+    return path.with_name(path.name.removesuffix(".ledger.sqlite") + ".estimate.json")
+
+
+def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict[str, Any]:
+    """This run's figures first, then the state of the target table."""
+    try:
+        table = engine.fetch_one(the_plan.summary.sql)
+    except AgentbatchError as err:
+        log.warning("could not summarise the target: %s", err)
+        table = {}
+    summary: dict[str, Any] = {
+        "job": the_plan.job.name,
+        "target": the_plan.target.name,
+        "strategy": the_plan.strategy,
+    }
+    summary["selected"] = int(stats.get("selected", 0))
+    summary["skipped"] = int(stats.get("skipped", 0))
+    if the_plan.strategy == "push-down":
+        summary["rows"] = int(table.get("answered_this_run") or 0)
+    else:
+        summary["rows"] = int(stats.get("rows_seen", 0))
+    summary.update(
+        {k: v for k, v in stats.items() if k not in ("rows_seen", "selected", "skipped")}
+    )
+    summary.setdefault("errors", 0)
+    summary.update(
+        output_table=the_plan.job.output.table,
+        table_rows=int(table.get("rows") or 0),
+        table_ok=int(table.get("ok") or 0),
+        table_errors=int(table.get("errors") or 0),
+    )
+    return summary

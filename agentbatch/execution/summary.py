@@ -1,0 +1,81 @@
+"""Print a run's outcome: the summary table, then a few output rows (or the dry-run requests)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentbatch.execution.runner import RunResult
+
+
+def output_locations(result: RunResult) -> list[dict[str, str]]:
+    """Where each output table physically is (see `agentbatch.execution.show.describe_location`)."""
+    if result.engine is None:
+        return []
+    table = result.plan.job.output.table
+    locate = getattr(result.engine, "location", None)
+    if locate is not None:
+        where: dict[str, str] = locate(table)
+        return [where]
+    return [{"table": table, "target": result.plan.target.name}]
+
+
+def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> None:
+    from agentbatch.execution.show import describe_location
+
+    locations = output_locations(result)
+    if as_json:
+        payload: dict[str, Any] = {"summary": result.summary}
+        if locations:
+            payload["outputs"] = locations
+        if result.dry_run_requests:
+            payload["requests"] = result.dry_run_requests[: max(show, 0)]
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+    summary = Table(title=f"agentbatch run: {result.summary.get('job')}", show_header=False)
+    summary.add_column("", style="bold")
+    summary.add_column("")
+    for name, value in result.summary.items():
+        summary.add_row(name, _format(value))
+    console.print(summary)
+    if result.summary.get("dry_run"):
+        shown = result.dry_run_requests[: max(show, 0)]
+        console.print(
+            f"dry run: a run would send {result.summary.get('rows', 0)} row(s); "
+            f"first {len(shown)} request(s), as they would be sent (--show N for more):"
+        )
+        for request in shown:
+            console.print_json(json.dumps(request, default=str))
+        return
+    if show > 0 and result.engine is not None:
+        rows = result.to_arrow().slice(0, show)
+        if rows.num_rows:
+            table = Table(
+                title=f"first {rows.num_rows} row(s) written to {result.plan.job.output.table}"
+            )
+            # The key and the outcome; the full rows are in the output table.
+            columns = [result.plan.job.source.key, "response", "error", "attempts", "latency_ms"]
+            for column in columns:
+                table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=60)
+            for row in rows.select(columns).to_pylist():
+                table.add_row(*(_format(row[c], limit=60) for c in columns))
+            console.print(table)
+    for where in locations:
+        console.print(f"output {describe_location(where)}", highlight=False, soft_wrap=True)
+
+
+def _format(value: Any, limit: int = 200) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
+    if value is None:
+        return ""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,206 @@
+"""The plan: a pure decision, per job and target, of what runs where. No I/O happens here.
+
+- push-down: `ai_query` runs inside the engine; the plan is a list of SQL statements.
+- rest-fallback: the engine selects the rows still to do, agentbatch calls the agent over REST
+  (checkpointing every answer), and the engine writes the answers into the target by key.
+
+Fallback is chosen for agents on Databricks Apps, URLs and built-in agents, endpoints mapped to a
+URL for this run, and engines without `ai_query`. Running a plan and explaining it are two readers
+of the same data (`agentbatch.execution.runner`, `agentbatch.planning.explain`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from agentbatch.agent.calls import CallSpec, call_fingerprint
+from agentbatch.engines.registry import engine_class
+from agentbatch.engines.base import WriteRequest
+from agentbatch.spec.models import Job
+from agentbatch.planning.render import Renderer, RenderOptions, job_context, uses_agent_body
+from agentbatch.planning.targets import Target
+
+Strategy = Literal["push-down", "rest-fallback"]
+_PUSH_DOWN_TEMPLATES = {
+    "overwrite": "create_or_replace.sql",
+    "merge": "merge.sql",
+    "append": "append.sql",
+}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a caller may vary per run."""
+
+    retry_errors: bool = False
+    full_refresh: bool = False  # call the agent for every selected row: no reuse of answers
+    limit: int | None = None  # rows sent this run, after skipping answered ones
+    endpoint_overrides: Mapping[str, str] = field(default_factory=dict)
+    force_fallback: bool = False
+    run_id: str = "run"
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True)
+class Statement:
+    purpose: str
+    template: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class PushDown:
+    statements: tuple[Statement, ...]
+
+
+@dataclass(frozen=True)
+class RestFallback:
+    ensure_target: Statement | None
+    inputs: Statement
+    call: CallSpec
+    write: WriteRequest
+    write_statements: tuple[Statement, ...]
+    # Mode overwrite: what runs instead of the write when a run has no new answers.
+    keep_only: Statement | None = None
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """Queries run before any call: the selection's size, what the target holds, repeated keys."""
+
+    counts: Statement
+    repeated_keys: Statement
+
+
+@dataclass(frozen=True)
+class Plan:
+    job: Job
+    target: Target
+    strategy: Strategy
+    reason: str
+    steps: PushDown | RestFallback
+    summary: Statement
+    call_fingerprint: str
+    options: RunOptions
+    preflight: Preflight
+
+    @property
+    def statements(self) -> tuple[Statement, ...]:
+        """Every SQL statement of the plan, in order (what `render` and `compile` print)."""
+        if isinstance(self.steps, PushDown):
+            return self.steps.statements
+        first = (self.steps.ensure_target,) if self.steps.ensure_target else ()
+        return (*first, self.steps.inputs, *self.steps.write_statements)
+
+
+def call_spec(job: Job) -> CallSpec:
+    agent = job.agent
+    return CallSpec(
+        endpoint=agent.endpoint,
+        api=agent.api,
+        stream=agent.stream,
+        custom_inputs=agent.custom_inputs,
+        databricks_options=agent.databricks_options,
+        model_parameters=agent.model_parameters.as_dict(),
+        response_format=agent.response_format,
+        request_is_json=isinstance(job.request, dict),
+        timeout_s=agent.timeout_seconds,
+        max_retries=agent.max_retries,
+        max_concurrency=agent.max_concurrency,
+        requests_per_second=agent.requests_per_second,
+        fail_on_error=agent.fail_on_error,
+    )
+
+
+def choose_strategy(job: Job, target: Target, options: RunOptions) -> tuple[Strategy, str]:
+    endpoint = job.agent.endpoint
+    engine = engine_class(target.engine)
+    if options.force_fallback:
+        return "rest-fallback", "REST fallback requested for this run"
+    if job.agent.is_app:
+        return "rest-fallback", "ai_query cannot reach agents on Databricks Apps"
+    if endpoint.startswith(("http://", "https://", "builtin:")):
+        return (
+            "rest-fallback",
+            "the endpoint is a URL or built-in agent, not a Model Serving endpoint",
+        )
+    if endpoint in options.endpoint_overrides:
+        return (
+            "rest-fallback",
+            f"the endpoint is mapped to {options.endpoint_overrides[endpoint]!r} for this run",
+        )
+    if not engine.native_ai_query:
+        return "rest-fallback", f"the {target.engine} engine has no ai_query"
+    if uses_agent_body(job):
+        # A request body (a `request` mapping, custom_inputs, databricks_options) is for a custom
+        # model: an agent on Model Serving. ai_query types its answer by the model signature (a
+        # struct of output[] or messages[], not text); REST reads the text, custom_outputs, trace.
+        return (
+            "rest-fallback",
+            "the request is a body for an agent on Model Serving: ai_query would return the "
+            "struct of its signature, REST reads the answer, custom_outputs and trace id",
+        )
+    return "push-down", f"ai_query runs inside the {target.engine} engine"
+
+
+def build_plan(
+    job: Job,
+    target: Target,
+    options: RunOptions | None = None,
+    template_dirs: Iterable[Path] = (),
+) -> Plan:
+    options = options or RunOptions()
+    strategy, reason = choose_strategy(job, target, options)
+    call = call_spec(job)
+    fingerprint = call_fingerprint(call)
+    renderer = Renderer(job, template_dirs)
+    mode = job.output.mode
+    # Every mode skips what the target already holds, unless a full refresh asks to pay again.
+    incremental = not options.full_refresh
+    render_options = RenderOptions(
+        incremental=incremental,
+        retry_errors=options.retry_errors,
+        run_limit=options.limit,
+        staged=engine_class(target.engine).staging_relation(job.output.table, options.run_id),
+        run_started_at=options.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    context = job_context(job, fingerprint, render_options)
+
+    def statement(purpose: str, template: str) -> Statement:
+        return Statement(purpose, template, renderer.render(template, context))
+
+    # Every mode reads the target (what is done), so it must exist, even before an overwrite.
+    ensure = statement("create the target if missing", "ensure_target.sql")
+    steps: PushDown | RestFallback
+    if strategy == "push-down":
+        template = job.template or _PUSH_DOWN_TEMPLATES[mode]
+        main = statement(f"call ai_query and {mode} into the target", template)
+        steps = PushDown(statements=(*((ensure,) if ensure else ()), main))
+    else:
+        write_sql = statement(f"{mode} the answers into the target", "write_results.sql")
+        steps = RestFallback(
+            ensure_target=ensure,
+            inputs=statement("select the rows to send", "inputs.sql"),
+            call=call,
+            write=WriteRequest(
+                table=job.output.table,
+                key=job.source.key,
+                mode=mode,
+                staging_name=render_options.staged or "",
+                write_sql=(write_sql.sql,),
+            ),
+            write_statements=(write_sql,),
+            keep_only=statement("keep the rows the target holds for the selection", "keep_only.sql")
+            if mode == "overwrite"
+            else None,
+        )
+    summary = statement("summarise the target", "summary.sql")
+    checks = Preflight(
+        counts=statement("count the selected rows and repeated keys", "preflight.sql"),
+        repeated_keys=statement("list repeated source keys", "repeated_keys.sql"),
+    )
+    return Plan(job, target, strategy, reason, steps, summary, fingerprint, options, checks)

@@ -1,0 +1,178 @@
+"""Render a job's SQL statements from the templates, then parse each with the Databricks dialect.
+
+The context handed to templates holds only `Sql` fragments from the quoting layer, plain flags and
+numbers; templates never see the job object itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlglot
+from sqlglot.errors import ParseError, TokenError
+
+from agentbatch.agent.response_format import (
+    ResponseFormat,
+    ResponseFormatError,
+    parse_response_format,
+)
+from agentbatch.errors import TemplateError
+from agentbatch.results import RESULT_COLUMN_NAMES, TRANSIENT_ERROR
+from agentbatch.spec.models import Job
+from agentbatch.sql import quoting
+from agentbatch.planning.answers import AnswerChecks, answer_checks, error_sql
+from agentbatch.sql.jinja import Helpers, make_environment, render_template
+from agentbatch.sql.quoting import Sql, SqlValueError
+from agentbatch.sql.types import response_type
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What varies per run, not per job."""
+
+    incremental: bool = True
+    retry_errors: bool = False
+    run_limit: int | None = None
+    staged: str | None = None  # the staging relation for write_results
+    run_started_at: str = "1970-01-01 00:00:00"
+
+
+def uses_agent_body(job: Job) -> bool:
+    """Push-down sends a struct body (not a bare prompt) when the agent needs more than the text."""
+    return isinstance(job.request, dict) or bool(
+        job.agent.custom_inputs or job.agent.databricks_options
+    )
+
+
+def request_sql(job: Job) -> tuple[Sql, Sql]:
+    """(value passed to ai_query, text that is sent over REST and fingerprinted)."""
+    if isinstance(job.request, dict):
+        args = ", ".join(
+            f"{quoting.literal(name)}, {quoting.expression(expr)}"
+            for name, expr in job.request.items()
+        )
+        struct = Sql(f"named_struct({args})")
+        return struct, Sql(f"to_json({struct})")
+    text = quoting.expression(job.request, what="request")
+    if not uses_agent_body(job):
+        return text, text
+    message = Sql(f"named_struct('role', 'user', 'content', {text})")
+    fields = [
+        f"{quoting.literal('input' if job.agent.api == 'responses' else 'messages')}, array({message})"
+    ]
+    if job.agent.custom_inputs:
+        fields.append(f"'custom_inputs', {quoting.literal(job.agent.custom_inputs)}")
+    if job.agent.databricks_options:
+        fields.append(f"'databricks_options', {quoting.literal(job.agent.databricks_options)}")
+    return Sql(f"named_struct({', '.join(fields)})"), text
+
+
+def ai_query_sql(job: Job) -> Sql:
+    """`ai_query(<endpoint literal>, request, failOnError => false, ...)` as Databricks expects."""
+    value, text = request_sql(job)
+    column = Sql("`_request_value`" if value != text else "`_request`")
+    args = [quoting.literal(job.agent.endpoint), column, Sql("failOnError => false")]
+    params = job.agent.model_parameters.as_dict()
+    if params:
+        args.append(Sql(f"modelParameters => {quoting.literal(params)}"))
+    fmt = job.agent.response_format
+    if fmt is not None:
+        # Always the JSON-schema form, the same schema the REST fallback asks for. A DDL string
+        # would need exactly one top-level field wrapping the wanted struct
+        # (AI_FUNCTION_UNSUPPORTED_RESPONSE_FORMAT otherwise); the JSON-schema form has no such
+        # rule, and the answer is the object itself (see docs/databricks-behaviour.md).
+        schema = parse_format(fmt).chat_response_format()
+        args.append(Sql(f"responseFormat => {quoting.json_literal(schema)}"))
+    return Sql(f"ai_query({', '.join(args)})")
+
+
+def parse_format(fmt: str | Mapping[str, Any]) -> ResponseFormat:
+    try:
+        return parse_response_format(fmt)
+    except ResponseFormatError as err:
+        raise TemplateError(f"agent.response_format: {err}") from None
+
+
+class _NotPushable:
+    """Stands for answer checks that cannot be written in SQL: using them (rendering a push-down
+    statement) is the error, planning the REST fallback is not."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def __getattr__(self, name: str) -> Any:
+        raise TemplateError(self._reason)
+
+
+def _answer_checks(fmt: str | Mapping[str, Any]) -> AnswerChecks | _NotPushable:
+    try:
+        return answer_checks(parse_format(fmt))
+    except SqlValueError as err:
+        return _NotPushable(f"agent.response_format: {err}")
+
+
+def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict[str, Any]:
+    source = job.source
+    if source.table is not None:
+        relation = quoting.table(source.table)
+    else:
+        relation = Sql(f"({quoting.query(source.query or '')}) AS source_query")
+    value, text = request_sql(job)
+    fmt = job.agent.response_format
+    return {
+        "job_name": job.name,
+        "source": relation,
+        "key": quoting.identifier(source.key),
+        "columns": [quoting.identifier(c) for c in source.columns],
+        "where": quoting.expression(source.where, what="where clause") if source.where else None,
+        "limit": source.limit,
+        "request_value": value,
+        "request_text": text,
+        "call_fingerprint": quoting.literal(call_fingerprint),
+        "ai_query": ai_query_sql(job),
+        "response_format": quoting.literal(response_type(fmt)) if fmt is not None else None,
+        "checks": _answer_checks(fmt) if fmt is not None else None,
+        "error": error_sql(Sql("`_failure`"), Sql("`_problem`") if fmt is not None else None),
+        "response_type": Sql(response_type(fmt)),
+        "output": quoting.table(job.output.table),
+        "mode": job.output.mode,
+        "incremental": options.incremental,
+        "retry_errors": options.retry_errors,
+        "run_limit": options.run_limit,
+        "staged": Sql(options.staged) if options.staged else None,
+        "run_started_at": quoting.literal(options.run_started_at),
+        "result_columns": [quoting.identifier(c) for c in RESULT_COLUMN_NAMES],
+        "transient_error_pattern": quoting.literal(TRANSIENT_ERROR.strip() + "%"),
+    }
+
+
+class Renderer:
+    """Renders one job's templates. Project templates in `template_dirs` override built-ins by name."""
+
+    def __init__(self, job: Job, template_dirs: Iterable[Path] = ()) -> None:
+        self.job = job
+        helpers = Helpers(job.vars, job.env)
+        self._env = make_environment("sql", helpers, template_dirs)
+
+    def render(self, template: str, context: Mapping[str, Any]) -> str:
+        sql = render_template(self._env, template, context).strip()
+        check_sql(sql, template)
+        return sql
+
+
+def check_sql(sql: str, template: str) -> None:
+    """Parse rendered SQL as Databricks SQL; a syntax error names the template that produced it."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=quoting.DIALECT) if s is not None]
+    except (ParseError, TokenError) as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TemplateError(
+            f"{template}: rendered SQL does not parse as Databricks SQL: {detail}"
+        ) from None
+    if len(statements) != 1:
+        raise TemplateError(
+            f"{template}: must render exactly one SQL statement, got {len(statements)}"
+        )

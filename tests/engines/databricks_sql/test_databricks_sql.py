@@ -1,0 +1,245 @@
+"""The databricks-sql engine through the unmodified connector against the loopback warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from agentbatch.engines.base import WriteRequest
+from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
+from agentbatch.engines.databricks_sql.staging import create_table_sql
+from agentbatch.errors import ConfigError, EngineError
+from agentbatch.results import result_arrow_fields
+from tests.support.warehouse.agents import slow_agent
+from tests.support.warehouse.duckdb_executor import DuckDBExecutor
+from tests.support.warehouse.server import Warehouse, serve_warehouse
+
+TOKEN = "dapi-engine-test-token"
+
+
+@pytest.fixture(autouse=True)
+def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """databricks-sdk sees only what a test sets: no profile file, no ambient variables."""
+    for name in (
+        "DATABRICKS_HOST",
+        "DATABRICKS_TOKEN",
+        "DATABRICKS_CLIENT_ID",
+        "DATABRICKS_CLIENT_SECRET",
+        "DATABRICKS_CONFIG_PROFILE",
+        "DATABRICKS_WAREHOUSE_ID",
+        "DATABRICKS_HTTP_PATH",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Iterator[Warehouse]:
+    with (
+        DuckDBExecutor(ai_query=slow_agent, volumes_dir=tmp_path / "volumes") as executor,
+        serve_warehouse(executor, token=TOKEN, volumes_dir=tmp_path / "volumes") as wh,
+    ):
+        yield wh
+
+
+def settings_for(wh: Warehouse, **extra: Any) -> dict[str, Any]:
+    return {
+        "host": f"http://{wh.host}:{wh.port}",
+        "warehouse_id": wh.warehouse_id,
+        "job_name": "engine_test",
+        "run_id": "run-1",
+        **extra,
+    }
+
+
+@pytest.fixture
+def engine(warehouse: Warehouse) -> Iterator[DatabricksSQLEngine]:
+    engine = DatabricksSQLEngine(settings_for(warehouse))
+    yield engine
+    engine.close()
+
+
+def test_statements_results_and_parameters(
+    engine: DatabricksSQLEngine, warehouse: Warehouse
+) -> None:
+    engine.execute("CREATE SCHEMA IF NOT EXISTS main.jobs")
+    engine.execute(
+        "CREATE TABLE main.jobs.items AS SELECT id, concat('item ', id) AS name "
+        "FROM range(2500) AS r(id)"
+    )
+    batches = list(
+        engine.fetch_batches(
+            "SELECT id, name FROM main.jobs.items WHERE id >= :low ORDER BY id",
+            {"low": 500},
+            batch_rows=700,
+        )
+    )
+    assert [b.num_rows for b in batches] == [700, 700, 600]
+    assert batches[0].column("id")[0].as_py() == 500
+    assert engine.fetch_one("SELECT count(*) AS n FROM main.jobs.items") == {"n": 2500}
+    assert engine.fetch_one("SELECT id FROM main.jobs.items WHERE id < 0") == {"id": None}
+    assert engine.read_table("main.jobs.items", limit=3).num_rows == 3
+    # every statement went asynchronously and tagged with the job and the run
+    executions = warehouse.executions
+    assert all(r.run_async for r in executions)
+    assert (
+        executions[0].conf_overlay["query_tags"]
+        == "agentbatch_job:engine_test,agentbatch_run:run-1"
+    )
+    assert warehouse.sessions[0].configuration["QUERY_TAGS"] == (
+        "agentbatch_job:engine_test,agentbatch_run:run-1"
+    )
+    assert warehouse.executions[2].params == {"low": 500}
+
+
+def test_table_exists_compares_names_exactly(engine: DatabricksSQLEngine) -> None:
+    engine.execute("CREATE SCHEMA main.shop")
+    engine.execute("CREATE TABLE main.shop.ab_c (x INT)")
+    assert engine.table_exists("main.shop.ab_c")
+    assert not engine.table_exists("main.shop.abxc")  # `_` is a wildcard in metadata patterns
+    assert not engine.table_exists("main.other.ab_c")
+
+
+def test_a_failing_statement_raises_engine_error(engine: DatabricksSQLEngine) -> None:
+    with pytest.raises(EngineError, match="no_such_table"):
+        engine.execute("SELECT * FROM main.default.no_such_table")
+
+
+def test_bearer_token_from_unified_auth_arrives_and_is_never_logged(
+    warehouse: Warehouse, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    engine = DatabricksSQLEngine(settings_for(warehouse))
+    try:
+        engine.execute("SELECT 1")
+    finally:
+        engine.close()
+    assert set(warehouse.authorizations) == {f"Bearer {TOKEN}"}
+    assert TOKEN not in caplog.text
+
+
+def test_connection_settings_from_the_environment(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABRICKS_HOST", f"http://{warehouse.host}:{warehouse.port}")
+    monkeypatch.setenv("DATABRICKS_WAREHOUSE_ID", warehouse.warehouse_id)
+    engine = DatabricksSQLEngine({})
+    try:
+        assert engine.fetch_one("SELECT 40 + 2 AS answer") == {"answer": 42}
+    finally:
+        engine.close()
+
+
+def test_missing_settings_are_config_errors(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match="warehouse_id"):
+        DatabricksSQLEngine({"host": f"http://{warehouse.host}:{warehouse.port}"}).execute(
+            "SELECT 1"
+        )
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    with pytest.raises(ConfigError, match="credentials"):
+        DatabricksSQLEngine(settings_for(warehouse)).execute("SELECT 1")
+
+
+def test_ctrl_c_cancels_the_running_statement_on_the_warehouse(
+    engine: DatabricksSQLEngine, warehouse: Warehouse
+) -> None:
+    sql = "SELECT count(*) FROM range(100000000000) AS r(i) WHERE i % 7 = 3"
+    main = threading.main_thread().ident
+    assert main == threading.get_ident(), "signals are delivered to the main thread"
+
+    def press_ctrl_c() -> None:
+        warehouse.wait_until_running("range(100000000000)")
+        signal.pthread_kill(main, signal.SIGINT)
+
+    helper = threading.Thread(target=press_ctrl_c)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute(sql)
+    helper.join()
+    assert warehouse.cancelled == [sql]
+    assert warehouse.wait_until_idle(timeout_s=30)
+
+
+def _answers(keys: range, response: str, answered: dt.datetime) -> tuple[pa.Table, pa.Schema]:
+    fields = [pa.field("ticket_id", pa.int64()), pa.field("subject", pa.string())]
+    fields += result_arrow_fields(pa.struct([("label", pa.string()), ("urgency", pa.int32())]))
+    schema = pa.schema(fields)
+    rows = [
+        {
+            "ticket_id": k,
+            "subject": f"subject {k}",
+            "response": {"label": response, "urgency": k % 5},
+            "error": None,
+            "http_status": 200,
+            "attempts": 1,
+            "latency_ms": 12.5,
+            "input_tokens": 10,
+            "output_tokens": 3,
+            "trace_id": f"tr-{k}",
+            "custom_outputs": None,
+            "request_fingerprint": f"fp-{k}",
+            "answered_at": answered,
+        }
+        for k in keys
+    ]
+    return pa.Table.from_pylist(rows, schema=schema), schema
+
+
+def _merge_request(engine: DatabricksSQLEngine, table: str) -> WriteRequest:
+    staged = engine.staging_relation(table, engine.run_id)
+    merge = (
+        f"MERGE INTO {table} AS target USING {staged} AS staged "
+        "ON target.`ticket_id` = staged.`ticket_id` "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+    )
+    return WriteRequest(table, "ticket_id", "merge", staged, (merge,))
+
+
+@pytest.mark.parametrize("staging", ["json-parameter", "volume"])
+def test_write_results_merges_by_key(warehouse: Warehouse, staging: str) -> None:
+    extra = {"staging_volume": "main.default.staging"} if staging == "volume" else {}
+    warehouse.create_volume("main.default.staging")
+    engine = DatabricksSQLEngine(settings_for(warehouse, insert_rows=400, **extra))
+    table = "main.support.triage"
+    answered = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc)
+    try:
+        engine.execute("CREATE SCHEMA main.support")
+        first, schema = _answers(range(1000), "bug", answered)
+        engine.execute(create_table_sql(table, schema))  # what ensure_target does in a run
+        stats = engine.write_results(_merge_request(engine, table), first.to_batches(300), schema)
+        assert stats.rows_written == 1000
+        second, _ = _answers(range(900, 1100), "billing", answered)
+        engine.write_results(_merge_request(engine, table), second.to_batches(), schema)
+        result = engine.read_table(table)
+        assert not engine.table_exists("main.support.triage__agentbatch_staged")
+    finally:
+        engine.close()
+    rows = {r["ticket_id"]: r for r in result.to_pylist()}
+    assert len(rows) == result.num_rows == 1100
+    assert rows[5]["response"] == {"label": "bug", "urgency": 0}
+    assert rows[950]["response"] == {"label": "billing", "urgency": 0}
+    assert rows[7]["answered_at"] == answered
+    assert rows[7]["latency_ms"] == 12.5 and rows[7]["trace_id"] == "tr-7"
+    sent = warehouse.statements
+    if staging == "volume":
+        assert any(
+            s.startswith("PUT '__input_stream__' INTO '/Volumes/main/default/staging/")
+            for s in sent
+        )
+        assert any("read_files(" in s for s in sent)
+        assert not list((warehouse.volumes_dir / "main/default/staging").rglob("*.parquet"))
+    else:
+        # 1000 rows in chunks of 400: three INSERTs, each with one JSON parameter
+        inserts = [r for r in warehouse.executions if r.sql.startswith("INSERT INTO")]
+        assert len(inserts) == 3 + 1 and all(list(r.params) == ["rows"] for r in inserts)

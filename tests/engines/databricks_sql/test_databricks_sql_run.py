@@ -1,0 +1,378 @@
+"""The example jobs end to end through `agentbatch.run(..., target="databricks-sql")`, the unmodified
+connector and the loopback warehouse: push-down `ai_query` answered by the demo agent's Model
+Serving route, and the Apps agent through the REST fallback, including a kill mid-write."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import agentbatch
+from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.fake_workspace import serve_workspace
+from tests.support.warehouse.agents import slow_agent
+from tests.support.warehouse.duckdb_executor import DuckDBExecutor
+from tests.support.warehouse.server import Warehouse, serve_warehouse
+
+ROOT = Path(__file__).resolve().parents[3]
+TICKETS_CSV = ROOT / "agentbatch" / "data" / "support_tickets.csv"
+SUMMARISE = ROOT / "jobs" / "summarise_tickets.yml"
+TRIAGE = ROOT / "jobs" / "ticket_triage.yml"
+ALL_TICKETS = 300
+OPEN_TICKETS = 237
+TOKEN = "dapi-run-test-token"
+
+
+def serving_ai_query(agent_url: str) -> Any:
+    """`ai_query` inside the warehouse: a chat call to the demo agent's Model Serving route."""
+
+    client = httpx.Client(base_url=agent_url, timeout=30)  # pooled keep-alive connections
+
+    def ai_query(endpoint: str, request: Any, **named: Any) -> str:
+        body = {
+            "messages": [{"role": "user", "content": request}],
+            **named.get("modelParameters", {}),
+        }
+        reply = client.post(f"/serving-endpoints/{endpoint}/invocations", json=body)
+        reply.raise_for_status()
+        content: str = reply.json()["choices"][0]["message"]["content"]
+        return content
+
+    return ai_query
+
+
+@pytest.fixture(autouse=True)
+def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        "DATABRICKS_HOST",
+        "DATABRICKS_CLIENT_ID",
+        "DATABRICKS_CLIENT_SECRET",
+        "DATABRICKS_CONFIG_PROFILE",
+        "DATABRICKS_WAREHOUSE_ID",
+        "DATABRICKS_HTTP_PATH",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentServer]:
+    with serve_agent() as server:
+        yield server
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path, agent: AgentServer) -> Iterator[Warehouse]:
+    volumes = tmp_path / "volumes"
+    raw = volumes / "main" / "support" / "raw"
+    raw.mkdir(parents=True)
+    shutil.copy(TICKETS_CSV, raw / "support_tickets.csv")
+    with (
+        DuckDBExecutor(
+            ai_query=serving_ai_query(agent.url), volumes_dir=volumes, ai_query_concurrency=8
+        ) as executor,
+        serve_warehouse(executor, token=TOKEN, volumes_dir=volumes) as wh,
+    ):
+        load_tickets(wh)
+        yield wh
+
+
+def load_tickets(wh: Warehouse) -> None:
+    import databricks.sql
+
+    with databricks.sql.connect(**wh.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA main.support")
+        cur.execute(
+            "CREATE TABLE main.support.tickets AS SELECT * FROM "
+            "read_files('/Volumes/main/support/raw/support_tickets.csv', format => 'csv')"
+        )
+
+
+def target_settings(wh: Warehouse) -> dict[str, Any]:
+    return {"host": f"http://{wh.host}:{wh.port}", "warehouse_id": wh.warehouse_id}
+
+
+@pytest.fixture
+def run_job(warehouse: Warehouse, agent: AgentServer, tmp_path: Path) -> Iterator[Any]:
+    """`run_job(job, **options)`: agentbatch.run on the loopback warehouse. The engines of the
+    runs are closed before the warehouse stops (an open connector session retries its close
+    against a stopped server for minutes)."""
+    results: list[Any] = []
+
+    def run(job: Path, **options: Any) -> Any:
+        options.setdefault("settings", target_settings(warehouse))
+        result = agentbatch.run(
+            job,
+            target="databricks-sql",
+            project_dir=tmp_path,
+            state_dir=tmp_path / "state",
+            progress=False,
+            **options,
+        )
+        results.append(result)
+        return result
+
+    yield run
+    for result in results:
+        if result.engine is not None:
+            result.engine.close()
+
+
+def test_push_down_job_runs_ai_query_in_the_warehouse(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any
+) -> None:
+    result = run_job(SUMMARISE)
+    assert result.summary["strategy"] == "push-down"
+    assert result.summary["table_rows"] == ALL_TICKETS
+    assert result.summary["table_errors"] == 0
+    assert agent.stats().requests_total == ALL_TICKETS
+    merge = next(s for s in warehouse.statements if s.startswith("MERGE INTO"))
+    assert "ai_query('databricks-meta-llama-3-3-70b-instruct'" in merge
+    assert "modelParameters => NAMED_STRUCT('max_tokens', 128, 'temperature', 0.0)" in merge
+    rows = result.to_arrow().to_pylist()
+    assert len({r["ticket_id"] for r in rows}) == ALL_TICKETS
+    assert all(r["response"] for r in rows)
+    again = run_job(SUMMARISE)  # merge is incremental: nothing is asked twice
+    assert again.summary["table_rows"] == ALL_TICKETS
+    assert agent.stats().requests_total == ALL_TICKETS
+
+
+def test_push_down_estimate_samples_through_ai_query_and_keeps_the_answers(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    found = agentbatch.estimate(
+        SUMMARISE,
+        target="databricks-sql",
+        settings=target_settings(warehouse),
+        project_dir=tmp_path,
+        state_dir=tmp_path / "state",
+        sample=10,
+        seed=3,
+    )
+    assert (found.strategy, found.to_send, found.sampled) == ("push-down", ALL_TICKETS, 10)
+    assert (found.sample_ok, found.remaining) == (10, ALL_TICKETS - 10)
+    assert found.projected_wall_s is not None and found.projected_wall_s > 0
+    assert found.input_tokens_per_row is None  # ai_query reports no usage per row
+    assert any("no token usage" in note for note in found.notes)
+    # The sample went through the engine's ai_query: the push-down MERGE, restricted to its keys.
+    merge = next(s for s in warehouse.statements if s.startswith("MERGE INTO"))
+    assert "ai_query('databricks-meta-llama-3-3-70b-instruct'" in merge
+    assert "IN (" in merge
+    assert agent.stats().requests_total == 10
+    result = run_job(SUMMARISE)  # the rest; the sample's answers are kept, not asked again
+    assert result.summary["skipped"] == 10
+    assert result.summary["table_rows"] == ALL_TICKETS
+    assert agent.stats().requests_total == ALL_TICKETS
+
+
+def test_push_down_run_over_its_row_budget_sends_nothing(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any
+) -> None:
+    from agentbatch.errors import BudgetError
+
+    with pytest.raises(BudgetError, match="would send 300 row"):
+        run_job(SUMMARISE, settings={**target_settings(warehouse), "max_rows": 299})
+    assert agent.stats().requests_total == 0
+    assert not any(s.startswith("MERGE INTO") for s in warehouse.statements)
+
+
+@pytest.mark.parametrize("staging", ["json-parameter", "volume"])
+def test_apps_agent_job_runs_through_the_rest_fallback(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, staging: str
+) -> None:
+    endpoints = {"apps/triage-agent": agent.url}
+    extra = {"staging_volume": "/Volumes/main/support/staging"} if staging == "volume" else {}
+    warehouse.create_volume("main.support.staging")
+    result = run_job(TRIAGE, endpoints=endpoints, settings={**target_settings(warehouse), **extra})
+    assert result.summary["strategy"] == "rest-fallback"
+    assert result.summary["table_rows"] == OPEN_TICKETS
+    assert result.summary["errors"] == 0
+    rows = result.to_arrow().to_pylist()
+    assert len({r["ticket_id"] for r in rows}) == len(rows) == OPEN_TICKETS
+    right = sum(r["response"]["label"] == r["label"] for r in rows)
+    assert right / len(rows) > 0.85
+    assert all(r["http_status"] == 200 for r in rows)
+    # the answers were staged in bulk: a few statements, not one per row
+    assert len(warehouse.statements) < 20
+    puts = [s for s in warehouse.statements if s.startswith("PUT ")]
+    assert bool(puts) == (staging == "volume")
+    again = run_job(TRIAGE, endpoints=endpoints)
+    assert again.summary["table_rows"] == OPEN_TICKETS
+    assert agent.stats().requests_total == OPEN_TICKETS
+
+
+def test_oauth_m2m_through_unified_auth(
+    tmp_path: Path, agent: AgentServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    monkeypatch.setenv("DATABRICKS_CLIENT_ID", "demo-client")
+    monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", "demo-secret")
+    with (
+        serve_workspace() as workspace,
+        DuckDBExecutor() as executor,
+        serve_warehouse(
+            executor,
+            authorize=lambda header: workspace.authority.check_header(header).ok,
+            upstream=workspace.url,
+        ) as wh,
+    ):
+        engine = DatabricksSQLEngine(target_settings(wh))
+        try:
+            assert engine.fetch_one("SELECT 1 AS one") == {"one": 1}
+        finally:
+            engine.close()
+        assert workspace.stats()["token_requests"] == 1
+        assert all(a.startswith("Bearer ") and "demo-secret" not in a for a in wh.authorizations)
+
+
+def test_ctrl_c_during_a_push_down_statement_cancels_it_on_the_warehouse(
+    tmp_path: Path, run_job: Any
+) -> None:
+    volumes = tmp_path / "slow-volumes"
+    raw = volumes / "main" / "support" / "raw"
+    raw.mkdir(parents=True)
+    shutil.copy(TICKETS_CSV, raw / "support_tickets.csv")
+    main = threading.main_thread().ident
+    assert main == threading.get_ident(), "signals are delivered to the main thread"
+    with (
+        DuckDBExecutor(
+            ai_query=slow_agent, volumes_dir=volumes, ai_query_concurrency=2
+        ) as executor,
+        serve_warehouse(executor, token=TOKEN, volumes_dir=volumes) as wh,
+    ):
+        load_tickets(wh)
+
+        def press_ctrl_c() -> None:
+            wh.wait_until_running("MERGE INTO")
+            signal.pthread_kill(main, signal.SIGINT)
+
+        helper = threading.Thread(target=press_ctrl_c)
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            run_job(SUMMARISE, settings=target_settings(wh))
+        helper.join()
+        assert [s.split()[:2] for s in wh.cancelled] == [["MERGE", "INTO"]]
+        assert "ai_query(" in wh.cancelled[0]
+        assert wh.wait_until_idle(timeout_s=30)  # 300 rows x 50 ms / 2 would take 7.5 s more
+
+
+CHILD = """
+import json, sys
+import agentbatch
+from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
+config = json.loads(sys.argv[1])
+agentbatch.run(
+    config["job"], target="databricks-sql", settings=config["settings"],
+    endpoints={"apps/triage-agent": config["agent"]}, project_dir=config["project"],
+    state_dir=config["state"], progress=False,
+)
+"""
+
+
+def test_killed_during_the_write_a_rerun_leaves_each_key_once(
+    warehouse: Warehouse, agent: AgentServer, tmp_path: Path, run_job: Any
+) -> None:
+    config = {
+        "job": str(TRIAGE),
+        "settings": target_settings(warehouse),
+        "agent": agent.url,
+        "project": str(tmp_path),
+        "state": str(tmp_path / "state"),
+    }
+    gate = warehouse.hold("MERGE INTO")
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(config)],
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        warehouse.wait_until_running("MERGE INTO", timeout_s=120)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+        if child.stderr is not None:
+            child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    gate.set()  # the warehouse finishes the orphaned MERGE: the write did land, unrecorded
+    assert warehouse.wait_until_idle(timeout_s=60)
+    sent = agent.stats().requests_total
+    assert sent == OPEN_TICKETS
+
+    result = run_job(TRIAGE, endpoints={"apps/triage-agent": agent.url})
+    rows = result.engine.read_table("main.support.ticket_triage").to_pylist()
+    assert len(rows) == len({r["ticket_id"] for r in rows}) == OPEN_TICKETS
+    assert agent.stats().requests_total == sent  # the ledger had every answer: none re-sent
+
+
+def drop_table(wh: Warehouse, table: str) -> None:
+    import databricks.sql
+
+    with databricks.sql.connect(**wh.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE {table}")
+
+
+def with_mode(job: Path, mode: str, folder: Path) -> Path:
+    copy = folder / "jobs" / f"{job.stem}_{mode}.yml"
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_text(job.read_text().replace("mode: merge", f"mode: {mode}"))
+    return copy
+
+
+def test_a_history_of_rest_fallback_runs_keeps_every_key_once(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    """Drop the table, change the mode, refresh: the target always ends with every key once, and
+    answers paid for are written again from the checkpoint instead of calling the agent."""
+    endpoints = {"apps/triage-agent": agent.url}
+
+    def keys(result: Any) -> list[int]:
+        rows = result.to_arrow(whole_table=True)["ticket_id"].to_pylist()
+        assert len(rows) == len(set(rows)) == OPEN_TICKETS
+        return rows
+
+    keys(run_job(TRIAGE, endpoints=endpoints))
+    drop_table(warehouse, "main.support.ticket_triage")
+    again = run_job(TRIAGE, endpoints=endpoints)
+    keys(again)
+    assert (again.summary["sent"], again.summary["reused"]) == (0, OPEN_TICKETS)
+    overwrite = with_mode(TRIAGE, "overwrite", tmp_path)
+    keys(run_job(overwrite, endpoints=endpoints))
+    assert agent.stats().requests_total == OPEN_TICKETS
+    keys(run_job(overwrite, endpoints=endpoints, full_refresh=True))
+    assert agent.stats().requests_total == 2 * OPEN_TICKETS
+
+
+def test_a_history_of_push_down_runs_keeps_every_key_once(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    def keys(result: Any) -> None:
+        rows = result.to_arrow(whole_table=True)["ticket_id"].to_pylist()
+        assert len(rows) == len(set(rows)) == ALL_TICKETS
+
+    keys(run_job(SUMMARISE))
+    drop_table(warehouse, "main.support.ticket_summaries")
+    keys(run_job(SUMMARISE))  # push-down keeps no checkpoint: the dropped answers are paid again
+    assert agent.stats().requests_total == 2 * ALL_TICKETS
+    overwrite = with_mode(SUMMARISE, "overwrite", tmp_path)
+    keys(run_job(overwrite))  # the rows the table holds are kept, not paid again
+    assert agent.stats().requests_total == 2 * ALL_TICKETS
+    append = with_mode(SUMMARISE, "append", tmp_path)
+    keys(run_job(append))
+    assert agent.stats().requests_total == 2 * ALL_TICKETS
+    keys(run_job(overwrite, full_refresh=True))
+    assert agent.stats().requests_total == 3 * ALL_TICKETS

@@ -1,0 +1,137 @@
+"""Pure parts of the databricks-sql engine: addresses, types, staging payloads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
+from agentbatch.engines.databricks_sql.connect import warehouse_address, workspace_host
+from agentbatch.engines.databricks_sql.staging import (
+    JsonParameterLoader,
+    chunks,
+    databricks_type,
+    volume_path,
+)
+from agentbatch.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABRICKS_HTTP_PATH", "DATABRICKS_WAREHOUSE_ID", "DATABRICKS_HOST"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("settings", "sdk_host", "uri"),
+    [
+        ({"warehouse_id": "abc123"}, "https://adb-1.azuredatabricks.net", "https://adb-1.azuredatabricks.net:443/sql/1.0/warehouses/abc123"),
+        ({"http_path": "sql/1.0/warehouses/x"}, "dbc-1.cloud.databricks.com", "https://dbc-1.cloud.databricks.com:443/sql/1.0/warehouses/x"),
+        ({"warehouse_id": "w", "scheme": "http", "port": 8080}, "https://127.0.0.1", "http://127.0.0.1:8080/sql/1.0/warehouses/w"),
+        ({"warehouse_id": "w"}, "http://127.0.0.1:5123", "http://127.0.0.1:5123/sql/1.0/warehouses/w"),
+    ],
+)  # fmt: skip
+def test_warehouse_address(settings: dict[str, Any], sdk_host: str, uri: str) -> None:
+    assert warehouse_address(settings, sdk_host).uri == uri
+
+
+def test_warehouse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABRICKS_WAREHOUSE_ID", "envwh")
+    assert warehouse_address({}, "https://h").http_path == "/sql/1.0/warehouses/envwh"
+    monkeypatch.setenv("DATABRICKS_HTTP_PATH", "/sql/1.0/warehouses/frompath")
+    assert warehouse_address({}, "https://h").http_path == "/sql/1.0/warehouses/frompath"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "no SQL warehouse"),
+        ({"warehouse_id": "../etc"}, "not a SQL warehouse id"),
+        ({"warehouse_id": "w", "scheme": "ftp"}, "scheme"),
+        ({"warehouse_id": "w", "port": "eighty"}, "port"),
+    ],
+)
+def test_bad_settings_are_config_errors(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        warehouse_address(settings, "https://h")
+
+
+def test_workspace_host_for_the_sdk() -> None:
+    assert workspace_host({}) is None
+    assert workspace_host({"host": "adb-1.net"}) == "https://adb-1.net"
+    assert (
+        workspace_host({"host": "127.0.0.1", "scheme": "http", "port": 81}) == "http://127.0.0.1:81"
+    )
+    assert workspace_host({"host": "https://adb-1.net/"}) == "https://adb-1.net"
+
+
+def test_staging_relation_sits_beside_the_target() -> None:
+    assert (
+        DatabricksSQLEngine.staging_relation("main.support.triage", "r1")
+        == "`main`.`support`.`triage__agentbatch_staged`"
+    )
+    assert DatabricksSQLEngine.staging_relation("t", "r1") == "`t__agentbatch_staged`"
+
+
+@pytest.mark.parametrize(
+    ("arrow", "ddl"),
+    [
+        (pa.int32(), "INT"),
+        (pa.int64(), "BIGINT"),
+        (pa.float64(), "DOUBLE"),
+        (pa.large_string(), "STRING"),
+        (pa.timestamp("us", tz="UTC"), "TIMESTAMP"),
+        (pa.timestamp("us"), "TIMESTAMP_NTZ"),
+        (pa.decimal128(10, 2), "DECIMAL(10,2)"),
+        (pa.list_(pa.string()), "ARRAY<STRING>"),
+        (pa.map_(pa.string(), pa.int64()), "MAP<STRING, BIGINT>"),
+        (pa.struct([("label", pa.string()), ("urgency", pa.int32())]), "STRUCT<`label`: STRING, `urgency`: INT>"),
+        (pa.null(), "STRING"),
+    ],
+)  # fmt: skip
+def test_databricks_types(arrow: pa.DataType, ddl: str) -> None:
+    assert databricks_type(arrow) == ddl
+
+
+@pytest.mark.parametrize(
+    ("setting", "path"),
+    [
+        ("main.default.staging", "/Volumes/main/default/staging"),
+        ("/Volumes/main/default/staging/", "/Volumes/main/default/staging"),
+        ("/Volumes/c/s/v/sub.dir", "/Volumes/c/s/v/sub.dir"),
+    ],
+)
+def test_volume_paths(setting: str, path: str) -> None:
+    assert volume_path(setting) == path
+
+
+@pytest.mark.parametrize(
+    "bad", ["main.default", "/tmp/x", "/Volumes/a/b/c/it's", "/Volumes/a/../c/d"]
+)
+def test_bad_volume_paths(bad: str) -> None:
+    with pytest.raises(ConfigError, match="staging_volume"):
+        volume_path(bad)
+
+
+def test_chunks_regroup_batches() -> None:
+    table = pa.table({"x": list(range(10))})
+    sizes = [c.num_rows for c in chunks(table.to_batches(max_chunksize=3), 4)]
+    assert sizes == [4, 4, 2]
+
+
+def test_json_payloads_respect_rows_and_bytes() -> None:
+    sent: list[tuple[str, Any]] = []
+    loader = JsonParameterLoader(
+        run=lambda sql, p: sent.append((sql, p)), max_rows=50, max_bytes=2_000
+    )
+    table = pa.table({"id": list(range(120)), "text": ["x" * 40] * 120})
+    assert loader.load("`t`", table.to_batches(), table.schema) == 120
+    payloads = [json.loads(p["rows"]) for _, p in sent]
+    assert sum(len(p) for p in payloads) == 120
+    assert all(len(p) <= 50 for p in payloads)
+    assert all(len(params["rows"]) <= 2_000 for _, params in sent)
+    assert [r["id"] for p in payloads for r in p] == list(range(120))
+    assert "explode(from_json(:rows, 'ARRAY<STRUCT<`id`: BIGINT, `text`: STRING>>'))" in sent[0][0]

@@ -1,0 +1,59 @@
+"""The executors' checkpoint: whole files only, retried tasks skip finished rows, one row per key."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from pyspark.sql import SparkSession
+
+from agentbatch.engines.spark.distributed import _CheckpointWriter, one_per_key
+from agentbatch.errors import AgentError
+from agentbatch.testing.agent_server import serve_agent
+
+
+def answers(keys: list[int], fingerprint: str = "fp") -> pa.Table:
+    return pa.table({"k": keys, "request_fingerprint": [fingerprint] * len(keys)})
+
+
+def test_a_retried_task_skips_rows_its_earlier_attempt_finished(tmp_path: Path) -> None:
+    first = _CheckpointWriter(tmp_path, "run1", partition=4, attempt=0)
+    first.write(answers([1, 2]))
+    _CheckpointWriter(tmp_path, "run1", partition=5, attempt=0).write(answers([3]))  # another task
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "part-run1-p00004-a0-000000.parquet",
+        "part-run1-p00005-a0-000000.parquet",
+    ]
+    retry = _CheckpointWriter(tmp_path, "run1", partition=4, attempt=1)
+    skip = retry.earlier_attempts("k")
+    batch = pa.record_batch({"k": [1, 2, 3, 4], "request_fingerprint": ["fp", "other", "fp", "fp"]})
+    assert skip(batch).column("k").to_pylist() == [2, 3, 4]  # key 2 was asked with another prompt
+    assert _CheckpointWriter(tmp_path, "run1", 4, attempt=0).earlier_attempts("k")(batch) is batch
+
+
+def test_one_row_per_key_prefers_an_answer_then_the_newest(spark: SparkSession) -> None:
+    t0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    later = t0 + datetime.timedelta(minutes=1)
+    rows = [
+        (1, "old answer", None, t0),
+        (1, None, "HTTP 500", later),  # a later failure does not replace an answer
+        (2, None, "HTTP 500", t0),
+        (2, "retried ok", None, later),
+        (3, "a", None, t0),
+        (3, "b", None, later),
+    ]
+    df = spark.createDataFrame(rows, "k int, response string, error string, answered_at timestamp")
+    got = {r["k"]: r["response"] for r in one_per_key(df, "k").collect()}
+    assert got == {1: "old answer", 2: "retried ok", 3: "b"}
+
+
+def test_an_unusable_endpoint_inside_ai_query_is_an_agent_error(make_engine: Any) -> None:
+    with serve_agent() as agent:
+        engine = make_engine(
+            {"ai_query_endpoints": {"ep": f"{agent.url}/serving-endpoints/x/nope"}}
+        )
+        with pytest.raises(AgentError, match="HTTP 404"):
+            engine.fetch_one("SELECT ai_query('ep', 'hi', failOnError => false) AS a")

@@ -1,0 +1,58 @@
+"""File tables: the atomic link swap and recovery after a crash between its steps."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from agentbatch.engines.spark.files import FileTable
+
+
+def version(
+    folder: Path, name: str, number: int, rows: list[int], *, complete: bool = True
+) -> Path:
+    path = folder / f".{name}.v{number:06d}"
+    path.mkdir(parents=True)
+    pq.write_table(pa.table({"id": rows}), path / "part-0.parquet")
+    if complete:
+        (path / "_SUCCESS").touch()
+    return path
+
+
+def test_missing_link_is_restored_to_the_newest_complete_version(tmp_path: Path) -> None:
+    version(tmp_path, "t", 0, [1])
+    newest_complete = version(tmp_path, "t", 1, [1, 2])
+    version(tmp_path, "t", 2, [9], complete=False)  # a write killed before Spark committed it
+    table = FileTable(tmp_path / "t")
+    assert table.exists()
+    assert (tmp_path / "t").is_symlink()
+    assert table.location() == newest_complete
+
+
+def test_dangling_link_is_replaced(tmp_path: Path) -> None:
+    kept = version(tmp_path, "t", 3, [1])
+    os.symlink(".t.v000009", tmp_path / "t")
+    assert FileTable(tmp_path / "t").location() == kept
+
+
+def test_no_versions_no_table(tmp_path: Path) -> None:
+    table = FileTable(tmp_path / "nothing")
+    assert not table.exists() and table.location() is None
+
+
+def test_a_plain_parquet_folder_is_adopted_on_first_write(make_engine: Any, tmp_path: Path) -> None:
+    out = tmp_path / "plain"
+    out.mkdir()
+    pq.write_table(pa.table({"id": pa.array([1, 2], pa.int32())}), out / "part-0.parquet")
+    engine = make_engine(tables={"main.s.plain": out}, output_tables=["main.s.plain"])
+    assert engine.read_table("main.s.plain").num_rows == 2  # read in place before any write
+    engine.execute("INSERT INTO main.s.plain SELECT 3 AS id")
+    assert out.is_symlink()
+    assert sorted(pq.read_table(out).column("id").to_pylist()) == [1, 2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".plain")) == [
+        ".plain.v000001"
+    ]

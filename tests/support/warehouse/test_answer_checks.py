@@ -1,0 +1,240 @@
+"""One reply, one outcome: the push-down SQL and the REST fallback read every answer alike.
+
+The example job `triage_foundation_model` (a STRUCT response_format on a foundation model) is
+planned for the databricks-sql target and its push-down statement run unchanged on the loopback
+warehouse, on DuckDB and on Spark (ANSI mode), while the test agent answers each row with one of
+the replies below. Each stored row must equal what the REST fallback makes of the same reply: the
+same typed value, or the same error message (push-down adds the `[permanent] ` kind prefix, which
+the REST path adds centrally when it writes the row).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import databricks.sql
+import pytest
+import sqlglot
+from sqlglot import exp
+
+import agentbatch
+from agentbatch.agent.replies import AgentReply
+from agentbatch.agent.response_format import parse_response_format
+from agentbatch.agent.responses import apply_response_format
+from agentbatch.results import PERMANENT_ERROR
+
+from .duckdb_executor import DuckDBExecutor
+from .server import Warehouse, serve_warehouse
+from .spark_executor import SparkExecutor
+
+ROOT = Path(__file__).resolve().parents[3]
+JOB = ROOT / "jobs" / "triage_foundation_model.yml"
+FORMAT = "STRUCT<label: STRING, urgency: INT>"
+
+REPLIES: dict[str, str | None] = {
+    "ok": '{"label": "billing", "urgency": 3}',
+    "extra field": '{"label": "bug", "urgency": 1, "why": "crash"}',
+    "fenced": '```json\n{"label": "bug", "urgency": 2}\n```',
+    "numbers as text": '{"label": 7, "urgency": "4"}',
+    "integral float": '{"label": "x", "urgency": 5.0}',
+    "absent field": '{"label": "account"}',
+    "json null field": '{"label": "account", "urgency": null}',
+    "truncated": '{"label": "billing", "urg',
+    "empty": "",
+    "prose": "The ticket is about billing.",
+    "array": '[{"label": "bug"}]',
+    "string": '"billing"',
+    "null": "null",
+    "wrong shape": '{"answer": "billing, urgent"}',
+    "empty object": "{}",
+    "wrong type": '{"label": "bug", "urgency": "high"}',
+    "fraction": '{"label": "bug", "urgency": 2.5}',
+    "overflow": '{"label": "bug", "urgency": 99999999999}',
+    "boolean": '{"label": "bug", "urgency": true}',
+    "object for string": '{"label": {"name": "bug"}, "urgency": 1}',
+    "long": '{"label": "' + "é" * 300 + '"',
+}
+
+
+# A JSON-schema format (the other form): numbers, booleans, a required field.
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "issue": {"type": "string"},
+        "amount": {"type": "number"},
+        "seats": {"type": "integer"},
+        "refund": {"type": "boolean"},
+    },
+    "required": ["issue"],
+}
+SCHEMA_REPLIES: dict[str, str] = {
+    "schema ok": '{"issue": "double charge", "amount": 12.5, "seats": 3, "refund": true}',
+    "schema number as text": '{"issue": "x", "amount": "12.5", "seats": "2", "refund": "false"}',
+    "schema integral float": '{"issue": "x", "seats": 2.0}',
+    "schema array for string": '{"issue": ["a", "b"]}',
+    "schema required absent": '{"amount": 3}',
+    "schema bad number": '{"issue": "x", "amount": "twelve"}',
+    "schema yes for boolean": '{"issue": "x", "refund": "yes"}',
+    "schema number for boolean": '{"issue": "x", "refund": 1}',
+    "schema exponent": '{"issue": "x", "amount": 1.5e3}',
+    "schema negative": '{"issue": "x", "amount": -0.25, "seats": -4}',
+}
+
+
+def rest_outcome(reply: str, fmt: str | dict[str, Any] = FORMAT) -> tuple[Any, str | None]:
+    """(response, error) as the REST fallback stores them for `reply`."""
+    outcome = apply_response_format(AgentReply(text=reply), parse_response_format(fmt))
+    if isinstance(outcome, AgentReply):
+        return outcome.value, None
+    return None, PERMANENT_ERROR + outcome.message
+
+
+def replying_agent(endpoint: str, request: Any, **named: Any) -> str | None:
+    """Answers the prompt `Classify ... Ticket: <case>` with that case's reply."""
+    case = str(request).split("Ticket: ", 1)[1].split("\n", 1)[0]
+    return REPLIES[case] if case in REPLIES else SCHEMA_REPLIES[case]
+
+
+@pytest.fixture(scope="module")
+def spark_warehouse(spark_session: Any) -> Iterator[Warehouse]:
+    executor = SparkExecutor(spark_session, ai_query=replying_agent)
+    with serve_warehouse(executor) as wh:
+        yield wh
+
+
+@pytest.fixture(params=["duckdb", pytest.param("spark", marks=[pytest.mark.spark])])
+def answering_warehouse(
+    request: pytest.FixtureRequest, make_warehouse: Callable[..., Warehouse]
+) -> Warehouse:
+    if request.param == "spark":
+        wh: Warehouse = request.getfixturevalue("spark_warehouse")
+        return wh
+    return make_warehouse(ai_query=replying_agent)
+
+
+def run_push_down(
+    warehouse: Warehouse, tmp_path: Path, cases: list[str], response_format: Any = None
+) -> list[dict[str, Any]]:
+    """The example job's push-down statements on `warehouse` over one ticket per case."""
+    on_spark = isinstance(warehouse.service._executor, SparkExecutor)
+    text = JOB.read_text()
+    if on_spark:
+        # The Spark executor keeps tables as Parquet, which has no MERGE: mode overwrite instead.
+        text = text.replace("mode: merge", "mode: overwrite")
+    if response_format is not None:
+        text = text.replace(json.dumps(FORMAT), json.dumps(response_format))
+    job = tmp_path / JOB.name
+    job.write_text(text)
+    plan = agentbatch.plan(job, target="databricks-sql")
+    assert plan.strategy == "push-down"
+    statements = [s.sql for s in plan.statements]
+    rows = ", ".join(
+        f"({number}, {json.dumps(case)}, '')" for number, case in enumerate(cases, start=1)
+    )
+    with (
+        databricks.sql.connect(**warehouse.connect_kwargs()) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("CREATE SCHEMA IF NOT EXISTS main.support")
+        cur.execute("DROP TABLE IF EXISTS main.support.tickets")
+        cur.execute("DROP TABLE IF EXISTS main.support.ticket_labels")
+        cur.execute(
+            "CREATE TABLE main.support.tickets AS SELECT * FROM VALUES "
+            f"{rows} AS t(ticket_id, subject, body)".replace('"', "'")
+        )
+        for statement in statements:
+            cur.execute(statement)
+        cur.execute(
+            "SELECT subject, response, error FROM main.support.ticket_labels ORDER BY ticket_id"
+        )
+        stored: list[dict[str, Any]] = cur.fetchall_arrow().to_pylist()
+    assert [r["subject"] for r in stored] == cases
+    return stored
+
+
+def test_push_down_and_rest_store_the_same_outcome_for_each_reply(
+    answering_warehouse: Warehouse, tmp_path: Path
+) -> None:
+    stored = run_push_down(answering_warehouse, tmp_path, list(REPLIES))
+    for row in stored:
+        reply = REPLIES[row["subject"]]
+        assert reply is not None
+        assert (row["response"], row["error"]) == rest_outcome(reply), row["subject"]
+    errors = {r["subject"] for r in stored if r["error"] is not None}
+    assert errors == {
+        "truncated",
+        "empty",
+        "prose",
+        "array",
+        "string",
+        "null",
+        "wrong shape",
+        "empty object",
+        "wrong type",
+        "fraction",
+        "overflow",
+        "boolean",
+        "long",
+    }
+    by_case = {r["subject"]: r for r in stored}
+    assert by_case["wrong shape"]["error"] == (
+        "[permanent] response_format: answer has none of the declared fields (label, urgency): "
+        '{"answer": "billing, urgent"}'
+    )
+    assert by_case["truncated"]["error"] == (
+        '[permanent] response_format: answer is not valid JSON: {"label": "billing", "urg'
+    )
+    assert by_case["absent field"]["response"] == {"label": "account", "urgency": None}
+
+
+def test_a_json_schema_format_reads_alike_on_both_paths(
+    answering_warehouse: Warehouse, tmp_path: Path
+) -> None:
+    stored = run_push_down(answering_warehouse, tmp_path, list(SCHEMA_REPLIES), SCHEMA)
+    for row in stored:
+        expected = rest_outcome(SCHEMA_REPLIES[row["subject"]], SCHEMA)
+        assert (row["response"], row["error"]) == expected, row["subject"]
+    errors = {r["subject"] for r in stored if r["error"] is not None}
+    assert errors == {
+        "schema required absent",
+        "schema bad number",
+        "schema yes for boolean",
+        "schema number for boolean",
+    }
+
+
+@pytest.mark.parametrize("error_message", [None, ""])
+def test_an_empty_error_message_is_no_error(tmp_path: Path, error_message: str | None) -> None:
+    """Documented: errorMessage is NULL on success; one public report shows ''. Both are no
+    error, so a platform change cannot turn every answered row into an error."""
+    job = tmp_path / JOB.name
+    job.write_text(JOB.read_text().replace("mode: merge", "mode: overwrite"))
+    # Create the target, then the overwrite (which keeps the rows the target already holds).
+    *setup, statement = [s.sql for s in agentbatch.plan(job, target="databricks-sql").statements]
+    tree = sqlglot.parse_one(statement, read="databricks")
+    [call] = [f for f in tree.find_all(exp.Anonymous) if f.name.lower() == "ai_query"]
+    answer = exp.Literal.string(REPLIES["ok"]).sql("databricks")
+    failure = (
+        exp.Literal.string(error_message).sql("databricks") if error_message is not None else "NULL"
+    )
+    call.replace(
+        sqlglot.parse_one(
+            f"named_struct('result', {answer}, 'errorMessage', CAST({failure} AS STRING))",
+            read="databricks",
+        )
+    )
+    with DuckDBExecutor() as executor:
+        executor("CREATE SCHEMA main.support", {})
+        executor(
+            "CREATE TABLE main.support.tickets AS SELECT 1 AS ticket_id, 'ok' AS subject, '' AS body",
+            {},
+        )
+        for sql in setup:
+            executor(sql, {})
+        executor(tree.sql("databricks"), {})
+        stored = executor("SELECT response, error FROM main.support.ticket_labels", {})
+    assert stored is not None
+    assert stored.to_pylist() == [{"response": {"label": "billing", "urgency": 3}, "error": None}]
