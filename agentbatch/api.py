@@ -14,20 +14,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.planning.explain import render_sql
-from agentbatch.planning.builder import Plan, RunOptions
-from agentbatch.execution.runner import RunResult, project_dir_of, resolve_job
+from agentbatch.execution.result import RunResult
 from agentbatch.execution.runner import plan as _plan
+from agentbatch.execution.runner import project_dir_of, resolve_job
 from agentbatch.execution.runner import run as _run
+from agentbatch.planning.builder import Plan, RunOptions
+from agentbatch.planning.explain import render_sql
+from agentbatch.planning.targets import Target, resolve_target
 from agentbatch.spec.loader import load_job as _load_job
 from agentbatch.spec.models import Job
-from agentbatch.planning.targets import Target, resolve_target
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from agentbatch.execution.estimation import Estimate
     from agentbatch.evaluation import compare, evaluate
+    from agentbatch.execution.estimation import Estimate
 
 __all__ = [
     "Job",

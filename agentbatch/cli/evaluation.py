@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from agentbatch.errors import JobFailedError, UsageError
 
 if TYPE_CHECKING:
-    from agentbatch.evaluation.run import CompareResult, EvalResult
+    from agentbatch.evaluation.results import CompareResult, EvalResult
 
 EVAL_EXAMPLES = """examples:
   agentbatch eval jobs/eval_triage.yml --report out/eval_triage

@@ -15,8 +15,8 @@ from typing import Any
 
 _EXPORTS = {
     "Evaluation": "agentbatch.spec.evaluation",
-    "EvalResult": "agentbatch.evaluation.run",
-    "CompareResult": "agentbatch.evaluation.run",
+    "EvalResult": "agentbatch.evaluation.results",
+    "CompareResult": "agentbatch.evaluation.results",
     "evaluate": "agentbatch.evaluation.run",
     "compare": "agentbatch.evaluation.run",
     "score_table": "agentbatch.evaluation.scoring",

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agentbatch.spec import evaluation as spec
 from agentbatch.evaluation.scorers import JudgeReply
 from agentbatch.evaluation.tables import derived_table
+from agentbatch.spec import evaluation as spec
 from agentbatch.spec.models import Job
 from agentbatch.sql import quoting
 from agentbatch.sql.quoting import Sql

@@ -11,7 +11,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,14 +19,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from agentbatch.errors import EngineError, UsageError
 from agentbatch.evaluation.checks import check_evaluation
-from agentbatch.evaluation.comparison import Comparison, compare_scores
+from agentbatch.evaluation.comparison import compare_scores
 from agentbatch.evaluation.judge import judge_job, judge_table_name, run_judge
 from agentbatch.evaluation.metrics import MetricOptions, compute_metrics
+from agentbatch.evaluation.results import CompareResult, EvalResult
 from agentbatch.evaluation.scorers import JudgeReply
-from agentbatch.evaluation.scoring import Scored, latest_answers, score_table
-from agentbatch.spec.evaluation import Evaluation, LlmJudge
+from agentbatch.evaluation.scoring import latest_answers, score_table
 from agentbatch.evaluation.tables import derived_table, write_table
 from agentbatch.execution.runner import open_engine
+from agentbatch.spec.evaluation import Evaluation, LlmJudge
 from agentbatch.spec.models import Agent, Job, Output
 from agentbatch.sql import quoting
 
@@ -38,49 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _VARIANT = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
-
-
-@dataclass
-class EvalResult:
-    """One scored variant: its scores and metrics (Arrow), and where they were written."""
-
-    job: Job
-    variant: str
-    endpoint: str
-    scored: Scored
-    metrics: pa.Table
-    answers_table: str
-    scores_table: str
-    metrics_table: str
-    judge_tables: dict[str, str] = field(default_factory=dict)
-    run_summary: dict[str, Any] | None = None
-    target: str = "local"
-    evaluated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    report_files: list[Path] = field(default_factory=list)
-    mlflow_run_id: str | None = None
-
-    @property
-    def scores(self) -> pa.Table:
-        return self.scored.table
-
-    def metric(self, scorer: str, group: str | None = None) -> dict[str, Any]:
-        """The metrics row of one scorer, overall or for one group value."""
-        for row in self.metrics.to_pylist():
-            if row["scorer"] == scorer and row["group_value"] == group:
-                return dict(row)
-        raise KeyError(
-            f"no metric for scorer {scorer!r}" + (f" and group {group!r}" if group else "")
-        )
-
-
-@dataclass
-class CompareResult:
-    a: EvalResult
-    b: EvalResult
-    comparison: Comparison
-    comparison_table: str
-    report_files: list[Path] = field(default_factory=list)
-    mlflow_run_id: str | None = None
 
 
 @dataclass(frozen=True)

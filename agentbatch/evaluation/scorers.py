@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentbatch.spec import evaluation as spec
-from agentbatch.spec import json_schema
 from agentbatch.evaluation.custom import ScorerFunction, load_function
 from agentbatch.evaluation.text import (
     FieldMissing,
@@ -25,6 +23,8 @@ from agentbatch.evaluation.text import (
     parse_json,
 )
 from agentbatch.evaluation.verdict import VerdictError, parse_pass_fail, parse_scale
+from agentbatch.spec import evaluation as spec
+from agentbatch.spec import json_schema
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.evaluation.scorers import JudgeReply, JudgeScorer, RowScorer, Score, build_scorer
-from agentbatch.spec.evaluation import Evaluation
 from agentbatch.evaluation.text import preview
+from agentbatch.spec.evaluation import Evaluation
 
 if TYPE_CHECKING:
     import pyarrow as pa

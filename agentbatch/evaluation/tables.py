@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from agentbatch.engines.registry import engine_class
 from agentbatch.engines.base import WriteRequest
+from agentbatch.engines.registry import engine_class
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:

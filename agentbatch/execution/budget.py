@@ -111,9 +111,9 @@ def project_prices(root: Path) -> dict[str, Price]:
     """`prices:` of the project's `agentbatch.yml`: endpoint -> price per million tokens."""
     from pydantic import ValidationError
 
+    from agentbatch.planning.targets import PROJECT_FILE
     from agentbatch.spec.models import Price
     from agentbatch.spec.yaml_source import load_yaml
-    from agentbatch.planning.targets import PROJECT_FILE
 
     path = root / PROJECT_FILE
     if not path.exists():

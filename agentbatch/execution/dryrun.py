@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.planning.builder import PushDown, build_plan, call_spec
-from agentbatch.results import REQUEST_COLUMN
 from agentbatch.planning.render import Renderer, RenderOptions, job_context
+from agentbatch.results import REQUEST_COLUMN
 
 if TYPE_CHECKING:
     from agentbatch.engines.base import Engine
+    from agentbatch.execution.result import RunResult
     from agentbatch.planning.builder import Plan
-    from agentbatch.execution.runner import RunResult
 
 # Requests built for the report to show; `--show N` prints the first N.
 SAMPLE_ROWS = 100
@@ -25,7 +25,7 @@ SAMPLE_ROWS = 100
 def dry_run(plan: Plan, engine: Engine, root: Path) -> RunResult:
     from agentbatch.agent.bodies import BodyBuilder
     from agentbatch.agent.response_format import parse_response_format
-    from agentbatch.execution.runner import RunResult
+    from agentbatch.execution.result import RunResult
 
     sample_plan = plan
     if not engine.table_exists(plan.job.output.table):

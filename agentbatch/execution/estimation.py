@@ -32,8 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.execution.budget import PerRow, cost_of, price_of, save_per_row
 from agentbatch.errors import NotSupportedError, UsageError
+from agentbatch.execution.budget import PerRow, cost_of, price_of, save_per_row
 from agentbatch.planning.builder import Plan, PushDown, RestFallback, RunOptions
 from agentbatch.sql import quoting
 
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 
     from agentbatch.agent.ledger import Ledger
     from agentbatch.engines.base import Engine
-    from agentbatch.spec.models import Job, Price
     from agentbatch.planning.targets import Target
+    from agentbatch.spec.models import Job, Price
 
 log = logging.getLogger(__name__)
 

@@ -10,25 +10,24 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import AgentbatchError, JobFailedError, UsageError
+from agentbatch.execution.result import RunResult
 from agentbatch.planning.builder import Plan, PushDown, RestFallback, RunOptions, build_plan
+from agentbatch.planning.targets import Target, resolve_target
 from agentbatch.spec.loader import load_job
 from agentbatch.spec.models import Job
-from agentbatch.planning.targets import Target, resolve_target
 
 if TYPE_CHECKING:
-    import pandas as pd
     import pyarrow as pa
 
     from agentbatch.agent.ledger import Ledger
-    from agentbatch.execution.budget import Budget
     from agentbatch.engines.base import Engine
+    from agentbatch.execution.budget import Budget
 
 # Turns the rows to send into the rows sent (an estimate's sample); it may read the ledger.
 RowSelector = Callable[[Iterable["pa.RecordBatch"], "Ledger"], Iterable["pa.RecordBatch"]]
@@ -37,50 +36,6 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = Path(".agentbatch") / "state"
 WAREHOUSE_DIR = Path(".agentbatch") / "warehouse"
-
-
-@dataclass
-class RunResult:
-    """What a run did. `summary` is a plain dict; `to_pandas()` reads the rows this run wrote,
-    `to_pandas(whole_table=True)` the whole output table (earlier runs' rows too).
-
-    It keeps the engine open for `to_pandas()`: close it (or use `with`) when done."""
-
-    plan: Plan
-    summary: dict[str, Any]
-    engine: Engine | None = field(default=None, repr=False)
-    dry_run_requests: list[dict[str, Any]] = field(default_factory=list)
-
-    def close(self) -> None:
-        """Close the engine's connection (a warehouse session, a Spark session it started)."""
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
-
-    def __enter__(self) -> RunResult:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def to_pandas(self, *, whole_table: bool = False) -> pd.DataFrame:
-        """The rows this run wrote; with `whole_table=True`, every row of the output table."""
-        return self.to_arrow(whole_table=whole_table).to_pandas()
-
-    def to_arrow(self, *, whole_table: bool = False) -> pa.Table:
-        """As `to_pandas`, as an Arrow table."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        if self.engine is None:
-            return pa.table({})
-        table = self.engine.read_table(self.plan.job.output.table)
-        if whole_table or "answered_at" not in table.column_names or not len(table):
-            return table
-        started = pa.scalar(
-            self.plan.options.started_at, type=table.schema.field("answered_at").type
-        )
-        return table.filter(pc.greater_equal(table["answered_at"], started))
 
 
 def resolve_job(
@@ -335,8 +290,8 @@ def _run_fallback(
 def budget_for(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Budget:
     """The run's guard: limits of the job and target, the endpoint's price, and the per-row
     figures of the last estimate of this very call (same fingerprint), if any."""
-    from agentbatch.execution.budget import Budget, limits_of, load_per_row, price_of
     from agentbatch.errors import ConfigError
+    from agentbatch.execution.budget import Budget, limits_of, load_per_row, price_of
 
     limits = limits_of(the_plan.job, the_plan.target.settings)
     price = price_of(the_plan.job, root)

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentbatch.execution.runner import RunResult
+    from agentbatch.execution.result import RunResult
 
 
 def output_locations(result: RunResult) -> list[dict[str, str]]:

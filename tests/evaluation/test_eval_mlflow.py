@@ -9,7 +9,7 @@ from tests.evaluation.test_eval_aggregates import compare_scores, eval_result, s
 
 from agentbatch.errors import ConfigError
 from agentbatch.evaluation.report.mlflow_log import log_to_mlflow
-from agentbatch.evaluation.run import CompareResult
+from agentbatch.evaluation.results import CompareResult
 
 pytest.importorskip("mlflow")
 

@@ -14,7 +14,7 @@ from agentbatch.evaluation.scoring import ScorerInfo
 from agentbatch.evaluation.text import preview
 
 if TYPE_CHECKING:
-    from agentbatch.evaluation.run import CompareResult, EvalResult
+    from agentbatch.evaluation.results import CompareResult, EvalResult
 
 FAILED_ROWS_SHOWN = 10
 ERRORS_SHOWN = 5

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.evaluation.report.content import Report, compare_report, eval_report
 from agentbatch.evaluation.report.html import to_html
 from agentbatch.evaluation.report.markdown import to_markdown
-from agentbatch.evaluation.report.content import Report, compare_report, eval_report
 
 if TYPE_CHECKING:
-    from agentbatch.evaluation.run import CompareResult, EvalResult
+    from agentbatch.evaluation.results import CompareResult, EvalResult
 
 
 def write_eval_report(result: EvalResult, folder: Path) -> list[Path]:

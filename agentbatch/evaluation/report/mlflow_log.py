@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from agentbatch.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
-    from agentbatch.evaluation.run import CompareResult, EvalResult
+    from agentbatch.evaluation.results import CompareResult, EvalResult
 
 log = logging.getLogger(__name__)
 _METRIC_NAME = re.compile(r"[^A-Za-z0-9_\-./ ]")
@@ -86,7 +86,7 @@ def _mlflow(*, required: bool) -> Any:
 
 
 def _content(result: EvalResult | CompareResult) -> tuple[dict[str, str], dict[str, float], str]:
-    from agentbatch.evaluation.run import CompareResult
+    from agentbatch.evaluation.results import CompareResult
 
     if isinstance(result, CompareResult):
         params = {
@@ -135,7 +135,7 @@ def _overall(result: EvalResult, prefix: str) -> dict[str, float]:
 
 def _log_fresh_report(mlflow: Any, result: EvalResult | CompareResult) -> None:
     from agentbatch.evaluation.report.files import write_compare_report, write_eval_report
-    from agentbatch.evaluation.run import CompareResult
+    from agentbatch.evaluation.results import CompareResult
 
     with tempfile.TemporaryDirectory(prefix="agentbatch-report-") as folder:
         if isinstance(result, CompareResult):

@@ -1,0 +1,59 @@
+"""The results of `evaluate` and `compare`, in a leaf module: the report writers read them
+without importing the evaluation facade."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from agentbatch.evaluation.comparison import Comparison
+    from agentbatch.evaluation.scoring import Scored
+    from agentbatch.spec.models import Job
+
+
+@dataclass
+class EvalResult:
+    """One scored variant: its scores and metrics (Arrow), and where they were written."""
+
+    job: Job
+    variant: str
+    endpoint: str
+    scored: Scored
+    metrics: pa.Table
+    answers_table: str
+    scores_table: str
+    metrics_table: str
+    judge_tables: dict[str, str] = field(default_factory=dict)
+    run_summary: dict[str, Any] | None = None
+    target: str = "local"
+    evaluated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    report_files: list[Path] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+
+    @property
+    def scores(self) -> pa.Table:
+        return self.scored.table
+
+    def metric(self, scorer: str, group: str | None = None) -> dict[str, Any]:
+        """The metrics row of one scorer, overall or for one group value."""
+        for row in self.metrics.to_pylist():
+            if row["scorer"] == scorer and row["group_value"] == group:
+                return dict(row)
+        raise KeyError(
+            f"no metric for scorer {scorer!r}" + (f" and group {group!r}" if group else "")
+        )
+
+
+@dataclass
+class CompareResult:
+    a: EvalResult
+    b: EvalResult
+    comparison: Comparison
+    comparison_table: str
+    report_files: list[Path] = field(default_factory=list)
+    mlflow_run_id: str | None = None

@@ -1,0 +1,58 @@
+"""`RunResult`: what a run did, in a leaf module so the runner and its readers share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentbatch.planning.builder import Plan
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from agentbatch.engines.base import Engine
+
+
+@dataclass
+class RunResult:
+    """What a run did. `summary` is a plain dict; `to_pandas()` reads the rows this run wrote,
+    `to_pandas(whole_table=True)` the whole output table (earlier runs' rows too).
+
+    It keeps the engine open for `to_pandas()`: close it (or use `with`) when done."""
+
+    plan: Plan
+    summary: dict[str, Any]
+    engine: Engine | None = field(default=None, repr=False)
+    dry_run_requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the engine's connection (a warehouse session, a Spark session it started)."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def __enter__(self) -> RunResult:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def to_pandas(self, *, whole_table: bool = False) -> pd.DataFrame:
+        """The rows this run wrote; with `whole_table=True`, every row of the output table."""
+        return self.to_arrow(whole_table=whole_table).to_pandas()
+
+    def to_arrow(self, *, whole_table: bool = False) -> pa.Table:
+        """As `to_pandas`, as an Arrow table."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.engine is None:
+            return pa.table({})
+        table = self.engine.read_table(self.plan.job.output.table)
+        if whole_table or "answered_at" not in table.column_names or not len(table):
+            return table
+        started = pa.scalar(
+            self.plan.options.started_at, type=table.schema.field("answered_at").type
+        )
+        return table.filter(pc.greater_equal(table["answered_at"], started))
