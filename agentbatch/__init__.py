@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.version import __version__
+from agentbatch.version import __version__ as __version__
+
 __all__ = [
     "Job",
     "Plan",

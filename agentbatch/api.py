@@ -14,15 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.execution import runner
 from agentbatch.execution.result import RunResult
-from agentbatch.execution.runner import plan as _plan
-from agentbatch.execution.runner import project_dir_of, resolve_job
-from agentbatch.execution.runner import run as _run
-from agentbatch.planning.builder import Plan, RunOptions
+from agentbatch.planning.definition import Plan, RunOptions
 from agentbatch.planning.explain import render_sql
-from agentbatch.planning.targets import Target, resolve_target
+from agentbatch.planning.targets import Target
 from agentbatch.spec.loader import load_job as _load_job
 from agentbatch.spec.models import Job
+from agentbatch.spec.project import project_dir_of, template_dirs
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -79,103 +78,67 @@ def load_job(
 ) -> Job:
     """Load and validate a job file (SpecError names file:line on any problem)."""
     root = project_dir_of(path, project_dir)
-    return _load_job(path, vars, template_dirs=[root / "sqltemplates"])
+    return _load_job(path, vars, template_dirs=template_dirs(root))
 
 
 def plan(
     job: Job | str | Path,
     target: str | Target = "local",
     *,
-    vars: Mapping[str, Any] | None = None,
     options: RunOptions | None = None,
-    project_dir: str | Path | None = None,
+    **run_options: Any,
 ) -> Plan:
-    """The steps a run would take on `target`, with their SQL. Nothing runs."""
-    return _plan(job, target, vars=vars, options=options, project_dir=project_dir)
+    """The steps a run would take on `target`, with their SQL. Nothing runs.
+
+    `run_options` are the fields of `RunOptions` (`vars`, `project_dir`, `endpoints`, ...)."""
+    return runner.plan(job, target, RunOptions.of(options, **run_options))
 
 
-def render(
-    job: Job | str | Path,
-    target: str | Target = "local",
-    *,
-    vars: Mapping[str, Any] | None = None,
-    project_dir: str | Path | None = None,
-) -> str:
+def render(job: Job | str | Path, target: str | Target = "local", **run_options: Any) -> str:
     """The job's SQL statements for `target` (Databricks SQL, each ending in `;`)."""
-    return render_sql(plan(job, target, vars=vars, project_dir=project_dir))
+    return render_sql(plan(job, target, **run_options))
 
 
 def run(
     job: Job | str | Path,
     target: str | Target = "local",
     *,
-    vars: Mapping[str, Any] | None = None,
-    tables: Mapping[str, Any] | None = None,
-    endpoints: Mapping[str, str] | None = None,
-    project_dir: str | Path | None = None,
-    settings: Mapping[str, Any] | None = None,
-    **options: Any,
+    options: RunOptions | None = None,
+    **run_options: Any,
 ) -> RunResult:
-    """Run one job on a target (see `agentbatch.execution.runner.run` for every option).
+    """Run one job on a target. `run_options` are the fields of `RunOptions`: `vars`, `tables`,
+    `endpoints`, `settings`, `project_dir`, `state_dir`, `limit`, `retry_errors`,
+    `full_refresh`, `dry_run`, `progress`.
 
     Before anything is sent: every `tables` / `endpoints` mapping must name a table or endpoint of
     the job, and on the local target the source must exist and every SQL value of the spec must
     bind against its columns (errors name the spec key and list the columns)."""
-    from agentbatch.errors import UsageError
-    from agentbatch.execution.preflight import check_local_source, check_mappings
-
-    limit = options.get("limit")
-    if limit is not None and limit <= 0:
-        raise UsageError("limit must be a positive number of rows")
-    root = project_dir_of(job, project_dir)
-    the_job = resolve_job(job, vars, [root / "sqltemplates"])
-    check_mappings(the_job, tables or {}, endpoints or {})
-    chosen = target if isinstance(target, Target) else resolve_target(target, root)
-    if settings:
-        chosen = chosen.with_settings(**settings)
-    origin = str(job) if isinstance(job, (str, Path)) else ""
-    check_local_source(plan(the_job, chosen, project_dir=root), tables or {}, root, origin=origin)
-    return _run(
-        the_job,
-        chosen,
-        tables=tables,
-        endpoints=endpoints,
-        project_dir=root,
-        **options,
-    )
+    return runner.run_plan(checked_plan(job, target, RunOptions.of(options, **run_options)))
 
 
 def estimate(
     job: Job | str | Path,
     target: str | Target = "local",
     *,
-    vars: Mapping[str, Any] | None = None,
-    tables: Mapping[str, Any] | None = None,
-    endpoints: Mapping[str, str] | None = None,
-    project_dir: str | Path | None = None,
-    settings: Mapping[str, Any] | None = None,
-    **options: Any,
+    sample: int | None = None,
+    seed: int | None = None,
+    options: RunOptions | None = None,
+    **run_options: Any,
 ) -> Estimate:
     """What the next run would send, and what it would cost: counts the rows, sends a random
     sample of them for real (`sample`, default 20; its answers are kept, as a run's) and projects
-    tokens, wall time and cost (see `agentbatch.execution.estimation`). Takes `run`'s options too."""
-    from agentbatch.errors import UsageError
+    tokens, wall time and cost (see `agentbatch.execution.estimation`). Takes `run`'s options."""
+    from agentbatch.execution.estimation import DEFAULT_SAMPLE
     from agentbatch.execution.estimation import estimate as _estimate
-    from agentbatch.execution.preflight import check_local_source, check_mappings
 
-    limit = options.get("limit")
-    if limit is not None and limit <= 0:
-        raise UsageError("limit must be a positive number of rows")
-    root = project_dir_of(job, project_dir)
-    the_job = resolve_job(job, vars, [root / "sqltemplates"])
-    check_mappings(the_job, tables or {}, endpoints or {})
-    chosen = target if isinstance(target, Target) else resolve_target(target, root)
-    if settings:
-        chosen = chosen.with_settings(**settings)
-    if options.get("state_dir") is not None:
-        chosen = chosen.with_settings(state_dir=str(options["state_dir"]))
-    origin = str(job) if isinstance(job, (str, Path)) else ""
-    check_local_source(plan(the_job, chosen, project_dir=root), tables or {}, root, origin=origin)
-    return _estimate(
-        the_job, chosen, tables=tables, endpoints=endpoints, project_dir=root, **options
-    )
+    the_plan = checked_plan(job, target, RunOptions.of(options, **run_options))
+    return _estimate(the_plan, sample=DEFAULT_SAMPLE if sample is None else sample, seed=seed)
+
+
+def checked_plan(job: Job | str | Path, target: str | Target, options: RunOptions) -> Plan:
+    """The plan of one execution, after the checks made before anything is sent."""
+    from agentbatch.execution.preflight import check_plan
+
+    the_plan = runner.plan(job, target, options.started())
+    check_plan(the_plan, origin=str(job) if isinstance(job, (str, Path)) else "")
+    return the_plan

@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
+    from agentbatch.api import run
     from agentbatch.execution.summary import print_run
-    from agentbatch.execution.runner import run
     from agentbatch.testing.agent_server import serve_agent
     from agentbatch.testing.faults import FaultConfig
 

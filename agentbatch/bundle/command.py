@@ -164,8 +164,9 @@ def bundle_command(project_dir: Path | None, *, check: bool) -> int:
 
 def _plan(path: Path, vars: Mapping[str, Any], project_dir: Path) -> Any:
     from agentbatch.execution.runner import plan
+    from agentbatch.planning.definition import RunOptions
 
-    return plan(path, PLAN_TARGET, vars=vars, project_dir=project_dir)
+    return plan(path, PLAN_TARGET, RunOptions(vars=vars, project_dir=project_dir))
 
 
 def _compiled_sql(
@@ -254,11 +255,11 @@ def parameterize(sql: str, placeholders: Mapping[str, str]) -> str:
 def _compile(path: Path, vars: Mapping[str, Any], project_dir: Path) -> str:
     """Exactly what `agentbatch compile --target databricks-sql` writes for this job."""
     from agentbatch.bundle.compile import compile_jobs
+    from agentbatch.planning.definition import RunOptions
 
+    options = RunOptions(vars=vars, project_dir=project_dir)
     with tempfile.TemporaryDirectory(prefix="agentbatch-bundle-") as out:
-        [written] = compile_jobs(
-            [path], Path(out), target=PLAN_TARGET, vars=vars, project_dir=project_dir
-        )
+        [written] = compile_jobs([path], Path(out), target=PLAN_TARGET, options=options)
         return written.read_text(encoding="utf-8")
 
 

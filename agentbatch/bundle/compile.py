@@ -3,13 +3,13 @@ Python (like `dbt compile`). REST-fallback jobs need Python and are refused with
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from agentbatch.errors import NotSupportedError
-from agentbatch.planning.explain import render_sql
 from agentbatch.execution.runner import plan
+from agentbatch.planning.definition import RunOptions
+from agentbatch.planning.explain import render_sql
 
 
 def compile_jobs(
@@ -17,12 +17,11 @@ def compile_jobs(
     out: Path,
     *,
     target: str = "databricks-sql",
-    vars: Mapping[str, Any] | None = None,
-    project_dir: str | Path | None = None,
+    options: RunOptions | None = None,
 ) -> list[Path]:
     written: list[Path] = []
     for path in paths:
-        the_plan = plan(path, target, vars=vars, project_dir=project_dir)
+        the_plan = plan(path, target, options)
         if the_plan.strategy != "push-down":
             raise NotSupportedError(
                 f"{path}: cannot compile to SQL alone: {the_plan.reason}; run it with `agentbatch run`"

@@ -38,15 +38,15 @@ def split_settings(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     from agentbatch.cli.main import main as cli_main
-    from agentbatch.planning.targets import override_settings
+    from agentbatch.planning.targets import refuse_secret_settings
 
     args = sys.argv[1:] if argv is None else argv
     try:
         settings, rest = split_settings(args)
-        override_settings(settings)
+        refuse_secret_settings(settings)
     except UsageError as e:
         sys.stderr.write(f"agentbatch-job: {e}\n")
         raise SystemExit(2) from None
-    code = cli_main(rest)
+    code = cli_main(rest, settings=settings)
     if code:
         raise SystemExit(code)

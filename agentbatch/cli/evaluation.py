@@ -11,11 +11,18 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.cli.options import (
+    add_job_options,
+    add_run_options,
+    add_state_dir,
+    run_options,
+)
 from agentbatch.errors import JobFailedError, UsageError
+from agentbatch.planning.definition import RunOptions
 
 if TYPE_CHECKING:
     from agentbatch.evaluation.results import CompareResult, EvalResult
@@ -46,10 +53,8 @@ variant's scores and metrics tables and <output>_comparison (wins, ties, deltas 
 
 _REQUIREMENT = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(>=|<=|>|<)\s*([-+]?\d+(?:\.\d+)?)\s*$")
 
-AddOptions = Callable[..., None]
 
-
-def add_commands(commands: Any, add_job_options: AddOptions, add_run_options: AddOptions) -> None:
+def add_commands(commands: Any) -> None:
     """Register `eval` and `compare` on the main parser's subcommands."""
 
     def command(name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
@@ -114,40 +119,27 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
         "--no-mlflow", dest="mlflow", action="store_false", help="never log to MLflow"
     )
     sub.add_argument("--experiment", metavar="NAME", help="MLflow experiment")
-    sub.add_argument("--state-dir", type=Path, help="checkpoint folder (default .agentbatch/state)")
+    add_state_dir(sub)
     sub.add_argument("--json", action="store_true", help="print the overall metrics as JSON")
     sub.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
-    from agentbatch.cli.main import _pairs, budget_settings
-
+def run_command(args: argparse.Namespace) -> int:
+    options = run_options(args)
     common: dict[str, Any] = dict(
-        target=args.target,
-        vars=variables,
-        tables=_pairs(args.table, "--table"),
-        endpoints=_pairs(args.endpoint, "--endpoint"),
-        limit=args.limit,
-        retry_errors=args.retry_errors,
-        full_refresh=args.full_refresh,
         skip_run=args.skip_run,
-        state_dir=args.state_dir,
-        project_dir=args.project_dir,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        settings=budget_settings(args),
         report_dir=args.report,
         mlflow=args.mlflow,
         experiment=args.experiment,
+        options=options,
     )
-    _check_mappings(
-        [args.job] if args.command == "eval" else args.jobs, common, variables, args.project_dir
-    )
+    _check_mappings([args.job] if args.command == "eval" else args.jobs, options)
     if args.command == "eval":
         requirements = [_requirement(text) for text in args.require]
-        _check_scorer_names(args.job, requirements, variables, args.project_dir)
+        _check_scorer_names(args.job, requirements, options)
         from agentbatch.evaluation.run import evaluate
 
-        result = evaluate(args.job, **common)
+        result = evaluate(args.job, args.target, **common)
         _print_eval(result, as_json=args.json)
         _check_requirements(result, requirements)
         return 0
@@ -160,8 +152,9 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
     outcome = compare(
         args.jobs[0],
         args.jobs[1] if len(args.jobs) == 2 else None,
-        endpoint_a=_variant_endpoint(args.endpoint_a, "--endpoint-a", args, variables),
-        endpoint_b=_variant_endpoint(args.endpoint_b, "--endpoint-b", args, variables),
+        args.target,
+        endpoint_a=_variant_endpoint(args.endpoint_a, "--endpoint-a", args.jobs[0], options),
+        endpoint_b=_variant_endpoint(args.endpoint_b, "--endpoint-b", args.jobs[0], options),
         variant_a=args.variant_a,
         variant_b=args.variant_b,
         top=args.top,
@@ -172,7 +165,7 @@ def run_command(args: argparse.Namespace, variables: dict[str, Any]) -> int:
 
 
 def _variant_endpoint(
-    value: str | None, flag: str, args: argparse.Namespace, variables: dict[str, Any]
+    value: str | None, flag: str, job_path: str, options: RunOptions
 ) -> str | None:
     """An endpoint or URL; `NAME=URL` (the `--endpoint` form) names the job's endpoint it replaces."""
     if value is None or "=" not in value:
@@ -180,7 +173,7 @@ def _variant_endpoint(
     name, _, url = value.partition("=")
     from agentbatch import api
 
-    job = api.load_job(args.jobs[0], variables, project_dir=args.project_dir)
+    job = api.load_job(job_path, options.vars, project_dir=options.project_dir)
     if name.strip() != job.agent.endpoint:
         raise UsageError(
             f"{flag} {value}: the job's endpoint is {job.agent.endpoint!r}, not {name!r}; "
@@ -189,14 +182,12 @@ def _variant_endpoint(
     return url.strip()
 
 
-def _check_mappings(
-    paths: Sequence[str], common: dict[str, Any], variables: dict[str, Any], project_dir: Any
-) -> None:
+def _check_mappings(paths: Sequence[str], options: RunOptions) -> None:
     """`--table` / `--endpoint` must name a table or endpoint of the job(s) or their judges."""
     from agentbatch import api
     from agentbatch.execution.preflight import check_mappings
 
-    jobs = [api.load_job(path, variables, project_dir=project_dir) for path in paths[:2]]
+    jobs = [api.load_job(path, options.vars, project_dir=options.project_dir) for path in paths[:2]]
     judges = [
         str(endpoint)
         for job in jobs
@@ -206,8 +197,8 @@ def _check_mappings(
     ]
     check_mappings(
         jobs,
-        common["tables"],
-        common["endpoints"],
+        options.tables,
+        options.endpoints,
         extra_endpoints=judges,
         derived_outputs=True,
     )
@@ -216,15 +207,14 @@ def _check_mappings(
 def _check_scorer_names(
     job_path: str,
     requirements: Sequence[tuple[str, str, float]],
-    variables: dict[str, Any],
-    project_dir: Any,
+    options: RunOptions,
 ) -> None:
     """A --require naming no scorer fails before the run, not after it."""
     if not requirements:
         return
     from agentbatch import api
 
-    job = api.load_job(job_path, variables, project_dir=project_dir)
+    job = api.load_job(job_path, options.vars, project_dir=options.project_dir)
     names = [entry.name for entry in job.evaluation.scorers] if job.evaluation else []
     for scorer, _, _ in requirements:
         if scorer not in names:

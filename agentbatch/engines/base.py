@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from agentbatch.agent.calls import CallSpec
+
 WriteMode = Literal["overwrite", "append", "merge"]
 
 
@@ -38,12 +40,30 @@ class WriteStats:
     rows_written: int
 
 
+@dataclass(frozen=True)
+class DistributedCalls:
+    """The REST fallback handed whole to an engine that calls the agent from its own workers:
+    create the target if missing (`ensure_sql`), answer the rows `inputs_sql` selects, write them
+    with `write`, or run `keep_only_sql` when there are none (mode overwrite)."""
+
+    ensure_sql: str | None
+    inputs_sql: str
+    call: CallSpec
+    write: WriteRequest
+    keep_only_sql: str | None
+    endpoint_overrides: Mapping[str, str]
+    retry_errors: bool
+    reuse: bool
+
+
 class Engine(Protocol):
     name: ClassVar[str]
     # sqlglot dialect the engine executes.
     dialect: ClassVar[str]
     # True when `ai_query` runs inside the engine (natively or as a registered function).
     native_ai_query: ClassVar[bool]
+    # True when the engine can answer the REST fallback on its own workers (`DistributedEngine`).
+    distributed_calls: ClassVar[bool]
 
     @classmethod
     def staging_relation(cls, table: str, run_id: str) -> str:
@@ -67,3 +87,14 @@ class Engine(Protocol):
     def read_table(self, table: str, limit: int | None = None) -> pa.Table: ...
 
     def close(self) -> None: ...
+
+
+class DistributedEngine(Engine, Protocol):
+    """An engine with `distributed_calls`: whether its workers can reach agents is known only once
+    it is connected (Spark on serverless cannot), hence `calls_on_workers`."""
+
+    calls_on_workers: bool
+
+    def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:
+        """Answer, write and clean up; the run's figures (as the bulk runner reports them)."""
+        ...

@@ -65,6 +65,7 @@ class LocalEngine:
     name: ClassVar[str] = "local"
     dialect: ClassVar[str] = "duckdb"
     native_ai_query: ClassVar[bool] = False
+    distributed_calls: ClassVar[bool] = False
 
     @classmethod
     def staging_relation(cls, table: str, run_id: str) -> str:

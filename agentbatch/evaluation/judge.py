@@ -13,9 +13,7 @@ Placeholders: `{response}` (a structured answer as JSON), `{response.<field>}`, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentbatch.evaluation.scorers import JudgeReply
 from agentbatch.evaluation.tables import derived_table
@@ -23,6 +21,9 @@ from agentbatch.spec import evaluation as spec
 from agentbatch.spec.models import Job
 from agentbatch.sql import quoting
 from agentbatch.sql.quoting import Sql
+
+if TYPE_CHECKING:
+    from agentbatch.planning.definition import RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -149,27 +150,13 @@ def _judged_rows_query(job: Job, answers_table: str, fields: list[str]) -> str:
 def run_judge(
     job: Job,
     target: Any,
-    *,
-    tables: Mapping[str, Any],
-    endpoints: Mapping[str, str],
-    retry_errors: bool,
-    state_dir: str | Path | None,
-    project_dir: Path,
-    progress: bool,
+    options: RunOptions,
 ) -> dict[Any, JudgeReply]:
     """Run a judge job and read its replies by key (the engine is closed before returning)."""
     from agentbatch.execution import runner
+
     log.info("judging with %s: %s", job.agent.endpoint, job.output.table)
-    result = runner.run(
-        job,
-        target,
-        tables=tables,
-        endpoints=endpoints,
-        retry_errors=retry_errors,
-        state_dir=state_dir,
-        project_dir=project_dir,
-        progress=progress,
-    )
+    result = runner.run(job, target, options)
     engine = result.engine
     if engine is None:  # pragma: no cover - only dry runs have no engine
         return {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -27,6 +26,8 @@ from agentbatch.evaluation.scorers import JudgeReply
 from agentbatch.evaluation.scoring import latest_answers, score_table
 from agentbatch.evaluation.tables import derived_table, write_table
 from agentbatch.execution.runner import open_engine
+from agentbatch.planning.definition import RunOptions
+from agentbatch.planning.targets import Target
 from agentbatch.spec.evaluation import Evaluation, LlmJudge
 from agentbatch.spec.models import Agent, Job, Output
 from agentbatch.sql import quoting
@@ -43,16 +44,9 @@ _VARIANT = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 
 @dataclass(frozen=True)
 class _Context:
-    target: str | Target
-    root: Path
-    tables: Mapping[str, Any]
-    endpoints: Mapping[str, str]
-    limit: int | None
-    retry_errors: bool
-    full_refresh: bool
+    target: Target
+    options: RunOptions  # the caller's, with the project folder resolved
     skip_run: bool
-    state_dir: str | Path | None
-    progress: bool
     # Tables some step of this evaluation writes: a `--table` mapping for one of them is an
     # output of that step only, never an input another step must find on disk.
     written: frozenset[tuple[str, ...]] = frozenset()
@@ -62,7 +56,7 @@ class _Context:
         kept = {_canonical(name) for name in keep}
         return {
             name: source
-            for name, source in self.tables.items()
+            for name, source in self.options.tables.items()
             if _canonical(name) not in self.written or _canonical(name) in kept
         }
 
@@ -108,40 +102,20 @@ def evaluate(
     job_or_path: Job | str | Path,
     target: str | Target = "local",
     *,
-    vars: Mapping[str, Any] | None = None,
-    tables: Mapping[str, Any] | None = None,
-    endpoints: Mapping[str, str] | None = None,
-    limit: int | None = None,
-    retry_errors: bool = False,
-    full_refresh: bool = False,
     skip_run: bool = False,
-    state_dir: str | Path | None = None,
-    project_dir: str | Path | None = None,
-    settings: Mapping[str, Any] | None = None,
-    progress: bool = True,
     report_dir: str | Path | None = None,
     mlflow: bool | None = None,
     experiment: str | None = None,
+    options: RunOptions | None = None,
+    **run_options: Any,
 ) -> EvalResult:
     """Run an evaluation job and score it. `skip_run` scores the answers already in its output.
 
+    `run_options` are the fields of `RunOptions` (`vars`, `tables`, `endpoints`, `limit`, ...).
     `mlflow`: None logs when mlflow is installed and a tracking URI is set; True requires it.
     """
-    context, job = _prepare(
-        job_or_path,
-        vars,
-        project_dir,
-        target,
-        tables,
-        endpoints,
-        limit,
-        retry_errors,
-        full_refresh,
-        skip_run,
-        state_dir,
-        settings,
-        progress,
-    )
+    run = RunOptions.of(options, **run_options)
+    context, job = _prepare(job_or_path, target, run, skip_run)
     check_evaluation(job, _file_of(job_or_path))
     written = {_canonical(name) for name in _tables_of(job, "").names()}
     result = _evaluate_variant(job, "", replace(context, written=frozenset(written)))
@@ -162,21 +136,13 @@ def compare(
     endpoint_b: str | None = None,
     variant_a: str = "a",
     variant_b: str = "b",
-    vars: Mapping[str, Any] | None = None,
-    tables: Mapping[str, Any] | None = None,
-    endpoints: Mapping[str, str] | None = None,
-    limit: int | None = None,
-    retry_errors: bool = False,
-    full_refresh: bool = False,
     skip_run: bool = False,
-    state_dir: str | Path | None = None,
-    project_dir: str | Path | None = None,
-    settings: Mapping[str, Any] | None = None,
-    progress: bool = True,
     top: int = 10,
     report_dir: str | Path | None = None,
     mlflow: bool | None = None,
     experiment: str | None = None,
+    options: RunOptions | None = None,
+    **run_options: Any,
 ) -> CompareResult:
     """Score two variants on the same rows and compare them (B against A).
 
@@ -192,25 +158,14 @@ def compare(
         raise UsageError("the two variants need different names")
     if job_b is None and endpoint_b is None:
         raise UsageError("compare needs a second job or --endpoint-b")
-    common = (
-        vars,
-        project_dir,
-        target,
-        tables,
-        endpoints,
-        limit,
-        retry_errors,
-        full_refresh,
-        skip_run,
-        state_dir,
-        settings,
-        progress,
-    )
-    context, first = _prepare(job_a, *common)
+    run = RunOptions.of(options, **run_options)
+    context, first = _prepare(job_a, target, run, skip_run)
     evaluation = check_evaluation(first, _file_of(job_a))
     second = first
     if job_b is not None:
-        second = _prepare(job_b, *common)[1].model_copy(update={"evaluation": evaluation})
+        second = _prepare(job_b, target, run, skip_run)[1].model_copy(
+            update={"evaluation": evaluation}
+        )
         if second.source.key.lower() != first.source.key.lower():
             raise UsageError(
                 f"the jobs have different keys ({first.source.key}, {second.source.key})"
@@ -227,13 +182,12 @@ def compare(
     context = replace(context, written=frozenset(written))
     result_a = _evaluate_variant(variants[0], variant_a, context)
     result_b = _evaluate_variant(variants[1], variant_b, context)
-    options = _metric_options(evaluation)
     comparison = compare_scores(
         result_a.scored,
         result_b.scored,
         variant_a=variant_a,
         variant_b=variant_b,
-        options=options,
+        options=_metric_options(evaluation),
         top=top,
     )
     _write_tables(variants[0], context, {comparison_table: (comparison.summary, "scorer")})
@@ -247,44 +201,15 @@ def compare(
 
 
 def _prepare(
-    job_or_path: Job | str | Path,
-    vars: Mapping[str, Any] | None,
-    project_dir: str | Path | None,
-    target: str | Target,
-    tables: Mapping[str, Any] | None,
-    endpoints: Mapping[str, str] | None,
-    limit: int | None,
-    retry_errors: bool,
-    full_refresh: bool,
-    skip_run: bool,
-    state_dir: str | Path | None,
-    settings: Mapping[str, Any] | None,
-    progress: bool,
+    job_or_path: Job | str | Path, target: str | Target, options: RunOptions, skip_run: bool
 ) -> tuple[_Context, Job]:
-    from agentbatch.execution.runner import project_dir_of, resolve_job
-    from agentbatch.planning.targets import Target, resolve_target
+    from agentbatch.execution.runner import target_of
+    from agentbatch.spec.project import project_dir_of, resolve_job
 
-    if limit is not None and limit <= 0:
-        raise UsageError("limit must be a positive number of rows")
-    root = project_dir_of(job_or_path, project_dir)
-    job = resolve_job(job_or_path, vars, [root / "sqltemplates"])
-    # Settings are folded into the target once, so every step's engine sees the same ones.
-    chosen = target if isinstance(target, Target) else resolve_target(target, root)
-    if settings:
-        chosen = chosen.with_settings(**settings)
-    context = _Context(
-        chosen,
-        root,
-        dict(tables or {}),
-        dict(endpoints or {}),
-        limit,
-        retry_errors,
-        full_refresh,
-        skip_run,
-        state_dir,
-        progress,
-    )
-    return context, job
+    root = project_dir_of(job_or_path, options.project_dir)
+    options = replace(options, project_dir=root)
+    job = resolve_job(job_or_path, options.vars, root)
+    return _Context(target_of(target, options, root), options, skip_run), job
 
 
 def _file_of(job_or_path: Job | str | Path) -> str | Path | None:
@@ -321,7 +246,7 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
     answers = latest_answers(answers, job.source.key)
     replies = {name: _judge(job, name, table, context) for name, table in tables.judges.items()}
     scored = score_table(answers, job, judge_replies=replies)
-    endpoint = _display_endpoint(job.agent.endpoint, context.endpoints)
+    endpoint = _display_endpoint(job.agent.endpoint, context.options.endpoints)
     when = datetime.now(timezone.utc)
     metrics = compute_metrics(
         scored,
@@ -361,17 +286,12 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
 def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | None]:
     """Run the job (unless skipped) and read its whole output table."""
     from agentbatch.execution import runner
-    from agentbatch.planning.builder import RunOptions
 
     answers_table = job.output.table
+    options = replace(context.options, tables=context.mapped(answers_table))
     if context.skip_run:
-        the_plan = runner.plan(
-            job,
-            context.target,
-            options=RunOptions(endpoint_overrides=context.endpoints),
-            project_dir=context.root,
-        )
-        engine = open_engine(the_plan, context.mapped(answers_table), context.root, [])
+        the_plan = runner.plan(job, context.target, options)
+        engine = open_engine(the_plan, options.tables, [])
         try:
             if not engine.table_exists(answers_table):
                 raise UsageError(
@@ -380,18 +300,7 @@ def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | No
             return engine.read_table(answers_table), None
         finally:
             engine.close()
-    run = runner.run(
-        job,
-        context.target,
-        tables=context.mapped(answers_table),
-        endpoints=context.endpoints,
-        limit=context.limit,
-        retry_errors=context.retry_errors,
-        full_refresh=context.full_refresh,
-        state_dir=context.state_dir,
-        project_dir=context.root,
-        progress=context.progress,
-    )
+    run = runner.run(job, context.target, options)
     if run.engine is None:  # pragma: no cover - only dry runs have no engine
         raise EngineError("the run returned no engine to read the answers from")
     try:
@@ -413,28 +322,23 @@ def _judge(job: Job, name: str, table: str, context: _Context) -> dict[Any, Judg
         judge_table=table,
         expected=evaluation.expected,
     )
-    return run_judge(
-        judging,
-        context.target,
+    # A judge answers every scored row: the run's --limit and --full-refresh are the job's.
+    judge_options = replace(
+        context.options,
         tables=context.mapped(job.output.table, table),
-        endpoints=context.endpoints,
-        retry_errors=context.retry_errors,
-        state_dir=context.state_dir,
-        project_dir=context.root,
-        progress=context.progress,
+        limit=None,
+        full_refresh=False,
     )
+    return run_judge(judging, context.target, judge_options)
 
 
 def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Table, str]]) -> None:
     from agentbatch.execution import runner
-    from agentbatch.planning.builder import RunOptions
 
     # A run id of its own: engines that stage in real tables name them after it.
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_eval_" + uuid.uuid4().hex[:8]
-    the_plan = runner.plan(
-        job, context.target, options=RunOptions(run_id=run_id), project_dir=context.root
-    )
-    engine = open_engine(the_plan, context.mapped(*tables), context.root, list(tables))
+    options = replace(context.options, tables=context.mapped(*tables)).started()
+    the_plan = runner.plan(job, context.target, options)
+    engine = open_engine(the_plan, options.tables, list(tables))
     try:
         for name, (data, key) in tables.items():
             write_table(engine, the_plan, name, data, key)

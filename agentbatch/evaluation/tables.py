@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from agentbatch.engines.base import Engine
-    from agentbatch.planning.builder import Plan
+    from agentbatch.planning.definition import Plan
 
 _PLAIN = re.compile(r"^[A-Za-z_]\w*$")
 

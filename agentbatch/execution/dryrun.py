@@ -9,29 +9,33 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.planning.builder import PushDown, build_plan, call_spec
+from agentbatch.planning.builder import build_plan, call_spec
+from agentbatch.planning.definition import PushDown
 from agentbatch.planning.render import Renderer, RenderOptions, job_context
 from agentbatch.results import REQUEST_COLUMN
 
 if TYPE_CHECKING:
     from agentbatch.engines.base import Engine
     from agentbatch.execution.result import RunResult
-    from agentbatch.planning.builder import Plan
+    from agentbatch.planning.definition import Plan
 
 # Requests built for the report to show; `--show N` prints the first N.
 SAMPLE_ROWS = 100
 
 
-def dry_run(plan: Plan, engine: Engine, root: Path) -> RunResult:
+def dry_run(plan: Plan, engine: Engine) -> RunResult:
     from agentbatch.agent.bodies import BodyBuilder
     from agentbatch.agent.response_format import parse_response_format
     from agentbatch.execution.result import RunResult
+    from agentbatch.spec.project import template_dirs
 
     sample_plan = plan
     if not engine.table_exists(plan.job.output.table):
         # Nothing answered yet: select as a first run would, without creating the target.
         options = dataclasses.replace(plan.options, full_refresh=True)
-        sample_plan = build_plan(plan.job, plan.target, options, [root / "sqltemplates"])
+        sample_plan = build_plan(
+            plan.job, plan.target, options, template_dirs(Path(plan.options.project_dir or "."))
+        )
     limit = plan.options.limit or SAMPLE_ROWS
     fmt = plan.job.agent.response_format
     builder = BodyBuilder(

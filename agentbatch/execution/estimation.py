@@ -26,15 +26,14 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.errors import NotSupportedError, UsageError
 from agentbatch.execution.budget import PerRow, cost_of, price_of, save_per_row
-from agentbatch.planning.builder import Plan, PushDown, RestFallback, RunOptions
+from agentbatch.planning.definition import Plan, PushDown, RestFallback
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
@@ -42,8 +41,7 @@ if TYPE_CHECKING:
 
     from agentbatch.agent.ledger import Ledger
     from agentbatch.engines.base import Engine
-    from agentbatch.planning.targets import Target
-    from agentbatch.spec.models import Job, Price
+    from agentbatch.spec.models import Price
 
 log = logging.getLogger(__name__)
 
@@ -229,51 +227,27 @@ class Sampler:
 # --- the command -------------------------------------------------------------------------------
 
 
-def estimate(
-    job: Job,
-    target: Target,
-    *,
-    tables: Mapping[str, Any] | None = None,
-    endpoints: Mapping[str, str] | None = None,
-    limit: int | None = None,
-    retry_errors: bool = False,
-    full_refresh: bool = False,
-    state_dir: str | Path | None = None,
-    project_dir: Path,
-    sample: int = DEFAULT_SAMPLE,
-    seed: int | None = None,
-    progress: bool = False,
-) -> Estimate:
+def estimate(the_plan: Plan, *, sample: int = DEFAULT_SAMPLE, seed: int | None = None) -> Estimate:
     """Count, sample for real (answers kept), project. See the module docstring."""
     from agentbatch.execution import runner
+
     if sample < 0:
         raise UsageError("--sample must be 0 or more rows")
-    options = RunOptions(
-        retry_errors=retry_errors,
-        full_refresh=full_refresh,
-        limit=limit,
-        endpoint_overrides=dict(endpoints or {}),
-        run_id=_run_id(),
-    )
-    the_plan = runner.plan(job, target, options=options, project_dir=project_dir)
     rng = random.Random(seed)
-    price = price_of(job, project_dir)
-    engine = runner.open_engine(the_plan, tables or {}, project_dir, [job.output.table])
+    root = runner.root_of(the_plan)
+    price = price_of(the_plan.job, root)
+    engine = runner.open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
     try:
         if isinstance(the_plan.steps, RestFallback):
-            found = _sample_fallback(
-                the_plan, the_plan.steps, engine, state_dir, project_dir, sample, rng, progress
-            )
+            found = _sample_fallback(the_plan, the_plan.steps, engine, sample, rng)
         else:
-            found = _sample_push_down(
-                the_plan, the_plan.steps, engine, tables or {}, project_dir, sample, rng
-            )
+            found = _sample_push_down(the_plan, the_plan.steps, engine, sample, rng)
     finally:
         engine.close()
     _project(found, the_plan, price)
     if found.input_tokens_per_row is not None and found.output_tokens_per_row is not None:
         save_per_row(
-            runner.estimate_path(the_plan, state_dir, project_dir),
+            runner.estimate_path(the_plan),
             the_plan.call_fingerprint,
             PerRow(found.input_tokens_per_row.mean, found.output_tokens_per_row.mean),
             estimated_at=datetime.now(timezone.utc).isoformat(),
@@ -293,20 +267,18 @@ def _sample_fallback(
     the_plan: Plan,
     steps: RestFallback,
     engine: Engine,
-    state_dir: str | Path | None,
-    root: Path,
     size: int,
     rng: random.Random,
-    progress: bool,
 ) -> Estimate:
     from agentbatch.execution import runner
+
     sampler = Sampler(
         size,
         rng,
         retry_errors=the_plan.options.retry_errors,
         reuse=not the_plan.options.full_refresh,
     )
-    summary = runner._run_fallback(the_plan, steps, engine, state_dir, root, progress, sampler)
+    summary = runner._run_fallback(the_plan, steps, engine, sampler)
     found = Estimate(
         job=the_plan.job.name,
         target=the_plan.target.name,
@@ -347,21 +319,17 @@ def _sample_push_down(
     the_plan: Plan,
     steps: PushDown,
     engine: Engine,
-    tables: Mapping[str, Any],
-    root: Path,
     size: int,
     rng: random.Random,
 ) -> Estimate:
     """Push-down: the same statement, restricted to a random sample of the keys to send (mode
     overwrite samples with a merge: the sample must not replace the table)."""
     from agentbatch.execution import runner
+
     counts = runner.prepare_selection(the_plan, engine)
     # The rows the push-down statement would call ai_query for: the fallback's selection.
     fallback = runner.plan(
-        the_plan.job,
-        the_plan.target,
-        options=dataclasses.replace(the_plan.options, force_fallback=True),
-        project_dir=root,
+        the_plan.job, the_plan.target, dataclasses.replace(the_plan.options, force_fallback=True)
     )
     assert isinstance(fallback.steps, RestFallback)
     key = the_plan.job.source.key
@@ -406,10 +374,10 @@ def _sample_push_down(
         }
     )
     options = dataclasses.replace(the_plan.options, run_id=_run_id(), limit=None)
-    sampled_plan = runner.plan(sampled_job, the_plan.target, options=options, project_dir=root)
+    sampled_plan = runner.plan(sampled_job, the_plan.target, options)
     assert isinstance(sampled_plan.steps, PushDown)
     started = time.monotonic()
-    runner._run_push_down(sampled_plan, sampled_plan.steps, engine, None, root)
+    runner._run_push_down(sampled_plan, sampled_plan.steps, engine)
     found.sample_wall_s = time.monotonic() - started
     found.concurrency_basis = "push-down: the engine runs ai_query; time scales from the sample"
     _read_sample(found, sampled_plan, engine, keys)

@@ -23,7 +23,7 @@ from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
     from agentbatch.engines.base import Engine
-    from agentbatch.planning.builder import Plan
+    from agentbatch.planning.definition import Plan
     from agentbatch.spec.models import Job
 
 
@@ -180,30 +180,32 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def check_local_source(
-    plan: Plan,
-    tables: Mapping[str, Any],
-    root: Path,
-    *,
-    required: bool = True,
-    origin: str = "",
-) -> bool:
+def check_plan(plan: Plan, *, origin: str = "", required: bool = True) -> bool:
+    """The checks before anything is sent: the run's `--table`/`--endpoint` mappings name the
+    job's tables and endpoint, and on the local target the source binds every SQL value of the
+    spec. False when the source was not checked (`required=False` and not reachable)."""
+    check_mappings(plan.job, plan.options.tables, plan.options.endpoints)
+    return check_local_source(plan, required=required, origin=origin)
+
+
+def check_local_source(plan: Plan, *, required: bool = True, origin: str = "") -> bool:
     """`check_source` on the local target, with the run's table mappings; False when skipped.
 
     With `required=False` (plan, validate) a source that is neither mapped nor in the local
     warehouse is not an error: the columns are simply not checked."""
-    from agentbatch.execution.runner import WAREHOUSE_DIR, open_engine
+    from agentbatch.execution.runner import WAREHOUSE_DIR, open_engine, root_of
 
     if plan.target.engine != "local":
         return False
     output = canonical(plan.job.output.table)
-    inputs = {name: path for name, path in tables.items() if canonical(name) != output}
-    engine = open_engine(plan, inputs, root, [])
+    inputs = {name: path for name, path in plan.options.tables.items() if canonical(name) != output}
+    engine = open_engine(plan, inputs, [])
     try:
         source = plan.job.source.table
         if not required and source is not None and not engine.table_exists(source):
             return False
-        check_source(plan.job, engine, inputs, warehouse=root / WAREHOUSE_DIR, origin=origin)
+        warehouse = root_of(plan) / WAREHOUSE_DIR
+        check_source(plan.job, engine, inputs, warehouse=warehouse, origin=origin)
     finally:
         engine.close()
     return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.planning.builder import Plan
+from agentbatch.planning.definition import Plan
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -4,29 +4,29 @@ Databricks job entry point all call these functions, so every way in runs the sa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
 import re
-import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import AgentbatchError, JobFailedError, UsageError
 from agentbatch.execution.result import RunResult
-from agentbatch.planning.builder import Plan, PushDown, RestFallback, RunOptions, build_plan
+from agentbatch.planning.builder import build_plan
+from agentbatch.planning.definition import Plan, PushDown, RestFallback, RunOptions
 from agentbatch.planning.targets import Target, resolve_target
-from agentbatch.spec.loader import load_job
 from agentbatch.spec.models import Job
+from agentbatch.spec.project import project_dir_of, resolve_job, template_dirs
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from agentbatch.agent.ledger import Ledger
-    from agentbatch.engines.base import Engine
+    from agentbatch.engines.base import DistributedEngine, Engine
     from agentbatch.execution.budget import Budget
 
 # Turns the rows to send into the rows sent (an estimate's sample); it may read the ledger.
@@ -38,87 +38,52 @@ STATE_DIR = Path(".agentbatch") / "state"
 WAREHOUSE_DIR = Path(".agentbatch") / "warehouse"
 
 
-def resolve_job(
-    job_or_path: Job | str | Path, vars: Mapping[str, Any] | None, template_dirs: Iterable[Path]
-) -> Job:
-    if isinstance(job_or_path, Job):
-        return (
-            job_or_path
-            if not vars
-            else job_or_path.model_copy(update={"vars": {**job_or_path.vars, **vars}})
-        )
-    return load_job(job_or_path, vars, template_dirs=template_dirs)
-
-
-def project_dir_of(job_or_path: Job | str | Path, project_dir: str | Path | None) -> Path:
-    """The project folder: given, or the parent of the `jobs/` folder the job file is in."""
-    if project_dir is not None:
-        return Path(project_dir)
-    if isinstance(job_or_path, (str, Path)):
-        parent = Path(job_or_path).resolve().parent
-        return parent.parent if parent.name == "jobs" else parent
-    return Path.cwd()
+def target_of(target: str | Target, options: RunOptions, root: Path) -> Target:
+    """The target by name (or as given), with this run's settings and state folder folded in
+    once, so every engine of the run sees the same ones."""
+    chosen = target if isinstance(target, Target) else resolve_target(target, root)
+    settings = dict(options.settings)
+    if options.state_dir is not None:
+        settings["state_dir"] = str(options.state_dir)
+    return chosen.with_settings(**settings) if settings else chosen
 
 
 def plan(
     job_or_path: Job | str | Path,
     target: str | Target = "local",
-    *,
-    vars: Mapping[str, Any] | None = None,
     options: RunOptions | None = None,
-    project_dir: str | Path | None = None,
 ) -> Plan:
-    """Build the plan for a job and target without running anything."""
-    root = project_dir_of(job_or_path, project_dir)
-    template_dirs = [root / "sqltemplates"]
-    job = resolve_job(job_or_path, vars, template_dirs)
-    chosen = target if isinstance(target, Target) else resolve_target(target, root)
-    return build_plan(job, chosen, options, template_dirs)
+    """Build the plan for a job and target without running anything. The plan's options carry
+    the project folder resolved."""
+    options = options or RunOptions()
+    root = project_dir_of(job_or_path, options.project_dir)
+    options = dataclasses.replace(options, project_dir=root)
+    job = resolve_job(job_or_path, options.vars, root)
+    return build_plan(job, target_of(target, options, root), options, template_dirs(root))
 
 
 def run(
     job_or_path: Job | str | Path,
     target: str | Target = "local",
-    *,
-    vars: Mapping[str, Any] | None = None,
-    tables: Mapping[str, Any] | None = None,
-    endpoints: Mapping[str, str] | None = None,
-    limit: int | None = None,
-    retry_errors: bool = False,
-    full_refresh: bool = False,
-    dry_run: bool = False,
-    state_dir: str | Path | None = None,
-    project_dir: str | Path | None = None,
-    settings: Mapping[str, Any] | None = None,
-    progress: bool = True,
+    options: RunOptions | None = None,
 ) -> RunResult:
-    """Run one job on a target. See the README for every option."""
-    if limit is not None and limit <= 0:
-        raise UsageError("limit must be a positive number of rows")
-    root = project_dir_of(job_or_path, project_dir)
-    chosen = target if isinstance(target, Target) else resolve_target(target, root)
-    if settings:
-        chosen = chosen.with_settings(**settings)
-    if state_dir is not None:
-        chosen = chosen.with_settings(state_dir=str(state_dir))
-    options = RunOptions(
-        retry_errors=retry_errors,
-        full_refresh=full_refresh,
-        limit=limit,
-        endpoint_overrides=dict(endpoints or {}),
-        run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_" + uuid.uuid4().hex[:8],
-    )
-    the_plan = plan(job_or_path, chosen, vars=vars, options=options, project_dir=root)
-    engine = open_engine(the_plan, tables or {}, root, [the_plan.job.output.table])
-    if dry_run:
+    """Run one job on a target (`RunOptions` lists what a run may vary)."""
+    return run_plan(plan(job_or_path, target, (options or RunOptions()).started()))
+
+
+def run_plan(the_plan: Plan) -> RunResult:
+    """Run a plan built for one execution (`RunOptions.started()`)."""
+    engine = open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
+    if the_plan.options.dry_run:
         from agentbatch.execution.dryrun import dry_run as run_dry
 
-        return run_dry(the_plan, engine, root)
+        with contextlib.closing(engine):
+            return run_dry(the_plan, engine)
     try:
         if isinstance(the_plan.steps, PushDown):
-            summary = _run_push_down(the_plan, the_plan.steps, engine, state_dir, root)
+            summary = _run_push_down(the_plan, the_plan.steps, engine)
         else:
-            summary = _run_fallback(the_plan, the_plan.steps, engine, state_dir, root, progress)
+            summary = _run_fallback(the_plan, the_plan.steps, engine)
     except BaseException:
         engine.close()
         raise
@@ -131,16 +96,20 @@ def run(
     return result
 
 
-def open_engine(
-    the_plan: Plan, tables: Mapping[str, Any], root: Path, outputs: Iterable[str]
-) -> Engine:
+def root_of(the_plan: Plan) -> Path:
+    """The project folder the plan was built for."""
+    return Path(the_plan.options.project_dir or Path.cwd())
+
+
+def open_engine(the_plan: Plan, tables: Mapping[str, Any], outputs: Iterable[str]) -> Engine:
     """An engine for the plan's target that may write `outputs` (mapped files are saved back)."""
+    root = root_of(the_plan)
     cls = engine_class(the_plan.target.engine)
     settings = dict(the_plan.target.settings)
     if the_plan.target.engine in ("local", "spark"):
         settings.setdefault("warehouse_dir", str(root / WAREHOUSE_DIR))
         settings.setdefault("state_dir", str(root / STATE_DIR))
-    settings.setdefault("endpoint_overrides", dict(the_plan.options.endpoint_overrides))
+    settings.setdefault("endpoint_overrides", dict(the_plan.options.endpoints))
     settings.setdefault("job_name", the_plan.job.name)
     settings.setdefault("run_id", the_plan.options.run_id)
     if tables and the_plan.target.engine == "databricks-sql":
@@ -187,15 +156,9 @@ def _repeated_keys_message(the_plan: Plan, engine: Engine, repeated: int) -> str
     )
 
 
-def _run_push_down(
-    the_plan: Plan,
-    steps: PushDown,
-    engine: Engine,
-    state_dir: str | Path | None = None,
-    root: Path | None = None,
-) -> dict[str, Any]:
+def _run_push_down(the_plan: Plan, steps: PushDown, engine: Engine) -> dict[str, Any]:
     counts = prepare_selection(the_plan, engine)
-    budget = budget_for(the_plan, state_dir, root or Path.cwd())
+    budget = budget_for(the_plan)
     # One statement: the guard can only judge before it runs (rows exactly, tokens from the
     # last estimate); ai_query reports no usage per row.
     budget.check_before(rows_upper_bound(the_plan, counts))
@@ -209,41 +172,30 @@ def _run_fallback(
     the_plan: Plan,
     steps: RestFallback,
     engine: Engine,
-    state_dir: str | Path | None,
-    root: Path,
-    progress: bool,
     select: RowSelector | None = None,
 ) -> dict[str, Any]:
     from agentbatch.agent.probe import probe_call
 
     # A dead agent URL stops the run here, in seconds, before anything is created or sent.
-    probe_call(steps.call, the_plan.options.endpoint_overrides)
+    probe_call(steps.call, the_plan.options.endpoints)
     counts = prepare_selection(the_plan, engine)
-    budget = budget_for(the_plan, state_dir, root)
-    distributed = getattr(engine, "run_rest_fallback", None)
-    # An engine whose executors cannot reach the agent (spark on serverless) runs it here instead.
-    if (
-        distributed is not None
-        and select is None
-        and not getattr(engine, "fallback_on_driver", False)
-    ):
-        # Executors answer on their own: the budget judges before sending only.
-        budget.check_before(rows_upper_bound(the_plan, counts))
-        # Engines that spread the calls over a cluster (spark) run the whole fallback themselves.
-        spread: dict[str, Any] = distributed(
-            steps,
-            endpoint_overrides=the_plan.options.endpoint_overrides,
-            retry_errors=the_plan.options.retry_errors,
-            reuse=not the_plan.options.full_refresh,
-        )
-        return _summarise(the_plan, engine, {**spread, **counts})
+    budget = budget_for(the_plan)
+    # Engines that call from their own workers (spark) run the whole fallback themselves, unless
+    # those cannot reach the agent (spark on serverless): then it runs here, as everywhere else.
+    if engine.distributed_calls and select is None:
+        distributed = cast("DistributedEngine", engine)
+        if distributed.calls_on_workers:
+            # Workers answer on their own: the budget judges before sending only.
+            budget.check_before(rows_upper_bound(the_plan, counts))
+            spread = distributed.run_distributed(steps.distributed(the_plan.options))
+            return _summarise(the_plan, engine, {**spread, **counts})
 
     from agentbatch.agent.bulk import run_bulk_sync
     from agentbatch.agent.ledger import Ledger
     from agentbatch.agent.progress import LogProgress, RichProgress
 
     ledger = Ledger(
-        ledger_path(the_plan, state_dir, root),
+        ledger_path(the_plan),
         key=the_plan.job.source.key,
         run_id=the_plan.options.run_id,
     )
@@ -263,10 +215,10 @@ def _run_fallback(
                 call=dataclasses.replace(steps.call, fail_on_error=False),
                 key=the_plan.job.source.key,
                 ledger=ledger,
-                endpoint_overrides=the_plan.options.endpoint_overrides,
+                endpoint_overrides=the_plan.options.endpoints,
                 retry_errors=the_plan.options.retry_errors,
                 reuse=not the_plan.options.full_refresh,
-                progress=RichProgress() if progress else LogProgress(),
+                progress=RichProgress() if the_plan.options.progress else LogProgress(),
                 total_rows=total,
                 # An estimate's sample is its own small bill: the run's budget is for runs.
                 budget=budget if select is None else None,
@@ -287,14 +239,14 @@ def _run_fallback(
     return _summarise(the_plan, engine, {**stats, **counts})
 
 
-def budget_for(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Budget:
+def budget_for(the_plan: Plan) -> Budget:
     """The run's guard: limits of the job and target, the endpoint's price, and the per-row
     figures of the last estimate of this very call (same fingerprint), if any."""
     from agentbatch.errors import ConfigError
     from agentbatch.execution.budget import Budget, limits_of, load_per_row, price_of
 
     limits = limits_of(the_plan.job, the_plan.target.settings)
-    price = price_of(the_plan.job, root)
+    price = price_of(the_plan.job, root_of(the_plan))
     if limits.max_cost is not None and price is None:
         # A guard that cannot judge must not look like one.
         raise ConfigError(
@@ -305,7 +257,7 @@ def budget_for(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Budg
     return Budget(
         limits,
         price,
-        load_per_row(estimate_path(the_plan, state_dir, root), the_plan.call_fingerprint),
+        load_per_row(estimate_path(the_plan), the_plan.call_fingerprint),
     )
 
 
@@ -384,16 +336,17 @@ def _write_answers(steps: RestFallback, engine: Engine, ledger: Any) -> int:
     return stats.rows_written
 
 
-def ledger_path(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Path:
+def ledger_path(the_plan: Plan) -> Path:
     """One ledger per target and output table: renaming a job keeps its checkpoints."""
-    folder = Path(state_dir) if state_dir is not None else root / STATE_DIR
+    state_dir = the_plan.options.state_dir
+    folder = Path(state_dir) if state_dir is not None else root_of(the_plan) / STATE_DIR
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{the_plan.target.name}__{the_plan.job.output.table}")
     return folder / f"{safe}.ledger.sqlite"
 
 
-def estimate_path(the_plan: Plan, state_dir: str | Path | None, root: Path) -> Path:
+def estimate_path(the_plan: Plan) -> Path:
     """Beside the ledger: the per-row figures of the last `agentbatch estimate`."""
-    path = ledger_path(the_plan, state_dir, root)
+    path = ledger_path(the_plan)
     return path.with_name(path.name.removesuffix(".ledger.sqlite") + ".estimate.json")
 
 

@@ -11,90 +11,30 @@ of the same data (`agentbatch.execution.runner`, `agentbatch.planning.explain`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 from agentbatch.agent.calls import CallSpec, call_fingerprint
-from agentbatch.engines.registry import engine_class
 from agentbatch.engines.base import WriteRequest
-from agentbatch.spec.models import Job
+from agentbatch.engines.registry import engine_class
+from agentbatch.planning.definition import (
+    Plan,
+    Preflight,
+    PushDown,
+    RestFallback,
+    RunOptions,
+    Statement,
+    Strategy,
+)
 from agentbatch.planning.render import Renderer, RenderOptions, job_context, uses_agent_body
 from agentbatch.planning.targets import Target
+from agentbatch.spec.models import Job
 
-Strategy = Literal["push-down", "rest-fallback"]
 _PUSH_DOWN_TEMPLATES = {
     "overwrite": "create_or_replace.sql",
     "merge": "merge.sql",
     "append": "append.sql",
 }
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What a caller may vary per run."""
-
-    retry_errors: bool = False
-    full_refresh: bool = False  # call the agent for every selected row: no reuse of answers
-    limit: int | None = None  # rows sent this run, after skipping answered ones
-    endpoint_overrides: Mapping[str, str] = field(default_factory=dict)
-    force_fallback: bool = False
-    run_id: str = "run"
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-
-
-@dataclass(frozen=True)
-class Statement:
-    purpose: str
-    template: str
-    sql: str
-
-
-@dataclass(frozen=True)
-class PushDown:
-    statements: tuple[Statement, ...]
-
-
-@dataclass(frozen=True)
-class RestFallback:
-    ensure_target: Statement | None
-    inputs: Statement
-    call: CallSpec
-    write: WriteRequest
-    write_statements: tuple[Statement, ...]
-    # Mode overwrite: what runs instead of the write when a run has no new answers.
-    keep_only: Statement | None = None
-
-
-@dataclass(frozen=True)
-class Preflight:
-    """Queries run before any call: the selection's size, what the target holds, repeated keys."""
-
-    counts: Statement
-    repeated_keys: Statement
-
-
-@dataclass(frozen=True)
-class Plan:
-    job: Job
-    target: Target
-    strategy: Strategy
-    reason: str
-    steps: PushDown | RestFallback
-    summary: Statement
-    call_fingerprint: str
-    options: RunOptions
-    preflight: Preflight
-
-    @property
-    def statements(self) -> tuple[Statement, ...]:
-        """Every SQL statement of the plan, in order (what `render` and `compile` print)."""
-        if isinstance(self.steps, PushDown):
-            return self.steps.statements
-        first = (self.steps.ensure_target,) if self.steps.ensure_target else ()
-        return (*first, self.steps.inputs, *self.steps.write_statements)
 
 
 def call_spec(job: Job) -> CallSpec:
@@ -128,10 +68,10 @@ def choose_strategy(job: Job, target: Target, options: RunOptions) -> tuple[Stra
             "rest-fallback",
             "the endpoint is a URL or built-in agent, not a Model Serving endpoint",
         )
-    if endpoint in options.endpoint_overrides:
+    if endpoint in options.endpoints:
         return (
             "rest-fallback",
-            f"the endpoint is mapped to {options.endpoint_overrides[endpoint]!r} for this run",
+            f"the endpoint is mapped to {options.endpoints[endpoint]!r} for this run",
         )
     if not engine.native_ai_query:
         return "rest-fallback", f"the {target.engine} engine has no ai_query"

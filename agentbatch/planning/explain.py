@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentbatch.planning.builder import Plan, PushDown
+from agentbatch.planning.definition import Plan, PushDown
 
 
 def explain(plan: Plan, *, with_sql: bool = True) -> str:

@@ -20,10 +20,10 @@ from agentbatch.agent.response_format import (
     parse_response_format,
 )
 from agentbatch.errors import TemplateError
+from agentbatch.planning.answers import AnswerChecks, answer_checks, error_sql
 from agentbatch.results import RESULT_COLUMN_NAMES, TRANSIENT_ERROR
 from agentbatch.spec.models import Job
 from agentbatch.sql import quoting
-from agentbatch.planning.answers import AnswerChecks, answer_checks, error_sql
 from agentbatch.sql.jinja import Helpers, make_environment, render_template
 from agentbatch.sql.quoting import Sql, SqlValueError
 from agentbatch.sql.types import response_type

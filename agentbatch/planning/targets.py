@@ -11,9 +11,10 @@ add its own in `agentbatch.yml` beside `jobs/`:
 
 Connection secrets are never read from these files: databricks-sdk's unified auth supplies them.
 
-The Databricks job entry point (`agentbatch-job --setting NAME=VALUE ...`) adds settings to
-whichever target the run resolves (`override_settings`): that is how bundle variables such as the
-Apps secret scope reach a wheel task, which has neither a project file of its own nor env vars.
+A run adds settings to the target it resolves (`RunOptions.settings`): the CLI's budget flags, and
+the Databricks job entry point's `agentbatch-job --setting NAME=VALUE ...`, which is how bundle
+variables such as the Apps secret scope reach a wheel task (it has neither a project file of its
+own nor env vars).
 """
 
 from __future__ import annotations
@@ -29,25 +30,18 @@ from agentbatch.engines.registry import ENGINES
 from agentbatch.errors import SpecError, UsageError
 from agentbatch.spec.yaml_source import load_yaml
 
-_FORBIDDEN_SETTINGS = {"token", "password", "client_secret", "access_token", "secret"}
+SECRET_SETTINGS = {"token", "password", "client_secret", "access_token", "secret"}
 PROJECT_FILE = "agentbatch.yml"
-# Process-wide settings added to every resolved target (the job entry point's --setting).
-_overrides: dict[str, Any] = {}
 
 
-def override_settings(settings: Mapping[str, Any]) -> None:
-    """Add `settings` to every target resolved from now on (secret values are refused)."""
-    secret = _FORBIDDEN_SETTINGS & {k.lower() for k in settings}
+def refuse_secret_settings(settings: Mapping[str, Any]) -> None:
+    """Settings travel in job parameters and logs: a secret among them is a usage error."""
+    secret = SECRET_SETTINGS & {str(k).lower() for k in settings}
     if secret:
         raise UsageError(
-            f"--setting {sorted(secret)[0]}: secrets are not passed as settings; "
+            f"setting {sorted(secret)[0]}: secrets are not passed as settings; "
             "use a secret scope (apps_secret_scope) or databricks-sdk's unified auth"
         )
-    _overrides.update(settings)
-
-
-def clear_setting_overrides() -> None:
-    _overrides.clear()
 
 
 @dataclass(frozen=True)
@@ -82,7 +76,7 @@ def load_project_targets(project_dir: Path) -> dict[str, Target]:
             raise SpecError(
                 f"{where}: targets.{name}.engine: unknown engine {settings['engine']!r}"
             )
-        secret = _FORBIDDEN_SETTINGS & {k.lower() for k in settings}
+        secret = SECRET_SETTINGS & {k.lower() for k in settings}
         if secret:
             raise SpecError(
                 f"{where}: targets.{name}: {sorted(secret)[0]} must not be stored in files; "
@@ -96,7 +90,7 @@ def load_project_targets(project_dir: Path) -> dict[str, Target]:
 def resolve_target(name: str, project_dir: Path | None = None) -> Target:
     known = {**builtin_targets(), **(load_project_targets(project_dir) if project_dir else {})}
     if name in known:
-        return known[name].with_settings(**_overrides) if _overrides else known[name]
+        return known[name]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise UsageError(f"unknown target {name!r}{hint}; known targets: {', '.join(sorted(known))}")

@@ -11,6 +11,25 @@ from typing import Any
 from agentbatch.errors import NotSupportedError
 
 
+MAX_DEPTH = 64  # levels of objects and arrays: about 30 levels of schemas
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in `value` (counted without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _library() -> Any:
     try:
         import jsonschema
@@ -25,13 +44,18 @@ def check_schema(schema: Any) -> None:
     """Raise ValueError naming the first problem when `schema` is not a valid JSON Schema."""
     if not isinstance(schema, dict):
         raise ValueError("a JSON Schema must be an object")
+    if _depth(schema) > MAX_DEPTH:
+        # The meta-schema check recurses per level: a hostile spec must not exhaust the stack.
+        raise ValueError(f"a JSON Schema nested more than {MAX_DEPTH} levels deep")
     jsonschema = _library()
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as err:
         where = "/".join(str(part) for part in err.absolute_path)
-        raise ValueError(f"invalid JSON Schema{' at ' + where if where else ''}: {err.message}") from None
+        raise ValueError(
+            f"invalid JSON Schema{' at ' + where if where else ''}: {err.message}"
+        ) from None
 
 
 def first_violation(value: Any, schema: dict[str, Any]) -> str | None:

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from agentbatch.spec.evaluation import Evaluation
 from agentbatch.results import RESULT_COLUMN_NAMES
+from agentbatch.spec.evaluation import Evaluation
 from agentbatch.sql import quoting
 
 JsonValue = Any

@@ -22,6 +22,7 @@ from bench.data import SOURCE_TABLE
 def prepare(config: ClientConfig) -> Job:
     import agentbatch
     from agentbatch.engines.spark.engine import session as spark_session
+
     for module in RUN_MODULES:
         importlib.import_module(module)
     importlib.import_module("agentbatch.engines.spark.engine")

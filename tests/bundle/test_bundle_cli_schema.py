@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.bundle.dab_refs import ROOT, load_bundle
 
 jsonschema = pytest.importorskip("jsonschema")

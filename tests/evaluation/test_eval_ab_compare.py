@@ -7,11 +7,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from tests.support.eval_servers import ScriptedAgent, labeller, load_tickets, write_id_job
 
-from agentbatch.execution import runner
+import agentbatch
 from agentbatch.cli.main import main
 from agentbatch.evaluation import compare
+from tests.support.eval_servers import ScriptedAgent, labeller, load_tickets, write_id_job
 
 
 def right_a(ticket_id: int) -> bool:
@@ -91,7 +91,7 @@ def test_two_runs_compared_without_calling_agents(
         write_id_job(project, f"triage_{version}", f"triage_{version}")
     with ScriptedAgent(labeller(right_a)) as agent_a, ScriptedAgent(labeller(right_b)) as agent_b:
         for version, agent in (("v1", agent_a), ("v2", agent_b)):
-            done = runner.run(
+            done = agentbatch.run(
                 project / "jobs" / f"triage_{version}.yml",
                 tables=tickets_table,
                 endpoints={"apps/triage-agent": agent.url},

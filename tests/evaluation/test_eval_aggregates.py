@@ -9,13 +9,13 @@ import pyarrow as pa
 import pytest
 
 from agentbatch.evaluation.comparison import compare_scores
-from agentbatch.evaluation.report.html import to_html
-from agentbatch.evaluation.report.markdown import to_markdown
 from agentbatch.evaluation.metrics import MetricOptions, compute_metrics
 from agentbatch.evaluation.report.content import compare_report, eval_report
+from agentbatch.evaluation.report.html import to_html
+from agentbatch.evaluation.report.markdown import to_markdown
+from agentbatch.evaluation.report.svg import Bars, bar_chart, histogram
 from agentbatch.evaluation.run import CompareResult, EvalResult, _display_endpoint
 from agentbatch.evaluation.scoring import Scored, ScorerInfo
-from agentbatch.evaluation.report.svg import Bars, bar_chart, histogram
 from agentbatch.spec.loader import load_job_text
 
 EXACT = ScorerInfo("exact", "exact_match", True, True, "", (0.0, 1.0))

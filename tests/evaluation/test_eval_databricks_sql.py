@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.evaluation.test_eval_example_local import expected_accuracy
 
 from agentbatch.evaluation import evaluate
 from agentbatch.testing.agent_server import AgentServer
+from tests.evaluation.test_eval_example_local import expected_accuracy
 
 pytest.importorskip("databricks.sql")
 warehouse_server = pytest.importorskip("tests.support.warehouse.server")
@@ -62,6 +62,7 @@ def judge() -> WarehouseJudge:
 @pytest.fixture
 def warehouse(tmp_path: Path, judge: WarehouseJudge) -> Iterator[Any]:
     import databricks.sql
+
     from tests.support.eval_servers import TICKETS_CSV
 
     volumes = tmp_path / "volumes"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from tests.support.eval_servers import TICKETS_CSV
 
 from agentbatch.testing import triage
 from agentbatch.testing.agent_server import AgentServer
+from tests.support.eval_servers import TICKETS_CSV
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -40,7 +40,10 @@ SCHEMA = {
         ({"label": "bug", "urgency": True}, "$.urgency: True is not of type 'integer'"),
         ({"label": "bug", "urgency": 2, "x": 1}, "$: Additional properties are not allowed"),
         ({"label": "bug", "urgency": 2, "tags": ["A"]}, "$.tags[0]: 'A' does not match"),
-        ({"label": "bug", "urgency": 2, "tags": ["a", "b", "c"]}, "$.tags: ['a', 'b', 'c'] is too long"),
+        (
+            {"label": "bug", "urgency": 2, "tags": ["a", "b", "c"]},
+            "$.tags: ['a', 'b', 'c'] is too long",
+        ),
         ({"label": "bug", "urgency": 2, "note": "too long"}, "$.note: 'too long' is too long"),
         (["bug"], "$: ['bug'] is not of type 'object'"),
     ],
@@ -70,10 +73,17 @@ def test_schemas_generated_by_pydantic_are_accepted_and_enforced() -> None:
     schema = Order.model_json_schema()
     assert "$defs" in schema and "prefixItems" in str(schema) and "format" in str(schema)
     check_schema(schema)
-    good = {"kind": "order", "placed": "2026-01-31", "lines": [{"sku": "a", "quantity": 2}], "point": [1, 2]}
+    good = {
+        "kind": "order",
+        "placed": "2026-01-31",
+        "lines": [{"sku": "a", "quantity": 2}],
+        "point": [1, 2],
+    }
     assert first_violation(good, schema) is None
     bad_ref = {**good, "lines": [{"sku": "a", "quantity": 0}]}
-    assert first_violation(bad_ref, schema) == "$.lines[0].quantity: 0 is less than the minimum of 1"
+    assert (
+        first_violation(bad_ref, schema) == "$.lines[0].quantity: 0 is less than the minimum of 1"
+    )
     bad_date = {**good, "placed": "31/01/2026"}
     assert first_violation(bad_date, schema) == "$.placed: '31/01/2026' is not a 'date'"
     bad_tuple = {**good, "point": [1, "x"]}

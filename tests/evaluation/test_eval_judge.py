@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.support.eval_servers import ScriptedAgent, labeller, load_tickets, ticket_id_of, write_id_job
 
 import agentbatch
 from agentbatch.errors import NotSupportedError
@@ -21,6 +20,13 @@ from agentbatch.evaluation.judge import judge_job
 from agentbatch.spec.evaluation import LlmJudge
 from agentbatch.spec.loader import load_job
 from agentbatch.spec.models import Job
+from tests.support.eval_servers import (
+    ScriptedAgent,
+    labeller,
+    load_tickets,
+    ticket_id_of,
+    write_id_job,
+)
 
 IDS = [int(t["ticket_id"]) for t in load_tickets()]
 LABELS = {int(t["ticket_id"]): t["label"] for t in load_tickets()}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.evaluation.test_eval_aggregates import compare_scores, eval_result, scored
 
 from agentbatch.errors import ConfigError
 from agentbatch.evaluation.report.mlflow_log import log_to_mlflow
 from agentbatch.evaluation.results import CompareResult
+from tests.evaluation.test_eval_aggregates import compare_scores, eval_result, scored
 
 pytest.importorskip("mlflow")
 

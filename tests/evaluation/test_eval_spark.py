@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.evaluation.test_eval_example_local import expected_accuracy
 
 from agentbatch.evaluation import evaluate
 from agentbatch.testing.agent_server import AgentServer
+from tests.evaluation.test_eval_example_local import expected_accuracy
 
 pytest.importorskip("pyspark")
 

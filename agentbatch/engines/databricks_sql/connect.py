@@ -106,6 +106,7 @@ def sdk_credentials(settings: Mapping[str, Any]) -> Credentials:
     from databricks.sdk.core import Config
 
     from agentbatch.version import __version__
+
     try:
         config = Config(
             host=workspace_host(settings),

@@ -69,6 +69,7 @@ class DatabricksSQLEngine:
     name: ClassVar[str] = "databricks-sql"
     dialect: ClassVar[str] = "databricks"
     native_ai_query: ClassVar[bool] = True
+    distributed_calls: ClassVar[bool] = False
 
     @classmethod
     def staging_relation(cls, table: str, run_id: str) -> str:
@@ -194,6 +195,7 @@ class DatabricksSQLEngine:
 
     def _connect(self) -> Connection:
         from agentbatch.version import __version__
+
         sql = _connector()
         credentials = sdk_credentials(self.settings)
         address = warehouse_address(self.settings, credentials.host)

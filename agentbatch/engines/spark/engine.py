@@ -11,7 +11,7 @@ executors.
   `warehouse_dir/<catalog>/<schema>/<table>` (`storage: files`). Formats without MERGE or REPLACE
   are rewritten whole and swapped in (spark_writes.py, spark_files.py, spark_catalog.py).
 - The REST fallback runs in `mapInArrow` tasks on the executors (spark_distributed.py:
-  `run_rest_fallback`) where executors can reach the network, and on the driver (the runner's
+  `run_distributed`) where executors can reach the network, and on the driver (the runner's
   own path: `agentbatch.agent.bulk.run_bulk` with its limiter and ledger) where they cannot:
   serverless compute, whose UDFs "cannot access the internet" (Databricks docs:
   compute/serverless/limitations), and Databricks Connect sessions. `rest_fallback_on` chooses.
@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlglot import exp
 
+from agentbatch.engines.base import DistributedCalls, WriteRequest, WriteStats
 from agentbatch.engines.spark import session
-from agentbatch.engines.base import WriteRequest, WriteStats
 from agentbatch.engines.spark.arrow import StagedBatches, arrow_batches, arrow_schema
 from agentbatch.engines.spark.errors import guard, guarded
 from agentbatch.engines.spark.sql import (
@@ -72,7 +72,6 @@ if TYPE_CHECKING:
 
     from agentbatch.agent.calls import CallSpec
     from agentbatch.engines.spark.distributed import DistributedAnswers
-    from agentbatch.planning.builder import RestFallback
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +85,7 @@ class SparkEngine:
     dialect: ClassVar[str] = "spark"
     # Built in on Databricks, registered elsewhere.
     native_ai_query: ClassVar[bool] = True
+    distributed_calls: ClassVar[bool] = True
 
     @classmethod
     def staging_relation(cls, table: str, run_id: str) -> str:
@@ -118,7 +118,7 @@ class SparkEngine:
         self._owns_session = active is None
         self.spark: SparkSession = active or session.local_session(self.settings)
         self.on_databricks = session.on_databricks(self.spark)
-        self.fallback_on_driver = fallback_place(place, self.spark, self.settings) == "driver"
+        self.calls_on_workers = fallback_place(place, self.spark, self.settings) == "executors"
         storage = str(self.settings.get("storage", "auto"))
         if storage not in ("auto", "catalog", "files"):
             raise UsageError(
@@ -265,32 +265,25 @@ class SparkEngine:
             )
         )
 
-    def run_rest_fallback(
-        self,
-        steps: RestFallback,
-        *,
-        endpoint_overrides: Mapping[str, str] | None = None,
-        retry_errors: bool = False,
-        reuse: bool = True,
-    ) -> dict[str, Any]:
-        """The plan's REST-fallback steps, distributed: ensure the target, answer, write, clean up."""
-        if steps.ensure_target is not None:
-            self.execute(steps.ensure_target.sql)  # the inputs read it: what is done
+    def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:
+        """The REST fallback on the executors: ensure the target, answer, write, clean up."""
+        if work.ensure_sql is not None:
+            self.execute(work.ensure_sql)  # the inputs read it: what is done
         answers = self.answer_distributed(
-            steps.inputs.sql,
-            steps.call,
-            steps.write.key,
-            table=steps.write.table,
-            endpoint_overrides=endpoint_overrides,
-            retry_errors=retry_errors,
-            reuse=reuse,
+            work.inputs_sql,
+            work.call,
+            work.write.key,
+            table=work.write.table,
+            endpoint_overrides=work.endpoint_overrides,
+            retry_errors=work.retry_errors,
+            reuse=work.reuse,
         )
         written = 0
         if answers.results is not None:
-            written = self.write_dataframe(steps.write, answers.results).rows_written
-        elif steps.keep_only is not None:
-            self.execute(steps.keep_only.sql)
-        folder = self.checkpoint_folder(steps.write.table, steps.call)
+            written = self.write_dataframe(work.write, answers.results).rows_written
+        elif work.keep_only_sql is not None:
+            self.execute(work.keep_only_sql)
+        folder = self.checkpoint_folder(work.write.table, work.call)
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)  # written: the target is the record now
         if answers.fatal:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import sys
 
 from agentbatch.engines.spark.engine import SparkEngine
-from agentbatch.planning.builder import RestFallback, RunOptions, build_plan
-from agentbatch.spec.loader import load_job_text
+from agentbatch.planning.builder import build_plan
+from agentbatch.planning.definition import RestFallback, RunOptions
 from agentbatch.planning.targets import Target
+from agentbatch.spec.loader import load_job_text
 
 JOB = """
 name: resume
@@ -30,7 +31,7 @@ output:
 def steps(agent_url: str, concurrency: int) -> tuple[RestFallback, dict[str, str]]:
     job = load_job_text(JOB.format(concurrency=concurrency), "jobs/resume.yml")
     overrides = {"apps/summariser": agent_url}
-    plan = build_plan(job, Target("spark", "spark"), RunOptions(endpoint_overrides=overrides))
+    plan = build_plan(job, Target("spark", "spark"), RunOptions(endpoints=overrides))
     assert isinstance(plan.steps, RestFallback)
     return plan.steps, overrides
 
@@ -47,4 +48,4 @@ if __name__ == "__main__":
     url, tickets, output, work_dir = sys.argv[1:5]
     fallback, overrides = steps(url, concurrency=2)
     child = engine(tickets, output, work_dir, master="local[2]", partitions=2)
-    child.run_rest_fallback(fallback, endpoint_overrides=overrides)
+    child.run_distributed(fallback.distributed(RunOptions(endpoints=overrides)))

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from agentbatch.engines.spark.calls import remote_call
+from agentbatch.planning.definition import RunOptions
 from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.fake_workspace import serve_workspace
 from agentbatch.testing.faults import FaultConfig
@@ -53,7 +54,7 @@ def test_tokens_expiring_in_a_second_do_not_stop_a_long_distributed_run(
             tables={"main.support.tickets": tickets, "main.support.triage": tmp_path / "out"},
             output_tables=["main.support.triage"],
         )
-        stats = engine.run_rest_fallback(steps, endpoint_overrides={})
+        stats = engine.run_distributed(steps.distributed(RunOptions(endpoints={})))
         issued = ws.authority.issued
     assert stats["ok"] == 60 and stats["errors"] == 0
     assert issued >= 3  # the run outlived several tokens

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from agentbatch.errors import AgentError
-from agentbatch.planning.builder import RestFallback, RunOptions, build_plan
-from agentbatch.spec.loader import load_job_text
+from agentbatch.planning.builder import build_plan
+from agentbatch.planning.definition import RestFallback, RunOptions
 from agentbatch.planning.targets import Target
+from agentbatch.spec.loader import load_job_text
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
 
@@ -53,7 +54,7 @@ def write_tickets(path: Path, count: int, broken: set[int] = frozenset()) -> Pat
 def triage_plan(agent: AgentServer, concurrency: int = 8) -> tuple[RestFallback, dict[str, str]]:
     job = load_job_text(TRIAGE_JOB.format(concurrency=concurrency), "jobs/triage.yml")
     overrides = {"apps/triage-agent": agent.url}
-    plan = build_plan(job, Target("spark", "spark"), RunOptions(endpoint_overrides=overrides))
+    plan = build_plan(job, Target("spark", "spark"), RunOptions(endpoints=overrides))
     assert plan.strategy == "rest-fallback" and isinstance(plan.steps, RestFallback)
     return plan.steps, overrides
 
@@ -75,7 +76,7 @@ def test_every_key_once_with_errors_as_rows(
         tables={"main.support.tickets": tickets, "main.support.triage": tmp_path / "triage"},
         output_tables=["main.support.triage"],
     )
-    stats = engine.run_rest_fallback(steps, endpoint_overrides=overrides)
+    stats = engine.run_distributed(steps.distributed(RunOptions(endpoints=overrides)))
     rows = engine.read_table("main.support.triage").to_pylist()
     assert sorted(r["ticket_id"] for r in rows) == list(range(120))
     errors = {r["ticket_id"]: r["error"] for r in rows if r["error"] is not None}
@@ -97,7 +98,7 @@ def test_every_key_once_with_errors_as_rows(
     assert not engine.checkpoint_folder("main.support.triage", steps.call).exists()
     # A re-run finds every key in the target: nothing is sent.
     before = server.requests_total
-    again = engine.run_rest_fallback(steps, endpoint_overrides=overrides)
+    again = engine.run_distributed(steps.distributed(RunOptions(endpoints=overrides)))
     assert again["sent"] == 0 and again["rows_written"] == 0
     assert agent.stats().requests_total == before
 
@@ -114,7 +115,7 @@ def test_an_unusable_endpoint_stops_the_run_with_agent_error(
     )
     wrong_route = {"apps/triage-agent": f"{agent.url}/no/such/route/responses"}
     with pytest.raises(AgentError, match="404"):
-        engine.run_rest_fallback(steps, endpoint_overrides=wrong_route)
+        engine.run_distributed(steps.distributed(RunOptions(endpoints=wrong_route)))
     assert engine.read_table("main.support.triage").num_rows == 0
 
 

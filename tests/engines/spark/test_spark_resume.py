@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from agentbatch.planning.definition import RunOptions
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
 
@@ -95,7 +96,7 @@ def test_a_killed_run_resumes_without_resending(
     fast, _ = child_steps(agent.url, concurrency=16)
     engine = child_engine(str(tickets), str(output), str(tmp_path), partitions=2)
     engine.spark = make_engine().spark  # the suite's shared session
-    stats = engine.run_rest_fallback(fast, endpoint_overrides=overrides)
+    stats = engine.run_distributed(fast.distributed(RunOptions(endpoints=overrides)))
 
     rows = engine.read_table("main.support.summaries").to_pylist()
     assert sorted(r["ticket_id"] for r in rows) == list(range(ROWS))

@@ -18,7 +18,7 @@ import databricks.sql
 import pytest
 
 import agentbatch
-from agentbatch.planning.builder import RestFallback
+from agentbatch.planning.definition import RestFallback
 
 from .server import Warehouse, serve_warehouse
 from .spark_executor import SparkExecutor, spark_database

@@ -1,0 +1,314 @@
+"""The job commands: validate, render, plan, run, estimate, compile, show, schema, bundle.
+
+Each parses its flags into `RunOptions` (`agentbatch.cli.options`) and calls the facade."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agentbatch.cli.options import (
+    add_job_options,
+    add_run_options,
+    add_state_dir,
+    pairs,
+    run_options,
+)
+from agentbatch.errors import SpecError, UsageError
+from agentbatch.planning.definition import RunOptions
+
+log = logging.getLogger("agentbatch")
+
+EXAMPLES = {
+    "validate": """examples:
+  agentbatch validate jobs/*.yml
+  agentbatch validate jobs/triage.yml --var team=billing""",
+    "render": """examples:
+  agentbatch render jobs/summarise.yml --target databricks-sql
+  agentbatch render jobs/triage.yml --var team=billing > triage.sql""",
+    "plan": """examples:
+  agentbatch plan jobs/triage.yml
+  agentbatch plan jobs/summarise.yml --target databricks-sql --no-sql""",
+    "run": """examples:
+  agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv \\
+      --endpoint apps/triage-agent=http://127.0.0.1:8000
+  agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv --dry-run --show 3
+  agentbatch run jobs/summarise.yml --target databricks-sql --var catalog=prod
+  agentbatch run jobs/triage.yml --retry-errors
+  agentbatch run jobs/triage.yml --max-rows 1000 --max-cost 5    # exit 7 if it would pass them
+
+budget (flags, target settings, or the job's budget: block; a flag replaces the job's value):
+  --max-rows, --max-tokens, --max-cost: a run whose estimate passes one sends nothing (exit 7);
+  tokens and cost are judged before sending from the last `agentbatch estimate` of the same
+  request. A run that reaches one while sending stops sending, writes what it answered, says how
+  far it got (exit 7); the next run continues from there. --max-error-rate (default 0.5, after
+  --error-rate-min-rows 20 answered rows) stops a run whose rows fail for good (exit 7), naming
+  the commonest error.
+
+what a run does (the output table decides what is done):
+  A source row is done when the output table holds a row for its key with the current request
+  fingerprint, answered or failed for good. Every other selected row is answered: from the
+  checkpoint (.agentbatch/state) when an earlier run already paid for the same request, else by
+  calling the agent. Transient failures (retries exhausted on 408/429/5xx, timeouts, connection
+  errors) are sent again by the next run; permanent ones (4xx, agent errors, unparsable
+  answers) only with --retry-errors. The `error` column starts with [transient] or [permanent].
+  --full-refresh calls the agent for every selected row: no reuse of earlier answers.
+  On a second run, output.mode decides what happens to rows the table already holds:
+    merge       one row per key: a new answer replaces the key's row; other keys stay
+    append      one row per key and request: an edited prompt adds rows beside the old ones
+    overwrite   the table becomes exactly the selected rows: rows it already holds for the
+                current request are kept (not paid again), rows that left the source are dropped
+
+the summary:
+  selected      source rows the job selects (after source.where / source.limit)
+  skipped       selected rows the output table already holds: nothing to do
+  rows          selected rows this run answered (a dry run: the rows a run would answer now)
+  sent          rows sent to the agent; ok / errors: the outcome of every answered row
+  reused        rows written from answers paid for by an earlier run (the checkpoint), not sent
+  input_tokens, output_tokens, cost
+                what this run's answers used (cost: with a declared price), and beside them
+                estimated_* from the last `agentbatch estimate` of the same request
+  table_rows    the whole output table after the run (table_ok, table_errors likewise)
+  output ...    where the output table is: its file, or the local warehouse file and a query
+                that reads it (agentbatch show TABLE prints it)""",
+    "estimate": """examples:
+  agentbatch estimate jobs/triage.yml --table main.support.tickets=data/tickets.csv \
+      --endpoint apps/triage-agent=http://127.0.0.1:8000
+  agentbatch estimate jobs/triage.yml --sample 50 --json
+
+what it does:
+  Counts the rows the next run would send (the selection the output table does not hold, minus
+  rows the checkpoint answers from calls already paid for), then sends a random sample of them
+  for real (--sample N, default 20). The sample's answers are kept: written to the output table
+  like any run's, never paid again. From the sample: tokens per row (95% interval), latency,
+  errors, and the projection for the remaining rows: tokens, wall time of the calls at the
+  concurrency the agent sustained, and cost where a price is declared (agent.price in the job,
+  or prices: in agentbatch.yml, per million input and output tokens). The next runs' budget
+  checks (--max-tokens, --max-cost) use these per-row figures.""",
+    "bundle": """examples:
+  agentbatch bundle            # regenerate resources/*.job.yml and resources/sql/ from jobs/*.yml
+  agentbatch bundle --check    # exit 1 if they are stale (CI)""",
+    "compile": """examples:
+  agentbatch compile jobs/*.yml --target databricks-sql --out build/sql""",
+    "show": """examples:
+  agentbatch show main.support.ticket_triage             # from the local warehouse
+  agentbatch show main.support.ticket_triage --limit 50 --json
+  agentbatch show main.support.ticket_triage --table main.support.ticket_triage=out/triage.parquet
+  agentbatch show main.support.ticket_triage --target databricks-sql""",
+    "schema": """examples:
+  agentbatch schema > agentbatch/schema/job.schema.json""",
+}
+
+
+def add_commands(commands: Any) -> None:
+    """Register the job commands on the main parser's subcommands."""
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return sub
+
+    validate = command("validate", "Check job files: every error of every file, with file:line.")
+    validate.add_argument("jobs", nargs="+", metavar="JOB", help="job files")
+    add_job_options(validate, target=False)
+    validate.add_argument(
+        "--target",
+        "-t",
+        help="also check each job's source on this target (local: mapped files and the local "
+        "warehouse): the table exists and request, source.where, ... bind to its columns",
+    )
+    validate.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="map a table to a file, as for run (with --target local)",
+    )
+
+    render = command("render", "Print the SQL a job renders to, for a target.")
+    render.add_argument("job", metavar="JOB")
+    add_job_options(render)
+
+    plan = command("plan", "Print the steps a run would take, and their SQL. Nothing runs.")
+    plan.add_argument("job", metavar="JOB")
+    plan.add_argument("--no-sql", action="store_true", help="steps only")
+    add_job_options(plan)
+    add_run_options(plan, budget=False)
+
+    run = command("run", "Run a job.")
+    run.add_argument("job", metavar="JOB")
+    add_job_options(run)
+    add_run_options(run)
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count the rows a run would send and show the first requests (--show N of them); "
+        "call nothing, write nothing",
+    )
+    add_state_dir(run)
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument(
+        "--show",
+        type=int,
+        default=5,
+        metavar="N",
+        help="print N output rows, or N requests of a dry run (default 5)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    estimate = command(
+        "estimate",
+        "Count the rows the next run would send, answer a random sample of them for real (kept), "
+        "and project tokens, time and cost.",
+    )
+    estimate.add_argument("job", metavar="JOB")
+    add_job_options(estimate)
+    add_run_options(estimate, budget=False)
+    estimate.add_argument(
+        "--sample", type=int, default=20, metavar="N", help="rows to send for real (default 20)"
+    )
+    estimate.add_argument("--seed", type=int, help="seed of the random sample")
+    add_state_dir(estimate)
+    estimate.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    estimate.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    compile_ = command(
+        "compile", "Write each job's SQL to files a SQL task can run without Python."
+    )
+    compile_.add_argument("jobs", nargs="+", metavar="JOB")
+    compile_.add_argument("--out", type=Path, default=Path("build/sql"), help="output folder")
+    add_job_options(compile_)
+
+    show = command("show", "Print the rows of a table, from any target (default: local).")
+    show.add_argument("table", metavar="TABLE", help="table name, e.g. main.support.ticket_triage")
+    show.add_argument("--target", "-t", default="local", help="run target (default local)")
+    show.add_argument("--limit", type=int, default=20, help="at most N rows (default 20)")
+    show.add_argument("--json", action="store_true", help="one JSON object per row")
+    show.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="read a table from a file, as for run",
+    )
+    show.add_argument(
+        "--project-dir", type=Path, help="project folder holding .agentbatch/ (default: .)"
+    )
+
+    command("schema", "Print the JSON Schema of job files (for editor completion).")
+
+    bundle = command("bundle", "Generate the Databricks bundle's job resources from jobs/*.yml.")
+    bundle.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
+    bundle.add_argument("--project-dir", type=Path, help="folder of databricks.yml (default: .)")
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the command the arguments name; the exit code of a success (errors raise)."""
+    from agentbatch import api
+
+    if args.command == "schema":
+        from agentbatch.spec.schema import job_json_schema
+
+        sys.stdout.write(json.dumps(job_json_schema(), indent=2) + "\n")
+        return 0
+    if args.command == "show":
+        from agentbatch.execution.show import print_table, read_table
+
+        rows = read_table(
+            args.table,
+            args.target,
+            limit=args.limit,
+            tables=pairs(args.tables, "--table"),
+            project_dir=args.project_dir,
+        )
+        print_table(rows, f"{args.table} (first {rows.num_rows} row(s))", as_json=args.json)
+        return 0
+    if args.command == "bundle":
+        from agentbatch.bundle.command import bundle_command
+
+        return bundle_command(args.project_dir, check=args.check)
+    if args.command in ("eval", "compare"):
+        from agentbatch.cli.evaluation import run_command
+
+        return run_command(args)
+    options = run_options(args)
+    if args.command == "validate":
+        return _validate(args.jobs, args.target, options)
+    if args.command == "render":
+        sys.stdout.write(api.render(args.job, args.target, options=options))
+        return 0
+    if args.command == "compile":
+        from agentbatch.bundle.compile import compile_jobs
+
+        for path in compile_jobs(args.jobs, args.out, target=args.target, options=options):
+            sys.stdout.write(f"{path}\n")
+        return 0
+    if args.command == "plan":
+        from agentbatch.planning.explain import explain
+
+        the_plan = api.plan(args.job, args.target, options=options)
+        _check_source(args.job, the_plan)
+        sys.stdout.write(explain(the_plan, with_sql=not args.no_sql))
+        return 0
+    if args.command == "estimate":
+        from agentbatch.execution.estimation_report import print_estimate
+
+        found = api.estimate(
+            args.job, args.target, sample=args.sample, seed=args.seed, options=options
+        )
+        print_estimate(found, as_json=args.json)
+        return 0
+    result = api.run(args.job, args.target, options=options)
+    from agentbatch.execution.summary import print_run
+
+    with result:
+        print_run(result, as_json=args.json, show=args.show)
+    return 0
+
+
+def _check_source(path: str, the_plan: Any) -> None:
+    """Mappings name the job's tables and endpoint; a reachable local source binds the spec's SQL."""
+    from agentbatch.execution.preflight import check_plan
+
+    checked = check_plan(the_plan, required=bool(the_plan.options.tables), origin=path)
+    if not checked and the_plan.target.engine == "local":
+        log.info(
+            "%s: the source is neither mapped with --table nor in the local warehouse: "
+            "its columns were not checked",
+            path,
+        )
+
+
+def _validate(paths: Sequence[str], target: str | None, options: RunOptions) -> int:
+    from agentbatch import api
+
+    failures = 0
+    for path in paths:
+        try:
+            the_plan = api.plan(path, target or "local", options=options)
+            if the_plan.job.evaluation is not None:
+                from agentbatch.evaluation.checks import check_evaluation
+
+                check_evaluation(the_plan.job, path)
+            if target is not None:
+                _check_source(path, the_plan)
+        except (SpecError, UsageError) as err:
+            failures += 1
+            for line in str(err).splitlines():
+                sys.stderr.write(f"{line}\n")
+        else:
+            sys.stdout.write(f"ok  {path}\n")
+    if failures:
+        sys.stderr.write(f"{failures} of {len(paths)} job file(s) have errors\n")
+    return 2 if failures else 0

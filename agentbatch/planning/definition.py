@@ -1,0 +1,134 @@
+"""The plan as data: frozen dataclasses built by `builder`, read by the runner and `explain`."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from agentbatch.errors import UsageError
+from agentbatch.planning.targets import refuse_secret_settings
+
+if TYPE_CHECKING:
+    from agentbatch.agent.calls import CallSpec
+    from agentbatch.engines.base import DistributedCalls, WriteRequest
+    from agentbatch.planning.targets import Target
+    from agentbatch.spec.models import Job
+
+Strategy = Literal["push-down", "rest-fallback"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a caller may vary per run, in one frozen object.
+
+    The CLI, the Python API, the bundle entry point and evaluation each build it once; every stage
+    below reads it and none re-spells its fields. The keyword arguments of `agentbatch.run`,
+    `plan`, `estimate`, `evaluate` and `compare` are these fields."""
+
+    vars: Mapping[str, Any] = field(default_factory=dict)  # job variables (`--var`)
+    tables: Mapping[str, Any] = field(default_factory=dict)  # table -> file, DataFrame or Arrow
+    endpoints: Mapping[str, str] = field(default_factory=dict)  # endpoint -> URL for this run
+    settings: Mapping[str, Any] = field(default_factory=dict)  # target settings for this run
+    project_dir: str | Path | None = None  # default: the parent of the job's jobs/ folder
+    state_dir: str | Path | None = None  # the ledger's folder (default .agentbatch/state)
+    limit: int | None = None  # rows sent this run, after skipping answered ones
+    retry_errors: bool = False  # re-send rows that failed for good
+    full_refresh: bool = False  # call the agent for every selected row: no reuse of answers
+    dry_run: bool = False  # render and sample requests, send nothing
+    progress: bool = True  # a progress bar on a terminal
+    force_fallback: bool = False  # the REST fallback even where ai_query could run
+    run_id: str = "run"  # set by `started()`; names staging tables and ledger entries
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit <= 0:
+            raise UsageError("limit must be a positive number of rows")
+        # None for a mapping means "none": callers pass what they were given.
+        for name in ("vars", "tables", "endpoints", "settings"):
+            object.__setattr__(self, name, dict(getattr(self, name) or {}))
+        refuse_secret_settings(self.settings)
+
+    @classmethod
+    def of(cls, options: RunOptions | None = None, **fields: Any) -> RunOptions:
+        """`options` with `fields` replaced (keyword arguments of the API functions)."""
+        if options is None:
+            return cls(**fields)
+        return dataclasses.replace(options, **fields) if fields else options
+
+    def started(self) -> RunOptions:
+        """These options for one execution: a fresh run id and start time."""
+        now = datetime.now(timezone.utc)
+        run_id = now.strftime("%Y%m%dT%H%M%S") + "_" + uuid.uuid4().hex[:8]
+        return dataclasses.replace(self, run_id=run_id, started_at=now)
+
+
+@dataclass(frozen=True)
+class Statement:
+    purpose: str
+    template: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class PushDown:
+    statements: tuple[Statement, ...]
+
+
+@dataclass(frozen=True)
+class RestFallback:
+    ensure_target: Statement | None
+    inputs: Statement
+    call: CallSpec
+    write: WriteRequest
+    write_statements: tuple[Statement, ...]
+    # Mode overwrite: what runs instead of the write when a run has no new answers.
+    keep_only: Statement | None = None
+
+    def distributed(self, options: RunOptions) -> DistributedCalls:
+        """These steps as an engine that calls from its own workers runs them."""
+        from agentbatch.engines.base import DistributedCalls
+
+        return DistributedCalls(
+            ensure_sql=self.ensure_target.sql if self.ensure_target else None,
+            inputs_sql=self.inputs.sql,
+            call=self.call,
+            write=self.write,
+            keep_only_sql=self.keep_only.sql if self.keep_only else None,
+            endpoint_overrides=options.endpoints,
+            retry_errors=options.retry_errors,
+            reuse=not options.full_refresh,
+        )
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """Queries run before any call: the selection's size, what the target holds, repeated keys."""
+
+    counts: Statement
+    repeated_keys: Statement
+
+
+@dataclass(frozen=True)
+class Plan:
+    job: Job
+    target: Target
+    strategy: Strategy
+    reason: str
+    steps: PushDown | RestFallback
+    summary: Statement
+    call_fingerprint: str
+    options: RunOptions
+    preflight: Preflight
+
+    @property
+    def statements(self) -> tuple[Statement, ...]:
+        """Every SQL statement of the plan, in order (what `render` and `compile` print)."""
+        if isinstance(self.steps, PushDown):
+            return self.steps.statements
+        first = (self.steps.ensure_target,) if self.steps.ensure_target else ()
+        return (*first, self.steps.inputs, *self.steps.write_statements)
