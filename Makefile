@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast check lint format types bench clean
+.PHONY: demo test test-fast check lint format types imports bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,11 @@ format: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-check: lint types test
+## The import contract of pyproject.toml: each stage imports only the stages below it.
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+check: lint types imports test
 
 ## Benchmarks: writes bench/results.md.
 bench: $(STAMP)

@@ -43,6 +43,7 @@ from agentbatch.agent.rows import (
     error_text,
     passthrough_of,
 )
+from agentbatch.agent.spend import SpendGuard
 from agentbatch.agent.stats import BulkStats
 from agentbatch.agent.tasks import run_all
 from agentbatch.agent.transport import AiohttpTransport, Transport
@@ -53,7 +54,6 @@ from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from agentbatch.execution.budget import Budget
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ async def run_bulk(
     config_factory: ConfigFactory = default_config,
     total_rows: int | None = None,
     rng: random.Random | None = None,
-    budget: Budget | None = None,
+    budget: SpendGuard | None = None,
     limiter: Limiter | None = None,
 ) -> BulkStats:
     """Answer every input row, recording each answer in `ledger`.
@@ -247,7 +247,7 @@ class _HttpRun:
         # Consecutive unreachable failures, not yet handed to the writer.
         self.held: list[tuple[_Row, Outcome]] = []
         self.started = 0.0
-        self.budget: Budget | None = None
+        self.budget: SpendGuard | None = None
         self.attempts_answered = 0
 
     async def run(self, batches: Batches, transport: Transport, started: float) -> None:
@@ -357,7 +357,7 @@ class _HttpRun:
         self._budget_stop(budget)
         return False
 
-    def _budget_stop(self, budget: Budget) -> None:
+    def _budget_stop(self, budget: SpendGuard) -> None:
         """The budget is reached: nothing more is sent; the calls in flight finish."""
         if not self.stop.is_set():
             log.error("stopping the run: %s", budget.stopped)
@@ -520,7 +520,7 @@ class _HttpRun:
             self.progress.update(stats)
 
 
-def _record(budget: Budget, outcome: Outcome) -> None:
+def _record(budget: SpendGuard, outcome: Outcome) -> None:
     reply, failure = outcome.reply, outcome.failure
     budget.record(
         error=error_text(failure) if failure is not None else None,

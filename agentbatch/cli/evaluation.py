@@ -252,10 +252,6 @@ def _check_requirements(result: EvalResult, requirements: Sequence[tuple[str, st
         raise JobFailedError("evaluation below requirements: " + "; ".join(failed))
 
 
-def _overall_rows(metrics: Any) -> list[dict[str, Any]]:
-    return [row for row in metrics.to_pylist() if row["group_value"] is None]
-
-
 def _spend(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     """The run's tokens and cost (and the estimate beside them), for --json."""
     if not summary:
@@ -265,13 +261,15 @@ def _spend(summary: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _print_eval(result: EvalResult, *, as_json: bool) -> None:
+    from agentbatch.evaluation.metrics import overall
+
     if as_json:
         payload = {
             "job": result.job.name,
             "endpoint": result.endpoint,
             "scores_table": result.scores_table,
             "metrics_table": result.metrics_table,
-            "metrics": _overall_rows(result.metrics),
+            "metrics": overall(result.metrics),
             "report": [str(p) for p in result.report_files],
             "mlflow_run_id": result.mlflow_run_id,
             "run": _spend(result.run_summary),
@@ -288,7 +286,7 @@ def _print_eval(result: EvalResult, *, as_json: bool) -> None:
     for column in ("scorer", "mean", "interval", "scored", "errors"):
         table.add_column(column, justify="right" if column in ("scored", "errors") else "left")
     infos = {info.name: info for info in result.scored.scorers}
-    for row in _overall_rows(result.metrics):
+    for row in overall(result.metrics):
         info = infos[row["scorer"]]
         table.add_row(
             row["scorer"],

@@ -7,7 +7,7 @@ One row per (scorer, group); `group_value` is NULL on the overall rows.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -152,7 +152,8 @@ def overall(metrics: pa.Table) -> list[dict[str, Any]]:
     return [row for row in metrics.to_pylist() if row["group_value"] is None]
 
 
-def by_scorer(metrics: pa.Table) -> Mapping[str, dict[str, Any]]:
+def by_scorer(metrics: pa.Table) -> dict[str, dict[str, Any]]:
+    """The overall rows of a metrics table by scorer."""
     return {row["scorer"]: row for row in overall(metrics)}
 
 

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentbatch.evaluation.custom import ScorerFunction, load_function
 from agentbatch.evaluation.text import (
     FieldMissing,
     as_number,
@@ -25,6 +24,7 @@ from agentbatch.evaluation.text import (
 from agentbatch.evaluation.verdict import VerdictError, parse_pass_fail, parse_scale
 from agentbatch.spec import evaluation as spec
 from agentbatch.spec import json_schema
+from agentbatch.spec.functions import ScorerFunction, load_function
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,6 @@ def derived_table(table: str, suffix: str) -> str:
     return ".".join(f"`{p}`" for p in parts)
 
 
-def read_answers(engine: Engine, table: str) -> pa.Table:
-    return engine.read_table(table)
-
-
 def write_table(engine: Engine, the_plan: Plan, table: str, data: pa.Table, key: str) -> int:
     """Replace `table` with `data` (CREATE OR REPLACE from the engine's staging relation)."""
     cls = engine_class(the_plan.target.engine)

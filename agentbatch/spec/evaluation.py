@@ -258,7 +258,7 @@ class Custom(ScorerOptions):
     @field_validator("function")
     @classmethod
     def _function(cls, value: str) -> str:
-        from agentbatch.evaluation.custom import load_function
+        from agentbatch.spec.functions import load_function
 
         load_function(value)
         return value

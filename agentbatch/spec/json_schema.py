@@ -10,7 +10,6 @@ from typing import Any
 
 from agentbatch.errors import NotSupportedError
 
-
 MAX_DEPTH = 64  # levels of objects and arrays: about 30 levels of schemas
 
 

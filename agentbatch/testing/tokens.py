@@ -67,10 +67,6 @@ class TokenAuthority:
         with self._lock:
             self._clients[client_id] = secret
 
-    def add_pat(self, token: str, principal: str) -> None:
-        with self._lock:
-            self._tokens[token] = IssuedToken(token, principal, float("inf"), "pat")
-
     def add_token(
         self, token: str, principal: str, kind: TokenKind, *, ttl_s: float = float("inf")
     ) -> None:

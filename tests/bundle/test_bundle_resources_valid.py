@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from databricks.bundles.jobs import Job
 
-from agentbatch.bundle.entrypoint import split_settings
 from agentbatch.bundle.resources import ENTRY_POINT, PACKAGE_NAME
+from agentbatch.cli.entrypoint import split_settings
 from tests.bundle.dab_refs import (
     ROOT,
     job_parameter_values,
@@ -188,8 +188,8 @@ def test_the_project_entry_point_is_registered_in_the_package() -> None:
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts.get(ENTRY_POINT) == "agentbatch.bundle.entrypoint:main", (
-        f"pyproject.toml [project.scripts] needs {ENTRY_POINT} = 'agentbatch.bundle.entrypoint:main'"
+    assert scripts.get(ENTRY_POINT) == "agentbatch.cli.entrypoint:main", (
+        f"pyproject.toml [project.scripts] needs {ENTRY_POINT} = 'agentbatch.cli.entrypoint:main'"
     )
 
 

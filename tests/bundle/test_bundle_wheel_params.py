@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agentbatch.bundle.entrypoint import main as entry_point
-from agentbatch.bundle.entrypoint import split_settings
+from agentbatch.cli.entrypoint import main as entry_point
+from agentbatch.cli.entrypoint import split_settings
 from agentbatch.cli.main import build_parser
 from tests.bundle.dab_refs import (
     ROOT,
@@ -71,7 +71,7 @@ def test_job_parameters_reach_the_job_variables() -> None:
 
 
 def _entry_point(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    code = "from agentbatch.bundle.entrypoint import main; main()"
+    code = "from agentbatch.cli.entrypoint import main; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *argv], cwd=cwd, capture_output=True, text=True, timeout=300
     )

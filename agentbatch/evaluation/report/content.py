@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.evaluation.metrics import by_scorer
 from agentbatch.evaluation.report import svg
 from agentbatch.evaluation.scoring import ScorerInfo
 from agentbatch.evaluation.text import preview
@@ -92,9 +93,7 @@ def eval_report(result: EvalResult) -> Report:
     scored = result.scored
     table = scored.table
     infos = list(scored.scorers)
-    overall = {
-        row["scorer"]: row for row in result.metrics.to_pylist() if row["group_value"] is None
-    }
+    overall = by_scorer(result.metrics)
     agent_errors = sum(e is not None for e in table.column("agent_error").to_pylist())
     facts = [
         ("job", result.job.name),
@@ -372,8 +371,8 @@ def compare_report(result: CompareResult) -> Report:
         for r in summary_rows
         if by_name[r["scorer"]].binary and by_name[r["scorer"]].higher_is_better
     ]
-    overall_a = {r["scorer"]: r for r in a.metrics.to_pylist() if r["group_value"] is None}
-    overall_b = {r["scorer"]: r for r in b.metrics.to_pylist() if r["group_value"] is None}
+    overall_a = by_scorer(a.metrics)
+    overall_b = by_scorer(b.metrics)
     if proportion:
         head.charts.append(
             svg.bar_chart(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.evaluation.metrics import overall
 from agentbatch.evaluation.report.content import Report, compare_report, eval_report
 from agentbatch.evaluation.report.html import to_html
 from agentbatch.evaluation.report.markdown import to_markdown
@@ -18,7 +19,7 @@ def write_eval_report(result: EvalResult, folder: Path) -> list[Path]:
     payload = {
         "job": result.job.name,
         "endpoint": result.endpoint,
-        "metrics": _rows(result.metrics),
+        "metrics": overall(result.metrics),
     }
     return _write(eval_report(result), folder, payload)
 
@@ -28,21 +29,17 @@ def write_compare_report(result: CompareResult, folder: Path) -> list[Path]:
         "a": {
             "variant": result.a.variant,
             "endpoint": result.a.endpoint,
-            "metrics": _rows(result.a.metrics),
+            "metrics": overall(result.a.metrics),
         },
         "b": {
             "variant": result.b.variant,
             "endpoint": result.b.endpoint,
-            "metrics": _rows(result.b.metrics),
+            "metrics": overall(result.b.metrics),
         },
         "comparison": result.comparison.summary.to_pylist(),
         "disagreements": result.comparison.disagreements,
     }
     return _write(compare_report(result), folder, payload)
-
-
-def _rows(metrics: Any) -> list[dict[str, Any]]:
-    return [row for row in metrics.to_pylist() if row["group_value"] is None]
 
 
 def _write(report: Report, folder: Path, payload: dict[str, Any]) -> list[Path]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.errors import ConfigError, MissingDependencyError
+from agentbatch.evaluation.metrics import overall
 
 if TYPE_CHECKING:
     from agentbatch.evaluation.results import CompareResult, EvalResult
@@ -122,8 +123,8 @@ def _content(result: EvalResult | CompareResult) -> tuple[dict[str, str], dict[s
 
 def _overall(result: EvalResult, prefix: str) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    for row in result.metrics.to_pylist():
-        if row["group_value"] is not None or row["mean"] is None:
+    for row in overall(result.metrics):
+        if row["mean"] is None:
             continue
         scorer = _clean(row["scorer"])
         metrics[f"{prefix}{scorer}"] = float(row["mean"])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agentbatch.bundle.entrypoint import split_settings
+from agentbatch.cli.entrypoint import split_settings
 from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.fake_workspace import serve_workspace
 from agentbatch.testing.tokens import TokenAuthority
@@ -121,7 +121,7 @@ def run_job(tmp: Path, ws_url: str, argv: list[str]) -> subprocess.CompletedProc
         PYSPARK_PYTHON=sys.executable,
     )
     # How Databricks runs the wheel task: the entry point with the task's parameters as argv.
-    code = "from agentbatch.bundle.entrypoint import main; main()"
+    code = "from agentbatch.cli.entrypoint import main; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *argv],
         cwd=tmp,
