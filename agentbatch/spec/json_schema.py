@@ -1,14 +1,12 @@
-"""JSON Schema checks for evaluation specs and the `json_schema` scorer, done by `jsonschema`.
+"""JSON Schema checks for evaluation specs and the `json_schema` scorer, done by `jsonschema`
+(the whole standard: `$ref`/`$defs`, `prefixItems`, `format`, as pydantic writes schemas).
 
-The library loads on first use and comes with the `eval` extra: jobs that never name a JSON
-Schema do not need it."""
+The library loads on first use, so `import agentbatch` and jobs without a schema stay light."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
-
-from agentbatch.errors import NotSupportedError
 
 MAX_DEPTH = 64  # levels of objects and arrays: about 30 levels of schemas
 
@@ -30,12 +28,8 @@ def _depth(value: Any) -> int:
 
 
 def _library() -> Any:
-    try:
-        import jsonschema
-    except ModuleNotFoundError:
-        raise NotSupportedError(
-            "JSON Schema checks need the jsonschema package: pip install 'agentbatch[eval]'"
-        ) from None
+    import jsonschema
+
     return jsonschema
 
 

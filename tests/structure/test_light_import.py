@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ["pyspark", "duckdb", "databricks.sql", "pandas"]
+HEAVY = ["pyspark", "duckdb", "databricks.sql", "pandas", "jsonschema"]
 
 
 def test_import_agentbatch_is_light() -> None:
