@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.evaluation.test_eval_example_local import expected_accuracy
 
 from agentbatch.evaluation import evaluate
 from agentbatch.testing.agent_server import AgentServer
-
-pytest.importorskip("databricks.sql")
-warehouse_server = pytest.importorskip("tests.support.warehouse.server")
-warehouse_duckdb = pytest.importorskip("tests.support.warehouse.duckdb_executor")
+from tests.evaluation.test_eval_example_local import expected_accuracy
+from tests.support.warehouse import duckdb_executor as warehouse_duckdb
+from tests.support.warehouse import server as warehouse_server
 
 TOKEN = "dapi-eval-test-token"
 
@@ -62,6 +60,7 @@ def judge() -> WarehouseJudge:
 @pytest.fixture
 def warehouse(tmp_path: Path, judge: WarehouseJudge) -> Iterator[Any]:
     import databricks.sql
+
     from tests.support.eval_servers import TICKETS_CSV
 
     volumes = tmp_path / "volumes"

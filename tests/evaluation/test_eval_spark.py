@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.evaluation.test_eval_example_local import expected_accuracy
 
 from agentbatch.evaluation import evaluate
 from agentbatch.testing.agent_server import AgentServer
-
-pytest.importorskip("pyspark")
+from tests.evaluation.test_eval_example_local import expected_accuracy
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
