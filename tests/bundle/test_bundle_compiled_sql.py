@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import sqlglot
+from tests.bundle.dab_refs import ROOT, bind_parameters, load_bundle
 from sqlglot import exp
 
 from agentbatch.cli.main import main
-from tests.bundle.dab_refs import ROOT, bind_parameters, load_bundle
 
 SQL_DIR = ROOT / "resources" / "sql"
 COMPILED = sorted(SQL_DIR.glob("*.sql"))

@@ -9,11 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from databricks.bundles.jobs import Job
-
-from agentbatch.bundle.command import generate, stale_files
-from agentbatch.cli.main import main
-from agentbatch.errors import ConfigError, SpecError
 from tests.bundle.dab_refs import (
     ROOT,
     job_parameter_values,
@@ -22,6 +17,11 @@ from tests.bundle.dab_refs import (
     substitute_job_parameters,
     target_job,
 )
+from databricks.bundles.jobs import Job
+
+from agentbatch.bundle.command import generate, stale_files
+from agentbatch.cli.main import main
+from agentbatch.errors import ConfigError, SpecError
 
 
 @pytest.fixture

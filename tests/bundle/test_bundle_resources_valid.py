@@ -10,10 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from databricks.bundles.jobs import Job
-
-from agentbatch.bundle.entrypoint import split_settings
-from agentbatch.bundle.resources import ENTRY_POINT, PACKAGE_NAME
 from tests.bundle.dab_refs import (
     ROOT,
     job_parameter_values,
@@ -22,6 +18,10 @@ from tests.bundle.dab_refs import (
     resolver,
     target_job,
 )
+from databricks.bundles.jobs import Job
+
+from agentbatch.bundle.resources import ENTRY_POINT, PACKAGE_NAME
+from agentbatch.bundle.entrypoint import split_settings
 
 # The top-level shape of a bundle configuration (the typed model ships only resource classes).
 ROOT_KEYS = {

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.bundle.dab_refs import ROOT
 
 from agentbatch.bundle.resources import ENTRY_POINT, PACKAGE_NAME
-from tests.bundle.dab_refs import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from agentbatch.bundle.entrypoint import main as entry_point
-from agentbatch.bundle.entrypoint import split_settings
-from agentbatch.cli.main import build_parser
 from tests.bundle.dab_refs import (
     ROOT,
     job_parameter_values,
@@ -22,6 +18,10 @@ from tests.bundle.dab_refs import (
     substitute_job_parameters,
     target_job,
 )
+
+from agentbatch.cli.main import build_parser
+from agentbatch.bundle.entrypoint import main as entry_point
+from agentbatch.bundle.entrypoint import split_settings
 
 BUNDLE = load_bundle()
 WHEEL_JOBS = sorted(

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.eval_servers import ROOT, TICKETS_CSV
 
 from agentbatch.testing.agent_server import AgentServer, serve_agent
-from tests.support.eval_servers import ROOT, TICKETS_CSV
 
 
 @pytest.fixture

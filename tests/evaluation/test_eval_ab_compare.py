@@ -7,11 +7,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from tests.support.eval_servers import ScriptedAgent, labeller, load_tickets, write_id_job
 
+from agentbatch.execution import runner
 from agentbatch.cli.main import main
 from agentbatch.evaluation import compare
-from agentbatch.execution import runner
-from tests.support.eval_servers import ScriptedAgent, labeller, load_tickets, write_id_job
 
 
 def right_a(ticket_id: int) -> bool:

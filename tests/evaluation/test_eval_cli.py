@@ -138,8 +138,9 @@ def test_a_custom_scorer_from_the_project_folder(
 
 def demo_share(test: Callable[[dict[str, Any]], bool]) -> float:
     """The share of sample tickets whose demo-agent answer passes `test`."""
-    from agentbatch.testing import triage
     from tests.support.eval_servers import load_tickets
+
+    from agentbatch.testing import triage
 
     tickets = load_tickets()
     passed = 0

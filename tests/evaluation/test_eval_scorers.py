@@ -7,6 +7,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from agentbatch.spec import evaluation as spec
 from agentbatch.evaluation.scorers import (
     ContainsScorer,
     CustomScorer,
@@ -23,7 +24,6 @@ from agentbatch.evaluation.scorers import (
     TokensScorer,
 )
 from agentbatch.evaluation.scoring import score_table
-from agentbatch.spec import evaluation as spec
 from agentbatch.spec.loader import load_job_text
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from agentbatch.errors import BudgetError, ErrorRateError, SpecError, UsageError
 from agentbatch.execution.budget import (
     Budget,
     Limits,
@@ -18,6 +17,7 @@ from agentbatch.execution.budget import (
     price_of,
     save_per_row,
 )
+from agentbatch.errors import BudgetError, ErrorRateError, SpecError, UsageError
 from agentbatch.execution.estimation import calls_wall_s, mean_interval
 from agentbatch.spec.models import Job, Price
 

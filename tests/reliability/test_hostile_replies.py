@@ -13,15 +13,9 @@ import pytest
 
 import agentbatch
 from agentbatch.spec.loader import load_job_text
-from tests.support.hostile_agent import (
-    MODES,
-    STREAM_SHAPES,
-    WRONG_SHAPES,
-    HostileAgent,
-    serve_hostile,
-)
 
 from .conftest import record_figures
+from tests.support.hostile_agent import MODES, STREAM_SHAPES, WRONG_SHAPES, HostileAgent, serve_hostile
 
 TIMEOUT_S = 2
 SIZE_CAPPED = {"HUGE_JSON", "HUGE_CHUNKED", "HUGE_STREAM"}

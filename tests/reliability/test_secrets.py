@@ -26,9 +26,9 @@ from agentbatch.spec.loader import load_job_text
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.fake_workspace import FakeWorkspace, serve_workspace
 from agentbatch.testing.tokens import IssuedToken, TokenAuthority
-from tests.support.hostile_agent import ECHO_MODES, HostileAgent, serve_hostile
 
 from .conftest import record_figures
+from tests.support.hostile_agent import ECHO_MODES, HostileAgent, serve_hostile
 from .processes import run_cli
 from .secret_search import file_texts, forms, leaks
 

@@ -23,9 +23,9 @@ from agentbatch.agent.transport import AiohttpTransport, TransportError
 from agentbatch.errors import AgentError, SpecError
 from agentbatch.spec.loader import load_job_text
 from agentbatch.testing.agent_app import AgentHandlers
-from tests.support.tls_server import Certificates, make_certificates, serve_tls_agent
 
 from .processes import run_cli
+from tests.support.tls_server import Certificates, make_certificates, serve_tls_agent
 
 BODY = json.dumps({"input": [{"role": "user", "content": "hello"}]}).encode()
 

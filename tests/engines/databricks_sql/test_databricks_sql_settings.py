@@ -8,8 +8,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from agentbatch.engines.databricks_sql.connect import warehouse_address, workspace_host
 from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
+from agentbatch.engines.databricks_sql.connect import warehouse_address, workspace_host
 from agentbatch.engines.databricks_sql.staging import (
     JsonParameterLoader,
     chunks,

@@ -13,9 +13,9 @@ import pytest
 from agentbatch.engines.local import LocalEngine
 from agentbatch.errors import EngineError, UsageError
 from agentbatch.planning.builder import RestFallback, RunOptions, build_plan
-from agentbatch.planning.targets import resolve_target
 from agentbatch.results import result_arrow_fields
 from agentbatch.spec.loader import load_job_text
+from agentbatch.planning.targets import resolve_target
 
 JOB = """\
 name: t

@@ -9,8 +9,8 @@ import sys
 
 from agentbatch.engines.spark.engine import SparkEngine
 from agentbatch.planning.builder import RestFallback, RunOptions, build_plan
-from agentbatch.planning.targets import Target
 from agentbatch.spec.loader import load_job_text
+from agentbatch.planning.targets import Target
 
 JOB = """
 name: resume

@@ -14,8 +14,8 @@ import pytest
 from agentbatch.engines.spark.engine import SparkEngine
 from agentbatch.errors import EngineError
 from agentbatch.planning.builder import PushDown, build_plan
-from agentbatch.planning.targets import Target
 from agentbatch.spec.loader import load_job_text
+from agentbatch.planning.targets import Target
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 
 ROOT = Path(__file__).resolve().parents[3]

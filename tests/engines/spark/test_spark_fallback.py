@@ -11,8 +11,8 @@ import pytest
 
 from agentbatch.errors import AgentError
 from agentbatch.planning.builder import RestFallback, RunOptions, build_plan
-from agentbatch.planning.targets import Target
 from agentbatch.spec.loader import load_job_text
+from agentbatch.planning.targets import Target
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
 

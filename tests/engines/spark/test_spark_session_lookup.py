@@ -57,8 +57,8 @@ def test_fallback_place(spark: SparkSession) -> None:
 
 
 def test_plan_shows_where_the_fallback_runs() -> None:
-    from agentbatch.execution.runner import plan
     from agentbatch.planning.explain import explain
+    from agentbatch.execution.runner import plan
     from agentbatch.planning.targets import Target
 
     root = Path(__file__).resolve().parents[3]
