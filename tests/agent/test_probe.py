@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from aiohttp import web
@@ -24,8 +27,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _status_app(status: int, *, delay_s: float = 0.0) -> web.Application:
+def _status_app(status: int, seen: list[str], *, delay_s: float = 0.0) -> web.Application:
     async def reply(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
         await asyncio.sleep(delay_s)
         return web.Response(status=status, headers={"Retry-After": "1"})
 
@@ -34,11 +38,20 @@ def _status_app(status: int, *, delay_s: float = 0.0) -> web.Application:
     return app
 
 
+class StatusServer(NamedTuple):
+    """A server answering `status` (after a delay), and the requests it received."""
+
+    url: str
+    status: int
+    seen: list[str]
+
+
 @pytest.fixture
-def status_server(request: pytest.FixtureRequest) -> Iterator[str]:
+def status_server(request: pytest.FixtureRequest) -> Iterator[StatusServer]:
     status, delay = request.param
-    with BackgroundServer(lambda: _status_app(status, delay_s=delay)) as server:
-        yield server.url
+    seen: list[str] = []
+    with BackgroundServer(lambda: _status_app(status, seen, delay_s=delay)) as server:
+        yield StatusServer(server.url, status, seen)
 
 
 def test_a_live_demo_agent_passes_without_a_paid_call() -> None:
@@ -48,14 +61,30 @@ def test_a_live_demo_agent_passes_without_a_paid_call() -> None:
 
 
 @pytest.mark.parametrize("status_server", [(429, 0.0), (503, 0.0), (500, 0.0)], indirect=True)
-def test_busy_or_failing_servers_are_alive(status_server: str) -> None:
-    probe_url(status_server + "/responses")
+def test_busy_or_failing_servers_are_alive(
+    status_server: StatusServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=probe.__name__)
+    probe_url(status_server.url + "/responses")  # returns: the run goes on
+    # It did reach the server (one bodiless GET), read the status and took it as alive.
+    assert status_server.seen == ["GET /responses"]
+    assert f"answered {status_server.status}: alive" in caplog.text
 
 
 @pytest.mark.parametrize("status_server", [(200, 3.0)], indirect=True)
-def test_a_slow_server_is_alive(status_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_slow_server_is_alive(
+    status_server: StatusServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     monkeypatch.setattr(probe, "READ_TIMEOUT_S", 0.5)
-    probe_url(status_server + "/responses")
+    caplog.set_level(logging.DEBUG, logger=probe.__name__)
+    started = time.monotonic()
+    probe_url(status_server.url + "/responses")  # returns: the run goes on
+    # It stopped waiting after READ_TIMEOUT_S, not after the server's 3 s.
+    assert time.monotonic() - started < 2.5
+    assert status_server.seen == ["GET /responses"]
+    assert "slow to answer; going on" in caplog.text
 
 
 def test_connection_refused_names_the_cause() -> None:

@@ -64,9 +64,15 @@ def test_summary_line_without_total() -> None:
     assert summary_line(BulkStats(ok=3)).startswith("3 rows done")
 
 
-def test_rich_progress_runs_and_the_default_is_logs_off_a_terminal() -> None:
+def test_rich_progress_shows_the_final_counts_and_the_default_is_logs_off_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     reporter = RichProgress()
     reporter.start(10)
     reporter.update(BulkStats(ok=4, wall_s=1.0))
-    reporter.finish(BulkStats(ok=10, wall_s=2.0))
+    final = BulkStats(ok=9, errors=1, wall_s=2.0)
+    reporter.finish(final)
+    # Off a terminal the bar is drawn once, when it stops: with the final numbers.
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"{final.done}/10 {final.errors} errors {final.rows_per_s:.0f} rows/s" in shown
     assert isinstance(default_progress(), LogProgress)  # pytest captures stderr: not a TTY

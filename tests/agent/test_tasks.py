@@ -17,26 +17,47 @@ async def test_waits_for_every_task() -> None:
         finished.append(i)
 
     await run_all([work(i) for i in range(5)])
-    assert sorted(finished) == [0, 1, 2, 3, 4]
+    # All five finished before run_all returned, the slowest last.
+    assert finished == [0, 1, 2, 3, 4]
 
 
 async def test_first_failure_is_raised_as_itself_and_the_rest_are_cancelled() -> None:
     cancelled: list[str] = []
+    boom = KeyError("boom")
 
     async def slow() -> None:
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
+            await asyncio.sleep(0.01)  # cleanup that itself awaits
             cancelled.append("slow")
             raise
 
     async def fail() -> None:
         await asyncio.sleep(0)
-        raise KeyError("boom")
+        raise boom
 
-    with pytest.raises(KeyError, match="boom"):
+    with pytest.raises(KeyError) as raised:
         await run_all([slow(), fail()])
+    # The very exception object, not a wrapper or an exception group.
+    assert raised.value is boom
+    # The other task was cancelled and its cleanup finished before run_all raised.
     assert cancelled == ["slow"]
+
+
+async def test_of_several_failures_the_first_given_is_raised() -> None:
+    """Failures that land in the same wait: the one earliest in the list wins, not whichever the
+    done set yields first (ten of them, so a lucky pick is unlikely)."""
+
+    async def fail(error: Exception) -> None:
+        await asyncio.sleep(0)
+        raise error
+
+    errors = [ValueError(f"error {i}") for i in range(10)]
+    for order in (errors, errors[::-1]):
+        with pytest.raises(ValueError) as raised:
+            await run_all([fail(e) for e in order])
+        assert raised.value is order[0]
 
 
 async def test_cancelling_the_caller_cancels_and_awaits_every_task() -> None:
@@ -57,5 +78,9 @@ async def test_cancelling_the_caller_cancels_and_awaits_every_task() -> None:
     assert cleaned == ["done", "done"]
 
 
-async def test_nothing_to_run() -> None:
-    await run_all([])
+async def test_nothing_to_run_returns_at_once() -> None:
+    """No tasks: run_all completes on its first step, never suspending the caller."""
+    step = run_all([])
+    with pytest.raises(StopIteration) as finished:
+        step.send(None)
+    assert finished.value.value is None

@@ -104,7 +104,6 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.spark
 def test_spark_executors_at_an_agents_capacity(tmp_path: Path) -> None:
-    pytest.importorskip("pyspark")
     markdown, _ = _bench(
         "--only",
         "S7",

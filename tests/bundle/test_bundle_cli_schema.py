@@ -9,12 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 from tests.bundle.dab_refs import ROOT, load_bundle
-
-jsonschema = pytest.importorskip("jsonschema")
 
 SCHEMA_FILE = ROOT.parent / "shared" / "databricks" / "bundle.schema.json"
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.snapshots import expect_saved
+
 SERVERS = Path(__file__).parent / "servers"
 STARTUP_TIMEOUT_S = 120.0
 MODELS = ("responses_model", "chat_model")
@@ -229,7 +231,7 @@ def chat_model_server(launcher: Launcher) -> ConformanceServer:
 # -- captures -------------------------------------------------------------------------------
 
 CAPTURES = Path(__file__).parent / "captures"
-UPDATE_CAPTURES = os.environ.get("AGENTBATCH_UPDATE_CAPTURES") == "1"
+UPDATE_SWITCH = "AGENTBATCH_UPDATE_CAPTURES"
 _SITE_PACKAGES = re.compile(r"/[^\s\"'\\]+/site-packages/")
 _TRACE_ID = re.compile(r"tr-[0-9a-f]{32}")
 
@@ -251,8 +253,8 @@ class Exchange:
 class Captures:
     """Saves real exchanges under `captures/` (scrubbed of local paths), then keeps them honest.
 
-    A missing capture is written; an existing one must still match what the server sends
-    (modulo trace ids and stack-trace text). `AGENTBATCH_UPDATE_CAPTURES=1` rewrites them all.
+    A capture must exist and still match what the server sends (modulo trace ids and stack-trace
+    text); a missing one fails. `AGENTBATCH_UPDATE_CAPTURES=1` records them all (refused under CI).
     """
 
     def __init__(self, workdir: Path) -> None:
@@ -275,15 +277,19 @@ class Captures:
             },
             "response": {"status": exchange.status, "content_type": exchange.content_type},
         }
-        if UPDATE_CAPTURES or not body_path.exists():
-            CAPTURES.mkdir(exist_ok=True)
-            body_path.write_bytes(body.encode())
-            meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-            return
-        assert json.loads(meta_path.read_text()) == meta, f"{name}: status or headers changed"
-        saved = body_path.read_bytes().decode()
-        assert _comparable(saved) == _comparable(body), (
-            f"{name}: the server's reply changed; rerun with AGENTBATCH_UPDATE_CAPTURES=1"
+        expect_saved(
+            meta_path,
+            json.dumps(meta, indent=2) + "\n",
+            switch=UPDATE_SWITCH,
+            comparable=json.loads,
+            changed="the request, status or content type changed",
+        )
+        expect_saved(
+            body_path,
+            body,
+            switch=UPDATE_SWITCH,
+            comparable=_comparable,
+            changed="the server's reply changed",
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
@@ -119,16 +120,83 @@ def eval_result(data: Scored, variant: str = "") -> EvalResult:
     )  # fmt: skip
 
 
-def test_reports_escape_answers_and_hold_well_formed_svg() -> None:
-    data = scored([1.0, 0.0, 1.0, 0.0], [10.0, 50.0, 30.0, 30.0], [5.0, 1.0, 4.0, 3.0])
-    report = eval_report(eval_result(data))
-    html = to_html(report)
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def charts(html: str) -> dict[str, ET.Element]:
+    """The report's inline SVG charts by title; each must parse as XML."""
+    found = {}
+    for chunk in html.split("<svg")[1:]:
+        svg = ET.fromstring("<svg" + chunk.split("</svg>")[0] + "</svg>")
+        found[svg.get("aria-label", "")] = svg
+    return found
+
+
+def bars(svg: ET.Element) -> dict[str, float]:
+    """Drawn bars (rects carrying a tooltip): tooltip text -> height in pixels."""
+    return {
+        title.text or "": float(rect.get("height", "nan"))
+        for rect in svg.iter(f"{SVG}rect")
+        if (title := rect.find(f"{SVG}title")) is not None
+    }
+
+
+def texts(svg: ET.Element) -> list[str]:
+    return [t.text or "" for t in svg.iter(f"{SVG}text")]
+
+
+def full_height(svg: ET.Element) -> float:
+    """Pixels from the lowest to the highest grid line: the whole y range of a bar chart."""
+    ys = [
+        float(line.get("y1", "nan"))
+        for line in svg.iter(f"{SVG}line")
+        if line.get("stroke") == "#e5e5e5"
+    ]
+    return max(ys) - min(ys)
+
+
+def histogram_rows(svg: ET.Element) -> dict[tuple[str, float, float], int]:
+    """(series, bin low, bin high) -> rows, read from the bars' tooltips."""
+    found = {}
+    for title in bars(svg):
+        match = re.fullmatch(r"(.*): (\d+) row\(s\) in \[(\S+), (\S+)\)", title)
+        assert match, title
+        name, rows, low, high = match.groups()
+        found[(name, float(low.replace(",", "")), float(high.replace(",", "")))] = int(rows)
+    return found
+
+
+def test_reports_escape_answers_and_chart_the_metrics() -> None:
+    latencies = [10.0, 50.0, 30.0, 30.0]
+    data = scored([1.0, 0.0, 1.0, 0.0], latencies, [5.0, 1.0, 4.0, 3.0])
+    result = eval_result(data)
+    metrics = {(r["scorer"], r["group_value"]): r["mean"] for r in result.metrics.to_pylist()}
+    html = to_html(eval_report(result))
     assert "<b>answer" not in html and "&lt;b&gt;answer 1&lt;/b&gt;" in html
-    svgs = html.split("<svg")[1:]
-    assert len(svgs) >= 3
-    for chunk in svgs:
-        ET.fromstring("<svg" + chunk.split("</svg>")[0] + "</svg>")
-    markdown = to_markdown(report)
+    found = charts(html)
+    # The pass-rate chart: one bar per proportion scorer, as tall as its mean on a 0-1 axis.
+    overall = found["Share of rows passing, per scorer"]
+    assert "exact" in texts(overall)
+    (title, height), *others = bars(overall).items()
+    assert not others and title == f"j exact: {metrics[('exact', None)]:g}"
+    assert height == pytest.approx(metrics[("exact", None)] * full_height(overall), abs=0.2)
+    # Per label: each group's bar is its own mean.
+    by_label = found["exact by label"]
+    for group in ("a", "b"):
+        drawn = bars(by_label)[f"j {group}: {metrics[('exact', group)]:g}"]
+        assert drawn == pytest.approx(metrics[("exact", group)] * full_height(by_label), abs=0.2)
+    # The latency histogram: every bin holds exactly the rows whose latency falls in it.
+    rows = histogram_rows(found["latency (ms)"])
+    assert sum(rows.values()) == len(latencies)
+    for (_, low, high), count in rows.items():
+        assert count == sum(low <= v < high for v in latencies)
+    assert set(found) == {
+        "Share of rows passing, per scorer",
+        "exact by label",
+        "latency (ms)",
+        "judge",
+    }
+    markdown = to_markdown(eval_report(result))
     assert "&lt;b&gt;answer 1&lt;/b&gt; \\| pipe" in markdown
     assert "| exact | exact_match | 50.0% |" in markdown
     assert "## By label" in markdown and "## Rows failing exact" in markdown
@@ -160,12 +228,37 @@ def test_endpoints_are_shown_without_credentials() -> None:
 
 
 def test_charts_survive_empty_and_odd_data() -> None:
-    for chart in (
-        bar_chart("t", [], []),
-        bar_chart("t", ["a"], [Bars("s", [None])]),
-        bar_chart("t <&>", ["x"], [Bars("s", [0.5], [0.4], [0.6])], y_range=(0.0, 1.0)),
-        histogram("t", [("s", [])]),
-        histogram("t", [("s", [3.0, 3.0, 3.0])]),
-        histogram("t", [("a", [1.0, 2.5, 1e6]), ("b", [float("nan"), 2.0])]),
-    ):
-        ET.fromstring(chart)
+    """Each chart is well-formed SVG and draws what its data holds, and nothing it does not."""
+
+    def chart(text: str) -> ET.Element:
+        svg = ET.fromstring(text)
+        assert svg.tag == f"{SVG}svg"
+        return svg
+
+    # No categories, or only a missing value: a titled frame without a single bar.
+    empty = chart(bar_chart("t", [], []))
+    assert bars(empty) == {} and texts(empty)[0] == "t"
+    missing = chart(bar_chart("t", ["a"], [Bars("s", [None])]))
+    assert bars(missing) == {} and "a" in texts(missing)
+    # Markup in a title is text, escaped in the SVG source and intact once parsed.
+    source = bar_chart("t <&>", ["x"], [Bars("s", [0.5], [0.4], [0.6])], y_range=(0.0, 1.0))
+    assert "t &lt;&amp;&gt;" in source
+    odd = chart(source)
+    assert odd.get("aria-label") == "t <&>" and texts(odd)[0] == "t <&>"
+    assert bars(odd) == {"s x: 0.5": pytest.approx(0.5 * full_height(odd), abs=0.2)}
+    assert len(list(odd.iter(f"{SVG}path"))) == 1  # the whisker from 0.4 to 0.6
+    # A histogram of nothing says so.
+    nothing = chart(histogram("t", [("s", [])]))
+    assert bars(nothing) == {} and "no values" in texts(nothing)
+    # One repeated value: one bar with every row, on a bin around the value.
+    same = histogram_rows(chart(histogram("t", [("s", [3.0, 3.0, 3.0])])))
+    assert len(same) == 1
+    ((name, low, high), count) = next(iter(same.items()))
+    assert name == "s" and count == 3 and low <= 3.0 < high
+    # A far outlier and a NaN: every finite value is counted once, the NaN not at all.
+    series = [("a", [1.0, 2.5, 1e6]), ("b", [float("nan"), 2.0])]
+    wide = chart(histogram("t", series))
+    rows = histogram_rows(wide)
+    assert sum(c for (n, _, _), c in rows.items() if n == "a") == 3
+    assert sum(c for (n, _, _), c in rows.items() if n == "b") == 1
+    assert {"a", "b"} <= set(texts(wide))  # the legend names both series

@@ -17,10 +17,8 @@ import pytest
 from agentbatch.evaluation import evaluate
 from agentbatch.testing.agent_server import AgentServer
 from tests.evaluation.test_eval_example_local import expected_accuracy
-
-pytest.importorskip("databricks.sql")
-warehouse_server = pytest.importorskip("tests.support.warehouse.server")
-warehouse_duckdb = pytest.importorskip("tests.support.warehouse.duckdb_executor")
+from tests.support.warehouse import duckdb_executor as warehouse_duckdb
+from tests.support.warehouse import server as warehouse_server
 
 TOKEN = "dapi-eval-test-token"
 

@@ -16,6 +16,7 @@ import pytest
 
 from agentbatch.testing import triage
 from agentbatch.testing.agent_server import AgentServer
+from tests.support.ci import under_ci
 from tests.support.eval_servers import TICKETS_CSV
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -133,8 +134,12 @@ def chart_pixels(png: Path) -> int:
     return int((spread > 50).sum())
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_the_report_charts_render_in_headless_chromium(evaluated: Path, tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        # CI installs chromium (.ci/run fails without it), so there a missing browser is a failure.
+        if under_ci():
+            pytest.fail("chromium is not installed: CI must run the report's browser check")
+        pytest.skip("chromium is not installed (apt-get install chromium); CI runs this check")
     page = evaluated / "out" / "report.html"
     screenshot(page, tmp_path / "report.png", tmp_path / "profile")
     drawn = chart_pixels(tmp_path / "report.png")

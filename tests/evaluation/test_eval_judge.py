@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import agentbatch
-from agentbatch.errors import NotSupportedError
 from agentbatch.evaluation import evaluate
 from agentbatch.evaluation.judge import judge_job
 from agentbatch.spec.evaluation import LlmJudge
@@ -155,9 +154,7 @@ def test_the_judge_job_is_an_ordinary_job(judged_job: Path) -> None:
 
 def test_on_databricks_the_judge_is_pushed_down_to_ai_query(judged_job: Path) -> None:
     judge = rated_judge(judged_job)
-    try:
-        pushed = agentbatch.plan(judge, target="databricks-sql")
-    except NotSupportedError:
-        pytest.skip("the databricks-sql engine is not available")
+    # The databricks-sql engine ships with the package: a NotSupportedError here is a failure.
+    pushed = agentbatch.plan(judge, target="databricks-sql")
     assert pushed.strategy == "push-down"
     assert "ai_query('judge-model'" in agentbatch.render(judge, target="databricks-sql")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from agentbatch.errors import ConfigError
 from agentbatch.evaluation.report.mlflow_log import log_to_mlflow
 from agentbatch.evaluation.results import CompareResult
 from tests.evaluation.test_eval_aggregates import compare_scores, eval_result, scored
-
-pytest.importorskip("mlflow")
 
 
 @pytest.fixture
@@ -70,8 +69,6 @@ def test_a_logging_failure_never_loses_the_evaluation(
 
 
 def test_no_tracking_uri_means_no_logging(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mlflow
-
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     if mlflow.tracking.is_tracking_uri_set():
         pytest.skip("a tracking URI is set in this process")

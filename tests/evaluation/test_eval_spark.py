@@ -13,8 +13,6 @@ from agentbatch.evaluation import evaluate
 from agentbatch.testing.agent_server import AgentServer
 from tests.evaluation.test_eval_example_local import expected_accuracy
 
-pytest.importorskip("pyspark")
-
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
 

@@ -65,13 +65,14 @@ def connect(warehouse: Warehouse) -> Iterator[Callable[..., Connection]]:
 @pytest.fixture(scope="session")
 def spark_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One local Spark session for the whole run (it takes seconds to start)."""
-    pyspark_sql = pytest.importorskip("pyspark.sql")
+    from pyspark.sql import SparkSession  # here, so tests without Spark do not pay its import
+
     warehouse_dir = tmp_path_factory.mktemp("spark-warehouse")
     with warnings.catch_warnings():
         # PySpark warns that it does not yet support the installed pandas major version.
         warnings.simplefilter("ignore", FutureWarning)
         spark = (
-            pyspark_sql.SparkSession.builder.master("local[2]")
+            SparkSession.builder.master("local[2]")
             .appName("loopback-warehouse-tests")
             .config("spark.ui.enabled", "false")
             .config("spark.sql.shuffle.partitions", "2")
