@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.snapshots import expect_saved
+
 GOLDEN = Path(__file__).parent / "golden"
 COMMANDS = [
     "main",
@@ -35,6 +37,4 @@ def test_help_is_unchanged(command: str) -> None:
         check=True,
         env={"COLUMNS": "100", "PATH": "/usr/bin:/bin"},
     ).stdout
-    golden = GOLDEN / f"help_{command}.txt"
-    assert golden.exists(), f"no golden file {golden.name}"
-    assert shown == golden.read_text()
+    expect_saved(GOLDEN / f"help_{command}.txt", shown, switch="UPDATE_GOLDEN")
