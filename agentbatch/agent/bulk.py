@@ -9,8 +9,7 @@ flat in the number of rows.
 
 An endpoint unusable for the whole run (auth refused, no permission, app gone, unreachable) stops
 the run with AgentError; answers already received are committed first. Row failures are values in
-the `error` column; with `fail_on_error` the run raises JobFailedError at the end, after
-everything answered is in the ledger.
+the `error` column (the facade raises for `agent.fail_on_error` once they are written).
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ from agentbatch.agent.stats import BulkStats
 from agentbatch.agent.tasks import run_all
 from agentbatch.agent.transport import AiohttpTransport, Transport
 from agentbatch.agent.worker import Caller, Outcome
-from agentbatch.errors import AgentError, JobFailedError, UsageError
+from agentbatch.errors import AgentError, UsageError
 from agentbatch.results import FINGERPRINT_COLUMN, REQUEST_COLUMN
 
 if TYPE_CHECKING:
@@ -154,12 +153,6 @@ async def run_bulk(
         stats.wall_s = time.monotonic() - started
         if progress is not None:
             progress.finish(stats)
-    if call.fail_on_error and stats.errors:
-        raise JobFailedError(
-            f"{stats.errors} of {stats.done} rows failed "
-            f"({', '.join(f'{k}: {v}' for k, v in sorted(stats.errors_by_kind.items()))}); "
-            "answered rows are kept"
-        )
     return stats
 
 

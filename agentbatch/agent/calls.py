@@ -43,7 +43,6 @@ class CallSpec:
     # None: adaptive concurrency up to a generous ceiling; an int caps it.
     max_concurrency: int | None = None
     requests_per_second: float | None = None
-    fail_on_error: bool = False
 
     def __post_init__(self) -> None:
         if not self.endpoint or not self.endpoint.strip():

@@ -211,8 +211,7 @@ def _run_fallback(
                 total = sum(batch.num_rows for batch in batches)
             bulk = run_bulk_sync(
                 batches,
-                # The facade decides about fail_on_error after the answers are written.
-                call=dataclasses.replace(steps.call, fail_on_error=False),
+                call=steps.call,
                 key=the_plan.job.source.key,
                 ledger=ledger,
                 endpoint_overrides=the_plan.options.endpoints,

@@ -52,7 +52,6 @@ def call_spec(job: Job) -> CallSpec:
         max_retries=agent.max_retries,
         max_concurrency=agent.max_concurrency,
         requests_per_second=agent.requests_per_second,
-        fail_on_error=agent.fail_on_error,
     )
 
 

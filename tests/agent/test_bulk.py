@@ -14,7 +14,7 @@ from agentbatch.agent.bulk import run_bulk
 from agentbatch.agent.calls import CallSpec
 from agentbatch.agent.ledger import Ledger
 from agentbatch.agent.stats import BulkStats
-from agentbatch.errors import AgentError, JobFailedError, UsageError
+from agentbatch.errors import AgentError, UsageError
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
 
@@ -237,16 +237,6 @@ async def test_a_rerun_sends_nothing_and_retry_errors_resends_only_failures(ledg
         assert server.stats().requests_total == 1
     rows = rows_of(ledger)
     assert rows[10]["error"] is None and rows[0]["response"] == "answer: an edited prompt"
-
-
-async def test_fail_on_error_raises_after_keeping_every_answer(ledger: Ledger) -> None:
-    requests = texts(10)
-    requests[3] = "PERMANENT_ERROR"
-    with serve_agent() as server:
-        spec = CallSpec(endpoint=server.url, fail_on_error=True)
-        with pytest.raises(JobFailedError, match="1 of 10 rows failed"):
-            await run(spec, requests, ledger)
-    assert len(rows_of(ledger)) == 10
 
 
 async def test_async_input_and_a_progress_reporter(ledger: Ledger) -> None:

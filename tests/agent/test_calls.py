@@ -41,7 +41,6 @@ def test_fingerprint_changes_with_what_determines_the_answer(change: dict[str, o
         {"max_retries": 0},
         {"max_concurrency": 4},
         {"requests_per_second": 2.0},
-        {"fail_on_error": True},
         {"stream": True},
     ],
 )

@@ -98,7 +98,7 @@ class RemoteCall:
 
 
 def plain_call(call: CallSpec) -> CallSpec:
-    """`call` with plain dicts (mapping proxies do not pickle) and row errors as values."""
+    """`call` with plain dicts (mapping proxies do not pickle)."""
     return dataclasses.replace(
         call,
         custom_inputs=_plain(call.custom_inputs),
@@ -107,7 +107,6 @@ def plain_call(call: CallSpec) -> CallSpec:
         response_format=_plain(call.response_format)
         if isinstance(call.response_format, Mapping)
         else call.response_format,
-        fail_on_error=False,
     )
 
 
