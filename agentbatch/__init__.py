@@ -1,8 +1,9 @@
 """agentbatch: run Databricks agents and models over whole tables.
 
 The public API (`load_job`, `plan`, `render`, `run`, `estimate`, `read_table`, `evaluate`,
-`compare`, and the types `Job`, `Plan`, `RunResult`) is imported on first use, so `import agentbatch`
-stays light: no pandas, pyspark, duckdb or databricks.sql until a run needs them.
+`compare`, and the types `Job`, `Plan`, `RunOptions`, `RunResult`) is imported on first use, so
+`import agentbatch` stays light: no pandas, pyspark, duckdb or databricks.sql until a run needs
+them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from agentbatch.version import __version__ as __version__
 __all__ = [
     "Job",
     "Plan",
+    "RunOptions",
     "RunResult",
     "compare",
     "estimate",
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from agentbatch.api import (
         Job,
         Plan,
+        RunOptions,
         RunResult,
         estimate,
         load_job,

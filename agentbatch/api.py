@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Job",
     "Plan",
+    "RunOptions",
     "RunResult",
     "compare",
     "estimate",

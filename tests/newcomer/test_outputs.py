@@ -82,6 +82,15 @@ def test_the_python_result_reads_this_run_or_the_whole_table(project: Project) -
 
 def test_dir_lists_the_public_api() -> None:
     names = dir(agentbatch)
-    for name in ("run", "load_job", "plan", "render", "read_table", "evaluate", "RunResult"):
+    for name in (
+        "run",
+        "load_job",
+        "plan",
+        "render",
+        "read_table",
+        "evaluate",
+        "RunResult",
+        "RunOptions",
+    ):
         assert name in names
     assert "TYPE_CHECKING" not in names
