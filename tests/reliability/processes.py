@@ -29,7 +29,7 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 FAULT_SERVER = (PYTHON, "-m", "agentbatch.testing.agent_server", "--port", "0")
-FAST_AGENT = (PYTHON, str(Path(__file__).with_name("fast_agent.py")))
+FAST_AGENT = (PYTHON, str(Path(__file__).parents[1] / "support" / "fast_agent.py"))
 
 
 class AgentProcess:
