@@ -190,7 +190,7 @@ class JsonValidScorer(_Compared):
 class JsonSchemaScorer(_Compared):
     def __init__(self, name: str, options: spec.JsonSchema) -> None:
         super().__init__(name, "json_schema", options, None)
-        self.schema = options.json_schema
+        self.violation = json_schema.compile_schema(options.json_schema)
 
     def score(self, row: Mapping[str, Any]) -> Score:
         pair = self._answer_and_expected(row)
@@ -201,7 +201,7 @@ class JsonSchemaScorer(_Compared):
             value = parse_json(answer) if isinstance(answer, str) else answer
         except ValueError:
             return FAIL
-        return FAIL if json_schema.first_violation(value, self.schema) else PASS
+        return FAIL if self.violation(value) else PASS
 
 
 class LatencyScorer(RowScorer):

@@ -5,7 +5,7 @@ The library loads on first use, so `import agentbatch` and jobs without a schema
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
 from typing import Any
 
 MAX_DEPTH = 64  # levels of objects and arrays: about 30 levels of schemas
@@ -53,25 +53,18 @@ def check_schema(schema: Any) -> None:
 
 def first_violation(value: Any, schema: dict[str, Any]) -> str | None:
     """The most relevant reason `value` does not match `schema`, or None when it does."""
-    validator = _validator(_frozen(schema))
-    error = _library().exceptions.best_match(validator.iter_errors(value))
-    if error is None:
-        return None
-    return f"{error.json_path}: {error.message}"
+    return compile_schema(schema)(value)
 
 
-@lru_cache(maxsize=64)
-def _validator(frozen: str) -> Any:
-    # A scorer checks every row against one schema: build its validator once.
-    import json
-
-    schema = json.loads(frozen)
+def compile_schema(schema: dict[str, Any]) -> Callable[[Any], str | None]:
+    """`first_violation` against one schema, its validator built once (a scorer checks every
+    row against the same schema)."""
     jsonschema = _library()
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
 
+    def violation(value: Any) -> str | None:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        return None if error is None else f"{error.json_path}: {error.message}"
 
-def _frozen(schema: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(schema, sort_keys=True)
+    return violation
