@@ -246,6 +246,15 @@ class Budget:
         return self.stopped is None
 
     @property
+    def watches_spend(self) -> bool:
+        """Whether `may_send` can refuse anything `record` has not stopped already: only a token
+        or cost limit judges the calls in flight (the bulk runner skips it otherwise)."""
+        limits = self.limits
+        return limits.max_tokens is not None or (
+            limits.max_cost is not None and self.price is not None
+        )
+
+    @property
     def cut_short(self) -> bool:
         """Whether the guard stopped the run before every row was sent."""
         return self.stopped is not None and self.unsent > 0
