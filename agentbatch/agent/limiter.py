@@ -250,7 +250,7 @@ class Limiter:
             if ratio > 1.5:
                 self._slow_start = False
             else:
-                self._set_limit(self._limit + 1.0)
+                self._grow(self._limit + 1.0)
                 return
         if ratio <= 2.0:
             self._grow(self._limit + 1.0 / self._limit)
