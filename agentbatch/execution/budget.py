@@ -273,6 +273,8 @@ class Budget:
         """Whether what was spent, plus what `calls` more calls are expected to spend, passes a
         limit (with no call to come: reaches it)."""
         limits = self.limits
+        if limits.max_tokens is None and limits.max_cost is None:
+            return None  # per row, on every answer: no estimate to make
         ahead = self._expected()
         if limits.max_tokens is not None:
             tokens = self.input_tokens + self.output_tokens + calls * ahead.tokens
