@@ -114,7 +114,18 @@ def run(
     Before anything is sent: every `tables` / `endpoints` mapping must name a table or endpoint of
     the job, and on the local target the source must exist and every SQL value of the spec must
     bind against its columns (errors name the spec key and list the columns)."""
-    return runner.run_plan(checked_plan(job, target, RunOptions.of(options, **run_options)))
+    from agentbatch.execution.preflight import check_local_source, check_mappings
+
+    the_plan = runner.plan(job, target, RunOptions.of(options, **run_options).started())
+    check_mappings(the_plan.job, the_plan.options.tables, the_plan.options.endpoints)
+    # The checks of the source run on the run's own engine: one engine (and its start-up) a run.
+    engine = runner.open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
+    try:
+        check_local_source(the_plan, origin=_origin(job), engine=engine)
+    except BaseException:
+        engine.close()
+        raise
+    return runner.run_plan(the_plan, engine)
 
 
 def estimate(
@@ -141,5 +152,10 @@ def checked_plan(job: Job | str | Path, target: str | Target, options: RunOption
     from agentbatch.execution.preflight import check_plan
 
     the_plan = runner.plan(job, target, options.started())
-    check_plan(the_plan, origin=str(job) if isinstance(job, (str, Path)) else "")
+    check_plan(the_plan, origin=_origin(job))
     return the_plan
+
+
+def _origin(job: Job | str | Path) -> str:
+    """The job file, to start the checks' errors with (nothing for a Job object)."""
+    return str(job) if isinstance(job, (str, Path)) else ""

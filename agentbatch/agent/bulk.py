@@ -142,6 +142,7 @@ async def run_bulk(
                 call, endpoint, fmt, key, ledger, retry_errors, reuse, stats, progress, rng, limiter
             )
             run.budget = budget
+            run.total_rows = total_rows
             own_transport = transport is None
             active = transport or AiohttpTransport(max_connections=run.limiter.cap + 16)
             try:
@@ -242,6 +243,13 @@ class _HttpRun:
         self.started = 0.0
         self.budget: SpendGuard | None = None
         self.attempts_answered = 0
+        # Rows to answer (an upper bound, when the caller knows it), rows handed to the workers,
+        # rows they finished with: what the limiter is told is left (no probing at the end).
+        self.total_rows: int | None = None
+        self.handed_out = 0
+        self.finished = 0
+        self.input_done = False
+        self.limiter.remaining = self._rows_left
 
     async def run(self, batches: Batches, transport: Transport, started: float) -> None:
         self.started = started
@@ -254,7 +262,9 @@ class _HttpRun:
             stats=self.stats,
             rng=self.rng,
             stop=self.stop,
-            may_send=self._may_send if self.budget is not None else None,
+            # Right before each call, only when a token or cost limit must judge the calls in
+            # flight; any other stop is seen by the caller through `stop`.
+            may_send=self._may_send if _watches_spend(self.budget) else None,
         )
         await run_all([self._produce(batches), self._write(), self._work_all(caller)])
         if self.input_error is not None:
@@ -292,6 +302,8 @@ class _HttpRun:
                     if self.stop.is_set():
                         break
                     await self.rows.put(_Row(source, index, request, fingerprint))
+                    self.handed_out += 1
+            self.input_done = True
         except Exception as e:
             # The input failed: calls already in flight finish and are committed (they are paid
             # for), nothing new is sent, then the run fails with the input's error.
@@ -326,10 +338,12 @@ class _HttpRun:
             try:
                 outcome = await caller.call(self.bodies, row.request)
             except AgentError as e:
+                self.finished += 1
                 if budget is not None:
                     budget.release()
                 self._abort(e)
                 continue
+            self.finished += 1
             if outcome is None:
                 if budget is not None:
                     budget.release()
@@ -340,6 +354,15 @@ class _HttpRun:
                 if budget.stopped is not None:
                     self._budget_stop(budget)
             await self._deliver(row, outcome)
+
+    def _rows_left(self) -> int | None:
+        """Rows not answered yet, when known: exactly once the input is read, else from the
+        caller's total."""
+        if self.input_done:
+            return self.handed_out - self.finished
+        if self.total_rows is None:
+            return None
+        return max(self.total_rows - self.stats.reused - self.finished, 0)
 
     def _may_send(self) -> bool:
         """Right before a call is sent: would it pass the budget, with the calls in flight?"""
@@ -511,6 +534,10 @@ class _HttpRun:
         stats.wall_s = time.monotonic() - self.started
         if self.progress is not None:
             self.progress.update(stats)
+
+
+def _watches_spend(budget: SpendGuard | None) -> bool:
+    return budget is not None and bool(getattr(budget, "watches_spend", True))
 
 
 def _record(budget: SpendGuard, outcome: Outcome) -> None:

@@ -8,6 +8,13 @@ AIMD with slow start and a latency guard, in the spirit of TCP congestion contro
 * multiplicative decrease on 429/503 and timeouts: to 0.9x the concurrency at which the rejected
   request was sent, at most once per round trip (a request only counts if it was sent after the
   previous decrease), so one burst of rejections is one signal;
+* after a decrease, growth stops just below the concurrency that was refused (the agent's capacity,
+  most likely) and holds there for HOLD_S before probing above it again; each probe refused at
+  the same place doubles the hold (up to MAX_HOLD_S). An agent with a fixed capacity is then kept
+  full with a few 429s a run, instead of one every few round trips (each refused row waits its
+  Retry-After: late in a run, that wait is the run's tail). Near the end of a run no probe is
+  made: when the rows left (`remaining`, told by the runner) would be done within twice the wait a
+  refused row was last told, a refused probe could only make the run longer;
 * sustained latency above 3x the baseline also decreases (a server that queues instead of
   rejecting). The baseline is the best smoothed latency seen; it is re-learned (and slow start
   re-entered) only when latency rises at no more concurrency than when it was measured, so an
@@ -42,6 +49,12 @@ INITIAL_LIMIT = 16
 DEFAULT_CEILING = 512
 DECREASE_FACTOR = 0.9
 MAX_PAUSE_S = 30.0
+# How long growth holds below the concurrency last refused before probing above it; doubled by
+# each probe refused at the same place, up to MAX_HOLD_S.
+HOLD_S = 1.0
+MAX_HOLD_S = 8.0
+# A refused row's wait when the agent gave no Retry-After (about retry.py's first backoff).
+DEFAULT_REFUSAL_WAIT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,38 @@ class Permit:
     generation: int
     inflight_at_acquire: int
     acquired_at: float
+
+
+@dataclass
+class Ceiling:
+    """Where the agent last refused (the concurrency of the refused request), and until when
+    growth holds just below it."""
+
+    refused_at: float | None = None
+    hold_s: float = HOLD_S
+    until: float = 0.0
+
+    def refused(self, level: float, now: float) -> None:
+        """A decrease: refused at concurrency `level`. Refused again where the last probe was:
+        the next probe waits twice as long."""
+        again = self.refused_at is not None and level >= self.refused_at - 1.0
+        self.hold_s = min(2.0 * self.hold_s, MAX_HOLD_S) if again else HOLD_S
+        self.refused_at = level
+        self.until = now + self.hold_s
+
+    def bound(self, value: float, current: float, now: float, ending: bool = False) -> float:
+        """`value`, the limit growth wants, held just below the last refusal while the hold
+        lasts (or the run is `ending`); past it, a probe."""
+        refused = self.refused_at
+        if refused is None or value <= refused - 1.0:
+            return value
+        if now < self.until or ending:
+            return max(current, refused - 1.0)
+        if value > refused + 1.0:
+            # Probed past the last refusal without one: the agent has room; forget it.
+            self.refused_at = None
+            self.hold_s = HOLD_S
+        return value
 
 
 class Limiter:
@@ -75,6 +120,10 @@ class Limiter:
         # The limit when the baseline latency was measured.
         self._baseline_limit = self._limit
         self._paused_until = 0.0
+        self._ceiling = Ceiling()
+        self._refusal_wait_s = DEFAULT_REFUSAL_WAIT_S
+        # Rows the run has still to answer (set by the runner; None: unknown).
+        self.remaining: Callable[[], int | None] | None = None
         self._pause_handle: asyncio.TimerHandle | None = None
         self.peak_limit = int(self._limit)
         self.decreases = 0
@@ -164,6 +213,8 @@ class Limiter:
             # Rejected at a concurrency of one, sent after the last decrease: the server refuses
             # everything rather than being full, so all new requests wait as long as it asked.
             fresh = permit.generation == self._generation
+            if outcome == "overload":
+                self._refusal_wait_s = retry_after_s or DEFAULT_REFUSAL_WAIT_S
             if outcome == "overload" and retry_after_s and fresh and self._limit <= 1.0:
                 self._pause(min(retry_after_s, MAX_PAUSE_S))
             self._decrease(permit)
@@ -199,10 +250,21 @@ class Limiter:
             if ratio > 1.5:
                 self._slow_start = False
             else:
-                self._set_limit(self._limit + 1.0)
+                self._grow(self._limit + 1.0)
                 return
         if ratio <= 2.0:
-            self._set_limit(self._limit + 1.0 / self._limit)
+            self._grow(self._limit + 1.0 / self._limit)
+
+    def _grow(self, value: float) -> None:
+        self._set_limit(self._ceiling.bound(value, self._limit, self._clock(), self._ending()))
+
+    def _ending(self) -> bool:
+        """Whether the rows left would be done before a refused probe's wait is over."""
+        left = self.remaining() if self.remaining is not None else None
+        if left is None or self._ewma is None:
+            return False
+        seconds_left = left * self._ewma / max(self._limit, 1.0)
+        return seconds_left < 2.0 * self._refusal_wait_s
 
     def _decrease(self, permit: Permit) -> None:
         if permit.generation != self._generation:
@@ -210,7 +272,9 @@ class Limiter:
         self._generation += 1
         self._slow_start = False
         self.decreases += 1
-        self._set_limit(max(1.0, DECREASE_FACTOR * min(self._limit, permit.inflight_at_acquire)))
+        level = min(self._limit, float(permit.inflight_at_acquire))
+        self._ceiling.refused(level, self._clock())
+        self._set_limit(max(1.0, DECREASE_FACTOR * level))
 
     def _set_limit(self, value: float) -> None:
         self._limit = min(float(self._cap), max(1.0, value))

@@ -10,6 +10,8 @@ total limit, with the control law of limiter.py applied to everyone's signals:
 * any task's rejection (a decrease of its limiter) shrinks the total to 0.9x what the tasks had
   in flight (or of the total, if less), at most once per round trip (the slowest task's smoothed latency), so one burst seen by several tasks is one
   signal; latency 1.5x above its baseline ends slow start, as in limiter.py;
+* after a decrease, growth holds just below the concurrency that was refused and probes above it
+  ever more rarely, as in limiter.py (`Ceiling`);
 * each active task's share is the total split evenly (the remainder to the first tasks); a task
   that finishes gives its share to the others.
 
@@ -37,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentbatch.agent.limiter import DECREASE_FACTOR, INITIAL_LIMIT, Limiter
+from agentbatch.agent.limiter import DECREASE_FACTOR, INITIAL_LIMIT, Ceiling, Limiter
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class BudgetController:
     peak: int = field(init=False, default=0)
     _tasks: dict[str, _Task] = field(init=False, default_factory=dict)
     _last_decrease: float = field(init=False, default=float("-inf"))
+    _ceiling: Ceiling = field(init=False, default_factory=Ceiling)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -122,7 +125,8 @@ class BudgetController:
                 used = sum(t.inflight for t in self._tasks.values())
                 if used >= self.limit / 2 and latency_ratio <= 2.0:
                     grow = ok if self.slow_start else ok / self.limit
-                    self.limit = min(float(self.cap), self.limit + grow)
+                    wanted = self._ceiling.bound(self.limit + grow, self.limit, now)
+                    self.limit = min(float(self.cap), wanted)
                     self.peak = max(self.peak, int(self.limit))
             return self._share(task)
 
@@ -137,6 +141,7 @@ class BudgetController:
         # had in flight), not of a limit that may have run ahead of it.
         in_flight = sum(t.inflight for t in self._tasks.values())
         base = min(self.limit, float(in_flight)) if in_flight else self.limit
+        self._ceiling.refused(base, now)
         self.limit = max(float(len(self._tasks) or 1), DECREASE_FACTOR * base)
 
     def _share(self, task: str) -> int:

@@ -2,7 +2,8 @@
 
 The guard decides per row (`admit`, `release`), right before each call (`may_send`), and from
 each outcome (`record`); once it stops the run, `stopped` says why and `cut_short` whether rows
-were left unsent."""
+were left unsent. A guard may say `watches_spend = False` when `may_send` could only repeat what
+`record` decided (no token or cost limit): the runner then skips it."""
 
 from __future__ import annotations
 

@@ -246,6 +246,15 @@ class Budget:
         return self.stopped is None
 
     @property
+    def watches_spend(self) -> bool:
+        """Whether `may_send` can refuse anything `record` has not stopped already: only a token
+        or cost limit judges the calls in flight (the bulk runner skips it otherwise)."""
+        limits = self.limits
+        return limits.max_tokens is not None or (
+            limits.max_cost is not None and self.price is not None
+        )
+
+    @property
     def cut_short(self) -> bool:
         """Whether the guard stopped the run before every row was sent."""
         return self.stopped is not None and self.unsent > 0
@@ -264,6 +273,8 @@ class Budget:
         """Whether what was spent, plus what `calls` more calls are expected to spend, passes a
         limit (with no call to come: reaches it)."""
         limits = self.limits
+        if limits.max_tokens is None and limits.max_cost is None:
+            return None  # per row, on every answer: no estimate to make
         ahead = self._expected()
         if limits.max_tokens is not None:
             tokens = self.input_tokens + self.output_tokens + calls * ahead.tokens

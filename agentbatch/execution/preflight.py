@@ -188,18 +188,22 @@ def check_plan(plan: Plan, *, origin: str = "", required: bool = True) -> bool:
     return check_local_source(plan, required=required, origin=origin)
 
 
-def check_local_source(plan: Plan, *, required: bool = True, origin: str = "") -> bool:
+def check_local_source(
+    plan: Plan, *, required: bool = True, origin: str = "", engine: Engine | None = None
+) -> bool:
     """`check_source` on the local target, with the run's table mappings; False when skipped.
 
     With `required=False` (plan, validate) a source that is neither mapped nor in the local
-    warehouse is not an error: the columns are simply not checked."""
+    warehouse is not an error: the columns are simply not checked. `engine`: the run's own,
+    opened for the plan (left open); else one is opened for the check."""
     from agentbatch.execution.runner import WAREHOUSE_DIR, open_engine, root_of
 
     if plan.target.engine != "local":
         return False
     output = canonical(plan.job.output.table)
     inputs = {name: path for name, path in plan.options.tables.items() if canonical(name) != output}
-    engine = open_engine(plan, inputs, [])
+    own = engine is None
+    engine = engine or open_engine(plan, inputs, [])
     try:
         source = plan.job.source.table
         if not required and source is not None and not engine.table_exists(source):
@@ -207,5 +211,6 @@ def check_local_source(plan: Plan, *, required: bool = True, origin: str = "") -
         warehouse = root_of(plan) / WAREHOUSE_DIR
         check_source(plan.job, engine, inputs, warehouse=warehouse, origin=origin)
     finally:
-        engine.close()
+        if own:
+            engine.close()
     return True

@@ -71,9 +71,11 @@ def run(
     return run_plan(plan(job_or_path, target, (options or RunOptions()).started()))
 
 
-def run_plan(the_plan: Plan) -> RunResult:
-    """Run a plan built for one execution (`RunOptions.started()`)."""
-    engine = open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
+def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
+    """Run a plan built for one execution (`RunOptions.started()`), on `engine` if given (one
+    opened for the plan, which the run then owns)."""
+    if engine is None:
+        engine = open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
     if the_plan.options.dry_run:
         from agentbatch.execution.dryrun import dry_run as run_dry
 

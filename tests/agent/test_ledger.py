@@ -179,6 +179,25 @@ def test_an_unreadable_blob_sends_its_rows_again(
         ).to_pylist() == [1, 2]
 
 
+def test_a_batch_of_this_run_damaged_before_the_write_is_checked_in_full(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A batch this ledger appended is read without comparing row by row only while it is
+    # whole; damaged (or an answer moved) it gets the full check, as any other.
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, key="id") as ledger:
+        ledger.append(output_rows([1, 2]))
+        ledger.append(output_rows([3, 4]))
+        ledger.append(output_rows([5]))
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE batches SET ipc = x'00010203' WHERE id = 1")
+            conn.execute("UPDATE answers SET row = 0 WHERE batch_id = 2 AND row = 1")
+        with caplog.at_level(logging.WARNING):
+            assert all_unwritten(ledger).column("id").to_pylist() == [3, 5]
+        assert "unreadable" in caplog.text
+        assert "do not match" in caplog.text
+
+
 def test_a_different_key_discards_the_old_answers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -20,6 +20,7 @@ class SimResult:
     rejected_share: float
     final_limit: int
     peak_limit: int
+    rejected: int = 0
 
 
 def simulate(
@@ -30,13 +31,17 @@ def simulate(
     queueing: bool = False,
     reject_latency_s: float = 0.001,
     retry_after_s: float = 1.0,
+    tells_remaining: bool = True,
 ) -> SimResult:
     """Rows through a simulated server: `capacity` admitted at once, 429 (instantly) with
     `Retry-After: retry_after_s` beyond it, or, with `queueing`, an unbounded queue in front of
     `capacity` workers (latency grows). A rejected row waits as the runner does (retry.py's
-    `backoff_delay`: the Retry-After plus jitter) before it is sent again."""
+    `backoff_delay`: the Retry-After plus jitter) before it is sent again. With
+    `tells_remaining`, the limiter knows the rows left, as the bulk runner tells it."""
     now = [0.0]
     limiter = Limiter(clock=lambda: now[0])
+    if tells_remaining:
+        limiter.remaining = lambda: rows - done
     rng = random.Random(7)
     events: list[tuple[float, int, str, Permit | None]] = []
     seq = done = sent = rejected = 0
@@ -77,20 +82,46 @@ def simulate(
             seq += 1
             wait = backoff_delay(1, f"{retry_after_s:g}", rng)
             heapq.heappush(events, (at + wait, seq, "retry", None))
-    return SimResult(done / now[0], rejected / sent, limiter.limit, limiter.peak_limit)
+    return SimResult(done / now[0], rejected / sent, limiter.limit, limiter.peak_limit, rejected)
 
 
 def test_finds_a_capacity_limit_with_few_rejections() -> None:
-    # 32 admitted at 50 ms: ideal 640 rows/s.
-    result = simulate(capacity=32, latency_s=0.05, rows=10_000)
-    assert result.rows_per_s >= 0.9 * 640
-    assert result.rejected_share < 0.02
-    assert 28 <= result.final_limit <= 33
+    # 32 admitted at 50 ms: ideal 640 rows/s. Every refused row waits its Retry-After (1 s).
+    for rows in (5_000, 10_000):
+        result = simulate(capacity=32, latency_s=0.05, rows=rows)
+        assert result.rows_per_s >= 0.97 * 640, rows
+        assert result.rejected_share < 0.01, rows
+        assert 31 <= result.final_limit <= 32, rows
+
+
+def test_a_larger_capacity_is_found_and_kept() -> None:
+    result = simulate(capacity=128, latency_s=0.05, rows=10_000)
+    assert result.rows_per_s >= 0.9 * 2_560
+    assert result.rejected_share < 0.01
+    assert 126 <= result.final_limit <= 128
+
+
+def test_probes_above_a_capacity_are_spaced_out() -> None:
+    # After the first refusals, growth holds just below the refused concurrency and probes above
+    # it ever more rarely: a few refused rows a minute, not one every few round trips.
+    result = simulate(capacity=32, latency_s=0.05, rows=40_000)  # about a minute
+    first_burst = 32  # slow start overshoots once: up to one window of refusals
+    assert result.rejected - first_burst <= 15
+
+
+def test_no_probe_near_the_end_of_a_run() -> None:
+    # A probe refused in the last second would wait its Retry-After after every other row is
+    # done: the run's tail. Told the rows left, the limiter makes none then.
+    told = simulate(capacity=32, latency_s=0.05, rows=5_000)
+    blind = simulate(capacity=32, latency_s=0.05, rows=5_000, tells_remaining=False)
+    assert told.rows_per_s >= 0.97 * 640
+    assert blind.rows_per_s < told.rows_per_s  # this run's last probe falls in its last second
 
 
 def test_small_capacity_below_the_initial_limit() -> None:
     result = simulate(capacity=4, latency_s=0.05, rows=2_000)
-    assert result.rows_per_s >= 0.85 * 80
+    assert result.rows_per_s >= 0.95 * 80
+    assert result.rejected_share < 0.02
     assert result.final_limit <= 5
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from agentbatch.agent.limiter import Limiter
+from agentbatch.agent.limiter import HOLD_S, Limiter
 from agentbatch.agent.shared_limits import (
     BudgetAddress,
     BudgetController,
@@ -51,7 +51,11 @@ def test_grows_only_while_used_slow_start_then_additive() -> None:
     assert 23.4 < controller.limit < 24  # additive: about one per round trip
     for _ in range(200):
         controller.report("a", ok=100, decreases=0, inflight=64)
-    assert controller.limit == 64  # never past the cap
+    assert controller.limit == 25  # holds just below the 26 refused, for HOLD_S
+    now[0] += HOLD_S
+    for _ in range(200):
+        controller.report("a", ok=100, decreases=0, inflight=64)
+    assert controller.limit == 64  # then probes past it; never past the cap
 
 
 _admitted = [0]
@@ -104,12 +108,13 @@ async def _rejections(tasks: int, *, shared: bool) -> int:
 
 async def test_tasks_sharing_a_budget_are_refused_about_as_often_as_one_client() -> None:
     # An agent that admits 8 calls at once. One client alone, four tasks each adapting alone,
-    # and four tasks sharing one budget.
+    # and four tasks sharing one budget. (One client: its slow start's overshoot, then a probe
+    # now and then; four tasks alone: each overshoots and probes on its own.)
     one = await _rejections(1, shared=False)
     alone = await _rejections(4, shared=False)
     shared = await _rejections(4, shared=True)
     assert shared < alone, (one, alone, shared)
-    assert shared <= 2 * one, (one, alone, shared)
+    assert shared <= one + 16, (one, alone, shared)  # 1,200 rows: well under 2% refused
 
 
 async def test_a_task_that_cannot_reach_the_driver_adapts_alone() -> None:
