@@ -116,7 +116,7 @@ AGENT_SCENARIOS: tuple[Scenario, ...] = (
 )
 
 # S4: rows through the local engine with the builtin instant agent.
-SCALE_SIZES: tuple[int, ...] = (100_000, 1_000_000)
+SCALE_SIZES: tuple[int, ...] = (100_000, 1_000_000, 3_000_000)
 QUICK_SCALE_SIZES: tuple[int, ...] = (2_000, 20_000)
 
 ALL_IDS: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")

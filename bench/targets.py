@@ -209,7 +209,10 @@ def _scale(scale: list[Measurement]) -> list[Check]:
     done = sorted((m for m in scale if m.rows > 0 and not m.error), key=lambda m: m.rows)
     if len(done) < 2:
         return [Check("S4: scale", "not measured", None)] if scale else []
-    small, large = done[0], done[-1]
+    # Growth between the two largest sizes: the local engine's DuckDB fills its buffer pool (capped
+    # by its `memory_limit`, 256 MB by default) on the way to the first million rows; past that,
+    # rows must cost nothing more.
+    small, large = done[-2], done[-1]
     rate = Check(
         f"S4: {large.rows:,} rows >= 50,000 rows/s",
         f"{large.rows_per_s:,.0f} rows/s",
