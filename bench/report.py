@@ -132,7 +132,9 @@ def scale_section(results: list[Measurement]) -> str:
         "`builtin:instant` (no HTTP); each size in its own process. **above imports** is peak RSS "
         "over a process that only imports what a run imports"
         + (f" ({base.peak_rss_mb:,.0f} MB)" if base is not None else "")
-        + ": what the rows cost.",
+        + ": what the rows cost. The local engine's DuckDB buffer pool (capped by its "
+        "`memory_limit`, 256 MB by default; it spills beyond) fills on the way to the first "
+        "million rows, so memory is judged flat between the two largest sizes.",
         "",
         "| rows | rows/s | CPU ms/row | peak RSS MB | above imports MB | MB per 1,000 rows | failed |",
         "|---:|---:|---:|---:|---:|---:|---:|",
