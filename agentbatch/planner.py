@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from agentbatch.agent.calls import CallSpec, call_fingerprint
+from agentbatch.agent.content import FileInput
 from agentbatch.engines import engine_class
 from agentbatch.engines.base import WriteRequest
 from agentbatch.spec.models import Job
@@ -113,7 +114,13 @@ def call_spec(job: Job) -> CallSpec:
         max_concurrency=agent.max_concurrency,
         requests_per_second=agent.requests_per_second,
         fail_on_error=agent.fail_on_error,
+        files=file_input(job),
     )
+
+
+def file_input(job: Job) -> FileInput | None:
+    files = job.files
+    return None if files is None else FileInput(files.max_bytes, files.media_type)
 
 
 def choose_strategy(job: Job, target: Target, options: RunOptions) -> tuple[Strategy, str]:

@@ -284,6 +284,7 @@ def _run_fallback(
         return _summarise(the_plan, engine, {**spread, **counts})
 
     from agentbatch.agent.bulk import run_bulk_sync
+    from agentbatch.agent.content import input_batch_rows
     from agentbatch.agent.ledger import Ledger
     from agentbatch.agent.progress import LogProgress, RichProgress
 
@@ -297,7 +298,9 @@ def _run_fallback(
         if select is None:
             _check_budget(the_plan, steps, engine, ledger, budget, counts)
         try:
-            batches: Iterable[pa.RecordBatch] = engine.fetch_batches(steps.inputs.sql)
+            batches: Iterable[pa.RecordBatch] = engine.fetch_batches(
+                steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
+            )
             total = rows_upper_bound(the_plan, counts)
             if select is not None:
                 batches = list(select(batches, ledger))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from agentbatch.agent.bodies import BodyBuilder
 from agentbatch.agent.builtin import run_instant
 from agentbatch.agent.calls import CallSpec
+from agentbatch.agent.content import FILE_COLUMN, FILE_NAME_COLUMN, RowFile
 from agentbatch.agent.endpoints import ConfigFactory, Endpoint, default_config, resolve_endpoint
 from agentbatch.agent.ledger import Ledger
 from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter
@@ -84,6 +85,7 @@ class _Row:
     index: int
     request: str | None
     fingerprint: str | None
+    file: RowFile | None = None
 
 
 _DONE = object()
@@ -293,12 +295,14 @@ class _HttpRun:
                 source = _Source(passthrough_of(todo))
                 requests = todo.column(REQUEST_COLUMN).to_pylist()
                 fingerprints = todo.column(FINGERPRINT_COLUMN).to_pylist()
+                files = _row_files(todo)
                 for index, (request, fingerprint) in enumerate(
                     zip(requests, fingerprints, strict=True)
                 ):
                     if self.stop.is_set():
                         break
-                    await self.rows.put(_Row(source, index, request, fingerprint))
+                    file = files[index] if files is not None else None
+                    await self.rows.put(_Row(source, index, request, fingerprint, file))
         except Exception as e:
             # The input failed: calls already in flight finish and are committed (they are paid
             # for), nothing new is sent, then the run fails with the input's error.
@@ -331,7 +335,7 @@ class _HttpRun:
                 self._budget_stop(budget)
                 continue
             try:
-                outcome = await caller.call(self.bodies, row.request)
+                outcome = await caller.call(self.bodies, row.request, row.file)
             except AgentError as e:
                 if budget is not None:
                     budget.release()
@@ -518,6 +522,20 @@ class _HttpRun:
         stats.wall_s = time.monotonic() - self.started
         if self.progress is not None:
             self.progress.update(stats)
+
+
+def _row_files(batch: pa.RecordBatch) -> list[RowFile] | None:
+    """Each row's file (a job with `files:`), else None. The bytes leave the batch here."""
+    names = batch.schema.names
+    if FILE_COLUMN not in names:
+        return None
+    contents = batch.column(FILE_COLUMN).to_pylist()
+    file_names = (
+        batch.column(FILE_NAME_COLUMN).to_pylist()
+        if FILE_NAME_COLUMN in names
+        else [None] * len(contents)
+    )
+    return [RowFile(c, n) for c, n in zip(contents, file_names, strict=True)]
 
 
 def _record(budget: Budget, outcome: Outcome) -> None:

@@ -49,6 +49,7 @@ from agentbatch.testing.faults import (
     latency_s,
     permanent_status,
 )
+from agentbatch.testing.images import describe_files
 from agentbatch.testing.inbound import AgentCall, BadRequest, parse_body
 from agentbatch.testing.replies import ChatReply
 from agentbatch.testing.stats import ServerStats
@@ -266,7 +267,9 @@ class AgentHandlers:
             return web.Response(body=b'{"id": "resp_broken", "output": [', content_type=_JSON)
         reply = replies.make_reply(
             call,
-            triage.answer(call.text, call.context, structured=call.structured),
+            describe_files(call.files)
+            if call.files
+            else triage.answer(call.text, call.context, structured=call.structured),
             attempt,
             metadata_trace=request.headers.get(RETURN_TRACE_HEADER, "").lower() == "true",
         )

@@ -1,0 +1,156 @@
+"""Binary input per row (images, documents): media types, data URLs, content parts, size limits.
+
+A job with `files:` sends each row's bytes beside its text request:
+
+- push-down: `ai_query(endpoint, request, files => <bytes>)`, as Databricks documents it;
+- REST fallback: a content part in the user message, as a base64 data URL —
+  Responses API (Apps agents, ResponsesAgent endpoints): `{"type": "input_image", "image_url":
+  "data:<type>;base64,..."}` for images, `{"type": "input_file", "filename": ..., "file_data":
+  "data:<type>;base64,..."}` for other files (MLflow's ResponsesAgent `Message` accepts both part
+  types); Chat Completions: `{"type": "image_url", "image_url": {"url": "data:..."}}`, images only.
+
+A row whose bytes pass `max_bytes` is an error row naming its size and the limit, never sent.
+The default keeps a row's body under the 4 MB payload limit Model Serving documents for
+foundation-model, external-model and agent endpoints: base64 grows the bytes by a third
+(2,900,000 bytes -> 3,866,668 characters), leaving room for the prompt and the body's fields.
+The fingerprint of a row covers a sha256 of its bytes (in SQL), never the bytes themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import posixpath
+from dataclasses import dataclass
+
+# Columns the inputs select adds for a job with `files:` (beside `_request`); never passthrough.
+FILE_COLUMN = "_file"
+FILE_NAME_COLUMN = "_file_name"
+FILE_COLUMNS = (FILE_COLUMN, FILE_NAME_COLUMN)
+
+# 4 MB payload limit (foundation-model, external-model and agent endpoints) after base64.
+DEFAULT_MAX_FILE_BYTES = 2_900_000
+# Rows per input batch when rows carry files: memory is bounded by this times the file size,
+# whatever the number of files.
+FILE_BATCH_ROWS = 16
+
+
+# Rows per input batch otherwise (the engines' default).
+TEXT_BATCH_ROWS = 10_000
+
+
+def input_batch_rows(files: FileInput | None) -> int:
+    """Rows per input batch of the REST fallback: few when rows carry files."""
+    return FILE_BATCH_ROWS if files is not None else TEXT_BATCH_ROWS
+
+
+class FileError(ValueError):
+    """A row's file cannot be sent (too large, unknown or unsupported media type)."""
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """How a job's per-row files are sent (part of the call fingerprint)."""
+
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES
+    # Declared media type for every row; None: from each row's file name.
+    media_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise ValueError("FileInput.max_bytes must be >= 1")
+
+    def fingerprint_fields(self) -> dict[str, object]:
+        return {"max_bytes": self.max_bytes, "media_type": self.media_type}
+
+
+@dataclass(frozen=True)
+class RowFile:
+    """One row's file: its bytes (None: the row has no file) and name (for the media type)."""
+
+    content: bytes | None
+    name: str | None = None
+
+
+def media_type_of(name: str | None) -> str | None:
+    """The media type a file name implies (`photo.PNG` -> `image/png`), else None."""
+    if not name:
+        return None
+    guessed, _ = mimetypes.guess_type(_basename(name), strict=False)
+    return guessed
+
+
+def is_image(media_type: str) -> bool:
+    return media_type.lower().startswith("image/")
+
+
+def data_url(media_type: str, content: bytes) -> str:
+    """`data:<media type>;base64,<bytes>` (RFC 2397)."""
+    return f"data:{media_type};base64,{base64.b64encode(content).decode('ascii')}"
+
+
+def check_size(content: bytes, limit: int) -> None:
+    if len(content) > limit:
+        raise FileError(
+            f"file is {len(content):,} bytes, over the limit of {limit:,} bytes "
+            "(files.max_bytes); it was not sent"
+        )
+
+
+def resolve_media_type(spec: FileInput, row: RowFile) -> str:
+    declared = spec.media_type
+    if declared:
+        return declared
+    found = media_type_of(row.name)
+    if found is None:
+        shown = repr(row.name) if row.name else "a file without a name"
+        raise FileError(
+            f"cannot tell the media type of {shown} from its name: declare files.media_type"
+        )
+    return found
+
+
+def content_part(api: str, spec: FileInput, row: RowFile) -> dict[str, object]:
+    """The content part carrying `row`'s bytes for `api`; FileError if it cannot be sent."""
+    assert row.content is not None
+    check_size(row.content, spec.max_bytes)
+    media_type = resolve_media_type(spec, row)
+    url = data_url(media_type, row.content)
+    if api == "chat":
+        if not is_image(media_type):
+            raise FileError(
+                f"the chat API carries images only (image_url parts), not {media_type}: "
+                "use agent.api: responses for documents"
+            )
+        return {"type": "image_url", "image_url": {"url": url}}
+    if is_image(media_type):
+        return {"type": "input_image", "image_url": url}
+    return {"type": "input_file", "filename": _basename(row.name) or "file", "file_data": url}
+
+
+def text_part(api: str, text: str) -> dict[str, object]:
+    return {"type": "text" if api == "chat" else "input_text", "text": text}
+
+
+def _basename(name: str | None) -> str:
+    if not name:
+        return ""
+    # Spark and Databricks list files as URIs (`file:/...`, `dbfs:/Volumes/...`).
+    return posixpath.basename(name.split("?", 1)[0].rstrip("/"))
+
+
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "FILE_BATCH_ROWS",
+    "FILE_COLUMN",
+    "FILE_COLUMNS",
+    "FILE_NAME_COLUMN",
+    "FileError",
+    "FileInput",
+    "RowFile",
+    "content_part",
+    "data_url",
+    "input_batch_rows",
+    "media_type_of",
+    "text_part",
+]
