@@ -52,6 +52,7 @@ from sqlglot import exp
 
 from agentbatch.engines import spark_session as session
 from agentbatch.engines.base import WriteRequest, WriteStats
+from agentbatch.engines.binary_files import rewrite_for_spark, volume_mappings
 from agentbatch.engines.spark_arrow import StagedBatches, arrow_batches, arrow_schema
 from agentbatch.engines.spark_errors import guard, guarded
 from agentbatch.engines.spark_sql import (
@@ -133,6 +134,9 @@ class SparkEngine:
             "main" if self.files else guard(self.spark.catalog.currentCatalog)
         )
         self.names = Names(str(default_catalog), str(self.settings.get("schema", "default")))
+        # `--table /Volumes/...=FOLDER`: a folder read with read_files(..., 'binaryFile').
+        self.volumes = volume_mappings(tables or {})
+        tables = {k: v for k, v in (tables or {}).items() if k.rstrip("/") not in self.volumes}
         self.tables = TableMap(
             self.spark,
             self.names,
@@ -324,6 +328,7 @@ class SparkEngine:
         tree = tree.copy()
         remapped = point_tables(tree, self.tables.relation)
         if not self.on_databricks:
+            rewrite_for_spark(tree, self.volumes)  # Databricks has read_files itself
             sql = to_spark(tree)
         elif original is not None and not remapped:
             sql = original

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.agent.content import FILE_COLUMNS
 from agentbatch.agent.shared_limits import BudgetAddress
 from agentbatch.engines.spark_calls import RemoteCall, answer_batches
 from agentbatch.errors import AgentbatchError
@@ -116,7 +117,7 @@ def answer_distributed(
         usable = one_per_key(_reusable(earlier, retry_errors), key)
         results_only = [c for c in RESULT_COLUMN_NAMES if c != FINGERPRINT_COLUMN]
         reused = (
-            inputs.drop(REQUEST_COLUMN)
+            inputs.drop(REQUEST_COLUMN, *FILE_COLUMNS)
             .join(usable.select(key, FINGERPRINT_COLUMN, *results_only), [key, FINGERPRINT_COLUMN])
             .localCheckpoint(eager=True)
         )
@@ -199,7 +200,7 @@ def output_schema(inputs: StructType, response_type: pa.DataType | None) -> Stru
     passthrough = [
         StructField(f.name, f.dataType, True)
         for f in inputs.fields
-        if f.name not in (REQUEST_COLUMN, FINGERPRINT_COLUMN)
+        if f.name not in (REQUEST_COLUMN, FINGERPRINT_COLUMN, *FILE_COLUMNS)
     ]
     results = [
         StructField(f.name, from_arrow_type(f.type), True)
