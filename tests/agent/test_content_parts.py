@@ -5,8 +5,8 @@ and fingerprints that follow the bytes."""
 from __future__ import annotations
 
 import base64
-import re
 import json
+import re
 from typing import Any
 
 import pytest

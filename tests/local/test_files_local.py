@@ -164,3 +164,22 @@ def test_files_need_a_name_or_a_media_type(tmp_path: Path) -> None:
                 "",
             ),
         )
+
+
+def test_a_local_folder_given_as_the_photos_var_works_too(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    folder = write_sample_folder(tmp_path / "elsewhere", 3)
+    with agentbatch.run(
+        JOB,
+        vars={"photos": str(folder)},
+        tables={"main.shop.photo_descriptions": tmp_path / "out.parquet"},
+        endpoints={"apps/vision-agent": agent.url},
+        state_dir=tmp_path / "state",
+        project_dir=tmp_path,
+        progress=False,
+    ) as result:
+        assert result.summary["ok"] == 3
+    assert {row["response"] for row in answers(tmp_path).values()} == {
+        sample_answer(i) for i in range(3)
+    }
