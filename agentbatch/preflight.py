@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from agentbatch.spec.models import Job
 
 
-def binary_file_paths(tree: exp.Expression) -> list[str]:
+def binary_file_paths(tree: exp.Expr) -> list[str]:
     from agentbatch.engines.binary_files import binary_file_calls
 
     try:

@@ -56,7 +56,7 @@ def local_path(path: str, volumes: Mapping[str, Path]) -> Path:
     return local
 
 
-def binary_file_calls(tree: exp.Expression) -> list[tuple[exp.Table, str]]:
+def binary_file_calls(tree: exp.Expr) -> list[tuple[exp.Table, str]]:
     """Every `read_files(<string literal>, format => 'binaryFile')` in a FROM, with its path."""
     found = []
     for node in list(tree.find_all(exp.Anonymous)):
@@ -80,19 +80,19 @@ def binary_file_calls(tree: exp.Expression) -> list[tuple[exp.Table, str]]:
     return found
 
 
-def rewrite_for_duckdb(tree: exp.Expression, volumes: Mapping[str, Path]) -> None:
+def rewrite_for_duckdb(tree: exp.Expr, volumes: Mapping[str, Path]) -> None:
     """Point each binaryFile listing at `read_blob` with Databricks' column names and types.
     Works on the Databricks-dialect tree, before it is transpiled."""
     _rewrite(tree, volumes, _duckdb_listing)
 
 
-def rewrite_for_spark(tree: exp.Expression, volumes: Mapping[str, Path]) -> None:
+def rewrite_for_spark(tree: exp.Expr, volumes: Mapping[str, Path]) -> None:
     """Point each binaryFile listing at Spark's native `binaryFile` source."""
     _rewrite(tree, volumes, _spark_listing)
 
 
 def _rewrite(
-    tree: exp.Expression,
+    tree: exp.Expr,
     volumes: Mapping[str, Path],
     listing: Callable[[Path], str],
 ) -> None:

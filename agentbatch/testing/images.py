@@ -107,22 +107,22 @@ def read_png(data: bytes) -> tuple[int, int, list[tuple[int, ...]]]:
     previous = bytearray(stride)
     for y in range(height):
         start = y * (stride + 1)
-        kind = raw[start]
+        row_filter = raw[start]
         line = bytearray(raw[start + 1 : start + 1 + stride])
         for i in range(stride):
             left = line[i - channels] if i >= channels else 0
             up = previous[i]
             corner = previous[i - channels] if i >= channels else 0
-            if kind == 1:
+            if row_filter == 1:
                 line[i] = (line[i] + left) & 0xFF
-            elif kind == 2:
+            elif row_filter == 2:
                 line[i] = (line[i] + up) & 0xFF
-            elif kind == 3:
+            elif row_filter == 3:
                 line[i] = (line[i] + ((left + up) >> 1)) & 0xFF
-            elif kind == 4:
+            elif row_filter == 4:
                 line[i] = (line[i] + _paeth(left, up, corner)) & 0xFF
-            elif kind != 0:
-                raise NotAnImage(f"unknown PNG row filter {kind}")
+            elif row_filter != 0:
+                raise NotAnImage(f"unknown PNG row filter {row_filter}")
         pixels.extend(tuple(line[x : x + 3]) for x in range(0, stride, channels))
         previous = line
     return width, height, pixels

@@ -28,7 +28,8 @@ PDF = b"%PDF-1.4 tiny"
 
 def body(api: str, file: RowFile, **files: Any) -> dict[str, Any]:
     spec = CallSpec(endpoint="apps/vision", api=api, files=FileInput(**files))  # type: ignore[arg-type]
-    return json.loads(BodyBuilder(spec).build("What is this?", file))
+    sent: dict[str, Any] = json.loads(BodyBuilder(spec).build("What is this?", file))
+    return sent
 
 
 def test_responses_image_is_an_input_image_part_mlflow_accepts() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -28,7 +29,9 @@ def agent() -> Iterator[AgentServer]:
         yield server
 
 
-def run_images(tmp_path: Path, agent: AgentServer, job: Path = JOB, **kwargs: object) -> dict:
+def run_images(
+    tmp_path: Path, agent: AgentServer, job: Path = JOB, **kwargs: Any
+) -> dict[str, Any]:
     result = agentbatch.run(
         job,
         tables={
@@ -46,7 +49,7 @@ def run_images(tmp_path: Path, agent: AgentServer, job: Path = JOB, **kwargs: ob
     return summary
 
 
-def answers(tmp_path: Path) -> dict[str, dict]:
+def answers(tmp_path: Path) -> dict[str, dict[str, Any]]:
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
     return {Path(row["path"]).name: row for row in rows}
 
