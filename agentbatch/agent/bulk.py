@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 from agentbatch.agent.bodies import BodyBuilder
 from agentbatch.agent.builtin import run_instant
 from agentbatch.agent.calls import CallSpec
-from agentbatch.agent.content import FILE_COLUMN, FILE_NAME_COLUMN, RowFile
+from agentbatch.agent.content import (
+    FILE_COLUMN,
+    FILE_NAME_COLUMN,
+    RowFile,
+    concurrency_ceiling,
+)
 from agentbatch.agent.endpoints import ConfigFactory, Endpoint, default_config, resolve_endpoint
 from agentbatch.agent.ledger import Ledger
 from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter
@@ -224,7 +229,7 @@ class _HttpRun:
             # A concurrency the user asked for is where to start (no slow start up to it); the
             # limiter still backs off from it on 429s, 503s and timeouts.
             initial=call.max_concurrency or INITIAL_LIMIT,
-            ceiling=DEFAULT_CEILING,
+            ceiling=concurrency_ceiling(call.files, DEFAULT_CEILING, call.max_concurrency),
         )
         # Nothing answered before: no lookups (source keys are unique, checked before the run).
         self.lookup = reuse and getattr(ledger, "has_answers", True)  # stand-ins may lack it

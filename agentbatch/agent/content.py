@@ -35,6 +35,24 @@ DEFAULT_MAX_FILE_BYTES = 2_900_000
 FILE_BATCH_ROWS = 16
 
 
+# Bytes of files the REST fallback holds in flight at most (as raw bytes, their base64 text and
+# the body): the adaptive limiter's ceiling for a job with files is this over `max_bytes`.
+FILES_IN_FLIGHT_BYTES = 256 * 1024 * 1024
+MIN_FILE_CONCURRENCY = 8
+
+
+def concurrency_ceiling(files: FileInput | None, default: int, asked: int | None = None) -> int:
+    """The limiter's ceiling: `default`, or for files what keeps memory bounded by
+    FILES_IN_FLIGHT_BYTES whatever the number of files; a concurrency the job asks for
+    (agent.max_concurrency) is granted."""
+    if files is None:
+        return default
+    if asked is not None:
+        return asked
+    fitting = FILES_IN_FLIGHT_BYTES // (4 * files.max_bytes)  # bytes, base64, body, slack
+    return max(MIN_FILE_CONCURRENCY, min(default, fitting))
+
+
 # Rows per input batch otherwise (the engines' default).
 TEXT_BATCH_ROWS = 10_000
 
@@ -148,6 +166,7 @@ __all__ = [
     "FileError",
     "FileInput",
     "RowFile",
+    "concurrency_ceiling",
     "content_part",
     "data_url",
     "input_batch_rows",
