@@ -5,7 +5,8 @@ rows of `path STRING, modificationTime TIMESTAMP, length BIGINT, content BINARY`
 files (names starting with `_` or `.`), as Spark's binary file source does. Locally the same job
 reads a folder:
 
-- DuckDB (`local`): `read_blob(<glob>)` renamed to those columns;
+- DuckDB (`local`): the folder's files listed by Python, their bytes read one at a time by a
+  scalar function (see `rewrite_for_duckdb`);
 - Spark: its native `binaryFile` source (`binaryFile.\\`<folder>\\``), which has those columns.
 
 The path is the job's literal: a local folder or file, or a `/Volumes/...` path mapped to a local
@@ -15,14 +16,19 @@ mapped prefix wins). A path that is neither is an error naming it and the mappin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from sqlglot import exp
 
 from agentbatch.errors import UsageError
 
 BINARY_FILE = "binaryfile"
+# Relations a DuckDB connection gets for the listings of a statement.
+LISTING_PREFIX = "agentbatch_binary_files_"
+LISTING_BATCH_ROWS = 8
 VOLUMES = "/Volumes/"
 
 # The columns of a binaryFile listing, as Databricks and Spark name and type them.
@@ -80,10 +86,98 @@ def binary_file_calls(tree: exp.Expr) -> list[tuple[exp.Table, str]]:
     return found
 
 
-def rewrite_for_duckdb(tree: exp.Expr, volumes: Mapping[str, Path]) -> None:
-    """Point each binaryFile listing at `read_blob` with Databricks' column names and types.
-    Works on the Databricks-dialect tree, before it is transpiled."""
-    _rewrite(tree, volumes, _duckdb_listing)
+def rewrite_for_duckdb(tree: exp.Expr, volumes: Mapping[str, Path], connection: Any) -> int:
+    """Point each binaryFile listing at a listing registered on the DuckDB `connection`, with
+    Databricks' column names and types; the number of listings. Works on the Databricks-dialect
+    tree, before it is transpiled.
+
+    Memory stays flat in the number and size of files: the listing holds names, times and sizes
+    only, and `content` is read one file at a time, when a row needs it (a scalar function), so
+    no operator ever buffers a batch of whole files (DuckDB gathers up to 2,048 rows behind a
+    filter or a join). The statement's CTEs are inlined (`NOT MATERIALIZED`), so a CTE read
+    twice is not kept either."""
+    import pyarrow as pa
+
+    calls = binary_file_calls(tree)
+    if not calls:
+        return 0
+    _register_reader(connection)
+    for number, (table, path) in enumerate(calls):
+        local = local_path(path, volumes).resolve()
+        files = list_files(local)
+        listing = pa.table(
+            {
+                "path": pa.array([str(f) for f, _, _ in files], pa.string()),
+                "modificationTime": pa.array(
+                    [t for _, t, _ in files], pa.timestamp("us", tz="UTC")
+                ),
+                "length": pa.array([n for _, _, n in files], pa.int64()),
+            }
+        )
+        name = f"{LISTING_PREFIX}{number}"
+        # Small batches: DuckDB scans an Arrow table batch by batch, so a chunk of rows reading
+        # their files holds a few files, never thousands.
+        connection.register(
+            name, pa.Table.from_batches(listing.to_batches(LISTING_BATCH_ROWS), listing.schema)
+        )
+        select = f"SELECT path, modificationTime, length, {_READER}(path) AS content FROM {name}"
+        _replace(table, select)
+    for cte in tree.find_all(exp.CTE):
+        cte.set("materialized", False)
+    return len(calls)
+
+
+_READER = "agentbatch_file_bytes"
+
+
+def listing_names(tree: exp.Expr) -> set[str]:
+    """The registered listings a rewritten statement reads (not catalog tables)."""
+    return {t.name for t in tree.find_all(exp.Table) if t.name.startswith(LISTING_PREFIX)}
+
+
+def _read_bytes(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _register_reader(connection: Any) -> None:
+    from duckdb import sqltypes
+
+    try:
+        connection.create_function(
+            _READER, _read_bytes, [sqltypes.VARCHAR], sqltypes.BLOB, side_effects=True
+        )
+    except Exception as err:  # registered on this connection before
+        if "already" not in str(err):
+            raise
+
+
+def list_files(local: Path) -> list[tuple[Path, Any, int]]:
+    """(path, modification time, size) of every file under `local` (or `local` itself),
+    skipping hidden ones (a name in the path starting with `_` or `.`), sorted by path."""
+    import datetime
+
+    if local.is_file():
+        candidates = [local]
+    else:
+        candidates = [
+            Path(folder) / name
+            for folder, dirs, names in os.walk(local)
+            for name in names
+            if not _hidden(Path(folder).relative_to(local) / name)
+        ]
+    found = []
+    for path in sorted(candidates):
+        stat = path.stat()
+        modified = datetime.datetime.fromtimestamp(stat.st_mtime, tz=datetime.timezone.utc)
+        found.append((path, modified, stat.st_size))
+    return found
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(("_", ".")) for part in relative.parts)
 
 
 def rewrite_for_spark(tree: exp.Expr, volumes: Mapping[str, Path]) -> None:
@@ -95,30 +189,19 @@ def _rewrite(
     tree: exp.Expr,
     volumes: Mapping[str, Path],
     listing: Callable[[Path], str],
-) -> None:
+) -> int:
+    calls = binary_file_calls(tree)
+    for table, path in calls:
+        _replace(table, listing(local_path(path, volumes).resolve()))
+    return len(calls)
+
+
+def _replace(table: exp.Table, select_sql: str) -> None:
     import sqlglot
 
-    for table, path in binary_file_calls(tree):
-        local = local_path(path, volumes).resolve()
-        alias = table.alias or "binary_files"
-        select = sqlglot.parse_one(listing(local), read="databricks")
-        table.replace(
-            exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(alias)))
-        )
-
-
-def _string(value: str) -> str:
-    return exp.Literal.string(value).sql(dialect="databricks")
-
-
-def _duckdb_listing(local: Path) -> str:
-    pattern = str(local / "**") if local.is_dir() else str(local)
-    # `read_blob` lists hidden files too; Spark's file index skips names starting with _ or .
-    return (
-        "SELECT filename AS path, CAST(last_modified AS TIMESTAMP) AS modificationTime, "
-        f"size AS length, content FROM read_blob({_string(pattern)}) "
-        "WHERE NOT regexp_like(filename, '(^|/)[._][^/]*$')"
-    )
+    alias = table.alias or "binary_files"
+    select = sqlglot.parse_one(select_sql, read="databricks")
+    table.replace(exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(alias))))
 
 
 def _spark_listing(local: Path) -> str:

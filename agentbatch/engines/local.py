@@ -24,7 +24,7 @@ import sqlglot
 from sqlglot import exp
 
 from agentbatch.engines.base import WriteRequest, WriteStats
-from agentbatch.engines.binary_files import rewrite_for_duckdb, volume_mappings
+from agentbatch.engines.binary_files import LISTING_PREFIX, rewrite_for_duckdb, volume_mappings
 from agentbatch.engines.merge_rules import (
     DUPLICATE_MATCH_MESSAGE,
     CheckedMerge,
@@ -297,13 +297,17 @@ class LocalEngine:
             tree = sqlglot.parse_one(sql, read=DIALECT)
         except sqlglot.errors.ParseError as err:
             raise EngineError(f"local engine: cannot parse SQL: {_first_line(err)}") from None
-        rewrite_for_duckdb(tree, self._volumes)
+        if rewrite_for_duckdb(tree, self._volumes, self._con):
+            # Where DuckDB spills (it makes only the last folder of temp_directory).
+            self.warehouse_dir.mkdir(parents=True, exist_ok=True)
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
         written = [self._full_name(_table_name(t)) for t in _written_tables(tree)]
         for node in list(tree.find_all(exp.Table)):
             if not node.name or (not node.db and node.name.lower() in ctes):
                 continue
-            if not node.db and node.name in ("agentbatch_staged",):
+            if not node.db and (
+                node.name in ("agentbatch_staged",) or node.name.startswith(LISTING_PREFIX)
+            ):
                 continue
             full = self._full_name(_table_name(node))
             if full in self._relations:

@@ -56,7 +56,11 @@ done AS (
 todo AS (
   SELECT *
   FROM fingerprinted
-{% if incremental %}
+{% if incremental and files %}
+  {#- Rows with file bytes go through a filter, not a join: DuckDB buffers every row a hash
+      join's probe side emits, so a join would hold every file at once. -#}
+  WHERE NOT coalesce(array_contains((SELECT collect_list(done.{{ key }}) FROM done), fingerprinted.{{ key }}), false)
+{% elif incremental %}
   WHERE NOT EXISTS (
     SELECT 1
     FROM done

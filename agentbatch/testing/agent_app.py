@@ -61,6 +61,8 @@ _STREAM_FAULTS: frozenset[FaultKind] = frozenset(
     {"truncated_stream", "slow_stream", "stream_error"}
 )
 _MAX_BODY_BYTES = 16 * 1024 * 1024
+# Model Serving's payload limit for foundation-model, external-model and agent endpoints.
+SERVING_PAYLOAD_LIMIT = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,15 @@ class AgentHandlers:
             if not check.ok:
                 self.stats.fault("auth")
                 return self._error(*check_message(check))
+        serving = endpoint is not None or endpoint_in_model
+        if serving and (request.content_length or 0) > SERVING_PAYLOAD_LIMIT:
+            # Model Serving: 4 MB per request for foundation-model, external-model and agent
+            # endpoints (docs/databricks-behaviour.md); the status is an assumption.
+            return self._error(
+                413,
+                f"request payload of {request.content_length:,} bytes is over the "
+                f"{SERVING_PAYLOAD_LIMIT:,}-byte limit of this endpoint",
+            )
         if json_only and request.content_type != "application/json":
             # mlflow models serve (the scoring server behind Model Serving): 415, text/plain.
             self.stats.status(415)

@@ -24,7 +24,7 @@ import sqlglot
 from duckdb import func, sqltypes
 from sqlglot import exp
 
-from agentbatch.engines.binary_files import rewrite_for_duckdb
+from agentbatch.engines.binary_files import listing_names, rewrite_for_duckdb
 from agentbatch.engines.merge_rules import (
     DUPLICATE_MATCH_MESSAGE,
     CheckedMerge,
@@ -232,12 +232,12 @@ class DuckDBExecutor:
             raise ValueError(f"expected one SQL statement, got {len(trees)}")
         tree = trees[0]
         assert isinstance(tree, exp.Expression)
-        self._read_volumes(tree)
+        self._read_volumes(tree, session.connection)
         tree = qualify_and_map(
             tree,
             namespace,
             lambda catalog, schema: (f"{PREFIX}{catalog}", schema),
-            unqualified=session.temporary_views,
+            unqualified=session.temporary_views | listing_names(tree),
         )
         for call in find_calls(tree):
             check_custom_model_call(call, self.custom_models)
@@ -285,11 +285,11 @@ class DuckDBExecutor:
             lambda n: node.copy() if isinstance(n, exp.Column) and n.name == "__call" else n
         )
 
-    def _read_volumes(self, tree: exp.Expression) -> None:
+    def _read_volumes(self, tree: exp.Expression, connection: Any = None) -> None:
         """`read_files('/Volumes/...', format => 'parquet')` and parquet.`/Volumes/...`;
         `format => 'binaryFile'` lists a folder as Databricks does (agentbatch.engines.binary_files)."""
         if self.volumes_dir is not None:
-            rewrite_for_duckdb(tree, {"/Volumes": self.volumes_dir})
+            rewrite_for_duckdb(tree, {"/Volumes": self.volumes_dir}, connection)
         for fn in list(tree.find_all(exp.Anonymous)):
             if str(fn.this).lower() != "read_files":
                 continue
