@@ -23,7 +23,8 @@ SAMPLE_ROWS = 100
 
 
 def dry_run(plan: Plan, engine: Engine, root: Path) -> RunResult:
-    from agentbatch.agent.bodies import BodyBuilder
+    from agentbatch.agent.bodies import BodyBuilder, RequestError
+    from agentbatch.agent.content import row_file, shorten_data_urls
     from agentbatch.agent.response_format import parse_response_format
     from agentbatch.runner import RunResult
 
@@ -41,7 +42,12 @@ def dry_run(plan: Plan, engine: Engine, root: Path) -> RunResult:
     for batch in engine.fetch_batches(_inputs_sql(sample_plan), batch_rows=limit):
         for row in batch.to_pylist():
             if len(requests) < limit:
-                body = json.loads(builder.build(row[REQUEST_COLUMN]))
+                try:
+                    built = builder.build(row[REQUEST_COLUMN], row_file(row))
+                except RequestError as err:  # the row would be an error row, never sent
+                    body: Any = {"error": f"[permanent] {err}"}
+                else:
+                    body = shorten_data_urls(json.loads(built))
                 requests.append({"key": row[plan.job.source.key], "body": body})
         if len(requests) >= limit:
             break

@@ -146,6 +146,28 @@ def content_part(api: str, spec: FileInput, row: RowFile) -> dict[str, object]:
     return {"type": "input_file", "filename": _basename(row.name) or "file", "file_data": url}
 
 
+def row_file(row: dict[str, object]) -> RowFile | None:
+    """A row's file from an inputs row (a dict), if the job has files."""
+    if FILE_COLUMN not in row:
+        return None
+    content, name = row[FILE_COLUMN], row.get(FILE_NAME_COLUMN)
+    return RowFile(
+        content if isinstance(content, bytes) else None, name if isinstance(name, str) else None
+    )
+
+
+def shorten_data_urls(value: object, keep: int = 60) -> object:
+    """`value` with every long data URL cut to its first `keep` characters and its length, for
+    showing a body (a dry run) without megabytes of base64."""
+    if isinstance(value, str) and value.startswith("data:") and len(value) > keep:
+        return f"{value[:keep]}… ({len(value):,} characters)"
+    if isinstance(value, dict):
+        return {k: shorten_data_urls(v, keep) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shorten_data_urls(v, keep) for v in value]
+    return value
+
+
 def text_part(api: str, text: str) -> dict[str, object]:
     return {"type": "text" if api == "chat" else "input_text", "text": text}
 

@@ -186,3 +186,27 @@ def test_a_local_folder_given_as_the_photos_var_works_too(
     assert {row["response"] for row in answers(tmp_path).values()} == {
         sample_answer(i) for i in range(3)
     }
+
+
+def test_a_dry_run_shows_the_parts_without_megabytes_and_sends_nothing(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    write_sample_folder(tmp_path / "photos", 3)
+    (tmp_path / "photos" / "big.png").write_bytes(make_png(30, 30, (5, 5, 5), padding=4_000_000))
+    with agentbatch.run(
+        JOB,
+        tables={VOLUME: tmp_path / "photos"},
+        endpoints={"apps/vision-agent": agent.url},
+        state_dir=tmp_path / "state",
+        project_dir=tmp_path,
+        dry_run=True,
+        progress=False,
+    ) as result:
+        bodies = {Path(r["key"]).name: r["body"] for r in result.dry_run_requests}
+    assert result.summary["rows"] == 4
+    assert agent.stats().requests_total == 0
+    image = bodies["image_000.png"]["input"][0]["content"][1]
+    assert image["type"] == "input_image"
+    assert image["image_url"].startswith("data:image/png;base64,")
+    assert image["image_url"].endswith(" characters)")
+    assert bodies["big.png"]["error"].startswith("[permanent] file is 4,000,")
