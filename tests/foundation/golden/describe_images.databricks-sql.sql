@@ -49,11 +49,7 @@ done AS (
 todo AS (
   SELECT *
   FROM fingerprinted
-  WHERE NOT EXISTS (
-    SELECT 1
-    FROM done
-    WHERE done.`path` = fingerprinted.`path`
-  )
+WHERE NOT coalesce(array_contains((SELECT collect_list(done.`path`) FROM done), fingerprinted.`path`), false)
 )
 SELECT
   `path`,
