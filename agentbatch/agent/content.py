@@ -115,11 +115,33 @@ def check_size(content: bytes, limit: int) -> None:
         )
 
 
+# Leading bytes of common file types, for a file without a name (ai_query's `files` has none).
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"%PDF-", "application/pdf"),
+)
+
+
+def sniff_media_type(content: bytes) -> str | None:
+    """The media type the leading bytes show (PNG, JPEG, GIF, WebP, PDF), else None."""
+    for magic, media_type in _MAGIC:
+        if content.startswith(magic):
+            return media_type
+    if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 def resolve_media_type(spec: FileInput, row: RowFile) -> str:
     declared = spec.media_type
     if declared:
         return declared
     found = media_type_of(row.name)
+    if found is None and row.name is None and row.content is not None:
+        found = sniff_media_type(row.content)
     if found is None:
         shown = repr(row.name) if row.name else "a file without a name"
         raise FileError(

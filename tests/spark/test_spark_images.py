@@ -69,3 +69,47 @@ def test_image_job_on_spark_answers_every_file_from_its_bytes(
     again = run()
     assert again["table_rows"] == COUNT + 1
     assert agent.stats().requests_total == COUNT  # nothing re-sent
+
+
+@pytest.fixture
+def serving() -> Iterator[AgentServer]:
+    with serve_agent() as server:  # Model Serving routes: chat bodies too
+        yield server
+
+
+def test_push_down_files_through_the_registered_ai_query(
+    serving: AgentServer, tmp_path: Path, make_engine: Any
+) -> None:
+    """Off Databricks, the spark engine's own ai_query takes `files => content` as Databricks
+    documents it and sends the bytes as an image part (media type from the bytes)."""
+    from agentbatch.errors import AgentbatchError
+    from agentbatch.planner import PushDown, build_plan
+    from agentbatch.spec.loader import load_job_text
+    from agentbatch.targets import Target
+
+    photos = write_sample_folder(tmp_path / "photos", 6)
+    text = JOB.read_text().replace("endpoint: apps/vision-agent", "endpoint: vision\n  api: chat")
+    job = load_job_text(text, "jobs/describe_images.yml")
+    plan = build_plan(job, Target("spark", "spark"))
+    assert plan.strategy == "push-down" and isinstance(plan.steps, PushDown)
+    out = tmp_path / "pushed"
+    url = f"{serving.url}/serving-endpoints/vision/invocations"
+    engine = make_engine(
+        {"ai_query_endpoints": {"vision": url}},
+        tables={"/Volumes/main/shop/photos": photos, "main.shop.photo_descriptions": out},
+        output_tables=["main.shop.photo_descriptions"],
+    )
+    for statement in plan.steps.statements:
+        engine.execute(statement.sql)
+    rows = {Path(r["path"]).name: r for r in engine.read_table(plan.job.output.table).to_pylist()}
+    for index in range(6):
+        row = rows[sample_image(index)[0]]
+        assert (row["response"], row["error"]) == (sample_answer(index), None)
+    assert serving.stats().requests_total == 6
+    listing = "read_files('/Volumes/main/shop/photos', format => 'binaryFile')"
+    with pytest.raises(AgentbatchError, match="files must be BINARY"):
+        list(
+            engine.fetch_batches(
+                f"SELECT ai_query('vision', 'p', failOnError => false, files => path) FROM {listing}"
+            )
+        )
