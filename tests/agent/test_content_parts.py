@@ -98,7 +98,7 @@ def test_a_declared_media_type_wins_over_the_name() -> None:
         ),
         ("chat", RowFile(PDF, "a.pdf"), {}, "the chat API carries images only"),
         ("responses", RowFile(PNG, "no_extension"), {}, "cannot tell the media type of"),
-        ("responses", RowFile(PNG, None), {}, "a file without a name"),
+        ("responses", RowFile(b"not an image", None), {}, "a file without a name"),
     ],
 )
 def test_unsendable_files_are_row_errors(
@@ -157,3 +157,15 @@ def test_the_demo_agent_refuses_parts_it_cannot_read(part: dict[str, Any]) -> No
     message = {"role": "user", "content": [{"type": "input_text", "text": "hi"}, part]}
     with pytest.raises(BadRequest):
         parse_json({"input": [message]})
+
+
+def test_a_file_without_a_name_gets_its_media_type_from_its_bytes() -> None:
+    from agentbatch.agent.content import sniff_media_type
+
+    assert sniff_media_type(PNG) == "image/png"
+    assert sniff_media_type(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
+    assert sniff_media_type(PDF) == "application/pdf"
+    assert sniff_media_type(b"RIFF\0\0\0\0WEBPVP8 ") == "image/webp"
+    assert sniff_media_type(b"plain text") is None
+    sent = body("chat", RowFile(PNG, None))
+    assert sent["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png;")
