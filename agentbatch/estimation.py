@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.agent.content import input_batch_rows
 from agentbatch.budget import PerRow, cost_of, price_of, save_per_row
 from agentbatch.errors import NotSupportedError, UsageError
 from agentbatch.planner import Plan, PushDown, RestFallback, RunOptions
@@ -370,7 +371,8 @@ def _sample_push_down(
     key = the_plan.job.source.key
     keys: list[Any] = []
     to_send = 0
-    for batch in engine.fetch_batches(fallback.steps.inputs.sql):
+    rows_per_batch = input_batch_rows(fallback.steps.call.files)
+    for batch in engine.fetch_batches(fallback.steps.inputs.sql, batch_rows=rows_per_batch):
         for value in batch.column(key).to_pylist():
             to_send += 1
             if len(keys) < size:

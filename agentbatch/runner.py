@@ -369,8 +369,12 @@ def rows_to_send(
 ) -> tuple[int, int]:
     """(rows the run would send, rows it would reuse from the ledger), reading the inputs and
     looking them up without recording anything."""
+    from agentbatch.agent.content import input_batch_rows
+
     send = reuse = 0
-    for batch in engine.fetch_batches(steps.inputs.sql):
+    for batch in engine.fetch_batches(
+        steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
+    ):
         if not the_plan.options.full_refresh:
             found = sum(ledger.reusable(batch, retry_errors=the_plan.options.retry_errors))
         else:
