@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.agent.content import input_batch_rows
+from agentbatch.agent.content import concurrency_ceiling, input_batch_rows
 from agentbatch.budget import PerRow, cost_of, price_of, save_per_row
 from agentbatch.errors import NotSupportedError, UsageError
 from agentbatch.planner import Plan, PushDown, RestFallback, RunOptions
@@ -337,7 +337,7 @@ def _sample_fallback(
     else:
         from agentbatch.agent.limiter import DEFAULT_CEILING
 
-        found.concurrency = call.max_concurrency or DEFAULT_CEILING
+        found.concurrency = call.max_concurrency or concurrency_ceiling(call.files, DEFAULT_CEILING)
         found.concurrency_basis = (
             "agent.max_concurrency"
             if call.max_concurrency
