@@ -5,6 +5,7 @@ ai_query takes `files` only in that form: BINARY bytes, for a foundation-model e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,9 @@ def push_down_job(tmp_path: Path) -> Path:
     """The example image job, pointed at a vision model on Model Serving (so: push-down)."""
     text = (ROOT / "jobs" / "describe_images.yml").read_text()
     text = text.replace("endpoint: apps/vision-agent", f"endpoint: {VISION}")
-    text = text.replace(
-        "  table: main.shop.photo_descriptions",
-        "  table: main.shop.photo_descriptions\n  mode: overwrite",
-    )
+    # The Spark executor keeps Parquet tables (no MERGE): mode overwrite.
+    text = re.sub(r"(?m)^(output:\n  table: .*)$", r"\1\n  mode: overwrite", text)
+    assert "mode: overwrite" in text
     path = tmp_path / "jobs" / "describe_images_fm.yml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(text)
