@@ -157,6 +157,10 @@ def _spec_sql(job: Job) -> list[tuple[str, str]]:
         ]
     else:
         values.append(("request", quoting.expression(job.request, what="request")))
+    if job.files is not None:
+        values.append(("files.content", quoting.expression(job.files.content)))
+        if job.files.name:
+            values.append(("files.name", quoting.expression(job.files.name)))
     return values
 
 

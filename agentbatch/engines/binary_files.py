@@ -50,7 +50,13 @@ def local_path(path: str, volumes: Mapping[str, Path]) -> Path:
         for prefix in sorted(volumes, key=len, reverse=True):
             if path.rstrip("/") == prefix or path.startswith(prefix + "/"):
                 rest = path.rstrip("/")[len(prefix) :].lstrip("/")
-                return volumes[prefix] / rest if rest else volumes[prefix]
+                mapped = volumes[prefix] / rest if rest else volumes[prefix]
+                if not mapped.exists():
+                    raise UsageError(
+                        f"read_files({path!r}): --table {prefix}={volumes[prefix]} maps it to "
+                        f"{mapped}, which does not exist"
+                    )
+                return mapped
         if not Path(path).exists():
             raise UsageError(
                 f"read_files({path!r}): this volume path is not mapped to a local folder; "

@@ -210,3 +210,33 @@ def test_a_dry_run_shows_the_parts_without_megabytes_and_sends_nothing(
     assert image["image_url"].startswith("data:image/png;base64,")
     assert image["image_url"].endswith(" characters)")
     assert bodies["big.png"]["error"].startswith("[permanent] file is 4,000,")
+
+
+def test_validate_checks_the_folder_and_the_files_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentbatch.cli import main
+
+    write_sample_folder(tmp_path / "photos", 2)
+    bad = tmp_path / "describe_images.yml"
+    bad.write_text(JOB.read_text().replace("  content: content ", "  content: contnt "))
+    for job, folder, message in [
+        (JOB, tmp_path / "nowhere", "maps it to"),
+        (bad, tmp_path / "photos", "files.content: column 'contnt' is not in source.query"),
+    ]:
+        argv = ["validate", "--target", "local", str(job), "--table", f"{VOLUME}={folder}"]
+        assert main(argv) != 0
+        assert message in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "validate",
+                "--target",
+                "local",
+                str(JOB),
+                "--table",
+                f"{VOLUME}={tmp_path / 'photos'}",
+            ]
+        )
+        == 0
+    )
