@@ -16,8 +16,9 @@ mapped prefix wins). A path that is neither is an error naming it and the mappin
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +215,24 @@ def _spark_listing(local: Path) -> str:
     # binaryFile skips hidden files itself. Sub-folders are read as partitions (Spark SQL cannot
     # pass `recursiveFileLookup`): keep a local sample folder flat.
     return f"SELECT path, modificationTime, length, content FROM binaryFile.`{local.as_posix()}`"
+
+
+_ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+
+@contextlib.contextmanager
+def arrow_batch_rows(spark: Any, rows: int | None) -> Iterator[None]:
+    """Spark's Arrow batches (what a mapInArrow task gets at once) hold at most `rows` rows
+    while the block runs, then the session's setting is restored. None: left as it is."""
+    if rows is None:
+        yield
+        return
+    before = spark.conf.get(_ARROW_BATCH, None)
+    spark.conf.set(_ARROW_BATCH, str(rows))
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(_ARROW_BATCH)
+        else:
+            spark.conf.set(_ARROW_BATCH, before)

@@ -32,8 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.agent.content import FILE_COLUMNS
+from agentbatch.agent.content import (
+    FILE_BATCH_ROWS,
+    FILE_COLUMN,
+    FILE_COLUMNS,
+    concurrency_ceiling,
+)
 from agentbatch.agent.shared_limits import BudgetAddress
+from agentbatch.engines.binary_files import arrow_batch_rows
 from agentbatch.engines.spark_calls import RemoteCall, answer_batches
 from agentbatch.errors import AgentbatchError
 from agentbatch.results import (
@@ -125,7 +131,11 @@ def answer_distributed(
             usable.select(key, FINGERPRINT_COLUMN), on=[key, FINGERPRINT_COLUMN], how="left_anti"
         )
     tasks = max(1, min(tasks, remote.call.max_concurrency or tasks))
-    with _budget_service(spark, remote, shared_budget, tasks) as address:
+    rows = FILE_BATCH_ROWS if FILE_COLUMN in todo.columns else None  # a batch of files: few
+    with (
+        _budget_service(spark, remote, shared_budget, tasks) as address,
+        arrow_batch_rows(spark, rows),
+    ):
         run = _TaskRun(remote.per_task(tasks).with_budget(address), key, schema, checkpoint, run_id)
         out = todo.repartition(tasks, F.col(f"`{key}`")).mapInArrow(run, schema)
         if checkpoint is not None:
@@ -161,7 +171,7 @@ def _budget_service(
     if not enabled or remote.overrides.get(remote.call.endpoint) == "builtin:instant":
         yield None
         return
-    cap = remote.call.max_concurrency or DEFAULT_CEILING
+    cap = remote.call.max_concurrency or concurrency_ceiling(remote.call.files, DEFAULT_CEILING)
     # A concurrency the user asked for is where the total starts, as on one machine.
     initial = remote.call.max_concurrency or None
     host = driver_host(spark.conf.get("spark.driver.host", None))

@@ -52,7 +52,10 @@ def test_image_job_on_spark_answers_every_file_from_its_bytes(
         ) as result:
             return dict(result.summary)
 
+    arrow_batch = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    setting = make_engine().spark.conf.get(arrow_batch, None)
     summary = run()
+    assert make_engine().spark.conf.get(arrow_batch, None) == setting  # restored after the run
     assert summary["strategy"] == "rest-fallback"
     assert summary["table_rows"] == COUNT + 1
     assert summary["table_errors"] == 1
