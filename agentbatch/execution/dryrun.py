@@ -24,7 +24,8 @@ SAMPLE_ROWS = 100
 
 
 def dry_run(plan: Plan, engine: Engine) -> RunResult:
-    from agentbatch.agent.bodies import BodyBuilder
+    from agentbatch.agent.bodies import BodyBuilder, RequestError
+    from agentbatch.agent.content import row_file, shorten_data_urls
     from agentbatch.agent.response_format import parse_response_format
     from agentbatch.execution.result import RunResult
     from agentbatch.spec.project import template_dirs
@@ -45,7 +46,12 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
     for batch in engine.fetch_batches(_inputs_sql(sample_plan), batch_rows=limit):
         for row in batch.to_pylist():
             if len(requests) < limit:
-                body = json.loads(builder.build(row[REQUEST_COLUMN]))
+                try:
+                    built = builder.build(row[REQUEST_COLUMN], row_file(row))
+                except RequestError as err:  # the row would be an error row, never sent
+                    body: Any = {"error": f"[permanent] {err}"}
+                else:
+                    body = shorten_data_urls(json.loads(built))
                 requests.append({"key": row[plan.job.source.key], "body": body})
         if len(requests) >= limit:
             break
