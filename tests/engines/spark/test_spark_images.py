@@ -15,7 +15,7 @@ import agentbatch
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.images import make_png, sample_answer, sample_image, write_sample_folder
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 JOB = ROOT / "jobs" / "describe_images.yml"
 COUNT = 20
 

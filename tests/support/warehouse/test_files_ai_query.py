@@ -20,7 +20,7 @@ from .ai_query import RESPONSES_AGENT_TYPE
 from .server import Warehouse, serve_warehouse
 from .spark_executor import SparkExecutor
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 VISION = "databricks-llama-4-maverick"
 PHOTOS = "/Volumes/main/shop/photos"
 COUNT = 12
