@@ -43,7 +43,7 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
         call_spec(plan.job), response_format=parse_response_format(fmt) if fmt else None
     )
     requests: list[dict[str, Any]] = []
-    for batch in engine.fetch_batches(_inputs_sql(sample_plan), batch_rows=limit):
+    for batch in engine.fetch_batches(_inputs_sql(sample_plan, engine.dialect), batch_rows=limit):
         for row in batch.to_pylist():
             if len(requests) < limit:
                 try:
@@ -56,7 +56,7 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
         if len(requests) >= limit:
             break
     counted = engine.fetch_one(
-        f"SELECT count(*) AS n FROM ({_inputs_sql(sample_plan, sample=False)})"
+        f"SELECT count(*) AS n FROM ({_inputs_sql(sample_plan, engine.dialect, sample=False)})"
     )
     summary = {
         "job": plan.job.name,
@@ -71,7 +71,7 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
     return RunResult(plan=plan, summary=summary, engine=None, dry_run_requests=requests)
 
 
-def _inputs_sql(plan: Plan, *, sample: bool = True) -> str:
+def _inputs_sql(plan: Plan, dialect: str, *, sample: bool = True) -> str:
     """The selection of rows to send (on push-down, `sample`: at most the sample's size)."""
     if isinstance(plan.steps, PushDown):
         # The push-down statement embeds the same selection; render it on its own.
@@ -85,6 +85,7 @@ def _inputs_sql(plan: Plan, *, sample: bool = True) -> str:
                 incremental=plan.job.output.mode != "overwrite" and not plan.options.full_refresh,
                 retry_errors=plan.options.retry_errors,
                 run_limit=run_limit,
+                dialect=dialect,
             ),
         )
         return renderer.render("inputs.sql", context)

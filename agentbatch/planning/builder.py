@@ -107,12 +107,14 @@ def build_plan(
     mode = job.output.mode
     # Every mode skips what the target already holds, unless a full refresh asks to pay again.
     incremental = not options.full_refresh
+    engine = engine_class(target.engine)
     render_options = RenderOptions(
         incremental=incremental,
         retry_errors=options.retry_errors,
         run_limit=options.limit,
-        staged=engine_class(target.engine).staging_relation(job.output.table, options.run_id),
+        staged=engine.staging_relation(job.output.table, options.run_id),
         run_started_at=options.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        dialect=engine.dialect,
     )
     context = job_context(job, fingerprint, render_options)
 

@@ -38,6 +38,9 @@ class RenderOptions:
     run_limit: int | None = None
     staged: str | None = None  # the staging relation for write_results
     run_started_at: str = "1970-01-01 00:00:00"
+    # The sqlglot dialect the engine runs the SQL in (it transpiles from Databricks SQL itself);
+    # a few statements take another shape where one engine handles it badly.
+    dialect: str = "databricks"
 
 
 def uses_agent_body(job: Job) -> bool:
@@ -164,6 +167,7 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "incremental": options.incremental,
         "retry_errors": options.retry_errors,
         "run_limit": options.run_limit,
+        "dialect": options.dialect,
         "staged": Sql(options.staged) if options.staged else None,
         "run_started_at": quoting.literal(options.run_started_at),
         "result_columns": [quoting.identifier(c) for c in RESULT_COLUMN_NAMES],

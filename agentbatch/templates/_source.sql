@@ -56,9 +56,10 @@ done AS (
 todo AS (
   SELECT *
   FROM fingerprinted
-{% if incremental and files %}
-  {#- Rows with file bytes go through a filter, not a join: DuckDB buffers every row a hash
-      join's probe side emits, so a join would hold every file at once. -#}
+{% if incremental and files and dialect == "duckdb" %}
+  {#- On DuckDB (the local engine), rows with file bytes go through a filter, not a join: DuckDB
+      buffers every row a hash join's probe side emits, so a join would hold every file at once.
+      Elsewhere the anti-join below: it streams, and never gathers the done keys into one value. -#}
   WHERE NOT coalesce(array_contains((SELECT collect_list(done.{{ key }}) FROM done), fingerprinted.{{ key }}), false)
 {% elif incremental %}
   WHERE NOT EXISTS (

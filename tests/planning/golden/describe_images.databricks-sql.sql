@@ -49,7 +49,11 @@ done AS (
 todo AS (
   SELECT *
   FROM fingerprinted
-WHERE NOT coalesce(array_contains((SELECT collect_list(done.`path`) FROM done), fingerprinted.`path`), false)
+  WHERE NOT EXISTS (
+    SELECT 1
+    FROM done
+    WHERE done.`path` = fingerprinted.`path`
+  )
 )
 SELECT
   `path`,
