@@ -23,7 +23,7 @@ from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.background import BackgroundServer
 from agentbatch.testing.fake_workspace import FakeApp, serve_workspace
 from agentbatch.testing.faults import FaultConfig
-from agentbatch.testing.tokens import TokenAuthority
+from agentbatch.testing.tokens import Check, TokenAuthority
 
 from .conftest import input_batches
 
@@ -160,49 +160,46 @@ async def test_an_expired_token_is_refreshed_once(
         assert agent.stats().status_counts.get(401, 0) >= 1
 
 
-class RotateTokens:
-    """A progress reporter that revokes every token each time `every` more rows are done: a
-    workspace rotating credentials under a long run."""
+class RotatingAuthority(TokenAuthority):
+    """A workspace rotating credentials under a long run: every OAuth token is revoked each
+    time `every` more agent calls were let through (counted by the server, so the rotations
+    fall among the calls however the client groups its commits)."""
 
-    def __init__(self, authority: TokenAuthority, every: int) -> None:
-        self.authority = authority
+    def __init__(self, every: int) -> None:
+        super().__init__(clients={CLIENT_ID: CLIENT_SECRET}, pats={PAT: "someone"})
         self.every = every
+        self.accepted = 0
         self.rotations = 0
 
-    def start(self, total: int | None) -> None:
-        pass
+    def check_header(self, authorization: str | None, *, accept_pat: bool = True) -> Check:
+        check = super().check_header(authorization, accept_pat=accept_pat)
+        if check.verdict == "ok" and authorization and "oauth-" in authorization:
+            with self._lock:
+                self.accepted += 1
+                rotate = self.accepted % self.every == 0
+            if rotate:
+                self.rotations += 1
+                self.expire_all()
+        return check
 
-    def update(self, stats: Any) -> None:
-        # Answers are committed (and reported) in groups: one rotation per `every` rows passed.
-        while stats.done >= (self.rotations + 1) * self.every:
-            self.rotations += 1
-            self.authority.expire_all()
 
-    def finish(self, stats: Any) -> None:
-        pass
-
-
-async def test_tokens_rotated_again_and_again_never_stop_the_run(
-    authority: TokenAuthority, ledger: Ledger
-) -> None:
+async def test_tokens_rotated_again_and_again_never_stop_the_run(ledger: Ledger) -> None:
     # Each rotation is a fresh generation: a row that refreshed once before is refreshed again.
-    rotate = RotateTokens(authority, every=150)
+    authority = RotatingAuthority(every=150)
     with (
         serve_agent(FaultConfig(latency_ms=20, jitter_ms=20), authority=authority) as agent,
         serve_workspace({"triage": agent.url}, authority=authority) as ws,
     ):
         stats = await run(
-            CallSpec(endpoint="apps/triage", max_concurrency=64),
-            600,
-            ledger,
-            lambda: oauth(ws.url),
-            progress=rotate,
+            CallSpec(endpoint="apps/triage", max_concurrency=64), 600, ledger, lambda: oauth(ws.url)
         )
         assert (stats.ok, stats.errors) == (600, 0)
-        assert rotate.rotations >= 3
+        # Rotations while rows were still to send: each one is refused at least once.
+        assert authority.rotations >= 3
+        refused = agent.stats().status_counts.get(401, 0)
+        assert refused >= authority.rotations - 1
         # One new token per rotation, however many calls saw the 401.
-        assert ws.stats()["token_requests"] <= 1 + rotate.rotations
-        assert agent.stats().status_counts.get(401, 0) >= rotate.rotations - 1
+        assert ws.stats()["token_requests"] <= 1 + authority.rotations
 
 
 async def test_an_expired_token_during_app_lookup_is_refreshed(
