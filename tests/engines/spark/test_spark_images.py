@@ -86,9 +86,10 @@ def test_push_down_files_through_the_registered_ai_query(
     """Off Databricks, the spark engine's own ai_query takes `files => content` as Databricks
     documents it and sends the bytes as an image part (media type from the bytes)."""
     from agentbatch.errors import AgentbatchError
-    from agentbatch.planning.builder import PushDown, build_plan
-    from agentbatch.spec.loader import load_job_text
+    from agentbatch.planning.builder import build_plan
+    from agentbatch.planning.definition import PushDown
     from agentbatch.planning.targets import Target
+    from agentbatch.spec.loader import load_job_text
 
     photos = write_sample_folder(tmp_path / "photos", 6)
     text = JOB.read_text().replace("endpoint: apps/vision-agent", "endpoint: vision\n  api: chat")
