@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,7 @@ class DuckDBExecutor:
         self._pool = ThreadPoolExecutor(ai_query_concurrency, thread_name_prefix="ai-query")
         self._sessions: dict[str, _Session] = {}
         self._statements: dict[str, StatementContext | None] = {}
+        self._interrupting = threading.Lock()
         for catalog in catalogs:
             self.create_catalog(catalog)
         self._register_udfs()
@@ -168,6 +170,20 @@ class DuckDBExecutor:
 
     # ---- executing ------------------------------------------------------------------------
 
+    def _interrupt_until_done(self, session: Any, token: str) -> None:
+        """Interrupt the statement until it ends: a cancel landing between the check above and
+        DuckDB starting the query would otherwise interrupt nothing, and the query run on."""
+
+        def keep_interrupting() -> None:
+            while True:
+                with self._interrupting:  # never the session's next statement
+                    if token not in self._statements:
+                        return
+                    session.connection.interrupt()
+                time.sleep(0.02)
+
+        threading.Thread(target=keep_interrupting, daemon=True).start()
+
     def __call__(self, sql: str, params: Mapping[str, Any]) -> pa.Table | None:
         context = current_statement()
         namespace = context.namespace if context is not None else Namespace()
@@ -185,7 +201,7 @@ class DuckDBExecutor:
             self._statements[token] = context
             try:
                 if context is not None:
-                    context.on_cancel(session.connection.interrupt)
+                    context.on_cancel(lambda: self._interrupt_until_done(session, token))
                     if context.cancelled.is_set():
                         raise StatementCancelled("statement cancelled")
                 checked = checked_duckdb_merge(tree) if isinstance(tree, exp.Merge) else None
@@ -197,7 +213,8 @@ class DuckDBExecutor:
             except duckdb.Error as error:
                 raise RuntimeError(_databricks_names(str(error))) from None
             finally:
-                self._statements.pop(token, None)
+                with self._interrupting:
+                    self._statements.pop(token, None)
             view = temporary_view_name(tree)
             if view is not None:
                 session.temporary_views.add(view.lower())
