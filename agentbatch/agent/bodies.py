@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentbatch.agent.calls import CallSpec, _plain
+from agentbatch.agent.content import FileError, RowFile, content_part, text_part
 from agentbatch.agent.response_format import ResponseFormat
 
 NULL_REQUEST = "request is NULL"
@@ -39,6 +40,7 @@ class BodyBuilder:
         self._api = spec.api
         self._request_is_json = spec.request_is_json
         self._stream = spec.stream
+        self._files = spec.files
         self._model = model
         self._model_parameters: dict[str, Any] = _plain(spec.model_parameters)
         self._custom_inputs: dict[str, Any] = _plain(spec.custom_inputs)
@@ -73,10 +75,16 @@ class BodyBuilder:
             fields["stream"] = True
         return fields
 
-    def build(self, request: str | None) -> bytes:
+    def build(self, request: str | None, file: RowFile | None = None) -> bytes:
         """The JSON body for one row's request; RequestError if the request is unusable."""
         if request is None:
             raise RequestError(NULL_REQUEST)
+        if file is not None and file.content is not None and self._files is not None:
+            try:
+                parts = [text_part(self._api, request), content_part(self._api, self._files, file)]
+            except FileError as e:
+                raise RequestError(str(e)) from None
+            return (self._text_prefix + _dumps(parts) + self._text_suffix).encode("utf-8")
         if not self._request_is_json:
             return (self._text_prefix + _dumps(request) + self._text_suffix).encode("utf-8")
         return _dumps(self.build_json(request)).encode("utf-8")

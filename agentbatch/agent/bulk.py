@@ -25,6 +25,12 @@ from typing import TYPE_CHECKING, Any
 from agentbatch.agent.bodies import BodyBuilder
 from agentbatch.agent.builtin import run_instant
 from agentbatch.agent.calls import CallSpec
+from agentbatch.agent.content import (
+    FILE_COLUMN,
+    FILE_NAME_COLUMN,
+    RowFile,
+    concurrency_ceiling,
+)
 from agentbatch.agent.endpoints import ConfigFactory, Endpoint, default_config, resolve_endpoint
 from agentbatch.agent.ledger import Ledger
 from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter
@@ -83,6 +89,7 @@ class _Row:
     index: int
     request: str | None
     fingerprint: str | None
+    file: RowFile | None = None
 
 
 _DONE = object()
@@ -216,7 +223,7 @@ class _HttpRun:
             # A concurrency the user asked for is where to start (no slow start up to it); the
             # limiter still backs off from it on 429s, 503s and timeouts.
             initial=call.max_concurrency or INITIAL_LIMIT,
-            ceiling=DEFAULT_CEILING,
+            ceiling=concurrency_ceiling(call.files, DEFAULT_CEILING, call.max_concurrency),
         )
         # Nothing answered before: no lookups (source keys are unique, checked before the run).
         self.lookup = reuse and getattr(ledger, "has_answers", True)  # stand-ins may lack it
@@ -296,12 +303,14 @@ class _HttpRun:
                 source = _Source(passthrough_of(todo))
                 requests = todo.column(REQUEST_COLUMN).to_pylist()
                 fingerprints = todo.column(FINGERPRINT_COLUMN).to_pylist()
+                files = _row_files(todo)
                 for index, (request, fingerprint) in enumerate(
                     zip(requests, fingerprints, strict=True)
                 ):
                     if self.stop.is_set():
                         break
-                    await self.rows.put(_Row(source, index, request, fingerprint))
+                    file = files[index] if files is not None else None
+                    await self.rows.put(_Row(source, index, request, fingerprint, file))
                     self.handed_out += 1
             self.input_done = True
         except Exception as e:
@@ -336,7 +345,7 @@ class _HttpRun:
                 self._budget_stop(budget)
                 continue
             try:
-                outcome = await caller.call(self.bodies, row.request)
+                outcome = await caller.call(self.bodies, row.request, row.file)
             except AgentError as e:
                 self.finished += 1
                 if budget is not None:
@@ -538,6 +547,20 @@ class _HttpRun:
 
 def _watches_spend(budget: SpendGuard | None) -> bool:
     return budget is not None and bool(getattr(budget, "watches_spend", True))
+
+
+def _row_files(batch: pa.RecordBatch) -> list[RowFile] | None:
+    """Each row's file (a job with `files:`), else None. The bytes leave the batch here."""
+    names = batch.schema.names
+    if FILE_COLUMN not in names:
+        return None
+    contents = batch.column(FILE_COLUMN).to_pylist()
+    file_names = (
+        batch.column(FILE_NAME_COLUMN).to_pylist()
+        if FILE_NAME_COLUMN in names
+        else [None] * len(contents)
+    )
+    return [RowFile(c, n) for c, n in zip(contents, file_names, strict=True)]
 
 
 def _record(budget: SpendGuard, outcome: Outcome) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from agentbatch.agent.content import FileInput
+
 Api = Literal["responses", "chat"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -43,6 +45,8 @@ class CallSpec:
     # None: adaptive concurrency up to a generous ceiling; an int caps it.
     max_concurrency: int | None = None
     requests_per_second: float | None = None
+    # Per-row files (images, documents) sent beside the request; None: text requests only.
+    files: FileInput | None = None
 
     def __post_init__(self) -> None:
         if not self.endpoint or not self.endpoint.strip():
@@ -86,6 +90,8 @@ def call_fingerprint(spec: CallSpec) -> str:
         "response_format": spec.response_format,
         "request_is_json": spec.request_is_json,
     }
+    if spec.files is not None:  # absent otherwise: the fingerprints of text jobs stay as they were
+        payload["files"] = spec.files.fingerprint_fields()
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.agent.content import FILE_COLUMNS
 from agentbatch.results import (
     FINGERPRINT_COLUMN,
     PERMANENT_ERROR,
@@ -47,7 +48,8 @@ def count_reused(
 
 def passthrough_of(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The input columns that go to the output unchanged (all but the request and fingerprint)."""
-    keep = [n for n in batch.schema.names if n not in (REQUEST_COLUMN, FINGERPRINT_COLUMN)]
+    dropped = (REQUEST_COLUMN, FINGERPRINT_COLUMN, *FILE_COLUMNS)
+    keep = [n for n in batch.schema.names if n not in dropped]
     return batch.select(keep)
 
 

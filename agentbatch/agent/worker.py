@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from agentbatch.agent.bodies import BodyBuilder, RequestError
 from agentbatch.agent.calls import CallSpec
+from agentbatch.agent.content import RowFile
 from agentbatch.agent.endpoints import Endpoint
 from agentbatch.agent.limiter import Limiter
 from agentbatch.agent.redact import redact, redact_known
@@ -98,10 +99,12 @@ class Caller:
         self._may_send = may_send
         self._static_headers = dict(endpoint.headers)
 
-    async def call(self, bodies: BodyBuilder, request: str | None) -> Outcome | None:
+    async def call(
+        self, bodies: BodyBuilder, request: str | None, file: RowFile | None = None
+    ) -> Outcome | None:
         """The row's outcome, or None when the run stopped before the row was answered."""
         try:
-            body = bodies.build(request)
+            body = bodies.build(request, file)
         except RequestError as e:
             return Outcome(failure=RowFailure("request", truncate(str(e))))
         auth = self._endpoint.auth

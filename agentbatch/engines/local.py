@@ -24,6 +24,7 @@ import sqlglot
 from sqlglot import exp
 
 from agentbatch.engines.base import WriteRequest, WriteStats
+from agentbatch.engines.binary_files import LISTING_PREFIX, rewrite_for_duckdb, volume_mappings
 from agentbatch.engines.merge_rules import (
     DUPLICATE_MATCH_MESSAGE,
     CheckedMerge,
@@ -96,7 +97,11 @@ class LocalEngine:
         self._relations: dict[tuple[str, str, str], str] = {}
         self._outputs: dict[tuple[str, str, str], TableSource] = {}
         outputs = {self._full_name(t) for t in output_tables}
+        # `--table /Volumes/...=FOLDER` maps a volume path read by read_files(..., 'binaryFile').
+        self._volumes = volume_mappings(tables or {})
         for number, (name, source) in enumerate((tables or {}).items()):
+            if name.rstrip("/") in self._volumes:
+                continue
             full = self._full_name(name)
             if full in outputs:
                 self._outputs[full] = source
@@ -293,12 +298,17 @@ class LocalEngine:
             tree = sqlglot.parse_one(sql, read=DIALECT)
         except sqlglot.errors.ParseError as err:
             raise EngineError(f"local engine: cannot parse SQL: {_first_line(err)}") from None
+        if rewrite_for_duckdb(tree, self._volumes, self._con):
+            # Where DuckDB spills (it makes only the last folder of temp_directory).
+            self.warehouse_dir.mkdir(parents=True, exist_ok=True)
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
         written = [self._full_name(_table_name(t)) for t in _written_tables(tree)]
         for node in list(tree.find_all(exp.Table)):
             if not node.name or (not node.db and node.name.lower() in ctes):
                 continue
-            if not node.db and node.name in ("agentbatch_staged",):
+            if not node.db and (
+                node.name in ("agentbatch_staged",) or node.name.startswith(LISTING_PREFIX)
+            ):
                 continue
             full = self._full_name(_table_name(node))
             if full in self._relations:

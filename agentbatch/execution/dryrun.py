@@ -24,7 +24,8 @@ SAMPLE_ROWS = 100
 
 
 def dry_run(plan: Plan, engine: Engine) -> RunResult:
-    from agentbatch.agent.bodies import BodyBuilder
+    from agentbatch.agent.bodies import BodyBuilder, RequestError
+    from agentbatch.agent.content import row_file, shorten_data_urls
     from agentbatch.agent.response_format import parse_response_format
     from agentbatch.execution.result import RunResult
     from agentbatch.spec.project import template_dirs
@@ -42,15 +43,20 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
         call_spec(plan.job), response_format=parse_response_format(fmt) if fmt else None
     )
     requests: list[dict[str, Any]] = []
-    for batch in engine.fetch_batches(_inputs_sql(sample_plan), batch_rows=limit):
+    for batch in engine.fetch_batches(_inputs_sql(sample_plan, engine.dialect), batch_rows=limit):
         for row in batch.to_pylist():
             if len(requests) < limit:
-                body = json.loads(builder.build(row[REQUEST_COLUMN]))
+                try:
+                    built = builder.build(row[REQUEST_COLUMN], row_file(row))
+                except RequestError as err:  # the row would be an error row, never sent
+                    body: Any = {"error": f"[permanent] {err}"}
+                else:
+                    body = shorten_data_urls(json.loads(built))
                 requests.append({"key": row[plan.job.source.key], "body": body})
         if len(requests) >= limit:
             break
     counted = engine.fetch_one(
-        f"SELECT count(*) AS n FROM ({_inputs_sql(sample_plan, sample=False)})"
+        f"SELECT count(*) AS n FROM ({_inputs_sql(sample_plan, engine.dialect, sample=False)})"
     )
     summary = {
         "job": plan.job.name,
@@ -65,7 +71,7 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
     return RunResult(plan=plan, summary=summary, engine=None, dry_run_requests=requests)
 
 
-def _inputs_sql(plan: Plan, *, sample: bool = True) -> str:
+def _inputs_sql(plan: Plan, dialect: str, *, sample: bool = True) -> str:
     """The selection of rows to send (on push-down, `sample`: at most the sample's size)."""
     if isinstance(plan.steps, PushDown):
         # The push-down statement embeds the same selection; render it on its own.
@@ -79,6 +85,7 @@ def _inputs_sql(plan: Plan, *, sample: bool = True) -> str:
                 incremental=plan.job.output.mode != "overwrite" and not plan.options.full_refresh,
                 retry_errors=plan.options.retry_errors,
                 run_limit=run_limit,
+                dialect=dialect,
             ),
         )
         return renderer.render("inputs.sql", context)

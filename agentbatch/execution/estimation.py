@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.agent.content import concurrency_ceiling, input_batch_rows
 from agentbatch.errors import NotSupportedError, UsageError
 from agentbatch.execution.budget import PerRow, cost_of, price_of, save_per_row
 from agentbatch.planning.definition import Plan, PushDown, RestFallback
@@ -306,7 +307,7 @@ def _sample_fallback(
     else:
         from agentbatch.agent.limiter import DEFAULT_CEILING
 
-        found.concurrency = call.max_concurrency or DEFAULT_CEILING
+        found.concurrency = call.max_concurrency or concurrency_ceiling(call.files, DEFAULT_CEILING)
         found.concurrency_basis = (
             "agent.max_concurrency"
             if call.max_concurrency
@@ -335,7 +336,8 @@ def _sample_push_down(
     key = the_plan.job.source.key
     keys: list[Any] = []
     to_send = 0
-    for batch in engine.fetch_batches(fallback.steps.inputs.sql):
+    rows_per_batch = input_batch_rows(fallback.steps.call.files)
+    for batch in engine.fetch_batches(fallback.steps.inputs.sql, batch_rows=rows_per_batch):
         for value in batch.column(key).to_pylist():
             to_send += 1
             if len(keys) < size:

@@ -27,6 +27,15 @@ if TYPE_CHECKING:
     from agentbatch.spec.models import Job
 
 
+def binary_file_paths(tree: exp.Expr) -> list[str]:
+    from agentbatch.engines.binary_files import binary_file_calls
+
+    try:
+        return [path for _, path in binary_file_calls(tree)]
+    except UsageError:
+        return []
+
+
 def job_tables(job: Job) -> dict[str, str]:
     """The tables a job reads and writes, each with the spec key that names it."""
     tables: dict[str, str] = {}
@@ -41,6 +50,9 @@ def job_tables(job: Job) -> dict[str, str]:
         for node in tree.find_all(exp.Table) if tree else ():
             if node.name and node.name.lower() not in ctes:
                 tables[".".join(part.name for part in node.parts)] = "source.query"
+        # A folder read with read_files(..., format => 'binaryFile') is mapped like a table.
+        for path in binary_file_paths(tree) if tree else ():
+            tables[path] = "source.query read_files"
     tables[job.output.table] = "output.table"
     return tables
 
@@ -145,6 +157,10 @@ def _spec_sql(job: Job) -> list[tuple[str, str]]:
         ]
     else:
         values.append(("request", quoting.expression(job.request, what="request")))
+    if job.files is not None:
+        values.append(("files.content", quoting.expression(job.files.content)))
+        if job.files.name:
+            values.append(("files.name", quoting.expression(job.files.name)))
     return values
 
 

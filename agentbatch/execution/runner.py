@@ -193,6 +193,7 @@ def _run_fallback(
             return _summarise(the_plan, engine, {**spread, **counts})
 
     from agentbatch.agent.bulk import run_bulk_sync
+    from agentbatch.agent.content import input_batch_rows
     from agentbatch.agent.ledger import Ledger
     from agentbatch.agent.progress import LogProgress, RichProgress
 
@@ -206,7 +207,9 @@ def _run_fallback(
         if select is None:
             _check_budget(the_plan, steps, engine, ledger, budget, counts)
         try:
-            batches: Iterable[pa.RecordBatch] = engine.fetch_batches(steps.inputs.sql)
+            batches: Iterable[pa.RecordBatch] = engine.fetch_batches(
+                steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
+            )
             total = rows_upper_bound(the_plan, counts)
             if select is not None:
                 batches = list(select(batches, ledger))
@@ -274,8 +277,12 @@ def rows_to_send(
 ) -> tuple[int, int]:
     """(rows the run would send, rows it would reuse from the ledger), reading the inputs and
     looking them up without recording anything."""
+    from agentbatch.agent.content import input_batch_rows
+
     send = reuse = 0
-    for batch in engine.fetch_batches(steps.inputs.sql):
+    for batch in engine.fetch_batches(
+        steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
+    ):
         if not the_plan.options.full_refresh:
             found = sum(ledger.reusable(batch, retry_errors=the_plan.options.retry_errors))
         else:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from agentbatch.agent.calls import CallSpec, call_fingerprint
+from agentbatch.agent.content import FileInput
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
 from agentbatch.planning.definition import (
@@ -52,7 +53,13 @@ def call_spec(job: Job) -> CallSpec:
         max_retries=agent.max_retries,
         max_concurrency=agent.max_concurrency,
         requests_per_second=agent.requests_per_second,
+        files=file_input(job),
     )
+
+
+def file_input(job: Job) -> FileInput | None:
+    files = job.files
+    return None if files is None else FileInput(files.max_bytes, files.media_type)
 
 
 def choose_strategy(job: Job, target: Target, options: RunOptions) -> tuple[Strategy, str]:
@@ -100,12 +107,14 @@ def build_plan(
     mode = job.output.mode
     # Every mode skips what the target already holds, unless a full refresh asks to pay again.
     incremental = not options.full_refresh
+    engine = engine_class(target.engine)
     render_options = RenderOptions(
         incremental=incremental,
         retry_errors=options.retry_errors,
         run_limit=options.limit,
-        staged=engine_class(target.engine).staging_relation(job.output.table, options.run_id),
+        staged=engine.staging_relation(job.output.table, options.run_id),
         run_started_at=options.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        dialect=engine.dialect,
     )
     context = job_context(job, fingerprint, render_options)
 

@@ -38,6 +38,9 @@ class RenderOptions:
     run_limit: int | None = None
     staged: str | None = None  # the staging relation for write_results
     run_started_at: str = "1970-01-01 00:00:00"
+    # The sqlglot dialect the engine runs the SQL in (it transpiles from Databricks SQL itself);
+    # a few statements take another shape where one engine handles it badly.
+    dialect: str = "databricks"
 
 
 def uses_agent_body(job: Job) -> bool:
@@ -78,6 +81,9 @@ def ai_query_sql(job: Job) -> Sql:
     params = job.agent.model_parameters.as_dict()
     if params:
         args.append(Sql(f"modelParameters => {quoting.literal(params)}"))
+    if job.files is not None:
+        # The bytes, as Databricks documents multimodal input (see docs/databricks-behaviour.md).
+        args.append(Sql("files => `_file`"))
     fmt = job.agent.response_format
     if fmt is not None:
         # Always the JSON-schema form, the same schema the REST fallback asks for. A DDL string
@@ -114,6 +120,24 @@ def _answer_checks(fmt: str | Mapping[str, Any]) -> AnswerChecks | _NotPushable:
         return _NotPushable(f"agent.response_format: {err}")
 
 
+@dataclass(frozen=True)
+class FilesSql:
+    """A job's per-row file: the bytes and the file name as SQL over the source rows."""
+
+    content: Sql
+    name: Sql
+
+
+def files_sql(job: Job) -> FilesSql | None:
+    if job.files is None:
+        return None
+    name = job.files.name
+    return FilesSql(
+        content=quoting.expression(job.files.content, what="files.content"),
+        name=quoting.expression(name, what="files.name") if name else Sql("CAST(NULL AS STRING)"),
+    )
+
+
 def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict[str, Any]:
     source = job.source
     if source.table is not None:
@@ -131,6 +155,7 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "limit": source.limit,
         "request_value": value,
         "request_text": text,
+        "files": files_sql(job),
         "call_fingerprint": quoting.literal(call_fingerprint),
         "ai_query": ai_query_sql(job),
         "response_format": quoting.literal(response_type(fmt)) if fmt is not None else None,
@@ -142,6 +167,7 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "incremental": options.incremental,
         "retry_errors": options.retry_errors,
         "run_limit": options.run_limit,
+        "dialect": options.dialect,
         "staged": Sql(options.staged) if options.staged else None,
         "run_started_at": quoting.literal(options.run_started_at),
         "result_columns": [quoting.identifier(c) for c in RESULT_COLUMN_NAMES],

@@ -9,13 +9,25 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from agentbatch.results import RESULT_COLUMN_NAMES
 from agentbatch.spec.evaluation import Evaluation
 from agentbatch.sql import quoting
 
 JsonValue = Any
+
+# A file is sent base64 (a third larger) and Model Serving takes 4 MB per request for
+# foundation-model, external-model and agent endpoints: the largest file that fits with its prompt.
+DEFAULT_MAX_FILE_BYTES = 2_900_000
 
 
 def _list_to_tuple(value: Any) -> Any:
@@ -249,6 +261,57 @@ class Agent(StrictModel):
         return self.endpoint.startswith("apps/")
 
 
+_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+\-]*/[a-z0-9][a-z0-9!#$&^_.+\-]*$")
+
+
+class Files(StrictModel):
+    """Per-row binary input (images, documents) sent beside the text request: `files =>` of
+    ai_query on push-down, content parts (base64 data URLs) over REST."""
+
+    content: str = Field(
+        description="SQL expression giving the row's bytes (BINARY), e.g. the `content` column "
+        "of read_files(..., format => 'binaryFile')"
+    )
+    name: str | None = Field(
+        default=None,
+        description="SQL expression giving the file name (e.g. `path`); the media type is taken "
+        "from its extension unless `media_type` is declared",
+    )
+    media_type: str | None = Field(
+        default=None, description="Media type of every row's file, e.g. image/png"
+    )
+    max_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=DEFAULT_MAX_FILE_BYTES,
+        description="A row whose file is larger is an error row, never sent",
+    )
+
+    @field_validator("content", "name")
+    @classmethod
+    def _expression(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            try:
+                quoting.expression(value, what=f"files.{info.field_name}")
+            except quoting.SqlValueError as err:
+                raise _sql_error(err) from None
+        return value
+
+    @field_validator("media_type")
+    @classmethod
+    def _media_type(cls, value: str | None) -> str | None:
+        if value is not None and not _MEDIA_TYPE.match(value):
+            raise ValueError(f"{value!r} is not a media type (type/subtype, e.g. image/png)")
+        return value
+
+    @model_validator(mode="after")
+    def _named_or_declared(self) -> Files:
+        if self.name is None and self.media_type is None:
+            raise ValueError(
+                "give `name` (a SQL expression for the file name, e.g. path) or `media_type`: "
+                "the media type comes from one of them"
+            )
+        return self
+
+
 class Output(StrictModel):
     table: str = Field(description="Target table: catalog.schema.table")
     mode: WriteMode = Field(
@@ -300,6 +363,9 @@ class Job(StrictModel):
         description="SQL expression per row (a prompt), or a mapping of request fields to SQL expressions"
     )
     agent: Agent
+    files: Files | None = Field(
+        default=None, description="Per-row binary input (images, documents) beside `request`"
+    )
     output: Output
     vars: dict[str, str | int | float | bool] = Field(default_factory=dict)
     env: StrTuple = Field(default=(), description="Environment variables templates may read")
@@ -336,6 +402,32 @@ class Job(StrictModel):
                 )
             except quoting.SqlValueError as err:
                 raise _sql_error(err) from None
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: Files | None, info: ValidationInfo) -> Files | None:
+        if value is None:
+            return value
+        request = info.data.get("request")
+        agent = info.data.get("agent")
+        if isinstance(request, dict):
+            raise ValueError(
+                "a request mapping (a body for a custom model) cannot carry files: give "
+                "`request` as one SQL expression (the prompt) and the bytes in files.content"
+            )
+        if isinstance(agent, Agent):
+            if (
+                agent.api == "chat"
+                and value.media_type
+                and not value.media_type.startswith("image/")
+            ):
+                raise ValueError(
+                    f"agent.api chat carries images only (image_url parts), not "
+                    f"{value.media_type}: use agent.api: responses for documents"
+                )
+            if agent.endpoint.startswith("builtin:"):
+                raise ValueError(f"the built-in agent {agent.endpoint!r} reads no files")
         return value
 
     @field_validator("env")

@@ -1,4 +1,5 @@
-{#- The source rows, their request and fingerprint, and which of them the target already holds.
+{#- The source rows, their request and fingerprint (with files: over a hash of the bytes, so a
+    changed file is sent again), and which of them the target already holds.
     Included by every statement template. -#}
 src AS (
   SELECT *
@@ -21,11 +22,19 @@ req AS (
 {% if request_value != request_text %}
     {{ request_value }} AS `_request_value`,
 {% endif %}
+{% if files %}
+    {{ files.content }} AS `_file`,
+    {{ files.name }} AS `_file_name`,
+{% endif %}
     {{ request_text }} AS `_request`
   FROM src
 ),
 fingerprinted AS (
+{% if files %}
+  SELECT *, sha2(concat({{ call_fingerprint }}, `_request`, coalesce(sha2(`_file`, 256), ''), coalesce(`_file_name`, '')), 256) AS `request_fingerprint`
+{% else %}
   SELECT *, sha2(concat({{ call_fingerprint }}, `_request`), 256) AS `request_fingerprint`
+{% endif %}
   FROM req
 ),
 {% if incremental %}
@@ -47,7 +56,12 @@ done AS (
 todo AS (
   SELECT *
   FROM fingerprinted
-{% if incremental %}
+{% if incremental and files and dialect == "duckdb" %}
+  {#- On DuckDB (the local engine), rows with file bytes go through a filter, not a join: DuckDB
+      buffers every row a hash join's probe side emits, so a join would hold every file at once.
+      Elsewhere the anti-join below: it streams, and never gathers the done keys into one value. -#}
+  WHERE NOT coalesce(array_contains((SELECT collect_list(done.{{ key }}) FROM done), fingerprinted.{{ key }}), false)
+{% elif incremental %}
   WHERE NOT EXISTS (
     SELECT 1
     FROM done

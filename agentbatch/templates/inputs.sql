@@ -7,5 +7,9 @@ SELECT
   {{ column }},
 {% endfor %}
   `_request`,
+{% if files %}
+  `_file`,
+  `_file_name`,
+{% endif %}
   `request_fingerprint`
 FROM todo

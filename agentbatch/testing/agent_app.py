@@ -49,6 +49,7 @@ from agentbatch.testing.faults import (
     latency_s,
     permanent_status,
 )
+from agentbatch.testing.images import describe_files
 from agentbatch.testing.inbound import AgentCall, BadRequest, parse_body
 from agentbatch.testing.replies import ChatReply
 from agentbatch.testing.stats import ServerStats
@@ -60,6 +61,8 @@ _STREAM_FAULTS: frozenset[FaultKind] = frozenset(
     {"truncated_stream", "slow_stream", "stream_error"}
 )
 _MAX_BODY_BYTES = 16 * 1024 * 1024
+# Model Serving's payload limit for foundation-model, external-model and agent endpoints.
+SERVING_PAYLOAD_LIMIT = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,15 @@ class AgentHandlers:
             if not check.ok:
                 self.stats.fault("auth")
                 return self._error(*check_message(check))
+        serving = endpoint is not None or endpoint_in_model
+        if serving and (request.content_length or 0) > SERVING_PAYLOAD_LIMIT:
+            # Model Serving: 4 MB per request for foundation-model, external-model and agent
+            # endpoints (docs/databricks-behaviour.md); the status is an assumption.
+            return self._error(
+                413,
+                f"request payload of {request.content_length:,} bytes is over the "
+                f"{SERVING_PAYLOAD_LIMIT:,}-byte limit of this endpoint",
+            )
         if json_only and request.content_type != "application/json":
             # mlflow models serve (the scoring server behind Model Serving): 415, text/plain.
             self.stats.status(415)
@@ -266,7 +278,9 @@ class AgentHandlers:
             return web.Response(body=b'{"id": "resp_broken", "output": [', content_type=_JSON)
         reply = replies.make_reply(
             call,
-            triage.answer(call.text, call.context, structured=call.structured),
+            describe_files(call.files)
+            if call.files
+            else triage.answer(call.text, call.context, structured=call.structured),
             attempt,
             metadata_trace=request.headers.get(RETURN_TRACE_HEADER, "").lower() == "true",
         )

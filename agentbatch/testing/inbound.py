@@ -7,6 +7,8 @@ else, which is a bad request. Parsing never raises anything but `BadRequest`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ class AgentCall:
     rows: tuple[str, ...] = field(default_factory=tuple)
     # `input` was a bare string (MLflow's AgentServer refuses those: it wants messages).
     string_input: bool = False
+    # Bytes of the file parts of the last user message (images, documents), in order.
+    files: tuple[bytes, ...] = ()
 
 
 def request_key(text: str, custom_inputs: dict[str, Any] | None = None) -> str:
@@ -69,13 +73,16 @@ def parse_json(body: dict[str, Any], *, default_model: str | None = None) -> Age
         "custom_inputs": custom_inputs,
         "return_trace": options.get("return_trace") is True,
     }
+    files: tuple[bytes, ...] = ()
     if "input" in body:
         text, context = _responses_texts(body["input"], body.get("instructions"))
+        files = last_user_files(body["input"], "responses")
         structured = _is_json_format(_dig(body, "text", "format"))
         api: Api = "responses"
         rows: tuple[str, ...] = ()
     elif "messages" in body:
         text, context = _messages_texts(body["messages"], "messages")
+        files = last_user_files(body["messages"], "chat")
         structured = _is_json_format(body.get("response_format"))
         api = "chat"
         rows = ()
@@ -93,10 +100,14 @@ def parse_json(body: dict[str, Any], *, default_model: str | None = None) -> Age
         api=api,
         text=text,
         context=context,
-        key=request_key(text, custom_inputs),
+        # Rows that differ only in their files are different requests.
+        key=request_key(
+            text + "".join(hashlib.sha256(f).hexdigest() for f in files), custom_inputs
+        ),
         structured=structured,
         rows=rows,
         string_input=isinstance(body.get("input"), str),
+        files=files,
         **common,
     )
 
@@ -141,6 +152,53 @@ def _content_text(content: Any, where: str) -> str:
         ]
         return "".join(parts)
     raise BadRequest(f"'{where}' must be a string or a list of content parts")
+
+
+def last_user_files(messages: Any, api: str) -> tuple[bytes, ...]:
+    """The bytes of the file parts of the last user message. Responses: `input_image`
+    (`image_url`) and `input_file` (`file_data`); Chat: `image_url` (`{"url": ...}`). Each
+    must be a base64 data URL; anything else is a bad request."""
+    if not isinstance(messages, list):
+        return ()
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    content = users[-1].get("content") if users else None
+    if not isinstance(content, list):
+        return ()
+    found = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        where = f"content[{index}]"
+        if api == "responses" and kind == "input_image":
+            found.append(decode_data_url(part.get("image_url"), f"{where}.image_url"))
+        elif api == "responses" and kind == "input_file":
+            if not isinstance(part.get("filename"), str):
+                raise BadRequest(f"{where}.filename must be a string")
+            found.append(decode_data_url(part.get("file_data"), f"{where}.file_data"))
+        elif api == "chat" and kind == "image_url":
+            url = part.get("image_url")
+            if not isinstance(url, dict):
+                raise BadRequest(f'{where}.image_url must be an object {{"url": ...}}')
+            found.append(decode_data_url(url.get("url"), f"{where}.image_url.url"))
+        elif api == "chat" and kind in ("input_image", "input_file"):
+            raise BadRequest(f"{where}: {kind} is a Responses part; chat takes image_url")
+        elif api == "responses" and kind == "image_url":
+            raise BadRequest(f"{where}: image_url is a chat part; Responses takes input_image")
+    return tuple(found)
+
+
+def decode_data_url(value: Any, where: str) -> bytes:
+    """The bytes of `data:<media type>;base64,<data>` (RFC 2397); BadRequest otherwise."""
+    if not isinstance(value, str) or not value.startswith("data:"):
+        raise BadRequest(f"{where} must be a data URL (data:<type>;base64,...)")
+    meta, sep, data = value[5:].partition(",")
+    if not sep or not meta.endswith(";base64") or "/" not in meta:
+        raise BadRequest(f"{where} must be a base64 data URL with a media type")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{where}: the data is not valid base64") from None
 
 
 def _prediction_rows(body: dict[str, Any]) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ import pytest
 from agentbatch.cli.entrypoint import main as entry_point
 from agentbatch.cli.entrypoint import split_settings
 from agentbatch.cli.main import build_parser
+from agentbatch.testing.images import write_sample_folder
 from tests.bundle.dab_refs import (
     ROOT,
     job_parameter_values,
@@ -86,7 +87,7 @@ def test_task_command_line_runs_as_a_local_dry_run(key: str, tmp_path: Path) -> 
     argv = _task_argv(key, "dev", project)
     argv[argv.index("--target") + 1] = "local"
     argv[argv.index("--state-dir") + 1] = str(tmp_path / "state")
-    argv += ["--table", f"main.support.tickets={TICKETS}", "--dry-run", "--limit", "2"]
+    argv += [*_source_tables(key, tmp_path), "--dry-run", "--limit", "2"]
     done = _entry_point(argv, tmp_path)
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
@@ -94,6 +95,15 @@ def test_task_command_line_runs_as_a_local_dry_run(key: str, tmp_path: Path) -> 
     assert payload["summary"]["dry_run"] is True
     assert payload["summary"]["strategy"] == "rest-fallback"
     assert len(payload["requests"]) == 2
+
+
+def _source_tables(key: str, tmp_path: Path) -> list[str]:
+    """`--table` mappings for a job's source: the sample tickets, or for the image job a folder
+    of generated images standing in for its volume."""
+    if key == "describe_images":
+        photos = write_sample_folder(tmp_path / "photos")
+        return ["--table", f"/Volumes/main/shop/photos={photos}"]
+    return ["--table", f"main.support.tickets={TICKETS}"]
 
 
 @pytest.mark.parametrize("key", sorted(EVAL_JOBS))

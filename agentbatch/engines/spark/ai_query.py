@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from agentbatch.agent.calls import Api, CallSpec
+from agentbatch.agent.content import FILE_COLUMN, FileInput
 from agentbatch.engines.spark.calls import RemoteCall, answer_batches, remote_call
 from agentbatch.engines.spark.sql import AI_QUERY, STRICT_AI_QUERY
 from agentbatch.errors import NotSupportedError, UsageError
@@ -112,8 +113,11 @@ def register_ai_query(spark: SparkSession, config: AiQueryConfig) -> None:
         modelParameters: pa.Array | None = None,
         responseFormat: pa.Array | None = None,
         returnType: pa.Array | None = None,
+        files: pa.Array | None = None,
     ) -> pa.Array:
-        results, errors = answer_column(config, endpoint, request, modelParameters, responseFormat)
+        results, errors = answer_column(
+            config, endpoint, request, modelParameters, responseFormat, files
+        )
         return pa.StructArray.from_arrays(
             [pa.array(results, pa.string()), pa.array(errors, pa.string())],
             names=["result", "errorMessage"],
@@ -125,8 +129,11 @@ def register_ai_query(spark: SparkSession, config: AiQueryConfig) -> None:
         modelParameters: pa.Array | None = None,
         responseFormat: pa.Array | None = None,
         returnType: pa.Array | None = None,
+        files: pa.Array | None = None,
     ) -> pa.Array:
-        results, errors = answer_column(config, endpoint, request, modelParameters, responseFormat)
+        results, errors = answer_column(
+            config, endpoint, request, modelParameters, responseFormat, files
+        )
         failed = next((e for e in errors if e is not None), None)
         if failed is not None:
             raise RuntimeError(f"ai_query failed for a row: {failed}")
@@ -148,6 +155,7 @@ def answer_column(
     requests: pa.Array,
     model_parameters: pa.Array | None,
     response_formats: pa.Array | None,
+    files: pa.Array | None = None,
 ) -> tuple[list[str | None], list[str | None]]:
     """(result, errorMessage) per row; rows sharing endpoint and options are answered together."""
     import pyarrow as pa
@@ -164,7 +172,21 @@ def answer_column(
         groups.setdefault(group, []).append(row)
     results: list[str | None] = [None] * count
     errors: list[str | None] = [None] * count
+    if files is not None and not (
+        pa.types.is_binary(files.type) or pa.types.is_large_binary(files.type)
+    ):
+        # Databricks takes a file's bytes (BINARY) as `files` (ai_query reference, Arguments).
+        raise UsageError(
+            "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] ai_query: files must be BINARY (e.g. the "
+            f"content column of read_files(..., format => 'binaryFile')), not {files.type}"
+        )
+    contents = files.to_pylist() if files is not None else None
     for (name, params_json, fmt_text, is_json), rows in groups.items():
+        if contents is not None and name in config.custom_models:
+            raise UsageError(
+                "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] ai_query: files are input for a "
+                f"foundation or external model, not for the custom model {name!r}"
+            )
         if is_json and name not in config.custom_models:
             # Databricks: a foundation or external model takes a STRING request (ai_query
             # reference, Arguments); a STRUCT is for custom models (ai_query_custom_models).
@@ -186,6 +208,8 @@ def answer_column(
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
             max_concurrency=config.max_concurrency,
+            # ai_query gives bytes without a name: the media type comes from the bytes.
+            files=FileInput() if contents is not None else None,
         )
         remote = RemoteCall(
             call,
@@ -197,6 +221,11 @@ def answer_column(
                 "_row": pa.array(rows, pa.int64()),
                 "_request": pa.array(texts, pa.string()),
                 "request_fingerprint": pa.nulls(len(rows), pa.string()),
+                **(
+                    {FILE_COLUMN: pa.array([contents[r] for r in rows], pa.binary())}
+                    if contents is not None
+                    else {}
+                ),
             }
         )
         done: list[pa.Table] = []

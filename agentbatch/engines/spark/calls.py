@@ -81,10 +81,11 @@ class RemoteCall:
 
     def per_task(self, tasks: int) -> RemoteCall:
         """The same call with the run's concurrency and request-rate caps split across `tasks`."""
+        from agentbatch.agent.content import concurrency_ceiling
         from agentbatch.agent.limiter import DEFAULT_CEILING
 
         tasks = max(1, tasks)
-        cap = self.call.max_concurrency or DEFAULT_CEILING
+        cap = self.call.max_concurrency or concurrency_ceiling(self.call.files, DEFAULT_CEILING)
         rate = self.call.requests_per_second
         call = dataclasses.replace(
             self.call,

@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.agent.content import (
+    FILE_BATCH_ROWS,
+    FILE_COLUMN,
+    FILE_COLUMNS,
+    concurrency_ceiling,
+)
 from agentbatch.agent.shared_limits import BudgetAddress
+from agentbatch.engines.binary_files import arrow_batch_rows
 from agentbatch.engines.spark.calls import RemoteCall, answer_batches
 from agentbatch.errors import AgentbatchError
 from agentbatch.results import (
@@ -116,7 +123,7 @@ def answer_distributed(
         usable = one_per_key(_reusable(earlier, retry_errors), key)
         results_only = [c for c in RESULT_COLUMN_NAMES if c != FINGERPRINT_COLUMN]
         reused = (
-            inputs.drop(REQUEST_COLUMN)
+            inputs.drop(REQUEST_COLUMN, *FILE_COLUMNS)
             .join(usable.select(key, FINGERPRINT_COLUMN, *results_only), [key, FINGERPRINT_COLUMN])
             .localCheckpoint(eager=True)
         )
@@ -124,7 +131,11 @@ def answer_distributed(
             usable.select(key, FINGERPRINT_COLUMN), on=[key, FINGERPRINT_COLUMN], how="left_anti"
         )
     tasks = max(1, min(tasks, remote.call.max_concurrency or tasks))
-    with _budget_service(spark, remote, shared_budget, tasks) as address:
+    rows = FILE_BATCH_ROWS if FILE_COLUMN in todo.columns else None  # a batch of files: few
+    with (
+        _budget_service(spark, remote, shared_budget, tasks) as address,
+        arrow_batch_rows(spark, rows),
+    ):
         run = _TaskRun(remote.per_task(tasks).with_budget(address), key, schema, checkpoint, run_id)
         out = todo.repartition(tasks, F.col(f"`{key}`")).mapInArrow(run, schema)
         if checkpoint is not None:
@@ -160,7 +171,7 @@ def _budget_service(
     if not enabled or remote.overrides.get(remote.call.endpoint) == "builtin:instant":
         yield None
         return
-    cap = remote.call.max_concurrency or DEFAULT_CEILING
+    cap = remote.call.max_concurrency or concurrency_ceiling(remote.call.files, DEFAULT_CEILING)
     # A concurrency the user asked for is where the total starts, as on one machine.
     initial = remote.call.max_concurrency or None
     host = driver_host(spark.conf.get("spark.driver.host", None))
@@ -199,7 +210,7 @@ def output_schema(inputs: StructType, response_type: pa.DataType | None) -> Stru
     passthrough = [
         StructField(f.name, f.dataType, True)
         for f in inputs.fields
-        if f.name not in (REQUEST_COLUMN, FINGERPRINT_COLUMN)
+        if f.name not in (REQUEST_COLUMN, FINGERPRINT_COLUMN, *FILE_COLUMNS)
     ]
     results = [
         StructField(f.name, from_arrow_type(f.type), True)

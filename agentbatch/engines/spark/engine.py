@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlglot import exp
 
 from agentbatch.engines.base import DistributedCalls, WriteRequest, WriteStats
+from agentbatch.engines.binary_files import rewrite_for_spark, volume_mappings
 from agentbatch.engines.spark import session
 from agentbatch.engines.spark.arrow import StagedBatches, arrow_batches, arrow_schema
 from agentbatch.engines.spark.errors import guard, guarded
@@ -133,6 +134,9 @@ class SparkEngine:
             "main" if self.files else guard(self.spark.catalog.currentCatalog)
         )
         self.names = Names(str(default_catalog), str(self.settings.get("schema", "default")))
+        # `--table /Volumes/...=FOLDER`: a folder read with read_files(..., 'binaryFile').
+        self.volumes = volume_mappings(tables or {})
+        tables = {k: v for k, v in (tables or {}).items() if k.rstrip("/") not in self.volumes}
         self.tables = TableMap(
             self.spark,
             self.names,
@@ -317,6 +321,7 @@ class SparkEngine:
         tree = tree.copy()
         remapped = point_tables(tree, self.tables.relation)
         if not self.on_databricks:
+            rewrite_for_spark(tree, self.volumes)  # Databricks has read_files itself
             sql = to_spark(tree)
         elif original is not None and not remapped:
             sql = original

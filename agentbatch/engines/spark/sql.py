@@ -27,6 +27,7 @@ AI_QUERY_ARGUMENTS = (
     "modelParameters",
     "responseFormat",
     "returnType",
+    "files",
 )
 _CANONICAL = {name.lower(): name for name in AI_QUERY_ARGUMENTS}
 

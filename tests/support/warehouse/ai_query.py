@@ -16,7 +16,11 @@ its test: docs/databricks-behaviour.md):
 - a request that is not a STRING to a foundation-model endpoint ("for foundation models ... the
   request must be a STRING", ai_query reference);
 - `modelParameters` for a custom-model endpoint
-  (`AI_FUNCTION_INVALID_MODEL_PARAMETERS.UNSUPPORTED_ENDPOINT_TYPE`).
+  (`AI_FUNCTION_INVALID_MODEL_PARAMETERS.UNSUPPORTED_ENDPOINT_TYPE`);
+- `files` other than BINARY bytes (the documented form is `files => content` over
+  `read_files(..., format => 'binaryFile')`), or with a custom-model endpoint.
+
+The agent callable receives the bytes as `files=` when the call gives them.
 
 Endpoints named in `custom_models` are custom models (an agent on Model Serving): their
 result has the type ai_query infers from the model signature, a STRUCT, not text.
@@ -35,7 +39,10 @@ from sqlglot import exp
 AiQueryFunction = Callable[..., Any]
 
 # Databricks argument names, matched case-insensitively.
-_NAMED = {n.lower(): n for n in ("returnType", "failOnError", "modelParameters", "responseFormat")}
+_NAMED = {
+    n.lower(): n
+    for n in ("returnType", "failOnError", "modelParameters", "responseFormat", "files")
+}
 
 
 class AiQueryError(ValueError):
@@ -62,6 +69,7 @@ class AiQueryCall:
     fail_on_error: bool
     model_parameters: exp.Expression | None
     response_format: exp.Expression | None
+    files: exp.Expression | None = None
 
     @property
     def returns_string(self) -> bool:
@@ -106,6 +114,9 @@ def parse_call(node: exp.Expression) -> AiQueryCall:
     fmt = named.get("responseFormat")
     if fmt is not None:
         check_response_format(fmt)
+    files = named.get("files")
+    if files is not None and isinstance(files, (exp.Literal, exp.Null)):
+        raise AiQueryError(files_type_error(files.sql("databricks")))
     return AiQueryCall(
         node=node,
         endpoint=positional[0],
@@ -114,6 +125,16 @@ def parse_call(node: exp.Expression) -> AiQueryCall:
         fail_on_error=True if fail is None else _literal_bool(fail),
         model_parameters=named.get("modelParameters"),
         response_format=named.get("responseFormat"),
+        files=files,
+    )
+
+
+def files_type_error(shown: str) -> str:
+    """Databricks takes the bytes of a file (BINARY) as `files`; the class is ASSUMPTION."""
+    return (
+        "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] Cannot resolve ai_query: the files "
+        f"argument {shown} must be BINARY (e.g. the content column of read_files(..., "
+        "format => 'binaryFile'))."
     )
 
 
@@ -164,6 +185,11 @@ def check_custom_model_call(call: AiQueryCall, custom_models: Collection[str]) -
             "[AI_FUNCTION_INVALID_MODEL_PARAMETERS.UNSUPPORTED_ENDPOINT_TYPE] AI_QUERY function "
             "does not support the modelParameters argument for custom model endpoint."
         )
+    if name in custom_models and call.files is not None:
+        raise AiQueryError(
+            "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] Cannot resolve ai_query: files are "
+            f"input for a foundation or external model, not for the custom model {name!r}."
+        )
     if name not in custom_models and isinstance(call.request, exp.Struct):
         raise AiQueryError(
             "[DATATYPE_MISMATCH.UNEXPECTED_INPUT_TYPE] Cannot resolve ai_query: the request to "
@@ -192,6 +218,7 @@ def answer(
     request: Any,
     model_parameters: Any = None,
     response_format: str | None = None,
+    files: bytes | None = None,
 ) -> str | None:
     """The string answer for one row (NULL request -> NULL answer); raises when the agent fails."""
     if request is None or endpoint is None:
@@ -201,6 +228,8 @@ def answer(
         named["modelParameters"] = model_parameters
     if response_format is not None:
         named["responseFormat"] = response_format
+    if files is not None:
+        named["files"] = files
     result = fn(endpoint, request, **named)
     if result is None or isinstance(result, str):
         return result

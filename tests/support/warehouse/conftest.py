@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,6 +69,9 @@ def spark_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One local Spark session for the whole run (it takes seconds to start)."""
     from pyspark.sql import SparkSession  # here, so tests without Spark do not pay its import
 
+    # Python workers run this interpreter (it has pyarrow), whichever test starts Spark first.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     warehouse_dir = tmp_path_factory.mktemp("spark-warehouse")
     with warnings.catch_warnings():
         # PySpark warns that it does not yet support the installed pandas major version.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ import sqlglot
 from duckdb import func, sqltypes
 from sqlglot import exp
 
+from agentbatch.engines.binary_files import listing_names, rewrite_for_duckdb
 from agentbatch.engines.merge_rules import (
     DUPLICATE_MATCH_MESSAGE,
     CheckedMerge,
@@ -37,6 +39,7 @@ from .ai_query import (
     check_custom_model_call,
     check_request,
     error_text,
+    files_type_error,
     find_calls,
 )
 from .context import Namespace, StatementContext, current_statement
@@ -83,6 +86,7 @@ class DuckDBExecutor:
         self._pool = ThreadPoolExecutor(ai_query_concurrency, thread_name_prefix="ai-query")
         self._sessions: dict[str, _Session] = {}
         self._statements: dict[str, StatementContext | None] = {}
+        self._interrupting = threading.Lock()
         for catalog in catalogs:
             self.create_catalog(catalog)
         self._register_udfs()
@@ -97,7 +101,7 @@ class DuckDBExecutor:
 
     def _register_udfs(self) -> None:
         text = sqltypes.VARCHAR
-        params: list[Any] = [text, text, text, text, text]
+        params: list[Any] = [text, text, text, text, text, sqltypes.BLOB]
         for name, or_error in ((_UDF, False), (_UDF_OR_ERROR, True)):
             result_type = (
                 duckdb.struct_type({"result": text, "errorMessage": text}) if or_error else text
@@ -119,6 +123,7 @@ class DuckDBExecutor:
             request: pa.ChunkedArray,
             model_parameters: pa.ChunkedArray,
             response_format: pa.ChunkedArray,
+            files: pa.ChunkedArray,
         ) -> pa.Array:
             tokens = token.to_pylist()
             context = self._statements.get(tokens[0]) if tokens else None
@@ -127,6 +132,7 @@ class DuckDBExecutor:
                 request.to_pylist(),
                 model_parameters.to_pylist(),
                 response_format.to_pylist(),
+                files.to_pylist(),
                 strict=True,
             )
             outcomes = list(self._pool.map(lambda row: self._answer_row(context, *row), rows))
@@ -148,6 +154,7 @@ class DuckDBExecutor:
         request_json: str | None,
         model_parameters_json: str | None,
         response_format: str | None,
+        files: bytes | None = None,
     ) -> tuple[str | None, str | None]:
         if context is not None and context.cancelled.is_set():
             raise StatementCancelled("statement cancelled")
@@ -156,11 +163,26 @@ class DuckDBExecutor:
         check_request(endpoint, request, self.custom_models)
         try:
             params = json.loads(model_parameters_json) if model_parameters_json else None
-            return answer(self._ai_query, endpoint, request, params, response_format), None
+            found = answer(self._ai_query, endpoint, request, params, response_format, files)
+            return found, None
         except Exception as failure:
             return None, error_text(failure)
 
     # ---- executing ------------------------------------------------------------------------
+
+    def _interrupt_until_done(self, session: Any, token: str) -> None:
+        """Interrupt the statement until it ends: a cancel landing between the check above and
+        DuckDB starting the query would otherwise interrupt nothing, and the query run on."""
+
+        def keep_interrupting() -> None:
+            while True:
+                with self._interrupting:  # never the session's next statement
+                    if token not in self._statements:
+                        return
+                    session.connection.interrupt()
+                time.sleep(0.02)
+
+        threading.Thread(target=keep_interrupting, daemon=True).start()
 
     def __call__(self, sql: str, params: Mapping[str, Any]) -> pa.Table | None:
         context = current_statement()
@@ -179,7 +201,7 @@ class DuckDBExecutor:
             self._statements[token] = context
             try:
                 if context is not None:
-                    context.on_cancel(session.connection.interrupt)
+                    context.on_cancel(lambda: self._interrupt_until_done(session, token))
                     if context.cancelled.is_set():
                         raise StatementCancelled("statement cancelled")
                 checked = checked_duckdb_merge(tree) if isinstance(tree, exp.Merge) else None
@@ -191,7 +213,8 @@ class DuckDBExecutor:
             except duckdb.Error as error:
                 raise RuntimeError(_databricks_names(str(error))) from None
             finally:
-                self._statements.pop(token, None)
+                with self._interrupting:
+                    self._statements.pop(token, None)
             view = temporary_view_name(tree)
             if view is not None:
                 session.temporary_views.add(view.lower())
@@ -226,12 +249,12 @@ class DuckDBExecutor:
             raise ValueError(f"expected one SQL statement, got {len(trees)}")
         tree = trees[0]
         assert isinstance(tree, exp.Expression)
-        self._read_volumes(tree)
+        self._read_volumes(tree, session.connection)
         tree = qualify_and_map(
             tree,
             namespace,
             lambda catalog, schema: (f"{PREFIX}{catalog}", schema),
-            unqualified=session.temporary_views,
+            unqualified=session.temporary_views | listing_names(tree),
         )
         for call in find_calls(tree):
             check_custom_model_call(call, self.custom_models)
@@ -253,6 +276,7 @@ class DuckDBExecutor:
                 if call.model_parameters is not None
                 else exp.null(),
                 call.response_format if call.response_format is not None else exp.null(),
+                _files_arg(call.files),
             ],
         )
         return_type = call.return_type
@@ -278,8 +302,11 @@ class DuckDBExecutor:
             lambda n: node.copy() if isinstance(n, exp.Column) and n.name == "__call" else n
         )
 
-    def _read_volumes(self, tree: exp.Expression) -> None:
-        """`read_files('/Volumes/...', format => 'parquet')` and parquet.`/Volumes/...`."""
+    def _read_volumes(self, tree: exp.Expression, connection: Any = None) -> None:
+        """`read_files('/Volumes/...', format => 'parquet')` and parquet.`/Volumes/...`;
+        `format => 'binaryFile'` lists a folder as Databricks does (agentbatch.engines.binary_files)."""
+        if self.volumes_dir is not None:
+            rewrite_for_duckdb(tree, {"/Volumes": self.volumes_dir}, connection)
         for fn in list(tree.find_all(exp.Anonymous)):
             if str(fn.this).lower() != "read_files":
                 continue
@@ -377,6 +404,18 @@ class DuckDBExecutor:
                 session.connection.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._db.close()
+
+
+def _files_arg(files: exp.Expression | None) -> exp.Expression:
+    """The `files` bytes; a value that is not BINARY fails the statement, as analysis does."""
+    blob = exp.DataType.build("BLOB", dialect="duckdb")
+    if files is None:
+        return exp.Cast(this=exp.null(), to=blob)
+    return sqlglot.parse_one(
+        "CASE WHEN typeof(__files) IN ('BLOB', 'NULL') THEN CAST(__files AS BLOB) "
+        f"ELSE error({exp.Literal.string(files_type_error(files.sql('databricks'))).sql('duckdb')}) END",
+        read="duckdb",
+    ).transform(lambda n: files.copy() if isinstance(n, exp.Column) and n.name == "__files" else n)
 
 
 def _from_json_casts(tree: exp.Expression) -> None:

@@ -13,11 +13,14 @@ import sys
 import sysconfig
 import threading
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
+
+from agentbatch.engines.binary_files import rewrite_for_spark
 
 from . import ai_query as ai_query_module
 from .ai_query import AiQueryCall, AiQueryFunction, check_custom_model_call, find_calls
@@ -52,8 +55,16 @@ def _make_udf(fn: AiQueryFunction, or_error: bool, custom_models: frozenset[str]
     answer, error_text = ai_query_module.answer, ai_query_module.error_text
     check_request = ai_query_module.check_request
 
+    files_type_error = ai_query_module.files_type_error
+
+    def _file_bytes(value: Any) -> bytes | None:
+        if value is None or isinstance(value, (bytes, bytearray)):
+            return bytes(value) if value is not None else None
+        raise ValueError(files_type_error(repr(value)[:40]))  # fails the statement
+
     def run(endpoint: str | None, request: Any, **named: Any) -> Any:
         check_request(endpoint, _plain(request), custom_models)  # fails the statement
+        files = _file_bytes(named.get("files"))  # so does a files value that is not BINARY
         try:
             result = answer(
                 fn,
@@ -61,6 +72,7 @@ def _make_udf(fn: AiQueryFunction, or_error: bool, custom_models: frozenset[str]
                 _plain(request),
                 _plain(named.get("modelParameters")),
                 named.get("responseFormat"),
+                files,
             )
         except Exception as failure:
             if or_error:
@@ -93,8 +105,11 @@ class SparkExecutor:
         catalogs: Iterable[str] = ("main",),
         ai_query: AiQueryFunction | None = None,
         custom_models: Mapping[str, str] | None = None,
+        volumes_dir: Path | None = None,
     ) -> None:
         self.spark = spark
+        # read_files(..., format => 'binaryFile') lists folders under it as Spark's binaryFile.
+        self.volumes_dir = volumes_dir
         # endpoint name -> the type ai_query infers from its signature (see ai_query.py)
         self.custom_models = dict(custom_models or {})
         # SQL warehouses and serverless compute run in ANSI mode: an invalid CAST raises.
@@ -177,6 +192,8 @@ class SparkExecutor:
             lambda catalog, schema: (None, spark_database(catalog, schema)),
             unqualified=views,
         )
+        if self.volumes_dir is not None:
+            rewrite_for_spark(tree, {"/Volumes": self.volumes_dir})
         for call in find_calls(tree):
             check_custom_model_call(call, self.custom_models)
             call.node.replace(self._ai_query_sql(call))
@@ -192,6 +209,8 @@ class SparkExecutor:
             )
         if call.response_format is not None:
             args.append(exp.Kwarg(this=exp.var("responseFormat"), expression=call.response_format))
+        if call.files is not None:
+            args.append(exp.Kwarg(this=exp.var("files"), expression=call.files))
         node = exp.Anonymous(this=_UDF if call.fail_on_error else _UDF_OR_ERROR, expressions=args)
         return_type = call.return_type
         name = call.endpoint.this if isinstance(call.endpoint, exp.Literal) else None

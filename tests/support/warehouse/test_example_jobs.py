@@ -19,6 +19,7 @@ import pytest
 
 import agentbatch
 from agentbatch.planning.definition import RestFallback
+from agentbatch.testing.images import write_sample_folder
 
 from .server import Warehouse, serve_warehouse
 from .spark_executor import SparkExecutor, spark_database
@@ -53,9 +54,16 @@ def load_tickets(wh: Warehouse, volumes_dir: Path | None = None) -> None:
         )
 
 
+def load_photos(volumes_dir: Path) -> Path:
+    """The sample images of the image example job, in its volume folder."""
+    write_sample_folder(volumes_dir / "main" / "shop" / "photos", 8)
+    return volumes_dir
+
+
 @pytest.fixture(scope="module")
-def spark_examples_warehouse(spark_session: Any) -> Any:
-    executor = SparkExecutor(spark_session, ai_query=schema_following_agent)
+def spark_examples_warehouse(spark_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    volumes = load_photos(tmp_path_factory.mktemp("volumes"))
+    executor = SparkExecutor(spark_session, ai_query=schema_following_agent, volumes_dir=volumes)
     database = spark_database("main", "support")  # this executor has no read_files
     spark_session.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
     tickets = (
@@ -75,6 +83,7 @@ def examples_warehouse(
         return wh
     wh = make_warehouse(ai_query=schema_following_agent, volumes_dir=tmp_path / "volumes")
     load_tickets(wh, tmp_path / "volumes")  # where the DuckDB executor reads /Volumes from
+    load_photos(tmp_path / "volumes")
     return wh
 
 
@@ -93,6 +102,7 @@ def test_example_job_sql_runs_on_the_loopback_warehouse(
         databricks.sql.connect(**examples_warehouse.connect_kwargs()) as conn,
         conn.cursor() as cur,
     ):
+        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {output.rsplit('.', 1)[0]}")
         cur.execute(f"DROP TABLE IF EXISTS {output}")
         if isinstance(plan.steps, RestFallback):
             statements = [s.sql for s in (plan.steps.ensure_target, plan.steps.inputs) if s]

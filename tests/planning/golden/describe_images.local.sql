@@ -1,0 +1,68 @@
+-- create the target if missing [ensure_target.sql]
+CREATE TABLE IF NOT EXISTS `main`.`shop`.`photo_descriptions` AS
+SELECT
+  `path`,
+  `length`,
+  CAST(NULL AS STRING) AS `response`,
+  CAST(NULL AS STRING) AS `error`,
+  CAST(NULL AS INT) AS `http_status`,
+  CAST(NULL AS INT) AS `attempts`,
+  CAST(NULL AS DOUBLE) AS `latency_ms`,
+  CAST(NULL AS BIGINT) AS `input_tokens`,
+  CAST(NULL AS BIGINT) AS `output_tokens`,
+  CAST(NULL AS STRING) AS `trace_id`,
+  CAST(NULL AS STRING) AS `custom_outputs`,
+  CAST(NULL AS STRING) AS `request_fingerprint`,
+  CAST(NULL AS TIMESTAMP) AS `answered_at`
+FROM (SELECT * FROM READ_FILES('/Volumes/main/shop/photos', format => 'binaryFile')) AS source_query
+WHERE 1 = 0;
+
+-- select the rows to send [inputs.sql]
+WITH
+src AS (
+  SELECT *
+  FROM (SELECT * FROM READ_FILES('/Volumes/main/shop/photos', format => 'binaryFile')) AS source_query
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `path` IS NOT NULL
+),
+req AS (
+  SELECT
+    `path`,
+    `length`,
+    content AS `_file`,
+    path AS `_file_name`,
+    'Give the pixel size and the main colour of this image.' AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, sha2(concat('130aa483885befd361192584559b967207024623c86011ef4dab659e421f49da', `_request`, coalesce(sha2(`_file`, 256), ''), coalesce(`_file_name`, '')), 256) AS `request_fingerprint`
+  FROM req
+),
+done AS (
+  SELECT prior.*
+  FROM `main`.`shop`.`photo_descriptions` AS prior
+  JOIN fingerprinted
+    ON prior.`path` = fingerprinted.`path`
+   AND prior.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  WHERE prior.`error` IS NULL OR NOT (prior.`error` LIKE '[transient]%')
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+WHERE NOT coalesce(array_contains((SELECT collect_list(done.`path`) FROM done), fingerprinted.`path`), false)
+)
+SELECT
+  `path`,
+  `length`,
+  `_request`,
+  `_file`,
+  `_file_name`,
+  `request_fingerprint`
+FROM todo;
+
+-- merge the answers into the target [write_results.sql]
+MERGE INTO `main`.`shop`.`photo_descriptions` AS target
+USING agentbatch_staged AS staged
+ON target.`path` = staged.`path`
+WHEN MATCHED THEN UPDATE SET *
+WHEN NOT MATCHED THEN INSERT *;
