@@ -91,6 +91,7 @@ class TableMap:
                 f"table {'.'.join(full)} is mapped to input data; it cannot be written"
             )
         table = self.file_table(full, target)
+        self._pointed.pop(self._view_name(full), None)  # its next read is of what this writes
         if table is not None or not self._needs_rewrite(tree, full):
             return table
         from agentbatch.engines.spark.catalog import CatalogTable
@@ -115,8 +116,7 @@ class TableMap:
         location = table.location()
         if location is None:
             raise EngineError(f"spark engine: table {'.'.join(full)} does not exist yet")
-        digest = hashlib.sha256(".".join(full).encode()).hexdigest()[:12]
-        view = f"agentbatch_ft_{self._token}_{digest}"
+        view = self._view_name(full)
         # A linked version folder never changes: its view is made again only when a write links
         # another one (each read of a parquet folder costs a Spark job for its schema). The
         # folder's identity, not its name: a dropped and re-created table reuses version names.
@@ -127,6 +127,10 @@ class TableMap:
         if view not in self.views:
             self.views.append(view)
         return view
+
+    def _view_name(self, full: FullName) -> str:
+        digest = hashlib.sha256(".".join(full).encode()).hexdigest()[:12]
+        return f"agentbatch_ft_{self._token}_{digest}"
 
     def drop_views(self) -> None:
         for view in self.views:
