@@ -221,11 +221,12 @@ def output_schema(inputs: StructType, response_type: pa.DataType | None) -> Stru
 
 def read_checkpoint(spark: SparkSession, folder: Path, run_id: str = "") -> DataFrame | None:
     """The folder's answers (only run `run_id`'s, when given), or None when there are none."""
-    prefix = f"part-{run_id}-" if run_id else "part-"
-    files = [str(p) for p in folder.glob(f"{prefix}*.parquet")] if folder.is_dir() else []
-    if not files:
+    pattern = f"part-{run_id}-*.parquet" if run_id else "part-*.parquet"
+    if not folder.is_dir() or next(folder.glob(pattern), None) is None:
         return None
-    return spark.read.parquet(*sorted(files))
+    # The folder with a name filter, not the file names: a run leaves hundreds of files, and
+    # Spark lists more than a few explicit paths with a job of one task per path.
+    return spark.read.option("pathGlobFilter", pattern).parquet(str(folder))
 
 
 def one_per_key(results: DataFrame, key: str) -> DataFrame:

@@ -175,10 +175,10 @@ class SparkEngine:
 
     def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         df = self.query(sql, params).limit(1)
-        for batch in guarded(arrow_batches(df, 1)):
-            if batch.num_rows:
-                first: dict[str, Any] = batch.to_pylist()[0]
-                return first
+        rows = guard(lambda: _first_rows(df))
+        if rows:
+            first: dict[str, Any] = rows[0]
+            return first
         return {name: None for name in df.columns}
 
     def table_exists(self, table: str) -> bool:
@@ -283,8 +283,10 @@ class SparkEngine:
             reuse=work.reuse,
         )
         written = 0
-        if answers.results is not None:
-            written = self.write_dataframe(work.write, answers.results).rows_written
+        found = answers.results
+        if found is not None:
+            results, rows = guard(lambda: _read_once(found))
+            written = self.write_dataframe(work.write, results, rows=rows).rows_written
         elif work.keep_only_sql is not None:
             self.execute(work.keep_only_sql)
         folder = self.checkpoint_folder(work.write.table, work.call)
@@ -344,6 +346,21 @@ class SparkEngine:
             session.default_parallelism(self.spark),
         )
         register_ai_query(self.spark, config)
+
+
+def _first_rows(df: DataFrame) -> list[dict[str, Any]]:
+    """`df`'s (few) rows as Arrow gives them. Collected by the JVM where Spark can (`toArrow`,
+    pyspark 4): one job, no Python worker task to encode a row."""
+    if hasattr(df, "toArrow"):
+        return df.toArrow().to_pylist()  # type: ignore[no-any-return]
+    return [row for batch in arrow_batches(df, 1) for row in batch.to_pylist()]
+
+
+def _read_once(results: DataFrame) -> tuple[DataFrame, int]:
+    """`results` materialised, and its row count: the answers are read from the checkpoint's many
+    small files once, not once for the count and again for the write."""
+    results = results.localCheckpoint(eager=True)
+    return results, results.count()
 
 
 def fallback_place(setting: str, spark: SparkSession, settings: Mapping[str, Any]) -> str:

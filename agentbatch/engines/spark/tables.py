@@ -53,6 +53,7 @@ class TableMap:
         self.warehouse_dir = warehouse_dir
         self._token = token
         self.views: list[str] = []
+        self._pointed: dict[str, tuple[str, int, int] | None] = {}  # view -> its folder
         self._inputs: dict[FullName, str] = {}
         self._outputs: dict[FullName, FileTable] = {}
         outputs = {names.full(t) for t in output_tables}
@@ -90,6 +91,7 @@ class TableMap:
                 f"table {'.'.join(full)} is mapped to input data; it cannot be written"
             )
         table = self.file_table(full, target)
+        self._pointed.pop(self._view_name(full), None)  # its next read is of what this writes
         if table is not None or not self._needs_rewrite(tree, full):
             return table
         from agentbatch.engines.spark.catalog import CatalogTable
@@ -114,16 +116,26 @@ class TableMap:
         location = table.location()
         if location is None:
             raise EngineError(f"spark engine: table {'.'.join(full)} does not exist yet")
-        digest = hashlib.sha256(".".join(full).encode()).hexdigest()[:12]
-        view = f"agentbatch_ft_{self._token}_{digest}"
-        self.spark.read.parquet(str(location)).createOrReplaceTempView(view)
+        view = self._view_name(full)
+        # A linked version folder never changes: its view is made again only when a write links
+        # another one (each read of a parquet folder costs a Spark job for its schema). The
+        # folder's identity, not its name: a dropped and re-created table reuses version names.
+        stamp = _identity(location) if table.path.is_symlink() else None
+        if stamp is None or self._pointed.get(view) != stamp:
+            self.spark.read.parquet(str(location)).createOrReplaceTempView(view)
+            self._pointed[view] = stamp
         if view not in self.views:
             self.views.append(view)
         return view
 
+    def _view_name(self, full: FullName) -> str:
+        digest = hashlib.sha256(".".join(full).encode()).hexdigest()[:12]
+        return f"agentbatch_ft_{self._token}_{digest}"
+
     def drop_views(self) -> None:
         for view in self.views:
             self.spark.catalog.dropTempView(view)
+        self._pointed.clear()
 
     def _needs_rewrite(self, tree: exp.Expression, full: FullName) -> bool:
         """A MERGE or REPLACE on a catalog table whose format cannot run it (not on Databricks)."""
@@ -168,6 +180,11 @@ def read_source(spark: SparkSession, name: str, source: TableSource) -> DataFram
     raise UsageError(
         f"--table {name}={path}: unsupported file type; use .csv, .parquet, .json/.jsonl or a folder"
     )
+
+
+def _identity(folder: Path) -> tuple[str, int, int]:
+    info = folder.stat()
+    return str(folder), info.st_ino, info.st_mtime_ns
 
 
 def _quoted(full: FullName) -> str:

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from agentbatch.engines.base import WriteRequest
+from agentbatch.engines.spark.files import FileTable
 from agentbatch.errors import EngineError, NotSupportedError, UsageError
 
 MERGE_SQL = (
@@ -57,6 +58,31 @@ def test_create_insert_and_read_a_file_table(make_engine: Any, tmp_path: Path) -
     # Only the current version is left on disk.
     versions = [p for p in link.parent.iterdir() if p.name.startswith(".t.v")]
     assert versions == [link.resolve()]
+
+
+def test_a_file_table_is_read_again_only_after_a_write(
+    make_engine: Any, spark: Any, tmp_path: Path
+) -> None:
+    """Reading a parquet folder costs a Spark job (its schema): statements on an unchanged table
+    share one read, and every write, even a drop and re-create reusing the version's name, is
+    seen by the next statement."""
+    engine = make_engine()
+    engine.execute("CREATE TABLE main.s.r AS SELECT 1 AS id")
+    engine.fetch_one("SELECT count(*) AS n FROM main.s.r")
+    tracker = spark.sparkContext.statusTracker()
+    spark.sparkContext.setJobGroup("reread", "statements on an unchanged table")
+    try:
+        engine.query("SELECT * FROM main.s.r")
+        engine.query("SELECT id FROM main.s.r WHERE id > 0")
+        assert tracker.getJobIdsForGroup("reread") == []  # planning only: no schema read
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    FileTable(tmp_path / "warehouse" / "main" / "s" / "r").drop()  # as another run would
+    engine.execute("CREATE TABLE main.s.r AS SELECT 7 AS id UNION ALL SELECT 8 AS id")
+    assert engine.fetch_one("SELECT count(*) AS n, max(id) AS top FROM main.s.r") == {
+        "n": 2,
+        "top": 8,
+    }
 
 
 def test_merge_by_key_rewrites_the_parquet_table(make_engine: Any) -> None:
