@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -142,11 +144,43 @@ def listing_names(tree: exp.Expr) -> set[str]:
     return {t.name for t in tree.find_all(exp.Table) if t.name.startswith(LISTING_PREFIX)}
 
 
-def _read_bytes(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    with open(path, "rb") as handle:
-        return handle.read()
+# Bytes of recently read files kept per connection (see `FileReader`).
+READ_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class FileReader:
+    """The bytes of a listed file, for its `content` column.
+
+    DuckDB evaluates `content` once for each use in a statement (the fingerprint's hash, the
+    column sent), a few rows apart: the files read last are kept, up to `budget` bytes, so a file
+    is read from disk once and every use sees the same bytes."""
+
+    def __init__(self, budget: int = READ_CACHE_BYTES) -> None:
+        self._budget = budget
+        self._kept: OrderedDict[str, bytes] = OrderedDict()
+        self._kept_bytes = 0
+        self._lock = threading.Lock()
+        self.reads = 0  # files read from disk
+
+    def __call__(self, path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with self._lock:
+            kept = self._kept.get(path)
+            if kept is not None:
+                self._kept.move_to_end(path)
+                return kept
+        with open(path, "rb") as handle:
+            data = handle.read()
+        with self._lock:
+            self.reads += 1
+            if len(data) <= self._budget and path not in self._kept:
+                self._kept[path] = data
+                self._kept_bytes += len(data)
+                while self._kept_bytes > self._budget:
+                    _, dropped = self._kept.popitem(last=False)
+                    self._kept_bytes -= len(dropped)
+        return data
 
 
 def _register_reader(connection: Any) -> None:
@@ -154,7 +188,7 @@ def _register_reader(connection: Any) -> None:
 
     try:
         connection.create_function(
-            _READER, _read_bytes, [sqltypes.VARCHAR], sqltypes.BLOB, side_effects=True
+            _READER, FileReader(), [sqltypes.VARCHAR], sqltypes.BLOB, side_effects=True
         )
     except Exception as err:  # registered on this connection before
         if "already" not in str(err):

@@ -240,3 +240,23 @@ def test_validate_checks_the_folder_and_the_files_columns(
         )
         == 0
     )
+
+
+def test_a_file_used_twice_in_a_statement_is_read_once_and_the_same_bytes_serve_both(
+    tmp_path: Path,
+) -> None:
+    """The fingerprint's hash and the bytes sent come from one read: a file rewritten between
+    the two uses cannot be hashed in one version and sent in another."""
+    from agentbatch.engines.binary_files import FileReader
+
+    first, second = tmp_path / "a.bin", tmp_path / "b.bin"
+    first.write_bytes(b"one")
+    second.write_bytes(b"two" * 10)
+    reader = FileReader(budget=32)
+    assert reader(str(first)) == b"one"
+    first.write_bytes(b"changed")
+    assert reader(str(first)) == b"one" and reader.reads == 1
+    # Past the budget the oldest file is dropped and read again when asked for.
+    assert reader(str(second)) == b"two" * 10
+    assert reader(str(first)) == b"changed" and reader.reads == 3
+    assert reader(None) is None
