@@ -69,7 +69,8 @@ def written_table(tree: exp.Expression) -> exp.Table | None:
         if isinstance(target, exp.Schema):
             target = target.this
     elif isinstance(tree, exp.Drop):
-        tables = tree.expressions
+        # sqlglot 30 keeps a DROP's tables under `tables`; older releases under `expressions`.
+        tables = tree.args.get("tables") or tree.expressions
         target = tables[0] if len(tables) == 1 else None
     return target if isinstance(target, exp.Table) else None
 

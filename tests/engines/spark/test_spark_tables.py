@@ -85,6 +85,22 @@ def test_a_file_table_is_read_again_only_after_a_write(
     }
 
 
+def test_drop_table_through_the_engine_drops_a_file_table(make_engine: Any) -> None:
+    """A user dropping the target to start over: the next run must find no table (a DROP that
+    did nothing would leave every answer in place and the rows counted as done)."""
+    engine = make_engine()
+    engine.execute("CREATE TABLE main.s.gone AS SELECT 1 AS id")
+    assert engine.table_exists("main.s.gone")
+    engine.execute("DROP TABLE main.s.gone")
+    assert not engine.table_exists("main.s.gone")
+    engine.execute("DROP TABLE IF EXISTS main.s.gone")  # nothing to drop: no error
+    engine.execute("CREATE TABLE main.s.gone AS SELECT 2 AS id")
+    assert engine.fetch_one("SELECT count(*) AS n, max(id) AS top FROM main.s.gone") == {
+        "n": 1,
+        "top": 2,
+    }
+
+
 def test_merge_by_key_rewrites_the_parquet_table(make_engine: Any) -> None:
     engine = make_engine()
     engine.execute(
