@@ -247,13 +247,27 @@ class DatabricksSQLEngine:
         from databricks.sql.backend.types import CommandState
 
         with self._cursor(arraysize) as cursor:
-            submitted = self._submitter.submit(
-                cursor.execute_async,
-                sql,
-                parameters=dict(params) if params else None,
-                query_tags=self.query_tags,
-            )
+            # The future exists before the submission: a Ctrl-C that lands inside `submit` (the
+            # first one starts the thread, which may send the statement before `submit` returns)
+            # must still learn whether the statement was sent, and cancel it.
+            submitted: Future[Any] = Future()
+
+            def send() -> None:
+                if not submitted.set_running_or_notify_cancel():
+                    return  # interrupted before it started: nothing is sent
+                try:
+                    submitted.set_result(
+                        cursor.execute_async(
+                            sql,
+                            parameters=dict(params) if params else None,
+                            query_tags=self.query_tags,
+                        )
+                    )
+                except BaseException as err:
+                    submitted.set_exception(err)
+
             try:
+                self._submitter.submit(send)
                 self._guard(submitted.result)
                 if cursor.query_id:
                     self.query_ids.append(cursor.query_id)
@@ -285,8 +299,9 @@ class DatabricksSQLEngine:
             delay = min(delay * 2, self.poll_max_s)
 
     def _cancel(self, cursor: Cursor, submitted: Future[Any] | None = None) -> None:
-        if submitted is not None:
-            # Interrupted while submitting: let the submission finish to learn what to cancel.
+        if submitted is not None and not submitted.cancel():
+            # Interrupted while the statement was being sent: let the submission finish to learn
+            # what to cancel. (A submission cancelled before it started sent nothing.)
             with contextlib.suppress(BaseException):
                 submitted.result(timeout=60)
         log.warning("interrupted: cancelling statement %s on the warehouse", cursor.query_id)

@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,26 @@ def test_ctrl_c_cancels_the_running_statement_on_the_warehouse(
     with pytest.raises(KeyboardInterrupt):
         engine.execute(sql)
     helper.join()
+    assert warehouse.cancelled == [sql]
+    assert warehouse.wait_until_idle(timeout_s=30)
+
+
+def test_ctrl_c_inside_the_submission_still_cancels_the_statement(
+    engine: DatabricksSQLEngine, warehouse: Warehouse
+) -> None:
+    """The first submission starts the sending thread, which may have the statement running on
+    the warehouse before `submit` returns: a Ctrl-C landing there must cancel it too."""
+    sql = "SELECT count(*) FROM range(100000000000) AS r(i) WHERE i % 11 = 3"
+
+    class InterruptedWhileSubmitting(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            super().submit(fn, *args, **kwargs)
+            warehouse.wait_until_running("range(100000000000)")
+            raise KeyboardInterrupt  # as a signal handler would, before `submit` returns
+
+    engine._submitter = InterruptedWhileSubmitting(1)
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute(sql)
     assert warehouse.cancelled == [sql]
     assert warehouse.wait_until_idle(timeout_s=30)
 
