@@ -68,7 +68,7 @@ class FileError(ValueError):
 
 @dataclass(frozen=True)
 class FileInput:
-    """How a job's per-row files are sent (part of the call fingerprint)."""
+    """How a job's per-row files are sent (the media type is part of the call fingerprint)."""
 
     max_bytes: int = DEFAULT_MAX_FILE_BYTES
     # Declared media type for every row; None: from each row's file name.
@@ -79,7 +79,10 @@ class FileInput:
             raise ValueError("FileInput.max_bytes must be >= 1")
 
     def fingerprint_fields(self) -> dict[str, object]:
-        return {"max_bytes": self.max_bytes, "media_type": self.media_type}
+        # Not max_bytes: a file under the limit gets the same answer whatever the limit, so
+        # changing it must not pay for every file again. Only a file over it carries the limit
+        # in its row's fingerprint (the inputs SQL), so raising the limit sends just those.
+        return {"media_type": self.media_type}
 
 
 @dataclass(frozen=True)

@@ -126,15 +126,21 @@ class FilesSql:
 
     content: Sql
     name: Sql
+    # `files.max_bytes` and the mark a file over it adds to its row's fingerprint.
+    max_bytes: Sql
+    over_limit: Sql
 
 
 def files_sql(job: Job) -> FilesSql | None:
     if job.files is None:
         return None
     name = job.files.name
+    limit = int(job.files.max_bytes)
     return FilesSql(
         content=quoting.expression(job.files.content, what="files.content"),
         name=quoting.expression(name, what="files.name") if name else Sql("CAST(NULL AS STRING)"),
+        max_bytes=Sql(str(limit)),
+        over_limit=quoting.literal(f"over files.max_bytes {limit}"),
     )
 
 

@@ -29,9 +29,12 @@ req AS (
     {{ request_text }} AS `_request`
   FROM src
 ),
+{# A file over files.max_bytes is never sent: its fingerprint carries the limit, so a raised limit
+   sends it (and only it) the next run, and a file under the limit keeps its answer. #}
 fingerprinted AS (
 {% if files %}
-  SELECT *, sha2(concat({{ call_fingerprint }}, `_request`, coalesce(sha2(`_file`, 256), ''), coalesce(`_file_name`, '')), 256) AS `request_fingerprint`
+  SELECT *, sha2(concat({{ call_fingerprint }}, `_request`, coalesce(sha2(`_file`, 256), ''), coalesce(`_file_name`, ''),
+    CASE WHEN octet_length(`_file`) > {{ files.max_bytes }} THEN {{ files.over_limit }} ELSE '' END), 256) AS `request_fingerprint`
 {% else %}
   SELECT *, sha2(concat({{ call_fingerprint }}, `_request`), 256) AS `request_fingerprint`
 {% endif %}

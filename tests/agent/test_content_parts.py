@@ -121,13 +121,17 @@ def test_the_default_limit_keeps_a_body_under_the_4_mb_payload_limit() -> None:
         BodyBuilder(spec).build("p", RowFile(b"\0" * (DEFAULT_MAX_FILE_BYTES + 1), "a.png"))
 
 
-def test_call_fingerprint_covers_the_file_settings_and_text_jobs_keep_theirs() -> None:
+def test_call_fingerprint_covers_the_media_type_not_the_limit_and_text_jobs_keep_theirs() -> None:
     text = CallSpec(endpoint="e")
     assert call_fingerprint(text) == call_fingerprint(CallSpec(endpoint="e", files=None))
     with_files = CallSpec(endpoint="e", files=FileInput())
     assert call_fingerprint(with_files) != call_fingerprint(text)
+    declared = CallSpec(endpoint="e", files=FileInput(media_type="image/png"))
+    assert call_fingerprint(declared) != call_fingerprint(with_files)
+    # The limit is not: a file under it gets the same answer whatever it is (a file over it
+    # carries the limit in its row's fingerprint, in the inputs SQL).
     smaller = CallSpec(endpoint="e", files=FileInput(max_bytes=10))
-    assert call_fingerprint(smaller) != call_fingerprint(with_files)
+    assert call_fingerprint(smaller) == call_fingerprint(with_files)
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,43 @@ def test_an_oversized_file_is_an_error_row_naming_its_size(
     )
 
 
+def test_a_raised_limit_sends_only_the_files_that_were_over_it(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """Run after run, the limit changing: a file under it is paid once whatever the limit; a
+    file over it is an error row until the limit lets it through, then sent once."""
+    write_sample_folder(tmp_path / "photos", 4)
+    big = make_png(4, 4, (0, 0, 0), padding=5_000)
+    (tmp_path / "photos" / "big.png").write_bytes(big)
+    job = tmp_path / "jobs" / "describe_images.yml"
+    job.parent.mkdir()
+
+    def run_with_limit(limit: int) -> dict[str, Any]:
+        job.write_text(
+            JOB.read_text().replace("  name: path", f"  name: path\n  max_bytes: {limit}")
+        )
+        return run_images(tmp_path, agent, job)
+
+    first = run_with_limit(4_000)
+    assert (first["ok"], first["errors"]) == (4, 1)
+    assert "over the limit of 4,000 bytes" in answers(tmp_path)["big.png"]["error"]
+    assert run_with_limit(4_000)["sent"] == 0  # the same limit: nothing to do
+    lowered = run_with_limit(3_000)  # still over: its error row names the new limit, no call
+    assert (lowered["rows"], lowered["sent"], lowered["skipped"], lowered["errors"]) == (1, 0, 4, 1)
+    assert "over the limit of 3,000 bytes" in answers(tmp_path)["big.png"]["error"]
+    assert agent.stats().requests_total == 4
+
+    raised = run_with_limit(1_000_000)
+    assert (raised["sent"], raised["skipped"], raised["ok"]) == (1, 4, 1)
+    assert agent.stats().requests_total == 5  # only the big file, once
+    rows = answers(tmp_path)
+    assert rows["big.png"]["error"] is None
+    assert rows["big.png"]["response"] == "png 4x4 #000000"
+    assert len(rows) == 5
+    assert run_with_limit(2_000_000)["sent"] == 0  # under both limits: never paid again
+    assert agent.stats().requests_total == 5
+
+
 def test_a_file_whose_media_type_is_unknown_is_an_error_row(
     tmp_path: Path, agent: AgentServer
 ) -> None:
