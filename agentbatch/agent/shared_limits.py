@@ -171,6 +171,11 @@ class BudgetService:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
+                with contextlib.suppress(ConnectionError):
+                    self._serve()
+
+            def _serve(self) -> None:
+                # A task that ends without saying so (a killed executor) resets its connection.
                 for line in self.rfile:
                     try:
                         message = json.loads(line)
@@ -306,7 +311,9 @@ class SharedBudget:
         if not line:
             raise ConnectionResetError("the coordinator closed the connection")
         share = int(json.loads(line)["share"])
-        if not done:
+        # A rejection while the reply was on its way: the share predates it, and following it
+        # would undo the back-off. The loop reports that rejection at once and gets a fresh one.
+        if not done and limiter.decreases == self._reported_decreases:
             limiter.follow(share)
 
     async def _close(self) -> None:
