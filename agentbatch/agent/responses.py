@@ -22,19 +22,14 @@ from agentbatch.agent.replies import (
 )
 from agentbatch.agent.response_format import AnswerParseError, ResponseFormat
 
-try:  # orjson parses large bodies several times faster; stdlib json is the fallback.
-    import orjson
 
-    def loads(data: bytes | str) -> Any:
-        return orjson.loads(data)
-
-except ImportError:  # pragma: no cover - depends on the environment
-
-    def loads(data: bytes | str) -> Any:
-        try:
-            return json.loads(data)
-        except RecursionError:  # a hostile reply nested deeper than the stack: not JSON to us
-            raise ValueError("JSON nested too deeply") from None
+def loads(data: bytes | str) -> Any:
+    """The standard library's parser, on purpose: faster parsers round integers beyond 64 bits to
+    floats and refuse NaN, both of which agents' custom outputs carry."""
+    try:
+        return json.loads(data)
+    except RecursionError:  # a hostile reply nested deeper than the stack: not JSON to us
+        raise ValueError("JSON nested too deeply") from None
 
 
 MESSAGE_SEPARATOR = "\n\n"

@@ -45,7 +45,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per row: a frozen dataclass's __init__ costs 3x
 class Outcome:
     reply: AgentReply | None = None
     failure: RowFailure | None = None
@@ -61,7 +61,7 @@ class Outcome:
         return json.dumps(self.reply.custom_outputs, ensure_ascii=False, default=str)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Sent:
     """What one attempt produced: a reply, or a failure (with what the retry policy needs)."""
 

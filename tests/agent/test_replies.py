@@ -384,3 +384,16 @@ def test_response_format_failure_carries_raw_text() -> None:
     failure = apply_response_format(AgentReply(text="I think it is a bug"), fmt)
     assert isinstance(failure, RowFailure)
     assert failure.kind == "parse" and "I think it is a bug" in failure.message
+
+
+def test_custom_outputs_keep_big_integers_and_nan_as_sent() -> None:
+    # A 30-digit id must not come back rounded, and a NaN score must not fail the row (Python
+    # agents' json.dumps writes NaN): both are what faster JSON parsers do.
+    body = (
+        b'{"output": [{"type": "message", "role": "assistant", "content": "ok"}],'
+        b' "custom_outputs": {"id": 123456789012345678901234567890, "score": NaN}}'
+    )
+    reply = parse_json_reply(body)
+    assert isinstance(reply, AgentReply)
+    assert reply.custom_outputs["id"] == 123456789012345678901234567890
+    assert reply.custom_outputs["score"] != reply.custom_outputs["score"]  # NaN
