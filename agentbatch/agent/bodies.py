@@ -23,8 +23,13 @@ class RequestError(ValueError):
     """A row's request cannot be turned into a body (a row error, never retried)."""
 
 
+# One encoder for every body: json.dumps with options builds a new one per call (a third of
+# the cost of a small body). The output is the same.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 class BodyBuilder:

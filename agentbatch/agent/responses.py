@@ -74,6 +74,12 @@ _ANSWER_KEYS = ("output", "choices", "messages", "predictions")
 
 
 def _failure_of(payload: dict[str, Any]) -> RowFailure | None:
+    if (
+        payload.get("status") != "failed"
+        and not payload.get("error")
+        and not payload.get("error_code")
+    ):
+        return None  # the common reply: nothing below applies
     has_answer = any(payload.get(k) for k in _ANSWER_KEYS)
     if payload.get("status") == "failed" or (payload.get("error") and not has_answer):
         message = error_message(payload.get("error")) or error_message(payload) or "agent failed"
