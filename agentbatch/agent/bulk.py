@@ -520,7 +520,7 @@ class _HttpRun:
             trace_id=reply.trace_id if reply else None,
             custom_outputs=outcome.custom_outputs_json,
             fingerprint=row.fingerprint,
-            answered_at=outcome.answered_at,
+            answered_at_us=outcome.answered_at_us,
         )
 
     def _count(self, items: list[tuple[_Row, Outcome]]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import json
 import random
 import time
@@ -41,8 +40,8 @@ from agentbatch.errors import AgentError
 MAX_REFRESHES_PER_ROW = 8
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 @dataclass(slots=True)  # one per row: a frozen dataclass's __init__ costs 3x
@@ -52,7 +51,7 @@ class Outcome:
     attempts: int = 0
     http_status: int | None = None
     latency_ms: float | None = None
-    answered_at: datetime.datetime = field(default_factory=_now)
+    answered_at_us: int = field(default_factory=_now_us)
 
     @property
     def custom_outputs_json(self) -> str | None:
