@@ -29,11 +29,13 @@ class LatencyHistogram:
     def percentile(self, q: float) -> float | None:
         if not self.count:
             return None
-        rank = q * (self.count - 1)
+        # Nearest rank: the smallest value with at least q of the samples at or below it, so a
+        # few rows' p95 is their slowest, not the one below it.
+        rank = max(math.ceil(q * self.count), 1)
         seen = 0
         for bucket in sorted(self._counts):
             seen += self._counts[bucket]
-            if seen > rank:
+            if seen >= rank:
                 # The bucket's geometric middle.
                 return float(_MIN_MS * _BUCKET_RATIO ** (bucket + 0.5))
         return None  # pragma: no cover - unreachable when count > 0

@@ -24,6 +24,14 @@ def test_latency_percentiles_are_within_the_bucket_width() -> None:
     assert LatencyHistogram().percentile(0.5) is None
 
 
+def test_a_few_rows_p95_is_their_slowest() -> None:
+    histogram = LatencyHistogram()
+    for ms in (4.2, 4.4, 115.0):
+        histogram.add(ms)
+    assert histogram.percentile(0.95) == pytest.approx(115.0, rel=0.03)
+    assert histogram.percentile(0.5) == pytest.approx(4.4, rel=0.03)
+
+
 def test_stats_as_dict() -> None:
     stats = BulkStats(
         rows_seen=10, skipped=2, sent=8, ok=7, errors=1, requests=9, retries=1, wall_s=2.0
