@@ -143,7 +143,21 @@ def prepare_selection(the_plan: Plan, engine: Engine) -> dict[str, int]:
             "by mode append); mode merge keeps one row per key, so nothing was sent: run once "
             "with mode overwrite (it reuses every answer the table holds) or keep mode append"
         )
-    return {"selected": int(counts.get("selected") or 0), "skipped": int(counts.get("done") or 0)}
+    selection = {
+        "selected": int(counts.get("selected") or 0),
+        "skipped": int(counts.get("done") or 0),
+    }
+    null_keys = int(counts.get("null_keys") or 0)
+    if null_keys:
+        log.warning(
+            "%d source row(s) that the job selects have no %r (NULL): a row without a key can be "
+            "neither written by key nor resumed, so they are not sent; give them a key or filter "
+            "them out in `source.where`",
+            null_keys,
+            the_plan.job.source.key,
+        )
+        selection["null_keys"] = null_keys
+    return selection
 
 
 def _repeated_keys_message(the_plan: Plan, engine: Engine, repeated: int) -> str:

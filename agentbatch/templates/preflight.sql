@@ -1,4 +1,5 @@
-{#- Before any call: how many rows are selected, how many of them the target already holds, how
+{#- Before any call: how many rows are selected, how many the filter keeps that have no key (never
+    sent: the user is told), how many of them the target already holds, how
     many source keys occur more than once (an error: one key, one answer), and for mode merge how
     many keys the target holds more than once (written by mode append: merge keeps one per key). -#}
 WITH
@@ -11,6 +12,7 @@ repeated AS (
 )
 SELECT
   (SELECT count(*) FROM fingerprinted) AS `selected`,
+  (SELECT count(*) FROM {{ source }} WHERE {{ key }} IS NULL{% if where %} AND ({{ where }}){% endif %}) AS `null_keys`,
 {% if incremental %}
   (SELECT count(*) FROM done) AS `done`,
 {% else %}

@@ -136,6 +136,21 @@ def test_repeated_source_keys_are_refused_before_any_call(tmp_path: Path) -> Non
         assert p.target() == []
 
 
+def test_rows_without_a_key_are_counted_and_named_never_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serve_agent() as agent:
+        p = Project(tmp_path, agent)
+        p.source.write_text("review_id,text\n1,a\n,b\n3,c\n,d\n")
+        summary = p.run()
+        assert (summary["selected"], summary["null_keys"], summary["sent"]) == (2, 2, 2)
+        assert agent.stats().requests_total == 2
+        assert sorted(r["review_id"] for r in p.target()) == [1, 3]
+        assert "2 source row(s) that the job selects have no 'review_id' (NULL)" in caplog.text
+        p.source.write_text("review_id,text\n1,a\n3,c\n")
+        assert "null_keys" not in p.run()  # only said when there are some
+
+
 def test_merge_after_append_history_is_refused_with_the_way_out(project: Project) -> None:
     project.settings.mode = "append"
     project.run()
