@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.execution.selection import check_selection
 from agentbatch.planning.builder import build_plan, call_spec
 from agentbatch.planning.definition import PushDown
 from agentbatch.planning.render import Renderer, RenderOptions, job_context
@@ -30,13 +31,18 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
     from agentbatch.execution.result import RunResult
     from agentbatch.spec.project import template_dirs
 
-    sample_plan = plan
+    sample_plan = checks_plan = plan
     if not engine.table_exists(plan.job.output.table):
         # Nothing answered yet: select as a first run would, without creating the target.
         options = dataclasses.replace(plan.options, full_refresh=True)
-        sample_plan = build_plan(
-            plan.job, plan.target, options, template_dirs(Path(plan.options.project_dir or "."))
-        )
+        dirs = template_dirs(Path(plan.options.project_dir or "."))
+        sample_plan = build_plan(plan.job, plan.target, options, dirs)
+        # No target to hold a key twice either: the checks must not read it (mode merge would).
+        output = plan.job.output.model_copy(update={"mode": "append"})
+        first_job = plan.job.model_copy(update={"output": output})
+        checks_plan = build_plan(first_job, plan.target, options, dirs)
+    # What the run would refuse, the dry run refuses, with the same words.
+    selection = check_selection(checks_plan, engine)
     limit = plan.options.limit or SAMPLE_ROWS
     fmt = plan.job.agent.response_format
     builder = BodyBuilder(
@@ -68,6 +74,8 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
         "errors": 0,
         "sampled_rows": len(requests),
     }
+    if "null_keys" in selection:
+        summary["null_keys"] = selection["null_keys"]
     return RunResult(plan=plan, summary=summary, engine=None, dry_run_requests=requests)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import AgentbatchError, JobFailedError, UsageError
 from agentbatch.execution.result import RunResult
+from agentbatch.execution.selection import check_selection
 from agentbatch.planning.builder import build_plan
 from agentbatch.planning.definition import Plan, PushDown, RestFallback, RunOptions
 from agentbatch.planning.targets import Target, resolve_target
@@ -123,8 +124,8 @@ def open_engine(the_plan: Plan, tables: Mapping[str, Any], outputs: Iterable[str
 
 
 def prepare_selection(the_plan: Plan, engine: Engine) -> dict[str, int]:
-    """Before any call: create the target if missing (it decides what is done), count the
-    selection and what the target already holds, and refuse a source whose keys repeat."""
+    """Before any call: create the target if missing (it decides what is done), then check and
+    count the selection (`check_selection`)."""
     ensure = (
         the_plan.steps.ensure_target
         if isinstance(the_plan.steps, RestFallback)
@@ -132,44 +133,7 @@ def prepare_selection(the_plan: Plan, engine: Engine) -> dict[str, int]:
     )
     if ensure is not None:
         engine.execute(ensure.sql)
-    counts = engine.fetch_one(the_plan.preflight.counts.sql)
-    repeated = int(counts.get("repeated_keys") or 0)
-    if repeated:
-        raise UsageError(_repeated_keys_message(the_plan, engine, repeated))
-    several = int(counts.get("target_repeated_keys") or 0)
-    if several:
-        raise UsageError(
-            f"{the_plan.job.output.table} holds {several} key(s) in more than one row (written "
-            "by mode append); mode merge keeps one row per key, so nothing was sent: run once "
-            "with mode overwrite (it reuses every answer the table holds) or keep mode append"
-        )
-    selection = {
-        "selected": int(counts.get("selected") or 0),
-        "skipped": int(counts.get("done") or 0),
-    }
-    null_keys = int(counts.get("null_keys") or 0)
-    if null_keys:
-        log.warning(
-            "%d source row(s) that the job selects have no %r (NULL): a row without a key can be "
-            "neither written by key nor resumed, so they are not sent; give them a key or filter "
-            "them out in `source.where`",
-            null_keys,
-            the_plan.job.source.key,
-        )
-        selection["null_keys"] = null_keys
-    return selection
-
-
-def _repeated_keys_message(the_plan: Plan, engine: Engine, repeated: int) -> str:
-    sample = engine.fetch_batches(the_plan.preflight.repeated_keys.sql)
-    shown = [f"{row['key']!r} x{row['copies']}" for batch in sample for row in batch.to_pylist()]
-    key = the_plan.job.source.key
-    return (
-        f"source key {key!r} is not unique: {repeated} value(s) occur more than once "
-        f"({', '.join(shown[:5])}{', ...' if repeated > 5 else ''}); one key gets one answer, "
-        "so nothing was sent: remove the duplicates, narrow `source.where`, or choose a key "
-        "that is unique"
-    )
+    return check_selection(the_plan, engine)
 
 
 def _run_push_down(the_plan: Plan, steps: PushDown, engine: Engine) -> dict[str, Any]:

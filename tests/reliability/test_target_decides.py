@@ -151,6 +151,26 @@ def test_rows_without_a_key_are_counted_and_named_never_sent(
         assert "null_keys" not in p.run()  # only said when there are some
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["no target yet", "after a run"])
+def test_a_dry_run_refuses_and_warns_as_the_run_would(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, first: bool
+) -> None:
+    with serve_agent() as agent:
+        p = Project(tmp_path, agent)  # mode merge: its target check must not need a target
+        if not first:
+            p.write_source({1: "a", 3: "c"})
+            p.run()
+        p.source.write_text("review_id,text\n1,a\n,b\n3,c\n4,d\n")
+        summary = p.run(dry_run=True)
+        assert (summary["rows"], summary["null_keys"]) == (1 if not first else 3, 1)
+        assert "1 source row(s) that the job selects have no 'review_id'" in caplog.text
+        p.source.write_text("review_id,text\n1,a\n2,b\n2,c\n")
+        with pytest.raises(UsageError, match=r"not unique: 1 value\(s\).*'2' x2"):
+            p.run(dry_run=True)
+        assert agent.stats().requests_total == (0 if first else 2)
+        assert len(p.target()) == (0 if first else 2)  # a dry run writes nothing
+
+
 def test_merge_after_append_history_is_refused_with_the_way_out(project: Project) -> None:
     project.settings.mode = "append"
     project.run()

@@ -150,6 +150,22 @@ def test_push_down_job_runs_ai_query_in_the_warehouse(
     assert agent.stats().requests_total == ALL_TICKETS
 
 
+def test_a_dry_run_checks_the_selection_on_the_warehouse_before_and_after_a_run(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any
+) -> None:
+    # Mode merge, no target yet: the dry run's checks must not read it, nor create it.
+    loaded = len(warehouse.statements)
+    before = run_job(SUMMARISE, dry_run=True).summary
+    assert before["rows"] == ALL_TICKETS and "null_keys" not in before
+    sent = warehouse.statements[loaded:]
+    assert any("`null_keys`" in s for s in sent)  # the run's checks ran
+    assert not any(s.startswith(("CREATE", "MERGE", "INSERT")) for s in sent)
+    run_job(SUMMARISE)
+    after = run_job(SUMMARISE, dry_run=True).summary
+    assert after["rows"] == 0
+    assert agent.stats().requests_total == ALL_TICKETS
+
+
 def test_push_down_estimate_samples_through_ai_query_and_keeps_the_answers(
     warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
 ) -> None:

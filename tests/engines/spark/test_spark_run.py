@@ -31,7 +31,7 @@ def test_main_job_on_spark_answers_every_open_ticket_once(
     make_engine()  # the suite's session is the active one: the run uses it
     out = tmp_path / "triage.parquet"
 
-    def run() -> Any:
+    def run(**options: Any) -> Any:
         return agentbatch.run(
             TRIAGE,
             target="spark",
@@ -41,8 +41,11 @@ def test_main_job_on_spark_answers_every_open_ticket_once(
             project_dir=tmp_path,
             settings={"warehouse_dir": str(tmp_path / "warehouse")},
             progress=False,
+            **options,
         )
 
+    dry = run(dry_run=True)  # no target yet: checked and counted, nothing created
+    assert dry.summary["rows"] == OPEN_TICKETS and not out.exists()
     result = run()
     assert result.summary["strategy"] == "rest-fallback"
     assert result.summary["table_rows"] == OPEN_TICKETS
@@ -55,6 +58,7 @@ def test_main_job_on_spark_answers_every_open_ticket_once(
     again = run()
     assert again.summary["table_rows"] == OPEN_TICKETS
     assert agent.stats().requests_total == OPEN_TICKETS  # nothing re-sent
+    assert run(dry_run=True).summary["rows"] == 0
 
 
 def test_a_history_of_runs_leaves_every_key_once_in_the_target(
