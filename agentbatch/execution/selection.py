@@ -36,10 +36,11 @@ def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
     null_keys = int(counts.get("null_keys") or 0)
     if null_keys:
         log.warning(
-            "%d source row(s) that the job selects have no %r (NULL): a row without a key can be "
-            "neither written by key nor resumed, so they are not sent; give them a key or filter "
-            "them out in `source.where`",
+            "%d source row(s)%s have no %r (NULL): a row without a key can be neither written by "
+            "key nor resumed, so they are not sent; give them a key or filter them out in "
+            "`source.where`",
             null_keys,
+            " matching `source.where`" if plan.job.source.where else "",
             plan.job.source.key,
         )
         selection["null_keys"] = null_keys

@@ -26,6 +26,7 @@ class JobSettings:
     stream: bool = False
     max_retries: int = 1
     max_concurrency: int = 4
+    where: str | None = None
 
 
 @dataclass
@@ -64,7 +65,7 @@ source:
   table: {SOURCE}
   key: review_id
   columns: [text]
-request: "concat('{s.prompt}: ', text)"
+{f'  where: "{s.where}"' + chr(10) if s.where else ""}request: "concat('{s.prompt}: ', text)"
 agent:
   endpoint: {ENDPOINT}
   stream: {str(s.stream).lower()}

@@ -146,7 +146,11 @@ def test_rows_without_a_key_are_counted_and_named_never_sent(
         assert (summary["selected"], summary["null_keys"], summary["sent"]) == (2, 2, 2)
         assert agent.stats().requests_total == 2
         assert sorted(r["review_id"] for r in p.target()) == [1, 3]
-        assert "2 source row(s) that the job selects have no 'review_id' (NULL)" in caplog.text
+        assert "2 source row(s) have no 'review_id' (NULL)" in caplog.text
+        p.settings.where = "text <> 'd'"
+        caplog.clear()
+        assert p.run()["null_keys"] == 1  # only the rows the filter keeps
+        assert "1 source row(s) matching `source.where` have no 'review_id'" in caplog.text
         p.source.write_text("review_id,text\n1,a\n3,c\n")
         assert "null_keys" not in p.run()  # only said when there are some
 
@@ -163,7 +167,7 @@ def test_a_dry_run_refuses_and_warns_as_the_run_would(
         p.source.write_text("review_id,text\n1,a\n,b\n3,c\n4,d\n")
         summary = p.run(dry_run=True)
         assert (summary["rows"], summary["null_keys"]) == (1 if not first else 3, 1)
-        assert "1 source row(s) that the job selects have no 'review_id'" in caplog.text
+        assert "1 source row(s) have no 'review_id' (NULL)" in caplog.text
         p.source.write_text("review_id,text\n1,a\n2,b\n2,c\n")
         with pytest.raises(UsageError, match=r"not unique: 1 value\(s\).*'2' x2"):
             p.run(dry_run=True)
