@@ -31,18 +31,19 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
     from agentbatch.execution.result import RunResult
     from agentbatch.spec.project import template_dirs
 
-    sample_plan = checks_plan = plan
+    sample_plan = plan
     if not engine.table_exists(plan.job.output.table):
-        # Nothing answered yet: select as a first run would, without creating the target.
+        # Nothing answered yet: select as a first run would (a full refresh selects alike in
+        # every mode), without creating the target. As mode append, so that the checks do not
+        # read the missing target either (a merge's check for keys it holds twice would).
         options = dataclasses.replace(plan.options, full_refresh=True)
-        dirs = template_dirs(Path(plan.options.project_dir or "."))
-        sample_plan = build_plan(plan.job, plan.target, options, dirs)
-        # No target to hold a key twice either: the checks must not read it (mode merge would).
         output = plan.job.output.model_copy(update={"mode": "append"})
         first_job = plan.job.model_copy(update={"output": output})
-        checks_plan = build_plan(first_job, plan.target, options, dirs)
+        sample_plan = build_plan(
+            first_job, plan.target, options, template_dirs(Path(plan.options.project_dir or "."))
+        )
     # What the run would refuse, the dry run refuses, with the same words.
-    selection = check_selection(checks_plan, engine)
+    selection = check_selection(sample_plan, engine)
     limit = plan.options.limit or SAMPLE_ROWS
     fmt = plan.job.agent.response_format
     builder = BodyBuilder(

@@ -57,6 +57,7 @@ class Project:
 
     def write_job(self) -> Path:
         s = self.settings
+        where = f'  where: "{s.where}"\n' if s.where else ""
         path = self.root / "jobs" / "reviews.yml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
@@ -65,7 +66,7 @@ source:
   table: {SOURCE}
   key: review_id
   columns: [text]
-{f'  where: "{s.where}"' + chr(10) if s.where else ""}request: "concat('{s.prompt}: ', text)"
+{where}request: "concat('{s.prompt}: ', text)"
 agent:
   endpoint: {ENDPOINT}
   stream: {str(s.stream).lower()}
