@@ -6,8 +6,10 @@ process's peak RSS, written as JSON to OUT.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
+import os
 import resource
 import sys
 import time
@@ -15,13 +17,22 @@ from dataclasses import asdict
 
 from bench.clients.base import ClientConfig, load_client
 
+# Set by `python -m bench.instructions`: a library whose start()/stop() bracket the timed part
+# for callgrind (the client runs under valgrind with instrumentation off until then).
+CALLGRIND_TOGGLE_ENV = "BENCH_CALLGRIND_TOGGLE"
+
 
 def measure(name: str, config: ClientConfig) -> dict[str, object]:
     job = load_client(name).prepare(config)
+    toggle = _callgrind_toggle()
     gc.collect()
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
+    if toggle is not None:
+        toggle.start()
     counts = job()
+    if toggle is not None:
+        toggle.stop()
     wall_s = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -31,6 +42,11 @@ def measure(name: str, config: ClientConfig) -> dict[str, object]:
         "cpu_s": cpu_s,
         "peak_rss_mb": peak_rss_mb(after),
     }
+
+
+def _callgrind_toggle() -> ctypes.CDLL | None:
+    path = os.environ.get(CALLGRIND_TOGGLE_ENV)
+    return ctypes.CDLL(path) if path else None
 
 
 def peak_rss_mb(usage: resource.struct_rusage) -> float:

@@ -32,6 +32,7 @@ from agentbatch.agent.content import (
     concurrency_ceiling,
 )
 from agentbatch.agent.endpoints import ConfigFactory, Endpoint, default_config, resolve_endpoint
+from agentbatch.agent.handoff import CommitBuffer, RowFeed
 from agentbatch.agent.ledger import Ledger
 from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter
 from agentbatch.agent.progress import ProgressReporter
@@ -90,14 +91,6 @@ class _Row:
     request: str | None
     fingerprint: str | None
     file: RowFile | None = None
-
-
-_DONE = object()
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 async def run_bulk(
@@ -232,16 +225,10 @@ class _HttpRun:
         self.endpoint = endpoint
         self.fmt = fmt
         self.rng = rng or random.Random()
-        self.rows: asyncio.Queue[_Row | None] = asyncio.Queue(maxsize=self.workers * 2)
+        self.rows: RowFeed[_Row] = RowFeed(depth=self.workers * 2)
         # Answers waiting for their commit: room for a whole commit, so workers do not wait
         # for the writer while a commit window is open.
-        self.results: asyncio.Queue[tuple[_Row, Outcome] | object] = asyncio.Queue(
-            maxsize=MAX_COMMIT_ROWS
-        )
-        # The writer, waiting in a commit window, is woken when this many results are queued
-        # (it then moves them to its commit; the window stays open).
-        self._result_waiter: asyncio.Future[None] | None = None
-        self._wake_at = min(MAX_COMMIT_ROWS // 2, max(64, self.workers * 4))
+        self.answers: CommitBuffer[tuple[_Row, Outcome]] = CommitBuffer(MAX_COMMIT_ROWS)
         self.stop = asyncio.Event()
         self.fatal: AgentError | None = None
         self.input_error: Exception | None = None
@@ -300,40 +287,28 @@ class _HttpRun:
                         count_reused(self.stats, reused, self.progress)
                 if todo.num_rows == 0:
                     continue
-                source = _Source(passthrough_of(todo))
-                requests = todo.column(REQUEST_COLUMN).to_pylist()
-                fingerprints = todo.column(FINGERPRINT_COLUMN).to_pylist()
-                files = _row_files(todo)
-                for index, (request, fingerprint) in enumerate(
-                    zip(requests, fingerprints, strict=True)
-                ):
-                    if self.stop.is_set():
-                        break
-                    file = files[index] if files is not None else None
-                    await self.rows.put(_Row(source, index, request, fingerprint, file))
-                    self.handed_out += 1
+                rows = _rows_of(todo)
+                self.handed_out += len(rows)
+                await self.rows.put_all(rows)
             self.input_done = True
         except Exception as e:
             # The input failed: calls already in flight finish and are committed (they are paid
             # for), nothing new is sent, then the run fails with the input's error.
             self.input_error = e
             self.stop.set()
-        await self._end_rows()
-
-    async def _end_rows(self) -> None:
-        # One end marker per worker. (Not on cancellation: then every task is being cancelled.)
-        for _ in range(self.workers):
-            await self.rows.put(None)
+        # Not on cancellation: then every task is being cancelled.
+        self.rows.close()
 
     async def _work_all(self, caller: Caller) -> None:
         await run_all([self._work(caller) for _ in range(self.workers)])
         if not self.stop.is_set():
             await self._release_held()  # too few to mean the endpoint is down: row errors
-        await self._put_result(_DONE)
+        self.answers.close()
 
     async def _work(self, caller: Caller) -> None:
+        rows = self.rows
         while True:
-            row = await self.rows.get()
+            row = await rows.take()
             if row is None:
                 return
             budget = self.budget
@@ -406,19 +381,15 @@ class _HttpRun:
                     )
                 )
             return
-        await self._release_held()
-        await self._put_result((row, outcome))
-
-    async def _put_result(self, item: tuple[_Row, Outcome] | object) -> None:
-        await self.results.put(item)
-        waiter = self._result_waiter
-        if waiter is not None and self.results.qsize() >= self._wake_at:
-            _settle(waiter)
+        if self.held:
+            await self._release_held()
+        if not self.answers.put_nowait((row, outcome)):
+            await self.answers.put((row, outcome))
 
     async def _release_held(self) -> None:
         held, self.held = self.held, []
         for item in held:
-            await self._put_result(item)
+            await self.answers.put(item)
 
     def _abort(self, error: AgentError) -> None:
         if self.fatal is None:
@@ -431,53 +402,23 @@ class _HttpRun:
         COMMIT_WINDOW_S; everything that completes within it is one commit (at most
         MAX_COMMIT_ROWS). A kill loses at most the answers of the last window (and a commit
         being written at that moment), never a committed one."""
-        pending: list[tuple[_Row, Outcome]] = []
-        loop = asyncio.get_running_loop()
+        answers = self.answers
         try:
-            finished = False
-            while not finished:
-                item = await self.results.get()
-                finished = item is _DONE
-                if not finished:
-                    pending.append(item)  # type: ignore[arg-type]
-                closes = loop.time() + COMMIT_WINDOW_S
-                while not finished and len(pending) < MAX_COMMIT_ROWS:
-                    while not finished and not self.results.empty():
-                        item = self.results.get_nowait()
-                        finished = item is _DONE
-                        if not finished:
-                            pending.append(item)  # type: ignore[arg-type]
-                    left = closes - loop.time()
-                    if finished or left <= 0 or len(pending) >= MAX_COMMIT_ROWS:
-                        break
-                    await self._more_results(left)
-                if pending:
-                    batch, pending = pending, []
+            while not (answers.closed and not len(answers)):
+                await answers.wait_for_any()
+                await answers.wait_for_window(COMMIT_WINDOW_S)
+                batch = answers.take()
+                if batch:
+                    # Cancelled while this runs, the thread still finishes the commit.
                     await asyncio.to_thread(self._commit, batch)
                     self._count(batch)
         except asyncio.CancelledError:
             # The run is being torn down: answers already received must still reach the ledger.
-            while not self.results.empty():
-                item = self.results.get_nowait()
-                if item is not _DONE:
-                    pending.append(item)  # type: ignore[arg-type]
-            if pending:
-                self._commit(pending)
-                self._count(pending)
+            left = answers.take()
+            if left:
+                self._commit(left)
+                self._count(left)
             raise
-
-    async def _more_results(self, seconds: float) -> None:
-        """Wait until the results queue has something, or `seconds` pass (no task per wait)."""
-        if not self.results.empty():
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._result_waiter = waiter
-        handle = asyncio.get_running_loop().call_later(seconds, _settle, waiter)
-        try:
-            await waiter
-        finally:
-            handle.cancel()
-            self._result_waiter = None
 
     def _commit(self, items: list[tuple[_Row, Outcome]]) -> None:
         import pyarrow as pa
@@ -547,6 +488,24 @@ class _HttpRun:
 
 def _watches_spend(budget: SpendGuard | None) -> bool:
     return budget is not None and bool(getattr(budget, "watches_spend", True))
+
+
+def _rows_of(batch: pa.RecordBatch) -> list[_Row]:
+    source = _Source(passthrough_of(batch))
+    requests = batch.column(REQUEST_COLUMN).to_pylist()
+    fingerprints = batch.column(FINGERPRINT_COLUMN).to_pylist()
+    files = _row_files(batch)
+    if files is None:
+        return [
+            _Row(source, index, request, fingerprint)
+            for index, (request, fingerprint) in enumerate(zip(requests, fingerprints, strict=True))
+        ]
+    return [
+        _Row(source, index, request, fingerprint, file)
+        for index, (request, fingerprint, file) in enumerate(
+            zip(requests, fingerprints, files, strict=True)
+        )
+    ]
 
 
 def _row_files(batch: pa.RecordBatch) -> list[RowFile] | None:

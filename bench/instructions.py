@@ -1,0 +1,167 @@
+"""Client CPU per row as instructions, not seconds: `python -m bench.instructions [S6] [--rows N]`.
+
+CPU time on a shared two-core machine moves by more than the few percent a change to the hot
+path saves. callgrind counts the instructions a process executes, which do not depend on what
+else the machine is doing. Each client runs once under `valgrind --tool=callgrind` (the agent
+server in its own process, not under valgrind, as in the benchmark); instrumentation is off
+during the set-up and on for the timed part only (a small C library whose start()/stop() the
+worker calls, built here with the compiler and valgrind's header). Reported: instructions per
+answered row (all threads of the client) and the ratio to the raw aiohttp client's.
+
+Under callgrind a client runs some fifty times slower, so the agent looks nearly instant to
+it: the figure is the client's own work per row, not its behaviour at the scenario's rate.
+Needs valgrind (with `valgrind/callgrind.h`) and a C compiler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.agents import prepare_inputs
+from bench.scenarios import AGENT_SCENARIOS
+from bench.server import agent_process
+from bench.setups import setups
+from bench.worker import CALLGRIND_TOGGLE_ENV
+
+DEFAULT_CLIENTS = ("raw aiohttp", "agentbatch run_bulk", "agentbatch.run")
+BASELINE = "raw aiohttp"
+TIMEOUT_S = 1800.0
+
+_TOGGLE_SOURCE = """
+#include <valgrind/callgrind.h>
+void start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
+void stop(void) { CALLGRIND_DUMP_STATS_AT("timed"); CALLGRIND_STOP_INSTRUMENTATION; }
+"""
+
+
+@dataclass
+class Count:
+    client: str
+    rows: int
+    ok: int
+    instructions: int
+
+    @property
+    def per_row(self) -> float:
+        return self.instructions / self.ok if self.ok else 0.0
+
+
+def build_toggle(folder: Path) -> Path:
+    source = folder / "callgrind_toggle.c"
+    source.write_text(_TOGGLE_SOURCE, encoding="ascii")
+    library = folder / "callgrind_toggle.so"
+    subprocess.run(
+        ["cc", "-shared", "-fPIC", "-O2", "-o", str(library), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    return library
+
+
+def timed_instructions(dump: str) -> int:
+    """The `summary:` of callgrind's dump of the timed part (one events column: Ir)."""
+    for line in dump.splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise ValueError("no 'summary:' line in the callgrind dump")
+
+
+def count_client(client: str, config: object, toggle: Path, folder: Path) -> Count:
+    out = folder / "measurement.json"
+    dumps = folder / "callgrind.out"
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        *os.environ.get("BENCH_CALLGRIND_OPTIONS", "").split(),
+        f"--callgrind-out-file={dumps}.%p",
+        sys.executable,
+        "-m",
+        "bench.worker",
+        client,
+        json.dumps(asdict(config)),  # type: ignore[call-overload]
+        str(out),
+    ]
+    env = {**os.environ, CALLGRIND_TOGGLE_ENV: str(toggle)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{client} failed under callgrind:\n{done.stderr[-3000:]}")
+    # The dumps the stop() request wrote: `<file>.<pid>.1`, or `.1-<thread>` with
+    # `--separate-threads=yes` (the end-of-program dump is `<file>.<pid>`).
+    per_thread = [
+        timed_instructions(dump.read_text("utf-8"))
+        for dump in sorted(folder.glob("callgrind.out.*.1*"))
+    ]
+    if len(per_thread) > 1:
+        sys.stderr.write(f"{client}: instructions by thread {per_thread}\n")
+    measured = json.loads(out.read_text(encoding="utf-8"))
+    return Count(client, measured["rows"], measured["ok"], sum(per_thread))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
+    parser.add_argument("scenario", nargs="?", default="S6")
+    parser.add_argument("--rows", type=int, default=2_000)
+    parser.add_argument("--clients", default=",".join(DEFAULT_CLIENTS))
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="copy each client's callgrind dump here"
+    )
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None or shutil.which("cc") is None:
+        parser.error("needs valgrind and a C compiler (cc)")
+    scenario = next(s for s in AGENT_SCENARIOS if s.id == args.scenario)
+    scenario = dataclasses.replace(scenario, rows=args.rows)
+    clients = tuple(name.strip() for name in args.clients.split(","))
+    counts: list[Count] = []
+    with tempfile.TemporaryDirectory(prefix="agentbatch-instructions-") as tmp:
+        root = Path(tmp)
+        toggle = build_toggle(root)
+        inputs = prepare_inputs(scenario, root)
+        with agent_process(scenario) as agent:
+            for setup in setups(scenario, clients):
+                folder = inputs / f"client-{len(counts)}"
+                folder.mkdir()
+                agent.reset()
+                config = setup.config(agent.url, str(inputs), str(folder), scenario)
+                count = count_client(setup.client, config, toggle, folder)
+                if args.keep is not None:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    for dump in folder.glob("callgrind.out.*.1*"):
+                        part = dump.name.rsplit(".", 1)[1]
+                        name = f"callgrind.{_slug(setup.client)}.{part}.out"
+                        shutil.copy(dump, args.keep / name)
+                sys.stderr.write(f"{count.client}: {count.per_row:,.0f} instructions/row\n")
+                counts.append(count)
+    sys.stdout.write(report(scenario.id, counts))
+    return 0
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower())
+
+
+def report(scenario: str, counts: list[Count]) -> str:
+    base = next((c.per_row for c in counts if c.client == BASELINE), None)
+    lines = [
+        f"{scenario}: client instructions per answered row (callgrind, timed part only)",
+        "",
+        f"| client | rows answered | instructions/row | vs {BASELINE} |",
+        "|---|---:|---:|---:|",
+    ]
+    for count in counts:
+        ratio = f"{count.per_row / base:.2f}x" if base else "-"
+        lines.append(f"| {count.client} | {count.ok:,} | {count.per_row:,.0f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
