@@ -192,6 +192,18 @@ class Limiter:
                 raise
         return permit
 
+    def acquire_now(self) -> Permit | None:
+        """A slot without waiting when one is free and no request rate is set, else None (then
+        `await acquire()`): most calls of a run find a slot, and skip a coroutine for it."""
+        if self._interval or self._waiters:
+            return None
+        # `_has_room`, inline: this runs once per call.
+        now = self._clock()
+        if self._inflight >= max(1, int(self._limit)) or now < self._paused_until:
+            return None
+        self._inflight += 1
+        return Permit(self._generation, self._inflight, now)
+
     def try_acquire(self) -> Permit | None:
         """A slot now, or None (ignores the request-rate cap; for simulations and tests)."""
         if self._waiters or not self._has_room():
@@ -222,7 +234,8 @@ class Limiter:
             self.successes += 1
             if latency_s is not None:
                 self._observe_latency(latency_s, permit)
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     # --- the control law ---------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ _INT64_LIMIT = 2**63
 
 def as_int(value: Any) -> int | None:
     """An integer that fits the BIGINT token columns, else None (a server may send anything)."""
+    if type(value) is int:  # the common case first (a bool is not of type int)
+        return value if -_INT64_LIMIT <= value < _INT64_LIMIT else None
     if isinstance(value, bool):
         return None
     if isinstance(value, float):
@@ -103,13 +105,12 @@ def message_text(item: Any) -> str | None:
         return content
     if not isinstance(content, list):
         return None
-    parts = [
-        p["text"]
-        for p in content
-        if isinstance(p, dict)
-        and p.get("type") in ("output_text", "text")
-        and isinstance(p.get("text"), str)
-    ]
+    parts = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") in ("output_text", "text"):
+            text = part.get("text")
+            if isinstance(text, str):
+                parts.append(text)
     return "".join(parts) if parts else None
 
 

@@ -22,11 +22,17 @@ from agentbatch.agent.replies import (
 )
 from agentbatch.agent.response_format import AnswerParseError, ResponseFormat
 
+# First bytes that rule out a BOM and UTF-16/32-BE; a zero second byte is UTF-16/32-LE.
+_PLAIN_UTF8_STARTS = frozenset(bytes([b]) for b in b'{["-0123456789tfn \t\r\n')
+
 
 def loads(data: bytes | str) -> Any:
     """The standard library's parser, on purpose: faster parsers round integers beyond 64 bits to
     floats and refuse NaN, both of which agents' custom outputs carry."""
     try:
+        if isinstance(data, bytes) and data[:1] in _PLAIN_UTF8_STARTS and data[1:2] != b"\0":
+            # What `json.loads(bytes)` would decode it as, without its encoding detection.
+            data = data.decode("utf-8")
         return json.loads(data)
     except RecursionError:  # a hostile reply nested deeper than the stack: not JSON to us
         raise ValueError("JSON nested too deeply") from None
@@ -92,7 +98,11 @@ def _failure_of(payload: dict[str, Any]) -> RowFailure | None:
 def _text_of(payload: dict[str, Any]) -> str | None:
     output = payload.get("output")
     if isinstance(output, list):
-        texts = [t for t in (message_text(item) for item in output) if t is not None]
+        texts = []
+        for item in output:
+            text = message_text(item)
+            if text is not None:
+                texts.append(text)
         return MESSAGE_SEPARATOR.join(texts) if texts else None
     choices = payload.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):

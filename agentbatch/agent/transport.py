@@ -29,7 +29,7 @@ _TAIL_BYTES = 32
 @dataclass(slots=True)  # one per call: a frozen dataclass's __init__ costs 3x
 class RawReply:
     status: int
-    # Lower-cased names; only the headers the caller needs.
+    # Looked up by lower-case name (aiohttp's headers are case-insensitive).
     headers: Mapping[str, str]
     body: bytes
 
@@ -54,9 +54,6 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-_KEPT_HEADERS = ("retry-after", "content-type")
-
-
 class AiohttpTransport:
     """One ClientSession with a connection pool sized for the concurrency ceiling."""
 
@@ -74,6 +71,8 @@ class AiohttpTransport:
         self._max_body = max_body_bytes
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        # The headers sent for the caller's last headers object (callers reuse one per endpoint).
+        self._headers_for: tuple[Mapping[str, str], bool, dict[str, str]] | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -106,16 +105,19 @@ class AiohttpTransport:
         import aiohttp
 
         session = self._get_session()
-        send_headers = {"Content-Type": "application/json", **headers}
-        if stream:
-            send_headers["Accept"] = "text/event-stream"
         try:
             async with session.post(
-                url, data=body, headers=send_headers, timeout=self._timeout(timeout_s)
+                url,
+                data=body,
+                headers=self._send_headers(headers, stream),
+                timeout=self._timeout(timeout_s),
             ) as resp:
-                data = await self._read(resp, stream=stream and resp.status < 300)
-                kept = {name: resp.headers[name] for name in _KEPT_HEADERS if name in resp.headers}
-                return RawReply(resp.status, kept, data)
+                length = resp.content_length
+                if not stream and length is not None and length <= self._max_body:
+                    data = await resp.read()  # the common reply: its whole length is known
+                else:
+                    data = await self._read(resp, stream=stream and resp.status < 300)
+                return RawReply(resp.status, resp.headers, data)
         except TransportError:
             raise
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
@@ -130,6 +132,16 @@ class AiohttpTransport:
             ) from None
         except (aiohttp.ClientError, OSError) as e:
             raise TransportError("connection", _describe(e), retryable=True) from None
+
+    def _send_headers(self, headers: Mapping[str, str], stream: bool) -> dict[str, str]:
+        last = self._headers_for
+        if last is not None and last[0] is headers and last[1] == stream:
+            return last[2]
+        send = {"Content-Type": "application/json", **headers}
+        if stream:
+            send["Accept"] = "text/event-stream"
+        self._headers_for = (headers, stream, send)
+        return send
 
     async def _read(self, resp: aiohttp.ClientResponse, *, stream: bool) -> bytes:
         length = resp.content_length

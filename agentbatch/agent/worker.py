@@ -142,7 +142,8 @@ class Caller:
 
     async def _attempt(self, body: bytes) -> _Sent | None:
         """One HTTP attempt through the limiter; None if the run stopped while waiting."""
-        permit = await self._limiter.acquire()
+        limiter = self._limiter
+        permit = limiter.acquire_now() or await limiter.acquire()
         if self._stop.is_set() or (self._may_send is not None and not self._may_send()):
             self._limiter.release(permit, "neutral")
             return None

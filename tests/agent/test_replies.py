@@ -397,3 +397,13 @@ def test_custom_outputs_keep_big_integers_and_nan_as_sent() -> None:
     assert isinstance(reply, AgentReply)
     assert reply.custom_outputs["id"] == 123456789012345678901234567890
     assert reply.custom_outputs["score"] != reply.custom_outputs["score"]  # NaN
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"]
+)
+def test_a_reply_is_read_in_every_encoding_json_allows(encoding: str) -> None:
+    # The UTF-8 fast path must not take a body that only the standard library's detection reads.
+    body = json.dumps({"output": [{"type": "message", "content": "é ok"}]}).encode(encoding)
+    reply = parse_json_reply(body)
+    assert isinstance(reply, AgentReply) and reply.text == "é ok"
