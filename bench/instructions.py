@@ -108,9 +108,18 @@ def count_client(client: str, config: object, toggle: Path, folder: Path) -> Cou
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.instructions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("scenario", nargs="?", default="S6")
-    parser.add_argument("--rows", type=int, default=2_000)
+    parser.add_argument(
+        "--rows",
+        default="1000,4000",
+        help="row counts, comma-separated; two or more also give the cost per added row "
+        "(a run's fixed cost left out) and the fixed cost",
+    )
     parser.add_argument("--clients", default=",".join(DEFAULT_CLIENTS))
     parser.add_argument(
         "--keep", type=Path, default=None, help="copy each client's callgrind dump here"
@@ -118,49 +127,96 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("cc") is None:
         parser.error("needs valgrind and a C compiler (cc)")
-    scenario = next(s for s in AGENT_SCENARIOS if s.id == args.scenario)
-    scenario = dataclasses.replace(scenario, rows=args.rows)
+    base = next(s for s in AGENT_SCENARIOS if s.id == args.scenario)
+    sizes = sorted({int(n) for n in args.rows.split(",")})
     clients = tuple(name.strip() for name in args.clients.split(","))
     counts: list[Count] = []
     with tempfile.TemporaryDirectory(prefix="agentbatch-instructions-") as tmp:
         root = Path(tmp)
         toggle = build_toggle(root)
-        inputs = prepare_inputs(scenario, root)
-        with agent_process(scenario) as agent:
-            for setup in setups(scenario, clients):
-                folder = inputs / f"client-{len(counts)}"
-                folder.mkdir()
-                agent.reset()
-                config = setup.config(agent.url, str(inputs), str(folder), scenario)
-                count = count_client(setup.client, config, toggle, folder)
-                if args.keep is not None:
-                    args.keep.mkdir(parents=True, exist_ok=True)
-                    for dump in folder.glob("callgrind.out.*.1*"):
-                        part = dump.name.rsplit(".", 1)[1]
-                        name = f"callgrind.{_slug(setup.client)}.{part}.out"
-                        shutil.copy(dump, args.keep / name)
-                sys.stderr.write(f"{count.client}: {count.per_row:,.0f} instructions/row\n")
-                counts.append(count)
-    sys.stdout.write(report(scenario.id, counts))
+        for rows in sizes:
+            scenario = dataclasses.replace(base, rows=rows)
+            inputs = prepare_inputs(scenario, root / str(rows))
+            with agent_process(scenario) as agent:
+                for setup in setups(scenario, clients):
+                    folder = inputs / f"client-{_slug(setup.client)}"
+                    folder.mkdir()
+                    agent.reset()
+                    config = setup.config(agent.url, str(inputs), str(folder), scenario)
+                    count = count_client(setup.client, config, toggle, folder)
+                    if args.keep is not None:
+                        _keep(folder, args.keep, f"{_slug(setup.client)}.{rows}")
+                    sys.stderr.write(
+                        f"{count.client}, {rows:,} rows: {count.per_row:,.0f} instructions/row\n"
+                    )
+                    counts.append(count)
+    sys.stdout.write(report(base.id, counts))
     return 0
+
+
+def _keep(folder: Path, into: Path, name: str) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    for dump in folder.glob("callgrind.out.*.1*"):
+        part = dump.name.rsplit(".", 1)[1]
+        shutil.copy(dump, into / f"callgrind.{name}.{part}.out")
 
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower())
 
 
+@dataclass
+class Line:
+    """A client's figures over its runs: at its largest size, and per added row."""
+
+    client: str
+    rows: int
+    per_row: float
+    # Instructions per row added (a least-squares line over the sizes), and the line's fixed
+    # cost (its intercept); None with one size.
+    marginal: float | None
+    fixed: float | None
+
+
+def fit(counts: list[Count]) -> Line:
+    """The least-squares line of instructions over rows answered for one client's runs."""
+    largest = max(counts, key=lambda c: c.ok)
+    if len({c.ok for c in counts}) < 2:
+        return Line(largest.client, largest.ok, largest.per_row, None, None)
+    n = len(counts)
+    mean_x = sum(c.ok for c in counts) / n
+    mean_y = sum(c.instructions for c in counts) / n
+    sxx = sum((c.ok - mean_x) ** 2 for c in counts)
+    sxy = sum((c.ok - mean_x) * (c.instructions - mean_y) for c in counts)
+    slope = sxy / sxx
+    return Line(largest.client, largest.ok, largest.per_row, slope, mean_y - slope * mean_x)
+
+
 def report(scenario: str, counts: list[Count]) -> str:
-    base = next((c.per_row for c in counts if c.client == BASELINE), None)
-    lines = [
+    clients = list(dict.fromkeys(c.client for c in counts))
+    lines = {name: fit([c for c in counts if c.client == name]) for name in clients}
+    base = lines.get(BASELINE)
+    out = [
         f"{scenario}: client instructions per answered row (callgrind, timed part only)",
         "",
-        f"| client | rows answered | instructions/row | vs {BASELINE} |",
-        "|---|---:|---:|---:|",
+        f"| client | rows | instructions/row | vs {BASELINE} | per added row | vs {BASELINE} "
+        "| fixed (M instructions) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for count in counts:
-        ratio = f"{count.per_row / base:.2f}x" if base else "-"
-        lines.append(f"| {count.client} | {count.ok:,} | {count.per_row:,.0f} | {ratio} |")
-    return "\n".join(lines) + "\n"
+    for line in lines.values():
+        ratio = _ratio(line.per_row, base.per_row if base else None)
+        marginal = f"{line.marginal:,.0f}" if line.marginal is not None else "-"
+        marginal_ratio = _ratio(line.marginal, base.marginal if base else None)
+        fixed = f"{line.fixed / 1e6:,.0f}" if line.fixed is not None else "-"
+        out.append(
+            f"| {line.client} | {line.rows:,} | {line.per_row:,.0f} | {ratio} | {marginal} "
+            f"| {marginal_ratio} | {fixed} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return f"{value / base:.2f}x" if value is not None and base else "-"
 
 
 if __name__ == "__main__":

@@ -202,14 +202,14 @@ class Budget:
     def admit(self) -> bool:
         """Whether the next row may be sent: no limit reached yet, and fewer than `max_rows`
         rows sent. A refused row is left for the next run."""
-        limits = self.limits
-        if self.stopped is None and limits.max_rows is not None and self.sent >= limits.max_rows:
-            self._reason = (f"max_rows {limits.max_rows:,}", "max_rows")
-        if self.stopped is not None:
-            self.unsent += 1
-            return False
-        self.sent += 1
-        return True
+        max_rows = self.limits.max_rows
+        if self._sending():
+            if max_rows is None or self.sent < max_rows:
+                self.sent += 1
+                return True
+            self._reason = (f"max_rows {max_rows:,}", "max_rows")
+        self.unsent += 1
+        return False
 
     def release(self) -> None:
         """An admitted row was not sent after all (the run stopped while it waited)."""
@@ -234,16 +234,16 @@ class Budget:
         elif permanent:
             self.failed += 1
             self.errors[error[:300]] += 1
-        if self.stopped is None and not self._broken():
+        if self._sending() and not self._broken():
             self._reason = self._spent_up(0)
 
     def may_send(self, in_flight: int) -> bool:
         """Right before a call is sent: whether what was spent, plus what the calls in flight and
         this one are expected to spend, stays within the limits (so a run stops at its budget,
         not one burst of calls past it)."""
-        if self.stopped is None and not self._broken():
+        if self._sending() and not self._broken():
             self._reason = self._spent_up(in_flight + 1)
-        return self.stopped is None
+        return self._sending()
 
     @property
     def watches_spend(self) -> bool:
@@ -302,6 +302,10 @@ class Budget:
             f"{self.answered:,} row(s) answered ({spent}); answered rows were written, and the "
             "next run continues from there"
         )
+
+    def _sending(self) -> bool:
+        """`stopped is None`, without building the error (asked for every row)."""
+        return self._reason is None and self._broken_at is None
 
     def _broken(self) -> bool:
         """Whether the share of rows failed for good passed the limit (after the minimum)."""
