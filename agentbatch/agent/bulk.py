@@ -288,8 +288,13 @@ class _HttpRun:
                 if todo.num_rows == 0:
                     continue
                 rows = _rows_of(todo)
-                self.handed_out += len(rows)
-                await self.rows.put_all(rows)
+                step = self.workers * 2
+                for start in range(0, len(rows), step):
+                    if self.stop.is_set():
+                        break  # a stopped run hands out nothing more (workers drain the rest)
+                    chunk = rows[start : start + step]
+                    self.handed_out += len(chunk)
+                    await self.rows.put_all(chunk)
             self.input_done = True
         except Exception as e:
             # The input failed: calls already in flight finish and are committed (they are paid
