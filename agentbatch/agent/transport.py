@@ -112,7 +112,7 @@ class AiohttpTransport:
                 headers=self._send_headers(headers, stream),
                 timeout=self._timeout(timeout_s),
             ) as resp:
-                length = resp.content_length
+                length = _plain_length(resp)
                 if not stream and length is not None and length <= self._max_body:
                     data = await resp.read()  # the common reply: its whole length is known
                 else:
@@ -144,7 +144,7 @@ class AiohttpTransport:
         return send
 
     async def _read(self, resp: aiohttp.ClientResponse, *, stream: bool) -> bytes:
-        length = resp.content_length
+        length = _plain_length(resp)
         if length is not None and length > self._max_body:
             raise self._too_large()
         if length is not None and not stream:
@@ -170,6 +170,14 @@ class AiohttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _plain_length(resp: aiohttp.ClientResponse) -> int | None:
+    """The body's length as read, when the headers tell it: not for a compressed body, whose
+    Content-Length is what it unpacks from (a small gzip can unpack past any cap)."""
+    if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return None
+    return resp.content_length
 
 
 def _describe(error: BaseException) -> str:

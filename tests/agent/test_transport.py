@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import time
@@ -68,6 +69,37 @@ async def test_a_huge_reply_is_a_row_error(
     row = await one_row(await serve(huge), tmp_path, AiohttpTransport(max_body_bytes=100_000))
     assert "larger than the 100000 byte cap" in str(row["error"])
     assert row["attempts"] == 1
+
+
+async def test_a_compressed_reply_is_capped_at_its_decompressed_size(
+    serve: Callable[[Handler], Awaitable[str]], tmp_path: Path
+) -> None:
+    # 5 MB of JSON in about 5 KB of gzip: its Content-Length is small, what it unpacks to is not.
+    unpacked = json.dumps({"output": "x" * 5_000_000}).encode()
+
+    async def bomb(request: web.Request) -> web.Response:
+        body = gzip.compress(unpacked)
+        return web.Response(
+            body=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+
+    row = await one_row(await serve(bomb), tmp_path, AiohttpTransport(max_body_bytes=100_000))
+    assert "larger than the 100000 byte cap" in str(row["error"])
+
+
+async def test_a_compressed_reply_under_the_cap_is_read(
+    serve: Callable[[Handler], Awaitable[str]], tmp_path: Path
+) -> None:
+    async def small(request: web.Request) -> web.Response:
+        body = gzip.compress(json.dumps(OK_BODY).encode())
+        return web.Response(
+            body=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+
+    row = await one_row(await serve(small), tmp_path)
+    assert row["response"] == "fine" and row["error"] is None
 
 
 async def test_an_endless_stream_is_cut_at_the_cap(
