@@ -33,6 +33,8 @@ class Measurement:
     error: str | None = None
     # rows/s of every round when the client ran several times (this one is the median run).
     round_rates: list[float] = field(default_factory=list)
+    # CPU ms per row of every round, alike.
+    round_cpu_ms: list[float] = field(default_factory=list)
 
     @property
     def rows_per_s(self) -> float:
@@ -66,6 +68,7 @@ def median_run(runs: list[Measurement]) -> Measurement:
     chosen = ordered[(len(ordered) - 1) // 2]
     if len(runs) > 1:
         chosen.round_rates = [m.rows_per_s for m in runs]
+        chosen.round_cpu_ms = [m.cpu_ms_per_row or 0.0 for m in runs]
     return chosen
 
 

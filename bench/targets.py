@@ -151,14 +151,24 @@ def _cpu_versus(
     target = f"{sid}: {AGENTBATCH} CPU per row <= {factor:g}x raw aiohttp"
     base_cpu = base.cpu_ms_per_row if base is not None else None
     ours_cpu = ours.cpu_ms_per_row if ours is not None else None
-    if ours_cpu is None or not base_cpu:
+    if ours is None or base is None or ours_cpu is None or not base_cpu:
         return Check(target, "not measured", None)
-    ratio = ours_cpu / base_cpu
-    measured = f"{ratio:.2f}x ({ours_cpu:.3f} / {base_cpu:.3f} ms)"
-    bulk_cpu = bulk.cpu_ms_per_row if bulk is not None else None
-    if bulk_cpu is not None:
-        measured += f"; {CLIENT_ONLY}: {bulk_cpu / base_cpu:.2f}x"
+    # The median of per-round ratios: the machine's load moves both clients of a round alike,
+    # while the reported runs (each client's median by rows/s) may come from different rounds.
+    ratios = cpu_ratios(ours, base)
+    ratio = median(ratios)
+    measured = f"{ratio:.2f}x" + _spread(ratios) + f" ({ours_cpu:.3f} / {base_cpu:.3f} ms)"
+    if bulk is not None and bulk.cpu_ms_per_row is not None:
+        bulk_ratios = cpu_ratios(bulk, base)
+        measured += f"; {CLIENT_ONLY}: {median(bulk_ratios):.2f}x" + _spread(bulk_ratios)
     return Check(target, measured, ratio <= factor)
+
+
+def cpu_ratios(ours: Measurement, base: Measurement) -> list[float]:
+    """Per-round ratios of CPU per row, as `round_ratios` does for rows/s."""
+    if ours.round_cpu_ms and len(ours.round_cpu_ms) == len(base.round_cpu_ms):
+        return [a / b for a, b in zip(ours.round_cpu_ms, base.round_cpu_ms, strict=True) if b > 0]
+    return [(ours.cpu_ms_per_row or 0.0) / (base.cpu_ms_per_row or 1.0)]
 
 
 def _ideal(

@@ -169,3 +169,28 @@ def test_what_limits_a_client_is_read_off_its_measurements() -> None:
     assert limit_of(fixed, S7, cores=2).startswith("its fixed cost: 20.0 s of 30.0 s")
     agent = _m("S1", "agentbatch.run", 5_000, 5.0, cpu_s=1.2, server_cpu_s=1.0, agent_busy_s=4.9)
     assert limit_of(agent, S1, cores=2).startswith("the agent: latency x concurrency")
+
+
+def test_cpu_per_row_is_judged_round_by_round() -> None:
+    # Round 2 was loaded for everyone: both clients' CPU per row rose together. Round by round
+    # agentbatch costs 1.2x; the reported runs (each client's median by rows/s) come from
+    # different rounds here, and compared with each other would say 0.48 / 0.25 = 1.92x.
+    raw = median_run(
+        [
+            _m("S6", "raw aiohttp", 10_000, 2.0, cpu_s=2.5),
+            _m("S6", "raw aiohttp", 10_000, 2.2, cpu_s=4.0),
+            _m("S6", "raw aiohttp", 10_000, 1.9, cpu_s=2.0),
+        ]
+    )
+    ours = median_run(
+        [
+            _m("S6", "agentbatch.run", 10_000, 2.4, cpu_s=3.0),
+            _m("S6", "agentbatch.run", 10_000, 2.2, cpu_s=4.8),
+            _m("S6", "agentbatch.run", 10_000, 2.0, cpu_s=2.4),
+        ]
+    )
+    assert (raw.cpu_ms_per_row, ours.cpu_ms_per_row) == (0.25, 0.48)
+    checks = check_targets([S6], [raw, ours], [])
+    [check] = [c for c in checks if "CPU per row" in c.target]
+    assert check.measured.startswith("1.20x (rounds 1.20, 1.20, 1.20)")
+    assert check.holds is True
