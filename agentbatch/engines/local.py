@@ -31,7 +31,8 @@ from agentbatch.engines.merge_rules import (
     checked_duckdb_merge,
 )
 from agentbatch.errors import EngineError, MissingDependencyError, UsageError
-from agentbatch.sql.quoting import DIALECT, table_parts
+from agentbatch.sql import parsing
+from agentbatch.sql.quoting import table_parts
 
 if TYPE_CHECKING:
     import duckdb
@@ -295,7 +296,7 @@ class LocalEngine:
     def _prepare(self, sql: str, *, writing: bool) -> tuple[str, list[tuple[str, str, str]]]:
         """Transpile to DuckDB, pointing each table at its local relation."""
         try:
-            tree = sqlglot.parse_one(sql, read=DIALECT)
+            tree = parsing.parse_one(sql)
         except sqlglot.errors.ParseError as err:
             raise EngineError(f"local engine: cannot parse SQL: {_first_line(err)}") from None
         if rewrite_for_duckdb(tree, self._volumes, self._con):

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlglot
 from sqlglot.errors import ParseError, TokenError
 
 from agentbatch.agent.response_format import (
@@ -23,7 +22,7 @@ from agentbatch.errors import TemplateError
 from agentbatch.planning.answers import AnswerChecks, answer_checks, error_sql
 from agentbatch.results import RESULT_COLUMN_NAMES, TRANSIENT_ERROR
 from agentbatch.spec.models import Job
-from agentbatch.sql import quoting
+from agentbatch.sql import parsing, quoting
 from agentbatch.sql.jinja import Helpers, make_environment, render_template
 from agentbatch.sql.quoting import Sql, SqlValueError
 from agentbatch.sql.types import response_type
@@ -198,7 +197,7 @@ class Renderer:
 def check_sql(sql: str, template: str) -> None:
     """Parse rendered SQL as Databricks SQL; a syntax error names the template that produced it."""
     try:
-        statements = [s for s in sqlglot.parse(sql, read=quoting.DIALECT) if s is not None]
+        statements = parsing.statements(sql)
     except (ParseError, TokenError) as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TemplateError(

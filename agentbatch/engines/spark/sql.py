@@ -14,6 +14,7 @@ import sqlglot
 from sqlglot import exp
 
 from agentbatch.errors import EngineError
+from agentbatch.sql import parsing
 from agentbatch.sql.quoting import DIALECT
 
 AI_QUERY = "ai_query"
@@ -53,7 +54,7 @@ class Names:
 
 def parse(sql: str) -> exp.Expression:
     try:
-        tree = sqlglot.parse_one(sql, read=DIALECT)
+        tree = parsing.parse_one(sql)
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as err:
         raise EngineError(f"spark engine: cannot parse SQL: {first_line(err)}") from None
     if not isinstance(tree, exp.Expression):
