@@ -82,7 +82,6 @@ def count_client(client: str, config: object, toggle: Path, folder: Path) -> Cou
         "valgrind",
         "--tool=callgrind",
         "--instr-atstart=no",
-        *os.environ.get("BENCH_CALLGRIND_OPTIONS", "").split(),
         f"--callgrind-out-file={dumps}.%p",
         sys.executable,
         "-m",
@@ -95,16 +94,13 @@ def count_client(client: str, config: object, toggle: Path, folder: Path) -> Cou
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{client} failed under callgrind:\n{done.stderr[-3000:]}")
-    # The dumps the stop() request wrote: `<file>.<pid>.1`, or `.1-<thread>` with
-    # `--separate-threads=yes` (the end-of-program dump is `<file>.<pid>`).
-    per_thread = [
-        timed_instructions(dump.read_text("utf-8"))
-        for dump in sorted(folder.glob("callgrind.out.*.1*"))
-    ]
-    if len(per_thread) > 1:
-        sys.stderr.write(f"{client}: instructions by thread {per_thread}\n")
+    # The dump the stop() request wrote, all threads together: `<file>.<pid>.1` (the
+    # end-of-program dump is `<file>.<pid>`).
+    [timed] = folder.glob("callgrind.out.*.1")
     measured = json.loads(out.read_text(encoding="utf-8"))
-    return Count(client, measured["rows"], measured["ok"], sum(per_thread))
+    return Count(
+        client, measured["rows"], measured["ok"], timed_instructions(timed.read_text("utf-8"))
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,9 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _keep(folder: Path, into: Path, name: str) -> None:
     into.mkdir(parents=True, exist_ok=True)
-    for dump in folder.glob("callgrind.out.*.1*"):
-        part = dump.name.rsplit(".", 1)[1]
-        shutil.copy(dump, into / f"callgrind.{name}.{part}.out")
+    for dump in folder.glob("callgrind.out.*.1"):
+        shutil.copy(dump, into / f"callgrind.{name}.out")
 
 
 def _slug(name: str) -> str:

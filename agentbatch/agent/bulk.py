@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -288,7 +288,7 @@ class _HttpRun:
                 if todo.num_rows == 0:
                     continue
                 rows = _rows_of(todo)
-                step = self.workers * 2
+                step = self.rows.depth
                 for start in range(0, len(rows), step):
                     if self.stop.is_set():
                         break  # a stopped run hands out nothing more (workers drain the rest)
@@ -388,8 +388,7 @@ class _HttpRun:
             return
         if self.held:
             await self._release_held()
-        if not self.answers.put_nowait((row, outcome)):
-            await self.answers.put((row, outcome))
+        await self.answers.put((row, outcome))
 
     async def _release_held(self) -> None:
         held, self.held = self.held, []
@@ -499,12 +498,7 @@ def _rows_of(batch: pa.RecordBatch) -> list[_Row]:
     source = _Source(passthrough_of(batch))
     requests = batch.column(REQUEST_COLUMN).to_pylist()
     fingerprints = batch.column(FINGERPRINT_COLUMN).to_pylist()
-    files = _row_files(batch)
-    if files is None:
-        return [
-            _Row(source, index, request, fingerprint)
-            for index, (request, fingerprint) in enumerate(zip(requests, fingerprints, strict=True))
-        ]
+    files: Sequence[RowFile | None] = _row_files(batch) or [None] * len(requests)
     return [
         _Row(source, index, request, fingerprint, file)
         for index, (request, fingerprint, file) in enumerate(

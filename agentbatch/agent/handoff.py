@@ -30,7 +30,7 @@ class RowFeed(Generic[T]):
 
     def __init__(self, depth: int) -> None:
         self._rows: deque[T] = deque()
-        self._depth = max(1, depth)
+        self.depth = max(1, depth)
         self._takers: deque[asyncio.Future[None]] = deque()
         self._room: asyncio.Future[None] | None = None
         self._closed = False
@@ -41,7 +41,7 @@ class RowFeed(Generic[T]):
     async def put_all(self, rows: Sequence[T]) -> None:
         start = 0
         while start < len(rows):
-            room = self._depth - len(self._rows)
+            room = self.depth - len(self._rows)
             if room <= 0:
                 self._room = asyncio.get_running_loop().create_future()
                 try:
@@ -72,7 +72,7 @@ class RowFeed(Generic[T]):
                     self._wake_takers()  # the row it was woken for goes to another taker
                 raise
         row = rows.popleft()
-        if self._room is not None and len(rows) <= self._depth // 2:
+        if self._room is not None and len(rows) <= self.depth // 2:
             _settle(self._room)
         return row
 

@@ -195,14 +195,7 @@ class Limiter:
     def acquire_now(self) -> Permit | None:
         """A slot without waiting when one is free and no request rate is set, else None (then
         `await acquire()`): most calls of a run find a slot, and skip a coroutine for it."""
-        if self._interval or self._waiters:
-            return None
-        # `_has_room`, inline: this runs once per call.
-        now = self._clock()
-        if self._inflight >= max(1, int(self._limit)) or now < self._paused_until:
-            return None
-        self._inflight += 1
-        return Permit(self._generation, self._inflight, now)
+        return None if self._interval else self.try_acquire()
 
     def try_acquire(self) -> Permit | None:
         """A slot now, or None (ignores the request-rate cap; for simulations and tests)."""

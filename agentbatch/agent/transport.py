@@ -112,11 +112,7 @@ class AiohttpTransport:
                 headers=self._send_headers(headers, stream),
                 timeout=self._timeout(timeout_s),
             ) as resp:
-                length = _plain_length(resp)
-                if not stream and length is not None and length <= self._max_body:
-                    data = await resp.read()  # the common reply: its whole length is known
-                else:
-                    data = await self._read(resp, stream=stream and resp.status < 300)
+                data = await self._read(resp, stream=stream and resp.status < 300)
                 return RawReply(resp.status, resp.headers, data)
         except TransportError:
             raise

@@ -234,12 +234,7 @@ class Budget:
         elif permanent:
             self.failed += 1
             self.errors[error[:300]] += 1
-        # Per row: the checks below only when they can change anything.
-        if self._reason is not None or self._broken_at is not None:
-            return
-        if self.failed and self._broken():
-            return
-        if self.limits.max_tokens is not None or self.limits.max_cost is not None:
+        if self._sending() and not self._broken():
             self._reason = self._spent_up(0)
 
     def may_send(self, in_flight: int) -> bool:
