@@ -337,7 +337,11 @@ class _HttpRun:
                 if budget is not None:
                     budget.release()
                 continue  # the run stopped first; the row stays unanswered
-            if budget is not None:
+            if budget is not None and not outcome.attempts:
+                # Never sent (a NULL or unusable request): paid nothing and says nothing of the
+                # agent, so it counts neither toward max_rows nor the error rate.
+                budget.unpaid()
+            elif budget is not None:
                 self.attempts_answered += outcome.attempts
                 _record(budget, outcome)
                 if budget.stopped is not None:

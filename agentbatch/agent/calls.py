@@ -95,6 +95,19 @@ def call_fingerprint(spec: CallSpec) -> str:
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-def row_fingerprint(call_fp: str, request_text: str) -> str:
-    """`sha2(concat(call_fp, request_text), 256)` as the inputs SQL computes it."""
+# A NULL request's fingerprint: the call's behind a prefix no sha256 hex digest has.
+NULL_REQUEST_PREFIX = "null-request:"
+
+
+def row_fingerprint(call_fp: str, request_text: str | None) -> str:
+    """`sha2(concat(call_fp, request_text), 256)` as the inputs SQL computes it (a NULL request:
+    `null_request_fingerprint`)."""
+    if request_text is None:
+        return null_request_fingerprint(call_fp)
     return hashlib.sha256((call_fp + request_text).encode("utf-8")).hexdigest()
+
+
+def null_request_fingerprint(call_fp: str) -> str:
+    """A row without a request is a row error, never sent; a fingerprint of its own lets the
+    target hold it as done, like any other row."""
+    return NULL_REQUEST_PREFIX + call_fp

@@ -215,6 +215,10 @@ class Budget:
         """An admitted row was not sent after all (the run stopped while it waited)."""
         self.unsent += 1
 
+    def unpaid(self) -> None:
+        """An admitted row was answered without a call (its request could not be built)."""
+        self.sent -= 1
+
     def record(
         self,
         *,

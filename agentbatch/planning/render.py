@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlglot.errors import ParseError, TokenError
 
+from agentbatch.agent.bodies import NULL_REQUEST
+from agentbatch.agent.calls import null_request_fingerprint
 from agentbatch.agent.response_format import (
     ResponseFormat,
     ResponseFormatError,
@@ -162,6 +164,8 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "request_text": text,
         "files": files_sql(job),
         "call_fingerprint": quoting.literal(call_fingerprint),
+        "null_request_fingerprint": quoting.literal(null_request_fingerprint(call_fingerprint)),
+        "null_request_error": quoting.literal(NULL_REQUEST),
         "ai_query": ai_query_sql(job),
         "response_format": quoting.literal(response_type(fmt)) if fmt is not None else None,
         "checks": _answer_checks(fmt) if fmt is not None else None,

@@ -4,13 +4,16 @@
     check is a row error with the REST fallback's message, never a struct of NULLs. -#}
 WITH
 {% include "_source.sql" %},
+{#- A NULL request is not sent (ai_query's answer to one is not documented): it is the row error
+    the REST fallback gives it. #}
 called AS (
-  SELECT *, {{ ai_query }} AS `_answer`
+  SELECT *, CASE WHEN `_request` IS NOT NULL THEN {{ ai_query }} END AS `_answer`
   FROM todo
 ),
 answered AS (
   SELECT *,
-    nullif(`_answer`.errorMessage, '') AS `_failure`,
+    CASE WHEN `_request` IS NULL THEN {{ null_request_error }}
+      ELSE nullif(`_answer`.errorMessage, '') END AS `_failure`,
     try_cast(`_answer`.result AS STRING) AS `_text`
   FROM called
 ){% if checks %},

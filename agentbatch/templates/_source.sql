@@ -30,13 +30,17 @@ req AS (
   FROM src
 ),
 {# A file over files.max_bytes is never sent: its fingerprint carries the limit, so a raised limit
-   sends it (and only it) the next run, and a file under the limit keeps its answer. #}
+   sends it (and only it) the next run, and a file under the limit keeps its answer.
+   A NULL request is never sent either (it is a row error): its fingerprint is the call's with a
+   prefix no sha2 digest has, so the target holds it as done like any other row (a NULL
+   fingerprint would match nothing: the row would be redone, and appended again, every run). #}
 fingerprinted AS (
 {% if files %}
-  SELECT *, sha2(concat({{ call_fingerprint }}, `_request`, coalesce(sha2(`_file`, 256), ''), coalesce(`_file_name`, ''),
-    CASE WHEN octet_length(`_file`) > {{ files.max_bytes }} THEN {{ files.over_limit }} ELSE '' END), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat({{ call_fingerprint }}, `_request`, coalesce(sha2(`_file`, 256), ''), coalesce(`_file_name`, ''),
+    CASE WHEN octet_length(`_file`) > {{ files.max_bytes }} THEN {{ files.over_limit }} ELSE '' END), 256),
+    {{ null_request_fingerprint }}) AS `request_fingerprint`
 {% else %}
-  SELECT *, sha2(concat({{ call_fingerprint }}, `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat({{ call_fingerprint }}, `_request`), 256), {{ null_request_fingerprint }}) AS `request_fingerprint`
 {% endif %}
   FROM req
 ),

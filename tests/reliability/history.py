@@ -48,7 +48,7 @@ class Project:
     def state(self) -> Path:
         return self.root / "state"
 
-    def write_source(self, rows: dict[int, str]) -> None:
+    def write_source(self, rows: dict[int, str | None]) -> None:
         with self.source.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["review_id", "text"])

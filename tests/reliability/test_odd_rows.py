@@ -43,7 +43,7 @@ ODD_TEXTS: dict[str, str | None] = {
 }
 
 
-def job(endpoint: str, *, stream: bool = False, key_type: str = "id") -> Any:
+def job(endpoint: str, *, stream: bool = False, key_type: str = "id", mode: str = "merge") -> Any:
     return load_job_text(
         f"""
 name: odd_rows
@@ -54,7 +54,7 @@ agent:
   timeout_seconds: 10
   max_retries: 1
   stream: {"true" if stream else "false"}
-output: {{table: main.s.out, mode: merge}}
+output: {{table: main.s.out, mode: {mode}}}
 """,
         "odd.yml",
     )
@@ -209,3 +209,41 @@ def test_null_key_is_never_answered_twice(tmp_path: Path, agent: AgentServer) ->
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert sum(r["id"] is None for r in rows) <= 1, rows
     assert agent.stats().requests_total <= 2
+
+
+@pytest.mark.parametrize("mode", ["merge", "append", "overwrite"])
+def test_null_requests_are_done_once_and_never_stop_the_run(
+    tmp_path: Path, agent: AgentServer, mode: str
+) -> None:
+    """Rows whose request is NULL come first and outnumber the rest: they are row errors, never
+    sent, not counted as the agent failing (the run answers every other row), and held as done
+    by the target (no run redoes them, appending never piles them up)."""
+    ids = list(range(40))
+    table = pa.table(
+        {
+            "id": ids,
+            "kind": ["x"] * 40,
+            "body": [None if i < 30 else f"text {i}" for i in ids],
+        }
+    )
+    spec = job("apps/odd", mode=mode)
+    summaries = []
+    for _ in range(3):
+        result = agentbatch.run(
+            spec,
+            tables={"main.s.rows": table, "main.s.out": tmp_path / "out.parquet"},
+            endpoints={"apps/odd": agent.url},
+            project_dir=tmp_path,
+            state_dir=tmp_path / "state",
+            progress=False,
+        )
+        summaries.append(dict(result.summary))
+    first, *later = summaries
+    assert (first["sent"], first["ok"], first["errors"]) == (10, 10, 30), first
+    for summary in later:
+        assert (summary["rows"], summary["sent"], summary["skipped"]) == (0, 0, 40), summary
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert sorted(r["id"] for r in rows) == ids
+    assert all((r["error"] is None) == (r["id"] >= 30) for r in rows), rows
+    assert all(r["request_fingerprint"] for r in rows)
+    assert agent.stats().requests_total == 10

@@ -39,7 +39,12 @@ from .conftest import record_figures
 from .history import ENDPOINT, OUTPUT, SOURCE, Project
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXTS = {i: f"text {i}" for i in range(10)} | {10: "PERMANENT_ERROR text 10"}
+# Key 11's text is NULL (an empty CSV field): a row error, never sent, done like any other row.
+TEXTS: dict[int, str | None] = {i: f"text {i}" for i in range(10)} | {
+    10: "PERMANENT_ERROR text 10",
+    11: None,
+}
+SENT = [key for key, text in TEXTS.items() if text is not None]
 PROMPTS = ("Review", "Judge", "Rate")
 UNKNOWN = "unknown"  # the ledger may or may not hold the answer (in flight at a kill)
 
@@ -55,7 +60,8 @@ class Row:
 
 
 def kind_of(key: int) -> str:
-    return "permanent" if "PERMANENT_ERROR" in TEXTS[key] else "ok"
+    text = TEXTS[key]
+    return "permanent" if text is None or "PERMANENT_ERROR" in text else "ok"
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +96,8 @@ class RunHistories(RuleBasedStateMachine):
         return f"{self.project.settings.prompt}: {TEXTS[key]}"
 
     def fingerprint(self, key: int) -> str:
+        if TEXTS[key] is None:
+            return "null-request:" + self.call_fingerprint
         text = self.call_fingerprint + self.request(key)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -119,6 +127,8 @@ class RunHistories(RuleBasedStateMachine):
             if done(key) is not None:
                 continue
             new[key] = Row(key, current[key], kind_of(key))
+            if TEXTS[key] is None:
+                continue  # never sent
             held = self.ledger.get(key)
             if full_refresh:
                 must.add(key)
@@ -163,7 +173,7 @@ class RunHistories(RuleBasedStateMachine):
         return delta
 
     def check_calls(self, must: set[int], may: set[int], calls: Counter[str]) -> None:
-        for key in TEXTS:
+        for key in SENT:
             made = calls.get(request_key(self.request(key)), 0)
             if key in must:
                 assert made == 1, f"key {key}: expected one paid call, saw {made}"
@@ -173,7 +183,7 @@ class RunHistories(RuleBasedStateMachine):
                 assert made == 0, f"key {key}: paid again ({made}) though its answer was kept"
             TOTALS["calls_paid"] += made
             TOTALS["calls_model_must"] += key in must
-        other = sum(calls.values()) - sum(calls.get(request_key(self.request(k)), 0) for k in TEXTS)
+        other = sum(calls.values()) - sum(calls.get(request_key(self.request(k)), 0) for k in SENT)
         assert other == 0, "a request for another fingerprint was sent"
 
     def apply(self, rows: list[Row]) -> None:
@@ -227,10 +237,10 @@ class RunHistories(RuleBasedStateMachine):
             return
         killed_calls = self.calls_since()
         TOTALS["kills_mid_run"] += sum(killed_calls.values()) > 0
-        in_flight = {k for k in TEXTS if killed_calls.get(request_key(self.request(k)), 0)}
+        in_flight = {k for k in SENT if killed_calls.get(request_key(self.request(k)), 0)}
         for key in in_flight:
             self.ledger[key] = UNKNOWN
-        for key in TEXTS:
+        for key in SENT:
             assert killed_calls.get(request_key(self.request(key)), 0) <= (key in must | may)
         # Recovery: a plain run finishes the job; what the killed run wrote (all or nothing)
         # leads to the same target.

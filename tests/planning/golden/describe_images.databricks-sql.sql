@@ -35,8 +35,9 @@ req AS (
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('42c758d988066187a16c92a91bfa94ff38b96e0340a08aa1dfe3cf579cf8e72a', `_request`, coalesce(sha2(`_file`, 256), ''), coalesce(`_file_name`, ''),
-    CASE WHEN octet_length(`_file`) > 2900000 THEN 'over files.max_bytes 2900000' ELSE '' END), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('42c758d988066187a16c92a91bfa94ff38b96e0340a08aa1dfe3cf579cf8e72a', `_request`, coalesce(sha2(`_file`, 256), ''), coalesce(`_file_name`, ''),
+    CASE WHEN octet_length(`_file`) > 2900000 THEN 'over files.max_bytes 2900000' ELSE '' END), 256),
+    'null-request:42c758d988066187a16c92a91bfa94ff38b96e0340a08aa1dfe3cf579cf8e72a') AS `request_fingerprint`
   FROM req
 ),
 done AS (

@@ -37,7 +37,7 @@ req AS (
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('2d0f200e0fce8bd47e2e74e7832d1f4763783d71d7d3378085e1d581f1c1b1a0', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('2d0f200e0fce8bd47e2e74e7832d1f4763783d71d7d3378085e1d581f1c1b1a0', `_request`), 256), 'null-request:2d0f200e0fce8bd47e2e74e7832d1f4763783d71d7d3378085e1d581f1c1b1a0') AS `request_fingerprint`
   FROM req
 ),
 done AS (
@@ -85,7 +85,7 @@ req AS (
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('2d0f200e0fce8bd47e2e74e7832d1f4763783d71d7d3378085e1d581f1c1b1a0', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('2d0f200e0fce8bd47e2e74e7832d1f4763783d71d7d3378085e1d581f1c1b1a0', `_request`), 256), 'null-request:2d0f200e0fce8bd47e2e74e7832d1f4763783d71d7d3378085e1d581f1c1b1a0') AS `request_fingerprint`
   FROM req
 ),
 done AS (

@@ -36,7 +36,7 @@ req AS (
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c', `_request`), 256), 'null-request:437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c') AS `request_fingerprint`
   FROM req
 ),
 done AS (
@@ -83,7 +83,7 @@ req AS (
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c', `_request`), 256), 'null-request:437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c') AS `request_fingerprint`
   FROM req
 ),
 done AS (

@@ -39,7 +39,7 @@ Subject: ', subject, '
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('a9a340e2815aa4dabc246612ee21d8793a72ced1b722ff4fe9ae2611310e653e', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('a9a340e2815aa4dabc246612ee21d8793a72ced1b722ff4fe9ae2611310e653e', `_request`), 256), 'null-request:a9a340e2815aa4dabc246612ee21d8793a72ced1b722ff4fe9ae2611310e653e') AS `request_fingerprint`
   FROM req
 ),
 done AS (

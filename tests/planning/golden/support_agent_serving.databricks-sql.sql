@@ -39,7 +39,7 @@ req AS (
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('a3e2fbc5d9333d40aeec631207c9919886deb263ea44bcec27d94fc01cc5d583', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('a3e2fbc5d9333d40aeec631207c9919886deb263ea44bcec27d94fc01cc5d583', `_request`), 256), 'null-request:a3e2fbc5d9333d40aeec631207c9919886deb263ea44bcec27d94fc01cc5d583') AS `request_fingerprint`
   FROM req
 ),
 done AS (

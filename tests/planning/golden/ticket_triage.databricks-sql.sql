@@ -43,7 +43,7 @@ req AS (
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('aae86db32a81cc019e131ada88f388104097745a2881ac0abfccd91983267b59', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('aae86db32a81cc019e131ada88f388104097745a2881ac0abfccd91983267b59', `_request`), 256), 'null-request:aae86db32a81cc019e131ada88f388104097745a2881ac0abfccd91983267b59') AS `request_fingerprint`
   FROM req
 ),
 done AS (

@@ -35,7 +35,7 @@ req AS (
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874', `_request`), 256), 'null-request:70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874') AS `request_fingerprint`
   FROM req
 ),
 done AS (

@@ -238,3 +238,44 @@ def test_an_empty_error_message_is_no_error(tmp_path: Path, error_message: str |
         stored = executor("SELECT response, error FROM main.support.ticket_labels", {})
     assert stored is not None
     assert stored.to_pylist() == [{"response": {"label": "billing", "urgency": 3}, "error": None}]
+
+
+def test_a_null_request_is_not_sent_and_is_done_like_on_the_rest_path(
+    make_warehouse: Callable[..., Warehouse], tmp_path: Path
+) -> None:
+    """ai_query's answer to a NULL request is not documented: push-down does not send it, and
+    stores the REST fallback's row error with a fingerprint, so the next run holds it as done."""
+    requests: list[Any] = []
+
+    def agent(endpoint: str, request: Any, **named: Any) -> str | None:
+        requests.append(request)
+        return replying_agent(endpoint, request, **named)
+
+    warehouse = make_warehouse(ai_query=agent)
+    job = tmp_path / JOB.name
+    job.write_text(JOB.read_text())
+    with (
+        databricks.sql.connect(**warehouse.connect_kwargs()) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("CREATE SCHEMA IF NOT EXISTS main.support")
+        cur.execute(
+            "CREATE TABLE main.support.tickets AS SELECT * FROM VALUES "
+            "(1, 'ok', ''), (2, CAST(NULL AS STRING), '') AS t(ticket_id, subject, body)"
+        )
+        stored = []
+        for _ in range(2):
+            for statement in agentbatch.plan(job, target="databricks-sql").statements:
+                cur.execute(statement.sql)
+            cur.execute(
+                "SELECT ticket_id, response, error, request_fingerprint, answered_at "
+                "FROM main.support.ticket_labels ORDER BY ticket_id"
+            )
+            stored.append(cur.fetchall_arrow().to_pylist())
+    first, second = stored
+    assert len(requests) == 1 and requests[0] is not None
+    assert first[1]["response"] is None
+    assert first[1]["error"] == f"{PERMANENT_ERROR}request is NULL"
+    assert first[1]["request_fingerprint"]
+    assert first[0]["error"] is None
+    assert second == first  # nothing redone: not the answer, not the NULL request's error
