@@ -34,10 +34,11 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
     sample_plan = plan
     if not engine.table_exists(plan.job.output.table):
         # Nothing answered yet: select as a first run would (a full refresh selects alike in
-        # every mode), without creating the target. As mode append, so that the checks do not
-        # read the missing target either (a merge's check for keys it holds twice would).
+        # every mode), without creating the target. As mode overwrite, so that the checks do not
+        # read the missing target either (a merge's check for keys it holds twice would, and
+        # the key types' check of every other mode).
         options = dataclasses.replace(plan.options, full_refresh=True)
-        output = plan.job.output.model_copy(update={"mode": "append"})
+        output = plan.job.output.model_copy(update={"mode": "overwrite"})
         first_job = plan.job.model_copy(update={"output": output})
         sample_plan = build_plan(
             first_job, plan.target, options, template_dirs(Path(plan.options.project_dir or "."))

@@ -22,6 +22,7 @@ def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
     repeated = int(counts.get("repeated_keys") or 0)
     if repeated:
         raise UsageError(_repeated_keys_message(plan, engine, repeated))
+    _check_key_types(plan, counts.get("source_key_type"), counts.get("target_key_type"))
     several = int(counts.get("target_repeated_keys") or 0)
     if several:
         raise UsageError(
@@ -45,6 +46,61 @@ def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
         )
         selection["null_keys"] = null_keys
     return selection
+
+
+# Key types that compare alike: a key read as INT one day and BIGINT the next is the same key.
+# Names as DuckDB's and Spark's typeof() give them.
+_INTEGER_TYPES = frozenset(
+    [
+        "tinyint",
+        "smallint",
+        "int",
+        "integer",
+        "bigint",
+        "hugeint",
+        "utinyint",
+        "usmallint",
+        "uinteger",
+        "ubigint",
+        "uhugeint",
+        "byte",
+        "short",
+        "long",
+        "int1",
+        "int2",
+        "int4",
+        "int8",
+    ]
+)
+_STRING_TYPES = frozenset({"string", "varchar", "char", "text"})
+
+
+def _key_kind(type_name: str) -> str:
+    name = type_name.strip().lower()
+    head = name.split("(", 1)[0].strip()
+    if head in _INTEGER_TYPES:
+        return "integer"
+    if head in _STRING_TYPES:
+        return "string"
+    return name
+
+
+def _check_key_types(plan: Plan, source_type: object, target_type: object) -> None:
+    """Refuse a run whose source key differs in type from the target's: the engines compare such
+    keys after an implicit cast, so '01' and 1 would be one key (a row left out as done, another
+    row's answer kept for it, or two rows for one key)."""
+    if not source_type or not target_type:
+        return  # nothing to match: an empty target, or a full refresh of mode overwrite
+    if _key_kind(str(source_type)) == _key_kind(str(target_type)):
+        return
+    key = plan.job.source.key
+    raise UsageError(
+        f"source key {key!r} is {source_type}, but {plan.job.output.table} holds it as "
+        f"{target_type}: keys of different types can compare equal when they are not the same "
+        "key (the text '01' and the number 1), so nothing was sent; give the source key the "
+        "target's type (a CAST in `source.query`), write to a new output table, or replace "
+        "this one (mode overwrite with --full-refresh)"
+    )
 
 
 def _repeated_keys_message(plan: Plan, engine: Engine, repeated: int) -> str:

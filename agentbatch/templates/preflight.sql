@@ -1,7 +1,8 @@
 {#- Before any call: how many rows are selected, how many the filter keeps that have no key (never
     sent: the user is told), how many of them the target already holds, how
-    many source keys occur more than once (an error: one key, one answer), and for mode merge how
-    many keys the target holds more than once (written by mode append: merge keeps one per key). -#}
+    many source keys occur more than once (an error: one key, one answer), the types of the
+    source's and the target's key when the run matches them, and for mode merge how many keys
+    the target holds more than once (written by mode append: merge keeps one per key). -#}
 WITH
 {% include "_source.sql" %},
 repeated AS (
@@ -19,6 +20,12 @@ SELECT
   0 AS `done`,
 {% endif %}
   (SELECT count(*) FROM repeated) AS `repeated_keys`,
+{% if incremental or mode != "overwrite" %}
+  {#- The run matches source keys with the target's: their types must agree (typeof names the
+      column's type, also for a NULL value). -#}
+  (SELECT typeof({{ key }}) FROM src LIMIT 1) AS `source_key_type`,
+  (SELECT typeof({{ key }}) FROM {{ output }} LIMIT 1) AS `target_key_type`,
+{% endif %}
 {% if mode == "merge" %}
   (SELECT count(*) FROM (
      SELECT {{ key }} FROM {{ output }} GROUP BY {{ key }} HAVING count(*) > 1

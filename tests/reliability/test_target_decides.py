@@ -192,3 +192,40 @@ def test_merge_after_append_history_is_refused_with_the_way_out(project: Project
     project.settings.mode = "merge"
     assert project.run()["sent"] == 0
     assert project.agent.stats().requests_total == 3 * ROWS
+
+
+@pytest.mark.parametrize(
+    ("mode", "full_refresh"),
+    [("merge", False), ("merge", True), ("append", False), ("append", True), ("overwrite", False)],
+)
+def test_a_source_key_of_another_type_than_the_targets_is_refused(
+    tmp_path: Path, mode: str, full_refresh: bool
+) -> None:
+    """A key read as text ('01', once a source row has one) against a target keyed by integers:
+    the engine would compare them after a cast, '01' = 1, and drop a row or mix two keys up."""
+    with serve_agent() as agent:
+        p = Project(tmp_path, agent)
+        p.settings.mode = mode
+        p.source.write_text("review_id,text\n1,one\n2,two\n")
+        p.run()
+        p.source.write_text("review_id,text\n1,one\n2,two\n01,zero-one\n")
+        with pytest.raises(UsageError, match=r"source key 'review_id' is VARCHAR.*as BIGINT"):
+            p.run(full_refresh=full_refresh)
+        with pytest.raises(UsageError, match=r"source key 'review_id' is VARCHAR.*as BIGINT"):
+            p.run(dry_run=True)
+        assert agent.stats().requests_total == 2
+        assert sorted((r["review_id"], r["text"]) for r in p.target()) == [(1, "one"), (2, "two")]
+        # The way out the message names: replace the table.
+        p.settings.mode = "overwrite"
+        p.run(full_refresh=True)
+        rows = {r["review_id"]: r for r in p.target()}
+        assert sorted(rows) == ["01", "1", "2"]
+        assert "zero-one" in rows["01"]["response"]
+        # Integer keys of another width are the same keys: nothing refused, nothing sent again.
+        p.source.write_text("review_id,text\n1,one\n2,two\n")
+        p.output.unlink()
+        p.run()
+        sent = agent.stats().requests_total
+        p.settings.mode = mode
+        assert p.run()["sent"] == 0
+        assert agent.stats().requests_total == sent
