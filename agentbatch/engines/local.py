@@ -133,7 +133,11 @@ class LocalEngine:
             reader = self._con.sql(statement, params=dict(params or {})).to_arrow_reader(batch_rows)
         except Exception as err:  # duckdb raises many unrelated classes; report them as one
             raise EngineError(f"local engine: {_first_line(err)}") from None
-        yield from reader
+        try:
+            yield from reader
+        finally:
+            # Closed early (a stopped run), the result would keep the connection busy.
+            reader.close()
 
     def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         statement, _ = self._prepare(sql, writing=False)

@@ -184,10 +184,11 @@ def _run_fallback(
         stats: dict[str, Any] = {}
         if select is None:
             _check_budget(the_plan, steps, engine, ledger, budget, counts)
+        inputs = engine.fetch_batches(
+            steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
+        )
         try:
-            batches: Iterable[pa.RecordBatch] = engine.fetch_batches(
-                steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
-            )
+            batches: Iterable[pa.RecordBatch] = inputs
             total = rows_upper_bound(the_plan, counts)
             if select is not None:
                 batches = list(select(batches, ledger))
@@ -208,7 +209,9 @@ def _run_fallback(
             stats = bulk.as_dict()
         except BaseException:
             # Whatever stopped the run (Ctrl-C, the endpoint gone, the input failing), what was
-            # paid for goes into the target first: nothing answered is lost.
+            # paid for goes into the target first: nothing answered is lost. The inputs' query
+            # is closed first: an engine may run one statement at a time on its connection.
+            _close(inputs)
             written = _write_answers(steps, engine, ledger)
             log.warning("stopped: wrote %d answered row(s); re-run to continue", written)
             raise
@@ -219,6 +222,12 @@ def _run_fallback(
     stats["rows_written"] = written
     stats.update(spend_summary(budget, int(stats.get("sent") or 0)))
     return _summarise(the_plan, engine, {**stats, **counts})
+
+
+def _close(batches: Iterable[Any]) -> None:
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
 
 
 def budget_for(the_plan: Plan) -> Budget:

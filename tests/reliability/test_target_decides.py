@@ -5,6 +5,9 @@ engine against the loopback agent. The checkpoint may save calls; it never decid
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -229,3 +232,35 @@ def test_a_source_key_of_another_type_than_the_targets_is_refused(
         p.settings.mode = mode
         assert p.run()["sent"] == 0
         assert agent.stats().requests_total == sent
+
+
+def test_ctrl_c_before_the_inputs_are_read_writes_what_was_answered(tmp_path: Path) -> None:
+    """Ctrl-C while the inputs' query still streams (a source larger than what was handed out):
+    the answers received are written, then KeyboardInterrupt; the next run finishes the rest."""
+    rows = 2_000
+    main = threading.main_thread().ident
+    assert main == threading.get_ident(), "signals are delivered to the main thread"
+    with serve_agent(FaultConfig(latency_ms=50)) as agent:
+        p = Project(tmp_path, agent)
+        p.settings.max_concurrency = 4  # 80 rows/s: the producer is far from the input's end
+        p.write_source({i: f"review number {i}" for i in range(rows)})
+
+        def press_ctrl_c() -> None:
+            while agent.stats().requests_total < 40:
+                time.sleep(0.005)
+            signal.pthread_kill(main, signal.SIGINT)
+
+        helper = threading.Thread(target=press_ctrl_c)
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            p.run()
+        helper.join()
+        written = p.target()
+        assert len(written) >= 40 - 4  # every answer received, the calls in flight aside
+        assert all(r["error"] is None for r in written)
+        agent.configure(FaultConfig())
+        p.settings.max_concurrency = 16
+        summary = p.run()
+        assert summary["table_rows"] == rows
+        one_current_row_per_key(p, range(rows))
+        assert agent.stats().requests_total <= rows + 4
