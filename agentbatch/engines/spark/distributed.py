@@ -154,10 +154,30 @@ def answer_distributed(
         results = one_per_key(results, key)
     if reused is not None:
         columns = [f.name for f in schema.fields if f.name != STATS_COLUMN]
-        stats["reused"] = reused.count()
+        _count_reused(stats, reused)
         reused = reused.select(*[F.col(f"`{c}`") for c in columns])
         results = reused if results is None else results.select(*columns).unionByName(reused)
     return DistributedAnswers(results, stats, fatal)
+
+
+def _count_reused(stats: dict[str, Any], reused: DataFrame) -> None:
+    """Rows answered from earlier runs' answers are rows of this run (as on the driver: rows
+    = sent + reused), counted apart from those sent."""
+    from pyspark.sql import functions as F
+
+    found = reused.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count(F.when(F.col("error").isNull(), 1)).alias("ok"),
+    ).first()
+    rows, ok = (int(found["rows"]), int(found["ok"])) if found is not None else (0, 0)
+    stats["reused"] = rows
+    stats["rows_seen"] += rows
+    stats["ok"] += ok
+    stats["errors"] += rows - ok
+    if rows - ok:
+        kinds = stats["errors_by_kind"]
+        kinds["reused_error"] = kinds.get("reused_error", 0) + rows - ok
+        stats["errors_by_kind"] = dict(sorted(kinds.items()))
 
 
 @contextlib.contextmanager

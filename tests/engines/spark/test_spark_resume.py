@@ -102,6 +102,8 @@ def test_a_killed_run_resumes_without_resending(
     assert sorted(r["ticket_id"] for r in rows) == list(range(ROWS))
     assert all(r["error"] is None for r in rows)
     assert stats["sent"] == ROWS - len(done)
+    # Rows answered from the checkpoint are rows of this run, as on the driver: sent + reused.
+    assert (stats["reused"], stats["rows_seen"], stats["ok"]) == (len(done), ROWS, ROWS)
     server = agent.stats()
     for key in done:  # answered before the kill: sent once, never again
         assert server.requests_for(text_key(f"Summarise: ticket number {key}")) == 1
