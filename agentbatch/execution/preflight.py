@@ -19,6 +19,8 @@ import sqlglot
 from sqlglot import exp
 
 from agentbatch.errors import AgentbatchError, UsageError
+from agentbatch.spec.loader import where_in_file
+from agentbatch.spec.yaml_source import KeyPath, dotted
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
@@ -113,12 +115,17 @@ def check_source(
 ) -> None:
     """The source exists and each SQL value of the spec binds against its columns.
 
-    Errors start with `origin: ` (the job file) when given."""
-    prefix = f"{origin}: " if origin else ""
+    Errors start with `origin:line: ` (the job file, the line of the key) when given."""
     source = job.source
+
+    def at(path: KeyPath) -> str:
+        return f"{where_in_file(origin, path)}: " if origin else ""
+
     if source.table is not None:
         if not engine.table_exists(source.table):
-            raise UsageError(prefix + _no_such_table(source.table, tables, warehouse))
+            raise UsageError(
+                at(("source", "table")) + _no_such_table(source.table, tables, warehouse)
+            )
         relation: str = quoting.table(source.table)
         what = source.table
     elif source.query:
@@ -129,38 +136,40 @@ def check_source(
     try:
         columns = list(engine.fetch_one(f"SELECT * FROM {relation} LIMIT 0"))
     except AgentbatchError as err:
-        raise UsageError(f"{prefix}source.query: {err}") from None
-    for key, sql in _spec_sql(job):
+        raise UsageError(f"{at(('source', 'query'))}source.query: {err}") from None
+    for path, sql in _spec_sql(job):
         probe = (
             f"SELECT 1 FROM {relation} WHERE ({sql}) LIMIT 0"
-            if key == "source.where"
+            if path == ("source", "where")
             else f"SELECT {sql} FROM {relation} LIMIT 0"
         )
         try:
             engine.fetch_one(probe)
         except AgentbatchError as err:
-            raise UsageError(prefix + _column_problem(key, sql, str(err), columns, what)) from None
+            problem = _column_problem(dotted(path), sql, str(err), columns, what)
+            raise UsageError(at(path) + problem) from None
 
 
-def _spec_sql(job: Job) -> list[tuple[str, str]]:
+def _spec_sql(job: Job) -> list[tuple[KeyPath, str]]:
+    """Each SQL value of the spec, by its key path in the job file."""
     source = job.source
-    values: list[tuple[str, str]] = [("source.key", quoting.identifier(source.key))]
+    values: list[tuple[KeyPath, str]] = [(("source", "key"), quoting.identifier(source.key))]
     values += [
-        (f"source.columns[{number}]", quoting.identifier(column))
+        (("source", "columns", number), quoting.identifier(column))
         for number, column in enumerate(source.columns)
     ]
     if source.where:
-        values.append(("source.where", quoting.expression(source.where, what="where clause")))
+        values.append((("source", "where"), quoting.expression(source.where, what="where clause")))
     if isinstance(job.request, dict):
         values += [
-            (f"request.{name}", quoting.expression(sql)) for name, sql in job.request.items()
+            (("request", name), quoting.expression(sql)) for name, sql in job.request.items()
         ]
     else:
-        values.append(("request", quoting.expression(job.request, what="request")))
+        values.append((("request",), quoting.expression(job.request, what="request")))
     if job.files is not None:
-        values.append(("files.content", quoting.expression(job.files.content)))
+        values.append((("files", "content"), quoting.expression(job.files.content)))
         if job.files.name:
-            values.append(("files.name", quoting.expression(job.files.name)))
+            values.append((("files", "name"), quoting.expression(job.files.name)))
     return values
 
 

@@ -43,6 +43,15 @@ def load_job(
     return load_job_text(text, file, vars, template_dirs=template_dirs)
 
 
+def where_in_file(file: str, path: KeyPath) -> str:
+    """`file:line` of a key path of a job file, for errors found after loading (the job's SQL
+    checked against its source); the file alone when it cannot be read again."""
+    try:
+        return load_yaml(Path(file).read_text(encoding="utf-8"), file).where(path)
+    except (OSError, UnicodeDecodeError, SpecError):
+        return file
+
+
 def load_job_text(
     text: str,
     file: str,

@@ -28,11 +28,11 @@ def test_a_table_mapping_that_matches_nothing_names_the_jobs_tables(project: Pro
 
 def test_an_unmapped_source_says_how_to_map_it(project: Project) -> None:
     line = one_line_error(cli(project, "run", "jobs/reviews.yml", "--endpoint", INSTANT))
-    assert "jobs/reviews.yml: source.table: table main.shop.reviews is not mapped" in line
+    assert "jobs/reviews.yml:3: source.table: table main.shop.reviews is not mapped" in line
     assert "--table main.shop.reviews=PATH" in line
 
 
-def test_a_misspelt_column_names_the_spec_key_and_the_columns(project: Project) -> None:
+def test_a_misspelt_column_names_the_spec_line_key_and_the_columns(project: Project) -> None:
     project.job.write_text(project.job.read_text().replace("review_text)", "review_txt)"))
     expected = (
         "request: column 'review_txt' is not in main.shop.reviews (did you mean review_text?); "
@@ -47,23 +47,24 @@ def test_a_misspelt_column_names_the_spec_key_and_the_columns(project: Project) 
         done = cli(project, *args)
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr
-        assert f"jobs/reviews.yml: {expected}" in done.stderr, args
+        assert f"jobs/reviews.yml:6: {expected}" in done.stderr, args
     assert not (project.root / ".agentbatch" / "state").exists()  # nothing was sent
 
 
-def test_where_and_columns_errors_name_their_keys(project: Project) -> None:
+def test_where_and_columns_errors_name_their_keys_and_lines(project: Project) -> None:
     text = project.job.read_text()
     mapped = ["--table", "main.shop.reviews=reviews.csv", "--endpoint", INSTANT]
     project.job.write_text(text.replace("columns: [stars]", "columns: [star]"))
     line = one_line_error(cli(project, "run", "jobs/reviews.yml", *mapped))
     assert (
-        "source.columns[0]: column 'star' is not in main.shop.reviews (did you mean stars?)" in line
+        "jobs/reviews.yml:5: source.columns[0]: column 'star' is not in main.shop.reviews "
+        "(did you mean stars?)" in line
     )
     project.job.write_text(
         text.replace("  columns: [stars]", "  columns: [stars]\n  where: rating > 3")
     )
     line = one_line_error(cli(project, "run", "jobs/reviews.yml", *mapped))
-    assert "source.where: column 'rating' is not in main.shop.reviews" in line
+    assert "jobs/reviews.yml:6: source.where: column 'rating' is not in main.shop.reviews" in line
 
 
 def test_an_empty_input_file_says_so(project: Project) -> None:
