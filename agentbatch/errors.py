@@ -84,3 +84,19 @@ def exit_code_for(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return 130
     return 1
+
+
+# A run that stops early (a budget, the error rate, Ctrl-C, the endpoint gone) has still written
+# what it answered: its summary rides on the exception, as `error.run_summary`.
+SUMMARY_ATTRIBUTE = "run_summary"
+
+
+def attach_summary(error: BaseException, summary: dict[str, object] | None) -> None:
+    if summary is not None:
+        setattr(error, SUMMARY_ATTRIBUTE, summary)
+
+
+def run_summary(error: BaseException) -> dict[str, object] | None:
+    """The summary of the run `error` stopped, when it wrote one."""
+    summary = getattr(error, SUMMARY_ATTRIBUTE, None)
+    return summary if isinstance(summary, dict) else None

@@ -109,6 +109,7 @@ async def run_bulk(
     rng: random.Random | None = None,
     budget: SpendGuard | None = None,
     limiter: Limiter | None = None,
+    stats: BulkStats | None = None,
 ) -> BulkStats:
     """Answer every input row, recording each answer in `ledger`.
 
@@ -117,7 +118,7 @@ async def run_bulk(
     the same fingerprint is taken from there instead of calling again (`--full-refresh`: no reuse).
     With a `budget`, each row is admitted by it before it is sent (the built-in agent is free).
     `limiter`: one made by the caller (a Spark task's, following a shared budget); by default
-    one from the call's caps.
+    one from the call's caps. `stats`: the caller's, to read also when the run raises.
     """
     fmt = _response_format(call)
     endpoint = await asyncio.to_thread(
@@ -128,7 +129,7 @@ async def run_bulk(
         databricks_options=call.databricks_options,
         config_factory=config_factory,
     )
-    stats = BulkStats()
+    stats = stats if stats is not None else BulkStats()
     started = time.monotonic()
     if progress is not None:
         progress.start(total_rows)

@@ -19,7 +19,7 @@ from agentbatch.cli.options import (
     pairs,
     run_options,
 )
-from agentbatch.errors import SpecError, UsageError
+from agentbatch.errors import SpecError, UsageError, run_summary
 from agentbatch.planning.definition import RunOptions
 
 log = logging.getLogger("agentbatch")
@@ -269,9 +269,16 @@ def dispatch(args: argparse.Namespace) -> int:
         )
         print_estimate(found, as_json=args.json)
         return 0
-    result = api.run(args.job, args.target, options=options)
-    from agentbatch.execution.summary import print_run
+    from agentbatch.execution.summary import print_run, print_stopped
 
+    try:
+        result = api.run(args.job, args.target, options=options)
+    except BaseException as stop:
+        # Stopped early, the run still wrote what it answered: say what (the error follows).
+        summary = run_summary(stop)
+        if summary is not None:
+            print_stopped(summary, as_json=args.json)
+        raise
     with result:
         print_run(result, as_json=args.json, show=args.show)
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from agentbatch.engines.registry import engine_class
-from agentbatch.errors import AgentbatchError, JobFailedError, UsageError
+from agentbatch.errors import AgentbatchError, JobFailedError, UsageError, attach_summary
 from agentbatch.execution.result import RunResult
 from agentbatch.execution.selection import check_selection
 from agentbatch.planning.builder import build_plan
@@ -174,6 +174,7 @@ def _run_fallback(
     from agentbatch.agent.content import input_batch_rows
     from agentbatch.agent.ledger import Ledger
     from agentbatch.agent.progress import LogProgress, RichProgress
+    from agentbatch.agent.stats import BulkStats
 
     ledger = Ledger(
         ledger_path(the_plan),
@@ -182,6 +183,7 @@ def _run_fallback(
     )
     try:
         stats: dict[str, Any] = {}
+        so_far = BulkStats()
         if select is None:
             _check_budget(the_plan, steps, engine, ledger, budget, counts)
         inputs = engine.fetch_batches(
@@ -205,15 +207,22 @@ def _run_fallback(
                 total_rows=total,
                 # An estimate's sample is its own small bill: the run's budget is for runs.
                 budget=budget if select is None else None,
+                stats=so_far,
             )
             stats = bulk.as_dict()
-        except BaseException:
+        except BaseException as stop:
             # Whatever stopped the run (Ctrl-C, the endpoint gone, the input failing), what was
             # paid for goes into the target first: nothing answered is lost. The inputs' query
             # is closed first: an engine may run one statement at a time on its connection.
             _close(inputs)
             written = _write_answers(steps, engine, ledger)
             log.warning("stopped: wrote %d answered row(s); re-run to continue", written)
+            if select is None:
+                # `rows`: the rows answered before the stop, not those read from the input.
+                answered = so_far.ok + so_far.errors
+                done = {**so_far.as_dict(), "rows_seen": answered, "rows_written": written}
+                done.update(counts)
+                attach_summary(stop, _stopped_summary(the_plan, engine, done, stop))
             raise
         written = _write_answers(steps, engine, ledger)
         ledger.compact()
@@ -222,6 +231,19 @@ def _run_fallback(
     stats["rows_written"] = written
     stats.update(spend_summary(budget, int(stats.get("sent") or 0)))
     return _summarise(the_plan, engine, {**stats, **counts})
+
+
+def _stopped_summary(
+    the_plan: Plan, engine: Engine, stats: dict[str, Any], stop: BaseException
+) -> dict[str, Any] | None:
+    """The summary of a run that stopped early, once its answers are written (None when the
+    target cannot be read)."""
+    try:
+        summary = _summarise(the_plan, engine, stats)
+    except AgentbatchError:
+        return None
+    summary["stopped"] = str(stop).splitlines()[0] if str(stop) else type(stop).__name__
+    return summary
 
 
 def _close(batches: Iterable[Any]) -> None:

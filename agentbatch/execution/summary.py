@@ -7,6 +7,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from agentbatch.execution.result import RunResult
 
 
@@ -22,6 +24,29 @@ def output_locations(result: RunResult) -> list[dict[str, str]]:
     return [{"table": table, "target": result.plan.target.name}]
 
 
+def print_stopped(summary: dict[str, Any], *, as_json: bool = False) -> None:
+    """The summary of a run that stopped early (`stopped` says why)."""
+    if as_json:
+        sys.stdout.write(json.dumps({"summary": summary}, indent=2, default=str) + "\n")
+        return
+    _print_summary(summary, f"agentbatch run: {summary.get('job')} (stopped)")
+
+
+def _print_summary(summary: dict[str, Any], title: str) -> Console:
+    """The summary as a table on stdout; the console, for what follows it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for name, value in summary.items():
+        table.add_row(name, _format(value))
+    console.print(table)
+    return console
+
+
 def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> None:
     from agentbatch.execution.show import describe_location
 
@@ -34,16 +59,9 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
             payload["requests"] = result.dry_run_requests[: max(show, 0)]
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
-    summary = Table(title=f"agentbatch run: {result.summary.get('job')}", show_header=False)
-    summary.add_column("", style="bold")
-    summary.add_column("")
-    for name, value in result.summary.items():
-        summary.add_row(name, _format(value))
-    console.print(summary)
+    console = _print_summary(result.summary, f"agentbatch run: {result.summary.get('job')}")
     if result.summary.get("dry_run"):
         shown = result.dry_run_requests[: max(show, 0)]
         console.print(

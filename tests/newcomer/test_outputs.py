@@ -9,6 +9,8 @@ import sys
 import pyarrow.parquet as pq
 
 import agentbatch
+from agentbatch.testing.agent_server import serve_agent
+from agentbatch.testing.faults import FaultConfig
 
 from .conftest import Project, cli, one_line_error
 
@@ -94,3 +96,30 @@ def test_dir_lists_the_public_api() -> None:
     ):
         assert name in names
     assert "TYPE_CHECKING" not in names
+
+
+def test_a_run_stopped_by_its_error_rate_still_prints_its_summary(project: Project) -> None:
+    """Exit 7 after the error rate stopped sending: what was answered is written, and --json
+    says so (`stopped`, the rows written, the table) for a scheduler to read."""
+    with serve_agent(FaultConfig(permanent={"review number": 400})) as agent:
+        done = cli(
+            project,
+            "run",
+            "jobs/reviews.yml",
+            "--json",
+            "--no-progress",
+            "--table",
+            "main.shop.reviews=reviews.csv",
+            "--table",
+            "main.shop.review_sentiment=out.parquet",
+            "--endpoint",
+            f"apps/review-agent={agent.url}",
+        )
+        sent = agent.stats().requests_total
+    assert done.returncode == 7, done.stderr
+    summary = json.loads(done.stdout)["summary"]
+    assert "max_error_rate" in summary["stopped"]
+    assert 20 <= summary["sent"] == sent < 50
+    assert summary["rows"] == summary["errors"] == summary["rows_written"] == sent
+    assert summary["table_rows"] == summary["table_errors"] == sent
+    assert len(pq.read_table(project.root / "out.parquet")) == sent

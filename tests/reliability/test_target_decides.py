@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agentbatch.errors import UsageError
+from agentbatch.errors import UsageError, run_summary
 from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
@@ -252,10 +252,14 @@ def test_ctrl_c_before_the_inputs_are_read_writes_what_was_answered(tmp_path: Pa
 
         helper = threading.Thread(target=press_ctrl_c)
         helper.start()
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt) as stopped:
             p.run()
         helper.join()
         written = p.target()
+        summary = run_summary(stopped.value)
+        assert summary is not None
+        assert summary["rows_written"] == summary["table_rows"] == len(written)
+        assert summary["rows"] == summary["ok"] >= len(written)  # the calls in flight aside
         assert len(written) >= 40 - 4  # every answer received, the calls in flight aside
         assert all(r["error"] is None for r in written)
         agent.configure(FaultConfig())
