@@ -39,15 +39,17 @@ class FileTable:
         return f"FileTable({str(self.path)!r})"
 
     def exists(self) -> bool:
-        self._recover()
-        return self.path.exists()
+        return self.location() is not None
 
     def location(self) -> Path | None:
-        """The folder (or file) holding the current version, or None if the table does not exist."""
+        """The folder (or file) holding the current version, or None if the table does not exist:
+        also a folder without a data file (made empty by hand: no columns to read), which the next
+        write replaces."""
         self._recover()
         if not self.path.exists():
             return None
-        return self.path.resolve()
+        found = self.path.resolve()
+        return found if _holds_data(found) else None
 
     def read(self, spark: SparkSession) -> DataFrame:
         location = self.location()
@@ -127,6 +129,14 @@ class FileTable:
                 shutil.rmtree(version, ignore_errors=True)
             else:
                 version.unlink(missing_ok=True)
+
+
+def _holds_data(location: Path) -> bool:
+    """A parquet file, or a folder with a file that is not hidden (Spark's rule: names starting
+    with `.` or `_`, such as `_SUCCESS`, are not data)."""
+    if not location.is_dir():
+        return True
+    return any(not p.name.startswith((".", "_")) and p.is_file() for p in location.iterdir())
 
 
 def _keep_schema(folder: Path, df: DataFrame) -> None:

@@ -204,3 +204,22 @@ def test_a_merge_matching_one_target_row_twice_fails_as_in_delta(make_engine: An
     ):
         engine.write_results(request, [batch], schema)
     assert engine.read_table("main.s.dup").to_pylist() == [{"id": 1, "response": "old"}]
+
+
+def test_an_output_folder_without_data_files_is_no_table_yet(
+    make_engine: Any, tmp_path: Path
+) -> None:
+    """An empty folder mapped as the output (or a table whose data files were deleted by hand)
+    has no columns to read: it is created by the run, as on the local target."""
+    out = tmp_path / "empty"
+    out.mkdir()
+    engine = make_engine(tables={"main.s.out": out}, output_tables=["main.s.out"])
+    assert not engine.table_exists("main.s.out")
+    engine.execute("CREATE TABLE IF NOT EXISTS main.s.out AS SELECT 1 AS id")
+    assert engine.read_table("main.s.out").column("id").to_pylist() == [1]
+    for data in out.resolve().glob("part-*"):
+        data.unlink()
+    again = make_engine(tables={"main.s.out": out}, output_tables=["main.s.out"])
+    assert not again.table_exists("main.s.out")
+    again.execute("CREATE TABLE IF NOT EXISTS main.s.out AS SELECT 2 AS id")
+    assert again.read_table("main.s.out").column("id").to_pylist() == [2]
