@@ -184,6 +184,14 @@ class SparkEngine:
     def table_exists(self, table: str) -> bool:
         return self.tables.exists(table)
 
+    def location(self, table: str) -> dict[str, str]:
+        """Where a table is: the folder it is mapped to (`--table`), else its name on this target."""
+        mapped = self.tables.mapped_output(table)
+        name = ".".join(self.names.full(table))
+        if mapped is not None:
+            return {"table": name, "file": str(mapped)}
+        return {"table": name, "target": self.name}
+
     def write_results(
         self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
     ) -> WriteStats:

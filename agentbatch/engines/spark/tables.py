@@ -83,6 +83,11 @@ class TableMap:
             return guard(CatalogTable(self.spark, full).exists)
         return guard(lambda: bool(self.spark.catalog.tableExists(_quoted(full))))
 
+    def mapped_output(self, table: str) -> Path | None:
+        """The folder an output table is mapped to with `--table`, if it is."""
+        found = self._outputs.get(self.names.full(table))
+        return found.path if found is not None else None
+
     def writable(self, tree: exp.Expression, target: exp.Table) -> SwappableTable | None:
         """The table a write statement replaces whole, or None when the engine runs it as is."""
         full = self.names.full(target)

@@ -12,6 +12,7 @@ import pytest
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.spark.files import FileTable
 from agentbatch.errors import EngineError, NotSupportedError, UsageError
+from agentbatch.execution.show import describe_location
 
 MERGE_SQL = (
     "MERGE INTO `main`.`s`.`answers` AS target USING agentbatch_staged AS staged "
@@ -223,3 +224,13 @@ def test_an_output_folder_without_data_files_is_no_table_yet(
     assert not again.table_exists("main.s.out")
     again.execute("CREATE TABLE IF NOT EXISTS main.s.out AS SELECT 2 AS id")
     assert again.read_table("main.s.out").column("id").to_pylist() == [2]
+
+
+def test_a_mapped_output_is_located_at_its_folder(make_engine: Any, tmp_path: Path) -> None:
+    """What a run prints as where its output is: the mapped folder (`agentbatch show NAME
+    --target spark` would not find a table mapped with --table)."""
+    out = tmp_path / "answers"
+    engine = make_engine(tables={"main.s.out": out}, output_tables=["main.s.out"])
+    assert engine.location("main.s.out") == {"table": "main.s.out", "file": str(out.absolute())}
+    assert engine.location("main.s.other") == {"table": "main.s.other", "target": "spark"}
+    assert describe_location(engine.location("main.s.out")) == f"main.s.out: file {out.absolute()}"
