@@ -489,7 +489,7 @@ class _HttpRun:
             else:
                 stats.errors += 1
                 stats.errors_by_kind[outcome.failure.stats_key] += 1
-        stats.peak_concurrency = max(stats.peak_concurrency, self.limiter.peak_limit)
+        stats.peak_concurrency = self.limiter.peak_inflight
         stats.wall_s = time.monotonic() - self.started
         if self.progress is not None:
             self.progress.update(stats)

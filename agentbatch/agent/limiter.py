@@ -126,6 +126,8 @@ class Limiter:
         self.remaining: Callable[[], int | None] | None = None
         self._pause_handle: asyncio.TimerHandle | None = None
         self.peak_limit = int(self._limit)
+        # The most calls in flight at once (the limit is what was allowed).
+        self.peak_inflight = 0
         self.decreases = 0
         self.relearned = 0
         # Answers (2xx) so far; a coordinator reads the difference between its reports.
@@ -214,6 +216,8 @@ class Limiter:
     ) -> None:
         """Give the slot back and learn from how the call ended."""
         self._inflight -= 1
+        if permit.inflight_at_acquire > self.peak_inflight:
+            self.peak_inflight = permit.inflight_at_acquire
         if outcome in ("overload", "timeout"):
             # Rejected at a concurrency of one, sent after the last decrease: the server refuses
             # everything rather than being full, so all new requests wait as long as it asked.

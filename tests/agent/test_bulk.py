@@ -427,3 +427,14 @@ async def test_answers_share_commits_within_the_commit_window(ledger: Ledger) ->
     commits = ledger.stats()["batches"]
     assert commits <= stats.wall_s / COMMIT_WINDOW_S + 2, (commits, stats.wall_s)
     assert len(rows_of(ledger)) == 3000
+
+
+@pytest.mark.parametrize("rows", [3, 200])
+async def test_peak_concurrency_is_the_most_calls_in_flight(ledger: Ledger, rows: int) -> None:
+    """Not the limit the run was allowed (16 for a 3-row run): the calls it had in flight."""
+    with serve_agent(FaultConfig(latency_ms=20)) as server:
+        stats = await run(CallSpec(endpoint=server.url), texts(rows), ledger)
+        served = server.stats().max_in_flight
+    assert served <= stats.peak_concurrency <= rows  # sent, not all yet arrived
+    if rows == 3:
+        assert stats.peak_concurrency == 3

@@ -207,7 +207,7 @@ def _budget_service(
     with service:
         yield service.address
     log.info(
-        "shared agent budget: peak %d in flight, %d decreases",
+        "shared agent budget: peak limit %d at once, %d decreases",
         service.controller.peak,
         service.controller.decreases,
     )
