@@ -38,7 +38,7 @@ req AS (
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c', `_request`), 256), 'null-request:437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c') AS `request_fingerprint`
   FROM req
 ),
 done AS (
@@ -58,14 +58,14 @@ todo AS (
     WHERE done.`ticket_id` = fingerprinted.`ticket_id`
   )
 )
-,
-called AS (
-  SELECT *, ai_query('databricks-claude-sonnet-4', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 256, 'temperature', 0.0), responseFormat => '{"json_schema":{"name":"response","schema":{"properties":{"amount":{"type":"number"},"issue":{"type":"string"},"refund_requested":{"type":"boolean"},"seats":{"type":"integer"}},"type":"object"},"strict":false},"type":"json_schema"}') AS `_answer`
+,called AS (
+  SELECT *, CASE WHEN `_request` IS NOT NULL THEN ai_query('databricks-claude-sonnet-4', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 256, 'temperature', 0.0), responseFormat => '{"json_schema":{"name":"response","schema":{"properties":{"amount":{"type":"number"},"issue":{"type":"string"},"refund_requested":{"type":"boolean"},"seats":{"type":"integer"}},"type":"object"},"strict":false},"type":"json_schema"}') END AS `_answer`
   FROM todo
 ),
 answered AS (
   SELECT *,
-    nullif(`_answer`.errorMessage, '') AS `_failure`,
+    CASE WHEN `_request` IS NULL THEN 'request is NULL'
+      ELSE nullif(`_answer`.errorMessage, '') END AS `_failure`,
     try_cast(`_answer`.result AS STRING) AS `_text`
   FROM called
 ),

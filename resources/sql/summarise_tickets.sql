@@ -42,7 +42,7 @@ Subject: ', subject, '
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('a9a340e2815aa4dabc246612ee21d8793a72ced1b722ff4fe9ae2611310e653e', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('a9a340e2815aa4dabc246612ee21d8793a72ced1b722ff4fe9ae2611310e653e', `_request`), 256), 'null-request:a9a340e2815aa4dabc246612ee21d8793a72ced1b722ff4fe9ae2611310e653e') AS `request_fingerprint`
   FROM req
 ),
 done AS (
@@ -62,14 +62,14 @@ todo AS (
     WHERE done.`ticket_id` = fingerprinted.`ticket_id`
   )
 )
-,
-called AS (
-  SELECT *, ai_query('databricks-meta-llama-3-3-70b-instruct', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 128, 'temperature', 0.0)) AS `_answer`
+,called AS (
+  SELECT *, CASE WHEN `_request` IS NOT NULL THEN ai_query('databricks-meta-llama-3-3-70b-instruct', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 128, 'temperature', 0.0)) END AS `_answer`
   FROM todo
 ),
 answered AS (
   SELECT *,
-    nullif(`_answer`.errorMessage, '') AS `_failure`,
+    CASE WHEN `_request` IS NULL THEN 'request is NULL'
+      ELSE nullif(`_answer`.errorMessage, '') END AS `_failure`,
     try_cast(`_answer`.result AS STRING) AS `_text`
   FROM called
 )

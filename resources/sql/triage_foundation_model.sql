@@ -38,7 +38,7 @@ req AS (
   FROM src
 ),
 fingerprinted AS (
-  SELECT *, sha2(concat('70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874', `_request`), 256) AS `request_fingerprint`
+  SELECT *, coalesce(sha2(concat('70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874', `_request`), 256), 'null-request:70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874') AS `request_fingerprint`
   FROM req
 ),
 done AS (
@@ -58,14 +58,14 @@ todo AS (
     WHERE done.`ticket_id` = fingerprinted.`ticket_id`
   )
 )
-,
-called AS (
-  SELECT *, ai_query('databricks-meta-llama-3-3-70b-instruct', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 256, 'temperature', 0.0), responseFormat => '{"json_schema":{"name":"response","schema":{"additionalProperties":false,"properties":{"label":{"type":"string"},"urgency":{"type":"integer"}},"required":["label","urgency"],"type":"object"},"strict":true},"type":"json_schema"}') AS `_answer`
+,called AS (
+  SELECT *, CASE WHEN `_request` IS NOT NULL THEN ai_query('databricks-meta-llama-3-3-70b-instruct', `_request`, failOnError => false, modelParameters => NAMED_STRUCT('max_tokens', 256, 'temperature', 0.0), responseFormat => '{"json_schema":{"name":"response","schema":{"additionalProperties":false,"properties":{"label":{"type":"string"},"urgency":{"type":"integer"}},"required":["label","urgency"],"type":"object"},"strict":true},"type":"json_schema"}') END AS `_answer`
   FROM todo
 ),
 answered AS (
   SELECT *,
-    nullif(`_answer`.errorMessage, '') AS `_failure`,
+    CASE WHEN `_request` IS NULL THEN 'request is NULL'
+      ELSE nullif(`_answer`.errorMessage, '') END AS `_failure`,
     try_cast(`_answer`.result AS STRING) AS `_text`
   FROM called
 ),
