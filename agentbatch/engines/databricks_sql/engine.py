@@ -158,8 +158,9 @@ class DatabricksSQLEngine:
     ) -> WriteStats:
         staged = request.staging_name
         self.execute(create_table_sql(staged, schema))
+        loader = self._loader(staged, request.key)
         try:
-            rows = self._loader(staged).load(staged, batches, schema)
+            rows = loader.load(staged, batches, schema)
             for sql in request.write_sql:
                 self.execute(sql)
         except KeyboardInterrupt:
@@ -169,6 +170,15 @@ class DatabricksSQLEngine:
                 self.execute(f"DROP TABLE IF EXISTS {staged}")
             raise
         self.execute(f"DROP TABLE IF EXISTS {staged}")
+        too_large = getattr(loader, "too_large", [])
+        if too_large:
+            shown = ", ".join(too_large[:5]) + (", ..." if len(too_large) > 5 else "")
+            raise EngineError(
+                f"databricks-sql: {rows} row(s) written; {len(too_large)} row(s) over the 1 MB a "
+                f"statement's parameters may carry were not: {request.key} {shown}. Set the "
+                "target's staging_volume (staging through a volume has no such limit) and run "
+                "again: their answers are kept in the checkpoint, not paid again"
+            )
         return WriteStats(rows_written=rows)
 
     def read_table(self, table: str, limit: int | None = None) -> pa.Table:
@@ -329,9 +339,9 @@ class DatabricksSQLEngine:
 
     # -- staging --------------------------------------------------------------------------------
 
-    def _loader(self, staged: str) -> JsonParameterLoader | VolumeLoader:
+    def _loader(self, staged: str, key: str) -> JsonParameterLoader | VolumeLoader:
         if self.staging_volume is None:
-            return JsonParameterLoader(run=self.execute, max_rows=self.insert_rows)
+            return JsonParameterLoader(run=self.execute, max_rows=self.insert_rows, key=key)
         slug = re.sub(r"[^\w-]+", "_", staged).strip("_")
         directory = f"{self.staging_volume}/agentbatch/{slug}/{self.run_id}"
         return VolumeLoader(

@@ -7,8 +7,10 @@ Two ways, both a handful of statements however many rows there are:
   `INSERT ... SELECT ... FROM read_files(...)` loads them all and the files are removed.
 - `JsonParameterLoader` (otherwise): each chunk travels as one native `STRING` parameter holding
   a JSON array, unpacked in SQL with `explode(from_json(:rows, '<ARRAY<STRUCT<...>>>'))`.
-  A warehouse takes at most 256 parameters per statement, so one parameter per chunk (not one
-  per cell) is what keeps the insert bulk.
+  A statement takes at most 255 native parameters, of at most 1 MB together (the connector's
+  docs/parameters.md), so one parameter per chunk (not one per cell) keeps the insert bulk, and a
+  chunk stays under 1 MB. A single row larger than that cannot be staged this way: it is left
+  out and named (`too_large`), for the write to report once the other rows are in.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.errors import ConfigError, NotSupportedError
@@ -148,8 +150,12 @@ def _select_expression(name: str, ddl: str) -> str:
 class JsonParameterLoader:
     run: RunSql
     max_rows: int = 5_000
-    # A statement and its parameters travel in one request; keep each well under its limits.
-    max_bytes: int = 4 * 1024 * 1024
+    # Under the 1 MB of parameter values a statement may carry (JSON text is ASCII: bytes).
+    max_bytes: int = 900_000
+    # The column that names a row in `too_large`.
+    key: str | None = None
+    # Rows over max_bytes on their own, not staged: "key (bytes)".
+    too_large: list[str] = field(default_factory=list)
 
     def load(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
         types = {f.name: databricks_type(f.type) for f in schema}
@@ -170,7 +176,8 @@ class JsonParameterLoader:
         return written
 
     def _payloads(self, batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, int]]:
-        """JSON arrays of at most `max_rows` rows and (but for a single huge row) `max_bytes`."""
+        """JSON arrays of at most `max_rows` rows and `max_bytes`; a row over `max_bytes` alone
+        goes to `too_large` instead."""
         pending: list[str] = []
         size = 0
         for chunk in chunks(batches, self.max_rows):
@@ -178,6 +185,10 @@ class JsonParameterLoader:
                 text = json.dumps(
                     {k: _json_value(v) for k, v in row.items()}, separators=(",", ":")
                 )
+                if len(text) + 2 > self.max_bytes:
+                    name = repr(row.get(self.key)) if self.key else "a row"
+                    self.too_large.append(f"{name} ({len(text):,} bytes)")
+                    continue
                 if pending and (len(pending) >= self.max_rows or size + len(text) > self.max_bytes):
                     yield "[" + ",".join(pending) + "]", len(pending)
                     pending, size = [], 0

@@ -264,3 +264,31 @@ def test_write_results_merges_by_key(warehouse: Warehouse, staging: str) -> None
         # 1000 rows in chunks of 400: three INSERTs, each with one JSON parameter
         inserts = [r for r in warehouse.executions if r.sql.startswith("INSERT INTO")]
         assert len(inserts) == 3 + 1 and all(list(r.params) == ["rows"] for r in inserts)
+
+
+def test_an_answer_over_the_parameter_limit_is_named_and_the_rest_written(
+    warehouse: Warehouse,
+) -> None:
+    """The warehouse refuses a statement with over 1 MB of parameter values (the connector's
+    documented limit, which the loopback warehouse enforces): the other rows are written, the
+    write then fails naming the key and the way out (a staging volume)."""
+    engine = DatabricksSQLEngine(settings_for(warehouse))
+    table = "main.support.triage_big"
+    answered = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    try:
+        engine.execute("CREATE SCHEMA IF NOT EXISTS main.support")
+        rows, schema = _answers(range(3), "bug", answered)
+        big = rows.to_pylist()
+        big[1]["trace_id"] = "t" * 1_100_000
+        rows = pa.Table.from_pylist(big, schema=schema)
+        engine.execute(create_table_sql(table, schema))
+        with pytest.raises(
+            EngineError, match=r"2 row\(s\) written; 1 row\(s\) over .* ticket_id 1 "
+        ):
+            engine.write_results(_merge_request(engine, table), rows.to_batches(), schema)
+        written = sorted(r["ticket_id"] for r in engine.read_table(table).to_pylist())
+        with pytest.raises(EngineError, match="at most 1000000"):
+            engine.execute("SELECT length(:x) AS n", {"x": "y" * 1_000_001})
+    finally:
+        engine.close()
+    assert written == [0, 2]

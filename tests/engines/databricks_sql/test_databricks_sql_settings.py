@@ -135,3 +135,15 @@ def test_json_payloads_respect_rows_and_bytes() -> None:
     assert all(len(params["rows"]) <= 2_000 for _, params in sent)
     assert [r["id"] for p in payloads for r in p] == list(range(120))
     assert "explode(from_json(:rows, 'ARRAY<STRUCT<`id`: BIGINT, `text`: STRING>>'))" in sent[0][0]
+
+
+def test_a_row_over_the_parameter_limit_is_left_out_and_named() -> None:
+    """A statement's parameters carry at most 1 MB: a row larger than that alone is not staged
+    (the warehouse would refuse the statement) but named for the write to report."""
+    sent: list[tuple[str, Any]] = []
+    loader = JsonParameterLoader(run=lambda sql, p: sent.append((sql, p)), key="id")
+    table = pa.table({"id": [1, 2, 3], "text": ["short", "x" * 1_200_000, "short too"]})
+    assert loader.load("`t`", table.to_batches(), table.schema) == 2
+    assert [r["id"] for _, p in sent for r in json.loads(p["rows"])] == [1, 3]
+    assert all(len(p["rows"]) <= 900_000 for _, p in sent)
+    assert loader.too_large == ["2 (1,200,018 bytes)"]  # {"id":2,"text":"x..."}

@@ -65,8 +65,25 @@ def decode_parameter(p: ttypes.TSparkParameter) -> Any:
     return _scalar(p.type or "STRING", text)
 
 
+# Native parameters: "at most 255 parameter markers"; "the maximum size of all parameterized
+# values cannot exceed 1MB" (databricks-sql-python docs/parameters.md, Limitations). 1MB read as
+# 1,000,000 bytes of values, the stricter reading.
+MAX_PARAMETERS = 255
+MAX_PARAMETER_BYTES = 1_000_000
+
+
 def decode_parameters(params: Sequence[ttypes.TSparkParameter] | None) -> dict[str, Any]:
-    """Named parameters by name; positional (`?`) ones by their 1-based position as a string."""
+    """Named parameters by name; positional (`?`) ones by their 1-based position as a string.
+    Refuses more than MAX_PARAMETERS of them or MAX_PARAMETER_BYTES of values together."""
+    if len(params or ()) > MAX_PARAMETERS:
+        raise ParameterError(f"{len(params or ())} parameters; at most {MAX_PARAMETERS}")
+    size = sum(
+        len(p.value.stringValue.encode("utf-8"))
+        for p in params or ()
+        if p.value is not None and p.value.stringValue is not None
+    )
+    if size > MAX_PARAMETER_BYTES:
+        raise ParameterError(f"parameter values of {size} bytes; at most {MAX_PARAMETER_BYTES}")
     out: dict[str, Any] = {}
     for position, p in enumerate(params or (), start=1):
         key = p.name if p.name is not None else str(position)
