@@ -353,9 +353,18 @@ class LocalEngine:
         try:
             if self._sql(checked.find_duplicate):
                 raise EngineError(f"local engine: {DUPLICATE_MATCH_MESSAGE}")
-            self._run(checked.merge, None)
+            try:
+                merge = checked.merge(
+                    self._columns(checked.target_columns), self._columns(checked.source_columns)
+                )
+            except ValueError as err:
+                raise EngineError(f"local engine: {err}") from None
+            self._run(merge, None)
         finally:
             self._sql(checked.drop)
+
+    def _columns(self, query: str) -> list[str]:
+        return [column[0] for column in self._con.execute(query).description or []]
 
     def _run(self, statement: str, params: Mapping[str, Any] | None) -> None:
         try:

@@ -7,6 +7,11 @@ with Delta's error class. Source: the Delta Lake / Databricks error-class refere
 DELTA_MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW_IN_MERGE; see docs/databricks-behaviour.md.
 
 Source rows that match no target row are inserted, duplicates included, as Delta does.
+
+`UPDATE SET *` and `INSERT *` are Delta's by-name forms: every column of the target, from the
+source column of the same name; a target column the source lacks is an analysis error, a source
+column the target lacks is left out. DuckDB's stars are positional (a source with its columns in
+another order would swap values), so they are written out by name here.
 """
 
 from __future__ import annotations
@@ -23,14 +28,66 @@ DUPLICATE_MATCH_MESSAGE = (
 _SOURCE = "agentbatch_merge_source"
 
 
+UNRESOLVED_CLASS = "DELTA_MERGE_UNRESOLVED_EXPRESSION"
+
+
 @dataclass(frozen=True)
 class CheckedMerge:
     """A DuckDB MERGE split so its source is evaluated once (it may call an agent)."""
 
     materialize: str  # CREATE TEMP TABLE <source> AS <the MERGE's source>
     find_duplicate: str  # a row when some target row is matched by several source rows
-    merge: str  # the MERGE, reading the materialized source
+    target_columns: str  # a query whose result has the target's columns
+    source_columns: str  # a query whose result has the materialized source's columns
+    tree: exp.Merge  # the MERGE, reading the materialized source
     drop: str
+
+    def merge(self, target_columns: list[str], source_columns: list[str]) -> str:
+        """The MERGE in DuckDB's SQL, its `*` actions written out by name (see the module)."""
+        return by_name(self.tree, target_columns, source_columns).sql("duckdb")
+
+
+def by_name(tree: exp.Merge, target_columns: list[str], source_columns: list[str]) -> exp.Merge:
+    """`tree` with `UPDATE SET *` / `INSERT *` as Delta reads them: each target column from the
+    source column of that name. ValueError (Delta's class) when the source lacks one."""
+    whens = tree.args.get("whens")
+    clauses = whens.expressions if isinstance(whens, exp.Whens) else []
+    starred = [w.args.get("then") for w in clauses if _is_star(w.args.get("then"))]
+    if not starred:
+        return tree
+    present = {c.lower() for c in source_columns}
+    missing = [c for c in target_columns if c.lower() not in present]
+    if missing:
+        raise ValueError(
+            f"[{UNRESOLVED_CLASS}] Cannot resolve {missing[0]} in UPDATE SET * / INSERT * given "
+            f"the source's columns {', '.join(source_columns)}"
+        )
+    alias = tree.args["using"].alias_or_name
+    out = tree.copy()
+    for when in out.args["whens"].expressions:
+        then = when.args.get("then")
+        if isinstance(then, exp.Update) and _is_star(then):
+            then.set(
+                "expressions",
+                [exp.EQ(this=_col(c), expression=_col(c, alias)) for c in target_columns],
+            )
+        elif isinstance(then, exp.Insert) and _is_star(then):
+            then.set("this", exp.Tuple(expressions=[_col(c) for c in target_columns]))
+            then.set("expression", exp.Tuple(expressions=[_col(c, alias) for c in target_columns]))
+    return out
+
+
+def _is_star(action: object) -> bool:
+    if isinstance(action, exp.Update):
+        return [type(e) for e in action.expressions] == [exp.Star]
+    return isinstance(action, exp.Insert) and isinstance(action.this, exp.Star)
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.Column(
+        this=exp.to_identifier(name, quoted=True),
+        table=exp.to_identifier(table) if table else None,
+    )
 
 
 def has_matched_clause(tree: exp.Merge) -> bool:
@@ -74,9 +131,13 @@ def checked_duckdb_merge(tree: exp.Merge, source_name: str = _SOURCE) -> Checked
     )
     merge = tree.copy()
     merge.set("using", source_ref)
+    plain_target = target.copy()
+    plain_target.set("alias", None)
     return CheckedMerge(
         materialize=materialize,
         find_duplicate=find.sql("duckdb"),
-        merge=merge.sql("duckdb"),
+        target_columns=exp.select("*").from_(plain_target).limit(0).sql("duckdb"),
+        source_columns=f"SELECT * FROM {temp.sql('duckdb')} LIMIT 0",
+        tree=merge,
         drop=f"DROP TABLE IF EXISTS {temp.sql('duckdb')}",
     )

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from agentbatch.errors import UsageError
+from agentbatch.results import RESULT_COLUMN_NAMES
 
 if TYPE_CHECKING:
     from agentbatch.engines.base import Engine
@@ -23,6 +24,7 @@ def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
     if repeated:
         raise UsageError(_repeated_keys_message(plan, engine, repeated))
     _check_key_types(plan, counts.get("source_key_type"), counts.get("target_key_type"))
+    _check_columns(plan, engine)
     several = int(counts.get("target_repeated_keys") or 0)
     if several:
         raise UsageError(
@@ -100,6 +102,33 @@ def _check_key_types(plan: Plan, source_type: object, target_type: object) -> No
         "key (the text '01' and the number 1), so nothing was sent; give the source key the "
         "target's type (a CAST in `source.query`), write to a new output table, or replace "
         "this one (mode overwrite with --full-refresh)"
+    )
+
+
+def _check_columns(plan: Plan, engine: Engine) -> None:
+    """Refuse a merge or append into a target whose columns are not the job's (`source.columns`
+    edited since it was written): a MERGE writes the target's columns by name, so an added
+    column would never appear, and a removed one fails the write after the calls are paid."""
+    output = plan.job.output
+    if output.mode == "overwrite" or not engine.table_exists(output.table):
+        return
+    held = engine.read_table(output.table, limit=0).column_names
+    wanted = [plan.job.source.key, *plan.job.source.columns, *RESULT_COLUMN_NAMES]
+    have = {c.lower() for c in held}
+    want = {c.lower() for c in wanted}
+    added = [c for c in wanted if c.lower() not in have]
+    removed = [c for c in held if c.lower() not in want]
+    if not added and not removed:
+        return
+    change = "; ".join(
+        f"{what}: {', '.join(columns)}"
+        for what, columns in (("new in the job", added), ("not in the job", removed))
+        if columns
+    )
+    raise UsageError(
+        f"{output.table}'s columns are not the job's ({change}), so nothing was sent: run once "
+        "with mode overwrite (it rewrites the table with the job's columns and keeps every "
+        "answer it holds for the current requests), or write to a new output table"
     )
 
 

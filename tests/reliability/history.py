@@ -27,6 +27,7 @@ class JobSettings:
     max_retries: int = 1
     max_concurrency: int = 4
     where: str | None = None
+    columns: tuple[str, ...] = ("text",)
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Project:
 source:
   table: {SOURCE}
   key: review_id
-  columns: [text]
+  columns: [{", ".join(s.columns)}]
 {where}request: "concat('{s.prompt}: ', text)"
 agent:
   endpoint: {ENDPOINT}

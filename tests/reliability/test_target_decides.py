@@ -268,3 +268,34 @@ def test_ctrl_c_before_the_inputs_are_read_writes_what_was_answered(tmp_path: Pa
         assert summary["table_rows"] == rows
         one_current_row_per_key(p, range(rows))
         assert agent.stats().requests_total <= rows + 4
+
+
+@pytest.mark.parametrize("mode", ["merge", "append"])
+def test_source_columns_edited_after_a_run_are_refused_then_overwrite_rewrites(
+    tmp_path: Path, mode: str
+) -> None:
+    """A MERGE writes the target's columns by name: a column added to `source.columns` would
+    never appear, a removed one would fail the write after the calls; reordered ones are the same
+    columns."""
+    with serve_agent() as agent:
+        p = Project(tmp_path, agent)
+        p.settings.mode = mode
+        p.settings.columns = ("text", "stars")
+        p.source.write_text("review_id,text,stars,lang\n1,good,5,en\n2,bad,1,nl\n")
+        p.run()
+        p.settings.columns = ("stars", "text")  # reordered: the same columns, by name
+        p.settings.prompt = "Rate"
+        p.run()
+        rows = {r["review_id"]: r for r in p.target() if "Rate" in (r["response"] or "")}
+        assert (rows[1]["text"], rows[1]["stars"]) == ("good", 5)
+        for columns in (("text", "stars", "lang"), ("text",)):
+            p.settings.columns = columns
+            with pytest.raises(UsageError, match=r"columns are not the job's .*mode overwrite"):
+                p.run()
+        assert agent.stats().requests_total == 4
+        p.settings.columns = ("text", "stars", "lang")
+        p.settings.mode = "overwrite"
+        assert p.run()["sent"] == 0  # the answers it held are kept
+        p.settings.mode = mode
+        assert p.run()["sent"] == 0
+        assert sorted((r["review_id"], r["lang"]) for r in p.target()) == [(1, "en"), (2, "nl")]

@@ -437,7 +437,11 @@ def _run_checked_merge(connection: duckdb.DuckDBPyConnection, checked: CheckedMe
     try:
         if connection.execute(checked.find_duplicate).fetchall():
             raise ValueError(DUPLICATE_MATCH_MESSAGE)
-        return connection.sql(checked.merge).to_arrow_table()
+        target, source = (
+            [c[0] for c in connection.execute(query).description or []]
+            for query in (checked.target_columns, checked.source_columns)
+        )
+        return connection.sql(checked.merge(target, source)).to_arrow_table()
     finally:
         connection.execute(checked.drop)
 
