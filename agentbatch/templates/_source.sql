@@ -10,6 +10,8 @@ src AS (
     AND ({{ where }})
 {% endif %}
 {% if limit %}
+  {#- Ordered: each statement selects again, and an unordered LIMIT may pick other rows. -#}
+  ORDER BY {{ key }}
   LIMIT {{ limit }}
 {% endif %}
 ),
@@ -76,6 +78,7 @@ todo AS (
   )
 {% endif %}
 {% if run_limit %}
+  ORDER BY {{ key }}
   LIMIT {{ run_limit }}
 {% endif %}
 )

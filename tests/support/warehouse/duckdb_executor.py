@@ -261,6 +261,7 @@ class DuckDBExecutor:
             call.node.replace(self._ai_query_sql(call, token))
         _from_json_casts(tree)
         _json_functions(tree)
+        _unordered_limits(tree)
         return tree
 
     def _ai_query_sql(self, call: AiQueryCall, token: str) -> exp.Expression:
@@ -416,6 +417,20 @@ def _files_arg(files: exp.Expression | None) -> exp.Expression:
         f"ELSE error({exp.Literal.string(files_type_error(files.sql('databricks'))).sql('duckdb')}) END",
         read="duckdb",
     ).transform(lambda n: files.copy() if isinstance(n, exp.Column) and n.name == "__files" else n)
+
+
+def _unordered_limits(tree: exp.Expression) -> None:
+    """Databricks: LIMIT without ORDER BY is not deterministic (the LIMIT clause reference); DuckDB
+    returns small tables in order, so a query that relied on it could not fail here. Such a
+    LIMIT (over more than one row) takes random rows instead."""
+    for select in list(tree.find_all(exp.Select)):
+        limit = select.args.get("limit")
+        if limit is None or select.args.get("order") is not None:
+            continue
+        count = limit.expression
+        if isinstance(count, exp.Literal) and count.is_int and int(count.this) <= 1:
+            continue  # LIMIT 0 or 1 over a query of one row or one value: nothing to order
+        select.order_by(exp.Anonymous(this="random", expressions=[]), copy=False)
 
 
 def _from_json_casts(tree: exp.Expression) -> None:
