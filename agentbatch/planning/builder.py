@@ -12,6 +12,7 @@ of the same data (`agentbatch.execution.runner`, `agentbatch.planning.explain`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timezone
 from pathlib import Path
 
 from agentbatch.agent.calls import CallSpec, call_fingerprint
@@ -113,7 +114,10 @@ def build_plan(
         retry_errors=options.retry_errors,
         run_limit=options.limit,
         staged=engine.staging_relation(job.output.table, options.run_id),
-        run_started_at=options.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        # With its offset: a warehouse reads a timestamp literal in its session time zone.
+        run_started_at=options.started_at.astimezone(timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S+00:00"
+        ),
         dialect=engine.dialect,
     )
     context = job_context(job, fingerprint, render_options)

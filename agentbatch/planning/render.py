@@ -38,7 +38,7 @@ class RenderOptions:
     retry_errors: bool = False
     run_limit: int | None = None
     staged: str | None = None  # the staging relation for write_results
-    run_started_at: str = "1970-01-01 00:00:00"
+    run_started_at: str = "1970-01-01 00:00:00+00:00"
     # The sqlglot dialect the engine runs the SQL in (it transpiles from Databricks SQL itself);
     # a few statements take another shape where one engine handles it badly.
     dialect: str = "databricks"

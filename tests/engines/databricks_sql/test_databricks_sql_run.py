@@ -76,14 +76,20 @@ def agent() -> Iterator[AgentServer]:
 
 
 @pytest.fixture
-def warehouse(tmp_path: Path, agent: AgentServer) -> Iterator[Warehouse]:
+def warehouse(
+    tmp_path: Path, agent: AgentServer, request: pytest.FixtureRequest
+) -> Iterator[Warehouse]:
+    """The loopback warehouse with the tickets; `indirect` parameter: its session time zone."""
     volumes = tmp_path / "volumes"
     raw = volumes / "main" / "support" / "raw"
     raw.mkdir(parents=True)
     shutil.copy(TICKETS_CSV, raw / "support_tickets.csv")
     with (
         DuckDBExecutor(
-            ai_query=serving_ai_query(agent.url), volumes_dir=volumes, ai_query_concurrency=8
+            ai_query=serving_ai_query(agent.url),
+            volumes_dir=volumes,
+            ai_query_concurrency=8,
+            time_zone=getattr(request, "param", "UTC"),
         ) as executor,
         serve_warehouse(executor, token=TOKEN, volumes_dir=volumes) as wh,
     ):
@@ -412,3 +418,15 @@ def test_limited_runs_select_the_same_rows_in_every_statement(
     again = run_job(overwrite, limit=5)
     assert sorted(again.to_arrow(whole_table=True)["ticket_id"].to_pylist()) == lowest[:10]
     assert agent.stats().requests_total == 10
+
+
+@pytest.mark.parametrize("warehouse", ["America/Los_Angeles", "Asia/Tokyo"], indirect=True)
+def test_the_summary_counts_this_runs_rows_in_any_session_time_zone(
+    warehouse: Warehouse, run_job: Any
+) -> None:
+    """A warehouse reads a timestamp literal without an offset in its session time zone, which
+    an admin may set: the run's start carries its offset, so `rows` counts this run's answers."""
+    result = run_job(SUMMARISE)
+    assert result.summary["strategy"] == "push-down"
+    assert result.summary["rows"] == result.summary["table_rows"] == ALL_TICKETS
+    assert run_job(SUMMARISE).summary["rows"] == 0

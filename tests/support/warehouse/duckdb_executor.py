@@ -76,10 +76,14 @@ class DuckDBExecutor:
         volumes_dir: Path | None = None,
         ai_query_concurrency: int = 8,
         custom_models: Mapping[str, str] | None = None,
+        time_zone: str = "UTC",
     ) -> None:
         # endpoint name -> the type ai_query infers from its signature (see ai_query.py)
         self.custom_models = dict(custom_models or {})
         self._db = duckdb.connect(":memory:")
+        # The sessions' TIMEZONE: UTC by default, which an admin may change for a warehouse
+        # (docs.databricks.com sql/language-manual/parameters/timezone).
+        self._db.execute(f"SET GLOBAL TimeZone = '{time_zone}'")
         self._db_lock = threading.Lock()
         self._ai_query = ai_query
         self.volumes_dir = volumes_dir
