@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 EVAL_EXAMPLES = """examples:
   agentbatch eval jobs/eval_triage.yml --report out/eval_triage
-  agentbatch eval jobs/eval_triage.yml --table main.support.tickets=data/tickets.csv \\
+  agentbatch eval jobs/eval_triage.yml \\
+      --table main.support.tickets=agentbatch/data/support_tickets.csv \\
       --endpoint apps/triage-agent=http://127.0.0.1:8000 --report out/
   agentbatch eval jobs/eval_triage.yml --skip-run --require 'label_exact_match>=0.9'
   agentbatch eval jobs/eval_triage.yml --target databricks-sql --mlflow --experiment /Shared/evals
@@ -41,9 +42,10 @@ and metrics.json."""
 COMPARE_EXAMPLES = """examples:
   # the same job against two agents (A defaults to the job's own endpoint)
   agentbatch compare jobs/eval_triage.yml --endpoint-a apps/triage-v1 --endpoint-b apps/triage-v2
-  agentbatch compare jobs/eval_triage.yml --table main.support.tickets=data/tickets.csv \\
+  agentbatch compare jobs/eval_triage.yml \\
+      --table main.support.tickets=agentbatch/data/support_tickets.csv \\
       --endpoint-a http://127.0.0.1:8001 --endpoint-b http://127.0.0.1:8002 --report out/ab
-  # two job files (two prompts), scored by the first one's evaluation block
+  # two job files of yours (two prompts), scored by the first one's evaluation block
   agentbatch compare jobs/triage_v1.yml jobs/triage_v2.yml --variant-a v1 --variant-b v2
   # the answers already in the outputs, without calling any agent
   agentbatch compare jobs/triage_v1.yml jobs/triage_v2.yml --skip-run

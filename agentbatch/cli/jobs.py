@@ -27,20 +27,22 @@ log = logging.getLogger("agentbatch")
 EXAMPLES = {
     "validate": """examples:
   agentbatch validate jobs/*.yml
-  agentbatch validate jobs/triage.yml --var team=billing""",
+  agentbatch validate jobs/ticket_triage.yml --var team=billing""",
     "render": """examples:
-  agentbatch render jobs/summarise.yml --target databricks-sql
-  agentbatch render jobs/triage.yml --var team=billing > triage.sql""",
+  agentbatch render jobs/summarise_tickets.yml --target databricks-sql
+  agentbatch render jobs/ticket_triage.yml --var team=billing > triage.sql""",
     "plan": """examples:
-  agentbatch plan jobs/triage.yml
-  agentbatch plan jobs/summarise.yml --target databricks-sql --no-sql""",
+  agentbatch plan jobs/ticket_triage.yml
+  agentbatch plan jobs/summarise_tickets.yml --target databricks-sql --no-sql""",
     "run": """examples:
-  agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv \\
+  agentbatch run jobs/ticket_triage.yml \\
+      --table main.support.tickets=agentbatch/data/support_tickets.csv \\
       --endpoint apps/triage-agent=http://127.0.0.1:8000
-  agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv --dry-run --show 3
-  agentbatch run jobs/summarise.yml --target databricks-sql --var catalog=prod
-  agentbatch run jobs/triage.yml --retry-errors
-  agentbatch run jobs/triage.yml --max-rows 1000 --max-cost 5    # exit 7 if it would pass them
+  agentbatch run jobs/ticket_triage.yml \\
+      --table main.support.tickets=agentbatch/data/support_tickets.csv --dry-run --show 3
+  agentbatch run jobs/summarise_tickets.yml --target databricks-sql --var catalog=prod
+  agentbatch run jobs/ticket_triage.yml --retry-errors
+  agentbatch run jobs/ticket_triage.yml --max-rows 1000 --max-cost 5    # exit 7 if it would pass them
 
 budget (flags, target settings, or the job's budget: block; a flag replaces the job's value):
   --max-rows, --max-tokens, --max-cost: a run whose estimate passes one sends nothing (exit 7);
@@ -77,9 +79,10 @@ the summary:
   output ...    where the output table is: its file, or the local warehouse file and a query
                 that reads it (agentbatch show TABLE prints it)""",
     "estimate": """examples:
-  agentbatch estimate jobs/triage.yml --table main.support.tickets=data/tickets.csv \
+  agentbatch estimate jobs/ticket_triage.yml \\
+      --table main.support.tickets=agentbatch/data/support_tickets.csv \\
       --endpoint apps/triage-agent=http://127.0.0.1:8000
-  agentbatch estimate jobs/triage.yml --sample 50 --json
+  agentbatch estimate jobs/ticket_triage.yml --sample 50 --json
 
 what it does:
   Counts the rows the next run would send (the selection the output table does not hold, minus

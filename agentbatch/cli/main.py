@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="""examples:
   agentbatch validate jobs/*.yml
-  agentbatch plan jobs/triage.yml
-  agentbatch run jobs/triage.yml --table main.support.tickets=data/tickets.csv \\
+  agentbatch plan jobs/ticket_triage.yml
+  agentbatch run jobs/ticket_triage.yml \\
+      --table main.support.tickets=agentbatch/data/support_tickets.csv \\
       --endpoint apps/triage-agent=http://127.0.0.1:8000
 
 exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not supported,
