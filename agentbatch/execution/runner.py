@@ -216,10 +216,11 @@ def _run_fallback(
             # is closed first: an engine may run one statement at a time on its connection.
             _close(inputs)
             written = _write_answers(steps, engine, ledger)
-            log.warning("stopped: wrote %d answered row(s); re-run to continue", written)
-            if select is None:
-                # `rows`: the rows answered before the stop, not those read from the input.
-                answered = so_far.ok + so_far.errors
+            # `rows`: the rows answered before the stop, not those read from the input.
+            answered = so_far.ok + so_far.errors
+            if written or answered:  # else the error alone says it (a bad URL, a refusal)
+                log.warning("stopped: wrote %d answered row(s); re-run to continue", written)
+            if select is None and (written or answered):
                 done = {**so_far.as_dict(), "rows_seen": answered, "rows_written": written}
                 done.update(counts)
                 attach_summary(stop, _stopped_summary(the_plan, engine, done, stop))
