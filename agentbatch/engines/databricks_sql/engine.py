@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from sqlglot import exp
 
 from agentbatch.engines.base import WriteRequest, WriteStats
-from agentbatch.engines.databricks_sql.connect import sdk_credentials, warehouse_address
+from agentbatch.engines.databricks_sql.connect import http_path, sdk_credentials, warehouse_address
 from agentbatch.engines.databricks_sql.staging import (
     JsonParameterLoader,
     VolumeLoader,
@@ -207,6 +207,7 @@ class DatabricksSQLEngine:
         from agentbatch.version import __version__
 
         sql = _connector()
+        http_path(self.settings)  # no warehouse given: say so before reaching the workspace
         credentials = sdk_credentials(self.settings)
         address = warehouse_address(self.settings, credentials.host)
         options: dict[str, Any] = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from typing import Any
 
 import pyarrow as pa
@@ -147,3 +149,37 @@ def test_a_row_over_the_parameter_limit_is_left_out_and_named() -> None:
     assert [r["id"] for _, p in sent for r in json.loads(p["rows"])] == [1, 3]
     assert all(len(p["rows"]) <= 900_000 for _, p in sent)
     assert loader.too_large == ["2 (1,200,018 bytes)"]  # {"id":2,"text":"x..."}
+
+
+def test_a_missing_warehouse_is_said_before_the_workspace_is_reached(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """No warehouse configured: the error comes at once, not after databricks-sdk has tried the
+    workspace (a host that does not answer held it for minutes)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    silent.setblocking(False)
+    monkeypatch.setenv("DATABRICKS_HOST", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-test")
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "none"))
+    for name in ("DATABRICKS_WAREHOUSE_ID", "DATABRICKS_HTTP_PATH", "DATABRICKS_CONFIG_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    outcome: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            DatabricksSQLEngine({}).fetch_one("SELECT 1")
+        except BaseException as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    try:
+        assert not worker.is_alive(), "still waiting on the workspace"
+        assert isinstance(outcome[0], ConfigError) and "no SQL warehouse given" in str(outcome[0])
+        with pytest.raises(BlockingIOError):
+            silent.accept()  # nobody connected
+    finally:
+        silent.close()
