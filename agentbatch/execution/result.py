@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunResult:
-    """What a run did. `summary` is a plain dict; `to_pandas()` reads the rows this run wrote,
-    `to_pandas(whole_table=True)` the whole output table (earlier runs' rows too).
+    """What a run did. `summary` is a plain dict; `to_pandas()` reads the rows this run answered
+    (`answered_at` at or after its start: an answer reused from the checkpoint keeps the time it
+    was first answered), `to_pandas(whole_table=True)` the whole output table.
 
     It keeps the engine open for `to_pandas()`: close it (or use `with`) when done."""
 
@@ -39,7 +40,7 @@ class RunResult:
         self.close()
 
     def to_pandas(self, *, whole_table: bool = False) -> pd.DataFrame:
-        """The rows this run wrote; with `whole_table=True`, every row of the output table."""
+        """The rows this run answered; with `whole_table=True`, every row of the output table."""
         return self.to_arrow(whole_table=whole_table).to_pandas()
 
     def to_arrow(self, *, whole_table: bool = False) -> pa.Table:
