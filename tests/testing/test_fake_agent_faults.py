@@ -85,6 +85,12 @@ async def test_slow_stream_still_completes(make_agent: MakeAgent) -> None:
     status, _, raw = await _post(f"{server.url}/responses", {"input": "a b", "stream": True})
     assert status == 200
     assert b"event: response.completed" in raw
+    # The server counts the stream once its handler returns, which may be just after the client
+    # has read the last event.
+    for _ in range(200):
+        if server.stats().streams_completed:
+            break
+        await asyncio.sleep(0.01)
     assert server.stats().streams_completed == 1
 
 
