@@ -110,8 +110,8 @@ def _check_columns(plan: Plan, engine: Engine) -> None:
     edited since it was written): a MERGE writes the target's columns by name, so an added
     column would never appear, and a removed one fails the write after the calls are paid."""
     output = plan.job.output
-    if output.mode == "overwrite" or not engine.table_exists(output.table):
-        return
+    if output.mode == "overwrite":
+        return  # (a dry run before the first run plans mode overwrite: no target is read)
     held = engine.read_table(output.table, limit=0).column_names
     wanted = [plan.job.source.key, *plan.job.source.columns, *RESULT_COLUMN_NAMES]
     have = {c.lower() for c in held}
