@@ -114,9 +114,10 @@ def build_plan(
         retry_errors=options.retry_errors,
         run_limit=options.limit,
         staged=engine.staging_relation(job.output.table, options.run_id),
-        # With its offset: a warehouse reads a timestamp literal in its session time zone.
+        # With its offset (a warehouse reads a timestamp literal in its session time zone) and
+        # microseconds (a run started within the second of the last one's answers).
         run_started_at=options.started_at.astimezone(timezone.utc).strftime(
-            "%Y-%m-%d %H:%M:%S+00:00"
+            "%Y-%m-%d %H:%M:%S.%f+00:00"
         ),
         dialect=engine.dialect,
     )
