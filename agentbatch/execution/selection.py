@@ -6,10 +6,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from agentbatch.agent.response_format import parse_response_format
 from agentbatch.errors import UsageError
 from agentbatch.results import RESULT_COLUMN_NAMES
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from agentbatch.engines.base import Engine
     from agentbatch.planning.definition import Plan
 
@@ -112,13 +115,15 @@ def _check_columns(plan: Plan, engine: Engine) -> None:
     output = plan.job.output
     if output.mode == "overwrite":
         return  # (a dry run before the first run plans mode overwrite: no target is read)
-    held = engine.read_table(output.table, limit=0).column_names
+    schema = engine.read_table(output.table, limit=0).schema
+    held = schema.names
     wanted = [plan.job.source.key, *plan.job.source.columns, *RESULT_COLUMN_NAMES]
     have = {c.lower() for c in held}
     want = {c.lower() for c in wanted}
     added = [c for c in wanted if c.lower() not in have]
     removed = [c for c in held if c.lower() not in want]
     if not added and not removed:
+        _check_response_type(plan, schema)
         return
     change = "; ".join(
         f"{what}: {', '.join(columns)}"
@@ -129,6 +134,29 @@ def _check_columns(plan: Plan, engine: Engine) -> None:
         f"{output.table}'s columns are not the job's ({change}), so nothing was sent: run once "
         "with mode overwrite (it rewrites the table with the job's columns and keeps every "
         "answer it holds for the current requests), or write to a new output table"
+    )
+
+
+def _check_response_type(plan: Plan, schema: pa.Schema) -> None:
+    """Refuse answers of another shape than the target's `response` (a `response_format` added,
+    removed or given other fields since it was written): a MERGE would store a typed answer in a
+    text column as the engine prints it, or fail after the calls."""
+    import pyarrow as pa
+
+    fmt = plan.job.agent.response_format
+    want = parse_response_format(fmt).arrow_type if fmt is not None else pa.string()
+    have = schema.field(schema.get_field_index("response")).type
+    if pa.types.is_struct(have) and pa.types.is_struct(want):
+        same = {f.name.lower() for f in have} == {f.name.lower() for f in want}
+    else:
+        same = pa.types.is_struct(have) == pa.types.is_struct(want)
+    if same:
+        return
+    raise UsageError(
+        f"{plan.job.output.table} holds answers as {have}, the job asks for {want} (its "
+        "response_format changed since the table was written), so nothing was sent: run once "
+        "with mode overwrite (it rewrites the table with the new answers), or write to a new "
+        "output table"
     )
 
 

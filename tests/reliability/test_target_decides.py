@@ -11,9 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+import agentbatch
 from agentbatch.errors import UsageError, run_summary
+from agentbatch.spec.loader import load_job_text
 from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
@@ -299,3 +302,42 @@ def test_source_columns_edited_after_a_run_are_refused_then_overwrite_rewrites(
         p.settings.mode = mode
         assert p.run()["sent"] == 0
         assert sorted((r["review_id"], r["lang"]) for r in p.target()) == [(1, "en"), (2, "nl")]
+
+
+@pytest.mark.parametrize("mode", ["merge", "append"])
+def test_a_changed_response_format_is_refused_then_overwrite_rewrites(
+    tmp_path: Path, mode: str
+) -> None:
+    """Typed answers into a target written with text answers (or the other way round): a MERGE
+    would store each struct as the engine prints it. Refused before any call; overwrite rewrites."""
+    source = tmp_path / "reviews.csv"
+    source.write_text("review_id,text\n1,good\n2,bad\n")
+
+    def run(fmt: str | None, run_mode: str = mode) -> dict[str, object]:
+        typed = f'  response_format: "{fmt}"\n' if fmt else ""
+        job = load_job_text(
+            "name: typed\nsource: {table: main.s.reviews, key: review_id, columns: [text]}\n"
+            f"request: \"concat('Rate: ', text)\"\nagent:\n  endpoint: apps/rater\n{typed}"
+            f"output: {{table: main.s.answers, mode: {run_mode}}}\n",
+            "typed.yml",
+        )
+        with agentbatch.run(
+            job,
+            tables={"main.s.reviews": source, "main.s.answers": tmp_path / "out.parquet"},
+            endpoints={"apps/rater": "builtin:instant"},
+            project_dir=tmp_path,
+            state_dir=tmp_path / "state",
+            progress=False,
+        ) as result:
+            return dict(result.summary)
+
+    run(None)
+    with pytest.raises(UsageError, match=r"holds answers as string, the job asks for struct"):
+        run("STRUCT<label: STRING>")
+    assert run("STRUCT<label: STRING>", "overwrite")["rows"] == 2
+    with pytest.raises(UsageError, match=r"holds answers as struct<label: string>.*struct<score"):
+        run("STRUCT<score: INT>")
+    with pytest.raises(UsageError, match=r"holds answers as struct.*the job asks for string"):
+        run(None)
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert sorted(r["response"]["label"] for r in rows) == ["echo: Rate: bad", "echo: Rate: good"]
