@@ -51,7 +51,7 @@ from agentbatch.agent.rows import (
 )
 from agentbatch.agent.spend import SpendGuard
 from agentbatch.agent.stats import BulkStats
-from agentbatch.agent.tasks import run_all
+from agentbatch.agent.tasks import run_all, run_sync
 from agentbatch.agent.transport import AiohttpTransport, Transport
 from agentbatch.agent.worker import Caller, Outcome
 from agentbatch.errors import AgentError, UsageError
@@ -160,7 +160,7 @@ async def run_bulk(
 
 def run_bulk_sync(batches: Batches, **kwargs: Any) -> BulkStats:
     """`run_bulk` for callers without an event loop."""
-    return asyncio.run(run_bulk(batches, **kwargs))
+    return run_sync(run_bulk(batches, **kwargs))
 
 
 def _response_format(call: CallSpec) -> ResponseFormat | None:

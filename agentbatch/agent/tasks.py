@@ -10,7 +10,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run`, without a second report of an interrupt the caller already got.
+
+    A SIGINT handler that raises (PySpark's, in any process with a Spark session) raises
+    KeyboardInterrupt inside whichever task is running; the task keeps it, and when it is
+    collected, at some later moment, asyncio logs it as an error nobody retrieved."""
+    return asyncio.run(_with_interrupts_reported_once(coroutine))
+
+
+async def _with_interrupts_reported_once(coroutine: Coroutine[Any, Any, T]) -> T:
+    asyncio.get_running_loop().set_exception_handler(_report_unless_interrupt)
+    return await coroutine
+
+
+def _report_unless_interrupt(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if isinstance(context.get("exception"), KeyboardInterrupt | SystemExit):
+        return
+    loop.default_exception_handler(context)
 
 
 async def run_all(coroutines: Sequence[Coroutine[Any, Any, None]]) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 
 import pytest
 
-from agentbatch.agent.tasks import run_all
+from agentbatch.agent.tasks import run_all, run_sync
 
 
 async def test_waits_for_every_task() -> None:
@@ -84,3 +86,38 @@ async def test_nothing_to_run_returns_at_once() -> None:
     with pytest.raises(StopIteration) as finished:
         step.send(None)
     assert finished.value.value is None
+
+
+def _interrupted_in_a_task() -> None:
+    """Run a loop whose task is interrupted inside its own step, as a raising SIGINT handler does."""
+
+    async def main() -> None:
+        async def step() -> None:
+            raise KeyboardInterrupt
+
+        asyncio.ensure_future(step())  # noqa: RUF006 - never retrieved, on purpose
+        await asyncio.sleep(1)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(main())
+
+
+def test_an_interrupt_raised_in_a_task_reaches_the_caller_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _interrupted_in_a_task()
+    gc.collect()  # the interrupted task is collected: asyncio would report it again here
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_other_unretrieved_failures_are_still_reported(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async def fail() -> None:
+            raise ValueError("nobody looked")
+
+        asyncio.ensure_future(fail())  # noqa: RUF006 - never retrieved, on purpose
+        await asyncio.sleep(0.01)
+
+    run_sync(main())
+    gc.collect()
+    assert "nobody looked" in caplog.text

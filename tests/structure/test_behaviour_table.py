@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import agentbatch
+from tests.support.python_source import parse_file
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "docs" / "databricks-behaviour.md"
@@ -28,7 +29,7 @@ def rows() -> list[list[str]]:
 
 
 def defined_tests(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+    tree = parse_file(path)
     return {
         node.name
         for node in ast.walk(tree)

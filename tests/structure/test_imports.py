@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import agentbatch
+from tests.support.python_source import parse_file
 
 PACKAGE = Path(agentbatch.__file__).parent
 ROOT = PACKAGE.parent
@@ -30,7 +31,7 @@ def _imports(name: str, path: Path, known: dict[str, Path]) -> Iterator[str]:
     `from package import module` counts as importing that module; a package's own lazy names
     (module strings in `__getattr__` tables) are not imports."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parse_file(path)):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names if alias.name in known)
         elif isinstance(node, ast.ImportFrom):

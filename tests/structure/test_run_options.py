@@ -13,6 +13,7 @@ from agentbatch.cli.main import build_parser
 from agentbatch.cli.options import run_options
 from agentbatch.evaluation import compare, evaluate
 from agentbatch.planning.definition import RunOptions
+from tests.support.python_source import parse_file
 
 PACKAGE = Path(agentbatch.__file__).parent
 ROOT = PACKAGE.parent
@@ -24,7 +25,7 @@ def test_no_function_spells_out_the_run_options() -> None:
     # A signature with several of RunOptions' fields is a second spelling of them.
     spelled = []
     for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse_file(path)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 names = {a.arg for a in [*node.args.args, *node.args.kwonlyargs]}
                 if len(names & FIELDS) >= 4:

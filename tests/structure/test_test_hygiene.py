@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import snapshots
+from tests.support.python_source import parse_file
 
 ROOT = Path(__file__).resolve().parents[2]
 OWN = ("tests", "agentbatch", "bench")
@@ -28,7 +29,7 @@ SWITCH_NAME = re.compile(r"UPDATE|RECORD|REGEN|SNAPSHOT|GOLDEN|CAPTURE")
 def sources(root: Path = ROOT) -> Iterator[tuple[Path, ast.Module]]:
     for folder in ("tests", "bench"):
         for path in sorted((root / folder).rglob("*.py")):
-            yield path, ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            yield path, parse_file(path)
 
 
 def _name(node: ast.expr) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from agentbatch.agent.calls import CallSpec
+from agentbatch.agent.tasks import run_sync
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -220,7 +221,7 @@ def answer_batches(
     Completed rows (standard result columns) are handed to `on_rows` from a worker thread, in
     groups, as they complete. Raises AgentError when the endpoint is unusable for the whole run.
     """
-    return asyncio.run(_answer(batches, remote, key, on_rows, skip))
+    return run_sync(_answer(batches, remote, key, on_rows, skip))
 
 
 async def _answer(
