@@ -30,6 +30,8 @@ from agentbatch.planning.definition import RunOptions
 from agentbatch.planning.targets import Target
 from agentbatch.spec.evaluation import Evaluation, LlmJudge
 from agentbatch.spec.models import Agent, Job, Output
+from agentbatch.spec.project import template_dirs
+from agentbatch.spec.variables import check_given
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
@@ -159,13 +161,15 @@ def compare(
     if job_b is None and endpoint_b is None:
         raise UsageError("compare needs a second job or --endpoint-b")
     run = RunOptions.of(options, **run_options)
-    context, first = _prepare(job_a, target, run, skip_run)
-    evaluation = check_evaluation(first, _file_of(job_a))
+    context, first = _prepare(job_a, target, run, skip_run, alone=job_b is None)
     second = first
     if job_b is not None:
-        second = _prepare(job_b, target, run, skip_run)[1].model_copy(
-            update={"evaluation": evaluation}
-        )
+        context_b, second = _prepare(job_b, target, run, skip_run, alone=False)
+        roots = {c.options.project_dir for c in (context, context_b) if c.options.project_dir}
+        check_given([first, second], [d for root in roots for d in template_dirs(Path(root))])
+    evaluation = check_evaluation(first, _file_of(job_a))
+    if job_b is not None:
+        second = second.model_copy(update={"evaluation": evaluation})
         if second.source.key.lower() != first.source.key.lower():
             raise UsageError(
                 f"the jobs have different keys ({first.source.key}, {second.source.key})"
@@ -201,14 +205,19 @@ def compare(
 
 
 def _prepare(
-    job_or_path: Job | str | Path, target: str | Target, options: RunOptions, skip_run: bool
+    job_or_path: Job | str | Path,
+    target: str | Target,
+    options: RunOptions,
+    skip_run: bool,
+    *,
+    alone: bool = True,
 ) -> tuple[_Context, Job]:
     from agentbatch.execution.runner import target_of
     from agentbatch.spec.project import project_dir_of, resolve_job
 
     root = project_dir_of(job_or_path, options.project_dir)
-    options = replace(options, project_dir=root)
-    job = resolve_job(job_or_path, options.vars, root)
+    job = resolve_job(job_or_path, options.vars, root, alone=alone)
+    options = replace(options, project_dir=root, vars={})  # applied to the job once, here
     return _Context(target_of(target, options, root), options, skip_run), job
 
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from agentbatch.errors import SpecError, TemplateError
-from agentbatch.spec.models import Job
+from agentbatch.spec.models import Job, VariableUse
 from agentbatch.spec.yaml_source import KeyPath, YamlDocument, dotted, load_yaml, printable
 from agentbatch.sql.jinja import Helpers, make_environment, render_string
 
@@ -92,9 +92,13 @@ def _load(
     if vars:
         rendered["vars"] = merged_vars
     try:
-        return Job.model_validate(rendered)
+        job = Job.model_validate(rendered)
     except ValidationError as err:
         raise SpecError(_format_validation_error(err, doc)) from None
+    job._variables = VariableUse(
+        declared=frozenset(file_vars), read=frozenset(helpers.read), given=frozenset(vars or {})
+    )
+    return job
 
 
 def _render_values(value: Any, path: KeyPath, doc: YamlDocument, envs: Mapping[str, Any]) -> Any:

@@ -7,6 +7,7 @@ load time, so a bad expression is reported against its YAML line, not at run tim
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -14,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -353,6 +355,15 @@ class Schedule(StrictModel):
         return value
 
 
+@dataclass(frozen=True)
+class VariableUse:
+    """Where a loaded job's variables come from (checked in spec.variables)."""
+
+    declared: frozenset[str]  # in the file's `vars:`
+    read: frozenset[str]  # by var() in the file's values, when it was loaded
+    given: frozenset[str] = frozenset()  # from outside: --var, vars=
+
+
 class Job(StrictModel):
     """One job: run `agent` over the rows of `source`, writing `output`."""
 
@@ -379,6 +390,7 @@ class Job(StrictModel):
     budget: Budget = Field(
         default_factory=Budget, description="Limits per run (flags and target settings win)"
     )
+    _variables: VariableUse | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod

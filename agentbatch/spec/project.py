@@ -8,6 +8,7 @@ from typing import Any
 
 from agentbatch.spec.loader import load_job
 from agentbatch.spec.models import Job
+from agentbatch.spec.variables import check_given, with_given
 
 
 def project_dir_of(job_or_path: Job | str | Path, project_dir: str | Path | None) -> Path:
@@ -25,10 +26,17 @@ def template_dirs(root: Path) -> list[Path]:
     return [root / "sqltemplates"]
 
 
-def resolve_job(job_or_path: Job | str | Path, vars: Mapping[str, Any] | None, root: Path) -> Job:
-    """A loaded job with `vars` applied, or the job file at the path loaded with them."""
+def resolve_job(
+    job_or_path: Job | str | Path, vars: Mapping[str, Any] | None, root: Path, *, alone: bool = True
+) -> Job:
+    """A loaded job with `vars` applied, or the job file at the path loaded with them.
+
+    A variable the job neither declares nor reads is refused, unless the job is not `alone`
+    (jobs compared side by side: the caller checks the variables against both)."""
     if isinstance(job_or_path, Job):
-        if not vars:
-            return job_or_path
-        return job_or_path.model_copy(update={"vars": {**job_or_path.vars, **vars}})
-    return load_job(job_or_path, vars, template_dirs=template_dirs(root))
+        job = with_given(job_or_path, vars) if vars else job_or_path
+    else:
+        job = load_job(job_or_path, vars, template_dirs=template_dirs(root))
+    if alone:
+        check_given([job], template_dirs(root))
+    return job

@@ -65,8 +65,10 @@ class Helpers:
     def __init__(self, variables: Mapping[str, Any], allowed_env: Iterable[str]) -> None:
         self._vars = dict(variables)
         self._allowed_env = frozenset(allowed_env)
+        self.read: set[str] = set()  # the variables templates asked for
 
     def var(self, name: str, default: Any = jinja2.Undefined) -> Any:
+        self.read.add(name)
         if name in self._vars:
             return self._vars[name]
         if default is not jinja2.Undefined:

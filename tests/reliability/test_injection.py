@@ -94,6 +94,7 @@ def spec_with(path: tuple[Any, ...], value: str) -> dict[str, Any]:
 
 def rendered(spec: dict[str, Any], payload: str, project: Path) -> list[str] | SpecError:
     """Every SQL statement of the job on both strategies, or the SpecError."""
+    spec = {**spec, "vars": {"p": HARMLESS, **spec.get("vars", {})}}  # declared: given from outside
     try:
         job = load_job_text(dump(spec), "inj.yml", {"p": payload})
         statements: list[str] = []
