@@ -218,9 +218,10 @@ def _run_fallback(
             written = _write_answers(steps, engine, ledger)
             # `rows`: the rows answered before the stop, not those read from the input.
             answered = so_far.ok + so_far.errors
-            if written or answered:  # else the error alone says it (a bad URL, a refusal)
-                log.warning("stopped: wrote %d answered row(s); re-run to continue", written)
-            if select is None and (written or answered):
+            if not (written or answered):
+                raise  # the error alone says it (a bad URL, a refusal)
+            log.warning("stopped: wrote %d answered row(s); re-run to continue", written)
+            if select is None:
                 done = {**so_far.as_dict(), "rows_seen": answered, "rows_written": written}
                 done.update(counts)
                 attach_summary(stop, _stopped_summary(the_plan, engine, done, stop))

@@ -145,7 +145,7 @@ def _check_response_type(plan: Plan, schema: pa.Schema) -> None:
 
     fmt = plan.job.agent.response_format
     want = parse_response_format(fmt).arrow_type if fmt is not None else pa.string()
-    have = schema.field(schema.get_field_index("response")).type
+    have = schema.field("response").type
     if pa.types.is_struct(have) and pa.types.is_struct(want):
         same = {f.name.lower() for f in have} == {f.name.lower() for f in want}
     else:
