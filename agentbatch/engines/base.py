@@ -86,6 +86,11 @@ class Engine(Protocol):
 
     def read_table(self, table: str, limit: int | None = None) -> pa.Table: ...
 
+    def ai_query_missing(self) -> str | None:
+        """Why ai_query cannot run here though the engine has it (a SQL Classic warehouse), else
+        None: the runner then calls the endpoint over REST instead."""
+        ...
+
     def close(self) -> None: ...
 
 

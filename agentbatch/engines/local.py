@@ -173,6 +173,10 @@ class LocalEngine:
             self._con.unregister(request.staging_name)
         return WriteStats(rows_written=counted.rows)
 
+    def ai_query_missing(self) -> str | None:
+        """No ai_query here: the planner never pushes down to this engine."""
+        return None
+
     def read_table(self, table: str, limit: int | None = None) -> pa.Table:
         name = ".".join(f"`{p}`" for p in self._full_name(table))
         suffix = f" LIMIT {int(limit)}" if limit is not None else ""

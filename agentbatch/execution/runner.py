@@ -26,6 +26,7 @@ from agentbatch.spec.project import project_dir_of, resolve_job, template_dirs
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from agentbatch.agent.endpoints import ConfigFactory
     from agentbatch.agent.ledger import Ledger
     from agentbatch.engines.base import DistributedEngine, Engine
     from agentbatch.execution.budget import Budget
@@ -77,6 +78,12 @@ def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
     opened for the plan, which the run then owns)."""
     if engine is None:
         engine = open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
+    if isinstance(the_plan.steps, PushDown):
+        try:
+            the_plan = _where_ai_query_runs(the_plan, engine)
+        except BaseException:
+            engine.close()
+            raise
     if the_plan.options.dry_run:
         from agentbatch.execution.dryrun import dry_run as run_dry
 
@@ -97,6 +104,30 @@ def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
             "answered rows were written"
         )
     return result
+
+
+def _where_ai_query_runs(the_plan: Plan, engine: Engine) -> Plan:
+    """The push-down plan, or the REST fallback's where the engine cannot run ai_query."""
+    missing = engine.ai_query_missing()
+    if missing is None:
+        return the_plan
+    log.warning("%s: calling %s over REST from here", missing, the_plan.job.agent.endpoint)
+    options = dataclasses.replace(the_plan.options, force_fallback=True)
+    rest = build_plan(the_plan.job, the_plan.target, options, template_dirs(root_of(the_plan)))
+    return dataclasses.replace(rest, reason=f"{missing}; the REST fallback calls the endpoint")
+
+
+def _workspace_of(the_plan: Plan) -> ConfigFactory:
+    """Where endpoints are looked up and with which credentials: the workspace the target names
+    (its `host`, `profile`), the one whose tables the run reads and writes; else the
+    environment's."""
+    from agentbatch.agent.endpoints import default_config
+    from agentbatch.engines.databricks_sql.connect import names_a_workspace, sdk_config
+
+    settings = dict(the_plan.target.settings)
+    if not names_a_workspace(settings):
+        return default_config
+    return lambda: sdk_config(settings)
 
 
 def root_of(the_plan: Plan) -> Path:
@@ -201,6 +232,7 @@ def _run_fallback(
                 key=the_plan.job.source.key,
                 ledger=ledger,
                 endpoint_overrides=the_plan.options.endpoints,
+                config_factory=_workspace_of(the_plan),
                 retry_errors=the_plan.options.retry_errors,
                 reuse=not the_plan.options.full_refresh,
                 progress=RichProgress() if the_plan.options.progress else LogProgress(),

@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agentbatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from databricks.sdk.core import Config
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
@@ -75,6 +78,15 @@ def http_path(settings: Mapping[str, Any]) -> str:
     )
 
 
+def warehouse_id(settings: Mapping[str, Any]) -> str | None:
+    """The SQL warehouse's id: given, or read from its HTTP path; None for another kind of path
+    (a cluster's)."""
+    path = http_path(settings)
+    prefix = "/sql/1.0/warehouses/"
+    found = path[len(prefix) :].strip("/") if path.startswith(prefix) else ""
+    return found if found.replace("-", "").isalnum() else None
+
+
 def warehouse_address(settings: Mapping[str, Any], sdk_host: str) -> WarehouseAddress:
     """The warehouse's address: the workspace host (as databricks-sdk resolved it), with the
     target's `scheme` / `port` overriding it, and the warehouse's HTTP path."""
@@ -99,21 +111,34 @@ class Credentials:
     host: str
     auth_type: str
     provider: Callable[[], Callable[[], dict[str, str]]]
+    config: Config  # for the workspace APIs
 
 
-def sdk_credentials(settings: Mapping[str, Any]) -> Credentials:
-    """Resolve credentials with databricks-sdk unified auth (env, profile, OAuth, PAT)."""
+def sdk_config(settings: Mapping[str, Any]) -> Config:
+    """databricks-sdk's config for the target's workspace: its `host` and `profile` settings, the
+    SDK's own resolution (environment, default profile) for what they leave out. Raises
+    ValueError when no credentials resolve."""
     from databricks.sdk.core import Config
 
     from agentbatch.version import __version__
 
+    return Config(
+        host=workspace_host(settings),
+        profile=_setting(settings, "profile"),
+        product="agentbatch",
+        product_version=__version__,
+    )
+
+
+def names_a_workspace(settings: Mapping[str, Any]) -> bool:
+    """Whether the target's settings say which workspace (else the environment does)."""
+    return workspace_host(settings) is not None or _setting(settings, "profile") is not None
+
+
+def sdk_credentials(settings: Mapping[str, Any]) -> Credentials:
+    """Resolve credentials with databricks-sdk unified auth (env, profile, OAuth, PAT)."""
     try:
-        config = Config(
-            host=workspace_host(settings),
-            profile=_setting(settings, "profile"),
-            product="agentbatch",
-            product_version=__version__,
-        )
+        config = sdk_config(settings)
         host = config.host
         auth_type = config.auth_type
     except ValueError as err:
@@ -128,4 +153,4 @@ def sdk_credentials(settings: Mapping[str, Any]) -> Credentials:
     def provider() -> Callable[[], dict[str, str]]:
         return config.authenticate
 
-    return Credentials(host=host, auth_type=str(auth_type), provider=provider)
+    return Credentials(host=host, auth_type=str(auth_type), provider=provider, config=config)

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from sqlglot import exp
 
 from agentbatch.engines.base import WriteRequest, WriteStats
-from agentbatch.engines.databricks_sql.connect import http_path, sdk_credentials, warehouse_address
+from agentbatch.engines.databricks_sql.connect import (
+    Credentials,
+    http_path,
+    sdk_credentials,
+    warehouse_address,
+    warehouse_id,
+)
 from agentbatch.engines.databricks_sql.staging import (
     JsonParameterLoader,
     VolumeLoader,
@@ -105,6 +111,7 @@ class DatabricksSQLEngine:
         tags = {"agentbatch_job": self.settings.get("job_name"), "agentbatch_run": self.run_id}
         self.query_tags: dict[str, str | None] = {k: str(v) for k, v in tags.items() if v}
         self._connection: Connection | None = None
+        self._credentials: Credentials | None = None
         # Submissions run here so a Ctrl-C in the middle of one still learns the statement id.
         self._submitter = ThreadPoolExecutor(1, thread_name_prefix="agentbatch-sql-submit")
         self.query_ids: list[str] = []  # every statement this engine ran, for tracing
@@ -181,6 +188,27 @@ class DatabricksSQLEngine:
             )
         return WriteStats(rows_written=rows)
 
+    def ai_query_missing(self) -> str | None:
+        """ai_query is not available on SQL Classic warehouses (its reference, Requirements): the
+        warehouses API says which this is. None when it cannot tell (no permission to read the
+        warehouse): the statement then meets whatever Databricks says."""
+        warehouse = warehouse_id(self.settings)
+        if warehouse is None:
+            return None
+        self.connection()  # an unreachable warehouse fails here, at once, as it would anyway
+        from databricks.sdk import WorkspaceClient
+        from databricks.sdk.errors.base import DatabricksError
+
+        try:
+            info = WorkspaceClient(config=self._sdk().config).warehouses.get(warehouse)
+        except DatabricksError as err:
+            log.info("could not read warehouse %s: %s", warehouse, _first_line(err))
+            return None
+        kind = info.warehouse_type.value if info.warehouse_type is not None else None
+        if kind == "CLASSIC":
+            return f"ai_query is not available on SQL Classic warehouses (warehouse {warehouse})"
+        return None
+
     def read_table(self, table: str, limit: int | None = None) -> pa.Table:
         suffix = f" LIMIT {int(limit)}" if limit is not None else ""
         with self._statement(f"SELECT * FROM {quoting.table(table)}{suffix}", None) as cursor:
@@ -208,7 +236,7 @@ class DatabricksSQLEngine:
 
         sql = _connector()
         http_path(self.settings)  # no warehouse given: say so before reaching the workspace
-        credentials = sdk_credentials(self.settings)
+        credentials = self._sdk()
         address = warehouse_address(self.settings, credentials.host)
         options: dict[str, Any] = {
             "server_hostname": address.hostname,
@@ -237,6 +265,11 @@ class DatabricksSQLEngine:
                 f"databricks-sql: could not open a session on {address.uri}: {_first_line(err)}"
             ) from None
         return connection
+
+    def _sdk(self) -> Credentials:
+        if self._credentials is None:
+            self._credentials = sdk_credentials(self.settings)
+        return self._credentials
 
     # -- statements -----------------------------------------------------------------------------
 

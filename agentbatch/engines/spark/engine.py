@@ -201,6 +201,11 @@ class SparkEngine:
         with staged as df:
             return self.write_dataframe(request, df, rows=staged.rows)
 
+    def ai_query_missing(self) -> str | None:
+        """Spark runs ai_query wherever it has it (Databricks Runtime, or the function registered
+        for local sessions)."""
+        return None
+
     def read_table(self, table: str, limit: int | None = None) -> pa.Table:
         import pyarrow as pa
 

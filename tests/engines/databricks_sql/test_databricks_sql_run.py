@@ -26,6 +26,7 @@ from agentbatch.testing.fake_workspace import serve_workspace
 from tests.support.warehouse.agents import slow_agent
 from tests.support.warehouse.duckdb_executor import DuckDBExecutor
 from tests.support.warehouse.server import Warehouse, serve_warehouse
+from tests.support.warehouse.service import WarehouseSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 TICKETS_CSV = ROOT / "agentbatch" / "data" / "support_tickets.csv"
@@ -430,3 +431,92 @@ def test_the_summary_counts_this_runs_rows_in_any_session_time_zone(
     assert result.summary["strategy"] == "push-down"
     assert result.summary["rows"] == result.summary["table_rows"] == ALL_TICKETS
     assert run_job(SUMMARISE).summary["rows"] == 0
+
+
+def test_on_a_classic_warehouse_the_endpoint_is_called_over_rest(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """ai_query is not available on SQL Classic warehouses: the run asks the warehouses API and
+    calls the Model Serving endpoint over REST, through the workspace host, instead."""
+    import databricks.sql
+
+    volumes = tmp_path / "volumes"
+    raw = volumes / "main" / "support" / "raw"
+    raw.mkdir(parents=True)
+    shutil.copy(TICKETS_CSV, raw / "support_tickets.csv")
+    classic = WarehouseSettings(warehouse_type="CLASSIC", serverless=False)
+    with (
+        DuckDBExecutor(ai_query=serving_ai_query(agent.url), volumes_dir=volumes) as executor,
+        serve_warehouse(
+            executor, token=TOKEN, volumes_dir=volumes, settings=classic, upstream=agent.url
+        ) as wh,
+    ):
+        load_tickets(wh)
+        with (
+            databricks.sql.connect(**wh.connect_kwargs()) as conn,
+            conn.cursor() as cur,
+            pytest.raises(databricks.sql.exc.Error, match="SQL Classic"),
+        ):
+            cur.execute("SELECT ai_query('any', 'question') AS answer")
+        # The REST calls go to the workspace the target names (DATABRICKS_HOST is not set).
+        before = len(wh.statements)
+        runs = []
+        try:
+            for _ in range(2):
+                runs.append(
+                    agentbatch.run(
+                        SUMMARISE,
+                        target="databricks-sql",
+                        settings=target_settings(wh),
+                        project_dir=tmp_path,
+                        progress=False,
+                    )
+                )
+            first, second = (run.summary for run in runs)
+            assert first["strategy"] == second["strategy"] == "rest-fallback"
+            assert "SQL Classic" in runs[0].plan.reason
+            assert first["table_rows"] == ALL_TICKETS and first["table_errors"] == 0
+            assert second["sent"] == 0  # the target says every row is done
+            assert agent.stats().requests_total == ALL_TICKETS
+            assert not [s for s in wh.statements[before:] if "ai_query(" in s.lower()]
+        finally:
+            for run in runs:
+                run.engine.close()
+
+
+def test_agents_are_looked_up_in_the_workspace_the_target_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target with `host:` reads and writes that workspace's tables: its Apps agent is that
+    workspace's too, not the one of the same name where DATABRICKS_HOST points."""
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    monkeypatch.setenv("DATABRICKS_CLIENT_ID", "demo-client")
+    monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", "demo-secret")
+    volumes = tmp_path / "volumes"
+    (volumes / "main" / "support" / "raw").mkdir(parents=True)
+    shutil.copy(TICKETS_CSV, volumes / "main" / "support" / "raw")
+    with (
+        serve_agent() as prod_agent,
+        serve_agent() as dev_agent,
+        serve_workspace({"triage-agent": prod_agent.url}) as prod,
+        serve_workspace({"triage-agent": dev_agent.url}) as dev,
+        DuckDBExecutor(volumes_dir=volumes) as executor,
+        serve_warehouse(executor, token=None, upstream=prod.url, volumes_dir=volumes) as wh,
+    ):
+        load_tickets(wh)
+        monkeypatch.setenv("DATABRICKS_HOST", dev.url)  # the environment's workspace: another
+        result = agentbatch.run(
+            TRIAGE,
+            target="databricks-sql",
+            settings=target_settings(wh),
+            project_dir=tmp_path,
+            progress=False,
+        )
+        try:
+            assert result.summary["table_rows"] == OPEN_TICKETS
+            assert result.summary["errors"] == 0
+        finally:
+            result.engine.close()
+        assert prod_agent.stats().requests_total == OPEN_TICKETS
+        assert dev_agent.stats().requests_total == 0
+        assert dev.stats().get("apps_get", 0) == 0

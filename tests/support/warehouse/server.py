@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import logging
 import socket
 import ssl
@@ -43,6 +44,7 @@ from .staging import StagingArea
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOKEN = "dapi-loopback-test-token"
+_WAREHOUSES_API = "/api/2.0/sql/warehouses/"
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -58,6 +60,8 @@ class _HTTPServer(ThreadingHTTPServer):
         self.http_path = ""
         self.authorize: Callable[[str | None], bool] = lambda _header: True
         self.upstream: str | None = None
+        self.warehouse_id = ""
+        self.processor_settings: WarehouseSettings | None = None
         self.records: Records | None = None
         self.staging: StagingArea | None = None
 
@@ -163,7 +167,34 @@ class _Handler(BaseHTTPRequestHandler):
         self._staging("PUT")
 
     def do_GET(self) -> None:
+        if self.path.split("?", 1)[0].startswith(_WAREHOUSES_API):
+            self._warehouse_info()
+            return
         self._staging("GET")
+
+    def _warehouse_info(self) -> None:
+        """`GET /api/2.0/sql/warehouses/{id}` as the workspace answers it (databricks-sdk's
+        `warehouses.get`): this warehouse's type, or RESOURCE_DOES_NOT_EXIST for another id."""
+        if not self.server.authorize(self.headers.get("Authorization")):
+            self._json(401, {"error_code": "UNAUTHENTICATED", "message": "Invalid access token."})
+            return
+        asked = self.path.split("?", 1)[0][len(_WAREHOUSES_API) :]
+        settings = self.server.processor_settings
+        if asked != self.server.warehouse_id or settings is None:
+            message = f"Warehouse {asked} does not exist."
+            self._json(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": message})
+            return
+        info = {
+            "id": asked,
+            "name": "loopback",
+            "state": "RUNNING",
+            "warehouse_type": settings.warehouse_type,
+            "enable_serverless_compute": settings.serverless,
+        }
+        self._json(200, info)
+
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        self._reply(status, json.dumps(payload).encode(), "application/json")
 
     def do_DELETE(self) -> None:
         self._staging("DELETE")
@@ -320,7 +351,9 @@ def serve_warehouse(
         staging = StagingArea(volumes_dir, f"{scheme}://{host}:{port}")
         service = WarehouseService(executor, settings or WarehouseSettings(), records, staging)
         httpd.processor = TCLIService.Processor(service)
+        httpd.processor_settings = service.settings
         httpd.http_path = http_path
+        httpd.warehouse_id = warehouse_id
         if authorize is not None:
             httpd.authorize = authorize
         elif token is not None:

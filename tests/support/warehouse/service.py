@@ -35,6 +35,10 @@ _Response = TypeVar("_Response")
 _OK = ttypes.TStatus(statusCode=ttypes.TStatusCode.SUCCESS_STATUS)
 _USE = re.compile(r"^\s*USE\s", re.I)
 _CANCELLED = "The operation was cancelled."
+_AI_QUERY = re.compile(r"\bai_query\s*\(", re.I)
+# ASSUMPTION (the wording): the ai_query reference says only that it is not available on SQL
+# Classic warehouses; what a Classic warehouse answers is not documented.
+CLASSIC_AI_QUERY = "AI functions (ai_query) are not available on SQL Classic warehouses"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,16 @@ class WarehouseSettings:
     arrow_batch_rows: int = 4096
     # Compress Arrow batches with LZ4 frames when the client says it can decompress them.
     lz4: bool = True
+    # What the warehouses API reports (`warehouse_type`): ai_query does not run on CLASSIC.
+    warehouse_type: str = "PRO"
+    serverless: bool = True
+
+
+def _refuse(message: str) -> Callable[[], pa.Table | None]:
+    def refuse() -> pa.Table | None:
+        raise RuntimeError(message)
+
+    return refuse
 
 
 class _BadHandle(Exception):
@@ -100,6 +114,10 @@ class WarehouseService(TCLIService.Iface):
         self._holds: list[tuple[str, threading.Event]] = []
 
     # ---- sessions -------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> WarehouseSettings:
+        return self._settings
 
     def OpenSession(self, req: ttypes.TOpenSessionReq) -> ttypes.TOpenSessionResp:
         configuration = {str(k): str(v) for k, v in (req.configuration or {}).items()}
@@ -238,6 +256,8 @@ class WarehouseService(TCLIService.Iface):
                 session.namespace.schema = chosen.schema
 
             return use
+        if self._settings.warehouse_type == "CLASSIC" and _AI_QUERY.search(sql):
+            return _refuse(CLASSIC_AI_QUERY)
         executor = self._executor
         gates = [gate for pattern, gate in list(self._holds) if pattern in sql]
 
