@@ -239,6 +239,8 @@ def estimate(the_plan: Plan, *, sample: int = DEFAULT_SAMPLE, seed: int | None =
     price = price_of(the_plan.job, root)
     engine = runner.open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
     try:
+        if isinstance(the_plan.steps, PushDown):
+            the_plan = runner.where_ai_query_runs(the_plan, engine)
         if isinstance(the_plan.steps, RestFallback):
             found = _sample_fallback(the_plan, the_plan.steps, engine, sample, rng)
         else:

@@ -80,7 +80,7 @@ def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
         engine = open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
     if isinstance(the_plan.steps, PushDown):
         try:
-            the_plan = _where_ai_query_runs(the_plan, engine)
+            the_plan = where_ai_query_runs(the_plan, engine)
         except BaseException:
             engine.close()
             raise
@@ -106,7 +106,7 @@ def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
     return result
 
 
-def _where_ai_query_runs(the_plan: Plan, engine: Engine) -> Plan:
+def where_ai_query_runs(the_plan: Plan, engine: Engine) -> Plan:
     """The push-down plan, or the REST fallback's where the engine cannot run ai_query."""
     missing = engine.ai_query_missing()
     if missing is None:

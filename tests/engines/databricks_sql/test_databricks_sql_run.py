@@ -460,6 +460,15 @@ def test_on_a_classic_warehouse_the_endpoint_is_called_over_rest(
             cur.execute("SELECT ai_query('any', 'question') AS answer")
         # The REST calls go to the workspace the target names (DATABRICKS_HOST is not set).
         before = len(wh.statements)
+        sampled = agentbatch.estimate(
+            SUMMARISE,
+            target="databricks-sql",
+            sample=5,
+            settings=target_settings(wh),
+            project_dir=tmp_path,
+            progress=False,
+        )
+        assert sampled.sampled == 5 and agent.stats().requests_total == 5
         runs = []
         try:
             for _ in range(2):
@@ -477,7 +486,7 @@ def test_on_a_classic_warehouse_the_endpoint_is_called_over_rest(
             assert "SQL Classic" in runs[0].plan.reason
             assert first["table_rows"] == ALL_TICKETS and first["table_errors"] == 0
             assert second["sent"] == 0  # the target says every row is done
-            assert agent.stats().requests_total == ALL_TICKETS
+            assert agent.stats().requests_total == ALL_TICKETS  # the sample's answers reused
             assert not [s for s in wh.statements[before:] if "ai_query(" in s.lower()]
         finally:
             for run in runs:
