@@ -25,6 +25,7 @@ from agentbatch.evaluation.results import CompareResult, EvalResult
 from agentbatch.evaluation.scorers import JudgeReply
 from agentbatch.evaluation.scoring import latest_answers, score_table
 from agentbatch.evaluation.tables import derived_table, write_table
+from agentbatch.execution.preflight import check_local_source
 from agentbatch.execution.runner import open_engine
 from agentbatch.planning.definition import RunOptions
 from agentbatch.planning.targets import Target
@@ -120,7 +121,10 @@ def evaluate(
     context, job = _prepare(job_or_path, target, run, skip_run)
     check_evaluation(job, _file_of(job_or_path))
     written = {_canonical(name) for name in _tables_of(job, "").names()}
-    result = _evaluate_variant(job, "", replace(context, written=frozenset(written)))
+    context = replace(context, written=frozenset(written))
+    if not skip_run:
+        _check_source(job, context, _origin(job_or_path))
+    result = _evaluate_variant(job, "", context)
     if report_dir is not None:
         from agentbatch.evaluation.report.files import write_eval_report
 
@@ -184,6 +188,9 @@ def compare(
     for job, variant in zip(variants, (variant_a, variant_b), strict=True):
         written |= {_canonical(name) for name in _tables_of(job, variant).names()}
     context = replace(context, written=frozenset(written))
+    if not skip_run:  # both jobs checked before either is paid for
+        _check_source(variants[0], context, _origin(job_a))
+        _check_source(variants[1], context, _origin(job_b or job_a))
     result_a = _evaluate_variant(variants[0], variant_a, context)
     result_b = _evaluate_variant(variants[1], variant_b, context)
     comparison = compare_scores(
@@ -219,6 +226,11 @@ def _prepare(
     job = resolve_job(job_or_path, options.vars, root, alone=alone)
     options = replace(options, project_dir=root, vars={})  # applied to the job once, here
     return _Context(target_of(target, options, root), options, skip_run), job
+
+
+def _origin(job_or_path: Job | str | Path) -> str:
+    file = _file_of(job_or_path)
+    return "" if file is None else str(file)
 
 
 def _file_of(job_or_path: Job | str | Path) -> str | Path | None:
@@ -290,6 +302,15 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
         target=_target_name(context.target),
         evaluated_at=when,
     )
+
+
+def _check_source(job: Job, context: _Context, origin: str) -> None:
+    """As `run` checks before sending: an unmapped source or a misspelt column is a usage error
+    (exit 2) naming the file's line (`origin`), found before any job is paid for."""
+    from agentbatch.execution import runner
+
+    options = replace(context.options, tables=context.mapped(job.output.table))
+    check_local_source(runner.plan(job, context.target, options), origin=origin)
 
 
 def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | None]:

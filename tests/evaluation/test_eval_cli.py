@@ -179,3 +179,22 @@ def test_eval_takes_a_budget_and_reports_tokens_and_cost_beside_the_estimate(
     assert f"{run['input_tokens']:,} input" in text
     assert f"(estimated {run['estimated_input_tokens']:,} input" in text
     assert "cost this run" in text
+
+
+def test_an_unmapped_source_or_a_misspelt_column_is_a_usage_error_naming_the_file(
+    project: Path, demo_agent: AgentServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = project / "jobs" / "eval_triage.yml"
+    unmapped = ["eval", str(job), "--endpoint", f"apps/triage-agent={demo_agent.url}"]
+    assert main([*unmapped, "--no-progress"]) == 2
+    assert f"{job}:10: source.table: table main.support.tickets is not mapped" in (
+        capsys.readouterr().err
+    )
+    other = project / "jobs" / "eval_other.yml"
+    other.write_text(job.read_text().replace("[subject, label]", "[subjct, label]"))
+    args = eval_args(project, demo_agent)
+    compare = ["compare", str(job), str(other), *args[2:]]
+    assert main(compare) == 2
+    err = capsys.readouterr().err
+    assert f"{other}:12: source.columns[0]: column 'subjct' is not in" in err
+    assert demo_agent.stats().requests_total == 0  # job A was not run before B's check
