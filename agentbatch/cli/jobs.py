@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -300,13 +301,43 @@ def _check_source(path: str, the_plan: Any) -> None:
         )
 
 
+def _variables_per_file(paths: Sequence[str], options: RunOptions) -> dict[str, dict[str, Any]]:
+    """One `--var` for several files (`validate jobs/*.yml --var catalog=dev`): each file takes
+    the variables it declares or reads; one that no file uses is refused."""
+    if len(paths) < 2 or not options.vars:
+        return {}
+    from agentbatch import api
+    from agentbatch.spec.project import project_dir_of, template_dirs
+    from agentbatch.spec.variables import names_used, unknown_variable
+
+    used: dict[str, set[str]] = {}
+    for path in paths:
+        try:
+            job = api.load_job(path, project_dir=options.project_dir)
+        except (SpecError, UsageError):
+            continue  # the file's own error is reported with it
+        names = names_used(job, template_dirs(project_dir_of(path, options.project_dir)))
+        if names is None:
+            return {}
+        used[path] = names
+    known: set[str] = set().union(*used.values())
+    unused = sorted(set(options.vars) - known)
+    if used and unused:
+        raise unknown_variable(unused[0], known, files=True)
+    return {
+        path: {k: v for k, v in options.vars.items() if k in names} for path, names in used.items()
+    }
+
+
 def _validate(paths: Sequence[str], target: str | None, options: RunOptions) -> int:
     from agentbatch import api
 
     failures = 0
+    shared = _variables_per_file(paths, options)
     for path in paths:
         try:
-            the_plan = api.plan(path, target or "local", options=options)
+            each = replace(options, vars=shared.get(path, options.vars))
+            the_plan = api.plan(path, target or "local", options=each)
             if the_plan.job.evaluation is not None:
                 from agentbatch.evaluation.checks import check_evaluation
 

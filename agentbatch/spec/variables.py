@@ -44,25 +44,41 @@ def check_given(jobs: Sequence[Job], template_dirs: Iterable[Path]) -> None:
 
     Reads are those of the job files' values and of the project's SQL templates; a template
     that names a variable by an expression (`var(name)`) could read any, so nothing is refused."""
-    uses = [use_of(job) for job in jobs]
-    given = set().union(*(use.given for use in uses))
+    given = set().union(*(use_of(job).given for job in jobs))
     if not given:
         return
-    from_templates = templates_read(template_dirs)
-    if from_templates is None:
-        return
-    known = set(from_templates).union(*(use.declared | use.read for use in uses))
+    dirs = list(template_dirs)
+    known: set[str] = set()
+    for job in jobs:
+        names = names_used(job, dirs)
+        if names is None:
+            return
+        known |= names
     unknown = sorted(given - known)
-    if not unknown:
-        return
-    name = unknown[0]
+    if unknown:
+        raise unknown_variable(unknown[0], known)
+
+
+def unknown_variable(name: str, known: set[str], *, files: bool = False) -> UsageError:
+    """The error for a variable given that nothing uses (`files`: several job files checked)."""
     close = difflib.get_close_matches(name, sorted(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    names = ", ".join(sorted(known)) or "none"
-    raise UsageError(
-        f"variable {name!r} is given but the job neither declares it in `vars:` nor reads it "
-        f"with var() (its variables: {names}){hint}"
+    listed = ", ".join(sorted(known)) or "none"
+    unused = (
+        "no job file declares it in `vars:` or reads it with var()"
+        if files
+        else "the job neither declares it in `vars:` nor reads it with var()"
     )
+    return UsageError(f"variable {name!r} is given but {unused} (variables: {listed}){hint}")
+
+
+def names_used(job: Job, template_dirs: Iterable[Path]) -> set[str] | None:
+    """The variables `job` declares or reads; None when a template could read any."""
+    from_templates = templates_read(template_dirs)
+    if from_templates is None:
+        return None
+    use = use_of(job)
+    return from_templates | use.declared | use.read
 
 
 def templates_read(template_dirs: Iterable[Path]) -> set[str] | None:

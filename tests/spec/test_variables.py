@@ -96,10 +96,22 @@ def test_compare_takes_a_variable_either_job_uses(project: Path) -> None:
     other = project / "jobs" / "other.yml"
     other.write_text(JOB.replace("name: t", "name: other").replace("team", "region"))
     given = {"team": "billing", "region": "emea"}
-    with pytest.raises(
-        UsageError, match=r"'regoin' is given.*\(its variables: region, team, unused"
-    ):
+    with pytest.raises(UsageError, match=r"'regoin' is given.*\(variables: region, team, unused"):
         compare(project / "jobs" / "t.yml", other, vars={**given, "regoin": "x"})
     # Each variable is used by one of the two: past the variables, on to the next check.
     with pytest.raises(SpecError, match="no `evaluation:` block"):
         compare(project / "jobs" / "t.yml", other, vars=given)
+
+
+def test_validate_gives_each_file_the_variables_it_uses(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = project / "jobs" / "other.yml"
+    other.write_text(JOB.replace("name: t", "name: other").replace("team", "region"))
+    files = [str(project / "jobs" / "t.yml"), str(other)]
+    assert cli_main(["validate", *files, "--var", "team=billing", "--var", "region=emea"]) == 0
+    capsys.readouterr()
+    assert cli_main(["validate", *files, "--var", "regoin=emea"]) == 2
+    err = capsys.readouterr().err
+    assert "variable 'regoin' is given but no job file declares it" in err
+    assert "did you mean 'region'?" in err
