@@ -30,11 +30,11 @@ class ProgressReporter(Protocol):
 def summary_line(stats: BulkStats, total: int | None = None) -> str:
     done = f"{stats.done}/{total}" if total else str(stats.done)
     line = (
-        f"{done} rows done ({stats.ok} ok, {stats.errors} errors, {stats.skipped} skipped), "
+        f"{done} rows done ({stats.ok} ok, {stats.errors} errors, {stats.reused} reused), "
         f"{stats.rows_per_s:.1f} rows/s, {stats.retries} retries, {stats.http_429} HTTP 429"
     )
     if total and stats.rows_per_s > 0:
-        remaining = max(0, total - stats.skipped - stats.done)
+        remaining = max(0, total - stats.done)
         line += f", ETA {remaining / stats.rows_per_s:.0f}s"
     return line
 
@@ -95,7 +95,7 @@ class RichProgress:
         if self._progress is None or self._task is None:
             return
         fields: dict[str, Any] = {"errors": stats.errors, "rate": f"{stats.rows_per_s:.0f}"}
-        self._progress.update(self._task, completed=stats.done + stats.skipped, **fields)
+        self._progress.update(self._task, completed=stats.done, **fields)
 
     def finish(self, stats: BulkStats) -> None:
         if self._progress is not None:

@@ -44,7 +44,6 @@ class LatencyHistogram:
 @dataclass
 class BulkStats:
     rows_seen: int = 0
-    skipped: int = 0
     sent: int = 0
     reused: int = 0
     ok: int = 0
@@ -78,7 +77,6 @@ class BulkStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "rows_seen": self.rows_seen,
-            "skipped": self.skipped,
             "sent": self.sent,
             "reused": self.reused,
             "ok": self.ok,

@@ -34,18 +34,18 @@ def test_a_few_rows_p95_is_their_slowest() -> None:
 
 def test_stats_as_dict() -> None:
     stats = BulkStats(
-        rows_seen=10, skipped=2, sent=8, ok=7, errors=1, requests=9, retries=1, wall_s=2.0
+        rows_seen=10, sent=8, reused=2, ok=9, errors=1, requests=9, retries=1, wall_s=2.0
     )
     stats.errors_by_kind["http_400"] += 1
     stats.latency.add(100.0)
     d = stats.as_dict()
-    assert d["rows_per_s"] == 4.0
+    assert d["rows_per_s"] == 5.0
     assert d["errors_by_kind"] == {"http_400": 1}
     assert d["p50_latency_ms"] == pytest.approx(100.0, rel=0.05)
     assert set(d) >= {
         "rows_seen",
-        "skipped",
         "sent",
+        "reused",
         "ok",
         "errors",
         "retries",
@@ -59,12 +59,13 @@ def test_stats_as_dict() -> None:
 
 def test_log_progress_reports_lines(caplog: pytest.LogCaptureFixture) -> None:
     reporter = LogProgress(interval_s=0.0)
-    stats = BulkStats(ok=5, errors=1, wall_s=1.0)
+    stats = BulkStats(ok=5, errors=1, reused=2, wall_s=1.0)
     with caplog.at_level(logging.INFO):
         reporter.start(100)
         reporter.update(stats)
         reporter.finish(stats)
-    assert "6/100 rows done (5 ok, 1 errors, 0 skipped)" in caplog.text
+    # `reused`: answered from the checkpoint (the summary's `skipped` are rows the table holds)
+    assert "6/100 rows done (5 ok, 1 errors, 2 reused)" in caplog.text
     assert "ETA" in caplog.text and "finished" in caplog.text
 
 

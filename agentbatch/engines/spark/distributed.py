@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 STATS_COLUMN = "_agentbatch_task_stats"
 _SUMMED = (
     "rows_seen",
-    "skipped",
     "sent",
     "reused",
     "ok",
