@@ -308,18 +308,22 @@ def _variables_per_file(paths: Sequence[str], options: RunOptions) -> dict[str, 
         return {}
     from agentbatch import api
     from agentbatch.spec.project import project_dir_of, template_dirs
-    from agentbatch.spec.variables import names_used, unknown_variable
+    from agentbatch.spec.variables import names_used, templates_read, unknown_variable
 
     used: dict[str, set[str]] = {}
+    read_by_templates: dict[Path, set[str] | None] = {}  # per project folder, read once
     for path in paths:
         try:
             job = api.load_job(path, project_dir=options.project_dir)
         except (SpecError, UsageError):
             continue  # the file's own error is reported with it
-        names = names_used(job, template_dirs(project_dir_of(path, options.project_dir)))
-        if names is None:
+        root = project_dir_of(path, options.project_dir)
+        if root not in read_by_templates:
+            read_by_templates[root] = templates_read(template_dirs(root))
+        from_templates = read_by_templates[root]
+        if from_templates is None:
             return {}
-        used[path] = names
+        used[path] = names_used(job, from_templates)
     known: set[str] = set().union(*used.values())
     unused = sorted(set(options.vars) - known)
     if used and unused:

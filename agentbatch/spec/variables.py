@@ -47,13 +47,10 @@ def check_given(jobs: Sequence[Job], template_dirs: Iterable[Path]) -> None:
     given = set().union(*(use_of(job).given for job in jobs))
     if not given:
         return
-    dirs = list(template_dirs)
-    known: set[str] = set()
-    for job in jobs:
-        names = names_used(job, dirs)
-        if names is None:
-            return
-        known |= names
+    from_templates = templates_read(template_dirs)
+    if from_templates is None:
+        return
+    known = set().union(*(names_used(job, from_templates) for job in jobs))
     unknown = sorted(given - known)
     if unknown:
         raise unknown_variable(unknown[0], known)
@@ -72,11 +69,8 @@ def unknown_variable(name: str, known: set[str], *, files: bool = False) -> Usag
     return UsageError(f"variable {name!r} is given but {unused} (variables: {listed}){hint}")
 
 
-def names_used(job: Job, template_dirs: Iterable[Path]) -> set[str] | None:
-    """The variables `job` declares or reads; None when a template could read any."""
-    from_templates = templates_read(template_dirs)
-    if from_templates is None:
-        return None
+def names_used(job: Job, from_templates: set[str]) -> set[str]:
+    """The variables `job` declares or reads, its project's templates reading `from_templates`."""
     use = use_of(job)
     return from_templates | use.declared | use.read
 
