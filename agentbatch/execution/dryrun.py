@@ -4,13 +4,11 @@ call is made and nothing is written."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.execution.selection import check_selection
-from agentbatch.planning.builder import build_plan, call_spec
+from agentbatch.execution.selection import selection_of
+from agentbatch.planning.builder import call_spec
 from agentbatch.planning.definition import PushDown
 from agentbatch.planning.render import Renderer, RenderOptions, job_context
 from agentbatch.results import REQUEST_COLUMN
@@ -29,22 +27,9 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
     from agentbatch.agent.content import row_file, shorten_data_urls
     from agentbatch.agent.response_format import parse_response_format
     from agentbatch.execution.result import RunResult
-    from agentbatch.spec.project import template_dirs
 
-    sample_plan = plan
-    if not engine.table_exists(plan.job.output.table):
-        # Nothing answered yet: select as a first run would (a full refresh selects alike in
-        # every mode), without creating the target. As mode overwrite, so that the checks do not
-        # read the missing target either (a merge's check for keys it holds twice would, and
-        # the key types' check of every other mode).
-        options = dataclasses.replace(plan.options, full_refresh=True)
-        output = plan.job.output.model_copy(update={"mode": "overwrite"})
-        first_job = plan.job.model_copy(update={"output": output})
-        sample_plan = build_plan(
-            first_job, plan.target, options, template_dirs(Path(plan.options.project_dir or "."))
-        )
-    # What the run would refuse, the dry run refuses, with the same words.
-    selection = check_selection(sample_plan, engine)
+    # What the run would refuse, the dry run refuses, with the same words; it creates nothing.
+    sample_plan, selection = selection_of(plan, engine)
     limit = plan.options.limit or SAMPLE_ROWS
     fmt = plan.job.agent.response_format
     builder = BodyBuilder(

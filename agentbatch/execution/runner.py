@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import AgentbatchError, JobFailedError, UsageError, attach_summary
 from agentbatch.execution.result import RunResult
-from agentbatch.execution.selection import check_selection
+from agentbatch.execution.selection import selection_of
 from agentbatch.planning.builder import build_plan
 from agentbatch.planning.definition import Plan, PushDown, RestFallback, RunOptions
 from agentbatch.planning.targets import Target, resolve_target
@@ -155,8 +155,15 @@ def open_engine(the_plan: Plan, tables: Mapping[str, Any], outputs: Iterable[str
 
 
 def prepare_selection(the_plan: Plan, engine: Engine) -> dict[str, int]:
-    """Before any call: create the target if missing (it decides what is done), then check and
-    count the selection (`check_selection`)."""
+    """Check and count the selection (`check_selection`), then create the target if missing."""
+    counts = selection_of(the_plan, engine)[1]
+    create_target(the_plan, engine)
+    return counts
+
+
+def create_target(the_plan: Plan, engine: Engine) -> None:
+    """Create the target if missing: it decides what is done, and the run's statements read it.
+    Only once the run's checks and budget let it go on: a refused run creates nothing."""
     ensure = (
         the_plan.steps.ensure_target
         if isinstance(the_plan.steps, RestFallback)
@@ -164,15 +171,15 @@ def prepare_selection(the_plan: Plan, engine: Engine) -> dict[str, int]:
     )
     if ensure is not None:
         engine.execute(ensure.sql)
-    return check_selection(the_plan, engine)
 
 
 def _run_push_down(the_plan: Plan, steps: PushDown, engine: Engine) -> dict[str, Any]:
-    counts = prepare_selection(the_plan, engine)
+    counts = selection_of(the_plan, engine)[1]
     budget = budget_for(the_plan)
     # One statement: the guard can only judge before it runs (rows exactly, tokens from the
     # last estimate); ai_query reports no usage per row.
     budget.check_before(rows_upper_bound(the_plan, counts))
+    create_target(the_plan, engine)
     for statement in steps.statements[1:]:
         log.info("running: %s (%s)", statement.purpose, statement.template)
         engine.execute(statement.sql)
@@ -189,7 +196,7 @@ def _run_fallback(
 
     # A dead agent URL stops the run here, in seconds, before anything is created or sent.
     probe_call(steps.call, the_plan.options.endpoints)
-    counts = prepare_selection(the_plan, engine)
+    selecting, counts = selection_of(the_plan, engine)
     budget = budget_for(the_plan)
     # Engines that call from their own workers (spark) run the whole fallback themselves, unless
     # those cannot reach the agent (spark on serverless): then it runs here, as everywhere else.
@@ -198,6 +205,7 @@ def _run_fallback(
         if distributed.calls_on_workers:
             # Workers answer on their own: the budget judges before sending only.
             budget.check_before(rows_upper_bound(the_plan, counts))
+            create_target(the_plan, engine)
             spread = distributed.run_distributed(steps.distributed(the_plan.options))
             return _summarise(the_plan, engine, {**spread, **counts})
 
@@ -216,7 +224,8 @@ def _run_fallback(
         stats: dict[str, Any] = {}
         so_far = BulkStats()
         if select is None:
-            _check_budget(the_plan, steps, engine, ledger, budget, counts)
+            _check_budget(the_plan, selecting, engine, ledger, budget, counts)
+        create_target(the_plan, engine)
         inputs = engine.fetch_batches(
             steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
         )
@@ -337,14 +346,15 @@ def rows_to_send(
 
 def _check_budget(
     the_plan: Plan,
-    steps: RestFallback,
+    selecting: Plan,
     engine: Engine,
     ledger: Ledger,
     budget: Budget,
     counts: Mapping[str, int],
 ) -> None:
     """Before sending: a run whose estimate passes its budget sends nothing. The selection is
-    an upper bound; only when it would not fit are the rows the ledger can answer counted."""
+    an upper bound; only when it would not fit are the rows the ledger can answer counted
+    (selected by `selecting`, which reads no missing target)."""
     from agentbatch.errors import BudgetError
 
     upper = rows_upper_bound(the_plan, counts)
@@ -353,7 +363,8 @@ def _check_budget(
     except BudgetError:
         if not ledger.has_answers or the_plan.options.full_refresh:
             raise
-        budget.check_before(rows_to_send(the_plan, steps, engine, ledger)[0])
+        assert isinstance(selecting.steps, RestFallback)
+        budget.check_before(rows_to_send(the_plan, selecting.steps, engine, ledger)[0])
 
 
 def spend_summary(budget: Budget, sent: int) -> dict[str, Any]:

@@ -3,12 +3,16 @@ its size, what the target already holds, keys that repeat, keys that are missing
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentbatch.agent.response_format import parse_response_format
 from agentbatch.errors import UsageError
+from agentbatch.planning.builder import build_plan
 from agentbatch.results import RESULT_COLUMN_NAMES
+from agentbatch.spec.project import template_dirs
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -17,6 +21,27 @@ if TYPE_CHECKING:
     from agentbatch.planning.definition import Plan
 
 log = logging.getLogger(__name__)
+
+
+def selection_of(plan: Plan, engine: Engine) -> tuple[Plan, dict[str, int]]:
+    """Check and count the selection without creating anything, so that a run refused here or
+    by its budget leaves no trace: (the plan whose statements select the rows while the target
+    is missing, the counts). Once the target exists, that is `plan` itself."""
+    if not engine.table_exists(plan.job.output.table):
+        plan = first_run_plan(plan)
+    return plan, check_selection(plan, engine)
+
+
+def first_run_plan(plan: Plan) -> Plan:
+    """The plan as a first run selects, for a target that does not exist yet: every row (a full
+    refresh selects alike in every mode), as mode overwrite so that no check reads the missing
+    target either (a merge's check for keys it holds twice would, and the key types' check of
+    every other mode)."""
+    options = dataclasses.replace(plan.options, full_refresh=True)
+    output = plan.job.output.model_copy(update={"mode": "overwrite"})
+    first_job = plan.job.model_copy(update={"output": output})
+    root = Path(plan.options.project_dir or ".")
+    return build_plan(first_job, plan.target, options, template_dirs(root))
 
 
 def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:

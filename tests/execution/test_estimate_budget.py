@@ -121,7 +121,8 @@ def test_a_row_budget_below_the_selection_sends_nothing(tmp_path: Path, agent: A
     assert "max_rows 100" in done.stderr and "nothing was sent" in done.stderr
     assert "237 row(s)" in done.stderr
     paid_once(agent, 0)
-    assert output_rows(tmp_path) == []
+    # A refused run writes nothing, not even an empty output file.
+    assert not (tmp_path / "out.parquet").exists()
 
 
 def test_a_token_budget_below_the_estimate_sends_nothing(

@@ -141,7 +141,7 @@ def test_repeated_source_keys_are_refused_before_any_call(tmp_path: Path) -> Non
         with pytest.raises(UsageError, match=r"not unique: 2 value\(s\).*'3' x3, '2' x2"):
             p.run()
         assert agent.stats().requests_total == 0
-        assert p.target() == []
+        assert not p.output.exists()  # a refused run creates nothing, not an empty target
 
 
 def test_rows_without_a_key_are_counted_and_named_never_sent(

@@ -202,15 +202,25 @@ def test_push_down_estimate_samples_through_ai_query_and_keeps_the_answers(
     assert agent.stats().requests_total == ALL_TICKETS
 
 
-def test_push_down_run_over_its_row_budget_sends_nothing(
-    warehouse: Warehouse, agent: AgentServer, run_job: Any
+@pytest.mark.parametrize("job", [SUMMARISE, TRIAGE])
+def test_a_run_over_its_row_budget_sends_nothing_and_creates_nothing(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, job: Path
 ) -> None:
     from agentbatch.errors import BudgetError
 
-    with pytest.raises(BudgetError, match="would send 300 row"):
-        run_job(SUMMARISE, settings={**target_settings(warehouse), "max_rows": 299})
+    selected = ALL_TICKETS if job == SUMMARISE else OPEN_TICKETS
+    endpoints = {"apps/triage-agent": agent.url} if job == TRIAGE else {}
+    settings = {**target_settings(warehouse), "max_rows": selected - 1}
+    before = len(warehouse.statements)
+    with pytest.raises(BudgetError, match=f"would send {selected} row"):
+        run_job(job, endpoints=endpoints, settings=settings)
     assert agent.stats().requests_total == 0
-    assert not any(s.startswith("MERGE INTO") for s in warehouse.statements)
+    # Refused before anything was written: not even the empty target (push-down and REST).
+    run = warehouse.statements[before:]
+    assert run and not [s for s in run if s.startswith(("MERGE", "CREATE", "INSERT"))]
+    result = run_job(job, endpoints=endpoints, settings={**settings, "max_rows": selected})
+    assert result.summary["table_rows"] == selected
+    assert agent.stats().requests_total == selected
 
 
 @pytest.mark.parametrize("staging", ["json-parameter", "volume"])
