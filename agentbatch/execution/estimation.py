@@ -35,6 +35,7 @@ from agentbatch.agent.content import concurrency_ceiling, input_batch_rows
 from agentbatch.errors import NotSupportedError, UsageError
 from agentbatch.execution.budget import PerRow, cost_of, price_of, save_per_row
 from agentbatch.planning.definition import Plan, PushDown, RestFallback
+from agentbatch.planning.render import utc_timestamp
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
@@ -390,7 +391,7 @@ def _sample_push_down(
 
 def _read_sample(found: Estimate, the_plan: Plan, engine: Engine, keys: list[Any]) -> None:
     """The sample's rows (its keys), as this run wrote them to the target."""
-    started = the_plan.options.started_at.strftime("%Y-%m-%d %H:%M:%S")
+    started = utc_timestamp(the_plan.options.started_at)
     key = the_plan.job.source.key
     sql = (
         f"SELECT {quoting.identifier(key)} AS `_key`, `error`, `latency_ms`, `input_tokens`, "

@@ -12,7 +12,6 @@ of the same data (`agentbatch.execution.runner`, `agentbatch.planning.explain`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timezone
 from pathlib import Path
 
 from agentbatch.agent.calls import CallSpec, call_fingerprint
@@ -28,7 +27,13 @@ from agentbatch.planning.definition import (
     Statement,
     Strategy,
 )
-from agentbatch.planning.render import Renderer, RenderOptions, job_context, uses_agent_body
+from agentbatch.planning.render import (
+    Renderer,
+    RenderOptions,
+    job_context,
+    uses_agent_body,
+    utc_timestamp,
+)
 from agentbatch.planning.targets import Target
 from agentbatch.spec.models import Job
 
@@ -114,11 +119,7 @@ def build_plan(
         retry_errors=options.retry_errors,
         run_limit=options.limit,
         staged=engine.staging_relation(job.output.table, options.run_id),
-        # With its offset (a warehouse reads a timestamp literal in its session time zone) and
-        # microseconds (a run started within the second of the last one's answers).
-        run_started_at=options.started_at.astimezone(timezone.utc).strftime(
-            "%Y-%m-%d %H:%M:%S.%f+00:00"
-        ),
+        run_started_at=utc_timestamp(options.started_at),
         dialect=engine.dialect,
     )
     context = job_context(job, fingerprint, render_options)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,10 @@ def check_sql(sql: str, template: str) -> None:
         raise TemplateError(
             f"{template}: must render exactly one SQL statement, got {len(statements)}"
         )
+
+
+def utc_timestamp(moment: datetime) -> str:
+    """A moment as timestamp text for SQL: with its offset (a warehouse reads a timestamp literal
+    without one in its session time zone, which an admin may set) and microseconds (a run
+    started within the second of the last one's answers)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")

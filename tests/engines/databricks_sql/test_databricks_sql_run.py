@@ -174,6 +174,8 @@ def test_a_dry_run_checks_the_selection_on_the_warehouse_before_and_after_a_run(
     assert agent.stats().requests_total == ALL_TICKETS
 
 
+# West of UTC a start time read in the session's zone would come after the sample's answers.
+@pytest.mark.parametrize("warehouse", ["UTC", "America/Los_Angeles"], indirect=True)
 def test_push_down_estimate_samples_through_ai_query_and_keeps_the_answers(
     warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
 ) -> None:
