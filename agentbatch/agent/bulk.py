@@ -36,6 +36,7 @@ from agentbatch.agent.handoff import CommitBuffer, RowFeed
 from agentbatch.agent.ledger import Ledger
 from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter
 from agentbatch.agent.progress import ProgressReporter
+from agentbatch.agent.redact import safe_url
 from agentbatch.agent.response_format import (
     ResponseFormat,
     ResponseFormatError,
@@ -325,6 +326,8 @@ class _HttpRun:
             if budget is not None and not budget.admit():
                 self._budget_stop(budget)
                 continue
+            if budget is not None:
+                await _turn(budget)
             try:
                 outcome = await caller.call(self.bodies, row.request, row.file)
             except AgentError as e:
@@ -386,8 +389,9 @@ class _HttpRun:
                 self.held.clear()
                 self._abort(
                     AgentError(
-                        f"endpoint {self.endpoint.name!r} looks unreachable: {UNREACHABLE_ROWS} "
-                        f"rows in a row failed after all retries; last error: {failure.message}"
+                        f"endpoint {safe_url(self.endpoint.name)!r} looks unreachable: "
+                        f"{UNREACHABLE_ROWS} rows in a row failed after all retries; "
+                        f"last error: {failure.message}"
                     )
                 )
             return
@@ -497,6 +501,14 @@ class _HttpRun:
 
 def _watches_spend(budget: SpendGuard | None) -> bool:
     return budget is not None and bool(getattr(budget, "watches_spend", True))
+
+
+async def _turn(budget: SpendGuard) -> None:
+    """Wait until the guard lets an admitted row's call go (a guard without `turn` never holds
+    one): a token or cost limit holds calls while nothing tells what a row costs."""
+    turn = getattr(budget, "turn", None)
+    if turn is not None:
+        await turn()
 
 
 def _rows_of(batch: pa.RecordBatch) -> list[_Row]:

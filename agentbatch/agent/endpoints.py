@@ -5,9 +5,10 @@ Forms, checked in this order:
 * a name in `overrides` (from `--endpoint NAME=URL`): replaced by its URL or `builtin:instant`;
 * `builtin:instant`: the in-process echo agent (no HTTP);
 * `http(s)://...`: an agent server speaking the Apps protocol (`<url>/responses`, or
-  `<url>/invocations` for the chat api, as MLflow's AgentServer serves them); a URL ending in
-  `/invocations`, `/responses` or `/chat/completions` is used as-is. No credentials are sent to
-  plain URLs, except Databricks Apps URLs, which get the workspace's OAuth token;
+  `<url>/invocations` for the chat api, as MLflow's AgentServer serves them; a query string stays
+  after the route); a URL whose path ends in `/invocations`, `/responses` or `/chat/completions`
+  is used as-is. No credentials are sent to plain URLs, except Databricks Apps URLs, which get the
+  workspace's OAuth token;
 * `apps/<name>`: a Databricks App, its URL looked up once with the SDK (`apps.get(name).url`);
   OAuth only: credentials for which `Config.oauth_token()` fails (a personal access token, the
   `runtime` credentials of job compute, Azure Entra ID) fail the run before any row is sent.
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentbatch.agent.auth import AuthHeaders
 from agentbatch.agent.calls import Api
-from agentbatch.agent.redact import redact, register_secret
+from agentbatch.agent.redact import redact, register_secret, safe_url
 from agentbatch.agent.retry import EndpointKind
 from agentbatch.errors import AgentError, ConfigError, UsageError
 
@@ -132,14 +133,15 @@ def resolve_endpoint(
             )
         url = _plain_url(target, api)
         # An OpenAI-compatible serving route names the endpoint in the body.
-        model = name.removeprefix("openai/") if url.endswith(_OPENAI_ROUTES) else None
+        route = urllib.parse.urlsplit(url).path
+        model = name.removeprefix("openai/") if route.endswith(_OPENAI_ROUTES) else None
         return Endpoint("url", name, url=url, model=model, headers=extra)
     if name == BUILTIN_INSTANT:
         return Endpoint("builtin", name)
     if _is_url(name):
         host = urllib.parse.urlsplit(name).hostname or ""
         if host.endswith(APPS_DOMAIN_SUFFIX):
-            auth = _oauth_only(_app_config(config_factory), f"app URL {name}")
+            auth = _oauth_only(_app_config(config_factory), f"app URL {safe_url(name)}")
             return Endpoint("app", name, url=_plain_url(name, api), auth=auth, headers=extra)
         return Endpoint("url", name, url=_plain_url(name, api), headers=extra)
     if name.startswith("apps/"):
@@ -164,10 +166,13 @@ def _is_url(text: str) -> bool:
 
 
 def _plain_url(url: str, api: Api) -> str:
-    base = url.rstrip("/")
-    if base.endswith(_AS_IS_SUFFIXES):
-        return base
-    return base + ("/responses" if api == "responses" else "/invocations")
+    """The URL rows are POSTed to: the route goes on the path, the query (an Azure `api-version`,
+    a function `code`) stays after it."""
+    parts = urllib.parse.urlsplit(url.strip())
+    path = parts.path.rstrip("/")
+    if not path.endswith(_AS_IS_SUFFIXES):
+        path += "/responses" if api == "responses" else "/invocations"
+    return urllib.parse.urlunsplit(parts._replace(path=path))
 
 
 def _check_name(name: str, original: str) -> None:

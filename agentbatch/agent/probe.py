@@ -3,9 +3,10 @@
 Without it, a dead endpoint is found row by row: every row retries its connection errors with
 back-off, and a run over 50 rows takes most of a minute to fail. The probe runs once per run:
 
-* what it sends: one `GET` to the route rows are POSTed to (no body, no credentials). An agent
-  server routes only `POST` there, so a live server answers `405 Method Not Allowed` (or 200, 400,
-  401, ...) without running the agent: the probe never costs a paid call;
+* what it sends: one `GET` to the URL rows are POSTed to, its query included (no body, no
+  credentials beyond what the URL's query carries). An agent server routes only `POST` there,
+  so a live server answers `405 Method Not Allowed` (or 200, 400, 401, ...) without running the
+  agent: the probe never costs a paid call;
 * what stops the run (AgentError, exit 6, before anything is written): connection refused, a host
   name that does not resolve, a TLS failure, a connection that cannot be opened within
   `CONNECT_TIMEOUT_S`, and `404 Not Found` (nothing is served at that route: a wrong URL or path);
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from agentbatch.agent.calls import CallSpec
 from agentbatch.agent.endpoints import APPS_DOMAIN_SUFFIX, BUILTIN_INSTANT, resolve_endpoint
-from agentbatch.agent.redact import redact
+from agentbatch.agent.redact import safe_url
 from agentbatch.errors import AgentError
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ def probe_call(call: CallSpec, overrides: Mapping[str, str] | None = None) -> No
 def probe_url(url: str, *, name: str = "", connect: Connector | None = None) -> None:
     """One GET to `url`. Raises AgentError naming the cause when nothing answers there."""
     parts = urllib.parse.urlsplit(url)
-    what = f"agent endpoint {name} ({_safe(url)})" if name and name != url else _safe(url)
+    shown = safe_url(url)
+    what = f"agent endpoint {safe_url(name)} ({shown})" if name and name != url else shown
     try:
         conn = (connect or _connect)(parts, CONNECT_TIMEOUT_S)
     except socket.gaierror as err:
@@ -77,7 +79,9 @@ def probe_url(url: str, *, name: str = "", connect: Connector | None = None) -> 
     try:
         if conn.sock is not None:
             conn.sock.settimeout(READ_TIMEOUT_S)
-        conn.request("GET", parts.path or "/", headers={"User-Agent": "agentbatch-probe"})
+        # The query too: the route rows go to may need it (an Azure `api-version`).
+        route = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", route, headers={"User-Agent": "agentbatch-probe"})
         status = conn.getresponse().status
     except TimeoutError:
         log.debug("probe: %s is slow to answer; going on", what)
@@ -125,12 +129,3 @@ def _plain_url_of(call: CallSpec, overrides: Mapping[str, str]) -> str | None:
 
 def _no_config() -> Config:
     raise ValueError("a plain URL needs no workspace configuration")
-
-
-def _safe(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    # Never echo credentials embedded in a URL.
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return redact(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")))

@@ -128,6 +128,25 @@ def chat_content_text(content: Any) -> str | None:
     return None
 
 
+def chat_choice_failure(
+    text: str | None, finish_reason: Any, tool_calls: bool
+) -> RowFailure | None:
+    """Why a Chat Completions choice holds no answer, or None; streamed or not, the same rule.
+
+    `finish_reason` is `content_filter` "if content was omitted due to a flag from our content
+    filters", `tool_calls` "if the model called a tool" (openai-python
+    `types/chat/chat_completion.py` and `chat_completion_chunk.py`, `Choice.finish_reason`).
+    """
+    if finish_reason == "content_filter":
+        return RowFailure(
+            "agent", "reply withheld by a content filter (finish_reason content_filter)"
+        )
+    if not text and (tool_calls or finish_reason == "tool_calls"):
+        reason = f" (finish_reason {finish_reason})" if isinstance(finish_reason, str) else ""
+        return RowFailure("parse", f"reply has no answer text: only tool calls{reason}")
+    return None
+
+
 def error_message(payload: Any) -> str | None:
     """The human message of an error payload in any of the common shapes, else None."""
     if isinstance(payload, str):

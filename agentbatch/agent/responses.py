@@ -13,6 +13,7 @@ from typing import Any
 from agentbatch.agent.replies import (
     AgentReply,
     RowFailure,
+    chat_choice_failure,
     chat_content_text,
     error_message,
     message_text,
@@ -41,6 +42,15 @@ def loads(data: bytes | str) -> Any:
 MESSAGE_SEPARATOR = "\n\n"
 
 
+def join_messages(texts: list[str]) -> str | None:
+    """The answer of a reply with several assistant messages, on every path: their texts in order,
+    empty ones left out ("" when all are empty, None when there is none)."""
+    answer = [t for t in texts if t]
+    if answer:
+        return MESSAGE_SEPARATOR.join(answer)
+    return "" if texts else None
+
+
 def preview(body: bytes | str, limit: int = 200) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     return truncate(" ".join(text.split()), limit)
@@ -64,6 +74,8 @@ def reply_from_payload(payload: Any) -> AgentReply | RowFailure:
     if failure is not None:
         return failure
     text = _text_of(payload)
+    if isinstance(text, RowFailure):
+        return text
     if text is None:
         return RowFailure("parse", f"reply has no answer text: {preview(json.dumps(payload))}")
     inp, out = usage_tokens(payload.get("usage"))
@@ -95,7 +107,7 @@ def _failure_of(payload: dict[str, Any]) -> RowFailure | None:
     return None
 
 
-def _text_of(payload: dict[str, Any]) -> str | None:
+def _text_of(payload: dict[str, Any]) -> str | RowFailure | None:
     output = payload.get("output")
     if isinstance(output, list):
         texts = []
@@ -103,20 +115,13 @@ def _text_of(payload: dict[str, Any]) -> str | None:
             text = message_text(item)
             if text is not None:
                 texts.append(text)
-        return MESSAGE_SEPARATOR.join(texts) if texts else None
+        return join_messages(texts)
     choices = payload.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        message = choices[0].get("message")
-        if isinstance(message, dict):
-            return chat_content_text(message.get("content"))
-        text = choices[0].get("text")
-        return text if isinstance(text, str) else None
+        return _choice_text(choices[0])
     messages = payload.get("messages")
     if isinstance(messages, list):
-        for message in reversed(messages):
-            if isinstance(message, dict) and message.get("role") == "assistant":
-                return chat_content_text(message.get("content"))
-        return None
+        return _chat_agent_text(messages)
     if "predictions" in payload:
         predictions = payload["predictions"]
         if isinstance(predictions, list) and len(predictions) == 1:
@@ -125,6 +130,45 @@ def _text_of(payload: dict[str, Any]) -> str | None:
             return predictions
         return json.dumps(predictions, ensure_ascii=False)
     return None
+
+
+def _choice_text(choice: dict[str, Any]) -> str | RowFailure | None:
+    message = choice.get("message")
+    if isinstance(message, dict):
+        text = chat_content_text(message.get("content"))
+        tool_calls = bool(message.get("tool_calls") or message.get("function_call"))
+    else:
+        text = choice.get("text") if isinstance(choice.get("text"), str) else None
+        tool_calls = False
+    return chat_choice_failure(text, choice.get("finish_reason"), tool_calls) or text
+
+
+def _chat_agent_text(messages: list[Any]) -> str | None:
+    """A ChatAgent reply (mlflow/types/agent.py `ChatAgentResponse.messages`, where `content` may
+    be None when `tool_calls` is set): the text of every assistant message after the last user
+    message, joined as the Responses path joins its output messages. Tool messages and assistant
+    messages that call tools are steps, not the answer, as MLflow's own conversion to Responses
+    output drops the content beside tool calls (mlflow/types/responses.py
+    `_cc_stream_to_responses_stream`)."""
+    start = 0
+    for i, message in enumerate(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            start = i + 1
+    texts = []
+    for message in messages[start:]:
+        if _is_answer_message(message):
+            text = chat_content_text(message.get("content"))
+            if text is not None:
+                texts.append(text)
+    return join_messages(texts)
+
+
+def _is_answer_message(message: Any) -> bool:
+    return (
+        isinstance(message, dict)
+        and message.get("role") == "assistant"
+        and not message.get("tool_calls")
+    )
 
 
 def apply_response_format(reply: AgentReply, fmt: ResponseFormat | None) -> AgentReply | RowFailure:

@@ -7,11 +7,13 @@ re-sent only when the failure says nothing usable came back:
 * connection errors (refused, reset, dropped mid-reply) and timeouts. A timed-out call IS re-sent,
   although the agent may have finished the work: the answer never reached us, and an answered row
   must not be lost;
-* a stream that ended without its completion event or `[DONE]` (truncated).
+* a stream that ended without its completion event or `[DONE]` (truncated);
+* MLflow's AgentServer's in-stream `{"error": ...}`: the agent raised, where the same agent not
+  streamed answers HTTP 500.
 
 A call is never re-sent for: other 4xx (the row's error records the server's message), a complete
-reply that does not parse or does not match the response format, an error the agent reported in
-its reply or stream, a reply over the size cap, or a request that cannot be built.
+reply that does not parse or does not match the response format, any other error the agent
+reported in its reply or stream, a reply over the size cap, or a request that cannot be built.
 
 401 is special: auth headers are refreshed once (the SDK mints a new token) and the row re-sent; a
 second 401 aborts the run with AgentError. 403 and 404 abort the run at once (the endpoint is
@@ -28,6 +30,8 @@ import datetime
 import email.utils
 import random
 from typing import Literal
+
+from agentbatch.agent.redact import safe_url
 
 BASE_DELAY_S = 0.5
 MAX_DELAY_S = 30.0
@@ -126,7 +130,8 @@ def describe_status(
     status: int, server_message: str | None, *, endpoint_kind: EndpointKind, endpoint: str
 ) -> str:
     """The row/run error for an HTTP failure: status, likely cause, the server's message."""
-    cause = _likely_cause(status, endpoint_kind, endpoint)
+    # The endpoint may be a URL carrying a password or a `?code=` key: never echo those.
+    cause = _likely_cause(status, endpoint_kind, safe_url(endpoint))
     text = f"HTTP {status}"
     if cause:
         text += f" ({cause})"

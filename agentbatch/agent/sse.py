@@ -4,14 +4,17 @@ Three real styles are handled:
 
 * MLflow AgentServer: `data:` lines only (Responses stream events), no `response.created` /
   `response.completed`, a `{"trace_id": ...}` event when asked, ends with `data: [DONE]`; an agent
-  failure arrives as `data: {"error": ...}` inside an HTTP 200 stream.
+  failure arrives as `data: {"error": str(e)}` inside an HTTP 200 stream, `""` for an exception
+  without a message (a bare `TimeoutError()`).
 * OpenAI-style Responses servers: `event:` + `data:` lines, the full lifecycle ending with
   `response.completed` (usage inside), errors as `response.failed` or `error`; no `[DONE]`.
-* Chat Completions: `chat.completion.chunk` deltas, then `[DONE]`.
+* Chat Completions: `chat.completion.chunk` deltas, then `[DONE]`; only choice 0 is kept, as the
+  non-streamed reply keeps `choices[0]`.
 
 Final text comes from `response.output_item.done` message items; deltas are only a fallback. An
-in-stream error is a row error, never a success with partial text. A stream that ends without a
-completion event or `[DONE]` was truncated: a retryable error.
+in-stream error is a row error, never a success with partial text: MLflow's string `error` is
+retryable (the same agent not streamed answers HTTP 500), other in-stream errors are not. A stream
+that ends without a completion event or `[DONE]` was truncated: a retryable error.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from agentbatch.agent.replies import (
     AgentReply,
     RowFailure,
+    chat_choice_failure,
     chat_content_text,
     error_message,
     message_text,
@@ -31,7 +35,7 @@ from agentbatch.agent.replies import (
     truncate,
     usage_tokens,
 )
-from agentbatch.agent.responses import MESSAGE_SEPARATOR, loads, preview
+from agentbatch.agent.responses import join_messages, loads, preview
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DONE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.done"})
@@ -73,8 +77,12 @@ def iter_events(body: bytes) -> Iterator[_Event]:
 class _State:
     messages: list[str] = field(default_factory=list)
     deltas: list[str] = field(default_factory=list)
+    # Choice 0 of a Chat Completions stream: its text, whether any came, its tool calls and end.
     chat_parts: list[str] = field(default_factory=list)
     saw_chat: bool = False
+    chat_text: bool = False
+    chat_tool_calls: bool = False
+    chat_finish: Any = None
     finished: bool = False
     failure: RowFailure | None = None
     custom_outputs: Any = None
@@ -113,9 +121,9 @@ def parse_sse(body: bytes) -> AgentReply | RowFailure:
 def _apply(state: _State, name: str | None, ev: dict[str, Any]) -> None:
     kind = ev.get("type") if isinstance(ev.get("type"), str) else name
     _collect_metadata(state, ev)
-    if kind == "error" or (ev.get("error") and kind in (None, "error")):
-        message = error_message(ev.get("error")) or error_message(ev) or "agent failed"
-        state.failure = RowFailure("agent", f"agent error in stream: {truncate(message)}")
+    # The key is the signal, not its value: MLflow sends `{"error": ""}` for a message-less error.
+    if kind == "error" or (kind is None and ev.get("error") is not None):
+        state.failure = _stream_error(ev)
         return
     if kind == "response.failed":
         response = ev.get("response")
@@ -141,11 +149,36 @@ def _apply(state: _State, name: str | None, ev: dict[str, Any]) -> None:
     elif isinstance(ev.get("choices"), list):
         state.saw_chat = True
         for choice in ev["choices"]:
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            if isinstance(delta, dict):
-                text = chat_content_text(delta.get("content"))
-                if text:
-                    state.chat_parts.append(text)
+            # With `n` > 1 the choices' chunks interleave, each naming its `index`
+            # (openai-python `types/chat/chat_completion_chunk.py`, `Choice.index`).
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                _apply_chat_choice(state, choice)
+
+
+def _apply_chat_choice(state: _State, choice: dict[str, Any]) -> None:
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        text = chat_content_text(delta.get("content"))
+        if text is not None:
+            state.chat_text = True
+            if text:
+                state.chat_parts.append(text)
+        if delta.get("tool_calls") or delta.get("function_call"):
+            state.chat_tool_calls = True
+    if choice.get("finish_reason") is not None:
+        state.chat_finish = choice["finish_reason"]
+
+
+def _stream_error(ev: dict[str, Any]) -> RowFailure:
+    error = ev.get("error")
+    message = error_message(error) or error_message(ev) or "the agent failed without a message"
+    # MLflow's AgentServer streams `{"error": str(e)}` where the same agent not streamed answers
+    # HTTP 500 (mlflow/genai/agent_server/server.py, `_generate` and `_handle_invoke_request`):
+    # retried as that 500 is.
+    mlflow_style = isinstance(error, str) and "type" not in ev
+    return RowFailure(
+        "agent", f"agent error in stream: {truncate(message)}", retryable=mlflow_style
+    )
 
 
 def _collect_metadata(state: _State, ev: dict[str, Any]) -> None:
@@ -164,14 +197,18 @@ def _collect_metadata(state: _State, ev: dict[str, Any]) -> None:
 def _reply(state: _State) -> AgentReply | RowFailure:
     text: str | None = None
     if state.messages:
-        text = MESSAGE_SEPARATOR.join(state.messages)
+        text = join_messages(state.messages)
     elif state.final_output is not None:
-        texts = [t for t in (message_text(item) for item in state.final_output) if t is not None]
-        text = MESSAGE_SEPARATOR.join(texts) if texts else None
+        text = join_messages(
+            [t for t in (message_text(item) for item in state.final_output) if t is not None]
+        )
     if text is None and state.deltas:
         text = "".join(state.deltas)
     if text is None and state.saw_chat:
-        text = "".join(state.chat_parts)
+        text = "".join(state.chat_parts) if state.chat_text else None
+        failure = chat_choice_failure(text, state.chat_finish, state.chat_tool_calls)
+        if failure is not None:
+            return failure
     if text is None:
         return RowFailure("parse", "stream completed without answer text")
     return AgentReply(

@@ -40,10 +40,19 @@ TransportErrorKind = Literal["timeout", "connection", "too_large"]
 class TransportError(Exception):
     """The call produced no complete reply. `retryable` follows retry.py's policy."""
 
-    def __init__(self, kind: TransportErrorKind, message: str, *, retryable: bool) -> None:
+    def __init__(
+        self,
+        kind: TransportErrorKind,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.retryable = retryable
+        # The HTTP status, when the server answered before the reply went wrong (too large).
+        self.status = status
 
 
 class Transport(Protocol):
@@ -142,7 +151,7 @@ class AiohttpTransport:
     async def _read(self, resp: aiohttp.ClientResponse, *, stream: bool) -> bytes:
         length = _plain_length(resp)
         if length is not None and length > self._max_body:
-            raise self._too_large()
+            raise self._too_large(resp.status)
         if length is not None and not stream:
             return await resp.read()
         chunks: list[bytes] = []
@@ -150,16 +159,19 @@ class AiohttpTransport:
         async for chunk in resp.content.iter_any():
             size += len(chunk)
             if size > self._max_body:
-                raise self._too_large()
+                raise self._too_large(resp.status)
             chunks.append(chunk)
             # An SSE stream is complete at `[DONE]`: do not wait for a lingering connection.
             if stream and looks_finished(chunk[-_TAIL_BYTES:]):
                 break
         return b"".join(chunks)
 
-    def _too_large(self) -> TransportError:
+    def _too_large(self, status: int) -> TransportError:
         return TransportError(
-            "too_large", f"reply larger than the {self._max_body} byte cap", retryable=False
+            "too_large",
+            f"reply larger than the {self._max_body} byte cap",
+            retryable=False,
+            status=status,
         )
 
     async def close(self) -> None:

@@ -120,7 +120,8 @@ class Caller:
             if isinstance(failure, AgentReply):
                 return Outcome(failure, None, attempt, sent.status, sent.latency_ms)
             if (
-                sent.status == 401
+                failure.kind == "http"
+                and sent.status == 401
                 and auth is not None
                 and refreshes < MAX_REFRESHES_PER_ROW
                 and not auth.refused_after_refresh(sent.generation)
@@ -132,7 +133,8 @@ class Caller:
                 await auth.refresh(sent.generation)
                 self._stats.retries += 1
                 continue
-            if sent.status is not None and is_fatal(sent.status):
+            # Only a refusal stops the run; a reply gone wrong after its status is a row error.
+            if failure.kind == "http" and sent.status is not None and is_fatal(sent.status):
                 raise AgentError(failure.message)
             if failure.retryable and attempt <= self._call.max_retries:
                 self._stats.retries += 1
@@ -168,7 +170,7 @@ class Caller:
             latency_ms = (time.perf_counter() - started) * 1000.0
             self._limiter.release(permit, "timeout" if e.kind == "timeout" else "neutral")
             failure = RowFailure(e.kind, redact(str(e)), retryable=should_retry(e))
-            return _Sent(failure, None, latency_ms, None, generation)
+            return _Sent(failure, e.status, latency_ms, None, generation)
         latency_s = time.perf_counter() - started
         status = raw.status
         if 200 <= status < 300:
@@ -228,16 +230,18 @@ class Caller:
 
 
 def _without_secrets(reply: AgentReply) -> AgentReply:
+    """Every field the agent wrote that reaches the output table and the checkpoint."""
     text = redact_known(reply.text)
+    trace_id = redact_known(reply.trace_id) if reply.trace_id is not None else None
     custom = reply.custom_outputs
     if custom is not None:
         dumped = json.dumps(custom, ensure_ascii=False, default=str)
         cleaned = redact_known(dumped)
         if cleaned != dumped:
             custom = json.loads(cleaned)
-    if text is reply.text and custom is reply.custom_outputs:
+    if text is reply.text and trace_id is reply.trace_id and custom is reply.custom_outputs:
         return reply
-    return dataclasses.replace(reply, text=text, custom_outputs=custom)
+    return dataclasses.replace(reply, text=text, trace_id=trace_id, custom_outputs=custom)
 
 
 def _is_sse(raw: RawReply) -> bool:

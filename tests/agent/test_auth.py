@@ -386,3 +386,29 @@ async def test_tokens_never_reach_logs_errors_or_the_ledger(
         assert PAT not in text
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("l.sqlite*"))
     assert PAT.encode() not in raw
+
+
+def trace_echo_app() -> web.Application:
+    """An agent that puts the request's Authorization header into its MLflow trace id."""
+
+    async def handler(request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization", "")
+        trace = {"trace": {"info": {"trace_id": f"tr-{header}"}}}
+        return web.json_response({"predictions": ["fine"], "databricks_output": trace})
+
+    app = web.Application()
+    app.router.add_post("/serving-endpoints/{name}/invocations", handler)
+    return app
+
+
+async def test_a_token_echoed_into_the_trace_id_never_reaches_the_ledger(tmp_path: Path) -> None:
+    with (
+        BackgroundServer(trace_echo_app, name="trace-echo") as server,
+        Ledger(tmp_path / "l.sqlite", key="id") as ledger,
+    ):
+        await run(CallSpec(endpoint="leaky"), 2, ledger, lambda: pat(server.url))
+        rows = pa.Table.from_batches(list(ledger.rows_of_run())).to_pylist()
+    assert [r["response"] for r in rows] == ["fine", "fine"]
+    assert [r["trace_id"] for r in rows] == ["tr-***"] * 2
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("l.sqlite*"))
+    assert PAT.encode() not in raw

@@ -29,3 +29,19 @@ def test_registered_credentials_are_masked_anywhere() -> None:
     assert redact_known("x opaque-token-value-42 y") == "x *** y"
     # Answers are only scrubbed of registered secrets, not of token-like words.
     assert redact_known("Bearer authentication is standard") == "Bearer authentication is standard"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "HTTP 403 (http://alice:pw-x@127.0.0.1:8080/agent/responses?code=K1 refused it).",
+            "HTTP 403 (http://***@127.0.0.1:8080/agent/responses?code=*** refused it).",
+        ),
+        ("see https://h/a/b#access_token=t, then", "see https://h/a/b, then"),
+        ("https://h/openai/responses?api-version=v1", "https://h/openai/responses?api-version=***"),
+        ("http://127.0.0.1:8000/responses has no such route", "unchanged"),
+    ],
+)
+def test_urls_in_messages_keep_no_credentials(text: str, expected: str) -> None:
+    assert redact(text) == (text if expected == "unchanged" else expected)

@@ -104,11 +104,17 @@ JSON_OK: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"text": "answer"},
     ),
     (
-        "ChatAgent: the last assistant message",
+        "ChatAgent: tool calls and tool messages are steps, not the answer",
         {
             "messages": [
-                {"role": "assistant", "content": "thinking", "id": "1"},
-                {"role": "tool", "content": "42", "id": "2"},
+                {"role": "user", "content": "question", "id": "0"},
+                {
+                    "role": "assistant",
+                    "content": "thinking",
+                    "id": "1",
+                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f"}}],
+                },
+                {"role": "tool", "content": "42", "id": "2", "tool_call_id": "c1"},
                 {"role": "assistant", "content": "final", "id": "3"},
             ],
             "custom_outputs": {"k": 1},
@@ -316,7 +322,8 @@ def test_sse_styles(name: str, body: str, expected: dict[str, Any]) -> None:
 
 
 SSE_FAIL: list[tuple[str, str, str, bool, str]] = [
-    ("MLflow in-stream error", MLFLOW_ERROR, "agent", False, "tool call failed"),
+    # Retried like the HTTP 500 the same agent answers when not streamed.
+    ("MLflow in-stream error", MLFLOW_ERROR, "agent", True, "tool call failed"),
     ("OpenAI response.failed", OPENAI_FAILED, "agent", False, "model crashed"),
     ("OpenAI error event", OPENAI_ERROR_EVENT, "agent", False, "slow down"),
     (
