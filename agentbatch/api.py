@@ -19,9 +19,8 @@ from agentbatch.execution.result import RunResult
 from agentbatch.planning.definition import Plan, RunOptions
 from agentbatch.planning.explain import render_sql
 from agentbatch.planning.targets import Target
-from agentbatch.spec.loader import load_job as _load_job
 from agentbatch.spec.models import Job
-from agentbatch.spec.project import project_dir_of, template_dirs
+from agentbatch.spec.project import load_in_project
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -77,9 +76,11 @@ def load_job(
     *,
     project_dir: str | Path | None = None,
 ) -> Job:
-    """Load and validate a job file (SpecError names file:line on any problem)."""
-    root = project_dir_of(path, project_dir)
-    return _load_job(path, vars, template_dirs=template_dirs(root))
+    """Load and validate a job file (SpecError names file:line on any problem). The job
+    remembers its project (`project_dir`, else the folder holding its `jobs/` folder), so
+    `plan`, `run`, ... of the loaded job use the same one as of its path. A variable in `vars`
+    the job neither declares nor reads is refused (UsageError), as `run(path, vars=...)` does."""
+    return load_in_project(path, vars, project_dir)
 
 
 def plan(

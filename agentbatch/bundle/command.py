@@ -1,5 +1,5 @@
-"""`agentbatch bundle`: generate the Databricks Asset Bundle's job resources from `jobs/*.yml`, so
-adding a job file is enough to schedule it with `databricks bundle deploy`.
+"""`agentbatch bundle`: generate the Databricks Asset Bundle's job resources from `jobs/*.yml`
+(and `*.yaml`), so adding a job file is enough to schedule it with `databricks bundle deploy`.
 
 For every job file it writes `resources/<job>.job.yml` and, for push-down jobs, the compiled SQL
 under `resources/sql/` (exactly what `agentbatch compile` writes). Which task a job gets is the
@@ -33,8 +33,11 @@ from agentbatch.bundle.config import (
 from agentbatch.bundle.resources import BundleJob, job_resource_document
 from agentbatch.bundle.yaml_writer import dump_generated, is_generated
 from agentbatch.errors import ConfigError, SpecError
+from agentbatch.spec.project import refuse_environment
+from agentbatch.spec.yaml_source import load_yaml
 
 JOBS_DIR = "jobs"
+JOB_SUFFIXES = (".yml", ".yaml")
 RESOURCES_DIR = "resources"
 SQL_DIR = f"{RESOURCES_DIR}/sql"  # wholly generated: every .sql file in it belongs to a job
 PLAN_TARGET = "databricks-sql"
@@ -51,9 +54,9 @@ def generate(project_dir: Path) -> list[GeneratedFile]:
     from agentbatch.api import load_job
 
     config = load_bundle_config(project_dir)
-    job_paths = sorted((project_dir / JOBS_DIR).glob("*.yml"))
+    job_paths = job_files(project_dir)
     if not job_paths:
-        raise ConfigError(f"{project_dir / JOBS_DIR}: no job files (*.yml) to schedule")
+        raise ConfigError(f"{project_dir / JOBS_DIR}: no job files (*.yml, *.yaml) to schedule")
     files: list[GeneratedFile] = []
     owners: dict[str, str] = {}
     needed = set(COMMON_VARIABLES)
@@ -65,6 +68,8 @@ def generate(project_dir: Path) -> list[GeneratedFile]:
                 f"{relative}: name: {job.name!r} is also the name of {owners[job.name]}"
             )
         owners[job.name] = relative
+        refuse_environment(job, "agentbatch bundle")
+        _check_parameters(job.vars, path, relative, config)
         # Lenient here: a REST-fallback job receives its variables at run time, so they need not be
         # literals; only the planner's choice of strategy must see the literal ones.
         plan_vars = _compile_vars(job.vars, config, config.default_target, relative, strict=False)
@@ -96,6 +101,38 @@ def generate(project_dir: Path) -> list[GeneratedFile]:
         )
     config.require(tuple(sorted(needed)))
     return sorted(files, key=lambda f: f.path)
+
+
+# Job parameter names the generated `{{job.parameters.NAME}}` references reach unescaped.
+_PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _check_parameters(
+    job_vars: Mapping[str, Any], path: Path, relative: str, config: BundleConfig
+) -> None:
+    """Each variable becomes a job parameter: a name a reference can name, and a default the
+    Databricks CLI will not substitute (`${...}`) at deploy time."""
+    for name, value in job_vars.items():
+        if not _PARAMETER_NAME.match(name):
+            problem = (
+                "not a job parameter name (letters, digits and _): the bundle passes each "
+                "variable as a job parameter"
+            )
+        elif name not in config.variables and "${" in str(value):
+            problem = (
+                "a default holding `${` would be substituted by the Databricks CLI when the "
+                "bundle is deployed; write it without `${`, or give the value with --var"
+            )
+        else:
+            continue
+        where = load_yaml(path.read_text(encoding="utf-8"), relative).where(("vars", name))
+        raise SpecError(f"{where}: vars.{name}: {problem}")
+
+
+def job_files(project_dir: Path) -> list[Path]:
+    """The project's job files: `jobs/*.yml` and `jobs/*.yaml`, as `validate jobs/*` takes them."""
+    folder = project_dir / JOBS_DIR
+    return sorted(p for p in folder.glob("*") if p.suffix in JOB_SUFFIXES and p.is_file())
 
 
 def stale_files(project_dir: Path, files: Sequence[GeneratedFile]) -> list[str]:

@@ -10,6 +10,7 @@ from agentbatch.errors import NotSupportedError
 from agentbatch.execution.runner import plan
 from agentbatch.planning.definition import RunOptions
 from agentbatch.planning.explain import render_sql
+from agentbatch.spec.project import refuse_environment
 
 
 def compile_jobs(
@@ -22,6 +23,7 @@ def compile_jobs(
     written: list[Path] = []
     for path in paths:
         the_plan = plan(path, target, options)
+        refuse_environment(the_plan.job, "agentbatch compile")
         if the_plan.strategy != "push-down":
             raise NotSupportedError(
                 f"{path}: cannot compile to SQL alone: {the_plan.reason}; run it with `agentbatch run`"

@@ -26,6 +26,7 @@ from agentbatch.planning.definition import RunOptions
 
 if TYPE_CHECKING:
     from agentbatch.evaluation.results import CompareResult, EvalResult
+    from agentbatch.spec.models import Job
 
 EVAL_EXAMPLES = """examples:
   agentbatch eval jobs/eval_triage.yml --report out/eval_triage
@@ -173,9 +174,7 @@ def _variant_endpoint(
     if value is None or "=" not in value:
         return value
     name, _, url = value.partition("=")
-    from agentbatch import api
-
-    job = api.load_job(job_path, options.vars, project_dir=options.project_dir)
+    job = _load(job_path, options)
     if name.strip() != job.agent.endpoint:
         raise UsageError(
             f"{flag} {value}: the job's endpoint is {job.agent.endpoint!r}, not {name!r}; "
@@ -184,12 +183,19 @@ def _variant_endpoint(
     return url.strip()
 
 
+def _load(path: str, options: RunOptions) -> Job:
+    """A job of the command, for the checks made before it runs. Its variables are checked
+    when it runs: against both jobs for `compare`, where a `--var` may be only one's."""
+    from agentbatch.spec.project import project_dir_of, resolve_job
+
+    return resolve_job(path, options.vars, project_dir_of(path, options.project_dir), alone=False)
+
+
 def _check_mappings(paths: Sequence[str], options: RunOptions) -> None:
     """`--table` / `--endpoint` must name a table or endpoint of the job(s) or their judges."""
-    from agentbatch import api
     from agentbatch.execution.preflight import check_mappings
 
-    jobs = [api.load_job(path, options.vars, project_dir=options.project_dir) for path in paths[:2]]
+    jobs = [_load(path, options) for path in paths[:2]]
     judges = [
         str(endpoint)
         for job in jobs
@@ -214,9 +220,7 @@ def _check_scorer_names(
     """A --require naming no scorer fails before the run, not after it."""
     if not requirements:
         return
-    from agentbatch import api
-
-    job = api.load_job(job_path, options.vars, project_dir=options.project_dir)
+    job = _load(job_path, options)
     names = [entry.name for entry in job.evaluation.scorers] if job.evaluation else []
     for scorer, _, _ in requirements:
         if scorer not in names:

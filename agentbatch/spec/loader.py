@@ -6,6 +6,7 @@ Every error is one line naming file, line and key path, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import typing
 from collections.abc import Iterable, Mapping
@@ -16,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from agentbatch.errors import SpecError, TemplateError
-from agentbatch.spec.models import Job, VariableUse
+from agentbatch.spec.models import EnvironmentRead, Job, JobOrigin, VariableUse
 from agentbatch.spec.yaml_source import KeyPath, YamlDocument, dotted, load_yaml, printable
 from agentbatch.sql.jinja import Helpers, make_environment, render_string
 
@@ -29,8 +30,10 @@ def load_job(
     vars: Mapping[str, Any] | None = None,
     *,
     template_dirs: Iterable[Path] = (),
+    project_dir: str | Path | None = None,
 ) -> Job:
-    """Load and validate one job file; `vars` override the file's `vars:`."""
+    """Load and validate one job file; `vars` override the file's `vars:`. The job remembers
+    its file and project (`project_dir`, else the one the file is in: see `project_of_file`)."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -40,7 +43,17 @@ def load_job(
         raise SpecError(f"{file}:1: not UTF-8 text ({err.reason})") from None
     except OSError as err:
         raise SpecError(f"{file}: cannot read: {err.strerror}") from None
-    return load_job_text(text, file, vars, template_dirs=template_dirs)
+    job = load_job_text(text, file, vars, template_dirs=template_dirs)
+    root = Path(project_dir) if project_dir is not None else project_of_file(path)
+    if job._origin is not None:
+        job._origin = dataclasses.replace(job._origin, project_dir=root.resolve())
+    return job
+
+
+def project_of_file(path: str | Path) -> Path:
+    """A job file's project: the parent of the `jobs/` folder it is in, else its own folder."""
+    parent = Path(path).resolve().parent
+    return parent.parent if parent.name == "jobs" else parent
 
 
 def where_in_file(file: str, path: KeyPath) -> str:
@@ -80,15 +93,16 @@ def _load(
     file_vars = raw.get("vars", {})
     if not isinstance(file_vars, dict):
         file_vars = {}
+    _refuse_templates_in_defaults(file_vars, doc)
     merged_vars = {**file_vars, **(vars or {})}
     env_names = raw.get("env", [])
-    helpers = Helpers(merged_vars, env_names if isinstance(env_names, list) else [])
+    helpers = _Helpers(merged_vars, env_names if isinstance(env_names, list) else [])
     template_dirs = tuple(template_dirs)
     environments = {
         "text": make_environment("text", helpers, template_dirs),
         "sql": make_environment("sql", helpers, template_dirs),
     }
-    rendered = _render_values(raw, (), doc, environments)
+    rendered = _render_values(raw, (), doc, environments, helpers)
     if vars:
         rendered["vars"] = merged_vars
     try:
@@ -98,17 +112,52 @@ def _load(
     job._variables = VariableUse(
         declared=frozenset(file_vars), read=frozenset(helpers.read), given=frozenset(vars or {})
     )
+    job._origin = JobOrigin(
+        file=file,
+        env_line=doc.where(("env",)) if job.env else "",
+        environment=tuple(helpers.environment),
+    )
     return job
 
 
-def _render_values(value: Any, path: KeyPath, doc: YamlDocument, envs: Mapping[str, Any]) -> Any:
+class _Helpers(Helpers):
+    """The templates' helpers, also noting which value read which environment variable (a job
+    that reads this machine's environment cannot be compiled or scheduled elsewhere)."""
+
+    def __init__(self, variables: Mapping[str, Any], allowed_env: Iterable[str]) -> None:
+        super().__init__(variables, allowed_env)
+        self.rendering = ""  # `file:line: key` of the value being rendered
+        self.environment: list[EnvironmentRead] = []
+
+    def env(self, name: str, default: str | None = None) -> str:
+        value = super().env(name, default)
+        self.environment.append(EnvironmentRead(self.rendering, name))
+        return value
+
+
+def _refuse_templates_in_defaults(file_vars: Mapping[str, Any], doc: YamlDocument) -> None:
+    """`vars:` values are data, used as they are: Jinja there would reach the prompt verbatim."""
+    for name, value in file_vars.items():
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            path = ("vars", name)
+            raise SpecError(
+                f"{doc.where(path)}: {dotted(path)}: a variable's default is used as it is, "
+                "without Jinja; write the value itself, or build it where the variable is read "
+                "(e.g. \"{{ var('a') ~ var('b') }}\")"
+            )
+
+
+def _render_values(
+    value: Any, path: KeyPath, doc: YamlDocument, envs: Mapping[str, Any], helpers: _Helpers
+) -> Any:
     if isinstance(value, dict):
-        return {k: _render_values(v, (*path, k), doc, envs) for k, v in value.items()}
+        return {k: _render_values(v, (*path, k), doc, envs, helpers) for k, v in value.items()}
     if isinstance(value, list):
-        return [_render_values(v, (*path, i), doc, envs) for i, v in enumerate(value)]
+        return [_render_values(v, (*path, i), doc, envs, helpers) for i, v in enumerate(value)]
     if isinstance(value, str) and ("{{" in value or "{%" in value) and path[:1] != ("vars",):
         mode = "sql" if any(path[: len(f)] == f for f in _SQL_FIELDS) else "text"
         where = f"{doc.where(path)}: {dotted(path)}"
+        helpers.rendering = where
         try:
             return render_string(envs[mode], value, {}, where)
         except TemplateError as err:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -364,6 +365,25 @@ class VariableUse:
     given: frozenset[str] = frozenset()  # from outside: --var, vars=
 
 
+@dataclass(frozen=True)
+class EnvironmentRead:
+    """A value of a job file that read an environment variable with env() when it was loaded."""
+
+    where: str  # `jobs/x.yml:12: agent.custom_inputs.token`
+    name: str  # the environment variable
+
+
+@dataclass(frozen=True)
+class JobOrigin:
+    """Where a loaded job came from, so every way in resolves the same project for it."""
+
+    file: str  # as given to the loader
+    # The folder holding `jobs/`, agentbatch.yml and sqltemplates/ (None: a job read from text).
+    project_dir: Path | None = None
+    env_line: str = ""  # `jobs/x.yml:30` of the `env:` key, when the file declares one
+    environment: tuple[EnvironmentRead, ...] = ()
+
+
 class Job(StrictModel):
     """One job: run `agent` over the rows of `source`, writing `output`."""
 
@@ -391,6 +411,7 @@ class Job(StrictModel):
         default_factory=Budget, description="Limits per run (flags and target settings win)"
     )
     _variables: VariableUse | None = PrivateAttr(default=None)
+    _origin: JobOrigin | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod

@@ -232,3 +232,39 @@ def test_a_bad_job_file_names_file_and_line(
     (project / "jobs" / "broken.yml").write_text("name: broken\nsource: {table: a.b.c, key: id}\n")
     assert _bundle(project, "--check") == 2
     assert "broken.yml" in capsys.readouterr().err
+
+
+def test_a_yaml_job_file_is_scheduled_like_a_yml_one(project: Path) -> None:
+    text = (project / "jobs" / "summarise_tickets.yml").read_text()
+    text = text.replace("name: summarise_tickets", "name: summarise_billing")
+    (project / "jobs" / "summarise_billing.yaml").write_text(text)
+    paths = {f.path for f in generate(project)}
+    assert {"resources/summarise_billing.job.yml", "resources/sql/summarise_billing.sql"} <= paths
+
+
+def test_a_variable_name_a_job_parameter_reference_cannot_name_is_refused(project: Path) -> None:
+    path = project / "jobs" / "ticket_triage.yml"
+    path.write_text(path.read_text() + '  "weird key": 1\n')
+    with pytest.raises(SpecError, match=r"^jobs/ticket_triage\.yml:24: vars\.weird key: not a job"):
+        generate(project)
+
+
+@pytest.mark.parametrize(
+    ("default", "expected"),
+    [
+        # The Databricks CLI substitutes `${...}` when it deploys the bundle.
+        (
+            "it's ${var.schema}",
+            r"^jobs/ticket_triage\.yml:23: vars\.team: a default holding `\$\{`",
+        ),
+        # The jobs service substitutes `{{...}}` when the job runs: refused for any job file.
+        ("{{job.parameters.x}}", r"ticket_triage\.yml:23: vars\.team: a variable's default is"),
+    ],
+)
+def test_a_default_the_bundle_would_substitute_is_refused(
+    project: Path, default: str, expected: str
+) -> None:
+    path = project / "jobs" / "ticket_triage.yml"
+    path.write_text(path.read_text().replace("team: support", f"team: {default!r}"))
+    with pytest.raises(SpecError, match=expected):
+        generate(project)

@@ -136,6 +136,22 @@ def test_var_values_are_inert_literals(tmp_path: Path) -> None:
     assert job.request == "concat('x\\'); DROP TABLE t; --', subject)"
 
 
+def test_jinja_in_a_variables_default_is_refused_not_sent_as_text(tmp_path: Path) -> None:
+    # `vars:` values are data: `{{ var('b') }}` there would reach the prompt as those characters.
+    text = VALID.replace(
+        "request: \"concat('Classify: ', subject)\"",
+        "request: \"concat({{ var('a') }}, subject)\"",
+    )
+    text += "vars:\n  b: x\n  a: \"{{ var('b') }}\"\n"
+    assert error_of(write(tmp_path, text)).startswith(
+        f"{tmp_path / 'jobs' / 'job.yml'}:14: vars.a: a variable's default is used as it is, "
+        "without Jinja"
+    )
+    # A --var value is data too: it is taken as it is, never refused.
+    job = load_job(write(tmp_path, VALID + "vars: {a: x}\n"), {"a": "{{ y }}"})
+    assert job.vars["a"] == "{{ y }}"
+
+
 def test_cli_validate_reports_all_files_and_exits_2(tmp_path: Path) -> None:
     good = write(tmp_path, VALID)
     bad = tmp_path / "jobs" / "bad.yml"
