@@ -5,6 +5,7 @@ Kept free of heavy imports: the Arrow schema is built on demand.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,6 +26,37 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("answered_at", "TIMESTAMP"),
 )
 RESULT_COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in RESULT_COLUMNS)
+
+# Names the statements give their own columns beside the source's: a source key or passthrough
+# column of one of these names would be ambiguous in them (`_raw_<n>`, `_value_<n>` too).
+INTERNAL_COLUMN_NAMES = frozenset(
+    {
+        "_request",
+        "_request_value",
+        "_file",
+        "_file_name",
+        "_answer",
+        "_failure",
+        "_text",
+        "_json",
+        "_preview",
+        "_keys",
+        "_key",
+        "_rank",
+        "_pick",
+        "_problem",
+    }
+)
+
+
+def reserved_column(name: str) -> str | None:
+    """Why a source column may not have this name (a result or internal column's), or None."""
+    lowered = name.lower()
+    if lowered in RESULT_COLUMN_NAMES:
+        return f"{name!r} is a result column name"
+    if lowered in INTERNAL_COLUMN_NAMES or re.fullmatch(r"_(raw|value)_\d+", lowered):
+        return f"{name!r} is a name agentbatch's statements use for their own columns"
+    return None
 
 # The `error` column starts with the kind of failure. A transient one (retries exhausted on
 # 408/429/5xx, a timeout, a connection error) is sent again by the next run; a permanent one (a 4xx,

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from agentbatch.results import RESULT_COLUMN_NAMES
+from agentbatch.results import reserved_column
 from agentbatch.spec.evaluation import Evaluation
 from agentbatch.sql import quoting
 
@@ -86,6 +86,9 @@ class Source(StrictModel):
             quoting.identifier(value)
         except quoting.SqlValueError as err:
             raise _sql_error(err) from None
+        reserved = reserved_column(value)
+        if reserved:
+            raise ValueError(f"{reserved}; give the key another name in a `query`")
         return value
 
     @field_validator("columns")
@@ -96,8 +99,9 @@ class Source(StrictModel):
                 quoting.identifier(column)
             except quoting.SqlValueError as err:
                 raise _sql_error(err) from None
-            if column.lower() in RESULT_COLUMN_NAMES:
-                raise ValueError(f"{column!r} is a result column name; rename it in a `query`")
+            reserved = reserved_column(column)
+            if reserved:
+                raise ValueError(f"{reserved}; rename it in a `query`")
         if len({c.lower() for c in value}) != len(value):
             raise ValueError("columns are listed twice")
         return value
@@ -126,7 +130,7 @@ class Source(StrictModel):
     def _one_of_table_or_query(self) -> Source:
         if (self.table is None) == (self.query is None):
             raise ValueError("give exactly one of `table` or `query`")
-        if self.key in self.columns:
+        if self.key.lower() in {c.lower() for c in self.columns}:
             raise ValueError("the key is always kept; do not list it in `columns`")
         return self
 

@@ -101,6 +101,18 @@ def test_valid_job_loads(tmp_path: Path) -> None:
             ("  columns: [subject]", "  columns: [subject, error]"),
             "job.yml:5: source.columns: 'error' is a result column name",
         ),
+        (
+            ("  key: ticket_id", "  key: error"),
+            "job.yml:4: source.key: 'error' is a result column name",
+        ),
+        (
+            ("  columns: [subject]", "  columns: [subject, _request]"),
+            "job.yml:5: source.columns: '_request' is a name agentbatch's statements use",
+        ),
+        (
+            ("  columns: [subject]", "  columns: [subject, Ticket_ID]"),
+            "job.yml:2: source: the key is always kept",
+        ),
         (("  columns: [subject]", "  columns: [subject\n"), "job.yml:"),
     ],
 )
