@@ -18,9 +18,11 @@ from sqlglot.errors import ParseError
 
 DIALECT = "databricks"
 
-# Unity Catalog names: letters, digits, underscores, and (quoted) hyphens or spaces; never control
-# characters, dots, backticks or statement separators.
+# Names: letters, digits, underscores, and (quoted) hyphens or spaces (a column may have them; a
+# Unity Catalog object may not have a space); never control characters, dots, backticks or
+# statement separators.
 _NAME_PART = re.compile(r"^[\w][\w\- ]*$", re.UNICODE)
+_UC_NAME_LIMIT = 255
 
 
 class Sql(str):
@@ -98,6 +100,11 @@ def table_parts(name: str) -> tuple[str, ...]:
         raise SqlValueError(f"{name!r} must have one to three parts: catalog.schema.table")
     for part in parts:
         _check_name_part(part, "table name")
+        # Unity Catalog's own limits on object names (docs/databricks-behaviour.md).
+        if " " in part:
+            raise SqlValueError(f"{name!r}: Unity Catalog names cannot contain a space")
+        if len(part) > _UC_NAME_LIMIT:
+            raise SqlValueError(f"{name!r}: a Unity Catalog name has at most 255 characters")
     return parts
 
 

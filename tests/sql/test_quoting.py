@@ -58,3 +58,20 @@ def test_structured_literals() -> None:
     assert quoting.literal({"a": 1, "b": [True, None], "c": "x"}) == (
         "NAMED_STRUCT('a', 1, 'b', ARRAY(TRUE, NULL), 'c', 'x')"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("main.shop.`my table`", "cannot contain a space"),
+        ("main.`my schema`.t", "cannot contain a space"),
+        ("main.s." + "t" * 256, "at most 255 characters"),
+    ],
+)
+def test_names_unity_catalog_refuses_are_refused(name: str, reason: str) -> None:
+    """Unity Catalog object names have no space and at most 255 characters (a column name may
+    have a space); DuckDB takes both, so only this check stops them before a real run."""
+    with pytest.raises(quoting.SqlValueError, match=reason):
+        quoting.table(name)
+    assert quoting.identifier("review text") == "`review text`"
+    assert quoting.table("main.s." + "t" * 255).endswith("t`")
