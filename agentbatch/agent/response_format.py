@@ -8,7 +8,8 @@ The answer checks are one rule for every path: the REST fallback runs `ResponseF
 the push-down SQL (`agentbatch.planning.answers`) renders the same checks, in the same order, with the
 same messages (the constants below):
 
-1. the answer (a Markdown code fence removed) is not JSON -> `NOT_JSON`;
+1. the answer (a Markdown code fence removed) is not JSON, read as Databricks reads it
+   (`agentbatch.agent.lenient_json`) -> `NOT_JSON`;
 2. it is JSON but not an object -> `NOT_OBJECT`;
 3. it has none of the declared top-level fields -> `no_fields_message`;
 4. it lacks a field the format requires (a JSON schema's `required`; the fields of a type string
@@ -28,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.agent import lenient_json
 from agentbatch.sql.types import json_schema_to_sql
 
 if TYPE_CHECKING:
@@ -97,7 +99,7 @@ class ResponseFormat:
 
         The checks and messages are the module docstring's, shared with the push-down SQL."""
         try:
-            value = json.loads(_strip_code_fence(text))
+            value = lenient_json.loads(_strip_code_fence(text))
         except (ValueError, RecursionError):
             raise AnswerParseError(NOT_JSON + _preview(text)) from None
         if not isinstance(value, dict):

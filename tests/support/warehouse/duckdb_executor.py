@@ -25,6 +25,7 @@ import sqlglot
 from duckdb import func, sqltypes
 from sqlglot import exp
 
+from agentbatch.agent import lenient_json
 from agentbatch.engines.binary_files import listing_names, rewrite_for_duckdb
 from agentbatch.engines.merge_rules import (
     DUPLICATE_MATCH_MESSAGE,
@@ -49,6 +50,7 @@ from .staging import volume_file
 PREFIX = "uc_"
 _UDF = "warehouse_ai_query"
 _UDF_OR_ERROR = "warehouse_ai_query_or_error"
+_SPARK_JSON = "spark_json_text"  # see _spark_json
 _RESULT_STRUCT = pa.struct([("result", pa.string()), ("errorMessage", pa.string())])
 _READERS = {"parquet": "read_parquet", "csv": "read_csv_auto", "json": "read_json_auto"}
 _DML = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
@@ -105,6 +107,9 @@ class DuckDBExecutor:
 
     def _register_udfs(self) -> None:
         text = sqltypes.VARCHAR
+        self._db.create_function(
+            _SPARK_JSON, _spark_json, [text], text, null_handling=func.FunctionNullHandling.SPECIAL
+        )
         params: list[Any] = [text, text, text, text, text, sqltypes.BLOB]
         for name, or_error in ((_UDF, False), (_UDF_OR_ERROR, True)):
             result_type = (
@@ -465,10 +470,24 @@ def _run_checked_merge(connection: duckdb.DuckDBPyConnection, checked: CheckedMe
         connection.execute(checked.drop)
 
 
+def _spark_json(text: str | None) -> str | None:
+    """`text` as the JSON Databricks' readers see in it (single quotes, raw control characters,
+    the first of repeated keys, what follows the first value ignored), or NULL for none."""
+    if text is None:
+        return None
+    try:
+        return json.dumps(lenient_json.loads(text))
+    except (ValueError, RecursionError):
+        return None
+
+
 def _json_functions(tree: exp.Expression) -> None:
     """Databricks' JSON readers return NULL for text that is not JSON (`get_json_object`), or not
-    a JSON object (`json_object_keys`); DuckDB's raise, so guard them. `arrays_overlap` is DuckDB's
-    `list_has_any`."""
+    a JSON object (`json_object_keys`); DuckDB's raise, so guard them. They read JSON as Jackson
+    does with single quotes and raw control characters allowed (`_spark_json`). `arrays_overlap`
+    is DuckDB's `list_has_any`."""
+    for node in list(tree.find_all(exp.JSONExtractScalar, exp.JSONKeys)):
+        node.set("this", exp.Anonymous(this=_SPARK_JSON, expressions=[node.this.copy()]))
     for node in list(tree.find_all(exp.JSONExtractScalar)):
         valid = exp.Anonymous(this="json_valid", expressions=[node.this.copy()])
         node.replace(exp.Case(ifs=[exp.If(this=valid, true=node.copy())]))

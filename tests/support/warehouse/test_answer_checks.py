@@ -56,6 +56,15 @@ REPLIES: dict[str, str | None] = {
     "boolean": '{"label": "bug", "urgency": true}',
     "object for string": '{"label": {"name": "bug"}, "urgency": 1}',
     "long": '{"label": "' + "é" * 300 + '"',
+    # Read as Databricks reads JSON (Jackson: single quotes, raw control characters, the first
+    # of repeated keys, what follows the first value ignored); not the rest of JSON5.
+    "single quotes": "{'label': 'bug', 'urgency': 2}",
+    "raw newline in a string": '{"label": "line one\nline two", "urgency": 1}',
+    "repeated key": '{"label": "first", "label": "second", "urgency": 1}',
+    "text after the object": '{"label": "bug", "urgency": 2}\n\nIt crashes on start.',
+    "unquoted key": '{label: "bug"}',
+    "trailing comma": '{"label": "bug",}',
+    "not a number": '{"label": "bug", "urgency": NaN}',
 }
 
 
@@ -178,8 +187,14 @@ def test_push_down_and_rest_store_the_same_outcome_for_each_reply(
         "overflow",
         "boolean",
         "long",
+        "unquoted key",
+        "trailing comma",
+        "not a number",
     }
     by_case = {r["subject"]: r for r in stored}
+    assert by_case["single quotes"]["response"] == {"label": "bug", "urgency": 2}
+    assert by_case["repeated key"]["response"] == {"label": "first", "urgency": 1}
+    assert by_case["text after the object"]["response"] == {"label": "bug", "urgency": 2}
     assert by_case["wrong shape"]["error"] == (
         "[permanent] response_format: answer has none of the declared fields (label, urgency): "
         '{"answer": "billing, urgent"}'
