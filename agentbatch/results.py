@@ -58,6 +58,7 @@ def reserved_column(name: str) -> str | None:
         return f"{name!r} is a name agentbatch's statements use for their own columns"
     return None
 
+
 # The `error` column starts with the kind of failure. A transient one (retries exhausted on
 # 408/429/5xx, a timeout, a connection error) is sent again by the next run; a permanent one (a 4xx,
 # an agent error, an answer that does not parse or fit the response format) only with

@@ -70,6 +70,7 @@ what a run does (the output table decides what is done):
 the summary:
   selected      source rows the job selects (after source.where / source.limit)
   skipped       selected rows the output table already holds: nothing to do
+  skipped_errors  those of them that are failures (shown when there are some)
   rows          selected rows this run answered (a dry run: the rows a run would answer now)
   sent          rows sent to the agent; ok / errors: the outcome of every answered row
   reused        rows written from answers paid for by an earlier run (the checkpoint), not sent
@@ -250,7 +251,11 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return _validate(args.jobs, args.target, options)
     if args.command == "render":
-        sys.stdout.write(api.render(args.job, args.target, options=options))
+        from agentbatch.planning.explain import render_sql
+        from agentbatch.spec.project import mask_environment
+
+        the_plan = api.plan(args.job, args.target, options=options)
+        sys.stdout.write(mask_environment(render_sql(the_plan), the_plan.job))
         return 0
     if args.command == "compile":
         from agentbatch.bundle.compile import compile_jobs
@@ -260,10 +265,12 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "plan":
         from agentbatch.planning.explain import explain
+        from agentbatch.spec.project import mask_environment
 
         the_plan = api.plan(args.job, args.target, options=options)
         _check_source(args.job, the_plan)
-        sys.stdout.write(explain(the_plan, with_sql=not args.no_sql))
+        text = explain(the_plan, with_sql=not args.no_sql)
+        sys.stdout.write(mask_environment(text, the_plan.job))
         return 0
     if args.command == "estimate":
         from agentbatch.execution.estimation_report import print_estimate

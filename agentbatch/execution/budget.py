@@ -10,16 +10,27 @@ Two checks, one object:
 - before sending, `check_before(rows, per_row)`: a run whose rows to send, or whose projected
   tokens or cost (rows times the per-row figures of the last `agentbatch estimate`), pass a limit
   stops with BudgetError and sends nothing;
-- while sending, the bulk runner asks `admit()` before each row (at most `max_rows` are sent)
-  and reports each outcome with `record(...)`: sending stops when the tokens or cost spent (plus
-  what the calls in flight are expected to spend) reach a limit, or when the share of rows failed
-  for good passes `max_error_rate` after `error_rate_min_rows` answered rows. Rows waiting for a
-  slot are then not sent; the calls in flight finish. When rows were left unsent (`cut_short`),
+- while sending, the bulk runner asks `admit()` before each row (at most `max_rows` are sent),
+  awaits `turn()` before its call, asks `may_send(in_flight)` right before each call goes out, and
+  reports each outcome with `record(...)`: sending stops when the tokens or cost spent (plus what
+  the calls in flight are expected to spend) reach a limit, or when the share of rows failed for
+  good passes `max_error_rate` after `error_rate_min_rows` answered rows. Rows waiting for a slot
+  are then not sent; the calls in flight finish. When rows were left unsent (`cut_short`),
   `stopped` is the error the run raises once everything answered is written.
+
+What a call is expected to use is the mean of the rows answered so far with their usage, else
+the estimate's. With neither, nothing can be projected: under a token or cost limit one call
+goes at a time (`turn()`) until an answer reports its usage. So each call goes only while
+spent + (calls in flight + 1) x expected stays within the limit, and a run passes its limit only
+by what its last calls in flight use beyond the expected figure (rows using the same never pass
+it), or by its first answered row alone when that one costs more than the limit. An agent that
+answers without reporting usage cannot be guarded by tokens or cost: the guard stops the run then
+instead of counting the answer as free.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -137,8 +148,9 @@ def project_prices(root: Path) -> dict[str, Price]:
 
 
 class Budget:
-    """The guard of one run. The bulk runner calls `admit()` before sending a row and `record()`
-    (or `release()`, for a row left unanswered) after; everything runs on one event loop."""
+    """The guard of one run. The bulk runner calls `admit()` and `turn()` before sending a row
+    and `record()` (or `release()`, for a row left unanswered, or `unpaid()`) after; everything
+    runs on one event loop."""
 
     def __init__(
         self, limits: Limits, price: Price | None = None, per_row: PerRow | None = None
@@ -157,6 +169,15 @@ class Budget:
         # Why sending stopped: the limit and its key, or the error-rate verdict.
         self._reason: tuple[str, str] | None = None
         self._broken_at: tuple[int, int] | None = None
+        # The limit stopped because an answer came without its usage (it cannot be judged).
+        self._unmeasured = False
+        # Answers that reported their usage: what the calls to come are projected from.
+        self._measured = 0
+        # Rows answered without a call (`unpaid`): the summary counts them among its rows.
+        self._unpaid = 0
+        # Rows past `turn()` not settled yet, and the signal that one settled.
+        self._calling = 0
+        self._settled = asyncio.Event()
 
     @property
     def stopped(self) -> BudgetError | None:
@@ -211,13 +232,27 @@ class Budget:
         self.unsent += 1
         return False
 
+    async def turn(self) -> None:
+        """Before an admitted row's call: wait while a token or cost limit must judge calls
+        that nothing tells the cost of (no estimate, no answer with its usage yet) and another
+        row's call is out. One call finds out what a row costs before a whole wave is paid for
+        blind; a call that fails or is retried holds the others only until its row settles.
+        Without such a limit, or once a row's cost is known, nothing waits."""
+        while self._blind() and self._calling:
+            self._settled.clear()
+            await self._settled.wait()
+        self._calling += 1
+
     def release(self) -> None:
         """An admitted row was not sent after all (the run stopped while it waited)."""
         self.unsent += 1
+        self._settle()
 
     def unpaid(self) -> None:
         """An admitted row was answered without a call (its request could not be built)."""
         self.sent -= 1
+        self._unpaid += 1
+        self._settle()
 
     def record(
         self,
@@ -228,18 +263,27 @@ class Budget:
         output_tokens: int | None,
     ) -> None:
         """The outcome of an admitted row: its error text (None for an answer) and usage. Sets
-        `stopped` once a limit is reached or too many rows failed: then nothing more is sent,
-        and the calls in flight finish."""
+        `stopped` once a limit is reached or too many rows failed, or when an answer without
+        its usage leaves a token or cost limit unguarded: then nothing more is sent, and the
+        calls in flight finish."""
         self.answered += 1
         self.input_tokens += input_tokens or 0
         self.output_tokens += output_tokens or 0
+        measured = input_tokens is not None or output_tokens is not None
+        if measured:
+            self._measured += 1
         if error is None:
             self.ok += 1
         elif permanent:
             self.failed += 1
             self.errors[error[:300]] += 1
         if self._sending() and not self._broken():
-            self._reason = self._spent_up(0)
+            if error is None and not measured and self.watches_spend:
+                self._reason = self._watched()
+                self._unmeasured = True
+            else:
+                self._reason = self._spent_up(0)
+        self._settle()
 
     def may_send(self, in_flight: int) -> bool:
         """Right before a call is sent: whether what was spent, plus what the calls in flight and
@@ -268,10 +312,29 @@ class Budget:
         return cost_of(self.price, self.input_tokens, self.output_tokens)
 
     def _expected(self) -> PerRow:
-        """Tokens a call is expected to use: the mean of the answers so far, else the estimate."""
-        if self.ok:
-            return PerRow(self.input_tokens / self.ok, self.output_tokens / self.ok)
+        """Tokens a call is expected to use: the mean of the answers so far that reported their
+        usage, else the estimate (with neither, `turn()` lets one call go at a time)."""
+        if self._measured:
+            measured = self._measured
+            return PerRow(self.input_tokens / measured, self.output_tokens / measured)
         return self.per_row or PerRow(0.0, 0.0)
+
+    def _blind(self) -> bool:
+        """Whether a token or cost limit must judge calls while nothing tells what one costs."""
+        return (
+            self._sending() and self.watches_spend and self.per_row is None and not self._measured
+        )
+
+    def _settle(self) -> None:
+        # Rows drained after a stop are released without a turn: never below none out.
+        self._calling = max(self._calling - 1, 0)
+        self._settled.set()
+
+    def _watched(self) -> tuple[str, str]:
+        """The token or cost limit the guard judges calls by (see `watches_spend`)."""
+        if self.limits.max_tokens is not None:
+            return f"max_tokens {self.limits.max_tokens:,}", "max_tokens"
+        return f"max_cost {self.limits.max_cost:,.4g}", "max_cost"
 
     def _spent_up(self, calls: int) -> tuple[str, str] | None:
         """Whether what was spent, plus what `calls` more calls are expected to spend, passes a
@@ -297,14 +360,27 @@ class Budget:
         return None
 
     def _how_far(self, limit: str, key: str) -> str:
+        """Said when sending stops (logged, while calls may still be in flight: "so far") and
+        again once the run ends (then its rows are the summary's `rows`)."""
         cost = self.cost
         spent = f"{self.input_tokens + self.output_tokens:,} tokens" + (
             f", cost {cost:,.4g}" if cost is not None else ""
         )
+        rows = f"{self.answered + self._unpaid:,} row(s) answered"
+        written = "answered rows were written"
+        if self._calling:
+            rows += " so far"
+            written = "the calls in flight finish, then every answered row is written"
+        flags = f"{_FLAGS[key]} or budget.{key}"
+        if self._unmeasured:
+            return (
+                f"the agent answered without reporting its token usage, so {limit} ({flags}) "
+                f"cannot be guarded: stopped sending; {rows} ({spent} reported); {written}; "
+                "limit this agent's runs with --max-rows (budget.max_rows) instead"
+            )
         return (
-            f"budget reached ({limit}, {_FLAGS[key]} or budget.{key}): stopped sending; "
-            f"{self.answered:,} row(s) answered ({spent}); answered rows were written, and the "
-            "next run continues from there"
+            f"budget reached ({limit}, {flags}): stopped sending; {rows} ({spent}); {written}, "
+            "and the next run continues from there"
         )
 
     def _sending(self) -> bool:

@@ -20,6 +20,7 @@ from sqlglot import exp
 
 from agentbatch.errors import AgentbatchError, UsageError
 from agentbatch.spec.loader import where_in_file
+from agentbatch.spec.models import agent_url_problem
 from agentbatch.spec.yaml_source import KeyPath, dotted
 from agentbatch.sql import quoting
 
@@ -103,6 +104,10 @@ def check_mappings(
                 f"--endpoint {name}=...: the job calls no endpoint {name}{_suggest(name, used)}; "
                 f"it calls: {', '.join(used)}"
             )
+        address = endpoints[name] if isinstance(endpoints, Mapping) else None
+        problem = agent_url_problem(str(address).strip()) if address is not None else None
+        if problem:
+            raise UsageError(f"--endpoint {name}=...: {problem}")
 
 
 def check_source(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import AgentbatchError, JobFailedError, UsageError, attach_summary
 from agentbatch.execution.result import RunResult
-from agentbatch.execution.selection import selection_of
+from agentbatch.execution.selection import replacing_if_reshaped, selection_of
 from agentbatch.planning.builder import build_plan
 from agentbatch.planning.definition import Plan, PushDown, RestFallback, RunOptions
 from agentbatch.planning.targets import Target, resolve_target
@@ -84,6 +84,11 @@ def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
         except BaseException:
             engine.close()
             raise
+    try:
+        the_plan = replacing_if_reshaped(the_plan, engine)
+    except BaseException:
+        engine.close()
+        raise
     if the_plan.options.dry_run:
         from agentbatch.execution.dryrun import dry_run as run_dry
 
@@ -97,13 +102,27 @@ def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
     except BaseException:
         engine.close()
         raise
-    result = RunResult(plan=the_plan, summary=summary, engine=engine)
-    if the_plan.job.agent.fail_on_error and summary.get("errors", 0):
-        raise JobFailedError(
-            f"{summary['errors']} row(s) failed and agent.fail_on_error is true; "
-            "answered rows were written"
-        )
-    return result
+    if the_plan.job.agent.fail_on_error:
+        _fail_on_errors(summary, engine)
+    return RunResult(plan=the_plan, summary=summary, engine=engine)
+
+
+def _fail_on_errors(summary: dict[str, Any], engine: Engine) -> None:
+    """agent.fail_on_error: the job fails while selected rows are failures, this run's or those
+    the target holds from earlier runs (a scheduled retry that sends nothing must not pass)."""
+    now = int(summary.get("errors") or 0)
+    before = int(summary.get("skipped_errors") or 0)
+    if not now + before:
+        return
+    message = (
+        f"{now + before} selected row(s) failed ({now} this run, {before} held from earlier "
+        "runs) and agent.fail_on_error is true; answered rows were written; --retry-errors "
+        "sends the failures again"
+    )
+    engine.close()
+    failed = JobFailedError(message)
+    attach_summary(failed, {**summary, "failed": message.split(";")[0]})
+    raise failed
 
 
 def where_ai_query_runs(the_plan: Plan, engine: Engine) -> Plan:
@@ -280,9 +299,11 @@ def _stopped_summary(
     the_plan: Plan, engine: Engine, stats: dict[str, Any], stop: BaseException
 ) -> dict[str, Any] | None:
     """The summary of a run that stopped early, once its answers are written (None when the
-    target cannot be read)."""
+    target cannot be read). Its spend is shown as a finished run's is: the guard went with the
+    error, so its price and estimate are read again, and the tokens are the written answers'."""
     try:
-        summary = _summarise(the_plan, engine, stats)
+        spent = spend_summary(budget_for(the_plan), int(stats.get("sent") or 0), stats)
+        summary = _summarise(the_plan, engine, {**stats, **spent})
     except AgentbatchError:
         return None
     summary["stopped"] = str(stop).splitlines()[0] if str(stop) else type(stop).__name__
@@ -367,15 +388,22 @@ def _check_budget(
         budget.check_before(rows_to_send(the_plan, selecting.steps, engine, ledger)[0])
 
 
-def spend_summary(budget: Budget, sent: int) -> dict[str, Any]:
-    """The cost of this run and, beside it, what the last estimate projected for its rows."""
+def spend_summary(
+    budget: Budget, sent: int, used: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The cost of this run and, beside it, what the last estimate projected for its rows. The
+    tokens are those the guard recorded, or the run's `used` (input_tokens, output_tokens)."""
+    from agentbatch.execution.budget import cost_of
+
     out: dict[str, Any] = {}
     if budget.price is not None:
-        out["cost"] = round(budget.cost or 0.0, 6)
+        cost = budget.cost
+        if used is not None:
+            tokens = (int(used.get("input_tokens") or 0), int(used.get("output_tokens") or 0))
+            cost = cost_of(budget.price, *tokens)
+        out["cost"] = round(cost or 0.0, 6)
     per_row = budget.per_row
     if per_row is not None:
-        from agentbatch.execution.budget import cost_of
-
         out["estimated_input_tokens"] = round(sent * per_row.input_tokens)
         out["estimated_output_tokens"] = round(sent * per_row.output_tokens)
         cost = cost_of(budget.price, sent * per_row.input_tokens, sent * per_row.output_tokens)

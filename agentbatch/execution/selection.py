@@ -23,12 +23,55 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def replacing_if_reshaped(plan: Plan, engine: Engine) -> Plan:
+    """Mode overwrite over a target that cannot keep its rows beside the job's (answers of
+    another shape: its `response_format` changed; no column for the job's key: `source.key`
+    changed): the plan that replaces the target keeping none of its rows. Any other plan as it
+    is."""
+    output = plan.job.output
+    if output.mode != "overwrite" or not engine.table_exists(output.table):
+        return plan
+    reason = _reshaped(plan, engine.read_table(output.table, limit=0).schema)
+    if reason is None:
+        return plan
+    log.warning("%s %s: mode overwrite replaces it, keeping none of its rows", output.table, reason)
+    options = dataclasses.replace(plan.options, replace_target=True)
+    root = Path(plan.options.project_dir or ".")
+    return build_plan(plan.job, plan.target, options, template_dirs(root))
+
+
+def _reshaped(plan: Plan, schema: pa.Schema) -> str | None:
+    """Why the target's rows cannot stand beside the job's answers, or None."""
+    key = plan.job.source.key
+    if key.lower() not in {name.lower() for name in schema.names}:
+        return f"has no column {key!r}, the job's source.key"
+    if "response" in schema.names and response_shape_change(plan, schema) is not None:
+        return "holds answers of another shape than the job's response_format"
+    return None
+
+
+def _check_target_key(plan: Plan, engine: Engine) -> None:
+    """Refuse a merge or append into a target that has no column for the job's key (source.key
+    changed since it was written): every statement matches rows by it."""
+    schema = engine.read_table(plan.job.output.table, limit=0).schema
+    key = plan.job.source.key
+    if key.lower() in {name.lower() for name in schema.names}:
+        return
+    raise UsageError(
+        f"{plan.job.output.table} has no column {key!r}, the job's source.key (it was written "
+        "with another key), so nothing was sent: run once with mode overwrite (it rewrites the "
+        "table by the new key), or write to a new output table"
+    )
+
+
 def selection_of(plan: Plan, engine: Engine) -> tuple[Plan, dict[str, int]]:
     """Check and count the selection without creating anything, so that a run refused here or
     by its budget leaves no trace: (the plan whose statements select the rows while the target
     is missing, the counts). Once the target exists, that is `plan` itself."""
     if not engine.table_exists(plan.job.output.table):
         plan = first_run_plan(plan)
+    elif plan.job.output.mode != "overwrite":
+        _check_target_key(plan, engine)
     return plan, check_selection(plan, engine)
 
 
@@ -64,6 +107,11 @@ def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
         "selected": int(counts.get("selected") or 0),
         "skipped": int(counts.get("done") or 0),
     }
+    # Failures the target holds for the selection are not sent again (until --retry-errors):
+    # they are still the selection's failures.
+    skipped_errors = int(counts.get("done_errors") or 0)
+    if skipped_errors:
+        selection["skipped_errors"] = skipped_errors
     null_keys = int(counts.get("null_keys") or 0)
     if null_keys:
         log.warning(
@@ -166,6 +214,21 @@ def _check_response_type(plan: Plan, schema: pa.Schema) -> None:
     """Refuse answers of another shape than the target's `response` (a `response_format` added,
     removed or given other fields since it was written): a MERGE would store a typed answer in a
     text column as the engine prints it, or fail after the calls."""
+    changed = response_shape_change(plan, schema)
+    if changed is None:
+        return
+    have, want = changed
+    raise UsageError(
+        f"{plan.job.output.table} holds answers as {have}, the job asks for {want} (its "
+        "response_format changed since the table was written), so nothing was sent: run once "
+        "with mode overwrite (it rewrites the table with the new answers), or write to a new "
+        "output table"
+    )
+
+
+def response_shape_change(plan: Plan, schema: pa.Schema) -> tuple[pa.DataType, pa.DataType] | None:
+    """(the target's `response` type, the job's) when the answers change shape: a text column
+    against a struct, or structs of other fields; None when they keep it."""
     import pyarrow as pa
 
     fmt = plan.job.agent.response_format
@@ -175,14 +238,7 @@ def _check_response_type(plan: Plan, schema: pa.Schema) -> None:
         same = {f.name.lower() for f in have} == {f.name.lower() for f in want}
     else:
         same = pa.types.is_struct(have) == pa.types.is_struct(want)
-    if same:
-        return
-    raise UsageError(
-        f"{plan.job.output.table} holds answers as {have}, the job asks for {want} (its "
-        "response_format changed since the table was written), so nothing was sent: run once "
-        "with mode overwrite (it rewrites the table with the new answers), or write to a new "
-        "output table"
-    )
+    return None if same else (have, want)
 
 
 def _repeated_keys_message(plan: Plan, engine: Engine, repeated: int) -> str:

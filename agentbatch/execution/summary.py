@@ -25,11 +25,12 @@ def output_locations(result: RunResult) -> list[dict[str, str]]:
 
 
 def print_stopped(summary: dict[str, Any], *, as_json: bool = False) -> None:
-    """The summary of a run that stopped early (`stopped` says why)."""
+    """The summary of a run that stopped early (`stopped` says why), or failed (`failed`)."""
     if as_json:
         sys.stdout.write(json.dumps({"summary": summary}, indent=2, default=str) + "\n")
         return
-    _print_summary(summary, f"agentbatch run: {summary.get('job')} (stopped)")
+    how = "failed" if "failed" in summary else "stopped"
+    _print_summary(summary, f"agentbatch run: {summary.get('job')} ({how})")
 
 
 def _print_summary(summary: dict[str, Any], title: str) -> Console:

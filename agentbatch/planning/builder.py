@@ -112,10 +112,11 @@ def build_plan(
     renderer = Renderer(job, template_dirs)
     mode = job.output.mode
     # Every mode skips what the target already holds, unless a full refresh asks to pay again.
-    incremental = not options.full_refresh
+    incremental = not options.full_refresh and not options.replace_target
     engine = engine_class(target.engine)
     render_options = RenderOptions(
         incremental=incremental,
+        keep_held=not options.replace_target,
         retry_errors=options.retry_errors,
         run_limit=options.limit,
         staged=engine.staging_relation(job.output.table, options.run_id),

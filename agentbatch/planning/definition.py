@@ -42,6 +42,7 @@ class RunOptions:
     dry_run: bool = False  # render and sample requests, send nothing
     progress: bool = True  # a progress bar on a terminal
     force_fallback: bool = False  # the REST fallback even where ai_query could run
+    replace_target: bool = False  # mode overwrite keeping none of the target's rows
     run_id: str = "run"  # set by `started()`; names staging tables and ledger entries
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 

@@ -36,6 +36,7 @@ class RenderOptions:
     """What varies per run, not per job."""
 
     incremental: bool = True
+    keep_held: bool = True  # mode overwrite keeps the rows the target holds (`_kept.sql`)
     retry_errors: bool = False
     run_limit: int | None = None
     staged: str | None = None  # the staging relation for write_results
@@ -61,7 +62,9 @@ def request_sql(job: Job) -> tuple[Sql, Sql]:
         )
         struct = Sql(f"named_struct({args})")
         return struct, Sql(f"to_json({struct})")
-    text = quoting.expression(job.request, what="request")
+    # Always text: a prompt is a string to every agent (a number column would go as a JSON
+    # number, which agents refuse, and ai_query takes a STRING request).
+    text = Sql(f"CAST({quoting.expression(job.request, what='request')} AS STRING)")
     if not uses_agent_body(job):
         return text, text
     message = Sql(f"named_struct('role', 'user', 'content', {text})")
@@ -175,6 +178,7 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "output": quoting.table(job.output.table),
         "mode": job.output.mode,
         "incremental": options.incremental,
+        "keep_held": options.keep_held,
         "retry_errors": options.retry_errors,
         "run_limit": options.run_limit,
         "dialect": options.dialect,

@@ -7,6 +7,7 @@ load time, so a bad expression is reported against its YAML line, not at run tim
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,6 +43,28 @@ StrTuple = Annotated[tuple[str, ...], BeforeValidator(_list_to_tuple)]
 WriteMode = Literal["overwrite", "append", "merge"]
 _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$")
 _APP_ENDPOINT = re.compile(r"^apps/[a-z0-9][a-z0-9\-]{0,62}$")
+BUILTIN_AGENTS = ("builtin:instant",)
+
+
+def agent_url_problem(value: str) -> str | None:
+    """Why `value` cannot be an agent's address (an http(s) URL with a host, or a built-in
+    agent), or None."""
+    if value.startswith("builtin:"):
+        if value in BUILTIN_AGENTS:
+            return None
+        return f"{value!r} is not a built-in agent; there is {', '.join(BUILTIN_AGENTS)}"
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError as err:
+        return f"{value!r} is not a valid URL: {err}"
+    if parts.scheme not in ("http", "https"):
+        return f"{value!r} is not an http(s) URL"
+    if not parts.hostname or any(c.isspace() or ord(c) < 32 for c in value):
+        return f"{value!r} is not a valid URL (a host, and no spaces)"
+    return None
+
+
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
@@ -243,6 +266,10 @@ class Agent(StrictModel):
             raise ValueError("must not be empty")
         if value.startswith("apps/") and not _APP_ENDPOINT.match(value):
             raise ValueError("an app endpoint is `apps/<name>` with a lowercase app name")
+        if value.startswith(("http://", "https://", "builtin:")):
+            problem = agent_url_problem(value)
+            if problem:
+                raise ValueError(problem)
         if not value.startswith(("apps/", "http://", "https://", "builtin:")) and not re.match(
             r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}$", value
         ):

@@ -1,8 +1,8 @@
-{#- Push-down, mode overwrite: the target becomes exactly the selected rows. Rows it already holds
-    with the current fingerprint are kept as they are (not paid again, unless a full refresh). -#}
+{#- Push-down, mode overwrite: the target becomes exactly the selected rows: the answers to the
+    rows to do, and the rows it already holds for the others (`_kept.sql`). -#}
 CREATE OR REPLACE TABLE {{ output }} AS
 {% include "_answers.sql" %}
-{% if incremental %}
+{% if keep_held %}
 UNION ALL
-{% include "_kept.sql" %}
+{% with written = ident("todo") %}{% include "_kept.sql" %}{% endwith %}
 {% endif %}

@@ -16,8 +16,10 @@ SELECT
   (SELECT count(*) FROM {{ source }} WHERE {{ key }} IS NULL{% if where %} AND ({{ where }}){% endif %}) AS `null_keys`,
 {% if incremental %}
   (SELECT count(*) FROM done) AS `done`,
+  (SELECT count_if(`error` IS NOT NULL) FROM done) AS `done_errors`,
 {% else %}
   0 AS `done`,
+  0 AS `done_errors`,
 {% endif %}
   (SELECT count(*) FROM repeated) AS `repeated_keys`,
 {% if incremental or mode != "overwrite" %}

@@ -1,12 +1,14 @@
 {#- REST fallback: write this run's answers (staged, standard output columns) into the target.
     merge: one row per key; append: one row per key and request fingerprint; overwrite: the target
-    becomes exactly the selected rows (this run's answers plus the rows it already held). -#}
+    becomes exactly the selected rows (this run's answers, and the rows it already held for
+    the others). -#}
 {% if mode == "overwrite" %}
 CREATE OR REPLACE TABLE {{ output }} AS
-{% if incremental %}
+{% if keep_held %}
 WITH
 {% include "_source.sql" %}
-{% endif %}
+{% with with_staged = true %}{% include "_kept.sql" %}{% endwith %}
+{% else %}
 SELECT
   staged.{{ key }},
 {% for column in columns %}
@@ -16,9 +18,6 @@ SELECT
   staged.{{ column }}{% if not loop.last %},{% endif +%}
 {% endfor %}
 FROM {{ staged }} AS staged
-{% if incremental %}
-UNION ALL
-{% include "_kept.sql" %}
 {% endif %}
 {% elif mode == "append" %}
 MERGE INTO {{ output }} AS target

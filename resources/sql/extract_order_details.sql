@@ -31,10 +31,10 @@ req AS (
   SELECT
     `ticket_id`,
     `customer`,
-    concat('Extract the billing details of this ticket as JSON.
+    CAST(concat('Extract the billing details of this ticket as JSON.
 
 ', subject, '
-', body) AS `_request`
+', body) AS STRING) AS `_request`
   FROM src
 ),
 fingerprinted AS (

@@ -3,6 +3,7 @@ target, checks before sending, the guard while sending, intervals and the time m
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,86 @@ def test_spent_tokens_reaching_the_limit_stop_the_next_row() -> None:
     answer(budget, 15)
     answer(budget, 15)
     assert budget.stopped is not None and not budget.admit()
+
+
+async def settle() -> None:
+    """Let every task that can run, run (no time passes)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_without_figures_a_token_limit_lets_one_call_go_at_a_time() -> None:
+    async def scenario() -> None:
+        budget = Budget(Limits(max_tokens=100))
+        for _ in range(3):
+            assert budget.admit()
+        await budget.turn()  # nothing tells what a row costs: the first call goes alone
+        second = asyncio.ensure_future(budget.turn())
+        third = asyncio.ensure_future(budget.turn())
+        await settle()
+        assert not second.done() and not third.done()
+        # A transient failure says nothing of the cost: the next call goes, still alone.
+        budget.record(
+            error="[transient] timeout", permanent=False, input_tokens=None, output_tokens=None
+        )
+        await settle()
+        assert [second.done(), third.done()].count(True) == 1
+        # An answer with its usage: the calls are projected from it, none waits any more.
+        budget.record(error=None, permanent=False, input_tokens=3, output_tokens=4)
+        await settle()
+        assert second.done() and third.done()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("limits", "per_row"),
+    [(Limits(max_rows=5), None), (Limits(max_tokens=100), PerRow(3.0, 4.0))],
+    ids=["no token or cost limit", "an estimate"],
+)
+def test_nothing_waits_without_a_token_limit_or_with_an_estimate(
+    limits: Limits, per_row: PerRow | None
+) -> None:
+    async def scenario() -> None:
+        budget = Budget(limits, per_row=per_row)
+        turns = [asyncio.ensure_future(budget.turn()) for _ in range(4) if budget.admit()]
+        await settle()
+        assert len(turns) == 4 and all(turn.done() for turn in turns)
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_without_usage_stops_a_token_or_cost_limit_it_cannot_guard() -> None:
+    price = Price(input_per_million=1.0, output_per_million=1.0)
+    for budget in (Budget(Limits(max_tokens=100)), Budget(Limits(max_cost=1.0), price)):
+        assert budget.admit()
+        budget.record(error=None, permanent=False, input_tokens=None, output_tokens=None)
+        assert "answered without reporting its token usage" in str(budget.stopped)
+        assert "cannot be guarded" in str(budget.stopped) and not budget.admit()
+    # Without such a limit there is nothing to guard: the run goes on.
+    budget = Budget(Limits(max_rows=5))
+    assert budget.admit()
+    budget.record(error=None, permanent=False, input_tokens=None, output_tokens=None)
+    assert budget.stopped is None
+
+
+def test_the_stop_says_so_far_while_calls_are_in_flight_and_the_final_count_after() -> None:
+    async def scenario() -> None:
+        budget = Budget(Limits(max_tokens=20))
+        assert budget.admit()
+        await budget.turn()
+        budget.record(error=None, permanent=False, input_tokens=5, output_tokens=5)
+        for _ in range(2):
+            assert budget.admit()
+            await budget.turn()
+        assert budget.may_send(in_flight=0)  # 10 + 10 <= 20
+        assert not budget.may_send(in_flight=1)  # 10 + 2 x 10 > 20: the third call stays
+        assert "1 row(s) answered so far (10 tokens)" in str(budget.stopped)
+        budget.record(error=None, permanent=False, input_tokens=5, output_tokens=5)
+        budget.release()  # the refused call's row
+        assert "2 row(s) answered (20 tokens); answered rows were written" in str(budget.stopped)
+
+    asyncio.run(scenario())
 
 
 def test_the_error_rate_stops_after_the_minimum_and_names_the_commonest_error() -> None:

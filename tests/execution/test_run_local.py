@@ -100,25 +100,52 @@ def test_row_errors_are_values_and_retry_errors_resends_only_them(tmp_path: Path
     assert all(row["error"] is None for row in out)
 
 
-def test_fail_on_error_fails_after_writing(tmp_path: Path) -> None:
+def test_fail_on_error_fails_after_writing_and_while_the_failures_stay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fail_on_error fails the job while selected rows are failures: the run that made them, and
+    a scheduled retry that sends nothing (it must not pass); the summary is printed."""
+    from agentbatch.cli.main import main
+
     job = tmp_path / "jobs" / "strict.yml"
     job.parent.mkdir()
     job.write_text(TRIAGE.read_text().replace("fail_on_error: false", "fail_on_error: true"))
-    with (
-        serve_agent(FaultConfig(permanent={"refund": 400})) as agent,
-        pytest.raises(JobFailedError),
-    ):
-        agentbatch.run(
-            job,
-            tables={
-                "main.support.tickets": TICKETS,
-                "main.support.ticket_triage": tmp_path / "out.parquet",
-            },
-            endpoints={"apps/triage-agent": agent.url},
-            state_dir=tmp_path / "state",
-            progress=False,
-        )
-    assert pq.read_table(tmp_path / "out.parquet").num_rows == OPEN_TICKETS
+    out = tmp_path / "out.parquet"
+    args = [
+        "run",
+        str(job),
+        "--table",
+        f"main.support.tickets={TICKETS}",
+        "--table",
+        f"main.support.ticket_triage={out}",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--json",
+        "--no-progress",
+    ]
+    with serve_agent(FaultConfig(permanent={"refund": 400})) as agent:
+        endpoint = ["--endpoint", f"apps/triage-agent={agent.url}"]
+        assert main([*args, *endpoint]) == 1
+        summary = json.loads(capsys.readouterr().out)["summary"]
+        failed = summary["errors"]
+        assert failed > 0 and summary["table_rows"] == OPEN_TICKETS
+        assert summary["failed"].startswith(f"{failed} selected row(s) failed ({failed} this run")
+        assert pq.read_table(out).num_rows == OPEN_TICKETS
+        # The retry sends nothing (the failures are permanent) and fails the same way.
+        with pytest.raises(JobFailedError, match=rf"\(0 this run, {failed} held from earlier"):
+            agentbatch.run(
+                job,
+                tables={"main.support.tickets": TICKETS, "main.support.ticket_triage": out},
+                endpoints={"apps/triage-agent": agent.url},
+                state_dir=tmp_path / "state",
+                progress=False,
+            )
+        assert agent.stats().requests_total == OPEN_TICKETS
+    with serve_agent() as agent:
+        endpoint = ["--endpoint", f"apps/triage-agent={agent.url}"]
+        assert main([*args, *endpoint, "--retry-errors"]) == 0
+        summary = json.loads(capsys.readouterr().out)["summary"]
+        assert (summary["sent"], summary["errors"], summary["table_errors"]) == (failed, 0, 0)
 
 
 def test_dry_run_calls_nothing_and_writes_nothing(tmp_path: Path, agent: AgentServer) -> None:
@@ -177,3 +204,47 @@ def test_builtin_instant_agent_runs_without_http(tmp_path: Path) -> None:
     )
     assert result.summary["sent"] == OPEN_TICKETS
     assert (tmp_path / ".agentbatch" / "warehouse" / "main.duckdb").exists()
+
+
+def test_a_request_of_another_type_is_sent_as_text(tmp_path: Path, agent: AgentServer) -> None:
+    """A prompt is text to every agent: a number column as the request goes as its text, not as
+    a JSON number the agent refuses."""
+    source = tmp_path / "reviews.csv"
+    source.write_text("review_id,stars\n1,2\n2,5\n")
+    job = tmp_path / "jobs" / "stars.yml"
+    job.parent.mkdir()
+    job.write_text(
+        "name: stars\nsource: {table: main.s.reviews, key: review_id}\nrequest: stars\n"
+        "agent: {endpoint: apps/rater}\noutput: {table: main.s.answers}\n"
+    )
+    with agentbatch.run(
+        job,
+        tables={"main.s.reviews": source, "main.s.answers": tmp_path / "out.parquet"},
+        endpoints={"apps/rater": agent.url},
+        state_dir=tmp_path / "state",
+        progress=False,
+    ) as result:
+        assert (result.summary["ok"], result.summary["errors"]) == (2, 0)
+        rows = result.to_arrow().to_pylist()
+    assert sorted(r["response"] for r in rows) == ["answer: 2", "answer: 5"]
+
+
+@pytest.mark.parametrize("address", ["http://exa mple.com", "ftp://agent", "builtin:nope"])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_an_endpoint_mapped_to_no_agent_address_is_a_usage_error(
+    tmp_path: Path, address: str, dry_run: bool
+) -> None:
+    """`--endpoint NAME=...` must give an http(s) URL or a built-in agent: the dry run refuses
+    what the run refuses, before anything is read or sent."""
+    from agentbatch.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--endpoint apps/triage-agent=\.\.\.: "):
+        agentbatch.run(
+            TRIAGE,
+            tables={"main.support.tickets": TICKETS},
+            endpoints={"apps/triage-agent": address},
+            state_dir=tmp_path / "state",
+            project_dir=tmp_path,
+            dry_run=dry_run,
+            progress=False,
+        )

@@ -365,3 +365,101 @@ def test_a_changed_response_format_is_refused_then_overwrite_rewrites(
         run(None)
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert sorted(r["response"]["label"] for r in rows) == ["echo: Rate: bad", "echo: Rate: good"]
+    # Overwrite rewrites the table to any other shape (fields changed, the format removed),
+    # keeping none of the rows of the old shape; the job's own mode then takes it as it is.
+    for fmt, shape in (("STRUCT<score: INT>", "struct<score: int32>"), (None, "string")):
+        assert run(fmt, "overwrite")["rows"] == 2
+        written = pq.read_table(tmp_path / "out.parquet")
+        assert str(written.schema.field("response").type) == shape
+        assert written.num_rows == 2
+        assert run(fmt)["rows"] == 0
+
+
+def test_an_overwrite_run_that_stops_early_keeps_the_rows_it_did_not_reach(
+    project: Project,
+) -> None:
+    """Mode overwrite after an edited prompt: a run limited, or stopped by its budget, writes the
+    answers it paid for and leaves every other selected key's row as it was (the next run
+    answers it); only keys that left the selection are dropped."""
+    from agentbatch.errors import BudgetError
+
+    project.settings.mode = "overwrite"
+    project.run()
+    project.settings.prompt = "Rate"
+    assert project.run(limit=5)["sent"] == 5
+    rows = project.target()
+    assert sorted(r["review_id"] for r in rows) == list(range(ROWS))  # none lost
+    rated = [r for r in rows if r["response"].startswith("answer: Rate")]
+    assert sorted(r["review_id"] for r in rated) == list(range(5))
+    with pytest.raises(BudgetError) as stopped:
+        project.run(settings={"max_tokens": 200})  # no estimate: guarded while sending
+    summary = run_summary(stopped.value)
+    assert summary is not None and 0 < summary["sent"] < ROWS - 5
+    rows = project.target()
+    assert sorted(r["review_id"] for r in rows) == list(range(ROWS))
+    rated = {r["review_id"] for r in rows if r["response"].startswith("answer: Rate")}
+    assert len(rated) == 5 + summary["sent"]
+    # The source loses ten rows: those keys leave the table; the rest are answered once.
+    project.write_source({i: f"review number {i}" for i in range(ROWS - 10)})
+    last = project.run()
+    assert last["sent"] == ROWS - 10 - len(rated & set(range(ROWS - 10)))
+    one_current_row_per_key(project, range(ROWS - 10))
+    assert project.agent.stats().requests_total == ROWS + len(rated) + last["sent"]
+
+
+def test_an_estimate_of_an_overwrite_job_keeps_the_rows_it_did_not_sample(
+    project: Project,
+) -> None:
+    """An estimate's sample is written like a run's answers: into an overwrite table, beside the
+    rows it already holds, not instead of them."""
+    project.settings.mode = "overwrite"
+    project.run()
+    project.settings.prompt = "Rate"
+    found = agentbatch.estimate(
+        project.write_job(),
+        tables={"main.shop.reviews": project.source, "main.shop.review_answers": project.output},
+        endpoints={"apps/reviewer": project.agent.url},
+        state_dir=project.state,
+        project_dir=project.root,
+        sample=5,
+    )
+    assert found.sampled == 5
+    rows = project.target()
+    assert sorted(r["review_id"] for r in rows) == list(range(ROWS))
+    assert sum(r["response"].startswith("answer: Rate") for r in rows) == 5
+    assert project.run()["sent"] == ROWS - 5
+    one_current_row_per_key(project)
+
+
+def test_a_changed_source_key_is_refused_then_overwrite_rewrites(tmp_path: Path) -> None:
+    """source.key changed since the table was written: every statement matches rows by it, so
+    merge and append are refused before any call with the way out; overwrite rewrites."""
+    source = tmp_path / "reviews.csv"
+    source.write_text("review_id,code,text\n1,a1,good\n2,b2,bad\n")
+
+    def run(key: str, mode: str) -> dict[str, object]:
+        job = load_job_text(
+            f"name: keyed\nsource: {{table: main.s.reviews, key: {key}, columns: [text]}}\n"
+            "request: \"concat('Rate: ', text)\"\nagent: {endpoint: apps/rater}\n"
+            f"output: {{table: main.s.answers, mode: {mode}}}\n",
+            "keyed.yml",
+        )
+        with agentbatch.run(
+            job,
+            tables={"main.s.reviews": source, "main.s.answers": tmp_path / "out.parquet"},
+            endpoints={"apps/rater": "builtin:instant"},
+            project_dir=tmp_path,
+            state_dir=tmp_path / "state",
+            progress=False,
+        ) as result:
+            return dict(result.summary)
+
+    run("review_id", "merge")
+    for mode in ("merge", "append"):
+        with pytest.raises(UsageError, match=r"has no column 'code', the job's source.key"):
+            run("code", mode)
+    assert run("code", "overwrite")["table_rows"] == 2
+    rows = pq.read_table(tmp_path / "out.parquet")
+    assert sorted(rows["code"].to_pylist()) == ["a1", "b2"]
+    assert "review_id" not in rows.column_names
+    assert run("code", "merge")["rows"] == 0

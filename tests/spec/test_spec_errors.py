@@ -102,6 +102,14 @@ def test_valid_job_loads(tmp_path: Path) -> None:
             "job.yml:5: source.columns: 'error' is a result column name",
         ),
         (
+            ("  endpoint: apps/triage-agent", '  endpoint: "http://agent host/"'),
+            "job.yml:8: agent.endpoint: 'http://agent host/' is not a valid URL",
+        ),
+        (
+            ("  endpoint: apps/triage-agent", "  endpoint: builtin:nope"),
+            "job.yml:8: agent.endpoint: 'builtin:nope' is not a built-in agent",
+        ),
+        (
             ("  key: ticket_id", "  key: error"),
             "job.yml:4: source.key: 'error' is a result column name",
         ),

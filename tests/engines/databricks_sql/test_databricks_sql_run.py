@@ -431,6 +431,19 @@ def test_limited_runs_select_the_same_rows_in_every_statement(
     again = run_job(overwrite, limit=5)
     assert sorted(again.to_arrow(whole_table=True)["ticket_id"].to_pylist()) == lowest[:10]
     assert agent.stats().requests_total == 10
+    # An edited prompt, limited: the 10 answered rows not reached keep their answers until a
+    # run answers them.
+    held = {
+        r["ticket_id"]: r["request_fingerprint"]
+        for r in again.to_arrow(whole_table=True).to_pylist()
+    }
+    edited = tmp_path / "jobs" / "edited.yml"
+    edited.write_text(overwrite.read_text().replace("in one sentence", "in five words"))
+    third = run_job(edited, limit=3).to_arrow(whole_table=True).to_pylist()
+    assert sorted(r["ticket_id"] for r in third) == lowest[:10]
+    changed = [r["ticket_id"] for r in third if r["request_fingerprint"] != held[r["ticket_id"]]]
+    assert sorted(changed) == lowest[:3]
+    assert agent.stats().requests_total == 13
 
 
 @pytest.mark.parametrize("warehouse", ["America/Los_Angeles", "Asia/Tokyo"], indirect=True)

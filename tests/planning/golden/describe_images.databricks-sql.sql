@@ -31,7 +31,7 @@ req AS (
     `length`,
     content AS `_file`,
     path AS `_file_name`,
-    'Give the pixel size and the main colour of this image.' AS `_request`
+    CAST('Give the pixel size and the main colour of this image.' AS STRING) AS `_request`
   FROM src
 ),
 fingerprinted AS (

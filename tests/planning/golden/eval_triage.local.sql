@@ -31,9 +31,9 @@ req AS (
     `ticket_id`,
     `subject`,
     `label`,
-    concat('Classify this support ticket. Ticket: ', subject, '
+    CAST(concat('Classify this support ticket. Ticket: ', subject, '
 
-', body) AS `_request`
+', body) AS STRING) AS `_request`
   FROM src
 ),
 fingerprinted AS (
@@ -79,9 +79,9 @@ req AS (
     `ticket_id`,
     `subject`,
     `label`,
-    concat('Classify this support ticket. Ticket: ', subject, '
+    CAST(concat('Classify this support ticket. Ticket: ', subject, '
 
-', body) AS `_request`
+', body) AS STRING) AS `_request`
   FROM src
 ),
 fingerprinted AS (
@@ -106,36 +106,64 @@ todo AS (
   )
 )
 SELECT
-  staged.`ticket_id`,
-  staged.`subject`,
-  staged.`label`,
-  staged.`response`,
-  staged.`error`,
-  staged.`http_status`,
-  staged.`attempts`,
-  staged.`latency_ms`,
-  staged.`input_tokens`,
-  staged.`output_tokens`,
-  staged.`trace_id`,
-  staged.`custom_outputs`,
-  staged.`request_fingerprint`,
-  staged.`answered_at`
-FROM agentbatch_staged AS staged
-UNION ALL
-SELECT
-  fingerprinted.`ticket_id`,
-  fingerprinted.`subject`,
-  fingerprinted.`label`,
-  done.`response`,
-  done.`error`,
-  done.`http_status`,
-  done.`attempts`,
-  done.`latency_ms`,
-  done.`input_tokens`,
-  done.`output_tokens`,
-  done.`trace_id`,
-  done.`custom_outputs`,
-  done.`request_fingerprint`,
-  done.`answered_at`
-FROM done
-JOIN fingerprinted ON done.`ticket_id` = fingerprinted.`ticket_id`;
+  `_ranked`.`ticket_id`,
+  `_ranked`.`subject`,
+  `_ranked`.`label`,
+  `_ranked`.`response`,
+  `_ranked`.`error`,
+  `_ranked`.`http_status`,
+  `_ranked`.`attempts`,
+  `_ranked`.`latency_ms`,
+  `_ranked`.`input_tokens`,
+  `_ranked`.`output_tokens`,
+  `_ranked`.`trace_id`,
+  `_ranked`.`custom_outputs`,
+  `_ranked`.`request_fingerprint`,
+  `_ranked`.`answered_at`
+FROM (
+  SELECT
+    `_candidates`.*,
+    row_number() OVER (
+      PARTITION BY `_candidates`.`ticket_id`
+      ORDER BY `_candidates`.`_rank`, `_candidates`.`answered_at` DESC
+    ) AS `_pick`
+  FROM (
+    SELECT
+      staged.`ticket_id`,
+      staged.`subject`,
+      staged.`label`,
+      staged.`response`,
+      staged.`error`,
+      staged.`http_status`,
+      staged.`attempts`,
+      staged.`latency_ms`,
+      staged.`input_tokens`,
+      staged.`output_tokens`,
+      staged.`trace_id`,
+      staged.`custom_outputs`,
+      staged.`request_fingerprint`,
+      staged.`answered_at`,
+      0 AS `_rank`
+    FROM agentbatch_staged AS staged
+    UNION ALL
+    SELECT
+      fingerprinted.`ticket_id`,
+      fingerprinted.`subject`,
+      fingerprinted.`label`,
+      prior.`response`,
+      prior.`error`,
+      prior.`http_status`,
+      prior.`attempts`,
+      prior.`latency_ms`,
+      prior.`input_tokens`,
+      prior.`output_tokens`,
+      prior.`trace_id`,
+      prior.`custom_outputs`,
+      prior.`request_fingerprint`,
+      prior.`answered_at`,
+      CASE WHEN prior.`request_fingerprint` = fingerprinted.`request_fingerprint` THEN 1 ELSE 2 END AS `_rank`
+    FROM `main`.`support`.`triage_eval` AS prior
+    JOIN fingerprinted ON prior.`ticket_id` = fingerprinted.`ticket_id`
+  ) AS `_candidates`
+) AS `_ranked`
+WHERE `_ranked`.`_pick` = 1;

@@ -30,10 +30,10 @@ req AS (
   SELECT
     `ticket_id`,
     `customer`,
-    concat('Extract the billing details of this ticket as JSON.
+    CAST(concat('Extract the billing details of this ticket as JSON.
 
 ', subject, '
-', body) AS `_request`
+', body) AS STRING) AS `_request`
   FROM src
 ),
 fingerprinted AS (
@@ -107,18 +107,49 @@ SELECT
 FROM typed
 UNION ALL
 SELECT
-  fingerprinted.`ticket_id`,
-  fingerprinted.`customer`,
-  done.`response`,
-  done.`error`,
-  done.`http_status`,
-  done.`attempts`,
-  done.`latency_ms`,
-  done.`input_tokens`,
-  done.`output_tokens`,
-  done.`trace_id`,
-  done.`custom_outputs`,
-  done.`request_fingerprint`,
-  done.`answered_at`
-FROM done
-JOIN fingerprinted ON done.`ticket_id` = fingerprinted.`ticket_id`;
+  `_ranked`.`ticket_id`,
+  `_ranked`.`customer`,
+  `_ranked`.`response`,
+  `_ranked`.`error`,
+  `_ranked`.`http_status`,
+  `_ranked`.`attempts`,
+  `_ranked`.`latency_ms`,
+  `_ranked`.`input_tokens`,
+  `_ranked`.`output_tokens`,
+  `_ranked`.`trace_id`,
+  `_ranked`.`custom_outputs`,
+  `_ranked`.`request_fingerprint`,
+  `_ranked`.`answered_at`
+FROM (
+  SELECT
+    `_candidates`.*,
+    row_number() OVER (
+      PARTITION BY `_candidates`.`ticket_id`
+      ORDER BY `_candidates`.`_rank`, `_candidates`.`answered_at` DESC
+    ) AS `_pick`
+  FROM (
+    SELECT
+      fingerprinted.`ticket_id`,
+      fingerprinted.`customer`,
+      prior.`response`,
+      prior.`error`,
+      prior.`http_status`,
+      prior.`attempts`,
+      prior.`latency_ms`,
+      prior.`input_tokens`,
+      prior.`output_tokens`,
+      prior.`trace_id`,
+      prior.`custom_outputs`,
+      prior.`request_fingerprint`,
+      prior.`answered_at`,
+      CASE WHEN prior.`request_fingerprint` = fingerprinted.`request_fingerprint` THEN 1 ELSE 2 END AS `_rank`
+    FROM `main`.`support`.`billing_details` AS prior
+    JOIN fingerprinted ON prior.`ticket_id` = fingerprinted.`ticket_id`
+    WHERE NOT EXISTS (
+      SELECT 1
+      FROM `todo` AS `_written`
+      WHERE `_written`.`ticket_id` = prior.`ticket_id`
+    )
+  ) AS `_candidates`
+) AS `_ranked`
+WHERE `_ranked`.`_pick` = 1;

@@ -33,11 +33,11 @@ req AS (
     `ticket_id`,
     `subject`,
     `created_at`,
-    concat('Summarise this support ticket in one sentence.
+    CAST(concat('Summarise this support ticket in one sentence.
 
 Subject: ', subject, '
 
-', body) AS `_request`
+', body) AS STRING) AS `_request`
   FROM src
 ),
 fingerprinted AS (

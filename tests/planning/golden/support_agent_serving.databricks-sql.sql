@@ -30,12 +30,12 @@ req AS (
   SELECT
     `ticket_id`,
     `subject`,
-    named_struct('input', array(named_struct('role', 'user', 'content', concat('Draft a first reply to this ticket. Ticket: ', subject, '
+    named_struct('input', array(named_struct('role', 'user', 'content', CAST(concat('Draft a first reply to this ticket. Ticket: ', subject, '
 
-', body))), 'custom_inputs', NAMED_STRUCT('team', 'support'), 'databricks_options', NAMED_STRUCT('return_trace', TRUE)) AS `_request_value`,
-    concat('Draft a first reply to this ticket. Ticket: ', subject, '
+', body) AS STRING))), 'custom_inputs', NAMED_STRUCT('team', 'support'), 'databricks_options', NAMED_STRUCT('return_trace', TRUE)) AS `_request_value`,
+    CAST(concat('Draft a first reply to this ticket. Ticket: ', subject, '
 
-', body) AS `_request`
+', body) AS STRING) AS `_request`
   FROM src
 ),
 fingerprinted AS (

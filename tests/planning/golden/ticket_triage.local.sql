@@ -34,12 +34,12 @@ req AS (
     `subject`,
     `body`,
     `label`,
-    named_struct('input', array(named_struct('role', 'user', 'content', concat('Classify this support ticket for the ', 'support', ' team. Ticket: ', subject, '
+    named_struct('input', array(named_struct('role', 'user', 'content', CAST(concat('Classify this support ticket for the ', 'support', ' team. Ticket: ', subject, '
 
-', body))), 'custom_inputs', NAMED_STRUCT('team', 'support'), 'databricks_options', NAMED_STRUCT('return_trace', TRUE)) AS `_request_value`,
-    concat('Classify this support ticket for the ', 'support', ' team. Ticket: ', subject, '
+', body) AS STRING))), 'custom_inputs', NAMED_STRUCT('team', 'support'), 'databricks_options', NAMED_STRUCT('return_trace', TRUE)) AS `_request_value`,
+    CAST(concat('Classify this support ticket for the ', 'support', ' team. Ticket: ', subject, '
 
-', body) AS `_request`
+', body) AS STRING) AS `_request`
   FROM src
 ),
 fingerprinted AS (

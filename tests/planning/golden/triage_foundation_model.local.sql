@@ -29,9 +29,9 @@ req AS (
   SELECT
     `ticket_id`,
     `subject`,
-    concat('Classify this support ticket. Ticket: ', subject, '
+    CAST(concat('Classify this support ticket. Ticket: ', subject, '
 
-', body) AS `_request`
+', body) AS STRING) AS `_request`
   FROM src
 ),
 fingerprinted AS (
