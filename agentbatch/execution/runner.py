@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import logging
 import re
@@ -430,8 +431,16 @@ def ledger_path(the_plan: Plan) -> Path:
     """One ledger per target and output table: renaming a job keeps its checkpoints."""
     state_dir = the_plan.options.state_dir
     folder = Path(state_dir) if state_dir is not None else root_of(the_plan) / STATE_DIR
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{the_plan.target.name}__{the_plan.job.output.table}")
+    name = f"{the_plan.target.name}__{the_plan.job.output.table}"
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    if len(safe) > _LONGEST_STATE_NAME:
+        # A file name has at most 255 bytes; a Unity Catalog name alone may have 255 characters.
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        safe = f"{safe[: _LONGEST_STATE_NAME - 17]}_{digest}"
     return folder / f"{safe}.ledger.sqlite"
+
+
+_LONGEST_STATE_NAME = 200
 
 
 def estimate_path(the_plan: Plan) -> Path:

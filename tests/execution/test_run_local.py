@@ -248,3 +248,28 @@ def test_an_endpoint_mapped_to_no_agent_address_is_a_usage_error(
             dry_run=dry_run,
             progress=False,
         )
+
+
+def test_an_output_table_with_a_long_name_runs(tmp_path: Path) -> None:
+    """Unity Catalog takes 255 characters a name; the checkpoint's file name stays short enough
+    for the file system, and differs for tables whose long names differ only at the end."""
+    source = tmp_path / "reviews.csv"
+    source.write_text("review_id,text\n1,good\n2,bad\n")
+    for ending in ("a", "b"):
+        name = "main.s." + "t" * 240 + ending
+        job = tmp_path / "jobs" / "long.yml"
+        job.parent.mkdir(exist_ok=True)
+        job.write_text(
+            "name: long\nsource: {table: main.s.reviews, key: review_id}\nrequest: text\n"
+            f"agent: {{endpoint: builtin:instant}}\noutput: {{table: {name}}}\n"
+        )
+        for sent in (2, 0):
+            with agentbatch.run(
+                job,
+                tables={"main.s.reviews": source},
+                state_dir=tmp_path / "state",
+                project_dir=tmp_path,
+                progress=False,
+            ) as result:
+                assert result.summary["sent"] == sent
+    assert len(list((tmp_path / "state").glob("*.ledger.sqlite"))) == 2
