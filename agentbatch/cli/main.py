@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentbatch.errors import AgentbatchError, exit_code_for
+from agentbatch.errors import AgentbatchError, ConfigError, exit_code_for
 from agentbatch.version import __version__
 
 log = logging.getLogger("agentbatch")
@@ -64,6 +64,12 @@ def main(argv: Sequence[str] | None = None, *, settings: Mapping[str, Any] | Non
         for line in str(err).splitlines() or [type(err).__name__]:
             log.error("%s", line)
         return exit_code_for(err)
+    except OSError as err:
+        # A file or folder given that cannot be used (one where a folder is needed, no
+        # permission, a disk full): what and where, never a traceback.
+        where = f": {err.filename}" if err.filename else ""
+        log.error("%s%s", err.strerror or str(err).strip() or type(err).__name__, where)
+        return exit_code_for(ConfigError(str(err)))
     except ValueError as err:
         # A value the models refuse (pydantic's ValidationError is a ValueError) that reached no
         # file: one line naming what was refused, never a traceback.

@@ -273,3 +273,29 @@ def test_an_output_table_with_a_long_name_runs(tmp_path: Path) -> None:
             ) as result:
                 assert result.summary["sent"] == sent
     assert len(list((tmp_path / "state").glob("*.ledger.sqlite"))) == 2
+
+
+def test_a_path_that_cannot_be_used_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentbatch.cli.main import main
+
+    taken = tmp_path / "a-file"
+    taken.write_text("x")
+    code = main(
+        [
+            "run",
+            str(TRIAGE),
+            "--table",
+            f"main.support.tickets={TICKETS}",
+            "--endpoint",
+            "apps/triage-agent=builtin:instant",
+            "--state-dir",
+            str(taken),
+            "--no-progress",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 3
+    assert err.strip().splitlines()[-1] == f"File exists: {taken}"
+    assert "Traceback" not in err
