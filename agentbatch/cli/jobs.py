@@ -65,7 +65,8 @@ what a run does (the output table decides what is done):
     merge       one row per key: a new answer replaces the key's row; other keys stay
     append      one row per key and request: an edited prompt adds rows beside the old ones
     overwrite   the table becomes exactly the selected rows: rows it already holds for the
-                current request are kept (not paid again), rows that left the source are dropped
+                current request are kept (not paid again), rows that left the source are dropped;
+                a run stopped early or limited leaves the keys it did not reach as they were
 
 the summary:
   selected      source rows the job selects (after source.where / source.limit)
@@ -340,6 +341,19 @@ def _variables_per_file(paths: Sequence[str], options: RunOptions) -> dict[str, 
     }
 
 
+def _check_template(path: str, options: RunOptions) -> None:
+    """A job's own push-down template (`template:`) exists and renders, whatever the target
+    validated: it is only rendered where ai_query runs (a SQL warehouse)."""
+    from agentbatch import api
+    from agentbatch.errors import TemplateError
+    from agentbatch.spec.loader import where_in_file
+
+    try:
+        api.plan(path, "databricks-sql", options=options)
+    except TemplateError as err:
+        raise SpecError(f"{where_in_file(path, ('template',))}: template: {err}") from None
+
+
 def _validate(paths: Sequence[str], target: str | None, options: RunOptions) -> int:
     from agentbatch import api
 
@@ -349,6 +363,8 @@ def _validate(paths: Sequence[str], target: str | None, options: RunOptions) -> 
         try:
             each = replace(options, vars=shared.get(path, options.vars))
             the_plan = api.plan(path, target or "local", options=each)
+            if the_plan.job.template is not None:
+                _check_template(path, each)
             if the_plan.job.evaluation is not None:
                 from agentbatch.evaluation.checks import check_evaluation
 

@@ -233,3 +233,30 @@ def test_var_on_the_command_line_is_inert(tmp_path: Path) -> None:
 
     for statement in sqlglot.parse(done.stdout, read="databricks"):
         assert statement is None or not isinstance(statement, sqlglot.exp.Drop)
+
+
+def test_validate_checks_the_jobs_own_template(tmp_path: Path) -> None:
+    """`template:` replaces the push-down statement, rendered only where ai_query runs: validate
+    renders it whatever the target, and a missing or broken one names the file's line."""
+    job = tmp_path / "jobs" / "own.yml"
+    job.parent.mkdir()
+    templates = tmp_path / "sqltemplates"
+    templates.mkdir()
+    (templates / "broken.sql").write_text("SELECT {% if %}\n")
+    base = (
+        "name: own\nsource: {table: main.s.t, key: id}\nrequest: txt\n"
+        "agent: {endpoint: my-model}\noutput: {table: main.s.o}\n"
+    )
+    for template, expected in (
+        ("nope.sql", "own.yml:6: template: template 'nope.sql' not found"),
+        ("broken.sql", "broken.sql:1: template syntax error"),
+    ):
+        job.write_text(base + f"template: {template}\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "agentbatch", "validate", str(job)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr
