@@ -47,11 +47,19 @@ class RunOptions:
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def __post_init__(self) -> None:
-        if self.limit is not None and self.limit <= 0:
-            raise UsageError("limit must be a positive number of rows")
-        # None for a mapping means "none": callers pass what they were given.
+        # Callers of the Python API pass what they were given: say what is wrong in its words.
+        if self.limit is not None and (
+            not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit <= 0
+        ):
+            raise UsageError(f"limit must be a positive number of rows, not {self.limit!r}")
+        # None for a mapping means "none".
         for name in ("vars", "tables", "endpoints", "settings"):
-            object.__setattr__(self, name, dict(getattr(self, name) or {}))
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise UsageError(
+                    f"{name} must be a mapping ({{name: value}}), not {type(value).__name__}"
+                )
+            object.__setattr__(self, name, dict(value or {}))
         refuse_secret_settings(self.settings)
 
     @classmethod
@@ -59,6 +67,11 @@ class RunOptions:
         """`options` with `fields` replaced (keyword arguments of the API functions)."""
         if options is None:
             return cls(**fields)
+        if not isinstance(options, RunOptions):
+            raise UsageError(
+                f"options must be agentbatch.RunOptions, not {type(options).__name__}; "
+                "or give its fields as keywords"
+            )
         return dataclasses.replace(options, **fields) if fields else options
 
     def started(self) -> RunOptions:

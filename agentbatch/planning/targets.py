@@ -205,6 +205,11 @@ def _check_settings(doc: YamlDocument, name: str, engine: str, settings: Mapping
 
 def resolve_target(name: str, project_dir: Path | None = None) -> Target:
     known = {**builtin_targets(), **(load_project_targets(project_dir) if project_dir else {})}
+    if not isinstance(name, str):
+        raise UsageError(
+            f"target must be a target's name or an agentbatch Target, not {type(name).__name__}; "
+            f"known targets: {', '.join(sorted(known))}"
+        )
     if name in known:
         return known[name]
     close = difflib.get_close_matches(name, known, n=1)

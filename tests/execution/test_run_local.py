@@ -299,3 +299,22 @@ def test_a_path_that_cannot_be_used_is_one_line_not_a_traceback(
     assert code == 3
     assert err.strip().splitlines()[-1] == f"File exists: {taken}"
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("keywords", "message"),
+    [
+        ({"target": None}, "target must be a target's name"),
+        ({"tables": "a=b"}, "tables must be a mapping"),
+        ({"endpoints": "builtin:instant"}, "endpoints must be a mapping"),
+        ({"options": {"limit": 1}}, "options must be agentbatch.RunOptions"),
+        ({"limit": "3"}, "limit must be a positive number of rows, not '3'"),
+    ],
+)
+def test_python_api_misuse_is_a_usage_error_in_its_words(
+    keywords: dict[str, object], message: str
+) -> None:
+    from agentbatch.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        agentbatch.plan(TRIAGE, **keywords)  # type: ignore[arg-type]
