@@ -35,6 +35,15 @@ class TemplateError(SpecError):
     pass
 
 
+class JobValueError(TemplateError):
+    """A job value found wrong only when it is used (a response_format rendered): it keeps the
+    value's key path, for the plan to name the file and line it came from."""
+
+    def __init__(self, message: str, key_path: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.key_path = key_path
+
+
 class UsageError(AgentbatchError):
     exit_code = 2
 

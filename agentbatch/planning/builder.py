@@ -18,6 +18,7 @@ from agentbatch.agent.calls import CallSpec, call_fingerprint
 from agentbatch.agent.content import FileInput
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
+from agentbatch.errors import JobValueError, SpecError
 from agentbatch.planning.definition import (
     Plan,
     Preflight,
@@ -35,6 +36,7 @@ from agentbatch.planning.render import (
     utc_timestamp,
 )
 from agentbatch.planning.targets import Target
+from agentbatch.spec.loader import where_in_file
 from agentbatch.spec.models import Job
 
 _PUSH_DOWN_TEMPLATES = {
@@ -105,7 +107,19 @@ def build_plan(
     options: RunOptions | None = None,
     template_dirs: Iterable[Path] = (),
 ) -> Plan:
-    options = options or RunOptions()
+    try:
+        return _build_plan(job, target, options or RunOptions(), template_dirs)
+    except JobValueError as err:
+        origin = job._origin
+        if origin is None:
+            raise
+        # Found when used: name the line of the job file the value came from.
+        raise SpecError(f"{where_in_file(origin.file, err.key_path)}: {err}") from None
+
+
+def _build_plan(
+    job: Job, target: Target, options: RunOptions, template_dirs: Iterable[Path]
+) -> Plan:
     strategy, reason = choose_strategy(job, target, options)
     call = call_spec(job)
     fingerprint = call_fingerprint(call)

@@ -21,7 +21,7 @@ from agentbatch.agent.response_format import (
     ResponseFormatError,
     parse_response_format,
 )
-from agentbatch.errors import TemplateError
+from agentbatch.errors import JobValueError, TemplateError
 from agentbatch.planning.answers import AnswerChecks, answer_checks, error_sql
 from agentbatch.results import RESULT_COLUMN_NAMES, TRANSIENT_ERROR
 from agentbatch.spec.models import Job
@@ -100,11 +100,22 @@ def ai_query_sql(job: Job) -> Sql:
     return Sql(f"ai_query({', '.join(args)})")
 
 
+def _response_type(fmt: str | Mapping[str, Any] | None) -> str:
+    """The SQL type of the `response` column for this format."""
+    if fmt is not None:
+        parse_format(fmt)  # a format that cannot be read is the job's error, named at its key
+    try:
+        return response_type(fmt)
+    except SqlValueError as err:
+        raise JobValueError(f"agent.response_format: {err}", ("agent", "response_format")) from None
+
+
 def parse_format(fmt: str | Mapping[str, Any]) -> ResponseFormat:
     try:
         return parse_response_format(fmt)
-    except ResponseFormatError as err:
-        raise TemplateError(f"agent.response_format: {err}") from None
+    except (ResponseFormatError, SqlValueError) as err:
+        key = ("agent", "response_format")
+        raise JobValueError(f"agent.response_format: {err}", key) from None
 
 
 class _NotPushable:
@@ -171,10 +182,10 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "null_request_fingerprint": quoting.literal(null_request_fingerprint(call_fingerprint)),
         "null_request_error": quoting.literal(NULL_REQUEST),
         "ai_query": ai_query_sql(job),
-        "response_format": quoting.literal(response_type(fmt)) if fmt is not None else None,
+        "response_format": quoting.literal(_response_type(fmt)) if fmt is not None else None,
         "checks": _answer_checks(fmt) if fmt is not None else None,
         "error": error_sql(Sql("`_failure`"), Sql("`_problem`") if fmt is not None else None),
-        "response_type": Sql(response_type(fmt)),
+        "response_type": Sql(_response_type(fmt)),
         "output": quoting.table(job.output.table),
         "mode": job.output.mode,
         "incremental": options.incremental,

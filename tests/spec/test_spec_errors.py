@@ -260,3 +260,31 @@ def test_validate_checks_the_jobs_own_template(tmp_path: Path) -> None:
         )
         assert done.returncode == 2, done.stderr
         assert expected in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        (
+            '"STRUCT<label: STRING, label: INT>"',
+            "job.yml:9: agent.response_format: response_format 'STRUCT<label: STRING, label: "
+            "INT>': duplicate field 'label'",
+        ),
+        (
+            "{type: object, properties: {\"it's\": {type: string}}}",
+            "job.yml:9: agent.response_format: \"it's\" is not a valid identifier",
+        ),
+    ],
+)
+def test_a_response_format_found_wrong_when_planned_names_its_line(
+    tmp_path: Path, fmt: str, expected: str
+) -> None:
+    import agentbatch
+
+    path = write(
+        tmp_path,
+        VALID.replace("  model_parameters: {max_tokens: 256}", f"  response_format: {fmt}"),
+    )
+    with pytest.raises(SpecError) as caught:
+        agentbatch.plan(path)
+    assert expected in str(caught.value)
