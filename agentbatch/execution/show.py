@@ -63,15 +63,18 @@ def read_table(
         engine.close()
 
 
-def describe_location(where: Mapping[str, str]) -> str:
-    """One line a user can act on: the file, or the warehouse file and the query that reads it."""
+def describe_location(where: Mapping[str, str], project_dir: Path | None = None) -> str:
+    """One line a user can act on: the file, or the warehouse file and the query that reads it
+    (`agentbatch show` from here: with the project folder when it is another)."""
     table = where.get("table", "")
     if where.get("file"):
         return f"{table}: file {where['file']}"
     if where.get("duckdb_file"):
+        elsewhere = project_dir is not None and project_dir.resolve() != Path.cwd().resolve()
+        option = f" --project-dir {project_dir}" if elsewhere else ""
         return (
             f"{table}: local warehouse file {where['duckdb_file']}; read it with "
-            f"`agentbatch show {table}`, or DuckDB on that file: {where['duckdb_query']}"
+            f"`agentbatch show {table}{option}`, or DuckDB on that file: {where['duckdb_query']}"
         )
     return f"{table}: read it with `agentbatch show {table} --target {where.get('target', '')}`"
 

@@ -49,6 +49,7 @@ def _print_summary(summary: dict[str, Any], title: str) -> Console:
 
 
 def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> None:
+    from agentbatch.execution.runner import root_of
     from agentbatch.execution.show import describe_location
 
     locations = output_locations(result)
@@ -86,7 +87,8 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
                 table.add_row(*(_format(row[c], limit=60) for c in columns))
             console.print(table)
     for where in locations:
-        console.print(f"output {describe_location(where)}", highlight=False, soft_wrap=True)
+        line = describe_location(where, root_of(result.plan))
+        console.print(f"output {line}", highlight=False, soft_wrap=True)
 
 
 def _format(value: Any, limit: int = 200) -> str:

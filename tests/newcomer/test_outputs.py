@@ -123,3 +123,24 @@ def test_a_run_stopped_by_its_error_rate_still_prints_its_summary(project: Proje
     assert summary["rows"] == summary["errors"] == summary["rows_written"] == sent
     assert summary["table_rows"] == summary["table_errors"] == sent
     assert len(pq.read_table(project.root / "out.parquet")) == sent
+
+
+def test_the_show_hint_of_a_run_from_another_folder_reads_the_table(project: Project) -> None:
+    """Run from outside the project: the printed `agentbatch show ...` names the project folder,
+    so, run as printed from the same place, it reads the rows the run wrote."""
+    outside = project.root.parent
+    root = project.root.name
+    run = [sys.executable, "-m", "agentbatch", "run", f"{root}/jobs/reviews.yml", *INSTANT]
+    run += ["--table", f"main.shop.reviews={root}/reviews.csv"]
+    done = subprocess.run(run, cwd=outside, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    hint = done.stdout.split("read it with `", 1)[1].split("`", 1)[0]
+    assert hint.startswith("agentbatch show main.shop.review_sentiment --project-dir ")
+    shown = subprocess.run(
+        [sys.executable, "-m", "agentbatch", *hint.split()[1:], "--json", "--limit", "100"],
+        cwd=outside,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert len(shown.stdout.splitlines()) == 50, shown.stderr
