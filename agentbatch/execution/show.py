@@ -6,6 +6,7 @@ other name is read from the project's local warehouse (`.agentbatch/warehouse/<c
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,7 +72,7 @@ def describe_location(where: Mapping[str, str], project_dir: Path | None = None)
         return f"{table}: file {where['file']}"
     if where.get("duckdb_file"):
         elsewhere = project_dir is not None and project_dir.resolve() != Path.cwd().resolve()
-        option = f" --project-dir {project_dir}" if elsewhere else ""
+        option = f" --project-dir {shlex.quote(str(project_dir))}" if elsewhere else ""
         return (
             f"{table}: local warehouse file {where['duckdb_file']}; read it with "
             f"`agentbatch show {table}{option}`, or DuckDB on that file: {where['duckdb_query']}"
