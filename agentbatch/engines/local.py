@@ -3,7 +3,9 @@
 Tables map to local data:
 - a table given in `tables` reads a CSV / Parquet / JSON file (or a pandas DataFrame) in place; a
   mapped table the job *writes* is kept in memory during the run and saved back to its file (a
-  folder path means a Delta table, written with the `deltalake` package);
+  folder path means a Delta table, written with the `deltalake` package). A table a later run reads
+  back (a job's output) must be Parquet or Delta, which keep its column types; CSV and JSON, which
+  DuckDB reads back with re-guessed types, can only receive a table written whole (scores);
 - any other table lives in the project's local warehouse folder: one DuckDB file per catalog, so a
   later run finds the earlier output (incremental merge, resume).
 
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import sqlglot
 from sqlglot import exp
 
+from agentbatch.engines import output_lock
 from agentbatch.engines.base import WriteRequest, WriteStats
 from agentbatch.engines.binary_files import LISTING_PREFIX, rewrite_for_duckdb, volume_mappings
 from agentbatch.engines.merge_rules import (
@@ -49,6 +52,14 @@ _FILE_READERS = {
     ".json": "read_json_auto",
     ".jsonl": "read_json_auto",
     ".ndjson": "read_json_auto",
+}
+# Formats whose reader guesses the column types again, and what it gets wrong.
+_GUESSED = {
+    suffix: "(a text key comes back as a number, a typed answer as text)"
+    if reader == "read_csv_auto"
+    else "(a date-like text comes back as a date, an INT as a BIGINT)"
+    for suffix, reader in _FILE_READERS.items()
+    if reader != "read_parquet"
 }
 _MAPPED_CATALOG = "mapped"
 DEFAULT_MEMORY_LIMIT = "256MB"
@@ -97,20 +108,16 @@ class LocalEngine:
         self._attached: set[str] = set()
         self._relations: dict[tuple[str, str, str], str] = {}
         self._outputs: dict[tuple[str, str, str], TableSource] = {}
-        outputs = {self._full_name(t) for t in output_tables}
+        # Mapped outputs this run may replace whole but not read, and why (the error to raise).
+        self._unreadable: dict[tuple[str, str, str], str] = {}
+        self._locks: list[output_lock.OutputLock] = []
         # `--table /Volumes/...=FOLDER` maps a volume path read by read_files(..., 'binaryFile').
         self._volumes = volume_mappings(tables or {})
-        for number, (name, source) in enumerate((tables or {}).items()):
-            if name.rstrip("/") in self._volumes:
-                continue
-            full = self._full_name(name)
-            if full in outputs:
-                self._outputs[full] = source
-                self._load_mapped_output(full, source)
-            else:
-                self._relations[full] = self._register_input(
-                    f"agentbatch_input_{number}", name, source
-                )
+        try:
+            self._map_tables(tables or {}, output_tables, _holder(settings))
+        except BaseException:
+            self.close()  # releases the locks taken so far
+            raise
 
     # -- the Engine protocol --------------------------------------------------------------------
 
@@ -123,6 +130,7 @@ class LocalEngine:
             self._run_checked_merge(checked)
         for table in written:
             if table in self._outputs:
+                self._unreadable.pop(table, None)  # replaced: it holds this run's table now
                 self._save_mapped_output(table, self._outputs[table])
 
     def fetch_batches(
@@ -188,6 +196,10 @@ class LocalEngine:
 
     def close(self) -> None:
         self._con.close()
+        # After the connection: the warehouse file is complete before the next run may open it.
+        for lock in self._locks:
+            lock.release()
+        self._locks.clear()
 
     def location(self, table: str) -> dict[str, str]:
         """Where a table physically is: its mapped file, or the warehouse file and a query reading it.
@@ -212,6 +224,39 @@ class LocalEngine:
         parts = table_parts(name)
         padded = (self.default_catalog, self.default_schema)[: 3 - len(parts)] + parts
         return (padded[0].lower(), padded[1].lower(), padded[2].lower())
+
+    def _map_tables(
+        self, tables: Mapping[str, TableSource], output_tables: Iterable[str], holder: str
+    ) -> None:
+        outputs = {self._full_name(t) for t in output_tables}
+        for number, (name, source) in enumerate(tables.items()):
+            if name.rstrip("/") in self._volumes:
+                continue
+            full = self._full_name(name)
+            if full in outputs:
+                self._outputs[full] = source
+            else:
+                self._relations[full] = self._register_input(
+                    f"agentbatch_input_{number}", name, source
+                )
+        # A mapping refused leaves no file behind, so it is refused before anything is locked.
+        kinds = {full: _output_kind(".".join(full), s) for full, s in self._outputs.items()}
+        # Every output is locked before any is read: a table read before the lock could be saved
+        # over by the run holding it, and this run would then save over that run's rows.
+        self._lock_outputs(outputs, holder)
+        for full, kind in kinds.items():
+            self._load_mapped_output(full, kind)
+
+    def _lock_outputs(self, outputs: Iterable[tuple[str, str, str]], holder: str) -> None:
+        places = set()
+        for full in outputs:
+            source = self._outputs.get(full)
+            if source is None:  # one warehouse file per catalog, one writer per file
+                places.add(self.warehouse_dir / f"{full[0]}.duckdb")
+            else:
+                places.add(Path(source))
+        for place in sorted(places):
+            self._locks.append(output_lock.hold(place.resolve(), holder))
 
     def _register_input(self, view: str, name: str, source: TableSource) -> str:
         if isinstance(source, (str, os.PathLike)):
@@ -242,24 +287,40 @@ class LocalEngine:
         self._con.register(view, source)  # pandas DataFrame or Arrow table, queried in place
         return view
 
-    def _load_mapped_output(self, full: tuple[str, str, str], source: TableSource) -> None:
-        catalog, schema, name = _MAPPED_CATALOG, full[1], full[2]
-        self._sql(f'CREATE SCHEMA IF NOT EXISTS {catalog}."{schema}"')
-        if not isinstance(source, (str, os.PathLike)):
-            raise UsageError(f"the output table {'.'.join(full)} can only be mapped to a file path")
-        path = Path(source)
-        if path.is_dir() and (path / "_delta_log").is_dir():
-            self._con.register("agentbatch_seed", _delta_dataset(path))
-            self._sql(
-                f'CREATE TABLE {catalog}."{schema}"."{name}" AS SELECT * FROM agentbatch_seed'
+    def _load_mapped_output(self, full: tuple[str, str, str], kind: str) -> None:
+        """Load what the output's file holds into memory; nothing for a file still to be made."""
+        path = Path(self._outputs[full])
+        mapping = f"--table {'.'.join(full)}={path}"
+        relation = f'{_MAPPED_CATALOG}."{full[1]}"."{full[2]}"'
+        self._sql(f'CREATE SCHEMA IF NOT EXISTS {_MAPPED_CATALOG}."{full[1]}"')
+        if kind == "untyped":
+            # Not even loaded: its types would be guesses. A table written whole may replace it.
+            self._unreadable[full] = (
+                f"{mapping}: a job's output cannot be a {path.suffix.lower()} file: the next run "
+                "reads it back, and such a file does not keep the output's column types "
+                f"{_GUESSED[path.suffix.lower()]}; map the output to a .parquet file or a Delta "
+                "folder"
             )
-            self._con.unregister("agentbatch_seed")
-        elif path.is_file():
-            reader = _FILE_READERS.get(path.suffix.lower())
-            if reader is None:
-                raise UsageError(f"--table {'.'.join(full)}={path}: unsupported file type")
-            self._sql(
-                f'CREATE TABLE {catalog}."{schema}"."{name}" AS SELECT * FROM {reader}({_duck_literal(path)})'
+            return
+        if not _holds_a_table(path):  # a 0-byte file or an empty folder holds no rows to keep
+            return
+        try:
+            if kind == "delta":
+                self._con.register("agentbatch_seed", _delta_dataset(path))
+                self._sql(f"CREATE TABLE {relation} AS SELECT * FROM agentbatch_seed")
+                self._con.unregister("agentbatch_seed")
+            else:
+                self._sql(
+                    f"CREATE TABLE {relation} AS SELECT * FROM read_parquet({_duck_literal(path)})"
+                )
+        except Exception as err:  # not Parquet, a damaged Delta log, ...
+            raise UsageError(
+                f"{mapping}: cannot read the output file: {_first_line(err)}"
+            ) from None
+        if "request_fingerprint" not in self._columns(f"SELECT * FROM {relation} LIMIT 0"):
+            self._unreadable[full] = (
+                f"{mapping}: the file is not an agentbatch output table (it has no "
+                "request_fingerprint column); map the output to a new file"
             )
 
     def _save_mapped_output(self, full: tuple[str, str, str], source: TableSource) -> None:
@@ -268,7 +329,7 @@ class LocalEngine:
         if not self._has_table(_MAPPED_CATALOG, full[1], full[2]):
             return
         suffix = path.suffix.lower()
-        if suffix in _FILE_READERS:
+        if suffix in _FILE_READERS and not path.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
             fmt = {
@@ -295,7 +356,10 @@ class LocalEngine:
             if not attach and not path.exists():
                 return None, full[1], full[2]
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._sql(f"ATTACH {_duck_literal(path)} AS {catalog}")
+            try:
+                self._sql(f"ATTACH {_duck_literal(path)} AS {catalog}")
+            except Exception as err:
+                raise EngineError(_attach_failed(path, err)) from None
             self._attached.add(catalog)
         if attach:
             self._sql(f'CREATE SCHEMA IF NOT EXISTS {catalog}."{full[1]}"')
@@ -311,7 +375,9 @@ class LocalEngine:
             # Where DuckDB spills (it makes only the last folder of temp_directory).
             self.warehouse_dir.mkdir(parents=True, exist_ok=True)
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
-        written = [self._full_name(_table_name(t)) for t in _written_tables(tree)]
+        targets = _written_tables(tree)
+        written = [self._full_name(_table_name(t)) for t in targets]
+        replaced = targets if isinstance(tree, exp.Create) and tree.args.get("replace") else []
         for node in list(tree.find_all(exp.Table)):
             if not node.name or (not node.db and node.name.lower() in ctes):
                 continue
@@ -320,6 +386,8 @@ class LocalEngine:
             ):
                 continue
             full = self._full_name(_table_name(node))
+            if full in self._unreadable and not any(node is t for t in replaced):
+                raise UsageError(self._unreadable[full])
             if full in self._relations:
                 replacement = exp.to_table(self._relations[full])
             else:
@@ -430,6 +498,57 @@ def _delta_dataset(path: Path) -> Any:
     except ImportError:
         raise MissingDependencyError("deltalake", "local") from None
     return DeltaTable(str(path)).to_pyarrow_dataset()
+
+
+def _holder(settings: Mapping[str, Any]) -> str:
+    """Who this engine writes for, in the words another run's lock error shows."""
+    named = (("job", settings.get("job_name")), ("run", settings.get("run_id")))
+    return ", ".join(f"{what} {value}" for what, value in named if value) or "agentbatch"
+
+
+def _output_kind(name: str, source: TableSource) -> str:
+    """`parquet`, `delta` or `untyped` (CSV, JSON) for a mapped output; anything else is refused."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise UsageError(f"the output table {name} can only be mapped to a file path")
+    path = Path(source)
+    mapping = f"--table {name}={path}"
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        if (path / "_delta_log").is_dir() or not any(path.iterdir()):
+            return "delta"
+        raise UsageError(
+            f"{mapping}: the folder is not a Delta table (it has no _delta_log) and is not "
+            "empty; map the output to a new folder or a .parquet file"
+        )
+    if suffix in _GUESSED:
+        return "untyped"
+    if _FILE_READERS.get(suffix) == "read_parquet":
+        return "parquet"
+    if not suffix and not path.exists():
+        return "delta"
+    raise UsageError(
+        f"{mapping}: unsupported output type; map the output to a .parquet file or a Delta "
+        "folder (a path without an extension)"
+    )
+
+
+def _holds_a_table(path: Path) -> bool:
+    """False for a path still to be written: absent, a 0-byte file or an empty folder."""
+    if path.is_dir():
+        return any(path.iterdir())
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _attach_failed(path: Path, err: BaseException) -> str:
+    text = _first_line(err)
+    if "Could not set lock" not in text:
+        return f"local engine: cannot open the local warehouse file {path}: {text}"
+    pid = re.search(r"\(PID (\d+)\)", text)
+    holder = f"process {pid.group(1)}" if pid else "another process"
+    return (
+        f"local engine: the local warehouse file {path} is in use by {holder} (another run, or "
+        "a program that has it open); wait for it to finish"
+    )
 
 
 def _blank(path: Path) -> bool:

@@ -1,0 +1,223 @@
+"""What a mapped output file may be. A job's output is read back by the next run, so it must keep
+its column types (Parquet, Delta); a file that cannot be, or is not, an agentbatch output table is
+a one-line error naming it before any call; an empty file holds no rows and is simply written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import agentbatch
+from agentbatch.engines.local import LocalEngine
+from agentbatch.errors import EngineError, UsageError
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+
+JOB = """\
+name: t
+source: {table: main.s.src, key: id, columns: [txt]}
+request: "concat('Q: ', txt)"
+agent: {endpoint: apps/a}
+output: {table: main.s.out}
+"""
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentServer]:
+    with serve_agent() as server:
+        yield server
+
+
+def run(tmp_path: Path, agent: AgentServer, source: Path, output: Path) -> dict[str, object]:
+    job = tmp_path / "job.yml"
+    job.write_text(JOB)
+    with agentbatch.run(
+        job,
+        tables={"main.s.src": source, "main.s.out": output},
+        endpoints={"apps/a": agent.url},
+        state_dir=tmp_path / "state",
+        project_dir=tmp_path,
+        progress=False,
+    ) as result:
+        return dict(result.summary)
+
+
+def csv_source(tmp_path: Path) -> Path:
+    path = tmp_path / "src.csv"
+    path.write_text("id,txt\n1,a\n2,b\n")
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_a_job_output_is_not_a_csv_or_json_file(
+    tmp_path: Path, agent: AgentServer, suffix: str
+) -> None:
+    """Read back, a text key "1" would come back as a number, a typed answer as text: refused
+    before any call, on the first run already."""
+    source = tmp_path / "src.json"
+    source.write_text('{"id": "1", "txt": "a"}\n{"id": "2", "txt": "b"}\n')
+    output = tmp_path / f"out{suffix}"
+    with pytest.raises(UsageError) as raised:
+        run(tmp_path, agent, source, output)
+    message = str(raised.value)
+    assert f"--table main.s.out={output}: a job's output cannot be a {suffix} file" in message
+    assert "map the output to a .parquet file or a Delta folder" in message
+    assert "\n" not in message
+    assert agent.stats().requests_total == 0
+    assert not output.exists()
+
+
+def test_a_table_written_whole_may_go_to_a_csv_file(tmp_path: Path) -> None:
+    """Scores and metrics are replaced whole, never read back: a CSV (for a spreadsheet) is fine."""
+    scores = tmp_path / "scores.csv"
+    scores.write_text("whatever,was,here\n1,2,3\n")
+    engine = LocalEngine(
+        tables={"main.s.scores": scores}, warehouse_dir=tmp_path, output_tables=["main.s.scores"]
+    )
+    try:
+        engine.execute("CREATE OR REPLACE TABLE main.s.scores AS SELECT '01' AS id, 0.5 AS score")
+        assert engine.read_table("main.s.scores").to_pylist() == [{"id": "01", "score": 0.5}]
+    finally:
+        engine.close()
+    assert scores.read_text().splitlines() == ["id,score", "01,0.5"]
+
+
+def test_an_empty_output_file_is_a_file_still_to_be_written(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    output = tmp_path / "out.parquet"
+    output.touch()  # 0 bytes: no rows to keep
+    summary = run(tmp_path, agent, csv_source(tmp_path), output)
+    assert summary["table_rows"] == 2
+    assert sorted(pq.read_table(output)["id"].to_pylist()) == [1, 2]
+
+
+def test_an_unreadable_output_file_is_named_before_any_call(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    output = tmp_path / "out.parquet"
+    output.write_text("id,txt\n1,a\n")  # not Parquet
+    with pytest.raises(
+        UsageError, match=r"^--table main\.s\.out=.*out\.parquet: cannot read the output file: "
+    ):
+        run(tmp_path, agent, csv_source(tmp_path), output)
+    assert agent.stats().requests_total == 0
+    assert output.read_text() == "id,txt\n1,a\n"
+
+
+def test_an_unrelated_table_is_not_taken_for_an_output(tmp_path: Path, agent: AgentServer) -> None:
+    output = tmp_path / "out.parquet"
+    pq.write_table(pa.table({"id": [1], "price": [9.5]}), output)
+    with pytest.raises(UsageError) as raised:
+        run(tmp_path, agent, csv_source(tmp_path), output)
+    assert str(raised.value) == (
+        f"--table main.s.out={output}: the file is not an agentbatch output table (it has no "
+        "request_fingerprint column); map the output to a new file"
+    )
+    assert agent.stats().requests_total == 0
+    assert pq.read_table(output).to_pylist() == [{"id": 1, "price": 9.5}]
+
+
+def test_a_folder_that_is_not_a_delta_table_is_refused(tmp_path: Path, agent: AgentServer) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="the folder is not a Delta table"):
+        run(tmp_path, agent, csv_source(tmp_path), folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert agent.stats().requests_total == 0
+
+
+def test_an_unknown_output_type_is_refused(tmp_path: Path, agent: AgentServer) -> None:
+    output = tmp_path / "out" / "x.xlsx"
+    with pytest.raises(UsageError, match=r"x\.xlsx: unsupported output type"):
+        run(tmp_path, agent, csv_source(tmp_path), output)
+    assert not output.exists()
+    assert agent.stats().requests_total == 0
+
+
+HOLD_OUTPUT = """\
+import sys
+from agentbatch.engines.local import LocalEngine
+engine = LocalEngine(
+    {"job_name": "first", "run_id": "r1"}, tables={"main.s.out": sys.argv[1]},
+    warehouse_dir=sys.argv[2], output_tables=["main.s.out"],
+)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def open_output(tmp_path: Path, output: Path) -> LocalEngine:
+    return LocalEngine(
+        tables={"main.s.out": output}, warehouse_dir=tmp_path, output_tables=["main.s.out"]
+    )
+
+
+def test_an_output_is_locked_while_another_process_writes_it(tmp_path: Path) -> None:
+    output = tmp_path / "out.parquet"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OUTPUT, str(output), str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"ready"
+        with pytest.raises(EngineError) as raised:
+            open_output(tmp_path, output)
+    finally:
+        holder.communicate(b"", timeout=30)
+    message = str(raised.value)
+    assert message.startswith(
+        f"local engine: {output} is being written by another run (pid {holder.pid}, "
+        "job first, run r1, since "
+    )
+    assert message.endswith("wait for it to finish, or map this run's output to another file")
+    open_output(tmp_path, output).close()  # released when the holder ended
+
+
+def test_engines_of_one_process_share_the_lock(tmp_path: Path) -> None:
+    """A Python session runs a job again while the last run's result is still open."""
+    output = tmp_path / "out.parquet"
+    first = open_output(tmp_path, output)
+    second = open_output(tmp_path, output)
+    first.close()
+    second.close()
+    second.close()  # closing twice releases once
+    probe = subprocess.run(
+        [sys.executable, "-c", HOLD_OUTPUT, str(output), str(tmp_path)],
+        input=b"", capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr.decode()
+
+
+def test_a_warehouse_file_held_by_another_program_is_a_one_line_error(tmp_path: Path) -> None:
+    warehouse = tmp_path / "wh"
+    warehouse.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import duckdb, sys; con = duckdb.connect(sys.argv[1]);"
+            " con.execute('CREATE SCHEMA IF NOT EXISTS s; CREATE TABLE IF NOT EXISTS s.t (i INT)');"
+            " print('ready', flush=True); sys.stdin.read()",
+            str(warehouse / "main.duckdb"),
+        ],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"ready"
+        engine = LocalEngine(warehouse_dir=warehouse)
+        with pytest.raises(EngineError) as raised:
+            engine.table_exists("main.s.t")
+        engine.close()
+    finally:
+        holder.communicate(b"", timeout=30)
+    assert str(raised.value) == (
+        f"local engine: the local warehouse file {warehouse / 'main.duckdb'} is in use by "
+        f"process {holder.pid} (another run, or a program that has it open); wait for it to finish"
+    )
