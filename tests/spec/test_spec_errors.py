@@ -271,8 +271,8 @@ def test_validate_checks_the_jobs_own_template(tmp_path: Path) -> None:
             "INT>': duplicate field 'label'",
         ),
         (
-            "{type: object, properties: {\"it's\": {type: string}}}",
-            "job.yml:9: agent.response_format: \"it's\" is not a valid identifier",
+            '{type: object, properties: {"it\'s": {type: string}}}',
+            'job.yml:9: agent.response_format: "it\'s" is not a valid identifier',
         ),
     ],
 )
