@@ -55,7 +55,8 @@ def _double_quoted(text: str) -> str:
                 out.append(char)
         elif escaped:
             escaped = False
-            out.append("'" if quote == "'" and char == "'" else "\\" + char)
+            # `\'` is a quote in either kind of string (Jackson, with single quotes allowed).
+            out.append("'" if char == "'" else "\\" + char)
         elif char == "\\":
             escaped = True
         elif char == quote:

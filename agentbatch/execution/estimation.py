@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from agentbatch.agent.content import concurrency_ceiling, input_batch_rows
 from agentbatch.errors import NotSupportedError, UsageError
 from agentbatch.execution.budget import PerRow, cost_of, price_of, save_per_row
+from agentbatch.execution.selection import replacing_if_reshaped
 from agentbatch.planning.definition import Plan, PushDown, RestFallback
 from agentbatch.planning.render import utc_timestamp
 from agentbatch.sql import quoting
@@ -242,6 +243,12 @@ def estimate(the_plan: Plan, *, sample: int = DEFAULT_SAMPLE, seed: int | None =
     try:
         if isinstance(the_plan.steps, PushDown):
             the_plan = runner.where_ai_query_runs(the_plan, engine)
+        if replacing_if_reshaped(the_plan, engine) is not the_plan:
+            raise UsageError(
+                f"estimate writes its sample into {the_plan.job.output.table}, which the next "
+                "run replaces (mode overwrite over a table of another shape or key), so nothing "
+                "was sent: run the job, or estimate it with its output mapped to a new table"
+            )
         if isinstance(the_plan.steps, RestFallback):
             found = _sample_fallback(the_plan, the_plan.steps, engine, sample, rng)
         else:

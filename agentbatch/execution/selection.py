@@ -33,6 +33,8 @@ def replacing_if_reshaped(plan: Plan, engine: Engine) -> Plan:
         return plan
     reason = _reshaped(plan, engine.read_table(output.table, limit=0).schema)
     if reason is None:
+        reason = _key_retyped(plan, engine)
+    if reason is None:
         return plan
     log.warning("%s %s: mode overwrite replaces it, keeping none of its rows", output.table, reason)
     options = dataclasses.replace(plan.options, replace_target=True)
@@ -48,6 +50,16 @@ def _reshaped(plan: Plan, schema: pa.Schema) -> str | None:
     if "response" in schema.names and response_shape_change(plan, schema) is not None:
         return "holds answers of another shape than the job's response_format"
     return None
+
+
+def _key_retyped(plan: Plan, engine: Engine) -> str | None:
+    """Why the target's rows cannot be matched with the source's by key (its key is of another
+    type: '01' and 1 would be one key), or None."""
+    types = engine.fetch_one(plan.preflight.key_types.sql)
+    source, target = types.get("source_key_type"), types.get("target_key_type")
+    if not source or not target or _key_kind(str(source)) == _key_kind(str(target)):
+        return None
+    return f"holds its key {plan.job.source.key!r} as {target}, the source as {source}"
 
 
 def _check_target_key(plan: Plan, engine: Engine) -> None:
@@ -177,7 +189,7 @@ def _check_key_types(plan: Plan, source_type: object, target_type: object) -> No
         f"{target_type}: keys of different types can compare equal when they are not the same "
         "key (the text '01' and the number 1), so nothing was sent; give the source key the "
         "target's type (a CAST in `source.query`), write to a new output table, or replace "
-        "this one (mode overwrite with --full-refresh)"
+        "this one (mode overwrite, which keeps none of its rows then)"
     )
 
 
@@ -228,17 +240,38 @@ def _check_response_type(plan: Plan, schema: pa.Schema) -> None:
 
 def response_shape_change(plan: Plan, schema: pa.Schema) -> tuple[pa.DataType, pa.DataType] | None:
     """(the target's `response` type, the job's) when the answers change shape: a text column
-    against a struct, or structs of other fields; None when they keep it."""
+    against a struct, structs of other fields, or a field of another kind (text for a number);
+    None when they keep it."""
     import pyarrow as pa
 
     fmt = plan.job.agent.response_format
     want = parse_response_format(fmt).arrow_type if fmt is not None else pa.string()
     have = schema.field("response").type
-    if pa.types.is_struct(have) and pa.types.is_struct(want):
-        same = {f.name.lower() for f in have} == {f.name.lower() for f in want}
-    else:
-        same = pa.types.is_struct(have) == pa.types.is_struct(want)
-    return None if same else (have, want)
+    return None if _shape(have) == _shape(want) else (have, want)
+
+
+def _shape(type_: pa.DataType) -> object:
+    """A type as far as every engine stores it alike: kinds, not widths (an INT read back as
+    BIGINT, a timestamp in another unit or zone, is the same answer)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(type_):
+        return frozenset((f.name.lower(), _shape(f.type)) for f in type_)
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return ("list", _shape(type_.value_type))
+    if pa.types.is_map(type_):
+        return ("map", _shape(type_.key_type), _shape(type_.item_type))
+    for kind, test in (
+        ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+        ("integer", pa.types.is_integer),
+        ("number", lambda t: pa.types.is_floating(t) or pa.types.is_decimal(t)),
+        ("boolean", pa.types.is_boolean),
+        ("timestamp", pa.types.is_timestamp),
+        ("date", pa.types.is_date),
+    ):
+        if test(type_):
+            return kind
+    return str(type_)
 
 
 def _repeated_keys_message(plan: Plan, engine: Engine, repeated: int) -> str:

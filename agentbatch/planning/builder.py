@@ -171,5 +171,11 @@ def _build_plan(
     checks = Preflight(
         counts=statement("count the selected rows and repeated keys", "preflight.sql"),
         repeated_keys=statement("list repeated source keys", "repeated_keys.sql"),
+        # Not incremental: nothing but the types is read, and no join on keys of two types.
+        key_types=Statement(
+            "read the key types",
+            "key_types.sql",
+            renderer.render("key_types.sql", {**context, "incremental": False}),
+        ),
     )
     return Plan(job, target, strategy, reason, steps, summary, fingerprint, options, checks)

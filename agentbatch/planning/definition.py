@@ -125,6 +125,7 @@ class Preflight:
 
     counts: Statement
     repeated_keys: Statement
+    key_types: Statement  # the source's and the target's key types (an existing target)
 
 
 @dataclass(frozen=True)

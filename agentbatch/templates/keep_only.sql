@@ -5,7 +5,7 @@ CREATE OR REPLACE TABLE {{ output }} AS
 {% if keep_held %}
 WITH
 {% include "_source.sql" %}
-{% include "_kept.sql" %}
+{% include "_held_rows.sql" %}
 {% else %}
 {% include "_empty_rows.sql" %}
 {% endif %}

@@ -7,7 +7,7 @@ CREATE OR REPLACE TABLE {{ output }} AS
 {% if keep_held %}
 WITH
 {% include "_source.sql" %}
-{% with with_staged = true %}{% include "_kept.sql" %}{% endwith %}
+{% with with_staged = true %}{% include "_held_rows.sql" %}{% endwith %}
 {% else %}
 SELECT
   staged.{{ key }},

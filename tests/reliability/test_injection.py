@@ -219,7 +219,10 @@ def test_payloads_run_end_to_end_verbatim(tmp_path: Path) -> None:
         job = load_job_text(dump(spec), "inj.yml", {"p": payload})
         result = agentbatch.run(
             job,
-            tables={"main.support.tickets": source, "main.support.triage": tmp_path / f"{i}.csv"},
+            tables={
+                "main.support.tickets": source,
+                "main.support.triage": tmp_path / f"{i}.parquet",
+            },
             project_dir=tmp_path,
             state_dir=tmp_path / "state",
             progress=False,

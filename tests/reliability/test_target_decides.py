@@ -204,7 +204,7 @@ def test_merge_after_append_history_is_refused_with_the_way_out(project: Project
 
 @pytest.mark.parametrize(
     ("mode", "full_refresh"),
-    [("merge", False), ("merge", True), ("append", False), ("append", True), ("overwrite", False)],
+    [("merge", False), ("merge", True), ("append", False), ("append", True)],
 )
 def test_a_source_key_of_another_type_than_the_targets_is_refused(
     tmp_path: Path, mode: str, full_refresh: bool
@@ -223,9 +223,10 @@ def test_a_source_key_of_another_type_than_the_targets_is_refused(
             p.run(dry_run=True)
         assert agent.stats().requests_total == 2
         assert sorted((r["review_id"], r["text"]) for r in p.target()) == [(1, "one"), (2, "two")]
-        # The way out the message names: replace the table.
+        # The way out the message names: replace the table (mode overwrite keeps none of the
+        # rows keyed by the other type, with or without a full refresh).
         p.settings.mode = "overwrite"
-        p.run(full_refresh=True)
+        p.run(full_refresh=full_refresh)
         rows = {r["review_id"]: r for r in p.target()}
         assert sorted(rows) == ["01", "1", "2"]
         assert "zero-one" in rows["01"]["response"]
@@ -365,6 +366,9 @@ def test_a_changed_response_format_is_refused_then_overwrite_rewrites(
         run(None)
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert sorted(r["response"]["label"] for r in rows) == ["echo: Rate: bad", "echo: Rate: good"]
+    # A field of another kind is another shape too.
+    with pytest.raises(UsageError, match=r"holds answers as struct<label: string>"):
+        run("STRUCT<label: INT>")
     # Overwrite rewrites the table to any other shape (fields changed, the format removed),
     # keeping none of the rows of the old shape; the job's own mode then takes it as it is.
     for fmt, shape in (("STRUCT<score: INT>", "struct<score: int32>"), (None, "string")):
@@ -463,3 +467,62 @@ def test_a_changed_source_key_is_refused_then_overwrite_rewrites(tmp_path: Path)
     assert sorted(rows["code"].to_pylist()) == ["a1", "b2"]
     assert "review_id" not in rows.column_names
     assert run("code", "merge")["rows"] == 0
+
+
+@pytest.mark.parametrize("limit", [None, 1])
+def test_an_overwrite_over_a_target_keyed_by_another_type_replaces_it(
+    tmp_path: Path, limit: int | None
+) -> None:
+    """Mode overwrite never matches the source's keys with a target's of another type ('01' and 1
+    would be one key): it replaces the table, keeping none of its rows, even when limited."""
+    with serve_agent() as agent:
+        p = Project(tmp_path, agent)
+        p.settings.mode = "overwrite"
+        p.source.write_text("review_id,text\n1,one\n2,two\n")
+        p.run()
+        p.source.write_text("review_id,text\n01,zero-one\n2x,two-x\n")
+        p.run(limit=limit)
+        rows = {r["review_id"]: r["response"] for r in p.target()}
+        assert sorted(rows) == ["01", "2x"][: limit or 2]
+        assert "zero-one" in rows["01"]
+
+
+def test_an_estimate_refuses_a_target_the_next_run_replaces(project: Project) -> None:
+    """Mode overwrite over a table of another shape: the next run replaces it, so an estimate
+    (whose sample goes into the table) sends nothing and says why, rather than pay and fail."""
+    project.settings.mode = "overwrite"
+    project.run()
+    job = project.write_job()
+    job.write_text(
+        job.read_text().replace("agent:\n", 'agent:\n  response_format: "STRUCT<label: STRING>"\n')
+    )
+    with pytest.raises(UsageError, match="which the next run replaces"):
+        agentbatch.estimate(
+            job,
+            tables={
+                "main.shop.reviews": project.source,
+                "main.shop.review_answers": project.output,
+            },
+            endpoints={"apps/reviewer": project.agent.url},
+            state_dir=project.state,
+            project_dir=project.root,
+            sample=5,
+        )
+    assert project.agent.stats().requests_total == ROWS
+
+
+def test_a_project_template_written_for_the_old_kept_rows_still_writes_one_row_per_key(
+    project: Project,
+) -> None:
+    """A project's `write_results.sql` copied from an earlier built-in includes `_kept.sql`
+    (the rows held with the current fingerprint, disjoint from the rows answered): that partial
+    keeps its meaning, so the override writes one row per key."""
+    templates = project.root / "sqltemplates"
+    templates.mkdir()
+    old = Path(__file__).with_name("old_write_results.sql").read_text()
+    (templates / "write_results.sql").write_text(old)
+    project.settings.mode = "overwrite"
+    project.run()
+    project.settings.prompt = "Rate"
+    assert project.run()["table_rows"] == ROWS
+    one_current_row_per_key(project)

@@ -61,6 +61,7 @@ REPLIES: dict[str, str | None] = {
     "single quotes": "{'label': 'bug', 'urgency': 2}",
     "raw newline in a string": '{"label": "line one\nline two", "urgency": 1}',
     "repeated key": '{"label": "first", "label": "second", "urgency": 1}',
+    "escaped quote in a string": '{"label": "it\\\'s", "urgency": 1}',
     "text after the object": '{"label": "bug", "urgency": 2}\n\nIt crashes on start.',
     "unquoted key": '{label: "bug"}',
     "trailing comma": '{"label": "bug",}',
@@ -194,6 +195,7 @@ def test_push_down_and_rest_store_the_same_outcome_for_each_reply(
     by_case = {r["subject"]: r for r in stored}
     assert by_case["single quotes"]["response"] == {"label": "bug", "urgency": 2}
     assert by_case["repeated key"]["response"] == {"label": "first", "urgency": 1}
+    assert by_case["escaped quote in a string"]["response"] == {"label": "it's", "urgency": 1}
     assert by_case["text after the object"]["response"] == {"label": "bug", "urgency": 2}
     assert by_case["wrong shape"]["error"] == (
         "[permanent] response_format: answer has none of the declared fields (label, urgency): "
