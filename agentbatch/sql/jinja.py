@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -99,6 +100,34 @@ class Helpers:
         }
 
 
+class _CompiledTemplates(jinja2.BytecodeCache):
+    """Templates compiled once per process, for every environment of one mode (a run builds a
+    plan more than once, each with its own environment). Jinja keys each entry by the template's
+    name and file and checks its source's checksum, so an edited template is compiled again."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with self._lock:
+            code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        code = bucket.bytecode_to_string()
+        with self._lock:
+            self._code[bucket.key] = code
+
+
+# One cache a mode: the mode decides how templates compile (`finalize`).
+_COMPILED: dict[str, _CompiledTemplates] = {
+    "sql": _CompiledTemplates(),
+    "text": _CompiledTemplates(),
+}
+
+
 def make_environment(
     mode: Mode,
     helpers: Helpers,
@@ -119,6 +148,7 @@ def make_environment(
         trim_blocks=True,
         lstrip_blocks=True,
         finalize=_finalize_sql if mode == "sql" else None,
+        bytecode_cache=_COMPILED[mode],
     )
     env.globals.update(helpers.globals())
     return env

@@ -94,3 +94,20 @@ def test_cli_template_error_exit_code_2(project: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "inputs.sql:1: 'nope' is undefined"
+
+
+def test_a_template_edited_between_plans_of_one_process_renders_anew(tmp_path: Path) -> None:
+    """Templates compile once per process (a run builds more than one plan), keyed by their
+    source: an edited project template is compiled again, not served from before."""
+    from agentbatch.planning.render import Renderer
+    from agentbatch.spec.loader import load_job_text
+
+    job = load_job_text(
+        "name: t\nsource: {table: main.s.t, key: id}\nrequest: txt\n"
+        "agent: {endpoint: my-model}\noutput: {table: main.s.o}\n",
+        "t.yml",
+    )
+    (tmp_path / "probe.sql").write_text("SELECT {{ 1 }} AS one")
+    assert Renderer(job, [tmp_path]).render("probe.sql", {}) == "SELECT 1 AS one"
+    (tmp_path / "probe.sql").write_text("SELECT {{ 2 }} AS two")
+    assert Renderer(job, [tmp_path]).render("probe.sql", {}) == "SELECT 2 AS two"
