@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
+from agentbatch.agent.redact import safe_url
 from agentbatch.errors import EngineError, UsageError
 from agentbatch.evaluation.checks import check_evaluation
 from agentbatch.evaluation.comparison import compare_scores
@@ -402,16 +402,7 @@ def _target_name(target: str | Target) -> str:
 
 def _display_endpoint(endpoint: str, overrides: Mapping[str, str]) -> str:
     """The endpoint as a report may show it: URLs without credentials or query strings."""
-    shown = _safe_url(endpoint)
+    shown = safe_url(endpoint)
     if endpoint in overrides:
-        shown += f" -> {_safe_url(overrides[endpoint])}"
+        shown += f" -> {safe_url(overrides[endpoint])}"
     return shown
-
-
-def _safe_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        return value
-    parts = urlsplit(value)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

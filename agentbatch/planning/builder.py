@@ -16,6 +16,7 @@ from pathlib import Path
 
 from agentbatch.agent.calls import CallSpec, call_fingerprint
 from agentbatch.agent.content import FileInput
+from agentbatch.agent.redact import safe_url
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import JobValueError, SpecError
@@ -85,7 +86,7 @@ def choose_strategy(job: Job, target: Target, options: RunOptions) -> tuple[Stra
     if endpoint in options.endpoints:
         return (
             "rest-fallback",
-            f"the endpoint is mapped to {options.endpoints[endpoint]!r} for this run",
+            f"the endpoint is mapped to {safe_url(options.endpoints[endpoint])!r} for this run",
         )
     if not engine.native_ai_query:
         return "rest-fallback", f"the {target.engine} engine has no ai_query"

@@ -223,8 +223,8 @@ def test_endpoints_are_shown_without_credentials() -> None:
     shown = _display_endpoint(
         "apps/x", {"apps/x": "https://user:secret@host.example:8443/p?token=abc"}
     )
-    assert shown == "apps/x -> https://host.example:8443/p"
-    assert _display_endpoint("https://u:pw@h/x?sig=1", {}) == "https://h/x"
+    assert shown == "apps/x -> https://***@host.example:8443/p?token=***"
+    assert _display_endpoint("https://u:pw@h/x?sig=1", {}) == "https://***@h/x?sig=***"
 
 
 def test_charts_survive_empty_and_odd_data() -> None:

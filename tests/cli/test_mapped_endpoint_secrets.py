@@ -1,0 +1,39 @@
+"""A `--endpoint NAME=URL` mapping may carry a credential (user:password@host, `?code=` as Azure
+Functions use): no command prints it, whatever it says about the mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import agentbatch
+from agentbatch.cli.main import main
+
+SECRET = "Sx9secretvalue42"
+URL = f"http://alice:{SECRET}@127.0.0.1:9/agent?code={SECRET}"
+JOBS = Path(agentbatch.__file__).parent.parent / "jobs"
+TICKETS = Path(agentbatch.__file__).parent / "data" / "support_tickets.csv"
+
+
+@pytest.mark.parametrize("command", [["plan"], ["run", "--dry-run", "--show", "2"]])
+def test_a_mapped_endpoint_url_is_shown_without_its_credentials(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            *command,
+            str(JOBS / "support_agent_serving.yml"),
+            "--table",
+            f"main.support.tickets={TICKETS}",
+            "--endpoint",
+            f"support-agent={URL}",
+            *(["--state-dir", str(tmp_path)] if command[0] == "run" else []),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    printed = captured.out + captured.err
+    if command[0] == "plan":
+        assert "mapped to 'http://***@127.0.0.1:9/agent?code=***'" in printed
+    assert SECRET not in printed
