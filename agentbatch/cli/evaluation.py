@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.agent.redact import safe_url
 from agentbatch.cli.options import (
     add_job_options,
     add_run_options,
@@ -177,8 +178,9 @@ def _variant_endpoint(
     job = _load(job_path, options)
     if name.strip() != job.agent.endpoint:
         raise UsageError(
-            f"{flag} {value}: the job's endpoint is {job.agent.endpoint!r}, not {name!r}; "
-            f"use {flag} {job.agent.endpoint}=URL or just {flag} URL"
+            f"{flag} {name}={safe_url(url.strip())}: the job's endpoint is "
+            f"{safe_url(job.agent.endpoint)!r}, not {name!r}; "
+            f"use {flag} {safe_url(job.agent.endpoint)}=URL or just {flag} URL"
         )
     return url.strip()
 

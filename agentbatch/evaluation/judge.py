@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.agent.redact import safe_url
 from agentbatch.evaluation.scorers import JudgeReply
 from agentbatch.evaluation.tables import derived_table
 from agentbatch.spec import evaluation as spec
@@ -155,7 +156,7 @@ def run_judge(
     """Run a judge job and read its replies by key (the engine is closed before returning)."""
     from agentbatch.execution import runner
 
-    log.info("judging with %s: %s", job.agent.endpoint, job.output.table)
+    log.info("judging with %s: %s", safe_url(job.agent.endpoint), job.output.table)
     result = runner.run(job, target, options)
     engine = result.engine
     if engine is None:  # pragma: no cover - only dry runs have no engine

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from agentbatch.agent.redact import safe_url
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import AgentbatchError, JobFailedError, UsageError, attach_summary
 from agentbatch.execution.result import RunResult
@@ -131,7 +132,9 @@ def where_ai_query_runs(the_plan: Plan, engine: Engine) -> Plan:
     missing = engine.ai_query_missing()
     if missing is None:
         return the_plan
-    log.warning("%s: calling %s over REST from here", missing, the_plan.job.agent.endpoint)
+    log.warning(
+        "%s: calling %s over REST from here", missing, safe_url(the_plan.job.agent.endpoint)
+    )
     options = dataclasses.replace(the_plan.options, force_fallback=True)
     rest = build_plan(the_plan.job, the_plan.target, options, template_dirs(root_of(the_plan)))
     return dataclasses.replace(rest, reason=f"{missing}; the REST fallback calls the endpoint")
@@ -328,7 +331,7 @@ def budget_for(the_plan: Plan) -> Budget:
     if limits.max_cost is not None and price is None:
         # A guard that cannot judge must not look like one.
         raise ConfigError(
-            f"max_cost needs a price for endpoint {the_plan.job.agent.endpoint!r}: declare "
+            f"max_cost needs a price for endpoint {safe_url(the_plan.job.agent.endpoint)!r}: declare "
             "agent.price in the job, or prices: in agentbatch.yml (per million input and output "
             "tokens)"
         )

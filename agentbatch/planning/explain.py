@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agentbatch.agent.redact import safe_url
 from agentbatch.planning.definition import Plan, PushDown
 
 
@@ -11,7 +12,7 @@ def explain(plan: Plan, *, with_sql: bool = True) -> str:
         f"job:       {job.name}",
         f"target:    {plan.target.name} (engine {plan.target.engine})",
         f"strategy:  {plan.strategy} — {plan.reason}",
-        f"endpoint:  {job.agent.endpoint} (api {job.agent.api}{', stream' if job.agent.stream else ''})",
+        f"endpoint:  {safe_url(job.agent.endpoint)} (api {job.agent.api}{', stream' if job.agent.stream else ''})",
         f"output:    {job.output.table} (mode {job.output.mode})",
         f"fingerprint: {plan.call_fingerprint[:16]}",
         "",
@@ -39,7 +40,7 @@ def explain(plan: Plan, *, with_sql: bool = True) -> str:
             where = describe_fallback_place(plan.target.settings)
         steps.append(
             (
-                f"call {job.agent.endpoint} over REST for each row: concurrency {concurrency}, "
+                f"call {safe_url(job.agent.endpoint)} over REST for each row: concurrency {concurrency}, "
                 f"{fallback.call.max_retries} retries, {where}",
                 None,
             )

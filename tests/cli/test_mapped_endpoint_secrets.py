@@ -37,3 +37,18 @@ def test_a_mapped_endpoint_url_is_shown_without_its_credentials(
     if command[0] == "plan":
         assert "mapped to 'http://***@127.0.0.1:9/agent?code=***'" in printed
     assert SECRET not in printed
+
+
+def test_a_job_whose_endpoint_url_carries_credentials_is_planned_without_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = tmp_path / "url_job.yml"
+    text = (JOBS / "support_agent_serving.yml").read_text()
+    job.write_text(text.replace("endpoint: support-agent", f"endpoint: {URL}"))
+    assert URL in job.read_text()
+    tickets = ["--table", f"main.support.tickets={TICKETS}"]
+    assert main(["plan", str(job), *tickets]) == 0
+    assert main(["run", "--dry-run", str(job), *tickets, "--state-dir", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "call http://***@127.0.0.1:9/agent?code=*** over REST" in captured.out
+    assert SECRET not in captured.out + captured.err

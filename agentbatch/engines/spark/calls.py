@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from agentbatch.agent.calls import CallSpec
+from agentbatch.agent.redact import safe_url
 from agentbatch.agent.tasks import run_sync
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ class RemoteCall:
     asked_concurrency: int | None = None
 
     def __repr__(self) -> str:  # keep credentials out of reprs and tracebacks
-        return f"RemoteCall(endpoint={self.call.endpoint!r}, overrides={dict(self.overrides)!r})"
+        overrides = {name: safe_url(url) for name, url in self.overrides.items()}
+        return f"RemoteCall(endpoint={safe_url(self.call.endpoint)!r}, overrides={overrides!r})"
 
     def per_task(self, tasks: int) -> RemoteCall:
         """The same call with the run's concurrency and request-rate caps split across `tasks`."""
