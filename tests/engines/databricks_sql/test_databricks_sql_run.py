@@ -554,3 +554,33 @@ def test_agents_are_looked_up_in_the_workspace_the_target_names(
         assert prod_agent.stats().requests_total == OPEN_TICKETS
         assert dev_agent.stats().requests_total == 0
         assert dev.stats().get("apps_get", 0) == 0
+
+
+def test_push_down_and_rest_fallback_runs_take_up_each_others_answers(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any
+) -> None:
+    """A job answered by ai_query and then by the REST fallback (the endpoint mapped to a URL for a
+    run, as a user does to debug it), or the other way round, pays for no row twice: both paths
+    write the same fingerprint, and the table keeps each key once."""
+    endpoint = "databricks-meta-llama-3-3-70b-instruct"
+    over_rest = {endpoint: f"{agent.url}/serving-endpoints/{endpoint}/invocations"}
+
+    def answered(result: Any) -> dict[int, tuple[str, str]]:
+        table = result.to_arrow(whole_table=True).to_pylist()
+        assert len({row["ticket_id"] for row in table}) == len(table) == ALL_TICKETS
+        assert all(row["error"] is None for row in table)
+        return {row["ticket_id"]: (row["request_fingerprint"], row["response"]) for row in table}
+
+    first = run_job(SUMMARISE)
+    assert first.plan.strategy == "push-down"
+    pushed = answered(first)
+    again = run_job(SUMMARISE, endpoints=over_rest)
+    assert again.plan.strategy == "rest-fallback"
+    assert answered(again) == pushed
+    assert agent.stats().requests_total == ALL_TICKETS
+    drop_table(warehouse, "main.support.ticket_summaries")
+    refilled = run_job(SUMMARISE, endpoints=over_rest)
+    assert answered(refilled).keys() == pushed.keys()
+    assert agent.stats().requests_total == 2 * ALL_TICKETS
+    assert answered(run_job(SUMMARISE)) == answered(refilled)
+    assert agent.stats().requests_total == 2 * ALL_TICKETS
