@@ -21,6 +21,7 @@ import pytest
 
 import agentbatch
 from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
+from agentbatch.errors import ConfigError
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.fake_workspace import serve_workspace
 from tests.support.warehouse.agents import slow_agent
@@ -309,6 +310,7 @@ CHILD = """
 import json, sys
 import agentbatch
 from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
+from agentbatch.errors import ConfigError
 config = json.loads(sys.argv[1])
 agentbatch.run(
     config["job"], target="databricks-sql", settings=config["settings"],
@@ -584,3 +586,34 @@ def test_push_down_and_rest_fallback_runs_take_up_each_others_answers(
     assert agent.stats().requests_total == 2 * ALL_TICKETS
     assert answered(run_job(SUMMARISE)) == answered(refilled)
     assert agent.stats().requests_total == 2 * ALL_TICKETS
+
+
+def test_a_target_naming_a_profile_is_not_sent_where_databricks_host_points(
+    warehouse: Warehouse, run_job: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """databricks-sdk takes DATABRICKS_HOST over the host of a named profile and signs in there
+    with the profile's token: a `profile: prod` target would run in another workspace. The run
+    is refused, naming both hosts, before anything reaches either; so is a DATABRICKS_TOKEN the
+    SDK would send in place of the profile's. Without them it runs where the profile points."""
+    config = tmp_path / "databrickscfg"
+    config.write_text(f"[prod]\nhost = http://{warehouse.host}:{warehouse.port}\ntoken = {TOKEN}\n")
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    settings = {"profile": "prod", "warehouse_id": warehouse.warehouse_id}
+    with serve_workspace() as elsewhere:
+        monkeypatch.setenv("DATABRICKS_HOST", elsewhere.url)
+        with pytest.raises(ConfigError) as refused:
+            run_job(SUMMARISE, settings=settings)
+        assert f"profile 'prod' (host http://{warehouse.host}:{warehouse.port})" in str(
+            refused.value
+        )
+        assert elsewhere.url in str(refused.value)
+        assert TOKEN not in str(refused.value)
+        assert not any(elsewhere.stats().values())
+    monkeypatch.delenv("DATABRICKS_HOST")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-another-workspaces-token")
+    with pytest.raises(ConfigError, match="DATABRICKS_TOKEN holds another") as refused:
+        run_job(SUMMARISE, settings=settings)
+    assert TOKEN not in str(refused.value) and "another-workspaces" not in str(refused.value)
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    assert run_job(SUMMARISE, settings=settings).summary["table_rows"] == ALL_TICKETS
