@@ -15,6 +15,7 @@ DuckDB's buffer pool is capped (`memory_limit` setting, default 256MB) and spill
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -371,8 +372,9 @@ class LocalEngine:
             tree = parsing.parse_one(sql)
         except sqlglot.errors.ParseError as err:
             raise EngineError(f"local engine: cannot parse SQL: {_first_line(err)}") from None
-        if rewrite_for_duckdb(tree, self._volumes, self._con):
-            # Where DuckDB spills (it makes only the last folder of temp_directory).
+        if rewrite_for_duckdb(tree, self._volumes, self._con) or writing:
+            # Where DuckDB spills (it makes only the last folder of temp_directory): a write
+            # spills too when every table it touches is a mapped file.
             self.warehouse_dir.mkdir(parents=True, exist_ok=True)
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
         targets = _written_tables(tree)
@@ -425,15 +427,29 @@ class LocalEngine:
         try:
             if self._sql(checked.find_duplicate):
                 raise EngineError(f"local engine: {DUPLICATE_MATCH_MESSAGE}")
+            target_columns = self._columns(checked.target_columns)
             try:
-                merge = checked.merge(
-                    self._columns(checked.target_columns), self._columns(checked.source_columns)
-                )
+                merge = checked.merge(target_columns, self._columns(checked.source_columns))
             except ValueError as err:
                 raise EngineError(f"local engine: {err}") from None
-            self._run(merge, None)
+            replacing = checked.replacing(target_columns)
+            if replacing is None or self._sql(checked.find_fanout):
+                self._run(merge, None)
+            else:
+                self._in_one_transaction(replacing)
         finally:
             self._sql(checked.drop)
+
+    def _in_one_transaction(self, statements: Iterable[str]) -> None:
+        self._run("BEGIN TRANSACTION", None)
+        try:
+            for statement in statements:
+                self._run(statement, None)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that stopped it is the one to tell
+                self._con.execute("ROLLBACK")
+            raise
+        self._run("COMMIT", None)
 
     def _columns(self, query: str) -> list[str]:
         return [column[0] for column in self._con.execute(query).description or []]

@@ -41,10 +41,48 @@ class CheckedMerge:
     source_columns: str  # a query whose result has the materialized source's columns
     tree: exp.Merge  # the MERGE, reading the materialized source
     drop: str
+    # A row when some source row matches several target rows (then each of them is updated).
+    find_fanout: str
 
     def merge(self, target_columns: list[str], source_columns: list[str]) -> str:
         """The MERGE in DuckDB's SQL, its `*` actions written out by name (see the module)."""
         return by_name(self.tree, target_columns, source_columns).sql("duckdb")
+
+    def replacing(self, target_columns: list[str]) -> tuple[str, str] | None:
+        """`WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *` as a DELETE of the
+        matched target rows and an INSERT of every source row, or None for any other MERGE.
+
+        The same table when no row is matched more than once either way (`find_duplicate`,
+        `find_fanout`): a matched row's update sets every column from its source row, which is
+        what the inserted row holds. DuckDB keeps an UPDATE's rows in memory, past its
+        memory_limit (a MERGE replacing a million answers fails); deleted and inserted rows
+        spill."""
+        whens = self.tree.args.get("whens")
+        clauses = whens.expressions if isinstance(whens, exp.Whens) else []
+        plain = {
+            (bool(when.args.get("matched")), type(when.args.get("then")))
+            for when in clauses
+            if _is_star(when.args.get("then"))
+            and not when.args.get("condition")
+            and not when.args.get("source")
+        }
+        if len(clauses) != 2 or plain != {(True, exp.Update), (False, exp.Insert)}:
+            return None
+        target = self.tree.this
+        source = self.tree.args["using"]
+        delete = exp.Delete(
+            this=target.copy(),
+            using=[source.copy()],
+            where=exp.Where(this=self.tree.args["on"].copy()),
+        )
+        plain_target = target.copy()
+        plain_target.set("alias", None)
+        alias = source.alias_or_name
+        insert = exp.Insert(
+            this=exp.Schema(this=plain_target, expressions=[_col(c).this for c in target_columns]),
+            expression=exp.select(*(_col(c, alias) for c in target_columns)).from_(source.copy()),
+        )
+        return delete.sql("duckdb"), insert.sql("duckdb")
 
 
 def by_name(tree: exp.Merge, target_columns: list[str], source_columns: list[str]) -> exp.Merge:
@@ -129,6 +167,14 @@ def checked_duckdb_merge(tree: exp.Merge, source_name: str = _SOURCE) -> Checked
         .having("count(*) > 1")
         .limit(1)
     )
+    fanout = (
+        exp.select("1")
+        .from_(source_ref.copy())
+        .join(target.copy(), on=condition.copy())
+        .group_by(exp.column("rowid", table=alias))
+        .having("count(*) > 1")
+        .limit(1)
+    )
     merge = tree.copy()
     merge.set("using", source_ref)
     plain_target = target.copy()
@@ -140,4 +186,5 @@ def checked_duckdb_merge(tree: exp.Merge, source_name: str = _SOURCE) -> Checked
         source_columns=f"SELECT * FROM {temp.sql('duckdb')} LIMIT 0",
         tree=merge,
         drop=f"DROP TABLE IF EXISTS {temp.sql('duckdb')}",
+        find_fanout=fanout.sql("duckdb"),
     )

@@ -9,6 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agentbatch.engines.local import LocalEngine
 from agentbatch.errors import EngineError, UsageError
@@ -263,3 +265,74 @@ def test_a_merge_matching_one_target_row_twice_fails_as_in_delta(
         write(eng, steps, answers([1, 1], [fps[0], fps[0]], "again"))
     out = eng.read_table("main.s.out").to_pylist()
     assert [(r["id"], r["response"]) for r in out] == [(1, "first1")]
+
+
+@pytest.mark.parametrize("output", ["warehouse", "parquet"])
+def test_a_merge_replacing_every_row_stays_within_the_memory_limit(
+    tmp_path: Path, output: str
+) -> None:
+    """DuckDB keeps an UPDATE's rows in memory past its memory_limit, so a MERGE replacing every
+    answer of a large table failed (a million rows at the default 256MB). The engine deletes the
+    matched rows and inserts the new ones, which spill: the same table, in bounded memory."""
+    rows = 50_000
+    source = tmp_path / "tickets.parquet"
+    pq.write_table(pa.table({"id": range(rows), "subject": [f"s{i}" for i in range(rows)]}), source)
+    tables: dict[str, object] = {"main.s.tickets": source}
+    if output == "parquet":
+        tables["main.s.out"] = tmp_path / "out.parquet"
+    steps = plan_for("merge")
+    eng = LocalEngine(
+        {"memory_limit": "16MB"},
+        tables=tables,  # type: ignore[arg-type]
+        warehouse_dir=tmp_path / "wh",
+        output_tables=["main.s.out"],
+    )
+    eng.execute(steps.ensure_target.sql)  # type: ignore[union-attr]
+    ids = list(range(rows))
+    write(eng, steps, answers(ids, [f"old{i}" for i in ids], "old"))
+    write(eng, steps, answers(ids, [f"new{i}" for i in ids], "new"))
+    out = eng.read_table("main.s.out")
+    assert out.num_rows == rows
+    assert sorted(out.column("response").to_pylist()) == sorted(f"new{i}" for i in ids)
+    if output == "parquet":
+        assert pq.read_table(tmp_path / "out.parquet").num_rows == rows
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    target=st.lists(st.tuples(st.sampled_from([1, 2, 3, None]), st.integers(0, 9)), max_size=5),
+    source=st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, None]), st.integers(0, 9)), max_size=5),
+)
+def test_the_merge_writes_what_delta_writes(
+    tmp_path: Path, target: list[tuple[int | None, int]], source: list[tuple[int | None, int]]
+) -> None:
+    """`WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *` on any tables: each target
+    row matched by one source row becomes that row, a target row matched by several is refused,
+    unmatched source rows are inserted (repeats too), the rest is kept; whether the engine runs it
+    as a MERGE or as a DELETE and INSERT."""
+    eng = LocalEngine(warehouse_dir=tmp_path / f"wh{len(list(tmp_path.iterdir()))}")
+    for name, rows in (("t", target), ("s", source)):
+        values = ", ".join(f"({'NULL' if k is None else k}, {v})" for k, v in rows) or "(0, 0)"
+        keep = "" if rows else " WHERE false"
+        eng.execute(
+            f"CREATE TABLE main.x.{name} AS SELECT CAST(k AS INT) AS k, CAST(v AS INT) AS v "
+            f"FROM VALUES {values} AS v(k, v){keep}"
+        )
+    merge = (
+        "MERGE INTO main.x.t AS target USING main.x.s AS answers ON target.k = answers.k "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+    )
+    matches = {
+        i: [s for s in source if s[0] is not None and s[0] == t[0]] for i, t in enumerate(target)
+    }
+    if any(len(m) > 1 for m in matches.values()):
+        with pytest.raises(EngineError, match="DELTA_MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW"):
+            eng.execute(merge)
+        return
+    expected = [m[0] if m else t for t, m in zip(target, matches.values(), strict=True)]
+    expected += [s for s in source if s[0] is None or s[0] not in {t[0] for t in target}]
+    eng.execute(merge)
+    written = [(r["k"], r["v"]) for r in eng.read_table("main.x.t").to_pylist()]
+    assert sorted(written, key=repr) == sorted(expected, key=repr)
