@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 from agentbatch.agent.auth import AuthHeaders
 from agentbatch.agent.calls import Api
-from agentbatch.agent.redact import redact, register_secret, safe_url
+from agentbatch.agent.redact import (
+    redact,
+    register_secret,
+    register_url_credentials,
+    safe_url,
+)
 from agentbatch.agent.retry import EndpointKind
 from agentbatch.errors import AgentError, ConfigError, UsageError
 
@@ -131,6 +136,8 @@ def resolve_endpoint(
             raise UsageError(
                 f"--endpoint {name}=...: the override must be an http(s) URL or {BUILTIN_INSTANT}"
             )
+        # A password or `?code=` key the URL carries is masked wherever a server echoes it.
+        register_url_credentials(target)
         url = _plain_url(target, api)
         # An OpenAI-compatible serving route names the endpoint in the body.
         route = urllib.parse.urlsplit(url).path
@@ -139,6 +146,7 @@ def resolve_endpoint(
     if name == BUILTIN_INSTANT:
         return Endpoint("builtin", name)
     if _is_url(name):
+        register_url_credentials(name)
         host = urllib.parse.urlsplit(name).hostname or ""
         if host.endswith(APPS_DOMAIN_SUFFIX):
             auth = _oauth_only(_app_config(config_factory), f"app URL {safe_url(name)}")

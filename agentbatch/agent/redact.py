@@ -1,19 +1,26 @@
 """Keep credentials out of error messages and logs.
 
 Server messages are copied into the `error` column and into exceptions; a misbehaving server may
-echo the request's Authorization header back. Every message passes through `redact` first: known
-secrets (registered when auth headers are built), token-shaped strings and the credentials a URL
-may carry are masked.
+echo the request's Authorization header back, or the query string or password of the URL it was
+called at. Every message passes through `redact` first: known secrets (registered when auth headers
+are built, and the password and query values of every agent URL a run is given), token-shaped
+strings, the credentials a URL (of any scheme: a redirect may point at `ftp://user:pw@...`) may
+carry, and query-string values are masked.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 import urllib.parse
 
 _lock = threading.Lock()
+# Credentials the run sends (auth headers): masked in messages and in answers.
 _known: set[str] = set()
+# Values that may be secrets or plain words (a URL's query values, a job's env() values): masked
+# in messages only. An answer is the agent's text: masking a word in it would misstate it.
+_in_messages: set[str] = set()
 
 # (pattern, replacement): token-shaped strings masked wherever they appear in a message.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -29,17 +36,28 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         r"\1\2***",
     ),
 )
+# A query string's values outside a URL (a server quoting the path it was asked for,
+# `/agent/responses?code=...`, or just `code=...&sig=...` after a `?`).
+_QUERY = re.compile(r"\?[A-Za-z0-9_.~%+-]+=[^\s#'\"<>()\[\]{},;]*")
+_QUERY_VALUE = re.compile(r"([?&][A-Za-z0-9_.~%+-]+=)([^&]*)")
 
 
-# A URL inside a message, without the brackets and punctuation that usually close a sentence.
-_URL = re.compile(r"\bhttps?://[^\s'\"<>()]+")
+# A URL inside a message, without the quotes and punctuation that usually close a sentence. Any
+# scheme: an agent may redirect to `ftp://user:password@host/?sig=...`. Brackets are kept when
+# they pair up (a password may hold one); an unpaired closing one ends the URL.
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _URL_TAIL = ".,;:!?"
+# Query parameters that name an API version, never a credential: kept out of the known secrets,
+# where they would only mask dates and version numbers everywhere.
+_NOT_SECRET_PARAMETERS = frozenset({"api-version", "api_version"})
 
 
 def safe_url(url: str) -> str:
     """A URL fit for a message: no user name or password, no query values, no fragment (an
-    Azure Functions `?code=` key or a token may ride there). Text that is no URL is kept."""
-    if not url.startswith(("http://", "https://")):
+    Azure Functions `?code=` key or a token may ride there). Text that is no URL is kept. Of
+    another scheme than http(s), a user name alone is kept (`abfss://container@account...`)."""
+    if not _SCHEME.match(url):
         return url
     try:
         parts = urllib.parse.urlsplit(url)
@@ -47,7 +65,12 @@ def safe_url(url: str) -> str:
     except ValueError:
         return f"{url.partition(':')[0]}://***"
     host = parts.hostname or ""
-    netloc = ("***@" if "@" in parts.netloc else "") + (f"[{host}]" if ":" in host else host)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at and parts.scheme.lower() not in ("http", "https") and ":" not in userinfo:
+        netloc = f"{userinfo}@"
+    else:
+        netloc = "***@" if at else ""
+    netloc += f"[{host}]" if ":" in host else host
     if port:
         netloc += f":{port}"
     names = [name for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
@@ -55,11 +78,39 @@ def safe_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def register_secret(value: str) -> None:
-    """Remember a credential so any later message containing it is masked."""
+def register_secret(value: str, *, in_answers: bool = True) -> None:
+    """Remember a credential so any later message (and, `in_answers`, answer) containing it is
+    masked."""
     if value and len(value) >= 6:
         with _lock:
-            _known.add(value)
+            (_known if in_answers else _in_messages).add(value)
+
+
+def register_url_credentials(url: str) -> None:
+    """Remember the credentials a URL carries (its password, the Basic credential an HTTP client
+    makes of it, its query values), so a server echoing them back is masked too."""
+    if not _SCHEME.match(url.strip()):
+        return
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        username, password = parts.username, parts.password
+    except ValueError:
+        return
+    if password:
+        for user, secret in (
+            (username or "", password),
+            (urllib.parse.unquote(username or ""), urllib.parse.unquote(password)),
+        ):
+            register_secret(secret, in_answers=False)
+            pair = f"{user}:{secret}".encode()
+            register_secret(base64.b64encode(pair).decode(), in_answers=False)
+            register_secret(base64.urlsafe_b64encode(pair).decode(), in_answers=False)
+    for query in (parts.query, parts.fragment):
+        for item in query.split("&"):
+            name, sep, value = item.partition("=")
+            if sep and urllib.parse.unquote_plus(name).lower() not in _NOT_SECRET_PARAMETERS:
+                register_secret(value, in_answers=False)
+                register_secret(urllib.parse.unquote_plus(value), in_answers=False)
 
 
 def register_auth_headers(headers: dict[str, str]) -> None:
@@ -82,7 +133,7 @@ def redact_known(text: str) -> str:
 
 def redact(text: str) -> str:
     with _lock:
-        known = sorted(_known, key=len, reverse=True)
+        known = sorted(_known | _in_messages, key=len, reverse=True)
     for secret in known:
         if secret in text:
             text = text.replace(secret, "***")
@@ -90,10 +141,37 @@ def redact(text: str) -> str:
         text = pattern.sub(replacement, text)
     if "://" in text:
         text = _URL.sub(_safe_match, text)
+    if "?" in text:
+        text = _QUERY.sub(_safe_query, text)
     return text
 
 
+def _safe_query(match: re.Match[str]) -> str:
+    return _QUERY_VALUE.sub(_masked_value, match.group(0))
+
+
+def _masked_value(match: re.Match[str]) -> str:
+    value = match.group(2)
+    tail = value[len(value.rstrip(_URL_TAIL)) :]
+    return f"{match.group(1)}***{tail}" if len(tail) < len(value) else match.group(0)
+
+
 def _safe_match(match: re.Match[str]) -> str:
-    url = match.group(0)
-    tail = len(url) - len(url.rstrip(_URL_TAIL))
-    return safe_url(url[: len(url) - tail]) + url[len(url) - tail :]
+    url = _paired(match.group(0))
+    end = len(url.rstrip(_URL_TAIL))
+    return safe_url(url[:end]) + url[end:] + match.group(0)[len(url) :]
+
+
+def _paired(url: str) -> str:
+    """`url` up to its first closing bracket that no opening one pairs (the message's own)."""
+    for opening, closing in ("()", "[]"):
+        depth = 0
+        for index, char in enumerate(url):
+            if char == opening:
+                depth += 1
+            elif char == closing:
+                depth -= 1
+                if depth < 0:
+                    url = url[:index]
+                    break
+    return url

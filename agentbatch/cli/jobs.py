@@ -292,8 +292,18 @@ def dispatch(args: argparse.Namespace) -> int:
             print_stopped(summary, as_json=args.json)
         raise
     with result:
+        if result.dry_run_requests and result.plan.job.env:
+            result.dry_run_requests = _masked_requests(result.dry_run_requests, result.plan.job)
         print_run(result, as_json=args.json, show=args.show)
     return 0
+
+
+def _masked_requests(requests: list[dict[str, Any]], job: Any) -> list[dict[str, Any]]:
+    """A dry run's requests as `render` and `plan` print SQL: `***` for the values the job read
+    from the environment (a run sends them; they are secrets more often than not)."""
+    from agentbatch.spec.project import mask_environment
+
+    return [json.loads(mask_environment(json.dumps(r, default=str), job)) for r in requests]
 
 
 def _check_source(path: str, the_plan: Any) -> None:
@@ -372,9 +382,11 @@ def _validate(paths: Sequence[str], target: str | None, options: RunOptions) -> 
             if target is not None:
                 _check_source(path, the_plan)
         except (SpecError, UsageError) as err:
+            from agentbatch.agent.redact import redact
+
             failures += 1
             for line in str(err).splitlines():
-                sys.stderr.write(f"{line}\n")
+                sys.stderr.write(f"{redact(line)}\n")
         else:
             sys.stdout.write(f"ok  {path}\n")
     if failures:

@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None, *, settings: Mapping[str, Any] | Non
     _configure_logging(args.verbose, args.quiet)
     try:
         from agentbatch.cli.jobs import dispatch
+        from agentbatch.cli.secrets import register_command_secrets
 
+        register_command_secrets(args)
         return dispatch(args)
     except KeyboardInterrupt:
         log.error("interrupted")
@@ -90,11 +92,21 @@ def _one_line(err: ValueError) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+class RedactingFormatter(logging.Formatter):
+    """Every line the CLI logs (errors quoting a URL, a server's words, a SQL literal, tracebacks)
+    without the credentials `redact` knows or recognises."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from agentbatch.agent.redact import redact
+
+        return redact(super().format(record))
+
+
 def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
+        RedactingFormatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
     )
     root = logging.getLogger("agentbatch")
     root.handlers[:] = [handler]

@@ -50,8 +50,25 @@ def _ledger_text(path: Path) -> str:
     return "\n".join(parts)
 
 
+def _duckdb_text(path: Path) -> str:
+    """Every row of every table of a DuckDB file (the local warehouse compresses its strings)."""
+    import duckdb
+
+    parts: list[str] = []
+    conn = duckdb.connect(str(path), read_only=True)
+    try:
+        names = conn.sql("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+        for schema, table in names:
+            for row in conn.sql(f'SELECT * FROM "{schema}"."{table}"').fetchall():
+                parts.append(repr(row))
+    finally:
+        conn.close()
+    return "\n".join(parts)
+
+
 def file_texts(root: Path) -> dict[str, str]:
-    """Every file under `root`: raw bytes as text, plus decoded Parquet and SQLite contents."""
+    """Every file under `root`: raw bytes as text, plus decoded Parquet, SQLite and DuckDB
+    contents."""
     texts: dict[str, str] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         data = path.read_bytes()
@@ -60,6 +77,8 @@ def file_texts(root: Path) -> dict[str, str]:
             texts[f"{path} (decoded)"] = _table_text(pq.read_table(path))
         if data.startswith(b"SQLite format 3"):
             texts[f"{path} (decoded)"] = _ledger_text(path)
+        if path.suffix == ".duckdb":
+            texts[f"{path} (decoded)"] = _duckdb_text(path)
     return texts
 
 
