@@ -11,6 +11,7 @@ carry, and query-string values are masked.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import urllib.parse
@@ -111,6 +112,13 @@ def register_url_credentials(url: str) -> None:
             if sep and urllib.parse.unquote_plus(name).lower() not in _NOT_SECRET_PARAMETERS:
                 register_secret(value, in_answers=False)
                 register_secret(urllib.parse.unquote_plus(value), in_answers=False)
+
+
+def register_environment_value(value: str) -> None:
+    """A value a job reads with env(), as it appears raw, in a SQL string literal and in JSON
+    (messages only, as a URL's query values)."""
+    for form in (value, value.replace("'", "''"), json.dumps(value)[1:-1]):
+        register_secret(form, in_answers=False)
 
 
 def register_auth_headers(headers: dict[str, str]) -> None:

@@ -9,12 +9,11 @@ an engine error quoting a SQL literal a job's `{{ env('NAME') }}` rendered.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from agentbatch.agent.redact import register_secret, register_url_credentials
+from agentbatch.agent.redact import register_environment_value, register_url_credentials
 from agentbatch.errors import AgentbatchError
 
 
@@ -27,13 +26,7 @@ def register_command_secrets(args: argparse.Namespace) -> None:
         register_url_credentials(url.strip())
     for path in _job_files(args):
         for value in _environment_values(Path(path)):
-            for form in environment_forms(value):
-                register_secret(form, in_answers=False)
-
-
-def environment_forms(value: str) -> tuple[str, ...]:
-    """An environment value as it appears raw, in a SQL string literal and in JSON."""
-    return value, value.replace("'", "''"), json.dumps(value)[1:-1]
+            register_environment_value(value)
 
 
 def _endpoint_flags(args: argparse.Namespace) -> Iterator[str]:

@@ -103,3 +103,12 @@ class DistributedEngine(Engine, Protocol):
     def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:
         """Answer, write and clean up; the run's figures (as the bulk runner reports them)."""
         ...
+
+
+def error_line(err: BaseException) -> str:
+    """An engine's error as one line, without the secrets `redact` knows: a SQL literal a job's
+    env() rendered comes back quoted in a conversion error."""
+    from agentbatch.agent.redact import redact
+
+    text = str(err).strip()
+    return redact(text.splitlines()[0]) if text else type(err).__name__

@@ -27,7 +27,7 @@ import sqlglot
 from sqlglot import exp
 
 from agentbatch.engines import output_lock
-from agentbatch.engines.base import WriteRequest, WriteStats
+from agentbatch.engines.base import WriteRequest, WriteStats, error_line
 from agentbatch.engines.binary_files import LISTING_PREFIX, rewrite_for_duckdb, volume_mappings
 from agentbatch.engines.merge_rules import (
     DUPLICATE_MATCH_MESSAGE,
@@ -141,7 +141,7 @@ class LocalEngine:
         try:
             reader = self._con.sql(statement, params=dict(params or {})).to_arrow_reader(batch_rows)
         except Exception as err:  # duckdb raises many unrelated classes; report them as one
-            raise EngineError(f"local engine: {_first_line(err)}") from None
+            raise EngineError(f"local engine: {error_line(err)}") from None
         try:
             yield from reader
         finally:
@@ -155,7 +155,7 @@ class LocalEngine:
             names = list(relation.columns)
             rows = relation.fetchall()
         except Exception as err:
-            raise EngineError(f"local engine: {_first_line(err)}") from None
+            raise EngineError(f"local engine: {error_line(err)}") from None
         return dict(zip(names, rows[0] if rows else (None,) * len(names), strict=True))
 
     def table_exists(self, table: str) -> bool:
@@ -193,7 +193,7 @@ class LocalEngine:
         try:
             return self._con.sql(statement).to_arrow_table()
         except Exception as err:
-            raise EngineError(f"local engine: {_first_line(err)}") from None
+            raise EngineError(f"local engine: {error_line(err)}") from None
 
     def close(self) -> None:
         self._con.close()
@@ -282,7 +282,7 @@ class LocalEngine:
                 )
             except Exception as err:  # DuckDB's reader errors (encoding, malformed rows, ...)
                 raise UsageError(
-                    f"--table {name}={path}: cannot read it: {_first_line(err)}"
+                    f"--table {name}={path}: cannot read it: {error_line(err)}"
                 ) from None
             return view
         self._con.register(view, source)  # pandas DataFrame or Arrow table, queried in place
@@ -315,9 +315,7 @@ class LocalEngine:
                     f"CREATE TABLE {relation} AS SELECT * FROM read_parquet({_duck_literal(path)})"
                 )
         except Exception as err:  # not Parquet, a damaged Delta log, ...
-            raise UsageError(
-                f"{mapping}: cannot read the output file: {_first_line(err)}"
-            ) from None
+            raise UsageError(f"{mapping}: cannot read the output file: {error_line(err)}") from None
         if "request_fingerprint" not in self._columns(f"SELECT * FROM {relation} LIMIT 0"):
             self._unreadable[full] = (
                 f"{mapping}: the file is not an agentbatch output table (it has no "
@@ -371,7 +369,7 @@ class LocalEngine:
         try:
             tree = parsing.parse_one(sql)
         except sqlglot.errors.ParseError as err:
-            raise EngineError(f"local engine: cannot parse SQL: {_first_line(err)}") from None
+            raise EngineError(f"local engine: cannot parse SQL: {error_line(err)}") from None
         if rewrite_for_duckdb(tree, self._volumes, self._con) or writing:
             # Where DuckDB spills (it makes only the last folder of temp_directory): a write
             # spills too when every table it touches is a mapped file.
@@ -458,7 +456,7 @@ class LocalEngine:
         try:
             self._sql(statement, params)
         except Exception as err:
-            raise EngineError(f"local engine: {_first_line(err)}") from None
+            raise EngineError(f"local engine: {error_line(err)}") from None
 
     def _sql(
         self, statement: str, params: Mapping[str, Any] | list[Any] | None = None
@@ -556,7 +554,7 @@ def _holds_a_table(path: Path) -> bool:
 
 
 def _attach_failed(path: Path, err: BaseException) -> str:
-    text = _first_line(err)
+    text = error_line(err)
     if "Could not set lock" not in text:
         return f"local engine: cannot open the local warehouse file {path}: {text}"
     pid = re.search(r"\(PID (\d+)\)", text)
@@ -575,8 +573,3 @@ def _blank(path: Path) -> bool:
 
 def _duck_literal(path: str | Path) -> str:
     return exp.Literal.string(str(path)).sql(dialect="duckdb")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -11,12 +11,13 @@ of the same data (`agentbatch.execution.runner`, `agentbatch.planning.explain`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from agentbatch.agent.calls import CallSpec, call_fingerprint
 from agentbatch.agent.content import FileInput
-from agentbatch.agent.redact import safe_url
+from agentbatch.agent.redact import register_environment_value, safe_url
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import JobValueError, SpecError
@@ -108,6 +109,10 @@ def build_plan(
     options: RunOptions | None = None,
     template_dirs: Iterable[Path] = (),
 ) -> Plan:
+    for name in job.env:
+        # Masked in any message that quotes it (an engine error quoting a SQL literal).
+        if os.environ.get(name):
+            register_environment_value(os.environ[name])
     try:
         return _build_plan(job, target, options or RunOptions(), template_dirs)
     except JobValueError as err:

@@ -152,3 +152,26 @@ def test_an_engine_error_quoting_an_environment_value_does_not_print_it(
     }
     places.update({k: v for k, v in file_texts(tmp_path).items() if "/jobs/" not in k})
     assert not leaks([value], places), places
+
+
+def test_an_engine_error_quoting_an_environment_value_through_the_api_does_not_carry_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Python API registers the job's env() values when it plans the run, not only the CLI."""
+    import agentbatch
+    from agentbatch.errors import EngineError
+
+    value = "apikey-" + secrets.token_hex(10)
+    monkeypatch.setenv("SUPPORT_API_KEY", value)
+    request = "concat(subject, cast({{ env('SUPPORT_API_KEY') }} as integer))"
+    job = _env_job(tmp_path / "project", request)
+    with pytest.raises(EngineError) as failed:
+        agentbatch.run(
+            job,
+            tables={"main.support.tickets": str(TICKETS)},
+            endpoints={"support-agent": "builtin:instant"},
+            state_dir=tmp_path / "s",
+            progress=False,
+        )
+    assert "Could not convert string '***' to INT32" in str(failed.value)
+    assert value not in str(failed.value) and value not in repr(failed.value)

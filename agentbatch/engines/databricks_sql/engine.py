@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlglot import exp
 
-from agentbatch.engines.base import WriteRequest, WriteStats
+from agentbatch.engines.base import WriteRequest, WriteStats, error_line
 from agentbatch.engines.databricks_sql.connect import (
     Credentials,
     http_path,
@@ -64,11 +64,6 @@ def _connector() -> Any:
     except ImportError:
         raise MissingDependencyError("databricks-sql-connector", "sql") from None
     return databricks.sql
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 class DatabricksSQLEngine:
@@ -202,7 +197,7 @@ class DatabricksSQLEngine:
         try:
             info = WorkspaceClient(config=self._sdk().config).warehouses.get(warehouse)
         except DatabricksError as err:
-            log.info("could not read warehouse %s: %s", warehouse, _first_line(err))
+            log.info("could not read warehouse %s: %s", warehouse, error_line(err))
             return None
         kind = info.warehouse_type.value if info.warehouse_type is not None else None
         if kind == "CLASSIC":
@@ -262,7 +257,7 @@ class DatabricksSQLEngine:
             connection: Connection = sql.connect(**options)
         except sql.exc.Error as err:
             raise ConfigError(
-                f"databricks-sql: could not open a session on {address.uri}: {_first_line(err)}"
+                f"databricks-sql: could not open a session on {address.uri}: {error_line(err)}"
             ) from None
         return connection
 
@@ -352,7 +347,7 @@ class DatabricksSQLEngine:
         try:
             cursor.cancel()
         except Exception as err:  # the interrupt matters more than a failed cancel
-            log.warning("could not cancel statement %s: %s", cursor.query_id, _first_line(err))
+            log.warning("could not cancel statement %s: %s", cursor.query_id, error_line(err))
 
     def _guard(self, call: Callable[[], T]) -> T:
         """Connector errors as EngineError with the warehouse's message."""
@@ -360,7 +355,7 @@ class DatabricksSQLEngine:
         try:
             return call()
         except sql.exc.Error as err:
-            raise EngineError(f"databricks-sql: {_first_line(err)}") from None
+            raise EngineError(f"databricks-sql: {error_line(err)}") from None
 
     def _run_now(self, sql: str, input_stream: io.BytesIO | None = None) -> None:
         """A synchronous statement (staging commands move their bytes inside `execute`)."""

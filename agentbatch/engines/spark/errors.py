@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from agentbatch.engines.spark.sql import first_line
+from agentbatch.engines.base import error_line
 from agentbatch.errors import AgentbatchError, AgentError, EngineError, NotSupportedError
 
 T = TypeVar("T")
@@ -53,10 +53,10 @@ def translate(err: Exception) -> AgentbatchError:
         return EngineError(f"spark engine: {name}: {message}")
     if "UNSUPPORTED_FEATURE" in text:
         return NotSupportedError(
-            f"spark engine: {first_line(err)} (write to Delta tables, or keep tables as parquet "
+            f"spark engine: {error_line(err)} (write to Delta tables, or keep tables as parquet "
             "folders with the setting storage: files)"
         )
-    return EngineError(f"spark engine: {first_line(err)}")
+    return EngineError(f"spark engine: {error_line(err)}")
 
 
 def _from_spark(err: Exception) -> bool:

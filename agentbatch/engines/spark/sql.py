@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 
+from agentbatch.engines.base import error_line
 from agentbatch.errors import EngineError
 from agentbatch.sql import parsing
 from agentbatch.sql.quoting import DIALECT
@@ -56,7 +57,7 @@ def parse(sql: str) -> exp.Expression:
     try:
         tree = parsing.parse_one(sql)
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as err:
-        raise EngineError(f"spark engine: cannot parse SQL: {first_line(err)}") from None
+        raise EngineError(f"spark engine: cannot parse SQL: {error_line(err)}") from None
     if not isinstance(tree, exp.Expression):
         raise EngineError("spark engine: empty SQL statement")
     return tree
@@ -155,11 +156,6 @@ def rewrite_ai_query(tree: exp.Expression) -> bool:
 
 def to_spark(tree: exp.Expression) -> str:
     return tree.sql(dialect="spark")
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def ai_query_endpoints(tree: exp.Expression) -> set[str]:
