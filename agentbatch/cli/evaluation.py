@@ -171,8 +171,9 @@ def run_command(args: argparse.Namespace) -> int:
 def _variant_endpoint(
     value: str | None, flag: str, job_path: str, options: RunOptions
 ) -> str | None:
-    """An endpoint or URL; `NAME=URL` (the `--endpoint` form) names the job's endpoint it replaces."""
-    if value is None or "=" not in value:
+    """An endpoint or URL; `NAME=URL` (the `--endpoint` form) names the job's endpoint it replaces.
+    A URL is taken whole, `=` in its query string and all."""
+    if value is None or "=" not in value or value.startswith(("http://", "https://", "builtin:")):
         return value
     name, _, url = value.partition("=")
     job = _load(job_path, options)

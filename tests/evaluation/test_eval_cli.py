@@ -198,3 +198,11 @@ def test_an_unmapped_source_or_a_misspelt_column_is_a_usage_error_naming_the_fil
     err = capsys.readouterr().err
     assert f"{other}:12: source.columns[0]: column 'subjct' is not in" in err
     assert demo_agent.stats().requests_total == 0  # job A was not run before B's check
+
+
+def test_a_variant_url_is_taken_whole_with_the_equals_signs_of_its_query() -> None:
+    from agentbatch.cli.evaluation import _variant_endpoint
+    from agentbatch.planning.definition import RunOptions
+
+    url = "https://agent.example/api/responses?code=abc==&v=1"
+    assert _variant_endpoint(url, "--endpoint-a", "no-such-job.yml", RunOptions()) == url
