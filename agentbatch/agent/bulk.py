@@ -422,8 +422,15 @@ class _HttpRun:
                 await answers.wait_for_window(COMMIT_WINDOW_S)
                 batch = answers.take()
                 if batch:
-                    # Cancelled while this runs, the thread still finishes the commit.
-                    await asyncio.to_thread(self._commit, batch)
+                    try:
+                        await asyncio.to_thread(self._commit, batch)
+                    except Exception:
+                        raise  # the commit failed: these answers are not in the ledger
+                    except BaseException:
+                        # Cancelled or interrupted while the thread commits: the thread still
+                        # finishes the commit, so the run's counts include these answers.
+                        self._count(batch)
+                        raise
                     self._count(batch)
         except asyncio.CancelledError:
             # The run is being torn down: answers already received must still reach the ledger.

@@ -105,15 +105,22 @@ def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
         engine.close()
         raise
     if the_plan.job.agent.fail_on_error:
-        _fail_on_errors(summary, engine)
+        _fail_on_errors(the_plan, summary, engine)
     return RunResult(plan=the_plan, summary=summary, engine=engine)
 
 
-def _fail_on_errors(summary: dict[str, Any], engine: Engine) -> None:
+def _fail_on_errors(the_plan: Plan, summary: dict[str, Any], engine: Engine) -> None:
     """agent.fail_on_error: the job fails while selected rows are failures, this run's or those
-    the target holds from earlier runs (a scheduled retry that sends nothing must not pass)."""
+    the target holds from earlier runs (a scheduled retry that sends nothing must not pass; nor
+    one limited to other rows, which leaves a transient failure it did not reach as it was)."""
+    from agentbatch.execution.selection import failures_held
+
     now = int(summary.get("errors") or 0)
     before = int(summary.get("skipped_errors") or 0)
+    held = failures_held(the_plan, engine)
+    if held is not None:
+        # The table after the write: this run's failures, and those it holds for the others.
+        before = max(before, held - now)
     if not now + before:
         return
     message = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentbatch.agent.response_format import parse_response_format
 from agentbatch.errors import UsageError
@@ -31,9 +31,10 @@ def replacing_if_reshaped(plan: Plan, engine: Engine) -> Plan:
     output = plan.job.output
     if output.mode != "overwrite" or not engine.table_exists(output.table):
         return plan
-    reason = _reshaped(plan, engine.read_table(output.table, limit=0).schema)
+    schema = engine.read_table(output.table, limit=0).schema
+    reason = _reshaped(plan, schema)
     if reason is None:
-        reason = _key_retyped(plan, engine)
+        reason = _key_retyped(plan, engine, schema)
     if reason is None:
         return plan
     log.warning("%s %s: mode overwrite replaces it, keeping none of its rows", output.table, reason)
@@ -52,11 +53,12 @@ def _reshaped(plan: Plan, schema: pa.Schema) -> str | None:
     return None
 
 
-def _key_retyped(plan: Plan, engine: Engine) -> str | None:
+def _key_retyped(plan: Plan, engine: Engine, schema: pa.Schema) -> str | None:
     """Why the target's rows cannot be matched with the source's by key (its key is of another
     type: '01' and 1 would be one key), or None."""
     types = engine.fetch_one(plan.preflight.key_types.sql)
-    source, target = types.get("source_key_type"), types.get("target_key_type")
+    source = types.get("source_key_type")
+    target = types.get("target_key_type") or _declared_key_type(plan, schema)
     if not source or not target or _key_kind(str(source)) == _key_kind(str(target)):
         return None
     return f"holds its key {plan.job.source.key!r} as {target}, the source as {source}"
@@ -106,7 +108,14 @@ def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
     repeated = int(counts.get("repeated_keys") or 0)
     if repeated:
         raise UsageError(_repeated_keys_message(plan, engine, repeated))
-    _check_key_types(plan, counts.get("source_key_type"), counts.get("target_key_type"))
+    target_key_type = counts.get("target_key_type")
+    if "target_key_type" in counts and target_key_type is None:
+        # An empty target has no value to name its key's type: its column still has one (a
+        # table the user truncated, or one a run created for an empty selection).
+        target_key_type = _declared_key_type(
+            plan, engine.read_table(plan.job.output.table, limit=0).schema
+        )
+    _check_key_types(plan, counts.get("source_key_type"), target_key_type)
     _check_columns(plan, engine)
     several = int(counts.get("target_repeated_keys") or 0)
     if several:
@@ -163,14 +172,29 @@ _INTEGER_TYPES = frozenset(
     ]
 )
 _STRING_TYPES = frozenset({"string", "varchar", "char", "text"})
+# Arrow's names (a table's declared column types, read when it holds no row to ask typeof()).
+_ARROW_INTEGER_TYPES = frozenset(
+    ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
+)
+_ARROW_STRING_TYPES = frozenset({"string", "large_string", "utf8", "large_utf8", "string_view"})
+
+
+def _declared_key_type(plan: Plan, schema: pa.Schema) -> str | None:
+    """The type of the target's key column as its schema declares it, when it is a number or
+    text (other types' Arrow names are not typeof()'s: None, not compared)."""
+    key = plan.job.source.key.lower()
+    for field in schema:
+        if field.name.lower() == key and _shape(field.type) in ("integer", "string"):
+            return str(field.type)
+    return None
 
 
 def _key_kind(type_name: str) -> str:
     name = type_name.strip().lower()
     head = name.split("(", 1)[0].strip()
-    if head in _INTEGER_TYPES:
+    if head in _INTEGER_TYPES or head in _ARROW_INTEGER_TYPES:
         return "integer"
-    if head in _STRING_TYPES:
+    if head in _STRING_TYPES or head in _ARROW_STRING_TYPES:
         return "string"
     return name
 
@@ -209,6 +233,7 @@ def _check_columns(plan: Plan, engine: Engine) -> None:
     removed = [c for c in held if c.lower() not in want]
     if not added and not removed:
         _check_response_type(plan, schema)
+        _check_column_types(plan, engine, schema)
         return
     change = "; ".join(
         f"{what}: {', '.join(columns)}"
@@ -220,6 +245,134 @@ def _check_columns(plan: Plan, engine: Engine) -> None:
         "with mode overwrite (it rewrites the table with the job's columns and keeps every "
         "answer it holds for the current requests), or write to a new output table"
     )
+
+
+def _check_column_types(plan: Plan, engine: Engine, schema: pa.Schema) -> None:
+    """Refuse a merge or append whose passthrough columns now hold values of another kind than
+    the target's columns (a CSV column read as numbers one day, as text or with decimals the
+    next): the write casts each value to the target's type, so it would fail after the calls
+    were paid ('n/a' is no number), run after run, or store another value (4.5 as 4)."""
+    columns = plan.job.source.columns
+    if not columns:
+        return
+    sql = _column_types_sql(plan, columns)
+    if sql is None:
+        return
+    found = engine.fetch_one(sql)
+    held = {field.name.lower(): field.type for field in schema}
+    changed = []
+    for number, column in enumerate(columns):
+        source, target = found.get(f"_type_{number}"), held.get(column.lower())
+        if source is None or target is None:
+            continue  # no value to write (every selected value is NULL), or no such column
+        have, want = _shape(target), _sql_kind(str(source))
+        if isinstance(have, str) and want is not None and not _fits(want, have):
+            changed.append(f"{column} is {str(source).lower()}, the table's {target}")
+    if changed:
+        raise UsageError(
+            f"{plan.job.output.table}'s columns hold values of another type than the source's "
+            f"({'; '.join(changed)}): writing them would fail or change them, so nothing was "
+            "sent: give the source column the table's type (a CAST in `source.query`), run "
+            "once with mode overwrite (it rewrites the table with the source's types and keeps "
+            "every answer it holds for the current requests), or write to a new output table"
+        )
+
+
+def failures_held(plan: Plan, engine: Engine) -> int | None:
+    """How many selected rows the target holds as failures for their current request (None
+    when the key-types statement, a project's template, does not name the target)."""
+    from sqlglot import exp
+
+    from agentbatch.sql import parsing
+    from agentbatch.sql.quoting import DIALECT
+
+    tree = parsing.parse_one(plan.preflight.key_types.sql)
+    output = None
+    for expression in tree.expressions:
+        if expression.alias_or_name == "target_key_type":
+            output = expression.find(exp.Table)
+    if output is None or "fingerprinted" not in _ctes(tree):
+        return None
+    prior = output.copy()
+    prior.set("alias", exp.TableAlias(this=exp.to_identifier("prior")))
+
+    def both(column: str) -> exp.Expression:
+        name = exp.to_identifier(column, quoted=True)
+        return exp.EQ(
+            this=exp.column(name.copy(), table="prior"),
+            expression=exp.column(name.copy(), table="fingerprinted"),
+        )
+
+    failed = (
+        exp.select(exp.Count(this=exp.Star()))
+        .from_(prior)
+        .join("fingerprinted", on=exp.and_(both(plan.job.source.key), both("request_fingerprint")))
+        .where(exp.column("error", table="prior").is_(exp.null()).not_())
+    )
+    tree.set("expressions", [exp.alias_(exp.Subquery(this=failed), "failed")])
+    return int(engine.fetch_one(tree.sql(dialect=DIALECT)).get("failed") or 0)
+
+
+def _column_types_sql(plan: Plan, columns: tuple[str, ...]) -> str | None:
+    """The type of each passthrough column in the selection, from a row where it is not NULL:
+    the key-types statement (the job's selection) asked about the columns instead (None when
+    a project's own key_types.sql has no `src`)."""
+    from sqlglot import exp
+
+    from agentbatch.sql import parsing
+    from agentbatch.sql.quoting import DIALECT
+
+    tree = parsing.parse_one(plan.preflight.key_types.sql)
+    if "src" not in _ctes(tree):
+        return None
+    asked = []
+    for number, column in enumerate(columns):
+        name = exp.to_identifier(column, quoted=True)
+        typed = (
+            exp.select(exp.func("typeof", exp.column(name.copy())))
+            .from_("src")
+            .where(exp.column(name.copy()).is_(exp.null()).not_())
+            .limit(1)
+        )
+        asked.append(exp.alias_(exp.Subquery(this=typed), f"_type_{number}"))
+    tree.set("expressions", asked)
+    return tree.sql(dialect=DIALECT)
+
+
+def _ctes(tree: Any) -> set[str]:
+    """The names of a statement's common table expressions."""
+    from sqlglot import exp
+
+    return {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+
+
+# The kinds of SQL type names (DuckDB's and Spark's typeof()), as `_shape` names Arrow's.
+_SQL_KINDS = {
+    **dict.fromkeys(_INTEGER_TYPES, "integer"),
+    **dict.fromkeys(_STRING_TYPES, "string"),
+    **dict.fromkeys(
+        ["double", "float", "real", "decimal", "numeric", "float4", "float8"], "number"
+    ),
+    **dict.fromkeys(["boolean", "bool"], "boolean"),
+    "date": "date",
+}
+
+
+def _sql_kind(type_name: str) -> str | None:
+    """The kind of a scalar SQL type; None for any other (not compared)."""
+    name = type_name.strip().lower()
+    head = name.split("(", 1)[0].strip()
+    if head.startswith("timestamp"):
+        return "timestamp"
+    return _SQL_KINDS.get(head)
+
+
+def _fits(source: str, target: str) -> bool:
+    """Whether values of kind `source` are written unchanged into a column of kind `target`."""
+    if target not in ("integer", "number", "string", "boolean", "date", "timestamp"):
+        return True  # a kind not compared (a struct, a list, ...)
+    widened = (source, target) in (("integer", "number"), ("date", "timestamp"))
+    return source == target or target == "string" or widened
 
 
 def _check_response_type(plan: Plan, schema: pa.Schema) -> None:
