@@ -124,13 +124,22 @@ class LocalEngine:
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         statement, written = self._prepare(sql, writing=True)
+        # A mapped output that exists is not changed by CREATE TABLE IF NOT EXISTS: not saved
+        # again (a Delta output would gain a version, a whole copy of the table, every run).
+        unchanged = {
+            table
+            for table in written
+            if table in self._outputs
+            and _creates_if_missing(statement)
+            and self._has_table(_MAPPED_CATALOG, table[1], table[2])
+        }
         checked = _checked_merge(statement) if not params else None
         if checked is None:
             self._run(statement, params)
         else:
             self._run_checked_merge(checked)
         for table in written:
-            if table in self._outputs:
+            if table in self._outputs and table not in unchanged:
                 self._unreadable.pop(table, None)  # replaced: it holds this run's table now
                 self._save_mapped_output(table, self._outputs[table])
 
@@ -343,8 +352,9 @@ class LocalEngine:
                 from deltalake import write_deltalake
             except ImportError:
                 raise MissingDependencyError("deltalake", "local") from None
-            table = self._con.sql(f"SELECT * FROM {relation}").to_arrow_table()
-            write_deltalake(str(path), table, mode="overwrite", schema_mode="overwrite")
+            # Streamed: the table is never whole in memory.
+            rows = self._con.sql(f"SELECT * FROM {relation}").to_arrow_reader(64 * 1024)
+            write_deltalake(str(path), rows, mode="overwrite", schema_mode="overwrite")
 
     def _physical(self, full: tuple[str, str, str], *, attach: bool) -> tuple[str | None, str, str]:
         if full in self._outputs:
@@ -484,6 +494,10 @@ class _Counter:
         for batch in self._batches:
             self.rows += batch.num_rows
             yield batch
+
+
+def _creates_if_missing(statement: str) -> bool:
+    return re.match(r"\s*CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\b", statement, re.I) is not None
 
 
 def _checked_merge(statement: str) -> CheckedMerge | None:

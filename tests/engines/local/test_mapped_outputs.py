@@ -221,3 +221,24 @@ def test_a_warehouse_file_held_by_another_program_is_a_one_line_error(tmp_path: 
         f"local engine: the local warehouse file {warehouse / 'main.duckdb'} is in use by "
         f"process {holder.pid} (another run, or a program that has it open); wait for it to finish"
     )
+
+
+def test_a_delta_output_gains_a_version_only_when_a_run_changes_it(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """Each Delta version is a whole copy of the table, kept for time travel: a scheduled rerun
+    with nothing to answer adds none (it added one, from the target's CREATE IF NOT EXISTS, every
+    run), a run with new answers adds one."""
+    from deltalake import DeltaTable
+
+    source, output = csv_source(tmp_path), tmp_path / "out_delta"
+    run(tmp_path, agent, source, output)
+    first = DeltaTable(str(output)).version()
+    run(tmp_path, agent, source, output)
+    run(tmp_path, agent, source, output)
+    assert DeltaTable(str(output)).version() == first
+    source.write_text("id,txt\n1,a\n2,b\n3,c\n")
+    assert run(tmp_path, agent, source, output)["sent"] == 1
+    table = DeltaTable(str(output))
+    assert table.version() == first + 1
+    assert sorted(table.to_pyarrow_table().column("id").to_pylist()) == [1, 2, 3]
