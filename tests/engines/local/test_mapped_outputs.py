@@ -242,3 +242,24 @@ def test_a_delta_output_gains_a_version_only_when_a_run_changes_it(
     table = DeltaTable(str(output))
     assert table.version() == first + 1
     assert sorted(table.to_pyarrow_table().column("id").to_pylist()) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("partitioned", [False, True], ids=["plain", "partitioned"])
+def test_a_delta_source_is_read_as_its_current_version(tmp_path: Path, partitioned: bool) -> None:
+    """The files of the current version only (an overwritten version's files stay on disk), and a
+    partition column's values, which live in the log, not in the files."""
+    from deltalake import write_deltalake
+
+    source = tmp_path / "src_delta"
+    by = ["region"] if partitioned else None
+    old = pa.table({"id": [1, 2], "txt": ["old", "old"], "region": ["eu", "us"]})
+    new = pa.table({"id": [2, 3, 4], "txt": ["b", "c", "d"], "region": ["eu", "us", "us"]})
+    write_deltalake(str(source), old, partition_by=by)
+    write_deltalake(str(source), new, partition_by=by, mode="overwrite")
+    eng = LocalEngine(tables={"main.s.src": source}, warehouse_dir=tmp_path / "wh")
+    rows = pa.Table.from_batches(list(eng.fetch_batches("SELECT * FROM main.s.src"))).to_pylist()
+    assert sorted((r["id"], r["txt"], r["region"]) for r in rows) == [
+        (2, "b", "eu"),
+        (3, "c", "us"),
+        (4, "d", "us"),
+    ]
