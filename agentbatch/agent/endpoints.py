@@ -78,6 +78,9 @@ class Endpoint:
 def default_config() -> Config:
     from databricks.sdk.core import Config
 
+    from agentbatch.agent.profiles import check_profile_against_environment
+
+    check_profile_against_environment(None, "DATABRICKS_CONFIG_PROFILE")
     return Config()
 
 

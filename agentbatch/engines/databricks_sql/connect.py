@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from agentbatch.agent.redact import safe_url
+from agentbatch.agent.profiles import check_profile_against_environment
 from agentbatch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -125,57 +125,9 @@ def sdk_config(settings: Mapping[str, Any]) -> Config:
 
     host = workspace_host(settings)
     profile = _setting(settings, "profile")
-    if profile is not None and host is None:
-        _check_profile_host(profile)
+    if host is None:
+        check_profile_against_environment(profile, "databricks-sql: the target")
     return Config(host=host, profile=profile, product="agentbatch", product_version=__version__)
-
-
-def _check_profile_host(profile: str) -> None:
-    """databricks-sdk takes `DATABRICKS_HOST` over the host of the profile a target names, and
-    then signs in to that host with the profile's credentials: the run would read and write
-    another workspace than the one the target names. Said instead, before the SDK reaches out."""
-    import configparser
-
-    env_host = (os.environ.get("DATABRICKS_HOST") or "").strip()
-    env_token = (os.environ.get("DATABRICKS_TOKEN") or "").strip()
-    if not env_host and not env_token:
-        return
-    path = os.path.expanduser(os.environ.get("DATABRICKS_CONFIG_FILE") or "~/.databrickscfg")
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read(path, encoding="utf-8")
-    except (OSError, configparser.Error):
-        return  # the SDK reads it next, and names what is wrong with it
-    # configparser keeps [DEFAULT] apart from the sections: the SDK's default profile is it.
-    section: Mapping[str, str] = (
-        parser.defaults()
-        if profile == "DEFAULT"
-        else parser[profile]
-        if parser.has_section(profile)
-        else {}
-    )
-    named = (section.get("host") or "").strip()
-    if env_host and named and not _same_host(named, env_host):
-        raise ConfigError(
-            f"databricks-sql: the target names profile {profile!r} (host {safe_url(named)}), "
-            f"but DATABRICKS_HOST says {safe_url(env_host)}: unset DATABRICKS_HOST, or set "
-            "`host` in the target to say which workspace is meant"
-        )
-    token = (section.get("token") or "").strip()
-    if env_token and token and token != env_token:
-        raise ConfigError(
-            f"databricks-sql: the target names profile {profile!r}, which has a token of its own, "
-            "but DATABRICKS_TOKEN holds another, which databricks-sdk would send instead: unset "
-            "DATABRICKS_TOKEN to use the profile's"
-        )
-
-
-def _same_host(a: str, b: str) -> bool:
-    def key(url: str) -> tuple[str, int | None]:
-        parts = urlsplit(url if "://" in url else f"https://{url}")
-        return ((parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(parts.scheme))
-
-    return key(a) == key(b)
 
 
 def names_a_workspace(settings: Mapping[str, Any]) -> bool:

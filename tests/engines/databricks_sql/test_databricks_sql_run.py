@@ -610,6 +610,12 @@ def test_a_target_naming_a_profile_is_not_sent_where_databricks_host_points(
         assert elsewhere.url in str(refused.value)
         assert TOKEN not in str(refused.value)
         assert not any(elsewhere.stats().values())
+        # The same profile named by DATABRICKS_CONFIG_PROFILE, the target naming none.
+        monkeypatch.setenv("DATABRICKS_CONFIG_PROFILE", "prod")
+        with pytest.raises(ConfigError, match="DATABRICKS_CONFIG_PROFILE names profile 'prod'"):
+            run_job(SUMMARISE, settings={"warehouse_id": warehouse.warehouse_id})
+        monkeypatch.delenv("DATABRICKS_CONFIG_PROFILE")
+        assert not any(elsewhere.stats().values())
     monkeypatch.delenv("DATABRICKS_HOST")
     monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-another-workspaces-token")
     with pytest.raises(ConfigError, match="DATABRICKS_TOKEN holds another") as refused:
