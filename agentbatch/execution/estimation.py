@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from agentbatch.agent.ledger import Ledger
     from agentbatch.engines.base import Engine
-    from agentbatch.spec.models import Price
+    from agentbatch.spec.models import Job, Price
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +289,17 @@ def _sample_fallback(
         retry_errors=the_plan.options.retry_errors,
         reuse=not the_plan.options.full_refresh,
     )
+    if the_plan.job.output.mode == "overwrite":
+        # The sample is added as a merge adds it (as the push-down sample is): keys that left
+        # the selection leave the table at the next run, not at an estimate.
+        merged = runner.plan(_as_merge(the_plan.job), the_plan.target, the_plan.options)
+        assert isinstance(merged.steps, RestFallback)
+        steps = dataclasses.replace(
+            steps,
+            write=merged.steps.write,
+            write_statements=merged.steps.write_statements,
+            keep_only=None,
+        )
     summary = runner._run_fallback(the_plan, steps, engine, sampler)
     found = Estimate(
         job=the_plan.job.name,
@@ -377,13 +388,8 @@ def _sample_push_down(
         ) from None
     job = the_plan.job
     where = f"({job.source.where}) AND {restriction}" if job.source.where else restriction
-    sampled_job = job.model_copy(
-        update={
-            "source": job.source.model_copy(update={"where": where}),
-            "output": job.output.model_copy(
-                update={"mode": "merge" if job.output.mode == "overwrite" else job.output.mode}
-            ),
-        }
+    sampled_job = _as_merge(job).model_copy(
+        update={"source": job.source.model_copy(update={"where": where})}
     )
     options = dataclasses.replace(the_plan.options, run_id=_run_id(), limit=None)
     sampled_plan = runner.plan(sampled_job, the_plan.target, options)
@@ -394,6 +400,13 @@ def _sample_push_down(
     found.concurrency_basis = "push-down: the engine runs ai_query; time scales from the sample"
     _read_sample(found, sampled_plan, engine, keys)
     return found
+
+
+def _as_merge(job: Job) -> Job:
+    """An overwrite job as the merge its estimate writes with (other modes as they are)."""
+    if job.output.mode != "overwrite":
+        return job
+    return job.model_copy(update={"output": job.output.model_copy(update={"mode": "merge"})})
 
 
 def _read_sample(found: Estimate, the_plan: Plan, engine: Engine, keys: list[Any]) -> None:

@@ -435,6 +435,32 @@ def test_an_estimate_of_an_overwrite_job_keeps_the_rows_it_did_not_sample(
     one_current_row_per_key(project)
 
 
+@pytest.mark.parametrize("sample", [0, 2])
+def test_an_estimate_of_an_overwrite_job_drops_no_row_of_a_key_gone_from_the_source(
+    project: Project, sample: int
+) -> None:
+    """Keys that left the source leave an overwrite table at the next run, not at an estimate:
+    the sample is added as the push-down estimate adds it (a merge), whatever its size."""
+    project.settings.mode = "overwrite"
+    project.run()
+    project.write_source({i: f"review number {i}" for i in range(ROWS - 2)})
+    project.settings.prompt = "Rate"
+    found = agentbatch.estimate(
+        project.write_job(),
+        tables={"main.shop.reviews": project.source, "main.shop.review_answers": project.output},
+        endpoints={"apps/reviewer": project.agent.url},
+        state_dir=project.state,
+        project_dir=project.root,
+        sample=sample,
+    )
+    assert found.sampled == sample
+    rows = project.target()
+    assert sorted(r["review_id"] for r in rows) == list(range(ROWS))
+    assert sum(r["response"].startswith("answer: Rate") for r in rows) == sample
+    project.run()
+    assert sorted(r["review_id"] for r in project.target()) == list(range(ROWS - 2))
+
+
 def test_a_changed_source_key_is_refused_then_overwrite_rewrites(tmp_path: Path) -> None:
     """source.key changed since the table was written: every statement matches rows by it, so
     merge and append are refused before any call with the way out; overwrite rewrites."""
