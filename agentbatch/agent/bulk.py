@@ -318,7 +318,9 @@ class _HttpRun:
             row = await rows.take()
             if row is None:
                 return
-            budget = self.budget
+            # A NULL request is answered with its row error, without a call: the budget is for
+            # calls, so it never holds or counts such a row (not even for a moment).
+            budget = self.budget if row.request is not None else None
             if self.stop.is_set():
                 if budget is not None:
                     budget.release()
@@ -342,8 +344,8 @@ class _HttpRun:
                     budget.release()
                 continue  # the run stopped first; the row stays unanswered
             if budget is not None and not outcome.attempts:
-                # Never sent (a NULL or unusable request): paid nothing and says nothing of the
-                # agent, so it counts neither toward max_rows nor the error rate.
+                # Never sent (an unusable request): paid nothing and says nothing of the agent,
+                # so it counts neither toward max_rows nor the error rate.
                 budget.unpaid()
             elif budget is not None:
                 self.attempts_answered += outcome.attempts

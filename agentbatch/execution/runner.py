@@ -22,6 +22,7 @@ from agentbatch.execution.selection import replacing_if_reshaped, selection_of
 from agentbatch.planning.builder import build_plan
 from agentbatch.planning.definition import Plan, PushDown, RestFallback, RunOptions
 from agentbatch.planning.targets import Target, resolve_target
+from agentbatch.results import REQUEST_COLUMN
 from agentbatch.spec.models import Job
 from agentbatch.spec.project import project_dir_of, resolve_job, template_dirs
 
@@ -360,7 +361,8 @@ def rows_to_send(
     the_plan: Plan, steps: RestFallback, engine: Engine, ledger: Ledger
 ) -> tuple[int, int]:
     """(rows the run would send, rows it would reuse from the ledger), reading the inputs and
-    looking them up without recording anything."""
+    looking them up without recording anything. A NULL request is never sent (it is answered
+    with its row error), so it is neither."""
     from agentbatch.agent.content import input_batch_rows
 
     send = reuse = 0
@@ -368,11 +370,12 @@ def rows_to_send(
         steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
     ):
         if not the_plan.options.full_refresh:
-            found = sum(ledger.reusable(batch, retry_errors=the_plan.options.retry_errors))
+            found = ledger.reusable(batch, retry_errors=the_plan.options.retry_errors)
         else:
-            found = 0
-        reuse += found
-        send += batch.num_rows - found
+            found = [False] * batch.num_rows
+        unsent = batch.column(REQUEST_COLUMN).is_null().to_pylist()
+        reuse += sum(found)
+        send += sum(not (reused or null) for reused, null in zip(found, unsent, strict=True))
     return send, reuse
 
 
@@ -393,8 +396,7 @@ def _check_budget(
     try:
         budget.check_before(upper)
     except BudgetError:
-        if not ledger.has_answers or the_plan.options.full_refresh:
-            raise
+        # Counted exactly: rows the ledger answers, and NULL requests, are not sent.
         assert isinstance(selecting.steps, RestFallback)
         budget.check_before(rows_to_send(the_plan, selecting.steps, engine, ledger)[0])
 

@@ -384,9 +384,14 @@ output:
             if m.done(k, retry_errors=retry_errors, full_refresh=full_refresh)
         ]
         if max_rows is not None and len(keys) > max_rows:
-            # Counted again without the rows the checkpoint answers (when it holds any).
-            to_send = [k for k in keys if full_refresh or not m.reusable(k, **_only(options))]
-            if not m.ledger or len(to_send) > max_rows:
+            # Counted again without the rows the checkpoint answers and the NULL requests
+            # (answered with their row error, never sent).
+            to_send = [
+                k
+                for k in keys
+                if m.texts[k] is not None and (full_refresh or not m.reusable(k, **_only(options)))
+            ]
+            if len(to_send) > max_rows:
                 code, summary = self.cli("run", *flags)
                 self.refused(code, summary, before, 7)
                 return

@@ -461,6 +461,17 @@ def test_an_estimate_of_an_overwrite_job_drops_no_row_of_a_key_gone_from_the_sou
     assert sorted(r["review_id"] for r in project.target()) == list(range(ROWS - 2))
 
 
+def test_rows_never_sent_do_not_count_toward_max_rows(project: Project) -> None:
+    """A NULL request is answered with its row error, without a call: a run sending 3 rows fits
+    `max_rows: 3` however many such rows the selection holds (it was refused before any call)."""
+    project.write_source({i: (None if i % 2 else f"review number {i}") for i in range(6)})
+    summary = project.run(settings={"max_rows": 3})
+    assert (summary["sent"], project.agent.stats().requests_total) == (3, 3)
+    rows = project.target()
+    assert len(rows) == 6
+    assert sorted(r["error"] is None for r in rows) == [False] * 3 + [True] * 3
+
+
 def test_a_changed_source_key_is_refused_then_overwrite_rewrites(tmp_path: Path) -> None:
     """source.key changed since the table was written: every statement matches rows by it, so
     merge and append are refused before any call with the way out; overwrite rewrites."""
