@@ -3,6 +3,7 @@
 python -m bench                  # everything (a few minutes)
 python -m bench --quick          # a small smoke run, written to bench/out/
 python -m bench --only S1,S3     # some scenarios
+python -m bench --only S4r       # a scheduled job's second run, replacing every row
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ from bench.clients.base import CLIENT_NAMES
 from bench.console import to_stderr
 from bench.machine import describe_machine
 from bench.measure import Measurement
-from bench.scale import run_scale
-from bench.scenarios import AGENT_SCENARIOS, ALL_IDS, QUICK_SCALE_SIZES, SCALE_SIZES
+from bench.scale import SecondRuns, run_scale, run_second_runs
+from bench.scenarios import (
+    AGENT_SCENARIOS,
+    ALL_IDS,
+    QUICK_SCALE_SIZES,
+    SCALE_SIZES,
+    SECOND_RUN_OUTPUTS,
+    SECOND_RUN_SIZES,
+)
 from bench.targets import check_targets
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +55,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rows", type=int, default=None, help="rows of every agent scenario (overrides sizes)"
     )
     parser.add_argument(
-        "--scale-sizes", default=None, help="S4 sizes, e.g. 100000,1000000 (overrides sizes)"
+        "--scale-sizes",
+        default=None,
+        help="S4 and S4r sizes, e.g. 100000,1000000 (overrides sizes)",
     )
     parser.add_argument("--out", type=Path, default=None, help="where to write the Markdown")
     args = parser.parse_args(argv)
@@ -87,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rows is not None:
         scenarios = [s.with_rows(args.rows) for s in scenarios]
     sizes = args.scale_sizes or (QUICK_SCALE_SIZES if args.quick else SCALE_SIZES)
+    second_sizes = args.scale_sizes or (QUICK_SCALE_SIZES if args.quick else SECOND_RUN_SIZES)
     measured: list[Measurement] = []
     scale: list[Measurement] = []
+    second_runs: SecondRuns | None = None
     sections: list[str] = []
     with tempfile.TemporaryDirectory(prefix="agentbatch-bench-") as tmp:
         root = Path(tmp)
@@ -101,7 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             to_stderr("S4: scale and memory")
             scale = run_scale(sizes, root)
             sections.append(report.scale_section(scale))
-    checks = check_targets(scenarios, measured, scale)
+        if "S4r" in args.only:
+            to_stderr("S4r: second run replacing every row")
+            second_runs = run_second_runs(second_sizes, SECOND_RUN_OUTPUTS, root)
+            sections.append(report.second_run_section(second_runs))
+    checks = check_targets(scenarios, measured, scale, second_runs)
     command = "python -m bench" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
     title = (
         f"Run {when:%Y-%m-%d %H:%M} UTC with `{command}`; took {time.monotonic() - started:.0f} s."

@@ -6,9 +6,10 @@ import os
 from collections.abc import Iterable
 
 from bench.measure import Measurement
+from bench.scale import OUTPUT_TITLES, SecondRuns
 from bench.scenarios import Scenario
 from bench.setups import COOKBOOK_TIME_BUDGET_S
-from bench.targets import Check
+from bench.targets import Check, memory_growth
 
 _HEADER = (
     "| client | setup | rows | rows/s | x ideal | x raw | CPU ms/row | server CPU ms/req "
@@ -151,6 +152,66 @@ def scale_section(results: list[Measurement]) -> str:
             f"| {m.rows:,} | {m.rows_per_s:,.0f} | {_num(m.cpu_ms_per_row, 4)} "
             f"| {m.peak_rss_mb:,.0f} | {_num(grown, 0)} | {_num(per_k, 3)} | {m.failed} |"
         )
+    return "\n".join(lines)
+
+
+def second_run_section(found: SecondRuns) -> str:
+    bases = ", ".join(
+        f"{OUTPUT_TITLES.get(output, output)}: "
+        + ("failed" if base.error else f"{base.peak_rss_mb:,.0f} MB")
+        for output, base in found.baselines.items()
+    )
+    lines = [
+        "## S4r: second run replacing every row",
+        "",
+        "What a scheduled job does on its second run: `agentbatch.run` on the local engine "
+        "(`builtin:instant`, no HTTP) over the rows a first run answered into the output, the "
+        "request edited, so every row is answered again and the MERGE replaces every row of the "
+        "output. The first run is set-up, in its own process; the second runs in another, so its "
+        "peak RSS is its own. Outputs: the local warehouse table, and a Delta folder "
+        '(`tables={"main.bench.answers": "<folder>"}`, written by agentbatch with `deltalake`). '
+        "**above imports** is peak RSS over a process that only imports what such a run imports "
+        f"({bases}; the Delta one imports `deltalake` too).",
+        "",
+        "| output | rows | rows/s | CPU ms/row | peak RSS MB | above imports MB "
+        "| MB per 1,000 rows | first run: rows/s, peak RSS MB | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    kinds = list(found.baselines)
+    ordered = sorted(
+        found.runs,
+        key=lambda r: (kinds.index(r.output) if r.output in kinds else len(kinds), r.rows),
+    )
+    for run in ordered:
+        title = OUTPUT_TITLES.get(run.output, run.output)
+        m, base = run.second, found.baselines.get(run.output)
+        first = (
+            f"failed: {run.setup.error}"
+            if run.setup.error
+            else f"{run.setup.rows_per_s:,.0f}, {run.setup.peak_rss_mb:,.0f}"
+        )
+        if m.error:
+            lines.append(f"| {title} | {run.rows:,} | failed: {m.error} | | | | | {first} | |")
+            continue
+        grown = m.peak_rss_mb - base.peak_rss_mb if base is not None and not base.error else None
+        per_k = 1000 * grown / run.rows if grown is not None else None
+        lines.append(
+            f"| {title} | {run.rows:,} | {m.rows_per_s:,.0f} | {_num(m.cpu_ms_per_row, 4)} "
+            f"| {m.peak_rss_mb:,.0f} | {_num(grown, 0)} | {_num(per_k, 3)} | {first} "
+            f"| {m.failed} |"
+        )
+    growth = []
+    for output, base in found.baselines.items():
+        runs = sorted((r for r in found.runs if r.output == output), key=lambda r: r.rows)
+        if len(runs) < 2 or base.error or runs[-2].second.error or runs[-1].second.error:
+            continue
+        _, measured = memory_growth(base, runs[-2].second, runs[-1].second)
+        growth.append(
+            f"- {OUTPUT_TITLES.get(output, output)}, {runs[-1].rows:,} over {runs[-2].rows:,} "
+            f"rows: {measured}"
+        )
+    if growth:
+        lines += ["", "Growth of the second run's memory above imports:", "", *growth]
     return "\n".join(lines)
 
 

@@ -119,4 +119,10 @@ AGENT_SCENARIOS: tuple[Scenario, ...] = (
 SCALE_SIZES: tuple[int, ...] = (100_000, 1_000_000, 3_000_000)
 QUICK_SCALE_SIZES: tuple[int, ...] = (2_000, 20_000)
 
-ALL_IDS: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
+# S4r: a scheduled job's second run over the same rows, the request edited, so every row is
+# answered again and the MERGE replaces every row of the output: the local warehouse table, and a
+# Delta folder written with `deltalake`. Sizes as S4's options give them (--scale-sizes, --quick).
+SECOND_RUN_SIZES: tuple[int, ...] = (1_000_000, 3_000_000)
+SECOND_RUN_OUTPUTS: tuple[str, ...] = ("warehouse", "delta")
+
+ALL_IDS: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S4r", "S5", "S6", "S7")

@@ -10,10 +10,34 @@ from typing import Any
 import yaml
 
 from bench.clients.base import ClientConfig, Counts, Job
-from bench.data import KEY, REQUEST_SQL, SOURCE_TABLE
+from bench.data import KEY, PROMPT_PREFIX, REQUEST_SQL, SOURCE_TABLE
 
 ENDPOINT = "apps/bench-agent"
 OUTPUT_TABLE = "main.bench.answers"
+# ClientConfig.variant, comma-separated words (S4r, a scheduled job's second run): `delta` maps the
+# output table to a Delta folder in the workdir (written by agentbatch with `deltalake`; without
+# it, the local warehouse table); `edited` edits the request, so every row a run in the same
+# workdir answered before is answered again and the MERGE replaces it.
+DELTA = "delta"
+EDITED = "edited"
+DELTA_FOLDER = "answers"
+# Within the first 64 characters: `builtin:instant` echoes them, so every answer changes too.
+EDITED_REQUEST_SQL = f"concat('Edited: {PROMPT_PREFIX}', subject, ' ', body)"
+# What a run writing a Delta output imports besides RUN_MODULES.
+DELTA_MODULES = ("deltalake", "pyarrow.dataset")
+
+
+def variant_words(config: ClientConfig) -> set[str]:
+    return {word.strip() for word in config.variant.split(",") if word.strip()}
+
+
+def output_tables(config: ClientConfig) -> dict[str, str]:
+    """The `tables` mapping of a run: the source's Parquet file, and the output's Delta folder
+    when the variant says `delta`."""
+    tables = {SOURCE_TABLE: str(config.table_path)}
+    if DELTA in variant_words(config):
+        tables[OUTPUT_TABLE] = str(Path(config.workdir) / DELTA_FOLDER)
+    return tables
 
 
 def job_spec(config: ClientConfig) -> dict[str, Any]:
@@ -26,7 +50,7 @@ def job_spec(config: ClientConfig) -> dict[str, Any]:
         "name": "bench",
         "description": "Benchmark: classify tickets",
         "source": {"table": SOURCE_TABLE, "key": KEY, "columns": ["subject"]},
-        "request": REQUEST_SQL,
+        "request": EDITED_REQUEST_SQL if EDITED in variant_words(config) else REQUEST_SQL,
         "agent": agent,
         "output": {"table": OUTPUT_TABLE, "mode": "merge"},
     }
@@ -51,10 +75,14 @@ RUN_MODULES = (
 )
 
 
+def run_modules(config: ClientConfig) -> tuple[str, ...]:
+    return RUN_MODULES + (DELTA_MODULES if DELTA in variant_words(config) else ())
+
+
 def prepare(config: ClientConfig) -> Job:
     import agentbatch
 
-    for module in RUN_MODULES:
+    for module in run_modules(config):
         importlib.import_module(module)
 
     workdir = Path(config.workdir)
@@ -67,7 +95,7 @@ def prepare(config: ClientConfig) -> Job:
         result = agentbatch.run(
             job,
             target="local",
-            tables={SOURCE_TABLE: str(config.table_path)},
+            tables=output_tables(config),
             endpoints={ENDPOINT: config.url},
             limit=config.rows,
             state_dir=workdir / "state",
