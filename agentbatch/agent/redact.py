@@ -133,24 +133,27 @@ def redact_known(text: str) -> str:
     """Mask only registered secrets (for answers, where token-shaped patterns may be content)."""
     with _lock:
         known = sorted(_known, key=len, reverse=True)
-    for secret in known:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    return _masked(text, known)
 
 
 def redact(text: str) -> str:
     with _lock:
         known = sorted(_known | _in_messages, key=len, reverse=True)
-    for secret in known:
-        if secret in text:
-            text = text.replace(secret, "***")
+    text = _masked(text, known)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     if "://" in text:
         text = _URL.sub(_safe_match, text)
     if "?" in text:
         text = _QUERY.sub(_safe_query, text)
+    return text
+
+
+def _masked(text: str, secrets: list[str]) -> str:
+    """`text` with each of `secrets` (longest first) as ***."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
     return text
 
 

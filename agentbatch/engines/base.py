@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+from agentbatch.agent.redact import redact
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -108,7 +110,5 @@ class DistributedEngine(Engine, Protocol):
 def error_line(err: BaseException) -> str:
     """An engine's error as one line, without the secrets `redact` knows: a SQL literal a job's
     env() rendered comes back quoted in a conversion error."""
-    from agentbatch.agent.redact import redact
-
     text = str(err).strip()
     return redact(text.splitlines()[0]) if text else type(err).__name__

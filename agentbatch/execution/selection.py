@@ -172,29 +172,26 @@ _INTEGER_TYPES = frozenset(
     ]
 )
 _STRING_TYPES = frozenset({"string", "varchar", "char", "text"})
-# Arrow's names (a table's declared column types, read when it holds no row to ask typeof()).
-_ARROW_INTEGER_TYPES = frozenset(
-    ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
-)
-_ARROW_STRING_TYPES = frozenset({"string", "large_string", "utf8", "large_utf8", "string_view"})
+# A declared key column's kind, as typeof() names it (read when the table holds no row to ask).
+_DECLARED_KEY_TYPES = {"integer": "bigint", "string": "string"}
 
 
 def _declared_key_type(plan: Plan, schema: pa.Schema) -> str | None:
     """The type of the target's key column as its schema declares it, when it is a number or
-    text (other types' Arrow names are not typeof()'s: None, not compared)."""
+    text (other kinds: None, not compared)."""
     key = plan.job.source.key.lower()
     for field in schema:
-        if field.name.lower() == key and _shape(field.type) in ("integer", "string"):
-            return str(field.type)
+        if field.name.lower() == key:
+            return _DECLARED_KEY_TYPES.get(str(_shape(field.type)))
     return None
 
 
 def _key_kind(type_name: str) -> str:
     name = type_name.strip().lower()
     head = name.split("(", 1)[0].strip()
-    if head in _INTEGER_TYPES or head in _ARROW_INTEGER_TYPES:
+    if head in _INTEGER_TYPES:
         return "integer"
-    if head in _STRING_TYPES or head in _ARROW_STRING_TYPES:
+    if head in _STRING_TYPES:
         return "string"
     return name
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+
 from .processes import AgentProcess
 
 # Tests put the figures they measured here; they are printed in the terminal summary.
@@ -16,6 +18,13 @@ FIGURES: dict[str, dict[str, Any]] = {}
 
 def record_figures(name: str, figures: dict[str, Any]) -> None:
     FIGURES[name] = figures
+
+
+@pytest.fixture(scope="module")
+def agent() -> Iterator[AgentServer]:
+    """The demo agent on loopback, shared by a module's tests (a module may define its own)."""
+    with serve_agent() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from agentbatch.cli.main import main as cli_main
-from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.agent_server import AgentServer
 
-SOURCE = "main.shop.reviews"
-OUTPUT = "main.shop.review_answers"
-ENDPOINT = "apps/reviewer"
-
-
-@pytest.fixture(scope="module")
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
+from .history import ENDPOINT, OUTPUT, SOURCE
 
 
 class Project:

@@ -45,10 +45,8 @@ from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
 
 from .conftest import record_figures
+from .history import ENDPOINT, OUTPUT, SOURCE
 
-SOURCE = "main.shop.reviews"
-OUTPUT = "main.shop.review_answers"
-ENDPOINT = "apps/reviewer"
 PROMPTS = ("Review", "Judge")
 WHERES = (None, "review_id < 7", "review_id % 2 = 0")
 STEADY = FaultConfig(permanent={"PERMANENT_ERROR": 400})

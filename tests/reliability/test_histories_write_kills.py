@@ -21,7 +21,6 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from agentbatch.cli.main import main as cli_main
-from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.agent_server import AgentServer
 
+from .history import ENDPOINT, OUTPUT, SOURCE
 from .processes import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 1000
-SOURCE = "main.shop.reviews"
-OUTPUT = "main.shop.review_answers"
-ENDPOINT = "apps/reviewer"
 # Moments after the write begins (s): at once, within it, and about when it ends.
 DELAYS = (0.0, 0.01, 0.03, 0.08)
 
@@ -60,12 +57,6 @@ CHILD = textwrap.dedent(
     sys.exit(main(sys.argv[1:]))
     """
 )
-
-
-@pytest.fixture(scope="module")
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
 
 
 class Project:
