@@ -10,7 +10,8 @@ Tables map to local data:
   later run finds the earlier output (incremental merge, resume).
 
 DuckDB's buffer pool is capped (`memory_limit` setting, default 256MB) and spills to
-`<warehouse_dir>/.spill`, so memory stays flat in the number of rows.
+`<warehouse_dir>/.spill` (a private temporary folder while there is no warehouse folder), so
+memory stays flat in the number of rows.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import contextlib
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -104,7 +107,9 @@ class LocalEngine:
         # DuckDB's default cap is 80% of RAM, which makes memory grow with the table written.
         memory_limit = str(settings.get("memory_limit", DEFAULT_MEMORY_LIMIT))
         self._sql(f"SET memory_limit = {_duck_literal(memory_limit)}")
-        self._sql(f"SET temp_directory = {_duck_literal(self.warehouse_dir / '.spill')}")
+        self._private_spill = _private_spill_dir(self.warehouse_dir)
+        spill = self._private_spill or self.warehouse_dir / ".spill"
+        self._sql(f"SET temp_directory = {_duck_literal(spill)}")
         self._sql(f"ATTACH ':memory:' AS {_MAPPED_CATALOG}")
         self._attached: set[str] = set()
         self._relations: dict[tuple[str, str, str], str] = {}
@@ -206,6 +211,8 @@ class LocalEngine:
 
     def close(self) -> None:
         self._con.close()
+        if self._private_spill is not None:
+            shutil.rmtree(self._private_spill, ignore_errors=True)
         # After the connection: the warehouse file is complete before the next run may open it.
         for lock in self._locks:
             lock.release()
@@ -387,10 +394,7 @@ class LocalEngine:
             tree = parsing.parse_one(sql)
         except sqlglot.errors.ParseError as err:
             raise EngineError(f"local engine: cannot parse SQL: {error_line(err)}") from None
-        if rewrite_for_duckdb(tree, self._volumes, self._con) or writing:
-            # Where DuckDB spills (it makes only the last folder of temp_directory): a write
-            # spills too when every table it touches is a mapped file.
-            self.warehouse_dir.mkdir(parents=True, exist_ok=True)
+        rewrite_for_duckdb(tree, self._volumes, self._con)
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
         targets = _written_tables(tree)
         written = [self._full_name(_table_name(t)) for t in targets]
@@ -618,3 +622,12 @@ def _blank(path: Path) -> bool:
 
 def _duck_literal(path: str | Path) -> str:
     return exp.Literal.string(str(path)).sql(dialect="duckdb")
+
+
+def _private_spill_dir(warehouse_dir: Path) -> Path | None:
+    """Where DuckDB spills when there is no warehouse folder yet (a dry run or a run over mapped
+    files only may be the first thing run here, and creates no folder): a private temporary
+    one, removed at close. DuckDB makes only the last folder of its temp_directory."""
+    if warehouse_dir.is_dir():
+        return None
+    return Path(tempfile.mkdtemp(prefix="agentbatch-spill-"))

@@ -336,3 +336,27 @@ def test_the_merge_writes_what_delta_writes(
     eng.execute(merge)
     written = [(r["k"], r["v"]) for r in eng.read_table("main.x.t").to_pylist()]
     assert sorted(written, key=repr) == sorted(expected, key=repr)
+
+
+def test_a_read_spills_before_any_warehouse_folder_exists(tmp_path: Path) -> None:
+    """A dry run over mapped files may be the first thing run on a machine: with no warehouse
+    folder yet, a query larger than memory_limit still spills (to a private folder removed at
+    close), and the run creates no warehouse folder."""
+    rows = 400_000
+    source = tmp_path / "big.parquet"
+    pq.write_table(
+        pa.table({"id": range(rows), "text": [f"{i:08d}" * 16 for i in range(rows)]}), source
+    )
+    warehouse = tmp_path / "never" / "warehouse"
+    eng = LocalEngine(
+        {"memory_limit": "64MB"}, tables={"main.s.big": source}, warehouse_dir=warehouse
+    )
+    try:
+        ordered = pa.Table.from_batches(
+            list(eng.fetch_batches("SELECT id, text FROM main.s.big ORDER BY text DESC"))
+        )
+    finally:
+        eng.close()
+    assert ordered.num_rows == rows
+    assert ordered.column("id")[0].as_py() == rows - 1
+    assert not (tmp_path / "never").exists()
