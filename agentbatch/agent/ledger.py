@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS batches(
 );
 CREATE TABLE IF NOT EXISTS answers(
     key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, ok INTEGER NOT NULL,
-    batch_id INTEGER NOT NULL, row INTEGER NOT NULL, transient INTEGER NOT NULL DEFAULT 0
+    batch_id INTEGER NOT NULL, row INTEGER NOT NULL, transient INTEGER NOT NULL DEFAULT 0,
+    answered_us INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS answers_by_batch ON answers(batch_id);
 """
@@ -63,15 +64,24 @@ CREATE INDEX IF NOT EXISTS answers_by_batch ON answers(batch_id);
 _MIGRATIONS = (
     ("batches", "run", "ALTER TABLE batches ADD COLUMN run TEXT NOT NULL DEFAULT ''"),
     ("answers", "transient", "ALTER TABLE answers ADD COLUMN transient INTEGER NOT NULL DEFAULT 0"),
+    (
+        "answers",
+        "answered_us",
+        "ALTER TABLE answers ADD COLUMN answered_us INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 # Stored blobs read while looking for reusable answers, kept for the next lookups.
 _BLOB_CACHE = 4
 _LOOKUP_CHUNK = 900
 _UPSERT = (
-    "INSERT INTO answers(key, fingerprint, ok, batch_id, row, transient) VALUES (?, ?, ?, ?, ?, ?) "
+    "INSERT INTO answers(key, fingerprint, ok, batch_id, row, transient, answered_us) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(key) DO UPDATE SET fingerprint = excluded.fingerprint, ok = excluded.ok, "
-    "batch_id = excluded.batch_id, row = excluded.row, transient = excluded.transient"
+    "batch_id = excluded.batch_id, row = excluded.row, transient = excluded.transient, "
+    "answered_us = excluded.answered_us"
 )
+# meta key: when the full refresh under way began (microseconds since the epoch).
+_REFRESH_SINCE = "refresh_since"
 
 
 def canonical_keys(column: pa.Array | pa.ChunkedArray) -> list[str]:
@@ -105,6 +115,8 @@ class Ledger:
         # Batches this object appended (id -> rows): their answers were written in the same
         # transaction, from the same arrays.
         self._appended: dict[int, int] = {}
+        # Only answers received at or after this time (microseconds) are reused: a full refresh.
+        self.answered_since: int | None = None
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -181,6 +193,26 @@ class Ledger:
         source keys are unique, so no row can be answered before it is sent."""
         return self._has_answers
 
+    def begin_refresh(self, since: int) -> None:
+        """Record a full refresh begun at `since` (microseconds), unless one is unfinished: until
+        a run finishes, answers received since then are that refresh's own, and its next run
+        reuses them instead of paying for them again."""
+        self._writer.execute(
+            "INSERT OR IGNORE INTO meta(k, v) VALUES (?, ?)", (_REFRESH_SINCE, str(since))
+        )
+
+    def pending_refresh(self) -> int | None:
+        """When the full refresh a stopped run left unfinished began, if there is one."""
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT v FROM meta WHERE k = ?", (_REFRESH_SINCE,)
+            ).fetchone()
+        return int(row[0]) if row is not None and str(row[0]).isdigit() else None
+
+    def end_refresh(self) -> None:
+        """A run finished: no refresh is left to continue (done, or given up for a plain run)."""
+        self._writer.execute("DELETE FROM meta WHERE k = ?", (_REFRESH_SINCE,))
+
     def reuse(
         self,
         batch: pa.RecordBatch,
@@ -200,23 +232,9 @@ class Ledger:
         output_schema = rows_schema(passthrough_of(batch).schema, response_type)
         keys = canonical_keys(batch.column(self.key))
         fingerprints = batch.column(FINGERPRINT_COLUMN).to_pylist()
-        position = {k: i for i, k in enumerate(keys)}
         found: dict[int, list[tuple[int, int]]] = {}  # batch id -> [(input row, stored row)]
-        with self._read_lock:
-            for start in range(0, len(keys), _LOOKUP_CHUNK):
-                chunk = keys[start : start + _LOOKUP_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = self._reader.execute(
-                    "SELECT key, fingerprint, ok, transient, batch_id, row FROM answers "
-                    f"WHERE key IN ({marks})",
-                    chunk,
-                ).fetchall()
-                for key, fingerprint, ok, transient, batch_id, row in rows:
-                    i = position.get(key)
-                    if i is None or fingerprints[i] != fingerprint:
-                        continue
-                    if ok or (not transient and not retry_errors):
-                        found.setdefault(batch_id, []).append((i, row))
+        for i, batch_id, row in self._lookup(keys, fingerprints, retry_errors):
+            found.setdefault(batch_id, []).append((i, row))
         taken: list[int] = []
         parts: list[pa.Table] = []
         for batch_id, pairs in found.items():
@@ -271,19 +289,9 @@ class Ledger:
             return [False] * batch.num_rows
         keys = canonical_keys(batch.column(self.key))
         fingerprints = batch.column(FINGERPRINT_COLUMN).to_pylist()
-        position = {k: i for i, k in enumerate(keys)}
         found = [False] * batch.num_rows
-        with self._read_lock:
-            for start in range(0, len(keys), _LOOKUP_CHUNK):
-                chunk = keys[start : start + _LOOKUP_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for key, fingerprint, ok, transient in self._reader.execute(
-                    f"SELECT key, fingerprint, ok, transient FROM answers WHERE key IN ({marks})",
-                    chunk,
-                ):
-                    i = position.get(key)
-                    if i is not None and fingerprints[i] == fingerprint:
-                        found[i] = bool(ok or (not transient and not retry_errors))
+        for i, _, _ in self._lookup(keys, fingerprints, retry_errors):
+            found[i] = True
         return found
 
     def append(self, rows: pa.RecordBatch | pa.Table) -> None:
@@ -293,6 +301,7 @@ class Ledger:
         keys = canonical_keys(rows.column(self.key))
         fingerprints = rows.column(FINGERPRINT_COLUMN).to_pylist()
         errors = rows.column("error").to_pylist()
+        answered = _answered_us(rows)
         blob = _to_ipc(rows)
         with self._write_lock, self._transaction():
             cursor = self._writer.execute(
@@ -311,8 +320,11 @@ class Ledger:
                         batch_id,
                         i,
                         int(error is not None and error.startswith(TRANSIENT_ERROR)),
+                        at or 0,
                     )
-                    for i, (k, fp, error) in enumerate(zip(keys, fingerprints, errors, strict=True))
+                    for i, (k, fp, error, at) in enumerate(
+                        zip(keys, fingerprints, errors, answered, strict=True)
+                    )
                 ),
             )
         self._appended[batch_id] = rows.num_rows
@@ -391,6 +403,30 @@ class Ledger:
         self.close()
 
     # --- internals ------------------------------------------------------------------------
+
+    def _lookup(
+        self, keys: list[str], fingerprints: list[str | None], retry_errors: bool
+    ) -> Iterator[tuple[int, int, int]]:
+        """(input row, batch id, stored row) of every input row with a reusable answer: same
+        fingerprint; ok, or a permanent error and not `retry_errors` (a transient error never);
+        received at or after `answered_since` when that is set."""
+        position = {k: i for i, k in enumerate(keys)}
+        since = self.answered_since or 0
+        with self._read_lock:
+            for start in range(0, len(keys), _LOOKUP_CHUNK):
+                chunk = keys[start : start + _LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._reader.execute(
+                    "SELECT key, fingerprint, ok, transient, batch_id, row, answered_us "
+                    f"FROM answers WHERE key IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for key, fingerprint, ok, transient, batch_id, row, answered_us in rows:
+                    i = position.get(key)
+                    if i is None or fingerprints[i] != fingerprint or answered_us < since:
+                        continue
+                    if ok or (not transient and not retry_errors):
+                        yield i, batch_id, row
 
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._read_lock:
@@ -523,6 +559,20 @@ class Ledger:
                 except Exception:  # an unreadable blob is dealt with in _live_rows
                     continue
         return None
+
+
+def _answered_us(rows: pa.RecordBatch | pa.Table) -> list[int | None]:
+    """When each row was answered, in microseconds since the epoch (None where unknown)."""
+    import pyarrow as pa
+
+    if "answered_at" not in rows.schema.names:
+        return [None] * rows.num_rows
+    column = rows.column("answered_at")
+    if not pa.types.is_timestamp(column.type):
+        return [None] * rows.num_rows
+    micros = column.cast(pa.timestamp("us", tz=column.type.tz), safe=False)
+    answered: list[int | None] = micros.cast(pa.int64()).to_pylist()
+    return answered
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

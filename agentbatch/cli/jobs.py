@@ -60,7 +60,8 @@ what a run does (the output table decides what is done):
   calling the agent. Transient failures (retries exhausted on 408/429/5xx, timeouts, connection
   errors) are sent again by the next run; permanent ones (4xx, agent errors, unparsable
   answers) only with --retry-errors. The `error` column starts with [transient] or [permanent].
-  --full-refresh calls the agent for every selected row: no reuse of earlier answers.
+  --full-refresh calls the agent for every selected row: no reuse of earlier answers; a
+  refresh that stopped early is continued by the next --full-refresh (its own answers reused).
   On a second run, output.mode decides what happens to rows the table already holds:
     merge       one row per key: a new answer replaces the key's row; other keys stay
     append      one row per key and request: an edited prompt adds rows beside the old ones

@@ -47,7 +47,7 @@ def add_run_options(sub: argparse.ArgumentParser, *, budget: bool = True) -> Non
     sub.add_argument(
         "--full-refresh",
         action="store_true",
-        help="call the agent for every selected row again (no reuse of earlier answers)",
+        help="call the agent for every selected row again (no reuse of earlier answers; a refresh that stopped is continued)",
     )
     if budget:
         add_budget_options(sub)

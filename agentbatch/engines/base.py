@@ -55,7 +55,8 @@ class DistributedCalls:
     keep_only_sql: str | None
     endpoint_overrides: Mapping[str, str]
     retry_errors: bool
-    reuse: bool
+    # --full-refresh: every row is answered again, once (a stopped refresh is continued).
+    refresh: bool
 
 
 class Engine(Protocol):

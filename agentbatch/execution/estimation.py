@@ -196,11 +196,10 @@ class Sampler:
     """Reads every row the run would send, counts them and those the checkpoint can answer, and
     keeps a uniform random sample of the rest (reservoir sampling: memory is the sample's)."""
 
-    def __init__(self, size: int, rng: random.Random, *, retry_errors: bool, reuse: bool) -> None:
+    def __init__(self, size: int, rng: random.Random, *, retry_errors: bool) -> None:
         self.size = size
         self.rng = rng
         self.retry_errors = retry_errors
-        self.reuse = reuse
         self.to_send = 0
         self.reusable = 0
         self.kept: list[pa.RecordBatch] = []
@@ -211,11 +210,10 @@ class Sampler:
         import pyarrow as pa
 
         for batch in batches:
-            if self.reuse:
-                found = ledger.reusable(batch, retry_errors=self.retry_errors)
-                if any(found):
-                    self.reusable += sum(found)
-                    batch = batch.filter(pa.array([not f for f in found], type=pa.bool_()))
+            found = ledger.reusable(batch, retry_errors=self.retry_errors)
+            if any(found):
+                self.reusable += sum(found)
+                batch = batch.filter(pa.array([not f for f in found], type=pa.bool_()))
             for index in range(batch.num_rows):
                 self.to_send += 1
                 if len(self.kept) < self.size:
@@ -283,12 +281,7 @@ def _sample_fallback(
 ) -> Estimate:
     from agentbatch.execution import runner
 
-    sampler = Sampler(
-        size,
-        rng,
-        retry_errors=the_plan.options.retry_errors,
-        reuse=not the_plan.options.full_refresh,
-    )
+    sampler = Sampler(size, rng, retry_errors=the_plan.options.retry_errors)
     if the_plan.job.output.mode == "overwrite":
         # The sample is added as a merge adds it (as the push-down sample is): keys that left
         # the selection leave the table at the next run, not at an estimate.

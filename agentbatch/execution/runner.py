@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -252,10 +253,16 @@ def _run_fallback(
         run_id=the_plan.options.run_id,
     )
     try:
+        if the_plan.options.full_refresh:
+            # A refresh pays for every row again, once: answers a stopped run of the same
+            # refresh received are its own, and reused.
+            ledger.answered_since = ledger.pending_refresh() or time.time_ns() // 1000
         stats: dict[str, Any] = {}
         so_far = BulkStats()
         if select is None:
             _check_budget(the_plan, selecting, engine, ledger, budget, counts)
+            if ledger.answered_since is not None:
+                ledger.begin_refresh(ledger.answered_since)  # an estimate starts none
         create_target(the_plan, engine)
         inputs = engine.fetch_batches(
             steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
@@ -274,7 +281,6 @@ def _run_fallback(
                 endpoint_overrides=the_plan.options.endpoints,
                 config_factory=_workspace_of(the_plan),
                 retry_errors=the_plan.options.retry_errors,
-                reuse=not the_plan.options.full_refresh,
                 progress=RichProgress() if the_plan.options.progress else LogProgress(),
                 total_rows=total,
                 # An estimate's sample is its own small bill: the run's budget is for runs.
@@ -292,7 +298,11 @@ def _run_fallback(
             answered = so_far.ok + so_far.errors
             if not (written or answered):
                 raise  # the error alone says it (a bad URL, a refusal)
-            log.warning("stopped: wrote %d answered row(s); re-run to continue", written)
+            log.warning(
+                "stopped: wrote %d answered row(s); re-run%s to continue",
+                written,
+                " with --full-refresh" if the_plan.options.full_refresh else "",
+            )
             if select is None:
                 done = {**so_far.as_dict(), "rows_seen": answered, "rows_written": written}
                 done.update(counts)
@@ -300,6 +310,8 @@ def _run_fallback(
             raise
         written = _write_answers(steps, engine, ledger)
         ledger.compact()
+        if select is None:
+            ledger.end_refresh()  # finished: nothing left to continue (a plain run gives it up)
     finally:
         ledger.close()
     stats["rows_written"] = written
@@ -369,10 +381,7 @@ def rows_to_send(
     for batch in engine.fetch_batches(
         steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
     ):
-        if not the_plan.options.full_refresh:
-            found = ledger.reusable(batch, retry_errors=the_plan.options.retry_errors)
-        else:
-            found = [False] * batch.num_rows
+        found = ledger.reusable(batch, retry_errors=the_plan.options.retry_errors)
         unsent = batch.column(REQUEST_COLUMN).is_null().to_pylist()
         reuse += sum(found)
         send += sum(not (reused or null) for reused, null in zip(found, unsent, strict=True))

@@ -115,7 +115,7 @@ class RestFallback:
             keep_only_sql=self.keep_only.sql if self.keep_only else None,
             endpoint_overrides=options.endpoints,
             retry_errors=options.retry_errors,
-            reuse=not options.full_refresh,
+            refresh=options.full_refresh,
         )
 
 

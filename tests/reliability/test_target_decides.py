@@ -10,7 +10,9 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -562,4 +564,35 @@ def test_a_project_template_written_for_the_old_kept_rows_still_writes_one_row_p
     project.run()
     project.settings.prompt = "Rate"
     assert project.run()["table_rows"] == ROWS
+    one_current_row_per_key(project)
+
+
+def test_a_full_refresh_that_stops_early_is_continued_not_paid_again(project: Project) -> None:
+    """A refresh stopped by its budget (or killed) and run again pays only the rows it had not
+    reached: what it already received is its own answer. A finished refresh, or a plain run in
+    between, leaves nothing to continue: the next refresh pays every row."""
+    from agentbatch.errors import BudgetError
+
+    def paid_per_key() -> set[int]:
+        return set(Counter(project.agent.stats().requests_by_key.values()).elements())
+
+    project.run()
+    started = datetime.now(timezone.utc)
+    with pytest.raises(BudgetError) as stopped:
+        project.run(full_refresh=True, settings={"max_tokens": 200})
+    first = run_summary(stopped.value)
+    assert first is not None and 0 < first["sent"] < ROWS
+    second = project.run(full_refresh=True)
+    assert (second["sent"], second["reused"]) == (ROWS - first["sent"], first["sent"])
+    assert project.agent.stats().requests_total == 2 * ROWS
+    assert paid_per_key() == {2}  # every request twice: the first run and one refresh
+    rows = project.target()
+    assert all(r["answered_at"] >= started for r in rows)  # every row refreshed
+    one_current_row_per_key(project)
+
+    assert project.run(full_refresh=True)["sent"] == ROWS  # the last refresh finished
+    with pytest.raises(BudgetError):
+        project.run(full_refresh=True, settings={"max_tokens": 200})
+    assert project.run()["sent"] == 0  # a plain run gives the refresh up ...
+    assert project.run(full_refresh=True)["sent"] == ROWS  # ... so the next one starts over
     one_current_row_per_key(project)

@@ -26,6 +26,7 @@ import os
 import queue
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATS_COLUMN = "_agentbatch_task_stats"
+# In a checkpoint folder: when the full refresh whose answers it holds began.
+REFRESH_MARKER = "refresh-since"
 _SUMMED = (
     "rows_seen",
     "sent",
@@ -101,6 +104,7 @@ def answer_distributed(
     checkpoint: Path | None,
     retry_errors: bool = False,
     reuse: bool = True,
+    answered_since: int | None = None,
     shared_budget: bool = True,
 ) -> DistributedAnswers:
     """Answer every row of `inputs` (key, passthrough, `_request`, `request_fingerprint`).
@@ -116,6 +120,10 @@ def answer_distributed(
     # Evaluated once: `inputs` reads the target, which the write will change.
     inputs = inputs.localCheckpoint(eager=True)
     earlier = read_checkpoint(spark, checkpoint) if checkpoint is not None and reuse else None
+    if earlier is not None and answered_since is not None:
+        earlier = earlier.where(
+            F.col("answered_at") >= F.expr(f"timestamp_micros({answered_since})")
+        )
     todo = inputs
     reused = None
     if earlier is not None:
@@ -236,6 +244,18 @@ def output_schema(inputs: StructType, response_type: pa.DataType | None) -> Stru
         for f in result_arrow_fields(response_type)
     ]
     return StructType([*passthrough, *results, StructField(STATS_COLUMN, StringType(), True)])
+
+
+def refresh_since(folder: Path) -> int:
+    """When the full refresh checkpointed in `folder` began (microseconds since the epoch): the
+    one a stopped run left there, else now, recorded for a later run of the same refresh."""
+    marker = folder / REFRESH_MARKER
+    with contextlib.suppress(OSError, ValueError):
+        return int(marker.read_text(encoding="ascii").strip())
+    since = time.time_ns() // 1000
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(since), encoding="ascii")  # written whole (volumes take no appends)
+    return since
 
 
 def read_checkpoint(spark: SparkSession, folder: Path, run_id: str = "") -> DataFrame | None:

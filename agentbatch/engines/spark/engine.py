@@ -255,9 +255,12 @@ class SparkEngine:
         endpoint_overrides: Mapping[str, str] | None = None,
         retry_errors: bool = False,
         reuse: bool = True,
+        answered_since: int | None = None,
         partitions: int | None = None,
     ) -> DistributedAnswers:
-        """Answer the rows of `inputs_sql` on the executors; results have each key once."""
+        """Answer the rows of `inputs_sql` on the executors; results have each key once. With
+        `reuse`, answers the checkpoint holds are taken instead of calls (only those received
+        at or after `answered_since`, microseconds, when it is set)."""
         from agentbatch.engines.spark.calls import remote_call
         from agentbatch.engines.spark.distributed import answer_distributed
 
@@ -278,14 +281,20 @@ class SparkEngine:
                 checkpoint=folder,
                 retry_errors=retry_errors,
                 reuse=reuse,
+                answered_since=answered_since,
                 shared_budget=bool(self.settings.get("shared_budget", True)),
             )
         )
 
     def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:
         """The REST fallback on the executors: ensure the target, answer, write, clean up."""
+        from agentbatch.engines.spark.distributed import refresh_since
+
         if work.ensure_sql is not None:
             self.execute(work.ensure_sql)  # the inputs read it: what is done
+        folder = self.checkpoint_folder(work.write.table, work.call)
+        # A refresh reuses only its own answers: those a stopped run of it already received.
+        since = refresh_since(folder) if work.refresh and folder is not None else None
         answers = self.answer_distributed(
             work.inputs_sql,
             work.call,
@@ -293,7 +302,8 @@ class SparkEngine:
             table=work.write.table,
             endpoint_overrides=work.endpoint_overrides,
             retry_errors=work.retry_errors,
-            reuse=work.reuse,
+            reuse=not work.refresh or since is not None,
+            answered_since=since,
         )
         written = 0
         found = answers.results
@@ -302,9 +312,10 @@ class SparkEngine:
             written = self.write_dataframe(work.write, results, rows=rows).rows_written
         elif work.keep_only_sql is not None:
             self.execute(work.keep_only_sql)
-        folder = self.checkpoint_folder(work.write.table, work.call)
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)  # written: the target is the record now
+        if folder is not None and not (answers.fatal and since is not None):
+            # Written: the target is the record now (a stopped refresh keeps its answers and
+            # its start for its next run).
+            shutil.rmtree(folder, ignore_errors=True)
         if answers.fatal:
             raise AgentError(f"{answers.fatal} ({written} answered row(s) were written)")
         return {**answers.stats, "rows_written": written}

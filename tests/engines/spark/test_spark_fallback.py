@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import threading
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +54,13 @@ def write_tickets(path: Path, count: int, broken: set[int] = frozenset()) -> Pat
     return path
 
 
-def triage_plan(agent: AgentServer, concurrency: int = 8) -> tuple[RestFallback, dict[str, str]]:
+def triage_plan(
+    agent: AgentServer, concurrency: int = 8, *, full_refresh: bool = False
+) -> tuple[RestFallback, dict[str, str]]:
     job = load_job_text(TRIAGE_JOB.format(concurrency=concurrency), "jobs/triage.yml")
     overrides = {"apps/triage-agent": agent.url}
-    plan = build_plan(job, Target("spark", "spark"), RunOptions(endpoints=overrides))
+    options = RunOptions(endpoints=overrides, full_refresh=full_refresh)
+    plan = build_plan(job, Target("spark", "spark"), options)
     assert plan.strategy == "rest-fallback" and isinstance(plan.steps, RestFallback)
     return plan.steps, overrides
 
@@ -146,3 +152,54 @@ def test_without_a_checkpoint_folder_results_come_from_the_tasks(
     sent = agent.stats().requests_total
     rows_again = answers.results.collect()  # materialised once: reading again calls nobody
     assert len(rows_again) == 30 and agent.stats().requests_total == sent
+
+
+def test_a_stopped_full_refresh_is_continued_not_paid_again(
+    make_engine: Any, tmp_path: Path
+) -> None:
+    """A full refresh that stops part-way (here the agent starts refusing its token) writes what
+    it answered and keeps its checkpoint: the next refresh pays only the rows it had not
+    reached. A refresh that finishes leaves nothing behind: the next one pays every row."""
+    rows = 60
+    with serve_agent(FaultConfig(latency_ms=20)) as agent:
+        tickets = write_tickets(tmp_path / "tickets.csv", rows)
+        steps, overrides = triage_plan(agent, concurrency=2)
+        engine = make_engine(
+            {"partitions": 2},
+            tables={"main.support.tickets": tickets, "main.support.triage": tmp_path / "triage"},
+            output_tables=["main.support.triage"],
+        )
+        refreshing, _ = triage_plan(agent, concurrency=2, full_refresh=True)
+        refresh = refreshing.distributed(RunOptions(endpoints=overrides, full_refresh=True))
+        engine.run_distributed(steps.distributed(RunOptions(endpoints=overrides)))
+        assert agent.stats().requests_total == rows
+        started = datetime.now(timezone.utc)
+
+        def revoke_after(calls: int) -> None:
+            deadline = time.monotonic() + 120
+            while agent.stats().requests_total < calls and time.monotonic() < deadline:
+                time.sleep(0.005)
+            agent.configure(FaultConfig(latency_ms=20, permanent={"Classify": 403}))
+
+        revoker = threading.Thread(target=revoke_after, args=(rows + 20,), daemon=True)
+        revoker.start()
+        with pytest.raises(AgentError, match="403"):
+            engine.run_distributed(refresh)
+        revoker.join()
+        agent.configure(FaultConfig(latency_ms=20))
+        refreshed = {
+            r["ticket_id"]
+            for r in engine.read_table("main.support.triage").to_pylist()
+            if r["answered_at"] >= started
+        }
+        assert 10 <= len(refreshed) < rows
+
+        again = engine.run_distributed(refresh)
+        assert (again["reused"], again["sent"]) == (len(refreshed), rows - len(refreshed))
+        table = engine.read_table("main.support.triage").to_pylist()
+        assert sorted(r["ticket_id"] for r in table) == list(range(rows))
+        assert all(r["answered_at"] >= started and r["error"] is None for r in table)
+        assert not engine.checkpoint_folder("main.support.triage", steps.call).exists()
+        paid = agent.stats().requests_total
+        assert engine.run_distributed(refresh)["sent"] == rows  # finished: a new refresh
+        assert agent.stats().requests_total == paid + rows
