@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -25,9 +28,10 @@ from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
 
-from .history import Project
+from .history import ENDPOINT, OUTPUT, SOURCE, Project
 
 ROWS = 50
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -595,4 +599,43 @@ def test_a_full_refresh_that_stops_early_is_continued_not_paid_again(project: Pr
         project.run(full_refresh=True, settings={"max_tokens": 200})
     assert project.run()["sent"] == 0  # a plain run gives the refresh up ...
     assert project.run(full_refresh=True)["sent"] == ROWS  # ... so the next one starts over
+    one_current_row_per_key(project)
+
+
+def test_a_killed_full_refresh_is_continued_not_paid_again(project: Project) -> None:
+    """SIGKILL in the middle of a refresh: the next refresh re-sends at most the calls that were
+    in flight and the answers of the last commit window (README, Performance), not every row."""
+    project.run()
+    project.agent.configure(FaultConfig(latency_ms=300))
+    concurrency = project.settings.max_concurrency
+    job = project.write_job()
+    args = [
+        sys.executable, "-m", "agentbatch", "run", str(job), "--full-refresh", "--no-progress",
+        "--table", f"{SOURCE}={project.source}", "--table", f"{OUTPUT}={project.output}",
+        "--endpoint", f"{ENDPOINT}={project.agent.url}",
+        "--state-dir", str(project.state), "--project-dir", str(project.root),
+    ]  # fmt: skip
+    child = subprocess.Popen(
+        args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while project.agent.stats().requests_total < ROWS + 12:
+            assert child.poll() is None, "the refresh ended before it was killed"
+            assert time.monotonic() < deadline, "the refresh never called the agent"
+            time.sleep(0.002)
+        time.sleep(0.5)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    received = project.agent.stats().requests_total - ROWS  # by the killed refresh
+    assert received < ROWS
+    project.agent.configure(FaultConfig())
+    recovery = project.run(full_refresh=True)
+    # In flight at the kill (at most `concurrency`), or answered within the last window
+    # (0.1 s: at most `concurrency` at 0.3 s a call), may be paid again; nothing else is.
+    assert recovery["sent"] <= ROWS - received + 2 * concurrency
+    assert recovery["sent"] + recovery["reused"] == ROWS
     one_current_row_per_key(project)
