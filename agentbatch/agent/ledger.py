@@ -9,13 +9,15 @@ only the rows of this run's selection are, whatever the ledger holds and whoever
 One SQLite file (WAL mode) per target and output table. Each group commit of completed output rows
 is one Arrow IPC blob in `batches`, tagged with the run that recorded it; `answers` maps each key
 (canonical JSON of the key value) to its latest answer: request fingerprint, ok / transient error /
-permanent error, and where the row lives. A run writes the rows it recorded (`rows_of_run`); a run
-that was killed before writing leaves them for the next run to reuse. A SIGKILL at any moment loses
-at most the calls in flight and the answers the bulk runner holds for its next group commit (those
-received within its commit window, `bulk.COMMIT_WINDOW_S`): a commit is atomic, and SQLite
-recovers a torn WAL write by discarding it. A file that is not a sound SQLite database is moved aside (`<name>.corrupt-<time>`) with a
-warning and the run starts from an empty ledger: the worst case is paying for rows again, never a
-wrong or missing row in the target.
+permanent error, when it arrived, and where the row lives. A full refresh reuses only answers that
+arrived since it began (`refresh_since` in `meta`, kept until a run finishes), so a refresh that
+stopped is continued by its next run, not paid again. A run writes the rows it recorded
+(`rows_of_run`); a run that was killed before writing leaves them for the next run to reuse. A
+SIGKILL at any moment loses at most the calls in flight and the answers the bulk runner holds for
+its next group commit (those received within its commit window, `bulk.COMMIT_WINDOW_S`): a commit
+is atomic, and SQLite recovers a torn WAL write by discarding it. A file that is not a sound SQLite
+database is moved aside (`<name>.corrupt-<time>`) with a warning and the run starts from an empty
+ledger: the worst case is paying for rows again, never a wrong or missing row in the target.
 
 One run at a time: a Ledger holds an exclusive lock on `<file>.lock` while open, so two runs of
 the same job (an overlapping schedule) cannot both send the same rows; the second fails at once.

@@ -288,7 +288,7 @@ class SparkEngine:
 
     def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:
         """The REST fallback on the executors: ensure the target, answer, write, clean up."""
-        from agentbatch.engines.spark.distributed import refresh_since
+        from agentbatch.engines.spark.distributed import REFRESH_MARKER, refresh_since
 
         if work.ensure_sql is not None:
             self.execute(work.ensure_sql)  # the inputs read it: what is done
@@ -312,9 +312,9 @@ class SparkEngine:
             written = self.write_dataframe(work.write, results, rows=rows).rows_written
         elif work.keep_only_sql is not None:
             self.execute(work.keep_only_sql)
-        if folder is not None and not (answers.fatal and since is not None):
-            # Written: the target is the record now (a stopped refresh keeps its answers and
-            # its start for its next run).
+        if folder is not None and not (answers.fatal and (folder / REFRESH_MARKER).exists()):
+            # Written: the target is the record now. A run that stops while a refresh is under
+            # way keeps the refresh's answers and start for its next run.
             shutil.rmtree(folder, ignore_errors=True)
         if answers.fatal:
             raise AgentError(f"{answers.fatal} ({written} answered row(s) were written)")
