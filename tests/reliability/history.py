@@ -4,6 +4,9 @@ setting can change between runs, and a run helper against a loopback agent."""
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from agentbatch.testing.agent_server import AgentServer
 SOURCE = "main.shop.reviews"
 OUTPUT = "main.shop.review_answers"
 ENDPOINT = "apps/reviewer"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -91,6 +95,19 @@ output:
             **options,
         ) as result:
             return dict(result.summary)
+
+    def start_cli(self, *flags: str) -> subprocess.Popen[bytes]:
+        """`agentbatch run` of the job in a child process (to be killed), with `flags`."""
+        args = [
+            sys.executable, "-m", "agentbatch", "run", str(self.write_job()), "--no-progress",
+            "--table", f"{SOURCE}={self.source}", "--table", f"{OUTPUT}={self.output}",
+            "--endpoint", f"{ENDPOINT}={self.agent.url}",
+            "--state-dir", str(self.state), "--project-dir", str(self.root), *flags,
+        ]  # fmt: skip
+        return subprocess.Popen(
+            args, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
 
     def target(self) -> list[dict[str, Any]]:
         """The output rows (none when the file does not exist)."""

@@ -15,8 +15,6 @@ import hashlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -36,9 +34,8 @@ from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
 
 from .conftest import record_figures
-from .history import ENDPOINT, OUTPUT, SOURCE, Project
+from .history import Project
 
-ROOT = Path(__file__).resolve().parents[2]
 # Key 11's text is NULL (an empty CSV field): a row error, never sent, done like any other row.
 TEXTS: dict[int, str | None] = {i: f"text {i}" for i in range(10)} | {
     10: "PERMANENT_ERROR text 10",
@@ -252,23 +249,12 @@ class RunHistories(RuleBasedStateMachine):
     def kill_child(self, after: int, delay: float) -> bool:
         """Run the job in a child process; SIGKILL it `delay` s after its `after`-th call (at
         once when `after` is 0). Whether it was still running then."""
-        p = self.project
-        job = p.write_job()
-        args = [
-            sys.executable, "-m", "agentbatch", "run", str(job), "--no-progress", "--show", "0",
-            "--table", f"{SOURCE}={p.source}", "--table", f"{OUTPUT}={p.output}",
-            "--endpoint", f"{ENDPOINT}={self.agent.url}",
-            "--state-dir", str(p.state), "--project-dir", str(p.root),
-        ]  # fmt: skip
 
         def keyed() -> int:  # agent calls, not the run's probe of the route
             return sum(self.agent.stats().requests_by_key.values())
 
         before = keyed()
-        child = subprocess.Popen(
-            args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        child = self.project.start_cli("--show", "0")
         try:
             deadline = time.monotonic() + 60
             while keyed() < before + after and child.poll() is None:

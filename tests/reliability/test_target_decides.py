@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,10 +25,9 @@ from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
 
-from .history import ENDPOINT, OUTPUT, SOURCE, Project
+from .history import Project
 
 ROWS = 50
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -608,17 +604,7 @@ def test_a_killed_full_refresh_is_continued_not_paid_again(project: Project) -> 
     project.run()
     project.agent.configure(FaultConfig(latency_ms=300))
     concurrency = project.settings.max_concurrency
-    job = project.write_job()
-    args = [
-        sys.executable, "-m", "agentbatch", "run", str(job), "--full-refresh", "--no-progress",
-        "--table", f"{SOURCE}={project.source}", "--table", f"{OUTPUT}={project.output}",
-        "--endpoint", f"{ENDPOINT}={project.agent.url}",
-        "--state-dir", str(project.state), "--project-dir", str(project.root),
-    ]  # fmt: skip
-    child = subprocess.Popen(
-        args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    child = project.start_cli("--full-refresh")
     try:
         deadline = time.monotonic() + 60
         while project.agent.stats().requests_total < ROWS + 12:

@@ -103,7 +103,6 @@ def answer_distributed(
     tasks: int,
     checkpoint: Path | None,
     retry_errors: bool = False,
-    reuse: bool = True,
     answered_since: int | None = None,
     shared_budget: bool = True,
 ) -> DistributedAnswers:
@@ -119,7 +118,7 @@ def answer_distributed(
     run_id = uuid.uuid4().hex[:8]
     # Evaluated once: `inputs` reads the target, which the write will change.
     inputs = inputs.localCheckpoint(eager=True)
-    earlier = read_checkpoint(spark, checkpoint) if checkpoint is not None and reuse else None
+    earlier = read_checkpoint(spark, checkpoint) if checkpoint is not None else None
     if earlier is not None and answered_since is not None:
         earlier = earlier.where(
             F.col("answered_at") >= F.expr(f"timestamp_micros({answered_since})")

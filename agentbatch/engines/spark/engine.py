@@ -254,13 +254,12 @@ class SparkEngine:
         table: str,
         endpoint_overrides: Mapping[str, str] | None = None,
         retry_errors: bool = False,
-        reuse: bool = True,
         answered_since: int | None = None,
         partitions: int | None = None,
     ) -> DistributedAnswers:
-        """Answer the rows of `inputs_sql` on the executors; results have each key once. With
-        `reuse`, answers the checkpoint holds are taken instead of calls (only those received
-        at or after `answered_since`, microseconds, when it is set)."""
+        """Answer the rows of `inputs_sql` on the executors; results have each key once. Answers
+        the checkpoint holds are taken instead of calls (only those received at or after
+        `answered_since`, microseconds, when it is set)."""
         from agentbatch.engines.spark.calls import remote_call
         from agentbatch.engines.spark.distributed import answer_distributed
 
@@ -280,7 +279,6 @@ class SparkEngine:
                 tasks=tasks,
                 checkpoint=folder,
                 retry_errors=retry_errors,
-                reuse=reuse,
                 answered_since=answered_since,
                 shared_budget=bool(self.settings.get("shared_budget", True)),
             )
@@ -302,7 +300,6 @@ class SparkEngine:
             table=work.write.table,
             endpoint_overrides=work.endpoint_overrides,
             retry_errors=work.retry_errors,
-            reuse=not work.refresh or since is not None,
             answered_since=since,
         )
         written = 0
