@@ -38,7 +38,12 @@ def add_run_options(sub: argparse.ArgumentParser, *, budget: bool = True) -> Non
         metavar="NAME=URL",
         help="send an endpoint's rows to an agent server URL (or builtin:instant)",
     )
-    sub.add_argument("--limit", type=int, help="send at most N rows this run")
+    sub.add_argument(
+        "--limit",
+        type=int,
+        help="send at most N rows this run: the lowest keys not yet answered (with "
+        "--full-refresh: the N oldest answers, so repeated runs refresh in turns)",
+    )
     sub.add_argument(
         "--retry-errors",
         action="store_true",

@@ -80,6 +80,7 @@ def _inputs_sql(plan: Plan, dialect: str, *, sample: bool = True) -> str:
                 incremental=plan.job.output.mode != "overwrite" and not plan.options.full_refresh,
                 retry_errors=plan.options.retry_errors,
                 run_limit=run_limit,
+                oldest_first=plan.options.full_refresh and not plan.options.replace_target,
                 dialect=dialect,
             ),
         )

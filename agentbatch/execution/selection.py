@@ -91,10 +91,10 @@ def selection_of(plan: Plan, engine: Engine) -> tuple[Plan, dict[str, int]]:
 
 def first_run_plan(plan: Plan) -> Plan:
     """The plan as a first run selects, for a target that does not exist yet: every row (a full
-    refresh selects alike in every mode), as mode overwrite so that no check reads the missing
-    target either (a merge's check for keys it holds twice would, and the key types' check of
-    every other mode)."""
-    options = dataclasses.replace(plan.options, full_refresh=True)
+    refresh selects alike in every mode), as mode overwrite replacing the target so that no
+    statement or check reads the missing target (a merge's check for keys it holds twice would,
+    the key types' check of every other mode, and a limited refresh's choice of rows)."""
+    options = dataclasses.replace(plan.options, full_refresh=True, replace_target=True)
     output = plan.job.output.model_copy(update={"mode": "overwrite"})
     first_job = plan.job.model_copy(update={"output": output})
     root = Path(plan.options.project_dir or ".")

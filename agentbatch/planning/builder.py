@@ -139,6 +139,8 @@ def _build_plan(
         keep_held=not options.replace_target,
         retry_errors=options.retry_errors,
         run_limit=options.limit,
+        # Not when replacing the target: nothing of it is read.
+        oldest_first=options.full_refresh and not options.replace_target,
         staged=engine.staging_relation(job.output.table, options.run_id),
         run_started_at=utc_timestamp(options.started_at),
         dialect=engine.dialect,

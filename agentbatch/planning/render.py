@@ -39,6 +39,8 @@ class RenderOptions:
     keep_held: bool = True  # mode overwrite keeps the rows the target holds (`_kept.sql`)
     retry_errors: bool = False
     run_limit: int | None = None
+    # A limited full refresh takes the rows whose answers are oldest (it reads the target).
+    oldest_first: bool = False
     staged: str | None = None  # the staging relation for write_results
     run_started_at: str = "1970-01-01 00:00:00+00:00"
     # The sqlglot dialect the engine runs the SQL in (it transpiles from Databricks SQL itself);
@@ -192,6 +194,7 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "keep_held": options.keep_held,
         "retry_errors": options.retry_errors,
         "run_limit": options.run_limit,
+        "oldest_first": options.oldest_first and options.run_limit is not None,
         "dialect": options.dialect,
         "staged": Sql(options.staged) if options.staged else None,
         "run_started_at": quoting.literal(options.run_started_at),

@@ -62,7 +62,26 @@ done AS (
 {% endif %}
 ),
 {% endif %}
+{% if oldest_first %}
+{#- A full refresh with a run limit takes the rows whose answers are oldest (those the target holds
+    no answer to the current request for first), so that runs of it refresh the table in turns,
+    not the same first rows each time. -#}
+last_answered AS (
+  SELECT {{ key }}, `request_fingerprint`, max(`answered_at`) AS `_last_answered`
+  FROM {{ output }}
+  GROUP BY {{ key }}, `request_fingerprint`
+),
+{% endif %}
 todo AS (
+{% if oldest_first %}
+  SELECT fingerprinted.*
+  FROM fingerprinted
+  LEFT JOIN last_answered
+    ON last_answered.{{ key }} = fingerprinted.{{ key }}
+   AND last_answered.`request_fingerprint` = fingerprinted.`request_fingerprint`
+  ORDER BY last_answered.`_last_answered` NULLS FIRST, fingerprinted.{{ key }}
+  LIMIT {{ run_limit }}
+{% else %}
   SELECT *
   FROM fingerprinted
 {% if incremental and files and dialect == "duckdb" %}
@@ -80,5 +99,6 @@ todo AS (
 {% if run_limit %}
   ORDER BY {{ key }}
   LIMIT {{ run_limit }}
+{% endif %}
 {% endif %}
 )

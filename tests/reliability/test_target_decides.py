@@ -625,3 +625,37 @@ def test_a_killed_full_refresh_is_continued_not_paid_again(project: Project) -> 
     assert recovery["sent"] <= ROWS - received + 2 * concurrency
     assert recovery["sent"] + recovery["reused"] == ROWS
     one_current_row_per_key(project)
+
+
+@pytest.mark.parametrize("mode", ["merge", "append", "overwrite"])
+def test_limited_full_refreshes_take_turns_over_the_table(project: Project, mode: str) -> None:
+    """`--full-refresh --limit N`, run again and again, refreshes the rows whose answers are
+    oldest (rows with no answer first): each run new rows, until every row had its turn; not
+    the same first N keys every run."""
+    project.settings.mode = mode
+    project.run()
+
+    def paid() -> Counter[str]:
+        return Counter(project.agent.stats().requests_by_key)
+
+    def request_of(key: int) -> str:
+        return request_key(f"Review: review number {key}")
+
+    turns: list[set[int]] = []
+    for _ in range(3):  # 20 + 20 + 10 of the 50, then 10 again: every row refreshed
+        before = paid()
+        summary = project.run(full_refresh=True, limit=20)
+        assert summary["sent"] == 20
+        sent = paid() - before
+        turns.append({k for k in range(ROWS) if sent[request_of(k)]})
+        assert sum(sent.values()) == 20  # no key twice in a run
+    assert turns[0].isdisjoint(turns[1])
+    assert len(turns[0] | turns[1] | turns[2]) == ROWS
+    assert len(turns[2] & turns[0]) == 10  # the last 10, then the oldest: 10 of the first run's
+    one_current_row_per_key(project)
+
+    # A row the target holds no answer for comes first.
+    project.write_source({i: f"review number {i}" for i in range(ROWS + 1)})
+    before = paid()
+    project.run(full_refresh=True, limit=1)
+    assert paid() - before == Counter({request_of(ROWS): 1})

@@ -416,6 +416,21 @@ def test_a_history_of_push_down_runs_keeps_every_key_once(
     assert agent.stats().requests_total == 3 * ALL_TICKETS
 
 
+def test_limited_push_down_refreshes_take_turns_over_the_table(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any
+) -> None:
+    """`--full-refresh --limit N` through ai_query refreshes the N rows answered longest ago:
+    three runs of a third each refresh every row once, not the lowest keys three times."""
+    first = run_job(SUMMARISE).to_arrow(whole_table=True)
+    before = max(first["answered_at"].to_pylist())
+    for _ in range(3):
+        last = run_job(SUMMARISE, full_refresh=True, limit=ALL_TICKETS // 3)
+    rows = last.to_arrow(whole_table=True).to_pylist()
+    assert len(rows) == len({r["ticket_id"] for r in rows}) == ALL_TICKETS
+    assert all(r["answered_at"] > before for r in rows)  # every row refreshed
+    assert agent.stats().requests_total == 2 * ALL_TICKETS  # each once
+
+
 def test_limited_runs_select_the_same_rows_in_every_statement(
     warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
 ) -> None:

@@ -55,11 +55,15 @@ def write_tickets(path: Path, count: int, broken: set[int] = frozenset()) -> Pat
 
 
 def triage_plan(
-    agent: AgentServer, concurrency: int = 8, *, full_refresh: bool = False
+    agent: AgentServer,
+    concurrency: int = 8,
+    *,
+    full_refresh: bool = False,
+    limit: int | None = None,
 ) -> tuple[RestFallback, dict[str, str]]:
     job = load_job_text(TRIAGE_JOB.format(concurrency=concurrency), "jobs/triage.yml")
     overrides = {"apps/triage-agent": agent.url}
-    options = RunOptions(endpoints=overrides, full_refresh=full_refresh)
+    options = RunOptions(endpoints=overrides, full_refresh=full_refresh, limit=limit)
     plan = build_plan(job, Target("spark", "spark"), options)
     assert plan.strategy == "rest-fallback" and isinstance(plan.steps, RestFallback)
     return plan.steps, overrides
@@ -203,3 +207,29 @@ def test_a_stopped_full_refresh_is_continued_not_paid_again(
         paid = agent.stats().requests_total
         assert engine.run_distributed(refresh)["sent"] == rows  # finished: a new refresh
         assert agent.stats().requests_total == paid + rows
+
+
+def test_limited_full_refreshes_take_turns_on_the_executors(
+    make_engine: Any, tmp_path: Path
+) -> None:
+    """`--full-refresh --limit N` on the executors refreshes the N rows answered longest ago:
+    two runs of half the rows each refresh every row once."""
+    rows = 40
+    with serve_agent(FaultConfig(latency_ms=5)) as agent:
+        tickets = write_tickets(tmp_path / "tickets.csv", rows)
+        steps, overrides = triage_plan(agent, concurrency=4)
+        engine = make_engine(
+            {"partitions": 2},
+            tables={"main.support.tickets": tickets, "main.support.triage": tmp_path / "triage"},
+            output_tables=["main.support.triage"],
+        )
+        engine.run_distributed(steps.distributed(RunOptions(endpoints=overrides)))
+        started = datetime.now(timezone.utc)
+        limited, _ = triage_plan(agent, concurrency=4, full_refresh=True, limit=rows // 2)
+        options = RunOptions(endpoints=overrides, full_refresh=True, limit=rows // 2)
+        for _ in range(2):
+            assert engine.run_distributed(limited.distributed(options))["sent"] == rows // 2
+        table = engine.read_table("main.support.triage").to_pylist()
+        assert sorted(r["ticket_id"] for r in table) == list(range(rows))
+        assert all(r["answered_at"] >= started for r in table)  # every row refreshed
+        assert agent.stats().requests_total == 2 * rows
