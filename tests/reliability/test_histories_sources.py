@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,12 +122,32 @@ class Model:
             return False
         return held.kind == "ok" or (held.kind == "permanent" and not retry_errors)
 
-    def todo(self, *, retry_errors: bool, full_refresh: bool, limit: int | None) -> list[int]:
+    def todo(
+        self,
+        *,
+        retry_errors: bool,
+        full_refresh: bool,
+        limit: int | None,
+        answered_at: Callable[[Row], Any] | None = None,
+    ) -> list[int]:
         keys = [
             k
             for k in self.selected()
             if self.done(k, retry_errors=retry_errors, full_refresh=full_refresh) is None
         ]
+        if full_refresh and limit is not None:
+            assert answered_at is not None
+
+            # The oldest answers to the current request first (none at all before them); rows
+            # of one run are told apart by the times the table holds (`answered_at`).
+            def age(key: int) -> tuple[Any, ...]:
+                current = [r for r in self.rows if r.key == key and r.request == self.request(key)]
+                if not current:
+                    return (0, key)
+                last = max(current, key=lambda r: r.seq)
+                return (1, last.seq, answered_at(last), key)
+
+            keys.sort(key=age)
         return keys[:limit] if limit is not None else keys
 
     def answer(self, keys: list[int], *, retry_errors: bool, full_refresh: bool) -> Answered:
@@ -375,7 +395,14 @@ output:
             self.refused(code, summary, before, 2)
             return
         options = {"retry_errors": retry_errors, "full_refresh": full_refresh}
-        keys = m.todo(limit=limit, **options)
+        times = {
+            (r["review_id"], r["request_fingerprint"]): r["answered_at"] for r in self.table() or []
+        }
+        keys = m.todo(
+            limit=limit,
+            answered_at=lambda row: times[(row.key, self.fingerprint(row.request))],
+            **options,
+        )
         done = [
             k
             for k in m.selected()
@@ -422,6 +449,7 @@ output:
         )
         TOTALS["reused"] += len(answered.reused)
         TOTALS["limited"] += limit is not None
+        TOTALS["limited_refreshes"] += limit is not None and full_refresh
 
     # Runs are what the model checks: more rules make them a larger share of the steps.
     @rule()
