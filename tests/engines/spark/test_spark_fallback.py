@@ -208,6 +208,19 @@ def test_a_stopped_full_refresh_is_continued_not_paid_again(
         assert engine.run_distributed(refresh)["sent"] == rows  # finished: a new refresh
         assert agent.stats().requests_total == paid + rows
 
+        # A plain run after a stopped refresh gives it up: the next refresh pays every row.
+        revoker = threading.Thread(target=revoke_after, args=(paid + rows + 10,))
+        revoker.start()
+        with pytest.raises(AgentError, match="403"):
+            engine.run_distributed(refresh)
+        revoker.join()
+        agent.configure(FaultConfig(latency_ms=20))
+        assert (
+            engine.run_distributed(steps.distributed(RunOptions(endpoints=overrides)))["sent"] == 0
+        )
+        assert not engine.checkpoint_folder("main.support.triage", steps.call).exists()
+        assert engine.run_distributed(refresh)["sent"] == rows
+
 
 def test_limited_full_refreshes_take_turns_on_the_executors(
     make_engine: Any, tmp_path: Path
