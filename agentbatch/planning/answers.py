@@ -156,5 +156,6 @@ def _typed(raw: Sql, sql_type: str) -> Sql:
         return Sql(f"CASE {raw} WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END")
     if kind in ("DATE", "TIMESTAMP", "TIMESTAMP_NTZ", "TIMESTAMP_LTZ"):
         return Sql(f"try_cast({raw} AS {sql_type})")
-    # STRUCT, ARRAY, MAP: parsed from the field's JSON text.
+    # STRUCT, ARRAY, MAP: parsed from the field's JSON text. A plan never pushes such a field
+    # down (builder.nested_answer_fields): from_json fills a part that does not fit with NULL.
     return Sql(f"from_json({raw}, {quoting.literal(sql_type)})")

@@ -18,6 +18,7 @@ from pathlib import Path
 from agentbatch.agent.calls import CallSpec, call_fingerprint
 from agentbatch.agent.content import FileInput
 from agentbatch.agent.redact import register_environment_value, safe_url
+from agentbatch.agent.response_format import parse_response_format
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import JobValueError, SpecError
@@ -100,7 +101,29 @@ def choose_strategy(job: Job, target: Target, options: RunOptions) -> tuple[Stra
             "the request is a body for an agent on Model Serving: ai_query would return the "
             "struct of its signature, REST reads the answer, custom_outputs and trace id",
         )
+    nested = nested_answer_fields(job)
+    if nested:
+        # ai_query's answer is read into a nested type with from_json, which fills a part that
+        # does not fit with NULL (PERMISSIVE) instead of failing: a wrong answer would be stored as
+        # a good one. REST checks every value, as for any field.
+        return (
+            "rest-fallback",
+            f"response_format field(s) {', '.join(nested)} are nested (STRUCT, ARRAY or MAP): "
+            "SQL cannot check every value of an ai_query answer for them, REST does",
+        )
     return "push-down", f"ai_query runs inside the {target.engine} engine"
+
+
+def nested_answer_fields(job: Job) -> list[str]:
+    """The response format's top-level fields of a STRUCT, ARRAY or MAP type."""
+    fmt = job.agent.response_format
+    if fmt is None:
+        return []
+    fields = parse_response_format(fmt).fields
+    return [f.name for f in fields if f.sql_type.split("<")[0].strip().upper() in _NESTED_TYPES]
+
+
+_NESTED_TYPES = {"STRUCT", "ARRAY", "MAP"}
 
 
 def build_plan(

@@ -68,3 +68,27 @@ def test_field_names_sql_cannot_read_fail_only_the_push_down(tmp_path: Path) -> 
     assert agentbatch.plan(job, target="local").strategy == "rest-fallback"
     with pytest.raises(TemplateError, match="first name"):
         agentbatch.plan(job, target="databricks-sql")
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        '"STRUCT<label: STRING, tags: ARRAY<STRING>>"',
+        '"STRUCT<label: STRING, inner: STRUCT<a: BIGINT, b: BOOLEAN>>"',
+        '"STRUCT<scores: MAP<STRING, INT>>"',
+        "{type: object, properties: {tags: {type: array, items: {type: integer}}}}",
+    ],
+)
+def test_nested_answer_fields_are_answered_over_rest(tmp_path: Path, response_format: str) -> None:
+    """ai_query's answer would be read into a nested field with from_json, which fills the part
+    that does not fit with NULL (a wrong answer stored as a good one): such a job is answered
+    over REST, which checks every value, on every target that has ai_query."""
+    job = tmp_path / "t.yml"
+    job.write_text(JOB % response_format)
+    for target in ("databricks-sql", "spark"):
+        plan = agentbatch.plan(job, target=target)
+        assert plan.strategy == "rest-fallback"
+        assert "nested" in plan.reason
+    flat = tmp_path / "flat.yml"
+    flat.write_text(JOB % '"STRUCT<label: STRING, urgency: INT>"')
+    assert agentbatch.plan(flat, target="databricks-sql").strategy == "push-down"
