@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -76,6 +77,62 @@ def _sql_error(err: quoting.SqlValueError) -> ValueError:
     return ValueError(str(err))
 
 
+# Characters a Delta table without column mapping refuses in a column name, nested ones included
+# (error class DELTA_INVALID_CHARACTERS_IN_COLUMN_NAMES; delta-io/delta SchemaUtils.checkFieldNames).
+# `source.key` and `source.columns` become the output table's columns, so they are refused on
+# every target: a job that runs on a laptop runs on Databricks. Of these, the name pattern of
+# agentbatch.sql.quoting lets only the space through; the rest are listed for the message.
+_DELTA_REFUSED = {
+    " ": "a space",
+    ",": "a comma",
+    ";": "a semicolon",
+    "{": "a brace",
+    "}": "a brace",
+    "(": "a parenthesis",
+    ")": "a parenthesis",
+    "\n": "a line break",
+    "\t": "a tab",
+    "=": "an equals sign",
+}
+
+
+def output_column_problem(name: str, table: str | None = None) -> str | None:
+    """Why `name` cannot be a column of the output table (a Delta table), or None.
+
+    `table` is the job's source table, when it has one, for the example of the fix."""
+    refused = sorted({_DELTA_REFUSED[c] for c in name if c in _DELTA_REFUSED})
+    if not refused:
+        return None
+    renamed = re.sub(r"_+", "_", "".join("_" if c in _DELTA_REFUSED else c for c in name))
+    renamed = renamed.strip("_") or "col"
+    quoted = "`" + name.replace("`", "``") + "`"
+    return (
+        f"{name!r} has {' and '.join(refused)}, which Delta output tables refuse in column names "
+        f"(DELTA_INVALID_CHARACTERS_IN_COLUMN_NAMES); select it under another name with "
+        f"source.query, e.g. SELECT ..., {quoted} AS {renamed} "
+        f"FROM {table or '...'}, and name {renamed} here"
+    )
+
+
+def _output_column(value: str, info: ValidationInfo) -> str:
+    """A name that becomes a column of the output table: `source.key`, each of `source.columns`."""
+    try:
+        quoting.identifier(value)
+    except quoting.SqlValueError as err:
+        raise _sql_error(err) from None
+    table = info.data.get("table")
+    problem = output_column_problem(value, table if isinstance(table, str) else None)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# Checked one by one, so an error names the item (`source.columns[1]`) and its line.
+OutputColumns = Annotated[
+    tuple[Annotated[str, AfterValidator(_output_column)], ...], BeforeValidator(_list_to_tuple)
+]
+
+
 class Source(StrictModel):
     """Where the rows come from: a table (or a query), the unique key, the columns kept."""
 
@@ -85,8 +142,10 @@ class Source(StrictModel):
     query: str | None = Field(
         default=None, description="A SELECT statement (Jinja allowed) instead of `table`"
     )
-    key: str = Field(description="Unique row key: the merge key and the resume key")
-    columns: StrTuple = Field(default=(), description="Passthrough columns kept in the output")
+    key: Annotated[str, AfterValidator(_output_column)] = Field(
+        description="Unique row key: the merge key and the resume key"
+    )
+    columns: OutputColumns = Field(default=(), description="Passthrough columns kept in the output")
     where: str | None = Field(default=None, description="Optional SQL filter on the source rows")
     limit: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="Optional row limit"
@@ -105,10 +164,6 @@ class Source(StrictModel):
     @field_validator("key")
     @classmethod
     def _key(cls, value: str) -> str:
-        try:
-            quoting.identifier(value)
-        except quoting.SqlValueError as err:
-            raise _sql_error(err) from None
         reserved = reserved_column(value)
         if reserved:
             raise ValueError(f"{reserved}; give the key another name in a `query`")
@@ -118,10 +173,6 @@ class Source(StrictModel):
     @classmethod
     def _columns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for column in value:
-            try:
-                quoting.identifier(column)
-            except quoting.SqlValueError as err:
-                raise _sql_error(err) from None
             reserved = reserved_column(column)
             if reserved:
                 raise ValueError(f"{reserved}; rename it in a `query`")

@@ -114,6 +114,15 @@ def test_valid_job_loads(tmp_path: Path) -> None:
             "job.yml:4: source.key: 'error' is a result column name",
         ),
         (
+            ("  columns: [subject]", '  columns: [subject, "review text"]'),
+            "job.yml:5: source.columns[1]: 'review text' has a space, which Delta output tables "
+            "refuse in column names",
+        ),
+        (
+            ("  key: ticket_id", '  key: "ticket id"'),
+            "job.yml:4: source.key: 'ticket id' has a space, which Delta output tables refuse",
+        ),
+        (
             ("  columns: [subject]", "  columns: [subject, _request]"),
             "job.yml:5: source.columns: '_request' is a name agentbatch's statements use",
         ),
