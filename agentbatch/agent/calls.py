@@ -1,20 +1,23 @@
 """What determines the calls of a REST-fallback run, and the fingerprints that make resume safe.
 
-The call fingerprint covers everything that changes an answer (endpoint, api, parameters, custom
-inputs, Databricks options, response format, request kind) and nothing that does not (job name,
-timeouts, concurrency), so editing a prompt or a parameter re-sends a row and renaming a job does not.
+The call fingerprint covers everything that changes an answer (endpoint, and the URL a run maps it
+to; api, parameters, custom inputs, Databricks options, response format, request kind) and nothing
+that does not (job name, timeouts, concurrency), so editing a prompt or a parameter re-sends a row
+and renaming a job does not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
 from agentbatch.agent.content import FileInput
+from agentbatch.agent.redact import safe_url
 
 Api = Literal["responses", "chat"]
 
@@ -79,8 +82,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def call_fingerprint(spec: CallSpec) -> str:
-    """sha256 hex over what determines the answers of `spec` (see the module docstring)."""
+def call_fingerprint(spec: CallSpec, route: str | None = None) -> str:
+    """sha256 hex over what determines the answers of `spec` (see the module docstring), and
+    `route`, the URL (or built-in agent) a run's `--endpoint` sends the endpoint's rows to."""
     payload = {
         "endpoint": spec.endpoint,
         "api": spec.api,
@@ -92,7 +96,24 @@ def call_fingerprint(spec: CallSpec) -> str:
     }
     if spec.files is not None:  # absent otherwise: the fingerprints of text jobs stay as they were
         payload["files"] = spec.files.fingerprint_fields()
+    if route is not None:
+        # Another agent's answers are not this one's (a trial against builtin:instant or a
+        # staging URL).
+        payload["route"] = route_identity(route)
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def route_identity(route: str) -> str:
+    """Which agent a mapped endpoint reaches, as far as its answers go: the URL without
+    credentials or query values (a rotated key changes no answer), and without the port on this
+    machine (a local agent server started again on another port is the same agent)."""
+    parts = urllib.parse.urlsplit(safe_url(route))
+    if parts.hostname in _LOOPBACK_HOSTS and parts.port is not None:
+        parts = parts._replace(netloc=parts.netloc.rsplit(":", 1)[0])
+    return urllib.parse.urlunsplit(parts)
+
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 # A NULL request's fingerprint: the call's behind a prefix no sha256 hex digest has.

@@ -151,7 +151,7 @@ def _build_plan(
 ) -> Plan:
     strategy, reason = choose_strategy(job, target, options)
     call = call_spec(job)
-    fingerprint = call_fingerprint(call)
+    fingerprint = call_fingerprint(call, route=options.endpoints.get(job.agent.endpoint))
     renderer = Renderer(job, template_dirs)
     mode = job.output.mode
     # Every mode skips what the target already holds, unless a full refresh asks to pay again.

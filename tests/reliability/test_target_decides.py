@@ -25,7 +25,7 @@ from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
 
-from .history import Project
+from .history import ENDPOINT, OUTPUT, SOURCE, Project
 
 ROWS = 50
 
@@ -659,3 +659,33 @@ def test_limited_full_refreshes_take_turns_over_the_table(project: Project, mode
     before = paid()
     project.run(full_refresh=True, limit=1)
     assert paid() - before == Counter({request_of(ROWS): 1})
+
+
+def test_answers_of_another_agent_are_not_reused(project: Project) -> None:
+    """A trial against builtin:instant (into another output file) leaves answers in the
+    checkpoint: the run against the agent pays every row and stores its answers, not the echo.
+    The same agent server started again on another port of this machine is the same agent."""
+
+    def run(url: str, output: Path) -> dict[str, object]:
+        with agentbatch.run(
+            project.write_job(),
+            tables={SOURCE: project.source, OUTPUT: output},
+            endpoints={ENDPOINT: url},
+            state_dir=project.state,
+            project_dir=project.root,
+            progress=False,
+        ) as result:
+            return dict(result.summary)
+
+    trial = run("builtin:instant", project.root / "trial.parquet")
+    assert trial["sent"] == ROWS and project.agent.stats().requests_total == 0
+    real = run(project.agent.url, project.output)
+    assert (real["sent"], real["reused"]) == (ROWS, 0)
+    assert project.agent.stats().requests_total == ROWS
+    assert {r["response"] for r in project.target()} == {
+        f"answer: Review: review number {i}" for i in range(ROWS)
+    }
+    with serve_agent() as restarted:
+        assert restarted.url != project.agent.url
+        again = run(restarted.url, project.root / "again.parquet")
+    assert (again["sent"], again["reused"]) == (0, ROWS)
