@@ -96,19 +96,28 @@ def call_fingerprint(spec: CallSpec, route: str | None = None) -> str:
     }
     if spec.files is not None:  # absent otherwise: the fingerprints of text jobs stay as they were
         payload["files"] = spec.files.fingerprint_fields()
-    if route is not None:
+    identity = route_identity(spec.endpoint, route) if route is not None else None
+    if identity is not None:
         # Another agent's answers are not this one's (a trial against builtin:instant or a
         # staging URL).
-        payload["route"] = route_identity(route)
+        payload["route"] = identity
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-def route_identity(route: str) -> str:
-    """Which agent a mapped endpoint reaches, as far as its answers go: the URL without
+def route_identity(endpoint: str, route: str) -> str | None:
+    """Which agent `route` (the URL a run maps `endpoint` to) reaches, as far as its answers go:
+    None when it is the endpoint's own Databricks route (its `/serving-endpoints/<name>/` path,
+    or for `apps/<name>` an app URL of that name), the same agent; else the URL without
     credentials or query values (a rotated key changes no answer), and without the port on this
     machine (a local agent server started again on another port is the same agent)."""
     parts = urllib.parse.urlsplit(safe_url(route))
-    if parts.hostname in _LOOPBACK_HOSTS and parts.port is not None:
+    host = parts.hostname or ""
+    app = endpoint.removeprefix("apps/") if endpoint.startswith("apps/") else None
+    if f"/serving-endpoints/{endpoint}/" in parts.path or (
+        app is not None and host.startswith(f"{app}-") and host.endswith(".databricksapps.com")
+    ):
+        return None
+    if host in _LOOPBACK_HOSTS and parts.port is not None:
         parts = parts._replace(netloc=parts.netloc.rsplit(":", 1)[0])
     return urllib.parse.urlunsplit(parts)
 
