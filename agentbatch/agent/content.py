@@ -113,7 +113,7 @@ def data_url(media_type: str, content: bytes) -> str:
 def check_size(content: bytes, limit: int) -> None:
     if len(content) > limit:
         raise FileError(
-            f"file is {len(content):,} bytes, over the limit of {limit:,} bytes "
+            f"file is {len(content)} bytes, over the limit of {limit} bytes "
             "(files.max_bytes); it was not sent"
         )
 

@@ -147,6 +147,14 @@ class FilesSql:
     # `files.max_bytes` and the mark a file over it adds to its row's fingerprint.
     max_bytes: Sql
     over_limit: Sql
+    # Over `_file`: TRUE when the row's file is over files.max_bytes (NULL without a file), and
+    # the row error such a file is instead of a call: the REST fallback's (`content.check_size`).
+    too_large: Sql
+    too_large_error: Sql
+
+
+# The bytes of a file in SQL (`_file`, from the inputs CTEs of `_source.sql`).
+_FILE_BYTES = Sql("octet_length(`_file`)")
 
 
 def files_sql(job: Job) -> FilesSql | None:
@@ -154,11 +162,18 @@ def files_sql(job: Job) -> FilesSql | None:
         return None
     name = job.files.name
     limit = int(job.files.max_bytes)
+    # content.check_size's message, from the same size (a file over the limit has >= 1 byte).
+    rest = f" bytes, over the limit of {limit} bytes (files.max_bytes); it was not sent"
+    too_large_error = Sql(
+        f"concat('file is ', CAST({_FILE_BYTES} AS STRING), {quoting.literal(rest)})"
+    )
     return FilesSql(
         content=quoting.expression(job.files.content, what="files.content"),
         name=quoting.expression(name, what="files.name") if name else Sql("CAST(NULL AS STRING)"),
         max_bytes=Sql(str(limit)),
         over_limit=quoting.literal(f"over files.max_bytes {limit}"),
+        too_large=Sql(f"{_FILE_BYTES} > {limit}"),
+        too_large_error=too_large_error,
     )
 
 

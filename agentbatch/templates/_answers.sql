@@ -4,15 +4,24 @@
     check is a row error with the REST fallback's message, never a struct of NULLs. -#}
 WITH
 {% include "_source.sql" %},
-{#- A NULL request is not sent (ai_query's answer to one is not documented): it is the row error
-    the REST fallback gives it. #}
+{#- A NULL request is not sent (ai_query's answer to one is not documented), nor is a file over
+    files.max_bytes (a row without a file is sent): each is the row error the REST fallback gives
+    it. #}
 called AS (
+{% if files %}
+  SELECT *, CASE WHEN `_request` IS NOT NULL AND NOT coalesce({{ files.too_large }}, false)
+    THEN {{ ai_query }} END AS `_answer`
+{% else %}
   SELECT *, CASE WHEN `_request` IS NOT NULL THEN {{ ai_query }} END AS `_answer`
+{% endif %}
   FROM todo
 ),
 answered AS (
   SELECT *,
     CASE WHEN `_request` IS NULL THEN {{ null_request_error }}
+{% if files %}
+      WHEN {{ files.too_large }} THEN {{ files.too_large_error }}
+{% endif %}
       ELSE nullif(`_answer`.errorMessage, '') END AS `_failure`,
     try_cast(`_answer`.result AS STRING) AS `_text`
   FROM called

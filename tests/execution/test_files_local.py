@@ -100,7 +100,7 @@ def test_an_oversized_file_is_an_error_row_naming_its_size(
     row = answers(tmp_path)["big.png"]
     assert row["response"] is None
     assert row["error"] == (
-        f"[permanent] file is {len(big):,} bytes, over the limit of 4,000 bytes "
+        f"[permanent] file is {len(big)} bytes, over the limit of 4000 bytes "
         "(files.max_bytes); it was not sent"
     )
 
@@ -124,11 +124,11 @@ def test_a_raised_limit_sends_only_the_files_that_were_over_it(
 
     first = run_with_limit(4_000)
     assert (first["ok"], first["errors"]) == (4, 1)
-    assert "over the limit of 4,000 bytes" in answers(tmp_path)["big.png"]["error"]
+    assert "over the limit of 4000 bytes" in answers(tmp_path)["big.png"]["error"]
     assert run_with_limit(4_000)["sent"] == 0  # the same limit: nothing to do
     lowered = run_with_limit(3_000)  # still over: its error row names the new limit, no call
     assert (lowered["rows"], lowered["sent"], lowered["skipped"], lowered["errors"]) == (1, 0, 4, 1)
-    assert "over the limit of 3,000 bytes" in answers(tmp_path)["big.png"]["error"]
+    assert "over the limit of 3000 bytes" in answers(tmp_path)["big.png"]["error"]
     assert agent.stats().requests_total == 4
 
     raised = run_with_limit(1_000_000)
@@ -246,7 +246,7 @@ def test_a_dry_run_shows_the_parts_without_megabytes_and_sends_nothing(
     assert image["type"] == "input_image"
     assert image["image_url"].startswith("data:image/png;base64,")
     assert image["image_url"].endswith(" characters)")
-    assert bodies["big.png"]["error"].startswith("[permanent] file is 4,000,")
+    assert bodies["big.png"]["error"].startswith("[permanent] file is 4000")
 
 
 def test_validate_checks_the_folder_and_the_files_columns(

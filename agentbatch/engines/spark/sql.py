@@ -151,7 +151,30 @@ def rewrite_ai_query(tree: exp.Expression) -> bool:
             kept.append(arg)
         call.set("expressions", kept)
         call.set("this", STRICT_AI_QUERY if strict else AI_QUERY)
+        _guard_request(call)
     return found
+
+
+def _guard_request(call: exp.Anonymous) -> None:
+    """`CASE WHEN c THEN ai_query(endpoint, request, ...) END`: Spark evaluates a Python UDF for
+    every row, whatever the CASE, so the request becomes `CASE WHEN c THEN request END`, and the
+    registered function sends no NULL request. A row the CASE leaves out is never sent."""
+    branch = call.parent
+    if not isinstance(branch, exp.If):
+        return
+    case = branch.parent
+    if not (
+        isinstance(case, exp.Case)
+        and len(case.args.get("ifs") or []) == 1
+        and case.args.get("default") is None
+        and branch.args.get("true") is call
+    ):
+        return
+    request = call.expressions[1] if len(call.expressions) > 1 else None
+    if request is None or isinstance(request, exp.Kwarg):
+        return  # the templates pass the request second, by position
+    guarded = exp.Case(ifs=[exp.If(this=branch.this.copy(), true=request.copy())])
+    request.replace(guarded)
 
 
 def to_spark(tree: exp.Expression) -> str:

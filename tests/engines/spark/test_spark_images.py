@@ -64,7 +64,7 @@ def test_image_job_on_spark_answers_every_file_from_its_bytes(
         row = rows[sample_image(index)[0]]
         assert (row["response"], row["error"]) == (sample_answer(index), None)
     assert rows["big.png"]["error"] == (
-        f"[permanent] file is {len(big):,} bytes, over the limit of 6,000 bytes "
+        f"[permanent] file is {len(big)} bytes, over the limit of 6000 bytes "
         "(files.max_bytes); it was not sent"
     )
     assert "content" not in pq.read_table(out).schema.names
@@ -84,7 +84,8 @@ def test_push_down_files_through_the_registered_ai_query(
     serving: AgentServer, tmp_path: Path, make_engine: Any
 ) -> None:
     """Off Databricks, the spark engine's own ai_query takes `files => content` as Databricks
-    documents it and sends the bytes as an image part (media type from the bytes)."""
+    documents it and sends the bytes as an image part (media type from the bytes). A file over
+    files.max_bytes is the REST fallback's error row."""
     from agentbatch.errors import AgentbatchError
     from agentbatch.planning.builder import build_plan
     from agentbatch.planning.definition import PushDown
@@ -92,7 +93,10 @@ def test_push_down_files_through_the_registered_ai_query(
     from agentbatch.spec.loader import load_job_text
 
     photos = write_sample_folder(tmp_path / "photos", 6)
+    big = make_png(3, 3, (0, 0, 0), padding=8_000)
+    (photos / "big.png").write_bytes(big)
     text = JOB.read_text().replace("endpoint: apps/vision-agent", "endpoint: vision\n  api: chat")
+    text = text.replace("  name: path", "  name: path\n  max_bytes: 6000")
     job = load_job_text(text, "jobs/describe_images.yml")
     plan = build_plan(job, Target("spark", "spark"))
     assert plan.strategy == "push-down" and isinstance(plan.steps, PushDown)
@@ -109,7 +113,12 @@ def test_push_down_files_through_the_registered_ai_query(
     for index in range(6):
         row = rows[sample_image(index)[0]]
         assert (row["response"], row["error"]) == (sample_answer(index), None)
-    assert serving.stats().requests_total == 6
+    assert (rows["big.png"]["response"], rows["big.png"]["error"]) == (
+        None,
+        f"[permanent] file is {len(big)} bytes, over the limit of 6000 bytes "
+        "(files.max_bytes); it was not sent",
+    )
+    sent = serving.stats().requests_total
     listing = "read_files('/Volumes/main/shop/photos', format => 'binaryFile')"
     with pytest.raises(AgentbatchError, match="files must be BINARY"):
         list(
@@ -117,3 +126,4 @@ def test_push_down_files_through_the_registered_ai_query(
                 f"SELECT ai_query('vision', 'p', failOnError => false, files => path) FROM {listing}"
             )
         )
+    assert sent == 6  # never the big file
