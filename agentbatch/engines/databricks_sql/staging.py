@@ -7,6 +7,8 @@ Two ways, both a handful of statements however many rows there are:
   `INSERT ... SELECT ... FROM read_files(...)` loads them all and the files are removed.
 - `JsonParameterLoader` (otherwise): each chunk travels as one native `STRING` parameter holding
   a JSON array, unpacked in SQL with `explode(from_json(:rows, '<ARRAY<STRUCT<...>>>'))`.
+  from_json reads MAPs keyed by STRING only, so a MAP keyed otherwise (at any depth) is read
+  keyed by STRING and its column CAST to its type; a column without one is not cast.
   A statement takes at most 255 native parameters, of at most 1 MB together (the connector's
   docs/parameters.md), so one parameter per chunk (not one per cell) keeps the insert bulk, and a
   chunk stays under 1 MB. A single row larger than that cannot be staged this way: it is left
@@ -114,7 +116,7 @@ def chunks(batches: Iterable[pa.RecordBatch], max_rows: int) -> Iterator[pa.Tabl
 # -- JSON in one parameter ---------------------------------------------------------------------
 
 
-def _json_value(value: Any) -> Any:
+def _json_scalar(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat(sep=" ")
     if isinstance(value, dt.date):
@@ -123,25 +125,74 @@ def _json_value(value: Any) -> Any:
         return str(value)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
-    if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        if value and all(isinstance(item, tuple) and len(item) == 2 for item in value):
-            return {str(k): _json_value(v) for k, v in value}  # a MAP's entries
-        return [_json_value(item) for item in value]
     return value
 
 
-def _payload_type(ddl: str) -> str:
-    return "STRING" if ddl.split("(")[0] in _AS_TEXT else ddl
+def _json_key(value: Any) -> str:
+    """A MAP key as the JSON object key it travels as; CAST from STRING gives it back."""
+    value = _json_scalar(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
-def _select_expression(name: str, ddl: str) -> str:
+def _json_converter(t: pa.DataType) -> Callable[[Any], Any]:
+    """Turns a value of Arrow type `t` (as `to_pylist` gives it) into JSON's: a MAP (a list of
+    key-value pairs, empty or not) becomes an object with string keys."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return _json_converter(t.value_type)
+    if pa.types.is_map(t):
+        item = _json_converter(t.item_type)
+        return lambda v: None if v is None else {_json_key(k): item(x) for k, x in v}
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        element = _json_converter(t.value_type)
+        return lambda v: None if v is None else [element(x) for x in v]
+    if pa.types.is_struct(t):
+        fields = [(f.name, _json_converter(f.type)) for f in t]
+        return lambda v: None if v is None else {n: c(v.get(n)) for n, c in fields}
+    return _json_scalar
+
+
+def _json_schema_type(t: pa.DataType) -> str:
+    """The type `from_json` reads a value of Arrow type `t` as: its Databricks type with every
+    MAP keyed by STRING, at any depth. Databricks refuses any other key type in a from_json
+    schema (DATATYPE_MISMATCH.INVALID_JSON_MAP_KEY_TYPE; Spark's ExprUtils.checkJsonSchema), so
+    the keys travel as text and the column is CAST to its type (`_select_expression`)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return _json_schema_type(t.value_type)
+    if pa.types.is_map(t):
+        key = t.key_type
+        if pa.types.is_dictionary(key):
+            key = key.value_type
+        if pa.types.is_nested(key) or databricks_type(key) == "BINARY":
+            raise NotSupportedError(
+                f"databricks-sql: cannot stage a MAP keyed by {databricks_type(key)} through a "
+                "statement parameter; set the target's staging_volume"
+            )
+        return f"MAP<STRING, {_json_schema_type(t.item_type)}>"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return f"ARRAY<{_json_schema_type(t.value_type)}>"
+    if pa.types.is_struct(t):
+        fields = ", ".join(f"{quoting.identifier(f.name)}: {_json_schema_type(f.type)}" for f in t)
+        return f"STRUCT<{fields}>"
+    return databricks_type(t)
+
+
+def _payload_type(t: pa.DataType) -> str:
+    ddl = databricks_type(t)
+    return "STRING" if ddl.split("(")[0] in _AS_TEXT else _json_schema_type(t)
+
+
+def _select_expression(name: str, ddl: str, payload: str) -> str:
+    """The column of type `ddl` from the field `from_json` read as `payload`."""
     field = f"`rows`.{quoting.identifier(name)}"
-    base = ddl.split("(")[0]
-    if base == "BINARY":
+    if ddl == "BINARY":
         return f"unbase64({field})"
-    if base in _AS_TEXT:
+    if payload != ddl:  # a type in _AS_TEXT, or one with a MAP not keyed by STRING
         return f"CAST({field} AS {ddl})"
     return field
 
@@ -158,32 +209,40 @@ class JsonParameterLoader:
     too_large: list[str] = field(default_factory=list)
 
     def load(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
-        types = {f.name: databricks_type(f.type) for f in schema}
+        payload_types = [_payload_type(f.type) for f in schema]
         fields = ", ".join(
-            f"{quoting.identifier(name)}: {_payload_type(ddl)}" for name, ddl in types.items()
+            f"{quoting.identifier(f.name)}: {payload}"
+            for f, payload in zip(schema, payload_types, strict=True)
         )
         row_type = quoting.literal(f"ARRAY<STRUCT<{fields}>>")
-        selected = ", ".join(_select_expression(name, ddl) for name, ddl in types.items())
+        selected = ", ".join(
+            _select_expression(f.name, databricks_type(f.type), payload)
+            for f, payload in zip(schema, payload_types, strict=True)
+        )
         sql = (
             f"INSERT INTO {table} ({column_list(schema)})\n"
             f"SELECT {selected}\n"
             f"FROM (SELECT explode(from_json(:rows, {row_type})) AS `rows`)"
         )
         written = 0
-        for payload, rows in self._payloads(batches):
+        for payload, rows in self._payloads(batches, schema):
             self.run(sql, {"rows": payload})
             written += rows
         return written
 
-    def _payloads(self, batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, int]]:
+    def _payloads(
+        self, batches: Iterable[pa.RecordBatch], schema: pa.Schema
+    ) -> Iterator[tuple[str, int]]:
         """JSON arrays of at most `max_rows` rows and `max_bytes`; a row over `max_bytes` alone
         goes to `too_large` instead."""
+        converters = [(f.name, _json_converter(f.type)) for f in schema]
         pending: list[str] = []
         size = 0
         for chunk in chunks(batches, self.max_rows):
             for row in chunk.to_pylist():
                 text = json.dumps(
-                    {k: _json_value(v) for k, v in row.items()}, separators=(",", ":")
+                    {name: convert(row[name]) for name, convert in converters},
+                    separators=(",", ":"),
                 )
                 if len(text) + 2 > self.max_bytes:
                     name = repr(row.get(self.key)) if self.key else "a row"

@@ -638,3 +638,62 @@ def test_a_target_naming_a_profile_is_not_sent_where_databricks_host_points(
     assert TOKEN not in str(refused.value) and "another-workspaces" not in str(refused.value)
     monkeypatch.delenv("DATABRICKS_TOKEN")
     assert run_job(SUMMARISE, settings=settings).summary["table_rows"] == ALL_TICKETS
+
+
+MAP_JOB = """\
+name: tagged_triage
+source:
+  table: main.support.tagged_tickets
+  key: ticket_id
+  columns: [subject, attrs, nested, scored]
+request: "concat('Classify this support ticket. Ticket: ', subject, ' ', body)"
+agent:
+  endpoint: apps/triage-agent
+  api: responses
+  response_format: "STRUCT<label: STRING, urgency: INT>"
+output:
+  table: main.support.tagged_triage
+  mode: merge
+"""
+
+
+def test_rest_fallback_stages_maps_keyed_by_other_types_than_string(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    """Passthrough MAP columns keyed by INT or BIGINT, also nested, staged through the JSON
+    parameter: from_json only reads MAPs keyed by STRING (Databricks refuses other key types,
+    DATATYPE_MISMATCH.INVALID_JSON_MAP_KEY_TYPE), so they travel keyed by text and are cast
+    back. Every value comes back as it was, NULL and empty maps included."""
+    import databricks.sql
+
+    with databricks.sql.connect(**warehouse.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE main.support.tagged_tickets (ticket_id BIGINT, subject STRING, "
+            "body STRING, attrs MAP<INT, STRING>, nested ARRAY<MAP<INT, STRING>>, "
+            "scored STRUCT<m: MAP<BIGINT, DOUBLE>>)"
+        )
+        cur.execute(
+            "INSERT INTO main.support.tagged_tickets SELECT ticket_id, subject, body, "
+            "CASE ticket_id % 3 WHEN 0 THEN map(1, 'one', -20, subject) "
+            "WHEN 1 THEN CAST(NULL AS MAP<INT, STRING>) ELSE CAST(map() AS MAP<INT, STRING>) END, "
+            "array(map(CAST(ticket_id AS INT), 'id'), CAST(NULL AS MAP<INT, STRING>)), "
+            "named_struct('m', map(ticket_id * 10000000000, 1.5)) "
+            "FROM main.support.tickets WHERE ticket_id < 1010"
+        )
+        cur.execute("SELECT ticket_id, attrs, nested, scored FROM main.support.tagged_tickets")
+        source = {row["ticket_id"]: row for row in cur.fetchall_arrow().to_pylist()}
+    assert len(source) == 9 and sum(row["attrs"] == [] for row in source.values()) == 3
+    job = tmp_path / "jobs" / "tagged_triage.yml"
+    job.parent.mkdir()
+    job.write_text(MAP_JOB)
+
+    result = run_job(job, endpoints={"apps/triage-agent": agent.url})
+    assert result.summary["strategy"] == "rest-fallback"
+    assert result.summary["errors"] == 0
+    staged = [s for s in warehouse.statements if "from_json(:rows" in s]
+    assert staged and "CAST(`rows`.`attrs` AS MAP<INT, STRING>)" in staged[0]
+    rows = result.engine.read_table("main.support.tagged_triage").to_pylist()
+    assert {
+        row["ticket_id"]: {k: row[k] for k in ("ticket_id", "attrs", "nested", "scored")}
+        for row in rows
+    } == source

@@ -18,7 +18,7 @@ from agentbatch.engines.databricks_sql.staging import (
     databricks_type,
     volume_path,
 )
-from agentbatch.errors import ConfigError
+from agentbatch.errors import ConfigError, NotSupportedError
 
 
 @pytest.fixture(autouse=True)
@@ -183,3 +183,41 @@ def test_a_missing_warehouse_is_said_before_the_workspace_is_reached(
             silent.accept()  # nobody connected
     finally:
         silent.close()
+
+
+def test_json_payload_maps_travel_keyed_by_string_and_are_cast_back() -> None:
+    """from_json reads only MAPs keyed by STRING (Databricks: INVALID_JSON_MAP_KEY_TYPE): a MAP
+    keyed otherwise, at any depth, is read keyed by STRING and cast to its type; only such a
+    column is cast. An empty MAP is an empty object (`[]` would read as NULL)."""
+    sent: list[tuple[str, Any]] = []
+    loader = JsonParameterLoader(run=lambda sql, p: sent.append((sql, p)))
+    int_map = pa.map_(pa.int32(), pa.string())
+    table = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int64()),
+            "attrs": pa.array([[(1, "a"), (-2, "b")], []], int_map),
+            "nested": pa.array([[[(3, "c")]], None], pa.list_(int_map)),
+            "plain": pa.array([[("k", "v")], []], pa.map_(pa.string(), pa.string())),
+        }
+    )
+    assert loader.load("`t`", table.to_batches(), table.schema) == 2
+    sql, params = sent[0]
+    assert (
+        "SELECT `rows`.`id`, CAST(`rows`.`attrs` AS MAP<INT, STRING>), "
+        "CAST(`rows`.`nested` AS ARRAY<MAP<INT, STRING>>), `rows`.`plain`\n"
+    ) in sql
+    assert (
+        "from_json(:rows, 'ARRAY<STRUCT<`id`: BIGINT, `attrs`: MAP<STRING, STRING>, "
+        "`nested`: ARRAY<MAP<STRING, STRING>>, `plain`: MAP<STRING, STRING>>>')"
+    ) in sql
+    assert json.loads(params["rows"]) == [
+        {"id": 1, "attrs": {"1": "a", "-2": "b"}, "nested": [{"3": "c"}], "plain": {"k": "v"}},
+        {"id": 2, "attrs": {}, "nested": None, "plain": {}},
+    ]
+
+
+def test_a_map_keyed_by_binary_is_not_staged_through_a_parameter() -> None:
+    loader = JsonParameterLoader(run=lambda sql, p: None)
+    table = pa.table({"m": pa.array([[(b"\x00", 1)]], pa.map_(pa.binary(), pa.int32()))})
+    with pytest.raises(NotSupportedError, match="staging_volume"):
+        loader.load("`t`", table.to_batches(), table.schema)

@@ -54,6 +54,7 @@ _SPARK_JSON = "spark_json_text"  # see _spark_json
 _RESULT_STRUCT = pa.struct([("result", pa.string()), ("errorMessage", pa.string())])
 _READERS = {"parquet": "read_parquet", "csv": "read_csv_auto", "json": "read_json_auto"}
 _DML = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
+INVALID_JSON_MAP_KEY_CLASS = "DATATYPE_MISMATCH.INVALID_JSON_MAP_KEY_TYPE"
 
 
 class StatementCancelled(RuntimeError):
@@ -200,13 +201,8 @@ class DuckDBExecutor:
         token = uuid.uuid4().hex
         with session.lock:
             tree = self._translate(sql, namespace, session, token)
+            bound = _parameters(tree, params)
             duck_sql = tree.sql(dialect="duckdb")
-            names = [p.name for p in tree.find_all(exp.Placeholder)]
-            bound: Any = None
-            if names and all(not n for n in names):
-                bound = [params[str(i)] for i in range(1, len(names) + 1)]
-            elif names:
-                bound = {n: params[n] for n in dict.fromkeys(names) if n in params}
             self._statements[token] = context
             try:
                 if context is not None:
@@ -214,8 +210,8 @@ class DuckDBExecutor:
                     if context.cancelled.is_set():
                         raise StatementCancelled("statement cancelled")
                 checked = checked_duckdb_merge(tree) if isinstance(tree, exp.Merge) else None
-                if checked is not None and bound is None:
-                    table = _run_checked_merge(session.connection, checked)
+                if checked is not None:
+                    table = _run_checked_merge(session.connection, checked, bound)
                 else:
                     relation = session.connection.sql(duck_sql, params=bound)
                     table = relation.to_arrow_table() if relation is not None else None
@@ -444,28 +440,79 @@ def _unordered_limits(tree: exp.Expression) -> None:
 
 def _from_json_casts(tree: exp.Expression) -> None:
     """`from_json(x, '<DDL type>')` -> a lenient JSON cast (bad or mismatched JSON gives NULLs,
-    as Databricks' default PERMISSIVE mode does); sqlglot leaves it untranslated for DuckDB."""
+    as Databricks' default PERMISSIVE mode does); sqlglot leaves it untranslated for DuckDB.
+
+    Databricks refuses, at analysis, a schema with a MAP whose key is not STRING, at any depth
+    (Spark's ExprUtils.checkJsonSchema: DATATYPE_MISMATCH.INVALID_JSON_MAP_KEY_TYPE); DuckDB
+    would cast the keys, so refuse it here too."""
     for node in list(tree.find_all(exp.FromJson)):
         schema = node.expression
         if not (isinstance(schema, exp.Literal) and schema.is_string):
             raise ValueError("from_json: the schema must be a string literal")
+        target = exp.DataType.build(schema.this, dialect="databricks")
+        _check_json_map_keys(node, target)
         as_json = exp.TryCast(this=node.this, to=exp.DataType.build("JSON"))
-        node.replace(
-            exp.TryCast(this=as_json, to=exp.DataType.build(schema.this, dialect="databricks"))
-        )
+        node.replace(exp.TryCast(this=as_json, to=target))
 
 
-def _run_checked_merge(connection: duckdb.DuckDBPyConnection, checked: CheckedMerge) -> pa.Table:
-    """Delta refuses a MERGE where several source rows match one target row; so does this."""
-    connection.execute(checked.materialize)
+def _check_json_map_keys(node: exp.FromJson, schema: exp.DataType) -> None:
+    for map_type in schema.find_all(exp.DataType):
+        if map_type.this != exp.DataType.Type.MAP or not map_type.expressions:
+            continue
+        key = map_type.expressions[0]
+        if not (isinstance(key, exp.DataType) and key.this == exp.DataType.Type.TEXT):
+            raise ValueError(
+                f'[{INVALID_JSON_MAP_KEY_CLASS}] Cannot resolve "{node.sql("databricks")}" due to '
+                f'data type mismatch: Input schema "{schema.sql("databricks")}" can only contain '
+                "STRING as a key type for a MAP. SQLSTATE: 42K09"
+            )
+
+
+def _parameters(tree: exp.Expression, params: Mapping[str, Any]) -> Any:
+    """The values DuckDB binds to the statement's parameters: by name (`:name`, `$name` in
+    DuckDB), or by position (`?`) as a list. A MERGE's positional parameters are named `p1`, ...
+    instead, as it runs in steps (`_run_checked_merge`) that each bind only their own."""
+    placeholders = list(tree.find_all(exp.Placeholder, bfs=False))  # in the order written
+    if not placeholders:
+        return None
+    if all(p.this is None for p in placeholders):  # `?`: the connector numbers them from 1
+        values = [params[str(i)] for i in range(1, len(placeholders) + 1)]
+        if not isinstance(tree, exp.Merge):
+            return values
+        for i, placeholder in enumerate(placeholders, 1):
+            placeholder.set("this", f"p{i}")
+        return {f"p{i}": value for i, value in enumerate(values, 1)}
+    names = dict.fromkeys(str(p.this) for p in placeholders)
+    return {n: params[n] for n in names if n in params}
+
+
+def _step_parameters(sql: str, bound: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Of `bound`, the parameters `sql` (one step of a MERGE) uses: DuckDB refuses others."""
+    if not bound:
+        return None
+    used = {p.this for p in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Placeholder)}
+    return {name: value for name, value in bound.items() if name in used} or None
+
+
+def _run_checked_merge(
+    connection: duckdb.DuckDBPyConnection,
+    checked: CheckedMerge,
+    bound: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """Delta refuses a MERGE where several source rows match one target row; so does this.
+    Each step binds the statement's parameters it uses (in the source, the ON condition, a
+    WHEN clause)."""
+    connection.execute(checked.materialize, _step_parameters(checked.materialize, bound))
     try:
-        if connection.execute(checked.find_duplicate).fetchall():
+        find = checked.find_duplicate
+        if connection.execute(find, _step_parameters(find, bound)).fetchall():
             raise ValueError(DUPLICATE_MATCH_MESSAGE)
         target, source = (
             [c[0] for c in connection.execute(query).description or []]
             for query in (checked.target_columns, checked.source_columns)
         )
-        return connection.sql(checked.merge(target, source)).to_arrow_table()
+        merge = checked.merge(target, source)
+        return connection.sql(merge, params=_step_parameters(merge, bound)).to_arrow_table()
     finally:
         connection.execute(checked.drop)
 

@@ -167,3 +167,76 @@ def test_a_merge_matching_one_target_row_twice_fails_as_in_delta(connect: Connec
         cur.execute(merge.format(rows="(1, 'a'), (2, 'b'), (2, 'c')"))
         cur.execute("SELECT id, v FROM main.jobs.t ORDER BY id, v")
         assert [tuple(r) for r in cur.fetchall()] == [(1, "a"), (2, "b"), (2, "c")]
+
+
+@pytest.mark.parametrize("style", ["named", "positional"])
+def test_a_parameterized_merge_matching_one_target_row_twice_fails_too(
+    connect: Connect, style: str
+) -> None:
+    """The duplicate-match check also runs when the MERGE has bound parameters (in its source,
+    its ON condition and a WHEN clause), each step of it binding the ones it uses."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA IF NOT EXISTS main.jobs")
+        cur.execute("CREATE TABLE main.jobs.t AS SELECT * FROM VALUES (1, 'old') AS v(id, v)")
+        merge = (
+            "MERGE INTO main.jobs.t AS t USING (SELECT * FROM VALUES (1, {a}), (1, 'b'), "
+            "(2, 'c') AS s(id, v)) AS s ON t.id = s.id AND t.v <> {b} "
+            "WHEN MATCHED AND s.v <> {c} THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        )
+        values = ["a", "x", "z"]
+        params: dict[str, str] | list[str]
+        if style == "named":
+            sql, params = (
+                merge.format(a=":a", b=":b", c=":c"),
+                dict(zip("abc", values, strict=True)),
+            )
+        else:
+            sql, params = merge.format(a="?", b="?", c="?"), values
+        with pytest.raises(
+            ServerOperationError,
+            match=r"\[DELTA_MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW_IN_MERGE\]",
+        ):
+            cur.execute(sql, params)
+        cur.execute("SELECT id, v FROM main.jobs.t ORDER BY id")
+        assert [tuple(r) for r in cur.fetchall()] == [(1, "old")]
+        # With one match per target row it runs, its parameters bound in every step.
+        one = sql.replace("(1, 'b'), ", "")
+        cur.execute(one, params)
+        cur.execute("SELECT id, v FROM main.jobs.t ORDER BY id")
+        assert [tuple(r) for r in cur.fetchall()] == [(1, "a"), (2, "c")]
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        "ARRAY<STRUCT<id: INT, m: MAP<INT, STRING>>>",
+        "ARRAY<STRUCT<id: INT, m: ARRAY<MAP<BIGINT, STRING>>>>",
+        "ARRAY<STRUCT<id: INT, m: MAP<STRING, STRUCT<x: MAP<DATE, INT>>>>>",
+    ],
+)
+def test_from_json_refuses_a_map_key_other_than_string(connect: Connect, schema: str) -> None:
+    """Databricks (Spark's ExprUtils.checkJsonSchema) refuses, at analysis, a from_json schema
+    with a MAP keyed by anything but STRING, however deep; DuckDB would cast the keys."""
+    refused = pytest.raises(
+        ServerOperationError, match=r"\[DATATYPE_MISMATCH\.INVALID_JSON_MAP_KEY_TYPE\]"
+    )
+    with connect() as conn, conn.cursor() as cur, refused:
+        cur.execute(f"SELECT explode(from_json(:rows, '{schema}'))", {"rows": "[]"})
+
+
+def test_from_json_with_string_keys_then_a_cast_gives_other_keys(connect: Connect) -> None:
+    rows = (
+        '[{"id": 1, "m": {"1": "a", "20": "b"}, "n": [{"3": 1.5}]}, {"id": 2}, {"id": 3, "m": {}}]'
+    )
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT e.id, CAST(e.m AS MAP<INT, STRING>) AS m, "
+            "CAST(e.n AS ARRAY<MAP<BIGINT, DOUBLE>>) AS n FROM (SELECT explode(from_json(:rows, "
+            "'ARRAY<STRUCT<id: INT, m: MAP<STRING, STRING>, n: ARRAY<MAP<STRING, DOUBLE>>>>')) "
+            "AS e) ORDER BY e.id",
+            {"rows": rows},
+        )
+        table = cur.fetchall_arrow()
+    assert table.schema.field("m").type == pa.map_(pa.int32(), pa.string())
+    got = [(r["id"], r["m"], r["n"]) for r in table.to_pylist()]
+    assert got == [(1, [(1, "a"), (20, "b")], [[(3, 1.5)]]), (2, None, None), (3, [], None)]
