@@ -261,8 +261,9 @@ def _run_fallback(
         so_far = BulkStats()
         if select is None:
             _check_budget(the_plan, selecting, engine, ledger, budget, counts)
-            if ledger.answered_since is not None:
-                ledger.begin_refresh(ledger.answered_since)  # an estimate starts none
+        if ledger.answered_since is not None:
+            # An estimate's sample is kept for the next run: it starts the refresh it samples.
+            ledger.begin_refresh(ledger.answered_since)
         create_target(the_plan, engine)
         inputs = engine.fetch_batches(
             steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)

@@ -689,3 +689,23 @@ def test_answers_of_another_agent_are_not_reused(project: Project) -> None:
         assert restarted.url != project.agent.url
         again = run(restarted.url, project.root / "again.parquet")
     assert (again["sent"], again["reused"]) == (0, ROWS)
+
+
+def test_an_estimate_of_a_full_refresh_is_not_paid_again_by_the_refresh(project: Project) -> None:
+    """`estimate --full-refresh` keeps its sample's answers, as any estimate does: the refresh
+    that follows reuses them instead of paying for those rows a second time."""
+    project.run()
+    found = agentbatch.estimate(
+        project.write_job(),
+        tables={SOURCE: project.source, OUTPUT: project.output},
+        endpoints={ENDPOINT: project.agent.url},
+        state_dir=project.state,
+        project_dir=project.root,
+        sample=5,
+        full_refresh=True,
+    )
+    assert found.sampled == 5
+    refresh = project.run(full_refresh=True)
+    assert (refresh["sent"], refresh["reused"]) == (ROWS - 5, 5)
+    assert project.agent.stats().requests_total == 2 * ROWS
+    one_current_row_per_key(project)
