@@ -709,3 +709,39 @@ def test_an_estimate_of_a_full_refresh_is_not_paid_again_by_the_refresh(project:
     assert (refresh["sent"], refresh["reused"]) == (ROWS - 5, 5)
     assert project.agent.stats().requests_total == 2 * ROWS
     one_current_row_per_key(project)
+
+
+def test_a_kill_early_in_a_run_loses_at_most_the_last_commit_window(tmp_path: Path) -> None:
+    """README (Performance): a kill re-sends at most the calls in flight and the answers of the
+    last 100 ms commit window (plus a commit being written). Early in a fresh process too: the
+    first commit used to import pandas (about 0.4 s, holding the GIL), and a kill then lost every
+    answer of the run's first half second."""
+    from agentbatch.agent.bulk import COMMIT_WINDOW_S
+
+    rows, concurrency, kill_after = 400, 8, 160
+    with serve_agent(FaultConfig(latency_ms=20)) as agent:
+        project = Project(tmp_path, agent)
+        project.settings.max_concurrency = concurrency
+        project.write_source({i: f"review number {i}" for i in range(rows)})
+        child = project.start_cli()
+        try:
+            deadline = time.monotonic() + 60
+            while agent.stats().requests_total == 0:
+                assert time.monotonic() < deadline, "the run never called the agent"
+                time.sleep(0.001)
+            first = time.monotonic()
+            while agent.stats().requests_total < kill_after:
+                assert child.poll() is None, "the run ended before it was killed"
+                time.sleep(0.001)
+            child.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+        finally:
+            child.kill()
+            child.wait()
+        received = agent.stats().requests_total
+        recovery = project.run()
+    rate = received / (killed - first)
+    lost = received - recovery["reused"]
+    # The window, a commit being written and the polling here: a quarter of a second.
+    assert lost <= concurrency + rate * (COMMIT_WINDOW_S + 0.15), (lost, received, rate)
+    assert recovery["sent"] + recovery["reused"] == rows
