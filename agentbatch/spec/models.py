@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlglot import exp
 
 from agentbatch.results import reserved_column
 from agentbatch.spec.evaluation import Evaluation
@@ -96,18 +97,24 @@ _DELTA_REFUSED = {
 }
 
 
+def delta_refused(name: str) -> str | None:
+    """The characters of `name` a Delta table refuses in a column or field name, in words."""
+    refused = sorted({_DELTA_REFUSED[c] for c in name if c in _DELTA_REFUSED})
+    return " and ".join(refused) or None
+
+
 def output_column_problem(name: str, table: str | None = None) -> str | None:
     """Why `name` cannot be a column of the output table (a Delta table), or None.
 
     `table` is the job's source table, when it has one, for the example of the fix."""
-    refused = sorted({_DELTA_REFUSED[c] for c in name if c in _DELTA_REFUSED})
-    if not refused:
+    refused = delta_refused(name)
+    if refused is None:
         return None
     renamed = re.sub(r"_+", "_", "".join("_" if c in _DELTA_REFUSED else c for c in name))
     renamed = renamed.strip("_") or "col"
     quoted = "`" + name.replace("`", "``") + "`"
     return (
-        f"{name!r} has {' and '.join(refused)}, which Delta output tables refuse in column names "
+        f"{name!r} has {refused}, which Delta output tables refuse in column names "
         f"(DELTA_INVALID_CHARACTERS_IN_COLUMN_NAMES); select it under another name with "
         f"source.query, e.g. SELECT ..., {quoted} AS {renamed} "
         f"FROM {table or '...'}, and name {renamed} here"
@@ -131,6 +138,25 @@ def _output_column(value: str, info: ValidationInfo) -> str:
 OutputColumns = Annotated[
     tuple[Annotated[str, AfterValidator(_output_column)], ...], BeforeValidator(_list_to_tuple)
 ]
+
+
+def _answer_field_names(fmt: str | dict[str, Any] | None) -> list[str]:
+    """Every field name of a response format, nested ones included."""
+    if isinstance(fmt, str):
+        node = exp.DataType.build(fmt, dialect="databricks")
+        return [column.name for column in node.find_all(exp.ColumnDef)]
+    names: list[str] = []
+    pending: list[Any] = [fmt]
+    while pending:
+        schema = pending.pop()
+        if not isinstance(schema, dict):
+            continue
+        properties = schema.get("properties")
+        if isinstance(properties, dict):
+            names += [str(name) for name in properties]
+            pending += properties.values()
+        pending.append(schema.get("items"))
+    return names
 
 
 class Source(StrictModel):
@@ -339,6 +365,15 @@ class Agent(StrictModel):
                 raise ValueError("a response_format type must be a STRUCT<...>")
         elif isinstance(value, dict) and value.get("type") != "object":
             raise ValueError('a JSON schema response_format must have "type": "object"')
+        for name in _answer_field_names(value):
+            # The answer is stored as a STRUCT column: Delta checks nested field names too.
+            refused = delta_refused(name)
+            if refused:
+                raise ValueError(
+                    f"answer field {name!r} has {refused}, which Delta output tables refuse in "
+                    "field names (DELTA_INVALID_CHARACTERS_IN_COLUMN_NAMES); give it a name "
+                    "without"
+                )
         return value
 
     @property

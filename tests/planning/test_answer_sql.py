@@ -11,7 +11,7 @@ from sqlglot import exp
 
 import agentbatch
 from agentbatch.agent.response_format import parse_response_format
-from agentbatch.errors import TemplateError
+from agentbatch.errors import SpecError, TemplateError
 
 JOB = """\
 name: t
@@ -62,12 +62,31 @@ def test_casts_of_model_output_never_raise_in_ansi_mode(tmp_path: Path) -> None:
 
 
 def test_field_names_sql_cannot_read_fail_only_the_push_down(tmp_path: Path) -> None:
-    odd = '{type: object, properties: {"first name": {type: string}}}'
+    odd = '{type: object, properties: {"first-name": {type: string}}}'
     job = tmp_path / "t.yml"
     job.write_text(JOB % odd)
     assert agentbatch.plan(job, target="local").strategy == "rest-fallback"
-    with pytest.raises(TemplateError, match="first name"):
+    with pytest.raises(TemplateError, match="first-name"):
         agentbatch.plan(job, target="databricks-sql")
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        '{type: object, properties: {"first name": {type: string}}}',
+        '{type: object, properties: {who: {type: object, properties: {"last name": {type: string}}}}}',
+        '"STRUCT<label: STRING, `urgency level`: INT>"',
+    ],
+)
+def test_a_field_name_delta_refuses_is_refused_when_the_job_is_loaded(
+    tmp_path: Path, response_format: str
+) -> None:
+    """The answer is a STRUCT column of the output table, and Delta refuses a space in a field
+    name at any depth: refused on every target, naming the field, before any call."""
+    job = tmp_path / "t.yml"
+    job.write_text(JOB % response_format)
+    with pytest.raises(SpecError, match=r"response_format: answer field '\w+ \w+' has a space"):
+        agentbatch.plan(job, target="local")
 
 
 @pytest.mark.parametrize(
