@@ -17,8 +17,10 @@ mapped prefix wins). A path that is neither is an error naming it and the mappin
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -110,7 +112,7 @@ def rewrite_for_duckdb(tree: exp.Expr, volumes: Mapping[str, Path], connection: 
     calls = binary_file_calls(tree)
     if not calls:
         return 0
-    _register_reader(connection)
+    reader = _reader_of(connection)
     for number, (table, path) in enumerate(calls):
         local = local_path(path, volumes).resolve()
         files = list_files(local)
@@ -129,7 +131,7 @@ def rewrite_for_duckdb(tree: exp.Expr, volumes: Mapping[str, Path], connection: 
         connection.register(
             name, pa.Table.from_batches(listing.to_batches(LISTING_BATCH_ROWS), listing.schema)
         )
-        select = f"SELECT path, modificationTime, length, {_READER}(path) AS content FROM {name}"
+        select = f"SELECT path, modificationTime, length, {reader}(path) AS content FROM {name}"
         _replace(table, select)
     for cte in tree.find_all(exp.CTE):
         cte.set("materialized", False)
@@ -183,16 +185,25 @@ class FileReader:
         return data
 
 
-def _register_reader(connection: Any) -> None:
+def _reader_of(connection: Any) -> str:
+    """The name of `connection`'s file reader, registered on first use. DuckDB keeps a Python
+    function for the whole database but not the object behind it: a name shared by two
+    connections (cursors, or engines over one warehouse file) would call another connection's
+    reader, freed once that one closes. So each connection registers its own, under its own name."""
     from duckdb import sqltypes
 
-    try:
+    name = _READERS.get(connection)
+    if name is None:
+        name = f"{_READER}_{next(_READER_NUMBERS)}"
         connection.create_function(
-            _READER, FileReader(), [sqltypes.VARCHAR], sqltypes.BLOB, side_effects=True
+            name, FileReader(), [sqltypes.VARCHAR], sqltypes.BLOB, side_effects=True
         )
-    except Exception as err:  # registered on this connection before
-        if "already" not in str(err):
-            raise
+        _READERS[connection] = name
+    return name
+
+
+_READERS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_READER_NUMBERS = itertools.count(1)
 
 
 def list_files(local: Path) -> list[tuple[Path, Any, int]]:

@@ -5,6 +5,7 @@ error row; a job the API cannot carry is refused at load, naming file and line."
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -297,3 +298,29 @@ def test_a_file_used_twice_in_a_statement_is_read_once_and_the_same_bytes_serve_
     assert reader(str(second)) == b"two" * 10
     assert reader(str(first)) == b"changed" and reader.reads == 3
     assert reader(None) is None
+
+
+def test_connections_of_one_database_each_read_files_with_their_own_reader(
+    tmp_path: Path,
+) -> None:
+    """DuckDB keeps a Python function for the whole database, not the object behind it: a
+    connection that closed left the next one (another cursor, another engine over the same
+    warehouse file) calling its freed reader, or its cache of a file since changed."""
+    import duckdb
+    import sqlglot
+
+    from agentbatch.engines.binary_files import rewrite_for_duckdb
+
+    folder = tmp_path / "volumes" / "main" / "shop" / "files"
+    folder.mkdir(parents=True)
+    sql = "SELECT content FROM read_files('/Volumes/main/shop/files', format => 'binaryFile')"
+    database = duckdb.connect(":memory:")
+    for version in range(3):
+        (folder / "a.bin").write_bytes(b"v%d" % version)
+        session = database.cursor()
+        tree = sqlglot.parse_one(sql, read="databricks")
+        rewrite_for_duckdb(tree, {"/Volumes": tmp_path / "volumes"}, session)
+        assert session.execute(tree.sql(dialect="duckdb")).fetchall() == [(b"v%d" % version,)]
+        session.close()
+        del session
+        gc.collect()

@@ -204,8 +204,6 @@ def test_an_oversized_file_is_not_sent_and_is_the_rest_fallbacks_error_row(
     plan = agentbatch.plan(push_down_job(tmp_path, max_bytes=limit), target="databricks-sql")
     assert plan.strategy == "push-down"
     stored, calls = [], []
-    # One session for both runs: on the DuckDB executor, a session that read files and closed
-    # leaves the next one's file reads calling a freed reader (binary_files._register_reader).
     with databricks.sql.connect(**vision_warehouse.connect_kwargs()) as conn, conn.cursor() as cur:
         cur.execute("CREATE SCHEMA IF NOT EXISTS main.shop")
         for _ in range(2):
