@@ -211,7 +211,12 @@ class SourceHistories(RuleBasedStateMachine):
         self.model.texts[9] = "FLAKY 9"
         self.agent.configure(STEADY)
         self.write_source()
-        plan = agentbatch.plan(self.write_job(), "local", project_dir=self.root)
+        plan = agentbatch.plan(
+            self.write_job(),
+            "local",
+            project_dir=self.root,
+            endpoints={ENDPOINT: self.agent.url},
+        )
         self.call_fingerprint = plan.call_fingerprint
         self.seen = Counter(self.agent.stats().requests_by_key)
         self.backup: tuple[int, list[Row] | None, Path] | None = None

@@ -34,7 +34,7 @@ from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
 
 from .conftest import record_figures
-from .history import Project
+from .history import ENDPOINT, Project
 
 # Key 11's text is NULL (an empty CSV field): a row error, never sent, done like any other row.
 TEXTS: dict[int, str | None] = {i: f"text {i}" for i in range(10)} | {
@@ -76,7 +76,12 @@ class RunHistories(RuleBasedStateMachine):
         self.project = Project(self.root, self.agent)
         self.project.settings.max_retries = 0
         self.project.write_source(TEXTS)
-        plan = agentbatch.plan(self.project.write_job(), "local", project_dir=self.root)
+        plan = agentbatch.plan(
+            self.project.write_job(),
+            "local",
+            project_dir=self.root,
+            endpoints={ENDPOINT: self.agent.url},
+        )
         self.call_fingerprint = plan.call_fingerprint
         # The model: rows of each output file and the ledger's latest answer per key; calls are
         # counted by the agent server (`calls_since`).
