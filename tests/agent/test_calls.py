@@ -81,3 +81,22 @@ def test_canonical_json_is_sorted_and_compact() -> None:
 def test_bad_call_specs_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CallSpec(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_mapped_url_is_part_of_the_fingerprint_unless_it_is_the_endpoints_own() -> None:
+    """Another agent's answers are not this one's; the same agent reached another way is."""
+    plain = call_fingerprint(BASE)
+    builtin = call_fingerprint(BASE, route="builtin:instant")
+    staging = call_fingerprint(BASE, route="https://staging.example.com/agent")
+    assert len({plain, builtin, staging}) == 3
+    # Credentials and query values are not the agent; nor is a local server's port.
+    assert call_fingerprint(BASE, route="https://u:p@staging.example.com/agent?code=1") == staging
+    local = call_fingerprint(BASE, route="http://127.0.0.1:8001/")
+    assert call_fingerprint(BASE, route="http://127.0.0.1:9002/") == local != plain
+    # The endpoint's own Databricks route: its app, or a serving endpoint's invocations URL.
+    app = "https://triage-1234567890.aws.databricksapps.com"
+    assert call_fingerprint(BASE, route=app) == plain
+    assert call_fingerprint(BASE, route="https://other-1.aws.databricksapps.com") != plain
+    serving = dataclasses.replace(BASE, endpoint="my-model")
+    own = "https://adb-1.azuredatabricks.net/serving-endpoints/my-model/invocations"
+    assert call_fingerprint(serving, route=own) == call_fingerprint(serving)
