@@ -17,7 +17,6 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from agentbatch.agent.content import FileInput
-from agentbatch.agent.redact import safe_url
 
 Api = Literal["responses", "chat"]
 
@@ -110,16 +109,23 @@ def route_identity(endpoint: str, route: str) -> str | None:
     or for `apps/<name>` an app URL of that name), the same agent; else the URL without
     credentials or query values (a rotated key changes no answer), and without the port on this
     machine (a local agent server started again on another port is the same agent)."""
-    parts = urllib.parse.urlsplit(safe_url(route))
+    parts = urllib.parse.urlsplit(route)
+    if not parts.netloc:
+        return route  # builtin:instant
     host = parts.hostname or ""
     app = endpoint.removeprefix("apps/") if endpoint.startswith("apps/") else None
     if f"/serving-endpoints/{endpoint}/" in parts.path or (
         app is not None and host.startswith(f"{app}-") and host.endswith(".databricksapps.com")
     ):
         return None
-    if host in _LOOPBACK_HOSTS and parts.port is not None:
-        parts = parts._replace(netloc=parts.netloc.rsplit(":", 1)[0])
-    return urllib.parse.urlunsplit(parts)
+    netloc = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:  # not a port: refused where the URL is called
+        port = None
+    if port is not None and host not in _LOOPBACK_HOSTS:
+        netloc += f":{port}"
+    return urllib.parse.urlunsplit((parts.scheme.lower(), netloc, parts.path, "", ""))
 
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
