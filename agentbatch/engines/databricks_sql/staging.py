@@ -41,9 +41,16 @@ _AS_TEXT = ("TIMESTAMP", "TIMESTAMP_NTZ", "DATE", "DECIMAL", "BINARY")
 _VOLUME = re.compile(r"^/Volumes/[\w-]+/[\w-]+/[\w-]+(/[\w.-]+)*$")
 
 
-def databricks_type(t: pa.DataType) -> str:
-    """The Databricks SQL type for an Arrow type."""
+def databricks_type(t: pa.DataType, *, text_map_keys: bool = False) -> str:
+    """The Databricks SQL type for an Arrow type. With `text_map_keys`, every MAP at any depth
+    is keyed by STRING: the type `from_json` reads a staged value as. Databricks refuses any
+    other key type in a from_json schema (DATATYPE_MISMATCH.INVALID_JSON_MAP_KEY_TYPE; Spark's
+    ExprUtils.checkJsonSchema), so the keys travel as text and the column is CAST to its type
+    (`_select_expression`)."""
     import pyarrow as pa
+
+    def inner(element: pa.DataType) -> str:
+        return databricks_type(element, text_map_keys=text_map_keys)
 
     simple = {
         pa.bool_(): "BOOLEAN",
@@ -65,7 +72,7 @@ def databricks_type(t: pa.DataType) -> str:
     if t in simple:
         return simple[t]
     if pa.types.is_dictionary(t):
-        return databricks_type(t.value_type)
+        return inner(t.value_type)
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return "STRING"
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
@@ -75,11 +82,19 @@ def databricks_type(t: pa.DataType) -> str:
     if pa.types.is_decimal(t):
         return f"DECIMAL({t.precision},{t.scale})"
     if pa.types.is_map(t):
-        return f"MAP<{databricks_type(t.key_type)}, {databricks_type(t.item_type)}>"
+        key = databricks_type(t.key_type)
+        if text_map_keys:
+            if key == "BINARY" or key.startswith(("STRUCT", "ARRAY", "MAP")):
+                raise NotSupportedError(
+                    f"databricks-sql: cannot stage a MAP keyed by {key} through a statement "
+                    "parameter; set the target's staging_volume"
+                )
+            key = "STRING"
+        return f"MAP<{key}, {inner(t.item_type)}>"
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return f"ARRAY<{databricks_type(t.value_type)}>"
+        return f"ARRAY<{inner(t.value_type)}>"
     if pa.types.is_struct(t):
-        fields = ", ".join(f"{quoting.identifier(f.name)}: {databricks_type(f.type)}" for f in t)
+        fields = ", ".join(f"{quoting.identifier(f.name)}: {inner(f.type)}" for f in t)
         return f"STRUCT<{fields}>"
     raise NotSupportedError(f"databricks-sql: cannot store Arrow type {t} in a table")
 
@@ -155,36 +170,9 @@ def _json_converter(t: pa.DataType) -> Callable[[Any], Any]:
     return _json_scalar
 
 
-def _json_schema_type(t: pa.DataType) -> str:
-    """The type `from_json` reads a value of Arrow type `t` as: its Databricks type with every
-    MAP keyed by STRING, at any depth. Databricks refuses any other key type in a from_json
-    schema (DATATYPE_MISMATCH.INVALID_JSON_MAP_KEY_TYPE; Spark's ExprUtils.checkJsonSchema), so
-    the keys travel as text and the column is CAST to its type (`_select_expression`)."""
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(t):
-        return _json_schema_type(t.value_type)
-    if pa.types.is_map(t):
-        key = t.key_type
-        if pa.types.is_dictionary(key):
-            key = key.value_type
-        if pa.types.is_nested(key) or databricks_type(key) == "BINARY":
-            raise NotSupportedError(
-                f"databricks-sql: cannot stage a MAP keyed by {databricks_type(key)} through a "
-                "statement parameter; set the target's staging_volume"
-            )
-        return f"MAP<STRING, {_json_schema_type(t.item_type)}>"
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return f"ARRAY<{_json_schema_type(t.value_type)}>"
-    if pa.types.is_struct(t):
-        fields = ", ".join(f"{quoting.identifier(f.name)}: {_json_schema_type(f.type)}" for f in t)
-        return f"STRUCT<{fields}>"
-    return databricks_type(t)
-
-
 def _payload_type(t: pa.DataType) -> str:
     ddl = databricks_type(t)
-    return "STRING" if ddl.split("(")[0] in _AS_TEXT else _json_schema_type(t)
+    return "STRING" if ddl.split("(")[0] in _AS_TEXT else databricks_type(t, text_map_keys=True)
 
 
 def _select_expression(name: str, ddl: str, payload: str) -> str:
