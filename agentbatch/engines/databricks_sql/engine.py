@@ -55,6 +55,31 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _STAGED_SUFFIX = "__agentbatch_staged"
+# A staging table named for a run older than this is a killed run's leftover (a write phase
+# takes minutes to hours).
+_STAGING_KEPT_S = 24 * 3600.0
+
+
+def _quoted_table(parts: tuple[str, ...]) -> str:
+    node = exp.Table(
+        this=exp.to_identifier(parts[-1], quoted=True),
+        db=exp.to_identifier(parts[-2], quoted=True) if len(parts) > 1 else None,
+        catalog=exp.to_identifier(parts[-3], quoted=True) if len(parts) > 2 else None,
+    )
+    return node.sql(dialect=quoting.DIALECT)
+
+
+def _run_started(run: str) -> float | None:
+    """When the run a staging table is named for started (RunOptions.started: UTC
+    `YYYYmmddTHHMMSS_...`), in seconds since the epoch; None for another name."""
+    import calendar
+
+    try:
+        return float(calendar.timegm(time.strptime(run[:15].upper(), "%Y%m%dT%H%M%S")))
+    except ValueError:
+        return None
+
+
 _REPORT_EVERY_S = 30.0
 
 
@@ -74,14 +99,11 @@ class DatabricksSQLEngine:
 
     @classmethod
     def staging_relation(cls, table: str, run_id: str) -> str:
-        """A real table beside the target (a warehouse has no session-free temp relation)."""
+        """A real table beside the target (a warehouse has no session-free temp relation), one
+        per run: two runs at once must not merge each other's answers."""
         parts = table_parts(table)
-        node = exp.Table(
-            this=exp.to_identifier(parts[-1] + _STAGED_SUFFIX, quoted=True),
-            db=exp.to_identifier(parts[-2], quoted=True) if len(parts) > 1 else None,
-            catalog=exp.to_identifier(parts[-3], quoted=True) if len(parts) > 2 else None,
-        )
-        return node.sql(dialect=quoting.DIALECT)
+        run = re.sub(r"[^A-Za-z0-9_]", "_", run_id)
+        return _quoted_table((*parts[:-1], f"{parts[-1]}{_STAGED_SUFFIX}_{run}"))
 
     def __init__(
         self,
@@ -159,19 +181,20 @@ class DatabricksSQLEngine:
         self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
     ) -> WriteStats:
         staged = request.staging_name
+        self._drop_old_staging(request.table)
         self.execute(create_table_sql(staged, schema))
         loader = self._loader(staged, request.key)
         try:
             rows = loader.load(staged, batches, schema)
             for sql in request.write_sql:
                 self.execute(sql)
-        except KeyboardInterrupt:
-            raise  # the next run replaces the staging table
-        except BaseException:
-            with contextlib.suppress(EngineError):
+        finally:
+            # Whatever happened, the rows are in the target or not: the staging table goes. A
+            # failed drop only leaves it behind (a later run drops it): it fails no run.
+            try:
                 self.execute(f"DROP TABLE IF EXISTS {staged}")
-            raise
-        self.execute(f"DROP TABLE IF EXISTS {staged}")
+            except Exception as err:
+                log.warning("could not drop the staging table %s: %s", staged, err)
         too_large = getattr(loader, "too_large", [])
         if too_large:
             shown = ", ".join(too_large[:5]) + (", ..." if len(too_large) > 5 else "")
@@ -182,6 +205,27 @@ class DatabricksSQLEngine:
                 "again: their answers are kept in the checkpoint, not paid again"
             )
         return WriteStats(rows_written=rows)
+
+    def _drop_old_staging(self, table: str) -> None:
+        """Drop staging tables of `table` that runs killed during their write left behind: those
+        named for a run that started more than a day ago (a run at work keeps its own)."""
+        parts = table_parts(table)
+        catalog = parts[-3] if len(parts) > 2 else self.catalog
+        schema = parts[-2] if len(parts) > 1 else self.schema
+        prefix = f"{parts[-1]}{_STAGED_SUFFIX}_".lower()
+        try:
+            with self._cursor() as cursor:
+                self._guard(lambda: cursor.tables(catalog_name=catalog, schema_name=schema))
+                names = [str(row[2]) for row in self._guard(cursor.fetchall)]
+        except EngineError as err:
+            log.warning("could not list staging tables beside %s: %s", table, err)
+            return
+        for name in names:
+            started = _run_started(name[len(prefix) :]) if name.lower().startswith(prefix) else None
+            if started is None or time.time() - started < _STAGING_KEPT_S:
+                continue
+            with contextlib.suppress(EngineError):
+                self.execute(f"DROP TABLE IF EXISTS {_quoted_table((*parts[:-1], name))}")
 
     def ai_query_missing(self) -> str | None:
         """ai_query is not available on SQL Classic warehouses (its reference, Requirements): the

@@ -243,7 +243,7 @@ def test_write_results_merges_by_key(warehouse: Warehouse, staging: str) -> None
         second, _ = _answers(range(900, 1100), "billing", answered)
         engine.write_results(_merge_request(engine, table), second.to_batches(), schema)
         result = engine.read_table(table)
-        assert not engine.table_exists("main.support.triage__agentbatch_staged")
+        assert not engine.table_exists(engine.staging_relation(table, engine.run_id))
     finally:
         engine.close()
     rows = {r["ticket_id"]: r for r in result.to_pylist()}

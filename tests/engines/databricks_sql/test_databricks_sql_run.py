@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -355,6 +356,90 @@ def test_killed_during_the_write_a_rerun_leaves_each_key_once(
     rows = result.engine.read_table("main.support.ticket_triage").to_pylist()
     assert len(rows) == len({r["ticket_id"] for r in rows}) == OPEN_TICKETS
     assert agent.stats().requests_total == sent  # the ledger had every answer: none re-sent
+
+
+def test_two_runs_at_once_each_write_their_own_answers(
+    warehouse: Warehouse, agent: AgentServer, tmp_path: Path
+) -> None:
+    """Two runs of one job at once (each with its own checkpoint): the second stages its answers
+    while the first waits at its MERGE. Each merges the answers it staged. With one staging
+    table per target the second replaced the first's rows, and the first reported success
+    having written the second's 5 rows. (The MERGEs run one after the other here: two at once
+    into one Delta table conflict, and one fails.)"""
+    first_gate = warehouse.hold("MERGE INTO")
+    results: dict[str, Any] = {}
+
+    def run(name: str, **options: Any) -> None:
+        try:
+            results[name] = agentbatch.run(
+                TRIAGE,
+                target="databricks-sql",
+                settings=target_settings(warehouse),
+                endpoints={"apps/triage-agent": agent.url},
+                project_dir=tmp_path / name,
+                state_dir=tmp_path / name / "state",
+                progress=False,
+                **options,
+            )
+        except BaseException as err:  # the assertion below shows it
+            results[name] = err
+
+    def merges() -> int:
+        return sum("MERGE INTO" in op.sql for op in warehouse.service.running())
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    warehouse.wait_until_running("MERGE INTO", timeout_s=120)
+    second_gate = warehouse.hold("MERGE INTO")  # the second's MERGE waits for both gates
+    second = threading.Thread(target=run, args=("second",), kwargs={"limit": 5})
+    second.start()
+    deadline = time.monotonic() + 120
+    while merges() < 2 and second.is_alive():
+        assert time.monotonic() < deadline, "the second run never reached its MERGE"
+        time.sleep(0.01)
+    first_gate.set()
+    first.join(120)
+    second_gate.set()
+    second.join(120)
+    for name in ("first", "second"):
+        assert not isinstance(results[name], BaseException), results[name]
+    engine = results["first"].engine
+    try:
+        rows = engine.read_table("main.support.ticket_triage").to_pylist()
+        assert len(rows) == len({r["ticket_id"] for r in rows}) == OPEN_TICKETS
+        assert all(r["response"] is not None for r in rows)
+        staged = [n for n in _tables(warehouse) if "__agentbatch_staged" in n]
+        assert staged == []
+    finally:
+        for result in results.values():
+            result.engine.close()
+
+
+def test_a_staging_table_a_killed_run_left_is_dropped_a_day_later(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any
+) -> None:
+    """A run killed during its write leaves its staging table (named for it); a later run of the
+    target drops it once its run started more than a day ago, and leaves a younger one (a run
+    that may still be at work) alone."""
+    import databricks.sql
+
+    old = "ticket_triage__agentbatch_staged_20200101T000000_0badf00d"
+    young = "ticket_triage__agentbatch_staged_" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    with databricks.sql.connect(**warehouse.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA IF NOT EXISTS main.support")
+        for name in (old, young):
+            cur.execute(f"CREATE TABLE main.support.{name} (ticket_id BIGINT)")
+    run_job(TRIAGE, endpoints={"apps/triage-agent": agent.url})
+    staged = [n for n in _tables(warehouse) if "__agentbatch_staged" in n]
+    assert staged == [young]
+
+
+def _tables(wh: Warehouse) -> list[str]:
+    import databricks.sql
+
+    with databricks.sql.connect(**wh.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.tables(catalog_name="main", schema_name="support")
+        return sorted(str(row[2]) for row in cur.fetchall())
 
 
 def drop_table(wh: Warehouse, table: str) -> None:

@@ -70,12 +70,12 @@ def test_workspace_host_for_the_sdk() -> None:
     assert workspace_host({"host": "https://adb-1.net/"}) == "https://adb-1.net"
 
 
-def test_staging_relation_sits_beside_the_target() -> None:
+def test_staging_relation_sits_beside_the_target_one_per_run() -> None:
     assert (
-        DatabricksSQLEngine.staging_relation("main.support.triage", "r1")
-        == "`main`.`support`.`triage__agentbatch_staged`"
+        DatabricksSQLEngine.staging_relation("main.support.triage", "20261205T082233_ab12cd34")
+        == "`main`.`support`.`triage__agentbatch_staged_20261205T082233_ab12cd34`"
     )
-    assert DatabricksSQLEngine.staging_relation("t", "r1") == "`t__agentbatch_staged`"
+    assert DatabricksSQLEngine.staging_relation("t", "r-1") == "`t__agentbatch_staged_r_1`"
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ FROM todo;
 
 -- merge the answers into the target [write_results.sql]
 MERGE INTO `main`.`shop`.`photo_descriptions` AS target
-USING `main`.`shop`.`photo_descriptions__agentbatch_staged` AS staged
+USING `main`.`shop`.`photo_descriptions__agentbatch_staged_run` AS staged
 ON target.`path` = staged.`path`
 WHEN MATCHED THEN UPDATE SET *
 WHEN NOT MATCHED THEN INSERT *;

@@ -144,7 +144,7 @@ FROM (
       staged.`request_fingerprint`,
       staged.`answered_at`,
       0 AS `_rank`
-    FROM `main`.`support`.`triage_eval__agentbatch_staged` AS staged
+    FROM `main`.`support`.`triage_eval__agentbatch_staged_run` AS staged
     UNION ALL
     SELECT
       fingerprinted.`ticket_id`,

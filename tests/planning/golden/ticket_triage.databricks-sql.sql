@@ -74,7 +74,7 @@ FROM todo;
 
 -- merge the answers into the target [write_results.sql]
 MERGE INTO `main`.`support`.`ticket_triage` AS target
-USING `main`.`support`.`ticket_triage__agentbatch_staged` AS staged
+USING `main`.`support`.`ticket_triage__agentbatch_staged_run` AS staged
 ON target.`ticket_id` = staged.`ticket_id`
 WHEN MATCHED THEN UPDATE SET *
 WHEN NOT MATCHED THEN INSERT *;
