@@ -434,6 +434,30 @@ def test_a_staging_table_a_killed_run_left_is_dropped_a_day_later(
     assert staged == [young]
 
 
+def test_a_staging_table_that_cannot_be_dropped_fails_no_run(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answers are merged; the warehouse then refuses the staging table's DROP once: the run
+    succeeds (a warning), and the table waits for a later run to drop it."""
+    from tests.support.warehouse.duckdb_executor import DuckDBExecutor
+
+    execute = DuckDBExecutor.__call__
+    refused: list[str] = []
+
+    def refusing_one_drop(self: DuckDBExecutor, sql: str, params: Any) -> Any:
+        if sql.startswith("DROP TABLE IF EXISTS") and "__agentbatch_staged" in sql and not refused:
+            refused.append(sql)
+            raise RuntimeError("injected: the warehouse refused the DROP")
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(DuckDBExecutor, "__call__", refusing_one_drop)
+    result = run_job(TRIAGE, endpoints={"apps/triage-agent": agent.url})
+    assert refused and result.summary["rows_written"] == OPEN_TICKETS
+    rows = result.engine.read_table("main.support.ticket_triage").to_pylist()
+    assert len({r["ticket_id"] for r in rows}) == len(rows) == OPEN_TICKETS
+    assert [n for n in _tables(warehouse) if "__agentbatch_staged" in n] != []
+
+
 def _tables(wh: Warehouse) -> list[str]:
     import databricks.sql
 
