@@ -439,8 +439,6 @@ def test_a_staging_table_that_cannot_be_dropped_fails_no_run(
 ) -> None:
     """The answers are merged; the warehouse then refuses the staging table's DROP once: the run
     succeeds (a warning), and the table waits for a later run to drop it."""
-    from tests.support.warehouse.duckdb_executor import DuckDBExecutor
-
     execute = DuckDBExecutor.__call__
     refused: list[str] = []
 
