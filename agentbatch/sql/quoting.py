@@ -137,22 +137,34 @@ def expression(sql: str, *, what: str = "expression") -> Sql:
     clauses = set(select.args) - {"expressions", "kind", "hint", "distinct", "operation_modifiers"}
     if any(select.args.get(arg) for arg in clauses):
         raise SqlValueError(f"the {what} must be a single SQL expression")
-    if any(node.comments for node in select.walk()):
-        # Comments inside user expressions could hide the rest of a rendered line.
-        printed = select.selects[0].sql(dialect=DIALECT, comments=False)
-        return Sql(printed)
-    return Sql(sql.strip())
+    return _as_written(sql)
 
 
 def query(sql: str, *, what: str = "query") -> Sql:
     """A single SELECT statement written by the job author (used as a subquery)."""
     try:
-        nodes = [n for n in sqlglot.parse(sql, read=DIALECT) if n is not None]
+        parsed = sqlglot.parse(sql, read=DIALECT)
     except (ParseError, sqlglot.errors.TokenError) as err:
         raise SqlValueError(f"the {what} is not valid Databricks SQL: {_first_line(err)}") from err
+    # A `;` ends it, with a comment after it or not.
+    nodes = [n for n in parsed if n is not None and not isinstance(n, exp.Semicolon)]
     if len(nodes) != 1 or not isinstance(nodes[0], exp.Query):
         raise SqlValueError(f"the {what} must be exactly one SELECT statement")
-    return Sql(nodes[0].sql(dialect=DIALECT, comments=False))
+    return _as_written(sql)
+
+
+def _as_written(sql: str) -> Sql:
+    """The author's text up to its last token, without the `;` and comments after it (a trailing
+    `-- comment` would swallow what a template adds after it). The text itself is kept: printed
+    back by sqlglot it could mean something else (`datediff(end, start)`, whole days between
+    dates, comes back as `DATEDIFF(DAY, start, end)`, whole 24-hour periods)."""
+    tokens = [
+        t
+        for t in sqlglot.Dialect.get_or_raise(DIALECT).tokenize(sql)
+        if t.token_type != sqlglot.TokenType.SEMICOLON
+    ]
+    start, end = tokens[0].start, tokens[-1].end + 1
+    return Sql(sql[start:end])
 
 
 def data_type(ddl: str) -> Sql:

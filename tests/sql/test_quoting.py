@@ -52,6 +52,24 @@ def test_expressions_must_be_single(sql: str) -> None:
 
 def test_trailing_comment_in_expression_cannot_swallow_sql() -> None:
     assert quoting.expression("x --, y") == "x"
+    assert quoting.query("SELECT * FROM t -- recent\n;  -- done") == "SELECT * FROM t"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # sqlglot prints these back as `DATEDIFF(DAY, created_at, CURRENT_TIMESTAMP())`: whole
+        # 24-hour periods on Databricks, where the two-argument form counts calendar days.
+        "SELECT * FROM t WHERE datediff(current_timestamp(), created_at) <= 7",
+        "SELECT id, date_diff(closed, opened) AS days /* open */ FROM t",
+    ],
+)
+def test_the_authors_sql_is_sent_as_written(sql: str) -> None:
+    """A `source.query`, `where` or `request` reaches the warehouse as its author wrote it, not as
+    sqlglot prints it back (which can change what it means)."""
+    assert quoting.query(sql + ";") == sql
+    where = "datediff(current_timestamp(), created_at) <= 7"
+    assert quoting.expression(where + " -- note") == where
 
 
 def test_structured_literals() -> None:

@@ -14,14 +14,14 @@ SELECT
   CAST(NULL AS STRING) AS `custom_outputs`,
   CAST(NULL AS STRING) AS `request_fingerprint`,
   CAST(NULL AS TIMESTAMP) AS `answered_at`
-FROM (SELECT * FROM READ_FILES('/Volumes/main/shop/photos', format => 'binaryFile')) AS source_query
+FROM (SELECT * FROM read_files('/Volumes/main/shop/photos', format => 'binaryFile')) AS source_query
 WHERE 1 = 0;
 
 -- select the rows to send [inputs.sql]
 WITH
 src AS (
   SELECT *
-  FROM (SELECT * FROM READ_FILES('/Volumes/main/shop/photos', format => 'binaryFile')) AS source_query
+  FROM (SELECT * FROM read_files('/Volumes/main/shop/photos', format => 'binaryFile')) AS source_query
   -- A row without a key can be neither merged nor resumed: it is never sent.
   WHERE `path` IS NOT NULL
 ),
