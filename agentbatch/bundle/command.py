@@ -262,21 +262,26 @@ def parameterize(sql: str, placeholders: Mapping[str, str]) -> str:
             parts = split
         return [p for p in parts if p]
 
-    def concat(text: str) -> str:
-        out = [p if p.startswith(":") else "'" + p.replace("'", "\\'") + "'" for p in pieces(text)]
+    def concat(text: str, *, escaped: bool) -> str:
+        """`text` as literals joined with markers; its quotes escaped unless they already are
+        (the inside of a string literal)."""
+        out = [
+            p if p.startswith(":") else "'" + (p if escaped else p.replace("'", "\\'")) + "'"
+            for p in pieces(text)
+        ]
         return " || ".join(out)
 
     def name(match: re.Match[str]) -> str:
         text = match.group(0)
         if not any(p in text for p in placeholders.values()):
             return text
-        return f"IDENTIFIER({concat(text)})"
+        return f"IDENTIFIER({concat(text, escaped=False)})"
 
     def string(match: re.Match[str]) -> str:
         text = match.group(0)
         if not any(p in text for p in placeholders.values()):
             return text
-        return f"({concat(text[1:-1])})"
+        return f"({concat(text[1:-1], escaped=True)})"
 
     # Strings first (a quoted name never holds a quote), then names outside them.
     out: list[str] = []

@@ -82,3 +82,20 @@ def test_rest_fallback_jobs_are_not_compiled(tmp_path: Path) -> None:
     """Why ticket_triage is a wheel task: ai_query cannot reach an agent on Databricks Apps."""
     job = ROOT / "jobs" / "ticket_triage.yml"
     assert main(["compile", str(job), "--target", "databricks-sql", "--out", str(tmp_path)]) == 4
+
+
+def test_a_parameter_beside_an_escaped_quote_keeps_the_literal() -> None:
+    """A variable read inside a string literal that also holds an escaped quote (`'s team`):
+    the literal's pieces are already escaped, so escaping them again wrote `'\\\\'`, a whole
+    literal, and the SQL task's file no longer parsed."""
+    from agentbatch.bundle.command import parameterize
+
+    rendered = r"SELECT * FROM t WHERE team = '@@schema@@\'s team' AND `@@schema@@`.x = 'it\'s'"
+    compiled = parameterize(rendered, {"schema": "@@schema@@"})
+    assert compiled == (
+        r"SELECT * FROM t WHERE team = (:schema || '\'s team') "
+        r"AND IDENTIFIER('`' || :schema || '`').x = 'it\'s'"
+    )
+    bound = bind_parameters(compiled, {"schema": "ops"})
+    assert bound == rendered.replace("@@schema@@", "ops")
+    sqlglot.parse_one(compiled, read="databricks")
