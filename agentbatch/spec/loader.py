@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from agentbatch.errors import SpecError, TemplateError
@@ -239,15 +239,27 @@ def _doc_path(loc: tuple[int | str, ...], value: Any) -> KeyPath:
 
 
 def parse_var_assignments(assignments: Iterable[str]) -> dict[str, Any]:
-    """`--var k=v` values; v is read as a YAML scalar (5 -> int, true -> bool), else kept as text."""
+    """`--var k=v` values: `true`/`false` (any case), and a number written as Python writes it back (`5`,
+    `-2`, `0.5`), become a bool or a number; any other value is kept as the text given. YAML's
+    reading would change text a prompt quotes (`01234` is the octal 668, `12:30:00` 45000, `yes`
+    true, `1_000` 1000, surrounding spaces dropped)."""
     result: dict[str, Any] = {}
     for item in assignments:
         name, sep, text = item.partition("=")
         if not sep or not name.strip():
             raise SpecError(f"--var {item!r}: expected NAME=VALUE")
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text
-        result[name.strip()] = value if isinstance(value, (str, int, float, bool)) else text
+        result[name.strip()] = _var_value(text)
     return result
+
+
+def _var_value(text: str) -> str | bool | int | float:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            number = kind(text)
+        except ValueError:
+            continue
+        if str(number) == text and math.isfinite(number):
+            return number
+    return text

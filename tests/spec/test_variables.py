@@ -115,3 +115,31 @@ def test_validate_gives_each_file_the_variables_it_uses(
     err = capsys.readouterr().err
     assert "variable 'regoin' is given but no job file declares it" in err
     assert "did you mean 'region'?" in err
+
+
+@pytest.mark.parametrize(
+    ("given", "value"),
+    [
+        ("01234", "01234"),  # YAML 1.1: the octal 668
+        ("12:30:00", "12:30:00"),  # YAML 1.1: 45000 (base 60)
+        ("yes", "yes"),
+        ("0x1F", "0x1F"),
+        ("1_000", "1_000"),
+        ("  spaced  ", "  spaced  "),
+        ('"quoted"', '"quoted"'),
+        (".inf", ".inf"),
+        ("1.10", "1.10"),
+        ("5", 5),
+        ("-2", -2),
+        ("0.5", 0.5),
+        ("false", False),
+        ("TRUE", True),
+    ],
+)
+def test_a_var_given_on_the_command_line_is_its_text(given: str, value: object) -> None:
+    """A prompt quotes a `--var` as the user typed it; only booleans and plain numbers (written
+    as they read back) are typed, as a YAML default of the same text would be."""
+    from agentbatch.spec.loader import parse_var_assignments
+
+    parsed = parse_var_assignments([f"p={given}"])["p"]
+    assert parsed == value and type(parsed) is type(value)
