@@ -57,6 +57,9 @@ _FILE_READERS = {
     ".jsonl": "read_json_auto",
     ".ndjson": "read_json_auto",
 }
+# A quoted empty CSV field ("") is an empty string, as Spark's CSV reader has it; only an
+# empty field is NULL (DuckDB reads both as NULL by default).
+_READER_OPTIONS = {"read_csv_auto": ", allow_quoted_nulls = false"}
 # Formats whose reader guesses the column types again, and what it gets wrong.
 _GUESSED = {
     suffix: "(a text key comes back as a number, a typed answer as text)"
@@ -297,8 +300,10 @@ class LocalEngine:
                     f"--table {name}={path}: the file is empty: no header line, no rows"
                 )
             try:
+                options = _READER_OPTIONS.get(reader, "")
                 self._sql(
-                    f"CREATE TEMP VIEW {view} AS SELECT * FROM {reader}({_duck_literal(path)})"
+                    f"CREATE TEMP VIEW {view} AS SELECT * FROM "
+                    f"{reader}({_duck_literal(path)}{options})"
                 )
             except Exception as err:  # DuckDB's reader errors (encoding, malformed rows, ...)
                 raise UsageError(

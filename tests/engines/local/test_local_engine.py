@@ -238,6 +238,19 @@ def test_a_dataframe_can_be_a_source(tmp_path: Path) -> None:
     assert sorted(ids) == [7, 8]
 
 
+def test_a_quoted_empty_csv_field_is_an_empty_string(tmp_path: Path) -> None:
+    """`""` is text with nothing in it (Spark's CSV reader agrees); only an empty field is NULL.
+    Read as NULL, the row's request was NULL: a row error instead of a call."""
+    path = tmp_path / "tickets.csv"
+    path.write_text('id,subject,status\n1,"",open\n2,,open\n3,"a",open\n')
+    eng = LocalEngine(tables={"main.s.tickets": path}, warehouse_dir=tmp_path / "wh")
+    steps = plan_for("merge")
+    eng.execute(steps.ensure_target.sql)  # type: ignore[union-attr]
+    rows = pa.Table.from_batches(list(eng.fetch_batches(steps.inputs.sql))).to_pylist()
+    subjects = {r["id"]: r["subject"] for r in rows}
+    assert subjects == {1: "", 2: None, 3: "a"}
+
+
 def test_missing_tables_and_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such file"):
         LocalEngine(tables={"main.s.tickets": tmp_path / "nope.csv"}, warehouse_dir=tmp_path)
