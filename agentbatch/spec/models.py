@@ -140,6 +140,36 @@ OutputColumns = Annotated[
 ]
 
 
+def _type_problem(ddl: str) -> str | None:
+    """What sqlglot reads past in a response_format type but Databricks refuses: text after the
+    closing `>`, an ARRAY or MAP without its types, an empty STRUCT, a DECIMAL out of range, two
+    fields whose names differ only in case (Databricks' names are case-insensitive)."""
+    depth, closed_at = 0, None
+    for at, char in enumerate(re.sub(r"`[^`]*`", lambda m: "x" * len(m.group(0)), ddl)):
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        if depth == 0 and char == ">" and closed_at is None:
+            closed_at = at
+    if closed_at is None or ddl[closed_at + 1 :].strip():
+        return f"{ddl!r} has text after its STRUCT<...>"
+    t = exp.DataType.Type
+    for node in exp.DataType.build(ddl, dialect="databricks").find_all(exp.DataType):
+        wanted = {t.ARRAY: 1, t.MAP: 2}.get(node.this)
+        if wanted is not None and len(node.expressions) != wanted:
+            return f"{node.this.name} takes {wanted} type(s): {node.sql('databricks')}"
+        if node.this == t.STRUCT:
+            names = [column.name.lower() for column in node.expressions]
+            if not names:
+                return "a STRUCT needs at least one field"
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                return f"field {twice[0]!r} is given twice (names are case-insensitive)"
+        if node.this == t.DECIMAL and node.expressions:
+            precision, scale = ([int(p.name) for p in node.expressions] + [0])[:2]
+            if not (1 <= precision <= 38 and 0 <= scale <= precision):
+                return f"{node.sql('databricks')}: precision is 1 to 38, scale 0 to the precision"
+    return None
+
+
 def _answer_field_names(fmt: str | dict[str, Any] | None) -> list[str]:
     """Every field name of a response format, nested ones included."""
     if isinstance(fmt, str):
@@ -363,6 +393,9 @@ class Agent(StrictModel):
                 raise _sql_error(err) from None
             if not ddl.upper().startswith("STRUCT<"):
                 raise ValueError("a response_format type must be a STRUCT<...>")
+            problem = _type_problem(value)
+            if problem:
+                raise ValueError(problem)
         elif isinstance(value, dict) and value.get("type") != "object":
             raise ValueError('a JSON schema response_format must have "type": "object"')
         for name in _answer_field_names(value):

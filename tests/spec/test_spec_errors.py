@@ -276,9 +276,17 @@ def test_validate_checks_the_jobs_own_template(tmp_path: Path) -> None:
     [
         (
             '"STRUCT<label: STRING, label: INT>"',
-            "job.yml:9: agent.response_format: response_format 'STRUCT<label: STRING, label: "
-            "INT>': duplicate field 'label'",
+            "job.yml:9: agent.response_format: field 'label' is given twice",
         ),
+        # Names are case-insensitive in Databricks: Delta refuses the column.
+        ('"STRUCT<label: STRING, Label: INT>"', "field 'label' is given twice"),
+        # sqlglot reads these; Databricks refuses them (they crashed the planning).
+        ('"STRUCT<a: ARRAY<>>"', "job.yml:9: agent.response_format: ARRAY takes 1 type(s)"),
+        ('"STRUCT<a: MAP<STRING>>"', "MAP takes 2 type(s)"),
+        ('"STRUCT<a: STRUCT<>>"', "a STRUCT needs at least one field"),
+        ('"STRUCT<a: DECIMAL(39)>"', "DECIMAL(39): precision is 1 to 38"),
+        ('"STRUCT<a: DECIMAL(5, 10)>"', "scale 0 to the precision"),
+        ('"STRUCT<a: INT> extra"', "has text after its STRUCT<...>"),
         (
             '{type: object, properties: {"it\'s": {type: string}}}',
             'job.yml:9: agent.response_format: "it\'s" is not a valid identifier',
