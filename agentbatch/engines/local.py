@@ -364,7 +364,8 @@ class LocalEngine:
                 "read_parquet": "FORMAT PARQUET",
                 "read_json_auto": "FORMAT JSON",
             }[_FILE_READERS[suffix]]
-            self._sql(f"COPY (SELECT * FROM {relation}) TO {_duck_literal(tmp)} ({fmt})")
+            columns = self._parquet_columns(relation) if fmt == "FORMAT PARQUET" else "*"
+            self._sql(f"COPY (SELECT {columns} FROM {relation}) TO {_duck_literal(tmp)} ({fmt})")
             os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
         else:
             try:
@@ -374,6 +375,20 @@ class LocalEngine:
             # Streamed: the table is never whole in memory.
             rows = self._con.sql(f"SELECT * FROM {relation}").to_arrow_reader(64 * 1024)
             write_deltalake(str(path), rows, mode="overwrite", schema_mode="overwrite")
+
+    def _parquet_columns(self, relation: str) -> str:
+        """`*`, with 128-bit integers as DECIMAL(38,0): DuckDB writes them to Parquet as DOUBLE,
+        which merges two keys past 2^53 into one (and a number column loses digits)."""
+        wide = [
+            name
+            for name, type_name, *_ in self._con.execute(f"DESCRIBE {relation}").fetchall()
+            if type_name in ("HUGEINT", "UHUGEINT")
+        ]
+        if not wide:
+            return "*"
+        names = [exp.to_identifier(name, quoted=True).sql("duckdb") for name in wide]
+        casts = ", ".join(f"CAST({name} AS DECIMAL(38,0)) AS {name}" for name in names)
+        return f"* REPLACE ({casts})"
 
     def _physical(self, full: tuple[str, str, str], *, attach: bool) -> tuple[str | None, str, str]:
         if full in self._outputs:

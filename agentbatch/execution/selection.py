@@ -191,9 +191,22 @@ def _key_kind(type_name: str) -> str:
     head = name.split("(", 1)[0].strip()
     if head in _INTEGER_TYPES:
         return "integer"
-    if head in _STRING_TYPES:
+    if head in ("decimal", "numeric") and _decimal_scale(name) == 0:
+        # A whole-number DECIMAL compares with an integer by value: a CSV key past BIGINT is
+        # HUGEINT, stored as DECIMAL(38,0).
+        return "integer"
+    if head in _STRING_TYPES or head == "enum":  # a pandas Categorical reads as an ENUM
         return "string"
     return name
+
+
+def _decimal_scale(name: str) -> int | None:
+    """The scale of `decimal(p,s)` (0 for `decimal(p)`), None for a bare `decimal`."""
+    params = name.partition("(")[2].rstrip(")").split(",")
+    try:
+        return int(params[1]) if len(params) > 1 else (0 if params[0].strip() else None)
+    except ValueError:
+        return None
 
 
 def _check_key_types(plan: Plan, source_type: object, target_type: object) -> None:

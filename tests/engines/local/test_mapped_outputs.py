@@ -263,3 +263,34 @@ def test_a_delta_source_is_read_as_its_current_version(tmp_path: Path, partition
         (3, "c", "us"),
         (4, "d", "us"),
     ]
+
+
+@pytest.mark.parametrize("output_name", ["out.parquet", "out_delta"])
+def test_keys_past_bigint_keep_every_digit(
+    tmp_path: Path, agent: AgentServer, output_name: str
+) -> None:
+    """A CSV key past BIGINT reads as HUGEINT, which DuckDB wrote to Parquet as DOUBLE: two keys
+    became one `1.2345678901234568e+22`, and the next run was refused (HUGEINT against DOUBLE).
+    They are written as DECIMAL(38,0), and the next run finds them answered."""
+    source = tmp_path / "src.csv"
+    keys = [12345678901234567890123, 12345678901234567890124]
+    source.write_text("id,txt\n" + "".join(f"{k},t{k}\n" for k in keys))
+    output = tmp_path / output_name
+    first = run(tmp_path, agent, source, output)
+    assert (first["sent"], first["table_rows"]) == (2, 2)
+    again = run(tmp_path, agent, source, output)
+    assert (again["sent"], again["skipped"]) == (0, 2)
+    read = agentbatch.read_table("main.s.out", tables={"main.s.out": output})
+    assert sorted(int(k) for k in read.column("id").to_pylist()) == keys
+
+
+def test_a_categorical_key_is_text_run_after_run(tmp_path: Path, agent: AgentServer) -> None:
+    """A pandas Categorical key reads as an ENUM; the output holds it as text. The same frame
+    run again was refused as a key of another type."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": pd.Categorical(["a", "b"]), "txt": ["x", "y"]})
+    output = tmp_path / "out.parquet"
+    assert run(tmp_path, agent, frame, output)["sent"] == 2  # type: ignore[arg-type]
+    again = run(tmp_path, agent, frame, output)  # type: ignore[arg-type]
+    assert (again["sent"], again["skipped"]) == (0, 2)
