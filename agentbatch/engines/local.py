@@ -256,9 +256,8 @@ class LocalEngine:
             if full in outputs:
                 self._outputs[full] = source
             else:
-                self._relations[full] = self._register_input(
-                    f"agentbatch_input_{number}", name, source
-                )
+                view = self._register_input(f"agentbatch_input_{number}", name, source)
+                self._relations[full] = self._with_portable_types(view)
         # A mapping refused leaves no file behind, so it is refused before anything is locked.
         kinds = {full: _output_kind(".".join(full), s) for full, s in self._outputs.items()}
         # Every output is locked before any is read: a table read before the lock could be saved
@@ -277,6 +276,23 @@ class LocalEngine:
                 places.add(Path(source))
         for place in sorted(places):
             self._locks.append(output_lock.hold(place.resolve(), holder))
+
+    def _with_portable_types(self, view: str) -> str:
+        """`view`, with columns of DuckDB-only types read as text: no type at all (a source with
+        no rows: pandas' empty object column, Parquet's null), and ENUM (a pandas Categorical).
+        An output made from them had a column a later value could not be written to (another
+        category, any value at all), and each later run paid for its rows, then failed."""
+        untyped = [
+            name
+            for name, type_name, *_ in self._con.execute(f"DESCRIBE {view}").fetchall()
+            if type_name == '"NULL"' or type_name.startswith("ENUM(")
+        ]
+        if not untyped:
+            return view
+        names = [exp.to_identifier(name, quoted=True).sql("duckdb") for name in untyped]
+        casts = ", ".join(f"CAST({name} AS VARCHAR) AS {name}" for name in names)
+        self._sql(f"CREATE TEMP VIEW {view}_typed AS SELECT * REPLACE ({casts}) FROM {view}")
+        return f"{view}_typed"
 
     def _register_input(self, view: str, name: str, source: TableSource) -> str:
         if isinstance(source, (str, os.PathLike)):

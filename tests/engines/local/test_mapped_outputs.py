@@ -284,13 +284,66 @@ def test_keys_past_bigint_keep_every_digit(
     assert sorted(int(k) for k in read.column("id").to_pylist()) == keys
 
 
-def test_a_categorical_key_is_text_run_after_run(tmp_path: Path, agent: AgentServer) -> None:
-    """A pandas Categorical key reads as an ENUM; the output holds it as text. The same frame
-    run again was refused as a key of another type."""
+@pytest.mark.parametrize("into", ["file", "warehouse"])
+def test_categorical_columns_are_text_run_after_run(
+    tmp_path: Path, agent: AgentServer, into: str
+) -> None:
+    """pandas Categorical columns read as DuckDB ENUMs: the same frame run again was refused (a
+    key of another type), and in the local warehouse the output took the ENUM, so a new category
+    later was paid for, then could not be written, run after run."""
     import pandas as pd
 
-    frame = pd.DataFrame({"id": pd.Categorical(["a", "b"]), "txt": ["x", "y"]})
-    output = tmp_path / "out.parquet"
-    assert run(tmp_path, agent, frame, output)["sent"] == 2  # type: ignore[arg-type]
-    again = run(tmp_path, agent, frame, output)  # type: ignore[arg-type]
+    def frame(keys: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"id": pd.Categorical(keys), "txt": pd.Categorical(keys)})
+
+    job = tmp_path / "job.yml"
+    job.write_text(JOB)
+
+    def run_on(source: pd.DataFrame) -> dict[str, object]:
+        tables = {"main.s.src": source}
+        if into == "file":
+            tables["main.s.out"] = tmp_path / "out.parquet"
+        with agentbatch.run(
+            job,
+            tables=tables,
+            endpoints={"apps/a": agent.url},
+            state_dir=tmp_path / "state",
+            project_dir=tmp_path,
+            progress=False,
+        ) as result:
+            return dict(result.summary)
+
+    assert run_on(frame(["a", "b"]))["sent"] == 2
+    again = run_on(frame(["a", "b"]))
     assert (again["sent"], again["skipped"]) == (0, 2)
+    grown = run_on(frame(["a", "b", "c"]))
+    assert (grown["sent"], grown["table_rows"]) == (1, 3)
+
+
+@pytest.mark.parametrize("kind", ["frame", "parquet"])
+def test_a_source_with_no_rows_yet_leaves_an_output_the_next_run_can_write(
+    tmp_path: Path, agent: AgentServer, kind: str
+) -> None:
+    """A source with no rows has columns of no type (pandas' empty object column, Parquet's
+    null): the output made from them had a column no value fits, and the next run with rows
+    paid for them, then failed to write them, run after run. Such columns are text."""
+    import pandas as pd
+
+    def source(ids: list[int]) -> object:
+        frame = pd.DataFrame(
+            {
+                "id": pd.Series(ids, dtype="int64"),
+                "txt": pd.Series([f"t{i}" for i in ids], dtype=object),
+            }
+        )
+        if kind == "frame":
+            return frame
+        path = tmp_path / f"src{len(ids)}.parquet"
+        frame.to_parquet(path)
+        return path
+
+    output = tmp_path / "out.parquet"
+    assert run(tmp_path, agent, source([]), output)["table_rows"] == 0  # type: ignore[arg-type]
+    filled = run(tmp_path, agent, source([1, 2]), output)  # type: ignore[arg-type]
+    assert (filled["sent"], filled["table_rows"]) == (2, 2)
+    assert pq.read_table(output).column("txt").to_pylist() in (["t1", "t2"], ["t2", "t1"])
