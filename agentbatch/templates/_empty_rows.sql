@@ -1,8 +1,8 @@
 {#- No rows, with the standard output columns and the job's types. -#}
 SELECT
-  {{ key }},
+  {{ key }} AS {{ key }},
 {% for column in columns %}
-  {{ column }},
+  {{ column }} AS {{ column }},
 {% endfor %}
   CAST(NULL AS {{ response_type }}) AS `response`,
   CAST(NULL AS STRING) AS `error`,

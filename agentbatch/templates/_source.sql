@@ -16,10 +16,12 @@ src AS (
 {% endif %}
 ),
 req AS (
+  {#- Named as the job spells them: the source may spell them in another case (the engines
+      match names without case, and would return the source's spelling). #}
   SELECT
-    {{ key }},
+    {{ key }} AS {{ key }},
 {% for column in columns %}
-    {{ column }},
+    {{ column }} AS {{ column }},
 {% endfor %}
 {% if request_value != request_text %}
     {{ request_value }} AS `_request_value`,

@@ -2,8 +2,8 @@
 -- create the target if missing [ensure_target.sql]
 CREATE TABLE IF NOT EXISTS IDENTIFIER('`' || :catalog || '`.`support`.`billing_details`') AS
 SELECT
-  `ticket_id`,
-  `customer`,
+  `ticket_id` AS `ticket_id`,
+  `customer` AS `customer`,
   CAST(NULL AS STRUCT<`issue`: STRING, `amount`: DOUBLE, `seats`: BIGINT, `refund_requested`: BOOLEAN>) AS `response`,
   CAST(NULL AS STRING) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
@@ -27,10 +27,9 @@ src AS (
   -- A row without a key can be neither merged nor resumed: it is never sent.
   WHERE `ticket_id` IS NOT NULL
 ),
-req AS (
-  SELECT
-    `ticket_id`,
-    `customer`,
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `customer` AS `customer`,
     CAST(concat('Extract the billing details of this ticket as JSON.
 
 ', subject, '

@@ -347,3 +347,18 @@ def test_a_source_with_no_rows_yet_leaves_an_output_the_next_run_can_write(
     filled = run(tmp_path, agent, source([1, 2]), output)  # type: ignore[arg-type]
     assert (filled["sent"], filled["table_rows"]) == (2, 2)
     assert pq.read_table(output).column("txt").to_pylist() in (["t1", "t2"], ["t2", "t1"])
+
+
+def test_a_key_spelt_in_another_case_than_the_sources_column(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """`key: id` over a CSV whose header says `ID`: SQL matches names without case, but the
+    rows came back spelt as the source spells them, so the run stopped (the key missing from
+    its rows) after creating an empty output. The output is spelt as the job spells it."""
+    source = tmp_path / "src.csv"
+    source.write_text("ID,Txt\n1,a\n2,b\n")
+    output = tmp_path / "out.parquet"
+    assert run(tmp_path, agent, source, output)["sent"] == 2
+    assert pq.read_table(output).schema.names[:2] == ["id", "txt"]
+    again = run(tmp_path, agent, source, output)
+    assert (again["sent"], again["skipped"]) == (0, 2)

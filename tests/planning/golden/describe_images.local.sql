@@ -1,8 +1,8 @@
 -- create the target if missing [ensure_target.sql]
 CREATE TABLE IF NOT EXISTS `main`.`shop`.`photo_descriptions` AS
 SELECT
-  `path`,
-  `length`,
+  `path` AS `path`,
+  `length` AS `length`,
   CAST(NULL AS STRING) AS `response`,
   CAST(NULL AS STRING) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
@@ -25,10 +25,9 @@ src AS (
   -- A row without a key can be neither merged nor resumed: it is never sent.
   WHERE `path` IS NOT NULL
 ),
-req AS (
-  SELECT
-    `path`,
-    `length`,
+req AS (  SELECT
+    `path` AS `path`,
+    `length` AS `length`,
     content AS `_file`,
     path AS `_file_name`,
     CAST('Give the pixel size and the main colour of this image.' AS STRING) AS `_request`

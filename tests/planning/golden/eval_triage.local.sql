@@ -1,9 +1,9 @@
 -- create the target if missing [ensure_target.sql]
 CREATE TABLE IF NOT EXISTS `main`.`support`.`triage_eval` AS
 SELECT
-  `ticket_id`,
-  `subject`,
-  `label`,
+  `ticket_id` AS `ticket_id`,
+  `subject` AS `subject`,
+  `label` AS `label`,
   CAST(NULL AS STRUCT<label: STRING, urgency: INT>) AS `response`,
   CAST(NULL AS STRING) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
@@ -26,11 +26,10 @@ src AS (
   -- A row without a key can be neither merged nor resumed: it is never sent.
   WHERE `ticket_id` IS NOT NULL
 ),
-req AS (
-  SELECT
-    `ticket_id`,
-    `subject`,
-    `label`,
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `subject` AS `subject`,
+    `label` AS `label`,
     CAST(concat('Classify this support ticket. Ticket: ', subject, '
 
 ', body) AS STRING) AS `_request`
@@ -74,11 +73,10 @@ src AS (
   -- A row without a key can be neither merged nor resumed: it is never sent.
   WHERE `ticket_id` IS NOT NULL
 ),
-req AS (
-  SELECT
-    `ticket_id`,
-    `subject`,
-    `label`,
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `subject` AS `subject`,
+    `label` AS `label`,
     CAST(concat('Classify this support ticket. Ticket: ', subject, '
 
 ', body) AS STRING) AS `_request`

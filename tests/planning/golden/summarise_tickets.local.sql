@@ -1,9 +1,9 @@
 -- create the target if missing [ensure_target.sql]
 CREATE TABLE IF NOT EXISTS `main`.`support`.`ticket_summaries` AS
 SELECT
-  `ticket_id`,
-  `subject`,
-  `created_at`,
+  `ticket_id` AS `ticket_id`,
+  `subject` AS `subject`,
+  `created_at` AS `created_at`,
   CAST(NULL AS STRING) AS `response`,
   CAST(NULL AS STRING) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
@@ -26,11 +26,10 @@ src AS (
   -- A row without a key can be neither merged nor resumed: it is never sent.
   WHERE `ticket_id` IS NOT NULL
 ),
-req AS (
-  SELECT
-    `ticket_id`,
-    `subject`,
-    `created_at`,
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `subject` AS `subject`,
+    `created_at` AS `created_at`,
     CAST(concat('Summarise this support ticket in one sentence.
 
 Subject: ', subject, '

@@ -1,8 +1,8 @@
 -- create the target if missing [ensure_target.sql]
 CREATE TABLE IF NOT EXISTS `main`.`support`.`ticket_replies` AS
 SELECT
-  `ticket_id`,
-  `subject`,
+  `ticket_id` AS `ticket_id`,
+  `subject` AS `subject`,
   CAST(NULL AS STRING) AS `response`,
   CAST(NULL AS STRING) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
@@ -26,10 +26,9 @@ src AS (
   WHERE `ticket_id` IS NOT NULL
     AND (status = 'open')
 ),
-req AS (
-  SELECT
-    `ticket_id`,
-    `subject`,
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `subject` AS `subject`,
     named_struct('input', array(named_struct('role', 'user', 'content', CAST(concat('Draft a first reply to this ticket. Ticket: ', subject, '
 
 ', body) AS STRING))), 'custom_inputs', NAMED_STRUCT('team', 'support'), 'databricks_options', NAMED_STRUCT('return_trace', TRUE)) AS `_request_value`,

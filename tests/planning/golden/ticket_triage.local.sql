@@ -1,10 +1,10 @@
 -- create the target if missing [ensure_target.sql]
 CREATE TABLE IF NOT EXISTS `main`.`support`.`ticket_triage` AS
 SELECT
-  `ticket_id`,
-  `subject`,
-  `body`,
-  `label`,
+  `ticket_id` AS `ticket_id`,
+  `subject` AS `subject`,
+  `body` AS `body`,
+  `label` AS `label`,
   CAST(NULL AS STRUCT<label: STRING, urgency: INT>) AS `response`,
   CAST(NULL AS STRING) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
@@ -28,12 +28,11 @@ src AS (
   WHERE `ticket_id` IS NOT NULL
     AND (status = 'open')
 ),
-req AS (
-  SELECT
-    `ticket_id`,
-    `subject`,
-    `body`,
-    `label`,
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `subject` AS `subject`,
+    `body` AS `body`,
+    `label` AS `label`,
     named_struct('input', array(named_struct('role', 'user', 'content', CAST(concat('Classify this support ticket for the ', 'support', ' team. Ticket: ', subject, '
 
 ', body) AS STRING))), 'custom_inputs', NAMED_STRUCT('team', 'support'), 'databricks_options', NAMED_STRUCT('return_trace', TRUE)) AS `_request_value`,

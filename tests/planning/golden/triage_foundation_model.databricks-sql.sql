@@ -1,8 +1,8 @@
 -- create the target if missing [ensure_target.sql]
 CREATE TABLE IF NOT EXISTS `main`.`support`.`ticket_labels` AS
 SELECT
-  `ticket_id`,
-  `subject`,
+  `ticket_id` AS `ticket_id`,
+  `subject` AS `subject`,
   CAST(NULL AS STRUCT<label: STRING, urgency: INT>) AS `response`,
   CAST(NULL AS STRING) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
@@ -27,10 +27,9 @@ src AS (
   -- A row without a key can be neither merged nor resumed: it is never sent.
   WHERE `ticket_id` IS NOT NULL
 ),
-req AS (
-  SELECT
-    `ticket_id`,
-    `subject`,
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `subject` AS `subject`,
     CAST(concat('Classify this support ticket. Ticket: ', subject, '
 
 ', body) AS STRING) AS `_request`
