@@ -95,6 +95,47 @@ def result_columns(
     A response that does not fit `response_type` (should not happen: answers are coerced when
     parsed) becomes a row error instead of failing the batch.
     """
+    try:
+        return _result_columns(results, response_type)
+    except UnicodeEncodeError:
+        # Text no UTF-8 can hold: UTF-16 surrogates, from an agent that speaks UTF-16 (an emoji
+        # split over two stream deltas, JSON's "\ud83d" alone). Rare, so mended only when met.
+        return _result_columns([_mended(r) for r in results], response_type)
+
+
+def _mended(result: RowResult) -> RowResult:
+    return RowResult(
+        _mended_text(result.response),
+        _mended_text(result.error),
+        result.http_status,
+        result.attempts,
+        result.latency_ms,
+        result.input_tokens,
+        result.output_tokens,
+        _mended_text(result.trace_id),
+        _mended_text(result.custom_outputs),
+        result.fingerprint,
+        result.answered_at_us,
+    )
+
+
+def _mended_text(value: Any) -> Any:
+    """`value` with each pair of surrogates made the character it encodes, and a lone one the
+    replacement character U+FFFD (at any depth of a typed answer)."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_mended_text(k): _mended_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mended_text(v) for v in value]
+    if isinstance(value, tuple):  # a MAP's (key, value) pairs
+        return tuple(_mended_text(v) for v in value)
+    return value
+
+
+def _result_columns(
+    results: Sequence[RowResult], response_type: pa.DataType | None
+) -> list[pa.Array]:
     import pyarrow as pa
 
     fields = result_arrow_fields(response_type)
