@@ -79,12 +79,18 @@ def safe_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def register_secret(value: str, *, in_answers: bool = True) -> None:
+def register_secret(value: str, *, in_answers: bool = True, min_chars: int = 6) -> None:
     """Remember a credential so any later message (and, `in_answers`, answer) containing it is
-    masked."""
-    if value and len(value) >= 6:
+    masked. Shorter values than `min_chars` are not: masked everywhere, they would garble
+    messages (a query value `1`)."""
+    if value and len(value) >= min_chars:
         with _lock:
             (_known if in_answers else _in_messages).add(value)
+
+
+def answers_have_secrets() -> bool:
+    """Whether any credential a run sends is known, which answers must then be scrubbed of."""
+    return bool(_known)
 
 
 def register_url_credentials(url: str) -> None:
@@ -97,15 +103,18 @@ def register_url_credentials(url: str) -> None:
         username, password = parts.username, parts.password
     except ValueError:
         return
-    if password:
-        for user, secret in (
-            (username or "", password),
-            (urllib.parse.unquote(username or ""), urllib.parse.unquote(password)),
-        ):
-            register_secret(secret, in_answers=False)
+    for user, secret in (
+        (username or "", password or ""),
+        (urllib.parse.unquote(username or ""), urllib.parse.unquote(password or "")),
+    ):
+        # The user name and password may be plain words (messages only), down to three
+        # characters; the Basic credential the HTTP client sends of them is an auth header.
+        register_secret(user, in_answers=False, min_chars=3)
+        register_secret(secret, in_answers=False, min_chars=3)
+        if password is not None:
             pair = f"{user}:{secret}".encode()
-            register_secret(base64.b64encode(pair).decode(), in_answers=False)
-            register_secret(base64.urlsafe_b64encode(pair).decode(), in_answers=False)
+            register_secret(base64.b64encode(pair).decode())
+            register_secret(base64.urlsafe_b64encode(pair).decode())
     for query in (parts.query, parts.fragment):
         for item in query.split("&"):
             name, sep, value = item.partition("=")

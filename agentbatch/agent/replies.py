@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agentbatch.agent.redact import redact
+
 # Error kinds counted in the run's stats. `http` errors are counted by status as `http_<status>`.
 FailureKind = Literal[
     "http", "timeout", "connection", "parse", "stream", "agent", "too_large", "request"
@@ -41,7 +43,9 @@ class RowFailure:
 
 
 def truncate(text: str, limit: int = MESSAGE_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    """`text` cut to `limit` characters, masked first when cut: a secret cut in two is no
+    longer one the whole message's masking finds."""
+    return text if len(text) <= limit else redact(text)[:limit] + "…"
 
 
 _INT64_LIMIT = 2**63

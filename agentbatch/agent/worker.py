@@ -18,7 +18,7 @@ from agentbatch.agent.calls import CallSpec
 from agentbatch.agent.content import RowFile
 from agentbatch.agent.endpoints import Endpoint
 from agentbatch.agent.limiter import Limiter
-from agentbatch.agent.redact import redact, redact_known
+from agentbatch.agent.redact import answers_have_secrets, redact, redact_known
 from agentbatch.agent.replies import AgentReply, RowFailure, error_message, truncate
 from agentbatch.agent.response_format import ResponseFormat
 from agentbatch.agent.responses import apply_response_format, loads, parse_json_reply
@@ -203,8 +203,11 @@ class Caller:
             parsed = parse_sse(raw.body)
         else:
             parsed = parse_json_reply(raw.body)
-        if isinstance(parsed, AgentReply) and self._endpoint.auth is not None:
-            # An agent must not be able to write our credentials into the output table.
+        if isinstance(parsed, AgentReply) and (
+            self._endpoint.auth is not None or answers_have_secrets()
+        ):
+            # An agent must not be able to write our credentials into the output table (the
+            # workspace's token, the Basic credential of a URL's user name and password).
             parsed = _without_secrets(parsed)
         if isinstance(parsed, AgentReply):
             parsed = apply_response_format(parsed, self._fmt)

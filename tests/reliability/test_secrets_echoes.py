@@ -27,6 +27,7 @@ import pytest
 from aiohttp import web
 
 import agentbatch
+from agentbatch.agent.replies import MESSAGE_CHARS
 from agentbatch.cli.main import main
 from agentbatch.errors import AgentError
 from agentbatch.testing.background import BackgroundServer
@@ -93,6 +94,12 @@ class EchoingAgent:
             raise web.HTTPTemporaryRedirect(location)
         if mode == "answer_echo":
             return web.json_response(_answer(f"you sent {authorization} to {request.path_qs}"))
+        if mode == "authorization_answer":  # a header the run sends is scrubbed from answers
+            return web.json_response(_answer(f"you sent {authorization}"))
+        if mode == "long_400":  # the password and key fall where a long message is cut
+            user, _, password = base64.b64decode(credential).decode().partition(":")
+            message = "x" * (MESSAGE_CHARS - 12) + f" {password} {request.query.get('code')}"
+            return web.json_response({"error": {"message": message}}, status=400)
         if mode == "error_event_not_json":
             event = {"type": "error", "error": {"message": f"code {request.query.get('code')}"}}
             return web.Response(text=f"data: {json.dumps(event)}\n\n", content_type="text/plain")
@@ -153,6 +160,8 @@ ECHO_MODES = [
     "password_400",
     "redirect_non_http",
     "error_event_not_json",
+    "authorization_answer",
+    "long_400",
 ]
 
 
@@ -161,8 +170,9 @@ def test_an_agent_echoing_its_url_credentials_leaks_them_nowhere_through_the_cli
     mode: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     password, code, token = credentials()
+    user = "u" + secrets.token_hex(3)  # a user name is masked down to three characters
     with serve_echoing(mode, token) as (url, agent):
-        endpoint = url.replace("http://", f"http://alice:{password}@") + f"/agent?code={code}"
+        endpoint = url.replace("http://", f"http://{user}:{password}@") + f"/agent?code={code}"
         job = write_job(tmp_path / "project", "support-agent")
         out = tmp_path / "project" / "out.parquet"
         run = [
@@ -186,12 +196,16 @@ def test_an_agent_echoing_its_url_credentials_leaks_them_nowhere_through_the_cli
         shown = main(["show", "main.support.echo_out", "--table", f"main.support.echo_out={out}"])
         printed_show = capsys.readouterr()
     assert agent.posts >= 1, "the agent was never called"
-    assert f"alice:{password}".encode() in base64.b64decode(
+    assert f"{user}:{password}".encode() in base64.b64decode(
         agent.authorizations[0].partition(" ")[2]
     ), "the URL's password did not reach the agent"
     if mode == "code_403":
         assert first == second == 6  # the refusal stops the run, quoting the server's words
         assert "is not valid for this function" in printed_first.err
+    elif mode == "authorization_answer":
+        assert first == second == shown == 0
+        responses = pq.read_table(out).column("response").to_pylist()
+        assert len(responses) >= ROWS and set(responses) == {"you sent Basic ***"}, responses
     else:
         assert first == second == shown == 0
         errors = pq.read_table(out).column("error").to_pylist()
@@ -206,7 +220,9 @@ def test_an_agent_echoing_its_url_credentials_leaks_them_nowhere_through_the_cli
         "show stderr": printed_show.err,
     }
     places.update(file_texts(tmp_path / "project"))
-    found = leaks(secret_forms("alice", password, code, token), places)
+    # A secret cut in two by a message's length limit is still a secret: its first characters.
+    parts = [password[:8], code[:8]]
+    found = leaks([user, *parts, *secret_forms(user, password, code, token)], places)
     assert not found, found
 
 
