@@ -101,6 +101,8 @@ class BodyBuilder:
             raise RequestError(f"request is not valid JSON: {e}") from None
         if not isinstance(base, dict):
             raise RequestError(f"request must be a JSON object, not {type(base).__name__}")
+        if "null" in request:
+            base = _without_nulls(base)
         body: dict[str, Any] = {}
         if self._model is not None:
             body["model"] = self._model
@@ -125,6 +127,17 @@ class BodyBuilder:
         else:
             body.pop("stream", None)
         return body
+
+
+def _without_nulls(value: Any) -> Any:
+    """`value` without the object fields that are null, at any depth: a request mapping's NULL
+    field is absent from the body, as Databricks' `to_json` leaves it out (DuckDB's writes it
+    as null), and a null would override the job's own value (`max_tokens`)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _has_format(base: Mapping[str, Any]) -> bool:

@@ -61,6 +61,19 @@ CASES: list[tuple[str, CallSpec, str, dict[str, Any]]] = [
         {"dataframe_records": [{"x": 1}]},
     ),
     (
+        # Databricks' to_json leaves a NULL struct field out (DuckDB's writes null): the body is
+        # the same on every engine, and a NULL never overrides the job's max_tokens.
+        "a request mapping's NULL fields are absent, at any depth",
+        CallSpec(endpoint="e", request_is_json=True, model_parameters={"max_tokens": 5}),
+        '{"input": [{"role": "user", "content": "x", "name": null}], "max_tokens": null,'
+        ' "custom_inputs": {"a": null, "b": [null, 1]}}',
+        {
+            "input": [{"role": "user", "content": "x"}],
+            "max_tokens": 5,
+            "custom_inputs": {"b": [None, 1]},
+        },
+    ),
+    (
         "the job's stream setting overrides the row's",
         CallSpec(endpoint="e", request_is_json=True),
         '{"input": "x", "stream": true}',
