@@ -127,7 +127,9 @@ def route_identity(endpoint: str, route: str) -> str | None:
         port = None
     if port is not None:
         netloc += f":{port}"
-    return urllib.parse.urlunsplit((parts.scheme.lower(), netloc, parts.path, "", ""))
+    # `.../agent/` and `.../agent` reach the same route (`.../agent/responses`).
+    path = parts.path.rstrip("/")
+    return urllib.parse.urlunsplit((parts.scheme.lower(), netloc, path, "", ""))
 
 
 # A NULL request's fingerprint: the call's behind a prefix no sha256 hex digest has.

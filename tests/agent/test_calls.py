@@ -95,6 +95,8 @@ def test_the_mapped_url_is_part_of_the_fingerprint_unless_it_is_the_endpoints_ow
     local = call_fingerprint(BASE, route="http://127.0.0.1:8001/")
     assert call_fingerprint(BASE, route="http://127.0.0.1:8001/?code=2") == local != plain
     assert call_fingerprint(BASE, route="http://127.0.0.1:9002/") != local
+    assert call_fingerprint(BASE, route="http://127.0.0.1:8001") == local  # the same route
+    assert call_fingerprint(BASE, route="https://staging.example.com/agent/") == staging
     # The endpoint's own Databricks route: its app, or a serving endpoint's invocations URL.
     app = "https://triage-1234567890.aws.databricksapps.com"
     assert call_fingerprint(BASE, route=app) == plain
