@@ -134,9 +134,11 @@ def expression(sql: str, *, what: str = "expression") -> Sql:
     if len(nodes) != 1 or not isinstance(nodes[0], exp.Select) or len(nodes[0].selects) != 1:
         raise SqlValueError(f"the {what} must be a single SQL expression")
     select = nodes[0]
-    clauses = set(select.args) - {"expressions", "kind", "hint", "distinct", "operation_modifiers"}
+    clauses = set(select.args) - {"expressions", "kind", "hint", "operation_modifiers"}
     if any(select.args.get(arg) for arg in clauses):
         raise SqlValueError(f"the {what} must be a single SQL expression")
+    if isinstance(select.selects[0], exp.Alias):
+        raise SqlValueError(f"the {what} must be a single SQL expression, without `AS` a name")
     return _as_written(sql)
 
 

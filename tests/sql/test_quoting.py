@@ -43,7 +43,18 @@ def test_table_names_are_quoted_per_part() -> None:
 
 
 @pytest.mark.parametrize(
-    "sql", ["a FROM b", "x; y", "1); DROP TABLE t; --", "a, b", "x WHERE 1 = 1", ""]
+    "sql",
+    [
+        "a FROM b",
+        "x; y",
+        "1); DROP TABLE t; --",
+        "a, b",
+        "x WHERE 1 = 1",
+        "",
+        # Read where the templates name the value themselves: a syntax error in a template.
+        "review_text AS x",
+        "DISTINCT review_text",
+    ],
 )
 def test_expressions_must_be_single(sql: str) -> None:
     with pytest.raises(quoting.SqlValueError):
