@@ -40,7 +40,8 @@ def load_job(
     except FileNotFoundError:
         raise SpecError(f"{file}: no such job file") from None
     except UnicodeDecodeError as err:
-        raise SpecError(f"{file}:1: not UTF-8 text ({err.reason})") from None
+        line = err.object[: err.start].count(b"\n") + 1
+        raise SpecError(f"{file}:{line}: not UTF-8 text ({err.reason})") from None
     except OSError as err:
         raise SpecError(f"{file}: cannot read: {err.strerror}") from None
     job = load_job_text(text, file, vars, template_dirs=template_dirs)

@@ -144,6 +144,12 @@ def test_each_error_names_file_line_and_key(
     assert first.split(":")[0].endswith("job.yml")
 
 
+def test_a_byte_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    path.write_bytes(VALID.replace("Classify", "Classif\xe9").encode("latin-1"))
+    assert error_of(path).startswith(f"{path}:6: not UTF-8 text")
+
+
 def test_every_error_of_a_file_is_reported(tmp_path: Path) -> None:
     text = VALID.replace("max_tokens: 256", "max_tokens: -1, temperature: 9").replace(
         "  key: ticket_id", "  key: ticket_id\n  extra: 1"
