@@ -6,6 +6,8 @@ other name is read from the project's local warehouse (`.agentbatch/warehouse/<c
 
 from __future__ import annotations
 
+import base64
+import math
 import shlex
 import sys
 from collections.abc import Mapping
@@ -85,7 +87,7 @@ def print_table(rows: pa.Table, title: str, *, as_json: bool = False) -> None:
 
     if as_json:
         for row in rows.to_pylist():
-            sys.stdout.write(json.dumps(row, default=str) + "\n")
+            sys.stdout.write(json.dumps(_json_value(row), default=str, allow_nan=False) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
@@ -106,6 +108,20 @@ def print_table(rows: pa.Table, title: str, *, as_json: bool = False) -> None:
     for row in cells:
         view.add_row(*row)
     console.print(view)
+
+
+def _json_value(value: Any) -> Any:
+    """`value` as strict JSON has it: NaN and infinities are null (as pandas writes them), bytes
+    base64 (as Spark's to_json writes BINARY)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
 
 
 def _cell(value: Any, limit: int = 60) -> str:

@@ -318,3 +318,26 @@ def test_python_api_misuse_is_a_usage_error_in_its_words(
 
     with pytest.raises(UsageError, match=message):
         agentbatch.plan(TRIAGE, **keywords)  # type: ignore[arg-type]
+
+
+def test_show_json_is_strict_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One JSON object a line that any JSON reader takes: NaN and infinities are null, bytes
+    base64 (Python's json wrote a bare NaN and the repr `b'\\x00\\xff'`)."""
+    import pyarrow as pa
+
+    from agentbatch.cli.main import main
+
+    table = tmp_path / "t.parquet"
+    pq.write_table(
+        pa.table({"x": [float("nan"), float("inf"), 1.5], "b": [b"\x00\xff", None, b"a"]}), table
+    )
+    assert main(["show", "main.s.t", "--table", f"main.s.t={table}", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"not JSON: {c}")) for line in lines
+    ]
+    assert rows == [
+        {"x": None, "b": "AP8="},
+        {"x": None, "b": None},
+        {"x": 1.5, "b": "YQ=="},
+    ]
