@@ -9,7 +9,9 @@ back-off, and a run over 50 rows takes most of a minute to fail. The probe runs 
   agent: the probe never costs a paid call;
 * what stops the run (AgentError, exit 6, before anything is written): connection refused, a host
   name that does not resolve, a TLS failure, a connection that cannot be opened within
-  `CONNECT_TIMEOUT_S`, and `404 Not Found` (nothing is served at that route: a wrong URL or path);
+  `CONNECT_TIMEOUT_S`, and `404 Not Found` to the GET and to an OPTIONS after it (nothing is
+  served at that route: a wrong URL or path; Express-style routers answer 404 to a GET on a
+  POST-only route, and name its methods to an OPTIONS);
 * what counts as alive: any other status, including 429 and 503 (busy or rate-limiting is the
   limiter's business, not a dead endpoint), and a server that accepts the connection but is slow to
   answer (the probe stops waiting after `READ_TIMEOUT_S` and lets the run go on).
@@ -81,8 +83,12 @@ def probe_url(url: str, *, name: str = "", connect: Connector | None = None) -> 
             conn.sock.settimeout(READ_TIMEOUT_S)
         # The query too: the route rows go to may need it (an Azure `api-version`).
         route = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        conn.request("GET", route, headers={"User-Agent": "agentbatch-probe"})
-        status = conn.getresponse().status
+        status = _status(conn, "GET", route)
+        if status == 404:
+            # Express and routers like it answer a GET on a POST-only route with 404 ("Cannot
+            # GET"); an OPTIONS there names the route's methods, and is 404 only where nothing
+            # is served.
+            status = _status(conn, "OPTIONS", route)
     except TimeoutError:
         log.debug("probe: %s is slow to answer; going on", what)
         return
@@ -101,6 +107,13 @@ def probe_url(url: str, *, name: str = "", connect: Connector | None = None) -> 
             "(check the URL and its path)"
         )
     log.debug("probe: %s answered %d: alive", what, status)
+
+
+def _status(conn: http.client.HTTPConnection, method: str, route: str) -> int:
+    conn.request(method, route, headers={"User-Agent": "agentbatch-probe"})
+    response = conn.getresponse()
+    response.read()  # the connection can then ask again
+    return response.status
 
 
 def _connect(parts: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:

@@ -98,6 +98,41 @@ def test_a_missing_route_is_a_404() -> None:
         probe_url(agent.url + "/nowhere")
 
 
+def _express_like_app(seen: list[str]) -> web.Application:
+    """A POST-only route as Express serves it: `404 Cannot GET /x` to a GET, the route's
+    methods to an OPTIONS, 404 to both where no route is."""
+
+    async def reply(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        if request.path != "/agent/responses":
+            return web.Response(status=404, text=f"Cannot {request.method} {request.path}")
+        if request.method == "OPTIONS":
+            return web.Response(status=200, text="POST", headers={"Allow": "POST"})
+        if request.method == "GET":
+            return web.Response(status=404, text=f"Cannot GET {request.path}")
+        return web.json_response({"output": []})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", reply)
+    return app
+
+
+def test_an_express_style_agent_is_alive_and_a_wrong_path_on_it_is_not() -> None:
+    """Express answers a GET on a POST-only route 404: the probe asks OPTIONS before it stops a
+    run (it stopped every run against such an agent, exit 6)."""
+    seen: list[str] = []
+    with BackgroundServer(lambda: _express_like_app(seen)) as server:
+        probe_url(server.url + "/agent/responses")
+        with pytest.raises(AgentError, match=r"404 Not Found.*/agnet/responses"):
+            probe_url(server.url + "/agnet/responses")
+    assert seen == [
+        "GET /agent/responses",
+        "OPTIONS /agent/responses",
+        "GET /agnet/responses",
+        "OPTIONS /agnet/responses",
+    ]
+
+
 def test_tls_to_a_plain_http_server_fails() -> None:
     with serve_agent() as agent, pytest.raises(AgentError, match="TLS failed"):
         probe_url(agent.url.replace("http://", "https://") + "/responses")
