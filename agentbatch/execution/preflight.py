@@ -56,8 +56,32 @@ def job_tables(job: Job) -> dict[str, str]:
         # A folder read with read_files(..., format => 'binaryFile') is mapped like a table.
         for path in binary_file_paths(tree) if tree else ():
             tables[path] = "source.query read_files"
+    # A subquery in an SQL value reads a table too (`where: "id IN (SELECT id FROM ...)"`).
+    values = {"source.where": job.source.where}
+    if isinstance(job.request, dict):
+        values.update({f"request.{field}": sql for field, sql in job.request.items()})
+    else:
+        values["request"] = job.request
+    for key, sql in values.items():
+        for name in _tables_read_by(sql):
+            tables.setdefault(name, key)
     tables[job.output.table] = "output.table"
     return tables
+
+
+def _tables_read_by(expression: str | None) -> list[str]:
+    if not expression:
+        return []
+    try:
+        tree = sqlglot.parse_one(f"SELECT {expression}", read=quoting.DIALECT)
+    except sqlglot.errors.SqlglotError:
+        return []
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    return [
+        ".".join(part.name for part in node.parts)
+        for node in tree.find_all(exp.Table)
+        if node.name and node.name.lower() not in ctes
+    ]
 
 
 def canonical(name: str, catalog: str = "main", schema: str = "default") -> tuple[str, ...]:

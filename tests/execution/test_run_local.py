@@ -341,3 +341,25 @@ def test_show_json_is_strict_json(tmp_path: Path, capsys: pytest.CaptureFixture[
         {"x": None, "b": None},
         {"x": 1.5, "b": "YQ=="},
     ]
+
+
+def test_a_table_read_by_a_subquery_in_where_or_request_can_be_mapped(tmp_path: Path) -> None:
+    """`where: "k IN (SELECT k FROM other)"`: the run said to map `other` with --table, then
+    refused that mapping as a table the job does not use."""
+    (tmp_path / "jobs").mkdir()
+    job = tmp_path / "jobs" / "q.yml"
+    job.write_text(
+        "name: q\n"
+        "source: {table: main.t.src, key: k, columns: [txt],"
+        ' where: "k IN (SELECT k FROM main.t.other)"}\n'
+        "request: \"concat(txt, ' of ', (SELECT max(k) FROM main.t.other))\"\n"
+        "agent: {endpoint: 'builtin:instant'}\n"
+        "output: {table: main.t.out}\n"
+    )
+    (tmp_path / "src.csv").write_text("k,txt\n1,a\n2,b\n3,c\n")
+    (tmp_path / "other.csv").write_text("k\n2\n3\n")
+    tables = {"main.t.src": tmp_path / "src.csv", "main.t.other": tmp_path / "other.csv"}
+    with agentbatch.run(job, tables=tables, state_dir=tmp_path / "s", progress=False) as result:
+        rows = result.to_pandas().sort_values("k")
+    assert rows["k"].tolist() == [2, 3]
+    assert rows["response"].tolist() == ["echo: b of 3", "echo: c of 3"]
