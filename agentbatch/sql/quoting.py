@@ -152,7 +152,22 @@ def query(sql: str, *, what: str = "query") -> Sql:
     nodes = [n for n in parsed if n is not None and not isinstance(n, exp.Semicolon)]
     if len(nodes) != 1 or not isinstance(nodes[0], exp.Query):
         raise SqlValueError(f"the {what} must be exactly one SELECT statement")
+    tokens = _tokens(sql)
+    for before, token in zip(tokens, tokens[1:], strict=False):
+        if before.token_type in _READS and token.token_type == sqlglot.TokenType.STRING:
+            raise SqlValueError(
+                f"the {what} reads {before.text.upper()} the text '{token.text}', not a table "
+                "(a variable renders as a string literal): name a table held in a variable "
+                "with {{ table(var('name')) }}"
+            )
     return _as_written(sql)
+
+
+_READS = (sqlglot.TokenType.FROM, sqlglot.TokenType.JOIN)
+
+
+def _tokens(sql: str) -> list[sqlglot.Token]:
+    return list(sqlglot.Dialect.get_or_raise(DIALECT).tokenize(sql))
 
 
 def _as_written(sql: str) -> Sql:
@@ -160,11 +175,7 @@ def _as_written(sql: str) -> Sql:
     `-- comment` would swallow what a template adds after it). The text itself is kept: printed
     back by sqlglot it could mean something else (`datediff(end, start)`, whole days between
     dates, comes back as `DATEDIFF(DAY, start, end)`, whole 24-hour periods)."""
-    tokens = [
-        t
-        for t in sqlglot.Dialect.get_or_raise(DIALECT).tokenize(sql)
-        if t.token_type != sqlglot.TokenType.SEMICOLON
-    ]
+    tokens = [t for t in _tokens(sql) if t.token_type != sqlglot.TokenType.SEMICOLON]
     start, end = tokens[0].start, tokens[-1].end + 1
     return Sql(sql[start:end])
 

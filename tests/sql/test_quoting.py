@@ -104,3 +104,15 @@ def test_names_unity_catalog_refuses_are_refused(name: str, reason: str) -> None
         quoting.table(name)
     assert quoting.identifier("review text") == "`review text`"
     assert quoting.table("main.s." + "t" * 255).endswith("t`")
+
+
+def test_a_query_reading_from_a_string_says_how_to_name_a_table() -> None:
+    """`FROM {{ var('t') }}` renders `FROM 'main.s.t'`: sqlglot reads it as a quoted name, a
+    warehouse refuses it; the job is refused naming the way to do it."""
+    with pytest.raises(quoting.SqlValueError, match=r"reads FROM the text 'main.s.t'.*table\(var"):
+        quoting.query("SELECT * FROM 'main.s.t'")
+    with pytest.raises(quoting.SqlValueError, match="reads JOIN the text"):
+        quoting.query("SELECT * FROM a JOIN 'b' ON true")
+    assert quoting.query("SELECT 'FROM' AS x FROM t WHERE y = 'a'") == (
+        "SELECT 'FROM' AS x FROM t WHERE y = 'a'"
+    )
