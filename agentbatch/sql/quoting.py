@@ -7,6 +7,7 @@ turns every other value into an inert string literal.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -152,8 +153,7 @@ def query(sql: str, *, what: str = "query") -> Sql:
     nodes = [n for n in parsed if n is not None and not isinstance(n, exp.Semicolon)]
     if len(nodes) != 1 or not isinstance(nodes[0], exp.Query):
         raise SqlValueError(f"the {what} must be exactly one SELECT statement")
-    tokens = _tokens(sql)
-    for before, token in zip(tokens, tokens[1:], strict=False):
+    for before, token in itertools.pairwise(_tokens(sql)):
         if before.token_type in _READS and token.token_type == sqlglot.TokenType.STRING:
             raise SqlValueError(
                 f"the {what} reads {before.text.upper()} the text '{token.text}', not a table "
