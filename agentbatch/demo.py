@@ -9,46 +9,23 @@ stops the agent. Run it twice: the second run sends nothing, every ticket is alr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agentbatch.errors import AgentbatchError, exit_code_for
-
-if TYPE_CHECKING:
-    from agentbatch.testing.agent_server import AgentServer
-    from agentbatch.testing.faults import FaultConfig
 
 log = logging.getLogger("agentbatch.demo")
 
 JOB = Path("jobs") / "ticket_triage.yml"
 OUTPUT = Path(".agentbatch") / "out" / "ticket_triage.parquet"
-# The agent's URL, port included, is part of each answer's fingerprint: the demo agent listens
-# on one port run after run, so a second demo run is the same agent and sends nothing.
-PORT = 8765
 
 
 def sample_tickets() -> Path:
     """The bundled sample: 300 support tickets with a known `label` column."""
     return Path(str(resources.files("agentbatch") / "data" / "support_tickets.csv"))
-
-
-@contextlib.contextmanager
-def _demo_agent(faults: FaultConfig) -> Iterator[AgentServer]:
-    """The demo agent on its port; on a free one when that is busy (then a run sends again)."""
-    from agentbatch.testing.agent_server import serve_agent
-
-    with contextlib.ExitStack() as stack:
-        try:
-            agent = stack.enter_context(serve_agent(faults, port=PORT))
-        except OSError:
-            log.warning("port %d is busy: the demo agent listens on another one", PORT)
-            agent = stack.enter_context(serve_agent(faults))
-        yield agent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,13 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from agentbatch.api import run
     from agentbatch.execution.summary import print_run
+    from agentbatch.testing.agent_server import serve_agent
     from agentbatch.testing.faults import FaultConfig
 
     if not args.job.exists():
         log.error("%s not found: run the demo from the project folder", args.job)
         return 2
     try:
-        with _demo_agent(
+        with serve_agent(
             FaultConfig(latency_ms=args.latency_ms, jitter_ms=args.latency_ms / 2)
         ) as agent:
             log.info("demo agent listening on %s", agent.url)

@@ -107,10 +107,8 @@ def route_identity(endpoint: str, route: str) -> str | None:
     """Which agent `route` (the URL a run maps `endpoint` to) reaches, as far as its answers go:
     None when it is the endpoint's own Databricks route (its `/serving-endpoints/<name>/` path,
     or for `apps/<name>` an app URL of that name), the same agent; else the URL without
-    credentials or query values (a rotated key changes no answer). The port stays, on this
-    machine too: two agent servers side by side differ by nothing else, and taking one's answers
-    for the other's would store wrong answers, where a server started again on another port only
-    answers again."""
+    credentials or query values (a rotated key changes no answer), and without the port on this
+    machine (a local agent server started again on another port is the same agent)."""
     parts = urllib.parse.urlsplit(route)
     if not parts.netloc:
         return route  # builtin:instant
@@ -125,11 +123,14 @@ def route_identity(endpoint: str, route: str) -> str | None:
         port = parts.port
     except ValueError:  # not a port: refused where the URL is called
         port = None
-    if port is not None:
+    if port is not None and host not in _LOOPBACK_HOSTS:
         netloc += f":{port}"
     # `.../agent/` and `.../agent` reach the same route (`.../agent/responses`).
     path = parts.path.rstrip("/")
     return urllib.parse.urlunsplit((parts.scheme.lower(), netloc, path, "", ""))
+
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 # A NULL request's fingerprint: the call's behind a prefix no sha256 hex digest has.
