@@ -115,6 +115,7 @@ class LocalEngine:
         self._sql(f"SET temp_directory = {_duck_literal(spill)}")
         self._sql(f"ATTACH ':memory:' AS {_MAPPED_CATALOG}")
         self._attached: set[str] = set()
+        self._settled = False  # the run is over: reads only, each attaching and detaching
         self._relations: dict[tuple[str, str, str], str] = {}
         self._outputs: dict[tuple[str, str, str], TableSource] = {}
         # Mapped outputs this run may replace whole but not read, and why (the error to raise).
@@ -206,11 +207,28 @@ class LocalEngine:
     def read_table(self, table: str, limit: int | None = None) -> pa.Table:
         name = ".".join(f"`{p}`" for p in self._full_name(table))
         suffix = f" LIMIT {int(limit)}" if limit is not None else ""
-        statement, _ = self._prepare(f"SELECT * FROM {name}{suffix}", writing=False)
         try:
-            return self._con.sql(statement).to_arrow_table()
-        except Exception as err:
-            raise EngineError(f"local engine: {error_line(err)}") from None
+            statement, _ = self._prepare(f"SELECT * FROM {name}{suffix}", writing=False)
+            try:
+                return self._con.sql(statement).to_arrow_table()
+            except Exception as err:
+                raise EngineError(f"local engine: {error_line(err)}") from None
+        finally:
+            if self._settled:
+                self._detach_warehouses()
+
+    def settle(self) -> None:
+        """The run is over; this engine only reads its output from now on (a run's result). The
+        local warehouse files are let go between reads: DuckDB refuses a file two connections of
+        one process attach, so a result kept open (a notebook's `result = run(...)`) stopped
+        every later run and read of the same catalog."""
+        self._settled = True
+        self._detach_warehouses()
+
+    def _detach_warehouses(self) -> None:
+        for catalog in sorted(self._attached):
+            self._sql(f"DETACH {catalog}")
+        self._attached.clear()
 
     def close(self) -> None:
         self._con.close()
@@ -640,6 +658,12 @@ def _holds_a_table(path: Path) -> bool:
 
 def _attach_failed(path: Path, err: BaseException) -> str:
     text = error_line(err)
+    if "Unique file handle conflict" in text:
+        return (
+            f"local engine: the local warehouse file {path} is open in another run of this "
+            "process, still running or kept open by the Python API; close it (`with "
+            "agentbatch.run(...) as result:`, or `result.close()`) or let it finish"
+        )
     if "Could not set lock" not in text:
         return f"local engine: cannot open the local warehouse file {path}: {text}"
     pid = re.search(r"\(PID (\d+)\)", text)

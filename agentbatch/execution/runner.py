@@ -108,6 +108,9 @@ def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
         raise
     if the_plan.job.agent.fail_on_error:
         _fail_on_errors(the_plan, summary, engine)
+    settle = getattr(engine, "settle", None)
+    if settle is not None:
+        settle()  # from now on it only reads the output, for the result
     return RunResult(plan=the_plan, summary=summary, engine=engine)
 
 

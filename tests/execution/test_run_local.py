@@ -363,3 +363,27 @@ def test_a_table_read_by_a_subquery_in_where_or_request_can_be_mapped(tmp_path: 
         rows = result.to_pandas().sort_values("k")
     assert rows["k"].tolist() == [2, 3]
     assert rows["response"].tolist() == ["echo: b of 3", "echo: c of 3"]
+
+
+def test_a_result_kept_open_does_not_stop_later_runs_or_reads(tmp_path: Path) -> None:
+    """`result = agentbatch.run(...)` kept in a notebook held the local warehouse file attached:
+    every later run and read of that catalog in the process failed (DuckDB refuses a file two
+    connections of one process attach)."""
+    (tmp_path / "jobs").mkdir()
+    for name, output in (("a", "main.t.out"), ("b", "main.t.out_b")):
+        (tmp_path / "jobs" / f"{name}.yml").write_text(
+            f"name: {name}\nsource: {{table: main.t.src, key: k, columns: [txt]}}\n"
+            "request: txt\nagent: {endpoint: 'builtin:instant'}\n"
+            f"output: {{table: {output}}}\n"
+        )
+    (tmp_path / "src.csv").write_text("k,txt\n1,a\n2,b\n")
+    options = {"tables": {"main.t.src": tmp_path / "src.csv"}, "project_dir": tmp_path}
+    first = agentbatch.run(tmp_path / "jobs" / "a.yml", progress=False, **options)
+    again = agentbatch.run(tmp_path / "jobs" / "a.yml", progress=False, **options)
+    other = agentbatch.run(tmp_path / "jobs" / "b.yml", progress=False, **options)
+    assert (again.summary["sent"], other.summary["sent"]) == (0, 2)
+    assert len(first.to_pandas(whole_table=True)) == len(other.to_pandas()) == 2
+    read = agentbatch.read_table("main.t.out", project_dir=tmp_path)
+    assert sorted(read.column("k").to_pylist()) == [1, 2]
+    for result in (first, again, other):
+        result.close()
