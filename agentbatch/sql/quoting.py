@@ -140,6 +140,22 @@ def expression(sql: str, *, what: str = "expression") -> Sql:
         raise SqlValueError(f"the {what} must be a single SQL expression")
     if isinstance(select.selects[0], exp.Alias):
         raise SqlValueError(f"the {what} must be a single SQL expression, without `AS` a name")
+    value = select.selects[0]
+    # Computed for each row: an aggregate or a window function (outside a subquery of its own)
+    # fails in the statements, after the table was created.
+    across_rows = [
+        node
+        for node in value.walk(prune=lambda node: isinstance(node, exp.Query))
+        if isinstance(node, (exp.AggFunc, exp.Window))
+        or node is value
+        and isinstance(node, exp.Star)
+    ]
+    if across_rows:
+        raise SqlValueError(
+            f"the {what} is computed for each row, so it cannot be "
+            f"`{across_rows[0].sql(dialect=DIALECT)}` (an aggregate, a window function or `*`); "
+            "a value over other rows goes in a subquery, `(SELECT max(x) FROM t)`"
+        )
     return _as_written(sql)
 
 
