@@ -505,6 +505,23 @@ class Schedule(StrictModel):
             )
         return value
 
+    @field_validator("timezone_id")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        import zoneinfo
+
+        known = zoneinfo.available_timezones()
+        # Java also takes offsets (`UTC+01:00`, `GMT-5`, `+02:00`); without a time zone
+        # database (Windows without tzdata) names are left to the Jobs service.
+        if known and value not in known and not _ZONE_OFFSET.match(value):
+            raise ValueError(
+                f"{value!r} is not a time zone id (an IANA name such as Europe/Berlin, or UTC)"
+            )
+        return value
+
+
+_ZONE_OFFSET = re.compile(r"^(?:(?:UTC|GMT|UT)(?:[+-]\d{1,2}(?::?\d{2})?)?|[+-]\d{2}:?\d{2})$")
+
 
 @dataclass(frozen=True)
 class VariableUse:

@@ -131,6 +131,15 @@ def test_valid_job_loads(tmp_path: Path) -> None:
             "job.yml:2: source: the key is always kept",
         ),
         (("  columns: [subject]", "  columns: [subject\n"), "job.yml:"),
+        (
+            # The Jobs service refuses it when the bundle deploys.
+            (
+                "  table: main.support.out",
+                "  table: main.support.out\nschedule:\n"
+                "  quartz_cron_expression: '0 0 6 * * ?'\n  timezone_id: Mars/Base",
+            ),
+            "job.yml:14: schedule.timezone_id: 'Mars/Base' is not a time zone id",
+        ),
     ],
 )
 def test_each_error_names_file_line_and_key(
