@@ -38,11 +38,30 @@ if TYPE_CHECKING:
 _PREVIEW_CHARS = 200
 _INT_RANGES = {8: (-(2**7), 2**7 - 1), 16: (-(2**15), 2**15 - 1), 32: (-(2**31), 2**31 - 1)}
 _INT_RANGES[64] = (-(2**63), 2**63 - 1)
-# Integer and number texts accepted in place of JSON numbers (the push-down SQL reads the same).
+# The texts a typed field accepts, shared with the push-down SQL, which guards its casts with them
+# (`RLIKE`: Java's regular expressions on Databricks, RE2 on the DuckDB loopback). Written so that
+# the three engines read them alike: `[0-9]` (not `\d`), ASCII `\s` (`re.ASCII` here, Java's
+# default), and no `$` in the date and time ones (Java's matches before a final newline; the SQL
+# anchors them with `\z`, Python matches them whole).
+# Integer and number texts accepted in place of JSON numbers.
 INTEGER_PATTERN = r"^\s*-?[0-9]+(\.0+)?\s*$"
 NUMBER_PATTERN = r"^\s*-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
-_INTEGER_TEXT = re.compile(INTEGER_PATTERN)
-_NUMBER_TEXT = re.compile(NUMBER_PATTERN)
+# DATE: `YYYY-MM-DD` (RFC 3339 full-date, years 0001-9999), nothing before or after it.
+DATE_PATTERN = (
+    r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+)
+# TIMESTAMP: that date, `T` or a space, `HH:MM:SS`, an optional fraction (up to 9 digits, read to
+# the microsecond, the rest dropped as Databricks drops it), then `Z`, an offset `+HH:MM` within
+# Databricks' +-18:00, or nothing: a naive timestamp is UTC, whatever the session's time zone.
+NAIVE_TIMESTAMP_PATTERN = (
+    DATE_PATTERN + r"[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
+)
+TIMESTAMP_PATTERN = NAIVE_TIMESTAMP_PATTERN + r"(Z|[-+]((0[0-9]|1[0-7]):[0-5][0-9]|18:00))?"
+_INTEGER_TEXT = re.compile(INTEGER_PATTERN, re.ASCII)
+_NUMBER_TEXT = re.compile(NUMBER_PATTERN, re.ASCII)
+_DATE_TEXT = re.compile(DATE_PATTERN, re.ASCII)
+_TIMESTAMP_TEXT = re.compile(TIMESTAMP_PATTERN, re.ASCII)
+_UTC = datetime.timezone.utc
 
 
 class ResponseFormatError(ValueError):
@@ -487,19 +506,32 @@ def _coerce_bool(value: Any, path: str) -> Any:
 
 
 def _decimal_coercer(precision: int, scale: int) -> Coerce:
+    # Rounded half-up (away from zero), as Databricks' cast to DECIMAL rounds (Python's default
+    # context rounds half to even); digits enough for any value that fits, so a value that does
+    # not fit is refused for its size, not for the context's.
     quantum = decimal.Decimal(1).scaleb(-scale)
     limit = decimal.Decimal(10) ** (precision - scale)
+    context = decimal.Context(prec=precision + 2, rounding=decimal.ROUND_HALF_UP)
 
     def coerce(value: Any, path: str) -> Any:
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        if isinstance(value, str):
+            # The number texts the SQL side reads (not `+1`, `1_000`, `NaN` or `Infinity`).
+            if not _NUMBER_TEXT.fullmatch(value):
+                raise _fail(path, "a number", value)
+            text = value.strip()
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            # A JSON number: as its text (a fraction read as a double, then written shortest),
+            # which is what Databricks' get_json_object gives the cast.
+            text = str(value)
+        else:
             raise _fail(path, "a number", value)
         try:
-            number = decimal.Decimal(str(value)).quantize(quantum)
+            number = decimal.Decimal(text).quantize(quantum, context=context)
         except decimal.InvalidOperation:
-            raise _fail(path, "a number", value) from None
-        if not abs(number) < limit:
+            number = None
+        if number is None or not abs(number) < limit:
             raise _fail(path, f"a number fitting DECIMAL({precision},{scale})", value)
         return number
 
@@ -509,19 +541,40 @@ def _decimal_coercer(precision: int, scale: int) -> Coerce:
 def _coerce_date(value: Any, path: str) -> Any:
     if value is None:
         return None
-    try:
-        return datetime.date.fromisoformat(str(value)[:10])
-    except ValueError:
-        raise _fail(path, "a date (YYYY-MM-DD)", value) from None
+    if isinstance(value, str) and _DATE_TEXT.fullmatch(value):
+        try:
+            return datetime.date(int(value[:4]), int(value[5:7]), int(value[8:10]))
+        except ValueError:  # not in the calendar: 2024-02-30
+            pass
+    raise _fail(path, "a date (YYYY-MM-DD)", value)
 
 
 def _coerce_timestamp(value: Any, path: str) -> Any:
     if value is None:
         return None
-    try:
-        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise _fail(path, "an ISO-8601 timestamp", value) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return parsed
+    if isinstance(value, str) and _TIMESTAMP_TEXT.fullmatch(value):
+        # Matched whole: `YYYY-MM-DD?HH:MM:SS` at fixed places, then `.fraction` and the offset.
+        rest = value[19:]
+        offset = 0
+        if rest.endswith("Z"):
+            rest = rest[:-1]
+        elif len(rest) >= 6 and rest[-6] in "+-":
+            offset = int(rest[-5:-3]) * 60 + int(rest[-2:])
+            offset = -offset if rest[-6] == "-" else offset
+            rest = rest[:-6]
+        micros = int(rest[1:7].ljust(6, "0")) if rest else 0
+        try:
+            parsed = datetime.datetime(
+                int(value[:4]),
+                int(value[5:7]),
+                int(value[8:10]),
+                int(value[11:13]),
+                int(value[14:16]),
+                int(value[17:19]),
+                micros,
+                tzinfo=_UTC,
+            )
+            return parsed - datetime.timedelta(minutes=offset) if offset else parsed
+        except (ValueError, OverflowError):  # not in the calendar, or out of range in UTC
+            pass
+    raise _fail(path, "an ISO-8601 timestamp", value)

@@ -17,10 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentbatch.agent.response_format import (
+    DATE_PATTERN,
     INTEGER_PATTERN,
+    NAIVE_TIMESTAMP_PATTERN,
     NOT_JSON,
     NOT_OBJECT,
     NUMBER_PATTERN,
+    TIMESTAMP_PATTERN,
     ResponseFormat,
     missing_message,
     no_fields_message,
@@ -154,8 +157,23 @@ def _typed(raw: Sql, sql_type: str) -> Sql:
         )
     if kind == "BOOLEAN":
         return Sql(f"CASE {raw} WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END")
-    if kind in ("DATE", "TIMESTAMP", "TIMESTAMP_NTZ", "TIMESTAMP_LTZ"):
-        return Sql(f"try_cast({raw} AS {sql_type})")
+    if kind == "DATE":
+        # Only `YYYY-MM-DD`: Databricks' cast also reads `2024`, `2024-1-1`, `2024-01-01 text`.
+        return Sql(f"CASE WHEN {raw} RLIKE {_whole(DATE_PATTERN)} THEN try_cast({raw} AS DATE) END")
+    if kind in ("TIMESTAMP", "TIMESTAMP_LTZ"):
+        # Only ISO 8601 (the cast also reads `10:00` as today, zone names, ...); a naive one is
+        # read as UTC, not in the session's time zone.
+        return Sql(
+            f"try_cast(CASE WHEN {raw} RLIKE {_whole(NAIVE_TIMESTAMP_PATTERN)} "
+            f"THEN concat({raw}, 'Z') WHEN {raw} RLIKE {_whole(TIMESTAMP_PATTERN)} THEN {raw} END "
+            f"AS {sql_type})"
+        )
     # STRUCT, ARRAY, MAP: parsed from the field's JSON text. A plan never pushes such a field
     # down (builder.nested_answer_fields): from_json fills a part that does not fit with NULL.
     return Sql(f"from_json({raw}, {quoting.literal(sql_type)})")
+
+
+def _whole(pattern: str) -> Sql:
+    """`pattern` matching a whole text in RLIKE: `\\z`, as Java's `$` also matches before a final
+    line break (RE2's does not; both know `\\z`)."""
+    return quoting.literal(rf"^(?:{pattern})\z")

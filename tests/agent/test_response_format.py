@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -119,10 +121,102 @@ def test_rich_types_coerce() -> None:
     )
     assert value["d"] == datetime.date(2025, 1, 31)
     assert value["t"] == datetime.datetime(2025, 1, 31, 10, tzinfo=datetime.timezone.utc)
-    assert value["amount"] == decimal.Decimal("12.35") or value["amount"] == decimal.Decimal(
-        "12.34"
-    )
+    assert value["amount"] == decimal.Decimal("12.35")
     pa.array([value], type=fmt.arrow_type)
+
+
+UTC = datetime.timezone.utc
+TYPED = "STRUCT<d: DATE, t: TIMESTAMP, amount: DECIMAL(10,2), x: DOUBLE, n: INT>"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("d", "2024-03-01", datetime.date(2024, 3, 1)),
+        ("d", "0001-01-01", datetime.date(1, 1, 1)),
+        ("d", "2024-02-29", datetime.date(2024, 2, 29)),
+        ("t", "2024-01-01T10:00:00Z", datetime.datetime(2024, 1, 1, 10, tzinfo=UTC)),
+        # naive: UTC
+        ("t", "2024-01-01T10:00:00", datetime.datetime(2024, 1, 1, 10, tzinfo=UTC)),
+        ("t", "2024-01-01 10:00:00.5", datetime.datetime(2024, 1, 1, 10, 0, 0, 500000, UTC)),
+        ("t", "2024-01-01T10:00:00+05:30", datetime.datetime(2024, 1, 1, 4, 30, tzinfo=UTC)),
+        ("t", "2024-01-01T23:00:00-18:00", datetime.datetime(2024, 1, 2, 17, tzinfo=UTC)),
+        # beyond microseconds: dropped, not rounded (as Databricks reads it)
+        ("t", "2024-01-01T10:00:00.1234569Z", datetime.datetime(2024, 1, 1, 10, 0, 0, 123456, UTC)),
+        # half-up, as Databricks' cast rounds; a JSON number as its text
+        ("amount", 1.005, decimal.Decimal("1.01")),
+        ("amount", 0.125, decimal.Decimal("0.13")),
+        ("amount", -1.005, decimal.Decimal("-1.01")),
+        ("amount", "0.125", decimal.Decimal("0.13")),
+        ("amount", " 2.5 ", decimal.Decimal("2.50")),
+        ("amount", 1e-3, decimal.Decimal("0.00")),
+        ("amount", 5e-3, decimal.Decimal("0.01")),
+        ("amount", "1.005e0", decimal.Decimal("1.01")),
+        ("amount", 12345678, decimal.Decimal("12345678.00")),
+        ("amount", 99999999.994, decimal.Decimal("99999999.99")),
+    ],
+)
+def test_typed_fields_read_the_iso_forms(field: str, value: Any, expected: Any) -> None:
+    fmt = parse_response_format(TYPED)
+    parsed = fmt.parse(json.dumps({field: value}))
+    assert parsed[field] == expected
+    if isinstance(expected, datetime.datetime):
+        assert parsed[field].utcoffset() == datetime.timedelta(0)
+    pa.array([parsed], type=fmt.arrow_type)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("d", "2024"),
+        ("d", "2024-1-1"),
+        ("d", "20240101"),
+        ("d", "2024-01-01garbage"),
+        ("d", "2024-01-01 garbage"),
+        ("d", "2024-01-01T10:00:00Z"),
+        ("d", " 2024-01-01"),
+        ("d", "2024-01-01\n"),
+        ("d", "+2024-01-01"),
+        ("d", "2024-02-30"),
+        ("d", "2023-02-29"),
+        ("d", "0000-01-01"),
+        ("d", "２０２４-01-01"),  # fullwidth digits
+        ("d", 20240101),
+        ("d", True),
+        ("t", "10:00"),
+        ("t", "2024-01-01"),
+        ("t", "2024-01-01T10:00:00 UTC"),
+        ("t", "2024-01-01T10:00Z"),
+        ("t", "2024-01-01T10"),
+        ("t", "2024-01-01T10:00:00+0530"),
+        ("t", "2024-01-01T10:00:00+18:30"),
+        ("t", "2024-01-01T10:00:00.Z"),
+        ("t", "2024-01-01T10:00:00.1234567890Z"),
+        ("t", "2024-01-01T24:00:00Z"),
+        ("t", "2024-01-01T10:00:60Z"),
+        ("t", "2024-01-01t10:00:00z"),
+        ("t", "2024-01-01T10:00:00Z\n"),
+        ("t", "0001-01-01T00:00:00+01:00"),  # before year 1 in UTC
+        ("t", 1704103200),
+        ("amount", 99999999.995),
+        ("amount", "+1.5"),
+        ("amount", "1_000"),
+        ("amount", "NaN"),
+        ("amount", "Infinity"),
+        ("amount", "1e999999999"),
+        ("amount", "\u00a05"),
+        ("amount", True),
+        ("amount", [1]),
+        ("x", "\u00a05"),
+        ("n", "5\u2003"),
+    ],
+)
+def test_typed_fields_refuse_anything_else(field: str, value: Any) -> None:
+    fmt = parse_response_format(TYPED)
+    sql_type = {f.name: f.sql_type for f in fmt.fields}[field]
+    message = f"answer field {field} does not fit {sql_type}: "
+    with pytest.raises(AnswerParseError, match=re.escape(message)):
+        fmt.parse(json.dumps({field: value}))
 
 
 @pytest.mark.parametrize(

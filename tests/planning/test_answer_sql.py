@@ -61,6 +61,21 @@ def test_casts_of_model_output_never_raise_in_ansi_mode(tmp_path: Path) -> None:
     assert "errorMessage, '')" in sql  # '' is no error
 
 
+def test_date_and_timestamp_casts_read_only_the_iso_forms(tmp_path: Path) -> None:
+    """Databricks' cast reads `2024` as a date and `10:00` as today's time; the push-down guards
+    each cast with the patterns the REST fallback reads (tests/support/warehouse/
+    test_answer_checks.py runs both on the same replies)."""
+    fmt = '"STRUCT<due: DATE, seen_at: TIMESTAMP, amount: DECIMAL(10,2)>"'
+    tree = sqlglot.parse_one(push_down_sql(tmp_path, fmt), read="databricks")
+    t = exp.DataType.Type
+    types = (t.DATE, t.TIMESTAMP, t.TIMESTAMPLTZ, t.TIMESTAMPTZ)
+    casts = [c for c in tree.find_all(exp.TryCast) if c.to.is_type(*types)]
+    assert len(casts) == 2
+    for cast in casts:
+        guard = cast if isinstance(cast.this, exp.Case) else cast.find_ancestor(exp.Case)
+        assert guard is not None and guard.find(exp.RegexpLike) is not None, cast.sql()
+
+
 def test_field_names_sql_cannot_read_fail_only_the_push_down(tmp_path: Path) -> None:
     odd = '{type: object, properties: {"first-name": {type: string}}}'
     job = tmp_path / "t.yml"

@@ -10,6 +10,8 @@ the REST path adds centrally when it writes the row).
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,6 +96,82 @@ SCHEMA_REPLIES: dict[str, str] = {
 }
 
 
+# Dates, timestamps and decimals: the ISO forms only (a bare year, a date without zero padding,
+# a time without a date, a zone name are errors on both paths, not guesses), naive timestamps in
+# UTC whatever the session time zone, decimals rounded half-up (as Databricks' cast rounds).
+TYPED = "STRUCT<label: STRING, due: DATE, seen_at: TIMESTAMP, amount: DECIMAL(10,2)>"
+TYPED_REPLIES: dict[str, str] = {
+    "typed ok": (
+        '{"label": "x", "due": "2024-03-01", "seen_at": "2024-03-01T10:00:00Z", "amount": 12.5}'
+    ),
+    "date year only": '{"due": "2024"}',
+    "date unpadded": '{"due": "2024-1-1"}',
+    "date compact": '{"due": "20240101"}',
+    "date glued text": '{"due": "2024-01-01garbage"}',
+    "date spaced text": '{"due": "2024-01-01 garbage"}',
+    "date with a time": '{"due": "2024-01-01T10:00:00Z"}',
+    "date with a newline": '{"due": "2024-01-01\\n"}',
+    "date with a space": '{"due": " 2024-01-01"}',
+    "date signed year": '{"due": "+2024-01-01"}',
+    "date not in the calendar": '{"due": "2024-02-30"}',
+    "date year zero": '{"due": "0000-01-01"}',
+    "date as a number": '{"due": 20240101}',
+    "timestamp time only": '{"seen_at": "10:00"}',
+    "timestamp zone name": '{"seen_at": "2024-01-01T10:00:00 UTC"}',
+    "timestamp naive": '{"seen_at": "2024-01-01T10:00:00"}',
+    "timestamp space and fraction": '{"seen_at": "2024-01-01 10:00:00.5"}',
+    "timestamp offset": '{"seen_at": "2024-01-01T10:00:00.25+05:30"}',
+    "timestamp negative offset": '{"seen_at": "2024-01-01T23:00:00-18:00"}',
+    "timestamp nanoseconds": '{"seen_at": "2024-01-01T10:00:00.123456789Z"}',
+    "timestamp without seconds": '{"seen_at": "2024-01-01T10:00Z"}',
+    "timestamp hour only": '{"seen_at": "2024-01-01T10"}',
+    "timestamp compact offset": '{"seen_at": "2024-01-01T10:00:00+0530"}',
+    "timestamp offset past 18 hours": '{"seen_at": "2024-01-01T10:00:00+18:30"}',
+    "timestamp empty fraction": '{"seen_at": "2024-01-01T10:00:00.Z"}',
+    "timestamp hour 24": '{"seen_at": "2024-01-01T24:00:00Z"}',
+    "decimal half": '{"amount": 1.005}',
+    "decimal eighth": '{"amount": 0.125}',
+    "decimal negative half": '{"amount": -1.005}',
+    "decimal half as text": '{"amount": "0.125"}',
+    "decimal exponent": '{"amount": 1e-3}',
+    "decimal small exponent": '{"amount": 5e-3}',
+    "decimal exponent as text": '{"amount": "1.005e0"}',
+    "decimal large integer": '{"amount": 12345678}',
+    "decimal rounds over": '{"amount": 99999999.995}',
+    "decimal plus sign as text": '{"amount": "+1.5"}',
+    "decimal underscore as text": '{"amount": "1_000"}',
+    "decimal nan as text": '{"amount": "NaN"}',
+    "decimal no-break space": '{"amount": "\u00a05"}',
+}
+TYPED_ERRORS = {
+    "date year only",
+    "date unpadded",
+    "date compact",
+    "date glued text",
+    "date spaced text",
+    "date with a time",
+    "date with a newline",
+    "date with a space",
+    "date signed year",
+    "date not in the calendar",
+    "date year zero",
+    "date as a number",
+    "timestamp time only",
+    "timestamp zone name",
+    "timestamp without seconds",
+    "timestamp hour only",
+    "timestamp compact offset",
+    "timestamp offset past 18 hours",
+    "timestamp empty fraction",
+    "timestamp hour 24",
+    "decimal rounds over",
+    "decimal plus sign as text",
+    "decimal underscore as text",
+    "decimal nan as text",
+    "decimal no-break space",
+}
+
+
 def rest_outcome(reply: str, fmt: str | dict[str, Any] = FORMAT) -> tuple[Any, str | None]:
     """(response, error) as the REST fallback stores them for `reply`."""
     outcome = apply_response_format(AgentReply(text=reply), parse_response_format(fmt))
@@ -105,7 +183,10 @@ def rest_outcome(reply: str, fmt: str | dict[str, Any] = FORMAT) -> tuple[Any, s
 def replying_agent(endpoint: str, request: Any, **named: Any) -> str | None:
     """Answers the prompt `Classify ... Ticket: <case>` with that case's reply."""
     case = str(request).split("Ticket: ", 1)[1].split("\n", 1)[0]
-    return REPLIES[case] if case in REPLIES else SCHEMA_REPLIES[case]
+    for replies in (REPLIES, SCHEMA_REPLIES, TYPED_REPLIES):
+        if case in replies:
+            return replies[case]
+    raise KeyError(case)
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +302,68 @@ def test_a_json_schema_format_reads_alike_on_both_paths(
         "schema yes for boolean",
         "schema number for boolean",
     }
+
+
+def test_dates_timestamps_and_decimals_read_alike_on_both_paths(
+    answering_warehouse: Warehouse, tmp_path: Path
+) -> None:
+    stored = run_push_down(answering_warehouse, tmp_path, list(TYPED_REPLIES), TYPED)
+    differ = {}  # every case that differs, not only the first
+    for row in stored:
+        rest = rest_outcome(TYPED_REPLIES[row["subject"]], TYPED)
+        if (row["response"], row["error"]) != rest:
+            differ[row["subject"]] = {"push-down": (row["response"], row["error"]), "rest": rest}
+    assert differ == {}
+    by_case = {r["subject"]: r for r in stored}
+    assert {case for case, r in by_case.items() if r["error"] is not None} == TYPED_ERRORS
+    assert by_case["date year only"]["error"] == (
+        '[permanent] response_format: answer field due does not fit DATE: {"due": "2024"}'
+    )
+    assert by_case["timestamp zone name"]["error"].startswith(
+        "[permanent] response_format: answer field seen_at does not fit TIMESTAMP: "
+    )
+    assert by_case["decimal rounds over"]["error"].startswith(
+        "[permanent] response_format: answer field amount does not fit DECIMAL(10, 2): "
+    )
+    utc = datetime.timezone.utc
+    seen_at = {case: r["response"] and r["response"]["seen_at"] for case, r in by_case.items()}
+    assert seen_at["timestamp naive"] == datetime.datetime(2024, 1, 1, 10, tzinfo=utc)
+    assert seen_at["timestamp offset"] == datetime.datetime(2024, 1, 1, 4, 30, 0, 250000, utc)
+    assert seen_at["timestamp nanoseconds"] == datetime.datetime(2024, 1, 1, 10, 0, 0, 123456, utc)
+    amount = {case: r["response"] and r["response"]["amount"] for case, r in by_case.items()}
+    # Half-up, as Databricks' cast rounds (Python's own default rounds half to even).
+    assert amount["decimal half"] == decimal.Decimal("1.01")
+    assert amount["decimal eighth"] == decimal.Decimal("0.13")
+    assert amount["decimal negative half"] == decimal.Decimal("-1.01")
+    assert amount["decimal half as text"] == decimal.Decimal("0.13")
+    assert amount["decimal small exponent"] == decimal.Decimal("0.01")
+
+
+@pytest.mark.parametrize("engine", ["duckdb", pytest.param("spark", marks=[pytest.mark.spark])])
+def test_a_naive_timestamp_is_utc_whatever_the_session_time_zone(
+    request: pytest.FixtureRequest,
+    make_warehouse: Callable[..., Warehouse],
+    tmp_path: Path,
+    engine: str,
+) -> None:
+    """Databricks reads a timestamp without an offset in the session's TIMEZONE, which an admin
+    may set; the REST fallback reads it as UTC. Push-down reads it as UTC too."""
+    zone = "America/New_York"
+    if engine == "spark":
+        warehouse: Warehouse = request.getfixturevalue("spark_warehouse")
+        spark = request.getfixturevalue("spark_session")  # the session the warehouse runs on
+        spark.conf.set("spark.sql.session.timeZone", zone)
+        request.addfinalizer(lambda: spark.conf.set("spark.sql.session.timeZone", "UTC"))
+    else:
+        warehouse = make_warehouse(ai_query=replying_agent, time_zone=zone)
+    cases = ["timestamp naive", "timestamp space and fraction", "timestamp offset"]
+    stored = run_push_down(warehouse, tmp_path, cases, TYPED)
+    for row in stored:
+        expected = rest_outcome(TYPED_REPLIES[row["subject"]], TYPED)
+        assert (row["response"], row["error"]) == expected, row["subject"]
+    assert stored[0]["response"]["seen_at"] == datetime.datetime(
+        2024, 1, 1, 10, tzinfo=datetime.timezone.utc
+    )
 
 
 @pytest.mark.parametrize("error_message", [None, ""])
