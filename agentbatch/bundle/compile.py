@@ -1,5 +1,9 @@
 """`agentbatch compile`: each push-down job's SQL as a file a Databricks `sql_task` runs without
-Python (like `dbt compile`). REST-fallback jobs need Python and are refused with the reason."""
+Python (like `dbt compile`). REST-fallback jobs need Python and are refused with the reason.
+
+The file holds the plan's statements with its guards (`PushDown.compiled`): the checks
+`agentbatch run` makes before any call, as statements that fail the task with the run's message
+(`raise_error`) before the statement that calls ai_query and writes."""
 
 from __future__ import annotations
 
@@ -8,8 +12,7 @@ from pathlib import Path
 
 from agentbatch.errors import NotSupportedError
 from agentbatch.execution.runner import plan
-from agentbatch.planning.definition import RunOptions
-from agentbatch.planning.explain import render_sql
+from agentbatch.planning.definition import Plan, PushDown, RunOptions
 from agentbatch.spec.project import refuse_environment
 
 
@@ -31,6 +34,14 @@ def compile_jobs(
         out.mkdir(parents=True, exist_ok=True)
         destination = out / f"{the_plan.job.name}.sql"
         header = f"-- agentbatch compile: job {the_plan.job.name}, target {the_plan.target.name}\n"
-        destination.write_text(header + render_sql(the_plan), encoding="utf-8")
+        destination.write_text(header + compiled_sql(the_plan), encoding="utf-8")
         written.append(destination)
     return written
+
+
+def compiled_sql(plan: Plan) -> str:
+    """Every statement a SQL file task runs for the push-down plan, guards included, each ending
+    in `;` (as `render` writes the plan's statements)."""
+    assert isinstance(plan.steps, PushDown)
+    parts = [f"-- {s.purpose} [{s.template}]\n{s.sql.rstrip()};\n" for s in plan.steps.compiled]
+    return "\n".join(parts)

@@ -23,6 +23,7 @@ from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import JobValueError, SpecError
 from agentbatch.planning.definition import (
+    Guards,
     Plan,
     Preflight,
     PushDown,
@@ -179,7 +180,10 @@ def _build_plan(
     if strategy == "push-down":
         template = job.template or _PUSH_DOWN_TEMPLATES[mode]
         main = statement(f"call ai_query and {mode} into the target", template)
-        steps = PushDown(statements=(*((ensure,) if ensure else ()), main))
+        steps = PushDown(
+            statements=(*((ensure,) if ensure else ()), main),
+            guards=_guards(renderer, context, job),
+        )
     else:
         write_sql = statement(f"{mode} the answers into the target", "write_results.sql")
         steps = RestFallback(
@@ -210,3 +214,27 @@ def _build_plan(
         ),
     )
     return Plan(job, target, strategy, reason, steps, summary, fingerprint, options, checks)
+
+
+def _guards(renderer: Renderer, context: dict[str, object], job: Job) -> Guards:
+    """The checks a run makes before any call (`execution/selection.py`), as statements that
+    fail with its message (`guards.sql`), for SQL run without agentbatch (`compile`). Not
+    incremental: they read the selection (`fingerprinted`), never what is done."""
+    checks = {
+        **context,
+        "incremental": False,
+        "oldest_first": False,
+        "key_name": repr(job.source.key),
+        "output_name": job.output.table,
+    }
+
+    def guard(purpose: str, reads: str) -> Statement:
+        sql = renderer.render("guards.sql", {**checks, "guard": reads})
+        return Statement(purpose, "guards.sql", sql)
+
+    return Guards(
+        source=guard("refuse repeated source keys before anything is created or paid", "source"),
+        target=guard(
+            "refuse a target the job cannot write by key before anything is paid", "target"
+        ),
+    )

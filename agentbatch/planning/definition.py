@@ -89,8 +89,30 @@ class Statement:
 
 
 @dataclass(frozen=True)
+class Guards:
+    """A push-down job's checks before any call, as SQL that fails its statement with
+    `raise_error` (what a SQL file task runs: `agentbatch compile`; a run checks in Python,
+    `execution/selection.py`). `source` reads the source only, so it runs before the target is
+    created; `target` reads the target too, so it runs after."""
+
+    source: Statement
+    target: Statement
+
+
+@dataclass(frozen=True)
 class PushDown:
     statements: tuple[Statement, ...]
+    guards: Guards | None = None
+
+    @property
+    def compiled(self) -> tuple[Statement, ...]:
+        """The statements with the guards, in the order a SQL file runs them: the source's
+        guard, the target's creation, the target's guard, then the statements that call
+        ai_query and write."""
+        if self.guards is None:
+            return self.statements
+        ensure, *rest = self.statements
+        return (self.guards.source, ensure, self.guards.target, *rest)
 
 
 @dataclass(frozen=True)
@@ -142,7 +164,8 @@ class Plan:
 
     @property
     def statements(self) -> tuple[Statement, ...]:
-        """Every SQL statement of the plan, in order (what `render` and `compile` print)."""
+        """Every SQL statement of the plan, in order (what `render` prints; `compile` writes
+        a push-down plan's with its guards, `PushDown.compiled`)."""
         if isinstance(self.steps, PushDown):
             return self.steps.statements
         first = (self.steps.ensure_target,) if self.steps.ensure_target else ()

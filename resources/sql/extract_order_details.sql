@@ -1,4 +1,56 @@
 -- agentbatch compile: job extract_order_details, target databricks-sql
+-- refuse repeated source keys before anything is created or paid [guards.sql]
+WITH
+src AS (
+  SELECT *
+  FROM (SELECT ticket_id, customer, subject, body FROM IDENTIFIER('`' || :catalog || '`.`support`.`tickets`') WHERE label = 'billing') AS source_query
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `ticket_id` IS NOT NULL
+),
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `customer` AS `customer`,
+    CAST(concat('Extract the billing details of this ticket as JSON.
+
+', subject, '
+', body) AS STRING) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, coalesce(sha2(concat('437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c', `_request`), 256), 'null-request:437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c') AS `request_fingerprint`
+  FROM req
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+)
+,
+repeated AS (
+  SELECT CAST(`ticket_id` AS STRING) AS `_repeated_key`, count(*) AS `_copies`
+  FROM fingerprinted
+  GROUP BY `ticket_id`
+  HAVING count(*) > 1
+),
+shown AS (
+  SELECT
+    concat('\'', `_repeated_key`, '\' x', CAST(`_copies` AS STRING)) AS `_shown`,
+    row_number() OVER (ORDER BY `_copies` DESC, `_repeated_key`) AS `_rank`
+  FROM repeated
+)
+SELECT
+  CASE WHEN (SELECT count(*) FROM repeated) > 0 THEN raise_error(concat(
+    'source key ', '\'ticket_id\'', ' is not unique: ',
+    CAST((SELECT count(*) FROM repeated) AS STRING), ' value(s) occur more than once (',
+    concat_ws(', ',
+      (SELECT `_shown` FROM shown WHERE `_rank` = 1),
+      (SELECT `_shown` FROM shown WHERE `_rank` = 2),
+      (SELECT `_shown` FROM shown WHERE `_rank` = 3),
+      (SELECT `_shown` FROM shown WHERE `_rank` = 4),
+      (SELECT `_shown` FROM shown WHERE `_rank` = 5),
+      CASE WHEN (SELECT count(*) FROM repeated) > 5 THEN '...' END),
+    '); one key gets one answer, so nothing was sent: remove the duplicates, narrow `source.where`, or choose a key that is unique'))
+  ELSE 'ok' END AS `repeated_source_keys`;
+
 -- create the target if missing [ensure_target.sql]
 CREATE TABLE IF NOT EXISTS IDENTIFIER('`' || :catalog || '`.`support`.`billing_details`') AS
 SELECT
@@ -17,6 +69,67 @@ SELECT
   CAST(NULL AS TIMESTAMP) AS `answered_at`
 FROM (SELECT ticket_id, customer, subject, body FROM IDENTIFIER('`' || :catalog || '`.`support`.`tickets`') WHERE label = 'billing') AS source_query
 WHERE 1 = 0;
+
+-- refuse a target the job cannot write by key before anything is paid [guards.sql]
+WITH
+src AS (
+  SELECT *
+  FROM (SELECT ticket_id, customer, subject, body FROM IDENTIFIER('`' || :catalog || '`.`support`.`tickets`') WHERE label = 'billing') AS source_query
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `ticket_id` IS NOT NULL
+),
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `customer` AS `customer`,
+    CAST(concat('Extract the billing details of this ticket as JSON.
+
+', subject, '
+', body) AS STRING) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, coalesce(sha2(concat('437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c', `_request`), 256), 'null-request:437c1dd465dc13776e0db785ab39759156ad245ce8db23b75a659fb441450f2c') AS `request_fingerprint`
+  FROM req
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+)
+,
+key_types AS (
+  SELECT
+    (SELECT typeof(`ticket_id`) FROM src LIMIT 1) AS `_source_type`,
+    (SELECT typeof(max(`ticket_id`)) FROM IDENTIFIER('`' || :catalog || '`.`support`.`billing_details`')) AS `_target_type`
+),
+kinds AS (
+  SELECT
+    *,
+    CASE
+      WHEN lower(`_source_type`) IN ('tinyint', 'smallint', 'int', 'integer', 'bigint', 'hugeint', 'utinyint', 'usmallint', 'uinteger', 'ubigint', 'uhugeint', 'byte', 'short', 'long', 'int1', 'int2', 'int4', 'int8')
+        OR lower(`_source_type`) LIKE 'decimal(%,0)' OR lower(`_source_type`) LIKE 'numeric(%,0)' THEN 'integer'
+      WHEN lower(`_source_type`) IN ('string', 'varchar', 'char', 'text')
+        OR lower(`_source_type`) LIKE 'varchar(%' OR lower(`_source_type`) LIKE 'char(%' THEN 'string'
+      ELSE lower(`_source_type`)
+    END AS `_source_kind`,
+    CASE
+      WHEN lower(`_target_type`) IN ('tinyint', 'smallint', 'int', 'integer', 'bigint', 'hugeint', 'utinyint', 'usmallint', 'uinteger', 'ubigint', 'uhugeint', 'byte', 'short', 'long', 'int1', 'int2', 'int4', 'int8')
+        OR lower(`_target_type`) LIKE 'decimal(%,0)' OR lower(`_target_type`) LIKE 'numeric(%,0)' THEN 'integer'
+      WHEN lower(`_target_type`) IN ('string', 'varchar', 'char', 'text')
+        OR lower(`_target_type`) LIKE 'varchar(%' OR lower(`_target_type`) LIKE 'char(%' THEN 'string'
+      ELSE lower(`_target_type`)
+    END AS `_target_kind`
+  FROM key_types
+)
+SELECT
+  CASE
+    WHEN `_source_kind` <> `_target_kind` THEN raise_error(concat(
+      'source key ', '\'ticket_id\'', ' is ', `_source_type`, ', but ', (:catalog || '.support.billing_details'),
+      ' holds it as ', `_target_type`,
+      ': keys of different types can compare equal when they are not the same key (the text \'01\' and the number 1), so nothing was sent; give the source key the target\'s type (a CAST in `source.query`), write to a new output table, ',
+      'or drop this one (the next run writes it anew, paying for every row; `agentbatch run` replaces it, keeping none of its rows)'))
+    ELSE 'ok'
+  END AS `target_keys`
+FROM kinds;
 
 -- call ai_query and overwrite into the target [create_or_replace.sql]
 CREATE OR REPLACE TABLE IDENTIFIER('`' || :catalog || '`.`support`.`billing_details`') AS

@@ -1,4 +1,55 @@
 -- agentbatch compile: job triage_foundation_model, target databricks-sql
+-- refuse repeated source keys before anything is created or paid [guards.sql]
+WITH
+src AS (
+  SELECT *
+  FROM IDENTIFIER('`' || :catalog || '`.`support`.`tickets`')
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `ticket_id` IS NOT NULL
+),
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `subject` AS `subject`,
+    CAST(concat('Classify this support ticket. Ticket: ', subject, '
+
+', body) AS STRING) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, coalesce(sha2(concat('70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874', `_request`), 256), 'null-request:70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874') AS `request_fingerprint`
+  FROM req
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+)
+,
+repeated AS (
+  SELECT CAST(`ticket_id` AS STRING) AS `_repeated_key`, count(*) AS `_copies`
+  FROM fingerprinted
+  GROUP BY `ticket_id`
+  HAVING count(*) > 1
+),
+shown AS (
+  SELECT
+    concat('\'', `_repeated_key`, '\' x', CAST(`_copies` AS STRING)) AS `_shown`,
+    row_number() OVER (ORDER BY `_copies` DESC, `_repeated_key`) AS `_rank`
+  FROM repeated
+)
+SELECT
+  CASE WHEN (SELECT count(*) FROM repeated) > 0 THEN raise_error(concat(
+    'source key ', '\'ticket_id\'', ' is not unique: ',
+    CAST((SELECT count(*) FROM repeated) AS STRING), ' value(s) occur more than once (',
+    concat_ws(', ',
+      (SELECT `_shown` FROM shown WHERE `_rank` = 1),
+      (SELECT `_shown` FROM shown WHERE `_rank` = 2),
+      (SELECT `_shown` FROM shown WHERE `_rank` = 3),
+      (SELECT `_shown` FROM shown WHERE `_rank` = 4),
+      (SELECT `_shown` FROM shown WHERE `_rank` = 5),
+      CASE WHEN (SELECT count(*) FROM repeated) > 5 THEN '...' END),
+    '); one key gets one answer, so nothing was sent: remove the duplicates, narrow `source.where`, or choose a key that is unique'))
+  ELSE 'ok' END AS `repeated_source_keys`;
+
 -- create the target if missing [ensure_target.sql]
 CREATE TABLE IF NOT EXISTS IDENTIFIER('`' || :catalog || '`.`support`.`ticket_labels`') AS
 SELECT
@@ -17,6 +68,75 @@ SELECT
   CAST(NULL AS TIMESTAMP) AS `answered_at`
 FROM IDENTIFIER('`' || :catalog || '`.`support`.`tickets`')
 WHERE 1 = 0;
+
+-- refuse a target the job cannot write by key before anything is paid [guards.sql]
+WITH
+src AS (
+  SELECT *
+  FROM IDENTIFIER('`' || :catalog || '`.`support`.`tickets`')
+  -- A row without a key can be neither merged nor resumed: it is never sent.
+  WHERE `ticket_id` IS NOT NULL
+),
+req AS (  SELECT
+    `ticket_id` AS `ticket_id`,
+    `subject` AS `subject`,
+    CAST(concat('Classify this support ticket. Ticket: ', subject, '
+
+', body) AS STRING) AS `_request`
+  FROM src
+),
+fingerprinted AS (
+  SELECT *, coalesce(sha2(concat('70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874', `_request`), 256), 'null-request:70c88cf666a45d5c75e7e434ca70311e2bf05fdc8854fe823f1c4af75d467874') AS `request_fingerprint`
+  FROM req
+),
+todo AS (
+  SELECT *
+  FROM fingerprinted
+)
+,
+key_types AS (
+  SELECT
+    (SELECT typeof(`ticket_id`) FROM src LIMIT 1) AS `_source_type`,
+    (SELECT typeof(max(`ticket_id`)) FROM IDENTIFIER('`' || :catalog || '`.`support`.`ticket_labels`')) AS `_target_type`
+),
+kinds AS (
+  SELECT
+    *,
+    CASE
+      WHEN lower(`_source_type`) IN ('tinyint', 'smallint', 'int', 'integer', 'bigint', 'hugeint', 'utinyint', 'usmallint', 'uinteger', 'ubigint', 'uhugeint', 'byte', 'short', 'long', 'int1', 'int2', 'int4', 'int8')
+        OR lower(`_source_type`) LIKE 'decimal(%,0)' OR lower(`_source_type`) LIKE 'numeric(%,0)' THEN 'integer'
+      WHEN lower(`_source_type`) IN ('string', 'varchar', 'char', 'text')
+        OR lower(`_source_type`) LIKE 'varchar(%' OR lower(`_source_type`) LIKE 'char(%' THEN 'string'
+      ELSE lower(`_source_type`)
+    END AS `_source_kind`,
+    CASE
+      WHEN lower(`_target_type`) IN ('tinyint', 'smallint', 'int', 'integer', 'bigint', 'hugeint', 'utinyint', 'usmallint', 'uinteger', 'ubigint', 'uhugeint', 'byte', 'short', 'long', 'int1', 'int2', 'int4', 'int8')
+        OR lower(`_target_type`) LIKE 'decimal(%,0)' OR lower(`_target_type`) LIKE 'numeric(%,0)' THEN 'integer'
+      WHEN lower(`_target_type`) IN ('string', 'varchar', 'char', 'text')
+        OR lower(`_target_type`) LIKE 'varchar(%' OR lower(`_target_type`) LIKE 'char(%' THEN 'string'
+      ELSE lower(`_target_type`)
+    END AS `_target_kind`
+  FROM key_types
+),
+several AS (
+  SELECT `ticket_id`
+  FROM IDENTIFIER('`' || :catalog || '`.`support`.`ticket_labels`')
+  GROUP BY `ticket_id`
+  HAVING count(*) > 1
+)
+SELECT
+  CASE
+    WHEN `_source_kind` <> `_target_kind` THEN raise_error(concat(
+      'source key ', '\'ticket_id\'', ' is ', `_source_type`, ', but ', (:catalog || '.support.ticket_labels'),
+      ' holds it as ', `_target_type`,
+      ': keys of different types can compare equal when they are not the same key (the text \'01\' and the number 1), so nothing was sent; give the source key the target\'s type (a CAST in `source.query`), write to a new output table, ',
+      'or replace this one (mode overwrite, which keeps none of its rows then)'))
+    WHEN (SELECT count(*) FROM several) > 0 THEN raise_error(concat(
+      (:catalog || '.support.ticket_labels'), ' holds ', CAST((SELECT count(*) FROM several) AS STRING),
+      ' key(s) in more than one row (written by mode append); mode merge keeps one row per key, so nothing was sent: run once with mode overwrite (it reuses every answer the table holds) or keep mode append'))
+    ELSE 'ok'
+  END AS `target_keys`
+FROM kinds;
 
 -- call ai_query and merge into the target [merge.sql]
 MERGE INTO IDENTIFIER('`' || :catalog || '`.`support`.`ticket_labels`') AS target

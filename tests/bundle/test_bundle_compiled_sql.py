@@ -58,11 +58,45 @@ def test_compiled_sql_parses_as_databricks_sql(golden: Path) -> None:
     assert isinstance(endpoint, exp.Literal) and endpoint.is_string
 
 
+@pytest.mark.parametrize("golden", COMPILED, ids=[p.stem for p in COMPILED])
+def test_the_checks_of_a_run_come_first_as_guards(golden: Path) -> None:
+    """A SQL file task has no Python to check the selection as `agentbatch run` does: the file
+    itself refuses repeated source keys before the target is created, and a target it cannot
+    write by key (another key type; for mode merge a key held twice) before the statement that
+    calls ai_query and writes, each with `raise_error` (Databricks SQL)."""
+    sql = bind_parameters(golden.read_text(), {"catalog": "main"})
+    statements = [s for s in sqlglot.parse(sql, read="databricks") if s is not None]
+    raising = [
+        i
+        for i, s in enumerate(statements)
+        if any(f.name.lower() == "raise_error" for f in s.find_all(exp.Anonymous))
+    ]
+    calling = [
+        i
+        for i, s in enumerate(statements)
+        if any(f.name.lower() == "ai_query" for f in s.find_all(exp.Anonymous))
+    ]
+    assert raising == [0, 2] and calling == [3]
+    assert isinstance(statements[0], exp.Select) and isinstance(statements[2], exp.Select)
+    assert isinstance(statements[1], exp.Create)  # the target, created between them
+    source_guard, target_guard = statements[0].sql("databricks"), statements[2].sql("databricks")
+    output = statements[1].find(exp.Table)
+    assert output is not None
+    target = output.sql("databricks")
+    assert "is not unique" in source_guard
+    assert target not in source_guard, "reads the source only: the target may not exist yet"
+    assert target in target_guard
+    assert "typeof(" in target_guard.lower() and "holds it as" in target_guard
+    merges = golden.stem != "extract_order_details"  # mode overwrite
+    assert ("in more than one row" in target_guard) == merges
+
+
 def test_summarise_tickets_merges_only_new_answers() -> None:
     sql = bind_parameters((SQL_DIR / "summarise_tickets.sql").read_text(), {"catalog": "main"})
     statements = [s for s in sqlglot.parse(sql, read="databricks") if s is not None]
-    assert [type(s).__name__ for s in statements] == ["Create", "Merge"]
-    merge = statements[1]
+    # The guards (a SELECT each: raise_error before anything is created, then before the MERGE).
+    assert [type(s).__name__ for s in statements] == ["Select", "Create", "Select", "Merge"]
+    merge = statements[3]
     assert merge.this.sql("databricks") == "`main`.`support`.`ticket_summaries` AS target"
     assert "ai_query('databricks-meta-llama-3-3-70b-instruct'" in sql
     assert "NOT EXISTS" in sql

@@ -55,6 +55,9 @@ _RESULT_STRUCT = pa.struct([("result", pa.string()), ("errorMessage", pa.string(
 _READERS = {"parquet": "read_parquet", "csv": "read_csv_auto", "json": "read_json_auto"}
 _DML = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
 INVALID_JSON_MAP_KEY_CLASS = "DATATYPE_MISMATCH.INVALID_JSON_MAP_KEY_TYPE"
+# raise_error and assert_true fail the statement with this class and SQLSTATE (see _user_errors).
+USER_RAISED_CLASS = "USER_RAISED_EXCEPTION"
+USER_RAISED_SQLSTATE = "P0001"
 
 
 class StatementCancelled(RuntimeError):
@@ -216,7 +219,7 @@ class DuckDBExecutor:
                     relation = session.connection.sql(duck_sql, params=bound)
                     table = relation.to_arrow_table() if relation is not None else None
             except duckdb.Error as error:
-                raise RuntimeError(_databricks_names(str(error))) from None
+                raise RuntimeError(_error_message(str(error))) from None
             finally:
                 with self._interrupting:
                     self._statements.pop(token, None)
@@ -266,6 +269,7 @@ class DuckDBExecutor:
             call.node.replace(self._ai_query_sql(call, token))
         _from_json_casts(tree)
         _json_functions(tree)
+        _user_errors(tree)
         _unordered_limits(tree)
         return tree
 
@@ -550,6 +554,66 @@ def _json_functions(tree: exp.Expression) -> None:
     for fn in list(tree.find_all(exp.Anonymous)):
         if str(fn.this).lower() == "arrays_overlap":
             fn.set("this", "list_has_any")
+
+
+def _user_errors(tree: exp.Expression) -> None:
+    """`raise_error(expr)` fails the statement with `expr` as its message, error class
+    USER_RAISED_EXCEPTION and SQLSTATE P0001 (`[USER_RAISED_EXCEPTION] <expr> SQLSTATE: P0001`);
+    `assert_true(condition[, message])` does when the condition is not true (false or NULL),
+    with `'<condition>' is not true!` by default; each is NULL otherwise. Both are evaluated only
+    where they are reached (the branch of a CASE). DuckDB's `error(message)` raises an Invalid
+    Input Error with the message, which `_error_message` gives back as Databricks words it.
+    Sources: docs.databricks.com sql/language-manual/functions/raise_error, .../assert_true."""
+    for fn in list(tree.find_all(exp.Anonymous)):
+        name = str(fn.this).lower()
+        if name not in ("raise_error", "assert_true"):
+            continue
+        args = list(fn.expressions)
+        if name == "raise_error":
+            if len(args) != 1:
+                raise ValueError(
+                    "[WRONG_NUM_ARGS.WITHOUT_SUGGESTION] The `raise_error` requires 1 "
+                    f"parameters but the actual number is {len(args)}."
+                )
+            fn.replace(_user_error(args[0]))
+            continue
+        if len(args) not in (1, 2):
+            raise ValueError(
+                "[WRONG_NUM_ARGS.WITHOUT_SUGGESTION] The `assert_true` requires [1, 2] "
+                f"parameters but the actual number is {len(args)}."
+            )
+        condition = args[0]
+        message = (
+            args[1]
+            if len(args) == 2
+            else exp.Literal.string(f"'{condition.sql('databricks')}' is not true!")
+        )
+        fn.replace(
+            exp.Case(
+                ifs=[exp.If(this=condition.copy(), true=exp.null())], default=_user_error(message)
+            )
+        )
+
+
+def _user_error(message: exp.Expression) -> exp.Expression:
+    """DuckDB's `error(...)` with the message Databricks gives a user-raised error."""
+    template = sqlglot.parse_one(
+        f"error('[{USER_RAISED_CLASS}] ' || coalesce(CAST(__message AS VARCHAR), 'null') "
+        f"|| ' SQLSTATE: {USER_RAISED_SQLSTATE}')",
+        read="duckdb",
+    )
+    return template.transform(
+        lambda n: message.copy() if isinstance(n, exp.Column) and n.name == "__message" else n
+    )
+
+
+def _error_message(message: str) -> str:
+    """A DuckDB error as the warehouse words it: a user-raised error is its own message (DuckDB
+    prefixes `Invalid Input Error: `), kept as written; any other names the client's catalogs."""
+    start = message.find(f"[{USER_RAISED_CLASS}] ")
+    if start >= 0:
+        return message[start:]
+    return _databricks_names(message)
 
 
 def _plain(message: str) -> str:

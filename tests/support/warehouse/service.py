@@ -71,6 +71,16 @@ class _BadHandle(Exception):
     pass
 
 
+_SQLSTATE = re.compile(r"SQLSTATE: ([0-9A-Z]{5})\s*$")
+
+
+def _sqlstate(message: str) -> str:
+    """The SQLSTATE a failed statement reports: the one its message ends with (Databricks' error
+    messages end `SQLSTATE: <code>`, e.g. raise_error's P0001), else 42000."""
+    found = _SQLSTATE.search(message)
+    return found.group(1) if found else "42000"
+
+
 def _error(message: str, code: int = ttypes.TStatusCode.ERROR_STATUS) -> ttypes.TStatus:
     return ttypes.TStatus(statusCode=code, errorMessage=message, displayMessage=message)
 
@@ -295,7 +305,7 @@ class WarehouseService(TCLIService.Iface):
             operationState=state,
             errorMessage=message,
             displayMessage=message,
-            sqlState="42000" if message else None,
+            sqlState=_sqlstate(message) if message else None,
             hasResultSet=True,
             numModifiedRows=op.modified_rows() if state == States.FINISHED_STATE else None,
         )
