@@ -13,6 +13,7 @@ from pathlib import Path
 from agentbatch.errors import NotSupportedError
 from agentbatch.execution.runner import plan
 from agentbatch.planning.definition import Plan, PushDown, RunOptions
+from agentbatch.planning.explain import render_sql
 from agentbatch.spec.project import refuse_environment
 
 
@@ -40,8 +41,6 @@ def compile_jobs(
 
 
 def compiled_sql(plan: Plan) -> str:
-    """Every statement a SQL file task runs for the push-down plan, guards included, each ending
-    in `;` (as `render` writes the plan's statements)."""
+    """Every statement a SQL file task runs for the push-down plan, guards included."""
     assert isinstance(plan.steps, PushDown)
-    parts = [f"-- {s.purpose} [{s.template}]\n{s.sql.rstrip()};\n" for s in plan.steps.compiled]
-    return "\n".join(parts)
+    return render_sql(plan, plan.steps.compiled)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from agentbatch.agent.redact import safe_url
-from agentbatch.planning.definition import Plan, PushDown
+from agentbatch.planning.definition import Plan, PushDown, Statement
 
 
 def explain(plan: Plan, *, with_sql: bool = True) -> str:
@@ -54,7 +56,9 @@ def explain(plan: Plan, *, with_sql: bool = True) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_sql(plan: Plan) -> str:
-    """Every statement of the plan, each ending in `;` (what `render` and `compile` write)."""
-    parts = [f"-- {s.purpose} [{s.template}]\n{s.sql.rstrip()};\n" for s in plan.statements]
+def render_sql(plan: Plan, statements: Sequence[Statement] | None = None) -> str:
+    """Every statement of the plan (or `statements`), each ending in `;` (what `render` writes;
+    `compile` writes a push-down plan's with its guards)."""
+    chosen = plan.statements if statements is None else statements
+    parts = [f"-- {s.purpose} [{s.template}]\n{s.sql.rstrip()};\n" for s in chosen]
     return "\n".join(parts)
