@@ -14,6 +14,7 @@ Each field is read from its own text, so a bad field is named and never blanks t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from agentbatch.agent.response_format import (
@@ -68,12 +69,15 @@ class AnswerChecks:
     response: Sql  # the typed struct
 
 
-def answer_checks(fmt: ResponseFormat) -> AnswerChecks:
-    import re
+def plain_field_name(name: str) -> bool:
+    """Whether push-down can read the field by JSON path (`$.name`)."""
+    return re.match(_FIELD_NAME, name) is not None
 
+
+def answer_checks(fmt: ResponseFormat) -> AnswerChecks:
     fields: list[AnswerField] = []
     for number, declared in enumerate(fmt.fields):
-        if not re.match(_FIELD_NAME, declared.name):
+        if not plain_field_name(declared.name):
             raise SqlValueError(
                 f"response_format field {declared.name!r}: push-down reads fields by JSON path, "
                 "so their names must be letters, digits and underscores"

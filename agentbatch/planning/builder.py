@@ -22,6 +22,7 @@ from agentbatch.agent.response_format import parse_response_format
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import JobValueError, SpecError
+from agentbatch.planning.answers import plain_field_name
 from agentbatch.planning.definition import (
     Guards,
     Plan,
@@ -112,7 +113,23 @@ def choose_strategy(job: Job, target: Target, options: RunOptions) -> tuple[Stra
             f"response_format field(s) {', '.join(nested)} are nested (STRUCT, ARRAY or MAP): "
             "SQL cannot check every value of an ai_query answer for them, REST does",
         )
+    unread = fields_sql_cannot_read(job)
+    if unread:
+        return (
+            "rest-fallback",
+            f"response_format field(s) {', '.join(map(repr, unread))} are not plain names "
+            "(letters, digits, _): SQL reads an ai_query answer's fields by JSON path, REST by "
+            "name",
+        )
     return "push-down", f"ai_query runs inside the {target.engine} engine"
+
+
+def fields_sql_cannot_read(job: Job) -> list[str]:
+    """The response format's top-level fields whose names a JSON path cannot spell plainly."""
+    fmt = job.agent.response_format
+    if fmt is None:
+        return []
+    return [f.name for f in parse_response_format(fmt).fields if not plain_field_name(f.name)]
 
 
 def nested_answer_fields(job: Job) -> list[str]:
