@@ -220,12 +220,18 @@ def test_schema_changes_between_runs_are_conformed(tmp_path: Path) -> None:
 
 
 def test_one_run_at_a_time(tmp_path: Path) -> None:
-    from agentbatch.errors import UsageError
+    """Refused as a second run writing one output is (exit 5), naming the run that holds it."""
+    import os
+
+    from agentbatch.errors import EngineError, exit_code_for
 
     path = tmp_path / "l.sqlite"
     first = Ledger(path, key="id")
-    with pytest.raises(UsageError, match="in use by another run"):
+    with pytest.raises(
+        EngineError, match=rf"in use by another run.*\(pid {os.getpid()}, since "
+    ) as refused:
         Ledger(path, key="id")
+    assert exit_code_for(refused.value) == 5
     first.close()
     Ledger(path, key="id").close()  # free again once closed
 
