@@ -12,8 +12,10 @@ re-sent only when the failure says nothing usable came back:
   streamed answers HTTP 500.
 
 A call is never re-sent for: other 4xx (the row's error records the server's message), a complete
-reply that does not parse or does not match the response format, any other error the agent
-reported in its reply or stream, a reply over the size cap, or a request that cannot be built.
+reply that does not parse or does not match the response format, a reply that came but cannot be
+read (a body its Content-Encoding does not decode, a header over the HTTP parser's limit), a
+redirect that is not followed (see transport.py), any other error the agent reported in its reply
+or stream, a reply over the size cap, or a request that cannot be built.
 
 401 is special: auth headers are refreshed once (the SDK mints a new token) and the row re-sent; a
 second 401 aborts the run with AgentError. 403 and 404 abort the run at once (the endpoint is
@@ -65,7 +67,27 @@ def _is_aiohttp_connection_error(error: BaseException) -> bool:
             "ServerDisconnectedError",
             "ServerTimeoutError",
         }
-    )
+    ) and not is_unreadable_reply(error)
+
+
+# aiohttp's errors (aiohttp/http_exceptions.py) for a reply that arrived but cannot be read: a
+# body its Content-Encoding does not decode (not gzip although it says gzip; `br` without
+# Brotli installed), a header or chunk line over the parser's limit. A body cut short is
+# another error (ContentLengthError, TransferEncodingError) and stays a connection error.
+_UNREADABLE = frozenset({"ContentEncodingError", "LineTooLong"})
+
+
+def is_unreadable_reply(error: BaseException) -> bool:
+    """Whether `error` says the server's reply came but cannot be read (see _UNREADABLE): the
+    agent ran, and re-sending would pay again for the same unreadable reply."""
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 8:  # aiohttp wraps the parser's error once or twice
+        if any(cls.__name__ in _UNREADABLE for cls in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
 
 
 def is_overload(status: int | None) -> bool:

@@ -220,9 +220,88 @@ def _reply(state: _State) -> AgentReply | RowFailure:
     )
 
 
-def looks_finished(tail: bytes) -> bool:
-    """True when the stream's last bytes end with `data: [DONE]` (lets the reader stop early)."""
-    return tail.rstrip().endswith(b"data: [DONE]") or tail.rstrip().endswith(b"data:[DONE]")
+# The start of an event after which parse_sse reads nothing more, at the start of a line:
+# `data: [DONE]`; a Responses terminal or error event, named by its `event:` line or by the
+# `type` its data starts with; MLflow's `data: {"error": ...}`. Quotes inside a JSON string are
+# escaped and a data line holds no raw line break, so an answer's text cannot look like one.
+_TERMINAL = re.compile(
+    rb"\n(?:(?P<done>data: ?\[DONE\])"
+    rb"|event: ?(?:response\.(?:completed|incomplete|failed|done)|error) *\r?\n"
+    rb'|data: ?\{ ?"(?:type" ?: ?"(?:response\.(?:completed|incomplete|failed|done)|error)"'
+    rb'|error" ?: ?["{]))'
+)
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+# Bytes kept from one chunk to the next: more than the longest marker above.
+_SEAM = 64
+# A chunk up to this size is scanned joined to the kept bytes (one small copy, one scan); a
+# larger one is not copied.
+_JOINED_MAX = 4096
 
 
-__all__ = ["iter_events", "looks_finished", "parse_sse"]
+class StreamEnd:
+    """Tells, chunk by chunk, when a stream holds its end, so the reader need not wait for a
+    server that keeps the connection open: `data: [DONE]`, or a terminal or error event (see
+    _TERMINAL) once its blank line came. Comment lines (`: ping`) after it change nothing. A
+    marker split over two chunks is found: the last bytes of each chunk are kept. Costs one
+    regex scan of each chunk (in C) and a copy of a few bytes, or of a small chunk."""
+
+    __slots__ = ("_pending", "_tail")
+
+    def __init__(self) -> None:
+        self._tail = b"\n"  # the stream starts at the start of a line
+        # A terminal event began, its blank line has not come yet.
+        self._pending = False
+
+    def feed(self, chunk: bytes) -> bool:
+        tail = self._tail
+        if len(chunk) <= _JOINED_MAX:
+            data = tail + chunk
+            self._tail = data[-_SEAM:]
+            if self._pending:
+                return _BLANK_LINE.search(data, len(tail) - 2) is not None
+            found = _TERMINAL.search(data)
+            return found is not None and self._found(data, found)
+        # A large chunk is not copied: the seam (the kept bytes, the chunk's first bytes), then
+        # the chunk itself.
+        self._tail = chunk[-_SEAM:]
+        seam = tail + chunk[:_SEAM]
+        if self._pending:
+            if _BLANK_LINE.search(seam, len(tail) - 2) is not None:
+                return True
+        else:
+            found = _TERMINAL.search(seam)
+            if found is not None and self._found(seam, found):
+                return True
+        if self._pending:
+            # Past the seam's part of the chunk: the pending event began before it.
+            return _BLANK_LINE.search(chunk, _SEAM - 2) is not None
+        found = _TERMINAL.search(chunk)
+        return found is not None and self._found(chunk, found)
+
+    def _found(self, data: bytes, found: re.Match[bytes]) -> bool:
+        """A terminal event begins at `found`: the stream ended, or will at its blank line."""
+        if found.group("done") is not None:
+            return True
+        self._pending = True
+        return _BLANK_LINE.search(data, found.start() + 1) is not None
+
+
+def stream_ended(body: bytes) -> bool:
+    """Whether a stream read so far holds its end as parse_sse reads it (`[DONE]`, a terminal
+    event, an error event), so that parsing it gives the reply the whole stream would give."""
+    state = _State()
+    for event in iter_events(body):
+        if event.data.strip() == "[DONE]":
+            return True
+        try:
+            payload = loads(event.data)
+        except ValueError:
+            return False  # cut off, or not JSON: not an end parse_sse would reach
+        if isinstance(payload, dict):
+            _apply(state, event.name, payload)
+            if state.failure is not None or state.finished:
+                return True
+    return False
+
+
+__all__ = ["StreamEnd", "iter_events", "parse_sse", "stream_ended"]

@@ -167,11 +167,13 @@ class Caller:
                 timeout_s=self._call.timeout_s,
             )
         except TransportError as e:
+            self._stats.requests += e.redirects  # each hop followed was one more request
             latency_ms = (time.perf_counter() - started) * 1000.0
             self._limiter.release(permit, "timeout" if e.kind == "timeout" else "neutral")
             failure = RowFailure(e.kind, redact(str(e)), retryable=should_retry(e))
             return _Sent(failure, e.status, latency_ms, None, generation)
         latency_s = time.perf_counter() - started
+        self._stats.requests += raw.redirects
         status = raw.status
         if 200 <= status < 300:
             self._limiter.release(permit, "ok", latency_s=latency_s)

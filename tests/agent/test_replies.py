@@ -11,7 +11,7 @@ import pytest
 from agentbatch.agent.replies import AgentReply, RowFailure
 from agentbatch.agent.response_format import parse_response_format
 from agentbatch.agent.responses import apply_response_format, parse_json_reply
-from agentbatch.agent.sse import looks_finished, parse_sse
+from agentbatch.agent.sse import parse_sse
 
 
 def message(text: str, item_id: str = "msg_1") -> dict[str, Any]:
@@ -362,11 +362,6 @@ def test_in_stream_error_never_returns_partial_text() -> None:
     failure = parse_sse(MLFLOW_ERROR.encode())
     assert isinstance(failure, RowFailure)
     assert "partial" not in failure.message
-
-
-def test_looks_finished() -> None:
-    assert looks_finished(b'..."}\n\ndata: [DONE]\n\n')
-    assert not looks_finished(b"data: [DONE] and more")
 
 
 # --- typed answers -------------------------------------------------------------------------
