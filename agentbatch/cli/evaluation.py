@@ -20,6 +20,7 @@ from agentbatch.cli.options import (
     add_job_options,
     add_run_options,
     add_state_dir,
+    count,
     run_options,
 )
 from agentbatch.errors import JobFailedError, UsageError
@@ -101,7 +102,7 @@ def add_commands(commands: Any) -> None:
     compare.add_argument("--variant-a", default="a", metavar="NAME", help="name of A (default a)")
     compare.add_argument("--variant-b", default="b", metavar="NAME", help="name of B (default b)")
     compare.add_argument(
-        "--top", type=int, default=10, metavar="N", help="rows of most disagreement to list"
+        "--top", type=count, default=10, metavar="N", help="rows of most disagreement to list"
     )
     _add_common(compare)
 

@@ -17,6 +17,7 @@ from agentbatch.cli.options import (
     add_job_options,
     add_run_options,
     add_state_dir,
+    count,
     pairs,
     run_options,
 )
@@ -166,7 +167,7 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument(
         "--show",
-        type=int,
+        type=count,
         default=5,
         metavar="N",
         help="print N output rows, or N requests of a dry run (default 5)",
@@ -182,7 +183,7 @@ def add_commands(commands: Any) -> None:
     add_job_options(estimate)
     add_run_options(estimate, budget=False)
     estimate.add_argument(
-        "--sample", type=int, default=20, metavar="N", help="rows to send for real (default 20)"
+        "--sample", type=count, default=20, metavar="N", help="rows to send for real (default 20)"
     )
     estimate.add_argument("--seed", type=int, help="seed of the random sample")
     add_state_dir(estimate)
@@ -199,7 +200,7 @@ def add_commands(commands: Any) -> None:
     show = command("show", "Print the rows of a table, from any target (default: local).")
     show.add_argument("table", metavar="TABLE", help="table name, e.g. main.support.ticket_triage")
     show.add_argument("--target", "-t", default="local", help="run target (default local)")
-    show.add_argument("--limit", type=int, default=20, help="at most N rows (default 20)")
+    show.add_argument("--limit", type=count, default=20, help="at most N rows (default 20)")
     show.add_argument("--json", action="store_true", help="one JSON object per row")
     show.add_argument(
         "--table",

@@ -12,6 +12,17 @@ from agentbatch.errors import UsageError
 from agentbatch.planning.definition import RunOptions
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number of 0 or more (`--show -1` printed every row but one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is below 0")
+    return value
+
+
 def add_job_options(sub: argparse.ArgumentParser, *, target: bool = True) -> None:
     if target:
         sub.add_argument("--target", "-t", default="local", help="run target (default local)")
