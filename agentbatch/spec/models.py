@@ -170,6 +170,28 @@ def _type_problem(ddl: str) -> str | None:
     return None
 
 
+def _schema_problem(schema: dict[str, Any]) -> str | None:
+    """A JSON schema's `required` that checks nothing: not a list of names, or naming a field
+    the object does not have (a typo would let every answer without the field pass)."""
+    pending: list[Any] = [schema]
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        properties = node.get("properties")
+        names = properties if isinstance(properties, dict) else {}
+        required = node.get("required")
+        if required is not None:
+            if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+                return f"`required` must be a list of field names, not {required!r}"
+            unknown = [r for r in required if r not in names]
+            if unknown:
+                return f"`required` names {unknown[0]!r}, which is not in `properties`"
+        pending += names.values()
+        pending.append(node.get("items"))
+    return None
+
+
 def _answer_field_names(fmt: str | dict[str, Any] | None) -> list[str]:
     """Every field name of a response format, nested ones included."""
     if isinstance(fmt, str):
@@ -398,6 +420,10 @@ class Agent(StrictModel):
                 raise ValueError(problem)
         elif isinstance(value, dict) and value.get("type") != "object":
             raise ValueError('a JSON schema response_format must have "type": "object"')
+        elif isinstance(value, dict):
+            problem = _schema_problem(value)
+            if problem:
+                raise ValueError(problem)
         for name in _answer_field_names(value):
             # The answer is stored as a STRUCT column: Delta checks nested field names too.
             refused = delta_refused(name)

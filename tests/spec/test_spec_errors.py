@@ -302,6 +302,12 @@ def test_validate_checks_the_jobs_own_template(tmp_path: Path) -> None:
         ('"STRUCT<a: DECIMAL(39)>"', "DECIMAL(39): precision is 1 to 38"),
         ('"STRUCT<a: DECIMAL(5, 10)>"', "scale 0 to the precision"),
         ('"STRUCT<a: INT> extra"', "has text after its STRUCT<...>"),
+        # A `required` that checks nothing: every answer without the field would pass.
+        ("{type: object, properties: {a: {type: string}}, required: a}", "must be a list"),
+        (
+            "{type: object, properties: {a: {type: string}}, required: [b]}",
+            "job.yml:9: agent.response_format: `required` names 'b', which is not in",
+        ),
         (
             '{type: object, properties: {"it\'s": {type: string}}}',
             'job.yml:9: agent.response_format: "it\'s" is not a valid identifier',
