@@ -344,7 +344,17 @@ class LocalEngine:
                     f"--table {name}={path}: cannot read it: {error_line(err)}"
                 ) from None
             return view
-        self._con.register(view, source)  # pandas DataFrame or Arrow table, queried in place
+        try:
+            self._con.register(view, source)  # pandas DataFrame or Arrow table, queried in place
+            self._con.execute(f"DESCRIBE {view}")  # an object DuckDB cannot scan fails here
+        except Exception as err:
+            # DuckDB's reason tells about a frame it could not read, not about another object.
+            why = f" ({error_line(err).splitlines()[0]})" if _is_frame(source) else ""
+            raise UsageError(
+                f"tables[{name!r}]: cannot read a {type(source).__name__} as a table{why}; give "
+                "a path (CSV, Parquet, JSON, a Delta folder), a pandas DataFrame with columns, "
+                "or an Arrow table"
+            ) from None
         return view
 
     def _load_mapped_output(self, full: tuple[str, str, str], kind: str) -> None:
@@ -654,6 +664,10 @@ def _holds_a_table(path: Path) -> bool:
     if path.is_dir():
         return any(path.iterdir())
     return path.is_file() and path.stat().st_size > 0
+
+
+def _is_frame(source: object) -> bool:
+    return hasattr(source, "columns") or hasattr(source, "schema")
 
 
 def _attach_failed(path: Path, err: BaseException) -> str:

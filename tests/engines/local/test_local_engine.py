@@ -373,3 +373,12 @@ def test_a_read_spills_before_any_warehouse_folder_exists(tmp_path: Path) -> Non
     assert ordered.num_rows == rows
     assert ordered.column("id")[0].as_py() == rows - 1
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("source", [None, [1, 2], 5, pd.DataFrame()], ids=repr)
+def test_a_source_that_is_no_table_is_a_usage_error(tmp_path: Path, source: object) -> None:
+    """The Python API passed them to DuckDB, which raised its own TypeError or input error."""
+    with pytest.raises(
+        UsageError, match=r"tables\['main.s.tickets'\]: cannot read a \w+ as a table"
+    ):
+        LocalEngine(tables={"main.s.tickets": source}, warehouse_dir=tmp_path / "wh")
