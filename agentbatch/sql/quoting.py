@@ -7,8 +7,11 @@ turns every other value into an inert string literal.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,7 +43,8 @@ class SqlValueError(ValueError):
 
 
 def literal(value: Any) -> Sql:
-    """A SQL literal for a Python value: str, bool, int, float, None, list, or dict (named_struct)."""
+    """A SQL literal for a Python value: str, bool, int, float, Decimal, date, datetime, None,
+    list, or dict (named_struct)."""
     return Sql(_literal_node(value).sql(dialect=DIALECT))
 
 
@@ -49,8 +53,18 @@ def _literal_node(value: Any) -> exp.Expression:
         return exp.Null()
     if isinstance(value, bool):
         return exp.Boolean(this=value)
+    if isinstance(value, float) and not math.isfinite(value):
+        # `inf` would read as a column name: the text a DOUBLE cast reads.
+        text = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return exp.Cast(this=exp.Literal.string(text), to=exp.DataType.build("DOUBLE"))
     if isinstance(value, (int, float)):
         return exp.Literal.number(repr(value) if isinstance(value, float) else str(value))
+    if isinstance(value, decimal.Decimal) and value.is_finite():
+        return exp.Literal.number(str(value))
+    if isinstance(value, datetime.datetime):  # before date: a datetime is a date too
+        return exp.Cast(this=exp.Literal.string(value.isoformat(sep=" ")), to=_TIMESTAMP)
+    if isinstance(value, datetime.date):
+        return exp.Cast(this=exp.Literal.string(value.isoformat()), to=exp.DataType.build("DATE"))
     if isinstance(value, str):
         return exp.Literal.string(value)
     if isinstance(value, Mapping):
@@ -61,6 +75,9 @@ def _literal_node(value: Any) -> exp.Expression:
     if isinstance(value, Sequence):
         return exp.Array(expressions=[_literal_node(v) for v in value])
     raise SqlValueError(f"cannot write a {type(value).__name__} as a SQL literal")
+
+
+_TIMESTAMP = exp.DataType.build("TIMESTAMP")
 
 
 def json_literal(value: Any) -> Sql:
@@ -147,8 +164,7 @@ def expression(sql: str, *, what: str = "expression") -> Sql:
         node
         for node in value.walk(prune=lambda node: isinstance(node, exp.Query))
         if isinstance(node, (exp.AggFunc, exp.Window))
-        or node is value
-        and isinstance(node, exp.Star)
+        or (node is value and isinstance(node, exp.Star))
     ]
     if across_rows:
         raise SqlValueError(

@@ -126,3 +126,25 @@ def test_a_query_reading_from_a_string_says_how_to_name_a_table() -> None:
 def test_values_over_other_rows_go_in_a_subquery() -> None:
     assert quoting.expression("concat(a, (SELECT max(k) FROM t))").startswith("concat")
     assert quoting.expression("to_json(struct(*))") == "to_json(struct(*))"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("inf"),
+        float("-inf"),
+        __import__("decimal").Decimal("12.50"),
+        __import__("datetime").date(2024, 2, 29),
+        __import__("datetime").datetime(
+            2024, 2, 29, 10, 0, 5, 123456, tzinfo=__import__("datetime").timezone.utc
+        ),
+    ],
+    ids=repr,
+)
+def test_literals_of_keys_and_variables_read_back_as_the_value(value: object) -> None:
+    """`estimate` samples push-down keys with `key IN (<literals>)`: a DATE or DECIMAL key was
+    refused, and a YAML `.inf` variable rendered as `inf`, a column name."""
+    import duckdb
+
+    sql = sqlglot.transpile(f"SELECT {quoting.literal(value)}", read="databricks", write="duckdb")
+    assert duckdb.sql(sql[0]).fetchall() == [(value,)]
