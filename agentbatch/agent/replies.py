@@ -52,16 +52,17 @@ _INT64_LIMIT = 2**63
 
 
 def as_int(value: Any) -> int | None:
-    """An integer that fits the BIGINT token columns, else None (a server may send anything)."""
+    """A token count that fits the BIGINT token columns, else None (a server may send anything:
+    a negative count would take tokens off a run's budget)."""
     if type(value) is int:  # the common case first (a bool is not of type int)
-        return value if -_INT64_LIMIT <= value < _INT64_LIMIT else None
+        return value if 0 <= value < _INT64_LIMIT else None
     if isinstance(value, bool):
         return None
     if isinstance(value, float):
         if not value.is_integer():
             return None
         value = int(value)
-    if isinstance(value, int) and -_INT64_LIMIT <= value < _INT64_LIMIT:
+    if isinstance(value, int) and 0 <= value < _INT64_LIMIT:
         return value
     return None
 

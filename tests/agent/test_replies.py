@@ -409,3 +409,20 @@ def test_a_reply_is_read_in_every_encoding_json_allows(encoding: str) -> None:
     body = json.dumps({"output": [{"type": "message", "content": "é ok"}]}).encode(encoding)
     reply = parse_json_reply(body)
     assert isinstance(reply, AgentReply) and reply.text == "é ok"
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"input_tokens": 7, "output_tokens": 2}, (7, 2)),
+        ({"prompt_tokens": 3.0, "completion_tokens": 1}, (3, 1)),
+        # A count no BIGINT holds, not a whole number, or below zero (it would take tokens off a
+        # run's --max-tokens budget) is unknown.
+        ({"input_tokens": 2**63, "output_tokens": 1.5}, (None, None)),
+        ({"input_tokens": -5, "output_tokens": True}, (None, None)),
+    ],
+)
+def test_token_counts_a_server_reports(usage: dict[str, Any], expected: tuple[Any, Any]) -> None:
+    from agentbatch.agent.replies import usage_tokens
+
+    assert usage_tokens(usage) == expected
