@@ -175,6 +175,11 @@ def _format_validation_error(err: ValidationError, doc: YamlDocument) -> str:
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             message = "unknown key" + _did_you_mean(problem["loc"])
+        elif problem["type"] in _YAML_KINDS:
+            # pydantic names Python types ("a valid tuple", "an instance of Source").
+            message = (
+                f"should be {_YAML_KINDS[problem['type']]}, not {_yaml_kind(problem['input'])}"
+            )
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         line = f"{doc.where(path)}: {dotted(path)}: {message}"
@@ -184,6 +189,25 @@ def _format_validation_error(err: ValidationError, doc: YamlDocument) -> str:
         seen.add(key)
         lines.append(line)
     return "\n".join(lines)
+
+
+_YAML_KINDS = {
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "empty"
+    return f"the {type(value).__name__ if not isinstance(value, str) else 'text'} {value!r}"
 
 
 def _did_you_mean(loc: tuple[int | str, ...]) -> str:

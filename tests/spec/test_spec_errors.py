@@ -131,6 +131,15 @@ def test_valid_job_loads(tmp_path: Path) -> None:
             "job.yml:2: source: the key is always kept",
         ),
         (("  columns: [subject]", "  columns: [subject\n"), "job.yml:"),
+        # In YAML's words, not pydantic's ("Input should be a valid tuple").
+        (
+            ("  columns: [subject]", "  columns: subject"),
+            "job.yml:5: source.columns: should be a list, not the text 'subject'",
+        ),
+        (
+            ("  model_parameters: {max_tokens: 256}", "  custom_inputs: [a]"),
+            "job.yml:9: agent.custom_inputs: should be a mapping, not a list",
+        ),
         (
             # The Jobs service refuses it when the bundle deploys.
             (
