@@ -145,8 +145,11 @@ def register_ai_query(spark: SparkSession, config: AiQueryConfig) -> None:
     # PySpark reads the type hints to pick the UDF kind; give it real types, not strings.
     for function in (ai_query, strict):
         function.__annotations__ = {name: pa.Array for name in function.__annotations__}
-    spark.udf.register(AI_QUERY, arrow_udf(ai_query, RESULT_TYPE))
-    spark.udf.register(STRICT_AI_QUERY, arrow_udf(strict, "string"))
+    # Nondeterministic (a model's answer is): Spark's optimizer otherwise evaluates a
+    # deterministic UDF below a statement's ORDER BY ... LIMIT, calling the agent for every row
+    # and keeping N answers (`--limit N` paid for the whole selection).
+    spark.udf.register(AI_QUERY, arrow_udf(ai_query, RESULT_TYPE).asNondeterministic())
+    spark.udf.register(STRICT_AI_QUERY, arrow_udf(strict, "string").asNondeterministic())
 
 
 def answer_column(

@@ -104,3 +104,44 @@ def test_a_history_of_runs_leaves_every_key_once_in_the_target(
     assert agent.stats().requests_total == settled
     run(overwrite, second, full_refresh=True)
     assert agent.stats().requests_total == settled + OPEN_TICKETS
+
+
+def test_a_limited_push_down_run_calls_the_agent_for_its_rows_only(
+    agent: AgentServer, tmp_path: Path, make_engine: Any
+) -> None:
+    """Spark's optimizer evaluated a deterministic ai_query below the statement's ORDER BY ...
+    LIMIT: `--limit 3` called the agent for every row still to do and kept 3 answers (push-down
+    keeps no checkpoint: the rest were paid for nothing)."""
+    make_engine()
+    source = tmp_path / "src.csv"
+    source.write_text("id,txt\n" + "".join(f"{i},t{i}\n" for i in range(1, 21)))
+    job = tmp_path / "jobs" / "pd.yml"
+    job.parent.mkdir()
+    job.write_text(
+        "name: pd\nsource: {table: main.s.src, key: id, columns: [txt]}\n"
+        "request: \"concat('Q: ', txt)\"\nagent: {endpoint: pdmodel, api: chat}\n"
+        "output: {table: main.s.out, mode: merge}\n"
+    )
+    url = f"{agent.url}/serving-endpoints/pdmodel/invocations"
+
+    def run(**options: Any) -> tuple[int, int]:
+        before = agent.stats().requests_total
+        with agentbatch.run(
+            job,
+            target="spark",
+            tables={"main.s.src": source, "main.s.out": tmp_path / "out.parquet"},
+            state_dir=tmp_path / "state",
+            project_dir=tmp_path,
+            settings={
+                "warehouse_dir": str(tmp_path / "wh"),
+                "ai_query_endpoints": {"pdmodel": url},
+            },
+            progress=False,
+            **options,
+        ) as result:
+            assert result.summary["strategy"] == "push-down"
+            return int(result.summary["rows"]), agent.stats().requests_total - before
+
+    assert run(limit=3) == (3, 3)
+    assert run(limit=3) == (3, 3)
+    assert run(full_refresh=True, limit=2) == (2, 2)
