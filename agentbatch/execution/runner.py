@@ -489,7 +489,11 @@ def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict
     summary["selected"] = int(stats.get("selected", 0))
     summary["skipped"] = int(stats.get("skipped", 0))
     if the_plan.strategy == "push-down":
-        summary["rows"] = int(table.get("answered_this_run") or 0)
+        # One statement answered them: the table says how each came out (ai_query's calls are
+        # the rows; it reuses nothing).
+        rows = int(table.get("answered_this_run") or 0)
+        errors = int(table.get("errors_this_run") or 0)
+        summary.update(rows=rows, sent=rows, reused=0, ok=rows - errors, errors=errors)
     else:
         summary["rows"] = int(stats.get("rows_seen", 0))
     summary.update(

@@ -804,3 +804,27 @@ def test_rest_fallback_stages_maps_keyed_by_other_types_than_string(
         row["ticket_id"]: {k: row[k] for k in ("ticket_id", "attrs", "nested", "scored")}
         for row in rows
     } == source
+
+
+def test_a_push_down_summary_counts_this_runs_failures(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    """The push-down summary said `errors 0` and no `ok` whatever ai_query answered, so
+    fail_on_error's message blamed earlier runs for this run's failures."""
+    job = tmp_path / "jobs" / "pd_errors.yml"
+    job.parent.mkdir(exist_ok=True)
+    job.write_text(
+        SUMMARISE.read_text().replace(
+            "request: \"concat('Summarise",
+            'request: "concat(CASE WHEN ticket_id % 10 = 0 '
+            "THEN 'PERMANENT_ERROR ' ELSE '' END, 'Summarise",
+        )
+    )
+    summary = run_job(job).summary
+    failed = ALL_TICKETS // 10
+    assert summary["strategy"] == "push-down"
+    assert (summary["rows"], summary["sent"], summary["reused"]) == (ALL_TICKETS, ALL_TICKETS, 0)
+    assert (summary["ok"], summary["errors"]) == (ALL_TICKETS - failed, failed)
+    assert summary["table_errors"] == failed
+    again = run_job(job, retry_errors=True).summary  # only the failures, failing again
+    assert (again["rows"], again["errors"], again["ok"]) == (failed, failed, 0)
