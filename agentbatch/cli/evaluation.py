@@ -330,6 +330,8 @@ def _print_compare(result: CompareResult, *, as_json: bool) -> None:
             "a": {"variant": result.a.variant, "endpoint": result.a.endpoint},
             "b": {"variant": result.b.variant, "endpoint": result.b.endpoint},
             "paired_rows": result.comparison.paired_rows,
+            "only_in_a": result.comparison.only_a,
+            "only_in_b": result.comparison.only_b,
             "comparison": summary,
             "comparison_table": result.comparison_table,
             "report": [str(p) for p in result.report_files],

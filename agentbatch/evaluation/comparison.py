@@ -4,20 +4,30 @@ Per scorer: wins of A, ties, wins of B (a win is the better score, which for lat
 and error rate is the lower one), the means on the paired rows, the difference B - A with a
 paired-bootstrap interval, and the sign test's p-value. Per row: how much the two disagree,
 to list the rows worth reading first.
+
+Rows pair by the canonical text of their key (`agentbatch.evaluation.text.as_text`): 1, 1.0 and
+"1" are the same row - one source may read the key as a number, another as text - while "01" and
+1 are not. No paired row at all raises UsageError (nothing was compared); rows found on one side
+only are counted (`only_a`, `only_b`) and logged.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.errors import UsageError
 from agentbatch.evaluation import stats
 from agentbatch.evaluation.metrics import MetricOptions
 from agentbatch.evaluation.scoring import Scored, ScorerInfo
+from agentbatch.evaluation.text import as_text, preview
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("scorer", "string"),
@@ -81,9 +91,25 @@ def compare_scores(
     import pyarrow as pa
 
     options = options or MetricOptions()
-    rows_a = {row[a.key]: row for row in a.table.to_pylist()}
-    rows_b = {row[b.key]: row for row in b.table.to_pylist()}
+    rows_a = {key_text(row[a.key]): row for row in a.table.to_pylist()}
+    rows_b = {key_text(row[b.key]): row for row in b.table.to_pylist()}
     keys = [k for k in rows_a if k in rows_b]
+    if not keys and (rows_a or rows_b):
+        raise UsageError(
+            f"no row of {variant_a} pairs with a row of {variant_b} by the key: "
+            f"{variant_a} has {len(rows_a):,} row(s) ({a.key} {_examples(a)}), "
+            f"{variant_b} has {len(rows_b):,} ({b.key} {_examples(b)}); rows pair by the text "
+            f"of their key (1 and '1' pair, '01' and 1 do not): compare runs over the same rows"
+        )
+    if len(keys) < max(len(rows_a), len(rows_b)):
+        log.warning(
+            "compare: %d row(s) paired; %d only in %s and %d only in %s are not compared",
+            len(keys),
+            len(rows_a) - len(keys),
+            variant_a,
+            len(rows_b) - len(keys),
+            variant_b,
+        )
     infos_b = {info.name: info for info in b.scorers}
     shared = [info for info in a.scorers if info.name in infos_b]
     records = [
@@ -101,11 +127,23 @@ def compare_scores(
     )
 
 
+def key_text(value: Any) -> str | None:
+    """A row's key as compared across runs: its canonical text (1, 1.0 and "1" agree)."""
+    return None if value is None else as_text(value)
+
+
+def _examples(scored: Scored, shown: int = 3) -> str:
+    values = scored.table.column(scored.key).to_pylist()[:shown]
+    kind = str(scored.table.schema.field(scored.key).type)
+    listed = ", ".join(preview(repr(v), 30) for v in values)
+    return f"{kind}: {listed}{', ...' if scored.table.num_rows > shown else ''}"
+
+
 def _compare_scorer(
     info: ScorerInfo,
-    keys: list[Any],
-    rows_a: dict[Any, dict[str, Any]],
-    rows_b: dict[Any, dict[str, Any]],
+    keys: list[str | None],
+    rows_a: dict[str | None, dict[str, Any]],
+    rows_b: dict[str | None, dict[str, Any]],
     variant_a: str,
     variant_b: str,
     options: MetricOptions,
@@ -152,9 +190,9 @@ def _compare_scorer(
 
 def _disagreements(
     a: Scored,
-    keys: list[Any],
-    rows_a: dict[Any, dict[str, Any]],
-    rows_b: dict[Any, dict[str, Any]],
+    keys: list[str | None],
+    rows_a: dict[str | None, dict[str, Any]],
+    rows_b: dict[str | None, dict[str, Any]],
     shared: list[ScorerInfo],
     top: int,
 ) -> list[dict[str, Any]]:
@@ -173,7 +211,7 @@ def _disagreements(
                 distance += abs(x - y) / (high - low)
         if distance > 0:
             entry = {
-                "key": key,
+                "key": row_a[a.key],  # A's value, as its table holds it
                 "expected": row_a.get(a.expected) if a.expected else None,
                 "response_a": row_a.get("response"),
                 "response_b": row_b.get("response"),

@@ -8,9 +8,11 @@ Scorers that judge the answer (`judges_answer`) are not asked about rows the age
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from agentbatch.evaluation.text import (
@@ -62,6 +64,14 @@ class RowScorer:
         """The score of a row the agent failed on, under `agent_errors: fail`."""
         return 0.0 if self.binary else None
 
+    def missing_expected(self, row: Mapping[str, Any]) -> Score | None:
+        """The row error when this scorer needs an expected value the row lacks, else None.
+
+        A row without an expected value cannot be graded whether or not the agent answered it,
+        so this comes before the `agent_errors` policy.
+        """
+        return None
+
     def score(self, row: Mapping[str, Any]) -> Score:
         raise NotImplementedError
 
@@ -74,10 +84,16 @@ class _Compared(RowScorer):
         self.field: str | None = options.field
         self.expected = expected
 
-    def _answer_and_expected(self, row: Mapping[str, Any]) -> tuple[Any, Any] | Score:
-        expected = row.get(self.expected) if self.expected else None
-        if self.expected and expected is None:
+    def missing_expected(self, row: Mapping[str, Any]) -> Score | None:
+        if self.expected and row.get(self.expected) is None:
             return Score(error=f"no expected value in column {self.expected!r}")
+        return None
+
+    def _answer_and_expected(self, row: Mapping[str, Any]) -> tuple[Any, Any] | Score:
+        missing = self.missing_expected(row)
+        if missing is not None:
+            return missing
+        expected = row.get(self.expected) if self.expected else None
         try:
             answer = get_field(row.get("response"), self.field)
         except FieldMissing:
@@ -117,6 +133,14 @@ class ContainsScorer(_Compared):
             ignore_punctuation=options.ignore_punctuation,
         )
 
+    def missing_expected(self, row: Mapping[str, Any]) -> Score | None:
+        # Every answer contains the empty text: a blank expected value grades nothing.
+        if self.value is None and self.expected:
+            expected = row.get(self.expected)
+            if expected is None or not normalise(as_text(expected), **self.flags).strip():
+                return Score(error=f"no expected value in column {self.expected!r}")
+        return None
+
     def score(self, row: Mapping[str, Any]) -> Score:
         pair = self._answer_and_expected(row)
         if isinstance(pair, Score):
@@ -125,6 +149,8 @@ class ContainsScorer(_Compared):
         needle = normalise(
             as_text(self.value if self.value is not None else expected), **self.flags
         )
+        if not needle.strip():
+            return Score(error="no expected value: the text to look for is blank")
         if answer is None:
             return FAIL
         return PASS if needle in normalise(as_text(answer), **self.flags) else FAIL
@@ -305,6 +331,7 @@ class CustomScorer(RowScorer):
 
     @property
     def lowest(self) -> float | None:
+        # The spec fills the worst score in when `lowest` is not given (see spec.Custom).
         return self.options.lowest
 
     def score(self, row: Mapping[str, Any]) -> Score:
@@ -313,15 +340,23 @@ class CustomScorer(RowScorer):
             result = self.function(row.get("response"), expected, dict(row))
         except Exception as err:  # a user's function: its failure is this row's error
             return Score(error=f"{self.options.function} raised {type(err).__name__}: {err}")
+        return self._as_score(result)
+
+    def _as_score(self, result: Any) -> Score:
+        """None: unscored; a bool: 1/0; any finite real number (numpy scalars too): its value."""
+        returned = type(result).__name__
+        if getattr(result, "shape", None) == () and callable(getattr(result, "item", None)):
+            result = result.item()  # a numpy scalar (np.bool_, np.int64, ...) as a Python one
         if result is None:
             return UNSCORED
         if isinstance(result, bool):
             return PASS if result else FAIL
-        if isinstance(result, (int, float)) and math.isfinite(result):
-            return Score(float(result))
-        return Score(
-            error=f"{self.options.function} returned {type(result).__name__}, not a number"
-        )
+        if isinstance(result, (numbers.Real, Decimal)):
+            value = float(result)
+            if math.isfinite(value):
+                return Score(value)
+            return Score(error=f"{self.options.function} returned {value}, not a finite number")
+        return Score(error=f"{self.options.function} returned {returned}, not a number")
 
 
 def build_scorer(entry: spec.Scorer, default_expected: str | None, key: str) -> RowScorer:

@@ -3,9 +3,11 @@
 In order: a JSON object (`{"verdict": "pass"}`, `{"score": 4}`, also inside ```json fences), then
 the last labelled line (`Verdict: PASS`, `**Score:** 4/5`, `Rating - 3 out of 5`), then a reply
 that is only the verdict (`PASS`, `4`). A pass/fail reply may also be a plain sentence that uses
-only pass words or only fail words ("The answer is correct."). Anything else - no verdict, a score
-off the scale, both PASS and FAIL - raises VerdictError, which the scorer records as the row's
-error instead of guessing.
+only pass words or only fail words ("The answer is correct."); "not", "n't" or "cannot" right
+before a pass word makes it a fail word ("is not correct", "isn't correct", "cannot pass").
+Anything else - no verdict, a score off the scale, both PASS and FAIL, a negation a few words
+before a verdict word ("not really correct", "not a pass", "never wrong", "not incorrect") -
+raises VerdictError, which the scorer records as the row's error instead of guessing.
 """
 
 from __future__ import annotations
@@ -54,7 +56,15 @@ _BARE_SCORE = re.compile(
     re.IGNORECASE,
 )
 _ANY_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w|\.\d)")
-_NEGATED = re.compile(r"\bnot\s+(correct|pass|passing|acceptable|right)\b", re.IGNORECASE)
+_NEGATED = re.compile(
+    r"\b(?:not|cannot|\w+n['\u2019]t)\s+(correct|pass|passing|acceptable|right)\b", re.IGNORECASE
+)
+# A negation this many words (or fewer) before a verdict word, in the same clause, leaves the
+# verdict unclear: "not really correct", "cannot pass", "not a pass", "no way this passes".
+_NEGATION_REACH = 3
+_NEGATIONS = frozenset({"not", "no", "never", "cannot", "nor", "neither", "hardly"})
+_CLAUSE = re.compile(r"[.!?;:\n]+")
+_WORD = re.compile(r"\w+(?:['\u2019]\w+)?")
 
 
 def parse_pass_fail(reply: str | None) -> float:
@@ -72,6 +82,11 @@ def parse_pass_fail(reply: str | None) -> float:
     if bare is not None:
         return bare
     lowered = _NEGATED.sub("incorrect", text.lower())
+    negated = _negated_verdict_word(lowered)
+    if negated is not None:
+        raise VerdictError(
+            f"the judge's reply negates {negated!r}, so its verdict is unclear: {preview(text)!r}"
+        )
     passes = any(re.search(rf"\b{w}\b", lowered) for w in _PASS_WORDS)
     fails = any(re.search(rf"\b{w}\b", lowered) for w in _FAIL_WORDS)
     if passes and not fails:
@@ -80,6 +95,24 @@ def parse_pass_fail(reply: str | None) -> float:
         return 0.0
     why = "says both pass and fail" if passes else "has no PASS/FAIL verdict"
     raise VerdictError(f"the judge's reply {why}: {preview(text)!r}")
+
+
+def _negated_verdict_word(lowered: str) -> str | None:
+    """The first verdict word with a negation a few words before it (same clause), if any."""
+    verdict_words = set(_PASS_WORDS) | set(_FAIL_WORDS)
+    for clause in _CLAUSE.split(lowered):
+        words: list[str] = _WORD.findall(clause)
+        for index, word in enumerate(words):
+            if word not in verdict_words:
+                continue
+            before = words[max(0, index - _NEGATION_REACH - 1) : index]
+            if any(_is_negation(w) for w in before):
+                return word
+    return None
+
+
+def _is_negation(word: str) -> bool:
+    return word in _NEGATIONS or word.endswith(("n't", "n\u2019t"))
 
 
 def parse_scale(reply: str | None, low: int, high: int) -> float:

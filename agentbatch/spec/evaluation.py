@@ -127,6 +127,13 @@ class Contains(_Normalised):
 
     value: str | None = Field(default=None, description="A fixed text instead of a column")
 
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("every answer contains a blank text: give a value to look for")
+        return value
+
 
 class Regex(_OnField):
     """1 when the pattern is found in the answer, else 0."""
@@ -249,11 +256,27 @@ class Custom(ScorerOptions):
     )
     higher_is_better: bool = True
     lowest: float | None = Field(
-        default=0.0, description="Score of a row the agent failed on (null: leave it unscored)"
+        default=None,
+        description="Score of a row the agent failed on, under agent_errors: fail (null: leave "
+        "it unscored, with the agent's error as the row's scorer error). When not given, the "
+        "worst score: 0 when higher is better; 1 for a binary scorer where lower is better; "
+        "unscored for a lower-is-better scorer without a bound (no score is the worst)",
     )
 
     _expected = field_validator("expected")(_check_column)
     _floats = field_validator("lowest", mode="before")(_int_is_a_float)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _worst_by_default(cls, value: Any) -> Any:
+        # A failed row must never score better than an answered one: the default is the worst
+        # score, so it depends on the direction. Filled in here, it is explicit in the model.
+        if isinstance(value, dict) and "lowest" not in value:
+            higher = value.get("higher_is_better", True) is not False
+            binary = value.get("binary", False) is True
+            worst = 0.0 if higher else (1.0 if binary else None)
+            return {**value, "lowest": worst}
+        return value
 
     @field_validator("function")
     @classmethod
@@ -345,7 +368,8 @@ class Evaluation(_Strict):
     scorers: tuple[Scorer, ...] = Field(description="One or more scorers")
     agent_errors: Literal["fail", "skip"] = Field(
         default="fail",
-        description="fail: a row the agent failed on gets the lowest score; skip: it is unscored",
+        description="fail: a row the agent failed on gets each answer scorer's worst score (one "
+        "without a worst score records the agent's error instead); skip: it is unscored",
     )
     scores_table: str | None = Field(default=None, description="Default: <output>_scores")
     metrics_table: str | None = Field(default=None, description="Default: <output>_metrics")

@@ -245,14 +245,19 @@ def _group_section(
             lookup[(name, row["scorer"], row["group_value"])] = row
             if row["group_value"] not in groups:
                 groups.append(row["group_value"])
-    headers = [group_by, "rows"]
+    # One count per variant: A and B may hold different rows of a group.
+    names = [name for name, _ in variants]
+    headers = [group_by, "rows" if len(names) == 1 else f"rows {' / '.join(names)}".strip()]
     for info in shown:
         for name, _ in variants:
             headers.append(f"{info.name} {name}".strip())
     rows = []
     for group in groups:
-        first = lookup.get((variants[0][0], shown[0].name, group))
-        line = [group, f"{first['rows']:,}" if first else "–"]
+        counts = []
+        for name in names:
+            first = lookup.get((name, shown[0].name, group))
+            counts.append(f"{first['rows']:,}" if first else "–")
+        line = [group, " / ".join(counts)]
         for info in shown:
             for name, _ in variants:
                 metric = lookup.get((name, info.name, group))

@@ -96,6 +96,8 @@ def _content(result: EvalResult | CompareResult) -> tuple[dict[str, str], dict[s
             "endpoint_a": result.a.endpoint,
             "endpoint_b": result.b.endpoint,
             "paired_rows": str(result.comparison.paired_rows),
+            "only_in_a": str(result.comparison.only_a),
+            "only_in_b": str(result.comparison.only_b),
             "comparison_table": result.comparison_table,
         }
         metrics = {**_overall(result.a, "a/"), **_overall(result.b, "b/")}
