@@ -1,7 +1,8 @@
 """LLM judges: each judge is itself a job, run by the same machinery as any other.
 
-The judge job reads the source rows joined with the answers to grade (rows the agent failed on
-are left out), sends the prompt built from its placeholders to the judge endpoint, and merges the
+The judge job reads the source rows joined with the answers the evaluation scores (for each key
+of the current selection, its answer to the current request: `evaluated_rows.sql`; rows the
+agent failed on are left out), sends the prompt built from its placeholders to the judge endpoint, and merges the
 replies into its own table by key. So the judge runs as `ai_query` push-down on Databricks and
 over REST elsewhere, with the same retries, ledger and resume; and because the prompt holds the
 answer, a re-run re-judges exactly the rows whose answer changed.
@@ -52,13 +53,21 @@ def judge_job(
     answers_table: str,
     judge_table: str,
     expected: str | None,
+    answers_sql: str | None = None,
 ) -> Job:
-    """The job that asks the judge about every answered row of `answers_table`."""
+    """The job that asks the judge about every answered row of `answers_sql`, the query of the
+    rows the evaluation scores (one per key: `evaluated_rows.sql`), else of `answers_table`
+    (which must then hold one row per key)."""
     prompt, fields = compile_prompt(options.prompt_template(), job, expected)
+    answers = (
+        Sql(f"({_inline_ctes(answers_sql)})")
+        if answers_sql is not None
+        else quoting.table(answers_table)
+    )
     definition: dict[str, Any] = {
         "name": f"{job.name}__judge_{scorer}"[:100],
         "description": f"LLM judge {scorer!r} of {job.name}",
-        "source": {"query": _judged_rows_query(job, answers_table, fields), "key": job.source.key},
+        "source": {"query": _judged_rows_query(job, answers, fields), "key": job.source.key},
         "request": prompt,
         "agent": {
             "endpoint": options.endpoint,
@@ -126,7 +135,43 @@ def _text(sql: str) -> str:
     return f"coalesce(CAST({sql} AS STRING), '')"
 
 
-def _judged_rows_query(job: Job, answers_table: str, fields: list[str]) -> str:
+def _inline_ctes(sql: str) -> str:
+    """`sql` (a query of `evaluated_rows.sql`) with its CTEs written where they are read, as
+    subqueries: nested in the judge job's source query, which a statement may read twice, CTEs
+    would be moved to the top level by sqlglot on Spark (duplicate names, refused) and share
+    names with the judge job's own elsewhere."""
+    from sqlglot import exp
+
+    from agentbatch.sql import parsing
+
+    tree = parsing.parse_one(sql)
+    with_ = tree.args.get("with_")
+    if not isinstance(with_, exp.With):
+        return sql
+    bodies: dict[str, exp.Expr] = {}
+
+    def inline(node: exp.Expr) -> None:
+        for table in list(node.find_all(exp.Table)):
+            body = bodies.get(table.name.lower())
+            if body is None or table.args.get("db"):
+                continue
+            alias = table.alias or table.name
+            subquery = exp.Subquery(
+                this=body.copy(), alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True))
+            )
+            table.replace(subquery)
+
+    for cte in with_.expressions:
+        inline(cte.this)
+        bodies[cte.alias_or_name.lower()] = cte.this
+    with_.pop()
+    inline(tree)
+    return tree.sql(dialect=quoting.DIALECT)
+
+
+def _judged_rows_query(job: Job, answers: Sql, fields: list[str]) -> str:
+    """The source rows (every column, for the prompt's placeholders) joined with the answers
+    to judge (`answers`: a table or a parenthesised query, one row per key)."""
     key = quoting.identifier(job.source.key)
     source = job.source
     rows = (
@@ -142,7 +187,7 @@ def _judged_rows_query(job: Job, answers_table: str, fields: list[str]) -> str:
     return (
         f"SELECT {', '.join(selected)}, {_ROWS_ALIAS}.*\n"
         f"FROM {rows} AS {_ROWS_ALIAS}\n"
-        f"JOIN {quoting.table(answers_table)} AS {_ANSWERS_ALIAS}\n"
+        f"JOIN {answers} AS {_ANSWERS_ALIAS}\n"
         f"  ON {_ROWS_ALIAS}.{key} = {_ANSWERS_ALIAS}.{key}\n"
         f"WHERE {_ANSWERS_ALIAS}.{quoting.identifier('error')} IS NULL"
     )
@@ -153,7 +198,10 @@ def run_judge(
     target: Any,
     options: RunOptions,
 ) -> dict[Any, JudgeReply]:
-    """Run a judge job and read its replies by key (the engine is closed before returning)."""
+    """Run a judge job and read its replies by key (the engine is closed before returning):
+    for each row it judged, the reply to its current prompt (`evaluated_rows.sql`), never one
+    its table holds for an earlier answer."""
+    from agentbatch.evaluation.tables import read_evaluated_rows
     from agentbatch.execution import runner
 
     log.info("judging with %s: %s", safe_url(job.agent.endpoint), job.output.table)
@@ -162,7 +210,7 @@ def run_judge(
     if engine is None:  # pragma: no cover - only dry runs have no engine
         return {}
     try:
-        table = engine.read_table(job.output.table)
+        table = read_evaluated_rows(engine, result.plan)
     finally:
         engine.close()
     key = next(c for c in table.column_names if c.lower() == job.source.key.lower())

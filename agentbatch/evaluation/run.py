@@ -23,8 +23,13 @@ from agentbatch.evaluation.judge import judge_job, judge_table_name, run_judge
 from agentbatch.evaluation.metrics import MetricOptions, compute_metrics
 from agentbatch.evaluation.results import CompareResult, EvalResult
 from agentbatch.evaluation.scorers import JudgeReply
-from agentbatch.evaluation.scoring import latest_answers, score_table
-from agentbatch.evaluation.tables import derived_table, write_table
+from agentbatch.evaluation.scoring import score_table
+from agentbatch.evaluation.tables import (
+    derived_table,
+    evaluated_rows_sql,
+    read_evaluated_rows,
+    write_table,
+)
 from agentbatch.execution.preflight import check_local_source
 from agentbatch.execution.runner import open_engine
 from agentbatch.planning.definition import RunOptions
@@ -94,6 +99,116 @@ def _tables_of(job: Job, variant: str) -> _Tables:
     )
 
 
+@dataclass(frozen=True)
+class _TablesOf:
+    """A variant's job, for naming the tables it reads and writes in a refusal."""
+
+    job: Job
+    variant: str
+    file: str | Path | None
+    suffixed: bool = False  # its output and named tables carry `_<variant>`
+
+
+@dataclass(frozen=True)
+class _Named:
+    name: str
+    what: str  # the spec key (or how the name is derived from one)
+    where: str  # `file:line`, or the job's name
+
+
+def _refuse_collisions(
+    variants: list[_TablesOf], comparison: tuple[str, str | Path | None, Job] | None = None
+) -> None:
+    """Refuse, before anything is sent, tables of an evaluation that are one table: two it
+    writes (the output, scores, metrics, judge and comparison tables), or one it writes and a
+    source it reads. One would replace the other (paid answers replaced by scores, scores by
+    metrics, a variant's answers by the comparison)."""
+    from agentbatch.evaluation.checks import _Locator
+
+    written: list[_Named] = []
+    read: list[_Named] = []
+    for entry in variants:
+        job, evaluation = entry.job, entry.job.evaluation
+        assert evaluation is not None
+        at = _Locator(job, entry.file).at
+        of = f"variant {entry.variant}'s " if entry.variant else ""
+        suffix = f" + _{entry.variant}" if entry.suffixed else ""
+        output = at(("output", "table"))
+        tables = _tables_of(job, entry.variant)
+        written.append(_Named(tables.answers, f"{of}output.table{suffix}", output))
+        for attribute in ("scores_table", "metrics_table"):
+            name = getattr(tables, attribute.removesuffix("_table"))
+            if getattr(evaluation, attribute) is not None:
+                what = f"{of}evaluation.{attribute}{suffix}"
+                written.append(_Named(name, what, at(("evaluation", attribute))))
+            else:
+                kind = attribute.removesuffix("_table")
+                what = f"{of}{kind} table (output.table{suffix} + _{kind})"
+                written.append(_Named(name, what, output))
+        for number, scorer in enumerate(evaluation.scorers):
+            options = scorer.options
+            if not isinstance(options, LlmJudge):
+                continue
+            name = tables.judges[scorer.name]
+            if options.table is not None:
+                path = ("evaluation", "scorers", number, scorer.kind, "table")
+                judged = f" + _{entry.variant}" if entry.variant else ""
+                what = f"{of}evaluation.scorers[{number}].{scorer.kind}.table{judged}"
+                written.append(_Named(name, what, at(path)))
+            else:
+                what = f"{of}judge table (output.table{suffix} + _judge_{scorer.name})"
+                written.append(_Named(name, what, output))
+        source = job.source
+        if source.table is not None:
+            read.append(_Named(source.table, f"{of}source.table", at(("source", "table"))))
+        for name in _query_tables(source.query):
+            what = f"{of}source.query (reads {name})"
+            read.append(_Named(name, what, at(("source", "query"))))
+    if comparison is not None:
+        name, file, job = comparison
+        where = _Locator(job, file).at(("output", "table"))
+        written.append(_Named(name, "the comparison table (output.table + _comparison)", where))
+    problems: list[str] = []
+    seen: dict[tuple[str, ...], _Named] = {}
+    for table in written:
+        first = seen.setdefault(_canonical(table.name), table)
+        if first is not table and first != table:
+            problems.append(_collision(table, first, "write one over the other"))
+    sources = {_canonical(t.name): t for t in read}
+    for table in written:
+        if _canonical(table.name) in sources:
+            reads = sources[_canonical(table.name)]
+            problems.append(_collision(table, reads, "replace a table it reads"))
+    if problems:
+        raise UsageError("\n".join(dict.fromkeys(problems)))
+
+
+def _collision(table: _Named, other: _Named, harm: str) -> str:
+    return (
+        f"{table.where}: {table.what} is {table.name}, as is {other.what} ({other.where}): "
+        f"the evaluation would {harm}; name another table"
+    )
+
+
+def _query_tables(query: str | None) -> list[str]:
+    """The tables a source query reads (not its own CTEs); none when it does not parse."""
+    from sqlglot import exp
+
+    from agentbatch.sql import parsing
+
+    try:
+        tree = parsing.statements(query or "")
+    except Exception:  # the run reports a query that does not parse
+        return []
+    names: list[str] = []
+    for statement in tree:
+        ctes = {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}
+        for table in statement.find_all(exp.Table):
+            if table.name and table.name.lower() not in ctes:
+                names.append(".".join(part.name for part in table.parts))
+    return names
+
+
 def _canonical(name: str) -> tuple[str, ...]:
     try:
         return tuple(part.lower() for part in quoting.table_parts(name))
@@ -112,7 +227,10 @@ def evaluate(
     options: RunOptions | None = None,
     **run_options: Any,
 ) -> EvalResult:
-    """Run an evaluation job and score it. `skip_run` scores the answers already in its output.
+    """Run an evaluation job and score it: for each key of the current selection, its answer to
+    the current request, with the current source's expected values. `skip_run` sends nothing: it
+    scores the answers the output already holds (for a key without an answer to the current
+    request, the one answered last).
 
     `run_options` are the fields of `RunOptions` (`vars`, `tables`, `endpoints`, `limit`, ...).
     `mlflow`: None logs when mlflow is installed and a tracking URI is set; True requires it.
@@ -120,10 +238,11 @@ def evaluate(
     run = RunOptions.of(options, **run_options)
     context, job = _prepare(job_or_path, target, run, skip_run)
     check_evaluation(job, _file_of(job_or_path))
+    _refuse_collisions([_TablesOf(job, "", _file_of(job_or_path))])
     written = {_canonical(name) for name in _tables_of(job, "").names()}
     context = replace(context, written=frozenset(written))
-    if not skip_run:
-        _check_source(job, context, _origin(job_or_path))
+    # --skip-run reads the source too: it decides the rows scored and their expected values.
+    _check_source(job, context, _origin(job_or_path))
     result = _evaluate_variant(job, "", context)
     if report_dir is not None:
         from agentbatch.evaluation.report.files import write_eval_report
@@ -184,13 +303,20 @@ def compare(
     for job, endpoint, variant in ((first, endpoint_a, variant_a), (second, endpoint_b, variant_b)):
         variants.append(_variant_job(job, evaluation, endpoint, variant if same_output else ""))
     comparison_table = derived_table(first.output.table, "_comparison")
+    _refuse_collisions(
+        [
+            _TablesOf(variants[0], variant_a, _file_of(job_a), suffixed=same_output),
+            _TablesOf(variants[1], variant_b, _file_of(job_b or job_a), suffixed=same_output),
+        ],
+        comparison=(comparison_table, _file_of(job_a), first),
+    )
     written = {_canonical(comparison_table)}
     for job, variant in zip(variants, (variant_a, variant_b), strict=True):
         written |= {_canonical(name) for name in _tables_of(job, variant).names()}
     context = replace(context, written=frozenset(written))
-    if not skip_run:  # both jobs checked before either is paid for
-        _check_source(variants[0], context, _origin(job_a))
-        _check_source(variants[1], context, _origin(job_b or job_a))
+    # Both jobs checked before either is paid for (or, skipping the runs, read).
+    _check_source(variants[0], context, _origin(job_a))
+    _check_source(variants[1], context, _origin(job_b or job_a))
     result_a = _evaluate_variant(variants[0], variant_a, context)
     result_b = _evaluate_variant(variants[1], variant_b, context)
     comparison = compare_scores(
@@ -263,9 +389,10 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
     # Errors are what an evaluation measures: they are scored, never fatal here.
     job = job.model_copy(update={"agent": job.agent.model_copy(update={"fail_on_error": False})})
     tables = _tables_of(job, variant)
-    answers, summary = _answers(job, context)
-    answers = latest_answers(answers, job.source.key)
-    replies = {name: _judge(job, name, table, context) for name, table in tables.judges.items()}
+    answers, summary, rows_sql = _answers(job, context)
+    replies = {
+        name: _judge(job, name, table, rows_sql, context) for name, table in tables.judges.items()
+    }
     scored = score_table(answers, job, judge_replies=replies)
     endpoint = _display_endpoint(job.agent.endpoint, context.options.endpoints)
     when = datetime.now(timezone.utc)
@@ -313,8 +440,11 @@ def _check_source(job: Job, context: _Context, origin: str) -> None:
     check_local_source(runner.plan(job, context.target, options), origin=origin)
 
 
-def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | None]:
-    """Run the job (unless skipped) and read its whole output table."""
+def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | None, str]:
+    """Run the job (unless skipped) and read the rows it scores: for each key of the current
+    selection, the output row with the current request fingerprint, with the current source
+    columns (`evaluated_rows.sql`); with `--skip-run`, a key without one takes the row answered
+    last for it. Also the query that reads them (the judges read the same rows)."""
     from agentbatch.execution import runner
 
     answers_table = job.output.table
@@ -327,19 +457,33 @@ def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | No
                 raise UsageError(
                     f"{answers_table} has no answers yet; run without --skip-run first"
                 )
-            return engine.read_table(answers_table), None
+            rows = read_evaluated_rows(engine, the_plan, latest_otherwise=True)
         finally:
             engine.close()
+        return rows, None, evaluated_rows_sql(the_plan, latest_otherwise=True)
     run = runner.run(job, context.target, options)
     if run.engine is None:  # pragma: no cover - only dry runs have no engine
         raise EngineError("the run returned no engine to read the answers from")
     try:
-        return run.engine.read_table(answers_table), run.summary
+        rows = read_evaluated_rows(run.engine, run.plan)
     finally:
         run.engine.close()
+    summary = run.summary
+    selected = int(summary.get("selected") or 0) if summary else 0
+    if selected > rows.num_rows:
+        log.warning(
+            "%d of the %d selected row(s) have no answer to the current request in %s "
+            "(a run limit?): they are not scored",
+            selected - rows.num_rows,
+            selected,
+            answers_table,
+        )
+    return rows, summary, evaluated_rows_sql(run.plan)
 
 
-def _judge(job: Job, name: str, table: str, context: _Context) -> dict[Any, JudgeReply]:
+def _judge(
+    job: Job, name: str, table: str, rows_sql: str, context: _Context
+) -> dict[Any, JudgeReply]:
     evaluation = job.evaluation
     assert evaluation is not None
     options = next(e.options for e in evaluation.scorers if e.name == name)
@@ -351,6 +495,7 @@ def _judge(job: Job, name: str, table: str, context: _Context) -> dict[Any, Judg
         answers_table=job.output.table,
         judge_table=table,
         expected=evaluation.expected,
+        answers_sql=rows_sql,
     )
     # A judge answers every scored row: the run's --limit and --full-refresh are the job's.
     judge_options = replace(

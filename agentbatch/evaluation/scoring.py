@@ -1,4 +1,6 @@
-"""Score every row of a job's output: the per-row scores table.
+"""Score the rows an evaluation scores (for each key of the current selection, the output row with
+the current request fingerprint, with the current source columns: `evaluated_rows.sql`): the
+per-row scores table.
 
 Columns: the source key, the expected and group columns (when set), `response` (as text: a
 structured answer as JSON), `agent_error`, then for each scorer `<name>` (DOUBLE, NULL when not
@@ -78,7 +80,8 @@ def score_table(
     judge_replies: Mapping[str, Mapping[Any, JudgeReply]] | None = None,
     scorers: list[RowScorer] | None = None,
 ) -> Scored:
-    """Score the rows of `output` (the job's output table) with the job's scorers.
+    """Score the rows of `output` with the job's scorers: one row per key, the expected and group
+    columns as the current source holds them (`agentbatch.evaluation.tables.read_evaluated_rows`).
 
     `judge_replies` maps each llm_judge scorer's name to its replies by row key (from
     `agentbatch.evaluation.judge`); a judge without replies scores every row as an error.
@@ -121,28 +124,10 @@ def score_table(
     )
 
 
-def latest_answers(table: pa.Table, key: str) -> pa.Table:
-    """One row per key: the latest by `answered_at` (an append-mode output keeps history)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    column = _column_name(table, key)
-    if table.num_rows == 0 or pc.count_distinct(table.column(column)).as_py() == table.num_rows:
-        return table
-    if "answered_at" in table.column_names:
-        order = pc.sort_indices(table, sort_keys=[("answered_at", "descending")])
-        table = table.take(order)
-    seen: set[Any] = set()
-    keep: list[int] = []
-    for index, value in enumerate(table.column(column).to_pylist()):
-        if value not in seen:
-            seen.add(value)
-            keep.append(index)
-    keep.sort()
-    return table.take(pa.array(keep, pa.int64()))
-
-
 def _score_row(scorer: RowScorer, row: Mapping[str, Any], failed: bool, policy: str) -> Score:
+    missing = scorer.missing_expected(row)  # ungradable whether or not the agent answered
+    if missing is not None:
+        return missing
     if failed and scorer.judges_answer:
         if policy == "skip":
             return Score()

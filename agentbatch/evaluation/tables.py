@@ -32,6 +32,55 @@ def derived_table(table: str, suffix: str) -> str:
     return ".".join(f"`{p}`" for p in parts)
 
 
+def evaluated_rows_sql(the_plan: Plan, *, latest_otherwise: bool = False) -> str:
+    """The rows an evaluation of the plan's job scores, as one query (`evaluated_rows.sql`): for
+    each key of the current selection, the output row with the current request fingerprint (the
+    plan's), with the current source columns. `latest_otherwise`: a key without one takes the
+    row answered last for it (`--skip-run`)."""
+    from pathlib import Path
+
+    from agentbatch.planning.render import Renderer, RenderOptions, job_context
+    from agentbatch.spec.project import template_dirs
+
+    job = the_plan.job
+    root = the_plan.options.project_dir
+    renderer = Renderer(job, template_dirs(Path(root)) if root is not None else ())
+    # Not incremental and no run limit: the whole selection, whatever a run would still send.
+    options = RenderOptions(incremental=False, dialect=engine_class(the_plan.target.engine).dialect)
+    context = job_context(job, the_plan.call_fingerprint, options)
+    return renderer.render("evaluated_rows.sql", {**context, "latest_otherwise": latest_otherwise})
+
+
+def read_evaluated_rows(
+    engine: Engine, the_plan: Plan, *, latest_otherwise: bool = False
+) -> pa.Table:
+    """`evaluated_rows_sql` read through `engine`, in key order."""
+    import pyarrow as pa
+
+    sql = evaluated_rows_sql(the_plan, latest_otherwise=latest_otherwise)
+    batches = [batch for batch in engine.fetch_batches(sql) if batch.num_columns]
+    if not batches or not sum(batch.num_rows for batch in batches):
+        return _no_rows(engine, the_plan)
+    table = pa.Table.from_batches(batches)
+    key = next(c for c in table.column_names if c.lower() == the_plan.job.source.key.lower())
+    return table.sort_by(key)
+
+
+def _no_rows(engine: Engine, the_plan: Plan) -> pa.Table:
+    """No row to score: an empty table with the query's columns (typed as the output holds
+    them; the result of a query without rows may come without a schema)."""
+    import pyarrow as pa
+
+    from agentbatch.results import RESULT_COLUMN_NAMES
+
+    job = the_plan.job
+    held = engine.read_table(job.output.table, limit=0).schema
+    types = {field.name.lower(): field.type for field in held}
+    names = [job.source.key, *job.source.columns, *RESULT_COLUMN_NAMES]
+    fields = [pa.field(name, types.get(name.lower(), pa.string())) for name in names]
+    return pa.schema(fields).empty_table()
+
+
 def write_table(engine: Engine, the_plan: Plan, table: str, data: pa.Table, key: str) -> int:
     """Replace `table` with `data` (CREATE OR REPLACE from the engine's staging relation)."""
     cls = engine_class(the_plan.target.engine)

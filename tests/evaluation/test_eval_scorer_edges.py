@@ -66,11 +66,6 @@ evaluation:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs scoring._score_row to ask scorer.missing_expected(row) before the "
-    "agent_errors policy",
-)
 def test_a_failed_row_without_an_expected_value_is_a_row_error_not_a_zero() -> None:
     job = load_job_text(FAILED_JOB, "jobs/e.yml")
     output = pa.table(

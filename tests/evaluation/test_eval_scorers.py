@@ -253,23 +253,3 @@ def test_judge_replies_match_keys_by_their_text() -> None:
     judge = JudgeScorer("judge", spec.LlmJudge(endpoint="j"), "id")
     judge.replies = {"7": JudgeReply("PASS", None)}
     assert judge.score({"id": 7}) == Score(1.0)
-
-
-def test_an_append_mode_history_is_scored_by_its_latest_answers() -> None:
-    from datetime import datetime, timezone
-
-    from agentbatch.evaluation.scoring import latest_answers
-
-    day = [datetime(2026, 1, d, tzinfo=timezone.utc) for d in (1, 2, 3)]
-    history = pa.table(
-        {
-            "id": [1, 2, 1, 3],
-            "response": ["old", "b", "new", "c"],
-            "answered_at": [day[0], day[1], day[2], day[0]],
-        }
-    )
-    latest = latest_answers(history, "id")
-    rows = sorted((r["id"], r["response"]) for r in latest.to_pylist())
-    assert rows == [(1, "new"), (2, "b"), (3, "c")]
-    unique = pa.table({"id": [1, 2], "response": ["a", "b"]})
-    assert latest_answers(unique, "id") is unique
