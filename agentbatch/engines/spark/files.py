@@ -6,8 +6,10 @@ crash leaves the old table or the new one, never half of either. Readers see a p
 at `path`. Older versions are deleted after the swap.
 
 A `path` that is a plain parquet folder or file (not a link) is read as is; the first write moves it
-to version 0 first. If a crash strikes between that move and the link, the next open links the newest
-complete version again.
+to a version folder first, marking the move with a sibling `.<name>.adopting` file until the link is
+made. Only that mark makes the next open link the newest complete version again (a crash between the
+move and the link). A `path` removed by anyone else (`rm` of the link or of its version) is a dropped
+table: nothing is restored, and the next write starts a new one.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class FileTable:
         elif self.path.exists():
             self.path.unlink()
         self._drop_versions(keep=None)
+        self._adopting.unlink(missing_ok=True)
 
     # -- versions ------------------------------------------------------------------------------------
 
@@ -100,25 +103,31 @@ class FileTable:
         os.replace(temp, self.path)  # the atomic swap
 
     def _adopt_plain_data(self) -> None:
-        """Move a plain (unlinked) parquet folder or file at `path` into version 0."""
+        """Move a plain (unlinked) parquet folder or file at `path` into a version folder."""
         if self.path.exists() and not self.path.is_symlink():
             number = max(self._versions(), default=-1) + 1
             target = self._version_path(number)
             if self.path.is_dir():
                 (self.path / _SUCCESS).touch()
+            self._adopting.touch()
             os.replace(self.path, target)
             self._link(target)
+            self._adopting.unlink()
+
+    @property
+    def _adopting(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.adopting")
 
     def _recover(self) -> None:
-        """Relink the newest complete version when a crash left no link (see the module docstring)."""
-        if self.path.exists():
+        """Relink the newest complete version when an adoption was cut before its link (see the
+        module docstring). A missing link without that mark is a table someone dropped."""
+        if self.path.exists() or not self._adopting.exists():
             return
-        if self.path.is_symlink():  # dangling: its version was removed by hand
-            self.path.unlink()
         complete = [n for n in self._versions() if self._complete(n)]
         if complete:
             log.warning("restoring the link of table %s to its newest complete version", self.path)
             self._link(self._version_path(complete[-1]))
+        self._adopting.unlink()
 
     def _drop_versions(self, keep: Path | None) -> None:
         for number in self._versions():

@@ -23,20 +23,33 @@ def version(
     return path
 
 
-def test_missing_link_is_restored_to_the_newest_complete_version(tmp_path: Path) -> None:
+def test_an_adoption_cut_before_its_link_is_restored_to_the_newest_complete_version(
+    tmp_path: Path,
+) -> None:
     version(tmp_path, "t", 0, [1])
     newest_complete = version(tmp_path, "t", 1, [1, 2])
     version(tmp_path, "t", 2, [9], complete=False)  # a write killed before Spark committed it
+    (tmp_path / ".t.adopting").touch()  # the plain folder was moved, the link not yet made
     table = FileTable(tmp_path / "t")
     assert table.exists()
     assert (tmp_path / "t").is_symlink()
     assert table.location() == newest_complete
+    assert not (tmp_path / ".t.adopting").exists()
 
 
-def test_dangling_link_is_replaced(tmp_path: Path) -> None:
-    kept = version(tmp_path, "t", 3, [1])
+def test_a_removed_link_is_a_dropped_table(tmp_path: Path) -> None:
+    """`rm` of the table's link drops it: older versions left behind are never brought back."""
+    version(tmp_path, "t", 0, [1])
+    version(tmp_path, "t", 1, [1, 2])
+    table = FileTable(tmp_path / "t")
+    assert not table.exists() and table.location() is None
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_link_whose_version_was_removed_is_a_dropped_table(tmp_path: Path) -> None:
+    version(tmp_path, "t", 3, [1])
     os.symlink(".t.v000009", tmp_path / "t")
-    assert FileTable(tmp_path / "t").location() == kept
+    assert FileTable(tmp_path / "t").location() is None
 
 
 def test_no_versions_no_table(tmp_path: Path) -> None:

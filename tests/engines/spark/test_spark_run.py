@@ -93,7 +93,8 @@ def test_a_history_of_runs_leaves_every_key_once_in_the_target(
         shutil.rmtree(first)
     else:
         first.unlink()
-    run(TRIAGE, first)  # dropped: every row is written again
+    after_drop = run(TRIAGE, first)  # dropped: every row is written again, none restored
+    assert after_drop["skipped"] == 0 and after_drop["rows"] == OPEN_TICKETS
     calls = agent.stats().requests_total
     second = tmp_path / "second.parquet"
     run(overwrite, second)  # another mode, another file: every row
