@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -39,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from agentbatch import file_lock
 from agentbatch.agent.calls import canonical_json
 from agentbatch.agent.rows import output_schema as rows_schema
 from agentbatch.agent.rows import passthrough_of
@@ -611,25 +611,12 @@ def _exclusive_lock(path: Path) -> IO[bytes] | None:
     """Lock `<path>.lock` for this process, or raise EngineError naming the run that holds it
     (as a second run writing one output is refused: exit 5)."""
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no cross-process guard
-        return None
-    handle = open(Path(str(path) + ".lock"), "a+b")  # noqa: SIM115 - held open until close()
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read(200).decode("utf-8", "replace").strip() or "holder unknown"
-        handle.close()
+        return file_lock.take(Path(str(path) + ".lock"))
+    except file_lock.LockHeld as held:
         raise EngineError(
-            f"ledger {path} is in use by another run of this job's output ({holder}); wait for "
-            "it to finish"
+            f"ledger {path} is in use by another run of this job's output ({held.holder}); wait "
+            "for it to finish"
         ) from None
-    handle.truncate(0)
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    handle.write(f"pid {os.getpid()}, since {started}".encode())
-    handle.flush()
-    return handle
 
 
 class _Transaction:

@@ -14,12 +14,11 @@ its engine) open while it runs the job again, and must not be refused by itself.
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from pathlib import Path
 from typing import IO
 
+from agentbatch import file_lock
 from agentbatch.errors import EngineError
 
 _held: dict[Path, tuple[IO[bytes] | None, int]] = {}  # lock file -> (open file, engines)
@@ -60,30 +59,9 @@ def hold(output: Path, holder: str) -> OutputLock:
 
 def _acquire(output: Path, path: Path, holder: str) -> IO[bytes] | None:
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no cross-process guard
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+b")  # noqa: SIM115 - held open until the last engine releases it
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        other = _holder_of(handle)
-        handle.close()
+        return file_lock.take(path, holder)
+    except file_lock.LockHeld as held:
         raise EngineError(
-            f"local engine: {output} is being written by another run ({other}); "
+            f"local engine: {output} is being written by another run ({held.holder}); "
             "wait for it to finish, or map this run's output to another file"
         ) from None
-    # Who holds it, for the message above: written only once the lock is ours.
-    handle.truncate(0)
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    handle.write(f"pid {os.getpid()}, {holder}, since {started}".encode())
-    handle.flush()
-    return handle
-
-
-def _holder_of(handle: IO[bytes]) -> str:
-    handle.seek(0)
-    text = handle.read(500).decode("utf-8", errors="replace").strip()
-    # Empty when the holder has just taken the lock and not yet said who it is.
-    return text.splitlines()[0] if text else "holder unknown"
