@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from agentbatch.execution.selection import selection_of
 from agentbatch.planning.builder import call_spec
-from agentbatch.planning.definition import PushDown
-from agentbatch.planning.render import Renderer, RenderOptions, job_context
 from agentbatch.results import REQUEST_COLUMN
 
 if TYPE_CHECKING:
@@ -36,7 +34,7 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
         call_spec(plan.job), response_format=parse_response_format(fmt) if fmt else None
     )
     requests: list[dict[str, Any]] = []
-    for batch in engine.fetch_batches(_inputs_sql(sample_plan, engine.dialect), batch_rows=limit):
+    for batch in engine.fetch_batches(sample_plan.steps.inputs.sql, batch_rows=limit):
         for row in batch.to_pylist():
             if len(requests) < limit:
                 try:
@@ -48,9 +46,7 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
                 requests.append({"key": row[plan.job.source.key], "body": body})
         if len(requests) >= limit:
             break
-    counted = engine.fetch_one(
-        f"SELECT count(*) AS n FROM ({_inputs_sql(sample_plan, engine.dialect, sample=False)})"
-    )
+    counted = engine.fetch_one(f"SELECT count(*) AS n FROM ({sample_plan.steps.inputs.sql})")
     summary = {
         "job": plan.job.name,
         "target": plan.target.name,
@@ -64,25 +60,3 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
     if "null_keys" in selection:
         summary["null_keys"] = selection["null_keys"]
     return RunResult(plan=plan, summary=summary, engine=None, dry_run_requests=requests)
-
-
-def _inputs_sql(plan: Plan, dialect: str, *, sample: bool = True) -> str:
-    """The selection of rows to send (on push-down, `sample`: at most the sample's size)."""
-    if isinstance(plan.steps, PushDown):
-        # The push-down statement embeds the same selection; render it on its own.
-        renderer = Renderer(plan.job)
-        run_limit = (plan.options.limit or SAMPLE_ROWS) if sample else plan.options.limit
-        context = job_context(
-            plan.job,
-            plan.call_fingerprint,
-            RenderOptions(
-                # Rows the target already answers are not sent again (merge and append).
-                incremental=plan.job.output.mode != "overwrite" and not plan.options.full_refresh,
-                retry_errors=plan.options.retry_errors,
-                run_limit=run_limit,
-                oldest_first=plan.options.full_refresh and not plan.options.replace_target,
-                dialect=dialect,
-            ),
-        )
-        return renderer.render("inputs.sql", context)
-    return plan.steps.inputs.sql

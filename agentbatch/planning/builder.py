@@ -199,6 +199,7 @@ def _build_plan(
         main = statement(f"call ai_query and {mode} into the target", template)
         steps = PushDown(
             statements=(*((ensure,) if ensure else ()), main),
+            inputs=statement("select the rows to send", "inputs.sql"),
             guards=_guards(renderer, context, job),
         )
     else:

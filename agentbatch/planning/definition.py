@@ -102,6 +102,9 @@ class Guards:
 @dataclass(frozen=True)
 class PushDown:
     statements: tuple[Statement, ...]
+    # The selection the ai_query statement embeds, on its own: what a dry run counts and shows.
+    # Not run by a push-down run (not in `statements`).
+    inputs: Statement
     guards: Guards | None = None
 
     @property

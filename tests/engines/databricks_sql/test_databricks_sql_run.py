@@ -176,6 +176,26 @@ def test_a_dry_run_checks_the_selection_on_the_warehouse_before_and_after_a_run(
     assert agent.stats().requests_total == ALL_TICKETS
 
 
+def test_a_push_down_dry_run_counts_what_the_run_would_send_in_every_mode(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    """The dry run counts the selection the push-down statement embeds (it counted every row of
+    an overwrite job whose target already held all of them, and ignored --replace-target)."""
+    overwrite = tmp_path / "jobs" / "summarise_overwrite.yml"
+    overwrite.parent.mkdir()
+    overwrite.write_text(SUMMARISE.read_text().replace("mode: merge", "mode: overwrite"))
+    assert "mode: overwrite" in overwrite.read_text()
+    assert run_job(overwrite, dry_run=True).summary["rows"] == ALL_TICKETS
+    run_job(overwrite, limit=10)
+    assert agent.stats().requests_total == 10
+    assert run_job(overwrite, dry_run=True).summary["rows"] == ALL_TICKETS - 10
+    assert run_job(overwrite, dry_run=True, replace_target=True).summary["rows"] == ALL_TICKETS
+    run_job(overwrite)
+    assert agent.stats().requests_total == ALL_TICKETS  # what the dry run said: 290 more
+    assert run_job(overwrite, dry_run=True).summary["rows"] == 0
+    assert run_job(overwrite, dry_run=True, full_refresh=True).summary["rows"] == ALL_TICKETS
+
+
 # West of UTC a start time read in the session's zone would come after the sample's answers.
 @pytest.mark.parametrize("warehouse", ["UTC", "America/Los_Angeles"], indirect=True)
 def test_push_down_estimate_samples_through_ai_query_and_keeps_the_answers(
