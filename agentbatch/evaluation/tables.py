@@ -33,22 +33,11 @@ def derived_table(table: str, suffix: str) -> str:
 
 
 def evaluated_rows_sql(the_plan: Plan, *, latest_otherwise: bool = False) -> str:
-    """The rows an evaluation of the plan's job scores, as one query (`evaluated_rows.sql`): for
-    each key of the current selection, the output row with the current request fingerprint (the
-    plan's), with the current source columns. `latest_otherwise`: a key without one takes the
-    row answered last for it (`--skip-run`)."""
-    from pathlib import Path
-
-    from agentbatch.planning.render import Renderer, RenderOptions, job_context
-    from agentbatch.spec.project import template_dirs
-
-    job = the_plan.job
-    root = the_plan.options.project_dir
-    renderer = Renderer(job, template_dirs(Path(root)) if root is not None else ())
-    # Not incremental and no run limit: the whole selection, whatever a run would still send.
-    options = RenderOptions(incremental=False, dialect=engine_class(the_plan.target.engine).dialect)
-    context = job_context(job, the_plan.call_fingerprint, options)
-    return renderer.render("evaluated_rows.sql", {**context, "latest_otherwise": latest_otherwise})
+    """The rows an evaluation of the plan's job scores, as one query (`Plan.scored`).
+    `latest_otherwise`: a key without an answer to the current request takes the row answered
+    last for it (`--skip-run`)."""
+    scored = the_plan.scored
+    return (scored.current_or_latest if latest_otherwise else scored.current).sql
 
 
 def read_evaluated_rows(

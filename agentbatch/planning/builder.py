@@ -30,6 +30,7 @@ from agentbatch.planning.definition import (
     PushDown,
     RestFallback,
     RunOptions,
+    Scored,
     Statement,
     Strategy,
 )
@@ -231,7 +232,33 @@ def _build_plan(
             renderer.render("key_types.sql", {**context, "incremental": False}),
         ),
     )
-    return Plan(job, target, strategy, reason, steps, summary, fingerprint, options, checks)
+    return Plan(
+        job,
+        target,
+        strategy,
+        reason,
+        steps,
+        summary,
+        fingerprint,
+        options,
+        checks,
+        _scored(renderer, job, fingerprint, engine.dialect),
+    )
+
+
+def _scored(renderer: Renderer, job: Job, fingerprint: str, dialect: str) -> Scored:
+    context = job_context(job, fingerprint, RenderOptions(incremental=False, dialect=dialect))
+
+    def rows(purpose: str, latest_otherwise: bool) -> Statement:
+        sql = renderer.render(
+            "evaluated_rows.sql", {**context, "latest_otherwise": latest_otherwise}
+        )
+        return Statement(purpose, "evaluated_rows.sql", sql)
+
+    return Scored(
+        current=rows("read the answers to the current requests", False),
+        current_or_latest=rows("read the answers to the current requests, else the last", True),
+    )
 
 
 def _guards(renderer: Renderer, context: dict[str, object], job: Job) -> Guards:

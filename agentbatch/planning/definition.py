@@ -154,6 +154,17 @@ class Preflight:
 
 
 @dataclass(frozen=True)
+class Scored:
+    """The rows an evaluation of the job scores (`evaluated_rows.sql`): for each key of the
+    current selection, the output row answering the current request, with the current source
+    columns. Not incremental and without a run limit: the whole selection."""
+
+    current: Statement
+    # A key without a current answer takes the row answered last for it (`compare --skip-run`).
+    current_or_latest: Statement
+
+
+@dataclass(frozen=True)
 class Plan:
     job: Job
     target: Target
@@ -164,6 +175,7 @@ class Plan:
     call_fingerprint: str
     options: RunOptions
     preflight: Preflight
+    scored: Scored
 
     @property
     def statements(self) -> tuple[Statement, ...]:
