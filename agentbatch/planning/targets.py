@@ -58,6 +58,8 @@ ENGINE_SETTINGS: Mapping[str, frozenset[str]] = MappingProxyType(
                 "insert_rows",
                 "poll_interval_s",
                 "poll_max_s",
+                "conflict_attempts",
+                "conflict_backoff_s",
                 "telemetry",
                 "tls_ca_file",
             }

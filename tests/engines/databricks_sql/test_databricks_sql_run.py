@@ -384,8 +384,8 @@ def test_two_runs_at_once_each_write_their_own_answers(
     """Two runs of one job at once (each with its own checkpoint): the second stages its answers
     while the first waits at its MERGE. Each merges the answers it staged. With one staging
     table per target the second replaced the first's rows, and the first reported success
-    having written the second's 5 rows. (The MERGEs run one after the other here: two at once
-    into one Delta table conflict, and one fails.)"""
+    having written the second's 5 rows. (The MERGE overtaken by the other's commit fails with a
+    Delta write conflict and is run again.)"""
     first_gate = warehouse.hold("MERGE INTO")
     results: dict[str, Any] = {}
 

@@ -74,6 +74,9 @@ class _Session:
 class DuckDBExecutor:
     """`Executor` running Databricks SQL on an in-process DuckDB database."""
 
+    # A statement can run in a transaction rolled back (commits.py: a write that will conflict).
+    rolls_back = True
+
     def __init__(
         self,
         *,

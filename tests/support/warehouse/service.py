@@ -23,6 +23,7 @@ from databricks.sql.thrift_api.TCLIService import TCLIService, ttypes
 from sqlglot import exp
 
 from .arrow_wire import row_set, schema_bytes, table_schema
+from .commits import DeltaCommits
 from .context import Executor, MetadataSource, Namespace, StatementContext
 from .operations import Operation, Session, States, new_guid
 from .params import ParameterError, decode_parameters
@@ -122,6 +123,8 @@ class WarehouseService(TCLIService.Iface):
         self._operations: dict[bytes, Operation] = {}
         self._started: list[Operation] = []  # every operation, for shutdown to join
         self._holds: list[tuple[str, threading.Event]] = []
+        # Tables' versions: a write overtaken by another commit fails as on Delta (commits.py).
+        self.commits = DeltaCommits()
 
     # ---- sessions -------------------------------------------------------------------------
 
@@ -270,13 +273,18 @@ class WarehouseService(TCLIService.Iface):
             return _refuse(CLASSIC_AI_QUERY)
         executor = self._executor
         gates = [gate for pattern, gate in list(self._holds) if pattern in sql]
+        # The version it starts from: when it arrives, before it is held.
+        snapshot = self.commits.begin(sql, session.namespace)
 
         def run() -> pa.Table | None:
             for gate in gates:  # a held statement waits (cancellably) until released
                 while not gate.wait(0.05):
                     if op.context.cancelled.is_set():
                         raise RuntimeError("statement cancelled while held")
-            return executor(sql, params)
+            if snapshot is None:
+                return executor(sql, params)
+            rehearse = _rolled_back(executor, sql, params) if _can_roll_back(executor) else None
+            return self.commits.commit(snapshot, lambda: executor(sql, params), rehearse)
 
         return run
 
@@ -532,6 +540,23 @@ class WarehouseService(TCLIService.Iface):
         deadline = time.monotonic() + timeout_s
         for op in ops:
             op.join(max(deadline - time.monotonic(), 0.0))
+
+
+def _can_roll_back(executor: Executor) -> bool:
+    return bool(getattr(executor, "rolls_back", False))
+
+
+def _rolled_back(executor: Executor, sql: str, params: Mapping[str, Any]) -> Callable[[], None]:
+    """Run `sql` in the statement's session inside a transaction that is rolled back."""
+
+    def run() -> None:
+        executor("BEGIN", {})
+        try:
+            executor(sql, params)
+        finally:
+            executor("ROLLBACK", {})
+
+    return run
 
 
 def _invalid() -> int:
