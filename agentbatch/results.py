@@ -62,7 +62,8 @@ def reserved_column(name: str) -> str | None:
 # The `error` column starts with the kind of failure. A transient one (retries exhausted on
 # 408/429/5xx, a timeout, a connection error) is sent again by the next run; a permanent one (a 4xx,
 # an agent error, an answer that does not parse or fit the response format) only with
-# `--retry-errors`. Push-down errors from `ai_query` are permanent: it retries transient ones itself.
+# `--retry-errors`. Push-down reads the kind from `ai_query`'s message by the same rule
+# (agentbatch.planning.failures).
 TRANSIENT_ERROR = "[transient] "
 PERMANENT_ERROR = "[permanent] "
 

@@ -30,7 +30,7 @@ from agentbatch.agent.response_format import (
     no_fields_message,
     wrong_type_message,
 )
-from agentbatch.results import PERMANENT_ERROR
+from agentbatch.planning.failures import kind_sql
 from agentbatch.sql import quoting
 from agentbatch.sql.quoting import Sql, SqlValueError
 
@@ -138,9 +138,10 @@ def answer_checks(fmt: ResponseFormat) -> AnswerChecks:
 
 
 def error_sql(failure: Sql, problem: Sql | None) -> Sql:
-    """The `error` column: ai_query's message or the first failed check, as a permanent error."""
+    """The `error` column: ai_query's message or the first failed check, with its kind. The
+    kind is read from `failure` alone (`failures.kind_sql`): a failed check is permanent."""
     reason = f"coalesce({failure}, {problem})" if problem is not None else failure
-    return Sql(f"concat({quoting.literal(PERMANENT_ERROR)}, {reason})")
+    return Sql(f"concat({kind_sql(failure)}, {reason})")
 
 
 def _typed(raw: Sql, sql_type: str) -> Sql:

@@ -1,7 +1,10 @@
 {#- ai_query over the rows still to do, shaped as the standard output columns.
     An errorMessage of '' counts as none (documented NULL; '' has been seen). With a
     response_format, the answer text goes through the checks of agentbatch.planning.answers: a failed
-    check is a row error with the REST fallback's message, never a struct of NULLs. -#}
+    check is a row error with the REST fallback's message, never a struct of NULLs. `error` starts
+    with its kind, read from the message by the REST fallback's rule
+    (agentbatch.planning.failures): a 429, 5xx or timeout is [transient], sent again by the next
+    run; anything else is [permanent]. -#}
 WITH
 {% include "_source.sql" %},
 {#- A NULL request is not sent (ai_query's answer to one is not documented), nor is a file over

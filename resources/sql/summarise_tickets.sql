@@ -203,7 +203,7 @@ SELECT
   `subject`,
   `created_at`,
   CASE WHEN `_failure` IS NULL THEN `_text` END AS `response`,
-  concat('[permanent] ', `_failure`) AS `error`,
+  concat(CASE WHEN CASE WHEN regexp_extract(`_failure`, '(?i)(?:^|[^a-z])(?:code|status)(?: was| is)?:? ?([1-5][0-9][0-9])(?:[^0-9]|$)', 1) <> '' THEN regexp_extract(`_failure`, '(?i)(?:^|[^a-z])(?:code|status)(?: was| is)?:? ?([1-5][0-9][0-9])(?:[^0-9]|$)', 1) RLIKE '^(?:408|429|5[0-9][0-9])$' ELSE `_failure` RLIKE '(?i)(?:^|[^a-z])(?:timed?[ -]?outs?|rate[ _-]?limit(?:s|ed|ing)?|too many requests)(?:[^a-z]|$)' END THEN '[transient] ' ELSE '[permanent] ' END, `_failure`) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
   CAST(NULL AS INT) AS `attempts`,
   CAST(NULL AS DOUBLE) AS `latency_ms`,

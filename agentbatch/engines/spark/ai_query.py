@@ -12,7 +12,9 @@ concurrently under the task's share of the concurrency cap. A STRING request is 
 the Chat or Responses shape, per `text_api`); a STRUCT request is the body itself (`messages` or
 `input`, `custom_inputs`, ...), as Databricks sends it. With `responseFormat` the answer is checked
 against the format and returned as JSON text, which the SQL parses with `from_json`. `returnType`
-is accepted; the result stays JSON text.
+is accepted; the result stays JSON text. A failed row's `errorMessage` has the shape Databricks
+gives it (`error_message`: a 503 after the retries is REMOTE_FUNCTION_HTTP_RETRY_TIMEOUT), so the
+push-down SQL tells a transient failure from a permanent one as it does on Databricks.
 
 Endpoints named by literals are resolved on the driver (URL and auth headers); overrides map a name
 to a URL (`{"my-endpoint": "http://127.0.0.1:8000"}`).
@@ -34,10 +36,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentbatch.agent.calls import Api, CallSpec
 from agentbatch.agent.content import FILE_COLUMN, FileInput
+from agentbatch.agent.retry import should_retry
 from agentbatch.engines.spark.calls import RemoteCall, answer_batches, remote_call
 from agentbatch.engines.spark.sql import AI_QUERY, STRICT_AI_QUERY
 from agentbatch.errors import NotSupportedError, UsageError
-from agentbatch.results import strip_error_kind
+from agentbatch.results import TRANSIENT_ERROR, strip_error_kind
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -234,18 +237,52 @@ def answer_column(
         done: list[pa.Table] = []
         answer_batches([batch], remote, "_row", done.append)
         for table in done:
-            for row, response, error in zip(
+            for row, response, error, status, attempts in zip(
                 table.column("_row").to_pylist(),
                 table.column("response").to_pylist(),
                 table.column("error").to_pylist(),
+                table.column("http_status").to_pylist(),
+                table.column("attempts").to_pylist(),
                 strict=True,
             ):
                 results[row] = (
                     response if response is None or isinstance(response, str) else _json(response)
                 )
-                # ai_query's errorMessage is the platform's text: no agentbatch error kind.
-                errors[row] = strip_error_kind(error)
+                errors[row] = error_message(error, status, attempts)
     return results, errors
+
+
+def error_message(error: str | None, status: int | None, attempts: int | None) -> str | None:
+    """ai_query's `errorMessage` for a row error of the REST client, in the shape Databricks
+    gives it (docs/databricks-behaviour.md), without agentbatch's kind: the SQL reads the kind
+    back from it, as from Databricks' own (agentbatch.planning.failures).
+
+    A failure retried to the end (a 429, 5xx, timeout, dropped connection) is
+    `[REMOTE_FUNCTION_HTTP_RETRY_TIMEOUT] The remote request failed after retrying N times; the
+    last failed HTTP error code was 503`; a refusal not retried (another 4xx) is
+    `[REMOTE_FUNCTION_HTTP_FAILED_ERROR] The remote HTTP request failed with code 400, and error
+    message '...'`; anything else (an answer that does not fit the responseFormat) its text.
+    """
+    if error is None:
+        return None
+    message = strip_error_kind(error) or ""
+    if error.startswith(TRANSIENT_ERROR):
+        last = (
+            f"the last failed HTTP error code was {status}"
+            if status is not None and should_retry(status)
+            else f"the last failure was: {message}"
+        )
+        retries = max(0, (attempts or 1) - 1)
+        return (
+            "[REMOTE_FUNCTION_HTTP_RETRY_TIMEOUT] The remote request failed after retrying "
+            f"{retries} times; {last}"
+        )
+    if status is not None and status >= 400:
+        return (
+            "[REMOTE_FUNCTION_HTTP_FAILED_ERROR] The remote HTTP request failed with code "
+            f"{status}, and error message '{message}'"
+        )
+    return message
 
 
 def _response_format(text: str | None) -> str | dict[str, Any] | None:

@@ -155,7 +155,9 @@ def test_without_fail_on_error_a_row_error_fails_the_query(
     engine = engine_for(make_engine, agent)
     ok = engine.fetch_one("SELECT ai_query('summariser', 'plain') AS a")
     assert ok == {"a": "answer: plain"}
-    with pytest.raises(EngineError, match="ai_query failed for a row: HTTP 400"):
+    with pytest.raises(
+        EngineError, match=r"ai_query failed for a row: \[REMOTE_FUNCTION_HTTP_FAILED_ERROR\].* 400"
+    ):
         rows(engine, f"SELECT ai_query('summariser', name) AS a {PEOPLE}")
 
 

@@ -93,7 +93,7 @@ SELECT
   `ticket_id`,
   `customer`,
   CASE WHEN `_failure` IS NULL AND `_problem` IS NULL AND `_text` IS NOT NULL THEN named_struct('issue', `_value_0`, 'amount', `_value_1`, 'seats', `_value_2`, 'refund_requested', `_value_3`) END AS `response`,
-  concat('[permanent] ', coalesce(`_failure`, `_problem`)) AS `error`,
+  concat(CASE WHEN CASE WHEN regexp_extract(`_failure`, '(?i)(?:^|[^a-z])(?:code|status)(?: was| is)?:? ?([1-5][0-9][0-9])(?:[^0-9]|$)', 1) <> '' THEN regexp_extract(`_failure`, '(?i)(?:^|[^a-z])(?:code|status)(?: was| is)?:? ?([1-5][0-9][0-9])(?:[^0-9]|$)', 1) RLIKE '^(?:408|429|5[0-9][0-9])$' ELSE `_failure` RLIKE '(?i)(?:^|[^a-z])(?:timed?[ -]?outs?|rate[ _-]?limit(?:s|ed|ing)?|too many requests)(?:[^a-z]|$)' END THEN '[transient] ' ELSE '[permanent] ' END, coalesce(`_failure`, `_problem`)) AS `error`,
   CAST(NULL AS INT) AS `http_status`,
   CAST(NULL AS INT) AS `attempts`,
   CAST(NULL AS DOUBLE) AS `latency_ms`,

@@ -22,6 +22,14 @@ its test: docs/databricks-behaviour.md):
 
 The agent callable receives the bytes as `files=` when the call gives them.
 
+A failed HTTP call (the callable raised an error carrying `.response.status_code`, as
+httpx's `raise_for_status` does) is retried and reported as Databricks reports it in
+`errorMessage` (docs/databricks-behaviour.md): a 429 or 5xx, and a timeout, are retried `RETRIES`
+times, then `[REMOTE_FUNCTION_HTTP_RETRY_TIMEOUT] The remote request failed after retrying 10
+times; the last failed HTTP error code was 503`; any other status fails at once with
+`[REMOTE_FUNCTION_HTTP_FAILED_ERROR] The remote HTTP request failed with code 400, and error
+message '<body>'`. Any other exception is its own text.
+
 Endpoints named in `custom_models` are custom models (an agent on Model Serving): their
 result has the type ai_query infers from the model signature, a STRUCT, not text.
 """
@@ -212,6 +220,12 @@ def find_calls(tree: exp.Expression) -> list[AiQueryCall]:
     return [parse_call(n) for n in nodes]
 
 
+# Databricks retries a 429 or 5xx before failing the row; it reports 10 retries. Whether it
+# retries a timeout, and its message for one, are ASSUMPTIONS.
+RETRIES = 10
+RETRIED_STATUSES = frozenset({429, *range(500, 600)})
+
+
 def answer(
     fn: AiQueryFunction,
     endpoint: str | None,
@@ -220,7 +234,8 @@ def answer(
     response_format: str | None = None,
     files: bytes | None = None,
 ) -> str | None:
-    """The string answer for one row (NULL request -> NULL answer); raises when the agent fails."""
+    """The string answer for one row (NULL request -> NULL answer); raises when the agent fails,
+    after the retries Databricks makes (see `error_text`)."""
     if request is None or endpoint is None:
         return None
     named: dict[str, Any] = {}
@@ -230,11 +245,54 @@ def answer(
         named["responseFormat"] = response_format
     if files is not None:
         named["files"] = files
-    result = fn(endpoint, request, **named)
+    attempt = 0
+    while True:
+        try:
+            result = fn(endpoint, request, **named)
+            break
+        except Exception as error:
+            if attempt == RETRIES or not _retried(error):
+                raise
+            attempt += 1
     if result is None or isinstance(result, str):
         return result
     return json.dumps(result)
 
 
 def error_text(error: BaseException) -> str:
+    """ai_query's `errorMessage` for a row whose call raised `error` (after `answer`'s retries)."""
+    status = http_status(error)
+    if status in RETRIED_STATUSES:
+        return (
+            f"[REMOTE_FUNCTION_HTTP_RETRY_TIMEOUT] The remote request failed after retrying "
+            f"{RETRIES} times; the last failed HTTP error code was {status}"
+        )
+    if status is not None:
+        body = getattr(getattr(error, "response", None), "text", "")
+        return (
+            f"[REMOTE_FUNCTION_HTTP_FAILED_ERROR] The remote HTTP request failed with code "
+            f"{status}, and error message '{body}'"
+        )
+    if _timed_out(error):
+        return (
+            f"[REMOTE_FUNCTION_HTTP_RETRY_TIMEOUT] The remote request failed after retrying "
+            f"{RETRIES} times; the last request timed out"
+        )
     return str(error) or type(error).__name__
+
+
+def http_status(error: BaseException) -> int | None:
+    """The HTTP status of a failed call (httpx's HTTPStatusError carries its response)."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return status if isinstance(status, int) and not isinstance(status, bool) else None
+
+
+def _timed_out(error: BaseException) -> bool:
+    # httpx's timeouts (ReadTimeout, ...) are no TimeoutError: known by their class names.
+    return isinstance(error, TimeoutError) or any(
+        "Timeout" in cls.__name__ for cls in type(error).__mro__
+    )
+
+
+def _retried(error: BaseException) -> bool:
+    return http_status(error) in RETRIED_STATUSES or _timed_out(error)
