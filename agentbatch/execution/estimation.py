@@ -247,6 +247,7 @@ def estimate(the_plan: Plan, *, sample: int = DEFAULT_SAMPLE, seed: int | None =
                 "run replaces (mode overwrite over a table of another shape or key), so nothing "
                 "was sent: run the job, or estimate it with its output mapped to a new table"
             )
+        _refuse_merging_into_repeated_keys(the_plan, engine)
         if isinstance(the_plan.steps, RestFallback):
             found = _sample_fallback(the_plan, the_plan.steps, engine, sample, rng)
         else:
@@ -393,6 +394,25 @@ def _sample_push_down(
     found.concurrency_basis = "push-down: the engine runs ai_query; time scales from the sample"
     _read_sample(found, sampled_plan, engine, keys)
     return found
+
+
+def _refuse_merging_into_repeated_keys(the_plan: Plan, engine: Engine) -> None:
+    """An overwrite job's sample is merged (`_as_merge`): a target holding a key in several rows
+    (an append history) would hold the sampled key twice with the same answer."""
+    from agentbatch.execution import runner
+
+    table = the_plan.job.output.table
+    if the_plan.job.output.mode != "overwrite" or not engine.table_exists(table):
+        return
+    merged = runner.plan(_as_merge(the_plan.job), the_plan.target, the_plan.options)
+    several = int(engine.fetch_one(merged.preflight.counts.sql).get("target_repeated_keys") or 0)
+    if several:
+        raise UsageError(
+            f"estimate adds its sample to {table} one row per key, but it holds {several} "
+            "key(s) in more than one row (written by mode append), so nothing was sent: run the "
+            "job (mode overwrite leaves one row per key), or estimate it with its output mapped "
+            "to a new table"
+        )
 
 
 def _as_merge(job: Job) -> Job:

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -548,6 +549,53 @@ def test_an_estimate_refuses_a_target_the_next_run_replaces(project: Project) ->
             sample=5,
         )
     assert project.agent.stats().requests_total == ROWS
+
+
+def test_an_estimate_of_an_overwrite_job_refuses_a_target_holding_a_key_twice(
+    project: Project,
+) -> None:
+    """An overwrite job's sample is merged into the target; after an append history (a key in
+    two rows, one per request) the merge gave the sampled key two rows with the same answer."""
+    project.settings.mode = "append"
+    project.run()
+    project.write_source(
+        {i: f"review number {i}" + (" (edited)" if i < 3 else "") for i in range(ROWS)}
+    )
+    project.run()
+    before = sorted((r["review_id"], r["request_fingerprint"]) for r in project.target())
+    assert len(before) == ROWS + 3
+    project.write_source(
+        {i: f"review number {i}" + (" (again)" if i < 3 else "") for i in range(ROWS)}
+    )
+    project.settings.mode = "overwrite"
+    job = project.write_job()
+    paid = project.agent.stats().requests_total
+
+    def estimate() -> Any:
+        return agentbatch.estimate(
+            job,
+            tables={
+                "main.shop.reviews": project.source,
+                "main.shop.review_answers": project.output,
+            },
+            endpoints={"apps/reviewer": project.agent.url},
+            state_dir=project.state,
+            project_dir=project.root,
+            sample=2,
+        )
+
+    with pytest.raises(UsageError, match=r"holds 3 key\(s\) in more than one row"):
+        estimate()
+    assert project.agent.stats().requests_total == paid
+    assert sorted((r["review_id"], r["request_fingerprint"]) for r in project.target()) == before
+    project.run()  # mode overwrite: one row per key
+    one_current_row_per_key(project)
+    project.write_source(
+        {i: f"review number {i}" + (" (third)" if i < 3 else "") for i in range(ROWS)}
+    )
+    assert estimate().sampled == 2
+    keys = [r["review_id"] for r in project.target()]
+    assert sorted(keys) == list(range(ROWS))  # the sample replaced its keys' rows
 
 
 def test_a_project_template_written_for_the_old_kept_rows_still_writes_one_row_per_key(
