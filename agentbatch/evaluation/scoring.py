@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 # The expected column doubles as the group column when it looks like a label.
 AUTO_GROUP_MAX_VALUES = 25
+# Output rows scored at a time (as Python dicts).
+SCORE_CHUNK_ROWS = 5_000
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,41 @@ def score_table(
     for scorer in scorers:
         if isinstance(scorer, JudgeScorer):
             scorer.replies = (judge_replies or {}).get(scorer.name, {})
-    rows = output.to_pylist()
     policy = evaluation.agent_errors
+    # Chunk by chunk: only one chunk's rows are Python dicts at a time (a whole output's were
+    # about 1 KB a row), the scores are kept as Arrow columns.
+    chunks = [
+        _score_chunk(batch, scorers, policy)
+        for batch in output.to_batches(max_chunksize=SCORE_CHUNK_ROWS)
+    ]
+    group_by = _group_column(output, evaluation, expected)
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {key: output.column(key)}
+    for extra in (expected, group_by):
+        if extra is not None and extra not in columns:
+            columns[extra] = output.column(extra)
+    names = ["response", "agent_error"]
+    for scorer in scorers:
+        names += [scorer.name, f"{scorer.name}_error"]
+    scores = {scorer.name for scorer in scorers}
+    for name in names:
+        kind = pa.float64() if name in scores else pa.string()
+        columns[name] = pa.chunked_array([chunk[name] for chunk in chunks], kind)
+    return Scored(
+        table=pa.table(columns),
+        scorers=tuple(ScorerInfo.of(s) for s in scorers),
+        key=key,
+        expected=expected,
+        group_by=group_by,
+    )
+
+
+def _score_chunk(
+    batch: pa.RecordBatch, scorers: list[RowScorer], policy: str
+) -> dict[str, pa.Array]:
+    """The scores columns of one chunk of the output."""
+    import pyarrow as pa
+
+    rows = batch.to_pylist()
     values: dict[str, list[float | None]] = {s.name: [] for s in scorers}
     errors: dict[str, list[str | None]] = {s.name: [] for s in scorers}
     for row in rows:
@@ -105,23 +140,14 @@ def score_table(
             score = _score_row(scorer, row, failed, policy)
             values[scorer.name].append(score.value)
             errors[scorer.name].append(score.error)
-    group_by = _group_column(output, evaluation, expected)
-    columns: dict[str, pa.Array | pa.ChunkedArray] = {key: output.column(key)}
-    for extra in (expected, group_by):
-        if extra is not None and extra not in columns:
-            columns[extra] = output.column(extra)
-    columns["response"] = pa.array([_response_text(r.get("response")) for r in rows], pa.string())
-    columns["agent_error"] = pa.array([r.get("error") for r in rows], pa.string())
+    columns = {
+        "response": pa.array([_response_text(r.get("response")) for r in rows], pa.string()),
+        "agent_error": pa.array([r.get("error") for r in rows], pa.string()),
+    }
     for scorer in scorers:
         columns[scorer.name] = pa.array(values[scorer.name], pa.float64())
         columns[f"{scorer.name}_error"] = pa.array(errors[scorer.name], pa.string())
-    return Scored(
-        table=pa.table(columns),
-        scorers=tuple(ScorerInfo.of(s) for s in scorers),
-        key=key,
-        expected=expected,
-        group_by=group_by,
-    )
+    return columns
 
 
 def _score_row(scorer: RowScorer, row: Mapping[str, Any], failed: bool, policy: str) -> Score:
