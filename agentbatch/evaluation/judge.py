@@ -59,11 +59,7 @@ def judge_job(
     rows the evaluation scores (one per key: `evaluated_rows.sql`), else of `answers_table`
     (which must then hold one row per key)."""
     prompt, fields = compile_prompt(options.prompt_template(), job, expected)
-    answers = (
-        Sql(f"({_inline_ctes(answers_sql)})")
-        if answers_sql is not None
-        else quoting.table(answers_table)
-    )
+    answers = Sql(f"({answers_sql})") if answers_sql is not None else quoting.table(answers_table)
     definition: dict[str, Any] = {
         "name": f"{job.name}__judge_{scorer}"[:100],
         "description": f"LLM judge {scorer!r} of {job.name}",
@@ -133,40 +129,6 @@ def _request_sql(job: Job) -> str:
 
 def _text(sql: str) -> str:
     return f"coalesce(CAST({sql} AS STRING), '')"
-
-
-def _inline_ctes(sql: str) -> str:
-    """`sql` (a query of `evaluated_rows.sql`) with its CTEs written where they are read, as
-    subqueries: nested in the judge job's source query, which a statement may read twice, CTEs
-    would be moved to the top level by sqlglot on Spark (duplicate names, refused) and share
-    names with the judge job's own elsewhere."""
-    from sqlglot import exp
-
-    from agentbatch.sql import parsing
-
-    tree = parsing.parse_one(sql)
-    with_ = tree.args.get("with_")
-    if not isinstance(with_, exp.With):
-        return sql
-    bodies: dict[str, exp.Expr] = {}
-
-    def inline(node: exp.Expr) -> None:
-        for table in list(node.find_all(exp.Table)):
-            body = bodies.get(table.name.lower())
-            if body is None or table.args.get("db"):
-                continue
-            alias = table.alias or table.name
-            subquery = exp.Subquery(
-                this=body.copy(), alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True))
-            )
-            table.replace(subquery)
-
-    for cte in with_.expressions:
-        inline(cte.this)
-        bodies[cte.alias_or_name.lower()] = cte.this
-    with_.pop()
-    inline(tree)
-    return tree.sql(dialect=quoting.DIALECT)
 
 
 def _judged_rows_query(job: Job, answers: Sql, fields: list[str]) -> str:

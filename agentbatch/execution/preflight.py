@@ -51,7 +51,8 @@ def job_tables(job: Job) -> dict[str, str]:
             tree = None
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)} if tree else set()
         for node in tree.find_all(exp.Table) if tree else ():
-            if node.name and node.name.lower() not in ctes:
+            # Only a one-part name can be a CTE (`main.s.src` is a table beside a CTE `src`).
+            if node.name and (node.db or node.name.lower() not in ctes):
                 tables[".".join(part.name for part in node.parts)] = "source.query"
         # A folder read with read_files(..., format => 'binaryFile') is mapped like a table.
         for path in binary_file_paths(tree) if tree else ():
@@ -80,7 +81,7 @@ def _tables_read_by(expression: str | None) -> list[str]:
     return [
         ".".join(part.name for part in node.parts)
         for node in tree.find_all(exp.Table)
-        if node.name and node.name.lower() not in ctes
+        if node.name and (node.db or node.name.lower() not in ctes)
     ]
 
 

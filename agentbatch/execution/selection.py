@@ -294,7 +294,6 @@ def failures_held(plan: Plan, engine: Engine) -> int | None:
     from sqlglot import exp
 
     from agentbatch.sql import parsing
-    from agentbatch.sql.quoting import DIALECT
 
     tree = parsing.parse_one(plan.preflight.key_types.sql)
     output = None
@@ -320,7 +319,7 @@ def failures_held(plan: Plan, engine: Engine) -> int | None:
         .where(exp.column("error", table="prior").is_(exp.null()).not_())
     )
     tree.set("expressions", [exp.alias_(exp.Subquery(this=failed), "failed")])
-    return int(engine.fetch_one(tree.sql(dialect=DIALECT)).get("failed") or 0)
+    return int(engine.fetch_one(parsing.printed(tree)).get("failed") or 0)
 
 
 def _column_types_sql(plan: Plan, columns: tuple[str, ...]) -> str | None:
@@ -330,7 +329,6 @@ def _column_types_sql(plan: Plan, columns: tuple[str, ...]) -> str | None:
     from sqlglot import exp
 
     from agentbatch.sql import parsing
-    from agentbatch.sql.quoting import DIALECT
 
     tree = parsing.parse_one(plan.preflight.key_types.sql)
     if "src" not in _ctes(tree):
@@ -346,7 +344,7 @@ def _column_types_sql(plan: Plan, columns: tuple[str, ...]) -> str | None:
         )
         asked.append(exp.alias_(exp.Subquery(this=typed), f"_type_{number}"))
     tree.set("expressions", asked)
-    return tree.sql(dialect=DIALECT)
+    return parsing.printed(tree)
 
 
 def _ctes(tree: Any) -> set[str]:

@@ -1,13 +1,17 @@
 """Databricks SQL parsed once per text. A run's plan parses each statement it renders (to check
 it), and the engine that runs the statement parses the same text again (to transpile it): here
-the second parse is a copy of the first's tree."""
+the second parse is a copy of the first's tree. A tree is printed back with `printed`."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache, lru_cache
+from typing import ClassVar
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.generator import Generator
 
 from agentbatch.sql.quoting import DIALECT
 
@@ -30,3 +34,26 @@ def parse_one(sql: str) -> exp.Expr:
     if len(trees) != 1 or trees[0] is None:
         return sqlglot.parse_one(sql, read=DIALECT)  # none or several: as sqlglot has it
     return trees[0].copy()
+
+
+def printed(tree: exp.Expr, dialect: str = DIALECT) -> str:
+    """`tree` as SQL of `dialect`, every WITH where it was written.
+
+    sqlglot prints Databricks and Spark as it prints Hive, whose WITH may only open a statement:
+    it moves a WITH nested in a subquery or a CTE to the top. A source query with its own WITH,
+    embedded twice in a statement (the preflight), or in a CTE of one of its own CTEs' names,
+    would then define a name twice at the top, which Spark and Databricks refuse
+    (DUPLICATED_CTE_NAMES). Both take a WITH in a subquery, a subquery expression and a CTE,
+    where an inner name hides an outer one (the SQL reference: "CTE names are scoped").
+    """
+    return _nesting_generator(dialect)().generate(tree, copy=True)
+
+
+@cache
+def _nesting_generator(dialect: str) -> Callable[[], Generator]:
+    found = Dialect.get_or_raise(dialect)
+
+    class Nesting(found.generator_class):  # type: ignore[name-defined,misc]
+        EXPRESSIONS_WITHOUT_NESTED_CTES: ClassVar[set[type[exp.Expr]]] = set()
+
+    return lambda: Nesting(dialect=found)

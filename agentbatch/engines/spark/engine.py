@@ -66,6 +66,7 @@ from agentbatch.engines.spark.sql import (
 )
 from agentbatch.engines.spark.tables import TableMap, TableSource
 from agentbatch.errors import AgentError, UsageError
+from agentbatch.sql import parsing
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -349,7 +350,7 @@ class SparkEngine:
         elif original is not None and not remapped:
             sql = original
         else:
-            sql = tree.sql(dialect="databricks")
+            sql = parsing.printed(tree)
         return self.spark.sql(sql, args=dict(params)) if params else self.spark.sql(sql)
 
     # -- ai_query --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Tables are pointed at their local relations by a callback, `ai_query` calls get Databricks' argument
 names in their exact case (Spark passes named arguments to Python functions case-sensitively), and
-the statement is printed in the Spark dialect.
+the statement is printed in the Spark dialect, each WITH where it was written (`parsing.printed`).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def _guard_request(call: exp.Anonymous) -> None:
 
 
 def to_spark(tree: exp.Expression) -> str:
-    return tree.sql(dialect="spark")
+    return parsing.printed(tree, "spark")
 
 
 def ai_query_endpoints(tree: exp.Expression) -> set[str]:

@@ -16,6 +16,7 @@ from agentbatch.engines.spark.sql import (
 )
 from agentbatch.engines.spark.writes import merge_keys
 from agentbatch.errors import EngineError, NotSupportedError
+from agentbatch.sql import parsing
 
 
 def rewritten(sql: str) -> str:
@@ -83,8 +84,25 @@ def test_point_tables_skips_ctes_and_the_written_table() -> None:
     assert point_tables(tree, relation) == 2
     assert seen == [("main", "s", "tickets"), ("main", "s", "out")]
     sql = to_spark(tree)
-    assert "INSERT INTO main.s.out SELECT" in sql  # the target is not a read
+    assert "INSERT INTO main.s.out WITH src AS" in sql  # the target is not a read
     assert "FROM view_1 AS `tickets`" in sql and "FROM view_2 AS done" in sql
+
+
+def test_a_with_nested_in_a_subquery_or_a_cte_is_printed_where_it_was_written() -> None:
+    """sqlglot prints Spark and Databricks SQL as Hive's, every WITH moved to the top: a source
+    query embedded twice, or in a CTE of one of its own CTEs' names, defined a name twice."""
+    source = (
+        "(WITH src AS (SELECT * FROM main.s.t), todo AS (SELECT * FROM src) SELECT * FROM todo)"
+    )
+    sql = (
+        f"WITH src AS (SELECT * FROM {source} AS source_query), todo AS (SELECT * FROM src) "
+        f"SELECT (SELECT count(*) FROM todo) AS n, (SELECT count(*) FROM {source} AS q) AS m"
+    )
+    tree = parse(sql)
+    point_tables(tree, lambda node: "v" if node.db else None)
+    pointed = sql.replace("main.s.t", "v AS `t`").replace("count(*)", "COUNT(*)")
+    assert to_spark(tree) == pointed
+    assert parsing.printed(tree) == pointed  # Databricks, where a table was pointed elsewhere
 
 
 def test_names_are_completed_with_the_default_catalog_and_schema() -> None:
