@@ -14,7 +14,10 @@ same messages (the constants below):
 3. it has none of the declared top-level fields -> `no_fields_message`;
 4. it lacks a field the format requires (a JSON schema's `required`; the fields of a type string
    are nullable, so an absent one is NULL) -> `missing_message`;
-5. a top-level field's value does not fit its declared type -> `wrong_type_message`.
+5. a top-level field's value does not fit its declared type -> `wrong_type_message`;
+6. a top-level field's value is not one of its JSON schema's `enum` -> `not_allowed_message`
+   (a NULL value is not checked; an `enum` below the top level is checked on the REST fallback
+   only, where it fails its top-level field as 5: push-down never reads nested fields).
 
 Each message ends with a preview of the answer: its first 200 characters, then `…`.
 """
@@ -89,6 +92,13 @@ def wrong_type_message(name: str, sql_type: str) -> str:
     return f"answer field {name} does not fit {sql_type}: "
 
 
+def not_allowed_message(name: str, allowed: Sequence[Any]) -> str:
+    shown = ", ".join(json.dumps(value, ensure_ascii=False) for value in allowed)
+    if len(shown) > 120:
+        shown = shown[:120] + "…"
+    return f"answer field {name} is not one of {shown}: "
+
+
 @dataclass(frozen=True)
 class DeclaredField:
     """A top-level field of the response format."""
@@ -96,6 +106,7 @@ class DeclaredField:
     name: str
     sql_type: str  # the Databricks type the field is read as, printed by sqlglot
     required: bool  # the answer must carry the key (a JSON schema's `required`)
+    allowed: tuple[Any, ...] = ()  # a JSON schema's `enum` (none: any value of the type)
 
 
 Coerce = Callable[[Any, str], Any]
@@ -140,6 +151,11 @@ class ResponseFormat:
             except AnswerParseError:
                 message = wrong_type_message(declared.name, declared.sql_type)
                 raise AnswerParseError(message + _preview(text)) from None
+        for declared in self.fields:
+            found = result[declared.name]
+            if declared.allowed and found is not None and not _among(found, declared.allowed):
+                message = not_allowed_message(declared.name, declared.allowed)
+                raise AnswerParseError(message + _preview(text))
         return result
 
     def responses_text_param(self) -> dict[str, Any]:
@@ -362,13 +378,51 @@ def _from_json_schema(spec: Mapping[str, Any]) -> ResponseFormat:
         raise ResponseFormatError("response_format JSON schema must be an object with properties")
     required = schema.get("required") or []
     fields = tuple(
-        DeclaredField(str(name), json_schema_to_sql(sub), required=name in required)
+        DeclaredField(
+            str(name),
+            json_schema_to_sql(sub),
+            required=name in required,
+            allowed=_enum_of(sub, f"$.{name}"),
+        )
         for name, sub in schema["properties"].items()
     )
     return ResponseFormat(arrow_type, dict(schema), name, coerce, strict=strict, fields=fields)
 
 
-def _schema_type(schema: Any, path: str) -> tuple[pa.DataType, Coerce]:
+def _enum_of(schema: Any, path: str) -> tuple[Any, ...]:
+    """The values a JSON schema's `enum` allows (none: no enum), without `null`: a NULL value is
+    never checked against them."""
+    values = schema.get("enum") if isinstance(schema, Mapping) else None
+    if values is None:
+        return ()
+    if not isinstance(values, list) or not values:
+        raise ResponseFormatError(f"response_format JSON schema at {path}: enum must be a list")
+    return tuple(v for v in values if v is not None)
+
+
+def _among(value: Any, allowed: tuple[Any, ...]) -> bool:
+    """`value` equals one of `allowed`, as SQL's IN compares: a boolean is no number."""
+    return any((type(value) is bool) == (type(v) is bool) and value == v for v in allowed)
+
+
+def _schema_type(schema: Any, path: str, *, top: bool = False) -> tuple[pa.DataType, Coerce]:
+    """The Arrow type and coercer of `schema`. Below the top level an `enum` is checked by the
+    coercer; a top-level field's (`top`) by `ResponseFormat.parse`, as push-down checks it."""
+    arrow_type, coerce = _schema_type_unchecked(schema, path)
+    allowed = _enum_of(schema, path)
+    if top or not allowed:
+        return arrow_type, coerce
+
+    def checked(value: Any, where: str) -> Any:
+        found = coerce(value, where)
+        if found is not None and not _among(found, allowed):
+            raise _fail(where, f"one of {list(allowed)}", value)
+        return found
+
+    return arrow_type, checked
+
+
+def _schema_type_unchecked(schema: Any, path: str) -> tuple[pa.DataType, Coerce]:
     import pyarrow as pa
 
     if not isinstance(schema, Mapping):
@@ -388,7 +442,7 @@ def _schema_type(schema: Any, path: str) -> tuple[pa.DataType, Coerce]:
         fields = []
         coercers: dict[str, Coerce] = {}
         for name, child in props.items():
-            child_type, coercers[name] = _schema_type(child, f"{path}.{name}")
+            child_type, coercers[name] = _schema_type(child, f"{path}.{name}", top=path == "$")
             fields.append(pa.field(name, child_type))
         return pa.struct(fields), _struct_coercer(coercers)
     if kind == "array":

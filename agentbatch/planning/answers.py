@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from agentbatch.agent.response_format import (
     DATE_PATTERN,
@@ -25,9 +26,11 @@ from agentbatch.agent.response_format import (
     NOT_OBJECT,
     NUMBER_PATTERN,
     TIMESTAMP_PATTERN,
+    DeclaredField,
     ResponseFormat,
     missing_message,
     no_fields_message,
+    not_allowed_message,
     wrong_type_message,
 )
 from agentbatch.planning.failures import kind_sql
@@ -116,6 +119,14 @@ def answer_checks(fmt: ResponseFormat) -> AnswerChecks:
                 wrong_type_message(declared.name, declared.sql_type),
             )
         )
+    for declared, field in zip(fmt.fields, fields, strict=True):
+        if declared.allowed:
+            whens.append(
+                (
+                    f"{field.value_alias} IS NOT NULL AND NOT {_among(field, declared)}",
+                    not_allowed_message(declared.name, declared.allowed),
+                )
+            )
     cases = " ".join(
         f"WHEN {condition} THEN concat({quoting.literal(_PREFIX + message)}, {PREVIEW})"
         for condition, message in whens
@@ -135,6 +146,26 @@ def answer_checks(fmt: ResponseFormat) -> AnswerChecks:
         problem=Sql(f"CASE WHEN {TEXT} IS NULL THEN NULL {cases} END"),
         response=Sql(f"named_struct({struct})"),
     )
+
+
+def _among(field: AnswerField, declared: DeclaredField) -> str:
+    """SQL: the field's typed value is one of its `enum` values. Only values of the field's own
+    kind are listed (a STRING compared with a number would be cast; a BOOLEAN with a number
+    refused), as the REST fallback compares them."""
+    kind = declared.sql_type.split("(")[0].strip().upper()
+    values: list[Any] = []
+    for value in declared.allowed:
+        if isinstance(value, bool):
+            fits = kind == "BOOLEAN"
+        elif isinstance(value, (int, float)):
+            fits = kind in _INTEGERS or kind in {"DOUBLE", "FLOAT", "DECIMAL"}
+        else:
+            fits = isinstance(value, str) and kind == "STRING"
+        if fits:
+            values.append(value)
+    if not values:
+        return "FALSE"
+    return f"{field.value_alias} IN ({', '.join(quoting.literal(v) for v in values)})"
 
 
 def error_sql(failure: Sql, problem: Sql | None) -> Sql:

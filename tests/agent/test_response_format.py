@@ -320,3 +320,33 @@ def test_previews_cut_at_200_characters_with_an_ellipsis() -> None:
     with pytest.raises(AnswerParseError) as info:
         fmt.parse(text)
     assert str(info.value) == "answer is not valid JSON: " + "é" * 200 + "…"
+
+
+def test_an_enum_below_the_top_level_fails_its_top_level_field() -> None:
+    """Nested fields never go through push-down: their `enum` is checked on the REST fallback,
+    as a value that does not fit the top-level field's type."""
+    fmt = parse_response_format(
+        {
+            "type": "object",
+            "properties": {
+                "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
+                "who": {"type": "object", "properties": {"role": {"enum": ["user", "admin"]}}},
+            },
+        }
+    )
+    assert fmt.parse('{"tags": ["a", "b"], "who": {"role": "admin"}}') == {
+        "tags": ["a", "b"],
+        "who": {"role": "admin"},
+    }
+    assert fmt.parse('{"tags": null, "who": {"role": null}}')["who"] == {"role": None}
+    with pytest.raises(AnswerParseError, match="answer field tags does not fit ARRAY<STRING>"):
+        fmt.parse('{"tags": ["a", "c"]}')
+    with pytest.raises(AnswerParseError, match="answer field who does not fit STRUCT"):
+        fmt.parse('{"who": {"role": "root"}}')
+
+
+def test_an_enum_must_be_a_list() -> None:
+    with pytest.raises(ResponseFormatError, match=r"\$\.team: enum must be a list"):
+        parse_response_format(
+            {"type": "object", "properties": {"team": {"type": "string", "enum": "billing"}}}
+        )

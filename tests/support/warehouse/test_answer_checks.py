@@ -95,6 +95,27 @@ SCHEMA_REPLIES: dict[str, str] = {
     "schema negative": '{"issue": "x", "amount": -0.25, "seats": -4}',
 }
 
+# A JSON schema's `enum` on top-level fields of each kind.
+ENUM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "team": {"type": "string", "enum": ["billing", "tech"]},
+        "level": {"type": "integer", "enum": [1, 2, 3]},
+        "share": {"type": "number", "enum": [0.5, 1]},
+        "urgent": {"type": "boolean", "enum": [True]},
+    },
+}
+ENUM_REPLIES: dict[str, str] = {
+    "enum ok": '{"team": "tech", "level": 2, "share": 1.0, "urgent": true}',
+    "enum other text": '{"team": "sales", "level": 1}',
+    "enum other case": '{"team": "Billing"}',
+    "enum other integer": '{"team": "tech", "level": 4}',
+    "enum integral float": '{"level": 3.0, "share": 1}',
+    "enum other number": '{"share": 0.25}',
+    "enum other boolean": '{"urgent": false}',
+    "enum null": '{"team": null, "level": 1}',
+    "enum number as text": '{"level": "2"}',
+}
 
 # Dates, timestamps and decimals: the ISO forms only (a bare year, a date without zero padding,
 # a time without a date, a zone name are errors on both paths, not guesses), naive timestamps in
@@ -183,7 +204,7 @@ def rest_outcome(reply: str, fmt: str | dict[str, Any] = FORMAT) -> tuple[Any, s
 def replying_agent(endpoint: str, request: Any, **named: Any) -> str | None:
     """Answers the prompt `Classify ... Ticket: <case>` with that case's reply."""
     case = str(request).split("Ticket: ", 1)[1].split("\n", 1)[0]
-    for replies in (REPLIES, SCHEMA_REPLIES, TYPED_REPLIES):
+    for replies in (REPLIES, SCHEMA_REPLIES, ENUM_REPLIES, TYPED_REPLIES):
         if case in replies:
             return replies[case]
     raise KeyError(case)
@@ -302,6 +323,28 @@ def test_a_json_schema_format_reads_alike_on_both_paths(
         "schema yes for boolean",
         "schema number for boolean",
     }
+
+
+def test_an_enum_is_checked_alike_on_both_paths(
+    answering_warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """A value outside a field's `enum` was stored as a valid answer on both paths."""
+    stored = run_push_down(answering_warehouse, tmp_path, list(ENUM_REPLIES), ENUM_SCHEMA)
+    for row in stored:
+        expected = rest_outcome(ENUM_REPLIES[row["subject"]], ENUM_SCHEMA)
+        assert (row["response"], row["error"]) == expected, row["subject"]
+    errors = {r["subject"]: r["error"] for r in stored if r["error"] is not None}
+    assert set(errors) == {
+        "enum other text",
+        "enum other case",
+        "enum other integer",
+        "enum other number",
+        "enum other boolean",
+    }
+    assert errors["enum other text"] == (
+        '[permanent] response_format: answer field team is not one of "billing", "tech": '
+        '{"team": "sales", "level": 1}'
+    )
 
 
 def test_dates_timestamps_and_decimals_read_alike_on_both_paths(
