@@ -45,6 +45,8 @@ def printed(tree: exp.Expr, dialect: str = DIALECT) -> str:
     would then define a name twice at the top, which Spark and Databricks refuse
     (DUPLICATED_CTE_NAMES). Both take a WITH in a subquery, a subquery expression and a CTE,
     where an inner name hides an outer one (the SQL reference: "CTE names are scoped").
+    Also `parse_json(x)`, which sqlglot's Spark printer prints as `x` (Spark 4 has it: without
+    it a VARIANT would be written as a string).
     """
     return _nesting_generator(dialect)().generate(tree, copy=True)
 
@@ -53,7 +55,13 @@ def printed(tree: exp.Expr, dialect: str = DIALECT) -> str:
 def _nesting_generator(dialect: str) -> Callable[[], Generator]:
     found = Dialect.get_or_raise(dialect)
 
-    class Nesting(found.generator_class):  # type: ignore[name-defined,misc]
+    base = found.generator_class
+
+    class Nesting(base):  # type: ignore[valid-type,misc]
         EXPRESSIONS_WITHOUT_NESTED_CTES: ClassVar[set[type[exp.Expr]]] = set()
+        TRANSFORMS: ClassVar[dict[type[exp.Expr], Callable[..., str]]] = {
+            **base.TRANSFORMS,
+            exp.ParseJSON: lambda self, e: self.func("PARSE_JSON", e.this, e.expression),
+        }
 
     return lambda: Nesting(dialect=found)

@@ -9,6 +9,10 @@ Two ways, both a handful of statements however many rows there are:
   a JSON array, unpacked in SQL with `explode(from_json(:rows, '<ARRAY<STRUCT<...>>>'))`.
   from_json reads MAPs keyed by STRING only, so a MAP keyed otherwise (at any depth) is read
   keyed by STRING and its column CAST to its type; a column without one is not cast.
+  A VARIANT column arrives from the warehouse as its JSON text in a Utf8 field whose metadata
+  names it VARIANT; it travels as that text and `parse_json` makes it a VARIANT again (a staged
+  STRING would reach a VARIANT target as a VARIANT *string*: MERGE casts, and a cast to VARIANT
+  does not parse).
   A statement takes at most 255 native parameters, of at most 1 MB together (the connector's
   docs/parameters.md), so one parameter per chunk (not one per cell) keeps the insert bulk, and a
   chunk stays under 1 MB. A single row larger than that cannot be staged this way: it is left
@@ -37,7 +41,11 @@ RunSql = Callable[[str, Mapping[str, Any] | None], None]
 PutFile = Callable[[str, bytes], None]
 
 # Top-level types that travel as JSON strings and are cast back in SQL.
-_AS_TEXT = ("TIMESTAMP", "TIMESTAMP_NTZ", "DATE", "DECIMAL", "BINARY")
+_AS_TEXT = ("TIMESTAMP", "TIMESTAMP_NTZ", "DATE", "DECIMAL", "BINARY", "VARIANT")
+# The metadata key naming the Databricks type of a column sent as text: the Thrift protocol's and
+# the Statement Execution API's (databricks-sql-connector `backend/thrift_backend.py`
+# `_col_to_description`, `backend/kernel/type_mapping.py`).
+_SQL_NAME_KEYS = (b"Spark:DataType:SqlName", b"databricks.type_name")
 _VOLUME = re.compile(r"^/Volumes/[\w-]+/[\w-]+/[\w-]+(/[\w.-]+)*$")
 
 
@@ -99,8 +107,29 @@ def databricks_type(t: pa.DataType, *, text_map_keys: bool = False) -> str:
     raise NotSupportedError(f"databricks-sql: cannot store Arrow type {t} in a table")
 
 
+def _text_type(field: pa.Field) -> str | None:
+    """The Databricks type a text column's metadata names (VARIANT, GEOMETRY(4326), ...)."""
+    import pyarrow as pa
+
+    if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+        return None
+    metadata = field.metadata or {}
+    for key in _SQL_NAME_KEYS:
+        if key in metadata:
+            return str(metadata[key].decode("utf-8", "replace")).strip().upper()
+    return None
+
+
+def column_type(field: pa.Field) -> str:
+    """The Databricks SQL type for a column: VARIANT for the JSON text of a VARIANT. (GEOMETRY
+    and GEOGRAPHY arrive as text too, in a format no public source states: they stay STRING.)"""
+    if _text_type(field) == "VARIANT":
+        return "VARIANT"
+    return databricks_type(field.type)
+
+
 def create_table_sql(table: str, schema: pa.Schema) -> str:
-    columns = ", ".join(f"{quoting.identifier(f.name)} {databricks_type(f.type)}" for f in schema)
+    columns = ", ".join(f"{quoting.identifier(f.name)} {column_type(f)}" for f in schema)
     return f"CREATE OR REPLACE TABLE {table} ({columns})"
 
 
@@ -170,9 +199,11 @@ def _json_converter(t: pa.DataType) -> Callable[[Any], Any]:
     return _json_scalar
 
 
-def _payload_type(t: pa.DataType) -> str:
-    ddl = databricks_type(t)
-    return "STRING" if ddl.split("(")[0] in _AS_TEXT else databricks_type(t, text_map_keys=True)
+def _payload_type(f: pa.Field) -> str:
+    ddl = column_type(f)
+    if ddl.split("(")[0] in _AS_TEXT:
+        return "STRING"
+    return databricks_type(f.type, text_map_keys=True)
 
 
 def _select_expression(name: str, ddl: str, payload: str) -> str:
@@ -180,6 +211,8 @@ def _select_expression(name: str, ddl: str, payload: str) -> str:
     field = f"`rows`.{quoting.identifier(name)}"
     if ddl == "BINARY":
         return f"unbase64({field})"
+    if ddl == "VARIANT":  # JSON text the warehouse wrote; NULL stays NULL
+        return f"parse_json({field})"
     if payload != ddl:  # a type in _AS_TEXT, or one with a MAP not keyed by STRING
         return f"CAST({field} AS {ddl})"
     return field
@@ -197,14 +230,14 @@ class JsonParameterLoader:
     too_large: list[str] = field(default_factory=list)
 
     def load(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
-        payload_types = [_payload_type(f.type) for f in schema]
+        payload_types = [_payload_type(f) for f in schema]
         fields = ", ".join(
             f"{quoting.identifier(f.name)}: {payload}"
             for f, payload in zip(schema, payload_types, strict=True)
         )
         row_type = quoting.literal(f"ARRAY<STRUCT<{fields}>>")
         selected = ", ".join(
-            _select_expression(f.name, databricks_type(f.type), payload)
+            _select_expression(f.name, column_type(f), payload)
             for f, payload in zip(schema, payload_types, strict=True)
         )
         sql = (
@@ -270,6 +303,15 @@ def _writable(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
+def _read_back(schema: pa.Schema) -> str:
+    """The staged columns from the Parquet files: a VARIANT's JSON text parsed (an INSERT does
+    not take STRING into VARIANT: INCOMPATIBLE_DATA_FOR_TABLE.CANNOT_SAFELY_CAST)."""
+    return ", ".join(
+        f"parse_json({name}) AS {name}" if column_type(f) == "VARIANT" else name
+        for f, name in ((f, quoting.identifier(f.name)) for f in schema)
+    )
+
+
 @dataclass(frozen=True)
 class VolumeLoader:
     run: RunSql
@@ -295,7 +337,7 @@ class VolumeLoader:
                 columns = column_list(schema)
                 self.run(
                     f"INSERT INTO {table} ({columns})\n"
-                    f"SELECT {columns}\n"
+                    f"SELECT {_read_back(schema)}\n"
                     f"FROM read_files({quoting.literal(self.directory)}, format => 'parquet')",
                     None,
                 )

@@ -6,13 +6,21 @@ stay Arrow's own end to end (no Python objects per row, no time-zone guessing on
 
 In: result batches are staged as a parquet file written as they arrive (local sessions, where the
 executors share the driver's disk), or as one Arrow table handed to `createDataFrame` (clusters).
+
+VARIANT columns cross as their JSON text. Spark hands a VARIANT to Arrow as `struct<value: binary,
+metadata: binary>` whose fields are declared non-nullable, so a NULL VARIANT failed a Parquet
+checkpoint ("declared non-nullable but contains nulls"), and the struct was not cast back to
+VARIANT when written ("cannot cast STRUCT<value: BINARY, metadata: BINARY> to VARIANT"). Out of
+Spark a VARIANT column is its `to_json` text, marked VARIANT in the Arrow field's metadata as a
+Databricks SQL warehouse marks it (`SQL_NAME`); back in, `parse_json` makes it a VARIANT again (a
+NULL stays NULL, a JSON null stays a VARIANT null).
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +30,9 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 _PAYLOAD = "agentbatch_arrow_ipc"
+# The Arrow field metadata naming a text column's SQL type (databricks-sql-connector
+# `backend/thrift_backend.py` `_col_to_description`).
+SQL_NAME = b"Spark:DataType:SqlName"
 
 
 def arrow_schema(df: DataFrame) -> pa.Schema:
@@ -43,10 +54,14 @@ def arrow_batches(df: DataFrame, batch_rows: int = 10_000) -> Iterator[pa.Record
     import pyarrow as pa
 
     rows = max(1, int(batch_rows))
+    df, names = variants_as_json_text(df)
     encoded = df.mapInArrow(_encoder(rows), f"{_PAYLOAD} binary")
     for row in encoded.toLocalIterator(prefetchPartitions=True):
         with pa.ipc.open_stream(pa.py_buffer(row[0])) as reader:
-            yield from reader
+            for batch in reader:
+                if names:
+                    batch = batch.cast(_marked(batch.schema, names))
+                yield batch
 
 
 def _encoder(rows: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
@@ -85,9 +100,8 @@ class StagedBatches:
         self.rows = 0
 
     def __enter__(self) -> DataFrame:
-        if self._on_local_disk:
-            return self._via_parquet()
-        return self._in_memory()
+        df = self._via_parquet() if self._on_local_disk else self._in_memory()
+        return variants_parsed(df, _marked_names(self._schema))
 
     def __exit__(self, *exc: object) -> None:
         if self._folder is not None:
@@ -115,3 +129,59 @@ class StagedBatches:
             return self._spark.createDataFrame(table)
         except TypeError:  # Spark < 4 takes pandas, not Arrow
             return self._spark.createDataFrame(table.to_pandas())
+
+
+# -- VARIANT columns as JSON text ----------------------------------------------------------------
+
+
+def variants_as_json_text(df: DataFrame) -> tuple[DataFrame, list[str]]:
+    """`df` with each top-level VARIANT column as its JSON text, and those columns' names."""
+    from pyspark.sql import functions as F
+
+    try:
+        from pyspark.sql.types import VariantType
+    except ImportError:  # Spark before 4 has no VARIANT
+        return df, []
+    names = [f.name for f in df.schema.fields if isinstance(f.dataType, VariantType)]
+    if not names:
+        return df, names
+    columns = [
+        F.to_json(F.col(_quoted(c))).alias(c) if c in names else F.col(_quoted(c))
+        for c in df.columns
+    ]
+    return df.select(*columns), names
+
+
+def variants_parsed(df: DataFrame, names: Sequence[str]) -> DataFrame:
+    """`df` with the JSON text columns `names` as VARIANT again."""
+    from pyspark.sql import functions as F
+
+    if not names:
+        return df
+    columns = [
+        F.parse_json(F.col(_quoted(c))).alias(c) if c in names else F.col(_quoted(c))
+        for c in df.columns
+    ]
+    return df.select(*columns)
+
+
+def _marked(schema: pa.Schema, names: Sequence[str]) -> pa.Schema:
+    """`schema` with the columns `names` marked as a VARIANT's text."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [f.with_metadata({SQL_NAME: b"VARIANT"}) if f.name in names else f for f in schema]
+    )
+
+
+def _marked_names(schema: pa.Schema) -> list[str]:
+    """The columns of `schema` marked as a VARIANT's text."""
+    return [
+        f.name
+        for f in schema
+        if (f.metadata or {}).get(SQL_NAME, b"").strip().upper() == b"VARIANT"
+    ]
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"

@@ -41,6 +41,7 @@ from agentbatch.agent.content import (
 )
 from agentbatch.agent.shared_limits import BudgetAddress
 from agentbatch.engines.binary_files import arrow_batch_rows
+from agentbatch.engines.spark.arrow import variants_as_json_text, variants_parsed
 from agentbatch.engines.spark.calls import RemoteCall, answer_batches
 from agentbatch.errors import AgentbatchError
 from agentbatch.results import (
@@ -114,6 +115,7 @@ def answer_distributed(
     from pyspark.sql import functions as F
 
     response_type = _response_type(remote)
+    inputs, variant_columns = variants_as_json_text(inputs)  # back to VARIANT when answered
     schema = output_schema(inputs.schema, response_type)
     run_id = uuid.uuid4().hex[:8]
     # Evaluated once: `inputs` reads the target, which the write will change.
@@ -163,6 +165,8 @@ def answer_distributed(
         _count_reused(stats, reused)
         reused = reused.select(*[F.col(f"`{c}`") for c in columns])
         results = reused if results is None else results.select(*columns).unionByName(reused)
+    if results is not None:
+        results = variants_parsed(results, variant_columns)
     return DistributedAnswers(results, stats, fatal)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlglot
 from sqlglot import exp
@@ -103,6 +105,16 @@ def test_a_with_nested_in_a_subquery_or_a_cte_is_printed_where_it_was_written() 
     pointed = sql.replace("main.s.t", "v AS `t`").replace("count(*)", "COUNT(*)")
     assert to_spark(tree) == pointed
     assert parsing.printed(tree) == pointed  # Databricks, where a table was pointed elsewhere
+
+
+def test_parse_json_is_kept_for_spark(spark: Any) -> None:
+    """sqlglot's Spark printer prints `parse_json(x)` as `x`: a job's `parse_json` was dropped
+    on Spark, and a VARIANT written as a string."""
+    tree = parse("SELECT parse_json('{\"a\": 1}') AS v, try_parse_json('[1]') AS w")
+    sql = to_spark(tree)
+    assert "PARSE_JSON('{\"a\": 1}')" in sql
+    found = spark.sql(f"SELECT schema_of_variant(v) AS s FROM ({sql})").first()
+    assert found is not None and found["s"] == "OBJECT<a: BIGINT>"
 
 
 def test_names_are_completed_with_the_default_catalog_and_schema() -> None:

@@ -7,15 +7,22 @@ record-batch messages, LZ4-frame compressed when it said it can decompress them)
 stream, and builds `cursor.description` from the Hive-style `TTableSchema`. Arrow types the
 warehouse never sends (views, large offsets, unsigned ints, dictionaries, ...) are normalised
 first.
+
+A VARIANT column travels as its JSON text in a Utf8 field whose metadata names it VARIANT
+(`SQL_NAME`), as Databricks sends it: the connector reads that into `cursor.description`
+(databricks-sql-connector `backend/thrift_backend.py` `_col_to_description`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import lz4.frame
 import pyarrow as pa
 from databricks.sql.thrift_api.TCLIService import ttypes
+
+SQL_NAME = b"Spark:DataType:SqlName"
 
 _UNSIGNED = {
     pa.uint8(): pa.int16(),
@@ -77,8 +84,18 @@ def _to_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
         )
 
 
+def with_sql_names(table: pa.Table, names: Mapping[str, str]) -> pa.Table:
+    """`table` with the text columns in `names` marked as the SQL type named there (VARIANT)."""
+    fields = [
+        f.with_metadata({SQL_NAME: names[f.name].encode()}) if f.name in names else f
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields))
+
+
 def normalize_table(table: pa.Table) -> pa.Table:
-    """Cast `table` to the types a warehouse sends, dropping schema metadata."""
+    """Cast `table` to the types a warehouse sends, dropping schema metadata (a text column's
+    `SQL_NAME` stays)."""
     columns = []
     fields = []
     for field, column in zip(table.schema, table.columns, strict=True):
@@ -88,7 +105,8 @@ def normalize_table(table: pa.Table) -> pa.Table:
                 column = column.cast(column.type.value_type)
             column = _to_strings(column) if target == pa.string() else column.cast(target)
         columns.append(column)
-        fields.append(pa.field(field.name, target, nullable=True))
+        kept = {SQL_NAME: field.metadata[SQL_NAME]} if SQL_NAME in (field.metadata or {}) else None
+        fields.append(pa.field(field.name, target, nullable=True, metadata=kept))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields)).combine_chunks()
 
 

@@ -21,11 +21,14 @@ import sqlglot
 from sqlglot import exp
 
 from agentbatch.engines.binary_files import rewrite_for_spark
+from agentbatch.sql.parsing import printed  # a nested WITH stays nested, as Databricks takes it
 
 from . import ai_query as ai_query_module
 from .ai_query import AiQueryCall, AiQueryFunction, check_custom_model_call, find_calls
+from .arrow_wire import with_sql_names
 from .context import Namespace, current_statement
 from .names import qualify_and_map, temporary_view_name
+from .spark_metadata import spark_tables
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -154,12 +157,16 @@ class SparkExecutor:
                 context.on_cancel(lambda: _keep_cancelling(spark_context, tag, finished))
                 if context.cancelled.is_set():
                     raise RuntimeError("statement cancelled")
+            defined = _replaced_definition(tree)
+            if defined is not None:  # Parquet tables have no REPLACE: drop, then create
+                self.spark.sql(f"DROP TABLE IF EXISTS {defined}")
+                tree.set("replace", False)
             replaced = _replace_as_select(tree)
             if replaced is not None:
                 self._replace_table(*replaced, args)
                 return pa.table({})
-            frame = self.spark.sql(tree.sql(dialect="spark"), args=args)
-            table: pa.Table = frame.toArrow()
+            frame = self.spark.sql(printed(tree, "spark"), args=args)
+            table: pa.Table = _variants_as_json(frame)
         finally:
             finished.set()
             spark_context.removeJobTag(tag)
@@ -169,11 +176,16 @@ class SparkExecutor:
                 self._temporary_views.add(view.lower())
         return table
 
+    def metadata(self, kind: str, filters: Mapping[str, str | None]) -> pa.Table:
+        if kind != "tables":  # the only metadata call agentbatch makes
+            raise ValueError(f"this executor lists tables only, not {kind}")
+        return spark_tables(self.spark, filters)
+
     def _replace_table(self, name: str, query: exp.Expression, args: Any) -> None:
         """Delta's `CREATE OR REPLACE TABLE t AS <query>`: one commit, and the query may read the
         table it replaces (a snapshot). Spark's session catalog has no REPLACE ... AS SELECT for
         Parquet tables, so the query is computed in full first, then the table swapped."""
-        rows = self.spark.sql(query.sql(dialect="spark"), args=args).localCheckpoint(eager=True)
+        rows = self.spark.sql(printed(query, "spark"), args=args).localCheckpoint(eager=True)
         self.spark.sql(f"DROP TABLE IF EXISTS {name}")
         rows.write.format("parquet").saveAsTable(name)
 
@@ -194,6 +206,8 @@ class SparkExecutor:
         )
         if self.volumes_dir is not None:
             rewrite_for_spark(tree, {"/Volumes": self.volumes_dir})
+        for node in list(tree.find_all(exp.ParseJSON)):  # sqlglot prints Spark's as its argument
+            node.replace(exp.Anonymous(this="parse_json", expressions=[node.this]))
         for call in find_calls(tree):
             check_custom_model_call(call, self.custom_models)
             call.node.replace(self._ai_query_sql(call))
@@ -228,6 +242,31 @@ class SparkExecutor:
         return sqlglot.parse_one(template, read="spark").transform(
             lambda n: node.copy() if isinstance(n, exp.Column) and n.name == "__call" else n
         )
+
+
+def _variants_as_json(frame: Any) -> pa.Table:
+    """The result as Arrow, a VARIANT column as Databricks sends it: its JSON text, marked
+    VARIANT (`arrow_wire.SQL_NAME`)."""
+    from pyspark.sql.functions import to_json
+    from pyspark.sql.types import VariantType
+
+    names = {f.name: "VARIANT" for f in frame.schema if isinstance(f.dataType, VariantType)}
+    if not names:
+        return frame.toArrow()
+    text = frame.select(
+        [to_json(frame[c]).alias(c) if c in names else frame[c] for c in frame.columns]
+    )
+    return with_sql_names(text.toArrow(), names)
+
+
+def _replaced_definition(tree: exp.Expression) -> str | None:
+    """The table of `CREATE OR REPLACE TABLE t (columns)`, else None."""
+    if not (isinstance(tree, exp.Create) and tree.args.get("replace")) or tree.expression:
+        return None
+    schema = tree.this
+    if str(tree.args.get("kind") or "").upper() != "TABLE" or not isinstance(schema, exp.Schema):
+        return None
+    return str(schema.this.sql(dialect="spark"))
 
 
 def _replace_as_select(tree: exp.Expression) -> tuple[str, exp.Expression] | None:
