@@ -247,9 +247,13 @@ def estimate(the_plan: Plan, *, sample: int = DEFAULT_SAMPLE, seed: int | None =
                 "run replaces (mode overwrite over a table of another shape or key), so nothing "
                 "was sent: run the job, or estimate it with its output mapped to a new table"
             )
-        _refuse_merging_into_repeated_keys(the_plan, engine)
+        # An overwrite job's sample is added as a merge adds it (push-down and REST fallback
+        # alike): keys that left the selection leave the table at the next run, not here.
+        merged = _as_merge_plan(the_plan)
+        if merged is not the_plan:
+            _refuse_merging_into_repeated_keys(merged, engine)
         if isinstance(the_plan.steps, RestFallback):
-            found = _sample_fallback(the_plan, the_plan.steps, engine, sample, rng)
+            found = _sample_fallback(the_plan, the_plan.steps, merged, engine, sample, rng)
         else:
             found = _sample_push_down(the_plan, the_plan.steps, engine, sample, rng)
     finally:
@@ -276,17 +280,16 @@ def _run_id() -> str:
 def _sample_fallback(
     the_plan: Plan,
     steps: RestFallback,
+    merged: Plan,
     engine: Engine,
     size: int,
     rng: random.Random,
 ) -> Estimate:
+    """Sample through the REST fallback, writing with `merged`'s statements (`_as_merge_plan`)."""
     from agentbatch.execution import runner
 
     sampler = Sampler(size, rng, retry_errors=the_plan.options.retry_errors)
-    if the_plan.job.output.mode == "overwrite":
-        # The sample is added as a merge adds it (as the push-down sample is): keys that left
-        # the selection leave the table at the next run, not at an estimate.
-        merged = runner.plan(_as_merge(the_plan.job), the_plan.target, the_plan.options)
+    if merged is not the_plan:
         assert isinstance(merged.steps, RestFallback)
         steps = dataclasses.replace(
             steps,
@@ -396,15 +399,22 @@ def _sample_push_down(
     return found
 
 
-def _refuse_merging_into_repeated_keys(the_plan: Plan, engine: Engine) -> None:
-    """An overwrite job's sample is merged (`_as_merge`): a target holding a key in several rows
-    (an append history) would hold the sampled key twice with the same answer."""
+def _as_merge_plan(the_plan: Plan) -> Plan:
+    """The plan an estimate's sample is written with: an overwrite job's as a merge."""
     from agentbatch.execution import runner
 
-    table = the_plan.job.output.table
-    if the_plan.job.output.mode != "overwrite" or not engine.table_exists(table):
+    if the_plan.job.output.mode != "overwrite":
+        return the_plan
+    return runner.plan(_as_merge(the_plan.job), the_plan.target, the_plan.options)
+
+
+def _refuse_merging_into_repeated_keys(merged: Plan, engine: Engine) -> None:
+    """A merged sample over a target holding a key in several rows (an append history) would
+    give the sampled key two rows with the same answer. (A merge job's run refuses such a target
+    in its preflight; an overwrite job's estimate merges without one.)"""
+    table = merged.job.output.table
+    if not engine.table_exists(table):
         return
-    merged = runner.plan(_as_merge(the_plan.job), the_plan.target, the_plan.options)
     several = int(engine.fetch_one(merged.preflight.counts.sql).get("target_repeated_keys") or 0)
     if several:
         raise UsageError(

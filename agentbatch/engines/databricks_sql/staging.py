@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.engines.typed_text import marked_type
 from agentbatch.errors import ConfigError, NotSupportedError
 from agentbatch.sql import quoting
 
@@ -42,10 +43,6 @@ PutFile = Callable[[str, bytes], None]
 
 # Top-level types that travel as JSON strings and are cast back in SQL.
 _AS_TEXT = ("TIMESTAMP", "TIMESTAMP_NTZ", "DATE", "DECIMAL", "BINARY", "VARIANT")
-# The metadata key naming the Databricks type of a column sent as text: the Thrift protocol's and
-# the Statement Execution API's (databricks-sql-connector `backend/thrift_backend.py`
-# `_col_to_description`, `backend/kernel/type_mapping.py`).
-_SQL_NAME_KEYS = (b"Spark:DataType:SqlName", b"databricks.type_name")
 _VOLUME = re.compile(r"^/Volumes/[\w-]+/[\w-]+/[\w-]+(/[\w.-]+)*$")
 
 
@@ -107,23 +104,10 @@ def databricks_type(t: pa.DataType, *, text_map_keys: bool = False) -> str:
     raise NotSupportedError(f"databricks-sql: cannot store Arrow type {t} in a table")
 
 
-def _text_type(field: pa.Field) -> str | None:
-    """The Databricks type a text column's metadata names (VARIANT, GEOMETRY(4326), ...)."""
-    import pyarrow as pa
-
-    if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
-        return None
-    metadata = field.metadata or {}
-    for key in _SQL_NAME_KEYS:
-        if key in metadata:
-            return str(metadata[key].decode("utf-8", "replace")).strip().upper()
-    return None
-
-
 def column_type(field: pa.Field) -> str:
     """The Databricks SQL type for a column: VARIANT for the JSON text of a VARIANT. (GEOMETRY
     and GEOGRAPHY arrive as text too, in a format no public source states: they stay STRING.)"""
-    if _text_type(field) == "VARIANT":
+    if marked_type(field) == "VARIANT":
         return "VARIANT"
     return databricks_type(field.type)
 

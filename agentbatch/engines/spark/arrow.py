@@ -12,7 +12,7 @@ metadata: binary>` whose fields are declared non-nullable, so a NULL VARIANT fai
 checkpoint ("declared non-nullable but contains nulls"), and the struct was not cast back to
 VARIANT when written ("cannot cast STRUCT<value: BINARY, metadata: BINARY> to VARIANT"). Out of
 Spark a VARIANT column is its `to_json` text, marked VARIANT in the Arrow field's metadata as a
-Databricks SQL warehouse marks it (`SQL_NAME`); back in, `parse_json` makes it a VARIANT again (a
+Databricks SQL warehouse marks it (`engines/typed_text.py`); back in, `parse_json` makes it a VARIANT again (a
 NULL stays NULL, a JSON null stays a VARIANT null).
 """
 
@@ -24,15 +24,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agentbatch.engines.typed_text import marked, marked_type
+
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 _PAYLOAD = "agentbatch_arrow_ipc"
-# The Arrow field metadata naming a text column's SQL type (databricks-sql-connector
-# `backend/thrift_backend.py` `_col_to_description`).
-SQL_NAME = b"Spark:DataType:SqlName"
 
 
 def arrow_schema(df: DataFrame) -> pa.Schema:
@@ -60,7 +59,7 @@ def arrow_batches(df: DataFrame, batch_rows: int = 10_000) -> Iterator[pa.Record
         with pa.ipc.open_stream(pa.py_buffer(row[0])) as reader:
             for batch in reader:
                 if names:
-                    batch = batch.cast(_marked(batch.schema, names))
+                    batch = batch.cast(marked(batch.schema, names, "VARIANT"))
                 yield batch
 
 
@@ -165,22 +164,9 @@ def variants_parsed(df: DataFrame, names: Sequence[str]) -> DataFrame:
     return df.select(*columns)
 
 
-def _marked(schema: pa.Schema, names: Sequence[str]) -> pa.Schema:
-    """`schema` with the columns `names` marked as a VARIANT's text."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [f.with_metadata({SQL_NAME: b"VARIANT"}) if f.name in names else f for f in schema]
-    )
-
-
 def _marked_names(schema: pa.Schema) -> list[str]:
     """The columns of `schema` marked as a VARIANT's text."""
-    return [
-        f.name
-        for f in schema
-        if (f.metadata or {}).get(SQL_NAME, b"").strip().upper() == b"VARIANT"
-    ]
+    return [f.name for f in schema if marked_type(f) == "VARIANT"]
 
 
 def _quoted(name: str) -> str:
