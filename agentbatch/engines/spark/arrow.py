@@ -5,7 +5,11 @@ value per chunk), and the driver pulls them one partition at a time with `toLoca
 stay Arrow's own end to end (no Python objects per row, no time-zone guessing on timestamps).
 
 In: result batches are staged as a parquet file written as they arrive (local sessions, where the
-executors share the driver's disk), or as one Arrow table handed to `createDataFrame` (clusters).
+executors share the driver's disk), else handed to `createDataFrame`: in one piece while they fit
+in `IN_MEMORY_ROWS` / `IN_MEMORY_BYTES`, beyond that appended chunk by chunk to a `Spill` (a table
+beside the output, or a folder beside file tables; removed when done), so the driver (and a Spark
+Connect server, which keeps a created DataFrame's rows in its own memory) never holds every answer
+of a long run at once.
 
 VARIANT columns cross as their JSON text. Spark hands a VARIANT to Arrow as `struct<value: binary,
 metadata: binary>` whose fields are declared non-nullable, so a NULL VARIANT failed a Parquet
@@ -32,6 +36,9 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 _PAYLOAD = "agentbatch_arrow_ipc"
+# Answers handed to Spark in one piece, at most; beyond either, they go through `spill_table`.
+IN_MEMORY_ROWS = 100_000
+IN_MEMORY_BYTES = 128 * 1024 * 1024
 
 
 def arrow_schema(df: DataFrame) -> pa.Schema:
@@ -90,21 +97,30 @@ class StagedBatches:
         schema: pa.Schema,
         *,
         on_local_disk: bool,
+        spill: Spill | None = None,
+        in_memory_rows: int | None = None,
+        in_memory_bytes: int | None = None,
     ) -> None:
         self._spark = spark
         self._batches = batches
         self._schema = schema
         self._on_local_disk = on_local_disk
+        self._spill_to = spill
+        self._in_memory_rows = IN_MEMORY_ROWS if in_memory_rows is None else in_memory_rows
+        self._in_memory_bytes = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
         self._folder: Path | None = None
+        self._spilled = False
         self.rows = 0
 
     def __enter__(self) -> DataFrame:
-        df = self._via_parquet() if self._on_local_disk else self._in_memory()
+        df = self._via_parquet() if self._on_local_disk else self._via_driver()
         return variants_parsed(df, _marked_names(self._schema))
 
     def __exit__(self, *exc: object) -> None:
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
+        if self._spilled and self._spill_to is not None:
+            self._spill_to.remove()
 
     def _via_parquet(self) -> DataFrame:
         import pyarrow.parquet as pq
@@ -114,20 +130,83 @@ class StagedBatches:
         with pq.ParquetWriter(path, self._schema) as writer:
             for batch in self._batches:
                 self.rows += batch.num_rows
-                writer.write_batch(
-                    batch.cast(self._schema) if batch.schema != self._schema else batch
-                )
+                writer.write_batch(self._conformed(batch))
         return self._spark.read.parquet(str(path))
 
-    def _in_memory(self) -> DataFrame:
+    def _via_driver(self) -> DataFrame:
+        held: list[pa.RecordBatch] = []
+        held_rows = held_bytes = 0
+        for batch in self._batches:
+            batch = self._conformed(batch)
+            self.rows += batch.num_rows
+            held.append(batch)
+            held_rows += batch.num_rows
+            held_bytes += batch.nbytes
+            if held_rows >= self._in_memory_rows or held_bytes >= self._in_memory_bytes:
+                self._spill(held)
+                held, held_rows, held_bytes = [], 0, 0
+        if not self._spilled:
+            return self._data_frame(held)
+        if held:
+            self._spill(held)
+        assert self._spill_to is not None
+        return self._spill_to.read()
+
+    def _spill(self, held: list[pa.RecordBatch]) -> None:
+        if self._spill_to is None:
+            raise ValueError("answers beyond the in-memory limit need somewhere to spill")
+        if not self._spilled:
+            self._spill_to.remove()  # this run's own: its name carries a random part
+            self._spilled = True
+        self._spill_to.append(self._data_frame(held))
+
+    def _data_frame(self, held: list[pa.RecordBatch]) -> DataFrame:
         import pyarrow as pa
 
-        table = pa.Table.from_batches(list(self._batches), schema=self._schema)
-        self.rows = table.num_rows
+        table = pa.Table.from_batches(held, schema=self._schema)
         try:
             return self._spark.createDataFrame(table)
         except TypeError:  # Spark < 4 takes pandas, not Arrow
             return self._spark.createDataFrame(table.to_pandas())
+
+    def _conformed(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        return batch.cast(self._schema) if batch.schema != self._schema else batch
+
+
+class SpillTable:
+    """Answers waiting for the write in a catalog table (`name` quoted)."""
+
+    def __init__(self, spark: SparkSession, name: str) -> None:
+        self._spark, self.name = spark, name
+
+    def append(self, df: DataFrame) -> None:
+        df.write.mode("append").saveAsTable(self.name)
+
+    def read(self) -> DataFrame:
+        return self._spark.table(self.name)
+
+    def remove(self) -> None:
+        self._spark.sql(f"DROP TABLE IF EXISTS {self.name}")
+
+
+class SpillFolder:
+    """Answers waiting for the write in a parquet folder the executors can read (beside the
+    engine's file tables)."""
+
+    def __init__(self, spark: SparkSession, path: Path) -> None:
+        self._spark, self.path = spark, path
+
+    def append(self, df: DataFrame) -> None:
+        df.write.mode("append").parquet(str(self.path))
+
+    def read(self) -> DataFrame:
+        return self._spark.read.parquet(str(self.path))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+Spill = SpillTable | SpillFolder
 
 
 # -- VARIANT columns as JSON text ----------------------------------------------------------------

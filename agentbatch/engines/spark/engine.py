@@ -53,7 +53,15 @@ from sqlglot import exp
 from agentbatch.engines.base import DistributedCalls, WriteRequest, WriteStats
 from agentbatch.engines.binary_files import rewrite_for_spark, volume_mappings
 from agentbatch.engines.spark import session
-from agentbatch.engines.spark.arrow import StagedBatches, arrow_batches, arrow_schema
+from agentbatch.engines.spark.arrow import (
+    Spill,
+    SpillFolder,
+    SpillTable,
+    StagedBatches,
+    arrow_batches,
+    arrow_schema,
+)
+from agentbatch.engines.spark.catalog import SESSION_CATALOG
 from agentbatch.engines.spark.errors import guard, guarded
 from agentbatch.engines.spark.sql import (
     Names,
@@ -197,10 +205,31 @@ class SparkEngine:
         self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
     ) -> WriteStats:
         staged = StagedBatches(
-            self.spark, batches, schema, on_local_disk=session.is_local(self.spark)
+            self.spark,
+            batches,
+            schema,
+            on_local_disk=session.is_local(self.spark),
+            spill=self._spill(request.table),
         )
         with staged as df:
             return self.write_dataframe(request, df, rows=staged.rows)
+
+    def _spill(self, table: str) -> Spill:
+        """Where a long run's answers wait for the write on a cluster, named for this run: a
+        folder beside file tables, else a table beside the output (in the session's schema when
+        the output is mapped to a folder)."""
+        name = f"{self.names.full(table)[2]}__agentbatch_answers_{uuid.uuid4().hex[:12]}"
+        if self.files:
+            return SpillFolder(self.spark, self.warehouse_dir / ".spill" / name)
+        catalog, schema, _ = self.names.full(table)
+        if self.tables.mapped_output(table) is not None:
+            catalog, schema = self.names.catalog, self.names.schema
+        # The session catalog takes two-part names in DDL.
+        parts = (schema, name) if catalog == SESSION_CATALOG else (catalog, schema, name)
+        quoted = ".".join(
+            exp.to_identifier(p, quoted=True).sql(dialect="databricks") for p in parts
+        )
+        return SpillTable(self.spark, quoted)
 
     def ai_query_missing(self) -> str | None:
         """Spark runs ai_query wherever it has it (Databricks Runtime, or the function registered
