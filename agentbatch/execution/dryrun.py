@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from agentbatch.execution.selection import selection_of
+from agentbatch.execution.selection import check_passthrough, selection_of
 from agentbatch.planning.builder import call_spec
 from agentbatch.results import REQUEST_COLUMN
 
@@ -28,6 +28,7 @@ def dry_run(plan: Plan, engine: Engine) -> RunResult:
 
     # What the run would refuse, the dry run refuses, with the same words; it creates nothing.
     sample_plan, selection = selection_of(plan, engine)
+    check_passthrough(sample_plan, engine)
     limit = plan.options.limit or SAMPLE_ROWS
     fmt = plan.job.agent.response_format
     builder = BodyBuilder(

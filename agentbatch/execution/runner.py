@@ -19,7 +19,7 @@ from agentbatch.agent.redact import safe_url
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import AgentbatchError, JobFailedError, UsageError, attach_summary
 from agentbatch.execution.result import RunResult
-from agentbatch.execution.selection import replacing_if_reshaped, selection_of
+from agentbatch.execution.selection import check_passthrough, replacing_if_reshaped, selection_of
 from agentbatch.planning.builder import build_plan
 from agentbatch.planning.definition import Plan, PushDown, RestFallback, RunOptions
 from agentbatch.planning.targets import Target, resolve_target
@@ -232,6 +232,7 @@ def _run_fallback(
     # A dead agent URL stops the run here, in seconds, before anything is created or sent.
     probe_call(steps.call, the_plan.options.endpoints)
     selecting, counts = selection_of(the_plan, engine)
+    check_passthrough(selecting, engine)
     budget = budget_for(the_plan)
     # Engines that call from their own workers (spark) run the whole fallback themselves, unless
     # those cannot reach the agent (spark on serverless): then it runs here, as everywhere else.

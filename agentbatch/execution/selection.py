@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from agentbatch.agent.response_format import parse_response_format
 from agentbatch.errors import UsageError
 from agentbatch.planning.builder import build_plan
+from agentbatch.planning.definition import RestFallback
 from agentbatch.results import RESULT_COLUMN_NAMES
 from agentbatch.spec.project import template_dirs
 
@@ -87,6 +88,16 @@ def selection_of(plan: Plan, engine: Engine) -> tuple[Plan, dict[str, int]]:
     elif plan.job.output.mode != "overwrite":
         _check_target_key(plan, engine)
     return plan, check_selection(plan, engine)
+
+
+def check_passthrough(selecting: Plan, engine: Engine) -> None:
+    """Refuse, before any call, a source column the engine cannot write back as it is (an
+    engine that stages answers says so: `check_passthrough`). `selecting`: the plan whose
+    inputs read no target that does not exist yet (`selection_of`)."""
+    check = getattr(engine, "check_passthrough", None)
+    if check is not None and isinstance(selecting.steps, RestFallback):
+        source = selecting.job.source
+        check(selecting.steps.inputs.sql, [source.key, *source.columns])
 
 
 def first_run_plan(plan: Plan) -> Plan:

@@ -27,7 +27,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -45,10 +45,18 @@ from agentbatch.engines.databricks_sql.connect import (
 from agentbatch.engines.databricks_sql.staging import (
     JsonParameterLoader,
     VolumeLoader,
+    column_types_sql,
     create_table_sql,
+    passthrough_refusal,
     volume_path,
 )
-from agentbatch.errors import ConfigError, EngineError, MissingDependencyError, UsageError
+from agentbatch.errors import (
+    ConfigError,
+    EngineError,
+    MissingDependencyError,
+    NotSupportedError,
+    UsageError,
+)
 from agentbatch.sql import quoting
 from agentbatch.sql.quoting import table_parts
 
@@ -241,6 +249,20 @@ class DatabricksSQLEngine:
                 "again: their answers are kept in the checkpoint, not paid again"
             )
         return WriteStats(rows_written=rows)
+
+    def check_passthrough(self, inputs_sql: str, columns: Sequence[str]) -> None:
+        """Refuse, before any call is paid, a column of the REST fallback's inputs that staging
+        cannot write back exactly (`staging.passthrough_refusal`), by its type on the warehouse."""
+        types = self.fetch_one(column_types_sql(inputs_sql, columns))
+        problems = [
+            problem
+            for number, name in enumerate(columns)
+            if (problem := passthrough_refusal(name, str(types.get(f"c{number}") or "")))
+        ]
+        if problems:
+            raise NotSupportedError(
+                "databricks-sql: " + "; ".join(problems) + ". Nothing was sent to the agent"
+            )
 
     def _drop_old_staging(self, table: str) -> None:
         """Drop staging tables of `table` that runs killed during their write left behind: those

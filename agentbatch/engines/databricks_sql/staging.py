@@ -17,6 +17,10 @@ Two ways, both a handful of statements however many rows there are:
   docs/parameters.md), so one parameter per chunk (not one per cell) keeps the insert bulk, and a
   chunk stays under 1 MB. A single row larger than that cannot be staged this way: it is left
   out and named (`too_large`), for the write to report once the other rows are in.
+
+A column no staging can write back as it was (a VARIANT inside a STRUCT, ARRAY or MAP, a GEOMETRY
+or GEOGRAPHY, an INTERVAL: text of undocumented form on the wire) is refused before any call, by its
+`typeof` on the warehouse (`passthrough_refusal`, `column_types_sql`).
 """
 
 from __future__ import annotations
@@ -106,10 +110,66 @@ def databricks_type(t: pa.DataType, *, text_map_keys: bool = False) -> str:
 
 def column_type(field: pa.Field) -> str:
     """The Databricks SQL type for a column: VARIANT for the JSON text of a VARIANT. (GEOMETRY
-    and GEOGRAPHY arrive as text too, in a format no public source states: they stay STRING.)"""
+    and GEOGRAPHY arrive as text too, in a format no public source states: a run refuses them
+    before any call, `passthrough_refusal`.)"""
     if marked_type(field) == "VARIANT":
         return "VARIANT"
     return databricks_type(field.type)
+
+
+# -- columns staging cannot write back -----------------------------------------------------------
+
+# Types as `typeof` prints them (`struct<v:variant>`, `interval day`, `geometry(4326)`), found at any
+# depth: after the start, a `<`, a field's `:` or a `,`.
+_NESTED_VARIANT = re.compile(r"[<:,]variant(?=[>,])")
+_SPATIAL = re.compile(r"(?:^|[<:,])(geometry|geography)(?=[(>,]|$)")
+_INTERVAL = re.compile(r"(?:^|[<:,])interval(?=[ >,]|$)")
+
+
+def passthrough_refusal(column: str, sql_type: str) -> str | None:
+    """Why a source column of `sql_type` (as `typeof` prints it) cannot be staged and written
+    back exactly, with the fix; None when it can. Each such type reaches the connector as text
+    in a form no public source states (or in none staging reads back), and a guess would fail
+    the write after every call was paid, or store something else."""
+    text = sql_type.strip().lower()
+    spatial = _SPATIAL.search(text)
+    if spatial:
+        kind = spatial.group(1).upper()
+        why = f"a {kind} reaches the connector as text in a form Databricks does not document"
+        example = f"st_asewkt({quoting.identifier(column)})"
+    elif _INTERVAL.search(text):
+        why = (
+            "an INTERVAL reaches the connector as text (it asks for no Arrow intervals) in a "
+            "form Databricks does not document"
+        )
+        example = f"CAST({quoting.identifier(column)} AS STRING)"
+    elif _NESTED_VARIANT.search(text):
+        why = (
+            "a VARIANT inside a STRUCT, ARRAY or MAP has no documented form in the warehouse's "
+            "results (only a top-level VARIANT arrives as its JSON text)"
+        )
+        example = f"to_json({quoting.identifier(column)})"
+    else:
+        return None
+    return (
+        f"column {column!r} is {text.upper()}: {why}, so the REST fallback cannot write it back "
+        f"as it is. Select it converted in source.query (e.g. `{example} AS "
+        f"{quoting.identifier(column)}`) or drop it from source.columns"
+    )
+
+
+def column_types_sql(inputs_sql: str, columns: Iterable[str]) -> str:
+    """One row: `typeof` of each of `columns` of the query `inputs_sql`, as `c0`, `c1`, ...
+    The query's rows are never read (LIMIT 0): typeof names a column's type, NULL or not."""
+    types = ", ".join(
+        f"typeof(`rows`.{quoting.identifier(name)}) AS `c{number}`"
+        for number, name in enumerate(columns)
+    )
+    return (
+        f"SELECT {types}\n"
+        "FROM (SELECT 1 AS `one`) AS `one`\n"
+        f"LEFT JOIN (SELECT * FROM ({inputs_sql}) AS `inputs` LIMIT 0) AS `rows` ON true"
+    )
 
 
 def create_table_sql(table: str, schema: pa.Schema) -> str:
