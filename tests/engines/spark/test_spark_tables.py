@@ -146,7 +146,7 @@ def test_mapped_output_folder_is_written_and_read_back(make_engine: Any, tmp_pat
     engine = make_engine(tables={"main.s.out": out}, output_tables=["main.s.out"])
     engine.execute("CREATE TABLE IF NOT EXISTS main.s.out AS SELECT 1 AS id")
     engine.execute("INSERT INTO main.s.out SELECT 2 AS id")
-    assert pa.parquet.read_table(out).num_rows == 2  # type: ignore[attr-defined]
+    assert pa.parquet.read_table(out).num_rows == 2
     again = make_engine(tables={"main.s.out": out}, output_tables=["main.s.out"])
     assert sorted(again.read_table("main.s.out").column("id").to_pylist()) == [1, 2]
 
@@ -182,10 +182,7 @@ def test_catalog_tables_without_merge_are_rewritten(make_engine: Any) -> None:
         ]
         engine.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT 3 AS id, 'z' AS v")
         assert engine.read_table(name).to_pylist() == [{"id": 3, "v": "z"}]
-        # A crash between dropping the old table and renaming the new one is finished on next use.
-        engine.execute(f"ALTER TABLE {name} RENAME TO {name}__agentbatch_new")
-        assert engine.table_exists(name)
-        assert engine.read_table(name).to_pylist() == [{"id": 3, "v": "z"}]
+        # A crash between the swap's catalog operations: test_spark_catalog.py.
     finally:
         engine.execute(f"DROP TABLE IF EXISTS {name}")
 
