@@ -270,6 +270,11 @@ def _spend(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in summary.items() if k in keys or k.startswith("estimated_")}
 
 
+def _coverage(result: EvalResult) -> dict[str, int] | None:
+    """The selected keys scored, and why the others are not (--json)."""
+    return result.coverage.as_dict() if result.coverage is not None else None
+
+
 def _print_eval(result: EvalResult, *, as_json: bool) -> None:
     from agentbatch.evaluation.metrics import overall
 
@@ -280,6 +285,7 @@ def _print_eval(result: EvalResult, *, as_json: bool) -> None:
             "scores_table": result.scores_table,
             "metrics_table": result.metrics_table,
             "metrics": overall(result.metrics),
+            "coverage": _coverage(result),
             "report": [str(p) for p in result.report_files],
             "mlflow_run_id": result.mlflow_run_id,
             "run": _spend(result.run_summary),
@@ -327,8 +333,14 @@ def _print_compare(result: CompareResult, *, as_json: bool) -> None:
     summary = result.comparison.summary.to_pylist()
     if as_json:
         payload = {
-            "a": {"variant": result.a.variant, "endpoint": result.a.endpoint},
-            "b": {"variant": result.b.variant, "endpoint": result.b.endpoint},
+            **{
+                side: {
+                    "variant": variant.variant,
+                    "endpoint": variant.endpoint,
+                    "coverage": _coverage(variant),
+                }
+                for side, variant in (("a", result.a), ("b", result.b))
+            },
             "paired_rows": result.comparison.paired_rows,
             "only_in_a": result.comparison.only_a,
             "only_in_b": result.comparison.only_b,

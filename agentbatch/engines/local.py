@@ -121,6 +121,11 @@ class LocalEngine:
         # Mapped outputs this run may replace whole but not read, and why (the error to raise).
         self._unreadable: dict[tuple[str, str, str], str] = {}
         self._locks: list[output_lock.OutputLock] = []
+        # Inputs read from a file with no rows (a CSV with its header only): their column types
+        # are guesses. Tables this engine created, and whether each mapped output's path existed.
+        self._guessed: list[str] = []
+        self._created: set[tuple[str, str, str]] = set()
+        self._existed: dict[tuple[str, str, str], bool] = {}
         # `--table /Volumes/...=FOLDER` maps a volume path read by read_files(..., 'binaryFile').
         self._volumes = volume_mappings(tables or {})
         try:
@@ -142,11 +147,13 @@ class LocalEngine:
             and _creates_if_missing(statement)
             and self._has_table(_MAPPED_CATALOG, table[1], table[2])
         }
+        creating = [t for t in written if _creates(statement) and not self._exists(t)]
         checked = _checked_merge(statement) if not params else None
         if checked is None:
             self._run(statement, params)
         else:
             self._run_checked_merge(checked)
+        self._created.update(creating)
         for table in written:
             if table in self._outputs and table not in unchanged:
                 self._unreadable.pop(table, None)  # replaced: it holds this run's table now
@@ -225,13 +232,44 @@ class LocalEngine:
         self._settled = True
         self._detach_warehouses()
 
+    def _drop_guessed_outputs(self) -> None:
+        """Not kept: a table this engine created that holds no rows while an input's types were
+        guesses (a CSV with its header only reads every column as text). Kept, it fixed its key's
+        type as text, and the first run with rows (numbers) was refused, or stored them as text;
+        the first run with rows creates it with their types."""
+        if not self._guessed:
+            return
+        for full in sorted(self._created):
+            catalog, schema, name = self._physical(full, attach=False)
+            relation = f'"{catalog}"."{schema}"."{name}"'
+            if catalog is None or not self._has_table(catalog, schema, name):
+                continue
+            if self._sql(f"SELECT 1 FROM {relation} LIMIT 1"):
+                continue
+            self._sql(f"DROP TABLE {relation}")
+            if full in self._outputs:
+                _remove_saved(Path(self._outputs[full]), existed=self._existed.get(full, False))
+            log.warning(
+                "%s was not kept: it holds no rows, and its source (%s) has none yet to give "
+                "its columns their types; the first run with rows creates it",
+                ".".join(full),
+                ", ".join(self._guessed),
+            )
+
+    def _exists(self, full: tuple[str, str, str]) -> bool:
+        catalog, schema, name = self._physical(full, attach=False)
+        return catalog is not None and self._has_table(catalog, schema, name)
+
     def _detach_warehouses(self) -> None:
         for catalog in sorted(self._attached):
             self._sql(f"DETACH {catalog}")
         self._attached.clear()
 
     def close(self) -> None:
-        self._con.close()
+        try:
+            self._drop_guessed_outputs()
+        finally:
+            self._con.close()
         if self._private_spill is not None:
             shutil.rmtree(self._private_spill, ignore_errors=True)
         # After the connection: the warehouse file is complete before the next run may open it.
@@ -273,6 +311,8 @@ class LocalEngine:
             full = self._full_name(name)
             if full in outputs:
                 self._outputs[full] = source
+                if isinstance(source, (str, os.PathLike)):
+                    self._existed[full] = Path(source).exists()
             else:
                 view = self._register_input(f"agentbatch_input_{number}", name, source)
                 self._relations[full] = self._with_portable_types(view)
@@ -339,10 +379,15 @@ class LocalEngine:
                     f"CREATE TEMP VIEW {view} AS SELECT * FROM "
                     f"{reader}({_duck_literal(path)}{options})"
                 )
+                no_rows = reader != "read_parquet" and not self._sql(
+                    f"SELECT 1 FROM {view} LIMIT 1"
+                )
             except Exception as err:  # DuckDB's reader errors (encoding, malformed rows, ...)
                 raise UsageError(
                     f"--table {name}={path}: cannot read it: {error_line(err)}"
                 ) from None
+            if no_rows:  # its types are guesses
+                self._guessed.append(f"{name}={path}")
             return view
         try:
             self._con.register(view, source)  # pandas DataFrame or Arrow table, queried in place
@@ -569,6 +614,23 @@ class _Counter:
         for batch in self._batches:
             self.rows += batch.num_rows
             yield batch
+
+
+def _creates(statement: str) -> bool:
+    return re.match(r"\s*CREATE\s+(OR\s+REPLACE\s+)?TABLE\b", statement, re.I) is not None
+
+
+def _remove_saved(path: Path, *, existed: bool) -> None:
+    """Put a mapped output's path back as it was before the run created a table there: absent,
+    or an empty file or folder still to be written."""
+    if path.is_dir():
+        shutil.rmtree(path)
+        if existed:
+            path.mkdir()
+    elif existed:
+        path.write_bytes(b"")
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _creates_if_missing(statement: str) -> bool:

@@ -16,6 +16,35 @@ if TYPE_CHECKING:
     from agentbatch.spec.models import Job
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """How the keys of the current selection stand in the output table: only a key's answer to
+    the current request is scored, never an answer to another one (an edited prompt, other
+    parameters, another agent mapped with `--endpoint`)."""
+
+    selected: int  # keys of the current selection
+    scored: int  # with an answer to the current request
+    other_request: int  # holding answers to another request only
+
+    @property
+    def not_scored(self) -> int:
+        return max(self.selected - self.scored, 0)
+
+    @property
+    def unanswered(self) -> int:
+        """Keys the output holds no row for (a run stopped or limited, or not run yet)."""
+        return max(self.not_scored - self.other_request, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "selected": self.selected,
+            "scored": self.scored,
+            "not_scored": self.not_scored,
+            "answered_another_request": self.other_request,
+            "unanswered": self.unanswered,
+        }
+
+
 @dataclass
 class EvalResult:
     """One scored variant: its scores and metrics (Arrow), and where they were written."""
@@ -30,6 +59,7 @@ class EvalResult:
     metrics_table: str
     judge_tables: dict[str, str] = field(default_factory=dict)
     run_summary: dict[str, Any] | None = None
+    coverage: Coverage | None = None
     target: str = "local"
     evaluated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     report_files: list[Path] = field(default_factory=list)

@@ -21,10 +21,11 @@ from agentbatch.evaluation.checks import check_evaluation
 from agentbatch.evaluation.comparison import compare_scores
 from agentbatch.evaluation.judge import judge_job, judge_table_name, run_judge
 from agentbatch.evaluation.metrics import MetricOptions, compute_metrics
-from agentbatch.evaluation.results import CompareResult, EvalResult
+from agentbatch.evaluation.results import CompareResult, Coverage, EvalResult
 from agentbatch.evaluation.scorers import JudgeReply
 from agentbatch.evaluation.scoring import score_table
 from agentbatch.evaluation.tables import (
+    coverage,
     derived_table,
     evaluated_rows_sql,
     read_evaluated_rows,
@@ -229,8 +230,8 @@ def evaluate(
 ) -> EvalResult:
     """Run an evaluation job and score it: for each key of the current selection, its answer to
     the current request, with the current source's expected values. `skip_run` sends nothing: it
-    scores the answers the output already holds (for a key without an answer to the current
-    request, the one answered last).
+    scores the answers to the current request the output already holds (a key holding only
+    answers to another request is counted in `EvalResult.coverage`, never scored).
 
     `run_options` are the fields of `RunOptions` (`vars`, `tables`, `endpoints`, `limit`, ...).
     `mlflow`: None logs when mlflow is installed and a tracking URI is set; True requires it.
@@ -389,7 +390,7 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
     # Errors are what an evaluation measures: they are scored, never fatal here.
     job = job.model_copy(update={"agent": job.agent.model_copy(update={"fail_on_error": False})})
     tables = _tables_of(job, variant)
-    answers, summary, rows_sql = _answers(job, context)
+    answers, summary, rows_sql, covered = _answers(job, context)
     replies = {
         name: _judge(job, name, table, rows_sql, context) for name, table in tables.judges.items()
     }
@@ -426,6 +427,7 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
         metrics_table=tables.metrics,
         judge_tables=dict(tables.judges),
         run_summary=summary,
+        coverage=covered,
         target=_target_name(context.target),
         evaluated_at=when,
     )
@@ -440,45 +442,64 @@ def _check_source(job: Job, context: _Context, origin: str) -> None:
     check_local_source(runner.plan(job, context.target, options), origin=origin)
 
 
-def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | None, str]:
+def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | None, str, Coverage]:
     """Run the job (unless skipped) and read the rows it scores: for each key of the current
     selection, the output row with the current request fingerprint, with the current source
-    columns (`evaluated_rows.sql`); with `--skip-run`, a key without one takes the row answered
-    last for it. Also the query that reads them (the judges read the same rows)."""
+    columns (`evaluated_rows.sql`). Also the query that reads them (the judges read the same
+    rows), and how many selected keys are not scored."""
     from agentbatch.execution import runner
 
     answers_table = job.output.table
     options = replace(context.options, tables=context.mapped(answers_table))
+    summary: dict[str, Any] | None = None
     if context.skip_run:
         the_plan = runner.plan(job, context.target, options)
         engine = open_engine(the_plan, options.tables, [])
-        try:
-            if not engine.table_exists(answers_table):
-                raise UsageError(
-                    f"{answers_table} has no answers yet; run without --skip-run first"
-                )
-            rows = read_evaluated_rows(engine, the_plan, latest_otherwise=True)
-        finally:
-            engine.close()
-        return rows, None, evaluated_rows_sql(the_plan, latest_otherwise=True)
-    run = runner.run(job, context.target, options)
-    if run.engine is None:  # pragma: no cover - only dry runs have no engine
-        raise EngineError("the run returned no engine to read the answers from")
+    else:
+        run = runner.run(job, context.target, options)
+        if run.engine is None:  # pragma: no cover - only dry runs have no engine
+            raise EngineError("the run returned no engine to read the answers from")
+        the_plan, engine, summary = run.plan, run.engine, run.summary
     try:
-        rows = read_evaluated_rows(run.engine, run.plan)
+        if context.skip_run and not engine.table_exists(answers_table):
+            raise UsageError(f"{answers_table} has no answers yet; run without --skip-run first")
+        rows = read_evaluated_rows(engine, the_plan)
+        covered = coverage(engine, the_plan, rows.num_rows)
     finally:
-        run.engine.close()
-    summary = run.summary
-    selected = int(summary.get("selected") or 0) if summary else 0
-    if selected > rows.num_rows:
-        log.warning(
-            "%d of the %d selected row(s) have no answer to the current request in %s "
-            "(a run limit?): they are not scored",
-            selected - rows.num_rows,
-            selected,
-            answers_table,
+        engine.close()
+    _check_coverage(answers_table, covered, context.skip_run)
+    return rows, summary, evaluated_rows_sql(the_plan), covered
+
+
+def _check_coverage(table: str, covered: Coverage, skip_run: bool) -> None:
+    """Say how many selected keys are not scored; refuse to score none from earlier answers
+    (`--skip-run` after the prompt, its parameters or the agent changed): an evaluation of
+    another request's answers would misstate this job's."""
+    if not covered.not_scored:
+        return
+    why = []
+    if covered.other_request:
+        why.append(
+            f"{covered.other_request} hold only answers to another request (an edited prompt "
+            "or parameters, or another agent: a run's --endpoint mapping is part of the request)"
         )
-    return rows, summary, evaluated_rows_sql(run.plan)
+    if covered.unanswered:
+        why.append(f"{covered.unanswered} have no answer (a run stopped or limited?)")
+    detail = "; ".join(why)
+    if skip_run and not covered.scored and covered.other_request:
+        raise UsageError(
+            f"{table} holds no answer to the current request for any of the "
+            f"{covered.selected} selected key(s): {detail}. Nothing was scored: run without "
+            "--skip-run, or pass the --endpoint and --var values the run used"
+        )
+    log.warning(
+        "%d of the %d selected key(s) are not scored, having no answer to the current request "
+        "in %s: %s",
+        covered.not_scored,
+        covered.selected,
+        table,
+        detail,
+    )
 
 
 def _judge(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
+from agentbatch.evaluation.results import Coverage
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
@@ -32,27 +33,35 @@ def derived_table(table: str, suffix: str) -> str:
     return ".".join(f"`{p}`" for p in parts)
 
 
-def evaluated_rows_sql(the_plan: Plan, *, latest_otherwise: bool = False) -> str:
-    """The rows an evaluation of the plan's job scores, as one query (`Plan.scored`).
-    `latest_otherwise`: a key without an answer to the current request takes the row answered
-    last for it (`--skip-run`)."""
-    scored = the_plan.scored
-    return (scored.current_or_latest if latest_otherwise else scored.current).sql
+def evaluated_rows_sql(the_plan: Plan) -> str:
+    """The rows an evaluation of the plan's job scores, as one query (`Plan.scored`): for each
+    key of the current selection, its answer to the current request; a key without one is left
+    out, never scored with an answer to another request (`coverage` counts them)."""
+    return the_plan.scored.current.sql
 
 
-def read_evaluated_rows(
-    engine: Engine, the_plan: Plan, *, latest_otherwise: bool = False
-) -> pa.Table:
+def read_evaluated_rows(engine: Engine, the_plan: Plan) -> pa.Table:
     """`evaluated_rows_sql` read through `engine`, in key order."""
     import pyarrow as pa
 
-    sql = evaluated_rows_sql(the_plan, latest_otherwise=latest_otherwise)
+    sql = evaluated_rows_sql(the_plan)
     batches = [batch for batch in engine.fetch_batches(sql) if batch.num_columns]
     if not batches or not sum(batch.num_rows for batch in batches):
         return _no_rows(engine, the_plan)
     table = pa.Table.from_batches(batches)
     key = next(c for c in table.column_names if c.lower() == the_plan.job.source.key.lower())
     return table.sort_by(key)
+
+
+def coverage(engine: Engine, the_plan: Plan, scored: int) -> Coverage:
+    """How many keys the selection has, and how many of those not `scored` the output holds
+    answers to another request for (`Scored.current_or_latest` holds a row for every selected
+    key the output answered, whatever the request)."""
+    selected = int(engine.fetch_one(the_plan.preflight.counts.sql).get("selected") or 0)
+    answered_sql = the_plan.scored.current_or_latest.sql.strip().rstrip(";")
+    answered = engine.fetch_one(f"SELECT count(*) AS `answered` FROM ({answered_sql}) AS `_any`")
+    other = int(answered.get("answered") or 0) - scored
+    return Coverage(selected=selected, scored=scored, other_request=max(other, 0))
 
 
 def _no_rows(engine: Engine, the_plan: Plan) -> pa.Table:

@@ -160,7 +160,8 @@ class Scored:
     columns. Not incremental and without a run limit: the whole selection."""
 
     current: Statement
-    # A key without a current answer takes the row answered last for it (`compare --skip-run`).
+    # Every selected key the target holds any answer for (its last one): what `eval` counts as
+    # answered to another request only; never scored.
     current_or_latest: Statement
 
 

@@ -2,8 +2,8 @@
     `where` and `limit`), the row the target holds for it with the current request fingerprint,
     with the current source columns (a corrected expected label counts; the copy the target took
     when the row was answered does not). A key the target holds no answer to the current request
-    for is left out. `latest_otherwise` (`eval --skip-run`, which need not map endpoints as the
-    run did): such a key takes the row the target answered last for it instead. -#}
+    for is left out. `latest_otherwise`: every key the target holds any answer for, with the row
+    answered last (what an evaluation counts as answered to another request only; never scored). -#}
 WITH
 {% include "_source.sql" %}
 SELECT

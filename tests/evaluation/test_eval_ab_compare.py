@@ -112,6 +112,10 @@ def test_two_runs_compared_without_calling_agents(
                 "v2",
                 "--table",
                 f"main.support.tickets={tickets_table['main.support.tickets']}",
+                # The runs' mapping: their answers are the local agents' (any port on this
+                # machine), not apps/triage-agent's.
+                "--endpoint",
+                f"apps/triage-agent={agent_a.url}",
                 "--json",
             ]
         )

@@ -100,6 +100,7 @@ def eval_report(result: EvalResult) -> Report:
         ("endpoint", result.endpoint),
         ("target", result.target),
         ("rows", f"{table.num_rows:,}"),
+        *coverage_facts(result),
         ("agent errors", f"{agent_errors:,}"),
         ("answers", result.answers_table),
         ("scores", result.scores_table),
@@ -143,6 +144,21 @@ def eval_report(result: EvalResult) -> Report:
     if errors is not None:
         sections.append(errors)
     return Report(f"Evaluation: {result.job.name}", facts, sections)
+
+
+def coverage_facts(result: EvalResult) -> list[tuple[str, str]]:
+    """The selected keys not scored, and why: none is scored with another request's answer."""
+    covered = result.coverage
+    if covered is None or not covered.not_scored:
+        return []
+    return [
+        (
+            "not scored",
+            f"{covered.not_scored:,} of {covered.selected:,} selected keys: "
+            f"{covered.other_request:,} answered another request only, "
+            f"{covered.unanswered:,} unanswered",
+        )
+    ]
 
 
 def spend_facts(summary: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -359,6 +375,11 @@ def compare_report(result: CompareResult) -> Report:
         ("target", a.target),
         ("paired rows", f"{comparison.paired_rows:,}"),
         ("only in A / only in B", f"{comparison.only_a:,} / {comparison.only_b:,}"),
+        *(
+            (f"{side} {name}", value)
+            for side, variant in (("A", a), ("B", b))
+            for name, value in coverage_facts(variant)
+        ),
         ("comparison table", result.comparison_table),
         ("evaluated at", b.evaluated_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
     ]
