@@ -6,8 +6,8 @@ stay Arrow's own end to end (no Python objects per row, no time-zone guessing on
 
 In: result batches are staged as a parquet file written as they arrive (local sessions, where the
 executors share the driver's disk), else handed to `createDataFrame`: in one piece while they fit
-in `IN_MEMORY_ROWS` / `IN_MEMORY_BYTES`, beyond that appended chunk by chunk to a `Spill` (a table
-beside the output, or a folder beside file tables; removed when done), so the driver (and a Spark
+in `IN_MEMORY_ROWS` / `IN_MEMORY_BYTES`, beyond that appended chunk by chunk to a `spill.Spill` (a
+table beside the output, or a folder beside file tables; removed when done), so the driver (and a Spark
 Connect server, which keeps a created DataFrame's rows in its own memory) never holds every answer
 of a long run at once.
 
@@ -35,8 +35,10 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
+    from agentbatch.engines.spark.spill import Spill
+
 _PAYLOAD = "agentbatch_arrow_ipc"
-# Answers handed to Spark in one piece, at most; beyond either, they go through `spill_table`.
+# Answers handed to Spark in one piece, at most; beyond either, they go through a spill.
 IN_MEMORY_ROWS = 100_000
 IN_MEMORY_BYTES = 128 * 1024 * 1024
 
@@ -157,6 +159,7 @@ class StagedBatches:
             raise ValueError("answers beyond the in-memory limit need somewhere to spill")
         if not self._spilled:
             self._spill_to.remove()  # this run's own: its name carries a random part
+            self._spill_to.remove_leftovers()
             self._spilled = True
         self._spill_to.append(self._data_frame(held))
 
@@ -171,42 +174,6 @@ class StagedBatches:
 
     def _conformed(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         return batch.cast(self._schema) if batch.schema != self._schema else batch
-
-
-class SpillTable:
-    """Answers waiting for the write in a catalog table (`name` quoted)."""
-
-    def __init__(self, spark: SparkSession, name: str) -> None:
-        self._spark, self.name = spark, name
-
-    def append(self, df: DataFrame) -> None:
-        df.write.mode("append").saveAsTable(self.name)
-
-    def read(self) -> DataFrame:
-        return self._spark.table(self.name)
-
-    def remove(self) -> None:
-        self._spark.sql(f"DROP TABLE IF EXISTS {self.name}")
-
-
-class SpillFolder:
-    """Answers waiting for the write in a parquet folder the executors can read (beside the
-    engine's file tables)."""
-
-    def __init__(self, spark: SparkSession, path: Path) -> None:
-        self._spark, self.path = spark, path
-
-    def append(self, df: DataFrame) -> None:
-        df.write.mode("append").parquet(str(self.path))
-
-    def read(self) -> DataFrame:
-        return self._spark.read.parquet(str(self.path))
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-Spill = SpillTable | SpillFolder
 
 
 # -- VARIANT columns as JSON text ----------------------------------------------------------------

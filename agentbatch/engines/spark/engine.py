@@ -53,16 +53,10 @@ from sqlglot import exp
 from agentbatch.engines.base import DistributedCalls, WriteRequest, WriteStats
 from agentbatch.engines.binary_files import rewrite_for_spark, volume_mappings
 from agentbatch.engines.spark import session
-from agentbatch.engines.spark.arrow import (
-    Spill,
-    SpillFolder,
-    SpillTable,
-    StagedBatches,
-    arrow_batches,
-    arrow_schema,
-)
+from agentbatch.engines.spark.arrow import StagedBatches, arrow_batches, arrow_schema
 from agentbatch.engines.spark.catalog import SESSION_CATALOG
 from agentbatch.engines.spark.errors import guard, guarded
+from agentbatch.engines.spark.spill import Spill, SpillFolder, SpillTable
 from agentbatch.engines.spark.sql import (
     Names,
     ai_query_endpoints,
@@ -215,21 +209,17 @@ class SparkEngine:
             return self.write_dataframe(request, df, rows=staged.rows)
 
     def _spill(self, table: str) -> Spill:
-        """Where a long run's answers wait for the write on a cluster, named for this run: a
-        folder beside file tables, else a table beside the output (in the session's schema when
-        the output is mapped to a folder)."""
-        name = f"{self.names.full(table)[2]}__agentbatch_answers_{uuid.uuid4().hex[:12]}"
+        """Where a long run's answers wait for the write on a cluster: a folder beside file
+        tables, else a table beside the output (in the session's schema when the output is
+        mapped to a folder)."""
+        catalog, schema, name = self.names.full(table)
         if self.files:
-            return SpillFolder(self.spark, self.warehouse_dir / ".spill" / name)
-        catalog, schema, _ = self.names.full(table)
+            return SpillFolder(self.spark, self.warehouse_dir / ".spill", name)
         if self.tables.mapped_output(table) is not None:
             catalog, schema = self.names.catalog, self.names.schema
         # The session catalog takes two-part names in DDL.
-        parts = (schema, name) if catalog == SESSION_CATALOG else (catalog, schema, name)
-        quoted = ".".join(
-            exp.to_identifier(p, quoted=True).sql(dialect="databricks") for p in parts
-        )
-        return SpillTable(self.spark, quoted)
+        namespace = (schema,) if catalog == SESSION_CATALOG else (catalog, schema)
+        return SpillTable(self.spark, namespace, name)
 
     def ai_query_missing(self) -> str | None:
         """Spark runs ai_query wherever it has it (Databricks Runtime, or the function registered

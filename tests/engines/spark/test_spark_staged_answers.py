@@ -17,7 +17,8 @@ from pyspark.sql import SparkSession
 
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.spark import arrow, session
-from agentbatch.engines.spark.arrow import SpillTable, StagedBatches
+from agentbatch.engines.spark.arrow import StagedBatches
+from agentbatch.engines.spark.spill import SpillFolder, SpillTable, spill_name
 
 SCHEMA = pa.schema([("id", pa.int64()), ("response", pa.string())])
 BATCHES, ROWS_PER_BATCH, ANSWER_BYTES = 12, 400, 2_000
@@ -36,33 +37,34 @@ def answers(peak: list[int]) -> Iterator[pa.RecordBatch]:
         peak[0] = max(peak[0], pa.total_allocated_bytes())
 
 
-def staged_rows(spark: SparkSession, in_memory_rows: int, spill: str) -> tuple[int, int, bool]:
+def staged_rows(spark: SparkSession, in_memory_rows: int, table: str) -> tuple[int, int, bool]:
     peak = [0]
+    spill = SpillTable(spark, ("default",), table)
     staged = StagedBatches(
         spark,
         answers(peak),
         SCHEMA,
         on_local_disk=False,
-        spill=SpillTable(spark, spill),
+        spill=spill,
         in_memory_rows=in_memory_rows,
     )
     with staged as df:
         rows = df.collect()
         assert sorted(r["id"] for r in rows) == list(range(BATCHES * ROWS_PER_BATCH))
         assert all(r["response"].startswith(f"{r['id']}:") for r in rows)
-        spilled = spark.catalog.tableExists(spill)
-    assert not spark.catalog.tableExists(spill)  # dropped with the context
+        spilled = spark.catalog.tableExists(spill.name)
+    assert not spark.catalog.tableExists(spill.name)  # dropped with the context
     return staged.rows, peak[0], spilled
 
 
 def test_a_long_run_s_answers_are_never_all_held_by_the_driver(spark: SparkSession) -> None:
     total_bytes = BATCHES * ROWS_PER_BATCH * ANSWER_BYTES
     base = pa.total_allocated_bytes()
-    rows, peak, spilled = staged_rows(spark, 10**9, "default.all_at_once")
+    rows, peak, spilled = staged_rows(spark, 10**9, "all_at_once")
     # The control: under a limit above the run, every answer is held at once.
     assert (rows, spilled) == (BATCHES * ROWS_PER_BATCH, False)
     assert peak - base >= 0.9 * total_bytes
-    rows, peak, spilled = staged_rows(spark, 2 * ROWS_PER_BATCH, "default.chunked")
+    rows, peak, spilled = staged_rows(spark, 2 * ROWS_PER_BATCH, "chunked")
     assert (rows, spilled) == (BATCHES * ROWS_PER_BATCH, True)
     assert peak - base <= 0.4 * total_bytes
 
@@ -103,3 +105,22 @@ def test_a_merge_from_a_cluster_driver_writes_every_answer_once(
     assert not any((tmp_path / "warehouse" / ".spill").glob("*"))
     if storage == "catalog":
         engine.execute(f"DROP TABLE {table}")
+
+
+def test_a_spill_a_killed_run_left_is_removed_a_day_later(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    now = 1_900_000_000
+    old, recent = spill_name("answers", now - 25 * 3600), spill_name("answers", now - 3600)
+    other = spill_name("other", now - 25 * 3600)
+    for name in (old, recent, other):
+        spark.sql(f"CREATE TABLE default.`{name}` (id BIGINT) USING parquet")
+    SpillTable(spark, ("default",), "answers").remove_leftovers(now=now)
+    assert {old, recent, other} & catalog_tables(spark) == {recent, other}
+    for name in (recent, other):
+        spark.sql(f"DROP TABLE default.`{name}`")
+
+    for name in (old, recent, other):
+        (tmp_path / name).mkdir()
+    SpillFolder(spark, tmp_path, "answers").remove_leftovers(now=now)
+    assert {p.name for p in tmp_path.iterdir()} == {recent, other}
