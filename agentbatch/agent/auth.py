@@ -2,7 +2,8 @@
 
 The SDK resolves credentials (env vars, profiles, OAuth M2M, ...) and refreshes OAuth tokens itself;
 this module only caches the headers briefly, fetches them off the event loop, and forces a new
-token (by re-initialising the SDK's credentials provider) when a call gets a 401.
+token (by re-initialising the SDK's credentials provider) when a call gets a 401, or the 403
+"Invalid access token." Databricks answers a revoked or expired token with.
 """
 
 from __future__ import annotations

@@ -286,9 +286,11 @@ def _resolve_app(app: str, api: Api, extra: Mapping[str, str], factory: ConfigFa
     try:
         try:
             info = WorkspaceClient(config=config).apps.get(app)
-        except Unauthenticated:
-            # A token revoked or expired early: one fresh token, as for agent calls. (The client
-            # works on a copy of the config, so it is built again.)
+        except (Unauthenticated, PermissionDenied):
+            # A token revoked or expired early: one fresh token, as for agent calls. Databricks
+            # answers such a token 403 "Invalid access token." as often as 401, so a 403 is
+            # tried once more too; a real lack of permission is refused again. (The client works
+            # on a copy of the config, so it is built again.)
             config.init_auth()  # type: ignore[no-untyped-call]
             info = WorkspaceClient(config=config).apps.get(app)
     except NotFound:

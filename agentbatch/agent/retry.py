@@ -17,9 +17,10 @@ read (a body its Content-Encoding does not decode, a header over the HTTP parser
 redirect that is not followed (see transport.py), any other error the agent reported in its reply
 or stream, a reply over the size cap, or a request that cannot be built.
 
-401 is special: auth headers are refreshed once (the SDK mints a new token) and the row re-sent; a
-second 401 aborts the run with AgentError. 403 and 404 abort the run at once (the endpoint is
-unusable for every row: no permission, app stopped, wrong route), naming the likely cause.
+401 and 403 are special: auth headers are refreshed once (the SDK mints a new token) and the row
+re-sent, since Databricks answers a revoked or expired token with either ("Invalid access token."
+is a 403 on its REST APIs); the same status for the fresh token aborts the run with AgentError,
+naming the likely cause (no permission). 404 aborts the run at once (app stopped, wrong route).
 
 Delays: capped exponential backoff with full jitter; a server's `Retry-After` (seconds or HTTP
 date) is honoured, capped.

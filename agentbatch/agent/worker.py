@@ -121,7 +121,10 @@ class Caller:
                 return Outcome(failure, None, attempt, sent.status, sent.latency_ms)
             if (
                 failure.kind == "http"
-                and sent.status == 401
+                # Databricks refuses a revoked or expired token with 403 "Invalid access token."
+                # as well as 401: both get one new token; a 403 that is no lack of credentials
+                # comes back for the fresh token and stops the run as before.
+                and sent.status in (401, 403)
                 and auth is not None
                 and refreshes < MAX_REFRESHES_PER_ROW
                 and not auth.refused_after_refresh(sent.generation)

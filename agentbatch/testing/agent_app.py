@@ -24,7 +24,9 @@ tests/conformance/README.md; rules in docs/databricks-behaviour.md):
   body -> 400 `Invalid parameters for ResponsesAgent` (it validates a
   ResponsesAgentRequest). Without `minimal`, `/responses` is an OpenAI-compatible Responses server,
   which takes a string `input` (OpenAI API reference), so the `openai` client can be pointed at it;
-- with a token authority: a request without valid credentials -> 401/403 (Apps: OAuth only);
+- with a token authority: a request without valid credentials -> 401/403 (Apps: OAuth only; an
+  unknown or expired token is 401, or with `invalid_token_status=403` Databricks' 403
+  "Invalid access token.");
 - with `known_endpoints`: an endpoint name that does not exist -> 404.
 """
 
@@ -83,6 +85,9 @@ class AgentOptions:
     known_endpoints: frozenset[str] | None = None
     # With an authority: Databricks Apps refuse personal access tokens, Model Serving takes them.
     accept_pat: bool = False
+    # What an unknown or expired token gets: 401, or 403 "Invalid access token." as Databricks
+    # answers on its REST APIs (whether Model Serving and the Apps proxy do too: not documented).
+    invalid_token_status: int = 401
 
     def __post_init__(self) -> None:
         if self.stream_style not in (None, "openai", "mlflow"):
@@ -200,7 +205,8 @@ class AgentHandlers:
             )
             if not check.ok:
                 self.stats.fault("auth")
-                return self._error(*check_message(check))
+                invalid = self.options.invalid_token_status
+                return self._error(*check_message(check, invalid_token_status=invalid))
         serving = endpoint is not None or endpoint_in_model
         if serving and (request.content_length or 0) > SERVING_PAYLOAD_LIMIT:
             # Model Serving: 4 MB per request for foundation-model, external-model and agent

@@ -28,7 +28,14 @@ Refused as the real workspace refuses them:
 - a secret of a missing scope or key: 404 `RESOURCE_DOES_NOT_EXIST` (Databricks REST API reference,
   Secrets: get);
 - runtime and Azure Entra ID tokens (`authority.add_token(..., kind="runtime" | "aad")`) are
-  accepted by the workspace APIs, and refused by Apps (the agent server with `accept_pat=False`).
+  accepted by the workspace APIs, and refused by Apps (the agent server with `accept_pat=False`);
+- an unknown, revoked or expired bearer token: 403 `{"error_code": 403, "message": "Invalid access
+  token."}`, as Databricks answers it (not 401); no bearer token at all: 401;
+- a token request that is not a form (`application/x-www-form-urlencoded`, RFC 6749 section
+  4.4.2) or lacks `grant_type`: 400 `invalid_request`; another grant type: 400
+  `unsupported_grant_type` (RFC 6749 section 5.2);
+- an app whose name is not lowercase letters, digits and hyphens cannot be registered
+  (databricks-sdk `service/apps.py` `App.name`), so no test relies on a name Databricks refuses.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -46,13 +54,22 @@ from aiohttp import web
 
 from agentbatch.testing.background import BackgroundServer
 from agentbatch.testing.replies import error_body
-from agentbatch.testing.tokens import Check, TokenAuthority, check_message
+from agentbatch.testing.tokens import (
+    INVALID_TOKEN_MESSAGE,
+    Check,
+    TokenAuthority,
+    check_message,
+)
 
 WORKSPACE_ID = "1234567890123456"
 # Scopes the workspace OIDC endpoint grants to OAuth clients (Databricks docs: "Authorize
 # unattended access to Databricks resources with a service principal using OAuth" uses
 # `all-apis`; user flows add `offline_access`, `sql`, and the OpenID Connect scopes).
 KNOWN_SCOPES = frozenset({"all-apis", "sql", "offline_access", "openid", "email", "profile"})
+# "The name must contain only lowercase alphanumeric characters and hyphens" (databricks-sdk
+# `service/apps.py` `App.name`).
+APP_NAME = re.compile(r"^[a-z0-9-]+$")
+_FORM = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,13 @@ class FakeApp:
     compute_state: str = "ACTIVE"
     app_state: str = "RUNNING"
     service_principal_client_id: str = "demo-client"
+
+    def __post_init__(self) -> None:
+        if not APP_NAME.match(self.name):
+            raise ValueError(
+                f"app name {self.name!r}: Databricks app names are lowercase letters, digits "
+                "and hyphens"
+            )
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -141,8 +165,16 @@ class WorkspaceHandlers:
 
     async def _token(self, request: web.Request) -> web.Response:
         self._count("token_requests")
+        if request.content_type != _FORM:
+            # RFC 6749 section 4.4.2: the client "adds the following parameters using the
+            # application/x-www-form-urlencoded format"; JSON or multipart is no token request.
+            self._count("token_refused")
+            return _oauth_error(400, "invalid_request", f"the body must be {_FORM}")
         form = await request.post()
         client_id, secret = _client_credentials(request.headers.get("Authorization"), form)
+        if not form.get("grant_type"):
+            self._count("token_refused")
+            return _oauth_error(400, "invalid_request", "grant_type is required")
         if form.get("grant_type") != "client_credentials":
             self._count("token_refused")
             return _oauth_error(
@@ -171,11 +203,18 @@ class WorkspaceHandlers:
             self._count("auth_refused")
         return check
 
+    def _refused(self, check: Check) -> web.Response:
+        status, message = check_message(check, invalid_token_status=403)
+        if message == INVALID_TOKEN_MESSAGE:
+            # Databricks' own body here carries the status as a number, not a code name.
+            return web.json_response({"error_code": 403, "message": message}, status=403)
+        return _error(status, message)
+
     async def _get_app(self, request: web.Request) -> web.Response:
         self._count("apps_get")
         check = self._check(request)
         if not check.ok:
-            return _error(*check_message(check))
+            return self._refused(check)
         name = request.match_info["name"]
         with self._lock:
             app = self._apps.get(name)
@@ -186,7 +225,7 @@ class WorkspaceHandlers:
     async def _list_apps(self, request: web.Request) -> web.Response:
         check = self._check(request)
         if not check.ok:
-            return _error(*check_message(check))
+            return self._refused(check)
         with self._lock:
             apps = [app.as_json() for app in self._apps.values()]
         return web.json_response({"apps": apps})
@@ -194,14 +233,14 @@ class WorkspaceHandlers:
     async def _me(self, request: web.Request) -> web.Response:
         check = self._check(request)
         if not check.ok:
-            return _error(*check_message(check))
+            return self._refused(check)
         return web.json_response({"id": "1", "userName": check.principal, "active": True})
 
     async def _get_secret(self, request: web.Request) -> web.Response:
         self._count("secrets_get")
         check = self._check(request)
         if not check.ok:
-            return _error(*check_message(check))
+            return self._refused(check)
         scope, key = request.query.get("scope", ""), request.query.get("key", "")
         with self._lock:
             scopes = {s for s, _ in self._secrets}

@@ -122,10 +122,21 @@ class TokenAuthority:
         return Check("ok", token.principal)
 
 
-def check_message(check: Check) -> tuple[int, str]:
-    """The HTTP status and message for a refused check (never echoes the token)."""
+# What Databricks answers a bearer token it does not accept (unknown, revoked or expired) on its
+# REST APIs: HTTP 403 `{"error_code": 403, "message": "Invalid access token."}` (responses
+# captured in databricks/databricks-sdk-go issues #873, #946; an expired OAuth token is 403 too).
+INVALID_TOKEN_MESSAGE = "Invalid access token."
+
+
+def check_message(check: Check, *, invalid_token_status: int = 401) -> tuple[int, str]:
+    """The HTTP status and message for a refused check (never echoes the token).
+
+    `invalid_token_status` is what an unknown or expired token gets: 403 on the workspace's REST
+    APIs, as Databricks answers; 401 where a server says so (agents outside Databricks)."""
     if check.verdict == "forbidden":
         return 403, f"principal {check.principal!r} may not call this resource"
+    if check.verdict in ("unknown", "expired") and invalid_token_status == 403:
+        return 403, INVALID_TOKEN_MESSAGE
     messages = {
         "missing": "missing bearer token",
         "unknown": "invalid access token",

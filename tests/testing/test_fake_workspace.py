@@ -8,7 +8,7 @@ import httpx
 import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config
-from databricks.sdk.errors import NotFound, Unauthenticated
+from databricks.sdk.errors import NotFound, PermissionDenied
 
 from agentbatch.testing.agent_server import AgentServer
 from agentbatch.testing.fake_workspace import FakeApp, serve_workspace
@@ -56,7 +56,8 @@ def test_pat_config() -> None:
         assert config.authenticate() == {"Authorization": "Bearer dapi-abc"}
         me = WorkspaceClient(host=ws.url, token="dapi-abc").current_user.me()
         assert me.user_name == "alice"
-        with pytest.raises(Unauthenticated):
+        # Databricks answers an unknown token 403 "Invalid access token." (not 401).
+        with pytest.raises(PermissionDenied, match="Invalid access token"):
             WorkspaceClient(host=ws.url, token="dapi-unknown").current_user.me()
         assert ws.stats()["tokens_issued"] == 0
 
