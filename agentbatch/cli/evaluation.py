@@ -318,6 +318,9 @@ def _print_eval(result: EvalResult, *, as_json: bool) -> None:
         ("scores", result.scores_table),
         ("metrics", result.metrics_table),
     ):
+        if what == "answers" and not result.answers_kept:
+            console.print(f"answers: {name}  (none kept: the source has no rows yet)")
+            continue
         console.print(f"{what + ':':<9}{name}  (print it: agentbatch show {name}{flag})")
     from agentbatch.evaluation.report.content import spend_facts
 

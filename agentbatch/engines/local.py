@@ -187,10 +187,12 @@ class LocalEngine:
         full = self._full_name(table)
         if full in self._relations:
             return True
-        catalog, schema, name = self._physical(full, attach=False)
-        if catalog is None:
-            return False
-        return self._has_table(catalog, schema, name)
+        try:
+            catalog, schema, name = self._physical(full, attach=False)
+            return catalog is not None and self._has_table(catalog, schema, name)
+        finally:
+            if self._settled:
+                self._detach_warehouses()
 
     def write_results(
         self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
@@ -228,9 +230,13 @@ class LocalEngine:
         """The run is over; this engine only reads its output from now on (a run's result). The
         local warehouse files are let go between reads: DuckDB refuses a file two connections of
         one process attach, so a result kept open (a notebook's `result = run(...)`) stopped
-        every later run and read of the same catalog."""
+        every later run and read of the same catalog. An output not kept is dropped here, so
+        that what reads the result (the run summary, `to_pandas`) finds it gone."""
         self._settled = True
-        self._detach_warehouses()
+        try:
+            self._drop_guessed_outputs()
+        finally:
+            self._detach_warehouses()
 
     def _drop_guessed_outputs(self) -> None:
         """Not kept: a table this engine created that holds no rows while an input's types were
@@ -255,6 +261,7 @@ class LocalEngine:
                 ".".join(full),
                 ", ".join(self._guessed),
             )
+        self._created.clear()  # decided once: at the end of the run, or on close
 
     def _exists(self, full: tuple[str, str, str]) -> bool:
         catalog, schema, name = self._physical(full, attach=False)

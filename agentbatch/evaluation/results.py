@@ -40,7 +40,7 @@ class Coverage:
             "selected": self.selected,
             "scored": self.scored,
             "not_scored": self.not_scored,
-            "answered_another_request": self.other_request,
+            "other_request": self.other_request,
             "unanswered": self.unanswered,
         }
 
@@ -60,6 +60,7 @@ class EvalResult:
     judge_tables: dict[str, str] = field(default_factory=dict)
     run_summary: dict[str, Any] | None = None
     coverage: Coverage | None = None
+    answers_kept: bool = True  # False: the run kept no output table (a source with no rows)
     target: str = "local"
     evaluated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     report_files: list[Path] = field(default_factory=list)

@@ -244,7 +244,8 @@ def evaluate(
     context = replace(context, written=frozenset(written))
     # --skip-run reads the source too: it decides the rows scored and their expected values.
     _check_source(job, context, _origin(job_or_path))
-    result = _evaluate_variant(job, "", context)
+    result = _score_variant(_answer_variant(job, "", context), context)
+    _write_tables(job, context, _scored_tables(result))
     if report_dir is not None:
         from agentbatch.evaluation.report.files import write_eval_report
 
@@ -318,8 +319,15 @@ def compare(
     # Both jobs checked before either is paid for (or, skipping the runs, read).
     _check_source(variants[0], context, _origin(job_a))
     _check_source(variants[1], context, _origin(job_b or job_a))
-    result_a = _evaluate_variant(variants[0], variant_a, context)
-    result_b = _evaluate_variant(variants[1], variant_b, context)
+    # Nothing is written until both variants are scored and compared: a variant refused (no
+    # answer to its current request) or rows that do not pair leave no scores, metrics or
+    # comparison behind that could be read as this comparison's result. Both variants' answers
+    # are read (and checked) before either's judges are paid.
+    answered = [
+        _answer_variant(job, variant, context)
+        for job, variant in zip(variants, (variant_a, variant_b), strict=True)
+    ]
+    result_a, result_b = (_score_variant(each, context) for each in answered)
     comparison = compare_scores(
         result_a.scored,
         result_b.scored,
@@ -328,7 +336,16 @@ def compare(
         options=_metric_options(evaluation),
         top=top,
     )
-    _write_tables(variants[0], context, {comparison_table: (comparison.summary, "scorer")})
+    # One engine writes them all, the comparison last.
+    _write_tables(
+        variants[0],
+        context,
+        {
+            **_scored_tables(result_a),
+            **_scored_tables(result_b),
+            comparison_table: (comparison.summary, "scorer"),
+        },
+    )
     result = CompareResult(result_a, result_b, comparison, comparison_table)
     if report_dir is not None:
         from agentbatch.evaluation.report.files import write_compare_report
@@ -384,41 +401,51 @@ def _variant_job(job: Job, evaluation: Evaluation, endpoint: str | None, suffix:
     return job.model_copy(update={"agent": agent, "output": output, "evaluation": scored_by})
 
 
-def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
-    evaluation = job.evaluation
-    assert evaluation is not None  # checked by _prepare
+@dataclass(frozen=True)
+class _Answered:
+    """A variant's answers to score, read (and checked) before anything is judged or written."""
+
+    job: Job  # the variant's job, with fail_on_error off
+    variant: str
+    tables: _Tables
+    rows: pa.Table
+    summary: dict[str, Any] | None
+    rows_sql: str
+    coverage: Coverage
+    answers_kept: bool
+
+
+def _answer_variant(job: Job, variant: str, context: _Context) -> _Answered:
     # Errors are what an evaluation measures: they are scored, never fatal here.
     job = job.model_copy(update={"agent": job.agent.model_copy(update={"fail_on_error": False})})
-    tables = _tables_of(job, variant)
-    answers, summary, rows_sql, covered = _answers(job, context)
+    rows, summary, rows_sql, covered, kept = _answers(job, context)
+    return _Answered(job, variant, _tables_of(job, variant), rows, summary, rows_sql, covered, kept)
+
+
+def _score_variant(answered: _Answered, context: _Context) -> EvalResult:
+    """Judge (when there are rows to judge) and score a variant's answers; nothing is written."""
+    job, tables = answered.job, answered.tables
+    evaluation = job.evaluation
+    assert evaluation is not None  # checked by _prepare
     replies = {
-        name: _judge(job, name, table, rows_sql, context) for name, table in tables.judges.items()
+        name: _judge(job, name, table, answered.rows_sql, context)
+        for name, table in tables.judges.items()
+        if answered.rows.num_rows  # no row to score, none to judge (and maybe no answers table)
     }
-    scored = score_table(answers, job, judge_replies=replies)
+    scored = score_table(answered.rows, job, judge_replies=replies)
     endpoint = _display_endpoint(job.agent.endpoint, context.options.endpoints)
     when = datetime.now(timezone.utc)
     metrics = compute_metrics(
         scored,
         _metric_options(evaluation),
-        variant=variant,
+        variant=answered.variant,
         job=job.name,
         endpoint=endpoint,
         evaluated_at=when,
     )
-    _write_tables(
-        job,
-        context,
-        {tables.scores: (scored.table, scored.key), tables.metrics: (metrics, "scorer")},
-    )
-    log.info(
-        "wrote %d score row(s) to %s and metrics to %s",
-        scored.table.num_rows,
-        tables.scores,
-        tables.metrics,
-    )
     return EvalResult(
         job=job,
-        variant=variant,
+        variant=answered.variant,
         endpoint=endpoint,
         scored=scored,
         metrics=metrics,
@@ -426,11 +453,19 @@ def _evaluate_variant(job: Job, variant: str, context: _Context) -> EvalResult:
         scores_table=tables.scores,
         metrics_table=tables.metrics,
         judge_tables=dict(tables.judges),
-        run_summary=summary,
-        coverage=covered,
+        run_summary=answered.summary,
+        coverage=answered.coverage,
+        answers_kept=answered.answers_kept,
         target=_target_name(context.target),
         evaluated_at=when,
     )
+
+
+def _scored_tables(result: EvalResult) -> dict[str, tuple[pa.Table, str]]:
+    return {
+        result.scores_table: (result.scored.table, result.scored.key),
+        result.metrics_table: (result.metrics, "scorer"),
+    }
 
 
 def _check_source(job: Job, context: _Context, origin: str) -> None:
@@ -442,11 +477,14 @@ def _check_source(job: Job, context: _Context, origin: str) -> None:
     check_local_source(runner.plan(job, context.target, options), origin=origin)
 
 
-def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | None, str, Coverage]:
+def _answers(
+    job: Job, context: _Context
+) -> tuple[pa.Table, dict[str, Any] | None, str, Coverage, bool]:
     """Run the job (unless skipped) and read the rows it scores: for each key of the current
     selection, the output row with the current request fingerprint, with the current source
     columns (`evaluated_rows.sql`). Also the query that reads them (the judges read the same
-    rows), and how many selected keys are not scored."""
+    rows), how many selected keys are not scored, and whether the output table exists (a local
+    run over a source with its header only keeps none)."""
     from agentbatch.execution import runner
 
     answers_table = job.output.table
@@ -461,20 +499,29 @@ def _answers(job: Job, context: _Context) -> tuple[pa.Table, dict[str, Any] | No
             raise EngineError("the run returned no engine to read the answers from")
         the_plan, engine, summary = run.plan, run.engine, run.summary
     try:
-        if context.skip_run and not engine.table_exists(answers_table):
+        kept = engine.table_exists(answers_table)
+        if context.skip_run and not kept:
             raise UsageError(f"{answers_table} has no answers yet; run without --skip-run first")
         rows = read_evaluated_rows(engine, the_plan)
-        covered = coverage(engine, the_plan, rows.num_rows)
+        if kept:
+            covered = coverage(engine, the_plan, rows.num_rows)
+        else:  # the run selected no row and kept no table: nothing answered
+            selected = int((summary or {}).get("selected") or 0)
+            covered = Coverage(selected=selected, scored=0, other_request=0)
     finally:
         engine.close()
     _check_coverage(answers_table, covered, context.skip_run)
-    return rows, summary, evaluated_rows_sql(the_plan), covered
+    return rows, summary, evaluated_rows_sql(the_plan), covered, kept
 
 
 def _check_coverage(table: str, covered: Coverage, skip_run: bool) -> None:
-    """Say how many selected keys are not scored; refuse to score none from earlier answers
+    """Say how many selected keys are not scored, or that no row is selected (nothing to score,
+    as a run selecting none sends nothing); refuse to score none from earlier answers
     (`--skip-run` after the prompt, its parameters or the agent changed): an evaluation of
     another request's answers would misstate this job's."""
+    if not covered.selected:
+        log.warning("nothing to score: the job selects no row of its source")
+        return
     if not covered.not_scored:
         return
     why = []
@@ -486,7 +533,7 @@ def _check_coverage(table: str, covered: Coverage, skip_run: bool) -> None:
     if covered.unanswered:
         why.append(f"{covered.unanswered} have no answer (a run stopped or limited?)")
     detail = "; ".join(why)
-    if skip_run and not covered.scored and covered.other_request:
+    if skip_run and not covered.scored:
         raise UsageError(
             f"{table} holds no answer to the current request for any of the "
             f"{covered.selected} selected key(s): {detail}. Nothing was scored: run without "
@@ -531,13 +578,18 @@ def _judge(
 def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Table, str]]) -> None:
     from agentbatch.execution import runner
 
-    # A run id of its own: engines that stage in real tables name them after it.
-    options = replace(context.options, tables=context.mapped(*tables)).started()
+    # A run id of its own: engines that stage in real tables name them after it. Only the
+    # tables written are mapped: the writes read no input (a source with its header only
+    # would make the local engine drop the empty tables it creates).
+    written = {_canonical(name) for name in tables}
+    mapped = {n: s for n, s in context.options.tables.items() if _canonical(n) in written}
+    options = replace(context.options, tables=mapped).started()
     the_plan = runner.plan(job, context.target, options)
     engine = open_engine(the_plan, options.tables, list(tables))
     try:
         for name, (data, key) in tables.items():
             write_table(engine, the_plan, name, data, key)
+            log.info("wrote %d row(s) to %s", data.num_rows, name)
     finally:
         engine.close()
 

@@ -44,6 +44,8 @@ def read_evaluated_rows(engine: Engine, the_plan: Plan) -> pa.Table:
     """`evaluated_rows_sql` read through `engine`, in key order."""
     import pyarrow as pa
 
+    if not engine.table_exists(the_plan.job.output.table):  # a run that kept no table
+        return _no_rows(engine, the_plan)
     sql = evaluated_rows_sql(the_plan)
     batches = [batch for batch in engine.fetch_batches(sql) if batch.num_columns]
     if not batches or not sum(batch.num_rows for batch in batches):
@@ -66,14 +68,17 @@ def coverage(engine: Engine, the_plan: Plan, scored: int) -> Coverage:
 
 def _no_rows(engine: Engine, the_plan: Plan) -> pa.Table:
     """No row to score: an empty table with the query's columns (typed as the output holds
-    them; the result of a query without rows may come without a schema)."""
+    them, text when there is no output table; the result of a query without rows may come
+    without a schema)."""
     import pyarrow as pa
 
     from agentbatch.results import RESULT_COLUMN_NAMES
 
     job = the_plan.job
-    held = engine.read_table(job.output.table, limit=0).schema
-    types = {field.name.lower(): field.type for field in held}
+    types = {}
+    if engine.table_exists(job.output.table):
+        held = engine.read_table(job.output.table, limit=0).schema
+        types = {field.name.lower(): field.type for field in held}
     names = [job.source.key, *job.source.columns, *RESULT_COLUMN_NAMES]
     fields = [pa.field(name, types.get(name.lower(), pa.string())) for name in names]
     return pa.schema(fields).empty_table()

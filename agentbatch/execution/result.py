@@ -48,9 +48,10 @@ class RunResult:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if self.engine is None:
-            return pa.table({})
-        table = self.engine.read_table(self.plan.job.output.table)
+        output = self.plan.job.output.table
+        if self.engine is None or not self.engine.table_exists(output):
+            return pa.table({})  # no engine, or no output kept (a source without rows)
+        table = self.engine.read_table(output)
         if whole_table or "answered_at" not in table.column_names or not len(table):
             return table
         started = pa.scalar(

@@ -17,6 +17,8 @@ def output_locations(result: RunResult) -> list[dict[str, str]]:
     if result.engine is None:
         return []
     table = result.plan.job.output.table
+    if not result.plan.options.dry_run and not result.engine.table_exists(table):
+        return []  # not kept (a source without rows): the run warned; point at nothing
     locate = getattr(result.engine, "location", None)
     if locate is not None:
         where: dict[str, str] = locate(table)
@@ -73,7 +75,7 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
         for request in shown:
             console.print_json(json.dumps(request, default=str))
         return
-    if show > 0 and result.engine is not None:
+    if show > 0 and locations:
         rows = result.to_arrow().slice(0, show)
         if rows.num_rows:
             table = Table(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 
 import agentbatch
@@ -137,9 +138,49 @@ def test_compare_skip_run_counts_keys_without_a_current_answer(
         "selected": 20,
         "scored": 8,
         "not_scored": 12,
-        "answered_another_request": 12,
+        "other_request": 12,
         "unanswered": 0,
     }
     assert payload["a"]["coverage"]["not_scored"] == 0
     exact = next(r for r in payload["comparison"] if r["scorer"] == "label_exact_match")
     assert (exact["wins_a"], exact["ties"], exact["wins_b"]) == (8, 0, 0)
+
+
+def warehouse_tables(project: Path) -> set[str]:
+    con = duckdb.connect(str(project / ".agentbatch" / "warehouse" / "main.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+    finally:
+        con.close()
+    return {f"{schema}.{name}" for schema, name in rows}
+
+
+def test_a_refused_compare_writes_nothing(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """B's refusal comes before any table is written: A's scores and metrics, beside no
+    comparison, would read as this comparison's result."""
+    first = job_file(project, "merge")
+    second = project / "jobs" / "current_v2.yml"
+    second.write_text(
+        first.read_text().replace("name: current", "name: current_v2").replace("_out", "_v2")
+    )
+    with agent() as server:
+        tables = write_source(project, TICKETS)
+        run(first, tables, server.url)
+        run(second, tables, server.url)
+        edit_prompt(second)  # none of B's answers is current
+        before = warehouse_tables(project)
+        capsys.readouterr()
+        code = main(
+            [
+                "compare", str(first), str(second), "--skip-run", "--no-progress",
+                "--table", f"main.s.tickets={tables['main.s.tickets']}",
+                "--endpoint", f"apps/triage-agent={server.url}",
+            ]
+        )  # fmt: skip
+        assert server.requests == 40
+    assert code == 2
+    assert "main.s.current_v2 holds no answer to the current request" in capsys.readouterr().err
+    assert before == {"s.current_out", "s.current_v2"}
+    assert warehouse_tables(project) == before

@@ -151,12 +151,18 @@ def coverage_facts(result: EvalResult) -> list[tuple[str, str]]:
     covered = result.coverage
     if covered is None or not covered.not_scored:
         return []
+    why = [
+        f"{count:,} {reason}"
+        for count, reason in (
+            (covered.other_request, "answered another request only"),
+            (covered.unanswered, "unanswered"),
+        )
+        if count
+    ]
     return [
         (
             "not scored",
-            f"{covered.not_scored:,} of {covered.selected:,} selected keys: "
-            f"{covered.other_request:,} answered another request only, "
-            f"{covered.unanswered:,} unanswered",
+            f"{covered.not_scored:,} of {covered.selected:,} selected keys: " + ", ".join(why),
         )
     ]
 

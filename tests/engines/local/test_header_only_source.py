@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import agentbatch
 from agentbatch.cli.main import main
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 
@@ -140,3 +141,44 @@ def test_an_output_with_rows_is_kept_when_the_csv_is_emptied(
     assert (code, summary["table_rows"]) == (0, 1)
     table = p.table()
     assert table is not None and table.column("review_id").to_pylist() == [1]
+
+
+@pytest.mark.parametrize("output", ["warehouse", "parquet"])
+def test_the_summary_points_at_no_table_it_did_not_keep(
+    tmp_path: Path, agent: AgentServer, output: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's last line told the user to read a table dropped a moment later."""
+    p = Project(tmp_path, agent, output)
+    p.csv.write_text("review_id,review_text\n")
+    mapped = [] if p.output is None else ["--table", f"{OUTPUT}={p.output}"]
+    args = [
+        "run", str(tmp_path / "jobs" / "reviews.yml"), "--no-progress",
+        "--table", f"{SOURCE}={p.csv}", *mapped,
+        "--endpoint", f"apps/review-agent={agent.url}",
+        "--state-dir", str(tmp_path / "state"), "--project-dir", str(tmp_path),
+    ]  # fmt: skip
+    capsys.readouterr()
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 0 and p.table() is None
+    assert f"{OUTPUT} was not kept" in err
+    assert f"output {OUTPUT}" not in out and "agentbatch show" not in out
+    assert main([*args, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["summary"]["selected"] == 0 and "outputs" not in payload
+
+
+def test_the_python_result_of_a_run_that_kept_no_table(tmp_path: Path, agent: AgentServer) -> None:
+    p = Project(tmp_path, agent, "warehouse")
+    p.csv.write_text("review_id,review_text\n")
+    with agentbatch.run(
+        tmp_path / "jobs" / "reviews.yml",
+        tables={SOURCE: str(p.csv)},
+        endpoints={"apps/review-agent": agent.url},
+        state_dir=str(tmp_path / "state"),
+        project_dir=str(tmp_path),
+        progress=False,
+    ) as result:
+        assert result.summary["selected"] == 0
+        assert result.to_pandas().empty
+    assert p.table() is None
