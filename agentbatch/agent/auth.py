@@ -18,8 +18,10 @@ from agentbatch.agent.redact import register_auth_headers
 if TYPE_CHECKING:
     from databricks.sdk.core import Config
 
-# Headers are re-read from the SDK this often; the SDK refreshes tokens well before they expire.
-HEADER_MAX_AGE_S = 30.0
+# Headers are re-read from the SDK this often. Databricks refuses a token with 30 s or less
+# left, and the SDK hands out a token until 40 s before its expiry (databricks-sdk `oauth.py`
+# `Token.expired`), so a header may be reused for under 10 s; 5 s leaves room for latency.
+HEADER_MAX_AGE_S = 5.0
 
 
 class AuthHeaders:

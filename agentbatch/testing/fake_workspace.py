@@ -35,7 +35,11 @@ Refused as the real workspace refuses them:
   4.4.2) or lacks `grant_type`: 400 `invalid_request`; another grant type: 400
   `unsupported_grant_type` (RFC 6749 section 5.2);
 - an app whose name is not lowercase letters, digits and hyphens cannot be registered
-  (databricks-sdk `service/apps.py` `App.name`), so no test relies on a name Databricks refuses.
+  (databricks-sdk `service/apps.py` `App.name`), so no test relies on a name Databricks refuses;
+  nor one whose compute or app state is none of the SDK's `ComputeState` / `ApplicationState`;
+- a bearer token with 30 s or less left is refused as expired (`TokenAuthority.min_remaining_s`;
+  databricks-sdk `oauth.py` `Token.expired`: "Azure Databricks rejects tokens that expire in 30
+  seconds or less").
 """
 
 from __future__ import annotations
@@ -86,6 +90,18 @@ class FakeApp:
                 f"app name {self.name!r}: Databricks app names are lowercase letters, digits "
                 "and hyphens"
             )
+        # The SDK reads a state outside its enums as None (`_enum`), which the app lookup takes
+        # for a usable app: a misspelt state here would test nothing.
+        from databricks.sdk.service.apps import ApplicationState, ComputeState
+
+        for field, value, enum in (
+            ("compute_state", self.compute_state, ComputeState),
+            ("app_state", self.app_state, ApplicationState),
+        ):
+            if value not in {member.value for member in enum}:
+                raise ValueError(
+                    f"{field} {value!r} is none of databricks-sdk's {enum.__name__} values"
+                )
 
     def as_json(self) -> dict[str, Any]:
         return {

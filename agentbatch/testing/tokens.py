@@ -44,6 +44,10 @@ class TokenAuthority:
 
     `clients` maps client id -> secret; `pats` maps a personal access token -> its principal;
     calls by a principal in `forbidden` are refused with 403.
+
+    A token with `min_remaining_s` or less left is refused as expired: "Azure Databricks rejects
+    tokens that expire in 30 seconds or less" (databricks-sdk `oauth.py` `Token.expired`, which
+    therefore refreshes 40 s before expiry). Tests of short-lived tokens (a second) pass 0.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class TokenAuthority:
         pats: Mapping[str, str] | None = None,
         forbidden: Iterable[str] = (),
         token_ttl_s: float = 3600.0,
+        min_remaining_s: float = 30.0,
     ) -> None:
         self._lock = threading.Lock()
         self._clients = dict(clients if clients is not None else {"demo-client": "demo-secret"})
@@ -61,6 +66,7 @@ class TokenAuthority:
             self._tokens[token] = IssuedToken(token, principal, float("inf"), "pat")
         self._forbidden = set(forbidden)
         self.token_ttl_s = token_ttl_s
+        self.min_remaining_s = min_remaining_s
         self.issued = 0
 
     def add_client(self, client_id: str, secret: str) -> None:
@@ -113,7 +119,7 @@ class TokenAuthority:
             forbidden = token is not None and token.principal in self._forbidden
         if token is None:
             return Check("unknown")
-        if token.expires_at <= time.monotonic():
+        if token.expires_at - self.min_remaining_s <= time.monotonic():
             return Check("expired", token.principal)
         if token.kind != "oauth" and not accept_pat:
             return Check("pat_refused", token.principal)

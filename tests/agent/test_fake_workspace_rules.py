@@ -1,15 +1,19 @@
 """The fake workspace refuses what Databricks refuses, and the product still works against it:
-an unknown or expired token is 403 "Invalid access token." (and the run gets a fresh token), the
-OIDC token endpoint takes only a form with a grant type, app names are Databricks app names."""
+an unknown or expired token is 403 "Invalid access token." (and the run gets a fresh token), so is
+one with 30 s or less left (and the run never sends one), the OIDC token endpoint takes only a
+form with a grant type, app names are Databricks app names."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from agentbatch.agent.auth import AuthHeaders
 from agentbatch.agent.calls import CallSpec
 from agentbatch.agent.ledger import Ledger
 from agentbatch.testing.agent_server import serve_agent
@@ -104,3 +108,40 @@ def test_an_app_name_databricks_refuses_cannot_be_registered(name: str) -> None:
     with pytest.raises(ValueError, match="lowercase letters, digits and hyphens"):
         FakeApp(name, "http://127.0.0.1:9")
     assert FakeApp("triage-agent-2", "http://127.0.0.1:9").name == "triage-agent-2"
+
+
+def test_a_token_with_30_seconds_or_less_left_is_refused(authority: TokenAuthority) -> None:
+    """databricks-sdk `oauth.py` `Token.expired`: "Azure Databricks rejects tokens that expire in
+    30 seconds or less"."""
+    authority.add_token("oauth-ending", "someone", kind="oauth", ttl_s=30)
+    authority.add_token("oauth-fine", "someone", kind="oauth", ttl_s=60)
+    with serve_workspace(authority=authority) as ws:
+        url = ws.url + "/api/2.0/preview/scim/v2/Me"
+        ending = httpx.get(url, headers={"Authorization": "Bearer oauth-ending"})
+        assert ending.status_code == 403
+        assert ending.json() == {"error_code": 403, "message": "Invalid access token."}
+        fine = httpx.get(url, headers={"Authorization": "Bearer oauth-fine"})
+        assert fine.json()["userName"] == "someone"
+
+
+@pytest.mark.slow
+async def test_reused_headers_never_carry_a_token_with_30_seconds_or_less_left(
+    authority: TokenAuthority,
+) -> None:
+    """Tokens live 41 s: the SDK hands one out for its first second (it refreshes 40 s before
+    expiry), then the workspace refuses it 11 s after it was issued. A run re-reads its headers
+    often enough that no call carries such a token (headers kept 30 s were refused after 11)."""
+    authority.token_ttl_s = 41
+    with serve_workspace(authority=authority) as ws:
+        auth = AuthHeaders(oauth(ws.url))
+        url = ws.url + "/api/2.0/preview/scim/v2/Me"
+        statuses = []
+        async with httpx.AsyncClient() as client:
+            end = time.monotonic() + 13
+            while time.monotonic() < end:
+                headers, _ = await auth.get()
+                statuses.append((await client.get(url, headers=dict(headers))).status_code)
+                await asyncio.sleep(0.25)
+        assert ws.stats().get("auth_refused", 0) == 0, statuses
+        assert set(statuses) == {200}
+        assert ws.authority.issued >= 2  # the loop outlived its first token
