@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ from .agents import echo_agent
 from .duckdb_executor import DuckDBExecutor
 from .server import Warehouse, serve_warehouse
 from .service import WarehouseSettings
+from .spark_parser import shared_session
 
 
 @pytest.fixture
@@ -65,28 +63,9 @@ def connect(warehouse: Warehouse) -> Iterator[Callable[..., Connection]]:
 
 
 @pytest.fixture(scope="session")
-def spark_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One local Spark session for the whole run (it takes seconds to start)."""
-    from pyspark.sql import SparkSession  # here, so tests without Spark do not pay its import
-
-    # Python workers run this interpreter (it has pyarrow), whichever test starts Spark first.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    warehouse_dir = tmp_path_factory.mktemp("spark-warehouse")
-    with warnings.catch_warnings():
-        # PySpark warns that it does not yet support the installed pandas major version.
-        warnings.simplefilter("ignore", FutureWarning)
-        spark = (
-            SparkSession.builder.master("local[2]")
-            .appName("loopback-warehouse-tests")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.shuffle.partitions", "2")
-            .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.driver.host", "127.0.0.1")
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.warehouse.dir", str(warehouse_dir))
-            .getOrCreate()
-        )
-    spark.sparkContext.setLogLevel("ERROR")
+def spark_session() -> Iterator[Any]:
+    """The one local Spark session of the run (it takes seconds to start); the DuckDB executor
+    parses every statement with its SQL parser (spark_parser.py), so the two share it."""
+    spark = shared_session()
     yield spark
     spark.stop()

@@ -45,6 +45,7 @@ from .ai_query import (
 )
 from .context import Namespace, StatementContext, current_statement
 from .names import qualify_and_map, temporary_view_name
+from .spark_parser import check_statement
 from .staging import volume_file
 
 PREFIX = "uc_"
@@ -58,6 +59,8 @@ INVALID_JSON_MAP_KEY_CLASS = "DATATYPE_MISMATCH.INVALID_JSON_MAP_KEY_TYPE"
 # raise_error and assert_true fail the statement with this class and SQLSTATE (see _user_errors).
 USER_RAISED_CLASS = "USER_RAISED_EXCEPTION"
 USER_RAISED_SQLSTATE = "P0001"
+# The service's own statements around a rehearsed write (service._rolled_back), not a client's.
+_REHEARSAL = frozenset({"BEGIN", "ROLLBACK"})
 
 
 class StatementCancelled(RuntimeError):
@@ -252,6 +255,8 @@ class DuckDBExecutor:
     def _translate(
         self, sql: str, namespace: Namespace, session: _Session, token: str
     ) -> exp.Expression:
+        if sql not in _REHEARSAL:
+            check_statement(sql)  # sqlglot reads much that Databricks' parser refuses
         try:
             trees = [t for t in sqlglot.parse(sql, read="databricks") if t is not None]
         except sqlglot.errors.ParseError as error:

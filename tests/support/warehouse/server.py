@@ -175,8 +175,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _warehouse_info(self) -> None:
         """`GET /api/2.0/sql/warehouses/{id}` as the workspace answers it (databricks-sdk's
         `warehouses.get`): this warehouse's type, or RESOURCE_DOES_NOT_EXIST for another id."""
-        if not self.server.authorize(self.headers.get("Authorization")):
-            self._json(401, {"error_code": "UNAUTHENTICATED", "message": "Invalid access token."})
+        authorization = self.headers.get("Authorization")
+        if not self.server.authorize(authorization):
+            # As the workspace REST APIs answer (agentbatch.testing.tokens.INVALID_TOKEN_MESSAGE):
+            # a token it does not accept is 403, no credentials at all 401.
+            if authorization is None:
+                self._json(401, {"error_code": "UNAUTHENTICATED", "message": "No credentials."})
+            else:
+                self._json(403, {"error_code": 403, "message": "Invalid access token."})
             return
         asked = self.path.split("?", 1)[0][len(_WAREHOUSES_API) :]
         settings = self.server.processor_settings

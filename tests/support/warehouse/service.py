@@ -40,6 +40,37 @@ _AI_QUERY = re.compile(r"\bai_query\s*\(", re.I)
 # ASSUMPTION (the wording): the ai_query reference says only that it is not available on SQL
 # Classic warehouses; what a Classic warehouse answers is not documented.
 CLASSIC_AI_QUERY = "AI functions (ai_query) are not available on SQL Classic warehouses"
+# What a session may set: the session-settable configuration parameters ("Databricks SQL does not
+# support setting Spark configurations that aren't listed", docs: sql-ref-parameters; QUERY_TAGS:
+# docs sql/user/queries/query-tags), any case, and the two the connector sets itself
+# (databricks-sql-connector `thrift_backend.open_session`, `client.Connection`). Anything else
+# fails OpenSession with "Configuration <name> is not available." (error captured in
+# databricks/splunk-integration#50).
+SESSION_PARAMETERS = frozenset(
+    {
+        "ANSI_MODE",
+        "LEGACY_TIME_PARSER_POLICY",
+        "MAX_FILE_PARTITION_BYTES",
+        "STATEMENT_TIMEOUT",
+        "TIMEZONE",
+        "USE_CACHED_RESULT",
+        "QUERY_TAGS",
+    }
+)
+CONNECTOR_SESSION_CONFS = frozenset(
+    {
+        "spark.thriftserver.arrowBasedRowSet.timestampAsString",
+        "spark.sql.thriftserver.metadata.metricview.enabled",
+    }
+)
+
+
+def session_refusal(configuration: Mapping[str, str]) -> str | None:
+    """Why OpenSession refuses this session configuration, or None."""
+    for name in configuration:
+        if name.upper() not in SESSION_PARAMETERS and name not in CONNECTOR_SESSION_CONFS:
+            return f"[CONFIG_NOT_AVAILABLE] Configuration {name} is not available. SQLSTATE: 42K0I"
+    return None
 
 
 @dataclass(frozen=True)
@@ -60,6 +91,17 @@ class WarehouseSettings:
     warehouse_type: str = "PRO"
     serverless: bool = True
 
+    def __post_init__(self) -> None:
+        # Only what databricks-sdk parses (`GetWarehouseResponseWarehouseType`; another value
+        # reads as None), and serverless only on PRO ("If you want to use serverless compute,
+        # you must set to PRO", `GetWarehouseResponse.warehouse_type`).
+        from databricks.sdk.service.sql import GetWarehouseResponseWarehouseType as Kind
+
+        if self.warehouse_type not in {kind.value for kind in Kind}:
+            raise ValueError(f"warehouse_type {self.warehouse_type!r} is no {Kind.__name__}")
+        if self.serverless and self.warehouse_type != "PRO":
+            raise ValueError(f"a {self.warehouse_type} warehouse cannot be serverless")
+
 
 def _refuse(message: str) -> Callable[[], pa.Table | None]:
     def refuse() -> pa.Table | None:
@@ -72,12 +114,15 @@ class _BadHandle(Exception):
     pass
 
 
-_SQLSTATE = re.compile(r"SQLSTATE: ([0-9A-Z]{5})\s*$")
+_SQLSTATE = re.compile(
+    r"SQLSTATE: ([0-9A-Z]{5})(?: \(line \d+, pos \d+\)\n\n== SQL ==\n.*)?\s*$", re.S
+)
 
 
 def _sqlstate(message: str) -> str:
     """The SQLSTATE a failed statement reports: the one its message ends with (Databricks' error
-    messages end `SQLSTATE: <code>`, e.g. raise_error's P0001), else 42000."""
+    messages end `SQLSTATE: <code>`, e.g. raise_error's P0001; a parse error's is followed by
+    its position and the `== SQL ==` excerpt), else 42000."""
     found = _SQLSTATE.search(message)
     return found.group(1) if found else "42000"
 
@@ -134,6 +179,9 @@ class WarehouseService(TCLIService.Iface):
 
     def OpenSession(self, req: ttypes.TOpenSessionReq) -> ttypes.TOpenSessionResp:
         configuration = {str(k): str(v) for k, v in (req.configuration or {}).items()}
+        refusal = session_refusal(configuration)
+        if refusal is not None:
+            return ttypes.TOpenSessionResp(status=_error(refusal))
         ns = req.initialNamespace
         namespace = Namespace()
         if ns is not None and ns.catalogName:
