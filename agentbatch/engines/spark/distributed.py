@@ -7,11 +7,16 @@ of parquet files (`part-<run>-p<partition>-a<attempt>-<n>.parquet`, each written
 temporary name and renamed, so a killed task leaves whole files only). The folder is per output
 table and call fingerprint, so it must be a path every executor and the driver can reach (local
 disk for local sessions; a Unity Catalog volume on a cluster). A run first takes, for the input
-rows, the answers earlier runs left there under the same fingerprint (an answer or a permanent
-error; never a transient one; none on a full refresh), then sends the rest. The results are
-exactly the input rows: reused answers with the source's current columns, and this run's answers.
-The folder is removed once the results are written to the target. A retried task skips the rows
+rows, the latest answer earlier runs left there for each key when it has the same fingerprint
+(an answer or a permanent error; never a transient one; on a full refresh only those received
+since the refresh began), then sends the rest. The results are exactly the input rows: reused
+answers with the source's current columns, and this run's answers. A retried task skips the rows
 its earlier attempts finished.
+
+Answers outlive the run, as in the driver's ledger: once the results are written to the target,
+`compact` folds the folder into one file of the latest answer per key (the key and result
+columns; a later failure hides an earlier answer, as there), so a run after the output was
+truncated or dropped is written from it instead of paying again.
 
 Without a checkpoint folder (a cluster with none configured) the results are the tasks' output,
 materialised once with `localCheckpoint`; a killed run then loses the answers of its run.
@@ -25,6 +30,7 @@ import logging
 import os
 import queue
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -62,6 +68,8 @@ log = logging.getLogger(__name__)
 STATS_COLUMN = "_agentbatch_task_stats"
 # In a checkpoint folder: when the full refresh whose answers it holds began.
 REFRESH_MARKER = "refresh-since"
+# In a checkpoint folder: the file `compact` leaves, `<COMPACTED><id>.parquet`.
+COMPACTED = "part-compacted-"
 _SUMMED = (
     "rows_seen",
     "sent",
@@ -120,15 +128,17 @@ def answer_distributed(
     run_id = uuid.uuid4().hex[:8]
     # Evaluated once: `inputs` reads the target, which the write will change.
     inputs = inputs.localCheckpoint(eager=True)
-    earlier = read_checkpoint(spark, checkpoint) if checkpoint is not None else None
-    if earlier is not None and answered_since is not None:
-        earlier = earlier.where(
-            F.col("answered_at") >= F.expr(f"timestamp_micros({answered_since})")
-        )
+    earlier = None
+    if checkpoint is not None and not inputs.isEmpty():  # nothing to do: no checkpoint jobs
+        earlier = read_checkpoint(spark, checkpoint)
     todo = inputs
     reused = None
     if earlier is not None:
-        usable = one_per_key(_reusable(earlier, retry_errors), key)
+        # A key's latest answer only, as the ledger: a later failure hides an earlier answer.
+        usable = _reusable(latest_per_key(earlier, key), retry_errors)
+        if answered_since is not None:
+            since = F.expr(f"timestamp_micros({answered_since})")
+            usable = usable.where(F.col("answered_at") >= since)
         results_only = [c for c in RESULT_COLUMN_NAMES if c != FINGERPRINT_COLUMN]
         reused = (
             inputs.drop(REQUEST_COLUMN, *FILE_COLUMNS)
@@ -272,18 +282,72 @@ def read_checkpoint(spark: SparkSession, folder: Path, run_id: str = "") -> Data
 
 
 def one_per_key(results: DataFrame, key: str) -> DataFrame:
-    """One row per key: an answer over an error, then the newest."""
+    """One row per key: an answer over an error, then the newest (a run's own results)."""
+    from pyspark.sql import functions as F
+
+    return _first_per_key(results, key, F.col("error").isNull().desc(), F.col("answered_at").desc())
+
+
+def latest_per_key(answers: DataFrame, key: str) -> DataFrame:
+    """One row per key: the newest, whatever it is (the ledger's rule across runs: a refresh's
+    transient failure, or an edited prompt's error, replaces an older answer)."""
+    from pyspark.sql import functions as F
+
+    return _first_per_key(answers, key, F.col("answered_at").desc(), F.col("error").isNull().desc())
+
+
+def _first_per_key(rows: DataFrame, key: str, *order: Any) -> DataFrame:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    order = Window.partitionBy(F.col(f"`{key}`")).orderBy(
-        F.col("error").isNull().desc(), F.col("answered_at").desc()
-    )
+    window = Window.partitionBy(F.col(f"`{key}`")).orderBy(*order)
     return (
-        results.withColumn("_agentbatch_rank", F.row_number().over(order))
+        rows.withColumn("_agentbatch_rank", F.row_number().over(window))
         .where(F.col("_agentbatch_rank") == 1)
         .drop("_agentbatch_rank")
     )
+
+
+def end_refresh(folder: Path) -> None:
+    """A run finished: no refresh is left to continue (done, or given up for a plain run)."""
+    (folder / REFRESH_MARKER).unlink(missing_ok=True)
+
+
+def compact(spark: SparkSession, folder: Path, key: str) -> None:
+    """Fold the folder's files into one parquet file of the latest answer per key (the key and
+    result columns: reuse takes the passthrough columns from the source). One Spark job; the
+    driver only lists and renames files.
+
+    A kill at any step leaves a readable checkpoint with the same latest answer per key: the new
+    file is written aside (a hidden folder, which readers skip) and renamed in whole before any
+    old file is removed, and each old row is a copy of the new file's row for its key or older."""
+    old = sorted(folder.glob("part-*.parquet"))
+    if not old or (len(old) == 1 and old[0].name.startswith(COMPACTED)):
+        return  # nothing new since the last compaction
+    for leftover in folder.glob(".compacting-*"):  # of a compaction that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    answers = read_checkpoint(spark, folder)
+    if answers is None:
+        return
+    name = uuid.uuid4().hex[:12]
+    staging = folder / f".compacting-{name}"
+    latest = latest_per_key(answers.select(f"`{key}`", *RESULT_COLUMN_NAMES), key)
+    latest.coalesce(1).write.parquet(str(staging))
+    written = next(staging.glob("part-*.parquet"), None)
+    if written is None:
+        raise OSError(f"the compacted checkpoint was not written in {staging}")
+    _publish(written, folder / f"{COMPACTED}{name}.parquet")
+    for path in old:
+        _remove(path)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(written: Path, target: Path) -> None:
+    os.replace(written, target)  # whole or absent: a rename
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def _response_type(remote: RemoteCall) -> pa.DataType | None:

@@ -42,7 +42,6 @@ Settings (all optional):
 from __future__ import annotations
 
 import logging
-import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -67,7 +66,7 @@ from agentbatch.engines.spark.sql import (
     written_table,
 )
 from agentbatch.engines.spark.tables import TableMap, TableSource
-from agentbatch.errors import AgentError, UsageError
+from agentbatch.errors import AgentError, EngineError, UsageError
 from agentbatch.sql import parsing
 
 if TYPE_CHECKING:
@@ -305,8 +304,9 @@ class SparkEngine:
         )
 
     def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:
-        """The REST fallback on the executors: ensure the target, answer, write, clean up."""
-        from agentbatch.engines.spark.distributed import REFRESH_MARKER, refresh_since
+        """The REST fallback on the executors: ensure the target, answer, write, then compact the
+        checkpoint, which keeps the latest answer per key for later runs."""
+        from agentbatch.engines.spark.distributed import refresh_since
 
         if work.ensure_sql is not None:
             self.execute(work.ensure_sql)  # the inputs read it: what is done
@@ -329,13 +329,24 @@ class SparkEngine:
             written = self.write_dataframe(work.write, results, rows=rows).rows_written
         elif work.keep_only_sql is not None:
             self.execute(work.keep_only_sql)
-        if folder is not None and not (answers.fatal and (folder / REFRESH_MARKER).exists()):
-            # Written: the target is the record now. A run that stops while a refresh is under
-            # way keeps the refresh's answers and start for its next run.
-            shutil.rmtree(folder, ignore_errors=True)
+        if folder is not None:
+            self._compact_checkpoint(folder, work.write.key, finished=not answers.fatal)
         if answers.fatal:
             raise AgentError(f"{answers.fatal} ({written} answered row(s) were written)")
         return {**answers.stats, "rows_written": written}
+
+    def _compact_checkpoint(self, folder: Path, key: str, *, finished: bool) -> None:
+        """After the write: a finished run ends the refresh it was (a stopped one keeps its start
+        for its next run), and the folder is folded into the latest answer per key. A failed
+        compaction leaves the files it read, as readable as before: the run's outcome stands."""
+        from agentbatch.engines.spark.distributed import compact, end_refresh
+
+        try:
+            if finished:
+                end_refresh(folder)
+            guard(lambda: compact(self.spark, folder, key))
+        except (OSError, EngineError) as err:
+            log.warning("checkpoint %s not compacted (its answers stay reusable): %s", folder, err)
 
     def checkpoint_folder(self, table: str, call: CallSpec) -> Path | None:
         """Where executors checkpoint this table's answers; None when no shared path is known."""

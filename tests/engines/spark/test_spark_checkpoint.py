@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 
-from agentbatch.engines.spark.distributed import _CheckpointWriter, one_per_key
+from agentbatch.engines.spark.distributed import _CheckpointWriter, latest_per_key, one_per_key
 from agentbatch.errors import AgentError
 from agentbatch.testing.agent_server import serve_agent
 
@@ -57,3 +57,18 @@ def test_an_unusable_endpoint_inside_ai_query_is_an_agent_error(make_engine: Any
         )
         with pytest.raises(AgentError, match="HTTP 404"):
             engine.fetch_one("SELECT ai_query('ep', 'hi', failOnError => false) AS a")
+
+
+def test_the_latest_answer_per_key_wins_across_runs_as_in_the_ledger(spark: SparkSession) -> None:
+    t0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    later = t0 + datetime.timedelta(minutes=1)
+    rows = [
+        (1, "old answer", None, t0),
+        (1, None, "[transient] HTTP 503", later),  # a refresh's failure hides the old answer
+        (2, None, "[permanent] HTTP 400", t0),
+        (2, "retried ok", None, later),
+        (3, "a", None, t0),
+    ]
+    df = spark.createDataFrame(rows, "k int, response string, error string, answered_at timestamp")
+    got = {r["k"]: (r["response"], r["error"]) for r in latest_per_key(df, "k").collect()}
+    assert got == {1: (None, "[transient] HTTP 503"), 2: ("retried ok", None), 3: ("a", None)}

@@ -10,8 +10,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
+from agentbatch.engines.spark.distributed import COMPACTED, REFRESH_MARKER
 from agentbatch.errors import AgentError
 from agentbatch.planning.builder import build_plan
 from agentbatch.planning.definition import RestFallback, RunOptions
@@ -103,9 +105,12 @@ def test_every_key_once_with_errors_as_rows(
     server = agent.stats()
     assert server.faults.get("server_error", 0) > 0  # retries happened and were absorbed
     assert server.max_in_flight <= 4  # the job's cap holds across the three tasks
-    # Nothing of the run is left to resume from once the answers are in the target.
-    assert engine.checkpoint_folder("main.support.triage", steps.call) is not None
-    assert not engine.checkpoint_folder("main.support.triage", steps.call).exists()
+    # Once the answers are in the target, the checkpoint is one file: each key's latest answer.
+    folder = engine.checkpoint_folder("main.support.triage", steps.call)
+    assert folder is not None
+    assert [p.name.startswith(COMPACTED) for p in folder.glob("part-*.parquet")] == [True]
+    kept = pq.read_table(next(folder.glob("part-*.parquet")))
+    assert sorted(kept.column("ticket_id").to_pylist()) == list(range(120))
     # A re-run finds every key in the target: nothing is sent.
     before = server.requests_total
     again = engine.run_distributed(steps.distributed(RunOptions(endpoints=overrides)))
@@ -203,7 +208,8 @@ def test_a_stopped_full_refresh_is_continued_not_paid_again(
         table = engine.read_table("main.support.triage").to_pylist()
         assert sorted(r["ticket_id"] for r in table) == list(range(rows))
         assert all(r["answered_at"] >= started and r["error"] is None for r in table)
-        assert not engine.checkpoint_folder("main.support.triage", steps.call).exists()
+        folder = engine.checkpoint_folder("main.support.triage", steps.call)
+        assert not (folder / REFRESH_MARKER).exists()  # finished: nothing left to continue
         paid = agent.stats().requests_total
         assert engine.run_distributed(refresh)["sent"] == rows  # finished: a new refresh
         assert agent.stats().requests_total == paid + rows
@@ -218,7 +224,7 @@ def test_a_stopped_full_refresh_is_continued_not_paid_again(
         assert (
             engine.run_distributed(steps.distributed(RunOptions(endpoints=overrides)))["sent"] == 0
         )
-        assert not engine.checkpoint_folder("main.support.triage", steps.call).exists()
+        assert not (folder / REFRESH_MARKER).exists()
         assert engine.run_distributed(refresh)["sent"] == rows
 
 

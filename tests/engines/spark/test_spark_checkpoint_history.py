@@ -1,0 +1,203 @@
+"""The executors' checkpoint keeps paid answers across finished runs, as the driver's ledger does.
+
+README ("Paid answers are reused, never lost"): a row whose key's latest checkpointed answer has
+the current fingerprint is written from the checkpoint instead of calling again, whatever became
+of the output table since. Histories of runs through the public API on the spark target with the
+calls on the executors, against a catalog table the user truncates and drops between runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+import agentbatch
+from agentbatch.engines.spark import distributed
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+
+KEYS = list(range(1, 9))
+FAILING = 8  # its text makes the agent answer 400: a permanent row error
+
+
+class Crash(BaseException):
+    """A process killed at this point: nothing below catches it."""
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentServer]:
+    with serve_agent() as server:
+        yield server
+
+
+@pytest.fixture
+def history(
+    agent: AgentServer, spark: Any, make_engine: Callable[..., Any], tmp_path: Path
+) -> Iterator[History]:
+    make_engine()  # the suite's session is the active one: the runs use it
+    made = History(agent, spark, tmp_path)
+    yield made
+    spark.sql(f"DROP TABLE IF EXISTS {made.table}")
+
+
+class History:
+    """Runs of one job (prompt `prefix`) into a parquet table of the session catalog."""
+
+    def __init__(self, agent: AgentServer, spark: Any, tmp_path: Path) -> None:
+        self.agent = agent
+        self.spark = spark
+        self.tmp_path = tmp_path
+        self.table = f"default.ckpt_{uuid.uuid4().hex[:8]}"
+        self.source = tmp_path / "src.csv"
+        self.source.write_text(
+            "id,txt\n"
+            + "".join(f"{i},{'PERMANENT_ERROR' if i == FAILING else f't{i}'}\n" for i in KEYS)
+        )
+        (tmp_path / "jobs").mkdir()
+
+    def run(self, prefix: str, **options: Any) -> dict[str, Any]:
+        job = self.tmp_path / "jobs" / f"ckpt_{prefix}.yml"
+        job.write_text(
+            "name: ckpt\nsource: {table: main.s.src, key: id, columns: [txt]}\n"
+            f"request: \"concat('{prefix}: ', txt)\"\nagent: {{endpoint: apps/ckpt}}\n"
+            f"output: {{table: {self.table}, mode: merge}}\n"
+        )
+        before = self.agent.stats().requests_total
+        with agentbatch.run(
+            job,
+            target="spark",
+            tables={"main.s.src": self.source},
+            endpoints={"apps/ckpt": self.agent.url},
+            state_dir=self.tmp_path / "state",
+            project_dir=self.tmp_path,
+            settings={"warehouse_dir": str(self.tmp_path / "warehouse"), "storage": "catalog"},
+            progress=False,
+            **options,
+        ) as result:
+            summary = dict(result.summary)
+        summary["calls"] = self.agent.stats().requests_total - before
+        return summary
+
+    def rows(self) -> dict[int, tuple[Any, ...]]:
+        """key -> (response, error, answered_at); every key must be there once."""
+        rows = [r.asDict() for r in self.spark.table(self.table).collect()]
+        by_key = {r["id"]: (r["response"], r["error"], r["answered_at"]) for r in rows}
+        assert sorted(by_key) == KEYS and len(rows) == len(KEYS), rows
+        return by_key
+
+    def answering(self, prefix: str) -> None:
+        """Each key answers `prefix`; the failing key is a failure."""
+        for key, (response, error, _) in self.rows().items():
+            if key == FAILING:
+                assert response is None and error.startswith("[permanent] "), error
+            else:
+                assert response == f"answer: {prefix}: t{key}", response
+
+    def truncate(self) -> None:
+        self.spark.sql(f"TRUNCATE TABLE {self.table}")
+
+    def drop(self) -> None:
+        self.spark.sql(f"DROP TABLE {self.table}")
+
+    def checkpoint_folder(self) -> Path:
+        (folder,) = (self.tmp_path / "state" / "spark-checkpoints").glob("*/*")
+        return folder
+
+    def checkpoint_files(self) -> list[str]:
+        return sorted(p.name for p in self.checkpoint_folder().iterdir())
+
+
+@pytest.mark.slow  # a dozen runs
+def test_answers_outlive_finished_runs_as_in_the_ledger(history: History) -> None:
+    first = history.run("Q")
+    assert (first["rows"], first["errors"], first["calls"]) == (8, 1, 8)
+    history.answering("Q")
+    paid = history.rows()
+
+    history.truncate()
+    again = history.run("Q")
+    assert (again["skipped"], again["rows"], again["reused"], again["calls"]) == (0, 8, 8, 0)
+    assert history.rows() == paid  # the same answers, first answered_at kept
+    # One file of the latest answer per key (key and result columns), nothing else.
+    (kept,) = history.checkpoint_files()
+    assert kept.startswith(distributed.COMPACTED)
+
+    history.drop()
+    assert history.run("Q")["calls"] == 0
+    assert history.rows() == paid
+    assert history.checkpoint_files() == [kept]  # nothing new: no compaction, no Spark job
+
+    # `--retry-errors` sends the kept failure again, and only it.
+    retried = history.run("Q", retry_errors=True)
+    assert (retried["rows"], retried["calls"]) == (1, 1)
+
+    # A prompt edit pays every row again; then its answers are the ones kept.
+    edited = history.run("Q2")
+    assert (edited["rows"], edited["calls"]) == (8, 8)
+    history.answering("Q2")
+    history.truncate()
+    assert history.run("Q2")["calls"] == 0
+    history.answering("Q2")
+    assert len(history.checkpoint_files()) == 1
+    # One answer per key, the latest: the request changed back is paid again (README).
+    history.truncate()
+    assert history.run("Q")["calls"] == 8
+
+    # A full refresh pays every row once, though the checkpoint holds them all; a truncate after
+    # it is written from the refresh's answers.
+    started = datetime.now()  # as Spark hands timestamps to Python: local, naive
+    assert history.run("Q", full_refresh=True)["calls"] == 8
+    refreshed = history.rows()
+    assert all(at >= started for _, _, at in refreshed.values())
+    history.truncate()
+    assert history.run("Q")["calls"] == 0
+    assert history.rows() == refreshed
+
+
+@pytest.mark.parametrize(
+    ("step", "after"),
+    [
+        ("_publish", 0),  # the compacted file written aside, not renamed in
+        ("_remove", 0),  # renamed in, no old file removed yet
+        ("_remove", 2),  # part of the old files removed
+    ],
+)
+def test_a_kill_during_the_compaction_leaves_a_checkpoint_the_next_run_reuses(
+    history: History, monkeypatch: pytest.MonkeyPatch, step: str, after: int
+) -> None:
+    history.run("Q")
+    history.truncate()
+    real = getattr(distributed, step)
+    calls: list[Path] = []
+
+    def killed(*paths: Path) -> None:
+        if len(calls) == after:
+            raise Crash(step)
+        calls.append(paths[0])
+        real(*paths)
+
+    # A prompt edit killed while its answers and the earlier run's are being folded together.
+    with monkeypatch.context() as patch:
+        patch.setattr(distributed, step, killed)
+        with pytest.raises(Crash):
+            history.run("Q2")
+    history.answering("Q2")  # written before the compaction began
+    assert len(history.checkpoint_files()) > 1
+    # A Spark write killed mid-file leaves a torn file in its hidden folder: readers skip it.
+    folder = history.checkpoint_folder()
+    (folder / ".compacting-torn").mkdir(exist_ok=True)
+    (folder / ".compacting-torn" / "part-00000.parquet").write_bytes(b"PAR1 torn")
+
+    history.truncate()
+    resumed = history.run("Q2")
+    assert (resumed["rows"], resumed["reused"], resumed["calls"]) == (8, 8, 0)
+    history.answering("Q2")
+    # The next run finished the fold: one file, the killed one's leftovers gone.
+    (kept,) = history.checkpoint_files()
+    table = pq.read_table(folder / kept)
+    assert sorted(table.column("id").to_pylist()) == KEYS
