@@ -1,0 +1,183 @@
+"""A small project for run-history tests on the databricks-sql target: a reviews table in a loopback
+warehouse (DuckDB behind the unmodified connector), a job whose prompt, mode and path (REST
+fallback to an Apps agent, or push-down `ai_query` served by the warehouse) change between runs,
+and helpers that run it in-process or as a CLI child and read the target through the warehouse."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import databricks.sql
+import httpx
+
+import agentbatch
+from agentbatch.testing.agent_server import AgentServer
+from tests.support.warehouse.duckdb_executor import DuckDBExecutor
+from tests.support.warehouse.server import Warehouse, serve_warehouse
+
+from .processes import child_env
+
+SOURCE = "main.shop.reviews"
+OUTPUT = "main.shop.review_answers"
+APP = "apps/reviewer"  # the REST fallback: an Apps agent mapped to the loopback agent
+MODEL = "reviewer-model"  # push-down: a Model Serving endpoint the warehouse's ai_query calls
+TOKEN = "dapi-history-token"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def serving_ai_query(agent_url: str) -> Any:
+    """`ai_query` inside the warehouse: a chat call to the agent's Model Serving route (an HTTP
+    error is raised, so the warehouse reports it as Databricks does)."""
+    client = httpx.Client(base_url=agent_url, timeout=30)
+
+    def ai_query(endpoint: str, request: Any, **named: Any) -> str:
+        body = {"messages": [{"role": "user", "content": request}]}
+        reply = client.post(f"/serving-endpoints/{endpoint}/invocations", json=body)
+        reply.raise_for_status()
+        content: str = reply.json()["choices"][0]["message"]["content"]
+        return content
+
+    return ai_query
+
+
+@contextlib.contextmanager
+def serve(agent: AgentServer) -> Iterator[Warehouse]:
+    with (
+        DuckDBExecutor(ai_query=serving_ai_query(agent.url), ai_query_concurrency=4) as executor,
+        serve_warehouse(executor, token=TOKEN) as wh,
+    ):
+        yield wh
+
+
+@dataclass
+class JobSettings:
+    mode: str = "merge"
+    prompt: str = "Review"
+    path: str = "rest"  # or "push-down"
+
+    @property
+    def endpoint(self) -> str:
+        return APP if self.path == "rest" else MODEL
+
+
+class WarehouseProject:
+    def __init__(self, root: Path, agent: AgentServer, wh: Warehouse) -> None:
+        self.root = root
+        self.agent = agent
+        self.wh = wh
+        self.settings = JobSettings()
+        (root / "jobs").mkdir(parents=True, exist_ok=True)
+        # The CLI reads the target from the project file; credentials from the environment.
+        (root / "agentbatch.yml").write_text(
+            f"targets:\n  wh:\n    engine: databricks-sql\n    host: http://{wh.host}:{wh.port}\n"
+            f"    warehouse_id: {wh.warehouse_id}\n"
+        )
+
+    @property
+    def target_settings(self) -> dict[str, Any]:
+        return {
+            "host": f"http://{self.wh.host}:{self.wh.port}",
+            "warehouse_id": self.wh.warehouse_id,
+        }
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {APP: self.agent.url} if self.settings.path == "rest" else {}
+
+    def sql(self, statement: str) -> list[tuple[Any, ...]]:
+        with databricks.sql.connect(**self.wh.connect_kwargs()) as conn, conn.cursor() as cur:
+            cur.execute(statement)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+    def write_source(self, rows: dict[int, str | None]) -> None:
+        self.sql(f"CREATE SCHEMA IF NOT EXISTS {SOURCE.rsplit('.', 1)[0]}")
+        self.sql(f"CREATE OR REPLACE TABLE {SOURCE} (review_id BIGINT, text STRING)")
+        values = ", ".join(
+            f"({k}, {'NULL' if t is None else repr(t)})" for k, t in sorted(rows.items())
+        )
+        if values:
+            self.sql(f"INSERT INTO {SOURCE} VALUES {values}")
+
+    def write_job(self) -> Path:
+        s = self.settings
+        path = self.root / "jobs" / "reviews.yml"
+        text = f"""name: reviews
+source:
+  table: {SOURCE}
+  key: review_id
+  columns: [text]
+request: "concat('{s.prompt}: ', text)"
+agent:
+  endpoint: {s.endpoint}
+  max_retries: 0
+  max_concurrency: 4
+output:
+  table: {OUTPUT}
+  mode: {s.mode}
+"""
+        if not path.exists() or path.read_text() != text:
+            # Replaced whole, never rewritten in place: two runs at once may be reading it.
+            fresh = path.with_suffix(".tmp")
+            fresh.write_text(text)
+            fresh.replace(path)
+        return path
+
+    def options(self, **options: Any) -> dict[str, Any]:
+        return {
+            "settings": self.target_settings,
+            "endpoints": self.endpoints,
+            "project_dir": self.root,
+            "state_dir": self.state,
+            "progress": False,
+            **options,
+        }
+
+    def call_fingerprint(self) -> str:
+        plan = agentbatch.plan(self.write_job(), "databricks-sql", **self.options())
+        return plan.call_fingerprint
+
+    def run(self, **options: Any) -> dict[str, Any]:
+        with agentbatch.run(
+            self.write_job(), "databricks-sql", **self.options(**options)
+        ) as result:
+            return dict(result.summary)
+
+    def start_cli(self, *flags: str) -> subprocess.Popen[bytes]:
+        """`agentbatch run` of the job on the warehouse in a child process (to be killed)."""
+        mapped = [f"--endpoint={name}={url}" for name, url in self.endpoints.items()]
+        args = [
+            sys.executable, "-m", "agentbatch", "run", str(self.write_job()), "--target", "wh",
+            "--no-progress", "--show", "0", *mapped,
+            "--state-dir", str(self.state), "--project-dir", str(self.root), *flags,
+        ]  # fmt: skip
+        env = child_env(
+            {
+                "PYTHONPATH": str(REPO),
+                "DATABRICKS_TOKEN": TOKEN,
+                "DATABRICKS_CONFIG_FILE": str(self.root / "no-databrickscfg"),
+            }
+        )
+        return subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def target(self) -> list[dict[str, Any]]:
+        """The output rows, read through the warehouse (none when the table does not exist)."""
+        schema, table = OUTPUT.split(".")[1:]
+        with databricks.sql.connect(**self.wh.connect_kwargs()) as conn, conn.cursor() as cur:
+            cur.tables(catalog_name="main", schema_name=schema, table_name=table)
+            if not [r for r in cur.fetchall() if str(r[2]) == table]:
+                return []
+            cur.execute(f"SELECT review_id, request_fingerprint, error FROM {OUTPUT}")
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
