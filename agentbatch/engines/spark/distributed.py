@@ -16,7 +16,9 @@ its earlier attempts finished.
 Answers outlive the run, as in the driver's ledger: once the results are written to the target,
 `compact` folds the folder into one file of the latest answer per key (the key and result
 columns; a later failure hides an earlier answer, as there), so a run after the output was
-truncated or dropped is written from it instead of paying again.
+truncated or dropped is written from it instead of paying again. Files whose key or result
+columns have other types than this run's (the source's key changed type) are never read together
+with the others, which Spark cannot do: the run pays their rows again, the compaction removes them.
 
 Without a checkpoint folder (a cluster with none configured) the results are the tasks' output,
 materialised once with `localCheckpoint`; a killed run then loses the answers of its run.
@@ -130,7 +132,7 @@ def answer_distributed(
     inputs = inputs.localCheckpoint(eager=True)
     earlier = None
     if checkpoint is not None and not inputs.isEmpty():  # nothing to do: no checkpoint jobs
-        earlier = read_checkpoint(spark, checkpoint)
+        earlier = read_reusable(spark, checkpoint, key, schema)
     todo = inputs
     reused = None
     if earlier is not None:
@@ -281,6 +283,67 @@ def read_checkpoint(spark: SparkSession, folder: Path, run_id: str = "") -> Data
     return spark.read.option("pathGlobFilter", pattern).parquet(str(folder))
 
 
+def read_reusable(
+    spark: SparkSession, folder: Path, key: str, schema: StructType
+) -> DataFrame | None:
+    """Earlier runs' answers (key and result columns) for rows of `schema`, or None.
+
+    Only files whose key and result columns have this run's types: one Spark read of files that
+    disagree (the source's key read as text once, as a number now) fails on some of them, and a
+    key of another type is not this run's key ('01' is not 1). The others are skipped with a
+    warning, their rows paid again; the compaction after this run removes them."""
+    files = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    if not files:
+        return None
+    types = {f.name: f.dataType for f in schema.fields}
+    wanted = tuple(_type_name(types[name]) for name in (key, *RESULT_COLUMN_NAMES))
+    usable = [path for path in files if _file_types(path, key) == wanted]
+    if len(usable) < len(files):
+        log.warning(
+            "checkpoint %s: %d of %d files hold answers whose key or result columns have other "
+            "types than this run's rows (key %s %s; the source's key changed type?); not reused, "
+            "their rows are paid again",
+            folder,
+            len(files) - len(usable),
+            len(files),
+            key,
+            wanted[0],
+        )
+    return _read_files(spark, folder, files, usable, key)
+
+
+def _read_files(
+    spark: SparkSession, folder: Path, files: list[Path], chosen: list[Path], key: str
+) -> DataFrame | None:
+    """The key and result columns of `chosen`, some of the folder's `files`."""
+    if not chosen:
+        return None
+    if len(chosen) == len(files):
+        read = read_checkpoint(spark, folder)
+    else:  # named one by one: the folder's glob would take the others too
+        read = spark.read.parquet(*(str(path) for path in chosen))
+    return None if read is None else read.select(f"`{key}`", *RESULT_COLUMN_NAMES)
+
+
+def _file_types(path: Path, key: str) -> tuple[str, ...] | None:
+    """The types of a checkpoint file's key and result columns, from its footer alone (no Spark
+    job); None when it has none of them or cannot be read."""
+    import pyarrow.parquet as pq
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    try:
+        schema = pq.read_schema(path)
+        fields = [schema.field(name) for name in (key, *RESULT_COLUMN_NAMES)]
+        return tuple(_type_name(from_arrow_type(f.type)) for f in fields)
+    except (OSError, KeyError, TypeError, ValueError):  # torn, or of another layout
+        return None
+
+
+def _type_name(data_type: Any) -> str:
+    # Spark writes timestamps as INT96, which Arrow reads without a time zone: the same column.
+    return str(data_type.simpleString()).replace("timestamp_ntz", "timestamp")
+
+
 def one_per_key(results: DataFrame, key: str) -> DataFrame:
     """One row per key: an answer over an error, then the newest (a run's own results)."""
     from pyspark.sql import functions as F
@@ -320,26 +383,51 @@ def compact(spark: SparkSession, folder: Path, key: str) -> None:
 
     A kill at any step leaves a readable checkpoint with the same latest answer per key: the new
     file is written aside (a hidden folder, which readers skip) and renamed in whole before any
-    old file is removed, and each old row is a copy of the new file's row for its key or older."""
+    old file is removed, and each old row is a copy of the new file's row for its key or older.
+
+    Only files with the latest run's key and result column types are folded: the others (the
+    source's key changed type) are removed with a warning, so later runs read the folder again."""
     old = sorted(folder.glob("part-*.parquet"))
     if not old or (len(old) == 1 and old[0].name.startswith(COMPACTED)):
         return  # nothing new since the last compaction
     for leftover in folder.glob(".compacting-*"):  # of a compaction that was killed
         shutil.rmtree(leftover, ignore_errors=True)
-    answers = read_checkpoint(spark, folder)
-    if answers is None:
-        return
-    name = uuid.uuid4().hex[:12]
-    staging = folder / f".compacting-{name}"
-    latest = latest_per_key(answers.select(f"`{key}`", *RESULT_COLUMN_NAMES), key)
-    latest.coalesce(1).write.parquet(str(staging))
-    written = next(staging.glob("part-*.parquet"), None)
-    if written is None:
-        raise OSError(f"the compacted checkpoint was not written in {staging}")
-    _publish(written, folder / f"{COMPACTED}{name}.parquet")
-    for path in old:
-        _remove(path)
-    shutil.rmtree(staging, ignore_errors=True)
+    keep, others = _same_types_as_newest(old, key)
+    if keep and not (len(keep) == 1 and keep[0].name.startswith(COMPACTED)):
+        answers = _read_files(spark, folder, old, keep, key)
+        if answers is None:
+            return
+        name = uuid.uuid4().hex[:12]
+        staging = folder / f".compacting-{name}"
+        latest_per_key(answers, key).coalesce(1).write.parquet(str(staging))
+        written = next(staging.glob("part-*.parquet"), None)
+        if written is None:
+            raise OSError(f"the compacted checkpoint was not written in {staging}")
+        _publish(written, folder / f"{COMPACTED}{name}.parquet")
+        for path in keep:
+            _remove(path)
+        shutil.rmtree(staging, ignore_errors=True)
+    if others:  # after the new file is in: a kill before leaves them for the next run
+        log.warning(
+            "checkpoint %s: removed %d files whose key or result columns have other types than "
+            "the latest run's (the source's key changed type?); no later run could read them",
+            folder,
+            len(others),
+        )
+        for path in others:
+            _remove(path)
+
+
+def _same_types_as_newest(files: list[Path], key: str) -> tuple[list[Path], list[Path]]:
+    """`files` split: those whose key and result columns have the types of the newest readable
+    one (the latest run's: it wrote last), and the others."""
+    types = {path: _file_types(path, key) for path in files}
+    readable = [path for path in files if types[path] is not None]
+    if not readable:
+        return [], files
+    newest = max(readable, key=lambda path: (path.stat().st_mtime_ns, path.name))
+    keep = [path for path in files if types[path] == types[newest]]
+    return keep, [path for path in files if types[path] != types[newest]]
 
 
 def _publish(written: Path, target: Path) -> None:

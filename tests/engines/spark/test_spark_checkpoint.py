@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,17 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 
-from agentbatch.engines.spark.distributed import _CheckpointWriter, latest_per_key, one_per_key
+from agentbatch.engines.spark.distributed import (
+    COMPACTED,
+    _CheckpointWriter,
+    compact,
+    latest_per_key,
+    one_per_key,
+    output_schema,
+    read_reusable,
+)
 from agentbatch.errors import AgentError
+from agentbatch.results import result_arrow_fields
 from agentbatch.testing.agent_server import serve_agent
 
 
@@ -72,3 +82,42 @@ def test_the_latest_answer_per_key_wins_across_runs_as_in_the_ledger(spark: Spar
     df = spark.createDataFrame(rows, "k int, response string, error string, answered_at timestamp")
     got = {r["k"]: (r["response"], r["error"]) for r in latest_per_key(df, "k").collect()}
     assert got == {1: (None, "[transient] HTTP 503"), 2: ("retried ok", None), 3: ("a", None)}
+
+
+def answered(keys: pa.Array, response: str) -> pa.Table:
+    """A task's checkpoint group: the key and every result column."""
+    columns: dict[str, Any] = {"k": keys}
+    for f in result_arrow_fields():
+        columns[f.name] = pa.nulls(len(keys), f.type)
+    columns["response"] = pa.array([response] * len(keys))
+    columns["request_fingerprint"] = pa.array(["fp"] * len(keys))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    columns["answered_at"] = pa.array([now] * len(keys), pa.timestamp("us", tz="UTC"))
+    return pa.table(columns)
+
+
+def test_files_of_another_key_type_are_skipped_then_compacted_away(
+    spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The source's key was text, is a number now: one Spark read of both kinds of files fails.
+    _CheckpointWriter(tmp_path, "text", 0, 0).write(answered(pa.array(["1", "2"]), "old"))
+    _CheckpointWriter(tmp_path, "num", 0, 0).write(answered(pa.array([2, 3], pa.int64()), "new"))
+    (text,) = tmp_path.glob("part-text-*")
+    os.utime(text, (1, 1))  # written first
+    (tmp_path / "part-torn-p00000-a0-000000.parquet").write_bytes(b"PAR1 torn")
+    rows = spark.createDataFrame([], "k bigint, request_fingerprint string").schema
+    schema = output_schema(rows, None)
+
+    with caplog.at_level("WARNING"):
+        reusable = read_reusable(spark, tmp_path, "k", schema)
+    assert reusable is not None
+    assert sorted((r["k"], r["response"]) for r in reusable.collect()) == [(2, "new"), (3, "new")]
+    assert "2 of 3 files" in caplog.text and str(tmp_path) in caplog.text
+
+    compact(spark, tmp_path, "k")  # the newest file's types are the latest run's
+    (kept,) = (p.name for p in tmp_path.iterdir())
+    assert kept.startswith(COMPACTED) and "removed 2 files" in caplog.text
+    caplog.clear()
+    again = read_reusable(spark, tmp_path, "k", schema)
+    assert again is not None and sorted(r["k"] for r in again.collect()) == [2, 3]
+    assert not caplog.text

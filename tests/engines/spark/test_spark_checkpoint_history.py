@@ -60,10 +60,10 @@ class History:
         )
         (tmp_path / "jobs").mkdir()
 
-    def run(self, prefix: str, **options: Any) -> dict[str, Any]:
+    def run(self, prefix: str, source: str = "table: main.s.src", **options: Any) -> dict[str, Any]:
         job = self.tmp_path / "jobs" / f"ckpt_{prefix}.yml"
         job.write_text(
-            "name: ckpt\nsource: {table: main.s.src, key: id, columns: [txt]}\n"
+            f"name: ckpt\nsource: {{{source}, key: id, columns: [txt]}}\n"
             f"request: \"concat('{prefix}: ', txt)\"\nagent: {{endpoint: apps/ckpt}}\n"
             f"output: {{table: {self.table}, mode: merge}}\n"
         )
@@ -201,3 +201,32 @@ def test_a_kill_during_the_compaction_leaves_a_checkpoint_the_next_run_reuses(
     (kept,) = history.checkpoint_files()
     table = pq.read_table(folder / kept)
     assert sorted(table.column("id").to_pylist()) == KEYS
+
+
+@pytest.mark.parametrize("prompt", ["Q", "Q2"])  # Q2: a prompt edit as well, nothing to reuse
+def test_a_key_that_changed_type_pays_again_once_and_never_sticks_the_job(
+    history: History, caplog: pytest.LogCaptureFixture, prompt: str
+) -> None:
+    # The key read as text (a source.query casting it), then as a number: the checkpoint's files
+    # disagree on its type, which one Spark read of the folder cannot take.
+    as_text = 'query: "SELECT CAST(id AS STRING) AS id, txt FROM main.s.src"'
+    assert history.run("Q", source=as_text)["calls"] == 8
+    history.drop()  # a target keyed by text refuses numeric keys: the user drops it
+    folder = history.checkpoint_folder()
+    with caplog.at_level("WARNING", logger=distributed.__name__):
+        typed = history.run(prompt)
+    # The text-keyed answers cannot be read with this run's rows: paid again, with a warning.
+    assert (typed["rows"], typed["reused"], typed["calls"]) == (8, 0, 8)
+    history.answering(prompt)
+    warned = [r.getMessage() for r in caplog.records if str(folder) in r.getMessage()]
+    assert warned and all("paid again" in m or "removed" in m for m in warned), warned
+    # The compaction kept this run's answers only: a folder the next runs read.
+    (kept,) = history.checkpoint_files()
+    assert pq.read_table(folder / kept).schema.field("id").type == "int32"
+
+    caplog.clear()
+    history.truncate()
+    again = history.run(prompt)
+    assert (again["rows"], again["reused"], again["calls"]) == (8, 8, 0)
+    history.answering(prompt)
+    assert not [r for r in caplog.records if str(folder) in r.getMessage()]
