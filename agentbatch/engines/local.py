@@ -188,8 +188,7 @@ class LocalEngine:
         if full in self._relations:
             return True
         try:
-            catalog, schema, name = self._physical(full, attach=False)
-            return catalog is not None and self._has_table(catalog, schema, name)
+            return self._exists(full)
         finally:
             if self._settled:
                 self._detach_warehouses()
