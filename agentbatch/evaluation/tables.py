@@ -8,18 +8,21 @@ and closed before the next step opens its own.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
 from agentbatch.evaluation.results import Coverage
+from agentbatch.planning.builder import scored_statements
+from agentbatch.spec.project import template_dirs
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from agentbatch.engines.base import Engine
-    from agentbatch.planning.definition import Plan
+    from agentbatch.planning.definition import Plan, Scored
 
 _PLAIN = re.compile(r"^[A-Za-z_]\w*$")
 
@@ -34,10 +37,15 @@ def derived_table(table: str, suffix: str) -> str:
 
 
 def evaluated_rows_sql(the_plan: Plan) -> str:
-    """The rows an evaluation of the plan's job scores, as one query (`Plan.scored`): for each
+    """The rows an evaluation of the plan's job scores, as one query (`scored_statements`): for each
     key of the current selection, its answer to the current request; a key without one is left
     out, never scored with an answer to another request (`coverage` counts them)."""
-    return the_plan.scored.current.sql
+    return _scored(the_plan).current.sql
+
+
+def _scored(the_plan: Plan) -> Scored:
+    root = Path(the_plan.options.project_dir or Path.cwd())
+    return scored_statements(the_plan, template_dirs(root))
 
 
 def read_evaluated_rows(engine: Engine, the_plan: Plan) -> pa.Table:
@@ -60,7 +68,7 @@ def coverage(engine: Engine, the_plan: Plan, scored: int) -> Coverage:
     answers to another request for (`Scored.current_or_latest` holds a row for every selected
     key the output answered, whatever the request)."""
     selected = int(engine.fetch_one(the_plan.preflight.counts.sql).get("selected") or 0)
-    answered_sql = the_plan.scored.current_or_latest.sql.strip().rstrip(";")
+    answered_sql = _scored(the_plan).current_or_latest.sql.strip().rstrip(";")
     answered = engine.fetch_one(f"SELECT count(*) AS `answered` FROM ({answered_sql}) AS `_any`")
     other = int(answered.get("answered") or 0) - scored
     return Coverage(selected=selected, scored=scored, other_request=max(other, 0))

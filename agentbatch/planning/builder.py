@@ -158,11 +158,15 @@ def build_plan(
     try:
         return _build_plan(job, target, options or RunOptions(), template_dirs)
     except JobValueError as err:
-        origin = job._origin
-        if origin is None:
-            raise
-        # Found when used: name the line of the job file the value came from.
-        raise SpecError(f"{where_in_file(origin.file, err.key_path)}: {err}") from None
+        raise _in_job_file(job, err) from None
+
+
+def _in_job_file(job: Job, err: JobValueError) -> Exception:
+    """A value found wrong when used, named by the line of the job file it came from."""
+    origin = job._origin
+    if origin is None:
+        return err
+    return SpecError(f"{where_in_file(origin.file, err.key_path)}: {err}")
 
 
 def _build_plan(
@@ -242,12 +246,24 @@ def _build_plan(
         fingerprint,
         options,
         checks,
-        _scored(renderer, job, fingerprint, engine.dialect),
     )
 
 
-def _scored(renderer: Renderer, job: Job, fingerprint: str, dialect: str) -> Scored:
-    context = job_context(job, fingerprint, RenderOptions(incremental=False, dialect=dialect))
+def scored_statements(plan: Plan, template_dirs: Iterable[Path] = ()) -> Scored:
+    """The statements an evaluation of the plan's job reads its rows with. Rendered only when
+    asked: a run never reads them."""
+    try:
+        return _scored(plan, template_dirs)
+    except JobValueError as err:
+        raise _in_job_file(plan.job, err) from None
+
+
+def _scored(plan: Plan, template_dirs: Iterable[Path]) -> Scored:
+    job = plan.job
+    renderer = Renderer(job, template_dirs)
+    dialect = engine_class(plan.target.engine).dialect
+    options = RenderOptions(incremental=False, dialect=dialect)
+    context = job_context(job, plan.call_fingerprint, options)
 
     def rows(purpose: str, latest_otherwise: bool) -> Statement:
         sql = renderer.render(

@@ -155,7 +155,8 @@ class Preflight:
 
 @dataclass(frozen=True)
 class Scored:
-    """The rows an evaluation of the job scores (`evaluated_rows.sql`): for each key of the
+    """The rows an evaluation of the job scores (`evaluated_rows.sql`, built on demand by
+    `planning.builder.scored_statements`): for each key of the
     current selection, the output row answering the current request, with the current source
     columns. Not incremental and without a run limit: the whole selection."""
 
@@ -176,7 +177,6 @@ class Plan:
     call_fingerprint: str
     options: RunOptions
     preflight: Preflight
-    scored: Scored
 
     @property
     def statements(self) -> tuple[Statement, ...]:
