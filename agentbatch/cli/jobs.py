@@ -80,7 +80,11 @@ the summary:
   input_tokens, output_tokens, cost
                 what this run's answers used (cost: with a declared price), and beside them
                 estimated_* from the last `agentbatch estimate` of the same request
-  table_rows    the whole output table after the run (table_ok, table_errors likewise)
+  table_rows    the whole output table after the run (table_ok, table_errors likewise);
+                blank (null with --json) when it could not be read
+  no_table      shown when the run left no output table (a local run over a source with
+                its header only keeps none): table_rows, table_ok, table_errors are
+                blank (null), not the 0 of an empty table
   output ...    where the output table is: its file, or the local warehouse file and a query
                 that reads it (agentbatch show TABLE prints it)""",
     "estimate": """examples:

@@ -144,10 +144,10 @@ class LocalEngine:
             table
             for table in written
             if table in self._outputs
-            and _creates_if_missing(statement)
+            and _creates_if_missing(sql)
             and self._has_table(_MAPPED_CATALOG, table[1], table[2])
         }
-        creating = [t for t in written if _creates(statement) and not self._exists(t)]
+        creating = [t for t in written if _creates(sql) and not self._exists(t)]
         checked = _checked_merge(statement) if not params else None
         if checked is None:
             self._run(statement, params)
@@ -449,6 +449,7 @@ class LocalEngine:
         path = Path(source)
         relation = f'{_MAPPED_CATALOG}."{full[1]}"."{full[2]}"'
         if not self._has_table(_MAPPED_CATALOG, full[1], full[2]):
+            _remove_saved(path, existed=False)  # dropped (DROP TABLE): its file goes too
             return
         suffix = path.suffix.lower()
         if suffix in _FILE_READERS and not path.is_dir():
@@ -513,7 +514,11 @@ class LocalEngine:
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
         targets = _written_tables(tree)
         written = [self._full_name(_table_name(t)) for t in targets]
-        replaced = targets if isinstance(tree, exp.Create) and tree.args.get("replace") else []
+        # Replaced or dropped whole: a mapped output this run cannot read may still go.
+        whole = isinstance(tree, exp.Drop) or (
+            isinstance(tree, exp.Create) and tree.args.get("replace")
+        )
+        replaced = targets if whole else []
         for node in list(tree.find_all(exp.Table)):
             if not node.name or (not node.db and node.name.lower() in ctes):
                 continue
@@ -622,8 +627,9 @@ class _Counter:
             yield batch
 
 
-def _creates(statement: str) -> bool:
-    return re.match(r"\s*CREATE\s+(OR\s+REPLACE\s+)?TABLE\b", statement, re.I) is not None
+def _creates(sql: str) -> bool:
+    """`sql` is a CREATE [OR REPLACE] TABLE [IF NOT EXISTS]."""
+    return _table_creation(sql) is not None
 
 
 def _remove_saved(path: Path, *, existed: bool) -> None:
@@ -639,8 +645,17 @@ def _remove_saved(path: Path, *, existed: bool) -> None:
         path.unlink(missing_ok=True)
 
 
-def _creates_if_missing(statement: str) -> bool:
-    return re.match(r"\s*CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\b", statement, re.I) is not None
+def _creates_if_missing(sql: str) -> bool:
+    """`sql` is a CREATE TABLE IF NOT EXISTS (not OR REPLACE)."""
+    create = _table_creation(sql)
+    return create is not None and bool(create.args.get("exists")) and not create.args.get("replace")
+
+
+def _table_creation(sql: str) -> exp.Create | None:
+    # The tree `_prepare` parsed: `parsing` keeps it by its text, so nothing is parsed again.
+    trees = parsing.statements(sql)
+    tree = trees[0] if trees else None
+    return tree if isinstance(tree, exp.Create) and tree.kind == "TABLE" else None
 
 
 def _checked_merge(statement: str) -> CheckedMerge | None:
@@ -656,6 +671,8 @@ def _table_name(node: exp.Table) -> str:
 
 def _written_tables(tree: exp.Expr) -> list[exp.Table]:
     target = None
+    if isinstance(tree, exp.Drop):  # its tables: under `tables` (sqlglot 30), or `expressions`
+        return [t for t in tree.args.get("tables") or tree.expressions if isinstance(t, exp.Table)]
     if isinstance(tree, (exp.Create, exp.Insert, exp.Merge)):
         target = tree.this
         if isinstance(target, exp.Schema):

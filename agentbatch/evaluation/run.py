@@ -277,6 +277,9 @@ def compare(
     job's own), each variant writing `<output>_<variant>`. Two jobs: each runs as written (their
     outputs are suffixed with the variant only if both write the same table); the scorers of
     job A score both.
+
+    The comparison table is written last; an earlier compare's is dropped before this one
+    writes anything, so a compare that fails leaves none beside the variant tables it changed.
     """
     for variant in (variant_a, variant_b):
         if not _VARIANT.match(variant):
@@ -319,6 +322,12 @@ def compare(
     # Both jobs checked before either is paid for (or, skipping the runs, read).
     _check_source(variants[0], context, _origin(job_a))
     _check_source(variants[1], context, _origin(job_b or job_a))
+    # An earlier compare's comparison is dropped before this one writes any table (the variants'
+    # runs; with --skip-run, their judges): it describes other answers than those written
+    # beside it from then on. This one's is written last, after every variant table: a compare
+    # that fails leaves no comparison, never one that disagrees with its variant tables.
+    if not skip_run:
+        _drop_table(variants[0], context, comparison_table)
     # Nothing is written until both variants are scored and compared: a variant refused (no
     # answer to its current request) or rows that do not pair leave no scores, metrics or
     # comparison behind that could be read as this comparison's result. Both variants' answers
@@ -327,6 +336,8 @@ def compare(
         _answer_variant(job, variant, context)
         for job, variant in zip(variants, (variant_a, variant_b), strict=True)
     ]
+    if skip_run:
+        _drop_table(variants[0], context, comparison_table)
     result_a, result_b = (_score_variant(each, context) for each in answered)
     comparison = compare_scores(
         result_a.scored,
@@ -590,6 +601,22 @@ def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Tab
         for name, (data, key) in tables.items():
             write_table(engine, the_plan, name, data, key)
             log.info("wrote %d row(s) to %s", data.num_rows, name)
+    finally:
+        engine.close()
+
+
+def _drop_table(job: Job, context: _Context, table: str) -> None:
+    """Drop `table` if it exists (a table mapped to a file: the file too)."""
+    from agentbatch.execution import runner
+
+    mapped = {n: s for n, s in context.options.tables.items() if _canonical(n) == _canonical(table)}
+    options = replace(context.options, tables=mapped).started()
+    the_plan = runner.plan(job, context.target, options)
+    engine = open_engine(the_plan, options.tables, [table])
+    try:
+        if engine.table_exists(table):
+            engine.execute(f"DROP TABLE IF EXISTS {quoting.table(table)}")
+            log.info("dropped %s of an earlier compare: it is written again at the end", table)
     finally:
         engine.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,17 @@ if TYPE_CHECKING:
 
     from agentbatch.engines.base import Engine
 
+# The summary's figures of the whole output table, and the row of `summary.sql` each counts.
+TABLE_FIGURES = {"table_rows": "rows", "table_ok": "ok", "table_errors": "errors"}
+
+
+def table_figures(counted: Mapping[str, Any] | None) -> dict[str, int | None]:
+    """The output table's figures from `summary.sql`'s row; None each when it could not be read
+    (unknown: never an empty table's 0)."""
+    if counted is None:
+        return dict.fromkeys(TABLE_FIGURES)
+    return {name: int(counted.get(column) or 0) for name, column in TABLE_FIGURES.items()}
+
 
 @dataclass
 class RunResult:
@@ -20,12 +32,26 @@ class RunResult:
     (`answered_at` at or after its start: an answer reused from the checkpoint keeps the time it
     was first answered), `to_pandas(whole_table=True)` the whole output table.
 
-    It keeps the engine open for `to_pandas()`: close it (or use `with`) when done."""
+    It keeps the engine open for `to_pandas()`: close it (or use `with`) when done.
+
+    A run that left no output table (a local run over a CSV with its header only keeps none)
+    says so: `no_table: true`, and `table_rows`, `table_ok`, `table_errors` None, never the 0 of
+    an empty table."""
 
     plan: Plan
     summary: dict[str, Any]
     engine: Engine | None = field(default=None, repr=False)
     dry_run_requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Built once the run is over: an engine may drop an empty output as it settles, after
+        # the summary counted it. Only an empty (or unread) table can be one that is gone.
+        if self.engine is None or self.summary.get("table_rows"):
+            return
+        if "table_rows" in self.summary and not self.engine.table_exists(
+            self.plan.job.output.table
+        ):
+            self.summary.update(no_table=True, **table_figures(None))
 
     def close(self) -> None:
         """Close the engine's connection (a warehouse session, a Spark session it started)."""

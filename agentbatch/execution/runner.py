@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from agentbatch.agent.redact import safe_url
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import AgentbatchError, JobFailedError, UsageError, attach_summary
-from agentbatch.execution.result import RunResult
+from agentbatch.execution.result import RunResult, table_figures
 from agentbatch.execution.selection import check_passthrough, replacing_if_reshaped, selection_of
 from agentbatch.planning.builder import build_plan
 from agentbatch.planning.definition import Plan, PushDown, RestFallback, RunOptions
@@ -477,11 +477,12 @@ def estimate_path(the_plan: Plan) -> Path:
 
 def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict[str, Any]:
     """This run's figures first, then the state of the target table."""
+    table: dict[str, Any] | None
     try:
         table = engine.fetch_one(the_plan.summary.sql)
     except AgentbatchError as err:
         log.warning("could not summarise the target: %s", err)
-        table = {}
+        table = None  # its figures are unknown, not an empty table's
     summary: dict[str, Any] = {
         "job": the_plan.job.name,
         "target": the_plan.target.name,
@@ -492,8 +493,8 @@ def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict
     if the_plan.strategy == "push-down":
         # One statement answered them: the table says how each came out (ai_query's calls are
         # the rows; it reuses nothing).
-        rows = int(table.get("answered_this_run") or 0)
-        errors = int(table.get("errors_this_run") or 0)
+        rows = int((table or {}).get("answered_this_run") or 0)
+        errors = int((table or {}).get("errors_this_run") or 0)
         summary.update(rows=rows, sent=rows, reused=0, ok=rows - errors, errors=errors)
     else:
         summary["rows"] = int(stats.get("rows_seen", 0))
@@ -501,10 +502,6 @@ def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict
         {k: v for k, v in stats.items() if k not in ("rows_seen", "selected", "skipped")}
     )
     summary.setdefault("errors", 0)
-    summary.update(
-        output_table=the_plan.job.output.table,
-        table_rows=int(table.get("rows") or 0),
-        table_ok=int(table.get("ok") or 0),
-        table_errors=int(table.get("errors") or 0),
-    )
+    # A table the run leaves none of is said by its result (`RunResult`: `no_table`).
+    summary.update(output_table=the_plan.job.output.table, **table_figures(table))
     return summary
