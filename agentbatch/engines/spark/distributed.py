@@ -19,6 +19,7 @@ columns; a later failure hides an earlier answer, as there), so a run after the 
 truncated or dropped is written from it instead of paying again. Files whose key or result
 columns have other types than this run's (the source's key changed type) are never read together
 with the others, which Spark cannot do: the run pays their rows again, the compaction removes them.
+Two runs of one job may share the folder at once (checkpoints.py: no lock; what each may remove).
 
 Without a checkpoint folder (a cluster with none configured) the results are the tasks' output,
 materialised once with `localCheckpoint`; a killed run then loses the answers of its run.
@@ -31,10 +32,7 @@ import json
 import logging
 import os
 import queue
-import re
-import shutil
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,6 +49,19 @@ from agentbatch.agent.shared_limits import BudgetAddress
 from agentbatch.engines.binary_files import arrow_batch_rows
 from agentbatch.engines.spark.arrow import variants_as_json_text, variants_parsed
 from agentbatch.engines.spark.calls import RemoteCall, answer_batches
+from agentbatch.engines.spark.checkpoints import COMPACTED as COMPACTED
+from agentbatch.engines.spark.checkpoints import REFRESH_MARKER as REFRESH_MARKER
+from agentbatch.engines.spark.checkpoints import checkpoint_folder as checkpoint_folder
+from agentbatch.engines.spark.checkpoints import compact as compact
+from agentbatch.engines.spark.checkpoints import end_refresh as end_refresh
+from agentbatch.engines.spark.checkpoints import (
+    first_per_key,
+    latest_per_key,
+    read_checkpoint,
+    read_materialised,
+)
+from agentbatch.engines.spark.checkpoints import read_reusable as read_reusable
+from agentbatch.engines.spark.checkpoints import refresh_since as refresh_since
 from agentbatch.errors import AgentbatchError
 from agentbatch.results import (
     FINGERPRINT_COLUMN,
@@ -68,10 +79,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATS_COLUMN = "_agentbatch_task_stats"
-# In a checkpoint folder: when the full refresh whose answers it holds began.
-REFRESH_MARKER = "refresh-since"
-# In a checkpoint folder: the file `compact` leaves, `<COMPACTED><id>.parquet`.
-COMPACTED = "part-compacted-"
 _SUMMED = (
     "rows_seen",
     "sent",
@@ -98,11 +105,8 @@ class DistributedAnswers:
     stats: dict[str, Any] = field(default_factory=dict)
     # Set when the endpoint was unusable (AgentError in a task); answered rows are in `results`.
     fatal: str | None = None
-
-
-def checkpoint_folder(root: str | os.PathLike[str], table: str, call_fingerprint: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", table)
-    return Path(root) / safe / call_fingerprint[:16]
+    # Names this run's checkpoint files: `compact(..., run_id)` once they are in the target.
+    run_id: str = ""
 
 
 def answer_distributed(
@@ -130,22 +134,27 @@ def answer_distributed(
     run_id = uuid.uuid4().hex[:8]
     # Evaluated once: `inputs` reads the target, which the write will change.
     inputs = inputs.localCheckpoint(eager=True)
-    earlier = None
+    usable = None
     if checkpoint is not None and not inputs.isEmpty():  # nothing to do: no checkpoint jobs
-        earlier = read_reusable(spark, checkpoint, key, schema)
+        wanted = inputs.select(key, FINGERPRINT_COLUMN)
+
+        def answers(earlier: DataFrame) -> DataFrame:
+            # A key's latest answer only, as the ledger: a later failure hides an earlier answer.
+            found = _reusable(latest_per_key(earlier, key), retry_errors)
+            if answered_since is not None:
+                since = F.expr(f"timestamp_micros({answered_since})")
+                found = found.where(F.col("answered_at") >= since)
+            return found.join(wanted, [key, FINGERPRINT_COLUMN], "left_semi")
+
+        # Read once: another run's fold may remove the files, so `reused` and `todo` both come
+        # from this copy (two reads could disagree: a key reused and sent, or neither).
+        usable = read_materialised(spark, checkpoint, key, schema, answers)
     todo = inputs
     reused = None
-    if earlier is not None:
-        # A key's latest answer only, as the ledger: a later failure hides an earlier answer.
-        usable = _reusable(latest_per_key(earlier, key), retry_errors)
-        if answered_since is not None:
-            since = F.expr(f"timestamp_micros({answered_since})")
-            usable = usable.where(F.col("answered_at") >= since)
+    if usable is not None:
         results_only = [c for c in RESULT_COLUMN_NAMES if c != FINGERPRINT_COLUMN]
-        reused = (
-            inputs.drop(REQUEST_COLUMN, *FILE_COLUMNS)
-            .join(usable.select(key, FINGERPRINT_COLUMN, *results_only), [key, FINGERPRINT_COLUMN])
-            .localCheckpoint(eager=True)
+        reused = inputs.drop(REQUEST_COLUMN, *FILE_COLUMNS).join(
+            usable.select(key, FINGERPRINT_COLUMN, *results_only), [key, FINGERPRINT_COLUMN]
         )
         todo = inputs.join(
             usable.select(key, FINGERPRINT_COLUMN), on=[key, FINGERPRINT_COLUMN], how="left_anti"
@@ -179,7 +188,7 @@ def answer_distributed(
         results = reused if results is None else results.select(*columns).unionByName(reused)
     if results is not None:
         results = variants_parsed(results, variant_columns)
-    return DistributedAnswers(results, stats, fatal)
+    return DistributedAnswers(results, stats, fatal, run_id)
 
 
 def _count_reused(stats: dict[str, Any], reused: DataFrame) -> None:
@@ -261,181 +270,11 @@ def output_schema(inputs: StructType, response_type: pa.DataType | None) -> Stru
     return StructType([*passthrough, *results, StructField(STATS_COLUMN, StringType(), True)])
 
 
-def refresh_since(folder: Path) -> int:
-    """When the full refresh checkpointed in `folder` began (microseconds since the epoch): the
-    one a stopped run left there, else now, recorded for a later run of the same refresh."""
-    marker = folder / REFRESH_MARKER
-    with contextlib.suppress(OSError, ValueError):
-        return int(marker.read_text(encoding="ascii").strip())
-    since = time.time_ns() // 1000
-    folder.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(since), encoding="ascii")  # written whole (volumes take no appends)
-    return since
-
-
-def read_checkpoint(spark: SparkSession, folder: Path, run_id: str = "") -> DataFrame | None:
-    """The folder's answers (only run `run_id`'s, when given), or None when there are none."""
-    pattern = f"part-{run_id}-*.parquet" if run_id else "part-*.parquet"
-    if not folder.is_dir() or next(folder.glob(pattern), None) is None:
-        return None
-    # The folder with a name filter, not the file names: a run leaves hundreds of files, and
-    # Spark lists more than a few explicit paths with a job of one task per path.
-    return spark.read.option("pathGlobFilter", pattern).parquet(str(folder))
-
-
-def read_reusable(
-    spark: SparkSession, folder: Path, key: str, schema: StructType
-) -> DataFrame | None:
-    """Earlier runs' answers (key and result columns) for rows of `schema`, or None.
-
-    Only files whose key and result columns have this run's types: one Spark read of files that
-    disagree (the source's key read as text once, as a number now) fails on some of them, and a
-    key of another type is not this run's key ('01' is not 1). The others are skipped with a
-    warning, their rows paid again; the compaction after this run removes them."""
-    files = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
-    if not files:
-        return None
-    types = {f.name: f.dataType for f in schema.fields}
-    wanted = tuple(_type_name(types[name]) for name in (key, *RESULT_COLUMN_NAMES))
-    usable = [path for path in files if _file_types(path, key) == wanted]
-    if len(usable) < len(files):
-        log.warning(
-            "checkpoint %s: %d of %d files hold answers whose key or result columns have other "
-            "types than this run's rows (key %s %s; the source's key changed type?); not reused, "
-            "their rows are paid again",
-            folder,
-            len(files) - len(usable),
-            len(files),
-            key,
-            wanted[0],
-        )
-    return _read_files(spark, folder, files, usable, key)
-
-
-def _read_files(
-    spark: SparkSession, folder: Path, files: list[Path], chosen: list[Path], key: str
-) -> DataFrame | None:
-    """The key and result columns of `chosen`, some of the folder's `files`."""
-    if not chosen:
-        return None
-    if len(chosen) == len(files):
-        read = read_checkpoint(spark, folder)
-    else:  # named one by one: the folder's glob would take the others too
-        read = spark.read.parquet(*(str(path) for path in chosen))
-    return None if read is None else read.select(f"`{key}`", *RESULT_COLUMN_NAMES)
-
-
-def _file_types(path: Path, key: str) -> tuple[str, ...] | None:
-    """The types of a checkpoint file's key and result columns, from its footer alone (no Spark
-    job); None when it has none of them or cannot be read."""
-    import pyarrow.parquet as pq
-    from pyspark.sql.pandas.types import from_arrow_type
-
-    try:
-        schema = pq.read_schema(path)
-        fields = [schema.field(name) for name in (key, *RESULT_COLUMN_NAMES)]
-        return tuple(_type_name(from_arrow_type(f.type)) for f in fields)
-    except (OSError, KeyError, TypeError, ValueError):  # torn, or of another layout
-        return None
-
-
-def _type_name(data_type: Any) -> str:
-    # Spark writes timestamps as INT96, which Arrow reads without a time zone: the same column.
-    return str(data_type.simpleString()).replace("timestamp_ntz", "timestamp")
-
-
 def one_per_key(results: DataFrame, key: str) -> DataFrame:
     """One row per key: an answer over an error, then the newest (a run's own results)."""
     from pyspark.sql import functions as F
 
-    return _first_per_key(results, key, F.col("error").isNull().desc(), F.col("answered_at").desc())
-
-
-def latest_per_key(answers: DataFrame, key: str) -> DataFrame:
-    """One row per key: the newest, whatever it is (the ledger's rule across runs: a refresh's
-    transient failure, or an edited prompt's error, replaces an older answer)."""
-    from pyspark.sql import functions as F
-
-    return _first_per_key(answers, key, F.col("answered_at").desc(), F.col("error").isNull().desc())
-
-
-def _first_per_key(rows: DataFrame, key: str, *order: Any) -> DataFrame:
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    window = Window.partitionBy(F.col(f"`{key}`")).orderBy(*order)
-    return (
-        rows.withColumn("_agentbatch_rank", F.row_number().over(window))
-        .where(F.col("_agentbatch_rank") == 1)
-        .drop("_agentbatch_rank")
-    )
-
-
-def end_refresh(folder: Path) -> None:
-    """A run finished: no refresh is left to continue (done, or given up for a plain run)."""
-    (folder / REFRESH_MARKER).unlink(missing_ok=True)
-
-
-def compact(spark: SparkSession, folder: Path, key: str) -> None:
-    """Fold the folder's files into one parquet file of the latest answer per key (the key and
-    result columns: reuse takes the passthrough columns from the source). One Spark job; the
-    driver only lists and renames files.
-
-    A kill at any step leaves a readable checkpoint with the same latest answer per key: the new
-    file is written aside (a hidden folder, which readers skip) and renamed in whole before any
-    old file is removed, and each old row is a copy of the new file's row for its key or older.
-
-    Only files with the latest run's key and result column types are folded: the others (the
-    source's key changed type) are removed with a warning, so later runs read the folder again."""
-    old = sorted(folder.glob("part-*.parquet"))
-    if not old or (len(old) == 1 and old[0].name.startswith(COMPACTED)):
-        return  # nothing new since the last compaction
-    for leftover in folder.glob(".compacting-*"):  # of a compaction that was killed
-        shutil.rmtree(leftover, ignore_errors=True)
-    keep, others = _same_types_as_newest(old, key)
-    if keep and not (len(keep) == 1 and keep[0].name.startswith(COMPACTED)):
-        answers = _read_files(spark, folder, old, keep, key)
-        if answers is None:
-            return
-        name = uuid.uuid4().hex[:12]
-        staging = folder / f".compacting-{name}"
-        latest_per_key(answers, key).coalesce(1).write.parquet(str(staging))
-        written = next(staging.glob("part-*.parquet"), None)
-        if written is None:
-            raise OSError(f"the compacted checkpoint was not written in {staging}")
-        _publish(written, folder / f"{COMPACTED}{name}.parquet")
-        for path in keep:
-            _remove(path)
-        shutil.rmtree(staging, ignore_errors=True)
-    if others:  # after the new file is in: a kill before leaves them for the next run
-        log.warning(
-            "checkpoint %s: removed %d files whose key or result columns have other types than "
-            "the latest run's (the source's key changed type?); no later run could read them",
-            folder,
-            len(others),
-        )
-        for path in others:
-            _remove(path)
-
-
-def _same_types_as_newest(files: list[Path], key: str) -> tuple[list[Path], list[Path]]:
-    """`files` split: those whose key and result columns have the types of the newest readable
-    one (the latest run's: it wrote last), and the others."""
-    types = {path: _file_types(path, key) for path in files}
-    readable = [path for path in files if types[path] is not None]
-    if not readable:
-        return [], files
-    newest = max(readable, key=lambda path: (path.stat().st_mtime_ns, path.name))
-    keep = [path for path in files if types[path] == types[newest]]
-    return keep, [path for path in files if types[path] != types[newest]]
-
-
-def _publish(written: Path, target: Path) -> None:
-    os.replace(written, target)  # whole or absent: a rename
-
-
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
+    return first_per_key(results, key, F.col("error").isNull().desc(), F.col("answered_at").desc())
 
 
 def _response_type(remote: RemoteCall) -> pa.DataType | None:

@@ -330,12 +330,14 @@ class SparkEngine:
         elif work.keep_only_sql is not None:
             self.execute(work.keep_only_sql)
         if folder is not None:
-            self._compact_checkpoint(folder, work.write.key, finished=not answers.fatal)
+            self._compact_checkpoint(
+                folder, work.write.key, answers.run_id, finished=not answers.fatal
+            )
         if answers.fatal:
             raise AgentError(f"{answers.fatal} ({written} answered row(s) were written)")
         return {**answers.stats, "rows_written": written}
 
-    def _compact_checkpoint(self, folder: Path, key: str, *, finished: bool) -> None:
+    def _compact_checkpoint(self, folder: Path, key: str, run_id: str, *, finished: bool) -> None:
         """After the write: a finished run ends the refresh it was (a stopped one keeps its start
         for its next run), and the folder is folded into the latest answer per key. A failed
         compaction leaves the files it read, as readable as before: the run's outcome stands."""
@@ -344,7 +346,7 @@ class SparkEngine:
         try:
             if finished:
                 end_refresh(folder)
-            guard(lambda: compact(self.spark, folder, key))
+            guard(lambda: compact(self.spark, folder, key, run_id))
         except (OSError, EngineError) as err:
             log.warning("checkpoint %s not compacted (its answers stay reusable): %s", folder, err)
 

@@ -11,15 +11,8 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 
-from agentbatch.engines.spark.distributed import (
-    COMPACTED,
-    _CheckpointWriter,
-    compact,
-    latest_per_key,
-    one_per_key,
-    output_schema,
-    read_reusable,
-)
+from agentbatch.engines.spark.checkpoints import COMPACTED, compact, latest_per_key, read_reusable
+from agentbatch.engines.spark.distributed import _CheckpointWriter, one_per_key, output_schema
 from agentbatch.errors import AgentError
 from agentbatch.results import result_arrow_fields
 from agentbatch.testing.agent_server import serve_agent
@@ -105,6 +98,7 @@ def test_files_of_another_key_type_are_skipped_then_compacted_away(
     (text,) = tmp_path.glob("part-text-*")
     os.utime(text, (1, 1))  # written first
     (tmp_path / "part-torn-p00000-a0-000000.parquet").write_bytes(b"PAR1 torn")
+    os.utime(tmp_path / "part-torn-p00000-a0-000000.parquet", (1, 1))  # of a run killed long ago
     rows = spark.createDataFrame([], "k bigint, request_fingerprint string").schema
     schema = output_schema(rows, None)
 
@@ -114,7 +108,7 @@ def test_files_of_another_key_type_are_skipped_then_compacted_away(
     assert sorted((r["k"], r["response"]) for r in reusable.collect()) == [(2, "new"), (3, "new")]
     assert "2 of 3 files" in caplog.text and str(tmp_path) in caplog.text
 
-    compact(spark, tmp_path, "k")  # the newest file's types are the latest run's
+    compact(spark, tmp_path, "k", "num")  # the newest file's types are the latest run's
     (kept,) = (p.name for p in tmp_path.iterdir())
     assert kept.startswith(COMPACTED) and "removed 2 files" in caplog.text
     caplog.clear()

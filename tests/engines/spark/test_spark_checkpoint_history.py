@@ -8,6 +8,7 @@ calls on the executors, against a catalog table the user truncates and drops bet
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import agentbatch
-from agentbatch.engines.spark import distributed
+from agentbatch.engines.spark import checkpoints, distributed
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 
 KEYS = list(range(1, 9))
@@ -172,7 +173,7 @@ def test_a_kill_during_the_compaction_leaves_a_checkpoint_the_next_run_reuses(
 ) -> None:
     history.run("Q")
     history.truncate()
-    real = getattr(distributed, step)
+    real = getattr(checkpoints, step)
     calls: list[Path] = []
 
     def killed(*paths: Path) -> None:
@@ -183,22 +184,28 @@ def test_a_kill_during_the_compaction_leaves_a_checkpoint_the_next_run_reuses(
 
     # A prompt edit killed while its answers and the earlier run's are being folded together.
     with monkeypatch.context() as patch:
-        patch.setattr(distributed, step, killed)
+        patch.setattr(checkpoints, step, killed)
         with pytest.raises(Crash):
             history.run("Q2")
     history.answering("Q2")  # written before the compaction began
     assert len(history.checkpoint_files()) > 1
-    # A Spark write killed mid-file leaves a torn file in its hidden folder: readers skip it.
+    # A Spark write killed mid-file leaves a torn file in its hidden folder: readers skip it,
+    # a fold removes it once a day old (a younger one may be another run's fold at work).
     folder = history.checkpoint_folder()
     (folder / ".compacting-torn").mkdir(exist_ok=True)
     (folder / ".compacting-torn" / "part-00000.parquet").write_bytes(b"PAR1 torn")
+    for path in (folder / ".compacting-torn", folder / ".compacting-torn" / "part-00000.parquet"):
+        os.utime(path, (1, 1))
 
     history.truncate()
     resumed = history.run("Q2")
     assert (resumed["rows"], resumed["reused"], resumed["calls"]) == (8, 8, 0)
     history.answering("Q2")
-    # The next run finished the fold: one file, the killed one's leftovers gone.
-    (kept,) = history.checkpoint_files()
+    # The next run finished the fold: one file, the day-old leftover gone (the killed fold's
+    # own hidden folder waits its day: it could be another run's fold at work).
+    files = history.checkpoint_files()
+    (kept,) = (name for name in files if not name.startswith("."))
+    assert ".compacting-torn" not in files
     table = pq.read_table(folder / kept)
     assert sorted(table.column("id").to_pylist()) == KEYS
 
