@@ -95,6 +95,16 @@ def identifier(name: str) -> Sql:
     return Sql(exp.to_identifier(name, quoted=True).sql(dialect=DIALECT))
 
 
+def name_path(*parts: str) -> Sql:
+    """A name of one or more parts (a column, `schema.table`, `catalog.schema.table`), each part
+    quoted with backticks, a backtick in it doubled. Unlike `identifier` and `table`, which check
+    a name as the job gives it, the parts are taken as they are: names the engine built from
+    checked ones, or columns a data frame already has (any text)."""
+    return Sql(
+        ".".join(exp.to_identifier(part, quoted=True).sql(dialect=DIALECT) for part in parts)
+    )
+
+
 def table_parts(name: str) -> tuple[str, ...]:
     """Split and check a table name of one to three parts (`catalog.schema.table`)."""
     if not isinstance(name, str) or not name.strip():

@@ -24,6 +24,7 @@ from agentbatch.testing.background import BackgroundServer
 from agentbatch.testing.fake_workspace import FakeApp, serve_workspace
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.tokens import Check, TokenAuthority
+from tests.support.databricks_env import isolate
 
 from .conftest import input_batches
 
@@ -37,13 +38,8 @@ CLIENT_ID, CLIENT_SECRET, PAT = (
 @pytest.fixture(autouse=True)
 def clean_databricks_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No ambient credentials or profiles: each test builds its own Config."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith(("DATABRICKS_", "ARM_", "AZURE_", "GOOGLE_")):
-            monkeypatch.delenv(name)
+    isolate(monkeypatch, tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "none.cfg"))
 
 
 @pytest.fixture

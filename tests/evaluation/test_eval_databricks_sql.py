@@ -17,6 +17,7 @@ import pytest
 from agentbatch.evaluation import evaluate
 from agentbatch.testing.agent_server import AgentServer
 from tests.evaluation.test_eval_example_local import expected_accuracy
+from tests.support.databricks_env import isolate
 from tests.support.warehouse import duckdb_executor as warehouse_duckdb
 from tests.support.warehouse import server as warehouse_server
 
@@ -45,11 +46,7 @@ class WarehouseJudge:
 
 @pytest.fixture(autouse=True)
 def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("DATABRICKS_HOST", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET",
-                 "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_WAREHOUSE_ID", "DATABRICKS_HTTP_PATH"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    isolate(monkeypatch, tmp_path, token=TOKEN)
 
 
 @pytest.fixture

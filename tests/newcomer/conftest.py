@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.databricks_env import without_credentials
+
 JOB = """\
 name: reviews
 source:
@@ -45,10 +47,7 @@ def project(tmp_path: Path) -> Project:
 
 def cli(project: Project, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`python -m agentbatch ARGS` in the project folder, to completion."""
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-    for name in list(env):
-        if name.startswith("DATABRICKS_"):
-            del env[name]
+    env = {**without_credentials(os.environ), "NO_COLOR": "1", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "agentbatch", *args],
         cwd=project.root,

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from agentbatch.testing.agent_server import AgentServer, serve_agent
+from tests.support.databricks_env import without_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -117,7 +118,7 @@ def _project_copy(tmp: Path) -> Path:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATABRICKS_")}
+    env = without_credentials(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(NO_COLOR="1", COLUMNS="160", PYTHONUNBUFFERED="1")
     return env

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from tests.support.databricks_env import without_credentials
+
 PYTHON = sys.executable
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a child: ours without Databricks credentials, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATABRICKS_")}
+    env = without_credentials(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from agentbatch.spec.loader import load_job_text
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.fake_workspace import FakeWorkspace, serve_workspace
 from agentbatch.testing.tokens import IssuedToken, TokenAuthority
+from tests.support.databricks_env import auth_env, isolate
 from tests.support.hostile_agent import ECHO_MODES, HostileAgent, serve_hostile
 
 from .conftest import record_figures
@@ -53,11 +53,8 @@ class RecordingAuthority(TokenAuthority):
 
 @pytest.fixture(autouse=True)
 def no_ambient_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("DATABRICKS_", "ARM_", "AZURE_", "GOOGLE_")):
-            monkeypatch.delenv(name)
+    isolate(monkeypatch, tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "none.cfg"))
 
 
 @pytest.fixture
@@ -192,8 +189,7 @@ def test_personal_access_token_leaks_nowhere_through_the_cli(
         job.write_text(job_text("sec-endpoint").replace("main.s.out_sec_endpoint", "main.s.out"))
         rows = project / "rows.csv"
         rows.write_text("id,body\n" + "".join(f"{i},question {i}\n" for i in range(ROWS)))
-        env = {"DATABRICKS_HOST": serving.url, "DATABRICKS_TOKEN": PAT, "HOME": str(tmp_path)}
-        env["DATABRICKS_CONFIG_FILE"] = str(tmp_path / "none.cfg")
+        env = {"HOME": str(tmp_path), **auth_env(tmp_path, host=serving.url, token=PAT)}
         args = [
             "-v",
             "run",

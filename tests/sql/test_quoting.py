@@ -43,6 +43,17 @@ def test_table_names_are_quoted_per_part() -> None:
 
 
 @pytest.mark.parametrize(
+    "parts", [("main", "s", "t"), ("a`b",), ("s", "x.y"), ("col (1); --",), ("café", "")]
+)
+def test_a_name_path_reads_back_as_its_parts(parts: tuple[str, ...]) -> None:
+    """Parts the engine already holds (a data frame's column may be any text) are quoted, not
+    checked: each reads back as itself."""
+    tree = sqlglot.parse_one(f"SELECT * FROM {quoting.name_path(*parts)}", read="databricks")
+    table = tree.find(exp.Table)
+    assert table is not None and tuple(part.name for part in table.parts) == parts
+
+
+@pytest.mark.parametrize(
     "sql",
     [
         "a FROM b",

@@ -17,6 +17,7 @@ from databricks.sdk.service.sql import GetWarehouseResponseWarehouseType, State
 
 from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
 from agentbatch.testing.fake_workspace import FakeApp, serve_workspace
+from tests.support.databricks_env import isolate
 from tests.support.warehouse.duckdb_executor import DuckDBExecutor
 from tests.support.warehouse.server import Warehouse, serve_warehouse
 from tests.support.warehouse.service import WarehouseSettings
@@ -29,12 +30,7 @@ TIMESTAMPS = "spark.thriftserver.arrowBasedRowSet.timestampAsString"
 
 @pytest.fixture(autouse=True)
 def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith(("DATABRICKS_", "ARM_", "AZURE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "none.cfg"))
+    isolate(monkeypatch, tmp_path)
 
 
 @pytest.fixture

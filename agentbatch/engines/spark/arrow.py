@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentbatch.engines.typed_text import marked, marked_type
+from agentbatch.sql.quoting import name_path
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -191,7 +192,7 @@ def variants_as_json_text(df: DataFrame) -> tuple[DataFrame, list[str]]:
     if not names:
         return df, names
     columns = [
-        F.to_json(F.col(_quoted(c))).alias(c) if c in names else F.col(_quoted(c))
+        F.to_json(F.col(name_path(c))).alias(c) if c in names else F.col(name_path(c))
         for c in df.columns
     ]
     return df.select(*columns), names
@@ -204,7 +205,7 @@ def variants_parsed(df: DataFrame, names: Sequence[str]) -> DataFrame:
     if not names:
         return df
     columns = [
-        F.parse_json(F.col(_quoted(c))).alias(c) if c in names else F.col(_quoted(c))
+        F.parse_json(F.col(name_path(c))).alias(c) if c in names else F.col(name_path(c))
         for c in df.columns
     ]
     return df.select(*columns)
@@ -213,7 +214,3 @@ def variants_parsed(df: DataFrame, names: Sequence[str]) -> DataFrame:
 def _marked_names(schema: pa.Schema) -> list[str]:
     """The columns of `schema` marked as a VARIANT's text."""
     return [f.name for f in schema if marked_type(f) == "VARIANT"]
-
-
-def _quoted(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"

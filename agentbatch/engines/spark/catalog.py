@@ -22,6 +22,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from agentbatch.engines.spark.session import conf_value
+from agentbatch.sql.quoting import name_path
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -51,10 +52,10 @@ class CatalogTable:
         self._spark = spark
         # The session catalog (where such tables live) takes two-part names in DDL.
         local = parts[1:] if parts[0] == SESSION_CATALOG else parts
-        self.name = _quoted(local)
+        self.name = name_path(*local)
         self._new_parts = (*local[:-1], local[-1] + NEW_SUFFIX)
-        self._new = _quoted(self._new_parts)
-        self._old = _quoted((*local[:-1], local[-1] + OLD_SUFFIX))
+        self._new = name_path(*self._new_parts)
+        self._old = name_path(*local[:-1], local[-1] + OLD_SUFFIX)
 
     def exists(self) -> bool:
         self._recover()
@@ -113,7 +114,3 @@ class CatalogTable:
     def _sql(self, statement: str) -> None:
         """Every catalog operation of a swap goes through here (one statement at a time)."""
         self._spark.sql(statement)
-
-
-def _quoted(parts: tuple[str, ...]) -> str:
-    return ".".join("`" + p.replace("`", "``") + "`" for p in parts)

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlglot import exp
+from agentbatch.sql.quoting import name_path
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -48,7 +48,7 @@ class SpillTable:
         self._spark = spark
         self._namespace = namespace
         self._table = table
-        self.name = _quoted((*namespace, spill_name(table)))
+        self.name = name_path(*namespace, spill_name(table))
 
     def append(self, df: DataFrame) -> None:
         df.write.mode("append").saveAsTable(self.name)
@@ -63,14 +63,14 @@ class SpillTable:
         """Drop the spills of this output that killed runs left in this namespace."""
         now = time.time() if now is None else now
         try:
-            rows = self._spark.sql(f"SHOW TABLES IN {_quoted(self._namespace)}").collect()
+            rows = self._spark.sql(f"SHOW TABLES IN {name_path(*self._namespace)}").collect()
         except Exception as err:  # a listing refused fails no run: the leftovers only wait
             log.warning("could not list the tables beside %s: %s", self._table, err)
             return
         for row in rows:
             name = str(row["tableName"])
             if not row["isTemporary"] and _leftover(name, self._table, now):
-                self._spark.sql(f"DROP TABLE IF EXISTS {_quoted((*self._namespace, name))}")
+                self._spark.sql(f"DROP TABLE IF EXISTS {name_path(*self._namespace, name)}")
 
 
 class SpillFolder:
@@ -100,7 +100,3 @@ class SpillFolder:
 
 
 Spill = SpillTable | SpillFolder
-
-
-def _quoted(parts: tuple[str, ...]) -> str:
-    return ".".join(exp.to_identifier(p, quoted=True).sql(dialect="databricks") for p in parts)

@@ -24,6 +24,7 @@ from agentbatch.engines.spark.errors import guard
 from agentbatch.engines.spark.files import FileTable
 from agentbatch.engines.spark.sql import FullName, Names
 from agentbatch.errors import EngineError, UsageError
+from agentbatch.sql.quoting import name_path
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -81,7 +82,7 @@ class TableMap:
             from agentbatch.engines.spark.catalog import CatalogTable
 
             return guard(CatalogTable(self.spark, full).exists)
-        return guard(lambda: bool(self.spark.catalog.tableExists(_quoted(full))))
+        return guard(lambda: bool(self.spark.catalog.tableExists(name_path(*full))))
 
     def mapped_output(self, table: str) -> Path | None:
         """The folder an output table is mapped to with `--table`, if it is."""
@@ -151,7 +152,7 @@ class TableMap:
             return False
         from agentbatch.engines.spark.catalog import merges_natively
 
-        name = _quoted(full)
+        name = name_path(*full)
         return not guard(
             lambda: merges_natively(self.spark, name, bool(self.spark.catalog.tableExists(name)))
         )
@@ -190,7 +191,3 @@ def read_source(spark: SparkSession, name: str, source: TableSource) -> DataFram
 def _identity(folder: Path) -> tuple[str, int, int]:
     info = folder.stat()
     return str(folder), info.st_ino, info.st_mtime_ns
-
-
-def _quoted(full: FullName) -> str:
-    return ".".join(f"`{p}`" for p in full)

@@ -19,6 +19,7 @@ from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
 from agentbatch.engines.databricks_sql.staging import create_table_sql
 from agentbatch.errors import ConfigError, EngineError
 from agentbatch.results import result_arrow_fields
+from tests.support.databricks_env import isolate
 from tests.support.warehouse.agents import slow_agent
 from tests.support.warehouse.duckdb_executor import DuckDBExecutor
 from tests.support.warehouse.server import Warehouse, serve_warehouse
@@ -28,19 +29,7 @@ TOKEN = "dapi-engine-test-token"
 
 @pytest.fixture(autouse=True)
 def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """databricks-sdk sees only what a test sets: no profile file, no ambient variables."""
-    for name in (
-        "DATABRICKS_HOST",
-        "DATABRICKS_TOKEN",
-        "DATABRICKS_CLIENT_ID",
-        "DATABRICKS_CLIENT_SECRET",
-        "DATABRICKS_CONFIG_PROFILE",
-        "DATABRICKS_WAREHOUSE_ID",
-        "DATABRICKS_HTTP_PATH",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    isolate(monkeypatch, tmp_path, token=TOKEN)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
 from agentbatch.errors import ConfigError
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.fake_workspace import serve_workspace
+from tests.support.databricks_env import isolate
 from tests.support.warehouse.agents import slow_agent
 from tests.support.warehouse.duckdb_executor import DuckDBExecutor
 from tests.support.warehouse.server import Warehouse, serve_warehouse
@@ -59,17 +60,7 @@ def serving_ai_query(agent_url: str) -> Any:
 
 @pytest.fixture(autouse=True)
 def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (
-        "DATABRICKS_HOST",
-        "DATABRICKS_CLIENT_ID",
-        "DATABRICKS_CLIENT_SECRET",
-        "DATABRICKS_CONFIG_PROFILE",
-        "DATABRICKS_WAREHOUSE_ID",
-        "DATABRICKS_HTTP_PATH",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    isolate(monkeypatch, tmp_path, token=TOKEN)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -19,12 +20,12 @@ from agentbatch.engines.databricks_sql.staging import (
     volume_path,
 )
 from agentbatch.errors import ConfigError, NotSupportedError
+from tests.support.databricks_env import isolate
 
 
 @pytest.fixture(autouse=True)
-def no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DATABRICKS_HTTP_PATH", "DATABRICKS_WAREHOUSE_ID", "DATABRICKS_HOST"):
-        monkeypatch.delenv(name, raising=False)
+def no_ambient_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate(monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +153,7 @@ def test_a_row_over_the_parameter_limit_is_left_out_and_named() -> None:
 
 
 def test_a_missing_warehouse_is_said_before_the_workspace_is_reached(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No warehouse configured: the error comes at once, not after databricks-sdk has tried the
     workspace (a host that does not answer held it for minutes)."""
@@ -162,9 +163,6 @@ def test_a_missing_warehouse_is_said_before_the_workspace_is_reached(
     silent.setblocking(False)
     monkeypatch.setenv("DATABRICKS_HOST", f"http://127.0.0.1:{silent.getsockname()[1]}")
     monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-test")
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "none"))
-    for name in ("DATABRICKS_WAREHOUSE_ID", "DATABRICKS_HTTP_PATH", "DATABRICKS_CONFIG_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
     outcome: list[BaseException] = []
 
     def connect() -> None:

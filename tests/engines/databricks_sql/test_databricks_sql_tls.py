@@ -10,6 +10,7 @@ import databricks.sql
 import pytest
 
 from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
+from tests.support.databricks_env import isolate
 from tests.support.tls_server import make_certificates
 from tests.support.warehouse.agents import echo_agent
 from tests.support.warehouse.duckdb_executor import DuckDBExecutor
@@ -20,10 +21,7 @@ TOKEN = "dapi-tls-test-token"
 
 @pytest.fixture(autouse=True)
 def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("DATABRICKS_HOST", "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CLIENT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    isolate(monkeypatch, tmp_path, token=TOKEN)
 
 
 @pytest.fixture

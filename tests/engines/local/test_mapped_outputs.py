@@ -244,6 +244,26 @@ def test_a_delta_output_gains_a_version_only_when_a_run_changes_it(
     assert sorted(table.to_pyarrow_table().column("id").to_pylist()) == [1, 2, 3]
 
 
+def test_a_create_if_not_exists_is_known_by_its_parsed_statement(tmp_path: Path) -> None:
+    """A comment ahead of CREATE TABLE IF NOT EXISTS (which the statement's first words do not
+    show) still leaves an existing Delta output as it is: no new version."""
+    from deltalake import DeltaTable, write_deltalake
+
+    output = tmp_path / "out_delta"
+    write_deltalake(str(output), pa.table({"id": [1], "request_fingerprint": ["f"]}))
+    eng = LocalEngine(
+        tables={"main.s.out": output}, warehouse_dir=tmp_path / "wh", output_tables=["main.s.out"]
+    )
+    try:
+        eng.execute(
+            "-- the target, when it is missing\n"
+            "CREATE TABLE IF NOT EXISTS main.s.out AS SELECT 2 AS id, 'g' AS request_fingerprint"
+        )
+    finally:
+        eng.close()
+    assert DeltaTable(str(output)).version() == 0
+
+
 @pytest.mark.parametrize("partitioned", [False, True], ids=["plain", "partitioned"])
 def test_a_delta_source_is_read_as_its_current_version(tmp_path: Path, partitioned: bool) -> None:
     """The files of the current version only (an overwritten version's files stay on disk), and a

@@ -22,6 +22,7 @@ import pytest
 import agentbatch
 from agentbatch.engines.databricks_sql.staging import VolumeLoader, create_table_sql
 from agentbatch.testing.agent_server import AgentServer, serve_agent
+from tests.support.databricks_env import isolate
 from tests.support.warehouse.conftest import spark_session  # noqa: F401 (a fixture)
 from tests.support.warehouse.server import Warehouse, serve_warehouse
 from tests.support.warehouse.spark_executor import SparkExecutor
@@ -56,17 +57,7 @@ output:
 
 @pytest.fixture(autouse=True)
 def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (
-        "DATABRICKS_HOST",
-        "DATABRICKS_CLIENT_ID",
-        "DATABRICKS_CLIENT_SECRET",
-        "DATABRICKS_CONFIG_PROFILE",
-        "DATABRICKS_WAREHOUSE_ID",
-        "DATABRICKS_HTTP_PATH",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    isolate(monkeypatch, tmp_path, token=TOKEN)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ answered; headers minted once on the driver would have expired a second into the
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from agentbatch.testing.agent_server import serve_agent
 from agentbatch.testing.fake_workspace import serve_workspace
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.tokens import TokenAuthority
+from tests.support.databricks_env import isolate
 
 from .test_spark_fallback import triage_plan, write_tickets
 
@@ -27,10 +27,7 @@ CLIENT_ID, CLIENT_SECRET = "spark-runner", "spark-runner-secret-55"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("DATABRICKS_", "ARM_", "AZURE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "none.cfg"))
+    isolate(monkeypatch, tmp_path)
 
 
 def test_tokens_expiring_in_a_second_do_not_stop_a_long_distributed_run(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from tests.bundle.dab_refs import (
     substitute_job_parameters,
     target_job,
 )
+from tests.support.databricks_env import isolated_env
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[3]
@@ -110,16 +110,8 @@ def task_argv(root: Path, tmp: Path, place: str) -> list[str]:
 
 
 def run_job(tmp: Path, ws_url: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "ARM_", "AZURE_"))
-    }
     # The job owner's ambient credentials: the workspace accepts them, Apps would not.
-    env.update(
-        DATABRICKS_HOST=ws_url,
-        DATABRICKS_TOKEN=PAT,
-        DATABRICKS_CONFIG_FILE=str(tmp / "none.cfg"),
-        PYSPARK_PYTHON=sys.executable,
-    )
+    env = isolated_env(tmp, host=ws_url, token=PAT, PYSPARK_PYTHON=sys.executable)
     # How Databricks runs the wheel task: the entry point with the task's parameters as argv.
     code = "from agentbatch.cli.entrypoint import main; main()"
     return subprocess.run(
