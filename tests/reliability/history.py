@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,18 @@ output:
         ) as result:
             return dict(result.summary)
 
+    def estimate(self, **options: Any) -> Any:
+        """`agentbatch.estimate` of the job (its sample sent for real)."""
+        return agentbatch.estimate(
+            self.write_job(),
+            tables={SOURCE: self.source, OUTPUT: self.output},
+            endpoints={ENDPOINT: self.agent.url},
+            state_dir=self.state,
+            project_dir=self.root,
+            progress=False,
+            **options,
+        )
+
     def start_cli(self, *flags: str) -> subprocess.Popen[bytes]:
         """`agentbatch run` of the job in a child process (to be killed), with `flags`."""
         args = [
@@ -118,3 +133,32 @@ output:
     def truncate_target(self) -> None:
         table = pq.read_table(self.output)
         pq.write_table(pa.Table.from_batches([], schema=table.schema), self.output)
+
+
+def refresh_answers(state: Path) -> tuple[int | None, dict[int, tuple[str, str]]]:
+    """What the checkpoint in `state` holds for a full refresh left unfinished: (when it began,
+    in microseconds, or None; key -> (fingerprint, "ok" / "permanent" / "transient") of each
+    answer received since then). Read from a copy, so the next run opens the file as the killed
+    run left it."""
+    [ledger] = sorted(state.glob("*.sqlite"))
+    scratch = Path(tempfile.mkdtemp(prefix="ledger-copy-"))
+    try:
+        copy = scratch / ledger.name
+        for suffix in ("", "-wal"):
+            if Path(f"{ledger}{suffix}").exists():
+                shutil.copyfile(f"{ledger}{suffix}", f"{copy}{suffix}")
+        conn = sqlite3.connect(copy)
+        try:
+            found = conn.execute("SELECT v FROM meta WHERE k = 'refresh_since'").fetchone()
+            if found is None:
+                return None, {}
+            rows = conn.execute(
+                "SELECT key, fingerprint, ok, transient FROM answers WHERE answered_us >= ?",
+                (int(found[0]),),
+            ).fetchall()
+        finally:
+            conn.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    kinds = {(1, 0): "ok", (0, 0): "permanent", (0, 1): "transient"}
+    return int(found[0]), {int(k): (fp, kinds[ok, transient]) for k, fp, ok, transient in rows}

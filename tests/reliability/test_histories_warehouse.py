@@ -5,10 +5,12 @@ Random sequences of: run / --full-refresh / --retry-errors on either path (the R
 Apps agent, or push-down `ai_query` served by the warehouse), SIGKILL of a CLI run mid-run (then a
 recovery run), DROP / TRUNCATE of the target through the warehouse, rows added to and removed from
 the source, the prompt edited (and back), the mode changed, the agent failing some rows for a
-while (transient) or for good (permanent), two runs at once. After each run the target, read
-through the warehouse, is compared with a plain model: the rows (key, fingerprint, outcome) it
-holds, and the calls paid per request: no request is paid twice except under --full-refresh or
-when it was in flight at a kill.
+while (transient) or for good (permanent), two runs at once, runs with `--limit N`, `estimate`
+with a small sample, a --full-refresh killed midway (then continued by --full-refresh, or given up
+by a plain run). After each run the target, read through the warehouse, is compared with a plain
+model: the rows (key, fingerprint, outcome) it holds, and the calls paid per request: no request
+is paid twice except under --full-refresh (once per refresh on the REST fallback, whose
+checkpoint continues a killed one) or when it was in flight at a kill.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
 
 from .conftest import record_figures
+from .history import refresh_answers
 from .warehouse_history import OUTPUT, TOKEN, WarehouseProject, serve
 
 # Key 6's text is NULL: a row error, never sent. FLAKY rows fail with a 503 while the agent is
@@ -65,6 +69,17 @@ class Row:
     kind: str  # "ok", "permanent" or "transient"
 
 
+@dataclass(frozen=True)
+class Held:
+    """The REST checkpoint's latest answer for a key: fingerprint, kind ("ok", "permanent",
+    "transient", or UNKNOWN: in flight at a kill, held or not) and the model's clock when it was
+    paid (a full refresh reuses only answers paid since it began)."""
+
+    fingerprint: str
+    kind: str
+    stamp: int = field(compare=False)
+
+
 def kind_from(error: str | None) -> str:
     if error is None:
         return "ok"
@@ -86,7 +101,10 @@ class WarehouseHistories(RuleBasedStateMachine):
         self.present = set(START)
         self.project.write_source({k: TEXTS[k] for k in self.present})
         self.target: list[Row] = []
-        self.ledger: dict[int, tuple[str, str] | str] = {}  # the REST fallback's checkpoint
+        self.ledger: dict[int, Held] = {}  # the REST fallback's checkpoint
+        # The clock ticks once per run; `refresh`: when the checkpoint's unfinished refresh began.
+        self.clock = 0
+        self.refresh: int | None = None
         self.seen = Counter(self.agent.stats().requests_by_key)
         self.fingerprints: dict[tuple[str, str], str] = {}
 
@@ -122,12 +140,23 @@ class WarehouseHistories(RuleBasedStateMachine):
             return "permanent"
         return "transient" if self.flaky and "FLAKY" in text else "ok"
 
+    def stamps(self) -> dict[tuple[int, str], datetime]:
+        """The target's `answered_at` of each (key, fingerprint) row: what a limited full refresh
+        orders by (oldest first) and what mode overwrite keeps of a key it did not answer."""
+        return {
+            (r["review_id"], r["request_fingerprint"]): r["answered_at"]
+            for r in self.project.target()
+        }
+
     def predict(
-        self, *, full_refresh: bool, retry_errors: bool
+        self, *, full_refresh: bool, retry_errors: bool, limit: int | None = None
     ) -> tuple[list[Row], set[int], set[int]]:
-        """(rows after the run, keys that must be paid, keys that may be paid)."""
+        """(rows after the run, keys that must be paid, keys that may be paid). Call after
+        ticking the clock."""
         rows = self.target
         current = {k: self.fingerprint(k) for k in self.present}
+        since = (self.clock if self.refresh is None else self.refresh) if full_refresh else None
+        stamps = self.stamps()
 
         def done(key: int) -> Row | None:
             if full_refresh:
@@ -138,39 +167,69 @@ class WarehouseHistories(RuleBasedStateMachine):
                     return row
             return None
 
+        todo = [key for key in sorted(self.present) if done(key) is None]
+        if limit is not None:
+            if full_refresh:
+                # The N rows whose answers are oldest: those without one to this request first.
+                def age(key: int) -> tuple[bool, datetime, int]:
+                    at = stamps.get((key, current[key]))
+                    return at is not None, at or datetime.min, key
+
+                todo.sort(key=age)
+            todo = todo[:limit]  # else the N lowest keys not done
         new: dict[int, Row] = {}
         must, may = set(), set()
-        for key in sorted(self.present):
-            if done(key) is not None:
-                continue
+        self.renewed: set[int] = set()  # answered again without a call (a NULL request)
+        for key in todo:
             kind = self.kind_of(key)
-            held = self.ledger.get(key) if self.rest and not full_refresh else None
-            if TEXTS[key] is None:
-                pass  # never sent
-            elif held == UNKNOWN:
+            held = self.ledger.get(key) if self.rest else None
+            if held is not None and since is not None and held.stamp < since:
+                held = None  # paid before the refresh began
+            reusable = (
+                held is not None
+                and held.fingerprint == current[key]
+                and (held.kind == "ok" or (held.kind == "permanent" and not retry_errors))
+            )
+            if reusable:
+                assert held is not None
+                kind = held.kind  # written from the checkpoint
+            elif TEXTS[key] is None:
+                self.renewed.add(key)  # never sent
+            elif held is not None and held.kind == UNKNOWN:
                 may.add(key)
-            elif (
-                isinstance(held, tuple)
-                and held[0] == current[key]
-                and (held[1] == "ok" or (held[1] == "permanent" and not retry_errors))
-            ):
-                kind = held[1]  # written from the checkpoint
             else:
                 must.add(key)
             new[key] = Row(key, current[key], kind)
         self.answering = new
-        mode = self.project.settings.mode
+        return self.written(rows, new, stamps, self.project.settings.mode), must, may
+
+    def written(
+        self,
+        rows: list[Row],
+        new: dict[int, Row],
+        stamps: dict[tuple[int, str], datetime],
+        mode: str,
+    ) -> list[Row]:
+        """The target after writing the answers `new` over `rows` in `mode`."""
+        current = {k: self.fingerprint(k) for k in self.present}
+
+        def kept(key: int) -> Row | None:
+            # Mode overwrite keeps a key it did not answer as it was: the row for the current
+            # request, else the one answered last.
+            mine = [r for r in rows if r.key == key]
+            same = [r for r in mine if r.fingerprint == current[key]]
+            latest = sorted(mine, key=lambda r: stamps[r.key, r.fingerprint])
+            return same[0] if same else (latest[-1] if latest else None)
+
         if mode == "overwrite":
-            after = [new.get(k) or done(k) for k in sorted(self.present)]
-            result = [r for r in after if r is not None]
-        elif mode == "append":
+            after = [new.get(k) or kept(k) for k in sorted(self.present)]
+            return [r for r in after if r is not None]
+        if mode == "append":
             result = [
                 r for r in rows if not (r.key in new and r.fingerprint == new[r.key].fingerprint)
             ]
-            result += new.values()
-        else:
-            result = [r for r in rows if r.key not in new] + list(new.values())
-        return result, must, may
+            return result + list(new.values())
+        return [r for r in rows if r.key not in new] + list(new.values())
 
     def merge_refused(self) -> bool:
         keys = Counter(r.key for r in self.target)
@@ -197,10 +256,14 @@ class WarehouseHistories(RuleBasedStateMachine):
             return min(made, 1)  # ai_query retries a 503 itself: one row, many attempts
         return made
 
-    def check_calls(self, must: set[int], may: set[int], calls: Counter[str]) -> None:
+    def check_calls(self, must: set[int], may: set[int], calls: Counter[str]) -> set[int]:
+        """Check the calls paid against the model; the keys paid."""
         sent = [k for k in self.present if TEXTS[k] is not None]
+        paid = set()
         for key in sent:
             made = self.made(key, calls)
+            if made:
+                paid.add(key)
             if key in must:
                 assert made == 1, f"key {key}: expected one paid call, saw {made}"
             elif key in may:
@@ -210,33 +273,62 @@ class WarehouseHistories(RuleBasedStateMachine):
             TOTALS["calls_paid"] += made
         mine = sum(calls.get(request_key(self.request(k)), 0) for k in sent)
         assert sum(calls.values()) == mine, "a request for another fingerprint was sent"
+        return paid
 
-    def apply(self, rows: list[Row]) -> None:
-        """The run finished: check the target against the model, then record what it answered."""
+    def record(self, paid: set[int]) -> None:
+        """The REST checkpoint after a run answered `self.answering`: paid answers at this
+        clock, reused ones as they were (an answer in flight at a kill was held after all)."""
+        if not self.rest:
+            return
+        for key, row in self.answering.items():
+            held = self.ledger.get(key)
+            renewed = key in paid or key in self.renewed
+            stamp = self.clock if renewed or held is None else held.stamp
+            self.ledger[key] = Held(row.fingerprint, row.kind, stamp)
+
+    def apply(self, rows: list[Row], paid: set[int], *, whole: bool = True) -> None:
+        """The run finished: check the target against the model, then record what it answered
+        (`whole`: it answered every key not done; a limited run's others are as they were)."""
         self.target = rows
+        self.record(paid)
         if self.rest:
-            for key, row in self.answering.items():
-                if TEXTS[key] is not None:
-                    self.ledger[key] = (row.fingerprint, row.kind)
+            self.refresh = None  # a run that finishes leaves no refresh to continue
         assert self.observed() == sorted(rows, key=repr)
         current = {k: self.fingerprint(k) for k in self.present}
         live = [r.key for r in self.observed() if current.get(r.key) == r.fingerprint]
-        assert sorted(live) == sorted(self.present)  # one current row per source key
+        if whole:
+            assert sorted(live) == sorted(self.present)  # one current row per source key
 
     # -- rules -----------------------------------------------------------------------------------
 
     @rule(full_refresh=st.booleans(), retry_errors=st.booleans())
-    def run(self, full_refresh: bool, retry_errors: bool) -> None:
+    def run(self, full_refresh: bool, retry_errors: bool, limit: int | None = None) -> None:
         TOTALS["runs"] += 1
+        self.clock += 1
+        options: dict[str, Any] = {"full_refresh": full_refresh, "retry_errors": retry_errors}
+        if limit is not None:
+            options["limit"] = limit
         if self.merge_refused():
             with pytest.raises(UsageError, match="mode overwrite"):
-                self.project.run(full_refresh=full_refresh, retry_errors=retry_errors)
+                self.project.run(**options)
             assert sum(self.calls_since().values()) == 0
             return
-        rows, must, may = self.predict(full_refresh=full_refresh, retry_errors=retry_errors)
-        self.project.run(full_refresh=full_refresh, retry_errors=retry_errors)
-        self.check_calls(must, may, self.calls_since())
-        self.apply(rows)
+        rows, must, may = self.predict(**options)
+        summary = self.project.run(**options)
+        paid = self.check_calls(must, may, self.calls_since())
+        if limit is not None:
+            TOTALS["limited_runs"] += 1
+            assert summary["rows"] == len(self.answering), summary
+        self.apply(rows, paid, whole=limit is None or len(self.answering) < limit)
+
+    # A trial run of a few rows; --limit with --full-refresh refreshes the oldest answers.
+    @rule(
+        limit=st.integers(min_value=1, max_value=3),
+        full_refresh=st.booleans(),
+        retry_errors=st.booleans(),
+    )
+    def limited_run(self, limit: int, full_refresh: bool, retry_errors: bool) -> None:
+        self.run(full_refresh, retry_errors, limit=limit)
 
     # Runs are what the model checks: two more rules make them a larger share of the steps.
     @rule()
@@ -258,6 +350,7 @@ class WarehouseHistories(RuleBasedStateMachine):
         left running goes on in the warehouse beside the recovery, as on Databricks), or once
         the warehouse is idle."""
         TOTALS["kills"] += 1
+        self.clock += 1
         before = self.observed()
         rows, must, may = self.predict(full_refresh=False, retry_errors=False)
         self.agent.configure(FaultConfig(**{**vars(self.faults()), "latency_ms": 40}))
@@ -275,16 +368,18 @@ class WarehouseHistories(RuleBasedStateMachine):
         landed = self.observed()
         assert landed in (before, sorted(rows, key=repr)), "the table is neither before nor after"
         if wait and (landed != before or not running):
-            self.apply(rows)  # the killed run's write landed: that was a whole run
+            # The killed run's write landed: that was a whole run.
+            self.apply(rows, {k for k in self.present if self.made(k, killed)})
             return
         in_flight = {k for k in self.present if killed.get(request_key(self.request(k)), 0)}
         if not wait and not self.rest:
             in_flight |= must | may  # the orphaned ai_query statement may still pay them all
         if self.rest:
             for key in in_flight:
-                self.ledger[key] = UNKNOWN
+                self.ledger[key] = Held(self.fingerprint(key), UNKNOWN, self.clock)
         if landed != before:
             self.target = sorted(rows, key=repr)
+        self.clock += 1
         rows, must, may = self.predict(full_refresh=False, retry_errors=False)
         self.project.run()
         assert self.project.wh.wait_until_idle(timeout_s=60)
@@ -292,10 +387,102 @@ class WarehouseHistories(RuleBasedStateMachine):
         # A key in flight at the kill may be paid by both runs; any other at most once in all.
         for key in in_flight:
             assert self.made(key, killed + recovery) <= 2, f"key {key}"
-        self.check_calls(must - in_flight, may | (must & in_flight), recovery)
-        self.apply(rows)
+        paid = self.check_calls(must - in_flight, may | (must & in_flight), recovery)
+        self.apply(rows, paid)
 
-    def kill_child(self, after: int, delay: float) -> bool:
+    # A modest weight (a CLI child and two or three runs): drawn only every third tick.
+    @precondition(lambda self: not self.merge_refused() and self.clock % 3 == 0)
+    @rule(
+        after=st.integers(min_value=1, max_value=4),
+        delay=st.floats(0.0, 0.1),
+        continued=st.booleans(),
+    )
+    def kill_full_refresh_then_continue(self, after: int, delay: float, continued: bool) -> None:
+        """SIGKILL a `--full-refresh` CLI run midway (then the warehouse idles); then
+        `--full-refresh` again (`continued`: on the REST fallback it reuses what the refresh
+        received and pays only the rest; push-down keeps no checkpoint and pays every row), or a
+        plain run, which gives the refresh up: the next `--full-refresh` pays every row again."""
+        TOTALS["kills"] += 1
+        self.clock += 1
+        since = self.clock if self.refresh is None else self.refresh
+        before = self.observed()
+        rows, must, may = self.predict(full_refresh=True, retry_errors=False)
+        self.agent.configure(FaultConfig(**{**vars(self.faults()), "latency_ms": 40}))
+        try:
+            running = self.kill_child(min(after, max(len(must) - 1, 0)), delay, "--full-refresh")
+            assert self.project.wh.wait_until_idle(timeout_s=60)
+        finally:
+            self.agent.configure(self.faults())
+        killed = self.calls_since()
+        sent = {k for k in self.present if TEXTS[k] is not None}
+        for key in sent:
+            assert self.made(key, killed) <= (key in must | may), f"key {key} paid twice"
+        landed = self.observed()
+        assert landed in (before, sorted(rows, key=repr)), "the table is neither before nor after"
+        called = {k for k in sent if self.made(k, killed)}
+        if not running:  # the child finished first: that was a whole refresh
+            self.apply(rows, called)
+            return
+        TOTALS["refreshes_killed"] += bool(called)
+        self.target = landed
+        if self.rest:
+            self.refresh = since
+            # What the refresh received is in its checkpoint (read from the file: those
+            # answers must not be paid again); a call in flight at the kill is not.
+            _, received = refresh_answers(self.project.state)
+            kept = {k for k, held in self.ledger.items() if held.stamp >= since}
+            assert set(received) & sent <= called | kept, "an answer nobody paid for"
+            for key in called & set(received):
+                self.ledger[key] = Held(*received[key], stamp=self.clock)
+        if continued:
+            self.run(True, False)
+        else:
+            self.run(False, False)  # gives the refresh up
+            self.run(True, False)  # so this one pays for every row again
+
+    @rule(sample=st.integers(min_value=0, max_value=3), full_refresh=st.booleans())
+    def estimate(self, sample: int, full_refresh: bool) -> None:
+        """`agentbatch estimate`: it pays for its sample only (each row once, none the table or
+        the checkpoint answers), writes the sample as a merge (an overwrite job drops nothing),
+        and says how many rows the next run sends; the next runs never pay for the sample
+        again. On the REST fallback, with --full-refresh it starts the refresh it samples."""
+        TOTALS["estimates"] += 1
+        self.clock += 1
+        rows = self.target
+        held_twice = any(n > 1 for n in Counter(r.key for r in rows).values())
+        if held_twice and self.project.settings.mode != "append":
+            with pytest.raises(UsageError):
+                self.project.estimate(sample=sample, full_refresh=full_refresh)
+            assert sum(self.calls_since().values()) == 0
+            return
+        since = (self.clock if self.refresh is None else self.refresh) if full_refresh else None
+        _, must, may = self.predict(full_refresh=full_refresh, retry_errors=False)
+        unsent = set(self.renewed)  # drawn or not, answered without a call
+        found = self.project.estimate(sample=sample, full_refresh=full_refresh, seed=sample)
+        assert self.project.wh.wait_until_idle(timeout_s=60)
+        calls = self.calls_since()
+        sent = [k for k in self.present if TEXTS[k] is not None]
+        paid = {k for k in sent if self.made(k, calls)}
+        for key in sent:
+            assert self.made(key, calls) <= (key in must | may), f"key {key}"
+        assert sum(calls.values()) == sum(calls.get(request_key(self.request(k)), 0) for k in sent)
+        assert sum(self.made(k, calls) for k in sent) <= sample, "paid for more than its sample"
+        low, high = len(must | unsent), len(must | may | unsent)
+        assert low <= found.to_send <= high, (found.to_send, must, may)
+        assert found.sampled == min(sample, found.to_send), found
+        # The sample: the keys paid, and the NULL request if it was drawn (answered, not sent).
+        assert len(paid) <= found.sampled <= len(paid) + len(unsent), (found, paid)
+        drawn = paid | (unsent if found.sampled > len(paid) else set())
+        self.answering = {k: self.answering[k] for k in drawn}
+        mode = "append" if self.project.settings.mode == "append" else "merge"
+        expected = self.written(rows, self.answering, self.stamps(), mode)
+        self.target = sorted(expected, key=repr)
+        self.record(paid)
+        if self.rest and since is not None:
+            self.refresh = since
+        assert self.observed() == self.target
+
+    def kill_child(self, after: int, delay: float, *flags: str) -> bool:
         """Run the job as a CLI child; SIGKILL it `delay` s after its `after`-th agent call (at
         once when `after` is 0). Whether it was still running then."""
 
@@ -303,7 +490,7 @@ class WarehouseHistories(RuleBasedStateMachine):
             return sum(self.agent.stats().requests_by_key.values())
 
         start = keyed()
-        child = self.project.start_cli()
+        child = self.project.start_cli(*flags)
         try:
             deadline = time.monotonic() + 120
             while keyed() < start + after and child.poll() is None:
@@ -338,6 +525,7 @@ class WarehouseHistories(RuleBasedStateMachine):
         two machines; one folder is locked by its run): the table ends as one run would leave
         it; a key may be paid by both (neither saw the other's answer)."""
         TOTALS["concurrent"] += 1
+        self.clock += 1
         rows, must, may = self.predict(full_refresh=False, retry_errors=False)
         errors: list[BaseException] = []
         elsewhere = self.root / f"elsewhere-{TOTALS['concurrent']}"
@@ -365,9 +553,10 @@ class WarehouseHistories(RuleBasedStateMachine):
                 assert self.made(key, calls) <= bound, f"key {key}"
         if self.rest:
             for key in self.answering:
-                self.ledger[key] = UNKNOWN  # answered by this folder's run, or only the other's
+                # Answered by this folder's run, or only the other's.
+                self.ledger[key] = Held(self.fingerprint(key), UNKNOWN, self.clock)
         self.answering = {}
-        self.apply(rows)
+        self.apply(rows, set())
 
     @rule()
     def drop_target(self) -> None:
@@ -457,3 +646,42 @@ def test_a_history_with_kills_matches_the_model(
     finally:
         machine.teardown()
     assert TOTALS["kills_mid_run"] > kills_before, dict(TOTALS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["rest", "push-down"])
+def test_a_history_with_limits_estimates_and_a_killed_refresh(
+    agent: AgentServer, databricks_auth: Any, path: str
+) -> None:
+    """The model over one fixed history on both paths, so every run of the suite covers what
+    the random ones may not draw: a trial run of 2 rows then the rest; an estimate, then the
+    run it estimated; a limited run after a prompt edit; a limited overwrite; limited refreshes
+    in turns; --limit with --retry-errors while the agent is flaky; an estimate --full-refresh;
+    a --full-refresh killed midway, continued by --full-refresh; one killed again, given up by a
+    plain run, then refreshed again whole."""
+    WarehouseHistories.agent = agent
+    machine = WarehouseHistories()
+    kills_before = TOTALS["refreshes_killed"]
+    try:
+        machine.start(path=path)
+        machine.limited_run(limit=2, full_refresh=False, retry_errors=False)
+        machine.estimate(sample=2, full_refresh=False)
+        machine.plain_run()
+        machine.edit_prompt(PROMPTS[1])
+        machine.limited_run(limit=3, full_refresh=False, retry_errors=False)
+        machine.change_mode("overwrite")
+        machine.limited_run(limit=2, full_refresh=False, retry_errors=False)
+        machine.plain_run()
+        machine.limited_run(limit=3, full_refresh=True, retry_errors=False)
+        machine.limited_run(limit=3, full_refresh=True, retry_errors=False)
+        machine.toggle_flaky()
+        machine.limited_run(limit=2, full_refresh=False, retry_errors=True)
+        machine.toggle_flaky()
+        machine.change_mode("merge")
+        machine.estimate(sample=2, full_refresh=True)
+        machine.kill_full_refresh_then_continue(after=2, delay=0.0, continued=True)
+        machine.kill_full_refresh_then_continue(after=1, delay=0.02, continued=False)
+        machine.estimate(sample=1, full_refresh=False)
+    finally:
+        machine.teardown()
+    assert TOTALS["refreshes_killed"] > kills_before, dict(TOTALS)

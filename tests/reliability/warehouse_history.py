@@ -28,6 +28,9 @@ OUTPUT = "main.shop.review_answers"
 APP = "apps/reviewer"  # the REST fallback: an Apps agent mapped to the loopback agent
 MODEL = "reviewer-model"  # push-down: a Model Serving endpoint the warehouse's ai_query calls
 TOKEN = "dapi-history-token"
+# The project file's target: runs in-process and CLI children share its checkpoint (one ledger
+# per target name and output table).
+TARGET = "wh"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -143,20 +146,22 @@ output:
         }
 
     def call_fingerprint(self) -> str:
-        plan = agentbatch.plan(self.write_job(), "databricks-sql", **self.options())
+        plan = agentbatch.plan(self.write_job(), TARGET, **self.options())
         return plan.call_fingerprint
 
     def run(self, **options: Any) -> dict[str, Any]:
-        with agentbatch.run(
-            self.write_job(), "databricks-sql", **self.options(**options)
-        ) as result:
+        with agentbatch.run(self.write_job(), TARGET, **self.options(**options)) as result:
             return dict(result.summary)
+
+    def estimate(self, **options: Any) -> Any:
+        """`agentbatch.estimate` of the job on the warehouse (its sample sent for real)."""
+        return agentbatch.estimate(self.write_job(), TARGET, **self.options(**options))
 
     def start_cli(self, *flags: str) -> subprocess.Popen[bytes]:
         """`agentbatch run` of the job on the warehouse in a child process (to be killed)."""
         mapped = [f"--endpoint={name}={url}" for name, url in self.endpoints.items()]
         args = [
-            sys.executable, "-m", "agentbatch", "run", str(self.write_job()), "--target", "wh",
+            sys.executable, "-m", "agentbatch", "run", str(self.write_job()), "--target", TARGET,
             "--no-progress", "--show", "0", *mapped,
             "--state-dir", str(self.state), "--project-dir", str(self.root), *flags,
         ]  # fmt: skip
@@ -178,6 +183,6 @@ output:
             cur.tables(catalog_name="main", schema_name=schema, table_name=table)
             if not [r for r in cur.fetchall() if str(r[2]) == table]:
                 return []
-            cur.execute(f"SELECT review_id, request_fingerprint, error FROM {OUTPUT}")
+            cur.execute(f"SELECT review_id, request_fingerprint, error, answered_at FROM {OUTPUT}")
             names = [d[0] for d in cur.description or ()]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
