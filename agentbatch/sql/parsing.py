@@ -4,14 +4,11 @@ the second parse is a copy of the first's tree. A tree is printed back with `pri
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import cache, lru_cache
-from typing import ClassVar
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
-from sqlglot.generator import Generator
 
 from agentbatch.sql.quoting import DIALECT
 
@@ -48,20 +45,12 @@ def printed(tree: exp.Expr, dialect: str = DIALECT) -> str:
     Also `parse_json(x)`, which sqlglot's Spark printer prints as `x` (Spark 4 has it: without
     it a VARIANT would be written as a string).
     """
-    return _nesting_generator(dialect)().generate(tree, copy=True)
-
-
-@cache
-def _nesting_generator(dialect: str) -> Callable[[], Generator]:
-    found = Dialect.get_or_raise(dialect)
-
-    base = found.generator_class
-
-    class Nesting(base):  # type: ignore[valid-type,misc]
-        EXPRESSIONS_WITHOUT_NESTED_CTES: ClassVar[set[type[exp.Expr]]] = set()
-        TRANSFORMS: ClassVar[dict[type[exp.Expr], Callable[..., str]]] = {
-            **base.TRANSFORMS,
-            exp.ParseJSON: lambda self, e: self.func("PARSE_JSON", e.this, e.expression),
-        }
-
-    return lambda: Nesting(dialect=found)
+    copied = tree.copy()
+    for node in list(copied.find_all(exp.ParseJSON)):
+        args = [arg for arg in (node.this, node.expression) if arg is not None]
+        node.replace(exp.Anonymous(this="PARSE_JSON", expressions=args))
+    # sqlglot moves nested WITHs only out of a tree without a parent (the Hive printer's rule,
+    # `EXPRESSIONS_WITHOUT_NESTED_CTES`): a parent keeps each where it is written. Not a printer
+    # subclass: sqlglot compiled with mypyc (the `fast` extra) refuses those.
+    exp.Paren(this=copied)
+    return Dialect.get_or_raise(dialect).generator().generate(copied, copy=False)
