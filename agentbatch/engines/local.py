@@ -17,6 +17,7 @@ memory stays flat in the number of rows.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -37,7 +38,7 @@ from agentbatch.engines.merge_rules import (
     CheckedMerge,
     checked_duckdb_merge,
 )
-from agentbatch.errors import EngineError, MissingDependencyError, UsageError
+from agentbatch.errors import ConfigError, EngineError, MissingDependencyError, UsageError
 from agentbatch.sql import parsing
 from agentbatch.sql.quoting import table_parts
 
@@ -253,7 +254,11 @@ class LocalEngine:
                 continue
             self._sql(f"DROP TABLE {relation}")
             if full in self._outputs:
-                _remove_saved(Path(self._outputs[full]), existed=self._existed.get(full, False))
+                path = Path(self._outputs[full])
+                try:
+                    _remove_saved(path, existed=self._existed.get(full, False))
+                except OSError as err:
+                    raise ConfigError(_cannot_write(_mapping(full, path), err)) from None
             log.warning(
                 "%s was not kept: it holds no rows, and its source (%s) has none yet to give "
                 "its columns their types; the first run with rows creates it",
@@ -338,8 +343,14 @@ class LocalEngine:
                 places.add(self.warehouse_dir / f"{full[0]}.duckdb")
             else:
                 places.add(Path(source))
+        mapped = {Path(source): full for full, source in self._outputs.items()}
         for place in sorted(places):
-            self._locks.append(output_lock.hold(place.resolve(), holder))
+            try:
+                self._locks.append(output_lock.hold(place.resolve(), holder))
+            except OSError as err:  # its lock file, beside it, cannot be made: nor can it
+                if place not in mapped:
+                    raise
+                raise ConfigError(_cannot_write(_mapping(mapped[place], place), err)) from None
 
     def _with_portable_types(self, view: str) -> str:
         """`view`, with columns of DuckDB-only types read as text: no type at all (a source with
@@ -363,11 +374,18 @@ class LocalEngine:
             path = Path(source)
             reader = _FILE_READERS.get(path.suffix.lower())
             if path.is_dir() and (path / "_delta_log").is_dir():
-                plain = _delta_files_relation(path)
-                if plain is None:
-                    self._con.register(view, _delta_dataset(path))
-                else:
-                    self._sql(f"CREATE TEMP VIEW {view} AS SELECT * FROM {plain}")
+                try:
+                    plain = _delta_files_relation(path)
+                    if plain is None:
+                        self._con.register(view, _delta_dataset(path))
+                    else:
+                        self._sql(f"CREATE TEMP VIEW {view} AS SELECT * FROM {plain}")
+                except MissingDependencyError:
+                    raise
+                except Exception as err:  # a damaged log, a data file gone
+                    raise UsageError(
+                        f"--table {name}={path}: cannot read the Delta table: {error_line(err)}"
+                    ) from None
                 return view
             if reader is None:
                 raise UsageError(
@@ -438,7 +456,10 @@ class LocalEngine:
                     f"CREATE TABLE {relation} AS SELECT * FROM read_parquet({_duck_literal(path)})"
                 )
         except Exception as err:  # not Parquet, a damaged Delta log, ...
-            raise UsageError(f"{mapping}: cannot read the output file: {error_line(err)}") from None
+            raise UsageError(
+                f"{mapping}: cannot read the output file: {error_line(err)}; repair it, or map "
+                f"the output to a new path ({_KEPT})"
+            ) from None
         if "request_fingerprint" not in self._columns(f"SELECT * FROM {relation} LIMIT 0"):
             self._unreadable[full] = (
                 f"{mapping}: the file is not an agentbatch output table (it has no "
@@ -446,7 +467,17 @@ class LocalEngine:
             )
 
     def _save_mapped_output(self, full: tuple[str, str, str], source: TableSource) -> None:
+        """Save the table to its mapped path, whole or not at all; a path that cannot be written
+        is an error naming the mapping (the answers stay in the checkpoint for the next run)."""
         path = Path(source)
+        try:
+            self._write_mapped_output(full, path)
+        except MissingDependencyError:
+            raise
+        except Exception as err:  # OSError, DuckDB's IO errors, deltalake's DeltaError
+            raise ConfigError(_cannot_write(_mapping(full, path), err)) from None
+
+    def _write_mapped_output(self, full: tuple[str, str, str], path: Path) -> None:
         relation = f'{_MAPPED_CATALOG}."{full[1]}"."{full[2]}"'
         if not self._has_table(_MAPPED_CATALOG, full[1], full[2]):
             _remove_saved(path, existed=False)  # dropped (DROP TABLE): its file goes too
@@ -461,14 +492,21 @@ class LocalEngine:
                 "read_json_auto": "FORMAT JSON",
             }[_FILE_READERS[suffix]]
             columns = self._parquet_columns(relation) if fmt == "FORMAT PARQUET" else "*"
-            self._sql(f"COPY (SELECT {columns} FROM {relation}) TO {_duck_literal(tmp)} ({fmt})")
-            os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
+            try:
+                self._sql(
+                    f"COPY (SELECT {columns} FROM {relation}) TO {_duck_literal(tmp)} ({fmt})"
+                )
+                os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
+            except BaseException:
+                with contextlib.suppress(OSError):  # a new file the move could not place
+                    tmp.unlink(missing_ok=True)
+                raise
         else:
             try:
                 from deltalake import write_deltalake
             except ImportError:
                 raise MissingDependencyError("deltalake", "local") from None
-            # Streamed: the table is never whole in memory.
+            # Streamed: the table is never whole in memory. A failed write commits no version.
             rows = self._con.sql(f"SELECT * FROM {relation}").to_arrow_reader(64 * 1024)
             write_deltalake(str(path), rows, mode="overwrite", schema_mode="overwrite")
 
@@ -725,6 +763,12 @@ def _output_kind(name: str, source: TableSource) -> str:
     path = Path(source)
     mapping = f"--table {name}={path}"
     suffix = path.suffix.lower()
+    blocker = _in_the_way(path)
+    if blocker is not None:
+        raise ConfigError(
+            f"{mapping}: cannot write the output there: {blocker} is a file, not a folder; map "
+            "the output to a path in a folder"
+        )
     if path.is_dir():
         if (path / "_delta_log").is_dir() or not any(path.iterdir()):
             return "delta"
@@ -738,10 +782,53 @@ def _output_kind(name: str, source: TableSource) -> str:
         return "parquet"
     if not suffix and not path.exists():
         return "delta"
+    if not suffix:
+        raise UsageError(
+            f"{mapping}: the path is a file, and an output without an extension is a Delta "
+            "folder; map the output to a .parquet file or a new folder"
+        )
     raise UsageError(
         f"{mapping}: unsupported output type; map the output to a .parquet file or a Delta "
         "folder (a path without an extension)"
     )
+
+
+def _mapping(full: tuple[str, str, str], path: Path) -> str:
+    return f"--table {'.'.join(full)}={path}"
+
+
+def _in_the_way(path: Path) -> Path | None:
+    """The file that stands where a folder of `path` must be (`out` in `out/x.parquet`)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+# Said where a mapped output cannot be read or written: the run's checkpoint keeps what it paid for.
+_KEPT = "the answers already received are kept: the next run writes them without sending them again"
+# What to do, by the errno of a write that failed.
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _cannot_write(mapping: str, err: BaseException) -> str:
+    """A failed save in the user's terms: the mapping, why, what to do, and that nothing paid
+    for is lost (the run's answers are in its checkpoint)."""
+    number = getattr(err, "errno", None)
+    if not isinstance(number, int):  # DuckDB and deltalake give the errno in their text only
+        found = re.search(r'errno"?\s*:\s*"?(\d+)|os error (\d+)', str(err))
+        number = int(found.group(1) or found.group(2)) if found else None
+    if number is None:  # or only its words: `Cannot open file "...": Permission denied`
+        number = next((n for n in (*_FULL, *_DENIED) if os.strerror(n) in str(err)), None)
+    reason = os.strerror(number) if number else error_line(err)
+    if number in _FULL:
+        todo = "free some space, or map the output to another disk"
+    elif number in _DENIED:
+        todo = "map the output to a folder this user can write"
+    else:
+        todo = "map the output to a path that can be written"
+    return f"{mapping}: cannot write the output: {reason}; {todo} ({_KEPT})"
 
 
 def _holds_a_table(path: Path) -> bool:

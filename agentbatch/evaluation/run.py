@@ -244,7 +244,18 @@ def evaluate(
     context = replace(context, written=frozenset(written))
     # --skip-run reads the source too: it decides the rows scored and their expected values.
     _check_source(job, context, _origin(job_or_path))
-    result = _score_variant(_answer_variant(job, "", context), context)
+    # The scores and metrics an earlier eval left describe its answers: they are dropped before
+    # this eval writes anything (its run; with --skip-run, its judges), and written again at the
+    # end, the metrics last. An eval that fails partway leaves none beside the tables it changed;
+    # one refused before writing (--skip-run without current answers) leaves them as they were.
+    derived = _tables_of(job, "")
+    stale = [derived.scores, derived.metrics]
+    if not skip_run:
+        _drop_tables(job, context, stale, "eval")
+    answered = _answer_variant(job, "", context)
+    if skip_run:
+        _drop_tables(job, context, stale, "eval")
+    result = _score_variant(answered, context)
     _write_tables(job, context, _scored_tables(result))
     if report_dir is not None:
         from agentbatch.evaluation.report.files import write_eval_report
@@ -327,7 +338,7 @@ def compare(
     # beside it from then on. This one's is written last, after every variant table: a compare
     # that fails leaves no comparison, never one that disagrees with its variant tables.
     if not skip_run:
-        _drop_table(variants[0], context, comparison_table)
+        _drop_tables(variants[0], context, [comparison_table], "compare")
     # Nothing is written until both variants are scored and compared: a variant refused (no
     # answer to its current request) or rows that do not pair leave no scores, metrics or
     # comparison behind that could be read as this comparison's result. Both variants' answers
@@ -337,7 +348,7 @@ def compare(
         for job, variant in zip(variants, (variant_a, variant_b), strict=True)
     ]
     if skip_run:
-        _drop_table(variants[0], context, comparison_table)
+        _drop_tables(variants[0], context, [comparison_table], "compare")
     result_a, result_b = (_score_variant(each, context) for each in answered)
     comparison = compare_scores(
         result_a.scored,
@@ -605,18 +616,21 @@ def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Tab
         engine.close()
 
 
-def _drop_table(job: Job, context: _Context, table: str) -> None:
-    """Drop `table` if it exists (a table mapped to a file: the file too)."""
+def _drop_tables(job: Job, context: _Context, tables: list[str], step: str) -> None:
+    """Drop those of `tables` that exist (a table mapped to a file: the file too), with one
+    engine; `step` (eval, compare) names the earlier step that wrote them, for the log."""
     from agentbatch.execution import runner
 
-    mapped = {n: s for n, s in context.options.tables.items() if _canonical(n) == _canonical(table)}
+    dropped = {_canonical(name) for name in tables}
+    mapped = {n: s for n, s in context.options.tables.items() if _canonical(n) in dropped}
     options = replace(context.options, tables=mapped).started()
     the_plan = runner.plan(job, context.target, options)
-    engine = open_engine(the_plan, options.tables, [table])
+    engine = open_engine(the_plan, options.tables, tables)
     try:
-        if engine.table_exists(table):
-            engine.execute(f"DROP TABLE IF EXISTS {quoting.table(table)}")
-            log.info("dropped %s of an earlier compare: it is written again at the end", table)
+        for table in tables:
+            if engine.table_exists(table):
+                engine.execute(f"DROP TABLE IF EXISTS {quoting.table(table)}")
+                log.info("dropped %s of an earlier %s: it is written again at the end", table, step)
     finally:
         engine.close()
 

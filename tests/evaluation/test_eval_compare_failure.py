@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from agentbatch.errors import AgentError
+from agentbatch.errors import AgentError, ConfigError
 from agentbatch.evaluation import compare
 from tests.support.eval_servers import ScriptedAgent, labeller, write_id_job
 
@@ -127,7 +127,7 @@ def test_a_scores_table_that_cannot_be_written_leaves_no_comparison(
     blocker = project / "blocker"
     blocker.write_text("a file where a folder would be\n")
     unwritable = {"main.support.triage_eval_b_scores": str(blocker / "scores.parquet")}
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError, match="triage_eval_b_scores.*is a file, not a folder"):
         compare(
             project / "jobs" / "eval_triage.yml",
             endpoint_a=a.url,

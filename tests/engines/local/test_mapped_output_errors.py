@@ -1,0 +1,233 @@
+"""A mapped output that cannot be written. Before any call, the run stops with one line naming
+the mapping (`--table NAME=PATH`) and what to do; after the calls were paid for (a disk that
+fills up, a folder in the way), it stops the same way, leaves the old output as it was (the save
+is whole or nothing), and the next run with a path it can write saves every answer from the
+checkpoint without sending one again. They were raw errors: `FileExistsError`, DuckDB's
+`IOException` and deltalake's `DeltaError`, with a traceback."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+import agentbatch
+from agentbatch.errors import ConfigError, UsageError
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+from tests.support.databricks_env import isolated_env
+
+JOB = """\
+name: t
+source: {table: main.s.src, key: id, columns: [txt]}
+request: "concat('Q: ', substr(txt, 1, 20))"
+agent: {endpoint: apps/a}
+output: {table: main.s.out}
+"""
+KEPT = (
+    "(the answers already received are kept: the next run writes them without sending them again)"
+)
+# A disk that fills up, without root: past RLIMIT_FSIZE bytes a write fails with EFBIG, as one
+# past a full disk fails with ENOSPC (SIGXFSZ ignored, or it would kill the process instead).
+WITH_FILE_SIZE_LIMIT = """\
+import os, resource, signal, sys
+size = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentServer]:
+    with serve_agent() as server:
+        yield server
+
+
+def job(root: Path) -> Path:
+    path = root / "jobs" / "t.yml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(JOB)
+    return path
+
+
+def run(
+    root: Path, agent: AgentServer, source: Path, output: Path, *, state: str = "state"
+) -> dict[str, Any]:
+    with agentbatch.run(
+        job(root),
+        tables={"main.s.src": source, "main.s.out": output},
+        endpoints={"apps/a": agent.url},
+        state_dir=root / state,
+        project_dir=root,
+        progress=False,
+    ) as result:
+        return dict(result.summary)
+
+
+def cli(
+    root: Path,
+    agent: AgentServer,
+    source: Path,
+    output: Path,
+    *,
+    state: str = "state",
+    file_size_limit: int | None = None,
+) -> subprocess.CompletedProcess[str]:
+    args = [
+        sys.executable, "-m", "agentbatch", "run", str(job(root)), "--no-progress", "--json",
+        "--table", f"main.s.src={source}", "--table", f"main.s.out={output}",
+        "--endpoint", f"apps/a={agent.url}",
+        "--state-dir", str(root / state), "--project-dir", str(root),
+    ]  # fmt: skip
+    if file_size_limit is not None:
+        args = [sys.executable, "-c", WITH_FILE_SIZE_LIMIT, str(file_size_limit), *args]
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=120, env=isolated_env(root), check=False
+    )
+
+
+def the_error(done: subprocess.CompletedProcess[str], output: Path, exit_code: int) -> str:
+    """The one line naming the mapping, with no traceback."""
+    assert done.returncode == exit_code, done.stderr
+    assert "Traceback" not in done.stderr
+    named = [line for line in done.stderr.splitlines() if f"main.s.out={output}" in line]
+    assert len(named) == 1, done.stderr
+    return named[0]
+
+
+def csv_source(root: Path, rows: dict[int, str]) -> Path:
+    path = root / "src.csv"
+    path.write_text("id,txt\n" + "".join(f"{key},{text}\n" for key, text in rows.items()))
+    return path
+
+
+def delta_rows(path: Path) -> tuple[int, list[int]]:
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(path))
+    return table.version(), sorted(table.to_pyarrow_table().column("id").to_pylist())
+
+
+@pytest.mark.parametrize("name", ["out.parquet", "out_delta"])
+def test_a_disk_full_after_the_calls_keeps_the_old_output_and_loses_no_answer(
+    tmp_path: Path, agent: AgentServer, name: str
+) -> None:
+    output = tmp_path / name
+    # Five wide rows (about 100 kB each): the output, not the checkpoint, passes the limit.
+    wide = {key: os.urandom(50_000).hex() for key in range(1, 6)}
+    source = csv_source(tmp_path, wide)
+    assert cli(tmp_path, agent, source, output, state="first").returncode == 0
+    before = output.read_bytes() if output.is_file() else delta_rows(output)
+    source = csv_source(tmp_path, {**wide, 6: "new"})
+
+    # A fresh checkpoint, so that only the output grows past the limit.
+    full = cli(tmp_path, agent, source, output, state="second", file_size_limit=250_000)
+    assert the_error(full, output, exit_code=3) == (
+        f"--table main.s.out={output}: cannot write the output: {os.strerror(errno.EFBIG)}; free some "
+        f"space, or map the output to another disk {KEPT}"
+    )
+    paid = agent.stats().requests_total
+    assert paid == 6  # five by the first run, the new row by this one
+    assert (output.read_bytes() if output.is_file() else delta_rows(output)) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".{name}")) == [
+        f".{name}.lock"  # no half-written file beside the output
+    ]
+
+    again = cli(tmp_path, agent, source, output, state="second")
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)["summary"]
+    assert (summary["sent"], summary["reused"], summary["table_rows"]) == (0, 1, 6)
+    assert agent.stats().requests_total == paid
+
+
+def test_a_folder_in_the_way_of_the_new_file_keeps_the_old_one(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """The Parquet file is written beside the output, then moved over it: a folder that holds
+    that place makes the save fail after the calls, as a full disk does."""
+    output = tmp_path / "out.parquet"
+    run(tmp_path, agent, csv_source(tmp_path, {1: "a", 2: "b"}), output)
+    before = output.read_bytes()
+    source = csv_source(tmp_path, {1: "a", 2: "b", 3: "c"})
+    in_the_way = tmp_path / ".out.parquet.tmp"
+    in_the_way.mkdir()
+    with pytest.raises(ConfigError) as raised:
+        run(tmp_path, agent, source, output)
+    message = str(raised.value)
+    assert message.startswith(f"--table main.s.out={output}: cannot write the output: ")
+    assert message.endswith(f"; map the output to a path that can be written {KEPT}")
+    assert "\n" not in message
+    assert agent.stats().requests_total == 3
+    assert output.read_bytes() == before
+
+    in_the_way.rmdir()
+    summary = run(tmp_path, agent, source, output)
+    assert (summary["sent"], summary["reused"], summary["table_rows"]) == (0, 1, 3)
+    assert sorted(pq.read_table(output).column("id").to_pylist()) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("under", ["out.parquet", "deeper/out_delta"])
+def test_an_output_under_a_file_is_named_before_any_call(
+    tmp_path: Path, agent: AgentServer, under: str
+) -> None:
+    blocker = tmp_path / "notes"
+    blocker.write_text("mine")
+    output = blocker / under
+    expected = (
+        f"--table main.s.out={output}: cannot write the output there: {blocker} is a file, not "
+        "a folder; map the output to a path in a folder"
+    )
+    source = csv_source(tmp_path, {1: "a"})
+    assert the_error(cli(tmp_path, agent, source, output), output, exit_code=3) == expected
+    with pytest.raises(ConfigError) as raised:
+        run(tmp_path, agent, source, output)
+    assert str(raised.value) == expected
+    assert agent.stats().requests_total == 0
+    assert blocker.read_text() == "mine"
+
+
+def test_a_file_where_the_delta_folder_goes_is_named(tmp_path: Path, agent: AgentServer) -> None:
+    """A path without an extension is a Delta folder; a file there was refused as an
+    "unsupported output type", which told the user to use a path without an extension."""
+    output = tmp_path / "out"
+    output.write_text("mine")
+    with pytest.raises(UsageError) as raised:
+        run(tmp_path, agent, csv_source(tmp_path, {1: "a"}), output)
+    assert str(raised.value) == (
+        f"--table main.s.out={output}: the path is a file, and an output without an extension "
+        "is a Delta folder; map the output to a .parquet file or a new folder"
+    )
+    assert agent.stats().requests_total == 0
+
+
+def test_a_damaged_delta_log_is_named_and_a_new_folder_gets_every_answer(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    output = tmp_path / "out_delta"
+    source = csv_source(tmp_path, {1: "a", 2: "b"})
+    run(tmp_path, agent, source, output)
+    latest = sorted((output / "_delta_log").glob("*.json"))[-1]
+    latest.write_text("garbage\n")
+    mapping = f"--table main.s.out={output}"
+
+    with pytest.raises(UsageError) as raised:
+        run(tmp_path, agent, source, output)
+    message = str(raised.value)
+    assert message.startswith(f"{mapping}: cannot read the output file: ")
+    assert message.endswith(f"; repair it, or map the output to a new path {KEPT}")
+    # `agentbatch show` reads it the same way (a deltalake traceback before).
+    with pytest.raises(UsageError, match=f"^{mapping}: cannot read the Delta table: "):
+        agentbatch.read_table("main.s.out", tables={"main.s.out": output})
+    assert agent.stats().requests_total == 2
+
+    summary = run(tmp_path, agent, source, tmp_path / "new_delta")
+    assert (summary["sent"], summary["reused"], summary["table_rows"]) == (0, 2, 2)
+    assert delta_rows(tmp_path / "new_delta")[1] == [1, 2]
