@@ -333,12 +333,16 @@ def compare(
     # Both jobs checked before either is paid for (or, skipping the runs, read).
     _check_source(variants[0], context, _origin(job_a))
     _check_source(variants[1], context, _origin(job_b or job_a))
-    # An earlier compare's comparison is dropped before this one writes any table (the variants'
-    # runs; with --skip-run, their judges): it describes other answers than those written
-    # beside it from then on. This one's is written last, after every variant table: a compare
-    # that fails leaves no comparison, never one that disagrees with its variant tables.
+    # An earlier compare's comparison, and its variants' scores and metrics, are dropped before
+    # this one writes any table (the variants' runs; with --skip-run, their judges): they
+    # describe other answers than those written beside them from then on. This one's are written
+    # last, the comparison after every variant table: a compare that fails leaves none of them,
+    # never one that disagrees with the answers beside it.
+    stale = [comparison_table]
+    for job, variant in zip(variants, (variant_a, variant_b), strict=True):
+        stale += [_tables_of(job, variant).scores, _tables_of(job, variant).metrics]
     if not skip_run:
-        _drop_tables(variants[0], context, [comparison_table], "compare")
+        _drop_tables(variants[0], context, stale, "compare")
     # Nothing is written until both variants are scored and compared: a variant refused (no
     # answer to its current request) or rows that do not pair leave no scores, metrics or
     # comparison behind that could be read as this comparison's result. Both variants' answers
@@ -348,7 +352,7 @@ def compare(
         for job, variant in zip(variants, (variant_a, variant_b), strict=True)
     ]
     if skip_run:
-        _drop_tables(variants[0], context, [comparison_table], "compare")
+        _drop_tables(variants[0], context, stale, "compare")
     result_a, result_b = (_score_variant(each, context) for each in answered)
     comparison = compare_scores(
         result_a.scored,

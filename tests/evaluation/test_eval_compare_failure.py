@@ -49,12 +49,13 @@ def stored(project: Path, sql: str) -> list[tuple[object, ...]]:
         con.close()
 
 
-def has_comparison(project: Path) -> bool:
-    found = stored(
-        project,
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'triage_eval_comparison'",
-    )
+def has_table(project: Path, name: str) -> bool:
+    found = stored(project, f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{name}'")
     return bool(found[0][0])
+
+
+def has_comparison(project: Path) -> bool:
+    return has_table(project, "triage_eval_comparison")
 
 
 @pytest.fixture
@@ -117,17 +118,20 @@ def test_a_judge_that_fails_leaves_no_comparison(
     answers = stored(project, "SELECT count(*) FROM support.triage_eval_b")
     assert answers == [(ROWS,)]
     assert not has_comparison(project)  # not the old one, which said B was right on half
+    # Nor B's old scores and metrics beside B's new answers.
+    assert not has_table(project, "triage_eval_b_scores")
+    assert not has_table(project, "triage_eval_b_metrics")
 
 
-def test_a_scores_table_that_cannot_be_written_leaves_no_comparison(
+def test_a_scores_table_that_cannot_be_written_stops_the_compare_before_any_call(
     project: Path, tickets_table: dict[str, str], agents: tuple[ScriptedAgent, ...]
 ) -> None:
-    first_compare(project, tickets_table, agents)
+    mean_before = first_compare(project, tickets_table, agents)
     a, _, c, judge = agents
     blocker = project / "blocker"
     blocker.write_text("a file where a folder would be\n")
     unwritable = {"main.support.triage_eval_b_scores": str(blocker / "scores.parquet")}
-    with pytest.raises(ConfigError, match="triage_eval_b_scores.*is a file, not a folder"):
+    with pytest.raises(ConfigError, match=r"triage_eval_b_scores.*is a file, not a folder"):
         compare(
             project / "jobs" / "eval_triage.yml",
             endpoint_a=a.url,
@@ -136,8 +140,11 @@ def test_a_scores_table_that_cannot_be_written_leaves_no_comparison(
             endpoints={"judge-model": judge.url},
             progress=False,
         )
-    assert c.requests == ROWS
-    assert not has_comparison(project)
+    # Found when the earlier compare's tables are dropped, before any call: nothing changed, so
+    # the earlier comparison stays, and agrees with the answers beside it.
+    assert c.requests == 0
+    mean_b = stored(project, f"SELECT mean_b FROM {COMPARISON} WHERE scorer = 'label_exact_match'")
+    assert mean_b == [(mean_before,)]
     # The compare run again, where it can write, compares what the tables hold.
     compare(
         project / "jobs" / "eval_triage.yml",
@@ -147,7 +154,7 @@ def test_a_scores_table_that_cannot_be_written_leaves_no_comparison(
         endpoints={"judge-model": judge.url},
         progress=False,
     )
-    assert c.requests == ROWS  # B's answers were kept: nothing paid twice
+    assert c.requests == ROWS  # each row paid once
     assert b_answers_right(project) == ROWS
     mean_b = stored(project, f"SELECT mean_b FROM {COMPARISON} WHERE scorer = 'label_exact_match'")
     assert mean_b == [(1.0,)]
