@@ -240,7 +240,9 @@ def estimate(the_plan: Plan, *, sample: int = DEFAULT_SAMPLE, seed: int | None =
     engine = runner.open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
     try:
         if isinstance(the_plan.steps, PushDown):
-            the_plan = runner.where_ai_query_runs(the_plan, engine)
+            # A push-down full refresh continues an unfinished one: its sample is drawn from the
+            # rows that refresh has not answered yet.
+            the_plan = runner.continued(runner.where_ai_query_runs(the_plan, engine))
         if replacing_if_reshaped(the_plan, engine) is not the_plan:
             raise UsageError(
                 f"estimate writes its sample into {the_plan.job.output.table}, which the next "
@@ -346,6 +348,17 @@ def _sample_push_down(
     from agentbatch.execution import runner
 
     counts = runner.prepare_selection(the_plan, engine)
+    # With --full-refresh the sample begins the refresh (or adds to the unfinished one), as on
+    # the REST fallback: the next push-down --full-refresh continues it, not paying it again.
+    with runner.recorded(the_plan, finishing=False):
+        return _sample_keys(the_plan, engine, counts, size, rng)
+
+
+def _sample_keys(
+    the_plan: Plan, engine: Engine, counts: dict[str, int], size: int, rng: random.Random
+) -> Estimate:
+    from agentbatch.execution import runner
+
     # The rows the push-down statement would call ai_query for: the fallback's selection.
     fallback = runner.plan(
         the_plan.job, the_plan.target, dataclasses.replace(the_plan.options, force_fallback=True)
@@ -392,7 +405,7 @@ def _sample_push_down(
     sampled_plan = runner.plan(sampled_job, the_plan.target, options)
     assert isinstance(sampled_plan.steps, PushDown)
     started = time.monotonic()
-    runner._run_push_down(sampled_plan, sampled_plan.steps, engine)
+    runner._run_push_down(sampled_plan, sampled_plan.steps, engine, record=False)
     found.sample_wall_s = time.monotonic() - started
     found.concurrency_basis = "push-down: the engine runs ai_query; time scales from the sample"
     _read_sample(found, sampled_plan, engine, keys)

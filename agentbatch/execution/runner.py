@@ -10,8 +10,10 @@ import hashlib
 import itertools
 import logging
 import re
+import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -84,7 +86,7 @@ def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
         engine = open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
     if isinstance(the_plan.steps, PushDown):
         try:
-            the_plan = where_ai_query_runs(the_plan, engine)
+            the_plan = continued(where_ai_query_runs(the_plan, engine))
         except BaseException:
             engine.close()
             raise
@@ -208,16 +210,22 @@ def create_target(the_plan: Plan, engine: Engine) -> None:
         engine.execute(ensure.sql)
 
 
-def _run_push_down(the_plan: Plan, steps: PushDown, engine: Engine) -> dict[str, Any]:
+def _run_push_down(
+    the_plan: Plan, steps: PushDown, engine: Engine, *, record: bool = True
+) -> dict[str, Any]:
+    """Run the statements; `record`: a full refresh is recorded here (an estimate records the
+    one its sample begins itself, and leaves it unfinished for the next run to continue)."""
     counts = selection_of(the_plan, engine)[1]
     budget = budget_for(the_plan)
     # One statement: the guard can only judge before it runs (rows exactly, tokens from the
     # last estimate); ai_query reports no usage per row.
     budget.check_before(rows_upper_bound(the_plan, counts))
-    create_target(the_plan, engine)
-    for statement in steps.statements[1:]:
-        log.info("running: %s (%s)", statement.purpose, statement.template)
-        engine.execute(statement.sql)
+    # A full refresh is recorded before any call, and ended once the statements ran.
+    with recorded(the_plan) if record else contextlib.nullcontext():
+        create_target(the_plan, engine)
+        for statement in steps.statements[1:]:
+            log.info("running: %s (%s)", statement.purpose, statement.template)
+            engine.execute(statement.sql)
     return _summarise(the_plan, engine, counts)
 
 
@@ -322,6 +330,84 @@ def _run_fallback(
     stats["rows_written"] = written
     stats.update(spend_summary(budget, int(stats.get("sent") or 0)))
     return _summarise(the_plan, engine, {**stats, **counts})
+
+
+# --- a push-down full refresh, continued as the REST fallback's is ---------------------------
+# ai_query keeps no checkpoint: the target is the record. A push-down `--full-refresh` is
+# recorded where the REST fallback records it (the ledger's `refresh_since`) from when it begins
+# until a run finishes. One that starts while a refresh is unfinished (killed, stopped, or begun
+# by `estimate --full-refresh`) counts as done the rows the target holds for the current request
+# answered since that refresh began (`answered_at`), and calls ai_query for the others only.
+
+
+def continued(the_plan: Plan) -> Plan:
+    """The plan of a push-down full refresh, continuing the unfinished one if there is one (as
+    `RunOptions.refresh_since`); any other plan as it is. Creates nothing."""
+    if not _push_down_refresh(the_plan):
+        return the_plan
+    with _refresh_state(the_plan, create=False) as ledger:
+        began = None if ledger is None else ledger.pending_refresh()
+    if began is None:
+        return the_plan
+    since = datetime.fromtimestamp(began / 1_000_000, timezone.utc)
+    options = dataclasses.replace(the_plan.options, refresh_since=since)
+    return build_plan(the_plan.job, the_plan.target, options, template_dirs(root_of(the_plan)))
+
+
+@contextlib.contextmanager
+def recorded(the_plan: Plan, *, finishing: bool = True) -> Iterator[None]:
+    """Around a push-down run's statements: a full refresh is recorded as begun (an unfinished
+    one kept) before any call; a run that gets through them ends any refresh (`finishing`; an
+    estimate's sample does not: the refresh it began goes on). The ledger stays locked
+    meanwhile, as a REST run holds it: one run of the output at a time."""
+    refresh = _push_down_refresh(the_plan)
+    with _refresh_state(the_plan, create=refresh) as ledger:
+        if ledger is None:  # no state: no refresh to begin or to end
+            yield
+            return
+        if refresh:
+            began = the_plan.options.refresh_since or the_plan.options.started_at
+            ledger.begin_refresh(_microseconds(began))
+        yield
+        if finishing:
+            ledger.end_refresh()
+
+
+def _push_down_refresh(the_plan: Plan) -> bool:
+    options = the_plan.options
+    return (
+        isinstance(the_plan.steps, PushDown) and options.full_refresh and not options.replace_target
+    )
+
+
+@contextlib.contextmanager
+def _refresh_state(the_plan: Plan, *, create: bool) -> Iterator[Ledger | None]:
+    """The job output's ledger; None when it has none and `create` is false."""
+    from agentbatch.agent.ledger import Ledger
+
+    path = ledger_path(the_plan)
+    if not create and not path.exists():
+        yield None
+        return
+    ledger: Ledger | None = None
+    try:
+        ledger = Ledger(path, key=the_plan.job.source.key, run_id=the_plan.options.run_id)
+    except (OSError, sqlite3.Error) as err:
+        # A push-down run needs no state otherwise: it goes on, only not continuable.
+        log.warning(
+            "%s: cannot record the full refresh (%s); a stopped one is paid again", path, err
+        )
+    try:
+        yield ledger
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def _microseconds(moment: datetime) -> int:
+    """A moment as the ledger keeps `refresh_since`: microseconds since the epoch."""
+    delta = moment.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _stopped_summary(

@@ -189,6 +189,7 @@ def _build_plan(
         oldest_first=options.full_refresh and not options.replace_target,
         staged=engine.staging_relation(job.output.table, options.run_id),
         run_started_at=utc_timestamp(options.started_at),
+        refresh_since=_refresh_since(options),
         dialect=engine.dialect,
     )
     context = job_context(job, fingerprint, render_options)
@@ -233,7 +234,9 @@ def _build_plan(
         key_types=Statement(
             "read the key types",
             "key_types.sql",
-            renderer.render("key_types.sql", {**context, "incremental": False}),
+            renderer.render(
+                "key_types.sql", {**context, "incremental": False, "refresh_since": None}
+            ),
         ),
     )
     return Plan(
@@ -247,6 +250,15 @@ def _build_plan(
         options,
         checks,
     )
+
+
+def _refresh_since(options: RunOptions) -> str | None:
+    """When the full refresh this run continues began, as SQL timestamp text (with its offset:
+    compared with `answered_at` in the warehouse's session time zone). Not when replacing the
+    target: nothing of it is read."""
+    if not options.full_refresh or options.replace_target or options.refresh_since is None:
+        return None
+    return utc_timestamp(options.refresh_since)
 
 
 def scored_statements(plan: Plan, template_dirs: Iterable[Path] = ()) -> Scored:
@@ -284,6 +296,7 @@ def _guards(renderer: Renderer, context: dict[str, object], job: Job) -> Guards:
     checks = {
         **context,
         "incremental": False,
+        "refresh_since": None,
         "oldest_first": False,
         "key_name": repr(job.source.key),
         "output_name": job.output.table,

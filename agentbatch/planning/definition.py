@@ -43,6 +43,9 @@ class RunOptions:
     progress: bool = True  # a progress bar on a terminal
     force_fallback: bool = False  # the REST fallback even where ai_query could run
     replace_target: bool = False  # mode overwrite keeping none of the target's rows
+    # Set by the runner for a push-down full refresh that continues an unfinished one (begun at
+    # this moment): target rows answering the current request since then are done.
+    refresh_since: datetime | None = None
     run_id: str = "run"  # set by `started()`; names staging tables and ledger entries
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 

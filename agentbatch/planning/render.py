@@ -43,6 +43,9 @@ class RenderOptions:
     oldest_first: bool = False
     staged: str | None = None  # the staging relation for write_results
     run_started_at: str = "1970-01-01 00:00:00+00:00"
+    # A continued full refresh: when it began (`utc_timestamp`); rows the target holds for the
+    # current request, answered since then, are done (`_source.sql`).
+    refresh_since: str | None = None
     # The sqlglot dialect the engine runs the SQL in (it transpiles from Databricks SQL itself);
     # a few statements take another shape where one engine handles it badly.
     dialect: str = "databricks"
@@ -213,6 +216,9 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "dialect": options.dialect,
         "staged": Sql(options.staged) if options.staged else None,
         "run_started_at": quoting.literal(options.run_started_at),
+        "refresh_since": None
+        if options.refresh_since is None
+        else quoting.literal(options.refresh_since),
         "result_columns": [quoting.identifier(c) for c in RESULT_COLUMN_NAMES],
         "transient_error_pattern": quoting.literal(TRANSIENT_ERROR.strip() + "%"),
     }

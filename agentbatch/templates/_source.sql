@@ -48,9 +48,11 @@ fingerprinted AS (
 {% endif %}
   FROM req
 ),
-{% if incremental %}
+{% if incremental or refresh_since %}
 {#- The target decides what is done: a row for the key with the current fingerprint, answered or
-    failed for good. A transient failure is sent again; any failure with retry_errors. -#}
+    failed for good. A transient failure is sent again; any failure with retry_errors. A full
+    refresh that continues an unfinished one (`refresh_since`, when it began) counts only the
+    rows answered since then: those it already paid for. -#}
 done AS (
   SELECT prior.*
   FROM {{ output }} AS prior
@@ -59,8 +61,13 @@ done AS (
    AND prior.`request_fingerprint` = fingerprinted.`request_fingerprint`
 {% if retry_errors %}
   WHERE prior.`error` IS NULL
+{% elif refresh_since %}
+  WHERE (prior.`error` IS NULL OR NOT (prior.`error` LIKE {{ transient_error_pattern }}))
 {% else %}
   WHERE prior.`error` IS NULL OR NOT (prior.`error` LIKE {{ transient_error_pattern }})
+{% endif %}
+{% if refresh_since %}
+    AND prior.`answered_at` >= CAST({{ refresh_since }} AS TIMESTAMP)
 {% endif %}
 ),
 {% endif %}
@@ -81,6 +88,13 @@ todo AS (
   LEFT JOIN last_answered
     ON last_answered.{{ key }} = fingerprinted.{{ key }}
    AND last_answered.`request_fingerprint` = fingerprinted.`request_fingerprint`
+{% if refresh_since %}
+  WHERE NOT EXISTS (
+    SELECT 1
+    FROM done
+    WHERE done.{{ key }} = fingerprinted.{{ key }}
+  )
+{% endif %}
   ORDER BY last_answered.`_last_answered` NULLS FIRST, fingerprinted.{{ key }}
   LIMIT {{ run_limit }}
 {% else %}
@@ -91,7 +105,7 @@ todo AS (
       buffers every row a hash join's probe side emits, so a join would hold every file at once.
       Elsewhere the anti-join below: it streams, and never gathers the done keys into one value. -#}
   WHERE NOT coalesce(array_contains((SELECT collect_list(done.{{ key }}) FROM done), fingerprinted.{{ key }}), false)
-{% elif incremental %}
+{% elif incremental or refresh_since %}
   WHERE NOT EXISTS (
     SELECT 1
     FROM done

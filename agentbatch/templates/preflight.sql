@@ -14,7 +14,7 @@ repeated AS (
 SELECT
   (SELECT count(*) FROM fingerprinted) AS `selected`,
   (SELECT count(*) FROM {{ source }} WHERE {{ key }} IS NULL{% if where %} AND ({{ where }}){% endif %}) AS `null_keys`,
-{% if incremental %}
+{% if incremental or refresh_since %}
   (SELECT count(*) FROM done) AS `done`,
   (SELECT count_if(`error` IS NOT NULL) FROM done) AS `done_errors`,
 {% else %}

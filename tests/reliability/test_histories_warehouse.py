@@ -9,8 +9,9 @@ while (transient) or for good (permanent), two runs at once, runs with `--limit 
 with a small sample, a --full-refresh killed midway (then continued by --full-refresh, or given up
 by a plain run). After each run the target, read through the warehouse, is compared with a plain
 model: the rows (key, fingerprint, outcome) it holds, and the calls paid per request: no request
-is paid twice except under --full-refresh (once per refresh on the REST fallback, whose
-checkpoint continues a killed one) or when it was in flight at a kill.
+is paid twice except under --full-refresh (once per refresh: a killed one is continued, on the
+REST fallback from its checkpoint, on push-down from the target's answers since it began) or
+when it was in flight at a kill.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from agentbatch.errors import UsageError
 from agentbatch.testing.agent_server import AgentServer
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
+from tests.support.databricks_env import isolate
 
 from .conftest import record_figures
 from .history import refresh_answers
@@ -80,6 +82,11 @@ class Held:
     stamp: int = field(compare=False)
 
 
+def utc(moment: datetime) -> datetime:
+    """An `answered_at` as an aware UTC moment (the history's warehouse runs in UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def kind_from(error: str | None) -> str:
     if error is None:
         return "ok"
@@ -102,9 +109,11 @@ class WarehouseHistories(RuleBasedStateMachine):
         self.project.write_source({k: TEXTS[k] for k in self.present})
         self.target: list[Row] = []
         self.ledger: dict[int, Held] = {}  # the REST fallback's checkpoint
-        # The clock ticks once per run; `refresh`: when the checkpoint's unfinished refresh began.
+        # The clock ticks once per run; `refresh`: when the checkpoint's unfinished refresh began
+        # (`refresh_began`: by the wall clock, which push-down compares with `answered_at`).
         self.clock = 0
         self.refresh: int | None = None
+        self.refresh_began: datetime | None = None
         self.seen = Counter(self.agent.stats().requests_by_key)
         self.fingerprints: dict[tuple[str, str], str] = {}
 
@@ -168,6 +177,18 @@ class WarehouseHistories(RuleBasedStateMachine):
             return None
 
         todo = [key for key in sorted(self.present) if done(key) is None]
+        if full_refresh and not self.rest and self.refresh_began is not None:
+            # A push-down refresh continued: the target's answers to the current request since
+            # it began (failed for good or not at all) are done.
+            began = self.refresh_began
+            kept = ("ok",) if retry_errors else ("ok", "permanent")
+
+            def refreshed(key: int) -> bool:
+                at = stamps.get((key, current[key]))
+                row = [r for r in rows if r.key == key and r.fingerprint == current[key]]
+                return at is not None and utc(at) >= began and row[0].kind in kept
+
+            todo = [key for key in todo if not refreshed(key)]
         if limit is not None:
             if full_refresh:
                 # The N rows whose answers are oldest: those without one to this request first.
@@ -291,8 +312,7 @@ class WarehouseHistories(RuleBasedStateMachine):
         (`whole`: it answered every key not done; a limited run's others are as they were)."""
         self.target = rows
         self.record(paid)
-        if self.rest:
-            self.refresh = None  # a run that finishes leaves no refresh to continue
+        self.refresh = self.refresh_began = None  # a finished run leaves no refresh to continue
         assert self.observed() == sorted(rows, key=repr)
         current = {k: self.fingerprint(k) for k in self.present}
         live = [r.key for r in self.observed() if current.get(r.key) == r.fingerprint]
@@ -400,11 +420,13 @@ class WarehouseHistories(RuleBasedStateMachine):
     def kill_full_refresh_then_continue(self, after: int, delay: float, continued: bool) -> None:
         """SIGKILL a `--full-refresh` CLI run midway (then the warehouse idles); then
         `--full-refresh` again (`continued`: on the REST fallback it reuses what the refresh
-        received and pays only the rest; push-down keeps no checkpoint and pays every row), or a
+        received and pays only the rest; on push-down the warehouse finished the killed run's
+        statement, and the target's answers since the refresh began are not paid again), or a
         plain run, which gives the refresh up: the next `--full-refresh` pays every row again."""
         TOTALS["kills"] += 1
         self.clock += 1
         since = self.clock if self.refresh is None else self.refresh
+        began = self.refresh_began or datetime.now(timezone.utc)
         before = self.observed()
         rows, must, may = self.predict(full_refresh=True, retry_errors=False)
         self.agent.configure(FaultConfig(**{**vars(self.faults()), "latency_ms": 40}))
@@ -425,8 +447,10 @@ class WarehouseHistories(RuleBasedStateMachine):
             return
         TOTALS["refreshes_killed"] += bool(called)
         self.target = landed
+        # Unfinished on both paths: push-down continues it from the target (the warehouse
+        # finished the killed run's statement: its rows answer the refresh's requests).
+        self.refresh, self.refresh_began = since, began
         if self.rest:
-            self.refresh = since
             # What the refresh received is in its checkpoint (read from the file: those
             # answers must not be paid again); a call in flight at the kill is not.
             _, received = refresh_answers(self.project.state)
@@ -445,7 +469,7 @@ class WarehouseHistories(RuleBasedStateMachine):
         """`agentbatch estimate`: it pays for its sample only (each row once, none the table or
         the checkpoint answers), writes the sample as a merge (an overwrite job drops nothing),
         and says how many rows the next run sends; the next runs never pay for the sample
-        again. On the REST fallback, with --full-refresh it starts the refresh it samples."""
+        again. With --full-refresh it starts the refresh it samples, on both paths."""
         TOTALS["estimates"] += 1
         self.clock += 1
         rows = self.target
@@ -456,6 +480,7 @@ class WarehouseHistories(RuleBasedStateMachine):
             assert sum(self.calls_since().values()) == 0
             return
         since = (self.clock if self.refresh is None else self.refresh) if full_refresh else None
+        began = self.refresh_began or datetime.now(timezone.utc)
         _, must, may = self.predict(full_refresh=full_refresh, retry_errors=False)
         unsent = set(self.renewed)  # drawn or not, answered without a call
         found = self.project.estimate(sample=sample, full_refresh=full_refresh, seed=sample)
@@ -478,8 +503,8 @@ class WarehouseHistories(RuleBasedStateMachine):
         expected = self.written(rows, self.answering, self.stamps(), mode)
         self.target = sorted(expected, key=repr)
         self.record(paid)
-        if self.rest and since is not None:
-            self.refresh = since
+        if since is not None:  # it starts the refresh it samples, on both paths
+            self.refresh, self.refresh_began = since, began
         assert self.observed() == self.target
 
     def kill_child(self, after: int, delay: float, *flags: str) -> bool:
@@ -601,10 +626,7 @@ class WarehouseHistories(RuleBasedStateMachine):
 
 @pytest.fixture
 def databricks_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in [n for n in os.environ if n.startswith("DATABRICKS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    isolate(monkeypatch, tmp_path, token=TOKEN)
 
 
 @pytest.mark.slow

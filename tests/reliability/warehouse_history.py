@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import httpx
 
 import agentbatch
 from agentbatch.testing.agent_server import AgentServer
+from tests.support.databricks_env import auth_env
 from tests.support.warehouse.duckdb_executor import DuckDBExecutor
 from tests.support.warehouse.server import Warehouse, serve_warehouse
 
@@ -129,8 +131,9 @@ output:
   mode: {s.mode}
 """
         if not path.exists() or path.read_text() != text:
-            # Replaced whole, never rewritten in place: two runs at once may be reading it.
-            fresh = path.with_suffix(".tmp")
+            # Replaced whole, never rewritten in place: two runs at once may be reading it (and
+            # writing it: each its own temporary file, or one's replace finds the other's gone).
+            fresh = path.with_suffix(f".{threading.get_ident()}.tmp")
             fresh.write_text(text)
             fresh.replace(path)
         return path
@@ -165,13 +168,7 @@ output:
             "--no-progress", "--show", "0", *mapped,
             "--state-dir", str(self.state), "--project-dir", str(self.root), *flags,
         ]  # fmt: skip
-        env = child_env(
-            {
-                "PYTHONPATH": str(REPO),
-                "DATABRICKS_TOKEN": TOKEN,
-                "DATABRICKS_CONFIG_FILE": str(self.root / "no-databrickscfg"),
-            }
-        )
+        env = child_env({"PYTHONPATH": str(REPO), **auth_env(self.root, token=TOKEN)})
         return subprocess.Popen(
             args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
