@@ -223,7 +223,7 @@ def _from_type_string(text: str) -> ResponseFormat:
         source = f"STRUCT<{source}>"
     try:
         dtype = exp.DataType.build(source, dialect="databricks")
-    except (ParseError, ValueError) as e:
+    except (ParseError, TypeError, ValueError) as e:  # TypeError: sqlglot compiled
         raise ResponseFormatError(f"response_format {text!r} is not a Databricks type: {e}") from e
     if dtype.this != exp.DataType.Type.STRUCT or not dtype.expressions:
         raise ResponseFormatError(f"response_format {text!r} must be a STRUCT with fields")

@@ -546,7 +546,7 @@ class LocalEngine:
         """Transpile to DuckDB, pointing each table at its local relation."""
         try:
             tree = parsing.parse_one(sql)
-        except sqlglot.errors.ParseError as err:
+        except (sqlglot.errors.ParseError, TypeError) as err:  # TypeError: sqlglot compiled
             raise EngineError(f"local engine: cannot parse SQL: {error_line(err)}") from None
         rewrite_for_duckdb(tree, self._volumes, self._con)
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}

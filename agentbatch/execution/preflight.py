@@ -47,7 +47,7 @@ def job_tables(job: Job) -> dict[str, str]:
     elif job.source.query:
         try:
             tree = sqlglot.parse_one(job.source.query, read=quoting.DIALECT)
-        except sqlglot.errors.SqlglotError:
+        except (sqlglot.errors.SqlglotError, TypeError):  # TypeError: sqlglot compiled
             tree = None
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)} if tree else set()
         for node in tree.find_all(exp.Table) if tree else ():
@@ -75,7 +75,7 @@ def _tables_read_by(expression: str | None) -> list[str]:
         return []
     try:
         tree = sqlglot.parse_one(f"SELECT {expression}", read=quoting.DIALECT)
-    except sqlglot.errors.SqlglotError:
+    except (sqlglot.errors.SqlglotError, TypeError):  # TypeError: sqlglot compiled
         return []
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     return [
@@ -207,7 +207,7 @@ def _column_problem(key: str, sql: str, message: str, columns: list[str], what: 
     lowered = {column.lower() for column in columns}
     try:
         names = [c.name for c in sqlglot.parse_one(sql, read=quoting.DIALECT).find_all(exp.Column)]
-    except sqlglot.errors.SqlglotError:
+    except (sqlglot.errors.SqlglotError, TypeError):  # TypeError: sqlglot compiled
         names = []
     missing = [name for name in dict.fromkeys(names) if name.lower() not in lowered]
     listed = ", ".join(columns)

@@ -12,8 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlglot.errors import ParseError, TokenError
-
 from agentbatch.agent.bodies import NULL_REQUEST
 from agentbatch.agent.calls import null_request_fingerprint
 from agentbatch.agent.response_format import (
@@ -242,7 +240,7 @@ def check_sql(sql: str, template: str) -> None:
     """Parse rendered SQL as Databricks SQL; a syntax error names the template that produced it."""
     try:
         statements = parsing.statements(sql)
-    except (ParseError, TokenError) as err:
+    except quoting.UNREADABLE as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TemplateError(
             f"{template}: rendered SQL does not parse as Databricks SQL: {detail}"

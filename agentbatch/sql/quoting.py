@@ -20,6 +20,10 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
+# What sqlglot raises for text it cannot read. Compiled with mypyc (the `fast` extra), it also
+# raises TypeError, where a malformed text builds a node of another type than the grammar expects.
+UNREADABLE: tuple[type[Exception], ...] = (ParseError, sqlglot.errors.TokenError, TypeError)
+
 DIALECT = "databricks"
 
 # Names: letters, digits, underscores, and (quoted) hyphens or spaces (a column may have them; a
@@ -113,7 +117,7 @@ def table_parts(name: str) -> tuple[str, ...]:
         raise SqlValueError(f"{name!r} is not a valid table name")
     try:
         node = sqlglot.parse_one(name, into=exp.Table, read=DIALECT)
-    except (ParseError, sqlglot.errors.TokenError) as err:
+    except UNREADABLE as err:
         raise SqlValueError(f"{name!r} is not a valid table name") from err
     if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
         raise SqlValueError(f"{name!r} is not a valid table name")
@@ -157,7 +161,7 @@ def expression(sql: str, *, what: str = "expression") -> Sql:
         raise SqlValueError(f"the {what} is empty")
     try:
         nodes = sqlglot.parse(f"SELECT {sql}", read=DIALECT)
-    except (ParseError, sqlglot.errors.TokenError) as err:
+    except UNREADABLE as err:
         raise SqlValueError(f"the {what} is not valid Databricks SQL: {_first_line(err)}") from err
     if len(nodes) != 1 or not isinstance(nodes[0], exp.Select) or len(nodes[0].selects) != 1:
         raise SqlValueError(f"the {what} must be a single SQL expression")
@@ -189,7 +193,7 @@ def query(sql: str, *, what: str = "query") -> Sql:
     """A single SELECT statement written by the job author (used as a subquery)."""
     try:
         parsed = sqlglot.parse(sql, read=DIALECT)
-    except (ParseError, sqlglot.errors.TokenError) as err:
+    except UNREADABLE as err:
         raise SqlValueError(f"the {what} is not valid Databricks SQL: {_first_line(err)}") from err
     # A `;` ends it, with a comment after it or not.
     nodes = [n for n in parsed if n is not None and not isinstance(n, exp.Semicolon)]
@@ -226,7 +230,7 @@ def data_type(ddl: str) -> Sql:
     """A Databricks data type such as `STRUCT<label: STRING, urgency: INT>`."""
     try:
         node = exp.DataType.build(ddl, dialect=DIALECT)
-    except (ParseError, sqlglot.errors.TokenError, ValueError) as err:
+    except (ParseError, sqlglot.errors.TokenError, TypeError, ValueError) as err:
         raise SqlValueError(f"{ddl!r} is not a valid Databricks SQL type") from err
     return Sql(node.sql(dialect=DIALECT))
 

@@ -314,7 +314,7 @@ def check_ddl_response_format(ddl: str) -> None:
 
     try:
         dtype = exp.DataType.build(ddl, dialect="databricks")
-    except (ParseError, ValueError):
+    except (ParseError, TypeError, ValueError):  # TypeError: sqlglot compiled
         dtype = None
     if dtype is None or dtype.this != exp.DataType.Type.STRUCT or len(dtype.expressions) != 1:
         raise UsageError(

@@ -16,7 +16,7 @@ from sqlglot import exp
 from agentbatch.engines.base import error_line
 from agentbatch.errors import EngineError
 from agentbatch.sql import parsing
-from agentbatch.sql.quoting import DIALECT
+from agentbatch.sql.quoting import DIALECT, UNREADABLE
 
 AI_QUERY = "ai_query"
 # Registered beside `ai_query`: the same call without `failOnError => false`, which returns the
@@ -56,7 +56,7 @@ class Names:
 def parse(sql: str) -> exp.Expression:
     try:
         tree = parsing.parse_one(sql)
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as err:
+    except UNREADABLE as err:
         raise EngineError(f"spark engine: cannot parse SQL: {error_line(err)}") from None
     if not isinstance(tree, exp.Expression):
         raise EngineError("spark engine: empty SQL statement")
