@@ -111,6 +111,7 @@ def test_two_runs_of_100k_rows_leak_nothing(tmp_path: Path) -> None:
     for after in (first, second):
         assert after["fds"] <= before["fds"] + 2, (before, after)
         assert after["sockets"] == before["sockets"], (before, after)
-        assert after["python_threads"] == before["python_threads"], (before, after)
+        # No thread left behind; a thread of an earlier test may end meanwhile (the count drops).
+        assert after["python_threads"] <= before["python_threads"], (before, after)
     assert second["os_threads"] <= first["os_threads"] + 2, (first, second)
     assert second["rss_mb"] <= first["rss_mb"] + RSS_GROWTH_MB, (first, second)
