@@ -1,8 +1,8 @@
 """A push-down `--full-refresh` is continued as the REST fallback's is: after `estimate
 --full-refresh`, or a refresh killed midway, the next `--full-refresh` skips the keys whose target
 row answers the current request since the refresh began, so each key is paid once per refresh.
-Through the unmodified connector and the loopback warehouse (in any session time zone), and on
-local Spark."""
+Through the unmodified connector and the loopback warehouse (in any session time zone); on local
+Spark in tests/engines/spark/test_spark_push_down_refresh_continued.py."""
 
 from __future__ import annotations
 
@@ -144,50 +144,3 @@ def test_a_killed_refresh_is_continued_not_paid_again(
     # A plain run finishes, so it gives the refresh up: the next one pays every row again.
     run_job(SUMMARISE)
     assert run_job(SUMMARISE, full_refresh=True).summary["rows"] == ALL_TICKETS
-
-
-@pytest.mark.spark
-# PySpark 4.3 warns on import that it does not fully support pandas 3 (as tests/engines/spark).
-@pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
-def test_on_spark_a_refresh_after_estimate_full_refresh_pays_each_key_once(
-    agent: AgentServer, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """On Spark, with a session time zone other than UTC: the refresh that follows an estimate
-    --full-refresh pays only the rows the sample did not."""
-    from tests.support.warehouse.spark_parser import shared_session
-
-    spark = shared_session()
-    spark.conf.set("spark.sql.session.timeZone", "America/Los_Angeles")
-    request.addfinalizer(lambda: spark.conf.set("spark.sql.session.timeZone", "UTC"))
-    source = tmp_path / "src.csv"
-    source.write_text("id,txt\n" + "".join(f"{i},t{i}\n" for i in range(1, 13)))
-    job = tmp_path / "jobs" / "pd.yml"
-    job.parent.mkdir()
-    job.write_text(
-        "name: pd\nsource: {table: main.s.src, key: id, columns: [txt]}\n"
-        "request: \"concat('Q: ', txt)\"\nagent: {endpoint: pdmodel, api: chat}\n"
-        "output: {table: main.s.out, mode: merge}\n"
-    )
-    options: dict[str, Any] = {
-        "target": "spark",
-        "tables": {"main.s.src": source, "main.s.out": tmp_path / "out.parquet"},
-        "state_dir": tmp_path / "state",
-        "project_dir": tmp_path,
-        "settings": {
-            "warehouse_dir": str(tmp_path / "wh"),
-            "ai_query_endpoints": {"pdmodel": f"{agent.url}/serving-endpoints/pdmodel/invocations"},
-        },
-        "progress": False,
-    }
-
-    def run(**more: Any) -> dict[str, Any]:
-        with agentbatch.run(job, **options, **more) as result:
-            assert result.summary["strategy"] == "push-down"
-            return dict(result.summary)
-
-    run()
-    found = agentbatch.estimate(job, sample=4, full_refresh=True, **options)
-    assert found.sampled == 4
-    refresh = run(full_refresh=True)
-    assert (refresh["skipped"], refresh["rows"]) == (4, 8)
-    assert paid(agent) == 2 * 12
