@@ -14,6 +14,7 @@ Placeholders: `{response}` (a structured answer as JSON), `{response.<field>}`, 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.agent.redact import safe_url
@@ -25,6 +26,7 @@ from agentbatch.sql import quoting
 from agentbatch.sql.quoting import Sql
 
 if TYPE_CHECKING:
+    from agentbatch.engines.base import Engine
     from agentbatch.planning.definition import RunOptions
 
 log = logging.getLogger(__name__)
@@ -159,15 +161,19 @@ def run_judge(
     job: Job,
     target: Any,
     options: RunOptions,
+    before_writing: Callable[[Engine], None],
+    also_writes: Iterable[str],
 ) -> dict[Any, JudgeReply]:
     """Run a judge job and read its replies by key (the engine is closed before returning):
     for each row it judged, the reply to its current prompt (`evaluated_rows.sql`), never one
-    its table holds for an earlier answer."""
+    its table holds for an earlier answer. `before_writing`, `also_writes`: as `runner.run_plan`'s."""
     from agentbatch.evaluation.tables import read_evaluated_rows
     from agentbatch.execution import runner
 
     log.info("judging with %s: %s", safe_url(job.agent.endpoint), job.output.table)
-    result = runner.run(job, target, options)
+    result = runner.run(
+        job, target, options, before_writing=before_writing, also_writes=also_writes
+    )
     engine = result.engine
     if engine is None:  # pragma: no cover - only dry runs have no engine
         return {}

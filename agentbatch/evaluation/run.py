@@ -7,6 +7,7 @@ two endpoints, or two job files - and compares them. The CLI's `eval` and `compa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ from agentbatch.sql import quoting
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from agentbatch.engines.base import Engine
     from agentbatch.planning.targets import Target
 
 log = logging.getLogger(__name__)
@@ -245,17 +247,15 @@ def evaluate(
     # --skip-run reads the source too: it decides the rows scored and their expected values.
     _check_source(job, context, _origin(job_or_path))
     # The scores and metrics an earlier eval left describe its answers: they are dropped before
-    # this eval writes anything (its run; with --skip-run, its judges), and written again at the
-    # end, the metrics last. An eval that fails partway leaves none beside the tables it changed;
-    # one refused before writing (--skip-run without current answers) leaves them as they were.
+    # this eval writes anything (its run, once its checks passed; with --skip-run, its first
+    # judge, or its own write), and written again at the end, the metrics last. An eval that
+    # fails partway leaves none beside the tables it changed; one refused before writing (a dead
+    # agent, its budget, --skip-run without current answers) leaves them as they were.
     derived = _tables_of(job, "")
-    stale = [derived.scores, derived.metrics]
-    if not skip_run:
-        _drop_tables(job, context, stale, "eval")
-    answered = _answer_variant(job, "", context)
-    if skip_run:
-        _drop_tables(job, context, stale, "eval")
-    result = _score_variant(answered, context)
+    drop_stale = _DropOnce(job, context, [derived.scores, derived.metrics], "eval")
+    answered = _answer_variant(job, "", context, drop_stale)
+    result = _score_variant(answered, context, drop_stale)
+    drop_stale()
     _write_tables(job, context, _scored_tables(result))
     if report_dir is not None:
         from agentbatch.evaluation.report.files import write_eval_report
@@ -334,26 +334,24 @@ def compare(
     _check_source(variants[0], context, _origin(job_a))
     _check_source(variants[1], context, _origin(job_b or job_a))
     # An earlier compare's comparison, and its variants' scores and metrics, are dropped before
-    # this one writes any table (the variants' runs; with --skip-run, their judges): they
-    # describe other answers than those written beside them from then on. This one's are written
-    # last, the comparison after every variant table: a compare that fails leaves none of them,
-    # never one that disagrees with the answers beside it.
+    # this one writes any table (the first variant run whose checks passed; with --skip-run, the
+    # first judge, or the final write): they describe other answers than those written beside
+    # them from then on. This one's are written last, the comparison after every variant table:
+    # a compare that fails leaves none of them, never one that disagrees with the answers beside
+    # it; one refused before writing leaves them as they were.
     stale = [comparison_table]
     for job, variant in zip(variants, (variant_a, variant_b), strict=True):
         stale += [_tables_of(job, variant).scores, _tables_of(job, variant).metrics]
-    if not skip_run:
-        _drop_tables(variants[0], context, stale, "compare")
+    drop_stale = _DropOnce(variants[0], context, stale, "compare")
     # Nothing is written until both variants are scored and compared: a variant refused (no
     # answer to its current request) or rows that do not pair leave no scores, metrics or
     # comparison behind that could be read as this comparison's result. Both variants' answers
     # are read (and checked) before either's judges are paid.
     answered = [
-        _answer_variant(job, variant, context)
+        _answer_variant(job, variant, context, drop_stale)
         for job, variant in zip(variants, (variant_a, variant_b), strict=True)
     ]
-    if skip_run:
-        _drop_tables(variants[0], context, stale, "compare")
-    result_a, result_b = (_score_variant(each, context) for each in answered)
+    result_a, result_b = (_score_variant(each, context, drop_stale) for each in answered)
     comparison = compare_scores(
         result_a.scored,
         result_b.scored,
@@ -362,6 +360,7 @@ def compare(
         options=_metric_options(evaluation),
         top=top,
     )
+    drop_stale()
     # One engine writes them all, the comparison last.
     _write_tables(
         variants[0],
@@ -441,20 +440,21 @@ class _Answered:
     answers_kept: bool
 
 
-def _answer_variant(job: Job, variant: str, context: _Context) -> _Answered:
+def _answer_variant(job: Job, variant: str, context: _Context, drop: _DropOnce) -> _Answered:
     # Errors are what an evaluation measures: they are scored, never fatal here.
     job = job.model_copy(update={"agent": job.agent.model_copy(update={"fail_on_error": False})})
-    rows, summary, rows_sql, covered, kept = _answers(job, context)
+    rows, summary, rows_sql, covered, kept = _answers(job, context, drop)
     return _Answered(job, variant, _tables_of(job, variant), rows, summary, rows_sql, covered, kept)
 
 
-def _score_variant(answered: _Answered, context: _Context) -> EvalResult:
-    """Judge (when there are rows to judge) and score a variant's answers; nothing is written."""
+def _score_variant(answered: _Answered, context: _Context, drop: _DropOnce) -> EvalResult:
+    """Judge (when there are rows to judge) and score a variant's answers; nothing is written
+    but the judges' tables (once `drop` dropped what it drops)."""
     job, tables = answered.job, answered.tables
     evaluation = job.evaluation
     assert evaluation is not None  # checked by _prepare
     replies = {
-        name: _judge(job, name, table, answered.rows_sql, context)
+        name: _judge(job, name, table, answered.rows_sql, context, drop)
         for name, table in tables.judges.items()
         if answered.rows.num_rows  # no row to score, none to judge (and maybe no answers table)
     }
@@ -504,7 +504,7 @@ def _check_source(job: Job, context: _Context, origin: str) -> None:
 
 
 def _answers(
-    job: Job, context: _Context
+    job: Job, context: _Context, drop: _DropOnce
 ) -> tuple[pa.Table, dict[str, Any] | None, str, Coverage, bool]:
     """Run the job (unless skipped) and read the rows it scores: for each key of the current
     selection, the output row with the current request fingerprint, with the current source
@@ -514,13 +514,13 @@ def _answers(
     from agentbatch.execution import runner
 
     answers_table = job.output.table
-    options = replace(context.options, tables=context.mapped(answers_table))
+    options = replace(context.options, tables=context.mapped(answers_table, *drop.tables))
     summary: dict[str, Any] | None = None
     if context.skip_run:
         the_plan = runner.plan(job, context.target, options)
         engine = open_engine(the_plan, options.tables, [])
     else:
-        run = runner.run(job, context.target, options)
+        run = runner.run(job, context.target, options, before_writing=drop, also_writes=drop.tables)
         if run.engine is None:  # pragma: no cover - only dry runs have no engine
             raise EngineError("the run returned no engine to read the answers from")
         the_plan, engine, summary = run.plan, run.engine, run.summary
@@ -576,7 +576,12 @@ def _check_coverage(table: str, covered: Coverage, skip_run: bool) -> None:
 
 
 def _judge(
-    job: Job, name: str, table: str, rows_sql: str, context: _Context
+    job: Job,
+    name: str,
+    table: str,
+    rows_sql: str,
+    context: _Context,
+    drop: _DropOnce,
 ) -> dict[Any, JudgeReply]:
     evaluation = job.evaluation
     assert evaluation is not None
@@ -594,11 +599,11 @@ def _judge(
     # A judge answers every scored row: the run's --limit and --full-refresh are the job's.
     judge_options = replace(
         context.options,
-        tables=context.mapped(job.output.table, table),
+        tables=context.mapped(job.output.table, table, *drop.tables),
         limit=None,
         full_refresh=False,
     )
-    return run_judge(judging, context.target, judge_options)
+    return run_judge(judging, context.target, judge_options, drop, drop.tables)
 
 
 def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Table, str]]) -> None:
@@ -620,23 +625,41 @@ def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Tab
         engine.close()
 
 
-def _drop_tables(job: Job, context: _Context, tables: list[str], step: str) -> None:
-    """Drop those of `tables` that exist (a table mapped to a file: the file too), with one
-    engine; `step` (eval, compare) names the earlier step that wrote them, for the log."""
-    from agentbatch.execution import runner
+class _DropOnce:
+    """Drops the tables an earlier eval or compare (`step`) derived from its answers, the first
+    time it is called: by the first run of this one whose checks passed, with that run's engine
+    (which has `tables` among its outputs: a table mapped to a file goes with its file), or
+    with an engine of its own before the final write."""
 
-    dropped = {_canonical(name) for name in tables}
-    mapped = {n: s for n, s in context.options.tables.items() if _canonical(n) in dropped}
-    options = replace(context.options, tables=mapped).started()
-    the_plan = runner.plan(job, context.target, options)
-    engine = open_engine(the_plan, options.tables, tables)
-    try:
-        for table in tables:
+    def __init__(self, job: Job, context: _Context, tables: list[str], step: str) -> None:
+        self.tables = tuple(tables)
+        self._job, self._context, self._step = job, context, step
+        self._done = False
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        if self._done:
+            return
+        if engine is not None:
+            self._drop(engine)
+        else:
+            from agentbatch.execution import runner
+
+            dropped = {_canonical(name) for name in self.tables}
+            options = self._context.options
+            mapped = {n: s for n, s in options.tables.items() if _canonical(n) in dropped}
+            options = replace(options, tables=mapped).started()
+            the_plan = runner.plan(self._job, self._context.target, options)
+            with contextlib.closing(open_engine(the_plan, mapped, self.tables)) as own:
+                self._drop(own)
+        self._done = True
+
+    def _drop(self, engine: Engine) -> None:
+        for table in self.tables:
             if engine.table_exists(table):
                 engine.execute(f"DROP TABLE IF EXISTS {quoting.table(table)}")
-                log.info("dropped %s of an earlier %s: it is written again at the end", table, step)
-    finally:
-        engine.close()
+                log.info(
+                    "dropped %s of an earlier %s: it is written again at the end", table, self._step
+                )
 
 
 def _metric_options(evaluation: Evaluation) -> MetricOptions:

@@ -46,6 +46,10 @@ STATE_DIR = Path(".agentbatch") / "state"
 WAREHOUSE_DIR = Path(".agentbatch") / "warehouse"
 
 
+def _nothing(engine: Engine) -> None:
+    pass
+
+
 def target_of(target: str | Target, options: RunOptions, root: Path) -> Target:
     """The target by name (or as given), with this run's settings and state folder folded in
     once, so every engine of the run sees the same ones."""
@@ -74,16 +78,31 @@ def run(
     job_or_path: Job | str | Path,
     target: str | Target = "local",
     options: RunOptions | None = None,
+    *,
+    before_writing: Callable[[Engine], None] = _nothing,
+    also_writes: Iterable[str] = (),
 ) -> RunResult:
-    """Run one job on a target (`RunOptions` lists what a run may vary)."""
-    return run_plan(plan(job_or_path, target, (options or RunOptions()).started()))
+    """Run one job on a target (`RunOptions` lists what a run may vary); `before_writing` and
+    `also_writes` as `run_plan`'s."""
+    the_plan = plan(job_or_path, target, (options or RunOptions()).started())
+    return run_plan(the_plan, before_writing=before_writing, also_writes=also_writes)
 
 
-def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
+def run_plan(
+    the_plan: Plan,
+    engine: Engine | None = None,
+    *,
+    before_writing: Callable[[Engine], None] = _nothing,
+    also_writes: Iterable[str] = (),
+) -> RunResult:
     """Run a plan built for one execution (`RunOptions.started()`), on `engine` if given (one
-    opened for the plan, which the run then owns)."""
+    opened for the plan, which the run then owns). `before_writing` is called with the engine
+    once the run's checks passed (agent reachable, budget, selection), before it creates or
+    writes anything: a run refused by them never calls it. `also_writes`: tables besides the
+    output that it may change (their `--table` mappings are outputs of the engine opened here)."""
     if engine is None:
-        engine = open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
+        outputs = [the_plan.job.output.table, *also_writes]
+        engine = open_engine(the_plan, the_plan.options.tables, outputs)
     if isinstance(the_plan.steps, PushDown):
         try:
             the_plan = continued(where_ai_query_runs(the_plan, engine))
@@ -102,9 +121,11 @@ def run_plan(the_plan: Plan, engine: Engine | None = None) -> RunResult:
             return run_dry(the_plan, engine)
     try:
         if isinstance(the_plan.steps, PushDown):
-            summary = _run_push_down(the_plan, the_plan.steps, engine)
+            summary = _run_push_down(
+                the_plan, the_plan.steps, engine, before_writing=before_writing
+            )
         else:
-            summary = _run_fallback(the_plan, the_plan.steps, engine)
+            summary = _run_fallback(the_plan, the_plan.steps, engine, before_writing=before_writing)
     except BaseException:
         engine.close()
         raise
@@ -211,7 +232,12 @@ def create_target(the_plan: Plan, engine: Engine) -> None:
 
 
 def _run_push_down(
-    the_plan: Plan, steps: PushDown, engine: Engine, *, record: bool = True
+    the_plan: Plan,
+    steps: PushDown,
+    engine: Engine,
+    *,
+    record: bool = True,
+    before_writing: Callable[[Engine], None] = _nothing,
 ) -> dict[str, Any]:
     """Run the statements; `record`: a full refresh is recorded here (an estimate records the
     one its sample begins itself, and leaves it unfinished for the next run to continue)."""
@@ -221,6 +247,7 @@ def _run_push_down(
     # last estimate); ai_query reports no usage per row.
     budget.check_before(rows_upper_bound(the_plan, counts))
     # A full refresh is recorded before any call, and ended once the statements ran.
+    before_writing(engine)
     with recorded(the_plan) if record else contextlib.nullcontext():
         create_target(the_plan, engine)
         for statement in steps.statements[1:]:
@@ -234,6 +261,8 @@ def _run_fallback(
     steps: RestFallback,
     engine: Engine,
     select: RowSelector | None = None,
+    *,
+    before_writing: Callable[[Engine], None] = _nothing,
 ) -> dict[str, Any]:
     from agentbatch.agent.probe import probe_call
 
@@ -249,6 +278,7 @@ def _run_fallback(
         if distributed.calls_on_workers:
             # Workers answer on their own: the budget judges before sending only.
             budget.check_before(rows_upper_bound(the_plan, counts))
+            before_writing(engine)
             create_target(the_plan, engine)
             spread = distributed.run_distributed(steps.distributed(the_plan.options))
             return _summarise(the_plan, engine, {**spread, **counts})
@@ -273,6 +303,7 @@ def _run_fallback(
         so_far = BulkStats()
         if select is None:
             _check_budget(the_plan, selecting, engine, ledger, budget, counts)
+        before_writing(engine)
         if ledger.answered_since is not None:
             # An estimate's sample is kept for the next run: it starts the refresh it samples.
             ledger.begin_refresh(ledger.answered_since)

@@ -60,3 +60,28 @@ def test_a_judge_that_fails_leaves_no_scores_or_metrics_in_the_warehouse(
     dropped = [s for s in warehouse.statements if s.startswith("DROP TABLE")]
     for name in derived:
         assert any(f"`{name}`" in s for s in dropped)
+
+
+def test_a_dead_agent_keeps_the_scores_and_metrics_in_the_warehouse(
+    project: Path,
+    warehouse: Any,  # noqa: F811 - the fixture
+    judge: WarehouseJudge,  # noqa: F811 - the fixture
+) -> None:
+    """Refused by the run's own check (the agent unreachable) before anything is written, the
+    eval sends the warehouse no DROP: the earlier scores still describe the answers."""
+    settings = {
+        "host": f"http://{warehouse.host}:{warehouse.port}",
+        "warehouse_id": warehouse.warehouse_id,
+    }
+    job = judged_job(project)
+    common: dict[str, Any] = dict(
+        target="databricks-sql", settings=settings, state_dir=project / "state", progress=False
+    )
+    derived = ["triage_eval_metrics", "triage_eval_scores"]
+    with ScriptedAgent(labeller(lambda i: i % 3 != 0)) as a:
+        evaluate(job, endpoints={AGENT: a.url}, **common)
+    first = len(warehouse.statements)
+    with pytest.raises(AgentError, match="unreachable"):
+        evaluate(job, endpoints={AGENT: dead_url()}, full_refresh=True, **common)
+    assert [t for name in derived for t in tables_named(warehouse, name)] == derived
+    assert not [s for s in warehouse.statements[first:] if s.startswith("DROP TABLE")]
