@@ -3,9 +3,10 @@
 Tables map to local data:
 - a table given in `tables` reads a CSV / Parquet / JSON file (or a pandas DataFrame) in place; a
   mapped table the job *writes* is kept in memory during the run and saved back to its file (a
-  folder path means a Delta table, written with the `deltalake` package). A table a later run reads
-  back (a job's output) must be Parquet or Delta, which keep its column types; CSV and JSON, which
-  DuckDB reads back with re-guessed types, can only receive a table written whole (scores);
+  folder path means a Delta table, written with the `deltalake` package; `mapped_outputs` does
+  this). A table a later run reads back (a job's output) must be Parquet or Delta, which keep its
+  column types; CSV and JSON, which DuckDB reads back with re-guessed types, can only receive a
+  table written whole (scores);
 - any other table lives in the project's local warehouse folder: one DuckDB file per catalog, so a
   later run finds the earlier output (incremental merge, resume).
 
@@ -17,7 +18,6 @@ memory stays flat in the number of rows.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -30,15 +30,22 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import sqlglot
 from sqlglot import exp
 
-from agentbatch.engines import output_lock
+from agentbatch.engines import mapped_outputs, output_lock
 from agentbatch.engines.base import WriteRequest, WriteStats, error_line
 from agentbatch.engines.binary_files import LISTING_PREFIX, rewrite_for_duckdb, volume_mappings
+from agentbatch.engines.mapped_outputs import (
+    FILE_READERS,
+    MAPPED_CATALOG,
+    delta_dataset,
+    delta_files_relation,
+    duck_literal,
+)
 from agentbatch.engines.merge_rules import (
     DUPLICATE_MATCH_MESSAGE,
     CheckedMerge,
     checked_duckdb_merge,
 )
-from agentbatch.errors import ConfigError, EngineError, MissingDependencyError, UsageError
+from agentbatch.errors import EngineError, MissingDependencyError, UsageError
 from agentbatch.sql import parsing
 from agentbatch.sql.quoting import table_parts
 
@@ -49,27 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TableSource = Any  # a path (str / Path) or a pandas DataFrame / Arrow table
-_FILE_READERS = {
-    ".csv": "read_csv_auto",
-    ".tsv": "read_csv_auto",
-    ".parquet": "read_parquet",
-    ".pq": "read_parquet",
-    ".json": "read_json_auto",
-    ".jsonl": "read_json_auto",
-    ".ndjson": "read_json_auto",
-}
 # A quoted empty CSV field ("") is an empty string, as Spark's CSV reader has it; only an
 # empty field is NULL (DuckDB reads both as NULL by default).
 _READER_OPTIONS = {"read_csv_auto": ", allow_quoted_nulls = false"}
-# Formats whose reader guesses the column types again, and what it gets wrong.
-_GUESSED = {
-    suffix: "(a text key comes back as a number, a typed answer as text)"
-    if reader == "read_csv_auto"
-    else "(a date-like text comes back as a date, an INT as a BIGINT)"
-    for suffix, reader in _FILE_READERS.items()
-    if reader != "read_parquet"
-}
-_MAPPED_CATALOG = "mapped"
 DEFAULT_MEMORY_LIMIT = "256MB"
 _WAREHOUSE_PREFIX = "wh_"
 
@@ -110,11 +99,11 @@ class LocalEngine:
         self._sql("SET TimeZone = 'UTC'")
         # DuckDB's default cap is 80% of RAM, which makes memory grow with the table written.
         memory_limit = str(settings.get("memory_limit", DEFAULT_MEMORY_LIMIT))
-        self._sql(f"SET memory_limit = {_duck_literal(memory_limit)}")
+        self._sql(f"SET memory_limit = {duck_literal(memory_limit)}")
         self._private_spill = _private_spill_dir(self.warehouse_dir)
         spill = self._private_spill or self.warehouse_dir / ".spill"
-        self._sql(f"SET temp_directory = {_duck_literal(spill)}")
-        self._sql(f"ATTACH ':memory:' AS {_MAPPED_CATALOG}")
+        self._sql(f"SET temp_directory = {duck_literal(spill)}")
+        self._sql(f"ATTACH ':memory:' AS {MAPPED_CATALOG}")
         self._attached: set[str] = set()
         self._settled = False  # the run is over: reads only, each attaching and detaching
         self._relations: dict[tuple[str, str, str], str] = {}
@@ -146,7 +135,7 @@ class LocalEngine:
             for table in written
             if table in self._outputs
             and _creates_if_missing(sql)
-            and self._has_table(_MAPPED_CATALOG, table[1], table[2])
+            and self._has_table(MAPPED_CATALOG, table[1], table[2])
         }
         creating = [t for t in written if _creates(sql) and not self._exists(t)]
         checked = _checked_merge(statement) if not params else None
@@ -158,7 +147,7 @@ class LocalEngine:
         for table in written:
             if table in self._outputs and table not in unchanged:
                 self._unreadable.pop(table, None)  # replaced: it holds this run's table now
-                self._save_mapped_output(table, self._outputs[table])
+                mapped_outputs.save(self._con, table, Path(self._outputs[table]))
 
     def fetch_batches(
         self, sql: str, params: Mapping[str, Any] | None = None, *, batch_rows: int = 10_000
@@ -254,11 +243,8 @@ class LocalEngine:
                 continue
             self._sql(f"DROP TABLE {relation}")
             if full in self._outputs:
-                path = Path(self._outputs[full])
-                try:
-                    _remove_saved(path, existed=self._existed.get(full, False))
-                except OSError as err:
-                    raise ConfigError(_cannot_write(_mapping(full, path), err)) from None
+                existed = self._existed.get(full, False)
+                mapped_outputs.remove(full, Path(self._outputs[full]), existed=existed)
             log.warning(
                 "%s was not kept: it holds no rows, and its source (%s) has none yet to give "
                 "its columns their types; the first run with rows creates it",
@@ -328,12 +314,17 @@ class LocalEngine:
                 view = self._register_input(f"agentbatch_input_{number}", name, source)
                 self._relations[full] = self._with_portable_types(view)
         # A mapping refused leaves no file behind, so it is refused before anything is locked.
-        kinds = {full: _output_kind(".".join(full), s) for full, s in self._outputs.items()}
+        kinds = {
+            full: mapped_outputs.output_kind(".".join(full), source)
+            for full, source in self._outputs.items()
+        }
         # Every output is locked before any is read: a table read before the lock could be saved
         # over by the run holding it, and this run would then save over that run's rows.
         self._lock_outputs(outputs, holder)
         for full, kind in kinds.items():
-            self._load_mapped_output(full, kind)
+            unreadable = mapped_outputs.load(self._con, full, Path(self._outputs[full]), kind)
+            if unreadable is not None:
+                self._unreadable[full] = unreadable
 
     def _lock_outputs(self, outputs: Iterable[tuple[str, str, str]], holder: str) -> None:
         places = set()
@@ -345,12 +336,10 @@ class LocalEngine:
                 places.add(Path(source))
         mapped = {Path(source): full for full, source in self._outputs.items()}
         for place in sorted(places):
-            try:
+            if place in mapped:
+                self._locks.append(mapped_outputs.lock(mapped[place], place, holder))
+            else:
                 self._locks.append(output_lock.hold(place.resolve(), holder))
-            except OSError as err:  # its lock file, beside it, cannot be made: nor can it
-                if place not in mapped:
-                    raise
-                raise ConfigError(_cannot_write(_mapping(mapped[place], place), err)) from None
 
     def _with_portable_types(self, view: str) -> str:
         """`view`, with columns of DuckDB-only types read as text: no type at all (a source with
@@ -372,12 +361,12 @@ class LocalEngine:
     def _register_input(self, view: str, name: str, source: TableSource) -> str:
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
-            reader = _FILE_READERS.get(path.suffix.lower())
+            reader = FILE_READERS.get(path.suffix.lower())
             if path.is_dir() and (path / "_delta_log").is_dir():
                 try:
-                    plain = _delta_files_relation(path)
+                    plain = delta_files_relation(path)
                     if plain is None:
-                        self._con.register(view, _delta_dataset(path))
+                        self._con.register(view, delta_dataset(path))
                     else:
                         self._sql(f"CREATE TEMP VIEW {view} AS SELECT * FROM {plain}")
                 except MissingDependencyError:
@@ -401,7 +390,7 @@ class LocalEngine:
                 options = _READER_OPTIONS.get(reader, "")
                 self._sql(
                     f"CREATE TEMP VIEW {view} AS SELECT * FROM "
-                    f"{reader}({_duck_literal(path)}{options})"
+                    f"{reader}({duck_literal(path)}{options})"
                 )
                 no_rows = reader != "read_parquet" and not self._sql(
                     f"SELECT 1 FROM {view} LIMIT 1"
@@ -426,107 +415,9 @@ class LocalEngine:
             ) from None
         return view
 
-    def _load_mapped_output(self, full: tuple[str, str, str], kind: str) -> None:
-        """Load what the output's file holds into memory; nothing for a file still to be made."""
-        path = Path(self._outputs[full])
-        mapping = f"--table {'.'.join(full)}={path}"
-        relation = f'{_MAPPED_CATALOG}."{full[1]}"."{full[2]}"'
-        self._sql(f'CREATE SCHEMA IF NOT EXISTS {_MAPPED_CATALOG}."{full[1]}"')
-        if kind == "untyped":
-            # Not even loaded: its types would be guesses. A table written whole may replace it.
-            self._unreadable[full] = (
-                f"{mapping}: a job's output cannot be a {path.suffix.lower()} file: the next run "
-                "reads it back, and such a file does not keep the output's column types "
-                f"{_GUESSED[path.suffix.lower()]}; map the output to a .parquet file or a Delta "
-                "folder"
-            )
-            return
-        if not _holds_a_table(path):  # a 0-byte file or an empty folder holds no rows to keep
-            return
-        try:
-            plain = _delta_files_relation(path) if kind == "delta" else None
-            if plain is not None:
-                self._sql(f"CREATE TABLE {relation} AS SELECT * FROM {plain}")
-            elif kind == "delta":
-                self._con.register("agentbatch_seed", _delta_dataset(path))
-                self._sql(f"CREATE TABLE {relation} AS SELECT * FROM agentbatch_seed")
-                self._con.unregister("agentbatch_seed")
-            else:
-                self._sql(
-                    f"CREATE TABLE {relation} AS SELECT * FROM read_parquet({_duck_literal(path)})"
-                )
-        except Exception as err:  # not Parquet, a damaged Delta log, ...
-            raise UsageError(
-                f"{mapping}: cannot read the output file: {error_line(err)}; repair it, or map "
-                f"the output to a new path ({_KEPT})"
-            ) from None
-        if "request_fingerprint" not in self._columns(f"SELECT * FROM {relation} LIMIT 0"):
-            self._unreadable[full] = (
-                f"{mapping}: the file is not an agentbatch output table (it has no "
-                "request_fingerprint column); map the output to a new file"
-            )
-
-    def _save_mapped_output(self, full: tuple[str, str, str], source: TableSource) -> None:
-        """Save the table to its mapped path, whole or not at all; a path that cannot be written
-        is an error naming the mapping (the answers stay in the checkpoint for the next run)."""
-        path = Path(source)
-        try:
-            self._write_mapped_output(full, path)
-        except MissingDependencyError:
-            raise
-        except Exception as err:  # OSError, DuckDB's IO errors, deltalake's DeltaError
-            raise ConfigError(_cannot_write(_mapping(full, path), err)) from None
-
-    def _write_mapped_output(self, full: tuple[str, str, str], path: Path) -> None:
-        relation = f'{_MAPPED_CATALOG}."{full[1]}"."{full[2]}"'
-        if not self._has_table(_MAPPED_CATALOG, full[1], full[2]):
-            _remove_saved(path, existed=False)  # dropped (DROP TABLE): its file goes too
-            return
-        suffix = path.suffix.lower()
-        if suffix in _FILE_READERS and not path.is_dir():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            fmt = {
-                "read_csv_auto": "FORMAT CSV, HEADER",
-                "read_parquet": "FORMAT PARQUET",
-                "read_json_auto": "FORMAT JSON",
-            }[_FILE_READERS[suffix]]
-            columns = self._parquet_columns(relation) if fmt == "FORMAT PARQUET" else "*"
-            try:
-                self._sql(
-                    f"COPY (SELECT {columns} FROM {relation}) TO {_duck_literal(tmp)} ({fmt})"
-                )
-                os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
-            except BaseException:
-                with contextlib.suppress(OSError):  # a new file the move could not place
-                    tmp.unlink(missing_ok=True)
-                raise
-        else:
-            try:
-                from deltalake import write_deltalake
-            except ImportError:
-                raise MissingDependencyError("deltalake", "local") from None
-            # Streamed: the table is never whole in memory. A failed write commits no version.
-            rows = self._con.sql(f"SELECT * FROM {relation}").to_arrow_reader(64 * 1024)
-            write_deltalake(str(path), rows, mode="overwrite", schema_mode="overwrite")
-
-    def _parquet_columns(self, relation: str) -> str:
-        """`*`, with 128-bit integers as DECIMAL(38,0): DuckDB writes them to Parquet as DOUBLE,
-        which merges two keys past 2^53 into one (and a number column loses digits)."""
-        wide = [
-            name
-            for name, type_name, *_ in self._con.execute(f"DESCRIBE {relation}").fetchall()
-            if type_name in ("HUGEINT", "UHUGEINT")
-        ]
-        if not wide:
-            return "*"
-        names = [exp.to_identifier(name, quoted=True).sql("duckdb") for name in wide]
-        casts = ", ".join(f"CAST({name} AS DECIMAL(38,0)) AS {name}" for name in names)
-        return f"* REPLACE ({casts})"
-
     def _physical(self, full: tuple[str, str, str], *, attach: bool) -> tuple[str | None, str, str]:
         if full in self._outputs:
-            return _MAPPED_CATALOG, full[1], full[2]
+            return MAPPED_CATALOG, full[1], full[2]
         catalog = _WAREHOUSE_PREFIX + re.sub(r"\W", "_", full[0])
         if catalog not in self._attached:
             path = self.warehouse_dir / f"{full[0]}.duckdb"
@@ -534,7 +425,7 @@ class LocalEngine:
                 return None, full[1], full[2]
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._sql(f"ATTACH {_duck_literal(path)} AS {catalog}")
+                self._sql(f"ATTACH {duck_literal(path)} AS {catalog}")
             except Exception as err:
                 raise EngineError(_attach_failed(path, err)) from None
             self._attached.add(catalog)
@@ -670,19 +561,6 @@ def _creates(sql: str) -> bool:
     return _table_creation(sql) is not None
 
 
-def _remove_saved(path: Path, *, existed: bool) -> None:
-    """Put a mapped output's path back as it was before the run created a table there: absent,
-    or an empty file or folder still to be written."""
-    if path.is_dir():
-        shutil.rmtree(path)
-        if existed:
-            path.mkdir()
-    elif existed:
-        path.write_bytes(b"")
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _creates_if_missing(sql: str) -> bool:
     """`sql` is a CREATE TABLE IF NOT EXISTS (not OR REPLACE)."""
     create = _table_creation(sql)
@@ -718,124 +596,10 @@ def _written_tables(tree: exp.Expr) -> list[exp.Table]:
     return [target] if isinstance(target, exp.Table) else []
 
 
-def _delta_files_relation(path: Path) -> str | None:
-    """The Delta table's current files read by DuckDB itself, when they are the whole table: no
-    partition columns (their values are in the log, not the files) and reader version 1 (no
-    deletion vectors, no column mapping), as the tables agentbatch writes are. Else None (read
-    through deltalake's dataset). pyarrow decodes a whole row group at a time, and deltalake
-    writes them a million rows long: a 3,000,000-row output took 1.2 GB to load that way, 0.36 GB
-    this way."""
-    try:
-        from deltalake import DeltaTable
-    except ImportError:
-        raise MissingDependencyError("deltalake", "local") from None
-    table = DeltaTable(str(path))
-    files = table.file_uris()
-    if (
-        not files
-        or any("://" in file for file in files)  # remote storage: deltalake reads it
-        or table.metadata().partition_columns
-        or table.protocol().min_reader_version > 1
-    ):
-        return None
-    listed = ", ".join(_duck_literal(file) for file in files)
-    return f"read_parquet([{listed}], union_by_name = true)"
-
-
-def _delta_dataset(path: Path) -> Any:
-    try:
-        from deltalake import DeltaTable
-    except ImportError:
-        raise MissingDependencyError("deltalake", "local") from None
-    return DeltaTable(str(path)).to_pyarrow_dataset()
-
-
 def _holder(settings: Mapping[str, Any]) -> str:
     """Who this engine writes for, in the words another run's lock error shows."""
     named = (("job", settings.get("job_name")), ("run", settings.get("run_id")))
     return ", ".join(f"{what} {value}" for what, value in named if value) or "agentbatch"
-
-
-def _output_kind(name: str, source: TableSource) -> str:
-    """`parquet`, `delta` or `untyped` (CSV, JSON) for a mapped output; anything else is refused."""
-    if not isinstance(source, (str, os.PathLike)):
-        raise UsageError(f"the output table {name} can only be mapped to a file path")
-    path = Path(source)
-    mapping = f"--table {name}={path}"
-    suffix = path.suffix.lower()
-    blocker = _in_the_way(path)
-    if blocker is not None:
-        raise ConfigError(
-            f"{mapping}: cannot write the output there: {blocker} is a file, not a folder; map "
-            "the output to a path in a folder"
-        )
-    if path.is_dir():
-        if (path / "_delta_log").is_dir() or not any(path.iterdir()):
-            return "delta"
-        raise UsageError(
-            f"{mapping}: the folder is not a Delta table (it has no _delta_log) and is not "
-            "empty; map the output to a new folder or a .parquet file"
-        )
-    if suffix in _GUESSED:
-        return "untyped"
-    if _FILE_READERS.get(suffix) == "read_parquet":
-        return "parquet"
-    if not suffix and not path.exists():
-        return "delta"
-    if not suffix:
-        raise UsageError(
-            f"{mapping}: the path is a file, and an output without an extension is a Delta "
-            "folder; map the output to a .parquet file or a new folder"
-        )
-    raise UsageError(
-        f"{mapping}: unsupported output type; map the output to a .parquet file or a Delta "
-        "folder (a path without an extension)"
-    )
-
-
-def _mapping(full: tuple[str, str, str], path: Path) -> str:
-    return f"--table {'.'.join(full)}={path}"
-
-
-def _in_the_way(path: Path) -> Path | None:
-    """The file that stands where a folder of `path` must be (`out` in `out/x.parquet`)."""
-    for parent in path.parents:
-        if parent.exists():
-            return None if parent.is_dir() else parent
-    return None
-
-
-# Said where a mapped output cannot be read or written: the run's checkpoint keeps what it paid for.
-_KEPT = "the answers already received are kept: the next run writes them without sending them again"
-# What to do, by the errno of a write that failed.
-_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
-
-
-def _cannot_write(mapping: str, err: BaseException) -> str:
-    """A failed save in the user's terms: the mapping, why, what to do, and that nothing paid
-    for is lost (the run's answers are in its checkpoint)."""
-    number = getattr(err, "errno", None)
-    if not isinstance(number, int):  # DuckDB and deltalake give the errno in their text only
-        found = re.search(r'errno"?\s*:\s*"?(\d+)|os error (\d+)', str(err))
-        number = int(found.group(1) or found.group(2)) if found else None
-    if number is None:  # or only its words: `Cannot open file "...": Permission denied`
-        number = next((n for n in (*_FULL, *_DENIED) if os.strerror(n) in str(err)), None)
-    reason = os.strerror(number) if number else error_line(err)
-    if number in _FULL:
-        todo = "free some space, or map the output to another disk"
-    elif number in _DENIED:
-        todo = "map the output to a folder this user can write"
-    else:
-        todo = "map the output to a path that can be written"
-    return f"{mapping}: cannot write the output: {reason}; {todo} ({_KEPT})"
-
-
-def _holds_a_table(path: Path) -> bool:
-    """False for a path still to be written: absent, a 0-byte file or an empty folder."""
-    if path.is_dir():
-        return any(path.iterdir())
-    return path.is_file() and path.stat().st_size > 0
 
 
 def _is_frame(source: object) -> bool:
@@ -864,10 +628,6 @@ def _blank(path: Path) -> bool:
     """True for a file with nothing but white space in its first 4 KiB (a zero-byte CSV)."""
     with path.open("rb") as handle:
         return not handle.read(4096).strip()
-
-
-def _duck_literal(path: str | Path) -> str:
-    return exp.Literal.string(str(path)).sql(dialect="duckdb")
 
 
 def _private_spill_dir(warehouse_dir: Path) -> Path | None:
