@@ -17,32 +17,25 @@ when it was in flight at a kill.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+from hypothesis.stateful import initialize, precondition, rule
 
-from agentbatch.errors import UsageError
 from agentbatch.testing.agent_server import AgentServer
 from agentbatch.testing.faults import FaultConfig
-from agentbatch.testing.inbound import request_key
 from tests.support.databricks_env import isolate
 
 from .conftest import record_figures
-from .history import refresh_answers
+from .history import HistoryModel, history_settings
 from .warehouse_history import OUTPUT, TOKEN, WarehouseProject, serve
 
 # Key 6's text is NULL: a row error, never sent. FLAKY rows fail with a 503 while the agent is
@@ -57,44 +50,17 @@ TEXTS: dict[int, str | None] = {
 }
 START = frozenset(range(8))  # keys 8 and 9 join the source later
 PROMPTS = ("Review", "Judge")
-UNKNOWN = "unknown"  # the ledger may or may not hold the answer (in flight at a kill)
 STEADY = FaultConfig(permanent={"PERMANENT_ERROR": 400})
 FLAKY = FaultConfig(permanent={"PERMANENT_ERROR": 400, "FLAKY": 503})
 
 TOTALS: Counter[str] = Counter()
 
 
-@dataclass(frozen=True)
-class Row:
-    key: int
-    fingerprint: str
-    kind: str  # "ok", "permanent" or "transient"
-
-
-@dataclass(frozen=True)
-class Held:
-    """The REST checkpoint's latest answer for a key: fingerprint, kind ("ok", "permanent",
-    "transient", or UNKNOWN: in flight at a kill, held or not) and the model's clock when it was
-    paid (a full refresh reuses only answers paid since it began)."""
-
-    fingerprint: str
-    kind: str
-    stamp: int = field(compare=False)
-
-
-def utc(moment: datetime) -> datetime:
-    """An `answered_at` as an aware UTC moment (the history's warehouse runs in UTC)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def kind_from(error: str | None) -> str:
-    if error is None:
-        return "ok"
-    return "transient" if error.startswith("[transient]") else "permanent"
-
-
-class WarehouseHistories(RuleBasedStateMachine):
-    agent: AgentServer
+class WarehouseHistories(HistoryModel):
+    texts = TEXTS
+    totals = TOTALS
+    project: WarehouseProject
+    child_deadline_s = 120.0
 
     @initialize(path=st.sampled_from(["rest", "push-down"]))
     def start(self, path: str) -> None:
@@ -105,16 +71,8 @@ class WarehouseHistories(RuleBasedStateMachine):
         wh = self.stack.enter_context(serve(self.agent))
         self.project = WarehouseProject(self.root, self.agent, wh)
         self.project.settings.path = path
-        self.present = set(START)
+        self.reset_model(set(START))
         self.project.write_source({k: TEXTS[k] for k in self.present})
-        self.target: list[Row] = []
-        self.ledger: dict[int, Held] = {}  # the REST fallback's checkpoint
-        # The clock ticks once per run; `refresh`: when the checkpoint's unfinished refresh began
-        # (`refresh_began`: by the wall clock, which push-down compares with `answered_at`).
-        self.clock = 0
-        self.refresh: int | None = None
-        self.refresh_began: datetime | None = None
-        self.seen = Counter(self.agent.stats().requests_by_key)
         self.fingerprints: dict[tuple[str, str], str] = {}
 
     def teardown(self) -> None:
@@ -122,14 +80,15 @@ class WarehouseHistories(RuleBasedStateMachine):
         self.agent.configure(STEADY)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    # -- the model -----------------------------------------------------------------------------
+    # -- the target: a table in the warehouse; the REST fallback's checkpoint -------------------
 
     @property
     def rest(self) -> bool:
         return self.project.settings.path == "rest"
 
-    def request(self, key: int) -> str:
-        return f"{self.project.settings.prompt}: {TEXTS[key]}"
+    @property
+    def checkpointed(self) -> bool:
+        return self.rest  # push-down keeps no checkpoint: its answers are the target's rows
 
     def call_fingerprint(self) -> str:
         s = self.project.settings
@@ -137,227 +96,29 @@ class WarehouseHistories(RuleBasedStateMachine):
             self.fingerprints[s.path, s.prompt] = self.project.call_fingerprint()
         return self.fingerprints[s.path, s.prompt]
 
-    def fingerprint(self, key: int) -> str:
-        if TEXTS[key] is None:
-            return "null-request:" + self.call_fingerprint()
-        text = self.call_fingerprint() + self.request(key)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def kind_of(self, key: int) -> str:
-        text = TEXTS[key]
-        if text is None or "PERMANENT_ERROR" in text:
-            return "permanent"
-        return "transient" if self.flaky and "FLAKY" in text else "ok"
-
-    def stamps(self) -> dict[tuple[int, str], datetime]:
-        """The target's `answered_at` of each (key, fingerprint) row: what a limited full refresh
-        orders by (oldest first) and what mode overwrite keeps of a key it did not answer."""
-        return {
-            (r["review_id"], r["request_fingerprint"]): r["answered_at"]
-            for r in self.project.target()
-        }
-
-    def predict(
-        self, *, full_refresh: bool, retry_errors: bool, limit: int | None = None
-    ) -> tuple[list[Row], set[int], set[int]]:
-        """(rows after the run, keys that must be paid, keys that may be paid). Call after
-        ticking the clock."""
-        rows = self.target
-        current = {k: self.fingerprint(k) for k in self.present}
-        since = (self.clock if self.refresh is None else self.refresh) if full_refresh else None
-        stamps = self.stamps()
-
-        def done(key: int) -> Row | None:
-            if full_refresh:
-                return None
-            kept = ("ok",) if retry_errors else ("ok", "permanent")  # never a transient failure
-            for row in rows:
-                if row.key == key and row.fingerprint == current[key] and row.kind in kept:
-                    return row
-            return None
-
-        todo = [key for key in sorted(self.present) if done(key) is None]
-        if full_refresh and not self.rest and self.refresh_began is not None:
-            # A push-down refresh continued: the target's answers to the current request since
-            # it began (failed for good or not at all) are done.
-            began = self.refresh_began
-            kept = ("ok",) if retry_errors else ("ok", "permanent")
-
-            def refreshed(key: int) -> bool:
-                at = stamps.get((key, current[key]))
-                row = [r for r in rows if r.key == key and r.fingerprint == current[key]]
-                return at is not None and utc(at) >= began and row[0].kind in kept
-
-            todo = [key for key in todo if not refreshed(key)]
-        if limit is not None:
-            if full_refresh:
-                # The N rows whose answers are oldest: those without one to this request first.
-                def age(key: int) -> tuple[bool, datetime, int]:
-                    at = stamps.get((key, current[key]))
-                    return at is not None, at or datetime.min, key
-
-                todo.sort(key=age)
-            todo = todo[:limit]  # else the N lowest keys not done
-        new: dict[int, Row] = {}
-        must, may = set(), set()
-        self.renewed: set[int] = set()  # answered again without a call (a NULL request)
-        for key in todo:
-            kind = self.kind_of(key)
-            held = self.ledger.get(key) if self.rest else None
-            if held is not None and since is not None and held.stamp < since:
-                held = None  # paid before the refresh began
-            reusable = (
-                held is not None
-                and held.fingerprint == current[key]
-                and (held.kind == "ok" or (held.kind == "permanent" and not retry_errors))
-            )
-            if reusable:
-                assert held is not None
-                kind = held.kind  # written from the checkpoint
-            elif TEXTS[key] is None:
-                self.renewed.add(key)  # never sent
-            elif held is not None and held.kind == UNKNOWN:
-                may.add(key)
-            else:
-                must.add(key)
-            new[key] = Row(key, current[key], kind)
-        self.answering = new
-        return self.written(rows, new, stamps, self.project.settings.mode), must, may
-
-    def written(
-        self,
-        rows: list[Row],
-        new: dict[int, Row],
-        stamps: dict[tuple[int, str], datetime],
-        mode: str,
-    ) -> list[Row]:
-        """The target after writing the answers `new` over `rows` in `mode`."""
-        current = {k: self.fingerprint(k) for k in self.present}
-
-        def kept(key: int) -> Row | None:
-            # Mode overwrite keeps a key it did not answer as it was: the row for the current
-            # request, else the one answered last.
-            mine = [r for r in rows if r.key == key]
-            same = [r for r in mine if r.fingerprint == current[key]]
-            latest = sorted(mine, key=lambda r: stamps[r.key, r.fingerprint])
-            return same[0] if same else (latest[-1] if latest else None)
-
-        if mode == "overwrite":
-            after = [new.get(k) or kept(k) for k in sorted(self.present)]
-            return [r for r in after if r is not None]
-        if mode == "append":
-            result = [
-                r for r in rows if not (r.key in new and r.fingerprint == new[r.key].fingerprint)
-            ]
-            return result + list(new.values())
-        return [r for r in rows if r.key not in new] + list(new.values())
-
-    def merge_refused(self) -> bool:
-        keys = Counter(r.key for r in self.target)
-        return self.project.settings.mode == "merge" and any(n > 1 for n in keys.values())
-
-    def observed(self) -> list[Row]:
-        return sorted(
-            (
-                Row(r["review_id"], r["request_fingerprint"], kind_from(r["error"]))
-                for r in self.project.target()
-            ),
-            key=repr,
-        )
-
-    def calls_since(self) -> Counter[str]:
-        now = Counter(self.agent.stats().requests_by_key)
-        delta = now - self.seen
-        self.seen = now
-        return delta
+    def refresh_in_target(self) -> datetime | None:
+        # Push-down continues a refresh from the target: the warehouse finishes a killed run's
+        # statement, whose rows answer the refresh's requests.
+        return None if self.rest else self.refresh_began
 
     def made(self, key: int, calls: Counter[str]) -> int:
-        made = calls.get(request_key(self.request(key)), 0)
+        made = super().made(key, calls)
         if not self.rest and self.kind_of(key) == "transient":
             return min(made, 1)  # ai_query retries a 503 itself: one row, many attempts
         return made
 
-    def check_calls(self, must: set[int], may: set[int], calls: Counter[str]) -> set[int]:
-        """Check the calls paid against the model; the keys paid."""
-        sent = [k for k in self.present if TEXTS[k] is not None]
-        paid = set()
-        for key in sent:
-            made = self.made(key, calls)
-            if made:
-                paid.add(key)
-            if key in must:
-                assert made == 1, f"key {key}: expected one paid call, saw {made}"
-            elif key in may:
-                assert made <= 1, f"key {key}: paid {made} times"
-            else:
-                assert made == 0, f"key {key}: paid again ({made}) though its answer was kept"
-            TOTALS["calls_paid"] += made
-        mine = sum(calls.get(request_key(self.request(k)), 0) for k in sent)
-        assert sum(calls.values()) == mine, "a request for another fingerprint was sent"
-        return paid
-
-    def record(self, paid: set[int]) -> None:
-        """The REST checkpoint after a run answered `self.answering`: paid answers at this
-        clock, reused ones as they were (an answer in flight at a kill was held after all)."""
-        if not self.rest:
-            return
-        for key, row in self.answering.items():
-            held = self.ledger.get(key)
-            renewed = key in paid or key in self.renewed
-            stamp = self.clock if renewed or held is None else held.stamp
-            self.ledger[key] = Held(row.fingerprint, row.kind, stamp)
-
-    def apply(self, rows: list[Row], paid: set[int], *, whole: bool = True) -> None:
-        """The run finished: check the target against the model, then record what it answered
-        (`whole`: it answered every key not done; a limited run's others are as they were)."""
-        self.target = rows
-        self.record(paid)
-        self.refresh = self.refresh_began = None  # a finished run leaves no refresh to continue
-        assert self.observed() == sorted(rows, key=repr)
-        current = {k: self.fingerprint(k) for k in self.present}
-        live = [r.key for r in self.observed() if current.get(r.key) == r.fingerprint]
-        if whole:
-            assert sorted(live) == sorted(self.present)  # one current row per source key
+    def send_estimate(self, sample: int, full_refresh: bool) -> Any:
+        found = self.project.estimate(sample=sample, full_refresh=full_refresh, seed=sample)
+        assert self.project.wh.wait_until_idle(timeout_s=60)
+        return found
 
     # -- rules -----------------------------------------------------------------------------------
 
-    @rule(full_refresh=st.booleans(), retry_errors=st.booleans())
-    def run(self, full_refresh: bool, retry_errors: bool, limit: int | None = None) -> None:
-        TOTALS["runs"] += 1
-        self.clock += 1
-        options: dict[str, Any] = {"full_refresh": full_refresh, "retry_errors": retry_errors}
-        if limit is not None:
-            options["limit"] = limit
-        if self.merge_refused():
-            with pytest.raises(UsageError, match="mode overwrite"):
-                self.project.run(**options)
-            assert sum(self.calls_since().values()) == 0
-            return
-        rows, must, may = self.predict(**options)
-        summary = self.project.run(**options)
-        paid = self.check_calls(must, may, self.calls_since())
-        if limit is not None:
-            TOTALS["limited_runs"] += 1
-            assert summary["rows"] == len(self.answering), summary
-        self.apply(rows, paid, whole=limit is None or len(self.answering) < limit)
-
-    # A trial run of a few rows; --limit with --full-refresh refreshes the oldest answers.
-    @rule(
+    limited_run = rule(
         limit=st.integers(min_value=1, max_value=3),
         full_refresh=st.booleans(),
         retry_errors=st.booleans(),
-    )
-    def limited_run(self, limit: int, full_refresh: bool, retry_errors: bool) -> None:
-        self.run(full_refresh, retry_errors, limit=limit)
-
-    # Runs are what the model checks: two more rules make them a larger share of the steps.
-    @rule()
-    def plain_run(self) -> None:
-        self.run(False, False)
-
-    @rule()
-    def another_plain_run(self) -> None:
-        self.run(False, False)
+    )(HistoryModel.limited_run)
 
     @precondition(lambda self: not self.merge_refused())
     @rule(
@@ -382,21 +143,18 @@ class WarehouseHistories(RuleBasedStateMachine):
             self.agent.configure(self.faults())
         killed = self.calls_since()
         TOTALS["kills_mid_run"] += running and sum(killed.values()) > 0
-        for key in self.present:
-            if TEXTS[key] is not None:
-                assert self.made(key, killed) <= (key in must | may), f"key {key} paid twice"
+        for key in self.sent():
+            assert self.made(key, killed) <= (key in must | may), f"key {key} paid twice"
         landed = self.observed()
         assert landed in (before, sorted(rows, key=repr)), "the table is neither before nor after"
         if wait and (landed != before or not running):
             # The killed run's write landed: that was a whole run.
             self.apply(rows, {k for k in self.present if self.made(k, killed)})
             return
-        in_flight = {k for k in self.present if killed.get(request_key(self.request(k)), 0)}
+        in_flight = {k for k in self.sent() if self.made(k, killed)}
         if not wait and not self.rest:
             in_flight |= must | may  # the orphaned ai_query statement may still pay them all
-        if self.rest:
-            for key in in_flight:
-                self.ledger[key] = Held(self.fingerprint(key), UNKNOWN, self.clock)
+        self.maybe_held(in_flight)
         if landed != before:
             self.target = sorted(rows, key=repr)
         self.clock += 1
@@ -436,7 +194,7 @@ class WarehouseHistories(RuleBasedStateMachine):
         finally:
             self.agent.configure(self.faults())
         killed = self.calls_since()
-        sent = {k for k in self.present if TEXTS[k] is not None}
+        sent = self.sent()
         for key in sent:
             assert self.made(key, killed) <= (key in must | may), f"key {key} paid twice"
         landed = self.observed()
@@ -451,82 +209,11 @@ class WarehouseHistories(RuleBasedStateMachine):
         # finished the killed run's statement: its rows answer the refresh's requests).
         self.refresh, self.refresh_began = since, began
         if self.rest:
-            # What the refresh received is in its checkpoint (read from the file: those
-            # answers must not be paid again); a call in flight at the kill is not.
-            _, received = refresh_answers(self.project.state)
-            kept = {k for k, held in self.ledger.items() if held.stamp >= since}
-            assert set(received) & sent <= called | kept, "an answer nobody paid for"
-            for key in called & set(received):
-                self.ledger[key] = Held(*received[key], stamp=self.clock)
-        if continued:
-            self.run(True, False)
-        else:
-            self.run(False, False)  # gives the refresh up
-            self.run(True, False)  # so this one pays for every row again
-
-    @rule(sample=st.integers(min_value=0, max_value=3), full_refresh=st.booleans())
-    def estimate(self, sample: int, full_refresh: bool) -> None:
-        """`agentbatch estimate`: it pays for its sample only (each row once, none the table or
-        the checkpoint answers), writes the sample as a merge (an overwrite job drops nothing),
-        and says how many rows the next run sends; the next runs never pay for the sample
-        again. With --full-refresh it starts the refresh it samples, on both paths."""
-        TOTALS["estimates"] += 1
-        self.clock += 1
-        rows = self.target
-        held_twice = any(n > 1 for n in Counter(r.key for r in rows).values())
-        if held_twice and self.project.settings.mode != "append":
-            with pytest.raises(UsageError):
-                self.project.estimate(sample=sample, full_refresh=full_refresh)
-            assert sum(self.calls_since().values()) == 0
-            return
-        since = (self.clock if self.refresh is None else self.refresh) if full_refresh else None
-        began = self.refresh_began or datetime.now(timezone.utc)
-        _, must, may = self.predict(full_refresh=full_refresh, retry_errors=False)
-        unsent = set(self.renewed)  # drawn or not, answered without a call
-        found = self.project.estimate(sample=sample, full_refresh=full_refresh, seed=sample)
-        assert self.project.wh.wait_until_idle(timeout_s=60)
-        calls = self.calls_since()
-        sent = [k for k in self.present if TEXTS[k] is not None]
-        paid = {k for k in sent if self.made(k, calls)}
-        for key in sent:
-            assert self.made(key, calls) <= (key in must | may), f"key {key}"
-        assert sum(calls.values()) == sum(calls.get(request_key(self.request(k)), 0) for k in sent)
-        assert sum(self.made(k, calls) for k in sent) <= sample, "paid for more than its sample"
-        low, high = len(must | unsent), len(must | may | unsent)
-        assert low <= found.to_send <= high, (found.to_send, must, may)
-        assert found.sampled == min(sample, found.to_send), found
-        # The sample: the keys paid, and the NULL request if it was drawn (answered, not sent).
-        assert len(paid) <= found.sampled <= len(paid) + len(unsent), (found, paid)
-        drawn = paid | (unsent if found.sampled > len(paid) else set())
-        self.answering = {k: self.answering[k] for k in drawn}
-        mode = "append" if self.project.settings.mode == "append" else "merge"
-        expected = self.written(rows, self.answering, self.stamps(), mode)
-        self.target = sorted(expected, key=repr)
-        self.record(paid)
-        if since is not None:  # it starts the refresh it samples, on both paths
-            self.refresh, self.refresh_began = since, began
-        assert self.observed() == self.target
+            self.take_refresh_checkpoint(since, called)
+        self.after_killed_refresh(continued)
 
     def kill_child(self, after: int, delay: float, *flags: str) -> bool:
-        """Run the job as a CLI child; SIGKILL it `delay` s after its `after`-th agent call (at
-        once when `after` is 0). Whether it was still running then."""
-
-        def keyed() -> int:
-            return sum(self.agent.stats().requests_by_key.values())
-
-        start = keyed()
-        child = self.project.start_cli(*flags)
-        try:
-            deadline = time.monotonic() + 120
-            while keyed() < start + after and child.poll() is None:
-                assert time.monotonic() < deadline, "the child never called the agent"
-                time.sleep(0.002)
-            time.sleep(delay)
-            running = child.poll() is None
-            child.send_signal(signal.SIGKILL)
-        finally:
-            child.kill()
-            child.wait()
+        running = super().kill_child(after, delay, *flags)
         self.settle()
         return running
 
@@ -570,16 +257,12 @@ class WarehouseHistories(RuleBasedStateMachine):
             thread.join()
         assert not errors, errors
         calls = self.calls_since()
-        for key in self.present:
-            if TEXTS[key] is not None:
-                # This folder's run pays what the model says; the other (an empty checkpoint)
-                # may pay every row not done.
-                bound = (key in must | may) + (key in self.answering)
-                assert self.made(key, calls) <= bound, f"key {key}"
-        if self.rest:
-            for key in self.answering:
-                # Answered by this folder's run, or only the other's.
-                self.ledger[key] = Held(self.fingerprint(key), UNKNOWN, self.clock)
+        for key in self.sent():
+            # This folder's run pays what the model says; the other (an empty checkpoint) may
+            # pay every row not done.
+            bound = (key in must | may) + (key in self.answering)
+            assert self.made(key, calls) <= bound, f"key {key}"
+        self.maybe_held(set(self.answering))  # answered by this folder's run, or only the other's
         self.answering = {}
         self.apply(rows, set())
 
@@ -602,13 +285,7 @@ class WarehouseHistories(RuleBasedStateMachine):
             self.present.discard(key)
         self.project.write_source({k: TEXTS[k] for k in self.present})
 
-    @rule(prompt=st.sampled_from(PROMPTS))
-    def edit_prompt(self, prompt: str) -> None:
-        self.project.settings.prompt = prompt
-
-    @rule(mode=st.sampled_from(["merge", "append", "overwrite"]))
-    def change_mode(self, mode: str) -> None:
-        self.project.settings.mode = mode
+    edit_prompt = rule(prompt=st.sampled_from(PROMPTS))(HistoryModel.edit_prompt)
 
     @rule()
     def switch_path(self) -> None:
@@ -633,13 +310,7 @@ def databricks_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_warehouse_histories_match_the_model(agent: AgentServer, databricks_auth: Any) -> None:
     WarehouseHistories.agent = agent
     runner = WarehouseHistories.TestCase
-    runner.settings = settings(
-        max_examples=int(os.environ.get("AGENTBATCH_WH_HISTORY_EXAMPLES", "6")),
-        stateful_step_count=int(os.environ.get("AGENTBATCH_WH_HISTORY_STEPS", "15")),
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        derandomize=os.environ.get("CI") is not None,
-    )
+    runner.settings = history_settings("AGENTBATCH_WH_HISTORY", examples=6, steps=15)
     runner().runTest()
     record_figures("run histories (databricks-sql)", dict(TOTALS))
 
