@@ -10,8 +10,8 @@ databricks-sql-connector.
   staging table's name is fixed per target table, so a run killed mid-write leaves nothing that
   the next run does not replace, and every write mode is idempotent by key.
 - A statement that another run's commit to the same table overtook (a Delta write conflict) is
-  run again, a bounded number of times (`conflicts`): it changed nothing, and run again it reads
-  the table as the other run left it.
+  run again, a bounded number of times (`write_conflicts`): it changed nothing, and run again it
+  reads the table as the other run left it.
 
 Settings: host, http_path or warehouse_id, profile, port, scheme, catalog, schema,
 staging_volume, telemetry, tls_ca_file (a private CA to trust), poll_interval_s, insert_rows,
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlglot import exp
 
+from agentbatch.engines import write_conflicts
 from agentbatch.engines.base import WriteRequest, WriteStats, error_line
-from agentbatch.engines.databricks_sql import conflicts
 from agentbatch.engines.databricks_sql.connect import (
     Credentials,
     http_path,
@@ -138,9 +138,11 @@ class DatabricksSQLEngine:
         self.poll_interval_s = float(self.settings.get("poll_interval_s", 0.05))
         self.poll_max_s = float(self.settings.get("poll_max_s", 1.0))
         self.insert_rows = int(self.settings.get("insert_rows", 5_000))
-        self.conflict_attempts = int(self.settings.get("conflict_attempts", conflicts.ATTEMPTS))
+        self.conflict_attempts = int(
+            self.settings.get("conflict_attempts", write_conflicts.ATTEMPTS)
+        )
         self.conflict_backoff_s = float(
-            self.settings.get("conflict_backoff_s", conflicts.BACKOFF_S)
+            self.settings.get("conflict_backoff_s", write_conflicts.BACKOFF_S)
         )
         tags = {"agentbatch_job": self.settings.get("job_name"), "agentbatch_run": self.run_id}
         self.query_tags: dict[str, str | None] = {k: str(v) for k, v in tags.items() if v}
@@ -153,35 +155,16 @@ class DatabricksSQLEngine:
     # -- the Engine protocol --------------------------------------------------------------------
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        attempt = 1
-        while True:
-            try:
-                with self._statement(sql, params):
-                    return
-            except EngineError as err:
-                conflict = conflicts.write_conflict(str(err))
-                if conflict is None:
-                    raise
-                if attempt >= self.conflict_attempts:
-                    raise EngineError(
-                        f"{err} (another run kept writing the same table: {attempt} attempts "
-                        "failed; run again: answers the REST fallback received wait in its "
-                        "checkpoint)"
-                    ) from None
-            # Another run committed to the table meanwhile; the failed statement changed nothing.
-            # (A push-down statement's ai_query answers went with it: run again, it calls the
-            # endpoint for the rows still not done.)
-            wait = conflicts.backoff_s(attempt, self.conflict_backoff_s)
-            log.warning(
-                "databricks-sql: %s (another run wrote the same table); running the statement "
-                "again in %.1f s (attempt %d of %d)",
-                conflict,
-                wait,
-                attempt + 1,
-                self.conflict_attempts,
-            )
-            time.sleep(wait)
-            attempt += 1
+        def statement() -> None:
+            with self._statement(sql, params):
+                pass
+
+        write_conflicts.retrying(
+            statement,
+            engine="databricks-sql",
+            attempts=self.conflict_attempts,
+            base_s=self.conflict_backoff_s,
+        )
 
     def fetch_batches(
         self, sql: str, params: Mapping[str, Any] | None = None, *, batch_rows: int = 10_000

@@ -36,6 +36,8 @@ Settings (all optional):
     apps_secret_scope        secret scope of the service principal that calls Apps (keys
     apps_client_id_key,      `client-id` and `client-secret` unless named)
     apps_client_secret_key
+    conflict_attempts,       runs of a statement that meets a Delta write conflict (default 5)
+    conflict_backoff_s       and the first wait's upper bound (default 1 s, doubled each time)
     master, app_name, spark_conf  for a session this engine starts itself
 """
 
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlglot import exp
 
+from agentbatch.engines import write_conflicts
 from agentbatch.engines.base import DistributedCalls, WriteRequest, WriteStats
 from agentbatch.engines.binary_files import rewrite_for_spark, volume_mappings
 from agentbatch.engines.spark import session
@@ -158,7 +161,14 @@ class SparkEngine:
         target = written_table(tree)
         table = self.tables.writable(tree, target) if isinstance(tree, _WRITES) and target else None
         if table is None:
-            guard(lambda: self._frame(tree, params, original=sql))
+            # On Databricks the table is Delta, which two runs writing at once may make refuse a
+            # commit: the statement changed nothing and is run again, as on a SQL warehouse.
+            write_conflicts.retrying(
+                lambda: guard(lambda: self._frame(tree, params, original=sql)),
+                engine="spark",
+                attempts=int(self.settings.get("conflict_attempts", write_conflicts.ATTEMPTS)),
+                base_s=float(self.settings.get("conflict_backoff_s", write_conflicts.BACKOFF_S)),
+            )
             return
         from agentbatch.engines.spark.writes import write_file_table
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import agentbatch
-from agentbatch.engines.databricks_sql import conflicts
+from agentbatch.engines import write_conflicts as conflicts
 from agentbatch.testing.agent_server import AgentServer
 from tests.support.warehouse.server import Warehouse
 

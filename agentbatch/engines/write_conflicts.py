@@ -1,17 +1,26 @@
-"""Delta write conflicts: which statement failures a retry resolves, and when to retry.
+"""Delta write conflicts: which statement failures a retry resolves, and running one again.
 
 Delta commits optimistically: a MERGE (or a CREATE OR REPLACE reading its table) that another
 run's commit to the same table overtook fails whole and changes nothing, and Databricks' message
 says to retry the operation (docs.databricks.com optimizations/isolation-level; the
 error-messages pages of the classes below). agentbatch's writes are
 idempotent by key and re-read the table when they run again, so running the statement again
-gives the table both runs' answers, as if the runs had written one after the other.
+gives the table both runs' answers, as if the runs had written one after the other. The
+databricks-sql engine and the spark engine (on Databricks, where tables are Delta) both run their
+statements through `retrying`.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import re
+import time
+from collections.abc import Callable
+
+from agentbatch.errors import EngineError
+
+log = logging.getLogger(__name__)
 
 # Error classes of a commit conflict: the first three and DELTA_PROTOCOL_CHANGED have pages in
 # Databricks' error-messages reference (SQLSTATE 2D521); the others are named after Delta's
@@ -54,3 +63,44 @@ def backoff_s(attempt: int, base_s: float = BACKOFF_S) -> float:
     """How long to wait before attempt `attempt + 1`: a random share of a doubling bound, so
     two runs that conflicted do not meet again at once."""
     return random.uniform(0.0, min(base_s * 2 ** (attempt - 1), 30.0))
+
+
+def retrying(
+    statement: Callable[[], object],
+    *,
+    engine: str,
+    attempts: int = ATTEMPTS,
+    base_s: float = BACKOFF_S,
+) -> None:
+    """Run `statement`; one that fails a write conflict is run again after a random wait, at
+    most `attempts` times in all. Any other failure, or the last conflict, is raised."""
+    attempt = 1
+    while True:
+        try:
+            statement()
+            return
+        except EngineError as err:
+            conflict = write_conflict(str(err))
+            if conflict is None:
+                raise
+            if attempt >= attempts:
+                raise EngineError(
+                    f"{err} (another run kept writing the same table: {attempt} attempts "
+                    "failed; run again: answers the REST fallback received wait in its "
+                    "checkpoint)"
+                ) from None
+        # Another run committed to the table meanwhile; the failed statement changed nothing.
+        # (A push-down statement's ai_query answers went with it: run again, it calls the
+        # endpoint for the rows still not done.)
+        wait = backoff_s(attempt, base_s)
+        log.warning(
+            "%s: %s (another run wrote the same table); running the statement again in %.1f s "
+            "(attempt %d of %d)",
+            engine,
+            conflict,
+            wait,
+            attempt + 1,
+            attempts,
+        )
+        time.sleep(wait)
+        attempt += 1
