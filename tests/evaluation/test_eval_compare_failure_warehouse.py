@@ -16,6 +16,7 @@ from tests.evaluation.test_eval_databricks_sql import (  # noqa: F401 - fixtures
     WarehouseJudge,
     isolated_auth,
     judge,
+    on_warehouse,
     warehouse,
 )
 from tests.support.eval_servers import ScriptedAgent, labeller
@@ -34,19 +35,13 @@ def test_a_judge_that_fails_leaves_no_comparison_in_the_warehouse(
     warehouse: Any,  # noqa: F811 - the fixture
     judge: WarehouseJudge,  # noqa: F811 - the fixture
 ) -> None:
-    settings = {
-        "host": f"http://{warehouse.host}:{warehouse.port}",
-        "warehouse_id": warehouse.warehouse_id,
-    }
     job = judged_job(project)
+    common = on_warehouse(warehouse, project)
     with (
         ScriptedAgent(labeller(lambda i: i % 3 != 0)) as a,
         ScriptedAgent(labeller(lambda i: i % 2 == 0)) as b,
         ScriptedAgent(labeller(lambda i: True)) as c,
     ):
-        common: dict[str, Any] = dict(
-            target="databricks-sql", settings=settings, state_dir=project / "state", progress=False
-        )
         compare(job, endpoint_a=a.url, endpoint_b=b.url, **common)
         assert len(judge.calls) == 2 * ROWS  # judged in the warehouse, by ai_query
         assert tables_named(warehouse, "triage_eval_comparison") == ["triage_eval_comparison"]

@@ -44,6 +44,17 @@ class WarehouseJudge:
         return "Verdict: PASS" if same else "Verdict: FAIL"
 
 
+def on_warehouse(warehouse: Any, project: Path) -> dict[str, Any]:
+    """`evaluate` / `compare` options for the databricks-sql target on the loopback warehouse."""
+    settings = {
+        "host": f"http://{warehouse.host}:{warehouse.port}",
+        "warehouse_id": warehouse.warehouse_id,
+    }
+    return dict(
+        target="databricks-sql", settings=settings, state_dir=project / "state", progress=False
+    )
+
+
 @pytest.fixture(autouse=True)
 def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate(monkeypatch, tmp_path, token=TOKEN)
@@ -90,15 +101,7 @@ def test_evaluation_in_the_warehouse(
         )
     )
     result = evaluate(
-        job,
-        "databricks-sql",
-        settings={
-            "host": f"http://{warehouse.host}:{warehouse.port}",
-            "warehouse_id": warehouse.warehouse_id,
-        },
-        endpoints={"apps/triage-agent": demo_agent.url},
-        state_dir=project / "state",
-        progress=False,
+        job, endpoints={"apps/triage-agent": demo_agent.url}, **on_warehouse(warehouse, project)
     )
     accuracy = expected_accuracy()
     assert result.run_summary is not None and result.run_summary["strategy"] == "rest-fallback"

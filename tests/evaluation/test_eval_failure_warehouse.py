@@ -17,6 +17,7 @@ from tests.evaluation.test_eval_databricks_sql import (  # noqa: F401 - fixtures
     WarehouseJudge,
     isolated_auth,
     judge,
+    on_warehouse,
     warehouse,
 )
 from tests.support.eval_servers import ScriptedAgent, labeller
@@ -29,14 +30,8 @@ def test_a_judge_that_fails_leaves_no_scores_or_metrics_in_the_warehouse(
     warehouse: Any,  # noqa: F811 - the fixture
     judge: WarehouseJudge,  # noqa: F811 - the fixture
 ) -> None:
-    settings = {
-        "host": f"http://{warehouse.host}:{warehouse.port}",
-        "warehouse_id": warehouse.warehouse_id,
-    }
     job = judged_job(project)
-    common: dict[str, Any] = dict(
-        target="databricks-sql", settings=settings, state_dir=project / "state", progress=False
-    )
+    common = on_warehouse(warehouse, project)
     derived = ["triage_eval_metrics", "triage_eval_scores"]
     with (
         ScriptedAgent(labeller(lambda i: i % 3 != 0)) as a,
@@ -69,14 +64,8 @@ def test_a_dead_agent_keeps_the_scores_and_metrics_in_the_warehouse(
 ) -> None:
     """Refused by the run's own check (the agent unreachable) before anything is written, the
     eval sends the warehouse no DROP: the earlier scores still describe the answers."""
-    settings = {
-        "host": f"http://{warehouse.host}:{warehouse.port}",
-        "warehouse_id": warehouse.warehouse_id,
-    }
     job = judged_job(project)
-    common: dict[str, Any] = dict(
-        target="databricks-sql", settings=settings, state_dir=project / "state", progress=False
-    )
+    common = on_warehouse(warehouse, project)
     derived = ["triage_eval_metrics", "triage_eval_scores"]
     with ScriptedAgent(labeller(lambda i: i % 3 != 0)) as a:
         evaluate(job, endpoints={AGENT: a.url}, **common)

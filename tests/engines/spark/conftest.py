@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
 
 from agentbatch.engines.spark.engine import SparkEngine
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+from tests.engines.spark.histories import History
 from tests.support.warehouse.spark_parser import shared_session
 
 HERE = Path(__file__).parent
@@ -55,3 +58,20 @@ def make_engine(spark: SparkSession, tmp_path: Path) -> Iterator[object]:
     yield make
     for engine in engines:
         engine.close()
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentServer]:
+    """The demo agent, fault-free (a module needing faults defines its own `agent`)."""
+    with serve_agent() as server:
+        yield server
+
+
+@pytest.fixture
+def history(
+    agent: AgentServer, spark: Any, make_engine: Callable[..., Any], tmp_path: Path
+) -> Iterator[History]:
+    make_engine()  # the suite's session is the active one: the runs use it
+    made = History(agent, spark, tmp_path)
+    yield made
+    spark.sql(f"DROP TABLE IF EXISTS {made.table}")

@@ -21,7 +21,7 @@ import pytest
 
 import agentbatch
 from agentbatch.engines.databricks_sql.staging import VolumeLoader, create_table_sql
-from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.agent_server import AgentServer
 from tests.support.databricks_env import isolate
 from tests.support.warehouse.conftest import spark_session  # noqa: F401 (a fixture)
 from tests.support.warehouse.server import Warehouse, serve_warehouse
@@ -58,12 +58,6 @@ output:
 @pytest.fixture(autouse=True)
 def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate(monkeypatch, tmp_path, token=TOKEN)
-
-
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from agentbatch.planning.builder import build_plan
 from agentbatch.planning.definition import PushDown
 from agentbatch.planning.targets import Target
 from agentbatch.spec.loader import load_job_text
-from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.agent_server import AgentServer
 
 ROOT = Path(__file__).resolve().parents[3]
 TICKETS = ROOT / "agentbatch" / "data" / "support_tickets.csv"
@@ -39,12 +38,6 @@ output:
   table: main.support.summaries
   mode: merge
 """
-
-
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
 
 
 def engine_for(make_engine: Any, agent: AgentServer, **kwargs: Any) -> SparkEngine:

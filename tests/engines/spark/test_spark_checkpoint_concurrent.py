@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import os
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +20,10 @@ from pyspark.sql import SparkSession
 from agentbatch.engines.spark import checkpoints, distributed
 from agentbatch.engines.spark.distributed import _CheckpointWriter
 from agentbatch.results import result_arrow_fields
-from agentbatch.testing.agent_server import AgentServer, serve_agent
-from tests.engines.spark.test_spark_checkpoint_history import History
+from tests.engines.spark.histories import History
 
 DAY = 24 * 3600
 HALF = "table: main.s.src, where: 'id <= 4'"  # the job's first half of the keys
-
-
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
-
-
-@pytest.fixture
-def history(
-    agent: AgentServer, spark: Any, make_engine: Callable[..., Any], tmp_path: Path
-) -> Iterator[History]:
-    make_engine()  # the suite's session is the active one: the runs use it
-    made = History(agent, spark, tmp_path)
-    yield made
-    spark.sql(f"DROP TABLE IF EXISTS {made.table}")
 
 
 def test_a_read_whose_files_another_runs_fold_removes_reads_the_folded_file(

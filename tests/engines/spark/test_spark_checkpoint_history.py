@@ -9,108 +9,14 @@ calls on the executors, against a catalog table the user truncates and drops bet
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
-import agentbatch
 from agentbatch.engines.spark import checkpoints, distributed
-from agentbatch.testing.agent_server import AgentServer, serve_agent
-
-KEYS = list(range(1, 9))
-FAILING = 8  # its text makes the agent answer 400: a permanent row error
-
-
-class Crash(BaseException):
-    """A process killed at this point: nothing below catches it."""
-
-
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
-
-
-@pytest.fixture
-def history(
-    agent: AgentServer, spark: Any, make_engine: Callable[..., Any], tmp_path: Path
-) -> Iterator[History]:
-    make_engine()  # the suite's session is the active one: the runs use it
-    made = History(agent, spark, tmp_path)
-    yield made
-    spark.sql(f"DROP TABLE IF EXISTS {made.table}")
-
-
-class History:
-    """Runs of one job (prompt `prefix`) into a parquet table of the session catalog."""
-
-    def __init__(self, agent: AgentServer, spark: Any, tmp_path: Path) -> None:
-        self.agent = agent
-        self.spark = spark
-        self.tmp_path = tmp_path
-        self.table = f"default.ckpt_{uuid.uuid4().hex[:8]}"
-        self.source = tmp_path / "src.csv"
-        self.source.write_text(
-            "id,txt\n"
-            + "".join(f"{i},{'PERMANENT_ERROR' if i == FAILING else f't{i}'}\n" for i in KEYS)
-        )
-        (tmp_path / "jobs").mkdir()
-
-    def run(self, prefix: str, source: str = "table: main.s.src", **options: Any) -> dict[str, Any]:
-        job = self.tmp_path / "jobs" / f"ckpt_{prefix}.yml"
-        job.write_text(
-            f"name: ckpt\nsource: {{{source}, key: id, columns: [txt]}}\n"
-            f"request: \"concat('{prefix}: ', txt)\"\nagent: {{endpoint: apps/ckpt}}\n"
-            f"output: {{table: {self.table}, mode: merge}}\n"
-        )
-        before = self.agent.stats().requests_total
-        with agentbatch.run(
-            job,
-            target="spark",
-            tables={"main.s.src": self.source},
-            endpoints={"apps/ckpt": self.agent.url},
-            state_dir=self.tmp_path / "state",
-            project_dir=self.tmp_path,
-            settings={"warehouse_dir": str(self.tmp_path / "warehouse"), "storage": "catalog"},
-            progress=False,
-            **options,
-        ) as result:
-            summary = dict(result.summary)
-        summary["calls"] = self.agent.stats().requests_total - before
-        return summary
-
-    def rows(self) -> dict[int, tuple[Any, ...]]:
-        """key -> (response, error, answered_at); every key must be there once."""
-        rows = [r.asDict() for r in self.spark.table(self.table).collect()]
-        by_key = {r["id"]: (r["response"], r["error"], r["answered_at"]) for r in rows}
-        assert sorted(by_key) == KEYS and len(rows) == len(KEYS), rows
-        return by_key
-
-    def answering(self, prefix: str) -> None:
-        """Each key answers `prefix`; the failing key is a failure."""
-        for key, (response, error, _) in self.rows().items():
-            if key == FAILING:
-                assert response is None and error.startswith("[permanent] "), error
-            else:
-                assert response == f"answer: {prefix}: t{key}", response
-
-    def truncate(self) -> None:
-        self.spark.sql(f"TRUNCATE TABLE {self.table}")
-
-    def drop(self) -> None:
-        self.spark.sql(f"DROP TABLE {self.table}")
-
-    def checkpoint_folder(self) -> Path:
-        (folder,) = (self.tmp_path / "state" / "spark-checkpoints").glob("*/*")
-        return folder
-
-    def checkpoint_files(self) -> list[str]:
-        return sorted(p.name for p in self.checkpoint_folder().iterdir())
+from tests.engines.spark.histories import KEYS, Crash, History
 
 
 @pytest.mark.slow  # a dozen runs

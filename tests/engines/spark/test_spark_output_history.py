@@ -22,20 +22,8 @@ import agentbatch
 from agentbatch.engines.spark.catalog import CatalogTable
 from agentbatch.engines.spark.files import FileTable
 from agentbatch.errors import UsageError
-from agentbatch.testing.agent_server import AgentServer, serve_agent
-
-KEYS = list(range(1, 9))
-FAILING = 8  # its text makes the agent answer 400: a permanent row error
-
-
-class Crash(BaseException):
-    """A process killed at this point: nothing below catches it."""
-
-
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
+from agentbatch.testing.agent_server import AgentServer
+from tests.engines.spark.histories import FAILING, KEYS, Crash, write_source
 
 
 class CatalogOutput:
@@ -125,11 +113,7 @@ def test_every_selected_key_has_one_current_answer_after_each_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     make_engine()  # the suite's session is the active one: the runs use it
-    source = tmp_path / "src.csv"
-    source.write_text(
-        "id,txt\n"
-        + "".join(f"{i},{'PERMANENT_ERROR' if i == FAILING else f't{i}'}\n" for i in KEYS)
-    )
+    source = write_source(tmp_path / "src.csv")
     jobs = tmp_path / "jobs"
     jobs.mkdir()
 

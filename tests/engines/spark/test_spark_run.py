@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import pytest
 
 import agentbatch
-from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.agent_server import AgentServer
 
 ROOT = Path(__file__).resolve().parents[3]
 TICKETS = ROOT / "agentbatch" / "data" / "support_tickets.csv"
@@ -19,10 +17,30 @@ TRIAGE = ROOT / "jobs" / "ticket_triage.yml"
 OPEN_TICKETS = 237
 
 
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
+def push_down_job(tmp_path: Path, agent: AgentServer, rows: int) -> tuple[Path, dict[str, Any]]:
+    """A push-down job over a source of `rows` keys, its agent the demo agent's Model Serving
+    route (`pdmodel`, called by ai_query), and `agentbatch.run`'s options for it on Spark."""
+    source = tmp_path / "src.csv"
+    source.write_text("id,txt\n" + "".join(f"{i},t{i}\n" for i in range(1, rows + 1)))
+    job = tmp_path / "jobs" / "pd.yml"
+    job.parent.mkdir()
+    job.write_text(
+        "name: pd\nsource: {table: main.s.src, key: id, columns: [txt]}\n"
+        "request: \"concat('Q: ', txt)\"\nagent: {endpoint: pdmodel, api: chat}\n"
+        "output: {table: main.s.out, mode: merge}\n"
+    )
+    options: dict[str, Any] = {
+        "target": "spark",
+        "tables": {"main.s.src": source, "main.s.out": tmp_path / "out.parquet"},
+        "state_dir": tmp_path / "state",
+        "project_dir": tmp_path,
+        "settings": {
+            "warehouse_dir": str(tmp_path / "wh"),
+            "ai_query_endpoints": {"pdmodel": f"{agent.url}/serving-endpoints/pdmodel/invocations"},
+        },
+        "progress": False,
+    }
+    return job, options
 
 
 def test_main_job_on_spark_answers_every_open_ticket_once(
@@ -114,32 +132,11 @@ def test_a_limited_push_down_run_calls_the_agent_for_its_rows_only(
     LIMIT: `--limit 3` called the agent for every row still to do and kept 3 answers (push-down
     keeps no checkpoint: the rest were paid for nothing)."""
     make_engine()
-    source = tmp_path / "src.csv"
-    source.write_text("id,txt\n" + "".join(f"{i},t{i}\n" for i in range(1, 21)))
-    job = tmp_path / "jobs" / "pd.yml"
-    job.parent.mkdir()
-    job.write_text(
-        "name: pd\nsource: {table: main.s.src, key: id, columns: [txt]}\n"
-        "request: \"concat('Q: ', txt)\"\nagent: {endpoint: pdmodel, api: chat}\n"
-        "output: {table: main.s.out, mode: merge}\n"
-    )
-    url = f"{agent.url}/serving-endpoints/pdmodel/invocations"
+    job, options = push_down_job(tmp_path, agent, 20)
 
-    def run(**options: Any) -> tuple[int, int]:
+    def run(**more: Any) -> tuple[int, int]:
         before = agent.stats().requests_total
-        with agentbatch.run(
-            job,
-            target="spark",
-            tables={"main.s.src": source, "main.s.out": tmp_path / "out.parquet"},
-            state_dir=tmp_path / "state",
-            project_dir=tmp_path,
-            settings={
-                "warehouse_dir": str(tmp_path / "wh"),
-                "ai_query_endpoints": {"pdmodel": url},
-            },
-            progress=False,
-            **options,
-        ) as result:
+        with agentbatch.run(job, **options, **more) as result:
             assert result.summary["strategy"] == "push-down"
             return int(result.summary["rows"]), agent.stats().requests_total - before
 

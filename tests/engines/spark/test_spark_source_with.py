@@ -14,7 +14,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 import agentbatch
-from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.agent_server import AgentServer
 
 ENDPOINT = "withmodel"
 # Its own CTE names, and agentbatch's (`src`, `todo`): a CTE shadows the table named `src`.
@@ -28,12 +28,6 @@ QUERIES = {
     ),
 }
 SELECTED = 8  # ids 5..12
-
-
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ one the write refused to cast the struct back to VARIANT (every rerun too)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import agentbatch
-from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.agent_server import AgentServer
 
 JOB = """\
 name: variant_triage
@@ -38,12 +37,6 @@ SELECT * FROM VALUES
   (5L, 'json null', parse_json('null'))
 AS t(id, subject, details)
 """
-
-
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
 
 
 def variant_values(spark: Any, path: Path) -> dict[int, tuple[Any, ...]]:
