@@ -218,11 +218,12 @@ def test_a_history_with_limits_estimates_and_a_killed_refresh(agent: AgentServer
     """The model over one fixed history, so every run of the suite covers what the random ones
     may not draw: a trial run of 3 rows then the rest; an estimate, then the run it estimated;
     a limited run after a prompt edit; a limited overwrite over an append history; limited
-    refreshes in turns; --limit with --retry-errors; a --full-refresh killed midway, continued
+    refreshes in turns; --limit with --retry-errors; a run killed midway after a prompt edit,
+    then finished by a plain run; a --full-refresh killed midway, continued
     by --full-refresh; one killed again, given up by a plain run, then refreshed again whole."""
     RunHistories.agent = agent
     machine = RunHistories()
-    kills_before = TOTALS["refreshes_killed"]
+    kills_before = TOTALS["refreshes_killed"], TOTALS["kills_mid_run"]
     try:
         machine.start()
         machine.limited_run(limit=3, full_refresh=False, retry_errors=False)
@@ -239,10 +240,14 @@ def test_a_history_with_limits_estimates_and_a_killed_refresh(agent: AgentServer
         machine.limited_run(limit=4, full_refresh=True, retry_errors=False)
         machine.limited_run(limit=2, full_refresh=False, retry_errors=True)
         machine.change_mode("merge")
+        machine.edit_prompt(PROMPTS[0])  # every row to answer again: a kill lands mid-run
+        machine.kill_mid_run_then_recover(after=3, delay=0.0)
         machine.estimate(sample=3, full_refresh=True)
         machine.kill_full_refresh_then_continue(after=3, delay=0.0, continued=True)
         machine.kill_full_refresh_then_continue(after=2, delay=0.02, continued=False)
         machine.estimate(sample=1, full_refresh=False)
     finally:
         machine.teardown()
-    assert TOTALS["refreshes_killed"] > kills_before, dict(TOTALS)
+    # The random histories may draw few kills (2 of 20 in CI's): this one always has both kinds.
+    assert TOTALS["refreshes_killed"] > kills_before[0], dict(TOTALS)
+    assert TOTALS["kills_mid_run"] > kills_before[1], dict(TOTALS)
