@@ -103,13 +103,10 @@ def run_plan(
     if engine is None:
         outputs = [the_plan.job.output.table, *also_writes]
         engine = open_engine(the_plan, the_plan.options.tables, outputs)
-    if isinstance(the_plan.steps, PushDown):
-        try:
-            the_plan = continued(where_ai_query_runs(the_plan, engine))
-        except BaseException:
-            engine.close()
-            raise
     try:
+        if isinstance(the_plan.steps, PushDown):
+            the_plan = where_ai_query_runs(the_plan, engine)
+        the_plan = continued(the_plan)
         the_plan = replacing_if_reshaped(the_plan, engine)
     except BaseException:
         engine.close()
@@ -363,18 +360,21 @@ def _run_fallback(
     return _summarise(the_plan, engine, {**stats, **counts})
 
 
-# --- a push-down full refresh, continued as the REST fallback's is ---------------------------
+# --- a full refresh, continued from the target ------------------------------------------------
 # ai_query keeps no checkpoint: the target is the record. A push-down `--full-refresh` is
 # recorded where the REST fallback records it (the ledger's `refresh_since`) from when it begins
 # until a run finishes. One that starts while a refresh is unfinished (killed, stopped, or begun
-# by `estimate --full-refresh`) counts as done the rows the target holds for the current request
-# answered since that refresh began (`answered_at`), and calls ai_query for the others only.
+# by `estimate --full-refresh`), on either path, counts as done the rows the target holds for the
+# current request answered since that refresh began (`answered_at`), and calls the agent for the
+# others only: a REST run continuing a push-down refresh pays none of its answers again (the
+# REST fallback also reuses what its checkpoint received since then, written or not).
 
 
 def continued(the_plan: Plan) -> Plan:
-    """The plan of a push-down full refresh, continuing the unfinished one if there is one (as
+    """The plan of a full refresh, continuing the unfinished one if there is one (as
     `RunOptions.refresh_since`); any other plan as it is. Creates nothing."""
-    if not _push_down_refresh(the_plan):
+    options = the_plan.options
+    if not options.full_refresh or options.replace_target:
         return the_plan
     with _refresh_state(the_plan, create=False) as ledger:
         began = None if ledger is None else ledger.pending_refresh()

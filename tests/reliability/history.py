@@ -288,9 +288,10 @@ class HistoryModel(RuleBasedStateMachine):
         return True
 
     def refresh_in_target(self) -> datetime | None:
-        """When the unfinished refresh that a --full-refresh continues from the target's own
-        rows (not the checkpoint) began; None when it continues none so."""
-        return None
+        """When the unfinished refresh that a --full-refresh continues began: the target's rows
+        answering the current request since then are done, on either path (the REST fallback
+        also reuses what its checkpoint holds since `refresh`); None when none is unfinished."""
+        return self.refresh_began if self.refresh is not None else None
 
     def made(self, key: int, calls: Counter[str]) -> int:
         """The calls paid for `key` among `calls`."""

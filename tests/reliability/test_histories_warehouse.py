@@ -96,11 +96,6 @@ class WarehouseHistories(HistoryModel):
             self.fingerprints[s.path, s.prompt] = self.project.call_fingerprint()
         return self.fingerprints[s.path, s.prompt]
 
-    def refresh_in_target(self) -> datetime | None:
-        # Push-down continues a refresh from the target: the warehouse finishes a killed run's
-        # statement, whose rows answer the refresh's requests.
-        return None if self.rest else self.refresh_began
-
     def made(self, key: int, calls: Counter[str]) -> int:
         made = super().made(key, calls)
         if not self.rest and self.kind_of(key) == "transient":

@@ -18,6 +18,7 @@ import random
 import shutil
 import tempfile
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,7 @@ class RunHistories(HistoryModel):
         self.clock += 1
         rows, must, may = self.predict(full_refresh=True, retry_errors=False)
         since = self.clock if self.refresh is None else self.refresh
+        began = self.refresh_began or datetime.now(timezone.utc)
         before = self.observed()
         self.agent.configure(FaultConfig(latency_ms=60, jitter_ms=50, seed=after))
         try:
@@ -147,7 +149,7 @@ class RunHistories(HistoryModel):
             self.apply(rows, self.check_calls(must, may, killed))
             return
         TOTALS["refreshes_killed"] += sum(killed.values()) > 0
-        self.refresh = since
+        self.refresh, self.refresh_began = since, began
         called = {k for k in SENT if self.made(k, killed)}
         for key in SENT:
             assert self.made(key, killed) <= (key in must | may)
@@ -182,7 +184,7 @@ class RunHistories(HistoryModel):
     def delete_state(self) -> None:
         shutil.rmtree(self.project.state, ignore_errors=True)
         self.ledger.clear()
-        self.refresh = None
+        self.refresh = self.refresh_began = None
 
     @precondition(lambda self: self.project.state.exists())
     @rule()
@@ -190,7 +192,7 @@ class RunHistories(HistoryModel):
         for ledger in self.project.state.glob("*.sqlite"):
             ledger.write_bytes(b"\x00garbage" * 512)
         self.ledger.clear()
-        self.refresh = None
+        self.refresh = self.refresh_began = None
 
     @invariant()
     def no_state_left_locked(self) -> None:

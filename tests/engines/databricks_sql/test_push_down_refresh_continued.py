@@ -144,3 +144,33 @@ def test_a_killed_refresh_is_continued_not_paid_again(
     # A plain run finishes, so it gives the refresh up: the next one pays every row again.
     run_job(SUMMARISE)
     assert run_job(SUMMARISE, full_refresh=True).summary["rows"] == ALL_TICKETS
+
+
+def test_a_rest_refresh_continues_a_push_down_one_from_the_target(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    """The target is the record of a refresh on either path: a REST fallback run
+    (`force_fallback`) continuing a refresh that push-down began skips the keys push-down
+    answered since it began, as a push-down run would. Before, it paid them again."""
+    run_job(SUMMARISE)
+    agentbatch.estimate(
+        SUMMARISE,
+        target="databricks-sql",
+        sample=5,
+        full_refresh=True,
+        settings=target_settings(warehouse),
+        project_dir=tmp_path,
+        state_dir=tmp_path / "state",
+        progress=False,
+    )
+    # The endpoint's own Model Serving route (the loopback workspace serves none): the same agent,
+    # so the same requests and fingerprints as ai_query's.
+    endpoint = "databricks-meta-llama-3-3-70b-instruct"
+    route = {endpoint: f"{agent.url}/serving-endpoints/{endpoint}/invocations"}
+    refresh = run_job(SUMMARISE, full_refresh=True, force_fallback=True, endpoints=route)
+    assert refresh.plan.strategy == "rest-fallback"
+    assert refresh.summary["skipped"] == 5 and refresh.summary["rows"] == ALL_TICKETS - 5
+    assert paid(agent) == 2 * ALL_TICKETS  # the first run, then the sample and the rest
+    # That refresh finished: the next one pays for every row again.
+    again = run_job(SUMMARISE, full_refresh=True, force_fallback=True, endpoints=route)
+    assert again.summary["rows"] == ALL_TICKETS
