@@ -8,7 +8,6 @@ import csv
 import hashlib
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import agentbatch
 from agentbatch.errors import UsageError
 from agentbatch.testing.agent_server import AgentServer
 from agentbatch.testing.inbound import request_key
+from tests.reliability.processes import kill_after
 
 SOURCE = "main.shop.reviews"
 OUTPUT = "main.shop.review_answers"
@@ -514,9 +514,7 @@ class HistoryModel(RuleBasedStateMachine):
             while keyed() < start + after and child.poll() is None:
                 assert time.monotonic() < deadline, "the child never called the agent"
                 time.sleep(0.002)
-            time.sleep(delay)
-            running = child.poll() is None
-            child.send_signal(signal.SIGKILL)
+            running = kill_after(child, delay)
         finally:
             child.kill()
             child.wait()

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,14 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
+
+
+def kill_after(child: subprocess.Popen[Any], delay: float) -> bool:
+    """SIGKILL `child` `delay` seconds from now; whether it was still running then."""
+    time.sleep(delay)
+    running = child.poll() is None
+    child.send_signal(signal.SIGKILL)
+    return running
 
 
 FAULT_SERVER = (PYTHON, "-m", "agentbatch.testing.agent_server", "--port", "0")

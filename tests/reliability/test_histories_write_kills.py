@@ -15,11 +15,9 @@ import contextlib
 import csv
 import io
 import json
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from agentbatch.cli.main import main as cli_main
 from agentbatch.testing.agent_server import AgentServer
 
 from .history import ENDPOINT, OUTPUT, SOURCE
-from .processes import child_env
+from .processes import child_env, kill_after
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 1000
@@ -129,9 +127,7 @@ output: {{table: {OUTPUT}, mode: {self.mode}}}
                     break
             else:
                 raise AssertionError("the child never reached its write step")
-            time.sleep(delay)
-            running = child.poll() is None
-            child.send_signal(signal.SIGKILL)
+            running = kill_after(child, delay)
         finally:
             child.kill()
             child.wait()

@@ -41,6 +41,20 @@ def paid(agent: AgentServer) -> int:
     return agent.stats().requests_total
 
 
+def estimate_refresh(warehouse: Warehouse, tmp_path: Path, sample: int) -> Any:
+    """`estimate --full-refresh` of the summaries job: it starts the refresh it samples."""
+    return agentbatch.estimate(
+        SUMMARISE,
+        target="databricks-sql",
+        sample=sample,
+        full_refresh=True,
+        settings=target_settings(warehouse),
+        project_dir=tmp_path,
+        state_dir=tmp_path / "state",
+        progress=False,
+    )
+
+
 def answered_at(result: Any) -> list[datetime]:
     return [r["answered_at"] for r in result.engine.read_table(SUMMARIES).to_pylist()]
 
@@ -53,16 +67,7 @@ def test_a_refresh_after_estimate_full_refresh_pays_each_key_once(
     without its offset, it would be hours off (Tokyo: every row refreshed already; Los Angeles:
     the sample paid again)."""
     before = max(answered_at(run_job(SUMMARISE)))
-    found = agentbatch.estimate(
-        SUMMARISE,
-        target="databricks-sql",
-        sample=5,
-        full_refresh=True,
-        settings=target_settings(warehouse),
-        project_dir=tmp_path,
-        state_dir=tmp_path / "state",
-        progress=False,
-    )
+    found = estimate_refresh(warehouse, tmp_path, sample=5)
     assert found.sampled == 5 and found.to_send == ALL_TICKETS
     refresh = run_job(SUMMARISE, full_refresh=True)
     assert refresh.summary["skipped"] == 5 and refresh.summary["rows"] == ALL_TICKETS - 5
@@ -153,16 +158,7 @@ def test_a_rest_refresh_continues_a_push_down_one_from_the_target(
     (`force_fallback`) continuing a refresh that push-down began skips the keys push-down
     answered since it began, as a push-down run would. Before, it paid them again."""
     run_job(SUMMARISE)
-    agentbatch.estimate(
-        SUMMARISE,
-        target="databricks-sql",
-        sample=5,
-        full_refresh=True,
-        settings=target_settings(warehouse),
-        project_dir=tmp_path,
-        state_dir=tmp_path / "state",
-        progress=False,
-    )
+    estimate_refresh(warehouse, tmp_path, sample=5)
     # The endpoint's own Model Serving route (the loopback workspace serves none): the same agent,
     # so the same requests and fingerprints as ai_query's.
     endpoint = "databricks-meta-llama-3-3-70b-instruct"
