@@ -278,6 +278,11 @@ def _run_fallback(
             before_writing(engine)
             create_target(the_plan, engine)
             spread = distributed.run_distributed(steps.distributed(the_plan.options))
+            # Finished: a refresh the ledger records (one push-down began) is over, as a run
+            # on the driver ends it; the executors' checkpoint keeps its own.
+            with _refresh_state(the_plan, create=False) as ledger:
+                if ledger is not None:
+                    ledger.end_refresh()
             return _summarise(the_plan, engine, {**spread, **counts})
 
     from agentbatch.agent.bulk import run_bulk_sync
