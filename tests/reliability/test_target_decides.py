@@ -631,7 +631,13 @@ def test_a_full_refresh_that_stops_early_is_continued_not_paid_again(project: Pr
     first = run_summary(stopped.value)
     assert first is not None and 0 < first["sent"] < ROWS
     second = project.run(full_refresh=True)
-    assert (second["sent"], second["reused"]) == (ROWS - first["sent"], first["sent"])
+    # The stopped refresh wrote what it received: the target holds those answers since the
+    # refresh began, so they are done (skipped), and the checkpoint has nothing more to give.
+    assert (second["sent"], second["skipped"], second["reused"]) == (
+        ROWS - first["sent"],
+        first["sent"],
+        0,
+    )
     assert project.agent.stats().requests_total == 2 * ROWS
     assert paid_per_key() == {2}  # every request twice: the first run and one refresh
     rows = project.target()
@@ -741,7 +747,7 @@ def test_answers_of_another_agent_are_not_reused(project: Project) -> None:
 
 def test_an_estimate_of_a_full_refresh_is_not_paid_again_by_the_refresh(project: Project) -> None:
     """`estimate --full-refresh` keeps its sample's answers, as any estimate does: the refresh
-    that follows reuses them instead of paying for those rows a second time."""
+    that follows counts them done instead of paying for those rows a second time."""
     project.run()
     found = agentbatch.estimate(
         project.write_job(),
@@ -754,7 +760,8 @@ def test_an_estimate_of_a_full_refresh_is_not_paid_again_by_the_refresh(project:
     )
     assert found.sampled == 5
     refresh = project.run(full_refresh=True)
-    assert (refresh["sent"], refresh["reused"]) == (ROWS - 5, 5)
+    # The sample was written as it was paid: the target holds it since the refresh began.
+    assert (refresh["sent"], refresh["skipped"], refresh["reused"]) == (ROWS - 5, 5, 0)
     assert project.agent.stats().requests_total == 2 * ROWS
     one_current_row_per_key(project)
 
