@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from agentbatch.engines.base import Engine
+    from agentbatch.planning.definition import Plan
     from agentbatch.planning.targets import Target
 
 log = logging.getLogger(__name__)
@@ -514,13 +515,15 @@ def _answers(
     from agentbatch.execution import runner
 
     answers_table = job.output.table
-    options = replace(context.options, tables=context.mapped(answers_table, *drop.tables))
     summary: dict[str, Any] | None = None
-    if context.skip_run:
+    if context.skip_run:  # reads the answers only: the stale tables are no input of it
+        options = replace(context.options, tables=context.mapped(answers_table))
         the_plan = runner.plan(job, context.target, options)
         engine = open_engine(the_plan, options.tables, [])
     else:
-        run = runner.run(job, context.target, options, before_writing=drop, also_writes=drop.tables)
+        stale = drop.pending
+        options = replace(context.options, tables=context.mapped(answers_table, *stale))
+        run = runner.run(job, context.target, options, before_writing=drop, also_writes=stale)
         if run.engine is None:  # pragma: no cover - only dry runs have no engine
             raise EngineError("the run returned no engine to read the answers from")
         the_plan, engine, summary = run.plan, run.engine, run.summary
@@ -597,32 +600,35 @@ def _judge(
         answers_sql=rows_sql,
     )
     # A judge answers every scored row: the run's --limit and --full-refresh are the job's.
+    stale = drop.pending
     judge_options = replace(
         context.options,
-        tables=context.mapped(job.output.table, table, *drop.tables),
+        tables=context.mapped(job.output.table, table, *stale),
         limit=None,
         full_refresh=False,
     )
-    return run_judge(judging, context.target, judge_options, drop, drop.tables)
+    return run_judge(judging, context.target, judge_options, drop, stale)
 
 
 def _write_tables(job: Job, context: _Context, tables: Mapping[str, tuple[pa.Table, str]]) -> None:
-    from agentbatch.execution import runner
-
-    # A run id of its own: engines that stage in real tables name them after it. Only the
-    # tables written are mapped: the writes read no input (a source with its header only
-    # would make the local engine drop the empty tables it creates).
-    written = {_canonical(name) for name in tables}
-    mapped = {n: s for n, s in context.options.tables.items() if _canonical(n) in written}
-    options = replace(context.options, tables=mapped).started()
-    the_plan = runner.plan(job, context.target, options)
-    engine = open_engine(the_plan, options.tables, list(tables))
-    try:
+    the_plan, engine = _engine_for(job, context, list(tables))
+    with contextlib.closing(engine):
         for name, (data, key) in tables.items():
             write_table(engine, the_plan, name, data, key)
             log.info("wrote %d row(s) to %s", data.num_rows, name)
-    finally:
-        engine.close()
+
+
+def _engine_for(job: Job, context: _Context, outputs: list[str]) -> tuple[Plan, Engine]:
+    """An engine that writes `outputs` and reads nothing, with a run id of its own (engines that
+    stage in real tables name them after it). Only `outputs` are mapped: a source with its
+    header only would make the local engine drop the empty tables it creates."""
+    from agentbatch.execution import runner
+
+    written = {_canonical(name) for name in outputs}
+    mapped = {n: s for n, s in context.options.tables.items() if _canonical(n) in written}
+    options = replace(context.options, tables=mapped).started()
+    the_plan = runner.plan(job, context.target, options)
+    return the_plan, open_engine(the_plan, mapped, outputs)
 
 
 class _DropOnce:
@@ -632,9 +638,14 @@ class _DropOnce:
     with an engine of its own before the final write."""
 
     def __init__(self, job: Job, context: _Context, tables: list[str], step: str) -> None:
-        self.tables = tuple(tables)
+        self._tables = list(tables)
         self._job, self._context, self._step = job, context, step
         self._done = False
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """The tables still to drop: outputs of the next run's engine, none once dropped."""
+        return () if self._done else tuple(self._tables)
 
     def __call__(self, engine: Engine | None = None) -> None:
         if self._done:
@@ -642,19 +653,13 @@ class _DropOnce:
         if engine is not None:
             self._drop(engine)
         else:
-            from agentbatch.execution import runner
-
-            dropped = {_canonical(name) for name in self.tables}
-            options = self._context.options
-            mapped = {n: s for n, s in options.tables.items() if _canonical(n) in dropped}
-            options = replace(options, tables=mapped).started()
-            the_plan = runner.plan(self._job, self._context.target, options)
-            with contextlib.closing(open_engine(the_plan, mapped, self.tables)) as own:
+            _, own = _engine_for(self._job, self._context, self._tables)
+            with contextlib.closing(own):
                 self._drop(own)
         self._done = True
 
     def _drop(self, engine: Engine) -> None:
-        for table in self.tables:
+        for table in self._tables:
             if engine.table_exists(table):
                 engine.execute(f"DROP TABLE IF EXISTS {quoting.table(table)}")
                 log.info(
