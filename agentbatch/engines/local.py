@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -101,7 +100,7 @@ class LocalEngine:
         memory_limit = str(settings.get("memory_limit", DEFAULT_MEMORY_LIMIT))
         self._sql(f"SET memory_limit = {duck_literal(memory_limit)}")
         self._private_spill = _private_spill_dir(self.warehouse_dir)
-        spill = self._private_spill or self.warehouse_dir / ".spill"
+        spill = self._private_spill.name if self._private_spill else self.warehouse_dir / ".spill"
         self._sql(f"SET temp_directory = {duck_literal(spill)}")
         self._sql(f"ATTACH ':memory:' AS {MAPPED_CATALOG}")
         self._attached: set[str] = set()
@@ -266,13 +265,16 @@ class LocalEngine:
         try:
             self._drop_guessed_outputs()
         finally:
-            self._con.close()
-        if self._private_spill is not None:
-            shutil.rmtree(self._private_spill, ignore_errors=True)
-        # After the connection: the warehouse file is complete before the next run may open it.
-        for lock in self._locks:
-            lock.release()
-        self._locks.clear()
+            try:
+                self._con.close()
+            finally:
+                if self._private_spill is not None:
+                    self._private_spill.cleanup()
+                # After the connection: the warehouse file is complete before the next run
+                # may open it. Released even when the close failed: the process lives on.
+                for lock in self._locks:
+                    lock.release()
+                self._locks.clear()
 
     def location(self, table: str) -> dict[str, str]:
         """Where a table physically is: its mapped file, or the warehouse file and a query reading it.
@@ -630,10 +632,11 @@ def _blank(path: Path) -> bool:
         return not handle.read(4096).strip()
 
 
-def _private_spill_dir(warehouse_dir: Path) -> Path | None:
+def _private_spill_dir(warehouse_dir: Path) -> tempfile.TemporaryDirectory[str] | None:
     """Where DuckDB spills when there is no warehouse folder yet (a dry run or a run over mapped
     files only may be the first thing run here, and creates no folder): a private temporary
-    one, removed at close. DuckDB makes only the last folder of its temp_directory."""
+    one, removed at close, or when an engine never closed is collected or the process exits.
+    DuckDB makes only the last folder of its temp_directory."""
     if warehouse_dir.is_dir():
         return None
-    return Path(tempfile.mkdtemp(prefix="agentbatch-spill-"))
+    return tempfile.TemporaryDirectory(prefix="agentbatch-spill-", ignore_cleanup_errors=True)
