@@ -240,9 +240,10 @@ def estimate(the_plan: Plan, *, sample: int = DEFAULT_SAMPLE, seed: int | None =
     engine = runner.open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
     try:
         if isinstance(the_plan.steps, PushDown):
-            # A push-down full refresh continues an unfinished one: its sample is drawn from the
-            # rows that refresh has not answered yet.
-            the_plan = runner.continued(runner.where_ai_query_runs(the_plan, engine))
+            the_plan = runner.where_ai_query_runs(the_plan, engine)
+        # A full refresh continues an unfinished one, on either path: its count and sample are
+        # of the rows whose target row does not answer the request since that refresh began.
+        the_plan = runner.continued(the_plan)
         if replacing_if_reshaped(the_plan, engine) is not the_plan:
             raise UsageError(
                 f"estimate writes its sample into {the_plan.job.output.table}, which the next "

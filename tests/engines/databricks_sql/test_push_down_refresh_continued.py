@@ -170,3 +170,34 @@ def test_a_rest_refresh_continues_a_push_down_one_from_the_target(
     # That refresh finished: the next one pays for every row again.
     again = run_job(SUMMARISE, full_refresh=True, force_fallback=True, endpoints=route)
     assert again.summary["rows"] == ALL_TICKETS
+
+
+def test_a_rest_estimate_of_a_refresh_counts_and_samples_what_the_refresh_left(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    """`estimate --full-refresh` on the REST path continues the unfinished refresh as the run
+    does: the keys push-down answered since it began are neither counted nor sampled again.
+    Before, it counted every row and its sample paid some of those keys a second time."""
+    run_job(SUMMARISE)
+    estimate_refresh(warehouse, tmp_path, sample=5)
+    endpoint = "databricks-meta-llama-3-3-70b-instruct"
+    route = {endpoint: f"{agent.url}/serving-endpoints/{endpoint}/invocations"}
+    calls = paid(agent)
+    found = agentbatch.estimate(
+        SUMMARISE,
+        target="databricks-sql",
+        sample=ALL_TICKETS,  # every row left: a sample of the refreshed ones would show here
+        full_refresh=True,
+        force_fallback=True,
+        endpoints=route,
+        settings=target_settings(warehouse),
+        project_dir=tmp_path,
+        state_dir=tmp_path / "state",
+        progress=False,
+    )
+    assert found.to_send == ALL_TICKETS - 5 and found.sampled == ALL_TICKETS - 5
+    assert paid(agent) - calls == ALL_TICKETS - 5
+    # Everything is answered for this refresh now: the run sends nothing and ends it.
+    refresh = run_job(SUMMARISE, full_refresh=True, force_fallback=True, endpoints=route)
+    assert refresh.summary["rows"] == 0 and refresh.summary["skipped"] == ALL_TICKETS
+    assert paid(agent) - calls == ALL_TICKETS - 5
