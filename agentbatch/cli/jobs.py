@@ -156,6 +156,7 @@ def add_commands(commands: Any) -> None:
     plan.add_argument("--no-sql", action="store_true", help="steps only")
     add_job_options(plan)
     add_run_options(plan, budget=False)
+    add_state_dir(plan)  # where an unfinished refresh is recorded: a --full-refresh continues it
 
     run = command("run", "Run a job.")
     run.add_argument("job", metavar="JOB")
@@ -271,10 +272,12 @@ def dispatch(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{path}\n")
         return 0
     if args.command == "plan":
+        from agentbatch.execution.runner import continued
         from agentbatch.planning.explain import explain
         from agentbatch.spec.project import mask_environment
 
-        the_plan = api.plan(args.job, args.target, options=options)
+        # A --full-refresh continues an unfinished refresh: its SQL as the run would send it.
+        the_plan = continued(api.plan(args.job, args.target, options=options))
         _check_source(args.job, the_plan)
         text = explain(the_plan, with_sql=not args.no_sql)
         sys.stdout.write(mask_environment(text, the_plan.job))

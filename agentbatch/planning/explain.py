@@ -17,8 +17,14 @@ def explain(plan: Plan, *, with_sql: bool = True) -> str:
         f"endpoint:  {safe_url(job.agent.endpoint)} (api {job.agent.api}{', stream' if job.agent.stream else ''})",
         f"output:    {job.output.table} (mode {job.output.mode})",
         f"fingerprint: {plan.call_fingerprint[:16]}",
-        "",
     ]
+    if plan.options.full_refresh and plan.options.refresh_since is not None:
+        began = plan.options.refresh_since.isoformat(timespec="seconds")
+        lines.append(
+            f"refresh:   continues the one begun {began}: keys whose row answers this request "
+            "since then are not sent"
+        )
+    lines.append("")
     steps: list[tuple[str, str | None]] = []
     if isinstance(plan.steps, PushDown):
         steps = [(f"{s.purpose} [{s.template}]", s.sql) for s in plan.steps.statements]

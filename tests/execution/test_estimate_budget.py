@@ -226,3 +226,26 @@ def test_a_cost_budget_without_a_price_is_a_configuration_error(
     assert done.returncode == 3
     assert "max_cost needs a price for endpoint 'apps/triage-agent'" in done.stderr
     paid_once(agent, 0)
+
+
+def test_the_plan_of_a_refresh_shows_where_it_continues(tmp_path: Path, agent: AgentServer) -> None:
+    """`plan --full-refresh` prints the SQL the run would send: after `estimate --full-refresh`
+    began a refresh, the inputs leave out the keys answered since then, and the plan says so.
+    Before, it printed a refresh of every row while the run sent the rest only."""
+    as_json(cli(tmp_path, agent, "run", "--json"))
+    fresh = cli(tmp_path, agent, "plan", "--full-refresh")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "refresh:" not in fresh.stdout
+    assert as_json(cli(tmp_path, agent, "estimate", "--full-refresh", "--sample", "5", "--json"))
+    continuing = cli(tmp_path, agent, "plan", "--full-refresh")
+    assert continuing.returncode == 0, continuing.stderr
+    line = next(x for x in continuing.stdout.splitlines() if x.startswith("refresh:"))
+    began = line.split("begun ")[1][:10]  # the date of its ISO time, as the SQL's literal has it
+    assert "keys whose row answers this request since then are not sent" in line
+    sql_then = fresh.stdout.split("-- step", 1)[1]
+    sql_now = continuing.stdout.split("-- step", 1)[1]
+    assert sql_now != sql_then and began in sql_now and began not in sql_then
+    refresh = as_json(cli(tmp_path, agent, "run", "--full-refresh", "--json"))["summary"]
+    assert refresh["skipped"] == 5 and refresh["rows"] == OPEN_TICKETS - 5
+    # That refresh finished: the next one starts afresh, and the plan says nothing more.
+    assert "refresh:" not in cli(tmp_path, agent, "plan", "--full-refresh").stdout
