@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from agentbatch import file_lock
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
 
@@ -249,3 +250,22 @@ def test_the_plan_of_a_refresh_shows_where_it_continues(tmp_path: Path, agent: A
     assert refresh["skipped"] == 5 and refresh["rows"] == OPEN_TICKETS - 5
     # That refresh finished: the next one starts afresh, and the plan says nothing more.
     assert "refresh:" not in cli(tmp_path, agent, "plan", "--full-refresh").stdout
+
+
+def test_plan_of_a_refresh_while_a_run_holds_the_checkpoint(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """`plan` writes nothing: while a run holds the output's checkpoint, `plan --full-refresh`
+    still prints the plan (without the continuation it cannot read) and says why."""
+    as_json(cli(tmp_path, agent, "estimate", "--full-refresh", "--sample", "5", "--json"))
+    (ledger,) = (tmp_path / "state").glob("*.ledger.sqlite")
+    held = file_lock.take(Path(f"{ledger}.lock"), "a run")
+    try:
+        planned = cli(tmp_path, agent, "plan", "--full-refresh")
+    finally:
+        assert held is not None
+        held.close()
+    assert planned.returncode == 0, planned.stderr
+    assert "refresh:" not in planned.stdout and "-- step 2: select the rows" in planned.stdout
+    assert "is in use by another run of this job's output" in planned.stderr
+    assert "the plan does not show what the refresh has answered so far" in planned.stderr
