@@ -87,6 +87,26 @@ _UPSERT = (
 _REFRESH_SINCE = "refresh_since"
 
 
+def refresh_began(path: Path) -> int | None:
+    """`Ledger.pending_refresh` of the ledger at `path`, read as a reader: no lock taken, nothing
+    created, checked or changed (a `plan`, or a run deciding its SQL before it opens the ledger,
+    must not refuse or alter the run holding it). None when there is no ledger or it cannot be
+    read (a damaged one is set aside when a run opens it, and its refresh with it)."""
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT v FROM meta WHERE k = ?", (_REFRESH_SINCE,)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return int(row[0]) if row is not None and str(row[0]).isdigit() else None
+
+
 def canonical_keys(column: pa.Array | pa.ChunkedArray) -> list[str]:
     """Canonical JSON text of every key value (the ledger's and the sink's identity of a row)."""
     import pyarrow as pa

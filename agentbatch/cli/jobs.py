@@ -21,7 +21,7 @@ from agentbatch.cli.options import (
     pairs,
     run_options,
 )
-from agentbatch.errors import EngineError, SpecError, UsageError, run_summary
+from agentbatch.errors import SpecError, UsageError, run_summary
 from agentbatch.planning.definition import RunOptions
 
 log = logging.getLogger("agentbatch")
@@ -276,12 +276,8 @@ def dispatch(args: argparse.Namespace) -> int:
         from agentbatch.planning.explain import explain
         from agentbatch.spec.project import mask_environment
 
-        the_plan = api.plan(args.job, args.target, options=options)
-        try:
-            # A --full-refresh continues an unfinished refresh: its SQL as the run would send it.
-            the_plan = continued(the_plan)
-        except EngineError as busy:  # a run holds the checkpoint: the plan is read-only
-            log.warning("%s; the plan does not show what the refresh has answered so far", busy)
+        # A --full-refresh continues an unfinished refresh: its SQL as the run would send it.
+        the_plan = continued(api.plan(args.job, args.target, options=options))
         _check_source(args.job, the_plan)
         text = explain(the_plan, with_sql=not args.no_sql)
         sys.stdout.write(mask_environment(text, the_plan.job))

@@ -377,12 +377,14 @@ def _run_fallback(
 
 def continued(the_plan: Plan) -> Plan:
     """The plan of a full refresh, continuing the unfinished one if there is one (as
-    `RunOptions.refresh_since`); any other plan as it is. Creates nothing."""
+    `RunOptions.refresh_since`); any other plan as it is. Reads the ledger as a reader: takes
+    no lock and changes nothing (`plan` calls it while a run may hold the ledger)."""
     options = the_plan.options
     if not options.full_refresh or options.replace_target:
         return the_plan
-    with _refresh_state(the_plan, create=False) as ledger:
-        began = None if ledger is None else ledger.pending_refresh()
+    from agentbatch.agent.ledger import refresh_began
+
+    began = refresh_began(ledger_path(the_plan))
     if began is None:
         return the_plan
     since = datetime.fromtimestamp(began / 1_000_000, timezone.utc)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from agentbatch.agent.ledger import Ledger, canonical_keys
+from agentbatch.agent.ledger import Ledger, canonical_keys, refresh_began
 
 from .conftest import output_rows
 
@@ -261,3 +261,20 @@ def test_a_ledger_of_the_first_release_is_upgraded_and_reused(tmp_path: Path) ->
         reused, todo = ledger.reuse(inputs([1, 2, 3]), None, retry_errors=False)
         assert reused is not None and sorted(reused["id"].to_pylist()) == [1, 2]
         assert todo["id"].to_pylist() == [3]
+
+
+def test_a_refresh_is_read_without_opening_the_ledger(tmp_path: Path) -> None:
+    """`refresh_began` reads what `pending_refresh` reads, as a reader: while a run holds the
+    ledger, with nothing created where there is none, and None for a file that is no ledger."""
+    path = tmp_path / "l.sqlite"
+    assert refresh_began(path) is None and not path.exists()
+    with Ledger(path, key="id") as ledger:
+        assert refresh_began(path) is None
+        ledger.begin_refresh(1_700_000_000_123_456)
+        assert refresh_began(path) == 1_700_000_000_123_456 == ledger.pending_refresh()
+        ledger.end_refresh()
+        assert refresh_began(path) is None
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database" * 100)
+    assert refresh_began(garbage) is None
+    assert garbage.read_bytes() == b"not a database" * 100
