@@ -89,9 +89,10 @@ _REFRESH_SINCE = "refresh_since"
 
 def refresh_began(path: Path) -> int | None:
     """`Ledger.pending_refresh` of the ledger at `path`, read as a reader: no lock taken, nothing
-    created, checked or changed (a `plan`, or a run deciding its SQL before it opens the ledger,
-    must not refuse or alter the run holding it). None when there is no ledger or it cannot be
-    read (a damaged one is set aside when a run opens it, and its refresh with it)."""
+    checked or changed, no ledger created (a `plan`, or a run deciding its SQL before it opens
+    the ledger, must not refuse or alter the run holding it; SQLite may add its -wal and -shm
+    files beside an existing one). None when there is no ledger or it cannot be read (a damaged
+    one is set aside when a run opens it, and its refresh with it)."""
     if not path.is_file():
         return None
     try:
