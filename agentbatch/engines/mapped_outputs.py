@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,11 +88,23 @@ def output_kind(name: str, source: object) -> str:
 
 
 def lock(full: Full, path: Path, holder: str) -> output_lock.OutputLock:
-    """This run's lock on the output, taken before it is read."""
+    """This run's lock on the output, taken before it is read, once the folders its save writes
+    in are known to take a new file: a save refused there comes after the calls are paid for."""
     try:
-        return output_lock.hold(path.resolve(), holder)
+        held = output_lock.hold(path.resolve(), holder)
     except OSError as err:  # its lock file, beside it, cannot be made: nor can it
         raise ConfigError(_cannot_write(_mapping(full, path), err)) from None
+    try:
+        for folder in _save_folders(path):
+            # A file made and removed: the truth on any file system (modes, ACLs, read-only
+            # mounts), where the lock file may be one an earlier run left.
+            handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.probe-")
+            os.close(handle)
+            os.unlink(probe)
+    except OSError as err:
+        held.release()
+        raise ConfigError(_cannot_write(_mapping(full, path), err)) from None
+    return held
 
 
 def load(con: duckdb.DuckDBPyConnection, full: Full, path: Path, kind: str) -> str | None:
@@ -250,6 +263,18 @@ def delta_dataset(path: Path) -> Any:
 
 def _mapping(full: Full, path: Path) -> str:
     return f"--table {'.'.join(full)}={path}"
+
+
+def _save_folders(path: Path) -> list[Path]:
+    """The folders a save of `path` makes files in: a Delta folder and its log, or the first
+    existing folder above a file or a Delta folder still to be made (the save makes the rest)."""
+    if path.is_dir():
+        log = path / "_delta_log"
+        return [path, log] if log.is_dir() else [path]
+    parent = path.parent
+    while not parent.is_dir() and parent != parent.parent:
+        parent = parent.parent
+    return [parent]
 
 
 def _in_the_way(path: Path) -> Path | None:
