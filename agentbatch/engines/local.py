@@ -44,7 +44,7 @@ from agentbatch.engines.merge_rules import (
     CheckedMerge,
     checked_duckdb_merge,
 )
-from agentbatch.errors import EngineError, MissingDependencyError, UsageError
+from agentbatch.errors import ConfigError, EngineError, MissingDependencyError, UsageError
 from agentbatch.sql import parsing
 from agentbatch.sql.quoting import table_parts
 
@@ -342,6 +342,14 @@ class LocalEngine:
                 self._locks.append(mapped_outputs.lock(mapped[place], place, holder))
             else:
                 self._locks.append(output_lock.hold(place.resolve(), holder))
+                try:  # DuckDB makes its write-ahead log beside the file: at a write, paid for
+                    output_lock.try_writing(place.parent, place.name)
+                except OSError as err:
+                    raise ConfigError(
+                        f"local engine: cannot write in the local warehouse folder "
+                        f"{place.parent}: {err.strerror}; give this user write access to it "
+                        "(the local target keeps its tables there)"
+                    ) from None
 
     def _with_portable_types(self, view: str) -> str:
         """`view`, with columns of DuckDB-only types read as text: no type at all (a source with

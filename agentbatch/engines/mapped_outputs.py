@@ -15,7 +15,6 @@ import errno
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,11 +95,7 @@ def lock(full: Full, path: Path, holder: str) -> output_lock.OutputLock:
         raise ConfigError(_cannot_write(_mapping(full, path), err)) from None
     try:
         for folder in _save_folders(path):
-            # A file made and removed: the truth on any file system (modes, ACLs, read-only
-            # mounts), where the lock file may be one an earlier run left.
-            handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.probe-")
-            os.close(handle)
-            os.unlink(probe)
+            output_lock.try_writing(folder, path.name)
     except OSError as err:
         held.release()
         raise ConfigError(_cannot_write(_mapping(full, path), err)) from None

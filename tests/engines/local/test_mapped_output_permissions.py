@@ -1,7 +1,7 @@
-"""A mapped output in a folder this user may not write. The run stops with the one line naming
-the mapping and what to do (exit 3, no traceback); an output it could read but not replace is left
-as it was, and the answers paid for are kept: once the folder can be written, the next run saves
-them without sending one again.
+"""An output in a folder this user may not write: a mapped file or Delta folder, or the local
+warehouse's folder. The run stops before any call with one line naming it and what to do (exit
+3, no traceback), the output left as it was; once the folder can be written, the next run
+writes every row.
 
 Root writes anywhere, so as root each run drops the capabilities that let it ignore a file's
 permissions (`setpriv`, util-linux): the folders' modes then apply to it as to any user."""
@@ -54,11 +54,13 @@ def as_user() -> list[str]:
 
 
 def cli(
-    root: Path, agent: AgentServer, source: Path, output: Path
+    root: Path, agent: AgentServer, source: Path, output: Path | None
 ) -> subprocess.CompletedProcess[str]:
+    """`agentbatch run`; with no `output`, the output is kept in the local warehouse."""
+    mapped = [] if output is None else ["--table", f"main.s.out={output}"]
     args = [
         *as_user(), sys.executable, "-m", "agentbatch", "run", str(job(root)), "--no-progress",
-        "--json", "--table", f"main.s.src={source}", "--table", f"main.s.out={output}",
+        "--json", "--table", f"main.s.src={source}", *mapped,
         "--endpoint", f"apps/a={agent.url}",
         "--state-dir", str(root / "state"), "--project-dir", str(root),
     ]  # fmt: skip
@@ -137,3 +139,28 @@ def test_an_output_that_cannot_be_replaced_is_left_as_it_was(
         assert sorted(rows.column("id").to_pylist()) == [1, 2, 3]
     else:
         assert delta_rows(output)[1] == [1, 2, 3]
+
+
+def test_a_read_only_local_warehouse_folder_is_named_before_any_call(
+    tmp_path: Path, agent: AgentServer, read_only: list[Path]
+) -> None:
+    """An output kept in the local warehouse (no mapping): DuckDB makes its write-ahead log
+    beside the warehouse file when it commits, so a folder that takes no new file failed the
+    write after the calls, with DuckDB's error (`Cannot open file ".../main.duckdb.wal"`)."""
+    source = csv_source(tmp_path, {1: "a", 2: "b"})
+    assert summary(cli(tmp_path, agent, source, None)) == (2, 0, 2)
+    warehouse = tmp_path / ".agentbatch" / "warehouse"
+    warehouse.chmod(0o555)
+    read_only.append(warehouse)
+    source = csv_source(tmp_path, {1: "a", 2: "b", 3: "c"})
+
+    done = cli(tmp_path, agent, source, None)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"local engine: cannot write in the local warehouse folder {warehouse}: Permission "
+        "denied; give this user write access to it (the local target keeps its tables there)"
+    )
+    assert agent.stats().requests_total == 2
+
+    warehouse.chmod(0o755)
+    assert summary(cli(tmp_path, agent, source, None)) == (1, 0, 3)
