@@ -21,7 +21,10 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import tempfile
+import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -99,8 +102,10 @@ class LocalEngine:
         # DuckDB's default cap is 80% of RAM, which makes memory grow with the table written.
         memory_limit = str(settings.get("memory_limit", DEFAULT_MEMORY_LIMIT))
         self._sql(f"SET memory_limit = {duck_literal(memory_limit)}")
-        self._private_spill = _private_spill_dir(self.warehouse_dir)
-        spill = self._private_spill.name if self._private_spill else self.warehouse_dir / ".spill"
+        private_spill = _private_spill_dir(self.warehouse_dir)
+        # Removed at close, or when an engine never closed is collected or the process exits.
+        self._remove_spill = weakref.finalize(self, _remove_folder, private_spill)
+        spill = private_spill or self.warehouse_dir / ".spill"
         self._sql(f"SET temp_directory = {duck_literal(spill)}")
         self._sql(f"ATTACH ':memory:' AS {MAPPED_CATALOG}")
         self._attached: set[str] = set()
@@ -268,8 +273,7 @@ class LocalEngine:
             try:
                 self._con.close()
             finally:
-                if self._private_spill is not None:
-                    self._private_spill.cleanup()
+                self._remove_spill()
                 # After the connection: the warehouse file is complete before the next run
                 # may open it. Released even when the close failed: the process lives on.
                 for lock in self._locks:
@@ -640,11 +644,16 @@ def _blank(path: Path) -> bool:
         return not handle.read(4096).strip()
 
 
-def _private_spill_dir(warehouse_dir: Path) -> tempfile.TemporaryDirectory[str] | None:
+def _remove_folder(path: Path | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _private_spill_dir(warehouse_dir: Path) -> Path | None:
     """Where DuckDB spills when there is no warehouse folder yet (a dry run or a run over mapped
-    files only may be the first thing run here, and creates no folder): a private temporary
-    one, removed at close, or when an engine never closed is collected or the process exits.
-    DuckDB makes only the last folder of its temp_directory."""
+    files only may be the first thing run here, and creates no folder): a private path in the
+    temporary folder, which DuckDB makes only when it spills (the last folder of its
+    temp_directory), so that a killed run that never spilled leaves nothing behind."""
     if warehouse_dir.is_dir():
         return None
-    return tempfile.TemporaryDirectory(prefix="agentbatch-spill-", ignore_cleanup_errors=True)
+    return Path(tempfile.gettempdir()) / f"agentbatch-spill-{uuid.uuid4().hex}"
