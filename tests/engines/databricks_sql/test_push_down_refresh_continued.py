@@ -41,7 +41,7 @@ def paid(agent: AgentServer) -> int:
     return agent.stats().requests_total
 
 
-def estimate_refresh(warehouse: Warehouse, tmp_path: Path, sample: int) -> Any:
+def estimate_refresh(warehouse: Warehouse, tmp_path: Path, sample: int, **options: Any) -> Any:
     """`estimate --full-refresh` of the summaries job: it starts the refresh it samples."""
     return agentbatch.estimate(
         SUMMARISE,
@@ -52,7 +52,15 @@ def estimate_refresh(warehouse: Warehouse, tmp_path: Path, sample: int) -> Any:
         project_dir=tmp_path,
         state_dir=tmp_path / "state",
         progress=False,
+        **options,
     )
+
+
+def own_route(agent: AgentServer) -> dict[str, str]:
+    """The endpoint's own Model Serving route (the loopback workspace serves none), for a REST
+    fallback run: the same agent, so the same requests and fingerprints as ai_query's."""
+    endpoint = "databricks-meta-llama-3-3-70b-instruct"
+    return {endpoint: f"{agent.url}/serving-endpoints/{endpoint}/invocations"}
 
 
 def answered_at(result: Any) -> list[datetime]:
@@ -159,10 +167,7 @@ def test_a_rest_refresh_continues_a_push_down_one_from_the_target(
     answered since it began, as a push-down run would. Before, it paid them again."""
     run_job(SUMMARISE)
     estimate_refresh(warehouse, tmp_path, sample=5)
-    # The endpoint's own Model Serving route (the loopback workspace serves none): the same agent,
-    # so the same requests and fingerprints as ai_query's.
-    endpoint = "databricks-meta-llama-3-3-70b-instruct"
-    route = {endpoint: f"{agent.url}/serving-endpoints/{endpoint}/invocations"}
+    route = own_route(agent)
     refresh = run_job(SUMMARISE, full_refresh=True, force_fallback=True, endpoints=route)
     assert refresh.plan.strategy == "rest-fallback"
     assert refresh.summary["skipped"] == 5 and refresh.summary["rows"] == ALL_TICKETS - 5
@@ -180,20 +185,11 @@ def test_a_rest_estimate_of_a_refresh_counts_and_samples_what_the_refresh_left(
     Before, it counted every row and its sample paid some of those keys a second time."""
     run_job(SUMMARISE)
     estimate_refresh(warehouse, tmp_path, sample=5)
-    endpoint = "databricks-meta-llama-3-3-70b-instruct"
-    route = {endpoint: f"{agent.url}/serving-endpoints/{endpoint}/invocations"}
+    route = own_route(agent)
     calls = paid(agent)
-    found = agentbatch.estimate(
-        SUMMARISE,
-        target="databricks-sql",
-        sample=ALL_TICKETS,  # every row left: a sample of the refreshed ones would show here
-        full_refresh=True,
-        force_fallback=True,
-        endpoints=route,
-        settings=target_settings(warehouse),
-        project_dir=tmp_path,
-        state_dir=tmp_path / "state",
-        progress=False,
+    # Every row left is sampled: a sample of the refreshed ones would show here.
+    found = estimate_refresh(
+        warehouse, tmp_path, sample=ALL_TICKETS, force_fallback=True, endpoints=route
     )
     assert found.to_send == ALL_TICKETS - 5 and found.sampled == ALL_TICKETS - 5
     assert paid(agent) - calls == ALL_TICKETS - 5
