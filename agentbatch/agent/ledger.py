@@ -100,11 +100,15 @@ def refresh_began(path: Path) -> int | None:
     except sqlite3.Error:
         return None
     try:
-        row = conn.execute("SELECT v FROM meta WHERE k = ?", (_REFRESH_SINCE,)).fetchone()
+        return _refresh_since(conn)
     except sqlite3.Error:
         return None
     finally:
         conn.close()
+
+
+def _refresh_since(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT v FROM meta WHERE k = ?", (_REFRESH_SINCE,)).fetchone()
     return int(row[0]) if row is not None and str(row[0]).isdigit() else None
 
 
@@ -228,10 +232,7 @@ class Ledger:
     def pending_refresh(self) -> int | None:
         """When the full refresh a stopped run left unfinished began, if there is one."""
         with self._read_lock:
-            row = self._reader.execute(
-                "SELECT v FROM meta WHERE k = ?", (_REFRESH_SINCE,)
-            ).fetchone()
-        return int(row[0]) if row is not None and str(row[0]).isdigit() else None
+            return _refresh_since(self._reader)
 
     def end_refresh(self) -> None:
         """A run finished: no refresh is left to continue (done, or given up for a plain run)."""

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import sqlglot
 from sqlglot import exp
 
-from agentbatch.engines import mapped_outputs, output_lock
+from agentbatch.engines import mapped_outputs, output_lock, writable
 from agentbatch.engines.base import WriteRequest, WriteStats, error_line
 from agentbatch.engines.binary_files import LISTING_PREFIX, rewrite_for_duckdb, volume_mappings
 from agentbatch.engines.mapped_outputs import (
@@ -347,7 +347,7 @@ class LocalEngine:
             else:
                 self._locks.append(output_lock.hold(place.resolve(), holder))
                 try:  # DuckDB makes its write-ahead log beside the file: at a write, paid for
-                    output_lock.try_writing(place.parent, place.name)
+                    writable.try_writing(place.parent, place.name)
                 except OSError as err:
                     raise ConfigError(
                         f"local engine: cannot write in the local warehouse folder "

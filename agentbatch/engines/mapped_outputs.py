@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
-from agentbatch.engines import output_lock
+from agentbatch.engines import output_lock, writable
 from agentbatch.engines.base import error_line
 from agentbatch.errors import ConfigError, MissingDependencyError, UsageError
 
@@ -95,7 +95,7 @@ def lock(full: Full, path: Path, holder: str) -> output_lock.OutputLock:
         raise ConfigError(_cannot_write(_mapping(full, path), err)) from None
     try:
         for folder in _save_folders(path):
-            output_lock.try_writing(folder, path.name)
+            writable.try_writing(folder, path.name)
     except OSError as err:
         held.release()
         raise ConfigError(_cannot_write(_mapping(full, path), err)) from None

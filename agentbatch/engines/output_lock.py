@@ -14,8 +14,6 @@ its engine) open while it runs the job again, and must not be refused by itself.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import IO
@@ -57,16 +55,6 @@ def hold(output: Path, holder: str) -> OutputLock:
         handle, engines = _held.get(path) or (_acquire(output, path, holder), 0)
         _held[path] = (handle, engines + 1)
     return OutputLock(path)
-
-
-def try_writing(folder: Path, name: str) -> None:
-    """Make a file in `folder` and remove it, or raise OSError: whether a save can make its files
-    there, known before any call is paid for. A lock file an earlier run left may still open
-    where no new file can be made; a file made is the truth on any file system (modes, ACLs,
-    read-only mounts)."""
-    handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{name}.probe-")
-    os.close(handle)
-    os.unlink(probe)
 
 
 def _acquire(output: Path, path: Path, holder: str) -> IO[bytes] | None:
