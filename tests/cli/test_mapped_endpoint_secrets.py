@@ -28,7 +28,12 @@ def test_a_mapped_endpoint_url_is_shown_without_its_credentials(
             f"main.support.tickets={TICKETS}",
             "--endpoint",
             f"support-agent={URL}",
-            *(["--state-dir", str(tmp_path)] if command[0] == "run" else []),
+            # A run's project folder is the job's (this checkout) unless told otherwise.
+            *(
+                ["--state-dir", str(tmp_path), "--project-dir", str(tmp_path)]
+                if command[0] == "run"
+                else []
+            ),
         ]
     )
     captured = capsys.readouterr()
