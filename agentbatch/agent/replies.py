@@ -152,6 +152,25 @@ def chat_choice_failure(
     return None
 
 
+def incomplete_failure(response: Any) -> RowFailure | None:
+    """Why a Responses reply that ended `incomplete` holds no answer, or None; streamed or not,
+    the same rule.
+
+    `incomplete_details.reason` is `max_output_tokens` or `content_filter` (openai-python
+    `types/responses/response.py`, `IncompleteDetails.reason`): text cut by a filter is what the
+    filter left, a row error as a Chat choice's `finish_reason` `content_filter` is (see
+    chat_choice_failure); text cut at the token limit stays the answer, as `length` does.
+    """
+    if not isinstance(response, dict) or response.get("status") != "incomplete":
+        return None
+    details = response.get("incomplete_details")
+    if isinstance(details, dict) and details.get("reason") == "content_filter":
+        return RowFailure(
+            "agent", "reply withheld by a content filter (incomplete_details.reason content_filter)"
+        )
+    return None
+
+
 def error_message(payload: Any) -> str | None:
     """The human message of an error payload in any of the common shapes, else None."""
     if isinstance(payload, str):

@@ -16,6 +16,7 @@ from agentbatch.agent.replies import (
     chat_choice_failure,
     chat_content_text,
     error_message,
+    incomplete_failure,
     message_text,
     trace_id_of,
     truncate,
@@ -92,14 +93,19 @@ _ANSWER_KEYS = ("output", "choices", "messages", "predictions")
 
 
 def _failure_of(payload: dict[str, Any]) -> RowFailure | None:
+    status = payload.get("status")
     if (
-        payload.get("status") != "failed"
+        status != "failed"
+        and status != "incomplete"
         and not payload.get("error")
         and not payload.get("error_code")
     ):
         return None  # the common reply: nothing below applies
+    filtered = incomplete_failure(payload)
+    if filtered is not None:
+        return filtered
     has_answer = any(payload.get(k) for k in _ANSWER_KEYS)
-    if payload.get("status") == "failed" or (payload.get("error") and not has_answer):
+    if status == "failed" or (payload.get("error") and not has_answer):
         message = error_message(payload.get("error")) or error_message(payload) or "agent failed"
         return RowFailure("agent", f"agent error: {truncate(message)}")
     if payload.get("error_code") and not has_answer:

@@ -30,6 +30,7 @@ from agentbatch.agent.replies import (
     chat_choice_failure,
     chat_content_text,
     error_message,
+    incomplete_failure,
     message_text,
     trace_id_of,
     truncate,
@@ -38,6 +39,8 @@ from agentbatch.agent.replies import (
 from agentbatch.agent.responses import join_messages, loads, preview
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_BOM = "\ufeff"
+_BOM_BYTES = _BOM.encode()
 _DONE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.done"})
 
 
@@ -52,6 +55,11 @@ class _Event:
 def iter_events(body: bytes) -> Iterator[_Event]:
     """SSE events of a body: `data:` lines joined by newlines, dispatched on a blank line."""
     text = body.decode("utf-8", "replace")
+    if text.startswith(_BOM):
+        # An event stream is read with "UTF-8 decode", which drops a leading byte order mark
+        # (WHATWG HTML, server-sent events, "Parsing an event stream"); kept, it would make the
+        # first line's field name `\ufeffdata` and lose the first event.
+        text = text[1:]
     name: str | None = None
     data: list[str] = []
     for line in _LINE_BREAK.split(text):
@@ -142,6 +150,7 @@ def _apply(state: _State, name: str | None, ev: dict[str, Any]) -> None:
     elif kind in _DONE_EVENTS:
         state.finished = True
         response = ev.get("response")
+        state.failure = incomplete_failure(response)
         if isinstance(response, dict):
             _collect_metadata(state, response)
             if isinstance(response.get("output"), list):
@@ -245,14 +254,19 @@ class StreamEnd:
     marker split over two chunks is found: the last bytes of each chunk are kept. Costs one
     regex scan of each chunk (in C) and a copy of a few bytes, or of a small chunk."""
 
-    __slots__ = ("_pending", "_tail")
+    __slots__ = ("_pending", "_started", "_tail")
 
     def __init__(self) -> None:
         self._tail = b"\n"  # the stream starts at the start of a line
         # A terminal event began, its blank line has not come yet.
         self._pending = False
+        self._started = False
 
     def feed(self, chunk: bytes) -> bool:
+        if not self._started:
+            self._started = True
+            if chunk.startswith(_BOM_BYTES):  # dropped when parsed (see iter_events)
+                chunk = chunk[len(_BOM_BYTES) :]
         tail = self._tail
         if len(chunk) <= _JOINED_MAX:
             data = tail + chunk

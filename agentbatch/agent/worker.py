@@ -258,5 +258,5 @@ def _is_sse(raw: RawReply) -> bool:
         return True
     if "json" in content_type:
         return False
-    head = raw.body[:16].lstrip()
+    head = raw.body[:16].removeprefix(b"\xef\xbb\xbf").lstrip()  # a byte order mark: see sse.py
     return head.startswith((b"data:", b"event:", b":"))

@@ -1,0 +1,147 @@
+"""Replies real servers send that the fake agent does not, each run through `agentbatch.run` on
+the local engine against a server on 127.0.0.1, and checked in the output table.
+
+* An event stream that starts with a UTF-8 byte order mark (written by, e.g., .NET's
+  `StreamWriter` with `Encoding.UTF8`): the WHATWG decoding of an event stream drops it
+  ("UTF-8 decode", html.spec.whatwg.org, server-sent events, "Parsing an event stream"); read as
+  a character, it made the first line's field name `\\ufeffdata` and the first event was lost: the
+  row was stored with its answer missing its first part.
+* A Responses reply that ends `incomplete` because of a content filter
+  (`incomplete_details.reason` `content_filter`, openai-python `types/responses/response.py`,
+  `IncompleteDetails.reason`): its text is what was left after the filter cut it, as a Chat
+  choice's `finish_reason` `content_filter` is, and is a row error as that one is; it was stored
+  as the answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from aiohttp import web
+
+import agentbatch
+from agentbatch.agent.sse import StreamEnd
+from agentbatch.testing.background import BackgroundServer
+
+JOB = """\
+name: wire
+source:
+  table: main.s.questions
+  key: id
+  columns: [question]
+request: question
+agent:
+  endpoint: apps/wire-agent
+  stream: {stream}
+  max_retries: 1
+  fail_on_error: false
+output:
+  table: main.s.answers
+  mode: merge
+"""
+
+
+def message(text: str) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": "m1",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text}],
+    }
+
+
+def run(tmp_path: Path, reply: tuple[str, bytes], *, stream: bool) -> list[dict[str, Any]]:
+    """The output rows of a one-row job whose agent answers every POST with `reply`."""
+    content_type, body = reply
+    posts: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        posts.append(await request.text())
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    def app() -> web.Application:
+        application = web.Application()
+        application.router.add_post("/responses", answer)
+        return application
+
+    (tmp_path / "job.yml").write_text(JOB.format(stream=str(stream).lower()))
+    (tmp_path / "questions.csv").write_text("id,question\n1,hello\n")
+    out = tmp_path / "out.parquet"
+    with BackgroundServer(app) as server:
+        result = agentbatch.run(
+            tmp_path / "job.yml",
+            tables={"main.s.questions": tmp_path / "questions.csv", "main.s.answers": out},
+            endpoints={"apps/wire-agent": server.url},
+            state_dir=tmp_path / "state",
+            project_dir=tmp_path,
+            progress=False,
+        )
+    assert result.summary["sent"] == 1
+    assert len(posts) == 1  # nothing here is worth paying for twice
+    rows: list[dict[str, Any]] = pq.read_table(out).to_pylist()
+    assert len(rows) == 1
+    return rows
+
+
+def sse(*events: Any) -> tuple[str, bytes]:
+    frames = [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events]
+    return "text/event-stream", "".join(frames).encode()
+
+
+def test_a_stream_starting_with_a_byte_order_mark_keeps_its_first_event(tmp_path: Path) -> None:
+    content_type, body = sse(
+        {"type": "response.output_text.delta", "delta": "Hel"},
+        {"type": "response.output_text.delta", "delta": "lo"},
+        "[DONE]",
+    )
+    rows = run(tmp_path, (content_type, b"\xef\xbb\xbf" + body), stream=True)
+    # It was "lo": the first event read as a line of an unknown field.
+    assert rows[0]["response"] == "Hello" and rows[0]["error"] is None
+
+
+INCOMPLETE = {
+    "id": "resp_1",
+    "object": "response",
+    "status": "incomplete",
+    "incomplete_details": {"reason": "content_filter"},
+    "output": [message("The first half of an answer the filter cut")],
+}
+
+
+@pytest.fixture(params=[False, True], ids=["json", "stream"])
+def filtered(request: pytest.FixtureRequest) -> Iterator[tuple[bool, tuple[str, bytes]]]:
+    if request.param:
+        yield True, sse({"type": "response.incomplete", "response": INCOMPLETE}, "[DONE]")
+    else:
+        yield False, ("application/json", json.dumps(INCOMPLETE).encode())
+
+
+def test_a_responses_reply_cut_by_a_content_filter_is_a_row_error(
+    tmp_path: Path, filtered: tuple[bool, tuple[str, bytes]]
+) -> None:
+    stream, reply = filtered
+    rows = run(tmp_path, reply, stream=stream)
+    # It was stored as the answer: "The first half of an answer the filter cut".
+    assert rows[0]["response"] is None
+    assert rows[0]["error"].startswith("[permanent] reply withheld by a content filter")
+    assert rows[0]["attempts"] == 1
+
+
+def test_a_reply_cut_at_its_token_limit_is_still_the_answer(tmp_path: Path) -> None:
+    """`max_output_tokens` stays an answer, as a Chat choice's `finish_reason` `length` is."""
+    limited = {**INCOMPLETE, "incomplete_details": {"reason": "max_output_tokens"}}
+    rows = run(tmp_path, ("application/json", json.dumps(limited).encode()), stream=False)
+    assert rows[0]["response"] == "The first half of an answer the filter cut"
+
+
+def test_the_end_of_a_stream_starting_with_a_byte_order_mark_is_seen() -> None:
+    """The reader stops at the end event (the server may keep the connection open): with the
+    mark, the first event was not seen as one, and a stream that was one end event waited for
+    the deadline."""
+    end = StreamEnd()
+    assert end.feed(b'\xef\xbb\xbfdata: {"error": "boom"}\n\n')
