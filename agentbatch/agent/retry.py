@@ -13,9 +13,10 @@ re-sent only when the failure says nothing usable came back:
 
 A call is never re-sent for: other 4xx (the row's error records the server's message), a complete
 reply that does not parse or does not match the response format, a reply that came but cannot be
-read (a body its Content-Encoding does not decode, a header over the HTTP parser's limit), a
-redirect that is not followed (see transport.py), any other error the agent reported in its reply
-or stream, a reply over the size cap, or a request that cannot be built.
+read (a body its Content-Encoding does not decode, a header over the HTTP parser's limit, a status
+line, header or framing the parser refuses), a redirect that is not followed (see transport.py),
+any other error the agent reported in its reply or stream, a reply over the size cap, or a request
+that cannot be built.
 
 401 and 403 are special: auth headers are refreshed once (the SDK mints a new token) and the row
 re-sent, since Databricks answers a revoked or expired token with either ("Invalid access token."
@@ -73,9 +74,14 @@ def _is_aiohttp_connection_error(error: BaseException) -> bool:
 
 # aiohttp's errors (aiohttp/http_exceptions.py) for a reply that arrived but cannot be read: a
 # body its Content-Encoding does not decode (not gzip although it says gzip; `br` without
-# Brotli installed), a header or chunk line over the parser's limit. A body cut short is
+# Brotli installed), a header or chunk line over the parser's limit, a status line or header
+# the parser refuses (`HTTP/1.1 2OO`, a control character in a header name). A body cut short is
 # another error (ContentLengthError, TransferEncodingError) and stays a connection error.
-_UNREADABLE = frozenset({"ContentEncodingError", "LineTooLong"})
+_UNREADABLE = frozenset({"ContentEncodingError", "LineTooLong", "BadStatusLine", "InvalidHeader"})
+# The parser's other refusals of a reply's framing (both Content-Length and Transfer-Encoding,
+# two Content-Lengths, a chunk size that is not hex: aiohttp/_http_parser.pyx,
+# `parser_error_from_errno`): the class itself only, as a body cut short is a subclass of it.
+_UNREADABLE_EXACT = frozenset({"BadHttpMessage"})
 
 
 def is_unreadable_reply(error: BaseException) -> bool:
@@ -84,7 +90,9 @@ def is_unreadable_reply(error: BaseException) -> bool:
     seen = 0
     current: BaseException | None = error
     while current is not None and seen < 8:  # aiohttp wraps the parser's error once or twice
-        if any(cls.__name__ in _UNREADABLE for cls in type(current).__mro__):
+        if type(current).__name__ in _UNREADABLE_EXACT or any(
+            cls.__name__ in _UNREADABLE for cls in type(current).__mro__
+        ):
             return True
         current = current.__cause__ or current.__context__
         seen += 1

@@ -11,11 +11,19 @@ the local engine against a server on 127.0.0.1, and checked in the output table.
   `IncompleteDetails.reason`): its text is what was left after the filter cut it, as a Chat
   choice's `finish_reason` `content_filter` is, and is a row error as that one is; it was stored
   as the answer.
+* A reply whose status line, a header or its framing aiohttp's parser refuses (both
+  Content-Length and Transfer-Encoding, which llhttp refuses against request smuggling; two
+  Content-Lengths; a control character in a header name; a status that is not a number): a reply
+  that came and cannot be read, as one with a header over the parser's limit is, so a permanent
+  row error; it was a transient connection error, and the row was sent again `max_retries` times,
+  each time for the same unreadable reply.
 """
 
 from __future__ import annotations
 
 import json
+import socketserver
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,20 +77,25 @@ def run(tmp_path: Path, reply: tuple[str, bytes], *, stream: bool) -> list[dict[
         application.router.add_post("/responses", answer)
         return application
 
+    with BackgroundServer(app) as server:
+        rows = run_job(tmp_path, server.url, stream=stream)
+    assert len(posts) == 1  # nothing here is worth paying for twice
+    return rows
+
+
+def run_job(tmp_path: Path, url: str, *, stream: bool = False) -> list[dict[str, Any]]:
     (tmp_path / "job.yml").write_text(JOB.format(stream=str(stream).lower()))
     (tmp_path / "questions.csv").write_text("id,question\n1,hello\n")
     out = tmp_path / "out.parquet"
-    with BackgroundServer(app) as server:
-        result = agentbatch.run(
-            tmp_path / "job.yml",
-            tables={"main.s.questions": tmp_path / "questions.csv", "main.s.answers": out},
-            endpoints={"apps/wire-agent": server.url},
-            state_dir=tmp_path / "state",
-            project_dir=tmp_path,
-            progress=False,
-        )
+    result = agentbatch.run(
+        tmp_path / "job.yml",
+        tables={"main.s.questions": tmp_path / "questions.csv", "main.s.answers": out},
+        endpoints={"apps/wire-agent": url},
+        state_dir=tmp_path / "state",
+        project_dir=tmp_path,
+        progress=False,
+    )
     assert result.summary["sent"] == 1
-    assert len(posts) == 1  # nothing here is worth paying for twice
     rows: list[dict[str, Any]] = pq.read_table(out).to_pylist()
     assert len(rows) == 1
     return rows
@@ -145,3 +158,67 @@ def test_the_end_of_a_stream_starting_with_a_byte_order_mark_is_seen() -> None:
     the deadline."""
     end = StreamEnd()
     assert end.feed(b'\xef\xbb\xbfdata: {"error": "boom"}\n\n')
+
+
+ANSWER = json.dumps({"output": [message("fine")]}).encode()
+MALFORMED = {
+    "content-length-and-chunked": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+    % (len(ANSWER) + 12, len(ANSWER), ANSWER),
+    "two-content-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Length: 1\r\n\r\n%s"
+    % (len(ANSWER), ANSWER),
+    "control-character-in-a-header": b"HTTP/1.1 200 OK\r\nX-Trace\x01: 1\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER),
+    "status-not-a-number": b"HTTP/1.1 2OO OK\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(ANSWER), ANSWER),
+}
+
+
+class RawAgent(socketserver.ThreadingTCPServer):
+    """Answers every request with the same bytes, as they are; counts the POSTs."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.posts = 0
+        super().__init__(("127.0.0.1", 0), RawHandler)
+
+
+class RawHandler(socketserver.StreamRequestHandler):
+    server: RawAgent
+
+    def handle(self) -> None:
+        request_line = self.rfile.readline()
+        length = 0
+        while line := self.rfile.readline():
+            if line in (b"\r\n", b"\n"):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        else:
+            return
+        self.rfile.read(length)
+        # The run's probe (a bodiless GET) is no call.
+        self.server.posts += request_line.startswith(b"POST ")
+        self.wfile.write(self.server.reply)
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_a_reply_the_http_parser_refuses_is_a_permanent_row_error(
+    tmp_path: Path, name: str
+) -> None:
+    with RawAgent(MALFORMED[name]) as agent:
+        thread = threading.Thread(target=agent.serve_forever, daemon=True)
+        thread.start()
+        try:
+            rows = run_job(tmp_path, f"http://127.0.0.1:{agent.server_address[1]}")
+        finally:
+            agent.shutdown()
+    # It was `[transient] ClientResponseError: 400, ...`, and the row was sent twice (the job's
+    # max_retries: 1; 9 times with the default 8).
+    assert agent.posts == 1
+    assert rows[0]["error"].startswith("[permanent] the reply's headers could not be read: ")
+    assert rows[0]["attempts"] == 1
