@@ -3,7 +3,8 @@
 aiohttp is used because its per-request overhead is the lowest of the Python clients measured (a
 bare aiohttp loop reaches ~82% of ideal throughput at 64 concurrent requests; httpx and the openai
 client far less). Replies are read whole, under a size cap and the call's deadline, so a huge or
-endless reply becomes a row error instead of a hang or an out-of-memory.
+endless reply becomes a row error instead of a hang or an out-of-memory; a refusal (a status of 300
+or more) over the cap keeps its status, and the policy for it, without its message.
 
 Redirects are followed here, not by aiohttp (which follows up to 10 per call, each a POST the
 agent may run, and turns a POST into a GET on 301/302/303): only a 307 or 308 within the agent's
@@ -154,6 +155,12 @@ class AiohttpTransport:
                         if not is_unreadable_reply(e):
                             raise
                         data = self._unreadable(status, e)
+                    except TransportError as e:
+                        if e.kind != "too_large" or status < 300:
+                            raise
+                        # A refusal over the cap keeps its status without its message, as one
+                        # that does not decode does: the policy for that status still applies.
+                        data = b""
                     redirects = 0 if visited is None else len(visited) - 1
                     return RawReply(status, resp.headers, data, redirects)
         except TransportError as e:

@@ -222,3 +222,26 @@ def test_a_reply_the_http_parser_refuses_is_a_permanent_row_error(
     assert agent.posts == 1
     assert rows[0]["error"].startswith("[permanent] the reply's headers could not be read: ")
     assert rows[0]["attempts"] == 1
+
+
+def test_a_refusal_over_the_size_cap_keeps_the_policy_of_its_status(tmp_path: Path) -> None:
+    """A 503 whose page is over the reply cap (10 MiB) is still a 503: sent again after its
+    Retry-After, as a 503 whose body does not decode is; it was a permanent row error."""
+    posts: list[str] = []
+    page = b"<html>" + b"busy " * (11 * 1024 * 1024 // 5) + b"</html>"
+
+    async def answer(request: web.Request) -> web.Response:
+        posts.append(await request.text())
+        if len(posts) == 1:
+            return web.Response(status=503, body=page, headers={"Retry-After": "0"})
+        return web.json_response({"output": [message("fine")]})
+
+    def app() -> web.Application:
+        application = web.Application()
+        application.router.add_post("/responses", answer)
+        return application
+
+    with BackgroundServer(app) as server:
+        rows = run_job(tmp_path, server.url)
+    assert len(posts) == 2
+    assert rows[0]["response"] == "fine" and rows[0]["attempts"] == 2
