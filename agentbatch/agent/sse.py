@@ -130,7 +130,12 @@ def _apply(state: _State, name: str | None, ev: dict[str, Any]) -> None:
     kind = ev.get("type") if isinstance(ev.get("type"), str) else name
     _collect_metadata(state, ev)
     # The key is the signal, not its value: MLflow sends `{"error": ""}` for a message-less error.
-    if kind == "error" or (kind is None and ev.get("error") is not None):
+    # A Databricks error object (`{"error_code": ..., "message": ...}`) is one as well, as it is
+    # in a reply not streamed (responses.py, `_failure_of`).
+    if kind == "error" or (
+        kind is None
+        and (ev.get("error") is not None or (ev.get("error_code") and not ev.get("choices")))
+    ):
         state.failure = _stream_error(ev)
         return
     if kind == "response.failed":

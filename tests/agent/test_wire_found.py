@@ -84,6 +84,7 @@ def run(tmp_path: Path, reply: tuple[str, bytes], *, stream: bool) -> list[dict[
 
 
 def run_job(tmp_path: Path, url: str, *, stream: bool = False) -> list[dict[str, Any]]:
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "job.yml").write_text(JOB.format(stream=str(stream).lower()))
     (tmp_path / "questions.csv").write_text("id,question\n1,hello\n")
     out = tmp_path / "out.parquet"
@@ -245,3 +246,24 @@ def test_a_refusal_over_the_size_cap_keeps_the_policy_of_its_status(tmp_path: Pa
         rows = run_job(tmp_path, server.url)
     assert len(posts) == 2
     assert rows[0]["response"] == "fine" and rows[0]["attempts"] == 2
+
+
+def test_a_databricks_error_object_in_a_stream_fails_the_row_as_it_does_not_streamed(
+    tmp_path: Path,
+) -> None:
+    """`{"error_code": ..., "message": ...}` after some text: the reply not streamed is an agent
+    error; streamed, the event was skipped and the text before it stored as the answer."""
+    error = {"error_code": "INTERNAL_ERROR", "message": "the model crashed"}
+    rows = run(
+        tmp_path,
+        sse({"type": "response.output_text.delta", "delta": "The refund was"}, error, "[DONE]"),
+        stream=True,
+    )
+    assert rows[0]["response"] is None
+    assert (
+        rows[0]["error"] == "[permanent] agent error in stream: INTERNAL_ERROR: the model crashed"
+    )
+    not_streamed = run(
+        tmp_path / "json", ("application/json", json.dumps(error).encode()), stream=False
+    )
+    assert not_streamed[0]["error"] == "[permanent] agent error: INTERNAL_ERROR: the model crashed"
