@@ -223,7 +223,9 @@ class Limiter:
             # everything rather than being full, so all new requests wait as long as it asked.
             fresh = permit.generation == self._generation
             if outcome == "overload":
-                self._refusal_wait_s = retry_after_s or DEFAULT_REFUSAL_WAIT_S
+                # Capped: an endless wait (`Retry-After: 1e999`, a date in year 9999) would keep
+                # every later probe "too near the end of the run" (`_ending`) for good.
+                self._refusal_wait_s = min(retry_after_s or DEFAULT_REFUSAL_WAIT_S, MAX_PAUSE_S)
             if outcome == "overload" and retry_after_s and fresh and self._limit <= 1.0:
                 self._pause(min(retry_after_s, MAX_PAUSE_S))
             self._decrease(permit)

@@ -204,7 +204,8 @@ class Caller:
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     def _parse(self, raw: RawReply) -> AgentReply | RowFailure:
-        if self._call.stream and _is_sse(raw):
+        # An agent that streams a call not asked to stream has answered it all the same.
+        if _is_sse(raw) if self._call.stream else _declares_sse(raw):
             parsed = parse_sse(raw.body)
         else:
             parsed = parse_json_reply(raw.body)
@@ -252,11 +253,14 @@ def _without_secrets(reply: AgentReply) -> AgentReply:
     return dataclasses.replace(reply, text=text, trace_id=trace_id, custom_outputs=custom)
 
 
+def _declares_sse(raw: RawReply) -> bool:
+    return "text/event-stream" in raw.headers.get("content-type", "")
+
+
 def _is_sse(raw: RawReply) -> bool:
-    content_type = raw.headers.get("content-type", "")
-    if "text/event-stream" in content_type:
+    if _declares_sse(raw):
         return True
-    if "json" in content_type:
+    if "json" in raw.headers.get("content-type", ""):
         return False
     head = raw.body[:16].removeprefix(b"\xef\xbb\xbf").lstrip()  # a byte order mark: see sse.py
     return head.startswith((b"data:", b"event:", b":"))

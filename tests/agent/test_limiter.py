@@ -232,3 +232,25 @@ def test_neutral_and_ok_outcomes_never_shrink(outcome: str) -> None:
     assert permit is not None
     limiter.release(permit, outcome, latency_s=0.01)  # type: ignore[arg-type]
     assert limiter.limit >= INITIAL_LIMIT
+
+
+def test_an_endless_retry_after_does_not_stop_the_probes_for_good() -> None:
+    # A refusal asking for an endless wait (`Retry-After: 1e999`) is one refusal: once the agent
+    # admits more, a long run still finds it.
+    now = [0.0]
+    limiter = Limiter(clock=lambda: now[0])
+    limiter.remaining = lambda: 1_000_000
+    refused_at = 0
+    for step in range(3_000):  # 0.05 s a round trip: two and a half minutes
+        permits = []
+        while (permit := limiter.try_acquire()) is not None:
+            permits.append(permit)
+        now[0] += 0.05
+        for i, permit in enumerate(permits):
+            if step == 2 and i == len(permits) - 1:
+                refused_at = len(permits)
+                limiter.release(permit, "overload", retry_after_s=float("inf"))
+            else:
+                limiter.release(permit, "ok", latency_s=0.05)
+    assert refused_at > 0
+    assert limiter.limit > refused_at

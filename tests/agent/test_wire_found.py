@@ -118,6 +118,18 @@ def test_a_stream_starting_with_a_byte_order_mark_keeps_its_first_event(tmp_path
     assert rows[0]["response"] == "Hello" and rows[0]["error"] is None
 
 
+def test_a_stream_sent_to_a_call_not_asked_to_stream_is_its_answer(tmp_path: Path) -> None:
+    # An agent that always streams (it ignores `stream: false`) has answered the call: the row
+    # was stored as `reply is not JSON`, its answer paid for and lost.
+    content_type, body = sse(
+        {"type": "response.output_text.delta", "delta": "Hel"},
+        {"type": "response.output_text.delta", "delta": "lo"},
+        "[DONE]",
+    )
+    rows = run(tmp_path, (f"{content_type}; charset=utf-8", body), stream=False)
+    assert rows[0]["response"] == "Hello" and rows[0]["error"] is None
+
+
 INCOMPLETE = {
     "id": "resp_1",
     "object": "response",
