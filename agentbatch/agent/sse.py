@@ -52,6 +52,16 @@ class _Event:
     complete: bool
 
 
+def _valid_utf8(body: bytes) -> bool:
+    """UTF-8 but for a character cut at the very end (a stream read up to its end event may
+    stop there: parse_sse reads nothing after that event)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.reason == "unexpected end of data"
+    return True
+
+
 def iter_events(body: bytes) -> Iterator[_Event]:
     """SSE events of a body: `data:` lines joined by newlines, dispatched on a blank line."""
     text = body.decode("utf-8", "replace")
@@ -101,6 +111,9 @@ class _State:
 
 
 def parse_sse(body: bytes) -> AgentReply | RowFailure:
+    if not _valid_utf8(body):
+        # WHATWG decodes a stream's bad bytes as U+FFFD: stored, the answer would be misquoted.
+        return RowFailure("parse", f"stream is not UTF-8 text: {preview(body)}")
     state = _State()
     for event in iter_events(body):
         if event.data.strip() == "[DONE]":

@@ -5,6 +5,7 @@ the whole run."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import dataclasses
 import json
@@ -204,11 +205,12 @@ class Caller:
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     def _parse(self, raw: RawReply) -> AgentReply | RowFailure:
+        body = _as_utf8(raw)
         # An agent that streams a call not asked to stream has answered it all the same.
         if _is_sse(raw) if self._call.stream else _declares_sse(raw):
-            parsed = parse_sse(raw.body)
+            parsed = parse_sse(body)
         else:
-            parsed = parse_json_reply(raw.body)
+            parsed = parse_json_reply(body)
         if isinstance(parsed, AgentReply) and (
             self._endpoint.auth is not None or answers_have_secrets()
         ):
@@ -251,6 +253,28 @@ def _without_secrets(reply: AgentReply) -> AgentReply:
     if text is reply.text and trace_id is reply.trace_id and custom is reply.custom_outputs:
         return reply
     return dataclasses.replace(reply, text=text, trace_id=trace_id, custom_outputs=custom)
+
+
+def _as_utf8(raw: RawReply) -> bytes:
+    """The body in UTF-8: JSON and event streams are UTF-8 (RFC 8259 section 8.1; WHATWG), but a
+    server that says it sent another charset (`charset=iso-8859-1`) is read in that one, so its
+    accented letters are neither refused nor replaced. An unknown or undecodable charset leaves
+    the bytes to the UTF-8 rules."""
+    content_type = raw.headers.get("content-type", "")
+    lowered = content_type.lower()
+    if "charset" not in lowered or "utf-8" in lowered:  # the common replies: nothing to parse
+        return raw.body
+    import email.message
+
+    message = email.message.Message()
+    message["content-type"] = content_type
+    charset = message.get_content_charset()
+    try:
+        if charset is None or codecs.lookup(charset).name in ("utf-8", "utf-8-sig"):
+            return raw.body
+        return raw.body.decode(charset).encode()
+    except (LookupError, UnicodeDecodeError):
+        return raw.body
 
 
 def _declares_sse(raw: RawReply) -> bool:

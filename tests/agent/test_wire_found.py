@@ -103,7 +103,10 @@ def run_job(tmp_path: Path, url: str, *, stream: bool = False) -> list[dict[str,
 
 
 def sse(*events: Any) -> tuple[str, bytes]:
-    frames = [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events]
+    frames = [
+        f"data: {e if isinstance(e, str) else json.dumps(e, ensure_ascii=False)}\n\n"
+        for e in events
+    ]
     return "text/event-stream", "".join(frames).encode()
 
 
@@ -128,6 +131,32 @@ def test_a_stream_sent_to_a_call_not_asked_to_stream_is_its_answer(tmp_path: Pat
     )
     rows = run(tmp_path, (f"{content_type}; charset=utf-8", body), stream=False)
     assert rows[0]["response"] == "Hello" and rows[0]["error"] is None
+
+
+LATIN_1_ANSWER = "Café crème, señor"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_reply_in_the_charset_it_declares_is_read_in_it(tmp_path: Path, stream: bool) -> None:
+    # JSON and event streams are UTF-8, but a server that says `charset=iso-8859-1` and sends
+    # it was stored as `reply is not JSON` (paid for, lost) or with its letters replaced.
+    if stream:
+        _, body = sse({"type": "response.output_text.delta", "delta": LATIN_1_ANSWER}, "[DONE]")
+        content_type = "text/event-stream; charset=ISO-8859-1"
+    else:
+        body = json.dumps({"output": [message(LATIN_1_ANSWER)]}, ensure_ascii=False).encode()
+        content_type = "application/json; charset=iso-8859-1"
+    latin_1 = body.decode().encode("iso-8859-1")
+    rows = run(tmp_path, (content_type, latin_1), stream=stream)
+    assert rows[0]["response"] == LATIN_1_ANSWER and rows[0]["error"] is None
+
+
+def test_a_stream_that_is_not_utf8_is_a_row_error_not_a_misquoted_answer(tmp_path: Path) -> None:
+    _, body = sse({"type": "response.output_text.delta", "delta": LATIN_1_ANSWER}, "[DONE]")
+    rows = run(tmp_path, ("text/event-stream", body.decode().encode("iso-8859-1")), stream=True)
+    # It was stored as the answer "Caf\ufffd cr\ufffdme, se\ufffdor".
+    assert rows[0]["response"] is None
+    assert "[permanent] stream is not UTF-8 text" in rows[0]["error"]
 
 
 INCOMPLETE = {
