@@ -60,9 +60,11 @@ def test_cli_parser_accepts_the_task_parameters(key: str, target: str) -> None:
     # The bundle's run settings reach the target through the entry point.
     assert settings["apps_secret_scope"] == "agentbatch"
     assert settings["rest_fallback_on"] == "auto"
-    assert settings["checkpoint_dir"] == "/Volumes/main/support/agentbatch/checkpoints"
+    # Development copies have a volume per user (dev mode does not prefix volume names).
+    volume = "agentbatch_someone" if target == "dev" else "agentbatch"
+    assert settings["checkpoint_dir"] == f"/Volumes/main/support/{volume}/checkpoints"
     if key in EVAL_JOBS:
-        assert args.report == Path(f"/Volumes/main/support/agentbatch/reports/{key}")
+        assert args.report == Path(f"/Volumes/main/support/{volume}/reports/{key}")
 
 
 def test_job_parameters_reach_the_job_variables() -> None:
