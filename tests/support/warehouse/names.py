@@ -6,6 +6,7 @@ alone), then its catalog and schema are mapped to what the engine calls them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 
 from sqlglot import exp
@@ -14,6 +15,52 @@ from .context import Namespace
 
 # (catalog, schema) -> (engine catalog or None to drop it, engine schema)
 NameMapper = Callable[[str, str], tuple[str | None, str]]
+
+# Unity Catalog's limits on every object name (catalog, schema, table, view): "Object names cannot
+# exceed 255 characters", and no period, space, forward slash, ASCII control character (00-1F) or
+# DELETE (7F), even within backticks (docs.databricks.com sql/language-manual/sql-ref-names;
+# data-governance/unity-catalog/requirements). DuckDB and Spark take any of them. The too-long
+# message is a managed table's CREATE as a warehouse words it (databricks/dbt-databricks#1309,
+# #1391: "RPC CreateStagingTable Field managedcatalog.StagingTableInfo.name: name ... too long.
+# Maximum length is 255 characters."); the other's class and wording: ASSUMPTION.
+UC_NAME_LIMIT = 255
+_UC_FORBIDDEN = re.compile(r"[. /\x00-\x1f\x7f]")
+
+
+def _created(tree: exp.Expression) -> exp.Table | None:
+    """The table, view or schema a statement creates or renames a table to (not a temporary view,
+    which lives in the session, not in Unity Catalog)."""
+    if isinstance(tree, exp.Create):
+        kind = str(tree.args.get("kind") or "").upper()
+        if kind not in ("TABLE", "VIEW", "SCHEMA", "DATABASE") or _created_temporary(tree):
+            return None
+        target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+        return target if isinstance(target, exp.Table) else None
+    if isinstance(tree, exp.Alter):
+        for action in tree.args.get("actions") or []:
+            if isinstance(action, exp.AlterRename) and isinstance(action.this, exp.Table):
+                return action.this
+    return None
+
+
+def check_unity_catalog_names(tree: exp.Expression) -> None:
+    """Refuse, as Unity Catalog does, a statement creating an object whose name breaks its rules."""
+    target = _created(tree)
+    if target is None:
+        return
+    for part in target.parts:
+        name = part.name
+        if len(name) > UC_NAME_LIMIT:
+            raise ValueError(
+                "Invalid input: RPC CreateStagingTable Field managedcatalog.StagingTableInfo.name: "
+                f'name "{name}" too long. Maximum length is {UC_NAME_LIMIT} characters.'
+            )
+        if _UC_FORBIDDEN.search(name):
+            raise ValueError(
+                f"[INVALID_SCHEMA_OR_RELATION_NAME] `{name}` is not a valid name for tables/schemas"
+                ": a Unity Catalog name has no period, space, forward slash or control character. "
+                "SQLSTATE: 42602"
+            )
 
 
 def _schema_ddl_target(tree: exp.Expression) -> exp.Table | None:

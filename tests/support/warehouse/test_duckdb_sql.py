@@ -240,3 +240,40 @@ def test_from_json_with_string_keys_then_a_cast_gives_other_keys(connect: Connec
     assert table.schema.field("m").type == pa.map_(pa.int32(), pa.string())
     got = [(r["id"], r["m"], r["n"]) for r in table.to_pylist()]
     assert got == [(1, [(1, "a"), (20, "b")], [[(3, 1.5)]]), (2, None, None), (3, [], None)]
+
+
+@pytest.mark.parametrize(
+    ("name", "refusal"),
+    [
+        ("x" * 256, r"too long\. Maximum length is 255 characters"),
+        ("a b", r"\[INVALID_SCHEMA_OR_RELATION_NAME\]"),
+        ("a/b", r"\[INVALID_SCHEMA_OR_RELATION_NAME\]"),
+        ("a.b", r"\[INVALID_SCHEMA_OR_RELATION_NAME\]"),
+        ("a\tb", r"\[INVALID_SCHEMA_OR_RELATION_NAME\]"),
+    ],
+    ids=["256 characters", "space", "slash", "period", "tab"],
+)
+def test_names_unity_catalog_refuses_are_refused(connect: Connect, name: str, refusal: str) -> None:
+    """A Unity Catalog object name has at most 255 characters and no period, space, `/` or control
+    character, backticks or not (docs: sql-ref-names); DuckDB takes them all."""
+    quoted = "`" + name + "`"
+    with connect() as conn, conn.cursor() as cur:
+        for statement in (
+            f"CREATE TABLE main.default.{quoted} (x INT)",
+            f"CREATE OR REPLACE TABLE main.default.{quoted} AS SELECT 1 AS x",
+            f"CREATE TABLE IF NOT EXISTS main.default.{quoted} AS SELECT 1 AS x",
+            f"CREATE SCHEMA main.{quoted}",
+            f"CREATE VIEW main.default.{quoted} AS SELECT 1 AS x",
+        ):
+            with pytest.raises(ServerOperationError, match=refusal):
+                cur.execute(statement)
+        cur.execute("CREATE TABLE main.default.t (x INT)")
+        with pytest.raises(ServerOperationError, match=refusal):
+            cur.execute(f"ALTER TABLE main.default.t RENAME TO main.default.{quoted}")
+        # 255 characters, a hyphen (quoted), and a temporary view (not a Unity Catalog object)
+        for statement in (
+            f"CREATE TABLE main.default.`{'y' * 255}` (x INT)",
+            "CREATE TABLE main.default.`with-hyphen` (x INT)",
+            f"CREATE TEMPORARY VIEW {quoted} AS SELECT 1 AS x",
+        ):
+            cur.execute(statement)
