@@ -22,6 +22,7 @@ and run_id (from the runner).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import re
@@ -71,6 +72,12 @@ _STAGED_SUFFIX = "__agentbatch_staged"
 # A staging table named for a run older than this is a killed run's leftover (a write phase
 # takes minutes to hours).
 _STAGING_KEPT_S = 24 * 3600.0
+# Unity Catalog refuses an object name over 255 characters (docs: sql-ref-names); a target's name
+# may have that many, so a staging table named after it is shortened to fit, with a hash of the
+# name and of the run id it drops (`_staging_name`). Room is kept for a run id of the runner's
+# form, `YYYYmmddTHHMMSS_<8 hex>`.
+_UC_NAME_LIMIT = 255
+_RUN_ID_CHARS = 24
 
 
 def _quoted_table(parts: tuple[str, ...]) -> str:
@@ -80,6 +87,34 @@ def _quoted_table(parts: tuple[str, ...]) -> str:
         catalog=exp.to_identifier(parts[-3], quoted=True) if len(parts) > 2 else None,
     )
     return node.sql(dialect=quoting.DIALECT)
+
+
+def _fit(text: str, room: int) -> str:
+    """`text`, or when it is longer than `room` characters, its start and a hash of it (of its
+    lower case: Unity Catalog names are stored in lower case) in `room` characters."""
+    if len(text) <= room:
+        return text
+    digest = hashlib.sha256(text.lower().encode("utf-8")).hexdigest()[:8]
+    return f"{text[: room - 9]}_{digest}"
+
+
+def _staging_prefixes(name: str) -> tuple[str, str]:
+    """The two forms a staging table of the target table `name` is named with, before the run
+    id: `<name>__agentbatch_staged_`, and the one with `name` shortened so that the prefix and a
+    run id fit in a Unity Catalog name."""
+    plain = f"{name}{_STAGED_SUFFIX}_"
+    room = _UC_NAME_LIMIT - len(plain) + len(name) - _RUN_ID_CHARS
+    return plain, f"{_fit(name, room)}{_STAGED_SUFFIX}_"
+
+
+def _staging_name(name: str, run: str) -> str:
+    """The staging table of the target table `name` for `run`: `<name>__agentbatch_staged_<run>`
+    when that fits in a Unity Catalog name (at most 255 characters), else with the name (and a
+    run id longer than the runner's) shortened and hashed."""
+    plain, short = _staging_prefixes(name)
+    if len(plain) + len(run) <= _UC_NAME_LIMIT:
+        return plain + run
+    return short + _fit(run, _UC_NAME_LIMIT - len(short))
 
 
 def _run_started(run: str) -> float | None:
@@ -116,7 +151,7 @@ class DatabricksSQLEngine:
         per run: two runs at once must not merge each other's answers."""
         parts = table_parts(table)
         run = re.sub(r"[^A-Za-z0-9_]", "_", run_id)
-        return _quoted_table((*parts[:-1], f"{parts[-1]}{_STAGED_SUFFIX}_{run}"))
+        return _quoted_table((*parts[:-1], _staging_name(parts[-1], run)))
 
     def __init__(
         self,
@@ -253,7 +288,7 @@ class DatabricksSQLEngine:
         parts = table_parts(table)
         catalog = parts[-3] if len(parts) > 2 else self.catalog
         schema = parts[-2] if len(parts) > 1 else self.schema
-        prefix = f"{parts[-1]}{_STAGED_SUFFIX}_".lower()
+        prefixes = [prefix.lower() for prefix in _staging_prefixes(parts[-1])]
         try:
             with self._cursor() as cursor:
                 self._guard(lambda: cursor.tables(catalog_name=catalog, schema_name=schema))
@@ -262,7 +297,8 @@ class DatabricksSQLEngine:
             log.warning("could not list staging tables beside %s: %s", table, err)
             return
         for name in names:
-            started = _run_started(name[len(prefix) :]) if name.lower().startswith(prefix) else None
+            prefix = next((p for p in prefixes if name.lower().startswith(p)), None)
+            started = _run_started(name[len(prefix) :]) if prefix is not None else None
             if started is None or time.time() - started < _STAGING_KEPT_S:
                 continue
             with contextlib.suppress(EngineError):

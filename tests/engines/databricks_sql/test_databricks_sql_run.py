@@ -839,3 +839,34 @@ def test_a_push_down_summary_counts_this_runs_failures(
     assert summary["table_errors"] == failed
     again = run_job(job, retry_errors=True).summary  # only the failures, failing again
     assert (again["rows"], again["errors"], again["ok"]) == (failed, failed, 0)
+
+
+def test_the_rest_fallback_writes_a_target_whose_name_is_near_the_unity_catalog_limit(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path
+) -> None:
+    """Unity Catalog names have at most 255 characters (the loopback refuses a longer one, as
+    Databricks does). A target named with 250 is valid, so the staging table named after it and
+    the run must fit too; a killed run's leftover of that form is still dropped a day later."""
+    import databricks.sql
+
+    name = "t" * 250
+    job = tmp_path / "long_name.yml"
+    job.write_text(
+        TRIAGE.read_text().replace(
+            "table: \"{{ var('catalog') }}.support.ticket_triage\"",
+            f"table: \"{{{{ var('catalog') }}}}.support.{name}\"",
+        )
+    )
+    assert name in job.read_text()
+    endpoints = {"apps/triage-agent": agent.url}
+    first = run_job(job, endpoints=endpoints, limit=5)
+    assert first.summary["rows_written"] == 5
+    leftover = DatabricksSQLEngine.staging_relation(
+        f"main.support.{name}", "20200101T000000_0badf00d"
+    )
+    with databricks.sql.connect(**warehouse.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE {leftover} (ticket_id BIGINT)")
+    again = run_job(job, endpoints=endpoints, limit=2)
+    assert again.summary["table_rows"] == 7
+    assert agent.stats().requests_total == 7
+    assert [n for n in _tables(warehouse) if "__agentbatch_staged" in n] == []
