@@ -33,6 +33,9 @@ REFUSED = [
         "UPDATE main.default.t SET id = s.id + 10 FROM (SELECT 1 AS id) AS s WHERE s.id = t.id",
         id="update-from",
     ),
+    # One statement per execute: a second one is `extra input` (the warehouse's answer in
+    # databricks/databricks-sql-go#273 and databricks/dbt-databricks#642); a final `;` is fine.
+    pytest.param("SELECT id FROM main.default.t; SELECT 2 AS b", id="two-statements"),
 ]
 
 
@@ -61,6 +64,14 @@ def test_sql_databricks_refuses_fails_with_a_parse_syntax_error(
         cur.execute("SELECT id FROM main.default.t ORDER BY id")
         assert [r[0] for r in cur.fetchall()] == [1, 2, 3]  # nothing ran
     assert warehouse.statements[-2] == sql
+
+
+def test_one_statement_may_end_with_a_semicolon(connect: Connect) -> None:
+    """Spark's grammar: `singleStatement: statement SEMICOLON* EOF` (SqlBaseParser.g4); only a
+    second statement is refused (`two-statements` above)."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 AS one;")
+        assert cur.fetchall()[0][0] == 1
 
 
 def test_parameter_markers_are_parsed_before_they_are_bound(connect: Connect) -> None:
