@@ -44,7 +44,12 @@ from .ai_query import (
     find_calls,
 )
 from .context import Namespace, StatementContext, current_statement
-from .names import check_unity_catalog_names, qualify_and_map, temporary_view_name
+from .names import (
+    check_delta_column_names,
+    check_unity_catalog_names,
+    qualify_and_map,
+    temporary_view_name,
+)
 from .spark_parser import check_statement
 from .staging import volume_file
 
@@ -266,6 +271,7 @@ class DuckDBExecutor:
         tree = trees[0]
         assert isinstance(tree, exp.Expression)
         check_unity_catalog_names(tree)
+        check_delta_column_names(tree)
         self._read_volumes(tree, session.connection)
         tree = qualify_and_map(
             tree,

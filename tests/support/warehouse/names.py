@@ -140,3 +140,57 @@ def qualify_and_map(
         table.set("db", exp.to_identifier(new_schema))
         table.set("catalog", exp.to_identifier(new_catalog) if new_catalog else None)
     return tree
+
+
+# Delta, without column mapping, refuses a column name (a nested field's too) with any of
+# ` ,;{}()\n\t=`: delta-io/delta SchemaUtils.checkFieldNames ("Parquet doesn't accept the
+# characters ' ,;{}()\n\t='"), error class DELTA_INVALID_CHARACTERS_IN_COLUMN_NAMES (its first
+# sentence as public reports quote it; the rest: ASSUMPTION); docs.databricks.com
+# delta/column-mapping ("allows characters not supported by Parquet in column names, such as
+# spaces"). DuckDB and Spark's Parquet tables take them. Checked where a statement names the new
+# table's columns: its column list, or the outermost SELECT's named columns (and the fields of a
+# STRUCT it casts to) of a CREATE TABLE ... AS.
+DELTA_INVALID_COLUMN_CHARACTERS = " ,;{}()\n\t="
+_COLUMN_MAPPING = "delta.columnmapping.mode"
+
+
+def _column_mapping(tree: exp.Create) -> bool:
+    props = tree.args.get("properties")
+    for prop in props.expressions if props is not None else []:
+        if isinstance(prop, exp.Property) and prop.name.lower() == _COLUMN_MAPPING:
+            value = prop.args.get("value")
+            return value is not None and value.name.lower() in ("name", "id")
+    return False
+
+
+def _new_column_names(tree: exp.Create) -> list[str]:
+    names: list[str] = []
+    if isinstance(tree.this, exp.Schema):
+        names += [d.name for d in tree.this.find_all(exp.ColumnDef)]
+    query = tree.expression
+    while isinstance(query, exp.SetOperation):
+        query = query.this
+    if isinstance(query, exp.Select):
+        for projection in query.selects:
+            if isinstance(projection, (exp.Alias, exp.Column)):
+                names.append(projection.alias_or_name)
+            value = projection.this if isinstance(projection, exp.Alias) else projection
+            if isinstance(value, exp.Cast):
+                names += [d.name for d in value.to.find_all(exp.ColumnDef)]
+    return names
+
+
+def check_delta_column_names(tree: exp.Expression) -> None:
+    """Refuse, as Delta does, a new table whose column names Parquet cannot hold."""
+    if not isinstance(tree, exp.Create) or str(tree.args.get("kind") or "").upper() != "TABLE":
+        return
+    if _column_mapping(tree):
+        return
+    bad = [n for n in _new_column_names(tree) if set(n) & set(DELTA_INVALID_COLUMN_CHARACTERS)]
+    if bad:
+        raise ValueError(
+            "[DELTA_INVALID_CHARACTERS_IN_COLUMN_NAMES] Found invalid character(s) among "
+            "' ,;{}()\\n\\t=' in the column names of your schema. Invalid column names: "
+            f"{', '.join(bad)}. Please use other characters and try again. Alternatively, "
+            "enable Column Mapping to keep using these characters. SQLSTATE: 42K05"
+        )

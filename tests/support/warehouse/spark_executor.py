@@ -27,7 +27,12 @@ from . import ai_query as ai_query_module
 from .ai_query import AiQueryCall, AiQueryFunction, check_custom_model_call, find_calls
 from .arrow_wire import with_sql_names
 from .context import Namespace, current_statement
-from .names import check_unity_catalog_names, qualify_and_map, temporary_view_name
+from .names import (
+    check_delta_column_names,
+    check_unity_catalog_names,
+    qualify_and_map,
+    temporary_view_name,
+)
 from .spark_metadata import spark_tables
 
 if TYPE_CHECKING:
@@ -196,6 +201,7 @@ class SparkExecutor:
         tree = trees[0]
         assert isinstance(tree, exp.Expression)
         check_unity_catalog_names(tree)
+        check_delta_column_names(tree)
         _delta_to_parquet(tree)
         with self._lock:
             views = set(self._temporary_views)

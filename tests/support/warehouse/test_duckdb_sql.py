@@ -277,3 +277,29 @@ def test_names_unity_catalog_refuses_are_refused(connect: Connect, name: str, re
             f"CREATE TEMPORARY VIEW {quoted} AS SELECT 1 AS x",
         ):
             cur.execute(statement)
+
+
+@pytest.mark.parametrize("char", list(" ,;{}()\n\t="), ids=repr)
+def test_column_names_delta_refuses_without_column_mapping_are_refused(
+    connect: Connect, char: str
+) -> None:
+    """Delta without column mapping refuses a column or nested field name with any of
+    ` ,;{}()\\n\\t=` (DELTA_INVALID_CHARACTERS_IN_COLUMN_NAMES); with column mapping it takes
+    them. DuckDB takes them all."""
+    bad = f"`a{char}b`"
+    refusal = r"\[DELTA_INVALID_CHARACTERS_IN_COLUMN_NAMES\]"
+    with connect() as conn, conn.cursor() as cur:
+        for statement in (
+            f"CREATE TABLE main.default.t ({bad} INT)",
+            f"CREATE TABLE main.default.t (s STRUCT<{bad}: INT>) USING DELTA",
+            f"CREATE OR REPLACE TABLE main.default.t AS SELECT 1 AS {bad}",
+            f"CREATE TABLE IF NOT EXISTS main.default.t AS SELECT 1 AS {bad} UNION ALL SELECT 2",
+            f"CREATE TABLE main.default.t AS SELECT CAST(NULL AS STRUCT<{bad}: INT>) AS s",
+        ):
+            with pytest.raises(ServerOperationError, match=refusal):
+                cur.execute(statement)
+        cur.execute(
+            f"CREATE TABLE main.default.mapped ({bad} INT) USING DELTA "
+            "TBLPROPERTIES ('delta.columnMapping.mode' = 'name')"
+        )
+        cur.execute("CREATE TABLE main.default.plain (`a-b` INT, `a.b` INT, `é` INT)")
