@@ -64,6 +64,11 @@ INVALID_JSON_MAP_KEY_CLASS = "DATATYPE_MISMATCH.INVALID_JSON_MAP_KEY_TYPE"
 # raise_error and assert_true fail the statement with this class and SQLSTATE (see _user_errors).
 USER_RAISED_CLASS = "USER_RAISED_EXCEPTION"
 USER_RAISED_SQLSTATE = "P0001"
+# ANSI mode (SQL warehouses): `/`, `%`, `div` by 0 fail the statement (see _ansi_division).
+DIVIDE_BY_ZERO_MESSAGE = (
+    "[DIVIDE_BY_ZERO] Division by zero. Use `try_divide` to tolerate divisor being 0 and return "
+    "NULL instead. SQLSTATE: 22012"
+)
 # The service's own statements around a rehearsed write (service._rolled_back), not a client's.
 _REHEARSAL = frozenset({"BEGIN", "ROLLBACK"})
 
@@ -285,6 +290,7 @@ class DuckDBExecutor:
         _from_json_casts(tree)
         _json_functions(tree)
         _user_errors(tree)
+        _ansi_division(tree)
         _unordered_limits(tree)
         return tree
 
@@ -610,6 +616,28 @@ def _user_errors(tree: exp.Expression) -> None:
         )
 
 
+def _ansi_division(tree: exp.Expression) -> None:
+    """Databricks SQL runs in ANSI mode: `a / b`, `a % b` (`mod`) and `a div b` with `b` = 0 fail
+    the statement with DIVIDE_BY_ZERO, SQLSTATE 22012 ("If the divisor is 0, the operator returns
+    a DIVIDE_BY_ZERO error. Use try_divide to return NULL": docs.databricks.com
+    sql/language-manual/functions/slashsign, .../percentsign, .../div); DuckDB gives NULL or
+    infinity. `try_divide` (sqlglot's SafeDivide) stays NULL. A divisor holding a function call
+    is left as it is (it would be evaluated twice, and may call an agent)."""
+    for node in list(tree.find_all(exp.Div, exp.Mod, exp.IntDiv)):
+        if isinstance(node, exp.Div) and node.args.get("safe"):
+            continue
+        divisor = node.expression
+        if divisor is None or divisor.find(exp.Anonymous, exp.Subquery) is not None:
+            continue
+        zero = exp.EQ(this=divisor.copy(), expression=exp.Literal.number(0))
+        raise_it = exp.Anonymous(
+            this="error", expressions=[exp.Literal.string(DIVIDE_BY_ZERO_MESSAGE)]
+        )
+        node.replace(
+            exp.Case(ifs=[exp.If(this=zero, true=raise_it)], default=exp.paren(node.copy()))
+        )
+
+
 def _user_error(message: exp.Expression) -> exp.Expression:
     """DuckDB's `error(...)` with the message Databricks gives a user-raised error."""
     template = sqlglot.parse_one(
@@ -628,6 +656,8 @@ def _error_message(message: str) -> str:
     start = message.find(f"[{USER_RAISED_CLASS}] ")
     if start >= 0:
         return message[start:]
+    if DIVIDE_BY_ZERO_MESSAGE in message:
+        return DIVIDE_BY_ZERO_MESSAGE
     return _databricks_names(message)
 
 

@@ -303,3 +303,25 @@ def test_column_names_delta_refuses_without_column_mapping_are_refused(
             "TBLPROPERTIES ('delta.columnMapping.mode' = 'name')"
         )
         cur.execute("CREATE TABLE main.default.plain (`a-b` INT, `a.b` INT, `é` INT)")
+
+
+def test_division_by_zero_fails_the_statement_as_in_ansi_mode(connect: Connect) -> None:
+    """Databricks SQL runs in ANSI mode: `/`, `%` and `div` by 0 fail with DIVIDE_BY_ZERO
+    (SQLSTATE 22012); `try_divide` gives NULL, and a CASE branch not taken divides nothing.
+    DuckDB gives NULL or infinity."""
+    rows = "FROM VALUES (6, 3), (1, 0) AS v(x, y)"
+    with connect() as conn, conn.cursor() as cur:
+        for statement in (
+            f"SELECT x / y AS q {rows}",
+            f"SELECT x % y AS q {rows}",
+            f"SELECT x div y AS q {rows}",
+            "SELECT 1.5 / 0.0 AS q",
+        ):
+            with pytest.raises(ServerOperationError, match=r"\[DIVIDE_BY_ZERO\]") as refused:
+                cur.execute(statement)
+            assert "SQLSTATE: 22012" in str(refused.value)
+        cur.execute(
+            f"SELECT try_divide(x, y) AS t, CASE WHEN y <> 0 THEN x / y END AS q, "
+            f"CASE WHEN y <> 0 THEN x % y END AS m {rows} ORDER BY x"
+        )
+        assert [tuple(r) for r in cur.fetchall()] == [(None, None, None), (2.0, 2.0, 0)]
