@@ -557,7 +557,7 @@ def _json_functions(tree: exp.Expression) -> None:
     """Databricks' JSON readers return NULL for text that is not JSON (`get_json_object`), or not
     a JSON object (`json_object_keys`); DuckDB's raise, so guard them. They read JSON as Jackson
     does with single quotes and raw control characters allowed (`_spark_json`). `arrays_overlap`
-    is DuckDB's `list_has_any`."""
+    is DuckDB's `list_has_any` with Databricks' NULL rule (`_arrays_overlap`)."""
     for node in list(tree.find_all(exp.JSONExtractScalar, exp.JSONKeys)):
         node.set("this", exp.Anonymous(this=_SPARK_JSON, expressions=[node.this.copy()]))
     for node in list(tree.find_all(exp.JSONExtractScalar)):
@@ -574,7 +574,36 @@ def _json_functions(tree: exp.Expression) -> None:
         node.replace(exp.Case(ifs=[exp.If(this=valid, true=inner)]))
     for fn in list(tree.find_all(exp.Anonymous)):
         if str(fn.this).lower() == "arrays_overlap":
-            fn.set("this", "list_has_any")
+            fn.replace(_arrays_overlap(fn))
+
+
+# Databricks' arrays_overlap: "If the arrays have no common element and they are both non-empty
+# and either of them contains a null element null is returned, false otherwise"
+# (docs.databricks.com sql/language-manual/functions/arrays_overlap); DuckDB's list_has_any gives
+# false there.
+_ARRAYS_OVERLAP = (
+    "CASE WHEN list_has_any(__a, __b) THEN true "
+    "WHEN len(__a) > 0 AND len(__b) > 0 AND (list_count(__a) < len(__a) "
+    "OR list_count(__b) < len(__b)) THEN NULL "
+    "WHEN __a IS NOT NULL AND __b IS NOT NULL THEN false END"
+)
+
+
+def _arrays_overlap(fn: exp.Anonymous) -> exp.Expression:
+    """`arrays_overlap(a, b)` with Databricks' NULL rule; the arguments are repeated, so one holding
+    a function call (evaluated once per mention) keeps DuckDB's `list_has_any`."""
+    args = list(fn.expressions)
+    if len(args) != 2 or any(a.find(exp.Anonymous, exp.Subquery) for a in args):
+        return exp.Anonymous(this="list_has_any", expressions=args)
+    first, second = args
+    rewritten: exp.Expression = sqlglot.parse_one(_ARRAYS_OVERLAP, read="duckdb").transform(
+        lambda n: (
+            (first if n.name == "__a" else second).copy()
+            if isinstance(n, exp.Column) and n.name in ("__a", "__b")
+            else n
+        )
+    )
+    return rewritten
 
 
 def _user_errors(tree: exp.Expression) -> None:

@@ -325,3 +325,18 @@ def test_division_by_zero_fails_the_statement_as_in_ansi_mode(connect: Connect) 
             f"CASE WHEN y <> 0 THEN x % y END AS m {rows} ORDER BY x"
         )
         assert [tuple(r) for r in cur.fetchall()] == [(None, None, None), (2.0, 2.0, 0)]
+
+
+def test_arrays_overlap_is_null_as_on_databricks(connect: Connect) -> None:
+    """arrays_overlap: true for a common non-null element; NULL when there is none, both arrays
+    are non-empty and either holds a NULL (or either is NULL); false otherwise (the function's
+    reference; real Spark agrees). DuckDB's list_has_any gives false for the NULL cases."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT arrays_overlap(array('a'), array('b', NULL)) AS no_common_with_null, "
+            "arrays_overlap(array('a'), array('a', NULL)) AS common, "
+            "arrays_overlap(array(), array(NULL)) AS one_empty, "
+            "arrays_overlap(array('a'), array('b')) AS no_common, "
+            "arrays_overlap(CAST(NULL AS ARRAY<STRING>), array('a')) AS null_array"
+        )
+        assert tuple(cur.fetchall()[0]) == (None, True, False, False, None)
