@@ -577,8 +577,8 @@ def _json_functions(tree: exp.Expression) -> None:
             fn.replace(_arrays_overlap(fn))
 
 
-# Databricks' arrays_overlap: "If the arrays have no common element and they are both non-empty
-# and either of them contains a null element null is returned, false otherwise"
+# Databricks' arrays_overlap: "If the arrays have no common non-null element, they are both
+# non-empty, and either of them contains a null element, NULL, false otherwise"
 # (docs.databricks.com sql/language-manual/functions/arrays_overlap); DuckDB's list_has_any gives
 # false there.
 _ARRAYS_OVERLAP = (
