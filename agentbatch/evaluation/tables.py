@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
+from agentbatch.errors import SpecError
 from agentbatch.evaluation.results import Coverage
 from agentbatch.planning.builder import scored_statements
 from agentbatch.spec.project import template_dirs
@@ -25,12 +26,21 @@ if TYPE_CHECKING:
     from agentbatch.planning.definition import Plan, Scored
 
 _PLAIN = re.compile(r"^[A-Za-z_]\w*$")
+_UC_NAME_LIMIT = 255
 
 
 def derived_table(table: str, suffix: str) -> str:
     """`catalog.schema.name` -> `catalog.schema.name<suffix>` (backticks only where needed)."""
     parts = quoting.table_parts(table)
     parts = (*parts[:-1], parts[-1] + suffix)
+    if len(parts[-1]) > _UC_NAME_LIMIT:
+        # Unity Catalog refuses a longer name (docs: sql-ref-names), and so does `table_parts`
+        # when the name is used, mid-run: refuse it while the eval is prepared, as a job error.
+        raise SpecError(
+            f"the table {table!r} + {suffix!r} is {len(parts[-1])} characters, over the "
+            f"{_UC_NAME_LIMIT} of a Unity Catalog name: give output.table a shorter name, or name "
+            "this table in the evaluation (scores_table, metrics_table, a judge's table)"
+        )
     if all(_PLAIN.match(p) for p in parts):
         return ".".join(parts)
     return ".".join(f"`{p}`" for p in parts)

@@ -121,3 +121,27 @@ def test_evaluation_in_the_warehouse(
             "WHERE scorer = 'label_exact_match' AND group_value IS NULL"
         )
         assert cur.fetchone()[0] == pytest.approx(accuracy)
+
+
+def test_a_derived_table_name_over_the_unity_catalog_limit_is_refused_before_any_call(
+    project: Path, warehouse: Any, judge: WarehouseJudge, demo_agent: AgentServer
+) -> None:
+    """The scores and metrics tables are named `<output.table>_scores`, `_metrics`: with a
+    250-character output table (a valid name) they would pass Unity Catalog's 255 characters,
+    which Databricks (and the loopback) refuses. The eval is refused as a job error while it is
+    prepared (it used to start the run, then stop on a bare ValueError), naming the limit;
+    nothing is sent or created."""
+    from agentbatch.errors import SpecError
+
+    job = project / "jobs" / "eval_triage.yml"
+    long_name = "e" * 250
+    job.write_text(job.read_text().replace('.support.triage_eval"', f'.support.{long_name}"'))
+    assert long_name in job.read_text()
+    with pytest.raises(SpecError, match=r"over the 255 of a Unity Catalog name"):
+        evaluate(
+            job,
+            endpoints={"apps/triage-agent": demo_agent.url},
+            **on_warehouse(warehouse, project),
+        )
+    assert demo_agent.stats().requests_total == 0 and judge.calls == []
+    assert not any(s.startswith("CREATE") for s in warehouse.statements[2:])
