@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from agentbatch.engines.base import WriteRequest
 from agentbatch.engines.registry import engine_class
-from agentbatch.errors import SpecError
+from agentbatch.errors import SpecError, UsageError
 from agentbatch.evaluation.results import Coverage
 from agentbatch.planning.builder import scored_statements
 from agentbatch.spec.project import template_dirs
@@ -76,8 +76,17 @@ def read_evaluated_rows(engine: Engine, the_plan: Plan) -> pa.Table:
 def coverage(engine: Engine, the_plan: Plan, scored: int) -> Coverage:
     """How many keys the selection has, and how many of those not `scored` the output holds
     answers to another request for (`Scored.current_or_latest` holds a row for every selected
-    key the output answered, whatever the request)."""
-    selected = int(engine.fetch_one(the_plan.preflight.counts.sql).get("selected") or 0)
+    key the output answered, whatever the request). A selection whose keys repeat is refused,
+    as a run refuses it (`--skip-run` reads it without a run)."""
+    counts = engine.fetch_one(the_plan.preflight.counts.sql)
+    repeated = int(counts.get("repeated_keys") or 0)
+    if repeated:
+        # A run refuses such a source before any call (one key, one answer); scoring it without
+        # one would take one of a key's rows at random for its expected value.
+        from agentbatch.execution.selection import repeated_keys_message
+
+        raise UsageError(repeated_keys_message(the_plan, engine, repeated))
+    selected = int(counts.get("selected") or 0)
     answered_sql = _scored(the_plan).current_or_latest.sql.strip().rstrip(";")
     answered = engine.fetch_one(f"SELECT count(*) AS `answered` FROM ({answered_sql}) AS `_any`")
     other = int(answered.get("answered") or 0) - scored

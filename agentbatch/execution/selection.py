@@ -118,7 +118,7 @@ def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
     counts = engine.fetch_one(plan.preflight.counts.sql)
     repeated = int(counts.get("repeated_keys") or 0)
     if repeated:
-        raise UsageError(_repeated_keys_message(plan, engine, repeated))
+        raise UsageError(repeated_keys_message(plan, engine, repeated))
     target_key_type = counts.get("target_key_type")
     if "target_key_type" in counts and target_key_type is None:
         # An empty target has no value to name its key's type: its column still has one (a
@@ -446,7 +446,7 @@ def _shape(type_: pa.DataType) -> object:
     return str(type_)
 
 
-def _repeated_keys_message(plan: Plan, engine: Engine, repeated: int) -> str:
+def repeated_keys_message(plan: Plan, engine: Engine, repeated: int) -> str:
     sample = engine.fetch_batches(plan.preflight.repeated_keys.sql)
     shown = [f"{row['key']!r} x{row['copies']}" for batch in sample for row in batch.to_pylist()]
     key = plan.job.source.key
