@@ -20,8 +20,8 @@ from tests.evaluation.test_eval_current_rows import (
     agent,
     job_file,
     write_source,
-    wrong_label,
 )
+from tests.support.eval_servers import wrong_label
 
 
 @pytest.mark.parametrize("command", ["eval", "compare"])
@@ -53,7 +53,5 @@ def test_skip_run_over_a_repeated_source_key_is_refused(project: Path, command: 
     # Refused before writing: the earlier scores are left as they were.
     database = project / ".agentbatch" / "warehouse" / "main.duckdb"
     with duckdb.connect(str(database), read_only=True) as con:
-        tables = {
-            row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
-        }
-    assert {"current_out_scores", "current_out_metrics"} <= tables
+        names = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert {"current_out_scores", "current_out_metrics"} <= names
