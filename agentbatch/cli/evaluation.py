@@ -365,7 +365,8 @@ def _print_compare(result: CompareResult, *, as_json: bool) -> None:
         title=f"agentbatch compare: {a.variant} ({a.endpoint}) vs {b.variant} ({b.endpoint}), "
         f"{result.comparison.paired_rows:,} paired rows"
     )
-    for column in ("scorer", "A", "B", "delta", "A wins", "ties", "B wins", "p"):
+    # A, B and delta are over the rows both variants scored, per scorer ("rows").
+    for column in ("scorer", "rows", "A", "B", "delta", "A wins", "ties", "B wins", "p"):
         table.add_column(column, justify="left" if column == "scorer" else "right")
     infos = {info.name: info for info in a.scored.scorers}
     for row in summary:
@@ -373,6 +374,7 @@ def _print_compare(result: CompareResult, *, as_json: bool) -> None:
         p_value = row["p_value"]
         table.add_row(
             row["scorer"],
+            f"{row['paired']:,}",
             fmt_value(row["mean_a"], info),
             fmt_value(row["mean_b"], info),
             fmt_delta(row["delta"], info),

@@ -394,8 +394,10 @@ def compare_report(result: CompareResult) -> Report:
         "Head to head",
         text=[
             "A win is the better score on a row (lower for latency, tokens and error rate). "
-            "Delta is B − A on the paired rows, with a paired bootstrap interval; p is the "
-            "two-sided sign test on wins against losses."
+            "Per scorer, A, B and their delta (B − A, with a paired bootstrap interval) are "
+            "over the rows both variants scored (rows): a row either could not score is left "
+            "out of both, so A and B may differ from the variants' own means (the chart, the "
+            "metrics tables). p is the two-sided sign test on wins against losses."
         ],
     )
     proportion = [
@@ -434,6 +436,7 @@ def compare_report(result: CompareResult) -> Report:
         rows.append(
             [
                 info.name,
+                f"{row['paired']:,}",
                 fmt_value(row["mean_a"], info),
                 fmt_value(row["mean_b"], info),
                 fmt_delta(row["delta"], info),
@@ -446,9 +449,20 @@ def compare_report(result: CompareResult) -> Report:
         )
     head.tables.append(
         Table(
-            ["scorer", "A", "B", "delta", "delta interval", "A wins", "ties", "B wins", "p"],
+            [
+                "scorer",
+                "rows",
+                "A",
+                "B",
+                "delta",
+                "delta interval",
+                "A wins",
+                "ties",
+                "B wins",
+                "p",
+            ],
             rows,
-            frozenset({1, 2, 3, 5, 6, 7, 8}),
+            frozenset({1, 2, 3, 4, 6, 7, 8, 9}),
         )
     )
     sections = [head]

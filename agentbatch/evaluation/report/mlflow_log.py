@@ -103,7 +103,9 @@ def _content(result: EvalResult | CompareResult) -> tuple[dict[str, str], dict[s
         metrics = {**_overall(result.a, "a/"), **_overall(result.b, "b/")}
         for row in result.comparison.summary.to_pylist():
             scorer = _clean(row["scorer"])
-            for column in ("wins_a", "ties", "wins_b", "delta", "p_value"):
+            # `paired`: the rows delta is over (both variants scored), fewer than a variant's
+            # own rows behind `a/<scorer>`, `b/<scorer>` when either could not score some.
+            for column in ("paired", "wins_a", "ties", "wins_b", "delta", "p_value"):
                 if row[column] is not None:
                     metrics[f"compare/{scorer}/{column}"] = float(row[column])
         return (
