@@ -212,9 +212,10 @@ def test_compare_report_lists_wins_and_disagreements() -> None:
     comparison = compare_scores(a.scored, b.scored)
     markdown = to_markdown(compare_report(CompareResult(a, b, comparison, "main.s.o_comparison")))
     assert (
-        "| exact | 50.0% | 50.0% | 0.0 pts | [-75.0 pts, +75.0 pts] | 1 | 2 | 1 | 1 |" in markdown
+        "| exact | 4 | 50.0% | 50.0% | 0.0 pts | [-75.0 pts, +75.0 pts] | 1 | 2 | 1 | 1 |"
+        in markdown
     )
-    assert "| latency | 30 ms | 25 ms | -5 ms | [-15 ms, +5 ms] | 1 | 1 | 2 | 1 |" in markdown
+    assert "| latency | 4 | 30 ms | 25 ms | -5 ms | [-15 ms, +5 ms] | 1 | 1 | 2 | 1 |" in markdown
     assert "## Rows where A and B disagree most" in markdown
     assert "exact 0→1" in markdown
 
