@@ -383,12 +383,14 @@ def _sql_kind(type_name: str) -> str | None:
     head = name.split("(", 1)[0].strip()
     if head.startswith("timestamp"):
         return "timestamp"
+    if head.startswith("time"):  # TIME, TIME WITH TIME ZONE (a CSV column of times)
+        return "time"
     return _SQL_KINDS.get(head)
 
 
 def _fits(source: str, target: str) -> bool:
     """Whether values of kind `source` are written unchanged into a column of kind `target`."""
-    if target not in ("integer", "number", "string", "boolean", "date", "timestamp"):
+    if target not in ("integer", "number", "string", "boolean", "date", "timestamp", "time"):
         return True  # a kind not compared (a struct, a list, ...)
     widened = (source, target) in (("integer", "number"), ("date", "timestamp"))
     return source == target or target == "string" or widened
@@ -440,6 +442,7 @@ def _shape(type_: pa.DataType) -> object:
         ("boolean", pa.types.is_boolean),
         ("timestamp", pa.types.is_timestamp),
         ("date", pa.types.is_date),
+        ("time", pa.types.is_time),
     ):
         if test(type_):
             return kind
