@@ -127,7 +127,8 @@ def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
             plan, engine.read_table(plan.job.output.table, limit=0).schema
         )
     _check_key_types(plan, counts.get("source_key_type"), target_key_type)
-    _check_columns(plan, engine)
+    source_key_type = counts.get("source_key_type")
+    _check_columns(plan, engine, str(source_key_type) if source_key_type else None)
     several = int(counts.get("target_repeated_keys") or 0)
     if several:
         raise UsageError(
@@ -238,7 +239,7 @@ def _check_key_types(plan: Plan, source_type: object, target_type: object) -> No
     )
 
 
-def _check_columns(plan: Plan, engine: Engine) -> None:
+def _check_columns(plan: Plan, engine: Engine, source_key_type: str | None = None) -> None:
     """Refuse a merge or append into a target whose columns are not the job's (`source.columns`
     edited since it was written): a MERGE writes the target's columns by name, so an added
     column would never appear, and a removed one fails the write after the calls are paid."""
@@ -254,7 +255,7 @@ def _check_columns(plan: Plan, engine: Engine) -> None:
     removed = [c for c in held if c.lower() not in want]
     if not added and not removed:
         _check_response_type(plan, schema)
-        _check_column_types(plan, engine, schema)
+        _check_column_types(plan, engine, schema, source_key_type)
         return
     change = "; ".join(
         f"{what}: {', '.join(columns)}"
@@ -268,27 +269,40 @@ def _check_columns(plan: Plan, engine: Engine) -> None:
     )
 
 
-def _check_column_types(plan: Plan, engine: Engine, schema: pa.Schema) -> None:
+def _check_column_types(
+    plan: Plan, engine: Engine, schema: pa.Schema, source_key_type: str | None = None
+) -> None:
     """Refuse a merge or append whose passthrough columns now hold values of another kind than
     the target's columns (a CSV column read as numbers one day, as text or with decimals the
     next): the write casts each value to the target's type, so it would fail after the calls
     were paid ('n/a' is no number), run after run, or store another value (4.5 as 4)."""
     columns = plan.job.source.columns
-    if not columns:
-        return
-    sql = _column_types_sql(plan, columns)
-    if sql is None:
-        return
-    found = engine.fetch_one(sql)
     held = {field.name.lower(): field.type for field in schema}
     changed = []
-    for number, column in enumerate(columns):
+    narrowed: dict[str, str] = {}  # column -> the target's SQL type, where a value may not fit
+    # The key's values are written into the target's key column too (its kind is checked with
+    # the counts: `_check_key_types`).
+    key = plan.job.source.key
+    target_key = held.get(key.lower())
+    if source_key_type and target_key is not None and _may_not_fit(source_key_type, target_key):
+        narrowed[key] = str(_narrow_sql_type(target_key))
+    sql = _column_types_sql(plan, columns) if columns else None
+    found = engine.fetch_one(sql) if sql is not None else {}
+    for number, column in enumerate(columns if sql is not None else ()):
         source, target = found.get(f"_type_{number}"), held.get(column.lower())
         if source is None or target is None:
             continue  # no value to write (every selected value is NULL), or no such column
         have, want = _shape(target), _sql_kind(str(source))
         if isinstance(have, str) and want is not None and not _fits(want, have):
             changed.append(f"{column} is {str(source).lower()}, the table's {target}")
+        elif _may_not_fit(str(source), target):
+            narrowed[column] = str(_narrow_sql_type(target))
+    if not changed and narrowed:
+        lost = _values_not_fitting(plan, engine, narrowed)
+        changed = [
+            f"{column} holds values a {narrowed[column].lower()} column cannot hold as they are"
+            for column in lost
+        ]
     if changed:
         raise UsageError(
             f"{plan.job.output.table}'s columns hold values of another type than the source's "
@@ -331,6 +345,91 @@ def failures_held(plan: Plan, engine: Engine) -> int | None:
     )
     tree.set("expressions", [exp.alias_(exp.Subquery(this=failed), "failed")])
     return int(engine.fetch_one(parsing.printed(tree)).get("failed") or 0)
+
+
+# Digits of the largest value of an integer type (typeof() names), for a narrower target column.
+_INTEGER_DIGITS = {
+    **dict.fromkeys(["tinyint", "byte", "int1", "utinyint"], 3),
+    **dict.fromkeys(["smallint", "short", "int2", "usmallint"], 5),
+    **dict.fromkeys(["int", "integer", "int4", "uinteger"], 10),
+    **dict.fromkeys(["bigint", "long", "int8"], 19),
+    "ubigint": 20,
+    **dict.fromkeys(["hugeint", "uhugeint"], 39),
+}
+_TARGET_INTEGER_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
+
+
+def _narrow_sql_type(target: pa.DataType) -> str | None:
+    """The SQL type of a target column that a wider value may not fit (a signed integer, a
+    DECIMAL, a FLOAT), else None."""
+    import pyarrow as pa
+
+    if pa.types.is_signed_integer(target):
+        return {8: "TINYINT", 16: "SMALLINT", 32: "INT", 64: "BIGINT"}[target.bit_width]
+    if pa.types.is_decimal(target):
+        return f"DECIMAL({target.precision},{target.scale})"
+    if pa.types.is_float32(target):
+        return "FLOAT"
+    return None
+
+
+def _may_not_fit(source: str, target: pa.DataType) -> bool:
+    """Whether some value of SQL type `source` (a typeof() name) may not fit a `target` column
+    of the same kind as it is: an integer wider than the column's (a Parquet source written as
+    BIGINT since, a CSV key past BIGINT), a decimal or double with more digits than the
+    column's DECIMAL keeps (4.55 into DECIMAL(5,1) would be stored as 4.6)."""
+    import pyarrow as pa
+
+    name = source.strip().lower()
+    head = name.split("(", 1)[0].strip()
+    digits = _INTEGER_DIGITS.get(head)
+    if pa.types.is_signed_integer(target):
+        return digits is not None and digits > _TARGET_INTEGER_DIGITS[target.bit_width]
+    if pa.types.is_decimal(target):
+        whole = int(target.precision) - int(target.scale)
+        if digits is not None:
+            return digits > whole
+        if head in ("decimal", "numeric"):
+            params = name.partition("(")[2].rstrip(")").split(",")
+            try:
+                precision = int(params[0])
+                scale = int(params[1]) if len(params) > 1 else 0
+            except ValueError:
+                return True
+            return scale > int(target.scale) or precision - scale > whole
+        return head in ("double", "float", "real", "float4", "float8")
+    if pa.types.is_float32(target):
+        return head not in ("float", "real", "float4") and (digits is None or digits > 5)
+    return False
+
+
+def _values_not_fitting(plan: Plan, engine: Engine, narrowed: dict[str, str]) -> list[str]:
+    """The columns of `narrowed` (column -> the target's SQL type) holding a selected value
+    that the type cannot hold as it is: it does not cast, or casts to another value."""
+    from sqlglot import exp
+
+    from agentbatch.sql import parsing
+
+    tree = parsing.parse_one(plan.preflight.key_types.sql)
+    if "src" not in _ctes(tree):
+        return []
+    asked = []
+    names = list(narrowed)
+    for number, column in enumerate(names):
+        name = exp.to_identifier(column, quoted=True)
+        kind = exp.DataType.build(narrowed[column], dialect="databricks")
+        cast = exp.TryCast(this=exp.column(name.copy()), to=kind)
+        lost = exp.and_(
+            exp.column(name.copy()).is_(exp.null()).not_(),
+            exp.or_(
+                cast.is_(exp.null()), exp.NEQ(this=cast.copy(), expression=exp.column(name.copy()))
+            ),
+        )
+        counted = exp.select(exp.CountIf(this=lost)).from_("src")
+        asked.append(exp.alias_(exp.Subquery(this=counted), f"_lost_{number}"))
+    tree.set("expressions", asked)
+    found = engine.fetch_one(parsing.printed(tree))
+    return [column for number, column in enumerate(names) if found.get(f"_lost_{number}")]
 
 
 def _column_types_sql(plan: Plan, columns: tuple[str, ...]) -> str | None:

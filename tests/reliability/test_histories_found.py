@@ -1,11 +1,17 @@
 """Histories found wrong by a user running the same job again and again through the CLI.
 
-A CSV column of times (`10:00:00`) is read as TIME. The check that refuses, before any call, a
-passthrough column whose values are now of another kind than the table's did not know the kind
-TIME: a row whose value is no time (`n/a`) was paid for, then the write failed (exit 5), run
-after run, the answer sitting in the checkpoint; a value that is a timestamp now was stored
-as its time of day (the date lost). Such a run is now refused before any call, as the README
-says of a column read as numbers one day and with an `n/a` the next.
+The README promises that a merge or append run whose passthrough column (or key) now holds
+values the table's column cannot take as they are stops before any call: otherwise the write
+fails after the calls are paid, run after run (the answers sit in the checkpoint, never in the
+table), or stores another value. The check compared kinds, and missed two cases:
+
+- a CSV column of times (`10:00:00`) is read as TIME, a kind it did not know: a row whose value
+  is no time (`n/a`) was paid for, then the write failed (exit 5) on every run; a timestamp
+  there was stored as its time of day;
+- numbers of the same kind but wider than the column: a Parquet source whose key or column is
+  BIGINT since (the table's is INT or TINYINT) with a value past the column's range, a CSV key
+  past BIGINT, or decimals with more digits than the table's DECIMAL keeps (4.55 was stored as
+  4.6). Values that fit are still written as they are.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,8 @@ from agentbatch.cli.main import main as cli_main
 from agentbatch.testing.agent_server import AgentServer
 
 from .history import ENDPOINT, OUTPUT, SOURCE
+
+DEC = pa.decimal128(5, 1)
 
 
 def run(root: Path, agent: AgentServer, output: Path, mode: str) -> tuple[int, dict[str, Any]]:
@@ -79,3 +88,89 @@ def test_a_time_column_read_as_another_type_is_refused_before_any_call(
     code, summary = run(tmp_path, agent, out, "overwrite")
     assert (code, summary["sent"], summary["table_rows"]) == (0, 0, 3)
     assert {r["review_id"]: r["at"] for r in table(out).to_pylist()}[3] == "n/a"
+
+
+# -- numbers that no longer fit the table's column ---------------------------------------------
+
+
+def parquet_run(root: Path, agent: AgentServer) -> int:
+    job = root / "jobs" / "reviews.yml"
+    job.parent.mkdir(exist_ok=True)
+    job.write_text(
+        f"name: reviews\nsource: {{table: {SOURCE}, key: review_id, columns: [n]}}\n"
+        "request: \"concat('Review: ', CAST(review_id AS STRING))\"\n"
+        f"agent: {{endpoint: {ENDPOINT}, max_retries: 0}}\n"
+        f"output: {{table: {OUTPUT}, mode: merge}}\n"
+    )
+    args = [
+        "run", str(job), "--json", "--no-progress", "--show", "0",
+        "--table", f"{SOURCE}={root / 'reviews.parquet'}",
+        "--table", f"{OUTPUT}={root / 'answers.parquet'}",
+        "--endpoint", f"{ENDPOINT}={agent.url}",
+        "--state-dir", str(root / "state"), "--project-dir", str(root),
+    ]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        return cli_main(args)
+
+
+@pytest.mark.parametrize(
+    ("first", "fitting", "not_fitting"),
+    [
+        # The key: INT, then BIGINT.
+        (
+            {"review_id": pa.array([1, 2], pa.int32()), "n": [1, 2]},
+            {"review_id": pa.array([1, 2, 3], pa.int64()), "n": [1, 2, 3]},
+            {"review_id": pa.array([1, 2, 3, 3_000_000_000], pa.int64()), "n": [1, 2, 3, 4]},
+        ),
+        # A column: TINYINT, then BIGINT.
+        (
+            {"review_id": [1, 2], "n": pa.array([1, 2], pa.int8())},
+            {"review_id": [1, 2, 3], "n": pa.array([1, 2, 3], pa.int64())},
+            {"review_id": [1, 2, 3, 4], "n": pa.array([1, 2, 3, 300], pa.int64())},
+        ),
+        # A column: DECIMAL(5,1), then DOUBLE (4.55 would be stored as 4.6).
+        (
+            {"review_id": [1, 2], "n": pa.array([Decimal("1.5"), Decimal("2.5")], DEC)},
+            {"review_id": [1, 2, 3], "n": [1.5, 2.5, 4.5]},
+            {"review_id": [1, 2, 3, 4], "n": [1.5, 2.5, 4.5, 4.55]},
+        ),
+    ],
+)
+def test_a_number_that_does_not_fit_the_tables_column_is_refused_before_any_call(
+    tmp_path: Path,
+    agent: AgentServer,
+    first: dict[str, Any],
+    fitting: dict[str, Any],
+    not_fitting: dict[str, Any],
+) -> None:
+    source = tmp_path / "reviews.parquet"
+    pq.write_table(pa.table(first), source)
+    assert parquet_run(tmp_path, agent) == 0
+    pq.write_table(pa.table(fitting), source)
+    paid = agent.stats().requests_total
+    assert parquet_run(tmp_path, agent) == 0  # values that fit are written as they are
+    assert agent.stats().requests_total == paid + 1
+    before, paid = table(tmp_path / "answers.parquet"), agent.stats().requests_total
+    pq.write_table(pa.table(not_fitting), source)
+    assert parquet_run(tmp_path, agent) == 2
+    assert agent.stats().requests_total == paid  # nothing paid for a row it cannot write
+    assert table(tmp_path / "answers.parquet").equals(before)
+
+
+def test_a_csv_key_past_bigint_is_refused_before_any_call(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    source = tmp_path / "reviews.csv"
+    out = tmp_path / "answers.parquet"
+    source.write_text("review_id,text,at\n1,good,10:00:00\n2,bad,11:30:00\n")
+    assert run(tmp_path, agent, out, "merge")[0] == 0
+    before, paid = table(out), agent.stats().requests_total
+    source.write_text(
+        "review_id,text,at\n1,good,10:00:00\n2,bad,11:30:00\n99999999999999999999,x,09:00:00\n"
+    )
+    assert run(tmp_path, agent, out, "merge")[0] == 2
+    assert agent.stats().requests_total == paid
+    assert table(out).equals(before)
+    # The way out: one overwrite run, which keeps the answers the table holds.
+    code, summary = run(tmp_path, agent, out, "overwrite")
+    assert (code, summary["sent"], summary["table_rows"]) == (0, 1, 3)
