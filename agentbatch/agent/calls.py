@@ -108,7 +108,8 @@ def route_identity(endpoint: str, route: str) -> str | None:
     None when it is the endpoint's own Databricks route (its `/serving-endpoints/<name>/` path,
     or for `apps/<name>` an app URL of that name), the same agent; else the URL without
     credentials or query values (a rotated key changes no answer), and without the port on this
-    machine (a local agent server started again on another port is the same agent)."""
+    machine (a local agent server started again on another port is the same agent), whichever
+    name of this machine the URL gives (`localhost`, `127.0.0.1`, `[::1]`)."""
     parts = urllib.parse.urlsplit(route)
     if not parts.netloc:
         return route  # builtin:instant
@@ -118,12 +119,15 @@ def route_identity(endpoint: str, route: str) -> str | None:
         app is not None and host.startswith(f"{app}-") and host.endswith(".databricksapps.com")
     ):
         return None
-    netloc = f"[{host}]" if ":" in host else host
+    # This machine by any of its names (`localhost`, `127.0.0.1`, `[::1]`) is one agent, as is
+    # any port of it: spelt as the agent server prints its URL.
+    loopback = host in _LOOPBACK_HOSTS
+    netloc = "127.0.0.1" if loopback else f"[{host}]" if ":" in host else host
     try:
         port = parts.port
     except ValueError:  # not a port: refused where the URL is called
         port = None
-    if port is not None and host not in _LOOPBACK_HOSTS:
+    if port is not None and not loopback:
         netloc += f":{port}"
     # `.../agent/` and `.../agent` reach the same route (`.../agent/responses`).
     path = parts.path.rstrip("/")

@@ -35,7 +35,7 @@ from .history import ENDPOINT, OUTPUT, SOURCE
 DEC = pa.decimal128(5, 1)
 
 
-def run(root: Path, agent: AgentServer, output: Path, mode: str) -> tuple[int, dict[str, Any]]:
+def run(root: Path, url: str, output: Path, mode: str) -> tuple[int, dict[str, Any]]:
     job = root / "jobs" / "reviews.yml"
     job.parent.mkdir(exist_ok=True)
     job.write_text(
@@ -47,7 +47,7 @@ def run(root: Path, agent: AgentServer, output: Path, mode: str) -> tuple[int, d
     args = [
         "run", str(job), "--json", "--no-progress", "--show", "0",
         "--table", f"{SOURCE}={root / 'reviews.csv'}", "--table", f"{OUTPUT}={output}",
-        "--endpoint", f"{ENDPOINT}={agent.url}",
+        "--endpoint", f"{ENDPOINT}={url}",
         "--state-dir", str(root / "state"), "--project-dir", str(root),
     ]  # fmt: skip
     out = io.StringIO()
@@ -69,23 +69,23 @@ def test_a_time_column_read_as_another_type_is_refused_before_any_call(
     out = tmp_path / "answers.parquet"
     source = tmp_path / "reviews.csv"
     source.write_text("review_id,text,at\n1,good,10:00:00\n2,bad,11:30:00\n")
-    assert run(tmp_path, agent, out, mode)[0] == 0
+    assert run(tmp_path, agent.url, out, mode)[0] == 0
     assert pa.types.is_time(table(out).schema.field("at").type)
     before, paid = table(out), agent.stats().requests_total
     # A value that is no time (the column is text now), or a timestamp (the date would be lost).
     for new_row in ("3,fine,n/a\n", "3,fine,2024-05-01 09:15:00\n"):
         source.write_text("review_id,text,at\n1,good,10:00:00\n2,bad,11:30:00\n" + new_row)
-        code, _ = run(tmp_path, agent, out, mode)
+        code, _ = run(tmp_path, agent.url, out, mode)
         assert code == 2, new_row
         assert agent.stats().requests_total == paid, new_row  # nothing paid for it
         assert table(out).equals(before)
     # Times stay times: written as they are.
     source.write_text("review_id,text,at\n1,good,10:00:00\n2,bad,11:30:00\n3,fine,09:15:00\n")
-    code, summary = run(tmp_path, agent, out, mode)
+    code, summary = run(tmp_path, agent.url, out, mode)
     assert (code, summary["sent"]) == (0, 1)
     # The way out: one overwrite run takes the source's types and keeps every answer.
     source.write_text("review_id,text,at\n1,good,10:00:00\n2,bad,11:30:00\n3,fine,n/a\n")
-    code, summary = run(tmp_path, agent, out, "overwrite")
+    code, summary = run(tmp_path, agent.url, out, "overwrite")
     assert (code, summary["sent"], summary["table_rows"]) == (0, 0, 3)
     assert {r["review_id"]: r["at"] for r in table(out).to_pylist()}[3] == "n/a"
 
@@ -163,14 +163,40 @@ def test_a_csv_key_past_bigint_is_refused_before_any_call(
     source = tmp_path / "reviews.csv"
     out = tmp_path / "answers.parquet"
     source.write_text("review_id,text,at\n1,good,10:00:00\n2,bad,11:30:00\n")
-    assert run(tmp_path, agent, out, "merge")[0] == 0
+    assert run(tmp_path, agent.url, out, "merge")[0] == 0
     before, paid = table(out), agent.stats().requests_total
     source.write_text(
         "review_id,text,at\n1,good,10:00:00\n2,bad,11:30:00\n99999999999999999999,x,09:00:00\n"
     )
-    assert run(tmp_path, agent, out, "merge")[0] == 2
+    assert run(tmp_path, agent.url, out, "merge")[0] == 2
     assert agent.stats().requests_total == paid
     assert table(out).equals(before)
     # The way out: one overwrite run, which keeps the answers the table holds.
-    code, summary = run(tmp_path, agent, out, "overwrite")
+    code, summary = run(tmp_path, agent.url, out, "overwrite")
     assert (code, summary["sent"], summary["table_rows"]) == (0, 1, 3)
+
+
+# -- the same local agent by another name ------------------------------------------------------
+#
+# The fingerprint leaves out the port of an agent on this machine (a local agent server started
+# again on another port is the same agent), but kept the name the URL gave it: a job run against
+# `http://127.0.0.1:8000` (as the agent server prints its URL) and then against
+# `http://localhost:8000`, the same server, paid for every row again.
+
+
+def test_the_local_agent_by_another_name_is_the_same_agent(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    source = tmp_path / "reviews.csv"
+    source.write_text("review_id,text,at\n1,good,10:00:00\n2,bad,11:30:00\n")
+    out = tmp_path / "answers.parquet"
+    assert agent.url.startswith("http://127.0.0.1:")
+    assert run(tmp_path, agent.url, out, "merge")[0] == 0
+    paid = agent.stats().requests_total
+    by_name = agent.url.replace("127.0.0.1", "localhost")
+    code, summary = run(tmp_path, by_name, out, "merge")
+    assert (code, summary["skipped"], summary["sent"]) == (0, 2, 0)
+    # A new output from the checkpoint: the answers are reused, not paid again.
+    code, summary = run(tmp_path, by_name, tmp_path / "again.parquet", "merge")
+    assert (code, summary["sent"], summary["reused"]) == (0, 0, 2)
+    assert agent.stats().requests_total == paid
