@@ -17,6 +17,7 @@ from agentbatch.spec.project import template_dirs
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from sqlglot import exp
 
     from agentbatch.engines.base import Engine
     from agentbatch.planning.definition import Plan
@@ -279,13 +280,13 @@ def _check_column_types(
     columns = plan.job.source.columns
     held = {field.name.lower(): field.type for field in schema}
     changed = []
-    narrowed: dict[str, str] = {}  # column -> the target's SQL type, where a value may not fit
+    narrowed: dict[str, pa.DataType] = {}  # column -> the target's type, where a value may not fit
     # The key's values are written into the target's key column too (its kind is checked with
     # the counts: `_check_key_types`).
     key = plan.job.source.key
     target_key = held.get(key.lower())
     if source_key_type and target_key is not None and _may_not_fit(source_key_type, target_key):
-        narrowed[key] = str(_narrow_sql_type(target_key))
+        narrowed[key] = target_key
     sql = _column_types_sql(plan, columns) if columns else None
     found = engine.fetch_one(sql) if sql is not None else {}
     for number, column in enumerate(columns if sql is not None else ()):
@@ -296,11 +297,11 @@ def _check_column_types(
         if isinstance(have, str) and want is not None and not _fits(want, have):
             changed.append(f"{column} is {str(source).lower()}, the table's {target}")
         elif _may_not_fit(str(source), target):
-            narrowed[column] = str(_narrow_sql_type(target))
+            narrowed[column] = target
     if not changed and narrowed:
         lost = _values_not_fitting(plan, engine, narrowed)
         changed = [
-            f"{column} holds values a {narrowed[column].lower()} column cannot hold as they are"
+            f"{column} holds values its column ({narrowed[column]}) cannot hold as they are"
             for column in lost
         ]
     if changed:
@@ -359,20 +360,6 @@ _INTEGER_DIGITS = {
 _TARGET_INTEGER_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
 
 
-def _narrow_sql_type(target: pa.DataType) -> str | None:
-    """The SQL type of a target column that a wider value may not fit (a signed integer, a
-    DECIMAL, a FLOAT), else None."""
-    import pyarrow as pa
-
-    if pa.types.is_signed_integer(target):
-        return {8: "TINYINT", 16: "SMALLINT", 32: "INT", 64: "BIGINT"}[target.bit_width]
-    if pa.types.is_decimal(target):
-        return f"DECIMAL({target.precision},{target.scale})"
-    if pa.types.is_float32(target):
-        return "FLOAT"
-    return None
-
-
 def _may_not_fit(source: str, target: pa.DataType) -> bool:
     """Whether some value of SQL type `source` (a typeof() name) may not fit a `target` column
     of the same kind as it is: an integer wider than the column's (a Parquet source written as
@@ -398,14 +385,35 @@ def _may_not_fit(source: str, target: pa.DataType) -> bool:
                 return True
             return scale > int(target.scale) or precision - scale > whole
         return head in ("double", "float", "real", "float4", "float8")
-    if pa.types.is_float32(target):
-        return head not in ("float", "real", "float4") and (digits is None or digits > 5)
     return False
 
 
-def _values_not_fitting(plan: Plan, engine: Engine, narrowed: dict[str, str]) -> list[str]:
-    """The columns of `narrowed` (column -> the target's SQL type) holding a selected value
-    that the type cannot hold as it is: it does not cast, or casts to another value."""
+def _does_not_fit(column: exp.Expression, target: pa.DataType) -> exp.Condition:
+    """A condition true of a value of `column` that a `target` column (a signed integer or a
+    DECIMAL: `_may_not_fit`) cannot hold as it is. Arithmetic, not TRY_CAST: Spark's printer
+    writes TRY_CAST as CAST, which fails the statement under ANSI mode."""
+    import pyarrow as pa
+    from sqlglot import exp
+
+    if pa.types.is_signed_integer(target):
+        bits = target.bit_width
+        low = exp.Literal.number(str(-(2 ** (bits - 1))))
+        high = exp.Literal.number(str(2 ** (bits - 1) - 1))
+        return exp.or_(
+            exp.LT(this=column.copy(), expression=low), exp.GT(this=column.copy(), expression=high)
+        )
+    scale = int(target.scale)
+    whole = int(target.precision) - scale
+    too_large = exp.GTE(
+        this=exp.Abs(this=column.copy()), expression=exp.Literal.number(f"1E{whole}")
+    )
+    rounded = exp.Round(this=column.copy(), decimals=exp.Literal.number(scale))
+    return exp.or_(too_large, exp.NEQ(this=rounded, expression=column.copy()))
+
+
+def _values_not_fitting(plan: Plan, engine: Engine, narrowed: dict[str, pa.DataType]) -> list[str]:
+    """The columns of `narrowed` (column -> the target's type) holding a selected value that
+    the target column cannot hold as it is: out of its range, or with more decimals."""
     from sqlglot import exp
 
     from agentbatch.sql import parsing
@@ -416,16 +424,8 @@ def _values_not_fitting(plan: Plan, engine: Engine, narrowed: dict[str, str]) ->
     asked = []
     names = list(narrowed)
     for number, column in enumerate(names):
-        name = exp.to_identifier(column, quoted=True)
-        kind = exp.DataType.build(narrowed[column], dialect="databricks")
-        cast = exp.TryCast(this=exp.column(name.copy()), to=kind)
-        lost = exp.and_(
-            exp.column(name.copy()).is_(exp.null()).not_(),
-            exp.or_(
-                cast.is_(exp.null()), exp.NEQ(this=cast.copy(), expression=exp.column(name.copy()))
-            ),
-        )
-        counted = exp.select(exp.CountIf(this=lost)).from_("src")
+        value = exp.column(exp.to_identifier(column, quoted=True))
+        counted = exp.select(exp.CountIf(this=_does_not_fit(value, narrowed[column]))).from_("src")
         asked.append(exp.alias_(exp.Subquery(this=counted), f"_lost_{number}"))
     tree.set("expressions", asked)
     found = engine.fetch_one(parsing.printed(tree))
