@@ -14,7 +14,7 @@ WITH
 {% if guard == "source" %}
 repeated AS (
   SELECT CAST({{ key }} AS STRING) AS `_repeated_key`, count(*) AS `_copies`
-  FROM fingerprinted
+  FROM {% include "_repeated_rows.sql" %}
   GROUP BY {{ key }}
   HAVING count(*) > 1
 ),

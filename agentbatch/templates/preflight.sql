@@ -7,7 +7,7 @@ WITH
 {% include "_source.sql" %},
 repeated AS (
   SELECT {{ key }}
-  FROM fingerprinted
+  FROM {% include "_repeated_rows.sql" %}
   GROUP BY {{ key }}
   HAVING count(*) > 1
 )

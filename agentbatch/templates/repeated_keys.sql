@@ -2,7 +2,7 @@
 WITH
 {% include "_source.sql" %}
 SELECT CAST({{ key }} AS STRING) AS `key`, count(*) AS `copies`
-FROM fingerprinted
+FROM {% include "_repeated_rows.sql" %}
 GROUP BY {{ key }}
 HAVING count(*) > 1
 ORDER BY `copies` DESC, `key`

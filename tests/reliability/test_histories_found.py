@@ -200,3 +200,48 @@ def test_the_local_agent_by_another_name_is_the_same_agent(
     code, summary = run(tmp_path, by_name, tmp_path / "again.parquet", "merge")
     assert (code, summary["sent"], summary["reused"]) == (0, 0, 2)
     assert agent.stats().requests_total == paid
+
+
+def test_a_repeated_key_at_the_source_limit_is_refused_as_without_the_limit(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    # `source.limit` orders by key and cuts: with the limit between a key's two rows, one of them
+    # (either) was answered as the key's, and the repeat went unseen; with the limit past them
+    # the same source is refused. One key, one answer: refused either way, before any call.
+    source = tmp_path / "reviews.csv"
+    source.write_text("review_id,text,at\n1,good,x\n2,bad,x\n3,fine,x\n3,awful,x\n4,ok,x\n")
+    job = tmp_path / "jobs" / "limited.yml"
+    job.parent.mkdir()
+    out = tmp_path / "answers.parquet"
+    paid = agent.stats().requests_total
+    for limit in (3, 4, 5):
+        job.write_text(
+            f"name: limited\nsource: {{table: {SOURCE}, key: review_id, limit: {limit}}}\n"
+            "request: \"concat('Review: ', text)\"\n"
+            f"agent: {{endpoint: {ENDPOINT}}}\noutput: {{table: {OUTPUT}}}\n"
+        )
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = cli_main(
+                [
+                    "run", str(job), "--no-progress",
+                    "--table", f"{SOURCE}={source}", "--table", f"{OUTPUT}={out}",
+                    "--endpoint", f"{ENDPOINT}={agent.url}",
+                    "--state-dir", str(tmp_path / "state"), "--project-dir", str(tmp_path),
+                ]
+            )  # fmt: skip
+        assert code == 2, (limit, err.getvalue())
+        assert "'3' x2" in err.getvalue(), limit
+    assert agent.stats().requests_total == paid
+    assert not out.exists()
+    # Limited before the repeated key, the selection has none: it runs.
+    job.write_text(job.read_text().replace("limit: 5", "limit: 2"))
+    assert cli_main(
+        [
+            "run", str(job), "--no-progress", "--show", "0",
+            "--table", f"{SOURCE}={source}", "--table", f"{OUTPUT}={out}",
+            "--endpoint", f"{ENDPOINT}={agent.url}",
+            "--state-dir", str(tmp_path / "state"), "--project-dir", str(tmp_path),
+        ]
+    ) == 0  # fmt: skip
+    assert sorted(table(out).column("review_id").to_pylist()) == [1, 2]
