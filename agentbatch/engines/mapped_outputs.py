@@ -26,6 +26,7 @@ from agentbatch.errors import ConfigError, MissingDependencyError, UsageError
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 Full = tuple[str, str, str]  # catalog, schema, table
 
@@ -150,7 +151,7 @@ def save(con: duckdb.DuckDBPyConnection, full: Full, path: Path) -> None:
     is an error naming the mapping (the answers stay in the checkpoint for the next run)."""
     try:
         _write(con, full, path)
-    except MissingDependencyError:
+    except (MissingDependencyError, ConfigError):
         raise
     except Exception as err:  # OSError, DuckDB's IO errors, deltalake's DeltaError
         raise ConfigError(_cannot_write(_mapping(full, path), err)) from None
@@ -193,7 +194,28 @@ def _write(con: duckdb.DuckDBPyConnection, full: Full, path: Path) -> None:
             raise MissingDependencyError("deltalake", "local") from None
         # Streamed: the table is never whole in memory. A failed write commits no version.
         rows = con.sql(f"SELECT * FROM {relation}").to_arrow_reader(64 * 1024)
+        _check_delta_types(full, path, rows.schema)
         write_deltalake(str(path), rows, mode="overwrite", schema_mode="overwrite")
+
+
+def _check_delta_types(full: Full, path: Path, schema: pa.Schema) -> None:
+    """Refuse columns of a type Delta has none for (TIME, an interval), naming them: deltalake
+    names the type only. The target is created, and so saved, before any call."""
+    import pyarrow as pa
+    from deltalake import Schema
+
+    unstorable = []
+    for field in schema:
+        try:
+            Schema.from_arrow(pa.schema([field]))
+        except Exception:  # deltalake's own error class, by version
+            unstorable.append(f"{field.name} ({field.type})")
+    if unstorable:
+        raise ConfigError(
+            f"{_mapping(full, path)}: a Delta table cannot hold the column(s) "
+            f"{', '.join(unstorable)}: cast them in `source.query` (a time of day to STRING, for "
+            "one), or map the output to a Parquet file"
+        )
 
 
 def _parquet_columns(con: duckdb.DuckDBPyConnection, relation: str) -> str:

@@ -231,3 +231,32 @@ def test_a_damaged_delta_log_is_named_and_a_new_folder_gets_every_answer(
     summary = run(tmp_path, agent, source, tmp_path / "new_delta")
     assert (summary["sent"], summary["reused"], summary["table_rows"]) == (0, 2, 2)
     assert delta_rows(tmp_path / "new_delta")[1] == [1, 2]
+
+
+def test_a_column_delta_has_no_type_for_is_named_before_any_call(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """A CSV column of times of day is TIME, which Delta has no type for: deltalake's error
+    named the type only ("Invalid data type for Delta Lake: Time64(µs)") and the message said to
+    map the output to a path that can be written."""
+    source = tmp_path / "src.csv"
+    source.write_text("id,txt,at\n1,a,10:00:00\n")
+    path = job(tmp_path)
+    path.write_text(JOB.replace("columns: [txt]", "columns: [txt, at]"))
+    output = tmp_path / "out"
+    with pytest.raises(ConfigError) as raised:
+        agentbatch.run(
+            path,
+            tables={"main.s.src": source, "main.s.out": output},
+            endpoints={"apps/a": agent.url},
+            state_dir=tmp_path / "state",
+            project_dir=tmp_path,
+            progress=False,
+        )
+    assert str(raised.value) == (
+        f"--table main.s.out={output}: a Delta table cannot hold the column(s) at (time64[us]): "
+        "cast them in `source.query` (a time of day to STRING, for one), or map the output to a "
+        "Parquet file"
+    )
+    assert agent.stats().requests_total == 0
+    assert not output.exists()
