@@ -205,9 +205,14 @@ class Caller:
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     def _parse(self, raw: RawReply) -> AgentReply | RowFailure:
-        body = _as_utf8(raw)
+        content_type = raw.headers.get("content-type", "")
+        body = _as_utf8(raw.body, content_type)
         # An agent that streams a call not asked to stream has answered it all the same.
-        if _is_sse(raw) if self._call.stream else _declares_sse(raw):
+        if (
+            _is_sse(raw.body, content_type)
+            if self._call.stream
+            else "text/event-stream" in content_type
+        ):
             parsed = parse_sse(body)
         else:
             parsed = parse_json_reply(body)
@@ -255,15 +260,14 @@ def _without_secrets(reply: AgentReply) -> AgentReply:
     return dataclasses.replace(reply, text=text, trace_id=trace_id, custom_outputs=custom)
 
 
-def _as_utf8(raw: RawReply) -> bytes:
+def _as_utf8(body: bytes, content_type: str) -> bytes:
     """The body in UTF-8: JSON and event streams are UTF-8 (RFC 8259 section 8.1; WHATWG), but a
     server that says it sent another charset (`charset=iso-8859-1`) is read in that one, so its
     accented letters are neither refused nor replaced. An unknown or undecodable charset leaves
     the bytes to the UTF-8 rules."""
-    content_type = raw.headers.get("content-type", "")
     lowered = content_type.lower()
     if "charset" not in lowered or "utf-8" in lowered:  # the common replies: nothing to parse
-        return raw.body
+        return body
     import email.message
 
     message = email.message.Message()
@@ -271,20 +275,16 @@ def _as_utf8(raw: RawReply) -> bytes:
     charset = message.get_content_charset()
     try:
         if charset is None or codecs.lookup(charset).name in ("utf-8", "utf-8-sig"):
-            return raw.body
-        return raw.body.decode(charset).encode()
+            return body
+        return body.decode(charset).encode()
     except (LookupError, UnicodeDecodeError):
-        return raw.body
+        return body
 
 
-def _declares_sse(raw: RawReply) -> bool:
-    return "text/event-stream" in raw.headers.get("content-type", "")
-
-
-def _is_sse(raw: RawReply) -> bool:
-    if _declares_sse(raw):
+def _is_sse(body: bytes, content_type: str) -> bool:
+    if "text/event-stream" in content_type:
         return True
-    if "json" in raw.headers.get("content-type", ""):
+    if "json" in content_type:
         return False
-    head = raw.body[:16].removeprefix(b"\xef\xbb\xbf").lstrip()  # a byte order mark: see sse.py
+    head = body[:16].removeprefix(b"\xef\xbb\xbf").lstrip()  # a byte order mark: see sse.py
     return head.startswith((b"data:", b"event:", b":"))
