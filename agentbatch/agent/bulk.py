@@ -490,8 +490,8 @@ class _HttpRun:
             http_status=outcome.http_status,
             attempts=outcome.attempts,
             latency_ms=outcome.latency_ms,
-            input_tokens=reply.input_tokens if reply else None,
-            output_tokens=reply.output_tokens if reply else None,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
             trace_id=reply.trace_id if reply else None,
             custom_outputs=outcome.custom_outputs_json,
             fingerprint=row.fingerprint,
@@ -505,12 +505,12 @@ class _HttpRun:
                 stats.sent += 1
             if outcome.latency_ms is not None:
                 stats.latency.add(outcome.latency_ms)
+            # A reply paid for counts, answer or not (a content filter, a response_format it
+            # does not match).
+            stats.input_tokens += outcome.input_tokens or 0
+            stats.output_tokens += outcome.output_tokens or 0
             if outcome.failure is None:
                 stats.ok += 1
-                reply = outcome.reply
-                if reply is not None:
-                    stats.input_tokens += reply.input_tokens or 0
-                    stats.output_tokens += reply.output_tokens or 0
             else:
                 stats.errors += 1
                 stats.errors_by_kind[outcome.failure.stats_key] += 1
@@ -560,12 +560,12 @@ def _row_files(batch: pa.RecordBatch) -> list[RowFile] | None:
 
 
 def _record(budget: SpendGuard, outcome: Outcome) -> None:
-    reply, failure = outcome.reply, outcome.failure
+    failure = outcome.failure
     budget.record(
         error=error_text(failure) if failure is not None else None,
         permanent=failure is not None and not failure.retryable,
-        input_tokens=reply.input_tokens if reply is not None else None,
-        output_tokens=reply.output_tokens if reply is not None else None,
+        input_tokens=outcome.input_tokens,
+        output_tokens=outcome.output_tokens,
     )
 
 

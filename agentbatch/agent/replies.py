@@ -36,6 +36,10 @@ class RowFailure:
     message: str
     retryable: bool = False
     status: int | None = None
+    # The usage a reply that came and was paid for reported, though it holds no answer (a
+    # content filter, a response_format it does not match): the budget and the bill count it.
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
     @property
     def stats_key(self) -> str:

@@ -7,6 +7,7 @@ usage or status.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -71,22 +72,26 @@ def reply_from_payload(payload: Any) -> AgentReply | RowFailure:
         return AgentReply(text=payload)
     if not isinstance(payload, dict):
         return RowFailure("parse", f"unrecognised reply: {preview(json.dumps(payload))}")
-    failure = _failure_of(payload)
-    if failure is not None:
-        return failure
-    text = _text_of(payload)
-    if isinstance(text, RowFailure):
-        return text
-    if text is None:
-        return RowFailure("parse", f"reply has no answer text: {preview(json.dumps(payload))}")
     inp, out = usage_tokens(payload.get("usage"))
-    return AgentReply(
-        text=text,
-        custom_outputs=payload.get("custom_outputs"),
-        input_tokens=inp,
-        output_tokens=out,
-        trace_id=trace_id_of(payload),
-    )
+    failure = _failure_of(payload)
+    if failure is None:
+        text = _text_of(payload)
+        if isinstance(text, RowFailure):
+            failure = text
+        elif text is None:
+            failure = RowFailure(
+                "parse", f"reply has no answer text: {preview(json.dumps(payload))}"
+            )
+        else:
+            return AgentReply(
+                text=text,
+                custom_outputs=payload.get("custom_outputs"),
+                input_tokens=inp,
+                output_tokens=out,
+                trace_id=trace_id_of(payload),
+            )
+    # A reply without an answer may still have been paid for: its usage goes with the failure.
+    return dataclasses.replace(failure, input_tokens=inp, output_tokens=out)
 
 
 _ANSWER_KEYS = ("output", "choices", "messages", "predictions")
@@ -200,4 +205,9 @@ def apply_response_format(reply: AgentReply, fmt: ResponseFormat | None) -> Agen
             trace_id=reply.trace_id,
             value=value,
         )
-    return RowFailure("parse", f"response_format: {error}")
+    return RowFailure(
+        "parse",
+        f"response_format: {error}",
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+    )

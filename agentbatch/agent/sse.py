@@ -19,6 +19,7 @@ that ends without a completion event or `[DONE]` was truncated: a retryable erro
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ def parse_sse(body: bytes) -> AgentReply | RowFailure:
             continue
         _apply(state, event.name, payload)
         if state.failure is not None:
-            return state.failure
+            return _with_usage(state.failure, state)
         if state.finished:
             break
     if not state.finished:
@@ -221,6 +222,16 @@ def _collect_metadata(state: _State, ev: dict[str, Any]) -> None:
         state.trace_id = trace
 
 
+def _with_usage(failure: RowFailure, state: _State) -> RowFailure:
+    """A failure with the usage the stream reported so far (a reply withheld by a content
+    filter was paid for all the same)."""
+    if state.input_tokens is None and state.output_tokens is None:
+        return failure
+    return dataclasses.replace(
+        failure, input_tokens=state.input_tokens, output_tokens=state.output_tokens
+    )
+
+
 def _reply(state: _State) -> AgentReply | RowFailure:
     text: str | None = None
     if state.messages:
@@ -235,7 +246,7 @@ def _reply(state: _State) -> AgentReply | RowFailure:
         text = "".join(state.chat_parts) if state.chat_text else None
         failure = chat_choice_failure(text, state.chat_finish, state.chat_tool_calls)
         if failure is not None:
-            return failure
+            return _with_usage(failure, state)
     if text is None:
         return RowFailure("parse", "stream completed without answer text")
     return AgentReply(

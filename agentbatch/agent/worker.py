@@ -55,6 +55,18 @@ class Outcome:
     answered_at_us: int = field(default_factory=_now_us)
 
     @property
+    def input_tokens(self) -> int | None:
+        """The usage the agent reported for this row's reply: an answer's, or that of a reply
+        paid for that holds none (see RowFailure)."""
+        paid = self.reply if self.reply is not None else self.failure
+        return paid.input_tokens if paid is not None else None
+
+    @property
+    def output_tokens(self) -> int | None:
+        paid = self.reply if self.reply is not None else self.failure
+        return paid.output_tokens if paid is not None else None
+
+    @property
     def custom_outputs_json(self) -> str | None:
         if self.reply is None or self.reply.custom_outputs is None:
             return None
@@ -225,7 +237,7 @@ class Caller:
         if isinstance(parsed, AgentReply):
             parsed = apply_response_format(parsed, self._fmt)
         if isinstance(parsed, RowFailure):
-            return RowFailure(parsed.kind, redact(parsed.message), parsed.retryable, parsed.status)
+            return dataclasses.replace(parsed, message=redact(parsed.message))
         return parsed
 
     def _describe(self, status: int, body: bytes) -> str:
