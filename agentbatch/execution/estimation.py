@@ -37,6 +37,7 @@ from agentbatch.execution.budget import PerRow, cost_of, price_of, save_per_row
 from agentbatch.execution.selection import replacing_if_reshaped
 from agentbatch.planning.definition import Plan, PushDown, RestFallback
 from agentbatch.planning.render import utc_timestamp
+from agentbatch.results import REQUEST_COLUMN
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
@@ -211,9 +212,13 @@ class Sampler:
 
         for batch in batches:
             found = ledger.reusable(batch, retry_errors=self.retry_errors)
-            if any(found):
-                self.reusable += sum(found)
-                batch = batch.filter(pa.array([not f for f in found], type=pa.bool_()))
+            self.reusable += sum(found)
+            # A NULL request is never sent (a run answers it with its row error, without a
+            # call): neither counted nor sampled, as `runner.rows_to_send` does not count it.
+            unsent = batch.column(REQUEST_COLUMN).is_null().to_pylist()
+            sent = [not (reused or null) for reused, null in zip(found, unsent, strict=True)]
+            if not all(sent):
+                batch = batch.filter(pa.array(sent, type=pa.bool_()))
             for index in range(batch.num_rows):
                 self.to_send += 1
                 if len(self.kept) < self.size:

@@ -1,0 +1,113 @@
+"""The bill, end to end through the CLI against the loopback demo agent (it reports usage):
+a reply paid for that holds no answer still counts, and an estimate counts and samples only
+the rows a run sends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+
+# The demo agent answers "answer: Q: text 7" (4 output tokens) to "Q: text 7" (3 input tokens);
+# under a response_format it answers {"answer": ...}, which has no field `label`: every reply
+# is a response_format row error, after the agent answered (and billed) it.
+JOB = """\
+name: b
+source: {table: main.s.src, key: id, columns: [txt]}
+request: "concat('Q: ', txt)"
+agent:
+  endpoint: apps/a
+  response_format: "STRUCT<label: STRING>"
+  price: {input_per_million: 1000000, output_per_million: 1000000}
+output: {table: main.s.out}
+"""
+
+
+def cli(tmp_path: Path, agent: AgentServer, command: str, job: str, *args: str) -> Any:
+    (tmp_path / "b.yml").write_text(job, encoding="utf-8")
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentbatch",
+            command,
+            str(tmp_path / "b.yml"),
+            "--table",
+            f"main.s.src={tmp_path / 'src.csv'}",
+            "--table",
+            f"main.s.out={tmp_path / 'out.parquet'}",
+            "--endpoint",
+            f"apps/a={agent.url}",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--project-dir",
+            str(tmp_path),
+            "--json",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_replies_that_fail_the_response_format_are_paid_and_count_toward_the_budget(
+    tmp_path: Path,
+) -> None:
+    rows = 60
+    lines = ["id,txt", *(f"{i},text {i}" for i in range(1, rows + 1))]
+    (tmp_path / "src.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with serve_agent() as agent:
+        done = cli(
+            tmp_path,
+            agent,
+            "run",
+            JOB,
+            "--max-tokens",
+            "100",
+            "--max-error-rate",
+            "1",
+            "--no-progress",
+            "--show",
+            "0",
+        )
+        sent = agent.stats().requests_total
+    # Every reply used tokens: the limit stops the run long before its 60 rows.
+    assert done.returncode == 7, done.stderr
+    assert "budget reached (max_tokens 100" in done.stderr
+    assert sent < rows
+    written = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert len(written) == sent
+    assert all(r["error"].startswith("[permanent] response_format") for r in written)
+    # Each error row says what its reply used; the summary's tokens and cost are their sum.
+    assert all(r["input_tokens"] and r["output_tokens"] for r in written)
+    used = sum(r["input_tokens"] + r["output_tokens"] for r in written)
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["input_tokens"] + summary["output_tokens"] == used
+    assert summary["cost"] == used
+    # Stopped at the limit: within one row's tokens of it (the rows use about the same).
+    row = max(r["input_tokens"] + r["output_tokens"] for r in written)
+    assert 100 - row < used <= 100 + row
+
+
+def test_estimate_counts_and_samples_only_rows_with_a_request(tmp_path: Path) -> None:
+    # Rows 2, 4, 6, 8 have no text: their request is NULL, answered without a call.
+    lines = ["id,txt", *(f"{i}," + ("" if i in (2, 4, 6, 8) else f"t{i}") for i in range(1, 11))]
+    (tmp_path / "src.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    job = JOB.replace('  response_format: "STRUCT<label: STRING>"\n', "")
+    with serve_agent() as agent:
+        done = cli(tmp_path, agent, "estimate", job, "--sample", "2", "--seed", "1")
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout)
+        assert agent.stats().requests_total == 2
+    assert found["to_send"] == 6
+    assert found["sampled"] == 2
+    assert found["sample_errors"] == 0
+    assert found["remaining"] == 4
+    assert found["projected_tokens"] is not None
