@@ -250,7 +250,8 @@ class _HttpRun:
         self.held: list[tuple[_Row, Outcome]] = []
         self.started = 0.0
         self.budget: SpendGuard | None = None
-        self.attempts_answered = 0
+        # The calls out right now (the budget counts them before each call), once running.
+        self.caller: Caller | None = None
         # Rows to answer (an upper bound, when the caller knows it), rows handed to the workers,
         # rows they finished with: what the limiter is told is left (no probing at the end).
         self.total_rows: int | None = None
@@ -274,6 +275,7 @@ class _HttpRun:
             # flight; any other stop is seen by the caller through `stop`.
             may_send=self._may_send if _watches_spend(self.budget) else None,
         )
+        self.caller = caller
         await run_all([self._produce(batches), self._write(), self._work_all(caller)])
         if self.input_error is not None:
             raise self.input_error
@@ -360,7 +362,6 @@ class _HttpRun:
                 # so it counts neither toward max_rows nor the error rate.
                 budget.unpaid()
             elif budget is not None:
-                self.attempts_answered += outcome.attempts
                 _record(budget, outcome)
                 if budget.stopped is not None:
                     self._budget_stop(budget)
@@ -379,7 +380,10 @@ class _HttpRun:
         """Right before a call is sent: would it pass the budget, with the calls in flight?"""
         budget = self.budget
         assert budget is not None
-        if budget.may_send(max(self.stats.requests - self.attempts_answered, 0)):
+        # The calls out now: not the requests sent minus those answered, which a redirect
+        # followed (two requests, one call) or a row waiting to retry would count as out.
+        out = self.caller.calls_out if self.caller is not None else 0
+        if budget.may_send(out):
             return True
         self._budget_stop(budget)
         return False

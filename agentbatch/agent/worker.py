@@ -11,7 +11,7 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from agentbatch.agent.bodies import BodyBuilder, RequestError
@@ -110,6 +110,8 @@ class Caller:
         # Asked once a slot is granted, right before a call is sent (the budget guard).
         self._may_send = may_send
         self._static_headers = dict(endpoint.headers)
+        # Calls sent and not returned yet (redirects followed within one call count once).
+        self.calls_out = 0
 
     async def call(
         self, bodies: BodyBuilder, request: str | None, file: RowFile | None = None
@@ -175,13 +177,7 @@ class Caller:
         self._stats.requests += 1
         started = time.perf_counter()
         try:
-            raw = await self._transport.post(
-                self._endpoint.url,
-                body,
-                headers,
-                stream=self._call.stream,
-                timeout_s=self._call.timeout_s,
-            )
+            raw = await self._post(body, headers)
         except TransportError as e:
             self._stats.requests += e.redirects  # each hop followed was one more request
             latency_ms = (time.perf_counter() - started) * 1000.0
@@ -209,6 +205,20 @@ class Caller:
             "http", self._describe(status, raw.body), retryable=should_retry(status), status=status
         )
         return _Sent(failure, status, latency_s * 1000.0, retry_after, generation)
+
+    async def _post(self, body: bytes, headers: Mapping[str, str]) -> RawReply:
+        """One call, counted in `calls_out` while it is out."""
+        self.calls_out += 1
+        try:
+            return await self._transport.post(
+                self._endpoint.url,
+                body,
+                headers,
+                stream=self._call.stream,
+                timeout_s=self._call.timeout_s,
+            )
+        finally:
+            self.calls_out -= 1
 
     async def _pause(self, seconds: float) -> None:
         """Sleep before a retry, waking early if the run stops."""

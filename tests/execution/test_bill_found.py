@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.agent_server import serve_agent
 
 # The demo agent answers "answer: Q: text 7" (4 output tokens) to "Q: text 7" (3 input tokens);
 # under a response_format it answers {"answer": ...}, which has no field `label`: every reply
@@ -29,7 +32,7 @@ output: {table: main.s.out}
 """
 
 
-def cli(tmp_path: Path, agent: AgentServer, command: str, job: str, *args: str) -> Any:
+def cli(tmp_path: Path, agent: Any, command: str, job: str, *args: str) -> Any:
     (tmp_path / "b.yml").write_text(job, encoding="utf-8")
     return subprocess.run(
         [
@@ -111,3 +114,60 @@ def test_estimate_counts_and_samples_only_rows_with_a_request(tmp_path: Path) ->
     assert found["sample_errors"] == 0
     assert found["remaining"] == 4
     assert found["projected_tokens"] is not None
+
+
+class _Redirecting(BaseHTTPRequestHandler):
+    """An agent behind a 307 within its origin (followed: the same call), 10 tokens a row."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.path.endswith("/responses"):
+            self.send_response(307)
+            self.send_header("Location", "/answer")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = json.dumps(
+            {
+                "output": [
+                    {
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": "hi"}],
+                    }
+                ],
+                "usage": {"input_tokens": 5, "output_tokens": 5},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_redirect_followed_is_one_call_in_flight_not_two(tmp_path: Path) -> None:
+    """Each call is two requests (the 307 and its answer): the guard counted every request sent
+    minus the calls answered as in flight, so each answered row left one phantom call out and a
+    run whose rows all fit stopped near half its limit."""
+    rows = 200
+    lines = ["id,txt", *(f"{i},text {i}" for i in range(1, rows + 1))]
+    (tmp_path / "src.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    job = JOB.replace('  response_format: "STRUCT<label: STRING>"\n', "")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        agent = SimpleNamespace(url=f"http://127.0.0.1:{server.server_address[1]}")
+        done = cli(tmp_path, agent, "run", job, "--max-tokens", "1000", "--no-progress")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 7, done.stderr
+    summary = json.loads(done.stdout)["summary"]
+    # 100 rows of 10 tokens fit 1,000 exactly: all of them are sent, and no more.
+    assert summary["input_tokens"] + summary["output_tokens"] == 1000
+    assert summary["sent"] == 100
