@@ -11,7 +11,7 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agentbatch.agent.bodies import BodyBuilder, RequestError
@@ -176,14 +176,23 @@ class Caller:
             headers = {**auth_headers, **self._static_headers}
         self._stats.requests += 1
         started = time.perf_counter()
+        self.calls_out += 1
         try:
-            raw = await self._post(body, headers)
+            raw = await self._transport.post(
+                self._endpoint.url,
+                body,
+                headers,
+                stream=self._call.stream,
+                timeout_s=self._call.timeout_s,
+            )
         except TransportError as e:
             self._stats.requests += e.redirects  # each hop followed was one more request
             latency_ms = (time.perf_counter() - started) * 1000.0
             self._limiter.release(permit, "timeout" if e.kind == "timeout" else "neutral")
             failure = RowFailure(e.kind, redact(str(e)), retryable=should_retry(e))
             return _Sent(failure, e.status, latency_ms, None, generation)
+        finally:
+            self.calls_out -= 1
         latency_s = time.perf_counter() - started
         self._stats.requests += raw.redirects
         status = raw.status
@@ -205,20 +214,6 @@ class Caller:
             "http", self._describe(status, raw.body), retryable=should_retry(status), status=status
         )
         return _Sent(failure, status, latency_s * 1000.0, retry_after, generation)
-
-    async def _post(self, body: bytes, headers: Mapping[str, str]) -> RawReply:
-        """One call, counted in `calls_out` while it is out."""
-        self.calls_out += 1
-        try:
-            return await self._transport.post(
-                self._endpoint.url,
-                body,
-                headers,
-                stream=self._call.stream,
-                timeout_s=self._call.timeout_s,
-            )
-        finally:
-            self.calls_out -= 1
 
     async def _pause(self, seconds: float) -> None:
         """Sleep before a retry, waking early if the run stops."""
