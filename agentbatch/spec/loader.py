@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
+import os
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +25,9 @@ from agentbatch.sql.jinja import Helpers, make_environment, render_string
 
 # Values that are SQL: Jinja output there is quoted as literals (see agentbatch.sql.jinja).
 _SQL_FIELDS: tuple[KeyPath, ...] = (("request",), ("source", "where"), ("source", "query"))
+# Values env() reads shorter than this are not masked in messages (as `redact` does not mask
+# them): masking a `1` everywhere would garble the message.
+_MASKED_CHARS = 6
 
 
 def load_job(
@@ -103,13 +108,18 @@ def _load(
         "text": make_environment("text", helpers, template_dirs),
         "sql": make_environment("sql", helpers, template_dirs),
     }
-    rendered = _render_values(raw, (), doc, environments, helpers)
-    if vars:
-        rendered["vars"] = merged_vars
     try:
-        job = Job.model_validate(rendered)
-    except ValidationError as err:
-        raise SpecError(_format_validation_error(err, doc)) from None
+        rendered = _render_values(raw, (), doc, environments, helpers)
+        if vars:
+            rendered["vars"] = merged_vars
+        try:
+            job = Job.model_validate(rendered)
+        except ValidationError as err:
+            raise SpecError(_format_validation_error(err, doc)) from None
+    except SpecError as err:
+        # A message quoting a value (`should be a mapping, not the text '...'`) must not show
+        # what env() read: the run masks those values in its messages only once it plans.
+        raise type(err)(helpers.masked(str(err))) from None
     job._variables = VariableUse(
         declared=frozenset(file_vars), read=frozenset(helpers.read), given=frozenset(vars or {})
     )
@@ -129,11 +139,31 @@ class _Helpers(Helpers):
         super().__init__(variables, allowed_env)
         self.rendering = ""  # `file:line: key` of the value being rendered
         self.environment: list[EnvironmentRead] = []
+        self._read: set[str] = set()  # values read from the environment
 
     def env(self, name: str, default: str | None = None) -> str:
         value = super().env(name, default)
         self.environment.append(EnvironmentRead(self.rendering, name))
+        if os.environ.get(name) == value and len(value) >= _MASKED_CHARS:
+            self._read.add(value)
         return value
+
+    def masked(self, message: str) -> str:
+        """`message` without the values env() read: as read, as a SQL literal or JSON string
+        holds them, and as Python's repr() quotes them."""
+        forms = {
+            form
+            for value in self._read
+            for form in (
+                value,
+                value.replace("'", "''"),
+                json.dumps(value)[1:-1],
+                repr(value)[1:-1],
+            )
+        }
+        for form in sorted(forms, key=len, reverse=True):
+            message = message.replace(form, "***")
+        return message
 
 
 def _refuse_templates_in_defaults(file_vars: Mapping[str, Any], doc: YamlDocument) -> None:

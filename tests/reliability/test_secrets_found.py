@@ -1,0 +1,82 @@
+"""Leaks found by looking for surfaces the other secrets tests do not search.
+
+A job file's value that reads the environment with `{{ env('NAME') }}` is rendered when the file
+is loaded; a value of the wrong kind (a text where a mapping belongs) was refused quoting it,
+`agent.custom_inputs: should be a mapping, not the text '<the value>'`, before the run registers
+the job's env() values as secrets (that happens when it plans). Real commands
+(`agentbatch.cli.main.main`) and the Python API's loader; stdout, stderr and the error searched.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+
+import agentbatch
+from agentbatch.cli.main import main
+from agentbatch.errors import SpecError
+from agentbatch.spec.loader import load_job_text
+
+from .secret_search import leaks
+
+TICKETS = Path(agentbatch.__file__).parent / "data" / "support_tickets.csv"
+
+JOB = """
+name: env_job
+source:
+  table: main.support.tickets
+  key: ticket_id
+  columns: [subject]
+request: "subject"
+agent:
+  endpoint: support-agent
+  custom_inputs: "{{ env('SUPPORT_API_KEY') }}"
+output:
+  table: main.support.env_out
+env: [SUPPORT_API_KEY]
+"""
+
+
+@pytest.fixture
+def value(monkeypatch: pytest.MonkeyPatch) -> str:
+    found = "envkey-" + secrets.token_hex(10) + "'q\"uoted"
+    monkeypatch.setenv("SUPPORT_API_KEY", found)
+    return found
+
+
+def _forms(value: str) -> list[str]:
+    return [value, value.replace("'", "''"), repr(value)[1:-1], value[:17]]
+
+
+def test_a_refused_value_read_from_the_environment_is_not_quoted(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = tmp_path / "project" / "jobs" / "env_job.yml"
+    job.parent.mkdir(parents=True)
+    job.write_text(JOB)
+    tickets = ["--table", f"main.support.tickets={TICKETS}"]
+    state = ["--state-dir", str(tmp_path / "state")]
+    commands = {
+        "validate": ["validate", str(job)],
+        "plan -v": ["-v", "plan", str(job), *tickets],
+        "render": ["render", str(job)],
+        "run --dry-run --json": ["run", "--dry-run", "--json", str(job), *tickets, *state],
+    }
+    places = {}
+    for name, args in commands.items():
+        assert main(args) == 2, name
+        captured = capsys.readouterr()
+        places[name] = captured.out + captured.err
+        assert "agent.custom_inputs: should be a mapping, not the text '***'" in places[name]
+    assert not leaks(_forms(value), places), places
+
+
+def test_a_refused_value_read_from_the_environment_is_not_in_the_loaders_error(
+    value: str,
+) -> None:
+    with pytest.raises(SpecError) as refused:
+        load_job_text(JOB, "env_job.yml")
+    assert "should be a mapping, not the text '***'" in str(refused.value)
+    assert not leaks(_forms(value), {"error": str(refused.value), "repr": repr(refused.value)})
