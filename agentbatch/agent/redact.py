@@ -112,15 +112,26 @@ def register_url_credentials(url: str) -> None:
         register_secret(user, in_answers=False, min_chars=3)
         register_secret(secret, in_answers=False, min_chars=3)
         if password is not None:
-            pair = f"{user}:{secret}".encode()
-            register_secret(base64.b64encode(pair).decode())
-            register_secret(base64.urlsafe_b64encode(pair).decode())
+            for pair in _basic_pairs(f"{user}:{secret}"):
+                register_secret(base64.b64encode(pair).decode())
+                register_secret(base64.urlsafe_b64encode(pair).decode())
     for query in (parts.query, parts.fragment):
         for item in query.split("&"):
             name, sep, value = item.partition("=")
             if sep and urllib.parse.unquote_plus(name).lower() not in _NOT_SECRET_PARAMETERS:
                 register_secret(value, in_answers=False)
                 register_secret(urllib.parse.unquote_plus(value), in_answers=False)
+
+
+def _basic_pairs(pair: str) -> list[bytes]:
+    """`user:password` as the bytes a Basic credential encodes: UTF-8, and Latin-1, which aiohttp
+    encodes it in (`BasicAuth`'s default) when every letter is one of Latin-1's."""
+    forms = [pair.encode()]
+    try:
+        latin = pair.encode("latin-1")
+    except UnicodeEncodeError:
+        return forms
+    return forms if latin == forms[0] else [*forms, latin]
 
 
 def register_environment_value(value: str) -> None:

@@ -1,5 +1,10 @@
 """Leaks found by looking for surfaces the other secrets tests do not search.
 
+An endpoint URL's password with a letter outside ASCII (`http://alice:pässwort@host/...`): aiohttp
+sends the Basic credential of it encoded in Latin-1 (its `BasicAuth` default), while the run
+registered the credential of the UTF-8 bytes only; an agent echoing its Authorization header in
+an answer or a refusal wrote the credential, unmasked, into the output table and the stderr.
+
 A job file's value that reads the environment with `{{ env('NAME') }}` is rendered when the file
 is loaded; a value of the wrong kind (a text where a mapping belongs) was refused quoting it,
 `agent.custom_inputs: should be a mapping, not the text '<the value>'`, before the run registers
@@ -9,9 +14,12 @@ the job's env() values as secrets (that happens when it plans). Real commands
 
 from __future__ import annotations
 
+import base64
 import secrets
 from pathlib import Path
+from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 import agentbatch
@@ -19,7 +27,8 @@ from agentbatch.cli.main import main
 from agentbatch.errors import SpecError
 from agentbatch.spec.loader import load_job_text
 
-from .secret_search import leaks
+from .secret_search import file_texts, leaks
+from .test_secrets_echoes import serve_echoing, write_job
 
 TICKETS = Path(agentbatch.__file__).parent / "data" / "support_tickets.csv"
 
@@ -80,3 +89,44 @@ def test_a_refused_value_read_from_the_environment_is_not_in_the_loaders_error(
         load_job_text(JOB, "env_job.yml")
     assert "should be a mapping, not the text '***'" in str(refused.value)
     assert not leaks(_forms(value), {"error": str(refused.value), "repr": repr(refused.value)})
+
+
+@pytest.mark.parametrize("mode", ["authorization_answer", "basic_credential_400"])
+def test_the_basic_credential_of_a_password_outside_ascii_is_masked(
+    mode: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = "pässwort-" + secrets.token_hex(8)
+    with serve_echoing(mode, "unused") as (url, agent):
+        endpoint = url.replace("http://", f"http://alice:{password}@") + "/agent"
+        job = write_job(tmp_path / "project", "support-agent")
+        out = tmp_path / "project" / "out.parquet"
+        code = main(
+            [
+                "-v",
+                "run",
+                str(job),
+                "--table",
+                f"main.support.tickets={TICKETS}",
+                "--table",
+                f"main.support.echo_out={out}",
+                "--endpoint",
+                f"support-agent={endpoint}",
+                "--state-dir",
+                str(tmp_path / "project" / "state"),
+                "--limit",
+                "2",
+                "--json",
+            ]
+        )
+        printed = capsys.readouterr()
+    assert code == 0, printed.err
+    sent = agent.authorizations[0].partition(" ")[2]
+    assert base64.b64decode(sent) == f"alice:{password}".encode("latin-1")  # as aiohttp sends it
+    column = "response" if mode == "authorization_answer" else "error"
+    values = pq.read_table(out).column(column).to_pylist()
+    assert values and all("***" in v for v in values), values
+    places: dict[str, Any] = {"stdout": printed.out, "stderr": printed.err}
+    places.update(file_texts(tmp_path / "project"))
+    pair = f"alice:{password}"
+    forms = [password, sent, base64.urlsafe_b64encode(pair.encode("latin-1")).decode()]
+    assert not leaks(forms, places), leaks(forms, places)
