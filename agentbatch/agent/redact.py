@@ -115,12 +115,24 @@ def register_url_credentials(url: str) -> None:
             for pair in _basic_pairs(f"{user}:{secret}"):
                 register_secret(base64.b64encode(pair).decode())
                 register_secret(base64.urlsafe_b64encode(pair).decode())
-    for query in (parts.query, parts.fragment):
+    for query in (parts.query, parts.fragment, _sent_query(url.strip())):
         for item in query.split("&"):
             name, sep, value = item.partition("=")
             if sep and urllib.parse.unquote_plus(name).lower() not in _NOT_SECRET_PARAMETERS:
                 register_secret(value, in_answers=False)
                 register_secret(urllib.parse.unquote_plus(value), in_answers=False)
+
+
+def _sent_query(url: str) -> str:
+    """The query string as the HTTP client (aiohttp, through yarl) sends it: yarl re-encodes a
+    given one (`%2F` is sent as `/`, `%3d` as `%3D`, `é` as `%C3%A9`), so a server quoting the
+    query it got quotes neither the form given nor the decoded one."""
+    from yarl import URL
+
+    try:
+        return URL(url).raw_query_string
+    except (ValueError, TypeError):
+        return ""
 
 
 def _basic_pairs(pair: str) -> list[bytes]:

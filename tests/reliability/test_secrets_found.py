@@ -130,3 +130,41 @@ def test_the_basic_credential_of_a_password_outside_ascii_is_masked(
     pair = f"alice:{password}"
     forms = [password, sent, base64.urlsafe_b64encode(pair.encode("latin-1")).decode()]
     assert not leaks(forms, places), leaks(forms, places)
+
+
+def test_a_query_key_the_http_client_sends_re_encoded_is_masked_when_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `?code=` key given percent-encoded (`%2F`, `%3D`, as `quote(key, safe="")` writes it):
+    aiohttp (yarl) sends `/` plain and `%3D` as it is, a form that is neither the key as given nor
+    decoded; an agent echoing its raw query string in a 500 quoted it unmasked."""
+    key = "key" + secrets.token_hex(10)
+    given = f"{key}%2Fab%2Bcd%3D%3D"
+    with serve_echoing("query_string_500", "unused") as (url, agent):
+        job = write_job(tmp_path / "project", "support-agent")
+        out = tmp_path / "project" / "out.parquet"
+        code = main(
+            [
+                "-v",
+                "run",
+                str(job),
+                "--table",
+                f"main.support.tickets={TICKETS}",
+                "--table",
+                f"main.support.echo_out={out}",
+                "--endpoint",
+                f"support-agent={url}/agent?code={given}",
+                "--state-dir",
+                str(tmp_path / "project" / "state"),
+                "--limit",
+                "2",
+                "--json",
+            ]
+        )
+        printed = capsys.readouterr()
+    assert code == 0 and agent.posts >= 2, printed.err
+    errors = pq.read_table(out).column("error").to_pylist()
+    assert errors and all("bad query code=***" in e for e in errors), errors
+    places: dict[str, Any] = {"stdout": printed.out, "stderr": printed.err}
+    places.update(file_texts(tmp_path / "project"))
+    assert not leaks([key], places), leaks([key], places)
