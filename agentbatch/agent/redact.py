@@ -15,6 +15,7 @@ import json
 import re
 import threading
 import urllib.parse
+from collections.abc import Mapping
 
 _lock = threading.Lock()
 # Credentials the run sends (auth headers): masked in messages and in answers.
@@ -153,7 +154,7 @@ def register_environment_value(value: str) -> None:
         register_secret(form, in_answers=False)
 
 
-def register_auth_headers(headers: dict[str, str]) -> None:
+def register_auth_headers(headers: Mapping[str, str]) -> None:
     for name, value in headers.items():
         if name.lower() in ("authorization", "x-databricks-azure-sp-management-token"):
             register_secret(value)

@@ -168,3 +168,53 @@ def test_a_query_key_the_http_client_sends_re_encoded_is_masked_when_echoed(
     places: dict[str, Any] = {"stdout": printed.out, "stderr": printed.err}
     places.update(file_texts(tmp_path / "project"))
     assert not leaks([key], places), leaks([key], places)
+
+
+EXECUTOR = """
+import sys
+
+import pyarrow as pa
+
+from agentbatch.agent.calls import CallSpec
+from agentbatch.engines.spark.calls import RemoteCall, answer_batches
+
+url, token = sys.argv[1], sys.argv[2]
+call = CallSpec(endpoint="sec-endpoint", timeout_s=5, max_retries=0)
+remote = RemoteCall(call, {"sec-endpoint": url}, {"Authorization": f"Bearer {token}"})
+batch = pa.record_batch(
+    {"id": [1, 2], "_request": ["a", "b"], "request_fingerprint": ["f1", "f2"]}
+)
+rows = []
+answer_batches([batch], remote, "id", rows.append)
+for table in rows:
+    for row in table.to_pylist():
+        print(row["response"], row["error"])
+"""
+
+
+def test_headers_minted_on_the_driver_are_scrubbed_from_answers_on_an_executor(
+    tmp_path: Path,
+) -> None:
+    """The Spark engine's REST fallback on executors: a PAT's (or any non-M2M credential's)
+    header is minted on the driver and shipped in `RemoteCall.headers`; an executor's Python
+    worker is a fresh process, where nothing had registered it, so an agent echoing its
+    Authorization header in an answer wrote the token into the output rows. The executor's code
+    (`answer_batches`), run in a fresh interpreter as a Spark Python worker is."""
+    import subprocess
+    import sys
+
+    token = "dapi" + secrets.token_hex(16)
+    script = tmp_path / "executor.py"
+    script.write_text(EXECUTOR)
+    with serve_echoing("authorization_answer", "unused") as (url, agent):
+        done = subprocess.run(
+            [sys.executable, str(script), f"{url}/agent/responses", token],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert agent.authorizations == [f"Bearer {token}"] * 2  # the token reached the agent
+    assert done.stdout.count("you sent *** None") == 2, done.stdout
+    assert not leaks([token], {"rows": done.stdout, "stderr": done.stderr})

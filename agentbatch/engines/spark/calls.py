@@ -236,9 +236,13 @@ async def _answer(
     from agentbatch.agent.bulk import run_bulk
     from agentbatch.agent.ledger import Ledger
     from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter
+    from agentbatch.agent.redact import register_auth_headers
     from agentbatch.agent.shared_limits import SharedBudget
     from agentbatch.agent.transport import AiohttpTransport
 
+    # An executor's Python worker is a process of its own: the driver's registration of these
+    # headers is not known here, and answers and messages must be scrubbed of them all the same.
+    register_auth_headers(remote.headers)
     transport: Transport | None = None
     cap = remote.call.max_concurrency or DEFAULT_CEILING
     if remote.oauth is not None:
