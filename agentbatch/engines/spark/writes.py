@@ -98,6 +98,8 @@ def _insert(
 def _merge(
     spark: SparkSession, tree: exp.Merge, table: SwappableTable, name: str, query: QueryRunner
 ) -> None:
+    from pyspark.sql import functions as F
+
     keys = merge_keys(tree)
     using = tree.args.get("using")
     if isinstance(using, exp.Subquery):
@@ -112,6 +114,9 @@ def _merge(
     source = source.localCheckpoint(eager=True)
     _refuse_duplicate_matches(source, old, keys)
     kept = old.join(source.select(*keys).distinct(), on=keys, how="left_anti")
+    # A join on column names puts those columns first: the table keeps its own order, as Delta's
+    # MERGE does (an `append` run merges on the key and the request fingerprint).
+    kept = kept.select(*[F.col(f"`{c}`") for c in old.columns])
     table.write(kept.unionByName(source))
 
 
