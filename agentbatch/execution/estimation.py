@@ -375,7 +375,12 @@ def _sample_keys(
     to_send = 0
     rows_per_batch = input_batch_rows(fallback.steps.call.files)
     for batch in engine.fetch_batches(fallback.steps.inputs.sql, batch_rows=rows_per_batch):
-        for value in batch.column(key).to_pylist():
+        # A NULL request gets its row error without an ai_query call: as on the REST fallback,
+        # neither counted nor sampled.
+        unsent = batch.column(REQUEST_COLUMN).is_null().to_pylist()
+        for value, null in zip(batch.column(key).to_pylist(), unsent, strict=True):
+            if null:
+                continue
             to_send += 1
             if len(keys) < size:
                 keys.append(value)

@@ -594,7 +594,6 @@ class HistoryModel(RuleBasedStateMachine):
         since = (self.clock if self.refresh is None else self.refresh) if full_refresh else None
         began = self.refresh_began or datetime.now(timezone.utc)
         _, must, may = self.predict(full_refresh=full_refresh, retry_errors=False)
-        unsent = set(self.renewed)  # drawn or not, answered without a call
         found = self.send_estimate(sample, full_refresh)
         calls = self.calls_since()
         sent = self.sent()
@@ -603,13 +602,13 @@ class HistoryModel(RuleBasedStateMachine):
             assert self.made(key, calls) <= (key in must | may), f"key {key}"
         assert sum(calls.values()) == sum(calls.get(request_key(self.request(k)), 0) for k in sent)
         assert sum(self.made(k, calls) for k in sent) <= sample, "paid for more than its sample"
-        low, high = len(must | unsent), len(must | may | unsent)
+        # A NULL request is never sent (the run answers it with its row error): the estimate
+        # neither counts nor samples it, as the run's own count does not.
+        low, high = len(must), len(must | may)
         assert low <= found.to_send <= high, (found.to_send, must, may)
         assert found.sampled == min(sample, found.to_send), found
-        # The sample: the keys paid, and the NULL request if it was drawn (answered, not sent).
-        assert len(paid) <= found.sampled <= len(paid) + len(unsent), (found, paid)
-        drawn = paid | (unsent if found.sampled > len(paid) else set())
-        self.answering = {k: self.answering[k] for k in drawn}
+        assert found.sampled == len(paid), (found, paid)  # the sample: the keys paid
+        self.answering = {k: self.answering[k] for k in paid}
         mode = "append" if self.project.settings.mode == "append" else "merge"
         self.target = sorted(self.written(rows, self.answering, self.stamps(), mode), key=repr)
         self.record(paid)
