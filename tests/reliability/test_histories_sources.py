@@ -485,21 +485,14 @@ output:
             return
         candidates = [k for k in m.todo(retry_errors=False, full_refresh=False, limit=None)]
         reusable = [k for k in candidates if m.reusable(k, retry_errors=False)]
-        to_send = [k for k in candidates if k not in reusable]
+        # A NULL request is never sent (a run answers it with its row error): the estimate
+        # neither counts nor samples it, as the run's own count does not.
+        to_send = [k for k in candidates if k not in reusable and m.texts[k] is not None]
         code, found = self.cli("estimate", "--sample", str(sample))
         assert code == 0, found
         assert (found["to_send"], found["reusable"]) == (len(to_send), len(reusable))
         calls = self.calls()
-        sent = {k for k in to_send if calls.get(request_key(m.request(k) or ""), 0)}
-        # NULL requests are answered without a call: found by the row they leave.
-        current = {
-            r["review_id"]
-            for r in self.table() or []
-            if r["review_id"] in m.texts
-            and r["request_fingerprint"] == self.fingerprint(m.request(r["review_id"]))
-        }
-        unsent = {k for k in to_send if m.texts[k] is None and k in current}
-        sampled = sent | unsent
+        sampled = {k for k in to_send if calls.get(request_key(m.request(k) or ""), 0)}
         assert len(sampled) == min(sample, len(to_send)) == found["sampled"]
         answered = m.answer(sorted(sampled), retry_errors=False, full_refresh=False)
         # An overwrite job's sample is added as a merge adds it: keys that left the selection
