@@ -164,3 +164,32 @@ def test_the_console_script_alone_would_hide_a_failure(installed: Installed) -> 
     )
     assert hidden.returncode == 0
     assert "missing.yml" in hidden.stderr
+
+
+def test_the_deploy_build_ships_only_the_modules_the_project_has(tmp_path: Path) -> None:
+    """The bundle builds its wheel in the project folder (`python -m build --wheel`, run by the
+    CLI at every deploy). A build that leaves a copy of the package behind (setuptools' `build/lib`)
+    ships a module deleted since into the next wheel, and its egg-info makes pip take the folder
+    for an installed agentbatch."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, project)
+    shutil.copytree(
+        ROOT / "agentbatch", project / "agentbatch", ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+    def wheel_names() -> set[str]:
+        shutil.rmtree(project / "dist", ignore_errors=True)
+        built = _run(sys.executable, "-m", "build", "--wheel", cwd=project)
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+        [wheel] = (project / "dist").glob("agentbatch-*.whl")
+        return set(zipfile.ZipFile(wheel).namelist())
+
+    (project / "agentbatch" / "retired.py").write_text("GONE = True\n", encoding="utf-8")
+    assert "agentbatch/retired.py" in wheel_names()
+    (project / "agentbatch" / "retired.py").unlink()
+    assert "agentbatch/retired.py" not in wheel_names()
+    assert sorted(p.name for p in project.iterdir()) == [
+        "README.md", "agentbatch", "dist", "pyproject.toml",
+    ]  # fmt: skip
