@@ -40,7 +40,7 @@ def _run(
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     work = tmp_path_factory.mktemp("wheel")
-    # Build from a copy, so the build leaves no build/ or egg-info in the project.
+    # Build from a copy: the checkout may hold files the project does not ship (caches, outputs).
     source = work / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
