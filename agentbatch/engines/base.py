@@ -7,6 +7,8 @@ can decide without connecting.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -113,3 +115,20 @@ def error_line(err: BaseException) -> str:
     env() rendered comes back quoted in a conversion error."""
     text = str(err).strip()
     return redact(text.splitlines()[0]) if text else type(err).__name__
+
+
+@contextlib.contextmanager
+def ctrl_c_kept() -> Iterator[None]:
+    """Around DuckDB work: DuckDB takes SIGINT while a query runs and raises an error of its own
+    (`InterruptException`; DuckDB 2.0 a RuntimeError 'Query interrupted'), which the callers'
+    error handling would report as an engine or file error (exit 5 or 2). Ctrl-C stays the
+    user's KeyboardInterrupt."""
+    try:
+        yield
+    except Exception as err:
+        duckdb = sys.modules.get("duckdb")
+        if (duckdb is not None and isinstance(err, duckdb.InterruptException)) or (
+            type(err) is RuntimeError and str(err) == "Query interrupted"
+        ):
+            raise KeyboardInterrupt from err
+        raise

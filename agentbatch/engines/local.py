@@ -33,7 +33,7 @@ import sqlglot
 from sqlglot import exp
 
 from agentbatch.engines import mapped_outputs, output_lock, writable
-from agentbatch.engines.base import WriteRequest, WriteStats, error_line
+from agentbatch.engines.base import WriteRequest, WriteStats, ctrl_c_kept, error_line
 from agentbatch.engines.binary_files import LISTING_PREFIX, rewrite_for_duckdb, volume_mappings
 from agentbatch.engines.mapped_outputs import (
     FILE_READERS,
@@ -158,7 +158,9 @@ class LocalEngine:
     ) -> Iterator[pa.RecordBatch]:
         statement, _ = self._prepare(sql, writing=False)
         try:
-            reader = self._con.sql(statement, params=dict(params or {})).to_arrow_reader(batch_rows)
+            with ctrl_c_kept():
+                relation = self._con.sql(statement, params=dict(params or {}))
+                reader = relation.to_arrow_reader(batch_rows)
         except Exception as err:  # duckdb raises many unrelated classes; report them as one
             raise EngineError(f"local engine: {error_line(err)}") from None
         try:
@@ -170,9 +172,10 @@ class LocalEngine:
     def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         statement, _ = self._prepare(sql, writing=False)
         try:
-            relation = self._con.sql(statement, params=dict(params or {}))
-            names = list(relation.columns)
-            rows = relation.fetchall()
+            with ctrl_c_kept():
+                relation = self._con.sql(statement, params=dict(params or {}))
+                names = list(relation.columns)
+                rows = relation.fetchall()
         except Exception as err:
             raise EngineError(f"local engine: {error_line(err)}") from None
         return dict(zip(names, rows[0] if rows else (None,) * len(names), strict=True))
@@ -212,7 +215,8 @@ class LocalEngine:
         try:
             statement, _ = self._prepare(f"SELECT * FROM {name}{suffix}", writing=False)
             try:
-                return self._con.sql(statement).to_arrow_table()
+                with ctrl_c_kept():
+                    return self._con.sql(statement).to_arrow_table()
             except Exception as err:
                 raise EngineError(f"local engine: {error_line(err)}") from None
         finally:
@@ -546,7 +550,8 @@ class LocalEngine:
         self, statement: str, params: Mapping[str, Any] | list[Any] | None = None
     ) -> list[Any]:
         """Run one statement and drain its result (DuckDB refuses new work until then)."""
-        return self._con.execute(statement, params or None).fetchall()
+        with ctrl_c_kept():
+            return self._con.execute(statement, params or None).fetchall()
 
     def _has_table(self, catalog: str, schema: str, name: str) -> bool:
         found = self._sql(

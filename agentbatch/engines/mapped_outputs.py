@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlglot import exp
 
 from agentbatch.engines import output_lock, writable
-from agentbatch.engines.base import error_line
+from agentbatch.engines.base import ctrl_c_kept, error_line
 from agentbatch.errors import ConfigError, MissingDependencyError, UsageError
 
 if TYPE_CHECKING:
@@ -341,7 +341,8 @@ def duck_literal(path: str | Path) -> str:
 
 def _sql(con: duckdb.DuckDBPyConnection, statement: str, params: list[Any] | None = None) -> Any:
     """Run one statement and drain its result (DuckDB refuses new work until then)."""
-    return con.execute(statement, params or None).fetchall()
+    with ctrl_c_kept():
+        return con.execute(statement, params or None).fetchall()
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, name: str) -> bool:
