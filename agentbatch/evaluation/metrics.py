@@ -1,7 +1,10 @@
 """Aggregate a scores table: per scorer, overall and per group, the mean with its confidence
 interval, counts of scored / errored rows, and the median and 95th percentile.
 
-One row per (scorer, group); `group_value` is NULL on the overall rows.
+One row per (scorer, group). The overall rows have `group_by` NULL (and `group_value` NULL); a
+group's rows name the group column in `group_by` and its value, as text, in `group_value`, which
+is NULL for the group of rows whose group column is NULL: that group is never merged with a value
+whose text reads "(null)" or "NULL".
 """
 
 from __future__ import annotations
@@ -78,17 +81,27 @@ def compute_metrics(
     when = evaluated_at or datetime.now(timezone.utc)
     table = scored.table
     agent_errors = [e is not None for e in table.column("agent_error").to_pylist()]
-    groups: list[tuple[str | None, list[int]]] = [(None, list(range(table.num_rows)))]
+    # (group_by, group_value, row numbers): the overall rows first, then each group in value
+    # order, the NULL group last.
+    groups: list[tuple[str | None, str | None, list[int]]] = [
+        (None, None, list(range(table.num_rows)))
+    ]
     if scored.group_by is not None:
         by_value: dict[str, list[int]] = {}
+        nulls: list[int] = []
         for index, value in enumerate(table.column(scored.group_by).to_pylist()):
-            by_value.setdefault("(null)" if value is None else str(value), []).append(index)
-        groups += sorted(by_value.items())
+            if value is None:
+                nulls.append(index)
+            else:
+                by_value.setdefault(str(value), []).append(index)
+        groups += [(scored.group_by, value, rows) for value, rows in sorted(by_value.items())]
+        if nulls:
+            groups.append((scored.group_by, None, nulls))
     records: list[dict[str, Any]] = []
     for info in scored.scorers:
         values = scored.values(info.name)
         errors = [e is not None for e in table.column(f"{info.name}_error").to_pylist()]
-        for group_value, indexes in groups:
+        for group_by, group_value, indexes in groups:
             summary = summarise(
                 [values[i] for i in indexes], info, options, errors=sum(errors[i] for i in indexes)
             )
@@ -97,7 +110,7 @@ def compute_metrics(
                     "variant": variant,
                     "scorer": info.name,
                     "kind": info.kind,
-                    "group_by": scored.group_by if group_value is not None else None,
+                    "group_by": group_by,
                     "group_value": group_value,
                     "rows": len(indexes),
                     "agent_errors": sum(agent_errors[i] for i in indexes),
@@ -148,8 +161,9 @@ def summarise(
 
 
 def overall(metrics: pa.Table) -> list[dict[str, Any]]:
-    """The overall rows (no group) of a metrics table, in scorer order."""
-    return [row for row in metrics.to_pylist() if row["group_value"] is None]
+    """The overall rows (no group) of a metrics table, in scorer order. By `group_by`: the NULL
+    group's rows have `group_value` NULL too."""
+    return [row for row in metrics.to_pylist() if row["group_by"] is None]
 
 
 def by_scorer(metrics: pa.Table) -> dict[str, dict[str, Any]]:

@@ -70,14 +70,24 @@ class EvalResult:
     def scores(self) -> pa.Table:
         return self.scored.table
 
-    def metric(self, scorer: str, group: str | None = None) -> dict[str, Any]:
-        """The metrics row of one scorer, overall or for one group value."""
+    def metric(
+        self, scorer: str, group: str | None = None, *, null_group: bool = False
+    ) -> dict[str, Any]:
+        """The metrics row of one scorer: overall, for one group value (its text), or with
+        `null_group=True` for the rows whose group column is NULL."""
         for row in self.metrics.to_pylist():
-            if row["scorer"] == scorer and row["group_value"] == group:
+            if row["scorer"] != scorer:
+                continue
+            if null_group:
+                found = row["group_by"] is not None and row["group_value"] is None
+            elif group is not None:
+                found = row["group_by"] is not None and row["group_value"] == group
+            else:
+                found = row["group_by"] is None
+            if found:
                 return dict(row)
-        raise KeyError(
-            f"no metric for scorer {scorer!r}" + (f" and group {group!r}" if group else "")
-        )
+        which = " and the NULL group" if null_group else (f" and group {group!r}" if group else "")
+        raise KeyError(f"no metric for scorer {scorer!r}{which}")
 
 
 @dataclass

@@ -21,6 +21,15 @@ FAILED_ROWS_SHOWN = 10
 ERRORS_SHOWN = 5
 
 
+class Null(str):
+    """A cell that stands for SQL NULL (the group of rows whose group column is NULL). The writers
+    set it apart (italic; a value's own text is escaped, never italic), so it is never read as a
+    group whose value is the text "NULL" or "(null)"."""
+
+
+NULL = Null("NULL")
+
+
 @dataclass(frozen=True)
 class Table:
     headers: list[str]
@@ -258,15 +267,20 @@ def _group_section(
     if not shown:
         return None
     section = Section(f"By {group_by}")
-    lookup: dict[tuple[str, str, str], dict[str, Any]] = {}
-    groups: list[str] = []
+    # By group value; None is the NULL group (the overall rows have no `group_by`).
+    lookup: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    groups: list[str | None] = []
     for name, result in variants:
         for row in result.metrics.to_pylist():
-            if row["group_value"] is None:
+            if row["group_by"] is None:
                 continue
             lookup[(name, row["scorer"], row["group_value"])] = row
             if row["group_value"] not in groups:
                 groups.append(row["group_value"])
+    if None in groups:
+        groups.remove(None)
+        groups.append(None)  # the NULL group last, whichever variant had it first
+        section.text.append(f"The group NULL, in italics, holds the rows whose {group_by} is NULL.")
     # One count per variant: A and B may hold different rows of a group.
     names = [name for name, _ in variants]
     headers = [group_by, "rows" if len(names) == 1 else f"rows {' / '.join(names)}".strip()]
@@ -279,7 +293,7 @@ def _group_section(
         for name in names:
             first = lookup.get((name, shown[0].name, group))
             counts.append(f"{first['rows']:,}" if first else "–")
-        line = [group, " / ".join(counts)]
+        line = [_group_label(group), " / ".join(counts)]
         for info in shown:
             for name, _ in variants:
                 metric = lookup.get((name, info.name, group))
@@ -294,7 +308,7 @@ def _group_section(
     section.charts.append(
         svg.bar_chart(
             f"{primary.name} by {group_by}",
-            groups,
+            [_group_label(g) for g in groups],
             [
                 svg.Bars(
                     name or result.job.name,
@@ -305,13 +319,23 @@ def _group_section(
                 for name, result in variants
             ],
             y_range=primary.bounds,
+            italic_categories=frozenset(i for i, g in enumerate(groups) if g is None),
         )
     )
     return section
 
 
-def _get(lookup: dict[tuple[str, str, str], dict[str, Any]], *key_and_column: str) -> float | None:
-    name, scorer, group, column = key_and_column
+def _group_label(value: str | None) -> str:
+    return NULL if value is None else value
+
+
+def _get(
+    lookup: dict[tuple[str, str, str | None], dict[str, Any]],
+    name: str,
+    scorer: str,
+    group: str | None,
+    column: str,
+) -> float | None:
     row = lookup.get((name, scorer, group))
     return None if row is None else row[column]
 

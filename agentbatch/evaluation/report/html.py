@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from agentbatch.evaluation.report.content import Report, Table
+from agentbatch.evaluation.report.content import Null, Report, Table
 
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; color: #222;
@@ -50,8 +50,12 @@ def _table(table: Table) -> str:
     rows = []
     for row in table.rows:
         cells = "".join(
-            f'<td class="num">{escape(c)}</td>' if i in table.numeric else f"<td>{escape(c)}</td>"
+            f'<td class="num">{_text(c)}</td>' if i in table.numeric else f"<td>{_text(c)}</td>"
             for i, c in enumerate(row)
         )
         rows.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _text(cell: str) -> str:
+    return f"<em>{escape(cell)}</em>" if isinstance(cell, Null) else escape(cell)

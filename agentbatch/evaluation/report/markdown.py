@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentbatch.evaluation.report.content import Report, Table
+from agentbatch.evaluation.report.content import Null, Report, Table
 
 
 def to_markdown(report: Report) -> str:
@@ -31,6 +31,8 @@ def _table(table: Table) -> list[str]:
 
 
 def _cell(text: str) -> str:
+    if isinstance(text, Null):
+        return f"*{text}*"  # NULL set apart from a value's own text
     return _text(text).replace("|", "\\|").replace("\n", " ")
 
 

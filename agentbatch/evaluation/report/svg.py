@@ -92,8 +92,11 @@ def bar_chart(
     y_range: tuple[float, float] | None = None,
     width: int = 720,
     height: int = 320,
+    italic_categories: frozenset[int] = frozenset(),
 ) -> str:
-    """Grouped bars, one group per category, with whiskers where lows/highs are given."""
+    """Grouped bars, one group per category, with whiskers where lows/highs are given; the
+    categories at `italic_categories` are labelled in italics (a NULL group, set apart from a
+    value whose text is "NULL")."""
     finite = [
         v for s in series for v in (*s.values, *s.highs) if v is not None and math.isfinite(v)
     ]
@@ -132,9 +135,10 @@ def bar_chart(
                     f'M{mid - 5:.1f} {y_hi:.1f}h10" stroke="#222" stroke-width="1.3" fill="none"/>'
                 )
         short = category if len(category) <= 18 else category[:17] + "…"
+        italic = ' font-style="italic"' if index in italic_categories else ""
         body.append(
             f'<text x="{centre:.1f}" y="{plot_bottom + 16}" font-size="11" text-anchor="middle" '
-            f'fill="#333">{escape(short)}</text>'
+            f'fill="#333"{italic}>{escape(short)}</text>'
         )
     body.append(
         f'<line x1="{_MARGIN_LEFT}" y1="{plot_bottom}" x2="{width - _MARGIN_RIGHT}" '
