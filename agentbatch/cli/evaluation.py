@@ -27,6 +27,8 @@ from agentbatch.errors import JobFailedError, UsageError
 from agentbatch.planning.definition import RunOptions
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from agentbatch.evaluation.results import CompareResult, EvalResult
     from agentbatch.spec.models import Job
 
@@ -275,6 +277,17 @@ def _coverage(result: EvalResult) -> dict[str, int] | None:
     return result.coverage.as_dict() if result.coverage is not None else None
 
 
+def _console() -> Console:
+    """The summary's console. Markup off, so a `[...]` in a printed path, table or endpoint is
+    shown as it is (rich read `--report out/[v1]` as a style tag: it printed `out//report.md`,
+    and stopped on a MarkupError for `[/x]`); and a long path or table name is printed
+    on one line, not broken at the 80 columns rich assumes when stdout is not a terminal (each
+    line is printed with `soft_wrap=True`)."""
+    from rich.console import Console
+
+    return Console(file=sys.stdout, soft_wrap=False, markup=False)
+
+
 def _print_eval(result: EvalResult, *, as_json: bool) -> None:
     from agentbatch.evaluation.metrics import overall
 
@@ -292,12 +305,11 @@ def _print_eval(result: EvalResult, *, as_json: bool) -> None:
         }
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
         return
-    from rich.console import Console
     from rich.table import Table
 
     from agentbatch.evaluation.report.content import fmt_interval, fmt_value
 
-    console = Console(file=sys.stdout, soft_wrap=False)
+    console = _console()
     table = Table(title=f"agentbatch eval: {result.job.name} ({result.scores.num_rows:,} rows)")
     for column in ("scorer", "mean", "interval", "scored", "errors"):
         table.add_column(column, justify="right" if column in ("scored", "errors") else "left")
@@ -319,17 +331,21 @@ def _print_eval(result: EvalResult, *, as_json: bool) -> None:
         ("metrics", result.metrics_table),
     ):
         if what == "answers" and not result.answers_kept:
-            console.print(f"answers: {name}  (none kept: the source has no rows yet)")
+            console.print(
+                f"answers: {name}  (none kept: the source has no rows yet)", soft_wrap=True
+            )
             continue
-        console.print(f"{what + ':':<9}{name}  (print it: agentbatch show {name}{flag})")
+        console.print(
+            f"{what + ':':<9}{name}  (print it: agentbatch show {name}{flag})", soft_wrap=True
+        )
     from agentbatch.evaluation.report.content import spend_facts
 
     for name, value in spend_facts(result.run_summary):
-        console.print(f"{name}: {value}", highlight=False)
+        console.print(f"{name}: {value}", highlight=False, soft_wrap=True)
     for path in result.report_files:
-        console.print(f"report:  {path}")
+        console.print(f"report:  {path}", soft_wrap=True)
     if result.mlflow_run_id:
-        console.print(f"mlflow run: {result.mlflow_run_id}")
+        console.print(f"mlflow run: {result.mlflow_run_id}", soft_wrap=True)
 
 
 def _print_compare(result: CompareResult, *, as_json: bool) -> None:
@@ -354,12 +370,11 @@ def _print_compare(result: CompareResult, *, as_json: bool) -> None:
         }
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
         return
-    from rich.console import Console
     from rich.table import Table
 
     from agentbatch.evaluation.report.content import fmt_delta, fmt_value
 
-    console = Console(file=sys.stdout, soft_wrap=False)
+    console = _console()
     a, b = result.a, result.b
     table = Table(
         title=f"agentbatch compare: {a.variant} ({a.endpoint}) vs {b.variant} ({b.endpoint}), "
@@ -384,8 +399,8 @@ def _print_compare(result: CompareResult, *, as_json: bool) -> None:
             "–" if p_value is None or math.isnan(p_value) else f"{p_value:.3g}",
         )
     console.print(table)
-    console.print(f"comparison: {result.comparison_table}")
+    console.print(f"comparison: {result.comparison_table}", soft_wrap=True)
     for path in result.report_files:
-        console.print(f"report:     {path}")
+        console.print(f"report:     {path}", soft_wrap=True)
     if result.mlflow_run_id:
-        console.print(f"mlflow run: {result.mlflow_run_id}")
+        console.print(f"mlflow run: {result.mlflow_run_id}", soft_wrap=True)
