@@ -208,8 +208,9 @@ def _compare_scorer(
             mean_a=math.fsum(x for x, _ in pairs) / len(pairs),
             mean_b=math.fsum(y for _, y in pairs) / len(pairs),
             delta=math.fsum(differences) / len(pairs),
-            delta_ci_low=low,
-            delta_ci_high=high,
+            # None, not NaN, when there is no interval (one pair): NaN is no JSON.
+            delta_ci_low=low if math.isfinite(low) else None,
+            delta_ci_high=high if math.isfinite(high) else None,
         )
     return record
 

@@ -47,16 +47,15 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple
 def bootstrap_interval(
     values: Sequence[float], confidence: float = 0.95, samples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean."""
+    """Percentile bootstrap interval of the mean; none (NaN) from fewer than two values: one value
+    says nothing of the spread, and its resamples would all be it, a zero-width "interval"."""
     n = len(values)
-    if n == 0:
+    if n < 2:
         return (math.nan, math.nan)
     np = _numpy()
     data = np.asarray(values, dtype=float)
-    if n == 1 or float(data.min()) == float(data.max()):
-        return (
-            (float(data[0]), float(data[0])) if n == 1 else (float(data.min()), float(data.max()))
-        )
+    if float(data.min()) == float(data.max()):
+        return (float(data.min()), float(data.max()))
     rng = np.random.default_rng(seed)
     means = np.empty(samples)
     chunk = max(1, _CHUNK_CELLS // n)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from agentbatch.cli.main import main
+from agentbatch.evaluation.comparison import compare_scores
+from agentbatch.evaluation.metrics import compute_metrics, overall
+from agentbatch.evaluation.report.content import eval_report
+from agentbatch.evaluation.report.files import write_compare_report
+from agentbatch.evaluation.report.markdown import to_markdown
+from agentbatch.evaluation.results import CompareResult
 from agentbatch.testing.agent_server import AgentServer
+from tests.evaluation.test_eval_aggregates import eval_result, scored
 from tests.evaluation.test_eval_cli import eval_args
 
 
@@ -25,3 +33,27 @@ def test_the_printed_report_path_is_the_path_written(
     printed = capsys.readouterr().out
     assert (report / "report.md").is_file()
     assert f"report:  {report / 'report.md'}" in printed
+
+
+def test_one_scored_row_gives_a_mean_without_an_interval(tmp_path: Path) -> None:
+    """A bootstrap from one value resamples that value only: the metrics (and the report, the
+    CLI, MLflow) said `4.00 [4.00, 4.00]`, a 95% interval of zero width from a single row. It
+    has none now (shown "–"); a comparison over one pair has no delta interval, and its
+    metrics.json stays valid JSON (no NaN)."""
+    one = scored([1.0], [30.0], [4.0])
+    metrics = {row["scorer"]: row for row in overall(compute_metrics(one))}
+    judge = metrics["judge"]
+    assert (judge["mean"], judge["ci_low"], judge["ci_high"]) == (4.0, None, None)
+    assert metrics["exact"]["ci_low"] is not None  # Wilson: an interval from one row
+    markdown = to_markdown(eval_report(eval_result(one)))
+    assert "| judge | llm_judge | 4.00 | – |" in markdown
+    a, b = eval_result(one, "a"), eval_result(scored([0.0], [20.0], [5.0]), "b")
+    comparison = compare_scores(a.scored, b.scored)
+    row = {r["scorer"]: r for r in comparison.summary.to_pylist()}["judge"]
+    assert (row["delta"], row["delta_ci_low"], row["delta_ci_high"]) == (1.0, None, None)
+    write_compare_report(CompareResult(a, b, comparison, "main.s.o_c"), tmp_path)
+
+    def no_nan(constant: str) -> None:
+        raise AssertionError(f"{constant} in metrics.json")
+
+    json.loads((tmp_path / "metrics.json").read_text(), parse_constant=no_nan)
