@@ -42,6 +42,7 @@ def check_evaluation(job: Job, file: str | Path | None = None) -> spec.Evaluatio
     fields = struct_fields(job.agent.response_format)
     taken = {job.source.key.lower(), *SCORES_FIXED_COLUMNS}
     taken |= {c.lower() for c in (evaluation.expected, evaluation.group_by) if c}
+    names = {entry.name for entry in evaluation.scorers}
     for number, entry in enumerate(evaluation.scorers):
         path: KeyPath = ("evaluation", "scorers", number, entry.kind)
         prefix = f"{where.at(path)}: {dotted(path)}"
@@ -68,6 +69,14 @@ def check_evaluation(job: Job, file: str | Path | None = None) -> spec.Evaluatio
         if entry.name.lower() in taken or f"{entry.name}_error".lower() in taken:
             problems.append(
                 f"{prefix}: the scorer name {entry.name!r} clashes with a column; set `name:`"
+            )
+        stem, _, bound = entry.name.rpartition("_ci_")
+        if bound in ("low", "high") and stem in names:
+            # MLflow logs a scorer's mean as `<name>` and its interval as `<name>_ci_low`,
+            # `<name>_ci_high`: one metric would overwrite the other.
+            problems.append(
+                f"{prefix}: the scorer name {entry.name!r} is the MLflow metric of scorer "
+                f"{stem!r}'s interval; set another `name:`"
             )
         if isinstance(options, spec.LlmJudge):
             problems += _judge_problems(options, prefix, expected, fields)

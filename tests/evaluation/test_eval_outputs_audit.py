@@ -57,3 +57,23 @@ def test_one_scored_row_gives_a_mean_without_an_interval(tmp_path: Path) -> None
         raise AssertionError(f"{constant} in metrics.json")
 
     json.loads((tmp_path / "metrics.json").read_text(), parse_constant=no_nan)
+
+
+def test_a_scorer_named_as_another_scorers_interval_is_refused(
+    project: Path, demo_agent: AgentServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MLflow logs scorer `latency`'s interval as `latency_ci_low` / `latency_ci_high`: a scorer
+    named `latency_ci_low` was logged under the same name, and one silently replaced the other
+    (MLflow's `latency_ci_low` was that scorer's mean). Refused with the spec's other errors,
+    before anything is sent."""
+    job = project / "jobs" / "eval_triage.yml"
+    job.write_text(
+        job.read_text().replace(
+            "    - latency:\n", "    - latency:\n    - json_valid: {name: latency_ci_low}\n"
+        )
+    )
+    assert "latency_ci_low" in job.read_text()
+    assert main(eval_args(project, demo_agent, "--no-mlflow")) == 2
+    err = capsys.readouterr().err
+    assert "the scorer name 'latency_ci_low' is the MLflow metric of scorer 'latency'" in err
+    assert not (project / ".agentbatch" / "warehouse" / "main.duckdb").exists()
