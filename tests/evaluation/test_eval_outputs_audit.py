@@ -77,3 +77,18 @@ def test_a_scorer_named_as_another_scorers_interval_is_refused(
     err = capsys.readouterr().err
     assert "the scorer name 'latency_ci_low' is the MLflow metric of scorer 'latency'" in err
     assert not (project / ".agentbatch" / "warehouse" / "main.duckdb").exists()
+
+
+def test_a_group_says_how_many_of_its_rows_its_mean_is_over() -> None:
+    """The per-group table showed a group's rows beside its mean, with no word that the mean
+    was over fewer rows when a scorer could not score some (the overall table says "scored /
+    rows"): group "a" read `rows 2, exact 0.0%` over its one scored row, and a group no row of
+    which was scored read `– –`."""
+    result = eval_result(scored([1.0, 0.0, None, None], [10.0, 20.0, 30.0, 40.0], [1.0] * 4))
+    by_label = to_markdown(eval_report(result)).split("## By label")[1]
+    rows = [line for line in by_label.splitlines() if line.startswith("| a |")]
+    assert rows[0].split(" | ")[2] == "0.0% [0.0%, 79.3%] (1 of 2 scored)"
+    assert "| b | 2 | 100.0% [20.7%, 100.0%] (1 of 2 scored) |" in by_label
+    nothing = eval_result(scored([None, None], [1.0, 2.0], [1.0, 2.0]))
+    by_label = to_markdown(eval_report(nothing)).split("## By label")[1]
+    assert "| b | 1 | – (0 of 1 scored) |" in by_label

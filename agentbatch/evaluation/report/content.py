@@ -297,11 +297,7 @@ def _group_section(
         for info in shown:
             for name, _ in variants:
                 metric = lookup.get((name, info.name, group))
-                line.append(
-                    f"{fmt_value(metric['mean'], info)} {fmt_interval(metric['ci_low'], metric['ci_high'], info)}"
-                    if metric
-                    else "–"
-                )
+                line.append(_group_cell(metric, info) if metric else "–")
         rows.append(line)
     section.tables.append(Table(headers, rows, frozenset({1})))
     primary = shown[0]
@@ -323,6 +319,19 @@ def _group_section(
         )
     )
     return section
+
+
+def _group_cell(metric: dict[str, Any], info: ScorerInfo) -> str:
+    """A group's mean and interval; with how many of its rows it is over when the scorer left
+    some unscored (errors, skipped agent failures): the rows column counts them all."""
+    if metric["mean"] is None:
+        text = "–"
+    else:
+        interval = fmt_interval(metric["ci_low"], metric["ci_high"], info)
+        text = f"{fmt_value(metric['mean'], info)} {interval}"
+    if metric["scored"] != metric["rows"]:
+        text += f" ({metric['scored']:,} of {metric['rows']:,} scored)"
+    return text
 
 
 def _group_label(value: str | None) -> str:
