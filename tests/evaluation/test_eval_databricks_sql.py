@@ -118,7 +118,7 @@ def test_evaluation_in_the_warehouse(
         assert tuple(cur.fetchone()) == (300, pytest.approx(accuracy * 300))
         cur.execute(
             "SELECT mean FROM main.support.triage_eval_metrics "
-            "WHERE scorer = 'label_exact_match' AND group_value IS NULL"
+            "WHERE scorer = 'label_exact_match' AND group_by IS NULL"
         )
         assert cur.fetchone()[0] == pytest.approx(accuracy)
 

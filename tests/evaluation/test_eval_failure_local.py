@@ -26,7 +26,7 @@ from tests.support.eval_servers import ScriptedAgent, labeller
 
 AGENT = "apps/triage-agent"
 METRIC = "SELECT mean FROM support.triage_eval_metrics WHERE scorer = 'label_exact_match' "
-OVERALL = METRIC + "AND group_value IS NULL"
+OVERALL = METRIC + "AND group_by IS NULL"  # the overall rows (a NULL group has a group_by)
 # An output mapped under a regular file: refused by the engine that would write it, or by the
 # file system when it creates the folder.
 UNWRITABLE = (ConfigError, OSError)
