@@ -55,15 +55,21 @@ class Outcome:
     answered_at_us: int = field(default_factory=_now_us)
 
     @property
+    def _paid(self) -> AgentReply | RowFailure | None:
+        """What this row's usage is read from: the answer, else the failure (which holds the
+        usage of a reply paid for without an answer, see RowFailure)."""
+        return self.reply if self.reply is not None else self.failure
+
+    @property
     def input_tokens(self) -> int | None:
         """The usage the agent reported for this row's reply: an answer's, or that of a reply
         paid for that holds none (see RowFailure)."""
-        paid = self.reply if self.reply is not None else self.failure
+        paid = self._paid
         return paid.input_tokens if paid is not None else None
 
     @property
     def output_tokens(self) -> int | None:
-        paid = self.reply if self.reply is not None else self.failure
+        paid = self._paid
         return paid.output_tokens if paid is not None else None
 
     @property
