@@ -154,6 +154,14 @@ class AiohttpTransport:
                     except aiohttp.ClientPayloadError as e:
                         if not is_unreadable_reply(e):
                             raise
+                        if _cut_short(resp, e):
+                            raise TransportError(
+                                "connection",
+                                f"the connection closed inside the reply's "
+                                f"{resp.headers.get('Content-Encoding')} stream (a body "
+                                f"without a length, cut short): {_cause(e)}",
+                                retryable=True,
+                            ) from None
                         data = self._unreadable(status, e)
                     except TransportError as e:
                         if e.kind != "too_large" or status < 300:
@@ -272,6 +280,21 @@ def _plain_length(resp: aiohttp.ClientResponse) -> int | None:
     if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
         return None
     return resp.content_length
+
+
+def _cut_short(resp: aiohttp.ClientResponse, error: BaseException) -> bool:
+    """Whether a body its decoder refused was cut short rather than undecodable: one without a
+    length (read until the connection closes, RFC 9112 section 6.3) whose connection closed
+    inside its deflate stream. aiohttp's decoder refuses that at the end of data
+    (http_parser.py, `DeflateBuffer.feed_eof`: ContentEncodingError "deflate"), raised when the
+    connection is lost as "Response payload is not completed" (client_proto.py,
+    `connection_lost`), where a body with a length cut short is a ContentLengthError. A body
+    with a length that came whole, or bytes that do not decode, are no cut: they stay a reply
+    that came and cannot be read (permanent), or re-sending would pay for it again."""
+    headers = resp.headers
+    if "Content-Length" in headers or "chunked" in headers.get("Transfer-Encoding", "").lower():
+        return False
+    return str(error).startswith("Response payload is not completed")
 
 
 def _describe(error: BaseException) -> str:

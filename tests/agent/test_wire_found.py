@@ -17,6 +17,11 @@ the local engine against a server on 127.0.0.1, and checked in the output table.
   that came and cannot be read, as one with a header over the parser's limit is, so a permanent
   row error; it was a transient connection error, and the row was sent again `max_retries` times,
   each time for the same unreadable reply.
+* A `Content-Encoding: deflate` body without a length (read until the connection closes) whose
+  connection closed inside its deflate stream: a body cut short, sent again as one with a length
+  cut short is (and as a gzip or plain event stream cut short is); it was a permanent row error,
+  as aiohttp's decoder refuses the unfinished stream at the end of data. A deflate body that came
+  whole (its Content-Length) but does not decode, or bytes that are not deflate, stay permanent.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import json
 import socketserver
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -217,15 +223,20 @@ MALFORMED = {
 
 
 class RawAgent(socketserver.ThreadingTCPServer):
-    """Answers every request with the same bytes, as they are; counts the POSTs."""
+    """Answers the n-th POST with the n-th reply (the last one from then on), bytes as they are,
+    then closes the connection; counts the POSTs."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, reply: bytes) -> None:
-        self.reply = reply
+    def __init__(self, reply: bytes, *then: bytes) -> None:
+        self.replies = [reply, *then]
         self.posts = 0
         super().__init__(("127.0.0.1", 0), RawHandler)
+
+    @property
+    def reply(self) -> bytes:
+        return self.replies[max(min(self.posts, len(self.replies)), 1) - 1]
 
 
 class RawHandler(socketserver.StreamRequestHandler):
@@ -308,3 +319,82 @@ def test_a_databricks_error_object_in_a_stream_fails_the_row_as_it_does_not_stre
         tmp_path / "json", ("application/json", json.dumps(error).encode()), stream=False
     )
     assert not_streamed[0]["error"] == "[permanent] agent error: INTERNAL_ERROR: the model crashed"
+
+
+def raw_reply(body: bytes, *, stream: bool, headers: bytes = b"") -> bytes:
+    content_type = b"text/event-stream" if stream else b"application/json"
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Encoding: deflate\r\n"
+        b"Connection: close\r\n%s\r\n%s" % (content_type, headers, body)
+    )
+
+
+def deflated(data: bytes, *, raw: bool) -> bytes:
+    """zlib-wrapped deflate (RFC 1950, as RFC 9110 defines `deflate`), or the bare deflate
+    stream (RFC 1951) servers also send, which aiohttp reads as well."""
+    packer = zlib.compressobj(wbits=-15 if raw else 15)
+    return packer.compress(data) + packer.flush()
+
+
+def serve_raw(tmp_path: Path, *replies: bytes, stream: bool) -> tuple[RawAgent, dict[str, Any]]:
+    with RawAgent(*replies) as agent:
+        thread = threading.Thread(target=agent.serve_forever, daemon=True)
+        thread.start()
+        try:
+            rows = run_job(tmp_path, f"http://127.0.0.1:{agent.server_address[1]}", stream=stream)
+        finally:
+            agent.shutdown()
+    return agent, rows[0]
+
+
+def answer_body(stream: bool) -> bytes:
+    if stream:
+        return sse({"type": "response.output_text.delta", "delta": "fine"}, "[DONE]")[1]
+    return ANSWER
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["zlib", "bare"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_deflate_body_without_a_length_cut_short_is_sent_again(
+    tmp_path: Path, stream: bool, raw: bool
+) -> None:
+    whole = deflated(answer_body(stream), raw=raw)
+    cut = raw_reply(whole[: len(whole) // 2], stream=stream)  # then the connection closes
+    agent, row = serve_raw(tmp_path, cut, raw_reply(whole, stream=stream), stream=stream)
+    # It was `[permanent] HTTP 200 reply could not be read: deflate`, sent once: a gzip or plain
+    # stream cut so, and any body with a length cut short, was sent again.
+    assert agent.posts == 2
+    assert row["response"] == "fine" and row["error"] is None and row["attempts"] == 2
+
+
+def test_a_deflate_body_cut_short_every_time_is_a_transient_row_error(tmp_path: Path) -> None:
+    whole = deflated(ANSWER, raw=False)
+    agent, row = serve_raw(tmp_path, raw_reply(whole[:20], stream=False), stream=False)
+    assert agent.posts == 2  # the job's max_retries: 1
+    assert row["error"].startswith(
+        "[transient] the connection closed inside the reply's deflate stream"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["stream-unfinished-with-length", "not-deflate-with-length", "not-deflate-without-length"],
+)
+def test_a_deflate_body_that_came_whole_but_does_not_decode_is_permanent(
+    tmp_path: Path, name: str
+) -> None:
+    """Sending it again would pay for the same reply: a body with its Content-Length all there,
+    or bytes the decoder refuses as they come (not at the end of data), are no cut."""
+    half = deflated(ANSWER, raw=False)[:40]
+    reply = {
+        "stream-unfinished-with-length": raw_reply(
+            half, stream=False, headers=b"Content-Length: %d\r\n" % len(half)
+        ),
+        "not-deflate-with-length": raw_reply(
+            b"x" * 40, stream=False, headers=b"Content-Length: 40\r\n"
+        ),
+        "not-deflate-without-length": raw_reply(b"x" * 40, stream=False),
+    }[name]
+    agent, row = serve_raw(tmp_path, reply, stream=False)
+    assert agent.posts == 1
+    assert row["error"].startswith("[permanent] ") and row["attempts"] == 1
