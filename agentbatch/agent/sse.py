@@ -134,8 +134,13 @@ def parse_sse(body: bytes) -> AgentReply | RowFailure:
         if state.finished:
             break
     if not state.finished:
-        return RowFailure(
-            "stream", "stream ended before completion (truncated reply)", retryable=True
+        # Paid for all the same when its usage came before the cut (a Chat stream's usage chunk
+        # comes before `[DONE]`): sent again, the row's usage adds it (worker.py, Outcome).
+        return _with_usage(
+            RowFailure(
+                "stream", "stream ended before completion (truncated reply)", retryable=True
+            ),
+            state,
         )
     return _reply(state)
 

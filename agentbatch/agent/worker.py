@@ -45,6 +45,13 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _plus(a: int | None, b: int | None) -> int | None:
+    """Two token counts added, either unknown (None) counting as nothing; None if both are."""
+    if b is None:
+        return a
+    return b if a is None else a + b
+
+
 @dataclass(slots=True)  # one per row: a frozen dataclass's __init__ costs 3x
 class Outcome:
     reply: AgentReply | None = None
@@ -53,6 +60,10 @@ class Outcome:
     http_status: int | None = None
     latency_ms: float | None = None
     answered_at_us: int = field(default_factory=_now_us)
+    # The usage the row's earlier attempts reported, paid for and then sent again (an MLflow
+    # error in a stream, a stream that ended early: see sse.py), None when none reported any.
+    earlier_input_tokens: int | None = None
+    earlier_output_tokens: int | None = None
 
     @property
     def _paid(self) -> AgentReply | RowFailure | None:
@@ -62,15 +73,15 @@ class Outcome:
 
     @property
     def input_tokens(self) -> int | None:
-        """The usage the agent reported for this row's reply: an answer's, or that of a reply
-        paid for that holds none (see RowFailure)."""
+        """The usage the agent reported for this row: its last reply's, an answer's or that of a
+        reply paid for that holds none (see RowFailure), plus its earlier attempts'."""
         paid = self._paid
-        return paid.input_tokens if paid is not None else None
+        return _plus(paid.input_tokens if paid is not None else None, self.earlier_input_tokens)
 
     @property
     def output_tokens(self) -> int | None:
         paid = self._paid
-        return paid.output_tokens if paid is not None else None
+        return _plus(paid.output_tokens if paid is not None else None, self.earlier_output_tokens)
 
     @property
     def custom_outputs_json(self) -> str | None:
@@ -130,6 +141,9 @@ class Caller:
         auth = self._endpoint.auth
         attempt = 0
         refreshes = 0
+        # The usage of the attempts sent again: each was paid for (see Outcome).
+        spent_in: int | None = None
+        spent_out: int | None = None
         while True:
             if self._stop.is_set():
                 return None
@@ -139,7 +153,15 @@ class Caller:
                 return None
             failure = sent.result
             if isinstance(failure, AgentReply):
-                return Outcome(failure, None, attempt, sent.status, sent.latency_ms)
+                return Outcome(
+                    failure,
+                    None,
+                    attempt,
+                    sent.status,
+                    sent.latency_ms,
+                    earlier_input_tokens=spent_in,
+                    earlier_output_tokens=spent_out,
+                )
             if (
                 failure.kind == "http"
                 # Databricks refuses a revoked or expired token with 403 "Invalid access token."
@@ -162,9 +184,19 @@ class Caller:
                 raise AgentError(failure.message)
             if failure.retryable and attempt <= self._call.max_retries:
                 self._stats.retries += 1
+                spent_in = _plus(spent_in, failure.input_tokens)
+                spent_out = _plus(spent_out, failure.output_tokens)
                 await self._pause(backoff_delay(attempt, sent.retry_after, self._rng))
                 continue
-            return Outcome(None, failure, attempt, sent.status, sent.latency_ms)
+            return Outcome(
+                None,
+                failure,
+                attempt,
+                sent.status,
+                sent.latency_ms,
+                earlier_input_tokens=spent_in,
+                earlier_output_tokens=spent_out,
+            )
 
     async def _attempt(self, body: bytes) -> _Sent | None:
         """One HTTP attempt through the limiter; None if the run stopped while waiting."""

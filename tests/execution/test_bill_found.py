@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
 from agentbatch.testing.agent_server import serve_agent
 
@@ -171,3 +172,144 @@ def test_a_redirect_followed_is_one_call_in_flight_not_two(tmp_path: Path) -> No
     # 100 rows of 10 tokens fit 1,000 exactly: all of them are sent, and no more.
     assert summary["input_tokens"] + summary["output_tokens"] == 1000
     assert summary["sent"] == 100
+
+
+# A stream paid for and sent again: its usage chunk (a Chat stream's comes before `[DONE]`), then
+# MLflow's in-stream error (retried as the HTTP 500 the agent answers not streamed), or the end
+# of the body without `[DONE]` (truncated, retried).
+RETRIED_USAGE = {"prompt_tokens": 10, "completion_tokens": 20}
+ANSWER_USAGE = {"prompt_tokens": 10, "completion_tokens": 5}
+STREAM_JOB = """\
+name: b
+source: {table: main.s.src, key: id, columns: [txt]}
+request: "concat('Q: ', txt)"
+agent:
+  endpoint: apps/a
+  api: chat
+  stream: true
+  max_retries: %d
+  max_concurrency: 1
+  price: {input_per_million: 1000000, output_per_million: 1000000}
+output: {table: main.s.out}
+"""
+
+
+def _chunks(*events: Any) -> bytes:
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode()
+
+
+def _retried_stream(ending: str) -> bytes:
+    paid = _chunks(
+        {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hal"}}]},
+        {"object": "chat.completion.chunk", "choices": [], "usage": RETRIED_USAGE},
+    )
+    return paid + (_chunks({"error": "the model crashed"}) if ending == "mlflow-error" else b"")
+
+
+ANSWER_STREAM = (
+    _chunks(
+        {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": "fine"}, "finish_reason": "stop"}],
+        },
+        {"object": "chat.completion.chunk", "choices": [], "usage": ANSWER_USAGE},
+    )
+    + b"data: [DONE]\n\n"
+)
+
+
+class _PaidThenAnswered(BaseHTTPRequestHandler):
+    """Each row's first `server.failing` calls are paid-for streams that are sent again."""
+
+    server: Any
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        with self.server.lock:
+            self.server.posts.append(body)
+            seen = self.server.posts.count(body)
+        reply = self.server.retried if seen <= self.server.failing else ANSWER_STREAM
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _run_paid_then_answered(
+    tmp_path: Path, ending: str, *, rows: int, failing: int, max_retries: int, args: list[str]
+) -> tuple[Any, list[bytes]]:
+    lines = ["id,txt", *(f"{i},text {i}" for i in range(1, rows + 1))]
+    (tmp_path / "src.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _PaidThenAnswered)
+    server.posts, server.lock, server.failing = [], threading.Lock(), failing
+    server.retried = _retried_stream(ending)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        agent = SimpleNamespace(url=f"http://127.0.0.1:{server.server_address[1]}")
+        done = cli(tmp_path, agent, "run", STREAM_JOB % max_retries, "--no-progress", *args)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return done, server.posts
+
+
+ENDINGS = ["mlflow-error", "truncated"]
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_an_attempt_paid_for_and_sent_again_counts_in_the_rows_usage(
+    tmp_path: Path, ending: str
+) -> None:
+    """The row's token columns, the summary and the cost add every attempt's usage: they had the
+    last attempt's only (15 tokens, not 45), and a truncated stream's usage was dropped."""
+    done, posts = _run_paid_then_answered(
+        tmp_path, ending, rows=1, failing=1, max_retries=2, args=["--show", "1"]
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(posts) == 2
+    [row] = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert row["response"] == "fine" and row["attempts"] == 2
+    assert (row["input_tokens"], row["output_tokens"]) == (20, 25)
+    summary = json.loads(done.stdout)["summary"]
+    assert (summary["input_tokens"], summary["output_tokens"], summary["cost"]) == (20, 25, 45)
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_a_row_failing_after_its_retries_counts_every_attempts_usage(
+    tmp_path: Path, ending: str
+) -> None:
+    done, posts = _run_paid_then_answered(
+        tmp_path, ending, rows=1, failing=99, max_retries=2, args=["--show", "1"]
+    )
+    assert len(posts) == 3
+    [row] = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert row["error"].startswith("[transient] ") and row["attempts"] == 3
+    assert (row["input_tokens"], row["output_tokens"]) == (30, 60)
+    summary = json.loads(done.stdout)["summary"]
+    assert (summary["input_tokens"], summary["output_tokens"]) == (30, 60)
+
+
+def test_the_budget_counts_the_attempts_sent_again(tmp_path: Path) -> None:
+    """45 tokens a row (30 for the attempt retried, 15 for the answer), one call at a time: a
+    100-token limit stops the run after 2 rows (90). Counting only the answers (15), it let 6
+    rows go, 270 tokens paid for."""
+    done, posts = _run_paid_then_answered(
+        tmp_path,
+        "mlflow-error",
+        rows=20,
+        failing=1,
+        max_retries=2,
+        args=["--max-tokens", "100", "--show", "0"],
+    )
+    assert done.returncode == 7, done.stderr
+    assert "budget reached (max_tokens 100" in done.stderr
+    assert len(posts) == 4
+    written = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert len(written) == 2
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["input_tokens"] + summary["output_tokens"] == 90
