@@ -11,11 +11,12 @@ carry, and query-string values are masked.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
 import urllib.parse
 from collections.abc import Mapping
+
+from agentbatch.spec import quoted_forms
 
 _lock = threading.Lock()
 # Credentials the run sends (auth headers): masked in messages and in answers.
@@ -148,9 +149,9 @@ def _basic_pairs(pair: str) -> list[bytes]:
 
 
 def register_environment_value(value: str) -> None:
-    """A value a job reads with env(), as it appears raw, in a SQL string literal and in JSON
-    (messages only, as a URL's query values)."""
-    for form in (value, value.replace("'", "''"), json.dumps(value)[1:-1]):
+    """A value a job reads with env(), in each form text may quote it (`quoted_forms`: raw, in a
+    SQL string literal, in JSON, in a repr), masked in messages only, as a URL's query values."""
+    for form in quoted_forms(value):
         register_secret(form, in_answers=False)
 
 

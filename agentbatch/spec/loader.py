@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import os
 import typing
@@ -19,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentbatch.errors import SpecError, TemplateError
+from agentbatch.spec import quoted_forms
 from agentbatch.spec.models import EnvironmentRead, Job, JobOrigin, VariableUse
 from agentbatch.spec.yaml_source import KeyPath, YamlDocument, dotted, load_yaml, printable
 from agentbatch.sql.jinja import Helpers, make_environment, render_string
@@ -151,16 +151,7 @@ class _Helpers(Helpers):
     def masked(self, message: str) -> str:
         """`message` without the values env() read: as read, as a SQL literal or JSON string
         holds them, and as Python's repr() quotes them."""
-        forms = {
-            form
-            for value in self._read
-            for form in (
-                value,
-                value.replace("'", "''"),
-                json.dumps(value)[1:-1],
-                repr(value)[1:-1],
-            )
-        }
+        forms = {form for value in self._read for form in quoted_forms(value)}
         for form in sorted(forms, key=len, reverse=True):
             message = message.replace(form, "***")
         return message

@@ -45,3 +45,17 @@ def test_registered_credentials_are_masked_anywhere() -> None:
 )
 def test_urls_in_messages_keep_no_credentials(text: str, expected: str) -> None:
     assert redact(text) == (text if expected == "unchanged" else expected)
+
+
+def test_an_environment_value_is_masked_in_every_form_the_loader_masks_too() -> None:
+    """One list of forms for the run's messages and the loader's: a repr (a KeyError's message,
+    a dict in a traceback) quotes a value holding both quotes as neither SQL nor JSON does."""
+    from agentbatch.agent.redact import register_environment_value
+    from agentbatch.spec import quoted_forms
+
+    value = "env-k3y'with\"both"
+    register_environment_value(value)
+    assert str(KeyError(value)) == "'env-k3y\\'with\"both'"
+    assert redact(f"lookup failed: {KeyError(value)}") == "lookup failed: '***'"
+    assert redact(f"sql '{value.replace(chr(39), chr(39) * 2)}'") == "sql '***'"
+    assert all(redact(form) == "***" for form in quoted_forms(value))
