@@ -15,6 +15,7 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from agentbatch.spec import quoted_forms
 
@@ -88,6 +89,31 @@ def register_secret(value: str, *, in_answers: bool = True, min_chars: int = 6) 
     if value and len(value) >= min_chars:
         with _lock:
             (_known if in_answers else _in_messages).add(value)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The secrets registered in one process, for another to register (a Spark executor's Python
+    worker is a process of its own): picklable, never printed."""
+
+    in_answers: frozenset[str] = frozenset()
+    in_messages: frozenset[str] = frozenset()
+
+    def __repr__(self) -> str:
+        return f"Registered({len(self.in_answers)} in answers, {len(self.in_messages)} in messages)"
+
+
+def registered() -> Registered:
+    """The secrets this process knows now (auth headers, env() values, URL credentials...)."""
+    with _lock:
+        return Registered(frozenset(_known), frozenset(_in_messages))
+
+
+def register_all(secrets: Registered) -> None:
+    """Mask what another process registered (`registered()` there) here too, alike."""
+    with _lock:
+        _known.update(secrets.in_answers)
+        _in_messages.update(secrets.in_messages)
 
 
 def answers_have_secrets() -> bool:

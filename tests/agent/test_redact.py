@@ -59,3 +59,16 @@ def test_an_environment_value_is_masked_in_every_form_the_loader_masks_too() -> 
     assert redact(f"lookup failed: {KeyError(value)}") == "lookup failed: '***'"
     assert redact(f"sql '{value.replace(chr(39), chr(39) * 2)}'") == "sql '***'"
     assert all(redact(form) == "***" for form in quoted_forms(value))
+
+
+def test_what_a_process_registered_travels_pickled_and_is_never_printed() -> None:
+    import pickle
+
+    from agentbatch.agent.redact import register_all, register_environment_value, registered
+
+    register_environment_value("shipped-env-value-77")
+    snapshot = pickle.loads(pickle.dumps(registered()))
+    assert "shipped-env-value-77" in snapshot.in_messages
+    assert "shipped-env-value-77" not in repr(snapshot)
+    register_all(snapshot)  # as an executor does: idempotent
+    assert redact("x shipped-env-value-77 y") == "x *** y"

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentbatch.agent.calls import Api, CallSpec
 from agentbatch.agent.content import FILE_COLUMN, FileInput
+from agentbatch.agent.redact import Registered, registered
 from agentbatch.agent.retry import should_retry
 from agentbatch.engines.spark.calls import RemoteCall, answer_batches, remote_call
 from agentbatch.engines.spark.sql import AI_QUERY, STRICT_AI_QUERY
@@ -63,6 +64,8 @@ class AiQueryConfig:
     max_retries: int = 8
     # Custom-model endpoints (agents on Model Serving): the only ones a STRUCT request may go to.
     custom_models: frozenset[str] = frozenset()
+    # The driver's registered secrets, masked on the executors too (see RemoteCall.secrets).
+    secrets: Registered = field(default_factory=Registered)
 
     def __repr__(self) -> str:  # no credentials in reprs
         return f"AiQueryConfig(overrides={dict(self.overrides)!r}, text_api={self.text_api!r})"
@@ -95,6 +98,7 @@ def ai_query_config(
         timeout_s=float(settings.get("timeout_seconds") or 300.0),
         max_retries=int(settings.get("max_retries", 8)),
         custom_models=frozenset(str(n) for n in settings.get("ai_query_custom_models") or ()),
+        secrets=registered(),
     )
 
 
@@ -221,6 +225,7 @@ def answer_column(
             call,
             {name: config.overrides[name]} if name in config.overrides else {},
             dict(config.headers.get(name) or {}),
+            secrets=config.secrets,
         )
         batch = pa.RecordBatch.from_pydict(
             {

@@ -20,11 +20,11 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from agentbatch.agent.calls import CallSpec
-from agentbatch.agent.redact import safe_url
+from agentbatch.agent.redact import Registered, registered, safe_url
 from agentbatch.agent.tasks import run_sync
 
 if TYPE_CHECKING:
@@ -77,6 +77,9 @@ class RemoteCall:
     budget: BudgetAddress | None = None
     # The user's max_concurrency, before it was split across tasks (None: adaptive).
     asked_concurrency: int | None = None
+    # The driver's registered secrets (a job's env() values, URL credentials, secret-scope values),
+    # masked on the executor as on the driver; never logged.
+    secrets: Registered = field(default_factory=Registered)
 
     def __repr__(self) -> str:  # keep credentials out of reprs and tracebacks
         overrides = {name: safe_url(url) for name, url in self.overrides.items()}
@@ -122,21 +125,22 @@ def remote_call(call: CallSpec, endpoint_overrides: Mapping[str, str] | None = N
     call = plain_call(call)
     name = call.endpoint.strip()
     if name in overrides:
-        return RemoteCall(call, {name: overrides[name]}, {})
+        return RemoteCall(call, {name: overrides[name]}, {}, secrets=registered())
     if name == BUILTIN_INSTANT or _plain_url(name):
-        return RemoteCall(call, {}, {})  # no credentials: executors resolve it themselves
+        # No credentials: executors resolve it themselves.
+        return RemoteCall(call, {}, {}, secrets=registered())
     endpoint = resolve_endpoint(
         name, api=call.api, overrides=overrides, databricks_options=call.databricks_options
     )
     if endpoint.kind == "builtin":
-        return RemoteCall(call, {name: "builtin:instant"}, {})
+        return RemoteCall(call, {name: "builtin:instant"}, {}, secrets=registered())
     headers: dict[str, str] = dict(endpoint.headers)
     oauth = _oauth_client(endpoint.auth.config) if endpoint.auth is not None else None
     if endpoint.auth is not None and oauth is None:
         minted, _ = asyncio.run(endpoint.auth.get())
         headers.update(minted)
     # The resolved URL ends in its route, so the executor's run_bulk uses it as is.
-    return RemoteCall(call, {name: endpoint.url}, headers, oauth)
+    return RemoteCall(call, {name: endpoint.url}, headers, oauth, secrets=registered())
 
 
 def _oauth_client(config: Any) -> OAuthClient | None:
@@ -236,13 +240,15 @@ async def _answer(
     from agentbatch.agent.bulk import run_bulk
     from agentbatch.agent.ledger import Ledger
     from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter
-    from agentbatch.agent.redact import register_auth_headers
+    from agentbatch.agent.redact import register_all, register_auth_headers
     from agentbatch.agent.shared_limits import SharedBudget
     from agentbatch.agent.transport import AiohttpTransport
 
     # An executor's Python worker is a process of its own: the driver's registration of these
-    # headers is not known here, and answers and messages must be scrubbed of them all the same.
+    # headers and of its other secrets (the job's env() values among them) is not known here, and
+    # answers and messages must be scrubbed of them all the same.
     register_auth_headers(remote.headers)
+    register_all(remote.secrets)
     transport: Transport | None = None
     cap = remote.call.max_concurrency or DEFAULT_CEILING
     if remote.oauth is not None:
