@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from agentbatch.agent.redact import install_log_masking
 from agentbatch.version import __version__ as __version__
+
+# Every log record of agentbatch's loggers is masked of secrets, wherever it goes (see there).
+install_log_masking()
 
 __all__ = [
     "Job",

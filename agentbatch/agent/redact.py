@@ -11,11 +11,13 @@ carry, and query-string values are masked.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import threading
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from agentbatch.spec import quoted_forms
 
@@ -246,3 +248,54 @@ def _paired(url: str) -> str:
                     url = url[:index]
                     break
     return url
+
+
+# -- log records -------------------------------------------------------------------------------------
+# agentbatch's loggers are `agentbatch` and its children (`logging.getLogger(__name__)`).
+_LOGGERS = "agentbatch"
+_CHILDREN = _LOGGERS + "."
+
+
+def install_log_masking() -> None:
+    """Mask every log record of agentbatch's loggers as `redact` masks messages, wherever the
+    record goes (the application's handlers, pytest's caplog, `logging.lastResort`).
+
+    A record factory, not a filter: a filter on the `agentbatch` logger is not consulted for
+    records its children (`agentbatch.agent.bulk`, ...) log, a handler's filter only for its own
+    handler, and a handler added to `agentbatch` to mask would silence `logging.lastResort` (the
+    warnings a script without logging set-up sees). The factory wraps the one in place (chained,
+    as the logging cookbook says factories should be), runs only for records a logger's level let
+    through, and leaves other loggers' records as they are. Installed once, on `import
+    agentbatch`."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_agentbatch_masking", False):
+        return
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        name = record.name
+        if isinstance(name, str) and (name == _LOGGERS or name.startswith(_CHILDREN)):
+            _mask_record(record)
+        return record
+
+    make._agentbatch_masking = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make)
+
+
+def _mask_record(record: logging.LogRecord) -> None:
+    """`record`'s message, traceback and stack, masked: the message is formatted here (its
+    arguments may quote a secret: an exception, a URL), the traceback formatted as a Formatter
+    would, into `exc_text`, which Formatters print in its place."""
+    try:
+        message = record.getMessage()
+    except Exception:  # bad arguments: a handler reports them when it formats the record
+        return
+    record.msg = redact(message)
+    record.args = None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redact(_FORMATTER.formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+_FORMATTER = logging.Formatter()
