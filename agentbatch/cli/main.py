@@ -77,6 +77,21 @@ def main(argv: Sequence[str] | None = None, *, settings: Mapping[str, Any] | Non
         # file: one line naming what was refused, never a traceback.
         log.error("%s", _one_line(err))
         return 2
+    except SystemExit:
+        raise
+    except BaseException as err:
+        # The last resort: a failure nothing above foresaw (a bug, or user code such as a custom
+        # scorer failing with a BaseException). Its traceback is what makes it useful, so it is
+        # printed whole, but through the log, which masks the secrets registered by then (a job's
+        # env() values, a URL's credentials) in it as in every line: Python's own printing of
+        # an uncaught exception would not. Exit 1, as Python's own.
+        log.error("unexpected error: %s", _first_line(err), exc_info=err)
+        return 1
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def _one_line(err: ValueError) -> str:
