@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from agentbatch.agent.redact import redact
 from agentbatch.evaluation.text import (
     FieldMissing,
     as_number,
@@ -339,7 +340,9 @@ class CustomScorer(RowScorer):
         try:
             result = self.function(row.get("response"), expected, dict(row))
         except Exception as err:  # a user's function: its failure is this row's error
-            return Score(error=f"{self.options.function} raised {type(err).__name__}: {err}")
+            # Written to the scores table: masked as an agent's error is (a key it quotes).
+            failed = f"{self.options.function} raised {type(err).__name__}: {err}"
+            return Score(error=redact(failed))
         return self._as_score(result)
 
     def _as_score(self, result: Any) -> Score:

@@ -3,7 +3,7 @@
 The trigger is user code the CLI runs: a custom scorer that fails with a BaseException subclass
 (as some client libraries raise: trio's Cancelled, gevent's Timeout, pytest's outcomes), which the
 scorer's per-row `except Exception` does not turn into a row error. Its message quotes the key
-the job reads with env() (the scorer calls a service with the same key). The real CLI runs in a
+the job declares in `env:` (the scorer calls a service with the same key). The real CLI runs in a
 process of its own: before the last-resort handler, Python's own printing of the uncaught
 exception put the key on stderr.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from agentbatch.testing.agent_server import serve_agent
 
 from .processes import run_cli
-from .secret_search import leaks
+from .secret_search import file_texts, leaks
 
 TICKETS = Path(__file__).resolve().parents[2] / "agentbatch" / "data" / "support_tickets.csv"
 JOB = """
@@ -30,7 +30,6 @@ request: "concat('Classify this support ticket. Ticket: ', subject)"
 agent:
   endpoint: apps/triage-agent
   response_format: "STRUCT<label: STRING, urgency: INT>"
-  custom_inputs: {scoring_key: "{{ env('SCORING_KEY') }}"}
 output:
   table: main.support.eval_keyed
   mode: overwrite
@@ -80,3 +79,28 @@ def test_an_unexpected_failure_prints_a_useful_traceback_without_the_secret(
     assert "agentbatch/evaluation/scorers.py" in err
     assert err.rstrip().endswith("ScoringServiceGone: scoring service refused key ***"), err
     assert not leaks([key], {"stderr": err, "stdout": done.stdout}), err
+
+
+def test_a_scorer_error_quoting_a_secret_is_masked_in_the_scores_table(tmp_path: Path) -> None:
+    """A scorer's Exception is that row's scorer error, written to the scores table: masked of
+    the registered secrets as an agent's error is in the output table."""
+    key = "scorekey-" + secrets.token_hex(10)
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "eval_keyed.yml").write_text(JOB)
+    (project / "remote_checks.py").write_text(SCORER.replace("(BaseException)", "(Exception)"))
+    with serve_agent() as agent:
+        done = run_cli(
+            [
+                "eval", "jobs/eval_keyed.yml", "--no-progress",
+                "--table", f"main.support.tickets={TICKETS}",
+                "--endpoint", f"apps/triage-agent={agent.url}",
+            ],
+            cwd=project,
+            env={"SCORING_KEY": key},
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    places = {k: v for k, v in file_texts(project).items() if "remote_checks" not in k}
+    scores = [v for k, v in places.items() if k.endswith("(decoded)")]
+    assert any("ScoringServiceGone: scoring service refused key ***" in v for v in scores), scores
+    assert not leaks([key], {**places, "stderr": done.stderr, "stdout": done.stdout})
