@@ -85,6 +85,9 @@ _UPSERT = (
 )
 # meta key: when the full refresh under way began (microseconds since the epoch).
 _REFRESH_SINCE = "refresh_since"
+# meta key: the full refresh (its `refresh_since`) that has asked every selected row once, and is
+# unfinished only because rows whose new call failed transiently kept their earlier answer.
+_REFRESH_REACHED = "refresh_reached"
 
 
 def refresh_began(path: Path) -> int | None:
@@ -107,9 +110,33 @@ def refresh_began(path: Path) -> int | None:
         conn.close()
 
 
+def refresh_reached(path: Path) -> bool:
+    """Whether the ledger at `path` holds an unfinished full refresh that has asked every row
+    once (`Ledger.keep_refresh`): what is left of it are the rows that kept their earlier
+    answer, and any run continues it. Read as `refresh_began` reads."""
+    if not path.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+    except sqlite3.Error:
+        return False
+    try:
+        return _refresh_reached(conn)
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
 def _refresh_since(conn: sqlite3.Connection) -> int | None:
     row = conn.execute("SELECT v FROM meta WHERE k = ?", (_REFRESH_SINCE,)).fetchone()
     return int(row[0]) if row is not None and str(row[0]).isdigit() else None
+
+
+def _refresh_reached(conn: sqlite3.Connection) -> bool:
+    since = _refresh_since(conn)
+    row = conn.execute("SELECT v FROM meta WHERE k = ?", (_REFRESH_REACHED,)).fetchone()
+    return since is not None and row is not None and str(row[0]) == str(since)
 
 
 def canonical_keys(column: pa.Array | pa.ChunkedArray) -> list[str]:
@@ -236,7 +263,28 @@ class Ledger:
 
     def end_refresh(self) -> None:
         """A run finished: no refresh is left to continue (done, or given up for a plain run)."""
-        self._writer.execute("DELETE FROM meta WHERE k = ?", (_REFRESH_SINCE,))
+        self._writer.execute(
+            "DELETE FROM meta WHERE k IN (?, ?)", (_REFRESH_SINCE, _REFRESH_REACHED)
+        )
+
+    def keep_refresh(self, *, reached: bool) -> None:
+        """A run of the full refresh under way finished, but rows whose new call failed
+        transiently kept their earlier answer: the refresh stays unfinished for them.
+        `reached`: it has now asked every selected row once, so what is left are those rows
+        only, and the next run, plain or not, continues it (`refresh_reached`)."""
+        if reached:
+            with self._read_lock:
+                since = _refresh_since(self._reader)
+            if since is not None:
+                self._writer.execute(
+                    "INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)",
+                    (_REFRESH_REACHED, str(since)),
+                )
+
+    def refresh_reached(self) -> bool:
+        """`refresh_reached` of this ledger."""
+        with self._read_lock:
+            return _refresh_reached(self._reader)
 
     def reuse(
         self,
@@ -383,6 +431,17 @@ class Ledger:
                 pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
         if pending_rows:
             yield from pa.concat_tables(pending).combine_chunks().to_batches()
+
+    def transient_of_run(self) -> set[tuple[str, str]]:
+        """(canonical key, fingerprint) of this run's recorded rows that are transient failures
+        and still the latest answer for their key (read from the index, no stored row)."""
+        with self._read_lock:
+            found = self._reader.execute(
+                "SELECT a.key, a.fingerprint FROM answers a JOIN batches b ON a.batch_id = b.id "
+                "WHERE b.run = ? AND a.transient = 1",
+                (self.run_id,),
+            ).fetchall()
+        return {(str(key), str(fingerprint)) for key, fingerprint in found}
 
     def compact(self) -> None:
         """Drop stored batches that no latest answer points to any more (after a run's write)."""

@@ -339,7 +339,7 @@ def _run_fallback(
             # paid for goes into the target first: nothing answered is lost. The inputs' query
             # is closed first: an engine may run one statement at a time on its connection.
             _close(inputs)
-            written = _write_answers(steps, engine, ledger)
+            written, kept = _write_answers(the_plan, steps, engine, ledger)
             # `rows`: the rows answered before the stop, not those read from the input.
             answered = so_far.ok + so_far.errors
             if not (written or answered):
@@ -351,16 +351,18 @@ def _run_fallback(
             )
             if select is None:
                 done = {**so_far.as_dict(), "rows_seen": answered, "rows_written": written}
+                done.update(_kept_figures(kept))
                 done.update(counts)
                 attach_summary(stop, _stopped_summary(the_plan, engine, done, stop))
             raise
-        written = _write_answers(steps, engine, ledger)
+        written, kept = _write_answers(the_plan, steps, engine, ledger)
         ledger.compact()
         if select is None:
-            ledger.end_refresh()  # finished: nothing left to continue (a plain run gives it up)
+            _finish_refresh(the_plan, ledger, counts, kept)
     finally:
         ledger.close()
     stats["rows_written"] = written
+    stats.update(_kept_figures(kept))
     stats.update(spend_summary(budget, int(stats.get("sent") or 0)))
     return _summarise(the_plan, engine, {**stats, **counts})
 
@@ -375,21 +377,63 @@ def _run_fallback(
 # REST fallback also reuses what its checkpoint received since then, written or not).
 
 
+# A refresh row whose new call fails transiently keeps the answer the target holds for its
+# current request (`_answers_kept`): the refresh then stays unfinished for it. Once a refresh
+# has asked every row, what is left of it is those rows only, and any run continues it, a plain
+# one too (`refresh_reached`): the rows the target holds answered before it began are asked
+# again. A run that finishes with none kept ends it.
+
+
 def continued(the_plan: Plan) -> Plan:
     """The plan of a full refresh, continuing the unfinished one if there is one (as
-    `RunOptions.refresh_since`); any other plan as it is. Reads the ledger as a reader: takes
-    no lock and changes nothing (`plan` calls it while a run may hold the ledger)."""
+    `RunOptions.refresh_since`); a plain run's plan continues one that has asked every row and
+    left only rows that kept their earlier answer; any other plan as it is. Reads the ledger as
+    a reader: takes no lock and changes nothing (`plan` calls it while a run may hold the
+    ledger)."""
     options = the_plan.options
-    if not options.full_refresh or options.replace_target:
+    if options.replace_target:
         return the_plan
-    from agentbatch.agent.ledger import refresh_began
+    from agentbatch.agent.ledger import refresh_began, refresh_reached
 
-    began = refresh_began(ledger_path(the_plan))
+    path = ledger_path(the_plan)
+    if not options.full_refresh and not refresh_reached(path):
+        return the_plan
+    began = refresh_began(path)
     if began is None:
         return the_plan
     since = datetime.fromtimestamp(began / 1_000_000, timezone.utc)
-    options = dataclasses.replace(the_plan.options, refresh_since=since)
+    if not options.full_refresh:
+        log.warning(
+            "the full refresh begun %s left rows whose new call failed transiently with their "
+            "earlier answer: this run asks them again",
+            since.isoformat(timespec="seconds"),
+        )
+    options = dataclasses.replace(options, full_refresh=True, refresh_since=since)
     return build_plan(the_plan.job, the_plan.target, options, template_dirs(root_of(the_plan)))
+
+
+def _finish_refresh(the_plan: Plan, ledger: Ledger, counts: Mapping[str, int], kept: int) -> None:
+    """A REST run finished: it ends any refresh (a plain run gives an unfinished one up),
+    unless rows of the refresh kept their earlier answer (`kept`), or are left of a refresh that
+    asked every row and this run, limited, did not reach them all."""
+    limit = the_plan.options.limit
+    left = int(counts.get("selected", 0)) - int(counts.get("skipped", 0))
+    whole = limit is None or left <= limit
+    if the_plan.options.full_refresh and (kept or (not whole and ledger.refresh_reached())):
+        ledger.keep_refresh(reached=whole)
+        if kept:
+            log.warning(
+                "%d row(s) kept their earlier answer: their new call failed transiently; the "
+                "full refresh stays unfinished, and the next run asks them again",
+                kept,
+            )
+        return
+    ledger.end_refresh()  # finished: nothing left to continue (a plain run gives it up)
+
+
+def _kept_figures(kept: int) -> dict[str, int]:
+    """The summary's count of refresh rows that kept their earlier answer (when there are)."""
+    return {"kept_previous_answer": kept} if kept else {}
 
 
 @contextlib.contextmanager
@@ -563,18 +607,98 @@ def spend_summary(
     return out
 
 
-def _write_answers(steps: RestFallback, engine: Engine, ledger: Any) -> int:
-    """Hand this run's answers (called or reused) to the engine in one write.
+def _write_answers(
+    the_plan: Plan, steps: RestFallback, engine: Engine, ledger: Any
+) -> tuple[int, int]:
+    """Hand this run's answers (called or reused) to the engine in one write: (rows written,
+    rows of a full refresh that kept the answer the target holds: `_answers_kept`).
 
     An overwrite with no new answers still runs: the target becomes exactly the selection."""
-    batches = iter(ledger.rows_of_run())
+    rows: Iterable[pa.RecordBatch] = ledger.rows_of_run()
+    kept = [0]
+    options = the_plan.options
+    if options.full_refresh and not options.replace_target:
+        keeping = _answers_kept(the_plan, engine, ledger.transient_of_run())
+        if keeping:
+            rows = _without(the_plan.job.source.key, rows, keeping, kept)
+    batches = iter(rows)
     first = next(batches, None)
     if first is None:
         if steps.keep_only is not None:
             engine.execute(steps.keep_only.sql)
-        return 0
+        return 0, kept[0]
     stats = engine.write_results(steps.write, itertools.chain([first], batches), first.schema)
-    return stats.rows_written
+    return stats.rows_written, kept[0]
+
+
+# Fingerprints looked up in one statement.
+_KEPT_LOOKUP = 500
+
+
+def _transient(batch: pa.RecordBatch) -> pa.Array:
+    import pyarrow.compute as pc
+
+    from agentbatch.results import TRANSIENT_ERROR
+
+    return pc.fill_null(pc.starts_with(batch.column("error"), TRANSIENT_ERROR), False)
+
+
+def _answers_kept(
+    the_plan: Plan, engine: Engine, failed: set[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Of a full refresh's transient failures, (canonical key, fingerprint) each, those whose
+    target row answers the same request (`request_fingerprint`) without an error: a paid, valid
+    answer is not replaced by a failure the next run retries; the key keeps it, and the refresh
+    stays unfinished for it. A permanent failure is the agent's answer now: it replaces it; so
+    does a failure over a row that was one. The target decides, read before the write begins
+    (an engine runs one statement at a time)."""
+    from agentbatch.agent.ledger import canonical_keys
+    from agentbatch.sql import quoting
+
+    answered: set[tuple[str, str]] = set()
+    distinct = sorted({fp for _, fp in failed})
+    key = quoting.identifier(the_plan.job.source.key)
+    output = quoting.table(the_plan.job.output.table)
+    for start in range(0, len(distinct), _KEPT_LOOKUP):
+        listed = ", ".join(quoting.literal(fp) for fp in distinct[start : start + _KEPT_LOOKUP])
+        sql = (
+            f"SELECT {key}, `request_fingerprint` FROM {output} "
+            f"WHERE `error` IS NULL AND `request_fingerprint` IN ({listed})"
+        )
+        for found in engine.fetch_batches(sql):
+            answered.update(
+                zip(canonical_keys(found.column(0)), found.column(1).to_pylist(), strict=True)
+            )
+    return failed & answered
+
+
+def _without(
+    key: str,
+    batches: Iterable[pa.RecordBatch],
+    keeping: set[tuple[str, str]],
+    kept: list[int],
+) -> Iterator[pa.RecordBatch]:
+    """`batches` without the transient failures of `keeping` (counted in `kept[0]`)."""
+    import pyarrow as pa
+
+    from agentbatch.agent.ledger import canonical_keys
+    from agentbatch.results import FINGERPRINT_COLUMN
+
+    for batch in batches:
+        failed = _transient(batch).to_pylist()
+        if not any(failed):
+            yield batch
+            continue
+        pairs = zip(
+            canonical_keys(batch.column(key)),
+            batch.column(FINGERPRINT_COLUMN).to_pylist(),
+            strict=True,
+        )
+        mask = [not (f and pair in keeping) for f, pair in zip(failed, pairs, strict=True)]
+        left = batch.filter(pa.array(mask, type=pa.bool_()))
+        kept[0] += batch.num_rows - left.num_rows
+        if left.num_rows:
+            yield left
 
 
 def ledger_path(the_plan: Plan) -> Path:

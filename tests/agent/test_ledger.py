@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from agentbatch.agent.ledger import Ledger, canonical_keys, refresh_began
+from agentbatch.agent.ledger import Ledger, canonical_keys, refresh_began, refresh_reached
 
 from .conftest import output_rows
 
@@ -278,3 +278,38 @@ def test_a_refresh_is_read_without_opening_the_ledger(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a database" * 100)
     assert refresh_began(garbage) is None
     assert garbage.read_bytes() == b"not a database" * 100
+
+
+def test_a_refresh_that_asked_every_row_is_marked_until_it_ends(tmp_path: Path) -> None:
+    """`keep_refresh(reached=True)` marks the refresh under way as having asked every row (any
+    run continues it: `refresh_reached`); the mark is of that refresh only, and goes with it."""
+    path = tmp_path / "l.sqlite"
+    assert not refresh_reached(path)
+    with Ledger(path, key="id", run_id="r1") as ledger:
+        ledger.keep_refresh(reached=True)  # no refresh: nothing to mark
+        assert not ledger.refresh_reached()
+        ledger.begin_refresh(1_000)
+        ledger.keep_refresh(reached=False)
+        assert not refresh_reached(path)
+        ledger.keep_refresh(reached=True)
+        assert refresh_reached(path) and ledger.refresh_reached()
+        ledger.end_refresh()
+        assert not refresh_reached(path) and refresh_began(path) is None
+        ledger.begin_refresh(2_000)  # another refresh: not marked
+        assert not refresh_reached(path)
+
+
+def test_a_runs_transient_failures_are_read_from_the_index(tmp_path: Path) -> None:
+    """`transient_of_run`: (canonical key, fingerprint) of this run's latest answers that are
+    transient failures, not a permanent one, not another run's."""
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, key="id", run_id="r1") as ledger:
+        ledger.append(output_rows([1], errors=["[transient] HTTP 503"]))
+    with Ledger(path, key="id", run_id="r2") as ledger:
+        rows = output_rows(
+            [2, 3, 4],
+            errors=["[transient] HTTP 429", "[permanent] HTTP 400", None],
+            fingerprint="f2",
+        )
+        ledger.append(rows)
+        assert ledger.transient_of_run() == {("2", "f2")}

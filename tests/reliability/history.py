@@ -262,6 +262,14 @@ class HistoryModel(RuleBasedStateMachine):
         self.clock = 0
         self.refresh: int | None = None
         self.refresh_began: datetime | None = None
+        # The refresh (its `refresh`) that has asked every row: while it is unfinished, any run
+        # continues it (`continues_refresh`), as the checkpoint's `refresh_reached` says.
+        self.reached_for: int | None = None
+        # Of the predicted run: whether it refreshes, whether it reaches every row it selects,
+        # and the keys whose transient failure keeps their earlier answer (`predict`).
+        self.refreshing = False
+        self.reaches_all = True
+        self.kept: set[int] = set()
         self.answering: dict[int, Row] = {}  # what the predicted run answers (paid or reused)
         self.renewed: set[int] = set()  # answered again without a call (a NULL request)
         self.seen = Counter(self.agent.stats().requests_by_key)  # calls: `calls_since`
@@ -292,6 +300,21 @@ class HistoryModel(RuleBasedStateMachine):
         answering the current request since then are done, on either path (the REST fallback
         also reuses what its checkpoint holds since `refresh`); None when none is unfinished."""
         return self.refresh_began if self.refresh is not None else None
+
+    @property
+    def keeps_answers(self) -> bool:
+        """Whether a full refresh here keeps a row's answer to the current request when its new
+        call fails transiently (the REST fallback), leaving the refresh unfinished for it."""
+        return True
+
+    @property
+    def refresh_reached(self) -> bool:
+        return self.refresh is not None and self.reached_for == self.refresh
+
+    def continues_refresh(self, full_refresh: bool) -> bool:
+        """Whether a run runs as a full refresh: asked to, or continuing one that has asked
+        every row and is unfinished only for rows that kept their earlier answer."""
+        return full_refresh or self.refresh_reached
 
     def made(self, key: int, calls: Counter[str]) -> int:
         """The calls paid for `key` among `calls`."""
@@ -347,6 +370,9 @@ class HistoryModel(RuleBasedStateMachine):
     ) -> tuple[list[Row], set[int], set[int]]:
         """(rows after the run, keys that must be paid, keys that may be paid). The keys the run
         answers are `self.answering`. Call after ticking the clock."""
+        full_refresh = self.continues_refresh(full_refresh)
+        # When a refresh this run begins began, as `answered_at` compares: before the run.
+        self.starting = self.refresh_began or datetime.now(timezone.utc)
         rows = self.target
         current = self.current()
         since = (self.clock if self.refresh is None else self.refresh) if full_refresh else None
@@ -369,6 +395,7 @@ class HistoryModel(RuleBasedStateMachine):
                 return at is not None and utc(at) >= began and row[0].kind in kept
 
             todo = [key for key in todo if not refreshed(key)]
+        self.reaches_all = limit is None or len(todo) <= limit
         if limit is not None:
             if full_refresh:
                 # The N rows whose answers are oldest: those without one to this request first.
@@ -403,7 +430,21 @@ class HistoryModel(RuleBasedStateMachine):
                 must.add(key)
             new[key] = Row(key, current[key], kind)
         self.answering = new
-        return self.written(rows, new, stamps, self.project.settings.mode), must, may
+        self.refreshing = full_refresh
+        # A refresh's transient failure keeps the key's answer to the same request, if the
+        # target holds one: it is not written (the checkpoint still records the failure).
+        self.kept = {
+            key
+            for key, row in new.items()
+            if full_refresh
+            and self.keeps_answers
+            and row.kind == "transient"
+            and any(
+                r.key == key and r.fingerprint == row.fingerprint and r.kind == "ok" for r in rows
+            )
+        }
+        answered = {k: r for k, r in new.items() if k not in self.kept}
+        return self.written(rows, answered, stamps, self.project.settings.mode), must, may
 
     def written(
         self,
@@ -493,12 +534,29 @@ class HistoryModel(RuleBasedStateMachine):
         others are as they were)."""
         self.target = rows
         self.record(paid)
-        self.refresh = self.refresh_began = None  # a finished run leaves no refresh to continue
+        self.finish_refresh()
         assert self.observed() == sorted(rows, key=repr)
         current = self.current()
         live = [r.key for r in self.observed() if current.get(r.key) == r.fingerprint]
         if whole:
             assert sorted(live) == sorted(self.present)  # one current row per source key
+
+    def finish_refresh(self) -> None:
+        """A run finished: it leaves no refresh to continue, unless it refreshed and rows kept
+        their earlier answer (the REST fallback), or it continued a refresh that has asked every
+        row without reaching all it left. `refresh_began` was set when the run began."""
+        unfinished = (
+            self.refreshing
+            and self.keeps_answers
+            and (self.kept or (self.refresh_reached and not self.reaches_all))
+        )
+        if not unfinished:
+            self.refresh = self.refresh_began = None
+            return
+        if self.refresh is None:
+            self.refresh, self.refresh_began = self.clock, self.starting
+        if self.reaches_all:
+            self.reached_for = self.refresh
 
     def kill_child(self, after: int, delay: float, *flags: str) -> bool:
         """Run the job as a CLI child; SIGKILL it `delay` s after its `after`-th agent call (at
@@ -556,6 +614,7 @@ class HistoryModel(RuleBasedStateMachine):
         rows, must, may = self.predict(**options)
         summary = self.project.run(**options)
         paid = self.check_calls(must, may, self.calls_since())
+        assert summary.get("kept_previous_answer", 0) == len(self.kept), (summary, self.kept)
         self.totals["rows_reused"] += int(summary.get("reused", 0))
         if limit is not None:
             self.totals["limited_runs"] += 1
@@ -591,7 +650,8 @@ class HistoryModel(RuleBasedStateMachine):
                 self.project.estimate(sample=sample, full_refresh=full_refresh)
             assert sum(self.calls_since().values()) == 0
             return
-        since = (self.clock if self.refresh is None else self.refresh) if full_refresh else None
+        refreshing = self.continues_refresh(full_refresh)
+        since = (self.clock if self.refresh is None else self.refresh) if refreshing else None
         began = self.refresh_began or datetime.now(timezone.utc)
         _, must, may = self.predict(full_refresh=full_refresh, retry_errors=False)
         found = self.send_estimate(sample, full_refresh)
@@ -610,7 +670,8 @@ class HistoryModel(RuleBasedStateMachine):
         assert found.sampled == len(paid), (found, paid)  # the sample: the keys paid
         self.answering = {k: self.answering[k] for k in paid}
         mode = "append" if self.project.settings.mode == "append" else "merge"
-        self.target = sorted(self.written(rows, self.answering, self.stamps(), mode), key=repr)
+        answered = {k: r for k, r in self.answering.items() if k not in self.kept}
+        self.target = sorted(self.written(rows, answered, self.stamps(), mode), key=repr)
         self.record(paid)
         if since is not None:  # it starts the refresh it samples
             self.refresh, self.refresh_began = since, began

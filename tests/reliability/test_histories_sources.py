@@ -84,6 +84,11 @@ class Model:
     ledger: dict[int, Held] = field(default_factory=dict)
     seq: int = 0
     duplicate: int | None = None  # a key the source holds twice (a run selecting it is refused)
+    # The unfinished full refresh: the seq of its first run (the rows it answered, or reused
+    # since, are its own), and whether it has asked every row (then any run continues it: what
+    # is left are rows whose new call failed transiently, which kept their earlier answer).
+    refresh: int | None = None
+    reached: bool = False
 
     def selected(self) -> list[int]:
         keys = sorted(self.texts)
@@ -107,20 +112,45 @@ class Model:
     def rows(self) -> list[Row]:
         return self.outputs.get(self.output) or []
 
+    def refreshing(self, full_refresh: bool) -> bool:
+        """Whether a run runs as a full refresh: asked to, or continuing one that has asked
+        every row."""
+        return full_refresh or (self.refresh is not None and self.reached)
+
     def done(self, key: int, *, retry_errors: bool, full_refresh: bool) -> Row | None:
-        if full_refresh:
+        """The target's row that makes `key` done; a full refresh continuing one counts only
+        those answered since it began."""
+        if full_refresh and self.refresh is None:
             return None
+        since = self.refresh if full_refresh else None
         for row in self.rows:
             answered = row.kind == "ok" or (row.kind == "permanent" and not retry_errors)
-            if row.key == key and row.request == self.request(key) and answered:
+            fresh = since is None or row.seq >= since
+            if row.key == key and row.request == self.request(key) and answered and fresh:
                 return row
         return None
 
-    def reusable(self, key: int, *, retry_errors: bool) -> bool:
+    def reusable(self, key: int, *, retry_errors: bool, full_refresh: bool = False) -> bool:
+        """Whether the checkpoint answers `key` (a full refresh: only with what it paid since it
+        began, if it continues one)."""
         held = self.ledger.get(key)
         if held is None or held.request != self.request(key):
             return False
+        if full_refresh and (self.refresh is None or held.seq < self.refresh):
+            return False
         return held.kind == "ok" or (held.kind == "permanent" and not retry_errors)
+
+    def kept(self, answered: dict[int, Row], *, full_refresh: bool) -> set[int]:
+        """The keys of a full refresh whose new call failed transiently and whose target row
+        answers the same request: they keep it (not written)."""
+        if not full_refresh:
+            return set()
+        return {
+            key
+            for key, new in answered.items()
+            if new.kind == "transient"
+            and any(r.key == key and r.request == new.request and r.kind == "ok" for r in self.rows)
+        }
 
     def todo(
         self,
@@ -156,7 +186,7 @@ class Model:
         rows, paid, reused = {}, set(), set()
         for key in keys:
             held = self.ledger.get(key)
-            if not full_refresh and held and self.reusable(key, retry_errors=retry_errors):
+            if held and self.reusable(key, retry_errors=retry_errors, full_refresh=full_refresh):
                 rows[key] = Row(key, held.request, held.kind, held.seq)
                 reused.add(key)
             else:
@@ -400,7 +430,8 @@ output:
             code, summary = self.cli("run", *flags)
             self.refused(code, summary, before, 2)
             return
-        options = {"retry_errors": retry_errors, "full_refresh": full_refresh}
+        refresh = m.refreshing(full_refresh)
+        options = {"retry_errors": retry_errors, "full_refresh": refresh}
         times = {
             (r["review_id"], r["request_fingerprint"]): r["answered_at"] for r in self.table() or []
         }
@@ -410,26 +441,23 @@ output:
             **options,
         )
         done = [
-            k
-            for k in m.selected()
-            if m.done(k, retry_errors=retry_errors, full_refresh=full_refresh)
+            k for k in m.selected() if m.done(k, retry_errors=retry_errors, full_refresh=refresh)
         ]
         if max_rows is not None and len(keys) > max_rows:
             # Counted again without the rows the checkpoint answers and the NULL requests
             # (answered with their row error, never sent).
-            to_send = [
-                k
-                for k in keys
-                if m.texts[k] is not None and (full_refresh or not m.reusable(k, **_only(options)))
-            ]
+            to_send = [k for k in keys if m.texts[k] is not None and not m.reusable(k, **options)]
             if len(to_send) > max_rows:
                 code, summary = self.cli("run", *flags)
                 self.refused(code, summary, before, 7)
                 return
         code, summary = self.cli("run", *flags)
         answered = m.answer(keys, **options)
-        m.write(answered.rows)
+        kept = m.kept(answered.rows, full_refresh=refresh)
+        m.write({k: row for k, row in answered.rows.items() if k not in kept})
         assert code == 0, summary
+        assert summary.get("kept_previous_answer", 0) == len(kept), (summary, kept)
+        TOTALS["kept_previous_answer"] += len(kept)
         self.check_calls(answered.paid, self.calls())
         self.check_table()
         errors = sum(r.kind != "ok" for r in answered.rows.values())
@@ -453,6 +481,15 @@ output:
             len(m.rows),
             sum(r.kind != "ok" for r in m.rows),
         )
+        # The refresh stays unfinished while rows kept their earlier answer, or while rows are
+        # left of one that asked every row (a limited run may not reach them all).
+        whole = limit is None or len(m.selected()) - len(done) <= limit
+        if refresh and (kept or (m.refresh is not None and m.reached and not whole)):
+            if m.refresh is None:
+                m.refresh, m.reached = m.seq, False
+            m.reached = m.reached or whole
+        else:
+            m.refresh, m.reached = None, False
         TOTALS["reused"] += len(answered.reused)
         TOTALS["limited"] += limit is not None
         TOTALS["limited_refreshes"] += limit is not None and full_refresh
@@ -483,8 +520,12 @@ output:
             code, found = self.cli("estimate", "--sample", str(sample))
             self.refused(code, found, before, 2)
             return
-        candidates = [k for k in m.todo(retry_errors=False, full_refresh=False, limit=None)]
-        reusable = [k for k in candidates if m.reusable(k, retry_errors=False)]
+        # Continuing a refresh that asked every row, as the run would.
+        refresh = m.refreshing(False)
+        candidates = [k for k in m.todo(retry_errors=False, full_refresh=refresh, limit=None)]
+        reusable = [
+            k for k in candidates if m.reusable(k, retry_errors=False, full_refresh=refresh)
+        ]
         # A NULL request is never sent (a run answers it with its row error): the estimate
         # neither counts nor samples it, as the run's own count does not.
         to_send = [k for k in candidates if k not in reusable and m.texts[k] is not None]
@@ -494,10 +535,14 @@ output:
         calls = self.calls()
         sampled = {k for k in to_send if calls.get(request_key(m.request(k) or ""), 0)}
         assert len(sampled) == min(sample, len(to_send)) == found["sampled"]
-        answered = m.answer(sorted(sampled), retry_errors=False, full_refresh=False)
+        answered = m.answer(sorted(sampled), retry_errors=False, full_refresh=refresh)
+        kept = m.kept(answered.rows, full_refresh=refresh)
         # An overwrite job's sample is added as a merge adds it: keys that left the selection
         # leave the table at the next run, not at an estimate.
-        m.write(answered.rows, mode="merge" if m.mode == "overwrite" else None)
+        m.write(
+            {k: row for k, row in answered.rows.items() if k not in kept},
+            mode="merge" if m.mode == "overwrite" else None,
+        )
         self.check_calls(answered.paid, calls)
         self.check_table()
         TOTALS["estimates"] += 1
@@ -612,10 +657,7 @@ output:
     def delete_state(self) -> None:
         shutil.rmtree(self.root / "state", ignore_errors=True)
         self.model.ledger.clear()
-
-
-def _only(options: dict[str, bool]) -> dict[str, bool]:
-    return {"retry_errors": options["retry_errors"]}
+        self.model.refresh, self.model.reached = None, False
 
 
 @pytest.mark.slow
@@ -635,3 +677,32 @@ def test_histories_with_changing_sources_match_the_model(agent: AgentServer) -> 
     runner().runTest()
     assert TOTALS["runs"] and TOTALS["estimates"], dict(TOTALS)
     record_figures("run histories with changing sources (local)", dict(TOTALS))
+
+
+@pytest.mark.slow
+def test_a_history_where_a_refresh_keeps_answers_matches_the_model(agent: AgentServer) -> None:
+    """The model over one fixed history, so every run of the suite covers what the random ones
+    rarely draw: a `--full-refresh` while the agent fails a row transiently (it keeps its
+    earlier answer), plain runs that continue that refresh (still failing, then a row whose
+    request changed meanwhile), a limited run and an estimate of what is left, then the run
+    that finishes it, and a refresh of every row again."""
+    SourceHistories.agent = agent
+    machine = SourceHistories()
+    kept_before = TOTALS["kept_previous_answer"]
+    try:
+        machine.start()
+        machine.plain_run()
+        machine.agent_flakes_or_recovers()  # key 9 (FLAKY) now fails transiently
+        machine.run(retry_errors=False, full_refresh=True, limit=None, max_rows=None)
+        machine.plain_run()  # asks key 9 again: it fails again, and keeps its answer
+        machine.edit_source(key=3, text="FLAKY")
+        machine.change_mode("overwrite")
+        machine.plain_run()
+        machine.agent_flakes_or_recovers()
+        machine.limited_run(limit=1)
+        machine.estimate(sample=1)
+        machine.plain_run()
+        machine.run(retry_errors=False, full_refresh=True, limit=None, max_rows=None)
+    finally:
+        machine.teardown()
+    assert TOTALS["kept_previous_answer"] >= kept_before + 2, dict(TOTALS)
