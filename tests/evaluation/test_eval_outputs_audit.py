@@ -27,8 +27,8 @@ def test_the_printed_report_path_is_the_path_written(
     `out//report.md` (a folder that does not exist), and `[/x]` stopped the command on a
     MarkupError after everything was written. A path longer than 80 characters (this test's)
     was broken across lines when stdout is not a terminal."""
-    assert len(str(project / "out" / folder / "report.html")) > 80
-    report = project / "out" / folder
+    report = project / "out" / "reports-of-the-triage-evaluation-this-quarter" / folder
+    assert len(str(report / "report.html")) > 80
     assert main(eval_args(project, demo_agent, "--no-mlflow", "--report", str(report))) == 0
     printed = capsys.readouterr().out
     assert (report / "report.md").is_file()
