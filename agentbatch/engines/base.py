@@ -11,6 +11,7 @@ import contextlib
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from agentbatch.agent.redact import redact
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from agentbatch.agent.calls import CallSpec
+    from agentbatch.agent.ledger import Ledger
 
 WriteMode = Literal["overwrite", "append", "merge"]
 
@@ -59,6 +61,9 @@ class DistributedCalls:
     retry_errors: bool
     # --full-refresh: every row is answered again, once (a stopped refresh is continued).
     refresh: bool
+    # The job output's ledger (the checkpoint of runs on the driver), read beside the workers'
+    # own checkpoint: a key's latest answer in either counts. None: none is read.
+    ledger: Path | None = None
 
 
 class Engine(Protocol):
@@ -107,6 +112,12 @@ class DistributedEngine(Engine, Protocol):
 
     def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:
         """Answer, write and clean up; the run's figures (as the bulk runner reports them)."""
+        ...
+
+    def share_answers(self, work: DistributedCalls, ledger: Ledger) -> int:
+        """Before a run on the driver: add to `ledger` the answers the workers' own checkpoint
+        holds for the keys `work` selects where they are newer than the ledger's (the latest
+        answer per key counts, whichever side received it); how many were added."""
         ...
 
 

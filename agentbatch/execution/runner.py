@@ -277,7 +277,12 @@ def _run_fallback(
             budget.check_before(rows_upper_bound(the_plan, counts))
             before_writing(engine)
             create_target(the_plan, engine)
-            spread = distributed.run_distributed(steps.distributed(the_plan.options))
+            # The ledger of runs on the driver is read beside the workers' checkpoint: a job
+            # whose `rest_fallback_on` changed holds answers in both.
+            work = dataclasses.replace(
+                steps.distributed(the_plan.options), ledger=ledger_path(the_plan)
+            )
+            spread = distributed.run_distributed(work)
             # Finished: a refresh the ledger records (one push-down began) is over, as a run
             # on the driver ends it; the executors' checkpoint keeps its own.
             with _refresh_state(the_plan, create=False) as ledger:
@@ -301,6 +306,11 @@ def _run_fallback(
             # A refresh pays for every row again, once: answers a stopped run of the same
             # refresh received are its own, and reused.
             ledger.answered_since = ledger.pending_refresh() or time.time_ns() // 1000
+        if engine.distributed_calls and isinstance(selecting.steps, RestFallback):
+            # Answers the engine's workers received in runs with the calls there (their own
+            # checkpoint) are reused here too, and never hidden by an older one of the ledger.
+            distributed = cast("DistributedEngine", engine)
+            distributed.share_answers(selecting.steps.distributed(the_plan.options), ledger)
         stats: dict[str, Any] = {}
         so_far = BulkStats()
         if select is None:

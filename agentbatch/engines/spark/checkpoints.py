@@ -128,18 +128,26 @@ def _read_reusable(
 
 def read_materialised(
     spark: SparkSession,
-    folder: Path,
+    folder: Path | None,
     key: str,
     schema: StructType,
     answers: Any,
+    also: DataFrame | None = None,
 ) -> DataFrame | None:
     """`answers(read_reusable(...))` evaluated once (a DataFrame in Spark's memory, never read
     from the folder again), or None. When a fold of another run removes files under the read, it
-    starts again from a new listing; after `_READ_ATTEMPTS` its rows are paid again."""
+    starts again from a new listing; after `_READ_ATTEMPTS` its rows are paid again.
+
+    `also`: answers of the other store (stores.py: the driver's ledger), key and result columns
+    in `schema`'s types, read with the folder's (none: `folder` None)."""
     for _ in range(_READ_ATTEMPTS):
         listed: list[Path] = []
         try:
-            earlier, listed = _read_reusable(spark, folder, key, schema)
+            earlier, listed = (
+                _read_reusable(spark, folder, key, schema) if folder is not None else (None, [])
+            )
+            if also is not None:
+                earlier = also if earlier is None else _union(earlier, also)
             if earlier is None:
                 return None
             found: DataFrame = answers(earlier).localCheckpoint(eager=True)
@@ -156,6 +164,16 @@ def read_materialised(
         folder,
     )
     return None
+
+
+def _union(earlier: DataFrame, also: DataFrame) -> DataFrame:
+    """The folder's answers and `also`'s, in the folder's column types."""
+    from pyspark.sql import functions as F
+
+    types = {f.name: f.dataType for f in earlier.schema.fields}
+    return earlier.unionByName(
+        also.select(*[F.col(f"`{name}`").cast(types[name]).alias(name) for name in earlier.columns])
+    )
 
 
 def _read_files(

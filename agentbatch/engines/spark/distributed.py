@@ -21,6 +21,9 @@ columns have other types than this run's (the source's key changed type) are nev
 with the others, which Spark cannot do: the run pays their rows again, the compaction removes them.
 Two runs of one job may share the folder at once (checkpoints.py: no lock; what each may remove).
 
+The driver's ledger (runs with `rest_fallback_on: driver`) is read beside the folder (stores.py):
+a key's latest answer in either is the one that counts.
+
 Without a checkpoint folder (a cluster with none configured) the results are the tasks' output,
 materialised once with `localCheckpoint`; a killed run then loses the answers of its run.
 """
@@ -76,6 +79,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
+    from agentbatch.agent.calls import CallSpec
+
 log = logging.getLogger(__name__)
 
 STATS_COLUMN = "_agentbatch_task_stats"
@@ -93,6 +98,10 @@ _SUMMED = (
     "peak_concurrency",
 )
 _END = object()
+# The other store's answers for the keys of the inputs, in the run's types (stores.py).
+OtherStore = Callable[
+    ["DataFrame", "StructType"], contextlib.AbstractContextManager["DataFrame | None"]
+]
 # Completed groups waiting for the task's output; the bulk writer blocks beyond this.
 _QUEUED_GROUPS = 4
 
@@ -120,12 +129,16 @@ def answer_distributed(
     retry_errors: bool = False,
     answered_since: int | None = None,
     shared_budget: bool = True,
+    ledger: OtherStore | None = None,
 ) -> DistributedAnswers:
     """Answer every row of `inputs` (key, passthrough, `_request`, `request_fingerprint`).
 
     With `shared_budget` the tasks share one budget of the agent: a controller on the driver
     (agent/shared_limits.py) that every task reports to over a socket, so a 429 seen by one
-    task slows the others and together they never ramp past what the agent admits."""
+    task slows the others and together they never ramp past what the agent admits.
+
+    `ledger(inputs, schema)`: the driver's ledger's answers for the keys of `inputs`, as
+    `stores.ledger_answers` gives them, read with the folder's."""
     from pyspark.sql import functions as F
 
     response_type = _response_type(remote)
@@ -135,7 +148,8 @@ def answer_distributed(
     # Evaluated once: `inputs` reads the target, which the write will change.
     inputs = inputs.localCheckpoint(eager=True)
     usable = None
-    if checkpoint is not None and not inputs.isEmpty():  # nothing to do: no checkpoint jobs
+    stores = checkpoint is not None or ledger is not None
+    if stores and not inputs.isEmpty():  # nothing to do: no checkpoint jobs
         wanted = inputs.select(key, FINGERPRINT_COLUMN)
 
         def answers(earlier: DataFrame) -> DataFrame:
@@ -148,7 +162,8 @@ def answer_distributed(
 
         # Read once: another run's fold may remove the files, so `reused` and `todo` both come
         # from this copy (two reads could disagree: a key reused and sent, or neither).
-        usable = read_materialised(spark, checkpoint, key, schema, answers)
+        with ledger(inputs, schema) if ledger is not None else contextlib.nullcontext() as also:
+            usable = read_materialised(spark, checkpoint, key, schema, answers, also)
     todo = inputs
     reused = None
     if usable is not None:
@@ -278,9 +293,14 @@ def one_per_key(results: DataFrame, key: str) -> DataFrame:
 
 
 def _response_type(remote: RemoteCall) -> pa.DataType | None:
+    return response_type(remote.call)
+
+
+def response_type(call: CallSpec) -> pa.DataType | None:
+    """The Arrow type of the `response` column of `call`'s answers (None: STRING)."""
     from agentbatch.agent.response_format import parse_response_format
 
-    fmt = remote.call.response_format
+    fmt = call.response_format
     return parse_response_format(fmt).arrow_type if fmt is not None else None
 
 

@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from agentbatch.agent.calls import CallSpec
+    from agentbatch.agent.ledger import Ledger
     from agentbatch.engines.spark.distributed import DistributedAnswers
 
 log = logging.getLogger(__name__)
@@ -285,12 +286,17 @@ class SparkEngine:
         retry_errors: bool = False,
         answered_since: int | None = None,
         partitions: int | None = None,
+        ledger: Path | None = None,
     ) -> DistributedAnswers:
         """Answer the rows of `inputs_sql` on the executors; results have each key once. Answers
         the checkpoint holds are taken instead of calls (only those received at or after
-        `answered_since`, microseconds, when it is set)."""
+        `answered_since`, microseconds, when it is set); with `ledger`, those of the driver's
+        ledger too, a key's latest answer in either counting (stores.py)."""
+        import functools
+
         from agentbatch.engines.spark.calls import remote_call
         from agentbatch.engines.spark.distributed import answer_distributed
+        from agentbatch.engines.spark.stores import ledger_answers
 
         overrides = self.endpoint_overrides if endpoint_overrides is None else endpoint_overrides
         remote = remote_call(call, overrides)
@@ -299,6 +305,14 @@ class SparkEngine:
         )
         inputs = self.query(inputs_sql)
         folder = self.checkpoint_folder(table, call)
+        from_ledger = functools.partial(
+            ledger_answers,
+            self.spark,
+            ledger,
+            key=key,
+            on_local_disk=session.is_local(self.spark),
+            spill=self._spill(table),
+        )
         return guard(
             lambda: answer_distributed(
                 self.spark,
@@ -310,7 +324,27 @@ class SparkEngine:
                 retry_errors=retry_errors,
                 answered_since=answered_since,
                 shared_budget=bool(self.settings.get("shared_budget", True)),
+                # No ledger file (the job never ran on the driver): no Spark job to look.
+                ledger=from_ledger if ledger is not None and ledger.is_file() else None,
             )
+        )
+
+    def share_answers(self, work: DistributedCalls, ledger: Ledger) -> int:
+        """Before a run on the driver: the answers runs on the executors left in the checkpoint
+        folder for the keys `work` selects go into `ledger` where newer than its own (stores.py),
+        so that run reuses them and never writes an older answer than theirs."""
+        from agentbatch.engines.spark.arrow import variants_as_json_text
+        from agentbatch.engines.spark.distributed import output_schema, response_type
+        from agentbatch.engines.spark.stores import share_with_ledger
+
+        folder = self.checkpoint_folder(work.write.table, work.call)
+        if folder is None or next(folder.glob("part-*.parquet"), None) is None:
+            return 0  # nothing to read: no Spark job
+        # The rows as the executors would answer them: the types the folder's files must have.
+        inputs, _ = variants_as_json_text(self.query(work.inputs_sql))
+        schema = output_schema(inputs.schema, response_type(work.call))
+        return guard(
+            lambda: share_with_ledger(self.spark, folder, inputs, work.write.key, schema, ledger)
         )
 
     def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:
@@ -331,6 +365,7 @@ class SparkEngine:
             endpoint_overrides=work.endpoint_overrides,
             retry_errors=work.retry_errors,
             answered_since=since,
+            ledger=work.ledger,
         )
         written = 0
         found = answers.results

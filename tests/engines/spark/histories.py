@@ -38,7 +38,13 @@ class History:
         self.source = write_source(tmp_path / "src.csv")
         (tmp_path / "jobs").mkdir()
 
-    def run(self, prefix: str, source: str = "table: main.s.src", **options: Any) -> dict[str, Any]:
+    def run(
+        self,
+        prefix: str,
+        source: str = "table: main.s.src",
+        settings: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
         job = self.tmp_path / "jobs" / f"ckpt_{prefix}.yml"
         job.write_text(
             f"name: ckpt\nsource: {{{source}, key: id, columns: [txt]}}\n"
@@ -53,7 +59,11 @@ class History:
             endpoints={"apps/ckpt": self.agent.url},
             state_dir=self.tmp_path / "state",
             project_dir=self.tmp_path,
-            settings={"warehouse_dir": str(self.tmp_path / "warehouse"), "storage": "catalog"},
+            settings={
+                "warehouse_dir": str(self.tmp_path / "warehouse"),
+                "storage": "catalog",
+                **(settings or {}),
+            },
             progress=False,
             **options,
         ) as result:
