@@ -82,3 +82,20 @@ def test_moving_the_calls_writes_the_newest_answer_and_pays_none_twice(
         assert (again["rows"], again["reused"], again["calls"]) == (len(KEYS), len(KEYS), 0)
         assert history.rows() == newest
     assert agent.stats().requests_total == 2 * len(KEYS) + 1
+
+
+def test_a_ledger_that_cannot_be_read_is_paid_again_on_the_executors(
+    history: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The executors read the driver's ledger as a reader: one that is not a SQLite file (it is
+    set aside by the next run on the driver) fails no run; its rows are paid again, with a
+    warning."""
+    assert history.run("Q", settings={"rest_fallback_on": "driver"})["calls"] == len(KEYS)
+    (ledger,) = (history.tmp_path / "state").glob("*.ledger.sqlite")
+    ledger.write_bytes(b"not a database" * 100)
+    history.drop()
+    with caplog.at_level("WARNING", logger="agentbatch.engines.spark.stores"):
+        again = history.run("Q", settings={"rest_fallback_on": "executors"})
+    assert (again["reused"], again["calls"]) == (0, len(KEYS))
+    history.answering("Q")
+    assert [r for r in caplog.records if str(ledger) in r.getMessage()]
