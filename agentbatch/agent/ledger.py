@@ -34,7 +34,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -99,15 +99,10 @@ def refresh_began(path: Path) -> int | None:
     if not path.is_file():
         return None
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+        with _reading(path) as conn:
+            return _refresh_since(conn)
     except sqlite3.Error:
         return None
-    try:
-        return _refresh_since(conn)
-    except sqlite3.Error:
-        return None
-    finally:
-        conn.close()
 
 
 def refresh_reached(path: Path) -> bool:
@@ -117,15 +112,127 @@ def refresh_reached(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+        with _reading(path) as conn:
+            return _refresh_reached(conn)
     except sqlite3.Error:
+        return False
+
+
+def holds_answers(path: Path) -> bool:
+    """Whether the ledger at `path` holds any answer, read as `refresh_began` reads (False when
+    it cannot be read: its answers are then paid again, with a warning)."""
+    if not path.is_file():
         return False
     try:
-        return _refresh_reached(conn)
-    except sqlite3.Error:
+        with _reading(path) as conn:
+            return conn.execute("SELECT 1 FROM answers LIMIT 1").fetchone() is not None
+    except sqlite3.Error as err:
+        log.warning("ledger %s cannot be read (%s): its answers are not reused here", path, err)
         return False
+
+
+def stored_answers(
+    path: Path, key: str, keys: Iterable[pa.Array | pa.ChunkedArray]
+) -> Iterator[pa.Table]:
+    """The stored row of each key of `keys` that the ledger at `path` holds an answer for (its
+    latest), a stored batch's rows at a time, read as `refresh_began` reads in one read
+    transaction (a snapshot the run holding the ledger cannot tear). Each row is checked against
+    its answer entry as `Ledger` checks it: damage is skipped, so its rows are paid again."""
+    try:
+        with _reading(path) as conn:
+            conn.execute("BEGIN")
+            blobs: dict[int, pa.Table | None] = {}
+            for column in keys:
+                wanted = canonical_keys(column)
+                for start in range(0, len(wanted), _LOOKUP_CHUNK):
+                    chunk = wanted[start : start + _LOOKUP_CHUNK]
+                    found = conn.execute(
+                        "SELECT batch_id, row, key, fingerprint, ok FROM answers "
+                        f"WHERE key IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                    by_batch: dict[int, list[tuple[int, str, str, int]]] = {}
+                    for batch_id, row, k, fingerprint, ok in found:
+                        by_batch.setdefault(batch_id, []).append((row, k, fingerprint, ok))
+                    for batch_id, entries in sorted(by_batch.items()):
+                        if batch_id not in blobs:
+                            if len(blobs) >= _BLOB_CACHE:  # neighbouring keys share batches
+                                blobs.pop(next(iter(blobs)))
+                            blobs[batch_id] = _stored_batch(conn, path, batch_id)
+                        stored = blobs[batch_id]
+                        picked = None if stored is None else _entries_of(stored, entries, key)
+                        if picked is not None and picked.num_rows:
+                            yield picked
+    except sqlite3.Error as err:
+        log.warning("ledger %s cannot be read (%s): its answers are not reused here", path, err)
+
+
+def answered_at(path: Path, keys: list[str]) -> dict[str, int]:
+    """When the ledger at `path` received its answer for each of `keys` (canonical keys) that it
+    holds one for, in microseconds since the epoch; read as `refresh_began` reads."""
+    held: dict[str, int] = {}
+    with _reading(path) as conn:
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]
+            held.update(
+                conn.execute(
+                    "SELECT key, answered_us FROM answers "
+                    f"WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+            )
+    return held
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection: no lock taken, nothing created or changed."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+    conn.text_factory = lambda data: data.decode("utf-8", "replace")
+    try:
+        yield conn
     finally:
         conn.close()
+
+
+def _stored_batch(conn: sqlite3.Connection, path: Path, batch_id: int) -> pa.Table | None:
+    blob = conn.execute("SELECT ipc FROM batches WHERE id = ?", (batch_id,)).fetchone()
+    try:
+        return _from_ipc(blob[0]) if blob and blob[0] is not None else None
+    except Exception as err:  # damaged: its rows are paid again
+        log.warning("ledger %s: batch %d unreadable (%s)", path, batch_id, err)
+        return None
+
+
+def _entries_of(
+    stored: pa.Table, entries: list[tuple[int, str, str, int]], key: str
+) -> pa.Table | None:
+    """The stored rows the answer entries (row, key, fingerprint, ok) point to, those that are
+    what their entry says."""
+    import pyarrow as pa
+
+    inside = [e for e in entries if 0 <= e[0] < stored.num_rows]
+    if not inside or key not in stored.column_names or "error" not in stored.column_names:
+        return None
+    picked = stored.take(pa.array([e[0] for e in inside], type=pa.int64()))
+    fingerprints = (
+        picked.column(FINGERPRINT_COLUMN).to_pylist()
+        if FINGERPRINT_COLUMN in picked.column_names
+        else [None] * picked.num_rows
+    )
+    same = [
+        (k, fp or "", bool(ok)) == (kk, ff or "", good)
+        for (_, k, fp, ok), kk, ff, good in zip(
+            inside,
+            canonical_keys(picked.column(key)),
+            fingerprints,
+            picked.column("error").is_null().to_pylist(),
+            strict=True,
+        )
+    ]
+    if not all(same):
+        picked = picked.filter(pa.array(same, type=pa.bool_()))
+    return picked
 
 
 def _refresh_since(conn: sqlite3.Connection) -> int | None:
@@ -367,19 +474,20 @@ class Ledger:
             found[i] = True
         return found
 
-    def append(self, rows: pa.RecordBatch | pa.Table) -> None:
-        """Record completed output rows of this run in one transaction; the latest per key wins."""
+    def append(self, rows: pa.RecordBatch | pa.Table, *, run: str | None = None) -> None:
+        """Record completed output rows of this run (or of `run`: answers of another run, not
+        this run's to write) in one transaction; the latest per key wins."""
         if rows.num_rows == 0:
             return
         keys = canonical_keys(rows.column(self.key))
         fingerprints = rows.column(FINGERPRINT_COLUMN).to_pylist()
         errors = rows.column("error").to_pylist()
-        answered = _answered_us(rows)
+        answered = answered_us(rows)
         blob = _to_ipc(rows)
         with self._write_lock, self._transaction():
             cursor = self._writer.execute(
                 "INSERT INTO batches(ipc, rows, run) VALUES (?, ?, ?)",
-                (blob, rows.num_rows, self.run_id),
+                (blob, rows.num_rows, self.run_id if run is None else run),
             )
             batch_id = cursor.lastrowid
             assert batch_id is not None
@@ -645,7 +753,7 @@ class Ledger:
         return None
 
 
-def _answered_us(rows: pa.RecordBatch | pa.Table) -> list[int | None]:
+def answered_us(rows: pa.RecordBatch | pa.Table) -> list[int | None]:
     """When each row was answered, in microseconds since the epoch (None where unknown)."""
     import pyarrow as pa
 

@@ -27,15 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agentbatch.agent.ledger import canonical_keys
+from agentbatch.agent.ledger import (
+    answered_at,
+    answered_us,
+    canonical_keys,
+    holds_answers,
+    stored_answers,
+)
 from agentbatch.engines.spark.arrow import StagedBatches, arrow_batches, spark_to_arrow
 from agentbatch.engines.spark.checkpoints import latest_per_key, read_materialised
-from agentbatch.results import FINGERPRINT_COLUMN, RESULT_COLUMN_NAMES
+from agentbatch.results import RESULT_COLUMN_NAMES
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -47,10 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Keys looked up in one statement (SQLite's default limit of host parameters is 999).
-_LOOKUP_CHUNK = 900
-# Stored batches kept while looking keys up (neighbouring keys tend to share them).
-_BLOB_CACHE = 4
 # Appended to the run id of answers the ledger takes from the folder.
 SHARED_RUN_SUFFIX = "-from-executors"
 
@@ -71,116 +72,17 @@ def ledger_answers(
 ) -> Iterator[DataFrame | None]:
     """The ledger's answer for each key of `keys` (the key and result columns, in `schema`'s
     types), as a DataFrame while the context is open; None when the ledger holds none."""
-    if ledger is None or not _answers_in(ledger):
+    if ledger is None or not holds_answers(ledger):
         yield None
         return
     from pyspark.sql.types import StructType as Struct
 
     wanted = spark_to_arrow(Struct([schema[key], *(schema[name] for name in RESULT_COLUMN_NAMES)]))
     columns = (batch.column(0) for batch in arrow_batches(keys.select(f"`{key}`")))
-    rows = _as_schema(_stored_answers(ledger, key, columns), wanted, ledger)
+    rows = _as_schema(stored_answers(ledger, key, columns), wanted, ledger)
     staged = StagedBatches(spark, rows, wanted, on_local_disk=on_local_disk, spill=spill)
     with staged as df:
         yield df if staged.rows else None
-
-
-def _answers_in(ledger: Path) -> bool:
-    """Whether the ledger at `ledger` holds any answer (False when it cannot be read)."""
-    if not ledger.is_file():
-        return False
-    try:
-        with _reading(ledger) as conn:
-            return conn.execute("SELECT 1 FROM answers LIMIT 1").fetchone() is not None
-    except sqlite3.Error as err:
-        log.warning("ledger %s cannot be read (%s): its answers are not reused here", ledger, err)
-        return False
-
-
-@contextlib.contextmanager
-def _reading(ledger: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to the ledger: no lock, nothing created or changed."""
-    conn = sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
-    conn.text_factory = lambda data: data.decode("utf-8", "replace")
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def _stored_answers(
-    ledger: Path, key: str, keys: Iterable[pa.Array | pa.ChunkedArray]
-) -> Iterator[pa.Table]:
-    """The ledger's stored row of each key of `keys` that has an answer, a stored batch's rows at
-    a time, each checked against its answer entry as the ledger checks it (damage is skipped)."""
-    from agentbatch.agent.ledger import _from_ipc
-
-    try:
-        with _reading(ledger) as conn:
-            conn.execute("BEGIN")  # one snapshot: a run on the driver may commit meanwhile
-            blobs: dict[int, pa.Table | None] = {}
-            for column in keys:
-                wanted = canonical_keys(column)
-                for start in range(0, len(wanted), _LOOKUP_CHUNK):
-                    chunk = wanted[start : start + _LOOKUP_CHUNK]
-                    found = conn.execute(
-                        "SELECT batch_id, row, key, fingerprint, ok FROM answers "
-                        f"WHERE key IN ({','.join('?' * len(chunk))})",
-                        chunk,
-                    ).fetchall()
-                    by_batch: dict[int, list[tuple[int, str, str, int]]] = {}
-                    for batch_id, row, k, fingerprint, ok in found:
-                        by_batch.setdefault(batch_id, []).append((row, k, fingerprint, ok))
-                    for batch_id, entries in sorted(by_batch.items()):
-                        if batch_id not in blobs:
-                            if len(blobs) >= _BLOB_CACHE:
-                                blobs.pop(next(iter(blobs)))
-                            blob = conn.execute(
-                                "SELECT ipc FROM batches WHERE id = ?", (batch_id,)
-                            ).fetchone()
-                            try:
-                                blobs[batch_id] = _from_ipc(blob[0]) if blob else None
-                            except Exception as err:  # damaged: its rows are paid again
-                                log.warning(
-                                    "ledger %s: batch %d unreadable (%s)", ledger, batch_id, err
-                                )
-                                blobs[batch_id] = None
-                        stored = blobs[batch_id]
-                        if stored is not None:
-                            picked = _checked(stored, entries, key)
-                            if picked is not None and picked.num_rows:
-                                yield picked
-    except sqlite3.Error as err:
-        log.warning("ledger %s cannot be read (%s): its answers are not reused here", ledger, err)
-
-
-def _checked(
-    stored: pa.Table, entries: list[tuple[int, str, str, int]], key: str
-) -> pa.Table | None:
-    """The stored rows the answer entries point to, those that are what their entry says."""
-    import pyarrow as pa
-
-    inside = [e for e in entries if 0 <= e[0] < stored.num_rows]
-    if not inside or key not in stored.column_names or "error" not in stored.column_names:
-        return None
-    picked = stored.take(pa.array([e[0] for e in inside], type=pa.int64()))
-    fingerprints = (
-        picked.column(FINGERPRINT_COLUMN).to_pylist()
-        if FINGERPRINT_COLUMN in picked.column_names
-        else [None] * picked.num_rows
-    )
-    same = [
-        (k, fp or "", bool(ok)) == (kk, ff or "", good)
-        for (_, k, fp, ok), kk, ff, good in zip(
-            inside,
-            canonical_keys(picked.column(key)),
-            fingerprints,
-            picked.column("error").is_null().to_pylist(),
-            strict=True,
-        )
-    ]
-    if not all(same):
-        picked = picked.filter(pa.array(same, type=pa.bool_()))
-    return picked
 
 
 def _as_schema(
@@ -243,7 +145,7 @@ def share_with_ledger(
     for batch in arrow_batches(found):
         newer = _newer_than_ledger(batch, key, ledger)
         if newer.num_rows:
-            _append_as_shared(ledger, newer)
+            ledger.append(newer, run=f"{ledger.run_id}{SHARED_RUN_SUFFIX}")
             shared += newer.num_rows
     if shared:
         log.info(
@@ -260,33 +162,10 @@ def _newer_than_ledger(batch: pa.RecordBatch, key: str, ledger: Ledger) -> pa.Re
     """The rows of `batch` answered after the ledger's answer for their key (or with none)."""
     import pyarrow as pa
 
-    from agentbatch.agent.ledger import _answered_us
-
     keys = canonical_keys(batch.column(key))
-    held: dict[str, int] = {}
-    with _reading(ledger.path) as conn:
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start : start + _LOOKUP_CHUNK]
-            held.update(
-                conn.execute(
-                    "SELECT key, answered_us FROM answers "
-                    f"WHERE key IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall()
-            )
-    answered = _answered_us(batch)
+    held = answered_at(ledger.path, keys)
     keep = [
         k not in held or (at is not None and at > held[k])
-        for k, at in zip(keys, answered, strict=True)
+        for k, at in zip(keys, answered_us(batch), strict=True)
     ]
     return batch.filter(pa.array(keep, type=pa.bool_()))
-
-
-def _append_as_shared(ledger: Ledger, rows: pa.RecordBatch) -> None:
-    """Record `rows` in the ledger as answers of an earlier run: not this run's rows to write."""
-    run = ledger.run_id
-    ledger.run_id = f"{run}{SHARED_RUN_SUFFIX}"
-    try:
-        ledger.append(rows)
-    finally:
-        ledger.run_id = run

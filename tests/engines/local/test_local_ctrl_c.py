@@ -22,6 +22,9 @@ SLOW = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE hash(i) % 7 = 3
 
 @pytest.fixture
 def ctrl_c_soon() -> Iterator[Callable[[], None]]:
+    # Python's own handler, as in a CLI process: DuckDB interrupts a query on SIGINT only then
+    # (a Spark session in this test process installs another; under it the query runs on).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     main = threading.get_ident()
     timers: list[threading.Timer] = []
 
@@ -34,6 +37,7 @@ def ctrl_c_soon() -> Iterator[Callable[[], None]]:
     for timer in timers:
         timer.cancel()
         timer.join()
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("how", ["execute", "fetch_one"])
