@@ -37,17 +37,22 @@ def _run(
     )
 
 
+def _package_copy(folder: Path) -> Path:
+    """What the wheel is built from, copied to `folder`: the package and its metadata files."""
+    folder.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, folder)
+    shutil.copytree(
+        ROOT / "agentbatch", folder / "agentbatch", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return folder
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     work = tmp_path_factory.mktemp("wheel")
     # Build from a copy: the checkout may hold files the project does not ship (caches, outputs).
-    source = work / "src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source)
-    shutil.copytree(
-        ROOT / "agentbatch", source / "agentbatch", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    source = _package_copy(work / "src")
     built = _run(sys.executable, "-m", "build", "--wheel", "--outdir", work / "dist", source)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     [wheel] = sorted((work / "dist").glob("agentbatch-*.whl"))
@@ -171,13 +176,7 @@ def test_the_deploy_build_ships_only_the_modules_the_project_has(tmp_path: Path)
     CLI at every deploy). A build that leaves a copy of the package behind (setuptools' `build/lib`)
     ships a module deleted since into the next wheel, and its egg-info makes pip take the folder
     for an installed agentbatch."""
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, project)
-    shutil.copytree(
-        ROOT / "agentbatch", project / "agentbatch", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    project = _package_copy(tmp_path / "project")
 
     def wheel_names() -> set[str]:
         shutil.rmtree(project / "dist", ignore_errors=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agentbatch.testing.agent_server import serve_agent
 
-from .processes import run_cli
+from .processes import Finished, run_cli
 from .secret_search import file_texts, leaks
 
 TICKETS = Path(__file__).resolve().parents[2] / "agentbatch" / "data" / "support_tickets.csv"
@@ -52,14 +52,14 @@ def scored_remotely(response, expected, row):
 """
 
 
-def test_an_unexpected_failure_prints_a_useful_traceback_without_the_secret(
-    tmp_path: Path,
-) -> None:
+def _eval_with_scorer(tmp_path: Path, scorer: str) -> tuple[str, Path, Finished]:
+    """`eval` of a job whose custom scorer (`scorer`, the module's source) reads the key from
+    the job's `env:`: (the key, the project folder, the finished CLI)."""
     key = "scorekey-" + secrets.token_hex(10)
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
     (project / "jobs" / "eval_keyed.yml").write_text(JOB)
-    (project / "remote_checks.py").write_text(SCORER)
+    (project / "remote_checks.py").write_text(scorer)
     with serve_agent() as agent:
         done = run_cli(
             [
@@ -70,6 +70,13 @@ def test_an_unexpected_failure_prints_a_useful_traceback_without_the_secret(
             cwd=project,
             env={"SCORING_KEY": key},
         )  # fmt: skip
+    return key, project, done
+
+
+def test_an_unexpected_failure_prints_a_useful_traceback_without_the_secret(
+    tmp_path: Path,
+) -> None:
+    key, _, done = _eval_with_scorer(tmp_path, SCORER)
     assert done.returncode == 1, done.stderr
     err = done.stderr
     assert "unexpected error: ScoringServiceGone: scoring service refused key ***" in err, err
@@ -84,21 +91,9 @@ def test_an_unexpected_failure_prints_a_useful_traceback_without_the_secret(
 def test_a_scorer_error_quoting_a_secret_is_masked_in_the_scores_table(tmp_path: Path) -> None:
     """A scorer's Exception is that row's scorer error, written to the scores table: masked of
     the registered secrets as an agent's error is in the output table."""
-    key = "scorekey-" + secrets.token_hex(10)
-    project = tmp_path / "project"
-    (project / "jobs").mkdir(parents=True)
-    (project / "jobs" / "eval_keyed.yml").write_text(JOB)
-    (project / "remote_checks.py").write_text(SCORER.replace("(BaseException)", "(Exception)"))
-    with serve_agent() as agent:
-        done = run_cli(
-            [
-                "eval", "jobs/eval_keyed.yml", "--no-progress",
-                "--table", f"main.support.tickets={TICKETS}",
-                "--endpoint", f"apps/triage-agent={agent.url}",
-            ],
-            cwd=project,
-            env={"SCORING_KEY": key},
-        )  # fmt: skip
+    key, project, done = _eval_with_scorer(
+        tmp_path, SCORER.replace("(BaseException)", "(Exception)")
+    )
     assert done.returncode == 0, done.stderr
     places = {k: v for k, v in file_texts(project).items() if "remote_checks" not in k}
     scores = [v for k, v in places.items() if k.endswith("(decoded)")]
