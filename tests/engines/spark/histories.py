@@ -42,6 +42,7 @@ class History:
         self,
         prefix: str,
         source: str = "table: main.s.src",
+        mode: str = "merge",
         settings: dict[str, Any] | None = None,
         **options: Any,
     ) -> dict[str, Any]:
@@ -49,7 +50,7 @@ class History:
         job.write_text(
             f"name: ckpt\nsource: {{{source}, key: id, columns: [txt]}}\n"
             f"request: \"concat('{prefix}: ', txt)\"\nagent: {{endpoint: apps/ckpt}}\n"
-            f"output: {{table: {self.table}, mode: merge}}\n"
+            f"output: {{table: {self.table}, mode: {mode}}}\n"
         )
         before = self.agent.stats().requests_total
         with agentbatch.run(

@@ -1,0 +1,159 @@
+"""agentbatch's spark target on a Spark Connect session, as a serverless job runs it: the REST
+fallback on the driver against the loopback agent, answers written to a parquet table of the
+session catalog."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+import agentbatch
+from agentbatch.engines.spark import arrow, session
+from agentbatch.engines.spark.engine import SparkEngine, fallback_place
+from agentbatch.engines.spark.spill import MARK
+from agentbatch.evaluation import evaluate
+from agentbatch.testing.agent_server import AgentServer
+from tests.engines.spark.histories import KEYS, History
+from tests.engines.spark.test_spark_run import push_down_job
+from tests.engines.spark.test_spark_session_lookup import in_thread
+from tests.support.eval_servers import ROOT, TICKETS_CSV
+
+SERVERLESS = {"serverless": True, "rest_fallback_on": "driver"}
+
+
+def test_runs_rerun_merge_and_overwrite_on_the_driver(history: History) -> None:
+    first = history.run("a", settings=SERVERLESS)
+    assert (first["ok"], first["errors"], first["calls"]) == (len(KEYS) - 1, 1, len(KEYS))
+    history.answering("a")
+    assert history.run("a", settings=SERVERLESS)["calls"] == 0  # nothing is paid again
+    history.answering("a")
+    changed = history.run("b", settings=SERVERLESS)  # another prompt: every key again
+    assert changed["calls"] == len(KEYS)
+    history.answering("b")
+    replaced = history.run("c", mode="overwrite", settings=SERVERLESS)
+    assert replaced["calls"] == len(KEYS)
+    history.answering("c")
+    assert history.run("c", mode="overwrite", settings=SERVERLESS)["calls"] == 0
+    history.answering("c")
+
+
+def test_answers_cross_from_the_driver_as_on_a_remote_server(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serverless: the driver shares no disk with the executors; the answers go to Spark with
+    `createDataFrame`, chunked through a spill table beside the output."""
+    monkeypatch.setattr(session, "is_local", lambda spark: False)
+    monkeypatch.setattr(arrow, "IN_MEMORY_ROWS", 3)
+    first = history.run("a", settings=SERVERLESS)
+    assert first["calls"] == len(KEYS)
+    history.answering("a")
+    assert history.run("a", settings=SERVERLESS)["calls"] == 0
+    history.answering("a")
+    spills = [t.name for t in history.spark.catalog.listTables("default") if MARK in t.name]
+    assert spills == []
+
+
+def test_a_connect_data_frame_as_the_source(
+    agent: AgentServer, spark: Any, tmp_path: Path, make_engine: Any
+) -> None:
+    make_engine()
+    source = spark.createDataFrame([(i, f"t{i}") for i in range(1, 5)], "id INT, txt STRING")
+    job = tmp_path / "df.yml"
+    job.write_text(
+        "name: df\nsource: {table: main.s.src, key: id, columns: [txt]}\n"
+        "request: \"concat('d: ', txt)\"\nagent: {endpoint: apps/df}\n"
+        "output: {table: main.s.out, mode: merge}\n"
+    )
+    out = tmp_path / "out.parquet"
+    with agentbatch.run(
+        job,
+        target="spark",
+        tables={"main.s.src": source, "main.s.out": out},
+        endpoints={"apps/df": agent.url},
+        state_dir=tmp_path / "state",
+        project_dir=tmp_path,
+        settings={"warehouse_dir": str(tmp_path / "wh"), **SERVERLESS},
+        progress=False,
+    ) as result:
+        assert result.summary["ok"] == 4
+    rows = pq.read_table(out).to_pylist()
+    assert sorted(r["response"] for r in rows) == [f"answer: d: t{i}" for i in range(1, 5)]
+
+
+ailed before any call."""
+    first = history.run("a", settings={"rest_fallback_on": "executors"})
+    assert first["calls"] == len(KEYS)
+    history.answering("a")
+    assert history.run("a", settings={"rest_fallback_on": "executors"})["calls"] == 0
+
+
+def test_estimate_then_run(history: History) -> None:
+    job = history.tmp_path / "jobs" / "ckpt_a.yml"
+    history.run("a", settings=SERVERLESS, dry_run=True)
+    found = agentbatch.estimate(
+        job,
+        target="spark",
+        sample=3,
+        seed=1,
+        tables={"main.s.src": history.source},
+        endpoints={"apps/ckpt": history.agent.url},
+        state_dir=history.tmp_path / "state",
+        project_dir=history.tmp_path,
+        settings={
+            "warehouse_dir": str(history.tmp_path / "warehouse"),
+            "storage": "catalog",
+            **SERVERLESS,
+        },
+        progress=False,
+    )
+    assert (found.to_send, found.sampled) == (len(KEYS), 3)
+    rest = history.run("a", settings=SERVERLESS)
+    assert rest["calls"] == len(KEYS) - 3
+    history.answering("a")
+
+
+def test_push_down(agent: AgentServer, tmp_path: Path, make_engine: Any) -> None:
+    make_engine()
+    job, options = push_down_job(tmp_path, agent, 6)
+    with agentbatch.run(job, **options) as result:
+        assert result.summary["strategy"] == "push-down"
+        assert result.summary["rows"] == 6
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert sorted(r["id"] for r in rows) == list(range(1, 7))
+    assert all(r["response"].startswith("answer: Q: ") for r in rows)
+
+
+def test_evaluation(agent: AgentServer, tmp_path: Path, make_engine: Any) -> None:
+    make_engine()
+    root = tmp_path / "project"
+    (root / "jobs").mkdir(parents=True)
+    shutil.copy(ROOT / "jobs" / "eval_triage.yml", root / "jobs")
+    warehouse = tmp_path / "wh"
+    result = evaluate(
+        root / "jobs" / "eval_triage.yml",
+        "spark",
+        tables={"main.support.tickets": str(TICKETS_CSV)},
+        endpoints={"apps/triage-agent": agent.url},
+        settings={"warehouse_dir": str(warehouse), "storage": "files", **SERVERLESS},
+        progress=False,
+    )
+    assert result.scores.num_rows == 300
+    assert result.metric("label_exact_match")["mean"] > 0.8
+
+
+def test_the_connect_session_is_found_from_any_thread_and_not_stopped(
+    spark: Any, tmp_path: Path
+) -> None:
+    def use_and_close() -> tuple[bool, str]:
+        engine = SparkEngine({"warehouse_dir": str(tmp_path / "w"), "storage": "files"})
+        found = engine.spark is spark
+        place = fallback_place("auto", engine.spark, {})
+        engine.close()
+        return found, place
+
+    assert in_thread(use_and_close) == (True, "driver")  # Connect off Databricks: the driver
+    assert spark.range(3).count() == 3  # still running
