@@ -50,6 +50,7 @@ from agentbatch.agent.content import (
 )
 from agentbatch.agent.shared_limits import BudgetAddress
 from agentbatch.engines.binary_files import arrow_batch_rows
+from agentbatch.engines.spark import session
 from agentbatch.engines.spark.arrow import variants_as_json_text, variants_parsed
 from agentbatch.engines.spark.calls import RemoteCall, answer_batches
 from agentbatch.engines.spark.checkpoints import COMPACTED as COMPACTED
@@ -241,7 +242,7 @@ def _budget_service(
     # A concurrency the user asked for is where the total starts, as on one machine.
     initial = remote.call.max_concurrency or None
     host = driver_host(spark.conf.get("spark.driver.host", None))
-    slots = min(tasks, max(1, spark.sparkContext.defaultParallelism))
+    slots = min(tasks, session.default_parallelism(spark))  # no SparkContext on Spark Connect
     try:
         service = BudgetService(
             cap, host=host, tasks=tasks, slots=slots, **({"initial": initial} if initial else {})

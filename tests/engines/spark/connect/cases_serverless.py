@@ -84,7 +84,11 @@ def test_a_connect_data_frame_as_the_source(
     assert sorted(r["response"] for r in rows) == [f"answer: d: t{i}" for i in range(1, 5)]
 
 
-ailed before any call."""
+def test_the_fallback_on_the_executors_over_connect(history: History) -> None:
+    """Databricks Connect to a classic cluster (`auto` puts the fallback on its executors there),
+    or `rest_fallback_on: executors`: sizing the shared agent budget read
+    `spark.sparkContext.defaultParallelism`, which a Connect session refuses
+    (JVM_ATTRIBUTE_NOT_SUPPORTED), and the run failed before any call."""
     first = history.run("a", settings={"rest_fallback_on": "executors"})
     assert first["calls"] == len(KEYS)
     history.answering("a")
