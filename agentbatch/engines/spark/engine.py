@@ -38,7 +38,8 @@ Settings (all optional):
     apps_client_secret_key
     conflict_attempts,       runs of a statement that meets a Delta write conflict (default 5)
     conflict_backoff_s       and the first wait's upper bound (default 1 s, doubled each time)
-    master, app_name, spark_conf  for a session this engine starts itself
+    master, app_name, spark_conf  for a session this engine starts itself (with SPARK_REMOTE set,
+                             a Spark Connect session of that server: spark_conf only)
 """
 
 from __future__ import annotations

@@ -97,11 +97,21 @@ def _databricks_runtime_session() -> SparkSession | None:
 
 
 def local_session(settings: Mapping[str, Any]) -> SparkSession:
-    """A new local session; `settings["spark_conf"]` adds or overrides Spark options."""
+    """A new local session; `settings["spark_conf"]` adds or overrides Spark options. With
+    `SPARK_REMOTE` set, a Spark Connect session of that server instead."""
     pyspark()
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if os.environ.get("SPARK_REMOTE"):
+        # PySpark's switch to Spark Connect: a master beside it is refused
+        # (CANNOT_CONFIGURE_SPARK_CONNECT_MASTER) and only runtime options can be set. The URL is
+        # not logged: it may carry a token (`sc://host/;token=...`).
+        log.info("starting a Spark Connect session (SPARK_REMOTE; `master` is not used)")
+        builder = SparkSession.builder
+        for name, value in dict(settings.get("spark_conf") or {}).items():
+            builder = builder.config(str(name), str(value))
+        return builder.getOrCreate()
     master = str(settings.get("master", "local[*]"))
     builder = SparkSession.builder.master(master).appName(
         str(settings.get("app_name", "agentbatch"))

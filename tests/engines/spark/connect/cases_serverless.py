@@ -4,10 +4,15 @@ session catalog."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,16 +21,30 @@ from agentbatch.engines.spark import arrow, session
 from agentbatch.engines.spark.engine import SparkEngine, fallback_place
 from agentbatch.engines.spark.spill import MARK
 from agentbatch.evaluation import evaluate
-from agentbatch.testing.agent_server import AgentServer
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.fake_workspace import serve_workspace
+from agentbatch.testing.tokens import TokenAuthority
 from tests.engines.spark.histories import KEYS, History
 from tests.engines.spark.test_spark_run import push_down_job
+from tests.engines.spark.test_spark_serverless_job import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PAT,
+    ROWS,
+    project,
+    task_argv,
+)
 from tests.engines.spark.test_spark_session_lookup import in_thread
+from tests.support.databricks_env import isolated_env
 from tests.support.eval_servers import ROOT, TICKETS_CSV
 
 SERVERLESS = {"serverless": True, "rest_fallback_on": "driver"}
 
 
-def test_runs_rerun_merge_and_overwrite_on_the_driver(history: History) -> None:
+def test_runs_rerun_merge_and_overwrite_on_the_driver(
+    history: History, no_route: Callable[[int], Path]
+) -> None:
+    attempts = no_route(int(history.agent.url.rsplit(":", 1)[1].split("/")[0]))
     first = history.run("a", settings=SERVERLESS)
     assert (first["ok"], first["errors"], first["calls"]) == (len(KEYS) - 1, 1, len(KEYS))
     history.answering("a")
@@ -39,6 +58,30 @@ def test_runs_rerun_merge_and_overwrite_on_the_driver(history: History) -> None:
     history.answering("c")
     assert history.run("c", mode="overwrite", settings=SERVERLESS)["calls"] == 0
     history.answering("c")
+    assert not attempts.exists()  # no agent call left an executor
+
+
+def test_the_executors_cannot_reach_a_refused_port(
+    spark: Any, agent: AgentServer, no_route: Callable[[int], Path]
+) -> None:
+    """The control of `no_route`: a Python UDF of this server connecting to the agent fails."""
+    host, port = agent.url.split("//", 1)[1].split("/")[0].rsplit(":", 1)
+    attempts = no_route(int(port))
+
+    def reach(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import socket
+
+        for batch in batches:
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+                outcome = "connected"
+            except OSError as err:
+                outcome = f"refused: {err}"
+            yield pa.record_batch([pa.array([outcome] * batch.num_rows)], names=["outcome"])
+
+    (row,) = spark.range(1).mapInArrow(reach, "outcome string").collect()
+    assert row["outcome"].startswith("refused:"), row
+    assert attempts.read_text().strip()
 
 
 def test_answers_cross_from_the_driver_as_on_a_remote_server(
@@ -161,3 +204,50 @@ def test_the_connect_session_is_found_from_any_thread_and_not_stopped(
 
     assert in_thread(use_and_close) == (True, "driver")  # Connect off Databricks: the driver
     assert spark.range(3).count() == 3  # still running
+
+
+def test_the_serverless_job_in_a_process_whose_only_session_is_a_connect_client(
+    tmp_path: Path, spark: Any, no_route: Callable[[int], Path]
+) -> None:
+    """The scheduled job's wheel entry point, as serverless runs it: a Python process with no JVM
+    of its own, a Spark Connect client of the compute (`SPARK_REMOTE`, pyspark's switch to Spark
+    Connect), whose executors cannot reach the agent. The engine built its session with a
+    master beside SPARK_REMOTE, which pyspark refuses (CANNOT_CONFIGURE_SPARK_CONNECT_MASTER)."""
+    from pyspark.sql.connect.client import DefaultChannelBuilder
+
+    server = DefaultChannelBuilder.default_port()  # this server's port (pyspark's test mode)
+    authority = TokenAuthority(clients={CLIENT_ID: CLIENT_SECRET}, pats={PAT: "job-owner"})
+    with (
+        serve_agent(authority=authority) as agent,
+        serve_workspace({"triage-agent": agent.url}, authority=authority) as ws,
+    ):
+        ws.put_secret("agentbatch", "client-id", CLIENT_ID)
+        ws.put_secret("agentbatch", "client-secret", CLIENT_SECRET)
+        port = int(agent.url.rsplit(":", 1)[1].split("/")[0])
+        attempts = no_route(port)
+        argv = task_argv(project(tmp_path, port), tmp_path, "auto")
+        env = isolated_env(
+            tmp_path,
+            host=ws.url,
+            token=PAT,
+            PYSPARK_PYTHON=sys.executable,
+            SPARK_REMOTE=f"sc://localhost:{server}",
+        )
+        for name in ("SPARK_LOCAL_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_TESTING"):
+            env.pop(name, None)  # this process's own Connect state
+        code = "from agentbatch.cli.entrypoint import main; main()"
+        result = subprocess.run(
+            [sys.executable, "-c", code, *argv],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        requests = agent.stats().requests_total
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)["summary"]
+    assert (summary["ok"], summary["errors"], summary["table_ok"]) == (ROWS, 0, ROWS)
+    assert requests == ROWS
+    assert not attempts.exists()  # no agent call left an executor
+    assert CLIENT_SECRET not in result.stdout + result.stderr
