@@ -243,14 +243,34 @@ def _run_push_down(
     # One statement: the guard can only judge before it runs (rows exactly, tokens from the
     # last estimate); ai_query reports no usage per row.
     budget.check_before(rows_upper_bound(the_plan, counts))
-    # A full refresh is recorded before any call, and ended once the statements ran.
+    # A full refresh is recorded before any call, and ended once the statements ran (unless
+    # rows kept their earlier answer: `_finish_refresh`).
     before_writing(engine)
-    with recorded(the_plan) if record else contextlib.nullcontext():
+    finished = RefreshRun(counts)
+    with recorded(the_plan, finished) if record else contextlib.nullcontext():
         create_target(the_plan, engine)
         for statement in steps.statements[1:]:
             log.info("running: %s (%s)", statement.purpose, statement.template)
             engine.execute(statement.sql)
-    return _summarise(the_plan, engine, counts)
+        if steps.keeps_answers:
+            finished.kept = _kept_by_push_down(the_plan, engine, counts)
+    return _summarise(the_plan, engine, {**counts, **_kept_figures(finished.kept)})
+
+
+def _kept_by_push_down(the_plan: Plan, engine: Engine, counts: Mapping[str, int]) -> int:
+    """After a push-down full refresh's write: its rows that kept their earlier answer. The
+    statement called ai_query for every row it selected (`rows_upper_bound`, from the counts
+    read before it) and wrote each, an answer or a failure, stamped with the statement's time,
+    but those `_answers.sql` left out (a transient failure over a good answer to the same
+    request): those are the selected rows not answered this run. Unknown (the target cannot be
+    read): none, and the refresh ends as it did before the rule."""
+    try:
+        table = engine.fetch_one(the_plan.summary.sql)
+    except AgentbatchError as err:
+        log.warning("could not count the rows that kept their earlier answer: %s", err)
+        return 0
+    written = int((table or {}).get("answered_this_run") or 0)
+    return max(rows_upper_bound(the_plan, counts) - written, 0)
 
 
 def _run_fallback(
@@ -423,7 +443,8 @@ def continued(the_plan: Plan) -> Plan:
 
 
 def _finish_refresh(the_plan: Plan, ledger: Ledger, counts: Mapping[str, int], kept: int) -> None:
-    """A REST run finished: it ends any refresh (a plain run gives an unfinished one up),
+    """A run finished (REST, or push-down through its built-in templates: `recorded`): it ends
+    any refresh (a plain run gives an unfinished one up),
     unless rows of the refresh kept their earlier answer (`kept`), or are left of a refresh that
     asked every row and this run, limited, did not reach them all."""
     limit = the_plan.options.limit
@@ -446,11 +467,23 @@ def _kept_figures(kept: int) -> dict[str, int]:
     return {"kept_previous_answer": kept} if kept else {}
 
 
+@dataclasses.dataclass
+class RefreshRun:
+    """What a push-down run's statements leave for `recorded` to finish the refresh with: the
+    selection's counts (read before them) and the rows that kept their earlier answer."""
+
+    counts: Mapping[str, int]
+    kept: int = 0
+
+
 @contextlib.contextmanager
-def recorded(the_plan: Plan, *, finishing: bool = True) -> Iterator[None]:
+def recorded(
+    the_plan: Plan, finished: RefreshRun | None = None, *, finishing: bool = True
+) -> Iterator[None]:
     """Around a push-down run's statements: a full refresh is recorded as begun (an unfinished
     one kept) before any call; a run that gets through them ends any refresh (`finishing`; an
-    estimate's sample does not: the refresh it began goes on). The ledger stays locked
+    estimate's sample does not: the refresh it began goes on), unless rows kept their earlier
+    answer (`finished`, as the REST fallback's `_finish_refresh`). The ledger stays locked
     meanwhile, as a REST run holds it: one run of the output at a time."""
     refresh = _push_down_refresh(the_plan)
     with _refresh_state(the_plan, create=refresh) as ledger:
@@ -462,7 +495,8 @@ def recorded(the_plan: Plan, *, finishing: bool = True) -> Iterator[None]:
             ledger.begin_refresh(_microseconds(began))
         yield
         if finishing:
-            ledger.end_refresh()
+            done = finished or RefreshRun({})
+            _finish_refresh(the_plan, ledger, done.counts, done.kept)
 
 
 def _push_down_refresh(the_plan: Plan) -> bool:
@@ -753,6 +787,9 @@ def _summarise(the_plan: Plan, engine: Engine, stats: Mapping[str, Any]) -> dict
         # the rows; it reuses nothing).
         rows = int((table or {}).get("answered_this_run") or 0)
         errors = int((table or {}).get("errors_this_run") or 0)
+        # A row that kept its earlier answer was sent too, and failed: it is not in the table.
+        kept = int(stats.get("kept_previous_answer") or 0)
+        rows, errors = rows + kept, errors + kept
         summary.update(rows=rows, sent=rows, reused=0, ok=rows - errors, errors=errors)
     else:
         summary["rows"] = int(stats.get("rows_seen", 0))

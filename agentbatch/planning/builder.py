@@ -190,6 +190,7 @@ def _build_plan(
         staged=engine.staging_relation(job.output.table, options.run_id),
         run_started_at=utc_timestamp(options.started_at),
         refresh_since=_refresh_since(options),
+        keep_answers=options.full_refresh and not options.replace_target,
         dialect=engine.dialect,
     )
     context = job_context(job, fingerprint, render_options)
@@ -207,6 +208,9 @@ def _build_plan(
             statements=(*((ensure,) if ensure else ()), main),
             inputs=statement("select the rows to send", "inputs.sql"),
             guards=_guards(renderer, context, job),
+            keeps_answers=render_options.keep_answers
+            and job.template is None
+            and not renderer.overridden(template, "_answers.sql", "_held_rows.sql"),
         )
     else:
         write_sql = statement(f"{mode} the answers into the target", "write_results.sql")

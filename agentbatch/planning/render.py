@@ -44,6 +44,9 @@ class RenderOptions:
     # A continued full refresh: when it began (`utc_timestamp`); rows the target holds for the
     # current request, answered since then, are done (`_source.sql`).
     refresh_since: str | None = None
+    # A full refresh that keeps the target's rows: a row whose new call fails transiently keeps
+    # the good answer the target holds to the same request (`_answers.sql`).
+    keep_answers: bool = False
     # The sqlglot dialect the engine runs the SQL in (it transpiles from Databricks SQL itself);
     # a few statements take another shape where one engine handles it badly.
     dialect: str = "databricks"
@@ -219,6 +222,7 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         else quoting.literal(options.refresh_since),
         "result_columns": [quoting.identifier(c) for c in RESULT_COLUMN_NAMES],
         "transient_error_pattern": quoting.literal(TRANSIENT_ERROR.strip() + "%"),
+        "keep_answers": options.keep_answers,
     }
 
 
@@ -227,8 +231,13 @@ class Renderer:
 
     def __init__(self, job: Job, template_dirs: Iterable[Path] = ()) -> None:
         self.job = job
+        self._dirs = [Path(d) for d in template_dirs]
         helpers = Helpers(job.vars, job.env)
-        self._env = make_environment("sql", helpers, template_dirs)
+        self._env = make_environment("sql", helpers, self._dirs)
+
+    def overridden(self, *names: str) -> bool:
+        """Whether the project overrides any of the built-in templates `names`."""
+        return any((d / name).is_file() for d in self._dirs for name in names)
 
     def render(self, template: str, context: Mapping[str, Any]) -> str:
         sql = render_template(self._env, template, context).strip()

@@ -4,7 +4,12 @@
     check is a row error with the REST fallback's message, never a struct of NULLs. `error` starts
     with its kind, read from the message by the REST fallback's rule
     (agentbatch.planning.failures): a 429, 5xx or timeout is [transient], sent again by the next
-    run; anything else is [permanent]. -#}
+    run; anything else is [permanent].
+    `keep_answers` (a full refresh through the built-in templates): a row whose new call failed
+    transiently, and whose key the target holds a good answer to the same request for, is left
+    out: the write leaves that answer as it is (the REST fallback's rule).
+    `answers_as`: the rows end as a relation of that name, last of the WITH list (no SELECT
+    follows: the including template adds its own). -#}
 WITH
 {% include "_source.sql" %},
 {#- A NULL request is not sent (ai_query's answer to one is not documented), nor is a file over
@@ -48,7 +53,8 @@ typed AS (
 {% endfor %}
     CASE WHEN `_failure` IS NULL THEN {{ checks.problem }} END AS `_problem`
   FROM fields
-){% endif %}
+){% endif %}{% if answers_as is defined %},
+{{ answers_as }} AS ({% endif %}
 
 SELECT
   {{ key }},
@@ -71,8 +77,20 @@ SELECT
   CAST(NULL AS STRING) AS `custom_outputs`,
   `request_fingerprint`,
   current_timestamp() AS `answered_at`
-{% if checks %}
-FROM typed
-{% else %}
-FROM answered
+{% set rows = "typed" if checks else "answered" %}
+FROM {{ ident(rows) }}
+{% if keep_answers %}
+WHERE NOT (
+  coalesce({{ error }} LIKE {{ transient_error_pattern }}, false)
+  AND EXISTS (
+    SELECT 1
+    FROM {{ output }} AS `_answered_before`
+    WHERE `_answered_before`.{{ key }} = {{ ident(rows) }}.{{ key }}
+      AND `_answered_before`.`request_fingerprint` = {{ ident(rows) }}.`request_fingerprint`
+      AND `_answered_before`.`error` IS NULL
+  )
+)
+{% endif %}
+{% if answers_as is defined %}
+)
 {% endif %}

@@ -1,5 +1,6 @@
 {#- Mode overwrite: one row per selected key, with the current source columns: this run's answer
-    (`with_staged`: the staged answers of the REST fallback, read once), else the row the target
+    (`with_staged`: the relation `staged`, read once: the REST fallback's staged answers, or the
+    push-down's answers of a full refresh, `create_or_replace.sql`), else the row the target
     holds for the key with the current fingerprint, else the one it answered last. So a run
     stopped early, or limited, leaves the keys it did not reach as they were (a later run answers
     them); keys that left the selection are dropped; a key held in several rows (written by mode

@@ -2,9 +2,11 @@
 the row's earlier answer in the target, not the failure: a paid, valid answer to the same request
 is not lost. The refresh stays unfinished for those rows, and the next run, plain or
 `--full-refresh`, asks exactly them again. A permanent failure is the agent's answer now and
-replaces the old one; a row that held an error gets the new error. On the local engine and on the
-databricks-sql target's REST fallback (the unmodified connector, the loopback warehouse), against
-the loopback agent with injected faults."""
+replaces the old one; a row that held an error gets the new error. On the local engine, on the
+databricks-sql target's REST fallback (the unmodified connector, the loopback warehouse), and on
+its push-down path in each mode (the warehouse's `ai_query` calling the loopback agent's Model
+Serving route: a 503 on every attempt is ai_query's RETRY_TIMEOUT `errorMessage`, a `[transient]`
+row error), against the loopback agent with injected faults."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -42,12 +44,45 @@ HEALTHY = FaultConfig(permanent={"PERMANENT_ERROR": 400})
 FAILING = FaultConfig(permanent={"FLAKY": 503, "GONE": 400, "PERMANENT_ERROR": 400})
 
 
-class Runs:
-    """A project on the local engine or the loopback warehouse, its source `TEXTS`."""
+class Runs(Protocol):
+    agent: AgentServer
 
-    def __init__(self, agent: AgentServer, project: Project | WarehouseProject) -> None:
+    def run(self, **options: Any) -> dict[str, Any]: ...
+
+    def target(self) -> list[dict[str, Any]]: ...
+
+    def request(self, key: int) -> str: ...
+
+
+class Local:
+    def __init__(self, root: Path, agent: AgentServer) -> None:
         self.agent = agent
-        self.project = project
+        self.project = Project(root, agent)
+        self.project.write_source(TEXTS)
+
+    def run(self, **options: Any) -> dict[str, Any]:
+        return self.project.run(**options)
+
+    def target(self) -> list[dict[str, Any]]:
+        return self.project.target()
+
+    def request(self, key: int) -> str:
+        return f"{self.project.settings.prompt}: {TEXTS[key]}"
+
+
+class OnWarehouse:
+    def __init__(
+        self,
+        root: Path,
+        agent: AgentServer,
+        stack: contextlib.ExitStack,
+        path: str = "rest",
+        mode: str = "merge",
+    ) -> None:
+        self.agent = agent
+        self.project = WarehouseProject(root, agent, stack.enter_context(serve(agent)))
+        self.project.settings.path = path
+        self.project.settings.mode = mode
         self.project.write_source(dict(TEXTS))
 
     def run(self, **options: Any) -> dict[str, Any]:
@@ -60,17 +95,28 @@ class Runs:
         return f"{self.project.settings.prompt}: {TEXTS[key]}"
 
 
-@pytest.fixture(params=["local", "databricks-sql"])
+@pytest.fixture(
+    params=[
+        "local",
+        "databricks-sql",
+        "push-down-merge",
+        "push-down-append",
+        "push-down-overwrite",
+    ]
+)
 def runs(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Runs]:
     with serve_agent(HEALTHY) as agent, contextlib.ExitStack() as stack:
         if request.param == "local":
-            yield Runs(agent, Project(tmp_path, agent))
+            yield Local(tmp_path, agent)
+            return
+        isolate(monkeypatch, tmp_path / "auth", token=TOKEN)
+        if request.param == "databricks-sql":
+            yield OnWarehouse(tmp_path / "project", agent, stack)
         else:
-            isolate(monkeypatch, tmp_path / "auth", token=TOKEN)
-            warehouse = stack.enter_context(serve(agent))
-            yield Runs(agent, WarehouseProject(tmp_path / "project", agent, warehouse))
+            mode = request.param.rsplit("-", 1)[1]
+            yield OnWarehouse(tmp_path / "project", agent, stack, "push-down", mode)
 
 
 def rows_by_key(runs: Runs) -> dict[int, dict[str, Any]]:
