@@ -90,11 +90,6 @@ class WarehouseHistories(HistoryModel):
     def checkpointed(self) -> bool:
         return self.rest  # push-down keeps no checkpoint: its answers are the target's rows
 
-    @property
-    def keeps_answers(self) -> bool:
-        # Push-down writes what ai_query returned: a transient failure replaces the answer.
-        return self.rest
-
     def call_fingerprint(self) -> str:
         s = self.project.settings
         if (s.path, s.prompt) not in self.fingerprints:
@@ -384,10 +379,12 @@ def test_a_history_with_limits_estimates_and_a_killed_refresh(
 def test_a_history_where_a_refresh_keeps_answers(agent: AgentServer, databricks_auth: Any) -> None:
     """The model over one fixed history: a REST `--full-refresh` while the agent fails key 7
     transiently keeps its earlier answer and stays unfinished; a limited plain run continues it
-    (failing again); a push-down plain run continues it too, and writes ai_query's failure (it
-    keeps no answer); later a REST refresh keeps the answer again, and a plain run once the
-    agent is healthy asks key 7 only and finishes it. (An answer is kept for the same request
-    only: the two paths' requests have different fingerprints.)"""
+    (failing again); a push-down plain run continues it too, and writes ai_query's failure (its
+    request has another fingerprint: the target holds no answer to it to keep); later a REST
+    refresh keeps the answer again, and a plain run once the agent is healthy asks key 7 only
+    and finishes it. Then the same on push-down, in each mode: a `--full-refresh` keeps key 7's
+    answer to its own request, a limited plain run continues it, `--full-refresh` in modes
+    overwrite and append continue it and keep it again, and a healthy plain run finishes it."""
     WarehouseHistories.agent = agent
     machine = WarehouseHistories()
     try:
@@ -410,6 +407,23 @@ def test_a_history_where_a_refresh_keeps_answers(agent: AgentServer, databricks_
         assert machine.kept == {7}
         machine.toggle_flaky()
         machine.estimate(sample=1, full_refresh=False)
+        machine.plain_run()
+        assert machine.refresh is None
+        # Push-down keeps an answer to its own request alike, in every mode.
+        machine.switch_path()
+        machine.plain_run()
+        machine.toggle_flaky()
+        machine.run(full_refresh=True, retry_errors=False)
+        assert machine.kept == {7} and machine.refresh_reached
+        machine.limited_run(limit=1, full_refresh=False, retry_errors=False)
+        assert machine.kept == {7} and machine.refresh_reached
+        machine.change_mode("overwrite")
+        machine.run(full_refresh=True, retry_errors=False)
+        assert machine.kept == {7} and machine.refresh_reached
+        machine.change_mode("append")
+        machine.run(full_refresh=True, retry_errors=False)
+        assert machine.kept == {7} and machine.refresh_reached
+        machine.toggle_flaky()
         machine.plain_run()
         assert machine.refresh is None
     finally:
