@@ -177,6 +177,7 @@ def _build_plan(
     fingerprint = call_fingerprint(call, route=options.endpoints.get(job.agent.endpoint))
     renderer = Renderer(job, template_dirs)
     mode = job.output.mode
+    template = job.template or _PUSH_DOWN_TEMPLATES[mode]
     # Every mode skips what the target already holds, unless a full refresh asks to pay again.
     incremental = not options.full_refresh and not options.replace_target
     engine = engine_class(target.engine)
@@ -190,7 +191,13 @@ def _build_plan(
         staged=engine.staging_relation(job.output.table, options.run_id),
         run_started_at=utc_timestamp(options.started_at),
         refresh_since=_refresh_since(options),
-        keep_answers=options.full_refresh and not options.replace_target,
+        # Push-down through the built-in templates only: a job's own `template:`, or a project's
+        # override of a template that carries the rule, is run as written (`PushDown`).
+        keep_answers=strategy == "push-down"
+        and options.full_refresh
+        and not options.replace_target
+        and job.template is None
+        and not renderer.overridden(template, "_answers.sql", "_held_rows.sql"),
         dialect=engine.dialect,
     )
     context = job_context(job, fingerprint, render_options)
@@ -202,15 +209,12 @@ def _build_plan(
     ensure = statement("create the target if missing", "ensure_target.sql")
     steps: PushDown | RestFallback
     if strategy == "push-down":
-        template = job.template or _PUSH_DOWN_TEMPLATES[mode]
         main = statement(f"call ai_query and {mode} into the target", template)
         steps = PushDown(
             statements=(*((ensure,) if ensure else ()), main),
             inputs=statement("select the rows to send", "inputs.sql"),
             guards=_guards(renderer, context, job),
-            keeps_answers=render_options.keep_answers
-            and job.template is None
-            and not renderer.overridden(template, "_answers.sql", "_held_rows.sql"),
+            keeps_answers=render_options.keep_answers,
         )
     else:
         write_sql = statement(f"{mode} the answers into the target", "write_results.sql")

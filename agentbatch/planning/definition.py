@@ -112,8 +112,8 @@ class PushDown:
     # A full refresh written by the built-in templates: a row whose new call fails transiently
     # keeps the good answer the target holds to the same request (`_answers.sql`), and the run
     # counts those rows and leaves the refresh unfinished for them. A job's own `template:`, or
-    # a project's override of the templates that carry the rule, is run as it is: the run
-    # cannot tell what it kept, and ends the refresh.
+    # a project's override of the templates that carry the rule, is rendered without it and
+    # run as written (what ai_query returned is written), and the run ends the refresh.
     keeps_answers: bool = False
 
     @property

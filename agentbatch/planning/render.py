@@ -44,8 +44,9 @@ class RenderOptions:
     # A continued full refresh: when it began (`utc_timestamp`); rows the target holds for the
     # current request, answered since then, are done (`_source.sql`).
     refresh_since: str | None = None
-    # A full refresh that keeps the target's rows: a row whose new call fails transiently keeps
-    # the good answer the target holds to the same request (`_answers.sql`).
+    # A push-down full refresh through the built-in templates (`PushDown.keeps_answers`): a row
+    # whose new call fails transiently keeps the good answer the target holds to the same
+    # request (`_answers.sql`).
     keep_answers: bool = False
     # The sqlglot dialect the engine runs the SQL in (it transpiles from Databricks SQL itself);
     # a few statements take another shape where one engine handles it badly.

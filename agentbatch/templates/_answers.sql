@@ -78,7 +78,11 @@ SELECT
   `request_fingerprint`,
   current_timestamp() AS `answered_at`
 {% set rows = "typed" if checks else "answered" %}
-FROM {{ ident(rows) }}
+{% if checks %}
+FROM typed
+{% else %}
+FROM answered
+{% endif %}
 {% if keep_answers %}
 WHERE NOT (
   coalesce({{ error }} LIKE {{ transient_error_pattern }}, false)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import agentbatch
 from agentbatch.errors import TemplateError
+from agentbatch.planning.definition import PushDown
+from agentbatch.sql.jinja import BUILTIN_TEMPLATES
 
 JOB = """\
 name: t
@@ -111,3 +114,36 @@ def test_a_template_edited_between_plans_of_one_process_renders_anew(tmp_path: P
     assert Renderer(job, [tmp_path]).render("probe.sql", {}) == "SELECT 1 AS one"
     (tmp_path / "probe.sql").write_text("SELECT {{ 2 }} AS two")
     assert Renderer(job, [tmp_path]).render("probe.sql", {}) == "SELECT 2 AS two"
+
+
+def test_only_the_built_in_templates_keep_answers_in_a_push_down_refresh(project: Path) -> None:
+    """A push-down `--full-refresh` keeps a row's earlier answer when its new call fails
+    transiently through the built-in templates only (`_answers.sql` leaves the row out, the run
+    counts it). A job's own `template:`, or a project's override of a template carrying the
+    rule, is rendered without it and run as written (the refresh then ends as before)."""
+    job = project / "jobs" / "t.yml"
+
+    def main(**options: Any) -> tuple[bool, str]:
+        plan = agentbatch.plan(job, target="databricks-sql", **options)
+        assert isinstance(plan.steps, PushDown)
+        return plan.steps.keeps_answers, plan.steps.statements[-1].sql
+
+    kept = "`_answered_before`"
+    for mode in ("merge", "append", "overwrite"):
+        job.write_text(JOB.replace("mode: merge", f"mode: {mode}"))
+        keeps, sql = main(full_refresh=True)
+        assert keeps and kept in sql, mode
+        keeps, sql = main()  # a plain run selects no row the target holds a good answer for
+        assert not keeps and kept not in sql, mode
+    job.write_text(JOB)
+    (project / "sqltemplates" / "custom_merge.sql").write_text(
+        "INSERT INTO {{ output }}\n{% include '_answers.sql' %}\n"
+    )
+    job.write_text(JOB + "template: custom_merge.sql\n")
+    keeps, sql = main(full_refresh=True)
+    assert not keeps and kept not in sql
+    job.write_text(JOB)
+    builtin = (BUILTIN_TEMPLATES / "merge.sql").read_text()
+    (project / "sqltemplates" / "merge.sql").write_text(builtin)
+    keeps, sql = main(full_refresh=True)
+    assert not keeps and kept not in sql
