@@ -64,24 +64,20 @@ class Outcome:
     # error in a stream, a stream that ended early: see sse.py), None when none reported any.
     earlier_input_tokens: int | None = None
     earlier_output_tokens: int | None = None
+    # The usage the agent reported for this row: its last reply's, an answer's or that of a reply
+    # paid for that holds none (see RowFailure), plus its earlier attempts'. Added up once: the
+    # stats, the budget and the commit each read it.
+    input_tokens: int | None = field(init=False)
+    output_tokens: int | None = field(init=False)
 
-    @property
-    def _paid(self) -> AgentReply | RowFailure | None:
-        """What this row's usage is read from: the answer, else the failure (which holds the
-        usage of a reply paid for without an answer, see RowFailure)."""
-        return self.reply if self.reply is not None else self.failure
-
-    @property
-    def input_tokens(self) -> int | None:
-        """The usage the agent reported for this row: its last reply's, an answer's or that of a
-        reply paid for that holds none (see RowFailure), plus its earlier attempts'."""
-        paid = self._paid
-        return _plus(paid.input_tokens if paid is not None else None, self.earlier_input_tokens)
-
-    @property
-    def output_tokens(self) -> int | None:
-        paid = self._paid
-        return _plus(paid.output_tokens if paid is not None else None, self.earlier_output_tokens)
+    def __post_init__(self) -> None:
+        # Read from the answer, else the failure (which holds the usage of a reply paid for
+        # without an answer, see RowFailure).
+        paid = self.reply if self.reply is not None else self.failure
+        reported_in = paid.input_tokens if paid is not None else None
+        reported_out = paid.output_tokens if paid is not None else None
+        self.input_tokens = _plus(reported_in, self.earlier_input_tokens)
+        self.output_tokens = _plus(reported_out, self.earlier_output_tokens)
 
     @property
     def custom_outputs_json(self) -> str | None:
