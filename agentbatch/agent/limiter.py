@@ -268,6 +268,8 @@ class Limiter:
             self._grow(self._limit + 1.0 / self._limit)
 
     def _grow(self, value: float) -> None:
+        if self._limit >= self._cap and self._ceiling.refused_at is None:
+            return  # at the cap, no refusal remembered: the limit stays where it is
         self._set_limit(self._ceiling.bound(value, self._limit, self._clock(), self._ending()))
 
     def _ending(self) -> bool:
