@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
@@ -44,45 +44,12 @@ HEALTHY = FaultConfig(permanent={"PERMANENT_ERROR": 400})
 FAILING = FaultConfig(permanent={"FLAKY": 503, "GONE": 400, "PERMANENT_ERROR": 400})
 
 
-class Runs(Protocol):
-    agent: AgentServer
+class Runs:
+    """A project on the local engine or the loopback warehouse, its source `TEXTS`."""
 
-    def run(self, **options: Any) -> dict[str, Any]: ...
-
-    def target(self) -> list[dict[str, Any]]: ...
-
-    def request(self, key: int) -> str: ...
-
-
-class Local:
-    def __init__(self, root: Path, agent: AgentServer) -> None:
+    def __init__(self, agent: AgentServer, project: Project | WarehouseProject) -> None:
         self.agent = agent
-        self.project = Project(root, agent)
-        self.project.write_source(TEXTS)
-
-    def run(self, **options: Any) -> dict[str, Any]:
-        return self.project.run(**options)
-
-    def target(self) -> list[dict[str, Any]]:
-        return self.project.target()
-
-    def request(self, key: int) -> str:
-        return f"{self.project.settings.prompt}: {TEXTS[key]}"
-
-
-class OnWarehouse:
-    def __init__(
-        self,
-        root: Path,
-        agent: AgentServer,
-        stack: contextlib.ExitStack,
-        path: str = "rest",
-        mode: str = "merge",
-    ) -> None:
-        self.agent = agent
-        self.project = WarehouseProject(root, agent, stack.enter_context(serve(agent)))
-        self.project.settings.path = path
-        self.project.settings.mode = mode
+        self.project = project
         self.project.write_source(dict(TEXTS))
 
     def run(self, **options: Any) -> dict[str, Any]:
@@ -109,14 +76,14 @@ def runs(
 ) -> Iterator[Runs]:
     with serve_agent(HEALTHY) as agent, contextlib.ExitStack() as stack:
         if request.param == "local":
-            yield Local(tmp_path, agent)
+            yield Runs(agent, Project(tmp_path, agent))
             return
         isolate(monkeypatch, tmp_path / "auth", token=TOKEN)
-        if request.param == "databricks-sql":
-            yield OnWarehouse(tmp_path / "project", agent, stack)
-        else:
-            mode = request.param.rsplit("-", 1)[1]
-            yield OnWarehouse(tmp_path / "project", agent, stack, "push-down", mode)
+        project = WarehouseProject(tmp_path / "project", agent, stack.enter_context(serve(agent)))
+        if request.param != "databricks-sql":
+            project.settings.path = "push-down"
+            project.settings.mode = request.param.rsplit("-", 1)[1]
+        yield Runs(agent, project)
 
 
 def rows_by_key(runs: Runs) -> dict[int, dict[str, Any]]:
