@@ -659,20 +659,20 @@ def _write_answers(
 
     An overwrite with no new answers still runs: the target becomes exactly the selection."""
     rows: Iterable[pa.RecordBatch] = ledger.rows_of_run()
-    kept = [0]
+    keeping: set[tuple[str, str]] = set()
     options = the_plan.options
     if options.full_refresh and not options.replace_target:
         keeping = _answers_kept(the_plan, engine, ledger.transient_of_run())
         if keeping:
-            rows = _without(the_plan.job.source.key, rows, keeping, kept)
+            rows = _without(the_plan.job.source.key, rows, keeping)
     batches = iter(rows)
     first = next(batches, None)
     if first is None:
         if steps.keep_only is not None:
             engine.execute(steps.keep_only.sql)
-        return 0, kept[0]
+        return 0, len(keeping)
     stats = engine.write_results(steps.write, itertools.chain([first], batches), first.schema)
-    return stats.rows_written, kept[0]
+    return stats.rows_written, len(keeping)
 
 
 # Fingerprints looked up in one statement.
@@ -720,9 +720,9 @@ def _without(
     key: str,
     batches: Iterable[pa.RecordBatch],
     keeping: set[tuple[str, str]],
-    kept: list[int],
 ) -> Iterator[pa.RecordBatch]:
-    """`batches` without the transient failures of `keeping` (counted in `kept[0]`)."""
+    """`batches` without the transient failures of `keeping`: this run's latest row of each of
+    those keys (one each, so `len(keeping)` rows are left out)."""
     import pyarrow as pa
 
     from agentbatch.agent.ledger import canonical_keys
@@ -740,7 +740,6 @@ def _without(
         )
         mask = [not (f and pair in keeping) for f, pair in zip(failed, pairs, strict=True)]
         left = batch.filter(pa.array(mask, type=pa.bool_()))
-        kept[0] += batch.num_rows - left.num_rows
         if left.num_rows:
             yield left
 

@@ -122,17 +122,16 @@ def _as_schema(
 
 def share_with_ledger(
     spark: SparkSession,
-    folder: Path | None,
+    folder: Path,
     keys: DataFrame,
     key: str,
     schema: StructType,
     ledger: Ledger,
 ) -> int:
-    """Add to `ledger` the folder's latest answer for each key of `keys` that is newer than the
+    """Add to `ledger` the latest answer in `folder` (which holds answers: the engine looks
+    first, before any Spark job) for each key of `keys` that is newer than the
     ledger's answer for it (or the key has none there); how many were added. `schema`: the run's
     rows as the executors would answer them (the types a folder's file must have)."""
-    if folder is None or not folder.is_dir() or next(folder.glob("part-*.parquet"), None) is None:
-        return 0
     selected = keys.select(f"`{key}`")
 
     def latest(earlier: DataFrame) -> DataFrame:
