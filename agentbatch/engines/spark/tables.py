@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,15 +159,24 @@ class TableMap:
         )
 
 
+def is_spark_data_frame(value: Any) -> bool:
+    """A classic or a Spark Connect DataFrame: pyspark 3.5's Connect DataFrame (an older Databricks
+    Connect or serverless environment) is no subclass of `pyspark.sql.DataFrame`; from 4.0 it is."""
+    from pyspark.sql import DataFrame
+
+    if isinstance(value, DataFrame):
+        return True
+    # Only when loaded: a Connect DataFrame's session imported it already (importing it without
+    # the connect extra can exit the process; see session.py).
+    connect = sys.modules.get("pyspark.sql.connect.dataframe")
+    return connect is not None and isinstance(value, connect.DataFrame)
+
+
 def read_source(spark: SparkSession, name: str, source: TableSource) -> DataFrame:
     """A DataFrame over a mapped input: a CSV / Parquet / JSON file or folder, or a data frame."""
     if not isinstance(source, (str, os.PathLike)):
-        from pyspark.sql import DataFrame
-
         return (
-            source
-            if isinstance(source, DataFrame)
-            else guard(lambda: spark.createDataFrame(source))
+            source if is_spark_data_frame(source) else guard(lambda: spark.createDataFrame(source))
         )
     path = Path(source)
     if not path.exists():
