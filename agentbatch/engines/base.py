@@ -64,6 +64,13 @@ class DistributedCalls:
     # The job output's ledger (the checkpoint of runs on the driver), read beside the workers'
     # own checkpoint: a key's latest answer in either counts. None: none is read.
     ledger: Path | None = None
+    # A refresh: when it began (microseconds since the epoch), as the ledger records it for
+    # every path; answers received since then are its own, and reused. None: now.
+    refresh_since: int | None = None
+    # A refresh of the target's rows: a row whose new call fails transiently keeps the answer
+    # the target holds to the same request (no error) instead of the failure, and is counted
+    # (`kept_previous_answer`).
+    keep_answers: bool = False
 
 
 class Engine(Protocol):

@@ -298,16 +298,27 @@ def _run_fallback(
             before_writing(engine)
             create_target(the_plan, engine)
             # The ledger of runs on the driver is read beside the workers' checkpoint: a job
-            # whose `rest_fallback_on` changed holds answers in both.
+            # whose `rest_fallback_on` changed holds answers in both. A refresh is recorded
+            # there too, as on every path (`_distributed_refresh`): one stopped on either side
+            # is continued by the other.
             work = dataclasses.replace(
                 steps.distributed(the_plan.options), ledger=ledger_path(the_plan)
             )
-            spread = distributed.run_distributed(work)
-            # Finished: a refresh the ledger records (one push-down began) is over, as a run
-            # on the driver ends it; the executors' checkpoint keeps its own.
-            with _refresh_state(the_plan, create=False) as ledger:
+            refresh = the_plan.options.full_refresh
+            state = _refresh_state(the_plan, create=True) if refresh else contextlib.nullcontext()
+            with state as ledger:
+                if refresh:
+                    work = dataclasses.replace(work, refresh_since=_distributed_refresh(ledger))
+                spread = distributed.run_distributed(work)
                 if ledger is not None:
-                    ledger.end_refresh()
+                    kept = int(spread.get("kept_previous_answer") or 0)
+                    _finish_refresh(the_plan, ledger, counts, kept)
+            if not refresh:
+                # Finished: a refresh the ledger records is over (a plain run gives it up), as
+                # a run on the driver ends it.
+                with _refresh_state(the_plan, create=False) as ledger:
+                    if ledger is not None:
+                        ledger.end_refresh()
             return _summarise(the_plan, engine, {**spread, **counts})
 
     from agentbatch.agent.bulk import run_bulk_sync
@@ -440,6 +451,19 @@ def continued(the_plan: Plan) -> Plan:
         )
     options = dataclasses.replace(options, full_refresh=True, refresh_since=since)
     return build_plan(the_plan.job, the_plan.target, options, template_dirs(root_of(the_plan)))
+
+
+def _distributed_refresh(ledger: Ledger | None) -> int:
+    """A refresh on an engine's workers: when it began (microseconds), the unfinished one the
+    ledger records (begun on the driver, on the workers or by a push-down run), else now,
+    recorded there before any call. The ledger stays open (locked) while the workers run, as
+    around a push-down refresh's statements: one run of the output at a time."""
+    since = ledger.pending_refresh() if ledger is not None else None
+    if since is None:
+        since = time.time_ns() // 1000
+    if ledger is not None:
+        ledger.begin_refresh(since)
+    return since
 
 
 def _finish_refresh(the_plan: Plan, ledger: Ledger, counts: Mapping[str, int], kept: int) -> None:

@@ -150,6 +150,7 @@ class RestFallback:
             endpoint_overrides=options.endpoints,
             retry_errors=options.retry_errors,
             refresh=options.full_refresh,
+            keep_answers=options.full_refresh and not options.replace_target,
         )
 
 

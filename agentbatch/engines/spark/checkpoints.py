@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# In a checkpoint folder: when the full refresh whose answers it holds began.
+# In a checkpoint folder: when the full refresh whose answers it holds began, as earlier versions
+# recorded it there. A refresh is now recorded in the job output's ledger for every path
+# (runner.py), so a stopped one continues whichever side runs next; a finished run removes it.
 REFRESH_MARKER = "refresh-since"
 # In a checkpoint folder: the file `compact` leaves, `<COMPACTED><id>.parquet`.
 COMPACTED = "part-compacted-"
@@ -60,20 +62,8 @@ def checkpoint_folder(root: str | os.PathLike[str], table: str, call_fingerprint
     return Path(root) / safe / call_fingerprint[:16]
 
 
-def refresh_since(folder: Path) -> int:
-    """When the full refresh checkpointed in `folder` began (microseconds since the epoch): the
-    one a stopped run left there, else now, recorded for a later run of the same refresh."""
-    marker = folder / REFRESH_MARKER
-    with contextlib.suppress(OSError, ValueError):
-        return int(marker.read_text(encoding="ascii").strip())
-    since = time.time_ns() // 1000
-    folder.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(since), encoding="ascii")  # written whole (volumes take no appends)
-    return since
-
-
 def end_refresh(folder: Path) -> None:
-    """A run finished: no refresh is left to continue (done, or given up for a plain run)."""
+    """A run finished: the marker an earlier version left for its refresh goes."""
     (folder / REFRESH_MARKER).unlink(missing_ok=True)
 
 

@@ -65,7 +65,6 @@ from agentbatch.engines.spark.checkpoints import (
     read_materialised,
 )
 from agentbatch.engines.spark.checkpoints import read_reusable as read_reusable
-from agentbatch.engines.spark.checkpoints import refresh_since as refresh_since
 from agentbatch.errors import AgentbatchError
 from agentbatch.results import (
     FINGERPRINT_COLUMN,

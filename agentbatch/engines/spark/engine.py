@@ -45,6 +45,7 @@ Settings (all optional):
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -71,6 +72,7 @@ from agentbatch.engines.spark.sql import (
 )
 from agentbatch.engines.spark.tables import TableMap, TableSource
 from agentbatch.errors import AgentError, EngineError, UsageError
+from agentbatch.results import FINGERPRINT_COLUMN
 from agentbatch.sql import parsing
 
 if TYPE_CHECKING:
@@ -85,6 +87,8 @@ log = logging.getLogger(__name__)
 
 STAGED = "agentbatch_staged"
 FALLBACK_PLACES = ("auto", "driver", "executors")
+# On a refresh's answers: the row keeps the earlier answer the target holds (`_marking_kept`).
+KEPT_COLUMN = "_agentbatch_kept"
 _WRITES = (exp.Create, exp.Insert, exp.Merge, exp.Drop)
 
 
@@ -350,14 +354,15 @@ class SparkEngine:
 
     def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:
         """The REST fallback on the executors: ensure the target, answer, write, then compact the
-        checkpoint, which keeps the latest answer per key for later runs."""
-        from agentbatch.engines.spark.distributed import refresh_since
-
+        checkpoint, which keeps the latest answer per key for later runs. A refresh reuses only
+        its own answers: those received since it began (`work.refresh_since`, which the ledger
+        records for every path; none: it begins now)."""
         if work.ensure_sql is not None:
             self.execute(work.ensure_sql)  # the inputs read it: what is done
         folder = self.checkpoint_folder(work.write.table, work.call)
-        # A refresh reuses only its own answers: those a stopped run of it already received.
-        since = refresh_since(folder) if work.refresh and folder is not None else None
+        since = None
+        if work.refresh:
+            since = work.refresh_since if work.refresh_since is not None else time.time_ns() // 1000
         answers = self.answer_distributed(
             work.inputs_sql,
             work.call,
@@ -368,11 +373,16 @@ class SparkEngine:
             answered_since=since,
             ledger=work.ledger,
         )
-        written = 0
+        written = kept = 0
         found = answers.results
         if found is not None:
-            results, rows = guard(lambda: _read_once(found))
-            written = self.write_dataframe(work.write, results, rows=rows).rows_written
+            if work.keep_answers:
+                found = self._marking_kept(found, work)
+            results, rows, kept = guard(lambda: _read_once(found))
+            if rows or work.keep_only_sql is None:
+                written = self.write_dataframe(work.write, results, rows=rows).rows_written
+            else:  # every answer kept: the target's rows stay as they are
+                self.execute(work.keep_only_sql)
         elif work.keep_only_sql is not None:
             self.execute(work.keep_only_sql)
         if folder is not None:
@@ -381,7 +391,32 @@ class SparkEngine:
             )
         if answers.fatal:
             raise AgentError(f"{answers.fatal} ({written} answered row(s) were written)")
-        return {**answers.stats, "rows_written": written}
+        return {**answers.stats, "rows_written": written, **_kept_figures(kept)}
+
+    def _marking_kept(self, results: DataFrame, work: DistributedCalls) -> DataFrame:
+        """`results` with `KEPT_COLUMN`: true for a transient failure whose key the target holds
+        answered to the same request (`request_fingerprint`) without an error. That row keeps
+        its answer (a paid, valid answer is not replaced by a failure the next run retries); a
+        permanent failure, or one over an error row, replaces it, as on the driver
+        (runner.py `_answers_kept`). The target decides: a join in Spark, read before the write
+        (`_read_once` materialises it), no key collected on the driver."""
+        from pyspark.sql import functions as F
+
+        from agentbatch.results import TRANSIENT_ERROR
+        from agentbatch.sql import quoting
+
+        key = work.write.key
+        answered = self.query(
+            f"SELECT {quoting.identifier(key)}, `{FINGERPRINT_COLUMN}` "
+            f"FROM {quoting.table(work.write.table)} WHERE `error` IS NULL"
+        )
+        held = answered.distinct().withColumn(KEPT_COLUMN, F.lit(True))
+        transient = F.coalesce(F.col("error").startswith(TRANSIENT_ERROR), F.lit(False))
+        marked = results.join(held, [key, FINGERPRINT_COLUMN], "left")
+        return marked.select(
+            *[F.col(f"`{c}`") for c in results.columns],
+            (transient & F.coalesce(F.col(KEPT_COLUMN), F.lit(False))).alias(KEPT_COLUMN),
+        )
 
     def _compact_checkpoint(self, folder: Path, key: str, run_id: str, *, finished: bool) -> None:
         """After the write: a finished run ends the refresh it was (a stopped one keeps its start
@@ -456,11 +491,26 @@ def _first_rows(df: DataFrame) -> list[dict[str, Any]]:
     return [row for batch in arrow_batches(df, 1) for row in batch.to_pylist()]
 
 
-def _read_once(results: DataFrame) -> tuple[DataFrame, int]:
-    """`results` materialised, and its row count: the answers are read from the checkpoint's many
-    small files once, not once for the count and again for the write."""
+def _read_once(results: DataFrame) -> tuple[DataFrame, int, int]:
+    """`results` materialised, its row count, and how many rows kept their earlier answer: the
+    answers are read from the checkpoint's many small files once, not once for the count and
+    again for the write. Rows marked `KEPT_COLUMN` (`_marking_kept`) are left out."""
+    from pyspark.sql import functions as F
+
     results = results.localCheckpoint(eager=True)
-    return results, results.count()
+    if KEPT_COLUMN not in results.columns:
+        return results, results.count(), 0
+    kept = F.col(KEPT_COLUMN)
+    found = results.agg(
+        F.count(F.when(~kept, 1)).alias("rows"), F.count(F.when(kept, 1)).alias("kept")
+    ).first()
+    rows, left_out = (int(found["rows"]), int(found["kept"])) if found is not None else (0, 0)
+    return results.where(~kept).drop(KEPT_COLUMN), rows, left_out
+
+
+def _kept_figures(kept: int) -> dict[str, int]:
+    """The summary's count of refresh rows that kept their earlier answer (when there are)."""
+    return {"kept_previous_answer": kept} if kept else {}
 
 
 def fallback_place(setting: str, spark: SparkSession, settings: Mapping[str, Any]) -> str:
