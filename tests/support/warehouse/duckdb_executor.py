@@ -30,6 +30,7 @@ from agentbatch.engines.binary_files import listing_names, rewrite_for_duckdb
 from agentbatch.engines.merge_rules import (
     DUPLICATE_MATCH_MESSAGE,
     CheckedMerge,
+    by_name,
     checked_duckdb_merge,
 )
 
@@ -52,6 +53,7 @@ from .names import (
 )
 from .spark_parser import check_statement
 from .staging import volume_file
+from .store_assignment import check as check_store_assignment
 
 PREFIX = "uc_"
 _UDF = "warehouse_ai_query"
@@ -232,6 +234,7 @@ class DuckDBExecutor:
                 if checked is not None:
                     table = _run_checked_merge(session.connection, checked, bound)
                 else:
+                    _check_write_types(session.connection, tree, bound)
                     relation = session.connection.sql(duck_sql, params=bound)
                     table = relation.to_arrow_table() if relation is not None else None
             except duckdb.Error as error:
@@ -536,10 +539,116 @@ def _run_checked_merge(
             [c[0] for c in connection.execute(query).description or []]
             for query in (checked.target_columns, checked.source_columns)
         )
+        _check_merge_types(connection, by_name(checked.tree, target, source), bound)
         merge = checked.merge(target, source)
         return connection.sql(merge, params=_step_parameters(merge, bound)).to_arrow_table()
     finally:
         connection.execute(checked.drop)
+
+
+def _relation(connection: duckdb.DuckDBPyConnection, sql: str, bound: Any) -> Any:
+    """`sql` (a query) bound, not run: its column names and types, read without evaluating it
+    (it may call an agent)."""
+    params = bound if isinstance(bound, list) else _step_parameters(sql, bound)
+    return connection.sql(sql, params=params)
+
+
+def _plain_table(table: exp.Expression) -> str:
+    plain = table.copy()
+    plain.set("alias", None)
+    return exp.select("*").from_(plain).sql("duckdb")
+
+
+def _check_write_types(
+    connection: duckdb.DuckDBPyConnection, tree: exp.Expression, bound: Any
+) -> None:
+    """Databricks' store assignment for a write into an existing table (store_assignment.py):
+    INSERT [OVERWRITE] ... SELECT / VALUES, UPDATE, and MERGE (see `_check_merge_types`)."""
+    if isinstance(tree, exp.Merge):
+        target = tree.this
+        using = tree.args.get("using")
+        if not isinstance(target, exp.Table) or using is None:
+            return
+        source_sql = (
+            using.this.sql("duckdb") if isinstance(using, exp.Subquery) else _plain_table(using)
+        )
+        try:
+            target_columns = connection.sql(_plain_table(target)).columns
+            source_columns = _relation(connection, source_sql, bound).columns
+            expanded = by_name(tree, target_columns, source_columns)
+        except (duckdb.Error, ValueError):
+            return  # the statement itself reports it
+        _check_merge_types(connection, expanded, bound)
+        return
+    if isinstance(tree, exp.Update) and isinstance(tree.this, exp.Table):
+        pairs = [(e.this.name, e.expression) for e in tree.expressions if isinstance(e, exp.EQ)]
+        _check_assignments(connection, tree.this, None, pairs, bound)
+        return
+    if not isinstance(tree, exp.Insert) or tree.expression is None:
+        return
+    target, names = tree.this, None
+    if isinstance(target, exp.Schema):
+        target, names = target.this, [c.name for c in target.expressions]
+    if not isinstance(target, exp.Table):
+        return
+    try:
+        table = connection.sql(_plain_table(target))
+        columns = dict(zip(table.columns, table.types, strict=True))
+        written = _relation(connection, tree.expression.sql("duckdb"), bound)
+    except duckdb.Error:
+        return  # the statement itself reports it
+    names = names if names is not None else list(columns)
+    if len(names) != len(written.types):
+        return
+    by_lower = {name.lower(): kind for name, kind in columns.items()}
+    check_store_assignment(
+        (label, kind, by_lower[name.lower()])
+        for label, kind, name in zip(written.columns, written.types, names, strict=True)
+        if name.lower() in by_lower
+    )
+
+
+def _check_merge_types(connection: duckdb.DuckDBPyConnection, tree: exp.Merge, bound: Any) -> None:
+    """A MERGE's `UPDATE SET` and `INSERT` values (its stars written out by name) against the
+    target's columns, as Delta casts them (store_assignment.py)."""
+    whens = tree.args.get("whens")
+    pairs: list[tuple[str, exp.Expression]] = []
+    for when in whens.expressions if isinstance(whens, exp.Whens) else []:
+        then = when.args.get("then")
+        if isinstance(then, exp.Update):
+            pairs += [
+                (e.this.name, e.expression) for e in then.expressions if isinstance(e, exp.EQ)
+            ]
+        elif isinstance(then, exp.Insert) and isinstance(then.expression, exp.Tuple):
+            names = then.this.expressions if isinstance(then.this, (exp.Tuple, exp.Schema)) else []
+            pairs += [(c.name, v) for c, v in zip(names, then.expression.expressions, strict=False)]
+    _check_assignments(connection, tree.this, tree.args.get("using"), pairs, bound)
+
+
+def _check_assignments(
+    connection: duckdb.DuckDBPyConnection,
+    target: exp.Expression,
+    source: exp.Expression | None,
+    pairs: list[tuple[str, exp.Expression]],
+    bound: Any,
+) -> None:
+    if not pairs or not isinstance(target, exp.Table):
+        return
+    query = exp.select(*(value.copy() for _, value in pairs)).from_(target.copy())
+    if source is not None:
+        query = query.join(source.copy(), join_type="cross")
+    sql = query.sql("duckdb")
+    try:
+        columns = connection.sql(_plain_table(target))
+        types = dict(zip((c.lower() for c in columns.columns), columns.types, strict=True))
+        written = _relation(connection, sql, bound).types
+    except duckdb.Error:
+        return  # the statement itself reports it
+    check_store_assignment(
+        (value.sql("databricks"), kind, types[name.lower()])
+        for (name, value), kind in zip(pairs, written, strict=True)
+        if name.lower() in types
+    )
 
 
 def _spark_json(text: str | None) -> str | None:

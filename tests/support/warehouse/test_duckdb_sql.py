@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -340,3 +341,112 @@ def test_arrays_overlap_is_null_as_on_databricks(connect: Connect) -> None:
             "arrays_overlap(CAST(NULL AS ARRAY<STRING>), array('a')) AS null_array"
         )
         assert tuple(cur.fetchall()[0]) == (None, True, False, False, None)
+
+
+_TYPED = (
+    "CREATE TABLE main.default.typed (k INT, i INT, big BIGINT, d DATE, ts TIMESTAMP, "
+    "b BOOLEAN, s STRING, bin BINARY, arr ARRAY<INT>, st STRUCT<a: INT>) USING DELTA"
+)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "refusal"),
+    [
+        (
+            "d",
+            "1",
+            r"CAST_WITH_FUNC_SUGGESTION\] .*cannot cast \"INT\" to \"DATE\".*DATE_FROM_UNIX",
+        ),
+        ("big", "current_date()", r"CAST_WITH_FUNC_SUGGESTION\] .*\"DATE\" to \"BIGINT\""),
+        ("b", "current_date()", r"CAST_WITH_CONF_SUGGESTION\] .*storeAssignmentPolicy"),
+        ("ts", "true", r"CAST_WITH_CONF_SUGGESTION\] .*\"BOOLEAN\" to \"TIMESTAMP\""),
+        ("d", "true", r"CAST_WITHOUT_SUGGESTION\] .*\"BOOLEAN\" to \"DATE\""),
+        ("i", "X'01'", r"CAST_WITHOUT_SUGGESTION\] .*\"BINARY\" to \"INT\""),
+        ("bin", "1", r"CAST_WITH_CONF_SUGGESTION\] .*\"INT\" to \"BINARY\""),
+        ("arr", "'[1, 2]'", r"CAST_WITHOUT_SUGGESTION\] .*\"STRING\" to \"ARRAY<INT>\""),
+        ("st", "'{\"a\": 1}'", r"CAST_WITHOUT_SUGGESTION\] .*\"STRING\" to \"STRUCT<a: INT>\""),
+        ("arr", "array(current_date())", r"\"ARRAY<DATE>\" to \"ARRAY<INT>\""),
+    ],
+)
+def test_a_write_the_ansi_cast_cannot_convert_fails_analysis_as_on_a_delta_table(
+    connect: Connect, column: str, value: str, refusal: str
+) -> None:
+    """Databricks (store assignment ANSI) casts each written value to its Delta column's type with
+    an ANSI CAST; a pair that CAST cannot convert fails the statement before any row is written
+    (DATATYPE_MISMATCH, SQLSTATE 42K09), in INSERT ... VALUES / SELECT, UPDATE and MERGE alike.
+    DuckDB casts some of them (a STRING into an ARRAY or STRUCT, a BOOLEAN into a TIMESTAMP...),
+    or refuses with its own words."""
+    source = f"SELECT 1 AS k, {value} AS v"
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(_TYPED)
+        cur.execute("INSERT INTO main.default.typed (k) VALUES (1)")
+        for statement in (
+            f"INSERT INTO main.default.typed (k, {column}) VALUES (2, {value})",
+            f"INSERT INTO main.default.typed (k, {column}) {source}",
+            f"UPDATE main.default.typed SET {column} = {value} WHERE k = 1",
+            f"MERGE INTO main.default.typed AS t USING ({source}) AS s ON t.k = s.k "
+            f"WHEN MATCHED THEN UPDATE SET {column} = s.v",
+            f"MERGE INTO main.default.typed AS t USING ({source}) AS s ON t.k = s.k + 5 "
+            f"WHEN NOT MATCHED THEN INSERT (k, {column}) VALUES (s.k + 5, s.v)",
+        ):
+            with pytest.raises(ServerOperationError, match=r"\[DATATYPE_MISMATCH\.") as refused:
+                cur.execute(statement)
+            assert re.search(refusal, str(refused.value)), str(refused.value)
+            assert "SQLSTATE: 42K09" in str(refused.value)
+        cur.execute("SELECT count(*) FROM main.default.typed")
+        assert cur.fetchall()[0][0] == 1
+
+
+def test_a_merge_star_is_checked_column_by_column(connect: Connect) -> None:
+    """`UPDATE SET *` / `INSERT *` assign each target column from the source column of its name,
+    so each pair is checked (and a source column in another order is no mismatch)."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE main.default.t (k INT, d DATE) USING DELTA")
+        cur.execute("INSERT INTO main.default.t VALUES (1, DATE'2024-01-01')")
+        with pytest.raises(ServerOperationError, match=r"CAST_WITH_FUNC_SUGGESTION.*\"INT\" to"):
+            cur.execute(
+                "MERGE INTO main.default.t AS t USING (SELECT 1 AS k, 7 AS d) AS s ON t.k = s.k "
+                "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+            )
+        cur.execute(
+            "MERGE INTO main.default.t AS t USING (SELECT DATE'2025-02-03' AS d, 1 AS k) AS s "
+            "ON t.k = s.k WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        )
+        cur.execute("SELECT k, d FROM main.default.t")
+        assert [tuple(r) for r in cur.fetchall()] == [(1, dt.date(2025, 2, 3))]
+
+
+def test_writes_the_ansi_cast_converts_are_taken(connect: Connect) -> None:
+    """Numeric widening and narrowing, anything into STRING, STRING into a number, DATE, TIMESTAMP
+    or BOOLEAN (each value parsed by the ANSI CAST: one that does not parse fails the statement),
+    a number into BOOLEAN, DATE and TIMESTAMP into each other, NULL into anything: Delta casts
+    them (store assignment ANSI), where Spark's own insert into a non-Delta table refuses some
+    (`canANSIStoreAssign`: STRING into INT)."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(_TYPED)
+        cur.execute(
+            "INSERT INTO main.default.typed (k, i, big, d, ts, b, s, arr) "
+            "VALUES (1, 7L, 7, '2024-01-02', DATE'2024-01-03', 2.5D, 42, array(1L))"
+        )
+        cur.execute(
+            "INSERT INTO main.default.typed (k, i, d, b, s, st) "
+            "SELECT 2, '8', current_timestamp(), 'true', true, named_struct('a', 1L)"
+        )
+        cur.execute(
+            "INSERT INTO main.default.typed VALUES (3, NULL, NULL, NULL, NULL, NULL, "
+            "NULL, NULL, NULL, NULL)"
+        )
+        cur.execute("UPDATE main.default.typed SET s = current_date() WHERE k = 3")
+        cur.execute(
+            "MERGE INTO main.default.typed AS t USING (SELECT 3 AS k, '9' AS v) AS s "
+            "ON t.k = s.k WHEN MATCHED THEN UPDATE SET i = s.v"
+        )
+        cur.execute("SELECT k, i, big, d, b, s FROM main.default.typed ORDER BY k")
+        rows = [tuple(r) for r in cur.fetchall()]
+        assert rows[0] == (1, 7, 7, dt.date(2024, 1, 2), True, "42")
+        assert rows[1][:2] == (2, 8) and rows[1][4:] == (True, "true")
+        assert rows[2][:2] == (3, 9)
+        with pytest.raises(ServerOperationError):
+            cur.execute("INSERT INTO main.default.typed (k, i) VALUES (4, 'not a number')")
+        with pytest.raises(ServerOperationError):
+            cur.execute("INSERT INTO main.default.typed (k, i) VALUES (4, 3000000000L)")
