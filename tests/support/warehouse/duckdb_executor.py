@@ -291,6 +291,7 @@ class DuckDBExecutor:
             check_custom_model_call(call, self.custom_models)
             call.node.replace(self._ai_query_sql(call, token))
         _from_json_casts(tree)
+        _char_varchar_checks(tree)
         _json_functions(tree)
         _user_errors(tree)
         _ansi_division(tree)
@@ -481,6 +482,36 @@ def _from_json_casts(tree: exp.Expression) -> None:
         _check_json_map_keys(node, target)
         as_json = exp.TryCast(this=node.this, to=exp.DataType.build("JSON"))
         node.replace(exp.TryCast(this=as_json, to=target))
+
+
+# Delta keeps a CHAR(n) / VARCHAR(n) column's length as a CHECK constraint every write checks
+# (delta-io/delta constraints/CharVarcharConstraint.scala; a value over it fails the write with
+# DELTA_EXCEED_CHAR_VARCHAR_LIMIT, SQLSTATE 22001). DuckDB keeps no length: a CHECK here.
+EXCEED_CHAR_VARCHAR_CLASS = "DELTA_EXCEED_CHAR_VARCHAR_LIMIT"
+_LENGTH_CHECK = re.compile(
+    r"CHECK constraint failed on table \S+ with expression CHECK\(\(length\((.+?)\) <= (\d+)\)\)"
+)
+
+
+def _char_varchar_checks(tree: exp.Expression) -> None:
+    """`CREATE TABLE (c VARCHAR(n))`: a CHECK on the length of `c`, as Delta's constraint. Only
+    top-level columns; CHAR(n)'s padding (on read) is not reproduced."""
+    if not isinstance(tree, exp.Create) or not isinstance(tree.this, exp.Schema):
+        return
+    for column in tree.this.expressions:
+        kind = column.args.get("kind") if isinstance(column, exp.ColumnDef) else None
+        if not isinstance(kind, exp.DataType) or not kind.expressions:
+            continue
+        if kind.this not in (exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR):
+            continue
+        limit = int(kind.expressions[0].name)
+        check = exp.LTE(
+            this=exp.Length(this=exp.column(column.this.copy())),
+            expression=exp.Literal.number(limit),
+        )
+        column.append(
+            "constraints", exp.ColumnConstraint(kind=exp.CheckColumnConstraint(this=check))
+        )
 
 
 def _check_json_map_keys(node: exp.FromJson, schema: exp.DataType) -> None:
@@ -796,6 +827,13 @@ def _error_message(message: str) -> str:
         return message[start:]
     if DIVIDE_BY_ZERO_MESSAGE in message:
         return DIVIDE_BY_ZERO_MESSAGE
+    exceeded = _LENGTH_CHECK.search(message)
+    if exceeded is not None:  # Delta names the value too; DuckDB's message does not hold it
+        column, limit = exceeded[1].strip('"'), exceeded[2]
+        return (
+            f"[{EXCEED_CHAR_VARCHAR_CLASS}] A value exceeds char/varchar type length limitation. "
+            f"Failed check: (({column} IS NULL) OR (length({column}) <= {limit})). SQLSTATE: 22001"
+        )
     return _databricks_names(message)
 
 

@@ -450,3 +450,36 @@ def test_writes_the_ansi_cast_converts_are_taken(connect: Connect) -> None:
             cur.execute("INSERT INTO main.default.typed (k, i) VALUES (4, 'not a number')")
         with pytest.raises(ServerOperationError):
             cur.execute("INSERT INTO main.default.typed (k, i) VALUES (4, 3000000000L)")
+
+
+def test_a_value_longer_than_its_char_or_varchar_column_fails_the_write(connect: Connect) -> None:
+    """Delta checks a CHAR(n) / VARCHAR(n) column's length on every write (a constraint): a longer
+    value fails the statement with DELTA_EXCEED_CHAR_VARCHAR_LIMIT (SQLSTATE 22001), in INSERT,
+    UPDATE and MERGE alike; a table created again (CREATE OR REPLACE ... AS) has the new types.
+    DuckDB keeps no length."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE main.default.short (k INT, v VARCHAR(3), c CHAR(2)) USING DELTA")
+        cur.execute("INSERT INTO main.default.short VALUES (1, 'abc', 'xy'), (2, NULL, NULL)")
+        for statement in (
+            "INSERT INTO main.default.short VALUES (3, 'abcd', 'x')",
+            "INSERT INTO main.default.short (k, c) SELECT 3, 'xyz'",
+            "UPDATE main.default.short SET v = concat(v, '!') WHERE k = 1",
+            "MERGE INTO main.default.short AS t USING (SELECT 1 AS k, 'long' AS v) AS s "
+            "ON t.k = s.k WHEN MATCHED THEN UPDATE SET v = s.v",
+        ):
+            with pytest.raises(
+                ServerOperationError, match=r"\[DELTA_EXCEED_CHAR_VARCHAR_LIMIT\]"
+            ) as refused:
+                cur.execute(statement)
+            assert "SQLSTATE: 22001" in str(refused.value)
+        cur.execute(
+            "CREATE OR REPLACE TABLE main.default.short AS "
+            "SELECT k, concat(v, '-longer') AS v FROM main.default.short"
+        )
+        cur.execute("INSERT INTO main.default.short VALUES (3, 'no limit now')")
+        cur.execute("SELECT k, v FROM main.default.short ORDER BY k")
+        assert [tuple(r) for r in cur.fetchall()] == [
+            (1, "abc-longer"),
+            (2, None),
+            (3, "no limit now"),
+        ]
