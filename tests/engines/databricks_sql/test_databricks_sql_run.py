@@ -870,3 +870,86 @@ def test_the_rest_fallback_writes_a_target_whose_name_is_near_the_unity_catalog_
     assert again.summary["table_rows"] == 7
     assert agent.stats().requests_total == 7
     assert [n for n in _tables(warehouse) if "__agentbatch_staged" in n] == []
+
+
+def create_target(wh: Warehouse, ddl: str) -> list[tuple[Any, ...]]:
+    """Run `ddl` (or a query: its rows)."""
+    import databricks.sql
+
+    with databricks.sql.connect(**wh.connect_kwargs()) as conn, conn.cursor() as cur:
+        cur.execute(ddl)
+        return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+
+# The target a user made before the first run, with other types than agentbatch would give it:
+# each is one Databricks writes the answers into (store assignment ANSI: widening, narrowing,
+# anything into STRING, TIMESTAMP into TIMESTAMP_NTZ, a struct field INT into BIGINT).
+OTHER_TYPES = (
+    "CREATE TABLE main.support.{table} (ticket_id BIGINT, {columns}, response {response}, "
+    "error VARCHAR(4000), http_status BIGINT, attempts SMALLINT, latency_ms FLOAT, "
+    "input_tokens DECIMAL(20, 0), output_tokens INT, trace_id STRING, custom_outputs STRING, "
+    "request_fingerprint STRING, answered_at TIMESTAMP_NTZ) USING DELTA"
+)
+
+
+def test_a_target_made_with_other_column_types_takes_the_answers_in_every_strategy(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any
+) -> None:
+    create_target(
+        warehouse,
+        OTHER_TYPES.format(
+            table="ticket_summaries",
+            columns="subject VARCHAR(200), created_at STRING",
+            response="STRING",
+        ),
+    )
+    create_target(
+        warehouse,
+        OTHER_TYPES.format(
+            table="ticket_triage",
+            columns="subject VARCHAR(200), body STRING, label VARCHAR(40)",
+            response="STRUCT<label: STRING, urgency: BIGINT>",
+        ),
+    )
+    pushed = run_job(SUMMARISE)
+    assert (pushed.summary["strategy"], pushed.summary["errors"]) == ("push-down", 0)
+    assert pushed.summary["table_rows"] == ALL_TICKETS
+    rest = run_job(TRIAGE, endpoints={"apps/triage-agent": agent.url})
+    assert (rest.summary["strategy"], rest.summary["errors"]) == ("rest-fallback", 0)
+    rows = rest.to_arrow(whole_table=True).to_pylist()
+    assert len(rows) == OPEN_TICKETS
+    assert all(r["http_status"] == 200 and r["response"]["urgency"] is not None for r in rows)
+
+
+@pytest.mark.parametrize("job", [SUMMARISE, TRIAGE], ids=["push-down", "rest-fallback"])
+def test_overwrite_replaces_a_varchar_target_that_merge_cannot_write_into(
+    warehouse: Warehouse, agent: AgentServer, run_job: Any, tmp_path: Path, job: Path
+) -> None:
+    """A VARCHAR(n) column keeps values to n characters (the answer, or a column copied from the
+    source): Delta's constraint fails a write of a longer one (DELTA_EXCEED_CHAR_VARCHAR_LIMIT),
+    so a merge fails and writes nothing; overwrite replaces the table (CREATE OR REPLACE ... AS),
+    whose columns then have the types agentbatch gives them."""
+    endpoints = {} if job == SUMMARISE else {"endpoints": {"apps/triage-agent": agent.url}}
+    table = "ticket_summaries" if job == SUMMARISE else "ticket_triage"
+    columns = (
+        "subject VARCHAR(200), created_at STRING"
+        if job == SUMMARISE
+        else "subject VARCHAR(200), body VARCHAR(10), label CHAR(20)"
+    )
+    response = "VARCHAR(10)" if job == SUMMARISE else "STRUCT<label: STRING, urgency: INT>"
+    create_target(
+        warehouse,
+        OTHER_TYPES.format(table=table, columns=columns, response=response).replace(
+            "error VARCHAR(4000)", "error VARCHAR(10)"
+        ),
+    )
+    with pytest.raises(Exception, match="DELTA_EXCEED_CHAR_VARCHAR_LIMIT"):
+        run_job(job, **endpoints)
+    assert create_target(warehouse, f"SELECT count(*) FROM main.support.{table}") == [(0,)]
+    result = run_job(with_mode(job, "overwrite", tmp_path), **endpoints)
+    rows = result.to_arrow(whole_table=True).to_pylist()
+    expected = ALL_TICKETS if job == SUMMARISE else OPEN_TICKETS
+    assert len({r["ticket_id"] for r in rows}) == len(rows) == expected
+    assert result.summary["errors"] == 0
+    longest = "response" if job == SUMMARISE else "body"
+    assert max(len(r[longest]) for r in rows) > 10
