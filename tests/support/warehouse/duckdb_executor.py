@@ -827,6 +827,9 @@ def _error_message(message: str) -> str:
         return message[start:]
     if DIVIDE_BY_ZERO_MESSAGE in message:
         return DIVIDE_BY_ZERO_MESSAGE
+    malformed = _malformed(message)
+    if malformed is not None:
+        return malformed
     exceeded = _LENGTH_CHECK.search(message)
     if exceeded is not None:  # Delta names the value too; DuckDB's message does not hold it
         column, limit = exceeded[1].strip('"'), exceeded[2]
@@ -835,6 +838,40 @@ def _error_message(message: str) -> str:
             f"Failed check: (({column} IS NULL) OR (length({column}) <= {limit})). SQLSTATE: 22001"
         )
     return _databricks_names(message)
+
+
+# ANSI mode: a STRING that does not parse as the type it is cast to (by CAST, or by the cast a
+# write into a column of that type adds: store_assignment.py) fails the statement with
+# CAST_INVALID_INPUT, SQLSTATE 22018 (Spark's error-conditions.json; "Use `try_cast` to tolerate
+# malformed input"). DuckDB's own words name its internal type.
+_MALFORMED = (
+    re.compile(r"Could not convert string (?P<q>['\"])(?P<value>.*?)(?P=q) to (?P<type>[\w(),]+)"),
+    re.compile(r'invalid (?P<type>date|timestamp) field format: "(?P<value>.*?)"'),
+)
+_DUCKDB_TYPE_NAMES = {
+    "INT8": "TINYINT",
+    "INT16": "SMALLINT",
+    "INT32": "INT",
+    "INT64": "BIGINT",
+    "BOOL": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+}
+
+
+def _malformed(message: str) -> str | None:
+    for pattern in _MALFORMED:
+        found = pattern.search(message)
+        if found is not None:
+            target = _DUCKDB_TYPE_NAMES.get(found["type"], found["type"])
+            value = found["value"].replace("'", "\\'")
+            return (
+                f"[CAST_INVALID_INPUT] The value '{value}' of the type \"STRING\" cannot be cast to "
+                f'"{target}" because it is malformed. Correct the value as per the syntax, or change '
+                "its target type. Use `try_cast` to tolerate malformed input and return NULL "
+                "instead. SQLSTATE: 22018"
+            )
+    return None
 
 
 def _plain(message: str) -> str:

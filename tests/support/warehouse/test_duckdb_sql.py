@@ -421,7 +421,8 @@ def test_writes_the_ansi_cast_converts_are_taken(connect: Connect) -> None:
     or BOOLEAN (each value parsed by the ANSI CAST: one that does not parse fails the statement),
     a number into BOOLEAN, DATE and TIMESTAMP into each other, NULL into anything: Delta casts
     them (store assignment ANSI), where Spark's own insert into a non-Delta table refuses some
-    (`canANSIStoreAssign`: STRING into INT)."""
+    (`canANSIStoreAssign`: STRING into INT). A value the cast cannot parse fails the statement
+    with CAST_INVALID_INPUT (SQLSTATE 22018), as an explicit CAST's does in ANSI mode."""
     with connect() as conn, conn.cursor() as cur:
         cur.execute(_TYPED)
         cur.execute(
@@ -446,10 +447,20 @@ def test_writes_the_ansi_cast_converts_are_taken(connect: Connect) -> None:
         assert rows[0] == (1, 7, 7, dt.date(2024, 1, 2), True, "42")
         assert rows[1][:2] == (2, 8) and rows[1][4:] == (True, "true")
         assert rows[2][:2] == (3, 9)
-        with pytest.raises(ServerOperationError):
-            cur.execute("INSERT INTO main.default.typed (k, i) VALUES (4, 'not a number')")
-        with pytest.raises(ServerOperationError):
+        for statement, target in (
+            ("INSERT INTO main.default.typed (k, i) VALUES (4, 'not a number')", "INT"),
+            ("INSERT INTO main.default.typed (k, d) SELECT 4, 'someday'", "DATE"),
+            ("UPDATE main.default.typed SET b = 'maybe' WHERE k = 1", "BOOLEAN"),
+            ("SELECT CAST('x1' AS BIGINT)", "BIGINT"),
+        ):
+            with pytest.raises(ServerOperationError, match=r"\[CAST_INVALID_INPUT\]") as failed:
+                cur.execute(statement)
+            assert f'cannot be cast to "{target}" because it is malformed' in str(failed.value)
+            assert "SQLSTATE: 22018" in str(failed.value)
+        with pytest.raises(ServerOperationError):  # Databricks: CAST_OVERFLOW_IN_TABLE_INSERT
             cur.execute("INSERT INTO main.default.typed (k, i) VALUES (4, 3000000000L)")
+        cur.execute("SELECT count(*) FROM main.default.typed")
+        assert cur.fetchall()[0][0] == 3
 
 
 def test_a_value_longer_than_its_char_or_varchar_column_fails_the_write(connect: Connect) -> None:
