@@ -676,9 +676,12 @@ def _check_assignments(
     except duckdb.Error:
         return  # the statement itself reports it
     check_store_assignment(
-        (value.sql("databricks"), kind, types[name.lower()])
-        for (name, value), kind in zip(pairs, written, strict=True)
-        if name.lower() in types
+        (
+            (value.sql("databricks"), kind, types[name.lower()])
+            for (name, value), kind in zip(pairs, written, strict=True)
+            if name.lower() in types
+        ),
+        insert=False,
     )
 
 

@@ -10,7 +10,7 @@ alone; Delta adds, for each column whose type differs, an ANSI `CAST` to the col
 
 - a pair the ANSI CAST cannot convert (`Cast.canAnsiCast` false: INT into DATE, STRING into an
   ARRAY, BOOLEAN into DATE, ...) fails analysis with `DATATYPE_MISMATCH.CAST_*`
-  (`Cast.typeCheckFailureMessage`, which suggests `spark.sql.storeAssignmentPolicy` = LEGACY);
+  (`Cast.typeCheckFailureMessage`);
 - any other pair is converted row by row, and a value that does not convert fails the statement
   (`CAST_INVALID_INPUT`, `CAST_OVERFLOW_IN_TABLE_INSERT`): STRING into INT is taken while every
   value parses. DuckDB's own cast on a write raises there too.
@@ -19,8 +19,15 @@ ASSUMPTION: Databricks Runtime's Delta casts as open-source Delta does. The loop
 executor writes Parquet tables, not Delta, so real Spark refuses there by `canANSIStoreAssign`
 (stricter than a Delta table). The table below is `Cast.canAnsiCast` over the DuckDB types the
 executor stores Databricks types in (`TIMESTAMP` is DuckDB's TIMESTAMP WITH TIME ZONE,
-`TIMESTAMP_NTZ` its TIMESTAMP; CHAR(n)/VARCHAR(n) are plain VARCHAR there: their length is not
-kept, so not checked). Intervals, TIME and VARIANT are let through (not checked).
+`TIMESTAMP_NTZ` its TIMESTAMP; CHAR(n)/VARCHAR(n) are plain VARCHAR there, their length checked
+by the CHECK the executor adds when it creates the table). Intervals, TIME and VARIANT are let
+through (not checked).
+
+Not reproduced (DuckDB's cast converts a taken pair): a DOUBLE or DECIMAL written into an integral
+column is rounded where Spark truncates (2.7 -> 3, Spark 2), and the STRING '1.5' into INT is 2
+where Spark fails (CAST_INVALID_INPUT; both seen on local Spark 4.3, ANSI); a number into
+TIMESTAMP or back, which Spark converts (seconds since the epoch), fails in DuckDB's words; an
+overflow fails with DuckDB's words, not CAST_OVERFLOW_IN_TABLE_INSERT.
 """
 
 from __future__ import annotations
@@ -151,7 +158,9 @@ def spark_type_name(t: DuckDBPyType) -> str:
     return re.sub(r"DECIMAL\((\d+), (\d+)\)", r"DECIMAL(\1,\2)", name)
 
 
-def refusal(expression: str, source: DuckDBPyType, target: DuckDBPyType) -> str:
+def refusal(
+    expression: str, source: DuckDBPyType, target: DuckDBPyType, *, insert: bool = True
+) -> str:
     """Databricks' analysis error for writing `expression` (of type `source`) into a column of
     type `target` (`Cast.typeCheckFailureMessage` with the store assignment fallback)."""
     src, tgt = spark_type_name(source), spark_type_name(target)
@@ -166,9 +175,14 @@ def refusal(expression: str, source: DuckDBPyType, target: DuckDBPyType) -> str:
         )
     elif legacy in _LEGACY_ONLY:
         sub = "CAST_WITH_CONF_SUGGESTION"
+        config = (
+            "\"spark.sql.storeAssignmentPolicy\" as 'LEGACY'"
+            if insert
+            else "\"spark.sql.ansi.enabled\" as 'false'"
+        )
         text = (
             f'cannot cast "{src}" to "{tgt}" with ANSI mode on. If you have to cast "{src}" to '
-            f'"{tgt}", you can set "spark.sql.storeAssignmentPolicy" as \'LEGACY\'.'
+            f'"{tgt}", you can set {config}.'
         )
     else:
         sub = "CAST_WITHOUT_SUGGESTION"
@@ -177,9 +191,10 @@ def refusal(expression: str, source: DuckDBPyType, target: DuckDBPyType) -> str:
 
 
 def check(
-    assignments: Iterable[tuple[str, DuckDBPyType, DuckDBPyType]],
+    assignments: Iterable[tuple[str, DuckDBPyType, DuckDBPyType]], *, insert: bool = True
 ) -> None:
-    """Refuse the first (expression, its type, the column's type) Databricks would refuse."""
+    """Refuse the first (expression, its type, the column's type) Databricks would refuse, in an
+    INSERT (`insert`) or a MERGE / UPDATE."""
     for expression, source, target in assignments:
         if not can_assign(source, target):
-            raise ValueError(refusal(expression, source, target))
+            raise ValueError(refusal(expression, source, target, insert=insert))
