@@ -106,7 +106,13 @@ what it does:
   agentbatch bundle            # regenerate resources/*.job.yml and resources/sql/ from jobs/*.yml
   agentbatch bundle --check    # exit 1 if they are stale (CI)""",
     "compile": """examples:
-  agentbatch compile jobs/*.yml --target databricks-sql --out build/sql""",
+  agentbatch compile jobs/summarise_tickets.yml jobs/triage_foundation_model.yml --out build/sql
+  agentbatch compile jobs/summarise_tickets.yml --var catalog=dev
+
+Only push-down jobs compile (a SQL task runs no Python): any other job given (`jobs/*.yml` with
+jobs that call Apps agents) is named with the reason, the others are still written, and the exit
+code is 4. `agentbatch bundle` compiles the push-down jobs of jobs/ and runs the others as wheel
+tasks.""",
     "show": """examples:
   agentbatch show main.support.ticket_triage             # from the local warehouse
   agentbatch show main.support.ticket_triage --limit 50 --json
@@ -200,7 +206,13 @@ def add_commands(commands: Any) -> None:
     )
     compile_.add_argument("jobs", nargs="+", metavar="JOB")
     compile_.add_argument("--out", type=Path, default=Path("build/sql"), help="output folder")
-    add_job_options(compile_)
+    compile_.add_argument(
+        "--target",
+        "-t",
+        default="databricks-sql",
+        help="target whose ai_query the SQL calls (default databricks-sql: a SQL task runs it)",
+    )
+    add_job_options(compile_, target=False)
 
     show = command("show", "Print the rows of a table, from any target (default: local).")
     show.add_argument("table", metavar="TABLE", help="table name, e.g. main.support.ticket_triage")
@@ -266,11 +278,7 @@ def dispatch(args: argparse.Namespace) -> int:
         sys.stdout.write(mask_environment(render_sql(the_plan), the_plan.job))
         return 0
     if args.command == "compile":
-        from agentbatch.bundle.compile import compile_jobs
-
-        for path in compile_jobs(args.jobs, args.out, target=args.target, options=options):
-            sys.stdout.write(f"{path}\n")
-        return 0
+        return _compile(args.jobs, args.out, args.target, options)
     if args.command == "plan":
         from agentbatch.execution.runner import continued
         from agentbatch.planning.explain import explain
@@ -371,6 +379,32 @@ def _check_template(path: str, options: RunOptions) -> None:
         api.plan(path, "databricks-sql", options=options)
     except TemplateError as err:
         raise SpecError(f"{where_in_file(path, ('template',))}: template: {err}") from None
+
+
+def _compile(paths: Sequence[str], out: Path, target: str, options: RunOptions) -> int:
+    """Each job's SQL file; a job that cannot be compiled (not push-down, a spec error) is named
+    with its reason and the others are still written (`compile jobs/*.yml` over a project whose
+    jobs call Apps agents too). The exit code is the first failure's."""
+    from agentbatch.agent.redact import redact
+    from agentbatch.bundle.compile import compile_jobs
+    from agentbatch.errors import AgentbatchError, exit_code_for
+
+    first_failure = 0
+    shared = _variables_per_file(paths, options)
+    for path in paths:
+        try:
+            each = replace(options, vars=shared.get(path, options.vars))
+            written = compile_jobs([path], out, target=target, options=each)
+        except AgentbatchError as err:
+            first_failure = first_failure or exit_code_for(err)
+            for line in str(err).splitlines():
+                sys.stderr.write(f"{redact(line)}\n")
+            continue
+        for destination in written:
+            sys.stdout.write(f"{destination}\n")
+    if first_failure and len(paths) > 1:
+        sys.stderr.write("some jobs were not compiled (above); the others were written\n")
+    return first_failure
 
 
 def _validate(paths: Sequence[str], target: str | None, options: RunOptions) -> int:
