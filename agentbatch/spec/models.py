@@ -121,13 +121,29 @@ def output_column_problem(name: str, table: str | None = None) -> str | None:
     )
 
 
+def _unnamed_column_problem(name: str, table: str | None) -> str | None:
+    """Why a source column's name (a dot, a backtick, ... in it) cannot be named here, with the
+    way round it, or None when it is no column name at all (blank)."""
+    renamed = re.sub(r"_+", "_", re.sub(r"\W", "_", name)).strip("_")
+    if not renamed or name != name.strip():
+        return None
+    quoted = "`" + name.replace("`", "``") + "`"
+    return (
+        f"{name!r} cannot be named here: a key or passthrough column is named with letters, "
+        "digits, _ and - after a first letter, digit or _ (a dot would be read as a path, a "
+        "backtick as a quote); select it under another name with source.query, e.g. "
+        f"SELECT ..., {quoted} AS {renamed} FROM {table or '...'}, and name {renamed} here"
+    )
+
+
 def _output_column(value: str, info: ValidationInfo) -> str:
     """A name that becomes a column of the output table: `source.key`, each of `source.columns`."""
+    table = info.data.get("table")
     try:
         quoting.identifier(value)
     except quoting.SqlValueError as err:
-        raise _sql_error(err) from None
-    table = info.data.get("table")
+        problem = _unnamed_column_problem(value, table if isinstance(table, str) else None)
+        raise (ValueError(problem) if problem else _sql_error(err)) from None
     problem = output_column_problem(value, table if isinstance(table, str) else None)
     if problem:
         raise ValueError(problem)
