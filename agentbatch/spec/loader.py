@@ -21,6 +21,7 @@ from agentbatch.errors import SpecError, TemplateError
 from agentbatch.spec import quoted_forms
 from agentbatch.spec.models import EnvironmentRead, Job, JobOrigin, VariableUse
 from agentbatch.spec.yaml_source import KeyPath, YamlDocument, dotted, load_yaml, printable
+from agentbatch.sql import quoting
 from agentbatch.sql.jinja import Helpers, make_environment, render_string
 
 # Values that are SQL: Jinja output there is quoted as literals (see agentbatch.sql.jinja).
@@ -116,6 +117,7 @@ def _load(
             job = Job.model_validate(rendered)
         except ValidationError as err:
             raise SpecError(_format_validation_error(err, doc)) from None
+        _refuse_source_as_output(job, doc)
     except SpecError as err:
         # A message quoting a value (`should be a mapping, not the text '...'`) must not show
         # what env() read: the run masks those values in its messages only once it plans.
@@ -129,6 +131,25 @@ def _load(
         environment=tuple(helpers.environment),
     )
     return job
+
+
+def _refuse_source_as_output(job: Job, doc: YamlDocument) -> None:
+    """An output table that is the source table (`output.table` copied from `source.table`):
+    each run would read the rows it writes, and an `overwrite` run would replace the source
+    with its answers. Names are compared as Unity Catalog compares them (case-insensitive),
+    when both have the same number of parts (`shop.t` may or may not be `main.shop.t`)."""
+    source = job.source.table
+    if source is None:
+        return
+    parts = [tuple(p.lower() for p in quoting.table_parts(t)) for t in (source, job.output.table)]
+    if parts[0] != parts[1]:
+        return
+    raise SpecError(
+        f"{doc.where(('output', 'table'))}: output.table: {job.output.table} is the job's source "
+        f"table (source.table, {doc.where(('source', 'table'))}): a run would write its answers "
+        "into the rows it reads (mode overwrite would replace them); name another table for "
+        "the answers"
+    )
 
 
 class _Helpers(Helpers):
