@@ -327,6 +327,12 @@ def _check_source(path: str, the_plan: Any) -> None:
     """Mappings name the job's tables and endpoint; a reachable local source binds the spec's SQL."""
     from agentbatch.execution.preflight import check_plan
 
+    if the_plan.options.tables and the_plan.target.engine == "databricks-sql":
+        # As the run refuses them: a plan or validate that took them would show the SQL over the
+        # warehouse's table, or say `ok`, while the user meant their file.
+        raise UsageError(
+            "--table maps tables to local files; it applies to the local and spark targets"
+        )
     checked = check_plan(the_plan, required=bool(the_plan.options.tables), origin=path)
     if not checked and the_plan.target.engine == "local":
         log.info(
