@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 Strategy = Literal["push-down", "rest-fallback"]
 
 
+class UnknownOptionError(UsageError, TypeError):
+    """A keyword of the API functions that is no option: a usage error (exit 2), and still the
+    TypeError Python raises for an unexpected keyword argument."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """Everything a caller may vary per run, in one frozen object.
@@ -68,6 +73,19 @@ class RunOptions:
     @classmethod
     def of(cls, options: RunOptions | None = None, **fields: Any) -> RunOptions:
         """`options` with `fields` replaced (keyword arguments of the API functions)."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        for name in fields:
+            if name not in known:
+                # `run(job, table={...})` would raise Python's TypeError naming RunOptions'
+                # __init__, which the caller never called: name the keyword and the near one.
+                import difflib
+
+                near = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                public = ", ".join(known[: known.index("progress") + 1])
+                raise UnknownOptionError(
+                    f"unknown option {name!r}{hint}; the options are: {public}"
+                )
         if options is None:
             return cls(**fields)
         if not isinstance(options, RunOptions):
