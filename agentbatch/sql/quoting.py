@@ -162,7 +162,9 @@ def expression(sql: str, *, what: str = "expression") -> Sql:
     try:
         nodes = sqlglot.parse(f"SELECT {sql}", read=DIALECT)
     except UNREADABLE as err:
-        raise SqlValueError(f"the {what} is not valid Databricks SQL: {_first_line(err)}") from err
+        raise SqlValueError(
+            f"the {what} is not valid Databricks SQL: {_syntax_problem(err, len('SELECT '))}"
+        ) from err
     if len(nodes) != 1 or not isinstance(nodes[0], exp.Select) or len(nodes[0].selects) != 1:
         raise SqlValueError(f"the {what} must be a single SQL expression")
     select = nodes[0]
@@ -194,7 +196,9 @@ def query(sql: str, *, what: str = "query") -> Sql:
     try:
         parsed = sqlglot.parse(sql, read=DIALECT)
     except UNREADABLE as err:
-        raise SqlValueError(f"the {what} is not valid Databricks SQL: {_first_line(err)}") from err
+        raise SqlValueError(
+            f"the {what} is not valid Databricks SQL: {_syntax_problem(err, 0)}"
+        ) from err
     # A `;` ends it, with a comment after it or not.
     nodes = [n for n in parsed if n is not None and not isinstance(n, exp.Semicolon)]
     if len(nodes) != 1 or not isinstance(nodes[0], exp.Query):
@@ -238,6 +242,35 @@ def data_type(ddl: str) -> Sql:
 def _check_name_part(name: str, what: str) -> None:
     if not isinstance(name, str) or not _NAME_PART.match(name) or name != name.strip():
         raise SqlValueError(f"{name!r} is not a valid {what}")
+
+
+# What sqlglot calls the part of an operator a job left out (`stars >`, `a AND`, `NOT`).
+_MISSING_PART = {"expression": "right-hand side", "this": "operand"}
+_MISSING_KEYWORD = re.compile(r"^Required keyword: '(\w+)' missing for <class '[\w.]+'>$")
+
+
+def _syntax_problem(err: Exception, offset: int) -> str:
+    """sqlglot's parse error in the job author's terms: the operator whose operand is missing
+    rather than sqlglot's class name, and the column in the text as written (the parser read
+    it after a prefix of `offset` characters on its first line)."""
+    if isinstance(err, sqlglot.errors.TokenError):
+        return "a quoted string or name is not closed"
+    errors = getattr(err, "errors", None)
+    if not isinstance(err, ParseError) or not errors:
+        return _first_line(err)
+    first = errors[0]
+    description = str(first.get("description", ""))
+    missing = _MISSING_KEYWORD.match(description)
+    if missing and missing.group(1) in ("low", "high"):
+        description = "BETWEEN has no bounds: `x BETWEEN low AND high`"
+    elif missing and first.get("highlight"):
+        part = _MISSING_PART.get(missing.group(1), missing.group(1))
+        description = f"`{first['highlight']}` has no {part}"
+    line, col = first.get("line"), first.get("col")
+    if not isinstance(line, int) or not isinstance(col, int):
+        return description
+    col = col - offset if line == 1 else col
+    return f"{description} (line {line}, column {max(col, 1)})"
 
 
 def _first_line(err: Exception) -> str:
