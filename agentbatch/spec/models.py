@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import sqlglot
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
 
 from agentbatch.results import reserved_column
 from agentbatch.spec.evaluation import Evaluation
@@ -156,6 +158,25 @@ OutputColumns = Annotated[
 ]
 
 
+def _unread_type(ddl: str) -> str | None:
+    """A field sqlglot's type reader skips, with every field after it (`STRUCT<a: INT, n: INTEGR,
+    b: INT>` reads as `STRUCT<a: INT>`: a misspelt type would silently drop answer fields).
+    Read as the type of a CAST, the rest of the text is not skipped but refused."""
+    if ddl.count("<") != ddl.count(">") or re.search(r"<\s*>", ddl):
+        return None  # unbalanced, or an empty STRUCT<>, ARRAY<>: `_type_problem` names them
+    try:
+        sqlglot.parse_one(f"CAST(NULL AS {ddl})", read=quoting.DIALECT)
+    except (ParseError, TokenError) as err:
+        first = (getattr(err, "errors", None) or [{}])[0]
+        rest = f"{first.get('highlight', '')}{first.get('end_context', '')}".removesuffix(")")
+        if not rest.strip():
+            return None
+        return (
+            f"{ddl!r} is not a Databricks SQL type from `{rest.strip()}` on (a misspelt type name?)"
+        )
+    return None
+
+
 def _type_problem(ddl: str) -> str | None:
     """What sqlglot reads past in a response_format type but Databricks refuses: text after the
     closing `>`, an ARRAY or MAP without its types, an empty STRUCT, a DECIMAL out of range, two
@@ -165,7 +186,9 @@ def _type_problem(ddl: str) -> str | None:
         depth += {"<": 1, ">": -1}.get(char, 0)
         if depth == 0 and char == ">" and closed_at is None:
             closed_at = at
-    if closed_at is None or ddl[closed_at + 1 :].strip():
+    if closed_at is None:
+        return f"{ddl!r} is not closed: a `>` is missing"
+    if ddl[closed_at + 1 :].strip():
         return f"{ddl!r} has text after its STRUCT<...>"
     t = exp.DataType.Type
     for node in exp.DataType.build(ddl, dialect="databricks").find_all(exp.DataType):
@@ -429,6 +452,9 @@ class Agent(StrictModel):
                 ddl = quoting.data_type(value)
             except quoting.SqlValueError as err:
                 raise _sql_error(err) from None
+            unread = _unread_type(value)
+            if unread:
+                raise ValueError(unread)
             if not ddl.upper().startswith("STRUCT<"):
                 raise ValueError("a response_format type must be a STRUCT<...>")
             problem = _type_problem(value)
