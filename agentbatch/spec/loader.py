@@ -209,8 +209,9 @@ def _render_values(
 
 
 def _format_validation_error(err: ValidationError, doc: YamlDocument) -> str:
-    """All problems, one line each, most specific first; union branches merged."""
-    lines: list[str] = []
+    """All problems, one line each, in the file's order (a problem's union branches merged,
+    the most specific first)."""
+    lines: list[tuple[int, str]] = []
     seen: set[str] = set()
     for problem in err.errors(include_url=False):
         path = _doc_path(problem["loc"], doc.value)
@@ -229,8 +230,10 @@ def _format_validation_error(err: ValidationError, doc: YamlDocument) -> str:
         if key in seen:
             continue
         seen.add(key)
-        lines.append(line)
-    return "\n".join(lines)
+        lines.append((doc.line_of(path), line))
+    # pydantic reports in the models' field order, not the file's (`timeout_seconds` on line 10
+    # before `max_retries` on line 9): a stable sort keeps each line's own order.
+    return "\n".join(line for _, line in sorted(lines, key=lambda numbered: numbered[0]))
 
 
 _YAML_KINDS = {
