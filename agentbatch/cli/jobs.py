@@ -374,9 +374,11 @@ def _variables_per_file(paths: Sequence[str], options: RunOptions) -> dict[str, 
     }
 
 
-def _check_template(path: str, options: RunOptions) -> None:
-    """A job's own push-down template (`template:`) exists and renders, whatever the target
-    validated: it is only rendered where ai_query runs (a SQL warehouse)."""
+def _check_template(path: str, options: RunOptions, *, own: bool) -> None:
+    """The job's push-down statements render, whatever the target validated: its own template
+    (`template:`, `own`) and the project's overrides in sqltemplates/ (`merge.sql`, ...) are
+    only rendered where ai_query runs (a SQL warehouse, where the bundle schedules push-down
+    jobs), so a local `validate` would pass a template that fails there."""
     from agentbatch import api
     from agentbatch.errors import TemplateError
     from agentbatch.spec.loader import where_in_file
@@ -384,7 +386,11 @@ def _check_template(path: str, options: RunOptions) -> None:
     try:
         api.plan(path, "databricks-sql", options=options)
     except TemplateError as err:
-        raise SpecError(f"{where_in_file(path, ('template',))}: template: {err}") from None
+        if own:
+            raise SpecError(f"{where_in_file(path, ('template',))}: template: {err}") from None
+        raise SpecError(f"{path}: {err}") from None
+    except (SpecError, UsageError):
+        pass  # the target's own check reports the job's other problems
 
 
 def _compile(paths: Sequence[str], out: Path, target: str, options: RunOptions) -> int:
@@ -422,8 +428,8 @@ def _validate(paths: Sequence[str], target: str | None, options: RunOptions) -> 
         try:
             each = replace(options, vars=shared.get(path, options.vars))
             the_plan = api.plan(path, target or "local", options=each)
-            if the_plan.job.template is not None:
-                _check_template(path, each)
+            if the_plan.target.engine != "databricks-sql":
+                _check_template(path, each, own=the_plan.job.template is not None)
             if the_plan.job.evaluation is not None:
                 from agentbatch.evaluation.checks import check_evaluation
 
