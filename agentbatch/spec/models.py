@@ -288,7 +288,11 @@ class Source(StrictModel):
 
     @field_validator("columns")
     @classmethod
-    def _columns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _columns(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        key = info.data.get("key")
+        if isinstance(key, str) and key.lower() in {c.lower() for c in value}:
+            # Here rather than on `source`: the error names the line of `columns`.
+            raise ValueError(f"the key is always kept; do not list {key!r} in `columns`")
         for column in value:
             reserved = reserved_column(column)
             if reserved:
@@ -321,8 +325,6 @@ class Source(StrictModel):
     def _one_of_table_or_query(self) -> Source:
         if (self.table is None) == (self.query is None):
             raise ValueError("give exactly one of `table` or `query`")
-        if self.key.lower() in {c.lower() for c in self.columns}:
-            raise ValueError("the key is always kept; do not list it in `columns`")
         return self
 
 

@@ -128,7 +128,9 @@ def test_valid_job_loads(tmp_path: Path) -> None:
         ),
         (
             ("  columns: [subject]", "  columns: [subject, Ticket_ID]"),
-            "job.yml:2: source: the key is always kept",
+            # At the line of `columns`, where the fix is (was: the line of `source:`).
+            "job.yml:5: source.columns: the key is always kept; do not list 'ticket_id' in "
+            "`columns`",
         ),
         (("  columns: [subject]", "  columns: [subject\n"), "job.yml:"),
         # In YAML's words, not pydantic's ("Input should be a valid tuple").
