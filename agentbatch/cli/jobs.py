@@ -18,6 +18,7 @@ from agentbatch.cli.options import (
     add_run_options,
     add_state_dir,
     count,
+    folder,
     pairs,
     run_options,
 )
@@ -228,14 +229,14 @@ def add_commands(commands: Any) -> None:
         help="read a table from a file, as for run",
     )
     show.add_argument(
-        "--project-dir", type=Path, help="project folder holding .agentbatch/ (default: .)"
+        "--project-dir", type=folder, help="project folder holding .agentbatch/ (default: .)"
     )
 
     command("schema", "Print the JSON Schema of job files (for editor completion).")
 
     bundle = command("bundle", "Generate the Databricks bundle's job resources from jobs/*.yml.")
     bundle.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
-    bundle.add_argument("--project-dir", type=Path, help="folder of databricks.yml (default: .)")
+    bundle.add_argument("--project-dir", type=folder, help="folder of databricks.yml (default: .)")
 
 
 def dispatch(args: argparse.Namespace) -> int:

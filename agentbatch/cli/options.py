@@ -23,6 +23,17 @@ def count(text: str) -> int:
     return value
 
 
+def folder(text: str) -> Path:
+    """An argparse type: an existing folder (`--project-dir`). A misspelt one would be a project
+    of its own, with an empty local warehouse and checkpoint: a run would pay again for every
+    row the real project has answered, and `show` would find nothing."""
+    path = Path(text)
+    if not path.is_dir():
+        problem = "not a folder" if path.exists() else "no such folder"
+        raise argparse.ArgumentTypeError(f"{problem}: {text!r}")
+    return path
+
+
 def add_job_options(sub: argparse.ArgumentParser, *, target: bool = True) -> None:
     if target:
         sub.add_argument("--target", "-t", default="local", help="run target (default local)")
@@ -30,7 +41,7 @@ def add_job_options(sub: argparse.ArgumentParser, *, target: bool = True) -> Non
         "--var", action="append", default=[], metavar="NAME=VALUE", help="set a job variable"
     )
     sub.add_argument(
-        "--project-dir", type=Path, help="project folder (default: the parent of jobs/)"
+        "--project-dir", type=folder, help="project folder (default: the parent of jobs/)"
     )
 
 

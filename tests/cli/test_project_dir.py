@@ -1,0 +1,73 @@
+"""A misspelt `--project-dir` is refused: it would be a project of its own, with an empty local
+warehouse and checkpoint, so the run paid again for every row the real project had answered
+(and `show` found nothing)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.databricks_env import without_credentials
+
+JOB = """\
+name: reviews
+source:
+  table: main.shop.reviews
+  key: review_id
+request: "concat('Summarise: ', review_text)"
+agent:
+  endpoint: "builtin:instant"
+output:
+  table: main.shop.review_summaries
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "reviews.yml").write_text(JOB)
+    (tmp_path / "reviews.csv").write_text("review_id,review_text\n1,fine\n2,broken\n")
+    return tmp_path
+
+
+def agentbatch(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentbatch", *args],
+        cwd=project,
+        env={**without_credentials(os.environ), "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+RUN = ["run", "jobs/reviews.yml", "--table", "main.shop.reviews=reviews.csv", "--json"]
+
+
+def test_a_misspelt_project_dir_is_refused_and_nothing_is_created(project: Path) -> None:
+    done = agentbatch(project, *RUN, "--project-dir", "projcet")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].endswith(
+        "argument --project-dir: no such folder: 'projcet'"
+    )
+    assert not (project / "projcet").exists()
+
+
+@pytest.mark.parametrize("command", [["show", "main.shop.review_summaries"], ["bundle"]])
+def test_every_command_refuses_it(project: Path, command: list[str]) -> None:
+    (project / "a-file").write_text("")
+    done = agentbatch(project, *command, "--project-dir", "a-file")
+    assert done.returncode == 2
+    assert "argument --project-dir: not a folder: 'a-file'" in done.stderr
+
+
+def test_the_project_folder_runs(project: Path) -> None:
+    assert agentbatch(project, *RUN, "--project-dir", ".").returncode == 0
+    again = agentbatch(project, *RUN, "--project-dir", str(project))
+    assert again.returncode == 0, again.stderr
+    assert '"sent": 0' in again.stdout
