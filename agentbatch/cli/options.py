@@ -103,8 +103,19 @@ def add_budget_options(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def state_folder(text: str) -> Path:
+    """An argparse type: a folder for the checkpoint, made when missing, but not a file
+    (the run failed with `File exists: NAME`)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"not a folder: {text!r}")
+    return path
+
+
 def add_state_dir(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--state-dir", type=Path, help="checkpoint folder (default .agentbatch/state)")
+    sub.add_argument(
+        "--state-dir", type=state_folder, help="checkpoint folder (default .agentbatch/state)"
+    )
 
 
 def pairs(items: Sequence[str], flag: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """A misspelt `--project-dir` is refused: it would be a project of its own, with an empty local
 warehouse and checkpoint, so the run paid again for every row the real project had answered
-(and `show` found nothing)."""
+(and `show` found nothing). A `--state-dir` that is a file is refused before anything runs."""
 
 from __future__ import annotations
 
@@ -71,3 +71,17 @@ def test_the_project_folder_runs(project: Path) -> None:
     again = agentbatch(project, *RUN, "--project-dir", str(project))
     assert again.returncode == 0, again.stderr
     assert '"sent": 0' in again.stdout
+
+
+def test_a_state_dir_that_is_a_file_is_refused_before_anything_runs(project: Path) -> None:
+    (project / "state").write_text("")
+    done = agentbatch(project, *RUN, "--state-dir", "state")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].endswith("argument --state-dir: not a folder: 'state'")
+    assert not (project / ".agentbatch").exists()
+
+
+def test_a_missing_state_dir_is_made(project: Path) -> None:
+    done = agentbatch(project, *RUN, "--state-dir", "state/here")
+    assert done.returncode == 0, done.stderr
+    assert (project / "state" / "here").is_dir()
