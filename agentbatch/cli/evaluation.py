@@ -33,11 +33,13 @@ if TYPE_CHECKING:
     from agentbatch.spec.models import Job
 
 EVAL_EXAMPLES = """examples:
-  agentbatch eval jobs/eval_triage.yml --report out/eval_triage
   agentbatch eval jobs/eval_triage.yml \\
       --table main.support.tickets=agentbatch/data/support_tickets.csv \\
       --endpoint apps/triage-agent=http://127.0.0.1:8000 --report out/
-  agentbatch eval jobs/eval_triage.yml --skip-run --require 'label_exact_match>=0.9'
+  agentbatch eval jobs/eval_triage.yml --skip-run --require 'label_exact_match>=0.9' \\
+      --table main.support.tickets=agentbatch/data/support_tickets.csv \\
+      --endpoint apps/triage-agent=http://127.0.0.1:8000
+  agentbatch eval jobs/eval_triage.yml --target databricks-sql --report out/eval_triage
   agentbatch eval jobs/eval_triage.yml --target databricks-sql --mlflow --experiment /Shared/evals
 
 writes <output>_scores (a score and an error column per scorer, per row) and <output>_metrics

@@ -44,8 +44,12 @@ EXAMPLES = {
   agentbatch run jobs/ticket_triage.yml \\
       --table main.support.tickets=agentbatch/data/support_tickets.csv --dry-run --show 3
   agentbatch run jobs/summarise_tickets.yml --target databricks-sql --var catalog=prod
-  agentbatch run jobs/ticket_triage.yml --retry-errors
-  agentbatch run jobs/ticket_triage.yml --max-rows 1000 --max-cost 5    # exit 7 if it would pass them
+  agentbatch run jobs/ticket_triage.yml --retry-errors \\
+      --table main.support.tickets=agentbatch/data/support_tickets.csv \\
+      --endpoint apps/triage-agent=http://127.0.0.1:8000
+  agentbatch run jobs/ticket_triage.yml --max-rows 1000 --max-tokens 100000 \\
+      --table main.support.tickets=agentbatch/data/support_tickets.csv \\
+      --endpoint apps/triage-agent=http://127.0.0.1:8000    # exit 7 if it would pass them
 
 budget (flags, target settings, or the job's budget: block; a flag replaces the job's value):
   --max-rows, --max-tokens, --max-cost: a run whose estimate passes one sends nothing (exit 7);
@@ -92,7 +96,9 @@ the summary:
   agentbatch estimate jobs/ticket_triage.yml \\
       --table main.support.tickets=agentbatch/data/support_tickets.csv \\
       --endpoint apps/triage-agent=http://127.0.0.1:8000
-  agentbatch estimate jobs/ticket_triage.yml --sample 50 --json
+  agentbatch estimate jobs/ticket_triage.yml --sample 50 --json \\
+      --table main.support.tickets=agentbatch/data/support_tickets.csv \\
+      --endpoint apps/triage-agent=http://127.0.0.1:8000
 
 what it does:
   Counts the rows the next run would send (the selection the output table does not hold, minus
@@ -117,7 +123,8 @@ tasks.""",
     "show": """examples:
   agentbatch show main.support.ticket_triage             # from the local warehouse
   agentbatch show main.support.ticket_triage --limit 50 --json
-  agentbatch show main.support.ticket_triage --table main.support.ticket_triage=out/triage.parquet
+  agentbatch show main.support.ticket_triage \\
+      --table main.support.ticket_triage=.agentbatch/out/ticket_triage.parquet   # make demo's
   agentbatch show main.support.ticket_triage --target databricks-sql""",
     "schema": """examples:
   agentbatch schema > agentbatch/schema/job.schema.json""",
