@@ -165,3 +165,28 @@ def test_a_refresh_stopped_on_one_side_is_continued_on_the_other(
         assert all(now[k] > before[k] for k in texts)  # every row refreshed
         # Finished: the next refresh pays every row again.
         assert project.run(first, full_refresh=True)["sent"] == len(texts)
+
+
+@pytest.mark.parametrize("mode", ["merge", "overwrite"])
+def test_a_refresh_whose_every_call_fails_transiently_leaves_the_table_as_it_was(
+    tmp_path: Path, make_engine: Any, mode: str
+) -> None:
+    """Nothing to write (every answer kept): an overwrite must not replace the table with no
+    rows, nor a merge touch it."""
+    make_engine()
+    texts = {k: f"OUTAGE {k}" for k in range(1, 5)}
+    with serve_agent(HEALTHY) as agent:
+        project = Project(tmp_path, agent, texts, mode)
+        project.run()
+        before = project.rows()
+
+        agent.configure(FAILING)
+        refresh = project.run(full_refresh=True)
+        assert project.rows() == before
+        assert refresh["kept_previous_answer"] == len(texts), refresh
+        assert refresh["rows_written"] == 0, refresh
+
+        agent.configure(HEALTHY)
+        again = project.run()  # the refresh goes on: every row is asked again
+        assert again["sent"] == len(texts), again
+        assert all(r["answered_at"] > before[k]["answered_at"] for k, r in project.rows().items())
