@@ -25,6 +25,7 @@ Host and credentials come from databricks-sdk's unified config (`DATABRICKS_HOST
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ from agentbatch.agent.redact import (
     safe_url,
 )
 from agentbatch.agent.retry import EndpointKind
+from agentbatch.agent.waiting import said_if_slow
 from agentbatch.errors import AgentError, ConfigError, UsageError
 
 if TYPE_CHECKING:
@@ -81,7 +83,12 @@ def default_config() -> Config:
     from agentbatch.agent.profiles import check_profile_against_environment
 
     check_profile_against_environment(None, "DATABRICKS_CONFIG_PROFILE")
-    return Config()
+    with said_if_slow(
+        f"reaching the workspace ({os.environ.get('DATABRICKS_HOST') or 'from the profile'})",
+        "databricks-sdk retries a host that does not answer for up to 5 min: check "
+        "DATABRICKS_HOST or the profile, and the network",
+    ):
+        return Config()
 
 
 @dataclass(frozen=True)

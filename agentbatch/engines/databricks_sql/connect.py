@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agentbatch.agent.profiles import check_profile_against_environment
+from agentbatch.agent.waiting import said_if_slow
 from agentbatch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -127,7 +128,13 @@ def sdk_config(settings: Mapping[str, Any]) -> Config:
     profile = _setting(settings, "profile")
     if host is None:
         check_profile_against_environment(profile, "databricks-sql: the target")
-    return Config(host=host, profile=profile, product="agentbatch", product_version=__version__)
+    where = host or os.environ.get("DATABRICKS_HOST") or f"profile {profile or 'DEFAULT'}"
+    with said_if_slow(
+        f"databricks-sql: reaching the workspace ({where})",
+        "databricks-sdk retries a host that does not answer for up to 5 min: check the "
+        "target's host, DATABRICKS_HOST or the profile, and the network",
+    ):
+        return Config(host=host, profile=profile, product="agentbatch", product_version=__version__)
 
 
 def names_a_workspace(settings: Mapping[str, Any]) -> bool:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlglot import exp
 
+from agentbatch.agent.waiting import said_if_slow
 from agentbatch.engines import write_conflicts
 from agentbatch.engines.base import WriteRequest, WriteStats, error_line
 from agentbatch.engines.databricks_sql.connect import (
@@ -375,7 +376,13 @@ class DatabricksSQLEngine:
             options["_tls_trusted_ca_file"] = str(ca_file)
         log.info("connecting to %s (%s auth)", address.uri, credentials.auth_type)
         try:
-            connection: Connection = sql.connect(**options)
+            with said_if_slow(
+                f"databricks-sql: opening a session on {address.uri}",
+                "the connector retries for up to 15 min a host that does not answer or a "
+                "warehouse that is starting: check the target's host and warehouse, and the "
+                "network",
+            ):
+                connection: Connection = sql.connect(**options)
         except sql.exc.Error as err:
             raise ConfigError(
                 f"databricks-sql: could not open a session on {address.uri}: {error_line(err)}"
