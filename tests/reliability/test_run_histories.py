@@ -159,6 +159,50 @@ class RunHistories(HistoryModel):
         self.target = landed_rows
         self.after_killed_refresh(continued)
 
+    @precondition(lambda self: not self.merge_refused() and self.refresh is None)
+    @rule(
+        after=st.integers(min_value=1, max_value=len(TEXTS)),
+        delay=st.floats(0.0, 0.08),
+        mode=st.sampled_from(["merge", "append", "overwrite"]),
+    )
+    def kill_then_recover_in_another_mode(self, after: int, delay: float, mode: str) -> None:
+        """SIGKILL a run (calling, or writing its answers), then change the mode and run again:
+        the killed run's write landed whole or not at all, and the recovery writes over
+        whichever table it left in its own mode, paying nothing the checkpoint received."""
+        TOTALS["kills"] += 1
+        self.clock += 1
+        before = self.observed()
+        rows, must, may = self.predict(full_refresh=False, retry_errors=False)
+        self.agent.configure(FaultConfig(latency_ms=60, jitter_ms=50, seed=after))
+        try:
+            landed = self.kill_child(min(after, max(len(must) - 1, 0)), delay)
+        finally:
+            self.agent.configure(FaultConfig())
+        killed = self.calls_since()
+        for key in SENT:
+            assert self.made(key, killed) <= (key in must | may)
+        if not landed:  # the child finished first: that was a whole run
+            self.apply(rows, self.check_calls(must, may, killed))
+        else:
+            TOTALS["kills_mid_run"] += sum(killed.values()) > 0
+            left = self.observed()
+            assert left in (before, sorted(rows, key=repr)), "neither before nor after"
+            # The killed run's answers may be in the checkpoint (all of them, if it wrote).
+            self.maybe_held({k for k in SENT if self.made(k, killed)})
+            self.target = left
+        self.change_mode(mode)
+        self.run(False, False)
+
+    @rule(key=st.sampled_from(sorted(TEXTS)), add=st.booleans())
+    def change_source(self, key: int, add: bool) -> None:
+        """A source row deleted (its answers stay in merge and append, overwrite drops them), or
+        added back (its checkpointed answer is reused)."""
+        if add:
+            self.present.add(key)
+        elif len(self.present) > 1:
+            self.present.discard(key)
+        self.project.write_source({k: TEXTS[k] for k in sorted(self.present)})
+
     @rule()
     def drop_target(self) -> None:
         self.project.output.unlink(missing_ok=True)
