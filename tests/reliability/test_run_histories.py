@@ -297,3 +297,30 @@ def test_a_history_with_limits_estimates_and_a_killed_refresh(agent: AgentServer
     # The random histories may draw few kills (2 of 20 in CI's): this one always has both kinds.
     assert TOTALS["refreshes_killed"] > kills_before[0], dict(TOTALS)
     assert TOTALS["kills_mid_run"] > kills_before[1], dict(TOTALS)
+
+
+@pytest.mark.slow
+def test_a_history_with_kills_before_mode_changes_and_source_edits(agent: AgentServer) -> None:
+    """The model over one fixed history of the rules the random ones may not draw together: a
+    run killed then recovered in append, overwrite and merge mode, source rows deleted and added
+    back around them, and a killed --full-refresh given up by a plain run."""
+    RunHistories.agent = agent
+    machine = RunHistories()
+    try:
+        machine.start()
+        machine.plain_run()
+        machine.change_source(3, add=False)
+        machine.edit_prompt(PROMPTS[1])
+        machine.kill_then_recover_in_another_mode(after=3, delay=0.0, mode="append")
+        machine.change_source(3, add=True)
+        machine.kill_then_recover_in_another_mode(after=2, delay=0.05, mode="overwrite")
+        machine.edit_prompt(PROMPTS[2])
+        machine.kill_then_recover_in_another_mode(after=11, delay=0.08, mode="merge")
+        machine.change_source(0, add=False)
+        machine.change_mode("overwrite")
+        machine.plain_run()
+        machine.change_source(0, add=True)
+        machine.kill_full_refresh_then_continue(after=3, delay=0.0, continued=False)
+        machine.plain_run()
+    finally:
+        machine.teardown()
