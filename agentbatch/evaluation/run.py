@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -247,6 +247,7 @@ def evaluate(
     context = replace(context, written=frozenset(written))
     # --skip-run reads the source too: it decides the rows scored and their expected values.
     _check_source(job, context, _origin(job_or_path))
+    _check_before_writing([job], context, [_tables_of(job, "")])
     # The scores and metrics an earlier eval left describe its answers: they are dropped before
     # this eval writes anything (its run, once its checks passed; with --skip-run, its first
     # judge, or its own write), and written again at the end, the metrics last. An eval that
@@ -334,6 +335,18 @@ def compare(
     # Both jobs checked before either is paid for (or, skipping the runs, read).
     _check_source(variants[0], context, _origin(job_a))
     _check_source(variants[1], context, _origin(job_b or job_a))
+    # Both variants' runs, their judges and every table this compare writes, checked before
+    # either variant is paid for: a compare refused by B's agent or budget left A paid for
+    # and the earlier comparison dropped.
+    _check_before_writing(
+        variants,
+        context,
+        [
+            _tables_of(job, variant)
+            for job, variant in zip(variants, (variant_a, variant_b), strict=True)
+        ],
+        also=[comparison_table],
+    )
     # An earlier compare's comparison, and its variants' scores and metrics, are dropped before
     # this one writes any table (the first variant run whose checks passed; with --skip-run, the
     # first judge, or the final write): they describe other answers than those written beside
@@ -493,6 +506,61 @@ def _scored_tables(result: EvalResult) -> dict[str, tuple[pa.Table, str]]:
         result.scores_table: (result.scored.table, result.scored.key),
         result.metrics_table: (result.metrics, "scorer"),
     }
+
+
+class _ChecksPassed(Exception):
+    """Raised by a rehearsed run once its checks passed: it stops before writing anything."""
+
+
+def _stop_before_writing(engine: Engine) -> None:
+    raise _ChecksPassed
+
+
+def _check_before_writing(
+    jobs: list[Job], context: _Context, tables: list[_Tables], also: Sequence[str] = ()
+) -> None:
+    """Everything that can refuse the whole evaluation, found before an earlier one's tables are
+    dropped or any call is paid for: each job's run as it will run (agent reachable, selection,
+    budget: its checks, stopped where it would first write), every table it writes writable (an
+    engine opened with them all as outputs, closed having written nothing), and every judge's
+    URL alive (one probe each, no paid call)."""
+    from agentbatch.agent.probe import probe_call
+    from agentbatch.execution import runner
+    from agentbatch.planning.builder import call_spec
+
+    outputs = list(dict.fromkeys([*(n for t in tables for n in t.names()), *also]))
+    # Skipping the runs, one engine checks the tables it writes; else each run's does.
+    for job in jobs[:1] if context.skip_run else jobs:
+        options = context.options.started()
+        the_plan = runner.plan(job, context.target, options)
+        engine = open_engine(the_plan, options.tables, outputs)
+        if context.skip_run:
+            engine.close()
+            continue
+        try:
+            result = runner.run_plan(the_plan, engine, before_writing=_stop_before_writing)
+        except _ChecksPassed:
+            continue  # the run closed its engine
+        if result.engine is not None:  # pragma: no cover - only a dry run returns here
+            result.engine.close()
+    probed: set[str] = set()
+    for job, of in zip(jobs, tables, strict=True):
+        evaluation = job.evaluation
+        assert evaluation is not None
+        for entry in evaluation.scorers:
+            options_ = entry.options
+            if not isinstance(options_, LlmJudge) or options_.endpoint in probed:
+                continue
+            probed.add(options_.endpoint)
+            judging = judge_job(
+                job,
+                entry.name,
+                options_,
+                answers_table=of.answers,
+                judge_table=of.judges[entry.name],
+                expected=evaluation.expected,
+            )
+            probe_call(call_spec(judging), context.options.endpoints)
 
 
 def _check_source(job: Job, context: _Context, origin: str) -> None:

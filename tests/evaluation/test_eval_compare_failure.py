@@ -1,11 +1,14 @@
 """A compare that fails partway leaves no comparison table. Before, the `<output>_comparison` of
 an earlier compare stayed beside variant tables this one had already rewritten: it said B won
 while B's table held other answers. Failures are injected at real boundaries: a judge endpoint
-that is gone, a scores table mapped to a path that cannot be written."""
+that is gone once the agents answered (alive when the compare checked it beforehand: a judge
+dead from the start refuses the compare before anything changes), a scores table mapped to a
+path that cannot be written."""
 
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 
 from agentbatch.errors import AgentError, ConfigError
 from agentbatch.evaluation import compare
-from tests.support.eval_servers import ScriptedAgent, labeller, write_id_job
+from tests.support.eval_servers import Answer, ScriptedAgent, labeller, write_id_job
 
 ROWS = 30  # the source's lowest ticket ids
 JUDGE = "    - llm_judge: {endpoint: judge-model, name: judged}\n"
@@ -39,6 +42,20 @@ def dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def stopping(server: ScriptedAgent, answer: Answer) -> Answer:
+    """`answer`, stopping `server` first: a judge alive when the evaluation checks it before
+    anything changes, gone once an agent answers (then its port refuses connections)."""
+    stopped = threading.Event()
+
+    def answering(text: str) -> str:
+        if not stopped.is_set():
+            stopped.set()
+            server.__exit__(None, None, None)
+        return answer(text)
+
+    return answering
 
 
 def stored(project: Path, sql: str) -> list[tuple[object, ...]]:
@@ -104,14 +121,18 @@ def test_a_judge_that_fails_leaves_no_comparison(
     project: Path, tickets_table: dict[str, str], agents: tuple[ScriptedAgent, ...]
 ) -> None:
     first_compare(project, tickets_table, agents)
-    a, _, c, _ = agents
-    with pytest.raises(AgentError, match=r"judge-model .* is unreachable"):
+    a, _, _, _ = agents
+    with (
+        ScriptedAgent(passing_judge) as gone,
+        ScriptedAgent(stopping(gone, labeller(lambda i: True))) as c,
+        pytest.raises(AgentError, match=r"judge-model .* is unreachable"),
+    ):
         compare(
             project / "jobs" / "eval_triage.yml",
             endpoint_a=a.url,
             endpoint_b=c.url,  # B is now an agent right on every ticket ...
             tables=tickets_table,
-            endpoints={"judge-model": dead_url()},  # ... and the judge is gone
+            endpoints={"judge-model": gone.url},  # ... and the judge is gone once it answers
             progress=False,
         )
     assert c.requests == ROWS  # B's table holds C's answers now
@@ -164,7 +185,7 @@ def test_a_comparison_mapped_to_a_file_is_removed_before_the_variants_change(
     project: Path, tickets_table: dict[str, str], agents: tuple[ScriptedAgent, ...]
 ) -> None:
     """A comparison table mapped with --table to a Parquet file: the file goes, as a table."""
-    a, b, c, judge = agents
+    a, b, _, judge = agents
     comparison_file = project / "out" / "comparison.parquet"
     mapped = {**tickets_table, "main.support.triage_eval_comparison": str(comparison_file)}
     compare(
@@ -176,13 +197,17 @@ def test_a_comparison_mapped_to_a_file_is_removed_before_the_variants_change(
         progress=False,
     )
     assert comparison_file.exists()
-    with pytest.raises(AgentError, match=r"judge-model .* is unreachable"):
+    with (
+        ScriptedAgent(passing_judge) as gone,
+        ScriptedAgent(stopping(gone, labeller(lambda i: True))) as c,
+        pytest.raises(AgentError, match=r"judge-model .* is unreachable"),
+    ):
         compare(
             project / "jobs" / "eval_triage.yml",
             endpoint_a=a.url,
             endpoint_b=c.url,
             tables=mapped,
-            endpoints={"judge-model": dead_url()},
+            endpoints={"judge-model": gone.url},
             progress=False,
         )
     assert not comparison_file.exists()

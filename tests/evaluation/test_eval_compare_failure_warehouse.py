@@ -11,7 +11,12 @@ import pytest
 
 from agentbatch.errors import AgentError
 from agentbatch.evaluation import compare
-from tests.evaluation.test_eval_compare_failure import ROWS, dead_url, judged_job
+from tests.evaluation.test_eval_compare_failure import (
+    ROWS,
+    judged_job,
+    passing_judge,
+    stopping,
+)
 from tests.evaluation.test_eval_databricks_sql import (  # noqa: F401 - fixtures
     WarehouseJudge,
     isolated_auth,
@@ -40,7 +45,8 @@ def test_a_judge_that_fails_leaves_no_comparison_in_the_warehouse(
     with (
         ScriptedAgent(labeller(lambda i: i % 3 != 0)) as a,
         ScriptedAgent(labeller(lambda i: i % 2 == 0)) as b,
-        ScriptedAgent(labeller(lambda i: True)) as c,
+        ScriptedAgent(passing_judge) as gone,
+        ScriptedAgent(stopping(gone, labeller(lambda i: True))) as c,
     ):
         compare(job, endpoint_a=a.url, endpoint_b=b.url, **common)
         assert len(judge.calls) == 2 * ROWS  # judged in the warehouse, by ai_query
@@ -50,7 +56,8 @@ def test_a_judge_that_fails_leaves_no_comparison_in_the_warehouse(
                 job,
                 endpoint_a=a.url,
                 endpoint_b=c.url,
-                endpoints={"judge-model": dead_url()},  # the judge, over REST, is gone
+                # The judge, over REST, is gone once C answers (alive when checked).
+                endpoints={"judge-model": gone.url},
                 **common,
             )
         assert c.requests == ROWS  # B's table holds C's answers now

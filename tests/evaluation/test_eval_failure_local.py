@@ -1,7 +1,7 @@
 """An eval that fails partway leaves no scores or metrics table that describes other answers.
 Before, the `<output>_metrics` of an earlier eval stayed beside answers (or scores) this one had
 already rewritten: a dashboard read the old accuracy as the current one. Failures are injected
-at real boundaries: a judge endpoint that is gone, an agent whose answers all fail (the run
+at real boundaries: a judge endpoint gone once the agent answered, an agent whose answers all fail (the run
 stops at the error rate), a scores table mapped under a regular file. An eval refused before it
 writes anything (--skip-run without a current answer) leaves the earlier tables as they were."""
 
@@ -17,9 +17,9 @@ from agentbatch.errors import AgentError, ConfigError, ErrorRateError, UsageErro
 from agentbatch.evaluation import evaluate
 from tests.evaluation.test_eval_compare_failure import (
     ROWS,
-    dead_url,
     judged_job,
     passing_judge,
+    stopping,
     stored,
 )
 from tests.support.eval_servers import ScriptedAgent, labeller
@@ -85,12 +85,16 @@ def test_a_judge_that_fails_leaves_no_scores_or_metrics(
     project: Path, tickets_table: dict[str, str], agents: tuple[ScriptedAgent, ...]
 ) -> None:
     first_eval(project, tickets_table, agents)
-    _, c, _ = agents
-    with pytest.raises(AgentError, match=r"judge-model .* is unreachable"):
+    with (
+        ScriptedAgent(passing_judge) as gone,
+        ScriptedAgent(stopping(gone, labeller(lambda i: True))) as c,
+        pytest.raises(AgentError, match=r"judge-model .* is unreachable"),
+    ):
         evaluate(
             project / "jobs" / "eval_triage.yml",
             tables=tickets_table,
-            endpoints={AGENT: c.url, "judge-model": dead_url()},  # C answers, the judge is gone
+            # C answers, and the judge is gone (alive when the eval checked it)
+            endpoints={AGENT: c.url, "judge-model": gone.url},
             full_refresh=True,  # the agent was redeployed: ask it again
             progress=False,
         )

@@ -11,7 +11,13 @@ import pytest
 
 from agentbatch.errors import AgentError
 from agentbatch.evaluation import evaluate
-from tests.evaluation.test_eval_compare_failure import ROWS, dead_url, judged_job
+from tests.evaluation.test_eval_compare_failure import (
+    ROWS,
+    dead_url,
+    judged_job,
+    passing_judge,
+    stopping,
+)
 from tests.evaluation.test_eval_compare_failure_warehouse import tables_named
 from tests.evaluation.test_eval_databricks_sql import (  # noqa: F401 - fixtures
     WarehouseJudge,
@@ -35,7 +41,8 @@ def test_a_judge_that_fails_leaves_no_scores_or_metrics_in_the_warehouse(
     derived = ["triage_eval_metrics", "triage_eval_scores"]
     with (
         ScriptedAgent(labeller(lambda i: i % 3 != 0)) as a,
-        ScriptedAgent(labeller(lambda i: True)) as c,
+        ScriptedAgent(passing_judge) as gone,
+        ScriptedAgent(stopping(gone, labeller(lambda i: True))) as c,
     ):
         evaluate(job, endpoints={AGENT: a.url}, **common)
         assert len(judge.calls) == ROWS  # judged in the warehouse, by ai_query
@@ -43,10 +50,8 @@ def test_a_judge_that_fails_leaves_no_scores_or_metrics_in_the_warehouse(
         with pytest.raises(AgentError, match=r"judge-model .* is unreachable"):
             evaluate(
                 job,
-                endpoints={
-                    AGENT: c.url,
-                    "judge-model": dead_url(),
-                },  # the judge, over REST, is gone
+                # The judge, over REST, is gone once C answers (alive when the eval checked it).
+                endpoints={AGENT: c.url, "judge-model": gone.url},
                 full_refresh=True,
                 **common,
             )
