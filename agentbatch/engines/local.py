@@ -168,6 +168,8 @@ class LocalEngine:
         finally:
             # Closed early (a stopped run), the result would keep the connection busy.
             reader.close()
+            if self._settled:  # a read of a run's result: let the warehouse file go again
+                self._detach_warehouses()
 
     def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         statement, _ = self._prepare(sql, writing=False)
@@ -178,6 +180,9 @@ class LocalEngine:
                 rows = relation.fetchall()
         except Exception as err:
             raise EngineError(f"local engine: {error_line(err)}") from None
+        finally:
+            if self._settled:
+                self._detach_warehouses()
         return dict(zip(names, rows[0] if rows else (None,) * len(names), strict=True))
 
     def table_exists(self, table: str) -> bool:

@@ -65,22 +65,30 @@ class RunResult:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def to_pandas(self, *, whole_table: bool = False) -> pd.DataFrame:
-        """The rows this run answered; with `whole_table=True`, every row of the output table."""
-        return self.to_arrow(whole_table=whole_table).to_pandas()
+    def to_pandas(self, *, whole_table: bool = False, limit: int | None = None) -> pd.DataFrame:
+        """The rows this run answered (see the class), or the whole output table; at most
+        `limit` rows."""
+        return self.to_arrow(whole_table=whole_table, limit=limit).to_pandas()
 
-    def to_arrow(self, *, whole_table: bool = False) -> pa.Table:
-        """As `to_pandas`, as an Arrow table."""
+    def to_arrow(self, *, whole_table: bool = False, limit: int | None = None) -> pa.Table:
+        """As `to_pandas`, as an Arrow table. The engine filters and limits the rows: the table
+        is never read whole for a few of them (the CLI prints the first rows of every run)."""
         import pyarrow as pa
-        import pyarrow.compute as pc
+
+        from agentbatch.planning.render import utc_timestamp
+        from agentbatch.sql import quoting
 
         output = self.plan.job.output.table
         if self.engine is None or not self.engine.table_exists(output):
             return pa.table({})  # no engine, or no output kept (a source without rows)
-        table = self.engine.read_table(output)
-        if whole_table or "answered_at" not in table.column_names or not len(table):
-            return table
-        started = pa.scalar(
-            self.plan.options.started_at, type=table.schema.field("answered_at").type
+        schema = self.engine.read_table(output, limit=0).schema
+        if whole_table or "answered_at" not in schema.names:
+            return self.engine.read_table(output, limit)
+        started = quoting.literal(utc_timestamp(self.plan.options.started_at))
+        sql = (
+            f"SELECT * FROM {quoting.table(output)} "
+            f"WHERE `answered_at` >= CAST({started} AS TIMESTAMP)"
+            + (f" LIMIT {int(limit)}" if limit is not None else "")
         )
-        return table.filter(pc.greater_equal(table["answered_at"], started))
+        batches = list(self.engine.fetch_batches(sql))
+        return pa.Table.from_batches(batches, schema=batches[0].schema if batches else schema)

@@ -76,10 +76,13 @@ def print_run(result: RunResult, *, as_json: bool = False, show: int = 5) -> Non
             console.print_json(json.dumps(request, default=str))
         return
     if show > 0 and locations:
-        rows = result.to_arrow().slice(0, show)
+        rows = result.to_arrow(limit=show)
         if rows.num_rows:
+            # An answer reused from the checkpoint keeps its first `answered_at`: it is written,
+            # not answered by this run, and not among these.
             table = Table(
-                title=f"first {rows.num_rows} row(s) written to {result.plan.job.output.table}"
+                title=f"first {rows.num_rows} row(s) this run answered, in "
+                f"{result.plan.job.output.table}"
             )
             # The key and the outcome; the full rows are in the output table.
             columns = [result.plan.job.source.key, "response", "error", "attempts", "latency_ms"]

@@ -282,22 +282,23 @@ def test_a_path_that_cannot_be_used_is_one_line_not_a_traceback(
 
     taken = tmp_path / "a-file"
     taken.write_text("x")
-    code = main(
-        [
-            "run",
-            str(TRIAGE),
-            "--table",
-            f"main.support.tickets={TICKETS}",
-            "--endpoint",
-            "apps/triage-agent=builtin:instant",
-            "--state-dir",
-            str(taken),
-            "--no-progress",
-        ]
-    )
+    with pytest.raises(SystemExit) as exited:  # a usage error, as argparse reports one
+        main(
+            [
+                "run",
+                str(TRIAGE),
+                "--table",
+                f"main.support.tickets={TICKETS}",
+                "--endpoint",
+                "apps/triage-agent=builtin:instant",
+                "--state-dir",
+                str(taken),
+                "--no-progress",
+            ]
+        )
     err = capsys.readouterr().err
-    assert code == 3
-    assert err.strip().splitlines()[-1] == f"File exists: {taken}"
+    assert exited.value.code == 2
+    assert err.strip().splitlines()[-1].endswith(f"argument --state-dir: not a folder: '{taken}'")
     assert "Traceback" not in err
 
 
@@ -387,3 +388,26 @@ def test_a_result_kept_open_does_not_stop_later_runs_or_reads(tmp_path: Path) ->
     assert sorted(read.column("k").to_pylist()) == [1, 2]
     for result in (first, again, other):
         result.close()
+
+
+def test_a_results_rows_are_this_runs_read_with_a_limit(tmp_path: Path) -> None:
+    """`to_arrow(limit=)` (the CLI prints the first rows of every run) gets this run's rows from
+    the engine, filtered and limited there; rows written by an earlier run are not among them."""
+    (tmp_path / "jobs").mkdir()
+    job = tmp_path / "jobs" / "a.yml"
+    job.write_text(
+        "name: a\nsource: {table: main.t.src, key: k, columns: [txt]}\n"
+        "request: txt\nagent: {endpoint: 'builtin:instant'}\noutput: {table: main.t.out}\n"
+    )
+    source = tmp_path / "src.csv"
+    source.write_text("k,txt\n" + "".join(f"{k},t{k}\n" for k in range(10)))
+    options = {"tables": {"main.t.src": source}, "project_dir": tmp_path, "progress": False}
+    with agentbatch.run(job, **options) as first:
+        assert first.to_arrow(limit=4).num_rows == 4
+    source.write_text(source.read_text() + "10,t10\n11,t11\n12,t12\n")
+    with agentbatch.run(job, **options) as second:
+        assert second.summary["sent"] == 3
+        assert sorted(second.to_arrow(limit=5).column("k").to_pylist()) == [10, 11, 12]
+        assert second.to_arrow(limit=2).num_rows == 2
+        assert second.to_arrow(whole_table=True, limit=5).num_rows == 5
+        assert len(second.to_pandas(whole_table=True)) == 13
