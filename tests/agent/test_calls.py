@@ -102,3 +102,49 @@ def test_the_mapped_url_is_part_of_the_fingerprint_unless_it_is_the_endpoints_ow
     serving = dataclasses.replace(BASE, endpoint="my-model")
     own = "https://adb-1.azuredatabricks.net/serving-endpoints/my-model/invocations"
     assert call_fingerprint(serving, route=own) == call_fingerprint(serving)
+
+
+def test_a_local_url_endpoint_is_the_same_agent_on_any_port() -> None:
+    """`endpoint: http://127.0.0.1:PORT` (or `compare --endpoint-a URL`): as for a mapped
+    endpoint, a local agent server is the same agent on any port and by any name of this
+    machine; another host, or another path, is another agent."""
+    local = call_fingerprint(dataclasses.replace(BASE, endpoint="http://127.0.0.1:8000"))
+    for same in ("http://127.0.0.1:9001", "http://localhost:8000/", "http://[::1]:7000"):
+        assert call_fingerprint(dataclasses.replace(BASE, endpoint=same)) == local
+    for other in ("http://127.0.0.1:8000/v2", "http://10.0.0.5:8000", "https://127.0.0.1:8000"):
+        assert call_fingerprint(dataclasses.replace(BASE, endpoint=other)) != local
+    # Mapped to a local agent too: the same as its own URL on another port.
+    routed = dataclasses.replace(BASE, endpoint="http://localhost:8000")
+    assert call_fingerprint(routed, route="http://127.0.0.1:8123") == call_fingerprint(
+        routed, route="http://127.0.0.1:9000/"
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "fingerprint"),
+    [
+        ("apps/review-agent", "88e55e0fdb0cad6adb756cb23b125614cab5ba72a6f99b28b9ac40ccb4671523"),
+        ("my-model", "f498c5384d661b5e2ad89c37e1e8813ccb3f749115b83b653cb986184614b913"),
+        ("openai/gpt", "50e5cdc03bd768c1544dfc69517f5c68d4d13a5c6b578f665d219b7e29dbdc07"),
+        ("builtin:instant", "7254eab3b8b49d9b446e6835e1be42a82a3c47d2ddaec057263fcb677d6f40b9"),
+        (
+            "https://staging.example.com:8443/agent",
+            "03b5254c5ca8d22b0b2725ed6aa29006216e31ec55692b16688b000165b8cf44",
+        ),
+        (
+            "https://review-1.aws.databricksapps.com",
+            "a27a95f25364777f776de0b5a0b232a64bafb40d626da52ca818552ed2e24a08",
+        ),
+        (
+            "http://10.0.0.5:8000",
+            "01cabedcb900dd1b746134e9133197b02a9d5e887abbcfe601b581525523de97",
+        ),
+        ("http://[::2]:80/x", "667f2aa94a44e9e8904b4c9905e97200cbec605f8570a410a94e4e73fd79d44e"),
+    ],
+)
+def test_fingerprints_of_endpoints_not_on_this_machine_stay_as_they_were(
+    endpoint: str, fingerprint: str
+) -> None:
+    """A changed fingerprint re-sends every row a target holds: these are the fingerprints
+    earlier releases wrote."""
+    assert call_fingerprint(CallSpec(endpoint=endpoint)) == fingerprint
