@@ -167,15 +167,16 @@ def resolve_endpoint(
     if name.startswith("openai/"):
         model = name[len("openai/") :]
         _check_name(model, name)
-        config = _config(config_factory)
+        config = _config(config_factory, name)
         route = "responses" if api == "responses" else "chat/completions"
-        url = f"{_host(config)}/serving-endpoints/{route}"
+        url = f"{_host(config, name)}/serving-endpoints/{route}"
         return Endpoint("serving", model, url=url, model=model, auth=AuthHeaders(config))
+    named = name
     if name.startswith("serving-endpoints/"):
         name = name[len("serving-endpoints/") :]
     _check_name(name, endpoint)
-    config = _config(config_factory)
-    url = f"{_host(config)}/serving-endpoints/{urllib.parse.quote(name)}/invocations"
+    config = _config(config_factory, named)
+    url = f"{_host(config, named)}/serving-endpoints/{urllib.parse.quote(name)}/invocations"
     return Endpoint("serving", name, url=url, auth=AuthHeaders(config))
 
 
@@ -201,20 +202,36 @@ def _check_name(name: str, original: str) -> None:
         )
 
 
-def _config(factory: ConfigFactory) -> Config:
+def _config(factory: ConfigFactory, endpoint: str | None = None) -> Config:
+    """The workspace config; `endpoint`, the Databricks name a job gave, is named in the error
+    without one, with the `--endpoint` mapping that runs its rows against a local agent."""
     try:
         return factory()
     except ValueError as e:
         raise ConfigError(
-            f"Databricks authentication is not configured: {redact(str(e))}"
+            f"Databricks authentication is not configured: {redact(str(e)).rstrip('. ')}"
+            + _local_agent_hint(endpoint)
         ) from None
 
 
-def _host(config: Config) -> str:
+def _host(config: Config, endpoint: str | None = None) -> str:
     host = (config.host or "").rstrip("/")
     if not host:
-        raise ConfigError("Databricks host is not configured (set DATABRICKS_HOST or a profile)")
+        raise ConfigError(
+            "Databricks host is not configured (set DATABRICKS_HOST or a profile)"
+            + _local_agent_hint(endpoint)
+        )
     return host
+
+
+def _local_agent_hint(endpoint: str | None) -> str:
+    if endpoint is None:
+        return ""
+    # A concrete port (the demo agent's): `:PORT` is no URL, and messages mask what is none.
+    return (
+        f"; or, to send endpoint {endpoint}'s rows to an agent on this machine, run with "
+        f"--endpoint {endpoint}=http://127.0.0.1:8000 (the port your agent server prints)"
+    )
 
 
 _CONFIGURE_OAUTH = (
@@ -241,9 +258,9 @@ def _oauth_only(config: Config, what: str) -> AuthHeaders:
     return AuthHeaders(config)
 
 
-def _app_config(factory: ConfigFactory) -> Config:
+def _app_config(factory: ConfigFactory, endpoint: str | None = None) -> Config:
     """The config Apps are called with: the service principal of the secret scope, if set."""
-    base = _config(factory)
+    base = _config(factory, endpoint)
     credentials = _app_credentials
     if credentials is None:
         return base
@@ -284,7 +301,7 @@ def _read_secret(client: Any, scope: str, key: str) -> str:
 
 def _resolve_app(app: str, api: Api, extra: Mapping[str, str], factory: ConfigFactory) -> Endpoint:
     _check_name(app, f"apps/{app}")
-    config = _app_config(factory)
+    config = _app_config(factory, f"apps/{app}")
     auth = _oauth_only(config, f"app {app!r}")
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.errors import NotFound, PermissionDenied, Unauthenticated

@@ -342,6 +342,24 @@ def test_missing_workspace_config_is_a_config_error() -> None:
         resolve_endpoint("my-model", api="responses")
 
 
+@pytest.mark.parametrize(
+    "endpoint", ["apps/review-agent", "my-model", "serving-endpoints/my-model", "openai/m"]
+)
+def test_without_workspace_auth_the_error_says_how_to_use_a_local_agent(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A job's Databricks name with no workspace auth (a newcomer's first run): the error names
+    the `--endpoint` mapping that sends its rows to a local agent, and never the token."""
+    token = "dapi0123456789abcdef0123456789ab"
+    isolate(monkeypatch, tmp_path, token=token)  # a token, but no host: not configured
+    with pytest.raises(ConfigError) as raised:
+        resolve_endpoint(endpoint, api="responses")
+    message = str(raised.value)
+    assert message.startswith("Databricks authentication is not configured: ")
+    assert f"--endpoint {endpoint}=http://127.0.0.1:8000" in message
+    assert token not in message and "\n" not in message
+
+
 # --- secrets ---------------------------------------------------------------------------------
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+from tests.support.databricks_env import isolated_env
 
 from .conftest import Project, cli, one_line_error
 
@@ -202,3 +206,25 @@ def test_a_dead_endpoint_stops_the_cli_run_with_the_cause_and_no_output(project:
     assert f"127.0.0.1:{port}/responses) is unreachable: connection refused" in line
     assert not out.exists()
     assert not (project.root / ".agentbatch" / "state").exists()
+
+
+def test_a_run_without_workspace_auth_says_how_to_use_a_local_agent(project: Project) -> None:
+    """The README's first run without `--endpoint`: one line, exit 3, with the mapping to the
+    local agent for the job's endpoint."""
+    out = project.root / "out" / "sentiment.parquet"
+    done = subprocess.run(
+        [sys.executable, "-m", "agentbatch", "run", "jobs/reviews.yml", "--no-progress",
+         "--table", "main.shop.reviews=reviews.csv", "--table", f"main.shop.review_sentiment={out}"],
+        cwd=project.root,
+        env=isolated_env(project.root, NO_COLOR="1", COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    line = one_line_error(done, code=3)
+    assert line.startswith("Databricks authentication is not configured: ")
+    assert line.endswith(
+        "; or, to send endpoint apps/review-agent's rows to an agent on this machine, run with "
+        "--endpoint apps/review-agent=http://127.0.0.1:8000 (the port your agent server prints)"
+    )
