@@ -73,6 +73,42 @@ def _duckdb() -> Any:
     return duckdb
 
 
+class SourceValueError(EngineError):
+    """A value the SQL of a statement does not convert (`CAST('x' AS INT)`): the statement fails,
+    as Databricks' ANSI CAST fails it (`CAST_INVALID_INPUT`). The runner names the job's SQL value
+    that fails."""
+
+
+TRY_CAST_HINT = "where a value may not convert, try_cast(value AS type) gives NULL instead"
+
+
+def _engine_error(err: Exception) -> EngineError:
+    """duckdb's error as the engine's: one line; a value that does not convert, with its remedy.
+    (Found while streaming batches, duckdb's error reaches us through pyarrow as an OSError that
+    keeps only its text.)"""
+    conversion = isinstance(err, _duckdb().ConversionException) or (
+        isinstance(err, OSError) and str(err).startswith("Conversion Error:")
+    )
+    # Not a CSV file's value that the type its first rows gave does not take.
+    if conversion and "CSV Error" not in str(err):
+        return SourceValueError(f"local engine: {error_line(err)} ({TRY_CAST_HINT})")
+    return EngineError(f"local engine: {error_line(err)}")
+
+
+def _reported(reader: Any) -> Iterator[pa.RecordBatch]:
+    """The batches of `reader`; an error found while reading one (a later row's value), as the
+    engine reports it."""
+    batches = iter(reader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (_duckdb().Error, OSError) as err:
+            raise _engine_error(err) from None
+        yield batch
+
+
 class LocalEngine:
     name: ClassVar[str] = "local"
     dialect: ClassVar[str] = "duckdb"
@@ -162,9 +198,9 @@ class LocalEngine:
                 relation = self._con.sql(statement, params=dict(params or {}))
                 reader = relation.to_arrow_reader(batch_rows)
         except Exception as err:  # duckdb raises many unrelated classes; report them as one
-            raise EngineError(f"local engine: {error_line(err)}") from None
+            raise _engine_error(err) from None
         try:
-            yield from reader
+            yield from _reported(reader)
         finally:
             # Closed early (a stopped run), the result would keep the connection busy.
             reader.close()
@@ -179,7 +215,7 @@ class LocalEngine:
                 names = list(relation.columns)
                 rows = relation.fetchall()
         except Exception as err:
-            raise EngineError(f"local engine: {error_line(err)}") from None
+            raise _engine_error(err) from None
         finally:
             if self._settled:
                 self._detach_warehouses()
@@ -549,7 +585,7 @@ class LocalEngine:
         try:
             self._sql(statement, params)
         except Exception as err:
-            raise EngineError(f"local engine: {error_line(err)}") from None
+            raise _engine_error(err) from None
 
     def _sql(
         self, statement: str, params: Mapping[str, Any] | list[Any] | None = None

@@ -180,6 +180,39 @@ def check_source(
             raise UsageError(at(path) + problem) from None
 
 
+def locate_value_error(job: Job, engine: Engine, err: Exception, origin: str = "") -> Exception:
+    """`err`, a source value the run's SQL did not convert (the engine's `SourceValueError`),
+    named by the job's SQL value that fails for it (`jobs/x.yml:6: request: ...`), found by
+    evaluating each over the source (where the source.where keeps the row); `err` itself when
+    none fails alone."""
+    source = job.source
+    if source.table is not None:
+        relation: str = quoting.table(source.table)
+    elif source.query:
+        relation = f"({quoting.query(source.query)}) AS source_query"
+    else:
+        return err
+    # The where clause first: the other values are computed for the rows it keeps.
+    values = sorted(_spec_sql(job), key=lambda value: value[0] != ("source", "where"))
+    kept = dict(values).get(("source", "where"))
+    rows = f"{relation} WHERE ({kept})" if kept else relation
+    for path, sql in values:
+        if path == ("source", "where"):
+            probe = f"SELECT count(*) AS n FROM {relation} WHERE ({sql})"
+        else:
+            # count(v): every value computed (an unused one could be left out).
+            probe = f"SELECT count(v) AS n FROM (SELECT {sql} AS v FROM {rows}) AS probe"
+        try:
+            engine.fetch_one(probe)
+        except AgentbatchError as found:
+            if type(found) is not type(err):
+                continue
+            at = f"{where_in_file(origin, path)}: " if origin else ""
+            detail = str(found).removeprefix("local engine: ")
+            return type(err)(f"{at}{dotted(path)}: a source value does not convert: {detail}")
+    return err
+
+
 def _spec_sql(job: Job) -> list[tuple[KeyPath, str]]:
     """Each SQL value of the spec, by its key path in the job file."""
     source = job.source

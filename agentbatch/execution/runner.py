@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentbatch.agent.redact import safe_url
 from agentbatch.engines.registry import engine_class
-from agentbatch.errors import AgentbatchError, JobFailedError, UsageError, attach_summary
+from agentbatch.errors import (
+    AgentbatchError,
+    EngineError,
+    JobFailedError,
+    UsageError,
+    attach_summary,
+    run_summary,
+)
 from agentbatch.execution.result import RunResult, table_figures
 from agentbatch.execution.selection import check_passthrough, replacing_if_reshaped, selection_of
 from agentbatch.planning.builder import build_plan
@@ -115,7 +122,10 @@ def run_plan(
         from agentbatch.execution.dryrun import dry_run as run_dry
 
         with contextlib.closing(engine):
-            return run_dry(the_plan, engine)
+            try:
+                return run_dry(the_plan, engine)
+            except EngineError as err:
+                raise _located(the_plan, engine, err) from None
     try:
         if isinstance(the_plan.steps, PushDown):
             summary = _run_push_down(
@@ -123,6 +133,10 @@ def run_plan(
             )
         else:
             summary = _run_fallback(the_plan, the_plan.steps, engine, before_writing=before_writing)
+    except EngineError as err:
+        located = _located(the_plan, engine, err)
+        engine.close()
+        raise located from None
     except BaseException:
         engine.close()
         raise
@@ -132,6 +146,23 @@ def run_plan(
     if settle is not None:
         settle()  # from now on it only reads the output, for the result
     return RunResult(plan=the_plan, summary=summary, engine=engine)
+
+
+def _located(the_plan: Plan, engine: Engine, err: EngineError) -> Exception:
+    """`err`; a source value the job's SQL does not convert, named by the job file's key (the
+    engines know statements, not jobs)."""
+    from agentbatch.engines.local import SourceValueError
+    from agentbatch.execution.preflight import locate_value_error
+
+    if not isinstance(err, SourceValueError):
+        return err
+    origin = the_plan.job._origin
+    try:
+        located = locate_value_error(the_plan.job, engine, err, origin.file if origin else "")
+    except Exception:  # finding where is a courtesy: the run's own error stands
+        return err
+    attach_summary(located, run_summary(err))
+    return located
 
 
 def _fail_on_errors(the_plan: Plan, summary: dict[str, Any], engine: Engine) -> None:
