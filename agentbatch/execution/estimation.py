@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.agent.content import concurrency_ceiling, input_batch_rows
-from agentbatch.errors import NotSupportedError, UsageError
+from agentbatch.errors import EngineError, NotSupportedError, UsageError
 from agentbatch.execution.budget import PerRow, cost_of, price_of, save_per_row
 from agentbatch.execution.selection import replacing_if_reshaped
 from agentbatch.planning.definition import Plan, PushDown, RestFallback
@@ -264,6 +264,8 @@ def estimate(the_plan: Plan, *, sample: int = DEFAULT_SAMPLE, seed: int | None =
             found = _sample_fallback(the_plan, the_plan.steps, merged, engine, sample, rng)
         else:
             found = _sample_push_down(the_plan, the_plan.steps, engine, sample, rng)
+    except EngineError as err:
+        raise runner.located_error(the_plan, engine, err) from None
     finally:
         engine.close()
     _project(found, the_plan, price)

@@ -125,7 +125,7 @@ def run_plan(
             try:
                 return run_dry(the_plan, engine)
             except EngineError as err:
-                raise _located(the_plan, engine, err) from None
+                raise located_error(the_plan, engine, err) from None
     try:
         if isinstance(the_plan.steps, PushDown):
             summary = _run_push_down(
@@ -134,7 +134,7 @@ def run_plan(
         else:
             summary = _run_fallback(the_plan, the_plan.steps, engine, before_writing=before_writing)
     except EngineError as err:
-        located = _located(the_plan, engine, err)
+        located = located_error(the_plan, engine, err)
         engine.close()
         raise located from None
     except BaseException:
@@ -148,9 +148,9 @@ def run_plan(
     return RunResult(plan=the_plan, summary=summary, engine=engine)
 
 
-def _located(the_plan: Plan, engine: Engine, err: EngineError) -> Exception:
-    """`err`; a source value the job's SQL does not convert, named by the job file's key (the
-    engines know statements, not jobs)."""
+def located_error(the_plan: Plan, engine: Engine, err: EngineError) -> Exception:
+    """`err`, raised by a run, dry run or estimate of the plan; a source value the job's SQL does
+    not convert, named by the job file's key (the engines know statements, not jobs)."""
     from agentbatch.engines.local import SourceValueError
     from agentbatch.execution.preflight import locate_value_error
 

@@ -108,3 +108,18 @@ def test_a_late_value_that_does_not_convert_is_the_same_error(tmp_path: Path) ->
     fixed = write_job(tmp_path, "concat('n=', try_cast(stars AS INT) + 1)")
     summary = run(tmp_path, fixed, source, "builtin:instant")
     assert (summary["table_rows"], summary["table_errors"]) == (rows + 1, 1)
+
+
+def test_an_estimate_names_the_request_too(tmp_path: Path, agent: AgentServer) -> None:
+    job = write_job(tmp_path, "concat('n=', CAST(stars AS INT) + 1)")
+    source = write_source(tmp_path, ["2", "x", "4"])
+    with pytest.raises(EngineError, match=r"reviews\.yml:6: request: a source value does"):
+        agentbatch.estimate(
+            job,
+            tables={SOURCE: source, OUTPUT: tmp_path / "out.parquet"},
+            endpoints={ENDPOINT: agent.url},
+            state_dir=tmp_path / "state",
+            project_dir=tmp_path,
+            sample=2,
+        )
+    assert agent.stats().requests_total == 0
