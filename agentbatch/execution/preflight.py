@@ -19,6 +19,7 @@ import sqlglot
 from sqlglot import exp
 
 from agentbatch.errors import AgentbatchError, UsageError
+from agentbatch.execution.value_errors import spec_sql
 from agentbatch.spec.loader import where_in_file
 from agentbatch.spec.models import agent_url_problem
 from agentbatch.spec.yaml_source import KeyPath, dotted
@@ -167,7 +168,7 @@ def check_source(
         columns = list(engine.fetch_one(f"SELECT * FROM {relation} LIMIT 0"))
     except AgentbatchError as err:
         raise UsageError(f"{at(('source', 'query'))}source.query: {err}") from None
-    for path, sql in _spec_sql(job):
+    for path, sql in spec_sql(job):
         probe = (
             f"SELECT 1 FROM {relation} WHERE ({sql}) LIMIT 0"
             if path == ("source", "where")
@@ -178,62 +179,6 @@ def check_source(
         except AgentbatchError as err:
             problem = _column_problem(dotted(path), sql, str(err), columns, what)
             raise UsageError(at(path) + problem) from None
-
-
-def locate_value_error(job: Job, engine: Engine, err: Exception, origin: str = "") -> Exception:
-    """`err`, a source value the run's SQL did not convert (the engine's `SourceValueError`),
-    named by the job's SQL value that fails for it (`jobs/x.yml:6: request: ...`), found by
-    evaluating each over the source (where the source.where keeps the row); `err` itself when
-    none fails alone."""
-    source = job.source
-    if source.table is not None:
-        relation: str = quoting.table(source.table)
-    elif source.query:
-        relation = f"({quoting.query(source.query)}) AS source_query"
-    else:
-        return err
-    # The where clause first: the other values are computed for the rows it keeps.
-    values = sorted(_spec_sql(job), key=lambda value: value[0] != ("source", "where"))
-    kept = dict(values).get(("source", "where"))
-    rows = f"{relation} WHERE ({kept})" if kept else relation
-    for path, sql in values:
-        if path == ("source", "where"):
-            probe = f"SELECT count(*) AS n FROM {relation} WHERE ({sql})"
-        else:
-            # count(v): every value computed (an unused one could be left out).
-            probe = f"SELECT count(v) AS n FROM (SELECT {sql} AS v FROM {rows}) AS probe"
-        try:
-            engine.fetch_one(probe)
-        except AgentbatchError as found:
-            if type(found) is not type(err):
-                continue
-            at = f"{where_in_file(origin, path)}: " if origin else ""
-            detail = str(found).removeprefix("local engine: ")
-            return type(err)(f"{at}{dotted(path)}: a source value does not convert: {detail}")
-    return err
-
-
-def _spec_sql(job: Job) -> list[tuple[KeyPath, str]]:
-    """Each SQL value of the spec, by its key path in the job file."""
-    source = job.source
-    values: list[tuple[KeyPath, str]] = [(("source", "key"), quoting.identifier(source.key))]
-    values += [
-        (("source", "columns", number), quoting.identifier(column))
-        for number, column in enumerate(source.columns)
-    ]
-    if source.where:
-        values.append((("source", "where"), quoting.expression(source.where, what="where clause")))
-    if isinstance(job.request, dict):
-        values += [
-            (("request", name), quoting.expression(sql)) for name, sql in job.request.items()
-        ]
-    else:
-        values.append((("request",), quoting.expression(job.request, what="request")))
-    if job.files is not None:
-        values.append((("files", "content"), quoting.expression(job.files.content)))
-        if job.files.name:
-            values.append((("files", "name"), quoting.expression(job.files.name)))
-    return values
 
 
 def _column_problem(key: str, sql: str, message: str, columns: list[str], what: str) -> str:
