@@ -85,7 +85,7 @@ def call_fingerprint(spec: CallSpec, route: str | None = None) -> str:
     """sha256 hex over what determines the answers of `spec` (see the module docstring), and
     `route`, the URL (or built-in agent) a run's `--endpoint` sends the endpoint's rows to."""
     payload = {
-        "endpoint": _endpoint_identity(spec.endpoint),
+        "endpoint": spec.endpoint,
         "api": spec.api,
         "model_parameters": spec.model_parameters,
         "custom_inputs": spec.custom_inputs,
@@ -135,23 +135,6 @@ def route_identity(endpoint: str, route: str) -> str | None:
 
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
-
-def _endpoint_identity(endpoint: str) -> str:
-    """A job's endpoint as far as its answers go: a URL on this machine (`endpoint:
-    http://127.0.0.1:8000`, `compare --endpoint-a http://localhost:8001`) is the same agent on
-    any port, spelt as `route_identity` spells a mapped one; any other endpoint is itself, so
-    its fingerprint stays as it was."""
-    url = endpoint.strip()
-    if not url.startswith(("http://", "https://")):
-        return endpoint
-    try:
-        host = urllib.parse.urlsplit(url).hostname
-    except ValueError:  # refused where the URL is called
-        return endpoint
-    if host not in _LOOPBACK_HOSTS:
-        return endpoint
-    return route_identity(url, url) or endpoint
 
 
 # A NULL request's fingerprint: the call's behind a prefix no sha256 hex digest has.

@@ -47,7 +47,6 @@ class JobSettings:
     max_concurrency: int = 4
     where: str | None = None
     columns: tuple[str, ...] = ("text",)
-    endpoint: str = ENDPOINT
 
 
 @dataclass
@@ -89,7 +88,7 @@ source:
   columns: [{", ".join(s.columns)}]
 {where}request: "concat('{s.prompt}: ', text)"
 agent:
-  endpoint: {s.endpoint}
+  endpoint: {ENDPOINT}
   stream: {str(s.stream).lower()}
   max_retries: {s.max_retries}
   max_concurrency: {s.max_concurrency}

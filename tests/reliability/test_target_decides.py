@@ -745,24 +745,6 @@ def test_answers_of_another_agent_are_not_reused(project: Project) -> None:
     assert (again["sent"], again["reused"]) == (0, ROWS)
 
 
-def test_a_job_whose_endpoint_is_a_local_url_is_the_same_agent_on_another_port(
-    project: Project,
-) -> None:
-    """`endpoint: http://127.0.0.1:PORT` in the job itself: as for a mapped endpoint, the agent
-    server started again on another port of this machine (or named `localhost`) is the same agent,
-    and nothing the target holds is paid again."""
-    project.settings.endpoint = project.agent.url
-    first = project.run(endpoints={})
-    assert first["sent"] == ROWS
-    with serve_agent() as restarted:
-        assert restarted.url != project.agent.url
-        project.settings.endpoint = restarted.url.replace("127.0.0.1", "localhost")
-        again = project.run(endpoints={})
-        assert restarted.stats().requests_total == 0
-    assert (again["sent"], again["skipped"]) == (0, ROWS)
-    one_current_row_per_key(project)
-
-
 def test_an_estimate_of_a_full_refresh_is_not_paid_again_by_the_refresh(project: Project) -> None:
     """`estimate --full-refresh` keeps its sample's answers, as any estimate does: the refresh
     that follows counts them done instead of paying for those rows a second time."""
