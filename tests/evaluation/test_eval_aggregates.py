@@ -263,3 +263,24 @@ def test_charts_survive_empty_and_odd_data() -> None:
     assert sum(c for (n, _, _), c in rows.items() if n == "a") == 3
     assert sum(c for (n, _, _), c in rows.items() if n == "b") == 1
     assert {"a", "b"} <= set(texts(wide))  # the legend names both series
+
+
+def test_long_category_names_stay_apart_on_the_axis() -> None:
+    """Labels are cut to fit under their bars, never into one label for two categories:
+    scorers and groups that differ only at the end keep their ends; names alike at both ends
+    are numbered. Each bar's tooltip keeps the whole name."""
+    names = [
+        "judge_correctness_model_a",
+        "judge_correctness_model_b",
+        "short",
+        "prefix_xxxxxxxxxxxxxxxxxxx_suffix",
+        "prefix_yyyyyyyyyyyyyyyyyyy_suffix",
+    ]
+    values = [0.1, 0.2, 0.3, 0.4, 0.5]
+    svg = ET.fromstring(bar_chart("t", names, [Bars("s", values)]))
+    labels = texts(svg)[-len(names) :]
+    assert len(set(labels)) == len(names)
+    assert all(len(label) <= 18 for label in labels)
+    assert labels[2] == "short"
+    assert labels[0].endswith("model_a") and labels[1].endswith("model_b")
+    assert set(bars(svg)) == {f"s {n}: {v}" for n, v in zip(names, values, strict=True)}

@@ -110,6 +110,7 @@ def bar_chart(
     body = _y_axis(ticks, scale, low, plot_bottom, width, y_label)
     slot = (width - _MARGIN_LEFT - _MARGIN_RIGHT) / max(1, len(categories))
     bar = min(48.0, slot * 0.8 / max(1, len(series)))
+    labels = axis_labels(categories)
     for index, category in enumerate(categories):
         centre = _MARGIN_LEFT + slot * (index + 0.5)
         start = centre - bar * len(series) / 2
@@ -134,17 +135,32 @@ def bar_chart(
                     f'<path d="M{mid:.1f} {y_lo:.1f}V{y_hi:.1f}M{mid - 5:.1f} {y_lo:.1f}h10'
                     f'M{mid - 5:.1f} {y_hi:.1f}h10" stroke="#222" stroke-width="1.3" fill="none"/>'
                 )
-        short = category if len(category) <= 18 else category[:17] + "…"
         italic = ' font-style="italic"' if index in italic_categories else ""
         body.append(
             f'<text x="{centre:.1f}" y="{plot_bottom + 16}" font-size="11" text-anchor="middle" '
-            f'fill="#333"{italic}>{escape(short)}</text>'
+            f'fill="#333"{italic}>{escape(labels[index])}</text>'
         )
     body.append(
         f'<line x1="{_MARGIN_LEFT}" y1="{plot_bottom}" x2="{width - _MARGIN_RIGHT}" '
         f'y2="{plot_bottom}" stroke="#999"/>'
     )
     return _frame(width, height, title, body, [s.name for s in series] if len(series) > 1 else [])
+
+
+def axis_labels(categories: Sequence[str], limit: int = 18) -> list[str]:
+    """Labels of at most `limit` characters that tell the categories apart: a long name keeps its
+    start and its end (scorers and groups often differ only at the end: `judge_correctness_a`,
+    `judge_correctness_b`); names that still read alike are numbered. The full name is each
+    bar's tooltip."""
+    head = (limit - 1) // 2
+    tail = limit - 1 - head
+    labels = [c if len(c) <= limit else c[:head] + "…" + c[-tail:] for c in categories]
+    repeated = {label for label in labels if labels.count(label) > 1}
+    for index, label in enumerate(labels):
+        if label in repeated and len(categories[index]) > limit:
+            number = f" #{index + 1}"
+            labels[index] = categories[index][: limit - len(number) - 1] + "…" + number
+    return labels
 
 
 def histogram(
