@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
+import cmarkgfm
 import pyarrow as pa
 from markdown_it import MarkdownIt
 
@@ -70,6 +71,14 @@ def rendered(markdown: str) -> _Html:
     return parsed
 
 
+def rendered_on_github(markdown: str) -> _Html:
+    """As GitHub shows report.md: its cmark fork with the GFM extensions (autolinks included)."""
+    parsed = _Html()
+    parsed.feed(cmarkgfm.github_flavored_markdown_to_html(markdown))
+    parsed.close()
+    return parsed
+
+
 def hostile_result(
     texts: list[str], variant: str = "", keys: list[str] | None = None, score: float = 0.0
 ) -> EvalResult:
@@ -96,6 +105,7 @@ def test_agent_text_makes_no_link_image_or_html() -> None:
     texts = HOSTILE + ORDINARY
     markdown = to_markdown(eval_report(hostile_result(texts)))
     assert not {"a", "img"} & set(rendered(markdown).tags)
+    assert not {"a", "img"} & set(rendered_on_github(markdown).tags)
     # The failing rows: a table and nothing else (no emphasis, code, strikethrough, heading).
     failing = markdown.split("## Rows failing exact")[1]
     page = rendered(failing)
@@ -139,3 +149,22 @@ def test_the_report_keeps_its_own_formatting() -> None:
     for text in ORDINARY:  # plain text stays plain in the file too
         assert f"| {text} |" in markdown
     assert re.search(r"^# Evaluation: ", markdown)
+
+
+def test_bare_urls_in_answers_are_no_links_on_github() -> None:
+    """GitHub links a bare `http://...` or `www....` in Markdown text: an answer naming a URL
+    (a phishing link an agent was talked into, a tracking page) became a live link in report.md
+    on GitHub while report.html showed text."""
+    texts = [
+        "see http://evil.example/x now",
+        "HTTPS://evil.example/upper",
+        "ftp://files.example/z",
+        "www.evil.example/path",
+        "(WWW.evil.example) and https://www.evil.example",
+        "ratio 3:1 // and xwww.not.example",
+    ]
+    markdown = to_markdown(eval_report(hostile_result(texts)))
+    page = rendered_on_github(markdown)
+    assert "a" not in page.tags
+    for text in texts:  # shown as written
+        assert preview(text, 100) in page.cells, markdown

@@ -17,8 +17,13 @@ from agentbatch.evaluation.report.content import Null, Report, Table
 # text, so the report's own intervals read `[0.80, 0.90]`), and `<`, `>`, `&` as HTML entities
 # (raw HTML, `<http://...>` autolinks, and an entity such as `&lt;` shown as written). Block
 # syntax (`#`, `>`, `-` at a line's start, link reference definitions) needs a line start, which
-# a table cell does not have; a cell's line breaks become spaces.
-_SIGNIFICANT = re.compile(r"[\\`*~|]|\](?=[(\[])|(?<![^\W_])_|_(?![^\W_])")
+# a table cell does not have; a cell's line breaks become spaces. GitHub also links bare URLs
+# (`http://`, `https://`, `ftp://`, `www.`): the `:` before `//` and the `.` after `www` are
+# escaped, which its autolinker then passes over. A bare e-mail address is still linked (as
+# `mailto:`; GitHub finds those after escapes are read, so no escape stops it).
+_SIGNIFICANT = re.compile(
+    r"[\\`*~|]|\](?=[(\[])|(?<![^\W_])_|_(?![^\W_])|(?<=[A-Za-z]):(?=//)|(?<=[wW]{3})\."
+)
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _HTML = re.compile(r"[&<>]")
 _LINE_BREAKS = re.compile(r"\r\n|[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
