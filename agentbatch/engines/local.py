@@ -59,8 +59,14 @@ log = logging.getLogger(__name__)
 
 TableSource = Any  # a path (str / Path) or a pandas DataFrame / Arrow table
 # A quoted empty CSV field ("") is an empty string, as Spark's CSV reader has it; only an
-# empty field is NULL (DuckDB reads both as NULL by default).
-_READER_OPTIONS = {"read_csv_auto": ", allow_quoted_nulls = false"}
+# empty field is NULL (DuckDB reads both as NULL by default). Column types are guessed from
+# every row (`sample_size = -1`), as Spark's `inferSchema` reads all the input (`samplingRatio`
+# 1.0): from the first 20,480 rows only (DuckDB's default), a later value of another kind (`n/a`
+# in a column of numbers) failed the run partway, after rows were sent, run after run.
+_READER_OPTIONS = {
+    "read_csv_auto": ", allow_quoted_nulls = false, sample_size = -1",
+    "read_json_auto": ", sample_size = -1",
+}
 DEFAULT_MEMORY_LIMIT = "256MB"
 _WAREHOUSE_PREFIX = "wh_"
 
@@ -400,6 +406,22 @@ class LocalEngine:
                         "(the local target keeps its tables there)"
                     ) from None
 
+    def _conflicts_as_text(self, view: str) -> str:
+        """`view` of a JSON file, with each column whose values are of more than one kind (`5`
+        and `"B-7"`) as text, as Spark's JSON reader infers such a column: `B-7` and `5`. DuckDB
+        gives it its JSON type, whose text kept a string's quotes (a key `"B-7"`)."""
+        mixed = [
+            name
+            for name, type_name, *_ in self._con.execute(f"DESCRIBE {view}").fetchall()
+            if type_name == "JSON"
+        ]
+        if not mixed:
+            return view
+        names = [exp.to_identifier(name, quoted=True).sql("duckdb") for name in mixed]
+        texts = ", ".join(f"({name} ->> '$') AS {name}" for name in names)
+        self._sql(f"CREATE TEMP VIEW {view}_text AS SELECT * REPLACE ({texts}) FROM {view}")
+        return f"{view}_text"
+
     def _with_portable_types(self, view: str) -> str:
         """`view`, with columns of DuckDB-only types read as text: no type at all (a source with
         no rows: pandas' empty object column, Parquet's null), and ENUM (a pandas Categorical).
@@ -460,7 +482,7 @@ class LocalEngine:
                 ) from None
             if no_rows:  # its types are guesses
                 self._guessed.append(f"{name}={path}")
-            return view
+            return self._conflicts_as_text(view) if reader == "read_json_auto" else view
         try:
             self._con.register(view, source)  # pandas DataFrame or Arrow table, queried in place
             self._con.execute(f"DESCRIBE {view}")  # an object DuckDB cannot scan fails here
