@@ -12,7 +12,8 @@ repeated AS (
   HAVING count(*) > 1
 )
 SELECT
-  (SELECT count(*) FROM fingerprinted) AS `selected`,
+  `counted`.`selected`,
+  `counted`.`requested`,
   (SELECT count(*) FROM {{ source }} WHERE {{ key }} IS NULL{% if where %} AND ({{ where }}){% endif %}) AS `null_keys`,
 {% if incremental or refresh_since %}
   (SELECT count(*) FROM done) AS `done`,
@@ -35,3 +36,11 @@ SELECT
 {% else %}
   0 AS `target_repeated_keys`
 {% endif %}
+{#- Every selected request is computed here (`requested`, read out: an optimizer prunes an unused
+    column, and counts a never-NULL value, the fingerprint, as `count(*)`, which would also skip a
+    file's bytes it hashes): a source value the job's SQL cannot convert fails the run before any
+    call, not once the rows before it were sent. -#}
+FROM (
+  SELECT count(*) AS `selected`, count(`_request`) AS `requested`
+  FROM fingerprinted
+) AS `counted`

@@ -110,6 +110,23 @@ def test_a_late_value_that_does_not_convert_is_the_same_error(tmp_path: Path) ->
     assert (summary["table_rows"], summary["table_errors"]) == (rows + 1, 1)
 
 
+def test_a_late_value_that_does_not_convert_fails_before_any_call(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """Every selected row's request is computed before the first call: a value that does not
+    convert in the last row of a large source used to fail the run once the rows before it were
+    sent (each paid for again once the user's fixed request changes their fingerprint)."""
+    rows = 30_000
+    job = write_job(tmp_path, "concat('n=', CAST(stars AS INT) + 1)")
+    source = tmp_path / "reviews.parquet"
+    stars = [*(str(i % 5) for i in range(rows)), "x"]
+    pq.write_table(pa.table({"review_id": range(rows + 1), "stars": stars}), source)
+    with pytest.raises(EngineError, match=r"reviews\.yml:6: request: a source value does"):
+        run(tmp_path, job, source, agent.url)
+    assert agent.stats().requests_total == 0
+    assert not (tmp_path / "out.parquet").exists()
+
+
 def test_an_estimate_names_the_request_too(tmp_path: Path, agent: AgentServer) -> None:
     job = write_job(tmp_path, "concat('n=', CAST(stars AS INT) + 1)")
     source = write_source(tmp_path, ["2", "x", "4"])
