@@ -6,6 +6,12 @@ client far less). Replies are read whole, under a size cap and the call's deadli
 endless reply becomes a row error instead of a hang or an out-of-memory; a refusal (a status of 300
 or more) over the cap keeps its status, and the policy for it, without its message.
 
+Compressed replies (`gzip`, `deflate`, the only codings asked for) are unpacked here, not by
+aiohttp, whose gzip decoder takes a stream that ends unfinished for a whole one: a body without a
+length (read until the connection closes, RFC 9112 section 6.3) is complete when its stream's
+end came, cut short when the connection closed before it (transient, sent again), and read
+without waiting for a connection the server keeps open after it.
+
 Redirects are followed here, not by aiohttp (which follows up to 10 per call, each a POST the
 agent may run, and turns a POST into a GET on 301/302/303): only a 307 or 308 within the agent's
 origin (or from http to https on the same host), at most MAX_REDIRECTS per call, never back to a
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -36,6 +43,11 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_REDIRECTS = 2
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MESSAGE_CHARS = 300
+# The codings unpacked here (RFC 9110 section 8.4.1), asked for in every request's
+# Accept-Encoding; a reply in another one aiohttp reads as it reads an unknown coding.
+_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+_UNSUPPORTED_CODINGS = frozenset({"br", "zstd"})
+_ACCEPT_ENCODING = "gzip, deflate"
 
 
 @dataclass(slots=True)  # one per call: a frozen dataclass's __init__ costs 3x
@@ -140,7 +152,12 @@ class AiohttpTransport:
         try:
             while True:
                 async with session.post(
-                    target, data=body, headers=send, timeout=timeout, allow_redirects=False
+                    target,
+                    data=body,
+                    headers=send,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    auto_decompress=False,
                 ) as resp:
                     status = resp.status
                     if status in _REDIRECT_STATUSES and "Location" in resp.headers:
@@ -154,14 +171,6 @@ class AiohttpTransport:
                     except aiohttp.ClientPayloadError as e:
                         if not is_unreadable_reply(e):
                             raise
-                        if _cut_short(resp, e):
-                            raise TransportError(
-                                "connection",
-                                f"the connection closed inside the reply's "
-                                f"{resp.headers.get('Content-Encoding')} stream (a body "
-                                f"without a length, cut short): {_cause(e)}",
-                                retryable=True,
-                            ) from None
                         data = self._unreadable(status, e)
                     except TransportError as e:
                         if e.kind != "too_large" or status < 300:
@@ -206,14 +215,16 @@ class AiohttpTransport:
         return error
 
     @staticmethod
-    def _unreadable(status: int, error: BaseException) -> bytes:
+    def _unreadable(status: int, error: BaseException, coding: str | None = None) -> bytes:
         """A whole reply whose body cannot be decoded: an answer (2xx) is a permanent row error
         keeping its status; a refusal keeps its status without its message, so the policy for
         that status (retry, refresh, stop) still applies."""
         if 200 <= status < 300:
             raise TransportError(
                 "parse",
-                f"HTTP {status} reply could not be read: {_cause(error)}",
+                f"HTTP {status} reply could not be read: "
+                + (f"Can not decode content-encoding: {coding}: " if coding else "")
+                + _cause(error),
                 retryable=False,
                 status=status,
             )
@@ -223,30 +234,63 @@ class AiohttpTransport:
         last = self._headers_for
         if last is not None and last[0] is headers and last[1] == stream:
             return last[2]
-        send = {"Content-Type": "application/json", **headers}
+        send = {"Content-Type": "application/json", "Accept-Encoding": _ACCEPT_ENCODING, **headers}
         if stream:
             send["Accept"] = "text/event-stream"
         self._headers_for = (headers, stream, send)
         return send
 
     async def _read(self, resp: aiohttp.ClientResponse, *, stream: bool) -> bytes:
-        length = _plain_length(resp)
+        coding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if coding in _UNSUPPORTED_CODINGS:
+            # Not asked for, and not read here: a reply that came and cannot be read.
+            return self._unreadable(
+                resp.status, ValueError(f"Can not decode content-encoding: {coding}")
+            )
+        unpack = _Unpacker(coding) if coding in _CODINGS else None
+        length = resp.content_length if unpack is None else None
         if length is not None and length > self._max_body:
             raise self._too_large(resp.status)
         if length is not None and not stream:
             return await resp.read()
+        # Read until the connection closes (RFC 9112 section 6.3): complete at the end of its
+        # compressed stream, if it has one.
+        until_close = "Content-Length" not in resp.headers and (
+            "chunked" not in resp.headers.get("Transfer-Encoding", "").lower()
+        )
         chunks: list[bytes] = []
         size = 0
         # An SSE stream is complete at its end event: do not wait for a lingering connection.
         end = StreamEnd() if stream else None
         try:
             async for chunk in resp.content.iter_any():
+                if unpack is not None:
+                    try:
+                        chunk = unpack.feed(chunk, self._max_body - size)
+                    except zlib.error as e:
+                        return self._unreadable(resp.status, e, coding)
                 size += len(chunk)
                 if size > self._max_body:
                     raise self._too_large(resp.status)
                 chunks.append(chunk)
                 if end is not None and end.feed(chunk):
                     break
+                if unpack is not None and unpack.done and until_close:
+                    break
+            else:
+                if unpack is not None and not unpack.done and unpack.fed:
+                    if until_close:
+                        raise TransportError(
+                            "connection",
+                            f"the connection closed inside the reply's {coding} stream (a "
+                            "body without a length, cut short)",
+                            retryable=True,
+                        )
+                    # Its whole length came, and its stream does not end: no cut, re-sending
+                    # would pay for the same reply.
+                    return self._unreadable(
+                        resp.status, ValueError("the compressed stream ends unfinished"), coding
+                    )
         except TransportError:
             raise
         except Exception:
@@ -274,27 +318,40 @@ class AiohttpTransport:
             self._session = None
 
 
-def _plain_length(resp: aiohttp.ClientResponse) -> int | None:
-    """The body's length as read, when the headers tell it: not for a compressed body, whose
-    Content-Length is what it unpacks from (a small gzip can unpack past any cap)."""
-    if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return None
-    return resp.content_length
+class _Unpacker:
+    """A `gzip` or `deflate` body unpacked as it comes, knowing when its stream has ended."""
 
+    __slots__ = ("_coding", "_inflate", "done", "fed")
 
-def _cut_short(resp: aiohttp.ClientResponse, error: BaseException) -> bool:
-    """Whether a body its decoder refused was cut short rather than undecodable: one without a
-    length (read until the connection closes, RFC 9112 section 6.3) whose connection closed
-    inside its deflate stream. aiohttp's decoder refuses that at the end of data
-    (http_parser.py, `DeflateBuffer.feed_eof`: ContentEncodingError "deflate"), raised when the
-    connection is lost as "Response payload is not completed" (client_proto.py,
-    `connection_lost`), where a body with a length cut short is a ContentLengthError. A body
-    with a length that came whole, or bytes that do not decode, are no cut: they stay a reply
-    that came and cannot be read (permanent), or re-sending would pay for it again."""
-    headers = resp.headers
-    if "Content-Length" in headers or "chunked" in headers.get("Transfer-Encoding", "").lower():
-        return False
-    return str(error).startswith("Response payload is not completed")
+    def __init__(self, coding: str) -> None:
+        self._coding = _CODINGS[coding]
+        self._inflate: zlib._Decompress | None = None
+        self.done = False  # the stream's end came
+        self.fed = False
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """What `data` unpacks to: at most `room + 1` bytes, so a small body that unpacks past
+        the size cap is refused without unpacking it all. Raises zlib.error for bytes that do
+        not decode."""
+        out = b""
+        while data:
+            if self._inflate is None or self.done:
+                # Another gzip member (RFC 1952 section 2.2); deflate has one stream.
+                # Trailing zero bytes some servers pad with are no member.
+                if self.done and (self._coding == "deflate" or not data.strip(b"\0")):
+                    break
+                # RFC 9110's deflate is zlib-wrapped (RFC 1950); servers also send the bare
+                # deflate stream (RFC 1951), read as aiohttp reads it (by its first byte).
+                wbits = 31 if self._coding == "gzip" else 15 if data[0] & 0x0F == 8 else -15
+                self._inflate = zlib.decompressobj(wbits)
+                self.done = False
+            self.fed = True
+            out += self._inflate.decompress(data, max(room - len(out), 0) + 1)
+            if len(out) > room:
+                return out
+            self.done = self._inflate.eof
+            data = self._inflate.unused_data if self.done else self._inflate.unconsumed_tail
+        return out
 
 
 def _describe(error: BaseException) -> str:

@@ -26,6 +26,7 @@ the local engine against a server on 127.0.0.1, and checked in the output table.
 
 from __future__ import annotations
 
+import gzip
 import json
 import socketserver
 import threading
@@ -52,6 +53,7 @@ request: question
 agent:
   endpoint: apps/wire-agent
   stream: {stream}
+  timeout_seconds: {timeout}
   max_retries: 1
   fail_on_error: false
 output:
@@ -89,9 +91,11 @@ def run(tmp_path: Path, reply: tuple[str, bytes], *, stream: bool) -> list[dict[
     return rows
 
 
-def run_job(tmp_path: Path, url: str, *, stream: bool = False) -> list[dict[str, Any]]:
+def run_job(
+    tmp_path: Path, url: str, *, stream: bool = False, timeout: float = 300.0
+) -> list[dict[str, Any]]:
     tmp_path.mkdir(exist_ok=True)
-    (tmp_path / "job.yml").write_text(JOB.format(stream=str(stream).lower()))
+    (tmp_path / "job.yml").write_text(JOB.format(stream=str(stream).lower(), timeout=timeout))
     (tmp_path / "questions.csv").write_text("id,question\n1,hello\n")
     out = tmp_path / "out.parquet"
     result = agentbatch.run(
@@ -229,10 +233,17 @@ class RawAgent(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, reply: bytes, *then: bytes) -> None:
+    def __init__(self, reply: bytes, *then: bytes, hold_s: float = 0.0) -> None:
         self.replies = [reply, *then]
         self.posts = 0
+        # Seconds the connection stays open after the reply (a server that does not close it).
+        self.hold_s = hold_s
+        self.stopping = threading.Event()
         super().__init__(("127.0.0.1", 0), RawHandler)
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        super().shutdown()
 
     @property
     def reply(self) -> bytes:
@@ -257,6 +268,8 @@ class RawHandler(socketserver.StreamRequestHandler):
         # The run's probe (a bodiless GET) is no call.
         self.server.posts += request_line.startswith(b"POST ")
         self.wfile.write(self.server.reply)
+        self.wfile.flush()
+        self.server.stopping.wait(self.server.hold_s)
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
@@ -321,11 +334,13 @@ def test_a_databricks_error_object_in_a_stream_fails_the_row_as_it_does_not_stre
     assert not_streamed[0]["error"] == "[permanent] agent error: INTERNAL_ERROR: the model crashed"
 
 
-def raw_reply(body: bytes, *, stream: bool, headers: bytes = b"") -> bytes:
+def raw_reply(
+    body: bytes, *, stream: bool, headers: bytes = b"", coding: bytes = b"deflate"
+) -> bytes:
     content_type = b"text/event-stream" if stream else b"application/json"
     return (
-        b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Encoding: deflate\r\n"
-        b"Connection: close\r\n%s\r\n%s" % (content_type, headers, body)
+        b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Encoding: %s\r\n"
+        b"Connection: close\r\n%s\r\n%s" % (content_type, coding, headers, body)
     )
 
 
@@ -336,12 +351,15 @@ def deflated(data: bytes, *, raw: bool) -> bytes:
     return packer.compress(data) + packer.flush()
 
 
-def serve_raw(tmp_path: Path, *replies: bytes, stream: bool) -> tuple[RawAgent, dict[str, Any]]:
-    with RawAgent(*replies) as agent:
+def serve_raw(
+    tmp_path: Path, *replies: bytes, stream: bool, hold_s: float = 0.0, timeout: float = 300.0
+) -> tuple[RawAgent, dict[str, Any]]:
+    with RawAgent(*replies, hold_s=hold_s) as agent:
         thread = threading.Thread(target=agent.serve_forever, daemon=True)
         thread.start()
         try:
-            rows = run_job(tmp_path, f"http://127.0.0.1:{agent.server_address[1]}", stream=stream)
+            url = f"http://127.0.0.1:{agent.server_address[1]}"
+            rows = run_job(tmp_path, url, stream=stream, timeout=timeout)
         finally:
             agent.shutdown()
     return agent, rows[0]
@@ -398,3 +416,69 @@ def test_a_deflate_body_that_came_whole_but_does_not_decode_is_permanent(
     agent, row = serve_raw(tmp_path, reply, stream=False)
     assert agent.posts == 1
     assert row["error"].startswith("[permanent] ") and row["attempts"] == 1
+
+
+def gzipped(data: bytes) -> bytes:
+    return gzip.compress(data)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip"])
+def test_a_gzip_body_without_a_length_cut_short_is_sent_again(
+    tmp_path: Path, stream: bool, coding: str
+) -> None:
+    """gzip ends with its length and CRC (RFC 1952 section 2.3): a body read until the
+    connection closed whose gzip stream had not ended is cut short, as a deflate one is. aiohttp
+    hands over what it unpacked: the JSON cut short was `[permanent] reply is not JSON`, sent
+    once and never asked again by a later run."""
+    whole = gzipped(answer_body(stream))
+    cut = raw_reply(whole[: len(whole) // 2], stream=stream, coding=coding.encode())
+    agent, row = serve_raw(
+        tmp_path, cut, raw_reply(whole, stream=stream, coding=coding.encode()), stream=stream
+    )
+    assert agent.posts == 2
+    assert row["response"] == "fine" and row["error"] is None and row["attempts"] == 2
+
+
+def test_a_gzip_body_cut_short_every_time_is_a_transient_row_error(tmp_path: Path) -> None:
+    whole = gzipped(ANSWER)
+    cut = raw_reply(whole[: len(whole) - 4], stream=False, coding=b"gzip")  # all but its length
+    agent, row = serve_raw(tmp_path, cut, stream=False)
+    assert agent.posts == 2  # the job's max_retries: 1
+    assert row["error"].startswith(
+        "[transient] the connection closed inside the reply's gzip stream"
+    )
+
+
+def test_a_gzip_body_with_its_length_whose_stream_does_not_end_is_permanent(
+    tmp_path: Path,
+) -> None:
+    """Its whole Content-Length came: no cut, and sending it again would pay for the same."""
+    part = gzipped(ANSWER)[:-8]
+    reply = raw_reply(
+        part, stream=False, coding=b"gzip", headers=b"Content-Length: %d\r\n" % len(part)
+    )
+    agent, row = serve_raw(tmp_path, reply, stream=False)
+    assert agent.posts == 1
+    assert row["error"].startswith("[permanent] HTTP 200 reply could not be read: ")
+    assert row["attempts"] == 1
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_whole_compressed_body_is_read_without_waiting_for_the_connection_to_close(
+    tmp_path: Path, coding: str
+) -> None:
+    """A body without a length whose compressed stream has ended is whole, though the server
+    keeps the connection open: it waited for the call's deadline, then was thrown away as a
+    timeout and paid for again."""
+    body = gzipped(ANSWER) if coding == "gzip" else deflated(ANSWER, raw=False)
+    agent, row = serve_raw(
+        tmp_path,
+        raw_reply(body, stream=False, coding=coding.encode()),
+        stream=False,
+        hold_s=30.0,
+        timeout=4.0,
+    )
+    # It was `[transient] no complete reply within 4s`, sent twice (the job's max_retries: 1).
+    assert row["response"] == "fine" and row["error"] is None and row["attempts"] == 1
+    assert agent.posts == 1
