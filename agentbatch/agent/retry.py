@@ -77,8 +77,8 @@ def _is_aiohttp_connection_error(error: BaseException) -> bool:
 # Brotli installed), a header or chunk line over the parser's limit, a status line or header
 # the parser refuses (`HTTP/1.1 2OO`, a control character in a header name). A body cut short is
 # another error (ContentLengthError, TransferEncodingError) and stays a connection error, as a
-# deflate body without a length whose connection closed inside its stream is (the decoder's
-# ContentEncodingError at the end of data: transport.py, `_cut_short`).
+# gzip or deflate body without a length whose connection closed inside its stream is
+# (transport.py unpacks those codings itself: `_Unpacker`).
 _UNREADABLE = frozenset({"ContentEncodingError", "LineTooLong", "BadStatusLine", "InvalidHeader"})
 # The parser's other refusals of a reply's framing (both Content-Length and Transfer-Encoding,
 # two Content-Lengths, a chunk size that is not hex: aiohttp/_http_parser.pyx,
