@@ -120,6 +120,7 @@ async def run_bulk(
     budget: SpendGuard | None = None,
     limiter: Limiter | None = None,
     stats: BulkStats | None = None,
+    endpoint: Endpoint | None = None,
 ) -> BulkStats:
     """Answer every input row, recording each answer in `ledger`.
 
@@ -129,19 +130,20 @@ async def run_bulk(
     With a `budget`, each row is admitted by it before it is sent (the built-in agent is free).
     `limiter`: one made by the caller (a Spark task's, following a shared budget); by default
     one from the call's caps. `stats`: the caller's, to read also when the run raises.
+    `endpoint`: `call.endpoint` resolved by the caller (`resolve_call_endpoint`); by default
+    resolved here.
     """
     fmt = _response_format(call)
-    endpoint, _ = await asyncio.gather(
-        asyncio.to_thread(
-            resolve_endpoint,
-            call.endpoint,
-            api=call.api,
-            overrides=endpoint_overrides,
-            databricks_options=call.databricks_options,
-            config_factory=config_factory,
-        ),
-        asyncio.to_thread(_load_what_commits_use),
-    )
+    if endpoint is None:
+        endpoint, _ = await asyncio.gather(
+            asyncio.to_thread(
+                resolve_call_endpoint, call, endpoint_overrides, config_factory=config_factory
+            ),
+            asyncio.to_thread(_load_what_commits_use),
+        )
+    else:
+        await asyncio.to_thread(_load_what_commits_use)
+    assert endpoint is not None
     stats = stats if stats is not None else BulkStats()
     started = time.monotonic()
     if progress is not None:
@@ -169,6 +171,23 @@ async def run_bulk(
         if progress is not None:
             progress.finish(stats)
     return stats
+
+
+def resolve_call_endpoint(
+    call: CallSpec,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    config_factory: ConfigFactory = default_config,
+) -> Endpoint:
+    """Where `call`'s rows go, with its credentials: raises ConfigError or AgentError when it
+    cannot be reached (no workspace credentials), before anything is created or sent."""
+    return resolve_endpoint(
+        call.endpoint,
+        api=call.api,
+        overrides=overrides,
+        databricks_options=call.databricks_options,
+        config_factory=config_factory,
+    )
 
 
 def run_bulk_sync(batches: Batches, **kwargs: Any) -> BulkStats:
@@ -575,4 +594,4 @@ def _record(budget: SpendGuard, outcome: Outcome) -> None:
     )
 
 
-__all__ = ["Batches", "run_bulk", "run_bulk_sync"]
+__all__ = ["Batches", "resolve_call_endpoint", "run_bulk", "run_bulk_sync"]

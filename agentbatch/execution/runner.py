@@ -352,12 +352,17 @@ def _run_fallback(
                         ledger.end_refresh()
             return _summarise(the_plan, engine, {**spread, **counts})
 
-    from agentbatch.agent.bulk import run_bulk_sync
+    from agentbatch.agent.bulk import resolve_call_endpoint, run_bulk_sync
     from agentbatch.agent.content import input_batch_rows
     from agentbatch.agent.ledger import Ledger
     from agentbatch.agent.progress import LogProgress, RichProgress
     from agentbatch.agent.stats import BulkStats
 
+    # The endpoint and its credentials before anything is created: a run refused for want of
+    # them (no workspace credentials) leaves no ledger and no empty target behind.
+    endpoint = resolve_call_endpoint(
+        steps.call, the_plan.options.endpoints, config_factory=_workspace_of(the_plan)
+    )
     ledger = Ledger(
         ledger_path(the_plan),
         key=the_plan.job.source.key,
@@ -398,6 +403,7 @@ def _run_fallback(
                 ledger=ledger,
                 endpoint_overrides=the_plan.options.endpoints,
                 config_factory=_workspace_of(the_plan),
+                endpoint=endpoint,
                 retry_errors=the_plan.options.retry_errors,
                 progress=RichProgress() if the_plan.options.progress else LogProgress(),
                 total_rows=total,

@@ -210,7 +210,7 @@ def test_a_dead_endpoint_stops_the_cli_run_with_the_cause_and_no_output(project:
 
 def test_a_run_without_workspace_auth_says_how_to_use_a_local_agent(project: Project) -> None:
     """The README's first run without `--endpoint`: one line, exit 3, with the mapping to the
-    local agent for the job's endpoint."""
+    local agent for the job's endpoint, and nothing created."""
     out = project.root / "out" / "sentiment.parquet"
     done = subprocess.run(
         [sys.executable, "-m", "agentbatch", "run", "jobs/reviews.yml", "--no-progress",
@@ -228,3 +228,7 @@ def test_a_run_without_workspace_auth_says_how_to_use_a_local_agent(project: Pro
         "; or, to send endpoint apps/review-agent's rows to an agent on this machine, run with "
         "--endpoint apps/review-agent=http://127.0.0.1:8000 (the port your agent server prints)"
     )
+    # Refused before its first call, it creates nothing: it left an empty output table (0 rows,
+    # which a later run or a reader takes for the job's result) and a ledger.
+    assert not out.exists()
+    assert not (project.root / ".agentbatch" / "state").exists()
