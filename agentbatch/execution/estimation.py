@@ -10,7 +10,11 @@ A reader of the plan plus a sampled run:
    keys). Its answers are kept: checkpointed and written to the target like any run's, so they
    count as answered and are never paid again;
 3. project the rest from the sample: tokens per row with a 95% interval, the wall time of the
-   calls at the concurrency the agent sustained, and the cost where a price is declared.
+   calls at the concurrency the agent sustained, and the cost where a price is declared. The
+   rest fails as often as the sample did: the rows expected to be answered are projected at the
+   answered rows' mean, those expected to fail at what the sample's failed rows reported (none
+   when they reported no usage: their cost is unknown), and the projection with every row at
+   the answered rows' mean is given beside it (`projected_tokens_all_answered`).
 
 The per-row figures are saved beside the checkpoint (`<state>/<target>__<table>.estimate.json`,
 keyed by the call fingerprint): the budget guard of the next runs judges tokens and cost with them
@@ -171,6 +175,15 @@ class Estimate:
     projected_wall_s_high: float | None = None
     price: dict[str, float] | None = None
     projected_cost: Interval | None = None
+    # The remaining rows expected to fail, at the sample's share of failed rows (with its 95%
+    # interval), and the tokens per row the sample's failed rows reported (None: none did).
+    projected_errors: Interval | None = None
+    error_input_tokens_per_row: float | None = None
+    error_output_tokens_per_row: float | None = None
+    # Every remaining row at the answered rows' mean: what the rest costs if the failed rows
+    # cost what answered ones do (an agent may bill a call it answered with an error).
+    projected_tokens_all_answered: Interval | None = None
+    projected_cost_all_answered: Interval | None = None
     sample_input_tokens: int = 0
     sample_output_tokens: int = 0
     sample_cost: float | None = None
@@ -481,6 +494,14 @@ def _read_sample(found: Estimate, the_plan: Plan, engine: Engine, keys: list[Any
     if errors:
         found.commonest_error = max(set(errors), key=errors.count)
     answered = [row for row in rows if row["error"] is None]
+    reported = [row for row in rows if row["error"] is not None and row["input_tokens"] is not None]
+    if reported:
+        found.error_input_tokens_per_row = statistics.fmean(
+            float(row["input_tokens"]) for row in reported
+        )
+        found.error_output_tokens_per_row = statistics.fmean(
+            float(row["output_tokens"] or 0) for row in reported
+        )
     found.sample_input_tokens = sum(int(row["input_tokens"] or 0) for row in rows)
     found.sample_output_tokens = sum(int(row["output_tokens"] or 0) for row in rows)
     population = max(found.to_send, 1)
@@ -499,29 +520,88 @@ def _read_sample(found: Estimate, the_plan: Plan, engine: Engine, keys: list[Any
         found.latency_ms = found.sample_wall_s * 1000.0 / found.sampled
 
 
+def share_interval(hits: int, n: int) -> Interval:
+    """The share `hits / n` with its 95% Wilson score interval (sound at 0 or n hits)."""
+    share = hits / n
+    z2 = _Z95 * _Z95
+    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
+    half = _Z95 * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return Interval(share, max(centre - half, 0.0), min(centre + half, 1.0))
+
+
+def _project_tokens(found: Estimate, price: Price | None) -> None:
+    """Tokens and cost of the remaining rows: the answered share at the answered rows' mean,
+    the failed share at what the sample's failed rows reported (nothing when none did)."""
+    assert found.input_tokens_per_row is not None and found.output_tokens_per_row is not None
+    rows = found.remaining
+    failed = share_interval(found.sample_errors, max(found.sampled, 1))
+    found.projected_errors = failed.scaled(rows)
+    # The fewest rows answered go with the lowest per-row figures, the most with the highest.
+    answered = Interval(1 - failed.mean, 1 - failed.high, 1 - failed.low).scaled(rows)
+    error_in = found.error_input_tokens_per_row or 0.0
+    error_out = found.error_output_tokens_per_row or 0.0
+
+    def projected(per_row: Interval, per_error: float) -> Interval:
+        errors = found.projected_errors
+        assert errors is not None
+        return Interval(
+            per_row.mean * answered.mean + per_error * errors.mean,
+            per_row.low * answered.low + per_error * errors.low,
+            per_row.high * answered.high + per_error * errors.high,
+        )
+
+    found.projected_input_tokens = projected(found.input_tokens_per_row, error_in)
+    found.projected_output_tokens = projected(found.output_tokens_per_row, error_out)
+    found.projected_tokens = _sum(found.projected_input_tokens, found.projected_output_tokens)
+    found.projected_cost = _cost(price, found.projected_input_tokens, found.projected_output_tokens)
+    every_in = found.input_tokens_per_row.scaled(rows)
+    every_out = found.output_tokens_per_row.scaled(rows)
+    found.projected_tokens_all_answered = _sum(every_in, every_out)
+    found.projected_cost_all_answered = _cost(price, every_in, every_out)
+    if found.sample_errors:
+        usage = (
+            f"projected at the {error_in + error_out:,.0f} tokens per row that failed rows reported"
+            if found.error_input_tokens_per_row is not None
+            else "projected at 0 tokens: the agent reported no usage for them, so their cost "
+            "is unknown"
+        )
+        found.notes.append(
+            f"{found.sample_errors} of {found.sampled} sampled row(s) failed: about "
+            f"{found.projected_errors.mean:,.0f} of the {rows:,} remaining rows are expected to "
+            f"fail, {usage}; projected tokens are the rest at the answered rows' mean. Every "
+            f"remaining row at that mean: {found.projected_tokens_all_answered.mean:,.0f} tokens"
+            + (
+                f", cost {found.projected_cost_all_answered.mean:,.4g}"
+                if found.projected_cost_all_answered is not None
+                else ""
+            )
+        )
+
+
+def _sum(one: Interval, other: Interval) -> Interval:
+    return Interval(one.mean + other.mean, one.low + other.low, one.high + other.high)
+
+
+def _cost(price: Price | None, input_tokens: Interval, output_tokens: Interval) -> Interval | None:
+    if price is None:
+        return None
+    return Interval(
+        cost_of(price, input_tokens.mean, output_tokens.mean) or 0.0,
+        cost_of(price, input_tokens.low, output_tokens.low) or 0.0,
+        cost_of(price, input_tokens.high, output_tokens.high) or 0.0,
+    )
+
+
 def _project(found: Estimate, the_plan: Plan, price: Price | None) -> None:
     """The rest of the run, from the sample: tokens, time, cost."""
     found.remaining = max(found.to_send - found.sampled, 0)
     rows = found.remaining
     if found.input_tokens_per_row is not None and found.output_tokens_per_row is not None:
-        found.projected_input_tokens = found.input_tokens_per_row.scaled(rows)
-        found.projected_output_tokens = found.output_tokens_per_row.scaled(rows)
-        found.projected_tokens = Interval(
-            found.projected_input_tokens.mean + found.projected_output_tokens.mean,
-            found.projected_input_tokens.low + found.projected_output_tokens.low,
-            found.projected_input_tokens.high + found.projected_output_tokens.high,
+        _project_tokens(found, price)
+    elif found.sample_errors and not found.sample_ok:
+        found.notes.append(
+            f"every sampled row failed ({found.sample_errors}): tokens and cost are unknown"
         )
-        if price is not None:
-            low = cost_of(
-                price, found.projected_input_tokens.low, found.projected_output_tokens.low
-            )
-            mean = cost_of(
-                price, found.projected_input_tokens.mean, found.projected_output_tokens.mean
-            )
-            high = cost_of(
-                price, found.projected_input_tokens.high, found.projected_output_tokens.high
-            )
-            found.projected_cost = Interval(mean or 0.0, low or 0.0, high or 0.0)
     if price is not None:
         found.sample_cost = cost_of(price, found.sample_input_tokens, found.sample_output_tokens)
         found.price = {

@@ -41,9 +41,19 @@ def print_estimate(found: Estimate, *, as_json: bool = False) -> None:
         ("latency", _ms(found.latency_ms, found.p95_latency_ms)),
         ("concurrency", _concurrency(found)),
         ("remaining", f"{found.remaining:,} row(s) after the sample"),
+    ]
+    if found.sample_errors and found.projected_errors is not None:
+        rows.append(("expected to fail", _interval(found.projected_errors, digits=0)))
+    rows += [
         ("projected tokens", _interval(found.projected_tokens)),
         ("  input", _interval(found.projected_input_tokens)),
         ("  output", _interval(found.projected_output_tokens)),
+    ]
+    if found.sample_errors and found.projected_tokens_all_answered is not None:
+        rows.append(
+            ("  if failed rows cost as answered", _interval(found.projected_tokens_all_answered))
+        )
+    rows += [
         ("projected wall time", _wall(found)),
     ]
     if found.price is not None:
@@ -54,6 +64,15 @@ def print_estimate(found: Estimate, *, as_json: bool = False) -> None:
                 f"output {found.price['output_per_million']:g}",
             ),
             ("projected cost", _interval(found.projected_cost, digits=4)),
+        ]
+        if found.sample_errors and found.projected_cost_all_answered is not None:
+            rows.append(
+                (
+                    "  if failed rows cost as answered",
+                    _interval(found.projected_cost_all_answered, digits=4),
+                )
+            )
+        rows += [
             ("sample cost", "" if found.sample_cost is None else f"{found.sample_cost:,.4g}"),
         ]
     for name, value in rows:
@@ -66,6 +85,8 @@ def print_estimate(found: Estimate, *, as_json: bool = False) -> None:
 def _interval(value: Interval | None, digits: int = 1) -> str:
     if value is None:
         return "unknown"
+    if digits == 0:
+        return f"{value.mean:,.0f} (95%: {value.low:,.0f} - {value.high:,.0f})"
     if digits > 1:
         return f"{value.mean:,.{digits}g} (95%: {value.low:,.{digits}g} - {value.high:,.{digits}g})"
     return f"{value.mean:,.{digits}f} (95%: {value.low:,.{digits}f} - {value.high:,.{digits}f})"

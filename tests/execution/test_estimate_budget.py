@@ -270,3 +270,61 @@ def test_plan_of_a_refresh_while_a_run_holds_the_checkpoint(
     assert planned.returncode == 0, planned.stderr
     assert "refresh:   continues the one begun" in planned.stdout
     assert ledger.read_bytes() == before
+
+
+FAILING_JOB = """\
+name: half_failing
+source:
+  table: main.s.questions
+  key: id
+  columns: [question]
+request: question
+agent:
+  endpoint: apps/triage-agent
+output:
+  table: main.s.answers
+  mode: merge
+"""
+
+
+def test_a_sample_with_errors_projects_the_rows_expected_to_fail_apart(tmp_path: Path) -> None:
+    """Rows the agent refuses (HTTP 400, no usage) are not projected at the answered rows' mean
+    tokens and cost: the estimate counts the rows expected to fail, says their cost is unknown,
+    and gives every row at the answered rows' mean beside it. It projected all 80 remaining rows
+    at the answered mean, as if none would fail."""
+    lines = ["id,question"] + [
+        f"{i},{'PERMANENT_ERROR ' if i % 2 else ''}where is my order number {i}?"
+        for i in range(100)
+    ]
+    (tmp_path / "questions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "job.yml").write_text(FAILING_JOB, encoding="utf-8")
+    (tmp_path / "agentbatch.yml").write_text(
+        "prices:\n  apps/triage-agent: {input_per_million: 2, output_per_million: 10}\n",
+        encoding="utf-8",
+    )
+    with serve_agent() as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "agentbatch", "estimate", str(tmp_path / "job.yml"),
+             "--table", f"main.s.questions={tmp_path / 'questions.csv'}",
+             "--table", f"main.s.answers={tmp_path / 'out.parquet'}",
+             "--endpoint", f"apps/triage-agent={server.url}",
+             "--state-dir", str(tmp_path / "state"), "--project-dir", str(tmp_path),
+             "--json", "--sample", "20", "--seed", "3"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    found = as_json(done)
+    ok, errors, remaining = found["sample_ok"], found["sample_errors"], found["remaining"]
+    assert (found["sampled"], remaining) == (20, 80) and ok and errors
+    per_row = found["input_tokens_per_row"]["mean"] + found["output_tokens_per_row"]["mean"]
+    assert found["projected_tokens"]["mean"] == pytest.approx(80 * ok / 20 * per_row, rel=1e-3)
+    assert found["error_input_tokens_per_row"] is None  # a 400 reports no usage
+    assert found["projected_errors"]["mean"] == pytest.approx(80 * errors / 20, abs=1e-3)
+    assert found["projected_tokens_all_answered"]["mean"] == pytest.approx(80 * per_row, rel=1e-3)
+    tokens = found["projected_tokens"]
+    assert tokens["low"] <= tokens["mean"] <= tokens["high"]
+    cost, every = found["projected_cost"]["mean"], found["projected_cost_all_answered"]["mean"]
+    assert cost == pytest.approx(every * ok / 20, rel=1e-3)
+    assert any(
+        f"{errors} of 20 sampled row(s) failed" in note and "cost is unknown" in note
+        for note in found["notes"]
+    ), found["notes"]
