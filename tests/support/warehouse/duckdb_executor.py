@@ -44,6 +44,8 @@ from .ai_query import (
     files_type_error,
     find_calls,
 )
+from .ansi_casts import FRACTIONAL_IDS, STRING_IDS, converted, rewrite_casts
+from .ansi_casts import format_error as format_cast_error
 from .context import Namespace, StatementContext, current_statement
 from .names import (
     check_delta_column_names,
@@ -234,7 +236,8 @@ class DuckDBExecutor:
                 if checked is not None:
                     table = _run_checked_merge(session.connection, checked, bound)
                 else:
-                    _check_write_types(session.connection, tree, bound)
+                    tree = _check_write_types(session.connection, tree, bound)
+                    duck_sql = tree.sql(dialect="duckdb")  # with a write's ANSI casts
                     relation = session.connection.sql(duck_sql, params=bound)
                     table = relation.to_arrow_table() if relation is not None else None
             except duckdb.Error as error:
@@ -287,6 +290,7 @@ class DuckDBExecutor:
             lambda catalog, schema: (f"{PREFIX}{catalog}", schema),
             unqualified=session.temporary_views | listing_names(tree),
         )
+        rewrite_casts(tree)  # before ai_query's own casts (its returnType) are added
         for call in find_calls(tree):
             check_custom_model_call(call, self.custom_models)
             call.node.replace(self._ai_query_sql(call, token))
@@ -570,8 +574,9 @@ def _run_checked_merge(
             [c[0] for c in connection.execute(query).description or []]
             for query in (checked.target_columns, checked.source_columns)
         )
-        _check_merge_types(connection, by_name(checked.tree, target, source), bound)
-        merge = checked.merge(target, source)
+        expanded = by_name(checked.tree, target, source)
+        _check_merge_types(connection, expanded, bound)  # and adds Delta's ANSI casts
+        merge = expanded.sql("duckdb")
         return connection.sql(merge, params=_step_parameters(merge, bound)).to_arrow_table()
     finally:
         connection.execute(checked.drop)
@@ -592,14 +597,16 @@ def _plain_table(table: exp.Expression) -> str:
 
 def _check_write_types(
     connection: duckdb.DuckDBPyConnection, tree: exp.Expression, bound: Any
-) -> None:
+) -> exp.Expression:
     """Databricks' store assignment for a write into an existing table (store_assignment.py):
-    INSERT [OVERWRITE] ... SELECT / VALUES, UPDATE, and MERGE (see `_check_merge_types`)."""
+    INSERT [OVERWRITE] ... SELECT / VALUES, UPDATE, and MERGE (see `_check_merge_types`). The
+    statement to run: with Spark's ANSI cast where DuckDB's would convert otherwise
+    (ansi_casts.py: a DOUBLE or a STRING into an integral column)."""
     if isinstance(tree, exp.Merge):
         target = tree.this
         using = tree.args.get("using")
         if not isinstance(target, exp.Table) or using is None:
-            return
+            return tree
         source_sql = (
             using.this.sql("duckdb") if isinstance(using, exp.Subquery) else _plain_table(using)
         )
@@ -608,40 +615,76 @@ def _check_write_types(
             source_columns = _relation(connection, source_sql, bound).columns
             expanded = by_name(tree, target_columns, source_columns)
         except (duckdb.Error, ValueError):
-            return  # the statement itself reports it
-        _check_merge_types(connection, expanded, bound)
-        return
+            return tree  # the statement itself reports it
+        if _check_merge_types(connection, expanded, bound):
+            return expanded
+        return tree
     if isinstance(tree, exp.Update) and isinstance(tree.this, exp.Table):
         pairs = [(e.this.name, e.expression) for e in tree.expressions if isinstance(e, exp.EQ)]
         _check_assignments(connection, tree.this, None, pairs, bound)
-        return
+        return tree
     if not isinstance(tree, exp.Insert) or tree.expression is None:
-        return
+        return tree
     target, names = tree.this, None
     if isinstance(target, exp.Schema):
         target, names = target.this, [c.name for c in target.expressions]
     if not isinstance(target, exp.Table):
-        return
+        return tree
     try:
         table = connection.sql(_plain_table(target))
         columns = dict(zip(table.columns, table.types, strict=True))
         written = _relation(connection, tree.expression.sql("duckdb"), bound)
     except duckdb.Error:
-        return  # the statement itself reports it
+        return tree  # the statement itself reports it
     names = names if names is not None else list(columns)
     if len(names) != len(written.types):
-        return
+        return tree
     by_lower = {name.lower(): kind for name, kind in columns.items()}
     check_store_assignment(
         (label, kind, by_lower[name.lower()])
         for label, kind, name in zip(written.columns, written.types, names, strict=True)
         if name.lower() in by_lower
     )
+    targets = [by_lower.get(name.lower()) for name in names]
+    if not any(
+        t is not None and _converts_otherwise(k, t)
+        for k, t in zip(written.types, targets, strict=True)
+    ):
+        return tree
+    # INSERT INTO t (...) SELECT <each column, cast as Delta casts it> FROM (<the query>)
+    aliases = [f"__written_{i}" for i in range(len(names))]
+    values: list[exp.Expression] = []
+    for alias, name, kind, column_type in zip(aliases, names, written.types, targets, strict=True):
+        value: exp.Expression = exp.column(alias, "__written")
+        if column_type is not None and _converts_otherwise(kind, column_type):
+            value = converted(value, _data_type(column_type), column=name, write="insert")
+        values.append(value)
+    source = exp.Subquery(
+        this=tree.expression.copy(),
+        alias=exp.TableAlias(
+            this=exp.to_identifier("__written"), columns=[exp.to_identifier(a) for a in aliases]
+        ),
+    )
+    tree.set("expression", exp.select(*values).from_(source))
+    return tree
 
 
-def _check_merge_types(connection: duckdb.DuckDBPyConnection, tree: exp.Merge, bound: Any) -> None:
+def _converts_otherwise(source: sqltypes.DuckDBPyType, target: sqltypes.DuckDBPyType) -> bool:
+    """DuckDB's cast of `source` into a `target` column differs from Spark's ANSI one: a DOUBLE,
+    FLOAT, DECIMAL or STRING into an integral column (ansi_casts.py)."""
+    if target.id not in ("tinyint", "smallint", "integer", "bigint"):
+        return False
+    return source.id in FRACTIONAL_IDS or source.id in STRING_IDS
+
+
+def _data_type(t: sqltypes.DuckDBPyType) -> exp.DataType:
+    return exp.DataType.build(str(t), dialect="duckdb")
+
+
+def _check_merge_types(connection: duckdb.DuckDBPyConnection, tree: exp.Merge, bound: Any) -> bool:
     """A MERGE's `UPDATE SET` and `INSERT` values (its stars written out by name) against the
-    target's columns, as Delta casts them (store_assignment.py)."""
+    target's columns, as Delta casts them (store_assignment.py); True when a value was given
+    Spark's ANSI cast in `tree` (`_check_assignments`)."""
     whens = tree.args.get("whens")
     pairs: list[tuple[str, exp.Expression]] = []
     for when in whens.expressions if isinstance(whens, exp.Whens) else []:
@@ -653,7 +696,7 @@ def _check_merge_types(connection: duckdb.DuckDBPyConnection, tree: exp.Merge, b
         elif isinstance(then, exp.Insert) and isinstance(then.expression, exp.Tuple):
             names = then.this.expressions if isinstance(then.this, (exp.Tuple, exp.Schema)) else []
             pairs += [(c.name, v) for c, v in zip(names, then.expression.expressions, strict=False)]
-    _check_assignments(connection, tree.this, tree.args.get("using"), pairs, bound)
+    return _check_assignments(connection, tree.this, tree.args.get("using"), pairs, bound)
 
 
 def _check_assignments(
@@ -662,9 +705,11 @@ def _check_assignments(
     source: exp.Expression | None,
     pairs: list[tuple[str, exp.Expression]],
     bound: Any,
-) -> None:
+) -> bool:
+    """Refuse what Delta's MERGE / UPDATE refuses; give each value (a node of the statement) that
+    DuckDB would convert otherwise Spark's ANSI cast (True when one was)."""
     if not pairs or not isinstance(target, exp.Table):
-        return
+        return False
     query = exp.select(*(value.copy() for _, value in pairs)).from_(target.copy())
     if source is not None:
         query = query.join(source.copy(), join_type="cross")
@@ -674,7 +719,7 @@ def _check_assignments(
         types = dict(zip((c.lower() for c in columns.columns), columns.types, strict=True))
         written = _relation(connection, sql, bound).types
     except duckdb.Error:
-        return  # the statement itself reports it
+        return False  # the statement itself reports it
     check_store_assignment(
         (
             (value.sql("databricks"), kind, types[name.lower()])
@@ -683,6 +728,14 @@ def _check_assignments(
         ),
         insert=False,
     )
+    changed = False
+    for (name, value), kind in zip(pairs, written, strict=True):
+        column_type = types.get(name.lower())
+        if column_type is not None and _converts_otherwise(kind, column_type):
+            new = converted(value.copy(), _data_type(column_type), column=name, write="update")
+            value.replace(new)
+            changed = True
+    return changed
 
 
 def _spark_json(text: str | None) -> str | None:
@@ -830,6 +883,9 @@ def _error_message(message: str) -> str:
         return message[start:]
     if DIVIDE_BY_ZERO_MESSAGE in message:
         return DIVIDE_BY_ZERO_MESSAGE
+    cast_error = format_cast_error(message)
+    if cast_error is not None:
+        return cast_error
     malformed = _malformed(message)
     if malformed is not None:
         return malformed

@@ -23,11 +23,12 @@ executor stores Databricks types in (`TIMESTAMP` is DuckDB's TIMESTAMP WITH TIME
 by the CHECK the executor adds when it creates the table). Intervals, TIME and VARIANT are let
 through (not checked).
 
-Not reproduced (DuckDB's cast converts a taken pair): a DOUBLE or DECIMAL written into an integral
-column is rounded where Spark truncates (2.7 -> 3, Spark 2), and the STRING '1.5' into INT is 2
-where Spark fails (CAST_INVALID_INPUT; both seen on local Spark 4.3, ANSI); a number into
-TIMESTAMP or back, which Spark converts (seconds since the epoch), fails in DuckDB's words; an
-overflow fails with DuckDB's words, not CAST_OVERFLOW_IN_TABLE_INSERT.
+A DOUBLE, FLOAT, DECIMAL or STRING written into an integral column is cast as Spark's ANSI cast
+does (ansi_casts.py: truncated, '1.5' refused with CAST_INVALID_INPUT, an overflow refused with
+CAST_OVERFLOW_IN_TABLE_INSERT or DELTA_CAST_OVERFLOW_IN_TABLE_WRITE naming the column), not as
+DuckDB's (rounded). Not reproduced: a number into TIMESTAMP or back, which Spark converts (seconds
+since the epoch), fails in DuckDB's words; so does an overflow into a DECIMAL or a narrower
+integral column from another integral one.
 """
 
 from __future__ import annotations

@@ -500,3 +500,84 @@ def test_a_value_longer_than_its_char_or_varchar_column_fails_the_write(connect:
             (2, None),
             (3, "no limit now"),
         ]
+
+
+def test_a_cast_to_an_integer_truncates_and_refuses_as_spark_ansi(connect: Connect) -> None:
+    """Spark's ANSI CAST to an integral type truncates a DOUBLE or DECIMAL toward zero (DuckDB's
+    rounds), refuses a STRING with a fraction or an exponent (CAST_INVALID_INPUT; DuckDB's takes
+    '1.5' as 2) and a value out of range (CAST_OVERFLOW, SQLSTATE 22003); try_cast gives NULL.
+    Each result as local Spark 4.3 gives it in ANSI mode."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT CAST(1.5D AS INT), CAST(-1.5D AS INT), CAST(2.7 AS INT), CAST(-2.7 AS BIGINT), "
+            "CAST(x AS SMALLINT), CAST(' +7 ' AS INT), CAST(true AS TINYINT), "
+            "try_cast('1.5' AS INT), try_cast(3e9D AS INT), try_cast(2.5D AS INT) "
+            "FROM VALUES (1.9999D) AS t(x)"
+        )
+        assert tuple(cur.fetchall()[0]) == (1, -1, 2, -2, 1, 7, 1, None, None, 2)
+        for statement, failure in (
+            ("SELECT CAST('1.5' AS INT)", "[CAST_INVALID_INPUT] The value '1.5' of the type "),
+            ("SELECT CAST('1e3' AS BIGINT)", "[CAST_INVALID_INPUT] The value '1e3' of the type "),
+            ("SELECT CAST('300' AS TINYINT)", '"STRING" cannot be cast to "TINYINT" because'),
+            (
+                "SELECT CAST(3e9D AS INT)",
+                '[CAST_OVERFLOW] The value 3.0E9D of the type "DOUBLE" cannot be cast to "INT" '
+                "due to an overflow. Use `try_cast` to tolerate overflow and return NULL instead. "
+                "SQLSTATE: 22003",
+            ),
+            (
+                "SELECT CAST(3000000000.5 AS INT)",
+                '[CAST_OVERFLOW] The value 3000000000.5BD of the type "DECIMAL(11,1)" cannot',
+            ),
+            ("SELECT CAST(3000000000L AS INT)", "[CAST_OVERFLOW] The value 3000000000L of the"),
+        ):
+            with pytest.raises(ServerOperationError) as failed:
+                cur.execute(statement)
+            assert failure in str(failed.value), statement
+
+
+def test_a_write_into_an_integer_column_casts_as_delta_does(connect: Connect) -> None:
+    """A DOUBLE written into an INT / BIGINT column is truncated (Delta's ANSI cast; DuckDB's
+    implicit one rounds), a STRING with a fraction fails with CAST_INVALID_INPUT, and a value out
+    of range fails with the write's own class naming the column: CAST_OVERFLOW_IN_TABLE_INSERT
+    for an INSERT, DELTA_CAST_OVERFLOW_IN_TABLE_WRITE for a MERGE or UPDATE."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE main.default.counts (k INT, i INT, b BIGINT)")
+        cur.execute("INSERT INTO main.default.counts VALUES (1, 1.5D, -1.5D)")
+        cur.execute("INSERT INTO main.default.counts SELECT 2, 2.7, -2.7")
+        cur.execute("UPDATE main.default.counts SET b = 9.9D WHERE k = 2")
+        cur.execute(
+            "MERGE INTO main.default.counts AS t USING (SELECT * FROM VALUES (1, 10.7D, '11'), "
+            "(3, -6.6D, ' 12 ') AS v(k, i, b)) AS s ON t.k = s.k "
+            "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        )
+        cur.execute("SELECT k, i, b FROM main.default.counts ORDER BY k")
+        assert [tuple(r) for r in cur.fetchall()] == [(1, 10, 11), (2, 2, 9), (3, -6, 12)]
+        for statement, failure in (
+            (
+                "INSERT INTO main.default.counts (k, i) SELECT 4, 3e9D",
+                '[CAST_OVERFLOW_IN_TABLE_INSERT] Fail to assign a value of "DOUBLE" type to the '
+                '"INT" type column or variable `i` due to an overflow.',
+            ),
+            (
+                "INSERT INTO main.default.counts SELECT 4, '1.5', 1",
+                "[CAST_INVALID_INPUT] The value '1.5' of the type \"STRING\" cannot be cast to "
+                '"INT" because it is malformed.',
+            ),
+            (
+                "UPDATE main.default.counts SET b = 1e30D WHERE k = 1",
+                '[DELTA_CAST_OVERFLOW_IN_TABLE_WRITE] Failed to write a value of "DOUBLE" type '
+                'into the "BIGINT" type column `b` due to an overflow.',
+            ),
+            (
+                "MERGE INTO main.default.counts AS t USING (SELECT 1 AS k, 1e12D AS i) AS s "
+                "ON t.k = s.k WHEN MATCHED THEN UPDATE SET i = s.i",
+                '[DELTA_CAST_OVERFLOW_IN_TABLE_WRITE] Failed to write a value of "DOUBLE" type '
+                'into the "INT" type column `i`',
+            ),
+        ):
+            with pytest.raises(ServerOperationError) as failed:
+                cur.execute(statement)
+            assert failure in str(failed.value), statement
+        cur.execute("SELECT k, i, b FROM main.default.counts ORDER BY k")
+        assert [tuple(r) for r in cur.fetchall()] == [(1, 10, 11), (2, 2, 9), (3, -6, 12)]
