@@ -69,6 +69,12 @@ class EngineError(AgentbatchError):
     exit_code = 5
 
 
+class SourceValueError(EngineError):
+    """A value the SQL of a statement does not convert (`CAST('x' AS INT)`): the statement fails,
+    as Databricks' ANSI CAST fails it (`CAST_INVALID_INPUT`, `CAST_OVERFLOW`). The runner names
+    the job's SQL value that fails (execution/value_errors.py)."""
+
+
 class AgentError(AgentbatchError):
     exit_code = 6
 

@@ -47,7 +47,13 @@ from agentbatch.engines.merge_rules import (
     CheckedMerge,
     checked_duckdb_merge,
 )
-from agentbatch.errors import ConfigError, EngineError, MissingDependencyError, UsageError
+from agentbatch.errors import (
+    ConfigError,
+    EngineError,
+    MissingDependencyError,
+    SourceValueError,
+    UsageError,
+)
 from agentbatch.sql import parsing
 from agentbatch.sql.quoting import table_parts
 
@@ -77,12 +83,6 @@ def _duckdb() -> Any:
     except ImportError:
         raise MissingDependencyError("duckdb", "local") from None
     return duckdb
-
-
-class SourceValueError(EngineError):
-    """A value the SQL of a statement does not convert (`CAST('x' AS INT)`): the statement fails,
-    as Databricks' ANSI CAST fails it (`CAST_INVALID_INPUT`). The runner names the job's SQL value
-    that fails."""
 
 
 TRY_CAST_HINT = "where a value may not convert, try_cast(value AS type) gives NULL instead"

@@ -151,7 +151,7 @@ def run_plan(
 def located_error(the_plan: Plan, engine: Engine, err: EngineError) -> Exception:
     """`err`, raised by a run, dry run or estimate of the plan; a source value the job's SQL does
     not convert, named by the job file's key (the engines know statements, not jobs)."""
-    from agentbatch.engines.local import SourceValueError
+    from agentbatch.errors import SourceValueError
     from agentbatch.execution.value_errors import locate_value_error
 
     if not isinstance(err, SourceValueError):

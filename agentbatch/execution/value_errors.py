@@ -44,7 +44,7 @@ def locate_value_error(job: Job, engine: Engine, err: Exception, origin: str = "
             if type(found) is not type(err):
                 continue
             at = f"{where_in_file(origin, path)}: " if origin else ""
-            detail = str(found).removeprefix("local engine: ")
+            detail = str(found).removeprefix("local engine: ").removeprefix("databricks-sql: ")
             return type(err)(f"{at}{dotted(path)}: a source value does not convert: {detail}")
     return err
 

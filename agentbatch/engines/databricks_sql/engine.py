@@ -57,6 +57,7 @@ from agentbatch.errors import (
     EngineError,
     MissingDependencyError,
     NotSupportedError,
+    SourceValueError,
     UsageError,
 )
 from agentbatch.sql import quoting
@@ -78,6 +79,10 @@ _STAGING_KEPT_S = 24 * 3600.0
 # name and of the run id it drops (`_staging_name`). Room is kept for a run id of the runner's
 # form, `YYYYmmddTHHMMSS_<8 hex>`.
 _UC_NAME_LIMIT = 255
+# A statement's ANSI CAST failed on a value (Databricks' error classes CAST_INVALID_INPUT, SQLSTATE
+# 22018, and CAST_OVERFLOW, 22003: docs.databricks.com error-messages/error-classes); not a
+# write's own overflow (CAST_OVERFLOW_IN_TABLE_INSERT), which no job SQL value causes.
+_SOURCE_VALUE = re.compile(r"\[(CAST_INVALID_INPUT|CAST_OVERFLOW)\] ")
 _RUN_ID_CHARS = 24
 
 
@@ -483,7 +488,11 @@ class DatabricksSQLEngine:
         try:
             return call()
         except sql.exc.Error as err:
-            raise EngineError(f"databricks-sql: {error_line(err)}") from None
+            line = error_line(err)
+            # A value the statement's ANSI CAST does not convert: the runner names the job's key
+            # whose SQL fails for it, as on the local engine (execution/value_errors.py).
+            kind = SourceValueError if _SOURCE_VALUE.search(line) else EngineError
+            raise kind(f"databricks-sql: {line}") from None
 
     def _run_now(self, sql: str, input_stream: io.BytesIO | None = None) -> None:
         """A synchronous statement (staging commands move their bytes inside `execute`)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 
 import agentbatch
 from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
-from agentbatch.errors import ConfigError
+from agentbatch.errors import ConfigError, EngineError
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.fake_workspace import serve_workspace
 from tests.support.databricks_env import isolate
@@ -322,7 +323,7 @@ CHILD = """
 import json, sys
 import agentbatch
 from agentbatch.engines.databricks_sql.engine import DatabricksSQLEngine
-from agentbatch.errors import ConfigError
+from agentbatch.errors import ConfigError, EngineError
 config = json.loads(sys.argv[1])
 agentbatch.run(
     config["job"], target="databricks-sql", settings=config["settings"],
@@ -953,3 +954,37 @@ def test_overwrite_replaces_a_varchar_target_that_merge_cannot_write_into(
     assert result.summary["errors"] == 0
     longest = "response" if job == SUMMARISE else "body"
     assert max(len(r[longest]) for r in rows) > 10
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_value_the_request_does_not_convert_names_the_request_as_on_the_local_engine(
+    tmp_path: Path, agent: AgentServer, run_job: Any, dry_run: bool
+) -> None:
+    """The warehouse fails the statement with CAST_INVALID_INPUT (ANSI mode); the run's error
+    names the job file's key whose SQL fails for a source value, as the local engine's does."""
+    job = tmp_path / "jobs" / "ticket_numbers.yml"
+    job.parent.mkdir()
+    job.write_text(
+        """name: ticket_numbers
+source:
+  table: main.support.tickets
+  key: ticket_id
+  columns: [subject]
+request: "concat('n=', CAST(subject AS INT))"
+agent:
+  endpoint: databricks-meta-llama-3-3-70b-instruct
+  api: chat
+output:
+  table: main.support.ticket_numbers
+"""
+    )
+    with pytest.raises(EngineError) as raised:
+        run_job(job, dry_run=dry_run)
+    message = str(raised.value)
+    assert message.startswith(f"{job}:6: request: a source value does not convert: ")
+    assert re.search(
+        r"\[CAST_INVALID_INPUT\] The value '[^']+' of the type \"STRING\" cannot be cast to "
+        r'"INT" because it is malformed',
+        message,
+    )
+    assert agent.stats().requests_total == 0
