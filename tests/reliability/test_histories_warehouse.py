@@ -163,6 +163,44 @@ class WarehouseHistories(HistoryModel):
         paid = self.check_calls(must - in_flight, may | (must & in_flight), recovery)
         self.apply(rows, paid)
 
+    @precondition(lambda self: not self.merge_refused() and self.refresh is None)
+    @rule(
+        after=st.integers(min_value=1, max_value=4),
+        delay=st.floats(0.0, 0.1),
+        mode=st.sampled_from(["merge", "append", "overwrite"]),
+    )
+    def kill_then_recover_in_another_mode(self, after: int, delay: float, mode: str) -> None:
+        """SIGKILL a CLI run (calling, or writing its answers), let the warehouse finish what
+        the killed run left running, then change the mode and run again: the killed run's write
+        landed whole or not at all, and the recovery writes over whichever table it left in
+        its own mode, paying nothing the checkpoint received (push-down keeps none: a killed
+        statement that did not write leaves its calls to be paid again)."""
+        TOTALS["kills"] += 1
+        self.clock += 1
+        before = self.observed()
+        rows, must, may = self.predict(full_refresh=False, retry_errors=False)
+        self.agent.configure(FaultConfig(**{**vars(self.faults()), "latency_ms": 40}))
+        try:
+            running = self.kill_child(min(after, max(len(must) - 1, 0)), delay)
+            assert self.project.wh.wait_until_idle(timeout_s=60)
+        finally:
+            self.agent.configure(self.faults())
+        killed = self.calls_since()
+        TOTALS["kills_mid_run"] += running and sum(killed.values()) > 0
+        for key in self.sent():
+            assert self.made(key, killed) <= (key in must | may), f"key {key} paid twice"
+        landed = self.observed()
+        assert landed in (before, sorted(rows, key=repr)), "the table is neither before nor after"
+        paid = {k for k in self.sent() if self.made(k, killed)}
+        if landed != before or not running:
+            # The killed run's write landed (on push-down the warehouse finished its statement),
+            # or it finished first: that was a whole run.
+            self.apply(rows, paid)
+        else:
+            self.maybe_held(paid)  # the checkpoint may hold what it was paid for
+        self.change_mode(mode)
+        self.run(False, False)
+
     # A modest weight (a CLI child and two or three runs): drawn only every third tick.
     @precondition(lambda self: not self.merge_refused() and self.clock % 3 == 0)
     @rule(
@@ -428,3 +466,34 @@ def test_a_history_where_a_refresh_keeps_answers(agent: AgentServer, databricks_
         assert machine.refresh is None
     finally:
         machine.teardown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["rest", "push-down"])
+def test_a_history_with_kills_before_mode_changes(
+    agent: AgentServer, databricks_auth: Any, path: str
+) -> None:
+    """The model over one fixed history on both paths: a run killed then recovered in append,
+    overwrite and merge mode, with source rows removed and added back and the prompt edited
+    around them, so every run of the suite crosses a kill with a mode change."""
+    WarehouseHistories.agent = agent
+    machine = WarehouseHistories()
+    kills_before = TOTALS["kills_mid_run"]
+    try:
+        machine.start(path=path)
+        machine.plain_run()
+        machine.change_source(3, add=False)
+        machine.edit_prompt(PROMPTS[1])
+        machine.kill_then_recover_in_another_mode(after=2, delay=0.0, mode="append")
+        machine.change_source(3, add=True)
+        machine.edit_prompt(PROMPTS[0])
+        machine.kill_then_recover_in_another_mode(after=1, delay=0.05, mode="overwrite")
+        machine.change_source(8, add=True)
+        machine.kill_then_recover_in_another_mode(after=1, delay=0.0, mode="merge")
+        machine.edit_prompt(PROMPTS[1])
+        machine.kill_then_recover_in_another_mode(after=3, delay=0.1, mode="append")
+        machine.change_mode("overwrite")
+        machine.plain_run()
+    finally:
+        machine.teardown()
+    assert TOTALS["kills_mid_run"] > kills_before, dict(TOTALS)
