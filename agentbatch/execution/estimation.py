@@ -458,7 +458,8 @@ def _refuse_merging_into_repeated_keys(merged: Plan, engine: Engine) -> None:
     if several:
         raise UsageError(
             f"estimate adds its sample to {table} one row per key, but it holds {several} "
-            "key(s) in more than one row (written by mode append), so nothing was sent: run the "
+            f"key(s) in more than one row (by {merged.job.source.key!r}, the job's source.key: "
+            "written by mode append, or with another source.key), so nothing was sent: run the "
             "job (mode overwrite leaves one row per key), or estimate it with its output mapped "
             "to a new table"
         )

@@ -132,11 +132,7 @@ def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
     _check_columns(plan, engine, str(source_key_type) if source_key_type else None)
     several = int(counts.get("target_repeated_keys") or 0)
     if several:
-        raise UsageError(
-            f"{plan.job.output.table} holds {several} key(s) in more than one row (written "
-            "by mode append); mode merge keeps one row per key, so nothing was sent: run once "
-            "with mode overwrite (it reuses every answer the table holds) or keep mode append"
-        )
+        raise UsageError(repeated_target_keys_message(plan, several))
     selection = {
         "selected": int(counts.get("selected") or 0),
         "skipped": int(counts.get("done") or 0),
@@ -158,6 +154,27 @@ def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
         )
         selection["null_keys"] = null_keys
     return selection
+
+
+def repeated_target_keys_message(plan: Plan, several: int) -> str:
+    """Why a merge (a target holding a key in several rows) or an append (a key in several rows
+    for one request) is refused: written by mode append, or by the job under another
+    `source.key` (a column the table holds, whose values repeat in it)."""
+    table, key = plan.job.output.table, plan.job.source.key
+    if plan.job.output.mode == "append":
+        return (
+            f"{table} holds {several} key(s) in more than one row for the same request (by "
+            f"{key!r}, the job's source.key: written with another source.key); mode append "
+            "keeps one row per key and request, so nothing was sent: run once with mode "
+            "overwrite (it keeps one row per key and reuses every answer the table holds), or "
+            "write to a new output table"
+        )
+    return (
+        f"{table} holds {several} key(s) in more than one row (by {key!r}, the job's "
+        "source.key: written by mode append, or with another source.key); mode merge keeps one "
+        "row per key, so nothing was sent: run once with mode overwrite (it reuses every answer "
+        "the table holds) or keep mode append"
+    )
 
 
 # Key types that compare alike: a key read as INT one day and BIGINT the next is the same key.

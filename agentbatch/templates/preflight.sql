@@ -2,7 +2,10 @@
     sent: the user is told), how many of them the target already holds, how
     many source keys occur more than once (an error: one key, one answer), the types of the
     source's and the target's key when the run matches them, and for mode merge how many keys
-    the target holds more than once (written by mode append: merge keeps one per key). -#}
+    the target holds more than once (written by mode append: merge keeps one per key), for mode
+    append how many it holds more than once for one request (written with another source.key:
+    append keeps one per key and request). `done` counts source rows: a target row each, but a
+    table written with another key may hold a key's answer twice. -#}
 WITH
 {% include "_source.sql" %},
 repeated AS (
@@ -16,8 +19,8 @@ SELECT
   `counted`.`requested`,
   (SELECT count(*) FROM {{ source }} WHERE {{ key }} IS NULL{% if where %} AND ({{ where }}){% endif %}) AS `null_keys`,
 {% if incremental or refresh_since %}
-  (SELECT count(*) FROM done) AS `done`,
-  (SELECT count_if(`error` IS NOT NULL) FROM done) AS `done_errors`,
+  (SELECT count(DISTINCT {{ key }}) FROM done) AS `done`,
+  (SELECT count(DISTINCT CASE WHEN `error` IS NOT NULL THEN {{ key }} END) FROM done) AS `done_errors`,
 {% else %}
   0 AS `done`,
   0 AS `done_errors`,
@@ -32,6 +35,10 @@ SELECT
 {% if mode == "merge" %}
   (SELECT count(*) FROM (
      SELECT {{ key }} FROM {{ output }} GROUP BY {{ key }} HAVING count(*) > 1
+   ) AS several) AS `target_repeated_keys`
+{% elif mode == "append" %}
+  (SELECT count(*) FROM (
+     SELECT {{ key }} FROM {{ output }} GROUP BY {{ key }}, `request_fingerprint` HAVING count(*) > 1
    ) AS several) AS `target_repeated_keys`
 {% else %}
   0 AS `target_repeated_keys`
