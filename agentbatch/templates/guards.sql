@@ -8,7 +8,8 @@
     - "target": it runs once the target exists: a source key of another type than the
       target's (keys of two types compare after an implicit cast: '01' = 1), judged by kind
       as the run does (integer widths are one kind), an empty target by its declared type; and
-      for mode merge, a target holding a key in several rows (written by mode append). -#}
+      for mode merge, a target holding a key in several rows (written by mode append); for
+      mode append, a key in several rows for one request (written with another source.key). -#}
 WITH
 {% include "_source.sql" %},
 {% if guard == "source" %}
@@ -65,6 +66,12 @@ several AS (
   FROM {{ output }}
   GROUP BY {{ key }}
   HAVING count(*) > 1
+){% elif mode == "append" %},
+several AS (
+  SELECT {{ key }}
+  FROM {{ output }}
+  GROUP BY {{ key }}, `request_fingerprint`
+  HAVING count(*) > 1
 ){% endif %}
 
 SELECT
@@ -82,6 +89,11 @@ SELECT
     WHEN (SELECT count(*) FROM several) > 0 THEN raise_error(concat(
       {{ output_name }}, {{ " holds " }}, CAST((SELECT count(*) FROM several) AS STRING),
       {{ " key(s) in more than one row (written by mode append); mode merge keeps one row per key, so nothing was sent: run once with mode overwrite (it reuses every answer the table holds) or keep mode append" }}))
+{% elif mode == "append" %}
+    WHEN (SELECT count(*) FROM several) > 0 THEN raise_error(concat(
+      {{ output_name }}, {{ " holds " }}, CAST((SELECT count(*) FROM several) AS STRING),
+      {{ " key(s) in more than one row for the same request (by " }}, {{ key_name }},
+      {{ ", the job's source.key: written with another source.key); mode append keeps one row per key and request, so nothing was sent: run once with mode overwrite (it keeps one row per key and reuses every answer the table holds), or write to a new output table" }}))
 {% endif %}
     ELSE 'ok'
   END AS `target_keys`

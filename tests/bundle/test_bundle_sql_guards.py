@@ -300,3 +300,36 @@ def test_the_guard_says_what_agentbatch_run_says(loopback: Loopback, tmp_path: P
             progress=False,
         )
     assert str(refused.value) == task_message
+
+
+def test_an_append_target_holding_a_key_twice_for_one_request_fails_the_task(
+    loopback: Loopback, tmp_path: Path
+) -> None:
+    """Mode append keeps one row per key and request: a target holding a key's answer to one
+    request in two rows (the job was keyed by another column, whose values the new key makes
+    one) would have the next answer written into both. The compiled file refuses it before the
+    statement that calls ai_query and writes, as `agentbatch run` does."""
+    from agentbatch.cli.main import main as cli_main
+
+    job = tmp_path / "jobs" / "summarise_tickets.yml"
+    job.parent.mkdir()
+    text = (ROOT / "jobs" / "summarise_tickets.yml").read_text()
+    job.write_text(text.replace("mode: merge", "mode: append"))
+    out = tmp_path / "sql"
+    assert cli_main(["compile", str(job), "--out", str(out), "--project-dir", str(ROOT)]) == 0
+    [path] = sorted(out.glob("*.sql"))
+    assert loopback.run_file(path)[-1] == "append.sql"
+    output = output_of(path)
+    answered = len(loopback.model.calls)
+    loopback.sql(f"INSERT INTO {output} SELECT * FROM {output} WHERE ticket_id = 1002")
+    before = loopback.table(output)
+    add_new_ticket(loopback, copies=1)  # a row the append would pay for
+    message, ran = fails_with(loopback, path)
+    assert ran == ["guards.sql", "ensure_target.sql", "guards.sql"]
+    assert message.startswith(
+        f"{output} holds 1 key(s) in more than one row for the same request (by 'ticket_id', "
+        "the job's source.key: written with another source.key); mode append keeps one row "
+        "per key and request, so nothing was sent: run once with mode overwrite"
+    ), message
+    assert len(loopback.model.calls) == answered
+    assert loopback.table(output) == before
