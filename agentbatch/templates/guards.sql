@@ -88,7 +88,8 @@ SELECT
 {% if mode == "merge" %}
     WHEN (SELECT count(*) FROM several) > 0 THEN raise_error(concat(
       {{ output_name }}, {{ " holds " }}, CAST((SELECT count(*) FROM several) AS STRING),
-      {{ " key(s) in more than one row (written by mode append); mode merge keeps one row per key, so nothing was sent: run once with mode overwrite (it reuses every answer the table holds) or keep mode append" }}))
+      {{ " key(s) in more than one row (by " }}, {{ key_name }},
+      {{ ", the job's source.key: written by mode append, or with another source.key); mode merge keeps one row per key, so nothing was sent: run once with mode overwrite (it reuses every answer the table holds) or keep mode append" }}))
 {% elif mode == "append" %}
     WHEN (SELECT count(*) FROM several) > 0 THEN raise_error(concat(
       {{ output_name }}, {{ " holds " }}, CAST((SELECT count(*) FROM several) AS STRING),

@@ -140,7 +140,8 @@ SELECT
       'or replace this one (mode overwrite, which keeps none of its rows then)'))
     WHEN (SELECT count(*) FROM several) > 0 THEN raise_error(concat(
       (:catalog || '.support.ticket_summaries'), ' holds ', CAST((SELECT count(*) FROM several) AS STRING),
-      ' key(s) in more than one row (written by mode append); mode merge keeps one row per key, so nothing was sent: run once with mode overwrite (it reuses every answer the table holds) or keep mode append'))
+      ' key(s) in more than one row (by ', '\'ticket_id\'',
+      ', the job\'s source.key: written by mode append, or with another source.key); mode merge keeps one row per key, so nothing was sent: run once with mode overwrite (it reuses every answer the table holds) or keep mode append'))
     ELSE 'ok'
   END AS `target_keys`
 FROM kinds;

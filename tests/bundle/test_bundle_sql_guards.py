@@ -240,9 +240,10 @@ def test_a_merge_target_holding_a_key_twice_fails_the_task_before_anything_is_pa
     message, ran = fails_with(loopback, path)
     assert ran == ["guards.sql", "ensure_target.sql", "guards.sql"]
     assert message == (
-        f"{output} holds 1 key(s) in more than one row (written by mode append); mode merge "
-        "keeps one row per key, so nothing was sent: run once with mode overwrite (it reuses "
-        "every answer the table holds) or keep mode append"
+        f"{output} holds 1 key(s) in more than one row (by 'ticket_id', the job's source.key: "
+        "written by mode append, or with another source.key); mode merge keeps one row per "
+        "key, so nothing was sent: run once with mode overwrite (it reuses every answer the "
+        "table holds) or keep mode append"
     )
     assert len(loopback.model.calls) == answered
     assert loopback.table(output) == before
