@@ -7,6 +7,7 @@ a budget the selection passes, a table mapped under a regular file."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,100 +36,103 @@ def every_table(project: Path) -> dict[str, list[tuple[object, ...]]]:
     }
 
 
-def compare_again(project: Path, tables: dict[str, str], **options: object) -> None:
-    compare(project / "jobs" / "eval_triage.yml", tables=tables, progress=False, **options)
+@dataclass(frozen=True)
+class Compared:
+    """A project after a first compare, its agents (A, B, C, the judge) and every table then."""
+
+    project: Path
+    tables: dict[str, str]
+    agents: tuple[ScriptedAgent, ...]
+    before: dict[str, list[tuple[object, ...]]]
+
+    def refused(self, refusal: type[Exception], match: str, **options: object) -> None:
+        """A compare again (over `self.tables` unless `tables` is given), refused with
+        `refusal` (its message matching `match`), every table left as it was."""
+        tables = options.pop("tables", self.tables)
+        with pytest.raises(refusal, match=match):
+            compare(
+                self.project / "jobs" / "eval_triage.yml", tables=tables, progress=False, **options
+            )
+        assert every_table(self.project) == self.before
+
+
+@pytest.fixture
+def compared(
+    project: Path,
+    tickets_table: dict[str, str],
+    agents: tuple[ScriptedAgent, ...],  # noqa: F811 - the fixture
+) -> Compared:
+    first_compare(project, tickets_table, agents)
+    return Compared(project, tickets_table, agents, every_table(project))
 
 
 def test_a_compare_whose_second_agent_is_dead_keeps_every_table_and_sends_nothing(
-    project: Path,
-    tickets_table: dict[str, str],
-    agents: tuple[ScriptedAgent, ...],  # noqa: F811 - the fixture
+    compared: Compared,
 ) -> None:
     """The audit's case: A's agent up (a new one: every row of A would be paid), B's down."""
-    first_compare(project, tickets_table, agents)
-    before = every_table(project)
-    assert "support.triage_eval_comparison" in before
-    _, _, c, judge = agents
+    assert "support.triage_eval_comparison" in compared.before
+    _, _, c, judge = compared.agents
     judged = judge.requests
-    with pytest.raises(AgentError, match="unreachable"):
-        compare_again(
-            project,
-            tickets_table,
-            endpoint_a=c.url,
-            endpoint_b=dead_url(),
-            endpoints={"judge-model": judge.url},
-        )
+    compared.refused(
+        AgentError,
+        "unreachable",
+        endpoint_a=c.url,
+        endpoint_b=dead_url(),
+        endpoints={"judge-model": judge.url},
+    )
     assert c.requests == 0  # no row of A paid for
     assert judge.requests == judged
-    assert every_table(project) == before
 
 
 def test_a_compare_whose_second_variant_passes_the_budget_keeps_every_table(
-    project: Path,
-    tickets_table: dict[str, str],
-    agents: tuple[ScriptedAgent, ...],  # noqa: F811 - the fixture
+    compared: Compared,
 ) -> None:
     """A holds its answers (nothing to send, within the budget); B, a new agent, would send
     every row: over max_rows. A's run passed its checks, and dropped the earlier tables."""
-    first_compare(project, tickets_table, agents)
-    before = every_table(project)
-    a, _, c, judge = agents
-    with pytest.raises(BudgetError, match="over max_rows 5"):
-        compare_again(
-            project,
-            tickets_table,
-            endpoint_a=a.url,
-            endpoint_b=c.url,
-            endpoints={"judge-model": judge.url},
-            settings={"max_rows": 5},
-        )
+    a, _, c, judge = compared.agents
+    compared.refused(
+        BudgetError,
+        "over max_rows 5",
+        endpoint_a=a.url,
+        endpoint_b=c.url,
+        endpoints={"judge-model": judge.url},
+        settings={"max_rows": 5},
+    )
     assert c.requests == 0
-    assert every_table(project) == before
 
 
 def test_a_compare_whose_judge_is_dead_keeps_every_table_and_sends_nothing(
-    project: Path,
-    tickets_table: dict[str, str],
-    agents: tuple[ScriptedAgent, ...],  # noqa: F811 - the fixture
+    compared: Compared,
 ) -> None:
-    first_compare(project, tickets_table, agents)
-    before = every_table(project)
-    _, b, c, _ = agents
+    _, b, c, _ = compared.agents
     answered_b = b.requests
-    with pytest.raises(AgentError, match=r"judge-model .* is unreachable"):
-        compare_again(
-            project,
-            tickets_table,
-            endpoint_a=c.url,
-            endpoint_b=b.url,
-            endpoints={"judge-model": dead_url()},
-        )
+    compared.refused(
+        AgentError,
+        r"judge-model .* is unreachable",
+        endpoint_a=c.url,
+        endpoint_b=b.url,
+        endpoints={"judge-model": dead_url()},
+    )
     assert (c.requests, b.requests) == (0, answered_b)
-    assert every_table(project) == before
 
 
 def test_a_compare_whose_second_judge_table_cannot_be_written_sends_nothing(
-    project: Path,
-    tickets_table: dict[str, str],
-    agents: tuple[ScriptedAgent, ...],  # noqa: F811 - the fixture
+    compared: Compared,
 ) -> None:
     """B's judge table, mapped under a regular file: found before A is paid for."""
-    first_compare(project, tickets_table, agents)
-    before = every_table(project)
-    _, b, c, judge = agents
-    blocker = project / "blocker"
+    _, b, c, judge = compared.agents
+    blocker = compared.project / "blocker"
     blocker.write_text("a file where a folder would be\n")
     unwritable = {"main.support.triage_eval_b_judge_judged": str(blocker / "judged.parquet")}
-    with pytest.raises(ConfigError, match="triage_eval_b_judge_judged"):
-        compare_again(
-            project,
-            {**tickets_table, **unwritable},
-            endpoint_a=c.url,
-            endpoint_b=b.url,
-            endpoints={"judge-model": judge.url},
-        )
+    compared.refused(
+        ConfigError,
+        "triage_eval_b_judge_judged",
+        tables={**compared.tables, **unwritable},
+        endpoint_a=c.url,
+        endpoint_b=b.url,
+        endpoints={"judge-model": judge.url},
+    )
     assert c.requests == 0
-    assert every_table(project) == before
 
 
 def test_an_eval_whose_judge_is_dead_keeps_every_table_and_sends_nothing(
