@@ -3,16 +3,14 @@ several job files of which some cannot be compiled (they call Apps agents)."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.databricks_env import without_credentials
+from tests.support import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,15 +24,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def agentbatch(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentbatch", *args],
-        cwd=project,
-        env={**without_credentials(os.environ), "NO_COLOR": "1", "COLUMNS": "100"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return cli.agentbatch(project, *args, COLUMNS="100")
 
 
 def test_compile_without_target_writes_the_sql_task_file(project: Path) -> None:

@@ -4,14 +4,11 @@ SQL, or `ok`, as if the file had been read."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.databricks_env import without_credentials
+from tests.support.cli import agentbatch, reviews_project
 
 JOB = """\
 name: reviews
@@ -30,22 +27,7 @@ REFUSED = "--table maps tables to local files; it applies to the local and spark
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    (tmp_path / "jobs").mkdir()
-    (tmp_path / "jobs" / "reviews.yml").write_text(JOB)
-    (tmp_path / "reviews.csv").write_text("review_id,review_text,stars\n1,fine,5\n")
-    return tmp_path
-
-
-def agentbatch(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentbatch", *args],
-        cwd=project,
-        env={**without_credentials(os.environ), "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return reviews_project(tmp_path, JOB, "review_id,review_text,stars\n1,fine,5\n")
 
 
 @pytest.mark.parametrize(

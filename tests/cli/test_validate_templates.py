@@ -5,15 +5,12 @@ said ok."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.databricks_env import without_credentials
+from tests.support.cli import agentbatch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,20 +23,8 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def validate(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentbatch", "validate", *args],
-        cwd=project,
-        env={**without_credentials(os.environ), "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_a_broken_override_of_a_push_down_template_fails_validate(project: Path) -> None:
-    done = validate(project, "jobs/summarise_tickets.yml", "jobs/ticket_triage.yml")
+    done = agentbatch(project, "validate", "jobs/summarise_tickets.yml", "jobs/ticket_triage.yml")
     assert done.returncode == 2
     merge = project / "sqltemplates" / "merge.sql"
     assert done.stderr.splitlines()[0] == (
@@ -52,5 +37,7 @@ def test_a_broken_override_of_a_push_down_template_fails_validate(project: Path)
 
 def test_the_project_as_shipped_validates(project: Path) -> None:
     (project / "sqltemplates" / "merge.sql").unlink()
-    done = validate(project, *sorted(str(p.relative_to(project)) for p in project.glob("jobs/*")))
+    done = agentbatch(
+        project, "validate", *sorted(str(p.relative_to(project)) for p in project.glob("jobs/*"))
+    )
     assert done.returncode == 0, done.stderr

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.databricks_env import without_credentials
+from tests.support.cli import agentbatch
 
 JOB = """\
 name: reviews
@@ -47,16 +45,7 @@ def project(tmp_path: Path) -> Project:
 
 def cli(project: Project, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`python -m agentbatch ARGS` in the project folder, to completion."""
-    env = {**without_credentials(os.environ), "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "agentbatch", *args],
-        cwd=project.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return agentbatch(project.root, *args, timeout=timeout, COLUMNS="200")
 
 
 def one_line_error(done: subprocess.CompletedProcess[str], code: int = 2) -> str:

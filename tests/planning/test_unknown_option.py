@@ -10,6 +10,7 @@ import pytest
 
 import agentbatch
 from agentbatch.errors import UsageError
+from tests.support.cli import reviews_project
 
 JOB = """\
 name: reviews
@@ -26,11 +27,9 @@ output:
 
 @pytest.fixture
 def job(tmp_path: Path) -> Path:
-    path = tmp_path / "jobs" / "reviews.yml"
-    path.parent.mkdir()
-    path.write_text(JOB)
-    (tmp_path / "reviews.csv").write_text("review_id,review_text\n1,fine\n")
-    return path
+    return (
+        reviews_project(tmp_path, JOB, "review_id,review_text\n1,fine\n") / "jobs" / "reviews.yml"
+    )
 
 
 def test_a_misspelt_keyword_is_named_with_the_near_one(job: Path) -> None:

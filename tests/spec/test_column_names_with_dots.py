@@ -4,16 +4,13 @@ The error names file, line and key and the way round it, which then runs."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from agentbatch.errors import SpecError
 from agentbatch.spec.loader import load_job
-from tests.support.databricks_env import without_credentials
+from tests.support.cli import agentbatch
 
 JOB = """\
 name: odd
@@ -80,18 +77,11 @@ output:
   table: main.shop.odd_out
 """
     path = write(tmp_path, fixed)
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "agentbatch", "run", str(path), "--json"),
-            *("--table", f"main.shop.odd={tmp_path / 'odd.csv'}"),
-            *("--table", f"main.shop.odd_out={tmp_path / 'out.parquet'}"),
-        ],
-        cwd=tmp_path,
-        env={**without_credentials(os.environ), "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = agentbatch(
+        tmp_path,
+        *("run", str(path), "--json"),
+        *("--table", f"main.shop.odd={tmp_path / 'odd.csv'}"),
+        *("--table", f"main.shop.odd_out={tmp_path / 'out.parquet'}"),
     )
     assert done.returncode == 0, done.stderr
     assert '"ok": 2' in done.stdout

@@ -4,16 +4,13 @@ mode `overwrite` run would replace the source rows with them."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from agentbatch.errors import SpecError
 from agentbatch.spec.loader import load_job
-from tests.support.databricks_env import without_credentials
+from tests.support.cli import agentbatch
 
 JOB = """\
 name: reviews
@@ -40,15 +37,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_validate_refuses_the_source_as_output_naming_both_lines(tmp_path: Path) -> None:
     path = write(tmp_path, JOB)
-    done = subprocess.run(
-        [sys.executable, "-m", "agentbatch", "validate", "jobs/reviews.yml"],
-        cwd=tmp_path,
-        env={**without_credentials(os.environ), "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = agentbatch(tmp_path, "validate", "jobs/reviews.yml")
     assert done.returncode == 2
     assert done.stderr.splitlines()[0] == (
         "jobs/reviews.yml:10: output.table: main.shop.reviews is the job's source table "
