@@ -15,18 +15,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
-import agentbatch
 from agentbatch.errors import AgentError
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
-from agentbatch.testing.inbound import request_key
+from tests.engines.spark.file_project import (
+    FAILING,
+    HEALTHY,
+    TEXTS,
+    Project,
+    refresh_keeps_and_continues,
+)
 
-HEALTHY = FaultConfig()
-FAILING = FaultConfig(permanent={"OUTAGE": 503, "GONE": 400})
-TEXTS = {1: "fine", 2: "OUTAGE two", 3: "fine three", 4: "OUTAGE four", 5: "GONE five"}
 JOB = """\
 name: ex_keeps
 source: {{table: main.s.src, key: id, columns: [txt]}}
@@ -36,48 +37,11 @@ output: {{table: main.s.out, mode: {mode}}}
 """
 
 
-class Project:
+def keeps(
+    tmp_path: Path, agent: AgentServer, texts: dict[int, str], mode: str = "merge"
+) -> Project:
     """One job (`JOB` in `mode`) over `texts`, its output a parquet folder."""
-
-    def __init__(
-        self, tmp_path: Path, agent: AgentServer, texts: dict[int, str], mode: str = "merge"
-    ) -> None:
-        self.tmp_path, self.agent, self.texts = tmp_path, agent, texts
-        self.source, self.out = tmp_path / "src.csv", tmp_path / "out.parquet"
-        self.source.write_text("id,txt\n" + "".join(f"{k},{t}\n" for k, t in texts.items()))
-        self.job = tmp_path / "jobs" / "keeps.yml"
-        self.job.parent.mkdir()
-        self.job.write_text(JOB.format(mode=mode))
-
-    def run(self, place: str = "executors", **options: Any) -> dict[str, Any]:
-        with agentbatch.run(
-            self.job,
-            target="spark",
-            tables={"main.s.src": self.source, "main.s.out": self.out},
-            endpoints={"apps/keeps": self.agent.url},
-            state_dir=self.tmp_path / "state",
-            project_dir=self.tmp_path,
-            settings={
-                "warehouse_dir": str(self.tmp_path / "wh"),
-                "rest_fallback_on": place,
-                "partitions": 2,
-            },
-            progress=False,
-            **options,
-        ) as result:
-            summary = dict(result.summary)
-        assert summary["strategy"] != "push-down", summary
-        return summary
-
-    def rows(self) -> dict[int, dict[str, Any]]:
-        rows = pq.read_table(self.out).to_pylist()
-        by_key = {r["id"]: r for r in rows}
-        assert len(by_key) == len(rows) == len(self.texts)  # one row per key
-        return by_key
-
-    def calls(self) -> dict[int, int]:
-        made = self.agent.stats().requests_by_key
-        return {k: made.get(request_key(f"Q: {t}"), 0) for k, t in self.texts.items()}
+    return Project(tmp_path, agent, texts, JOB.format(mode=mode), "keeps.yml")
 
 
 def utc(moment: datetime) -> datetime:
@@ -91,35 +55,8 @@ def test_a_transient_failure_in_a_refresh_on_the_executors_keeps_the_earlier_ans
 ) -> None:
     make_engine()  # the suite's session is the active one: the runs use it
     with serve_agent(HEALTHY) as agent:
-        project = Project(tmp_path, agent, TEXTS, mode)
-        project.run()
-        before = project.rows()
-        assert all(r["error"] is None for r in before.values())
-
-        agent.configure(FAILING)
-        refresh = project.run(full_refresh=True)
-        rows = project.rows()
-        for key in (2, 4):  # the earlier answer, as it was
-            assert rows[key]["error"] is None, rows[key]
-            assert rows[key]["response"] == before[key]["response"]
-            assert rows[key]["answered_at"] == before[key]["answered_at"]
-        assert rows[5]["error"].startswith("[permanent] "), rows[5]  # replaces the answer
-        for key in (1, 3):
-            assert rows[key]["answered_at"] > before[key]["answered_at"]
-        assert refresh["kept_previous_answer"] == 2, refresh
-        assert (refresh["sent"], refresh["errors"], refresh["rows_written"]) == (5, 3, 3), refresh
-
-        agent.configure(HEALTHY)
-        asked = project.calls()
-        again = project.run()  # plain: it continues the refresh, for the kept rows only
-        now = project.calls()
-        assert {k for k in TEXTS if now[k] != asked[k]} == {2, 4}, again
-        assert "kept_previous_answer" not in again, again
-        rows = project.rows()
-        for key in (2, 4):
-            assert rows[key]["error"] is None
-            assert rows[key]["answered_at"] > before[key]["answered_at"]
-        assert project.run()["sent"] == 0  # the refresh finished
+        counted = {"sent": 5, "errors": 3, "rows_written": 3}
+        refresh_keeps_and_continues(keeps(tmp_path, agent, TEXTS, mode), "executors", counted)
 
 
 @pytest.mark.parametrize("first", ["executors", "driver"])
@@ -132,7 +69,7 @@ def test_a_refresh_stopped_on_one_side_is_continued_on_the_other(
     other = {"executors": "driver", "driver": "executors"}[first]
     texts = {k: f"text {k}" for k in range(24)}
     with serve_agent(FaultConfig(latency_ms=30)) as agent:
-        project = Project(tmp_path, agent, texts)
+        project = keeps(tmp_path, agent, texts)
         project.run(first)
         before = project.calls()
         began = datetime.now(timezone.utc)
@@ -176,7 +113,7 @@ def test_a_refresh_whose_every_call_fails_transiently_leaves_the_table_as_it_was
     make_engine()
     texts = {k: f"OUTAGE {k}" for k in range(1, 5)}
     with serve_agent(HEALTHY) as agent:
-        project = Project(tmp_path, agent, texts, mode)
+        project = keeps(tmp_path, agent, texts, mode)
         project.run()
         before = project.rows()
 

@@ -17,10 +17,11 @@ from agentbatch.errors import JobFailedError, run_summary
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
+from tests.engines.spark.file_project import PUSH_DOWN, Project
 
 OUTAGE = FaultConfig(permanent={"PERMANENT_ERROR": 400, "OUTAGE": 503})
 BACK = FaultConfig(permanent={"PERMANENT_ERROR": 400})
-SOURCE = "id,txt\n1,fine\n2,OUTAGE two\n3,fine\n4,OUTAGE four\n5,PERMANENT_ERROR five\n"
+TEXTS = {1: "fine", 2: "OUTAGE two", 3: "fine", 4: "OUTAGE four", 5: "PERMANENT_ERROR five"}
 JOB = """\
 name: pd_failures
 source: {table: main.s.src, key: id, columns: [txt]}
@@ -40,34 +41,16 @@ def test_an_outage_is_transient_and_the_next_plain_run_fills_its_rows(
     agent: AgentServer, tmp_path: Path, make_engine: Any
 ) -> None:
     make_engine()  # the suite's session is the active one: the runs use it
-    source, out = tmp_path / "src.csv", tmp_path / "out.parquet"
-    source.write_text(SOURCE)
-    job = tmp_path / "jobs" / "pd.yml"
-    job.parent.mkdir()
-    job.write_text(JOB)
-    url = f"{agent.url}/serving-endpoints/pdmodel/invocations"
+    project = Project(tmp_path, agent, TEXTS, JOB, "pd.yml")
 
     def run(**options: Any) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
         try:
-            with agentbatch.run(
-                job,
-                target="spark",
-                tables={"main.s.src": source, "main.s.out": out},
-                state_dir=tmp_path / "state",
-                project_dir=tmp_path,
-                # One retry a call: the REST client's back-off stays short.
-                settings={
-                    "warehouse_dir": str(tmp_path / "wh"),
-                    "ai_query_endpoints": {"pdmodel": url},
-                    "max_retries": 1,
-                },
-                progress=False,
-                **options,
-            ) as result:
+            # One retry a call: the REST client's back-off stays short.
+            with agentbatch.run(project.job, **project.options(PUSH_DOWN), **options) as result:
                 summary = dict(result.summary)
         except JobFailedError as failed:
             summary = {**(run_summary(failed) or {}), "failed": True}
-        rows = {r["id"]: r for r in pq.read_table(out).to_pylist()}
+        rows = {r["id"]: r for r in pq.read_table(project.out).to_pylist()}
         return summary, rows
 
     first, rows = run()
