@@ -347,10 +347,16 @@ class _HttpRun:
 
     async def _work(self, caller: Caller) -> None:
         rows = self.rows
+        answers = self.answers
+        # Per row, without a coroutine each when nothing waits (most rows of a run): the row's
+        # take, the budget's turn, the answer's hand-off to the writer.
+        turn_now = getattr(self.budget, "turn_now", None)
         while True:
-            row = await rows.take()
+            row = rows.take_nowait()
             if row is None:
-                return
+                row = await rows.take()
+                if row is None:
+                    return
             # A NULL request is answered with its row error, without a call: the budget is for
             # calls, so it never holds or counts such a row (not even for a moment).
             budget = self.budget if row.request is not None else None
@@ -361,7 +367,7 @@ class _HttpRun:
             if budget is not None and not budget.admit():
                 self._budget_stop(budget)
                 continue
-            if budget is not None:
+            if budget is not None and (turn_now is None or not turn_now()):
                 await _turn(budget)
             try:
                 outcome = await caller.call(self.bodies, row.request, row.file)
@@ -384,6 +390,8 @@ class _HttpRun:
                 _record(budget, outcome)
                 if budget.stopped is not None:
                     self._budget_stop(budget)
+            if outcome.failure is None and not self.held and answers.put_nowait((row, outcome)):
+                continue  # what _deliver does with an answer, when the buffer has room
             await self._deliver(row, outcome)
 
     def _rows_left(self) -> int | None:

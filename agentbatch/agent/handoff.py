@@ -71,6 +71,14 @@ class RowFeed(Generic[T]):
                 if waiter.done() and not waiter.cancelled():
                     self._wake_takers()  # the row it was woken for goes to another taker
                 raise
+        return self.take_nowait()
+
+    def take_nowait(self) -> T | None:
+        """The next row when one is waiting, else None (then `await take()`): most takes of a
+        run find a row, and skip a coroutine for it."""
+        rows = self._rows
+        if not rows:
+            return None
         row = rows.popleft()
         if self._room is not None and len(rows) <= self.depth // 2:
             _settle(self._room)

@@ -238,10 +238,17 @@ class Budget:
         row's call is out. One call finds out what a row costs before a whole wave is paid for
         blind; a call that fails or is retried holds the others only until its row settles.
         Without such a limit, or once a row's cost is known, nothing waits."""
-        while self._blind() and self._calling:
+        while not self.turn_now():
             self._settled.clear()
             await self._settled.wait()
+
+    def turn_now(self) -> bool:
+        """`turn()` when its row need not wait (the runner asks this first, for most rows, and
+        awaits `turn()` only when it is False): True, the row's turn taken; False, nothing done."""
+        if self._calling and self._blind():
+            return False
         self._calling += 1
+        return True
 
     def release(self) -> None:
         """An admitted row was not sent after all (the run stopped while it waited)."""

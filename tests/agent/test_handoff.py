@@ -49,6 +49,20 @@ async def test_the_producer_waits_while_depth_rows_are_untaken() -> None:
     assert await feed.take() is None
 
 
+async def test_take_nowait_takes_a_waiting_row_as_take_does() -> None:
+    feed: RowFeed[int] = RowFeed(depth=4)
+    assert feed.take_nowait() is None  # nothing waits: the taker awaits take() instead
+    put = asyncio.ensure_future(feed.put_all(list(range(6))))
+    await asyncio.sleep(0.01)
+    assert not put.done() and len(feed) == 4
+    assert [feed.take_nowait(), feed.take_nowait()] == [0, 1]
+    await asyncio.sleep(0.01)
+    assert len(feed) == 4 and put.done()  # half the feed gone: the producer topped it up
+    assert [feed.take_nowait() for _ in range(5)] == [2, 3, 4, 5, None]
+    feed.close()
+    assert feed.take_nowait() is None and await feed.take() is None
+
+
 async def test_close_wakes_every_waiting_taker() -> None:
     feed: RowFeed[int] = RowFeed(depth=2)
     takers = [asyncio.ensure_future(feed.take()) for _ in range(5)]

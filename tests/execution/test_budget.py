@@ -202,6 +202,20 @@ def test_nothing_waits_without_a_token_limit_or_with_an_estimate(
     asyncio.run(scenario())
 
 
+def test_turn_now_takes_the_turn_that_turn_would_give_at_once() -> None:
+    # The runner asks `turn_now()` first (no coroutine for a row that need not wait) and awaits
+    # `turn()` only when it says no: the two hold back the same rows.
+    budget = Budget(Limits(max_tokens=100))
+    for _ in range(3):
+        assert budget.admit()
+    assert budget.turn_now()  # nothing out: the first call goes
+    assert not budget.turn_now() and not budget.turn_now()  # blind, one out: the rest wait
+    budget.record(error=None, permanent=False, input_tokens=3, output_tokens=4)
+    assert budget.turn_now() and budget.turn_now()  # a row's cost is known: none waits
+    unlimited = Budget(Limits(max_rows=5))
+    assert all(unlimited.turn_now() for _ in range(5))
+
+
 def test_an_answer_without_usage_stops_a_token_or_cost_limit_it_cannot_guard() -> None:
     price = Price(input_per_million=1.0, output_per_million=1.0)
     for budget in (Budget(Limits(max_tokens=100)), Budget(Limits(max_cost=1.0), price)):
