@@ -69,6 +69,10 @@ def _standard_loads(data: bytes | str) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
+# json.dumps with any option builds a new JSONEncoder on every call (several microseconds):
+# per row, one made once gives the same text (json.dumps(value, ensure_ascii=False)).
+_TEXT_JSON = json.JSONEncoder(ensure_ascii=False)
+
 MESSAGE_SEPARATOR = "\n\n"
 
 
@@ -163,7 +167,7 @@ def _text_of(payload: dict[str, Any]) -> str | RowFailure | None:
             predictions = predictions[0]
         if isinstance(predictions, str):
             return predictions
-        return json.dumps(predictions, ensure_ascii=False)
+        return _TEXT_JSON.encode(predictions)
     return None
 
 

@@ -41,6 +41,11 @@ from agentbatch.errors import AgentError
 MAX_REFRESHES_PER_ROW = 8
 
 
+# json.dumps with any option builds a new JSONEncoder on every call (several microseconds):
+# per row, one made once gives the same text (json.dumps(value, ensure_ascii=False, default=str)).
+_CUSTOM_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -83,7 +88,7 @@ class Outcome:
     def custom_outputs_json(self) -> str | None:
         if self.reply is None or self.reply.custom_outputs is None:
             return None
-        return json.dumps(self.reply.custom_outputs, ensure_ascii=False, default=str)
+        return _CUSTOM_JSON.encode(self.reply.custom_outputs)
 
 
 @dataclass(slots=True)
@@ -302,7 +307,7 @@ def _without_secrets(reply: AgentReply) -> AgentReply:
     trace_id = redact_known(reply.trace_id) if reply.trace_id is not None else None
     custom = reply.custom_outputs
     if custom is not None:
-        dumped = json.dumps(custom, ensure_ascii=False, default=str)
+        dumped = _CUSTOM_JSON.encode(custom)
         cleaned = redact_known(dumped)
         if cleaned != dumped:
             custom = json.loads(cleaned)
