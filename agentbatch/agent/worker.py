@@ -12,7 +12,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agentbatch.agent.bodies import BodyBuilder, RequestError
 from agentbatch.agent.calls import CallSpec
@@ -46,10 +46,6 @@ MAX_REFRESHES_PER_ROW = 8
 _CUSTOM_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 def _plus(a: int | None, b: int | None) -> int | None:
     """Two token counts added, either unknown (None) counting as nothing; None if both are."""
     if b is None:
@@ -57,32 +53,57 @@ def _plus(a: int | None, b: int | None) -> int | None:
     return b if a is None else a + b
 
 
-@dataclass(slots=True)  # one per row: a frozen dataclass's __init__ costs 3x
+@dataclass(slots=True, init=False)  # one per row: its __init__ written out, see below
 class Outcome:
-    reply: AgentReply | None = None
-    failure: RowFailure | None = None
-    attempts: int = 0
-    http_status: int | None = None
-    latency_ms: float | None = None
-    answered_at_us: int = field(default_factory=_now_us)
+    reply: AgentReply | None
+    failure: RowFailure | None
+    attempts: int
+    http_status: int | None
+    latency_ms: float | None
+    answered_at_us: int
     # The usage the row's earlier attempts reported, paid for and then sent again (an MLflow
     # error in a stream, a stream that ended early: see sse.py), None when none reported any.
-    earlier_input_tokens: int | None = None
-    earlier_output_tokens: int | None = None
+    earlier_input_tokens: int | None
+    earlier_output_tokens: int | None
     # The usage the agent reported for this row: its last reply's, an answer's or that of a reply
     # paid for that holds none (see RowFailure), plus its earlier attempts'. Added up once: the
     # stats, the budget and the commit each read it.
-    input_tokens: int | None = field(init=False)
-    output_tokens: int | None = field(init=False)
+    input_tokens: int | None
+    output_tokens: int | None
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        reply: AgentReply | None = None,
+        failure: RowFailure | None = None,
+        attempts: int = 0,
+        http_status: int | None = None,
+        latency_ms: float | None = None,
+        answered_at_us: int | None = None,
+        earlier_input_tokens: int | None = None,
+        earlier_output_tokens: int | None = None,
+    ) -> None:
+        # One function, not a dataclass __init__ calling a default factory, __post_init__ and
+        # _plus twice: a third of the instructions, once per row.
+        self.reply = reply
+        self.failure = failure
+        self.attempts = attempts
+        self.http_status = http_status
+        self.latency_ms = latency_ms
+        self.answered_at_us = time.time_ns() // 1000 if answered_at_us is None else answered_at_us
+        self.earlier_input_tokens = earlier_input_tokens
+        self.earlier_output_tokens = earlier_output_tokens
         # Read from the answer, else the failure (which holds the usage of a reply paid for
         # without an answer, see RowFailure).
-        paid = self.reply if self.reply is not None else self.failure
-        reported_in = paid.input_tokens if paid is not None else None
-        reported_out = paid.output_tokens if paid is not None else None
-        self.input_tokens = _plus(reported_in, self.earlier_input_tokens)
-        self.output_tokens = _plus(reported_out, self.earlier_output_tokens)
+        paid = reply if reply is not None else failure
+        if paid is None:
+            self.input_tokens = earlier_input_tokens
+            self.output_tokens = earlier_output_tokens
+        elif earlier_input_tokens is None and earlier_output_tokens is None:
+            self.input_tokens = paid.input_tokens  # the common row: one attempt
+            self.output_tokens = paid.output_tokens
+        else:
+            self.input_tokens = _plus(paid.input_tokens, earlier_input_tokens)
+            self.output_tokens = _plus(paid.output_tokens, earlier_output_tokens)
 
     @property
     def custom_outputs_json(self) -> str | None:
@@ -154,14 +175,10 @@ class Caller:
                 return None
             failure = sent.result
             if isinstance(failure, AgentReply):
+                # By position (reply, failure, attempts, http_status, latency_ms, answered_at_us,
+                # earlier_input_tokens, earlier_output_tokens): one per row.
                 return Outcome(
-                    failure,
-                    None,
-                    attempt,
-                    sent.status,
-                    sent.latency_ms,
-                    earlier_input_tokens=spent_in,
-                    earlier_output_tokens=spent_out,
+                    failure, None, attempt, sent.status, sent.latency_ms, None, spent_in, spent_out
                 )
             if (
                 failure.kind == "http"
@@ -190,13 +207,7 @@ class Caller:
                 await self._pause(backoff_delay(attempt, sent.retry_after, self._rng))
                 continue
             return Outcome(
-                None,
-                failure,
-                attempt,
-                sent.status,
-                sent.latency_ms,
-                earlier_input_tokens=spent_in,
-                earlier_output_tokens=spent_out,
+                None, failure, attempt, sent.status, sent.latency_ms, None, spent_in, spent_out
             )
 
     async def _attempt(self, body: bytes) -> _Sent | None:
