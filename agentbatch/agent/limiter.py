@@ -297,7 +297,14 @@ class Limiter:
     # --- waiting ------------------------------------------------------------------------------
 
     def _has_room(self) -> bool:
-        return self._inflight < self.limit and self._clock() >= self._paused_until
+        # Asked for every call: the clock only once a pause was ever set (monotonic time is
+        # never below the 0.0 of no pause), and `inflight < limit` without the property (for a
+        # whole number n, n + 1 <= x is n < int(x)).
+        inflight = self._inflight
+        if inflight + 1 > self._limit and inflight >= 1:
+            return False
+        paused = self._paused_until
+        return not paused or self._clock() >= paused
 
     def _wake(self) -> None:
         while self._waiters and self._has_room():

@@ -254,3 +254,23 @@ def test_an_endless_retry_after_does_not_stop_the_probes_for_good() -> None:
                 limiter.release(permit, "ok", latency_s=0.05)
     assert refused_at > 0
     assert limiter.limit > refused_at
+
+
+def test_a_free_slot_reads_the_clock_once_and_a_fractional_limit_admits_its_whole_part() -> None:
+    # Asked for every call: the clock only for the permit's time, until a pause was ever set.
+    reads = 0
+
+    def clock() -> float:
+        nonlocal reads
+        reads += 1
+        return 100.0
+
+    limiter = Limiter(max_concurrency=4, initial=4, clock=clock)
+    permits = [limiter.try_acquire() for _ in range(5)]
+    assert all(p is not None for p in permits[:4]) and permits[4] is None
+    assert reads == 4
+    for limit, admitted in [(2.5, 2), (3.0, 3), (0.5, 1), (1.0, 1)]:
+        limiter = Limiter(max_concurrency=8, initial=8, clock=clock)
+        limiter._limit = limit
+        taken = [limiter.try_acquire() for _ in range(8)]
+        assert sum(p is not None for p in taken) == admitted == limiter.limit
