@@ -284,12 +284,12 @@ class Budget:
         elif permanent:
             self.failed += 1
             self.errors[error[:300]] += 1
-        if self._sending() and not self._broken():
+        if self._reason is None and self._broken_at is None and not self._broken():
             if error is None and not measured and self.watches_spend:
                 self._reason = self._watched()
                 self._unmeasured = True
-            else:
-                self._reason = self._spent_up(0)
+            elif self.limits.max_tokens is not None or self.limits.max_cost is not None:
+                self._reason = self._spent_up(0)  # (without either, it has nothing to judge)
         self._settle()
 
     def may_send(self, in_flight: int) -> bool:
@@ -328,13 +328,15 @@ class Budget:
 
     def _blind(self) -> bool:
         """Whether a token or cost limit must judge calls while nothing tells what one costs."""
+        # The cheapest test first: asked for every row while calls are out.
         return (
-            self._sending() and self.watches_spend and self.per_row is None and not self._measured
+            not self._measured and self.per_row is None and self._sending() and self.watches_spend
         )
 
     def _settle(self) -> None:
         # Rows drained after a stop are released without a turn: never below none out.
-        self._calling = max(self._calling - 1, 0)
+        if self._calling > 0:
+            self._calling -= 1
         self._settled.set()
 
     def _watched(self) -> tuple[str, str]:

@@ -4,7 +4,9 @@ target, checks before sending, the guard while sending, intervals and the time m
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -348,3 +350,28 @@ def test_the_estimate_brackets_the_time_when_the_agent_may_cap_concurrency() -> 
     # at once, 7 rounds.
     assert found.projected_wall_s == pytest.approx(4.0)
     assert found.projected_wall_s_high == pytest.approx(7.0)
+
+
+def test_a_row_under_no_token_or_cost_limit_costs_few_calls() -> None:
+    # admit, turn_now and record run for every row of a run: without a token or cost limit
+    # there is nothing to project, and the cheapest test comes first.
+    budget = Budget(Limits(max_rows=1_000))
+    for _ in range(3):
+        assert budget.admit() and budget.turn_now()
+        budget.record(error=None, permanent=False, input_tokens=3, output_tokens=4)
+    calls: list[str] = []
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(hook)
+    try:
+        for _ in range(10):
+            budget.admit()
+            budget.turn_now()
+            budget.record(error=None, permanent=False, input_tokens=3, output_tokens=4)
+    finally:
+        sys.setprofile(None)
+    assert len(calls) <= 70, sorted(set(calls))
+    assert budget.stopped is None and budget.sent == 13
