@@ -77,6 +77,13 @@ def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
         return None, None
     inp = usage.get("input_tokens", usage.get("prompt_tokens"))
     out = usage.get("output_tokens", usage.get("completion_tokens"))
+    if (
+        type(inp) is int
+        and type(out) is int
+        and 0 <= inp < _INT64_LIMIT
+        and 0 <= out < _INT64_LIMIT
+    ):
+        return inp, out  # the common usage: as_int of each is itself
     return as_int(inp), as_int(out)
 
 
@@ -113,6 +120,13 @@ def message_text(item: Any) -> str | None:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
+        return None
+    if len(content) == 1:  # the common message: one part, its text is the message's
+        part = content[0]
+        if isinstance(part, dict) and part.get("type") in ("output_text", "text"):
+            text = part.get("text")
+            if isinstance(text, str):
+                return text
         return None
     parts = []
     for part in content:

@@ -149,6 +149,8 @@ def _failure_of(payload: dict[str, Any]) -> RowFailure | None:
 def _text_of(payload: dict[str, Any]) -> str | RowFailure | None:
     output = payload.get("output")
     if isinstance(output, list):
+        if len(output) == 1:
+            return message_text(output[0])  # join_messages of one text (or none) is that text
         texts = []
         for item in output:
             text = message_text(item)

@@ -10,7 +10,7 @@ import pytest
 
 from agentbatch.agent.replies import AgentReply, RowFailure
 from agentbatch.agent.response_format import parse_response_format
-from agentbatch.agent.responses import apply_response_format, parse_json_reply
+from agentbatch.agent.responses import apply_response_format, parse_json_reply, reply_from_payload
 from agentbatch.agent.sse import parse_sse
 
 
@@ -128,6 +128,38 @@ JSON_OK: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"id": "resp_9", "request_id": "req-9", "output": [message("x")]},
         {"text": "x", "trace_id": None},
     ),
+    (
+        "one message with one empty part: an empty answer",
+        {"output": [message("")]},
+        {"text": ""},
+    ),
+    (
+        "one message whose one part is no text, then another message",
+        {
+            "output": [
+                {"type": "message", "role": "assistant", "content": [{"type": "refusal"}]},
+                message("after"),
+            ]
+        },
+        {"text": "after"},
+    ),
+    (
+        "one message of parts, one of them text",
+        {
+            "output": [
+                {
+                    "type": "message",
+                    "content": [{"type": "output_text", "text": 5}, {"type": "text", "text": "t"}],
+                }
+            ]
+        },
+        {"text": "t"},
+    ),
+    (
+        "usage of a whole float and a big count",
+        {"output": [message("x")], "usage": {"input_tokens": 2.0, "output_tokens": 2**63 - 1}},
+        {"text": "x", "input_tokens": 2, "output_tokens": 2**63 - 1},
+    ),
 ]
 
 
@@ -162,6 +194,18 @@ JSON_FAIL: list[tuple[str, bytes, str, str]] = [
         "no answer text",
     ),
     ("unknown shape", b'{"foo": 1}', "parse", "no answer text"),
+    (
+        "one message whose one part is no text",
+        b'{"output": [{"type": "message", "content": [{"type": "output_text", "text": null}]}]}',
+        "parse",
+        "no answer text",
+    ),
+    (
+        "one message from the user",
+        b'{"output": [{"type": "message", "role": "user", "content": "q"}]}',
+        "parse",
+        "no answer text",
+    ),
     ("a list", b"[1, 2]", "parse", "unrecognised"),
 ]
 
@@ -426,3 +470,27 @@ def test_token_counts_a_server_reports(usage: dict[str, Any], expected: tuple[An
     from agentbatch.agent.replies import usage_tokens
 
     assert usage_tokens(usage) == expected
+
+
+def test_a_common_reply_is_read_in_few_calls() -> None:
+    # One per row: the usual Responses reply (one message of one part, whole token counts).
+    import sys
+
+    payload = {
+        "status": "completed",
+        "output": [message("hi")],
+        "usage": {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9},
+    }
+    calls: list[str] = []
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(hook)
+    try:
+        reply = reply_from_payload(payload)
+    finally:
+        sys.setprofile(None)
+    assert isinstance(reply, AgentReply) and (reply.text, reply.input_tokens) == ("hi", 7)
+    assert len(calls) <= 7, calls
