@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -410,34 +410,32 @@ class LocalEngine:
         """`view` of a JSON file, with each column whose values are of more than one kind (`5`
         and `"B-7"`) as text, as Spark's JSON reader infers such a column: `B-7` and `5`. DuckDB
         gives it its JSON type, whose text kept a string's quotes (a key `"B-7"`)."""
-        mixed = [
-            name
-            for name, type_name, *_ in self._con.execute(f"DESCRIBE {view}").fetchall()
-            if type_name == "JSON"
-        ]
-        if not mixed:
-            return view
-        names = [exp.to_identifier(name, quoted=True).sql("duckdb") for name in mixed]
-        texts = ", ".join(f"({name} ->> '$') AS {name}" for name in names)
-        self._sql(f"CREATE TEMP VIEW {view}_text AS SELECT * REPLACE ({texts}) FROM {view}")
-        return f"{view}_text"
+        return self._replacing(view, "text", lambda t: t == "JSON", "({} ->> '$')")
 
     def _with_portable_types(self, view: str) -> str:
         """`view`, with columns of DuckDB-only types read as text: no type at all (a source with
         no rows: pandas' empty object column, Parquet's null), and ENUM (a pandas Categorical).
         An output made from them had a column a later value could not be written to (another
         category, any value at all), and each later run paid for its rows, then failed."""
-        untyped = [
-            name
+        return self._replacing(
+            view, "typed", lambda t: t == '"NULL"' or t.startswith("ENUM("), "CAST({} AS VARCHAR)"
+        )
+
+    def _replacing(
+        self, view: str, suffix: str, chosen: Callable[[str], bool], expression: str
+    ) -> str:
+        """`view`, or a view over it with each column whose DuckDB type is `chosen` replaced by
+        `expression` of it (`{}` stands for the column); the same view when none is."""
+        columns = [
+            exp.to_identifier(name, quoted=True).sql("duckdb")
             for name, type_name, *_ in self._con.execute(f"DESCRIBE {view}").fetchall()
-            if type_name == '"NULL"' or type_name.startswith("ENUM(")
+            if chosen(type_name)
         ]
-        if not untyped:
+        if not columns:
             return view
-        names = [exp.to_identifier(name, quoted=True).sql("duckdb") for name in untyped]
-        casts = ", ".join(f"CAST({name} AS VARCHAR) AS {name}" for name in names)
-        self._sql(f"CREATE TEMP VIEW {view}_typed AS SELECT * REPLACE ({casts}) FROM {view}")
-        return f"{view}_typed"
+        replaced = ", ".join(f"{expression.format(name)} AS {name}" for name in columns)
+        self._sql(f"CREATE TEMP VIEW {view}_{suffix} AS SELECT * REPLACE ({replaced}) FROM {view}")
+        return f"{view}_{suffix}"
 
     def _register_input(self, view: str, name: str, source: TableSource) -> str:
         if isinstance(source, (str, os.PathLike)):
