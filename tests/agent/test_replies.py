@@ -12,6 +12,7 @@ from agentbatch.agent.replies import AgentReply, RowFailure
 from agentbatch.agent.response_format import parse_response_format
 from agentbatch.agent.responses import apply_response_format, parse_json_reply, reply_from_payload
 from agentbatch.agent.sse import parse_sse
+from tests.support.profiled import functions_called
 
 
 def message(text: str, item_id: str = "msg_1") -> dict[str, Any]:
@@ -474,23 +475,12 @@ def test_token_counts_a_server_reports(usage: dict[str, Any], expected: tuple[An
 
 def test_a_common_reply_is_read_in_few_calls() -> None:
     # One per row: the usual Responses reply (one message of one part, whole token counts).
-    import sys
-
     payload = {
         "status": "completed",
         "output": [message("hi")],
         "usage": {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9},
     }
-    calls: list[str] = []
-
-    def hook(frame: Any, event: str, arg: Any) -> None:
-        if event == "call":
-            calls.append(frame.f_code.co_name)
-
-    sys.setprofile(hook)
-    try:
+    with functions_called() as calls:
         reply = reply_from_payload(payload)
-    finally:
-        sys.setprofile(None)
     assert isinstance(reply, AgentReply) and (reply.text, reply.input_tokens) == ("hi", 7)
     assert len(calls) <= 7, calls

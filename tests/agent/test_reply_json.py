@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -20,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentbatch.agent.responses import loads, parse_json_reply
+from tests.support.profiled import functions_called
 
 _PLAIN_UTF8_STARTS = frozenset(bytes([b]) for b in b'{["-0123456789tfn \t\r\n')
 
@@ -79,22 +77,10 @@ def assert_read_alike(data: bytes | str) -> None:
         assert _read(loads, text) == _read(standard_reading, text), text
 
 
-@contextmanager
-def standard_library_calls() -> Iterator[list[str]]:
-    """The functions of the standard library's json package run meanwhile (a profile hook: it
-    watches, changes nothing)."""
-    seen: list[str] = []
+def standard_library_calls() -> functions_called:
+    """The functions of the standard library's json package run meanwhile."""
     json_dir = json.__file__.rsplit("/", 1)[0]
-
-    def hook(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code.co_filename.startswith(json_dir):
-            seen.append(frame.f_code.co_name)
-
-    sys.setprofile(hook)
-    try:
-        yield seen
-    finally:
-        sys.setprofile(None)
+    return functions_called(lambda code: code.co_filename.startswith(json_dir))
 
 
 EDGE_CASES = [

@@ -6,9 +6,6 @@ microseconds a row."""
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -17,6 +14,7 @@ from agentbatch.agent.ledger import canonical_keys
 from agentbatch.agent.replies import AgentReply
 from agentbatch.agent.response_format import parse_response_format
 from agentbatch.agent.worker import Outcome
+from tests.support.profiled import functions_called
 
 KEYS = ["plain", "é ü 漢字 😀", 'quote " and \\ backslash', "tab\tnew\nline\x00", "", None]
 CUSTOM: list[Any] = [
@@ -27,25 +25,11 @@ CUSTOM: list[Any] = [
 ]
 
 
-@contextmanager
-def encoders_built() -> Iterator[list[str]]:
-    """The JSONEncoders made meanwhile (a profile hook: it watches, changes nothing)."""
-    made: list[str] = []
-
-    def hook(frame: Any, event: str, arg: Any) -> None:
-        code = frame.f_code
-        if (
-            event == "call"
-            and code.co_name == "__init__"
-            and code.co_filename.endswith("json/encoder.py")
-        ):
-            made.append(code.co_filename)
-
-    sys.setprofile(hook)
-    try:
-        yield made
-    finally:
-        sys.setprofile(None)
+def encoders_built() -> functions_called:
+    """The JSONEncoders made meanwhile."""
+    return functions_called(
+        lambda code: code.co_name == "__init__" and code.co_filename.endswith("json/encoder.py")
+    )
 
 
 def test_string_keys_are_json_dumps_text_without_an_encoder_a_row() -> None:

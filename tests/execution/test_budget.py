@@ -4,9 +4,7 @@ target, checks before sending, the guard while sending, intervals and the time m
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +21,7 @@ from agentbatch.execution.budget import (
 )
 from agentbatch.execution.estimation import calls_wall_s, mean_interval
 from agentbatch.spec.models import Job, Price
+from tests.support.profiled import functions_called
 
 JOB = {
     "name": "j",
@@ -359,19 +358,10 @@ def test_a_row_under_no_token_or_cost_limit_costs_few_calls() -> None:
     for _ in range(3):
         assert budget.admit() and budget.turn_now()
         budget.record(error=None, permanent=False, input_tokens=3, output_tokens=4)
-    calls: list[str] = []
-
-    def hook(frame: Any, event: str, arg: Any) -> None:
-        if event == "call":
-            calls.append(frame.f_code.co_name)
-
-    sys.setprofile(hook)
-    try:
+    with functions_called() as calls:
         for _ in range(10):
             budget.admit()
             budget.turn_now()
             budget.record(error=None, permanent=False, input_tokens=3, output_tokens=4)
-    finally:
-        sys.setprofile(None)
     assert len(calls) <= 70, sorted(set(calls))
     assert budget.stopped is None and budget.sent == 13
