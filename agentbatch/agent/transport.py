@@ -10,7 +10,8 @@ Compressed replies (`gzip`, `deflate`, the only codings asked for) are unpacked 
 aiohttp, whose gzip decoder takes a stream that ends unfinished for a whole one: a body without a
 length (read until the connection closes, RFC 9112 section 6.3) is complete when its stream's
 end came, cut short when the connection closed before it (transient, sent again), and read
-without waiting for a connection the server keeps open after it.
+without waiting for a connection the server keeps open after it. A plain JSON body without a
+length is cut short when it ends inside a string, an array or an object.
 
 Redirects are followed here, not by aiohttp (which follows up to 10 per call, each a POST the
 agent may run, and turns a POST into a GET on 301/302/303): only a 307 or 308 within the agent's
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import zlib
 from collections.abc import Mapping
@@ -291,6 +293,20 @@ class AiohttpTransport:
                     return self._unreadable(
                         resp.status, ValueError("the compressed stream ends unfinished"), coding
                     )
+                if (
+                    until_close
+                    and unpack is None
+                    and 200 <= resp.status < 300
+                    and not stream
+                    and not resp.content_type.endswith("event-stream")
+                    and _json_left_open(b"".join(chunks))
+                ):
+                    raise TransportError(
+                        "connection",
+                        "the connection closed inside the reply's JSON (a body without a "
+                        "length, cut short)",
+                        retryable=True,
+                    )
         except TransportError:
             raise
         except Exception:
@@ -352,6 +368,22 @@ class _Unpacker:
             self.done = self._inflate.eof
             data = self._inflate.unused_data if self.done else self._inflate.unconsumed_tail
         return out
+
+
+# A JSON string, escapes included (the unrolled loop: linear on any text).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _json_left_open(body: bytes) -> bool:
+    """Whether a JSON text ends inside a string, an array or an object: what a body read until
+    the connection closed holds when the server died while writing it. A text whose every
+    string and bracket closed is what the server meant to send, read as it is."""
+    if b"\0" in body:  # UTF-16 or UTF-32: not JSON this reads
+        return False
+    outside = _JSON_STRING.sub(b"", body)
+    if b'"' in outside:
+        return True
+    return outside.count(b"{") + outside.count(b"[") > outside.count(b"}") + outside.count(b"]")
 
 
 def _describe(error: BaseException) -> str:

@@ -22,6 +22,10 @@ the local engine against a server on 127.0.0.1, and checked in the output table.
   cut short is (and as a gzip or plain event stream cut short is); it was a permanent row error,
   as aiohttp's decoder refuses the unfinished stream at the end of data. A deflate body that came
   whole (its Content-Length) but does not decode, or bytes that are not deflate, stay permanent.
+* A plain JSON body without a length whose connection closed inside it (an agent server that died
+  while writing it): `[permanent] reply is not JSON`, sent once and never asked again by a later
+  run. It ends inside a string, an array or an object: cut short, sent again; a body whose every
+  string and bracket closed (a login page, JSON with a bracket too many) stays permanent.
 """
 
 from __future__ import annotations
@@ -482,3 +486,49 @@ def test_a_whole_compressed_body_is_read_without_waiting_for_the_connection_to_c
     # It was `[transient] no complete reply within 4s`, sent twice (the job's max_retries: 1).
     assert row["response"] == "fine" and row["error"] is None and row["attempts"] == 1
     assert agent.posts == 1
+
+
+# A plain JSON reply without a length (read until the connection closes): an agent server that
+# dies while writing it closes the connection inside the JSON.
+PLAIN_CUTS = {
+    "inside-a-string": ANSWER[: ANSWER.index(b"fine") + 2],
+    "between-values": ANSWER[: ANSWER.index(b"[") + 1],
+    "after-a-backslash": b'{"output": [{"type": "message", "content": "a \\',
+}
+
+
+@pytest.mark.parametrize("cut", PLAIN_CUTS, ids=list(PLAIN_CUTS))
+def test_a_plain_json_body_without_a_length_cut_short_is_sent_again(
+    tmp_path: Path, cut: str
+) -> None:
+    reply = raw_reply(PLAIN_CUTS[cut], stream=False, coding=b"identity")
+    agent, row = serve_raw(
+        tmp_path, reply, raw_reply(ANSWER, stream=False, coding=b"identity"), stream=False
+    )
+    # It was `[permanent] reply is not JSON`, sent once: no later run asked again.
+    assert agent.posts == 2
+    assert row["response"] == "fine" and row["error"] is None and row["attempts"] == 2
+
+
+def test_a_plain_json_body_cut_short_every_time_is_a_transient_row_error(tmp_path: Path) -> None:
+    reply = raw_reply(ANSWER[:30], stream=False, coding=b"identity")
+    agent, row = serve_raw(tmp_path, reply, stream=False)
+    assert agent.posts == 2  # the job's max_retries: 1
+    assert row["error"].startswith("[transient] the connection closed inside the reply's JSON")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html><body>Sign in</body></html>", ANSWER + b"}", b'{"output": [oops]}'],
+    ids=["html", "closed-extra-bracket", "closed-bad-value"],
+)
+def test_a_plain_body_without_a_length_whose_brackets_all_closed_is_no_cut(
+    tmp_path: Path, body: bytes
+) -> None:
+    """Its every string and bracket closed: the server sent what it meant to; sending it again
+    would pay for the same reply."""
+    agent, row = serve_raw(
+        tmp_path, raw_reply(body, stream=False, coding=b"identity"), stream=False
+    )
+    assert agent.posts == 1
+    assert row["error"].startswith("[permanent] ") and row["attempts"] == 1
