@@ -297,7 +297,6 @@ class AiohttpTransport:
                     until_close
                     and unpack is None
                     and 200 <= resp.status < 300
-                    and not stream
                     and not resp.content_type.endswith("event-stream")
                     and _json_left_open(b"".join(chunks))
                 ):

@@ -497,13 +497,15 @@ PLAIN_CUTS = {
 }
 
 
+@pytest.mark.parametrize("asked_stream", [False, True], ids=["json", "asked-stream"])
 @pytest.mark.parametrize("cut", PLAIN_CUTS, ids=list(PLAIN_CUTS))
 def test_a_plain_json_body_without_a_length_cut_short_is_sent_again(
-    tmp_path: Path, cut: str
+    tmp_path: Path, cut: str, asked_stream: bool
 ) -> None:
+    # A call that asked for a stream reads a JSON reply as its answer: the same cut.
     reply = raw_reply(PLAIN_CUTS[cut], stream=False, coding=b"identity")
     agent, row = serve_raw(
-        tmp_path, reply, raw_reply(ANSWER, stream=False, coding=b"identity"), stream=False
+        tmp_path, reply, raw_reply(ANSWER, stream=False, coding=b"identity"), stream=asked_stream
     )
     # It was `[permanent] reply is not JSON`, sent once: no later run asked again.
     assert agent.posts == 2
