@@ -387,8 +387,14 @@ class _HttpRun:
                 # so it counts neither toward max_rows nor the error rate.
                 budget.unpaid()
             elif budget is not None:
-                _record(budget, outcome)
-                if budget.stopped is not None:
+                failure = outcome.failure
+                if failure is None:  # by position: per row, a keyword call costs twice as much
+                    sending = budget.record(
+                        None, False, outcome.input_tokens, outcome.output_tokens
+                    )
+                else:
+                    sending = _record(budget, outcome)
+                if not sending:
                     self._budget_stop(budget)
             if outcome.failure is None and not self.held and answers.put_nowait((row, outcome)):
                 continue  # what _deliver does with an answer, when the buffer has room
@@ -592,13 +598,13 @@ def _row_files(batch: pa.RecordBatch) -> list[RowFile] | None:
     return [RowFile(c, n) for c, n in zip(contents, file_names, strict=True)]
 
 
-def _record(budget: SpendGuard, outcome: Outcome) -> None:
+def _record(budget: SpendGuard, outcome: Outcome) -> bool:
     failure = outcome.failure
-    budget.record(
-        error=error_text(failure) if failure is not None else None,
-        permanent=failure is not None and not failure.retryable,
-        input_tokens=outcome.input_tokens,
-        output_tokens=outcome.output_tokens,
+    return budget.record(
+        error_text(failure) if failure is not None else None,
+        failure is not None and not failure.retryable,
+        outcome.input_tokens,
+        outcome.output_tokens,
     )
 
 

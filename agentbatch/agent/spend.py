@@ -27,9 +27,10 @@ class SpendGuard(Protocol):
 
     def record(
         self,
-        *,
         error: str | None,
         permanent: bool,
         input_tokens: int | None,
         output_tokens: int | None,
-    ) -> None: ...
+    ) -> bool:
+        """Returns whether the guard may still send (`stopped is None`)."""
+        ...

@@ -175,9 +175,13 @@ class Budget:
         self._measured = 0
         # Rows answered without a call (`unpaid`): the summary counts them among its rows.
         self._unpaid = 0
-        # Rows past `turn()` not settled yet, and the signal that one settled.
+        # Rows past `turn()` not settled yet, and the signal that one settled (set only while
+        # a row waits in `turn()`: one settling each row would cost a call each).
         self._calling = 0
         self._settled = asyncio.Event()
+        self._waiting = 0
+        # Whether `record` has a token or cost limit to judge (fixed for the run).
+        self._judges_spend = limits.max_tokens is not None or limits.max_cost is not None
 
     @property
     def stopped(self) -> BudgetError | None:
@@ -224,7 +228,7 @@ class Budget:
         """Whether the next row may be sent: no limit reached yet, and fewer than `max_rows`
         rows sent. A refused row is left for the next run."""
         max_rows = self.limits.max_rows
-        if self._sending():
+        if self._reason is None and self._broken_at is None:  # `_sending()`, per row
             if max_rows is None or self.sent < max_rows:
                 self.sent += 1
                 return True
@@ -240,12 +244,16 @@ class Budget:
         Without such a limit, or once a row's cost is known, nothing waits."""
         while not self.turn_now():
             self._settled.clear()
-            await self._settled.wait()
+            self._waiting += 1
+            try:
+                await self._settled.wait()
+            finally:
+                self._waiting -= 1
 
     def turn_now(self) -> bool:
         """`turn()` when its row need not wait (the runner asks this first, for most rows, and
         awaits `turn()` only when it is False): True, the row's turn taken; False, nothing done."""
-        if self._calling and self._blind():
+        if self._calling and not self._measured and self._blind():
             return False
         self._calling += 1
         return True
@@ -263,34 +271,45 @@ class Budget:
 
     def record(
         self,
-        *,
         error: str | None,
         permanent: bool,
         input_tokens: int | None,
         output_tokens: int | None,
-    ) -> None:
+    ) -> bool:
         """The outcome of an admitted row: its error text (None for an answer) and usage. Sets
         `stopped` once a limit is reached or too many rows failed, or when an answer without
         its usage leaves a token or cost limit unguarded: then nothing more is sent, and the
-        calls in flight finish."""
+        calls in flight finish. Returns whether it may still send (`stopped is None`).
+
+        Called once a row (by position: a keyword call costs twice as much), so the checks
+        that cannot change anything are skipped: `_broken` without a failure, `_settle`'s
+        wake-up without a row waiting."""
         self.answered += 1
-        self.input_tokens += input_tokens or 0
-        self.output_tokens += output_tokens or 0
         measured = input_tokens is not None or output_tokens is not None
         if measured:
             self._measured += 1
+            self.input_tokens += input_tokens or 0
+            self.output_tokens += output_tokens or 0
         if error is None:
             self.ok += 1
         elif permanent:
             self.failed += 1
             self.errors[error[:300]] += 1
-        if self._reason is None and self._broken_at is None and not self._broken():
+        if (
+            self._reason is None
+            and self._broken_at is None
+            and not (self.failed and self._broken())
+        ):
             if error is None and not measured and self.watches_spend:
                 self._reason = self._watched()
                 self._unmeasured = True
-            elif self.limits.max_tokens is not None or self.limits.max_cost is not None:
+            elif self._judges_spend:
                 self._reason = self._spent_up(0)  # (without either, it has nothing to judge)
-        self._settle()
+        if self._calling > 0:  # `_settle()`, per row
+            self._calling -= 1
+        if self._waiting:
+            self._settled.set()
+        return self._reason is None and self._broken_at is None
 
     def may_send(self, in_flight: int) -> bool:
         """Right before a call is sent: whether what was spent, plus what the calls in flight and
@@ -337,7 +356,8 @@ class Budget:
         # Rows drained after a stop are released without a turn: never below none out.
         if self._calling > 0:
             self._calling -= 1
-        self._settled.set()
+        if self._waiting:
+            self._settled.set()
 
     def _watched(self) -> tuple[str, str]:
         """The token or cost limit the guard judges calls by (see `watches_spend`)."""

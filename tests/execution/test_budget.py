@@ -353,15 +353,31 @@ def test_the_estimate_brackets_the_time_when_the_agent_may_cap_concurrency() -> 
 
 def test_a_row_under_no_token_or_cost_limit_costs_few_calls() -> None:
     # admit, turn_now and record run for every row of a run: without a token or cost limit
-    # there is nothing to project, and the cheapest test comes first.
+    # there is nothing to project, the cheapest test comes first, and nothing else is called
+    # (no error-rate check without a failure, no wake-up without a row waiting in `turn`):
+    # one call each, also while other rows' calls are out.
     budget = Budget(Limits(max_rows=1_000))
     for _ in range(3):
         assert budget.admit() and budget.turn_now()
-        budget.record(error=None, permanent=False, input_tokens=3, output_tokens=4)
+        budget.record(None, False, 3, 4)
+    assert budget.admit() and budget.turn_now()  # a call out while the others go
     with functions_called() as calls:
         for _ in range(10):
             budget.admit()
             budget.turn_now()
-            budget.record(error=None, permanent=False, input_tokens=3, output_tokens=4)
-    assert len(calls) <= 70, sorted(set(calls))
-    assert budget.stopped is None and budget.sent == 13
+            assert budget.record(None, False, 3, 4)
+    assert len(calls) == 30, sorted(set(calls))
+    assert budget.stopped is None and budget.sent == 14
+
+
+async def test_a_row_waiting_for_its_turn_wakes_when_another_settles() -> None:
+    # A token limit without an estimate lets one call go at a time until a row's cost is known:
+    # the next row waits in `turn`, and the first one's record lets it go.
+    budget = Budget(Limits(max_tokens=1_000))
+    assert budget.admit() and budget.turn_now()
+    assert budget.admit() and not budget.turn_now()
+    waiting = asyncio.ensure_future(budget.turn())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert budget.record(None, False, 3, 4)
+    await asyncio.wait_for(waiting, 1)
