@@ -212,9 +212,12 @@ def _entries_of(
     import pyarrow as pa
 
     inside = [e for e in entries if 0 <= e[0] < stored.num_rows]
-    if not inside or key not in stored.column_names or "error" not in stored.column_names:
+    name = key_column(stored.column_names, key)
+    if not inside or name is None or "error" not in stored.column_names:
         return None
     picked = stored.take(pa.array([e[0] for e in inside], type=pa.int64()))
+    if name != key:  # stored under the key's earlier spelling: read as the job's key
+        picked = picked.rename_columns([key if n == name else n for n in picked.column_names])
     fingerprints = (
         picked.column(FINGERPRINT_COLUMN).to_pylist()
         if FINGERPRINT_COLUMN in picked.column_names
@@ -244,6 +247,16 @@ def _refresh_reached(conn: sqlite3.Connection) -> bool:
     since = _refresh_since(conn)
     row = conn.execute("SELECT v FROM meta WHERE k = ?", (_REFRESH_REACHED,)).fetchone()
     return since is not None and row is not None and str(row[0]) == str(since)
+
+
+def key_column(names: Sequence[str], key: str) -> str | None:
+    """The column of `names` that is the key `key`: of that name, else of that name in another
+    case (Databricks, Spark and DuckDB resolve column names case-insensitively: a job whose key
+    became `Review_ID` reads the same `review_id` column); None when there is none."""
+    if key in names:
+        return key
+    lowered = key.lower()
+    return next((name for name in names if name.lower() == lowered), None)
 
 
 # json.dumps with any option builds a new JSONEncoder on every call (several microseconds):
@@ -340,7 +353,12 @@ class Ledger:
         row = self._writer.execute("SELECT v FROM meta WHERE k = 'key'").fetchone()
         if row is None:
             self._writer.execute("INSERT INTO meta(k, v) VALUES ('key', ?)", (self.key,))
-        elif row[0] != self.key:
+        elif row[0].lower() == self.key.lower():
+            # The same column in another case (engines resolve names case-insensitively): its
+            # answers are this job's; the stored rows are read by either spelling.
+            if row[0] != self.key:
+                self._writer.execute("UPDATE meta SET v = ? WHERE k = 'key'", (self.key,))
+        else:
             log.warning(
                 "ledger %s was keyed by %r, this job by %r: discarding its answers",
                 self.path,
@@ -429,11 +447,14 @@ class Ledger:
             rows_ok = [(i, r) for i, r in pairs if 0 <= r < stored.num_rows]
             picked = stored.take(pa.array([r for _, r in rows_ok], type=pa.int64()))
             # The stored row must be the answer the index says it is (damage is never reused).
+            stored_key = key_column(picked.column_names, self.key)
+            if stored_key is None:
+                continue
             same = [
                 k == keys[i] and fp == fingerprints[i]
                 for (i, _), k, fp in zip(
                     rows_ok,
-                    canonical_keys(picked.column(self.key)),
+                    canonical_keys(picked.column(stored_key)),
                     picked.column(FINGERPRINT_COLUMN).to_pylist(),
                     strict=True,
                 )
@@ -663,7 +684,7 @@ class Ledger:
             if rows != list(range(table.num_rows)):
                 table = table.take(pa.array(rows, type=pa.int64()))
             stored = zip(
-                canonical_keys(table.column(self.key)),
+                canonical_keys(table.column(key_column(table.column_names, self.key) or self.key)),
                 table.column(FINGERPRINT_COLUMN).to_pylist(),
                 table.column("error").is_null().to_pylist(),
                 strict=True,

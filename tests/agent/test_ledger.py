@@ -10,7 +10,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from agentbatch.agent.ledger import Ledger, canonical_keys, refresh_began, refresh_reached
+from agentbatch.agent.ledger import (
+    Ledger,
+    canonical_keys,
+    refresh_began,
+    refresh_reached,
+    stored_answers,
+)
 
 from .conftest import output_rows
 
@@ -207,6 +213,26 @@ def test_a_different_key_discards_the_old_answers(
     with caplog.at_level(logging.WARNING), Ledger(path, key="ticket_id") as ledger:
         assert ledger.stats()["answers"] == 0
     assert "keyed by 'id'" in caplog.text
+
+
+def test_a_key_renamed_in_case_only_keeps_the_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Engines resolve column names case-insensitively: `ID` is the column `id` was.
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, key="id", run_id="first") as ledger:
+        ledger.append(output_rows([1, 2]))
+    renamed = inputs([1, 2, 3]).rename_columns(["ID", "_request", "request_fingerprint"])
+    with caplog.at_level(logging.WARNING), Ledger(path, key="ID", run_id="second") as ledger:
+        assert ledger.stats()["answers"] == 2
+        reused, todo = ledger.reuse(renamed, None, retry_errors=False)
+        assert reused is not None and reused.column("ID").to_pylist() == [1, 2]
+        assert todo.column("ID").to_pylist() == [3]
+        assert all_unwritten(ledger).column("ID").to_pylist() == [1, 2]
+    assert "discarding" not in caplog.text
+    # Read as the executors read it: the stored rows under the job's spelling of the key.
+    [found] = stored_answers(path, "Id", [pa.array([1, 2])])
+    assert found.column("Id").to_pylist() == [1, 2]
 
 
 def test_schema_changes_between_runs_are_conformed(tmp_path: Path) -> None:

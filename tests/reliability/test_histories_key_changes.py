@@ -13,7 +13,11 @@ and no key with two rows for one request. Three changes:
   refuses as merge does, and an overwrite keeps one row per key and counts the source's rows;
 * the key column is renamed in the source and the job follows: the target has no column for it,
   merge and append refuse, overwrite replaces the table (keeping none of its rows);
-* the key changes back: the table written by the new key serves the old one again.
+* the key changes back: the table written by the new key serves the old one again;
+* the key is renamed in case only (`review_id` -> `Review_ID`): the same column to every engine
+  (column names are case-insensitive), so the table of the old spelling serves the new one and
+  the checkpoint's answers the table does not hold yet (a run killed before its write) are
+  written without paying for them again.
 
 Each on the local target and on the databricks-sql target (the loopback warehouse), over the
 REST fallback and push-down. (A key of two columns is not a spec value: `source.key` is one
@@ -22,6 +26,10 @@ name, so a composite key is built in `source.query`, a column of another name: t
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +45,8 @@ from agentbatch.testing.agent_server import AgentServer
 from tests.support.databricks_env import isolate
 from tests.support.warehouse.server import Warehouse
 
-from .history import ENDPOINT, OUTPUT, SOURCE
+from .history import ENDPOINT, OUTPUT, REPO, SOURCE
+from .processes import child_env
 from .warehouse_history import APP, MODEL, TARGET, TOKEN, serve
 
 
@@ -107,6 +116,32 @@ class Project:
     def column_names(self) -> list[str]:
         return list(pq.read_schema(self.output).names)
 
+    def killed_before_writing(self) -> None:
+        """`agentbatch run` of the job in a child process that is SIGKILLed when its engine
+        begins writing the answers: every answer paid and checkpointed, none in the table."""
+        child = self.root / "child.py"
+        child.write_text(KILLED_AT_WRITE)
+        args = [
+            "run", str(self.job()), "--no-progress", "--show", "0",
+            "--table", f"{SOURCE}={self.root / 'reviews.csv'}",
+            "--table", f"{OUTPUT}={self.output}", "--endpoint", f"{ENDPOINT}={self.agent.url}",
+            "--state-dir", str(self.root / "state"), "--project-dir", str(self.root),
+        ]  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, str(child), *args],
+            cwd=REPO,
+            env=child_env({"PYTHONPATH": str(REPO)}),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+
+    def unwritten(self, keys: list[int]) -> None:
+        """Answers of `keys` the checkpoint holds and the table does not: on the local target
+        a run killed at its write step (`killed_before_writing`)."""
+        self.killed_before_writing()
+
     def check(self, texts: dict[int, str]) -> None:
         """The table as its mode promises for the selection `texts` (key -> text): each key's
         current answer once, every answer its own row's, no (key, request) twice."""
@@ -119,6 +154,27 @@ class Project:
         assert sorted((r[self.key], r["text"]) for r in current) == sorted(texts.items())
         if self.mode != "append":
             assert sorted(r[self.key] for r in rows) == sorted(texts), rows
+
+
+# The CLI, SIGKILLed by itself when the local engine begins writing the answers.
+KILLED_AT_WRITE = textwrap.dedent(
+    """
+    import os
+    import signal
+    import sys
+
+    from agentbatch.engines.local import LocalEngine
+
+    def killed(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    LocalEngine.write_results = killed
+
+    from agentbatch.cli.main import main
+
+    sys.exit(main(sys.argv[1:]))
+    """
+)
 
 
 class WarehouseProject(Project):
@@ -169,6 +225,12 @@ class WarehouseProject(Project):
 
     def column_names(self) -> list[str]:
         return self.sql(f"SELECT * FROM {OUTPUT} LIMIT 0")[0]
+
+    def unwritten(self, keys: list[int]) -> None:
+        """Paid now, then gone from the table (the checkpoint, when the path keeps one, still
+        holds their answers)."""
+        self.run()
+        self.sql(f"DELETE FROM {OUTPUT} WHERE review_id IN ({', '.join(map(str, keys))})")
 
 
 @pytest.fixture(
@@ -256,3 +318,33 @@ def test_a_key_column_renamed_in_the_source(project: Project, mode: str) -> None
     summary, paid = p.run()
     assert (summary["skipped"], paid) == (3, 0), summary
     p.check({1: "a", 2: "b", 3: "c"})
+
+
+def test_a_key_renamed_in_case_only_keeps_the_table_and_the_checkpoint(project: Project) -> None:
+    p = project
+    p.source("review_id,sku,text", [(1, 10, "a"), (2, 11, "b")])
+    summary, paid = p.run()
+    assert paid == 2
+    # Two more rows, paid for and checkpointed but not in the table.
+    p.source("review_id,sku,text", [(1, 10, "a"), (2, 11, "b"), (3, 20, "c"), (4, 21, "d")])
+    paid_before = p.agent.stats().requests_total
+    p.unwritten([3, 4])
+    assert p.agent.stats().requests_total == paid_before + 2
+    assert sorted(r["review_id"] for r in p.table()) == [1, 2]
+    # The source and the job spell the key `Review_ID` now: the same column to every engine.
+    p.source("Review_ID,sku,text", [(1, 10, "a"), (2, 11, "b"), (3, 20, "c"), (4, 21, "d")])
+    p.key = "Review_ID"
+    summary, paid = p.run()
+    pushed_down = isinstance(p, WarehouseProject) and not p.rest
+    # The table's rows are done; the checkpoint's answers are written, not paid again (push-down
+    # keeps no checkpoint: it pays for the rows the table does not hold).
+    assert (summary["selected"], summary["skipped"]) == (4, 2), summary
+    assert paid == (2 if pushed_down else 0), summary
+    rows = p.table()
+    [name] = [n for n in p.column_names() if n.lower() == "review_id"]
+    assert sorted(r[name] for r in rows) == [1, 2, 3, 4], rows
+    for row in rows:
+        assert row["response"] == f"answer: Review: {row['text']}", row
+    summary, paid = p.run()
+    assert (summary["skipped"], paid) == (4, 0), summary
+    assert sorted(r[name] for r in p.table()) == [1, 2, 3, 4]
