@@ -176,7 +176,11 @@ def _read_files(
         read = read_checkpoint(spark, folder)
     else:  # named one by one: the folder's glob would take the others too
         read = spark.read.parquet(*(str(path) for path in chosen))
-    return None if read is None else read.select(f"`{key}`", *RESULT_COLUMN_NAMES)
+    if read is None:
+        return None
+    # Under the job's spelling of the key: a file written when it was `review_id` holds the
+    # column a job keyed `Review_ID` reads (Spark resolves names case-insensitively).
+    return read.select(read[f"`{key}`"].alias(key), *RESULT_COLUMN_NAMES)
 
 
 def _file_types(path: Path, key: str) -> tuple[str, ...] | None:
@@ -185,9 +189,13 @@ def _file_types(path: Path, key: str) -> tuple[str, ...] | None:
     import pyarrow.parquet as pq
     from pyspark.sql.pandas.types import from_arrow_type
 
+    from agentbatch.agent.ledger import key_column
+
     try:
         schema = pq.read_schema(path)
-        fields = [schema.field(name) for name in (key, *RESULT_COLUMN_NAMES)]
+        # The key in any case: the same column to Spark (the job renamed it in case only).
+        stored_key = key_column(schema.names, key) or key
+        fields = [schema.field(name) for name in (stored_key, *RESULT_COLUMN_NAMES)]
         return tuple(_type_name(from_arrow_type(f.type)) for f in fields)
     except (OSError, KeyError, TypeError, ValueError):  # torn, gone, or of another layout
         return None
