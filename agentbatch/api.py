@@ -119,6 +119,9 @@ def run(
 
     the_plan = runner.plan(job, target, RunOptions.of(options, **run_options).started())
     check_mappings(the_plan.job, the_plan.options.tables, the_plan.options.endpoints)
+    # A run refused for its endpoint (no workspace credentials) is refused before the engine
+    # opens and locks the output: it leaves nothing on disk.
+    endpoint = runner.endpoint_before_opening(the_plan)
     # The checks of the source run on the run's own engine: one engine (and its start-up) a run.
     engine = runner.open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
     try:
@@ -126,7 +129,7 @@ def run(
     except BaseException:
         engine.close()
         raise
-    return runner.run_plan(the_plan, engine)
+    return runner.run_plan(the_plan, engine, endpoint=endpoint)
 
 
 def estimate(

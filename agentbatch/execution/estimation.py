@@ -47,6 +47,7 @@ from agentbatch.sql import quoting
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from agentbatch.agent.endpoints import Endpoint
     from agentbatch.agent.ledger import Ledger
     from agentbatch.engines.base import Engine
     from agentbatch.spec.models import Job, Price
@@ -255,6 +256,8 @@ def estimate(the_plan: Plan, *, sample: int = DEFAULT_SAMPLE, seed: int | None =
     rng = random.Random(seed)
     root = runner.root_of(the_plan)
     price = price_of(the_plan.job, root)
+    # Refused for its endpoint (no workspace credentials) before the engine locks the output.
+    endpoint = runner.endpoint_before_opening(the_plan)
     engine = runner.open_engine(the_plan, the_plan.options.tables, [the_plan.job.output.table])
     try:
         if isinstance(the_plan.steps, PushDown):
@@ -274,7 +277,9 @@ def estimate(the_plan: Plan, *, sample: int = DEFAULT_SAMPLE, seed: int | None =
         if merged is not the_plan:
             _refuse_merging_into_repeated_keys(merged, engine)
         if isinstance(the_plan.steps, RestFallback):
-            found = _sample_fallback(the_plan, the_plan.steps, merged, engine, sample, rng)
+            found = _sample_fallback(
+                the_plan, the_plan.steps, merged, engine, sample, rng, endpoint=endpoint
+            )
         else:
             found = _sample_push_down(the_plan, the_plan.steps, engine, sample, rng)
     except EngineError as err:
@@ -307,6 +312,8 @@ def _sample_fallback(
     engine: Engine,
     size: int,
     rng: random.Random,
+    *,
+    endpoint: Endpoint | None = None,
 ) -> Estimate:
     """Sample through the REST fallback, writing with `merged`'s statements (`_as_merge_plan`)."""
     from agentbatch.execution import runner
@@ -320,7 +327,7 @@ def _sample_fallback(
             write_statements=merged.steps.write_statements,
             keep_only=None,
         )
-    summary = runner._run_fallback(the_plan, steps, engine, sampler)
+    summary = runner._run_fallback(the_plan, steps, engine, sampler, endpoint=endpoint)
     found = Estimate(
         job=the_plan.job.name,
         target=the_plan.target.name,

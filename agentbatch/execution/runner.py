@@ -39,7 +39,7 @@ from agentbatch.spec.project import project_dir_of, resolve_job, template_dirs
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from agentbatch.agent.endpoints import ConfigFactory
+    from agentbatch.agent.endpoints import ConfigFactory, Endpoint
     from agentbatch.agent.ledger import Ledger
     from agentbatch.engines.base import DistributedEngine, Engine
     from agentbatch.execution.budget import Budget
@@ -101,13 +101,16 @@ def run_plan(
     *,
     before_writing: Callable[[Engine], None] = _nothing,
     also_writes: Iterable[str] = (),
+    endpoint: Endpoint | None = None,
 ) -> RunResult:
     """Run a plan built for one execution (`RunOptions.started()`), on `engine` if given (one
-    opened for the plan, which the run then owns). `before_writing` is called with the engine
+    opened for the plan, which the run then owns; `endpoint`: `endpoint_before_opening`'s, taken
+    before it was opened). `before_writing` is called with the engine
     once the run's checks passed (agent reachable, budget, selection), before it creates or
     writes anything: a run refused by them never calls it. `also_writes`: tables besides the
     output that it may change (their `--table` mappings are outputs of the engine opened here)."""
     if engine is None:
+        endpoint = endpoint or endpoint_before_opening(the_plan)
         outputs = [the_plan.job.output.table, *also_writes]
         engine = open_engine(the_plan, the_plan.options.tables, outputs)
     try:
@@ -132,7 +135,9 @@ def run_plan(
                 the_plan, the_plan.steps, engine, before_writing=before_writing
             )
         else:
-            summary = _run_fallback(the_plan, the_plan.steps, engine, before_writing=before_writing)
+            summary = _run_fallback(
+                the_plan, the_plan.steps, engine, before_writing=before_writing, endpoint=endpoint
+            )
     except EngineError as err:
         located = located_error(the_plan, engine, err)
         engine.close()
@@ -219,6 +224,29 @@ def _workspace_of(the_plan: Plan) -> ConfigFactory:
 def root_of(the_plan: Plan) -> Path:
     """The project folder the plan was built for."""
     return Path(the_plan.options.project_dir or Path.cwd())
+
+
+def endpoint_before_opening(the_plan: Plan) -> Endpoint | None:
+    """The REST fallback's endpoint, probed and resolved with its credentials before the engine
+    opens: opening takes the output's lock (local: `.<name>.lock` beside the output, its folder
+    made), so a run refused for a dead agent URL or missing workspace credentials leaves nothing
+    on disk. None when the run resolves it later: a dry run (which calls nothing), a push-down
+    plan (the engine decides whether it falls back), an engine whose workers call (spark: the
+    driver may never resolve it)."""
+    steps = the_plan.steps
+    if (
+        not isinstance(steps, RestFallback)
+        or the_plan.options.dry_run
+        or engine_class(the_plan.target.engine).distributed_calls
+    ):
+        return None
+    from agentbatch.agent.bulk import resolve_call_endpoint
+    from agentbatch.agent.probe import probe_call
+
+    probe_call(steps.call, the_plan.options.endpoints)
+    return resolve_call_endpoint(
+        steps.call, the_plan.options.endpoints, config_factory=_workspace_of(the_plan)
+    )
 
 
 def open_engine(the_plan: Plan, tables: Mapping[str, Any], outputs: Iterable[str]) -> Engine:
@@ -311,11 +339,15 @@ def _run_fallback(
     select: RowSelector | None = None,
     *,
     before_writing: Callable[[Engine], None] = _nothing,
+    endpoint: Endpoint | None = None,
 ) -> dict[str, Any]:
+    """The REST fallback's run; `endpoint`: `endpoint_before_opening`'s (probed and resolved
+    already), else it is done here."""
     from agentbatch.agent.probe import probe_call
 
     # A dead agent URL stops the run here, in seconds, before anything is created or sent.
-    probe_call(steps.call, the_plan.options.endpoints)
+    if endpoint is None:
+        probe_call(steps.call, the_plan.options.endpoints)
     selecting, counts = selection_of(the_plan, engine)
     check_passthrough(selecting, engine)
     budget = budget_for(the_plan)
@@ -360,9 +392,10 @@ def _run_fallback(
 
     # The endpoint and its credentials before anything is created: a run refused for want of
     # them (no workspace credentials) leaves no ledger and no empty target behind.
-    endpoint = resolve_call_endpoint(
-        steps.call, the_plan.options.endpoints, config_factory=_workspace_of(the_plan)
-    )
+    if endpoint is None:
+        endpoint = resolve_call_endpoint(
+            steps.call, the_plan.options.endpoints, config_factory=_workspace_of(the_plan)
+        )
     ledger = Ledger(
         ledger_path(the_plan),
         key=the_plan.job.source.key,

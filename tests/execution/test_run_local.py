@@ -411,3 +411,35 @@ def test_a_results_rows_are_this_runs_read_with_a_limit(tmp_path: Path) -> None:
         assert second.to_arrow(limit=2).num_rows == 2
         assert second.to_arrow(whole_table=True, limit=5).num_rows == 5
         assert len(second.to_pandas(whole_table=True)) == 13
+
+
+@pytest.mark.parametrize("output", ["new/answers.parquet", "new/answers", None])
+@pytest.mark.parametrize("command", ["run", "estimate"])
+def test_a_run_refused_for_its_credentials_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str | None, command: str
+) -> None:
+    """No workspace credentials for the job's endpoint: refused before the engine opens, so
+    neither the output's folder nor its lock (`.<name>.lock`), the local warehouse or the
+    checkpoint is made, whether the output is a Parquet file, a Delta folder or the local
+    warehouse's table."""
+    from agentbatch.errors import ConfigError
+    from tests.support.databricks_env import isolate
+
+    isolate(monkeypatch, tmp_path / "auth")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "reviews.csv").write_text("review_id,text\n1,good\n2,bad\n")
+    job = project / "reviews.yml"
+    job.write_text(
+        "name: reviews\nsource: {table: main.shop.reviews, key: review_id, columns: [text]}\n"
+        "request: text\nagent: {endpoint: apps/reviewer}\n"
+        "output: {table: main.shop.review_answers, mode: merge}\n"
+    )
+    before = sorted(project.rglob("*"))
+    tables = {"main.shop.reviews": project / "reviews.csv"}
+    if output is not None:
+        tables["main.shop.review_answers"] = project / output
+    go = agentbatch.run if command == "run" else agentbatch.estimate
+    with pytest.raises(ConfigError, match="not configured"):
+        go(job, tables=tables, project_dir=project, progress=False)
+    assert sorted(project.rglob("*")) == before
