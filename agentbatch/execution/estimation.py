@@ -41,7 +41,7 @@ from agentbatch.execution.budget import PerRow, cost_of, price_of, save_per_row
 from agentbatch.execution.selection import replacing_if_reshaped
 from agentbatch.planning.definition import Plan, PushDown, RestFallback
 from agentbatch.planning.render import utc_timestamp
-from agentbatch.results import REQUEST_COLUMN
+from agentbatch.results import REQUEST_COLUMN, TRANSIENT_ERROR
 from agentbatch.sql import quoting
 
 if TYPE_CHECKING:
@@ -155,6 +155,9 @@ class Estimate:
     sampled: int = 0
     sample_ok: int = 0
     sample_errors: int = 0
+    # Sampled rows the next run sends again: those that failed transiently (a plain run retries
+    # them), every failed one with --retry-errors. They are in `remaining`.
+    sample_sent_again: int = 0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     commonest_error: str | None = None
     input_tokens_per_row: Interval | None = None
@@ -498,6 +501,9 @@ def _read_sample(found: Estimate, the_plan: Plan, engine: Engine, keys: list[Any
     found.sampled = len(rows)
     errors = [row["error"] for row in rows if row["error"] is not None]
     found.sample_errors = len(errors)
+    found.sample_sent_again = sum(
+        1 for error in errors if the_plan.options.retry_errors or error.startswith(TRANSIENT_ERROR)
+    )
     found.sample_ok = len(rows) - len(errors)
     if errors:
         found.commonest_error = max(set(errors), key=errors.count)
@@ -602,7 +608,8 @@ def _cost(price: Price | None, input_tokens: Interval, output_tokens: Interval) 
 
 def _project(found: Estimate, the_plan: Plan, price: Price | None) -> None:
     """The rest of the run, from the sample: tokens, time, cost."""
-    found.remaining = max(found.to_send - found.sampled, 0)
+    # The rows not sampled, and the sampled ones the next run sends again (a transient failure).
+    found.remaining = max(found.to_send - found.sampled, 0) + found.sample_sent_again
     rows = found.remaining
     if found.input_tokens_per_row is not None and found.output_tokens_per_row is not None:
         _project_tokens(found, price)

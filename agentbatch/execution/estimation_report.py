@@ -40,7 +40,15 @@ def print_estimate(found: Estimate, *, as_json: bool = False) -> None:
         ("output tokens / row", _interval(found.output_tokens_per_row)),
         ("latency", _ms(found.latency_ms, found.p95_latency_ms)),
         ("concurrency", _concurrency(found)),
-        ("remaining", f"{found.remaining:,} row(s) after the sample"),
+        (
+            "remaining",
+            f"{found.remaining:,} row(s) after the sample"
+            + (
+                f", {found.sample_sent_again:,} of them sampled rows that failed and are sent again"
+                if found.sample_sent_again
+                else ""
+            ),
+        ),
     ]
     if found.sample_errors and found.projected_errors is not None:
         rows.append(("expected to fail", _interval(found.projected_errors, digits=0)))

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+import agentbatch
 from agentbatch import file_lock
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
@@ -328,3 +329,51 @@ def test_a_sample_with_errors_projects_the_rows_expected_to_fail_apart(tmp_path:
         f"{errors} of 20 sampled row(s) failed" in note and "cost is unknown" in note
         for note in found["notes"]
     ), found["notes"]
+
+
+@pytest.mark.parametrize("retry_errors", [False, True])
+def test_sampled_rows_that_failed_transiently_are_still_to_pay(
+    tmp_path: Path, retry_errors: bool
+) -> None:
+    """A sampled row that failed transiently ([transient] HTTP 503) is sent again by the next
+    run, as is every failed one with --retry-errors: `remaining` counts them, and it is what
+    the next run pays for. It counted only the rows not sampled, as if those were done."""
+    lines = ["id,question"] + [
+        f"{i},{'BUSY ' if i % 3 == 0 else ''}{'PERMANENT_ERROR ' if i % 3 == 1 else ''}"
+        f"where is my order number {i}?"
+        for i in range(60)
+    ]
+    (tmp_path / "questions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "job.yml").write_text(
+        FAILING_JOB.replace(
+            "  endpoint: apps/triage-agent\n", "  endpoint: apps/triage-agent\n  max_retries: 0\n"
+        ),
+        encoding="utf-8",
+    )
+    options: dict[str, Any] = {
+        "tables": {
+            "main.s.questions": tmp_path / "questions.csv",
+            "main.s.answers": tmp_path / "out.parquet",
+        },
+        "state_dir": tmp_path / "state",
+        "project_dir": tmp_path,
+        "progress": False,
+        "retry_errors": retry_errors,
+    }
+    # BUSY rows: HTTP 503 at every attempt, a transient failure; PERMANENT_ERROR rows: HTTP 400.
+    faults = FaultConfig(permanent={"BUSY": 503, "PERMANENT_ERROR": 400})
+    with serve_agent(faults) as server:
+        options["endpoints"] = {"apps/triage-agent": server.url}
+        found = agentbatch.estimate(tmp_path / "job.yml", sample=20, seed=3, **options)
+        errors = [r["error"] for r in output_rows(tmp_path) if r["error"] is not None]
+        transient = sum(1 for error in errors if error.startswith("[transient] "))
+        failed = len(errors)
+        assert found.sampled == 20 and 0 < transient < failed < 20
+        again = failed if retry_errors else transient
+        assert found.remaining == 40 + again
+        assert found.projected_errors is not None
+        paid = server.stats().requests_total
+        with agentbatch.run(tmp_path / "job.yml", **options) as result:
+            summary = dict(result.summary)
+        # What the estimate said was left is what the run paid for.
+        assert summary["sent"] == server.stats().requests_total - paid == found.remaining
