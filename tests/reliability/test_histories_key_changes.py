@@ -320,8 +320,12 @@ def test_a_key_column_renamed_in_the_source(project: Project, mode: str) -> None
     p.check({1: "a", 2: "b", 3: "c"})
 
 
-def test_a_key_renamed_in_case_only_keeps_the_table_and_the_checkpoint(project: Project) -> None:
+@pytest.mark.parametrize("mode", ["merge", "append", "overwrite"])
+def test_a_key_renamed_in_case_only_keeps_the_table_and_the_checkpoint(
+    project: Project, mode: str
+) -> None:
     p = project
+    p.mode = mode
     p.source("review_id,sku,text", [(1, 10, "a"), (2, 11, "b")])
     summary, paid = p.run()
     assert paid == 2
