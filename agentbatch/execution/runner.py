@@ -226,6 +226,13 @@ def root_of(the_plan: Plan) -> Path:
     return Path(the_plan.options.project_dir or Path.cwd())
 
 
+def _check_tables(the_plan: Plan, tables: Mapping[str, Any]) -> None:
+    if tables and the_plan.target.engine == "databricks-sql":
+        raise UsageError(
+            "--table maps tables to local files; it applies to the local and spark targets"
+        )
+
+
 def endpoint_before_opening(the_plan: Plan) -> Endpoint | None:
     """The REST fallback's endpoint, probed and resolved with its credentials before the engine
     opens: opening takes the output's lock (local: `.<name>.lock` beside the output, its folder
@@ -243,6 +250,8 @@ def endpoint_before_opening(the_plan: Plan) -> Endpoint | None:
     from agentbatch.agent.bulk import resolve_call_endpoint
     from agentbatch.agent.probe import probe_call
 
+    # A refusal of the run's own arguments comes first, as when the engine opened first.
+    _check_tables(the_plan, the_plan.options.tables)
     probe_call(steps.call, the_plan.options.endpoints)
     return resolve_call_endpoint(
         steps.call, the_plan.options.endpoints, config_factory=_workspace_of(the_plan)
@@ -260,10 +269,7 @@ def open_engine(the_plan: Plan, tables: Mapping[str, Any], outputs: Iterable[str
     settings.setdefault("endpoint_overrides", dict(the_plan.options.endpoints))
     settings.setdefault("job_name", the_plan.job.name)
     settings.setdefault("run_id", the_plan.options.run_id)
-    if tables and the_plan.target.engine == "databricks-sql":
-        raise UsageError(
-            "--table maps tables to local files; it applies to the local and spark targets"
-        )
+    _check_tables(the_plan, tables)
     engine: Engine = cls(settings, tables=tables, output_tables=list(outputs))
     return engine
 
