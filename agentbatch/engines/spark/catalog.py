@@ -74,6 +74,9 @@ class CatalogTable:
         self._sql(f"ALTER TABLE {self._new} RENAME TO {self.name}")
         self._sql(f"DROP TABLE IF EXISTS {self._old}")
 
+    def holds_no_rows(self) -> bool:
+        return False  # a catalog table's row count costs a Spark job
+
     def drop(self) -> None:
         # The leftovers first: dropping `<t>` last leaves no set a later run would relink.
         self._sql(f"DROP TABLE IF EXISTS {self._new}")

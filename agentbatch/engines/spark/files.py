@@ -59,6 +59,15 @@ class FileTable:
             raise FileNotFoundError(str(self.path))
         return spark.read.parquet(str(location))
 
+    def holds_no_rows(self) -> bool:
+        """True when every data file of the current version holds no row, from the files'
+        parquet footers (no Spark job). False when a file holds rows or cannot be read so."""
+        location = self.location()
+        if location is None:
+            return False
+        files = [location] if location.is_file() else _data_files(location)
+        return all(_parquet_rows(path) == 0 for path in files)
+
     def write(self, df: DataFrame) -> None:
         """Replace the table's content with `df` (computed in full before the swap)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +147,21 @@ class FileTable:
                 shutil.rmtree(version, ignore_errors=True)
             else:
                 version.unlink(missing_ok=True)
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """A folder's data files, by Spark's rule (`_holds_data`)."""
+    return [p for p in folder.iterdir() if not p.name.startswith((".", "_")) and p.is_file()]
+
+
+def _parquet_rows(path: Path) -> int | None:
+    """The rows a parquet file holds, from its footer; None when it is not readable as one."""
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+        return None
 
 
 def _holds_data(location: Path) -> bool:

@@ -41,6 +41,11 @@ class SwappableTable(Protocol):
 
     def drop(self) -> None: ...
 
+    def holds_no_rows(self) -> bool:
+        """True when the table is known to hold no row without running a Spark job (False:
+        it holds rows, or that is not known so cheaply)."""
+        ...
+
 
 SUPPORTED = (
     "CREATE TABLE ... AS, CREATE OR REPLACE TABLE ... AS, INSERT, MERGE (by key, *), DROP TABLE"
@@ -110,6 +115,12 @@ def _merge(
         raise NotSupportedError("spark engine: MERGE ... USING takes a table or a subquery")
     old = _existing(spark, table, name)
     source = _conform(query(source_query), old, name)
+    if table.holds_no_rows():
+        # No target row for a source row to match (a run's first write into the table it just
+        # created): the new table is the source rows, read once by the write. Delta's MERGE
+        # inserts every one of them alike, and refuses nothing.
+        table.write(source)
+        return
     # Evaluated once: the anti-join and the union below both read it.
     source = source.localCheckpoint(eager=True)
     _refuse_duplicate_matches(source, old, keys)

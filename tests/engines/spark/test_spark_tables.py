@@ -122,6 +122,45 @@ def test_merge_by_key_rewrites_the_parquet_table(make_engine: Any) -> None:
     ]
 
 
+def _jobs_of(spark: Any, group: str, action: Any) -> int:
+    """How many Spark jobs `action()` runs (its own job group)."""
+    spark.sparkContext.setJobGroup(group, "counted")
+    try:
+        action()
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+def test_a_merge_into_an_empty_table_only_writes_the_rows(make_engine: Any, spark: Any) -> None:
+    """A run's first write goes into the table it just created: no target row can match, so no
+    duplicate-match check, anti-join or checkpoint of the rows runs (Delta's MERGE inserts every
+    source row alike, two rows of one key too): the table is the rows. Jobs left: the schema
+    reads of the staged rows and of the table, and the write."""
+    engine = make_engine()
+    engine.execute(
+        "CREATE TABLE IF NOT EXISTS main.s.answers AS "
+        "SELECT CAST(NULL AS INT) AS id, CAST(NULL AS STRING) AS response FROM range(1) WHERE 1 = 0"
+    )
+    schema = pa.schema([("id", pa.int32()), ("response", pa.string())])
+    batch = pa.record_batch(
+        [pa.array([2, 3, 3], pa.int32()), pa.array(["a", "b", "c"])], schema=schema
+    )
+    request = WriteRequest("main.s.answers", "id", "merge", "agentbatch_staged", (MERGE_SQL,))
+    jobs = _jobs_of(spark, "first-merge", lambda: engine.write_results(request, [batch], schema))
+    assert jobs <= 3
+    rows = sorted(engine.read_table("main.s.answers").to_pylist(), key=lambda r: r["response"])
+    assert rows == [
+        {"id": 2, "response": "a"},
+        {"id": 3, "response": "b"},
+        {"id": 3, "response": "c"},
+    ]
+    # Now the table holds rows: a merge matches them (and refuses two source rows for one).
+    again = pa.record_batch([pa.array([2, 2], pa.int32()), pa.array(["d", "e"])], schema=schema)
+    with pytest.raises(EngineError, match="MULTIPLE_SOURCE_ROW_MATCHING_TARGET_ROW"):
+        engine.write_results(request, [again], schema)
+
+
 def test_merge_with_other_clauses_is_refused(make_engine: Any) -> None:
     engine = make_engine()
     engine.execute("CREATE TABLE main.s.m AS SELECT 1 AS id, 'x' AS v")
