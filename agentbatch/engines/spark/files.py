@@ -14,13 +14,14 @@ table: nothing is restored, and the next write starts a new one.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -57,7 +58,7 @@ class FileTable:
         location = self.location()
         if location is None:
             raise FileNotFoundError(str(self.path))
-        return spark.read.parquet(str(location))
+        return read_parquet(spark, location)
 
     def holds_no_rows(self) -> bool:
         """True when every data file of the current version holds no row, from the files'
@@ -147,6 +148,49 @@ class FileTable:
                 shutil.rmtree(version, ignore_errors=True)
             else:
                 version.unlink(missing_ok=True)
+
+
+# Where Spark keeps a DataFrame's schema in the footer of each parquet file it writes (Spark's
+# ParquetReadSupport.SPARK_METADATA_KEY): what its schema inference reads back.
+SPARK_SCHEMA_KEY = b"org.apache.spark.sql.parquet.row.metadata"
+
+
+def read_parquet(spark: SparkSession, location: Path) -> DataFrame:
+    """The parquet folder (or file) at `location` as a DataFrame. Spark infers a folder's schema
+    with a job of its own (on a fresh session up to a second); when every data file holds the
+    schema Spark wrote into it, the same one, that schema is read from the files' footers
+    instead (what the job would find), and no job runs."""
+    schema = _written_schema(spark, location)
+    reader = spark.read if schema is None else spark.read.schema(schema)
+    return reader.parquet(str(location))
+
+
+def _written_schema(spark: SparkSession, location: Path) -> Any:
+    """The StructType Spark wrote into every data file at `location`, or None (a file without
+    it, files with different ones, none readable, or schema merging asked for)."""
+    import pyarrow.parquet as pq
+    from pyspark.sql.types import StructType
+
+    if str(spark.conf.get("spark.sql.parquet.mergeSchema", "false")).lower() == "true":
+        return None
+    files = [location] if location.is_file() else _data_files(location)
+    found: set[bytes] = set()
+    for path in files:
+        try:
+            written = (pq.read_metadata(path).metadata or {}).get(SPARK_SCHEMA_KEY)
+        except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+            return None
+        if written is None:
+            return None
+        found.add(written)
+        if len(found) > 1:
+            return None
+    if len(found) != 1:
+        return None
+    try:
+        return StructType.fromJson(json.loads(found.pop()))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _data_files(folder: Path) -> list[Path]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlglot import exp
 
 from agentbatch.engines.spark.errors import guard
-from agentbatch.engines.spark.files import FileTable
+from agentbatch.engines.spark.files import FileTable, read_parquet
 from agentbatch.engines.spark.sql import FullName, Names
 from agentbatch.errors import EngineError, UsageError
 from agentbatch.sql.quoting import name_path
@@ -129,7 +129,7 @@ class TableMap:
         # folder's identity, not its name: a dropped and re-created table reuses version names.
         stamp = _identity(location) if table.path.is_symlink() else None
         if stamp is None or self._pointed.get(view) != stamp:
-            self.spark.read.parquet(str(location)).createOrReplaceTempView(view)
+            read_parquet(self.spark, location).createOrReplaceTempView(view)
             self._pointed[view] = stamp
         if view not in self.views:
             self.views.append(view)

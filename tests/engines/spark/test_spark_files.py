@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,39 @@ def test_a_plain_parquet_folder_is_adopted_on_first_write(make_engine: Any, tmp_
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".plain")) == [
         ".plain.v000001"
     ]
+
+
+def test_a_table_spark_wrote_is_read_without_a_job_for_its_schema(
+    make_engine: Any, spark: Any, tmp_path: Path
+) -> None:
+    """Spark infers a parquet folder's schema with a job (up to a second on a fresh session);
+    the schema it wrote into each file's footer is the one that job finds: read from there, a
+    table this engine just wrote (every run reads its target after each write) costs no job,
+    with the same columns and types as Spark's own inference."""
+    engine = make_engine()
+    engine.execute(
+        "CREATE TABLE main.s.typed AS SELECT CAST(id AS INT) AS id, "
+        "CAST('2026-01-02 03:04:05' AS TIMESTAMP) AS at, CAST(1.25 AS DECIMAL(10, 2)) AS price, "
+        "named_struct('label', 'a', 'score', 0.5D) AS response, array(1, 2) AS tags, "
+        "map('k', 1L) AS counts, CAST(NULL AS STRING) AS error FROM range(3)"
+    )
+    spark.sparkContext.setJobGroup("schema", "reading a table just written")
+    try:
+        df = engine.query("SELECT * FROM main.s.typed")
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    assert spark.sparkContext.statusTracker().getJobIdsForGroup("schema") == []
+    inferred = spark.read.parquet(str(FileTable(tmp_path / "warehouse/main/s/typed").location()))
+    assert df.schema == inferred.schema
+    assert sorted(
+        engine.fetch_one("SELECT sum(id) AS n, max(price) AS p FROM main.s.typed").items()
+    ) == [
+        ("n", 3),
+        ("p", Decimal("1.25")),
+    ]
+    # A file without Spark's schema (written by another tool) is inferred by Spark as before.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pq.write_table(pa.table({"id": pa.array([1], pa.int64())}), plain / "part-0.parquet")
+    other = make_engine(tables={"main.s.plain": plain}, output_tables=["main.s.plain"])
+    assert other.fetch_one("SELECT max(id) AS top FROM main.s.plain") == {"top": 1}
