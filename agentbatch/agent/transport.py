@@ -379,6 +379,10 @@ def _json_left_open(body: bytes) -> bool:
     string and bracket closed is what the server meant to send, read as it is."""
     if b"\0" in body:  # UTF-16 or UTF-32: not JSON this reads
         return False
+    # Only a text that begins as JSON text does (after a BOM and whitespace) was cut inside its
+    # JSON: a page or a plain text's quotes and brackets say nothing (minified script quotes).
+    if not body.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith((b"{", b"[", b'"')):
+        return False
     outside = _JSON_STRING.sub(b"", body)
     if b'"' in outside:
         return True

@@ -534,3 +534,24 @@ def test_a_plain_body_without_a_length_whose_brackets_all_closed_is_no_cut(
     )
     assert agent.posts == 1
     assert row["error"].startswith("[permanent] ") and row["attempts"] == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<html><script>t.replace(/"/g,"&quot;")</script>Sign in</html>',
+        b'Service unavailable: "apps/reviewer',
+        b"Busy :-[ try later",
+    ],
+    ids=["page-with-a-script-quote", "text-with-an-open-quote", "text-with-an-open-bracket"],
+)
+def test_a_body_without_a_length_that_is_no_json_text_is_no_cut(
+    tmp_path: Path, body: bytes
+) -> None:
+    """Not JSON from its first byte (a proxy's page, a plain text): its quotes and brackets say
+    nothing of where it ends. It was `[transient] the connection closed inside the reply's JSON`,
+    sent again by every later run."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n" + body
+    agent, row = serve_raw(tmp_path, reply, stream=False)
+    assert agent.posts == 1
+    assert row["error"].startswith("[permanent] ") and row["attempts"] == 1
