@@ -47,6 +47,8 @@ class JobSettings:
     max_concurrency: int = 4
     where: str | None = None
     columns: tuple[str, ...] = ("text",)
+    # The source's `review_id` column as the job names it (spelled in any case: one column).
+    key: str = "review_id"
 
 
 @dataclass
@@ -84,7 +86,7 @@ class Project:
             f"""name: reviews
 source:
   table: {SOURCE}
-  key: review_id
+  key: {s.key}
   columns: [{", ".join(s.columns)}]
 {where}request: "concat('{s.prompt}: ', text)"
 agent:
@@ -136,7 +138,10 @@ output:
         """The output rows (none when the file does not exist)."""
         if not self.output.exists():
             return []
-        rows: list[dict[str, Any]] = pq.read_table(self.output).to_pylist()
+        table = pq.read_table(self.output)
+        # The key column as the job spelled it when the table was made (`key` in any case).
+        names = ["review_id" if c.lower() == "review_id" else c for c in table.column_names]
+        rows: list[dict[str, Any]] = table.rename_columns(names).to_pylist()
         return rows
 
     def truncate_target(self) -> None:

@@ -220,6 +220,12 @@ class RunHistories(HistoryModel):
 
     edit_prompt = rule(prompt=st.sampled_from(PROMPTS))(HistoryModel.edit_prompt)
 
+    @rule(key=st.sampled_from(("review_id", "Review_ID", "REVIEW_ID")))
+    def respell_key(self, key: str) -> None:
+        """The job's key renamed in case only: the same column to every engine, so the table and
+        the checkpoint the earlier spelling wrote serve it as they are (the model is unchanged)."""
+        self.project.settings.key = key
+
     @rule()
     def toggle_stream(self) -> None:
         self.project.settings.stream = not self.project.settings.stream
