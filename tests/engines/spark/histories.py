@@ -44,11 +44,12 @@ class History:
         source: str = "table: main.s.src",
         mode: str = "merge",
         settings: dict[str, Any] | None = None,
+        key: str = "id",
         **options: Any,
     ) -> dict[str, Any]:
         job = self.tmp_path / "jobs" / f"ckpt_{prefix}.yml"
         job.write_text(
-            f"name: ckpt\nsource: {{{source}, key: id, columns: [txt]}}\n"
+            f"name: ckpt\nsource: {{{source}, key: {key}, columns: [txt]}}\n"
             f"request: \"concat('{prefix}: ', txt)\"\nagent: {{endpoint: apps/ckpt}}\n"
             f"output: {{table: {self.table}, mode: {mode}}}\n"
         )

@@ -11,35 +11,11 @@ from typing import Any
 
 import pytest
 
-import agentbatch
 from tests.engines.spark.histories import KEYS, History
 
 
 def _run(history: History, key: str, place: str) -> dict[str, Any]:
-    job = history.tmp_path / "jobs" / "ckpt.yml"
-    job.write_text(
-        f"name: ckpt\nsource: {{table: main.s.src, key: {key}, columns: [txt]}}\n"
-        "request: \"concat('Q: ', txt)\"\nagent: {endpoint: apps/ckpt}\n"
-        f"output: {{table: {history.table}, mode: merge}}\n"
-    )
-    before = history.agent.stats().requests_total
-    with agentbatch.run(
-        job,
-        target="spark",
-        tables={"main.s.src": history.source},
-        endpoints={"apps/ckpt": history.agent.url},
-        state_dir=history.tmp_path / "state",
-        project_dir=history.tmp_path,
-        settings={
-            "warehouse_dir": str(history.tmp_path / "warehouse"),
-            "storage": "catalog",
-            "rest_fallback_on": place,
-        },
-        progress=False,
-    ) as result:
-        summary = dict(result.summary)
-    summary["calls"] = history.agent.stats().requests_total - before
-    return summary
+    return history.run("Q", key=key, settings={"rest_fallback_on": place})
 
 
 @pytest.mark.slow  # three runs
