@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pyarrow.parquet as pq
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ class FileTable:
         location = self.location()
         if location is None:
             return False
-        files = [location] if location.is_file() else _data_files(location)
-        return all(_parquet_rows(path) == 0 for path in files)
+        footers = _footers(location)
+        return footers is not None and all(footer.num_rows == 0 for footer in footers)
 
     def write(self, df: DataFrame) -> None:
         """Replace the table's content with `df` (computed in full before the swap)."""
@@ -168,52 +169,45 @@ def read_parquet(spark: SparkSession, location: Path) -> DataFrame:
 def _written_schema(spark: SparkSession, location: Path) -> Any:
     """The StructType Spark wrote into every data file at `location`, or None (a file without
     it, files with different ones, none readable, or schema merging asked for)."""
-    import pyarrow.parquet as pq
     from pyspark.sql.types import StructType
 
     if str(spark.conf.get("spark.sql.parquet.mergeSchema", "false")).lower() == "true":
         return None
-    files = [location] if location.is_file() else _data_files(location)
-    found: set[bytes] = set()
-    for path in files:
-        try:
-            written = (pq.read_metadata(path).metadata or {}).get(SPARK_SCHEMA_KEY)
-        except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
-            return None
-        if written is None:
-            return None
-        found.add(written)
-        if len(found) > 1:
-            return None
-    if len(found) != 1:
+    footers = _footers(location)
+    if footers is None:
+        return None
+    found = {(footer.metadata or {}).get(SPARK_SCHEMA_KEY) for footer in footers}
+    written = found.pop() if len(found) == 1 else None
+    if written is None:
         return None
     try:
-        return StructType.fromJson(json.loads(found.pop()))
+        return StructType.fromJson(json.loads(written))
     except (ValueError, KeyError, TypeError):
         return None
 
 
-def _data_files(folder: Path) -> list[Path]:
-    """A folder's data files, by Spark's rule (`_holds_data`)."""
-    return [p for p in folder.iterdir() if not p.name.startswith((".", "_")) and p.is_file()]
+def _data_files(location: Path) -> list[Path]:
+    """A parquet file, or a folder's data files (Spark's rule: names starting with `.` or `_`,
+    such as `_SUCCESS`, are not data)."""
+    if not location.is_dir():
+        return [location]
+    return [p for p in location.iterdir() if not p.name.startswith((".", "_")) and p.is_file()]
 
 
-def _parquet_rows(path: Path) -> int | None:
-    """The rows a parquet file holds, from its footer; None when it is not readable as one."""
+def _footers(location: Path) -> list[pq.FileMetaData] | None:
+    """The parquet footer of each data file at `location` (no Spark job); None when one is not
+    readable as parquet."""
     import pyarrow.parquet as pq
 
     try:
-        return int(pq.read_metadata(path).num_rows)
+        return [pq.read_metadata(path) for path in _data_files(location)]
     except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
         return None
 
 
 def _holds_data(location: Path) -> bool:
-    """A parquet file, or a folder with a file that is not hidden (Spark's rule: names starting
-    with `.` or `_`, such as `_SUCCESS`, are not data)."""
-    if not location.is_dir():
-        return True
-    return any(not p.name.startswith((".", "_")) and p.is_file() for p in location.iterdir())
+    """A parquet file, or a folder with a data file."""
+    return bool(_data_files(location))
 
 
 def _keep_schema(folder: Path, df: DataFrame) -> None:
