@@ -1,4 +1,5 @@
-"""Structured concurrency that also runs on Python 3.10 (no asyncio.TaskGroup there).
+"""Structured concurrency that also runs on Python 3.10 (no asyncio.TaskGroup there), and
+`run_sync`, the synchronous entry to the async calls (from a notebook cell too).
 
 `run_all` runs coroutines as tasks and returns only when every one of them has finished. If one
 fails, the others are cancelled and awaited, and the first failure is raised as itself (not
@@ -9,19 +10,64 @@ cancelled, every task is cancelled and awaited before the cancellation propagate
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Coroutine, Sequence
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run`, without a second report of an interrupt the caller already got.
+    """`asyncio.run`, also where an event loop is already running, and without a second report
+    of an interrupt the caller already got.
 
     A SIGINT handler that raises (PySpark's, in any process with a Spark session) raises
     KeyboardInterrupt inside whichever task is running; the task keeps it, and when it is
     collected, at some later moment, asyncio logs it as an error nobody retrieved."""
-    return asyncio.run(_with_interrupts_reported_once(coroutine))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_with_interrupts_reported_once(coroutine))
+    # A notebook cell: IPython's kernel (every Databricks Python notebook's) runs cells inside its
+    # event loop, and `asyncio.run` refuses to start a second one in the same thread.
+    return _run_in_a_thread(coroutine)
+
+
+def _run_in_a_thread(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` on a loop of its own in a new thread, this thread waiting for it.
+
+    An interrupt of the wait (a notebook's stop button: KeyboardInterrupt in this thread) cancels
+    the coroutine, as `asyncio.run` does on Ctrl-C, and is raised once it has unwound: the
+    answers it holds reach the checkpoint, and its locks are released, before the cell ends."""
+    started: Future[tuple[asyncio.AbstractEventLoop, asyncio.Future[T]]] = Future()
+    finished: Future[T] = Future()
+
+    async def main() -> T:
+        task = asyncio.ensure_future(_with_interrupts_reported_once(coroutine))
+        started.set_result((asyncio.get_running_loop(), task))
+        return await task
+
+    def thread() -> None:
+        try:
+            finished.set_result(asyncio.run(main()))
+        except BaseException as error:  # handed to the waiting thread, raised there
+            if not started.done():
+                started.set_exception(error)
+            finished.set_exception(error)
+
+    threading.Thread(target=thread, name="agentbatch-calls", daemon=True).start()
+    try:
+        return finished.result()
+    except KeyboardInterrupt:
+        # Failures here (the loop already closed) mean the coroutine has ended: nothing to cancel.
+        with contextlib.suppress(BaseException):
+            loop, task = started.result()
+            loop.call_soon_threadsafe(task.cancel)
+        with contextlib.suppress(BaseException):
+            finished.result()
+        raise
 
 
 async def _with_interrupts_reported_once(coroutine: Coroutine[Any, Any, T]) -> T:

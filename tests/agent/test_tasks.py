@@ -121,3 +121,21 @@ def test_other_unretrieved_failures_are_still_reported(caplog: pytest.LogCapture
     run_sync(main())
     gc.collect()
     assert "nobody looked" in caplog.text
+
+
+async def test_runs_where_an_event_loop_is_already_running() -> None:
+    """As in a notebook cell: this test runs inside a loop, and blocks it while run_sync waits."""
+
+    async def answer() -> int:
+        await asyncio.sleep(0.01)
+        return 42
+
+    async def fail() -> None:
+        await asyncio.sleep(0)
+        raise error
+
+    error = KeyError("boom")
+    assert run_sync(answer()) == 42
+    with pytest.raises(KeyError) as raised:
+        run_sync(fail())
+    assert raised.value is error

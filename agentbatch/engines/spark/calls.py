@@ -137,7 +137,7 @@ def remote_call(call: CallSpec, endpoint_overrides: Mapping[str, str] | None = N
     headers: dict[str, str] = dict(endpoint.headers)
     oauth = _oauth_client(endpoint.auth.config) if endpoint.auth is not None else None
     if endpoint.auth is not None and oauth is None:
-        minted, _ = asyncio.run(endpoint.auth.get())
+        minted, _ = run_sync(endpoint.auth.get())
         headers.update(minted)
     # The resolved URL ends in its route, so the executor's run_bulk uses it as is.
     return RemoteCall(call, {name: endpoint.url}, headers, oauth, secrets=registered())
