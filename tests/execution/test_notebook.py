@@ -4,25 +4,21 @@ on one (Databricks Runtime 11.3 LTS and above), and it runs every cell inside it
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
+from tests.support.notebook import MARK, execute, ipython_kernel, result_of
 
 ROOT = Path(__file__).resolve().parents[2]
 TICKETS = ROOT / "agentbatch" / "data" / "support_tickets.csv"
 OPEN_TICKETS = 237
 CONCURRENCY = 4
-MARK = "RESULT:"
 
 # The cell a user writes (README's Python API), and a check that the cell runs in a loop.
 RUN_CELL = """
@@ -31,48 +27,25 @@ import agentbatch
 asyncio.get_running_loop()  # the kernel runs this cell inside its event loop
 with agentbatch.run(
     {job!r},
+    target={target!r},
     tables={{"main.support.tickets": {tickets!r}, "main.support.ticket_triage": {out!r}}},
     endpoints={{"apps/triage-agent": {url!r}}},
+    settings={settings!r},
     state_dir={state!r},
     project_dir={project!r},
     progress=False,
 ) as result:
     summary = result.summary
+    keys = result.to_pandas(whole_table=True)["ticket_id"].tolist()
 left = [t.name for t in threading.enumerate() if t.name == "agentbatch-calls"]
-print({mark!r} + json.dumps({{"summary": summary, "threads_left": left}}, default=str))
+print({mark!r} + json.dumps({{"summary": summary, "keys": keys, "threads_left": left}}, default=str))
 """
 
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Any]:
-    """An IPython kernel of this interpreter (a kernel spec of its own, so that no kernel
-    installed on the machine is used instead), and a client talking to it."""
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
-
-    spec = tmp_path / "kernels" / "agentbatch-test"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "agentbatch test", "language": "python"})
-    )
-    manager = KernelManager(
-        kernel_name="agentbatch-test",
-        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]),
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("DATABRICKS_HOST", None)
-    env.pop("DATABRICKS_TOKEN", None)
-    manager.start_kernel(cwd=str(tmp_path), env=env)
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=120)
-        client.manager = manager
+    with ipython_kernel(tmp_path) as client:
         yield client
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
 
 
 def job_file(tmp_path: Path) -> Path:
@@ -88,39 +61,18 @@ def job_file(tmp_path: Path) -> Path:
     return path
 
 
-def run_cell(tmp_path: Path, agent: AgentServer) -> str:
+def run_cell(tmp_path: Path, agent: AgentServer, target: str = "local", **settings: str) -> str:
     return RUN_CELL.format(
         job=str(job_file(tmp_path)),
+        target=target,
         tickets=str(TICKETS),
-        out=str(tmp_path / "out.parquet"),
+        out=str(tmp_path / ("out.parquet" if target == "local" else "out")),
         url=agent.url,
+        settings=settings,
         state=str(tmp_path / "state"),
         project=str(tmp_path),
         mark=MARK,
     )
-
-
-def execute(client: Any, code: str) -> tuple[dict[str, Any], str]:
-    """Run `code` as a cell; its reply and everything it printed (tracebacks included)."""
-    printed: list[str] = []
-
-    def collect(message: dict[str, Any]) -> None:
-        if message["msg_type"] == "stream":
-            printed.append(message["content"]["text"])
-        elif message["msg_type"] == "error":
-            printed.append("\n".join(message["content"]["traceback"]))
-
-    reply = client.execute_interactive(code, timeout=180, output_hook=collect)
-    return reply["content"], "".join(printed)
-
-
-def result_of(printed: str) -> dict[str, Any]:
-    line = next(line for line in printed.splitlines() if line.startswith(MARK))
-    return json.loads(line[len(MARK) :])  # type: ignore[no-any-return]
-
-
-def table_keys(tmp_path: Path) -> list[int]:
-    return pq.read_table(tmp_path / "out.parquet")["ticket_id"].to_pylist()
 
 
 def test_a_run_from_a_notebook_cell_answers_every_row(kernel: Any, tmp_path: Path) -> None:
@@ -132,8 +84,10 @@ def test_a_run_from_a_notebook_cell_answers_every_row(kernel: Any, tmp_path: Pat
         assert result["summary"]["table_rows"] == OPEN_TICKETS
         assert result["threads_left"] == []
         assert agent.stats().requests_total == OPEN_TICKETS
-    keys = table_keys(tmp_path)
-    assert len(set(keys)) == len(keys) == OPEN_TICKETS
+    assert (
+        sorted(result["keys"]) == sorted(set(result["keys"]))
+        and len(result["keys"]) == OPEN_TICKETS
+    )
 
 
 def test_a_notebook_interrupt_stops_the_run_and_the_next_cell_pays_only_what_was_in_flight(
@@ -170,5 +124,28 @@ def test_a_notebook_interrupt_stops_the_run_and_the_next_cell_pays_only_what_was
     assert stats.requests_total == paid_before + summary["sent"]
     # Paid twice: at most the calls in flight when the cell was stopped.
     assert stats.requests_total <= OPEN_TICKETS + CONCURRENCY
-    keys = table_keys(tmp_path)
-    assert len(set(keys)) == len(keys) == OPEN_TICKETS
+    assert (
+        sorted(result["keys"]) == sorted(set(result["keys"]))
+        and len(result["keys"]) == OPEN_TICKETS
+    )
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_spark_run_from_a_notebook_cell_calls_from_the_driver(
+    kernel: Any, tmp_path: Path
+) -> None:
+    """Serverless notebooks' path: the spark target with the REST fallback on the driver (a local
+    Spark session started in the kernel, as a cluster notebook has one)."""
+    with serve_agent() as agent:
+        cell = run_cell(tmp_path, agent, target="spark", rest_fallback_on="driver")
+        reply, printed = execute(kernel, cell)
+        assert reply["status"] == "ok", printed
+        result = result_of(printed)
+        assert result["summary"]["sent"] == result["summary"]["ok"] == OPEN_TICKETS
+        assert agent.stats().requests_total == OPEN_TICKETS
+    assert result["threads_left"] == []
+    assert (
+        sorted(result["keys"]) == sorted(set(result["keys"]))
+        and len(result["keys"]) == OPEN_TICKETS
+    )
