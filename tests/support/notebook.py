@@ -42,7 +42,7 @@ def ipython_kernel(folder: Path) -> Iterator[Any]:
     client.start_channels()
     try:
         client.wait_for_ready(timeout=120)
-        client.manager = manager
+        client.manager = manager  # type: ignore[attr-defined]  # for the stop button
         yield client
     finally:
         client.stop_channels()
