@@ -17,7 +17,9 @@ SIGKILL at any moment loses at most the calls in flight and the answers the bulk
 its next group commit (those received within its commit window, `bulk.COMMIT_WINDOW_S`): a commit
 is atomic, and SQLite recovers a torn WAL write by discarding it. A file that is not a sound SQLite
 database is moved aside (`<name>.corrupt-<time>`) with a warning and the run starts from an empty
-ledger: the worst case is paying for rows again, never a wrong or missing row in the target.
+ledger: the worst case is paying for rows again, never a wrong or missing row in the target. A
+file SQLite cannot use now (a disk I/O error, a lock, permissions: a network or FUSE mount) is no
+damage: it is left as it is, and the run stops with a configuration error naming it.
 
 One run at a time: a Ledger holds an exclusive lock on `<file>.lock` while open, so two runs of
 the same job (an overlapping schedule) cannot both send the same rows; the second fails at once.
@@ -42,7 +44,7 @@ from agentbatch import file_lock
 from agentbatch.agent.calls import canonical_json
 from agentbatch.agent.rows import output_schema as rows_schema
 from agentbatch.agent.rows import passthrough_of
-from agentbatch.errors import EngineError
+from agentbatch.errors import ConfigError, EngineError
 from agentbatch.results import FINGERPRINT_COLUMN, RESULT_COLUMN_NAMES, TRANSIENT_ERROR
 
 if TYPE_CHECKING:
@@ -287,8 +289,19 @@ class Ledger:
         self._lock_file = _exclusive_lock(self.path)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._writer = self._open_sound()
-        self._reader = self._connect()
+        try:
+            self._writer = self._open_sound()
+            self._reader = self._connect()
+        except sqlite3.Error as e:
+            if self._lock_file is not None:
+                self._lock_file.close()
+            if not _cannot_use(e):
+                raise
+            raise ConfigError(
+                f"cannot use the checkpoint {self.path}: {e}. It is an SQLite database, which "
+                "needs a local disk (it fails on network and FUSE mounts such as /Workspace, "
+                "/Volumes and /dbfs): set state_dir (--state-dir) to a local folder"
+            ) from None
         self._check_key()
         self._has_answers = self._scalar("SELECT count(*) FROM answers") > 0
         self._blobs: dict[int, pa.Table] = {}
@@ -328,6 +341,8 @@ class Ledger:
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
+            if _cannot_use(e):
+                raise  # the disk, a lock or permissions: the file may be sound, leave it be
             moved = self._quarantine()
             log.warning(
                 "ledger %s is damaged (%s); moved it to %s and starting an empty ledger: "
@@ -777,6 +792,39 @@ class Ledger:
                 except Exception:  # an unreadable blob is dealt with in _live_rows
                     continue
         return None
+
+
+# SQLite's result codes (and, before Python 3.11, its messages) for a file that cannot be used now
+# (the disk, a lock, permissions), as opposed to one that is damaged: moving a sound ledger aside
+# would lose the answers it holds, and the next attempt would fail alike.
+_CANNOT_USE_CODES = (
+    "SQLITE_IOERR",
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_READONLY",
+    "SQLITE_FULL",
+    "SQLITE_CANTOPEN",
+    "SQLITE_PERM",
+    "SQLITE_NOLFS",
+    "SQLITE_AUTH",
+)
+_CANNOT_USE_WORDS = (
+    "disk I/O error",
+    "is locked",
+    "readonly database",
+    "disk is full",
+    "unable to open database file",
+    "access permission denied",
+)
+
+
+def _cannot_use(error: BaseException) -> bool:
+    name = getattr(error, "sqlite_errorname", None)  # Python 3.11+
+    if name:
+        return str(name).startswith(_CANNOT_USE_CODES)
+    return isinstance(error, sqlite3.OperationalError) and any(
+        words in str(error) for words in _CANNOT_USE_WORDS
+    )
 
 
 def answered_us(rows: pa.RecordBatch | pa.Table) -> list[int | None]:

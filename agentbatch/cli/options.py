@@ -114,7 +114,9 @@ def state_folder(text: str) -> Path:
 
 def add_state_dir(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
-        "--state-dir", type=state_folder, help="checkpoint folder (default .agentbatch/state)"
+        "--state-dir",
+        type=state_folder,
+        help="checkpoint folder (default .agentbatch/state; on Databricks compute the driver's temp folder)",
     )
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import getpass
 import hashlib
 import itertools
 import logging
+import os
 import re
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -51,6 +54,16 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = Path(".agentbatch") / "state"
 WAREHOUSE_DIR = Path(".agentbatch") / "warehouse"
+
+
+def default_state_dir(root: Path) -> Path:
+    """The checkpoints' folder when no `state_dir` is given: the project's `.agentbatch/state`, and
+    on Databricks compute the driver's local disk (as the bundle's wheel tasks keep it). There a
+    notebook's project is a workspace folder: a FUSE mount that refuses a file over 256 MB written
+    from a cluster, where SQLite's locking and random writes are not to be relied on."""
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return Path(tempfile.gettempdir()) / f"agentbatch-{getpass.getuser()}" / "state"
+    return root / STATE_DIR
 
 
 def _nothing(engine: Engine) -> None:
@@ -265,7 +278,7 @@ def open_engine(the_plan: Plan, tables: Mapping[str, Any], outputs: Iterable[str
     settings = dict(the_plan.target.settings)
     if the_plan.target.engine in ("local", "spark"):
         settings.setdefault("warehouse_dir", str(root / WAREHOUSE_DIR))
-        settings.setdefault("state_dir", str(root / STATE_DIR))
+        settings.setdefault("state_dir", str(default_state_dir(root)))
     settings.setdefault("endpoint_overrides", dict(the_plan.options.endpoints))
     settings.setdefault("job_name", the_plan.job.name)
     settings.setdefault("run_id", the_plan.options.run_id)
@@ -847,7 +860,7 @@ def _without(
 def ledger_path(the_plan: Plan) -> Path:
     """One ledger per target and output table: renaming a job keeps its checkpoints."""
     state_dir = the_plan.options.state_dir
-    folder = Path(state_dir) if state_dir is not None else root_of(the_plan) / STATE_DIR
+    folder = Path(state_dir) if state_dir is not None else default_state_dir(root_of(the_plan))
     name = f"{the_plan.target.name}__{the_plan.job.output.table}"
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     if len(safe) > _LONGEST_STATE_NAME:

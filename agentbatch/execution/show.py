@@ -28,13 +28,13 @@ def open_target(
     target: str | Target, root: Path, tables: Mapping[str, Any] | None = None
 ) -> Engine:
     """An engine for `target` that reads tables as a run in project `root` would."""
-    from agentbatch.execution.runner import STATE_DIR, WAREHOUSE_DIR
+    from agentbatch.execution.runner import WAREHOUSE_DIR, default_state_dir
 
     chosen = target if isinstance(target, Target) else resolve_target(target, root)
     settings = dict(chosen.settings)
     if chosen.engine in ("local", "spark"):
         settings.setdefault("warehouse_dir", str(root / WAREHOUSE_DIR))
-        settings.setdefault("state_dir", str(root / STATE_DIR))
+        settings.setdefault("state_dir", str(default_state_dir(root)))
     elif tables:
         raise UsageError(
             "--table maps tables to local files; it applies to the local and spark targets"

@@ -40,7 +40,7 @@ class RunOptions:
     endpoints: Mapping[str, str] = field(default_factory=dict)  # endpoint -> URL for this run
     settings: Mapping[str, Any] = field(default_factory=dict)  # target settings for this run
     project_dir: str | Path | None = None  # default: the parent of the job's jobs/ folder
-    state_dir: str | Path | None = None  # the ledger's folder (default .agentbatch/state)
+    state_dir: str | Path | None = None  # the ledger's folder (runner.default_state_dir)
     limit: int | None = None  # rows sent this run, after skipping answered ones
     retry_errors: bool = False  # re-send rows that failed for good
     full_refresh: bool = False  # call the agent for every selected row: no reuse of answers

@@ -443,3 +443,46 @@ def test_a_run_refused_for_its_credentials_creates_nothing(
     with pytest.raises(ConfigError, match="not configured"):
         go(job, tables=tables, project_dir=project, progress=False)
     assert sorted(project.rglob("*")) == before
+
+
+@pytest.mark.parametrize("on_databricks", [False, True])
+def test_the_checkpoint_lives_on_local_disk_on_databricks_compute(
+    tmp_path: Path, agent: AgentServer, on_databricks: bool
+) -> None:
+    """Without --state-dir the checkpoint is the project's `.agentbatch/state`; on Databricks
+    compute (`DATABRICKS_RUNTIME_VERSION` set, as the runtime sets it) it is the driver's temp
+    folder instead: a notebook's project is a workspace folder (a FUSE mount, files over 256 MB
+    refused), and the next run there reuses it alike."""
+    from tests.support.cli import agentbatch as cli
+
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "triage.yml").write_text(TRIAGE.read_text(encoding="utf-8"))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    if on_databricks:
+        env["DATABRICKS_RUNTIME_VERSION"] = "15.4"
+    args = (
+        "run",
+        "jobs/triage.yml",
+        "--table",
+        f"main.support.tickets={TICKETS}",
+        "--table",
+        f"main.support.ticket_triage={tmp_path / 'out.parquet'}",
+        "--endpoint",
+        f"apps/triage-agent={agent.url}",
+        "--limit",
+        "5",
+    )
+    first = cli(project, *args, **env)
+    assert first.returncode == 0, first.stderr
+    in_project = list((project / ".agentbatch" / "state").glob("*.ledger.sqlite"))
+    in_temp = list(temp.glob("agentbatch-*/state/*.ledger.sqlite"))
+    assert (len(in_project), len(in_temp)) == ((0, 1) if on_databricks else (1, 0))
+    # The checkpoint is where the next run looks: the output dropped, its rows come from there.
+    (tmp_path / "out.parquet").unlink()
+    again = cli(project, *args, **env)
+    assert again.returncode == 0, again.stderr
+    assert agent.stats().requests_total == 5
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 5

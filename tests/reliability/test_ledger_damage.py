@@ -218,3 +218,44 @@ def test_a_kill_mid_commit_leaves_whole_commits_only(tmp_path: Path, trial: int)
         assert [r["id"] for r in rows] == list(range(committed))
         assert all(r["response"] == f"answer {r['id']}" for r in rows)
         assert todo["id"].to_pylist() == list(range(committed, committed + 400))
+
+
+# A disk that refuses writes (RLIMIT_FSIZE: any write past 512 bytes fails, as a FUSE mount such
+# as /Workspace or /dbfs refuses SQLite's): SQLite says "disk I/O error", which is no damage.
+REFUSING_DISK = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from agentbatch.agent.ledger import Ledger
+    from agentbatch.errors import ConfigError, exit_code_for
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))
+    try:
+        Ledger(sys.argv[1], key="id").close()
+    except ConfigError as e:
+        print(exit_code_for(e), e)
+    """
+)
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_ledger_the_disk_refuses_is_left_in_place_and_named(
+    tmp_path: Path, existing: bool
+) -> None:
+    """Not a damaged file: the run stops with a configuration error naming the file and
+    `state_dir`, and a sound ledger keeps its answers for the run after (was: moved aside as
+    damaged, its answers lost, then the same error unexplained)."""
+    path = tmp_path / "l.ledger.sqlite"
+    if existing:
+        killed_writer(path)
+        with Ledger(path, key="id"):
+            pass  # checkpointed: the main file alone holds every answer
+    refused = subprocess.run(
+        [PYTHON, "-c", REFUSING_DISK, str(path)], env=child_env(), capture_output=True, text=True
+    )
+    assert refused.returncode == 0, refused.stderr
+    assert refused.stdout.startswith("3 cannot use the checkpoint "), refused.stdout
+    assert str(path) in refused.stdout and "state_dir" in refused.stdout
+    assert list(tmp_path.glob("*.corrupt-*")) == []
+    expected = set(range(BATCHES * ROWS_PER_BATCH)) if existing else set()
+    assert survivors(path) == expected
