@@ -84,7 +84,8 @@ def _load_what_commits_use() -> None:
     GIL, the calls) out of the ledger, past the bound a kill keeps to."""
     import pyarrow as pa
 
-    pa.record_batch({"k": pa.array([0], pa.int64())}).take(pa.array([0], pa.int64()))
+    # RecordBatch.from_pydict: pa.record_batch(dict) needs pyarrow 15, the floor is 14.
+    pa.RecordBatch.from_pydict({"k": pa.array([0], pa.int64())}).take(pa.array([0], pa.int64()))
 
 
 @dataclass(eq=False)
