@@ -164,12 +164,12 @@ class WorkspaceHandlers:
 
     async def _host_metadata(self, request: web.Request) -> web.Response:
         self._count("host_metadata")
-        origin = str(request.url.origin())
+        origin = _origin(request)
         return web.json_response({"oidc_endpoint": f"{origin}/oidc", "workspace_id": WORKSPACE_ID})
 
     async def _oidc(self, request: web.Request) -> web.Response:
         self._count("oidc_discovery")
-        oidc = f"{request.url.origin()}/oidc"
+        oidc = f"{_origin(request)}/oidc"
         return web.json_response(
             {
                 "issuer": oidc,
@@ -289,6 +289,13 @@ def _client_credentials(
         return client_id, secret
     form_id, form_secret = form.get("client_id"), form.get("client_secret")
     return (str(form_id) if form_id else None), (str(form_secret) if form_secret else None)
+
+
+def _origin(request: web.Request) -> str:
+    """The origin the client called, from the Host header: not `request.url`, which aiohttp before
+    3.10.7 builds with the port inside the host, and yarl 1.13 and later refuse (aiohttp 3.9 is
+    agentbatch's floor)."""
+    return f"{request.scheme}://{request.host}"
 
 
 def _error(status: int, message: str) -> web.Response:
