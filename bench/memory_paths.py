@@ -351,7 +351,7 @@ def _ledger(rows: int, workdir: Path, agent: str) -> Run:
 
     def batch(start: int, size: int) -> pa.RecordBatch:
         keys = pa.array(range(start, start + size), pa.int64())
-        return pa.record_batch(
+        return pa.RecordBatch.from_pydict(
             {
                 KEY: keys,
                 "response": pa.array([f"answer {i} " * 8 for i in range(start, start + size)]),

@@ -47,7 +47,7 @@ def _batches(call: Any, requests: list[tuple[int, str]]) -> list[Any]:
         chunk = requests[start : start + BATCH_ROWS]
         texts = [text for _, text in chunk]
         batches.append(
-            pa.record_batch(
+            pa.RecordBatch.from_pydict(
                 {
                     KEY: pa.array([key for key, _ in chunk], type=pa.int64()),
                     REQUEST_COLUMN: pa.array(texts),

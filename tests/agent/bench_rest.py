@@ -42,7 +42,7 @@ def batches(spec: CallSpec, rows: int, size: int = 1_000) -> Iterator[pa.RecordB
     for start in range(0, rows, size):
         ids = list(range(start, min(rows, start + size)))
         texts = [f"ticket {i}: the printer is broken" for i in ids]
-        yield pa.record_batch(
+        yield pa.RecordBatch.from_pydict(
             {
                 "id": pa.array(ids, pa.int64()),
                 "_request": pa.array(texts),
@@ -88,7 +88,7 @@ def builtin_scenario(rows: int = 1_000_000, size: int = 50_000) -> None:
         ids = pa.array(range(start, min(rows, start + size)), pa.int64())
         texts = pc.binary_join_element_wise("ticket ", pc.cast(ids, pa.string()), ": broken", "")
         inputs.append(
-            pa.record_batch(
+            pa.RecordBatch.from_pydict(
                 {
                     "id": ids,
                     "_request": texts,

@@ -34,7 +34,7 @@ def input_batches(
             columns[name] = pa.array(list(values[chunk]))
         columns["_request"] = pa.array(texts, type=pa.string())
         columns["request_fingerprint"] = pa.array([row_fingerprint(call_fp, t) for t in texts])
-        yield pa.record_batch(columns)
+        yield pa.RecordBatch.from_pydict(columns)
 
 
 def output_rows(

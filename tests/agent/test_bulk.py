@@ -302,7 +302,7 @@ async def test_an_override_can_point_a_name_at_builtin(ledger: Ledger) -> None:
 
 
 async def test_missing_input_columns_are_a_usage_error(ledger: Ledger) -> None:
-    batch = pa.record_batch({"id": pa.array([1]), "_request": pa.array(["x"])})
+    batch = pa.RecordBatch.from_pydict({"id": pa.array([1]), "_request": pa.array(["x"])})
     with pytest.raises(UsageError, match="request_fingerprint"):
         await run_bulk([batch], call=CallSpec(endpoint="builtin:instant"), key="id", ledger=ledger)
 

@@ -22,7 +22,7 @@ from .conftest import output_rows
 
 
 def inputs(keys: list[object], fingerprint: str = "fp") -> pa.RecordBatch:
-    return pa.record_batch(
+    return pa.RecordBatch.from_pydict(
         {
             "id": pa.array(keys),
             "_request": pa.array([f"q{k}" for k in keys]),

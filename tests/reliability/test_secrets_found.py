@@ -181,7 +181,7 @@ from agentbatch.engines.spark.calls import RemoteCall, answer_batches
 url, token = sys.argv[1], sys.argv[2]
 call = CallSpec(endpoint="sec-endpoint", timeout_s=5, max_retries=0)
 remote = RemoteCall(call, {"sec-endpoint": url}, {"Authorization": f"Bearer {token}"})
-batch = pa.record_batch(
+batch = pa.RecordBatch.from_pydict(
     {"id": [1, 2], "_request": ["a", "b"], "request_fingerprint": ["f1", "f2"]}
 )
 rows = []

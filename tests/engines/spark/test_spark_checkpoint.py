@@ -32,7 +32,9 @@ def test_a_retried_task_skips_rows_its_earlier_attempt_finished(tmp_path: Path) 
     ]
     retry = _CheckpointWriter(tmp_path, "run1", partition=4, attempt=1)
     skip = retry.earlier_attempts("k")
-    batch = pa.record_batch({"k": [1, 2, 3, 4], "request_fingerprint": ["fp", "other", "fp", "fp"]})
+    batch = pa.RecordBatch.from_pydict(
+        {"k": [1, 2, 3, 4], "request_fingerprint": ["fp", "other", "fp", "fp"]}
+    )
     assert skip(batch).column("k").to_pylist() == [2, 3, 4]  # key 2 was asked with another prompt
     assert _CheckpointWriter(tmp_path, "run1", 4, attempt=0).earlier_attempts("k")(batch) is batch
 
