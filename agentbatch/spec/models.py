@@ -73,7 +73,14 @@ _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # The protected namespaces of pydantic 2.10 and later: before it (the floor is 2.6) all of
+    # `model_` was, and `agent.model_parameters` printed a UserWarning on every import.
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        protected_namespaces=("model_validate", "model_dump"),
+    )
 
 
 def _sql_error(err: quoting.SqlValueError) -> ValueError:
