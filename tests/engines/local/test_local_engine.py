@@ -148,7 +148,9 @@ def test_retry_errors_selects_only_failed_rows(tmp_path: Path, tickets: Path) ->
     )
     batch = answers([1, 2, 3], [r["request_fingerprint"] for r in todo], "x")
     errors = pa.array([None, "HTTP 500: boom", None], pa.string())
-    batch = batch.set_column(batch.schema.get_field_index("error"), "error", errors)
+    columns = batch.columns  # pyarrow 14 (the floor) has no RecordBatch.set_column
+    columns[batch.schema.get_field_index("error")] = errors
+    batch = pa.RecordBatch.from_arrays(columns, schema=batch.schema)
     write(eng, steps, batch)
     assert all(b.num_rows == 0 for b in eng.fetch_batches(steps.inputs.sql))
     retry = plan_for("merge", retry_errors=True)
