@@ -561,7 +561,7 @@ def _run_checked_merge(
     connection: duckdb.DuckDBPyConnection,
     checked: CheckedMerge,
     bound: Mapping[str, Any] | None = None,
-) -> pa.Table:
+) -> pa.Table | None:
     """Delta refuses a MERGE where several source rows match one target row; so does this.
     Each step binds the statement's parameters it uses (in the source, the ON condition, a
     WHEN clause)."""
@@ -577,7 +577,9 @@ def _run_checked_merge(
         expanded = by_name(checked.tree, target, source)
         _check_merge_types(connection, expanded, bound)  # and adds Delta's ANSI casts
         merge = expanded.sql("duckdb")
-        return connection.sql(merge, params=_step_parameters(merge, bound)).to_arrow_table()
+        relation = connection.sql(merge, params=_step_parameters(merge, bound))
+        # DuckDB before 2.0 (the newest for Python 3.10) runs a write at once and gives None.
+        return relation.to_arrow_table() if relation is not None else None
     finally:
         connection.execute(checked.drop)
 
