@@ -36,9 +36,9 @@ def warehouse_type(t: pa.DataType) -> pa.DataType:
     """The Arrow type a Databricks warehouse would send for a value of type `t`."""
     if pa.types.is_dictionary(t):
         return warehouse_type(t.value_type)
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or _is_string_view(t):
         return pa.string()
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or _is_binary_view(t):
         return pa.binary()
     if pa.types.is_fixed_size_binary(t):
         return pa.binary()
@@ -209,3 +209,12 @@ def row_set(
         row_set=ttypes.TRowSet(startRowOffset=offset, rows=[], arrowBatches=batches),
         next_offset=offset + take,
     )
+
+
+def _is_string_view(t: pa.DataType) -> bool:
+    # String and binary views came in pyarrow 16; the floor is 14 (Databricks Runtime 14.3).
+    return bool(getattr(pa.types, "is_string_view", lambda _: False)(t))
+
+
+def _is_binary_view(t: pa.DataType) -> bool:
+    return bool(getattr(pa.types, "is_binary_view", lambda _: False)(t))

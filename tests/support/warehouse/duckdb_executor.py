@@ -478,14 +478,32 @@ def _from_json_casts(tree: exp.Expression) -> None:
     Databricks refuses, at analysis, a schema with a MAP whose key is not STRING, at any depth
     (Spark's ExprUtils.checkJsonSchema: DATATYPE_MISMATCH.INVALID_JSON_MAP_KEY_TYPE); DuckDB
     would cast the keys, so refuse it here too."""
-    for node in list(tree.find_all(exp.FromJson)):
-        schema = node.expression
+    for node, value, schema in _from_json_calls(tree):
         if not (isinstance(schema, exp.Literal) and schema.is_string):
             raise ValueError("from_json: the schema must be a string literal")
         target = exp.DataType.build(schema.this, dialect="databricks")
         _check_json_map_keys(node, target)
-        as_json = exp.TryCast(this=node.this, to=exp.DataType.build("JSON"))
+        as_json = exp.TryCast(this=value, to=exp.DataType.build("JSON"))
         node.replace(exp.TryCast(this=as_json, to=target))
+
+
+def _from_json_calls(
+    tree: exp.Expression,
+) -> list[tuple[exp.Expression, exp.Expression, exp.Expression]]:
+    """Each `from_json(value, schema)`: (call, value, schema). sqlglot parses it as FromJson
+    from the version after the floor (30.14), as an anonymous function before."""
+    from_json = getattr(exp, "FromJson", None)
+    calls = []
+    for node in tree.find_all(exp.Func):
+        if from_json is not None and isinstance(node, from_json):
+            calls.append((node, node.this, node.expression))
+        elif (
+            isinstance(node, exp.Anonymous)
+            and node.name.lower() == "from_json"
+            and len(node.expressions) >= 2
+        ):
+            calls.append((node, node.expressions[0], node.expressions[1]))
+    return calls
 
 
 # Delta keeps a CHAR(n) / VARCHAR(n) column's length as a CHECK constraint every write checks
@@ -518,7 +536,7 @@ def _char_varchar_checks(tree: exp.Expression) -> None:
         )
 
 
-def _check_json_map_keys(node: exp.FromJson, schema: exp.DataType) -> None:
+def _check_json_map_keys(node: exp.Expression, schema: exp.DataType) -> None:
     for map_type in schema.find_all(exp.DataType):
         if map_type.this != exp.DataType.Type.MAP or not map_type.expressions:
             continue
