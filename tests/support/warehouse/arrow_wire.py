@@ -57,8 +57,8 @@ def warehouse_type(t: pa.DataType) -> pa.DataType:
     if (
         pa.types.is_list(t)
         or pa.types.is_large_list(t)
-        or pa.types.is_list_view(t)
-        or pa.types.is_large_list_view(t)
+        or _is_view(t, "is_list_view")
+        or _is_view(t, "is_large_list_view")
         or pa.types.is_fixed_size_list(t)
     ):
         return pa.list_(warehouse_type(t.value_type))
@@ -211,10 +211,14 @@ def row_set(
     )
 
 
+def _is_view(t: pa.DataType, check: str) -> bool:
+    # View types came in pyarrow 16; the floor is 14 (Databricks Runtime 14.3).
+    return bool(getattr(pa.types, check, lambda _: False)(t))
+
+
 def _is_string_view(t: pa.DataType) -> bool:
-    # String and binary views came in pyarrow 16; the floor is 14 (Databricks Runtime 14.3).
-    return bool(getattr(pa.types, "is_string_view", lambda _: False)(t))
+    return _is_view(t, "is_string_view")
 
 
 def _is_binary_view(t: pa.DataType) -> bool:
-    return bool(getattr(pa.types, "is_binary_view", lambda _: False)(t))
+    return _is_view(t, "is_binary_view")
