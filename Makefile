@@ -1,5 +1,5 @@
 # Every target creates its own virtualenv on first use, so `make demo` and `make test` work on a
-# fresh clone with only Python 3.10+ installed.
+# fresh clone with only Python 3.11+ installed.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
