@@ -63,7 +63,8 @@ def warehouse_type(t: pa.DataType) -> pa.DataType:
     ):
         return pa.list_(warehouse_type(t.value_type))
     if pa.types.is_struct(t):
-        return pa.struct([f.with_type(warehouse_type(f.type)) for f in t.fields])
+        fields = [t.field(i) for i in range(t.num_fields)]  # StructType.fields: pyarrow 17
+        return pa.struct([f.with_type(warehouse_type(f.type)) for f in fields])
     if (
         pa.types.is_boolean(t)
         or pa.types.is_integer(t)
