@@ -62,8 +62,15 @@ def default_state_dir(root: Path) -> Path:
     notebook's project is a workspace folder: a FUSE mount that refuses a file over 256 MB written
     from a cluster, where SQLite's locking and random writes are not to be relied on."""
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
-        return Path(tempfile.gettempdir()) / f"agentbatch-{getpass.getuser()}" / "state"
+        return Path(tempfile.gettempdir()) / f"agentbatch-{_user_name()}" / "state"
     return root / STATE_DIR
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry: a container's bare uid
+        return str(os.getuid())
 
 
 def _nothing(engine: Engine) -> None:

@@ -19,11 +19,7 @@ import agentbatch
 from agentbatch import file_lock
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
-
-ROOT = Path(__file__).resolve().parents[2]
-TICKETS = ROOT / "agentbatch" / "data" / "support_tickets.csv"
-TRIAGE = ROOT / "jobs" / "ticket_triage.yml"
-OPEN_TICKETS = 237
+from tests.support.triage import OPEN_TICKETS, TRIAGE, triage_cli_args
 
 
 @pytest.fixture
@@ -42,12 +38,7 @@ def cli(
             "agentbatch",
             command,
             str(TRIAGE),
-            "--table",
-            f"main.support.tickets={TICKETS}",
-            "--table",
-            f"main.support.ticket_triage={tmp_path / 'out.parquet'}",
-            "--endpoint",
-            f"apps/triage-agent={agent.url}",
+            *triage_cli_args(tmp_path / "out.parquet", agent.url),
             "--state-dir",
             str(tmp_path / "state"),
             "--project-dir",

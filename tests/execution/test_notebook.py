@@ -14,10 +14,8 @@ import pytest
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
 from tests.support.notebook import MARK, execute, ipython_kernel, result_of
+from tests.support.triage import OPEN_TICKETS, TICKETS, TRIAGE
 
-ROOT = Path(__file__).resolve().parents[2]
-TICKETS = ROOT / "agentbatch" / "data" / "support_tickets.csv"
-OPEN_TICKETS = 237
 CONCURRENCY = 4
 
 # The cell a user writes (README's Python API), and a check that the cell runs in a loop.
@@ -50,7 +48,7 @@ def kernel(tmp_path: Path) -> Iterator[Any]:
 
 def job_file(tmp_path: Path) -> Path:
     """The main job, its concurrency capped so that a run lasts long enough to interrupt."""
-    text = (ROOT / "jobs" / "ticket_triage.yml").read_text(encoding="utf-8")
+    text = TRIAGE.read_text(encoding="utf-8")
     text = text.replace(
         "  fail_on_error: false\n", f"  fail_on_error: false\n  max_concurrency: {CONCURRENCY}\n"
     )

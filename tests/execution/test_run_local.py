@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,11 +17,7 @@ import agentbatch
 from agentbatch.errors import JobFailedError
 from agentbatch.testing.agent_server import AgentServer, serve_agent
 from agentbatch.testing.faults import FaultConfig
-
-ROOT = Path(__file__).resolve().parents[2]
-TICKETS = ROOT / "agentbatch" / "data" / "support_tickets.csv"
-TRIAGE = ROOT / "jobs" / "ticket_triage.yml"
-OPEN_TICKETS = 237
+from tests.support.triage import OPEN_TICKETS, TICKETS, TRIAGE, triage_cli_args
 
 
 @pytest.fixture
@@ -172,12 +170,7 @@ def test_cli_run_prints_a_summary_and_rows(tmp_path: Path, agent: AgentServer) -
             "run",
             str(TRIAGE),
             "--json",
-            "--table",
-            f"main.support.tickets={TICKETS}",
-            "--table",
-            f"main.support.ticket_triage={tmp_path / 'out.parquet'}",
-            "--endpoint",
-            f"apps/triage-agent={agent.url}",
+            *triage_cli_args(tmp_path / "out.parquet", agent.url),
             "--state-dir",
             str(tmp_path / "state"),
             "--project-dir",
@@ -466,12 +459,7 @@ def test_the_checkpoint_lives_on_local_disk_on_databricks_compute(
     args = (
         "run",
         "jobs/triage.yml",
-        "--table",
-        f"main.support.tickets={TICKETS}",
-        "--table",
-        f"main.support.ticket_triage={tmp_path / 'out.parquet'}",
-        "--endpoint",
-        f"apps/triage-agent={agent.url}",
+        *triage_cli_args(tmp_path / "out.parquet", agent.url),
         "--limit",
         "5",
     )
@@ -486,3 +474,35 @@ def test_the_checkpoint_lives_on_local_disk_on_databricks_compute(
     assert again.returncode == 0, again.stderr
     assert agent.stats().requests_total == 5
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 5
+
+
+def test_the_databricks_checkpoint_folder_needs_no_user_name(tmp_path: Path) -> None:
+    """A process whose uid has no name (a container's bare uid, no LOGNAME or USER) still gets its
+    own checkpoint folder on Databricks compute, named by the uid."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.fail("needs root and setpriv (util-linux) to run as a uid without a name")
+    uid = 54321  # no passwd entry here: getpass.getuser() raises
+    tmp_path.chmod(0o777)
+    # Read access everywhere kept, so the interpreter and this checkout stay readable.
+    keep = "+dac_read_search,+dac_override"
+    code = (
+        "from pathlib import Path; from agentbatch.execution.runner import default_state_dir; "
+        "print(default_state_dir(Path('.')))"
+    )
+    done = subprocess.run(
+        [
+            *["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"],
+            *[f"--inh-caps={keep}", f"--ambient-caps={keep}", sys.executable, "-c", code],
+        ],
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(TRIAGE.parents[1]),
+            "TMPDIR": str(tmp_path),
+            "DATABRICKS_RUNTIME_VERSION": "15.4",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / f"agentbatch-{uid}" / "state")

@@ -82,9 +82,9 @@ def databricks_type(t: pa.DataType, *, text_map_keys: bool = False) -> str:
         return simple[t]
     if pa.types.is_dictionary(t):
         return inner(t.value_type)
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or _is_string_view(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or _is_view(t, "is_string_view"):
         return "STRING"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or _is_binary_view(t):
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or _is_view(t, "is_binary_view"):
         return "BINARY"
     if pa.types.is_timestamp(t):
         return "TIMESTAMP" if t.tz else "TIMESTAMP_NTZ"
@@ -391,14 +391,8 @@ class VolumeLoader:
         return written
 
 
-def _is_string_view(t: pa.DataType) -> bool:
+def _is_view(t: pa.DataType, check: str) -> bool:
     # String and binary views came in pyarrow 16; the floor is 14 (Databricks Runtime 14.3).
     import pyarrow as pa
 
-    return bool(getattr(pa.types, "is_string_view", lambda _: False)(t))
-
-
-def _is_binary_view(t: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    return bool(getattr(pa.types, "is_binary_view", lambda _: False)(t))
+    return bool(getattr(pa.types, check, lambda _: False)(t))
