@@ -33,7 +33,7 @@ from agentbatch.agent.content import (
 )
 from agentbatch.agent.endpoints import ConfigFactory, Endpoint, default_config, resolve_endpoint
 from agentbatch.agent.handoff import CommitBuffer, RowFeed
-from agentbatch.agent.ledger import Ledger
+from agentbatch.agent.ledger import CheckpointRefused, Ledger
 from agentbatch.agent.limiter import DEFAULT_CEILING, INITIAL_LIMIT, Limiter
 from agentbatch.agent.progress import ProgressReporter
 from agentbatch.agent.redact import safe_url
@@ -264,7 +264,7 @@ class _HttpRun:
         # for the writer while a commit window is open.
         self.answers: CommitBuffer[tuple[_Row, Outcome]] = CommitBuffer(MAX_COMMIT_ROWS)
         self.stop = asyncio.Event()
-        self.fatal: AgentError | None = None
+        self.fatal: AgentError | CheckpointRefused | None = None
         self.input_error: Exception | None = None
         # Consecutive unreachable failures, not yet handed to the writer.
         self.held: list[tuple[_Row, Outcome]] = []
@@ -456,7 +456,7 @@ class _HttpRun:
         for item in held:
             await self.answers.put(item)
 
-    def _abort(self, error: AgentError) -> None:
+    def _abort(self, error: AgentError | CheckpointRefused) -> None:
         if self.fatal is None:
             self.fatal = error
             log.error("stopping the run: %s", error)
@@ -476,6 +476,12 @@ class _HttpRun:
                 if batch:
                     try:
                         await asyncio.to_thread(self._commit, batch)
+                    except CheckpointRefused as e:
+                        # The ledger keeps these answers and the rest in memory for the
+                        # target: the calls in flight finish, nothing more is sent.
+                        self._count(batch)
+                        self._abort(e)
+                        continue
                     except Exception:
                         raise  # the commit failed: these answers are not in the ledger
                     except BaseException:

@@ -298,9 +298,7 @@ class Ledger:
             if not _cannot_use(e):
                 raise
             raise ConfigError(
-                f"cannot use the checkpoint {self.path}: {e}. It is an SQLite database, which "
-                "needs a local disk (it fails on network and FUSE mounts such as /Workspace, "
-                "/Volumes and /dbfs): set state_dir (--state-dir) to a local folder"
+                f"cannot use the checkpoint {self.path}: {e}. {_LOCAL_DISK}"
             ) from None
         self._check_key()
         self._has_answers = self._scalar("SELECT count(*) FROM answers") > 0
@@ -310,6 +308,10 @@ class Ledger:
         self._appended: dict[int, int] = {}
         # Only answers received at or after this time (microseconds) are reused: a full refresh.
         self.answered_since: int | None = None
+        # Set once a commit is refused (the disk full, an I/O error): this run's rows from then
+        # on are kept here, in memory, for the target's write (`rows_of_run`).
+        self.refused: CheckpointRefused | None = None
+        self._unsaved: list[pa.Table] = []
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -520,6 +522,23 @@ class Ledger:
         this run's to write) in one transaction; the latest per key wins."""
         if rows.num_rows == 0:
             return
+        if self.refused is not None:
+            self._keep_unsaved(rows, run)
+            return
+        try:
+            self._commit(rows, run)
+        except sqlite3.Error as e:
+            if not _cannot_use(e):
+                raise
+            self._keep_unsaved(rows, run)
+            self.refused = CheckpointRefused(
+                f"cannot keep answers in the checkpoint {self.path}: {e}. The run stops: the "
+                f"answers received are written to the output table, nothing more is sent. "
+                f"{_LOCAL_DISK}, with free space"
+            )
+            raise self.refused from None
+
+    def _commit(self, rows: pa.RecordBatch | pa.Table, run: str | None) -> None:
         keys = canonical_keys(rows.column(self.key))
         fingerprints = rows.column(FINGERPRINT_COLUMN).to_pylist()
         errors = rows.column("error").to_pylist()
@@ -552,6 +571,14 @@ class Ledger:
         self._appended[batch_id] = rows.num_rows
         self._has_answers = True
 
+    def _keep_unsaved(self, rows: pa.RecordBatch | pa.Table, run: str | None) -> None:
+        import pyarrow as pa
+
+        if run is None or run == self.run_id:  # another run's answers are not this run's to write
+            self._unsaved.append(
+                rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+            )
+
     def rows_of_run(self, max_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
         """This run's recorded rows that are still the latest answer for their key, in chunks of
         at most `max_rows`: what the sink writes."""
@@ -580,6 +607,9 @@ class Ledger:
                 pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
         if pending_rows:
             yield from pa.concat_tables(pending).combine_chunks().to_batches()
+        # What the checkpoint refused (answered after the keys above: a later answer).
+        for table in self._unsaved:
+            yield from (_conform(table, schema) if schema is not None else table).to_batches()
 
     def transient_of_run(self) -> set[tuple[str, str]]:
         """(canonical key, fingerprint) of this run's recorded rows that are transient failures
@@ -815,6 +845,17 @@ _CANNOT_USE_WORDS = (
     "disk is full",
     "unable to open database file",
     "access permission denied",
+)
+
+
+class CheckpointRefused(ConfigError):
+    """A commit the checkpoint's disk refused mid-run: the run stops, its answers are kept in
+    memory and written to the target."""
+
+
+_LOCAL_DISK = (
+    "It is an SQLite database, which needs a local disk (it fails on network and FUSE mounts "
+    "such as /Workspace, /Volumes and /dbfs): set state_dir (--state-dir) to a local folder"
 )
 
 

@@ -259,3 +259,61 @@ def test_a_ledger_the_disk_refuses_is_left_in_place_and_named(
     assert list(tmp_path.glob("*.corrupt-*")) == []
     expected = set(range(BATCHES * ROWS_PER_BATCH)) if existing else set()
     assert survivors(path) == expected
+
+
+# A run whose disk refuses the checkpoint's growth mid-run (RLIMIT_FSIZE: 60 KB lets the ledger
+# open and take its first commits, and the output file of 237 rows be written).
+RUN_ON_A_FILLING_DISK = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from agentbatch.cli.main import main
+
+    limit, *args = sys.argv[1:]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
+    sys.exit(main(args))
+    """
+)
+
+
+def test_answers_the_checkpoint_refuses_mid_run_reach_the_target(tmp_path: Path) -> None:
+    """A commit refused mid-run (the disk full, an I/O error): the run stops sending, writes
+    every answer it received to the output table (was: a traceback, the answers paid for and
+    lost: the table empty), and says why (exit 3, the checkpoint and state_dir named); the next
+    run pays only the rest."""
+    import pyarrow.parquet as pq
+
+    from agentbatch.testing.agent_server import serve_agent
+    from agentbatch.testing.faults import FaultConfig
+    from tests.support.triage import OPEN_TICKETS, TRIAGE, triage_cli_args
+
+    out = tmp_path / "out.parquet"
+    with serve_agent(FaultConfig(latency_ms=50)) as agent:  # answers still coming at the refusal
+        args = [
+            "run",
+            str(TRIAGE),
+            *triage_cli_args(out, agent.url),
+            *["--state-dir", str(tmp_path / "state"), "--no-progress"],
+        ]
+        refused = subprocess.run(
+            [PYTHON, "-c", RUN_ON_A_FILLING_DISK, "60000", *args],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert refused.returncode == 3, refused.stderr
+        assert "cannot keep answers in the checkpoint" in refused.stderr
+        assert "state_dir" in refused.stderr and "Traceback" not in refused.stderr
+        paid = agent.stats().requests_total
+        written = pq.read_table(out).column("ticket_id").to_pylist()
+        assert 0 < paid < OPEN_TICKETS  # stopped early: the refusal came mid-run
+        assert len(written) == len(set(written)) == paid  # every paid answer, once
+
+        again = subprocess.run(
+            [PYTHON, "-m", "agentbatch", *args], env=child_env(), capture_output=True, text=True
+        )
+        assert again.returncode == 0, again.stderr
+        assert agent.stats().requests_total == OPEN_TICKETS  # each key paid once in all
+        keys = pq.read_table(out).column("ticket_id").to_pylist()
+        assert len(keys) == len(set(keys)) == OPEN_TICKETS
