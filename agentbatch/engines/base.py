@@ -108,6 +108,11 @@ class Engine(Protocol):
         None: the runner then calls the endpoint over REST instead."""
         ...
 
+    def check_can_write(self, table: str) -> None:
+        """Before the REST fallback's first call: raise ConfigError when the run could read
+        `table` (it exists) but not write it, so that no answer is paid for and then refused."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -129,10 +134,15 @@ class DistributedEngine(Engine, Protocol):
 
 
 def error_line(err: BaseException) -> str:
-    """An engine's error as one line, without the secrets `redact` knows: a SQL literal a job's
+    """An engine's error as one line: its first paragraph (Databricks breaks the line after an
+    error class: `[INSUFFICIENT_PERMISSIONS] Insufficient privileges:` then what is missing; a
+    SQL excerpt follows a blank line), without the secrets `redact` knows: a SQL literal a job's
     env() rendered comes back quoted in a conversion error."""
     text = str(err).strip()
-    return redact(text.splitlines()[0]) if text else type(err).__name__
+    if not text:
+        return type(err).__name__
+    paragraph = text.split("\n\n", 1)[0]
+    return redact(" ".join(line.strip() for line in paragraph.splitlines() if line.strip()))
 
 
 @contextlib.contextmanager

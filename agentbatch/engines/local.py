@@ -256,6 +256,9 @@ class LocalEngine:
         """No ai_query here: the planner never pushes down to this engine."""
         return None
 
+    def check_can_write(self, table: str) -> None:
+        """Mapped outputs are tried for writing when the engine opens (`mapped_outputs`)."""
+
     def read_table(self, table: str, limit: int | None = None) -> pa.Table:
         name = ".".join(f"`{p}`" for p in self._full_name(table))
         suffix = f" LIMIT {int(limit)}" if limit is not None else ""

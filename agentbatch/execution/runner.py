@@ -446,6 +446,8 @@ def _run_fallback(
             # An estimate's sample is kept for the next run: it starts the refresh it samples.
             ledger.begin_refresh(ledger.answered_since)
         create_target(the_plan, engine)
+        # An estimate too: it writes the answers of its sample, for the run to reuse.
+        engine.check_can_write(the_plan.job.output.table)
         inputs = engine.fetch_batches(
             steps.inputs.sql, batch_rows=input_batch_rows(steps.call.files)
         )

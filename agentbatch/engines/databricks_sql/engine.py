@@ -86,6 +86,10 @@ _SOURCE_VALUE = re.compile(r"\[(CAST_INVALID_INPUT|CAST_OVERFLOW)\] ")
 _RUN_ID_CHARS = 24
 
 
+# Unity Catalog's refusal of a privilege (SQLSTATE 42501).
+_INSUFFICIENT_PERMISSIONS = "[INSUFFICIENT_PERMISSIONS]"
+
+
 def _quoted_table(parts: tuple[str, ...]) -> str:
     node = exp.Table(
         this=exp.to_identifier(parts[-1], quoted=True),
@@ -309,6 +313,23 @@ class DatabricksSQLEngine:
                 continue
             with contextlib.suppress(EngineError):
                 self.execute(f"DROP TABLE IF EXISTS {_quoted_table((*parts[:-1], name))}")
+
+    def check_can_write(self, table: str) -> None:
+        """Unity Catalog lets a user who may read a table without MODIFY on it run every call,
+        then refuses the write. A DELETE that matches nothing needs MODIFY and changes nothing
+        (Delta records no empty commit); only its refusal stops the run, any other failure is
+        left to the write."""
+        try:
+            self.execute(f"DELETE FROM {quoting.table(table)} WHERE false")
+        except EngineError as e:
+            if _INSUFFICIENT_PERMISSIONS not in str(e):
+                log.debug("the write permission probe of %s failed: %s", table, e)
+                return
+            raise ConfigError(
+                f"cannot write the output table {table}: {error_line(e)}; nothing was sent. "
+                "Writing it needs MODIFY on it (and USE CATALOG, USE SCHEMA): "
+                f"GRANT MODIFY ON TABLE {quoting.table(table)} TO <you>"
+            ) from None
 
     def ai_query_missing(self) -> str | None:
         """ai_query is not available on SQL Classic warehouses (its reference, Requirements): the

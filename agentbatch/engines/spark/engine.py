@@ -241,6 +241,10 @@ class SparkEngine:
         for local sessions)."""
         return None
 
+    def check_can_write(self, table: str) -> None:
+        """Not checked: a probe would cost a Spark job each run (Unity Catalog's MODIFY on
+        Databricks compute is met at the write; the checkpoint keeps the answers)."""
+
     def read_table(self, table: str, limit: int | None = None) -> pa.Table:
         import pyarrow as pa
 

@@ -95,6 +95,10 @@ def parse_write(sql: str, namespace: Namespace) -> Write | None:
     if isinstance(tree, (exp.Merge, exp.Update, exp.Delete)):
         table = _target(tree.this)
         operation = type(tree).__name__.upper()
+        if table is not None and isinstance(tree, exp.Delete) and _never(tree.args.get("where")):
+            # It removes no file: no action to commit, which Delta records as no commit
+            # (delta-io/delta OptimisticTransaction `skipRecordingEmptyCommitAllowed`).
+            return Write(_name(table, namespace), operation, False, recorded=False)
         return Write(_name(table, namespace), operation, True) if table is not None else None
     if isinstance(tree, exp.Insert):
         table = _target(tree.this)
@@ -116,6 +120,11 @@ def parse_write(sql: str, namespace: Namespace) -> Write | None:
         reads = _reads(tree.expression, name, namespace)
         return Write(name, "CREATE OR REPLACE TABLE AS SELECT", reads)
     return None
+
+
+def _never(where: exp.Expression | None) -> bool:
+    condition = where.this if isinstance(where, exp.Where) else None
+    return isinstance(condition, exp.Boolean) and not condition.this
 
 
 def conflict_message(write: Write, other: Write, version: int) -> str:

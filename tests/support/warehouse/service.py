@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -90,6 +90,10 @@ class WarehouseSettings:
     # What the warehouses API reports (`warehouse_type`): ai_query does not run on CLASSIC.
     warehouse_type: str = "PRO"
     serverless: bool = True
+    # Tables (catalog.schema.table, lower case) the user may read but lacks Unity Catalog's
+    # MODIFY on: a statement that writes one is refused (creating a new one is not a write of
+    # it). A set a test may change while the warehouse runs.
+    no_modify: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         # Only what databricks-sdk parses (`GetWarehouseResponseWarehouseType`; another value
@@ -125,6 +129,16 @@ def _sqlstate(message: str) -> str:
     its position and the `== SQL ==` excerpt), else 42000."""
     found = _SQLSTATE.search(message)
     return found.group(1) if found else "42000"
+
+
+def insufficient_privileges(privilege: str, kind: str, name: str) -> str:
+    """Unity Catalog's refusal, checked when the statement is analysed (before it runs: no
+    ai_query call is made), as the connector reports it (databricks-solutions/
+    databricks-apps-cookbook#18: the class, a line break, then the privilege and object)."""
+    return (
+        f"[INSUFFICIENT_PERMISSIONS] Insufficient privileges:\nUser does not have {privilege} "
+        f"on {kind} '{name}'. SQLSTATE: 42501"
+    )
 
 
 def _error(message: str, code: int = ttypes.TStatusCode.ERROR_STATUS) -> ttypes.TStatus:
@@ -323,6 +337,9 @@ class WarehouseService(TCLIService.Iface):
         gates = [gate for pattern, gate in list(self._holds) if pattern in sql]
         # The version it starts from: when it arrives, before it is held.
         snapshot = self.commits.begin(sql, session.namespace)
+        write = snapshot.write if snapshot is not None else None
+        if write and write.operation != "CREATE TABLE" and write.table in self._settings.no_modify:
+            return _refuse(insufficient_privileges("MODIFY", "Table", write.table))
 
         def run() -> pa.Table | None:
             for gate in gates:  # a held statement waits (cancellably) until released
