@@ -8,6 +8,10 @@ during the set-up and on for the timed part only (a small C library whose start(
 worker calls, built here with the compiler and valgrind's header). Reported: instructions per
 answered row (all threads of the client) and the ratio to the raw aiohttp client's.
 
+`agentbatch.run dbsql` (not among the defaults) runs on the databricks-sql target: its set-up
+starts the loopback SQL warehouse in a process of its own (valgrind follows no child process)
+and loads the source table there, so the SQL a warehouse runs on Databricks is not counted.
+
 Under callgrind a client runs some fifty times slower, so the agent looks nearly instant to
 it: the figure is the client's own work per row, not its behaviour at the scenario's rate.
 Needs valgrind (with `valgrind/callgrind.h`) and a C compiler.
@@ -27,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.agents import prepare_inputs
+from bench.clients.base import CLIENT_NAMES
 from bench.scenarios import AGENT_SCENARIOS
 from bench.server import agent_process
 from bench.setups import setups
@@ -126,12 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     base = next(s for s in AGENT_SCENARIOS if s.id == args.scenario)
     sizes = sorted({int(n) for n in args.rows.split(",")})
     clients = tuple(name.strip() for name in args.clients.split(","))
+    unknown = [name for name in clients if name not in CLIENT_NAMES]
+    if unknown:
+        parser.error(f"unknown clients {', '.join(unknown)}; one of: {', '.join(CLIENT_NAMES)}")
     counts: list[Count] = []
     with tempfile.TemporaryDirectory(prefix="agentbatch-instructions-") as tmp:
         root = Path(tmp)
         toggle = build_toggle(root)
         for rows in sizes:
-            scenario = dataclasses.replace(base, rows=rows)
+            # The clients named, whether or not the scenario's timed runs have them (the
+            # databricks-sql client is measured here only).
+            scenario = dataclasses.replace(base, rows=rows, clients=clients)
             inputs = prepare_inputs(scenario, root / str(rows))
             with agent_process(scenario) as agent:
                 for setup in setups(scenario, clients):

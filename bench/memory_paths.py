@@ -5,11 +5,12 @@
     python -m bench.memory_paths --trace --paths eval   # + tracemalloc's top allocations
 
 Each path and size runs in its own process (`--child`), against one fast agent (another process,
-`tests/support/fast_agent.py`) and, for `dbsql`, the loopback warehouse (a third process). A child
-notes its peak RSS once it has imported what it runs and built its inputs (a pandas source is
-built before: the frame is the user's), then runs the path and notes the peak again. The table
-prints both, and the growth from N to 4N rows per 1,000 added rows: a path whose memory is flat
-in the rows grows by little more than noise and the engine's capped buffers.
+`tests/support/fast_agent.py`) and, for `dbsql`, the loopback warehouse (a third process,
+`bench/warehouse.py`). A child notes its peak RSS once it has imported what it runs and built its
+inputs (a pandas source is built before: the frame is the user's), then runs the path and notes
+the peak again. The table prints both, and the growth from N to 4N rows per 1,000 added rows: a
+path whose memory is flat in the rows grows by little more than noise and the engine's capped
+buffers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from bench import warehouse
 from bench.data import KEY, REQUEST_SQL, write_table
 
 PATHS = (
@@ -47,7 +49,6 @@ PATHS = (
 SOURCE = "main.bench.tickets"
 OUTPUT = "main.bench.answers"
 ENDPOINT = "apps/bench-agent"
-TOKEN = "dapi-memory-paths"
 CHILD_TIMEOUT_S = 1200.0
 # The local target's settings for the api-* paths, e.g. '{"memory_limit": "64MB"}' to tell the
 # DuckDB buffer pool's growth (capped) from the rest.
@@ -197,13 +198,12 @@ def _cli(rows: int, workdir: Path, agent: str) -> Run:
 def _dbsql(rows: int, workdir: Path, agent: str) -> Run:
     import agentbatch
 
-    os.environ["DATABRICKS_TOKEN"] = TOKEN
-    os.environ["DATABRICKS_CONFIG_FILE"] = str(workdir / "no-databrickscfg")
+    os.environ.update(warehouse.environment(workdir))
     importlib_modules("agentbatch.engines.databricks_sql.engine", "databricks.sql")
     spec = job_spec(f"main.bench.tickets_{rows}")
     spec["output"]["table"] = f"main.bench.answers_{rows}"  # one warehouse serves both sizes
     job = _job_file(workdir, spec)
-    settings = {"host": os.environ["MEMORY_PATHS_WAREHOUSE"], "warehouse_id": "loopback"}
+    settings = warehouse.settings(os.environ["MEMORY_PATHS_WAREHOUSE"])
 
     def run() -> Any:
         result = agentbatch.run(
@@ -393,49 +393,6 @@ def _process(*argv: str) -> Iterator[str]:
         proc.wait(30)
 
 
-def serve_warehouse(volumes: str) -> None:
-    """The loopback warehouse in this process, until killed (prints its address first)."""
-    import signal
-    import threading
-
-    from tests.support.warehouse.duckdb_executor import DuckDBExecutor
-    from tests.support.warehouse.server import serve_warehouse as serve
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with (
-        DuckDBExecutor(volumes_dir=Path(volumes)) as executor,
-        serve(executor, token=TOKEN, volumes_dir=Path(volumes)) as wh,
-    ):
-        sys.stdout.write(f"http://{wh.host}:{wh.port}\n")
-        sys.stdout.flush()
-        stop.wait()
-
-
-def _load_warehouse(host: str, volumes: Path, rows: int) -> None:
-    import databricks.sql
-
-    raw = volumes / "main" / "bench" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    write_table(raw / f"tickets_{rows}.parquet", rows)
-    address = host.removeprefix("http://").rsplit(":", 1)[0]
-    with (
-        databricks.sql.connect(
-            server_hostname=address,
-            http_path="/sql/1.0/warehouses/loopback",
-            _connection_uri=f"{host}/sql/1.0/warehouses/loopback",
-            access_token=TOKEN,
-            enable_telemetry=False,
-        ) as conn,
-        conn.cursor() as cur,
-    ):
-        cur.execute("CREATE SCHEMA IF NOT EXISTS main.bench")
-        cur.execute(
-            f"CREATE TABLE main.bench.tickets_{rows} AS SELECT * FROM read_files("
-            f"'/Volumes/main/bench/raw/tickets_{rows}.parquet', format => 'parquet')"
-        )
-
-
 def _inputs(folder: Path, rows: int) -> None:
     import pyarrow.csv as pv
     import pyarrow.parquet as pq
@@ -493,16 +450,15 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="memory-paths-")))
         agent = args.agent or stack.enter_context(_process(fast_agent))
-        volumes = root / "volumes"
-        if "dbsql" in paths:
-            host = stack.enter_context(
-                _process("-m", "bench.memory_paths", "--serve-warehouse", str(volumes))
-            )
-            os.environ["MEMORY_PATHS_WAREHOUSE"] = host
-            for rows in sizes:
-                _load_warehouse(host, volumes, rows)
         for rows in sizes:
             _inputs(root / str(rows), rows)
+        if "dbsql" in paths:
+            volumes = root / "volumes"
+            host = stack.enter_context(warehouse.warehouse_process(volumes))
+            os.environ["MEMORY_PATHS_WAREHOUSE"] = host
+            for rows in sizes:
+                parquet = root / str(rows) / "tickets.parquet"
+                warehouse.load_table(host, volumes, f"main.bench.tickets_{rows}", parquet)
         lines = [
             f"| path | peak MB at {sizes[0]:,} (+ above set-up) | at {sizes[1]:,} "
             "| MB per 1,000 added rows | Arrow pool peak MB | summary at 4N |",
@@ -520,7 +476,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve-warehouse"]:
-        serve_warehouse(sys.argv[2])
-    else:
-        sys.exit(main())
+    sys.exit(main())

@@ -94,6 +94,19 @@ def setups(scenario: Scenario, clients: tuple[str, ...]) -> list[Setup]:
         "agentbatch run_bulk": Setup(
             "agentbatch run_bulk", agentbatch_note, scenario.rows, agentbatch_conc
         ),
+        "agentbatch.run dbsql": Setup(
+            "agentbatch.run dbsql",
+            f"{agentbatch_note}; databricks-sql target, loopback warehouse",
+            scenario.rows,
+            agentbatch_conc,
+        ),
+        "agentbatch.run dbsql volume": Setup(
+            "agentbatch.run dbsql volume",
+            f"{agentbatch_note}; databricks-sql target, loopback warehouse, staging volume",
+            scenario.rows,
+            agentbatch_conc,
+            variant="volume",
+        ),
     }
     for name, variant in SPARK_VARIANTS.items():
         place, _, slots = variant.partition(":")

@@ -16,6 +16,11 @@ CLIENT_MODULES: dict[str, str] = {
     "cookbook processor": "cookbook",
     "agentbatch.run": "agentbatch_run",
     "agentbatch run_bulk": "agentbatch_bulk",
+    # agentbatch.run on the databricks-sql target, the loopback warehouse in its own process;
+    # staging the answers as JSON parameters (the default) or through a volume. In no scenario's
+    # clients: `python -m bench.instructions --clients` names them.
+    "agentbatch.run dbsql": "agentbatch_run_dbsql",
+    "agentbatch.run dbsql volume": "agentbatch_run_dbsql",
     # The spark target (scenarios that name them: S1, S3, S7): where the fallback runs, and slots.
     "spark driver": "agentbatch_spark",
     "spark executors x1": "agentbatch_spark",
