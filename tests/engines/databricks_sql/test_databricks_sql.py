@@ -281,3 +281,56 @@ def test_an_answer_over_the_parameter_limit_is_named_and_the_rest_written(
     finally:
         engine.close()
     assert written == [0, 2]
+
+
+def test_every_column_type_comes_back_as_written_whichever_staging(warehouse: Warehouse) -> None:
+    """The JSON parameter writes dates, decimals and timestamps as Arrow text (a UTC timestamp
+    with `Z`), the others as Python values; the volume writes Parquet. Both read back equal."""
+    import decimal
+
+    utc = dt.timezone.utc
+    at = [
+        dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=utc),
+        dt.datetime(1999, 12, 31, tzinfo=utc),
+    ]
+    columns = {
+        "id": pa.array([1, 2], pa.int64()),
+        "text": pa.array(['é "quoted" \\ ', None]),
+        "flag": pa.array([True, None]),
+        "ratio": pa.array([0.1, -2.5e300]),
+        "day": pa.array([dt.date(2026, 1, 2), dt.date(1, 1, 1)]),
+        "amount": pa.array(
+            [decimal.Decimal("0.00"), decimal.Decimal("-12345678.91")], pa.decimal128(10, 2)
+        ),
+        "at_utc": pa.array(at, pa.timestamp("us", "UTC")),
+        "at_ms": pa.array(at, pa.timestamp("ms", "UTC")),
+        "at_local": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("us")),
+        "raw": pa.array([b"\x00\xff", None], pa.binary()),
+        "tags": pa.array([[("a", 1)], None], pa.map_(pa.string(), pa.int32())),
+        "nested": pa.array(
+            [{"when": at[0], "day": dt.date(2026, 1, 2)}, None],
+            pa.struct([("when", pa.timestamp("us", "UTC")), ("day", pa.date32())]),
+        ),
+    }
+    written = pa.table(columns)
+    warehouse.create_volume("main.default.staging")
+    back = {}
+    for staging in ("json-parameter", "volume"):
+        extra = {"staging_volume": "main.default.staging"} if staging == "volume" else {}
+        engine = DatabricksSQLEngine(settings_for(warehouse, **extra))
+        table = f"main.default.types_{staging.replace('-', '_')}"
+        try:
+            engine.execute(create_table_sql(table, written.schema))
+            staged = engine.staging_relation(table, engine.run_id)
+            insert = f"INSERT INTO {table} SELECT * FROM {staged}"
+            request = WriteRequest(table, "id", "append", staged, (insert,))
+            engine.write_results(request, written.to_batches(), written.schema)
+            back[staging] = engine.read_table(table).sort_by("id")
+        finally:
+            engine.close()
+    for staging, table in back.items():
+        for name in written.column_names:
+            assert table.column(name).to_pylist() == written.column(name).to_pylist(), (
+                staging,
+                name,
+            )
