@@ -209,6 +209,9 @@ def job_context(job: Job, call_fingerprint: str, options: RenderOptions) -> dict
         "error": error_sql(Sql("`_failure`"), Sql("`_problem`") if fmt is not None else None),
         "response_type": Sql(_response_type(fmt)),
         "output": quoting.table(job.output.table),
+        # As messages name them (rendered as SQL literals).
+        "output_name": job.output.table,
+        "key_name": repr(source.key),
         "mode": job.output.mode,
         "incremental": options.incremental,
         "keep_held": options.keep_held,

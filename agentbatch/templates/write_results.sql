@@ -1,5 +1,6 @@
 {#- REST fallback: write this run's answers (staged, standard output columns) into the target.
-    merge: one row per key; append: one row per key and request fingerprint; overwrite: the target
+    merge: one row per key (a target holding a key in several rows fails the write:
+    `_one_row_per_key.sql`); append: one row per key and request fingerprint; overwrite: the target
     becomes exactly the selected rows (this run's answers, and the rows it already held for
     the others). -#}
 {% if mode == "overwrite" %}
@@ -28,7 +29,15 @@ WHEN MATCHED THEN UPDATE SET *
 WHEN NOT MATCHED THEN INSERT *
 {% else %}
 MERGE INTO {{ output }} AS target
+{% if dialect == "duckdb" %}
 USING {{ staged }} AS staged
+{% else %}
+USING (
+  SELECT *
+  FROM {{ staged }}
+  WHERE {% include "_one_row_per_key.sql" %}
+) AS staged
+{% endif %}
 ON target.{{ key }} = staged.{{ key }}
 WHEN MATCHED THEN UPDATE SET *
 WHEN NOT MATCHED THEN INSERT *

@@ -142,6 +142,8 @@ FROM kinds;
 -- call ai_query and merge into the target [merge.sql]
 MERGE INTO IDENTIFIER('`' || :catalog || '`.`support`.`ticket_labels`') AS target
 USING (
+  SELECT *
+  FROM (
 WITH
 src AS (
   SELECT *
@@ -222,6 +224,16 @@ SELECT
   `request_fingerprint`,
   current_timestamp() AS `answered_at`
 FROM typed
+  ) AS `_answered`
+  WHERE CASE WHEN EXISTS (
+  SELECT 1
+  FROM IDENTIFIER('`' || :catalog || '`.`support`.`ticket_labels`')
+  GROUP BY `ticket_id`
+  HAVING count(*) > 1
+) THEN raise_error(concat(
+  (:catalog || '.support.ticket_labels'), ' holds a key in more than one row (by ', '\'ticket_id\'',
+  ', the job\'s source.key: written by mode append, another run\'s append landing during this run, or with another source.key); mode merge keeps one row per key, so nothing was written: run once with mode overwrite (it reuses every answer the table holds) or keep mode append'))
+ELSE true END
 ) AS answers
 ON target.`ticket_id` = answers.`ticket_id`
 WHEN MATCHED THEN UPDATE SET *

@@ -67,7 +67,19 @@ FROM todo;
 
 -- merge the answers into the target [write_results.sql]
 MERGE INTO `main`.`shop`.`photo_descriptions` AS target
-USING `main`.`shop`.`photo_descriptions__agentbatch_staged_run` AS staged
+USING (
+  SELECT *
+  FROM `main`.`shop`.`photo_descriptions__agentbatch_staged_run`
+  WHERE CASE WHEN EXISTS (
+  SELECT 1
+  FROM `main`.`shop`.`photo_descriptions`
+  GROUP BY `path`
+  HAVING count(*) > 1
+) THEN raise_error(concat(
+  'main.shop.photo_descriptions', ' holds a key in more than one row (by ', '\'path\'',
+  ', the job\'s source.key: written by mode append, another run\'s append landing during this run, or with another source.key); mode merge keeps one row per key, so nothing was written: run once with mode overwrite (it reuses every answer the table holds) or keep mode append'))
+ELSE true END
+) AS staged
 ON target.`path` = staged.`path`
 WHEN MATCHED THEN UPDATE SET *
 WHEN NOT MATCHED THEN INSERT *;

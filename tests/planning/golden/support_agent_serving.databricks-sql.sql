@@ -67,7 +67,19 @@ FROM todo;
 
 -- merge the answers into the target [write_results.sql]
 MERGE INTO `main`.`support`.`ticket_replies` AS target
-USING `main`.`support`.`ticket_replies__agentbatch_staged_run` AS staged
+USING (
+  SELECT *
+  FROM `main`.`support`.`ticket_replies__agentbatch_staged_run`
+  WHERE CASE WHEN EXISTS (
+  SELECT 1
+  FROM `main`.`support`.`ticket_replies`
+  GROUP BY `ticket_id`
+  HAVING count(*) > 1
+) THEN raise_error(concat(
+  'main.support.ticket_replies', ' holds a key in more than one row (by ', '\'ticket_id\'',
+  ', the job\'s source.key: written by mode append, another run\'s append landing during this run, or with another source.key); mode merge keeps one row per key, so nothing was written: run once with mode overwrite (it reuses every answer the table holds) or keep mode append'))
+ELSE true END
+) AS staged
 ON target.`ticket_id` = staged.`ticket_id`
 WHEN MATCHED THEN UPDATE SET *
 WHEN NOT MATCHED THEN INSERT *;

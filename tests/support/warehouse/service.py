@@ -583,6 +583,12 @@ class WarehouseService(TCLIService.Iface):
             self._holds.append((contains, gate))
         return gate
 
+    def operations(self, contains: str) -> list[Operation]:
+        """Every statement received whose SQL contains `contains`, in arrival order (ended or
+        not: its `state` and `error` say how it ended)."""
+        with self._lock:
+            return [op for op in self._started if contains in op.sql]
+
     def running(self) -> list[Operation]:
         with self._lock:
             return [op for op in self._operations.values() if op.state == States.RUNNING_STATE]
