@@ -265,7 +265,7 @@ def _as_arrow_text(t: pa.DataType) -> bool:
 
     if pa.types.is_timestamp(t):
         return bool(t.unit in ("s", "ms", "us") and t.tz in (None, "UTC", "Etc/UTC", "+00:00"))
-    return pa.types.is_date(t) or pa.types.is_decimal(t)
+    return bool(pa.types.is_date(t) or pa.types.is_decimal(t))
 
 
 def _json_rows(chunk: pa.Table) -> list[dict[str, Any]]:
