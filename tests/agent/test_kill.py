@@ -60,8 +60,10 @@ CHILD = textwrap.dedent(
 
 
 async def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
-    # A random moment between the first tenth and nine tenths of the rows (reported on failure).
-    kill_after = random.randint(ROWS // 10, ROWS * 9 // 10)
+    # A random moment between the first tenth and the half of the rows (reported on failure):
+    # the progress lines reach this process behind the child's commits, so a later moment may
+    # come after the child's last row (the agent answers some 3,000 rows a second).
+    kill_after = random.randint(ROWS // 10, ROWS // 2)
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     ledger_path = tmp_path / "ledger.sqlite"
@@ -89,7 +91,8 @@ async def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
 
         with Ledger(ledger_path, key="id") as ledger:
             answered = ledger.stats()["answers"]
-            assert kill_after <= answered < ROWS, f"killed after {kill_after} rows"
+            # All of them when the child finished before the kill landed: nothing to lose then.
+            assert kill_after <= answered <= ROWS, f"killed after {kill_after} rows"
             # Lost: the calls in flight at the kill (at most the cap, 64) and the answers of the
             # last commit window (answers that left the server within COMMIT_WINDOW_S before the
             # kill, plus a commit being written). Everything committed survives the kill.
