@@ -14,9 +14,13 @@ import textwrap
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from agentbatch.agent.ledger import Ledger
+from agentbatch.testing.agent_server import serve_agent
+from agentbatch.testing.faults import FaultConfig
+from tests.support.triage import OPEN_TICKETS, TRIAGE, triage_cli_args
 
 from .processes import PYTHON, child_env
 
@@ -281,12 +285,6 @@ def test_answers_the_checkpoint_refuses_mid_run_reach_the_target(tmp_path: Path)
     every answer it received to the output table (was: a traceback, the answers paid for and
     lost: the table empty), and says why (exit 3, the checkpoint and state_dir named); the next
     run pays only the rest."""
-    import pyarrow.parquet as pq
-
-    from agentbatch.testing.agent_server import serve_agent
-    from agentbatch.testing.faults import FaultConfig
-    from tests.support.triage import OPEN_TICKETS, TRIAGE, triage_cli_args
-
     out = tmp_path / "out.parquet"
     with serve_agent(FaultConfig(latency_ms=50)) as agent:  # answers still coming at the refusal
         args = [

@@ -117,7 +117,8 @@ def test_the_probe_commits_nothing_that_others_conflict_with(
     warehouse: Warehouse, grants: WarehouseSettings
 ) -> None:
     """The probe, a DELETE matching nothing, commits no version (Delta records no empty
-    commit): a writer that started before it still commits."""
+    commit), so no writer that started before it can conflict with it; without MODIFY it is
+    refused, while reading stays allowed."""
     import databricks.sql
 
     with databricks.sql.connect(**warehouse.connect_kwargs()) as conn, conn.cursor() as cur:
