@@ -14,14 +14,14 @@ import pytest
 
 import agentbatch
 from agentbatch.errors import ConfigError
-from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.agent_server import AgentServer
+from tests.engines.databricks_sql import test_databricks_sql_run as runs
 from tests.engines.databricks_sql.test_databricks_sql_run import (
     TICKETS_CSV,
     TOKEN,
     load_tickets,
     target_settings,
 )
-from tests.support.databricks_env import isolate
 from tests.support.triage import OPEN_TICKETS, TRIAGE
 from tests.support.warehouse.duckdb_executor import DuckDBExecutor
 from tests.support.warehouse.server import Warehouse, serve_warehouse
@@ -30,15 +30,9 @@ from tests.support.warehouse.service import WarehouseSettings
 OUTPUT = "main.support.ticket_triage"
 
 
-@pytest.fixture(autouse=True)
-def isolated_auth(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    isolate(monkeypatch, tmp_path, token=TOKEN)
-
-
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serve_agent() as server:
-        yield server
+# The demo agent, no ambient Databricks credentials.
+agent = runs.agent
+isolated_auth = runs.isolated_auth
 
 
 @pytest.fixture
