@@ -56,23 +56,22 @@ def job_spec(config: ClientConfig) -> dict[str, Any]:
     }
 
 
-# What a run imports on first use. Imports are set-up, untimed, for every client; a run's own
-# fixed costs (engine start, SQL, reads and writes) are timed.
-RUN_MODULES = (
+# What a run imports on first use, whichever its target. Imports are set-up, untimed, for every
+# client; a run's own fixed costs (engine start, SQL, reads and writes) are timed.
+SHARED_RUN_MODULES = (
     "agentbatch.api",
     "agentbatch.execution.runner",
     "agentbatch.agent.bulk",
     "agentbatch.agent.ledger",
     "agentbatch.agent.progress",
-    "agentbatch.engines.local",
     "aiohttp",
-    "duckdb",
     "pandas",  # some pyarrow.compute kernels import it on first use
     "pyarrow.compute",
     "pyarrow.ipc",
     "sqlglot.dialects.databricks",
-    "sqlglot.dialects.duckdb",
 )
+# ... and on the local engine.
+RUN_MODULES = (*SHARED_RUN_MODULES, "agentbatch.engines.local", "duckdb", "sqlglot.dialects.duckdb")
 
 
 def run_modules(config: ClientConfig) -> tuple[str, ...]:

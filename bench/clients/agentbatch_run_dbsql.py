@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from bench import warehouse
-from bench.clients.agentbatch_run import ENDPOINT, job_spec, variant_words
+from bench.clients.agentbatch_run import ENDPOINT, SHARED_RUN_MODULES, job_spec, variant_words
 from bench.clients.base import ClientConfig, Counts
 from bench.data import SOURCE_TABLE
 
@@ -29,28 +29,19 @@ TARGET = "databricks-sql"
 # ClientConfig.variant `volume`: the target's `staging_volume` set, to this volume.
 VOLUME = "volume"
 STAGING_VOLUME = "main.bench.staging"
-# What a run imports on first use (set-up, untimed): agentbatch.run's without the local engine,
-# with the connector and databricks-sdk.
+# What a run imports on first use (set-up, untimed): agentbatch.run's on any target, with the
+# databricks-sql engine, the connector and databricks-sdk.
 RUN_MODULES = (
-    "agentbatch.api",
-    "agentbatch.execution.runner",
-    "agentbatch.agent.bulk",
-    "agentbatch.agent.ledger",
-    "agentbatch.agent.progress",
+    *SHARED_RUN_MODULES,
     "agentbatch.engines.databricks_sql.engine",
     "agentbatch.engines.databricks_sql.staging",
     "agentbatch.execution.budget",
     "agentbatch.execution.preflight",
     "agentbatch.execution.value_errors",
     "agentbatch.agent.probe",
-    "aiohttp",
     "databricks.sdk.core",
     "databricks.sql",
     "databricks.sql.client",
-    "pandas",  # some pyarrow.compute kernels import it on first use
-    "pyarrow.compute",
-    "pyarrow.ipc",
-    "sqlglot.dialects.databricks",
 )
 
 
