@@ -64,14 +64,25 @@ SHARED_RUN_MODULES = (
     "agentbatch.agent.bulk",
     "agentbatch.agent.ledger",
     "agentbatch.agent.progress",
+    # What a run imports before its first statement: its checks, its budget, the agent's probe.
+    "agentbatch.execution.budget",
+    "agentbatch.execution.preflight",
+    "agentbatch.execution.value_errors",
+    "agentbatch.agent.probe",
     "aiohttp",
     "pandas",  # some pyarrow.compute kernels import it on first use
     "pyarrow.compute",
     "pyarrow.ipc",
     "sqlglot.dialects.databricks",
 )
-# ... and on the local engine.
-RUN_MODULES = (*SHARED_RUN_MODULES, "agentbatch.engines.local", "duckdb", "sqlglot.dialects.duckdb")
+# ... and on the local engine (with where endpoints are looked up).
+RUN_MODULES = (
+    *SHARED_RUN_MODULES,
+    "agentbatch.engines.local",
+    "agentbatch.engines.databricks_sql.connect",
+    "duckdb",
+    "sqlglot.dialects.duckdb",
+)
 
 
 def run_modules(config: ClientConfig) -> tuple[str, ...]:
