@@ -191,13 +191,19 @@ def _build_plan(
         staged=engine.staging_relation(job.output.table, options.run_id),
         run_started_at=utc_timestamp(options.started_at),
         refresh_since=_refresh_since(options),
-        # Push-down through the built-in templates only: a job's own `template:`, or a project's
-        # override of a template that carries the rule, is run as written (`PushDown`).
-        keep_answers=strategy == "push-down"
-        and options.full_refresh
+        # A refresh's transient failure keeps the good answer the target holds to the same
+        # request. Push-down through the built-in templates only: a job's own `template:`, or a
+        # project's override of a template that carries the rule, is run as written
+        # (`PushDown`). The REST fallback's write reads it again (`_staged_rows.sql`).
+        keep_answers=options.full_refresh
         and not options.replace_target
-        and job.template is None
-        and not renderer.overridden(template, "_answers.sql", "_held_rows.sql"),
+        and (
+            strategy != "push-down"
+            or (
+                job.template is None
+                and not renderer.overridden(template, "_answers.sql", "_held_rows.sql")
+            )
+        ),
         dialect=engine.dialect,
     )
     context = job_context(job, fingerprint, render_options)

@@ -44,9 +44,9 @@ class RenderOptions:
     # A continued full refresh: when it began (`utc_timestamp`); rows the target holds for the
     # current request, answered since then, are done (`_source.sql`).
     refresh_since: str | None = None
-    # A push-down full refresh through the built-in templates (`PushDown.keeps_answers`): a row
-    # whose new call fails transiently keeps the good answer the target holds to the same
-    # request (`_answers.sql`).
+    # A full refresh (push-down: through the built-in templates, `PushDown.keeps_answers`): a
+    # row whose new call fails transiently keeps the good answer the target holds to the same
+    # request (`_answers.sql`; the REST fallback's write: `_staged_rows.sql`).
     keep_answers: bool = False
     # The sqlglot dialect the engine runs the SQL in (it transpiles from Databricks SQL itself);
     # a few statements take another shape where one engine handles it badly.

@@ -32,7 +32,7 @@ FROM (
       staged.{{ column }},
 {% endfor %}
       0 AS `_rank`
-    FROM {{ staged }} AS staged
+    FROM {% if staged_rows is defined %}{% include "_staged_rows.sql" %}{% else %}{{ staged }}{% endif %} AS staged
     UNION ALL
 {% endif %}
     SELECT

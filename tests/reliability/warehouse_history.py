@@ -60,6 +60,26 @@ def serve(agent: AgentServer) -> Iterator[Warehouse]:
         yield wh
 
 
+_TABLE = "`main`.`shop`.`review_answers`"
+# Each mode's write of the answers into the target, as each path sends it (to hold it in the
+# loopback warehouse: `Warehouse.hold`).
+WRITES = {
+    ("rest", "merge"): "ON target.`review_id` = staged.`review_id`\nWHEN MATCHED",
+    ("rest", "append"): "AND target.`request_fingerprint` = staged.`request_fingerprint`",
+    ("rest", "overwrite"): f"CREATE OR REPLACE TABLE {_TABLE} AS",
+    ("push-down", "merge"): "ON target.`review_id` = answers.`review_id`\nWHEN MATCHED",
+    ("push-down", "append"): "AND target.`request_fingerprint` = answers.`request_fingerprint`",
+    ("push-down", "overwrite"): f"CREATE OR REPLACE TABLE {_TABLE} AS",
+}
+# The last statement before the write, after the run chose its rows: on push-down the target's
+# creation (the write statement chooses them), on the REST fallback the staging table's (its
+# inputs query chose them, and the agent answered them).
+BEFORE_WRITE = {
+    "push-down": f"CREATE TABLE IF NOT EXISTS {_TABLE} AS",
+    "rest": "CREATE OR REPLACE TABLE `main`.`shop`.`review_answers__agentbatch_staged_",
+}
+
+
 @dataclass
 class JobSettings:
     mode: str = "merge"

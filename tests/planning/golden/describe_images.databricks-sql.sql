@@ -69,7 +69,7 @@ FROM todo;
 MERGE INTO `main`.`shop`.`photo_descriptions` AS target
 USING (
   SELECT *
-  FROM `main`.`shop`.`photo_descriptions__agentbatch_staged_run`
+  FROM `main`.`shop`.`photo_descriptions__agentbatch_staged_run` AS `_rows`
   WHERE CASE WHEN EXISTS (
   SELECT 1
   FROM `main`.`shop`.`photo_descriptions`

@@ -75,7 +75,7 @@ FROM todo;
 MERGE INTO `main`.`support`.`ticket_triage` AS target
 USING (
   SELECT *
-  FROM `main`.`support`.`ticket_triage__agentbatch_staged_run`
+  FROM `main`.`support`.`ticket_triage__agentbatch_staged_run` AS `_rows`
   WHERE CASE WHEN EXISTS (
   SELECT 1
   FROM `main`.`support`.`ticket_triage`
