@@ -33,10 +33,11 @@ from hypothesis.stateful import initialize, precondition, rule
 from agentbatch.testing.agent_server import AgentServer
 from agentbatch.testing.faults import FaultConfig
 from tests.support.databricks_env import isolate
+from tests.support.warehouse.operations import States
 
 from .conftest import record_figures
-from .history import HistoryModel, history_settings
-from .warehouse_history import OUTPUT, TOKEN, WarehouseProject, serve
+from .history import HistoryModel, Row, history_settings
+from .warehouse_history import BEFORE_WRITE, OUTPUT, TOKEN, WRITES, WarehouseProject, serve
 
 # Key 6's text is NULL: a row error, never sent. FLAKY rows fail with a 503 while the agent is
 # flaky (`[transient]`, sent again by the next run), PERMANENT_ERROR rows always with a 400.
@@ -244,6 +245,185 @@ class WarehouseHistories(HistoryModel):
         if self.rest:
             self.take_refresh_checkpoint(since, called)
         self.after_killed_refresh(continued)
+
+    # A CLI child and a recovery with a held statement: drawn only every third tick.
+    @precondition(
+        lambda self: not self.merge_refused() and self.refresh is None and self.clock % 3 == 1
+    )
+    @rule(
+        moment=st.sampled_from(["after", "between", "overtaken"]),
+        change=st.sampled_from(["none", "path", "merge", "append", "overwrite", "flaky"]),
+        full_refresh=st.booleans(),
+    )
+    def kill_then_land_later(self, moment: str, change: str, full_refresh: bool) -> None:
+        """SIGKILL a CLI run while the warehouse holds its write (its calls all made), change the
+        path, the mode or the agent's health, then run again (`full_refresh` or not) and let
+        the killed run's write land at `moment`: once the recovery finished (`after`: Delta
+        fails it, the recovery having committed since it began), after the recovery chose its
+        rows (`between`: it commits first), or while the recovery's write waits (`overtaken`:
+        it commits first, the recovery's write fails a write conflict and runs again). The
+        model: the runs one after the other, in the order they committed."""
+        wh = self.project.wh
+        s = self.project.settings
+        self.clock += 1
+        _, must, may = self.predict(full_refresh=False, retry_errors=False)
+        if not self.answering:
+            return  # nothing to write: no write to hold
+        TOTALS["orphans"] += 1
+        killed_path, killed_mode, killed_answers = s.path, s.mode, dict(self.answering)
+        held = wh.hold(WRITES[killed_path, killed_mode])
+        child = self.project.start_cli()
+        try:
+            wh.wait_until_running(WRITES[killed_path, killed_mode], timeout_s=120)
+            child.kill()
+            orphan = wh.service.operations(WRITES[killed_path, killed_mode])[-1]
+        finally:
+            child.kill()
+            child.wait()
+        self.settle()
+        killed = self.calls_since()
+        for key in self.sent():
+            assert self.made(key, killed) <= (key in must | may), f"key {key} paid twice"
+        # The REST fallback's answers are in its checkpoint (its calls were all made).
+        self.record({k for k in self.sent() if self.made(k, killed)})
+
+        if change == "path":
+            self.switch_path()
+        elif change == "flaky":
+            self.toggle_flaky()
+        elif change != "none":
+            self.change_mode(change)
+        recovery_path, recovery_mode = s.path, s.mode
+
+        def orphan_rows(rows: list[Row]) -> list[Row]:
+            """What the killed run's write makes of `rows` when it runs (push-down: its
+            statement chooses and calls then)."""
+            s.path, s.mode = killed_path, killed_mode
+            try:
+                if killed_path == "push-down":
+                    saved = self.target
+                    self.target = rows
+                    after, _, _ = self.predict(full_refresh=False, retry_errors=False)
+                    self.target = saved
+                    return after
+                return self.written(rows, killed_answers, self.stamps(), killed_mode)
+            finally:
+                s.path, s.mode = recovery_path, recovery_mode
+
+        self.clock += 1
+        settings = {**self.project.target_settings, "conflict_backoff_s": 0.05}
+        errors: list[BaseException] = []
+
+        def recover() -> None:
+            try:
+                self.project.run(settings=settings, full_refresh=full_refresh)
+            except Exception as err:
+                errors.append(err)
+
+        before = self.target
+        if moment == "after":
+            rows, rmust, rmay = self.predict(full_refresh=full_refresh, retry_errors=False)
+            model = self.predicted()
+            recover()
+            landed = orphan_rows(self.observed())  # should it commit after all
+            held.set()
+            assert orphan.wait(60), orphan.sql
+            assert wh.wait_until_idle(timeout_s=60)
+            written_over = left = before
+            if orphan.state != States.FINISHED_STATE:
+                # A write conflict (the loopback first runs it over the newest table, rolled
+                # back, where a merge may fail sooner on the recovery's append).
+                error = str(orphan.error)
+                assert "DELTA_CONCURRENT" in error or "more than one row" in error, error
+            else:  # the recovery committed nothing: the orphan lands after it
+                rows = left = landed
+        else:
+            paused = BEFORE_WRITE[recovery_path] if moment == "between" else None
+            paused = paused or WRITES[recovery_path, recovery_mode]
+            gate = wh.hold(paused)
+            runner = threading.Thread(target=recover)
+            runner.start()
+            try:
+                deadline = time.monotonic() + 60
+                reached = False
+                while runner.is_alive() and not reached:
+                    reached = any(
+                        paused in op.sql and op is not orphan for op in wh.service.running()
+                    )
+                    assert time.monotonic() < deadline, f"never sent: {paused}"
+                    time.sleep(0.01)
+                chosen_from = before
+                if recovery_path == "push-down" and moment == "overtaken":
+                    _, first_must, first_may = self.predict(full_refresh, retry_errors=False)
+                held.set()
+                assert orphan.wait(60), orphan.sql
+                assert orphan.state == States.FINISHED_STATE, orphan.error
+                written_over = orphan_rows(before)
+                assert self.observed() == sorted(written_over, key=repr), "the orphan's write"
+                self.target = written_over
+                if recovery_path == "push-down":
+                    chosen_from = written_over
+                self.target = chosen_from
+                rows, rmust, rmay = self.predict(full_refresh=full_refresh, retry_errors=False)
+                model = self.predicted()
+                left = written_over
+                if recovery_path == "push-down" and moment == "overtaken":
+                    rmay |= first_must | first_may  # its first attempt's calls
+                stamps = self.stamps()
+            finally:
+                held.set()
+                gate.set()
+                runner.join(timeout=120)
+            assert wh.wait_until_idle(timeout_s=60)
+            if recovery_path == "rest":
+                # Chosen before the orphan landed, written over what it left; a refresh's
+                # transient failure keeps a good answer to its request the write finds.
+                current = self.current()
+                recovery_answers, kept = model[0], model[1]
+                found = {
+                    k
+                    for k, r in recovery_answers.items()
+                    if full_refresh
+                    and r.kind == "transient"
+                    and Row(k, current[k], "ok") in written_over
+                }
+                answers = {k: r for k, r in recovery_answers.items() if k not in kept | found}
+                rows = self.written(written_over, answers, stamps, recovery_mode)
+        recovery = self.calls_since()
+        for key in self.sent():
+            if killed_path == "push-down" and self.kind_of(key) == "transient":
+                continue  # the orphan's ai_query retried a 503 itself
+            bound = (key in rmust | rmay) + (killed_path == "push-down")
+            assert self.made(key, recovery) <= bound, f"key {key} paid {self.made(key, recovery)}"
+        paid = {k for k in self.sent() if self.made(k, recovery)}
+        self.answering, self.kept, self.renewed, self.reaches_all, self.starting = model
+        self.refreshing = full_refresh
+        if errors:
+            # Only a merge over a key held in two rows (the orphan's append) refuses.
+            several = [
+                any(n > 1 for n in Counter(r.key for r in t).values())
+                for t in (before, written_over)
+            ]
+            assert recovery_mode == "merge" and any(several), errors
+            assert "mode overwrite" in str(errors[0]), errors
+            self.maybe_held(paid)
+            self.target = left
+            assert self.observed() == sorted(left, key=repr)
+            return
+        TOTALS["orphans_landed"] += moment != "after"
+        found = self.observed()
+        assert found == sorted(rows, key=repr), f"target {found} != model {sorted(rows, key=repr)}"
+        self.apply(rows, paid)
+
+    def predicted(self) -> tuple[dict[int, Row], set[int], set[int], bool, datetime]:
+        """What `predict` left of the run it predicted (another prediction overwrites it)."""
+        return (
+            dict(self.answering),
+            set(self.kept),
+            set(self.renewed),
+            self.reaches_all,
+            self.starting,
+        )
 
     def kill_child(self, after: int, delay: float, *flags: str) -> bool:
         running = super().kill_child(after, delay, *flags)
@@ -497,3 +677,34 @@ def test_a_history_with_kills_before_mode_changes(
     finally:
         machine.teardown()
     assert TOTALS["kills_mid_run"] > kills_before, dict(TOTALS)
+
+
+@pytest.mark.slow
+def test_a_history_where_killed_runs_writes_land_later(
+    agent: AgentServer, databricks_auth: Any
+) -> None:
+    """The model over one fixed history, so every run of the suite lets a killed run's held
+    write land beside the next run whatever the random histories drew: across a path change
+    both ways, a mode change, a `--full-refresh` while the agent turns flaky (the REST fallback's
+    refresh must keep the good answer the orphan landed with), at each moment."""
+    WarehouseHistories.agent = agent
+    machine = WarehouseHistories()
+    landed = TOTALS["orphans_landed"]
+    try:
+        machine.start(path="rest")
+        machine.plain_run()
+        machine.edit_prompt(PROMPTS[1])
+        machine.kill_then_land_later(moment="between", change="path", full_refresh=False)
+        machine.edit_prompt(PROMPTS[0])
+        machine.kill_then_land_later(moment="overtaken", change="path", full_refresh=False)
+        machine.edit_prompt(PROMPTS[1])
+        machine.kill_then_land_later(moment="between", change="flaky", full_refresh=True)
+        machine.toggle_flaky()
+        machine.edit_prompt(PROMPTS[0])
+        machine.kill_then_land_later(moment="after", change="append", full_refresh=False)
+        machine.edit_prompt(PROMPTS[1])
+        machine.kill_then_land_later(moment="overtaken", change="merge", full_refresh=True)
+        machine.plain_run()
+    finally:
+        machine.teardown()
+    assert TOTALS["orphans_landed"] > landed, dict(TOTALS)
