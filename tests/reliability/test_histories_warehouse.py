@@ -37,7 +37,7 @@ from tests.support.warehouse.operations import States
 
 from .conftest import record_figures
 from .history import HistoryModel, Row, history_settings
-from .warehouse_history import BEFORE_WRITE, OUTPUT, TOKEN, WRITES, WarehouseProject, serve
+from .warehouse_history import OUTPUT, TOKEN, WRITES, WarehouseProject, serve, statement_to_hold
 
 # Key 6's text is NULL: a row error, never sent. FLAKY rows fail with a 503 while the agent is
 # flaky (`[transient]`, sent again by the next run), PERMANENT_ERROR rows always with a 400.
@@ -338,8 +338,7 @@ class WarehouseHistories(HistoryModel):
             else:  # the recovery committed nothing: the orphan lands after it
                 rows = left = landed
         else:
-            paused = BEFORE_WRITE[recovery_path] if moment == "between" else None
-            paused = paused or WRITES[recovery_path, recovery_mode]
+            paused = statement_to_hold(recovery_path, recovery_mode, moment)
             gate = wh.hold(paused)
             runner = threading.Thread(target=recover)
             runner.start()

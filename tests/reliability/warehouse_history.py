@@ -80,6 +80,12 @@ BEFORE_WRITE = {
 }
 
 
+def statement_to_hold(path: str, mode: str, moment: str) -> str:
+    """What a run on `path` in `mode` is held at, for another run's write to land "between" its
+    choice of rows and its write, or to overtake its write ("overtaken")."""
+    return BEFORE_WRITE[path] if moment == "between" else WRITES[path, mode]
+
+
 @dataclass
 class JobSettings:
     mode: str = "merge"
