@@ -351,7 +351,6 @@ class WarehouseHistories(HistoryModel):
                     )
                     assert time.monotonic() < deadline, f"never sent: {paused}"
                     time.sleep(0.01)
-                chosen_from = before
                 if recovery_path == "push-down" and moment == "overtaken":
                     _, first_must, first_may = self.predict(full_refresh, retry_errors=False)
                 held.set()
@@ -359,10 +358,9 @@ class WarehouseHistories(HistoryModel):
                 assert orphan.state == States.FINISHED_STATE, orphan.error
                 written_over = orphan_rows(before)
                 assert self.observed() == sorted(written_over, key=repr), "the orphan's write"
-                self.target = written_over
-                if recovery_path == "push-down":
-                    chosen_from = written_over
-                self.target = chosen_from
+                # The REST fallback chose its rows before the orphan landed; push-down, in its
+                # write, after.
+                self.target = written_over if recovery_path == "push-down" else before
                 rows, rmust, rmay = self.predict(full_refresh=full_refresh, retry_errors=False)
                 model = self.predicted()
                 left = written_over
