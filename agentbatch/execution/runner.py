@@ -781,10 +781,16 @@ def _write_answers(
 
     An overwrite with no new answers still runs: the target becomes exactly the selection."""
     rows: Iterable[pa.RecordBatch] = ledger.rows_of_run()
-    keeping: set[tuple[str, str]] = set()
     options = the_plan.options
+    failed: set[tuple[str, str]] = set()
+    keeping: set[tuple[str, str]] = set()
     if options.full_refresh and not options.replace_target:
-        keeping = _answers_kept(the_plan, engine, ledger.transient_of_run())
+        failed = ledger.transient_of_run()
+    if failed:
+        # Left out here for a project's own write template; the built-in ones also leave them
+        # out in the write's statement (`_staged_rows.sql`), which sees a killed run's write
+        # that lands after this read.
+        keeping = _answers_kept(the_plan, engine, failed)
         if keeping:
             rows = _without(the_plan.job.source.key, rows, keeping)
     batches = iter(rows)
@@ -792,9 +798,28 @@ def _write_answers(
     if first is None:
         if steps.keep_only is not None:
             engine.execute(steps.keep_only.sql)
-        return 0, len(keeping)
-    stats = engine.write_results(steps.write, itertools.chain([first], batches), first.schema)
-    return stats.rows_written, len(keeping)
+        written = 0
+    else:
+        written = engine.write_results(
+            steps.write, itertools.chain([first], batches), first.schema
+        ).rows_written
+    return written, _kept_after_writing(the_plan, engine, failed, keeping)
+
+
+def _kept_after_writing(
+    the_plan: Plan, engine: Engine, failed: set[tuple[str, str]], before: set[tuple[str, str]]
+) -> int:
+    """How many of a refresh's transient failures `failed` kept their earlier answer, counted
+    from the target after the write: it decides the summary's figure and whether the refresh
+    stays unfinished for those rows. Unknown (the target cannot be read): those left out before
+    the write (`before`), the write having succeeded."""
+    if not failed:
+        return 0
+    try:
+        return len(_answers_kept(the_plan, engine, failed))
+    except AgentbatchError as err:
+        log.warning("could not count the rows that kept their earlier answer: %s", err)
+        return len(before)
 
 
 # Fingerprints looked up in one statement.
@@ -816,8 +841,8 @@ def _answers_kept(
     target row answers the same request (`request_fingerprint`) without an error: a paid, valid
     answer is not replaced by a failure the next run retries; the key keeps it, and the refresh
     stays unfinished for it. A permanent failure is the agent's answer now: it replaces it; so
-    does a failure over a row that was one. The target decides, read before the write begins
-    (an engine runs one statement at a time)."""
+    does a failure over a row that was one. The target decides (an engine runs one statement
+    at a time): read before the write to leave them out, and after it to count them."""
     from agentbatch.agent.ledger import canonical_keys
     from agentbatch.sql import quoting
 

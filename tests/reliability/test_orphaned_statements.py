@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 
+from agentbatch.agent.ledger import refresh_began
 from agentbatch.testing.agent_server import AgentServer
 from agentbatch.testing.faults import FaultConfig
 from agentbatch.testing.inbound import request_key
@@ -269,6 +270,14 @@ def orphan_beside_recovery(
             assert good >= RECOVERY - ({FLAKY_KEY} if flaky else set()), sorted(rows)
             if recovery == "overwrite":
                 assert sorted(k for k, _, _ in rows) == sorted(RECOVERY), "a dropped key is back"
+            # What the refresh says it kept is what its write kept, however late the orphan
+            # landed; and it stays unfinished for those rows only (the next run asks them).
+            (summary,) = summaries
+            assert summary.get("kept_previous_answer", 0) == len(kept), (summary, kept)
+            unfinished = any(
+                refresh_began(p) is not None for p in project.state.glob("*.ledger.sqlite")
+            )
+            assert unfinished == bool(kept), f"refresh unfinished: {unfinished}; kept {kept}"
 
         # Calls: each request paid by the killed run (REST: before the kill) at most once, and
         # by the recovery at most once (a refresh asks again; the REST fallback reuses the
