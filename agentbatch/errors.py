@@ -93,9 +93,19 @@ class JobFailedError(AgentbatchError):
     exit_code = 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler cancelling the task, a container stopping, `timeout`): the command
+    line stops as on Ctrl-C, and a run writes what it answered first (`cli.main`)."""
+
+    def __str__(self) -> str:
+        return "terminated (SIGTERM)"
+
+
 def exit_code_for(error: BaseException) -> int:
     if isinstance(error, AgentbatchError):
         return error.exit_code
+    if isinstance(error, Terminated):
+        return 128 + 15  # as a shell reports a process SIGTERM ended
     if isinstance(error, KeyboardInterrupt):
         return 130
     return 1

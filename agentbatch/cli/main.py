@@ -2,18 +2,23 @@
 logs to stderr.
 
 Exit codes: 0 ok, 1 job failed, 2 spec or usage error, 3 configuration, 4 not supported by the
-target, 5 engine error, 6 agent unusable, 7 budget (would be) passed, 130 interrupted.
+target, 5 engine error, 6 agent unusable, 7 budget (would be) passed, 130 interrupted, 143
+terminated (SIGTERM: a run writes what it answered first, as on Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from types import FrameType
 from typing import Any
 
-from agentbatch.errors import AgentbatchError, ConfigError, exit_code_for
+from agentbatch.errors import AgentbatchError, ConfigError, Terminated, exit_code_for
 from agentbatch.version import __version__
 
 log = logging.getLogger("agentbatch")
@@ -32,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
       --endpoint apps/triage-agent=http://127.0.0.1:8000
 
 exit codes: 0 ok, 1 job failed, 2 spec/usage error, 3 configuration, 4 not supported,
-            5 engine error, 6 agent unusable, 7 budget, 130 interrupted""",
+            5 engine error, 6 agent unusable, 7 budget, 130 interrupted,
+            143 terminated (SIGTERM; a run writes what it answered first)""",
     )
     parser.add_argument("--version", action="version", version=f"agentbatch {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -58,10 +64,11 @@ def main(argv: Sequence[str] | None = None, *, settings: Mapping[str, Any] | Non
         from agentbatch.cli.secrets import register_command_secrets
 
         register_command_secrets(args)
-        return dispatch(args)
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+        with _terminate_as_interrupt():
+            return dispatch(args)
+    except KeyboardInterrupt as err:
+        log.error("%s", err if isinstance(err, Terminated) else "interrupted")
+        return exit_code_for(err)
     except AgentbatchError as err:
         for line in str(err).splitlines() or [type(err).__name__]:
             log.error("%s", line)
@@ -87,6 +94,33 @@ def main(argv: Sequence[str] | None = None, *, settings: Mapping[str, Any] | Non
         # an uncaught exception would not. Exit 1, as Python's own.
         log.error("unexpected error: %s", _first_line(err), exc_info=err)
         return 1
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the command as Ctrl-C does (`Terminated`): a run stops its calls and writes
+    what it answered, then exits 143, where Python's default would end the process at once and
+    leave the answers in a checkpoint an ephemeral disk (a job's compute, a container) loses.
+    Senders follow SIGTERM with SIGKILL after a grace period: a second SIGTERM is ignored, until
+    the process exits, so it cannot interrupt that write. A handler the host set (a notebook, a wheel task's runner) is
+    left alone, as off the main thread, where Python cannot set one."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is stop:  # else ignored until the process exits
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _first_line(err: BaseException) -> str:
