@@ -102,8 +102,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
     what it answered, then exits 143, where Python's default would end the process at once and
     leave the answers in a checkpoint an ephemeral disk (a job's compute, a container) loses.
     Senders follow SIGTERM with SIGKILL after a grace period: a second SIGTERM is ignored, until
-    the process exits, so it cannot interrupt that write. A handler the host set (a notebook, a wheel task's runner) is
-    left alone, as off the main thread, where Python cannot set one."""
+    the process exits, so it cannot interrupt that write. A handler the host set (a notebook, a
+    wheel task's runner) is left alone, as off the main thread, where Python cannot set one."""
     if (
         threading.current_thread() is not threading.main_thread()
         or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL

@@ -286,17 +286,22 @@ def orphan_beside_recovery(
         # conflict made its calls, and its retry makes them again.
         total = paid()
         reused = killed_path == recovery_path == "rest" and not full_refresh
-        for key in RECOVERY | FIRST:
-            # ai_query retries a 503 itself (the REST fallback here does not: max_retries 0);
-            # the killed run's push-down calls are made when it lands, the agent flaky.
-            def tries(path: str, key: int = key) -> int:
-                failing = flaky and key == FLAKY_KEY and path == "push-down"
-                return 1 + AI_QUERY_RETRIES if failing else 1
 
+        def tries(path: str, key: int) -> int:
+            """Calls per asking: ai_query retries a 503 itself (the REST fallback here does not:
+            max_retries 0); the killed run's push-down calls are made when it lands, the agent
+            flaky."""
+            failing = flaky and key == FLAKY_KEY and path == "push-down"
+            return 1 + AI_QUERY_RETRIES if failing else 1
+
+        for key in RECOVERY | FIRST:
             recovery_calls = (not reused or key not in chose) + (
                 recovery_path == "push-down" and moment == "overtaken"
             )
-            bound = tries(killed_path) * (key in chose) + tries(recovery_path) * recovery_calls
+            bound = (
+                tries(killed_path, key) * (key in chose)
+                + tries(recovery_path, key) * recovery_calls
+            )
             assert total[key] <= bound, f"key {key} paid {total[key]} times (at most {bound})"
         if killed_path == "rest":
             assert all(killed_paid[k] == 1 for k in chose), killed_paid
