@@ -36,7 +36,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -312,6 +312,9 @@ class Ledger:
         # on are kept here, in memory, for the target's write (`rows_of_run`).
         self.refused: CheckpointRefused | None = None
         self._unsaved: list[pa.Table] = []
+        # Called with each commit of this run's rows once it is in: an engine copies them where a
+        # lost disk cannot take them (the spark target's checkpoint folder on a volume).
+        self.copy_rows: Callable[[pa.RecordBatch | pa.Table], None] | None = None
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -537,6 +540,8 @@ class Ledger:
                 f"{_LOCAL_DISK}, with free space"
             )
             raise self.refused from None
+        if self.copy_rows is not None and run in (None, self.run_id):
+            self.copy_rows(rows)
 
     def _commit(self, rows: pa.RecordBatch | pa.Table, run: str | None) -> None:
         keys = canonical_keys(rows.column(self.key))

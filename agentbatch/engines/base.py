@@ -132,6 +132,26 @@ class DistributedEngine(Engine, Protocol):
         answer per key counts, whichever side received it); how many were added."""
         ...
 
+    def copy_answers(self, work: DistributedCalls, run_id: str) -> AnswerCopies | None:
+        """Where a run on the driver copies the answers its ledger commits, as they arrive: the
+        workers' checkpoint when it outlives the driver's disk (which the ledger is on); None
+        when there is no such place."""
+        ...
+
+    def fold_copies(self, work: DistributedCalls, copies: AnswerCopies) -> None:
+        """After the run's write: its copies are in the target, the checkpoint may fold them."""
+        ...
+
+
+class AnswerCopies(Protocol):
+    """A run's committed answers, copied where a lost disk cannot take them."""
+
+    def add(self, rows: pa.RecordBatch | pa.Table) -> None: ...
+
+    def close(self) -> None:
+        """Copy what is held and stop; a second call does nothing."""
+        ...
+
 
 def error_line(err: BaseException) -> str:
     """An engine's error as one line: its first paragraph (Databricks breaks the line after an

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from agentbatch.agent.endpoints import ConfigFactory, Endpoint
     from agentbatch.agent.ledger import Ledger
-    from agentbatch.engines.base import DistributedEngine, Engine
+    from agentbatch.engines.base import AnswerCopies, DistributedEngine, Engine
     from agentbatch.execution.budget import Budget
 
 # Turns the rows to send into the rows sent (an estimate's sample); it may read the ledger.
@@ -427,6 +427,7 @@ def _run_fallback(
         key=the_plan.job.source.key,
         run_id=the_plan.options.run_id,
     )
+    copies: AnswerCopies | None = None
     try:
         if the_plan.options.full_refresh:
             # A refresh pays for every row again, once: answers a stopped run of the same
@@ -436,7 +437,13 @@ def _run_fallback(
             # Answers the engine's workers received in runs with the calls there (their own
             # checkpoint) are reused here too, and never hidden by an older one of the ledger.
             distributed = cast("DistributedEngine", engine)
-            distributed.share_answers(selecting.steps.distributed(the_plan.options), ledger)
+            work = selecting.steps.distributed(the_plan.options)
+            distributed.share_answers(work, ledger)
+            # And this run's answers are copied there as they arrive when it outlives the
+            # ledger's disk (serverless: a killed task's next run is another machine).
+            copies = distributed.copy_answers(work, the_plan.options.run_id)
+            if copies is not None:
+                ledger.copy_rows = copies.add
         stats: dict[str, Any] = {}
         so_far = BulkStats()
         if select is None:
@@ -478,6 +485,7 @@ def _run_fallback(
             # paid for goes into the target first: nothing answered is lost. The inputs' query
             # is closed first: an engine may run one statement at a time on its connection.
             _close(inputs)
+            _stop_copying(copies)  # first: a kill during the write keeps them
             written, kept = _write_answers(the_plan, steps, engine, ledger)
             # `rows`: the rows answered before the stop, not those read from the input.
             answered = so_far.ok + so_far.errors
@@ -494,16 +502,26 @@ def _run_fallback(
                 done.update(counts)
                 attach_summary(stop, _stopped_summary(the_plan, engine, done, stop))
             raise
+        _stop_copying(copies)
         written, kept = _write_answers(the_plan, steps, engine, ledger)
         ledger.compact()
+        if copies is not None:
+            cast("DistributedEngine", engine).fold_copies(work, copies)
         if select is None:
             _finish_refresh(the_plan, ledger, counts, kept)
     finally:
+        _stop_copying(copies)
         ledger.close()
     stats["rows_written"] = written
     stats.update(_kept_figures(kept))
     stats.update(spend_summary(budget, int(stats.get("sent") or 0)))
     return _summarise(the_plan, engine, {**stats, **counts})
+
+
+def _stop_copying(copies: AnswerCopies | None) -> None:
+    """The copies of a run's answers written out, before the write that may be killed."""
+    if copies is not None:
+        copies.close()
 
 
 # --- a full refresh, continued from the target ------------------------------------------------

@@ -71,6 +71,7 @@ ENGINE_SETTINGS: Mapping[str, frozenset[str]] = MappingProxyType(
                 "warehouse_dir",
                 "storage",
                 "checkpoint_dir",
+                "checkpoint_every_s",
                 "partitions",
                 "shared_budget",
                 "rest_fallback_on",

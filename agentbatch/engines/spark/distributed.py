@@ -341,7 +341,7 @@ class _TaskRun:
         attempt = context.attemptNumber() if context else 0
         arrow_schema = spark_to_arrow(self.schema)
         writer = (
-            _CheckpointWriter(Path(self.checkpoint), self.run_id, partition, attempt)
+            CheckpointWriter(Path(self.checkpoint), self.run_id, partition, attempt)
             if self.checkpoint
             else None
         )
@@ -402,7 +402,7 @@ def _stats_batch(schema: pa.Schema, stats: str) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-class _CheckpointWriter:
+class CheckpointWriter:
     """Appends completed rows to the checkpoint folder, one whole parquet file per group."""
 
     def __init__(self, folder: Path, run_id: str, partition: int, attempt: int) -> None:

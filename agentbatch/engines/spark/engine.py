@@ -22,7 +22,9 @@ Settings (all optional):
     warehouse_dir            where `files` storage keeps tables
     state_dir, checkpoint_dir  the fallback's checkpoint folder (default `<state_dir>/spark-checkpoints`
                              on local sessions; on clusters a path every executor can write, such
-                             as a volume; `false` keeps answers in Spark's memory, without resume)
+                             as a volume; `false` keeps answers in Spark's memory, without resume);
+                             a run on the driver copies its answers there when it is set
+    checkpoint_every_s       seconds between those copies (default 30; copies.py)
     endpoint_overrides       endpoint name -> URL, for the fallback (and for ai_query)
     ai_query_endpoints       endpoint name -> URL, for the registered ai_query only
     ai_query_api             chat | responses: the body shape of a STRING request (default chat)
@@ -54,7 +56,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlglot import exp
 
 from agentbatch.engines import write_conflicts
-from agentbatch.engines.base import DistributedCalls, WriteRequest, WriteStats
+from agentbatch.engines.base import AnswerCopies, DistributedCalls, WriteRequest, WriteStats
 from agentbatch.engines.binary_files import rewrite_for_spark, volume_mappings
 from agentbatch.engines.spark import session
 from agentbatch.engines.spark.arrow import StagedBatches, arrow_batches, arrow_schema
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
 
     from agentbatch.agent.calls import CallSpec
     from agentbatch.agent.ledger import Ledger
+    from agentbatch.engines.spark.copies import DriverCopies
     from agentbatch.engines.spark.distributed import DistributedAnswers
 
 log = logging.getLogger(__name__)
@@ -355,6 +358,27 @@ class SparkEngine:
         return guard(
             lambda: share_with_ledger(self.spark, folder, inputs, work.write.key, schema, ledger)
         )
+
+    def copy_answers(self, work: DistributedCalls, run_id: str) -> DriverCopies | None:
+        """A run on the driver copies its answers to the checkpoint folder `checkpoint_dir`
+        names (a volume outlives the task's disk, the ledger's: copies.py); None without one."""
+        from agentbatch.engines.spark.copies import EVERY_S, DriverCopies
+
+        if self.settings.get("checkpoint_dir") in (None, False, ""):
+            return None  # the default folder is on the ledger's disk: nothing to outlive
+        folder = self.checkpoint_folder(work.write.table, work.call)
+        if folder is None:
+            return None
+        every_s = float(self.settings.get("checkpoint_every_s", EVERY_S))
+        return DriverCopies(folder, work.write.key, run_id, every_s)
+
+    def fold_copies(self, work: DistributedCalls, copies: AnswerCopies) -> None:
+        """The run wrote its answers: its copies are folded with the folder's other files (and
+        the folder stays one file per run, not one per interval)."""
+        from agentbatch.engines.spark.copies import DriverCopies
+
+        if isinstance(copies, DriverCopies) and copies.copied:
+            self._compact_checkpoint(copies.folder, work.write.key, copies.run, finished=False)
 
     def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:
         """The REST fallback on the executors: ensure the target, answer, write, then compact the

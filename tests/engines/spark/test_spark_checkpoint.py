@@ -12,7 +12,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from agentbatch.engines.spark.checkpoints import COMPACTED, compact, latest_per_key, read_reusable
-from agentbatch.engines.spark.distributed import _CheckpointWriter, one_per_key, output_schema
+from agentbatch.engines.spark.distributed import CheckpointWriter, one_per_key, output_schema
 from agentbatch.errors import AgentError
 from agentbatch.results import result_arrow_fields
 from agentbatch.testing.agent_server import serve_agent
@@ -23,20 +23,20 @@ def answers(keys: list[int], fingerprint: str = "fp") -> pa.Table:
 
 
 def test_a_retried_task_skips_rows_its_earlier_attempt_finished(tmp_path: Path) -> None:
-    first = _CheckpointWriter(tmp_path, "run1", partition=4, attempt=0)
+    first = CheckpointWriter(tmp_path, "run1", partition=4, attempt=0)
     first.write(answers([1, 2]))
-    _CheckpointWriter(tmp_path, "run1", partition=5, attempt=0).write(answers([3]))  # another task
+    CheckpointWriter(tmp_path, "run1", partition=5, attempt=0).write(answers([3]))  # another task
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "part-run1-p00004-a0-000000.parquet",
         "part-run1-p00005-a0-000000.parquet",
     ]
-    retry = _CheckpointWriter(tmp_path, "run1", partition=4, attempt=1)
+    retry = CheckpointWriter(tmp_path, "run1", partition=4, attempt=1)
     skip = retry.earlier_attempts("k")
     batch = pa.RecordBatch.from_pydict(
         {"k": [1, 2, 3, 4], "request_fingerprint": ["fp", "other", "fp", "fp"]}
     )
     assert skip(batch).column("k").to_pylist() == [2, 3, 4]  # key 2 was asked with another prompt
-    assert _CheckpointWriter(tmp_path, "run1", 4, attempt=0).earlier_attempts("k")(batch) is batch
+    assert CheckpointWriter(tmp_path, "run1", 4, attempt=0).earlier_attempts("k")(batch) is batch
 
 
 def test_one_row_per_key_prefers_an_answer_then_the_newest(spark: SparkSession) -> None:
@@ -95,8 +95,8 @@ def test_files_of_another_key_type_are_skipped_then_compacted_away(
     spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The source's key was text, is a number now: one Spark read of both kinds of files fails.
-    _CheckpointWriter(tmp_path, "text", 0, 0).write(answered(pa.array(["1", "2"]), "old"))
-    _CheckpointWriter(tmp_path, "num", 0, 0).write(answered(pa.array([2, 3], pa.int64()), "new"))
+    CheckpointWriter(tmp_path, "text", 0, 0).write(answered(pa.array(["1", "2"]), "old"))
+    CheckpointWriter(tmp_path, "num", 0, 0).write(answered(pa.array([2, 3], pa.int64()), "new"))
     (text,) = tmp_path.glob("part-text-*")
     os.utime(text, (1, 1))  # written first
     (tmp_path / "part-torn-p00000-a0-000000.parquet").write_bytes(b"PAR1 torn")

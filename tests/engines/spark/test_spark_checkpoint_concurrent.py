@@ -18,7 +18,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from agentbatch.engines.spark import checkpoints, distributed
-from agentbatch.engines.spark.distributed import _CheckpointWriter
+from agentbatch.engines.spark.distributed import CheckpointWriter
 from agentbatch.results import result_arrow_fields
 from tests.engines.spark.histories import History
 
@@ -105,12 +105,12 @@ def keys_in(folder: Path) -> dict[str, list[int]]:
 
 def test_a_fold_takes_only_finished_or_dead_runs_files(spark: SparkSession, tmp_path: Path) -> None:
     folder = tmp_path / "t" / "0123456789abcdef"
-    _CheckpointWriter(folder, "own", 0, 0).write(answered([1]))
-    _CheckpointWriter(folder, "done", 0, 0).write(answered([2]))
+    CheckpointWriter(folder, "own", 0, 0).write(answered([1]))
+    CheckpointWriter(folder, "done", 0, 0).write(answered([2]))
     (folder / "done-done").write_bytes(b"")  # run `done` wrote its answers to the target
-    _CheckpointWriter(folder, "dead", 0, 0).write(answered([3]))
+    CheckpointWriter(folder, "dead", 0, 0).write(answered([3]))
     age(next(folder.glob("part-dead-*")), 2 * DAY)  # killed a while ago: wrote nothing since
-    _CheckpointWriter(folder, "live", 0, 0).write(answered([4]))  # before its write
+    CheckpointWriter(folder, "live", 0, 0).write(answered([4]))  # before its write
     (folder / ".compacting-live").mkdir()  # another run folding now
     (folder / ".compacting-killed").mkdir()
     (folder / ".compacting-killed" / "part-00000.parquet").write_bytes(b"PAR1 torn")
@@ -131,18 +131,18 @@ def test_folders_of_other_agent_settings_are_removed_once_untouched_for_a_month(
 ) -> None:
     table = tmp_path / "main.s.out"
     folder = table / "0123456789abcdef"
-    _CheckpointWriter(folder, "own", 0, 0).write(answered([1]))
+    CheckpointWriter(folder, "own", 0, 0).write(answered([1]))
     old = table / "1111111111111111"  # settings changed 31 days ago
-    _CheckpointWriter(old, "r", 0, 0).write(answered([1]))
+    CheckpointWriter(old, "r", 0, 0).write(answered([1]))
     (old / ".compacting-x").mkdir()
     age(old, 31 * DAY)
     recent = table / "2222222222222222"  # settings last used 29 days ago: kept
-    _CheckpointWriter(recent, "r", 0, 0).write(answered([1]))
+    CheckpointWriter(recent, "r", 0, 0).write(answered([1]))
     age(recent, 29 * DAY)
     touched = table / "3333333333333333"  # old, but one file written since (a run in it now)
-    _CheckpointWriter(touched, "r", 0, 0).write(answered([1]))
+    CheckpointWriter(touched, "r", 0, 0).write(answered([1]))
     age(touched, 40 * DAY)
-    _CheckpointWriter(touched, "s", 0, 0).write(answered([2]))
+    CheckpointWriter(touched, "s", 0, 0).write(answered([2]))
     (table / "notes").mkdir()  # not a checkpoint folder: never agentbatch's to remove
     age(table / "notes", 40 * DAY)
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from agentbatch.cli.entrypoint import split_settings
@@ -149,6 +150,11 @@ def test_serverless_job_answers_every_row_from_the_driver(tmp_path: Path) -> Non
     assert requests == ROWS
     assert attempts == ""  # no agent call left an executor
     assert CLIENT_SECRET not in result.stdout + result.stderr
+    # The answers were copied to the bundle's checkpoint folder (a volume: it outlives the
+    # task's disk), then folded into one file after the write.
+    (folded,) = (tmp_path / "checkpoints").glob("*/*/part-*.parquet")
+    assert folded.name.startswith("part-compacted-")
+    assert sorted(pq.read_table(folded).column("ticket_id").to_pylist()) == list(range(ROWS))
 
 
 def test_executors_there_have_no_route(tmp_path: Path) -> None:

@@ -61,6 +61,19 @@ def test_runs_rerun_merge_and_overwrite_on_the_driver(
     assert not attempts.exists()  # no agent call left an executor
 
 
+def test_a_new_disk_reuses_the_answers_copied_over_connect(history: History) -> None:
+    """A run on the driver copies its answers to `checkpoint_dir` and folds them there over
+    Connect; the next task (another state folder: its ledger empty) pays for none of them."""
+    settings = {**SERVERLESS, "checkpoint_dir": str(history.tmp_path / "volume")}
+    assert history.run("a", settings=settings)["calls"] == len(KEYS)
+    answered = history.rows()
+    shutil.rmtree(history.tmp_path / "state")
+    history.drop()
+    again = history.run("a", settings=settings)
+    assert (again["reused"], again["calls"]) == (len(KEYS), 0)
+    assert history.rows() == answered
+
+
 def test_the_executors_cannot_reach_a_refused_port(
     spark: Any, agent: AgentServer, no_route: Callable[[int], Path]
 ) -> None:

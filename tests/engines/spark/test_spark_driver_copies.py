@@ -1,0 +1,184 @@
+"""A run on the driver copies its answers to the checkpoint folder as they arrive (copies.py).
+
+On serverless compute the REST fallback runs on the driver and its ledger lives on the task's
+local disk, which a killed or preempted task takes along: the next run is a new task with an
+empty disk. With `checkpoint_dir` set (a volume), the answers the ledger commits are copied there
+too, so that run pays only for what the killed one had not copied. Here the "new disk" is a new
+state folder, the kill a SIGKILL of a real child process, and the agent a real server on
+127.0.0.1 that counts each request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from agentbatch.testing.agent_server import AgentServer, serve_agent
+from agentbatch.testing.faults import FaultConfig
+from tests.engines.spark.histories import KEYS, History
+
+from .driver_copies_child import run as run_child_job
+from .test_spark_resume import kill_tree
+
+HERE = Path(__file__).parent
+ROWS = 100
+KILL_AFTER = 10  # answers copied before the kill
+START_TIMEOUT_S = 150.0  # a bound, not a timing: the child starts a JVM
+
+
+def copied_keys(volume: Path) -> set[int]:
+    """The keys of the answers in the checkpoint folder's files."""
+    keys: set[int] = set()
+    for path in volume.glob("*/*/part-*.parquet"):
+        keys.update(pq.read_table(path).column("ticket_id").to_pylist())
+    return keys
+
+
+def lose_disk(history: History) -> None:
+    """The task's local disk is gone: the state folder, and the ledger in it, with it."""
+    shutil.rmtree(history.tmp_path / "state", ignore_errors=True)
+
+
+def test_a_new_disk_reuses_the_answers_a_run_on_the_driver_copied(history: History) -> None:
+    volume = history.tmp_path / "volume"
+    settings = {"rest_fallback_on": "driver", "checkpoint_dir": str(volume)}
+    assert history.run("Q", settings=settings)["calls"] == len(KEYS)
+    answered = history.rows()
+    # Folded after the write: one file per folder, no marker left.
+    (folder,) = volume.glob("*/*")
+    files = sorted(p.name for p in folder.iterdir())
+    assert len(files) == 1 and files[0].startswith("part-compacted-"), files
+
+    # The task's disk is gone (the ledger with it), and the table too: the copies answer all.
+    lose_disk(history)
+    history.drop()
+    again = history.run("Q", settings=settings)
+    assert (again["rows"], again["reused"], again["calls"]) == (len(KEYS), len(KEYS), 0)
+    assert history.rows() == answered
+
+    # Runs on the executors read the same folder as their own checkpoint: nothing paid there.
+    lose_disk(history)
+    history.truncate()
+    moved = history.run("Q", settings={**settings, "rest_fallback_on": "executors"})
+    assert (moved["rows"], moved["reused"], moved["calls"]) == (len(KEYS), len(KEYS), 0)
+    assert history.rows() == answered
+
+    # An edited request is paid once, and its copies are the latest answer per key: after a
+    # lost disk the job's first request is paid again (one answer per key), never written stale.
+    lose_disk(history)
+    assert history.run("R", settings=settings)["calls"] == len(KEYS)
+    history.answering("R")
+    lose_disk(history)
+    assert history.run("Q", settings=settings)["calls"] == len(KEYS)
+    history.answering("Q")
+
+
+def test_no_checkpoint_dir_no_copies(history: History) -> None:
+    """The default folder is on the ledger's own disk: nothing is copied there."""
+    assert history.run("Q", settings={"rest_fallback_on": "driver"})["calls"] == len(KEYS)
+    assert not (history.tmp_path / "state" / "spark-checkpoints").exists()
+
+
+@pytest.fixture
+def slow_agent() -> Iterator[AgentServer]:
+    with serve_agent(FaultConfig(latency_ms=100)) as server:
+        yield server
+
+
+def text_key(text: str) -> str:
+    """The demo agent's per-request counter key for a plain prompt (see testing.inbound)."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the process tree in /proc")
+def test_a_killed_run_on_the_driver_is_continued_from_its_copies_on_a_new_disk(
+    slow_agent: AgentServer, tmp_path: Path, make_engine: Any
+) -> None:
+    (tmp_path / "tickets.csv").write_text(
+        "ticket_id,body\n" + "".join(f"{i},ticket number {i}\n" for i in range(ROWS))
+    )
+    volume = tmp_path / "volume"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "driver_copies_child.py"), slow_agent.url, str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(copied_keys(volume)) < KILL_AFTER:
+            assert child.poll() is None, "the child run ended before it was killed"
+            assert time.monotonic() < deadline, "the child run copied nothing in time"
+            time.sleep(0.1)
+    finally:
+        kill_tree(child)
+    copied = copied_keys(volume)
+    assert KILL_AFTER <= len(copied) < ROWS
+    # Killed before its write: the answers are in its ledger, and the copied ones in the folder.
+    assert pq.read_table(tmp_path / "summaries").num_rows == 0
+    sent_by_child = slow_agent.stats().requests_total
+
+    # The next run is a new task: another state folder (its ledger is empty), the same volume.
+    make_engine()  # the suite's session is the active one: the run uses it
+    summary = run_child_job(slow_agent.url, tmp_path, "new-disk")
+    assert (summary["rows"], summary["reused"]) == (ROWS, len(copied))
+    server = slow_agent.stats()
+    assert server.requests_total - sent_by_child == ROWS - len(copied)
+    for key in copied:  # copied before the kill: sent once, never again
+        assert server.requests_for(text_key(f"Summarise: ticket number {key}")) == 1
+    rows = pq.read_table(tmp_path / "summaries").to_pylist()
+    assert sorted(r["ticket_id"] for r in rows) == list(range(ROWS))
+    assert all(r["error"] is None for r in rows)
+
+
+def test_a_folder_that_refuses_copies_is_named_and_the_run_goes_on(
+    history: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Copies only save calls: a `checkpoint_dir` the disk refuses (here a file, not a folder)
+    stops them with a warning; the run answers and writes every row."""
+    refusing = history.tmp_path / "not-a-folder"
+    refusing.write_text("")
+    settings = {"rest_fallback_on": "driver", "checkpoint_dir": str(refusing)}
+    with caplog.at_level("WARNING", logger="agentbatch.engines.spark.copies"):
+        assert history.run("Q", settings=settings)["calls"] == len(KEYS)
+    history.answering("Q")
+    assert [r for r in caplog.records if "cannot copy answers" in r.getMessage()]
+
+
+def test_answers_past_the_memory_bound_are_copied_before_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held answers are bounded in bytes, not only in time: past the bound they are written at
+    once, though the interval (an hour here) has not passed."""
+    import pyarrow as pa
+
+    from agentbatch.engines.spark import copies
+    from agentbatch.results import RESULT_COLUMN_NAMES
+
+    monkeypatch.setattr(copies, "MOST_BYTES", 1)
+    copier = copies.DriverCopies(tmp_path, "id", "run", every_s=3600)
+    rows = pa.table(
+        {"id": [1, 2], "txt": ["a", "b"], **{name: [None, None] for name in RESULT_COLUMN_NAMES}}
+    )
+    copier.add(rows)
+    deadline = time.monotonic() + 30  # a bound, not a timing
+    while not list(tmp_path.glob("part-*.parquet")):
+        assert time.monotonic() < deadline, "nothing was copied"
+        time.sleep(0.02)
+    (written,) = tmp_path.glob("part-*.parquet")
+    assert pq.read_table(written).column_names == ["id", *RESULT_COLUMN_NAMES]
+    copier.close()
+    assert copier.copied == 2
