@@ -5,7 +5,8 @@
 
 The session starts in the set-up (untimed, like every client's imports); the run's own Spark work
 (plans, the checkpoint, shuffles, the write) is timed. The variant says where and how many slots:
-`executors:2`, `driver:2`."""
+`executors:2`, `driver:2`; `driver:2:copies` sets `checkpoint_dir`, where the driver copies its
+answers as they arrive."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def prepare(config: ClientConfig) -> Job:
     for module in RUN_MODULES:
         importlib.import_module(module)
     importlib.import_module("agentbatch.engines.spark.engine")
-    place, _, slots_text = (config.variant or "executors:2").partition(":")
+    place, _, rest = (config.variant or "executors:2").partition(":")
+    slots_text, _, extra = rest.partition(":")
     slots = int(slots_text or 2)
     workdir = Path(config.workdir)
     settings = {
@@ -41,6 +43,8 @@ def prepare(config: ClientConfig) -> Job:
             "spark.default.parallelism": str(slots),
         },
     }
+    if extra == "copies":  # a checkpoint folder: a run on the driver copies its answers there
+        settings["checkpoint_dir"] = str(workdir / "volume")
     spark = spark_session.local_session(settings)
     spark.sparkContext.setLogLevel("ERROR")
     spark.range(1).count()  # the JVM and the Python workers are up before the timed part

@@ -62,6 +62,18 @@ def checkpoint_folder(root: str | os.PathLike[str], table: str, call_fingerprint
     return Path(root) / safe / call_fingerprint[:16]
 
 
+def mark_done(folder: Path, run_id: str) -> None:
+    """Run `run_id` has written its answers to the target: its files, if any, are any fold's
+    from now on."""
+    if next(folder.glob(f"part-{run_id}-*.parquet"), None) is not None:
+        (folder / f"{DONE}{run_id}").write_bytes(b"")
+
+
+def part_files(folder: Path) -> int:
+    """How many answer files the folder holds (a fold leaves one)."""
+    return sum(1 for _ in folder.glob("part-*.parquet")) if folder.is_dir() else 0
+
+
 def end_refresh(folder: Path) -> None:
     """A run finished: the marker an earlier version left for its refresh goes."""
     (folder / REFRESH_MARKER).unlink(missing_ok=True)
@@ -242,8 +254,8 @@ def compact(spark: SparkSession, folder: Path, key: str, run_id: str | None = No
     _remove_other_settings(folder, now)
     if not folder.is_dir():
         return
-    if run_id and next(folder.glob(f"part-{run_id}-*.parquet"), None) is not None:
-        (folder / f"{DONE}{run_id}").write_bytes(b"")  # its files are any fold's from now on
+    if run_id:
+        mark_done(folder, run_id)
     entries = list(folder.iterdir())
     _remove_leftovers(entries, now)
     old = _foldable(entries, now)

@@ -7,7 +7,8 @@ names a checkpoint folder (`checkpoint_dir`: a Unity Catalog volume, which outli
 the answers the ledger commits are also written there, every `checkpoint_every_s` seconds, as
 whole parquet files named as an executor task's (`CheckpointWriter`): the next run on the driver
 takes them into its ledger (stores.py, `share_with_ledger`) and one on the executors reads them
-as its own. A kill loses at most the calls in flight and the answers of the last interval. A
+as its own. After its write a run marks them done, and folds the folder (checkpoints.py) once it
+holds `FOLD_AT_FILES` files. A kill loses at most the calls in flight and the answers of the last interval. A
 folder the disk refuses stops the copies with a warning, never the run: they only save calls.
 """
 
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 # Seconds between two copies (the target setting `checkpoint_every_s`): a file per interval, so a
 # long run leaves a few hundred small files until its fold, and a kill pays this much again.
 EVERY_S = 30.0
+# A run's write folds the folder once it holds this many files (a fold rewrites every key's
+# answer: not worth it for a few files, which a read takes as cheaply as one).
+FOLD_AT_FILES = 64
 # Bytes of answers held for a copy before it is written early (memory stays flat with a fast
 # agent or long answers).
 MOST_BYTES = 32 * 1024 * 1024

@@ -373,11 +373,22 @@ class SparkEngine:
         return DriverCopies(folder, work.write.key, run_id, every_s)
 
     def fold_copies(self, work: DistributedCalls, copies: AnswerCopies) -> None:
-        """The run wrote its answers: its copies are folded with the folder's other files (and
-        the folder stays one file per run, not one per interval)."""
-        from agentbatch.engines.spark.copies import DriverCopies
+        """The run wrote its answers: its copies are marked done, and the folder is folded once
+        it holds `FOLD_AT_FILES` files. Not after every run: a fold rewrites every key's answer,
+        which a small scheduled run on a large table should not pay for each time."""
+        from agentbatch.engines.spark.checkpoints import mark_done, part_files
+        from agentbatch.engines.spark.copies import FOLD_AT_FILES, DriverCopies
 
-        if isinstance(copies, DriverCopies) and copies.copied:
+        if not isinstance(copies, DriverCopies) or not copies.copied:
+            return
+        try:
+            mark_done(copies.folder, copies.run)
+        except OSError as err:
+            log.warning(
+                "checkpoint %s: run not marked done (folded in a day): %s", copies.folder, err
+            )
+            return
+        if part_files(copies.folder) >= FOLD_AT_FILES:
             self._compact_checkpoint(copies.folder, work.write.key, copies.run, finished=False)
 
     def run_distributed(self, work: DistributedCalls) -> dict[str, Any]:

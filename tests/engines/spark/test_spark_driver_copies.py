@@ -54,10 +54,12 @@ def test_a_new_disk_reuses_the_answers_a_run_on_the_driver_copied(history: Histo
     settings = {"rest_fallback_on": "driver", "checkpoint_dir": str(volume)}
     assert history.run("Q", settings=settings)["calls"] == len(KEYS)
     answered = history.rows()
-    # Folded after the write: one file per folder, no marker left.
+    # After the write the run's copies are marked done (any later fold may take them).
     (folder,) = volume.glob("*/*")
-    files = sorted(p.name for p in folder.iterdir())
-    assert len(files) == 1 and files[0].startswith("part-compacted-"), files
+    (copy,) = folder.glob("part-*.parquet")
+    run = copy.name.split("-")[1]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([copy.name, f"done-{run}"])
+    assert sorted(pq.read_table(copy).column("id").to_pylist()) == KEYS
 
     # The task's disk is gone (the ledger with it), and the table too: the copies answer all.
     lose_disk(history)
@@ -81,6 +83,30 @@ def test_a_new_disk_reuses_the_answers_a_run_on_the_driver_copied(history: Histo
     lose_disk(history)
     assert history.run("Q", settings=settings)["calls"] == len(KEYS)
     history.answering("Q")
+
+
+def test_the_folder_is_folded_once_it_holds_enough_files(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold rewrites every key's answer, so a run folds only a folder of `FOLD_AT_FILES`
+    files; the folded folder answers as the files did."""
+    from agentbatch.engines.spark import copies
+
+    monkeypatch.setattr(copies, "FOLD_AT_FILES", 2)
+    volume = history.tmp_path / "volume"
+    settings = {"rest_fallback_on": "driver", "checkpoint_dir": str(volume)}
+    assert history.run("Q", settings=settings)["calls"] == len(KEYS)
+    (folder,) = volume.glob("*/*")
+    assert len(list(folder.glob("part-*.parquet"))) == 1  # under the bound: not folded
+    assert history.run("R", settings=settings)["calls"] == len(KEYS)
+    answered = history.rows()
+    files = sorted(p.name for p in folder.iterdir())
+    assert len(files) == 1 and files[0].startswith("part-compacted-"), files
+    lose_disk(history)
+    history.drop()
+    again = history.run("R", settings=settings)
+    assert (again["reused"], again["calls"]) == (len(KEYS), 0)
+    assert history.rows() == answered
 
 
 def test_no_checkpoint_dir_no_copies(history: History) -> None:

@@ -151,10 +151,10 @@ def test_serverless_job_answers_every_row_from_the_driver(tmp_path: Path) -> Non
     assert attempts == ""  # no agent call left an executor
     assert CLIENT_SECRET not in result.stdout + result.stderr
     # The answers were copied to the bundle's checkpoint folder (a volume: it outlives the
-    # task's disk), then folded into one file after the write.
-    (folded,) = (tmp_path / "checkpoints").glob("*/*/part-*.parquet")
-    assert folded.name.startswith("part-compacted-")
-    assert sorted(pq.read_table(folded).column("ticket_id").to_pylist()) == list(range(ROWS))
+    # task's disk), and marked done after the write.
+    (copy,) = (tmp_path / "checkpoints").glob("*/*/part-*.parquet")
+    assert (copy.parent / f"done-{copy.name.split('-')[1]}").exists()
+    assert sorted(pq.read_table(copy).column("ticket_id").to_pylist()) == list(range(ROWS))
 
 
 def test_executors_there_have_no_route(tmp_path: Path) -> None:
