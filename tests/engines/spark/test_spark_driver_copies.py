@@ -10,11 +10,7 @@ state folder, the kill a SIGKILL of a real child process, and the agent a real s
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +24,11 @@ from agentbatch.testing.faults import FaultConfig
 from tests.engines.spark.histories import KEYS, History
 
 from .driver_copies_child import run as run_child_job
-from .test_spark_resume import kill_tree
+from .test_spark_resume import run_until_killed, text_key
 
 HERE = Path(__file__).parent
 ROWS = 100
 KILL_AFTER = 10  # answers copied before the kill
-START_TIMEOUT_S = 150.0  # a bound, not a timing: the child starts a JVM
 
 
 def copied_keys(volume: Path) -> set[int]:
@@ -121,11 +116,6 @@ def slow_agent() -> Iterator[AgentServer]:
         yield server
 
 
-def text_key(text: str) -> str:
-    """The demo agent's per-request counter key for a plain prompt (see testing.inbound)."""
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the process tree in /proc")
 def test_a_killed_run_on_the_driver_is_continued_from_its_copies_on_a_new_disk(
@@ -135,22 +125,11 @@ def test_a_killed_run_on_the_driver_is_continued_from_its_copies_on_a_new_disk(
         "ticket_id,body\n" + "".join(f"{i},ticket number {i}\n" for i in range(ROWS))
     )
     volume = tmp_path / "volume"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    child = subprocess.Popen(
-        [sys.executable, str(HERE / "driver_copies_child.py"), slow_agent.url, str(tmp_path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    run_until_killed(
+        HERE / "driver_copies_child.py",
+        [slow_agent.url, str(tmp_path)],
+        lambda: len(copied_keys(volume)) >= KILL_AFTER,
     )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while len(copied_keys(volume)) < KILL_AFTER:
-            assert child.poll() is None, "the child run ended before it was killed"
-            assert time.monotonic() < deadline, "the child run copied nothing in time"
-            time.sleep(0.1)
-    finally:
-        kill_tree(child)
     copied = copied_keys(volume)
     assert KILL_AFTER <= len(copied) < ROWS
     # Killed before its write: the answers are in its ledger, and the copied ones in the folder.

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,29 +63,11 @@ def test_a_killed_run_resumes_without_resending(
     output = tmp_path / "summaries"
     fallback, overrides = child_steps(agent.url, concurrency=2)
     checkpoints = tmp_path / "state" / "spark-checkpoints"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "resume_child.py"),
-            agent.url,
-            str(tickets),
-            str(output),
-            str(tmp_path),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    run_until_killed(
+        HERE / "resume_child.py",
+        [agent.url, str(tickets), str(output), str(tmp_path)],
+        lambda: len(checkpointed_keys_all(checkpoints)) >= KILL_AFTER,
     )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while len(checkpointed_keys_all(checkpoints)) < KILL_AFTER:
-            assert child.poll() is None, "the child run ended before it was killed"
-            assert time.monotonic() < deadline, "the child run checkpointed nothing in time"
-            time.sleep(0.2)
-    finally:
-        kill_tree(child)
     done = checkpointed_keys_all(checkpoints)
     assert KILL_AFTER <= len(done) < ROWS
     # Killed before writing: the target is still empty, the answers live only in the checkpoint.
@@ -110,6 +92,27 @@ def test_a_killed_run_resumes_without_resending(
     # Only rows in flight at the kill may have been sent twice.
     assert server.requests_total - ROWS <= sent_by_child - len(done)
     assert fallback.call.endpoint == fast.call.endpoint
+
+
+def run_until_killed(script: Path, args: list[str], reached: Callable[[], bool]) -> None:
+    """Run `script` with `args` in a child process (its own session, local Spark on loopback)
+    until `reached()`, then SIGKILL it and every process under it."""
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    child = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not reached():
+            assert child.poll() is None, "the child run ended before it was killed"
+            assert time.monotonic() < deadline, "the child run did not get there in time"
+            time.sleep(0.1)
+    finally:
+        kill_tree(child)
 
 
 def kill_tree(child: subprocess.Popen[bytes]) -> None:
