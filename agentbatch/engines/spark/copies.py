@@ -68,9 +68,13 @@ class DriverCopies:
 
         if self._refused:
             return
-        whole = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
-        key = key_column(whole.column_names, self._key) or self._key
-        table = whole.select([key, *RESULT_COLUMN_NAMES])
+        try:
+            whole = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+            key = key_column(whole.column_names, self._key) or self._key
+            table = whole.select([key, *RESULT_COLUMN_NAMES])
+        except Exception as err:  # copies only save calls: never the ledger's commit
+            self._refuse(err)
+            return
         with self._lock:
             self._pending.append(table)
             self._pending_bytes += table.nbytes
@@ -98,16 +102,21 @@ class DriverCopies:
             pending, self._pending, self._pending_bytes = self._pending, [], 0
         if not pending or self._refused:
             return
-        table = pa.concat_tables(pending, promote_options="default")
         try:
+            table = pa.concat_tables(pending, promote_options="default")
             self._writer.write(table)
-        except (OSError, pa.ArrowException) as err:
-            self._refused = True
-            log.warning(
-                "cannot copy answers to the checkpoint folder %s (%s): a killed run's next run "
-                "pays again for what this run receives from now on; the run goes on",
-                self.folder,
-                err,
-            )
+        except Exception as err:  # the disk refused (OSError), or anything else: never the run
+            self._refuse(err)
             return
         self.copied += table.num_rows
+
+    def _refuse(self, err: Exception) -> None:
+        self._refused = True
+        with self._lock:
+            self._pending, self._pending_bytes = [], 0
+        log.warning(
+            "cannot copy answers to the checkpoint folder %s (%s): a killed run's next run "
+            "pays again for what this run receives from now on; the run goes on",
+            self.folder,
+            err,
+        )

@@ -187,3 +187,21 @@ def test_answers_past_the_memory_bound_are_copied_before_the_interval(
     assert pq.read_table(written).column_names == ["id", *RESULT_COLUMN_NAMES]
     copier.close()
     assert copier.copied == 2
+
+
+def test_rows_the_copies_cannot_take_never_fail_the_commit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Copies only save calls: rows they cannot take (here, no result columns) stop the copies
+    with a warning, and neither `add` (the ledger's commit) nor `close` (before the run's write)
+    raises."""
+    import pyarrow as pa
+
+    from agentbatch.engines.spark.copies import DriverCopies
+
+    copier = DriverCopies(tmp_path, "id", "run", every_s=3600)
+    with caplog.at_level("WARNING", logger="agentbatch.engines.spark.copies"):
+        copier.add(pa.table({"id": [1, 2]}))
+        copier.close()
+    assert copier.copied == 0 and not list(tmp_path.glob("part-*"))
+    assert [r for r in caplog.records if "cannot copy answers" in r.getMessage()]
