@@ -59,6 +59,13 @@ def oauth(host: str) -> Config:
     )
 
 
+# Calls a run refused for good sends before it stops, in limiter windows: the first window
+# (refused), its calls again with the fresh token (refused: the run stops), and rows that started
+# in the slots the refusals freed before the stop reached every worker. The last is a matter of
+# scheduling: on a loaded machine one more than three windows was seen (49 for 48).
+WINDOWS = 4
+
+
 def pat(host: str) -> Config:
     return Config(host=host, token=PAT)
 
@@ -223,8 +230,9 @@ async def test_a_token_refused_after_refresh_stops_the_run(
     ):
         with pytest.raises(AgentError, match="HTTP 401"):
             await run(CallSpec(endpoint="apps/triage"), 200, ledger, lambda: oauth(ws.url))
-        # A few windows of calls at most (the first before the 401, one after the refresh).
-        assert agent.stats().requests_total <= 3 * INITIAL_LIMIT
+        # A few windows of calls at most (WINDOWS): the run stops at the first refusal after
+        # the refresh, not after asking every row.
+        assert agent.stats().requests_total <= WINDOWS * INITIAL_LIMIT
     assert ledger.stats()["answers"] == 0
 
 
@@ -249,9 +257,9 @@ async def test_no_permission_names_the_cause(authority: TokenAuthority, ledger: 
             ws.add_app("triage", agent.url)
             with pytest.raises(AgentError, match="no CAN USE permission on app 'triage'"):
                 await run(CallSpec(endpoint="apps/triage"), 100, ledger, lambda: config)
-            # A few windows of calls at most: a 403 gets one fresh token (Databricks answers an
-            # expired token 403 too), refused again.
-            assert agent.stats().requests_total <= 3 * INITIAL_LIMIT
+            # A few windows of calls at most (WINDOWS): a 403 gets one fresh token (Databricks
+            # answers an expired token 403 too), refused again, and the run stops.
+            assert agent.stats().requests_total <= WINDOWS * INITIAL_LIMIT
 
 
 async def test_serving_endpoints_accept_a_pat(authority: TokenAuthority, ledger: Ledger) -> None:
