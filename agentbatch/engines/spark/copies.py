@@ -38,6 +38,10 @@ FOLD_AT_FILES = 64
 # Bytes of answers held for a copy before it is written early (memory stays flat with a fast
 # agent or long answers).
 MOST_BYTES = 32 * 1024 * 1024
+# Seconds `close` waits for a copy being written before the run's write goes on without it: a
+# volume write that hangs must not hold the write of what the run answered (a task being
+# stopped has a grace period, then is killed).
+CLOSE_WAIT_S = 10.0
 
 
 class DriverCopies:
@@ -83,10 +87,15 @@ class DriverCopies:
             self._wake.set()
 
     def close(self) -> None:
-        """Copy what is held, and stop (again: nothing)."""
+        """Copy what is held, and stop (again: nothing). A copy still being written after
+        `CLOSE_WAIT_S` is left to its thread, and what is held is not copied: the run's write
+        goes on (the ledger holds every answer for it)."""
         self._closing = True
         self._wake.set()
-        self._thread.join()
+        self._thread.join(CLOSE_WAIT_S)
+        if self._thread.is_alive():
+            self._refuse(TimeoutError(f"a copy took over {CLOSE_WAIT_S:g} s"))
+            return
         self._copy()
 
     def _copy_every(self) -> None:

@@ -205,3 +205,53 @@ def test_rows_the_copies_cannot_take_never_fail_the_commit(
         copier.close()
     assert copier.copied == 0 and not list(tmp_path.glob("part-*"))
     assert [r for r in caplog.records if "cannot copy answers" in r.getMessage()]
+
+
+class HungWrite:
+    """A volume write that never returns until released (a FUSE mount that hangs)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, table: Any) -> None:
+        self.started.set()
+        self.release.wait(60)
+
+
+def test_a_copy_that_hangs_does_not_hold_the_runs_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`close` runs before the run's write, on a stop too: a copy still being written after
+    `CLOSE_WAIT_S` is left behind with a warning, so the write of what the run answered (the
+    ledger holds it) goes on before a stopped task's grace period ends."""
+    import threading
+
+    import pyarrow as pa
+
+    from agentbatch.engines.spark import copies
+    from agentbatch.results import RESULT_COLUMN_NAMES
+
+    monkeypatch.setattr(copies, "MOST_BYTES", 1)
+    monkeypatch.setattr(copies, "CLOSE_WAIT_S", 0.2)
+    copier = copies.DriverCopies(tmp_path, "id", "run", every_s=3600)
+    hung = HungWrite()
+    copier._writer = hung  # type: ignore[assignment]
+
+    def rows(key: int) -> pa.Table:
+        return pa.table({"id": [key], **{name: [None] for name in RESULT_COLUMN_NAMES}})
+
+    copier.add(rows(1))
+    assert hung.started.wait(30), "the copy never began"
+    copier.add(rows(2))  # held while the first copy hangs
+    closing = threading.Thread(target=copier.close)
+    with caplog.at_level("WARNING", logger="agentbatch.engines.spark.copies"):
+        closing.start()
+        closing.join(30)  # a bound, not a timing
+        assert not closing.is_alive(), "close waited for the hung copy"
+    assert [r for r in caplog.records if "took over 0.2 s" in r.getMessage()]
+    assert copier.copied == 0
+    hung.release.set()
+    copier._thread.join(30)
