@@ -19,6 +19,7 @@ from types import FrameType
 from typing import Any
 
 from agentbatch.errors import AgentbatchError, ConfigError, Terminated, exit_code_for
+from agentbatch.execution import termination
 from agentbatch.version import __version__
 
 log = logging.getLogger("agentbatch")
@@ -101,6 +102,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM stops the command as Ctrl-C does (`Terminated`): a run stops its calls and writes
     what it answered, then exits 143, where Python's default would end the process at once and
     leave the answers in a checkpoint an ephemeral disk (a job's compute, a container) loses.
+    One that lands while a run writes what it answered is raised once the write ends
+    (execution/termination.py).
     Senders follow SIGTERM with SIGKILL after a grace period: a second SIGTERM is ignored, until
     the process exits, so it cannot interrupt that write. A handler the host set (a notebook, a
     wheel task's runner) is left alone, as off the main thread, where Python cannot set one."""
@@ -113,6 +116,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
     def stop(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if termination.hold():  # a run is writing what it answered: let it finish
+            log.warning("terminating (SIGTERM) once the answers are written")
+            return
         raise Terminated
 
     signal.signal(signal.SIGTERM, stop)

@@ -26,10 +26,12 @@ from agentbatch.errors import (
     AgentbatchError,
     EngineError,
     JobFailedError,
+    Terminated,
     UsageError,
     attach_summary,
     run_summary,
 )
+from agentbatch.execution import termination
 from agentbatch.execution.result import RunResult, table_figures
 from agentbatch.execution.selection import check_passthrough, replacing_if_reshaped, selection_of
 from agentbatch.planning.builder import build_plan
@@ -502,8 +504,17 @@ def _run_fallback(
                 done.update(counts)
                 attach_summary(stop, _stopped_summary(the_plan, engine, done, stop))
             raise
-        _stop_copying(copies)
-        written, kept = _write_answers(the_plan, steps, engine, ledger)
+        wrote = False
+        try:
+            with termination.writing():  # a SIGTERM from here is raised once this is written
+                _stop_copying(copies)
+                written, kept = _write_answers(the_plan, steps, engine, ledger)
+                wrote = True
+        except Terminated as stop:
+            if wrote and select is None:
+                done = {**stats, "rows_written": written, **_kept_figures(kept), **counts}
+                attach_summary(stop, _stopped_summary(the_plan, engine, done, stop))
+            raise
         ledger.compact()
         if copies is not None:
             cast("DistributedEngine", engine).fold_copies(work, copies)

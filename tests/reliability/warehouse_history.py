@@ -186,8 +186,9 @@ output:
         """`agentbatch.estimate` of the job on the warehouse (its sample sent for real)."""
         return agentbatch.estimate(self.write_job(), TARGET, **self.options(**options))
 
-    def start_cli(self, *flags: str) -> subprocess.Popen[bytes]:
-        """`agentbatch run` of the job on the warehouse in a child process (to be killed)."""
+    def start_cli(self, *flags: str, logs: Path | None = None) -> subprocess.Popen[bytes]:
+        """`agentbatch run` of the job on the warehouse in a child process (to be killed); its
+        stdout and stderr in `logs` (`out`, `err`) when given."""
         mapped = [f"--endpoint={name}={url}" for name, url in self.endpoints.items()]
         args = [
             sys.executable, "-m", "agentbatch", "run", str(self.write_job()), "--target", TARGET,
@@ -195,9 +196,12 @@ output:
             "--state-dir", str(self.state), "--project-dir", str(self.root), *flags,
         ]  # fmt: skip
         env = child_env({"PYTHONPATH": str(REPO), **auth_env(self.root, token=TOKEN)})
-        return subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        if logs is None:
+            return subprocess.Popen(
+                args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        with (logs / "out").open("wb") as out, (logs / "err").open("wb") as err:
+            return subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=err)
 
     def target(self) -> list[dict[str, Any]]:
         """The output rows, read through the warehouse (none when the table does not exist)."""
