@@ -142,6 +142,16 @@ class DistributedEngine(Engine, Protocol):
         """After the run's write: its copies are in the target, the checkpoint may fold them."""
         ...
 
+    def refresh_began(self, work: DistributedCalls) -> int | None:
+        """When the unfinished full refresh the workers' checkpoint records began (microseconds
+        since the epoch), where it outlives the driver's disk; None if none."""
+        ...
+
+    def record_refresh(self, work: DistributedCalls, since: int | None) -> None:
+        """Record there the unfinished full refresh begun at `since` (None: no refresh is
+        unfinished), beside the ledger's record, which a new disk does not have."""
+        ...
+
 
 class AnswerCopies(Protocol):
     """A run's committed answers, copied where a lost disk cannot take them."""

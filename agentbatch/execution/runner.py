@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from agentbatch.agent.endpoints import ConfigFactory, Endpoint
     from agentbatch.agent.ledger import Ledger
-    from agentbatch.engines.base import AnswerCopies, DistributedEngine, Engine
+    from agentbatch.engines.base import AnswerCopies, DistributedCalls, DistributedEngine, Engine
     from agentbatch.execution.budget import Budget
 
 # Turns the rows to send into the rows sent (an estimate's sample); it may read the ledger.
@@ -399,17 +399,20 @@ def _run_fallback(
             state = _refresh_state(the_plan, create=True) if refresh else contextlib.nullcontext()
             with state as ledger:
                 if refresh:
-                    work = dataclasses.replace(work, refresh_since=_distributed_refresh(ledger))
+                    since = _distributed_refresh(ledger, distributed, work)
+                    work = dataclasses.replace(work, refresh_since=since)
                 spread = distributed.run_distributed(work)
                 if ledger is not None:
                     kept = int(spread.get("kept_previous_answer") or 0)
                     _finish_refresh(the_plan, ledger, counts, kept)
+                    distributed.record_refresh(work, ledger.pending_refresh())
             if not refresh:
                 # Finished: a refresh the ledger records is over (a plain run gives it up), as
                 # a run on the driver ends it.
                 with _refresh_state(the_plan, create=False) as ledger:
                     if ledger is not None:
                         ledger.end_refresh()
+                distributed.record_refresh(work, None)
             return _summarise(the_plan, engine, {**spread, **counts})
 
     from agentbatch.agent.bulk import resolve_call_endpoint, run_bulk_sync
@@ -430,11 +433,8 @@ def _run_fallback(
         run_id=the_plan.options.run_id,
     )
     copies: AnswerCopies | None = None
+    workers: tuple[DistributedEngine, DistributedCalls] | None = None
     try:
-        if the_plan.options.full_refresh:
-            # A refresh pays for every row again, once: answers a stopped run of the same
-            # refresh received are its own, and reused.
-            ledger.answered_since = ledger.pending_refresh() or time.time_ns() // 1000
         if engine.distributed_calls and isinstance(selecting.steps, RestFallback):
             # Answers the engine's workers received in runs with the calls there (their own
             # checkpoint) are reused here too, and never hidden by an older one of the ledger.
@@ -446,6 +446,16 @@ def _run_fallback(
             copies = distributed.copy_answers(work, the_plan.options.run_id)
             if copies is not None:
                 ledger.copy_rows = copies.add
+            workers = (distributed, work)
+        if the_plan.options.full_refresh:
+            # A refresh pays for every row again, once: answers a stopped run of the same
+            # refresh received are its own, and reused (on a new disk, where the ledger
+            # records none, the workers' checkpoint may).
+            ledger.answered_since = (
+                ledger.pending_refresh()
+                or (workers[0].refresh_began(workers[1]) if workers else None)
+                or time.time_ns() // 1000
+            )
         stats: dict[str, Any] = {}
         so_far = BulkStats()
         if select is None:
@@ -454,6 +464,8 @@ def _run_fallback(
         if ledger.answered_since is not None:
             # An estimate's sample is kept for the next run: it starts the refresh it samples.
             ledger.begin_refresh(ledger.answered_since)
+            if workers is not None:
+                workers[0].record_refresh(workers[1], ledger.answered_since)
         create_target(the_plan, engine)
         # An estimate too: it writes the answers of its sample, for the run to reuse.
         engine.check_can_write(the_plan.job.output.table)
@@ -520,6 +532,8 @@ def _run_fallback(
             cast("DistributedEngine", engine).fold_copies(work, copies)
         if select is None:
             _finish_refresh(the_plan, ledger, counts, kept)
+            if workers is not None:
+                workers[0].record_refresh(workers[1], ledger.pending_refresh())
     finally:
         _stop_copying(copies)
         ledger.close()
@@ -580,16 +594,22 @@ def continued(the_plan: Plan) -> Plan:
     return build_plan(the_plan.job, the_plan.target, options, template_dirs(root_of(the_plan)))
 
 
-def _distributed_refresh(ledger: Ledger | None) -> int:
+def _distributed_refresh(
+    ledger: Ledger | None, engine: DistributedEngine, work: DistributedCalls
+) -> int:
     """A refresh on an engine's workers: when it began (microseconds), the unfinished one the
-    ledger records (begun on the driver, on the workers or by a push-down run), else now,
-    recorded there before any call. The ledger stays open (locked) while the workers run, as
-    around a push-down refresh's statements: one run of the output at a time."""
+    ledger records (begun on the driver, on the workers or by a push-down run), else the one
+    the workers' checkpoint records (a new disk), else now, recorded in both before any call.
+    The ledger stays open (locked) while the workers run, as around a push-down refresh's
+    statements: one run of the output at a time."""
     since = ledger.pending_refresh() if ledger is not None else None
+    if since is None:
+        since = engine.refresh_began(work)
     if since is None:
         since = time.time_ns() // 1000
     if ledger is not None:
         ledger.begin_refresh(since)
+    engine.record_refresh(work, since)
     return since
 
 

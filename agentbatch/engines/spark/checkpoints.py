@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# In a checkpoint folder: when the full refresh whose answers it holds began, as earlier versions
-# recorded it there. A refresh is now recorded in the job output's ledger for every path
-# (runner.py), so a stopped one continues whichever side runs next; a finished run removes it.
+# In a checkpoint folder: when the unfinished full refresh began (microseconds since the epoch,
+# as text). The job output's ledger records it for every path (runner.py); the ledger is on the
+# driver's disk, which a new task (serverless, a new job cluster) does not have, so a folder that
+# outlives it (`checkpoint_dir`) records it too, and a run that ends the refresh removes it.
 REFRESH_MARKER = "refresh-since"
 # In a checkpoint folder: the file `compact` leaves, `<COMPACTED><id>.parquet`.
 COMPACTED = "part-compacted-"
@@ -75,8 +76,25 @@ def part_files(folder: Path) -> int:
 
 
 def end_refresh(folder: Path) -> None:
-    """A run finished: the marker an earlier version left for its refresh goes."""
+    """A run finished: the refresh's marker goes."""
     (folder / REFRESH_MARKER).unlink(missing_ok=True)
+
+
+def begin_refresh(folder: Path, since: int) -> None:
+    """The full refresh that began at `since` (microseconds) is unfinished: recorded whole (a
+    volume takes no appends), under a hidden name and renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".tmp-{uuid.uuid4().hex}-{REFRESH_MARKER}"
+    temp.write_text(str(since), encoding="ascii")
+    os.replace(temp, folder / REFRESH_MARKER)
+
+
+def refresh_began(folder: Path) -> int | None:
+    """When the unfinished full refresh the folder records began (microseconds); None if none."""
+    try:
+        return int((folder / REFRESH_MARKER).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
 
 
 def read_checkpoint(spark: SparkSession, folder: Path, run_id: str = "") -> DataFrame | None:

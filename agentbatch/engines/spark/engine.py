@@ -364,13 +364,48 @@ class SparkEngine:
         names (a volume outlives the task's disk, the ledger's: copies.py); None without one."""
         from agentbatch.engines.spark.copies import EVERY_S, DriverCopies
 
-        if self.settings.get("checkpoint_dir") in (None, False, ""):
-            return None  # the default folder is on the ledger's disk: nothing to outlive
-        folder = self.checkpoint_folder(work.write.table, work.call)
+        folder = self._outliving_folder(work)
         if folder is None:
             return None
         every_s = float(self.settings.get("checkpoint_every_s", EVERY_S))
         return DriverCopies(folder, work.write.key, run_id, every_s)
+
+    def refresh_began(self, work: DistributedCalls) -> int | None:
+        """When the unfinished full refresh the checkpoint folder records began (microseconds):
+        the one a run on a new disk, whose ledger records none, continues."""
+        from agentbatch.engines.spark.checkpoints import refresh_began
+
+        folder = self._outliving_folder(work)
+        return None if folder is None else refresh_began(folder)
+
+    def record_refresh(self, work: DistributedCalls, since: int | None) -> None:
+        """The checkpoint folder records the unfinished full refresh begun at `since`, or none.
+        A folder that refuses it is named, never fails the run: a run on a new disk would then
+        start that refresh over."""
+        from agentbatch.engines.spark.checkpoints import begin_refresh, end_refresh
+
+        folder = self._outliving_folder(work)
+        if folder is None:
+            return
+        try:
+            if since is None:
+                end_refresh(folder)
+            else:
+                begin_refresh(folder, since)
+        except OSError as err:
+            log.warning(
+                "checkpoint %s: the full refresh's start cannot be recorded there (%s); a run "
+                "on another machine would start it over",
+                folder,
+                err,
+            )
+
+    def _outliving_folder(self, work: DistributedCalls) -> Path | None:
+        """The checkpoint folder `checkpoint_dir` names, which outlives the driver's disk; None
+        without one (the default folder of a local session is on that disk: nothing to outlive)."""
+        if self.settings.get("checkpoint_dir") in (None, False, ""):
+            return None
+        return self.checkpoint_folder(work.write.table, work.call)
 
     def fold_copies(self, work: DistributedCalls, copies: AnswerCopies) -> None:
         """The run wrote its answers: its copies are marked done, and the folder is folded once

@@ -80,6 +80,50 @@ def test_a_new_disk_reuses_the_answers_a_run_on_the_driver_copied(history: Histo
     history.answering("Q")
 
 
+@pytest.mark.parametrize(
+    ("killed_on", "continued_on"),
+    [("driver", "driver"), ("executors", "executors"), ("driver", "executors")],
+)
+def test_a_full_refresh_killed_as_it_writes_is_continued_on_a_new_disk(
+    history: History, monkeypatch: pytest.MonkeyPatch, killed_on: str, continued_on: str
+) -> None:
+    """The refresh's start is in the ledger, which a new disk (a new task) does not have: the
+    checkpoint folder records it too. A refresh killed as it writes (its calls all made, their
+    answers in the folder) is continued by the next `--full-refresh` on a new disk, on either
+    side, without paying again; finished, the record goes, and a later refresh pays again."""
+    from agentbatch.engines.spark.checkpoints import REFRESH_MARKER
+    from agentbatch.engines.spark.engine import SparkEngine
+    from tests.engines.spark.histories import Crash
+
+    volume = history.tmp_path / "volume"
+
+    def on(side: str) -> dict[str, Any]:
+        return {"rest_fallback_on": side, "checkpoint_dir": str(volume)}
+
+    assert history.run("Q", settings=on(killed_on))["calls"] == len(KEYS)
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise Crash("killed as it writes")
+
+    before = history.agent.stats().requests_total
+    with monkeypatch.context() as patch:
+        patch.setattr(SparkEngine, "write_results", killed)
+        patch.setattr(SparkEngine, "write_dataframe", killed)
+        with pytest.raises(Crash):
+            history.run("Q", settings=on(killed_on), full_refresh=True)
+    assert history.agent.stats().requests_total - before == len(KEYS)  # every row asked again
+    (marker,) = volume.glob(f"*/*/{REFRESH_MARKER}")
+
+    lose_disk(history)
+    continued = history.run("Q", settings=on(continued_on), full_refresh=True)
+    assert continued["calls"] == 0, continued
+    history.answering("Q")
+    assert not marker.exists()  # the refresh finished
+
+    lose_disk(history)
+    assert history.run("Q", settings=on(continued_on), full_refresh=True)["calls"] == len(KEYS)
+
+
 def test_the_folder_is_folded_once_it_holds_enough_files(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
