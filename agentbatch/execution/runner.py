@@ -412,7 +412,6 @@ def _run_fallback(
                 with _refresh_state(the_plan, create=False) as ledger:
                     if ledger is not None:
                         ledger.end_refresh()
-                distributed.record_refresh(work, None)
             return _summarise(the_plan, engine, {**spread, **counts})
 
     from agentbatch.agent.bulk import resolve_call_endpoint, run_bulk_sync

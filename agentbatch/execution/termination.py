@@ -16,22 +16,21 @@ from collections.abc import Iterator
 
 from agentbatch.errors import Terminated
 
-_writing = 0
+_writing = False
 _held = False
 
 
 @contextlib.contextmanager
 def writing() -> Iterator[None]:
     """Around a run's write: a SIGTERM meanwhile (`hold`) is raised once the write succeeded. A
-    write that fails raises its own error; the held signal is dropped with it (the run stops)."""
+    write that fails raises its own error; the held signal goes with it (the run stops)."""
     global _writing, _held
-    _writing += 1
+    _writing, _held = True, False
     try:
         yield
     finally:
-        _writing -= 1
-        held, _held = _held and not _writing, _held and bool(_writing)
-    if held:
+        _writing = False
+    if _held:
         raise Terminated
 
 
@@ -39,6 +38,5 @@ def hold() -> bool:
     """For the SIGTERM handler: True while a run writes (the signal is then raised after the
     write, by `writing`), else False (the handler raises it now)."""
     global _held
-    if _writing:
-        _held = True
-    return bool(_writing)
+    _held = _writing
+    return _writing
