@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -55,6 +55,7 @@ from agentbatch.errors import (
     UsageError,
 )
 from agentbatch.sql import parsing
+from agentbatch.sql.quoting import identifier as quote_identifier
 from agentbatch.sql.quoting import table_parts
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class LocalEngine:
         # Mapped outputs this run may replace whole but not read, and why (the error to raise).
         self._unreadable: dict[tuple[str, str, str], str] = {}
         self._locks: list[output_lock.OutputLock] = []
+        self._delta_output = False  # an output mapped to a Delta folder: `check_passthrough`
         # Inputs read from a file with no rows (a CSV with its header only): their column types
         # are guesses. Tables this engine created, and whether each mapped output's path existed.
         self._guessed: list[str] = []
@@ -236,6 +238,50 @@ class LocalEngine:
         finally:
             if self._settled:
                 self._detach_warehouses()
+
+    def check_passthrough(self, inputs_sql: str, columns: Sequence[str]) -> None:
+        """Refuse, before any call is paid, a column of the REST fallback's inputs (`columns`: the
+        key first) that this run could not write back as it is: `unwritable_column`."""
+        if not columns:
+            return
+        inputs = f"({inputs_sql}) AS `inputs`"
+        typed = ", ".join(
+            f"typeof(`rows`.{quote_identifier(name)}) AS `c{number}`"
+            for number, name in enumerate(columns)
+        )
+        types = self.fetch_one(
+            f"SELECT {typed} FROM (SELECT 1 AS `one`) AS `one` "
+            f"LEFT JOIN (SELECT * FROM {inputs} LIMIT 0) AS `rows` ON true"
+        )
+        wide = [
+            name
+            for number, name in enumerate(columns)
+            if str(types.get(f"c{number}")) in ("HUGEINT", "UHUGEINT")
+        ]
+        beyond: dict[str, int] = {}
+        if wide:
+            counts = ", ".join(
+                f"count_if({quote_identifier(name)} IS NOT NULL AND "
+                f"try_cast({quote_identifier(name)} AS DECIMAL(38, 0)) IS NULL) AS `c{number}`"
+                for number, name in enumerate(wide)
+            )
+            found = self.fetch_one(f"SELECT {counts} FROM {inputs}")
+            beyond = {name: int(found[f"c{number}"] or 0) for number, name in enumerate(wide)}
+        problems = [
+            problem
+            for number, name in enumerate(columns)
+            if (
+                problem := unwritable_column(
+                    name,
+                    str(types.get(f"c{number}") or ""),
+                    key=number == 0,
+                    delta=self._delta_output,
+                    beyond_38_digits=beyond.get(name, 0),
+                )
+            )
+        ]
+        if problems:
+            raise UsageError("; ".join(problems) + ". Nothing was sent to the agent")
 
     def write_results(
         self, request: WriteRequest, batches: Iterable[pa.RecordBatch], schema: pa.Schema
@@ -378,6 +424,7 @@ class LocalEngine:
             full: mapped_outputs.output_kind(".".join(full), source)
             for full, source in self._outputs.items()
         }
+        self._delta_output = "delta" in kinds.values()
         # Every output is locked before any is read: a table read before the lock could be saved
         # over by the run holding it, and this run would then save over that run's rows.
         self._lock_outputs(outputs, holder)
@@ -716,6 +763,51 @@ def _blank(path: Path) -> bool:
 def _remove_folder(path: Path | None) -> None:
     if path is not None:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# DuckDB's unsigned integers and the signed Databricks type that holds each (Spark reads Parquet's
+# unsigned integers so).
+_SIGNED_FOR_UNSIGNED = {
+    "UTINYINT": "SMALLINT",
+    "USMALLINT": "INT",
+    "UINTEGER": "BIGINT",
+    "UBIGINT": "DECIMAL(20, 0)",
+}
+
+
+def unwritable_column(
+    name: str, duck_type: str, *, key: bool, delta: bool, beyond_38_digits: int
+) -> str | None:
+    """Why a source column of `duck_type` cannot be carried to the output as it is, with the
+    fix; None when it can. Each of these was found only at the write, after every call was paid:
+
+    - an integer of 39 digits or more (`beyond_38_digits` rows): Arrow's widest decimal, the
+      checkpoint's and every output's form, holds 38, and no Databricks type holds more;
+    - into a Delta folder, an unsigned integer: Delta's integers are signed, so 200 in a
+      UTINYINT does not fit the TINYINT the table was made with;
+    - into a Delta folder, a key in nanoseconds: Delta keeps microseconds, so two keys could
+      become one."""
+    column = quote_identifier(name)
+    if beyond_38_digits:
+        return (
+            f"column {name!r} holds {beyond_38_digits} integer(s) of 39 digits or more, which no "
+            f"output type holds (DECIMAL(38, 0) is the widest): give it as text in "
+            f"`source.query` (CAST({column} AS STRING))"
+        )
+    if delta and duck_type in _SIGNED_FOR_UNSIGNED:
+        signed = _SIGNED_FOR_UNSIGNED[duck_type]
+        return (
+            f"column {name!r} is an unsigned integer ({duck_type}), which a Delta table cannot "
+            f"hold (its integers are signed): cast it in `source.query` "
+            f"(CAST({column} AS {signed})), or map the output to a Parquet file"
+        )
+    if delta and key and duck_type.startswith("TIMESTAMP_NS"):
+        return (
+            f"key {name!r} is a timestamp in nanoseconds, which a Delta table keeps in "
+            f"microseconds (two keys could become one): give it as text in `source.query` "
+            f"(CAST({column} AS STRING)), or map the output to a Parquet file"
+        )
+    return None
 
 
 def _private_spill_dir(warehouse_dir: Path) -> Path | None:

@@ -194,8 +194,11 @@ def _write(con: duckdb.DuckDBPyConnection, full: Full, path: Path) -> None:
             raise MissingDependencyError("deltalake", "local") from None
         # Streamed: the table is never whole in memory. A failed write commits no version.
         rows = con.sql(f"SELECT * FROM {relation}").to_arrow_reader(64 * 1024)
-        _check_delta_types(full, path, rows.schema)
-        write_deltalake(str(path), rows, mode="overwrite", schema_mode="overwrite")
+        try:
+            _check_delta_types(full, path, rows.schema)
+            write_deltalake(str(path), rows, mode="overwrite", schema_mode="overwrite")
+        finally:
+            rows.close()  # a write that failed part-way leaves DuckDB's result open otherwise
 
 
 def _check_delta_types(full: Full, path: Path, schema: pa.Schema) -> None:

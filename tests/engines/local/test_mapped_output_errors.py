@@ -260,3 +260,135 @@ def test_a_column_delta_has_no_type_for_is_named_before_any_call(
     )
     assert agent.stats().requests_total == 0
     assert not output.exists()
+
+
+def run_job(root: Path, agent: AgentServer, job_text: str, source: Path, output: Path) -> Any:
+    path = job(root)
+    path.write_text(job_text)
+    with agentbatch.run(
+        path,
+        tables={"main.s.src": source, "main.s.out": output},
+        endpoints={"apps/a": agent.url},
+        state_dir=root / "state",
+        project_dir=root,
+        progress=False,
+    ) as result:
+        return dict(result.summary)
+
+
+def output_table(output: Path) -> Any:
+    if output.is_dir():
+        from deltalake import DeltaTable
+
+        return DeltaTable(str(output)).to_pyarrow_table()
+    return pq.read_table(output)
+
+
+HUGE = 170141183460469231731687303715884105727  # 2**127 - 1: DuckDB reads it as HUGEINT
+
+
+@pytest.mark.parametrize("output_name", ["out.parquet", "out"])
+@pytest.mark.parametrize("in_key", [True, False], ids=["key", "passthrough"])
+def test_an_integer_past_38_digits_is_refused_before_any_call(
+    tmp_path: Path, agent: AgentServer, output_name: str, in_key: bool
+) -> None:
+    """A CSV integer of 39 digits is a HUGEINT, which Arrow's widest decimal (the checkpoint's
+    form) cannot hold: the run paid every row, could not read its checkpoint back, wrote no
+    row and exited 0; the answers were dropped from the checkpoint as unreadable."""
+    source = tmp_path / "src.csv"
+    column = "id" if in_key else "big"
+    if in_key:
+        source.write_text(f"id,txt\n1,a\n2,b\n{HUGE},c\n")
+        job_text = JOB
+    else:
+        source.write_text(f"id,txt,big\n1,a,5\n2,b,{HUGE}\n3,c,7\n")
+        job_text = JOB.replace("columns: [txt]", "columns: [txt, big]")
+    output = tmp_path / output_name
+    with pytest.raises(UsageError) as raised:
+        run_job(tmp_path, agent, job_text, source, output)
+    assert str(raised.value) == (
+        f"column {column!r} holds 1 integer(s) of 39 digits or more, which no output type holds "
+        f"(DECIMAL(38, 0) is the widest): give it as text in `source.query` (CAST(`{column}` AS "
+        "STRING)). Nothing was sent to the agent"
+    )
+    assert agent.stats().requests_total == 0
+    assert not output.exists()
+    # The fix it names: every row answered once, the digits kept exactly.
+    query = (
+        "SELECT CAST(id AS STRING) AS id, txt FROM main.s.src"
+        if in_key
+        else "SELECT id, txt, CAST(big AS STRING) AS big FROM main.s.src"
+    )
+    fixed = job_text.replace("source: {table: main.s.src,", f'source: {{query: "{query}",')
+    summary = run_job(tmp_path, agent, fixed, source, output)
+    assert (summary["rows_written"], agent.stats().requests_total) == (3, 3)
+    table = output_table(output)
+    assert str(HUGE) in table.column(column).to_pylist()
+    assert table.column("error").null_count == 3
+    assert run_job(tmp_path, agent, fixed, source, output)["sent"] == 0
+
+
+def test_an_unsigned_column_is_refused_before_any_call_into_delta(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """Delta's integers are signed: a UTINYINT column made the table TINYINT, and 200 failed
+    the write after every call was paid (an unexpected error, exit 1, an empty table left)."""
+    import pyarrow as pa
+
+    source = tmp_path / "src.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": [1, 2, 3],
+                "txt": ["a", "b", "c"],
+                "stars": pa.array([5, 1, 200], pa.uint8()),
+            }
+        ),
+        source,
+    )
+    job_text = JOB.replace("columns: [txt]", "columns: [txt, stars]")
+    output = tmp_path / "out"
+    with pytest.raises(UsageError) as raised:
+        run_job(tmp_path, agent, job_text, source, output)
+    assert str(raised.value) == (
+        "column 'stars' is an unsigned integer (UTINYINT), which a Delta table cannot hold (its "
+        "integers are signed): cast it in `source.query` (CAST(`stars` AS SMALLINT)), or map the "
+        "output to a Parquet file. Nothing was sent to the agent"
+    )
+    assert agent.stats().requests_total == 0
+    assert not output.exists()
+    # A Parquet file holds it as it is; the cast named holds it in Delta.
+    parquet = tmp_path / "out.parquet"
+    assert run_job(tmp_path, agent, job_text, source, parquet)["rows_written"] == 3
+    assert sorted(output_table(parquet).column("stars").to_pylist()) == [1, 5, 200]
+    query = "SELECT id, txt, CAST(stars AS SMALLINT) AS stars FROM main.s.src"
+    fixed = job_text.replace("source: {table: main.s.src,", f'source: {{query: "{query}",')
+    assert run_job(tmp_path, agent, fixed, source, output)["rows_written"] == 3
+    assert sorted(output_table(output).column("stars").to_pylist()) == [1, 5, 200]
+
+
+def test_a_nanosecond_key_is_refused_before_any_call_into_delta(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """Delta keeps microseconds: two keys 1 ns apart became one key held by two rows, and the
+    next run of the unchanged job was refused (the table's key type is not the source's)."""
+    import pyarrow as pa
+
+    source = tmp_path / "src.parquet"
+    keys = pa.array([1_704_067_200_000_000_000, 1_704_067_200_000_000_001], pa.timestamp("ns"))
+    pq.write_table(pa.table({"id": keys, "txt": ["a", "b"]}), source)
+    output = tmp_path / "out"
+    with pytest.raises(UsageError) as raised:
+        run_job(tmp_path, agent, JOB, source, output)
+    assert str(raised.value) == (
+        "key 'id' is a timestamp in nanoseconds, which a Delta table keeps in microseconds (two "
+        "keys could become one): give it as text in `source.query` (CAST(`id` AS STRING)), or "
+        "map the output to a Parquet file. Nothing was sent to the agent"
+    )
+    assert agent.stats().requests_total == 0
+    assert not output.exists()
+    # A Parquet file keeps both keys.
+    parquet = tmp_path / "out.parquet"
+    assert run_job(tmp_path, agent, JOB, source, parquet)["rows_written"] == 2
+    assert output_table(parquet).column("id").to_pylist() == keys.to_pylist()
+    assert run_job(tmp_path, agent, JOB, source, parquet)["sent"] == 0
