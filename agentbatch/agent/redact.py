@@ -186,9 +186,21 @@ def register_environment_value(value: str) -> None:
 def register_auth_headers(headers: Mapping[str, str]) -> None:
     for name, value in headers.items():
         if name.lower() in ("authorization", "x-databricks-azure-sp-management-token"):
-            register_secret(value)
             _, _, credential = value.partition(" ")
-            register_secret(credential)
+            for secret in (value, credential):
+                register_secret(secret)
+                for encoded in _base64_forms(secret):
+                    register_secret(encoded)
+
+
+def _base64_forms(value: str) -> tuple[str, ...]:
+    """`value` base64-encoded, standard and URL-safe, without padding: a server's debug output
+    may quote a header encoded (padding left out, so a form quoted without it is masked too)."""
+    raw = value.encode()
+    return tuple(
+        encoded.decode().rstrip("=")
+        for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw))
+    )
 
 
 def redact_known(text: str) -> str:

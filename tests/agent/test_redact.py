@@ -72,3 +72,19 @@ def test_what_a_process_registered_travels_pickled_and_is_never_printed() -> Non
     assert "shipped-env-value-77" not in repr(snapshot)
     register_all(snapshot)  # as an executor does: idempotent
     assert redact("x shipped-env-value-77 y") == "x *** y"
+
+
+def test_an_auth_header_quoted_base64_encoded_is_masked() -> None:
+    """A server's debug output quoted the Authorization header base64-encoded: it reached the
+    `error` column unmasked, and decoded to the token."""
+    import base64
+
+    header = "Bearer b64-echoed-t0ken?value>>"
+    register_auth_headers({"Authorization": header})
+    for quoted in (header, header.partition(" ")[2]):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(quoted.encode()).decode()
+            for text in (encoded, encoded.rstrip("=")):
+                masked = redact(f"debug auth={text} end")
+                assert masked.startswith("debug auth=***") and masked.endswith(" end"), masked
+                assert redact_known(f"answer {text}").startswith("answer ***")
