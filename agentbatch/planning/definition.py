@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agentbatch.errors import UsageError
 from agentbatch.planning.targets import refuse_secret_settings
+from agentbatch.spec.models import MOST_ROWS
 
 if TYPE_CHECKING:
     from agentbatch.agent.calls import CallSpec
@@ -57,9 +58,14 @@ class RunOptions:
     def __post_init__(self) -> None:
         # Callers of the Python API pass what they were given: say what is wrong in its words.
         if self.limit is not None and (
-            not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit <= 0
+            not isinstance(self.limit, int)
+            or isinstance(self.limit, bool)
+            or not 0 < self.limit <= MOST_ROWS
         ):
-            raise UsageError(f"limit must be a positive number of rows, not {self.limit!r}")
+            raise UsageError(
+                f"limit must be a positive number of rows (at most {MOST_ROWS:,}), "
+                f"not {self.limit!r}"
+            )
         # None for a mapping means "none".
         for name in ("vars", "tables", "endpoints", "settings"):
             value = getattr(self, name)

@@ -72,13 +72,20 @@ def agent_url_problem(value: str) -> str | None:
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
+# The most rows a limit may name: SQL's LIMIT takes a BIGINT.
+MOST_ROWS = 2**63 - 1
+
+
 class StrictModel(BaseModel):
     # The protected namespaces of pydantic 2.10 and later: before it (the floor is 2.6) all of
     # `model_` was, and `agent.model_parameters` printed a UserWarning on every import.
+    # No infinite float (`.inf` in YAML): a timeout of `.inf` passed validation and crashed
+    # the run in aiohttp's timer.
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
         strict=True,
+        allow_inf_nan=False,
         protected_namespaces=("model_validate", "model_dump"),
     )
 
@@ -271,7 +278,7 @@ class Source(StrictModel):
     )
     columns: OutputColumns = Field(default=(), description="Passthrough columns kept in the output")
     where: str | None = Field(default=None, description="Optional SQL filter on the source rows")
-    limit: Annotated[int, Field(gt=0)] | None = Field(
+    limit: Annotated[int, Field(gt=0, le=MOST_ROWS)] | None = Field(
         default=None, description="Optional row limit"
     )
 

@@ -302,7 +302,9 @@ def test_a_path_that_cannot_be_used_is_one_line_not_a_traceback(
         ({"tables": "a=b"}, "tables must be a mapping"),
         ({"endpoints": "builtin:instant"}, "endpoints must be a mapping"),
         ({"options": {"limit": 1}}, "options must be agentbatch.RunOptions"),
-        ({"limit": "3"}, "limit must be a positive number of rows, not '3'"),
+        ({"limit": "3"}, r"limit must be a positive number of rows \(at most [0-9,]+\), not '3'"),
+        # SQL's LIMIT takes a BIGINT: a larger one failed in the engine, in its words.
+        ({"limit": 2**63}, r"at most 9,223,372,036,854,775,807\), not 9223372036854775808"),
     ],
 )
 def test_python_api_misuse_is_a_usage_error_in_its_words(

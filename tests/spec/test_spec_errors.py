@@ -151,6 +151,16 @@ def test_valid_job_loads(tmp_path: Path) -> None:
             ),
             "job.yml:14: schedule.timezone_id: 'Mars/Base' is not a time zone id",
         ),
+        (
+            # It passed validation, then the run crashed in aiohttp's timer with a traceback.
+            ("  model_parameters: {max_tokens: 256}", "  timeout_seconds: .inf"),
+            "job.yml:9: agent.timeout_seconds: Input should be a finite number",
+        ),
+        (
+            # SQL's LIMIT takes a BIGINT: the run failed in the engine, naming no line or key.
+            ("  columns: [subject]", "  columns: [subject]\n  limit: 9223372036854775808"),
+            "job.yml:6: source.limit: Input should be less than or equal to 9223372036854775807",
+        ),
     ],
 )
 def test_each_error_names_file_line_and_key(
