@@ -413,6 +413,10 @@ class LocalEngine:
                 continue
             full = self._full_name(name)
             if full in outputs:
+                if isinstance(source, (str, os.PathLike)) and Path(source).is_symlink():
+                    # Written where the link points: a file is saved by replacing it, which
+                    # would replace the link, and the file it points at would keep old rows.
+                    source = Path(os.path.realpath(source))
                 self._outputs[full] = source
                 if isinstance(source, (str, os.PathLike)):
                     self._existed[full] = Path(source).exists()

@@ -392,3 +392,23 @@ def test_a_nanosecond_key_is_refused_before_any_call_into_delta(
     assert run_job(tmp_path, agent, JOB, source, parquet)["rows_written"] == 2
     assert output_table(parquet).column("id").to_pylist() == keys.to_pylist()
     assert run_job(tmp_path, agent, JOB, source, parquet)["sent"] == 0
+
+
+@pytest.mark.parametrize("name", ["out.parquet", "out_delta"])
+def test_an_output_mapped_through_a_link_is_written_where_it_points(
+    tmp_path: Path, agent: AgentServer, name: str
+) -> None:
+    """A file output was saved by replacing the path given: the link became a file of its own,
+    and the file it pointed at kept the old rows."""
+    shared = tmp_path / "shared" / name
+    shared.parent.mkdir()
+    run(tmp_path, agent, csv_source(tmp_path, {1: "a", 2: "b"}), shared)
+    link = tmp_path / name
+    link.symlink_to(shared, target_is_directory=shared.is_dir())
+    summary = run(tmp_path, agent, csv_source(tmp_path, {1: "a", 2: "b", 3: "c"}), link)
+    assert (summary["sent"], summary["table_rows"]) == (1, 3)
+    assert link.is_symlink()
+    if shared.is_dir():
+        assert delta_rows(shared)[1] == [1, 2, 3]
+    else:
+        assert sorted(pq.read_table(shared).column("id").to_pylist()) == [1, 2, 3]
