@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentbatch.agent.response_format import parse_response_format
-from agentbatch.errors import UsageError
+from agentbatch.errors import AgentbatchError, UsageError
 from agentbatch.planning.builder import build_plan
 from agentbatch.planning.definition import RestFallback
 from agentbatch.results import RESULT_COLUMN_NAMES
@@ -116,7 +116,13 @@ def first_run_plan(plan: Plan) -> Plan:
 def check_selection(plan: Plan, engine: Engine) -> dict[str, int]:
     """Count the selection and what the target already holds; refuse a source whose keys repeat
     and a merge over a target holding a key in several rows; warn of rows without a key."""
-    counts = engine.fetch_one(plan.preflight.counts.sql)
+    try:
+        counts = engine.fetch_one(plan.preflight.counts.sql)
+    except AgentbatchError:
+        # The count compares the source's keys with the target's, which fails on a key no cast
+        # converts ('x' against numbers) before the types are read: name them, as when it does.
+        _refuse_retyped_key(plan, engine)
+        raise
     repeated = int(counts.get("repeated_keys") or 0)
     if repeated:
         raise UsageError(repeated_keys_message(plan, engine, repeated))
@@ -237,6 +243,16 @@ def _decimal_scale(name: str) -> int | None:
         return int(params[1]) if len(params) > 1 else (0 if params[0].strip() else None)
     except ValueError:
         return None
+
+
+def _refuse_retyped_key(plan: Plan, engine: Engine) -> None:
+    """`_check_key_types` by the key types alone (`key_types.sql` compares no key); nothing when
+    they cannot be read (no target yet)."""
+    try:
+        types = engine.fetch_one(plan.preflight.key_types.sql)
+    except AgentbatchError:
+        return
+    _check_key_types(plan, types.get("source_key_type"), types.get("target_key_type"))
 
 
 def _check_key_types(plan: Plan, source_type: object, target_type: object) -> None:
