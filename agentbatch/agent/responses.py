@@ -93,6 +93,10 @@ def preview(body: bytes | str, limit: int = 200) -> str:
 def parse_json_reply(body: bytes) -> AgentReply | RowFailure:
     try:
         payload = loads(body)
+    except UnicodeDecodeError as err:  # a ValueError too: JSON text in another encoding
+        return RowFailure(
+            "parse", f"reply is not UTF-8 (byte {err.start} of the body): {preview(body)}"
+        )
     except ValueError:
         return RowFailure("parse", f"reply is not JSON: {preview(body)}")
     return reply_from_payload(payload)

@@ -484,3 +484,14 @@ def test_a_common_reply_is_read_in_few_calls() -> None:
         reply = reply_from_payload(payload)
     assert isinstance(reply, AgentReply) and (reply.text, reply.input_tokens) == ("hi", 7)
     assert len(calls) <= 7, calls
+
+
+def test_a_reply_not_in_utf8_is_named_so_not_called_json_it_is_not() -> None:
+    """JSON with a Latin-1 byte and no charset said `reply is not JSON`, which it is."""
+    body = '{"output": [{"type": "message", "content": [{"type": "output_text", "text": "café"}]}]}'
+    failure = parse_json_reply(body.encode("latin-1"))
+    assert isinstance(failure, RowFailure) and not failure.retryable
+    assert failure.message.startswith(f"reply is not UTF-8 (byte {body.index('é')} of the body): ")
+    not_json = parse_json_reply(b"<html>busy</html>")
+    assert isinstance(not_json, RowFailure)
+    assert not_json.message == "reply is not JSON: <html>busy</html>"
