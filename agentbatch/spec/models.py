@@ -664,9 +664,32 @@ class Job(StrictModel):
     _variables: VariableUse | None = PrivateAttr(default=None)
     _origin: JobOrigin | None = PrivateAttr(default=None)
 
+    @field_validator("vars", mode="before")
+    @classmethod
+    def _vars(cls, value: Any) -> Any:
+        # Before pydantic's union check, which names each member it tried (`vars.a.str`, ...).
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if not isinstance(item, (str, int, float, bool)):
+                    kind = (
+                        "a mapping"
+                        if isinstance(item, dict)
+                        else "a list"
+                        if isinstance(item, list)
+                        else "empty"
+                        if item is None
+                        else f"a {type(item).__name__}"
+                    )
+                    raise ValueError(
+                        f"variable {name!r} is {kind}: a variable is a string, number or boolean"
+                    )
+        return value
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
+        if len(value) > 100:
+            raise ValueError(f"at most 100 characters, not {len(value)}")
         if not _JOB_NAME.match(value):
             raise ValueError("use letters, digits, _ and - (starting with a letter or _)")
         return value

@@ -152,6 +152,17 @@ def test_valid_job_loads(tmp_path: Path) -> None:
             "job.yml:14: schedule.timezone_id: 'Mars/Base' is not a time zone id",
         ),
         (
+            # Pydantic's union check gave four errors at keys the file does not have
+            # (`vars.a.str`, `vars.a.int`, ...).
+            ("  table: main.support.out", "  table: main.support.out\nvars: {a: {b: 1}}"),
+            "job.yml:12: vars: variable 'a' is a mapping: a variable is a string, number or boolean",
+        ),
+        (
+            # It said to use letters, digits, _ and -, which it does.
+            ("name: triage", "name: " + "a" * 101),
+            "job.yml:1: name: at most 100 characters, not 101",
+        ),
+        (
             # It passed validation, then the run crashed in aiohttp's timer with a traceback.
             ("  model_parameters: {max_tokens: 256}", "  timeout_seconds: .inf"),
             "job.yml:9: agent.timeout_seconds: Input should be a finite number",
