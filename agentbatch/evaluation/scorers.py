@@ -21,6 +21,7 @@ from agentbatch.evaluation.text import (
     as_number,
     as_text,
     get_field,
+    json_form,
     normalise,
     parse_json,
 )
@@ -225,7 +226,7 @@ class JsonSchemaScorer(_Compared):
             return pair
         answer, _ = pair
         try:
-            value = parse_json(answer) if isinstance(answer, str) else answer
+            value = parse_json(answer) if isinstance(answer, str) else json_form(answer)
         except ValueError:
             return FAIL
         return FAIL if self.violation(value) else PASS
@@ -356,9 +357,15 @@ class CustomScorer(RowScorer):
             return PASS if result else FAIL
         if isinstance(result, (numbers.Real, Decimal)):
             value = float(result)
-            if math.isfinite(value):
-                return Score(value)
-            return Score(error=f"{self.options.function} returned {value}, not a finite number")
+            if not math.isfinite(value):
+                return Score(error=f"{self.options.function} returned {value}, not a finite number")
+            if self.binary and value not in (0.0, 1.0):
+                # A proportion's mean and Wilson interval hold only for 0/1 scores.
+                return Score(
+                    error=f"{self.options.function} returned {value}, not 0 or 1 "
+                    "(the scorer is binary: true)"
+                )
+            return Score(value)
         return Score(error=f"{self.options.function} returned {returned}, not a number")
 
 

@@ -4,10 +4,12 @@ normalisation, numbers and JSON. Pure functions; no scorer logic.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
 import unicodedata
+from decimal import Decimal
 from typing import Any
 
 _MISSING = object()
@@ -54,18 +56,40 @@ def get_field(value: Any, path: str | None) -> Any:
 
 
 def as_text(value: Any) -> str:
-    """Canonical text of a value: 3, 3.0 and "3" compare equal; objects as sorted JSON."""
+    """Canonical text of a value: 3, 3.0, a DECIMAL's 3.00 and "3" compare equal; objects as
+    sorted JSON, of their values as `json_form` gives them."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, Decimal) and value.is_finite():
+        return "0" if value.is_zero() else format(value.normalize(), "f")
     if isinstance(value, (dict, list)):
         return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+            json_form(value),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=str,
         )
     return str(value)
+
+
+def json_form(value: Any) -> Any:
+    """A typed answer's value as the agent's JSON gave it, for checks made on JSON (a schema):
+    a DATE or TIMESTAMP as its ISO text, a DECIMAL as a number (a whole one exact), nested
+    values alike. The stored value is a Python date or Decimal, which no JSON type matches."""
+    if isinstance(value, dict):
+        return {name: json_form(item) for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_form(item) for item in value]
+    if isinstance(value, Decimal) and value.is_finite():
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (datetime.date, datetime.time)):  # a datetime is a date too
+        return value.isoformat()
+    return value
 
 
 def normalise(

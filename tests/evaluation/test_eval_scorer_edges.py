@@ -171,3 +171,69 @@ def test_contains_refuses_a_blank_fixed_value() -> None:
     with pytest.raises(ValidationError, match="blank"):
         spec.Contains(value=" ")
     assert ContainsScorer("c", spec.Contains(value="bug"), None).score(row("a bug")) == Score(1.0)
+
+
+# -- typed answers are scored as the agent's JSON gave them ----------------------------------------
+
+TYPED = "STRUCT<amount: DECIMAL(10,2), share: DOUBLE, due: DATE, at: TIMESTAMP>"
+
+
+def stored_answer(text: str) -> dict[str, Any]:
+    """A typed answer as the scores read it back: parsed, stored in its Arrow type, read again."""
+    from agentbatch.agent.response_format import parse_response_format
+
+    fmt = parse_response_format(TYPED)
+    table = pa.Table.from_pylist(
+        [{"response": fmt.parse(text)}], schema=pa.schema([("response", fmt.arrow_type)])
+    )
+    answer: dict[str, Any] = table.to_pylist()[0]["response"]
+    return answer
+
+
+ANSWER = '{"amount": 3, "share": 12.5, "due": "2024-01-05", "at": "2024-01-05T10:00:00Z"}'
+
+
+def test_json_schema_passes_a_typed_answer_that_matches_the_schema_it_was_asked_with() -> None:
+    """The schema agentbatch asks the agent to follow for a DATE and a TIMESTAMP is a string of
+    format date / date-time; the scorer checked the stored Python date against it, so every
+    such answer failed, with no error to say why."""
+    from agentbatch.agent.response_format import parse_response_format
+    from agentbatch.evaluation.scorers import JsonSchemaScorer
+
+    asked = dict(parse_response_format(TYPED).json_schema)
+    answer = stored_answer(ANSWER)
+    scorer = JsonSchemaScorer("s", spec.JsonSchema(schema=asked))
+    assert scorer.score(row(answer)) == Score(1.0)
+    due = spec.JsonSchema(schema={"type": "string", "format": "date"}, field="due")
+    assert JsonSchemaScorer("d", due).score(row(answer)) == Score(1.0)
+    whole = spec.JsonSchema(schema={"type": "integer"}, field="amount")
+    assert JsonSchemaScorer("w", whole).score(row(answer)) == Score(1.0)
+    # Still a check: a field of another type fails.
+    wrong = spec.JsonSchema(schema={"type": "integer"}, field="due")
+    assert JsonSchemaScorer("x", wrong).score(row(answer)) == Score(0.0)
+
+
+@pytest.mark.parametrize(("expected", "same"), [("3", True), (3, True), ("3.0", False)])
+def test_exact_match_reads_a_decimal_field_as_the_number_it_is(expected: Any, same: bool) -> None:
+    """A DECIMAL(10,2) field holding 3 is the Decimal 3.00, whose text `3.00` matched no expected
+    3, while the same answer in a DOUBLE field did."""
+    answer = stored_answer(ANSWER)
+    for field in ("amount", "share"):
+        exact = ExactMatchScorer("m", spec.ExactMatch(field=field), "expected")
+        value = {"amount": expected, "share": "12.5" if expected != "3.0" else "12.50"}[field]
+        assert exact.score(row(answer, value)) == Score(1.0 if same else 0.0), field
+
+
+@pytest.mark.parametrize("result", [2, 0.5, -1])
+def test_a_binary_custom_scorer_returning_other_than_0_or_1_is_a_row_error(
+    probe: types.ModuleType, result: Any
+) -> None:
+    """Its mean and interval are a proportion's: 2 made a "proportion" of 116.7%."""
+    probe.f = lambda response, expected, row: result  # type: ignore[attr-defined]
+    scorer = CustomScorer("c", spec.Custom(function=f"{PROBE}:f", binary=True), None)
+    assert scorer.score(row("x")).error == (
+        f"{PROBE}:f returned {float(result)}, not 0 or 1 (the scorer is binary: true)"
+    )
+    probe.f = lambda response, expected, row: 1  # type: ignore[attr-defined]
+    scorer = CustomScorer("c", spec.Custom(function=f"{PROBE}:f", binary=True), None)
+    assert scorer.score(row("x")) == Score(1.0)
