@@ -285,8 +285,13 @@ class Ledger:
         self.path = Path(path)
         self.key = key
         self.run_id = run_id
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _exclusive_lock(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = _exclusive_lock(self.path)
+        except OSError as e:  # the state folder (--state-dir) cannot be made or written
+            raise ConfigError(
+                f"cannot make the checkpoint {self.path}: {e.strerror or e}. {_LOCAL_DISK}"
+            ) from None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         try:

@@ -412,3 +412,20 @@ def test_an_output_mapped_through_a_link_is_written_where_it_points(
         assert delta_rows(shared)[1] == [1, 2, 3]
     else:
         assert sorted(pq.read_table(shared).column("id").to_pylist()) == [1, 2, 3]
+
+
+def test_a_state_folder_that_cannot_be_made_is_named_before_any_call(
+    tmp_path: Path, agent: AgentServer
+) -> None:
+    """The checkpoint's folder under a file: the CLI printed `Not a directory: <path>`, naming
+    neither the checkpoint nor --state-dir, and the Python API raised the OSError itself."""
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    output = tmp_path / "out.parquet"
+    done = cli(tmp_path, agent, csv_source(tmp_path, {1: "a"}), output, state="blocker/state")
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "cannot make the checkpoint " in done.stderr
+    assert f"{os.strerror(errno.ENOTDIR)}." in done.stderr
+    assert "set state_dir (--state-dir) to a local folder" in done.stderr
+    assert agent.stats().requests_total == 0
+    assert not output.exists()
