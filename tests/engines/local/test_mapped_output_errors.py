@@ -59,10 +59,18 @@ def job(root: Path) -> Path:
 
 
 def run(
-    root: Path, agent: AgentServer, source: Path, output: Path, *, state: str = "state"
+    root: Path,
+    agent: AgentServer,
+    source: Path,
+    output: Path,
+    *,
+    state: str = "state",
+    job_text: str = JOB,
 ) -> dict[str, Any]:
+    path = job(root)
+    path.write_text(job_text)
     with agentbatch.run(
-        job(root),
+        path,
         tables={"main.s.src": source, "main.s.out": output},
         endpoints={"apps/a": agent.url},
         state_dir=root / state,
@@ -262,18 +270,15 @@ def test_a_column_delta_has_no_type_for_is_named_before_any_call(
     assert not output.exists()
 
 
-def run_job(root: Path, agent: AgentServer, job_text: str, source: Path, output: Path) -> Any:
-    path = job(root)
-    path.write_text(job_text)
-    with agentbatch.run(
-        path,
-        tables={"main.s.src": source, "main.s.out": output},
-        endpoints={"apps/a": agent.url},
-        state_dir=root / "state",
-        project_dir=root,
-        progress=False,
-    ) as result:
-        return dict(result.summary)
+def refused_before_any_call(
+    root: Path, agent: AgentServer, job_text: str, source: Path, output: Path
+) -> str:
+    """The UsageError's message of a run that sent nothing and created no output."""
+    with pytest.raises(UsageError) as raised:
+        run(root, agent, source, output, job_text=job_text)
+    assert agent.stats().requests_total == 0
+    assert not output.exists()
+    return str(raised.value)
 
 
 def output_table(output: Path) -> Any:
@@ -304,15 +309,11 @@ def test_an_integer_past_38_digits_is_refused_before_any_call(
         source.write_text(f"id,txt,big\n1,a,5\n2,b,{HUGE}\n3,c,7\n")
         job_text = JOB.replace("columns: [txt]", "columns: [txt, big]")
     output = tmp_path / output_name
-    with pytest.raises(UsageError) as raised:
-        run_job(tmp_path, agent, job_text, source, output)
-    assert str(raised.value) == (
+    assert refused_before_any_call(tmp_path, agent, job_text, source, output) == (
         f"column {column!r} holds 1 integer(s) of 39 digits or more, which no output type holds "
         f"(DECIMAL(38, 0) is the widest): give it as text in `source.query` (CAST(`{column}` AS "
         "STRING)). Nothing was sent to the agent"
     )
-    assert agent.stats().requests_total == 0
-    assert not output.exists()
     # The fix it names: every row answered once, the digits kept exactly.
     query = (
         "SELECT CAST(id AS STRING) AS id, txt FROM main.s.src"
@@ -320,12 +321,12 @@ def test_an_integer_past_38_digits_is_refused_before_any_call(
         else "SELECT id, txt, CAST(big AS STRING) AS big FROM main.s.src"
     )
     fixed = job_text.replace("source: {table: main.s.src,", f'source: {{query: "{query}",')
-    summary = run_job(tmp_path, agent, fixed, source, output)
+    summary = run(tmp_path, agent, source, output, job_text=fixed)
     assert (summary["rows_written"], agent.stats().requests_total) == (3, 3)
     table = output_table(output)
     assert str(HUGE) in table.column(column).to_pylist()
     assert table.column("error").null_count == 3
-    assert run_job(tmp_path, agent, fixed, source, output)["sent"] == 0
+    assert run(tmp_path, agent, source, output, job_text=fixed)["sent"] == 0
 
 
 def test_an_unsigned_column_is_refused_before_any_call_into_delta(
@@ -348,22 +349,18 @@ def test_an_unsigned_column_is_refused_before_any_call_into_delta(
     )
     job_text = JOB.replace("columns: [txt]", "columns: [txt, stars]")
     output = tmp_path / "out"
-    with pytest.raises(UsageError) as raised:
-        run_job(tmp_path, agent, job_text, source, output)
-    assert str(raised.value) == (
+    assert refused_before_any_call(tmp_path, agent, job_text, source, output) == (
         "column 'stars' is an unsigned integer (UTINYINT), which a Delta table cannot hold (its "
         "integers are signed): cast it in `source.query` (CAST(`stars` AS SMALLINT)), or map the "
         "output to a Parquet file. Nothing was sent to the agent"
     )
-    assert agent.stats().requests_total == 0
-    assert not output.exists()
     # A Parquet file holds it as it is; the cast named holds it in Delta.
     parquet = tmp_path / "out.parquet"
-    assert run_job(tmp_path, agent, job_text, source, parquet)["rows_written"] == 3
+    assert run(tmp_path, agent, source, parquet, job_text=job_text)["rows_written"] == 3
     assert sorted(output_table(parquet).column("stars").to_pylist()) == [1, 5, 200]
     query = "SELECT id, txt, CAST(stars AS SMALLINT) AS stars FROM main.s.src"
     fixed = job_text.replace("source: {table: main.s.src,", f'source: {{query: "{query}",')
-    assert run_job(tmp_path, agent, fixed, source, output)["rows_written"] == 3
+    assert run(tmp_path, agent, source, output, job_text=fixed)["rows_written"] == 3
     assert sorted(output_table(output).column("stars").to_pylist()) == [1, 5, 200]
 
 
@@ -378,20 +375,16 @@ def test_a_nanosecond_key_is_refused_before_any_call_into_delta(
     keys = pa.array([1_704_067_200_000_000_000, 1_704_067_200_000_000_001], pa.timestamp("ns"))
     pq.write_table(pa.table({"id": keys, "txt": ["a", "b"]}), source)
     output = tmp_path / "out"
-    with pytest.raises(UsageError) as raised:
-        run_job(tmp_path, agent, JOB, source, output)
-    assert str(raised.value) == (
+    assert refused_before_any_call(tmp_path, agent, JOB, source, output) == (
         "key 'id' is a timestamp in nanoseconds, which a Delta table keeps in microseconds (two "
         "keys could become one): give it as text in `source.query` (CAST(`id` AS STRING)), or "
         "map the output to a Parquet file. Nothing was sent to the agent"
     )
-    assert agent.stats().requests_total == 0
-    assert not output.exists()
     # A Parquet file keeps both keys.
     parquet = tmp_path / "out.parquet"
-    assert run_job(tmp_path, agent, JOB, source, parquet)["rows_written"] == 2
+    assert run(tmp_path, agent, source, parquet, job_text=JOB)["rows_written"] == 2
     assert output_table(parquet).column("id").to_pylist() == keys.to_pylist()
-    assert run_job(tmp_path, agent, JOB, source, parquet)["sent"] == 0
+    assert run(tmp_path, agent, source, parquet, job_text=JOB)["sent"] == 0
 
 
 @pytest.mark.parametrize("name", ["out.parquet", "out_delta"])
