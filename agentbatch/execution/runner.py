@@ -24,6 +24,7 @@ from agentbatch.agent.redact import safe_url
 from agentbatch.engines.registry import engine_class
 from agentbatch.errors import (
     AgentbatchError,
+    ConfigError,
     EngineError,
     JobFailedError,
     Terminated,
@@ -688,7 +689,7 @@ def _refresh_state(the_plan: Plan, *, create: bool) -> Iterator[Ledger | None]:
     ledger: Ledger | None = None
     try:
         ledger = Ledger(path, key=the_plan.job.source.key, run_id=the_plan.options.run_id)
-    except (OSError, sqlite3.Error) as err:
+    except (OSError, sqlite3.Error, ConfigError) as err:  # ConfigError: a folder it cannot make
         # A push-down run needs no state otherwise: it goes on, only not continuable.
         log.warning(
             "%s: cannot record the full refresh (%s); a stopped one is paid again", path, err
