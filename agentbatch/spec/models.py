@@ -649,7 +649,10 @@ class Job(StrictModel):
         default=None, description="Per-row binary input (images, documents) beside `request`"
     )
     output: Output
-    vars: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # Any float a YAML file holds, `.inf` and `.nan` too (the models refuse them elsewhere).
+    vars: dict[str, str | int | Annotated[float, Field(allow_inf_nan=True)] | bool] = Field(
+        default_factory=dict
+    )
     env: StrTuple = Field(default=(), description="Environment variables templates may read")
     template: str | None = Field(
         default=None, description="A template in sqltemplates/ to use instead of the built-in one"

@@ -212,6 +212,20 @@ def test_var_values_are_inert_literals(tmp_path: Path) -> None:
     assert job.request == "concat('x\\'); DROP TABLE t; --', subject)"
 
 
+def test_an_infinite_variable_still_loads_where_an_infinite_timeout_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Spec floats refuse `.inf` (a timeout of `.inf` crashed the run); a variable is a value
+    the job quotes, and `.inf` renders as a literal that reads back as infinity."""
+    text = VALID.replace(
+        "request: \"concat('Classify: ', subject)\"",
+        "request: \"concat(CAST({{ var('cap') }} AS STRING), subject)\"",
+    )
+    job = load_job(write(tmp_path, text + "vars: {cap: .inf}\n"))
+    assert job.vars == {"cap": float("inf")}
+    assert "inf" in job.request.lower() and "{{" not in job.request
+
+
 def test_jinja_in_a_variables_default_is_refused_not_sent_as_text(tmp_path: Path) -> None:
     # `vars:` values are data: `{{ var('b') }}` there would reach the prompt as those characters.
     text = VALID.replace(
